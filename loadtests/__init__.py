@@ -1,0 +1,1 @@
+"""Swarms of simulated headsets, network impairment, capacity and soak runs."""

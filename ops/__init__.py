@@ -1,0 +1,1 @@
+"""Running it: metrics, health, admin API, dashboards (see DESIGN.md, "Ops"). Never imports rehearsal/."""

@@ -1,0 +1,150 @@
+"""Contact kernels: tissue vertices against kinematic instrument capsules and the fixed environment.
+
+Each contact projects the vertex out of the shape and applies Coulomb friction to the tangential motion
+relative to the shape over the substep (position-based friction, Macklin et al. 2014).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+
+
+@nb.njit(inline="always", nogil=True, cache=True)
+def friction(x, x_prev, i, nx, ny, nz, depth, mu, sx, sy, sz):
+    """Remove (static) or shorten (kinetic) the tangential slip of vertex i; s = the surface's own motion."""
+    dx = x[i, 0] - x_prev[i, 0] - sx
+    dy = x[i, 1] - x_prev[i, 1] - sy
+    dz = x[i, 2] - x_prev[i, 2] - sz
+    dn = dx * nx + dy * ny + dz * nz
+    tx = dx - dn * nx
+    ty = dy - dn * ny
+    tz = dz - dn * nz
+    slip = math.sqrt(tx * tx + ty * ty + tz * tz)
+    if slip <= 0.0:
+        return
+    limit = mu * depth
+    scale = 1.0 if slip <= limit else limit / slip
+    x[i, 0] -= tx * scale
+    x[i, 1] -= ty * scale
+    x[i, 2] -= tz * scale
+
+
+@nb.njit(inline="always", nogil=True, cache=True)
+def environment_contact(x, x_prev, i, planes, spheres, boxes, mu):
+    """Keep vertex i outside every environment shape; returns the number of contacts."""
+    hits = 0
+    for k in range(planes.shape[0]):
+        nx, ny, nz = planes[k, 0], planes[k, 1], planes[k, 2]
+        d = x[i, 0] * nx + x[i, 1] * ny + x[i, 2] * nz - planes[k, 3]
+        if d < 0.0:
+            x[i, 0] -= nx * d
+            x[i, 1] -= ny * d
+            x[i, 2] -= nz * d
+            friction(x, x_prev, i, nx, ny, nz, -d, mu, 0.0, 0.0, 0.0)
+            hits += 1
+    for k in range(spheres.shape[0]):
+        rx = x[i, 0] - spheres[k, 0]
+        ry = x[i, 1] - spheres[k, 1]
+        rz = x[i, 2] - spheres[k, 2]
+        dist = math.sqrt(rx * rx + ry * ry + rz * rz)
+        r = spheres[k, 3]
+        if dist < r and dist > 1e-12:
+            nx, ny, nz = rx / dist, ry / dist, rz / dist
+            depth = r - dist
+            x[i, 0] += nx * depth
+            x[i, 1] += ny * depth
+            x[i, 2] += nz * depth
+            friction(x, x_prev, i, nx, ny, nz, depth, mu, 0.0, 0.0, 0.0)
+            hits += 1
+    for k in range(boxes.shape[0]):
+        best = 1e30
+        axis = -1
+        sign = 1.0
+        for a in range(3):
+            local = x[i, a] - boxes[k, a]
+            pen = boxes[k, 3 + a] - abs(local)
+            if pen <= 0.0:
+                axis = -2
+                break
+            if pen < best:
+                best = pen
+                axis = a
+                sign = 1.0 if local >= 0.0 else -1.0
+        if axis >= 0:
+            x[i, axis] += sign * best
+            n0 = sign if axis == 0 else 0.0
+            n1 = sign if axis == 1 else 0.0
+            n2 = sign if axis == 2 else 0.0
+            friction(x, x_prev, i, n0, n1, n2, best, mu, 0.0, 0.0, 0.0)
+            hits += 1
+    return hits
+
+
+@nb.njit(nogil=True, cache=True)
+def instrument_contacts(
+    x, x_prev, mass, cand_vert, cand_inst, cap_inst, cap_r, cap_active, wa, wb, pa, pb, inst_mu, force_scale, out_force
+):
+    """Push candidate vertices out of their instrument's active capsules (wa-wb now, pa-pb last substep).
+
+    out_force[k] accumulates the force (N) instrument k exerts on the tissue, averaged over the frame.
+    Returns the number of contacts.
+    """
+    hits = 0
+    for c in range(cand_vert.size):
+        i = cand_vert[c]
+        k = cand_inst[c]
+        for j in range(cap_inst.size):
+            if cap_inst[j] != k or not cap_active[j]:
+                continue
+            ax, ay, az = wa[j, 0], wa[j, 1], wa[j, 2]
+            ex, ey, ez = wb[j, 0] - ax, wb[j, 1] - ay, wb[j, 2] - az
+            px, py, pz = x[i, 0] - ax, x[i, 1] - ay, x[i, 2] - az
+            ee = ex * ex + ey * ey + ez * ez
+            t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (px * ex + py * ey + pz * ez) / ee))
+            rx, ry, rz = px - t * ex, py - t * ey, pz - t * ez
+            dist = math.sqrt(rx * rx + ry * ry + rz * rz)
+            r = cap_r[j]
+            if dist >= r or dist < 1e-12:
+                continue
+            nx, ny, nz = rx / dist, ry / dist, rz / dist
+            depth = r - dist
+            bx, by, bz = x[i, 0], x[i, 1], x[i, 2]
+            x[i, 0] += nx * depth
+            x[i, 1] += ny * depth
+            x[i, 2] += nz * depth
+            # Motion of the capsule's surface point since the last substep, for relative slip.
+            sx = (ax + t * ex) - (pa[j, 0] + t * (pb[j, 0] - pa[j, 0]))
+            sy = (ay + t * ey) - (pa[j, 1] + t * (pb[j, 1] - pa[j, 1]))
+            sz = (az + t * ez) - (pa[j, 2] + t * (pb[j, 2] - pa[j, 2]))
+            friction(x, x_prev, i, nx, ny, nz, depth, inst_mu[k], sx, sy, sz)
+            m = mass[i] * force_scale
+            out_force[k, 0] += m * (x[i, 0] - bx)
+            out_force[k, 1] += m * (x[i, 1] - by)
+            out_force[k, 2] += m * (x[i, 2] - bz)
+            hits += 1
+    return hits
+
+
+@nb.njit(nogil=True, cache=True)
+def attach_pass(x, inv_mass, verts, weights, targets, alpha_tilde, force_scale, out_force):
+    """XPBD point constraints: the barycentric point of (verts, weights) pulled to targets.
+
+    out_force[g] accumulates the force (N) on the tissue at point g, averaged over the frame.
+    """
+    for g in range(verts.shape[0]):
+        denom = alpha_tilde
+        for c in range(3):
+            denom += weights[g, c] * weights[g, c] * inv_mass[verts[g, c]]
+        if denom <= alpha_tilde:
+            continue
+        for d in range(3):
+            p = 0.0
+            for c in range(3):
+                p += weights[g, c] * x[verts[g, c], d]
+            dl = -(p - targets[g, d]) / denom
+            for c in range(3):
+                v = verts[g, c]
+                x[v, d] += inv_mass[v] * weights[g, c] * dl
+            out_force[g, d] += dl * force_scale

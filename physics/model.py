@@ -1,0 +1,204 @@
+"""The Model: rest shape, topology, per-tet constants and the parallel sweep order.
+
+It changes only on topology events (cuts, burns), through `remove_tets`; everything per frame lives in
+State and Control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from physics.environment import Environment
+from physics.materials import Material
+from physics.mesh import TetMesh
+from physics.neo_hookean import CHUNK, rest_data
+from physics.partitioning import partition_tets
+from physics.surface import boundary_triangles, triangle_diff
+
+# Fully coagulated tissue is this many times stiffer than fresh tissue (before it burns through).
+BURN_STIFFENING = 9.0
+
+
+@dataclass
+class Model:
+    rest_positions: np.ndarray  # (n, 3)
+    tets: np.ndarray  # (m, 4) int32; ids are stable, removed tets stay with alive = False
+    regions: np.ndarray  # (m,) int32 index into materials
+    materials: list[Material]
+    dm_inv: np.ndarray  # (m, 9)
+    rest_volume: np.ndarray  # (m,)
+    alpha_dev: np.ndarray  # (m,) deviatoric compliance 1 / (mu V) of fresh tissue
+    alpha_hyd: np.ndarray  # (m,) hydrostatic compliance 1 / (lambda V)
+    gamma: np.ndarray  # (m,) 1 + mu / lambda
+    fixed: np.ndarray  # (n,) bool: pinned vertices
+    anchor_vertex: np.ndarray  # (k,) int32: vertices tied to the fixed frame (ligaments)
+    anchor_position: np.ndarray  # (k, 3)
+    anchor_compliance: float  # m/N
+    environment: Environment
+    gravity: np.ndarray  # (3,)
+    n_parts: int
+    alive: np.ndarray  # (m,) bool
+    mass: np.ndarray  # (n,) kg, lumped from live tets
+    inv_mass: np.ndarray  # (n,) 0 for pinned and orphaned vertices
+    vertex_damping: np.ndarray  # (n,) 1/s
+    order: np.ndarray  # live tet ids in sweep order (see physics.partitioning)
+    chunks: np.ndarray
+    part_chunks: np.ndarray
+    sweep_corners: np.ndarray  # (live, 4) vertex ids in sweep order
+    sweep_inv_mass: np.ndarray  # (4, live)
+    sweep_dm_inv: np.ndarray  # (9, live) Dm^-1 in sweep order, structure of arrays for the SIMD solve
+    sweep_alpha_hyd: np.ndarray
+    sweep_gamma: np.ndarray
+    surface: np.ndarray  # (k, 3) outward boundary triangles of live tets
+    epoch: int = 0  # bumps on every topology change
+    max_vertex_speed: float = 5.0  # m/s; clamps blow-ups, far above any tissue motion
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.rest_positions.shape[0])
+
+    @property
+    def n_tets(self) -> int:
+        return int(self.tets.shape[0])
+
+    @property
+    def n_live_tets(self) -> int:
+        return int(self.alive.sum())
+
+    def per_tet(self, attribute: str) -> np.ndarray:
+        """A material attribute (e.g. 'strength', 'burn_rate', 'density') for every tet."""
+        table = np.array([getattr(m, attribute) for m in self.materials], dtype=np.float64)
+        return table[self.regions]
+
+    def vertex_used(self) -> np.ndarray:
+        """Vertices that belong to at least one live tet."""
+        used = np.zeros(self.n_vertices, dtype=bool)
+        used[self.tets[self.alive].ravel()] = True
+        return used
+
+
+def build_model(
+    mesh: TetMesh,
+    materials: Sequence[Material],
+    fixed: np.ndarray | None = None,
+    anchors: np.ndarray | None = None,
+    anchor_compliance: float = 1e-4,
+    environment: Environment | None = None,
+    gravity: Sequence[float] = (0.0, -9.81, 0.0),
+    n_parts: int = 2,
+) -> Model:
+    """Precompute everything the solver needs for a mesh with one material per region label.
+
+    fixed: vertex ids pinned in place; anchors: vertex ids held to their rest position by a soft
+    spring (compliance in m/N), like a ligament to the abdominal wall.
+    """
+    materials = list(materials)
+    if int(mesh.regions.max()) >= len(materials):
+        raise ValueError(f"mesh uses region {int(mesh.regions.max())} but only {len(materials)} materials given")
+    if anchor_compliance <= 0 or not np.isfinite(anchor_compliance):
+        raise ValueError("anchor_compliance must be positive")
+    n = mesh.n_vertices
+    fixed_mask = np.zeros(n, dtype=bool)
+    if fixed is not None:
+        fixed_mask[_vertex_ids(fixed, n, "fixed")] = True
+    anchor_vertex = _vertex_ids(anchors, n, "anchors") if anchors is not None else np.zeros(0, np.int32)
+    gravity_arr = np.asarray(gravity, dtype=np.float64).reshape(3)
+    if not np.all(np.isfinite(gravity_arr)):
+        raise ValueError("gravity must be finite")
+    dm_inv, volume = rest_data(mesh.vertices, mesh.tets)
+    lame = np.array([m.lame for m in materials])
+    mu, lam = lame[mesh.regions, 0], lame[mesh.regions, 1]
+    # poisson = 0 gives lambda = 0: treat as (almost) no volume stiffness rather than dividing by zero.
+    lam = np.maximum(lam, 1e-6 * mu)
+    model = Model(
+        rest_positions=mesh.vertices.copy(),
+        tets=mesh.tets.copy(),
+        regions=mesh.regions.copy(),
+        materials=materials,
+        dm_inv=dm_inv,
+        rest_volume=volume,
+        alpha_dev=1.0 / (mu * volume),
+        alpha_hyd=1.0 / (lam * volume),
+        gamma=1.0 + mu / lam,
+        fixed=fixed_mask,
+        anchor_vertex=anchor_vertex,
+        anchor_position=mesh.vertices[anchor_vertex].copy(),
+        anchor_compliance=float(anchor_compliance),
+        environment=environment or Environment(),
+        gravity=gravity_arr,
+        n_parts=int(n_parts),
+        alive=np.ones(mesh.n_tets, dtype=bool),
+        mass=np.zeros(n),
+        inv_mass=np.zeros(n),
+        vertex_damping=np.zeros(n),
+        order=np.zeros(0, np.int32),
+        chunks=np.zeros(1, np.int64),
+        part_chunks=np.zeros(n_parts + 2, np.int64),
+        sweep_corners=np.zeros((0, 4), np.int32),
+        sweep_inv_mass=np.zeros((4, 0)),
+        sweep_dm_inv=np.zeros((9, 0)),
+        sweep_alpha_hyd=np.zeros(0),
+        sweep_gamma=np.zeros(0),
+        surface=np.zeros((0, 3), np.int32),
+    )
+    _refresh(model)
+    return model
+
+
+def remove_tets(model: Model, tet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Remove live tets (a cut or a burn) and rebuild what depends on topology.
+
+    Returns (removed tet ids, surface triangles removed, surface triangles added); bumps the epoch.
+    """
+    ids = np.unique(np.asarray(tet_ids, dtype=np.int64))
+    ids = ids[(ids >= 0) & (ids < model.n_tets)]
+    ids = ids[model.alive[ids]].astype(np.int32)
+    if ids.size == 0:
+        return ids, np.zeros((0, 3), np.int32), np.zeros((0, 3), np.int32)
+    old_surface = model.surface
+    model.alive[ids] = False
+    _refresh(model)
+    model.epoch += 1
+    removed, added = triangle_diff(old_surface, model.surface)
+    return ids, removed, added
+
+
+def _refresh(model: Model) -> None:
+    """Recompute masses, sweep order and surface from the live tets (no stale index survives)."""
+    live = model.alive
+    density = model.per_tet("density")
+    damping = model.per_tet("damping")
+    quarter = np.where(live, density * model.rest_volume * 0.25, 0.0)
+    mass = np.zeros(model.n_vertices)
+    damp_weight = np.zeros(model.n_vertices)
+    for c in range(4):
+        np.add.at(mass, model.tets[:, c], quarter)
+        np.add.at(damp_weight, model.tets[:, c], quarter * damping)
+    used = mass > 0
+    model.mass = mass
+    model.inv_mass = np.where(used & ~model.fixed, 1.0 / np.where(used, mass, 1.0), 0.0)
+    model.vertex_damping = np.where(used, damp_weight / np.where(used, mass, 1.0), 0.0)
+    model.order, model.chunks, model.part_chunks = partition_tets(
+        model.rest_positions, model.tets, live, model.n_parts, CHUNK
+    )
+    model.sweep_corners = np.ascontiguousarray(model.tets[model.order])
+    model.sweep_inv_mass = np.ascontiguousarray(model.inv_mass[model.sweep_corners].T)
+    model.sweep_dm_inv = np.ascontiguousarray(model.dm_inv[model.order].T)
+    model.sweep_alpha_hyd = model.alpha_hyd[model.order]
+    model.sweep_gamma = model.gamma[model.order]
+    model.surface = boundary_triangles(model.tets, live)
+
+
+def _vertex_ids(ids: np.ndarray, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ValueError(f"{what}: a boolean mask must have one entry per vertex ({n})")
+        return np.flatnonzero(arr).astype(np.int32)
+    arr = arr.astype(np.int64).ravel()
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"{what}: vertex ids must lie in [0, {n})")
+    return np.unique(arr).astype(np.int32)

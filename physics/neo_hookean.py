@@ -1,0 +1,185 @@
+"""Stable Neo-Hookean tet constraint (Macklin & Mueller 2021), deviatoric and hydrostatic solved together.
+
+Energy per tet: V * (mu/2 * tr(F^T F) + lam/2 * (det F - gamma)^2) with gamma = 1 + mu/lam, written as two
+XPBD constraints C_D = |F|_F (compliance 1/(mu V)) and C_H = det F - gamma (compliance 1/(lam V)). At rest
+their gradients are parallel, so solving them one after the other fights; the 2x2 coupled solve below is
+exact at rest and behaves like a small Newton step on the full energy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+
+def rest_data(vertices: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tet inverse rest matrix Dm^-1 flattened row-major (m, 9) and rest volume (m,)."""
+    x0 = vertices[tets[:, 0]]
+    dm = np.stack([vertices[tets[:, 1]] - x0, vertices[tets[:, 2]] - x0, vertices[tets[:, 3]] - x0], axis=2)
+    volume = np.linalg.det(dm) / 6.0
+    return np.linalg.inv(dm).reshape(-1, 9).copy(), volume
+
+
+# Tets go through the solver in chunks of one colour (no shared vertex): gathered into small
+# structure-of-arrays blocks, solved in a branch-free loop that LLVM vectorises (AVX2/AVX-512), then
+# scattered back. Same result as sweeping them one by one, several times faster.
+CHUNK = 32
+FAST = {"nogil": True, "error_model": "numpy", "fastmath": {"contract", "arcp", "nsz", "reassoc"}}
+
+
+@nb.njit(inline="always", **FAST)
+def solve_block(P, W, B, alpha_dev, alpha_hyd, gamma, base, k, inv_dt2, D):
+    """Coupled XPBD projection of k independent tets (lambda starts at zero: one iteration per substep).
+
+    P (12, CHUNK): corner positions x0..x3; W (4, S) inverse masses and B (9, S) Dm^-1 row-major, both
+    in sweep order, this block's columns from `base`; D (12, CHUNK): position corrections out.
+    """
+    for j in range(k):
+        t = base + j
+        w0 = W[0, t]
+        w1 = W[1, t]
+        w2 = W[2, t]
+        w3 = W[3, t]
+        e1x = P[3, j] - P[0, j]
+        e1y = P[4, j] - P[1, j]
+        e1z = P[5, j] - P[2, j]
+        e2x = P[6, j] - P[0, j]
+        e2y = P[7, j] - P[1, j]
+        e2z = P[8, j] - P[2, j]
+        e3x = P[9, j] - P[0, j]
+        e3y = P[10, j] - P[1, j]
+        e3z = P[11, j] - P[2, j]
+        b00, b01, b02 = B[0, t], B[1, t], B[2, t]
+        b10, b11, b12 = B[3, t], B[4, t], B[5, t]
+        b20, b21, b22 = B[6, t], B[7, t], B[8, t]
+        # F = Ds Dm^-1, by columns f_c = sum_r e_r B[r, c].
+        f0x = e1x * b00 + e2x * b10 + e3x * b20
+        f0y = e1y * b00 + e2y * b10 + e3y * b20
+        f0z = e1z * b00 + e2z * b10 + e3z * b20
+        f1x = e1x * b01 + e2x * b11 + e3x * b21
+        f1y = e1y * b01 + e2y * b11 + e3y * b21
+        f1z = e1z * b01 + e2z * b11 + e3z * b21
+        f2x = e1x * b02 + e2x * b12 + e3x * b22
+        f2y = e1y * b02 + e2y * b12 + e3y * b22
+        f2z = e1z * b02 + e2z * b12 + e3z * b22
+        norm_f = math.sqrt(
+            f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
+        )
+        inv_norm = 1.0 / max(norm_f, 1e-12)
+        # Cofactor columns: d(det F)/dF.
+        c0x = f1y * f2z - f1z * f2y
+        c0y = f1z * f2x - f1x * f2z
+        c0z = f1x * f2y - f1y * f2x
+        c1x = f2y * f0z - f2z * f0y
+        c1y = f2z * f0x - f2x * f0z
+        c1z = f2x * f0y - f2y * f0x
+        c2x = f0y * f1z - f0z * f1y
+        c2y = f0z * f1x - f0x * f1z
+        c2z = f0x * f1y - f0y * f1x
+        det_f = f0x * c0x + f0y * c0y + f0z * c0z
+        # Gradients w.r.t. x_r (r = 1..3): g_r = sum_c P_c B[r, c]; deviatoric P = F / |F|, hydrostatic P = cof F.
+        d1x = (f0x * b00 + f1x * b01 + f2x * b02) * inv_norm
+        d1y = (f0y * b00 + f1y * b01 + f2y * b02) * inv_norm
+        d1z = (f0z * b00 + f1z * b01 + f2z * b02) * inv_norm
+        d2x = (f0x * b10 + f1x * b11 + f2x * b12) * inv_norm
+        d2y = (f0y * b10 + f1y * b11 + f2y * b12) * inv_norm
+        d2z = (f0z * b10 + f1z * b11 + f2z * b12) * inv_norm
+        d3x = (f0x * b20 + f1x * b21 + f2x * b22) * inv_norm
+        d3y = (f0y * b20 + f1y * b21 + f2y * b22) * inv_norm
+        d3z = (f0z * b20 + f1z * b21 + f2z * b22) * inv_norm
+        d0x = -(d1x + d2x + d3x)
+        d0y = -(d1y + d2y + d3y)
+        d0z = -(d1z + d2z + d3z)
+        h1x = c0x * b00 + c1x * b01 + c2x * b02
+        h1y = c0y * b00 + c1y * b01 + c2y * b02
+        h1z = c0z * b00 + c1z * b01 + c2z * b02
+        h2x = c0x * b10 + c1x * b11 + c2x * b12
+        h2y = c0y * b10 + c1y * b11 + c2y * b12
+        h2z = c0z * b10 + c1z * b11 + c2z * b12
+        h3x = c0x * b20 + c1x * b21 + c2x * b22
+        h3y = c0y * b20 + c1y * b21 + c2y * b22
+        h3z = c0z * b20 + c1z * b21 + c2z * b22
+        h0x = -(h1x + h2x + h3x)
+        h0y = -(h1y + h2y + h3y)
+        h0z = -(h1z + h2z + h3z)
+        a_dev = alpha_dev[t] * inv_dt2
+        a_hyd = alpha_hyd[t] * inv_dt2
+        a11 = (
+            w0 * (d0x * d0x + d0y * d0y + d0z * d0z)
+            + w1 * (d1x * d1x + d1y * d1y + d1z * d1z)
+            + w2 * (d2x * d2x + d2y * d2y + d2z * d2z)
+            + w3 * (d3x * d3x + d3y * d3y + d3z * d3z)
+            + a_dev
+        )
+        a12 = (
+            w0 * (d0x * h0x + d0y * h0y + d0z * h0z)
+            + w1 * (d1x * h1x + d1y * h1y + d1z * h1z)
+            + w2 * (d2x * h2x + d2y * h2y + d2z * h2z)
+            + w3 * (d3x * h3x + d3y * h3y + d3z * h3z)
+        )
+        a22 = (
+            w0 * (h0x * h0x + h0y * h0y + h0z * h0z)
+            + w1 * (h1x * h1x + h1y * h1y + h1z * h1z)
+            + w2 * (h2x * h2x + h2y * h2y + h2z * h2z)
+            + w3 * (h3x * h3x + h3y * h3y + h3z * h3z)
+            + a_hyd
+        )
+        rhs1 = -norm_f
+        rhs2 = -(det_f - gamma[t])
+        # det_a > 0 whenever a compliance is > 0; the floor only keeps a fully pinned tet finite.
+        inv_det = 1.0 / max(a11 * a22 - a12 * a12, 1e-300)
+        l_dev = (rhs1 * a22 - a12 * rhs2) * inv_det
+        l_hyd = (a11 * rhs2 - a12 * rhs1) * inv_det
+        D[0, j] = w0 * (d0x * l_dev + h0x * l_hyd)
+        D[1, j] = w0 * (d0y * l_dev + h0y * l_hyd)
+        D[2, j] = w0 * (d0z * l_dev + h0z * l_hyd)
+        D[3, j] = w1 * (d1x * l_dev + h1x * l_hyd)
+        D[4, j] = w1 * (d1y * l_dev + h1y * l_hyd)
+        D[5, j] = w1 * (d1z * l_dev + h1z * l_hyd)
+        D[6, j] = w2 * (d2x * l_dev + h2x * l_hyd)
+        D[7, j] = w2 * (d2y * l_dev + h2y * l_hyd)
+        D[8, j] = w2 * (d2z * l_dev + h2z * l_hyd)
+        D[9, j] = w3 * (d3x * l_dev + h3x * l_hyd)
+        D[10, j] = w3 * (d3y * l_dev + h3y * l_hyd)
+        D[11, j] = w3 * (d3z * l_dev + h3z * l_hyd)
+
+
+@nb.njit(inline="always", **FAST)
+def sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, gamma, inv_dt2):
+    """Gauss-Seidel over chunks [first, last) in order: gather, solve, scatter."""
+    P = np.empty((12, CHUNK))
+    D = np.empty((12, CHUNK))
+    for c in range(first, last):
+        base = chunks[c]
+        k = chunks[c + 1] - base
+        for j in range(k):
+            for corner in range(4):
+                i = corners[base + j, corner]
+                P[3 * corner, j] = x[i, 0]
+                P[3 * corner + 1, j] = x[i, 1]
+                P[3 * corner + 2, j] = x[i, 2]
+        solve_block(P, W, B, alpha_dev, alpha_hyd, gamma, base, k, inv_dt2, D)
+        for j in range(k):
+            for corner in range(4):
+                i = corners[base + j, corner]
+                x[i, 0] += D[3 * corner, j]
+                x[i, 1] += D[3 * corner + 1, j]
+                x[i, 2] += D[3 * corner + 2, j]
+
+
+@nb.njit(parallel=True, cache=True, **FAST)
+def elastic_pass(x, corners, W, chunks, part_chunks, B, alpha_dev, alpha_hyd, gamma, inv_dt2):
+    """One Gauss-Seidel sweep over all live tets: slabs in parallel (they share no vertex), then the seam.
+
+    Everything per tet is in sweep order (physics.partitioning): corners (S, 4) vertex ids, W (4, S)
+    inverse masses, B (9, S) Dm^-1, compliances and gamma (S,). The result does not depend on the
+    thread count.
+    """
+    n_parts = part_chunks.size - 2
+    for p in nb.prange(n_parts):
+        first, last = part_chunks[p], part_chunks[p + 1]
+        sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, gamma, inv_dt2)
+    first, last = part_chunks[n_parts], part_chunks[n_parts + 1]
+    sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, gamma, inv_dt2)

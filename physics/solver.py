@@ -1,0 +1,293 @@
+"""step(model, state, control, dt): one frame of the world, the engine's single entry point.
+
+The thin stateful shell around the numba frame kernel: it sanitises instrument input, takes and releases
+grasps, runs the substeps, then applies the frame's topology events (cuts, burns) and reports forces.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from physics import cautery, cutting, grasping
+from physics.control import Control, InstrumentInput
+from physics.instruments import quat_to_matrix
+from physics.kinematics import interpolate_frames, world_capsules
+from physics.model import Model, remove_tets
+from physics.pose_guard import PoseLimits, guard_jaw, guard_pose
+from physics.state import InstrumentState, State
+from physics.substeps import N_COUNTS, simulate_frame
+from physics.topology import TopologyChange
+
+CONTACT_MARGIN = 0.005  # m added around each instrument when picking candidate vertices
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened this frame: grasp, release, tear, cut, burn, pose_rejected, pose_clamped."""
+
+    kind: str
+    instrument: int | None = None
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class StepReport:
+    frame: int
+    time: float
+    instrument_forces: dict[int, np.ndarray]  # N the tissue exerts on each instrument (contact + grasp)
+    grasp_forces: dict[int, np.ndarray]  # N each held grasp pulls on the tissue
+    events: list[Event]
+    topology: list[TopologyChange]
+    counts: dict[str, int]
+
+
+def step(
+    model: Model,
+    state: State,
+    control: Control,
+    dt: float = 1.0 / 60.0,
+    substeps: int = 20,
+    limits: PoseLimits | None = None,
+) -> StepReport:
+    """Advance the world by dt seconds in `substeps` XPBD substeps (one iteration each)."""
+    if not (math.isfinite(dt) and 0.0 < dt <= 0.1):
+        raise ValueError(f"dt must be in (0, 0.1] s, got {dt!r}")
+    if not (isinstance(substeps, int) and 1 <= substeps <= 10_000):
+        raise ValueError(f"substeps must be an int in [1, 10000], got {substeps!r}")
+    limits = limits or PoseLimits()
+    events: list[Event] = []
+    starts = _update_instruments(state, control, dt, limits, events)
+    ids = list(state.instruments)
+    for k in ids:
+        _grasp_transition(model, state, k, starts[k], events)
+
+    counts = np.zeros(N_COUNTS, dtype=np.int64)
+    inst_force = np.zeros((len(ids), 3))
+    arrays = _instrument_arrays(state, ids, starts)
+    grasps = _grasp_arrays(state, ids)
+    anchor_v = np.repeat(model.anchor_vertex[:, None], 3, axis=1)
+    anchor_w = np.zeros((anchor_v.shape[0], 3))
+    anchor_w[:, 0] = 1.0
+    anchor_force = np.zeros((anchor_v.shape[0], 3))
+    grasp_force = np.zeros((grasps[0].size, 3))
+    cand_vert, cand_inst = _contact_candidates(model, state, arrays, dt)
+    env = model.environment
+    simulate_frame(
+        state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
+        model.max_vertex_speed, model.sweep_corners, model.sweep_inv_mass, model.chunks, model.part_chunks,
+        model.sweep_dm_inv,
+        state.effective_alpha_dev(model)[model.order], model.sweep_alpha_hyd, model.sweep_gamma,
+        anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
+        env.planes, env.spheres, env.boxes, env.friction,
+        *arrays, cand_vert, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
+        inst_force, anchor_force, grasp_force, counts,
+    )  # fmt: skip
+
+    report = StepReport(state.frame + 1, state.time + dt, {}, {}, events, [], {})
+    _collect_forces(state, ids, grasps[0], inst_force, grasp_force, report)
+    _tear_overloaded(state, report)
+    _topology_events(model, state, ids, starts, dt, report)
+    report.counts = {
+        "instrument_contacts": int(counts[0]),
+        "environment_contacts": int(counts[1]),
+        "nonfinite_resets": int(counts[2]),
+        "speed_clamped": int(counts[3]),
+    }
+    state.counters["nonfinite_resets"] += int(counts[2])
+    state.counters["speed_clamped"] += int(counts[3])
+    state.frame += 1
+    state.time += dt
+    return report
+
+
+def _update_instruments(
+    state: State, control: Control, dt: float, limits: PoseLimits, events: list[Event]
+) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """Apply sanitised commands; return each instrument's pose at the start of the frame."""
+    starts = {}
+    present = set()
+    for cmd in control.instruments:
+        present.add(cmd.id)
+        prev = state.instruments.get(cmd.id)
+        if prev is not None and prev.spec is not cmd.spec:  # instrument exchanged: the old one lets go
+            state.instruments.pop(cmd.id)
+            prev = None
+        pose = _sanitised(cmd, prev, dt, limits, state, events)
+        if pose is None:
+            continue
+        position, orientation, jaw = pose
+        if prev is None:
+            prev = InstrumentState(cmd.spec, position, orientation, jaw)
+            state.instruments[cmd.id] = prev
+        starts[cmd.id] = (prev.position, prev.orientation, prev.jaw)
+        prev.position, prev.orientation, prev.jaw = position, orientation, jaw
+        prev.energy = bool(cmd.energy) and cmd.spec.energy_tip is not None
+    for gone in [k for k in state.instruments if k not in present]:
+        if state.instruments.pop(gone).grasp is not None:
+            events.append(Event("release", gone, {"reason": "withdrawn"}))
+    return starts
+
+
+def _sanitised(
+    cmd: InstrumentInput, prev: InstrumentState | None, dt: float, limits: PoseLimits, state: State, events
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    before = None if prev is None else (prev.position, prev.orientation)
+    try:
+        position, orientation, verdict = guard_pose(before, cmd.position, cmd.orientation, dt, limits)
+        jaw, jaw_verdict = guard_jaw(None if prev is None else prev.jaw, float(cmd.jaw), cmd.spec.max_jaw)
+    except (TypeError, ValueError) as exc:  # wrong shapes or types
+        position, verdict, jaw_verdict, jaw = None, f"malformed: {exc}", None, 0.0
+    for v in (verdict, jaw_verdict):
+        if v is not None:
+            key = v.split(":")[0]
+            state.counters[f"pose_{key}"] += 1
+            kind = "pose_clamped" if key in ("too_fast", "out_of_workspace", "bad_jaw") else "pose_rejected"
+            events.append(Event(kind, cmd.id, {"reason": v}))
+    if position is None:
+        return None
+    return position, orientation, jaw
+
+
+def _grasp_transition(model: Model, state: State, k: int, start, events: list[Event]) -> None:
+    inst = state.instruments[k]
+    if not inst.spec.grasps:
+        return
+    if inst.grasp is not None and inst.jaw > grasping.OPEN_ABOVE:
+        inst.grasp = None
+        events.append(Event("release", k, {"reason": "opened"}))
+    elif inst.grasp is None and start[2] > grasping.CLOSED_BELOW >= inst.jaw:
+        grasp = grasping.find_grasp(model, state.x, inst.spec, start[0], quat_to_matrix(start[1]))
+        if grasp is not None:
+            inst.grasp = grasp
+            events.append(Event("grasp", k, {"points": int(grasp.vertices.shape[0])}))
+
+
+def _instrument_arrays(state: State, ids: list[int], starts) -> tuple[np.ndarray, ...]:
+    k = len(ids)
+    p0, q0, j0 = np.zeros((k, 3)), np.zeros((k, 4)), np.zeros(k)
+    p1, q1, j1 = np.zeros((k, 3)), np.zeros((k, 4)), np.zeros(k)
+    mu = np.zeros(k)
+    caps, cap_inst, active = [], [], []
+    for row, key in enumerate(ids):
+        inst = state.instruments[key]
+        p0[row], q0[row], j0[row] = starts[key]
+        p1[row], q1[row], j1[row] = inst.position, inst.orientation, inst.jaw
+        mu[row] = inst.spec.friction
+        holding = inst.grasp is not None
+        for cap in inst.spec.capsules:
+            caps.append(cap)
+            cap_inst.append(row)
+            is_jaw = cap[7] != 0.0
+            active.append(not is_jaw or (inst.spec.jaws_collide and not holding))
+    cap_local = np.array(caps, dtype=np.float64).reshape(-1, 8)
+    return (
+        p0, q0, j0, p1, q1, j1, mu,
+        np.array(cap_inst, dtype=np.int32), cap_local, np.ascontiguousarray(cap_local[:, 6]),
+        np.array(active, dtype=np.bool_),
+    )  # fmt: skip
+
+
+def _grasp_arrays(state: State, ids: list[int]) -> tuple[np.ndarray, ...]:
+    rows = [(row, state.instruments[k].grasp) for row, k in enumerate(ids) if state.instruments[k].grasp]
+    if not rows:
+        return np.zeros(0, np.int32), np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3))
+    g_inst = np.concatenate([np.full(g.vertices.shape[0], row, np.int32) for row, g in rows])
+    return (
+        g_inst,
+        np.ascontiguousarray(np.concatenate([g.vertices for _, g in rows]), dtype=np.int32),
+        np.ascontiguousarray(np.concatenate([g.weights for _, g in rows])),
+        np.ascontiguousarray(np.concatenate([g.local for _, g in rows])),
+    )
+
+
+def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """(vertex, instrument) pairs that may touch this frame: vertices near an active capsule's path."""
+    p0, q0, j0, p1, q1, j1, _, cap_inst, cap_local, cap_r, active = arrays
+    if not active.any():
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    ends = []
+    for s in (0.0, 1.0):
+        P, R, jaw = np.empty_like(p0), np.empty((p0.shape[0], 9)), np.empty(p0.shape[0])
+        a, b = np.empty((cap_inst.size, 3)), np.empty((cap_inst.size, 3))
+        interpolate_frames(p0, q0, j0, p1, q1, j1, s, P, R, jaw)
+        world_capsules(cap_inst, cap_local, P, R, jaw, a, b)
+        ends.append((a, b))
+    (a0, b0), (a1, b1) = ends
+    sweep = np.maximum(np.linalg.norm(a1 - a0, axis=1), np.linalg.norm(b1 - b0, axis=1))
+    # Tissue moves too: allow what a vertex at the speed clamp could cover in a tenth of the frame.
+    reach = cap_r + sweep + CONTACT_MARGIN + model.max_vertex_speed * dt * 0.1
+    movable = np.flatnonzero(model.inv_mass > 0)
+    xs = state.x[movable]
+    near = np.zeros((p0.shape[0], movable.size), dtype=bool)
+    for j in np.flatnonzero(active):
+        seg = b0[j] - a0[j]
+        rel = xs - a0[j]
+        t = np.clip(rel @ seg / max(float(seg @ seg), 1e-30), 0.0, 1.0)
+        near[cap_inst[j]] |= np.linalg.norm(rel - t[:, None] * seg, axis=1) <= reach[j]
+    inst, idx = np.nonzero(near)
+    return movable[idx].astype(np.int32), inst.astype(np.int32)
+
+
+def _collect_forces(state, ids, g_inst, inst_force, grasp_force, report: StepReport) -> None:
+    for row, k in enumerate(ids):
+        inst = state.instruments[k]
+        total = -inst_force[row].copy()
+        if inst.grasp is not None:
+            pull = grasp_force[g_inst == row].sum(axis=0)
+            inst.grasp.force = pull
+            report.grasp_forces[k] = pull
+            total -= pull
+        inst.force = total
+        report.instrument_forces[k] = total
+
+
+def _tear_overloaded(state: State, report: StepReport) -> None:
+    for k, inst in state.instruments.items():
+        g = inst.grasp
+        if g is not None and float(np.linalg.norm(g.force)) > g.tear_force:
+            inst.grasp = None
+            state.counters["grasp_torn"] += 1
+            report.events.append(Event("tear", k, {"force": float(np.linalg.norm(g.force)), "limit": g.tear_force}))
+
+
+def _topology_events(model: Model, state: State, ids, starts, dt: float, report: StepReport) -> None:
+    for k in ids:
+        inst = state.instruments[k]
+        rotation = quat_to_matrix(inst.orientation)
+        doomed, cause = np.zeros(0, np.int32), ""
+        if inst.spec.cuts:
+            length = cutting.blade_length(inst.spec.capsules)
+            doomed = cutting.swept_tets(model, state.x, inst.position, rotation, starts[k][2], inst.jaw, length)
+            cause = "cut"
+        elif inst.energy:
+            tip = inst.position + rotation @ np.asarray(inst.spec.energy_tip)
+            heated, doomed = cautery.heat(
+                model, state.x, state.damage, tip, inst.spec.energy_radius, inst.spec.heat_rate, dt
+            )
+            state.counters["energy_frames"] += 1
+            if heated.size == 0:
+                state.counters["energy_frames_without_tissue"] += 1
+            cause = "burn"
+        if doomed.size:
+            removed, tri_out, tri_in = remove_tets(model, doomed)
+            change = TopologyChange(model.epoch, cause, k, removed, tri_out, tri_in)
+            report.topology.append(change)
+            report.events.append(Event(cause, k, {"tets": int(removed.size), "epoch": model.epoch}))
+            _drop_orphaned_grasps(model, state)
+
+
+def _drop_orphaned_grasps(model: Model, state: State) -> None:
+    """After tets go, grasp points on vertices that no longer belong to tissue are let go."""
+    used = model.vertex_used()
+    for inst in state.instruments.values():
+        g = inst.grasp
+        if g is None:
+            continue
+        keep = used[g.vertices].all(axis=1)
+        if not keep.all():
+            g.vertices, g.weights, g.local = g.vertices[keep], g.weights[keep], g.local[keep]
+            if not keep.any():
+                inst.grasp = None

@@ -1,0 +1,1 @@
+"""Rooms, roles, scenarios, the tick loop and the `rehearsal` command (see DESIGN.md)."""
