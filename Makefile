@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
+# numba's cache does not notice when a kernel calls a changed kernel in another file, so the cache
+# folder is keyed on the engine's sources: any change to physics/ compiles afresh.
+KERNEL_HASH := $(shell cat physics/*.py | cksum | cut -d' ' -f1)
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
 .PHONY: demo test lint bench clean
 

@@ -7,7 +7,7 @@ frame to the world: position of the hinge and a unit quaternion (w, x, y, z).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 import numpy as np
@@ -41,6 +41,18 @@ class InstrumentSpec:
     heat_rate: float = 0.0
     jaws_collide: bool = True
     metadata: dict = field(default_factory=dict, compare=False)
+
+    def same_as(self, other: InstrumentSpec) -> bool:
+        """Same instrument type and geometry (the dataclass == cannot compare the capsule array)."""
+        if self is other:
+            return True
+        return all(
+            np.array_equal(getattr(self, f.name), getattr(other, f.name))
+            if f.name == "capsules"
+            else getattr(self, f.name) == getattr(other, f.name)
+            for f in fields(self)
+            if f.compare
+        )
 
     @property
     def grasps(self) -> bool:

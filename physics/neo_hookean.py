@@ -26,6 +26,8 @@ def rest_data(vertices: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.nd
 # structure-of-arrays blocks, solved in a branch-free loop that LLVM vectorises (AVX2/AVX-512), then
 # scattered back. Same result as sweeping them one by one, several times faster.
 CHUNK = 32
+# A tet is never stiffer per substep than this multiple of its deviatoric constraint (see solve_block).
+STIFF_LIMIT = 2.0
 FAST = {"nogil": True, "error_model": "numpy", "fastmath": {"contract", "arcp", "nsz", "reassoc"}}
 
 
@@ -104,15 +106,20 @@ def solve_block(P, W, B, alpha_dev, alpha_hyd, gamma, base, k, inv_dt2, D):
         h0x = -(h1x + h2x + h3x)
         h0y = -(h1y + h2y + h3y)
         h0z = -(h1z + h2z + h3z)
-        a_dev = alpha_dev[t] * inv_dt2
-        a_hyd = alpha_hyd[t] * inv_dt2
-        a11 = (
+        s_dev = (
             w0 * (d0x * d0x + d0y * d0y + d0z * d0z)
             + w1 * (d1x * d1x + d1y * d1y + d1z * d1z)
             + w2 * (d2x * d2x + d2y * d2y + d2z * d2z)
             + w3 * (d3x * d3x + d3y * d3y + d3z * d3z)
-            + a_dev
         )
+        # Stiffness limiter: C_D = |F| never reaches zero, so when the substep is long for this tet's
+        # stiffness (compliance small next to s_dev) a full projection would overshoot towards collapse.
+        # Both compliances are raised by the same factor (rest stays exact; converges as substeps grow).
+        a_dev = alpha_dev[t] * inv_dt2
+        scale = max(1.0, STIFF_LIMIT * s_dev / a_dev)
+        a_dev = a_dev * scale
+        a_hyd = alpha_hyd[t] * inv_dt2 * scale
+        a11 = s_dev + a_dev
         a12 = (
             w0 * (d0x * h0x + d0y * h0y + d0z * h0z)
             + w1 * (d1x * h1x + d1y * h1y + d1z * h1z)

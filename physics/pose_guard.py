@@ -41,8 +41,10 @@ def guard_pose(
     caller must drop the instrument). Out-of-workspace positions are clamped to the box; a jump faster
     than the limits is shortened to the largest allowed step along the same direction.
     """
-    p = np.asarray(position, dtype=np.float64).reshape(3)
-    q = np.asarray(orientation, dtype=np.float64).reshape(4)
+    # Copies: the result becomes the instrument's state, which a caller editing its input array in
+    # place must not be able to move behind the guard's back.
+    p = np.array(position, dtype=np.float64).reshape(3)
+    q = np.array(orientation, dtype=np.float64).reshape(4)
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
         return (*_keep(prev), Verdict.NONFINITE)
     norm = float(np.linalg.norm(q))

@@ -39,6 +39,7 @@ class StepReport:
     time: float
     instrument_forces: dict[int, np.ndarray]  # N the tissue exerts on each instrument (contact + grasp)
     grasp_forces: dict[int, np.ndarray]  # N each held grasp pulls on the tissue
+    anchor_forces: np.ndarray  # (k, 3) N each anchor (ligament) pulls on the tissue, in model.anchor_vertex order
     events: list[Event]
     topology: list[TopologyChange]
     counts: dict[str, int]
@@ -86,7 +87,7 @@ def step(
         inst_force, anchor_force, grasp_force, counts,
     )  # fmt: skip
 
-    report = StepReport(state.frame + 1, state.time + dt, {}, {}, events, [], {})
+    report = StepReport(state.frame + 1, state.time + dt, {}, {}, anchor_force, events, [], {})
     _collect_forces(state, ids, grasps[0], inst_force, grasp_force, report)
     _tear_overloaded(state, report)
     _topology_events(model, state, ids, starts, dt, report)
@@ -112,11 +113,14 @@ def _update_instruments(
     for cmd in control.instruments:
         present.add(cmd.id)
         prev = state.instruments.get(cmd.id)
-        if prev is not None and prev.spec is not cmd.spec:  # instrument exchanged: the old one lets go
-            state.instruments.pop(cmd.id)
+        if prev is not None and not prev.spec.same_as(cmd.spec):  # instrument exchanged: the old one lets go
+            if state.instruments.pop(cmd.id).grasp is not None:
+                events.append(Event("release", cmd.id, {"reason": "exchanged"}))
             prev = None
         pose = _sanitised(cmd, prev, dt, limits, state, events)
         if pose is None:
+            if prev is not None:  # rejected outright (malformed): the instrument holds its last pose
+                starts[cmd.id] = (prev.position, prev.orientation, prev.jaw)
             continue
         position, orientation, jaw = pose
         if prev is None:
@@ -276,13 +280,13 @@ def _topology_events(model: Model, state: State, ids, starts, dt: float, report:
             change = TopologyChange(model.epoch, cause, k, removed, tri_out, tri_in)
             report.topology.append(change)
             report.events.append(Event(cause, k, {"tets": int(removed.size), "epoch": model.epoch}))
-            _drop_orphaned_grasps(model, state)
+            _drop_orphaned_grasps(model, state, report, cause)
 
 
-def _drop_orphaned_grasps(model: Model, state: State) -> None:
+def _drop_orphaned_grasps(model: Model, state: State, report: StepReport, cause: str) -> None:
     """After tets go, grasp points on vertices that no longer belong to tissue are let go."""
     used = model.vertex_used()
-    for inst in state.instruments.values():
+    for k, inst in state.instruments.items():
         g = inst.grasp
         if g is None:
             continue
@@ -291,3 +295,4 @@ def _drop_orphaned_grasps(model: Model, state: State) -> None:
             g.vertices, g.weights, g.local = g.vertices[keep], g.weights[keep], g.local[keep]
             if not keep.any():
                 inst.grasp = None
+                report.events.append(Event("release", k, {"reason": cause}))

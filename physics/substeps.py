@@ -24,6 +24,21 @@ COUNT_SPEED_CLAMPED = 3
 N_COUNTS = 4
 
 
+@nb.njit(inline="always", nogil=True, cache=True)
+def predict(x, x_prev, v, inv_mass, i, gx, gy, gz, h):
+    """Remember vertex i's position and move it ballistically under gravity (dv = g h)."""
+    x_prev[i, 0] = x[i, 0]
+    x_prev[i, 1] = x[i, 1]
+    x_prev[i, 2] = x[i, 2]
+    if inv_mass[i] > 0.0:
+        v[i, 0] += gx
+        v[i, 1] += gy
+        v[i, 2] += gz
+        x[i, 0] += v[i, 0] * h
+        x[i, 1] += v[i, 1] * h
+        x[i, 2] += v[i, 2] * h
+
+
 @nb.njit(parallel=True, nogil=True, cache=True)
 def simulate_frame(
     x, v, inv_mass, mass, damping, gravity, dt, substeps, max_speed,
@@ -55,21 +70,12 @@ def simulate_frame(
     for i in range(n):
         damp[i] = 1.0 / (1.0 + damping[i] * h)
     gx, gy, gz = gravity[0] * h, gravity[1] * h, gravity[2] * h
+    for i in nb.prange(n):
+        predict(x, x_prev, v, inv_mass, i, gx, gy, gz, h)
     for s in range(substeps):
         interpolate_frames(p0, q0, j0, p1, q1, j1, (s + 1.0) / substeps, P, R, jaw)
         world_capsules(cap_inst, cap_local, P, R, jaw, wa, wb)
         grasp_targets(g_inst, g_local, P, R, targets)
-        for i in nb.prange(n):
-            x_prev[i, 0] = x[i, 0]
-            x_prev[i, 1] = x[i, 1]
-            x_prev[i, 2] = x[i, 2]
-            if inv_mass[i] > 0.0:
-                v[i, 0] += gx
-                v[i, 1] += gy
-                v[i, 2] += gz
-                x[i, 0] += v[i, 0] * h
-                x[i, 1] += v[i, 1] * h
-                x[i, 2] += v[i, 2] * h
         elastic_pass(x, corners, W, chunks, part_chunks, B, alpha_dev, alpha_hyd, gamma, inv_h2)
         attach_pass(x, inv_mass, anchor_verts, anchor_weights, anchor_targets, anchor_alpha * inv_h2,
                     force_scale, out_anchor_force)  # fmt: skip
@@ -86,7 +92,7 @@ def simulate_frame(
                 v[i, 0] = 0.0
                 v[i, 1] = 0.0
                 v[i, 2] = 0.0
-                continue
+                continue  # pinned or orphaned: never moves, so x_prev stays equal to x
             env_hits += environment_contact(x, x_prev, i, planes, spheres, boxes, env_mu)
             vx = (x[i, 0] - x_prev[i, 0]) / h * damp[i]
             vy = (x[i, 1] - x_prev[i, 1]) / h * damp[i]
@@ -112,6 +118,8 @@ def simulate_frame(
             v[i, 0] = vx
             v[i, 1] = vy
             v[i, 2] = vz
+            if s + 1 < substeps:  # the next substep's prediction, fused to save a parallel launch
+                predict(x, x_prev, v, inv_mass, i, gx, gy, gz, h)
         out_counts[1] += env_hits
         out_counts[2] += resets
         out_counts[3] += clamps

@@ -32,16 +32,38 @@ class TopologyChange:
 
     @classmethod
     def from_message(cls, msg: dict) -> TopologyChange:
+        """Inverse of to_message; anything malformed (wrong types, missing fields, partial or negative
+        ids) raises ValueError, so a bad packet never reaches a client's mesh."""
+        if not isinstance(msg, dict):
+            raise ValueError("topology change: message must be a map")
+
+        def field(key: str):
+            if key not in msg:
+                raise ValueError(f"topology change: missing {key}")
+            return msg[key]
+
+        def integer(key: str) -> int:
+            value = field(key)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"topology change: {key} must be an integer")
+            return int(value)
+
         def arr(key: str, width: int) -> np.ndarray:
-            raw = msg[key]
+            raw = field(key)
             if not isinstance(raw, bytes | bytearray) or len(raw) % (4 * width):
                 raise ValueError(f"topology change: {key} must be int32 bytes in groups of {width}")
-            return np.frombuffer(raw, dtype="<i4").reshape(-1, width).squeeze(axis=1 if width == 1 else ())
+            out = np.frombuffer(raw, dtype="<i4").reshape(-1, width).squeeze(axis=1 if width == 1 else ())
+            if out.size and out.min() < 0:
+                raise ValueError(f"topology change: {key} holds negative ids")
+            return out
 
+        cause = field("cause")
+        if not isinstance(cause, str):
+            raise ValueError("topology change: cause must be a string")
         return cls(
-            epoch=int(msg["epoch"]),
-            cause=str(msg["cause"]),
-            instrument=None if msg.get("instrument") is None else int(msg["instrument"]),
+            epoch=integer("epoch"),
+            cause=cause,
+            instrument=None if msg.get("instrument") is None else integer("instrument"),
             removed_tets=arr("removed_tets", 1),
             removed_triangles=arr("removed_triangles", 3),
             added_triangles=arr("added_triangles", 3),
