@@ -24,7 +24,8 @@ def find_grasp(
     local = (x - position) @ rotation  # rows: R^T (x - p)
     movable = model.vertex_used() & (model.inv_mass > 0)
     radial = np.hypot(local[:, 0], local[:, 1])
-    inside = movable & (local[:, 2] >= -0.002) & (local[:, 2] <= spec.grasp_length) & (radial <= spec.grasp_radius)
+    # The region starts at the hinge plane, in front of the shaft, so the shaft never pushes held tissue.
+    inside = movable & (local[:, 2] >= 0.0) & (local[:, 2] <= spec.grasp_length) & (radial <= spec.grasp_radius)
     ids = np.flatnonzero(inside)
     if ids.size:
         verts = np.repeat(ids[:, None], 3, axis=1).astype(np.int32)

@@ -68,7 +68,8 @@ SHAFT_RADIUS = 0.0025  # 5 mm laparoscopic instruments
 
 
 def _shaft() -> list[list[float]]:
-    return [[0.0, 0.0, -SHAFT_LENGTH, 0.0, 0.0, -0.002, SHAFT_RADIUS, 0.0]]
+    """The shaft's rounded end stops at the hinge plane z = 0, where the jaws' grasp region begins."""
+    return [[0.0, 0.0, -SHAFT_LENGTH, 0.0, 0.0, -SHAFT_RADIUS, SHAFT_RADIUS, 0.0]]
 
 
 def grasper(jaw_length: float = 0.018) -> InstrumentSpec:

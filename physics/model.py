@@ -15,8 +15,8 @@ from physics.environment import Environment
 from physics.materials import Material
 from physics.mesh import TetMesh
 from physics.neo_hookean import CHUNK, rest_data
-from physics.partitioning import partition_tets
-from physics.surface import boundary_triangles, triangle_diff
+from physics.partitioning import chunk_plan, sweep_plan
+from physics.surface import boundary_triangles, surface_after_removal, tet_neighbours
 
 # Fully coagulated tissue is this many times stiffer than fresh tissue (before it burns through).
 BURN_STIFFENING = 9.0
@@ -44,7 +44,10 @@ class Model:
     mass: np.ndarray  # (n,) kg, lumped from live tets
     inv_mass: np.ndarray  # (n,) 0 for pinned and orphaned vertices
     vertex_damping: np.ndarray  # (n,) 1/s
+    neighbour: np.ndarray  # (m, 4) tet across each face, -1 on the boundary (physics.surface.tet_neighbours)
+    neighbour_face: np.ndarray  # (m, 4)
     order: np.ndarray  # live tet ids in sweep order (see physics.partitioning)
+    sweep_keys: np.ndarray  # slab/seam group and colour of each, in sweep order
     chunks: np.ndarray
     part_chunks: np.ndarray
     sweep_corners: np.ndarray  # (live, 4) vertex ids in sweep order
@@ -134,7 +137,10 @@ def build_model(
         mass=np.zeros(n),
         inv_mass=np.zeros(n),
         vertex_damping=np.zeros(n),
+        neighbour=np.zeros((0, 4), np.int32),
+        neighbour_face=np.zeros((0, 4), np.int8),
         order=np.zeros(0, np.int32),
+        sweep_keys=np.zeros(0, np.int64),
         chunks=np.zeros(1, np.int64),
         part_chunks=np.zeros(n_parts + 2, np.int64),
         sweep_corners=np.zeros((0, 4), np.int32),
@@ -144,12 +150,15 @@ def build_model(
         sweep_gamma=np.zeros(0),
         surface=np.zeros((0, 3), np.int32),
     )
+    model.neighbour, model.neighbour_face = tet_neighbours(model.tets)
+    model.order, model.sweep_keys = sweep_plan(model.rest_positions, model.tets, model.alive, model.n_parts)
     _refresh(model)
+    model.surface = boundary_triangles(model.tets, model.alive)
     return model
 
 
 def remove_tets(model: Model, tet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Remove live tets (a cut or a burn) and rebuild what depends on topology.
+    """Remove live tets (a cut or a burn) and update what depends on topology.
 
     Returns (removed tet ids, surface triangles removed, surface triangles added); bumps the epoch.
     """
@@ -158,38 +167,38 @@ def remove_tets(model: Model, tet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     ids = ids[model.alive[ids]].astype(np.int32)
     if ids.size == 0:
         return ids, np.zeros((0, 3), np.int32), np.zeros((0, 3), np.int32)
-    old_surface = model.surface
     model.alive[ids] = False
+    # Slabs and colours stay valid for the tets that remain: filtering the sweep order is enough.
+    still = model.alive[model.order]
+    model.order, model.sweep_keys = model.order[still], model.sweep_keys[still]
     _refresh(model)
+    model.surface, removed, added = surface_after_removal(
+        model.surface, model.tets, model.neighbour, model.neighbour_face, ids, model.alive
+    )
     model.epoch += 1
-    removed, added = triangle_diff(old_surface, model.surface)
     return ids, removed, added
 
 
 def _refresh(model: Model) -> None:
-    """Recompute masses, sweep order and surface from the live tets (no stale index survives)."""
-    live = model.alive
-    density = model.per_tet("density")
-    damping = model.per_tet("damping")
-    quarter = np.where(live, density * model.rest_volume * 0.25, 0.0)
-    mass = np.zeros(model.n_vertices)
-    damp_weight = np.zeros(model.n_vertices)
-    for c in range(4):
-        np.add.at(mass, model.tets[:, c], quarter)
-        np.add.at(damp_weight, model.tets[:, c], quarter * damping)
-    used = mass > 0
-    model.mass = mass
-    model.inv_mass = np.where(used & ~model.fixed, 1.0 / np.where(used, mass, 1.0), 0.0)
-    model.vertex_damping = np.where(used, damp_weight / np.where(used, mass, 1.0), 0.0)
-    model.order, model.chunks, model.part_chunks = partition_tets(
-        model.rest_positions, model.tets, live, model.n_parts, CHUNK
-    )
+    """Masses and per-sweep-slot data from the live tets and the sweep order (no stale index survives)."""
+    n = model.n_vertices
+    live_tets = model.tets[model.alive]
+    quarter = np.repeat(0.25 * model.per_tet("density")[model.alive] * model.rest_volume[model.alive], 4)
+    damping = np.repeat(model.per_tet("damping")[model.alive], 4)
+    corners = live_tets.ravel()
+    mass = np.bincount(corners, weights=quarter, minlength=n)
+    damp_weight = np.bincount(corners, weights=quarter * damping, minlength=n)
+    used = np.bincount(corners, minlength=n) > 0  # counted, not mass > 0: round-off cannot keep an orphan
+    safe = np.where(used, mass, 1.0)
+    model.mass = np.where(used, mass, 0.0)
+    model.inv_mass = np.where(used & ~model.fixed, 1.0 / safe, 0.0)
+    model.vertex_damping = np.where(used, damp_weight / safe, 0.0)
+    model.chunks, model.part_chunks = chunk_plan(model.sweep_keys, model.n_parts, CHUNK)
     model.sweep_corners = np.ascontiguousarray(model.tets[model.order])
     model.sweep_inv_mass = np.ascontiguousarray(model.inv_mass[model.sweep_corners].T)
     model.sweep_dm_inv = np.ascontiguousarray(model.dm_inv[model.order].T)
     model.sweep_alpha_hyd = model.alpha_hyd[model.order]
     model.sweep_gamma = model.gamma[model.order]
-    model.surface = boundary_triangles(model.tets, live)
 
 
 def _vertex_ids(ids: np.ndarray, n: int, what: str) -> np.ndarray:

@@ -1,7 +1,5 @@
 """Procedural anatomy: valid, deterministic, single-piece meshes of the stated sizes."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -22,10 +20,8 @@ def test_tissue_block_volume_position_and_counts():
     assert np.allclose(moved.vertices.min(axis=0), 1.0) and np.allclose(moved.vertices.max(axis=0), [2, 3, 4])
 
 
-def test_tissue_block_is_fast_for_80k_tets():
-    t0 = time.perf_counter()
+def test_tissue_block_builds_80k_tets():
     mesh = tissue_block(cells=(30, 15, 30))
-    assert time.perf_counter() - t0 < 1.0
     assert mesh.n_tets == 81_000
 
 
