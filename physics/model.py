@@ -46,11 +46,12 @@ class Model:
     vertex_damping: np.ndarray  # (n,) 1/s
     neighbour: np.ndarray  # (m, 4) tet across each face, -1 on the boundary (physics.surface.tet_neighbours)
     neighbour_face: np.ndarray  # (m, 4)
+    n_slabs: int  # slabs of the sweep (2 per parallel task)
     order: np.ndarray  # live tet ids in sweep order (see physics.partitioning)
     sweep_keys: np.ndarray  # slab/seam group and colour of each, in sweep order
     chunks: np.ndarray
-    part_chunks: np.ndarray
-    sweep_corners: np.ndarray  # (live, 4) vertex ids in sweep order
+    slab_chunks: np.ndarray
+    sweep_corners: np.ndarray  # (4, live) vertex ids in sweep order
     sweep_inv_mass: np.ndarray  # (4, live)
     sweep_dm_inv: np.ndarray  # (9, live) Dm^-1 in sweep order, structure of arrays for the SIMD solve
     sweep_alpha_hyd: np.ndarray
@@ -139,11 +140,12 @@ def build_model(
         vertex_damping=np.zeros(n),
         neighbour=np.zeros((0, 4), np.int32),
         neighbour_face=np.zeros((0, 4), np.int8),
+        n_slabs=2,
         order=np.zeros(0, np.int32),
         sweep_keys=np.zeros(0, np.int64),
         chunks=np.zeros(1, np.int64),
-        part_chunks=np.zeros(n_parts + 2, np.int64),
-        sweep_corners=np.zeros((0, 4), np.int32),
+        slab_chunks=np.zeros(3, np.int64),
+        sweep_corners=np.zeros((4, 0), np.int32),
         sweep_inv_mass=np.zeros((4, 0)),
         sweep_dm_inv=np.zeros((9, 0)),
         sweep_alpha_hyd=np.zeros(0),
@@ -151,7 +153,9 @@ def build_model(
         surface=np.zeros((0, 3), np.int32),
     )
     model.neighbour, model.neighbour_face = tet_neighbours(model.tets)
-    model.order, model.sweep_keys = sweep_plan(model.rest_positions, model.tets, model.alive, model.n_parts)
+    model.order, model.sweep_keys, model.n_slabs = sweep_plan(
+        model.rest_positions, model.tets, model.alive, model.n_parts
+    )
     _refresh(model)
     model.surface = boundary_triangles(model.tets, model.alive)
     return model
@@ -193,9 +197,9 @@ def _refresh(model: Model) -> None:
     model.mass = np.where(used, mass, 0.0)
     model.inv_mass = np.where(used & ~model.fixed, 1.0 / safe, 0.0)
     model.vertex_damping = np.where(used, damp_weight / safe, 0.0)
-    model.chunks, model.part_chunks = chunk_plan(model.sweep_keys, model.n_parts, CHUNK)
-    model.sweep_corners = np.ascontiguousarray(model.tets[model.order])
-    model.sweep_inv_mass = np.ascontiguousarray(model.inv_mass[model.sweep_corners].T)
+    model.chunks, model.slab_chunks = chunk_plan(model.sweep_keys, model.n_slabs, CHUNK)
+    model.sweep_corners = np.ascontiguousarray(model.tets[model.order].T)
+    model.sweep_inv_mass = model.inv_mass[model.sweep_corners]
     model.sweep_dm_inv = np.ascontiguousarray(model.dm_inv[model.order].T)
     model.sweep_alpha_hyd = model.alpha_hyd[model.order]
     model.sweep_gamma = model.gamma[model.order]

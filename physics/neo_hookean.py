@@ -161,32 +161,31 @@ def sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, ga
     for c in range(first, last):
         base = chunks[c]
         k = chunks[c + 1] - base
-        for j in range(k):
-            for corner in range(4):
-                i = corners[base + j, corner]
+        for corner in range(4):
+            for j in range(k):
+                i = corners[corner, base + j]
                 P[3 * corner, j] = x[i, 0]
                 P[3 * corner + 1, j] = x[i, 1]
                 P[3 * corner + 2, j] = x[i, 2]
         solve_block(P, W, B, alpha_dev, alpha_hyd, gamma, base, k, inv_dt2, D)
         for j in range(k):
             for corner in range(4):
-                i = corners[base + j, corner]
+                i = corners[corner, base + j]
                 x[i, 0] += D[3 * corner, j]
                 x[i, 1] += D[3 * corner + 1, j]
                 x[i, 2] += D[3 * corner + 2, j]
 
 
 @nb.njit(parallel=True, cache=True, **FAST)
-def elastic_pass(x, corners, W, chunks, part_chunks, B, alpha_dev, alpha_hyd, gamma, inv_dt2):
-    """One Gauss-Seidel sweep over all live tets: slabs in parallel (they share no vertex), then the seam.
+def elastic_pass(x, corners, W, chunks, slab_chunks, B, alpha_dev, alpha_hyd, gamma, inv_dt2):
+    """One Gauss-Seidel sweep over all live tets: even slabs in parallel, then odd slabs in parallel.
 
-    Everything per tet is in sweep order (physics.partitioning): corners (S, 4) vertex ids, W (4, S)
+    Everything per tet is in sweep order (physics.partitioning): corners (4, S) vertex ids, W (4, S)
     inverse masses, B (9, S) Dm^-1, compliances and gamma (S,). The result does not depend on the
     thread count.
     """
-    n_parts = part_chunks.size - 2
-    for p in nb.prange(n_parts):
-        first, last = part_chunks[p], part_chunks[p + 1]
-        sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, gamma, inv_dt2)
-    first, last = part_chunks[n_parts], part_chunks[n_parts + 1]
-    sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, gamma, inv_dt2)
+    tasks = (slab_chunks.size - 1) // 2
+    for phase in range(2):
+        for p in nb.prange(tasks):
+            first, last = slab_chunks[2 * p + phase], slab_chunks[2 * p + phase + 1]
+            sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, gamma, inv_dt2)

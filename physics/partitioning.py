@@ -1,9 +1,9 @@
-"""Spatial partitions for parallel, deterministic Gauss-Seidel.
+"""Spatial slabs for parallel, deterministic Gauss-Seidel (red-black domain decomposition).
 
-Tets are split into slabs along the mesh's longest axis. A tet whose four vertices all lie in one slab is
-*interior* to it; interior tets of different slabs share no vertex, so slabs are swept in parallel with no
-races. The remaining *seam* tets are swept afterwards. Each slab keeps a fixed order, so results
-are bit-identical whatever the number of threads.
+Tets are split into 2P slabs along the mesh's longest axis, by their centres. The sweep runs in two
+phases: the even slabs in parallel, then the odd ones. Slabs are thicker than a tet, so two even (or two
+odd) slabs never share a vertex: no races, no serial seam. Each slab keeps a fixed order, so results are
+bit-identical whatever the number of threads. A mesh too thin for 2P slabs gets fewer tasks.
 
 Inside a slab the sweep goes colour by colour (greedy graph colouring: tets of one colour share no vertex).
 It is still Gauss-Seidel, but consecutive tets no longer wait on each other's writes, so the CPU overlaps
@@ -21,48 +21,58 @@ OVERFLOW = MAX_COLOURS - 1
 
 def sweep_plan(
     vertices: np.ndarray, tets: np.ndarray, alive: np.ndarray, n_parts: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(order, keys): live tet ids in sweep order and each one's group * MAX_COLOURS + colour.
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(order, keys, n_slabs): live tet ids in sweep order, each one's slab * MAX_COLOURS + colour, and
+    the number of slabs (2 x the parallel tasks actually used).
 
-    Groups 0..n_parts-1 are the slabs, group n_parts the seam. Removing tets later only filters both
-    arrays (the slabs and colours stay valid for what remains).
+    Removing tets later only filters order and keys (slabs and colours stay valid for what remains).
     """
     if n_parts < 1:
         raise ValueError(f"n_parts must be >= 1, got {n_parts}")
     live = np.flatnonzero(alive).astype(np.int32)
     if live.size == 0:
-        return live, np.zeros(0, np.int64)
+        return live, np.zeros(0, np.int64), 2
     axis = int(np.argmax(np.ptp(vertices, axis=0)))
-    coord = vertices[:, axis]
-    centroid = coord[tets[live]].mean(axis=1)
-    # Cuts at tet-count quantiles balance the work of the slabs.
-    cuts = np.quantile(centroid, np.arange(1, n_parts) / n_parts) if n_parts > 1 else np.zeros(0)
-    slabs = np.searchsorted(cuts, coord, side="right")[tets[live]]
-    interior = np.all(slabs == slabs[:, :1], axis=1)
-    group = np.where(interior, slabs[:, 0], n_parts)
-    keys = group * MAX_COLOURS + greedy_colours(tets[live], vertices.shape[0])
-    # Sweep order: group by group, colour by colour, then by lowest vertex id (memory locality).
+    centroid = vertices[tets[live], axis].mean(axis=1)
+    for tasks in range(n_parts, 0, -1):
+        n_slabs = 2 * tasks
+        # Cuts at tet-count quantiles balance the work of the slabs.
+        cuts = np.quantile(centroid, np.arange(1, n_slabs) / n_slabs)
+        slab = np.searchsorted(cuts, centroid, side="right")
+        if tasks == 1 or _phases_are_independent(tets[live], slab, vertices.shape[0]):
+            break
+    keys = slab * MAX_COLOURS + greedy_colours(tets[live], vertices.shape[0])
+    # Sweep order: slab by slab, colour by colour, then by lowest vertex id (memory locality).
     rows = np.lexsort((tets[live].min(axis=1), keys))
-    return live[rows], keys[rows]
+    return live[rows], keys[rows], n_slabs
 
 
-def chunk_plan(keys: np.ndarray, n_parts: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """(chunks, part_chunks) for a sweep order's keys.
+def _phases_are_independent(tets: np.ndarray, slab: np.ndarray, n_vertices: int) -> bool:
+    """True when, within each phase (even slabs, odd slabs), no vertex is touched by two slabs."""
+    for phase in (0, 1):
+        mine = slab % 2 == phase
+        pairs = np.unique(np.stack([np.repeat(slab[mine], 4), tets[mine].ravel()], axis=1), axis=0)
+        if np.unique(pairs[:, 1]).size != pairs.shape[0]:
+            return False
+    return True
 
-    chunks: offsets of runs of at most `chunk` tets of one group and colour (one tet for the OVERFLOW
-    colour); part_chunks (n_parts + 2): slab p owns chunks [part_chunks[p], part_chunks[p+1]), the seam
-    owns the last range.
+
+def chunk_plan(keys: np.ndarray, n_slabs: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(chunks, slab_chunks) for a sweep order's keys.
+
+    chunks: offsets of runs of at most `chunk` tets of one slab and colour (one tet for the OVERFLOW
+    colour); slab_chunks (n_slabs + 1): slab s owns chunks [slab_chunks[s], slab_chunks[s+1]).
     """
     if keys.size == 0:
-        return np.zeros(1, np.int64), np.zeros(n_parts + 2, np.int64)
+        return np.zeros(1, np.int64), np.zeros(n_slabs + 1, np.int64)
     run_start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     run_end = np.r_[run_start[1:], keys.size]
     step = np.where(keys[run_start] % MAX_COLOURS == OVERFLOW, 1, chunk)
     starts = np.concatenate([np.arange(a, b, k) for a, b, k in zip(run_start, run_end, step, strict=True)])
     chunks = np.r_[starts, keys.size].astype(np.int64)
-    group = keys[starts] // MAX_COLOURS
-    part_chunks = np.searchsorted(group, np.arange(n_parts + 2), side="left").astype(np.int64)
-    return chunks, part_chunks
+    slab = keys[starts] // MAX_COLOURS
+    slab_chunks = np.searchsorted(slab, np.arange(n_slabs + 1), side="left").astype(np.int64)
+    return chunks, slab_chunks
 
 
 @nb.njit(nogil=True, cache=True)

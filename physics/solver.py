@@ -78,7 +78,7 @@ def step(
     env = model.environment
     simulate_frame(
         state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
-        model.max_vertex_speed, model.sweep_corners, model.sweep_inv_mass, model.chunks, model.part_chunks,
+        model.max_vertex_speed, model.sweep_corners, model.sweep_inv_mass, model.chunks, model.slab_chunks,
         model.sweep_dm_inv,
         state.effective_alpha_dev(model)[model.order], model.sweep_alpha_hyd, model.sweep_gamma,
         anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
