@@ -84,45 +84,71 @@ def environment_contact(x, x_prev, i, planes, spheres, boxes, mu):
 
 @nb.njit(nogil=True, cache=True)
 def instrument_contacts(
-    x, x_prev, mass, cand_vert, cand_inst, cap_inst, cap_r, cap_active, wa, wb, pa, pb, inst_mu, force_scale, out_force
-):
-    """Push candidate vertices out of their instrument's active capsules (wa-wb now, pa-pb last substep).
+    x, x_prev, inv_mass, mass, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, pa, pb,
+    inst_mu, force_scale, out_force,
+):  # fmt: skip
+    """Push candidate tissue points out of their instrument's active capsules (wa-wb now, pa-pb last substep).
 
-    out_force[k] accumulates the force (N) instrument k exerts on the tissue, averaged over the frame.
-    Returns the number of contacts.
+    A point is a barycentric combination of three vertices (a vertex itself is (v, v, v) with weights
+    (1, 0, 0)); sampling surface triangles too keeps a thin shaft from slipping between the vertices of a
+    coarse mesh. The point's correction (normal push plus Coulomb friction against the capsule's own
+    motion) is shared by its vertices in proportion to weight x inverse mass. out_force[k] accumulates
+    the force (N) instrument k exerts on the tissue, averaged over the frame. Returns the contact count.
     """
     hits = 0
-    for c in range(cand_vert.size):
-        i = cand_vert[c]
+    for c in range(cand_inst.size):
         k = cand_inst[c]
+        denom = 0.0
+        for q in range(3):
+            denom += cand_weights[c, q] * cand_weights[c, q] * inv_mass[cand_verts[c, q]]
+        if denom <= 0.0:
+            continue
         for j in range(cap_inst.size):
             if cap_inst[j] != k or not cap_active[j]:
                 continue
+            px = py = pz = 0.0
+            ox = oy = oz = 0.0
+            for q in range(3):
+                v, b = cand_verts[c, q], cand_weights[c, q]
+                px += b * x[v, 0]
+                py += b * x[v, 1]
+                pz += b * x[v, 2]
+                ox += b * x_prev[v, 0]
+                oy += b * x_prev[v, 1]
+                oz += b * x_prev[v, 2]
             ax, ay, az = wa[j, 0], wa[j, 1], wa[j, 2]
             ex, ey, ez = wb[j, 0] - ax, wb[j, 1] - ay, wb[j, 2] - az
-            px, py, pz = x[i, 0] - ax, x[i, 1] - ay, x[i, 2] - az
+            rx, ry, rz = px - ax, py - ay, pz - az
             ee = ex * ex + ey * ey + ez * ez
-            t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (px * ex + py * ey + pz * ez) / ee))
-            rx, ry, rz = px - t * ex, py - t * ey, pz - t * ez
+            t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (rx * ex + ry * ey + rz * ez) / ee))
+            rx, ry, rz = rx - t * ex, ry - t * ey, rz - t * ez
             dist = math.sqrt(rx * rx + ry * ry + rz * rz)
-            r = cap_r[j]
-            if dist >= r or dist < 1e-12:
+            depth = cap_r[j] - dist
+            if depth <= 0.0 or dist < 1e-12:
                 continue
             nx, ny, nz = rx / dist, ry / dist, rz / dist
-            depth = r - dist
-            bx, by, bz = x[i, 0], x[i, 1], x[i, 2]
-            x[i, 0] += nx * depth
-            x[i, 1] += ny * depth
-            x[i, 2] += nz * depth
-            # Motion of the capsule's surface point since the last substep, for relative slip.
-            sx = (ax + t * ex) - (pa[j, 0] + t * (pb[j, 0] - pa[j, 0]))
-            sy = (ay + t * ey) - (pa[j, 1] + t * (pb[j, 1] - pa[j, 1]))
-            sz = (az + t * ez) - (pa[j, 2] + t * (pb[j, 2] - pa[j, 2]))
-            friction(x, x_prev, i, nx, ny, nz, depth, inst_mu[k], sx, sy, sz)
-            m = mass[i] * force_scale
-            out_force[k, 0] += m * (x[i, 0] - bx)
-            out_force[k, 1] += m * (x[i, 1] - by)
-            out_force[k, 2] += m * (x[i, 2] - bz)
+            # Slip of the pushed-out point relative to the capsule's surface over the substep.
+            sx = (px + nx * depth - ox) - ((ax + t * ex) - (pa[j, 0] + t * (pb[j, 0] - pa[j, 0])))
+            sy = (py + ny * depth - oy) - ((ay + t * ey) - (pa[j, 1] + t * (pb[j, 1] - pa[j, 1])))
+            sz = (pz + nz * depth - oz) - ((az + t * ez) - (pa[j, 2] + t * (pb[j, 2] - pa[j, 2])))
+            sn = sx * nx + sy * ny + sz * nz
+            tx, ty, tz = sx - sn * nx, sy - sn * ny, sz - sn * nz
+            slip = math.sqrt(tx * tx + ty * ty + tz * tz)
+            limit = inst_mu[k] * depth
+            f = 0.0 if slip <= 0.0 else (1.0 if slip <= limit else limit / slip)
+            dx = nx * depth - tx * f
+            dy = ny * depth - ty * f
+            dz = nz * depth - tz * f
+            for q in range(3):
+                v, b = cand_verts[c, q], cand_weights[c, q]
+                share = inv_mass[v] * b / denom
+                x[v, 0] += share * dx
+                x[v, 1] += share * dy
+                x[v, 2] += share * dz
+                m = mass[v] * share * force_scale
+                out_force[k, 0] += m * dx
+                out_force[k, 1] += m * dy
+                out_force[k, 2] += m * dz
             hits += 1
     return hits
 

@@ -74,7 +74,7 @@ def step(
     anchor_w[:, 0] = 1.0
     anchor_force = np.zeros((anchor_v.shape[0], 3))
     grasp_force = np.zeros((grasps[0].size, 3))
-    cand_vert, cand_inst = _contact_candidates(model, state, arrays, dt)
+    cand_verts, cand_weights, cand_inst = _contact_candidates(model, state, arrays, dt)
     env = model.environment
     simulate_frame(
         state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
@@ -83,7 +83,7 @@ def step(
         state.effective_alpha_dev(model)[model.order], model.sweep_alpha_hyd, model.sweep_gamma,
         anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
         env.planes, env.spheres, env.boxes, env.friction,
-        *arrays, cand_vert, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
+        *arrays, cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
         inst_force, anchor_force, grasp_force, counts,
     )  # fmt: skip
 
@@ -207,11 +207,14 @@ def _grasp_arrays(state: State, ids: list[int]) -> tuple[np.ndarray, ...]:
     )
 
 
-def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """(vertex, instrument) pairs that may touch this frame: vertices near an active capsule's path."""
+def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue points that may touch an instrument this frame, near an active capsule's path:
+    (vertex triples, barycentric weights, instrument row). Movable vertices, plus the centre of each
+    surface triangle so that a thin shaft cannot pass between the vertices of a coarse mesh."""
     p0, q0, j0, p1, q1, j1, _, cap_inst, cap_local, cap_r, active = arrays
+    empty = np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros(0, np.int32)
     if not active.any():
-        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+        return empty
     ends = []
     for s in (0.0, 1.0):
         P, R, jaw = np.empty_like(p0), np.empty((p0.shape[0], 9)), np.empty(p0.shape[0])
@@ -224,15 +227,21 @@ def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[
     # Tissue moves too: allow what a vertex at the speed clamp could cover in a tenth of the frame.
     reach = cap_r + sweep + CONTACT_MARGIN + model.max_vertex_speed * dt * 0.1
     movable = np.flatnonzero(model.inv_mass > 0)
-    xs = state.x[movable]
-    near = np.zeros((p0.shape[0], movable.size), dtype=bool)
+    tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
+    points = np.concatenate([state.x[movable], state.x[tris].mean(axis=1)])
+    near = np.zeros((p0.shape[0], points.shape[0]), dtype=bool)
     for j in np.flatnonzero(active):
         seg = b0[j] - a0[j]
-        rel = xs - a0[j]
+        rel = points - a0[j]
         t = np.clip(rel @ seg / max(float(seg @ seg), 1e-30), 0.0, 1.0)
         near[cap_inst[j]] |= np.linalg.norm(rel - t[:, None] * seg, axis=1) <= reach[j]
     inst, idx = np.nonzero(near)
-    return movable[idx].astype(np.int32), inst.astype(np.int32)
+    is_vertex = idx < movable.size
+    verts = np.empty((idx.size, 3), np.int32)
+    verts[is_vertex] = movable[idx[is_vertex], None]
+    verts[~is_vertex] = tris[idx[~is_vertex] - movable.size]
+    weights = np.where(is_vertex[:, None], [1.0, 0.0, 0.0], 1.0 / 3.0)
+    return verts, np.ascontiguousarray(weights), inst.astype(np.int32)
 
 
 def _collect_forces(state, ids, g_inst, inst_force, grasp_force, report: StepReport) -> None:

@@ -46,7 +46,7 @@ def simulate_frame(
     anchor_verts, anchor_weights, anchor_targets, anchor_alpha,
     planes, spheres, boxes, env_mu,
     p0, q0, j0, p1, q1, j1, inst_mu, cap_inst, cap_local, cap_r, cap_active,
-    cand_vert, cand_inst,
+    cand_verts, cand_weights, cand_inst,
     g_inst, g_verts, g_weights, g_local, g_alpha,
     out_inst_force, out_anchor_force, out_grasp_force, out_counts,
 ):  # fmt: skip
@@ -81,8 +81,8 @@ def simulate_frame(
                     force_scale, out_anchor_force)  # fmt: skip
         attach_pass(x, inv_mass, g_verts, g_weights, targets, g_alpha * inv_h2, force_scale, out_grasp_force)
         out_counts[0] += instrument_contacts(
-            x, x_prev, mass, cand_vert, cand_inst, cap_inst, cap_r, cap_active, wa, wb, pa, pb, inst_mu,
-            force_scale, out_inst_force,
+            x, x_prev, inv_mass, mass, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active,
+            wa, wb, pa, pb, inst_mu, force_scale, out_inst_force,
         )  # fmt: skip
         env_hits = 0
         resets = 0
