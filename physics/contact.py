@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numba as nb
+import numpy as np
 
 
 @nb.njit(inline="always", nogil=True, cache=True)
@@ -174,3 +175,54 @@ def attach_pass(x, inv_mass, verts, weights, targets, alpha_tilde, force_scale, 
                 v = verts[g, c]
                 x[v, d] += inv_mass[v] * weights[g, c] * dl
             out_force[g, d] += dl * force_scale
+
+
+@nb.njit(inline="always", nogil=True, cache=True)
+def _near_segment(px, py, pz, a, b, j, reach):
+    ex, ey, ez = b[j, 0] - a[j, 0], b[j, 1] - a[j, 1], b[j, 2] - a[j, 2]
+    rx, ry, rz = px - a[j, 0], py - a[j, 1], pz - a[j, 2]
+    ee = ex * ex + ey * ey + ez * ez
+    t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (rx * ex + ry * ey + rz * ez) / ee))
+    rx, ry, rz = rx - t * ex, ry - t * ey, rz - t * ez
+    return rx * rx + ry * ry + rz * rz <= reach * reach
+
+
+@nb.njit(nogil=True, cache=True)
+def broad_phase(x, movable, tris, a, b, reach, cap_inst, active, n_inst):
+    """Contact candidates for the frame: (vertex triples, weights, instrument row) of every movable vertex
+    and every surface-triangle centre within `reach[j]` of an active capsule j (segment a-b)."""
+    n_points = movable.size + tris.shape[0]
+    hit = np.zeros((n_inst, n_points), dtype=np.bool_)
+    count = 0
+    for p in range(n_points):
+        if p < movable.size:
+            v = movable[p]
+            px, py, pz = x[v, 0], x[v, 1], x[v, 2]
+        else:
+            t = p - movable.size
+            px = (x[tris[t, 0], 0] + x[tris[t, 1], 0] + x[tris[t, 2], 0]) / 3.0
+            py = (x[tris[t, 0], 1] + x[tris[t, 1], 1] + x[tris[t, 2], 1]) / 3.0
+            pz = (x[tris[t, 0], 2] + x[tris[t, 1], 2] + x[tris[t, 2], 2]) / 3.0
+        for j in range(cap_inst.size):
+            k = cap_inst[j]
+            if active[j] and not hit[k, p] and _near_segment(px, py, pz, a, b, j, reach[j]):
+                hit[k, p] = True
+                count += 1
+    verts = np.empty((count, 3), dtype=np.int32)
+    weights = np.zeros((count, 3))
+    inst = np.empty(count, dtype=np.int32)
+    c = 0
+    for k in range(n_inst):
+        for p in range(n_points):
+            if not hit[k, p]:
+                continue
+            if p < movable.size:
+                verts[c, 0] = verts[c, 1] = verts[c, 2] = movable[p]
+                weights[c, 0] = 1.0
+            else:
+                for q in range(3):
+                    verts[c, q] = tris[p - movable.size, q]
+                    weights[c, q] = 1.0 / 3.0
+            inst[c] = k
+            c += 1
+    return verts, weights, inst

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from physics import cautery, cutting, grasping
+from physics.contact import broad_phase
 from physics.control import Control, InstrumentInput
 from physics.instruments import quat_to_matrix
 from physics.kinematics import interpolate_frames, world_capsules
@@ -226,22 +227,9 @@ def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[
     sweep = np.maximum(np.linalg.norm(a1 - a0, axis=1), np.linalg.norm(b1 - b0, axis=1))
     # Tissue moves too: allow what a vertex at the speed clamp could cover in a tenth of the frame.
     reach = cap_r + sweep + CONTACT_MARGIN + model.max_vertex_speed * dt * 0.1
-    movable = np.flatnonzero(model.inv_mass > 0)
+    movable = np.flatnonzero(model.inv_mass > 0).astype(np.int32)
     tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
-    points = np.concatenate([state.x[movable], state.x[tris].mean(axis=1)])
-    near = np.zeros((p0.shape[0], points.shape[0]), dtype=bool)
-    for j in np.flatnonzero(active):
-        seg = b0[j] - a0[j]
-        rel = points - a0[j]
-        t = np.clip(rel @ seg / max(float(seg @ seg), 1e-30), 0.0, 1.0)
-        near[cap_inst[j]] |= np.linalg.norm(rel - t[:, None] * seg, axis=1) <= reach[j]
-    inst, idx = np.nonzero(near)
-    is_vertex = idx < movable.size
-    verts = np.empty((idx.size, 3), np.int32)
-    verts[is_vertex] = movable[idx[is_vertex], None]
-    verts[~is_vertex] = tris[idx[~is_vertex] - movable.size]
-    weights = np.where(is_vertex[:, None], [1.0, 0.0, 0.0], 1.0 / 3.0)
-    return verts, np.ascontiguousarray(weights), inst.astype(np.int32)
+    return broad_phase(state.x, movable, tris, a0, b0, reach, cap_inst, active, p0.shape[0])
 
 
 def _collect_forces(state, ids, g_inst, inst_force, grasp_force, report: StepReport) -> None:
