@@ -112,6 +112,10 @@ def _update_instruments(
     starts = {}
     present = set()
     for cmd in control.instruments:
+        if cmd.id in present:  # one command per instrument and frame: later duplicates are dropped
+            state.counters["pose_duplicate"] += 1
+            events.append(Event("pose_rejected", cmd.id, {"reason": "duplicate instrument id"}))
+            continue
         present.add(cmd.id)
         prev = state.instruments.get(cmd.id)
         if prev is not None and not prev.spec.same_as(cmd.spec):  # instrument exchanged: the old one lets go

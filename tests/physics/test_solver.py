@@ -266,3 +266,15 @@ def test_a_fresh_but_identical_spec_each_frame_is_the_same_instrument():
     assert state.instruments[1].position[1] == pytest.approx(grasp[1] + 2.0 / 60.0)
     assert grasper().same_as(grasper()) and not grasper().same_as(grasper(jaw_length=0.02))
     assert not grasper().same_as(scissors())
+
+
+def test_a_second_command_for_the_same_instrument_is_dropped():
+    model, state = block()
+    spec = grasper()
+    first = InstrumentInput(1, spec, np.array([0.0, 0.05, 0.0]), DOWN, 0.5)
+    second = InstrumentInput(1, spec, np.array([0.01, 0.05, 0.0]), DOWN, 0.2)
+    report = step(model, state, Control([first, second]))
+    np.testing.assert_array_equal(state.instruments[1].position, first.position)
+    assert state.instruments[1].jaw == 0.5
+    assert state.counters["pose_duplicate"] == 1
+    assert [e.kind for e in report.events] == ["pose_rejected"]
