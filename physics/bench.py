@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
+from physics.cli_types import positive_int
 from physics.control import Control
 from physics.scenes import (
     GRASPER_ID,
@@ -96,16 +97,6 @@ def _size_list(text: str) -> list[int]:
     return values
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m physics.bench",
@@ -115,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=_size_list, default=None, help="target tet counts (default 5k,20k,80k)")
     p.add_argument("--substeps", type=_int_list(1, 10_000, "substeps"), default=None, help="default 20,40")
     p.add_argument("--threads", type=_int_list(1, 1024, "threads"), default=None, help="default 1,2")
-    p.add_argument("--frames", type=_positive, default=None, help="timed frames per repeat (default 30)")
-    p.add_argument("--repeats", type=_positive, default=None, help="repeats per configuration (default 5)")
+    p.add_argument("--frames", type=positive_int, default=None, help="timed frames per repeat (default 30)")
+    p.add_argument("--repeats", type=positive_int, default=None, help="repeats per configuration (default 5)")
     p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True, help="run the accuracy checks")
     p.add_argument(
         "--accuracy-max-tets",
@@ -124,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="largest size that gets the cantilever sag check against its 200-substep reference (default 30k)",
     )
-    p.add_argument("--sag-frames", type=_positive, default=None, help="most frames for the sag to settle (300)")
+    p.add_argument("--sag-frames", type=positive_int, default=None, help="most frames for the sag to settle (300)")
     p.add_argument("--quick", action="store_true", help="a tiny run: ~1k tets, few frames (seconds)")
     p.add_argument(
         "--threading-layer",

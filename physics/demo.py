@@ -24,22 +24,13 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from physics.cli_types import positive_int
 from physics.mesh_io import write_surface
 from physics.scenes import GRASPER_ID, liver_scene
 from physics.solver import Event, step
 from physics.surface import connected_components
 
 FRAME_DT = 1.0 / 60.0
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _frame_list(text: str) -> list[int]:
@@ -67,14 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m physics.demo",
         description="Headless liver-lobe demo: grasp, pull, cut; writes surface meshes of chosen frames.",
     )
-    p.add_argument("--frames", type=_positive, default=None, help="frames to run (default: the whole script)")
-    p.add_argument("--substeps", type=_positive, default=20, help="XPBD substeps per 60 Hz frame (default 20)")
+    p.add_argument("--frames", type=positive_int, default=None, help="frames to run (default: the whole script)")
+    p.add_argument("--substeps", type=positive_int, default=20, help="XPBD substeps per 60 Hz frame (default 20)")
     p.add_argument("--out", type=Path, default=Path("out"), help="output directory (default ./out)")
     save = p.add_mutually_exclusive_group()
-    save.add_argument("--save-every", type=_positive, default=None, help="save frames 0, K, 2K, ... and the last")
+    save.add_argument("--save-every", type=positive_int, default=None, help="save frames 0, K, 2K, ... and the last")
     save.add_argument("--save-frames", type=_frame_list, default=None, help="comma-separated frames to save")
     p.add_argument("--format", choices=["obj", "vtu"], default="obj", help="surface file format (default obj)")
-    p.add_argument("--threads", type=_positive, default=None, help="numba threads (default: numba's maximum)")
+    p.add_argument("--threads", type=positive_int, default=None, help="numba threads (default: numba's maximum)")
     p.add_argument("--resolution", type=_resolution, default=0.006, help="liver voxel size in m (default 0.006)")
     p.add_argument("--quiet", action="store_true", help="no per-frame lines, only the summary")
     return p
