@@ -1,0 +1,149 @@
+"""Real UDP round trips on loopback (IPv4 127.0.0.1 and IPv6 ::1).
+
+The cores are driven by plain sockets in a bounded loop (count and wall time), which keeps the tests free
+of a global twisted reactor; one test runs the twisted ``ServerProtocol`` (and a twisted ``ClientProtocol``)
+in a subprocess and talks to it from a socket-driven ``ClientCore``.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netcode.address import Address
+from netcode.client import ClientCore, ClientState
+from netcode.server import ServerConfig, ServerCore
+
+from .endpoint_helpers import PRIVATE_KEY, PROTOCOL_ID, make_token
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "netcode" / "twisted_echo_server.py"
+
+
+def _ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HOSTS = ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not _ipv6_available(), reason="no IPv6"))]
+
+
+def _socket(host: str) -> tuple[socket.socket, Address]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    return sock, Address.from_host_port(host, sock.getsockname()[1])
+
+
+def _sender(sock: socket.socket):
+    def send(data: bytes, address: Address) -> None:
+        sock.sendto(data, (str(address.ip), address.port))
+
+    return send
+
+
+def _pump(endpoints: dict[socket.socket, ServerCore | ClientCore], until, seconds: float = 3.0) -> bool:
+    """Receive, dispatch and update until ``until()`` holds; bounded by wall time and iterations."""
+    deadline = time.monotonic() + seconds
+    for _ in range(100_000):
+        if until():
+            return True
+        now = time.monotonic()
+        if now > deadline:
+            return False
+        readable, _, _ = select.select(list(endpoints), [], [], 0.005)
+        for sock in readable:
+            data, addr = sock.recvfrom(2048)
+            endpoints[sock].receive(data, Address.from_host_port(addr[0], addr[1]), time.monotonic())
+        for core in endpoints.values():
+            core.update(time.monotonic())
+    return until()
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_loopback_handshake_payloads_and_disconnect(host: str) -> None:
+    server_sock, server_address = _socket(host)
+    client_sock, client_address = _socket(host)
+    with server_sock, client_sock:
+        payloads: list[tuple[int, bytes]] = []
+        disconnects: list[tuple[int, str]] = []
+        config = ServerConfig(PROTOCOL_ID, PRIVATE_KEY, [server_address], max_clients=8)
+        server = ServerCore(
+            config,
+            _sender(server_sock),
+            on_payload=lambda i, p: payloads.append((i, p)),
+            on_disconnect=lambda i, r: disconnects.append((i, r)),
+            now=time.monotonic(),
+        )
+        received: list[bytes] = []
+        client = ClientCore(
+            make_token(servers=[server_address]), _sender(client_sock), on_payload=received.append, now=time.monotonic()
+        )
+        endpoints = {server_sock: server, client_sock: client}
+        client.connect(time.monotonic())
+        assert _pump(endpoints, lambda: client.state == ClientState.CONNECTED)
+        assert server.client_address(client.client_index) == client_address
+        for i in range(20):
+            client.send_payload(b"up%d" % i, time.monotonic())
+            server.send_payload(client.client_index, b"down%d" % i + bytes(1000), time.monotonic())
+        assert _pump(endpoints, lambda: len(payloads) == 20 and len(received) == 20)
+        assert [p for _, p in payloads] == [b"up%d" % i for i in range(20)]
+        client.disconnect(time.monotonic())
+        assert _pump(endpoints, lambda: server.client_count == 0)
+        assert disconnects == [(0, "client_disconnect")]
+
+
+def test_twisted_server_in_a_subprocess() -> None:
+    """The twisted shell serves a socket-driven ClientCore (echo) and its own twisted ClientProtocol."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "127.0.0.1", f"{PROTOCOL_ID:x}", PRIVATE_KEY.hex(), "10"],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        first = proc.stdout.readline().split()
+        assert first[0] == "PORT", first
+        server_address = Address.parse(f"127.0.0.1:{first[1]}")
+        sock, _ = _socket("127.0.0.1")
+        with sock:
+            received: list[bytes] = []
+            client = ClientCore(
+                make_token(client_id=5, servers=[server_address]),
+                _sender(sock),
+                on_payload=received.append,
+                now=time.monotonic(),
+            )
+            client.connect(time.monotonic())
+            assert _pump({sock: client}, lambda: client.state == ClientState.CONNECTED, seconds=5.0)
+            client.send_payload(b"hello", time.monotonic())
+            assert _pump({sock: client}, lambda: bool(received), seconds=3.0)
+            assert received == [b"echo:hello"]
+            sock.sendto(b"garbage", (str(server_address.ip), server_address.port))
+            client.disconnect(time.monotonic())
+        out, err = proc.communicate(timeout=10)  # closes stdin: the server prints its stats and exits
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    assert lines["SELF"] == "CONNECTED echo:self", err
+    stats = json.loads(lines["STATS"])
+    assert stats["stats"]["connects"] == 2
+    assert stats["drops"].get("too_small") == 1  # the 7-byte garbage datagram
