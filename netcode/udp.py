@@ -2,7 +2,7 @@
 
 All protocol logic lives in the sans-IO cores; these classes only translate twisted's ``(host, port)``
 tuples to ``Address`` objects (cached, since parsing an IP costs microseconds per packet), feed the
-cores the time and write their output with ``transport.write``.
+cores the time and write their output straight on the transport's socket.
 
 Clock: the cores' ``now`` comes from ``now_fn``, by default ``time.monotonic`` (immune to wall-clock
 steps, which would otherwise time out every client at once; on Linux it is the same clock as
@@ -81,8 +81,16 @@ class _CoreProtocol(DatagramProtocol):
         self._loop: LoopingCall | None = None
 
     def _write(self, data: bytes, address: Address) -> None:
-        if self.transport is not None:
-            self.transport.write(data, self._addresses.host_port(address))
+        """Send straight on the socket: twisted's transport.write re-checks the address on every call
+        (~3.5 us a packet, a third of the send cost at 30,000 packets/s)."""
+        if self.transport is None:
+            return
+        try:
+            self.transport.socket.sendto(data, self._addresses.host_port(address))
+        except (BlockingIOError, InterruptedError):
+            self.core.stats["send_dropped"] += 1  # socket buffer full: the datagram is lost, as on the wire
+        except OSError:
+            self.core.stats["send_failed"] += 1  # e.g. ICMP port unreachable reported on this socket
 
     def startProtocol(self) -> None:  # noqa: N802 (twisted API name)
         self._loop = LoopingCall(self._tick)
