@@ -13,9 +13,9 @@ from netcode.server import ServerConfig, ServerCore
 
 PROTOCOL_ID = 0x5EED_0102
 PRIVATE_KEY = bytes(range(1, 33))
-SERVER = Address.parse("10.0.0.1:40000")
-CLIENT_A = Address.parse("10.0.0.2:50000")
-CLIENT_B = Address.parse("10.0.0.3:50001")
+SERVER = Address.parse("127.0.0.1:40000")
+CLIENT_A = Address.parse("127.0.0.2:50000")
+CLIENT_B = Address.parse("127.0.0.3:50001")
 USER_DATA = b"surgeon:alice;role=lead"
 
 

@@ -84,7 +84,7 @@ def test_client_gives_up_when_the_token_lifetime_has_passed() -> None:
 
 def test_first_server_silent_client_moves_to_the_second() -> None:
     net = Net()
-    second = Address.parse("10.0.0.9:40001")
+    second = Address.parse("127.0.0.9:40001")
     server = make_server(net, second)
     client, _ = make_client(net, make_token(servers=[SERVER, second], timeout_seconds=1))
     client.connect(net.now)
@@ -97,7 +97,7 @@ def test_first_server_silent_client_moves_to_the_second() -> None:
 
 def test_all_servers_silent_request_times_out() -> None:
     net = Net()
-    client, _ = make_client(net, make_token(servers=[SERVER, Address.parse("10.0.0.9:1")], timeout_seconds=1))
+    client, _ = make_client(net, make_token(servers=[SERVER, Address.parse("127.0.0.9:1")], timeout_seconds=1))
     client.connect(net.now)
     net.run(2.5)
     assert client.state == ClientState.CONNECTION_REQUEST_TIMED_OUT

@@ -173,9 +173,9 @@ def test_private_token_that_authenticates_but_is_malformed_returns_none():
 
 
 def test_internal_addresses_go_in_the_private_part():
-    token = make_token(internal_server_addresses=["10.0.0.5:50000", "10.0.0.6:50001"])
+    token = make_token(internal_server_addresses=["127.0.0.5:50000", "127.0.0.6:50001"])
     private = decrypt_private_token(token.private_data, PROTOCOL_ID, EXPIRE, TOKEN_NONCE, PRIVATE_KEY)
-    assert [str(a) for a in private.server_addresses] == ["10.0.0.5:50000", "10.0.0.6:50001"]
+    assert [str(a) for a in private.server_addresses] == ["127.0.0.5:50000", "127.0.0.6:50001"]
     assert [str(a) for a in token.server_addresses] == ADDRESSES
 
 
@@ -217,7 +217,7 @@ def test_thirty_two_ipv6_addresses_fit():
     "overrides, message",
     [
         (dict(server_addresses=[]), "server addresses"),
-        (dict(server_addresses=[f"10.0.0.1:{40000 + i}" for i in range(33)]), "server addresses"),
+        (dict(server_addresses=[f"127.0.0.1:{40000 + i}" for i in range(33)]), "server addresses"),
         (dict(user_data=bytes(257)), "user_data"),
         (dict(private_key=bytes(31)), "private_key"),
         (dict(nonce=bytes(23)), "nonce"),

@@ -147,3 +147,92 @@ def test_twisted_server_in_a_subprocess() -> None:
     stats = json.loads(lines["STATS"])
     assert stats["stats"]["connects"] == 2
     assert stats["drops"].get("too_small") == 1  # the 7-byte garbage datagram
+
+
+def _loopback_server(host: str, max_clients: int = 8) -> tuple[socket.socket, Address, ServerCore]:
+    sock, address = _socket(host)
+    config = ServerConfig(PROTOCOL_ID, PRIVATE_KEY, [address], max_clients=max_clients)
+    return sock, address, ServerCore(config, _sender(sock), now=time.monotonic())
+
+
+def _loopback_client(host: str, token: bytes, route_to: Address | None = None) -> tuple[socket.socket, ClientCore]:
+    """A socket-driven client; with route_to, every datagram goes there whatever the token names."""
+    sock, _ = _socket(host)
+    send = _sender(sock)
+    if route_to is not None:
+        forward = send
+
+        def send(data: bytes, address: Address) -> None:
+            forward(data, route_to)
+
+    return sock, ClientCore(token, send, now=time.monotonic())
+
+
+REFUSALS = {
+    # name: (token arguments given the server's address, server drop reason)
+    "wrong_key": (lambda a: {"servers": [a], "private_key": bytes(32)}, "token_invalid"),
+    "expired": (lambda a: {"servers": [a], "create_timestamp": int(time.time()) - 100, "expire_seconds": 30},
+                "token_expired"),
+    "wrong_server_address": (lambda a: {"servers": [Address.from_host_port(str(a.ip), a.port + 1)]},
+                             "server_address_not_in_token"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_loopback_refusals(case: str) -> None:
+    """Real requests that the server must ignore: the client times out, nothing is sent back."""
+    token_args, drop = REFUSALS[case]
+    server_sock, server_address, server = _loopback_server("127.0.0.1")
+    token = make_token(timeout_seconds=1, **token_args(server_address))
+    client_sock, client = _loopback_client("127.0.0.1", token, route_to=server_address)
+    with server_sock, client_sock:
+        client.connect(time.monotonic())
+        assert _pump({server_sock: server, client_sock: client}, lambda: client.state < 0, seconds=4.0)
+        assert client.state == ClientState.CONNECTION_REQUEST_TIMED_OUT
+        assert server.drops[drop] >= 1
+        assert server.client_count == 0 and server.stats["packets_out"] == 0
+
+
+def test_loopback_server_full_denies() -> None:
+    server_sock, server_address, server = _loopback_server("127.0.0.1", max_clients=1)
+    first_sock, first = _loopback_client("127.0.0.1", make_token(client_id=1, servers=[server_address]))
+    second_sock, second = _loopback_client("127.0.0.1", make_token(client_id=2, servers=[server_address]))
+    with server_sock, first_sock, second_sock:
+        endpoints = {server_sock: server, first_sock: first, second_sock: second}
+        first.connect(time.monotonic())
+        assert _pump(endpoints, lambda: first.state == ClientState.CONNECTED)
+        second.connect(time.monotonic())
+        assert _pump(endpoints, lambda: second.state == ClientState.CONNECTION_DENIED)
+        assert server.stats["denied_sent"] >= 1 and first.state == ClientState.CONNECTED
+
+
+def test_loopback_replayed_packet_and_token_from_another_address_are_dropped() -> None:
+    server_sock, server_address, server = _loopback_server("127.0.0.1")
+    client_sock, client = _loopback_client("127.0.0.1", make_token(client_id=3, servers=[server_address]))
+    spy_sock, _ = _socket("127.0.0.1")
+    captured: list[bytes] = []
+    send = client._send  # the test taps what the client puts on the wire
+
+    def tapped(data: bytes, address: Address) -> None:
+        captured.append(data)
+        send(data, address)
+
+    client._send = tapped
+    with server_sock, client_sock, spy_sock:
+        endpoints = {server_sock: server, client_sock: client}
+        client.connect(time.monotonic())
+        assert _pump(endpoints, lambda: client.state == ClientState.CONNECTED)
+        payloads: list[bytes] = []
+        server.on_payload = lambda i, p: payloads.append(p)
+        client.send_payload(b"incision", time.monotonic())
+        assert _pump(endpoints, lambda: payloads == [b"incision"])
+        client_sock.sendto(captured[-1], (str(server_address.ip), server_address.port))  # replay it
+        spy_sock.sendto(captured[0], (str(server_address.ip), server_address.port))  # the request, elsewhere
+        # The request replayed from another address names a client that is connected: ignored, no reply.
+        ok = _pump(
+            endpoints, lambda: server.drops["replayed"] >= 1 and server.drops["client_id_already_connected"] >= 1
+        )
+        assert ok, dict(server.drops)
+        with pytest.raises(BlockingIOError):
+            spy_sock.recvfrom(2048)  # the spoofing address got nothing back
+        assert payloads == [b"incision"] and server.client_count == 1
