@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 KERNEL_HASH := $(shell cat physics/*.py | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-net clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m physics.bench $(ARGS)
+
+bench-net: $(STAMP)
+	$(PY) -m netcode.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .numba_cache .pytest_cache

@@ -10,6 +10,12 @@ Wire them as the endpoint's callbacks, attach the endpoint, then call ``update(n
     channels = ServerChannels(on_message=...)
     core = ServerCore(config, send, **channels.callbacks())
     channels.attach(core)
+
+or, with the twisted shell (netcode.udp), which then ticks them itself:
+
+    protocol, port = listen_server(reactor, config, 40000, "::1", **channels.callbacks())
+    channels.attach(protocol.core)
+    protocol.tick_hooks.append(channels.update)
 """
 
 from __future__ import annotations

@@ -79,6 +79,8 @@ class _CoreProtocol(DatagramProtocol):
         self.update_hz = update_hz
         self._addresses = _AddressCache()
         self._loop: LoopingCall | None = None
+        # Called with the time after each core update, e.g. ServerChannels.update (netcode.peers).
+        self.tick_hooks: list[Callable[[float], None]] = []
 
     def _write(self, data: bytes, address: Address) -> None:
         """Send straight on the socket: twisted's transport.write re-checks the address on every call
@@ -104,7 +106,10 @@ class _CoreProtocol(DatagramProtocol):
 
     def _tick(self) -> None:
         try:
-            self.core.update(self.now())
+            now = self.now()
+            self.core.update(now)
+            for hook in self.tick_hooks:
+                hook(now)
         except Exception as exc:  # never let a bug stop the update loop
             self.core.drops["internal_error"] += 1
             log.error("netcode update failed: %s", type(exc).__name__)

@@ -236,3 +236,20 @@ def test_loopback_replayed_packet_and_token_from_another_address_are_dropped() -
         with pytest.raises(BlockingIOError):
             spy_sock.recvfrom(2048)  # the spoofing address got nothing back
         assert payloads == [b"incision"] and server.client_count == 1
+
+
+def test_tick_hooks_run_after_each_core_update() -> None:
+    from twisted.internet.task import Clock
+
+    from netcode.udp import ServerProtocol
+
+    clock = Clock()
+    config = ServerConfig(PROTOCOL_ID, PRIVATE_KEY, [Address.parse("127.0.0.1:40000")])
+    protocol = ServerProtocol(config, clock, update_hz=100, now_fn=clock.seconds)
+    seen: list[float] = []
+    protocol.tick_hooks.append(seen.append)
+    protocol.startProtocol()
+    for _ in range(5):
+        clock.advance(0.01)
+    protocol.stopProtocol()
+    assert seen == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
