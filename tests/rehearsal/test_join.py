@@ -1,0 +1,146 @@
+"""Secrets, identities, invites and the join service."""
+
+import os
+import stat
+
+import pytest
+
+from netcode.address import Address
+from netcode.connect_token import ConnectToken, decrypt_private_token
+from rehearsal.identity import USER_DATA_BYTES, Identity, IdentityError, clean_name
+from rehearsal.invites import InviteBook, InviteError
+from rehearsal.join_service import JoinService
+from rehearsal.roles import Role
+from rehearsal.secrets_store import SecretError, load_or_create, same_secret
+
+SERVER = Address.parse("127.0.0.1:40000")
+KEY = bytes(range(32))
+PROTOCOL = 0x5355524745525931
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- secrets --------------------------------------------------------------------------------------------
+
+
+def test_secret_is_generated_once_with_owner_only_permissions(tmp_path):
+    first = load_or_create(tmp_path, "token_key")
+    assert len(first) == 32
+    assert stat.S_IMODE((tmp_path / "token_key").stat().st_mode) == 0o600
+    assert load_or_create(tmp_path, "token_key") == first
+
+
+def test_secret_readable_by_others_is_refused(tmp_path):
+    load_or_create(tmp_path, "token_key")
+    os.chmod(tmp_path / "token_key", 0o644)
+    with pytest.raises(SecretError, match="chmod 600"):
+        load_or_create(tmp_path, "token_key")
+
+
+def test_secret_from_the_environment_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_TOKEN_KEY", "ab" * 32)
+    assert load_or_create(tmp_path, "token_key", env_var="TEST_TOKEN_KEY") == b"\xab" * 32
+    assert not (tmp_path / "token_key").exists()
+    monkeypatch.setenv("TEST_TOKEN_KEY", "zz")
+    with pytest.raises(SecretError, match="must be hex"):
+        load_or_create(tmp_path, "token_key", env_var="TEST_TOKEN_KEY")
+
+
+def test_same_secret_compares_in_constant_time_semantics():
+    assert same_secret("hunter2", b"hunter2") and not same_secret("hunter2", "hunter3")
+
+
+# --- identity -------------------------------------------------------------------------------------------
+
+
+def test_identity_round_trips_through_256_bytes():
+    who = Identity("s-1", 12345, Role.MENTOR, "Dr. Ada")
+    data = who.to_user_data()
+    assert len(data) == USER_DATA_BYTES
+    assert Identity.from_user_data(data) == who
+
+
+@pytest.mark.parametrize("data", [b"", bytes(256), b"\xff" * 256, b"\x81\xa1v\x02" + bytes(252)])
+def test_garbage_user_data_is_refused(data):
+    with pytest.raises(IdentityError):
+        Identity.from_user_data(data)
+
+
+def test_display_names_are_cleaned():
+    assert clean_name("  Dr.\x00 Who\n ") == "Dr. Who"
+    assert len(clean_name("x" * 500)) == 48
+    for bad in ("", "   ", None, 42):
+        with pytest.raises(IdentityError):
+            clean_name(bad)
+
+
+# --- invites --------------------------------------------------------------------------------------------
+
+
+def test_invites_expire_and_run_out_with_one_message():
+    clock = Clock()
+    book = InviteBook(clock)
+    once = book.issue("s", Role.OBSERVER, uses=1, ttl=60)
+    assert book.redeem(once).role is Role.OBSERVER
+    later = book.issue("s", Role.MENTOR, uses=5, ttl=60)
+    clock.now += 61
+    messages = set()
+    for code in (once, later, "made-up", None, "x" * 1000):
+        with pytest.raises(InviteError) as err:
+            book.redeem(code)
+        messages.add(str(err.value))
+    assert len(messages) == 1
+
+
+def test_invite_book_is_bounded():
+    book = InviteBook(capacity=3)
+    for _ in range(3):
+        book.issue("s", Role.OBSERVER)
+    with pytest.raises(InviteError, match="too many"):
+        book.issue("s", Role.OBSERVER)
+    assert book.revoke_session("s") == 3 and len(book) == 0
+
+
+# --- join service ---------------------------------------------------------------------------------------
+
+
+def _service(sessions=("s-1",)):
+    return JoinService(KEY, PROTOCOL, [SERVER], session_exists=lambda s: s in sessions)
+
+
+def test_joining_with_an_invite_mints_a_token_naming_the_participant():
+    service = _service()
+    invites = service.invite_team("s-1")
+    assert set(invites) == set(Role)
+    ticket = service.join(invites[Role.LEAD_SURGEON], "Alice")
+    token = ConnectToken.decode(ticket.token)
+    assert token.server_addresses == (SERVER,) and token.protocol_id == PROTOCOL
+    private = decrypt_private_token(token.private_data, PROTOCOL, token.expire_timestamp, token.nonce, KEY)
+    assert private is not None and private.client_id == ticket.identity.participant
+    assert Identity.from_user_data(private.user_data) == ticket.identity
+    assert ticket.identity.role is Role.LEAD_SURGEON and ticket.identity.name == "Alice"
+    assert "0x" in repr(service) and KEY.hex() not in repr(service)
+
+
+def test_rejoin_gives_the_same_participant_a_fresh_token():
+    service = _service()
+    first = service.join(service.invite_team("s-1")[Role.ASSISTANT_SURGEON], "Bob")
+    again = service.rejoin(first.rejoin_code)
+    assert again.identity == first.identity and again.token != first.token
+    with pytest.raises(InviteError):
+        service.rejoin(service.invite_team("s-1")[Role.OBSERVER])  # a team invite is not a rejoin code
+
+
+def test_ended_sessions_and_bad_names_are_refused():
+    service = _service(sessions=())
+    with pytest.raises(InviteError, match="ended"):
+        service.join(service.invite_team("gone")[Role.OBSERVER], "Carol")
+    live = _service()
+    with pytest.raises(IdentityError):
+        live.join(live.invite_team("s-1")[Role.OBSERVER], "   ")
