@@ -1,0 +1,178 @@
+"""The join HTTP API (twisted.web): admins create sessions, participants trade invites for tokens.
+
+    POST /api/sessions   {"scenario": "basic_skills"}         admin (Authorization: Bearer <credential>)
+                         -> {"session", "scenario", "invites": {role: code}}
+    POST /api/join       {"invite": code, "name": "Dr. Ada"}  -> a ticket
+    POST /api/rejoin     {"rejoin_code": code}                -> a fresh ticket for the same participant
+
+A ticket is {"token" (base64 of the 2048-byte netcode connect token), "session", "participant", "role",
+"name", "rejoin_code", "expires_in"}. Errors are JSON {"error": text}: 400 malformed request, 403 refused
+invite, 401 bad admin credential (no detail; repeated failures from one address get 429 for a while).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from rehearsal.identity import IdentityError
+from rehearsal.invites import InviteError
+from rehearsal.join_service import JoinService, Ticket
+from rehearsal.secrets_store import same_secret
+
+MAX_BODY_BYTES = 4096
+AUTH_FAILURES_ALLOWED = 5  # per address per window, then 429
+AUTH_WINDOW_SECONDS = 60.0
+TRACKED_ADDRESSES = 4096
+
+
+class _RequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    raw = request.content.read(MAX_BODY_BYTES + 1) if request.content is not None else b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise _RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise _RequestError(400, "request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _RequestError(400, "request body must be a JSON object")
+    return body
+
+
+def _reply(request: Request, status: int, payload: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(payload).encode()
+
+
+def _ticket(ticket: Ticket) -> dict[str, Any]:
+    who = ticket.identity
+    return {
+        "token": base64.b64encode(ticket.token).decode(),
+        "session": who.session,
+        "participant": who.participant,
+        "role": who.role.value,
+        "name": who.name,
+        "rejoin_code": ticket.rejoin_code,
+        "expires_in": ticket.expires_in,
+    }
+
+
+class _JsonPost(Resource):
+    """A POST-only JSON endpoint; subclasses implement handle(request, body) -> (status, payload)."""
+
+    isLeaf = True  # noqa: N815 (twisted's name)
+
+    def render_POST(self, request: Request) -> bytes:  # noqa: N802 (twisted's name)
+        try:
+            status, payload = self.handle(request, _json_body(request))
+        except _RequestError as exc:
+            status, payload = exc.status, {"error": str(exc)}
+        return _reply(request, status, payload)
+
+    def handle(self, request: Request, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
+
+
+class JoinResource(_JsonPost):
+    def __init__(self, service: JoinService) -> None:
+        super().__init__()
+        self.service = service
+
+    def handle(self, request: Request, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, _ticket(self.service.join(body.get("invite"), body.get("name")))
+        except (InviteError, IdentityError) as exc:
+            return 403, {"error": str(exc)}
+
+
+class RejoinResource(_JsonPost):
+    def __init__(self, service: JoinService) -> None:
+        super().__init__()
+        self.service = service
+
+    def handle(self, request: Request, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, _ticket(self.service.rejoin(body.get("rejoin_code")))
+        except InviteError as exc:
+            return 403, {"error": str(exc)}
+
+
+class AdminGate:
+    """Bearer-credential check in constant time, with a per-address failure limit (bounded memory)."""
+
+    def __init__(self, credential: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._credential = credential
+        self.clock = clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def check(self, request: Request) -> int | None:
+        """None if allowed, else the status to answer (401 or 429)."""
+        address = request.getClientAddress()
+        who = getattr(address, "host", str(address))
+        now = self.clock()
+        recent = [t for t in self._failures.get(who, []) if now - t < AUTH_WINDOW_SECONDS]
+        if len(recent) >= AUTH_FAILURES_ALLOWED:
+            return 429
+        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+        given = header[7:] if header.startswith("Bearer ") else ""
+        if given and same_secret(given, self._credential):
+            self._failures.pop(who, None)
+            return None
+        self._failures[who] = [*recent, now]
+        self._failures.move_to_end(who)
+        while len(self._failures) > TRACKED_ADDRESSES:
+            self._failures.popitem(last=False)
+        return 401
+
+
+class SessionsResource(_JsonPost):
+    """Admin: create a session from a scenario; create_session(scenario) -> session id (ValueError if bad)."""
+
+    def __init__(self, service: JoinService, gate: AdminGate, create_session: Callable[[str], str]) -> None:
+        super().__init__()
+        self.service = service
+        self.gate = gate
+        self.create_session = create_session
+
+    def render_POST(self, request: Request) -> bytes:  # noqa: N802
+        denied = self.gate.check(request)
+        if denied is not None:  # no detail for a wrong credential
+            return _reply(request, denied, {"error": "unauthorized" if denied == 401 else "too many attempts"})
+        return super().render_POST(request)
+
+    def handle(self, request: Request, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        scenario = body.get("scenario")
+        if not isinstance(scenario, str):
+            raise _RequestError(400, 'give {"scenario": "<name>"}')
+        try:
+            session = self.create_session(scenario)
+        except ValueError as exc:
+            raise _RequestError(400, str(exc)) from None
+        invites = self.service.invite_team(session)
+        return 201, {"session": session, "scenario": scenario, "invites": {r.value: c for r, c in invites.items()}}
+
+
+def api_root(service: JoinService, gate: AdminGate, create_session: Callable[[str], str]) -> Resource:
+    """The /api tree to mount on a twisted.web Site."""
+    api = Resource()
+    api.putChild(b"join", JoinResource(service))
+    api.putChild(b"rejoin", RejoinResource(service))
+    api.putChild(b"sessions", SessionsResource(service, gate, create_session))
+    root = Resource()
+    root.putChild(b"api", api)
+    return root

@@ -1,0 +1,82 @@
+"""The join HTTP API on twisted.web, driven with in-memory requests."""
+
+import base64
+import io
+import json
+
+from twisted.web.test.requesthelper import DummyRequest
+
+from netcode.address import Address
+from netcode.connect_token import ConnectToken
+from rehearsal.http_api import AUTH_FAILURES_ALLOWED, AdminGate, api_root
+from rehearsal.join_service import JoinService
+
+ADMIN = "s3cret-admin-credential"
+
+
+def _app():
+    sessions: list[str] = []
+
+    def create_session(scenario: str) -> str:
+        if scenario != "basic_skills":
+            raise ValueError(f"no scenario named {scenario!r}")
+        sessions.append(f"s-{len(sessions) + 1}")
+        return sessions[-1]
+
+    service = JoinService(bytes(32), 0x1234, [Address.parse("127.0.0.1:40000")], session_exists=sessions.__contains__)
+    return api_root(service, AdminGate(ADMIN), create_session)
+
+
+def _post(root, path: str, body, auth: str | None = None, client: str = "127.0.0.1"):
+    parts = [p.encode() for p in path.strip("/").split("/")]
+    request = DummyRequest(parts)
+    request.method = b"POST"
+    request.client = type("Addr", (), {"host": client, "port": 5555})()
+    request.content = io.BytesIO(body if isinstance(body, bytes) else json.dumps(body).encode())
+    if auth is not None:
+        request.requestHeaders.addRawHeader(b"authorization", auth.encode())
+    resource = root
+    for part in parts:
+        resource = resource.getChildWithDefault(part, request)
+    out = resource.render_POST(request)
+    return request.responseCode or 200, json.loads(out)
+
+
+def test_admin_creates_a_session_and_a_surgeon_joins():
+    root = _app()
+    status, created = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}")
+    assert status == 201 and set(created["invites"]) >= {"lead_surgeon", "mentor", "observer"}
+    status, ticket = _post(root, "api/join", {"invite": created["invites"]["lead_surgeon"], "name": "Alice"})
+    assert status == 200 and ticket["role"] == "lead_surgeon" and ticket["session"] == created["session"]
+    token = ConnectToken.decode(base64.b64decode(ticket["token"]))
+    assert token.expire_timestamp - token.create_timestamp == ticket["expires_in"]
+    status, again = _post(root, "api/rejoin", {"rejoin_code": ticket["rejoin_code"]})
+    assert status == 200 and again["participant"] == ticket["participant"]
+
+
+def test_bad_requests_get_clear_errors():
+    root = _app()
+    assert _post(root, "api/join", {"invite": "nope", "name": "x"}) == (
+        403,
+        {"error": "invite code not valid (unknown, used up or expired)"},
+    )
+    assert _post(root, "api/join", b"{not json")[0] == 400
+    assert _post(root, "api/join", b"[1, 2]")[0] == 400
+    assert _post(root, "api/join", b"x" * 5000)[0] == 413
+    status, body = _post(root, "api/sessions", {"scenario": "unknown"}, auth=f"Bearer {ADMIN}")
+    assert status == 400 and "unknown" in body["error"]
+
+
+def test_wrong_admin_credentials_get_401_without_detail_then_429():
+    root = _app()
+    for auth in (None, "Bearer wrong", f"Basic {ADMIN}"):
+        assert _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=auth, client="127.0.0.9") == (
+            401,
+            {"error": "unauthorized"},
+        )
+    for _ in range(AUTH_FAILURES_ALLOWED):
+        _post(root, "api/sessions", {"scenario": "basic_skills"}, auth="Bearer wrong", client="127.0.0.9")
+    status, _ = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}", client="127.0.0.9")
+    assert status == 429  # even the right credential waits out the window
+    status, _ = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}", client="127.0.0.2")
+    assert status == 201  # other addresses are unaffected
