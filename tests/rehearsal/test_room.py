@@ -1,0 +1,125 @@
+"""The room's rules: roles enforced, inputs validated, lifecycle respected, returning people restored."""
+
+import numpy as np
+import pytest
+
+from physics.instruments import Kind, look_rotation
+from rehearsal.identity import Identity
+from rehearsal.lifecycle import RoomState
+from rehearsal.roles import Role
+from rehearsal.room import Room
+from rehearsal.scenario import load_scenario
+
+DOWN = look_rotation((0.0, -1.0, 0.0))
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return load_scenario("basic_skills")
+
+
+def _team(room):
+    ids = {}
+    for k, role in enumerate(Role, start=1):
+        room.join(Identity(room.session, k, role, role.value))
+        ids[role] = k
+    return ids
+
+
+def _running(scenario):
+    room = Room("s-1", scenario)
+    ids = _team(room)
+    assert room.start() is None and room.state is RoomState.RUNNING
+    return room, ids
+
+
+def test_an_observers_input_changes_nothing(scenario):
+    room, ids = _running(scenario)
+    refusal = room.instrument_input(ids[Role.OBSERVER], "right", [0, 0.05, 0], DOWN, sample_time=1.0)
+    assert refusal is not None and "observer" in refusal.reason
+    assert room.control().instruments == []
+    assert room.counters["refused_drive_instrument"] == 1
+
+
+def test_a_surgeons_input_reaches_physics_and_bad_input_never_does(scenario):
+    room, ids = _running(scenario)
+    lead = ids[Role.LEAD_SURGEON]
+    assert room.instrument_input(lead, "right", [0, 0.05, 0], DOWN, 0.5, sample_time=1.0) is None
+    bad = [
+        ([np.nan, 0.05, 0], DOWN, 1.1, "input_rejected_nonfinite"),
+        ([0, 0.05, 0], [0, 0, 0, 0], 1.1, "input_rejected_nonfinite"),
+        ([50.0, 0.05, 0], DOWN, 1.1, "input_rejected_out_of_room"),
+        ([0.2, 0.05, 0], DOWN, 1.01, "input_rejected_too_fast"),  # 20 m/s
+        ("junk", DOWN, 1.1, "input_rejected_nonfinite"),
+    ]
+    for pos, quat, t, counter in bad:
+        assert room.instrument_input(lead, "right", pos, quat, sample_time=t) is not None
+        assert room.counters[counter] >= 1
+    assert room.instrument_input(lead, "right", [0, 0.06, 0], DOWN, sample_time=0.9) is None  # stale: ignored
+    assert room.counters["input_stale"] == 1
+    [command] = room.control().instruments
+    np.testing.assert_array_equal(command.position, [0, 0.05, 0])
+    assert room.advance(1 / 60) is not None
+
+
+def test_only_the_mentor_pauses_and_a_paused_room_does_not_move(scenario):
+    room, ids = _running(scenario)
+    assert "may not pause" in room.command(ids[Role.ASSISTANT_SURGEON], "pause").reason
+    assert room.state is RoomState.RUNNING
+    assert room.command(ids[Role.MENTOR], "pause") is None
+    before = room.physics.x.copy()
+    for _ in range(5):
+        assert room.advance(1 / 60) is None
+    np.testing.assert_array_equal(room.physics.x, before)
+    assert room.command(ids[Role.MENTOR], "resume") is None and room.advance(1 / 60) is not None
+
+
+def test_complications_annotations_and_unknown_commands(scenario):
+    room, ids = _running(scenario)
+    mentor = ids[Role.MENTOR]
+    assert room.command(mentor, "inject_complication", complication="bleeder") is None
+    assert room.complications == ["bleeder"]
+    assert "no complication" in room.command(mentor, "inject_complication", complication="zombie").reason
+    assert room.command(mentor, "annotate", position=[0, 0.02, 0], text="cut here") is None
+    assert room.command(mentor, "annotate", position=[np.inf, 0, 0]) is not None
+    assert room.command(mentor, "self_destruct") is not None
+    assert room.counters["refused_unknown_command"] == 1
+
+
+def test_the_nurse_hands_instruments_and_a_returning_surgeon_keeps_them(scenario):
+    room, ids = _running(scenario)
+    nurse, assistant = ids[Role.SCRUB_NURSE], ids[Role.ASSISTANT_SURGEON]
+    assert room.command(nurse, "hand_instrument", to=assistant, hand="left", kind="scissors") is None
+    assert room.command(nurse, "hand_instrument", to=ids[Role.OBSERVER], hand="left", kind="scissors") is not None
+    room.leave(assistant)
+    assert room.instrument_input(assistant, "left", [0, 0.05, 0], DOWN, sample_time=1.0) is not None
+    back = room.join(Identity("s-1", assistant, Role.ASSISTANT_SURGEON, "assistant_surgeon"))
+    assert back.identity.role is Role.ASSISTANT_SURGEON and back.hands["left"] is Kind.SCISSORS
+    assert room.instrument_input(assistant, "left", [0, 0.05, 0], DOWN, sample_time=2.0) is None
+
+
+def test_the_mentor_removes_a_participant_and_ends_the_room(scenario):
+    room, ids = _running(scenario)
+    mentor, observer = ids[Role.MENTOR], ids[Role.OBSERVER]
+    assert room.command(observer, "remove_participant", who=mentor) is not None
+    assert room.command(mentor, "remove_participant", who=observer) is None
+    assert observer not in room.participants
+    assert room.command(mentor, "end_room") is None and room.state is RoomState.ENDED
+    assert room.command(mentor, "resume") is not None  # ended is final
+    with pytest.raises(ValueError, match="ended"):
+        room.join(Identity("s-1", 99, Role.OBSERVER, "late"))
+
+
+def test_tokens_for_another_session_are_refused_and_rooms_are_independent(scenario):
+    a, b = Room("a", scenario), Room("b", scenario)
+    with pytest.raises(ValueError, match="another session"):
+        a.join(Identity("b", 1, Role.OBSERVER, "x"))
+    _team(a)
+    a.start()
+    b.start()
+    a.instrument_input(1, "right", [0, 0.0, 0], DOWN, 0.0, sample_time=1.0)  # press into a's tissue
+    for _ in range(5):
+        a.advance(1 / 60)
+        b.advance(1 / 60)
+    assert not np.array_equal(a.physics.x, b.physics.x)
+    np.testing.assert_allclose(b.physics.x, b.model.rest_positions, atol=2e-3)
