@@ -1,0 +1,110 @@
+"""Tissue patches: a surface's vertex set split into spatially coherent groups that fit a packet.
+
+A ``PatchLayout`` lists surface vertex ids patch after patch (``vertex_ids``) with ``offsets`` (P + 1):
+patch ``p`` is ``vertex_ids[offsets[p]:offsets[p + 1]]``. Everything the snapshot codec sends about the
+surface is indexed in this *layout order*, so a patch is a contiguous slice. A layout belongs to one
+topology epoch; a cut builds a new one (patch ids are not stable across epochs).
+
+``make_patches`` splits by recursive median bisection along the longest side of the bounding box until
+every patch has at most ``max_size`` vertices, then orders each patch along a Morton (Z-order) curve, so
+that consecutive vertices are neighbours (the block coder sends differences between consecutive ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_PATCH_SIZE = 100
+MAX_PATCH_SIZE = 1024
+"""Hard limit a decoder accepts (a full patch must fit a message comfortably)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PatchLayout:
+    """Surface vertex ids in patch-major order and the patch boundaries."""
+
+    vertex_ids: np.ndarray
+    """(N,) int64 global (mesh) vertex ids, patch after patch; unique."""
+    offsets: np.ndarray
+    """(P + 1,) int64, offsets[0] = 0, offsets[-1] = N, strictly increasing."""
+
+    @property
+    def patch_count(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def vertex_count(self) -> int:
+        return len(self.vertex_ids)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def patch(self, p: int) -> slice:
+        """The layout-order slice of patch ``p``."""
+        return slice(int(self.offsets[p]), int(self.offsets[p + 1]))
+
+    def validate(self, max_patch_size: int = MAX_PATCH_SIZE) -> None:
+        """ValueError unless offsets and ids are consistent (used on layouts read from the wire)."""
+        o, ids = self.offsets, self.vertex_ids
+        if o.ndim != 1 or len(o) < 1 or o[0] != 0 or o[-1] != len(ids):
+            raise ValueError("patch offsets must start at 0 and end at the vertex count")
+        sizes = np.diff(o)
+        if np.any(sizes < 1) or np.any(sizes > max_patch_size):
+            raise ValueError(f"every patch needs 1..{max_patch_size} vertices")
+        if len(ids) and (ids.min() < 0 or len(np.unique(ids)) != len(ids)):
+            raise ValueError("patch vertex ids must be non-negative and unique")
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, PatchLayout)
+            and np.array_equal(self.vertex_ids, other.vertex_ids)
+            and np.array_equal(self.offsets, other.offsets)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def morton_codes(positions: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Z-order codes of points, each axis scaled to ``bits`` bits over the points' bounding box."""
+    p = np.asarray(positions, dtype=np.float64)
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    scale = ((1 << bits) - 1) / np.maximum(hi - lo, 1e-12)
+    cells = np.clip(((p - lo) * scale).astype(np.int64), 0, (1 << bits) - 1)
+    code = np.zeros(len(p), np.int64)
+    for b in range(bits):
+        for a in range(3):
+            code |= ((cells[:, a] >> b) & 1) << (3 * b + a)
+    return code
+
+
+def make_patches(vertex_ids: np.ndarray, positions: np.ndarray, max_size: int = DEFAULT_PATCH_SIZE) -> PatchLayout:
+    """Split surface vertices (ids (N,), positions (N, 3)) into patches of at most ``max_size``."""
+    ids = np.asarray(vertex_ids, dtype=np.int64)
+    pos = np.asarray(positions, dtype=np.float64)
+    if len(ids) != len(pos) or pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError("vertex_ids (N,) and positions (N, 3) must match")
+    if not 1 <= max_size <= MAX_PATCH_SIZE:
+        raise ValueError(f"max_size must be 1..{MAX_PATCH_SIZE}")
+    if len(ids) == 0:
+        return PatchLayout(ids, np.zeros(1, np.int64))
+    leaves: list[np.ndarray] = []
+    stack = [np.arange(len(ids))]
+    while stack:
+        idx = stack.pop()
+        if len(idx) <= max_size:
+            leaves.append(idx)
+            continue
+        pts = pos[idx]
+        axis = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))
+        half = len(idx) // 2
+        part = np.argpartition(pts[:, axis], half)
+        stack.append(idx[part[half:]])  # popped second: keeps leaves in spatial order
+        stack.append(idx[part[:half]])
+    codes = morton_codes(pos)
+    ordered = [leaf[np.argsort(codes[leaf], kind="stable")] for leaf in leaves]
+    order = np.concatenate(ordered)
+    offsets = np.concatenate([[0], np.cumsum([len(leaf) for leaf in ordered])]).astype(np.int64)
+    return PatchLayout(ids[order], offsets)

@@ -1,0 +1,555 @@
+"""Server side of state sync: per-client snapshots, deltas against acknowledged baselines, under a budget.
+
+``SnapshotServer`` is the thin stateful shell the rehearsal server drives once per frame::
+
+    server = SnapshotServer(layout, config, triangles=tris)
+    for msg in server.join_messages(): send_reliable(client, msg)      # config + full topology
+    server.add_client(cid, budget_bytes=budget_for_rate(1_000_000, 60))
+    ...every frame:
+    server.begin_frame(time, surface_positions_in_layout_order, rigid_set)
+    server.set_focus(cid, instrument_and_gaze_points)
+    send_unreliable(cid, snapshot_message(server.encode(cid)))
+    ...when the client acks snapshot sequence s:  server.on_ack(cid, s)
+    ...on a cut:  for cid: send_reliable(cid, server.change_topology(new_layout, ...))
+
+How it works (details and the byte layout in SNAPSHOT.md):
+
+* ``begin_frame`` quantizes the frame once for everybody, with hysteresis (``quantize.py``): a value
+  keeps its previous integer while that is within the error bound, so sub-bound jitter costs nothing.
+* Per client and object (rigid object, tissue patch) the server remembers the newest version the
+  client **acknowledged** (by snapshot sequence) and the last version it **sent**. A record is a delta
+  against the acknowledged version, naming it by its age ``sequence - baseline``; age 0 means a full
+  record (no baseline: a new client, a reconnect, a new topology epoch).
+* Priority (``priority.py``): each frame an object's accumulator grows by (steps changed since it was
+  last sent) x (interest: nearness to the client's instruments/gaze); an object that was sent but not yet
+  acknowledged only competes again after ``resend_after`` frames. Rigid objects (tiny, and what people
+  watch) go first, then patches in accumulator order; a record that does not fit the remaining budget
+  is skipped (a smaller one may still fit) and keeps accumulating.
+* The snapshot never exceeds the client's ``budget_bytes`` (nor one channel message).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from netcode.bitcode import block_plan, block_write
+from netcode.patches import PatchLayout
+from netcode.priority import PriorityAccumulator, interest
+from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
+from netcode.snapshot import (
+    DEFAULT_CONFIG,
+    ENVELOPE_OVERHEAD,
+    HEADER_SIZE,
+    MAX_SNAPSHOT_BYTES,
+    NO_JAW,
+    RECORD_PATCH,
+    CodecConfig,
+    RigidSet,
+    pack_header,
+    rigid_record,
+)
+from netcode.snapshot_messages import TopologyUpdate, config_message, topology_message
+
+FULL_WEIGHT = 64.0
+"""Weight (in steps) of an object the client has no baseline for."""
+DEFAULT_RESEND_AFTER = 8
+"""Frames to wait for an ack before an unchanged, unacknowledged object competes again (~RTT + slack)."""
+HISTORY = 128
+"""Sent snapshots remembered per client (an ack older than that is ignored)."""
+PACKET_OVERHEAD = 9 + 5 + 16 + 9
+"""Message-layer packet header + entry header + MAC + netcode prefix/sequence, per packet."""
+
+MAX_MISFITS = 8
+"""Patch records tried in vain (too big for the room left) before the packet is closed."""
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+def budget_for_rate(bits_per_second: float, frame_rate: float = 60.0, packets_per_frame: int = 2) -> int:
+    """Snapshot bytes per frame for a link rate, net of the envelope and per-packet overheads."""
+    raw = int(bits_per_second / 8.0 / frame_rate)
+    return max(HEADER_SIZE, raw - ENVELOPE_OVERHEAD - PACKET_OVERHEAD * packets_per_frame)
+
+
+# ------------------------------------------------------------------------------------------ numba kernels
+
+
+@_jit
+def patch_changes(q, acked, sent, offsets, d_ack, d_sent):
+    """Per patch, the largest per-axis grid change of ``q`` against ``acked`` and against ``sent``."""
+    for p in range(len(offsets) - 1):
+        ma = 0
+        ms = 0
+        for i in range(offsets[p], offsets[p + 1]):
+            for a in range(3):
+                x = np.int64(q[i, a])
+                da = abs(x - acked[i, a])
+                ds = abs(x - sent[i, a])
+                if da > ma:
+                    ma = da
+                if ds > ms:
+                    ms = ds
+        d_ack[p] = ma
+        d_sent[p] = ms
+
+
+@_jit
+def copy_patches(src, dst, offsets, patches):
+    """``dst[patch rows] = src[patch rows]`` for the listed patches."""
+    for p in patches:
+        for i in range(offsets[p], offsets[p + 1]):
+            for a in range(3):
+                dst[i, a] = src[i, a]
+
+
+@_jit
+def _varint(out, pos, v):
+    while v >= 0x80:
+        out[pos] = (v & 0x7F) | 0x80
+        v >>= 7
+        pos += 1
+    out[pos] = v
+    return pos + 1
+
+
+@_jit
+def _varint_len(v):
+    n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+@_jit
+def encode_patch_records(q, acked, ages, offsets, order, out, pos, limit, d, dense, sparse, plan, sent):
+    """Append patch records in ``order`` while they fit ``out[:limit]``; returns (position, records).
+
+    A patch with age 0 is sent in full (absolute grid coordinates), else as ``q - acked``. ``sent[p]``
+    is set for every patch written.
+    """
+    count = 0
+    misfits = 0
+    for c in range(len(order)):
+        if limit - pos < 6 or misfits >= MAX_MISFITS:
+            break
+        p = order[c]
+        s = offsets[p]
+        n = offsets[p + 1] - s
+        age = ages[p]
+        for i in range(n):
+            for a in range(3):
+                if age > 0:
+                    d[i, a] = np.int64(q[s + i, a]) - acked[s + i, a]
+                else:
+                    d[i, a] = q[s + i, a]
+        size = 1 + _varint_len(p) + _varint_len(age) + block_plan(d[:n], dense[:n], sparse[:n], plan)
+        if pos + size > limit:
+            misfits += 1
+            continue
+        out[pos] = RECORD_PATCH
+        pos = _varint(out, pos + 1, p)
+        pos = _varint(out, pos, age)
+        pos = block_write(d[:n], dense[:n], sparse[:n], plan, out, pos)
+        sent[p] = True
+        count += 1
+    return pos, count
+
+
+# ------------------------------------------------------------------------------------------ state
+
+
+@dataclass(slots=True)
+class QuantizedFrame:
+    """One server frame, quantized once for all clients (arrays are never modified afterwards)."""
+
+    sequence: int
+    time: float
+    epoch: int
+    surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order
+    centroids: np.ndarray  # (P, 3) float64 patch centres (for interest)
+    rigid_ids: np.ndarray  # (R,) int64
+    rigid_kinds: np.ndarray  # (R,) int64
+    rigid_pos: np.ndarray  # (R, 3) int32
+    rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
+    rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
+    rigid_points: np.ndarray  # (R, 3) float64
+
+
+@dataclass(slots=True)
+class _RigidTrack:
+    acked_seq: int = -1
+    acked: tuple | None = None  # ((x, y, z) grid ints, rotation code, jaw code)
+    sent: tuple | None = None
+    last_sent: int = -(1 << 40)
+    acc: float = 0.0
+
+
+@dataclass(slots=True)
+class _Sent:
+    epoch: int
+    patches: np.ndarray
+    surface: np.ndarray
+    rigid: list  # [(id, (pos, rot, jaw))]
+
+
+@dataclass
+class ClientSync:
+    """What the server knows about one client's copy of the scene."""
+
+    n_vertices: int
+    n_patches: int
+    budget_bytes: int | None = None
+    resend_after: int = DEFAULT_RESEND_AFTER
+    focus: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    stats: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.budget_bytes is not None and self.budget_bytes < HEADER_SIZE:
+            raise ValueError(f"budget_bytes must be at least the {HEADER_SIZE}-byte header")
+        self.reset(self.n_vertices, self.n_patches)
+
+    def reset(self, n_vertices: int, n_patches: int) -> None:
+        """Forget every baseline (new client, reconnect, resync, new topology epoch)."""
+        self.n_vertices, self.n_patches = n_vertices, n_patches
+        self.acked_seq = np.full(n_patches, -1, np.int64)
+        self.acked_q = np.zeros((n_vertices, 3), np.int64)
+        self.sent_q = np.zeros((n_vertices, 3), np.int64)
+        self.ever_sent = np.zeros(n_patches, bool)
+        self.last_sent = np.full(n_patches, -(1 << 40), np.int64)
+        self.priority = PriorityAccumulator(n_patches)
+        self.rigid: dict[int, _RigidTrack] = {}
+        self.history: OrderedDict[int, _Sent] = OrderedDict()
+
+    @property
+    def complete(self) -> bool:
+        """True once the client has acknowledged a version of every patch."""
+        return bool(np.all(self.acked_seq >= 0))
+
+
+class SnapshotServer:
+    """Quantizes each frame once and encodes a snapshot per client (see the module docstring)."""
+
+    def __init__(
+        self,
+        layout: PatchLayout,
+        config: CodecConfig = DEFAULT_CONFIG,
+        *,
+        epoch: int = 1,
+        triangles: np.ndarray | None = None,
+    ) -> None:
+        layout.validate()
+        self.config = config
+        self.layout = layout
+        self.epoch = epoch
+        self.triangles = np.zeros((0, 3), np.int64) if triangles is None else np.asarray(triangles, np.int64)
+        self.sequence = 0
+        self.frame: QuantizedFrame | None = None
+        self.clients: dict[object, ClientSync] = {}
+        self._q_prev: np.ndarray | None = None
+        self._trend = TrendTracker()
+        self._carry: tuple[np.ndarray, np.ndarray] | None = None
+        self._rigid_prev: dict[int, tuple] = {}
+        self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
+        self._sizes = layout.sizes
+        self._max_patch = int(self._sizes.max()) if layout.patch_count else 1
+        self._scratch = [np.zeros((self._max_patch, 3), np.int64) for _ in range(3)]
+        self._plan = np.zeros(5, np.int64)
+        self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
+        self._rot_tolerance = max_angular_error(config.rotation_bits)
+
+    # -------------------------------------------------------------- reliable-channel messages
+
+    def join_messages(self) -> list[bytes]:
+        """Reliable messages a joining or reconnecting client needs before snapshots: config, full topology."""
+        update = TopologyUpdate(self.epoch, "full", None, self.layout, added_triangles=self.triangles)
+        return [config_message(self.config), topology_message(update)]
+
+    def change_topology(
+        self,
+        layout: PatchLayout,
+        *,
+        cause: str = "cut",
+        instrument: int | None = None,
+        removed_vertices: np.ndarray | None = None,
+        removed_triangles: np.ndarray | None = None,
+        added_triangles: np.ndarray | None = None,
+        triangles: np.ndarray | None = None,
+    ) -> bytes:
+        """Start a new topology epoch with ``layout``; returns the reliable ``snap_topology`` message.
+
+        Every client's baselines become invalid (their next records are full). ``triangles`` is the new
+        full triangle list (kept for late joiners); the removed/added lists describe the change.
+        """
+        layout.validate()
+        self._carry_over(layout)
+        self.epoch += 1
+        self.layout = layout
+        self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
+        self._sizes = layout.sizes
+        self._max_patch = int(self._sizes.max()) if layout.patch_count else 1
+        self._scratch = [np.zeros((self._max_patch, 3), np.int64) for _ in range(3)]
+        if triangles is not None:
+            self.triangles = np.asarray(triangles, np.int64)
+        for client in self.clients.values():
+            client.reset(layout.vertex_count, layout.patch_count)
+        update = TopologyUpdate(
+            self.epoch,
+            cause,
+            instrument,
+            layout,
+            removed_vertices=removed_vertices,
+            removed_triangles=removed_triangles,
+            added_triangles=added_triangles,
+        )
+        return topology_message(update)
+
+    def _carry_over(self, layout: PatchLayout) -> None:
+        """Keep the quantizer state of vertices that survive a topology change (so their grid values, and
+        the jitter they have settled against, carry over); new vertices start afresh."""
+        if self._q_prev is None:
+            return
+        old_ids = self.layout.vertex_ids
+        sorter = np.argsort(old_ids)
+        j = np.clip(np.searchsorted(old_ids, layout.vertex_ids, sorter=sorter), 0, max(len(old_ids) - 1, 0))
+        rows = sorter[j] if len(old_ids) else np.zeros(len(layout.vertex_ids), np.int64)
+        found = old_ids[rows] == layout.vertex_ids if len(old_ids) else np.zeros(len(rows), bool)
+        q = np.zeros((layout.vertex_count, 3), np.int32)
+        q[found] = self._q_prev[rows[found]]
+        self._carry = (found, q)
+        self._q_prev = None
+        self._trend.remap(rows, found)
+
+    # -------------------------------------------------------------- clients
+
+    def add_client(
+        self, client_id: object, *, budget_bytes: int | None = None, resend_after: int = DEFAULT_RESEND_AFTER
+    ) -> ClientSync:
+        """Register a client with no baselines: it receives full records first, then deltas."""
+        client = ClientSync(self.layout.vertex_count, self.layout.patch_count, budget_bytes, resend_after)
+        self.clients[client_id] = client
+        return client
+
+    def reset_client(self, client_id: object) -> None:
+        """Reconnect or resync request: forget the client's baselines (full records follow)."""
+        self.clients[client_id].reset(self.layout.vertex_count, self.layout.patch_count)
+
+    def remove_client(self, client_id: object) -> None:
+        self.clients.pop(client_id, None)
+
+    def set_focus(self, client_id: object, points: np.ndarray) -> None:
+        """The client's instrument tips and gaze point (F, 3): what is near them ranks higher."""
+        self.clients[client_id].focus = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+
+    # -------------------------------------------------------------- frames
+
+    def begin_frame(self, time: float, surface: np.ndarray, rigid: RigidSet | None = None) -> QuantizedFrame:
+        """Quantize this frame's truth: surface (N, 3) in layout order, rigid objects; next sequence."""
+        surface = np.asarray(surface, dtype=np.float64)
+        if surface.shape != (self.layout.vertex_count, 3):
+            raise ValueError(f"surface must be ({self.layout.vertex_count}, 3) in layout order, got {surface.shape}")
+        rigid = RigidSet.empty() if rigid is None else rigid
+        rigid.validate()
+        target = self._trend.update(surface)
+        q = self.config.positions.update(surface, self._q_prev, target)
+        if self._carry is not None:
+            found, q_old = self._carry
+            kept = self.config.positions.update(surface, q_old, target)
+            q = np.where(found[:, None], kept, q).astype(np.int32)
+            self._carry = None
+        self._q_prev = q
+        if self.layout.patch_count:
+            centroids = np.add.reduceat(surface, self._offsets[:-1], axis=0) / self._sizes[:, None]
+        else:
+            centroids = np.zeros((0, 3))
+        r_pos, r_rot, r_jaw = self._quantize_rigid(rigid)
+        self.sequence += 1
+        self.frame = QuantizedFrame(
+            self.sequence,
+            float(time),
+            self.epoch,
+            q,
+            centroids,
+            np.asarray(rigid.ids, np.int64),
+            np.asarray(rigid.kinds, np.int64),
+            r_pos,
+            r_rot,
+            r_jaw,
+            np.asarray(rigid.positions, np.float64),
+        )
+        return self.frame
+
+    def _quantize_rigid(self, rigid: RigidSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hysteresis quantization per rigid id (position, orientation, jaw)."""
+        cfg = self.config
+        pos = cfg.positions.quantize(rigid.positions).reshape(-1, 3)
+        rot = encode_rotations(rigid.orientations, cfg.rotation_bits) if len(rigid.ids) else np.zeros(0, np.uint64)
+        has_jaw = ~np.isnan(rigid.jaws)
+        jaw = np.full(len(rigid.ids), NO_JAW, np.int64)
+        jaw[has_jaw] = cfg.jaw.quantize(rigid.jaws[has_jaw])
+        origin, step = np.asarray(cfg.positions.origin), cfg.positions.grid
+        new_prev: dict[int, tuple] = {}
+        for j, oid in enumerate(rigid.ids.tolist()):
+            prev = self._rigid_prev.get(oid)
+            if prev is not None:
+                p_pos, p_rot, p_jaw = prev
+                keep = np.abs(rigid.positions[j] - (origin + p_pos * step)) <= cfg.positions.max_error
+                pos[j] = np.where(keep, p_pos, pos[j])
+                old_q = decode_rotations(np.array([p_rot], np.uint64), cfg.rotation_bits)
+                if rotation_angle(old_q, rigid.orientations[j])[0] <= self._rot_tolerance:
+                    rot[j] = p_rot
+                if (
+                    p_jaw != NO_JAW
+                    and has_jaw[j]
+                    and abs(rigid.jaws[j] - cfg.jaw.dequantize(p_jaw)) <= cfg.jaw.max_error
+                ):
+                    jaw[j] = p_jaw
+            new_prev[oid] = (pos[j].copy(), int(rot[j]), int(jaw[j]))
+        self._rigid_prev = new_prev
+        return pos, rot, jaw
+
+    # -------------------------------------------------------------- encoding
+
+    def encode(self, client_id: object) -> bytes:
+        """This frame's snapshot for one client (never longer than its budget)."""
+        f = self.frame
+        if f is None:
+            raise RuntimeError("begin_frame first")
+        c = self.clients[client_id]
+        limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
+        seq = f.sequence
+        body = bytearray()
+        room = limit - HEADER_SIZE
+        rigid_sent = self._encode_rigid(c, f, body, room)
+        records = len(rigid_sent)
+
+        # patches: weights, accumulators, then the numba writer in priority order
+        n_p = self.layout.patch_count
+        d_ack = np.zeros(n_p, np.int64)
+        d_sent = np.zeros(n_p, np.int64)
+        patch_changes(f.surface, c.acked_q, c.sent_q, self._offsets, d_ack, d_sent)
+        has_base = c.acked_seq >= 0
+        pending = ~has_base | (d_ack > 0)
+        moved = c.ever_sent & (d_sent > 0)
+        due = pending & (~c.ever_sent | moved | (seq - c.last_sent >= c.resend_after))
+        steps = np.where(has_base, np.where(moved, d_sent, d_ack), FULL_WEIGHT)
+        weights = np.where(due, steps * interest(f.centroids, c.focus), 0.0)
+        order = c.priority.update(weights, pending)
+        ages = np.where(has_base, seq - c.acked_seq, 0).astype(np.int64)
+        out = self._out
+        pos = HEADER_SIZE + len(body)
+        out[HEADER_SIZE:pos] = np.frombuffer(bytes(body), np.uint8)
+        sent = np.zeros(n_p, bool)
+        d, dense, sparse = self._scratch
+        pos, n_patch_records = encode_patch_records(
+            f.surface, c.acked_q, ages, self._offsets, order, out, pos, limit, d, dense, sparse, self._plan, sent
+        )
+        records += n_patch_records
+        out[:HEADER_SIZE] = np.frombuffer(pack_header(seq, f.time, f.epoch, records), np.uint8)
+        sent_idx = np.flatnonzero(sent)
+        c.priority.sent(sent_idx)
+        c.ever_sent[sent_idx] = True
+        c.last_sent[sent_idx] = seq
+        copy_patches(f.surface, c.sent_q, self._offsets, sent_idx)
+        c.history[seq] = _Sent(f.epoch, sent_idx, f.surface, rigid_sent)
+        while len(c.history) > HISTORY:
+            c.history.popitem(last=False)
+        c.stats["snapshots"] += 1
+        c.stats["bytes"] += pos
+        c.stats["skipped_patches"] += int(np.count_nonzero(pending & ~sent & (c.priority.acc > 0)))
+        return out[:pos].tobytes()
+
+    def _encode_rigid(self, c: ClientSync, f: QuantizedFrame, body: bytearray, room: int) -> list:
+        """Append rigid records (changed ones, in accumulator order) that fit ``room``; returns what was sent."""
+        seq = f.sequence
+        n = len(f.rigid_ids)
+        if n == 0:
+            return []
+        weights = interest(f.rigid_points, c.focus).tolist()
+        ids, kinds = f.rigid_ids.tolist(), f.rigid_kinds.tolist()
+        positions, rots, jaws = f.rigid_pos.tolist(), f.rigid_rot.tolist(), f.rigid_jaw.tolist()
+        offers = []
+        for j in range(n):
+            oid = ids[j]
+            track = c.rigid.get(oid)
+            if track is None:
+                track = c.rigid[oid] = _RigidTrack()
+            now = (tuple(positions[j]), rots[j], jaws[j])
+            change_ack = _rigid_change(now, track.acked)
+            if change_ack == 0:
+                track.acc = 0.0
+                continue
+            moved = track.sent is not None and _rigid_change(now, track.sent) > 0
+            if track.sent is None or moved or seq - track.last_sent >= c.resend_after:
+                steps = _rigid_change(now, track.sent) if moved and track.acked is not None else change_ack
+                track.acc += max(1.0, steps) * weights[j]
+            if track.acc > 0:
+                offers.append((-track.acc, j, oid, track, now))
+        offers.sort(key=lambda o: (o[0], o[1]))
+        sent = []
+        rot_bytes = self.config.rotation_bytes
+        for _, j, oid, track, now in offers:
+            if track.acked is None:
+                record = rigid_record(oid, 0, kinds[j], now[0], now[1], _jaw_or_none(now[2]), rot_bytes)
+            else:
+                a_pos, a_rot, a_jaw = track.acked
+                dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
+                record = rigid_record(
+                    oid,
+                    seq - track.acked_seq,
+                    0,
+                    dpos if any(dpos) else None,
+                    now[1] if now[1] != a_rot else None,
+                    _jaw_or_none(now[2]) if now[2] != a_jaw else None,
+                    rot_bytes,
+                )
+            if len(body) + len(record) > room:
+                continue
+            body += record
+            track.acc = 0.0
+            track.sent = now
+            track.last_sent = seq
+            sent.append((oid, now))
+        return sent
+
+    def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
+        """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set."""
+        for i in range(32):
+            if bits >> i & 1:
+                self.on_ack(client_id, newest - 1 - i)
+        self.on_ack(client_id, newest)
+
+    def on_ack(self, client_id: object, sequence: int) -> None:
+        """The client applied snapshot ``sequence``: its versions become baselines (if newer)."""
+        c = self.clients.get(client_id)
+        if c is None:
+            return
+        record = c.history.pop(sequence, None)
+        if record is None or record.epoch != self.epoch:
+            return
+        newer = record.patches[c.acked_seq[record.patches] < sequence]
+        c.acked_seq[newer] = sequence
+        copy_patches(record.surface, c.acked_q, self._offsets, newer)
+        for oid, version in record.rigid:
+            track = c.rigid.get(oid)
+            if track is not None and sequence > track.acked_seq:
+                track.acked_seq = sequence
+                track.acked = version
+
+
+def _rigid_change(now: tuple, base: tuple | None) -> float:
+    """Grid steps of position change, or 1 for any orientation/jaw change."""
+    if base is None:
+        return FULL_WEIGHT
+    steps = float(max(abs(a - b) for a, b in zip(now[0], base[0], strict=True)))
+    if now[1] != base[1] or now[2] != base[2]:
+        steps = max(steps, 1.0)
+    return steps
+
+
+def _jaw_or_none(code: int) -> int | None:
+    return None if code == NO_JAW else code

@@ -1,0 +1,376 @@
+"""Client side of state sync: validate and apply snapshots and topology epochs (SNAPSHOT.md).
+
+``SnapshotDecoder`` keeps, per object, the versions it received (by snapshot sequence) so that a record
+that is a delta against *any* version the server saw acknowledged can be rebuilt, and the newest version
+for display. Every snapshot is parsed completely into fresh arrays first; the decoder's state changes
+only when the whole snapshot was valid. Anything wrong (truncation, bad counts, ids or indices out of
+range, a baseline it does not have, trailing bytes...) raises ``SnapshotError`` with the reason.
+
+Epochs: a snapshot is only applied to the topology epoch it was encoded for. A snapshot of a newer epoch
+than the decoder's topology is *held* (up to ``max_held``) until the ``snap_topology`` message arrives on
+the reliable channel, then applied; one of an older epoch is dropped. Both raise ``EpochMismatchError``.
+
+After applying snapshot ``s`` the client acknowledges it (``ack_fields()`` gives the ``snap_ack``
+message fields); when ``missing_baselines`` grows the client should send ``snap_resync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from netcode.bitcode import BLOCK_ERRORS, block_read
+from netcode.patches import PatchLayout
+from netcode.quantize import INT32_LIMIT, decode_rotations
+from netcode.snapshot import (
+    HEADER_SIZE,
+    NO_JAW,
+    RECORD_PATCH,
+    RECORD_RIGID,
+    RIGID_JAW,
+    RIGID_POS,
+    RIGID_ROT,
+    CodecConfig,
+    RigidKind,
+    SnapshotError,
+    parse_header,
+    read_varint,
+    unzigzag,
+)
+from netcode.snapshot_messages import TopologyUpdate, decode_message
+
+DEFAULT_MAX_VERSIONS = 32
+DEFAULT_MAX_HELD = 8
+ACK_BITS = 32
+
+
+class EpochMismatchError(SnapshotError):
+    """The snapshot's topology epoch is not the decoder's; ``held`` says whether it was kept for later."""
+
+    def __init__(self, message: str, held: bool) -> None:
+        super().__init__(message)
+        self.held = held
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedObject:
+    """One object of a snapshot, ready for an interpolation buffer.
+
+    Patches: ``vertex_ids`` (n,) and ``positions`` (n, 3) float64 metres. Rigid objects: ``positions``
+    (3,), ``orientation`` (4,) quaternion (x, y, z, w), ``jaw`` radians or None.
+    """
+
+    id: int
+    kind: str
+    sequence: int
+    server_time: float
+    full: bool
+    positions: np.ndarray
+    vertex_ids: np.ndarray | None = None
+    orientation: np.ndarray | None = None
+    jaw: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedSnapshot:
+    sequence: int
+    server_time: float
+    epoch: int
+    objects: list[DecodedObject]
+
+
+@dataclass(slots=True)
+class _RigidVersion:
+    kind: int
+    pos: np.ndarray  # int64 (3,)
+    rot: int
+    jaw: int
+
+
+class SnapshotDecoder:
+    """Applies ``snap_config``, ``snap_topology`` and ``snapshot`` messages to a client's copy of the scene."""
+
+    def __init__(
+        self,
+        config: CodecConfig | None = None,
+        *,
+        max_versions: int = DEFAULT_MAX_VERSIONS,
+        max_held: int = DEFAULT_MAX_HELD,
+    ) -> None:
+        self.config = config
+        self.max_versions = max_versions
+        self.max_held = max_held
+        self.epoch: int | None = None
+        self.layout: PatchLayout | None = None
+        self.topology: TopologyUpdate | None = None
+        self.missing_baselines = 0
+        self.rejected = 0
+        self._held: list[tuple[int, int, bytes]] = []  # (epoch, sequence, data)
+        self._applied: list[int] = []  # recent applied sequences, newest last
+        self._rigid_versions: dict[int, dict[int, _RigidVersion]] = {}
+        self._rigid_latest: dict[int, int] = {}
+        self._reset_surface()
+
+    # -------------------------------------------------------------- state views
+
+    def _reset_surface(self) -> None:
+        n = 0 if self.layout is None else self.layout.vertex_count
+        p = 0 if self.layout is None else self.layout.patch_count
+        self._patch_versions: list[dict[int, np.ndarray]] = [{} for _ in range(p)]
+        self._patch_latest = np.full(p, -1, np.int64)
+        self._surface_q = np.zeros((n, 3), np.int64)
+
+    def surface(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions (N, 3) float64 in layout order, received (N,) bool) of the newest versions."""
+        if self.layout is None or self.config is None:
+            return np.zeros((0, 3)), np.zeros(0, bool)
+        received = np.repeat(self._patch_latest >= 0, self.layout.sizes)
+        return self.config.positions.dequantize(self._surface_q), received
+
+    def surface_grid(self) -> np.ndarray:
+        """The displayed surface as integer grid coordinates (N, 3) (a copy; exact comparisons in tests)."""
+        return self._surface_q.copy()
+
+    def rigid(self) -> dict[int, DecodedObject]:
+        """Newest decoded version of every rigid object, by id."""
+        out = {}
+        for oid, seq in self._rigid_latest.items():
+            out[oid] = self._rigid_object(oid, self._rigid_versions[oid][seq], seq, float("nan"), False)
+        return out
+
+    @property
+    def newest_sequence(self) -> int | None:
+        return self._applied[-1] if self._applied else None
+
+    def ack_fields(self) -> dict[str, int]:
+        """``snap_ack`` fields: the newest applied sequence and 32 bits for the ones before it."""
+        if not self._applied:
+            raise SnapshotError("no snapshot applied yet")
+        newest = max(self._applied)
+        bits = 0
+        for s in self._applied:
+            if 0 < newest - s <= ACK_BITS:
+                bits |= 1 << (newest - s - 1)
+        return {"newest": newest, "bits": bits}
+
+    # -------------------------------------------------------------- messages
+
+    def on_message(self, data: bytes) -> list[DecodedSnapshot]:
+        """Dispatch one state-sync channel message; returns the snapshots it made applicable."""
+        kind, value = decode_message(data)
+        if kind == "snap_config":
+            self.config = value
+            return []
+        if kind == "snap_topology":
+            return self.apply_topology(value)
+        if kind == "snapshot":
+            return [self.decode(value)]
+        raise SnapshotError(f"message {kind!r} is not for the snapshot decoder")
+
+    def apply_topology(self, update: TopologyUpdate) -> list[DecodedSnapshot]:
+        """Enter ``update.epoch``: new patch layout, every old baseline dropped; applies held snapshots."""
+        if self.epoch is not None and update.epoch < self.epoch:
+            raise SnapshotError(f"topology epoch {update.epoch} is older than the current epoch {self.epoch}")
+        if self.epoch is not None and update.epoch == self.epoch and update.cause != "full":
+            raise SnapshotError(f"topology epoch {update.epoch} was already applied")
+        self.epoch = update.epoch
+        self.layout = update.layout
+        self.topology = update
+        self._reset_surface()
+        self._rigid_versions = {oid: {s: v[s]} for oid, v in self._rigid_versions.items() for s in [max(v)]}
+        held, self._held = sorted(self._held), []
+        out = []
+        for epoch, _, data in held:
+            if epoch == self.epoch:
+                with contextlib.suppress(SnapshotError):
+                    out.append(self.decode(data))
+            elif epoch > self.epoch:
+                self._held.append((epoch, _, data))
+        return out
+
+    # -------------------------------------------------------------- snapshots
+
+    def decode(self, data: bytes) -> DecodedSnapshot:
+        """Validate and apply one snapshot; SnapshotError (state untouched) if anything is wrong."""
+        try:
+            return self._decode(bytes(data))
+        except EpochMismatchError:
+            raise
+        except SnapshotError:
+            self.rejected += 1
+            raise
+
+    def _decode(self, data: bytes) -> DecodedSnapshot:
+        if self.config is None:
+            raise SnapshotError("no snap_config received yet")
+        seq, server_time, epoch, count = parse_header(data)
+        if self.layout is None or epoch != self.epoch:
+            if self.epoch is None or epoch > self.epoch:
+                self._held.append((epoch, seq, data))
+                del self._held[: -self.max_held]
+                raise EpochMismatchError(
+                    f"snapshot {seq} is for topology epoch {epoch}, decoder has {self.epoch}: held until it arrives",
+                    held=True,
+                )
+            raise EpochMismatchError(
+                f"snapshot {seq} is for topology epoch {epoch}, older than the decoder's {self.epoch}: dropped",
+                held=False,
+            )
+        if seq in self._applied:
+            raise SnapshotError(f"snapshot {seq} was already applied")
+        patches, rigid = self._parse_records(data, seq, count)
+        objects = self._objects(seq, server_time, patches, rigid)
+        self._commit(seq, patches, rigid)
+        return DecodedSnapshot(seq, server_time, epoch, objects)
+
+    def _parse_records(self, data: bytes, seq: int, count: int) -> tuple[dict, dict]:
+        """Every record decoded into fresh arrays: ({patch: (baseline, q)}, {rigid id: (baseline, version)})."""
+        assert self.layout is not None and self.config is not None
+        end = len(data)
+        buf = np.frombuffer(data, np.uint8)
+        sizes = self.layout.sizes
+        rot_bytes = self.config.rotation_bytes
+        rot_width = 2 + 3 * self.config.rotation_bits
+        jaw_max = (1 << self.config.jaw.bits) - 1
+        patches: dict[int, tuple[int | None, np.ndarray]] = {}
+        rigid: dict[int, tuple[int | None, _RigidVersion]] = {}
+        pos = HEADER_SIZE
+        for r in range(count):
+            if pos >= end:
+                raise SnapshotError(f"snapshot ends after {r} of {count} records")
+            tag = data[pos]
+            pos += 1
+            oid, pos = read_varint(data, pos, end, f"record {r} id")
+            age, pos = read_varint(data, pos, end, f"record {r} baseline age")
+            if age > seq:
+                raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
+            base_seq = seq - age if age else None
+            if tag == RECORD_PATCH:
+                if oid >= len(sizes):
+                    raise SnapshotError(f"record {r}: patch {oid} out of range (epoch has {len(sizes)} patches)")
+                if oid in patches:
+                    raise SnapshotError(f"record {r}: patch {oid} appears twice")
+                d = np.zeros((int(sizes[oid]), 3), np.int64)
+                new_pos = block_read(buf, pos, end, d)
+                if new_pos < 0:
+                    raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[new_pos]}")
+                pos = new_pos
+                if base_seq is not None:
+                    base = self._patch_versions[oid].get(base_seq)
+                    if base is None:
+                        self.missing_baselines += 1
+                        raise SnapshotError(f"record {r}: patch {oid} baseline {base_seq} is not held")
+                    d += base
+                if np.any(np.abs(d) > INT32_LIMIT):
+                    raise SnapshotError(f"record {r}: patch {oid} grid coordinates out of the int32 range")
+                patches[oid] = (base_seq, d)
+            elif tag & 0x03 == RECORD_RIGID and not tag & 0xE0:
+                if oid in rigid:
+                    raise SnapshotError(f"record {r}: rigid object {oid} appears twice")
+                if base_seq is None:
+                    if not (tag & RIGID_POS and tag & RIGID_ROT):
+                        raise SnapshotError(f"record {r}: full rigid record {oid} without position or orientation")
+                    if pos >= end:
+                        raise SnapshotError(f"record {r}: truncated rigid kind")
+                    kind = data[pos]
+                    pos += 1
+                    if kind not in RigidKind._value2member_map_:
+                        raise SnapshotError(f"record {r}: unknown rigid kind {kind}")
+                    base = _RigidVersion(kind, np.zeros(3, np.int64), 0, NO_JAW)
+                else:
+                    base = self._rigid_versions.get(oid, {}).get(base_seq)
+                    if base is None:
+                        self.missing_baselines += 1
+                        raise SnapshotError(f"record {r}: rigid object {oid} baseline {base_seq} is not held")
+                p = base.pos.copy()
+                if tag & RIGID_POS:
+                    for a in range(3):
+                        u, pos = read_varint(data, pos, end, f"record {r} position")
+                        p[a] += unzigzag(u)
+                    if np.any(np.abs(p) > INT32_LIMIT):
+                        raise SnapshotError(f"record {r}: rigid {oid} position out of the int32 range")
+                rot = base.rot
+                if tag & RIGID_ROT:
+                    if pos + rot_bytes > end:
+                        raise SnapshotError(f"record {r}: truncated orientation")
+                    rot = int.from_bytes(data[pos : pos + rot_bytes], "little")
+                    pos += rot_bytes
+                    if rot >> rot_width:
+                        raise SnapshotError(f"record {r}: orientation code wider than {rot_width} bits")
+                jaw = base.jaw
+                if tag & RIGID_JAW:
+                    if pos + 2 > end:
+                        raise SnapshotError(f"record {r}: truncated jaw")
+                    jaw = int.from_bytes(data[pos : pos + 2], "little")
+                    pos += 2
+                    if jaw > jaw_max:
+                        raise SnapshotError(f"record {r}: jaw code {jaw} above {jaw_max}")
+                rigid[oid] = (base_seq, _RigidVersion(base.kind, p, rot, jaw))
+            else:
+                raise SnapshotError(f"record {r}: unknown record tag 0x{tag:02x}")
+        if pos != end:
+            raise SnapshotError(f"{end - pos} bytes after the last of {count} records")
+        return patches, rigid
+
+    def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list[DecodedObject]:
+        assert self.layout is not None and self.config is not None
+        out = []
+        for oid, (base_seq, version) in rigid.items():
+            out.append(self._rigid_object(oid, version, seq, server_time, base_seq is None))
+        for pid, (base_seq, q) in patches.items():
+            sl = self.layout.patch(pid)
+            out.append(
+                DecodedObject(
+                    pid,
+                    "patch",
+                    seq,
+                    server_time,
+                    base_seq is None,
+                    self.config.positions.dequantize(q),
+                    vertex_ids=self.layout.vertex_ids[sl],
+                )
+            )
+        return out
+
+    def _rigid_object(self, oid: int, v: _RigidVersion, seq: int, t: float, full: bool) -> DecodedObject:
+        assert self.config is not None
+        return DecodedObject(
+            oid,
+            RigidKind(v.kind).name.lower(),
+            seq,
+            t,
+            full,
+            self.config.positions.dequantize(v.pos),
+            orientation=decode_rotations(np.array([v.rot], np.uint64), self.config.rotation_bits)[0],
+            jaw=None if v.jaw == NO_JAW else float(self.config.jaw.dequantize(v.jaw)),
+        )
+
+    def _commit(self, seq: int, patches: dict, rigid: dict) -> None:
+        """Store the parsed versions (only called once the whole snapshot is valid)."""
+        assert self.layout is not None
+        for pid, (base_seq, q) in patches.items():
+            versions = self._patch_versions[pid]
+            _store(versions, seq, q, base_seq, self.max_versions)
+            if seq > self._patch_latest[pid]:
+                self._patch_latest[pid] = seq
+                self._surface_q[self.layout.patch(pid)] = q
+        for oid, (base_seq, version) in rigid.items():
+            versions = self._rigid_versions.setdefault(oid, {})
+            _store(versions, seq, version, base_seq, self.max_versions)
+            if seq > self._rigid_latest.get(oid, -1):
+                self._rigid_latest[oid] = seq
+        self._applied.append(seq)
+        del self._applied[: -4 * ACK_BITS]
+
+
+def _store(versions: dict, seq: int, value: object, base_seq: int | None, max_versions: int) -> None:
+    """Add a version; drop versions older than the baseline the server just used (it will never use
+    them again) and the oldest beyond ``max_versions``."""
+    versions[seq] = value
+    if base_seq is not None:
+        for s in [s for s in versions if s < base_seq]:
+            del versions[s]
+    while len(versions) > max_versions:
+        del versions[min(versions)]
