@@ -1,0 +1,292 @@
+"""``ThinClient``: clock sync + interpolation + inputs + prediction, combined into a render state.
+
+Why: this is the one object a headset (or a bot, or a load test) keeps. It never touches a socket or
+reads a clock: every call takes ``local_now`` (seconds on the client's monotonic clock). Feed it
+
+- decoded snapshot objects (``on_snapshot``, one call per snapshot packet),
+- input acks, grasps and releases (``on_input_ack``, ``on_grasp``, ``on_release``, or all of them
+  through ``dispatch`` from a ``netcode.peers.ClientChannels`` delivery),
+- local tracking once per display frame (``track``, which returns the input packet to send),
+
+and ask ``render_state(local_now)`` for what to draw:
+
+- own devices (``own_objects``: object id -> device id) from local tracking, never from the server;
+- patches held by one of our grasps: newest authoritative + response-model prediction, reconciled;
+- every other object from its interpolation buffer at ``render_time = server_now - (latency + delay)``; a patch
+  just released is blended from its predicted to its interpolated state by the same reconciliation.
+
+A patch of an older topology epoch than the newest seen is dropped; a newer epoch clears
+the patches (their vertex indexing changed) and ends held-tissue prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netcode.channels import Channel
+from netcode.connection import Delivery
+from netcode.messages import Message
+from netcode.peers import ClientChannels
+from netcode.thin_client.clock_sync import ClockSync, ClockSyncConfig
+from netcode.thin_client.inputs import InputAck, InputSender, InputSenderConfig
+from netcode.thin_client.interpolation import (
+    AdaptiveDelay,
+    BufferConfig,
+    DelayConfig,
+    Insert,
+    InterpolationBuffer,
+    Mode,
+)
+from netcode.thin_client.poses import RigidPose, interpolate_pose, interpolate_vertices
+from netcode.thin_client.prediction import (
+    HeldTissue,
+    PoseHistory,
+    Reconciler,
+    ResponseModel,
+    ResponseModelError,
+    authoritative_jaw,
+)
+from netcode.thin_client.render_state import ObjectKind, RenderObject, RenderState, SnapshotObject, Source
+from netcode.thin_client.schema import input_ack_from_fields, response_model_from_fields
+
+_MODE_SOURCE = {
+    Mode.INTERPOLATED: Source.INTERPOLATED,
+    Mode.EXTRAPOLATED: Source.EXTRAPOLATED,
+    Mode.HELD: Source.HELD,
+    Mode.EARLY: Source.HELD,
+}
+
+
+@dataclass(frozen=True)
+class ThinClientConfig:
+    devices: tuple[int, ...]  # tracked device ids, in input-packet slot order
+    own_objects: Mapping[int, int] = field(default_factory=dict)  # snapshot object id -> device id
+    clock: ClockSyncConfig = field(default_factory=ClockSyncConfig)
+    delay: DelayConfig = field(default_factory=DelayConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    inputs: InputSenderConfig = field(default_factory=InputSenderConfig)
+    reconcile_tau: float = 0.12  # seconds
+    max_objects: int = 4096  # buffers kept; objects beyond this are ignored
+
+
+class ThinClient:
+    """The thin client's state; see the module doc."""
+
+    def __init__(self, config: ThinClientConfig) -> None:
+        self.config = config
+        self.clock = ClockSync(config.clock)
+        self.delay = AdaptiveDelay(config.delay)
+        self.inputs = InputSender(config.devices, config.inputs)
+        self.buffers: dict[int, InterpolationBuffer] = {}
+        self.kinds: dict[int, ObjectKind] = {}
+        self.epoch = 0
+        self.grasps: dict[int, HeldTissue] = {}
+        self.tracking: dict[int, RigidPose] = {}
+        self._server_poses: dict[int, PoseHistory] = {}  # own objects as the server saw them
+        self._local_poses: dict[int, PoseHistory] = {}  # own devices by estimated server apply time
+        self._handoff: dict[int, Reconciler] = {}  # patches blending back from prediction
+        self._last_drawn: dict[int, np.ndarray] = {}
+        self._render_time = -np.inf
+        self.dropped = {"epoch": 0, "invalid": 0, "late": 0, "duplicate": 0, "kind": 0, "capacity": 0}
+
+    # ------------------------------------------------------------------ time
+
+    def server_now(self, local_now: float) -> float:
+        return self.clock.server_now(local_now)
+
+    def render_time(self, local_now: float) -> float:
+        """``server_now - (latency + delay)`` (interpolation.py), never decreasing."""
+        self._render_time = max(self._render_time, self.server_now(local_now) - self.delay.lag(local_now))
+        return self._render_time
+
+    # ------------------------------------------------------------------ inputs
+
+    def track(self, local_now: float, poses: Mapping[int, RigidPose | None]) -> bytes | None:
+        """This display frame's tracking (device id -> pose, None = lost); returns the input packet to send."""
+        server_apply = self.server_now(local_now) + (self.clock.rtt or 0.0) / 2.0
+        for device, pose in poses.items():
+            if pose is not None and pose.is_finite():
+                self.tracking[device] = pose
+                self._local_poses.setdefault(device, PoseHistory()).add(server_apply, pose)
+            else:
+                self.tracking.pop(device, None)  # lost: own objects fall back to snapshots
+        self.inputs.add_sample(local_now, poses)
+        return self.inputs.packet(local_now)
+
+    def on_input_ack(self, ack: InputAck, local_now: float) -> None:
+        """An ack: forget acked samples, and use the exchange as a clock-sync sample."""
+        sent = self.inputs.on_ack(ack)
+        if sent is not None:
+            self.clock.add_exchange(sent, ack.server_time - ack.hold, ack.server_time, local_now)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def on_snapshot(self, objects: Iterable[SnapshotObject], local_now: float) -> int:
+        """Feed one snapshot packet's decoded objects; returns how many were accepted."""
+        objects = list(objects)
+        if not objects:
+            return 0
+        newest = max(o.server_time for o in objects)
+        self.delay.on_snapshot(newest, self.server_now(local_now))
+        return sum(self._on_object(o, local_now) for o in objects)
+
+    def _on_object(self, obj: SnapshotObject, local_now: float) -> bool:
+        if not obj.valid():
+            self.dropped["invalid"] += 1
+            return False
+        if obj.kind is ObjectKind.PATCH:  # rigid poses do not depend on the surface topology
+            if obj.epoch < self.epoch:
+                self.dropped["epoch"] += 1
+                return False
+            if obj.epoch > self.epoch:
+                self._new_epoch(obj.epoch)
+        oid = obj.object_id
+        kind = self.kinds.get(oid)
+        if kind is None:
+            if len(self.buffers) >= self.config.max_objects:
+                self.dropped["capacity"] += 1
+                return False
+            interpolate = interpolate_pose if obj.kind is ObjectKind.RIGID else interpolate_vertices
+            self.buffers[oid] = InterpolationBuffer(interpolate, self.config.buffer)
+            self.kinds[oid] = kind = obj.kind
+        elif kind is not obj.kind:
+            self.dropped["kind"] += 1
+            return False
+        state = obj.pose if kind is ObjectKind.RIGID else np.asarray(obj.vertices, dtype=np.float64)
+        if oid in self.config.own_objects:
+            self._server_poses.setdefault(oid, PoseHistory()).add(obj.server_time, obj.pose)
+        result = self.buffers[oid].insert(obj.server_time, state)
+        if kind is ObjectKind.PATCH:
+            for grasp in self.grasps.values():
+                if oid in grasp.patch_ids:
+                    jaw = self._jaw_at(grasp.model, obj.server_time)
+                    if jaw is not None:
+                        grasp.on_authoritative(oid, obj.server_time, state, jaw, local_now, self._last_drawn.get(oid))
+                    break
+        if result is Insert.INSERTED:
+            return True
+        self.dropped["late" if result is Insert.LATE else "duplicate"] += 1
+        return False
+
+    def _new_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for oid in [o for o, k in self.kinds.items() if k is ObjectKind.PATCH]:
+            del self.buffers[oid], self.kinds[oid]
+        self.grasps.clear()
+        self._handoff.clear()
+        self._last_drawn.clear()
+
+    def _jaw_at(self, model: ResponseModel, server_time: float) -> RigidPose | None:
+        return authoritative_jaw(
+            self._server_poses.get(model.instrument, PoseHistory()),
+            self._local_poses.get(model.device, PoseHistory()),
+            server_time,
+        )
+
+    # ------------------------------------------------------------------ grasps
+
+    def on_grasp(self, model: ResponseModel, local_now: float) -> bool:
+        """A grasp started: predict its patches from now on (False if of another epoch)."""
+        if model.epoch != self.epoch:
+            return False
+        held = HeldTissue(model, self.config.reconcile_tau)
+        self.grasps[model.grasp_id] = held
+        for pid in held.patch_ids:
+            buffer = self.buffers.get(pid)
+            newest = buffer.newest() if buffer is not None else None
+            jaw = self._jaw_at(model, newest[0]) if newest is not None else None
+            if newest is not None and jaw is not None:
+                held.on_authoritative(pid, newest[0], newest[1], jaw, local_now, self._last_drawn.get(pid))
+            self._handoff.pop(pid, None)
+        return True
+
+    def on_release(self, grasp_id: int, local_now: float) -> None:
+        """A grasp ended: its patches go back to interpolation, blended from where they are drawn."""
+        held = self.grasps.pop(grasp_id, None)
+        if held is None:
+            return
+        for pid in held.patch_ids:
+            drawn = self._last_drawn.get(pid)
+            buffer = self.buffers.get(pid)
+            if drawn is None or buffer is None:
+                continue
+            sampled = buffer.sample(self.render_time(local_now))
+            if sampled is not None:
+                reconciler = Reconciler(self.config.reconcile_tau)
+                reconciler.correct(drawn, sampled[0], local_now)
+                self._handoff[pid] = reconciler
+
+    # ------------------------------------------------------------------ render
+
+    def render_state(self, local_now: float) -> RenderState:
+        """What to draw at ``local_now`` (see the module doc)."""
+        server_now = self.server_now(local_now)
+        render_time = self.render_time(local_now)
+        delay = self.delay.delay(local_now)
+        out: dict[int, RenderObject] = {}
+        for grasp in self.grasps.values():
+            jaw = self.tracking.get(grasp.model.device) or grasp.last_jaw  # tracking lost: hold the last jaw
+            if jaw is None:
+                continue
+            for pid, vertices in grasp.display(jaw, local_now).items():
+                if pid not in out:
+                    out[pid] = RenderObject(pid, ObjectKind.PATCH, Source.PREDICTED, vertices=vertices)
+        for oid, device in self.config.own_objects.items():
+            pose = self.tracking.get(device)
+            if pose is not None:
+                out[oid] = RenderObject(oid, ObjectKind.RIGID, Source.TRACKED, pose=pose)
+        for oid, buffer in self.buffers.items():
+            if oid in out:
+                continue
+            sampled = buffer.sample(render_time)
+            if sampled is None:
+                continue
+            state, mode = sampled
+            kind = self.kinds[oid]
+            if kind is ObjectKind.RIGID:
+                out[oid] = RenderObject(oid, kind, _MODE_SOURCE[mode], pose=state)
+            else:
+                handoff = self._handoff.get(oid)
+                if handoff is not None:
+                    state = handoff.apply(state, local_now)
+                    if handoff.offset(local_now) is None:
+                        del self._handoff[oid]
+                out[oid] = RenderObject(oid, kind, _MODE_SOURCE[mode], vertices=state)
+        for oid, obj in out.items():
+            if obj.kind is ObjectKind.PATCH:
+                self._last_drawn[oid] = obj.vertices
+        return RenderState(local_now, server_now, render_time, delay, self.delay.latency, out)
+
+    # ------------------------------------------------------------------ network side
+
+    def dispatch(self, delivery: Delivery, local_now: float) -> bool:
+        """Handle a ``ClientChannels`` delivery of ours (input_ack, grasp, release); False otherwise.
+
+        The channels must decode with ``schema.THIN_CLIENT_REGISTRY`` (or a registry extended by
+        ``register_thin_client_types``). A malformed grasp is dropped (counted), never raised.
+        """
+        message = delivery.message
+        if message is None:
+            return False
+        if message.type == "input_ack":
+            self.on_input_ack(input_ack_from_fields(message.fields), local_now)
+        elif message.type == "grasp":
+            try:
+                model = response_model_from_fields(message.fields)
+            except ResponseModelError:
+                self.dropped["invalid"] += 1
+                return True
+            self.on_grasp(model, local_now)
+        elif message.type == "release":
+            self.on_release(message.fields["grasp_id"], local_now)
+        else:
+            return False
+        return True
+
+    def send_frame(self, channels: ClientChannels, local_now: float, poses: Mapping[int, RigidPose | None]) -> bool:
+        """``track`` and send the input packet on the unreliable channel; False when not sent."""
+        packet = self.track(local_now, poses)
+        return packet is not None and channels.send(Channel.UNRELIABLE, Message("input", {"p": packet}))

@@ -1,0 +1,245 @@
+"""Tracking inputs: the client's redundant input packets, the server's receiver, and acks.
+
+Why: inputs travel on the unreliable channel. Instead of resending lost packets, every packet carries
+the most recent samples the server has not yet acknowledged (at most ``max_samples``, and never more
+than ``max_bytes``), so one packet that gets through fills every gap behind it. The server acks the
+newest sample sequence it has; the client then stops repeating everything up to it. A burst of losses
+longer than the redundancy window (``max_samples`` frames, ~90-130 ms at 72-90 Hz) loses samples for good;
+the server simply continues with newer ones.
+
+Sample sequences are u32, consecutive, starting at 0 (no wrap: 1.5 years at 90 Hz).
+
+Binary input packet (all little-endian; carried as the ``p`` bytes field of the ``input`` message)::
+
+    offset size  field
+    0      1     version            = 1
+    1      1     device_count D     1..16
+    2      1     sample_count S     1..255
+    3      1     reserved           = 0
+    4      4     first_seq u32      sequence of the oldest sample; the samples are first_seq .. first_seq+S-1
+    8      D     device ids u8      the device of each pose slot, same for every sample
+    8+D    S * (8 + 23 D) samples, oldest first:
+             8   client_time f64    local clock (seconds) when the sample was taken
+             then D poses of 23 bytes each:
+             1   flags u8           bit 0: tracked (0 = device lost: ignore this pose); bits 1-7: 0
+             12  position 3 x f32   metres
+             8   rotation 4 x i16   quaternion x, y, z, w scaled by 32767 (renormalise after decoding)
+             2   jaw i16            jaw opening in units of 1e-4 rad (+-3.2767 rad)
+
+``encode_packet`` / ``decode_packet`` are the pure codec (``decode_packet`` checks every length and
+raises ``InputPacketError``); ``InputSender`` (client) and ``InputReceiver`` (server reference) are the
+stateful shells. No sockets, no clock reads: times are arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from netcode.thin_client.poses import IDENTITY, RigidPose
+
+VERSION = 1
+HEADER = struct.Struct("<BBBBI")
+TIME = struct.Struct("<d")
+POSE = struct.Struct("<B3f4hh")
+POSE_SIZE = POSE.size  # 23
+MAX_DEVICES = 16
+MAX_SAMPLES = 255
+U32 = 1 << 32
+JAW_UNIT = 1e-4
+TRACKED = 0x01
+
+
+class InputPacketError(ValueError):
+    """A malformed input packet; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputSample:
+    """One display-frame sample: its sequence, local time, and a pose (or None: untracked) per device."""
+
+    seq: int
+    client_time: float
+    poses: tuple[RigidPose | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InputAck:
+    """Server -> client: newest sample ``seq`` the server has, its clock now, and how long it held ``seq``."""
+
+    seq: int
+    server_time: float
+    hold: float
+
+
+def sample_size(device_count: int) -> int:
+    return TIME.size + POSE_SIZE * device_count
+
+
+def packet_size(device_count: int, sample_count: int) -> int:
+    return HEADER.size + device_count + sample_count * sample_size(device_count)
+
+
+def _clip_i16(x: float) -> int:
+    return int(max(-32767, min(32767, round(x))))
+
+
+def encode_packet(devices: Sequence[int], samples: Sequence[InputSample]) -> bytes:
+    """The binary packet for consecutive ``samples`` (oldest first) of the given ``devices``."""
+    d, s = len(devices), len(samples)
+    if not (1 <= d <= MAX_DEVICES and 1 <= s <= MAX_SAMPLES):
+        raise ValueError(f"need 1..{MAX_DEVICES} devices and 1..{MAX_SAMPLES} samples, got {d}, {s}")
+    first = samples[0].seq
+    if any(sample.seq != first + i for i, sample in enumerate(samples)) or not 0 <= first < U32 - s:
+        raise ValueError("samples must have consecutive u32 sequences")
+    out = bytearray(HEADER.pack(VERSION, d, s, 0, first))
+    out += bytes(devices)
+    for sample in samples:
+        if len(sample.poses) != d:
+            raise ValueError(f"sample {sample.seq} has {len(sample.poses)} poses for {d} devices")
+        out += TIME.pack(sample.client_time)
+        for pose in sample.poses:
+            if pose is None or not pose.is_finite():
+                out += POSE.pack(0, 0.0, 0.0, 0.0, 0, 0, 0, 32767, 0)
+                continue
+            q = pose.rotation * 32767.0
+            out += POSE.pack(
+                TRACKED,
+                *(float(v) for v in pose.position),
+                *(_clip_i16(v) for v in q),
+                _clip_i16(pose.jaw / JAW_UNIT),
+            )
+    return bytes(out)
+
+
+def decode_packet(data: bytes) -> tuple[tuple[int, ...], list[InputSample]]:
+    """(device ids, samples oldest first) of a packet; raises ``InputPacketError`` on any malformation."""
+    if len(data) < HEADER.size:
+        raise InputPacketError(f"packet of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
+    version, d, s, reserved, first = HEADER.unpack_from(data, 0)
+    if version != VERSION:
+        raise InputPacketError(f"unsupported input packet version {version}")
+    if reserved != 0 or not (1 <= d <= MAX_DEVICES) or s < 1:
+        raise InputPacketError(f"bad header (devices {d}, samples {s}, reserved {reserved})")
+    if len(data) != packet_size(d, s):
+        raise InputPacketError(f"packet is {len(data)} bytes, header says {packet_size(d, s)}")
+    if first + s > U32:
+        raise InputPacketError("sequence range overflows u32")
+    devices = tuple(data[HEADER.size : HEADER.size + d])
+    offset = HEADER.size + d
+    samples = []
+    for i in range(s):
+        (client_time,) = TIME.unpack_from(data, offset)
+        offset += TIME.size
+        if not math.isfinite(client_time):
+            raise InputPacketError(f"sample {first + i}: non-finite time")
+        poses: list[RigidPose | None] = []
+        for _ in range(d):
+            flags, x, y, z, qx, qy, qz, qw, jaw = POSE.unpack_from(data, offset)
+            offset += POSE_SIZE
+            if flags & ~TRACKED:
+                raise InputPacketError(f"sample {first + i}: reserved pose flag bits set")
+            if not flags & TRACKED:
+                poses.append(None)
+                continue
+            position = np.array([x, y, z], dtype=np.float64)
+            if not np.all(np.isfinite(position)):
+                raise InputPacketError(f"sample {first + i}: non-finite position")
+            q = np.array([qx, qy, qz, qw], dtype=np.float64)
+            poses.append(RigidPose(position, q if np.any(q) else IDENTITY, jaw * JAW_UNIT))
+        samples.append(InputSample(first + i, client_time, tuple(poses)))
+    return devices, samples
+
+
+@dataclass(frozen=True, slots=True)
+class InputSenderConfig:
+    max_samples: int = 16  # redundancy: at most this many unacked samples per packet
+    max_bytes: int = 1100  # the packet never exceeds this (fits one unreliable entry with its envelope)
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.max_samples <= MAX_SAMPLES) or self.max_bytes < packet_size(1, 1):
+            raise ValueError("bad input sender limits")
+
+
+class InputSender:
+    """Client side: numbers samples, builds redundant packets, forgets what the server acked."""
+
+    def __init__(self, devices: Sequence[int], config: InputSenderConfig | None = None) -> None:
+        if not (1 <= len(devices) <= MAX_DEVICES) or any(not 0 <= d <= 255 for d in devices):
+            raise ValueError(f"need 1..{MAX_DEVICES} device ids in 0..255")
+        self.devices = tuple(devices)
+        self.config = config or InputSenderConfig()
+        fit = (self.config.max_bytes - HEADER.size - len(self.devices)) // sample_size(len(self.devices))
+        self.window = max(1, min(self.config.max_samples, fit))  # samples per packet, at most
+        self._pending: deque[InputSample] = deque(maxlen=self.window)
+        self._sent_at: dict[int, float] = {}  # newest seq of a packet -> local time it was first sent
+        self.next_seq = 0
+        self.acked: int | None = None
+        self.abandoned = 0  # samples pushed out of the window before being acked
+
+    def add_sample(self, client_time: float, poses: Mapping[int, RigidPose | None]) -> InputSample:
+        """Record this frame's poses (missing devices count as untracked); returns the numbered sample."""
+        sample = InputSample(self.next_seq, client_time, tuple(poses.get(d) for d in self.devices))
+        self.next_seq += 1
+        if len(self._pending) == self._pending.maxlen:
+            self.abandoned += 1
+        self._pending.append(sample)
+        return sample
+
+    def unacked(self) -> list[InputSample]:
+        return list(self._pending)
+
+    def packet(self, local_now: float) -> bytes | None:
+        """The packet to send now (all unacked samples, oldest first), or None when there is none."""
+        if not self._pending:
+            return None
+        newest = self._pending[-1].seq
+        self._sent_at.setdefault(newest, local_now)
+        while len(self._sent_at) > 4 * self.window:  # bounded even if acks never come
+            del self._sent_at[next(iter(self._sent_at))]
+        return encode_packet(self.devices, list(self._pending))
+
+    def on_ack(self, ack: InputAck) -> float | None:
+        """Forget samples up to ``ack.seq``; returns the local send time of that packet (for clock sync)."""
+        sent = self._sent_at.get(ack.seq)
+        if self.acked is None or ack.seq > self.acked:
+            self.acked = ack.seq
+            while self._pending and self._pending[0].seq <= ack.seq:
+                self._pending.popleft()
+        for seq in [s for s in self._sent_at if s <= self.acked]:
+            del self._sent_at[seq]
+        return sent
+
+
+class InputReceiver:
+    """Server side (reference): delivers each sample once and in order, and builds the ack."""
+
+    def __init__(self) -> None:
+        self.highest: int | None = None
+        self.received_at: float | None = None  # server time when ``highest`` arrived
+        self.devices: tuple[int, ...] | None = None
+        self.missing = 0  # samples never received (gaps longer than the client's redundancy)
+        self.duplicates = 0
+
+    def receive(self, data: bytes, server_now: float) -> list[InputSample]:
+        """New samples of a packet, in sequence order (already-seen ones dropped). Raises on malformation."""
+        devices, samples = decode_packet(data)
+        self.devices = devices
+        fresh = [s for s in samples if self.highest is None or s.seq > self.highest]
+        self.duplicates += len(samples) - len(fresh)
+        if fresh:
+            if self.highest is not None:
+                self.missing += fresh[0].seq - self.highest - 1
+            self.highest = fresh[-1].seq
+            self.received_at = server_now
+        return fresh
+
+    def ack(self, server_now: float) -> InputAck | None:
+        if self.highest is None or self.received_at is None:
+            return None
+        return InputAck(self.highest, server_now, max(0.0, server_now - self.received_at))

@@ -1,0 +1,79 @@
+"""Plain data in and out of the thin client: decoded snapshot objects, and the render state to draw.
+
+Why: the client logic must not depend on the snapshot codec's classes; a thin adapter turns whatever
+the codec decodes into ``SnapshotObject``s. What comes out (``RenderState``) is what a renderer needs
+and nothing else: per object, a pose or a vertex array, and where it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from netcode.thin_client.poses import RigidPose
+
+
+class ObjectKind(Enum):
+    RIGID = "rigid"  # instruments, jaws, heads, hands: a RigidPose
+    PATCH = "patch"  # a tissue surface patch: an (N, 3) vertex array in metres
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotObject:
+    """One decoded object of one snapshot: id, kind, the server time of its state, and that state.
+
+    ``pose`` is set for RIGID, ``vertices`` ((N, 3), metres) for PATCH. ``epoch`` is the topology
+    epoch the patch's vertex indexing belongs to (0 until the first cut).
+    """
+
+    object_id: int
+    kind: ObjectKind
+    server_time: float
+    pose: RigidPose | None = None
+    vertices: np.ndarray | None = None
+    epoch: int = 0
+
+    def valid(self) -> bool:
+        """Carries the state its kind needs, finite."""
+        if self.kind is ObjectKind.RIGID:
+            return self.pose is not None and self.pose.is_finite()
+        v = self.vertices
+        return v is not None and v.ndim == 2 and v.shape[1] == 3 and bool(np.all(np.isfinite(v)))
+
+
+class Source(Enum):
+    """Where a drawn object's state came from."""
+
+    INTERPOLATED = "interpolated"  # between two authoritative samples, at render_time
+    EXTRAPOLATED = "extrapolated"  # past the newest sample (capped)
+    HELD = "held"  # newest (or oldest) sample held: no newer data
+    TRACKED = "tracked"  # own device, straight from local tracking
+    PREDICTED = "predicted"  # held tissue: newest authoritative + response model + reconciliation
+
+
+@dataclass(frozen=True, slots=True)
+class RenderObject:
+    object_id: int
+    kind: ObjectKind
+    source: Source
+    pose: RigidPose | None = None
+    vertices: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderState:
+    """Everything to draw at ``local_time``.
+
+    ``server_now``: estimated server clock; ``render_time = server_now - (latency + delay)``: the
+    server time at which remote objects are shown (``latency``: measured one-way snapshot transit;
+    ``delay``: the adaptive interpolation delay, <= 50 ms); own devices and held tissue are shown at "now".
+    """
+
+    local_time: float
+    server_now: float
+    render_time: float
+    delay: float
+    latency: float
+    objects: dict[int, RenderObject]
