@@ -257,11 +257,14 @@ class Room:
 
     # --- time --------------------------------------------------------------------------------------------
 
-    def advance(self, dt: float, substeps: int | None = None) -> StepReport | None:
-        """One tick: physics only while running (a paused room's tissue does not move)."""
+    def advance(self, dt: float, substeps: int | None = None, control: Control | None = None) -> StepReport | None:
+        """One tick: physics only while running (a paused room's tissue does not move).
+
+        The ticker builds `control` on the reactor thread and runs this on the room's worker thread."""
         if not simulates(self.state):
             return None
-        report = step(self.model, self.physics, self.control(), dt, substeps or self.scenario.substeps)
+        control = control if control is not None else self.control()
+        report = step(self.model, self.physics, control, dt, substeps or self.scenario.substeps)
         self.frame += 1
         return report
 

@@ -1,0 +1,153 @@
+"""The fixed tick: each room's physics steps on its own worker thread; the reactor never waits on it.
+
+Every tick (60 Hz by default) the reactor thread snapshots the room's Control, hands the step to the room's
+thread (numba releases the GIL, so the reactor keeps serving packets), and gets the report back on the
+reactor thread. A step still running at the next tick is an *overrun*: that tick is skipped (never queued,
+so the room does not drift into a backlog) and counted. A room that keeps overrunning degrades in a stated
+way: the SubstepGovernor lowers its substeps (softer, but real time) and raises them again when there is room.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.threadpool import ThreadPool
+
+from physics import StepReport
+from rehearsal.room import Room
+
+# Physics may use this share of a tick; the rest is for the network, snapshots and everything else.
+PHYSICS_SHARE = 0.6
+
+
+@dataclass
+class SubstepGovernor:
+    """Chooses the substeps of the next step from recent step times (pure policy, no clock of its own).
+
+    Over budget (the p90 of the last `window` steps above PHYSICS_SHARE of the tick): drop substeps by a
+    quarter, not below `minimum`. Well under budget (p90 below half of it): add one back, up to `nominal`.
+    """
+
+    nominal: int
+    tick_seconds: float
+    minimum: int = 5
+    window: int = 30
+    substeps: int = 0
+    recent: deque = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.substeps = self.nominal
+        self.minimum = min(self.minimum, self.nominal)
+
+    @property
+    def budget(self) -> float:
+        return PHYSICS_SHARE * self.tick_seconds
+
+    @property
+    def degraded(self) -> bool:
+        return self.substeps < self.nominal
+
+    def observe(self, step_seconds: float) -> int:
+        """Record one step's duration (at the substeps it ran with); return the substeps for the next."""
+        self.recent.append(step_seconds / max(self.substeps, 1))  # per-substep cost: comparable across changes
+        while len(self.recent) > self.window:
+            self.recent.popleft()
+        if len(self.recent) < min(self.window, 10):
+            return self.substeps
+        per_substep = sorted(self.recent)[int(0.9 * (len(self.recent) - 1))]
+        predicted = per_substep * self.substeps
+        if predicted > self.budget and self.substeps > self.minimum:
+            self.substeps = max(self.minimum, int(self.substeps * 0.75))
+            self.recent.clear()
+        elif predicted < 0.5 * self.budget and self.substeps < self.nominal:
+            self.substeps += 1
+        return self.substeps
+
+
+@dataclass
+class TickStats:
+    ticks: int = 0
+    steps: int = 0
+    overruns: int = 0
+    last_step_seconds: float = 0.0
+    step_seconds: deque = field(default_factory=lambda: deque(maxlen=600))  # the last 10 s at 60 Hz
+
+
+class RoomTicker:
+    """Drives one room at its scenario's tick rate; `on_report(room, report)` runs on the reactor thread."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        room: Room,
+        on_report: Callable[[Room, StepReport | None], None] | None = None,
+        pool: ThreadPool | None = None,
+        run_in_thread: Callable[..., defer.Deferred] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.reactor = reactor
+        self.room = room
+        self.on_report = on_report
+        self.dt = 1.0 / room.scenario.tick_hz
+        self.governor = SubstepGovernor(room.scenario.substeps, self.dt)
+        self.stats = TickStats()
+        self.clock = clock
+        self._pool = pool
+        self._run = run_in_thread or self._in_pool
+        self._busy = False
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = reactor
+
+    def _in_pool(self, fn: Callable, *args: object) -> defer.Deferred:
+        if self._pool is None:  # one thread per room keeps a core free for the reactor (DESIGN.md)
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"room-{self.room.session}")
+            self._pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return threads.deferToThreadPool(self.reactor, self._pool, fn, *args)
+
+    def start(self) -> defer.Deferred:
+        return self._loop.start(self.dt, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    @property
+    def busy(self) -> bool:
+        """A step is in flight: anything that replaces the room's world must wait for it."""
+        return self._busy
+
+    def tick(self) -> None:
+        self.stats.ticks += 1
+        if self._busy:
+            self.stats.overruns += 1
+            return
+        control = self.room.control()  # built here, on the reactor thread, from the inputs so far
+        substeps = self.governor.substeps
+        self._busy = True
+        started = self.clock()
+        d = self._run(self.room.advance, self.dt, substeps, control)
+        d.addCallback(self._done, started)
+        d.addErrback(self._failed)
+
+    def _done(self, report: StepReport | None, started: float) -> None:
+        self._busy = False
+        elapsed = self.clock() - started
+        if report is not None:
+            self.stats.steps += 1
+            self.stats.last_step_seconds = elapsed
+            self.stats.step_seconds.append(elapsed)
+            self.governor.observe(elapsed)
+        if self.on_report is not None:
+            self.on_report(self.room, report)
+
+    def _failed(self, failure) -> None:
+        self._busy = False
+        self.room.counters["step_failed"] += 1
+        self.room.counters[f"step_failed_{failure.type.__name__}"] += 1

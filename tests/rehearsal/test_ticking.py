@@ -1,0 +1,133 @@
+"""The tick driver: steps off the reactor thread, overruns skipped and counted, substeps degrade and recover."""
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from rehearsal.identity import Identity
+from rehearsal.roles import Role
+from rehearsal.room import Room
+from rehearsal.scenario import load_scenario
+from rehearsal.ticking import PHYSICS_SHARE, RoomTicker, SubstepGovernor
+
+TICK = 1 / 60
+
+
+def test_governor_lowers_substeps_when_over_budget_and_recovers():
+    g = SubstepGovernor(nominal=20, tick_seconds=TICK, minimum=5)
+    per_substep_slow = 2 * PHYSICS_SHARE * TICK / 20  # twice the budget at 20 substeps
+    for _ in range(100):
+        g.observe(per_substep_slow * g.substeps)
+    assert g.degraded and g.substeps == 8  # 20 -> 15 -> 11 -> 8 fits: 8 x slow = 0.8 x budget
+    assert per_substep_slow * g.substeps <= g.budget
+    for _ in range(400):
+        g.observe(0.1 * per_substep_slow * g.substeps)  # the load went away
+    assert g.substeps == 20 and not g.degraded
+
+
+def test_governor_never_goes_below_its_minimum():
+    g = SubstepGovernor(nominal=20, tick_seconds=TICK, minimum=5)
+    for _ in range(200):
+        g.observe(1.0)
+    assert g.substeps == 5
+
+
+@pytest.fixture
+def room():
+    r = Room("s-1", load_scenario("basic_skills"))
+    r.join(Identity("s-1", 1, Role.MENTOR, "m"))
+    r.start()
+    return r
+
+
+def test_each_tick_steps_the_room_with_the_governors_substeps(room):
+    clock, seen, calls = Clock(), [], []
+
+    def run_now(fn, *args):
+        calls.append(args[1])
+        return defer.succeed(fn(*args))
+
+    ticker = RoomTicker(clock, room, on_report=lambda r, rep: seen.append(rep), run_in_thread=run_now)
+    ticker.start()
+    for _ in range(3):
+        clock.advance(TICK)
+    ticker.stop()
+    assert ticker.stats.steps == 3 and len(seen) == 3 and room.frame == 3
+    assert calls == [room.scenario.substeps] * 3
+
+
+def test_a_step_still_running_makes_the_next_tick_an_overrun(room):
+    clock, pending = Clock(), []
+
+    def run_later(fn, *args):
+        d = defer.Deferred()
+        pending.append((d, fn, args))
+        return d
+
+    ticker = RoomTicker(clock, room, run_in_thread=run_later)
+    ticker.start()
+    clock.advance(TICK)
+    assert ticker.busy
+    clock.advance(TICK)
+    clock.advance(TICK)
+    assert ticker.stats.overruns == 2 and len(pending) == 1  # skipped, not queued
+    d, fn, args = pending.pop()
+    d.callback(fn(*args))
+    assert not ticker.busy and ticker.stats.steps == 1
+    clock.advance(TICK)
+    assert len(pending) == 1
+    ticker.stop()
+
+
+def test_a_failing_step_is_counted_and_the_room_keeps_ticking(room):
+    clock = Clock()
+    ticker = RoomTicker(clock, room, run_in_thread=lambda fn, *a: defer.fail(RuntimeError("boom")))
+    ticker.start()
+    clock.advance(TICK)
+    clock.advance(TICK)
+    ticker.stop()
+    assert room.counters["step_failed"] == 2 and room.counters["step_failed_RuntimeError"] == 2
+    assert not ticker.busy
+
+
+def test_on_the_real_reactor_steps_run_on_the_rooms_thread():
+    """A subprocess runs the real reactor for half a second: steps happen off the reactor thread."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import json, threading
+from twisted.internet import reactor
+from rehearsal.identity import Identity
+from rehearsal.roles import Role
+from rehearsal.room import Room
+from rehearsal.scenario import load_scenario
+from rehearsal.ticking import RoomTicker
+
+room = Room("s", load_scenario("basic_skills"))
+room.join(Identity("s", 1, Role.MENTOR, "m"))
+room.start()
+threads = set()
+original = room.advance
+def advance(*args):
+    threads.add(threading.current_thread().name)
+    return original(*args)
+room.advance = advance
+reports = []
+ticker = RoomTicker(reactor, room, on_report=lambda r, rep: reports.append(threading.current_thread().name))
+ticker.start()
+def finish():
+    ticker.stop()
+    print(json.dumps({"steps": ticker.stats.steps, "threads": sorted(threads), "report_threads": sorted(set(reports))}))
+    reactor.stop()
+reactor.callLater(0.5, finish)
+reactor.run()
+"""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["steps"] >= 5
+    assert result["threads"] == ["PoolThread-room-s-0"] and result["report_threads"] == ["MainThread"]
