@@ -1,0 +1,80 @@
+"""Server settings: defaults, then a TOML file, then the environment, then command-line flags.
+
+Secrets are not settings: they live in the data directory or the environment (rehearsal.secrets_store).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_ID = 0x5355524745525931  # "SURGERY1": clients of another protocol id are refused by netcode
+ENV_PREFIX = "REHEARSAL_"
+
+
+class SettingsError(ValueError):
+    """A setting with a bad value, naming where it came from."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("rehearsal-data")
+    udp_host: str = "127.0.0.1"  # where the netcode server listens (IPv4 or IPv6 literal)
+    udp_port: int = 40000
+    public_host: str = ""  # the address clients are told to connect to (default: udp_host)
+    http_host: str = "127.0.0.1"  # join API and admin API
+    http_port: int = 8080
+    max_clients: int = 256
+    default_scenario: str = "basic_skills"
+    empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
+    protocol_id: int = PROTOCOL_ID
+
+    @property
+    def public_address(self) -> str:
+        host = self.public_host or self.udp_host
+        return f"[{host}]:{self.udp_port}" if ":" in host else f"{host}:{self.udp_port}"
+
+
+def load_settings(file: Path | None = None, env: dict[str, str] | None = None, **flags: Any) -> Settings:
+    """Settings from defaults < file < REHEARSAL_* environment < flags (None flags are ignored)."""
+    settings = Settings()
+    if file is not None:
+        try:
+            data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"{file}: {exc}") from None
+        settings = _apply(settings, data, str(file))
+    env = os.environ if env is None else env
+    from_env = {
+        f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(Settings) if ENV_PREFIX + f.name.upper() in env
+    }
+    settings = _apply(settings, from_env, "environment")
+    return _apply(settings, {k: v for k, v in flags.items() if v is not None}, "flags")
+
+
+def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
+    types = {f.name: f.type for f in fields(Settings)}
+    changes = {}
+    for key, value in values.items():
+        if key not in types:
+            raise SettingsError(f"{origin}: unknown setting {key!r} (known: {', '.join(types)})")
+        current = getattr(settings, key)
+        try:
+            if isinstance(current, Path):
+                changes[key] = Path(value)
+            elif isinstance(current, bool):
+                changes[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            else:
+                changes[key] = type(current)(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{origin}: {key} = {value!r} is not a {type(current).__name__}") from None
+    result = replace(settings, **changes)
+    for port in ("udp_port", "http_port"):
+        if not 0 <= getattr(result, port) <= 65535:
+            raise SettingsError(f"{origin}: {port} must be in [0, 65535]")
+    if result.max_clients < 1:
+        raise SettingsError(f"{origin}: max_clients must be at least 1")
+    return result
