@@ -75,6 +75,10 @@ class JoinService:
         identity = Identity(redeemed.session, redeemed.participant, redeemed.role, redeemed.name)
         return self._ticket(identity, rejoin_code if isinstance(rejoin_code, str) else "")
 
+    def ticket_for(self, identity: Identity) -> Ticket:
+        """A token for an identity the caller vouches for (the operator's `rehearsal token`); no rejoin code."""
+        return self._ticket(identity, "")
+
     def _ticket(self, identity: Identity, rejoin_code: str) -> Ticket:
         token = generate_connect_token(
             private_key=self._private_key,
