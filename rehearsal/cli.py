@@ -1,5 +1,6 @@
-"""The `rehearsal` command: list and validate scenarios, mint invites and tokens.
+"""The `rehearsal` command: serve, list and validate scenarios, mint invites and tokens.
 
+    rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] ...
     rehearsal scenarios [FILE ...]            list the shipped scenarios, or validate files
     rehearsal invite --scenario NAME          create a session on a running server; print its invites
     rehearsal token --session S --role R --name N   mint a connect token offline (base64)
@@ -44,6 +45,7 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rehearsal", description="Multi-user surgical rehearsal server.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _settings_flags(sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)"))
     scenarios = sub.add_parser("scenarios", help="list the shipped scenarios or validate scenario files")
     scenarios.add_argument("files", nargs="*", type=Path)
     invite = sub.add_parser("invite", help="create a session on a running server and print its invites")
@@ -128,9 +130,15 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rehearsal.server import serve  # the twisted reactor is imported only to serve
+
+    return serve(_load(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"scenarios": cmd_scenarios, "invite": cmd_invite, "token": cmd_token}
+    handlers = {"serve": cmd_serve, "scenarios": cmd_scenarios, "invite": cmd_invite, "token": cmd_token}
     try:
         return handlers[args.command](args)
     except (SettingsError, SecretError, IdentityError, ValueError) as exc:

@@ -62,6 +62,7 @@ class Room:
         self.physics: State = new_state(self.model)
         self.state = RoomState.CREATED
         self.participants: dict[int, Participant] = {}
+        self.removed: set[int] = set()  # removed by the mentor: their tokens and rejoin codes stay refused
         self.inputs: dict[tuple[int, str], HandInput] = {}
         self.counters: Counter[str] = Counter()
         self.complications: list[str] = []
@@ -80,6 +81,8 @@ class Room:
             raise ValueError("this token is for another session")
         if self.state is RoomState.ENDED:
             raise ValueError("this session has ended")
+        if identity.participant in self.removed:
+            raise ValueError("the mentor removed this participant from the session")
         known = self.participants.get(identity.participant)
         if known is not None:
             known.connected = True
@@ -112,6 +115,18 @@ class Room:
             return Refusal(decision.reason)
         return p
 
+    def _driver(self, participant_id: int, hand: str) -> Participant | Refusal:
+        """Who may send input for a hand: a role that drives, or a mentor driving the hand they took over."""
+        p = self.participants.get(participant_id)
+        if (
+            p is not None
+            and p.connected
+            and hand in p.hands
+            and decide(p.identity.role, Action.TAKE_OVER_INSTRUMENT).allowed
+        ):
+            return p
+        return self._allowed(participant_id, Action.DRIVE_INSTRUMENT)
+
     def command(self, participant_id: int, action: Action | str, **args: object) -> Refusal | None:
         """A mentor or nurse command; None when done, a Refusal (counted) otherwise."""
         try:
@@ -139,6 +154,10 @@ class Room:
     def start(self) -> Refusal | None:
         """The lobby opens into the running session (the server starts it when the team is in)."""
         return self._lifecycle(RoomState.RUNNING)
+
+    def end(self) -> Refusal | None:
+        """End the session (the server does, e.g. after it has been empty too long)."""
+        return self._lifecycle(RoomState.ENDED)
 
     def _do_pause(self, p: Participant) -> Refusal | None:
         return self._lifecycle(RoomState.PAUSED)
@@ -198,6 +217,7 @@ class Room:
             return Refusal("remove another participant of this room by id")
         self.leave(who)
         del self.participants[who]
+        self.removed.add(who)
         return None
 
     # --- input -------------------------------------------------------------------------------------------
@@ -214,7 +234,7 @@ class Room:
     ) -> Refusal | None:
         """A tracked instrument pose; rejected (and counted) unless it is this participant's, finite, in the
         room, and reachable from the last accepted pose at a human speed. Older samples are ignored."""
-        p = self._allowed(participant_id, Action.DRIVE_INSTRUMENT)
+        p = self._driver(participant_id, hand)
         if isinstance(p, Refusal):
             return p
         if hand not in p.hands:

@@ -123,3 +123,21 @@ def test_tokens_for_another_session_are_refused_and_rooms_are_independent(scenar
         b.advance(1 / 60)
     assert not np.array_equal(a.physics.x, b.physics.x)
     np.testing.assert_allclose(b.physics.x, b.model.rest_positions, atol=2e-3)
+
+
+def test_a_mentor_who_takes_over_an_instrument_drives_it(scenario):
+    room, ids = _running(scenario)
+    mentor = ids[Role.MENTOR]
+    assert room.instrument_input(mentor, "left", [0, 0.05, 0], DOWN, sample_time=1.0) is not None
+    assert room.command(mentor, "take_over_instrument", hand="left") is None
+    assert room.instrument_input(mentor, "left", [0, 0.05, 0], DOWN, sample_time=1.0) is None
+    assert room.instrument_input(mentor, "right", [0, 0.05, 0], DOWN, sample_time=1.0) is not None
+
+
+def test_a_removed_participant_cannot_come_back(scenario):
+    room, ids = _running(scenario)
+    observer = ids[Role.OBSERVER]
+    assert room.command(ids[Role.MENTOR], "remove_participant", who=observer) is None
+    with pytest.raises(ValueError, match="removed"):
+        room.join(Identity("s-1", observer, Role.OBSERVER, "observer"))
+    assert room.end() is None and room.state is RoomState.ENDED

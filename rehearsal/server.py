@@ -1,0 +1,701 @@
+"""The rehearsal server: the composition root that wires the join API, the netcode server and the rooms.
+
+One process, one twisted reactor:
+
+* **HTTP** (twisted.web, ``settings.http_host:http_port``): the join API of ``rehearsal.http_api``. An
+  admin (bearer credential) creates a session from a packaged scenario: a ``Room`` with its own
+  ``RoomTicker`` (a worker thread that steps the physics) and ``SnapshotServer`` (state sync); the admin
+  gets invite codes per role, which participants trade for netcode connect tokens.
+* **UDP** (``settings.udp_host:udp_port``): the netcode 1.02 server with ``ServerChannels`` (reliable
+  and unreliable messages of ``rehearsal.wire.REHEARSAL_REGISTRY``).
+
+A connection is a participant: its identity (session, participant id, role, name) comes from the
+token's user data, which only our join service can mint. On connect it joins its room and gets the
+state-sync join messages (``snap_config``, full ``snap_topology``) and a ``welcome``; the room starts
+(lobby -> running) when its first surgeon or mentor joins. Then:
+
+* ``input`` (thin-client input packets): each new pose sample of a hand device goes to
+  ``Room.instrument_input`` (validated there by role, finiteness, workspace and speed); refusals are
+  counted and answered with ``refused`` at most once per ``REFUSAL_INTERVAL`` per connection and request.
+* ``command``: ``Room.command``; a refusal is answered with ``refused``; an accepted command is
+  broadcast to the room as a reliable ``event``.
+* ``snap_ack`` / ``snap_resync``: the client's snapshot baselines; ``ping``: answered with ``pong``.
+
+Every room tick (``RoomTicker.on_report``, on the reactor thread, after the worker thread finished the
+step) publishes the room: topology changes (a cut or burn) become a new snapshot epoch sent reliably,
+physics events (grasp, release, tear, cut, burn) become reliable ``event`` messages, then the surface
+(layout order) and the instruments (rigid objects) are quantized once and each client of the room gets
+its own ``snapshot`` (deltas against what it acknowledged, under a byte budget) and an ``input_ack`` on
+the unreliable channel.
+
+Rooms end when a mentor ends them or after ``settings.empty_room_seconds`` without anybody connected;
+their clients are told (``event`` ``ended``) and disconnected.
+
+Secrets (the token key, the admin credential) live in ``settings.data_dir`` (0700) or the environment;
+they are never logged: ``serve`` logs where they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from twisted.internet import defer
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
+
+from netcode.address import Address
+from netcode.channels import Channel
+from netcode.connection import Delivery
+from netcode.messages import Message
+from netcode.patches import PatchLayout, make_patches
+from netcode.peers import ServerChannels
+from netcode.server import ServerConfig
+from netcode.snapshot import RigidKind, RigidSet
+from netcode.snapshot_codec import SnapshotServer, budget_for_rate
+from netcode.snapshot_messages import snapshot_message
+from netcode.thin_client.inputs import InputPacketError, InputReceiver
+from netcode.thin_client.schema import input_ack_fields
+from netcode.udp import listen_server
+from physics import StepReport
+from rehearsal.http_api import AdminGate, api_root
+from rehearsal.identity import Identity, IdentityError
+from rehearsal.join_service import JoinService
+from rehearsal.lifecycle import RoomState
+from rehearsal.roles import Action, Role, decide
+from rehearsal.room import HANDS, Room
+from rehearsal.scenario import load_scenario, packaged_scenarios
+from rehearsal.secrets_store import load_or_create
+from rehearsal.settings import Settings
+from rehearsal.ticking import RoomTicker
+from rehearsal.wire import HAND_OF_DEVICE, REHEARSAL_REGISTRY, plain, to_physics_quat, to_wire_quat
+
+log = logging.getLogger("rehearsal.server")
+
+TOKEN_KEY = ("token_key", 32, "REHEARSAL_TOKEN_KEY")
+ADMIN_CREDENTIAL = ("admin_credential", 24, "REHEARSAL_ADMIN_CREDENTIAL")
+
+SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs more than avatars do
+REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
+KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) before disconnecting
+MAX_ROOMS = 64
+PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
+STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
+
+
+@dataclass
+class _Client:
+    """One netcode connection that joined a room."""
+
+    index: int
+    identity: Identity
+    session: str
+    inputs: InputReceiver = field(default_factory=InputReceiver)
+    last_refused: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _LiveRoom:
+    """A room and what drives and publishes it."""
+
+    room: Room
+    ticker: RoomTicker
+    pool: ThreadPool
+    sync: SnapshotServer
+    clients: set[int] = field(default_factory=set)  # connection indices
+    object_ids: dict[tuple[int, str], int] = field(default_factory=dict)  # (participant, hand) -> rigid id
+    empty_since: float | None = None
+    pending_reset: int | None = None  # participant who asked for a reset while a step was running
+    ending: bool = False
+
+
+def surface_layout(room: Room) -> PatchLayout:
+    """The room's current surface vertices split into patches (layout order = what snapshots carry)."""
+    ids = np.unique(room.model.surface).astype(np.int64)
+    return make_patches(ids, room.physics.x[ids])
+
+
+class RehearsalServer:
+    """The join API, the netcode server and the rooms in one reactor (see the module doc)."""
+
+    def __init__(self, settings: Settings, reactor: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.clock = clock
+        data_dir = Path(settings.data_dir)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self._token_key = load_or_create(data_dir, TOKEN_KEY[0], TOKEN_KEY[1], env_var=TOKEN_KEY[2])
+        credential = load_or_create(data_dir, *ADMIN_CREDENTIAL[:2], env_var=ADMIN_CREDENTIAL[2]).hex()
+        self.gate = AdminGate(credential)
+        self.rooms: dict[str, _LiveRoom] = {}
+        self.clients: dict[int, _Client] = {}
+        self.counters: Counter[str] = Counter()
+        self.channels = ServerChannels(
+            registry=REHEARSAL_REGISTRY, on_message=self._on_message, on_dropped=self._dropped
+        )
+        self.join_service: JoinService | None = None
+        self.protocol = None
+        self._udp_port = None
+        self._http_port = None
+        self.udp_address: Address | None = None
+        self.http_port: int | None = None
+
+    def __repr__(self) -> str:  # never show secrets
+        return f"RehearsalServer(udp={self.udp_address}, http_port={self.http_port}, rooms={len(self.rooms)})"
+
+    @property
+    def credential_path(self) -> Path:
+        return self.data_dir / ADMIN_CREDENTIAL[0]
+
+    # ------------------------------------------------------------------ life
+
+    def start(self, warm_up: bool = True) -> None:
+        """Compile the numba kernels (so the first room does not stall the reactor), then listen."""
+        if warm_up:
+            _warm_up(self.settings.default_scenario)
+        settings = self.settings
+        if settings.udp_port == 0:  # the token must name the real port: pick a free one first
+            settings = replace(settings, udp_port=_free_udp_port(settings.udp_host))
+            self.settings = settings
+        public = Address.parse(settings.public_address)
+        self.join_service = JoinService(
+            self._token_key, settings.protocol_id, [public], session_exists=self._session_open
+        )
+        config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
+        self.protocol, self._udp_port = listen_server(
+            self.reactor,
+            config,
+            settings.udp_port,
+            settings.udp_host,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            on_payload=self.channels.on_payload,
+        )
+        self.channels.clock = self.protocol.now
+        self.channels.attach(self.protocol.core)
+        self.protocol.tick_hooks.append(self.channels.update)
+        self.udp_address = Address.from_host_port(settings.udp_host, self._udp_port.getHost().port)
+        site = Site(api_root(self.join_service, self.gate, self.create_session))
+        site.noisy = False
+        self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
+        self.http_port = self._http_port.getHost().port
+
+    def stop(self) -> defer.Deferred:
+        """Disconnect everybody, stop every room's ticker and thread, close the ports."""
+        if self.protocol is not None:
+            self.protocol.disconnect_all()
+        for session in list(self.rooms):
+            self._close_room(session)
+        waits = []
+        for port in (self._udp_port, self._http_port):
+            if port is not None:
+                waits.append(defer.maybeDeferred(port.stopListening))
+        self._udp_port = self._http_port = None
+        return defer.DeferredList(waits)
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session_open(self, session: str) -> bool:
+        live = self.rooms.get(session)
+        return live is not None and live.room.state is not RoomState.ENDED
+
+    def create_session(self, scenario_name: str) -> str:
+        """A new room from a packaged scenario, ticking at once; returns its session id."""
+        known = packaged_scenarios()
+        if scenario_name not in known:
+            raise ValueError(f"unknown scenario {scenario_name!r} (available: {', '.join(sorted(known))})")
+        if len(self.rooms) >= MAX_ROOMS:
+            raise ValueError(f"this server already runs {MAX_ROOMS} rooms")
+        session = "s-" + secrets.token_urlsafe(9)
+        room = Room(session, load_scenario(scenario_name))
+        layout = surface_layout(room)
+        sync = SnapshotServer(layout, triangles=room.model.surface)
+        pool = ThreadPool(minthreads=1, maxthreads=1, name=f"room-{session}")
+        pool.start()
+        ticker = RoomTicker(self.reactor, room, on_report=self._on_report, pool=pool)
+        self.rooms[session] = _LiveRoom(room, ticker, pool, sync, empty_since=self.clock())
+        ticker.start().addErrback(self._ticker_failed, session)
+        self.counters["rooms_created"] += 1
+        log.info("session %s created (scenario %s)", session, scenario_name)
+        return session
+
+    def _ticker_failed(self, failure: Any, session: str) -> None:
+        self.counters["ticker_failed"] += 1
+        log.error("room %s: tick loop failed: %s", session, failure.type.__name__)
+
+    def _close_room(self, session: str) -> None:
+        live = self.rooms.pop(session, None)
+        if live is None:
+            return
+        live.ticker.stop()
+        live.pool.stop()  # waits for a step in flight (milliseconds)
+        for index in list(live.clients):
+            self.clients.pop(index, None)
+            if self.protocol is not None:
+                self.protocol.core.disconnect(index, self.protocol.now())
+
+    def _end_room(self, session: str) -> None:
+        """Tell the room it ended, then disconnect its clients and free it a moment later."""
+        live = self.rooms.get(session)
+        if live is None or live.ending:
+            return
+        live.ending = True
+        if live.room.state is not RoomState.ENDED:
+            live.room.end()
+        live.ticker.stop()
+        self._broadcast_event(live, "ended", detail={"state": live.room.state.value})
+        self.counters["rooms_ended"] += 1
+        log.info("session %s ended", session)
+        self.reactor.callLater(KICK_DELAY, self._close_room, session)
+
+    # ------------------------------------------------------------------ connections
+
+    def _on_connect(self, index: int, client_id: int, user_data: bytes, address: object) -> None:
+        self.channels.on_connect(index, client_id, user_data, address)
+        try:
+            identity = Identity.from_user_data(user_data)
+        except IdentityError as exc:
+            self._refuse_connection(index, str(exc))
+            return
+        live = self.rooms.get(identity.session)
+        if live is None or live.ending or identity.participant != client_id:
+            self._refuse_connection(index, "unknown or ended session")
+            return
+        room = live.room
+        try:
+            participant = room.join(identity)
+        except ValueError as exc:
+            self._refuse_connection(index, str(exc))
+            return
+        client = _Client(index, identity, identity.session)
+        self.clients[index] = client
+        live.clients.add(index)
+        live.empty_since = None
+        self.counters["connects"] += 1
+        for hand in participant.hands:
+            self._object_id(live, identity.participant, hand)
+        for message in live.sync.join_messages():
+            self.channels.send(index, Channel.RELIABLE, message)
+        live.sync.add_client(index, budget_bytes=budget_for_rate(SNAPSHOT_BITS_PER_SECOND, room.scenario.tick_hz))
+        hands = {hand: live.object_ids[(identity.participant, hand)] for hand in participant.hands}
+        welcome = {
+            "session": identity.session,
+            "scenario": room.scenario.name,
+            "participant": identity.participant,
+            "role": identity.role.value,
+            "name": identity.name,
+            "state": room.state.value,
+            "hands": hands,
+        }
+        self.channels.send(index, Channel.RELIABLE, Message("welcome", welcome))
+        self._broadcast_event(
+            live,
+            "joined",
+            by=identity.participant,
+            detail={"participant": identity.participant, "role": identity.role.value, "name": identity.name},
+        )
+        if identity.role in STARTS_ROOM and room.state is RoomState.LOBBY and room.start() is None:
+            self._broadcast_event(live, "started", detail={"state": room.state.value})
+        log.info("session %s: %s joined as %s (slot %d)", identity.session, identity.name, identity.role.value, index)
+
+    def _refuse_connection(self, index: int, reason: str) -> None:
+        self.counters["connects_refused"] += 1
+        self.channels.send(index, Channel.RELIABLE, Message("refused", {"request": "connect", "reason": reason}))
+        self.reactor.callLater(KICK_DELAY, self._kick, index, None)
+
+    def _kick(self, index: int, participant: int | None) -> None:
+        """Disconnect a slot if it still holds the same participant (None: whoever is unjoined there)."""
+        if self.protocol is None:
+            return
+        client = self.clients.get(index)
+        if (participant is None and client is None) or (
+            client is not None and client.identity.participant == participant
+        ):
+            self.protocol.core.disconnect(index, self.protocol.now())
+
+    def _on_disconnect(self, index: int, reason: str) -> None:
+        self.channels.on_disconnect(index, reason)
+        client = self.clients.pop(index, None)
+        if client is None:
+            return
+        self.counters["disconnects"] += 1
+        live = self.rooms.get(client.session)
+        if live is None:
+            return
+        live.clients.discard(index)
+        live.sync.remove_client(index)
+        live.room.leave(client.identity.participant)
+        who = client.identity
+        self._broadcast_event(
+            live, "left", by=who.participant, detail={"participant": who.participant, "reason": reason}
+        )
+        if not any(p.connected for p in live.room.participants.values()):
+            live.empty_since = self.clock()
+
+    def _dropped(self, index: int, reason: str) -> None:
+        self.counters[f"dropped_{reason}"] += 1
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, index: int, delivery: Delivery) -> None:
+        client = self.clients.get(index)
+        message = delivery.message
+        if client is None or message is None:
+            return
+        live = self.rooms.get(client.session)
+        if live is None or live.ending:
+            return
+        kind = message.type
+        if kind == "input":
+            self._on_input(client, live, message.fields["p"])
+        elif kind == "command":
+            self._on_command(client, live, message.fields)
+        elif kind == "snap_ack":
+            live.sync.on_ack_fields(index, message.fields["newest"], message.fields["bits"])
+        elif kind == "snap_resync":
+            live.sync.reset_client(index)
+            self.counters["resyncs"] += 1
+        elif kind == "ping":
+            self.channels.send(index, Channel.UNRELIABLE, Message("pong", {"time": message.fields["time"]}))
+        elif kind != "disconnect":
+            self.counters["unexpected_messages"] += 1
+            self._refuse(client, f"message:{kind}", f"{kind} is not a message a client sends")
+
+    def _refuse(self, client: _Client, request: str, reason: str, request_id: int | None = None) -> None:
+        """Answer a refusal, at most once per REFUSAL_INTERVAL per request kind (the rest are counted)."""
+        self.counters["refusals"] += 1
+        now = self.clock()
+        if now - client.last_refused.get(request, -math.inf) < REFUSAL_INTERVAL:
+            self.counters["refusals_not_answered"] += 1
+            return
+        client.last_refused[request] = now
+        if len(client.last_refused) > 64:
+            client.last_refused = {request: now}
+        fields: dict[str, Any] = {"request": request, "reason": reason[:256]}
+        if request_id is not None:
+            fields["id"] = request_id
+        self.channels.send(client.index, Channel.RELIABLE, Message("refused", fields))
+
+    def _on_input(self, client: _Client, live: _LiveRoom, packet: bytes) -> None:
+        try:
+            samples = client.inputs.receive(packet, self.protocol.now())
+        except InputPacketError as exc:
+            self.counters["input_malformed"] += 1
+            self._refuse(client, "input", f"malformed input packet: {exc}")
+            return
+        devices = client.inputs.devices or ()
+        pid = client.identity.participant
+        for sample in samples:
+            for device, pose in zip(devices, sample.poses, strict=True):
+                hand = HAND_OF_DEVICE.get(device)
+                if pose is None or hand is None:
+                    continue  # untracked, or the head (not an instrument)
+                self.counters["input_poses"] += 1
+                refusal = live.room.instrument_input(
+                    pid,
+                    hand,
+                    pose.position,
+                    to_physics_quat(pose.rotation),
+                    pose.jaw,
+                    False,
+                    sample.client_time,
+                )
+                if refusal is not None:
+                    self.counters["input_refused"] += 1
+                    self._refuse(client, "input", refusal.reason)
+
+    def _on_command(self, client: _Client, live: _LiveRoom, fields: dict[str, Any]) -> None:
+        action, args, request_id = fields["action"], fields.get("args") or {}, fields.get("id")
+        pid = client.identity.participant
+        room = live.room
+        request = f"command:{action}"[:64]
+        if action == Action.RESET and live.ticker.busy:  # role check now, the world swap after the step
+            decision = decide(client.identity.role, Action.RESET)
+            if decision.allowed:
+                live.pending_reset = pid
+                return
+            refusal = _Refused(decision.reason)
+        else:
+            try:
+                refusal = room.command(pid, action, **args)
+            except TypeError:
+                self.counters["commands_bad_arguments"] += 1
+                refusal = _Refused(f"{action}: unexpected arguments {sorted(args)}")
+            except Exception as exc:  # a handler bug must not reach the network layer
+                self.counters["commands_failed"] += 1
+                log.error("command %r failed: %s", action, type(exc).__name__)
+                refusal = _Refused(f"{action} failed on the server")
+        if refusal is not None:
+            self.counters["commands_refused"] += 1
+            self._refuse(client, request, refusal.reason, request_id)
+            return
+        self.counters["commands_accepted"] += 1
+        self._command_done(live, pid, Action(action), args)
+
+    def _command_done(self, live: _LiveRoom, pid: int, action: Action, args: dict[str, Any]) -> None:
+        room = live.room
+        detail = {**plain(args), "state": room.state.value}
+        if action is Action.RESET:
+            self._republish_world(live)
+        elif action is Action.TAKE_OVER_INSTRUMENT:
+            hand = str(args.get("hand", "right"))
+            detail["object"] = self._object_id(live, pid, hand)
+        elif action is Action.HAND_INSTRUMENT:
+            to, hand = args.get("to"), str(args.get("hand", "right"))
+            if isinstance(to, int):
+                detail["object"] = self._object_id(live, to, hand)
+        self._broadcast_event(live, action.value, by=pid, detail=detail)
+        if action is Action.REMOVE_PARTICIPANT:
+            who = args.get("who")
+            for index, other in list(self.clients.items()):
+                if other.session == room.session and other.identity.participant == who:
+                    self._refuse(other, "connect", "removed from the session by the mentor")
+                    self.reactor.callLater(KICK_DELAY, self._kick, index, who)
+        if action is Action.END_ROOM:
+            self._end_room(room.session)
+
+    # ------------------------------------------------------------------ publishing
+
+    def _object_id(self, live: _LiveRoom, participant: int, hand: str) -> int:
+        """The snapshot object id of a participant's instrument (stable for the room's life)."""
+        key = (participant, hand)
+        oid = live.object_ids.get(key)
+        if oid is None:
+            oid = len(live.object_ids)  # 65,536 instruments per room before RigidSet refuses
+            live.object_ids[key] = oid
+        return oid
+
+    def _instrument_object(self, live: _LiveRoom, instrument: int | None) -> int | None:
+        if instrument is None:
+            return None
+        return self._object_id(live, instrument // len(HANDS), HANDS[instrument % len(HANDS)])
+
+    def _broadcast_event(
+        self,
+        live: _LiveRoom,
+        kind: str,
+        *,
+        by: int | None = None,
+        instrument: int | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {"kind": kind, "server_time": self.protocol.now()}
+        if by is not None:
+            fields["by"] = by
+        if instrument is not None:
+            fields["instrument"] = instrument
+        if detail:
+            fields["detail"] = plain(detail)
+        message = Message("event", fields)
+        for index in list(live.clients):
+            self.channels.send(index, Channel.RELIABLE, message)
+        self.counters["events"] += 1
+
+    def _broadcast(self, live: _LiveRoom, channel: Channel, message: bytes | Message) -> None:
+        for index in list(live.clients):
+            self.channels.send(index, channel, message)
+
+    def _republish_world(self, live: _LiveRoom) -> None:
+        """The room's world was replaced (reset): a new epoch with the full triangle list."""
+        surface = live.room.model.surface
+        message = live.sync.change_topology(
+            surface_layout(live.room), cause="full", added_triangles=surface, triangles=surface
+        )
+        self._broadcast(live, Channel.RELIABLE, message)
+
+    def _on_report(self, room: Room, report: StepReport | None) -> None:
+        live = self.rooms.get(room.session)
+        if live is None or live.ending:
+            return
+        try:
+            self._publish(live, report)
+        except Exception as exc:  # a publishing bug must not stop the room's tick loop
+            self.counters["publish_failed"] += 1
+            log.error("room %s: publishing failed: %s: %s", room.session, type(exc).__name__, exc)
+        if live.pending_reset is not None:
+            pid, live.pending_reset = live.pending_reset, None
+            refusal = room.command(pid, Action.RESET)
+            if refusal is None:
+                self._command_done(live, pid, Action.RESET, {})
+        if (
+            live.empty_since is not None
+            and self.clock() - live.empty_since > self.settings.empty_room_seconds
+            and not live.ending
+        ):
+            self._end_room(room.session)
+
+    def _publish(self, live: _LiveRoom, report: StepReport | None) -> None:
+        room, sync = live.room, live.sync
+        now = self.protocol.now()
+        if report is not None:
+            if report.topology:
+                self._publish_topology(live, report)
+            for event in report.events:
+                if event.kind in PHYSICS_EVENTS:
+                    obj = self._instrument_object(live, event.instrument)
+                    by = None if event.instrument is None else event.instrument // len(HANDS)
+                    self._broadcast_event(live, event.kind, by=by, instrument=obj, detail=event.detail)
+                else:
+                    self.counters[f"physics_{event.kind}"] += 1
+        if not live.clients:
+            return
+        x = room.physics.x
+        sync.begin_frame(now, x[sync.layout.vertex_ids], self._rigid_set(live))
+        for index in list(live.clients):
+            client = self.clients.get(index)
+            if client is None or index not in sync.clients:
+                continue
+            self._set_focus(live, client)
+            data = sync.encode(index)
+            self.channels.send(index, Channel.UNRELIABLE, snapshot_message(data))
+            ack = client.inputs.ack(now)
+            if ack is not None:
+                self.channels.send(index, Channel.UNRELIABLE, Message("input_ack", input_ack_fields(ack)))
+            self.counters["snapshots"] += 1
+            self.counters["snapshot_bytes"] += len(data)
+        self.channels.update(now)  # out now rather than at the next 100 Hz update
+
+    def _set_focus(self, live: _LiveRoom, client: _Client) -> None:
+        pid = client.identity.participant
+        points = [pose.position for (p, _), pose in live.room.inputs.items() if p == pid]
+        if points:
+            live.sync.set_focus(client.index, np.asarray(points))
+
+    def _rigid_set(self, live: _LiveRoom) -> RigidSet:
+        instruments = live.room.physics.instruments
+        if not instruments:
+            return RigidSet.empty()
+        ids, positions, orientations, jaws = [], [], [], []
+        for key, inst in instruments.items():
+            ids.append(self._instrument_object(live, key))
+            positions.append(inst.position)
+            orientations.append(to_wire_quat(inst.orientation))
+            has_jaw = bool(np.any(inst.spec.capsules[:, 7] != 0))
+            jaws.append(float(np.clip(inst.jaw, 0.0, math.pi / 2)) if has_jaw else math.nan)
+        n = len(ids)
+        return RigidSet(
+            np.asarray(ids, np.int64),
+            np.full(n, int(RigidKind.INSTRUMENT), np.int64),
+            np.asarray(positions, np.float64).reshape(n, 3),
+            np.asarray(orientations, np.float64).reshape(n, 4),
+            np.asarray(jaws, np.float64),
+        )
+
+    def _publish_topology(self, live: _LiveRoom, report: StepReport) -> None:
+        """A cut or burn changed the surface: a new snapshot epoch (reliable, to everyone in the room)."""
+        changes = report.topology
+        old_ids = live.sync.layout.vertex_ids
+        layout = surface_layout(live.room)
+        removed_vertices = np.setdiff1d(old_ids, layout.vertex_ids)
+        removed = [np.asarray(c.removed_triangles, np.int64).reshape(-1, 3) for c in changes]
+        added = [np.asarray(c.added_triangles, np.int64).reshape(-1, 3) for c in changes]
+        last = changes[-1]
+        message = live.sync.change_topology(
+            layout,
+            cause=last.cause if last.cause in ("cut", "burn") else "cut",
+            instrument=self._instrument_object(live, last.instrument),
+            removed_vertices=removed_vertices,
+            removed_triangles=np.concatenate(removed) if removed else None,
+            added_triangles=np.concatenate(added) if added else None,
+            triangles=live.room.model.surface,
+        )
+        self._broadcast(live, Channel.RELIABLE, message)
+        self.counters["topology_epochs"] += 1
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """Plain numbers for a status line, a health check or metrics (no secrets, no names)."""
+        rooms = {}
+        for session, live in self.rooms.items():
+            stats = live.ticker.stats
+            rooms[session] = {
+                "state": live.room.state.value,
+                "clients": len(live.clients),
+                "frame": live.room.frame,
+                "ticks": stats.ticks,
+                "overruns": stats.overruns,
+                "last_step_seconds": stats.last_step_seconds,
+                "substeps": live.ticker.governor.substeps,
+                "refusals": sum(v for k, v in live.room.counters.items() if k.startswith(("refused", "input_rej"))),
+            }
+        return {"rooms": rooms, "clients": len(self.clients), "counters": dict(self.counters)}
+
+
+class _Refused:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _free_udp_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _warm_up(scenario_name: str) -> None:
+    """One physics step with an instrument and one snapshot, so numba compiles (or loads its cache) now."""
+    scenario = load_scenario(scenario_name)
+    room = Room("warm-up", scenario)
+    room.join(Identity("warm-up", 1, Role.LEAD_SURGEON, "warm-up"))
+    room.start()
+    hi = room.model.rest_positions.max(axis=0)
+    room.instrument_input(1, "right", hi + np.array([0.0, 0.05, 0.0]), [1.0, 0.0, 0.0, 0.0], 0.2, False, 0.0)
+    room.advance(1.0 / scenario.tick_hz)
+    layout = surface_layout(room)
+    sync = SnapshotServer(layout, triangles=room.model.surface)
+    sync.add_client(0)
+    rigid = RigidSet(np.zeros(1, np.int64), np.zeros(1, np.int64), hi[None, :], np.array([[0, 0, 0, 1.0]]), np.zeros(1))
+    for _ in range(2):
+        sync.begin_frame(0.0, room.physics.x[layout.vertex_ids], rigid)
+        sync.encode(0)
+        sync.on_ack(0, sync.sequence)
+
+
+def serve(settings: Settings) -> int:
+    """Run a RehearsalServer until SIGINT/SIGTERM; then disconnect everybody and stop. Returns 0."""
+    from twisted.internet import reactor
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = RehearsalServer(settings, reactor)
+    for name, _, env in (TOKEN_KEY, ADMIN_CREDENTIAL):
+        where = f"environment {env}" if os.environ.get(env) else str(server.data_dir / name)
+        log.info("secret %s: %s", name, where)
+    log.info("admin credential file: %s (send it as 'Authorization: Bearer <contents>')", server.credential_path)
+    log.info("warming up the physics and snapshot kernels")
+    server.start()
+    log.info(
+        "listening udp=%s http=%s:%d (public address %s)",
+        server.udp_address,
+        server.settings.http_host,
+        server.http_port,
+        server.settings.public_address,
+    )
+    stopping = {"done": False}
+
+    def shutdown(signum: int, frame: object) -> None:
+        if stopping["done"]:
+            return
+        stopping["done"] = True
+        log.info("signal %d: stopping", signum)
+        reactor.callFromThread(lambda: server.stop().addBoth(lambda _: reactor.stop()))
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    reactor.run(installSignalHandlers=False)
+    log.info("stopped: %s", {k: v for k, v in server.counters.items()})
+    return 0

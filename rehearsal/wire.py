@@ -1,0 +1,111 @@
+"""What the rehearsal server and its clients say to each other above the netcode channels.
+
+``REHEARSAL_REGISTRY`` = ``netcode.messages.DEFAULT_REGISTRY`` + the state-sync types
+(``netcode.snapshot_messages``: snap_config, snap_topology, snapshot, snap_ack, snap_resync) + the thin
+client's (``netcode.thin_client.schema``: input, input_ack, grasp, release) + these:
+
+* ``welcome`` (reliable, server->client, once joined): session, scenario, participant, role, name,
+  state (the room's lifecycle), hands: {hand: snapshot object id of the instrument it drives}.
+* ``command`` (reliable, client->server): action (a ``rehearsal.roles.Action`` value), args: map
+  (optional), id: int (optional, echoed in a refusal).
+* ``event`` (reliable, server->client): kind, server_time; by (participant id), instrument (snapshot
+  object id), detail: map (all optional).
+* ``refused`` (reliable, server->client): request (``connect``, ``input``, ``command:<action>``,
+  ``message:<type>``), reason (for a person), id (the command's, if it had one).
+
+Events: an accepted command is broadcast to the room with ``kind`` = the action (``pause``, ``resume``,
+``reset``, ``end_room``, ``inject_complication``, ``annotate``, ``hand_instrument``,
+``take_over_instrument``, ``remove_participant``) and its arguments plus the room ``state`` in ``detail``;
+the room's own changes are ``started`` (lobby -> running), ``joined`` / ``left`` (detail: participant,
+role, name) and ``ended``; physics events are ``grasp``, ``release``, ``tear``, ``cut`` and ``burn``
+with the instrument's snapshot object id.
+
+Input devices (the thin client's device ids in ``input`` packets): ``DEVICE_HEAD`` (0) is the headset,
+``DEVICE_LEFT`` (1) and ``DEVICE_RIGHT`` (2) are the instruments in the left and right hand. Rotations on
+the wire are (x, y, z, w); the physics engine's are (w, x, y, z): ``to_physics_quat``/``to_wire_quat``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netcode.messages import Field, MessageRegistry
+from netcode.snapshot_messages import SNAPSHOT_REGISTRY
+from netcode.thin_client.schema import register_thin_client_types
+
+DEVICE_HEAD = 0
+DEVICE_LEFT = 1
+DEVICE_RIGHT = 2
+HAND_OF_DEVICE = {DEVICE_LEFT: "left", DEVICE_RIGHT: "right"}
+DEVICE_OF_HAND = {hand: device for device, hand in HAND_OF_DEVICE.items()}
+
+
+def build_registry() -> MessageRegistry:
+    registry = register_thin_client_types(SNAPSHOT_REGISTRY.copy())
+    registry.register(
+        "welcome",
+        Field("session", "str", max_length=64),
+        Field("scenario", "str", max_length=64),
+        Field("participant", "int"),
+        Field("role", "str", max_length=32),
+        Field("name", "str", max_length=64),
+        Field("state", "str", max_length=16),
+        Field("hands", "map", required=False, max_length=2),
+        doc="Sent once a connection has joined its room: who you are, and your instruments' object ids.",
+    )
+    registry.register(
+        "command",
+        Field("action", "str", max_length=32),
+        Field("args", "map", required=False, max_length=8),
+        Field("id", "int", required=False),
+        doc="A mentor or nurse request (rehearsal.roles.Action); refused or broadcast as an event.",
+    )
+    registry.register(
+        "event",
+        Field("kind", "str", max_length=32),
+        Field("server_time", "float"),
+        Field("by", "int", required=False),
+        Field("instrument", "int", required=False),
+        Field("detail", "map", required=False, max_length=32),
+        doc="Something every participant of the room sees (commands, lifecycle, people, physics).",
+    )
+    registry.register(
+        "refused",
+        Field("request", "str", max_length=64),
+        Field("reason", "str", max_length=256),
+        Field("id", "int", required=False),
+        doc="A request that changed nothing, and why.",
+    )
+    return registry
+
+
+REHEARSAL_REGISTRY = build_registry()
+
+
+def to_physics_quat(q_xyzw: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) -> (w, x, y, z)."""
+    q = np.asarray(q_xyzw, dtype=np.float64)
+    return np.array([q[3], q[0], q[1], q[2]])
+
+
+def to_wire_quat(q_wxyz: np.ndarray) -> np.ndarray:
+    """(w, x, y, z) -> (x, y, z, w)."""
+    q = np.asarray(q_wxyz, dtype=np.float64)
+    return np.array([q[1], q[2], q[3], q[0]])
+
+
+def plain(value: object, depth: int = 0) -> object:
+    """numpy scalars/arrays and tuples as msgpack's plain types (for event details)."""
+    if depth > 8:
+        return None
+    if isinstance(value, dict):
+        return {str(k): plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v, depth + 1) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist(), depth + 1)
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return value
+    return str(value)

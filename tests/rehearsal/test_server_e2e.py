@@ -1,0 +1,385 @@
+"""The whole server end to end: `serve` in a subprocess, HTTP on loopback, headsets over real UDP.
+
+The server runs as `rehearsal.server.serve` (ports 0: it picks free ones and logs them), with its data
+directory in tmp_path. The test creates a session with the admin credential the server generated, joins
+a lead surgeon, an observer and a mentor with their invites, and drives three socket-pumped netcode
+clients (ClientCore + ClientChannels + the snapshot decoder) in bounded loops. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import re
+import select
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netcode.address import Address
+from netcode.channels import Channel
+from netcode.client import ClientCore, ClientState
+from netcode.connection import Delivery
+from netcode.messages import Message
+from netcode.peers import ClientChannels
+from netcode.snapshot import SnapshotError
+from netcode.snapshot_decode import SnapshotDecoder
+from netcode.thin_client.inputs import InputSender
+from netcode.thin_client.poses import RigidPose
+from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_SECONDS = 120.0  # a cold numba cache compiles the kernels before the server listens (~20 s)
+SERVER_SCRIPT = """
+import sys
+from pathlib import Path
+from rehearsal.server import serve
+from rehearsal.settings import load_settings
+sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0)))
+"""
+LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
+
+
+class ServerProcess:
+    """The server subprocess; its log lines are read by a thread so no wait can block on a pipe."""
+
+    def __init__(self, data_dir: Path) -> None:
+        env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+        if "NUMBA_CACHE_DIR" in os.environ:
+            env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
+        self.data_dir = data_dir
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER_SCRIPT, str(data_dir)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line)
+
+    def wait_for(self, pattern: re.Pattern, seconds: float) -> re.Match:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.lines.append(line)
+            match = pattern.search(line)
+            if match:
+                return match
+        raise AssertionError(f"server never logged {pattern.pattern!r}; log:\n{''.join(self.lines)}")
+
+    def log(self) -> str:
+        while not self._queue.empty():
+            self.lines.append(self._queue.get_nowait())
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            return -9
+
+
+def post(port: int, path: str, body: dict, credential: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if credential is not None:
+        headers["Authorization"] = f"Bearer {credential}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+class Headset:
+    """A socket-driven netcode client with channels, a snapshot decoder and a log of what arrived."""
+
+    def __init__(self, token: bytes) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.channels = ClientChannels(registry=REHEARSAL_REGISTRY, on_message=self._deliver)
+        self.core = ClientCore(token, self._send, now=time.monotonic(), **self.channels.callbacks())
+        self.channels.attach(self.core)
+        self.decoder = SnapshotDecoder()
+        self.messages: dict[str, list[dict]] = defaultdict(list)
+        self.snapshots_applied = 0
+        self.snapshot_errors = 0
+        self.inputs = InputSender((DEVICE_RIGHT,))
+        self.core.connect(time.monotonic())
+
+    def _send(self, data: bytes, address: Address) -> None:
+        self.sock.sendto(data, (str(address.ip), address.port))
+
+    def _deliver(self, delivery: Delivery) -> None:
+        message = delivery.message
+        assert message is not None
+        self.messages[message.type].append(message.fields)
+        if message.type in ("snap_config", "snap_topology", "snapshot"):
+            try:
+                applied = self.decoder.on_message(delivery.data)
+            except SnapshotError:
+                self.snapshot_errors += 1
+                return
+            if applied:
+                self.snapshots_applied += len(applied)
+                self.channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
+
+    def service(self) -> None:
+        now = time.monotonic()
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except BlockingIOError:
+                break
+            self.core.receive(data, Address.from_host_port(addr[0], addr[1]), now)
+        self.core.update(now)
+        self.channels.update(now)
+
+    def send_pose(self, position) -> None:
+        """One tracking frame of the right-hand instrument, sent as an `input` message."""
+        self.inputs.add_sample(time.monotonic(), {DEVICE_RIGHT: RigidPose(np.asarray(position, float))})
+        self.channels.send(Channel.UNRELIABLE, Message("input", {"p": self.inputs.packet(time.monotonic())}))
+
+    def command(self, action: str, **args) -> None:
+        fields = {"action": action, "args": args} if args else {"action": action}
+        self.channels.send(Channel.RELIABLE, Message("command", fields))
+
+    def close(self) -> None:
+        if self.core.state == ClientState.CONNECTED:
+            self.core.disconnect(time.monotonic())
+        self.sock.close()
+
+
+def pump(headsets: list[Headset], until, seconds: float, each_frame=None) -> bool:
+    """Service every headset (~90 Hz frames) until ``until()`` holds; bounded by time and iterations."""
+    deadline = time.monotonic() + seconds
+    next_frame = time.monotonic()
+    for _ in range(200_000):
+        if until():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        select.select([h.sock for h in headsets], [], [], 0.003)
+        for h in headsets:
+            h.service()
+        if each_frame is not None and time.monotonic() >= next_frame:
+            next_frame += 1 / 90
+            each_frame()
+    return until()
+
+
+@pytest.fixture
+def server(tmp_path):
+    proc = ServerProcess(tmp_path / "data")
+    try:
+        match = proc.wait_for(LISTENING, STARTUP_SECONDS)
+        proc.udp_port, proc.http_port = int(match.group(1)), int(match.group(2))
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.log()
+
+
+def test_a_team_joins_sees_the_room_and_roles_are_enforced(server):
+    started = time.monotonic()
+    data_dir = server.data_dir
+    credential_file = data_dir / "admin_credential"
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(credential_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "token_key").stat().st_mode) == 0o600
+    credential = credential_file.read_text().strip()
+
+    # HTTP: a bad credential is refused; the admin creates a session; unknown scenarios are explained
+    assert post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, "wrong")[0] == 401
+    status, body = post(server.http_port, "/api/sessions", {"scenario": "no_such"}, credential)
+    assert status == 400 and "unknown scenario" in body["error"] and "basic_skills" in body["error"]
+    status, session = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, credential)
+    assert status == 201, session
+    tickets = {}
+    for role, name in (("lead_surgeon", "Dr. Lead"), ("observer", "Student"), ("mentor", "Prof. Mentor")):
+        status, ticket = post(server.http_port, "/api/join", {"invite": session["invites"][role], "name": name})
+        assert status == 200, ticket
+        assert ticket["role"] == role and ticket["session"] == session["session"]
+        tickets[role] = ticket
+    assert post(server.http_port, "/api/join", {"invite": "not-a-code", "name": "x"})[0] == 403
+
+    surgeon, observer, mentor = (Headset(base64.b64decode(tickets[r]["token"])) for r in tickets)
+    team = [surgeon, observer, mentor]
+    try:
+        # everyone connects, is welcomed with their role, and receives the room in snapshots
+        assert pump(team, lambda: all(h.messages["welcome"] for h in team), 10.0), server.log()
+        assert surgeon.messages["welcome"][0]["role"] == "lead_surgeon"
+        assert observer.messages["welcome"][0]["hands"] == {}
+        instrument = surgeon.messages["welcome"][0]["hands"]["right"]
+        assert pump(team, lambda: all(h.snapshots_applied >= 10 for h in team), 10.0), server.log()
+        assert all(h.decoder.layout is not None and h.decoder.layout.vertex_count > 0 for h in team)
+        assert any(e["kind"] == "started" for e in surgeon.messages["event"] + mentor.messages["event"])
+
+        # the surgeon's tracked instrument moves (slowly, above the tissue); every headset sees it
+        path = {"y": 0.07, "target": 0.05}
+
+        def surgeon_frame() -> None:
+            step = float(np.clip(path["target"] - path["y"], -0.0002, 0.0002))  # 1.8 cm/s at 90 Hz
+            path["y"] += step
+            surgeon.send_pose([0.0, path["y"], 0.0])
+
+        def sees_instrument_at(h: Headset, y: float) -> bool:
+            obj = h.decoder.rigid().get(instrument)
+            return obj is not None and abs(obj.positions[1] - y) < 0.001
+
+        assert pump(team, lambda: all(sees_instrument_at(h, 0.05) for h in team), 8.0, surgeon_frame), server.log()
+        assert surgeon.messages["input_ack"], "the server acknowledges input samples"
+        assert not surgeon.messages["refused"], surgeon.messages["refused"]
+
+        # pressed into the tissue block (top at y = 0.02), the surface the others see gives way
+        untouched, _ = observer.decoder.surface()
+        path["target"] = 0.012
+
+        def tissue_pressed() -> bool:
+            surface, received = observer.decoder.surface()
+            return received.all() and float(np.abs(surface - untouched).max()) > 0.003
+
+        assert pump(team, tissue_pressed, 8.0, surgeon_frame), server.log()
+        assert not surgeon.messages["refused"], surgeon.messages["refused"]
+
+        # an observer's instrument input is refused (answered, and nothing appears for it)
+        objects_before = set(mentor.decoder.rigid())
+
+        def observer_frame() -> None:
+            observer.send_pose([0.01, 0.06, 0.0])
+
+        assert pump(team, lambda: bool(observer.messages["refused"]), 5.0, observer_frame), server.log()
+        refusal = observer.messages["refused"][0]
+        assert refusal["request"] == "input" and "observer" in refusal["reason"]
+        pump(team, lambda: False, 0.3)
+        assert set(mentor.decoder.rigid()) == objects_before
+
+        # an observer may not pause; a mentor may, and everybody sees it
+        observer.command("pause")
+        assert pump(team, lambda: any(r["request"] == "command:pause" for r in observer.messages["refused"]), 5.0)
+        assert not any(e["kind"] == "pause" for h in team for e in h.messages["event"])
+        mentor.command("pause")
+
+        def everyone_saw_pause() -> bool:
+            return all(any(e["kind"] == "pause" for e in h.messages["event"]) for h in team)
+
+        assert pump(team, everyone_saw_pause, 5.0), server.log()
+        pause = next(e for e in surgeon.messages["event"] if e["kind"] == "pause")
+        assert pause["detail"]["state"] == "paused" and pause["by"] == tickets["mentor"]["participant"]
+        assert not mentor.messages["refused"]
+
+        # paused: the world holds still even while the surgeon pulls the instrument out
+        pump(team, lambda: False, 0.3)
+        held = surgeon.decoder.rigid()[instrument].positions.copy()
+        surface_before, _ = surgeon.decoder.surface()
+
+        path["target"] = 0.07  # the instrument withdraws: a running room's tissue would spring back
+        pump(team, lambda: False, 0.5, surgeon_frame)
+        assert np.allclose(surgeon.decoder.rigid()[instrument].positions, held)
+        assert np.array_equal(surgeon.decoder.surface()[0], surface_before)
+    finally:
+        for h in team:
+            h.close()
+    assert time.monotonic() - started < 30.0
+    log = server.log()
+    assert credential not in log, "the admin credential must never be logged"
+    assert str(credential_file) in log
+
+
+def test_a_cut_becomes_a_new_snapshot_epoch_that_clients_apply(tmp_path):
+    """In process, no sockets: a surgeon's scissors cut the block; the published topology and snapshots
+    (what `_publish` hands the channels) bring a client's decoder to the server's new surface."""
+    from types import SimpleNamespace
+
+    from netcode.snapshot_codec import SnapshotServer
+    from physics.instruments import Kind, look_rotation
+    from rehearsal.identity import Identity
+    from rehearsal.roles import Role
+    from rehearsal.room import Room
+    from rehearsal.scenario import load_scenario
+    from rehearsal.server import RehearsalServer, _Client, _LiveRoom, surface_layout
+    from rehearsal.settings import Settings
+
+    sent: list[tuple[int, Channel, object]] = []
+    server = RehearsalServer(Settings(data_dir=tmp_path / "data"), reactor=None)
+    server.protocol = SimpleNamespace(now=time.monotonic)
+    server.channels = SimpleNamespace(send=lambda i, c, m: sent.append((i, c, m)) or True, update=lambda now: None)
+    room = Room("s-cut", load_scenario("basic_skills"))
+    surgeon = Identity("s-cut", 7, Role.LEAD_SURGEON, "Dr. Cut")
+    room.join(surgeon).hands["right"] = Kind.SCISSORS
+    room.start()
+    live = _LiveRoom(room, None, None, SnapshotServer(surface_layout(room), triangles=room.model.surface), {0})
+    server.rooms[room.session] = live
+    server.clients[0] = _Client(0, surgeon, room.session)
+    live.sync.add_client(0)
+
+    decoder = SnapshotDecoder()
+    for message in live.sync.join_messages():
+        decoder.on_message(message)
+    down = look_rotation(forward=(0.0, -1.0, 0.0), up=(1.0, 0.0, 0.0))
+    t, events = 0.0, []
+    for jaw in [1.0] * 3 + [0.5, 0.0, 0.0, 0.0]:
+        t += 1 / 60
+        assert room.instrument_input(7, "right", [0.0025, 0.03, 0.0], down, jaw, False, t) is None
+        report = room.advance(1 / 60)
+        server._publish(live, report)
+        for _, channel, message in sent:
+            data = message if isinstance(message, bytes) else REHEARSAL_REGISTRY.encode(message)
+            decoded = REHEARSAL_REGISTRY.decode(data)
+            assert channel == (Channel.UNRELIABLE if decoded.type in ("snapshot", "input_ack") else Channel.RELIABLE)
+            if decoded.type == "event":
+                events.append(decoded.fields)
+            elif decoded.type in ("snap_topology", "snapshot") and decoder.on_message(data):
+                live.sync.on_ack_fields(0, **decoder.ack_fields())
+        sent.clear()
+    cuts = [e for e in events if e["kind"] == "cut"]
+    assert cuts and cuts[0]["by"] == 7 and cuts[0]["instrument"] == server._object_id(live, 7, "right")
+    assert server.counters["topology_epochs"] >= 1
+    assert decoder.epoch == live.sync.epoch > 1
+    assert decoder.layout == live.sync.layout
+    assert set(decoder.layout.vertex_ids.tolist()) == set(np.unique(room.model.surface).tolist())
+    for _ in range(5):  # full records of the new epoch arrive within the byte budget
+        server._publish(live, room.advance(1 / 60))
+        for _, _, message in sent:
+            data = message if isinstance(message, bytes) else REHEARSAL_REGISTRY.encode(message)
+            if REHEARSAL_REGISTRY.decode(data).type == "snapshot" and decoder.on_message(data):
+                live.sync.on_ack_fields(0, **decoder.ack_fields())
+        sent.clear()
+    surface, received = decoder.surface()
+    assert received.all()
+    truth = room.physics.x[decoder.layout.vertex_ids]
+    assert np.abs(surface - truth).max() < 2e-4  # the codec's error bound (0.1 mm) plus a frame of motion
