@@ -59,6 +59,7 @@ def serve(out_rate: int, payload_size: int) -> int:
     from twisted.protocols.basic import LineReceiver
 
     from netcode.server import ServerConfig, listen_server
+    from netcode.udp import free_udp_port
 
     key = bytes.fromhex(sys.stdin.readline().strip())
     held: dict[int, tuple[float, float]] = {}  # client index -> (client stamp, when received)
@@ -73,7 +74,7 @@ def serve(out_rate: int, payload_size: int) -> int:
     def on_disconnect(index: int, reason: str) -> None:
         held.pop(index, None)
 
-    bound = _free_port()
+    bound = free_udp_port("127.0.0.1")
     config = ServerConfig(PROTOCOL_ID, key, [Address.from_host_port("127.0.0.1", bound)], max_clients=1024)
     protocol, port = listen_server(
         reactor, config, bound, "127.0.0.1", now_fn=time.monotonic, on_payload=on_payload, on_disconnect=on_disconnect
@@ -265,13 +266,6 @@ def _load(args: argparse.Namespace, key: bytes, address: Address, server: subpro
         ),
     }  # fmt: skip
     return result
-
-
-def _free_port() -> int:
-    """A loopback UDP port nobody holds right now (the token must name the server's port up front)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _widen_buffers(sock: socket.socket) -> None:

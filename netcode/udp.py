@@ -18,6 +18,7 @@ packet bytes or keys reach the log.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from ipaddress import IPv6Address
@@ -229,3 +230,12 @@ def connect_client(
     protocol = ClientProtocol(token_bytes, reactor, update_hz=update_hz, now_fn=now_fn, **callbacks)
     listening = IReactorUDP(reactor).listenUDP(0, protocol, interface=interface, maxPacketSize=2048)
     return protocol, listening
+
+
+def free_udp_port(host: str) -> int:
+    """A UDP port on `host` that nobody holds right now: a server whose tokens must name its port before
+    it listens (port 0 in the settings) picks one this way."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

@@ -25,11 +25,8 @@ from rehearsal.identity import Identity, IdentityError, clean_name
 from rehearsal.join_service import JoinService
 from rehearsal.roles import Role
 from rehearsal.scenario import ScenarioError, build_world, load_scenario, packaged_scenarios
-from rehearsal.secrets_store import SecretError, load_or_create
+from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, SecretError, server_secret
 from rehearsal.settings import Settings, SettingsError, load_settings
-
-TOKEN_KEY = ("token_key", 32, "REHEARSAL_TOKEN_KEY")
-ADMIN_CREDENTIAL = ("admin_credential", 24, "REHEARSAL_ADMIN_CREDENTIAL")
 
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:
@@ -71,12 +68,6 @@ def _load(args: argparse.Namespace) -> Settings:
     )
 
 
-def _secret(settings: Settings, spec: tuple[str, int, str]) -> bytes:
-    name, size, env = spec
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return load_or_create(settings.data_dir, name, size, env_var=env)
-
-
 def cmd_scenarios(args: argparse.Namespace) -> int:
     targets = args.files or list(packaged_scenarios().values())
     failed = 0
@@ -97,7 +88,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 def cmd_invite(args: argparse.Namespace) -> int:
     settings = _load(args)
-    credential = _secret(settings, ADMIN_CREDENTIAL).hex()
+    credential = server_secret(settings.data_dir, ADMIN_CREDENTIAL).hex()
     host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
     request = urllib.request.Request(
         f"http://{host}:{settings.http_port}/api/sessions",
@@ -124,7 +115,9 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _load(args)
-    service = JoinService(_secret(settings, TOKEN_KEY), settings.protocol_id, [Address.parse(settings.public_address)])
+    service = JoinService(
+        server_secret(settings.data_dir, TOKEN_KEY), settings.protocol_id, [Address.parse(settings.public_address)]
+    )
     identity = Identity(args.session, secrets.randbits(63) or 1, Role(args.role), clean_name(args.name))
     print(base64.b64encode(service.ticket_for(identity).token).decode())
     return 0

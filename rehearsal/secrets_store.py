@@ -10,11 +10,31 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 
 class SecretError(RuntimeError):
     """A secret that exists but cannot be trusted or read (bad permissions, bad encoding)."""
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A server secret: its file name in the data directory, size in bytes, and overriding variable."""
+
+    name: str
+    nbytes: int
+    env_var: str
+
+
+TOKEN_KEY = SecretSpec("token_key", 32, "REHEARSAL_TOKEN_KEY")  # signs netcode connect tokens
+ADMIN_CREDENTIAL = SecretSpec("admin_credential", 24, "REHEARSAL_ADMIN_CREDENTIAL")  # admin API bearer (hex)
+
+
+def server_secret(data_dir: Path, spec: SecretSpec) -> bytes:
+    """A server secret from its variable or its file, creating the data directory (0700) if needed."""
+    Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return load_or_create(data_dir, spec.name, spec.nbytes, env_var=spec.env_var)
 
 
 def load_or_create(data_dir: Path, name: str, nbytes: int = 32, env_var: str | None = None) -> bytes:

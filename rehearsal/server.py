@@ -42,7 +42,6 @@ import math
 import os
 import secrets
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -67,7 +66,7 @@ from netcode.snapshot_codec import SnapshotServer, budget_for_rate
 from netcode.snapshot_messages import snapshot_message
 from netcode.thin_client.inputs import InputPacketError, InputReceiver
 from netcode.thin_client.schema import input_ack_fields
-from netcode.udp import listen_server
+from netcode.udp import free_udp_port, listen_server
 from physics import StepReport
 from rehearsal.http_api import AdminGate, api_root
 from rehearsal.identity import Identity, IdentityError
@@ -76,15 +75,13 @@ from rehearsal.lifecycle import RoomState
 from rehearsal.roles import Action, Role, decide
 from rehearsal.room import HANDS, Room
 from rehearsal.scenario import load_scenario, packaged_scenarios
-from rehearsal.secrets_store import load_or_create
+from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
 from rehearsal.settings import Settings
 from rehearsal.ticking import RoomTicker
 from rehearsal.wire import HAND_OF_DEVICE, REHEARSAL_REGISTRY, plain, to_physics_quat, to_wire_quat
 
 log = logging.getLogger("rehearsal.server")
 
-TOKEN_KEY = ("token_key", 32, "REHEARSAL_TOKEN_KEY")
-ADMIN_CREDENTIAL = ("admin_credential", 24, "REHEARSAL_ADMIN_CREDENTIAL")
 
 SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs more than avatars do
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
@@ -136,8 +133,8 @@ class RehearsalServer:
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self._token_key = load_or_create(data_dir, TOKEN_KEY[0], TOKEN_KEY[1], env_var=TOKEN_KEY[2])
-        credential = load_or_create(data_dir, *ADMIN_CREDENTIAL[:2], env_var=ADMIN_CREDENTIAL[2]).hex()
+        self._token_key = server_secret(data_dir, TOKEN_KEY)
+        credential = server_secret(data_dir, ADMIN_CREDENTIAL).hex()
         self.gate = AdminGate(credential)
         self.rooms: dict[str, _LiveRoom] = {}
         self.clients: dict[int, _Client] = {}
@@ -157,7 +154,7 @@ class RehearsalServer:
 
     @property
     def credential_path(self) -> Path:
-        return self.data_dir / ADMIN_CREDENTIAL[0]
+        return self.data_dir / ADMIN_CREDENTIAL.name
 
     # ------------------------------------------------------------------ life
 
@@ -167,7 +164,7 @@ class RehearsalServer:
             _warm_up(self.settings.default_scenario)
         settings = self.settings
         if settings.udp_port == 0:  # the token must name the real port: pick a free one first
-            settings = replace(settings, udp_port=_free_udp_port(settings.udp_host))
+            settings = replace(settings, udp_port=free_udp_port(settings.udp_host))
             self.settings = settings
         public = Address.parse(settings.public_address)
         self.join_service = JoinService(
@@ -639,13 +636,6 @@ class _Refused:
         self.reason = reason
 
 
-def _free_udp_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 def _warm_up(scenario_name: str) -> None:
     """One physics step with an instrument and one snapshot, so numba compiles (or loads its cache) now."""
     scenario = load_scenario(scenario_name)
@@ -672,9 +662,9 @@ def serve(settings: Settings) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = RehearsalServer(settings, reactor)
-    for name, _, env in (TOKEN_KEY, ADMIN_CREDENTIAL):
-        where = f"environment {env}" if os.environ.get(env) else str(server.data_dir / name)
-        log.info("secret %s: %s", name, where)
+    for spec in (TOKEN_KEY, ADMIN_CREDENTIAL):
+        where = f"environment {spec.env_var}" if os.environ.get(spec.env_var) else str(server.data_dir / spec.name)
+        log.info("secret %s: %s", spec.name, where)
     log.info("admin credential file: %s (send it as 'Authorization: Bearer <contents>')", server.credential_path)
     log.info("warming up the physics and snapshot kernels")
     server.start()

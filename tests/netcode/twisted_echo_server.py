@@ -7,7 +7,6 @@ Prints ``STATS <json>`` and exits after SECONDS (or once the test closes stdin).
 """
 
 import json
-import socket
 import sys
 
 from twisted.internet import reactor, stdio
@@ -16,7 +15,7 @@ from twisted.internet.protocol import Protocol
 from netcode.address import Address
 from netcode.connect_token import generate_connect_token
 from netcode.server import ServerConfig
-from netcode.udp import connect_client, listen_server
+from netcode.udp import connect_client, free_udp_port, listen_server
 
 
 class _StdinWatcher(Protocol):
@@ -27,13 +26,6 @@ class _StdinWatcher(Protocol):
         self.on_close()  # type: ignore[operator]
 
 
-def _free_port(interface: str) -> int:
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.bind((interface, 0))
-        return probe.getsockname()[1]
-
-
 def main() -> None:
     interface, protocol_hex, key_hex, seconds = sys.argv[1:5]
     protocol_id, private_key = int(protocol_hex, 16), bytes.fromhex(key_hex)
@@ -42,7 +34,7 @@ def main() -> None:
     def on_payload(index: int, payload: bytes) -> None:
         holder["server"].send_payload(index, b"echo:" + payload)  # type: ignore[attr-defined]
 
-    number = _free_port(interface)
+    number = free_udp_port(interface)
     public = Address.from_host_port(interface, number)
     server, _ = listen_server(
         reactor, ServerConfig(protocol_id, private_key, [public]), number, interface, on_payload=on_payload
