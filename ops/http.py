@@ -1,0 +1,145 @@
+"""twisted.web resources for /metrics, /healthz and /readyz, mountable next to the app's /api.
+
+* ``/metrics``: the registry in the Prometheus text format (``text/plain; version=0.0.4``).
+* ``/healthz``: 200 ``ok`` while the reactor turns. A ``Heartbeat`` (a ``LoopingCall`` every 0.5 s)
+  stamps the time; if the stamp is older than 2 s the reactor is stuck and the answer is 503.
+* ``/readyz``: 200 ``ready`` when ``ready()`` returns ``True``; otherwise 503 with the reason.
+  ``ready()`` returns ``True``, ``False`` or a reason string such as ``"draining"`` / ``"overloaded"``
+  (any value other than ``True`` means not ready).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from ops.metrics import EXPOSITION_CONTENT_TYPE, OpsMetrics
+
+__all__ = [
+    "HealthResource",
+    "Heartbeat",
+    "MetricsResource",
+    "ReadyResource",
+    "ops_root",
+    "ops_site",
+]
+
+HEARTBEAT_INTERVAL = 0.5
+STALE_AFTER = 2.0
+
+ReadyCheck = Callable[[], "bool | str"]
+
+
+def _text(request: Request, code: int, body: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return body.encode()
+
+
+class Heartbeat:
+    """Stamps ``clock.seconds()`` every ``interval`` from inside the reactor."""
+
+    def __init__(self, clock: IReactorTime, interval: float = HEARTBEAT_INTERVAL, stale_after: float = STALE_AFTER):
+        self.clock = clock
+        self.interval = interval
+        self.stale_after = stale_after
+        self.last = clock.seconds()
+        self._loop = LoopingCall(self._beat)
+        self._loop.clock = clock
+
+    def _beat(self) -> None:
+        self.last = self.clock.seconds()
+
+    def start(self) -> Heartbeat:
+        if not self._loop.running:
+            self._loop.start(self.interval, now=True)
+        return self
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def age(self) -> float:
+        return self.clock.seconds() - self.last
+
+    def alive(self) -> bool:
+        return self._loop.running and self.age() <= self.stale_after
+
+
+class MetricsResource(Resource):
+    isLeaf = True  # noqa: N815 (twisted's name)
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802 (twisted's name)
+        request.setHeader(b"content-type", EXPOSITION_CONTENT_TYPE.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self.registry)
+
+
+class HealthResource(Resource):
+    isLeaf = True  # noqa: N815 (twisted's name)
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        super().__init__()
+        self.heartbeat = heartbeat
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802 (twisted's name)
+        if self.heartbeat.alive():
+            return _text(request, 200, "ok\n")
+        if not self.heartbeat._loop.running:
+            return _text(request, 503, "heartbeat not running\n")
+        return _text(request, 503, f"stale: reactor last turned {self.heartbeat.age():.1f} s ago\n")
+
+
+class ReadyResource(Resource):
+    isLeaf = True  # noqa: N815 (twisted's name)
+
+    def __init__(self, ready: ReadyCheck) -> None:
+        super().__init__()
+        self.ready = ready
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802 (twisted's name)
+        try:
+            result = self.ready()
+        except Exception:
+            result = "ready check failed"
+        if result is True:
+            return _text(request, 200, "ready\n")
+        reason = result if isinstance(result, str) and result else "not ready"
+        return _text(request, 503, f"{reason}\n")
+
+
+def ops_root(
+    metrics: OpsMetrics | CollectorRegistry,
+    heartbeat: Heartbeat,
+    ready: ReadyCheck,
+    root: Resource | None = None,
+) -> Resource:
+    """Put metrics/, healthz/, readyz/ on ``root`` (e.g. the app's ``api_root(...)``) or a new one."""
+    registry = metrics.registry if isinstance(metrics, OpsMetrics) else metrics
+    root = root if root is not None else Resource()
+    root.putChild(b"metrics", MetricsResource(registry))
+    root.putChild(b"healthz", HealthResource(heartbeat))
+    root.putChild(b"readyz", ReadyResource(ready))
+    return root
+
+
+def ops_site(
+    metrics: OpsMetrics | CollectorRegistry,
+    heartbeat: Heartbeat,
+    ready: ReadyCheck,
+    root: Resource | None = None,
+) -> Site:
+    """A quiet ``Site`` serving ``ops_root(...)``."""
+    site = Site(ops_root(metrics, heartbeat, ready, root))
+    site.noisy = False
+    return site

@@ -1,0 +1,95 @@
+"""ops.http: /metrics, /healthz (heartbeat on a fake Clock) and /readyz via DummyRequest."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource, getChildForRequest
+from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyRequest
+
+from ops.http import Heartbeat, ops_root, ops_site
+from ops.metrics import OpsMetrics
+
+
+def get(root: Resource, path: bytes) -> tuple[int, bytes, DummyRequest]:
+    request = DummyRequest(path.strip(b"/").split(b"/"))
+    request.method = b"GET"
+    resource = getChildForRequest(root, request)
+    body = resource.render(request)
+    return request.responseCode or 200, body, request
+
+
+def make(ready=lambda: True, status=None):
+    clock = Clock()
+    heartbeat = Heartbeat(clock).start()
+    metrics = OpsMetrics(status=status or (lambda: {"rooms": {"running": 2}}))
+    return clock, heartbeat, metrics, ops_root(metrics, heartbeat, ready)
+
+
+def test_metrics_endpoint_serves_prometheus_text():
+    _, _, metrics, root = make()
+    metrics.histograms.tick.observe(0.005)
+    code, body, request = get(root, b"/metrics")
+    assert code == 200
+    assert request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain; version=0.0.4")
+    fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert fams["rehearsal_rooms"].samples[0].value == 2
+    assert fams["rehearsal_tick_duration_seconds"].type == "histogram"
+
+
+def test_healthz_ok_then_stale():
+    clock, _, _, root = make()
+    for _ in range(10):  # the reactor turns: the loop keeps stamping
+        clock.advance(0.5)
+    code, body, _ = get(root, b"/healthz")
+    assert (code, body) == (200, b"ok\n")
+    # The reactor is stuck: time passes but no scheduled call (the LoopingCall) runs.
+    clock.rightNow += 2.5
+    code, body, _ = get(root, b"/healthz")
+    assert code == 503
+    assert body.startswith(b"stale")
+    clock.advance(0.5)  # it turns again
+    assert get(root, b"/healthz")[0] == 200
+
+
+def test_healthz_503_when_heartbeat_stopped():
+    _, heartbeat, _, root = make()
+    heartbeat.stop()
+    assert get(root, b"/healthz")[0] == 503
+
+
+def test_readyz_flips_with_the_callable():
+    state: dict[str, object] = {"ready": True}
+    _, _, _, root = make(ready=lambda: state["ready"])
+    assert get(root, b"/readyz")[:2] == (200, b"ready\n")
+    state["ready"] = "draining"
+    assert get(root, b"/readyz")[:2] == (503, b"draining\n")
+    state["ready"] = "overloaded"
+    assert get(root, b"/readyz")[:2] == (503, b"overloaded\n")
+    state["ready"] = False
+    assert get(root, b"/readyz")[:2] == (503, b"not ready\n")
+    state["ready"] = True
+    assert get(root, b"/readyz")[0] == 200
+
+
+def test_readyz_503_when_the_check_raises():
+    def boom():
+        raise RuntimeError
+
+    _, _, _, root = make(ready=boom)
+    assert get(root, b"/readyz")[0] == 503
+
+
+def test_mounts_next_to_an_existing_api_tree():
+    api_root = Resource()
+    api = Resource()
+    api_root.putChild(b"api", api)
+    clock = Clock()
+    metrics = OpsMetrics()
+    root = ops_root(metrics, Heartbeat(clock).start(), lambda: True, root=api_root)
+    assert root is api_root
+    assert set(root.children) == {b"api", b"metrics", b"healthz", b"readyz"}
+    site = ops_site(metrics, Heartbeat(clock).start(), lambda: True)
+    assert isinstance(site, Site)
+    assert set(site.resource.children) == {b"metrics", b"healthz", b"readyz"}

@@ -1,0 +1,132 @@
+"""ops.metrics: the exposition parses and carries every metric with the right type and labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ops.metrics import HISTOGRAM_NAMES, MAX_LABEL_VALUES, STATUS_METRICS, OpsMetrics, by_prefix, exported_names
+
+SAMPLE_STATUS = {
+    "rooms": {"running": 3, "lobby": 1, "paused": 0},
+    "participants": {"lead_surgeon": 2, "observer": 5},
+    "substeps": {"min": 2, "max": 8},
+    "packets": {"in": 1234, "out": 5678},
+    "bytes": {"in": 123456, "out": 987654},
+    "drops": {"bad_mac": 3, "replay": 1},
+    "rejected_inputs": {"nonfinite": 1, "too_fast": 4},
+    "handshakes": {"accepted": 10, "refused": 2},
+    "solver": {"inverted": 0, "clamped": 2},
+    "ticks": 100000,
+    "tick_overruns": 12,
+    "tick_budget_utilisation": 0.42,
+    "packet_loss_ratio": 0.01,
+}
+
+
+def families(metrics: OpsMetrics) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+
+
+def samples(family) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+
+
+def test_exposition_has_every_metric_with_type_and_labels():
+    fams = families(OpsMetrics(status=lambda: SAMPLE_STATUS))
+    for name, kind, label, key, _ in STATUS_METRICS:
+        base = name.removesuffix("_total") if kind == "counter" else name
+        assert base in fams, name
+        fam = fams[base]
+        assert fam.type == kind, name
+        got = samples(fam)
+        value = SAMPLE_STATUS[key]
+        if label is None:
+            assert got[(name, ())] == pytest.approx(value)
+        else:
+            assert {labels: v for (n, labels), v in got.items() if n == name} == {
+                ((label, k),): pytest.approx(v) for k, v in value.items()
+            }
+    for name in HISTOGRAM_NAMES:
+        assert fams[name].type == "histogram"
+
+
+def test_counters_are_named_total_and_units_are_base():
+    fams = families(OpsMetrics(status=lambda: SAMPLE_STATUS))
+    for fam in fams.values():
+        assert fam.name.startswith("rehearsal_")
+        if fam.type == "counter":
+            assert any(s.name == fam.name + "_total" for s in fam.samples)
+        assert "milliseconds" not in fam.name and "_ms" not in fam.name
+
+
+def test_empty_or_failing_status_still_exports_every_name():
+    names_ok = exported_names(OpsMetrics(status=lambda: SAMPLE_STATUS).registry)
+
+    def boom():
+        raise RuntimeError("nope")
+
+    failing = OpsMetrics(status=boom)
+    assert exported_names(failing.registry) == names_ok
+    assert exported_names(OpsMetrics().registry) == names_ok
+    fams = families(failing)
+    assert fams["rehearsal_status_errors"].samples[0].value >= 1
+
+
+def test_histograms_observe():
+    metrics = OpsMetrics()
+    h = metrics.histograms
+    for v in (0.003, 0.009, 0.020):
+        h.tick.observe(v)
+    h.physics_step.observe(0.004)
+    h.rtt.observe(0.15)
+    h.snapshot_bytes.observe(900)
+    fams = families(metrics)
+    tick = samples(fams["rehearsal_tick_duration_seconds"])
+    assert tick[("rehearsal_tick_duration_seconds_count", ())] == 3
+    assert tick[("rehearsal_tick_duration_seconds_sum", ())] == pytest.approx(0.032)
+    assert tick[("rehearsal_tick_duration_seconds_bucket", (("le", "0.0167"),))] == 2
+    assert tick[("rehearsal_tick_duration_seconds_bucket", (("le", "+Inf"),))] == 3
+    assert samples(fams["rehearsal_snapshot_bytes"])[("rehearsal_snapshot_bytes_count", ())] == 1
+    assert samples(fams["rehearsal_rtt_seconds"])[("rehearsal_rtt_seconds_count", ())] == 1
+    assert (
+        samples(fams["rehearsal_physics_step_duration_seconds"])[("rehearsal_physics_step_duration_seconds_count", ())]
+        == 1
+    )
+
+
+def test_status_is_read_at_scrape_time():
+    state = {"packets": {"in": 1, "out": 0}}
+    metrics = OpsMetrics(status=lambda: state)
+    assert samples(families(metrics)["rehearsal_packets"])[("rehearsal_packets_total", (("direction", "in"),))] == 1
+    state["packets"]["in"] = 7
+    assert samples(families(metrics)["rehearsal_packets"])[("rehearsal_packets_total", (("direction", "in"),))] == 7
+
+
+def test_label_cardinality_is_capped_and_per_room_substeps_reduce_to_min_max():
+    status = {
+        "drops": {f"reason{i:03d}": 1 for i in range(500)},
+        "substeps": {f"room{i}": i + 1 for i in range(50)},
+    }
+    fams = families(OpsMetrics(status=lambda: status))
+    drops = samples(fams["rehearsal_dropped_packets"])
+    assert len(drops) <= MAX_LABEL_VALUES * 2  # _total and _created at most
+    total = sum(v for (n, _), v in drops.items() if n.endswith("_total"))
+    assert total == 500
+    subs = samples(fams["rehearsal_substeps"])
+    assert subs == {("rehearsal_substeps", (("stat", "max"),)): 50, ("rehearsal_substeps", (("stat", "min"),)): 1}
+
+
+def test_by_prefix_carves_a_flat_counter():
+    c = Counter({"dropped_bad_mac": 3, "dropped_replay": 1, "dropped_": 9, "connects": 2})
+    assert by_prefix(c, "dropped_") == {"bad_mac": 3, "replay": 1}
+
+
+def test_registry_is_private():
+    from prometheus_client import REGISTRY
+
+    metrics = OpsMetrics()
+    assert metrics.registry is not REGISTRY
+    assert "rehearsal_tick_duration_seconds" not in {f.name for f in REGISTRY.collect()}

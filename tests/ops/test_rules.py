@@ -1,0 +1,105 @@
+"""ops/alerts.yml and ops/dashboards/*.json only use metrics the server exports; the rules are valid."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ops.metrics import OpsMetrics, exported_names
+
+OPS = Path(__file__).resolve().parents[2] / "ops"
+ALERTS = OPS / "alerts.yml"
+DASHBOARDS = sorted((OPS / "dashboards").glob("*.json"))
+# A metric name, not part of a recording-rule name such as job:rehearsal_x:rate5m.
+METRIC = re.compile(r"(?<![\w:])rehearsal_[a-z_]+(?![\w:])")
+
+yaml = pytest.importorskip("yaml")
+
+
+def exported() -> set[str]:
+    return exported_names(OpsMetrics().registry)
+
+
+def rule_exprs() -> list[str]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [rule["expr"] for group in doc["groups"] for rule in group["rules"]]
+
+
+def dashboard_exprs(path: Path) -> list[str]:
+    doc = json.loads(path.read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"] for v in doc.get("templating", {}).get("list", []) if v.get("type") == "query"]
+    return exprs
+
+
+def test_alerts_yaml_is_valid_rules():
+    doc = yaml.safe_load(ALERTS.read_text())
+    alerts = set()
+    for group in doc["groups"]:
+        assert group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert ("alert" in rule) != ("record" in rule)
+            assert isinstance(rule["expr"], str) and rule["expr"].strip()
+            if "alert" in rule:
+                alerts.add(rule["alert"])
+                assert "summary" in rule["annotations"]
+    assert {
+        "RehearsalTickP99OverBudget",
+        "RehearsalRoomsDegraded",
+        "RehearsalHandshakeFailuresSpiking",
+        "RehearsalPacketLossHigh",
+    } <= alerts
+
+
+def test_every_metric_in_rules_and_dashboards_is_exported():
+    names = exported()
+    sources = {ALERTS.name: rule_exprs()} | {p.name: dashboard_exprs(p) for p in DASHBOARDS}
+    assert DASHBOARDS, "no dashboards"
+    for source, exprs in sources.items():
+        used = {m for e in exprs for m in METRIC.findall(e)}
+        assert used, source
+        assert used <= names, (source, used - names)
+    # Whole-file scan too, so names outside expressions (annotations, titles) are held to it as well.
+    for path in [ALERTS, *DASHBOARDS]:
+        used = set(METRIC.findall(path.read_text()))
+        assert used <= names, (path.name, used - names)
+
+
+def test_dashboard_is_grafana_json():
+    for path in DASHBOARDS:
+        doc = json.loads(path.read_text())
+        assert doc["title"] and doc["uid"] and doc["panels"]
+        assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
+
+
+def test_fleet_dashboard_covers_the_brief():
+    exprs = " ".join(dashboard_exprs(OPS / "dashboards" / "fleet.json"))
+    for name in (
+        "rehearsal_tick_duration_seconds_bucket",
+        "rehearsal_rooms",
+        "rehearsal_participants",
+        "rehearsal_bytes_total",
+        "rehearsal_dropped_packets_total",
+    ):
+        assert name in exprs
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+def test_promtool_check_rules():
+    result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+def test_promtool_check_metrics():
+    metrics = OpsMetrics(status=lambda: {"rooms": {"running": 1}, "packets": {"in": 1, "out": 1}})
+    metrics.histograms.tick.observe(0.004)
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=metrics.exposition().decode(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
