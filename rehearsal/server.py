@@ -67,6 +67,8 @@ from netcode.snapshot_messages import snapshot_message
 from netcode.thin_client.inputs import InputPacketError, InputReceiver
 from netcode.thin_client.schema import input_ack_fields
 from netcode.udp import free_udp_port, listen_server
+from ops.http import Heartbeat, ops_root
+from ops.metrics import OpsMetrics, by_prefix
 from physics import StepReport
 from rehearsal.http_api import AdminGate, api_root
 from rehearsal.identity import Identity, IdentityError
@@ -131,7 +133,6 @@ class RehearsalServer:
         self.reactor = reactor
         self.clock = clock
         data_dir = Path(settings.data_dir)
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir = data_dir
         self._token_key = server_secret(data_dir, TOKEN_KEY)
         credential = server_secret(data_dir, ADMIN_CREDENTIAL).hex()
@@ -148,6 +149,10 @@ class RehearsalServer:
         self._http_port = None
         self.udp_address: Address | None = None
         self.http_port: int | None = None
+        # ops is wired here, in the composition root only: it reads status() at scrape time.
+        self.metrics = OpsMetrics(status=self.ops_status)
+        self.heartbeat: Heartbeat | None = None
+        self.draining = False
 
     def __repr__(self) -> str:  # never show secrets
         return f"RehearsalServer(udp={self.udp_address}, http_port={self.http_port}, rooms={len(self.rooms)})"
@@ -184,13 +189,18 @@ class RehearsalServer:
         self.channels.attach(self.protocol.core)
         self.protocol.tick_hooks.append(self.channels.update)
         self.udp_address = Address.from_host_port(settings.udp_host, self._udp_port.getHost().port)
-        site = Site(api_root(self.join_service, self.gate, self.create_session))
+        self.heartbeat = Heartbeat(self.reactor).start()
+        root = api_root(self.join_service, self.gate, self.create_session)
+        site = Site(ops_root(self.metrics, self.heartbeat, self.ready, root=root))
         site.noisy = False
         self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
         self.http_port = self._http_port.getHost().port
 
     def stop(self) -> defer.Deferred:
         """Disconnect everybody, stop every room's ticker and thread, close the ports."""
+        self.draining = True
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.protocol is not None:
             self.protocol.disconnect_all()
         for session in list(self.rooms):
@@ -516,6 +526,8 @@ class RehearsalServer:
         live = self.rooms.get(room.session)
         if live is None or live.ending:
             return
+        if report is not None:
+            self.metrics.histograms.physics_step.observe(live.ticker.stats.last_step_seconds)
         try:
             self._publish(live, report)
         except Exception as exc:  # a publishing bug must not stop the room's tick loop
@@ -562,6 +574,7 @@ class RehearsalServer:
                 self.channels.send(index, Channel.UNRELIABLE, Message("input_ack", input_ack_fields(ack)))
             self.counters["snapshots"] += 1
             self.counters["snapshot_bytes"] += len(data)
+            self.metrics.histograms.snapshot_bytes.observe(len(data))
         self.channels.update(now)  # out now rather than at the next 100 Hz update
 
     def _set_focus(self, live: _LiveRoom, client: _Client) -> None:
@@ -629,6 +642,45 @@ class RehearsalServer:
                 "refusals": sum(v for k, v in live.room.counters.items() if k.startswith(("refused", "input_rej"))),
             }
         return {"rooms": rooms, "clients": len(self.clients), "counters": dict(self.counters)}
+
+    def ready(self) -> bool | str:
+        """For /readyz: False-like reasons while draining or when most rooms cannot keep real time."""
+        if self.draining:
+            return "draining"
+        degraded = sum(live.ticker.governor.degraded for live in self.rooms.values())
+        if self.rooms and degraded * 2 > len(self.rooms):
+            return "overloaded"
+        return True
+
+    def ops_status(self) -> dict[str, Any]:
+        """The status in the shape ops.metrics reads (see its module docstring)."""
+        rooms: Counter[str] = Counter()
+        roles: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        substeps, ticks, overruns = {}, 0, 0
+        for session, live in self.rooms.items():
+            rooms[live.room.state.value] += 1
+            for p in live.room.participants.values():
+                if p.connected:
+                    roles[p.identity.role.value] += 1
+            rejected.update(by_prefix(live.room.counters, "input_rejected_"))
+            substeps[session] = live.ticker.governor.substeps
+            ticks += live.ticker.stats.ticks
+            overruns += live.ticker.stats.overruns
+        core = self.protocol.core if self.protocol is not None else None
+        stats = core.stats if core is not None else {}
+        return {
+            "rooms": dict(rooms),
+            "participants": dict(roles),
+            "substeps": substeps,
+            "packets": {"in": stats.get("packets_in", 0), "out": stats.get("packets_out", 0)},
+            "bytes": {"in": stats.get("bytes_in", 0), "out": stats.get("bytes_out", 0)},
+            "drops": dict(core.drops) if core is not None else {},
+            "rejected_inputs": dict(rejected),
+            "handshakes": {"accepted": self.counters["connects"], "refused": self.counters["connects_refused"]},
+            "ticks": ticks,
+            "tick_overruns": overruns,
+        }
 
 
 class _Refused:

@@ -1,0 +1,25 @@
+"""The composition root feeds ops: status in the metrics shape, readiness, and a scrape that parses."""
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+
+from rehearsal.server import RehearsalServer
+from rehearsal.settings import load_settings
+
+
+def test_metrics_and_readiness_reflect_the_rooms(tmp_path):
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
+    assert server.ready() is True
+    server.create_session("basic_skills")
+    status = server.ops_status()
+    assert status["rooms"] == {"lobby": 1} and status["substeps"] and status["handshakes"]["accepted"] == 0
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(server.metrics.exposition().decode())
+        for s in family.samples
+    }
+    assert samples[("rehearsal_rooms", (("state", "lobby"),))] == 1
+    server.draining = True
+    assert server.ready() == "draining"
+    for live in server.rooms.values():
+        live.ticker.stop()
