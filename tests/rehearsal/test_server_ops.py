@@ -19,7 +19,5 @@ def test_metrics_and_readiness_reflect_the_rooms(tmp_path):
         for s in family.samples
     }
     assert samples[("rehearsal_rooms", (("state", "lobby"),))] == 1
-    server.draining = True
-    assert server.ready() == "draining"
-    for live in server.rooms.values():
-        live.ticker.stop()
+    server.stop()  # closes the room: its ticker and its worker thread
+    assert server.ready() == "draining" and not server.rooms
