@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (main job) and `make test`.
+# The two commands of the README: `make demo` (main job: the rehearsal server with a team of bots) and `make test`.
 # Each one creates .venv in the checkout and installs what it needs, so a fresh clone needs nothing else.
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 KERNEL_HASH := $(shell cat physics/*.py | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
-.PHONY: demo test lint bench bench-net clean
+.PHONY: demo physics-demo test lint bench bench-net clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m rehearsal demo $(ARGS)
+
+physics-demo: $(STAMP)
 	$(PY) -m physics.demo $(ARGS)
 
 test: $(STAMP)

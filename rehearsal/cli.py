@@ -1,6 +1,7 @@
 """The `rehearsal` command: serve, list and validate scenarios, mint invites and tokens.
 
     rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] ...
+    rehearsal demo [--seconds N]              the server and a simulated team of bots, with a live status
     rehearsal scenarios [FILE ...]            list the shipped scenarios, or validate files
     rehearsal invite --scenario NAME          create a session on a running server; print its invites
     rehearsal token --session S --role R --name N   mint a connect token offline (base64)
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rehearsal", description="Multi-user surgical rehearsal server.")
     sub = parser.add_subparsers(dest="command", required=True)
     _settings_flags(sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)"))
+    demo = sub.add_parser("demo", help="run the server with a simulated team of bots and print their progress")
+    demo.add_argument("--seconds", default="20", help="how long the team rehearses (default 20)")
     scenarios = sub.add_parser("scenarios", help="list the shipped scenarios or validate scenario files")
     scenarios.add_argument("files", nargs="*", type=Path)
     invite = sub.add_parser("invite", help="create a session on a running server and print its invites")
@@ -129,9 +132,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_load(args))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rehearsal.demo import main as demo_main
+
+    return demo_main(["--seconds", str(args.seconds)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "scenarios": cmd_scenarios, "invite": cmd_invite, "token": cmd_token}
+    handlers = {
+        "serve": cmd_serve,
+        "demo": cmd_demo,
+        "scenarios": cmd_scenarios,
+        "invite": cmd_invite,
+        "token": cmd_token,
+    }
     try:
         return handlers[args.command](args)
     except (SettingsError, SecretError, IdentityError, ValueError) as exc:

@@ -1,0 +1,290 @@
+"""Scripted headset bots for the rehearsal server, and the plumbing to run one on loopback.
+
+What is here (shared by ``rehearsal.demo`` and usable from tests):
+
+* ``ServerProcess``: ``rehearsal.server.serve`` in a subprocess (ports 0; the log line tells which), with
+  its log read by a thread so no wait blocks on a pipe; ``wait_listening`` returns the UDP/HTTP ports.
+* ``post``: a JSON POST to the HTTP API (admin credential as a bearer token).
+* ``Headset``: a thin-client bot: netcode ``ClientCore`` + ``ClientChannels`` over a non-blocking UDP socket
+  on 127.0.0.1, a snapshot decoder (acked), ``input`` messages from an ``InputSender`` (acks handled) and
+  reliable ``command`` messages; it counts received bytes, snapshots and events.
+* ``pump``: service a team of headsets until a condition holds (bounded by time and iterations).
+
+Everything is bounded and loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from netcode.address import Address
+from netcode.channels import Channel
+from netcode.client import ClientCore, ClientState
+from netcode.connection import Delivery
+from netcode.messages import Message
+from netcode.peers import ClientChannels
+from netcode.snapshot import SnapshotError
+from netcode.snapshot_decode import SnapshotDecoder
+from netcode.thin_client.inputs import InputAck, InputSender
+from netcode.thin_client.poses import RigidPose
+from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY, to_wire_quat
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_SECONDS = 120.0  # a cold numba cache compiles the kernels before the server listens (~20 s)
+SERVER_SCRIPT = """
+import sys
+from pathlib import Path
+from rehearsal.server import serve
+from rehearsal.settings import load_settings
+sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0)))
+"""
+LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
+SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snapshot")
+
+
+class ServerProcess:
+    """The server subprocess; its log lines are read by a thread so no wait can block on a pipe."""
+
+    def __init__(self, data_dir: Path, echo: Callable[[str], None] | None = None) -> None:
+        env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+        if "NUMBA_CACHE_DIR" in os.environ:
+            env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
+        self.data_dir = data_dir
+        self.echo = echo
+        self.udp_port = 0
+        self.http_port = 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER_SCRIPT, str(data_dir)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line)
+
+    def _take(self, line: str) -> None:
+        self.lines.append(line)
+        if self.echo is not None:
+            self.echo(line.rstrip("\n"))
+
+    def wait_for(self, pattern: re.Pattern, seconds: float) -> re.Match:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self._take(line)
+            match = pattern.search(line)
+            if match:
+                return match
+        raise RuntimeError(f"server never logged {pattern.pattern!r}; log:\n{''.join(self.lines)}")
+
+    def wait_listening(self, seconds: float = STARTUP_SECONDS) -> tuple[int, int]:
+        match = self.wait_for(LISTENING, seconds)
+        self.udp_port, self.http_port = int(match.group(1)), int(match.group(2))
+        return self.udp_port, self.http_port
+
+    def credential(self) -> str:
+        return (self.data_dir / "admin_credential").read_text().strip()
+
+    def log(self) -> str:
+        while not self._queue.empty():
+            self._take(self._queue.get_nowait())
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 15 s; returns the exit code (-9 if killed)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            return -9
+
+
+def post(port: int, path: str, body: dict, credential: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if credential is not None:
+        headers["Authorization"] = f"Bearer {credential}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+class Headset:
+    """A socket-driven netcode client with channels, a snapshot decoder and a log of what arrived."""
+
+    def __init__(self, token: bytes, name: str = "", devices: Sequence[int] = (DEVICE_RIGHT,)) -> None:
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.channels = ClientChannels(registry=REHEARSAL_REGISTRY, on_message=self._deliver)
+        self.core = ClientCore(token, self._send, now=time.monotonic(), **self.channels.callbacks())
+        self.channels.attach(self.core)
+        self.decoder = SnapshotDecoder()
+        self.messages: dict[str, list[dict]] = defaultdict(list)
+        self.events: Counter[str] = Counter()
+        self.snapshots_applied = 0
+        self.snapshot_errors = 0
+        self.snapshot_times: list[float] = []  # server_time of each applied snapshot (last 256)
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.inputs = InputSender(tuple(devices))
+        self.core.connect(time.monotonic())
+
+    @property
+    def connected(self) -> bool:
+        return self.core.state == ClientState.CONNECTED
+
+    @property
+    def welcome(self) -> dict | None:
+        return self.messages["welcome"][0] if self.messages["welcome"] else None
+
+    def _send(self, data: bytes, address: Address) -> None:
+        self.bytes_sent += len(data)
+        self.sock.sendto(data, (str(address.ip), address.port))
+
+    def _deliver(self, delivery: Delivery) -> None:
+        message = delivery.message
+        if message is None:
+            return
+        self.messages[message.type].append(message.fields)
+        if message.type == "event":
+            self.events[message.fields["kind"]] += 1
+        elif message.type == "input_ack":
+            f = message.fields
+            self.inputs.on_ack(InputAck(int(f["seq"]), float(f["server_time"]), float(f["hold"])))
+        elif message.type in SNAPSHOT_TYPES:
+            try:
+                applied = self.decoder.on_message(delivery.data)
+            except SnapshotError:
+                self.snapshot_errors += 1
+                return
+            if applied:
+                self.snapshots_applied += len(applied)
+                self.snapshot_times.extend(s.server_time for s in applied)
+                del self.snapshot_times[:-256]
+                self.channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
+
+    def service(self) -> None:
+        now = time.monotonic()
+        for _ in range(1000):
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (BlockingIOError, OSError):
+                break
+            self.bytes_received += len(data)
+            self.core.receive(data, Address.from_host_port(addr[0], addr[1]), now)
+        self.core.update(now)
+        self.channels.update(now)
+
+    def send_pose(self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT) -> None:
+        """One tracking frame of an instrument (physics (w, x, y, z) rotation), sent as an `input` message."""
+        rotation = np.array([0.0, 0.0, 0.0, 1.0]) if rotation_wxyz is None else to_wire_quat(rotation_wxyz)
+        pose = RigidPose(np.asarray(position, float), rotation, float(jaw))
+        now = time.monotonic()
+        self.inputs.add_sample(now, {device: pose})
+        packet = self.inputs.packet(now)
+        if packet is not None:
+            self.channels.send(Channel.UNRELIABLE, Message("input", {"p": packet}))
+
+    def command(self, action: str, **args) -> None:
+        fields = {"action": action, "args": args} if args else {"action": action}
+        self.channels.send(Channel.RELIABLE, Message("command", fields))
+
+    def close(self) -> None:
+        try:
+            if self.connected:
+                self.core.disconnect(time.monotonic())
+        finally:
+            self.sock.close()
+
+
+def pump(headsets: list[Headset], until: Callable[[], bool], seconds: float, each_frame=None, hz: float = 90) -> bool:
+    """Service every headset until ``until()`` holds; ``each_frame()`` at ``hz``. Bounded by time and iterations."""
+    deadline = time.monotonic() + seconds
+    next_frame = time.monotonic()
+    for _ in range(1_000_000):
+        if until():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        select.select([h.sock for h in headsets], [], [], 0.003)
+        for h in headsets:
+            h.service()
+        if each_frame is not None and time.monotonic() >= next_frame:
+            next_frame = max(next_frame + 1 / hz, time.monotonic() - 0.05)
+            each_frame()
+    return until()
+
+
+# ---------------------------------------------------------------------------------------------- scripts
+
+
+def _ramp(t: float, t0: float, t1: float, a: float, b: float) -> float:
+    """a before t0, b after t1, linear in between."""
+    if t <= t0:
+        return a
+    if t >= t1:
+        return b
+    return a + (b - a) * (t - t0) / (t1 - t0)
+
+
+class SurgeonScript:
+    """A surgeon's right hand: descend over a point of the block (jaws open, pointing down), close the
+    jaws, then lift by ``lift`` metres. A grasper doing this retracts; scissors doing it cut.
+
+    Times are seconds since the script started; ``start`` delays everything (e.g. until scissors arrive)."""
+
+    HINGE_ABOVE = 0.06  # approach height of the jaw hinge (m)
+    HINGE_WORK = 0.03  # hinge height at work: 16-18 mm jaws reach ~1.2-1.4 cm below the block top (0.02)
+
+    def __init__(self, x: float, z: float = 0.0, start: float = 0.0, lift: float = 0.0) -> None:
+        from physics.instruments import look_rotation
+
+        self.x, self.z, self.start, self.lift = x, z, start, lift
+        self.rotation = look_rotation(forward=(0.0, -1.0, 0.0), up=(1.0, 0.0, 0.0))
+
+    def pose(self, t: float) -> tuple[list[float], float]:
+        t -= self.start
+        y = _ramp(t, 0.0, 1.2, self.HINGE_ABOVE, self.HINGE_WORK)  # 2.5 cm/s down
+        jaw = _ramp(t, 1.3, 1.7, 1.0, 0.0)
+        y += _ramp(t, 1.9, 3.4, 0.0, self.lift)  # ~0.7 cm/s up
+        return [self.x, y, self.z], jaw

@@ -1,0 +1,204 @@
+"""`rehearsal demo`: the server plus a simulated team of headset bots, with a live status line.
+
+``run_demo`` starts ``rehearsal.server.serve`` in a subprocess (data in a temporary directory, ports picked
+by the server and read from its log), creates a ``basic_skills`` session with the admin credential, joins
+four bots through the HTTP join API and drives them over real UDP on 127.0.0.1:
+
+* lead surgeon: grasper (the first scenario instrument), descends onto the left of the block's top,
+  closes the jaws and lifts by 1.5 cm (retracting);
+* scrub nurse: hands the assistant scissors (``hand_instrument``) once, then watches;
+* assistant surgeon: once the scissors arrive, descends over the middle of the block and closes the
+  blades across it (cutting);
+* mentor: watches, pauses once for ~1 s, resumes, and injects the ``bleeder`` complication once.
+
+Every second it prints a status line (elapsed time; server tick interval measured from the snapshots'
+server times; connected bots; downlink kbit/s per bot; room state; events seen), then a summary. Everything
+is bounded: the bots stop after ``seconds``, the subprocess is terminated (killed if it lingers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rehearsal.bots import Headset, ServerProcess, SurgeonScript, post, pump
+
+ROLES = (
+    ("lead_surgeon", "Lead bot"),
+    ("assistant_surgeon", "Assistant bot"),
+    ("scrub_nurse", "Nurse bot"),
+    ("mentor", "Mentor bot"),
+)
+SUMMARY_EVENTS = ("started", "grasp", "release", "cut", "pause", "resume", "inject_complication", "hand_instrument")
+FRAME_HZ = 90.0
+
+
+def _tick_ms(h: Headset) -> float | None:
+    times = h.snapshot_times[-60:]
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    return 1000.0 * (times[-1] - times[0]) / (len(times) - 1)
+
+
+def run_demo(
+    seconds: float = 20.0,
+    *,
+    scenario: str = "basic_skills",
+    complication: str = "bleeder",
+    out: Callable[[str], None] | None = print,
+    startup_seconds: float = 120.0,
+    show_server_log: bool = False,
+) -> dict:
+    """Run the server and the bot team for ``seconds`` (after they have joined); returns the summary."""
+    say = out if out is not None else (lambda line: None)
+    seconds = max(float(seconds), 5.0)  # room for the mentor's pause, resume and complication
+    with tempfile.TemporaryDirectory(prefix="rehearsal-demo-") as tmp:
+        server = ServerProcess(
+            Path(tmp) / "data", echo=(lambda line: say(f"[server] {line}")) if show_server_log else None
+        )
+        team: list[Headset] = []
+        summary: dict = {"ok": False}
+        try:
+            udp_port, http_port = server.wait_listening(startup_seconds)
+            say(f"server up: udp=127.0.0.1:{udp_port} http=127.0.0.1:{http_port}")
+            credential = server.credential()
+            status, session = post(http_port, "/api/sessions", {"scenario": scenario}, credential)
+            if status != 201:
+                raise RuntimeError(f"creating the session failed: {status} {session}")
+            tickets = {}
+            for role, name in ROLES:
+                status, ticket = post(http_port, "/api/join", {"invite": session["invites"][role], "name": name})
+                if status != 200:
+                    raise RuntimeError(f"joining as {role} failed: {status} {ticket}")
+                tickets[role] = ticket
+            bots = {role: Headset(base64.b64decode(tickets[role]["token"]), name=role) for role, _ in ROLES}
+            team = list(bots.values())
+            joined = pump(team, lambda: all(h.welcome for h in team), 10.0)
+            if not joined:
+                raise RuntimeError("the bots were not all welcomed within 10 s")
+            say(f"session {session['session']} ({scenario}): {len(team)} bots joined")
+
+            summary = _drive(bots, tickets, seconds, complication, say)
+            summary.update(session=session["session"], scenario=scenario, ok=True)
+        finally:
+            for h in team:
+                with contextlib.suppress(OSError):
+                    h.close()
+            code = server.stop()
+            summary["server_exit"] = code
+            log = server.log()
+            summary["server_log_tail"] = log.splitlines()[-5:]
+    _print_summary(summary, say)
+    return summary
+
+
+def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication: str, say) -> dict:
+    lead, assistant, nurse, mentor = (bots[r] for r, _ in ROLES)
+    team = list(bots.values())
+    assistant_pid = tickets["assistant_surgeon"]["participant"]
+    lead_script = SurgeonScript(x=-0.015, z=0.0, lift=0.015)
+    cut_script = SurgeonScript(x=0.0025, z=0.0, start=0.3)  # after the nurse's handover
+    pause_at = max(3.5, 0.5 * seconds)
+    plan = [  # (time, bot, action, args) — each done once
+        (0.1, nurse, "hand_instrument", {"to": assistant_pid, "hand": "right", "kind": "scissors"}),
+        (pause_at, mentor, "pause", {}),
+        (pause_at + 1.0, mentor, "resume", {}),
+        (pause_at + 1.3, mentor, "inject_complication", {"complication": complication}),
+    ]
+    state = {"room": "running"}
+    start = time.monotonic()
+    bytes_at = {h.name: h.bytes_received for h in team}
+    start_bytes = dict(bytes_at)
+    next_status = start + 1.0
+
+    def frame() -> None:
+        t = time.monotonic() - start
+        while plan and t >= plan[0][0]:
+            _, bot, action, args = plan.pop(0)
+            bot.command(action, **args)
+        position, jaw = lead_script.pose(t)
+        lead.send_pose(position, lead_script.rotation, jaw)
+        has_scissors = any(e["kind"] == "hand_instrument" for e in assistant.messages["event"])
+        if has_scissors:
+            position, jaw = cut_script.pose(t)
+            assistant.send_pose(position, cut_script.rotation, jaw)
+        for e in mentor.messages["event"][-4:]:
+            room = (e.get("detail") or {}).get("state")
+            if room:
+                state["room"] = room
+
+    def status_due() -> bool:
+        nonlocal next_status
+        now = time.monotonic()
+        if now >= next_status:
+            elapsed = now - start
+            rates = []
+            for h in team:
+                rates.append(f"{h.name.split('_')[0]}={8 * (h.bytes_received - bytes_at[h.name]) / 1000:.0f}")
+                bytes_at[h.name] = h.bytes_received
+            tick = _tick_ms(lead)
+            seen = sorted({k for h in team for k in h.events if k not in ("joined",)})
+            say(
+                f"t={elapsed:5.1f}s tick={f'{tick:.1f}' if tick else '?'}ms "
+                f"clients={sum(h.connected for h in team)}/{len(team)} room={state['room']} "
+                f"kbit/s {' '.join(rates)} snaps={lead.snapshots_applied} events={','.join(seen)}"
+            )
+            next_status += 1.0
+        return now - start >= seconds
+
+    pump(team, status_due, seconds + 5.0, frame, hz=FRAME_HZ)
+    pump(team, lambda: False, 0.3)  # let the last reliable events arrive
+    duration = time.monotonic() - start
+    per_bot = {}
+    for h in team:
+        per_bot[h.name] = {
+            "connected": h.connected,
+            "welcomed": h.welcome is not None,
+            "snapshots": h.snapshots_applied,
+            "snapshot_errors": h.snapshot_errors,
+            "events": {k: h.events.get(k, 0) for k in SUMMARY_EVENTS},
+            "refused": [r["request"] for r in h.messages["refused"]],
+            "downlink_kbit_s": 8 * (h.bytes_received - start_bytes[h.name]) / 1000 / duration,
+            "uplink_kbit_s": 8 * h.bytes_sent / 1000 / duration,
+        }
+    return {"seconds": duration, "tick_ms": _tick_ms(lead), "bots": per_bot, "unsent_commands": len(plan)}
+
+
+def _print_summary(summary: dict, say) -> None:
+    say("--- summary ---")
+    if not summary.get("ok"):
+        say(f"demo failed; server exit {summary.get('server_exit')}; log tail: {summary.get('server_log_tail')}")
+        return
+    tick = summary.get("tick_ms")
+    say(
+        f"session {summary['session']} ran {summary['seconds']:.1f}s, server tick "
+        f"{f'{tick:.1f} ms' if tick else 'unknown'}, server exit {summary['server_exit']}"
+    )
+    for name, b in summary["bots"].items():
+        events = " ".join(f"{k}={v}" for k, v in b["events"].items())
+        say(
+            f"{name:18s} snapshots={b['snapshots']:4d} down={b['downlink_kbit_s']:6.1f} kbit/s "
+            f"up={b['uplink_kbit_s']:5.1f} kbit/s {events}" + (f" refused={b['refused']}" if b["refused"] else "")
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rehearsal demo", description="server + a simulated team of bots")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long the bots operate (default 20)")
+    parser.add_argument("--show-server-log", action="store_true", help="echo the server's log lines")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_demo(args.seconds, show_server_log=args.show_server_log)
+    except RuntimeError as exc:
+        print(f"demo failed: {exc}")
+        return 1
+    return 0 if summary.get("ok") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

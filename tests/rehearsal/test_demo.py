@@ -1,0 +1,44 @@
+"""`rehearsal demo` end to end: the server subprocess and four scripted bots over loopback UDP.
+
+Slow: the server warms up its physics and snapshot kernels before it listens (~15 s with a warm numba
+cache), then the bots operate for 6 s.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rehearsal.demo import main, run_demo
+
+
+@pytest.mark.slow
+def test_the_demo_team_connects_operates_and_sees_the_mentor():
+    lines: list[str] = []
+    summary = run_demo(seconds=6, out=lines.append)
+
+    assert summary["ok"], lines
+    assert summary["server_exit"] == 0, summary["server_log_tail"]
+    bots = summary["bots"]
+    assert set(bots) == {"lead_surgeon", "assistant_surgeon", "scrub_nurse", "mentor"}
+    for name, bot in bots.items():
+        assert bot["welcomed"] and bot["connected"], name
+        assert bot["snapshots"] >= 100 and bot["snapshot_errors"] == 0, (name, bot)
+        assert bot["downlink_kbit_s"] > 0, name
+        assert bot["events"]["pause"] == 1 and bot["events"]["resume"] == 1, (name, bot["events"])
+        assert bot["events"]["inject_complication"] == 1, (name, bot["events"])
+        assert bot["events"]["hand_instrument"] == 1, (name, bot["events"])
+        assert not bot["refused"], (name, bot["refused"])
+    assert summary["unsent_commands"] == 0
+    # a status line per second and a summary were printed
+    status = [line for line in lines if line.startswith("t=")]
+    assert len(status) >= 5 and "clients=4/4" in status[-1] and "kbit/s" in status[-1]
+    assert "--- summary ---" in lines
+    # the scripted surgery happened: the lead's grasper grasped, the assistant's scissors cut
+    for name, bot in bots.items():
+        assert bot["events"]["grasp"] >= 1 and bot["events"]["cut"] >= 1, (name, bot["events"])
+    print("\n".join(lines))
+
+
+def test_main_rejects_bad_arguments():
+    with pytest.raises(SystemExit):
+        main(["--seconds", "not-a-number"])
