@@ -163,6 +163,7 @@ class Headset:
         self.events: Counter[str] = Counter()
         self.snapshots_applied = 0
         self.snapshot_errors = 0
+        self.undecoded = 0  # deliveries the registry could not decode (the server must never send one)
         self.snapshot_times: list[float] = []  # server_time of each applied snapshot (last 256)
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -184,6 +185,7 @@ class Headset:
     def _deliver(self, delivery: Delivery) -> None:
         message = delivery.message
         if message is None:
+            self.undecoded += 1
             return
         self.messages[message.type].append(message.fields)
         if message.type == "event":

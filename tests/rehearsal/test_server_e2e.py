@@ -9,205 +9,23 @@ clients (ClientCore + ClientChannels + the snapshot decoder) in bounded loops. E
 from __future__ import annotations
 
 import base64
-import json
-import os
-import queue
-import re
-import select
-import signal
-import socket
 import stat
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from netcode.address import Address
 from netcode.channels import Channel
-from netcode.client import ClientCore, ClientState
-from netcode.connection import Delivery
-from netcode.messages import Message
-from netcode.peers import ClientChannels
-from netcode.snapshot import SnapshotError
 from netcode.snapshot_decode import SnapshotDecoder
-from netcode.thin_client.inputs import InputSender
-from netcode.thin_client.poses import RigidPose
-from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY
-
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_SECONDS = 120.0  # a cold numba cache compiles the kernels before the server listens (~20 s)
-SERVER_SCRIPT = """
-import sys
-from pathlib import Path
-from rehearsal.server import serve
-from rehearsal.settings import load_settings
-sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0)))
-"""
-LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
-
-
-class ServerProcess:
-    """The server subprocess; its log lines are read by a thread so no wait can block on a pipe."""
-
-    def __init__(self, data_dir: Path) -> None:
-        env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-        if "NUMBA_CACHE_DIR" in os.environ:
-            env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
-        self.data_dir = data_dir
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, str(data_dir)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line)
-
-    def wait_for(self, pattern: re.Pattern, seconds: float) -> re.Match:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.lines.append(line)
-            match = pattern.search(line)
-            if match:
-                return match
-        raise AssertionError(f"server never logged {pattern.pattern!r}; log:\n{''.join(self.lines)}")
-
-    def log(self) -> str:
-        while not self._queue.empty():
-            self.lines.append(self._queue.get_nowait())
-        return "".join(self.lines)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            return -9
-
-
-def post(port: int, path: str, body: dict, credential: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if credential is not None:
-        headers["Authorization"] = f"Bearer {credential}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-class Headset:
-    """A socket-driven netcode client with channels, a snapshot decoder and a log of what arrived."""
-
-    def __init__(self, token: bytes) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        self.channels = ClientChannels(registry=REHEARSAL_REGISTRY, on_message=self._deliver)
-        self.core = ClientCore(token, self._send, now=time.monotonic(), **self.channels.callbacks())
-        self.channels.attach(self.core)
-        self.decoder = SnapshotDecoder()
-        self.messages: dict[str, list[dict]] = defaultdict(list)
-        self.snapshots_applied = 0
-        self.snapshot_errors = 0
-        self.inputs = InputSender((DEVICE_RIGHT,))
-        self.core.connect(time.monotonic())
-
-    def _send(self, data: bytes, address: Address) -> None:
-        self.sock.sendto(data, (str(address.ip), address.port))
-
-    def _deliver(self, delivery: Delivery) -> None:
-        message = delivery.message
-        assert message is not None
-        self.messages[message.type].append(message.fields)
-        if message.type in ("snap_config", "snap_topology", "snapshot"):
-            try:
-                applied = self.decoder.on_message(delivery.data)
-            except SnapshotError:
-                self.snapshot_errors += 1
-                return
-            if applied:
-                self.snapshots_applied += len(applied)
-                self.channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
-
-    def service(self) -> None:
-        now = time.monotonic()
-        while True:
-            try:
-                data, addr = self.sock.recvfrom(2048)
-            except BlockingIOError:
-                break
-            self.core.receive(data, Address.from_host_port(addr[0], addr[1]), now)
-        self.core.update(now)
-        self.channels.update(now)
-
-    def send_pose(self, position) -> None:
-        """One tracking frame of the right-hand instrument, sent as an `input` message."""
-        self.inputs.add_sample(time.monotonic(), {DEVICE_RIGHT: RigidPose(np.asarray(position, float))})
-        self.channels.send(Channel.UNRELIABLE, Message("input", {"p": self.inputs.packet(time.monotonic())}))
-
-    def command(self, action: str, **args) -> None:
-        fields = {"action": action, "args": args} if args else {"action": action}
-        self.channels.send(Channel.RELIABLE, Message("command", fields))
-
-    def close(self) -> None:
-        if self.core.state == ClientState.CONNECTED:
-            self.core.disconnect(time.monotonic())
-        self.sock.close()
-
-
-def pump(headsets: list[Headset], until, seconds: float, each_frame=None) -> bool:
-    """Service every headset (~90 Hz frames) until ``until()`` holds; bounded by time and iterations."""
-    deadline = time.monotonic() + seconds
-    next_frame = time.monotonic()
-    for _ in range(200_000):
-        if until():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        select.select([h.sock for h in headsets], [], [], 0.003)
-        for h in headsets:
-            h.service()
-        if each_frame is not None and time.monotonic() >= next_frame:
-            next_frame += 1 / 90
-            each_frame()
-    return until()
+from rehearsal.bots import Headset, ServerProcess, post, pump
+from rehearsal.wire import REHEARSAL_REGISTRY
 
 
 @pytest.fixture
 def server(tmp_path):
     proc = ServerProcess(tmp_path / "data")
     try:
-        match = proc.wait_for(LISTENING, STARTUP_SECONDS)
-        proc.udp_port, proc.http_port = int(match.group(1)), int(match.group(2))
+        proc.wait_listening()
         yield proc
     finally:
         code = proc.stop()
@@ -311,6 +129,8 @@ def test_a_team_joins_sees_the_room_and_roles_are_enforced(server):
         pump(team, lambda: False, 0.5, surgeon_frame)
         assert np.allclose(surgeon.decoder.rigid()[instrument].positions, held)
         assert np.array_equal(surgeon.decoder.surface()[0], surface_before)
+        # every message the server sent decoded against the schema, and every snapshot applied
+        assert all(h.undecoded == 0 and h.snapshot_errors == 0 for h in team)
     finally:
         for h in team:
             h.close()
