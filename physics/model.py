@@ -183,6 +183,39 @@ def remove_tets(model: Model, tet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return ids, removed, added
 
 
+def scale_stiffness(model: Model, tet_mask: np.ndarray, factor: float) -> int:
+    """Make the masked tets `factor` times stiffer (both Lame parameters, so Poisson's ratio holds).
+
+    For scenario complications such as fibrotic tissue; returns how many tets changed."""
+    mask = np.asarray(tet_mask, dtype=bool)
+    if mask.shape != (model.n_tets,):
+        raise ValueError(f"tet_mask must have one entry per tet ({model.n_tets})")
+    if not (np.isfinite(factor) and factor > 0):
+        raise ValueError("factor must be a positive finite number")
+    model.alpha_dev[mask] /= factor
+    model.alpha_hyd[mask] /= factor
+    model.sweep_alpha_hyd = model.alpha_hyd[model.order]
+    return int(mask.sum())
+
+
+def add_anchors(model: Model, vertex_ids: np.ndarray, positions: np.ndarray) -> int:
+    """Tie more vertices to fixed points with the model's ligament compliance (e.g. an adhesion).
+
+    Vertices already anchored are skipped; returns how many anchors were added."""
+    ids = np.asarray(vertex_ids, dtype=np.int64).ravel()
+    targets = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if targets.shape[0] != ids.shape[0] or not np.all(np.isfinite(targets)):
+        raise ValueError("one finite position per anchored vertex is needed")
+    if ids.size and (ids.min() < 0 or ids.max() >= model.n_vertices):
+        raise ValueError(f"anchors: vertex ids must lie in [0, {model.n_vertices})")
+    ids, first = np.unique(ids, return_index=True)
+    targets = targets[first]
+    new = ~np.isin(ids, model.anchor_vertex)
+    model.anchor_vertex = np.concatenate([model.anchor_vertex, ids[new]]).astype(np.int32)
+    model.anchor_position = np.concatenate([model.anchor_position, targets[new]])
+    return int(new.sum())
+
+
 def _refresh(model: Model) -> None:
     """Masses and per-sweep-slot data from the live tets and the sweep order (no stale index survives)."""
     n = model.n_vertices

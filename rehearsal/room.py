@@ -9,7 +9,7 @@ physics; refusals are counted and answered, and never change the room.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +17,11 @@ import numpy as np
 from physics import Control, InstrumentInput, Model, StepReport, new_state, step
 from physics.instruments import SPECS, InstrumentSpec, Kind
 from physics.state import State
+from rehearsal.complications import ComplicationError, Complications
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
+from rehearsal.procedure import Procedure
+from rehearsal.recording import Recorder
 from rehearsal.roles import Action, Role, decide
 from rehearsal.scenario import Scenario, build_world
 
@@ -26,6 +29,7 @@ HANDS = ("left", "right")
 WORKSPACE_MARGIN = 0.5  # m around the anatomy's bounding box that instruments may occupy
 MAX_INSTRUMENT_SPEED = 3.0  # m/s: faster input is a tracking glitch or an attack, not a hand
 DRIVING_ROLES = (Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON)
+MAX_ANNOTATIONS = 64
 
 
 @dataclass
@@ -41,6 +45,21 @@ class Refusal:
     """Why a request changed nothing (sent back to the participant, and counted)."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """Something the world did that everyone should hear about (a step, a complication, a reset).
+
+    by: the participant who caused it; instrument: the physics instrument id involved."""
+
+    kind: str
+    detail: dict
+    by: int | None = None
+    instrument: int | None = None
+
+
+STEP_EVENTS = {"done": "step_completed", "violated": "step_violated"}
 
 
 @dataclass
@@ -65,9 +84,16 @@ class Room:
         self.removed: set[int] = set()  # removed by the mentor: their tokens and rejoin codes stay refused
         self.inputs: dict[tuple[int, str], HandInput] = {}
         self.counters: Counter[str] = Counter()
-        self.complications: list[str] = []
-        self.annotations: list[dict] = []
+        self.procedure = Procedure(scenario, self.model)
+        self.complications = Complications(scenario)
+        self.annotations: deque[dict] = deque(maxlen=MAX_ANNOTATIONS)  # the newest; late joiners get them
         self.frame = 0
+        self.elapsed = 0.0  # simulated seconds since the room was created (a reset does not rewind it)
+        self.recorder: Recorder | None = None
+        # World changes asked for on the reactor thread, applied by advance() on the room's thread between
+        # steps (so a step never sees the Model change under it); events go the other way.
+        self._effects: deque[tuple[str, int, object]] = deque(maxlen=64)
+        self._events: deque[RoomEvent] = deque(maxlen=4096)
         lo, hi = self.model.rest_positions.min(axis=0), self.model.rest_positions.max(axis=0)
         self.workspace = (lo - WORKSPACE_MARGIN, hi + WORKSPACE_MARGIN)
         self._specs: dict[Kind, InstrumentSpec] = {Kind(k): SPECS[Kind(k)]() for k in scenario.instruments}
@@ -168,18 +194,25 @@ class Room:
     def _do_end_room(self, p: Participant) -> Refusal | None:
         return self._lifecycle(RoomState.ENDED)
 
+    def queue_effect(self, kind: str, by: int, arg: object = None) -> None:
+        """A world change (``reset``, or ``inject`` with a complication id) for the next advance()."""
+        if kind not in ("reset", "inject"):
+            raise ValueError(f"unknown world change {kind!r}")
+        self._effects.append((kind, by, arg))
+
     def _do_reset(self, p: Participant) -> Refusal | None:
-        self.model = build_world(self.scenario)
-        self.physics = new_state(self.model)
-        self.complications.clear()
+        self.queue_effect("reset", p.identity.participant)
         return None
 
     def _do_inject_complication(self, p: Participant, complication: object = None) -> Refusal | None:
-        known = {c.id for c in self.scenario.complications}
-        if complication not in known:
+        try:
+            self.complications.check(complication)
+        except ComplicationError as exc:
             self.counters["refused_unknown_complication"] += 1
-            return Refusal(f"no complication {complication!r} in this scenario (known: {', '.join(sorted(known))})")
-        self.complications.append(str(complication))
+            return Refusal(str(exc))
+        if any(kind == "inject" and arg == complication for kind, _, arg in self._effects):
+            return Refusal(f"{complication} is already being injected")
+        self.queue_effect("inject", p.identity.participant, complication)
         return None
 
     def _do_annotate(self, p: Participant, position: object = None, text: object = "") -> Refusal | None:
@@ -278,15 +311,60 @@ class Room:
     # --- time --------------------------------------------------------------------------------------------
 
     def advance(self, dt: float, substeps: int | None = None, control: Control | None = None) -> StepReport | None:
-        """One tick: physics only while running (a paused room's tissue does not move).
+        """One tick: queued world changes, then physics only while running (a paused room's tissue does not
+        move), then the procedure checks and complications. Their events wait in take_events().
 
         The ticker builds `control` on the reactor thread and runs this on the room's worker thread."""
+        self._apply_effects()
         if not simulates(self.state):
             return None
         control = control if control is not None else self.control()
-        report = step(self.model, self.physics, control, dt, substeps or self.scenario.substeps)
+        substeps = substeps or self.scenario.substeps
+        if self.recorder is not None:
+            self.recorder.tick(dt, substeps, control)
+        report = step(self.model, self.physics, control, dt, substeps)
         self.frame += 1
+        self.elapsed += dt
+        for s in self.procedure.evaluate(self.model, self.physics, self.elapsed):
+            self._events.append(RoomEvent(STEP_EVENTS[s.status], s.to_dict(), instrument=s.by))
+        for detail in self.complications.update(self.physics, dt, self.elapsed):
+            self._events.append(RoomEvent("bleeding_stopped", detail))
         return report
+
+    def _apply_effects(self) -> None:
+        while self._effects:
+            kind, by, arg = self._effects.popleft()
+            if kind == "reset":
+                self.model = build_world(self.scenario)
+                self.physics = new_state(self.model)
+                self.procedure = Procedure(self.scenario, self.model)
+                self.complications = Complications(self.scenario)
+                self._events.append(RoomEvent("world_reset", {}, by=by))
+            else:
+                try:
+                    detail = self.complications.inject(str(arg), self.model, self.physics)
+                except ComplicationError as exc:
+                    self._events.append(RoomEvent("complication_failed", {"complication": arg, "reason": str(exc)}, by))
+                    continue
+                self._events.append(RoomEvent("complication_started", detail, by=by))
+            if self.recorder is not None:
+                self.recorder.effect(kind, **({} if arg is None else {"id": arg}))
+
+    def take_events(self) -> list[RoomEvent]:
+        """The events since the last call, oldest first (the server broadcasts them)."""
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        return events
+
+    def progress(self) -> dict:
+        """Procedure steps and complications, for a late joiner's welcome, the status line and the results."""
+        current = self.procedure.current()
+        return {
+            "steps": self.procedure.summary(),
+            "current_step": None if current is None else current.id,
+            "complications": self.complications.summary(),
+        }
 
 
 def _finite_vector(value: object, n: int) -> np.ndarray | None:

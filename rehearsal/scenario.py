@@ -60,6 +60,11 @@ class Box:
     lo: tuple[float, float, float]
     hi: tuple[float, float, float]
 
+    def contains(self, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        """Mask of the (n, 3) points inside the box grown by ``margin`` on every side."""
+        lo, hi = np.asarray(self.lo) - margin, np.asarray(self.hi) + margin
+        return np.all((points >= lo) & (points <= hi), axis=1)
+
 
 @dataclass(frozen=True)
 class Attachment:

@@ -74,7 +74,7 @@ from rehearsal.http_api import AdminGate, api_root
 from rehearsal.identity import Identity, IdentityError
 from rehearsal.join_service import JoinService
 from rehearsal.lifecycle import RoomState
-from rehearsal.roles import Action, Role, decide
+from rehearsal.roles import Action, Role
 from rehearsal.room import HANDS, Room
 from rehearsal.scenario import load_scenario, packaged_scenarios
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
@@ -115,7 +115,6 @@ class _LiveRoom:
     clients: set[int] = field(default_factory=set)  # connection indices
     object_ids: dict[tuple[int, str], int] = field(default_factory=dict)  # (participant, hand) -> rigid id
     empty_since: float | None = None
-    pending_reset: int | None = None  # participant who asked for a reset while a step was running
     ending: bool = False
 
 
@@ -305,6 +304,8 @@ class RehearsalServer:
             "name": identity.name,
             "state": room.state.value,
             "hands": hands,
+            "progress": plain(room.progress()),
+            "annotations": list(room.annotations),
         }
         self.channels.send(index, Channel.RELIABLE, Message("welcome", welcome))
         self._broadcast_event(
@@ -428,22 +429,15 @@ class RehearsalServer:
         pid = client.identity.participant
         room = live.room
         request = f"command:{action}"[:64]
-        if action == Action.RESET and live.ticker.busy:  # role check now, the world swap after the step
-            decision = decide(client.identity.role, Action.RESET)
-            if decision.allowed:
-                live.pending_reset = pid
-                return
-            refusal = _Refused(decision.reason)
-        else:
-            try:
-                refusal = room.command(pid, action, **args)
-            except TypeError:
-                self.counters["commands_bad_arguments"] += 1
-                refusal = _Refused(f"{action}: unexpected arguments {sorted(args)}")
-            except Exception as exc:  # a handler bug must not reach the network layer
-                self.counters["commands_failed"] += 1
-                log.error("command %r failed: %s", action, type(exc).__name__)
-                refusal = _Refused(f"{action} failed on the server")
+        try:
+            refusal = room.command(pid, action, **args)
+        except TypeError:
+            self.counters["commands_bad_arguments"] += 1
+            refusal = _Refused(f"{action}: unexpected arguments {sorted(args)}")
+        except Exception as exc:  # a handler bug must not reach the network layer
+            self.counters["commands_failed"] += 1
+            log.error("command %r failed: %s", action, type(exc).__name__)
+            refusal = _Refused(f"{action} failed on the server")
         if refusal is not None:
             self.counters["commands_refused"] += 1
             self._refuse(client, request, refusal.reason, request_id)
@@ -454,9 +448,7 @@ class RehearsalServer:
     def _command_done(self, live: _LiveRoom, pid: int, action: Action, args: dict[str, Any]) -> None:
         room = live.room
         detail = {**plain(args), "state": room.state.value}
-        if action is Action.RESET:
-            self._republish_world(live)
-        elif action is Action.TAKE_OVER_INSTRUMENT:
+        if action is Action.TAKE_OVER_INSTRUMENT:
             hand = str(args.get("hand", "right"))
             detail["object"] = self._object_id(live, pid, hand)
         elif action is Action.HAND_INSTRUMENT:
@@ -529,21 +521,27 @@ class RehearsalServer:
         if report is not None:
             self.metrics.histograms.physics_step.observe(live.ticker.stats.last_step_seconds)
         try:
+            self._publish_room_events(live)
             self._publish(live, report)
         except Exception as exc:  # a publishing bug must not stop the room's tick loop
             self.counters["publish_failed"] += 1
             log.error("room %s: publishing failed: %s: %s", room.session, type(exc).__name__, exc)
-        if live.pending_reset is not None:
-            pid, live.pending_reset = live.pending_reset, None
-            refusal = room.command(pid, Action.RESET)
-            if refusal is None:
-                self._command_done(live, pid, Action.RESET, {})
         if (
             live.empty_since is not None
             and self.clock() - live.empty_since > self.settings.empty_room_seconds
             and not live.ending
         ):
             self._end_room(room.session)
+
+    def _publish_room_events(self, live: _LiveRoom) -> None:
+        """Steps completed or violated, complications started, resets: reliable events to everyone."""
+        for event in live.room.take_events():
+            if event.kind == "world_reset":
+                self._republish_world(live)
+            obj = self._instrument_object(live, event.instrument)
+            by = event.by if event.by is not None or event.instrument is None else event.instrument // len(HANDS)
+            self._broadcast_event(live, event.kind, by=by, instrument=obj, detail=event.detail)
+            self.counters[f"room_{event.kind}"] += 1
 
     def _publish(self, live: _LiveRoom, report: StepReport | None) -> None:
         room, sync = live.room, live.sync

@@ -5,7 +5,9 @@
 client's (``netcode.thin_client.schema``: input, input_ack, grasp, release) + these:
 
 * ``welcome`` (reliable, server->client, once joined): session, scenario, participant, role, name,
-  state (the room's lifecycle), hands: {hand: snapshot object id of the instrument it drives}.
+  state (the room's lifecycle), hands: {hand: snapshot object id of the instrument it drives}, progress:
+  {steps: [{id, title, kind, status, value, time?}], current_step, complications: {active, bleeding}},
+  annotations: the newest annotations [{by, position, text}] (late joiners see what is already there).
 * ``command`` (reliable, client->server): action (a ``rehearsal.roles.Action`` value), args: map
   (optional), id: int (optional, echoed in a refusal).
 * ``event`` (reliable, server->client): kind, server_time; by (participant id), instrument (snapshot
@@ -18,7 +20,11 @@ Events: an accepted command is broadcast to the room with ``kind`` = the action 
 ``take_over_instrument``, ``remove_participant``) and its arguments plus the room ``state`` in ``detail``;
 the room's own changes are ``started`` (lobby -> running), ``joined`` / ``left`` (detail: participant,
 role, name) and ``ended``; physics events are ``grasp``, ``release``, ``tear``, ``cut`` and ``burn``
-with the instrument's snapshot object id.
+with the instrument's snapshot object id. The scenario's progress: ``step_completed`` /
+``step_violated`` (detail: the step as in ``welcome``'s progress; a violation names the instrument),
+``complication_started`` (detail: complication, kind, title, and for a bleeding point its vertex and
+position), ``complication_failed`` (complication, reason), ``bleeding_stopped`` (complication, lost_ml)
+and ``world_reset`` (after a reset took effect; a new full ``snap_topology`` precedes it).
 
 Input devices (the thin client's device ids in ``input`` packets): ``DEVICE_HEAD`` (0) is the headset,
 ``DEVICE_LEFT`` (1) and ``DEVICE_RIGHT`` (2) are the instruments in the left and right hand. Rotations on
@@ -51,6 +57,8 @@ def build_registry() -> MessageRegistry:
         Field("name", "str", max_length=64),
         Field("state", "str", max_length=16),
         Field("hands", "map", required=False, max_length=2),
+        Field("progress", "map", required=False, max_length=8),
+        Field("annotations", "list", required=False, max_length=64),
         doc="Sent once a connection has joined its room: who you are, and your instruments' object ids.",
     )
     registry.register(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from physics.instruments import Kind, look_rotation
+from physics.model import add_anchors
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
 from rehearsal.roles import Role
@@ -78,8 +79,17 @@ def test_complications_annotations_and_unknown_commands(scenario):
     room, ids = _running(scenario)
     mentor = ids[Role.MENTOR]
     assert room.command(mentor, "inject_complication", complication="bleeder") is None
-    assert room.complications == ["bleeder"]
+    assert "already being injected" in room.command(mentor, "inject_complication", complication="bleeder").reason
+    assert room.complications.active == []  # takes effect between steps, on the room's thread
+    room.advance(1 / 60)
+    assert room.complications.active == ["bleeder"]
+    [started] = room.take_events()
+    assert (
+        started.kind == "complication_started" and started.by == mentor and started.detail["kind"] == "bleeding_point"
+    )
+    assert "already active" in room.command(mentor, "inject_complication", complication="bleeder").reason
     assert "no complication" in room.command(mentor, "inject_complication", complication="zombie").reason
+    assert room.progress()["complications"]["active"] == ["bleeder"]
     assert room.command(mentor, "annotate", position=[0, 0.02, 0], text="cut here") is None
     assert room.command(mentor, "annotate", position=[np.inf, 0, 0]) is not None
     assert room.command(mentor, "self_destruct") is not None
@@ -141,3 +151,29 @@ def test_a_removed_participant_cannot_come_back(scenario):
     with pytest.raises(ValueError, match="removed"):
         room.join(Identity("s-1", observer, Role.OBSERVER, "observer"))
     assert room.end() is None and room.state is RoomState.ENDED
+
+
+def test_a_reset_replaces_the_world_between_steps_and_clears_complications(scenario):
+    room, ids = _running(scenario)
+    mentor = ids[Role.MENTOR]
+    room.command(mentor, "inject_complication", complication="stiff")
+    room.advance(1 / 60)
+    old_model = room.model
+    assert room.command(mentor, "reset") is None
+    assert room.model is old_model
+    room.take_events()
+    room.advance(1 / 60)
+    assert room.model is not old_model and room.complications.active == []
+    assert [e.kind for e in room.take_events()] == ["world_reset"]
+
+
+def test_step_progress_is_evaluated_every_tick_and_reported_once(scenario):
+    room, _ = _running(scenario)
+    assert room.progress()["current_step"] == "retract"
+    top = np.flatnonzero(room.model.rest_positions[:, 1] > 0.019)
+    add_anchors(room.model, top, room.model.rest_positions[top] + [0.0, 0.03, 0.0])  # an invisible retractor
+    for _ in range(90):
+        room.advance(1 / 60)
+    kinds = [e.kind for e in room.take_events()]
+    assert kinds == ["step_completed"]
+    assert room.progress()["current_step"] == "divide"

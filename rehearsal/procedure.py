@@ -1,0 +1,166 @@
+"""Procedure steps: the scenario's completion checks, evaluated by the server on the room's physics.
+
+Three kinds of check (boxes are in rest coordinates, so they name anatomy, not places in the room):
+
+* ``displacement`` (a goal): done once some tissue vertex in the box has moved at least ``distance`` from
+  its rest position and stayed so for ``HOLD_SECONDS`` (a retraction held, not a poke).
+* ``divided`` (a goal): done once the live tets whose rest centres lie in the box fall into two or more
+  pieces of at least ``PIECE_SHARE`` of the box's tets each (specks left by a cut do not count).
+* ``no_energy_near`` (a constraint): holds ("ok") until any tet within ``distance`` of the box is burned
+  (cautery damage above zero); then it is "violated" for good, and the energised instrument nearest to
+  the burn is blamed.
+
+``Procedure`` is the stateful shell: ``evaluate`` runs once per simulated tick on the room's thread and
+returns the steps whose status changed; the measures are small pure functions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from physics.model import Model
+from physics.state import State
+from rehearsal.scenario import Scenario, Step
+
+HOLD_SECONDS = 0.5
+PIECE_SHARE = 0.1
+GOALS = ("displacement", "divided")
+
+
+@dataclass
+class StepProgress:
+    """Where one step stands: pending/done for goals, ok/violated for constraints."""
+
+    id: str
+    title: str
+    kind: str
+    status: str
+    value: float = 0.0  # displacement: largest (m); divided: pieces; no_energy_near: burned tets
+    time: float | None = None  # room time when the status last changed
+    by: int | None = None  # instrument blamed for a violation
+
+    @property
+    def goal(self) -> bool:
+        return self.kind in GOALS
+
+    def to_dict(self) -> dict:
+        out = {"id": self.id, "title": self.title, "kind": self.kind, "status": self.status, "value": self.value}
+        if self.time is not None:
+            out["time"] = self.time
+        if self.by is not None:
+            out["instrument"] = self.by
+        return out
+
+
+def largest_displacement(x: np.ndarray, rest: np.ndarray, ids: np.ndarray) -> float:
+    """The farthest any of the vertices ``ids`` has moved from rest (m)."""
+    if ids.size == 0:
+        return 0.0
+    return float(np.sqrt(np.max(np.sum((x[ids] - rest[ids]) ** 2, axis=1))))
+
+
+def piece_sizes(neighbour: np.ndarray, alive: np.ndarray, tets: np.ndarray) -> list[int]:
+    """Sizes of the face-connected pieces that the live tets among ``tets`` form, largest first."""
+    member = np.zeros(alive.shape[0], dtype=bool)
+    member[tets] = True
+    member &= alive
+    seen = np.zeros_like(member)
+    sizes = []
+    for start in np.flatnonzero(member):
+        if seen[start]:
+            continue
+        seen[start] = True
+        queue, size = deque([start]), 0
+        while queue:
+            t = queue.popleft()
+            size += 1
+            for other in neighbour[t]:
+                if other >= 0 and member[other] and not seen[other]:
+                    seen[other] = True
+                    queue.append(other)
+        sizes.append(size)
+    return sorted(sizes, reverse=True)
+
+
+def tet_centres(positions: np.ndarray, tets: np.ndarray) -> np.ndarray:
+    return positions[tets].mean(axis=1)
+
+
+class Procedure:
+    """The scenario's steps for one world (rebuilt when the world is reset)."""
+
+    def __init__(self, scenario: Scenario, model: Model) -> None:
+        self.steps = [_progress(step) for step in scenario.steps]
+        self._checks = {step.id: step.check for step in scenario.steps}
+        rest = model.rest_positions
+        centres = tet_centres(rest, model.tets)
+        used = model.vertex_used()
+        self._vertices: dict[str, np.ndarray] = {}
+        self._tets: dict[str, np.ndarray] = {}
+        for step in scenario.steps:
+            check = step.check
+            if check.kind == "displacement":
+                self._vertices[step.id] = np.flatnonzero(check.box.contains(rest) & used)
+            elif check.kind == "divided":
+                self._tets[step.id] = np.flatnonzero(check.box.contains(centres) & model.alive)
+            else:
+                self._tets[step.id] = np.flatnonzero(check.box.contains(centres, margin=check.distance))
+        self._held_since: dict[str, float] = {}
+        self._epoch = -1
+
+    def current(self) -> StepProgress | None:
+        """The first goal not yet done (what the team works on now)."""
+        return next((s for s in self.steps if s.goal and s.status == "pending"), None)
+
+    def summary(self) -> list[dict]:
+        return [s.to_dict() for s in self.steps]
+
+    def evaluate(self, model: Model, state: State, now: float) -> list[StepProgress]:
+        """Update every step from the world after a tick; returns the steps whose status changed."""
+        changed = []
+        topology_changed = model.epoch != self._epoch
+        self._epoch = model.epoch
+        for s in self.steps:
+            if s.status in ("done", "violated"):
+                continue
+            check = self._checks[s.id]
+            if s.kind == "displacement":
+                s.value = largest_displacement(state.x, model.rest_positions, self._vertices[s.id])
+                if s.value < check.distance:
+                    self._held_since.pop(s.id, None)
+                elif now - self._held_since.setdefault(s.id, now) >= HOLD_SECONDS:
+                    changed.append(_mark(s, "done", now))
+            elif s.kind == "divided":
+                if not topology_changed:
+                    continue
+                tets = self._tets[s.id]
+                big = max(1, int(np.ceil(PIECE_SHARE * tets.size)))
+                s.value = float(sum(size >= big for size in piece_sizes(model.neighbour, model.alive, tets)))
+                if s.value >= 2:
+                    changed.append(_mark(s, "done", now))
+            else:
+                burned = self._tets[s.id][state.damage[self._tets[s.id]] > 0.0]
+                s.value = float(burned.size)
+                if burned.size:
+                    s.by = _nearest_energised(state, tet_centres(state.x, model.tets[burned]).mean(axis=0))
+                    changed.append(_mark(s, "violated", now))
+        return changed
+
+
+def _progress(step: Step) -> StepProgress:
+    status = "pending" if step.check.kind in GOALS else "ok"
+    return StepProgress(step.id, step.title, step.check.kind, status)
+
+
+def _mark(s: StepProgress, status: str, now: float) -> StepProgress:
+    s.status, s.time = status, now
+    return s
+
+
+def _nearest_energised(state: State, point: np.ndarray) -> int | None:
+    """The physics id of the energised instrument closest to ``point`` (None when none is energised)."""
+    near = [(float(np.linalg.norm(i.position - point)), key) for key, i in state.instruments.items() if i.energy]
+    return min(near)[1] if near else None

@@ -1,0 +1,133 @@
+"""Session recordings: everything needed to re-simulate a room, tick by tick, for a debrief.
+
+The physics is deterministic (bit-identical for any thread count), so a recording holds only what
+drives it: the scenario, then per simulated tick the time step, the substeps in use and each
+instrument's command, and the world changes (complications, resets) at the tick they took effect. A
+replay rebuilds the world from the scenario and feeds the same sequence through ``Room.advance``.
+
+File format: a stream of msgpack maps (``"t"`` says which)::
+
+    {"t": "header", "version": 1, "session": str, "scenario": name, "source": scenario file, "tick_hz": int}
+    {"t": "tick", "dt": float, "n": substeps, "c": [[id, kind, px, py, pz, qw, qx, qy, qz, jaw, energy], ...]}
+    {"t": "inject", "id": complication id}
+    {"t": "reset"}
+    {"t": "end", "state": room state, "truncated": records left out at the size limit}
+
+A recording stops growing at ``max_bytes`` (but for its end record; counted in ``truncated``), so an
+endless session cannot fill the disk; writes are buffered and flushed every ``FLUSH_EVERY`` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+import numpy as np
+
+from physics import Control, InstrumentInput
+from physics.instruments import SPECS, Kind
+from rehearsal.scenario import Scenario
+
+VERSION = 1
+FLUSH_EVERY = 600
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+MAX_RECORD_BYTES = 1 << 20
+
+
+class RecordingError(ValueError):
+    """A recording file that cannot be replayed (not ours, truncated inside a record, wrong version)."""
+
+
+def control_rows(control: Control) -> list[list]:
+    """A Control as plain rows for msgpack."""
+    return [
+        [i.id, i.spec.kind.value, *map(float, i.position), *map(float, i.orientation), float(i.jaw), bool(i.energy)]
+        for i in control.instruments
+    ]
+
+
+def control_from_rows(rows: object) -> Control:
+    """The Control recorded as ``rows`` (raises RecordingError on anything malformed)."""
+    if not isinstance(rows, list):
+        raise RecordingError("tick controls must be a list")
+    inputs = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 11 and isinstance(row[0], int) and row[1] in SPECS):
+            raise RecordingError(f"malformed instrument row {row!r:.80}")
+        values = np.asarray(row[2:10], dtype=np.float64)
+        inputs.append(InstrumentInput(row[0], SPECS[Kind(row[1])](), values[:3], values[3:7], values[7], bool(row[10])))
+    return Control(inputs)
+
+
+class Recorder:
+    """Appends one room's records to a file (owner-only permissions: recordings show what people did)."""
+
+    def __init__(self, path: Path, session: str, scenario: Scenario, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[bytes] | None = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 (closed in close())
+        path.chmod(0o600)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.records = 0
+        self.truncated = 0
+        header = {"t": "header", "version": VERSION, "session": session, "scenario": scenario.name}
+        self._write({**header, "source": str(scenario.source), "tick_hz": scenario.tick_hz})
+
+    def _write(self, record: dict[str, Any], always: bool = False) -> None:
+        if self._file is None:
+            return
+        data = msgpack.packb(record)
+        if self.bytes + len(data) > self.max_bytes and not always:
+            self.truncated += 1
+            return
+        self._file.write(data)
+        self.bytes += len(data)
+        self.records += 1
+        if self.records % FLUSH_EVERY == 0:
+            self._file.flush()
+
+    def tick(self, dt: float, substeps: int, control: Control) -> None:
+        self._write({"t": "tick", "dt": float(dt), "n": int(substeps), "c": control_rows(control)})
+
+    def effect(self, kind: str, **fields: Any) -> None:
+        """A world change (``inject`` with ``id``, or ``reset``) that took effect before the next tick."""
+        self._write({"t": kind, **fields})
+
+    def close(self, state: str) -> None:
+        if self._file is not None:
+            self._write({"t": "end", "state": state, "truncated": self.truncated}, always=True)
+            self._file.close()
+            self._file = None
+
+
+def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The header and an iterator over the remaining records (validated as they are read)."""
+    handle = open(path, "rb")  # noqa: SIM115 (the generator closes it)
+    unpacker = msgpack.Unpacker(handle, raw=False, max_buffer_size=MAX_RECORD_BYTES, strict_map_key=True)
+    try:
+        header = next(unpacker)
+    except (StopIteration, ValueError, msgpack.UnpackException) as exc:
+        handle.close()
+        raise RecordingError(f"{path}: not a recording ({exc or 'empty'})") from None
+    if not (isinstance(header, dict) and header.get("t") == "header" and header.get("version") == VERSION):
+        handle.close()
+        raise RecordingError(f"{path}: not a version-{VERSION} recording")
+    for key, kind in (("session", str), ("scenario", str), ("tick_hz", int)):
+        if not isinstance(header.get(key), kind):
+            handle.close()
+            raise RecordingError(f"{path}: header field {key!r} missing or not {kind.__name__}")
+
+    def records() -> Iterator[dict[str, Any]]:
+        with handle:
+            try:
+                for record in unpacker:
+                    if not (isinstance(record, dict) and isinstance(record.get("t"), str)):
+                        raise RecordingError(f"{path}: malformed record {record!r:.80}")
+                    yield record
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise RecordingError(f"{path}: corrupt after {unpacker.tell()} bytes: {exc}") from None
+
+    return header, records()

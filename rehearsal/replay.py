@@ -1,0 +1,44 @@
+"""Re-simulate a recorded session (rehearsal.recording) for a debrief: same scenario, same commands, same
+world changes at the same ticks, so the same tissue, steps and complications come out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rehearsal.recording import RecordingError, control_from_rows, read_recording
+from rehearsal.room import Room
+from rehearsal.scenario import ScenarioError, load_scenario
+
+MAX_SUBSTEPS = 400
+
+
+def replay(path: Path, on_tick: Callable[[Room], None] | None = None, max_ticks: int | None = None) -> Room:
+    """The room as it stood at the end of the recording (or after ``max_ticks`` ticks)."""
+    header, records = read_recording(path)
+    source = Path(str(header.get("source", "")))
+    try:
+        scenario = load_scenario(source if source.is_file() else header["scenario"])
+    except ScenarioError as exc:
+        raise RecordingError(f"{path}: its scenario cannot be loaded: {exc}") from None
+    room = Room(header["session"], scenario)
+    room.start()
+    ticks = 0
+    for record in records:
+        kind = record["t"]
+        if kind == "tick":
+            dt, substeps = record.get("dt"), record.get("n")
+            valid_dt = isinstance(dt, float) and 0 < dt <= 1
+            if not (valid_dt and isinstance(substeps, int) and 1 <= substeps <= MAX_SUBSTEPS):
+                raise RecordingError(f"{path}: malformed tick record")
+            room.advance(dt, substeps, control_from_rows(record.get("c")))
+            ticks += 1
+            if on_tick is not None:
+                on_tick(room)
+            if max_ticks is not None and ticks >= max_ticks:
+                break
+        elif kind in ("reset", "inject"):
+            room.queue_effect(kind, -1, record.get("id"))
+        elif kind == "end":
+            break
+    return room
