@@ -1,0 +1,465 @@
+"""Objective skill metrics per participant and hand (instrument), and pass/fail as validated simulators judge.
+
+Feed a `SkillTracker` once per simulation tick with `observe(time, samples)`; the procedure checker and the
+physics report errors with the `note_*` methods. Memory is bounded: every (participant, hand) keeps running
+sums and a window of its last 4 samples, never a trajectory, so a session may last hours at 60 Hz.
+
+Conventions (what each number means):
+
+* Each accepted sample accounts for the interval that ended at it (from that hand's previous accepted
+  sample). The first sample of a hand, and a sample more than `TrackerConfig.max_gap_s` after the previous
+  one (the hand was absent, the room paused, tracking dropped), start a new segment: the gap adds no time,
+  no path and no jerk.
+* active time: the sum of those intervals (s): how long the hand was present and tracked.
+* path length: sum of |p_i - p_(i-1)| (m) of the tracked point (`InstrumentSample.position`).
+* angular path length: sum of the shortest rotation angle between consecutive orientations (rad).
+* motion smoothness: **mean squared jerk** (m^2/s^6), the time integral of |jerk|^2 divided by the time it
+  covers. Jerk is that of the cubic through the last 4 positions (6 x their third divided difference, which
+  is (p3-3p2+3p1-p0)/h^3 for a uniform step h), attributed to the newest interval. Lower is smoother. It is
+  sensitive to tracking noise at 60 Hz: filter noisy poses upstream or calibrate the limit to the hardware.
+* idle time: active time whose speed is below `TrackerConfig.idle_speed_m_s`; the speed is the displacement
+  over the last up to 3 intervals (about 50 ms at 60 Hz) divided by their duration, which damps jitter.
+* economy of volume: the 95 % covariance ellipsoid of the tracked positions, (4/3) pi k^3 sqrt(det C) with
+  C the population covariance (every accepted sample weighs the same; at a fixed tick that is time
+  weighting) and k = sqrt(chi2_3(0.95)) = 2.7955. Robust to a single outlier, unlike the axis-aligned
+  bounding box volume, which is reported beside it.
+* collisions: contact episodes between two instruments' tracked points: entering closer than
+  `collision_distance_m` (5 mm) counts once for each of the two hands; the episode ends only beyond
+  `collision_release_m` (7.5 mm; the hysteresis keeps jitter at the boundary from counting twice) or when
+  either instrument leaves. `note_collision` adds contacts the tracker cannot see (e.g. shaft on shaft).
+* excessive force: seconds with the tissue force on the instrument above `excessive_force_n`, and the
+  peak force (N).
+* tissue damage: tets removed or burned that the caller attributes to the hand as damage (collateral
+  damage; do not note the intended cut).
+* misapplied energy: episodes (entering events) and seconds of energy in a forbidden zone.
+  `note_misapplied_energy` is level-triggered: call it on every tick while it lasts.
+
+Samples with a non-finite or malformed field, a zero quaternion, a negative force or a hand already seen in
+the same tick are ignored and counted (`invalid_samples`); an `observe` whose time does not increase is
+ignored and counted (`rejected_observations`); a `note_damage` count that is not a positive integer is
+ignored and counted (`rejected_notes`). Nothing non-finite reaches a sum.
+
+Wiring: one tracker per session (a new one after a scenario reset); call `observe` once per simulated tick
+with the samples the physics used (not while the room is paused), the `note_*` methods as events happen,
+and `report()` at the end for the results store and the debrief.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+ELLIPSOID_K = 2.7955  # sqrt of the 95th percentile of chi-square with 3 degrees of freedom (7.8147)
+MAX_KINDS_PER_HAND = 16  # instrument kinds remembered per hand (bounded even against odd input)
+
+ERROR_METRICS = (
+    "collisions",
+    "peak_force_n",
+    "excessive_force_s",
+    "tissue_damage",
+    "misapplied_energy_events",
+    "misapplied_energy_s",
+)
+EFFICIENCY_METRICS = (
+    "active_time_s",
+    "path_length_m",
+    "angular_path_rad",
+    "mean_squared_jerk",
+    "idle_time_s",
+    "volume_m3",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class InstrumentSample:
+    """One hand's instrument at one tick: the pose the physics used, the jaw, energy and tissue force.
+
+    position: (3,) m, the tracked point (the physics pose is the jaw hinge); orientation: (4,) quaternion
+    (w, x, y, z), normalised here; jaw: opening (rad), checked but not scored yet; energy: on/off;
+    force: magnitude (N) the tissue exerts on it."""
+
+    participant: int
+    hand: str
+    kind: str
+    position: tuple[float, float, float] | np.ndarray
+    orientation: tuple[float, float, float, float] | np.ndarray
+    jaw: float = 0.0
+    energy: bool = False
+    force: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Levels the tracker needs while accumulating (the pass/fail limits are in `Thresholds`)."""
+
+    idle_speed_m_s: float = 0.005  # slower than 5 mm/s counts as idle
+    collision_distance_m: float = 0.005  # tracked points closer than 5 mm: a collision episode begins
+    collision_release_m: float = 0.0075  # ... and ends beyond 7.5 mm
+    excessive_force_n: float = 2.5  # time above this force is excessive-force time
+    max_gap_s: float = 0.25  # a longer gap between a hand's samples starts a new segment
+
+
+@dataclass(frozen=True)
+class HandMetrics:
+    """The skill metrics of one participant's hand (see the module docstring for each definition)."""
+
+    active_time_s: float = 0.0
+    path_length_m: float = 0.0
+    angular_path_rad: float = 0.0
+    mean_squared_jerk: float = 0.0
+    idle_time_s: float = 0.0
+    volume_m3: float = 0.0
+    bbox_volume_m3: float = 0.0
+    collisions: int = 0
+    peak_force_n: float = 0.0
+    excessive_force_s: float = 0.0
+    tissue_damage: int = 0
+    misapplied_energy_events: int = 0
+    misapplied_energy_s: float = 0.0
+    energy_time_s: float = 0.0
+    samples: int = 0
+    invalid_samples: int = 0
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain numbers by metric name, for a report."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Proficiency limits per hand: a metric passes when it is <= its limit; None leaves it unjudged.
+
+    The efficiency limits are placeholders in the style of proficiency-based training (calibrate per scenario,
+    e.g. expert mean + 2 SD). Error limits: no misapplied energy, <= 3 collisions, peak force <= 5 N,
+    <= 1 s above `TrackerConfig.excessive_force_n` (2.5 N), <= 5 collateral tets."""
+
+    active_time_s: float | None = 600.0
+    path_length_m: float | None = 5.0
+    angular_path_rad: float | None = 60.0
+    mean_squared_jerk: float | None = 1.0e4
+    idle_time_s: float | None = 120.0
+    volume_m3: float | None = 1.0e-3
+    collisions: int | None = 3
+    peak_force_n: float | None = 5.0
+    excessive_force_s: float | None = 1.0
+    tissue_damage: int | None = 5
+    misapplied_energy_events: int | None = 0
+    misapplied_energy_s: float | None = 0.0
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Pass/fail per judged metric; passed only when every check passes, so speed never buys back errors."""
+
+    checks: dict[str, bool]
+    passed: bool
+    errors_passed: bool  # every error metric (collisions, force, damage, misapplied energy) passed
+
+
+def evaluate(metrics: HandMetrics, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
+    """Judge each metric against its limit; every metric is a gate (no weighted score to trade errors for speed)."""
+    checks: dict[str, bool] = {}
+    for f in fields(thresholds):
+        limit = getattr(thresholds, f.name)
+        if limit is not None:
+            checks[f.name] = bool(getattr(metrics, f.name) <= limit)
+    errors_passed = all(ok for name, ok in checks.items() if name in ERROR_METRICS)
+    return Verdict(checks, all(checks.values()), errors_passed)
+
+
+# --- pure helpers ----------------------------------------------------------------------------------------------
+
+
+def quaternion_angle(q0: tuple[float, ...], q1: tuple[float, ...]) -> float:
+    """Shortest rotation angle (rad) between two unit quaternions (w, x, y, z); q and -q are the same rotation."""
+    dot = sum(a * b for a, b in zip(q0, q1, strict=True))
+    s = 1.0 if dot >= 0.0 else -1.0
+    diff = math.sqrt(sum((a - s * b) ** 2 for a, b in zip(q0, q1, strict=True)))
+    total = math.sqrt(sum((a + s * b) ** 2 for a, b in zip(q0, q1, strict=True)))
+    return 4.0 * math.atan2(diff, total)  # |q0 - q1| = 2 sin(theta/4), |q0 + q1| = 2 cos(theta/4)
+
+
+def jerk_from_window(times: tuple[float, ...], points: tuple[tuple[float, float, float], ...]) -> tuple[float, ...]:
+    """Jerk (m/s^3) of the cubic through 4 samples: 6 x their third divided difference, exact for any spacing.
+
+    Plain floats, not numpy: it runs per instrument per tick, where numpy's call overhead dominates."""
+    t0, t1, t2, t3 = times
+    jerk = []
+    for p0, p1, p2, p3 in zip(*points, strict=True):  # per axis
+        d10, d11, d12 = (p1 - p0) / (t1 - t0), (p2 - p1) / (t2 - t1), (p3 - p2) / (t3 - t2)
+        d20, d21 = (d11 - d10) / (t2 - t0), (d12 - d11) / (t3 - t1)
+        jerk.append(6.0 * (d21 - d20) / (t3 - t0))  # (p3 - 3p2 + 3p1 - p0) / h^3 for a uniform step h
+    return tuple(jerk)
+
+
+def ellipsoid_volume(covariance: np.ndarray, k: float = ELLIPSOID_K) -> float:
+    """Volume (m^3) of the k-sigma ellipsoid of a 3x3 covariance: (4/3) pi k^3 sqrt(det C); 0 when degenerate."""
+    det = float(np.linalg.det(covariance))
+    return 4.0 / 3.0 * math.pi * k**3 * math.sqrt(det) if det > 0.0 and math.isfinite(det) else 0.0
+
+
+def _vector(value: object, n: int) -> tuple[float, ...] | None:
+    """A finite n-vector as floats, or None when it is malformed or not finite."""
+    try:
+        values = tuple(float(x) for x in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != n or not all(math.isfinite(x) for x in values):
+        return None
+    return values
+
+
+def _key(sample: object) -> tuple[int, str] | None:
+    """The (participant, hand) of a sample, or None when the sample is not shaped like one."""
+    participant, hand = getattr(sample, "participant", None), getattr(sample, "hand", None)
+    if isinstance(participant, bool) or not isinstance(participant, int | np.integer) or not isinstance(hand, str):
+        return None
+    return int(participant), str(hand)
+
+
+def _number(value: object) -> float | None:
+    """A finite float, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+# --- running accumulators --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Hand:
+    """Running sums of one (participant, hand): fixed size whatever the session length."""
+
+    kinds: list[str] = field(default_factory=list)
+    window: deque = field(default_factory=lambda: deque(maxlen=4))  # (time, (x, y, z)) of the segment
+    last_orientation: tuple[float, ...] | None = None
+    last_time: float | None = None
+    active_time: float = 0.0
+    path_length: float = 0.0
+    angular_path: float = 0.0
+    jerk_sq_integral: float = 0.0
+    jerk_time: float = 0.0
+    idle_time: float = 0.0
+    n: int = 0
+    mean: list[float] = field(default_factory=lambda: [0.0] * 3)
+    m2: list[float] = field(default_factory=lambda: [0.0] * 9)  # 3x3 row-major sum of outer products
+    low: list[float] = field(default_factory=lambda: [math.inf] * 3)
+    high: list[float] = field(default_factory=lambda: [-math.inf] * 3)
+    collisions: int = 0
+    peak_force: float = 0.0
+    excessive_force_time: float = 0.0
+    damage: int = 0
+    energy_events: int = 0
+    energy_time: float = 0.0
+    energy_marked: bool = False  # noted since the last observe
+    energy_in_episode: bool = False  # the previous tick was marked
+    energy_on_time: float = 0.0
+    invalid: int = 0
+
+    def add(
+        self,
+        time: float,
+        kind: str,
+        p: tuple[float, float, float],
+        q: tuple[float, ...],
+        energy: bool,
+        force: float,
+        config: TrackerConfig,
+    ) -> None:
+        """Fold one valid sample into the sums; the interval since the previous sample is attributed to it."""
+        if kind not in self.kinds and len(self.kinds) < MAX_KINDS_PER_HAND:
+            self.kinds.append(kind)
+        if self.last_time is None or time - self.last_time > config.max_gap_s:
+            self.window.clear()  # a new segment: the gap adds no time, path or jerk
+            self.last_orientation = None
+        dt = time - self.last_time if self.window else 0.0
+        if self.window:
+            prev = self.window[-1][1]
+            self.active_time += dt
+            self.path_length += math.dist(prev, p)
+            self.angular_path += quaternion_angle(self.last_orientation, q)
+            t_old, p_old = self.window[0]
+            if math.dist(p_old, p) / (time - t_old) < config.idle_speed_m_s:
+                self.idle_time += dt
+            if force > config.excessive_force_n:
+                self.excessive_force_time += dt
+            if energy:
+                self.energy_on_time += dt
+        self.window.append((time, p))
+        if len(self.window) == 4:
+            j = jerk_from_window(tuple(s[0] for s in self.window), tuple(s[1] for s in self.window))
+            self.jerk_sq_integral += (j[0] * j[0] + j[1] * j[1] + j[2] * j[2]) * dt
+            self.jerk_time += dt
+        self.last_orientation = q
+        self.last_time = time
+        self.peak_force = max(self.peak_force, force)
+        self.n += 1
+        mean, m2 = self.mean, self.m2
+        delta = [p[i] - mean[i] for i in range(3)]
+        for i in range(3):
+            mean[i] += delta[i] / self.n
+            self.low[i] = min(self.low[i], p[i])
+            self.high[i] = max(self.high[i], p[i])
+        after = [p[i] - mean[i] for i in range(3)]
+        for k in range(9):  # Welford: stable over millions of samples far from the origin
+            m2[k] += delta[k // 3] * after[k % 3]
+
+    def metrics(self) -> HandMetrics:
+        """The current metrics as plain finite numbers."""
+        volume = ellipsoid_volume(np.reshape(self.m2, (3, 3)) / self.n) if self.n >= 4 else 0.0
+        bbox = math.prod(h - lo for h, lo in zip(self.high, self.low, strict=True)) if self.n else 0.0
+        return HandMetrics(
+            active_time_s=self.active_time,
+            path_length_m=self.path_length,
+            angular_path_rad=self.angular_path,
+            mean_squared_jerk=self.jerk_sq_integral / self.jerk_time if self.jerk_time > 0.0 else 0.0,
+            idle_time_s=self.idle_time,
+            volume_m3=volume,
+            bbox_volume_m3=bbox,
+            collisions=self.collisions,
+            peak_force_n=self.peak_force,
+            excessive_force_s=self.excessive_force_time,
+            tissue_damage=self.damage,
+            misapplied_energy_events=self.energy_events,
+            misapplied_energy_s=self.energy_time,
+            energy_time_s=self.energy_on_time,
+            samples=self.n,
+            invalid_samples=self.invalid,
+        )
+
+
+Key = tuple[int, str]
+
+
+class SkillTracker:
+    """Accumulates skill metrics for every (participant, hand) of one session; feed it once per tick."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config if config is not None else TrackerConfig()
+        self._hands: dict[Key, _Hand] = {}
+        self._contacts: set[tuple[Key, Key]] = set()  # pairs inside a tip-contact episode (present ones only)
+        self._last_time: float | None = None
+        self.invalid_samples = 0
+        self.rejected_observations = 0
+        self.rejected_notes = 0
+
+    def _hand(self, participant: int, hand: str) -> _Hand:
+        key = (int(participant), str(hand))
+        acc = self._hands.get(key)
+        if acc is None:
+            acc = self._hands[key] = _Hand()
+        return acc
+
+    def observe(self, time: float, instruments: Iterable[InstrumentSample]) -> None:
+        """Fold one tick's instrument samples (session time in s, strictly increasing) into the running sums."""
+        t = _number(time)
+        if t is None or (self._last_time is not None and t <= self._last_time):
+            self.rejected_observations += 1
+            return
+        tick_dt = t - self._last_time if self._last_time is not None else 0.0
+        tick_dt = tick_dt if tick_dt <= self.config.max_gap_s else 0.0
+        self._last_time = t
+        for acc in self._hands.values():  # misapplied energy noted since the last tick
+            if acc.energy_marked:
+                acc.energy_time += tick_dt
+            acc.energy_in_episode, acc.energy_marked = acc.energy_marked, False
+        present: dict[Key, tuple[float, float, float]] = {}
+        for sample in instruments:
+            key = _key(sample)
+            p = _vector(getattr(sample, "position", None), 3)
+            q = _vector(getattr(sample, "orientation", None), 4)
+            jaw, force = _number(getattr(sample, "jaw", None)), _number(getattr(sample, "force", None))
+            norm = math.sqrt(sum(x * x for x in q)) if q is not None else 0.0
+            if key is None or p is None or norm < 1e-9 or jaw is None or force is None or force < 0.0 or key in present:
+                self.invalid_samples += 1
+                if key is not None:
+                    self._hand(*key).invalid += 1
+                continue
+            q = tuple(x / norm for x in q)
+            kind = str(getattr(sample, "kind", ""))
+            self._hand(*key).add(t, kind, p, q, bool(getattr(sample, "energy", False)), force, self.config)
+            present[key] = p
+        self._detect_collisions(present)
+
+    def _detect_collisions(self, present: dict[Key, tuple[float, float, float]]) -> None:
+        """Count each pair's entering into tip contact once; forget pairs that separated or left."""
+        keys = sorted(present)
+        still: set[tuple[Key, Key]] = set()
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                d = math.dist(present[a], present[b])
+                pair = (a, b)
+                if pair in self._contacts:
+                    if d <= self.config.collision_release_m:
+                        still.add(pair)
+                elif d < self.config.collision_distance_m:
+                    still.add(pair)
+                    self._hands[a].collisions += 1
+                    self._hands[b].collisions += 1
+        self._contacts = still
+
+    def note_damage(self, participant: int, hand: str, tets_removed_or_burned: int) -> None:
+        """Attribute collateral tissue damage (tets removed or burned) to a hand; non-positive counts are ignored."""
+        count = _number(tets_removed_or_burned)
+        if count is None or count <= 0 or count != int(count):
+            self.rejected_notes += 1
+            return
+        self._hand(participant, hand).damage += int(count)
+
+    def note_misapplied_energy(self, participant: int, hand: str) -> None:
+        """Energy in a forbidden zone at this tick (call every tick while it lasts): one event per episode."""
+        acc = self._hand(participant, hand)
+        if not acc.energy_marked and not acc.energy_in_episode:
+            acc.energy_events += 1
+        acc.energy_marked = True
+
+    def note_collision(self, participant_a: int, hand_a: str, participant_b: int, hand_b: str) -> None:
+        """A collision the tracker cannot see (e.g. shafts): one for each hand, unless a tip contact already counts."""
+        a, b = (int(participant_a), str(hand_a)), (int(participant_b), str(hand_b))
+        if a == b or (min(a, b), max(a, b)) in self._contacts:
+            return
+        self._hand(*a).collisions += 1
+        self._hand(*b).collisions += 1
+
+    def hands(self) -> list[tuple[int, str]]:
+        """Every (participant, hand) seen or noted so far, sorted."""
+        return sorted(self._hands)
+
+    def metrics(self, participant: int, hand: str) -> HandMetrics:
+        """The current metrics of one hand (all zero if it was never seen)."""
+        acc = self._hands.get((int(participant), str(hand)))
+        return acc.metrics() if acc is not None else HandMetrics()
+
+    def report(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> dict:
+        """Per participant (str id): per-hand metrics and pass/fail, as plain JSON/msgpack-able values."""
+        participants: dict[str, dict] = {}
+        for (pid, hand), acc in sorted(self._hands.items()):
+            metrics = acc.metrics()
+            verdict = evaluate(metrics, thresholds)
+            entry = participants.setdefault(str(pid), {"passed": True, "errors_passed": True, "hands": {}})
+            entry["hands"][hand] = {
+                "kinds": list(acc.kinds),
+                "metrics": metrics.as_dict(),
+                "checks": dict(verdict.checks),
+                "passed": verdict.passed,
+                "errors_passed": verdict.errors_passed,
+            }
+            entry["passed"] = entry["passed"] and verdict.passed
+            entry["errors_passed"] = entry["errors_passed"] and verdict.errors_passed
+        return {
+            "participants": participants,
+            "invalid_samples": self.invalid_samples,
+            "rejected_observations": self.rejected_observations,
+            "rejected_notes": self.rejected_notes,
+            "config": asdict(self.config),
+            "thresholds": {k: v for k, v in asdict(thresholds).items() if v is not None},  # unjudged left out
+        }
