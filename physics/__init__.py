@@ -4,7 +4,7 @@ from physics.control import Control, InstrumentInput
 from physics.environment import Environment
 from physics.mesh import MeshError, TetMesh
 from physics.model import Model, build_model, remove_tets
-from physics.solver import Event, StepReport, step
+from physics.solver import Event, StepReport, solver_threads, step
 from physics.state import State, new_state
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "build_model",
     "new_state",
     "remove_tets",
+    "solver_threads",
     "step",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from physics import cautery, cutting, grasping
@@ -44,6 +45,15 @@ class StepReport:
     events: list[Event]
     topology: list[TopologyChange]
     counts: dict[str, int]
+
+
+def solver_threads(n: int) -> int:
+    """Run the steps this thread calls on up to n threads (numba's setting is per calling thread).
+
+    One thread per room keeps a core for the network when a server runs many rooms; returns the count used."""
+    used = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(used)
+    return used
 
 
 def step(

@@ -22,8 +22,10 @@ from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
 from rehearsal.procedure import Procedure
 from rehearsal.recording import Recorder
+from rehearsal.results_store import SessionResult
 from rehearsal.roles import Action, Role, decide
 from rehearsal.scenario import Scenario, build_world
+from rehearsal.skill_metrics import InstrumentSample, SkillTracker
 
 HANDS = ("left", "right")
 WORKSPACE_MARGIN = 0.5  # m around the anatomy's bounding box that instruments may occupy
@@ -86,6 +88,7 @@ class Room:
         self.counters: Counter[str] = Counter()
         self.procedure = Procedure(scenario, self.model)
         self.complications = Complications(scenario)
+        self.skills = SkillTracker()  # one per session: a reset does not wipe what people did before it
         self.annotations: deque[dict] = deque(maxlen=MAX_ANNOTATIONS)  # the newest; late joiners get them
         self.frame = 0
         self.elapsed = 0.0  # simulated seconds since the room was created (a reset does not rewind it)
@@ -325,11 +328,39 @@ class Room:
         report = step(self.model, self.physics, control, dt, substeps)
         self.frame += 1
         self.elapsed += dt
+        self._observe_skills(control, report)
         for s in self.procedure.evaluate(self.model, self.physics, self.elapsed):
             self._events.append(RoomEvent(STEP_EVENTS[s.status], s.to_dict(), instrument=s.by))
+            if s.status == "violated" and s.by is not None:
+                self.skills.note_misapplied_energy(s.by // len(HANDS), HANDS[s.by % len(HANDS)])
         for detail in self.complications.update(self.physics, dt, self.elapsed):
             self._events.append(RoomEvent("bleeding_stopped", detail))
         return report
+
+    def _observe_skills(self, control: Control, report: StepReport) -> None:
+        """Feed the skill metrics the poses physics used and the forces it measured; tears count as damage."""
+        samples = []
+        for command in control.instruments:
+            inst = self.physics.instruments.get(command.id)
+            if inst is None:
+                continue
+            force = report.instrument_forces.get(command.id)
+            samples.append(
+                InstrumentSample(
+                    participant=command.id // len(HANDS),
+                    hand=HANDS[command.id % len(HANDS)],
+                    kind=inst.spec.kind.value,
+                    position=inst.position,
+                    orientation=inst.orientation,
+                    jaw=float(inst.jaw),
+                    energy=bool(inst.energy),
+                    force=0.0 if force is None else float(np.linalg.norm(force)),
+                )
+            )
+        self.skills.observe(self.elapsed, samples)
+        for event in report.events:
+            if event.kind == "tear" and event.instrument is not None:
+                self.skills.note_damage(event.instrument // len(HANDS), HANDS[event.instrument % len(HANDS)], 1)
 
     def _apply_effects(self) -> None:
         while self._effects:
@@ -356,6 +387,33 @@ class Room:
         while self._events:
             events.append(self._events.popleft())
         return events
+
+    def result(self, created_at: float, ended_at: float) -> SessionResult:
+        """What this session leaves in the results store (wall-clock times from the server)."""
+        progress = self.progress()
+        skills = self.skills.report()["participants"]
+        return SessionResult(
+            session=self.session,
+            scenario=self.scenario.name,
+            created_at=created_at,
+            ended_at=ended_at,
+            end_state=self.state.value,
+            frames=self.frame,
+            simulated_seconds=self.elapsed,
+            steps=progress["steps"],
+            complications=progress["complications"],
+            participants=[
+                {
+                    "participant": pid,
+                    "role": p.identity.role.value,
+                    "name": p.identity.name,
+                    "skills": skills.get(str(pid), {}),
+                }
+                for pid, p in sorted(self.participants.items())
+            ],
+            counters=dict(self.counters),
+            recording=None if self.recorder is None else str(self.recorder.path),
+        )
 
     def progress(self) -> dict:
         """Procedure steps and complications, for a late joiner's welcome, the status line and the results."""

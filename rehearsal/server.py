@@ -42,6 +42,7 @@ import math
 import os
 import secrets
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -74,6 +75,8 @@ from rehearsal.http_api import AdminGate, api_root
 from rehearsal.identity import Identity, IdentityError
 from rehearsal.join_service import JoinService
 from rehearsal.lifecycle import RoomState
+from rehearsal.recording import Recorder
+from rehearsal.results_store import ResultsStore
 from rehearsal.roles import Action, Role
 from rehearsal.room import HANDS, Room
 from rehearsal.scenario import load_scenario, packaged_scenarios
@@ -89,6 +92,7 @@ SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs mor
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) before disconnecting
 MAX_ROOMS = 64
+RESULTS_FILE = "results.sqlite3"
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
 
@@ -116,6 +120,7 @@ class _LiveRoom:
     object_ids: dict[tuple[int, str], int] = field(default_factory=dict)  # (participant, hand) -> rigid id
     empty_since: float | None = None
     ending: bool = False
+    created_at: float = field(default_factory=time.time)
 
 
 def surface_layout(room: Room) -> PatchLayout:
@@ -137,6 +142,7 @@ class RehearsalServer:
         credential = server_secret(data_dir, ADMIN_CREDENTIAL).hex()
         self.gate = AdminGate(credential)
         self.rooms: dict[str, _LiveRoom] = {}
+        self.results = ResultsStore(data_dir / RESULTS_FILE)
         self.clients: dict[int, _Client] = {}
         self.counters: Counter[str] = Counter()
         self.channels = ServerChannels(
@@ -202,7 +208,9 @@ class RehearsalServer:
             self.heartbeat.stop()
         if self.protocol is not None:
             self.protocol.disconnect_all()
-        for session in list(self.rooms):
+        for session, live in list(self.rooms.items()):
+            if live.room.state is not RoomState.ENDED:
+                live.room.end()
             self._close_room(session)
         waits = []
         for port in (self._udp_port, self._http_port):
@@ -225,12 +233,17 @@ class RehearsalServer:
         if len(self.rooms) >= MAX_ROOMS:
             raise ValueError(f"this server already runs {MAX_ROOMS} rooms")
         session = "s-" + secrets.token_urlsafe(9)
-        room = Room(session, load_scenario(scenario_name))
+        scenario = load_scenario(scenario_name)
+        room = Room(session, scenario)
+        if self.settings.record:
+            room.recorder = Recorder(self.data_dir / "recordings" / f"{session}.rec", session, scenario)
         layout = surface_layout(room)
         sync = SnapshotServer(layout, triangles=room.model.surface)
         pool = ThreadPool(minthreads=1, maxthreads=1, name=f"room-{session}")
         pool.start()
-        ticker = RoomTicker(self.reactor, room, on_report=self._on_report, pool=pool)
+        ticker = RoomTicker(
+            self.reactor, room, on_report=self._on_report, pool=pool, physics_threads=self.settings.physics_threads
+        )
         self.rooms[session] = _LiveRoom(room, ticker, pool, sync, empty_since=self.clock())
         ticker.start().addErrback(self._ticker_failed, session)
         self.counters["rooms_created"] += 1
@@ -247,10 +260,23 @@ class RehearsalServer:
             return
         live.ticker.stop()
         live.pool.stop()  # waits for a step in flight (milliseconds)
+        self._save_result(live)
         for index in list(live.clients):
             self.clients.pop(index, None)
             if self.protocol is not None:
                 self.protocol.core.disconnect(index, self.protocol.now())
+
+    def _save_result(self, live: _LiveRoom) -> None:
+        """Close the room's recording and keep its result; a failing disk is logged, never raised."""
+        room = live.room
+        try:
+            if room.recorder is not None:
+                room.recorder.close(room.state.value)
+            self.results.save(room.result(live.created_at, time.time()))
+            self.counters["results_saved"] += 1
+        except (OSError, sqlite3.Error) as exc:
+            self.counters["results_failed"] += 1
+            log.error("session %s: could not keep its result: %s", room.session, exc)
 
     def _end_room(self, session: str) -> None:
         """Tell the room it ended, then disconnect its clients and free it a moment later."""

@@ -30,6 +30,8 @@ class Settings:
     max_clients: int = 256
     default_scenario: str = "basic_skills"
     empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
+    physics_threads: int = 1  # per room; 1 keeps a core for the network when several rooms run
+    record: bool = True  # write each room's recording (data_dir/recordings) for replay and debrief
     protocol_id: int = PROTOCOL_ID
 
     @property
@@ -75,6 +77,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
     for port in ("udp_port", "http_port"):
         if not 0 <= getattr(result, port) <= 65535:
             raise SettingsError(f"{origin}: {port} must be in [0, 65535]")
+    if result.physics_threads < 1:
+        raise SettingsError(f"{origin}: physics_threads must be at least 1")
     if result.max_clients < 1:
         raise SettingsError(f"{origin}: max_clients must be at least 1")
     return result

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.threadpool import ThreadPool
 
-from physics import StepReport
+from physics import StepReport, solver_threads
 from rehearsal.room import Room
 
 # Physics may use this share of a tick; the rest is for the network, snapshots and everything else.
@@ -90,6 +90,7 @@ class RoomTicker:
         pool: ThreadPool | None = None,
         run_in_thread: Callable[..., defer.Deferred] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        physics_threads: int = 1,
     ) -> None:
         self.reactor = reactor
         self.room = room
@@ -101,6 +102,8 @@ class RoomTicker:
         self._pool = pool
         self._run = run_in_thread or self._in_pool
         self._busy = False
+        self.physics_threads = physics_threads
+        self._threads_set = False
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
 
@@ -132,9 +135,16 @@ class RoomTicker:
         substeps = self.governor.substeps
         self._busy = True
         started = self.clock()
-        d = self._run(self.room.advance, self.dt, substeps, control)
+        d = self._run(self._advance, self.dt, substeps, control)
         d.addCallback(self._done, started)
         d.addErrback(self._failed)
+
+    def _advance(self, dt: float, substeps: int, control) -> StepReport | None:
+        """On the room's thread: the first call sets how many threads its physics uses."""
+        if not self._threads_set:
+            solver_threads(self.physics_threads)
+            self._threads_set = True
+        return self.room.advance(dt, substeps, control)
 
     def _done(self, report: StepReport | None, started: float) -> None:
         self._busy = False
