@@ -5,6 +5,8 @@
     rehearsal scenarios [FILE ...]            list the shipped scenarios, or validate files
     rehearsal invite --scenario NAME          create a session on a running server; print its invites
     rehearsal token --session S --role R --name N   mint a connect token offline (base64)
+    rehearsal results [--session S]           finished sessions from the results store (JSON)
+    rehearsal replay RECORDING                re-simulate a recorded session and print its outcome (JSON)
 
 Settings come from defaults < --config TOML < REHEARSAL_* environment < flags (rehearsal.settings).
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from netcode.address import Address
 from rehearsal.identity import Identity, IdentityError, clean_name
 from rehearsal.join_service import JoinService
+from rehearsal.results_store import RESULTS_FILE, ResultsStore
 from rehearsal.roles import Role
 from rehearsal.scenario import ScenarioError, build_world, load_scenario, packaged_scenarios
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, SecretError, server_secret
@@ -56,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--session", required=True)
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
     token.add_argument("--name", required=True)
+    results = sub.add_parser("results", help="print finished sessions (or one in full) from the results store")
+    _settings_flags(results)
+    results.add_argument("--session", help="one session in full: steps, complications, people, skill metrics")
+    results.add_argument("--limit", type=int, default=20)
+    replay = sub.add_parser("replay", help="re-simulate a recorded session (data_dir/recordings/*.rec)")
+    replay.add_argument("recording", type=Path)
     return parser
 
 
@@ -126,6 +135,43 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    path = _load(args).data_dir / RESULTS_FILE
+    if not path.is_file():
+        print(f"rehearsal results: no results store at {path} (no session has ended there yet)", file=sys.stderr)
+        return 1
+    store = ResultsStore(path)
+    try:
+        if args.session is None:
+            print(json.dumps(store.sessions(args.limit), indent=1))
+            return 0
+        found = store.session(args.session)
+    finally:
+        store.close()
+    if found is None:
+        print(f"rehearsal results: no session {args.session!r} in {path}", file=sys.stderr)
+        return 1
+    print(json.dumps(found, indent=1))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rehearsal.replay import replay
+
+    room = replay(args.recording)
+    outcome = {
+        "session": room.session,
+        "scenario": room.scenario.name,
+        "frames": room.frame,
+        "simulated_seconds": round(room.elapsed, 3),
+        "live_tets": room.model.n_live_tets,
+        **room.progress(),
+        "skills": room.skills.report()["participants"],
+    }
+    print(json.dumps(outcome, indent=1))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from rehearsal.server import serve  # the twisted reactor is imported only to serve
 
@@ -146,10 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scenarios": cmd_scenarios,
         "invite": cmd_invite,
         "token": cmd_token,
+        "results": cmd_results,
+        "replay": cmd_replay,
     }
     try:
         return handlers[args.command](args)
-    except (SettingsError, SecretError, IdentityError, ValueError) as exc:
+    except (SettingsError, SecretError, IdentityError, ValueError, OSError) as exc:
         print(f"rehearsal {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -76,7 +76,7 @@ from rehearsal.identity import Identity, IdentityError
 from rehearsal.join_service import JoinService
 from rehearsal.lifecycle import RoomState
 from rehearsal.recording import Recorder
-from rehearsal.results_store import ResultsStore
+from rehearsal.results_store import RESULTS_FILE, ResultsStore
 from rehearsal.roles import Action, Role
 from rehearsal.room import HANDS, Room
 from rehearsal.scenario import load_scenario, packaged_scenarios
@@ -92,7 +92,6 @@ SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs mor
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) before disconnecting
 MAX_ROOMS = 64
-RESULTS_FILE = "results.sqlite3"
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
 

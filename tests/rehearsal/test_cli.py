@@ -1,6 +1,7 @@
 """The `rehearsal` command's offline subcommands."""
 
 import base64
+import json
 import stat
 
 from netcode.connect_token import ConnectToken, decrypt_private_token
@@ -42,3 +43,37 @@ def test_bad_arguments_get_clear_errors(tmp_path, capsys):
 def test_invite_without_a_server_says_so(tmp_path, capsys):
     assert main(["invite", "--data-dir", str(tmp_path), "--http-port", "1", "--scenario", "basic_skills"]) == 1
     assert "no server" in capsys.readouterr().err
+
+
+def test_results_and_replay_show_what_a_session_left_behind(tmp_path, capsys):
+    from rehearsal.identity import Identity
+    from rehearsal.recording import Recorder
+    from rehearsal.results_store import RESULTS_FILE, ResultsStore
+    from rehearsal.roles import Role
+    from rehearsal.room import Room
+    from rehearsal.scenario import load_scenario
+
+    data = tmp_path / "data"
+    assert main(["results", "--data-dir", str(data)]) == 1
+    assert "no results store" in capsys.readouterr().err
+    room = Room("s-cli", load_scenario("basic_skills"))
+    room.recorder = Recorder(data / "recordings" / "s-cli.rec", room.session, room.scenario)
+    room.join(Identity(room.session, 1, Role.MENTOR, "m"))
+    room.start()
+    for _ in range(3):
+        room.advance(1 / 60)
+    room.end()
+    room.recorder.close("ended")
+    store = ResultsStore(data / RESULTS_FILE)
+    store.save(room.result(1.0, 2.0))
+    store.close()
+    assert main(["results", "--data-dir", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["session"] == "s-cli"
+    assert main(["results", "--data-dir", str(data), "--session", "s-cli"]) == 0
+    assert json.loads(capsys.readouterr().out)["participants"][0]["role"] == "mentor"
+    assert main(["results", "--data-dir", str(data), "--session", "nope"]) == 1
+    assert main(["replay", str(data / "recordings" / "s-cli.rec")]) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["frames"] == 3 and outcome["current_step"] == "retract"
+    assert main(["replay", str(tmp_path / "missing.rec")]) == 2
+    assert "missing.rec" in capsys.readouterr().err
