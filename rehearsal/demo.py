@@ -12,7 +12,8 @@ four bots through the HTTP join API and drives them over real UDP on 127.0.0.1:
 * mentor: watches, pauses once for ~1 s, resumes, and injects the ``bleeder`` complication once.
 
 Every second it prints a status line (elapsed time; server tick interval measured from the snapshots'
-server times; connected bots; downlink kbit/s per bot; room state; events seen), then a summary. Everything
+server times; connected bots; downlink kbit/s per bot; room state; the current procedure step; events
+seen), then a summary: per bot, the steps, the complication, and the skill metrics the server stored. Everything
 is bounded: the bots stop after ``seconds``, the subprocess is terminated (killed if it lingers).
 """
 
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rehearsal.bots import Headset, ServerProcess, SurgeonScript, post, pump
+from rehearsal.results_store import RESULTS_FILE, ResultsStore
 
 ROLES = (
     ("lead_surgeon", "Lead bot"),
@@ -34,7 +36,19 @@ ROLES = (
     ("scrub_nurse", "Nurse bot"),
     ("mentor", "Mentor bot"),
 )
-SUMMARY_EVENTS = ("started", "grasp", "release", "cut", "pause", "resume", "inject_complication", "hand_instrument")
+SUMMARY_EVENTS = (
+    "started",
+    "grasp",
+    "release",
+    "cut",
+    "pause",
+    "resume",
+    "inject_complication",
+    "complication_started",
+    "hand_instrument",
+    "step_completed",
+    "step_violated",
+)
 FRAME_HZ = 90.0
 
 
@@ -43,6 +57,22 @@ def _tick_ms(h: Headset) -> float | None:
     if len(times) < 2 or times[-1] <= times[0]:
         return None
     return 1000.0 * (times[-1] - times[0]) / (len(times) - 1)
+
+
+def procedure_steps(h: Headset) -> list[dict]:
+    """The scenario's steps as this bot knows them: from its welcome, updated by step events."""
+    steps = {s["id"]: dict(s) for s in ((h.welcome or {}).get("progress") or {}).get("steps", [])}
+    for e in h.messages["event"]:
+        if e["kind"] in ("step_completed", "step_violated"):
+            detail = e.get("detail") or {}
+            if detail.get("id") in steps:
+                steps[detail["id"]].update(detail)
+    return list(steps.values())
+
+
+def current_step(h: Headset) -> str:
+    pending = [s["id"] for s in procedure_steps(h) if s.get("status") == "pending"]
+    return pending[0] if pending else "all done"
 
 
 def run_demo(
@@ -93,6 +123,8 @@ def run_demo(
             summary["server_exit"] = code
             log = server.log()
             summary["server_log_tail"] = log.splitlines()[-5:]
+        if summary.get("ok"):
+            summary["result"] = _stored_result(Path(tmp) / "data", summary["session"])
     _print_summary(summary, say)
     return summary
 
@@ -146,7 +178,7 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
             say(
                 f"t={elapsed:5.1f}s tick={f'{tick:.1f}' if tick else '?'}ms "
                 f"clients={sum(h.connected for h in team)}/{len(team)} room={state['room']} "
-                f"kbit/s {' '.join(rates)} snaps={lead.snapshots_applied} events={','.join(seen)}"
+                f"kbit/s {' '.join(rates)} step={current_step(mentor)} events={','.join(seen)}"
             )
             next_status += 1.0
         return now - start >= seconds
@@ -166,7 +198,25 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
             "downlink_kbit_s": 8 * (h.bytes_received - start_bytes[h.name]) / 1000 / duration,
             "uplink_kbit_s": 8 * h.bytes_sent / 1000 / duration,
         }
-    return {"seconds": duration, "tick_ms": _tick_ms(lead), "bots": per_bot, "unsent_commands": len(plan)}
+    return {
+        "seconds": duration,
+        "tick_ms": _tick_ms(lead),
+        "bots": per_bot,
+        "steps": procedure_steps(mentor),
+        "unsent_commands": len(plan),
+    }
+
+
+def _stored_result(data_dir: Path, session: str) -> dict | None:
+    """What the server kept of the session when it stopped (steps, people, skill metrics)."""
+    path = data_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    store = ResultsStore(path)
+    try:
+        return store.session(session)
+    finally:
+        store.close()
 
 
 def _print_summary(summary: dict, say) -> None:
@@ -180,11 +230,28 @@ def _print_summary(summary: dict, say) -> None:
         f"{f'{tick:.1f} ms' if tick else 'unknown'}, server exit {summary['server_exit']}"
     )
     for name, b in summary["bots"].items():
-        events = " ".join(f"{k}={v}" for k, v in b["events"].items())
+        events = " ".join(f"{k}={v}" for k, v in b["events"].items() if v)
         say(
             f"{name:18s} snapshots={b['snapshots']:4d} down={b['downlink_kbit_s']:6.1f} kbit/s "
             f"up={b['uplink_kbit_s']:5.1f} kbit/s {events}" + (f" refused={b['refused']}" if b["refused"] else "")
         )
+    for step in summary["steps"]:
+        say(f"step {step['id']:20s} {step['status']:9s} {step['title']}")
+    result = summary.get("result")
+    if result is None:
+        say("(the server kept no result for this session)")
+        return
+    for bleeding in result["complications"]["bleeding"]:
+        state = "stopped" if bleeding["stopped"] else "still bleeding"
+        say(f"complication {bleeding['complication']}: {bleeding['lost_ml']:.1f} ml lost, {state}")
+    for p in result["participants"]:
+        for hand, h in (p["skills"].get("hands") or {}).items():
+            m = h["metrics"]
+            failed = [k for k, ok in h["checks"].items() if not ok]
+            say(
+                f"skills {p['name']:14s} {hand:5s} path={m['path_length_m']:.2f} m idle={m['idle_time_s']:.1f} s "
+                f"peak force={m['peak_force_n']:.2f} N -> {'pass' if h['passed'] else 'fail: ' + ', '.join(failed)}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

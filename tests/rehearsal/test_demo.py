@@ -36,6 +36,14 @@ def test_the_demo_team_connects_operates_and_sees_the_mentor():
     # the scripted surgery happened: the lead's grasper grasped, the assistant's scissors cut
     for name, bot in bots.items():
         assert bot["events"]["grasp"] >= 1 and bot["events"]["cut"] >= 1, (name, bot["events"])
+        assert bot["events"]["complication_started"] == 1, (name, bot["events"])
+    # the lead's retraction completed the first step, and the server kept the session's result
+    assert summary["steps"][0]["id"] == "retract" and summary["steps"][0]["status"] == "done", summary["steps"]
+    assert any(line.startswith("t=") and "step=divide" in line for line in lines)
+    result = summary["result"]
+    assert result["session"] == summary["session"] and result["steps"][0]["status"] == "done"
+    lead = next(p for p in result["participants"] if p["role"] == "lead_surgeon")
+    assert lead["skills"]["hands"]["right"]["metrics"]["path_length_m"] > 0.01
     print("\n".join(lines))
 
 
