@@ -217,10 +217,12 @@ class Headset:
         self.core.update(now)
         self.channels.update(now)
 
-    def send_pose(self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT) -> None:
+    def send_pose(
+        self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT, energy: bool = False
+    ) -> None:
         """One tracking frame of an instrument (physics (w, x, y, z) rotation), sent as an `input` message."""
         rotation = np.array([0.0, 0.0, 0.0, 1.0]) if rotation_wxyz is None else to_wire_quat(rotation_wxyz)
-        pose = RigidPose(np.asarray(position, float), rotation, float(jaw))
+        pose = RigidPose(np.asarray(position, float), rotation, float(jaw), energy)
         now = time.monotonic()
         self.inputs.add_sample(now, {device: pose})
         packet = self.inputs.packet(now)

@@ -442,7 +442,7 @@ class RehearsalServer:
                     pose.position,
                     to_physics_quat(pose.rotation),
                     pose.jaw,
-                    False,
+                    pose.energy,
                     sample.client_time,
                 )
                 if refusal is not None:

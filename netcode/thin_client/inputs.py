@@ -21,7 +21,8 @@ Binary input packet (all little-endian; carried as the ``p`` bytes field of the 
     8+D    S * (8 + 23 D) samples, oldest first:
              8   client_time f64    local clock (seconds) when the sample was taken
              then D poses of 23 bytes each:
-             1   flags u8           bit 0: tracked (0 = device lost: ignore this pose); bits 1-7: 0
+             1   flags u8           bit 0: tracked (0 = device lost: ignore this pose); bit 1: energy on
+                                    (cautery pedal pressed); bits 2-7: 0
              12  position 3 x f32   metres
              8   rotation 4 x i16   quaternion x, y, z, w scaled by 32767 (renormalise after decoding)
              2   jaw i16            jaw opening in units of 1e-4 rad (+-3.2767 rad)
@@ -53,6 +54,7 @@ MAX_SAMPLES = 255
 U32 = 1 << 32
 JAW_UNIT = 1e-4
 TRACKED = 0x01
+ENERGY = 0x02
 
 
 class InputPacketError(ValueError):
@@ -109,7 +111,7 @@ def encode_packet(devices: Sequence[int], samples: Sequence[InputSample]) -> byt
                 continue
             q = pose.rotation * 32767.0
             out += POSE.pack(
-                TRACKED,
+                TRACKED | (ENERGY if pose.energy else 0),
                 *(float(v) for v in pose.position),
                 *(_clip_i16(v) for v in q),
                 _clip_i16(pose.jaw / JAW_UNIT),
@@ -142,7 +144,7 @@ def decode_packet(data: bytes) -> tuple[tuple[int, ...], list[InputSample]]:
         for _ in range(d):
             flags, x, y, z, qx, qy, qz, qw, jaw = POSE.unpack_from(data, offset)
             offset += POSE_SIZE
-            if flags & ~TRACKED:
+            if flags & ~(TRACKED | ENERGY):
                 raise InputPacketError(f"sample {first + i}: reserved pose flag bits set")
             if not flags & TRACKED:
                 poses.append(None)
@@ -151,7 +153,7 @@ def decode_packet(data: bytes) -> tuple[tuple[int, ...], list[InputSample]]:
             if not np.all(np.isfinite(position)):
                 raise InputPacketError(f"sample {first + i}: non-finite position")
             q = np.array([qx, qy, qz, qw], dtype=np.float64)
-            poses.append(RigidPose(position, q if np.any(q) else IDENTITY, jaw * JAW_UNIT))
+            poses.append(RigidPose(position, q if np.any(q) else IDENTITY, jaw * JAW_UNIT, bool(flags & ENERGY)))
         samples.append(InputSample(first + i, client_time, tuple(poses)))
     return devices, samples
 

@@ -88,17 +88,20 @@ def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class RigidPose:
-    """Position (m, shape (3,)), rotation (unit quaternion x, y, z, w) and jaw opening (rad)."""
+    """Position (m, shape (3,)), rotation (unit quaternion x, y, z, w), jaw opening (rad) and whether the
+    instrument's energy (cautery pedal) is on."""
 
     position: np.ndarray
     rotation: np.ndarray = field(default_factory=lambda: IDENTITY.copy())
     jaw: float = 0.0
+    energy: bool = False
 
     def __post_init__(self) -> None:
         position = np.asarray(self.position, dtype=np.float64).reshape(3)
         object.__setattr__(self, "position", position)
         object.__setattr__(self, "rotation", quat_normalize(np.asarray(self.rotation, dtype=np.float64).reshape(4)))
         object.__setattr__(self, "jaw", float(self.jaw))
+        object.__setattr__(self, "energy", bool(self.energy))
 
     def is_finite(self) -> bool:
         return bool(np.all(np.isfinite(self.position)) and math.isfinite(self.jaw))
@@ -110,6 +113,7 @@ def interpolate_pose(a: RigidPose, b: RigidPose, u: float) -> RigidPose:
         a.position + (b.position - a.position) * u,
         slerp(a.rotation, b.rotation, u),
         a.jaw + (b.jaw - a.jaw) * u,
+        b.energy if u >= 0.5 else a.energy,
     )
 
 

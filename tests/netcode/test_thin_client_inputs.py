@@ -140,3 +140,11 @@ def test_redundancy_delivers_every_sample_through_30_percent_loss():
     assert max(sizes) <= 1100
     mean = float(np.mean(sizes))
     print(f"\nleft the window unacked {sender.abandoned}; mean packet {mean:.0f} B = {(mean - 11) / 77:.1f} samples")
+
+
+def test_the_energy_pedal_travels_with_each_pose():
+    sender = InputSender((1, 2))
+    sender.add_sample(0.0, {1: RigidPose([0, 0, 0], energy=True), 2: RigidPose([0, 0, 0])})
+    sender.add_sample(0.01, {1: RigidPose([0, 0, 0]), 2: RigidPose([0, 0, 0], energy=True)})
+    _, samples = decode_packet(sender.packet(0.02))
+    assert [[p.energy for p in s.poses] for s in samples] == [[True, False], [False, True]]
