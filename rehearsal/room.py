@@ -22,6 +22,7 @@ from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
 from rehearsal.procedure import Procedure
 from rehearsal.recording import Recorder
+from rehearsal.response_model import probe_response
 from rehearsal.results_store import SessionResult
 from rehearsal.roles import Action, Role, decide
 from rehearsal.scenario import Scenario, build_world
@@ -51,7 +52,8 @@ class Refusal:
 
 @dataclass(frozen=True)
 class RoomEvent:
-    """Something the world did that everyone should hear about (a step, a complication, a reset).
+    """Something the world did that everyone should hear about (a step, a complication, a reset), or that the
+    server passes to one person (``grasp_response``: the response model of a new grasp, for its holder).
 
     by: the participant who caused it; instrument: the physics instrument id involved."""
 
@@ -329,6 +331,7 @@ class Room:
         self.frame += 1
         self.elapsed += dt
         self._observe_skills(control, report)
+        self._probe_new_grasps(report, dt, substeps)
         for s in self.procedure.evaluate(self.model, self.physics, self.elapsed):
             self._events.append(RoomEvent(STEP_EVENTS[s.status], s.to_dict(), instrument=s.by))
             if s.status == "violated" and s.by is not None:
@@ -361,6 +364,19 @@ class Room:
         for event in report.events:
             if event.kind == "tear" and event.instrument is not None:
                 self.skills.note_damage(event.instrument // len(HANDS), HANDS[event.instrument % len(HANDS)], 1)
+
+    def _probe_new_grasps(self, report: StepReport, dt: float, substeps: int) -> None:
+        """Measure each new grasp's response model (for the holder's prediction) while the world is ours."""
+        for event in report.events:
+            inst = self.physics.instruments.get(event.instrument) if event.kind == "grasp" else None
+            if inst is None:
+                continue
+            surface = np.unique(self.model.surface)
+            response = probe_response(self.model, self.physics, event.instrument, surface, dt, substeps)
+            if response is not None:
+                pose = {"position": inst.position.copy(), "orientation": inst.orientation.copy(), "jaw": inst.jaw}
+                detail = {"response": response, "baseline": pose}
+                self._events.append(RoomEvent("grasp_response", detail, instrument=event.instrument))
 
     def _apply_effects(self) -> None:
         while self._effects:

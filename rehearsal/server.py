@@ -23,7 +23,8 @@ state-sync join messages (``snap_config``, full ``snap_topology``) and a ``welco
 
 Every room tick (``RoomTicker.on_report``, on the reactor thread, after the worker thread finished the
 step) publishes the room: topology changes (a cut or burn) become a new snapshot epoch sent reliably,
-physics events (grasp, release, tear, cut, burn) become reliable ``event`` messages, then the surface
+physics events (grasp, release, tear, cut, burn) become reliable ``event`` messages (and the holder of a
+new grasp gets its response model, ``grasp``, measured on the room's thread, then ``release``), then the surface
 (layout order) and the instruments (rigid objects) are quantized once and each client of the room gets
 its own ``snapshot`` (deltas against what it acknowledged, under a byte budget) and an ``input_ack`` on
 the unreliable channel.
@@ -66,7 +67,9 @@ from netcode.snapshot import RigidKind, RigidSet
 from netcode.snapshot_codec import SnapshotServer, budget_for_rate
 from netcode.snapshot_messages import snapshot_message
 from netcode.thin_client.inputs import InputPacketError, InputReceiver
-from netcode.thin_client.schema import input_ack_fields
+from netcode.thin_client.poses import RigidPose
+from netcode.thin_client.prediction import ResponseModel
+from netcode.thin_client.schema import input_ack_fields, response_model_fields
 from netcode.udp import free_udp_port, listen_server
 from ops.http import Heartbeat, ops_root
 from ops.metrics import OpsMetrics, by_prefix
@@ -83,7 +86,14 @@ from rehearsal.scenario import load_scenario, packaged_scenarios
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
 from rehearsal.settings import Settings
 from rehearsal.ticking import RoomTicker
-from rehearsal.wire import HAND_OF_DEVICE, REHEARSAL_REGISTRY, plain, to_physics_quat, to_wire_quat
+from rehearsal.wire import (
+    DEVICE_OF_HAND,
+    HAND_OF_DEVICE,
+    REHEARSAL_REGISTRY,
+    plain,
+    to_physics_quat,
+    to_wire_quat,
+)
 
 log = logging.getLogger("rehearsal.server")
 
@@ -92,6 +102,9 @@ SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs mor
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) before disconnecting
 MAX_ROOMS = 64
+# Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
+# clients such as the thin client keep every snapshot object in one map by id.
+INSTRUMENT_OBJECT_BASE = 32768
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
 
@@ -120,6 +133,8 @@ class _LiveRoom:
     empty_since: float | None = None
     ending: bool = False
     created_at: float = field(default_factory=time.time)
+    grasp_ids: dict[int, int] = field(default_factory=dict)  # physics instrument id -> grasp id sent to its holder
+    next_grasp_id: int = 1
 
 
 def surface_layout(room: Room) -> PatchLayout:
@@ -497,7 +512,7 @@ class RehearsalServer:
         key = (participant, hand)
         oid = live.object_ids.get(key)
         if oid is None:
-            oid = len(live.object_ids)  # 65,536 instruments per room before RigidSet refuses
+            oid = INSTRUMENT_OBJECT_BASE + len(live.object_ids)  # 32,768 instruments before RigidSet refuses
             live.object_ids[key] = oid
         return oid
 
@@ -561,12 +576,49 @@ class RehearsalServer:
     def _publish_room_events(self, live: _LiveRoom) -> None:
         """Steps completed or violated, complications started, resets: reliable events to everyone."""
         for event in live.room.take_events():
+            if event.kind == "grasp_response":
+                self._send_grasp_model(live, event.instrument, event.detail)
+                continue
             if event.kind == "world_reset":
                 self._republish_world(live)
             obj = self._instrument_object(live, event.instrument)
             by = event.by if event.by is not None or event.instrument is None else event.instrument // len(HANDS)
             self._broadcast_event(live, event.kind, by=by, instrument=obj, detail=event.detail)
             self.counters[f"room_{event.kind}"] += 1
+
+    def _holder_clients(self, live: _LiveRoom, instrument: int) -> list[int]:
+        pid = instrument // len(HANDS)
+        return [i for i in live.clients if (c := self.clients.get(i)) is not None and c.identity.participant == pid]
+
+    def _send_grasp_model(self, live: _LiveRoom, instrument: int, detail: dict) -> None:
+        """The holder's headset gets the new grasp's response model (reliable ``grasp``) to predict with."""
+        objects, vertices, matrices = detail["response"].on_layout(live.sync.layout)
+        if objects.size == 0:
+            return
+        grasp_id = live.grasp_ids[instrument] = live.next_grasp_id
+        live.next_grasp_id += 1
+        base = detail["baseline"]
+        model = ResponseModel(
+            grasp_id=grasp_id,
+            instrument=self._instrument_object(live, instrument),
+            device=DEVICE_OF_HAND[HANDS[instrument % len(HANDS)]],
+            objects=objects,
+            vertices=vertices,
+            matrices=matrices,
+            baseline=RigidPose(base["position"], to_wire_quat(base["orientation"]), base["jaw"]),
+            server_time=self.protocol.now(),
+            epoch=live.sync.epoch,
+        )
+        message = Message("grasp", response_model_fields(model))
+        for index in self._holder_clients(live, instrument):
+            self.channels.send(index, Channel.RELIABLE, message)
+        self.counters["grasp_models_sent"] += 1
+
+    def _send_release(self, live: _LiveRoom, instrument: int | None) -> None:
+        grasp_id = live.grasp_ids.pop(instrument, None) if instrument is not None else None
+        if grasp_id is not None:
+            for index in self._holder_clients(live, instrument):
+                self.channels.send(index, Channel.RELIABLE, Message("release", {"grasp_id": grasp_id}))
 
     def _publish(self, live: _LiveRoom, report: StepReport | None) -> None:
         room, sync = live.room, live.sync
@@ -575,6 +627,8 @@ class RehearsalServer:
             if report.topology:
                 self._publish_topology(live, report)
             for event in report.events:
+                if event.kind in ("release", "tear"):
+                    self._send_release(live, event.instrument)
                 if event.kind in PHYSICS_EVENTS:
                     obj = self._instrument_object(live, event.instrument)
                     by = None if event.instrument is None else event.instrument // len(HANDS)

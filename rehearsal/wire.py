@@ -20,7 +20,10 @@ Events: an accepted command is broadcast to the room with ``kind`` = the action 
 ``take_over_instrument``, ``remove_participant``) and its arguments plus the room ``state`` in ``detail``;
 the room's own changes are ``started`` (lobby -> running), ``joined`` / ``left`` (detail: participant,
 role, name) and ``ended``; physics events are ``grasp``, ``release``, ``tear``, ``cut`` and ``burn``
-with the instrument's snapshot object id. The scenario's progress: ``step_completed`` /
+with the instrument's snapshot object id (instrument ids start at 32768, so they never equal a tissue
+patch id). The surgeon whose instrument grasps also gets a ``grasp`` message (the grasp's response model,
+measured by the physics engine: ``rehearsal.response_model``) and, when it lets go or tears, ``release``.
+The scenario's progress: ``step_completed`` /
 ``step_violated`` (detail: the step as in ``welcome``'s progress; a violation names the instrument),
 ``complication_started`` (detail: complication, kind, title, and for a bleeding point its vertex and
 position), ``complication_failed`` (complication, reason), ``bleeding_stopped`` (complication, lost_ml)

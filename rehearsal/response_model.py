@@ -1,0 +1,87 @@
+"""Grasp response models: how the surface near a new grasp moves per unit of jaw motion.
+
+The server sends one with each grasp to the surgeon who holds it (``grasp`` message of
+``netcode.thin_client.schema``), so their headset moves the held tissue with the tracked jaws at once
+instead of a round trip later (``netcode.thin_client.prediction``). The model is linear and translation
+only (C = 3): surface vertex k moves by ``M_k @ (jaw displacement)``.
+
+``M_k`` is measured by the physics engine itself at the moment of the grasp (``probe_response``): copies
+of the world are stepped with the jaws nudged along x, y and z, so the model knows this tissue's
+stiffness, its attachments and the grasp's geometry. ``python -m rehearsal.response_bench`` measures how
+much it reduces the displayed error under latency.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from netcode.patches import PatchLayout
+from netcode.thin_client.prediction import MAX_RESPONSE_VERTICES
+from physics import Control, InstrumentInput, Model, step
+from physics.state import State
+
+PROBE_STEP = 0.002  # m the probe moves the jaws along each axis
+PROBE_FRAMES = 4  # frames over which it moves them (best of 1-8 in rehearsal.response_bench)
+MIN_RESPONSE = 0.02  # vertices that move less than this share of the jaw motion are left out
+
+
+@dataclass(frozen=True)
+class Response:
+    """How surface vertices ``vertex_ids`` (K,) move: ``matrices`` (K, 3, 3), metres per metre of jaw motion."""
+
+    vertex_ids: np.ndarray
+    matrices: np.ndarray
+
+    def on_layout(self, layout: PatchLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patch ids, indices within patches, matrices) for the ``grasp`` message, keeping the vertices
+        that ``layout`` (the snapshots' current one) has."""
+        order = np.argsort(layout.vertex_ids, kind="stable")
+        found = np.searchsorted(layout.vertex_ids[order], self.vertex_ids).clip(0, max(layout.vertex_count - 1, 0))
+        rows = order[found] if layout.vertex_count else found
+        ok = layout.vertex_ids[rows] == self.vertex_ids if layout.vertex_count else np.zeros(0, bool)
+        rows = rows[ok]
+        patches = np.searchsorted(layout.offsets, rows, side="right") - 1
+        return patches.astype(np.int64), (rows - layout.offsets[patches]).astype(np.int64), self.matrices[ok]
+
+
+def probe_response(
+    model: Model,
+    state: State,
+    instrument: int,
+    vertex_ids: np.ndarray,
+    dt: float,
+    substeps: int,
+    frames: int = PROBE_FRAMES,
+) -> Response | None:
+    """The response of the surface vertices ``vertex_ids`` to the grasping instrument, measured on copies
+    of the state.
+
+    The jaws move by PROBE_STEP along x, y and z over ``frames`` frames, and once not at all (the
+    reference, which cancels the tissue's own motion); each vertex's displacement against the reference,
+    per metre of jaw motion, is one column of its matrix. The strongest-moving vertices (at most
+    MAX_RESPONSE_VERTICES, at least MIN_RESPONSE) are kept. Pass the room's own dt and substeps (the
+    response depends on them). Costs 4 x ``frames`` steps: run it on the room's thread, once per grasp;
+    None when the instrument holds nothing."""
+    held = state.instruments.get(instrument)
+    ids = np.asarray(vertex_ids, dtype=np.int64)
+    if held is None or held.grasp is None or ids.size == 0:
+        return None
+    finals = []
+    for offset in (np.zeros(3), *np.eye(3) * PROBE_STEP):
+        probe = copy.deepcopy(state)
+        for k in range(1, frames + 1):
+            command = InstrumentInput(
+                instrument, held.spec, held.position + offset * k / frames, held.orientation, held.jaw, False
+            )
+            step(model, probe, Control([command]), dt, substeps)
+        finals.append(probe.x[ids])
+    columns = np.stack([(f - finals[0]) / PROBE_STEP for f in finals[1:]], axis=2)  # (n, 3 rows, 3 cols)
+    strength = np.max(np.abs(columns), axis=(1, 2))
+    keep = np.flatnonzero(strength >= MIN_RESPONSE)
+    if keep.size == 0:
+        return None
+    keep = keep[np.argsort(-strength[keep], kind="stable")[:MAX_RESPONSE_VERTICES]]
+    return Response(ids[keep], columns[keep])

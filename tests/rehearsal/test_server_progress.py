@@ -1,0 +1,89 @@
+"""Over real loopback UDP: a retraction completes the first step for everyone, the holder of a grasp gets
+its response model (and a release), a complication reaches everyone, and a late joiner is told both."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from netcode.thin_client.schema import response_model_from_fields
+from rehearsal.bots import Headset, ServerProcess, SurgeonScript, post, pump
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("progress") / "data")
+    try:
+        proc.wait_listening()
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.log()
+
+
+def _join(server, invites: dict, role: str) -> Headset:
+    status, ticket = post(server.http_port, "/api/join", {"invite": invites[role], "name": role})
+    assert status == 200, ticket
+    return Headset(base64.b64decode(ticket["token"]), name=role)
+
+
+def _events(h: Headset, kind: str) -> list[dict]:
+    return [e for e in h.messages["event"] if e["kind"] == kind]
+
+
+def test_steps_grasp_models_and_complications_reach_the_right_people(server):
+    status, session = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, server.credential())
+    assert status == 201, session
+    lead, observer, mentor = (_join(server, session["invites"], r) for r in ("lead_surgeon", "observer", "mentor"))
+    team = [lead, observer, mentor]
+    late = None
+    try:
+        assert pump(team, lambda: all(h.welcome for h in team), 10.0), server.log()
+        progress = lead.welcome["progress"]
+        assert [s["id"] for s in progress["steps"]] == ["retract", "divide", "no_energy_at_edge"]
+        assert progress["current_step"] == "retract" and progress["complications"]["active"] == []
+        instrument = lead.welcome["hands"]["right"]
+        script = SurgeonScript(x=-0.015, lift=0.015)
+        start = time.monotonic()
+        opened = {"jaw": None}
+
+        def frame() -> None:
+            position, jaw = script.pose(time.monotonic() - start)
+            lead.send_pose(position, script.rotation, opened["jaw"] if opened["jaw"] is not None else jaw)
+
+        def retracted() -> bool:
+            return all(_events(h, "step_completed") for h in team) and bool(lead.messages["grasp"])
+
+        assert pump(team, retracted, 15.0, frame), server.log()
+        [done] = {e["detail"]["id"] for h in team for e in _events(h, "step_completed")}
+        assert done == "retract"
+
+        # only the holder gets the grasp's response model, and it is a valid one for the current surface
+        assert not observer.messages["grasp"] and not mentor.messages["grasp"]
+        model = response_model_from_fields(lead.messages["grasp"][0])
+        assert model.instrument == instrument and model.epoch == lead.decoder.epoch
+        assert model.columns == 3 and len(model.objects) >= 3
+        sizes = lead.decoder.layout.sizes
+        assert all(0 <= v < sizes[o] for o, v in zip(model.objects, model.vertices, strict=True))
+
+        mentor.command("inject_complication", complication="bleeder")
+        assert pump(team, lambda: all(_events(h, "complication_started") for h in team), 5.0, frame)
+        started = _events(observer, "complication_started")[0]["detail"]
+        assert started["complication"] == "bleeder" and len(started["position"]) == 3
+
+        opened["jaw"] = 1.0  # let go: the holder is told the grasp ended
+        assert pump(team, lambda: bool(lead.messages["release"]), 5.0, frame), server.log()
+        assert lead.messages["release"][0]["grasp_id"] == model.grasp_id
+
+        status, ticket = post(server.http_port, "/api/join", {"invite": session["invites"]["observer"], "name": "late"})
+        assert status == 200, ticket
+        late = Headset(base64.b64decode(ticket["token"]), name="late")
+        assert pump([*team, late], lambda: late.welcome is not None, 10.0), server.log()
+        told = late.welcome["progress"]
+        assert told["steps"][0]["status"] == "done" and told["current_step"] == "divide"
+        assert told["complications"]["active"] == ["bleeder"]
+    finally:
+        for h in [*team, *([late] if late else [])]:
+            h.close()
