@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import json
 import secrets
 import sys
@@ -24,11 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from netcode.address import Address
+from physics import Model, new_state
+from rehearsal.complications import ComplicationError, Complications
 from rehearsal.identity import Identity, IdentityError, clean_name
 from rehearsal.join_service import JoinService
+from rehearsal.procedure import Procedure
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
 from rehearsal.roles import Role
-from rehearsal.scenario import ScenarioError, build_world, load_scenario, packaged_scenarios
+from rehearsal.scenario import Scenario, ScenarioError, build_world, load_scenario, packaged_scenarios
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, SecretError, server_secret
 from rehearsal.settings import Settings, SettingsError, load_settings
 
@@ -80,6 +84,17 @@ def _load(args: argparse.Namespace) -> Settings:
     )
 
 
+def check_world(scenario: Scenario, model: Model) -> None:
+    """Build the scenario's procedure and inject each complication into a copy of its world, so that a
+    box that misses the anatomy is found now rather than in front of a team (raises ScenarioError)."""
+    Procedure(scenario, model)
+    for complication in scenario.complications:
+        try:
+            Complications(scenario).inject(complication.id, copy.deepcopy(model), new_state(model))
+        except ComplicationError as exc:
+            raise ScenarioError(f"{scenario.source.name}: complication {complication.id!r}: {exc}") from None
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     targets = args.files or list(packaged_scenarios().values())
     failed = 0
@@ -87,6 +102,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         try:
             scenario = load_scenario(path)
             model = build_world(scenario)
+            check_world(scenario, model)
         except (ScenarioError, ValueError, OSError) as exc:
             print(f"INVALID  {path}: {exc}")
             failed += 1

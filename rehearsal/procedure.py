@@ -10,6 +10,7 @@ Three kinds of check (boxes are in rest coordinates, so they name anatomy, not p
   (cautery damage above zero); then it is "violated" for good, and the energised instrument nearest to
   the burn is blamed.
 
+A step whose box holds no tissue is a ScenarioError when the procedure is built.
 ``Procedure`` is the stateful shell: ``evaluate`` runs once per simulated tick on the room's thread and
 returns the steps whose status changed; the measures are small pure functions.
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 from physics.model import Model
 from physics.state import State
-from rehearsal.scenario import Scenario, Step
+from rehearsal.scenario import Scenario, ScenarioError, Step
 
 HOLD_SECONDS = 0.5
 PIECE_SHARE = 0.1
@@ -108,6 +109,9 @@ class Procedure:
                 self._tets[step.id] = np.flatnonzero(check.box.contains(centres) & model.alive)
             else:
                 self._tets[step.id] = np.flatnonzero(check.box.contains(centres, margin=check.distance))
+            chosen = self._vertices.get(step.id, self._tets.get(step.id))
+            if chosen.size == 0:
+                raise ScenarioError(f"{scenario.source.name}: step {step.id!r}: its check's box holds no tissue")
         self._held_since: dict[str, float] = {}
         self._epoch = -1
 

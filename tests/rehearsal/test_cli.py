@@ -3,6 +3,7 @@
 import base64
 import json
 import stat
+from pathlib import Path
 
 from netcode.connect_token import ConnectToken, decrypt_private_token
 from rehearsal.cli import main
@@ -19,6 +20,21 @@ def test_scenarios_lists_and_validates(tmp_path, capsys):
     bad.write_text("schema = 1\ntitle = 'x'\n")
     assert main(["scenarios", str(bad)]) == 1
     assert "INVALID" in capsys.readouterr().out
+    shipped = (Path(__file__).parents[2] / "rehearsal" / "scenarios" / "basic_skills.toml").read_text()
+    for i, (old, new) in enumerate(
+        [
+            (
+                "box = { lo = [-0.03, 0.015, -0.02], hi = [0.03, 0.021, 0.02] }",
+                "box = { lo = [1.0, 0.015, -0.02], hi = [1.1, 0.021, 0.02] }",
+            ),
+            ("region = 0\nfactor = 2.0", "region = 5\nfactor = 2.0"),  # the stiffer region does not exist
+        ]
+    ):
+        broken = tmp_path / f"broken{i}.toml"
+        broken.write_text(shipped.replace(old, new, 1))
+        assert main(["scenarios", str(broken)]) == 1
+        out = capsys.readouterr().out
+        assert "INVALID" in out and ("holds no tissue" in out or "no live tissue of region 5" in out), out
 
 
 def test_token_is_minted_from_the_data_dir_key(tmp_path, capsys):
