@@ -289,9 +289,8 @@ def _complication(c: _Reader) -> Complication:
     elif kind == "stiffer_tissue":
         params["region"] = c.get("region", int)
         params["factor"] = c.number("factor", 2.0, 1.0, 100.0)
-    else:
+    else:  # adhesion: held with the scenario's ligament compliance (the solver has one for all anchors)
         params["box"] = c.box("box")
-        params["compliance"] = c.number("compliance", 1e-4, 1e-9, 1.0)
     return Complication(c.get("id", str), c.get("title", str), kind, params)
 
 
