@@ -153,7 +153,10 @@ class Room:
             p is not None
             and p.connected
             and hand in p.hands
-            and decide(p.identity.role, Action.TAKE_OVER_INSTRUMENT).allowed
+            and (
+                decide(p.identity.role, Action.TAKE_OVER_INSTRUMENT).allowed
+                or decide(p.identity.role, Action.HOLD_RETRACTOR).allowed
+            )
         ):
             return p
         return self._allowed(participant_id, Action.DRIVE_INSTRUMENT)
@@ -247,6 +250,19 @@ class Room:
         if hand not in HANDS or not self._specs:
             return Refusal("take over a left or right instrument")
         p.hands[str(hand)] = next(iter(self._specs))
+        return None
+
+    def _do_hold_retractor(self, p: Participant, hand: object = "left", release: object = False) -> Refusal | None:
+        """Take (or put down) a retractor: a grasper in the given hand that holds tissue out of the way."""
+        if hand not in HANDS or not isinstance(release, bool):
+            return Refusal("hold a retractor in the left or right hand (release: true to put it down)")
+        if release:
+            p.hands.pop(str(hand), None)
+            self.inputs.pop((p.identity.participant, str(hand)), None)
+            return None
+        if Kind.GRASPER not in self._specs:
+            return Refusal("this scenario has no grasper to retract with")
+        p.hands[str(hand)] = Kind.GRASPER
         return None
 
     def _do_remove_participant(self, p: Participant, who: object = None) -> Refusal | None:

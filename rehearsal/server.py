@@ -488,8 +488,8 @@ class RehearsalServer:
     def _command_done(self, live: _LiveRoom, pid: int, action: Action, args: dict[str, Any]) -> None:
         room = live.room
         detail = {**plain(args), "state": room.state.value}
-        if action is Action.TAKE_OVER_INSTRUMENT:
-            hand = str(args.get("hand", "right"))
+        if action is Action.TAKE_OVER_INSTRUMENT or (action is Action.HOLD_RETRACTOR and not args.get("release")):
+            hand = str(args.get("hand", "right" if action is Action.TAKE_OVER_INSTRUMENT else "left"))
             detail["object"] = self._object_id(live, pid, hand)
         elif action is Action.HAND_INSTRUMENT:
             to, hand = args.get("to"), str(args.get("hand", "right"))

@@ -177,3 +177,17 @@ def test_step_progress_is_evaluated_every_tick_and_reported_once(scenario):
     kinds = [e.kind for e in room.take_events()]
     assert kinds == ["step_completed"]
     assert room.progress()["current_step"] == "divide"
+
+
+def test_the_scrub_nurse_holds_a_retractor_but_drives_nothing_else(scenario):
+    room, ids = _running(scenario)
+    nurse = ids[Role.SCRUB_NURSE]
+    assert room.instrument_input(nurse, "left", [0, 0.05, 0], DOWN, sample_time=1.0) is not None
+    assert room.command(nurse, "hold_retractor", hand="left") is None
+    assert room.instrument_input(nurse, "left", [0, 0.05, 0], DOWN, sample_time=1.1) is None
+    assert room.instrument_input(nurse, "right", [0, 0.05, 0], DOWN, sample_time=1.1) is not None
+    [retractor] = room.control().instruments
+    assert retractor.spec.kind is Kind.GRASPER
+    assert room.command(nurse, "hold_retractor", hand="left", release=True) is None
+    assert room.control().instruments == []
+    assert "may not hold retractor" in room.command(ids[Role.OBSERVER], "hold_retractor").reason
