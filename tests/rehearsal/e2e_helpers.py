@@ -66,6 +66,7 @@ def connect(ticket: dict, name: str = "") -> Headset:
     """A headset connecting with a ticket's token (its decoder records applied snapshots)."""
     headset = Headset(base64.b64decode(ticket["token"]), name=name or ticket["name"])
     headset.decoder = RecordingDecoder()  # before anything is received (only service() receives)
+    headset.ticket = ticket
     return headset
 
 
