@@ -54,9 +54,11 @@ class JoinService:
         return {Role(role): self.invites.issue(session, Role(role), uses=uses) for role in roles}
 
     def join(self, invite_code: object, display_name: object) -> Ticket:
-        """Redeem an invite: a new participant with the invite's role (InviteError/IdentityError if not)."""
-        redeemed = self.invites.redeem(invite_code)
+        """Redeem an invite: a new participant with the invite's role (InviteError/IdentityError if not).
+
+        The name is checked first, so a refused request does not use up one of the invite's uses."""
         name = clean_name(display_name)
+        redeemed = self.invites.redeem(invite_code)
         if not self.session_exists(redeemed.session):
             raise InviteError("this session has ended")
         identity = Identity(redeemed.session, secrets.randbits(63) or 1, redeemed.role, name)
@@ -67,9 +69,7 @@ class JoinService:
 
     def rejoin(self, rejoin_code: object) -> Ticket:
         """A fresh token for the same participant (same id, role and name)."""
-        redeemed = self.invites.redeem(rejoin_code)
-        if redeemed.participant is None or redeemed.name is None:
-            raise InviteError("invite code not valid (unknown, used up or expired)")
+        redeemed = self.invites.redeem(rejoin_code, personal=True)  # a team invite is refused, not used
         if not self.session_exists(redeemed.session):
             raise InviteError("this session has ended")
         identity = Identity(redeemed.session, redeemed.participant, redeemed.role, redeemed.name)
