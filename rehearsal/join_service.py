@@ -39,12 +39,14 @@ class JoinService:
         server_addresses: Sequence[Address],
         invites: InviteBook | None = None,
         session_exists: Callable[[str], bool] = lambda session: True,
+        on_rejoin: Callable[[Identity], None] = lambda identity: None,
     ) -> None:
         self._private_key = private_key
         self.protocol_id = protocol_id
         self.server_addresses = list(server_addresses)
         self.invites = invites or InviteBook()
         self.session_exists = session_exists
+        self.on_rejoin = on_rejoin  # the server drops a stale connection of the participant coming back
 
     def __repr__(self) -> str:  # never show the key
         return f"JoinService(protocol_id={self.protocol_id:#x}, servers={self.server_addresses})"
@@ -73,6 +75,7 @@ class JoinService:
         if not self.session_exists(redeemed.session):
             raise InviteError("this session has ended")
         identity = Identity(redeemed.session, redeemed.participant, redeemed.role, redeemed.name)
+        self.on_rejoin(identity)
         return self._ticket(identity, rejoin_code if isinstance(rejoin_code, str) else "")
 
     def ticket_for(self, identity: Identity) -> Ticket:

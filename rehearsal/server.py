@@ -174,7 +174,11 @@ class RehearsalServer:
             self.settings = settings
         public = Address.parse(settings.public_address)
         self.join_service = JoinService(
-            self._token_key, settings.protocol_id, [public], session_exists=self._session_open
+            self._token_key,
+            settings.protocol_id,
+            [public],
+            session_exists=self._session_open,
+            on_rejoin=self._drop_stale_connection,
         )
         config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
         self.protocol, self._udp_port = listen_server(
@@ -332,6 +336,16 @@ class RehearsalServer:
             client is not None and client.identity.participant == participant
         ):
             self.protocol.core.disconnect(index, self.protocol.now())
+
+    def _drop_stale_connection(self, identity: Identity) -> None:
+        """A participant asked to rejoin (/api/rejoin): a connection still open under their id is a dead
+        headset the server has not timed out yet. Netcode refuses a second connection of a connected client
+        id, so without this the new token would be ignored until that timeout (10 s): disconnect it now."""
+        for index, client in list(self.clients.items()):
+            if client.session == identity.session and client.identity.participant == identity.participant:
+                self.counters["rejoin_replaced_connections"] += 1
+                if self.protocol is not None:
+                    self.protocol.core.disconnect(index, self.protocol.now())
 
     def _on_disconnect(self, index: int, reason: str) -> None:
         stats = self.channels.stats(index)
