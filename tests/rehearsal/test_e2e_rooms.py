@@ -20,6 +20,9 @@ from rehearsal.bots import Headset, SurgeonScript
 from tests.rehearsal.e2e_helpers import new_session, pump, saw_event, team_of, triangle_set
 
 
+PRESSED = 0.001  # m: the surface gave way under an instrument (10 quanta of the snapshot codec)
+
+
 class Descent:
     """A surgeon's right instrument moving towards a target height at a hand's speed (identity rotation:
     the instrument used by test_server_e2e, which leaves the block alone at 5 cm and presses it at 1.2 cm)."""
@@ -66,7 +69,7 @@ def test_two_rooms_in_one_process_do_not_affect_each_other(e2e_server):
         press_b = Descent(surgeon_b)
         press_b.target = 0.012
         applied_a = surgeon_a.snapshots_applied
-        assert pump(everyone, lambda: _moved(observer_b, rest_b) > 0.003, 8.0, press_b), server.log()[-4000:]
+        assert pump(everyone, lambda: _moved(observer_b, rest_b) > PRESSED, 8.0, press_b), server.log()[-4000:]
         assert surgeon_a.snapshots_applied > applied_a + 10  # A is still published, just not simulated
         assert np.array_equal(surgeon_a.decoder.surface_grid(), surface_a)
 
@@ -148,6 +151,6 @@ def test_a_paused_room_holds_still_and_an_assistant_cannot_pause(e2e_server):
         assert pump(team, lambda: all(saw_event(h, "resume") for h in team), 5.0, hand)
         hand.target = 0.012
         rest = observer.decoder.surface()[0].copy()
-        assert pump(team, lambda: _moved(observer, rest) > 0.003, 8.0, hand), server.log()[-4000:]
+        assert pump(team, lambda: _moved(observer, rest) > PRESSED, 8.0, hand), server.log()[-4000:]
         assert not mentor.messages["refused"] and not surgeon.messages["refused"]
         assert all(h.undecoded == 0 and h.snapshot_errors == 0 for h in team)
