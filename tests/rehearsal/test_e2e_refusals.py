@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import time
@@ -121,6 +122,26 @@ def test_an_expired_connect_token_is_refused_and_the_client_fails_clearly(e2e_se
         )
         assert not saw_event(witness, "joined", lambda e: e["by"] == 1002)
         assert witness.connected and fresh.connected
+
+
+def test_a_used_connect_token_cannot_connect_again(e2e_server):
+    """A token is single-use: once its headset has connected (and even after it left), a copy is ignored."""
+    server = e2e_server
+    with team_of(server, new_session(server), "lead_surgeon", "observer") as team:
+        surgeon, observer = team
+        surgeon.close()
+        team.remove(surgeon)
+        assert pump(team, lambda: saw_event(observer, "left"), 3.0)
+        left_at = next(e for e in observer.messages["event"] if e["kind"] == "left")["server_time"]
+        before = metrics(server)
+        copy = Headset(base64.b64decode(surgeon.ticket["token"]))
+        team.append(copy)
+        pump(team, lambda: copy.connected, 1.0)
+        assert not copy.connected and copy.welcome is None
+        label = 'reason="token_already_connected"'
+        assert metric(metrics(server), DROPS, label) > metric(before, DROPS, label)
+        pid = surgeon.welcome["participant"]
+        assert not saw_event(observer, "joined", lambda e: e["by"] == pid and e["server_time"] > left_at)
 
 
 def _refused(headset: Headset, request: str) -> list[dict]:
