@@ -19,7 +19,6 @@ from netcode.messages import Message
 from rehearsal.bots import Headset, SurgeonScript
 from tests.rehearsal.e2e_helpers import new_session, pump, saw_event, team_of, triangle_set
 
-
 PRESSED = 0.001  # m: the surface gave way under an instrument (10 quanta of the snapshot codec)
 
 
@@ -154,3 +153,19 @@ def test_a_paused_room_holds_still_and_an_assistant_cannot_pause(e2e_server):
         assert pump(team, lambda: _moved(observer, rest) > PRESSED, 8.0, hand), server.log()[-4000:]
         assert not mentor.messages["refused"] and not surgeon.messages["refused"]
         assert all(h.undecoded == 0 and h.snapshot_errors == 0 for h in team)
+
+
+def test_a_complication_reaches_everyone_and_an_unknown_one_is_refused(e2e_server):
+    server = e2e_server
+    with team_of(server, new_session(server), "lead_surgeon", "mentor", "observer") as team:
+        _surgeon, mentor, _observer = team
+        mentor.command("inject_complication", complication="no_such_thing")
+        assert pump(team, lambda: bool(mentor.messages["refused"]), 5.0)
+        assert "bleeder" in mentor.messages["refused"][0]["reason"]  # the refusal names the known ones
+        mentor.command("inject_complication", complication="bleeder")
+
+        def everyone_told(e: dict) -> bool:
+            return e["detail"]["complication"] == "bleeder" and e["by"] == mentor.welcome["participant"]
+
+        assert pump(team, lambda: all(saw_event(h, "inject_complication", everyone_told) for h in team), 5.0)
+        assert all(sum(e["kind"] == "inject_complication" for e in h.messages["event"]) == 1 for h in team)
