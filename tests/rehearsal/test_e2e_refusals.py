@@ -1,10 +1,12 @@
 """End to end: bad invites, expired connect tokens and malformed traffic are refused with clear errors.
 
 * HTTP: unknown and used-up invite codes, rejoin codes that are not personal, empty names and bodies that
-  are not JSON get 4xx answers with an ``error`` a person can read.
-* netcode: a connect token minted with the server's own key (from its data directory) but expired is
-  dropped by the server (counted in /metrics) and the client ends in ``CONNECT_TOKEN_EXPIRED``; the
-  same token made with a long expiry connects (so it was the expiry that was refused).
+  are not JSON get 4xx answers with an ``error`` a person can read; so do the invites and rejoin codes of
+  a session the mentor ended (its headsets are told and disconnected).
+* netcode: a used connect token is ignored (also after its headset left); a connect token minted with
+  the server's own key (from its data directory) but expired is dropped by the server (counted in
+  /metrics) and the client ends in ``CONNECT_TOKEN_EXPIRED``; the same token made with a long expiry
+  connects (so it was the expiry that was refused).
 * messages: garbage datagrams (from strangers and from a connected client's address), well-encrypted
   payloads that are not messages, unknown message types, server-only messages, unknown commands, bad
   command arguments and malformed input packets are dropped with counters or answered with ``refused``;
@@ -77,6 +79,21 @@ def test_bad_invites_and_requests_get_clear_http_errors(e2e_server):
             raise AssertionError("accepted")
         except urllib.error.HTTPError as exc:
             assert exc.code == 400 and "JSON" in exc.read().decode()
+
+
+def test_invites_and_rejoin_codes_of_an_ended_session_are_refused(e2e_server):
+    server = e2e_server
+    session = new_session(server)
+    with team_of(server, session, "mentor", "observer") as team:
+        mentor, observer = team
+        mentor.command("end_room")
+        assert pump(team, lambda: all(saw_event(h, "ended") for h in team), 5.0), server.log()[-4000:]
+        assert pump(team, lambda: not any(h.connected for h in team), 5.0)  # then everyone is disconnected
+        assert observer.core.state == ClientState.DISCONNECTED
+    status, body = _join(server, session["invites"]["observer"], "Too Late")
+    assert (status, body["error"]) == (403, "this session has ended")
+    status, body = post(server.http_port, "/api/rejoin", {"rejoin_code": mentor.ticket["rejoin_code"]})
+    assert (status, body["error"]) == (403, "this session has ended")
 
 
 def _token(server, session: str, participant: int, expire_seconds: int):
