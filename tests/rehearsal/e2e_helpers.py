@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from netcode.snapshot_decode import DecodedSnapshot, SnapshotDecoder
 from netcode.snapshot_messages import parse_topology
 from rehearsal.bots import Headset, ServerProcess, post, pump
+from rehearsal.wire import DEVICE_RIGHT
 
 __all__ = [
     "RecordingDecoder",
@@ -62,9 +63,9 @@ def join(server: ServerProcess, session: dict, role: str, name: str) -> dict:
     return ticket
 
 
-def connect(ticket: dict, name: str = "") -> Headset:
+def connect(ticket: dict, name: str = "", devices: Sequence[int] = (DEVICE_RIGHT,)) -> Headset:
     """A headset connecting with a ticket's token (its decoder records applied snapshots)."""
-    headset = Headset(base64.b64decode(ticket["token"]), name=name or ticket["name"])
+    headset = Headset(base64.b64decode(ticket["token"]), name=name or ticket["name"], devices=devices)
     headset.decoder = RecordingDecoder()  # before anything is received (only service() receives)
     headset.ticket = ticket
     return headset

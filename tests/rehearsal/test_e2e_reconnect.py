@@ -14,6 +14,7 @@ import numpy as np
 
 from rehearsal.bots import Headset, post
 from rehearsal.join_service import CONNECTION_TIMEOUT_SECONDS
+from rehearsal.wire import DEVICE_LEFT, DEVICE_RIGHT
 from tests.rehearsal.e2e_helpers import Team, connect, new_session, pump, saw_event, team_of, triangle_set
 
 
@@ -23,7 +24,7 @@ def _rejoin(server, ticket: dict) -> Headset:
     for key in ("session", "participant", "role", "name"):
         assert fresh[key] == ticket[key], key
     assert fresh["token"] != ticket["token"]
-    return connect(fresh)
+    return connect(fresh, devices=(DEVICE_LEFT, DEVICE_RIGHT))  # it has an instrument in each hand now
 
 
 def _sees_instrument_at(h: Headset, oid: int, y: float) -> bool:
@@ -46,13 +47,19 @@ def _assert_back_with_everything(server, team: Team, returned: Headset, witness:
     assert np.array_equal(returned.decoder.layout.vertex_ids, witness.decoder.layout.vertex_ids)
     assert triangle_set(returned) == triangle_set(witness)
     assert float(np.abs(returned.decoder.surface()[0] - witness.decoder.surface()[0]).max()) < 1e-3
-    # its role came back: its right instrument follows it again, and everyone sees it move
-    right = welcome["hands"]["right"]
+    # its role came back: both its instruments follow it again, and everyone sees them move
+    right, left = welcome["hands"]["right"], welcome["hands"]["left"]
 
-    def both_see_it() -> bool:
-        return _sees_instrument_at(witness, right, 0.065) and _sees_instrument_at(returned, right, 0.065)
+    def both_hands() -> None:
+        returned.send_pose([0.0, 0.065, 0.0], device=DEVICE_RIGHT)
+        returned.send_pose([0.02, 0.07, 0.0], device=DEVICE_LEFT)
 
-    assert pump(team, both_see_it, 5.0, lambda: returned.send_pose([0, 0.065, 0]))
+    def both_see_them() -> bool:
+        return all(
+            _sees_instrument_at(h, right, 0.065) and _sees_instrument_at(h, left, 0.07) for h in (witness, returned)
+        )
+
+    assert pump(team, both_see_them, 5.0, both_hands), server.log()[-4000:]
     assert not returned.messages["refused"], returned.messages["refused"]
     assert returned.undecoded == 0 and returned.snapshot_errors == 0
 
