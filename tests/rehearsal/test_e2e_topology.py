@@ -4,7 +4,8 @@ The server runs in a subprocess (fixture ``e2e_server``); a lead surgeon, a scru
 observer join with their invites and connect over loopback UDP. The nurse hands the surgeon scissors
 (``hand_instrument``), the surgeon closes them through the tissue block, and every client must end at
 the same snapshot epoch with the same patch layout and the same triangle list (replayed from the
-reliable ``snap_topology`` messages). A late joiner then gets the full current topology and state.
+reliable ``snap_topology`` messages). A late joiner then gets the full current topology and state, then
+deltas; and when the mentor resets the world, every client gets the uncut block back in full.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def test_a_cut_reaches_every_client_with_the_same_topology(e2e_server):
     server = e2e_server
     session = new_session(server)
     with team_of(server, session, "lead_surgeon", "scrub_nurse", "mentor", "observer") as team:
-        surgeon, nurse, _mentor, observer = team
+        surgeon, nurse, mentor, observer = team
         surgeon_id = surgeon.welcome["participant"]
         right = surgeon.welcome["hands"]["right"]
         start_epoch = surgeon.decoder.epoch
@@ -113,3 +114,18 @@ def test_a_cut_reaches_every_client_with_the_same_topology(e2e_server):
         assert late.undecoded == 0 and late.snapshot_errors == 0
         # the late joiner's tissue is the one the others see (the codec's 0.1 mm plus a little motion)
         assert float(np.abs(late.decoder.surface()[0] - observer.decoder.surface()[0]).max()) < 1e-3
+
+        # the mentor resets the world: every client (the late joiner too) gets the uncut block back in full
+        mentor.command("reset")
+
+        def all_reset() -> bool:
+            return all(saw_event(h, "reset") and h.decoder.epoch > final_epoch for h in team)
+
+        assert pump(team, all_reset, 5.0), server.log()[-4000:]
+        pump(team, lambda: False, 0.2)
+        for h in team:
+            assert h.messages["snap_topology"][-1]["cause"] == "full"
+            assert h.decoder.epoch == late.decoder.epoch
+            assert triangle_set(h) == start_triangles
+        assert pump(team, lambda: all(h.decoder.surface()[1].all() for h in team), 5.0)
+        assert all(h.undecoded == 0 and h.snapshot_errors == 0 for h in team)
