@@ -8,7 +8,6 @@ UDP for the headsets) and every wait is bounded.
 from __future__ import annotations
 
 import base64
-import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -31,6 +30,7 @@ __all__ = [
     "pump",
     "saw_event",
     "scrape",
+    "team_of",
     "triangle_set",
 ]
 
@@ -144,8 +144,3 @@ def triangle_set(headset: Headset) -> set[tuple[int, int, int]]:
         for t in update.added_triangles:
             triangles.add(_canonical(t))
     return triangles
-
-
-def wait(seconds: float) -> None:
-    """A plain bounded sleep (for a token to expire)."""
-    time.sleep(max(0.0, seconds))
