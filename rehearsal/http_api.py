@@ -4,6 +4,7 @@
                          -> {"session", "scenario", "invites": {role: code}}
     POST /api/join       {"invite": code, "name": "Dr. Ada"}  -> a ticket
     POST /api/rejoin     {"rejoin_code": code}                -> a fresh ticket for the same participant
+                                                                 (a connection they still hold is closed)
 
 A ticket is {"token" (base64 of the 2048-byte netcode connect token), "session", "participant", "role",
 "name", "rejoin_code", "expires_in"}. Errors are JSON {"error": text}: 400 malformed request, 403 refused

@@ -67,10 +67,15 @@ class InviteBook:
         self._entries[_digest(code)] = _Entry(session, Role(role), self.clock() + ttl, uses, participant, name)
         return code
 
-    def redeem(self, code: object) -> Redeemed:
-        """Use a code once; InviteError (the same for every failure) if it is not valid."""
+    def redeem(self, code: object, *, personal: bool | None = None) -> Redeemed:
+        """Use a code once; InviteError (the same for every failure) if it is not valid.
+
+        ``personal=True`` accepts only a personal (rejoin) code, ``False`` only a team invite; a code of the
+        other kind is refused like an unknown one and keeps its uses."""
         entry = self._entries.get(_digest(code)) if isinstance(code, str) and len(code) <= 64 else None
         if entry is None or entry.expires_at <= self.clock() or entry.uses_left < 1:
+            raise InviteError("invite code not valid (unknown, used up or expired)")
+        if personal is not None and personal != (entry.participant is not None and entry.name is not None):
             raise InviteError("invite code not valid (unknown, used up or expired)")
         entry.uses_left -= 1
         return Redeemed(entry.session, entry.role, entry.participant, entry.name)

@@ -39,12 +39,14 @@ class JoinService:
         server_addresses: Sequence[Address],
         invites: InviteBook | None = None,
         session_exists: Callable[[str], bool] = lambda session: True,
+        on_rejoin: Callable[[Identity], None] = lambda identity: None,
     ) -> None:
         self._private_key = private_key
         self.protocol_id = protocol_id
         self.server_addresses = list(server_addresses)
         self.invites = invites or InviteBook()
         self.session_exists = session_exists
+        self.on_rejoin = on_rejoin  # the server drops a stale connection of the participant coming back
 
     def __repr__(self) -> str:  # never show the key
         return f"JoinService(protocol_id={self.protocol_id:#x}, servers={self.server_addresses})"
@@ -54,9 +56,11 @@ class JoinService:
         return {Role(role): self.invites.issue(session, Role(role), uses=uses) for role in roles}
 
     def join(self, invite_code: object, display_name: object) -> Ticket:
-        """Redeem an invite: a new participant with the invite's role (InviteError/IdentityError if not)."""
-        redeemed = self.invites.redeem(invite_code)
+        """Redeem an invite: a new participant with the invite's role (InviteError/IdentityError if not).
+
+        The name is checked first, so a refused request does not use up one of the invite's uses."""
         name = clean_name(display_name)
+        redeemed = self.invites.redeem(invite_code)
         if not self.session_exists(redeemed.session):
             raise InviteError("this session has ended")
         identity = Identity(redeemed.session, secrets.randbits(63) or 1, redeemed.role, name)
@@ -67,12 +71,11 @@ class JoinService:
 
     def rejoin(self, rejoin_code: object) -> Ticket:
         """A fresh token for the same participant (same id, role and name)."""
-        redeemed = self.invites.redeem(rejoin_code)
-        if redeemed.participant is None or redeemed.name is None:
-            raise InviteError("invite code not valid (unknown, used up or expired)")
+        redeemed = self.invites.redeem(rejoin_code, personal=True)  # a team invite is refused, not used
         if not self.session_exists(redeemed.session):
             raise InviteError("this session has ended")
         identity = Identity(redeemed.session, redeemed.participant, redeemed.role, redeemed.name)
+        self.on_rejoin(identity)
         return self._ticket(identity, rejoin_code if isinstance(rejoin_code, str) else "")
 
     def ticket_for(self, identity: Identity) -> Ticket:

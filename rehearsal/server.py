@@ -159,6 +159,7 @@ class RehearsalServer:
         self.results = ResultsStore(data_dir / RESULTS_FILE)
         self.clients: dict[int, _Client] = {}
         self.counters: Counter[str] = Counter()
+        self.departed_message_drops: Counter[str] = Counter()  # message-layer drops of closed connections
         self.channels = ServerChannels(
             registry=REHEARSAL_REGISTRY, on_message=self._on_message, on_dropped=self._dropped
         )
@@ -192,7 +193,11 @@ class RehearsalServer:
             self.settings = settings
         public = Address.parse(settings.public_address)
         self.join_service = JoinService(
-            self._token_key, settings.protocol_id, [public], session_exists=self._session_open
+            self._token_key,
+            settings.protocol_id,
+            [public],
+            session_exists=self._session_open,
+            on_rejoin=self._drop_stale_connection,
         )
         config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
         self.protocol, self._udp_port = listen_server(
@@ -373,7 +378,20 @@ class RehearsalServer:
         ):
             self.protocol.core.disconnect(index, self.protocol.now())
 
+    def _drop_stale_connection(self, identity: Identity) -> None:
+        """A participant asked to rejoin (/api/rejoin): a connection still open under their id is a dead
+        headset the server has not timed out yet. Netcode refuses a second connection of a connected client
+        id, so without this the new token would be ignored until that timeout (10 s): disconnect it now."""
+        for index, client in list(self.clients.items()):
+            if client.session == identity.session and client.identity.participant == identity.participant:
+                self.counters["rejoin_replaced_connections"] += 1
+                if self.protocol is not None:
+                    self.protocol.core.disconnect(index, self.protocol.now())
+
     def _on_disconnect(self, index: int, reason: str) -> None:
+        stats = self.channels.stats(index)
+        if stats is not None:  # keep its message-layer drop counts (the connection goes now)
+            self.departed_message_drops.update(stats.drops)
         self.channels.on_disconnect(index, reason)
         client = self.clients.pop(index, None)
         if client is None:
@@ -729,6 +747,17 @@ class RehearsalServer:
             return "overloaded"
         return True
 
+    def drop_counts(self) -> Counter[str]:
+        """Dropped traffic by reason: the packet layer's (netcode core) plus the message layer's (each
+        connection's channels: e.g. ``message_invalid`` for a payload that decrypted but is no valid message)."""
+        drops: Counter[str] = Counter(self.protocol.core.drops if self.protocol is not None else {})
+        drops.update(self.departed_message_drops)
+        for index in self.channels.peers:
+            stats = self.channels.stats(index)
+            if stats is not None:
+                drops.update(stats.drops)
+        return drops
+
     def ops_status(self) -> dict[str, Any]:
         """The status in the shape ops.metrics reads (see its module docstring)."""
         rooms: Counter[str] = Counter()
@@ -752,7 +781,7 @@ class RehearsalServer:
             "substeps": substeps,
             "packets": {"in": stats.get("packets_in", 0), "out": stats.get("packets_out", 0)},
             "bytes": {"in": stats.get("bytes_in", 0), "out": stats.get("bytes_out", 0)},
-            "drops": dict(core.drops) if core is not None else {},
+            "drops": self.drop_counts(),
             "rejected_inputs": dict(rejected),
             "handshakes": {"accepted": self.counters["connects"], "refused": self.counters["connects_refused"]},
             "ticks": ticks,

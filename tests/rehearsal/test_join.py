@@ -144,3 +144,24 @@ def test_ended_sessions_and_bad_names_are_refused():
     live = _service()
     with pytest.raises(IdentityError):
         live.join(live.invite_team("s-1")[Role.OBSERVER], "   ")
+
+
+def test_refused_joins_and_rejoins_leave_the_invite_its_uses():
+    service = _service()
+    invite = service.invite_team("s-1", uses=1)[Role.OBSERVER]
+    with pytest.raises(IdentityError):
+        service.join(invite, "  ")  # a bad name is refused before the invite is used
+    with pytest.raises(InviteError):
+        service.rejoin(invite)  # a team invite at rejoin is refused without being used
+    assert service.join(invite, "Dan").identity.role is Role.OBSERVER
+    with pytest.raises(InviteError):
+        service.join(invite, "Eve")  # now it is used up
+
+
+def test_rejoin_tells_the_server_who_is_coming_back():
+    back = []
+    service = JoinService(KEY, PROTOCOL, [SERVER], on_rejoin=back.append)
+    first = service.join(service.invite_team("s-1")[Role.LEAD_SURGEON], "Alice")
+    assert back == []
+    service.rejoin(first.rejoin_code)
+    assert back == [first.identity]
