@@ -194,7 +194,7 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
             "snapshots": h.snapshots_applied,
             "snapshot_errors": h.snapshot_errors,
             "events": {k: h.events.get(k, 0) for k in SUMMARY_EVENTS},
-            "refused": [r["request"] for r in h.messages["refused"]],
+            "refused": [f"{r['request']}: {r['reason']}" for r in h.messages["refused"]],
             "downlink_kbit_s": 8 * (h.bytes_received - start_bytes[h.name]) / 1000 / duration,
             "uplink_kbit_s": 8 * h.bytes_sent / 1000 / duration,
         }
