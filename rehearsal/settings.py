@@ -30,6 +30,7 @@ class Settings:
     max_clients: int = 256
     default_scenario: str = "basic_skills"
     empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
+    drain_seconds: float = 30.0  # on SIGTERM: rooms end when empty or after this long, then the process exits
     protocol_id: int = PROTOCOL_ID
 
     @property
@@ -75,6 +76,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
     for port in ("udp_port", "http_port"):
         if not 0 <= getattr(result, port) <= 65535:
             raise SettingsError(f"{origin}: {port} must be in [0, 65535]")
+    if not 0 <= result.drain_seconds <= 3600:
+        raise SettingsError(f"{origin}: drain_seconds must be in [0, 3600]")
     if result.max_clients < 1:
         raise SettingsError(f"{origin}: max_clients must be at least 1")
     return result

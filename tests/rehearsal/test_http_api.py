@@ -8,7 +8,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from netcode.address import Address
 from netcode.connect_token import ConnectToken
-from rehearsal.http_api import AUTH_FAILURES_ALLOWED, AdminGate, api_root
+from ops.auth import AUTH_FAILURES_ALLOWED, AdminGate
+from rehearsal.http_api import api_root
 from rehearsal.join_service import JoinService
 
 ADMIN = "s3cret-admin-credential"
