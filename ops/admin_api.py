@@ -111,7 +111,8 @@ class AdminResource(Resource):
                 request.setHeader(b"allow", ", ".join(answer.allow).encode())
             status, payload = answer.status, answer.payload
         except Exception as exc:  # an app bug: say so, log the type (never the request's headers)
-            log.error("admin %s %s failed: %s", request.method, request.path[:200], type(exc).__name__)
+            route = b"/".join(request.postpath)[:200].decode("utf-8", "replace")
+            log.error("admin %s /admin/%s failed: %s", request.method, route, type(exc).__name__)
             status, payload = 500, {"error": "internal error"}
         return _reply(request, status, payload)
 
