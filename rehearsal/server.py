@@ -31,6 +31,11 @@ the unreliable channel.
 Rooms end when a mentor ends them or after ``settings.empty_room_seconds`` without anybody connected;
 their clients are told (``event`` ``ended``) and disconnected.
 
+Ops is wired in here and only here (``start``): ``/metrics`` reads ``ops_status()`` at scrape time,
+``/readyz`` reads ``ready()``, and the admin API (``ops.admin_api``, under ``/admin``) gets the
+``admin_*`` methods as plain callables and the same ``ops.auth.AdminGate`` as ``/api/sessions``. On
+SIGTERM ``serve`` drains (``start_drain``, ``ops.drain``) before it stops.
+
 Secrets (the token key, the admin credential) live in ``settings.data_dir`` (0700) or the environment;
 they are never logged: ``serve`` logs where they are.
 """
