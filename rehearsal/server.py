@@ -697,6 +697,9 @@ class RehearsalServer:
             "handshakes": {"accepted": self.counters["connects"], "refused": self.counters["connects_refused"]},
             "ticks": ticks,
             "tick_overruns": overruns,
+            "tick_budget_utilisation": max(
+                (live.ticker.stats.last_tick_seconds / live.ticker.dt for live in self.rooms.values()), default=0.0
+            ),
             "room_stats": {session: self._room_stats(live) for session, live in self.rooms.items()},
         }
 

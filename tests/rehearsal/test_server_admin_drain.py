@@ -78,8 +78,11 @@ def test_admin_lists_rooms_and_shows_one_in_detail(rig):
     assert {"frame", "physics_step", "procedure", "state", "scenario", "counters"} <= set(detail)
     assert rig.server.admin_room("s-nope") is None
 
-    status = rig.server.ops_status()["room_stats"][s1]
-    assert status["tick_seconds"]["count"] == 2 and status["participants"] == {"lead_surgeon": 1, "observer": 1}
+    status = rig.server.ops_status()
+    room_status = status["room_stats"][s1]
+    assert room_status["tick_seconds"]["count"] == 2
+    assert room_status["participants"] == {"lead_surgeon": 1, "observer": 1}
+    assert status["tick_budget_utilisation"] == pytest.approx(0.012 * live.room.scenario.tick_hz)
 
 
 def test_admin_removes_a_participant_and_ends_a_room(rig):
