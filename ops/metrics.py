@@ -29,6 +29,16 @@ metric *names* never depends on the app's state)::
         "tick_overruns": 12,                                       # ticks over budget (monotonic)
         "tick_budget_utilisation": 0.42,                           # worst room: last tick / budget
         "packet_loss_ratio": 0.01,                                 # mean estimated loss, 0..1
+        "room_stats": {                                            # per room (label `session`), at most
+            "s-abc": {                                             #   MAX_ROOM_SERIES rooms
+                "scenario": "basic_skills", "state": "running",
+                "participants": {"lead_surgeon": 1},               # connected, by role
+                "substeps": 20, "degraded": False,
+                "ticks": 6000, "tick_overruns": 3,                 # monotonic over the room's life
+                "tick_seconds": {"p50": 0.004, "p99": 0.011, "sum": 25.1, "count": 5990},
+                "physics_step_seconds": {"p50": 0.003, "p99": 0.009, "sum": 19.0, "count": 5990},
+            },
+        },
     }
 
 Label values are strings; counts are ints or floats. Counter values must be monotonic over the life
@@ -39,22 +49,27 @@ of the process (the app's ``Counter``s are). ``by_prefix()`` helps carve a flat 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 __all__ = [
     "EXPOSITION_CONTENT_TYPE",
     "HISTOGRAM_NAMES",
+    "MAX_ROOM_SERIES",
+    "ROOM_METRICS",
     "STATUS_METRICS",
     "Histograms",
     "OpsMetrics",
     "StatusCollector",
     "by_prefix",
     "exported_names",
+    "quantile",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,6 +112,33 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
     ("rehearsal_packet_loss_ratio", "gauge", None, "packet_loss_ratio", "Mean estimated packet loss, 0..1."),
 )
 
+# Per-room families (label `session`; DESIGN: per room where cardinality allows).
+# (metric name as exposed, type, extra label or None, room-stats key, help)
+ROOM_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
+    ("rehearsal_room_info", "gauge", None, "", "1 per room, with its scenario and lifecycle state as labels."),
+    ("rehearsal_room_participants", "gauge", "role", "participants", "Participants connected to a room, by role."),
+    ("rehearsal_room_substeps", "gauge", None, "substeps", "Solver substeps a room runs with now."),
+    ("rehearsal_room_degraded", "gauge", None, "degraded", "1 while a room runs below its nominal substeps."),
+    ("rehearsal_room_ticks_total", "counter", None, "ticks", "Ticks a room has run."),
+    ("rehearsal_room_tick_overruns_total", "counter", None, "tick_overruns", "Ticks a room skipped (step late)."),
+    (
+        "rehearsal_room_tick_duration_seconds",
+        "summary",
+        None,
+        "tick_seconds",
+        "Wall time of a room's ticks (quantiles over its last ~10 s; sum and count since it started).",
+    ),
+    (
+        "rehearsal_room_physics_step_duration_seconds",
+        "summary",
+        None,
+        "physics_step_seconds",
+        "Wall time of a room's physics steps (quantiles over its last ~10 s; sum and count since it started).",
+    ),
+)
+ROOM_QUANTILES = (("0.5", "p50"), ("0.99", "p99"))
+MAX_ROOM_SERIES = 64  # rooms exported per process (the server runs at most 64); the rest are left out
+
 # Hard cap on label values per family: status dicts come from the app, so a bug there (say, a
 # per-client key) must not explode the series count. Extra values are summed into "other".
 MAX_LABEL_VALUES = 32
@@ -105,6 +147,15 @@ MAX_LABEL_VALUES = 32
 def by_prefix(counters: Mapping[str, float], prefix: str) -> dict[str, float]:
     """``{"dropped_bad_mac": 3, "x": 1}``, ``"dropped_"`` -> ``{"bad_mac": 3}``."""
     return {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix) and len(k) > len(prefix)}
+
+
+def quantile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank quantile of ``values`` (None when empty): ``quantile([1, 2, 3, 4], 0.5) == 2``."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(math.ceil(q * len(ordered)), 1)
+    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 def _number(value: Any) -> float:
@@ -130,6 +181,50 @@ def _labelled(values: Any, key: str) -> Iterator[tuple[str, float]]:
     yield from items
 
 
+def _summary(name: str, doc: str, rooms: list[tuple[str, Mapping[str, Any]]], key: str) -> Metric:
+    """A summary family: per room, quantile samples (NaN before the first tick) plus cumulative _sum/_count."""
+    family = SummaryMetricFamily(name, doc, labels=["session"])
+    for session, stats in rooms:
+        values = stats.get(key)
+        values = values if isinstance(values, Mapping) else {}
+        for label, field_name in ROOM_QUANTILES:
+            value = values.get(field_name)
+            family.samples.append(
+                Sample(name, {"session": session, "quantile": label}, math.nan if value is None else _number(value))
+            )
+        family.add_metric([session], count_value=_number(values.get("count")), sum_value=_number(values.get("sum")))
+    return family
+
+
+def _room_families(room_stats: Any) -> list[Metric]:
+    """The per-room families of ROOM_METRICS from ``{session: stats}`` (at most MAX_ROOM_SERIES rooms)."""
+    rooms: list[tuple[str, Mapping[str, Any]]] = []
+    if isinstance(room_stats, Mapping):
+        rooms = [(str(k), v) for k, v in room_stats.items() if isinstance(v, Mapping)]
+        rooms = sorted(rooms, key=lambda item: item[0])[:MAX_ROOM_SERIES]
+    families: list[Metric] = []
+    for name, kind, label, key, doc in ROOM_METRICS:
+        if kind == "summary":
+            families.append(_summary(name, doc, rooms, key))
+            continue
+        family_cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        if name == "rehearsal_room_info":
+            family = family_cls(name, doc, labels=["session", "scenario", "state"])
+            for session, stats in rooms:
+                family.add_metric([session, str(stats.get("scenario", "")), str(stats.get("state", ""))], 1.0)
+        elif label is None:
+            family = family_cls(name, doc, labels=["session"])
+            for session, stats in rooms:
+                family.add_metric([session], _number(stats.get(key)))
+        else:
+            family = family_cls(name, doc, labels=["session", label])
+            for session, stats in rooms:
+                for label_value, number in _labelled(stats.get(key), key):
+                    family.add_metric([session, label_value], number)
+        families.append(family)
+    return families
+
+
 class StatusCollector(Collector):
     """Turns ``status()`` (shape in the module docstring) into metric families at scrape time."""
 
@@ -149,6 +244,7 @@ class StatusCollector(Collector):
             for label_value, number in _labelled(value, key):
                 family.add_metric([label_value], number)
             families.append(family)
+        families.extend(_room_families(status.get("room_stats")))
         errors = CounterMetricFamily(
             "rehearsal_status_errors", "Scrapes where the app's status() raised.", value=self.errors
         )
@@ -225,5 +321,7 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
             names.update({family.name + "_total", family.name + "_created"})
         elif family.type == "histogram":
             names.update(family.name + s for s in ("_bucket", "_sum", "_count", "_created"))
+        elif family.type == "summary":
+            names.update(family.name + s for s in ("_sum", "_count", "_created"))
         names.update(sample.name for sample in family.samples)
     return names

@@ -4,7 +4,8 @@ What is here (shared by ``rehearsal.demo`` and usable from tests):
 
 * ``ServerProcess``: ``rehearsal.server.serve`` in a subprocess (ports 0; the log line tells which), with
   its log read by a thread so no wait blocks on a pipe; ``wait_listening`` returns the UDP/HTTP ports.
-* ``post``: a JSON POST to the HTTP API (admin credential as a bearer token).
+* ``post`` / ``get``: a JSON POST to the HTTP API, a GET of an ops or admin endpoint (admin credential
+  as a bearer token).
 * ``Headset``: a thin-client bot: netcode ``ClientCore`` + ``ClientChannels`` over a non-blocking UDP socket
   on 127.0.0.1, a snapshot decoder (acked), ``input`` messages from an ``InputSender`` (acks handled) and
   reliable ``command`` messages; it counts received bytes, snapshots and events.
@@ -53,7 +54,8 @@ import sys
 from pathlib import Path
 from rehearsal.server import serve
 from rehearsal.settings import load_settings
-sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0)))
+settings = load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0, drain_seconds=sys.argv[2])
+sys.exit(serve(settings))
 """
 LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
 SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snapshot")
@@ -62,16 +64,17 @@ SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snapshot")
 class ServerProcess:
     """The server subprocess; its log lines are read by a thread so no wait can block on a pipe."""
 
-    def __init__(self, data_dir: Path, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, data_dir: Path, echo: Callable[[str], None] | None = None, drain_seconds: float = 5.0) -> None:
         env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
         if "NUMBA_CACHE_DIR" in os.environ:
             env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
         self.data_dir = data_dir
         self.echo = echo
+        self.drain_seconds = drain_seconds
         self.udp_port = 0
         self.http_port = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, str(data_dir)],
+            [sys.executable, "-c", SERVER_SCRIPT, str(data_dir), str(drain_seconds)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -122,11 +125,11 @@ class ServerProcess:
         return "".join(self.lines)
 
     def stop(self) -> int:
-        """SIGTERM, then SIGKILL after 15 s; returns the exit code (-9 if killed)."""
+        """SIGTERM (the server drains), then SIGKILL after drain_seconds + 15 s; the exit code (-9 if killed)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=15)
+            return self.proc.wait(timeout=self.drain_seconds + 15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=5)
@@ -145,6 +148,17 @@ def post(port: int, path: str, body: dict, credential: str | None = None) -> tup
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+def get(port: int, path: str, credential: str | None = None) -> tuple[int, bytes]:
+    """A GET on the HTTP side (ops endpoints, the admin API); returns the status and the raw body."""
+    headers = {} if credential is None else {"Authorization": f"Bearer {credential}"}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers, method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 class Headset:

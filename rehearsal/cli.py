@@ -1,6 +1,6 @@
 """The `rehearsal` command: serve, list and validate scenarios, mint invites and tokens.
 
-    rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] ...
+    rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] [--drain-seconds S] ...
     rehearsal demo [--seconds N]              the server and a simulated team of bots, with a live status
     rehearsal scenarios [FILE ...]            list the shipped scenarios, or validate files
     rehearsal invite --scenario NAME          create a session on a running server; print its invites
@@ -45,6 +45,7 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-host", help="the address clients are told to connect to")
     p.add_argument("--http-host")
     p.add_argument("--http-port", type=int)
+    p.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long rooms may finish (default 30)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +82,7 @@ def _load(args: argparse.Namespace) -> Settings:
         public_host=args.public_host,
         http_host=args.http_host,
         http_port=args.http_port,
+        drain_seconds=args.drain_seconds,
     )
 
 

@@ -8,17 +8,17 @@
 
 A ticket is {"token" (base64 of the 2048-byte netcode connect token), "session", "participant", "role",
 "name", "rejoin_code", "expires_in"}. Errors are JSON {"error": text}: 400 malformed request, 403 refused
-invite, 401 bad admin credential (no detail; repeated failures from one address get 429 for a while).
+invite, 401 bad admin credential (no detail; repeated failures from one address get 429 for a while),
+503 while the server drains (no new sessions, joins or rejoins). The admin credential check is the
+composition root's ``ops.auth.AdminGate`` (this module only knows its ``check(request)``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -26,12 +26,15 @@ from twisted.web.server import Request
 from rehearsal.identity import IdentityError
 from rehearsal.invites import InviteError
 from rehearsal.join_service import JoinService, Ticket
-from rehearsal.secrets_store import same_secret
 
 MAX_BODY_BYTES = 4096
-AUTH_FAILURES_ALLOWED = 5  # per address per window, then 429
-AUTH_WINDOW_SECONDS = 60.0
-TRACKED_ADDRESSES = 4096
+
+
+class AdminCheck(Protocol):
+    """The admin credential check the composition root hands in (``ops.auth.AdminGate``)."""
+
+    def check(self, request: Request) -> int | None:
+        """None if the request carries the admin credential, else the status to answer (401 or 429)."""
 
 
 class _RequestError(Exception):
@@ -73,12 +76,26 @@ def _ticket(ticket: Ticket) -> dict[str, Any]:
     }
 
 
+Closed = Callable[[], str | None]  # a reason while the server takes no new sessions or joins, else None
+
+
+def _open() -> str | None:
+    return None
+
+
 class _JsonPost(Resource):
-    """A POST-only JSON endpoint; subclasses implement handle(request, body) -> (status, payload)."""
+    """A POST-only JSON endpoint; subclasses implement handle(request, body) -> (status, payload).
+
+    While ``closed()`` returns a reason (the server is draining) every request gets 503 with it.
+    """
 
     isLeaf = True  # noqa: N815 (twisted's name)
+    closed: Closed = staticmethod(_open)
 
     def render_POST(self, request: Request) -> bytes:  # noqa: N802 (twisted's name)
+        reason = self.closed()
+        if reason:
+            return _reply(request, 503, {"error": reason})
         try:
             status, payload = self.handle(request, _json_body(request))
         except _RequestError as exc:
@@ -113,38 +130,10 @@ class RejoinResource(_JsonPost):
             return 403, {"error": str(exc)}
 
 
-class AdminGate:
-    """Bearer-credential check in constant time, with a per-address failure limit (bounded memory)."""
-
-    def __init__(self, credential: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self._credential = credential
-        self.clock = clock
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
-
-    def check(self, request: Request) -> int | None:
-        """None if allowed, else the status to answer (401 or 429)."""
-        address = request.getClientAddress()
-        who = getattr(address, "host", str(address))
-        now = self.clock()
-        recent = [t for t in self._failures.get(who, []) if now - t < AUTH_WINDOW_SECONDS]
-        if len(recent) >= AUTH_FAILURES_ALLOWED:
-            return 429
-        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-        given = header[7:] if header.startswith("Bearer ") else ""
-        if given and same_secret(given, self._credential):
-            self._failures.pop(who, None)
-            return None
-        self._failures[who] = [*recent, now]
-        self._failures.move_to_end(who)
-        while len(self._failures) > TRACKED_ADDRESSES:
-            self._failures.popitem(last=False)
-        return 401
-
-
 class SessionsResource(_JsonPost):
     """Admin: create a session from a scenario; create_session(scenario) -> session id (ValueError if bad)."""
 
-    def __init__(self, service: JoinService, gate: AdminGate, create_session: Callable[[str], str]) -> None:
+    def __init__(self, service: JoinService, gate: AdminCheck, create_session: Callable[[str], str]) -> None:
         super().__init__()
         self.service = service
         self.gate = gate
@@ -168,12 +157,19 @@ class SessionsResource(_JsonPost):
         return 201, {"session": session, "scenario": scenario, "invites": {r.value: c for r, c in invites.items()}}
 
 
-def api_root(service: JoinService, gate: AdminGate, create_session: Callable[[str], str]) -> Resource:
-    """The /api tree to mount on a twisted.web Site."""
+def api_root(
+    service: JoinService, gate: AdminCheck, create_session: Callable[[str], str], closed: Closed = _open
+) -> Resource:
+    """The /api tree to mount on a twisted.web Site; ``closed()`` -> reason refuses everything with 503."""
     api = Resource()
-    api.putChild(b"join", JoinResource(service))
-    api.putChild(b"rejoin", RejoinResource(service))
-    api.putChild(b"sessions", SessionsResource(service, gate, create_session))
+    children: dict[bytes, _JsonPost] = {
+        b"join": JoinResource(service),
+        b"rejoin": RejoinResource(service),
+        b"sessions": SessionsResource(service, gate, create_session),
+    }
+    for name, child in children.items():
+        child.closed = closed
+        api.putChild(name, child)
     root = Resource()
     root.putChild(b"api", api)
     return root

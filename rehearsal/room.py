@@ -269,10 +269,17 @@ class Room:
         if not isinstance(who, int) or who not in self.participants or who == p.identity.participant:
             self.counters["refused_bad_removal"] += 1
             return Refusal("remove another participant of this room by id")
-        self.leave(who)
-        del self.participants[who]
-        self.removed.add(who)
+        self.remove(who)
         return None
+
+    def remove(self, participant_id: int) -> bool:
+        """Take a participant out for good (their tokens and rejoin codes stay refused); False if unknown."""
+        if participant_id not in self.participants:
+            return False
+        self.leave(participant_id)
+        del self.participants[participant_id]
+        self.removed.add(participant_id)
+        return True
 
     # --- input -------------------------------------------------------------------------------------------
 

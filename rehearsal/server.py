@@ -32,6 +32,11 @@ the unreliable channel.
 Rooms end when a mentor ends them or after ``settings.empty_room_seconds`` without anybody connected;
 their clients are told (``event`` ``ended``) and disconnected.
 
+Ops is wired in here and only here (``start``): ``/metrics`` reads ``ops_status()`` at scrape time,
+``/readyz`` reads ``ready()``, and the admin API (``ops.admin_api``, under ``/admin``) gets the
+``admin_*`` methods as plain callables and the same ``ops.auth.AdminGate`` as ``/api/sessions``. On
+SIGTERM ``serve`` drains (``start_drain``, ``ops.drain``) before it stops.
+
 Secrets (the token key, the admin credential) live in ``settings.data_dir`` (0700) or the environment;
 they are never logged: ``serve`` logs where they are.
 """
@@ -71,10 +76,13 @@ from netcode.thin_client.poses import RigidPose
 from netcode.thin_client.prediction import ResponseModel
 from netcode.thin_client.schema import input_ack_fields, response_model_fields
 from netcode.udp import free_udp_port, listen_server
+from ops.admin_api import AdminActions, admin_root
+from ops.auth import AdminGate
+from ops.drain import Drain
 from ops.http import Heartbeat, ops_root
-from ops.metrics import OpsMetrics, by_prefix
+from ops.metrics import OpsMetrics, by_prefix, quantile
 from physics import StepReport
-from rehearsal.http_api import AdminGate, api_root
+from rehearsal.http_api import api_root
 from rehearsal.identity import Identity, IdentityError
 from rehearsal.join_service import JoinService
 from rehearsal.lifecycle import RoomState
@@ -173,6 +181,7 @@ class RehearsalServer:
         self.metrics = OpsMetrics(status=self.ops_status)
         self.heartbeat: Heartbeat | None = None
         self.draining = False
+        self.drain: Drain | None = None
 
     def __repr__(self) -> str:  # never show secrets
         return f"RehearsalServer(udp={self.udp_address}, http_port={self.http_port}, rooms={len(self.rooms)})"
@@ -214,7 +223,8 @@ class RehearsalServer:
         self.protocol.tick_hooks.append(self.channels.update)
         self.udp_address = Address.from_host_port(settings.udp_host, self._udp_port.getHost().port)
         self.heartbeat = Heartbeat(self.reactor).start()
-        root = api_root(self.join_service, self.gate, self.create_session)
+        root = api_root(self.join_service, self.gate, self.create_session, closed=self._closed)
+        admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
         site = Site(ops_root(self.metrics, self.heartbeat, self.ready, root=root))
         site.noisy = False
         self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
@@ -251,6 +261,8 @@ class RehearsalServer:
             raise ValueError(f"unknown scenario {scenario_name!r} (available: {', '.join(sorted(known))})")
         if len(self.rooms) >= MAX_ROOMS:
             raise ValueError(f"this server already runs {MAX_ROOMS} rooms")
+        if self.draining:
+            raise ValueError("this server is draining: create the session on another one")
         session = "s-" + secrets.token_urlsafe(9)
         scenario = load_scenario(scenario_name)
         room = Room(session, scenario)
@@ -261,7 +273,12 @@ class RehearsalServer:
         pool = ThreadPool(minthreads=1, maxthreads=1, name=f"room-{session}")
         pool.start()
         ticker = RoomTicker(
-            self.reactor, room, on_report=self._on_report, pool=pool, physics_threads=self.settings.physics_threads
+            self.reactor,
+            room,
+            on_report=self._on_report,
+            pool=pool,
+            physics_threads=self.settings.physics_threads,
+            observe_tick=self.metrics.histograms.tick.observe,
         )
         self.rooms[session] = _LiveRoom(room, ticker, pool, sync, empty_since=self.clock())
         ticker.start().addErrback(self._ticker_failed, session)
@@ -319,6 +336,9 @@ class RehearsalServer:
             identity = Identity.from_user_data(user_data)
         except IdentityError as exc:
             self._refuse_connection(index, str(exc))
+            return
+        if self.draining:
+            self._refuse_connection(index, "the server is draining")
             return
         live = self.rooms.get(identity.session)
         if live is None or live.ending or identity.participant != client_id:
@@ -786,7 +806,165 @@ class RehearsalServer:
             "handshakes": {"accepted": self.counters["connects"], "refused": self.counters["connects_refused"]},
             "ticks": ticks,
             "tick_overruns": overruns,
+            "tick_budget_utilisation": max(
+                (live.ticker.stats.last_tick_seconds / live.ticker.dt for live in self.rooms.values()), default=0.0
+            ),
+            "room_stats": {session: self._room_stats(live) for session, live in self.rooms.items()},
         }
+
+    # ------------------------------------------------------------------ admin and drain (ops)
+
+    @staticmethod
+    def _room_stats(live: _LiveRoom) -> dict[str, Any]:
+        """One room in the ops.metrics ``room_stats`` shape (also the base of the admin API's views)."""
+        stats, governor = live.ticker.stats, live.ticker.governor
+        roles: Counter[str] = Counter(p.identity.role.value for p in live.room.participants.values() if p.connected)
+        return {
+            "scenario": live.room.scenario.name,
+            "state": live.room.state.value,
+            "participants": dict(roles),
+            "substeps": governor.substeps,
+            "degraded": governor.degraded,
+            "ticks": stats.ticks,
+            "tick_overruns": stats.overruns,
+            "tick_seconds": {
+                "p50": quantile(stats.tick_seconds, 0.5),
+                "p99": quantile(stats.tick_seconds, 0.99),
+                "sum": stats.tick_seconds_sum,
+                "count": stats.timed_ticks,
+            },
+            "physics_step_seconds": {
+                "p50": quantile(stats.step_seconds, 0.5),
+                "p99": quantile(stats.step_seconds, 0.99),
+                "sum": stats.step_seconds_sum,
+                "count": stats.steps,
+            },
+        }
+
+    def admin_actions(self) -> AdminActions:
+        """What ops' admin API may see and do here (plain callables: ops never imports rehearsal)."""
+        return AdminActions(
+            list_rooms=self.admin_rooms,
+            room=self.admin_room,
+            end_room=self.admin_end_room,
+            remove_participant=self.admin_remove_participant,
+        )
+
+    def admin_rooms(self) -> list[dict[str, Any]]:
+        """Every room: state, scenario, participants by role, tick p99 (seconds, None before a tick)."""
+        rooms = []
+        for session, live in sorted(self.rooms.items()):
+            stats = self._room_stats(live)
+            rooms.append(
+                {
+                    "session": session,
+                    "state": stats["state"],
+                    "scenario": stats["scenario"],
+                    "participants": stats["participants"],
+                    "tick_p99_seconds": stats["tick_seconds"]["p99"],
+                    "degraded": stats["degraded"],
+                    "ending": live.ending,
+                }
+            )
+        return rooms
+
+    def admin_room(self, session: str) -> dict[str, Any] | None:
+        """One room in detail (None if unknown). Display names are shown to the admin, never logged."""
+        live = self.rooms.get(session)
+        if live is None:
+            return None
+        room, stats, ticker = live.room, self._room_stats(live), live.ticker
+        return {
+            "session": session,
+            "state": stats["state"],
+            "scenario": stats["scenario"],
+            "ending": live.ending,
+            "frame": room.frame,
+            "participants": [
+                {"id": pid, "role": p.identity.role.value, "name": p.identity.name, "connected": p.connected}
+                for pid, p in sorted(room.participants.items())
+            ],
+            "clients": len(live.clients),
+            "substeps": {
+                "current": ticker.governor.substeps,
+                "nominal": ticker.governor.nominal,
+                "minimum": ticker.governor.minimum,
+                "degraded": ticker.governor.degraded,
+            },
+            "tick": {
+                "budget_seconds": ticker.dt,
+                "p50_seconds": stats["tick_seconds"]["p50"],
+                "p99_seconds": stats["tick_seconds"]["p99"],
+                "ticks": ticker.stats.ticks,
+                "overruns": ticker.stats.overruns,
+            },
+            "physics_step": {
+                "p50_seconds": stats["physics_step_seconds"]["p50"],
+                "p99_seconds": stats["physics_step_seconds"]["p99"],
+                "last_seconds": ticker.stats.last_step_seconds,
+                "steps": ticker.stats.steps,
+                "failed": room.counters["step_failed"],
+            },
+            **plain(room.progress()),  # steps with their status, current_step, complications
+            "counters": dict(room.counters),
+        }
+
+    def _admin_live(self, session: str) -> _LiveRoom:
+        live = self.rooms.get(session)
+        if live is None:
+            raise LookupError(f"no room {session!r}")
+        return live
+
+    def admin_end_room(self, session: str) -> dict[str, Any]:
+        """End a room now (as a mentor would: everybody is told, records kept). Ending twice is harmless."""
+        live = self._admin_live(session)
+        log.info("session %s: ended by an administrator", session)
+        self._end_room(session)
+        return {"session": session, "state": live.room.state.value}
+
+    def admin_remove_participant(self, session: str, participant: int) -> dict[str, Any]:
+        """Remove a participant for good (as a mentor would); they are told, then disconnected."""
+        live = self._admin_live(session)
+        if not live.room.remove(participant):
+            raise LookupError(f"no participant {participant} in room {session!r}")
+        log.info("session %s: participant %d removed by an administrator", session, participant)
+        self._broadcast_event(live, "remove_participant", detail={"who": participant, "by_admin": True})
+        for index, other in list(self.clients.items()):
+            if other.session == session and other.identity.participant == participant:
+                self._refuse(other, "connect", "removed from the session by an administrator")
+                self.reactor.callLater(KICK_DELAY, self._kick, index, participant)
+        return {"session": session, "participant": participant, "removed": True}
+
+    def _closed(self) -> str | None:
+        """For the join API: a reason while no new sessions or joins are taken."""
+        return "the server is draining: no new sessions or joins" if self.draining else None
+
+    def start_drain(self) -> defer.Deferred:
+        """Graceful drain (SIGTERM): not ready, no new sessions, joins or connections; every participant
+        gets a reliable ``event`` ``draining`` with the deadline in server time; rooms end (``_end_room``)
+        when empty or at the deadline. Fires when every room is closed (bounded: deadline + grace)."""
+        if self.drain is None:
+            self.draining = True
+            self.drain = Drain(
+                self.reactor,
+                self.settings.drain_seconds,
+                rooms=lambda: list(self.rooms),
+                empty=self._room_empty,
+                end=self._end_room,
+                announce=self._announce_drain,
+            )
+        return self.drain.start()
+
+    def _room_empty(self, session: str) -> bool:
+        live = self.rooms.get(session)
+        return live is None or not any(p.connected for p in live.room.participants.values())
+
+    def _announce_drain(self, deadline: float) -> None:
+        seconds = max(deadline - self.reactor.seconds(), 0.0)
+        server_deadline = self.protocol.now() + seconds if self.protocol is not None else deadline
+        for live in list(self.rooms.values()):
+            if not live.ending:
+                self._broadcast_event(live, "draining", detail={"deadline": server_deadline, "seconds": seconds})
 
 
 class _Refused:
@@ -814,7 +992,8 @@ def _warm_up(scenario_name: str) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Run a RehearsalServer until SIGINT/SIGTERM; then disconnect everybody and stop. Returns 0."""
+    """Run a RehearsalServer until SIGINT/SIGTERM, then drain (``start_drain``: rooms end when empty or
+    after ``settings.drain_seconds``), disconnect everybody and stop. A second signal stops at once. Returns 0."""
     from twisted.internet import reactor
 
     if not logging.getLogger().handlers:
@@ -833,14 +1012,22 @@ def serve(settings: Settings) -> int:
         server.http_port,
         server.settings.public_address,
     )
-    stopping = {"done": False}
+    state = {"signals": 0, "stopping": False}
+
+    def stop(_: object = None) -> None:  # on the reactor thread
+        if state["stopping"]:
+            return
+        state["stopping"] = True
+        server.stop().addBoth(lambda _: reactor.stop())
 
     def shutdown(signum: int, frame: object) -> None:
-        if stopping["done"]:
-            return
-        stopping["done"] = True
-        log.info("signal %d: stopping", signum)
-        reactor.callFromThread(lambda: server.stop().addBoth(lambda _: reactor.stop()))
+        state["signals"] += 1
+        if state["signals"] == 1:
+            log.info("signal %d: draining (up to %.1f s)", signum, server.settings.drain_seconds)
+            reactor.callFromThread(lambda: server.start_drain().addBoth(stop))
+        else:
+            log.info("signal %d again: stopping now", signum)
+            reactor.callFromThread(stop)
 
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)

@@ -32,6 +32,7 @@ class Settings:
     empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
     physics_threads: int = 1  # per room; 1 keeps a core for the network when several rooms run
     record: bool = True  # write each room's recording (data_dir/recordings) for replay and debrief
+    drain_seconds: float = 30.0  # on SIGTERM: rooms end when empty or after this long, then the process exits
     protocol_id: int = PROTOCOL_ID
 
     @property
@@ -79,6 +80,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
             raise SettingsError(f"{origin}: {port} must be in [0, 65535]")
     if result.physics_threads < 1:
         raise SettingsError(f"{origin}: physics_threads must be at least 1")
+    if not 0 <= result.drain_seconds <= 3600:
+        raise SettingsError(f"{origin}: drain_seconds must be in [0, 3600]")
     if result.max_clients < 1:
         raise SettingsError(f"{origin}: max_clients must be at least 1")
     return result

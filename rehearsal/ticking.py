@@ -72,11 +72,19 @@ class SubstepGovernor:
 
 @dataclass
 class TickStats:
+    """Counts and recent durations. A tick's duration runs from handing the step to the room's thread
+    until ``on_report`` (publishing) returned on the reactor thread; a step's is the part up to the report."""
+
     ticks: int = 0
     steps: int = 0
     overruns: int = 0
     last_step_seconds: float = 0.0
     step_seconds: deque = field(default_factory=lambda: deque(maxlen=600))  # the last 10 s at 60 Hz
+    step_seconds_sum: float = 0.0  # over every step since the start
+    timed_ticks: int = 0  # ticks that ran a step (and so have a duration)
+    last_tick_seconds: float = 0.0
+    tick_seconds: deque = field(default_factory=lambda: deque(maxlen=600))
+    tick_seconds_sum: float = 0.0
 
 
 class RoomTicker:
@@ -91,6 +99,7 @@ class RoomTicker:
         run_in_thread: Callable[..., defer.Deferred] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         physics_threads: int = 1,
+        observe_tick: Callable[[float], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.room = room
@@ -99,6 +108,7 @@ class RoomTicker:
         self.governor = SubstepGovernor(room.scenario.substeps, self.dt)
         self.stats = TickStats()
         self.clock = clock
+        self.observe_tick = observe_tick  # e.g. a metrics histogram's observe(seconds)
         self._pool = pool
         self._run = run_in_thread or self._in_pool
         self._busy = False
@@ -153,9 +163,22 @@ class RoomTicker:
             self.stats.steps += 1
             self.stats.last_step_seconds = elapsed
             self.stats.step_seconds.append(elapsed)
+            self.stats.step_seconds_sum += elapsed
             self.governor.observe(elapsed)
-        if self.on_report is not None:
-            self.on_report(self.room, report)
+        try:
+            if self.on_report is not None:
+                self.on_report(self.room, report)
+        finally:
+            self._timed(self.clock() - started)
+
+    def _timed(self, seconds: float) -> None:
+        stats = self.stats
+        stats.timed_ticks += 1
+        stats.last_tick_seconds = seconds
+        stats.tick_seconds.append(seconds)
+        stats.tick_seconds_sum += seconds
+        if self.observe_tick is not None:
+            self.observe_tick(seconds)
 
     def _failed(self, failure) -> None:
         self._busy = False

@@ -7,7 +7,17 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops.metrics import HISTOGRAM_NAMES, MAX_LABEL_VALUES, STATUS_METRICS, OpsMetrics, by_prefix, exported_names
+from ops.metrics import (
+    HISTOGRAM_NAMES,
+    MAX_LABEL_VALUES,
+    MAX_ROOM_SERIES,
+    ROOM_METRICS,
+    STATUS_METRICS,
+    OpsMetrics,
+    by_prefix,
+    exported_names,
+    quantile,
+)
 
 SAMPLE_STATUS = {
     "rooms": {"running": 3, "lobby": 1, "paused": 0},
@@ -23,6 +33,19 @@ SAMPLE_STATUS = {
     "tick_overruns": 12,
     "tick_budget_utilisation": 0.42,
     "packet_loss_ratio": 0.01,
+    "room_stats": {
+        "s-abc": {
+            "scenario": "basic_skills",
+            "state": "running",
+            "participants": {"lead_surgeon": 1, "observer": 2},
+            "substeps": 15,
+            "degraded": True,
+            "ticks": 600,
+            "tick_overruns": 3,
+            "tick_seconds": {"p50": 0.004, "p99": 0.012, "sum": 2.5, "count": 597},
+            "physics_step_seconds": {"p50": 0.003, "p99": 0.009, "sum": 1.9, "count": 597},
+        }
+    },
 }
 
 
@@ -130,3 +153,38 @@ def test_registry_is_private():
     metrics = OpsMetrics()
     assert metrics.registry is not REGISTRY
     assert "rehearsal_tick_duration_seconds" not in {f.name for f in REGISTRY.collect()}
+
+
+def test_per_room_families_carry_the_session_label():
+    fams = families(OpsMetrics(status=lambda: SAMPLE_STATUS))
+    for name, kind, _, _, _ in ROOM_METRICS:
+        assert fams[name.removesuffix("_total") if kind == "counter" else name].type == kind, name
+    info = samples(fams["rehearsal_room_info"])
+    assert info == {
+        ("rehearsal_room_info", (("scenario", "basic_skills"), ("session", "s-abc"), ("state", "running"))): 1
+    }
+    people = samples(fams["rehearsal_room_participants"])
+    assert people[("rehearsal_room_participants", (("role", "observer"), ("session", "s-abc")))] == 2
+    tick = samples(fams["rehearsal_room_tick_duration_seconds"])
+    assert tick[("rehearsal_room_tick_duration_seconds", (("quantile", "0.99"), ("session", "s-abc")))] == 0.012
+    assert tick[("rehearsal_room_tick_duration_seconds_count", (("session", "s-abc"),))] == 597
+    assert samples(fams["rehearsal_room_degraded"])[("rehearsal_room_degraded", (("session", "s-abc"),))] == 1
+    overruns = samples(fams["rehearsal_room_tick_overruns"])
+    assert overruns[("rehearsal_room_tick_overruns_total", (("session", "s-abc"),))] == 3
+
+
+def test_per_room_series_are_capped_and_empty_rooms_export_nan_quantiles():
+    rooms = {f"s-{i:03d}": {"state": "lobby"} for i in range(MAX_ROOM_SERIES + 10)}
+    fams = families(OpsMetrics(status=lambda: {"room_stats": rooms}))
+    assert len(fams["rehearsal_room_info"].samples) == MAX_ROOM_SERIES
+    p99 = samples(fams["rehearsal_room_tick_duration_seconds"])[
+        ("rehearsal_room_tick_duration_seconds", (("quantile", "0.99"), ("session", "s-000")))
+    ]
+    assert p99 != p99  # NaN: no tick yet
+
+
+def test_quantile_is_nearest_rank():
+    assert quantile([], 0.5) is None
+    assert quantile([4, 1, 3, 2], 0.5) == 2
+    assert quantile(range(1, 101), 0.99) == 99
+    assert quantile([7], 0.99) == 7

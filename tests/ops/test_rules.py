@@ -50,6 +50,7 @@ def test_alerts_yaml_is_valid_rules():
                 assert "summary" in rule["annotations"]
     assert {
         "RehearsalTickP99OverBudget",
+        "RehearsalRoomTickP99OverBudget",
         "RehearsalRoomsDegraded",
         "RehearsalHandshakeFailuresSpiking",
         "RehearsalPacketLossHigh",
@@ -59,7 +60,7 @@ def test_alerts_yaml_is_valid_rules():
 def test_every_metric_in_rules_and_dashboards_is_exported():
     names = exported()
     sources = {ALERTS.name: rule_exprs()} | {p.name: dashboard_exprs(p) for p in DASHBOARDS}
-    assert DASHBOARDS, "no dashboards"
+    assert {"fleet.json", "room.json"} <= {p.name for p in DASHBOARDS}
     for source, exprs in sources.items():
         used = {m for e in exprs for m in METRIC.findall(e)}
         assert used, source
@@ -89,17 +90,62 @@ def test_fleet_dashboard_covers_the_brief():
         assert name in exprs
 
 
+def test_room_dashboard_selects_one_session():
+    doc = json.loads((OPS / "dashboards" / "room.json").read_text())
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    session = variables["session"]
+    assert session["type"] == "query" and "rehearsal_room_info" in session["query"] and not session.get("multi")
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    room_exprs = [e for e in exprs if "rehearsal_room_" in e]
+    assert room_exprs and all('session="$session"' in e for e in room_exprs)
+    joined = " ".join(exprs)
+    for name in (
+        "rehearsal_room_tick_duration_seconds",
+        "rehearsal_room_physics_step_duration_seconds",
+        "rehearsal_room_participants",
+        "rehearsal_room_tick_overruns_total",
+        "rehearsal_room_substeps",
+    ):
+        assert name in joined
+
+
+def grafana_free(expr: str) -> str:
+    """A dashboard expression with Grafana's variables replaced, so promtool can parse it.
+    A template query ``label_values(selector, label)`` is checked as its selector."""
+    selector = re.fullmatch(r"label_values\((.+),\s*\w+\)", expr.strip())
+    if selector:
+        expr = selector.group(1)
+    for var, value in (("$__rate_interval", "1m"), ("$__interval", "1m"), ("$__all", ".*")):
+        expr = expr.replace(var, value)
+    return re.sub(r"\$\{?(\w+)\}?", r"\1", expr)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    rules = [
+        {"record": f"dashboard:expr_{i}", "expr": grafana_free(e)}
+        for i, e in enumerate(e for p in DASHBOARDS for e in dashboard_exprs(p))
+    ]
+    path = tmp_path / "dashboard_exprs.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
 def test_promtool_check_rules():
-    result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
 def test_promtool_check_metrics():
-    metrics = OpsMetrics(status=lambda: {"rooms": {"running": 1}, "packets": {"in": 1, "out": 1}})
+    from tests.ops.test_metrics import SAMPLE_STATUS  # every family, per-room ones included
+
+    metrics = OpsMetrics(status=lambda: SAMPLE_STATUS)
     metrics.histograms.tick.observe(0.004)
+    exposition = metrics.exposition().decode()
     result = subprocess.run(
-        ["promtool", "check", "metrics"], input=metrics.exposition().decode(), capture_output=True, text=True
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr

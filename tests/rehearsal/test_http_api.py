@@ -8,7 +8,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from netcode.address import Address
 from netcode.connect_token import ConnectToken
-from rehearsal.http_api import AUTH_FAILURES_ALLOWED, AdminGate, api_root
+from ops.auth import AUTH_FAILURES_ALLOWED, AdminGate
+from rehearsal.http_api import api_root
 from rehearsal.join_service import JoinService
 
 ADMIN = "s3cret-admin-credential"
@@ -80,3 +81,19 @@ def test_wrong_admin_credentials_get_401_without_detail_then_429():
     assert status == 429  # even the right credential waits out the window
     status, _ = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}", client="127.0.0.2")
     assert status == 201  # other addresses are unaffected
+
+
+def test_while_draining_sessions_and_joins_get_503_with_the_reason():
+    reason = {"now": None}
+    sessions: list[str] = ["s-1"]
+    service = JoinService(bytes(32), 0x1234, [Address.parse("127.0.0.1:40000")], session_exists=sessions.__contains__)
+    root = api_root(service, AdminGate(ADMIN), lambda scenario: "s-1", closed=lambda: reason["now"])
+    invite = service.invite_team("s-1")
+    code = next(iter(invite.values()))
+    reason["now"] = "the server is draining"
+    assert _post(root, "api/join", {"invite": code, "name": "Late"}) == (503, {"error": "the server is draining"})
+    assert _post(root, "api/rejoin", {"rejoin_code": "x"})[0] == 503
+    assert _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}")[0] == 503
+    assert _post(root, "api/sessions", {"scenario": "basic_skills"}, auth="Bearer wrong")[0] == 401  # auth first
+    reason["now"] = None
+    assert _post(root, "api/join", {"invite": code, "name": "Late"})[0] == 200  # the invite was not used up

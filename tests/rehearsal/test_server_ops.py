@@ -1,5 +1,9 @@
 """The composition root feeds ops: status in the metrics shape, readiness, and a scrape that parses."""
 
+import shutil
+import subprocess
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 
@@ -21,3 +25,18 @@ def test_metrics_and_readiness_reflect_the_rooms(tmp_path):
     assert samples[("rehearsal_rooms", (("state", "lobby"),))] == 1
     server.stop()  # closes the room: its ticker and its worker thread
     assert server.ready() == "draining" and not server.rooms
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+def test_the_servers_metrics_pass_promtool(tmp_path):
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
+    try:
+        session = server.create_session("basic_skills")
+        server.rooms[session].ticker._timed(0.005)  # a timed tick, as the ticker records it
+        exposition = server.metrics.exposition()
+        info = f'rehearsal_room_info{{scenario="basic_skills",session="{session}",state="lobby"}} 1.0'
+        assert info.encode() in exposition
+    finally:
+        server.stop()
+    result = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

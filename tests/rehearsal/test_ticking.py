@@ -131,3 +131,26 @@ reactor.run()
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["steps"] >= 5
     assert result["threads"] == ["PoolThread-room-s-0"] and result["report_threads"] == ["MainThread"]
+
+
+def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(room):
+    clock, observed, now = Clock(), [], [0.0]
+
+    def run_now(fn, *args):
+        now[0] += 0.004  # the step
+        return defer.succeed(fn(*args))
+
+    def publish(r, report):
+        now[0] += 0.002  # publishing on the reactor thread
+
+    ticker = RoomTicker(
+        clock, room, on_report=publish, run_in_thread=run_now, clock=lambda: now[0], observe_tick=observed.append
+    )
+    ticker.start()
+    for _ in range(3):
+        clock.advance(TICK)
+    ticker.stop()
+    stats = ticker.stats
+    assert stats.timed_ticks == 3 and observed == pytest.approx([0.006] * 3)
+    assert list(stats.step_seconds) == pytest.approx([0.004] * 3) and stats.step_seconds_sum == pytest.approx(0.012)
+    assert stats.last_tick_seconds == pytest.approx(0.006) and stats.tick_seconds_sum == pytest.approx(0.018)

@@ -1,0 +1,21 @@
+"""Settings: defaults < file < REHEARSAL_* environment < flags, with clear errors (drain_seconds here)."""
+
+import pytest
+
+from rehearsal.settings import Settings, SettingsError, load_settings
+
+
+def test_drain_seconds_from_the_environment_and_flags(tmp_path):
+    assert load_settings(None, env={}).drain_seconds == Settings().drain_seconds == 30.0
+    assert load_settings(None, env={"REHEARSAL_DRAIN_SECONDS": "12.5"}).drain_seconds == 12.5
+    assert load_settings(None, env={"REHEARSAL_DRAIN_SECONDS": "12.5"}, drain_seconds=3).drain_seconds == 3.0
+    config = tmp_path / "rehearsal.toml"
+    config.write_text("drain_seconds = 45\n")
+    assert load_settings(config, env={}).drain_seconds == 45.0
+
+
+def test_bad_drain_seconds_are_explained():
+    with pytest.raises(SettingsError, match="drain_seconds"):
+        load_settings(None, env={"REHEARSAL_DRAIN_SECONDS": "soon"})
+    with pytest.raises(SettingsError, match=r"drain_seconds must be in \[0, 3600\]"):
+        load_settings(None, env={}, drain_seconds=-1)
