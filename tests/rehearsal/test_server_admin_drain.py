@@ -26,7 +26,7 @@ def rig(tmp_path):
         core=SimpleNamespace(disconnect=lambda i, now: disconnected.append(i), stats={}, drops={}),
         disconnect_all=lambda: None,
     )
-    server.channels = SimpleNamespace(send=lambda i, c, m: sent.append((i, c, m)) or True)
+    server.channels = SimpleNamespace(send=lambda i, c, m: sent.append((i, c, m)) or True, peers={})
     rig = SimpleNamespace(server=server, clock=clock, sent=sent, disconnected=disconnected, next_index=0)
 
     def session() -> str:
@@ -75,7 +75,9 @@ def test_admin_lists_rooms_and_shows_one_in_detail(rig):
     ]
     assert detail["tick"]["p50_seconds"] == 0.004 and detail["tick"]["p99_seconds"] == 0.012
     assert detail["substeps"]["current"] == detail["substeps"]["nominal"] > 0
-    assert {"frame", "physics_step", "steps", "current_step", "complications", "state", "scenario", "counters"} <= set(detail)
+    assert {"frame", "physics_step", "steps", "current_step", "complications", "state", "scenario", "counters"} <= set(
+        detail
+    )
     assert rig.server.admin_room("s-nope") is None
 
     status = rig.server.ops_status()
