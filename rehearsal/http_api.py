@@ -160,7 +160,8 @@ class SessionsResource(_JsonPost):
 def api_root(
     service: JoinService, gate: AdminCheck, create_session: Callable[[str], str], closed: Closed = _open
 ) -> Resource:
-    """The /api tree to mount on a twisted.web Site; ``closed()`` -> reason refuses everything with 503."""
+    """The /api tree to mount on a twisted.web Site; ``closed()`` -> reason refuses new sessions and joins
+    with 503 (rejoining a room that still runs stays open)."""
     api = Resource()
     children: dict[bytes, _JsonPost] = {
         b"join": JoinResource(service),
@@ -168,7 +169,8 @@ def api_root(
         b"sessions": SessionsResource(service, gate, create_session),
     }
     for name, child in children.items():
-        child.closed = closed
+        if name != b"rejoin":  # while draining, people already in a room may still come back to it
+            child.closed = closed
         api.putChild(name, child)
     root = Resource()
     root.putChild(b"api", api)

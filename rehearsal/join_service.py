@@ -60,7 +60,7 @@ class JoinService:
 
         The name is checked first, so a refused request does not use up one of the invite's uses."""
         name = clean_name(display_name)
-        redeemed = self.invites.redeem(invite_code)
+        redeemed = self.invites.redeem(invite_code, personal=False)  # a rejoin code is not an invite
         if not self.session_exists(redeemed.session):
             raise InviteError("this session has ended")
         identity = Identity(redeemed.session, secrets.randbits(63) or 1, redeemed.role, name)

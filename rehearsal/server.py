@@ -337,12 +337,12 @@ class RehearsalServer:
         except IdentityError as exc:
             self._refuse_connection(index, str(exc))
             return
-        if self.draining:
-            self._refuse_connection(index, "the server is draining")
-            return
         live = self.rooms.get(identity.session)
         if live is None or live.ending or identity.participant != client_id:
             self._refuse_connection(index, "unknown or ended session")
+            return
+        if self.draining and identity.participant not in live.room.participants:
+            self._refuse_connection(index, "the server is draining")  # those already in may come back
             return
         room = live.room
         try:

@@ -153,9 +153,13 @@ def test_refused_joins_and_rejoins_leave_the_invite_its_uses():
         service.join(invite, "  ")  # a bad name is refused before the invite is used
     with pytest.raises(InviteError):
         service.rejoin(invite)  # a team invite at rejoin is refused without being used
-    assert service.join(invite, "Dan").identity.role is Role.OBSERVER
+    ticket = service.join(invite, "Dan")
+    assert ticket.identity.role is Role.OBSERVER
     with pytest.raises(InviteError):
         service.join(invite, "Eve")  # now it is used up
+    with pytest.raises(InviteError):
+        service.join(ticket.rejoin_code, "Mallory")  # a rejoin code mints no new participants
+    assert service.rejoin(ticket.rejoin_code).identity.participant == ticket.identity.participant
 
 
 def test_rejoin_tells_the_server_who_is_coming_back():

@@ -26,7 +26,9 @@ def rig(tmp_path):
         core=SimpleNamespace(disconnect=lambda i, now: disconnected.append(i), stats={}, drops={}),
         disconnect_all=lambda: None,
     )
-    server.channels = SimpleNamespace(send=lambda i, c, m: sent.append((i, c, m)) or True, peers={})
+    server.channels = SimpleNamespace(
+        send=lambda i, c, m: sent.append((i, c, m)) or True, peers={}, on_connect=lambda *args: None
+    )
     rig = SimpleNamespace(server=server, clock=clock, sent=sent, disconnected=disconnected, next_index=0)
 
     def session() -> str:
@@ -135,3 +137,18 @@ def test_drain_notifies_refuses_new_sessions_and_ends_rooms_by_the_deadline(rig)
     rig.clock.advance(0.25)
     assert done.called
     assert rig.server.start_drain() is done
+
+
+def test_while_draining_only_people_already_in_a_room_may_connect_again(rig):
+    busy = rig.session()
+    rig.connect(busy, 7, Role.LEAD_SURGEON, "Dr. Lead")
+    rig.connect(busy, 9, Role.MENTOR, "Prof")  # someone stays, so the room runs on until the deadline
+    rig.server.rooms[busy].room.leave(7)  # dropped
+    rig.server.start_drain()
+    back, stranger = Identity(busy, 7, Role.LEAD_SURGEON, "Dr. Lead"), Identity(busy, 8, Role.OBSERVER, "New")
+    rig.server._on_connect(20, 7, back.to_user_data(), None)
+    rig.server._on_connect(21, 8, stranger.to_user_data(), None)
+    sent_to = {i: [getattr(m, "type", "encoded") for j, c, m in rig.sent if j == i] for i in (20, 21)}
+    assert "welcome" in sent_to[20] and "refused" not in sent_to[20]
+    assert sent_to[21] == ["refused"]
+    assert [m.fields["reason"] for i, c, m in rig.sent if i == 21] == ["the server is draining"]
