@@ -16,6 +16,7 @@ import numpy as np
 
 from physics import Control, InstrumentInput, Model, StepReport, new_state, step
 from physics.instruments import SPECS, InstrumentSpec, Kind
+from physics.scenes import inverted_tets
 from physics.state import State
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.identity import Identity
@@ -353,6 +354,7 @@ class Room:
         report = step(self.model, self.physics, control, dt, substeps)
         self.frame += 1
         self.elapsed += dt
+        self._count_solver_health(report)
         self._observe_skills(control, report)
         self._probe_new_grasps(report, dt, substeps)
         for s in self.procedure.evaluate(self.model, self.physics, self.elapsed):
@@ -362,6 +364,14 @@ class Room:
         for detail in self.complications.update(self.physics, dt, self.elapsed):
             self._events.append(RoomEvent("bleeding_stopped", detail))
         return report
+
+    def _count_solver_health(self, report: StepReport) -> None:
+        """Solver health for ops (kept across resets): speed clamps and non-finite resets every step, and
+        once a second the inverted tets (a count per check, so a tet inverted for 3 s counts 3)."""
+        self.counters["solver_speed_clamped"] += report.counts.get("speed_clamped", 0)
+        self.counters["solver_nonfinite_resets"] += report.counts.get("nonfinite_resets", 0)
+        if self.frame % self.scenario.tick_hz == 0:
+            self.counters["solver_inverted"] += inverted_tets(self.model, self.physics.x)
 
     def _observe_skills(self, control: Control, report: StepReport) -> None:
         """Feed the skill metrics the poses physics used and the forces it measured; tears count as damage."""

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
@@ -110,6 +111,7 @@ SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs mor
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) before disconnecting
 MAX_ROOMS = 64
+CONNECTION_SAMPLE_SECONDS = 1.0  # RTT and loss sampling for the metrics
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
 # clients such as the thin client keep every snapshot object in one map by id.
 INSTRUMENT_OBJECT_BASE = 32768
@@ -180,6 +182,8 @@ class RehearsalServer:
         # ops is wired here, in the composition root only: it reads status() at scrape time.
         self.metrics = OpsMetrics(status=self.ops_status)
         self.heartbeat: Heartbeat | None = None
+        self._sampler: LoopingCall | None = None
+        self.packet_loss = 0.0  # mean estimated loss over connections, refreshed by _sample_connections
         self.draining = False
         self.drain: Drain | None = None
 
@@ -223,6 +227,9 @@ class RehearsalServer:
         self.protocol.tick_hooks.append(self.channels.update)
         self.udp_address = Address.from_host_port(settings.udp_host, self._udp_port.getHost().port)
         self.heartbeat = Heartbeat(self.reactor).start()
+        self._sampler = LoopingCall(self._sample_connections)
+        self._sampler.clock = self.reactor
+        self._sampler.start(CONNECTION_SAMPLE_SECONDS, now=False)
         root = api_root(self.join_service, self.gate, self.create_session, closed=self._closed)
         admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
         site = Site(ops_root(self.metrics, self.heartbeat, self.ready, root=root))
@@ -235,6 +242,8 @@ class RehearsalServer:
         self.draining = True
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        if self._sampler is not None and self._sampler.running:
+            self._sampler.stop()
         if self.protocol is not None:
             self.protocol.disconnect_all()
         for session, live in list(self.rooms.items()):
@@ -778,11 +787,24 @@ class RehearsalServer:
                 drops.update(stats.drops)
         return drops
 
+    def _sample_connections(self) -> None:
+        """Once a second: every connection's RTT into the histogram, and the mean packet loss."""
+        losses = []
+        for index in list(self.clients):
+            stats = self.channels.stats(index)
+            if stats is None:
+                continue
+            if stats.rtt is not None:
+                self.metrics.histograms.rtt.observe(stats.rtt)
+            losses.append(stats.packet_loss)
+        self.packet_loss = float(np.mean(losses)) if losses else 0.0
+
     def ops_status(self) -> dict[str, Any]:
         """The status in the shape ops.metrics reads (see its module docstring)."""
         rooms: Counter[str] = Counter()
         roles: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
+        solver: Counter[str] = Counter()
         substeps, ticks, overruns = {}, 0, 0
         for session, live in self.rooms.items():
             rooms[live.room.state.value] += 1
@@ -790,6 +812,7 @@ class RehearsalServer:
                 if p.connected:
                     roles[p.identity.role.value] += 1
             rejected.update(by_prefix(live.room.counters, "input_rejected_"))
+            solver.update(by_prefix(live.room.counters, "solver_"))
             substeps[session] = live.ticker.governor.substeps
             ticks += live.ticker.stats.ticks
             overruns += live.ticker.stats.overruns
@@ -806,6 +829,8 @@ class RehearsalServer:
             "handshakes": {"accepted": self.counters["connects"], "refused": self.counters["connects_refused"]},
             "ticks": ticks,
             "tick_overruns": overruns,
+            "solver": dict(solver),
+            "packet_loss_ratio": self.packet_loss,
             "tick_budget_utilisation": max(
                 (live.ticker.stats.last_tick_seconds / live.ticker.dt for live in self.rooms.values()), default=0.0
             ),

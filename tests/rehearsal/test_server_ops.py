@@ -23,6 +23,17 @@ def test_metrics_and_readiness_reflect_the_rooms(tmp_path):
         for s in family.samples
     }
     assert samples[("rehearsal_rooms", (("state", "lobby"),))] == 1
+    live = next(iter(server.rooms.values()))
+    live.room.counters.update(solver_speed_clamped=3, solver_inverted=2)  # as Room.advance counts them
+    server.packet_loss = 0.25  # as the once-a-second connection sampler sets it
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(server.metrics.exposition().decode())
+        for s in family.samples
+    }
+    assert samples[("rehearsal_solver_events_total", (("kind", "speed_clamped"),))] == 3
+    assert samples[("rehearsal_solver_events_total", (("kind", "inverted"),))] == 2
+    assert samples[("rehearsal_packet_loss_ratio", ())] == 0.25
     server.stop()  # closes the room: its ticker and its worker thread
     assert server.ready() == "draining" and not server.rooms
 

@@ -10,6 +10,7 @@ import pytest
 
 from netcode.thin_client.schema import response_model_from_fields
 from rehearsal.bots import Headset, ServerProcess, SurgeonScript, post, pump
+from tests.rehearsal.e2e_helpers import metrics
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,11 @@ def test_steps_grasp_models_and_complications_reach_the_right_people(server):
         opened["jaw"] = 1.0  # let go: the holder is told the grasp ended
         assert pump(team, lambda: bool(lead.messages["release"]), 5.0, frame), server.log()
         assert lead.messages["release"][0]["grasp_id"] == model.grasp_id
+
+        scraped = metrics(server)  # the connections are sampled once a second: RTTs, loss, tick times
+        assert scraped[("rehearsal_rtt_seconds_count", "")] >= 3
+        assert scraped[("rehearsal_tick_duration_seconds_count", "")] > 60
+        assert ("rehearsal_packet_loss_ratio", "") in scraped
 
         status, ticket = post(server.http_port, "/api/join", {"invite": session["invites"]["observer"], "name": "late"})
         assert status == 200, ticket
