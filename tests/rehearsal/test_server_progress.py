@@ -6,22 +6,9 @@ from __future__ import annotations
 import base64
 import time
 
-import pytest
-
 from netcode.thin_client.schema import response_model_from_fields
-from rehearsal.bots import Headset, ServerProcess, SurgeonScript, post, pump
+from rehearsal.bots import Headset, SurgeonScript, post, pump
 from tests.rehearsal.e2e_helpers import metrics
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("progress") / "data")
-    try:
-        proc.wait_listening()
-        yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, proc.log()
 
 
 def _join(server, invites: dict, role: str) -> Headset:
@@ -34,7 +21,8 @@ def _events(h: Headset, kind: str) -> list[dict]:
     return [e for e in h.messages["event"] if e["kind"] == kind]
 
 
-def test_steps_grasp_models_and_complications_reach_the_right_people(server):
+def test_steps_grasp_models_and_complications_reach_the_right_people(e2e_server):
+    server = e2e_server
     status, session = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, server.credential())
     assert status == 201, session
     lead, observer, mentor = (_join(server, session["invites"], r) for r in ("lead_surgeon", "observer", "mentor"))
