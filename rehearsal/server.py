@@ -73,7 +73,7 @@ from netcode.snapshot import RigidKind, RigidSet
 from netcode.snapshot_codec import SnapshotServer, budget_for_rate
 from netcode.snapshot_messages import snapshot_message
 from netcode.thin_client.inputs import InputPacketError, InputReceiver
-from netcode.thin_client.poses import RigidPose
+from netcode.thin_client.poses import RigidPose, rotate
 from netcode.thin_client.prediction import ResponseModel
 from netcode.thin_client.schema import input_ack_fields, response_model_fields
 from netcode.udp import free_udp_port, listen_server
@@ -96,6 +96,7 @@ from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
 from rehearsal.settings import Settings
 from rehearsal.ticking import RoomTicker
 from rehearsal.wire import (
+    DEVICE_HEAD,
     DEVICE_OF_HAND,
     HAND_OF_DEVICE,
     REHEARSAL_REGISTRY,
@@ -111,6 +112,7 @@ SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs mor
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) before disconnecting
 MAX_ROOMS = 64
+GAZE_DISTANCE = 0.45  # m: a standing surgeon's eyes to the operating field
 CONNECTION_SAMPLE_SECONDS = 1.0  # RTT and loss sampling for the metrics
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
 # clients such as the thin client keep every snapshot object in one map by id.
@@ -128,6 +130,7 @@ class _Client:
     session: str
     inputs: InputReceiver = field(default_factory=InputReceiver)
     last_refused: dict[str, float] = field(default_factory=dict)
+    gaze: np.ndarray | None = None  # where the headset looks (GAZE_DISTANCE ahead of the head), for priority
 
 
 @dataclass
@@ -145,6 +148,15 @@ class _LiveRoom:
     created_at: float = field(default_factory=time.time)
     grasp_ids: dict[int, int] = field(default_factory=dict)  # physics instrument id -> grasp id sent to its holder
     next_grasp_id: int = 1
+
+
+def gaze_point(head: RigidPose, workspace: tuple[np.ndarray, np.ndarray]) -> np.ndarray | None:
+    """The point GAZE_DISTANCE along the head's forward axis (+z, Unity's), kept inside the room's
+    workspace; None for a head outside it (a tracking glitch is not a place to look at)."""
+    lo, hi = workspace
+    if np.any(head.position < lo) or np.any(head.position > hi):
+        return None
+    return np.clip(head.position + GAZE_DISTANCE * rotate(head.rotation, np.array([0.0, 0.0, 1.0])), lo, hi)
 
 
 def surface_layout(room: Room) -> PatchLayout:
@@ -495,6 +507,8 @@ class RehearsalServer:
         for sample in samples:
             for device, pose in zip(devices, sample.poses, strict=True):
                 hand = HAND_OF_DEVICE.get(device)
+                if pose is not None and device == DEVICE_HEAD:
+                    client.gaze = gaze_point(pose, live.room.workspace)
                 if pose is None or hand is None:
                     continue  # untracked, or the head (not an instrument)
                 self.counters["input_poses"] += 1
@@ -702,8 +716,11 @@ class RehearsalServer:
         self.channels.update(now)  # out now rather than at the next 100 Hz update
 
     def _set_focus(self, live: _LiveRoom, client: _Client) -> None:
+        """What this person works on and looks at ranks higher in their snapshots (interest management)."""
         pid = client.identity.participant
         points = [pose.position for (p, _), pose in live.room.inputs.items() if p == pid]
+        if client.gaze is not None:
+            points.append(client.gaze)
         if points:
             live.sync.set_focus(client.index, np.asarray(points))
 
