@@ -8,6 +8,8 @@ Every request needs ``Authorization: Bearer <admin credential>`` (checked by the
     POST /admin/rooms/{session}/end                    -> 200 {"session", "state"}  (the room ends now)
     POST /admin/rooms/{session}/participants/{id}/remove
                                                        -> 200 {"session", "participant", "removed": true}
+    GET  /admin/results                                -> 200 {"results": [finished session summary, ...]}
+    GET  /admin/results/{session}                      -> 200 a finished session's full result (debrief)
 
 The shapes of a summary and a detail are the app's (see ``AdminActions``); this module only routes,
 authenticates and turns errors into JSON ``{"error": text}``: 401 wrong or missing credential (no
@@ -51,12 +53,16 @@ class AdminActions:
     * ``room(session)`` -> a detail dict, or None if there is no such room
     * ``end_room(session)`` -> a result dict; raises LookupError (unknown) or ConflictError
     * ``remove_participant(session, participant_id)`` -> a result dict; raises LookupError or ConflictError
+    * ``list_results()`` -> summaries of finished sessions, newest first; ``result(session)`` -> one in
+      full, or None (both empty when the app keeps no results)
     """
 
     list_rooms: Callable[[], Sequence[dict[str, Any]]]
     room: Callable[[str], dict[str, Any] | None]
     end_room: Callable[[str], dict[str, Any]]
     remove_participant: Callable[[str, int], dict[str, Any]]
+    list_results: Callable[[], Sequence[dict[str, Any]]] = tuple
+    result: Callable[[str], dict[str, Any] | None] = lambda session: None
 
 
 class _AnswerError(Exception):
@@ -117,6 +123,15 @@ class AdminResource(Resource):
         return _reply(request, status, payload)
 
     def _route(self, request: Request, path: list[bytes]) -> tuple[int, dict[str, Any]]:
+        if path and path[0] == b"results" and len(path) <= 2:
+            _method(request, "GET")
+            if len(path) == 1:
+                return 200, {"results": list(self.actions.list_results())}
+            session = _segment(path[1], "session")
+            found = self.actions.result(session)
+            if found is None:
+                raise _AnswerError(404, {"error": f"no finished session {session!r}"})
+            return 200, found
         if not path or path[0] != b"rooms" or len(path) > 5:
             raise _AnswerError(404, {"error": "no such endpoint (see /admin/rooms)"})
         if len(path) == 1:

@@ -890,6 +890,8 @@ class RehearsalServer:
             room=self.admin_room,
             end_room=self.admin_end_room,
             remove_participant=self.admin_remove_participant,
+            list_results=self.results.sessions,
+            result=self.results.session,
         )
 
     def admin_rooms(self) -> list[dict[str, Any]]:

@@ -45,7 +45,15 @@ class FakeApp:
         return {"session": session, "participant": participant, "removed": True}
 
     def actions(self) -> AdminActions:
-        return AdminActions(self.list_rooms, self.room, self.end_room, self.remove_participant)
+        finished = {"s-0": {"session": "s-0", "steps": [{"id": "retract", "status": "done"}]}}
+        return AdminActions(
+            self.list_rooms,
+            self.room,
+            self.end_room,
+            self.remove_participant,
+            list_results=lambda: [{"session": s} for s in finished],
+            result=finished.get,
+        )
 
 
 def call(root, method: str, path: str, auth: str | None = f"Bearer {ADMIN}", client: str = "127.0.0.1"):
@@ -74,6 +82,16 @@ def test_lists_rooms_and_shows_one():
     assert status == 200 and [r["session"] for r in body["rooms"]] == ["s-1", "s-2"]
     assert call(root, "GET", "admin/rooms/s-1")[:2] == (200, {"session": "s-1", "state": "running"})
     assert call(root, "GET", "admin/rooms/")[0] == 200  # a trailing slash is the same list
+
+
+def test_lists_finished_sessions_and_shows_one_result():
+    _, root = make()
+    assert call(root, "GET", "admin/results")[:2] == (200, {"results": [{"session": "s-0"}]})
+    status, body, _ = call(root, "GET", "admin/results/s-0")
+    assert status == 200 and body["steps"][0]["status"] == "done"
+    assert call(root, "GET", "admin/results/s-9")[:2] == (404, {"error": "no finished session 's-9'"})
+    assert call(root, "POST", "admin/results")[0] == 405
+    assert call(root, "GET", "admin/results", auth=None)[0] == 401
 
 
 def test_ends_a_room_and_removes_a_participant():

@@ -112,6 +112,10 @@ def test_admin_removes_a_participant_and_ends_a_room(rig):
     assert s not in rig.server.rooms
     with pytest.raises(LookupError):
         rig.server.admin_end_room(s)
+    actions = rig.server.admin_actions()  # the ended room's result is kept, for the debrief
+    assert [r["session"] for r in actions.list_results()] == [s]
+    kept = actions.result(s)
+    assert kept["end_state"] == "ended" and [p["name"] for p in kept["participants"]] == ["Dr. Lead"]
 
 
 def test_drain_notifies_refuses_new_sessions_and_ends_rooms_by_the_deadline(rig):
