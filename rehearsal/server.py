@@ -641,6 +641,7 @@ class RehearsalServer:
                 self._send_grasp_model(live, event.instrument, event.detail)
                 continue
             if event.kind == "world_reset":
+                live.grasp_ids.clear()  # the new epoch ends every grasp on the clients too
                 self._republish_world(live)
             obj = self._instrument_object(live, event.instrument)
             by = event.by if event.by is not None or event.instrument is None else event.instrument // len(HANDS)
