@@ -6,14 +6,24 @@ previous coded vertex (a spatial residual), zig-zag mapped to unsigned and writt
 of order k, one k per axis chosen to minimise the size. Two layouts, whichever is smaller:
 
 * dense: every vertex is coded;
-* sparse: an n-bit mask says which vertices are coded; the others are zero (unchanged).
+* sparse: an n-bit mask says which vertices are coded; the others are zero (unchanged);
+* runs: per axis, the residuals of all n vertices as zero runs and non-zero values. The encoder picks
+  deltas within the error bound that repeat their neighbour's value (``snapshot_codec``), so a smoothly
+  moving patch is mostly zero residuals, which this layout sends as a few run lengths.
 
 Wire layout of a block (byte-aligned at both ends)::
 
-    u16 header   bit 0: sparse; bits 1-4, 5-8, 9-12: k of x, y, z; bits 13-15: zero
+    u16 header   bits 0-1: layout (0 dense, 1 sparse, 2 runs, 3 invalid); bits 2-5, 6-9, 10-13: k of
+                 x, y, z; bits 14-15: zero
     [sparse: n mask bits, LSB-first]
-    for each coded vertex, for x, y, z: zero bits (z of them), a one bit, then z + k value bits
+    dense/sparse: for each coded vertex, for x, y, z: Exp-Golomb(k) of the zigzagged residual
+    runs: for x, then y, then z, with i = 0: while i < n: Exp-Golomb(k) run r of zero residuals
+          (i + r <= n), i += r; if i == n stop; else Exp-Golomb(0) of zigzag(residual) - 1 (non-zero),
+          i += 1
     zero padding to the next byte
+
+Exp-Golomb(k) of u: z zero bits, a one bit, then z + k bits. Residuals are differences from the previous
+(coded) vertex, the first from 0.
 
 Bits are written LSB-first within bytes. Exact sizes are computed before anything is written, so the
 caller can fit blocks to a byte budget without trial and error. Decoding checks every read against the
@@ -33,7 +43,9 @@ BLOCK_ERRORS = {
     -2: "block header has reserved bits set",
     -3: "Exp-Golomb prefix too long",
     -4: "output buffer too small",
+    -5: "zero run past the end of the block",
 }
+DENSE, SPARSE, RUNS = 0, 1, 2
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -103,11 +115,60 @@ def _best_k(values: np.ndarray, count: int, k_out: np.ndarray) -> int:
 
 
 @_jit
+def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray) -> int:
+    """Exact size in bits of the runs layout of the zig-zagged residuals ``u[:n]``; picks k per axis."""
+    total = 0
+    hist = np.zeros(48, np.int64)
+    for a in range(3):
+        hist[:] = 0
+        top = 0
+        values = 0
+        run = 0
+        for i in range(n):
+            v = u[i, a]
+            if v == 0:
+                run += 1
+                continue
+            b = _bit_length(run)
+            hist[b] += 1
+            top = max(top, b)
+            values += _eg_len(v - 1, 0)
+            run = 0
+        if run:
+            b = _bit_length(run)
+            hist[b] += 1
+            top = max(top, b)
+        best = -1
+        best_k = 0
+        for k in range(min(top, MAX_K) + 1):
+            bits = 0
+            for b in range(top + 1):
+                if hist[b]:
+                    bits += hist[b] * (2 * max(b - k, 0) + 1 + k)
+            if best < 0 or bits < best:
+                best = bits
+                best_k = k
+        k_out[a] = best_k
+        exact = values
+        run = 0
+        for i in range(n):
+            if u[i, a] == 0:
+                run += 1
+                continue
+            exact += _eg_len(run, best_k)
+            run = 0
+        if run:
+            exact += _eg_len(run, best_k)
+        total += exact
+    return total
+
+
+@_jit
 def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray) -> int:
     """Size in bytes of the encoded block ``d`` (n, 3) int64, filling the scratch arrays and ``plan``.
 
-    ``plan`` (5,) int64 receives [sparse flag, kx, ky, kz, coded vertex count]; ``dense_u``/``sparse_u``
-    (n, 3) uint-valued int64 scratch receive the zig-zagged residuals of both layouts.
+    ``plan`` (5,) int64 receives [layout, kx, ky, kz, coded vertex count]; ``dense_u``/``sparse_u``
+    (n, 3) uint-valued int64 scratch receive the zig-zagged residuals of the layouts.
     """
     n = d.shape[0]
     m = 0
@@ -130,18 +191,73 @@ def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: n
             m += 1
     kd = np.zeros(3, np.int64)
     ks = np.zeros(3, np.int64)
+    kr = np.zeros(3, np.int64)
     dense_bits = _best_k(dense_u, n, kd)
     # the sparse layout costs n mask bits plus at least 3 bits per coded vertex: skip it when hopeless
     sparse_bits = n + _best_k(sparse_u, m, ks) if n + 3 * m < dense_bits else dense_bits + 1
-    if sparse_bits < dense_bits:
-        plan[0] = 1
+    runs_bits = _runs_bits(dense_u, n, kr)
+    layout = DENSE
+    bits = dense_bits
+    if sparse_bits < bits:
+        layout = SPARSE
+        bits = sparse_bits
+    if runs_bits < bits:
+        layout = RUNS
+        bits = runs_bits
+    plan[0] = layout
+    if layout == SPARSE:
         plan[1], plan[2], plan[3] = ks[0], ks[1], ks[2]
         plan[4] = m
-        return 2 + (sparse_bits + 7) // 8
-    plan[0] = 0
-    plan[1], plan[2], plan[3] = kd[0], kd[1], kd[2]
-    plan[4] = n
-    return 2 + (dense_bits + 7) // 8
+    elif layout == RUNS:
+        plan[1], plan[2], plan[3] = kr[0], kr[1], kr[2]
+        plan[4] = n
+    else:
+        plan[1], plan[2], plan[3] = kd[0], kd[1], kd[2]
+        plan[4] = n
+    return 2 + (bits + 7) // 8
+
+
+@_jit
+def _put(out: np.ndarray, st: np.ndarray, value: int, nbits: int) -> bool:
+    """Append ``nbits`` (<= 32) low bits of ``value`` to the bit writer ``st`` = [pos, acc, nacc]."""
+    acc = st[1] | (value << st[2])
+    nacc = st[2] + nbits
+    pos = st[0]
+    while nacc >= 8:
+        if pos >= out.shape[0]:
+            return False
+        out[pos] = acc & 0xFF
+        acc >>= 8
+        nacc -= 8
+        pos += 1
+    st[0] = pos
+    st[1] = acc
+    st[2] = nacc
+    return True
+
+
+@_jit
+def _put_eg(out: np.ndarray, st: np.ndarray, u: int, k: int) -> bool:
+    """Append the Exp-Golomb code of order ``k`` of ``u`` >= 0."""
+    w = (u >> k) + 1
+    z = _bit_length(w) - 1
+    left = z
+    while left > 0:
+        t = min(left, 24)
+        if not _put(out, st, 0, t):
+            return False
+        left -= t
+    if not _put(out, st, 1, 1):
+        return False
+    low = (w & ((1 << z) - 1)) | ((u & ((1 << k) - 1)) << z)
+    left = z + k
+    while left > 0:
+        t = min(left, 24)
+        if not _put(out, st, low & ((1 << t) - 1), t):
+            return False
+        low >>= t
+        left -= t
+    return True
 
 
 @_jit
@@ -150,83 +266,69 @@ def block_write(
 ) -> int:
     """Write the block planned by ``block_plan`` at ``out[pos:]``; returns the new position (or -4)."""
     n = d.shape[0]
-    header = plan[0] | (plan[1] << 1) | (plan[2] << 5) | (plan[3] << 9)
+    header = plan[0] | (plan[1] << 2) | (plan[2] << 6) | (plan[3] << 10)
     if pos + 2 > out.shape[0]:
         return -4
     out[pos] = header & 0xFF
     out[pos + 1] = header >> 8
-    pos += 2
-    acc = 0
-    nacc = 0
-    if plan[0] == 1:
-        for i in range(n):
-            bit = 1 if (d[i, 0] != 0 or d[i, 1] != 0 or d[i, 2] != 0) else 0
-            acc |= bit << nacc
-            nacc += 1
-            if nacc == 32:
-                if pos + 4 > out.shape[0]:
-                    return -4
-                for _ in range(4):
-                    out[pos] = acc & 0xFF
-                    acc >>= 8
-                    pos += 1
-                nacc = 0
-        values = sparse_u
-    else:
-        values = dense_u
-    count = plan[4]
-    for i in range(count):
+    st = np.zeros(3, np.int64)
+    st[0] = pos + 2
+    layout = plan[0]
+    if layout == RUNS:
         for a in range(3):
             k = plan[1 + a]
-            u = values[i, a]
-            w = (u >> k) + 1
-            nb = 0
-            t = w
-            while t:
-                nb += 1
-                t >>= 1
-            z = nb - 1
-            # z zeros, a one, the low z bits of w, then the k low bits of u (LSB-first)
-            low = (w & ((1 << z) - 1)) | ((u & ((1 << k) - 1)) << z)
-            nbits = 2 * z + 1 + k
-            if nbits <= 48:
-                acc |= ((1 << z) | (low << (z + 1))) << nacc
-                nacc += nbits
-            else:
-                pieces_v0 = 1 << z
-                pieces_n0 = z + 1
-                nlow = z + k
-                for piece in range(2):
-                    pv = pieces_v0 if piece == 0 else low
-                    pn = pieces_n0 if piece == 0 else nlow
-                    while pn > 0:
-                        take = pn if pn < 24 else 24
-                        acc |= (pv & ((1 << take) - 1)) << nacc
-                        nacc += take
-                        pv >>= take
-                        pn -= take
-                        while nacc >= 8:
-                            if pos >= out.shape[0]:
-                                return -4
-                            out[pos] = acc & 0xFF
-                            acc >>= 8
-                            nacc -= 8
-                            pos += 1
-            while nacc >= 8:
-                if pos >= out.shape[0]:
+            run = 0
+            for i in range(n):
+                u = dense_u[i, a]
+                if u == 0:
+                    run += 1
+                    continue
+                if not (_put_eg(out, st, run, k) and _put_eg(out, st, u - 1, 0)):
                     return -4
-                out[pos] = acc & 0xFF
-                acc >>= 8
-                nacc -= 8
-                pos += 1
-    while nacc > 0:
-        if pos >= out.shape[0]:
-            return -4
-        out[pos] = acc & 0xFF
-        acc >>= 8
-        nacc = nacc - 8 if nacc > 8 else 0
-        pos += 1
-    return pos
+                run = 0
+            if run and not _put_eg(out, st, run, k):
+                return -4
+    else:
+        if layout == SPARSE:
+            for i in range(n):
+                bit = 1 if (d[i, 0] != 0 or d[i, 1] != 0 or d[i, 2] != 0) else 0
+                if not _put(out, st, bit, 1):
+                    return -4
+            values = sparse_u
+        else:
+            values = dense_u
+        for i in range(plan[4]):
+            for a in range(3):
+                if not _put_eg(out, st, values[i, a], plan[1 + a]):
+                    return -4
+    if st[2] > 0 and not _put(out, st, 0, 8 - st[2]):
+        return -4
+    return st[0]
+
+
+@_jit
+def _get_eg(buf: np.ndarray, bit: int, end_bit: int, k: int) -> tuple[int, int]:
+    """(value, next bit) of an Exp-Golomb(k) code at ``bit``, or (error code, 0)."""
+    z = 0
+    while True:
+        if bit >= end_bit:
+            return -1, 0
+        b = (buf[bit >> 3] >> (bit & 7)) & 1
+        bit += 1
+        if b:
+            break
+        z += 1
+        if z > MAX_PREFIX:
+            return -3, 0
+    nlow = z + k
+    if bit + nlow > end_bit:
+        return -1, 0
+    low = 0
+    for j in range(nlow):
+        low |= np.int64((buf[(bit + j) >> 3] >> ((bit + j) & 7)) & 1) << j
+    bit += nlow
+    w = (1 << z) | (low & ((1 << z) - 1))
+    return ((w - 1) << k) | (low >> z), bit
 
 
 @_jit
@@ -238,52 +340,58 @@ def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
     n = d.shape[0]
     if pos + 2 > end:
         return -1
-    header = buf[pos] | (buf[pos + 1] << 8)
-    if header >> 13:
+    header = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
+    layout = header & 3
+    if header >> 14 or layout == 3:
         return -2
-    sparse = header & 1
-    k0 = (header >> 1) & 15
-    k1 = (header >> 5) & 15
-    k2 = (header >> 9) & 15
+    ks = ((header >> 2) & 15, (header >> 6) & 15, (header >> 10) & 15)
     bit = (pos + 2) * 8
     end_bit = end * 8
     for i in range(n):
         d[i, 0] = 0
         d[i, 1] = 0
         d[i, 2] = 0
+    if layout == RUNS:
+        for a in range(3):
+            k = ks[a]
+            cur = 0
+            i = 0
+            while i < n:
+                run, bit2 = _get_eg(buf, bit, end_bit, k)
+                if run < 0:
+                    return run
+                bit = bit2
+                if run > n - i:
+                    return -5
+                for j in range(i, i + run):
+                    d[j, a] = cur
+                i += run
+                if i == n:
+                    break
+                v, bit2 = _get_eg(buf, bit, end_bit, 0)
+                if v < 0:
+                    return v
+                bit = bit2
+                cur += _unzigzag(v + 1)
+                d[i, a] = cur
+                i += 1
+        return (bit + 7) // 8
     mask_start = bit
-    if sparse:
+    if layout == SPARSE:
         if bit + n > end_bit:
             return -1
         bit += n
     px = py = pz = 0
     for i in range(n):
-        if sparse:
+        if layout == SPARSE:
             mb = mask_start + i
             if not (buf[mb >> 3] >> (mb & 7)) & 1:
                 continue
         for a in range(3):
-            k = k0 if a == 0 else (k1 if a == 1 else k2)
-            z = 0
-            while True:
-                if bit >= end_bit:
-                    return -1
-                b = (buf[bit >> 3] >> (bit & 7)) & 1
-                bit += 1
-                if b:
-                    break
-                z += 1
-                if z > MAX_PREFIX:
-                    return -3
-            nlow = z + k
-            if bit + nlow > end_bit:
-                return -1
-            low = 0
-            for j in range(nlow):
-                low |= ((buf[(bit + j) >> 3] >> ((bit + j) & 7)) & 1) << j
-            bit += nlow
-            w = (1 << z) | (low & ((1 << z) - 1))
-            u = ((w - 1) << k) | (low >> z)
+            u, bit2 = _get_eg(buf, bit, end_bit, ks[a])
+            if u < 0:
+                return u
+            bit = bit2
             r = _unzigzag(u)
             if a == 0:
                 px += r

@@ -79,31 +79,85 @@ def budget_for_rate(bits_per_second: float, frame_rate: float = 60.0, packets_pe
 
 
 @_jit
-def patch_changes(q, acked, sent, offsets, d_ack, d_sent):
-    """Per patch, the largest per-axis grid change of ``q`` against ``acked`` and against ``sent``."""
-    for p in range(len(offsets) - 1):
-        ma = 0
-        ms = 0
-        for i in range(offsets[p], offsets[p + 1]):
-            for a in range(3):
-                x = np.int64(q[i, a])
-                da = abs(x - acked[i, a])
-                ds = abs(x - sent[i, a])
-                if da > ma:
-                    ma = da
-                if ds > ms:
-                    ms = ds
-        d_ack[p] = ma
-        d_sent[p] = ms
+def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> bool:
+    """Whether grid value ``v`` decodes within ``max_error`` of ``x`` (the decoder's exact arithmetic)."""
+    return abs(x - (origin + float(v) * step)) <= max_error
 
 
 @_jit
-def copy_patches(src, dst, offsets, patches):
-    """``dst[patch rows] = src[patch rows]`` for the listed patches."""
+def patch_excess(x, origin, step, max_error, acked, sent, offsets, d_ack, d_sent):
+    """Per patch, how far (in steps) the truth ``x`` is from the ``acked`` and from the ``sent`` version,
+    counting only coordinates off by more than ``max_error`` (0: that version is still good enough)."""
+    for p in range(len(offsets) - 1):
+        ma = 0.0
+        ms = 0.0
+        for i in range(offsets[p], offsets[p + 1]):
+            for a in range(3):
+                da = abs(x[i, a] - (origin[a] + float(acked[i, a]) * step))
+                ds = abs(x[i, a] - (origin[a] + float(sent[i, a]) * step))
+                if da > max_error and da > ma:
+                    ma = da
+                if ds > max_error and ds > ms:
+                    ms = ds
+        d_ack[p] = ma / step
+        d_sent[p] = ms / step
+
+
+@_jit
+def choose_delta(x, q, base, origin, step, max_error, s, n, d):
+    """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
+    ``x[s:s+n]``, preferring to repeat the previous vertex's delta (per axis, starting from 0).
+
+    Every coordinate has two or three admissible grid values; taking the one nearest the previous delta
+    turns a smooth motion into long runs of equal deltas (zero residuals, which the block coder's runs
+    layout sends as run lengths) and leaves still vertices at delta 0. Where rounding leaves no admissible
+    value the shared quantized value ``q`` is used.
+    """
+    for a in range(3):
+        prev = 0
+        o = origin[a]
+        for i in range(n):
+            xi = x[s + i, a]
+            b = base[s + i, a]
+            g = (xi - o) / step
+            lo = np.int64(np.ceil(g - max_error / step))
+            hi = np.int64(np.floor(g + max_error / step))
+            while lo <= hi and not _fits(xi, lo, o, step, max_error):
+                lo += 1
+            while hi >= lo and not _fits(xi, hi, o, step, max_error):
+                hi -= 1
+            r = np.int64(q[s + i, a]) - b if lo > hi else min(max(prev, lo - b), hi - b)
+            d[i, a] = r
+            prev = r
+
+
+@_jit
+def gather_patches(src, offsets, patches):
+    """The rows of the listed patches of ``src``, concatenated (int32)."""
+    total = 0
+    for p in patches:
+        total += offsets[p + 1] - offsets[p]
+    out = np.empty((total, 3), np.int32)
+    j = 0
     for p in patches:
         for i in range(offsets[p], offsets[p + 1]):
             for a in range(3):
-                dst[i, a] = src[i, a]
+                out[j, a] = src[i, a]
+            j += 1
+    return out
+
+
+@_jit
+def scatter_patches(rows, dst, offsets, patches, take):
+    """Inverse of ``gather_patches`` for the listed patches where ``take`` is set."""
+    j = 0
+    for c in range(len(patches)):
+        p = patches[c]
+        for i in range(offsets[p], offsets[p + 1]):
+            if take[c]:
+                for a in range(3):
+                    dst[i, a] = rows[j, a]
+            j += 1
 
 
 @_jit
@@ -126,11 +180,14 @@ def _varint_len(v):
 
 
 @_jit
-def encode_patch_records(q, acked, ages, offsets, order, out, pos, limit, d, dense, sparse, plan, sent):
+def encode_patch_records(
+    q, x, origin, step, max_error, acked, ages, offsets, order, out, pos, limit, d, dense, sparse, plan, sent, sent_q
+):
     """Append patch records in ``order`` while they fit ``out[:limit]``; returns (position, records).
 
-    A patch with age 0 is sent in full (absolute grid coordinates), else as ``q - acked``. ``sent[p]``
-    is set for every patch written.
+    A patch with age 0 is sent in full (the shared grid coordinates ``q``), else as a delta against
+    ``acked`` chosen by ``choose_delta``. ``sent[p]`` is set and ``sent_q`` receives the version the
+    client will hold for every patch written.
     """
     count = 0
     misfits = 0
@@ -141,11 +198,11 @@ def encode_patch_records(q, acked, ages, offsets, order, out, pos, limit, d, den
         s = offsets[p]
         n = offsets[p + 1] - s
         age = ages[p]
-        for i in range(n):
-            for a in range(3):
-                if age > 0:
-                    d[i, a] = np.int64(q[s + i, a]) - acked[s + i, a]
-                else:
+        if age > 0:
+            choose_delta(x, q, acked, origin, step, max_error, s, n, d)
+        else:
+            for i in range(n):
+                for a in range(3):
                     d[i, a] = q[s + i, a]
         size = 1 + _varint_len(p) + _varint_len(age) + block_plan(d[:n], dense[:n], sparse[:n], plan)
         if pos + size > limit:
@@ -156,6 +213,9 @@ def encode_patch_records(q, acked, ages, offsets, order, out, pos, limit, d, den
         pos = _varint(out, pos, age)
         pos = block_write(d[:n], dense[:n], sparse[:n], plan, out, pos)
         sent[p] = True
+        for i in range(n):
+            for a in range(3):
+                sent_q[s + i, a] = d[i, a] + (acked[s + i, a] if age > 0 else 0)
         count += 1
     return pos, count
 
@@ -170,7 +230,8 @@ class QuantizedFrame:
     sequence: int
     time: float
     epoch: int
-    surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order
+    surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order (full records)
+    positions: np.ndarray  # (N, 3) float64 truth, layout order (deltas are chosen within the bound of it)
     centroids: np.ndarray  # (P, 3) float64 patch centres (for interest)
     rigid_ids: np.ndarray  # (R,) int64
     rigid_kinds: np.ndarray  # (R,) int64
@@ -192,8 +253,8 @@ class _RigidTrack:
 @dataclass(slots=True)
 class _Sent:
     epoch: int
-    patches: np.ndarray
-    surface: np.ndarray
+    patches: np.ndarray  # patch ids sent, ascending
+    rows: np.ndarray  # the versions the client got of them (their rows, concatenated), int32
     rigid: list  # [(id, (pos, rot, jaw))]
 
 
@@ -261,6 +322,7 @@ class SnapshotServer:
         self._plan = np.zeros(5, np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
+        self._origin = np.asarray(config.positions.origin, np.float64)
 
     # -------------------------------------------------------------- reliable-channel messages
 
@@ -341,6 +403,11 @@ class SnapshotServer:
     def remove_client(self, client_id: object) -> None:
         self.clients.pop(client_id, None)
 
+    def client_grid(self, client_id: object) -> np.ndarray:
+        """Grid coordinates (N, 3) of the newest version of each vertex sent to a client (a copy): what its
+        decoder shows once it received everything (patches never sent are zero)."""
+        return self.clients[client_id].sent_q.copy()
+
     def set_focus(self, client_id: object, points: np.ndarray) -> None:
         """The client's instrument tips and gaze point (F, 3): what is near them ranks higher."""
         self.clients[client_id].focus = np.asarray(points, dtype=np.float64).reshape(-1, 3)
@@ -349,7 +416,7 @@ class SnapshotServer:
 
     def begin_frame(self, time: float, surface: np.ndarray, rigid: RigidSet | None = None) -> QuantizedFrame:
         """Quantize this frame's truth: surface (N, 3) in layout order, rigid objects; next sequence."""
-        surface = np.asarray(surface, dtype=np.float64)
+        surface = np.array(surface, dtype=np.float64)  # a copy: encode() reads it later
         if surface.shape != (self.layout.vertex_count, 3):
             raise ValueError(f"surface must be ({self.layout.vertex_count}, 3) in layout order, got {surface.shape}")
         rigid = RigidSet.empty() if rigid is None else rigid
@@ -373,6 +440,7 @@ class SnapshotServer:
             float(time),
             self.epoch,
             q,
+            surface,
             centroids,
             np.asarray(rigid.ids, np.int64),
             np.asarray(rigid.kinds, np.int64),
@@ -429,9 +497,11 @@ class SnapshotServer:
 
         # patches: weights, accumulators, then the numba writer in priority order
         n_p = self.layout.patch_count
-        d_ack = np.zeros(n_p, np.int64)
-        d_sent = np.zeros(n_p, np.int64)
-        patch_changes(f.surface, c.acked_q, c.sent_q, self._offsets, d_ack, d_sent)
+        d_ack = np.zeros(n_p)
+        d_sent = np.zeros(n_p)
+        pq = self.config.positions
+        origin, step, max_error = self._origin, pq.grid, pq.max_error
+        patch_excess(f.positions, origin, step, max_error, c.acked_q, c.sent_q, self._offsets, d_ack, d_sent)
         has_base = c.acked_seq >= 0
         pending = ~has_base | (d_ack > 0)
         moved = c.ever_sent & (d_sent > 0)
@@ -446,7 +516,24 @@ class SnapshotServer:
         sent = np.zeros(n_p, bool)
         d, dense, sparse = self._scratch
         pos, n_patch_records = encode_patch_records(
-            f.surface, c.acked_q, ages, self._offsets, order, out, pos, limit, d, dense, sparse, self._plan, sent
+            f.surface,
+            f.positions,
+            origin,
+            step,
+            max_error,
+            c.acked_q,
+            ages,
+            self._offsets,
+            order,
+            out,
+            pos,
+            limit,
+            d,
+            dense,
+            sparse,
+            self._plan,
+            sent,
+            c.sent_q,
         )
         records += n_patch_records
         out[:HEADER_SIZE] = np.frombuffer(pack_header(seq, f.time, f.epoch, records), np.uint8)
@@ -454,8 +541,7 @@ class SnapshotServer:
         c.priority.sent(sent_idx)
         c.ever_sent[sent_idx] = True
         c.last_sent[sent_idx] = seq
-        copy_patches(f.surface, c.sent_q, self._offsets, sent_idx)
-        c.history[seq] = _Sent(f.epoch, sent_idx, f.surface, rigid_sent)
+        c.history[seq] = _Sent(f.epoch, sent_idx, gather_patches(c.sent_q, self._offsets, sent_idx), rigid_sent)
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
@@ -531,9 +617,9 @@ class SnapshotServer:
         record = c.history.pop(sequence, None)
         if record is None or record.epoch != self.epoch:
             return
-        newer = record.patches[c.acked_seq[record.patches] < sequence]
-        c.acked_seq[newer] = sequence
-        copy_patches(record.surface, c.acked_q, self._offsets, newer)
+        newer = c.acked_seq[record.patches] < sequence
+        c.acked_seq[record.patches[newer]] = sequence
+        scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
         for oid, version in record.rigid:
             track = c.rigid.get(oid)
             if track is not None and sequence > track.acked_seq:

@@ -191,3 +191,22 @@ def test_block_zero_and_reserved_bits():
         decode_block(b"\x00\xe0" + b"\x00" * 40, 4)
     with pytest.raises(ValueError, match="prefix"):
         decode_block(b"\x00\x00" + b"\x00" * 40, 4)
+    with pytest.raises(ValueError, match="reserved"):
+        decode_block(b"\x03\x00" + b"\xff" * 40, 4)  # layout 3 does not exist
+
+
+def test_block_runs_layout_for_runs_of_equal_deltas():
+    """A smooth motion chosen as runs of equal deltas costs a few bits per run, not per vertex."""
+    d = np.zeros((100, 3), np.int64)
+    d[20:60, 0] = 5
+    d[40:, 1] = -3
+    d[70:75, 2] = 1
+    data = _coder.encode(d)
+    assert data[0] & 3 == 2 and len(data) <= 14
+    out, end = decode_block(data, 100)
+    assert end == len(data) and np.array_equal(out, d)
+    # runs layout (2), k = 0: x = a run of 200 zeros in a block of 100 vertices
+    bits = "0" * 7 + "1" + format(200 + 1, "b")[1:][::-1]  # Exp-Golomb(0) of 200, LSB-first
+    blob = bytes([0x02, 0x00]) + int(bits[::-1], 2).to_bytes(3, "little") + b"\x00" * 8
+    with pytest.raises(ValueError, match="run past the end"):
+        decode_block(blob, 100)
