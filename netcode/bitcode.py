@@ -46,6 +46,8 @@ BLOCK_ERRORS = {
     -5: "zero run past the end of the block",
 }
 DENSE, SPARSE, RUNS = 0, 1, 2
+PLAN_SIZE = 14
+"""Length of the ``plan`` array ``block_plan`` fills (5 entries, then scratch)."""
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -60,23 +62,21 @@ def _unzigzag(u: int) -> int:
     return (u >> 1) ^ -(u & 1)
 
 
-@_jit
-def _eg_len(u: int, k: int) -> int:
-    w = (u >> k) + 1
-    nb = 0
-    while w:
-        nb += 1
-        w >>= 1
-    return 2 * nb - 1 + k
+_BIT_LENGTH = np.array([int(v).bit_length() for v in range(256)], np.int64)
 
 
 @_jit
 def _bit_length(v: int) -> int:
     n = 0
-    while v:
-        n += 1
-        v >>= 1
-    return n
+    while v >= 256:
+        v >>= 8
+        n += 8
+    return n + _BIT_LENGTH[v]
+
+
+@_jit
+def _eg_len(u: int, k: int) -> int:
+    return 2 * _bit_length((u >> k) + 1) - 1 + k
 
 
 @_jit
@@ -115,51 +115,40 @@ def _best_k(values: np.ndarray, count: int, k_out: np.ndarray) -> int:
 
 
 @_jit
-def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray) -> int:
-    """Exact size in bits of the runs layout of the zig-zagged residuals ``u[:n]``; picks k per axis."""
+def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray, runs: np.ndarray) -> int:
+    """Exact size in bits of the runs layout of the zig-zagged residuals ``u[:n]``; picks k per axis
+    into ``k_out[:3]``. ``runs`` (>= n,) int64 scratch."""
     total = 0
-    hist = np.zeros(48, np.int64)
     for a in range(3):
-        hist[:] = 0
-        top = 0
+        count = 0
         values = 0
         run = 0
+        top = 0
         for i in range(n):
             v = u[i, a]
             if v == 0:
                 run += 1
                 continue
-            b = _bit_length(run)
-            hist[b] += 1
-            top = max(top, b)
+            runs[count] = run
+            count += 1
+            top = max(top, run)
             values += _eg_len(v - 1, 0)
             run = 0
         if run:
-            b = _bit_length(run)
-            hist[b] += 1
-            top = max(top, b)
+            runs[count] = run
+            count += 1
+            top = max(top, run)
         best = -1
         best_k = 0
-        for k in range(min(top, MAX_K) + 1):
+        for k in range(min(_bit_length(top), MAX_K) + 1):
             bits = 0
-            for b in range(top + 1):
-                if hist[b]:
-                    bits += hist[b] * (2 * max(b - k, 0) + 1 + k)
+            for r in range(count):
+                bits += _eg_len(runs[r], k)
             if best < 0 or bits < best:
                 best = bits
                 best_k = k
         k_out[a] = best_k
-        exact = values
-        run = 0
-        for i in range(n):
-            if u[i, a] == 0:
-                run += 1
-                continue
-            exact += _eg_len(run, best_k)
-            run = 0
-        if run:
-            exact += _eg_len(run, best_k)
-        total += exact
+        total += values + best
     return total
 
 
@@ -167,43 +156,46 @@ def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray) -> int:
 def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray) -> int:
     """Size in bytes of the encoded block ``d`` (n, 3) int64, filling the scratch arrays and ``plan``.
 
-    ``plan`` (5,) int64 receives [layout, kx, ky, kz, coded vertex count]; ``dense_u``/``sparse_u``
-    (n, 3) uint-valued int64 scratch receive the zig-zagged residuals of the layouts.
+    ``plan`` (PLAN_SIZE,) int64 receives [layout, kx, ky, kz, coded vertex count, scratch...];
+    ``dense_u``/``sparse_u`` (n, 3) int64 scratch receive the zig-zagged residuals of the layouts.
     """
     n = d.shape[0]
     m = 0
-    px = py = pz = 0
+    for a in range(3):
+        dense_u[0, a] = _zigzag(d[0, a]) if n else 0
+    for i in range(1, n):
+        for a in range(3):
+            dense_u[i, a] = _zigzag(d[i, a] - d[i - 1, a])
     for i in range(n):
-        x, y, z = d[i, 0], d[i, 1], d[i, 2]
-        if i == 0:
-            dense_u[i, 0] = _zigzag(x)
-            dense_u[i, 1] = _zigzag(y)
-            dense_u[i, 2] = _zigzag(z)
-        else:
-            dense_u[i, 0] = _zigzag(x - d[i - 1, 0])
-            dense_u[i, 1] = _zigzag(y - d[i - 1, 1])
-            dense_u[i, 2] = _zigzag(z - d[i - 1, 2])
-        if x != 0 or y != 0 or z != 0:
-            sparse_u[m, 0] = _zigzag(x - px)
-            sparse_u[m, 1] = _zigzag(y - py)
-            sparse_u[m, 2] = _zigzag(z - pz)
-            px, py, pz = x, y, z
+        if d[i, 0] != 0 or d[i, 1] != 0 or d[i, 2] != 0:
             m += 1
-    kd = np.zeros(3, np.int64)
-    ks = np.zeros(3, np.int64)
-    kr = np.zeros(3, np.int64)
-    dense_bits = _best_k(dense_u, n, kd)
-    # the sparse layout costs n mask bits plus at least 3 bits per coded vertex: skip it when hopeless
-    sparse_bits = n + _best_k(sparse_u, m, ks) if n + 3 * m < dense_bits else dense_bits + 1
-    runs_bits = _runs_bits(dense_u, n, kr)
-    layout = DENSE
-    bits = dense_bits
-    if sparse_bits < bits:
-        layout = SPARSE
-        bits = sparse_bits
-    if runs_bits < bits:
-        layout = RUNS
-        bits = runs_bits
+    kd = plan[5:8]
+    ks = plan[8:11]
+    kr = plan[11:14]
+    # every code is at least one bit: dense >= 3n bits, sparse >= n + 3m bits, so when the runs layout
+    # is already that small the others need not be sized (the choice is still the smallest layout)
+    layout = RUNS
+    bits = _runs_bits(dense_u, n, kr, sparse_u[:, 0])
+    if bits > 3 * n:
+        dense_bits = _best_k(dense_u, n, kd)
+        if dense_bits <= bits:
+            layout = DENSE
+            bits = dense_bits
+    if bits > n + 3 * m:
+        j = 0
+        px = py = pz = 0
+        for i in range(n):
+            x, y, z = d[i, 0], d[i, 1], d[i, 2]
+            if x != 0 or y != 0 or z != 0:
+                sparse_u[j, 0] = _zigzag(x - px)
+                sparse_u[j, 1] = _zigzag(y - py)
+                sparse_u[j, 2] = _zigzag(z - pz)
+                px, py, pz = x, y, z
+                j += 1
+        sparse_bits = n + _best_k(sparse_u, m, ks)
+        if sparse_bits < bits:
+            layout = SPARSE
+            bits = sparse_bits
     plan[0] = layout
     if layout == SPARSE:
         plan[1], plan[2], plan[3] = ks[0], ks[1], ks[2]
@@ -218,46 +210,39 @@ def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: n
 
 
 @_jit
-def _put(out: np.ndarray, st: np.ndarray, value: int, nbits: int) -> bool:
-    """Append ``nbits`` (<= 32) low bits of ``value`` to the bit writer ``st`` = [pos, acc, nacc]."""
-    acc = st[1] | (value << st[2])
-    nacc = st[2] + nbits
-    pos = st[0]
-    while nacc >= 8:
+def _put_eg(out: np.ndarray, pos: int, acc: int, nacc: int, u: int, k: int) -> tuple[int, int, int]:
+    """Append the Exp-Golomb code of order ``k`` of ``u`` >= 0 to the bit writer (pos, acc, nacc):
+    ``acc`` holds ``nacc`` < 8 pending bits (LSB-first). Returns the new state; pos -1 if ``out`` is full."""
+    w = (u >> k) + 1
+    z = _bit_length(w) - 1
+    # z zero bits and a one: the one lands z bits up
+    nacc += z
+    while nacc >= 8:  # whole zero bytes (acc's pending bits are below them)
         if pos >= out.shape[0]:
-            return False
+            return -1, 0, 0
         out[pos] = acc & 0xFF
         acc >>= 8
         nacc -= 8
         pos += 1
-    st[0] = pos
-    st[1] = acc
-    st[2] = nacc
-    return True
-
-
-@_jit
-def _put_eg(out: np.ndarray, st: np.ndarray, u: int, k: int) -> bool:
-    """Append the Exp-Golomb code of order ``k`` of ``u`` >= 0."""
-    w = (u >> k) + 1
-    z = _bit_length(w) - 1
-    left = z
-    while left > 0:
-        t = min(left, 24)
-        if not _put(out, st, 0, t):
-            return False
-        left -= t
-    if not _put(out, st, 1, 1):
-        return False
+    acc |= 1 << nacc
+    nacc += 1
     low = (w & ((1 << z) - 1)) | ((u & ((1 << k) - 1)) << z)
     left = z + k
-    while left > 0:
-        t = min(left, 24)
-        if not _put(out, st, low & ((1 << t) - 1), t):
-            return False
+    while True:
+        t = min(left, 32)
+        acc |= (low & ((1 << t) - 1)) << nacc
+        nacc += t
         low >>= t
         left -= t
-    return True
+        while nacc >= 8:
+            if pos >= out.shape[0]:
+                return -1, 0, 0
+            out[pos] = acc & 0xFF
+            acc >>= 8
+            nacc -= 8
+            pos += 1
+        if left <= 0:
+            return pos, acc, nacc
 
 
 @_jit
@@ -271,8 +256,9 @@ def block_write(
         return -4
     out[pos] = header & 0xFF
     out[pos + 1] = header >> 8
-    st = np.zeros(3, np.int64)
-    st[0] = pos + 2
+    pos += 2
+    acc = 0
+    nacc = 0
     layout = plan[0]
     if layout == RUNS:
         for a in range(3):
@@ -283,27 +269,44 @@ def block_write(
                 if u == 0:
                     run += 1
                     continue
-                if not (_put_eg(out, st, run, k) and _put_eg(out, st, u - 1, 0)):
+                pos, acc, nacc = _put_eg(out, pos, acc, nacc, run, k)
+                if pos < 0:
+                    return -4
+                pos, acc, nacc = _put_eg(out, pos, acc, nacc, u - 1, 0)
+                if pos < 0:
                     return -4
                 run = 0
-            if run and not _put_eg(out, st, run, k):
-                return -4
+            if run:
+                pos, acc, nacc = _put_eg(out, pos, acc, nacc, run, k)
+                if pos < 0:
+                    return -4
     else:
         if layout == SPARSE:
             for i in range(n):
-                bit = 1 if (d[i, 0] != 0 or d[i, 1] != 0 or d[i, 2] != 0) else 0
-                if not _put(out, st, bit, 1):
-                    return -4
+                if d[i, 0] != 0 or d[i, 1] != 0 or d[i, 2] != 0:
+                    acc |= 1 << nacc
+                nacc += 1
+                if nacc == 8:
+                    if pos >= out.shape[0]:
+                        return -4
+                    out[pos] = acc
+                    acc = 0
+                    nacc = 0
+                    pos += 1
             values = sparse_u
         else:
             values = dense_u
         for i in range(plan[4]):
             for a in range(3):
-                if not _put_eg(out, st, values[i, a], plan[1 + a]):
+                pos, acc, nacc = _put_eg(out, pos, acc, nacc, values[i, a], plan[1 + a])
+                if pos < 0:
                     return -4
-    if st[2] > 0 and not _put(out, st, 0, 8 - st[2]):
-        return -4
-    return st[0]
+    if nacc > 0:
+        if pos >= out.shape[0]:
+            return -4
+        out[pos] = acc
+        pos += 1
+    return pos
 
 
 @_jit
@@ -411,7 +414,7 @@ class BlockCoder:
     def __init__(self, max_vertices: int) -> None:
         self.dense = np.zeros((max_vertices, 3), np.int64)
         self.sparse = np.zeros((max_vertices, 3), np.int64)
-        self.plan = np.zeros(5, np.int64)
+        self.plan = np.zeros(PLAN_SIZE, np.int64)
 
     def encode(self, d: np.ndarray) -> bytes:
         """The encoded block of an (n, 3) integer array."""

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from netcode.patches import make_patches
+from netcode.patches import DEFAULT_PATCH_SIZE, make_patches
 from netcode.quantize import PositionQuantizer
 from netcode.snapshot import CodecConfig, RigidKind, RigidSet, SnapshotError
 from netcode.snapshot_codec import SnapshotServer, budget_for_rate
@@ -129,11 +129,19 @@ class Trace:
 # ------------------------------------------------------------------------------------------ the run
 
 
-def run(trace: Trace, config: CodecConfig, budget: int | None, rtt_frames: int, loss: float, seed: int = 1) -> dict:
+def run(
+    trace: Trace,
+    config: CodecConfig,
+    budget: int | None,
+    rtt_frames: int,
+    loss: float,
+    seed: int = 1,
+    patch_size: int = DEFAULT_PATCH_SIZE,
+) -> dict:
     rng = np.random.default_rng(seed)
     positions = [trace.positions(f) for f in range(trace.frames)]
     alive = np.arange(len(trace.rest))
-    layout = make_patches(alive, trace.rest[alive])
+    layout = make_patches(alive, trace.rest[alive], patch_size)
     server = SnapshotServer(layout, config, triangles=trace.triangles)
     decoders = []
     for c in range(trace.clients):
@@ -144,12 +152,12 @@ def run(trace: Trace, config: CodecConfig, budget: int | None, rtt_frames: int, 
         server.add_client(c, budget_bytes=budget, resend_after=rtt_frames + 2)
     acks: list[list[tuple[int, int]]] = [[] for _ in range(trace.clients)]  # (due frame, sequence)
     topo_pending: list[tuple[int, bytes]] = []
-    sizes, enc_us, dec_us, quant_err, display_err = [], [], [], [], []
+    sizes, enc_us, enc_cpu_us, dec_us, quant_err, display_err = [], [], [], [], [], []
     held = lost = rejected = 0
     for f in range(trace.frames):
         if f == CUT_FRAME:
             alive = trace.alive_after
-            layout = make_patches(alive, positions[f][alive])
+            layout = make_patches(alive, positions[f][alive], patch_size)
             msg = server.change_topology(
                 layout,
                 removed_vertices=trace.removed,
@@ -167,9 +175,10 @@ def run(trace: Trace, config: CodecConfig, budget: int | None, rtt_frames: int, 
         topo_pending = [t for t in topo_pending if t[0] != f]
         for c, dec in enumerate(decoders):
             server.set_focus(c, trace.focus(f, c))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             data = server.encode(c)
             enc_us.append((time.perf_counter() - t0) * 1e6)
+            enc_cpu_us.append((time.thread_time() - c0) * 1e6)
             sizes.append(len(data))
             for _due, seq in [a for a in acks[c] if a[0] == f]:
                 server.on_ack(c, seq)
@@ -208,8 +217,11 @@ def run(trace: Trace, config: CodecConfig, budget: int | None, rtt_frames: int, 
         "p99_error_displayed_mm": round(float(np.percentile(display_err, 99)) * 1e3, 4),
         "mean_of_frame_max_error_displayed_mm": round(float(np.mean(display_err)) * 1e3, 4),
         "encode_us_per_client_frame_mean": round(float(np.mean(enc_us)), 1),
+        "encode_us_per_client_frame_median": round(float(np.median(enc_us)), 1),
         "encode_us_per_client_frame_p99": round(float(np.percentile(enc_us, 99)), 1),
+        "encode_cpu_us_per_client_frame_mean": round(float(np.mean(enc_cpu_us)), 1),
         "decode_us_per_client_frame_mean": round(float(np.mean(dec_us)), 1),
+        "decode_us_per_client_frame_median": round(float(np.median(dec_us)), 1),
         "snapshots_lost": lost,
         "snapshots_held_for_topology": held,
         "snapshots_rejected": rejected,
@@ -283,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", type=float, default=0.02, help="snapshot loss probability (0.02)")
     p.add_argument("--max-error", type=float, default=1e-4, help="metres (1e-4)")
     p.add_argument("--step", type=float, default=None, help="grid step, metres (default: = --max-error)")
+    p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="vertices per patch at most")
     p.add_argument("--draco-every", type=int, default=10, help="compress every n-th frame with Draco (10)")
     return p
 
@@ -296,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     rtt_frames = max(1, round(args.rtt_ms / 1000 * HZ))
     budget = budget_for_rate(args.rate, HZ)
     trace = Trace(args.frames, args.clients)
-    budgeted = run(trace, config, budget, rtt_frames, args.loss)
-    unlimited = run(trace, config, None, rtt_frames, args.loss)
+    budgeted = run(trace, config, budget, rtt_frames, args.loss, patch_size=args.patch_size)
+    unlimited = run(trace, config, None, rtt_frames, args.loss, patch_size=args.patch_size)
     dr = draco(trace, args.max_error, args.draco_every)
     ratio = None if dr is None else round(unlimited["bytes_per_frame_mean"] / dr["bytes_per_frame_mean"], 4)
     goals = {
@@ -325,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_error_mm": args.max_error * 1e3,
             "grid_step_mm": config.positions.grid * 1e3,
             "rotation_bits": config.rotation_bits,
-            "patches": make_patches(np.arange(len(trace.rest)), trace.rest).patch_count,
+            "patch_size": args.patch_size,
+            "patches": make_patches(np.arange(len(trace.rest)), trace.rest, args.patch_size).patch_count,
         },
         "budgeted": {"rate_bit_s": args.rate, **budgeted},
         "unlimited": unlimited,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from netcode.bitcode import block_plan, block_write
+from netcode.bitcode import PLAN_SIZE, block_plan, block_write
 from netcode.patches import PatchLayout
 from netcode.priority import PriorityAccumulator, interest
 from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
@@ -85,10 +85,23 @@ def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> boo
 
 
 @_jit
-def patch_excess(x, origin, step, max_error, acked, sent, offsets, d_ack, d_sent):
-    """Per patch, how far (in steps) the truth ``x`` is from the ``acked`` and from the ``sent`` version,
-    counting only coordinates off by more than ``max_error`` (0: that version is still good enough)."""
-    for p in range(len(offsets) - 1):
+def patch_weights(
+    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near
+):
+    """Per patch: whether the client's acked version is off the truth ``x`` by more than the bound
+    (``pending``), the priority weight this frame, and the baseline age; returns (pending, weights, ages).
+
+    The change is measured in steps of the worst coordinate, against the acked version, or against the
+    version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
+    A patch the client has no version of weighs ``FULL_WEIGHT``. A pending patch that was sent and not
+    acked only competes again after ``resend_after`` frames unless it changed since. ``near`` is the
+    interest of each patch for the client.
+    """
+    n_p = len(offsets) - 1
+    pending = np.zeros(n_p, np.bool_)
+    weights = np.zeros(n_p)
+    ages = np.zeros(n_p, np.int64)
+    for p in range(n_p):
         ma = 0.0
         ms = 0.0
         for i in range(offsets[p], offsets[p + 1]):
@@ -99,36 +112,49 @@ def patch_excess(x, origin, step, max_error, acked, sent, offsets, d_ack, d_sent
                     ma = da
                 if ds > max_error and ds > ms:
                     ms = ds
-        d_ack[p] = ma / step
-        d_sent[p] = ms / step
+        has_base = acked_seq[p] >= 0
+        pending[p] = not has_base or ma > 0.0
+        if not pending[p]:
+            continue
+        moved = ever_sent[p] and ms > 0.0
+        if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
+            continue
+        steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
+        weights[p] = steps * near[p]
+    for p in range(n_p):
+        if acked_seq[p] >= 0:
+            ages[p] = seq - acked_seq[p]
+    return pending, weights, ages
 
 
 @_jit
 def choose_delta(x, q, base, origin, step, max_error, s, n, d):
     """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
-    ``x[s:s+n]``, preferring to repeat the previous vertex's delta (per axis, starting from 0).
+    ``x[s:s+n]``, preferring to repeat the previous vertex's delta (per axis, from 0 at the first).
 
-    Every coordinate has two or three admissible grid values; taking the one nearest the previous delta
-    turns a smooth motion into long runs of equal deltas (zero residuals, which the block coder's runs
-    layout sends as run lengths) and leaves still vertices at delta 0. Where rounding leaves no admissible
-    value the shared quantized value ``q`` is used.
+    Every coordinate has an interval of admissible deltas (two or three grid values at the default step);
+    taking the one nearest the previous vertex's delta keeps still vertices at 0 and turns a smooth motion
+    into long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout sends as run
+    lengths (changes between runs are then mostly +-1). Where float rounding leaves no admissible value
+    the shared quantized value ``q`` is used.
     """
+    inv = 1.0 / step
+    reach = max_error * inv
     for a in range(3):
-        prev = 0
         o = origin[a]
+        prev = 0
         for i in range(n):
             xi = x[s + i, a]
             b = base[s + i, a]
-            g = (xi - o) / step
-            lo = np.int64(np.ceil(g - max_error / step))
-            hi = np.int64(np.floor(g + max_error / step))
+            g = (xi - o) * inv  # lo/hi are candidates only: _fits decides exactly
+            lo = np.int64(np.ceil(g - reach))
+            hi = np.int64(np.floor(g + reach))
             while lo <= hi and not _fits(xi, lo, o, step, max_error):
                 lo += 1
             while hi >= lo and not _fits(xi, hi, o, step, max_error):
                 hi -= 1
-            r = np.int64(q[s + i, a]) - b if lo > hi else min(max(prev, lo - b), hi - b)
-            d[i, a] = r
-            prev = r
+            prev = np.int64(q[s + i, a]) - b if lo > hi else min(max(prev, lo - b), hi - b)
+            d[i, a] = prev
 
 
 @_jit
@@ -319,7 +345,7 @@ class SnapshotServer:
         self._sizes = layout.sizes
         self._max_patch = int(self._sizes.max()) if layout.patch_count else 1
         self._scratch = [np.zeros((self._max_patch, 3), np.int64) for _ in range(3)]
-        self._plan = np.zeros(5, np.int64)
+        self._plan = np.zeros(PLAN_SIZE, np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
         self._origin = np.asarray(config.positions.origin, np.float64)
@@ -497,19 +523,24 @@ class SnapshotServer:
 
         # patches: weights, accumulators, then the numba writer in priority order
         n_p = self.layout.patch_count
-        d_ack = np.zeros(n_p)
-        d_sent = np.zeros(n_p)
         pq = self.config.positions
         origin, step, max_error = self._origin, pq.grid, pq.max_error
-        patch_excess(f.positions, origin, step, max_error, c.acked_q, c.sent_q, self._offsets, d_ack, d_sent)
-        has_base = c.acked_seq >= 0
-        pending = ~has_base | (d_ack > 0)
-        moved = c.ever_sent & (d_sent > 0)
-        due = pending & (~c.ever_sent | moved | (seq - c.last_sent >= c.resend_after))
-        steps = np.where(has_base, np.where(moved, d_sent, d_ack), FULL_WEIGHT)
-        weights = np.where(due, steps * interest(f.centroids, c.focus), 0.0)
+        pending, weights, ages = patch_weights(
+            f.positions,
+            origin,
+            step,
+            max_error,
+            c.acked_q,
+            c.sent_q,
+            self._offsets,
+            c.acked_seq,
+            c.ever_sent,
+            c.last_sent,
+            seq,
+            c.resend_after,
+            interest(f.centroids, c.focus),
+        )
         order = c.priority.update(weights, pending)
-        ages = np.where(has_base, seq - c.acked_seq, 0).astype(np.int64)
         out = self._out
         pos = HEADER_SIZE + len(body)
         out[HEADER_SIZE:pos] = np.frombuffer(bytes(body), np.uint8)
@@ -631,9 +662,11 @@ def _rigid_change(now: tuple, base: tuple | None) -> float:
     """Grid steps of position change, or 1 for any orientation/jaw change."""
     if base is None:
         return FULL_WEIGHT
-    steps = float(max(abs(a - b) for a, b in zip(now[0], base[0], strict=True)))
-    if now[1] != base[1] or now[2] != base[2]:
-        steps = max(steps, 1.0)
+    (x, y, z), rot, jaw = now
+    (bx, by, bz), brot, bjaw = base
+    steps = float(max(abs(x - bx), abs(y - by), abs(z - bz)))
+    if steps < 1.0 and (rot != brot or jaw != bjaw):
+        return 1.0
     return steps
 
 
