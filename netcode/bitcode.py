@@ -3,7 +3,7 @@
 A *block* is an (n, 3) array of integers (grid deltas against a baseline, or absolute grid coordinates).
 Neighbouring vertices of a patch move alike, so the coder sends each coded vertex's difference from the
 previous coded vertex (a spatial residual), zig-zag mapped to unsigned and written as an Exp-Golomb code
-of order k, one k per axis chosen to minimise the size. Two layouts, whichever is smaller:
+of order k, one k per axis chosen to minimise the size. Three layouts, whichever is smallest:
 
 * dense: every vertex is coded;
 * sparse: an n-bit mask says which vertices are coded; the others are zero (unchanged);
@@ -11,23 +11,24 @@ of order k, one k per axis chosen to minimise the size. Two layouts, whichever i
   deltas within the error bound that repeat their neighbour's value (``snapshot_codec``), so a smoothly
   moving patch is mostly zero residuals, which this layout sends as a few run lengths.
 
-Wire layout of a block (byte-aligned at both ends)::
+A block is a bit string (blocks of one snapshot follow each other without padding, SNAPSHOT.md)::
 
-    u16 header   bits 0-1: layout (0 dense, 1 sparse, 2 runs, 3 invalid); bits 2-5, 6-9, 10-13: k of
-                 x, y, z; bits 14-15: zero
-    [sparse: n mask bits, LSB-first]
+    14 bits      header: bits 0-1 layout (0 dense, 1 sparse, 2 runs; 3 is invalid), bits 2-5, 6-9,
+                 10-13: k of x, y, z
+    [sparse: n mask bits]
     dense/sparse: for each coded vertex, for x, y, z: Exp-Golomb(k) of the zigzagged residual
     runs: for x, then y, then z, with i = 0: while i < n: Exp-Golomb(k) run r of zero residuals
           (i + r <= n), i += r; if i == n stop; else Exp-Golomb(0) of zigzag(residual) - 1 (non-zero),
           i += 1
-    zero padding to the next byte
 
 Exp-Golomb(k) of u: z zero bits, a one bit, then z + k bits. Residuals are differences from the previous
-(coded) vertex, the first from 0.
+(coded) vertex, the first from 0. Bits are written LSB-first within bytes. ``block_bits``/``block_put``/
+``block_get`` work on bit positions; ``block_plan``/``block_write``/``block_read`` (and ``BlockCoder``)
+on a standalone block padded with zero bits to whole bytes.
 
-Bits are written LSB-first within bytes. Exact sizes are computed before anything is written, so the
-caller can fit blocks to a byte budget without trial and error. Decoding checks every read against the
-end of the buffer and returns a negative error code instead of raising (numba), see ``BLOCK_ERRORS``.
+Exact sizes are computed before anything is written, so the caller can fit blocks to a byte budget
+without trial and error. Decoding checks every read against the end of the buffer and returns a negative
+error code instead of raising (numba), see ``BLOCK_ERRORS``.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ MAX_PREFIX = 40
 """A prefix longer than this cannot come from our encoder (values are < 2^35): reject."""
 BLOCK_ERRORS = {
     -1: "block runs past the end of the snapshot",
-    -2: "block header has reserved bits set",
+    -2: "block header names no layout, or its padding bits are not zero",
     -3: "Exp-Golomb prefix too long",
     -4: "output buffer too small",
     -5: "zero run past the end of the block",
 }
 DENSE, SPARSE, RUNS = 0, 1, 2
+HEADER_BITS = 14
+"""A block starts with 14 header bits: layout (2), then k of x, y, z (4 each)."""
 PLAN_SIZE = 14
 """Length of the ``plan`` array ``block_plan`` fills (5 entries, then scratch)."""
 
@@ -75,7 +78,7 @@ def _bit_length(v: int) -> int:
 
 
 @_jit
-def _eg_len(u: int, k: int) -> int:
+def eg_len(u: int, k: int) -> int:
     return 2 * _bit_length((u >> k) + 1) - 1 + k
 
 
@@ -109,7 +112,7 @@ def _best_k(values: np.ndarray, count: int, k_out: np.ndarray) -> int:
         k_out[a] = best_k
         exact = 0
         for i in range(count):
-            exact += _eg_len(values[i, a], best_k)
+            exact += eg_len(values[i, a], best_k)
         total += exact
     return total
 
@@ -132,7 +135,7 @@ def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray, runs: np.ndarray) -> in
             runs[count] = run
             count += 1
             top = max(top, run)
-            values += _eg_len(v - 1, 0)
+            values += eg_len(v - 1, 0)
             run = 0
         if run:
             runs[count] = run
@@ -143,7 +146,7 @@ def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray, runs: np.ndarray) -> in
         for k in range(min(_bit_length(top), MAX_K) + 1):
             bits = 0
             for r in range(count):
-                bits += _eg_len(runs[r], k)
+                bits += eg_len(runs[r], k)
             if best < 0 or bits < best:
                 best = bits
                 best_k = k
@@ -153,8 +156,9 @@ def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray, runs: np.ndarray) -> in
 
 
 @_jit
-def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray) -> int:
-    """Size in bytes of the encoded block ``d`` (n, 3) int64, filling the scratch arrays and ``plan``.
+def block_bits(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray) -> int:
+    """Size in bits (header included) of the encoded block ``d`` (n, 3) int64, filling the scratch arrays
+    and ``plan`` for ``block_put``.
 
     ``plan`` (PLAN_SIZE,) int64 receives [layout, kx, ky, kz, coded vertex count, scratch...];
     ``dense_u``/``sparse_u`` (n, 3) int64 scratch receive the zig-zagged residuals of the layouts.
@@ -206,11 +210,33 @@ def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: n
     else:
         plan[1], plan[2], plan[3] = kd[0], kd[1], kd[2]
         plan[4] = n
-    return 2 + (bits + 7) // 8
+    return HEADER_BITS + bits
 
 
 @_jit
-def _put_eg(out: np.ndarray, pos: int, acc: int, nacc: int, u: int, k: int) -> tuple[int, int, int]:
+def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray) -> int:
+    """Size in bytes of the byte-aligned block ``d`` (see ``block_bits``)."""
+    return (block_bits(d, dense_u, sparse_u, plan) + 7) // 8
+
+
+@_jit
+def put_bits(out: np.ndarray, pos: int, acc: int, nacc: int, value: int, nbits: int) -> tuple[int, int, int]:
+    """Append the ``nbits`` (<= 32) low bits of ``value`` to the bit writer (pos, acc, nacc): ``acc``
+    holds ``nacc`` < 8 pending bits, LSB-first. Returns the new state; pos -1 if ``out`` is full."""
+    acc |= (value & ((1 << nbits) - 1)) << nacc
+    nacc += nbits
+    while nacc >= 8:
+        if pos >= out.shape[0]:
+            return -1, 0, 0
+        out[pos] = acc & 0xFF
+        acc >>= 8
+        nacc -= 8
+        pos += 1
+    return pos, acc, nacc
+
+
+@_jit
+def put_eg(out: np.ndarray, pos: int, acc: int, nacc: int, u: int, k: int) -> tuple[int, int, int]:
     """Append the Exp-Golomb code of order ``k`` of ``u`` >= 0 to the bit writer (pos, acc, nacc):
     ``acc`` holds ``nacc`` < 8 pending bits (LSB-first). Returns the new state; pos -1 if ``out`` is full."""
     w = (u >> k) + 1
@@ -246,19 +272,22 @@ def _put_eg(out: np.ndarray, pos: int, acc: int, nacc: int, u: int, k: int) -> t
 
 
 @_jit
-def block_write(
-    d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray, out: np.ndarray, pos: int
-) -> int:
-    """Write the block planned by ``block_plan`` at ``out[pos:]``; returns the new position (or -4)."""
+def block_put(
+    d: np.ndarray,
+    dense_u: np.ndarray,
+    sparse_u: np.ndarray,
+    plan: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+    acc: int,
+    nacc: int,
+) -> tuple[int, int, int]:
+    """Append the block planned by ``block_bits`` to the bit writer (pos, acc, nacc); pos -1 if full."""
     n = d.shape[0]
     header = plan[0] | (plan[1] << 2) | (plan[2] << 6) | (plan[3] << 10)
-    if pos + 2 > out.shape[0]:
-        return -4
-    out[pos] = header & 0xFF
-    out[pos + 1] = header >> 8
-    pos += 2
-    acc = 0
-    nacc = 0
+    pos, acc, nacc = put_bits(out, pos, acc, nacc, header, HEADER_BITS)
+    if pos < 0:
+        return -1, 0, 0
     layout = plan[0]
     if layout == RUNS:
         for a in range(3):
@@ -269,48 +298,59 @@ def block_write(
                 if u == 0:
                     run += 1
                     continue
-                pos, acc, nacc = _put_eg(out, pos, acc, nacc, run, k)
+                pos, acc, nacc = put_eg(out, pos, acc, nacc, run, k)
                 if pos < 0:
-                    return -4
-                pos, acc, nacc = _put_eg(out, pos, acc, nacc, u - 1, 0)
+                    return -1, 0, 0
+                pos, acc, nacc = put_eg(out, pos, acc, nacc, u - 1, 0)
                 if pos < 0:
-                    return -4
+                    return -1, 0, 0
                 run = 0
             if run:
-                pos, acc, nacc = _put_eg(out, pos, acc, nacc, run, k)
+                pos, acc, nacc = put_eg(out, pos, acc, nacc, run, k)
                 if pos < 0:
-                    return -4
+                    return -1, 0, 0
+        return pos, acc, nacc
+    if layout == SPARSE:
+        for i in range(n):
+            bit = 1 if (d[i, 0] != 0 or d[i, 1] != 0 or d[i, 2] != 0) else 0
+            pos, acc, nacc = put_bits(out, pos, acc, nacc, bit, 1)
+            if pos < 0:
+                return -1, 0, 0
+        values = sparse_u
     else:
-        if layout == SPARSE:
-            for i in range(n):
-                if d[i, 0] != 0 or d[i, 1] != 0 or d[i, 2] != 0:
-                    acc |= 1 << nacc
-                nacc += 1
-                if nacc == 8:
-                    if pos >= out.shape[0]:
-                        return -4
-                    out[pos] = acc
-                    acc = 0
-                    nacc = 0
-                    pos += 1
-            values = sparse_u
-        else:
-            values = dense_u
-        for i in range(plan[4]):
-            for a in range(3):
-                pos, acc, nacc = _put_eg(out, pos, acc, nacc, values[i, a], plan[1 + a])
-                if pos < 0:
-                    return -4
+        values = dense_u
+    for i in range(plan[4]):
+        for a in range(3):
+            pos, acc, nacc = put_eg(out, pos, acc, nacc, values[i, a], plan[1 + a])
+            if pos < 0:
+                return -1, 0, 0
+    return pos, acc, nacc
+
+
+@_jit
+def flush_bits(out: np.ndarray, pos: int, acc: int, nacc: int) -> int:
+    """Write the pending bits padded with zeros to a whole byte; the next byte position, or -1 if full."""
     if nacc > 0:
         if pos >= out.shape[0]:
-            return -4
-        out[pos] = acc
+            return -1
+        out[pos] = acc & 0xFF
         pos += 1
     return pos
 
 
 @_jit
-def _get_eg(buf: np.ndarray, bit: int, end_bit: int, k: int) -> tuple[int, int]:
+def block_write(
+    d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray, out: np.ndarray, pos: int
+) -> int:
+    """Write the byte-aligned block planned by ``block_plan`` at ``out[pos:]``; the new position (or -4)."""
+    pos, acc, nacc = block_put(d, dense_u, sparse_u, plan, out, pos, 0, 0)
+    if pos >= 0:
+        pos = flush_bits(out, pos, acc, nacc)
+    return -4 if pos < 0 else pos
+
+
+@_jit
+def get_eg(buf: np.ndarray, bit: int, end_bit: int, k: int) -> tuple[int, int]:
     """(value, next bit) of an Exp-Golomb(k) code at ``bit``, or (error code, 0)."""
     z = 0
     while True:
@@ -335,21 +375,30 @@ def _get_eg(buf: np.ndarray, bit: int, end_bit: int, k: int) -> tuple[int, int]:
 
 
 @_jit
-def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
-    """Decode a block of d.shape[0] vertices from ``buf[pos:end]`` into ``d`` (n, 3) int64.
+def get_bits(buf: np.ndarray, bit: int, end_bit: int, nbits: int) -> tuple[int, int]:
+    """(value of the ``nbits`` bits at ``bit``, LSB-first; next bit), or (-1, 0) past ``end_bit``."""
+    if bit + nbits > end_bit:
+        return -1, 0
+    v = 0
+    for j in range(nbits):
+        v |= np.int64((buf[(bit + j) >> 3] >> ((bit + j) & 7)) & 1) << j
+    return v, bit + nbits
 
-    Returns the position after the block, or a negative code from ``BLOCK_ERRORS``.
+
+@_jit
+def block_get(buf: np.ndarray, bit: int, end_bit: int, d: np.ndarray) -> int:
+    """Decode a block of d.shape[0] vertices starting at bit ``bit`` of ``buf`` into ``d`` (n, 3) int64,
+    reading no bit at or after ``end_bit``. Returns the bit after the block, or a negative code from
+    ``BLOCK_ERRORS``.
     """
     n = d.shape[0]
-    if pos + 2 > end:
+    header, bit = get_bits(buf, bit, end_bit, HEADER_BITS)
+    if header < 0:
         return -1
-    header = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
     layout = header & 3
-    if header >> 14 or layout == 3:
+    if layout == 3:
         return -2
     ks = ((header >> 2) & 15, (header >> 6) & 15, (header >> 10) & 15)
-    bit = (pos + 2) * 8
-    end_bit = end * 8
     for i in range(n):
         d[i, 0] = 0
         d[i, 1] = 0
@@ -360,7 +409,7 @@ def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
             cur = 0
             i = 0
             while i < n:
-                run, bit2 = _get_eg(buf, bit, end_bit, k)
+                run, bit2 = get_eg(buf, bit, end_bit, k)
                 if run < 0:
                     return run
                 bit = bit2
@@ -371,14 +420,14 @@ def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
                 i += run
                 if i == n:
                     break
-                v, bit2 = _get_eg(buf, bit, end_bit, 0)
+                v, bit2 = get_eg(buf, bit, end_bit, 0)
                 if v < 0:
                     return v
                 bit = bit2
                 cur += _unzigzag(v + 1)
                 d[i, a] = cur
                 i += 1
-        return (bit + 7) // 8
+        return bit
     mask_start = bit
     if layout == SPARSE:
         if bit + n > end_bit:
@@ -391,7 +440,7 @@ def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
             if not (buf[mb >> 3] >> (mb & 7)) & 1:
                 continue
         for a in range(3):
-            u, bit2 = _get_eg(buf, bit, end_bit, ks[a])
+            u, bit2 = get_eg(buf, bit, end_bit, ks[a])
             if u < 0:
                 return u
             bit = bit2
@@ -405,6 +454,18 @@ def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
             else:
                 pz += r
                 d[i, 2] = pz
+    return bit
+
+
+@_jit
+def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
+    """Decode a byte-aligned block from ``buf[pos:end]`` into ``d``; the position after it (padding bits
+    must be zero) or a negative code from ``BLOCK_ERRORS``."""
+    bit = block_get(buf, pos * 8, end * 8, d)
+    if bit < 0:
+        return bit
+    if bit & 7 and buf[bit >> 3] >> (bit & 7):
+        return -2
     return (bit + 7) // 8
 
 

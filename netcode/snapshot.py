@@ -48,6 +48,8 @@ RIGID_ROT = 0x08
 RIGID_JAW = 0x10
 NO_JAW = -1
 MAX_OBJECT_ID = 0xFFFF
+MAX_GROUP = 0xFFFF
+"""Most patches one patch record holds (its count is a u16)."""
 
 
 class RigidKind(IntEnum):
@@ -178,6 +180,11 @@ def zigzag(v: int) -> int:
 
 def unzigzag(u: int) -> int:
     return (u >> 1) ^ -(u & 1)
+
+
+def patch_id_bits(patch_count: int) -> int:
+    """Bits of a patch id inside a patch record: enough for ``patch_count - 1``, at least 1."""
+    return max(1, (patch_count - 1).bit_length())
 
 
 def pack_header(sequence: int, server_time: float, epoch: int, record_count: int) -> bytes:

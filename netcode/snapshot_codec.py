@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from netcode.bitcode import PLAN_SIZE, block_plan, block_write
+from netcode.bitcode import HEADER_BITS, PLAN_SIZE, block_bits, block_put, eg_len, flush_bits, put_bits, put_eg
 from netcode.patches import PatchLayout
 from netcode.priority import PriorityAccumulator, interest
 from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
@@ -44,12 +44,14 @@ from netcode.snapshot import (
     DEFAULT_CONFIG,
     ENVELOPE_OVERHEAD,
     HEADER_SIZE,
+    MAX_GROUP,
     MAX_SNAPSHOT_BYTES,
     NO_JAW,
     RECORD_PATCH,
     CodecConfig,
     RigidSet,
     pack_header,
+    patch_id_bits,
     rigid_record,
 )
 from netcode.snapshot_messages import TopologyUpdate, config_message, topology_message
@@ -187,38 +189,46 @@ def scatter_patches(rows, dst, offsets, patches, take):
 
 
 @_jit
-def _varint(out, pos, v):
-    while v >= 0x80:
-        out[pos] = (v & 0x7F) | 0x80
-        v >>= 7
-        pos += 1
-    out[pos] = v
-    return pos + 1
-
-
-@_jit
-def _varint_len(v):
-    n = 1
-    while v >= 0x80:
-        v >>= 7
-        n += 1
-    return n
-
-
-@_jit
 def encode_patch_records(
-    q, x, origin, step, max_error, acked, ages, offsets, order, out, pos, limit, d, dense, sparse, plan, sent, sent_q
+    q,
+    x,
+    origin,
+    step,
+    max_error,
+    acked,
+    ages,
+    offsets,
+    order,
+    out,
+    pos,
+    limit,
+    d,
+    dense,
+    sparse,
+    plan,
+    sent,
+    sent_q,
+    id_bits,
 ):
-    """Append patch records in ``order`` while they fit ``out[:limit]``; returns (position, records).
+    """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``, in
+    that order; returns (position, patches written). Writes nothing if none fits.
 
     A patch with age 0 is sent in full (the shared grid coordinates ``q``), else as a delta against
     ``acked`` chosen by ``choose_delta``. ``sent[p]`` is set and ``sent_q`` receives the version the
-    client will hold for every patch written.
+    client will hold for every patch written. Patch ids take ``id_bits`` bits.
     """
+    start = pos
+    if limit - start < 6 or len(order) == 0:
+        return start, 0
+    pos = start + 3
+    acc = 0
+    nacc = 0
     count = 0
     misfits = 0
+    prev_age = -1
     for c in range(len(order)):
-        if limit - pos < 6 or misfits >= MAX_MISFITS:
+        room = (limit - pos) * 8 - nacc
+        if room < id_bits + 1 + HEADER_BITS or misfits >= MAX_MISFITS or count == MAX_GROUP:
             break
         p = order[c]
         s = offsets[p]
@@ -230,19 +240,28 @@ def encode_patch_records(
             for i in range(n):
                 for a in range(3):
                     d[i, a] = q[s + i, a]
-        size = 1 + _varint_len(p) + _varint_len(age) + block_plan(d[:n], dense[:n], sparse[:n], plan)
-        if pos + size > limit:
+        same = age == prev_age
+        bits = id_bits + 1 + (0 if same else eg_len(age, 0)) + block_bits(d[:n], dense[:n], sparse[:n], plan)
+        if bits > room:
             misfits += 1
             continue
-        out[pos] = RECORD_PATCH
-        pos = _varint(out, pos + 1, p)
-        pos = _varint(out, pos, age)
-        pos = block_write(d[:n], dense[:n], sparse[:n], plan, out, pos)
+        pos, acc, nacc = put_bits(out, pos, acc, nacc, p, id_bits)
+        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if same else 0, 1)
+        if not same:
+            pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
+        pos, acc, nacc = block_put(d[:n], dense[:n], sparse[:n], plan, out, pos, acc, nacc)
+        prev_age = age
         sent[p] = True
         for i in range(n):
             for a in range(3):
                 sent_q[s + i, a] = d[i, a] + (acked[s + i, a] if age > 0 else 0)
         count += 1
+    if count == 0:
+        return start, 0
+    pos = flush_bits(out, pos, acc, nacc)
+    out[start] = RECORD_PATCH
+    out[start + 1] = count & 0xFF
+    out[start + 2] = count >> 8
     return pos, count
 
 
@@ -546,7 +565,7 @@ class SnapshotServer:
         out[HEADER_SIZE:pos] = np.frombuffer(bytes(body), np.uint8)
         sent = np.zeros(n_p, bool)
         d, dense, sparse = self._scratch
-        pos, n_patch_records = encode_patch_records(
+        pos, n_patches = encode_patch_records(
             f.surface,
             f.positions,
             origin,
@@ -565,8 +584,9 @@ class SnapshotServer:
             self._plan,
             sent,
             c.sent_q,
+            patch_id_bits(n_p),
         )
-        records += n_patch_records
+        records += n_patches > 0
         out[:HEADER_SIZE] = np.frombuffer(pack_header(seq, f.time, f.epoch, records), np.uint8)
         sent_idx = np.flatnonzero(sent)
         c.priority.sent(sent_idx)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netcode.bitcode import BLOCK_ERRORS, block_read
+from netcode.bitcode import BLOCK_ERRORS, block_get, get_bits, get_eg
 from netcode.patches import PatchLayout
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
@@ -36,6 +36,7 @@ from netcode.snapshot import (
     RigidKind,
     SnapshotError,
     parse_header,
+    patch_id_bits,
     read_varint,
     unzigzag,
 )
@@ -230,7 +231,6 @@ class SnapshotDecoder:
         assert self.layout is not None and self.config is not None
         end = len(data)
         buf = np.frombuffer(data, np.uint8)
-        sizes = self.layout.sizes
         rot_bytes = self.config.rotation_bytes
         rot_width = 2 + 3 * self.config.rotation_bits
         jaw_max = (1 << self.config.jaw.bits) - 1
@@ -242,31 +242,15 @@ class SnapshotDecoder:
                 raise SnapshotError(f"snapshot ends after {r} of {count} records")
             tag = data[pos]
             pos += 1
+            if tag == RECORD_PATCH:
+                pos = self._parse_patches(buf, pos, end, seq, r, patches)
+                continue
             oid, pos = read_varint(data, pos, end, f"record {r} id")
             age, pos = read_varint(data, pos, end, f"record {r} baseline age")
             if age > seq:
                 raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
             base_seq = seq - age if age else None
-            if tag == RECORD_PATCH:
-                if oid >= len(sizes):
-                    raise SnapshotError(f"record {r}: patch {oid} out of range (epoch has {len(sizes)} patches)")
-                if oid in patches:
-                    raise SnapshotError(f"record {r}: patch {oid} appears twice")
-                d = np.zeros((int(sizes[oid]), 3), np.int64)
-                new_pos = block_read(buf, pos, end, d)
-                if new_pos < 0:
-                    raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[new_pos]}")
-                pos = new_pos
-                if base_seq is not None:
-                    base = self._patch_versions[oid].get(base_seq)
-                    if base is None:
-                        self.missing_baselines += 1
-                        raise SnapshotError(f"record {r}: patch {oid} baseline {base_seq} is not held")
-                    d += base
-                if np.any(np.abs(d) > INT32_LIMIT):
-                    raise SnapshotError(f"record {r}: patch {oid} grid coordinates out of the int32 range")
-                patches[oid] = (base_seq, d)
-            elif tag & 0x03 == RECORD_RIGID and not tag & 0xE0:
+            if tag & 0x03 == RECORD_RIGID and not tag & 0xE0:
                 if oid in rigid:
                     raise SnapshotError(f"record {r}: rigid object {oid} appears twice")
                 if base_seq is None:
@@ -313,6 +297,55 @@ class SnapshotDecoder:
         if pos != end:
             raise SnapshotError(f"{end - pos} bytes after the last of {count} records")
         return patches, rigid
+
+    def _parse_patches(self, buf: np.ndarray, pos: int, end: int, seq: int, r: int, patches: dict) -> int:
+        """One patch record (after its tag) into ``patches``; returns the position after it."""
+        assert self.layout is not None
+        sizes = self.layout.sizes
+        if pos + 2 > end:
+            raise SnapshotError(f"record {r}: truncated patch count")
+        count = int(buf[pos]) | int(buf[pos + 1]) << 8
+        pos += 2
+        if count == 0:
+            raise SnapshotError(f"record {r}: patch record with no patches")
+        id_bits = patch_id_bits(len(sizes))
+        bit, end_bit = pos * 8, end * 8
+        age = -1
+        for e in range(count):
+            oid, bit = get_bits(buf, bit, end_bit, id_bits + 1)  # the id, then the same-age bit
+            if oid < 0:
+                raise SnapshotError(f"record {r}: patch {e} of {count} runs past the end of the snapshot")
+            oid, same = oid & ((1 << id_bits) - 1), oid >> id_bits
+            if oid >= len(sizes):
+                raise SnapshotError(f"record {r}: patch {oid} out of range (epoch has {len(sizes)} patches)")
+            if oid in patches:
+                raise SnapshotError(f"record {r}: patch {oid} appears twice")
+            if same:
+                if e == 0:
+                    raise SnapshotError(f"record {r}: first patch has no age to repeat")
+            else:
+                age, bit = get_eg(buf, bit, end_bit, 0)
+                if age < 0:
+                    raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[age]} (age)")
+                if age > seq:
+                    raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
+            base_seq = seq - age if age else None
+            d = np.zeros((int(sizes[oid]), 3), np.int64)
+            bit = block_get(buf, bit, end_bit, d)
+            if bit < 0:
+                raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[bit]}")
+            if base_seq is not None:
+                base = self._patch_versions[oid].get(base_seq)
+                if base is None:
+                    self.missing_baselines += 1
+                    raise SnapshotError(f"record {r}: patch {oid} baseline {base_seq} is not held")
+                d += base
+            if np.any(np.abs(d) > INT32_LIMIT):
+                raise SnapshotError(f"record {r}: patch {oid} grid coordinates out of the int32 range")
+            patches[oid] = (base_seq, d)
+        if bit & 7 and int(buf[bit >> 3]) >> (bit & 7):
+            raise SnapshotError(f"record {r}: patch record padding bits are not zero")
+        return (bit + 7) // 8
 
     def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list[DecodedObject]:
         assert self.layout is not None and self.config is not None

@@ -1,5 +1,7 @@
 """Snapshot codec: exact reconstruction, deltas against acked baselines, epochs, joiners, malformed input."""
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,7 @@ from netcode.snapshot import (
     SnapshotError,
     pack_header,
     parse_header,
+    patch_id_bits,
     write_varint,
 )
 from netcode.snapshot_codec import SnapshotServer
@@ -25,7 +28,7 @@ from netcode.snapshot_messages import (
     snapshot_message,
     topology_message,
 )
-from tests.netcode.snapshot_helpers import Scene, connect, state_of
+from tests.netcode.snapshot_helpers import Scene, bits_of, connect, eg0, state_of, to_bytes
 
 E = 1e-4
 
@@ -322,18 +325,43 @@ def test_bad_header_counts_ids_and_baselines():
         return bytes(out) + body
 
     n_patches = server.layout.patch_count
-    zero_block = b"\x01\x00" + bytes((int(server.layout.sizes[0]) + 7) // 8)  # sparse, nothing coded
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_PATCH, n_patches, 0, zero_block), "out of range")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_PATCH, 0, 1000, zero_block), "before sequence 0")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_PATCH, 0, seq, zero_block), "not held")
-    rejected(pack_header(seq, t, epoch, 2) + record(RECORD_PATCH, 0, 0, zero_block) * 2, "twice")
+    id_bits = patch_id_bits(n_patches)
+    n0 = int(server.layout.sizes[0])
+
+    def patch_record(entries, count=None, pad="0"):
+        """A patch record of (id, age or None for "same as the previous", block bit string) entries."""
+        bits = ""
+        for pid, age, block in entries:
+            bits += bits_of(pid, id_bits) + ("1" if age is None else "0" + eg0(age)) + block
+        bits += pad * (-len(bits) % 8)
+        n = len(entries) if count is None else count
+        return bytes((RECORD_PATCH, n & 0xFF, n >> 8)) + to_bytes(bits)
+
+    zero_block = bits_of(1, 14) + "0" * n0  # sparse layout, k = 0, nothing coded
+    ok = patch_record([(0, 0, zero_block)])
+    probe = copy.deepcopy(dec)  # the helper writes valid records
+    assert probe.decode(pack_header(seq, t, epoch, 1) + ok).objects[0].id == 0
+    if (1 << id_bits) > n_patches:
+        rejected(pack_header(seq, t, epoch, 1) + patch_record([(n_patches, 0, zero_block)]), "out of range")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 1000, zero_block)]), "before sequence 0")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, seq, zero_block)]), "not held")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)] * 2), "twice")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, None, zero_block)]), "no age to repeat")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([]), "no patches")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)], count=2), "past the end")
+    runs_zero = bits_of(2, 14) + eg0(n0) * 3  # runs layout, k = 0: one zero run per axis
+    padded = next(b for b in (zero_block, runs_zero) if (id_bits + 2 + len(b)) % 8)
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, padded)], pad="1"), "padding")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, bits_of(3, 14))]), "no layout")
+    runs_too_long = bits_of(2, 14) + eg0(n0 + 1)  # runs layout, k = 0: a zero run longer than the patch
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, runs_too_long)]), "run past the end")
     rejected(pack_header(seq, t, epoch, 1) + record(0x3F, 0, 0), "unknown record tag")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID, 0, 0), "without position")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x0C, 0, 0, b"\x09"), "unknown rigid kind")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x04, 99, 1, b"\x00\x00\x00"), "not held")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x10, 0, 1, b"\xff\xff"), "jaw code")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x08, 0, 1, b"\xff" * 6), "orientation")
-    rejected(pack_header(seq, t, epoch, 1) + b"\x01" + b"\xff" * 6, "varint")
+    rejected(pack_header(seq, t, epoch, 1) + b"\x02" + b"\xff" * 6, "varint")
     applied = dec._applied[-1]
     rejected(pack_header(applied, t, epoch, 0), "already applied")
     assert dec.rejected >= 15
