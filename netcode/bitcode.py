@@ -69,7 +69,7 @@ _BIT_LENGTH = np.array([int(v).bit_length() for v in range(256)], np.int64)
 
 
 @_jit
-def _bit_length(v: int) -> int:
+def bit_length(v: int) -> int:
     n = 0
     while v >= 256:
         v >>= 8
@@ -79,7 +79,7 @@ def _bit_length(v: int) -> int:
 
 @_jit
 def eg_len(u: int, k: int) -> int:
-    return 2 * _bit_length((u >> k) + 1) - 1 + k
+    return 2 * bit_length((u >> k) + 1) - 1 + k
 
 
 @_jit
@@ -95,7 +95,7 @@ def _best_k(values: np.ndarray, count: int, k_out: np.ndarray) -> int:
         hist[:] = 0
         top = 0
         for i in range(count):
-            b = _bit_length(values[i, a])
+            b = bit_length(values[i, a])
             hist[b] += 1
             if b > top:
                 top = b
@@ -143,7 +143,7 @@ def _runs_bits(u: np.ndarray, n: int, k_out: np.ndarray, runs: np.ndarray) -> in
             top = max(top, run)
         best = -1
         best_k = 0
-        for k in range(min(_bit_length(top), MAX_K) + 1):
+        for k in range(min(bit_length(top), MAX_K) + 1):
             bits = 0
             for r in range(count):
                 bits += eg_len(runs[r], k)
@@ -240,7 +240,7 @@ def put_eg(out: np.ndarray, pos: int, acc: int, nacc: int, u: int, k: int) -> tu
     """Append the Exp-Golomb code of order ``k`` of ``u`` >= 0 to the bit writer (pos, acc, nacc):
     ``acc`` holds ``nacc`` < 8 pending bits (LSB-first). Returns the new state; pos -1 if ``out`` is full."""
     w = (u >> k) + 1
-    z = _bit_length(w) - 1
+    z = bit_length(w) - 1
     # z zero bits and a one: the one lands z bits up
     nacc += z
     while nacc >= 8:  # whole zero bytes (acc's pending bits are below them)

@@ -182,11 +182,6 @@ def unzigzag(u: int) -> int:
     return (u >> 1) ^ -(u & 1)
 
 
-def patch_id_bits(patch_count: int) -> int:
-    """Bits of a patch id inside a patch record: enough for ``patch_count - 1``, at least 1."""
-    return max(1, (patch_count - 1).bit_length())
-
-
 def pack_header(sequence: int, server_time: float, epoch: int, record_count: int) -> bytes:
     return HEADER.pack(SNAPSHOT_VERSION, sequence & 0xFFFFFFFF, server_time, epoch & 0xFFFFFFFF, record_count)
 

@@ -36,7 +36,16 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from netcode.bitcode import HEADER_BITS, PLAN_SIZE, block_bits, block_put, eg_len, flush_bits, put_bits, put_eg
+from netcode.bitcode import (
+    HEADER_BITS,
+    PLAN_SIZE,
+    block_bits,
+    block_put,
+    eg_len,
+    flush_bits,
+    put_bits,
+    put_eg,
+)
 from netcode.patches import PatchLayout
 from netcode.priority import PriorityAccumulator, interest
 from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
@@ -51,7 +60,6 @@ from netcode.snapshot import (
     CodecConfig,
     RigidSet,
     pack_header,
-    patch_id_bits,
     rigid_record,
 )
 from netcode.snapshot_messages import TopologyUpdate, config_message, topology_message
@@ -189,6 +197,12 @@ def scatter_patches(rows, dst, offsets, patches, take):
 
 
 @_jit
+def _entry_bits(gap: int, age: int, prev_age: int) -> int:
+    """Bits of a patch entry's id gap and age (SNAPSHOT.md), without its block."""
+    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0))
+
+
+@_jit
 def encode_patch_records(
     q,
     x,
@@ -205,59 +219,82 @@ def encode_patch_records(
     d,
     dense,
     sparse,
-    plan,
+    plans,
     sent,
     sent_q,
-    id_bits,
 ):
-    """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``, in
-    that order; returns (position, patches written). Writes nothing if none fits.
+    """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
+    returns (position, patches written). Writes nothing if none fits.
 
-    A patch with age 0 is sent in full (the shared grid coordinates ``q``), else as a delta against
-    ``acked`` chosen by ``choose_delta``. ``sent[p]`` is set and ``sent_q`` receives the version the
-    client will hold for every patch written. Patch ids take ``id_bits`` bits.
+    Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
+    then written in ascending id order (ids as gaps, mostly 1 bit). A patch with age 0 is sent in full
+    (the shared grid coordinates ``q``), else as a delta against ``acked`` chosen by ``choose_delta``.
+    ``d``, ``dense``, ``sparse`` are (N, 3) int64 scratch rows per vertex, ``plans`` (P, PLAN_SIZE).
+    ``sent[p]`` is set and ``sent_q`` receives the version the client will hold for every patch written.
     """
     start = pos
+    n_p = len(offsets) - 1
     if limit - start < 6 or len(order) == 0:
+        return start, 0
+    room = (limit - start - 3) * 8
+    used = 0
+    count = 0
+    misfits = 0
+    for c in range(len(order)):
+        if room - used < 3 + HEADER_BITS or misfits >= MAX_MISFITS or count == MAX_GROUP:
+            break
+        p = order[c]
+        s = offsets[p]
+        e = offsets[p + 1]
+        age = ages[p]
+        if age > 0:
+            choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
+        else:
+            for i in range(s, e):
+                for a in range(3):
+                    d[i, a] = q[i, a]
+        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending)
+        a = p - 1
+        while a >= 0 and not sent[a]:
+            a -= 1
+        b = p + 1
+        while b < n_p and not sent[b]:
+            b += 1
+        age_a = ages[a] if a >= 0 else -1
+        bits = _entry_bits(p - a - 1, age, age_a) + block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p])
+        if b < n_p:
+            bits += _entry_bits(b - p - 1, ages[b], age) - _entry_bits(b - a - 1, ages[b], age_a)
+        if used + bits > room:
+            misfits += 1
+            continue
+        used += bits
+        sent[p] = True
+        count += 1
+    if count == 0:
         return start, 0
     pos = start + 3
     acc = 0
     nacc = 0
-    count = 0
-    misfits = 0
+    prev_id = -1
     prev_age = -1
-    for c in range(len(order)):
-        room = (limit - pos) * 8 - nacc
-        if room < id_bits + 1 + HEADER_BITS or misfits >= MAX_MISFITS or count == MAX_GROUP:
-            break
-        p = order[c]
-        s = offsets[p]
-        n = offsets[p + 1] - s
-        age = ages[p]
-        if age > 0:
-            choose_delta(x, q, acked, origin, step, max_error, s, n, d)
-        else:
-            for i in range(n):
-                for a in range(3):
-                    d[i, a] = q[s + i, a]
-        same = age == prev_age
-        bits = id_bits + 1 + (0 if same else eg_len(age, 0)) + block_bits(d[:n], dense[:n], sparse[:n], plan)
-        if bits > room:
-            misfits += 1
+    for p in range(n_p):
+        if not sent[p]:
             continue
-        pos, acc, nacc = put_bits(out, pos, acc, nacc, p, id_bits)
-        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if same else 0, 1)
-        if not same:
+        s = offsets[p]
+        e = offsets[p + 1]
+        age = ages[p]
+        pos, acc, nacc = put_eg(out, pos, acc, nacc, p - prev_id - 1, 0)
+        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
+        if age != prev_age:
             pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
-        pos, acc, nacc = block_put(d[:n], dense[:n], sparse[:n], plan, out, pos, acc, nacc)
+        pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc)
+        prev_id = p
         prev_age = age
-        sent[p] = True
-        for i in range(n):
+        for i in range(s, e):
             for a in range(3):
-                sent_q[s + i, a] = d[i, a] + (acked[s + i, a] if age > 0 else 0)
-        count += 1
-    if count == 0:
-        return start, 0
+                sent_q[i, a] = d[i, a] + (acked[i, a] if age > 0 else 0)
+    if pos < 0 or (pos - start - 3) * 8 + nacc != used:
+        raise AssertionError("patch record size differs from its plan")
     pos = flush_bits(out, pos, acc, nacc)
     out[start] = RECORD_PATCH
     out[start + 1] = count & 0xFF
@@ -362,9 +399,8 @@ class SnapshotServer:
         self._rigid_prev: dict[int, tuple] = {}
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
-        self._max_patch = int(self._sizes.max()) if layout.patch_count else 1
-        self._scratch = [np.zeros((self._max_patch, 3), np.int64) for _ in range(3)]
-        self._plan = np.zeros(PLAN_SIZE, np.int64)
+        self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
+        self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
         self._origin = np.asarray(config.positions.origin, np.float64)
@@ -398,8 +434,8 @@ class SnapshotServer:
         self.layout = layout
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
-        self._max_patch = int(self._sizes.max()) if layout.patch_count else 1
-        self._scratch = [np.zeros((self._max_patch, 3), np.int64) for _ in range(3)]
+        self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
+        self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
         if triangles is not None:
             self.triangles = np.asarray(triangles, np.int64)
         for client in self.clients.values():
@@ -581,10 +617,9 @@ class SnapshotServer:
             d,
             dense,
             sparse,
-            self._plan,
+            self._plans,
             sent,
             c.sent_q,
-            patch_id_bits(n_p),
         )
         records += n_patches > 0
         out[:HEADER_SIZE] = np.frombuffer(pack_header(seq, f.time, f.epoch, records), np.uint8)

@@ -36,7 +36,6 @@ from netcode.snapshot import (
     RigidKind,
     SnapshotError,
     parse_header,
-    patch_id_bits,
     read_varint,
     unzigzag,
 )
@@ -308,17 +307,20 @@ class SnapshotDecoder:
         pos += 2
         if count == 0:
             raise SnapshotError(f"record {r}: patch record with no patches")
-        id_bits = patch_id_bits(len(sizes))
         bit, end_bit = pos * 8, end * 8
         age = -1
+        oid = -1
         for e in range(count):
-            oid, bit = get_bits(buf, bit, end_bit, id_bits + 1)  # the id, then the same-age bit
-            if oid < 0:
+            gap, bit = get_eg(buf, bit, end_bit, 0)
+            if gap < 0:
+                raise SnapshotError(f"record {r}: patch {e} of {count}: {BLOCK_ERRORS[gap]} (id)")
+            oid += gap + 1
+            same, bit = get_bits(buf, bit, end_bit, 1)
+            if same < 0:
                 raise SnapshotError(f"record {r}: patch {e} of {count} runs past the end of the snapshot")
-            oid, same = oid & ((1 << id_bits) - 1), oid >> id_bits
             if oid >= len(sizes):
                 raise SnapshotError(f"record {r}: patch {oid} out of range (epoch has {len(sizes)} patches)")
-            if oid in patches:
+            if oid in patches:  # (ids ascend within a record: only across records)
                 raise SnapshotError(f"record {r}: patch {oid} appears twice")
             if same:
                 if e == 0:

@@ -16,7 +16,6 @@ from netcode.snapshot import (
     SnapshotError,
     pack_header,
     parse_header,
-    patch_id_bits,
     write_varint,
 )
 from netcode.snapshot_codec import SnapshotServer
@@ -325,14 +324,15 @@ def test_bad_header_counts_ids_and_baselines():
         return bytes(out) + body
 
     n_patches = server.layout.patch_count
-    id_bits = patch_id_bits(n_patches)
     n0 = int(server.layout.sizes[0])
 
     def patch_record(entries, count=None, pad="0"):
         """A patch record of (id, age or None for "same as the previous", block bit string) entries."""
         bits = ""
+        prev = -1
         for pid, age, block in entries:
-            bits += bits_of(pid, id_bits) + ("1" if age is None else "0" + eg0(age)) + block
+            bits += eg0(pid - prev - 1) + ("1" if age is None else "0" + eg0(age)) + block
+            prev = pid
         bits += pad * (-len(bits) % 8)
         n = len(entries) if count is None else count
         return bytes((RECORD_PATCH, n & 0xFF, n >> 8)) + to_bytes(bits)
@@ -341,16 +341,15 @@ def test_bad_header_counts_ids_and_baselines():
     ok = patch_record([(0, 0, zero_block)])
     probe = copy.deepcopy(dec)  # the helper writes valid records
     assert probe.decode(pack_header(seq, t, epoch, 1) + ok).objects[0].id == 0
-    if (1 << id_bits) > n_patches:
-        rejected(pack_header(seq, t, epoch, 1) + patch_record([(n_patches, 0, zero_block)]), "out of range")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(n_patches, 0, zero_block)]), "out of range")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 1000, zero_block)]), "before sequence 0")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, seq, zero_block)]), "not held")
-    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)] * 2), "twice")
+    rejected(pack_header(seq, t, epoch, 2) + patch_record([(0, 0, zero_block)]) * 2, "twice")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, None, zero_block)]), "no age to repeat")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([]), "no patches")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)], count=2), "past the end")
     runs_zero = bits_of(2, 14) + eg0(n0) * 3  # runs layout, k = 0: one zero run per axis
-    padded = next(b for b in (zero_block, runs_zero) if (id_bits + 2 + len(b)) % 8)
+    padded = next(b for b in (zero_block, runs_zero) if (3 + len(b)) % 8)  # id gap 0, age 0: 3 bits
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, padded)], pad="1"), "padding")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, bits_of(3, 14))]), "no layout")
     runs_too_long = bits_of(2, 14) + eg0(n0 + 1)  # runs layout, k = 0: a zero run longer than the patch
