@@ -11,7 +11,8 @@ A snapshot is::
     f64 server_time        seconds, the server clock of that frame
     u32 epoch              topology epoch the patch ids refer to
     u16 record_count
-    records...             one per object sent (see SNAPSHOT.md), nothing after the last
+    records...             one per rigid object sent, plus one patch record holding every
+                           tissue patch sent (see SNAPSHOT.md); nothing after the last
 
 All integers little-endian. Objects not in a snapshot are unchanged for the client.
 """

@@ -16,15 +16,23 @@ How it works (details and the byte layout in SNAPSHOT.md):
 
 * ``begin_frame`` quantizes the frame once for everybody, with hysteresis (``quantize.py``): a value
   keeps its previous integer while that is within the error bound, so sub-bound jitter costs nothing.
+  Rigid objects and full patch records use this shared quantization.
 * Per client and object (rigid object, tissue patch) the server remembers the newest version the
   client **acknowledged** (by snapshot sequence) and the last version it **sent**. A record is a delta
   against the acknowledged version, naming it by its age ``sequence - baseline``; age 0 means a full
   record (no baseline: a new client, a reconnect, a new topology epoch).
+* A patch delta is chosen per client (``choose_delta``): among the grid values within the error bound
+  of this frame's truth, the one that repeats the previous vertex's delta, so still vertices cost
+  nothing and smooth motion becomes runs of equal deltas (the block coder's runs layout). The client's
+  versions are therefore its own; the server keeps the rows it sent per snapshot and makes them the
+  baselines when acked. A patch is pending while the client's acked version is off the truth by more
+  than the bound.
 * Priority (``priority.py``): each frame an object's accumulator grows by (steps changed since it was
   last sent) x (interest: nearness to the client's instruments/gaze); an object that was sent but not yet
   acknowledged only competes again after ``resend_after`` frames. Rigid objects (tiny, and what people
   watch) go first, then patches in accumulator order; a record that does not fit the remaining budget
-  is skipped (a smaller one may still fit) and keeps accumulating.
+  is skipped (a smaller one may still fit) and keeps accumulating. The chosen patches travel in one
+  patch record, in id order.
 * The snapshot never exceeds the client's ``budget_bytes`` (nor one channel message).
 """
 
