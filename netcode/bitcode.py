@@ -13,8 +13,10 @@ of order k, one k per axis chosen to minimise the size. Three layouts, whichever
 
 A block is a bit string (blocks of one snapshot follow each other without padding, SNAPSHOT.md)::
 
-    14 bits      header: bits 0-1 layout (0 dense, 1 sparse, 2 runs; 3 is invalid), bits 2-5, 6-9,
-                 10-13: k of x, y, z
+    header       standalone: 14 bits: bits 0-1 layout (0 dense, 1 sparse, 2 runs; 3 is invalid), bits
+                 2-5, 6-9, 10-13: k of x, y, z. In a patch record: relative to the previous block's
+                 header (a same-layout bit, [2 layout bits], Exp-Golomb(0) of zigzag(k - previous k)
+                 per axis), see ``block_put``
     [sparse: n mask bits]
     dense/sparse: for each coded vertex, for x, y, z: Exp-Golomb(k) of the zigzagged residual
     runs: for x, then y, then z, with i = 0: while i < n: Exp-Golomb(k) run r of zero residuals
@@ -45,6 +47,7 @@ BLOCK_ERRORS = {
     -3: "Exp-Golomb prefix too long",
     -4: "output buffer too small",
     -5: "zero run past the end of the block",
+    -6: "block header k out of range",
 }
 DENSE, SPARSE, RUNS = 0, 1, 2
 HEADER_BITS = 14
@@ -214,6 +217,16 @@ def block_bits(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: n
 
 
 @_jit
+def header_bits(plan: np.ndarray, prev: np.ndarray) -> int:
+    """Bits of a block header written relative to the previous block's ``prev`` = [layout, kx, ky, kz]
+    (see ``block_put``), instead of the fixed ``HEADER_BITS``."""
+    bits = 1 if plan[0] == prev[0] else 3
+    for a in range(3):
+        bits += eg_len(_zigzag(plan[1 + a] - prev[1 + a]), 0)
+    return bits
+
+
+@_jit
 def block_plan(d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray) -> int:
     """Size in bytes of the byte-aligned block ``d`` (see ``block_bits``)."""
     return (block_bits(d, dense_u, sparse_u, plan) + 7) // 8
@@ -281,11 +294,28 @@ def block_put(
     pos: int,
     acc: int,
     nacc: int,
+    prev: np.ndarray,
 ) -> tuple[int, int, int]:
-    """Append the block planned by ``block_bits`` to the bit writer (pos, acc, nacc); pos -1 if full."""
+    """Append the block planned by ``block_bits`` to the bit writer (pos, acc, nacc); pos -1 if full.
+
+    With ``prev[0] < 0`` the header is the fixed 14 bits; otherwise it is written relative to the previous
+    block's ``prev`` = [layout, kx, ky, kz] (a same-layout bit, [2 layout bits], then per axis Exp-Golomb(0)
+    of zigzag(k - previous k)), and ``prev`` becomes this block's.
+    """
     n = d.shape[0]
-    header = plan[0] | (plan[1] << 2) | (plan[2] << 6) | (plan[3] << 10)
-    pos, acc, nacc = put_bits(out, pos, acc, nacc, header, HEADER_BITS)
+    if prev[0] < 0:
+        header = plan[0] | (plan[1] << 2) | (plan[2] << 6) | (plan[3] << 10)
+        pos, acc, nacc = put_bits(out, pos, acc, nacc, header, HEADER_BITS)
+    else:
+        if plan[0] == prev[0]:
+            pos, acc, nacc = put_bits(out, pos, acc, nacc, 1, 1)
+        else:
+            pos, acc, nacc = put_bits(out, pos, acc, nacc, plan[0] << 1, 3)
+        for a in range(3):
+            if pos >= 0:
+                pos, acc, nacc = put_eg(out, pos, acc, nacc, _zigzag(plan[1 + a] - prev[1 + a]), 0)
+        for a in range(4):
+            prev[a] = plan[a]
     if pos < 0:
         return -1, 0, 0
     layout = plan[0]
@@ -343,7 +373,7 @@ def block_write(
     d: np.ndarray, dense_u: np.ndarray, sparse_u: np.ndarray, plan: np.ndarray, out: np.ndarray, pos: int
 ) -> int:
     """Write the byte-aligned block planned by ``block_plan`` at ``out[pos:]``; the new position (or -4)."""
-    pos, acc, nacc = block_put(d, dense_u, sparse_u, plan, out, pos, 0, 0)
+    pos, acc, nacc = block_put(d, dense_u, sparse_u, plan, out, pos, 0, 0, np.full(4, -1, np.int64))
     if pos >= 0:
         pos = flush_bits(out, pos, acc, nacc)
     return -4 if pos < 0 else pos
@@ -386,19 +416,41 @@ def get_bits(buf: np.ndarray, bit: int, end_bit: int, nbits: int) -> tuple[int, 
 
 
 @_jit
-def block_get(buf: np.ndarray, bit: int, end_bit: int, d: np.ndarray) -> int:
+def block_get(buf: np.ndarray, bit: int, end_bit: int, d: np.ndarray, prev: np.ndarray) -> int:
     """Decode a block of d.shape[0] vertices starting at bit ``bit`` of ``buf`` into ``d`` (n, 3) int64,
-    reading no bit at or after ``end_bit``. Returns the bit after the block, or a negative code from
+    reading no bit at or after ``end_bit``; the header is fixed or relative to ``prev`` as in
+    ``block_put`` (``prev`` is updated). Returns the bit after the block, or a negative code from
     ``BLOCK_ERRORS``.
     """
     n = d.shape[0]
-    header, bit = get_bits(buf, bit, end_bit, HEADER_BITS)
-    if header < 0:
-        return -1
-    layout = header & 3
+    if prev[0] < 0:
+        header, bit = get_bits(buf, bit, end_bit, HEADER_BITS)
+        if header < 0:
+            return -1
+        layout = header & 3
+        ks = ((header >> 2) & 15, (header >> 6) & 15, (header >> 10) & 15)
+    else:
+        same, bit = get_bits(buf, bit, end_bit, 1)
+        if same < 0:
+            return -1
+        layout = prev[0]
+        if not same:
+            layout, bit = get_bits(buf, bit, end_bit, 2)
+            if layout < 0:
+                return -1
+        k3 = np.zeros(3, np.int64)
+        for a in range(3):
+            u, bit = get_eg(buf, bit, end_bit, 0)
+            if u < 0:
+                return u
+            k3[a] = prev[1 + a] + _unzigzag(u)
+            if k3[a] < 0 or k3[a] > MAX_K:
+                return -6
+        ks = (k3[0], k3[1], k3[2])
+        prev[0] = layout
+        prev[1], prev[2], prev[3] = k3[0], k3[1], k3[2]
     if layout == 3:
         return -2
-    ks = ((header >> 2) & 15, (header >> 6) & 15, (header >> 10) & 15)
     for i in range(n):
         d[i, 0] = 0
         d[i, 1] = 0
@@ -461,7 +513,7 @@ def block_get(buf: np.ndarray, bit: int, end_bit: int, d: np.ndarray) -> int:
 def block_read(buf: np.ndarray, pos: int, end: int, d: np.ndarray) -> int:
     """Decode a byte-aligned block from ``buf[pos:end]`` into ``d``; the position after it (padding bits
     must be zero) or a negative code from ``BLOCK_ERRORS``."""
-    bit = block_get(buf, pos * 8, end * 8, d)
+    bit = block_get(buf, pos * 8, end * 8, d, np.full(4, -1, np.int64))
     if bit < 0:
         return bit
     if bit & 7 and buf[bit >> 3] >> (bit & 7):

@@ -47,10 +47,12 @@ import numpy as np
 from netcode.bitcode import (
     HEADER_BITS,
     PLAN_SIZE,
+    RUNS,
     block_bits,
     block_put,
     eg_len,
     flush_bits,
+    header_bits,
     put_bits,
     put_eg,
 )
@@ -205,9 +207,9 @@ def scatter_patches(rows, dst, offsets, patches, take):
 
 
 @_jit
-def _entry_bits(gap: int, age: int, prev_age: int) -> int:
-    """Bits of a patch entry's id gap and age (SNAPSHOT.md), without its block."""
-    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0))
+def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray) -> int:
+    """Bits of a patch entry's id gap, age and block header (SNAPSHOT.md), without the block's body."""
+    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + header_bits(plan, prev_plan)
 
 
 @_jit
@@ -245,11 +247,13 @@ def encode_patch_records(
     if limit - start < 6 or len(order) == 0:
         return start, 0
     room = (limit - start - 3) * 8
+    first = np.zeros(PLAN_SIZE, np.int64)
+    first[0] = RUNS  # the header of a record's first block is relative to [runs, 0, 0, 0]
     used = 0
     count = 0
     misfits = 0
     for c in range(len(order)):
-        if room - used < 3 + HEADER_BITS or misfits >= MAX_MISFITS or count == MAX_GROUP:
+        if room - used < 7 or misfits >= MAX_MISFITS or count == MAX_GROUP:
             break
         p = order[c]
         s = offsets[p]
@@ -261,7 +265,9 @@ def encode_patch_records(
             for i in range(s, e):
                 for a in range(3):
                     d[i, a] = q[i, a]
-        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending)
+        body = block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p]) - HEADER_BITS
+        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending; the
+        # age and block header are coded relative to the previous entry's)
         a = p - 1
         while a >= 0 and not sent[a]:
             a -= 1
@@ -269,9 +275,11 @@ def encode_patch_records(
         while b < n_p and not sent[b]:
             b += 1
         age_a = ages[a] if a >= 0 else -1
-        bits = _entry_bits(p - a - 1, age, age_a) + block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p])
+        plan_a = plans[a] if a >= 0 else first
+        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a) + body
         if b < n_p:
-            bits += _entry_bits(b - p - 1, ages[b], age) - _entry_bits(b - a - 1, ages[b], age_a)
+            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p])
+            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a)
         if used + bits > room:
             misfits += 1
             continue
@@ -285,6 +293,7 @@ def encode_patch_records(
     nacc = 0
     prev_id = -1
     prev_age = -1
+    prev_plan = first[:4].copy()
     for p in range(n_p):
         if not sent[p]:
             continue
@@ -295,7 +304,7 @@ def encode_patch_records(
         pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
         if age != prev_age:
             pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
-        pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc)
+        pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc, prev_plan)
         prev_id = p
         prev_age = age
         for i in range(s, e):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netcode.bitcode import BLOCK_ERRORS, block_get, get_bits, get_eg
+from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
 from netcode.patches import PatchLayout
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
@@ -310,6 +310,7 @@ class SnapshotDecoder:
         bit, end_bit = pos * 8, end * 8
         age = -1
         oid = -1
+        prev_header = np.array([RUNS, 0, 0, 0], np.int64)  # block headers are relative to the previous one
         for e in range(count):
             gap, bit = get_eg(buf, bit, end_bit, 0)
             if gap < 0:
@@ -333,7 +334,7 @@ class SnapshotDecoder:
                     raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
             base_seq = seq - age if age else None
             d = np.zeros((int(sizes[oid]), 3), np.int64)
-            bit = block_get(buf, bit, end_bit, d)
+            bit = block_get(buf, bit, end_bit, d, prev_header)
             if bit < 0:
                 raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[bit]}")
             if base_seq is not None:

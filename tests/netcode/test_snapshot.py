@@ -368,7 +368,10 @@ def test_bad_header_counts_ids_and_baselines():
         n = len(entries) if count is None else count
         return bytes((RECORD_PATCH, n & 0xFF, n >> 8)) + to_bytes(bits)
 
-    zero_block = bits_of(1, 14) + "0" * n0  # sparse layout, k = 0, nothing coded
+    # block headers in a patch record are relative to the previous entry's, the first to [runs, k = 0, 0, 0]:
+    # "1" = same layout, or "0" and 2 layout bits; then per axis Exp-Golomb(0) of zigzag(k change)
+    k0 = eg0(0) * 3  # k unchanged (0) on every axis
+    zero_block = "0" + bits_of(1, 2) + k0 + "0" * n0  # sparse layout, k = 0, nothing coded
     ok = patch_record([(0, 0, zero_block)])
     probe = copy.deepcopy(dec)  # the helper writes valid records
     assert probe.decode(pack_header(seq, t, epoch, 1) + ok).objects[0].id == 0
@@ -379,11 +382,13 @@ def test_bad_header_counts_ids_and_baselines():
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, None, zero_block)]), "no age to repeat")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([]), "no patches")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)], count=2), "past the end")
-    runs_zero = bits_of(2, 14) + eg0(n0) * 3  # runs layout, k = 0: one zero run per axis
+    runs_zero = "1" + k0 + eg0(n0) * 3  # runs layout, k = 0: one zero run per axis
     padded = next(b for b in (zero_block, runs_zero) if (3 + len(b)) % 8)  # id gap 0, age 0: 3 bits
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, padded)], pad="1"), "padding")
-    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, bits_of(3, 14))]), "no layout")
-    runs_too_long = bits_of(2, 14) + eg0(n0 + 1)  # runs layout, k = 0: a zero run longer than the patch
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, "0" + bits_of(3, 2) + k0)]), "no layout")
+    negative_k = "1" + eg0(1) + eg0(0) * 2 + "1" * 40  # k of x = 0 + unzigzag(1) = -1
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, negative_k)]), "k out of range")
+    runs_too_long = "1" + k0 + eg0(n0 + 1)  # runs layout, k = 0: a zero run longer than the patch
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, runs_too_long)]), "run past the end")
     rejected(pack_header(seq, t, epoch, 1) + record(0x3F, 0, 0), "unknown record tag")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID, 0, 0), "without position")
