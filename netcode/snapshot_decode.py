@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
@@ -44,6 +45,60 @@ from netcode.snapshot_messages import TopologyUpdate, decode_message
 DEFAULT_MAX_VERSIONS = 32
 DEFAULT_MAX_HELD = 8
 ACK_BITS = 32
+
+
+PATCH_ERRORS = {
+    -10: "patch id out of range for the epoch's layout",
+    -11: "the first patch entry has no age to repeat",
+    -12: "baseline age reaches before sequence 0",
+    -13: "patch record padding bits are not zero",
+}
+
+
+@numba.njit(cache=True, nogil=True)
+def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, rows):
+    """Parse ``count`` patch entries (SNAPSHOT.md 2.2) from byte ``pos`` of ``buf[:end]``: entry e's id and
+    age into ``ids[e]``/``ages[e]``, its block (the deltas or full coordinates) into
+    ``rows[starts[e]:starts[e + 1]]``. Returns (status, position after the record, failing entry):
+    status 0, or a negative code of ``BLOCK_ERRORS`` / ``PATCH_ERRORS``."""
+    bit = pos * 8
+    end_bit = end * 8
+    n_p = len(offsets) - 1
+    header = np.zeros(4, np.int64)
+    header[0] = RUNS  # block headers are relative to the previous one, the first to [runs, 0, 0, 0]
+    oid = -1
+    age = -1
+    starts[0] = 0
+    for e in range(count):
+        gap, bit = get_eg(buf, bit, end_bit, 0)
+        if gap < 0:
+            return gap, 0, e
+        if gap >= n_p - oid - 1:
+            return -10, 0, e
+        oid += gap + 1
+        same, bit = get_bits(buf, bit, end_bit, 1)
+        if same < 0:
+            return -1, 0, e
+        if same:
+            if e == 0:
+                return -11, 0, e
+        else:
+            age, bit = get_eg(buf, bit, end_bit, 0)
+            if age < 0:
+                return age, 0, e
+            if age > seq:
+                return -12, 0, e
+        size = offsets[oid + 1] - offsets[oid]
+        s = starts[e]
+        bit = block_get(buf, bit, end_bit, rows[s : s + size], header)
+        if bit < 0:
+            return bit, 0, e
+        ids[e] = oid
+        ages[e] = age
+        starts[e + 1] = s + size
+    if bit & 7 and buf[bit >> 3] >> (bit & 7):
+        return -13, 0, count
+    return 0, (bit + 7) // 8, count
 
 
 class EpochMismatchError(SnapshotError):
@@ -300,61 +355,46 @@ class SnapshotDecoder:
     def _parse_patches(self, buf: np.ndarray, pos: int, end: int, seq: int, r: int, patches: dict) -> int:
         """One patch record (after its tag) into ``patches``; returns the position after it."""
         assert self.layout is not None
-        sizes = self.layout.sizes
         if pos + 2 > end:
             raise SnapshotError(f"record {r}: truncated patch count")
         count = int(buf[pos]) | int(buf[pos + 1]) << 8
-        pos += 2
         if count == 0:
             raise SnapshotError(f"record {r}: patch record with no patches")
-        bit, end_bit = pos * 8, end * 8
-        age = -1
-        oid = -1
-        prev_header = np.array([RUNS, 0, 0, 0], np.int64)  # block headers are relative to the previous one
+        n = self.layout.vertex_count
+        ids = np.empty(count, np.int64)
+        ages = np.empty(count, np.int64)
+        starts = np.empty(count + 1, np.int64)
+        rows = np.empty((n, 3), np.int64)
+        status, at, entry = parse_patch_entries(
+            buf, pos + 2, end, count, seq, self.layout.offsets, ids, ages, starts, rows
+        )
+        if status < 0:
+            where = f"record {r}, patch entry {entry} of {count}"
+            raise SnapshotError(f"{where}: {PATCH_ERRORS.get(status) or BLOCK_ERRORS[status]}")
+        rows = rows[: starts[count]].copy()  # one array per snapshot; each patch gets a view
         for e in range(count):
-            gap, bit = get_eg(buf, bit, end_bit, 0)
-            if gap < 0:
-                raise SnapshotError(f"record {r}: patch {e} of {count}: {BLOCK_ERRORS[gap]} (id)")
-            oid += gap + 1
-            same, bit = get_bits(buf, bit, end_bit, 1)
-            if same < 0:
-                raise SnapshotError(f"record {r}: patch {e} of {count} runs past the end of the snapshot")
-            if oid >= len(sizes):
-                raise SnapshotError(f"record {r}: patch {oid} out of range (epoch has {len(sizes)} patches)")
-            if oid in patches:  # (ids ascend within a record: only across records)
+            oid = int(ids[e])
+            if oid in patches:
                 raise SnapshotError(f"record {r}: patch {oid} appears twice")
-            if same:
-                if e == 0:
-                    raise SnapshotError(f"record {r}: first patch has no age to repeat")
-            else:
-                age, bit = get_eg(buf, bit, end_bit, 0)
-                if age < 0:
-                    raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[age]} (age)")
-                if age > seq:
-                    raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
-            base_seq = seq - age if age else None
-            d = np.zeros((int(sizes[oid]), 3), np.int64)
-            bit = block_get(buf, bit, end_bit, d, prev_header)
-            if bit < 0:
-                raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[bit]}")
+            d = rows[starts[e] : starts[e + 1]]
+            base_seq = seq - int(ages[e]) if ages[e] else None
             if base_seq is not None:
                 base = self._patch_versions[oid].get(base_seq)
                 if base is None:
                     self.missing_baselines += 1
                     raise SnapshotError(f"record {r}: patch {oid} baseline {base_seq} is not held")
                 d += base
-            if np.any(np.abs(d) > INT32_LIMIT):
-                raise SnapshotError(f"record {r}: patch {oid} grid coordinates out of the int32 range")
             patches[oid] = (base_seq, d)
-        if bit & 7 and int(buf[bit >> 3]) >> (bit & 7):
-            raise SnapshotError(f"record {r}: patch record padding bits are not zero")
-        return (bit + 7) // 8
+        if len(rows) and np.abs(rows).max() > INT32_LIMIT:
+            raise SnapshotError(f"record {r}: patch grid coordinates out of the int32 range")
+        return at
 
     def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list[DecodedObject]:
         assert self.layout is not None and self.config is not None
         out = []
         for oid, (base_seq, version) in rigid.items():
             out.append(self._rigid_object(oid, version, seq, server_time, base_seq is None))
+        positions = self.config.positions
         for pid, (base_seq, q) in patches.items():
             sl = self.layout.patch(pid)
             out.append(
@@ -364,7 +404,7 @@ class SnapshotDecoder:
                     seq,
                     server_time,
                     base_seq is None,
-                    self.config.positions.dequantize(q),
+                    positions.dequantize(q),
                     vertex_ids=self.layout.vertex_ids[sl],
                 )
             )
