@@ -338,6 +338,8 @@ class QuantizedFrame:
     rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
+    rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
+    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> record bytes, this frame
 
 
 @dataclass(slots=True)
@@ -377,8 +379,8 @@ class ClientSync:
         """Forget every baseline (new client, reconnect, resync, new topology epoch)."""
         self.n_vertices, self.n_patches = n_vertices, n_patches
         self.acked_seq = np.full(n_patches, -1, np.int64)
-        self.acked_q = np.zeros((n_vertices, 3), np.int64)
-        self.sent_q = np.zeros((n_vertices, 3), np.int64)
+        self.acked_q = np.zeros((n_vertices, 3), np.int32)
+        self.sent_q = np.zeros((n_vertices, 3), np.int32)
         self.ever_sent = np.zeros(n_patches, bool)
         self.last_sent = np.full(n_patches, -(1 << 40), np.int64)
         self.priority = PriorityAccumulator(n_patches)
@@ -659,15 +661,21 @@ class SnapshotServer:
         if n == 0:
             return []
         weights = interest(f.rigid_points, c.focus).tolist()
-        ids, kinds = f.rigid_ids.tolist(), f.rigid_kinds.tolist()
-        positions, rots, jaws = f.rigid_pos.tolist(), f.rigid_rot.tolist(), f.rigid_jaw.tolist()
+        if f.rigid_lists is None:  # once per frame, shared by the clients
+            f.rigid_lists = (
+                f.rigid_ids.tolist(),
+                f.rigid_kinds.tolist(),
+                list(zip(map(tuple, f.rigid_pos.tolist()), f.rigid_rot.tolist(), f.rigid_jaw.tolist(), strict=True)),
+            )
+        ids, kinds, versions = f.rigid_lists
+        records = f.rigid_records
         offers = []
         for j in range(n):
             oid = ids[j]
             track = c.rigid.get(oid)
             if track is None:
                 track = c.rigid[oid] = _RigidTrack()
-            now = (tuple(positions[j]), rots[j], jaws[j])
+            now = versions[j]
             change_ack = _rigid_change(now, track.acked)
             if change_ack == 0:
                 track.acc = 0.0
@@ -680,22 +688,12 @@ class SnapshotServer:
                 offers.append((-track.acc, j, oid, track, now))
         offers.sort(key=lambda o: (o[0], o[1]))
         sent = []
-        rot_bytes = self.config.rotation_bytes
         for _, j, oid, track, now in offers:
-            if track.acked is None:
-                record = rigid_record(oid, 0, kinds[j], now[0], now[1], _jaw_or_none(now[2]), rot_bytes)
-            else:
-                a_pos, a_rot, a_jaw = track.acked
-                dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
-                record = rigid_record(
-                    oid,
-                    seq - track.acked_seq,
-                    0,
-                    dpos if any(dpos) else None,
-                    now[1] if now[1] != a_rot else None,
-                    _jaw_or_none(now[2]) if now[2] != a_jaw else None,
-                    rot_bytes,
-                )
+            key = (oid, seq - track.acked_seq if track.acked is not None else 0, track.acked)
+            record = records.get(key)  # clients with the same baseline get the same record
+            if record is None:
+                record = self._rigid_record(oid, kinds[j], now, track, seq)
+            records[key] = record
             if len(body) + len(record) > room:
                 continue
             body += record
@@ -704,6 +702,23 @@ class SnapshotServer:
             track.last_sent = seq
             sent.append((oid, now))
         return sent
+
+    def _rigid_record(self, oid: int, kind: int, now: tuple, track: _RigidTrack, seq: int) -> bytes:
+        """The rigid record of version ``now``: full without an acked baseline, else a delta against it."""
+        rot_bytes = self.config.rotation_bytes
+        if track.acked is None:
+            return rigid_record(oid, 0, kind, now[0], now[1], _jaw_or_none(now[2]), rot_bytes)
+        a_pos, a_rot, a_jaw = track.acked
+        dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
+        return rigid_record(
+            oid,
+            seq - track.acked_seq,
+            0,
+            dpos if any(dpos) else None,
+            now[1] if now[1] != a_rot else None,
+            _jaw_or_none(now[2]) if now[2] != a_jaw else None,
+            rot_bytes,
+        )
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
         """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set."""
