@@ -12,7 +12,9 @@ Each client receives its snapshots at once (the codec's figures do not depend on
 loses ``--loss`` of them, acknowledges the rest ``--rtt-ms`` later, and gets the topology message half
 a round trip after the cut (its snapshots of the new epoch are held until then). Run twice: at the
 per-client budget for ``--rate`` bit/s, and with no budget. Figures: snapshot bytes per frame, bits per
-vertex per frame, Mbit/s at 60 Hz, encode/decode microseconds per client-frame, the client's error
+vertex per frame, Mbit/s at 60 Hz, encode/decode microseconds per client-frame (wall clock mean, median
+and p99, and the encoding thread's CPU time, which other busy processes disturb less; the numba kernels
+are warmed up first), the client's error
 against the server's truth (quantization of what it received; and everything it displays, i.e. plus
 staleness), and where DracoPy is installed Draco's bytes for the same frames at the same maximum error.
 """
