@@ -10,12 +10,27 @@ accumulator order; whatever does not fit keeps accumulating, so a changed object
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 DEFAULT_NEAR_RADIUS = 0.03
 """Metres: interest halves at this distance from the nearest focus point."""
 DEFAULT_NEAR_GAIN = 4.0
 """Interest at a focus point is ``1 + gain``; far away it tends to 1."""
+
+
+@numba.njit(cache=True, nogil=True)
+def interest_kernel(pts: np.ndarray, focus: np.ndarray, radius: float, gain: float, out: np.ndarray) -> None:
+    """``out[i]`` = interest of ``pts[i]`` (see ``interest``); ``focus`` (F >= 1, 3)."""
+    r2 = radius * radius
+    for i in range(pts.shape[0]):
+        best = np.inf
+        for k in range(focus.shape[0]):
+            dx = pts[i, 0] - focus[k, 0]
+            dy = pts[i, 1] - focus[k, 1]
+            dz = pts[i, 2] - focus[k, 2]
+            best = min(best, dx * dx + dy * dy + dz * dz)
+        out[i] = 1.0 + gain / (1.0 + best / r2)
 
 
 def interest(
@@ -26,16 +41,13 @@ def interest(
     ``1 + gain / (1 + (d / radius)^2)`` with ``d`` the distance to the nearest focus point; 1 everywhere
     when there is no focus point.
     """
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    f = np.asarray(focus, dtype=np.float64).reshape(-1, 3)
+    pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+    f = np.ascontiguousarray(focus, dtype=np.float64).reshape(-1, 3)
     if len(f) == 0 or len(pts) == 0:
         return np.ones(len(pts))
-    d2 = None
-    for point in f:  # few focus points: a loop beats an (M, F, 3) temporary
-        diff = pts - point
-        this = np.einsum("ij,ij->i", diff, diff)
-        d2 = this if d2 is None else np.minimum(d2, this)
-    return 1.0 + gain / (1.0 + d2 / (radius * radius))
+    out = np.empty(len(pts))
+    interest_kernel(pts, f, float(radius), float(gain), out)
+    return out
 
 
 def accumulate(acc: np.ndarray, weights: np.ndarray) -> None:

@@ -6,12 +6,13 @@ snapshot header and the byte-level pieces of a rigid record. It holds no per-cli
 
 A snapshot is::
 
-    u8  version            SNAPSHOT_VERSION (1)
+    u8  version            SNAPSHOT_VERSION (2)
     u32 sequence           the server frame it describes; acks name it
     f64 server_time        seconds, the server clock of that frame
     u32 epoch              topology epoch the patch ids refer to
     u16 record_count
-    records...             one per object sent (see SNAPSHOT.md), nothing after the last
+    records...             one per rigid object sent, plus one patch record holding every
+                           tissue patch sent (see SNAPSHOT.md); nothing after the last
 
 All integers little-endian. Objects not in a snapshot are unchanged for the client.
 """
@@ -33,7 +34,7 @@ from netcode.quantize import (
     rotation_code_bytes,
 )
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 HEADER = struct.Struct("<BIdIH")
 HEADER_SIZE = HEADER.size  # 19
 MAX_SNAPSHOT_BYTES = 256 * 1024 - 64
@@ -48,6 +49,8 @@ RIGID_ROT = 0x08
 RIGID_JAW = 0x10
 NO_JAW = -1
 MAX_OBJECT_ID = 0xFFFF
+MAX_GROUP = 0xFFFF
+"""Most patches one patch record holds (its count is a u16)."""
 
 
 class RigidKind(IntEnum):
@@ -78,7 +81,9 @@ class CodecConfig:
     The default grid step equals the error bound (not twice it): with hysteresis, a vertex whose solver
     jitter stays below half the bound then settles on a grid point for good, whereas with a step of twice
     the bound a vertex sitting between two grid points flips between them forever. On the benchmark
-    trace this halves the stream (1.5 vs 3.0 Mbit/s unlimited) at the same 0.1 mm bound.
+    trace this halved the stream (1.5 vs 3.0 Mbit/s unlimited, before per-client deltas) at the same 0.1 mm
+    bound. It also leaves each coordinate two or three admissible grid values, which the per-client delta
+    choice of ``snapshot_codec`` uses to make runs.
     """
 
     positions: PositionQuantizer = field(default_factory=_default_positions)

@@ -16,15 +16,23 @@ How it works (details and the byte layout in SNAPSHOT.md):
 
 * ``begin_frame`` quantizes the frame once for everybody, with hysteresis (``quantize.py``): a value
   keeps its previous integer while that is within the error bound, so sub-bound jitter costs nothing.
+  Rigid objects and full patch records use this shared quantization.
 * Per client and object (rigid object, tissue patch) the server remembers the newest version the
   client **acknowledged** (by snapshot sequence) and the last version it **sent**. A record is a delta
   against the acknowledged version, naming it by its age ``sequence - baseline``; age 0 means a full
   record (no baseline: a new client, a reconnect, a new topology epoch).
+* A patch delta is chosen per client (``choose_delta``): among the grid values within the error bound
+  of this frame's truth, the one that repeats the previous vertex's delta, so still vertices cost
+  nothing and smooth motion becomes runs of equal deltas (the block coder's runs layout). The client's
+  versions are therefore its own; the server keeps the rows it sent per snapshot and makes them the
+  baselines when acked. A patch is pending while the client's acked version is off the truth by more
+  than the bound.
 * Priority (``priority.py``): each frame an object's accumulator grows by (steps changed since it was
   last sent) x (interest: nearness to the client's instruments/gaze); an object that was sent but not yet
   acknowledged only competes again after ``resend_after`` frames. Rigid objects (tiny, and what people
   watch) go first, then patches in accumulator order; a record that does not fit the remaining budget
-  is skipped (a smaller one may still fit) and keeps accumulating.
+  is skipped (a smaller one may still fit) and keeps accumulating. The chosen patches travel in one
+  patch record, in id order.
 * The snapshot never exceeds the client's ``budget_bytes`` (nor one channel message).
 """
 
@@ -36,7 +44,18 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from netcode.bitcode import block_plan, block_write
+from netcode.bitcode import (
+    HEADER_BITS,
+    PLAN_SIZE,
+    RUNS,
+    block_bits,
+    block_put,
+    eg_len,
+    flush_bits,
+    header_bits,
+    put_bits,
+    put_eg,
+)
 from netcode.patches import PatchLayout
 from netcode.priority import PriorityAccumulator, interest
 from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
@@ -44,6 +63,7 @@ from netcode.snapshot import (
     DEFAULT_CONFIG,
     ENVELOPE_OVERHEAD,
     HEADER_SIZE,
+    MAX_GROUP,
     MAX_SNAPSHOT_BYTES,
     NO_JAW,
     RECORD_PATCH,
@@ -79,84 +99,223 @@ def budget_for_rate(bits_per_second: float, frame_rate: float = 60.0, packets_pe
 
 
 @_jit
-def patch_changes(q, acked, sent, offsets, d_ack, d_sent):
-    """Per patch, the largest per-axis grid change of ``q`` against ``acked`` and against ``sent``."""
-    for p in range(len(offsets) - 1):
-        ma = 0
-        ms = 0
-        for i in range(offsets[p], offsets[p + 1]):
-            for a in range(3):
-                x = np.int64(q[i, a])
-                da = abs(x - acked[i, a])
-                ds = abs(x - sent[i, a])
-                if da > ma:
-                    ma = da
-                if ds > ms:
-                    ms = ds
-        d_ack[p] = ma
-        d_sent[p] = ms
+def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> bool:
+    """Whether grid value ``v`` decodes within ``max_error`` of ``x`` (the decoder's exact arithmetic)."""
+    return abs(x - (origin + float(v) * step)) <= max_error
 
 
 @_jit
-def copy_patches(src, dst, offsets, patches):
-    """``dst[patch rows] = src[patch rows]`` for the listed patches."""
+def patch_weights(
+    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near
+):
+    """Per patch: whether the client's acked version is off the truth ``x`` by more than the bound
+    (``pending``), the priority weight this frame, and the baseline age; returns (pending, weights, ages).
+
+    The change is measured in steps of the worst coordinate, against the acked version, or against the
+    version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
+    A patch the client has no version of weighs ``FULL_WEIGHT``. A pending patch that was sent and not
+    acked only competes again after ``resend_after`` frames unless it changed since. ``near`` is the
+    interest of each patch for the client.
+    """
+    n_p = len(offsets) - 1
+    pending = np.zeros(n_p, np.bool_)
+    weights = np.zeros(n_p)
+    ages = np.zeros(n_p, np.int64)
+    for p in range(n_p):
+        ma = 0.0
+        ms = 0.0
+        for i in range(offsets[p], offsets[p + 1]):
+            for a in range(3):
+                da = abs(x[i, a] - (origin[a] + float(acked[i, a]) * step))
+                ds = abs(x[i, a] - (origin[a] + float(sent[i, a]) * step))
+                if da > max_error and da > ma:
+                    ma = da
+                if ds > max_error and ds > ms:
+                    ms = ds
+        has_base = acked_seq[p] >= 0
+        pending[p] = not has_base or ma > 0.0
+        if not pending[p]:
+            continue
+        moved = ever_sent[p] and ms > 0.0
+        if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
+            continue
+        steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
+        weights[p] = steps * near[p]
+    for p in range(n_p):
+        if acked_seq[p] >= 0:
+            ages[p] = seq - acked_seq[p]
+    return pending, weights, ages
+
+
+@_jit
+def choose_delta(x, q, base, origin, step, max_error, s, n, d):
+    """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
+    ``x[s:s+n]``, preferring to repeat the previous vertex's delta (per axis, from 0 at the first).
+
+    Every coordinate has an interval of admissible deltas (two or three grid values at the default step);
+    taking the one nearest the previous vertex's delta keeps still vertices at 0 and turns a smooth motion
+    into long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout sends as run
+    lengths (changes between runs are then mostly +-1). Where float rounding leaves no admissible value
+    the shared quantized value ``q`` is used.
+    """
+    inv = 1.0 / step
+    reach = max_error * inv
+    for a in range(3):
+        o = origin[a]
+        prev = 0
+        for i in range(n):
+            xi = x[s + i, a]
+            b = base[s + i, a]
+            g = (xi - o) * inv  # lo/hi are candidates only: _fits decides exactly
+            lo = np.int64(np.ceil(g - reach))
+            hi = np.int64(np.floor(g + reach))
+            while lo <= hi and not _fits(xi, lo, o, step, max_error):
+                lo += 1
+            while hi >= lo and not _fits(xi, hi, o, step, max_error):
+                hi -= 1
+            prev = np.int64(q[s + i, a]) - b if lo > hi else min(max(prev, lo - b), hi - b)
+            d[i, a] = prev
+
+
+@_jit
+def gather_patches(src, offsets, patches):
+    """The rows of the listed patches of ``src``, concatenated (int32)."""
+    total = 0
+    for p in patches:
+        total += offsets[p + 1] - offsets[p]
+    out = np.empty((total, 3), np.int32)
+    j = 0
     for p in patches:
         for i in range(offsets[p], offsets[p + 1]):
             for a in range(3):
-                dst[i, a] = src[i, a]
+                out[j, a] = src[i, a]
+            j += 1
+    return out
 
 
 @_jit
-def _varint(out, pos, v):
-    while v >= 0x80:
-        out[pos] = (v & 0x7F) | 0x80
-        v >>= 7
-        pos += 1
-    out[pos] = v
-    return pos + 1
+def scatter_patches(rows, dst, offsets, patches, take):
+    """Inverse of ``gather_patches`` for the listed patches where ``take`` is set."""
+    j = 0
+    for c in range(len(patches)):
+        p = patches[c]
+        for i in range(offsets[p], offsets[p + 1]):
+            if take[c]:
+                for a in range(3):
+                    dst[i, a] = rows[j, a]
+            j += 1
 
 
 @_jit
-def _varint_len(v):
-    n = 1
-    while v >= 0x80:
-        v >>= 7
-        n += 1
-    return n
+def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray) -> int:
+    """Bits of a patch entry's id gap, age and block header (SNAPSHOT.md), without the block's body."""
+    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + header_bits(plan, prev_plan)
 
 
 @_jit
-def encode_patch_records(q, acked, ages, offsets, order, out, pos, limit, d, dense, sparse, plan, sent):
-    """Append patch records in ``order`` while they fit ``out[:limit]``; returns (position, records).
+def encode_patch_records(
+    q,
+    x,
+    origin,
+    step,
+    max_error,
+    acked,
+    ages,
+    offsets,
+    order,
+    out,
+    pos,
+    limit,
+    d,
+    dense,
+    sparse,
+    plans,
+    sent,
+    sent_q,
+):
+    """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
+    returns (position, patches written). Writes nothing if none fits.
 
-    A patch with age 0 is sent in full (absolute grid coordinates), else as ``q - acked``. ``sent[p]``
-    is set for every patch written.
+    Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
+    then written in ascending id order (ids as gaps, mostly 1 bit). A patch with age 0 is sent in full
+    (the shared grid coordinates ``q``), else as a delta against ``acked`` chosen by ``choose_delta``.
+    ``d``, ``dense``, ``sparse`` are (N, 3) int64 scratch rows per vertex, ``plans`` (P, PLAN_SIZE).
+    ``sent[p]`` is set and ``sent_q`` receives the version the client will hold for every patch written.
     """
+    start = pos
+    n_p = len(offsets) - 1
+    if limit - start < 6 or len(order) == 0:
+        return start, 0
+    room = (limit - start - 3) * 8
+    first = np.zeros(PLAN_SIZE, np.int64)
+    first[0] = RUNS  # the header of a record's first block is relative to [runs, 0, 0, 0]
+    used = 0
     count = 0
     misfits = 0
     for c in range(len(order)):
-        if limit - pos < 6 or misfits >= MAX_MISFITS:
+        if room - used < 7 or misfits >= MAX_MISFITS or count == MAX_GROUP:
             break
         p = order[c]
         s = offsets[p]
-        n = offsets[p + 1] - s
+        e = offsets[p + 1]
         age = ages[p]
-        for i in range(n):
-            for a in range(3):
-                if age > 0:
-                    d[i, a] = np.int64(q[s + i, a]) - acked[s + i, a]
-                else:
-                    d[i, a] = q[s + i, a]
-        size = 1 + _varint_len(p) + _varint_len(age) + block_plan(d[:n], dense[:n], sparse[:n], plan)
-        if pos + size > limit:
+        if age > 0:
+            choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
+        else:
+            for i in range(s, e):
+                for a in range(3):
+                    d[i, a] = q[i, a]
+        body = block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p]) - HEADER_BITS
+        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending; the
+        # age and block header are coded relative to the previous entry's)
+        a = p - 1
+        while a >= 0 and not sent[a]:
+            a -= 1
+        b = p + 1
+        while b < n_p and not sent[b]:
+            b += 1
+        age_a = ages[a] if a >= 0 else -1
+        plan_a = plans[a] if a >= 0 else first
+        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a) + body
+        if b < n_p:
+            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p])
+            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a)
+        if used + bits > room:
             misfits += 1
             continue
-        out[pos] = RECORD_PATCH
-        pos = _varint(out, pos + 1, p)
-        pos = _varint(out, pos, age)
-        pos = block_write(d[:n], dense[:n], sparse[:n], plan, out, pos)
+        used += bits
         sent[p] = True
         count += 1
+    if count == 0:
+        return start, 0
+    pos = start + 3
+    acc = 0
+    nacc = 0
+    prev_id = -1
+    prev_age = -1
+    prev_plan = first[:4].copy()
+    for p in range(n_p):
+        if not sent[p]:
+            continue
+        s = offsets[p]
+        e = offsets[p + 1]
+        age = ages[p]
+        pos, acc, nacc = put_eg(out, pos, acc, nacc, p - prev_id - 1, 0)
+        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
+        if age != prev_age:
+            pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
+        pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc, prev_plan)
+        prev_id = p
+        prev_age = age
+        for i in range(s, e):
+            for a in range(3):
+                sent_q[i, a] = d[i, a] + (acked[i, a] if age > 0 else 0)
+    if pos < 0 or (pos - start - 3) * 8 + nacc != used:
+        raise AssertionError("patch record size differs from its plan")
+    pos = flush_bits(out, pos, acc, nacc)
+    out[start] = RECORD_PATCH
+    out[start + 1] = count & 0xFF
+    out[start + 2] = count >> 8
     return pos, count
 
 
@@ -170,7 +329,8 @@ class QuantizedFrame:
     sequence: int
     time: float
     epoch: int
-    surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order
+    surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order (full records)
+    positions: np.ndarray  # (N, 3) float64 truth, layout order (deltas are chosen within the bound of it)
     centroids: np.ndarray  # (P, 3) float64 patch centres (for interest)
     rigid_ids: np.ndarray  # (R,) int64
     rigid_kinds: np.ndarray  # (R,) int64
@@ -178,6 +338,8 @@ class QuantizedFrame:
     rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
+    rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
+    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> record bytes, this frame
 
 
 @dataclass(slots=True)
@@ -192,8 +354,8 @@ class _RigidTrack:
 @dataclass(slots=True)
 class _Sent:
     epoch: int
-    patches: np.ndarray
-    surface: np.ndarray
+    patches: np.ndarray  # patch ids sent, ascending
+    rows: np.ndarray  # the versions the client got of them (their rows, concatenated), int32
     rigid: list  # [(id, (pos, rot, jaw))]
 
 
@@ -217,8 +379,8 @@ class ClientSync:
         """Forget every baseline (new client, reconnect, resync, new topology epoch)."""
         self.n_vertices, self.n_patches = n_vertices, n_patches
         self.acked_seq = np.full(n_patches, -1, np.int64)
-        self.acked_q = np.zeros((n_vertices, 3), np.int64)
-        self.sent_q = np.zeros((n_vertices, 3), np.int64)
+        self.acked_q = np.zeros((n_vertices, 3), np.int32)
+        self.sent_q = np.zeros((n_vertices, 3), np.int32)
         self.ever_sent = np.zeros(n_patches, bool)
         self.last_sent = np.full(n_patches, -(1 << 40), np.int64)
         self.priority = PriorityAccumulator(n_patches)
@@ -256,11 +418,11 @@ class SnapshotServer:
         self._rigid_prev: dict[int, tuple] = {}
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
-        self._max_patch = int(self._sizes.max()) if layout.patch_count else 1
-        self._scratch = [np.zeros((self._max_patch, 3), np.int64) for _ in range(3)]
-        self._plan = np.zeros(5, np.int64)
+        self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
+        self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
+        self._origin = np.asarray(config.positions.origin, np.float64)
 
     # -------------------------------------------------------------- reliable-channel messages
 
@@ -291,8 +453,8 @@ class SnapshotServer:
         self.layout = layout
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
-        self._max_patch = int(self._sizes.max()) if layout.patch_count else 1
-        self._scratch = [np.zeros((self._max_patch, 3), np.int64) for _ in range(3)]
+        self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
+        self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
         if triangles is not None:
             self.triangles = np.asarray(triangles, np.int64)
         for client in self.clients.values():
@@ -341,6 +503,11 @@ class SnapshotServer:
     def remove_client(self, client_id: object) -> None:
         self.clients.pop(client_id, None)
 
+    def client_grid(self, client_id: object) -> np.ndarray:
+        """Grid coordinates (N, 3) of the newest version of each vertex sent to a client (a copy): what its
+        decoder shows once it received everything (patches never sent are zero)."""
+        return self.clients[client_id].sent_q.copy()
+
     def set_focus(self, client_id: object, points: np.ndarray) -> None:
         """The client's instrument tips and gaze point (F, 3): what is near them ranks higher."""
         self.clients[client_id].focus = np.asarray(points, dtype=np.float64).reshape(-1, 3)
@@ -349,7 +516,7 @@ class SnapshotServer:
 
     def begin_frame(self, time: float, surface: np.ndarray, rigid: RigidSet | None = None) -> QuantizedFrame:
         """Quantize this frame's truth: surface (N, 3) in layout order, rigid objects; next sequence."""
-        surface = np.asarray(surface, dtype=np.float64)
+        surface = np.array(surface, dtype=np.float64)  # a copy: encode() reads it later
         if surface.shape != (self.layout.vertex_count, 3):
             raise ValueError(f"surface must be ({self.layout.vertex_count}, 3) in layout order, got {surface.shape}")
         rigid = RigidSet.empty() if rigid is None else rigid
@@ -373,6 +540,7 @@ class SnapshotServer:
             float(time),
             self.epoch,
             q,
+            surface,
             centroids,
             np.asarray(rigid.ids, np.int64),
             np.asarray(rigid.kinds, np.int64),
@@ -429,33 +597,56 @@ class SnapshotServer:
 
         # patches: weights, accumulators, then the numba writer in priority order
         n_p = self.layout.patch_count
-        d_ack = np.zeros(n_p, np.int64)
-        d_sent = np.zeros(n_p, np.int64)
-        patch_changes(f.surface, c.acked_q, c.sent_q, self._offsets, d_ack, d_sent)
-        has_base = c.acked_seq >= 0
-        pending = ~has_base | (d_ack > 0)
-        moved = c.ever_sent & (d_sent > 0)
-        due = pending & (~c.ever_sent | moved | (seq - c.last_sent >= c.resend_after))
-        steps = np.where(has_base, np.where(moved, d_sent, d_ack), FULL_WEIGHT)
-        weights = np.where(due, steps * interest(f.centroids, c.focus), 0.0)
+        pq = self.config.positions
+        origin, step, max_error = self._origin, pq.grid, pq.max_error
+        pending, weights, ages = patch_weights(
+            f.positions,
+            origin,
+            step,
+            max_error,
+            c.acked_q,
+            c.sent_q,
+            self._offsets,
+            c.acked_seq,
+            c.ever_sent,
+            c.last_sent,
+            seq,
+            c.resend_after,
+            interest(f.centroids, c.focus),
+        )
         order = c.priority.update(weights, pending)
-        ages = np.where(has_base, seq - c.acked_seq, 0).astype(np.int64)
         out = self._out
         pos = HEADER_SIZE + len(body)
         out[HEADER_SIZE:pos] = np.frombuffer(bytes(body), np.uint8)
         sent = np.zeros(n_p, bool)
         d, dense, sparse = self._scratch
-        pos, n_patch_records = encode_patch_records(
-            f.surface, c.acked_q, ages, self._offsets, order, out, pos, limit, d, dense, sparse, self._plan, sent
+        pos, n_patches = encode_patch_records(
+            f.surface,
+            f.positions,
+            origin,
+            step,
+            max_error,
+            c.acked_q,
+            ages,
+            self._offsets,
+            order,
+            out,
+            pos,
+            limit,
+            d,
+            dense,
+            sparse,
+            self._plans,
+            sent,
+            c.sent_q,
         )
-        records += n_patch_records
+        records += n_patches > 0
         out[:HEADER_SIZE] = np.frombuffer(pack_header(seq, f.time, f.epoch, records), np.uint8)
         sent_idx = np.flatnonzero(sent)
         c.priority.sent(sent_idx)
         c.ever_sent[sent_idx] = True
         c.last_sent[sent_idx] = seq
-        copy_patches(f.surface, c.sent_q, self._offsets, sent_idx)
-        c.history[seq] = _Sent(f.epoch, sent_idx, f.surface, rigid_sent)
+        c.history[seq] = _Sent(f.epoch, sent_idx, gather_patches(c.sent_q, self._offsets, sent_idx), rigid_sent)
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
@@ -470,15 +661,21 @@ class SnapshotServer:
         if n == 0:
             return []
         weights = interest(f.rigid_points, c.focus).tolist()
-        ids, kinds = f.rigid_ids.tolist(), f.rigid_kinds.tolist()
-        positions, rots, jaws = f.rigid_pos.tolist(), f.rigid_rot.tolist(), f.rigid_jaw.tolist()
+        if f.rigid_lists is None:  # once per frame, shared by the clients
+            f.rigid_lists = (
+                f.rigid_ids.tolist(),
+                f.rigid_kinds.tolist(),
+                list(zip(map(tuple, f.rigid_pos.tolist()), f.rigid_rot.tolist(), f.rigid_jaw.tolist(), strict=True)),
+            )
+        ids, kinds, versions = f.rigid_lists
+        records = f.rigid_records
         offers = []
         for j in range(n):
             oid = ids[j]
             track = c.rigid.get(oid)
             if track is None:
                 track = c.rigid[oid] = _RigidTrack()
-            now = (tuple(positions[j]), rots[j], jaws[j])
+            now = versions[j]
             change_ack = _rigid_change(now, track.acked)
             if change_ack == 0:
                 track.acc = 0.0
@@ -491,22 +688,12 @@ class SnapshotServer:
                 offers.append((-track.acc, j, oid, track, now))
         offers.sort(key=lambda o: (o[0], o[1]))
         sent = []
-        rot_bytes = self.config.rotation_bytes
         for _, j, oid, track, now in offers:
-            if track.acked is None:
-                record = rigid_record(oid, 0, kinds[j], now[0], now[1], _jaw_or_none(now[2]), rot_bytes)
-            else:
-                a_pos, a_rot, a_jaw = track.acked
-                dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
-                record = rigid_record(
-                    oid,
-                    seq - track.acked_seq,
-                    0,
-                    dpos if any(dpos) else None,
-                    now[1] if now[1] != a_rot else None,
-                    _jaw_or_none(now[2]) if now[2] != a_jaw else None,
-                    rot_bytes,
-                )
+            key = (oid, seq - track.acked_seq if track.acked is not None else 0, track.acked)
+            record = records.get(key)  # clients with the same baseline get the same record
+            if record is None:
+                record = self._rigid_record(oid, kinds[j], now, track, seq)
+            records[key] = record
             if len(body) + len(record) > room:
                 continue
             body += record
@@ -515,6 +702,23 @@ class SnapshotServer:
             track.last_sent = seq
             sent.append((oid, now))
         return sent
+
+    def _rigid_record(self, oid: int, kind: int, now: tuple, track: _RigidTrack, seq: int) -> bytes:
+        """The rigid record of version ``now``: full without an acked baseline, else a delta against it."""
+        rot_bytes = self.config.rotation_bytes
+        if track.acked is None:
+            return rigid_record(oid, 0, kind, now[0], now[1], _jaw_or_none(now[2]), rot_bytes)
+        a_pos, a_rot, a_jaw = track.acked
+        dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
+        return rigid_record(
+            oid,
+            seq - track.acked_seq,
+            0,
+            dpos if any(dpos) else None,
+            now[1] if now[1] != a_rot else None,
+            _jaw_or_none(now[2]) if now[2] != a_jaw else None,
+            rot_bytes,
+        )
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
         """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set."""
@@ -531,9 +735,9 @@ class SnapshotServer:
         record = c.history.pop(sequence, None)
         if record is None or record.epoch != self.epoch:
             return
-        newer = record.patches[c.acked_seq[record.patches] < sequence]
-        c.acked_seq[newer] = sequence
-        copy_patches(record.surface, c.acked_q, self._offsets, newer)
+        newer = c.acked_seq[record.patches] < sequence
+        c.acked_seq[record.patches[newer]] = sequence
+        scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
         for oid, version in record.rigid:
             track = c.rigid.get(oid)
             if track is not None and sequence > track.acked_seq:
@@ -545,9 +749,11 @@ def _rigid_change(now: tuple, base: tuple | None) -> float:
     """Grid steps of position change, or 1 for any orientation/jaw change."""
     if base is None:
         return FULL_WEIGHT
-    steps = float(max(abs(a - b) for a, b in zip(now[0], base[0], strict=True)))
-    if now[1] != base[1] or now[2] != base[2]:
-        steps = max(steps, 1.0)
+    (x, y, z), rot, jaw = now
+    (bx, by, bz), brot, bjaw = base
+    steps = float(max(abs(x - bx), abs(y - by), abs(z - bz)))
+    if steps < 1.0 and (rot != brot or jaw != bjaw):
+        return 1.0
     return steps
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from netcode.bitcode import BLOCK_ERRORS, block_read
+from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
 from netcode.patches import PatchLayout
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
@@ -44,6 +45,60 @@ from netcode.snapshot_messages import TopologyUpdate, decode_message
 DEFAULT_MAX_VERSIONS = 32
 DEFAULT_MAX_HELD = 8
 ACK_BITS = 32
+
+
+PATCH_ERRORS = {
+    -10: "patch id out of range for the epoch's layout",
+    -11: "the first patch entry has no age to repeat",
+    -12: "baseline age reaches before sequence 0",
+    -13: "patch record padding bits are not zero",
+}
+
+
+@numba.njit(cache=True, nogil=True)
+def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, rows):
+    """Parse ``count`` patch entries (SNAPSHOT.md 2.2) from byte ``pos`` of ``buf[:end]``: entry e's id and
+    age into ``ids[e]``/``ages[e]``, its block (the deltas or full coordinates) into
+    ``rows[starts[e]:starts[e + 1]]``. Returns (status, position after the record, failing entry):
+    status 0, or a negative code of ``BLOCK_ERRORS`` / ``PATCH_ERRORS``."""
+    bit = pos * 8
+    end_bit = end * 8
+    n_p = len(offsets) - 1
+    header = np.zeros(4, np.int64)
+    header[0] = RUNS  # block headers are relative to the previous one, the first to [runs, 0, 0, 0]
+    oid = -1
+    age = -1
+    starts[0] = 0
+    for e in range(count):
+        gap, bit = get_eg(buf, bit, end_bit, 0)
+        if gap < 0:
+            return gap, 0, e
+        if gap >= n_p - oid - 1:
+            return -10, 0, e
+        oid += gap + 1
+        same, bit = get_bits(buf, bit, end_bit, 1)
+        if same < 0:
+            return -1, 0, e
+        if same:
+            if e == 0:
+                return -11, 0, e
+        else:
+            age, bit = get_eg(buf, bit, end_bit, 0)
+            if age < 0:
+                return age, 0, e
+            if age > seq:
+                return -12, 0, e
+        size = offsets[oid + 1] - offsets[oid]
+        s = starts[e]
+        bit = block_get(buf, bit, end_bit, rows[s : s + size], header)
+        if bit < 0:
+            return bit, 0, e
+        ids[e] = oid
+        ages[e] = age
+        starts[e + 1] = s + size
+    if bit & 7 and buf[bit >> 3] >> (bit & 7):
+        return -13, 0, count
+    return 0, (bit + 7) // 8, count
 
 
 class EpochMismatchError(SnapshotError):
@@ -230,7 +285,6 @@ class SnapshotDecoder:
         assert self.layout is not None and self.config is not None
         end = len(data)
         buf = np.frombuffer(data, np.uint8)
-        sizes = self.layout.sizes
         rot_bytes = self.config.rotation_bytes
         rot_width = 2 + 3 * self.config.rotation_bits
         jaw_max = (1 << self.config.jaw.bits) - 1
@@ -242,31 +296,15 @@ class SnapshotDecoder:
                 raise SnapshotError(f"snapshot ends after {r} of {count} records")
             tag = data[pos]
             pos += 1
+            if tag == RECORD_PATCH:
+                pos = self._parse_patches(buf, pos, end, seq, r, patches)
+                continue
             oid, pos = read_varint(data, pos, end, f"record {r} id")
             age, pos = read_varint(data, pos, end, f"record {r} baseline age")
             if age > seq:
                 raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
             base_seq = seq - age if age else None
-            if tag == RECORD_PATCH:
-                if oid >= len(sizes):
-                    raise SnapshotError(f"record {r}: patch {oid} out of range (epoch has {len(sizes)} patches)")
-                if oid in patches:
-                    raise SnapshotError(f"record {r}: patch {oid} appears twice")
-                d = np.zeros((int(sizes[oid]), 3), np.int64)
-                new_pos = block_read(buf, pos, end, d)
-                if new_pos < 0:
-                    raise SnapshotError(f"record {r} (patch {oid}): {BLOCK_ERRORS[new_pos]}")
-                pos = new_pos
-                if base_seq is not None:
-                    base = self._patch_versions[oid].get(base_seq)
-                    if base is None:
-                        self.missing_baselines += 1
-                        raise SnapshotError(f"record {r}: patch {oid} baseline {base_seq} is not held")
-                    d += base
-                if np.any(np.abs(d) > INT32_LIMIT):
-                    raise SnapshotError(f"record {r}: patch {oid} grid coordinates out of the int32 range")
-                patches[oid] = (base_seq, d)
-            elif tag & 0x03 == RECORD_RIGID and not tag & 0xE0:
+            if tag & 0x03 == RECORD_RIGID and not tag & 0xE0:
                 if oid in rigid:
                     raise SnapshotError(f"record {r}: rigid object {oid} appears twice")
                 if base_seq is None:
@@ -314,11 +352,49 @@ class SnapshotDecoder:
             raise SnapshotError(f"{end - pos} bytes after the last of {count} records")
         return patches, rigid
 
+    def _parse_patches(self, buf: np.ndarray, pos: int, end: int, seq: int, r: int, patches: dict) -> int:
+        """One patch record (after its tag) into ``patches``; returns the position after it."""
+        assert self.layout is not None
+        if pos + 2 > end:
+            raise SnapshotError(f"record {r}: truncated patch count")
+        count = int(buf[pos]) | int(buf[pos + 1]) << 8
+        if count == 0:
+            raise SnapshotError(f"record {r}: patch record with no patches")
+        n = self.layout.vertex_count
+        ids = np.empty(count, np.int64)
+        ages = np.empty(count, np.int64)
+        starts = np.empty(count + 1, np.int64)
+        rows = np.empty((n, 3), np.int64)
+        status, at, entry = parse_patch_entries(
+            buf, pos + 2, end, count, seq, self.layout.offsets, ids, ages, starts, rows
+        )
+        if status < 0:
+            where = f"record {r}, patch entry {entry} of {count}"
+            raise SnapshotError(f"{where}: {PATCH_ERRORS.get(status) or BLOCK_ERRORS[status]}")
+        rows = rows[: starts[count]].copy()  # one array per snapshot; each patch gets a view
+        for e in range(count):
+            oid = int(ids[e])
+            if oid in patches:
+                raise SnapshotError(f"record {r}: patch {oid} appears twice")
+            d = rows[starts[e] : starts[e + 1]]
+            base_seq = seq - int(ages[e]) if ages[e] else None
+            if base_seq is not None:
+                base = self._patch_versions[oid].get(base_seq)
+                if base is None:
+                    self.missing_baselines += 1
+                    raise SnapshotError(f"record {r}: patch {oid} baseline {base_seq} is not held")
+                d += base
+            patches[oid] = (base_seq, d)
+        if len(rows) and np.abs(rows).max() > INT32_LIMIT:
+            raise SnapshotError(f"record {r}: patch grid coordinates out of the int32 range")
+        return at
+
     def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list[DecodedObject]:
         assert self.layout is not None and self.config is not None
         out = []
         for oid, (base_seq, version) in rigid.items():
             out.append(self._rigid_object(oid, version, seq, server_time, base_seq is None))
+        positions = self.config.positions
         for pid, (base_seq, q) in patches.items():
             sl = self.layout.patch(pid)
             out.append(
@@ -328,7 +404,7 @@ class SnapshotDecoder:
                     seq,
                     server_time,
                     base_seq is None,
-                    self.config.positions.dequantize(q),
+                    positions.dequantize(q),
                     vertex_ids=self.layout.vertex_ids[sl],
                 )
             )

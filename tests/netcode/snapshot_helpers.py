@@ -69,3 +69,23 @@ def state_of(decoder: SnapshotDecoder) -> tuple:
         str(versions),
         str({k: sorted(v) for k, v in decoder._rigid_versions.items()}),
     )
+
+
+# bit strings in stream order (LSB-first within bytes), to write malformed snapshots by hand
+
+
+def bits_of(value: int, n: int) -> str:
+    """``n`` bits of ``value`` in stream order (LSB first)."""
+    return "".join(str(value >> i & 1) for i in range(n))
+
+
+def eg0(value: int) -> str:
+    """Exp-Golomb code of order 0 in stream order: z zeros, a one, then the z low bits of value + 1."""
+    w = value + 1
+    z = w.bit_length() - 1
+    return "0" * z + "1" + bits_of(w, z)
+
+
+def to_bytes(bits: str) -> bytes:
+    """A bit string in stream order (a multiple of 8 long) as bytes, LSB-first."""
+    return bytes(int(bits[i : i + 8][::-1], 2) for i in range(0, len(bits), 8))

@@ -55,11 +55,12 @@ def test_budget_respected_to_the_byte_over_many_frames_and_budgets():
                 continue
             snap = dec.decode(data)
             pending.append((f + 2, snap.sequence))
-            q = server.frame.surface
+            q = server.client_grid(0)
             for obj in snap.objects:
                 if obj.kind == "patch":
                     sl = server.layout.patch(obj.id)
                     assert np.array_equal(dec.surface_grid()[sl], q[sl])
+                    assert np.abs(obj.positions - server.frame.positions[sl]).max() <= 1e-4
         assert server.clients[0].stats["bytes"] <= budget * 60
 
 
@@ -91,6 +92,8 @@ def test_every_changed_object_is_eventually_sent():
         if client.complete and np.all(client.acked_seq > 3) and len(sent_far) == scene.layout.patch_count:
             break
     assert len(sent_far) == scene.layout.patch_count
-    grid, q = dec.surface_grid(), server.frame.surface
+    grid, q = dec.surface_grid(), server.client_grid(0)
     cold = ~hot[:]
     assert np.array_equal(grid[cold], q[cold])
+    shown = server.config.positions.dequantize(grid)
+    assert np.abs(shown[cold] - server.frame.positions[cold]).max() <= 1e-4

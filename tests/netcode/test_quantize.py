@@ -19,6 +19,7 @@ from netcode.quantize import (
     max_angular_error,
     rotation_angle,
 )
+from tests.netcode.snapshot_helpers import bits_of, eg0, to_bytes
 
 EPS = 1e-12
 
@@ -185,9 +186,32 @@ def test_block_round_trip(n, kind, seed):
             raise ValueError("prefix decoded")
 
 
-def test_block_zero_and_reserved_bits():
+def test_block_zero_and_malformed_headers():
     assert len(_coder.encode(np.zeros((100, 3), np.int64))) <= 16
-    with pytest.raises(ValueError, match="reserved"):
-        decode_block(b"\x00\xe0" + b"\x00" * 40, 4)
     with pytest.raises(ValueError, match="prefix"):
-        decode_block(b"\x00\x00" + b"\x00" * 40, 4)
+        decode_block(b"\x00\x00" + b"\x00" * 40, 4)  # dense, k = 0, then only zero bits
+    with pytest.raises(ValueError, match="no layout"):
+        decode_block(b"\x03\x00" + b"\xff" * 40, 4)  # layout 3 does not exist
+    one = to_bytes(bits_of(1, 14) + "1" + "0" * 9)  # sparse, k = 0, mask 1000: vertex 0 coded...
+    with pytest.raises(ValueError, match="past the end"):
+        decode_block(one, 4)  # ...but its values are missing
+    padded = to_bytes(bits_of(2, 14) + eg0(4) * 3 + "1" * 3)  # runs of 4 zeros, then non-zero padding
+    with pytest.raises(ValueError, match="padding"):
+        decode_block(padded, 4)
+    out, end = decode_block(to_bytes(bits_of(2, 14) + eg0(4) * 3 + "0" * 3), 4)
+    assert end == 4 and not out.any()
+
+
+def test_block_runs_layout_for_runs_of_equal_deltas():
+    """A smooth motion chosen as runs of equal deltas costs a few bits per run, not per vertex."""
+    d = np.zeros((100, 3), np.int64)
+    d[20:60, 0] = 5
+    d[40:, 1] = -3
+    d[70:75, 2] = 1
+    data = _coder.encode(d)
+    assert data[0] & 3 == 2 and len(data) <= 14
+    out, end = decode_block(data, 100)
+    assert end == len(data) and np.array_equal(out, d)
+    too_long = to_bytes(bits_of(2, 14) + eg0(101) + "0" * 7)  # runs layout, k = 0: a run of 101 of 100
+    with pytest.raises(ValueError, match="run past the end"):
+        decode_block(too_long, 100)

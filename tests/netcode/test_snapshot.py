@@ -1,5 +1,7 @@
 """Snapshot codec: exact reconstruction, deltas against acked baselines, epochs, joiners, malformed input."""
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +27,7 @@ from netcode.snapshot_messages import (
     snapshot_message,
     topology_message,
 )
-from tests.netcode.snapshot_helpers import Scene, connect, state_of
+from tests.netcode.snapshot_helpers import Scene, bits_of, connect, eg0, state_of, to_bytes
 
 E = 1e-4
 
@@ -34,13 +36,16 @@ def frame(server: SnapshotServer, scene: Scene, f: int, **kw):
     return server.begin_frame(f / 60, scene.surface(f, **kw), scene.rigid(f))
 
 
-def assert_exact(decoder: SnapshotDecoder, server: SnapshotServer, patches=None):
-    """The decoder shows exactly the server's quantized frame (for the given patches, or all)."""
+def assert_exact(decoder: SnapshotDecoder, server: SnapshotServer, client_id: object, patches=None):
+    """The decoder shows exactly the versions the server sent it (the encoder's and decoder's choice of
+    grid values agree), and they are within the error bound of this frame's truth (given patches, or all)."""
     grid = decoder.surface_grid()
-    q = server.frame.surface
+    sent = server.client_grid(client_id)
+    shown = server.config.positions.dequantize(grid)
     for p in range(server.layout.patch_count) if patches is None else patches:
         sl = server.layout.patch(p)
-        assert np.array_equal(grid[sl], q[sl]), f"patch {p} differs"
+        assert np.array_equal(grid[sl], sent[sl]), f"patch {p} differs"
+        assert np.abs(shown[sl] - server.frame.positions[sl]).max() <= E, f"patch {p} beyond the bound"
 
 
 # ------------------------------------------------------------------------------------------ patches
@@ -74,11 +79,10 @@ def test_full_then_delta_round_trip_is_exact_and_within_bounds():
         fr = frame(server, scene, f)
         snap = dec.decode(server.encode("a"))
         server.on_ack("a", snap.sequence)
-        assert_exact(dec, server)
+        assert_exact(dec, server, "a")
         shown, received = dec.surface()
         assert received.all()
-        truth = server.config.positions.dequantize(fr.surface)
-        assert np.abs(shown - truth).max() == 0.0
+        assert np.abs(shown - fr.positions).max() <= E
         rigid = scene.rigid(f)
         decoded = dec.rigid()
         for j, oid in enumerate(rigid.ids.tolist()):
@@ -145,7 +149,7 @@ def test_delta_against_acked_baseline_after_loss():
         snap = dec.decode(data)
         pending.append((f + 3, snap.sequence))
         sent = [o.id for o in snap.objects if o.kind == "patch"]
-        assert_exact(dec, server, sent)
+        assert_exact(dec, server, 0, sent)
         ages.extend(f + 1 - s for s in [server.clients[0].acked_seq.max()] if s >= 0)
     assert dec.missing_baselines == 0 and dec.rejected == 0
     assert max(ages) > 3  # some deltas were against old baselines
@@ -153,7 +157,38 @@ def test_delta_against_acked_baseline_after_loss():
         frame(server, scene, 89, move=True, jitter=0)
         snap = dec.decode(server.encode(0))
         server.on_ack(0, snap.sequence)
-    assert_exact(dec, server)
+    assert_exact(dec, server, 0)
+
+
+def test_server_baselines_are_exactly_the_versions_the_client_holds():
+    """Deltas are chosen per client within the bound, so the client's versions are its own: under loss,
+    late acks and a budget, every baseline the server keeps for a patch is bit-for-bit the version the
+    decoder holds for that snapshot, and every decoded version is within the bound of its frame's truth."""
+    rng = np.random.default_rng(21)
+    scene = Scene(seed=21)
+    server = SnapshotServer(scene.layout)
+    dec = connect(server, 0, budget=900, resend_after=4)
+    pending, truths = [], {}
+    for f in range(90):
+        fr = frame(server, scene, f, move=f < 70)
+        truths[fr.sequence] = fr.positions
+        data = server.encode(0)
+        for _due, seq in [a for a in pending if a[0] <= f]:
+            server.on_ack(0, seq)
+        pending = [a for a in pending if a[0] > f]
+        if rng.random() < 0.2:
+            continue
+        snap = dec.decode(data)
+        pending.append((f + int(rng.integers(1, 5)), snap.sequence))
+        for obj in snap.objects:
+            if obj.kind == "patch":
+                sl = server.layout.patch(obj.id)
+                assert np.abs(obj.positions - truths[snap.sequence][sl]).max() <= E
+        client = server.clients[0]
+        for p in np.flatnonzero(client.acked_seq >= 0):
+            held = dec._patch_versions[p][int(client.acked_seq[p])]
+            assert np.array_equal(held, client.acked_q[server.layout.patch(p)]), (f, p)
+    assert dec.missing_baselines == 0 and dec.rejected == 0
 
 
 def test_late_joiner_and_reconnect_get_full_state_then_deltas():
@@ -169,7 +204,7 @@ def test_late_joiner_and_reconnect_get_full_state_then_deltas():
     snap = late.decode(server.encode("late"))
     server.on_ack("late", snap.sequence)
     assert all(o.full for o in snap.objects)
-    assert_exact(late, server)
+    assert_exact(late, server, "late")
     assert server.clients["late"].complete
     frame(server, scene, 11)
     snap = late.decode(server.encode("late"))
@@ -182,7 +217,7 @@ def test_late_joiner_and_reconnect_get_full_state_then_deltas():
     frame(server, scene, 12)
     snap = fresh.decode(server.encode("late"))
     assert all(o.full for o in snap.objects) and len(snap.objects) == scene.layout.patch_count + 3
-    assert_exact(fresh, server)
+    assert_exact(fresh, server, "late")
 
 
 def test_late_joiner_under_budget_is_complete_after_a_few_frames():
@@ -197,7 +232,7 @@ def test_late_joiner_under_budget_is_complete_after_a_few_frames():
         if server.clients[0].complete:
             break
     assert server.clients[0].complete and dec.surface()[1].all()
-    assert_exact(dec, server)
+    assert_exact(dec, server, 0)
 
 
 # ------------------------------------------------------------------------------------------ epochs
@@ -234,7 +269,7 @@ def test_epoch_change_across_a_cut():
     assert all(o.full for o in snap.objects)  # old baselines are invalid
     assert {o.id for o in snap.objects if o.kind == "patch"} == set(range(layout.patch_count))
     server.on_ack(0, snap.sequence)
-    assert_exact(dec, server)
+    assert_exact(dec, server, 0)
     shown, received = dec.surface()
     assert received.all() and np.abs(shown - truth).max() <= E + 1e-12
     with pytest.raises(EpochMismatchError, match="older") as info:
@@ -308,7 +343,7 @@ def test_bad_header_counts_ids_and_baselines():
             dec.decode(blob)
         assert state_of(dec) == before
 
-    rejected(b"\x02" + data[1:], "version")
+    rejected(b"\x01" + data[1:], "version")  # version 1 had no runs layout
     rejected(pack_header(seq, t, epoch, count + 1) + data[HEADER_SIZE:], "ends after")
     rejected(pack_header(seq, t, epoch, count - 1) + data[HEADER_SIZE:], "after the last")
     rejected(pack_header(seq, float("nan"), epoch, count) + data[HEADER_SIZE:], "time")
@@ -320,18 +355,48 @@ def test_bad_header_counts_ids_and_baselines():
         return bytes(out) + body
 
     n_patches = server.layout.patch_count
-    zero_block = b"\x01\x00" + bytes((int(server.layout.sizes[0]) + 7) // 8)  # sparse, nothing coded
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_PATCH, n_patches, 0, zero_block), "out of range")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_PATCH, 0, 1000, zero_block), "before sequence 0")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_PATCH, 0, seq, zero_block), "not held")
-    rejected(pack_header(seq, t, epoch, 2) + record(RECORD_PATCH, 0, 0, zero_block) * 2, "twice")
+    n0 = int(server.layout.sizes[0])
+
+    def patch_record(entries, count=None, pad="0"):
+        """A patch record of (id, age or None for "same as the previous", block bit string) entries."""
+        bits = ""
+        prev = -1
+        for pid, age, block in entries:
+            bits += eg0(pid - prev - 1) + ("1" if age is None else "0" + eg0(age)) + block
+            prev = pid
+        bits += pad * (-len(bits) % 8)
+        n = len(entries) if count is None else count
+        return bytes((RECORD_PATCH, n & 0xFF, n >> 8)) + to_bytes(bits)
+
+    # block headers in a patch record are relative to the previous entry's, the first to [runs, k = 0, 0, 0]:
+    # "1" = same layout, or "0" and 2 layout bits; then per axis Exp-Golomb(0) of zigzag(k change)
+    k0 = eg0(0) * 3  # k unchanged (0) on every axis
+    zero_block = "0" + bits_of(1, 2) + k0 + "0" * n0  # sparse layout, k = 0, nothing coded
+    ok = patch_record([(0, 0, zero_block)])
+    probe = copy.deepcopy(dec)  # the helper writes valid records
+    assert probe.decode(pack_header(seq, t, epoch, 1) + ok).objects[0].id == 0
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(n_patches, 0, zero_block)]), "out of range")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 1000, zero_block)]), "before sequence 0")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, seq, zero_block)]), "not held")
+    rejected(pack_header(seq, t, epoch, 2) + patch_record([(0, 0, zero_block)]) * 2, "twice")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, None, zero_block)]), "no age to repeat")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([]), "no patches")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)], count=2), "past the end")
+    runs_zero = "1" + k0 + eg0(n0) * 3  # runs layout, k = 0: one zero run per axis
+    padded = next(b for b in (zero_block, runs_zero) if (3 + len(b)) % 8)  # id gap 0, age 0: 3 bits
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, padded)], pad="1"), "padding")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, "0" + bits_of(3, 2) + k0)]), "no layout")
+    negative_k = "1" + eg0(1) + eg0(0) * 2 + "1" * 40  # k of x = 0 + unzigzag(1) = -1
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, negative_k)]), "k out of range")
+    runs_too_long = "1" + k0 + eg0(n0 + 1)  # runs layout, k = 0: a zero run longer than the patch
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, runs_too_long)]), "run past the end")
     rejected(pack_header(seq, t, epoch, 1) + record(0x3F, 0, 0), "unknown record tag")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID, 0, 0), "without position")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x0C, 0, 0, b"\x09"), "unknown rigid kind")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x04, 99, 1, b"\x00\x00\x00"), "not held")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x10, 0, 1, b"\xff\xff"), "jaw code")
     rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x08, 0, 1, b"\xff" * 6), "orientation")
-    rejected(pack_header(seq, t, epoch, 1) + b"\x01" + b"\xff" * 6, "varint")
+    rejected(pack_header(seq, t, epoch, 1) + b"\x02" + b"\xff" * 6, "varint")
     applied = dec._applied[-1]
     rejected(pack_header(applied, t, epoch, 0), "already applied")
     assert dec.rejected >= 15
