@@ -182,6 +182,9 @@ class Headset:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.inputs = InputSender(tuple(devices))
+        # hooks for a client model riding on this bot (e.g. a netcode.thin_client.ThinClient in a test)
+        self.on_delivery: Callable[[Delivery], None] | None = None
+        self.on_snapshots: Callable[[list], None] | None = None
         self.core.connect(time.monotonic())
 
     @property
@@ -202,6 +205,8 @@ class Headset:
             self.undecoded += 1
             return
         self.messages[message.type].append(message.fields)
+        if self.on_delivery is not None:
+            self.on_delivery(delivery)
         if message.type == "event":
             self.events[message.fields["kind"]] += 1
         elif message.type == "input_ack":
@@ -214,6 +219,8 @@ class Headset:
                 self.snapshot_errors += 1
                 return
             if applied:
+                if self.on_snapshots is not None:
+                    self.on_snapshots(applied)
                 self.snapshots_applied += len(applied)
                 self.snapshot_times.extend(s.server_time for s in applied)
                 del self.snapshot_times[:-256]

@@ -6,8 +6,13 @@ from __future__ import annotations
 import base64
 import time
 
+from netcode.thin_client.adapters import from_decoded_snapshot
+from netcode.thin_client.client import ThinClient, ThinClientConfig
+from netcode.thin_client.poses import RigidPose
+from netcode.thin_client.render_state import ObjectKind, Source
 from netcode.thin_client.schema import response_model_from_fields
 from rehearsal.bots import Headset, SurgeonScript, post, pump
+from rehearsal.wire import DEVICE_RIGHT, to_wire_quat
 from tests.rehearsal.e2e_helpers import metrics
 
 
@@ -81,3 +86,41 @@ def test_steps_grasp_models_and_complications_reach_the_right_people(e2e_server)
     finally:
         for h in [*team, *([late] if late else [])]:
             h.close()
+
+
+def test_the_reference_thin_client_predicts_the_tissue_its_surgeon_holds(e2e_server):
+    """The whole prediction chain over UDP: the ThinClient tracks, gets the grasp's response model, and
+    draws the held patches PREDICTED (own instrument TRACKED) at once instead of a round trip later."""
+    server = e2e_server
+    status, session = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, server.credential())
+    assert status == 201, session
+    lead = _join(server, session["invites"], "lead_surgeon")
+    try:
+        assert pump([lead], lambda: lead.welcome is not None, 10.0), server.log()
+        instrument = lead.welcome["hands"]["right"]
+        thin = ThinClient(ThinClientConfig(devices=(DEVICE_RIGHT,), own_objects={instrument: DEVICE_RIGHT}))
+        lead.on_delivery = lambda delivery: thin.dispatch(delivery, time.monotonic())
+        lead.on_snapshots = lambda applied: [
+            thin.on_snapshot(from_decoded_snapshot(s), time.monotonic()) for s in applied
+        ]
+        script = SurgeonScript(x=-0.015, lift=0.015)
+        start = time.monotonic()
+        drawn: list = []
+
+        def frame() -> None:
+            now = time.monotonic()
+            position, jaw = script.pose(now - start)
+            thin.send_frame(lead.channels, now, {DEVICE_RIGHT: RigidPose(position, to_wire_quat(script.rotation), jaw)})
+            drawn.append(thin.render_state(now))
+
+        def predicting() -> bool:
+            return bool(thin.grasps) and any(
+                o.source is Source.PREDICTED for o in drawn[-1].objects.values() if o.kind is ObjectKind.PATCH
+            )
+
+        assert pump([lead], predicting, 15.0, frame), (thin.dropped, lead.messages["grasp"], server.log()[-2000:])
+        state = drawn[-1]
+        assert state.objects[instrument].source is Source.TRACKED
+        assert thin.clock.rtt is not None and thin.dropped["invalid"] == 0 and thin.dropped["kind"] == 0
+    finally:
+        lead.close()
