@@ -224,11 +224,24 @@ class Room:
         self.queue_effect("inject", p.identity.participant, complication)
         return None
 
-    def _do_annotate(self, p: Participant, position: object = None, text: object = "") -> Refusal | None:
+    def _do_annotate(
+        self, p: Participant, position: object = None, text: object = "", kind: object = "marker", direction=None
+    ) -> Refusal | None:
+        """A ``marker`` (kept: late joiners see it), a ``pointer`` (a ray from ``position`` along ``direction``,
+        shown now and not kept) or ``clear`` (all markers go). Everyone sees it as the ``annotate`` event."""
+        if kind == "clear":
+            self.annotations.clear()
+            return None
         point = _finite_vector(position, 3)
-        if point is None or not isinstance(text, str) or len(text) > 200:
+        if point is None or not isinstance(text, str) or len(text) > 200 or kind not in ("marker", "pointer"):
             self.counters["refused_bad_annotation"] += 1
-            return Refusal("an annotation needs a finite 3D position and at most 200 characters of text")
+            return Refusal("annotate a marker or pointer at a finite 3D position, with at most 200 characters")
+        if kind == "pointer":
+            ray = _finite_vector(direction, 3)
+            if ray is None or np.linalg.norm(ray) < 1e-9:
+                self.counters["refused_bad_annotation"] += 1
+                return Refusal("a pointer needs a finite, non-zero 3D direction")
+            return None
         self.annotations.append({"by": p.identity.participant, "position": point.tolist(), "text": text})
         return None
 
@@ -247,9 +260,14 @@ class Room:
         target.hands[str(hand)] = instrument
         return None
 
-    def _do_take_over_instrument(self, p: Participant, hand: object = "right") -> Refusal | None:
-        if hand not in HANDS or not self._specs:
-            return Refusal("take over a left or right instrument")
+    def _do_take_over_instrument(self, p: Participant, hand: object = "right", release: object = False):
+        """The mentor drives an instrument in their own hand (``release: true`` puts it down again)."""
+        if hand not in HANDS or not self._specs or not isinstance(release, bool):
+            return Refusal("take over a left or right instrument (release: true to give it back)")
+        if release:
+            p.hands.pop(str(hand), None)
+            self.inputs.pop((p.identity.participant, str(hand)), None)
+            return None
         p.hands[str(hand)] = next(iter(self._specs))
         return None
 

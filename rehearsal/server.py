@@ -549,7 +549,7 @@ class RehearsalServer:
     def _command_done(self, live: _LiveRoom, pid: int, action: Action, args: dict[str, Any]) -> None:
         room = live.room
         detail = {**plain(args), "state": room.state.value}
-        if action is Action.TAKE_OVER_INSTRUMENT or (action is Action.HOLD_RETRACTOR and not args.get("release")):
+        if action in (Action.TAKE_OVER_INSTRUMENT, Action.HOLD_RETRACTOR) and not args.get("release"):
             hand = str(args.get("hand", "right" if action is Action.TAKE_OVER_INSTRUMENT else "left"))
             detail["object"] = self._object_id(live, pid, hand)
         elif action is Action.HAND_INSTRUMENT:

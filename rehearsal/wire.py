@@ -18,7 +18,11 @@ client's (``netcode.thin_client.schema``: input, input_ack, grasp, release) + th
 Events: an accepted command is broadcast to the room with ``kind`` = the action (``pause``, ``resume``,
 ``reset``, ``end_room``, ``inject_complication``, ``annotate``, ``hand_instrument``,
 ``take_over_instrument``, ``hold_retractor``, ``remove_participant``) and its arguments plus the room
-``state`` in ``detail`` (and ``object``: the snapshot object id of an instrument it put in someone's hand);
+``state`` in ``detail`` (and ``object``: the snapshot object id of an instrument it put in someone's hand).
+Command arguments: ``annotate`` {kind: marker (kept, in ``welcome``) | pointer (with ``direction``, not
+kept) | clear, position: [x, y, z], text}; ``hand_instrument`` {to: participant, hand, kind};
+``take_over_instrument`` / ``hold_retractor`` {hand, release: bool}; ``inject_complication``
+{complication}; ``remove_participant`` {who};
 the room's own changes are ``started`` (lobby -> running), ``joined`` / ``left`` (detail: participant,
 role, name) and ``ended``; physics events are ``grasp``, ``release``, ``tear``, ``cut`` and ``burn``
 with the instrument's snapshot object id (instrument ids start at 32768, so they never equal a tissue

@@ -142,6 +142,22 @@ def test_a_mentor_who_takes_over_an_instrument_drives_it(scenario):
     assert room.command(mentor, "take_over_instrument", hand="left") is None
     assert room.instrument_input(mentor, "left", [0, 0.05, 0], DOWN, sample_time=1.0) is None
     assert room.instrument_input(mentor, "right", [0, 0.05, 0], DOWN, sample_time=1.0) is not None
+    assert len(room.control().instruments) == 1
+    assert room.command(mentor, "take_over_instrument", hand="left", release=True) is None
+    assert room.control().instruments == []
+    assert room.instrument_input(mentor, "left", [0, 0.05, 0], DOWN, sample_time=2.0) is not None
+
+
+def test_markers_stay_for_late_joiners_pointers_do_not_and_clear_removes_markers(scenario):
+    room, ids = _running(scenario)
+    mentor = ids[Role.MENTOR]
+    assert room.command(mentor, "annotate", position=[0, 0.02, 0], text="cut here") is None
+    assert room.command(mentor, "annotate", kind="pointer", position=[0, 0.1, 0], direction=[0, -1, 0]) is None
+    assert [a["text"] for a in room.annotations] == ["cut here"]
+    assert "direction" in room.command(mentor, "annotate", kind="pointer", position=[0, 0.1, 0]).reason
+    assert room.command(mentor, "annotate", kind="laser", position=[0, 0.1, 0]) is not None
+    assert room.command(mentor, "annotate", kind="clear") is None
+    assert list(room.annotations) == []
 
 
 def test_a_removed_participant_cannot_come_back(scenario):
