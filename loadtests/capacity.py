@@ -219,7 +219,8 @@ def _line(phase: dict[str, Any]) -> str:
     return (
         f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
         f"overruns={s.get('overrun_share')} substeps={s.get('substeps_min')}-{s.get('substeps_max')} "
-        f"cpu={s.get('server_cpu_percent')}% egress={s.get('egress_kbit_s')} kbit/s"
+        f"cpu={s.get('server_cpu_percent')}% other-cpu={s.get('other_cpu_percent')}% load={s.get('loadavg')} "
+        f"egress={s.get('egress_kbit_s')} kbit/s"
     )
 
 

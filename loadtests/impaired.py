@@ -26,6 +26,7 @@ import numpy as np
 from loadtests import plots
 from loadtests.relay import Impairment, Relay
 from loadtests.report import bots_of, run_folder, slim, write_json
+from loadtests.sampler import Sampler, window
 from loadtests.server import LoadServer, create_room, tick_summary
 from loadtests.swarm import launch, room_checks
 from loadtests.team import join_team
@@ -100,9 +101,11 @@ def run_impaired(
         "burst_seconds": burst_seconds,
     }
     relay = None
+    sampler = None
     workers = []
     try:
         udp, _ = server.wait_listening()
+        sampler = Sampler(server, every=1.0).start()
         relay = Relay(("127.0.0.1", udp), max_seconds=seconds + 120).start()
         room = create_room(server, scenario)
         via = []
@@ -113,14 +116,17 @@ def run_impaired(
         impaired_specs = [s for s, (_, _, imp) in zip(specs, TEAM, strict=True) if imp]
         direct_specs = [s for s, (_, _, imp) in zip(specs, TEAM, strict=True) if not imp]
         origin = time.monotonic()
-        for group in (impaired_specs, direct_specs):
-            workers.append(
-                launch(
-                    {"seconds": seconds, "bots": group, "connect_seconds": 15, "drain_seconds": 2.0}, folder / "workers"
-                )
-            )
-        # the burst: halfway through the active time (workers start driving once connected, ~1-3 s)
-        time.sleep(3.0 + seconds / 2)
+        start_at = origin + 6.0  # every worker connects, then starts its script at this moment
+        for group, drain in ((impaired_specs, 3.0), (direct_specs, 1.5)):
+            spec = {
+                "seconds": seconds,
+                "start_at": start_at,
+                "bots": group,
+                "connect_seconds": 5.5,
+                "drain_seconds": drain,
+            }
+            workers.append(launch(spec, folder / "workers"))
+        time.sleep(max(0.0, start_at + seconds / 2 - time.monotonic()))  # the burst: halfway through
         burst_end = 0.0
         for lane in relay.lanes:
             burst_end = relay.burst(lane, burst_seconds)
@@ -130,6 +136,7 @@ def run_impaired(
         bots = bots_of(results, origin)
         report["relay"] = relay.stats()
         report["ticks"] = tick_summary(server.ticks(), origin)
+        report["server"] = window(sampler.rows, origin, time.monotonic())
         report.update(_verdicts(bots, burst_start, burst_end, track_mm, gap_limit))
         report["worker_errors"] = [r.get("error") for r in results if r.get("error")]
         report["plots"] = [
@@ -145,6 +152,8 @@ def run_impaired(
             entry.pop("times", None)
             entry.pop("errors_mm", None)
     finally:
+        if sampler is not None:
+            sampler.stop()
         for w in workers:
             w.kill()
         if relay is not None:

@@ -9,7 +9,9 @@ checks that a series does not grow.
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,7 @@ class Sampler:
             "cpu_seconds": proc.cpu_seconds,
             "threads": proc.threads,
         }
+        row.update(machine())
         metrics = scrape(self.server.http_port)
         for key, (name, labels) in METRICS.items():
             row[key] = metric(metrics, name, labels)
@@ -70,6 +73,26 @@ class Sampler:
             if row is not None:
                 self.rows.append(row)
             self._stop.wait(self.every)
+
+
+def machine() -> dict[str, float]:
+    """The whole machine: busy and total CPU seconds (all cores, /proc/stat) and the 1-minute load average.
+
+    The runs share the machine with whatever else runs on it; ``window`` reports the CPU used by everything
+    but the server as ``other_cpu_percent`` (the swarm workers, and any foreign load) so results can be read."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    values = [int(v) for v in fields[:8]]
+    idle = values[3] + values[4]
+    return {
+        "machine_busy_seconds": (sum(values) - idle) / ticks,
+        "machine_seconds": sum(values) / ticks,
+        "loadavg": load,
+    }
 
 
 def window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
@@ -92,7 +115,21 @@ def window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
         "substeps_min": min(r["substeps_min"] for r in inside),
         "substeps_max": max(r["substeps_max"] for r in inside),
         "rss_mb": round(b["rss_bytes"] / 2**20, 1),
+        **_machine_window(a, b, dt),
         "fds": b["fds"],
+    }
+
+
+def _machine_window(a: dict[str, Any], b: dict[str, Any], dt: float) -> dict[str, Any]:
+    if "machine_busy_seconds" not in a or "machine_busy_seconds" not in b:
+        return {}
+    busy = 100 * (b["machine_busy_seconds"] - a["machine_busy_seconds"]) / dt
+    server = 100 * (b["cpu_seconds"] - a["cpu_seconds"]) / dt
+    return {
+        "machine_cpu_percent": round(busy, 1),
+        "other_cpu_percent": round(busy - server, 1),
+        "cores": os.cpu_count(),
+        "loadavg": b.get("loadavg"),
     }
 
 
