@@ -3,10 +3,11 @@
 One instrumented server (``loadtests.server.LoadServer``) on loopback. Phase after phase:
 
 1. **rooms**: add a room of the scenario (default ``block_5k``, 5,040 tets) with M participants and N
-   observers (default 4 + 4; one swarm worker process per room), let it settle, measure. Stop at the first
-   phase whose tick p99 is over budget (the knee) or at ``max_rooms``.
-2. **clients**: with the last room count that held (the extra room's bots stop and it ends), add
-   ``observer_step`` observers to every room per phase until tick p99 is over budget.
+   observers (default 4 + 4; one swarm worker process per room), let it settle, measure. The first phase
+   whose tick p99 is over budget is the knee; the ramp goes on (so the degradation and the required
+   ``required_rooms`` load are measured) until ``max_rooms`` or, past both, a p99 over ``stop_p99_ms``.
+2. **clients**: with the last room count that held (at least one; the other rooms' bots stop and those
+   rooms end), add ``observer_step`` observers to every room per phase until tick p99 is over budget.
 
 Tick time is the instrumented server's whole tick (queueing + physics step + publishing), exact
 quantiles over each phase's measuring window. Each phase also reports skipped ticks (overruns), the
@@ -65,6 +66,7 @@ def run_capacity(
     observer_step: int = 4,
     max_observer_steps: int = 4,
     required_rooms: int = 4,
+    stop_p99_ms: float = 50.0,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ramp (see the module doc); returns the report (also written to ``out``/capacity.json)."""
@@ -107,23 +109,25 @@ def run_capacity(
             phase = _measure(server, sampler, f"{k} rooms x {len(roles)}", k, len(roles), t0, time.monotonic())
             phases.append(phase)
             say(_line(phase))
-            if phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
+            if knee_rooms is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
                 knee_rooms = k
-                break
+            if knee_rooms is not None and k >= required_rooms and phase.get("p99_ms", 0) > stop_p99_ms:
+                break  # past the knee, the required load measured, and far over budget: enough
         held_rooms = (knee_rooms - 1) if knee_rooms else len(rooms)
+        ramp_rooms = max(held_rooms, 1)
 
         # 2. clients, at the last room count that held
         knee_clients = None
-        if held_rooms >= 1 and max_observer_steps > 0:
+        if max_observer_steps > 0:
             for room_number, _, stop in workers:
-                if room_number is not None and room_number >= held_rooms:
+                if room_number is not None and room_number >= ramp_rooms:
                     stop.touch()
-            if len(rooms) > held_rooms:
+            if len(rooms) > ramp_rooms:
                 _wait(EMPTY_ROOM_SECONDS + 4.0, lambda: True)
             clients = len(roles)
             for step in range(1, max_observer_steps + 1):
                 specs = []
-                for n in range(held_rooms):
+                for n in range(ramp_rooms):
                     specs += join_team(server, rooms[n], n, [("observer", "watch")] * observer_step, prefix=f"x{step}")
                 start_worker(specs, None, f"extra{step}")
                 clients += observer_step
@@ -131,12 +135,13 @@ def run_capacity(
                 t0 = time.monotonic()
                 _wait(phase_seconds - settle_seconds, lambda: True)
                 phase = _measure(
-                    server, sampler, f"{held_rooms} rooms x {clients}", held_rooms, clients, t0, time.monotonic()
+                    server, sampler, f"{ramp_rooms} rooms x {clients}", ramp_rooms, clients, t0, time.monotonic()
                 )
                 phases.append(phase)
                 say(_line(phase))
-                if phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
+                if knee_clients is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
                     knee_clients = clients
+                if knee_clients is not None and (held_rooms > 0 or phase.get("p99_ms", 0) > stop_p99_ms):
                     break
         for _, _, stop in workers:
             stop.touch()
@@ -160,8 +165,9 @@ def run_capacity(
                 "rooms": knee_rooms,
                 "clients_per_room_at_knee": len(roles) if knee_rooms else None,
                 "held_rooms": held_rooms,
+                "client_ramp_rooms": ramp_rooms,
                 "clients_per_room_knee": knee_clients,
-                "text": _knee_text(knee_rooms, held_rooms, knee_clients, len(roles), max_rooms),
+                "text": _knee_text(knee_rooms, held_rooms, ramp_rooms, knee_clients, len(roles), max_rooms),
             },
             required={
                 "rooms": required_rooms,
@@ -224,7 +230,9 @@ def _line(phase: dict[str, Any]) -> str:
     )
 
 
-def _knee_text(knee_rooms: int | None, held: int, knee_clients: int | None, clients: int, max_rooms: int) -> str:
+def _knee_text(
+    knee_rooms: int | None, held: int, ramp: int, knee_clients: int | None, clients: int, max_rooms: int
+) -> str:
     if knee_rooms is None:
         rooms = f"no knee up to {max_rooms} rooms x {clients} clients"
     elif knee_rooms == 1:
@@ -232,5 +240,5 @@ def _knee_text(knee_rooms: int | None, held: int, knee_clients: int | None, clie
     else:
         rooms = f"{held} rooms x {clients} clients hold; {knee_rooms} rooms pass the budget"
     if knee_clients is not None:
-        rooms += f"; at {held} rooms, {knee_clients} clients per room pass it"
+        rooms += f"; at {ramp} room(s), {knee_clients} clients per room pass it"
     return rooms
