@@ -18,6 +18,7 @@ CPU, egress, RTT p99 and downlink per role. The JSON is printed and written with
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from loadtests.report import bots_of, downlink_window, rtt_window, run_folder, s
 from loadtests.sampler import Sampler, window
 from loadtests.server import TICK_BUDGET, LoadServer, create_room, tick_summary
 from loadtests.swarm import Worker, launch, room_checks
-from loadtests.team import join_team, team_roles
+from loadtests.team import join_team, team_roles, watcher_roles
 
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 
@@ -86,7 +87,7 @@ def run_capacity(
     sampler = None
     try:
         server.wait_listening()
-        sampler = Sampler(server, every=1.0).start()
+        sampler = Sampler(server, every=1.0, swarm=lambda: [w.pid for _, w, _ in workers]).start()
         origin = time.monotonic()
         rooms: list[dict[str, Any]] = []
         roles = team_roles(participants, observers)
@@ -97,52 +98,63 @@ def run_capacity(
             spec = {"seconds": bound, "bots": specs, "stop_file": str(stop), "connect_seconds": 20}
             workers.append((room_number, launch(spec, folder / "workers"), stop))
 
-        # 1. rooms
-        for k in range(1, max_rooms + 1):
-            room = create_room(server, scenario)
-            rooms.append(room)
-            start_worker(join_team(server, room, k - 1, roles), k - 1, f"room{k - 1}")
-            if not _wait(settle_seconds, lambda: server.proc.poll() is None):
-                raise RuntimeError("the server exited")
-            t0 = time.monotonic()
-            _wait(phase_seconds - settle_seconds, lambda: True)
-            phase = _measure(server, sampler, f"{k} rooms x {len(roles)}", k, len(roles), t0, time.monotonic())
-            phases.append(phase)
-            say(_line(phase))
-            if knee_rooms is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
-                knee_rooms = k
-            if knee_rooms is not None and k >= required_rooms and phase.get("p99_ms", 0) > stop_p99_ms:
-                break  # past the knee, the required load measured, and far over budget: enough
-        held_rooms = (knee_rooms - 1) if knee_rooms else len(rooms)
-        ramp_rooms = max(held_rooms, 1)
-
-        # 2. clients, at the last room count that held
-        knee_clients = None
-        if max_observer_steps > 0:
-            for room_number, _, stop in workers:
-                if room_number is not None and room_number >= ramp_rooms:
-                    stop.touch()
-            if len(rooms) > ramp_rooms:
-                _wait(EMPTY_ROOM_SECONDS + 4.0, lambda: True)
-            clients = len(roles)
-            for step in range(1, max_observer_steps + 1):
-                specs = []
-                for n in range(ramp_rooms):
-                    specs += join_team(server, rooms[n], n, [("observer", "watch")] * observer_step, prefix=f"x{step}")
-                start_worker(specs, None, f"extra{step}")
-                clients += observer_step
-                _wait(settle_seconds, lambda: True)
+        held_rooms, ramp_rooms, knee_clients = 0, 1, None
+        invites_used: list[Counter] = []
+        try:
+            # 1. rooms
+            for k in range(1, max_rooms + 1):
+                room = create_room(server, scenario)
+                rooms.append(room)
+                start_worker(join_team(server, room, k - 1, roles), k - 1, f"room{k - 1}")
+                invites_used.append(Counter(role for role, _ in roles))
+                if not _wait(settle_seconds, lambda: server.proc.poll() is None):
+                    raise RuntimeError("the server exited")
                 t0 = time.monotonic()
                 _wait(phase_seconds - settle_seconds, lambda: True)
-                phase = _measure(
-                    server, sampler, f"{ramp_rooms} rooms x {clients}", ramp_rooms, clients, t0, time.monotonic()
-                )
+                phase = _measure(server, sampler, f"{k} rooms x {len(roles)}", k, len(roles), t0, time.monotonic())
                 phases.append(phase)
                 say(_line(phase))
-                if knee_clients is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
-                    knee_clients = clients
-                if knee_clients is not None and (held_rooms > 0 or phase.get("p99_ms", 0) > stop_p99_ms):
-                    break
+                if knee_rooms is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
+                    knee_rooms = k
+                if knee_rooms is not None and k >= required_rooms and phase.get("p99_ms", 0) > stop_p99_ms:
+                    break  # past the knee, the required load measured, and far over budget: enough
+            held_rooms = (knee_rooms - 1) if knee_rooms else len(rooms)
+            ramp_rooms = max(held_rooms, 1)
+            report["held_rooms"] = held_rooms
+
+            # 2. clients, at the last room count that held
+            if max_observer_steps > 0:
+                for room_number, _, stop in workers:
+                    if room_number is not None and room_number >= ramp_rooms:
+                        stop.touch()
+                if len(rooms) > ramp_rooms:
+                    _wait(EMPTY_ROOM_SECONDS + 4.0, lambda: True)
+                clients = len(roles)
+                for step in range(1, max_observer_steps + 1):
+                    specs = []
+                    for n in range(ramp_rooms):
+                        watchers = watcher_roles(invites_used[n], observer_step)
+                        specs += join_team(server, rooms[n], n, watchers, prefix=f"x{step}")
+                    start_worker(specs, None, f"extra{step}")
+                    clients += observer_step
+                    _wait(settle_seconds, lambda: True)
+                    t0 = time.monotonic()
+                    _wait(phase_seconds - settle_seconds, lambda: True)
+                    phase = _measure(
+                        server, sampler, f"{ramp_rooms} rooms x {clients}", ramp_rooms, clients, t0, time.monotonic()
+                    )
+                    phases.append(phase)
+                    say(_line(phase))
+                    if knee_clients is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
+                        knee_clients = clients
+                        report["knee_clients"] = clients
+                    if knee_clients is not None and (held_rooms > 0 or phase.get("p99_ms", 0) > stop_p99_ms):
+                        break
+        except RuntimeError as exc:  # e.g. a join refused: keep what was measured
+            report["error"] = str(exc)
+            say(f"capacity ramp stopped: {exc}")
+            held_rooms = report.get("held_rooms", (knee_rooms - 1) if knee_rooms else len(rooms))
+            knee_clients = report.get("knee_clients")
         for _, _, stop in workers:
             stop.touch()
         results = [w.result() for _, w, _ in workers]
@@ -225,7 +237,8 @@ def _line(phase: dict[str, Any]) -> str:
     return (
         f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
         f"overruns={s.get('overrun_share')} substeps={s.get('substeps_min')}-{s.get('substeps_max')} "
-        f"cpu={s.get('server_cpu_percent')}% other-cpu={s.get('other_cpu_percent')}% load={s.get('loadavg')} "
+        f"cpu={s.get('server_cpu_percent')}% swarm-cpu={s.get('swarm_cpu_percent')}% "
+        f"foreign-cpu={s.get('foreign_cpu_percent')}% load={s.get('loadavg')} "
         f"egress={s.get('egress_kbit_s')} kbit/s"
     )
 

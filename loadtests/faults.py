@@ -64,9 +64,10 @@ def run_faults(
     workers = []
     sampler = None
     flooder = None
+    flood_pids: list[int] = []
     try:
         udp, http = server.wait_listening()
-        sampler = Sampler(server, every=1.0).start()
+        sampler = Sampler(server, swarm=lambda: [w.pid for w in workers] + flood_pids, every=1.0).start()
         room = create_room(server, scenario)
         victim_spec = join_team(server, room, 0, [("lead_surgeon", "grasp")], prefix="victim-")
         victim_spec[0]["x"] = -0.012
@@ -96,6 +97,7 @@ def run_faults(
             stderr=subprocess.PIPE,
             text=True,
         )
+        flood_pids.append(flooder.pid)
         sent, _ = flooder.communicate(timeout=flood_seconds + 30)
         t_flood_end = time.monotonic()
         flood = tick_summary(server.ticks(), t_flood + 1.0, t_flood_end)

@@ -86,6 +86,7 @@ def run_impaired(
     burst_seconds: float = 0.25,
     track_mm: float = 5.0,
     gap_limit: float = 0.25,
+    join_seconds: float = 6.0,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the impaired team (see the module doc); returns the report with ``passed``."""
@@ -105,7 +106,7 @@ def run_impaired(
     workers = []
     try:
         udp, _ = server.wait_listening()
-        sampler = Sampler(server, every=1.0).start()
+        sampler = Sampler(server, swarm=lambda: [w.pid for w in workers], every=1.0).start()
         relay = Relay(("127.0.0.1", udp), max_seconds=seconds + 120).start()
         room = create_room(server, scenario)
         via = []
@@ -116,13 +117,13 @@ def run_impaired(
         impaired_specs = [s for s, (_, _, imp) in zip(specs, TEAM, strict=True) if imp]
         direct_specs = [s for s, (_, _, imp) in zip(specs, TEAM, strict=True) if not imp]
         origin = time.monotonic()
-        start_at = origin + 6.0  # every worker connects, then starts its script at this moment
+        start_at = origin + join_seconds  # every worker connects, then starts its script at this moment
         for group, drain in ((impaired_specs, 3.0), (direct_specs, 1.5)):
             spec = {
                 "seconds": seconds,
                 "start_at": start_at,
                 "bots": group,
-                "connect_seconds": 5.5,
+                "connect_seconds": join_seconds - 0.5,
                 "drain_seconds": drain,
             }
             workers.append(launch(spec, folder / "workers"))

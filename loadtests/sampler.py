@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,16 @@ METRICS = {
 class Sampler:
     """Samples the server process and its metrics every ``every`` seconds in a daemon thread."""
 
-    def __init__(self, server: LoadServer, every: float = 1.0, max_samples: int = 100_000) -> None:
+    def __init__(
+        self,
+        server: LoadServer,
+        every: float = 1.0,
+        max_samples: int = 100_000,
+        swarm: Callable[[], list[int]] | None = None,
+    ) -> None:
         self.server = server
+        self.swarm = swarm  # the pids of the run's own load generators (their CPU is reported apart)
+        self._swarm_cpu: dict[int, float] = {}
         self.every = every
         self.max_samples = max_samples
         self.rows: list[dict[str, Any]] = []
@@ -60,6 +69,12 @@ class Sampler:
             "threads": proc.threads,
         }
         row.update(machine())
+        if self.swarm is not None:
+            for pid in list(self.swarm())[:1000]:
+                sample = sample_process(pid)
+                if sample is not None:
+                    self._swarm_cpu[pid] = sample.cpu_seconds  # a finished worker keeps its last value
+            row["swarm_cpu_seconds"] = sum(self._swarm_cpu.values())
         metrics = scrape(self.server.http_port)
         for key, (name, labels) in METRICS.items():
             row[key] = metric(metrics, name, labels)

@@ -57,7 +57,7 @@ def run_soak(
     sampler = None
     try:
         server.wait_listening()
-        sampler = Sampler(server, every=sample_every).start()
+        sampler = Sampler(server, swarm=lambda: [w.pid for w in workers], every=sample_every).start()
         origin = time.monotonic()
         for n in range(rooms):
             room = create_room(server, scenario)

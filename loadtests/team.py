@@ -7,6 +7,7 @@ watch. ``join_team`` trades invites for connect tokens and returns the bot specs
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from loadtests.server import LoadServer, join
@@ -60,3 +61,18 @@ def join_team(
             spec["record"] = True
         specs.append(spec)
     return specs
+
+
+INVITE_USES = 16  # each role's invite code of a session admits this many people (rehearsal.join_service)
+WATCHING_ROLES = ("observer", "scrub_nurse", "mentor")
+
+
+def watcher_roles(used: Counter, n: int) -> list[tuple[str, str]]:
+    """``n`` more people who only watch, as observers while the observer invite lasts, then as scrub nurses
+    and mentors (same snapshots); ``used`` (role -> people joined) is updated. Fewer if invites run out."""
+    out: list[tuple[str, str]] = []
+    for role in WATCHING_ROLES:
+        while len(out) < n and used[role] < INVITE_USES:
+            used[role] += 1
+            out.append((role, "watch"))
+    return out

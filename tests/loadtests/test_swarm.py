@@ -88,7 +88,7 @@ def test_a_garbage_flood_from_one_address_is_dropped_and_counted(server):
 
 def test_an_impaired_team_keeps_its_events_and_the_impaired_view_recovers(tmp_path):
     bad = Impairment(latency=0.03, jitter=0.01, loss=0.05, reorder=0.02)
-    report = run_impaired(tmp_path, seconds=5.0, impairment=bad, say=lambda line: None)
+    report = run_impaired(tmp_path, seconds=4.0, impairment=bad, join_seconds=4.0, say=lambda line: None)
     assert report["server_exit"] == 0
     checks = report["checks"]
     assert checks["all_connected"] and checks["events_exactly_once_in_order"], report["events_per_bot"]
