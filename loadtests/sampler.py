@@ -140,12 +140,17 @@ def _machine_window(a: dict[str, Any], b: dict[str, Any], dt: float) -> dict[str
         return {}
     busy = 100 * (b["machine_busy_seconds"] - a["machine_busy_seconds"]) / dt
     server = 100 * (b["cpu_seconds"] - a["cpu_seconds"]) / dt
-    return {
+    out = {
         "machine_cpu_percent": round(busy, 1),
         "other_cpu_percent": round(busy - server, 1),
         "cores": os.cpu_count(),
         "loadavg": b.get("loadavg"),
     }
+    if "swarm_cpu_seconds" in a and "swarm_cpu_seconds" in b:
+        swarm = 100 * (b["swarm_cpu_seconds"] - a["swarm_cpu_seconds"]) / dt
+        out["swarm_cpu_percent"] = round(swarm, 1)
+        out["foreign_cpu_percent"] = round(busy - server - swarm, 1)  # neither the server nor this run's swarm
+    return out
 
 
 def flatness(t: list[float], values: list[float], skip_share: float = 0.2) -> dict[str, Any]:
