@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase-seconds", type=float, default=30.0, help="length of each phase (default 30)")
     p.add_argument("--observer-step", type=int, default=4, help="observers added per room per client phase")
     p.add_argument("--max-observer-steps", type=int, default=4, help="client phases at most (default 4)")
+    p.add_argument(
+        "--physics-threads",
+        type=int,
+        default=0,
+        help="experiment: numba threads per room step (1 = one thread per room); default: the server's own",
+    )
     p.add_argument("--out", type=Path, default=None, help=out_help)
 
     p = sub.add_parser("impaired", help="a team with one client under loss, a burst, 150+/-30 ms RTT, reordering")

@@ -68,6 +68,7 @@ def run_capacity(
     max_observer_steps: int = 4,
     required_rooms: int = 4,
     stop_p99_ms: float = 50.0,
+    physics_threads: int = 0,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ramp (see the module doc); returns the report (also written to ``out``/capacity.json)."""
@@ -75,7 +76,9 @@ def run_capacity(
     max_rooms = max(1, min(int(max_rooms), 32))
     phase_seconds = max(float(phase_seconds), settle_seconds + 2.0)
     bound = (max_rooms + max_observer_steps + 2) * (phase_seconds + 20) + 120
-    server = LoadServer(folder / "server", empty_room_seconds=EMPTY_ROOM_SECONDS, max_clients=256)
+    server = LoadServer(
+        folder / "server", empty_room_seconds=EMPTY_ROOM_SECONDS, max_clients=256, physics_threads=physics_threads
+    )
     workers: list[tuple[int | None, Worker, Path]] = []  # (room number or None for all rooms, worker, stop file)
     phases: list[dict[str, Any]] = []
     report: dict[str, Any] = {
@@ -83,6 +86,7 @@ def run_capacity(
         "folder": folder,
         "scenario": scenario,
         "budget_ms": 1000 * TICK_BUDGET,
+        "physics_threads": physics_threads or "server default (numba's, all cores per room)",
     }
     sampler = None
     try:

@@ -10,6 +10,9 @@ changing the server's code or API:
   That sum is observed into the ``rehearsal_tick_duration_seconds`` histogram (exported at /metrics) and
   appended, one record per room tick, to ``<data_dir>/ticks.f64`` (float64 triples: monotonic time, tick
   seconds, room number) so a run can take exact quantiles per phase.
+* **physics threads** (an experiment, off by default): ``physics_threads > 0`` makes each room's step use
+  that many numba threads (``numba.set_num_threads`` is per calling thread), e.g. 1 for the "one thread
+  per room, no prange" layout of DESIGN.md instead of every room launching a parallel team on all cores.
 * **scenarios**: ``*.toml`` files in ``scenario_dir`` are offered beside the packaged ones (the capacity
   run's ~5k-tet block lives in ``loadtests/scenarios``).
 """
@@ -26,10 +29,23 @@ TICK_FILE = "ticks.f64"
 FLUSH_SECONDS = 0.5
 
 
-def install(data_dir: Path, scenario_dir: Path | None = None) -> None:
+def install(data_dir: Path, scenario_dir: Path | None = None, physics_threads: int = 0) -> None:
     """Patch ``rehearsal.server`` (in this process only) as the module doc says."""
     import rehearsal.scenario as scenario_module
     import rehearsal.server as server_module
+
+    if physics_threads > 0:
+        import numba
+
+        import rehearsal.room as room_module
+
+        advance = room_module.Room.advance
+
+        def advance_with_threads(self: Any, *args: Any, **kwargs: Any) -> Any:
+            numba.set_num_threads(min(physics_threads, numba.config.NUMBA_NUM_THREADS))  # thread-local
+            return advance(self, *args, **kwargs)
+
+        room_module.Room.advance = advance_with_threads
 
     if scenario_dir is not None and Path(scenario_dir).is_dir():
         packaged = scenario_module.packaged_scenarios

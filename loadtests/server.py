@@ -36,7 +36,7 @@ LAUNCH = """
 import sys
 from pathlib import Path
 from loadtests.instrument import install
-install(Path(sys.argv[1]), Path(sys.argv[2]))
+install(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[5]))
 from rehearsal.server import serve
 from rehearsal.settings import load_settings
 sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0,
@@ -54,6 +54,7 @@ class LoadServer(ServerProcess):
         *,
         max_clients: int = 256,
         empty_room_seconds: float = 300.0,
+        physics_threads: int = 0,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
@@ -64,7 +65,16 @@ class LoadServer(ServerProcess):
         self.udp_port = 0
         self.http_port = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCH, str(data_dir), str(SCENARIO_DIR), str(max_clients), str(empty_room_seconds)],
+            [
+                sys.executable,
+                "-c",
+                LAUNCH,
+                str(data_dir),
+                str(SCENARIO_DIR),
+                str(max_clients),
+                str(empty_room_seconds),
+                str(int(physics_threads)),
+            ],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
