@@ -240,6 +240,7 @@ def _line(phase: dict[str, Any]) -> str:
     s = phase.get("server", {})
     return (
         f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
+        f"(step p99={phase.get('step_p99_ms')} publish p99={phase.get('publish_p99_ms')}) "
         f"overruns={s.get('overrun_share')} substeps={s.get('substeps_min')}-{s.get('substeps_max')} "
         f"cpu={s.get('server_cpu_percent')}% swarm-cpu={s.get('swarm_cpu_percent')}% "
         f"foreign-cpu={s.get('foreign_cpu_percent')}% load={s.get('loadavg')} "

@@ -8,8 +8,8 @@ changing the server's code or API:
   ``RehearsalServer`` times ``_on_report`` (publishing: events, snapshot encoding, sends) and adds it to the
   ticker's dispatch-to-report time (``last_step_seconds``: queueing + physics + hand-back to the reactor).
   That sum is observed into the ``rehearsal_tick_duration_seconds`` histogram (exported at /metrics) and
-  appended, one record per room tick, to ``<data_dir>/ticks.f64`` (float64 triples: monotonic time, tick
-  seconds, room number) so a run can take exact quantiles per phase.
+  appended, one record per room tick, to ``<data_dir>/ticks.f64`` (float64 quadruples: monotonic time, tick
+  seconds, room number, publishing seconds) so a run can take exact quantiles per phase.
 * **physics threads** (an experiment, off by default): ``physics_threads > 0`` makes each room's step use
   that many numba threads (``numba.set_num_threads`` is per calling thread), e.g. 1 for the "one thread
   per room, no prange" layout of DESIGN.md instead of every room launching a parallel team on all cores.
@@ -67,7 +67,7 @@ def install(data_dir: Path, scenario_dir: Path | None = None, physics_threads: i
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._tick_records: list[tuple[float, float, float]] = []
+            self._tick_records: list[tuple[float, float, float, float]] = []
             self._room_numbers: dict[str, int] = {}
             self._last_flush = time.monotonic()
 
@@ -79,11 +79,12 @@ def install(data_dir: Path, scenario_dir: Path | None = None, physics_threads: i
             live = self.rooms.get(room.session)
             if live is None:
                 return
-            tick = live.ticker.stats.last_step_seconds + (time.perf_counter() - started)
+            publish = time.perf_counter() - started
+            tick = live.ticker.stats.last_step_seconds + publish
             self.metrics.histograms.tick.observe(tick)
             number = self._room_numbers.setdefault(room.session, len(self._room_numbers))
             now = time.monotonic()
-            self._tick_records.append((now, tick, float(number)))
+            self._tick_records.append((now, tick, float(number), publish))
             if now - self._last_flush > FLUSH_SECONDS or len(self._tick_records) > 4096:
                 self.flush_ticks()
 
@@ -106,10 +107,11 @@ def install(data_dir: Path, scenario_dir: Path | None = None, physics_threads: i
 
 
 def read_ticks(data_dir: Path) -> np.ndarray:
-    """The tick records written so far: (n, 3) float64 (monotonic time, tick seconds, room number)."""
+    """The tick records written so far: (n, 4) float64 (monotonic time, tick seconds, room number, publishing
+    seconds; the rest of the tick is the step: queueing, physics, hand-back to the reactor)."""
     try:
         raw = (Path(data_dir) / TICK_FILE).read_bytes()
     except OSError:
-        return np.zeros((0, 3))
-    usable = len(raw) - len(raw) % 24
-    return np.frombuffer(raw[:usable], np.float64).reshape(-1, 3)
+        return np.zeros((0, 4))
+    usable = len(raw) - len(raw) % 32
+    return np.frombuffer(raw[:usable], np.float64).reshape(-1, 4)

@@ -217,4 +217,21 @@ def tick_summary(ticks: np.ndarray, t0: float = -np.inf, t1: float = np.inf, bud
         "max_ms": round(1000 * float(seconds.max()), 3),
         "over_budget_share": round(float(np.mean(seconds > budget)), 5),
         "rooms": int(np.unique(sel[:, 2]).size),
+        **_parts(sel),
+    }
+
+
+def _parts(sel: np.ndarray) -> dict[str, float]:
+    """p50/p99 of the tick's two parts: the step (dispatch to the worker thread until the report is back on
+    the reactor: queueing + physics + hand-back) and publishing (events, snapshot encoding, sends)."""
+    if sel.shape[1] < 4:
+        return {}
+    publish = sel[:, 3]
+    step = sel[:, 1] - publish
+    qs, qp = np.quantile(step, [0.5, 0.99]), np.quantile(publish, [0.5, 0.99])
+    return {
+        "step_p50_ms": round(1000 * float(qs[0]), 3),
+        "step_p99_ms": round(1000 * float(qs[1]), 3),
+        "publish_p50_ms": round(1000 * float(qp[0]), 3),
+        "publish_p99_ms": round(1000 * float(qp[1]), 3),
     }
