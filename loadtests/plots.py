@@ -115,7 +115,7 @@ def rtt(bots: list[dict[str, Any]], path: Path, title: str = "", marks: list[tup
     ax.set_xlabel("time since the run started (s)")
     ax.set_ylabel("RTT (ms)")
     ax.set_yscale("log")
-    if len(bots) <= 10:
+    if len(bots) <= 10 and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.set_title(title or "round-trip time")
     fig.tight_layout()
