@@ -1,9 +1,11 @@
 """A garbage flood from one address: ``python -m loadtests.flood HOST PORT SECONDS RATE SEED``.
 
 Sends ``RATE`` datagrams a second for ``SECONDS`` (both bounded) to a loopback server from one UDP socket,
-a seeded mix of: random bytes of random length (1-1,200), each netcode packet-type prefix followed by
-random bytes, and connection-request-sized datagrams (1,078 bytes, type 0) with a random token (the
-costliest for the server: it must try to decrypt the token). Prints one JSON line of what it sent.
+a seeded mix of: random bytes of random length (1-1,200) (30%), each netcode packet-type prefix followed by
+random bytes (30%), connection-request-sized datagrams (1,078 bytes, type 0) with random contents (10%),
+and **well-formed connection requests with a forged token** (30%: the version string, the server's
+protocol id, an expiry an hour ahead, a random nonce and 1,024 random bytes; the costliest for the
+server, which must try to decrypt each token). Prints one JSON line of what it sent.
 """
 
 from __future__ import annotations
@@ -11,21 +13,32 @@ from __future__ import annotations
 import json
 import random
 import socket
+import struct
 import sys
 import time
 
 from loadtests.relay import LOOPBACK
+from netcode.constants import CONNECT_TOKEN_NONCE_BYTES, CONNECT_TOKEN_PRIVATE_BYTES, VERSION_INFO
+from rehearsal.settings import PROTOCOL_ID
 
 REQUEST_BYTES = 1078
 
 
+def forged_request(rng: random.Random, protocol_id: int = PROTOCOL_ID) -> bytes:
+    """A connection request that passes every check but the private token's decryption."""
+    head = struct.pack("<QQ", protocol_id, int(time.time()) + 3600)
+    return b"\x00" + VERSION_INFO + head + rng.randbytes(CONNECT_TOKEN_NONCE_BYTES + CONNECT_TOKEN_PRIVATE_BYTES)
+
+
 def garbage(rng: random.Random) -> bytes:
     kind = rng.random()
-    if kind < 0.4:
+    if kind < 0.3:
         return rng.randbytes(rng.randint(1, 1200))
-    if kind < 0.8:
+    if kind < 0.6:
         return bytes([rng.randrange(0, 7) | (rng.randrange(0, 16) << 4)]) + rng.randbytes(rng.randint(0, 1199))
-    return b"\x00" + rng.randbytes(REQUEST_BYTES - 1)
+    if kind < 0.7:
+        return b"\x00" + rng.randbytes(REQUEST_BYTES - 1)
+    return forged_request(rng)
 
 
 def flood(host: str, port: int, seconds: float, rate: float, seed: int = 0) -> dict:
