@@ -1,0 +1,174 @@
+"""Periodic samples of the server under test: its process (/proc) and a few /metrics numbers.
+
+``Sampler(server, every=1.0).start()`` samples in a thread until ``stop()`` (or ``max_samples``); ``rows`` is
+a list of plain dicts (monotonic ``t``, ``rss_bytes``, ``fds``, ``cpu_seconds``, ``threads``, and the
+counters ``ticks``, ``overruns``, ``bytes_out``, ``bytes_in``, ``packets_in``, ``substeps_min``,
+``substeps_max``). ``window(rows, t0, t1)`` gives the deltas and rates between two times, ``flatness``
+checks that a series does not grow.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.server import LoadServer, metric, sample_process, scrape
+
+METRICS = {
+    "ticks": ("rehearsal_ticks_total", ""),
+    "overruns": ("rehearsal_tick_overruns_total", ""),
+    "bytes_out": ("rehearsal_bytes_total", 'direction="out"'),
+    "bytes_in": ("rehearsal_bytes_total", 'direction="in"'),
+    "packets_in": ("rehearsal_packets_total", 'direction="in"'),
+    "substeps_min": ("rehearsal_substeps", 'stat="min"'),
+    "substeps_max": ("rehearsal_substeps", 'stat="max"'),
+}
+
+
+class Sampler:
+    """Samples the server process and its metrics every ``every`` seconds in a daemon thread."""
+
+    def __init__(
+        self,
+        server: LoadServer,
+        every: float = 1.0,
+        max_samples: int = 100_000,
+        swarm: Callable[[], list[int]] | None = None,
+    ) -> None:
+        self.server = server
+        self.swarm = swarm  # the pids of the run's own load generators (their CPU is reported apart)
+        self._swarm_cpu: dict[int, float] = {}
+        self.every = every
+        self.max_samples = max_samples
+        self.rows: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def sample(self) -> dict[str, Any] | None:
+        proc = sample_process(self.server.pid)
+        if proc is None:
+            return None
+        row: dict[str, Any] = {
+            "t": proc.t,
+            "rss_bytes": proc.rss_bytes,
+            "fds": proc.fds,
+            "cpu_seconds": proc.cpu_seconds,
+            "threads": proc.threads,
+        }
+        row.update(machine())
+        if self.swarm is not None:
+            for pid in list(self.swarm())[:1000]:
+                sample = sample_process(pid)
+                if sample is not None:
+                    self._swarm_cpu[pid] = sample.cpu_seconds  # a finished worker keeps its last value
+            row["swarm_cpu_seconds"] = sum(self._swarm_cpu.values())
+        metrics = scrape(self.server.http_port)
+        for key, (name, labels) in METRICS.items():
+            row[key] = metric(metrics, name, labels)
+        return row
+
+    def _run(self) -> None:
+        for _ in range(self.max_samples):
+            if self._stop.is_set():
+                return
+            row = self.sample()
+            if row is not None:
+                self.rows.append(row)
+            self._stop.wait(self.every)
+
+
+def machine() -> dict[str, float]:
+    """The whole machine: busy and total CPU seconds (all cores, /proc/stat) and the 1-minute load average.
+
+    The runs share the machine with whatever else runs on it; ``window`` reports the CPU used by everything
+    but the server as ``other_cpu_percent`` (the swarm workers, and any foreign load) so results can be read."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    values = [int(v) for v in fields[:8]]
+    idle = values[3] + values[4]
+    return {
+        "machine_busy_seconds": (sum(values) - idle) / ticks,
+        "machine_seconds": sum(values) / ticks,
+        "loadavg": load,
+    }
+
+
+def window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
+    """Deltas and rates of the samples between t0 and t1 (the first and last sample inside)."""
+    inside = [r for r in rows if t0 <= r["t"] <= t1]
+    if len(inside) < 2:
+        return {}
+    a, b = inside[0], inside[-1]
+    dt = max(b["t"] - a["t"], 1e-6)
+    ticks = b["ticks"] - a["ticks"]
+    return {
+        "seconds": round(dt, 2),
+        "server_cpu_percent": round(100 * (b["cpu_seconds"] - a["cpu_seconds"]) / dt, 1),
+        "ticks": ticks,
+        "overruns": b["overruns"] - a["overruns"],
+        "overrun_share": round((b["overruns"] - a["overruns"]) / ticks, 5) if ticks else None,
+        "egress_kbit_s": round(8 * (b["bytes_out"] - a["bytes_out"]) / dt / 1000, 1),
+        "ingress_kbit_s": round(8 * (b["bytes_in"] - a["bytes_in"]) / dt / 1000, 1),
+        "packets_in_per_s": round((b["packets_in"] - a["packets_in"]) / dt, 1),
+        "substeps_min": min(r["substeps_min"] for r in inside),
+        "substeps_max": max(r["substeps_max"] for r in inside),
+        "rss_mb": round(b["rss_bytes"] / 2**20, 1),
+        **_machine_window(a, b, dt),
+        "fds": b["fds"],
+    }
+
+
+def _machine_window(a: dict[str, Any], b: dict[str, Any], dt: float) -> dict[str, Any]:
+    if "machine_busy_seconds" not in a or "machine_busy_seconds" not in b:
+        return {}
+    busy = 100 * (b["machine_busy_seconds"] - a["machine_busy_seconds"]) / dt
+    server = 100 * (b["cpu_seconds"] - a["cpu_seconds"]) / dt
+    out = {
+        "machine_cpu_percent": round(busy, 1),
+        "other_cpu_percent": round(busy - server, 1),
+        "cores": os.cpu_count(),
+        "loadavg": b.get("loadavg"),
+    }
+    if "swarm_cpu_seconds" in a and "swarm_cpu_seconds" in b:
+        swarm = 100 * (b["swarm_cpu_seconds"] - a["swarm_cpu_seconds"]) / dt
+        out["swarm_cpu_percent"] = round(swarm, 1)
+        out["foreign_cpu_percent"] = round(busy - server - swarm, 1)  # neither the server nor this run's swarm
+    return out
+
+
+def flatness(t: list[float], values: list[float], skip_share: float = 0.2) -> dict[str, Any]:
+    """Is a series flat after a warm-up (the first ``skip_share`` of it)? A least-squares slope per hour
+    and the growth between the second fifth and the last fifth of the samples."""
+    n = len(values)
+    if n < 10:
+        return {"samples": n, "flat": None}
+    start = int(n * skip_share)
+    tt, vv = np.asarray(t[start:], float), np.asarray(values[start:], float)
+    slope = float(np.polyfit(tt - tt[0], vv, 1)[0]) if np.ptp(tt) > 0 else 0.0
+    fifth = max(1, len(vv) // 5)
+    early, late = float(np.median(vv[:fifth])), float(np.median(vv[-fifth:]))
+    return {
+        "samples": n,
+        "early_median": early,
+        "late_median": late,
+        "growth": late - early,
+        "growth_share": (late - early) / early if early else None,
+        "slope_per_hour": slope * 3600,
+    }

@@ -1,0 +1,237 @@
+"""The server under test: a subprocess with load-test instrumentation, and what a run reads from it.
+
+* ``LoadServer``: ``rehearsal.server.serve`` in a subprocess (ports 0, loopback, data in a given folder) with
+  ``loadtests.instrument`` installed (whole-tick timing, the loadtests scenarios). It is a
+  ``rehearsal.bots.ServerProcess`` (same log reading, ``wait_listening``, ``credential``, ``stop``).
+* ``create_room`` / ``join``: the admin and join HTTP API (``rehearsal.bots.post``).
+* ``scrape`` / ``parse_metrics``: ``/metrics`` as ``{(name, labels): value}``.
+* ``ProcessSample`` / ``sample_process``: RSS, open file descriptors and CPU seconds from ``/proc``.
+* ``tick_summary``: quantiles of the tick records the instrumented server writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.instrument import read_ticks
+from rehearsal.bots import ROOT, ServerProcess, post
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+TICK_BUDGET = 1.0 / 60.0  # 16.7 ms
+LAUNCH = """
+import sys
+from pathlib import Path
+from loadtests.instrument import install
+install(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[5]))
+from rehearsal.server import serve
+from rehearsal.settings import load_settings
+sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0,
+                             max_clients=int(sys.argv[3]), empty_room_seconds=float(sys.argv[4]))))
+"""
+
+
+class LoadServer(ServerProcess):
+    """The instrumented server subprocess (see the module doc)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        echo: Callable[[str], None] | None = None,
+        *,
+        max_clients: int = 256,
+        empty_room_seconds: float = 300.0,
+        physics_threads: int = 0,
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+        if "NUMBA_CACHE_DIR" in os.environ:
+            env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
+        self.data_dir = data_dir
+        self.echo = echo
+        self.udp_port = 0
+        self.http_port = 0
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                LAUNCH,
+                str(data_dir),
+                str(SCENARIO_DIR),
+                str(max_clients),
+                str(empty_room_seconds),
+                str(int(physics_threads)),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ticks(self) -> np.ndarray:
+        return read_ticks(self.data_dir)
+
+
+def create_room(server: ServerProcess, scenario: str) -> dict[str, Any]:
+    """A new session (admin API); returns ``{"session", "scenario", "invites": {role: code}}``."""
+    status, body = post(server.http_port, "/api/sessions", {"scenario": scenario}, server.credential())
+    if status != 201:
+        raise RuntimeError(f"creating a {scenario} session failed: {status} {body}")
+    return body
+
+
+def join(server: ServerProcess, room: dict[str, Any], role: str, name: str) -> dict[str, Any]:
+    """A ticket for ``role`` (join API): ``token`` is base64 of the connect token."""
+    status, ticket = post(server.http_port, "/api/join", {"invite": room["invites"][role], "name": name})
+    if status != 200:
+        raise RuntimeError(f"joining {room['session']} as {role} failed: {status} {ticket}")
+    return ticket
+
+
+def token_bytes(ticket: dict[str, Any]) -> bytes:
+    return base64.b64decode(ticket["token"])
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def parse_metrics(text: str) -> dict[tuple[str, str], float]:
+    """Prometheus text exposition -> ``{(name, labels_text): value}``; malformed lines are skipped."""
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines()[:100_000]:
+        if not line or line.startswith("#"):
+            continue
+        try:
+            if "{" in line:
+                name, rest = line.split("{", 1)
+                labels, value = rest.rsplit("}", 1)
+            else:
+                name, value = line.split(None, 1)
+                labels = ""
+            out[(name.strip(), labels)] = float(value.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def scrape(port: int, timeout: float = 5.0) -> dict[tuple[str, str], float]:
+    """``GET /metrics`` parsed; ``{}`` if the server does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
+            return parse_metrics(response.read().decode("utf-8", "replace"))
+    except (OSError, urllib.error.URLError, ValueError):
+        return {}
+
+
+def metric(metrics: dict[tuple[str, str], float], name: str, labels: str = "") -> float:
+    return metrics.get((name, labels), 0.0)
+
+
+def histogram(metrics: dict[tuple[str, str], float], name: str) -> tuple[list[float], list[float], float]:
+    """(upper bounds, cumulative counts, count) of a label-less histogram."""
+    pairs = []
+    for (n, labels), value in metrics.items():
+        if n == f"{name}_bucket" and labels.startswith('le="'):
+            le = labels[4:].split('"', 1)[0]
+            pairs.append((float("inf") if le == "+Inf" else float(le), value))
+    pairs.sort()
+    return [p[0] for p in pairs], [p[1] for p in pairs], metrics.get((f"{name}_count", ""), 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- process
+
+
+@dataclass
+class ProcessSample:
+    t: float
+    rss_bytes: int
+    fds: int
+    cpu_seconds: float
+    threads: int
+
+
+def sample_process(pid: int) -> ProcessSample | None:
+    """RSS, open fds, CPU seconds (user + system) and threads of ``pid`` from /proc; None if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    rss = threads = 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return ProcessSample(time.monotonic(), rss, fds, cpu, threads)
+
+
+def samples_dict(samples: list[ProcessSample]) -> list[dict[str, float]]:
+    return [asdict(s) for s in samples]
+
+
+# ---------------------------------------------------------------------------------------------- ticks
+
+
+def tick_summary(ticks: np.ndarray, t0: float = -np.inf, t1: float = np.inf, budget: float = TICK_BUDGET) -> dict:
+    """Quantiles (ms) of the room ticks recorded in [t0, t1), and the share over ``budget``."""
+    if ticks.size == 0:
+        return {"ticks": 0}
+    sel = ticks[(ticks[:, 0] >= t0) & (ticks[:, 0] < t1)]
+    if sel.size == 0:
+        return {"ticks": 0}
+    seconds = sel[:, 1]
+    q = np.quantile(seconds, [0.5, 0.9, 0.99, 0.999])
+    return {
+        "ticks": int(seconds.size),
+        "p50_ms": round(1000 * float(q[0]), 3),
+        "p90_ms": round(1000 * float(q[1]), 3),
+        "p99_ms": round(1000 * float(q[2]), 3),
+        "p999_ms": round(1000 * float(q[3]), 3),
+        "max_ms": round(1000 * float(seconds.max()), 3),
+        "over_budget_share": round(float(np.mean(seconds > budget)), 5),
+        "rooms": int(np.unique(sel[:, 2]).size),
+        **_parts(sel),
+    }
+
+
+def _parts(sel: np.ndarray) -> dict[str, float]:
+    """p50/p99 of the tick's two parts: the step (dispatch to the worker thread until the report is back on
+    the reactor: queueing + physics + hand-back) and publishing (events, snapshot encoding, sends)."""
+    if sel.shape[1] < 4:
+        return {}
+    publish = sel[:, 3]
+    step = sel[:, 1] - publish
+    qs, qp = np.quantile(step, [0.5, 0.99]), np.quantile(publish, [0.5, 0.99])
+    return {
+        "step_p50_ms": round(1000 * float(qs[0]), 3),
+        "step_p99_ms": round(1000 * float(qs[1]), 3),
+        "publish_p50_ms": round(1000 * float(qp[0]), 3),
+        "publish_p99_ms": round(1000 * float(qp[1]), 3),
+    }
