@@ -86,7 +86,7 @@ def run_capacity(
         "folder": folder,
         "scenario": scenario,
         "budget_ms": 1000 * TICK_BUDGET,
-        "physics_threads": physics_threads or "server default (numba's, all cores per room)",
+        "physics_threads": physics_threads or "server default (settings.physics_threads, 1 per room)",
     }
     sampler = None
     try:

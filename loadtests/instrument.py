@@ -1,18 +1,14 @@
 """Load-test instrumentation installed into the server subprocess (never imported by the server itself).
 
 ``install(data_dir, scenario_dir)`` is called by the launcher script of ``loadtests.server`` before
-``rehearsal.server.serve`` runs. It does two things the shipped server does not (yet) do, without
-changing the server's code or API:
+``rehearsal.server.serve`` runs. It adds, in the server subprocess only and without changing the server's
+code or API:
 
-* **tick time**: the shipped server observes the physics step but never the whole tick. A subclass of
-  ``RehearsalServer`` times ``_on_report`` (publishing: events, snapshot encoding, sends) and adds it to the
-  ticker's dispatch-to-report time (``last_step_seconds``: queueing + physics + hand-back to the reactor).
-  That sum is observed into the ``rehearsal_tick_duration_seconds`` histogram (exported at /metrics) and
-  appended, one record per room tick, to ``<data_dir>/ticks.f64`` (float64 quadruples: monotonic time, tick
-  seconds, room number, publishing seconds) so a run can take exact quantiles per phase.
-* **physics threads** (an experiment, off by default): ``physics_threads > 0`` makes each room's step use
-  that many numba threads (``numba.set_num_threads`` is per calling thread), e.g. 1 for the "one thread
-  per room, no prange" layout of DESIGN.md instead of every room launching a parallel team on all cores.
+* **tick records**: the server observes whole ticks into ``rehearsal_tick_duration_seconds``; for exact
+  quantiles per phase, a subclass of ``RehearsalServer`` times ``_on_report`` (publishing: events, snapshot
+  encoding, sends), adds the ticker's ``last_handback_seconds`` (queueing + physics + hand-back to the
+  reactor) and appends one record per room tick to ``<data_dir>/ticks.f64`` (float64 quadruples: monotonic
+  time, tick seconds, room number, publishing seconds).
 * **scenarios**: ``*.toml`` files in ``scenario_dir`` are offered beside the packaged ones (the capacity
   run's ~5k-tet block lives in ``loadtests/scenarios``).
 """
@@ -29,23 +25,10 @@ TICK_FILE = "ticks.f64"
 FLUSH_SECONDS = 0.5
 
 
-def install(data_dir: Path, scenario_dir: Path | None = None, physics_threads: int = 0) -> None:
+def install(data_dir: Path, scenario_dir: Path | None = None) -> None:
     """Patch ``rehearsal.server`` (in this process only) as the module doc says."""
     import rehearsal.scenario as scenario_module
     import rehearsal.server as server_module
-
-    if physics_threads > 0:
-        import numba
-
-        import rehearsal.room as room_module
-
-        advance = room_module.Room.advance
-
-        def advance_with_threads(self: Any, *args: Any, **kwargs: Any) -> Any:
-            numba.set_num_threads(min(physics_threads, numba.config.NUMBA_NUM_THREADS))  # thread-local
-            return advance(self, *args, **kwargs)
-
-        room_module.Room.advance = advance_with_threads
 
     if scenario_dir is not None and Path(scenario_dir).is_dir():
         packaged = scenario_module.packaged_scenarios
@@ -80,8 +63,7 @@ def install(data_dir: Path, scenario_dir: Path | None = None, physics_threads: i
             if live is None:
                 return
             publish = time.perf_counter() - started
-            tick = live.ticker.stats.last_step_seconds + publish
-            self.metrics.histograms.tick.observe(tick)
+            tick = live.ticker.stats.last_handback_seconds + publish
             number = self._room_numbers.setdefault(room.session, len(self._room_numbers))
             now = time.monotonic()
             self._tick_records.append((now, tick, float(number), publish))

@@ -36,11 +36,13 @@ LAUNCH = """
 import sys
 from pathlib import Path
 from loadtests.instrument import install
-install(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[5]))
+install(Path(sys.argv[1]), Path(sys.argv[2]))
 from rehearsal.server import serve
 from rehearsal.settings import load_settings
+threads = int(sys.argv[5]) or None  # 0: the server's default
 sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0,
-                             max_clients=int(sys.argv[3]), empty_room_seconds=float(sys.argv[4]))))
+                             max_clients=int(sys.argv[3]), empty_room_seconds=float(sys.argv[4]),
+                             physics_threads=threads, drain_seconds=5.0)))
 """
 
 
@@ -62,6 +64,7 @@ class LoadServer(ServerProcess):
             env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
         self.data_dir = data_dir
         self.echo = echo
+        self.drain_seconds = 5.0  # as LAUNCH sets it: stop() waits this long (+15 s) for the drain
         self.udp_port = 0
         self.http_port = 0
         self.proc = subprocess.Popen(

@@ -73,12 +73,14 @@ class SubstepGovernor:
 @dataclass
 class TickStats:
     """Counts and recent durations. A tick's duration runs from handing the step to the room's thread
-    until ``on_report`` (publishing) returned on the reactor thread; a step's is the part up to the report."""
+    until ``on_report`` (publishing) returned on the reactor thread; a step's is the time ``Room.advance``
+    took on the room's thread."""
 
     ticks: int = 0
     steps: int = 0
     overruns: int = 0
     last_step_seconds: float = 0.0
+    last_handback_seconds: float = 0.0  # from handing the step to the room's thread until the reactor has it back
     step_seconds: deque = field(default_factory=lambda: deque(maxlen=600))  # the last 10 s at 60 Hz
     step_seconds_sum: float = 0.0  # over every step since the start
     timed_ticks: int = 0  # ticks that ran a step (and so have a duration)
@@ -149,16 +151,21 @@ class RoomTicker:
         d.addCallback(self._done, started)
         d.addErrback(self._failed)
 
-    def _advance(self, dt: float, substeps: int, control) -> StepReport | None:
-        """On the room's thread: the first call sets how many threads its physics uses."""
+    def _advance(self, dt: float, substeps: int, control) -> tuple[StepReport | None, float]:
+        """On the room's thread: the step and how long it took there (not counting the wait for the
+        reactor to take the result back: the governor must judge physics, not a busy network thread).
+        The first call sets how many threads its physics uses."""
         if not self._threads_set:
             solver_threads(self.physics_threads)
             self._threads_set = True
-        return self.room.advance(dt, substeps, control)
+        began = self.clock()
+        report = self.room.advance(dt, substeps, control)
+        return report, self.clock() - began
 
-    def _done(self, report: StepReport | None, started: float) -> None:
+    def _done(self, result: tuple[StepReport | None, float], started: float) -> None:
         self._busy = False
-        elapsed = self.clock() - started
+        report, elapsed = result
+        self.stats.last_handback_seconds = self.clock() - started
         if report is not None:
             self.stats.steps += 1
             self.stats.last_step_seconds = elapsed

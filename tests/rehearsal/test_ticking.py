@@ -133,11 +133,20 @@ reactor.run()
     assert result["threads"] == ["PoolThread-room-s-0"] and result["report_threads"] == ["MainThread"]
 
 
-def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(room):
+def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(room, monkeypatch):
+    """A tick: waiting for the room's thread (1 ms), the step there (4 ms), publishing (2 ms); the step
+    time the governor judges is the 4 ms alone."""
     clock, observed, now = Clock(), [], [0.0]
+    advance = room.advance
+
+    def timed_advance(*args):
+        now[0] += 0.004
+        return advance(*args)
+
+    monkeypatch.setattr(room, "advance", timed_advance)
 
     def run_now(fn, *args):
-        now[0] += 0.004  # the step
+        now[0] += 0.001  # queued behind other work
         return defer.succeed(fn(*args))
 
     def publish(r, report):
@@ -151,6 +160,6 @@ def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(roo
         clock.advance(TICK)
     ticker.stop()
     stats = ticker.stats
-    assert stats.timed_ticks == 3 and observed == pytest.approx([0.006] * 3)
+    assert stats.timed_ticks == 3 and observed == pytest.approx([0.007] * 3)
     assert list(stats.step_seconds) == pytest.approx([0.004] * 3) and stats.step_seconds_sum == pytest.approx(0.012)
-    assert stats.last_tick_seconds == pytest.approx(0.006) and stats.tick_seconds_sum == pytest.approx(0.018)
+    assert stats.last_tick_seconds == pytest.approx(0.007) and stats.tick_seconds_sum == pytest.approx(0.021)
