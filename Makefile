@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 KERNEL_HASH := $(shell cat physics/*.py | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
-.PHONY: demo physics-demo test lint bench bench-net clean
+.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response clean \
+	load-capacity load-impaired load-soak load-faults
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,21 @@ bench: $(STAMP)
 
 bench-net: $(STAMP)
 	$(PY) -m netcode.bench $(ARGS)
+
+bench-snapshot: $(STAMP)
+	$(PY) -m netcode.snapshot_bench $(ARGS)
+
+bench-response: $(STAMP)
+	$(PY) -m rehearsal.response_bench $(ARGS)
+
+# Load and fault runs (loadtests/README.md): the server in a subprocess and swarms of headsets on loopback.
+LOAD_STAMP := $(VENV)/.installed-load
+$(LOAD_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,load]'
+	touch $(LOAD_STAMP)
+
+load-capacity load-impaired load-soak load-faults: $(LOAD_STAMP)
+	$(PY) -m loadtests $(@:load-%=%) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .numba_cache .pytest_cache
