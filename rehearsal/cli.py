@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     invite = sub.add_parser("invite", help="create a session on a running server and print its invites")
     _settings_flags(invite)
     invite.add_argument("--scenario", required=True)
+    invite.add_argument("--uses", type=int, default=16, help="people who may join with each role's code (1..1000)")
     token = sub.add_parser("token", help="mint a connect token from this data directory's key")
     _settings_flags(token)
     token.add_argument("--session", required=True)
@@ -122,7 +123,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
     host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
     request = urllib.request.Request(
         f"http://{host}:{settings.http_port}/api/sessions",
-        data=json.dumps({"scenario": args.scenario}).encode(),
+        data=json.dumps({"scenario": args.scenario, "invite_uses": args.uses}).encode(),
         headers={"Authorization": f"Bearer {credential}", "Content-Type": "application/json"},
         method="POST",
     )

@@ -1,7 +1,8 @@
 """The join HTTP API (twisted.web): admins create sessions, participants trade invites for tokens.
 
-    POST /api/sessions   {"scenario": "basic_skills"}         admin (Authorization: Bearer <credential>)
-                         -> {"session", "scenario", "invites": {role: code}}
+    POST /api/sessions   {"scenario": "basic_skills", "invite_uses": 16 (optional, 1..1000: people per role)}
+                         admin (Authorization: Bearer <credential>)
+                         -> {"session", "scenario", "invite_uses", "invites": {role: code}}
     POST /api/join       {"invite": code, "name": "Dr. Ada"}  -> a ticket
     POST /api/rejoin     {"rejoin_code": code}                -> a fresh ticket for the same participant
                                                                  (a connection they still hold is closed)
@@ -28,6 +29,8 @@ from rehearsal.invites import InviteError
 from rehearsal.join_service import JoinService, Ticket
 
 MAX_BODY_BYTES = 4096
+DEFAULT_INVITE_USES = 16  # people who may join with each role's invite (a class of observers: ask for more)
+MAX_INVITE_USES = 1000
 
 
 class AdminCheck(Protocol):
@@ -149,12 +152,20 @@ class SessionsResource(_JsonPost):
         scenario = body.get("scenario")
         if not isinstance(scenario, str):
             raise _RequestError(400, 'give {"scenario": "<name>"}')
+        uses = body.get("invite_uses", DEFAULT_INVITE_USES)
+        if not (isinstance(uses, int) and not isinstance(uses, bool) and 1 <= uses <= MAX_INVITE_USES):
+            raise _RequestError(400, f"invite_uses must be an integer in [1, {MAX_INVITE_USES}]")
         try:
             session = self.create_session(scenario)
         except ValueError as exc:
             raise _RequestError(400, str(exc)) from None
-        invites = self.service.invite_team(session)
-        return 201, {"session": session, "scenario": scenario, "invites": {r.value: c for r, c in invites.items()}}
+        invites = self.service.invite_team(session, uses=uses)
+        return 201, {
+            "session": session,
+            "scenario": scenario,
+            "invite_uses": uses,
+            "invites": {r.value: c for r, c in invites.items()},
+        }
 
 
 def api_root(

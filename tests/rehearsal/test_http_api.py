@@ -55,6 +55,17 @@ def test_admin_creates_a_session_and_a_surgeon_joins():
     assert status == 200 and again["participant"] == ticket["participant"]
 
 
+def test_an_admin_sizes_the_invites_for_a_class_of_observers():
+    root = _app()
+    status, created = _post(root, "api/sessions", {"scenario": "basic_skills", "invite_uses": 2}, f"Bearer {ADMIN}")
+    assert status == 201 and created["invite_uses"] == 2
+    code = created["invites"]["observer"]
+    assert [_post(root, "api/join", {"invite": code, "name": f"S{k}"})[0] for k in range(3)] == [200, 200, 403]
+    for bad in (0, 1001, "5", True, 2.5):
+        status, body = _post(root, "api/sessions", {"scenario": "basic_skills", "invite_uses": bad}, f"Bearer {ADMIN}")
+        assert status == 400 and "invite_uses" in body["error"], bad
+
+
 def test_bad_requests_get_clear_errors():
     root = _app()
     assert _post(root, "api/join", {"invite": "nope", "name": "x"}) == (
