@@ -108,7 +108,7 @@ def test_loopback_handshake_payloads_and_disconnect(host: str) -> None:
 def test_twisted_server_in_a_subprocess() -> None:
     """The twisted shell serves a socket-driven ClientCore (echo) and its own twisted ClientProtocol."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "127.0.0.1", f"{PROTOCOL_ID:x}", PRIVATE_KEY.hex(), "10"],
+        [sys.executable, str(SCRIPT), "127.0.0.1", f"{PROTOCOL_ID:x}", PRIVATE_KEY.hex(), "30"],
         cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         stdin=subprocess.PIPE,
@@ -137,7 +137,7 @@ def test_twisted_server_in_a_subprocess() -> None:
             assert received == [b"echo:hello"]
             sock.sendto(b"garbage", (str(server_address.ip), server_address.port))
             client.disconnect(time.monotonic())
-        out, err = proc.communicate(timeout=10)  # closes stdin: the server prints its stats and exits
+        out, err = proc.communicate(timeout=40)  # closes stdin: the server prints its stats and exits
     finally:
         if proc.poll() is None:
             proc.kill()
