@@ -6,7 +6,7 @@ snapshot header and the byte-level pieces of a rigid record. It holds no per-cli
 
 A snapshot is::
 
-    u8  version            SNAPSHOT_VERSION (2)
+    u8  version            SNAPSHOT_VERSION (3)
     u32 sequence           the server frame it describes; acks name it
     f64 server_time        seconds, the server clock of that frame
     u32 epoch              topology epoch the patch ids refer to
@@ -34,7 +34,7 @@ from netcode.quantize import (
     rotation_code_bytes,
 )
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 HEADER = struct.Struct("<BIdIH")
 HEADER_SIZE = HEADER.size  # 19
 MAX_SNAPSHOT_BYTES = 256 * 1024 - 64

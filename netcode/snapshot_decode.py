@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
-from netcode.patches import PatchLayout
+from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
     HEADER_SIZE,
@@ -42,6 +42,8 @@ from netcode.snapshot import (
 )
 from netcode.snapshot_messages import TopologyUpdate, decode_message
 
+_CARRIED_BASE = -1
+"""Baseline sequence recorded for a carried entry: not full, and it prunes no older version."""
 DEFAULT_MAX_VERSIONS = 32
 DEFAULT_MAX_HELD = 8
 ACK_BITS = 32
@@ -52,15 +54,22 @@ PATCH_ERRORS = {
     -11: "the first patch entry has no age to repeat",
     -12: "baseline age reaches before sequence 0",
     -13: "patch record padding bits are not zero",
+    -14: "carried baseline, but this epoch has none (it was not entered by a cut the decoder saw)",
 }
+CARRIED = 1
+"""Age code of a patch entry whose baseline is carried over from the previous epoch (SNAPSHOT.md 2.2)."""
 
 
 @numba.njit(cache=True, nogil=True)
-def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, rows):
+def parse_patch_entries(
+    buf, pos, end, count, seq, offsets, ids, ages, starts, rows, has_carry, carry_off, carry_ages, carry_starts
+):
     """Parse ``count`` patch entries (SNAPSHOT.md 2.2) from byte ``pos`` of ``buf[:end]``: entry e's id and
-    age into ``ids[e]``/``ages[e]``, its block (the deltas or full coordinates) into
-    ``rows[starts[e]:starts[e + 1]]``. Returns (status, position after the record, failing entry):
-    status 0, or a negative code of ``BLOCK_ERRORS`` / ``PATCH_ERRORS``."""
+    age code into ``ids[e]``/``ages[e]``, its block (the deltas or full coordinates) into
+    ``rows[starts[e]:starts[e + 1]]``; a carried entry's source ages (``carry_off[id + 1] - carry_off[id]``
+    of them, allowed only if ``has_carry``) into ``carry_ages`` from ``carry_starts[e]``. Returns (status,
+    position after the record, failing entry): status 0, or a negative code of ``BLOCK_ERRORS`` /
+    ``PATCH_ERRORS``."""
     bit = pos * 8
     end_bit = end * 8
     n_p = len(offsets) - 1
@@ -69,6 +78,7 @@ def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, r
     oid = -1
     age = -1
     starts[0] = 0
+    cpos = 0
     for e in range(count):
         gap, bit = get_eg(buf, bit, end_bit, 0)
         if gap < 0:
@@ -86,8 +96,20 @@ def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, r
             age, bit = get_eg(buf, bit, end_bit, 0)
             if age < 0:
                 return age, 0, e
-            if age > seq:
+            if age - 1 > seq:
                 return -12, 0, e
+        carry_starts[e] = cpos
+        if age == 1:
+            if not has_carry:
+                return -14, 0, e
+            for _ in range(carry_off[oid], carry_off[oid + 1]):
+                a, bit = get_eg(buf, bit, end_bit, 0)
+                if a < 0:
+                    return a, 0, e
+                if a > seq:
+                    return -12, 0, e
+                carry_ages[cpos] = a
+                cpos += 1
         size = offsets[oid + 1] - offsets[oid]
         s = starts[e]
         bit = block_get(buf, bit, end_bit, rows[s : s + size], header)
@@ -166,6 +188,7 @@ class SnapshotDecoder:
         self._applied: list[int] = []  # recent applied sequences, newest last
         self._rigid_versions: dict[int, dict[int, _RigidVersion]] = {}
         self._rigid_latest: dict[int, int] = {}
+        self._carry: tuple[CarryMap, list[dict[int, np.ndarray]]] | None = None  # previous epoch, after a cut
         self._reset_surface()
 
     # -------------------------------------------------------------- state views
@@ -230,6 +253,13 @@ class SnapshotDecoder:
             raise SnapshotError(f"topology epoch {update.epoch} is older than the current epoch {self.epoch}")
         if self.epoch is not None and update.epoch == self.epoch and update.cause != "full":
             raise SnapshotError(f"topology epoch {update.epoch} was already applied")
+        carry = (
+            self.layout is not None
+            and self.epoch is not None
+            and update.epoch == self.epoch + 1
+            and update.cause != "full"
+        )
+        self._carry = (carry_map(self.layout, update.layout), self._patch_versions) if carry else None
         self.epoch = update.epoch
         self.layout = update.layout
         self.topology = update
@@ -365,8 +395,25 @@ class SnapshotDecoder:
         ages = np.empty(count, np.int64)
         starts = np.empty(count + 1, np.int64)
         rows = np.empty((n, 3), np.int64)
+        carry = self._carry
+        carry_off = np.zeros(self.layout.patch_count + 1, np.int64) if carry is None else carry[0].offsets
+        carry_ages = np.empty(max(1, int(carry_off[-1])), np.int64)
+        carry_starts = np.empty(count, np.int64)
         status, at, entry = parse_patch_entries(
-            buf, pos + 2, end, count, seq, self.layout.offsets, ids, ages, starts, rows
+            buf,
+            pos + 2,
+            end,
+            count,
+            seq,
+            self.layout.offsets,
+            ids,
+            ages,
+            starts,
+            rows,
+            carry is not None,
+            carry_off,
+            carry_ages,
+            carry_starts,
         )
         if status < 0:
             where = f"record {r}, patch entry {entry} of {count}"
@@ -377,7 +424,13 @@ class SnapshotDecoder:
             if oid in patches:
                 raise SnapshotError(f"record {r}: patch {oid} appears twice")
             d = rows[starts[e] : starts[e + 1]]
-            base_seq = seq - int(ages[e]) if ages[e] else None
+            code = int(ages[e])
+            if code == CARRIED:
+                assert carry is not None
+                d += self._carried_baseline(oid, seq, carry_ages[carry_starts[e] :], r)
+                patches[oid] = (_CARRIED_BASE, d)
+                continue
+            base_seq = seq - (code - 1) if code else None
             if base_seq is not None:
                 base = self._patch_versions[oid].get(base_seq)
                 if base is None:
@@ -388,6 +441,27 @@ class SnapshotDecoder:
         if len(rows) and np.abs(rows).max() > INT32_LIMIT:
             raise SnapshotError(f"record {r}: patch grid coordinates out of the int32 range")
         return at
+
+    def _carried_baseline(self, pid: int, seq: int, ages: np.ndarray, r: int) -> np.ndarray:
+        """The baseline of a carried entry of new patch ``pid``: each vertex's value in the previous epoch's
+        version (of age ``ages[j]``, 0 = none: zeros) of its source patch ``j``."""
+        assert self._carry is not None and self.layout is not None
+        cmap, old_versions = self._carry
+        sl = self.layout.patch(pid)
+        old_patch, old_index = cmap.old_patch[sl], cmap.old_index[sl]
+        base = np.zeros((sl.stop - sl.start, 3), np.int64)
+        lo = int(cmap.offsets[pid])
+        for j, k in enumerate(cmap.sources[lo : int(cmap.offsets[pid + 1])].tolist()):
+            age = int(ages[j])
+            if age == 0:
+                continue
+            version = old_versions[k].get(seq - age)
+            if version is None:
+                self.missing_baselines += 1
+                raise SnapshotError(f"record {r}: patch {pid} carried baseline {seq - age} of old patch {k} not held")
+            mask = old_patch == k
+            base[mask] = version[old_index[mask]]
+        return base
 
     def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list[DecodedObject]:
         assert self.layout is not None and self.config is not None

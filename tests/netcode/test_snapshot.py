@@ -266,8 +266,11 @@ def test_epoch_change_across_a_cut():
     applied = dec.on_message(topo)
     assert dec.epoch == 2 and len(applied) == 1
     snap = applied[0]
-    assert all(o.full for o in snap.objects)  # old baselines are invalid
-    assert {o.id for o in snap.objects if o.kind == "patch"} == set(range(layout.patch_count))
+    patches = [o for o in snap.objects if o.kind == "patch"]
+    assert {o.id for o in patches} == set(range(layout.patch_count))
+    # the surviving vertices' acked versions are carried over the cut: deltas, not full records
+    assert not any(o.full for o in patches)
+    assert all(o.full for o in snap.objects if o.kind != "patch")
     server.on_ack(0, snap.sequence)
     assert_exact(dec, server, 0)
     shown, received = dec.surface()
@@ -279,6 +282,88 @@ def test_epoch_change_across_a_cut():
         dec.apply_topology(TopologyUpdate(1, "cut", None, scene.layout))
     server.on_ack(0, 5)  # a late ack of the old epoch is ignored
     assert server.clients[0].acked_seq.max() == snap.sequence
+
+
+def test_baselines_carried_over_cuts_under_loss_and_late_topology():
+    """Two cuts while the surface moves, snapshots are lost, acks come late and the topology message
+    arrives after snapshots of the new epoch: the surviving vertices' acked versions serve as baselines
+    (carried entries), every patch the client applies is exactly what the server sent, nothing is
+    rejected; a topology change with cause "full" (a reset) sends full records again."""
+    rng = np.random.default_rng(11)
+    scene = Scene(seed=11)
+    server = SnapshotServer(scene.layout)
+    dec = connect(server, 0, resend_after=4)
+    acks, topo_due, held = [], [], []
+    layout = scene.layout
+    alive = layout.vertex_ids
+    carried = full = 0
+    for f in range(90):
+        if f in (30, 55):
+            drop = alive[alive % 11 == f % 11]
+            alive = np.setdiff1d(alive, drop)
+            layout = make_patches(alive, scene.rest[alive], 30 + f // 10)
+            topo_due.append((f + 2, server.change_topology(layout, removed_vertices=drop)))
+        pos = scene.surface(f, move=f < 70)
+        by_id = dict(zip(scene.layout.vertex_ids.tolist(), pos, strict=True))
+        server.begin_frame(f / 60, np.array([by_id[v] for v in layout.vertex_ids.tolist()]), scene.rigid(f))
+        data = server.encode(0)
+        for _due, seq in [a for a in acks if a[0] <= f]:
+            server.on_ack(0, seq)
+        acks = [a for a in acks if a[0] > f]
+        snaps = []
+        for _due, msg in [t for t in topo_due if t[0] <= f]:
+            snaps += dec.on_message(msg)
+        topo_due = [t for t in topo_due if t[0] > f]
+        if rng.random() >= 0.25:
+            try:
+                snaps.append(dec.decode(data))
+            except EpochMismatchError as exc:
+                assert exc.held
+                held.append(f)
+        for snap in snaps:
+            acks.append((f + 3, snap.sequence))
+            patches = [o for o in snap.objects if o.kind == "patch"]
+            if snap.sequence == server.sequence:  # the newest: what the client shows is what was sent
+                assert_exact(dec, server, 0, [o.id for o in patches])
+            if snap.epoch > 1:
+                carried += sum(not o.full for o in patches)
+                full += sum(o.full for o in patches)
+    assert held and dec.missing_baselines == 0 and dec.rejected == 0
+    assert carried > 2 * full  # after a cut, deltas (carried, then acked) rather than full records
+    for _due, seq in acks:
+        server.on_ack(0, seq)
+    for f in range(90, 100):  # quiet, no loss: the acked versions are what the client shows, within the bound
+        server.begin_frame(f / 60, server.frame.positions, scene.rigid(f))
+        server.on_ack(0, dec.decode(server.encode(0)).sequence)
+    assert np.array_equal(dec.surface_grid(), server.clients[0].acked_q)
+    assert np.abs(dec.surface()[0] - server.frame.positions).max() <= E
+    # a reset (cause "full"): no carried baselines, full records
+    dec.on_message(server.change_topology(layout, cause="full"))
+    server.begin_frame(2.0, server.frame.positions, scene.rigid(100))
+    snap = dec.decode(server.encode(0))
+    assert all(o.full for o in snap.objects) and dec._carry is None
+
+
+def test_carried_baseline_not_held_is_rejected_and_counted():
+    scene = Scene()
+    server = SnapshotServer(scene.layout)
+    dec = connect(server, 0)
+    for f in range(3):
+        frame(server, scene, f)
+        server.on_ack(0, dec.decode(server.encode(0)).sequence)
+    removed, layout = cut_layout(scene, scene.layout)
+    dec.on_message(server.change_topology(layout, removed_vertices=removed))
+    by_id = dict(zip(scene.layout.vertex_ids.tolist(), scene.surface(3), strict=True))
+    server.begin_frame(4 / 60, np.array([by_id[v] for v in layout.vertex_ids.tolist()]), scene.rigid(3))
+    data = server.encode(0)
+    probe = copy.deepcopy(dec)
+    for versions in probe._carry[1]:
+        versions.clear()  # the client lost the previous epoch's versions
+    before = state_of(probe)
+    with pytest.raises(SnapshotError, match=r"carried baseline .* not held"):
+        probe.decode(data)
+    assert probe.missing_baselines == 1 and state_of(probe) == before
+    assert not any(o.full for o in dec.decode(data).objects if o.kind == "patch")
 
 
 def test_topology_message_round_trip_and_validation():
@@ -358,11 +443,13 @@ def test_bad_header_counts_ids_and_baselines():
     n0 = int(server.layout.sizes[0])
 
     def patch_record(entries, count=None, pad="0"):
-        """A patch record of (id, age or None for "same as the previous", block bit string) entries."""
+        """A patch record of (id, age or None for "same as the previous", block bit string) entries; the
+        age is written as its code: 0 full, age + 1 for a delta ("carried" for code 1)."""
         bits = ""
         prev = -1
         for pid, age, block in entries:
-            bits += eg0(pid - prev - 1) + ("1" if age is None else "0" + eg0(age)) + block
+            code = None if age is None else (1 if age == "carried" else age + 1 if age else 0)
+            bits += eg0(pid - prev - 1) + ("1" if code is None else "0" + eg0(code)) + block
             prev = pid
         bits += pad * (-len(bits) % 8)
         n = len(entries) if count is None else count
@@ -380,6 +467,7 @@ def test_bad_header_counts_ids_and_baselines():
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, seq, zero_block)]), "not held")
     rejected(pack_header(seq, t, epoch, 2) + patch_record([(0, 0, zero_block)]) * 2, "twice")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, None, zero_block)]), "no age to repeat")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, "carried", zero_block)]), "carried baseline")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([]), "no patches")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)], count=2), "past the end")
     runs_zero = "1" + k0 + eg0(n0) * 3  # runs layout, k = 0: one zero run per axis
