@@ -6,11 +6,11 @@ snapshot header and the byte-level pieces of a rigid record. It holds no per-cli
 
 A snapshot is::
 
-    u8  version            SNAPSHOT_VERSION (3)
-    u32 sequence           the server frame it describes; acks name it
-    f64 server_time        seconds, the server clock of that frame
-    u32 epoch              topology epoch the patch ids refer to
-    u16 record_count
+    u8     version         SNAPSHOT_VERSION (3)
+    varint sequence        the server frame it describes (u32); acks name it
+    f64    server_time     seconds, the server clock of that frame
+    varint epoch           topology epoch the patch ids refer to (u32)
+    varint record_count    (at most 0xFFFF)
     records...             one per rigid object sent, plus one patch record holding every
                            tissue patch sent (see SNAPSHOT.md); nothing after the last
 
@@ -35,8 +35,10 @@ from netcode.quantize import (
 )
 
 SNAPSHOT_VERSION = 3
-HEADER = struct.Struct("<BIdIH")
-HEADER_SIZE = HEADER.size  # 19
+TIME = struct.Struct("<d")
+HEADER_SIZE = 1 + 5 + 8 + 5 + 3
+"""Longest snapshot header (22 bytes; usually 12-14: the sequence, epoch and record count are varints)."""
+MAX_RECORDS = 0xFFFF
 MAX_SNAPSHOT_BYTES = 256 * 1024 - 64
 """A snapshot travels inside a msgpack envelope as one channel message (<= 256 KiB)."""
 ENVELOPE_OVERHEAD = 24
@@ -186,19 +188,48 @@ def unzigzag(u: int) -> int:
 
 
 def pack_header(sequence: int, server_time: float, epoch: int, record_count: int) -> bytes:
-    return HEADER.pack(SNAPSHOT_VERSION, sequence & 0xFFFFFFFF, server_time, epoch & 0xFFFFFFFF, record_count)
+    """The snapshot header (``header_size`` bytes)."""
+    out = bytearray((SNAPSHOT_VERSION,))
+    write_varint(out, sequence & 0xFFFFFFFF)
+    out += TIME.pack(server_time)
+    write_varint(out, epoch & 0xFFFFFFFF)
+    write_varint(out, record_count)
+    return bytes(out)
+
+
+def header_size(sequence: int, epoch: int, record_count: int) -> int:
+    """Bytes of ``pack_header`` for these values."""
+    return 9 + sum(_varint_size(v) for v in (sequence & 0xFFFFFFFF, epoch & 0xFFFFFFFF, record_count))
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def read_header(data: bytes) -> tuple[int, float, int, int, int]:
+    """(sequence, server_time, epoch, record_count, header length); SnapshotError on a short or foreign
+    header (a varint longer than 5 bytes or above 32 bits, more than ``MAX_RECORDS`` records)."""
+    if not data:
+        raise SnapshotError("empty snapshot")
+    if data[0] != SNAPSHOT_VERSION:
+        raise SnapshotError(f"snapshot version {data[0]} (this decoder reads {SNAPSHOT_VERSION})")
+    end = len(data)
+    sequence, pos = read_varint(data, 1, end, "header sequence")
+    if pos + TIME.size > end:
+        raise SnapshotError(f"snapshot of {end} bytes is shorter than its header")
+    (server_time,) = TIME.unpack_from(data, pos)
+    epoch, pos = read_varint(data, pos + TIME.size, end, "header epoch")
+    count, pos = read_varint(data, pos, end, "header record count")
+    if sequence > 0xFFFFFFFF or epoch > 0xFFFFFFFF or count > MAX_RECORDS:
+        raise SnapshotError("snapshot header field out of range")
+    if not math.isfinite(server_time):
+        raise SnapshotError("snapshot server time is not finite")
+    return sequence, server_time, epoch, count, pos
 
 
 def parse_header(data: bytes) -> tuple[int, float, int, int]:
     """(sequence, server_time, epoch, record_count); SnapshotError on a short or foreign header."""
-    if len(data) < HEADER_SIZE:
-        raise SnapshotError(f"snapshot of {len(data)} bytes is shorter than its {HEADER_SIZE}-byte header")
-    version, sequence, server_time, epoch, count = HEADER.unpack_from(data, 0)
-    if version != SNAPSHOT_VERSION:
-        raise SnapshotError(f"snapshot version {version} (this decoder reads {SNAPSHOT_VERSION})")
-    if not math.isfinite(server_time):
-        raise SnapshotError("snapshot server time is not finite")
-    return sequence, server_time, epoch, count
+    return read_header(data)[:4]
 
 
 def rigid_record(

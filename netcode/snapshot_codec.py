@@ -73,6 +73,7 @@ from netcode.snapshot import (
     RECORD_PATCH,
     CodecConfig,
     RigidSet,
+    header_size,
     pack_header,
     rigid_record,
 )
@@ -652,7 +653,9 @@ class SnapshotServer:
         limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
         body = bytearray()
-        room = limit - HEADER_SIZE
+        # the header's varints: the record count is at most one per rigid object plus one patch record
+        head = header_size(seq, f.epoch, len(f.rigid_ids) + 1)
+        room = limit - head
         rigid_sent = self._encode_rigid(c, f, body, room)
         records = len(rigid_sent)
 
@@ -690,8 +693,8 @@ class SnapshotServer:
         else:
             carry_ages, carry_bits, carry_off = _NO_CARRY, np.zeros(n_p, np.int64), np.zeros(n_p + 1, np.int64)
         out = self._out
-        pos = HEADER_SIZE + len(body)
-        out[HEADER_SIZE:pos] = np.frombuffer(bytes(body), np.uint8)
+        pos = head + len(body)
+        out[head:pos] = np.frombuffer(bytes(body), np.uint8)
         sent = np.zeros(n_p, bool)
         d, dense, sparse = self._scratch
         pos, n_patches = encode_patch_records(
@@ -718,7 +721,11 @@ class SnapshotServer:
             carry_ages,
         )
         records += n_patches > 0
-        out[:HEADER_SIZE] = np.frombuffer(pack_header(seq, f.time, f.epoch, records), np.uint8)
+        header = pack_header(seq, f.time, f.epoch, records)
+        if len(header) < head:  # fewer records than reserved for: close the gap
+            out[len(header) : pos - head + len(header)] = out[head:pos].copy()
+            pos -= head - len(header)
+        out[: len(header)] = np.frombuffer(header, np.uint8)
         sent_idx = np.flatnonzero(sent)
         c.priority.sent(sent_idx)
         c.ever_sent[sent_idx] = True

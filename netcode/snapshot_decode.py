@@ -26,7 +26,6 @@ from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
 from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
-    HEADER_SIZE,
     NO_JAW,
     RECORD_PATCH,
     RECORD_RIGID,
@@ -36,7 +35,7 @@ from netcode.snapshot import (
     CodecConfig,
     RigidKind,
     SnapshotError,
-    parse_header,
+    read_header,
     read_varint,
     unzigzag,
 )
@@ -290,7 +289,7 @@ class SnapshotDecoder:
     def _decode(self, data: bytes) -> DecodedSnapshot:
         if self.config is None:
             raise SnapshotError("no snap_config received yet")
-        seq, server_time, epoch, count = parse_header(data)
+        seq, server_time, epoch, count, start = read_header(data)
         if self.layout is None or epoch != self.epoch:
             if self.epoch is None or epoch > self.epoch:
                 self._held.append((epoch, seq, data))
@@ -305,12 +304,12 @@ class SnapshotDecoder:
             )
         if seq in self._applied:
             raise SnapshotError(f"snapshot {seq} was already applied")
-        patches, rigid = self._parse_records(data, seq, count)
+        patches, rigid = self._parse_records(data, start, seq, count)
         objects = self._objects(seq, server_time, patches, rigid)
         self._commit(seq, patches, rigid)
         return DecodedSnapshot(seq, server_time, epoch, objects)
 
-    def _parse_records(self, data: bytes, seq: int, count: int) -> tuple[dict, dict]:
+    def _parse_records(self, data: bytes, pos: int, seq: int, count: int) -> tuple[dict, dict]:
         """Every record decoded into fresh arrays: ({patch: (baseline, q)}, {rigid id: (baseline, version)})."""
         assert self.layout is not None and self.config is not None
         end = len(data)
@@ -320,7 +319,6 @@ class SnapshotDecoder:
         jaw_max = (1 << self.config.jaw.bits) - 1
         patches: dict[int, tuple[int | None, np.ndarray]] = {}
         rigid: dict[int, tuple[int | None, _RigidVersion]] = {}
-        pos = HEADER_SIZE
         for r in range(count):
             if pos >= end:
                 raise SnapshotError(f"snapshot ends after {r} of {count} records")

@@ -16,6 +16,7 @@ from netcode.snapshot import (
     SnapshotError,
     pack_header,
     parse_header,
+    read_header,
     write_varint,
 )
 from netcode.snapshot_codec import SnapshotServer
@@ -127,7 +128,7 @@ def test_unchanged_objects_cost_nothing():
         data = server.encode(0)
         sizes.append(len(data))
         server.on_ack(0, dec.decode(data).sequence)
-    assert sizes[0] > 1000 and sizes[-1] == HEADER_SIZE
+    assert sizes[0] > 1000 and sizes[-1] == len(pack_header(server.sequence, 0.0, server.epoch, 0)) < HEADER_SIZE
 
 
 def test_delta_against_acked_baseline_after_loss():
@@ -420,7 +421,7 @@ def test_truncations_and_trailing_bytes_are_rejected_without_state_change():
 
 def test_bad_header_counts_ids_and_baselines():
     server, dec, data = one_decoder_and_snapshots()
-    seq, t, epoch, count = parse_header(data)
+    seq, t, epoch, count, head = read_header(data)
     before = state_of(dec)
 
     def rejected(blob, match):
@@ -429,9 +430,13 @@ def test_bad_header_counts_ids_and_baselines():
         assert state_of(dec) == before
 
     rejected(b"\x01" + data[1:], "version")  # version 1 had no runs layout
-    rejected(pack_header(seq, t, epoch, count + 1) + data[HEADER_SIZE:], "ends after")
-    rejected(pack_header(seq, t, epoch, count - 1) + data[HEADER_SIZE:], "after the last")
-    rejected(pack_header(seq, float("nan"), epoch, count) + data[HEADER_SIZE:], "time")
+    assert parse_header(data) == (seq, t, epoch, count) and data[:head] == pack_header(seq, t, epoch, count)
+    rejected(pack_header(seq, t, epoch, count + 1) + data[head:], "ends after")
+    rejected(pack_header(seq, t, epoch, count - 1) + data[head:], "after the last")
+    rejected(pack_header(seq, float("nan"), epoch, count) + data[head:], "time")
+    rejected(pack_header(seq, t, epoch, 0x10000) + data[head:], "out of range")
+    rejected(data[:1] + b"\xff" * 5 + data[2:], "longer than 5 bytes")
+    rejected(data[: head - 1] + b"\x80", "truncated varint")
 
     def record(tag, oid, age, body=b""):
         out = bytearray((tag,))
