@@ -11,8 +11,8 @@ A snapshot is::
     f64    server_time     seconds, the server clock of that frame
     varint epoch           topology epoch the patch ids refer to (u32)
     varint record_count    (at most 0xFFFF)
-    records...             one per rigid object sent, plus one patch record holding every
-                           tissue patch sent (see SNAPSHOT.md); nothing after the last
+    records...             a rigid record holding every rigid object sent and a patch record holding
+                           every tissue patch sent (bit streams, see SNAPSHOT.md); nothing after the last
 
 All integers little-endian. Objects not in a snapshot are unchanged for the client.
 """
@@ -46,9 +46,7 @@ ENVELOPE_OVERHEAD = 24
 
 RECORD_PATCH = 1
 RECORD_RIGID = 2
-RIGID_POS = 0x04
-RIGID_ROT = 0x08
-RIGID_JAW = 0x10
+MAX_EG_PREFIX = 40
 NO_JAW = -1
 MAX_OBJECT_ID = 0xFFFF
 MAX_GROUP = 0xFFFF
@@ -232,34 +230,165 @@ def parse_header(data: bytes) -> tuple[int, float, int, int]:
     return read_header(data)[:4]
 
 
-def rigid_record(
-    object_id: int,
-    age: int,
-    kind: int,
-    pos: tuple[int, int, int] | np.ndarray | None,
+class BitWriter:
+    """LSB-first bit stream (SNAPSHOT.md 2.2 conventions) in a Python int; for the few rigid objects."""
+
+    __slots__ = ("acc", "n")
+
+    def __init__(self) -> None:
+        self.acc = 0
+        self.n = 0
+
+    def bits(self, value: int, nbits: int) -> None:
+        self.acc |= (value & ((1 << nbits) - 1)) << self.n
+        self.n += nbits
+
+    def eg(self, u: int, k: int) -> None:
+        """Exp-Golomb(k) of ``u`` >= 0: z zeros, a one, then z + k low bits."""
+        w = (u >> k) + 1
+        z = w.bit_length() - 1
+        self.n += z
+        self.bits(1, 1)
+        self.bits((w & ((1 << z) - 1)) | ((u & ((1 << k) - 1)) << z), z + k)
+
+    def extend(self, other: BitWriter) -> None:
+        self.bits(other.acc, other.n)
+
+    def to_bytes(self) -> bytes:
+        return self.acc.to_bytes((self.n + 7) // 8, "little")
+
+
+def eg_bits(u: int, k: int) -> int:
+    """Length of the Exp-Golomb(k) code of ``u`` >= 0."""
+    return 2 * (((u >> k) + 1).bit_length() - 1) + 1 + k
+
+
+class BitReader:
+    """Reads what ``BitWriter`` wrote from ``data[pos:end]``; SnapshotError past the end."""
+
+    __slots__ = ("bit", "data", "end_bit", "what")
+
+    def __init__(self, data: bytes, pos: int, end: int, what: str) -> None:
+        self.data, self.bit, self.end_bit, self.what = data, pos * 8, end * 8, what
+
+    def bits(self, nbits: int) -> int:
+        if self.bit + nbits > self.end_bit:
+            raise SnapshotError(f"{self.what}: truncated")
+        data, bit, v = self.data, self.bit, 0
+        for j in range(nbits):
+            v |= ((data[(bit + j) >> 3] >> ((bit + j) & 7)) & 1) << j
+        self.bit += nbits
+        return v
+
+    def eg(self, k: int) -> int:
+        z = 0
+        while not self.bits(1):
+            z += 1
+            if z > MAX_EG_PREFIX:
+                raise SnapshotError(f"{self.what}: Exp-Golomb prefix longer than {MAX_EG_PREFIX} bits")
+        low = self.bits(z + k)
+        w = (1 << z) | (low & ((1 << z) - 1))
+        return ((w - 1) << k) | (low >> z)
+
+    def finish(self) -> int:
+        """Check the padding to the next byte is zero; returns the byte position after it."""
+        pad = -self.bit % 8
+        if pad and self.bits(pad):
+            raise SnapshotError(f"{self.what}: padding bits are not zero")
+        return self.bit // 8
+
+
+def best_k(values: list[int]) -> int:
+    """The Exp-Golomb order (0..15) that codes the (unsigned) ``values`` in the fewest bits."""
+    return min(range(16), key=lambda k: sum(eg_bits(u, k) for u in values))
+
+
+def rotation_parts(code: int, bits: int) -> tuple[int, int, int, int]:
+    """(largest index, first, second, third component) of a smallest-three orientation code."""
+    mask = (1 << bits) - 1
+    return code >> (3 * bits), code >> (2 * bits) & mask, code >> bits & mask, code & mask
+
+
+def rigid_entry_body(
+    kind: int | None,
+    pos: tuple[int, int, int] | None,
     rot: int | None,
+    base_rot: int | None,
     jaw: int | None,
-    rotation_bytes: int,
-) -> bytes:
-    """One rigid record. ``age`` 0 = full (kind and all fields); else ``pos`` is a delta (or None when
-    unchanged) and ``rot``/``jaw`` are absolute codes sent only when they changed (None otherwise)."""
-    flags = RECORD_RIGID
+    base_jaw: int | None,
+    rotation_bits: int,
+    jaw_bits: int,
+) -> BitWriter:
+    """The part of a rigid entry after its age (SNAPSHOT.md 2.1). Full (``kind`` given): grid position,
+    absolute orientation and jaw codes. Delta (``kind`` None): ``pos`` is the change (None: unchanged),
+    ``rot``/``jaw`` the new codes (None: unchanged), coded as changes from ``base_rot``/``base_jaw`` when
+    that is shorter."""
+    w = BitWriter()
+    if kind is not None:
+        w.bits(kind, 3)
+    w.bits(pos is not None, 1)
     if pos is not None:
-        flags |= RIGID_POS
+        zz = [zigzag(int(v)) for v in pos]
+        k = best_k(zz)
+        w.bits(k, 4)
+        for u in zz:
+            w.eg(u, k)
+    w.bits(rot is not None, 1)
     if rot is not None:
-        flags |= RIGID_ROT
+        width = 2 + 3 * rotation_bits
+        delta = None
+        if base_rot is not None:
+            now, base = rotation_parts(rot, rotation_bits), rotation_parts(base_rot, rotation_bits)
+            if now[0] == base[0]:
+                zz = [zigzag(a - b) for a, b in zip(now[1:], base[1:], strict=True)]
+                k = best_k(zz)
+                if 4 + sum(eg_bits(u, k) for u in zz) < width:
+                    delta = (k, zz)
+        w.bits(delta is not None, 1)
+        if delta is None:
+            w.bits(rot, width)
+        else:
+            w.bits(delta[0], 4)
+            for u in delta[1]:
+                w.eg(u, delta[0])
+    w.bits(jaw is not None, 1)
     if jaw is not None:
-        flags |= RIGID_JAW
-    out = bytearray((flags,))
-    write_varint(out, object_id)
-    write_varint(out, age)
-    if age == 0:
-        out.append(kind)
-    if pos is not None:
-        for v in pos:
-            write_varint(out, zigzag(int(v)))
-    if rot is not None:
-        out += int(rot).to_bytes(rotation_bytes, "little")
-    if jaw is not None:
-        out += int(jaw).to_bytes(2, "little")
-    return bytes(out)
+        delta = None
+        if base_jaw is not None and base_jaw != NO_JAW:
+            u = zigzag(jaw - base_jaw)
+            k = best_k([u])
+            if 4 + eg_bits(u, k) < jaw_bits:
+                delta = (k, u)
+        w.bits(delta is not None, 1)
+        if delta is None:
+            w.bits(jaw, jaw_bits)
+        else:
+            w.bits(delta[0], 4)
+            w.eg(delta[1], delta[0])
+    return w
+
+
+def rigid_record(entries: list[tuple[int, int, BitWriter]]) -> bytes:
+    """One rigid record (SNAPSHOT.md 2.1) of (id, age, body) entries, ids ascending."""
+    out = bytearray((RECORD_RIGID,))
+    write_varint(out, len(entries))
+    w = BitWriter()
+    prev_id, prev_age = -1, -1
+    for oid, age, body in entries:
+        w.eg(oid - prev_id - 1, 0)
+        w.bits(age == prev_age, 1)
+        if age != prev_age:
+            w.eg(age, 0)
+        w.extend(body)
+        prev_id, prev_age = oid, age
+    return bytes(out) + w.to_bytes()
+
+
+def rigid_record_size(entries: list[tuple[int, int, int]]) -> int:
+    """Bytes of ``rigid_record`` for (id, age, body bits) entries, ids ascending."""
+    bits = 0
+    prev_id, prev_age = -1, -1
+    for oid, age, nbits in entries:
+        bits += eg_bits(oid - prev_id - 1, 0) + 1 + (0 if age == prev_age else eg_bits(age, 0)) + nbits
+        prev_id, prev_age = oid, age
+    return 1 + max(1, (len(entries).bit_length() + 6) // 7) + (bits + 7) // 8

@@ -71,11 +71,14 @@ from netcode.snapshot import (
     MAX_SNAPSHOT_BYTES,
     NO_JAW,
     RECORD_PATCH,
+    BitWriter,
     CodecConfig,
     RigidSet,
     header_size,
     pack_header,
+    rigid_entry_body,
     rigid_record,
+    rigid_record_size,
 )
 from netcode.snapshot_messages import TopologyUpdate, config_message, topology_message
 
@@ -374,7 +377,7 @@ class QuantizedFrame:
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
     rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
-    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> record bytes, this frame
+    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> entry body, this frame
 
 
 @dataclass(slots=True)
@@ -653,11 +656,10 @@ class SnapshotServer:
         limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
         body = bytearray()
-        # the header's varints: the record count is at most one per rigid object plus one patch record
-        head = header_size(seq, f.epoch, len(f.rigid_ids) + 1)
+        head = header_size(seq, f.epoch, 2)  # at most a rigid record and a patch record
         room = limit - head
         rigid_sent = self._encode_rigid(c, f, body, room)
-        records = len(rigid_sent)
+        records = 1 if rigid_sent else 0
 
         # patches: weights, accumulators, then the numba writer in priority order
         n_p = self.layout.patch_count
@@ -739,7 +741,8 @@ class SnapshotServer:
         return out[:pos].tobytes()
 
     def _encode_rigid(self, c: ClientSync, f: QuantizedFrame, body: bytearray, room: int) -> list:
-        """Append rigid records (changed ones, in accumulator order) that fit ``room``; returns what was sent."""
+        """Append the rigid record (changed objects, chosen in accumulator order while the record fits
+        ``room``, written in id order); returns what was sent."""
         seq = f.sequence
         n = len(f.rigid_ids)
         if n == 0:
@@ -752,7 +755,7 @@ class SnapshotServer:
                 list(zip(map(tuple, f.rigid_pos.tolist()), f.rigid_rot.tolist(), f.rigid_jaw.tolist(), strict=True)),
             )
         ids, kinds, versions = f.rigid_lists
-        records = f.rigid_records
+        bodies = f.rigid_records
         offers = []
         for j in range(n):
             oid = ids[j]
@@ -771,37 +774,44 @@ class SnapshotServer:
             if track.acc > 0:
                 offers.append((-track.acc, j, oid, track, now))
         offers.sort(key=lambda o: (o[0], o[1]))
+        chosen: list[tuple[int, int, BitWriter]] = []  # (id, age, entry body), kept in id order
         sent = []
         for _, j, oid, track, now in offers:
-            key = (oid, seq - track.acked_seq if track.acked is not None else 0, track.acked)
-            record = records.get(key)  # clients with the same baseline get the same record
-            if record is None:
-                record = self._rigid_record(oid, kinds[j], now, track, seq)
-            records[key] = record
-            if len(body) + len(record) > room:
+            age = seq - track.acked_seq if track.acked is not None else 0
+            key = (oid, age, track.acked)
+            entry = bodies.get(key)  # clients with the same baseline get the same entry
+            if entry is None:
+                entry = bodies[key] = self._rigid_entry(kinds[j], now, track)
+            trial = sorted([*chosen, (oid, age, entry)], key=lambda e: e[0])
+            if rigid_record_size([(i, a, e.n) for i, a, e in trial]) > room:
                 continue
-            body += record
+            chosen = trial
             track.acc = 0.0
             track.sent = now
             track.last_sent = seq
             sent.append((oid, now))
+        if chosen:
+            body += rigid_record(chosen)
         return sent
 
-    def _rigid_record(self, oid: int, kind: int, now: tuple, track: _RigidTrack, seq: int) -> bytes:
-        """The rigid record of version ``now``: full without an acked baseline, else a delta against it."""
-        rot_bytes = self.config.rotation_bytes
+    def _rigid_entry(self, kind: int, now: tuple, track: _RigidTrack) -> BitWriter:
+        """The rigid entry body of version ``now``: full without an acked baseline, else a delta against it."""
+        cfg = self.config
         if track.acked is None:
-            return rigid_record(oid, 0, kind, now[0], now[1], _jaw_or_none(now[2]), rot_bytes)
+            return rigid_entry_body(
+                kind, now[0], now[1], None, _jaw_or_none(now[2]), None, cfg.rotation_bits, cfg.jaw.bits
+            )
         a_pos, a_rot, a_jaw = track.acked
         dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
-        return rigid_record(
-            oid,
-            seq - track.acked_seq,
-            0,
+        return rigid_entry_body(
+            None,
             dpos if any(dpos) else None,
             now[1] if now[1] != a_rot else None,
+            a_rot,
             _jaw_or_none(now[2]) if now[2] != a_jaw else None,
-            rot_bytes,
+            a_jaw,
+            cfg.rotation_bits,
+            cfg.jaw.bits,
         )
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:

@@ -26,17 +26,17 @@ from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
 from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
+    MAX_OBJECT_ID,
     NO_JAW,
     RECORD_PATCH,
     RECORD_RIGID,
-    RIGID_JAW,
-    RIGID_POS,
-    RIGID_ROT,
+    BitReader,
     CodecConfig,
     RigidKind,
     SnapshotError,
     read_header,
     read_varint,
+    rotation_parts,
     unzigzag,
 )
 from netcode.snapshot_messages import TopologyUpdate, decode_message
@@ -314,9 +314,6 @@ class SnapshotDecoder:
         assert self.layout is not None and self.config is not None
         end = len(data)
         buf = np.frombuffer(data, np.uint8)
-        rot_bytes = self.config.rotation_bytes
-        rot_width = 2 + 3 * self.config.rotation_bits
-        jaw_max = (1 << self.config.jaw.bits) - 1
         patches: dict[int, tuple[int | None, np.ndarray]] = {}
         rigid: dict[int, tuple[int | None, _RigidVersion]] = {}
         for r in range(count):
@@ -327,58 +324,88 @@ class SnapshotDecoder:
             if tag == RECORD_PATCH:
                 pos = self._parse_patches(buf, pos, end, seq, r, patches)
                 continue
-            oid, pos = read_varint(data, pos, end, f"record {r} id")
-            age, pos = read_varint(data, pos, end, f"record {r} baseline age")
-            if age > seq:
-                raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
-            base_seq = seq - age if age else None
-            if tag & 0x03 == RECORD_RIGID and not tag & 0xE0:
-                if oid in rigid:
-                    raise SnapshotError(f"record {r}: rigid object {oid} appears twice")
-                if base_seq is None:
-                    if not (tag & RIGID_POS and tag & RIGID_ROT):
-                        raise SnapshotError(f"record {r}: full rigid record {oid} without position or orientation")
-                    if pos >= end:
-                        raise SnapshotError(f"record {r}: truncated rigid kind")
-                    kind = data[pos]
-                    pos += 1
-                    if kind not in RigidKind._value2member_map_:
-                        raise SnapshotError(f"record {r}: unknown rigid kind {kind}")
-                    base = _RigidVersion(kind, np.zeros(3, np.int64), 0, NO_JAW)
-                else:
-                    base = self._rigid_versions.get(oid, {}).get(base_seq)
-                    if base is None:
-                        self.missing_baselines += 1
-                        raise SnapshotError(f"record {r}: rigid object {oid} baseline {base_seq} is not held")
-                p = base.pos.copy()
-                if tag & RIGID_POS:
-                    for a in range(3):
-                        u, pos = read_varint(data, pos, end, f"record {r} position")
-                        p[a] += unzigzag(u)
-                    if np.any(np.abs(p) > INT32_LIMIT):
-                        raise SnapshotError(f"record {r}: rigid {oid} position out of the int32 range")
-                rot = base.rot
-                if tag & RIGID_ROT:
-                    if pos + rot_bytes > end:
-                        raise SnapshotError(f"record {r}: truncated orientation")
-                    rot = int.from_bytes(data[pos : pos + rot_bytes], "little")
-                    pos += rot_bytes
-                    if rot >> rot_width:
-                        raise SnapshotError(f"record {r}: orientation code wider than {rot_width} bits")
-                jaw = base.jaw
-                if tag & RIGID_JAW:
-                    if pos + 2 > end:
-                        raise SnapshotError(f"record {r}: truncated jaw")
-                    jaw = int.from_bytes(data[pos : pos + 2], "little")
-                    pos += 2
-                    if jaw > jaw_max:
-                        raise SnapshotError(f"record {r}: jaw code {jaw} above {jaw_max}")
-                rigid[oid] = (base_seq, _RigidVersion(base.kind, p, rot, jaw))
-            else:
-                raise SnapshotError(f"record {r}: unknown record tag 0x{tag:02x}")
+            if tag == RECORD_RIGID:
+                pos = self._parse_rigid(data, pos, end, seq, r, rigid)
+                continue
+            raise SnapshotError(f"record {r}: unknown record tag 0x{tag:02x}")
         if pos != end:
             raise SnapshotError(f"{end - pos} bytes after the last of {count} records")
         return patches, rigid
+
+    def _parse_rigid(self, data: bytes, pos: int, end: int, seq: int, r: int, rigid: dict) -> int:
+        """One rigid record (after its tag, SNAPSHOT.md 2.1) into ``rigid``; returns the position after it."""
+        assert self.config is not None
+        rbits = self.config.rotation_bits
+        rot_width = 2 + 3 * rbits
+        comp_max = (1 << rbits) - 1
+        jaw_bits = self.config.jaw.bits
+        jaw_max = (1 << jaw_bits) - 1
+        count, pos = read_varint(data, pos, end, f"record {r} rigid count")
+        if count == 0:
+            raise SnapshotError(f"record {r}: rigid record with no objects")
+        bits = BitReader(data, pos, end, f"record {r} (rigid)")
+        oid = age = -1
+        for e in range(count):
+            where = f"record {r}, rigid entry {e}"
+            oid += bits.eg(0) + 1
+            if oid > MAX_OBJECT_ID:
+                raise SnapshotError(f"{where}: rigid id {oid} above {MAX_OBJECT_ID}")
+            if oid in rigid:
+                raise SnapshotError(f"{where}: rigid object {oid} appears twice")
+            if bits.bits(1):
+                if e == 0:
+                    raise SnapshotError(f"{where}: the first rigid entry has no age to repeat")
+            else:
+                age = bits.eg(0)
+                if age > seq:
+                    raise SnapshotError(f"{where}: baseline age {age} reaches before sequence 0")
+            base_seq = seq - age if age else None
+            if base_seq is None:
+                kind = bits.bits(3)
+                if kind not in RigidKind._value2member_map_:
+                    raise SnapshotError(f"{where}: unknown rigid kind {kind}")
+                base = _RigidVersion(kind, np.zeros(3, np.int64), 0, NO_JAW)
+            else:
+                base = self._rigid_versions.get(oid, {}).get(base_seq)
+                if base is None:
+                    self.missing_baselines += 1
+                    raise SnapshotError(f"{where}: rigid object {oid} baseline {base_seq} is not held")
+            p = base.pos.copy()
+            has_pos = bits.bits(1)
+            if has_pos:
+                k = bits.bits(4)
+                for a in range(3):
+                    p[a] += unzigzag(bits.eg(k))
+                if np.any(np.abs(p) > INT32_LIMIT):
+                    raise SnapshotError(f"{where}: rigid {oid} position out of the int32 range")
+            rot = base.rot
+            has_rot = bits.bits(1)
+            if has_rot:
+                if not bits.bits(1):
+                    rot = bits.bits(rot_width)
+                elif base_seq is None:
+                    raise SnapshotError(f"{where}: orientation change in a full entry")
+                else:
+                    k = bits.bits(4)
+                    parts = rotation_parts(base.rot, rbits)
+                    comps = [c + unzigzag(bits.eg(k)) for c in parts[1:]]
+                    if min(comps) < 0 or max(comps) > comp_max:
+                        raise SnapshotError(f"{where}: orientation component out of 0..{comp_max}")
+                    rot = parts[0] << (3 * rbits) | comps[0] << (2 * rbits) | comps[1] << rbits | comps[2]
+            if base_seq is None and not (has_pos and has_rot):
+                raise SnapshotError(f"{where}: full rigid entry {oid} without position or orientation")
+            jaw = base.jaw
+            if bits.bits(1):
+                if not bits.bits(1):
+                    jaw = bits.bits(jaw_bits)
+                elif base.jaw == NO_JAW:
+                    raise SnapshotError(f"{where}: jaw change without a baseline jaw")
+                else:
+                    jaw = base.jaw + unzigzag(bits.eg(bits.bits(4)))
+                    if not 0 <= jaw <= jaw_max:
+                        raise SnapshotError(f"{where}: jaw code {jaw} out of 0..{jaw_max}")
+            rigid[oid] = (base_seq, _RigidVersion(base.kind, p, rot, jaw))
+        return bits.finish()
 
     def _parse_patches(self, buf: np.ndarray, pos: int, end: int, seq: int, r: int, patches: dict) -> int:
         """One patch record (after its tag) into ``patches``; returns the position after it."""

@@ -13,6 +13,7 @@ from netcode.snapshot import (
     HEADER_SIZE,
     RECORD_PATCH,
     RECORD_RIGID,
+    RigidSet,
     SnapshotError,
     pack_header,
     parse_header,
@@ -98,6 +99,33 @@ def test_full_then_delta_round_trip_is_exact_and_within_bounds():
             assert all(o.full for o in snap.objects) and len(snap.objects) == scene.layout.patch_count + 3
         else:
             assert not any(o.full for o in snap.objects)
+
+
+def test_rigid_changes_are_exact_in_both_modes():
+    """Rigid orientations and jaws travel as changes of their codes when that is shorter, else absolute
+    (a flip of the largest component, a big jump): the client holds exactly the server's codes."""
+    scene = Scene()
+    server = SnapshotServer(scene.layout)
+    dec = connect(server, 0)
+    for f in range(30):
+        rigid = scene.rigid(f)
+        ang = 0.002 * f if f < 20 else 3.0 + 0.5 * f  # slow turn, then jumps (largest component changes)
+        quats = rigid.orientations.copy()
+        quats[0] = [0.0, np.sin(ang / 2), 0.0, np.cos(ang / 2)]
+        jaws = rigid.jaws.copy()
+        jaws[0] = 0.3 + (0.001 * f if f < 20 else 0.4 * (f % 2))
+        rigid = RigidSet(rigid.ids, rigid.kinds, rigid.positions, quats, jaws)
+        fr = server.begin_frame(f / 60, scene.surface(f), rigid)
+        data = server.encode(0)
+        snap = dec.decode(data)
+        server.on_ack(0, snap.sequence)
+        sent = {o.id for o in snap.objects if o.kind != "patch"}
+        for j, oid in enumerate(fr.rigid_ids.tolist()):
+            if oid in sent:
+                held = dec._rigid_versions[oid][snap.sequence]
+                assert held.rot == int(fr.rigid_rot[j]) and held.jaw == int(fr.rigid_jaw[j])
+                assert tuple(held.pos.tolist()) == tuple(fr.rigid_pos[j].tolist())
+    assert dec.rejected == 0
 
 
 def test_positions_within_error_of_truth():
@@ -484,11 +512,34 @@ def test_bad_header_counts_ids_and_baselines():
     runs_too_long = "1" + k0 + eg0(n0 + 1)  # runs layout, k = 0: a zero run longer than the patch
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, runs_too_long)]), "run past the end")
     rejected(pack_header(seq, t, epoch, 1) + record(0x3F, 0, 0), "unknown record tag")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID, 0, 0), "without position")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x0C, 0, 0, b"\x09"), "unknown rigid kind")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x04, 99, 1, b"\x00\x00\x00"), "not held")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x10, 0, 1, b"\xff\xff"), "jaw code")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x08, 0, 1, b"\xff" * 6), "orientation")
+
+    def rigid_record(*entries, count=None, pad="0"):
+        """A rigid record of entry bit strings (SNAPSHOT.md 2.1)."""
+        bits = "".join(entries)
+        bits += pad * (-len(bits) % 8)
+        return bytes((RECORD_RIGID, len(entries) if count is None else count)) + to_bytes(bits)
+
+    def head(oid, age, gap=None):  # id gap, then "0" and the age
+        return eg0(oid if gap is None else gap) + "0" + eg0(age)
+
+    rot0 = "1" + "0" + "0" * 44  # orientation present, absolute, code 0 (b = 14)
+    pos0 = "1" + bits_of(0, 4) + eg0(0) * 3  # position present, k = 0, three zeros
+    full = head(3, 0) + bits_of(0, 3) + pos0 + rot0 + "0"
+    assert copy.deepcopy(dec).decode(pack_header(seq, t, epoch, 1) + rigid_record(full)).objects[0].id == 3
+    rigid = pack_header(seq, t, epoch, 1)
+    rejected(rigid + rigid_record(head(3, 0) + bits_of(0, 3) + "0" + rot0 + "0"), "without position")
+    rejected(rigid + rigid_record(head(3, 0) + bits_of(7, 3) + pos0 + rot0 + "0"), "unknown rigid kind")
+    rejected(rigid + rigid_record(head(99, 1) + "000"), "not held")
+    rejected(rigid + rigid_record(head(0, 1) + "00" + "11" + bits_of(0, 4) + eg0(1 << 20)), "jaw code")
+    rejected(rigid + rigid_record(head(0, 1) + "0" + "11" + bits_of(0, 4) + eg0(1 << 30) * 3 + "0"), "orientation")
+    rejected(rigid + rigid_record(head(3, 0) + bits_of(0, 3) + pos0 + "11" + bits_of(0, 4) + eg0(0) * 3 + "0"), "full")
+    rejected(rigid + rigid_record(eg0(0) + "1" + "000"), "no age to repeat")
+    rejected(rigid + rigid_record(head(70000, 1) + "000"), "above")
+    rejected(rigid + rigid_record("0" * 41 + "1"), "prefix")
+    rejected(rigid + rigid_record(full, count=0), "no objects")
+    rejected(rigid + rigid_record(full, count=2), "truncated")
+    rejected(rigid + rigid_record(head(1, 1) + "000", pad="1"), "padding")
+    rejected(pack_header(seq, t, epoch, 2) + rigid_record(head(0, 1) + "000") * 2, "twice")
     rejected(pack_header(seq, t, epoch, 1) + b"\x02" + b"\xff" * 6, "varint")
     applied = dec._applied[-1]
     rejected(pack_header(applied, t, epoch, 0), "already applied")
