@@ -272,20 +272,36 @@ class BitReader:
         self.data, self.bit, self.end_bit, self.what = data, pos * 8, end * 8, what
 
     def bits(self, nbits: int) -> int:
-        if self.bit + nbits > self.end_bit:
+        bit = self.bit
+        if bit + nbits > self.end_bit:
             raise SnapshotError(f"{self.what}: truncated")
-        data, bit, v = self.data, self.bit, 0
-        for j in range(nbits):
-            v |= ((data[(bit + j) >> 3] >> ((bit + j) & 7)) & 1) << j
-        self.bit += nbits
-        return v
+        i = bit >> 3
+        window = int.from_bytes(self.data[i : ((bit + nbits + 7) >> 3)], "little")
+        self.bit = bit + nbits
+        return (window >> (bit & 7)) & ((1 << nbits) - 1)
 
     def eg(self, k: int) -> int:
+        bit = self.bit
         z = 0
-        while not self.bits(1):
-            z += 1
+        while True:  # count the zeros before the first one, a byte window at a time
+            i = bit >> 3
+            if bit >= self.end_bit:
+                raise SnapshotError(f"{self.what}: truncated")
+            window = int.from_bytes(self.data[i : min(i + 8, (self.end_bit + 7) >> 3)], "little") >> (bit & 7)
+            avail = min(self.end_bit - bit, 64 - (bit & 7))
+            window &= (1 << avail) - 1
+            if window:
+                zeros = (window & -window).bit_length() - 1
+                z += zeros
+                bit += zeros
+                break
+            z += avail
+            bit += avail
             if z > MAX_EG_PREFIX:
-                raise SnapshotError(f"{self.what}: Exp-Golomb prefix longer than {MAX_EG_PREFIX} bits")
+                break
+        if z > MAX_EG_PREFIX:
+            raise SnapshotError(f"{self.what}: Exp-Golomb prefix longer than {MAX_EG_PREFIX} bits")
+        self.bit = bit + 1
         low = self.bits(z + k)
         w = (1 << z) | (low & ((1 << z) - 1))
         return ((w - 1) << k) | (low >> z)
@@ -299,8 +315,22 @@ class BitReader:
 
 
 def best_k(values: list[int]) -> int:
-    """The Exp-Golomb order (0..15) that codes the (unsigned) ``values`` in the fewest bits."""
-    return min(range(16), key=lambda k: sum(eg_bits(u, k) for u in values))
+    """The Exp-Golomb order (0..15) that codes the unsigned ``values`` in the fewest bits (orders above the
+    largest value's bit length only cost more)."""
+    top = 0
+    for u in values:
+        top = max(top, u.bit_length())
+    top = min(15, top)
+    best = top
+    best_bits = 1 << 30
+    n = len(values)
+    for k in range(top, -1, -1):
+        bits = n * k
+        for u in values:
+            bits += 2 * ((u >> k) + 1).bit_length()
+        if bits < best_bits:
+            best, best_bits = k, bits
+    return best
 
 
 def rotation_parts(code: int, bits: int) -> tuple[int, int, int, int]:
@@ -328,7 +358,7 @@ def rigid_entry_body(
         w.bits(kind, 3)
     w.bits(pos is not None, 1)
     if pos is not None:
-        zz = [zigzag(int(v)) for v in pos]
+        zz = [(v << 1) if v >= 0 else ((-v) << 1) - 1 for v in pos]
         k = best_k(zz)
         w.bits(k, 4)
         for u in zz:
@@ -337,13 +367,15 @@ def rigid_entry_body(
     if rot is not None:
         width = 2 + 3 * rotation_bits
         delta = None
-        if base_rot is not None:
-            now, base = rotation_parts(rot, rotation_bits), rotation_parts(base_rot, rotation_bits)
-            if now[0] == base[0]:
-                zz = [zigzag(a - b) for a, b in zip(now[1:], base[1:], strict=True)]
-                k = best_k(zz)
-                if 4 + sum(eg_bits(u, k) for u in zz) < width:
-                    delta = (k, zz)
+        if base_rot is not None and rot >> (3 * rotation_bits) == base_rot >> (3 * rotation_bits):
+            mask = (1 << rotation_bits) - 1
+            zz = []
+            for shift in (2 * rotation_bits, rotation_bits, 0):
+                v = (rot >> shift & mask) - (base_rot >> shift & mask)
+                zz.append((v << 1) if v >= 0 else ((-v) << 1) - 1)
+            k = best_k(zz)
+            if 4 + eg_bits(zz[0], k) + eg_bits(zz[1], k) + eg_bits(zz[2], k) < width:
+                delta = (k, zz)
         w.bits(delta is not None, 1)
         if delta is None:
             w.bits(rot, width)

@@ -378,6 +378,7 @@ class QuantizedFrame:
     rigid_points: np.ndarray  # (R, 3) float64
     rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
     rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> entry body, this frame
+    rigid_whole: dict = field(default_factory=dict)  # entries -> (size, record bytes or None), this frame
 
 
 @dataclass(slots=True)
@@ -773,25 +774,44 @@ class SnapshotServer:
                 track.acc += max(1.0, steps) * weights[j]
             if track.acc > 0:
                 offers.append((-track.acc, j, oid, track, now))
+        if not offers:
+            return []
         offers.sort(key=lambda o: (o[0], o[1]))
-        chosen: list[tuple[int, int, BitWriter]] = []  # (id, age, entry body), kept in id order
-        sent = []
+        entries = []
         for _, j, oid, track, now in offers:
             age = seq - track.acked_seq if track.acked is not None else 0
             key = (oid, age, track.acked)
             entry = bodies.get(key)  # clients with the same baseline get the same entry
             if entry is None:
                 entry = bodies[key] = self._rigid_entry(kinds[j], now, track)
-            trial = sorted([*chosen, (oid, age, entry)], key=lambda e: e[0])
-            if rigid_record_size([(i, a, e.n) for i, a, e in trial]) > room:
-                continue
-            chosen = trial
+            entries.append((oid, age, entry))
+        by_id = sorted(range(len(entries)), key=lambda i: entries[i][0])
+        key = tuple((entries[i][0], entries[i][1], id(entries[i][2])) for i in by_id)
+        record = f.rigid_whole.get(key)  # clients with the same baselines get the same record
+        if record is None:
+            size = rigid_record_size([(entries[i][0], entries[i][1], entries[i][2].n) for i in by_id])
+            record = f.rigid_whole[key] = (size, None)
+        taken = by_id
+        if record[0] > room:  # in priority order, each while the record still fits
+            taken = []
+            for i in range(len(entries)):
+                trial = sorted([*taken, i], key=lambda t: entries[t][0])
+                if rigid_record_size([(entries[t][0], entries[t][1], entries[t][2].n) for t in trial]) <= room:
+                    taken = trial
+            if not taken:
+                return []
+            body += rigid_record([entries[i] for i in taken])
+        else:
+            if record[1] is None:
+                record = f.rigid_whole[key] = (record[0], rigid_record([entries[i] for i in by_id]))
+            body += record[1]
+        sent = []
+        for i in taken:
+            _, _, oid, track, now = offers[i]
             track.acc = 0.0
             track.sent = now
             track.last_sent = seq
             sent.append((oid, now))
-        if chosen:
-            body += rigid_record(chosen)
         return sent
 
     def _rigid_entry(self, kind: int, now: tuple, track: _RigidTrack) -> BitWriter:
