@@ -121,7 +121,7 @@ def patch_weights(
     x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
 ):
     """Per patch: whether the client's acked version is off the truth ``x`` by more than the bound
-    (``pending``), the priority weight this frame, and the baseline age; returns (pending, weights, ages).
+    (``pending``), the priority weight this frame, and the age code; returns (pending, weights, codes).
 
     The change is measured in steps of the worst coordinate, against the acked version, or against the
     version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
@@ -155,9 +155,11 @@ def patch_weights(
             continue
         steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
         weights[p] = steps * near[p]
-    for p in range(n_p):
+    for p in range(n_p):  # age codes (SNAPSHOT.md 2.2): 0 full, 1 carried, a + 1 delta of age a
         if acked_seq[p] >= 0:
-            ages[p] = seq - acked_seq[p]
+            ages[p] = seq - acked_seq[p] + 1
+        elif carried[p]:
+            ages[p] = 1
     return pending, weights, ages
 
 
@@ -477,6 +479,8 @@ class SnapshotServer:
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
+        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
+        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
         self._origin = np.asarray(config.positions.origin, np.float64)
@@ -516,6 +520,8 @@ class SnapshotServer:
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
+        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
+        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         if triangles is not None:
             self.triangles = np.asarray(triangles, np.int64)
         self._carry_map = carry
@@ -683,9 +689,7 @@ class SnapshotServer:
             c.carried,
         )
         order = c.priority.update(weights, pending)
-        # age codes (SNAPSHOT.md 2.2): 0 full, 1 carried over a cut, a + 1 delta against the version of age a
-        acked = c.acked_seq >= 0
-        codes = np.where(acked, ages + 1, c.carried.astype(np.int64))
+        codes = ages
         carry = self._carry_map
         if carry is not None and c.carried.any():
             carry_ages = np.zeros(len(carry.sources), np.int64)
@@ -694,7 +698,7 @@ class SnapshotServer:
             carry_bits[codes != 1] = 0
             carry_off = carry.offsets
         else:
-            carry_ages, carry_bits, carry_off = _NO_CARRY, np.zeros(n_p, np.int64), np.zeros(n_p + 1, np.int64)
+            carry_ages, carry_bits, carry_off = _NO_CARRY, self._zero_bits, self._zero_off
         out = self._out
         pos = head + len(body)
         out[head:pos] = np.frombuffer(bytes(body), np.uint8)
