@@ -74,7 +74,6 @@ from netcode.snapshot import (
     BitWriter,
     CodecConfig,
     RigidSet,
-    header_size,
     pack_header,
     rigid_entry_body,
     rigid_record,
@@ -266,6 +265,7 @@ def encode_patch_records(
     carry_bits,
     carry_off,
     carry_ages,
+    settle,
 ):
     """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
     returns (position, patches written). Writes nothing if none fits.
@@ -296,7 +296,11 @@ def encode_patch_records(
         s = offsets[p]
         e = offsets[p + 1]
         age = ages[p]
-        if age > 0:
+        if age > 0 and settle[p]:  # the acked version is a full record's: move to the settled values
+            for i in range(s, e):
+                for a in range(3):
+                    d[i, a] = q[i, a] - acked[i, a]
+        elif age > 0:
             choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
         else:
             for i in range(s, e):
@@ -378,6 +382,7 @@ class QuantizedFrame:
     rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
+    headers: list = field(default_factory=list)  # snapshot headers for 0, 1, 2 records (uint8 arrays)
     rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
     rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> entry body, this frame
     rigid_whole: dict = field(default_factory=dict)  # entries -> (size, record bytes or None), this frame
@@ -398,6 +403,7 @@ class _Sent:
     patches: np.ndarray  # patch ids sent, ascending
     rows: np.ndarray  # the versions the client got of them (their rows, concatenated), int32
     rigid: list  # [(id, (pos, rot, jaw))]
+    full: np.ndarray  # per sent patch: sent as a full record
 
 
 @dataclass
@@ -428,6 +434,7 @@ class ClientSync:
         self.rigid: dict[int, _RigidTrack] = {}
         self.history: OrderedDict[int, _Sent] = OrderedDict()
         self.carried = np.zeros(n_patches, bool)  # patches with a baseline carried over a cut
+        self.acked_full = np.zeros(n_patches, bool)  # the acked version is a full record's (not settled)
         self.carry_acked = np.zeros(0, np.int64)  # the previous epoch's acked sequence per old patch
 
     def carry_over(self, old_rows: np.ndarray, old_patch: np.ndarray, offsets: np.ndarray) -> None:
@@ -663,7 +670,10 @@ class SnapshotServer:
         limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
         body = bytearray()
-        head = header_size(seq, f.epoch, 2)  # at most a rigid record and a patch record
+        headers = f.headers
+        if not headers:  # once per frame: the header for 0, 1 and 2 records
+            headers.extend(np.frombuffer(pack_header(seq, f.time, f.epoch, n), np.uint8) for n in range(3))
+        head = len(headers[2])  # at most a rigid record and a patch record
         room = limit - head
         rigid_sent = self._encode_rigid(c, f, body, room)
         records = 1 if rigid_sent else 0
@@ -726,18 +736,20 @@ class SnapshotServer:
             carry_bits,
             carry_off,
             carry_ages,
+            c.acked_full,
         )
         records += n_patches > 0
-        header = pack_header(seq, f.time, f.epoch, records)
+        header = headers[records]
         if len(header) < head:  # fewer records than reserved for: close the gap
             out[len(header) : pos - head + len(header)] = out[head:pos].copy()
             pos -= head - len(header)
-        out[: len(header)] = np.frombuffer(header, np.uint8)
+        out[: len(header)] = header
         sent_idx = np.flatnonzero(sent)
         c.priority.sent(sent_idx)
         c.ever_sent[sent_idx] = True
         c.last_sent[sent_idx] = seq
-        c.history[seq] = _Sent(f.epoch, sent_idx, gather_patches(c.sent_q, self._offsets, sent_idx), rigid_sent)
+        rows = gather_patches(c.sent_q, self._offsets, sent_idx)
+        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, codes[sent_idx] == 0)
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
@@ -856,6 +868,8 @@ class SnapshotServer:
         newer = c.acked_seq[record.patches] < sequence
         c.acked_seq[record.patches[newer]] = sequence
         scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
+        c.carried[record.patches] = False  # acked in this epoch: plain deltas from now on
+        c.acked_full[record.patches[newer]] = record.full[newer]
         for oid, version in record.rigid:
             track = c.rigid.get(oid)
             if track is not None and sequence > track.acked_seq:
