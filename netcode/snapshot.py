@@ -315,19 +315,21 @@ class BitReader:
 
 
 def best_k(values: list[int]) -> int:
-    """The Exp-Golomb order (0..15) that codes the unsigned ``values`` in the fewest bits (orders above the
-    largest value's bit length only cost more)."""
+    """A short Exp-Golomb order (0..15) for the unsigned ``values``: from the largest value's bit length
+    (higher orders only cost more) down while the total length does not grow (the lengths are nearly
+    convex in k: at most a couple of bits from the optimum; any order is valid on the wire)."""
     top = 0
     for u in values:
         top = max(top, u.bit_length())
     top = min(15, top)
-    best = top
-    best_bits = 1 << 30
-    n = len(values)
+    nv = len(values)
+    best, best_bits = top, 1 << 30
     for k in range(top, -1, -1):
-        bits = n * k
+        bits = nv * k
         for u in values:
-            bits += 2 * ((u >> k) + 1).bit_length()
+            bits += ((u >> k) + 1).bit_length() << 1
+        if bits > best_bits:
+            break
         if bits < best_bits:
             best, best_bits = k, bits
     return best
@@ -353,18 +355,24 @@ def rigid_entry_body(
     absolute orientation and jaw codes. Delta (``kind`` None): ``pos`` is the change (None: unchanged),
     ``rot``/``jaw`` the new codes (None: unchanged), coded as changes from ``base_rot``/``base_jaw`` when
     that is shorter."""
-    w = BitWriter()
+    acc = 0  # LSB-first bits, as in BitWriter, kept local for speed
+    n = 0
     if kind is not None:
-        w.bits(kind, 3)
-    w.bits(pos is not None, 1)
-    if pos is not None:
+        acc, n = kind & 7, 3
+    if pos is None:
+        n += 1
+    else:
         zz = [(v << 1) if v >= 0 else ((-v) << 1) - 1 for v in pos]
         k = best_k(zz)
-        w.bits(k, 4)
+        acc |= (1 | k << 1) << n
+        n += 5
         for u in zz:
-            w.eg(u, k)
-    w.bits(rot is not None, 1)
-    if rot is not None:
+            acc, n = _put_eg(acc, n, u, k)
+    if rot is None:
+        n += 1
+    else:
+        acc |= 1 << n
+        n += 1
         width = 2 + 3 * rotation_bits
         delta = None
         if base_rot is not None and rot >> (3 * rotation_bits) == base_rot >> (3 * rotation_bits):
@@ -376,28 +384,43 @@ def rigid_entry_body(
             k = best_k(zz)
             if 4 + eg_bits(zz[0], k) + eg_bits(zz[1], k) + eg_bits(zz[2], k) < width:
                 delta = (k, zz)
-        w.bits(delta is not None, 1)
         if delta is None:
-            w.bits(rot, width)
+            acc |= rot << (n + 1)  # mode bit 0, then the code
+            n += 1 + width
         else:
-            w.bits(delta[0], 4)
+            acc |= (1 | delta[0] << 1) << n
+            n += 5
             for u in delta[1]:
-                w.eg(u, delta[0])
-    w.bits(jaw is not None, 1)
-    if jaw is not None:
+                acc, n = _put_eg(acc, n, u, delta[0])
+    if jaw is None:
+        n += 1
+    else:
+        acc |= 1 << n
+        n += 1
         delta = None
         if base_jaw is not None and base_jaw != NO_JAW:
             u = zigzag(jaw - base_jaw)
             k = best_k([u])
             if 4 + eg_bits(u, k) < jaw_bits:
                 delta = (k, u)
-        w.bits(delta is not None, 1)
         if delta is None:
-            w.bits(jaw, jaw_bits)
+            acc |= (jaw & ((1 << jaw_bits) - 1)) << (n + 1)
+            n += 1 + jaw_bits
         else:
-            w.bits(delta[0], 4)
-            w.eg(delta[1], delta[0])
+            acc |= (1 | delta[0] << 1) << n
+            n += 5
+            acc, n = _put_eg(acc, n, delta[1], delta[0])
+    w = BitWriter()
+    w.acc, w.n = acc, n
     return w
+
+
+def _put_eg(acc: int, n: int, u: int, k: int) -> tuple[int, int]:
+    """Append EG(k) of ``u`` to the LSB-first bits (acc, n)."""
+    w = (u >> k) + 1
+    z = w.bit_length() - 1
+    low = (w & ((1 << z) - 1)) | ((u & ((1 << k) - 1)) << z)
+    return acc | (1 | low << 1) << (n + z), n + 2 * z + 1 + k
 
 
 def rigid_record(entries: list[tuple[int, int, BitWriter]]) -> bytes:
