@@ -24,7 +24,9 @@ How it works (details and the byte layout in SNAPSHOT.md):
   than ``full``) the acked versions of the surviving vertices are *carried* into the new layout: a new
   patch is sent as a delta against them (naming, per old source patch, the acked version's age) until the
   client acknowledges a version of it in the new epoch. A full record that was sent and not yet acked is
-  only resent early when the truth moved ``FULL_RESEND_STEPS`` beyond the bound (not for solver jitter).
+  only resent early when the truth moved ``FULL_RESEND_STEPS`` beyond the bound (not for solver jitter);
+  once it is acked, the patch's next delta moves it to the shared (settled) quantization ``q - acked``,
+  since a join's full record holds values quantized before the hysteresis settled.
 * A patch delta is chosen per client (``choose_delta``): among the grid values within the error bound
   of this frame's truth, the one that repeats the previous vertex's delta, so still vertices cost
   nothing and smooth motion becomes runs of equal deltas (the block coder's runs layout). The client's
