@@ -108,3 +108,44 @@ def make_patches(vertex_ids: np.ndarray, positions: np.ndarray, max_size: int = 
     order = np.concatenate(ordered)
     offsets = np.concatenate([[0], np.cumsum([len(leaf) for leaf in ordered])]).astype(np.int64)
     return PatchLayout(ids[order], offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class CarryMap:
+    """How the vertices of a new layout (after a cut) relate to the previous epoch's layout.
+
+    ``old_patch[i]`` is the old patch holding new row ``i``'s vertex (-1 for a vertex the old layout did
+    not have) and ``old_index[i]`` its row within that old patch. Each new patch ``p`` lists the old patches
+    its vertices come from, ascending: ``sources[offsets[p]:offsets[p + 1]]``. Encoder and decoder derive
+    it the same way from the two layouts (SNAPSHOT.md, "carried" patch entries).
+    """
+
+    old_patch: np.ndarray
+    old_index: np.ndarray
+    offsets: np.ndarray
+    sources: np.ndarray
+
+
+def carry_map(old: PatchLayout, new: PatchLayout) -> CarryMap:
+    """The ``CarryMap`` from layout ``old`` to layout ``new`` (matched by mesh vertex id)."""
+    n = new.vertex_count
+    old_patch = np.full(n, -1, np.int64)
+    old_index = np.zeros(n, np.int64)
+    if old.vertex_count and n:
+        sorter = np.argsort(old.vertex_ids, kind="stable")
+        j = np.clip(np.searchsorted(old.vertex_ids, new.vertex_ids, sorter=sorter), 0, old.vertex_count - 1)
+        rows = sorter[j]
+        found = old.vertex_ids[rows] == new.vertex_ids
+        row_patch = np.repeat(np.arange(old.patch_count, dtype=np.int64), old.sizes)
+        old_patch[found] = row_patch[rows[found]]
+        old_index[found] = rows[found] - old.offsets[old_patch[found]]
+    sources = []
+    counts = np.zeros(new.patch_count, np.int64)
+    for p in range(new.patch_count):
+        ks = np.unique(old_patch[new.offsets[p] : new.offsets[p + 1]])
+        ks = ks[ks >= 0]
+        sources.append(ks)
+        counts[p] = len(ks)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    flat = np.concatenate(sources).astype(np.int64) if sources else np.zeros(0, np.int64)
+    return CarryMap(old_patch, old_index, offsets, flat)

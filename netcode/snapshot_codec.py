@@ -19,8 +19,14 @@ How it works (details and the byte layout in SNAPSHOT.md):
   Rigid objects and full patch records use this shared quantization.
 * Per client and object (rigid object, tissue patch) the server remembers the newest version the
   client **acknowledged** (by snapshot sequence) and the last version it **sent**. A record is a delta
-  against the acknowledged version, naming it by its age ``sequence - baseline``; age 0 means a full
-  record (no baseline: a new client, a reconnect, a new topology epoch).
+  against the acknowledged version, naming it by its age ``sequence - baseline``; a full record when
+  there is none (a new client, a reconnect, a reset). After a cut (``change_topology`` with a cause other
+  than ``full``) the acked versions of the surviving vertices are *carried* into the new layout: a new
+  patch is sent as a delta against them (naming, per old source patch, the acked version's age) until the
+  client acknowledges a version of it in the new epoch. A full record that was sent and not yet acked is
+  only resent early when the truth moved ``FULL_RESEND_STEPS`` beyond the bound (not for solver jitter);
+  once it is acked, the patch's next delta moves it to the shared (settled) quantization ``q - acked``,
+  since a join's full record holds values quantized before the hysteresis settled.
 * A patch delta is chosen per client (``choose_delta``): among the grid values within the error bound
   of this frame's truth, the one that repeats the previous vertex's delta, so still vertices cost
   nothing and smooth motion becomes runs of equal deltas (the block coder's runs layout). The client's
@@ -56,7 +62,7 @@ from netcode.bitcode import (
     put_bits,
     put_eg,
 )
-from netcode.patches import PatchLayout
+from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.priority import PriorityAccumulator, interest
 from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
 from netcode.snapshot import (
@@ -67,15 +73,21 @@ from netcode.snapshot import (
     MAX_SNAPSHOT_BYTES,
     NO_JAW,
     RECORD_PATCH,
+    BitWriter,
     CodecConfig,
     RigidSet,
     pack_header,
+    rigid_entry_body,
     rigid_record,
+    rigid_record_size,
 )
 from netcode.snapshot_messages import TopologyUpdate, config_message, topology_message
 
 FULL_WEIGHT = 64.0
 """Weight (in steps) of an object the client has no baseline for."""
+FULL_RESEND_STEPS = 2.0
+"""A full record sent and not yet acknowledged is sent again before ``resend_after`` only if the truth
+moved this many grid steps beyond the error bound away from it (a full record is ~100 times a delta)."""
 DEFAULT_RESEND_AFTER = 8
 """Frames to wait for an ack before an unchanged, unacknowledged object competes again (~RTT + slack)."""
 HISTORY = 128
@@ -85,6 +97,7 @@ PACKET_OVERHEAD = 9 + 5 + 16 + 9
 
 MAX_MISFITS = 8
 """Patch records tried in vain (too big for the room left) before the packet is closed."""
+_NO_CARRY = np.zeros(0, np.int64)
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -106,16 +119,18 @@ def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> boo
 
 @_jit
 def patch_weights(
-    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near
+    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
 ):
     """Per patch: whether the client's acked version is off the truth ``x`` by more than the bound
-    (``pending``), the priority weight this frame, and the baseline age; returns (pending, weights, ages).
+    (``pending``), the priority weight this frame, and the age code; returns (pending, weights, codes).
 
     The change is measured in steps of the worst coordinate, against the acked version, or against the
     version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
     A patch the client has no version of weighs ``FULL_WEIGHT``. A pending patch that was sent and not
-    acked only competes again after ``resend_after`` frames unless it changed since. ``near`` is the
-    interest of each patch for the client.
+    acked only competes again after ``resend_after`` frames unless it changed since; for a patch that
+    would go in full (no baseline, none ``carried`` over a cut) "changed" means off the version sent by
+    more than ``FULL_RESEND_STEPS`` steps beyond the bound, so that solver jitter does not resend the whole
+    patch every frame of the round trip after a join. ``near`` is the interest of each patch for the client.
     """
     n_p = len(offsets) - 1
     pending = np.zeros(n_p, np.bool_)
@@ -136,14 +151,16 @@ def patch_weights(
         pending[p] = not has_base or ma > 0.0
         if not pending[p]:
             continue
-        moved = ever_sent[p] and ms > 0.0
+        moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
         if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
             continue
         steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
         weights[p] = steps * near[p]
-    for p in range(n_p):
+    for p in range(n_p):  # age codes (SNAPSHOT.md 2.2): 0 full, 1 carried, a + 1 delta of age a
         if acked_seq[p] >= 0:
-            ages[p] = seq - acked_seq[p]
+            ages[p] = seq - acked_seq[p] + 1
+        elif carried[p]:
+            ages[p] = 1
     return pending, weights, ages
 
 
@@ -207,9 +224,24 @@ def scatter_patches(rows, dst, offsets, patches, take):
 
 
 @_jit
-def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray) -> int:
-    """Bits of a patch entry's id gap, age and block header (SNAPSHOT.md), without the block's body."""
-    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + header_bits(plan, prev_plan)
+def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray, carried: int) -> int:
+    """Bits of a patch entry's id gap, age code, carried ages (``carried`` bits) and block header
+    (SNAPSHOT.md), without the block's body."""
+    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + carried + header_bits(plan, prev_plan)
+
+
+@_jit
+def carried_ages(seq, acked_seq_old, sources, out_ages, offsets, out_bits):
+    """Per new patch, the ages of its source patches' acked versions (0 where not acked) into
+    ``out_ages`` and the bits they take (sum of EG(0)) into ``out_bits``."""
+    for p in range(len(offsets) - 1):
+        bits = 0
+        for j in range(offsets[p], offsets[p + 1]):
+            s = acked_seq_old[sources[j]]
+            a = seq - s if s >= 0 else 0
+            out_ages[j] = a
+            bits += eg_len(a, 0)
+        out_bits[p] = bits
 
 
 @_jit
@@ -232,13 +264,20 @@ def encode_patch_records(
     plans,
     sent,
     sent_q,
+    carry_bits,
+    carry_off,
+    carry_ages,
+    settle,
 ):
     """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
     returns (position, patches written). Writes nothing if none fits.
 
     Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
-    then written in ascending id order (ids as gaps, mostly 1 bit). A patch with age 0 is sent in full
-    (the shared grid coordinates ``q``), else as a delta against ``acked`` chosen by ``choose_delta``.
+    then written in ascending id order (ids as gaps, mostly 1 bit). ``ages`` holds age *codes*: a patch
+    with code 0 is sent in full (the shared grid coordinates ``q``), else as a delta against ``acked``
+    chosen by ``choose_delta``: code 1 is a carried baseline (after a cut; its source ages
+    ``carry_ages[carry_off[p]:carry_off[p + 1]]`` follow, ``carry_bits[p]`` bits), code a + 1 an acked
+    version of age a.
     ``d``, ``dense``, ``sparse`` are (N, 3) int64 scratch rows per vertex, ``plans`` (P, PLAN_SIZE).
     ``sent[p]`` is set and ``sent_q`` receives the version the client will hold for every patch written.
     """
@@ -259,7 +298,11 @@ def encode_patch_records(
         s = offsets[p]
         e = offsets[p + 1]
         age = ages[p]
-        if age > 0:
+        if age > 0 and settle[p]:  # the acked version is a full record's: move to the settled values
+            for i in range(s, e):
+                for a in range(3):
+                    d[i, a] = q[i, a] - acked[i, a]
+        elif age > 0:
             choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
         else:
             for i in range(s, e):
@@ -276,10 +319,10 @@ def encode_patch_records(
             b += 1
         age_a = ages[a] if a >= 0 else -1
         plan_a = plans[a] if a >= 0 else first
-        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a) + body
+        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a, carry_bits[p]) + body
         if b < n_p:
-            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p])
-            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a)
+            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p], carry_bits[b])
+            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a, carry_bits[b])
         if used + bits > room:
             misfits += 1
             continue
@@ -304,6 +347,9 @@ def encode_patch_records(
         pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
         if age != prev_age:
             pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
+        if age == 1:
+            for j in range(carry_off[p], carry_off[p + 1]):
+                pos, acc, nacc = put_eg(out, pos, acc, nacc, carry_ages[j], 0)
         pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc, prev_plan)
         prev_id = p
         prev_age = age
@@ -338,8 +384,10 @@ class QuantizedFrame:
     rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
+    headers: list = field(default_factory=list)  # snapshot headers for 0, 1, 2 records (uint8 arrays)
     rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
-    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> record bytes, this frame
+    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> entry body, this frame
+    rigid_whole: dict = field(default_factory=dict)  # entries -> (size, record bytes or None), this frame
 
 
 @dataclass(slots=True)
@@ -357,6 +405,7 @@ class _Sent:
     patches: np.ndarray  # patch ids sent, ascending
     rows: np.ndarray  # the versions the client got of them (their rows, concatenated), int32
     rigid: list  # [(id, (pos, rot, jaw))]
+    full: np.ndarray  # per sent patch: sent as a full record
 
 
 @dataclass
@@ -386,6 +435,24 @@ class ClientSync:
         self.priority = PriorityAccumulator(n_patches)
         self.rigid: dict[int, _RigidTrack] = {}
         self.history: OrderedDict[int, _Sent] = OrderedDict()
+        self.carried = np.zeros(n_patches, bool)  # patches with a baseline carried over a cut
+        self.acked_full = np.zeros(n_patches, bool)  # the acked version is a full record's (not settled)
+        self.carry_acked = np.zeros(0, np.int64)  # the previous epoch's acked sequence per old patch
+
+    def carry_over(self, old_rows: np.ndarray, old_patch: np.ndarray, offsets: np.ndarray) -> None:
+        """Enter a new epoch (``reset``) keeping, as carried baselines, the acknowledged versions of the
+        vertices that survive: new row i was row ``old_rows[i]`` of old patch ``old_patch[i]`` (-1: new).
+        The client keeps the previous epoch's versions for that (SNAPSHOT.md, carried entries)."""
+        acked_seq, acked_q = self.acked_seq, self.acked_q
+        self.reset(len(old_rows), len(offsets) - 1)
+        valid = old_patch >= 0
+        valid[valid] = acked_seq[old_patch[valid]] >= 0
+        if not valid.any():
+            return
+        self.carry_acked = acked_seq
+        self.carried = np.logical_or.reduceat(valid, offsets[:-1])
+        self.acked_q[valid] = acked_q[old_rows[valid]]
+        self.sent_q[valid] = self.acked_q[valid]
 
     @property
     def complete(self) -> bool:
@@ -415,11 +482,14 @@ class SnapshotServer:
         self._q_prev: np.ndarray | None = None
         self._trend = TrendTracker()
         self._carry: tuple[np.ndarray, np.ndarray] | None = None
+        self._carry_map: CarryMap | None = None  # from the previous epoch's layout (None: no carried baselines)
         self._rigid_prev: dict[int, tuple] = {}
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
+        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
+        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
         self._origin = np.asarray(config.positions.origin, np.float64)
@@ -444,10 +514,14 @@ class SnapshotServer:
     ) -> bytes:
         """Start a new topology epoch with ``layout``; returns the reliable ``snap_topology`` message.
 
-        Every client's baselines become invalid (their next records are full). ``triangles`` is the new
-        full triangle list (kept for late joiners); the removed/added lists describe the change.
+        With ``cause="full"`` (a reset) every client's baselines become invalid (their next records are
+        full); otherwise the clients' acked versions of the surviving vertices (matched by mesh vertex id)
+        are carried over as baselines (SNAPSHOT.md, carried baselines). ``triangles`` is the new full
+        triangle list (kept for late joiners); the removed/added lists describe the change.
         """
         layout.validate()
+        carry = carry_map(self.layout, layout) if cause != "full" else None
+        old_offsets = self._offsets
         self._carry_over(layout)
         self.epoch += 1
         self.layout = layout
@@ -455,10 +529,17 @@ class SnapshotServer:
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
+        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
+        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         if triangles is not None:
             self.triangles = np.asarray(triangles, np.int64)
+        self._carry_map = carry
         for client in self.clients.values():
-            client.reset(layout.vertex_count, layout.patch_count)
+            if carry is None:
+                client.reset(layout.vertex_count, layout.patch_count)
+            else:
+                old_rows = np.where(carry.old_patch >= 0, old_offsets[carry.old_patch] + carry.old_index, 0)
+                client.carry_over(old_rows, carry.old_patch, self._offsets)
         update = TopologyUpdate(
             self.epoch,
             cause,
@@ -591,9 +672,13 @@ class SnapshotServer:
         limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
         body = bytearray()
-        room = limit - HEADER_SIZE
+        headers = f.headers
+        if not headers:  # once per frame: the header for 0, 1 and 2 records
+            headers.extend(np.frombuffer(pack_header(seq, f.time, f.epoch, n), np.uint8) for n in range(3))
+        head = len(headers[2])  # at most a rigid record and a patch record
+        room = limit - head
         rigid_sent = self._encode_rigid(c, f, body, room)
-        records = len(rigid_sent)
+        records = 1 if rigid_sent else 0
 
         # patches: weights, accumulators, then the numba writer in priority order
         n_p = self.layout.patch_count
@@ -613,11 +698,22 @@ class SnapshotServer:
             seq,
             c.resend_after,
             interest(f.centroids, c.focus),
+            c.carried,
         )
         order = c.priority.update(weights, pending)
+        codes = ages
+        carry = self._carry_map
+        if carry is not None and c.carried.any():
+            carry_ages = np.zeros(len(carry.sources), np.int64)
+            carry_bits = np.zeros(n_p, np.int64)
+            carried_ages(seq, c.carry_acked, carry.sources, carry_ages, carry.offsets, carry_bits)
+            carry_bits[codes != 1] = 0
+            carry_off = carry.offsets
+        else:
+            carry_ages, carry_bits, carry_off = _NO_CARRY, self._zero_bits, self._zero_off
         out = self._out
-        pos = HEADER_SIZE + len(body)
-        out[HEADER_SIZE:pos] = np.frombuffer(bytes(body), np.uint8)
+        pos = head + len(body)
+        out[head:pos] = np.frombuffer(bytes(body), np.uint8)
         sent = np.zeros(n_p, bool)
         d, dense, sparse = self._scratch
         pos, n_patches = encode_patch_records(
@@ -627,7 +723,7 @@ class SnapshotServer:
             step,
             max_error,
             c.acked_q,
-            ages,
+            codes,
             self._offsets,
             order,
             out,
@@ -639,14 +735,23 @@ class SnapshotServer:
             self._plans,
             sent,
             c.sent_q,
+            carry_bits,
+            carry_off,
+            carry_ages,
+            c.acked_full,
         )
         records += n_patches > 0
-        out[:HEADER_SIZE] = np.frombuffer(pack_header(seq, f.time, f.epoch, records), np.uint8)
+        header = headers[records]
+        if len(header) < head:  # fewer records than reserved for: close the gap
+            out[len(header) : pos - head + len(header)] = out[head:pos].copy()
+            pos -= head - len(header)
+        out[: len(header)] = header
         sent_idx = np.flatnonzero(sent)
         c.priority.sent(sent_idx)
         c.ever_sent[sent_idx] = True
         c.last_sent[sent_idx] = seq
-        c.history[seq] = _Sent(f.epoch, sent_idx, gather_patches(c.sent_q, self._offsets, sent_idx), rigid_sent)
+        rows = gather_patches(c.sent_q, self._offsets, sent_idx)
+        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, codes[sent_idx] == 0)
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
@@ -655,7 +760,8 @@ class SnapshotServer:
         return out[:pos].tobytes()
 
     def _encode_rigid(self, c: ClientSync, f: QuantizedFrame, body: bytearray, room: int) -> list:
-        """Append rigid records (changed ones, in accumulator order) that fit ``room``; returns what was sent."""
+        """Append the rigid record (changed objects, chosen in accumulator order while the record fits
+        ``room``, written in id order); returns what was sent."""
         seq = f.sequence
         n = len(f.rigid_ids)
         if n == 0:
@@ -668,7 +774,7 @@ class SnapshotServer:
                 list(zip(map(tuple, f.rigid_pos.tolist()), f.rigid_rot.tolist(), f.rigid_jaw.tolist(), strict=True)),
             )
         ids, kinds, versions = f.rigid_lists
-        records = f.rigid_records
+        bodies = f.rigid_records
         offers = []
         for j in range(n):
             oid = ids[j]
@@ -686,38 +792,64 @@ class SnapshotServer:
                 track.acc += max(1.0, steps) * weights[j]
             if track.acc > 0:
                 offers.append((-track.acc, j, oid, track, now))
+        if not offers:
+            return []
         offers.sort(key=lambda o: (o[0], o[1]))
-        sent = []
+        entries = []
         for _, j, oid, track, now in offers:
-            key = (oid, seq - track.acked_seq if track.acked is not None else 0, track.acked)
-            record = records.get(key)  # clients with the same baseline get the same record
-            if record is None:
-                record = self._rigid_record(oid, kinds[j], now, track, seq)
-            records[key] = record
-            if len(body) + len(record) > room:
-                continue
-            body += record
+            age = seq - track.acked_seq if track.acked is not None else 0
+            key = (oid, age, track.acked)
+            entry = bodies.get(key)  # clients with the same baseline get the same entry
+            if entry is None:
+                entry = bodies[key] = self._rigid_entry(kinds[j], now, track)
+            entries.append((oid, age, entry))
+        by_id = sorted(range(len(entries)), key=lambda i: entries[i][0])
+        key = tuple((entries[i][0], entries[i][1], id(entries[i][2])) for i in by_id)
+        record = f.rigid_whole.get(key)  # clients with the same baselines get the same record
+        if record is None:
+            size = rigid_record_size([(entries[i][0], entries[i][1], entries[i][2].n) for i in by_id])
+            record = f.rigid_whole[key] = (size, None)
+        taken = by_id
+        if record[0] > room:  # in priority order, each while the record still fits
+            taken = []
+            for i in range(len(entries)):
+                trial = sorted([*taken, i], key=lambda t: entries[t][0])
+                if rigid_record_size([(entries[t][0], entries[t][1], entries[t][2].n) for t in trial]) <= room:
+                    taken = trial
+            if not taken:
+                return []
+            body += rigid_record([entries[i] for i in taken])
+        else:
+            if record[1] is None:
+                record = f.rigid_whole[key] = (record[0], rigid_record([entries[i] for i in by_id]))
+            body += record[1]
+        sent = []
+        for i in taken:
+            _, _, oid, track, now = offers[i]
             track.acc = 0.0
             track.sent = now
             track.last_sent = seq
             sent.append((oid, now))
         return sent
 
-    def _rigid_record(self, oid: int, kind: int, now: tuple, track: _RigidTrack, seq: int) -> bytes:
-        """The rigid record of version ``now``: full without an acked baseline, else a delta against it."""
-        rot_bytes = self.config.rotation_bytes
+    def _rigid_entry(self, kind: int, now: tuple, track: _RigidTrack) -> BitWriter:
+        """The rigid entry body of version ``now``: full without an acked baseline, else a delta against it."""
+        cfg = self.config
         if track.acked is None:
-            return rigid_record(oid, 0, kind, now[0], now[1], _jaw_or_none(now[2]), rot_bytes)
+            return rigid_entry_body(
+                kind, now[0], now[1], None, _jaw_or_none(now[2]), None, cfg.rotation_bits, cfg.jaw.bits
+            )
         a_pos, a_rot, a_jaw = track.acked
         dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
-        return rigid_record(
-            oid,
-            seq - track.acked_seq,
-            0,
+        return rigid_entry_body(
+            None,
             dpos if any(dpos) else None,
             now[1] if now[1] != a_rot else None,
+            a_rot,
             _jaw_or_none(now[2]) if now[2] != a_jaw else None,
-            rot_bytes,
+            a_jaw,
+            cfg.rotation_bits,
+            cfg.jaw.bits,
         )
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
@@ -738,6 +870,8 @@ class SnapshotServer:
         newer = c.acked_seq[record.patches] < sequence
         c.acked_seq[record.patches[newer]] = sequence
         scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
+        c.carried[record.patches] = False  # acked in this epoch: plain deltas from now on
+        c.acked_full[record.patches[newer]] = record.full[newer]
         for oid, version in record.rigid:
             track = c.rigid.get(oid)
             if track is not None and sequence > track.acked_seq:

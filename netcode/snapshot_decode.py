@@ -23,25 +23,26 @@ import numba
 import numpy as np
 
 from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
-from netcode.patches import PatchLayout
+from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
-    HEADER_SIZE,
+    MAX_OBJECT_ID,
     NO_JAW,
     RECORD_PATCH,
     RECORD_RIGID,
-    RIGID_JAW,
-    RIGID_POS,
-    RIGID_ROT,
+    BitReader,
     CodecConfig,
     RigidKind,
     SnapshotError,
-    parse_header,
+    read_header,
     read_varint,
+    rotation_parts,
     unzigzag,
 )
 from netcode.snapshot_messages import TopologyUpdate, decode_message
 
+_CARRIED_BASE = -1
+"""Baseline sequence recorded for a carried entry: not full, and it prunes no older version."""
 DEFAULT_MAX_VERSIONS = 32
 DEFAULT_MAX_HELD = 8
 ACK_BITS = 32
@@ -52,15 +53,22 @@ PATCH_ERRORS = {
     -11: "the first patch entry has no age to repeat",
     -12: "baseline age reaches before sequence 0",
     -13: "patch record padding bits are not zero",
+    -14: "carried baseline, but this epoch has none (it was not entered by a cut the decoder saw)",
 }
+CARRIED = 1
+"""Age code of a patch entry whose baseline is carried over from the previous epoch (SNAPSHOT.md 2.2)."""
 
 
 @numba.njit(cache=True, nogil=True)
-def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, rows):
+def parse_patch_entries(
+    buf, pos, end, count, seq, offsets, ids, ages, starts, rows, has_carry, carry_off, carry_ages, carry_starts
+):
     """Parse ``count`` patch entries (SNAPSHOT.md 2.2) from byte ``pos`` of ``buf[:end]``: entry e's id and
-    age into ``ids[e]``/``ages[e]``, its block (the deltas or full coordinates) into
-    ``rows[starts[e]:starts[e + 1]]``. Returns (status, position after the record, failing entry):
-    status 0, or a negative code of ``BLOCK_ERRORS`` / ``PATCH_ERRORS``."""
+    age code into ``ids[e]``/``ages[e]``, its block (the deltas or full coordinates) into
+    ``rows[starts[e]:starts[e + 1]]``; a carried entry's source ages (``carry_off[id + 1] - carry_off[id]``
+    of them, allowed only if ``has_carry``) into ``carry_ages`` from ``carry_starts[e]``. Returns (status,
+    position after the record, failing entry): status 0, or a negative code of ``BLOCK_ERRORS`` /
+    ``PATCH_ERRORS``."""
     bit = pos * 8
     end_bit = end * 8
     n_p = len(offsets) - 1
@@ -69,6 +77,7 @@ def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, r
     oid = -1
     age = -1
     starts[0] = 0
+    cpos = 0
     for e in range(count):
         gap, bit = get_eg(buf, bit, end_bit, 0)
         if gap < 0:
@@ -86,8 +95,20 @@ def parse_patch_entries(buf, pos, end, count, seq, offsets, ids, ages, starts, r
             age, bit = get_eg(buf, bit, end_bit, 0)
             if age < 0:
                 return age, 0, e
-            if age > seq:
+            if age - 1 > seq:
                 return -12, 0, e
+        carry_starts[e] = cpos
+        if age == 1:
+            if not has_carry:
+                return -14, 0, e
+            for _ in range(carry_off[oid], carry_off[oid + 1]):
+                a, bit = get_eg(buf, bit, end_bit, 0)
+                if a < 0:
+                    return a, 0, e
+                if a > seq:
+                    return -12, 0, e
+                carry_ages[cpos] = a
+                cpos += 1
         size = offsets[oid + 1] - offsets[oid]
         s = starts[e]
         bit = block_get(buf, bit, end_bit, rows[s : s + size], header)
@@ -166,6 +187,7 @@ class SnapshotDecoder:
         self._applied: list[int] = []  # recent applied sequences, newest last
         self._rigid_versions: dict[int, dict[int, _RigidVersion]] = {}
         self._rigid_latest: dict[int, int] = {}
+        self._carry: tuple[CarryMap, list[dict[int, np.ndarray]]] | None = None  # previous epoch, after a cut
         self._reset_surface()
 
     # -------------------------------------------------------------- state views
@@ -230,6 +252,13 @@ class SnapshotDecoder:
             raise SnapshotError(f"topology epoch {update.epoch} is older than the current epoch {self.epoch}")
         if self.epoch is not None and update.epoch == self.epoch and update.cause != "full":
             raise SnapshotError(f"topology epoch {update.epoch} was already applied")
+        carry = (
+            self.layout is not None
+            and self.epoch is not None
+            and update.epoch == self.epoch + 1
+            and update.cause != "full"
+        )
+        self._carry = (carry_map(self.layout, update.layout), self._patch_versions) if carry else None
         self.epoch = update.epoch
         self.layout = update.layout
         self.topology = update
@@ -260,7 +289,7 @@ class SnapshotDecoder:
     def _decode(self, data: bytes) -> DecodedSnapshot:
         if self.config is None:
             raise SnapshotError("no snap_config received yet")
-        seq, server_time, epoch, count = parse_header(data)
+        seq, server_time, epoch, count, start = read_header(data)
         if self.layout is None or epoch != self.epoch:
             if self.epoch is None or epoch > self.epoch:
                 self._held.append((epoch, seq, data))
@@ -275,22 +304,18 @@ class SnapshotDecoder:
             )
         if seq in self._applied:
             raise SnapshotError(f"snapshot {seq} was already applied")
-        patches, rigid = self._parse_records(data, seq, count)
+        patches, rigid = self._parse_records(data, start, seq, count)
         objects = self._objects(seq, server_time, patches, rigid)
         self._commit(seq, patches, rigid)
         return DecodedSnapshot(seq, server_time, epoch, objects)
 
-    def _parse_records(self, data: bytes, seq: int, count: int) -> tuple[dict, dict]:
+    def _parse_records(self, data: bytes, pos: int, seq: int, count: int) -> tuple[dict, dict]:
         """Every record decoded into fresh arrays: ({patch: (baseline, q)}, {rigid id: (baseline, version)})."""
         assert self.layout is not None and self.config is not None
         end = len(data)
         buf = np.frombuffer(data, np.uint8)
-        rot_bytes = self.config.rotation_bytes
-        rot_width = 2 + 3 * self.config.rotation_bits
-        jaw_max = (1 << self.config.jaw.bits) - 1
         patches: dict[int, tuple[int | None, np.ndarray]] = {}
         rigid: dict[int, tuple[int | None, _RigidVersion]] = {}
-        pos = HEADER_SIZE
         for r in range(count):
             if pos >= end:
                 raise SnapshotError(f"snapshot ends after {r} of {count} records")
@@ -299,58 +324,88 @@ class SnapshotDecoder:
             if tag == RECORD_PATCH:
                 pos = self._parse_patches(buf, pos, end, seq, r, patches)
                 continue
-            oid, pos = read_varint(data, pos, end, f"record {r} id")
-            age, pos = read_varint(data, pos, end, f"record {r} baseline age")
-            if age > seq:
-                raise SnapshotError(f"record {r}: baseline age {age} reaches before sequence 0")
-            base_seq = seq - age if age else None
-            if tag & 0x03 == RECORD_RIGID and not tag & 0xE0:
-                if oid in rigid:
-                    raise SnapshotError(f"record {r}: rigid object {oid} appears twice")
-                if base_seq is None:
-                    if not (tag & RIGID_POS and tag & RIGID_ROT):
-                        raise SnapshotError(f"record {r}: full rigid record {oid} without position or orientation")
-                    if pos >= end:
-                        raise SnapshotError(f"record {r}: truncated rigid kind")
-                    kind = data[pos]
-                    pos += 1
-                    if kind not in RigidKind._value2member_map_:
-                        raise SnapshotError(f"record {r}: unknown rigid kind {kind}")
-                    base = _RigidVersion(kind, np.zeros(3, np.int64), 0, NO_JAW)
-                else:
-                    base = self._rigid_versions.get(oid, {}).get(base_seq)
-                    if base is None:
-                        self.missing_baselines += 1
-                        raise SnapshotError(f"record {r}: rigid object {oid} baseline {base_seq} is not held")
-                p = base.pos.copy()
-                if tag & RIGID_POS:
-                    for a in range(3):
-                        u, pos = read_varint(data, pos, end, f"record {r} position")
-                        p[a] += unzigzag(u)
-                    if np.any(np.abs(p) > INT32_LIMIT):
-                        raise SnapshotError(f"record {r}: rigid {oid} position out of the int32 range")
-                rot = base.rot
-                if tag & RIGID_ROT:
-                    if pos + rot_bytes > end:
-                        raise SnapshotError(f"record {r}: truncated orientation")
-                    rot = int.from_bytes(data[pos : pos + rot_bytes], "little")
-                    pos += rot_bytes
-                    if rot >> rot_width:
-                        raise SnapshotError(f"record {r}: orientation code wider than {rot_width} bits")
-                jaw = base.jaw
-                if tag & RIGID_JAW:
-                    if pos + 2 > end:
-                        raise SnapshotError(f"record {r}: truncated jaw")
-                    jaw = int.from_bytes(data[pos : pos + 2], "little")
-                    pos += 2
-                    if jaw > jaw_max:
-                        raise SnapshotError(f"record {r}: jaw code {jaw} above {jaw_max}")
-                rigid[oid] = (base_seq, _RigidVersion(base.kind, p, rot, jaw))
-            else:
-                raise SnapshotError(f"record {r}: unknown record tag 0x{tag:02x}")
+            if tag == RECORD_RIGID:
+                pos = self._parse_rigid(data, pos, end, seq, r, rigid)
+                continue
+            raise SnapshotError(f"record {r}: unknown record tag 0x{tag:02x}")
         if pos != end:
             raise SnapshotError(f"{end - pos} bytes after the last of {count} records")
         return patches, rigid
+
+    def _parse_rigid(self, data: bytes, pos: int, end: int, seq: int, r: int, rigid: dict) -> int:
+        """One rigid record (after its tag, SNAPSHOT.md 2.1) into ``rigid``; returns the position after it."""
+        assert self.config is not None
+        rbits = self.config.rotation_bits
+        rot_width = 2 + 3 * rbits
+        comp_max = (1 << rbits) - 1
+        jaw_bits = self.config.jaw.bits
+        jaw_max = (1 << jaw_bits) - 1
+        count, pos = read_varint(data, pos, end, f"record {r} rigid count")
+        if count == 0:
+            raise SnapshotError(f"record {r}: rigid record with no objects")
+        bits = BitReader(data, pos, end, f"record {r} (rigid)")
+        oid = age = -1
+        for e in range(count):
+            where = f"record {r}, rigid entry {e}"
+            oid += bits.eg(0) + 1
+            if oid > MAX_OBJECT_ID:
+                raise SnapshotError(f"{where}: rigid id {oid} above {MAX_OBJECT_ID}")
+            if oid in rigid:
+                raise SnapshotError(f"{where}: rigid object {oid} appears twice")
+            if bits.bits(1):
+                if e == 0:
+                    raise SnapshotError(f"{where}: the first rigid entry has no age to repeat")
+            else:
+                age = bits.eg(0)
+                if age > seq:
+                    raise SnapshotError(f"{where}: baseline age {age} reaches before sequence 0")
+            base_seq = seq - age if age else None
+            if base_seq is None:
+                kind = bits.bits(3)
+                if kind not in RigidKind._value2member_map_:
+                    raise SnapshotError(f"{where}: unknown rigid kind {kind}")
+                base = _RigidVersion(kind, np.zeros(3, np.int64), 0, NO_JAW)
+            else:
+                base = self._rigid_versions.get(oid, {}).get(base_seq)
+                if base is None:
+                    self.missing_baselines += 1
+                    raise SnapshotError(f"{where}: rigid object {oid} baseline {base_seq} is not held")
+            p = base.pos.copy()
+            has_pos = bits.bits(1)
+            if has_pos:
+                k = bits.bits(4)
+                for a in range(3):
+                    p[a] += unzigzag(bits.eg(k))
+                if np.any(np.abs(p) > INT32_LIMIT):
+                    raise SnapshotError(f"{where}: rigid {oid} position out of the int32 range")
+            rot = base.rot
+            has_rot = bits.bits(1)
+            if has_rot:
+                if not bits.bits(1):
+                    rot = bits.bits(rot_width)
+                elif base_seq is None:
+                    raise SnapshotError(f"{where}: orientation change in a full entry")
+                else:
+                    k = bits.bits(4)
+                    parts = rotation_parts(base.rot, rbits)
+                    comps = [c + unzigzag(bits.eg(k)) for c in parts[1:]]
+                    if min(comps) < 0 or max(comps) > comp_max:
+                        raise SnapshotError(f"{where}: orientation component out of 0..{comp_max}")
+                    rot = parts[0] << (3 * rbits) | comps[0] << (2 * rbits) | comps[1] << rbits | comps[2]
+            if base_seq is None and not (has_pos and has_rot):
+                raise SnapshotError(f"{where}: full rigid entry {oid} without position or orientation")
+            jaw = base.jaw
+            if bits.bits(1):
+                if not bits.bits(1):
+                    jaw = bits.bits(jaw_bits)
+                elif base.jaw == NO_JAW:
+                    raise SnapshotError(f"{where}: jaw change without a baseline jaw")
+                else:
+                    jaw = base.jaw + unzigzag(bits.eg(bits.bits(4)))
+                    if not 0 <= jaw <= jaw_max:
+                        raise SnapshotError(f"{where}: jaw code {jaw} out of 0..{jaw_max}")
+            rigid[oid] = (base_seq, _RigidVersion(base.kind, p, rot, jaw))
+        return bits.finish()
 
     def _parse_patches(self, buf: np.ndarray, pos: int, end: int, seq: int, r: int, patches: dict) -> int:
         """One patch record (after its tag) into ``patches``; returns the position after it."""
@@ -365,8 +420,25 @@ class SnapshotDecoder:
         ages = np.empty(count, np.int64)
         starts = np.empty(count + 1, np.int64)
         rows = np.empty((n, 3), np.int64)
+        carry = self._carry
+        carry_off = np.zeros(self.layout.patch_count + 1, np.int64) if carry is None else carry[0].offsets
+        carry_ages = np.empty(max(1, int(carry_off[-1])), np.int64)
+        carry_starts = np.empty(count, np.int64)
         status, at, entry = parse_patch_entries(
-            buf, pos + 2, end, count, seq, self.layout.offsets, ids, ages, starts, rows
+            buf,
+            pos + 2,
+            end,
+            count,
+            seq,
+            self.layout.offsets,
+            ids,
+            ages,
+            starts,
+            rows,
+            carry is not None,
+            carry_off,
+            carry_ages,
+            carry_starts,
         )
         if status < 0:
             where = f"record {r}, patch entry {entry} of {count}"
@@ -377,7 +449,13 @@ class SnapshotDecoder:
             if oid in patches:
                 raise SnapshotError(f"record {r}: patch {oid} appears twice")
             d = rows[starts[e] : starts[e + 1]]
-            base_seq = seq - int(ages[e]) if ages[e] else None
+            code = int(ages[e])
+            if code == CARRIED:
+                assert carry is not None
+                d += self._carried_baseline(oid, seq, carry_ages[carry_starts[e] :], r)
+                patches[oid] = (_CARRIED_BASE, d)
+                continue
+            base_seq = seq - (code - 1) if code else None
             if base_seq is not None:
                 base = self._patch_versions[oid].get(base_seq)
                 if base is None:
@@ -388,6 +466,27 @@ class SnapshotDecoder:
         if len(rows) and np.abs(rows).max() > INT32_LIMIT:
             raise SnapshotError(f"record {r}: patch grid coordinates out of the int32 range")
         return at
+
+    def _carried_baseline(self, pid: int, seq: int, ages: np.ndarray, r: int) -> np.ndarray:
+        """The baseline of a carried entry of new patch ``pid``: each vertex's value in the previous epoch's
+        version (of age ``ages[j]``, 0 = none: zeros) of its source patch ``j``."""
+        assert self._carry is not None and self.layout is not None
+        cmap, old_versions = self._carry
+        sl = self.layout.patch(pid)
+        old_patch, old_index = cmap.old_patch[sl], cmap.old_index[sl]
+        base = np.zeros((sl.stop - sl.start, 3), np.int64)
+        lo = int(cmap.offsets[pid])
+        for j, k in enumerate(cmap.sources[lo : int(cmap.offsets[pid + 1])].tolist()):
+            age = int(ages[j])
+            if age == 0:
+                continue
+            version = old_versions[k].get(seq - age)
+            if version is None:
+                self.missing_baselines += 1
+                raise SnapshotError(f"record {r}: patch {pid} carried baseline {seq - age} of old patch {k} not held")
+            mask = old_patch == k
+            base[mask] = version[old_index[mask]]
+        return base
 
     def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list[DecodedObject]:
         assert self.layout is not None and self.config is not None

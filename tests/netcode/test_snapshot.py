@@ -13,9 +13,11 @@ from netcode.snapshot import (
     HEADER_SIZE,
     RECORD_PATCH,
     RECORD_RIGID,
+    RigidSet,
     SnapshotError,
     pack_header,
     parse_header,
+    read_header,
     write_varint,
 )
 from netcode.snapshot_codec import SnapshotServer
@@ -99,6 +101,33 @@ def test_full_then_delta_round_trip_is_exact_and_within_bounds():
             assert not any(o.full for o in snap.objects)
 
 
+def test_rigid_changes_are_exact_in_both_modes():
+    """Rigid orientations and jaws travel as changes of their codes when that is shorter, else absolute
+    (a flip of the largest component, a big jump): the client holds exactly the server's codes."""
+    scene = Scene()
+    server = SnapshotServer(scene.layout)
+    dec = connect(server, 0)
+    for f in range(30):
+        rigid = scene.rigid(f)
+        ang = 0.002 * f if f < 20 else 3.0 + 0.5 * f  # slow turn, then jumps (largest component changes)
+        quats = rigid.orientations.copy()
+        quats[0] = [0.0, np.sin(ang / 2), 0.0, np.cos(ang / 2)]
+        jaws = rigid.jaws.copy()
+        jaws[0] = 0.3 + (0.001 * f if f < 20 else 0.4 * (f % 2))
+        rigid = RigidSet(rigid.ids, rigid.kinds, rigid.positions, quats, jaws)
+        fr = server.begin_frame(f / 60, scene.surface(f), rigid)
+        data = server.encode(0)
+        snap = dec.decode(data)
+        server.on_ack(0, snap.sequence)
+        sent = {o.id for o in snap.objects if o.kind != "patch"}
+        for j, oid in enumerate(fr.rigid_ids.tolist()):
+            if oid in sent:
+                held = dec._rigid_versions[oid][snap.sequence]
+                assert held.rot == int(fr.rigid_rot[j]) and held.jaw == int(fr.rigid_jaw[j])
+                assert tuple(held.pos.tolist()) == tuple(fr.rigid_pos[j].tolist())
+    assert dec.rejected == 0
+
+
 def test_positions_within_error_of_truth():
     scene = Scene(seed=4)
     server = SnapshotServer(scene.layout)
@@ -127,7 +156,7 @@ def test_unchanged_objects_cost_nothing():
         data = server.encode(0)
         sizes.append(len(data))
         server.on_ack(0, dec.decode(data).sequence)
-    assert sizes[0] > 1000 and sizes[-1] == HEADER_SIZE
+    assert sizes[0] > 1000 and sizes[-1] == len(pack_header(server.sequence, 0.0, server.epoch, 0)) < HEADER_SIZE
 
 
 def test_delta_against_acked_baseline_after_loss():
@@ -266,8 +295,11 @@ def test_epoch_change_across_a_cut():
     applied = dec.on_message(topo)
     assert dec.epoch == 2 and len(applied) == 1
     snap = applied[0]
-    assert all(o.full for o in snap.objects)  # old baselines are invalid
-    assert {o.id for o in snap.objects if o.kind == "patch"} == set(range(layout.patch_count))
+    patches = [o for o in snap.objects if o.kind == "patch"]
+    assert {o.id for o in patches} == set(range(layout.patch_count))
+    # the surviving vertices' acked versions are carried over the cut: deltas, not full records
+    assert not any(o.full for o in patches)
+    assert all(o.full for o in snap.objects if o.kind != "patch")
     server.on_ack(0, snap.sequence)
     assert_exact(dec, server, 0)
     shown, received = dec.surface()
@@ -279,6 +311,88 @@ def test_epoch_change_across_a_cut():
         dec.apply_topology(TopologyUpdate(1, "cut", None, scene.layout))
     server.on_ack(0, 5)  # a late ack of the old epoch is ignored
     assert server.clients[0].acked_seq.max() == snap.sequence
+
+
+def test_baselines_carried_over_cuts_under_loss_and_late_topology():
+    """Two cuts while the surface moves, snapshots are lost, acks come late and the topology message
+    arrives after snapshots of the new epoch: the surviving vertices' acked versions serve as baselines
+    (carried entries), every patch the client applies is exactly what the server sent, nothing is
+    rejected; a topology change with cause "full" (a reset) sends full records again."""
+    rng = np.random.default_rng(11)
+    scene = Scene(seed=11)
+    server = SnapshotServer(scene.layout)
+    dec = connect(server, 0, resend_after=4)
+    acks, topo_due, held = [], [], []
+    layout = scene.layout
+    alive = layout.vertex_ids
+    carried = full = 0
+    for f in range(90):
+        if f in (30, 55):
+            drop = alive[alive % 11 == f % 11]
+            alive = np.setdiff1d(alive, drop)
+            layout = make_patches(alive, scene.rest[alive], 30 + f // 10)
+            topo_due.append((f + 2, server.change_topology(layout, removed_vertices=drop)))
+        pos = scene.surface(f, move=f < 70)
+        by_id = dict(zip(scene.layout.vertex_ids.tolist(), pos, strict=True))
+        server.begin_frame(f / 60, np.array([by_id[v] for v in layout.vertex_ids.tolist()]), scene.rigid(f))
+        data = server.encode(0)
+        for _due, seq in [a for a in acks if a[0] <= f]:
+            server.on_ack(0, seq)
+        acks = [a for a in acks if a[0] > f]
+        snaps = []
+        for _due, msg in [t for t in topo_due if t[0] <= f]:
+            snaps += dec.on_message(msg)
+        topo_due = [t for t in topo_due if t[0] > f]
+        if rng.random() >= 0.25:
+            try:
+                snaps.append(dec.decode(data))
+            except EpochMismatchError as exc:
+                assert exc.held
+                held.append(f)
+        for snap in snaps:
+            acks.append((f + 3, snap.sequence))
+            patches = [o for o in snap.objects if o.kind == "patch"]
+            if snap.sequence == server.sequence:  # the newest: what the client shows is what was sent
+                assert_exact(dec, server, 0, [o.id for o in patches])
+            if snap.epoch > 1:
+                carried += sum(not o.full for o in patches)
+                full += sum(o.full for o in patches)
+    assert held and dec.missing_baselines == 0 and dec.rejected == 0
+    assert carried > 2 * full  # after a cut, deltas (carried, then acked) rather than full records
+    for _due, seq in acks:
+        server.on_ack(0, seq)
+    for f in range(90, 100):  # quiet, no loss: the acked versions are what the client shows, within the bound
+        server.begin_frame(f / 60, server.frame.positions, scene.rigid(f))
+        server.on_ack(0, dec.decode(server.encode(0)).sequence)
+    assert np.array_equal(dec.surface_grid(), server.clients[0].acked_q)
+    assert np.abs(dec.surface()[0] - server.frame.positions).max() <= E
+    # a reset (cause "full"): no carried baselines, full records
+    dec.on_message(server.change_topology(layout, cause="full"))
+    server.begin_frame(2.0, server.frame.positions, scene.rigid(100))
+    snap = dec.decode(server.encode(0))
+    assert all(o.full for o in snap.objects) and dec._carry is None
+
+
+def test_carried_baseline_not_held_is_rejected_and_counted():
+    scene = Scene()
+    server = SnapshotServer(scene.layout)
+    dec = connect(server, 0)
+    for f in range(3):
+        frame(server, scene, f)
+        server.on_ack(0, dec.decode(server.encode(0)).sequence)
+    removed, layout = cut_layout(scene, scene.layout)
+    dec.on_message(server.change_topology(layout, removed_vertices=removed))
+    by_id = dict(zip(scene.layout.vertex_ids.tolist(), scene.surface(3), strict=True))
+    server.begin_frame(4 / 60, np.array([by_id[v] for v in layout.vertex_ids.tolist()]), scene.rigid(3))
+    data = server.encode(0)
+    probe = copy.deepcopy(dec)
+    for versions in probe._carry[1]:
+        versions.clear()  # the client lost the previous epoch's versions
+    before = state_of(probe)
+    with pytest.raises(SnapshotError, match=r"carried baseline .* not held"):
+        probe.decode(data)
+    assert probe.missing_baselines == 1 and state_of(probe) == before
+    assert not any(o.full for o in dec.decode(data).objects if o.kind == "patch")
 
 
 def test_topology_message_round_trip_and_validation():
@@ -335,7 +449,7 @@ def test_truncations_and_trailing_bytes_are_rejected_without_state_change():
 
 def test_bad_header_counts_ids_and_baselines():
     server, dec, data = one_decoder_and_snapshots()
-    seq, t, epoch, count = parse_header(data)
+    seq, t, epoch, count, head = read_header(data)
     before = state_of(dec)
 
     def rejected(blob, match):
@@ -344,9 +458,13 @@ def test_bad_header_counts_ids_and_baselines():
         assert state_of(dec) == before
 
     rejected(b"\x01" + data[1:], "version")  # version 1 had no runs layout
-    rejected(pack_header(seq, t, epoch, count + 1) + data[HEADER_SIZE:], "ends after")
-    rejected(pack_header(seq, t, epoch, count - 1) + data[HEADER_SIZE:], "after the last")
-    rejected(pack_header(seq, float("nan"), epoch, count) + data[HEADER_SIZE:], "time")
+    assert parse_header(data) == (seq, t, epoch, count) and data[:head] == pack_header(seq, t, epoch, count)
+    rejected(pack_header(seq, t, epoch, count + 1) + data[head:], "ends after")
+    rejected(pack_header(seq, t, epoch, count - 1) + data[head:], "after the last")
+    rejected(pack_header(seq, float("nan"), epoch, count) + data[head:], "time")
+    rejected(pack_header(seq, t, epoch, 0x10000) + data[head:], "out of range")
+    rejected(data[:1] + b"\xff" * 5 + data[2:], "longer than 5 bytes")
+    rejected(data[: head - 1] + b"\x80", "truncated varint")
 
     def record(tag, oid, age, body=b""):
         out = bytearray((tag,))
@@ -358,11 +476,13 @@ def test_bad_header_counts_ids_and_baselines():
     n0 = int(server.layout.sizes[0])
 
     def patch_record(entries, count=None, pad="0"):
-        """A patch record of (id, age or None for "same as the previous", block bit string) entries."""
+        """A patch record of (id, age or None for "same as the previous", block bit string) entries; the
+        age is written as its code: 0 full, age + 1 for a delta ("carried" for code 1)."""
         bits = ""
         prev = -1
         for pid, age, block in entries:
-            bits += eg0(pid - prev - 1) + ("1" if age is None else "0" + eg0(age)) + block
+            code = None if age is None else (1 if age == "carried" else age + 1 if age else 0)
+            bits += eg0(pid - prev - 1) + ("1" if code is None else "0" + eg0(code)) + block
             prev = pid
         bits += pad * (-len(bits) % 8)
         n = len(entries) if count is None else count
@@ -380,6 +500,7 @@ def test_bad_header_counts_ids_and_baselines():
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, seq, zero_block)]), "not held")
     rejected(pack_header(seq, t, epoch, 2) + patch_record([(0, 0, zero_block)]) * 2, "twice")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, None, zero_block)]), "no age to repeat")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, "carried", zero_block)]), "carried baseline")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([]), "no patches")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, zero_block)], count=2), "past the end")
     runs_zero = "1" + k0 + eg0(n0) * 3  # runs layout, k = 0: one zero run per axis
@@ -391,11 +512,34 @@ def test_bad_header_counts_ids_and_baselines():
     runs_too_long = "1" + k0 + eg0(n0 + 1)  # runs layout, k = 0: a zero run longer than the patch
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 0, runs_too_long)]), "run past the end")
     rejected(pack_header(seq, t, epoch, 1) + record(0x3F, 0, 0), "unknown record tag")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID, 0, 0), "without position")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x0C, 0, 0, b"\x09"), "unknown rigid kind")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x04, 99, 1, b"\x00\x00\x00"), "not held")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x10, 0, 1, b"\xff\xff"), "jaw code")
-    rejected(pack_header(seq, t, epoch, 1) + record(RECORD_RIGID | 0x08, 0, 1, b"\xff" * 6), "orientation")
+
+    def rigid_record(*entries, count=None, pad="0"):
+        """A rigid record of entry bit strings (SNAPSHOT.md 2.1)."""
+        bits = "".join(entries)
+        bits += pad * (-len(bits) % 8)
+        return bytes((RECORD_RIGID, len(entries) if count is None else count)) + to_bytes(bits)
+
+    def head(oid, age, gap=None):  # id gap, then "0" and the age
+        return eg0(oid if gap is None else gap) + "0" + eg0(age)
+
+    rot0 = "1" + "0" + "0" * 44  # orientation present, absolute, code 0 (b = 14)
+    pos0 = "1" + bits_of(0, 4) + eg0(0) * 3  # position present, k = 0, three zeros
+    full = head(3, 0) + bits_of(0, 3) + pos0 + rot0 + "0"
+    assert copy.deepcopy(dec).decode(pack_header(seq, t, epoch, 1) + rigid_record(full)).objects[0].id == 3
+    rigid = pack_header(seq, t, epoch, 1)
+    rejected(rigid + rigid_record(head(3, 0) + bits_of(0, 3) + "0" + rot0 + "0"), "without position")
+    rejected(rigid + rigid_record(head(3, 0) + bits_of(7, 3) + pos0 + rot0 + "0"), "unknown rigid kind")
+    rejected(rigid + rigid_record(head(99, 1) + "000"), "not held")
+    rejected(rigid + rigid_record(head(0, 1) + "00" + "11" + bits_of(0, 4) + eg0(1 << 20)), "jaw code")
+    rejected(rigid + rigid_record(head(0, 1) + "0" + "11" + bits_of(0, 4) + eg0(1 << 30) * 3 + "0"), "orientation")
+    rejected(rigid + rigid_record(head(3, 0) + bits_of(0, 3) + pos0 + "11" + bits_of(0, 4) + eg0(0) * 3 + "0"), "full")
+    rejected(rigid + rigid_record(eg0(0) + "1" + "000"), "no age to repeat")
+    rejected(rigid + rigid_record(head(70000, 1) + "000"), "above")
+    rejected(rigid + rigid_record("0" * 41 + "1"), "prefix")
+    rejected(rigid + rigid_record(full, count=0), "no objects")
+    rejected(rigid + rigid_record(full, count=2), "truncated")
+    rejected(rigid + rigid_record(head(1, 1) + "000", pad="1"), "padding")
+    rejected(pack_header(seq, t, epoch, 2) + rigid_record(head(0, 1) + "000") * 2, "twice")
     rejected(pack_header(seq, t, epoch, 1) + b"\x02" + b"\xff" * 6, "varint")
     applied = dec._applied[-1]
     rejected(pack_header(applied, t, epoch, 0), "already applied")
