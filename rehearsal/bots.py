@@ -313,3 +313,35 @@ class SurgeonScript:
         jaw = _ramp(t, 1.3, 1.7, 1.0, 0.0)
         y += _ramp(t, 1.9, 3.4, 0.0, self.lift)  # ~0.7 cm/s up
         return [self.x, y, self.z], jaw
+
+
+def _smooth_ramp(t: float, t0: float, t1: float, a: float, b: float) -> float:
+    """Like _ramp, but along the quintic smootherstep: no jumps in speed or acceleration (a hand's motion)."""
+    u = _ramp(t, t0, t1, 0.0, 1.0)
+    return a + (b - a) * u * u * u * (u * (6.0 * u - 15.0) + 10.0)
+
+
+class CutScript:
+    """An assistant's scissors cutting across the block: a snip (descend with the blades open, close them,
+    lift, open) at each of ``zs`` in turn along the line x = ``x``, ``SNIP_SECONDS`` apart.
+
+    Times are seconds since the script started; ``start`` delays everything (e.g. until scissors arrive)."""
+
+    SNIP_SECONDS = 1.4
+    HINGE_ABOVE = SurgeonScript.HINGE_ABOVE
+    HINGE_WORK = SurgeonScript.HINGE_WORK
+
+    def __init__(self, x: float, zs: Sequence[float], start: float = 0.0) -> None:
+        from physics.instruments import look_rotation
+
+        self.x, self.zs, self.start = x, list(zs), start
+        self.rotation = look_rotation(forward=(0.0, -1.0, 0.0), up=(1.0, 0.0, 0.0))
+
+    def pose(self, t: float) -> tuple[list[float], float]:
+        t = max(t - self.start, 0.0)
+        k = min(int(t / self.SNIP_SECONDS), len(self.zs) - 1)
+        u = t - k * self.SNIP_SECONDS if t < len(self.zs) * self.SNIP_SECONDS else self.SNIP_SECONDS
+        z = _smooth_ramp(u, 0.0, 0.2, self.zs[max(k - 1, 0)], self.zs[k])  # move over, above the tissue
+        y = _smooth_ramp(u, 0.2, 0.6, self.HINGE_ABOVE, self.HINGE_WORK) + _smooth_ramp(u, 0.9, 1.2, 0.0, 0.03)
+        jaw = _smooth_ramp(u, 0.6, 0.9, 1.0, 0.0) + _smooth_ramp(u, 1.2, 1.35, 0.0, 1.0)
+        return [self.x, y, z], jaw

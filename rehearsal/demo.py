@@ -7,8 +7,8 @@ four bots through the HTTP join API and drives them over real UDP on 127.0.0.1:
 * lead surgeon: grasper (the first scenario instrument), descends onto the left of the block's top,
   closes the jaws and lifts by 1.5 cm (retracting);
 * scrub nurse: hands the assistant scissors (``hand_instrument``) once, then watches;
-* assistant surgeon: once the scissors arrive, descends over the middle of the block and closes the
-  blades across it (cutting);
+* assistant surgeon: once the scissors arrive, snips across the middle of the block four times, 1 cm
+  apart, dividing its upper half (cutting);
 * mentor: watches, pauses once for ~1 s, resumes, and injects the ``bleeder`` complication once.
 
 Every second it prints a status line (elapsed time; server tick interval measured from the snapshots'
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rehearsal.bots import Headset, ServerProcess, SurgeonScript, post, pump
+from rehearsal.bots import CutScript, Headset, ServerProcess, SurgeonScript, post, pump
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
 
 ROLES = (
@@ -134,7 +134,7 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
     team = list(bots.values())
     assistant_pid = tickets["assistant_surgeon"]["participant"]
     lead_script = SurgeonScript(x=-0.015, z=0.0, lift=0.015)
-    cut_script = SurgeonScript(x=0.0025, z=0.0, start=0.3)  # after the nurse's handover
+    cut_script = CutScript(x=0.0025, zs=(-0.015, -0.005, 0.005, 0.015), start=0.3)  # after the nurse's handover
     pause_at = max(3.5, 0.5 * seconds)
     plan = [  # (time, bot, action, args) — each done once
         (0.1, nurse, "hand_instrument", {"to": assistant_pid, "hand": "right", "kind": "scissors"}),

@@ -40,6 +40,7 @@ def test_the_demo_team_connects_operates_and_sees_the_mentor():
     # the lead's retraction completed the first step, and the server kept the session's result
     assert summary["steps"][0]["id"] == "retract" and summary["steps"][0]["status"] == "done", summary["steps"]
     assert any(line.startswith("t=") and "step=divide" in line for line in lines)
+    assert summary["bots"]["assistant_surgeon"]["events"]["cut"] >= 4  # a snip at each of four places
     result = summary["result"]
     assert result["session"] == summary["session"] and result["steps"][0]["status"] == "done"
     lead = next(p for p in result["participants"] if p["role"] == "lead_surgeon")
