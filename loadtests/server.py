@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import base64
 import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from loadtests.instrument import read_ticks
-from rehearsal.bots import ROOT, ServerProcess, post
+from rehearsal.bots import ServerProcess, post
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 TICK_BUDGET = 1.0 / 60.0  # 16.7 ms
+DRAIN_SECONDS = 5.0
 LAUNCH = """
 import sys
 from pathlib import Path
@@ -42,7 +39,7 @@ from rehearsal.settings import load_settings
 threads = int(sys.argv[5]) or None  # 0: the server's default
 sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0,
                              max_clients=int(sys.argv[3]), empty_room_seconds=float(sys.argv[4]),
-                             physics_threads=threads, drain_seconds=5.0)))
+                             physics_threads=threads, drain_seconds=float(sys.argv[6]))))
 """
 
 
@@ -59,35 +56,8 @@ class LoadServer(ServerProcess):
         physics_threads: int = 0,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-        if "NUMBA_CACHE_DIR" in os.environ:
-            env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
-        self.data_dir = data_dir
-        self.echo = echo
-        self.drain_seconds = 5.0  # as LAUNCH sets it: stop() waits this long (+15 s) for the drain
-        self.udp_port = 0
-        self.http_port = 0
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                LAUNCH,
-                str(data_dir),
-                str(SCENARIO_DIR),
-                str(max_clients),
-                str(empty_room_seconds),
-                str(int(physics_threads)),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        args = (data_dir, SCENARIO_DIR, max_clients, empty_room_seconds, int(physics_threads), DRAIN_SECONDS)
+        super().__init__(data_dir, echo, DRAIN_SECONDS, script=LAUNCH, script_args=[str(a) for a in args])
 
     @property
     def pid(self) -> int:

@@ -89,20 +89,10 @@ class RoutedHeadset(Headset):
         with contextlib.suppress(OSError):
             self.sock.sendto(data, self.via)
 
-    def service(self) -> None:
-        now = time.monotonic()
-        for _ in range(1000):
-            try:
-                data, addr = self.sock.recvfrom(2048)
-            except (BlockingIOError, OSError):
-                break
-            self.bytes_received += len(data)
-            source = Address.from_host_port(addr[0], addr[1])
-            if self.via is not None and (addr[0], addr[1]) == self.via and self.core.server_address is not None:
-                source = self.core.server_address
-            self.core.receive(data, source, now)
-        self.core.update(now)
-        self.channels.update(now)
+    def _source(self, addr: tuple) -> Address:
+        if self.via is not None and (addr[0], addr[1]) == self.via and self.core.server_address is not None:
+            return self.core.server_address
+        return super()._source(addr)
 
 
 # ---------------------------------------------------------------------------------------------- scripts

@@ -64,7 +64,17 @@ SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snapshot")
 class ServerProcess:
     """The server subprocess; its log lines are read by a thread so no wait can block on a pipe."""
 
-    def __init__(self, data_dir: Path, echo: Callable[[str], None] | None = None, drain_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        echo: Callable[[str], None] | None = None,
+        drain_seconds: float = 5.0,
+        *,
+        script: str = SERVER_SCRIPT,
+        script_args: Sequence[str] | None = None,
+    ) -> None:
+        """``script`` (run with ``python -c``) starts the server; its arguments default to the data directory
+        and the drain seconds, which is what SERVER_SCRIPT reads (a variant must drain in ``drain_seconds``)."""
         env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
         if "NUMBA_CACHE_DIR" in os.environ:
             env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
@@ -74,7 +84,7 @@ class ServerProcess:
         self.udp_port = 0
         self.http_port = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, str(data_dir), str(drain_seconds)],
+            [sys.executable, "-c", script, *(script_args or (str(data_dir), str(drain_seconds)))],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -234,9 +244,13 @@ class Headset:
             except (BlockingIOError, OSError):
                 break
             self.bytes_received += len(data)
-            self.core.receive(data, Address.from_host_port(addr[0], addr[1]), now)
+            self.core.receive(data, self._source(addr), now)
         self.core.update(now)
         self.channels.update(now)
+
+    def _source(self, addr: tuple) -> Address:
+        """Who sent a datagram, as the netcode core should see it (a relaying subclass maps its relay)."""
+        return Address.from_host_port(addr[0], addr[1])
 
     def send_pose(
         self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT, energy: bool = False
