@@ -19,6 +19,7 @@ import numpy as np
 
 from physics.model import Model, add_anchors, scale_stiffness
 from physics.state import State
+from rehearsal.procedure import tet_centres
 from rehearsal.scenario import Complication, Scenario
 
 COAGULATION_RADIUS = 0.005  # m around the bleeding point
@@ -109,7 +110,7 @@ def _bleeding(c: Complication, model: Model, state: State) -> Bleeding:
         raise ComplicationError(f"{c.id}: there is no tissue surface left to bleed")
     target = np.asarray(c.params["position"])
     vertex = int(surface[np.argmin(np.sum((state.x[surface] - target) ** 2, axis=1))])
-    centres = state.x[model.tets].mean(axis=1)
+    centres = tet_centres(state.x, model.tets)
     near = np.sum((centres - state.x[vertex]) ** 2, axis=1) <= COAGULATION_RADIUS**2
     touching = np.any(model.tets == vertex, axis=1)
     tets = np.flatnonzero((near | touching) & model.alive)
