@@ -33,14 +33,13 @@ import numpy as np
 
 from physics.cli_types import positive_int
 from physics.control import Control
+from physics.model import inverted_tets, live_volume
 from physics.scenes import (
     GRASPER_ID,
     SOFT_TISSUE,
     Scene,
     block_cantilever_scene,
     block_grasp_scene,
-    inverted_tets,
-    live_volume,
 )
 from physics.solver import step
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from physics.environment import Environment
 from physics.materials import Material
-from physics.mesh import TetMesh
+from physics.mesh import TetMesh, signed_volumes
 from physics.neo_hookean import CHUNK, rest_data
 from physics.partitioning import chunk_plan, sweep_plan
 from physics.surface import boundary_triangles, surface_after_removal, tet_neighbours
@@ -214,6 +214,16 @@ def add_anchors(model: Model, vertex_ids: np.ndarray, positions: np.ndarray) -> 
     model.anchor_vertex = np.concatenate([model.anchor_vertex, ids[new]]).astype(np.int32)
     model.anchor_position = np.concatenate([model.anchor_position, targets[new]])
     return int(new.sum())
+
+
+def live_volume(model: Model, x: np.ndarray) -> float:
+    """Total signed volume of the live tets at positions x (m^3)."""
+    return float(signed_volumes(x, model.tets[model.alive]).sum())
+
+
+def inverted_tets(model: Model, x: np.ndarray) -> int:
+    """Live tets with det F <= 0 (signed volume <= 0) at positions x."""
+    return int(np.count_nonzero(signed_volumes(x, model.tets[model.alive]) <= 0.0))
 
 
 def _refresh(model: Model) -> None:

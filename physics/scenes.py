@@ -25,7 +25,6 @@ from physics.control import Control, InstrumentInput
 from physics.environment import Environment
 from physics.instruments import InstrumentSpec, grasper, look_rotation, scissors
 from physics.materials import LIVER, VESSEL, Material
-from physics.mesh import signed_volumes
 from physics.model import Model, build_model
 from physics.procedural import liver_lobe, tissue_block, vertices_in_box
 from physics.state import State, new_state
@@ -109,16 +108,6 @@ class Scene:
 
 
 # --- measurements shared by the benchmark, the demo and the tests ---------------------------------------
-
-
-def live_volume(model: Model, x: np.ndarray) -> float:
-    """Total signed volume of the live tets at positions x (m^3)."""
-    return float(signed_volumes(x, model.tets[model.alive]).sum())
-
-
-def inverted_tets(model: Model, x: np.ndarray) -> int:
-    """Live tets with det F <= 0 (signed volume <= 0) at positions x."""
-    return int(np.count_nonzero(signed_volumes(x, model.tets[model.alive]) <= 0.0))
 
 
 # --- the tissue block -----------------------------------------------------------------------------------

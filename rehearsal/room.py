@@ -16,7 +16,7 @@ import numpy as np
 
 from physics import Control, InstrumentInput, Model, StepReport, new_state, step
 from physics.instruments import SPECS, InstrumentSpec, Kind
-from physics.scenes import inverted_tets
+from physics.model import inverted_tets
 from physics.state import State
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.identity import Identity

@@ -8,6 +8,7 @@ import pytest
 
 from physics import bench, demo
 from physics.instruments import grasper
+from physics.model import inverted_tets, live_volume
 from physics.scenes import (
     GRASPER_ID,
     SCISSORS_ID,
@@ -16,8 +17,6 @@ from physics.scenes import (
     block_cantilever_scene,
     block_cells,
     block_grasp_scene,
-    inverted_tets,
-    live_volume,
     liver_scene,
 )
 from physics.solver import step
