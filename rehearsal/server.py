@@ -83,6 +83,7 @@ from ops.drain import Drain
 from ops.http import Heartbeat, ops_root
 from ops.metrics import OpsMetrics, by_prefix, quantile
 from physics import StepReport
+from physics.instruments import Kind, look_rotation
 from rehearsal.http_api import api_root
 from rehearsal.identity import Identity, IdentityError
 from rehearsal.join_service import JoinService
@@ -423,11 +424,20 @@ class RehearsalServer:
         """A participant asked to rejoin (/api/rejoin): a connection still open under their id is a dead
         headset the server has not timed out yet. Netcode refuses a second connection of a connected client
         id, so without this the new token would be ignored until that timeout (10 s): disconnect it now."""
-        for index, client in list(self.clients.items()):
-            if client.session == identity.session and client.identity.participant == identity.participant:
-                self.counters["rejoin_replaced_connections"] += 1
-                if self.protocol is not None:
-                    self.protocol.core.disconnect(index, self.protocol.now())
+        for client in self._connections_of(identity.session, identity.participant):
+            self.counters["rejoin_replaced_connections"] += 1
+            if self.protocol is not None:
+                self.protocol.core.disconnect(client.index, self.protocol.now())
+
+    def _connections_of(self, session: str, participant: int) -> list[_Client]:
+        """The connections a participant of a session holds (normally one)."""
+        return [c for c in self.clients.values() if c.session == session and c.identity.participant == participant]
+
+    def _send_away(self, session: str, participant: int, reason: str) -> None:
+        """A removed participant's connections are told why, then disconnected a moment later."""
+        for client in self._connections_of(session, participant):
+            self._refuse(client, "connect", reason)
+            self.reactor.callLater(KICK_DELAY, self._kick, client.index, participant)
 
     def _on_disconnect(self, index: int, reason: str) -> None:
         stats = self.channels.stats(index)
@@ -558,11 +568,7 @@ class RehearsalServer:
                 detail["object"] = self._object_id(live, to, hand)
         self._broadcast_event(live, action.value, by=pid, detail=detail)
         if action is Action.REMOVE_PARTICIPANT:
-            who = args.get("who")
-            for index, other in list(self.clients.items()):
-                if other.session == room.session and other.identity.participant == who:
-                    self._refuse(other, "connect", "removed from the session by the mentor")
-                    self.reactor.callLater(KICK_DELAY, self._kick, index, who)
+            self._send_away(room.session, args.get("who"), "removed from the session by the mentor")
         if action is Action.END_ROOM:
             self._end_room(room.session)
 
@@ -649,8 +655,7 @@ class RehearsalServer:
             self.counters[f"room_{event.kind}"] += 1
 
     def _holder_clients(self, live: _LiveRoom, instrument: int) -> list[int]:
-        pid = instrument // len(HANDS)
-        return [i for i in live.clients if (c := self.clients.get(i)) is not None and c.identity.participant == pid]
+        return [c.index for c in self._connections_of(live.room.session, instrument // len(HANDS))]
 
     def _send_grasp_model(self, live: _LiveRoom, instrument: int, detail: dict) -> None:
         """The holder's headset gets the new grasp's response model (reliable ``grasp``) to predict with."""
@@ -974,10 +979,7 @@ class RehearsalServer:
             raise LookupError(f"no participant {participant} in room {session!r}")
         log.info("session %s: participant %d removed by an administrator", session, participant)
         self._broadcast_event(live, "remove_participant", detail={"who": participant, "by_admin": True})
-        for index, other in list(self.clients.items()):
-            if other.session == session and other.identity.participant == participant:
-                self._refuse(other, "connect", "removed from the session by an administrator")
-                self.reactor.callLater(KICK_DELAY, self._kick, index, participant)
+        self._send_away(session, participant, "removed from the session by an administrator")
         return {"session": session, "participant": participant, "removed": True}
 
     def _closed(self) -> str | None:
@@ -1018,14 +1020,24 @@ class _Refused:
 
 
 def _warm_up(scenario_name: str) -> None:
-    """One physics step with an instrument and one snapshot, so numba compiles (or loads its cache) now."""
+    """Each of the scenario's instruments works the tissue once (contact, grasp and its response probe, cut,
+    burn) and one snapshot is encoded, so numba compiles (or loads its cache) every kernel now, not in the
+    middle of a session."""
     scenario = load_scenario(scenario_name)
     room = Room("warm-up", scenario)
-    room.join(Identity("warm-up", 1, Role.LEAD_SURGEON, "warm-up"))
+    surgeon = room.join(Identity("warm-up", 1, Role.LEAD_SURGEON, "warm-up"))
     room.start()
-    hi = room.model.rest_positions.max(axis=0)
-    room.instrument_input(1, "right", hi + np.array([0.0, 0.05, 0.0]), [1.0, 0.0, 0.0, 0.0], 0.2, False, 0.0)
-    room.advance(1.0 / scenario.tick_hz)
+    rest = room.model.rest_positions
+    lo, hi = rest.min(axis=0), rest.max(axis=0)
+    hinge = np.array([(lo[0] + hi[0]) / 2, hi[1] + 0.01, (lo[2] + hi[2]) / 2])  # jaws reach into the top
+    down = look_rotation(forward=(0.0, -1.0, 0.0), up=(1.0, 0.0, 0.0))
+    dt, t = 1.0 / scenario.tick_hz, 0.0
+    for kind in scenario.instruments:
+        surgeon.hands["right"] = Kind(kind)
+        for jaw in (1.0, 1.0, 0.6, 0.3, 0.0, 0.0, 1.0):
+            t += dt
+            room.instrument_input(1, "right", hinge, down, jaw, kind == Kind.CAUTERY_HOOK, t)
+            room.advance(dt)
     layout = surface_layout(room)
     sync = SnapshotServer(layout, triangles=room.model.surface)
     sync.add_client(0)
