@@ -61,7 +61,7 @@ class LightDecoder(SnapshotDecoder):
     """The snapshot decoder without the per-snapshot object list (a third of a bot's CPU): snapshots are still
     validated, applied, acknowledged and kept as baselines; ``rigid()`` and ``surface()`` still work."""
 
-    def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list:
+    def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict, fine: object) -> list:
         return []
 
 
@@ -194,7 +194,7 @@ def _collect(bot: Bot, now: float) -> None:
             tag = [fields.get("by"), str((fields.get("detail") or {}).get("reason", ""))[:64]]
         if len(bot.events) < MAX_SERIES:
             bot.events.append((kind, float(fields.get("server_time", 0.0)), tag))
-    for key in ("input_ack", "snap_config", "snap_topology", "snapshot"):
+    for key in ("input_ack", "snap_config", "snap_topology", "snap_predictor", "snapshot"):
         h.messages.pop(key, None)  # the Headset keeps every message; the swarm does not need them
     if h.snapshots_applied > bot.seen_snapshots:
         bot.seen_snapshots = h.snapshots_applied

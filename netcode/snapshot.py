@@ -11,7 +11,8 @@ A snapshot is::
     f64    server_time     seconds, the server clock of that frame
     varint epoch           topology epoch the patch ids refer to (u32)
     varint record_count    (at most 0xFFFF)
-    records...             a rigid record holding every rigid object sent and a patch record holding
+    records...             a drive record (the motion predictors' drives, ``motion_predictor.py``), a
+                           rigid record holding every rigid object sent and a patch record holding
                            every tissue patch sent (bit streams, see SNAPSHOT.md); nothing after the last
 
 All integers little-endian. Objects not in a snapshot are unchanged for the client.
@@ -46,6 +47,9 @@ ENVELOPE_OVERHEAD = 24
 
 RECORD_PATCH = 1
 RECORD_RIGID = 2
+RECORD_DRIVE = 3
+MAX_DRIVES = 64
+"""Entries a drive record may hold (a decoder refuses more)."""
 MAX_EG_PREFIX = 40
 NO_JAW = -1
 MAX_OBJECT_ID = 0xFFFF
@@ -447,3 +451,36 @@ def rigid_record_size(entries: list[tuple[int, int, int]]) -> int:
         bits += eg_bits(oid - prev_id - 1, 0) + 1 + (0 if age == prev_age else eg_bits(age, 0)) + nbits
         prev_id, prev_age = oid, age
     return 1 + max(1, (len(entries).bit_length() + 6) // 7) + (bits + 7) // 8
+
+
+def drive_record(drives: list[tuple[int, np.ndarray]]) -> bytes:
+    """The drive record: tag, varint count, then per predictor its varint id and three zigzag varint
+    drive components (FINE units, ``motion_predictor.py``)."""
+    out = bytearray((RECORD_DRIVE,))
+    write_varint(out, len(drives))
+    for pid, drive in drives:
+        write_varint(out, int(pid))
+        for v in np.asarray(drive, np.int64).tolist():
+            write_varint(out, zigzag(int(v)))
+    return bytes(out)
+
+
+def read_drive_record(data: bytes, pos: int, end: int, max_drive: int) -> tuple[dict[int, np.ndarray], int]:
+    """({predictor id: drive (3,) int64}, position after) of a drive record after its tag; SnapshotError
+    when truncated, too long, with a repeated id or a component beyond ``max_drive``."""
+    count, pos = read_varint(data, pos, end, "drive count")
+    if count > MAX_DRIVES:
+        raise SnapshotError(f"drive record of {count} entries (at most {MAX_DRIVES})")
+    drives: dict[int, np.ndarray] = {}
+    for _ in range(count):
+        pid, pos = read_varint(data, pos, end, "predictor id")
+        values = []
+        for _axis in range(3):
+            u, pos = read_varint(data, pos, end, "drive")
+            values.append(unzigzag(u))
+        if pid in drives:
+            raise SnapshotError(f"predictor {pid} appears twice in the drive record")
+        if max(abs(v) for v in values) > max_drive:
+            raise SnapshotError(f"predictor {pid} drive beyond +-{max_drive}")
+        drives[pid] = np.array(values, np.int64)
+    return drives, pos

@@ -8,6 +8,14 @@ triangles) with uniform per-frame solver jitter of +-0.04 mm per coordinate, a G
 (a 6 cm slit: vertices and triangles removed, a new patch layout and topology epoch), then the release;
 three instruments move (one with a jaw) and every client's head bobs.
 
+When the jaws have closed (frame ``GRASP_FRAME``) the server adds a motion predictor, as the rehearsal
+server does at a grasp: the trace's response to a small motion of the grasp point along x, y and z (what
+``rehearsal.response_model.probe_response`` measures with the physics engine; keeping vertices that move
+at least MIN_RESPONSE of it). Its ``snap_predictor`` message reaches each client with that frame's
+snapshot and its bytes are counted (``predictor_bytes_per_frame``, and in the ratio to Draco). The trace's
+bump is exactly linear in the grasp motion, so here the predictor explains all of it; on simulated tissue
+it explains most (``python -m rehearsal.response_bench``). ``--no-predictor`` runs without it.
+
 Each client receives its snapshots at once (the codec's figures do not depend on one-way latency),
 loses ``--loss`` of them, acknowledges the rest ``--rtt-ms`` later, and gets the topology message half
 a round trip after the cut (its snapshots of the new epoch are held until then). Run twice: at the
@@ -43,6 +51,10 @@ JITTER = 4e-5
 SIGMA = 0.012
 PULL = np.array([0.005, 0.03, 0.01])
 CUT_FRAME = 180
+GRASP_FRAME = 30
+PROBE = 0.002  # m: the probe's motion of the grasp point
+MIN_RESPONSE = 0.005  # as the rehearsal server's codec predictor (rehearsal.response_model.CODEC_MIN_RESPONSE)
+MAX_PREDICTED = 4096
 
 
 # ------------------------------------------------------------------------------------------ the trace
@@ -120,6 +132,19 @@ class Trace:
         rng = np.random.default_rng((self.seed, frame))
         return pos + rng.uniform(-JITTER, JITTER, pos.shape)
 
+    def response(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vertex ids, (K, 3, 3) metres per metre) of the surface's response to the grasp point's motion,
+        by finite differences of the noise-free deformation along x, y and z."""
+
+        def deform(offset: np.ndarray) -> np.ndarray:
+            return self.rest + self.weights[:, None] * offset[None, :]
+
+        columns = np.stack([(deform(e * PROBE) - deform(np.zeros(3))) / PROBE for e in np.eye(3)], axis=2)
+        strength = np.abs(columns).max(axis=(1, 2))
+        keep = np.flatnonzero(strength >= MIN_RESPONSE)
+        keep = keep[np.argsort(-strength[keep], kind="stable")[:MAX_PREDICTED]]
+        return keep, columns[keep]
+
     def rigid(self, frame: int) -> RigidSet:
         return rigid_at(frame, self.grasp_point, self.clients)
 
@@ -139,6 +164,7 @@ def run(
     loss: float,
     seed: int = 1,
     patch_size: int = DEFAULT_PATCH_SIZE,
+    predictor: bool = True,
 ) -> dict:
     rng = np.random.default_rng(seed)
     positions = [trace.positions(f) for f in range(trace.frames)]
@@ -156,7 +182,13 @@ def run(
     topo_pending: list[tuple[int, bytes]] = []
     sizes, enc_us, enc_cpu_us, dec_us, quant_err, display_err = [], [], [], [], [], []
     held = lost = rejected = 0
+    predictor_bytes = 0
     for f in range(trace.frames):
+        if predictor and f == GRASP_FRAME:
+            msg = server.add_predictor(*trace.response())
+            for dec in decoders:
+                dec.on_message(msg)
+            predictor_bytes += len(msg) * len(decoders)
         if f == CUT_FRAME:
             alive = trace.alive_after
             layout = make_patches(alive, positions[f][alive], patch_size)
@@ -206,14 +238,17 @@ def run(
                     display_err.append(float(np.max(np.abs(shown[received] - truth[received]))))
     sizes_a = np.array(sizes, float)
     n_vertices = len(trace.rest)
+    side = predictor_bytes / len(sizes_a)
     return {
         "budget_bytes_per_frame": budget,
         "bytes_per_frame_mean": round(float(sizes_a.mean()), 1),
         "bytes_per_frame_p99": round(float(np.percentile(sizes_a, 99)), 1),
         "bytes_per_frame_max": int(sizes_a.max()),
         "bytes_per_frame_mean_after_join": round(float(sizes_a[trace.clients * 10 :].mean()), 1),
+        "predictor_bytes_per_frame": round(side, 1),
+        "bytes_per_frame_with_predictor": round(float(sizes_a.mean()) + side, 1),
         "bits_per_vertex_per_frame": round(float(sizes_a.mean() * 8 / n_vertices), 3),
-        "mbit_per_s_per_client": round(float(sizes_a.mean() * 8 * HZ / 1e6), 3),
+        "mbit_per_s_per_client": round((float(sizes_a.mean()) + side) * 8 * HZ / 1e6, 3),
         "max_error_quantization_mm": round(max(quant_err) * 1e3, 5),
         "max_error_displayed_mm": round(max(display_err) * 1e3, 4),
         "p99_error_displayed_mm": round(float(np.percentile(display_err, 99)) * 1e3, 4),
@@ -318,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=None, help="grid step, metres (default: = --max-error)")
     p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="vertices per patch at most")
     p.add_argument("--draco-every", type=int, default=10, help="compress every n-th frame with Draco (10)")
+    p.add_argument("--no-predictor", action="store_true", help="no motion predictor at the grasp")
     return p
 
 
@@ -331,10 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = budget_for_rate(args.rate, HZ)
     trace = Trace(args.frames, args.clients)
     warm_up(config)
-    budgeted = run(trace, config, budget, rtt_frames, args.loss, patch_size=args.patch_size)
-    unlimited = run(trace, config, None, rtt_frames, args.loss, patch_size=args.patch_size)
+    kw = {"patch_size": args.patch_size, "predictor": not args.no_predictor}
+    budgeted = run(trace, config, budget, rtt_frames, args.loss, **kw)
+    unlimited = run(trace, config, None, rtt_frames, args.loss, **kw)
     dr = draco(trace, args.max_error, args.draco_every)
-    ratio = None if dr is None else round(unlimited["bytes_per_frame_mean"] / dr["bytes_per_frame_mean"], 4)
+    ours = unlimited["bytes_per_frame_with_predictor"]
+    ratio = None if dr is None else round(ours / dr["bytes_per_frame_mean"], 4)
     goals = {
         "rate_at_most_1_mbit_per_client": unlimited["mbit_per_s_per_client"] <= 1.0,
         "budgeted_rate_within_budget": budgeted["bytes_per_frame_max"] <= budget,
@@ -361,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             "grid_step_mm": config.positions.grid * 1e3,
             "rotation_bits": config.rotation_bits,
             "patch_size": args.patch_size,
+            "motion_predictor": not args.no_predictor,
             "patches": make_patches(np.arange(len(trace.rest)), trace.rest, args.patch_size).patch_count,
         },
         "budgeted": {"rate_bit_s": args.rate, **budgeted},

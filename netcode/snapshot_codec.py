@@ -33,6 +33,9 @@ How it works (details and the byte layout in SNAPSHOT.md):
   versions are therefore its own; the server keeps the rows it sent per snapshot and makes them the
   baselines when acked. A patch is pending while the client's acked version is off the truth by more
   than the bound.
+* Motion predictors (``motion_predictor.py``, ``add_predictor``): each frame a drive is fitted per
+  predictor and sent in the drive record; everything above then works on ``u = x - P`` (the motion the
+  predictors do not explain), and the decoder adds ``P`` back. Without predictors ``u`` is ``x``.
 * Priority (``priority.py``): each frame an object's accumulator grows by (steps changed since it was
   last sent) x (interest: nearness to the client's instruments/gaze); an object that was sent but not yet
   acknowledged only competes again after ``resend_after`` frames. Rigid objects (tiny, and what people
@@ -62,6 +65,7 @@ from netcode.bitcode import (
     put_bits,
     put_eg,
 )
+from netcode.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.priority import PriorityAccumulator, interest
 from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
@@ -76,12 +80,13 @@ from netcode.snapshot import (
     BitWriter,
     CodecConfig,
     RigidSet,
+    drive_record,
     pack_header,
     rigid_entry_body,
     rigid_record,
     rigid_record_size,
 )
-from netcode.snapshot_messages import TopologyUpdate, config_message, topology_message
+from netcode.snapshot_messages import TopologyUpdate, config_message, predictor_message, topology_message
 
 FULL_WEIGHT = 64.0
 """Weight (in steps) of an object the client has no baseline for."""
@@ -98,6 +103,9 @@ PACKET_OVERHEAD = 9 + 5 + 16 + 9
 MAX_MISFITS = 8
 """Patch records tried in vain (too big for the room left) before the packet is closed."""
 _NO_CARRY = np.zeros(0, np.int64)
+BOUND_MARGIN = 1e-9
+"""Deltas are chosen within ``(1 - BOUND_MARGIN) * max_error`` of ``u``, so that the decoder's float sum
+``grid value + P`` stays within ``max_error`` of ``x`` despite rounding."""
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -376,7 +384,8 @@ class QuantizedFrame:
     time: float
     epoch: int
     surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order (full records)
-    positions: np.ndarray  # (N, 3) float64 truth, layout order (deltas are chosen within the bound of it)
+    positions: np.ndarray  # (N, 3) float64 truth, layout order
+    coded: np.ndarray  # (N, 3) float64 truth less the predicted motion (deltas are chosen within the bound of it)
     centroids: np.ndarray  # (P, 3) float64 patch centres (for interest)
     rigid_ids: np.ndarray  # (R,) int64
     rigid_kinds: np.ndarray  # (R,) int64
@@ -384,7 +393,8 @@ class QuantizedFrame:
     rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
-    headers: list = field(default_factory=list)  # snapshot headers for 0, 1, 2 records (uint8 arrays)
+    drives: bytes = b""  # the drive record (empty without predictors)
+    headers: list = field(default_factory=list)  # snapshot headers for 0..3 records (uint8 arrays)
     rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
     rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> entry body, this frame
     rigid_whole: dict = field(default_factory=dict)  # entries -> (size, record bytes or None), this frame
@@ -493,13 +503,25 @@ class SnapshotServer:
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
         self._origin = np.asarray(config.positions.origin, np.float64)
+        self._predictors = PredictorSet()
+        self._field = PredictionField(layout)
+        self._truth: np.ndarray | None = None  # the last frame's surface
 
     # -------------------------------------------------------------- reliable-channel messages
 
     def join_messages(self) -> list[bytes]:
         """Reliable messages a joining or reconnecting client needs before snapshots: config, full topology."""
         update = TopologyUpdate(self.epoch, "full", None, self.layout, added_triangles=self.triangles)
-        return [config_message(self.config), topology_message(update)]
+        predictors = [predictor_message(p) for p in self._predictors.predictors()]
+        return [config_message(self.config), topology_message(update), *predictors]
+
+    def add_predictor(self, vertex_ids: np.ndarray, matrices: np.ndarray) -> bytes:
+        """Start a motion predictor (a grasp response model: mesh vertex ids (K,), matrices (K, 3, 3)
+        metres per metre); returns the reliable ``snap_predictor`` message for every client. Its drive is
+        fitted from the next frame on, against the surface as it is now (``motion_predictor.PredictorSet``
+        retires idle ones; a retired predictor's motion then travels as ordinary deltas)."""
+        predictor = self._predictors.add(vertex_ids, matrices, self._field, self._truth, self.sequence)
+        return predictor_message(predictor)
 
     def change_topology(
         self,
@@ -531,6 +553,8 @@ class SnapshotServer:
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
         self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
         self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
+        self._field = PredictionField(layout)
+        self._truth = None
         if triangles is not None:
             self.triangles = np.asarray(triangles, np.int64)
         self._carry_map = carry
@@ -602,11 +626,15 @@ class SnapshotServer:
             raise ValueError(f"surface must be ({self.layout.vertex_count}, 3) in layout order, got {surface.shape}")
         rigid = RigidSet.empty() if rigid is None else rigid
         rigid.validate()
-        target = self._trend.update(surface)
-        q = self.config.positions.update(surface, self._q_prev, target)
+        drives = self._predictors.fit(self._field, surface, self.config.positions.grid, self.sequence + 1)
+        fine = self._field.fine(drives)
+        coded = surface if fine is None else surface - fine_to_metres(fine, self.config.positions.grid)
+        self._truth = surface
+        target = self._trend.update(coded)
+        q = self.config.positions.update(coded, self._q_prev, target)
         if self._carry is not None:
             found, q_old = self._carry
-            kept = self.config.positions.update(surface, q_old, target)
+            kept = self.config.positions.update(coded, q_old, target)
             q = np.where(found[:, None], kept, q).astype(np.int32)
             self._carry = None
         self._q_prev = q
@@ -622,6 +650,7 @@ class SnapshotServer:
             self.epoch,
             q,
             surface,
+            coded,
             centroids,
             np.asarray(rigid.ids, np.int64),
             np.asarray(rigid.kinds, np.int64),
@@ -629,6 +658,7 @@ class SnapshotServer:
             r_rot,
             r_jaw,
             np.asarray(rigid.positions, np.float64),
+            drive_record([(p.pid, d) for p, d in drives]) if drives else b"",
         )
         return self.frame
 
@@ -671,21 +701,23 @@ class SnapshotServer:
         c = self.clients[client_id]
         limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
-        body = bytearray()
         headers = f.headers
-        if not headers:  # once per frame: the header for 0, 1 and 2 records
-            headers.extend(np.frombuffer(pack_header(seq, f.time, f.epoch, n), np.uint8) for n in range(3))
-        head = len(headers[2])  # at most a rigid record and a patch record
-        room = limit - head
-        rigid_sent = self._encode_rigid(c, f, body, room)
-        records = 1 if rigid_sent else 0
+        if not headers:  # once per frame: the header for 0 to 3 records
+            headers.extend(np.frombuffer(pack_header(seq, f.time, f.epoch, n), np.uint8) for n in range(4))
+        head = len(headers[3])  # at most a drive, a rigid and a patch record
+        # patches need the drives; a budget too small for them gets rigid objects only this frame
+        drives = f.drives if head + len(f.drives) <= limit else b""
+        body = bytearray(drives)
+        records = 1 if drives else 0
+        rigid_sent = self._encode_rigid(c, f, body, limit - head - len(body))
+        records += 1 if rigid_sent else 0
 
         # patches: weights, accumulators, then the numba writer in priority order
         n_p = self.layout.patch_count
         pq = self.config.positions
-        origin, step, max_error = self._origin, pq.grid, pq.max_error
+        origin, step, max_error = self._origin, pq.grid, pq.max_error * (1 - BOUND_MARGIN)
         pending, weights, ages = patch_weights(
-            f.positions,
+            f.coded,
             origin,
             step,
             max_error,
@@ -718,7 +750,7 @@ class SnapshotServer:
         d, dense, sparse = self._scratch
         pos, n_patches = encode_patch_records(
             f.surface,
-            f.positions,
+            f.coded,
             origin,
             step,
             max_error,
@@ -728,7 +760,7 @@ class SnapshotServer:
             order,
             out,
             pos,
-            limit,
+            limit if drives or not f.drives else pos,
             d,
             dense,
             sparse,

@@ -9,6 +9,9 @@ range, a baseline it does not have, trailing bytes...) raises ``SnapshotError`` 
 Epochs: a snapshot is only applied to the topology epoch it was encoded for. A snapshot of a newer epoch
 than the decoder's topology is *held* (up to ``max_held``) until the ``snap_topology`` message arrives on
 the reliable channel, then applied; one of an older epoch is dropped. Both raise ``EpochMismatchError``.
+Likewise a snapshot whose drive record names a motion predictor the decoder has not received
+(``snap_predictor``) is held until it arrives (``MissingPredictorError``). Patch positions are the decoded
+grid values plus what the snapshot's predictors add (``motion_predictor.py``).
 
 After applying snapshot ``s`` the client acknowledges it (``ack_fields()`` gives the ``snap_ack``
 message fields); when ``missing_baselines`` grows the client should send ``snap_resync``.
@@ -23,17 +26,20 @@ import numba
 import numpy as np
 
 from netcode.bitcode import BLOCK_ERRORS, RUNS, block_get, get_bits, get_eg
+from netcode.motion_predictor import MAX_DRIVE, MAX_PREDICTORS, PredictionField, Predictor, fine_to_metres
 from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.quantize import INT32_LIMIT, decode_rotations
 from netcode.snapshot import (
     MAX_OBJECT_ID,
     NO_JAW,
+    RECORD_DRIVE,
     RECORD_PATCH,
     RECORD_RIGID,
     BitReader,
     CodecConfig,
     RigidKind,
     SnapshotError,
+    read_drive_record,
     read_header,
     read_varint,
     rotation_parts,
@@ -130,6 +136,12 @@ class EpochMismatchError(SnapshotError):
         self.held = held
 
 
+class MissingPredictorError(SnapshotError):
+    """The snapshot needs a motion predictor whose ``snap_predictor`` message has not arrived: held."""
+
+    held = True
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedObject:
     """One object of a snapshot, ready for an interpolation buffer.
@@ -188,6 +200,9 @@ class SnapshotDecoder:
         self._rigid_versions: dict[int, dict[int, _RigidVersion]] = {}
         self._rigid_latest: dict[int, int] = {}
         self._carry: tuple[CarryMap, list[dict[int, np.ndarray]]] | None = None  # previous epoch, after a cut
+        self._predictors: dict[int, Predictor] = {}
+        self._field: PredictionField | None = None
+        self._fine_latest: np.ndarray | None = None  # predicted offsets (FINE units) of the newest snapshot
         self._reset_surface()
 
     # -------------------------------------------------------------- state views
@@ -204,10 +219,14 @@ class SnapshotDecoder:
         if self.layout is None or self.config is None:
             return np.zeros((0, 3)), np.zeros(0, bool)
         received = np.repeat(self._patch_latest >= 0, self.layout.sizes)
-        return self.config.positions.dequantize(self._surface_q), received
+        positions = self.config.positions.dequantize(self._surface_q)
+        if self._fine_latest is not None:
+            positions += fine_to_metres(self._fine_latest, self.config.positions.grid)
+        return positions, received
 
     def surface_grid(self) -> np.ndarray:
-        """The displayed surface as integer grid coordinates (N, 3) (a copy; exact comparisons in tests)."""
+        """The surface's decoded grid values (N, 3), before predicted motion is added (a copy; exact
+        comparisons with ``SnapshotServer.client_grid`` in tests)."""
         return self._surface_q.copy()
 
     def rigid(self) -> dict[int, DecodedObject]:
@@ -216,6 +235,11 @@ class SnapshotDecoder:
         for oid, seq in self._rigid_latest.items():
             out[oid] = self._rigid_object(oid, self._rigid_versions[oid][seq], seq, float("nan"), False)
         return out
+
+    @property
+    def predictors(self) -> list[int]:
+        """Ids of the motion predictors held (``snap_predictor``)."""
+        return sorted(self._predictors)
 
     @property
     def newest_sequence(self) -> int | None:
@@ -242,6 +266,8 @@ class SnapshotDecoder:
             return []
         if kind == "snap_topology":
             return self.apply_topology(value)
+        if kind == "snap_predictor":
+            return self.add_predictor(value)
         if kind == "snapshot":
             return [self.decode(value)]
         raise SnapshotError(f"message {kind!r} is not for the snapshot decoder")
@@ -264,6 +290,22 @@ class SnapshotDecoder:
         self.topology = update
         self._reset_surface()
         self._rigid_versions = {oid: {s: v[s]} for oid, v in self._rigid_versions.items() for s in [max(v)]}
+        self._field = PredictionField(update.layout)
+        self._fine_latest = None
+        return self._retry_held()
+
+    def add_predictor(self, predictor: Predictor) -> list[DecodedSnapshot]:
+        """Keep a motion predictor (the newest 2 x MAX_PREDICTORS); applies snapshots held for it."""
+        self._predictors[predictor.pid] = predictor
+        while len(self._predictors) > 2 * MAX_PREDICTORS:
+            old = min(self._predictors)
+            del self._predictors[old]
+            if self._field is not None:
+                self._field.forget(old)
+        return self._retry_held()
+
+    def _retry_held(self) -> list[DecodedSnapshot]:
+        """Decode the held snapshots of the current epoch (those still missing something stay held)."""
         held, self._held = sorted(self._held), []
         out = []
         for epoch, _, data in held:
@@ -280,7 +322,7 @@ class SnapshotDecoder:
         """Validate and apply one snapshot; SnapshotError (state untouched) if anything is wrong."""
         try:
             return self._decode(bytes(data))
-        except EpochMismatchError:
+        except (EpochMismatchError, MissingPredictorError):
             raise
         except SnapshotError:
             self.rejected += 1
@@ -304,23 +346,40 @@ class SnapshotDecoder:
             )
         if seq in self._applied:
             raise SnapshotError(f"snapshot {seq} was already applied")
-        patches, rigid = self._parse_records(data, start, seq, count)
-        objects = self._objects(seq, server_time, patches, rigid)
-        self._commit(seq, patches, rigid)
+        patches, rigid, drives = self._parse_records(data, start, seq, count)
+        missing = sorted(set(drives) - set(self._predictors))
+        if missing:
+            self._held.append((epoch, seq, data))
+            del self._held[: -self.max_held]
+            raise MissingPredictorError(f"snapshot {seq} needs motion predictors {missing}: held until they arrive")
+        fine = None
+        if drives:
+            assert self._field is not None
+            fine = self._field.fine((self._predictors[pid], drive) for pid, drive in drives.items())
+        objects = self._objects(seq, server_time, patches, rigid, fine)
+        # a snapshot with no patches and no drives (a starved budget) leaves the predicted motion as it was
+        self._commit(seq, patches, rigid, fine if drives or patches else self._fine_latest)
         return DecodedSnapshot(seq, server_time, epoch, objects)
 
-    def _parse_records(self, data: bytes, pos: int, seq: int, count: int) -> tuple[dict, dict]:
-        """Every record decoded into fresh arrays: ({patch: (baseline, q)}, {rigid id: (baseline, version)})."""
+    def _parse_records(self, data: bytes, pos: int, seq: int, count: int) -> tuple[dict, dict, dict]:
+        """Every record decoded into fresh arrays: ({patch: (baseline, q)}, {rigid id: (baseline, version)},
+        {predictor id: drive})."""
         assert self.layout is not None and self.config is not None
         end = len(data)
         buf = np.frombuffer(data, np.uint8)
         patches: dict[int, tuple[int | None, np.ndarray]] = {}
         rigid: dict[int, tuple[int | None, _RigidVersion]] = {}
+        drives: dict[int, np.ndarray] = {}
         for r in range(count):
             if pos >= end:
                 raise SnapshotError(f"snapshot ends after {r} of {count} records")
             tag = data[pos]
             pos += 1
+            if tag == RECORD_DRIVE:
+                if r != 0:
+                    raise SnapshotError(f"record {r}: the drive record must come first")
+                drives, pos = read_drive_record(data, pos, end, MAX_DRIVE)
+                continue
             if tag == RECORD_PATCH:
                 pos = self._parse_patches(buf, pos, end, seq, r, patches)
                 continue
@@ -330,7 +389,7 @@ class SnapshotDecoder:
             raise SnapshotError(f"record {r}: unknown record tag 0x{tag:02x}")
         if pos != end:
             raise SnapshotError(f"{end - pos} bytes after the last of {count} records")
-        return patches, rigid
+        return patches, rigid, drives
 
     def _parse_rigid(self, data: bytes, pos: int, end: int, seq: int, r: int, rigid: dict) -> int:
         """One rigid record (after its tag, SNAPSHOT.md 2.1) into ``rigid``; returns the position after it."""
@@ -488,7 +547,9 @@ class SnapshotDecoder:
             base[mask] = version[old_index[mask]]
         return base
 
-    def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict) -> list[DecodedObject]:
+    def _objects(
+        self, seq: int, server_time: float, patches: dict, rigid: dict, fine: np.ndarray | None
+    ) -> list[DecodedObject]:
         assert self.layout is not None and self.config is not None
         out = []
         for oid, (base_seq, version) in rigid.items():
@@ -496,6 +557,9 @@ class SnapshotDecoder:
         positions = self.config.positions
         for pid, (base_seq, q) in patches.items():
             sl = self.layout.patch(pid)
+            shown = positions.dequantize(q)
+            if fine is not None:
+                shown += fine_to_metres(fine[sl], positions.grid)
             out.append(
                 DecodedObject(
                     pid,
@@ -503,7 +567,7 @@ class SnapshotDecoder:
                     seq,
                     server_time,
                     base_seq is None,
-                    positions.dequantize(q),
+                    shown,
                     vertex_ids=self.layout.vertex_ids[sl],
                 )
             )
@@ -522,9 +586,11 @@ class SnapshotDecoder:
             jaw=None if v.jaw == NO_JAW else float(self.config.jaw.dequantize(v.jaw)),
         )
 
-    def _commit(self, seq: int, patches: dict, rigid: dict) -> None:
+    def _commit(self, seq: int, patches: dict, rigid: dict, fine: np.ndarray | None) -> None:
         """Store the parsed versions (only called once the whole snapshot is valid)."""
         assert self.layout is not None
+        if not self._applied or seq > max(self._applied):
+            self._fine_latest = fine
         for pid, (base_seq, q) in patches.items():
             versions = self._patch_versions[pid]
             _store(versions, seq, q, base_seq, self.max_versions)

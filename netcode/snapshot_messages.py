@@ -4,6 +4,8 @@
 * ``snap_topology`` (reliable): a topology epoch: the patch layout, and what changed (a cut) or, with
   cause ``"full"``, the whole triangle list (join, reconnect, resync). Mirrors the fields of
   physics' TopologyChange (epoch, cause, instrument, removed/added triangles) without importing it.
+* ``snap_predictor`` (reliable): a motion predictor (``motion_predictor.py``): id, mesh vertex ids and
+  int16 gains; snapshots whose drive record names it need it (a decoder holds them until it arrives).
 * ``snapshot``      (unreliable): ``data`` = one snapshot (snapshot.py's binary format).
 * ``snap_ack``      (unreliable, client -> server): ``newest`` applied snapshot sequence and ``bits``,
   bit i set = snapshot ``newest - 1 - i`` was applied too (32 bits, redundancy instead of resends).
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netcode.messages import DEFAULT_REGISTRY, Field, MessageError
+from netcode.motion_predictor import MAX_PREDICTOR_VERTICES, Predictor, pack_gains, unpack_gains
 from netcode.patches import MAX_PATCH_SIZE, PatchLayout
 from netcode.snapshot import CodecConfig, SnapshotError
 
@@ -51,6 +54,13 @@ SNAPSHOT_REGISTRY.register(
     Field("patch_offsets", "bytes"),
     Field("patch_vertices", "bytes"),
     doc="A topology epoch: patch layout plus the triangle changes (or all triangles when cause is 'full').",
+)
+SNAPSHOT_REGISTRY.register(
+    "snap_predictor",
+    Field("id", "int"),
+    Field("vertex_ids", "bytes"),
+    Field("gains", "bytes"),
+    doc="A motion predictor: mesh vertex ids (ascending) and their 3x3 int16 gains (units of 2^-12).",
 )
 SNAPSHOT_REGISTRY.register("snapshot", Field("data", "bytes"), doc="One binary snapshot (unreliable).")
 SNAPSHOT_REGISTRY.register(
@@ -123,6 +133,26 @@ def topology_message(update: TopologyUpdate) -> bytes:
     return SNAPSHOT_REGISTRY.encode("snap_topology", fields)
 
 
+def predictor_message(predictor: Predictor) -> bytes:
+    fields = {
+        "id": int(predictor.pid),
+        "vertex_ids": pack_ids(predictor.vertex_ids),
+        "gains": pack_gains(predictor.gains),
+    }
+    return SNAPSHOT_REGISTRY.encode("snap_predictor", fields)
+
+
+def parse_predictor(fields: dict) -> Predictor:
+    """A validated Predictor from decoded ``snap_predictor`` fields; SnapshotError otherwise."""
+    ids = unpack_ids(fields["vertex_ids"], "snap_predictor vertex_ids")
+    if len(ids) > MAX_PREDICTOR_VERTICES:
+        raise SnapshotError(f"snap_predictor: {len(ids)} vertices (at most {MAX_PREDICTOR_VERTICES})")
+    try:
+        return Predictor(fields["id"], ids, unpack_gains(fields["gains"], len(ids)))
+    except ValueError as exc:
+        raise SnapshotError(f"snap_predictor: {exc}") from None
+
+
 def snapshot_message(data: bytes) -> bytes:
     """The unreliable-channel message carrying one snapshot."""
     return SNAPSHOT_REGISTRY.encode("snapshot", {"data": data})
@@ -170,6 +200,8 @@ def decode_message(data: bytes):
         return message.type, parse_config(message.fields)
     if message.type == "snap_topology":
         return message.type, parse_topology(message.fields)
+    if message.type == "snap_predictor":
+        return message.type, parse_predictor(message.fields)
     if message.type == "snapshot":
         return message.type, message.fields["data"]
     return message.type, message.fields
