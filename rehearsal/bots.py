@@ -58,7 +58,7 @@ settings = load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, h
 sys.exit(serve(settings))
 """
 LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
-SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snapshot")
+SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snap_predictor", "snapshot")
 
 
 class ServerProcess:

@@ -658,8 +658,12 @@ class RehearsalServer:
         return [c.index for c in self._connections_of(live.room.session, instrument // len(HANDS))]
 
     def _send_grasp_model(self, live: _LiveRoom, instrument: int, detail: dict) -> None:
-        """The holder's headset gets the new grasp's response model (reliable ``grasp``) to predict with."""
-        objects, vertices, matrices = detail["response"].on_layout(live.sync.layout)
+        """The new grasp's response model becomes a motion predictor of the room's snapshots (reliable
+        ``snap_predictor`` to everyone), and the holder's headset gets its strongest part (reliable
+        ``grasp``) to predict the held tissue with."""
+        response = detail["response"]
+        self._broadcast(live, Channel.RELIABLE, live.sync.add_predictor(response.vertex_ids, response.matrices))
+        objects, vertices, matrices = response.strongest().on_layout(live.sync.layout)
         if objects.size == 0:
             return
         grasp_id = live.grasp_ids[instrument] = live.next_grasp_id

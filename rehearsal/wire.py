@@ -1,8 +1,8 @@
 """What the rehearsal server and its clients say to each other above the netcode channels.
 
 ``REHEARSAL_REGISTRY`` = ``netcode.messages.DEFAULT_REGISTRY`` + the state-sync types
-(``netcode.snapshot_messages``: snap_config, snap_topology, snapshot, snap_ack, snap_resync) + the thin
-client's (``netcode.thin_client.schema``: input, input_ack, grasp, release) + these:
+(``netcode.snapshot_messages``: snap_config, snap_topology, snap_predictor, snapshot, snap_ack, snap_resync) +
+the thin client's (``netcode.thin_client.schema``: input, input_ack, grasp, release) + these:
 
 * ``welcome`` (reliable, server->client, once joined): session, scenario, participant, role, name,
   state (the room's lifecycle), hands: {hand: snapshot object id of the instrument it drives}, progress:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from netcode.patches import make_patches
-from rehearsal.response_bench import prediction_errors, run_trace
-from rehearsal.response_model import MIN_RESPONSE, Response, probe_response
+from netcode.thin_client.prediction import MAX_RESPONSE_VERTICES
+from rehearsal.response_bench import codec_bytes, prediction_errors, run_trace
+from rehearsal.response_model import CODEC_MIN_RESPONSE, MIN_RESPONSE, Response, probe_response
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,10 @@ def test_the_held_tissue_follows_the_jaws_and_the_far_tissue_does_not_move(trace
     lift = response.matrices[0][:, 1]  # how the held vertex moves per metre of jaw motion up
     assert 0.5 < lift[1] <= 1.2 and abs(lift[0]) < 0.3 and abs(lift[2]) < 0.3
     strength = np.abs(response.matrices).max(axis=(1, 2))
-    assert np.all(strength >= MIN_RESPONSE) and np.all(np.diff(strength) <= 1e-12)
+    assert np.all(strength >= CODEC_MIN_RESPONSE) and np.all(np.diff(strength) <= 1e-12)
+    held = response.strongest()  # the holder's model: the strongest part
+    assert 0 < len(held.vertex_ids) <= MAX_RESPONSE_VERTICES and held.vertex_ids[0] == nearest
+    assert np.all(np.abs(held.matrices).max(axis=(1, 2)) >= MIN_RESPONSE)
     pinned = np.flatnonzero(room.model.fixed)
     assert pinned.size and not np.isin(pinned, response.vertex_ids).any()  # the pinned base does not respond
 
@@ -50,3 +54,10 @@ def test_prediction_beats_no_prediction_under_a_100_ms_round_trip(trace):
     errors = prediction_errors(room, xs, jaws, grasp_frame, grasped, 6, probed)
     assert errors["grasp_without_m"] > 0.0005  # the pull is fast enough for latency to show
     assert errors["grasp_ratio"] < 0.3 and errors["around_ratio"] < 0.5
+
+
+def test_as_a_codec_predictor_it_saves_bytes_on_real_tissue_within_the_bound(trace):
+    _, xs, _, grasp_frame, _, probed = trace
+    plain, predicted = (codec_bytes(xs, grasp_frame, probed, 6, p) for p in (False, True))
+    assert predicted["bytes_per_frame"] < 0.7 * plain["bytes_per_frame"], (plain, predicted)
+    assert predicted["max_error_received_mm"] <= 0.1 + 1e-9 and plain["max_error_received_mm"] <= 0.1 + 1e-9

@@ -61,6 +61,8 @@ def test_steps_grasp_models_and_complications_reach_the_right_people(e2e_server)
         assert model.columns == 3 and len(model.objects) >= 3
         sizes = lead.decoder.layout.sizes
         assert all(0 <= v < sizes[o] for o, v in zip(model.objects, model.vertices, strict=True))
+        # everyone's snapshots predict the grasp's motion with the same measurement (a codec predictor)
+        assert all(h.decoder.predictors == [1] for h in team) and not any(h.decoder.rejected for h in team)
 
         mentor.command("inject_complication", complication="bleeder")
         assert pump(team, lambda: all(_events(h, "complication_started") for h in team), 5.0, frame)
@@ -83,6 +85,7 @@ def test_steps_grasp_models_and_complications_reach_the_right_people(e2e_server)
         told = late.welcome["progress"]
         assert told["steps"][0]["status"] == "done" and told["current_step"] == "divide"
         assert told["complications"]["active"] == ["bleeder"]
+        assert late.decoder.predictors == [1]  # the join messages carry the room's predictors
     finally:
         for h in [*team, *([late] if late else [])]:
             h.close()
