@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from netcode.patches import PatchLayout
@@ -86,10 +87,42 @@ class Predictor:
         return rows[found].astype(np.int64), np.flatnonzero(found)
 
 
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def add_fine(gains, sel, rows, drive, out) -> None:
+    """``out[rows[j]] += P`` of predictor vertex ``sel[j]`` for ``drive`` (int64 throughout: the shift of
+    a negative value rounds toward minus infinity, as the specification's arithmetic shift)."""
+    half = 1 << (GAIN_SHIFT - 1)
+    for j in range(len(sel)):
+        k = sel[j]
+        for a in range(3):
+            acc = gains[k, a, 0] * drive[0] + gains[k, a, 1] * drive[1] + gains[k, a, 2] * drive[2]
+            out[rows[j], a] += (acc + half) >> GAIN_SHIFT
+
+
+@_jit
+def normal_equations(g, sel, rows, x, reference, a, b) -> None:
+    """Accumulate ``a += sum G_k^T G_k`` and ``b += sum G_k^T (x[row] - reference[k])`` over the pairs."""
+    for j in range(len(sel)):
+        k = sel[j]
+        r = rows[j]
+        d0 = x[r, 0] - reference[k, 0]
+        d1 = x[r, 1] - reference[k, 1]
+        d2 = x[r, 2] - reference[k, 2]
+        for i in range(3):
+            b[i] += g[k, 0, i] * d0 + g[k, 1, i] * d1 + g[k, 2, i] * d2
+            for m in range(3):
+                a[i, m] += g[k, 0, i] * g[k, 0, m] + g[k, 1, i] * g[k, 1, m] + g[k, 2, i] * g[k, 2, m]
+
+
 def fine_offsets(gains: np.ndarray, drive: np.ndarray) -> np.ndarray:
     """``P`` (K, 3) in FINE units of one predictor's vertices for drive ``o`` (3,) in FINE units."""
-    acc = np.einsum("kab,b->ka", gains.astype(np.int64), np.asarray(drive, np.int64))
-    return (acc + (1 << (GAIN_SHIFT - 1))) >> GAIN_SHIFT
+    k = np.arange(len(gains), dtype=np.int64)
+    out = np.zeros((len(gains), 3), np.int64)
+    add_fine(np.ascontiguousarray(gains, np.int64), k, k, np.asarray(drive, np.int64), out)
+    return out
 
 
 class PredictionField:
@@ -118,7 +151,7 @@ class PredictionField:
                 continue
             if out is None:
                 out = np.zeros((self.layout.vertex_count, 3), np.int64)
-            out[rows] += fine_offsets(predictor.gains[sel], drive)
+            add_fine(predictor.gains, sel, rows, drive, out)
         return out
 
 
@@ -130,14 +163,21 @@ def fine_to_metres(fine: np.ndarray, step: float) -> np.ndarray:
 def fit_drive(g: np.ndarray, displacement: np.ndarray, step: float) -> np.ndarray:
     """The drive (3,) int64 FINE units whose prediction with gains ``g`` (K, 3, 3) metres per metre best
     matches ``displacement`` (K, 3) metres since the predictor was made (least squares; 0 when still)."""
-    if len(g) == 0:
-        return np.zeros(3, np.int64)
-    a = np.einsum("kai,kaj->ij", g, g)
-    b = np.einsum("kai,ka->i", g, displacement)
+    k = np.arange(len(g), dtype=np.int64)
+    a, b = np.zeros((3, 3)), np.zeros(3)
+    normal_equations(np.ascontiguousarray(g, np.float64), k, k, displacement, np.zeros_like(displacement), a, b)
+    return solve_drive(a, b, step)
+
+
+def solve_drive(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
+    """The least-squares drive of the normal equations ``a o = b``, in FINE units (0 when degenerate)."""
     scale = np.trace(a)
-    if not scale > 0:
+    if not scale > 0 or not np.all(np.isfinite(b)):
         return np.zeros(3, np.int64)
-    o = np.linalg.solve(a + np.eye(3) * (1e-9 * scale), b)
+    try:
+        o = np.linalg.solve(a + np.eye(3) * (1e-9 * scale), b)
+    except np.linalg.LinAlgError:
+        return np.zeros(3, np.int64)
     if not np.all(np.isfinite(o)):
         return np.zeros(3, np.int64)
     return np.clip(np.rint(o / (step / FINE)), -MAX_DRIVE, MAX_DRIVE).astype(np.int64)
@@ -191,7 +231,9 @@ class PredictorSet:
             unseen = np.isnan(t.reference[sel, 0])
             if unseen.any():
                 t.reference[sel[unseen]] = x[rows[unseen]]
-            drive = fit_drive(t.gains[sel], x[rows] - t.reference[sel], step)
+            a, b = np.zeros((3, 3)), np.zeros(3)
+            normal_equations(t.gains, sel, rows, x, t.reference, a, b)
+            drive = solve_drive(a, b, step)
             if np.abs(drive - t.anchor).max() > FINE:
                 t.anchor, t.moved = drive, frame
             elif frame - t.moved >= IDLE_FRAMES and np.abs(drive).max() <= FINE:

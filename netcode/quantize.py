@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 DEFAULT_MAX_ERROR = 1e-4
@@ -106,14 +107,42 @@ def hysteresis_quantize(
     position, where the jitter no longer pushes them out again.
     """
     x = np.asarray(x, dtype=np.float64)
-    fresh = quantize_positions(x if target is None else target, origin, step)
-    if target is not None:
-        lo = np.ceil((x - max_error - origin) / step)
-        hi = np.floor((x + max_error - origin) / step)
-        near = quantize_positions(x, origin, step)
-        fresh = np.where(lo <= hi, np.clip(fresh, lo, hi), near).astype(np.int32)
-    keep = np.abs(x - dequantize_positions(q_prev, origin, step)) <= max_error
-    return np.where(keep, q_prev, fresh).astype(np.int32)
+    target = x if target is None else np.asarray(target, dtype=np.float64)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(target))):
+        raise ValueError("positions must be finite")
+    out = np.empty(x.shape, np.int32)
+    if not _hysteresis(
+        x.reshape(-1, 3),
+        np.asarray(q_prev).reshape(-1, 3),
+        np.asarray(origin, np.float64),
+        step,
+        max_error,
+        target.reshape(-1, 3),
+        out.reshape(-1, 3),
+    ):
+        raise ValueError("position out of the quantizer's int32 range (move the origin or raise the error)")
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _hysteresis(x, q_prev, origin, step, max_error, target, out) -> bool:
+    """``hysteresis_quantize`` on (N, 3) rows with the same float operations as ``quantize_positions`` and
+    ``dequantize_positions``; False when a changed value leaves the int32 range."""
+    for i in range(x.shape[0]):
+        for a in range(3):
+            o = origin[a]
+            xi = x[i, a]
+            p = q_prev[i, a]
+            if abs(xi - (o + float(p) * step)) <= max_error:
+                out[i, a] = p
+                continue
+            lo = np.ceil((xi - max_error - o) / step)
+            hi = np.floor((xi + max_error - o) / step)
+            v = min(max(np.rint((target[i, a] - o) / step), lo), hi) if lo <= hi else np.rint((xi - o) / step)
+            if abs(v) > INT32_LIMIT:
+                return False
+            out[i, a] = np.int32(v)
+    return True
 
 
 class TrendTracker:

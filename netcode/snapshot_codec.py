@@ -663,32 +663,34 @@ class SnapshotServer:
         return self.frame
 
     def _quantize_rigid(self, rigid: RigidSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hysteresis quantization per rigid id (position, orientation, jaw)."""
+        """Hysteresis quantization per rigid id (position, orientation, jaw), vectorized over the objects
+        seen last frame."""
         cfg = self.config
+        ids = rigid.ids.tolist()
         pos = cfg.positions.quantize(rigid.positions).reshape(-1, 3)
-        rot = encode_rotations(rigid.orientations, cfg.rotation_bits) if len(rigid.ids) else np.zeros(0, np.uint64)
+        rot = encode_rotations(rigid.orientations, cfg.rotation_bits) if ids else np.zeros(0, np.uint64)
         has_jaw = ~np.isnan(rigid.jaws)
-        jaw = np.full(len(rigid.ids), NO_JAW, np.int64)
+        jaw = np.full(len(ids), NO_JAW, np.int64)
         jaw[has_jaw] = cfg.jaw.quantize(rigid.jaws[has_jaw])
-        origin, step = np.asarray(cfg.positions.origin), cfg.positions.grid
-        new_prev: dict[int, tuple] = {}
-        for j, oid in enumerate(rigid.ids.tolist()):
-            prev = self._rigid_prev.get(oid)
-            if prev is not None:
-                p_pos, p_rot, p_jaw = prev
-                keep = np.abs(rigid.positions[j] - (origin + p_pos * step)) <= cfg.positions.max_error
-                pos[j] = np.where(keep, p_pos, pos[j])
-                old_q = decode_rotations(np.array([p_rot], np.uint64), cfg.rotation_bits)
-                if rotation_angle(old_q, rigid.orientations[j])[0] <= self._rot_tolerance:
-                    rot[j] = p_rot
-                if (
-                    p_jaw != NO_JAW
-                    and has_jaw[j]
-                    and abs(rigid.jaws[j] - cfg.jaw.dequantize(p_jaw)) <= cfg.jaw.max_error
-                ):
-                    jaw[j] = p_jaw
-            new_prev[oid] = (pos[j].copy(), int(rot[j]), int(jaw[j]))
-        self._rigid_prev = new_prev
+        seen = [(j, prev) for j, oid in enumerate(ids) if (prev := self._rigid_prev.get(oid)) is not None]
+        if seen:
+            idx = np.array([j for j, _ in seen], np.int64)
+            p_pos = np.array([prev[0] for _, prev in seen], np.int32).reshape(-1, 3)
+            p_rot = np.array([prev[1] for _, prev in seen], np.uint64)
+            p_jaw = np.array([prev[2] for _, prev in seen], np.int64)
+            origin, step = self._origin, cfg.positions.grid
+            keep = np.abs(rigid.positions[idx] - (origin + p_pos * step)) <= cfg.positions.max_error
+            pos[idx] = np.where(keep, p_pos, pos[idx])
+            turned = rotation_angle(decode_rotations(p_rot, cfg.rotation_bits), rigid.orientations[idx])
+            still = turned <= self._rot_tolerance
+            rot[idx[still]] = p_rot[still]
+            with np.errstate(invalid="ignore"):
+                near = np.abs(rigid.jaws[idx] - cfg.jaw.dequantize(p_jaw)) <= cfg.jaw.max_error
+            held = (p_jaw != NO_JAW) & has_jaw[idx] & near
+            jaw[idx[held]] = p_jaw[held]
+        self._rigid_prev = {
+            oid: (p, r, w) for oid, p, r, w in zip(ids, pos.tolist(), rot.tolist(), jaw.tolist(), strict=True)
+        }
         return pos, rot, jaw
 
     # -------------------------------------------------------------- encoding
