@@ -510,7 +510,8 @@ class SnapshotServer:
     # -------------------------------------------------------------- reliable-channel messages
 
     def join_messages(self) -> list[bytes]:
-        """Reliable messages a joining or reconnecting client needs before snapshots: config, full topology."""
+        """Reliable messages a joining or reconnecting client needs before snapshots: config, full topology,
+        the active motion predictors."""
         update = TopologyUpdate(self.epoch, "full", None, self.layout, added_triangles=self.triangles)
         predictors = [predictor_message(p) for p in self._predictors.predictors()]
         return [config_message(self.config), topology_message(update), *predictors]
