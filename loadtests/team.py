@@ -12,6 +12,10 @@ from typing import Any
 
 from loadtests.server import LoadServer, join
 
+# Observers that acknowledge snapshots without decoding them (loadtests.swarm.SnapshotAcker): the server sees
+# the same clients while the swarm that shares its cores costs less; participants still decode (and count errors).
+ACKING_OBSERVERS = {"watch": "ack"}
+
 
 def team_roles(participants: int, observers: int) -> list[tuple[str, str]]:
     """[(role, script)] for a room: drivers first, then the mentor, then observers."""
@@ -35,8 +39,12 @@ def join_team(
     prefix: str = "",
     via: list[tuple[str, int] | None] | None = None,
     record: set[int] | None = None,
+    snapshots: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Join each (role, script) of ``roles`` to ``room``; returns swarm bot specs (drivers spread over x)."""
+    """Join each (role, script) of ``roles`` to ``room``; returns swarm bot specs (drivers spread over x).
+
+    ``snapshots``: script -> how those bots handle snapshots (``loadtests.swarm.SNAPSHOT_MODES``; default
+    the swarm's ``light``), e.g. ``{"watch": "ack"}`` for observers that acknowledge without decoding."""
     drivers = sum(1 for _, script in roles if script == "drive")
     specs, d = [], 0
     for i, (role, script) in enumerate(roles):
@@ -59,6 +67,8 @@ def join_team(
             spec["lane"] = i
         if record is not None and i in record:
             spec["record"] = True
+        if snapshots and script in snapshots:
+            spec["snapshots"] = snapshots[script]
         specs.append(spec)
     return specs
 
