@@ -239,9 +239,12 @@ class Connection:
         self._send_tokens = min(config.send_packet_burst, self._send_tokens + elapsed * config.send_packets_per_second)
         self._send_tokens_time = max(self._send_tokens_time, now)
         packets: list[bytes] = []
-        built = self.writer.build(
-            self.reliable_sender, self.unreliable_sender, now, self.resend_delay, budget, int(self._send_tokens)
-        )
+        if self.reliable_sender.queued or self.unreliable_sender.queued:
+            built = self.writer.build(
+                self.reliable_sender, self.unreliable_sender, now, self.resend_delay, budget, int(self._send_tokens)
+            )
+        else:
+            built = []  # the common case at 100 Hz: nothing queued, at most acks to send
         self._send_tokens -= len(built)
         for entries, reliable_ids in built:
             sequence = self.acks.next_sequence

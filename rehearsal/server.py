@@ -49,6 +49,7 @@ import os
 import secrets
 import signal
 import sqlite3
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -118,6 +119,10 @@ CONNECTION_SAMPLE_SECONDS = 1.0  # RTT and loss sampling for the metrics
 # Acks wait this long for a packet with entries (every client gets a snapshot each tick) before going out alone:
 # without it the 100 Hz channel update sends most clients an extra ack-only packet between two snapshots.
 ACK_DELAY = 0.025
+# How long a thread that wants the GIL waits before the holder is asked to let go (Python's default: 5 ms). A
+# room's step takes the GIL back after each numba kernel (a dozen times a step); with the reactor busy in
+# Python, each of those waits could last the whole interval, and a 1 ms step took tens of milliseconds.
+GIL_SWITCH_SECONDS = 0.0005
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
 # clients such as the thin client keep every snapshot object in one map by id.
 INSTRUMENT_OBJECT_BASE = 32768
@@ -725,7 +730,7 @@ class RehearsalServer:
             self.counters["snapshots"] += 1
             self.counters["snapshot_bytes"] += len(data)
             self.metrics.histograms.snapshot_bytes.observe(len(data))
-        self.channels.update(now)  # out now rather than at the next 100 Hz update
+        self.channels.flush(list(live.clients), now)  # out now rather than at the next 100 Hz update
 
     def _set_focus(self, live: _LiveRoom, client: _Client) -> None:
         """What this person works on and looks at ranks higher in their snapshots (interest management)."""
@@ -1061,6 +1066,7 @@ def serve(settings: Settings) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     server = RehearsalServer(settings, reactor)
     for spec in (TOKEN_KEY, ADMIN_CREDENTIAL):
         where = f"environment {spec.env_var}" if os.environ.get(spec.env_var) else str(server.data_dir / spec.name)
