@@ -60,7 +60,6 @@ from typing import Any
 import numpy as np
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from netcode.address import Address
@@ -96,7 +95,7 @@ from rehearsal.room import HANDS, Room
 from rehearsal.scenario import load_scenario, packaged_scenarios
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
 from rehearsal.settings import Settings
-from rehearsal.ticking import RoomTicker
+from rehearsal.ticking import RoomThread, RoomTicker
 from rehearsal.wire import (
     DEVICE_HEAD,
     DEVICE_OF_HAND,
@@ -148,7 +147,7 @@ class _LiveRoom:
 
     room: Room
     ticker: RoomTicker
-    pool: ThreadPool
+    pool: RoomThread
     sync: SnapshotServer
     clients: set[int] = field(default_factory=set)  # connection indices
     object_ids: dict[tuple[int, str], int] = field(default_factory=dict)  # (participant, hand) -> rigid id
@@ -303,7 +302,7 @@ class RehearsalServer:
             room.recorder = Recorder(self.data_dir / "recordings" / f"{session}.rec", session, scenario)
         layout = surface_layout(room)
         sync = SnapshotServer(layout, triangles=room.model.surface)
-        pool = ThreadPool(minthreads=1, maxthreads=1, name=f"room-{session}")
+        pool = RoomThread(self.reactor, f"room-{session}")
         pool.start()
         ticker = RoomTicker(
             self.reactor,
