@@ -125,6 +125,8 @@ GIL_SWITCH_SECONDS = 0.0005
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
 # clients such as the thin client keep every snapshot object in one map by id.
 INSTRUMENT_OBJECT_BASE = 32768
+ACK_WINDOW = 128  # snapshots behind the newest acked one whose acks the server remembers (a few RTTs' worth)
+_ACK_MASK = (1 << ACK_WINDOW) - 1
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
 
@@ -139,6 +141,26 @@ class _Client:
     inputs: InputReceiver = field(default_factory=InputReceiver)
     last_refused: dict[str, float] = field(default_factory=dict)
     gaze: np.ndarray | None = None  # where the headset looks (GAZE_DISTANCE ahead of the head), for priority
+    ack_base: int | None = None  # newest snapshot sequence an ack of this client named
+    ack_passed: int = 0  # bit k: snapshot ack_base - k was already handed to the codec (ACK_WINDOW bits)
+
+    def fresh_acks(self, newest: int, bits: int) -> int:
+        """The ``bits`` of a ``snap_ack`` that acknowledge a snapshot for the first time (every ack repeats the
+        previous 32, which the codec would look up again one by one); remembers them as handed over."""
+        incoming = (1 | (bits << 1)) & _ACK_MASK  # bit k: snapshot newest - k
+        base = self.ack_base
+        if base is None:
+            passed = 0
+        elif newest >= base:
+            passed = (self.ack_passed << min(newest - base, ACK_WINDOW)) & _ACK_MASK
+        else:
+            passed = self.ack_passed >> min(base - newest, ACK_WINDOW)
+        fresh = incoming & ~passed
+        if base is None or newest >= base:
+            self.ack_base, self.ack_passed = newest, passed | incoming
+        else:
+            self.ack_passed |= (incoming << min(base - newest, ACK_WINDOW)) & _ACK_MASK
+        return (fresh >> 1) & 0xFFFFFFFF
 
 
 @dataclass
@@ -490,7 +512,8 @@ class RehearsalServer:
         elif kind == "command":
             self._on_command(client, live, message.fields)
         elif kind == "snap_ack":
-            live.sync.on_ack_fields(index, message.fields["newest"], message.fields["bits"])
+            newest = message.fields["newest"]
+            live.sync.on_ack_fields(index, newest, client.fresh_acks(newest, message.fields["bits"]))
         elif kind == "snap_resync":
             live.sync.reset_client(index)
             self.counters["resyncs"] += 1
