@@ -16,8 +16,12 @@ sender), optionally routed through an impairment relay lane (``RoutedHeadset``).
 once connected, so that a run's workers act together.
 ``stop_file``: when that file appears the bots stop early (a run that ramps stops all its workers at once).
 
-Bots decode snapshots with ``LightDecoder`` (``"light": false`` in a bot spec for the full one). Every
-bot pings (``ping``/``pong``, unreliable) at ``ping_hz`` for RTT. When ``seconds`` have passed since the
+Snapshots (``"snapshots"`` in a bot spec): ``light`` (the default: ``LightDecoder``), ``full`` (or ``"light":
+false``: ``SnapshotDecoder``) or ``ack`` (``SnapshotAcker``: acknowledged from the header, never decoded; what
+the capacity and soak runs give everyone but each room's lead surgeon). Like a headset that sends once per
+display frame, a bot takes in datagrams as they arrive but sends only at its frame (``hz``): its script's
+input, its snapshot acks and whatever else it queued go out together, in one packet. Every bot pings
+(``ping``/``pong``, unreliable) at ``ping_hz`` for RTT. When ``seconds`` have passed since the
 start the bots stop sending, keep servicing for ``drain_seconds`` (the last reliable events arrive), then
 disconnect (unless ``linger``) and the worker writes its JSON report and exits. Every loop is bounded by
 count and time; a worker also exits ``seconds + drain_seconds + 15`` after its start in any case.

@@ -12,9 +12,10 @@ from typing import Any
 
 from loadtests.server import LoadServer, join
 
-# Observers that acknowledge snapshots without decoding them (loadtests.swarm.SnapshotAcker): the server sees
-# the same clients while the swarm that shares its cores costs less; participants still decode (and count errors).
-ACKING_OBSERVERS = {"watch": "ack"}
+# Who acknowledges snapshots without decoding them (loadtests.swarm.SnapshotAcker): the server sees the same
+# clients while the swarm that shares its cores costs less. The lead surgeon of each room still decodes every
+# snapshot (and counts any error), so a broken stream shows in the run's report.
+ACKING_CLIENTS = {"watch": "ack", "mentor": "ack", "assistant_surgeon": "ack"}
 
 
 def team_roles(participants: int, observers: int) -> list[tuple[str, str]]:
@@ -43,8 +44,8 @@ def join_team(
 ) -> list[dict[str, Any]]:
     """Join each (role, script) of ``roles`` to ``room``; returns swarm bot specs (drivers spread over x).
 
-    ``snapshots``: script -> how those bots handle snapshots (``loadtests.swarm.SNAPSHOT_MODES``; default
-    the swarm's ``light``), e.g. ``{"watch": "ack"}`` for observers that acknowledge without decoding."""
+    ``snapshots``: role or script -> how those bots handle snapshots (``loadtests.swarm.SNAPSHOT_MODES``; the
+    role wins; default the swarm's ``light``), e.g. ``{"watch": "ack"}`` for watchers that only acknowledge."""
     drivers = sum(1 for _, script in roles if script == "drive")
     specs, d = [], 0
     for i, (role, script) in enumerate(roles):
@@ -67,8 +68,9 @@ def join_team(
             spec["lane"] = i
         if record is not None and i in record:
             spec["record"] = True
-        if snapshots and script in snapshots:
-            spec["snapshots"] = snapshots[script]
+        mode = (snapshots or {}).get(role, (snapshots or {}).get(script))
+        if mode is not None:
+            spec["snapshots"] = mode
         specs.append(spec)
     return specs
 
