@@ -122,6 +122,9 @@ ACK_DELAY = 0.025
 # room's step takes the GIL back after each numba kernel (a dozen times a step); with the reactor busy in
 # Python, each of those waits could last the whole interval, and a 1 ms step took tens of milliseconds.
 GIL_SWITCH_SECONDS = 0.0005
+# Room threads run at a lower CPU priority than the reactor: with several rooms stepping on two cores the reactor
+# (which publishes every room) otherwise waits for a core behind its own physics threads.
+ROOM_THREAD_NICE = 5
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
 # clients such as the thin client keep every snapshot object in one map by id.
 INSTRUMENT_OBJECT_BASE = 32768
@@ -324,7 +327,7 @@ class RehearsalServer:
             room.recorder = Recorder(self.data_dir / "recordings" / f"{session}.rec", session, scenario)
         layout = surface_layout(room)
         sync = SnapshotServer(layout, triangles=room.model.surface)
-        pool = RoomThread(self.reactor, f"room-{session}")
+        pool = RoomThread(self.reactor, f"room-{session}", nice=ROOM_THREAD_NICE)
         pool.start()
         ticker = RoomTicker(
             self.reactor,

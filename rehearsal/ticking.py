@@ -9,6 +9,8 @@ way: the SubstepGovernor lowers its substeps (softer, but real time) and raises 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 import time
@@ -81,9 +83,10 @@ class RoomThread:
     stepping beside a busy reactor, the reactor spent a quarter of its time handing steps over (each
     ``Condition.notify`` waiting for the GIL)."""
 
-    def __init__(self, reactor: IReactorTime, name: str) -> None:
+    def __init__(self, reactor: IReactorTime, name: str, nice: int = 0) -> None:
         self.reactor = reactor
         self.name = name
+        self.nice = nice  # added to the process's nice value for this thread (Linux): lower CPU priority
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -110,6 +113,10 @@ class RoomThread:
             thread.join(timeout)
 
     def _work(self) -> None:
+        if self.nice:
+            with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's own nice value
+                base = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), base + self.nice)
         while True:  # bounded by stop(): a None job ends it
             job = self._jobs.get()
             if job is None:
