@@ -20,7 +20,7 @@ from physics.kinematics import interpolate_frames, world_capsules
 from physics.model import Model, remove_tets
 from physics.pose_guard import PoseLimits, guard_jaw, guard_pose
 from physics.state import InstrumentState, State
-from physics.substeps import N_COUNTS, simulate_frame
+from physics.substeps import N_COUNTS, simulate_frame, simulate_frame_serial
 from physics.topology import TopologyChange
 
 CONTACT_MARGIN = 0.005  # m added around each instrument when picking candidate vertices
@@ -87,7 +87,8 @@ def step(
     grasp_force = np.zeros((grasps[0].size, 3))
     cand_verts, cand_weights, cand_inst = _contact_candidates(model, state, arrays, dt)
     env = model.environment
-    simulate_frame(
+    kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
+    kernel(
         state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
         model.max_vertex_speed, model.sweep_corners, model.sweep_inv_mass, model.chunks, model.slab_chunks,
         model.sweep_dm_inv,
