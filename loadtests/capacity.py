@@ -28,7 +28,7 @@ from loadtests.report import bots_of, downlink_window, rtt_window, run_folder, s
 from loadtests.sampler import Sampler, window
 from loadtests.server import TICK_BUDGET, LoadServer, create_room, tick_summary
 from loadtests.swarm import Worker, launch, room_checks
-from loadtests.team import join_team, team_roles, watcher_roles
+from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
 
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 
@@ -109,7 +109,7 @@ def run_capacity(
             for k in range(1, max_rooms + 1):
                 room = create_room(server, scenario)
                 rooms.append(room)
-                start_worker(join_team(server, room, k - 1, roles), k - 1, f"room{k - 1}")
+                start_worker(join_team(server, room, k - 1, roles, snapshots=ACKING_CLIENTS), k - 1, f"room{k - 1}")
                 invites_used.append(Counter(role for role, _ in roles))
                 if not _wait(settle_seconds, lambda: server.proc.poll() is None):
                     raise RuntimeError("the server exited")
@@ -138,7 +138,7 @@ def run_capacity(
                     specs = []
                     for n in range(ramp_rooms):
                         watchers = watcher_roles(invites_used[n], observer_step)
-                        specs += join_team(server, rooms[n], n, watchers, prefix=f"x{step}")
+                        specs += join_team(server, rooms[n], n, watchers, prefix=f"x{step}", snapshots=ACKING_CLIENTS)
                     start_worker(specs, None, f"extra{step}")
                     clients += observer_step
                     _wait(settle_seconds, lambda: True)

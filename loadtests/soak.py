@@ -23,7 +23,7 @@ from loadtests.report import bots_of, run_folder, slim, write_json
 from loadtests.sampler import Sampler, flatness, window
 from loadtests.server import LoadServer, create_room, tick_summary
 from loadtests.swarm import launch, room_checks
-from loadtests.team import join_team, team_roles
+from loadtests.team import ACKING_CLIENTS, join_team, team_roles
 
 
 def run_soak(
@@ -61,7 +61,7 @@ def run_soak(
         origin = time.monotonic()
         for n in range(rooms):
             room = create_room(server, scenario)
-            specs = join_team(server, room, n, team_roles(participants, observers))
+            specs = join_team(server, room, n, team_roles(participants, observers), snapshots=ACKING_CLIENTS)
             workers.append(launch({"seconds": seconds, "bots": specs, "connect_seconds": 20}, folder / "workers"))
         minutes = []
         deadline = origin + seconds + 10

@@ -16,8 +16,12 @@ sender), optionally routed through an impairment relay lane (``RoutedHeadset``).
 once connected, so that a run's workers act together.
 ``stop_file``: when that file appears the bots stop early (a run that ramps stops all its workers at once).
 
-Bots decode snapshots with ``LightDecoder`` (``"light": false`` in a bot spec for the full one). Every
-bot pings (``ping``/``pong``, unreliable) at ``ping_hz`` for RTT. When ``seconds`` have passed since the
+Snapshots (``"snapshots"`` in a bot spec): ``light`` (the default: ``LightDecoder``), ``full`` (or ``"light":
+false``: ``SnapshotDecoder``) or ``ack`` (``SnapshotAcker``: acknowledged from the header, never decoded; what
+the capacity and soak runs give everyone but each room's lead surgeon). Like a headset that sends once per
+display frame, a bot takes in datagrams as they arrive but sends only at its frame (``hz``): its script's
+input, its snapshot acks and whatever else it queued go out together, in one packet. Every bot pings
+(``ping``/``pong``, unreliable) at ``ping_hz`` for RTT. When ``seconds`` have passed since the
 start the bots stop sending, keep servicing for ``drain_seconds`` (the last reliable events arrive), then
 disconnect (unless ``linger``) and the worker writes its JSON report and exits. Every loop is bounded by
 count and time; a worker also exits ``seconds + drain_seconds + 15`` after its start in any case.
@@ -40,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +53,15 @@ import numpy as np
 
 from netcode.address import Address
 from netcode.channels import Channel
+from netcode.connection import Delivery
 from netcode.messages import Message
-from netcode.snapshot_decode import SnapshotDecoder
-from rehearsal.bots import ROOT, Headset, SurgeonScript
+from netcode.snapshot import SnapshotError, read_header
+from netcode.snapshot_decode import ACK_BITS, SnapshotDecoder
+from rehearsal.bots import ROOT, SNAPSHOT_TYPES, Headset, SurgeonScript
 
 MAX_SERIES = 20_000  # bound on every recorded series per bot
 ANNOTATE_PREFIX = "seq "
+SNAPSHOT_MODES = ("full", "light", "ack")
 
 
 class LightDecoder(SnapshotDecoder):
@@ -65,21 +72,91 @@ class LightDecoder(SnapshotDecoder):
         return []
 
 
-class RoutedHeadset(Headset):
-    """A Headset that reaches the server through a relay lane (``via``) instead of the token's address.
+class SnapshotAcker:
+    """What an ``ack`` bot keeps of snapshots: their sequences, to acknowledge them as a decoding client would.
 
-    Outgoing packets go to ``via``; datagrams from ``via`` are handed to the netcode core as coming from the
-    server address it is connected to, so the core's own "only from my server" check still applies to
-    everything else. The token and the server are untouched.
+    The lighter client of the same protocol for load runs: the server cannot tell it from a decoding one
+    (it gets the same ``snap_ack`` messages), but the bot reads only each snapshot's header (sequence, server
+    time), so that a swarm worker costs its host a fraction of the CPU. What a run judges from snapshots
+    (arrivals, gaps, downlink) needs no more; a run that judges the view itself uses ``light`` or ``full``."""
+
+    def __init__(self) -> None:
+        self.applied: deque[int] = deque(maxlen=ACK_BITS + 1)  # newest last
+        self.due = False  # a snapshot arrived since the last snap_ack
+
+    def on_snapshot(self, data: bytes) -> tuple[int, float] | None:
+        """(sequence, server time) of a new snapshot, None for a duplicate; SnapshotError for a bad header."""
+        seq, server_time, _, _, _ = read_header(data)
+        if seq in self.applied:
+            return None
+        self.applied.append(seq)
+        self.due = True
+        return seq, server_time
+
+    def ack_fields(self) -> dict[str, int]:
+        """``snap_ack`` fields (newest sequence and 32 bits for the ones before it), as SnapshotDecoder's."""
+        newest = max(self.applied)
+        bits = 0
+        for seq in self.applied:
+            if 0 < newest - seq <= ACK_BITS:
+                bits |= 1 << (newest - seq - 1)
+        return {"newest": newest, "bits": bits}
+
+
+class RoutedHeadset(Headset):
+    """A swarm bot's Headset: optionally through a relay lane (``via``), with a choice of snapshot handling.
+
+    ``snapshots``: ``full`` (``SnapshotDecoder``), ``light`` (``LightDecoder``: decoded, applied and acknowledged
+    without per-object lists) or ``ack`` (``SnapshotAcker``: acknowledged from the header, not decoded).
+
+    With ``via``, outgoing packets go to the lane; datagrams from it are handed to the netcode core as coming
+    from the server address it is connected to, so the core's own "only from my server" check still applies
+    to everything else. The token and the server are untouched.
     """
 
     def __init__(
-        self, token: bytes, name: str = "", via: tuple[str, int] | None = None, light: bool = True, **kwargs: Any
+        self,
+        token: bytes,
+        name: str = "",
+        via: tuple[str, int] | None = None,
+        light: bool = True,
+        snapshots: str | None = None,
+        **kwargs: Any,
     ) -> None:
         self.via = (via[0], int(via[1])) if via is not None else None
         super().__init__(token, name=name, **kwargs)
-        if light:
+        mode = snapshots or ("light" if light else "full")
+        if mode not in SNAPSHOT_MODES:
+            raise ValueError(f"snapshots must be one of {SNAPSHOT_MODES}, got {mode!r}")
+        self.snapshot_mode = mode
+        if mode == "light":
             self.decoder = LightDecoder()
+        self.acker = SnapshotAcker() if mode == "ack" else None
+
+    def _deliver(self, delivery: Delivery) -> None:
+        message = delivery.message
+        if self.acker is None or message is None or message.type not in SNAPSHOT_TYPES:
+            super()._deliver(delivery)
+            return
+        if message.type != "snapshot":
+            return  # snap_config, snap_topology: an acking bot keeps no scene
+        try:
+            new = self.acker.on_snapshot(message.fields["data"])
+        except SnapshotError:
+            self.snapshot_errors += 1
+            return
+        if new is not None:
+            self.snapshots_applied += 1
+            self.snapshot_times.append(new[1])
+            if len(self.snapshot_times) > 512:
+                del self.snapshot_times[:-256]
+
+    def flush(self, now: float) -> None:
+        """One ``snap_ack`` for what arrived since the last flush (an ``ack`` bot), then the due packets."""
+        if self.acker is not None and self.acker.due and self.connected:
+            self.acker.due = False
+            self.channels.send(Channel.UNRELIABLE, Message("snap_ack", self.acker.ack_fields()))
+        super().flush(now)
 
     def _send(self, data: bytes, address: Address) -> None:
         if self.via is None:
@@ -167,7 +244,11 @@ def _make_bot(spec: dict[str, Any], now: float) -> Bot:
 
     via = spec.get("via")
     headset = RoutedHeadset(
-        base64.b64decode(spec["token"]), name=str(spec.get("name", "")), via=via, light=bool(spec.get("light", True))
+        base64.b64decode(spec["token"]),
+        name=str(spec.get("name", "")),
+        via=via,
+        light=bool(spec.get("light", True)),
+        snapshots=spec.get("snapshots"),
     )
     return Bot(spec, headset, now)
 
@@ -299,23 +380,24 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             if stop_file.exists():
                 stop_at, end_at = now, now + drain_seconds
         readable, _, _ = select.select(socks, [], [], max(0.0, min(0.004, next_frame - now)))
-        for sock in readable:
-            b = by_sock[sock]
-            b.headset.service()
-            _collect(b, now)
         now = time.monotonic()
+        for sock in readable:  # take in what arrived; replies (acks) wait for the frame's flush
+            b = by_sock[sock]
+            b.headset.drain(now)
+            _collect(b, now)
         active = now < stop_at
-        if now >= next_frame:  # every bot: its script, then a full service (flushes what it queued)
+        if now >= next_frame:  # every bot: its script, then one flush (one packet for all it queued)
             next_frame = max(next_frame + 1.0 / hz, now - 0.05)
             frames += 1
+            ping = active and now >= next_ping
+            if ping:
+                next_ping = now + ping_every
             for b in bots:
                 _act(b, now, now - began, rotation, active)
-                b.headset.service()
+                if ping:
+                    _ping(b, now)
+                b.headset.flush(now)
                 _collect(b, now)
-        if active and now >= next_ping:
-            next_ping = now + ping_every
-            for b in bots:
-                _ping(b, now)
     report = {
         "began": began,
         "stopped": stop_at,

@@ -12,6 +12,11 @@ from typing import Any
 
 from loadtests.server import LoadServer, join
 
+# Who acknowledges snapshots without decoding them (loadtests.swarm.SnapshotAcker): the server sees the same
+# clients while the swarm that shares its cores costs less. The lead surgeon of each room still decodes every
+# snapshot (and counts any error), so a broken stream shows in the run's report.
+ACKING_CLIENTS = {"watch": "ack", "mentor": "ack", "assistant_surgeon": "ack"}
+
 
 def team_roles(participants: int, observers: int) -> list[tuple[str, str]]:
     """[(role, script)] for a room: drivers first, then the mentor, then observers."""
@@ -35,8 +40,12 @@ def join_team(
     prefix: str = "",
     via: list[tuple[str, int] | None] | None = None,
     record: set[int] | None = None,
+    snapshots: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Join each (role, script) of ``roles`` to ``room``; returns swarm bot specs (drivers spread over x)."""
+    """Join each (role, script) of ``roles`` to ``room``; returns swarm bot specs (drivers spread over x).
+
+    ``snapshots``: role or script -> how those bots handle snapshots (``loadtests.swarm.SNAPSHOT_MODES``; the
+    role wins; default the swarm's ``light``), e.g. ``{"watch": "ack"}`` for watchers that only acknowledge."""
     drivers = sum(1 for _, script in roles if script == "drive")
     specs, d = [], 0
     for i, (role, script) in enumerate(roles):
@@ -59,6 +68,9 @@ def join_team(
             spec["lane"] = i
         if record is not None and i in record:
             spec["record"] = True
+        mode = (snapshots or {}).get(role, (snapshots or {}).get(script))
+        if mode is not None:
+            spec["snapshots"] = mode
         specs.append(spec)
     return specs
 

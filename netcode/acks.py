@@ -34,6 +34,8 @@ PACKET_VERSION = 1
 HEADER = struct.Struct("<BHHI")
 HEADER_SIZE = HEADER.size  # 9 bytes
 ACK_BITS = 32
+_SEEN_BITS = 128  # how far back the acks already processed are remembered (then the records' flags decide)
+_SEEN_MASK = (1 << _SEEN_BITS) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class AckEndpoint:
         self._received: SequenceBuffer[bool] = SequenceBuffer(self.config.received_buffer_size)
         self._latest_received: int | None = None
         self._ack_bits = 0
+        self._seen_base: int | None = None  # newest ack a header carried; _seen bit k: base - k was carried
+        self._seen = 0
         self.rtt: float | None = None  # seconds, None until the first sample
         self.jitter = 0.0
         self.rtt_samples = 0
@@ -151,17 +155,34 @@ class AckEndpoint:
         elif -ACK_BITS <= shift < 0:
             self._ack_bits |= 1 << (-shift - 1)
 
+    def _fresh_acks(self, ack: int, ack_bits: int) -> int:
+        """The acks of a header (bit k: sequence ``ack - k``) that no earlier header carried. Every header
+        repeats the last 33, so most are old: skipping them saves a buffer lookup each. Remembers these."""
+        incoming = 1 | (ack_bits << 1)
+        base = self._seen_base
+        if base is None:
+            self._seen_base, self._seen = ack, incoming
+            return incoming
+        shift = sequence_difference(ack, base)
+        if shift >= 0:
+            seen = (self._seen << min(shift, _SEEN_BITS)) & _SEEN_MASK
+            self._seen_base, self._seen = ack, seen | incoming
+        else:
+            seen = self._seen >> min(-shift, _SEEN_BITS)
+            self._seen |= (incoming << min(-shift, _SEEN_BITS)) & _SEEN_MASK
+        return incoming & ~seen
+
     def _process_acks(self, header: PacketHeader, now: float) -> list[int]:
         newly: list[int] = []
         sent = self._sent
         # Only sequences we have actually sent can be acked (guards against a peer acking the future).
         if not sequence_greater_than(self.next_sequence, header.ack):
             return newly
-        bits = header.ack_bits
-        candidates = [header.ack]
+        bits = self._fresh_acks(header.ack, header.ack_bits)
+        candidates = []
         while bits:
             low = bits & -bits
-            candidates.append(sequence_add(header.ack, -low.bit_length()))
+            candidates.append(sequence_add(header.ack, 1 - low.bit_length()))
             bits ^= low
         for sequence in candidates:
             record = sent.get(sequence)

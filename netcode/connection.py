@@ -77,6 +77,9 @@ class ConnectionConfig:
     send_packets_per_second: float = 240.0  # our own pacing, below the peer's incoming limit
     send_packet_burst: float = 30.0
     flood_timeout: float = 2.0  # throttled continuously this long -> disconnect
+    # An ack-only packet waits this long for a packet with entries to carry the acks instead (0: next tick).
+    # A server that sends every client a snapshot each tick sets about a tick: it then sends no ack-only packets.
+    ack_delay: float = 0.0
     ack: AckConfig = field(default_factory=AckConfig)
     initial_reliable_id: int = 0  # testing only; both peers must agree
 
@@ -177,6 +180,7 @@ class Connection:
         )
         self._now = now
         self._ack_pending = False
+        self._ack_pending_since = now  # when the oldest entry-carrying packet not acked yet arrived
         self._tokens = config.packet_burst
         self._tokens_time = now
         self._send_tokens = config.send_packet_burst
@@ -223,7 +227,8 @@ class Connection:
         """Packets (payload bytes, each at most ``max_packet_size``) to send this tick, within ``budget`` bytes.
 
         Due reliable entries go first, then queued unreliable ones. If there is nothing to send but the
-        peer sent us messages since our last packet, one header-only packet carries the acks. The number
+        peer sent us messages since our last packet (``ack_delay`` ago or more), one header-only packet
+        carries the acks. The number
         of packets is paced by ``send_packets_per_second`` so a burst (a large fragmented message)
         does not trip the peer's incoming rate limit.
         """
@@ -234,20 +239,25 @@ class Connection:
         self._send_tokens = min(config.send_packet_burst, self._send_tokens + elapsed * config.send_packets_per_second)
         self._send_tokens_time = max(self._send_tokens_time, now)
         packets: list[bytes] = []
-        built = self.writer.build(
-            self.reliable_sender, self.unreliable_sender, now, self.resend_delay, budget, int(self._send_tokens)
-        )
+        if self.reliable_sender.queued or self.unreliable_sender.queued:
+            built = self.writer.build(
+                self.reliable_sender, self.unreliable_sender, now, self.resend_delay, budget, int(self._send_tokens)
+            )
+        else:
+            built = []  # the common case at 100 Hz: nothing queued, at most acks to send
         self._send_tokens -= len(built)
         for entries, reliable_ids in built:
             sequence = self.acks.next_sequence
             header = self.acks.write_header(now, HEADER_SIZE + len(entries), ack_eliciting=True)
             self._packet_entries.insert(sequence, reliable_ids)
             packets.append(header + entries)
-        if not packets and self._ack_pending:
+        if packets:
+            self._ack_pending = False
+        elif self._ack_pending and now - self._ack_pending_since >= config.ack_delay:
             sequence = self.acks.next_sequence
             packets.append(self.acks.write_header(now, HEADER_SIZE, ack_eliciting=False))
             self._packet_entries.insert(sequence, [])
-        self._ack_pending = False
+            self._ack_pending = False
         return packets
 
     # ---------------------------------------------------------------------------------- receiving
@@ -293,7 +303,8 @@ class Connection:
         self._update_backlog()
         if not entries:
             return []
-        self._ack_pending = True
+        if not self._ack_pending:
+            self._ack_pending, self._ack_pending_since = True, now
         delivered: list[tuple[Channel, bytes]] = []
         for entry in entries:
             if entry.channel is Channel.RELIABLE:

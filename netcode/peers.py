@@ -21,7 +21,7 @@ or, with the twisted shell (netcode.udp), which then ticks them itself:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from netcode.channels import BacklogFull, Channel
 from netcode.client import ClientCore, ClientState
@@ -98,14 +98,22 @@ class ServerChannels:
 
     def update(self, now: float) -> None:
         """Drop misbehaving peers, then send every peer's due packets through the core."""
+        self.flush(list(self._peers), now)
+
+    def flush(self, indices: Iterable[int], now: float) -> None:
+        """``update`` for some clients only (e.g. a room's, right after its snapshots were queued)."""
         core = self.core
         if core is None:
             raise RuntimeError("ServerChannels.update before attach(core)")
-        for index, peer in list(self._peers.items()):
+        peers = self._peers
+        for index in indices:
+            peer = peers.get(index)
+            if peer is None:
+                continue
             if peer.should_disconnect(now):
                 reason = peer.disconnect_reason or "connection_failed"
                 core.disconnect(index, now)
-                self._peers.pop(index, None)
+                peers.pop(index, None)
                 if self.on_dropped is not None:
                     self.on_dropped(index, reason)
                 continue

@@ -9,6 +9,7 @@ exact at rest and behaves like a small Newton step on the full energy.
 from __future__ import annotations
 
 import math
+import types
 
 import numba as nb
 import numpy as np
@@ -176,8 +177,7 @@ def sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, ga
                 x[i, 2] += D[3 * corner + 2, j]
 
 
-@nb.njit(parallel=True, cache=True, **FAST)
-def elastic_pass(x, corners, W, chunks, slab_chunks, B, alpha_dev, alpha_hyd, gamma, inv_dt2):
+def _elastic_pass(x, corners, W, chunks, slab_chunks, B, alpha_dev, alpha_hyd, gamma, inv_dt2):
     """One Gauss-Seidel sweep over all live tets: even slabs in parallel, then odd slabs in parallel.
 
     Everything per tet is in sweep order (physics.partitioning): corners (4, S) vertex ids, W (4, S)
@@ -189,3 +189,18 @@ def elastic_pass(x, corners, W, chunks, slab_chunks, B, alpha_dev, alpha_hyd, ga
         for p in nb.prange(tasks):
             first, last = slab_chunks[2 * p + phase], slab_chunks[2 * p + phase + 1]
             sweep_chunks(x, corners, W, chunks, first, last, B, alpha_dev, alpha_hyd, gamma, inv_dt2)
+
+
+def serial_twin(fn: types.FunctionType, name: str, **globals_: object) -> types.FunctionType:
+    """A copy of ``fn`` under another name (its own numba cache entry) whose globals ``globals_`` override: the
+    body of a parallel kernel, to be compiled without ``parallel`` (``prange`` is then ``range``)."""
+    twin = types.FunctionType(fn.__code__, {**fn.__globals__, **globals_}, name, fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = name
+    twin.__doc__ = fn.__doc__
+    return twin
+
+
+elastic_pass = nb.njit(parallel=True, cache=True, **FAST)(_elastic_pass)
+# The same sweep for a caller on one thread: a parallel kernel takes the GIL back at every prange launch
+# (four a substep), so beside a busy Python thread each launch waits for the GIL. Same order, same result.
+elastic_pass_serial = nb.njit(cache=True, **FAST)(serial_twin(_elastic_pass, "elastic_pass_serial"))

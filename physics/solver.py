@@ -20,7 +20,7 @@ from physics.kinematics import interpolate_frames, world_capsules
 from physics.model import Model, remove_tets
 from physics.pose_guard import PoseLimits, guard_jaw, guard_pose
 from physics.state import InstrumentState, State
-from physics.substeps import N_COUNTS, simulate_frame
+from physics.substeps import N_COUNTS, simulate_frame, simulate_frame_serial
 from physics.topology import TopologyChange
 
 CONTACT_MARGIN = 0.005  # m added around each instrument when picking candidate vertices
@@ -87,7 +87,8 @@ def step(
     grasp_force = np.zeros((grasps[0].size, 3))
     cand_verts, cand_weights, cand_inst = _contact_candidates(model, state, arrays, dt)
     env = model.environment
-    simulate_frame(
+    kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
+    kernel(
         state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
         model.max_vertex_speed, model.sweep_corners, model.sweep_inv_mass, model.chunks, model.slab_chunks,
         model.sweep_dm_inv,
@@ -241,9 +242,20 @@ def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[
     sweep = np.maximum(np.linalg.norm(a1 - a0, axis=1), np.linalg.norm(b1 - b0, axis=1))
     # Tissue moves too: allow what a vertex at the speed clamp could cover in a tenth of the frame.
     reach = cap_r + sweep + CONTACT_MARGIN + model.max_vertex_speed * dt * 0.1
+    movable, tris = _contact_sets(model)
+    return broad_phase(state.x, movable, tris, a0, b0, reach, cap_inst, active, p0.shape[0])
+
+
+def _contact_sets(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Movable vertices and the surface triangles with a movable corner. They change only with the model's
+    ``inv_mass`` and ``surface`` arrays (a topology event replaces both), so they are kept until then."""
+    cached = getattr(model, "_contact_sets_cache", None)
+    if cached is not None and cached[0] is model.inv_mass and cached[1] is model.surface:
+        return cached[2], cached[3]
     movable = np.flatnonzero(model.inv_mass > 0).astype(np.int32)
     tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
-    return broad_phase(state.x, movable, tris, a0, b0, reach, cap_inst, active, p0.shape[0])
+    model._contact_sets_cache = (model.inv_mass, model.surface, movable, tris)
+    return movable, tris
 
 
 def _collect_forces(state, ids, g_inst, inst_force, grasp_force, report: StepReport) -> None:

@@ -195,6 +195,8 @@ class Headset:
         # hooks for a client model riding on this bot (e.g. a netcode.thin_client.ThinClient in a test)
         self.on_delivery: Callable[[Delivery], None] | None = None
         self.on_snapshots: Callable[[list], None] | None = None
+        self._last_source: tuple | None = None
+        self._last_address: Address | None = None
         self.core.connect(time.monotonic())
 
     @property
@@ -237,20 +239,34 @@ class Headset:
                 self.channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
 
     def service(self) -> None:
+        """Take in whatever arrived, then send what is due (acks, queued messages, keep-alives)."""
         now = time.monotonic()
-        for _ in range(1000):
+        self.drain(now)
+        self.flush(now)
+
+    def drain(self, now: float) -> int:
+        """Receive every waiting datagram (at most 1000) into the netcode core; returns how many. Sends nothing:
+        what the deliveries queue goes out with the next ``flush``, so a busy client sends one packet a frame."""
+        for count in range(1000):
             try:
                 data, addr = self.sock.recvfrom(2048)
             except (BlockingIOError, OSError):
-                break
+                return count
             self.bytes_received += len(data)
             self.core.receive(data, self._source(addr), now)
+        return 1000
+
+    def flush(self, now: float) -> None:
+        """Keep-alives and timeouts, then every due packet of the channels."""
         self.core.update(now)
         self.channels.update(now)
 
     def _source(self, addr: tuple) -> Address:
-        """Who sent a datagram, as the netcode core should see it (a relaying subclass maps its relay)."""
-        return Address.from_host_port(addr[0], addr[1])
+        """Who sent a datagram, as the netcode core should see it (a relaying subclass maps its relay).
+        The last sender is cached: parsing an IP address per datagram costs more than the rest of a receive."""
+        if addr != self._last_source:
+            self._last_source, self._last_address = addr, Address.from_host_port(addr[0], addr[1])
+        return self._last_address
 
     def send_pose(
         self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT, energy: bool = False

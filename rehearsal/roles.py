@@ -6,6 +6,7 @@ reason a person can read and is counted, and never changes the room.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,7 +63,15 @@ class Decision:
 
 
 def decide(role: Role | str, action: Action | str) -> Decision:
-    """Whether `role` may perform `action`; unknown roles or actions are refused, never raised."""
+    """Whether `role` may perform `action`; unknown roles or actions are refused, never raised.
+    Answers are cached (every input pose asks): the table is fixed, so an answer never changes."""
+    try:
+        return _decide_cached(role, action)
+    except TypeError:  # unhashable (hostile) arguments: decide without the cache
+        return _decide(role, action)
+
+
+def _decide(role: Role | str, action: Action | str) -> Decision:
     try:
         role, action = Role(role), Action(action)
     except ValueError:
@@ -70,3 +79,6 @@ def decide(role: Role | str, action: Action | str) -> Decision:
     if action in PERMISSIONS[role]:
         return Decision(True)
     return Decision(False, f"the {role.value.replace('_', ' ')} role may not {action.value.replace('_', ' ')}")
+
+
+_decide_cached = functools.lru_cache(maxsize=1024)(_decide)

@@ -102,6 +102,7 @@ class Room:
         self._events: deque[RoomEvent] = deque(maxlen=4096)
         lo, hi = self.model.rest_positions.min(axis=0), self.model.rest_positions.max(axis=0)
         self.workspace = (lo - WORKSPACE_MARGIN, hi + WORKSPACE_MARGIN)
+        self._workspace_bounds = (self.workspace[0].tolist(), self.workspace[1].tolist())
         self._specs: dict[Kind, InstrumentSpec] = {Kind(k): SPECS[Kind(k)]() for k in scenario.instruments}
         self.state = transition(self.state, RoomState.LOBBY)
 
@@ -324,10 +325,13 @@ class Room:
         if pos is None or quat is None or not isinstance(jaw, int | float) or not math.isfinite(jaw):
             self.counters["input_rejected_nonfinite"] += 1
             return Refusal("pose values must be finite numbers")
-        if np.linalg.norm(quat) < 0.5:
+        norm = math.sqrt(quat.dot(quat))  # np.linalg.norm's formula (same bits), without its overhead
+        if norm < 0.5:
             self.counters["input_rejected_nonfinite"] += 1
             return Refusal("orientation must be a unit quaternion")
-        if np.any(pos < self.workspace[0]) or np.any(pos > self.workspace[1]):
+        xyz = pos.tolist()  # plain floats: a few comparisons cost less than numpy calls on 3 values
+        lo, hi = self._workspace_bounds
+        if not (lo[0] <= xyz[0] <= hi[0] and lo[1] <= xyz[1] <= hi[1] and lo[2] <= xyz[2] <= hi[2]):
             self.counters["input_rejected_out_of_room"] += 1
             return Refusal("position is outside the room")
         key = (participant_id, hand)
@@ -336,11 +340,11 @@ class Room:
             if sample_time <= last.sample_time:
                 self.counters["input_stale"] += 1
                 return None  # late or duplicate sample: the newer one already stands
-            speed = np.linalg.norm(pos - last.position) / (sample_time - last.sample_time)
+            speed = math.dist(xyz, last.position.tolist()) / (sample_time - last.sample_time)
             if speed > MAX_INSTRUMENT_SPEED:
                 self.counters["input_rejected_too_fast"] += 1
                 return Refusal("instrument moved faster than a hand can")
-        self.inputs[key] = HandInput(pos, quat / np.linalg.norm(quat), float(jaw), bool(energy), sample_time)
+        self.inputs[key] = HandInput(pos, quat / norm, float(jaw), bool(energy), sample_time)
         return None
 
     def control(self) -> Control:
@@ -493,10 +497,14 @@ class Room:
 
 
 def _finite_vector(value: object, n: int) -> np.ndarray | None:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+    """``value`` as a float64 vector of ``n`` finite numbers, or None."""
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        arr = value  # the input path hands in arrays already: no conversion
+    else:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+    if arr.shape != (n,) or not all(map(math.isfinite, arr.tolist())):
         return None
     return arr

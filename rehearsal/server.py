@@ -49,6 +49,7 @@ import os
 import secrets
 import signal
 import sqlite3
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -59,12 +60,11 @@ from typing import Any
 import numpy as np
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from netcode.address import Address
 from netcode.channels import Channel
-from netcode.connection import Delivery
+from netcode.connection import ConnectionConfig, Delivery
 from netcode.messages import Message
 from netcode.patches import PatchLayout, make_patches
 from netcode.peers import ServerChannels
@@ -95,7 +95,7 @@ from rehearsal.room import HANDS, Room
 from rehearsal.scenario import load_scenario, packaged_scenarios
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
 from rehearsal.settings import Settings
-from rehearsal.ticking import RoomTicker
+from rehearsal.ticking import RoomThread, RoomTicker
 from rehearsal.wire import (
     DEVICE_HEAD,
     DEVICE_OF_HAND,
@@ -115,9 +115,21 @@ KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) befor
 MAX_ROOMS = 64
 GAZE_DISTANCE = 0.45  # m: a standing surgeon's eyes to the operating field
 CONNECTION_SAMPLE_SECONDS = 1.0  # RTT and loss sampling for the metrics
+# Acks wait this long for a packet with entries (every client gets a snapshot each tick) before going out alone:
+# without it the 100 Hz channel update sends most clients an extra ack-only packet between two snapshots.
+ACK_DELAY = 0.025
+# How long a thread that wants the GIL waits before the holder is asked to let go (Python's default: 5 ms). A
+# room's step takes the GIL back after each numba kernel (a dozen times a step); with the reactor busy in
+# Python, each of those waits could last the whole interval, and a 1 ms step took tens of milliseconds.
+GIL_SWITCH_SECONDS = 0.0005
+# Room threads run at a lower CPU priority than the reactor: with several rooms stepping on two cores the reactor
+# (which publishes every room) otherwise waits for a core behind its own physics threads.
+ROOM_THREAD_NICE = 5
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
 # clients such as the thin client keep every snapshot object in one map by id.
 INSTRUMENT_OBJECT_BASE = 32768
+ACK_WINDOW = 128  # snapshots behind the newest acked one whose acks the server remembers (a few RTTs' worth)
+_ACK_MASK = (1 << ACK_WINDOW) - 1
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
 
@@ -132,6 +144,26 @@ class _Client:
     inputs: InputReceiver = field(default_factory=InputReceiver)
     last_refused: dict[str, float] = field(default_factory=dict)
     gaze: np.ndarray | None = None  # where the headset looks (GAZE_DISTANCE ahead of the head), for priority
+    ack_base: int | None = None  # newest snapshot sequence an ack of this client named
+    ack_passed: int = 0  # bit k: snapshot ack_base - k was already handed to the codec (ACK_WINDOW bits)
+
+    def fresh_acks(self, newest: int, bits: int) -> int:
+        """The ``bits`` of a ``snap_ack`` that acknowledge a snapshot for the first time (every ack repeats the
+        previous 32, which the codec would look up again one by one); remembers them as handed over."""
+        incoming = (1 | (bits << 1)) & _ACK_MASK  # bit k: snapshot newest - k
+        base = self.ack_base
+        if base is None:
+            passed = 0
+        elif newest >= base:
+            passed = (self.ack_passed << min(newest - base, ACK_WINDOW)) & _ACK_MASK
+        else:
+            passed = self.ack_passed >> min(base - newest, ACK_WINDOW)
+        fresh = incoming & ~passed
+        if base is None or newest >= base:
+            self.ack_base, self.ack_passed = newest, passed | incoming
+        else:
+            self.ack_passed |= (incoming << min(base - newest, ACK_WINDOW)) & _ACK_MASK
+        return (fresh >> 1) & 0xFFFFFFFF
 
 
 @dataclass
@@ -140,7 +172,7 @@ class _LiveRoom:
 
     room: Room
     ticker: RoomTicker
-    pool: ThreadPool
+    pool: RoomThread
     sync: SnapshotServer
     clients: set[int] = field(default_factory=set)  # connection indices
     object_ids: dict[tuple[int, str], int] = field(default_factory=dict)  # (participant, hand) -> rigid id
@@ -184,7 +216,10 @@ class RehearsalServer:
         self.counters: Counter[str] = Counter()
         self.departed_message_drops: Counter[str] = Counter()  # message-layer drops of closed connections
         self.channels = ServerChannels(
-            registry=REHEARSAL_REGISTRY, on_message=self._on_message, on_dropped=self._dropped
+            ConnectionConfig(ack_delay=ACK_DELAY),
+            registry=REHEARSAL_REGISTRY,
+            on_message=self._on_message,
+            on_dropped=self._dropped,
         )
         self.join_service: JoinService | None = None
         self.protocol = None
@@ -292,7 +327,7 @@ class RehearsalServer:
             room.recorder = Recorder(self.data_dir / "recordings" / f"{session}.rec", session, scenario)
         layout = surface_layout(room)
         sync = SnapshotServer(layout, triangles=room.model.surface)
-        pool = ThreadPool(minthreads=1, maxthreads=1, name=f"room-{session}")
+        pool = RoomThread(self.reactor, f"room-{session}", nice=ROOM_THREAD_NICE)
         pool.start()
         ticker = RoomTicker(
             self.reactor,
@@ -480,7 +515,8 @@ class RehearsalServer:
         elif kind == "command":
             self._on_command(client, live, message.fields)
         elif kind == "snap_ack":
-            live.sync.on_ack_fields(index, message.fields["newest"], message.fields["bits"])
+            newest = message.fields["newest"]
+            live.sync.on_ack_fields(index, newest, client.fresh_acks(newest, message.fields["bits"]))
         elif kind == "snap_resync":
             live.sync.reset_client(index)
             self.counters["resyncs"] += 1
@@ -723,7 +759,7 @@ class RehearsalServer:
             self.counters["snapshots"] += 1
             self.counters["snapshot_bytes"] += len(data)
             self.metrics.histograms.snapshot_bytes.observe(len(data))
-        self.channels.update(now)  # out now rather than at the next 100 Hz update
+        self.channels.flush(list(live.clients), now)  # out now rather than at the next 100 Hz update
 
     def _set_focus(self, live: _LiveRoom, client: _Client) -> None:
         """What this person works on and looks at ranks higher in their snapshots (interest management)."""
@@ -1059,6 +1095,7 @@ def serve(settings: Settings) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     server = RehearsalServer(settings, reactor)
     for spec in (TOKEN_KEY, ADMIN_CREDENTIAL):
         where = f"environment {spec.env_var}" if os.environ.get(spec.env_var) else str(server.data_dir / spec.name)

@@ -57,6 +57,9 @@ TRACKED = 0x01
 ENERGY = 0x02
 
 
+_UNTRACKED = POSE.pack(0, 0.0, 0.0, 0.0, 0, 0, 0, 32767, 0)
+
+
 class InputPacketError(ValueError):
     """A malformed input packet; the text says why."""
 
@@ -91,36 +94,53 @@ def _clip_i16(x: float) -> int:
     return int(max(-32767, min(32767, round(x))))
 
 
-def encode_packet(devices: Sequence[int], samples: Sequence[InputSample]) -> bytes:
-    """The binary packet for consecutive ``samples`` (oldest first) of the given ``devices``."""
+def encode_sample(sample: InputSample, device_count: int) -> bytes:
+    """The wire bytes of one sample (its time and ``device_count`` poses); packets repeat them unchanged."""
+    if len(sample.poses) != device_count:
+        raise ValueError(f"sample {sample.seq} has {len(sample.poses)} poses for {device_count} devices")
+    out = bytearray(TIME.pack(sample.client_time))
+    for pose in sample.poses:
+        if pose is None or not pose.is_finite():
+            out += _UNTRACKED
+            continue
+        x, y, z = pose.position.tolist()
+        qx, qy, qz, qw = (pose.rotation * 32767.0).tolist()
+        out += POSE.pack(
+            TRACKED | (ENERGY if pose.energy else 0),
+            x,
+            y,
+            z,
+            _clip_i16(qx),
+            _clip_i16(qy),
+            _clip_i16(qz),
+            _clip_i16(qw),
+            _clip_i16(pose.jaw / JAW_UNIT),
+        )
+    return bytes(out)
+
+
+def _check_samples(devices: Sequence[int], samples: Sequence[InputSample]) -> None:
     d, s = len(devices), len(samples)
     if not (1 <= d <= MAX_DEVICES and 1 <= s <= MAX_SAMPLES):
         raise ValueError(f"need 1..{MAX_DEVICES} devices and 1..{MAX_SAMPLES} samples, got {d}, {s}")
     first = samples[0].seq
     if any(sample.seq != first + i for i, sample in enumerate(samples)) or not 0 <= first < U32 - s:
         raise ValueError("samples must have consecutive u32 sequences")
-    out = bytearray(HEADER.pack(VERSION, d, s, 0, first))
-    out += bytes(devices)
-    for sample in samples:
-        if len(sample.poses) != d:
-            raise ValueError(f"sample {sample.seq} has {len(sample.poses)} poses for {d} devices")
-        out += TIME.pack(sample.client_time)
-        for pose in sample.poses:
-            if pose is None or not pose.is_finite():
-                out += POSE.pack(0, 0.0, 0.0, 0.0, 0, 0, 0, 32767, 0)
-                continue
-            q = pose.rotation * 32767.0
-            out += POSE.pack(
-                TRACKED | (ENERGY if pose.energy else 0),
-                *(float(v) for v in pose.position),
-                *(_clip_i16(v) for v in q),
-                _clip_i16(pose.jaw / JAW_UNIT),
-            )
-    return bytes(out)
 
 
-def decode_packet(data: bytes) -> tuple[tuple[int, ...], list[InputSample]]:
-    """(device ids, samples oldest first) of a packet; raises ``InputPacketError`` on any malformation."""
+def encode_packet(devices: Sequence[int], samples: Sequence[InputSample]) -> bytes:
+    """The binary packet for consecutive ``samples`` (oldest first) of the given ``devices``."""
+    _check_samples(devices, samples)
+    d = len(devices)
+    head = HEADER.pack(VERSION, d, len(samples), 0, samples[0].seq) + bytes(devices)
+    return head + b"".join(encode_sample(sample, d) for sample in samples)
+
+
+def decode_packet(data: bytes, after: int | None = None) -> tuple[tuple[int, ...], list[InputSample]]:
+    """(device ids, samples oldest first) of a packet; raises ``InputPacketError`` on any malformation.
+
+    With ``after``, samples with a sequence up to it (ones the receiver already has: the redundancy) are
+    checked but not built, so that a receiver pays for the new samples only."""
     if len(data) < HEADER.size:
         raise InputPacketError(f"packet of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
     version, d, s, reserved, first = HEADER.unpack_from(data, 0)
@@ -140,6 +160,7 @@ def decode_packet(data: bytes) -> tuple[tuple[int, ...], list[InputSample]]:
         offset += TIME.size
         if not math.isfinite(client_time):
             raise InputPacketError(f"sample {first + i}: non-finite time")
+        build = after is None or first + i > after
         poses: list[RigidPose | None] = []
         for _ in range(d):
             flags, x, y, z, qx, qy, qz, qw, jaw = POSE.unpack_from(data, offset)
@@ -149,12 +170,15 @@ def decode_packet(data: bytes) -> tuple[tuple[int, ...], list[InputSample]]:
             if not flags & TRACKED:
                 poses.append(None)
                 continue
-            position = np.array([x, y, z], dtype=np.float64)
-            if not np.all(np.isfinite(position)):
+            if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
                 raise InputPacketError(f"sample {first + i}: non-finite position")
-            q = np.array([qx, qy, qz, qw], dtype=np.float64)
-            poses.append(RigidPose(position, q if np.any(q) else IDENTITY, jaw * JAW_UNIT, bool(flags & ENERGY)))
-        samples.append(InputSample(first + i, client_time, tuple(poses)))
+            if not build:
+                continue
+            position = np.array([x, y, z], dtype=np.float64)
+            q = np.array([qx, qy, qz, qw], dtype=np.float64) if qx or qy or qz or qw else IDENTITY
+            poses.append(RigidPose(position, q, jaw * JAW_UNIT, bool(flags & ENERGY)))
+        if build:
+            samples.append(InputSample(first + i, client_time, tuple(poses)))
     return devices, samples
 
 
@@ -180,6 +204,7 @@ class InputSender:
         self.window = max(1, min(self.config.max_samples, fit))  # samples per packet, at most
         self._pending: deque[InputSample] = deque(maxlen=self.window)
         self._sent_at: dict[int, float] = {}  # newest seq of a packet -> local time it was first sent
+        self._encoded: dict[int, bytes] = {}  # seq -> wire bytes of each pending sample (encoded once)
         self.next_seq = 0
         self.acked: int | None = None
         self.abandoned = 0  # samples pushed out of the window before being acked
@@ -190,7 +215,9 @@ class InputSender:
         self.next_seq += 1
         if len(self._pending) == self._pending.maxlen:
             self.abandoned += 1
+            self._encoded.pop(self._pending[0].seq, None)
         self._pending.append(sample)
+        self._encoded[sample.seq] = encode_sample(sample, len(self.devices))
         return sample
 
     def unacked(self) -> list[InputSample]:
@@ -204,7 +231,9 @@ class InputSender:
         self._sent_at.setdefault(newest, local_now)
         while len(self._sent_at) > 4 * self.window:  # bounded even if acks never come
             del self._sent_at[next(iter(self._sent_at))]
-        return encode_packet(self.devices, list(self._pending))
+        pending = self._pending
+        head = HEADER.pack(VERSION, len(self.devices), len(pending), 0, pending[0].seq) + bytes(self.devices)
+        return head + b"".join([self._encoded[sample.seq] for sample in pending])
 
     def on_ack(self, ack: InputAck) -> float | None:
         """Forget samples up to ``ack.seq``; returns the local send time of that packet (for clock sync)."""
@@ -212,7 +241,7 @@ class InputSender:
         if self.acked is None or ack.seq > self.acked:
             self.acked = ack.seq
             while self._pending and self._pending[0].seq <= ack.seq:
-                self._pending.popleft()
+                self._encoded.pop(self._pending.popleft().seq, None)
         for seq in [s for s in self._sent_at if s <= self.acked]:
             del self._sent_at[seq]
         return sent
@@ -230,10 +259,9 @@ class InputReceiver:
 
     def receive(self, data: bytes, server_now: float) -> list[InputSample]:
         """New samples of a packet, in sequence order (already-seen ones dropped). Raises on malformation."""
-        devices, samples = decode_packet(data)
+        devices, fresh = decode_packet(data, self.highest)
         self.devices = devices
-        fresh = [s for s in samples if self.highest is None or s.seq > self.highest]
-        self.duplicates += len(samples) - len(fresh)
+        self.duplicates += data[2] - len(fresh)  # the header's sample count (decode_packet checked it)
         if fresh:
             if self.highest is not None:
                 self.missing += fresh[0].seq - self.highest - 1

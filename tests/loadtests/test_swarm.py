@@ -14,8 +14,8 @@ from loadtests.flood import flood
 from loadtests.impaired import run_impaired
 from loadtests.relay import Impairment
 from loadtests.server import LoadServer, create_room, metric, scrape
-from loadtests.swarm import annotation_check, launch, room_checks
-from loadtests.team import join_team, team_roles
+from loadtests.swarm import SnapshotAcker, annotation_check, launch, room_checks
+from loadtests.team import ACKING_CLIENTS, join_team, team_roles
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,28 @@ def test_a_swarm_worker_joins_drives_and_sees_events_exactly_once_in_order(serve
     assert checks["annotations_sent"]["r0-ment2"] >= 3
     assert checks["all_exactly_once_in_order"], checks
     json.dumps(result)  # the report is plain JSON
+
+
+def test_acking_bots_acknowledge_snapshots_without_decoding_them(server, tmp_path):
+    room = create_room(server, "basic_skills")
+    specs = join_team(server, room, 0, team_roles(3, 2), snapshots=ACKING_CLIENTS)
+    assert [s.get("snapshots") for s in specs] == [None, "ack", "ack", "ack", "ack"]  # the lead surgeon decodes
+    result = launch({"seconds": 3.0, "bots": specs, "connect_seconds": 15}, tmp_path).result()
+    assert not result.get("error"), result
+    bots = result["bots"]
+    assert all(b["snapshots"] > 30 and b["snapshot_errors"] == 0 and b["undecoded"] == 0 for b in bots)
+    assert all(b["rtt"]["count"] > 0 for b in bots)
+    assert room_checks(bots)["all_exactly_once_in_order"]
+
+
+def test_snapshot_acker_acks_like_the_decoder():
+    from netcode.snapshot import pack_header
+
+    acker = SnapshotAcker()
+    for seq in (5, 7, 6, 7):
+        acker.on_snapshot(pack_header(seq, 0.1 * seq, 0, 0))
+    assert acker.ack_fields() == {"newest": 7, "bits": 0b11}  # 6 and 5; the repeated 7 counted once
+    assert list(acker.applied) == [5, 7, 6]
 
 
 def test_a_garbage_flood_from_one_address_is_dropped_and_counted(server):

@@ -88,3 +88,20 @@ def test_rtt_and_loss_estimates():
 def test_truncated_and_wrong_version_headers_are_reasons_not_exceptions():
     assert parse_header(b"\x01\x00") == (None, "packet_truncated")
     assert parse_header(b"\x02" + bytes(8)) == (None, "packet_bad_version")
+
+
+def test_each_sent_packet_is_reported_acked_once_whatever_headers_repeat_or_reorder():
+    rng = random.Random(11)
+    endpoint = AckEndpoint()
+    for _ in range(3000):  # past the 16-bit wrap of neither side, but past the sent ring's 1024
+        endpoint.write_header(0.0, 9, ack_eliciting=True)
+    acked: set[int] = set()
+    newest = 2000
+    for _ in range(3000):
+        newest = min(2999, newest + rng.choice([0, 1, 1, 2, -3, -40]))
+        bits = rng.getrandbits(32)
+        carried = {newest} | {newest - 1 - i for i in range(32) if bits >> i & 1}
+        newly = endpoint._process_acks(PacketHeader(0, newest, bits), 0.0)
+        assert len(newly) == len(set(newly)) and not acked & set(newly)
+        acked |= set(newly)
+        assert carried - {s for s in carried if s <= 2999 - 1024} <= acked  # all still in the ring are acked

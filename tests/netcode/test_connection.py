@@ -180,6 +180,25 @@ def test_decoding_connection_delivers_messages_and_drops_invalid_ones():
     assert b.drops["message_invalid"] == 1
 
 
+def test_ack_only_packets_wait_for_the_ack_delay_and_ride_on_packets_with_entries():
+    client, server = Connection(), Connection(ConnectionConfig(ack_delay=0.025))
+    client.send(Channel.UNRELIABLE, b"input")
+    for packet in client.generate_packets(0.0):
+        server.receive_packet(packet, 0.0)
+    assert server.generate_packets(0.01) == []  # within the delay: no ack-only packet
+    server.send(Channel.UNRELIABLE, b"snapshot")
+    (packet,) = server.generate_packets(0.015)  # the acks ride on the snapshot
+    client.receive_packet(packet, 0.015)
+    assert server.generate_packets(0.05) == []  # nothing left to ack
+    client.send(Channel.UNRELIABLE, b"input")
+    for packet in client.generate_packets(0.06):
+        server.receive_packet(packet, 0.06)
+    assert server.generate_packets(0.07) == []
+    (ack_only,) = server.generate_packets(0.086)  # nothing else came: the acks go out alone
+    assert len(ack_only) == 9
+    assert Connection().generate_packets(0.0) == []
+
+
 def test_byte_budget_caps_each_tick():
     a = Connection()
     for _ in range(50):

@@ -99,3 +99,17 @@ def test_a_flooding_peer_is_throttled_then_dropped():
         net.run(0.01)
     assert len(dropped) == 1 and dropped[0][0] == 0 and dropped[0][1].startswith("rate limit exceeded")
     assert server.client_count == 0
+
+
+def test_flush_sends_only_the_named_clients_due_packets():
+    net, server, server_channels, _, _ = _world()
+    _client(net, CLIENT_A, 1)
+    _client(net, CLIENT_B, 2)
+    a, b = sorted(server_channels.peers)
+    for index in (a, b):
+        assert server_channels.send(index, Channel.UNRELIABLE, b"snapshot")
+    net.queue.clear()
+    server_channels.flush([b, 99], net.now)  # 99: not connected, ignored
+    assert [destination for _, destination, _ in net.queue] == [server.client_address(b)]
+    server_channels.update(net.now)  # the rest goes with the next update
+    assert [destination for _, destination, _ in net.queue][1:] == [server.client_address(a)]

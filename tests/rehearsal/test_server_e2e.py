@@ -157,7 +157,9 @@ def test_a_cut_becomes_a_new_snapshot_epoch_that_clients_apply(tmp_path):
     sent: list[tuple[int, Channel, object]] = []
     server = RehearsalServer(Settings(data_dir=tmp_path / "data"), reactor=None)
     server.protocol = SimpleNamespace(now=time.monotonic)
-    server.channels = SimpleNamespace(send=lambda i, c, m: sent.append((i, c, m)) or True, update=lambda now: None)
+    server.channels = SimpleNamespace(
+        send=lambda i, c, m: sent.append((i, c, m)) or True, update=lambda now: None, flush=lambda ids, now: None
+    )
     room = Room("s-cut", load_scenario("basic_skills"))
     surgeon = Identity("s-cut", 7, Role.LEAD_SURGEON, "Dr. Cut")
     room.join(surgeon).hands["right"] = Kind.SCISSORS

@@ -1,5 +1,8 @@
 """The tick driver: steps off the reactor thread, overruns skipped and counted, substeps degrade and recover."""
 
+import queue
+import threading
+
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -8,7 +11,7 @@ from rehearsal.identity import Identity
 from rehearsal.roles import Role
 from rehearsal.room import Room
 from rehearsal.scenario import load_scenario
-from rehearsal.ticking import PHYSICS_SHARE, RoomTicker, SubstepGovernor
+from rehearsal.ticking import PHYSICS_SHARE, RoomThread, RoomTicker, SubstepGovernor
 
 TICK = 1 / 60
 
@@ -134,7 +137,7 @@ reactor.run()
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["steps"] >= 5
-    assert result["threads"] == ["PoolThread-room-s-0"] and result["report_threads"] == ["MainThread"]
+    assert result["threads"] == ["room-s"] and result["report_threads"] == ["MainThread"]
 
 
 def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(room, monkeypatch):
@@ -167,3 +170,31 @@ def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(roo
     assert stats.timed_ticks == 3 and observed == pytest.approx([0.007] * 3)
     assert list(stats.step_seconds) == pytest.approx([0.004] * 3) and stats.step_seconds_sum == pytest.approx(0.012)
     assert stats.last_tick_seconds == pytest.approx(0.007) and stats.tick_seconds_sum == pytest.approx(0.021)
+
+
+class _HandBack:
+    """A reactor stand-in that collects what the room's thread hands back."""
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+
+    def callFromThread(self, fn, *args):  # noqa: N802 (twisted API name)
+        self.calls.put((fn, args))
+
+    def take(self, n: int) -> None:
+        for _ in range(n):
+            fn, args = self.calls.get(timeout=10)
+            fn(*args)
+
+
+def test_a_room_thread_runs_jobs_in_order_off_the_calling_thread_and_hands_back_results_and_failures():
+    reactor = _HandBack()
+    worker = RoomThread(reactor, "room-t")
+    got: list = []
+    for i in range(3):
+        worker.run(lambda i=i: (i, threading.current_thread().name)).addCallback(got.append)
+    worker.run(lambda: 1 / 0).addErrback(lambda f: got.append(f.type))
+    reactor.take(4)
+    worker.stop()
+    assert got == [(0, "room-t"), (1, "room-t"), (2, "room-t"), ZeroDivisionError]
+    assert worker._thread is None
