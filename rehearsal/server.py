@@ -57,6 +57,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -1072,12 +1073,18 @@ def _warm_up(scenario_name: str) -> None:
     hinge = np.array([(lo[0] + hi[0]) / 2, hi[1] + 0.01, (lo[2] + hi[2]) / 2])  # jaws reach into the top
     down = look_rotation(forward=(0.0, -1.0, 0.0), up=(1.0, 0.0, 0.0))
     dt, t = 1.0 / scenario.tick_hz, 0.0
-    for kind in scenario.instruments:
-        surgeon.hands["right"] = Kind(kind)
-        for jaw in (1.0, 1.0, 0.6, 0.3, 0.0, 0.0, 1.0):
-            t += dt
-            room.instrument_input(1, "right", hinge, down, jaw, kind == Kind.CAUTERY_HOOK, t)
-            room.advance(dt)
+    default_threads = numba.get_num_threads()
+    try:
+        for threads in sorted({1, default_threads}):  # a room's thread steps with the serial kernels
+            numba.set_num_threads(threads)
+            for kind in scenario.instruments:
+                surgeon.hands["right"] = Kind(kind)
+                for jaw in (1.0, 1.0, 0.6, 0.3, 0.0, 0.0, 1.0):
+                    t += dt
+                    room.instrument_input(1, "right", hinge, down, jaw, kind == Kind.CAUTERY_HOOK, t)
+                    room.advance(dt)
+    finally:
+        numba.set_num_threads(default_threads)
     layout = surface_layout(room)
     sync = SnapshotServer(layout, triangles=room.model.surface)
     sync.add_client(0)

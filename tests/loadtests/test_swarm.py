@@ -61,7 +61,8 @@ def test_a_swarm_worker_joins_drives_and_sees_events_exactly_once_in_order(serve
     assert not result.get("error"), result
     bots = result["bots"]
     assert len(bots) == 4 and all(b["welcomed"] for b in bots)
-    assert all(b["snapshots"] > 30 and b["snapshot_errors"] == 0 and b["undecoded"] == 0 for b in bots)
+    seen = [(b["name"], b["snapshots"], b["snapshot_errors"], b["undecoded"]) for b in bots]
+    assert all(b["snapshots"] > 30 and b["snapshot_errors"] == 0 and b["undecoded"] == 0 for b in bots), seen
     assert all(b["rtt"]["count"] > 0 and b["bytes_received"] > 0 for b in bots)
     assert not any(b["refused"] for b in bots)
     checks = room_checks(bots)
