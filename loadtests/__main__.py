@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="experiment: numba threads per room step (1 = one thread per room); default: the server's own",
     )
+    p.add_argument(
+        "--process-per-room",
+        action="store_true",
+        help="one server process per room (DESIGN's scale-out), measured together; default: all rooms in one",
+    )
     p.add_argument("--out", type=Path, default=None, help=out_help)
 
     p = sub.add_parser("impaired", help="a team with one client under loss, a burst, 150+/-30 ms RTT, reordering")

@@ -1,6 +1,8 @@
 """``capacity``: ramp rooms, then clients, until the room tick p99 passes the 16.7 ms budget; report the knee.
 
-One instrumented server (``loadtests.server.LoadServer``) on loopback. Phase after phase:
+One instrumented server (``loadtests.server.LoadServer``) on loopback, or with ``process_per_room`` one per
+room (DESIGN's scale-out: each room's process has its own GIL; measured together as a ``ServerGroup``,
+tick times over all rooms, CPU summed over the processes). Phase after phase:
 
 1. **rooms**: add a room of the scenario (default ``block_5k``, 5,040 tets) with M participants and N
    observers (default 4 + 4; one swarm worker process per room), let it settle, measure. The first phase
@@ -26,14 +28,14 @@ from typing import Any
 from loadtests import plots
 from loadtests.report import bots_of, downlink_window, rtt_window, run_folder, slim, write_json
 from loadtests.sampler import Sampler, window
-from loadtests.server import TICK_BUDGET, LoadServer, create_room, tick_summary
+from loadtests.server import TICK_BUDGET, LoadServer, ServerGroup, create_room, tick_summary
 from loadtests.swarm import Worker, launch, room_checks
 from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
 
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 
 
-def _measure(server: LoadServer, sampler: Sampler, label: str, rooms: int, clients: int, t0: float, t1: float) -> dict:
+def _measure(server: ServerGroup, sampler: Sampler, label: str, rooms: int, clients: int, t0: float, t1: float) -> dict:
     ticks = tick_summary(server.ticks(), t0, t1)
     return {
         "label": label,
@@ -69,6 +71,7 @@ def run_capacity(
     required_rooms: int = 4,
     stop_p99_ms: float = 50.0,
     physics_threads: int = 0,
+    process_per_room: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ramp (see the module doc); returns the report (also written to ``out``/capacity.json)."""
@@ -76,9 +79,16 @@ def run_capacity(
     max_rooms = max(1, min(int(max_rooms), 32))
     phase_seconds = max(float(phase_seconds), settle_seconds + 2.0)
     bound = (max_rooms + max_observer_steps + 2) * (phase_seconds + 20) + 120
-    server = LoadServer(
-        folder / "server", empty_room_seconds=EMPTY_ROOM_SECONDS, max_clients=256, physics_threads=physics_threads
-    )
+    group = ServerGroup()
+
+    def new_server(tag: str) -> LoadServer:
+        server = LoadServer(
+            folder / tag, empty_room_seconds=EMPTY_ROOM_SECONDS, max_clients=256, physics_threads=physics_threads
+        )
+        group.add(server)
+        server.wait_listening()
+        return server
+
     workers: list[tuple[int | None, Worker, Path]] = []  # (room number or None for all rooms, worker, stop file)
     phases: list[dict[str, Any]] = []
     report: dict[str, Any] = {
@@ -87,13 +97,15 @@ def run_capacity(
         "scenario": scenario,
         "budget_ms": 1000 * TICK_BUDGET,
         "physics_threads": physics_threads or "server default (settings.physics_threads, 1 per room)",
+        "process_per_room": process_per_room,
     }
     sampler = None
     try:
-        server.wait_listening()
-        sampler = Sampler(server, every=1.0, swarm=lambda: [w.pid for _, w, _ in workers]).start()
+        first = new_server("server")
+        sampler = Sampler(group, every=1.0, swarm=lambda: [w.pid for _, w, _ in workers]).start()
         origin = time.monotonic()
         rooms: list[dict[str, Any]] = []
+        room_servers: list[LoadServer] = []
         roles = team_roles(participants, observers)
         knee_rooms = None
 
@@ -107,15 +119,17 @@ def run_capacity(
         try:
             # 1. rooms
             for k in range(1, max_rooms + 1):
+                server = new_server(f"server{k}") if process_per_room and k > 1 else first
                 room = create_room(server, scenario)
                 rooms.append(room)
+                room_servers.append(server)
                 start_worker(join_team(server, room, k - 1, roles, snapshots=ACKING_CLIENTS), k - 1, f"room{k - 1}")
                 invites_used.append(Counter(role for role, _ in roles))
-                if not _wait(settle_seconds, lambda: server.proc.poll() is None):
-                    raise RuntimeError("the server exited")
+                if not _wait(settle_seconds, group.alive):
+                    raise RuntimeError("a server exited")
                 t0 = time.monotonic()
                 _wait(phase_seconds - settle_seconds, lambda: True)
-                phase = _measure(server, sampler, f"{k} rooms x {len(roles)}", k, len(roles), t0, time.monotonic())
+                phase = _measure(group, sampler, f"{k} rooms x {len(roles)}", k, len(roles), t0, time.monotonic())
                 phases.append(phase)
                 say(_line(phase))
                 if knee_rooms is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
@@ -138,14 +152,16 @@ def run_capacity(
                     specs = []
                     for n in range(ramp_rooms):
                         watchers = watcher_roles(invites_used[n], observer_step)
-                        specs += join_team(server, rooms[n], n, watchers, prefix=f"x{step}", snapshots=ACKING_CLIENTS)
+                        specs += join_team(
+                            room_servers[n], rooms[n], n, watchers, prefix=f"x{step}", snapshots=ACKING_CLIENTS
+                        )
                     start_worker(specs, None, f"extra{step}")
                     clients += observer_step
                     _wait(settle_seconds, lambda: True)
                     t0 = time.monotonic()
                     _wait(phase_seconds - settle_seconds, lambda: True)
                     phase = _measure(
-                        server, sampler, f"{ramp_rooms} rooms x {clients}", ramp_rooms, clients, t0, time.monotonic()
+                        group, sampler, f"{ramp_rooms} rooms x {clients}", ramp_rooms, clients, t0, time.monotonic()
                     )
                     phases.append(phase)
                     say(_line(phase))
@@ -209,7 +225,7 @@ def run_capacity(
         for entry in report["events"]:
             entry.pop("bots", None)
         report["events_exactly_once_in_order"] = all(e["all_exactly_once_in_order"] for e in report["events"])
-        ticks = server.ticks()
+        ticks = group.ticks()
         report["plots"] = [
             plots.tick_distribution(ticks, phases, folder / "tick_distribution.png", "capacity: room tick time"),
             plots.tick_timeline(
@@ -229,7 +245,8 @@ def run_capacity(
             stop.touch()
         if sampler is not None:
             sampler.stop()
-        report["server_exit"] = server.stop()
+        exits = [s.stop() for s in group.servers]
+        report["server_exit"] = exits[0] if len(exits) == 1 else exits
         for _, w, _ in workers:
             w.kill()
     write_json(folder / "capacity.json", report)

@@ -1,7 +1,8 @@
 """Periodic samples of the server under test: its process (/proc) and a few /metrics numbers.
 
-``Sampler(server, every=1.0).start()`` samples in a thread until ``stop()`` (or ``max_samples``); ``rows`` is
-a list of plain dicts (monotonic ``t``, ``rss_bytes``, ``fds``, ``cpu_seconds``, ``threads``, and the
+``Sampler(server, every=1.0).start()`` samples in a thread until ``stop()`` (or ``max_samples``); ``server``
+may be a ``ServerGroup`` (its processes are summed, counters added, substeps the min and max over them).
+``rows`` is a list of plain dicts (monotonic ``t``, ``rss_bytes``, ``fds``, ``cpu_seconds``, ``threads``, and the
 counters ``ticks``, ``overruns``, ``bytes_out``, ``bytes_in``, ``packets_in``, ``substeps_min``,
 ``substeps_max``). ``window(rows, t0, t1)`` gives the deltas and rates between two times, ``flatness``
 checks that a series does not grow.
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.server import LoadServer, metric, sample_process, scrape
+from loadtests.server import LoadServer, ServerGroup, metric, sample_process, scrape
 
 METRICS = {
     "ticks": ("rehearsal_ticks_total", ""),
@@ -35,7 +36,7 @@ class Sampler:
 
     def __init__(
         self,
-        server: LoadServer,
+        server: LoadServer | ServerGroup,
         every: float = 1.0,
         max_samples: int = 100_000,
         swarm: Callable[[], list[int]] | None = None,
@@ -57,16 +58,21 @@ class Sampler:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def _servers(self) -> list[LoadServer]:
+        return list(self.server.servers) if isinstance(self.server, ServerGroup) else [self.server]
+
     def sample(self) -> dict[str, Any] | None:
-        proc = sample_process(self.server.pid)
-        if proc is None:
+        servers = self._servers()
+        procs = [sample_process(s.pid) for s in servers]
+        if not procs or any(p is None for p in procs):
             return None
         row: dict[str, Any] = {
-            "t": proc.t,
-            "rss_bytes": proc.rss_bytes,
-            "fds": proc.fds,
-            "cpu_seconds": proc.cpu_seconds,
-            "threads": proc.threads,
+            "t": procs[-1].t,
+            "rss_bytes": sum(p.rss_bytes for p in procs),
+            "fds": sum(p.fds for p in procs),
+            "cpu_seconds": sum(p.cpu_seconds for p in procs),
+            "threads": sum(p.threads for p in procs),
+            "processes": len(procs),
         }
         row.update(machine())
         if self.swarm is not None:
@@ -75,9 +81,15 @@ class Sampler:
                 if sample is not None:
                     self._swarm_cpu[pid] = sample.cpu_seconds  # a finished worker keeps its last value
             row["swarm_cpu_seconds"] = sum(self._swarm_cpu.values())
-        metrics = scrape(self.server.http_port)
+        scraped = [scrape(s.http_port) for s in servers]
         for key, (name, labels) in METRICS.items():
-            row[key] = metric(metrics, name, labels)
+            values = [metric(m, name, labels) for m in scraped]
+            if key == "substeps_min":
+                row[key] = min(values)
+            elif key == "substeps_max":
+                row[key] = max(values)
+            else:
+                row[key] = sum(values)
         return row
 
     def _run(self) -> None:

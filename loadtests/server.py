@@ -3,6 +3,7 @@
 * ``LoadServer``: ``rehearsal.server.serve`` in a subprocess (ports 0, loopback, data in a given folder) with
   ``loadtests.instrument`` installed (whole-tick timing, the loadtests scenarios). It is a
   ``rehearsal.bots.ServerProcess`` (same log reading, ``wait_listening``, ``credential``, ``stop``).
+* ``ServerGroup``: several of them measured as one (DESIGN's scale-out: one process per room).
 * ``create_room`` / ``join``: the admin and join HTTP API (``rehearsal.bots.post``).
 * ``scrape`` / ``parse_metrics``: ``/metrics`` as ``{(name, labels): value}``.
 * ``ProcessSample`` / ``sample_process``: RSS, open file descriptors and CPU seconds from ``/proc``.
@@ -65,6 +66,31 @@ class LoadServer(ServerProcess):
 
     def ticks(self) -> np.ndarray:
         return read_ticks(self.data_dir)
+
+
+class ServerGroup:
+    """Instrumented servers measured as one: their tick records together (room numbers made distinct per
+    process) and, in ``Sampler``, their processes and metrics summed."""
+
+    ROOMS_PER_PROCESS = 1000  # offset of each process's room numbers in ``ticks``
+
+    def __init__(self) -> None:
+        self.servers: list[LoadServer] = []
+
+    def add(self, server: LoadServer) -> LoadServer:
+        self.servers.append(server)
+        return server
+
+    def alive(self) -> bool:
+        return all(s.proc.poll() is None for s in self.servers)
+
+    def ticks(self) -> np.ndarray:
+        parts = []
+        for i, server in enumerate(self.servers):
+            t = server.ticks().copy()
+            t[:, 2] += i * self.ROOMS_PER_PROCESS
+            parts.append(t)
+        return np.concatenate(parts) if parts else np.zeros((0, 4))
 
 
 def create_room(server: ServerProcess, scenario: str) -> dict[str, Any]:
