@@ -88,6 +88,7 @@ class Room:
         self.participants: dict[int, Participant] = {}
         self.removed: set[int] = set()  # removed by the mentor: their tokens and rejoin codes stay refused
         self.inputs: dict[tuple[int, str], HandInput] = {}
+        self._control_times: tuple[Control | None, dict[int, float]] = (None, {})  # the last control's sample times
         self.counters: Counter[str] = Counter()
         self.procedure = Procedure(scenario, self.model)
         self.complications = Complications(scenario)
@@ -348,8 +349,10 @@ class Room:
         return None
 
     def control(self) -> Control:
-        """The physics Control for this tick: every connected driving hand's newest accepted pose."""
+        """The physics Control for this tick: every connected driving hand's newest accepted pose (their sample
+        times are kept for the skill metrics of this tick; the ticker builds the next control only after)."""
         inputs = []
+        times = {}
         for (pid, hand), pose in sorted(self.inputs.items()):
             p = self.participants.get(pid)
             if p is None or not p.connected or hand not in p.hands:
@@ -357,7 +360,10 @@ class Room:
             spec = self._specs[p.hands[hand]]
             instrument_id = pid * len(HANDS) + HANDS.index(hand)
             inputs.append(InstrumentInput(instrument_id, spec, pose.position, pose.orientation, pose.jaw, pose.energy))
-        return Control(inputs)
+            times[instrument_id] = pose.sample_time
+        control = Control(inputs)
+        self._control_times = (control, times)
+        return control
 
     # --- time --------------------------------------------------------------------------------------------
 
@@ -398,21 +404,25 @@ class Room:
     def _observe_skills(self, control: Control, report: StepReport) -> None:
         """Feed the skill metrics the poses physics used and the forces it measured; tears count as damage."""
         samples = []
+        built, times = self._control_times
+        times = times if built is control else {}  # a control from elsewhere (a replay): tick times
         for command in control.instruments:
             inst = self.physics.instruments.get(command.id)
             if inst is None:
                 continue
             force = report.instrument_forces.get(command.id)
+            participant, hand = command.id // len(HANDS), HANDS[command.id % len(HANDS)]
             samples.append(
                 InstrumentSample(
-                    participant=command.id // len(HANDS),
-                    hand=HANDS[command.id % len(HANDS)],
+                    participant=participant,
+                    hand=hand,
                     kind=inst.spec.kind.value,
                     position=inst.position,
                     orientation=inst.orientation,
                     jaw=float(inst.jaw),
                     energy=bool(inst.energy),
                     force=0.0 if force is None else float(np.linalg.norm(force)),
+                    sample_time=times.get(command.id),
                 )
             )
         self.skills.observe(self.elapsed, samples)

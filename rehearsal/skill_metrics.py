@@ -80,7 +80,10 @@ class InstrumentSample:
 
     position: (3,) m, the tracked point (the physics pose is the jaw hinge); orientation: (4,) quaternion
     (w, x, y, z), normalised here; jaw: opening (rad), checked but not scored yet; energy: on/off;
-    force: magnitude (N) the tissue exerts on it."""
+    force: magnitude (N) the tissue exerts on it; sample_time: when the pose was tracked (s, any clock that
+    is steady for this hand, e.g. the headset's), so that jerk is differentiated at the times the poses were
+    taken, not at the ticks that happened to apply them (90 Hz tracking held at 60 Hz ticks would otherwise
+    show as jerk); None: the tick time."""
 
     participant: int
     hand: str
@@ -90,6 +93,7 @@ class InstrumentSample:
     jaw: float = 0.0
     energy: bool = False
     force: float = 0.0
+    sample_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,7 @@ class _Hand:
 
     kinds: list[str] = field(default_factory=list)
     window: deque = field(default_factory=lambda: deque(maxlen=4))  # (time, (x, y, z)) of the segment
+    jerk_window: deque = field(default_factory=lambda: deque(maxlen=4))  # (sample time, (x, y, z)), distinct times
     last_orientation: tuple[float, ...] | None = None
     last_time: float | None = None
     active_time: float = 0.0
@@ -274,12 +279,14 @@ class _Hand:
         energy: bool,
         force: float,
         config: TrackerConfig,
+        sample_time: float | None = None,
     ) -> None:
         """Fold one valid sample into the sums; the interval since the previous sample is attributed to it."""
         if kind not in self.kinds and len(self.kinds) < MAX_KINDS_PER_HAND:
             self.kinds.append(kind)
         if self.last_time is None or time - self.last_time > config.max_gap_s:
             self.window.clear()  # a new segment: the gap adds no time, path or jerk
+            self.jerk_window.clear()
             self.last_orientation = None
         dt = time - self.last_time if self.window else 0.0
         if self.window:
@@ -295,10 +302,7 @@ class _Hand:
             if energy:
                 self.energy_on_time += dt
         self.window.append((time, p))
-        if len(self.window) == 4:
-            j = jerk_from_window(tuple(s[0] for s in self.window), tuple(s[1] for s in self.window))
-            self.jerk_sq_integral += (j[0] * j[0] + j[1] * j[1] + j[2] * j[2]) * dt
-            self.jerk_time += dt
+        self._add_jerk(time if sample_time is None else sample_time, p)
         self.last_orientation = q
         self.last_time = time
         self.peak_force = max(self.peak_force, force)
@@ -312,6 +316,22 @@ class _Hand:
         after = [p[i] - mean[i] for i in range(3)]
         for k in range(9):  # Welford: stable over millions of samples far from the origin
             m2[k] += delta[k // 3] * after[k % 3]
+
+    def _add_jerk(self, t: float, p: tuple[float, float, float]) -> None:
+        """Jerk over the last four distinct poses at their sample times (a pose applied again adds nothing;
+        a sample clock that goes back starts a new window)."""
+        jw = self.jerk_window
+        if jw and t <= jw[-1][0]:
+            if t < jw[-1][0]:
+                jw.clear()
+                jw.append((t, p))
+            return
+        dt = t - jw[-1][0] if jw else 0.0
+        jw.append((t, p))
+        if len(jw) == 4:
+            j = jerk_from_window(tuple(s[0] for s in jw), tuple(s[1] for s in jw))
+            self.jerk_sq_integral += (j[0] * j[0] + j[1] * j[1] + j[2] * j[2]) * dt
+            self.jerk_time += dt
 
     def metrics(self) -> HandMetrics:
         """The current metrics as plain finite numbers."""
@@ -386,7 +406,9 @@ class SkillTracker:
                 continue
             q = tuple(x / norm for x in q)
             kind = str(getattr(sample, "kind", ""))
-            self._hand(*key).add(t, kind, p, q, bool(getattr(sample, "energy", False)), force, self.config)
+            at = _number(getattr(sample, "sample_time", None))
+            energy = bool(getattr(sample, "energy", False))
+            self._hand(*key).add(t, kind, p, q, energy, force, self.config, at)
             present[key] = p
         self._detect_collisions(present)
 

@@ -290,3 +290,21 @@ def test_non_finite_samples_are_ignored_counted_and_never_poison_the_sums():
     assert dirty.rejected_observations == 2
     assert all(math.isfinite(v) for v in dirty.metrics(1, "right").as_dict().values())
     json.dumps(dirty.report(), allow_nan=False)
+
+
+def test_jerk_uses_the_sample_times_of_poses_held_between_ticks():
+    """90 Hz tracking applied at 60 Hz ticks (each tick holds the newest pose): with the poses' own times the
+    jerk of a smooth sine is the analytic one; at the tick times the uneven holding alone looks like jerk."""
+    amplitude, omega = 0.05, math.pi
+    samples = np.arange(0, 2.0, 1 / 90)
+    with_times, at_ticks = SkillTracker(), SkillTracker()
+    for k in range(1, 120):
+        t = k * DT
+        s = samples[samples <= t + 1e-12][-1]  # the newest tracked pose at this tick
+        p = (amplitude * math.sin(omega * s), 0.0, 0.0)
+        with_times.observe(t, [InstrumentSample(1, "right", "grasper", p, IDENTITY, sample_time=s)])
+        at_ticks.observe(t, [sample(p)])
+    expected = amplitude**2 * omega**6 / 2  # mean of (A w^3 cos wt)^2
+    assert with_times.metrics(1, "right").mean_squared_jerk == pytest.approx(expected, rel=0.1)
+    assert at_ticks.metrics(1, "right").mean_squared_jerk > 100 * expected
+    assert evaluate(with_times.metrics(1, "right")).checks["mean_squared_jerk"]
