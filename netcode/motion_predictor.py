@@ -13,7 +13,7 @@ All of ``P`` is integer arithmetic, so it is identical on every platform: gains 
 (``GAIN_SHIFT``, int16), drives in 1/16 of a grid step (``FINE``), ``P_k`` in 1/16 grid steps::
 
     P_k[a] = (sum_b G_k[a, b] * o[b] + 2^11) >> 12        (arithmetic shift; summed over predictors)
-    position = origin + (16 * q + P) * (step / 16)        (per axis, float64)
+    position = (origin + q * step) + P * (step / 16)     (per axis, float64, in this order)
 
 Predictors are keyed by mesh vertex id, so they survive cuts (removed vertices drop out). The server keeps
 at most MAX_PREDICTORS (``PredictorSet``): one whose drive has stayed within a grid step of zero for
@@ -156,7 +156,7 @@ class PredictionField:
 
 
 def fine_to_metres(fine: np.ndarray, step: float) -> np.ndarray:
-    """FINE units to metres (an exact power-of-two scaling of the grid step)."""
+    """FINE units to metres (``step / FINE`` is exact: FINE is a power of two)."""
     return fine.astype(np.float64) * (step / FINE)
 
 
