@@ -78,13 +78,8 @@ class Predictor:
 
     def rows_in(self, layout: PatchLayout) -> tuple[np.ndarray, np.ndarray]:
         """(layout rows, indices into this predictor) of its vertices that ``layout`` has."""
-        if layout.vertex_count == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        order = np.argsort(layout.vertex_ids, kind="stable")
-        at = np.searchsorted(layout.vertex_ids[order], self.vertex_ids).clip(0, layout.vertex_count - 1)
-        rows = order[at]
-        found = layout.vertex_ids[rows] == self.vertex_ids
-        return rows[found].astype(np.int64), np.flatnonzero(found)
+        rows, found = layout.rows_of(self.vertex_ids)
+        return rows[found], np.flatnonzero(found)
 
 
 _jit = numba.njit(cache=True, nogil=True)

@@ -46,6 +46,17 @@ class PatchLayout:
         """The layout-order slice of patch ``p``."""
         return slice(int(self.offsets[p]), int(self.offsets[p + 1]))
 
+    def rows_of(self, vertex_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, found): each mesh vertex id's row in this layout and whether the layout has it (a missing
+        id's row is meaningless: use it only where found)."""
+        ids = np.asarray(vertex_ids, np.int64).reshape(-1)
+        if self.vertex_count == 0:
+            return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+        order = np.argsort(self.vertex_ids, kind="stable")
+        at = np.searchsorted(self.vertex_ids, ids, sorter=order).clip(0, self.vertex_count - 1)
+        rows = order[at].astype(np.int64)
+        return rows, self.vertex_ids[rows] == ids
+
     def validate(self, max_patch_size: int = MAX_PATCH_SIZE) -> None:
         """ValueError unless offsets and ids are consistent (used on layouts read from the wire)."""
         o, ids = self.offsets, self.vertex_ids
@@ -132,10 +143,7 @@ def carry_map(old: PatchLayout, new: PatchLayout) -> CarryMap:
     old_patch = np.full(n, -1, np.int64)
     old_index = np.zeros(n, np.int64)
     if old.vertex_count and n:
-        sorter = np.argsort(old.vertex_ids, kind="stable")
-        j = np.clip(np.searchsorted(old.vertex_ids, new.vertex_ids, sorter=sorter), 0, old.vertex_count - 1)
-        rows = sorter[j]
-        found = old.vertex_ids[rows] == new.vertex_ids
+        rows, found = old.rows_of(new.vertex_ids)
         row_patch = np.repeat(np.arange(old.patch_count, dtype=np.int64), old.sizes)
         old_patch[found] = row_patch[rows[found]]
         old_index[found] = rows[found] - old.offsets[old_patch[found]]

@@ -581,11 +581,7 @@ class SnapshotServer:
         the jitter they have settled against, carry over); new vertices start afresh."""
         if self._q_prev is None:
             return
-        old_ids = self.layout.vertex_ids
-        sorter = np.argsort(old_ids)
-        j = np.clip(np.searchsorted(old_ids, layout.vertex_ids, sorter=sorter), 0, max(len(old_ids) - 1, 0))
-        rows = sorter[j] if len(old_ids) else np.zeros(len(layout.vertex_ids), np.int64)
-        found = old_ids[rows] == layout.vertex_ids if len(old_ids) else np.zeros(len(rows), bool)
+        rows, found = self.layout.rows_of(layout.vertex_ids)
         q = np.zeros((layout.vertex_count, 3), np.int32)
         q[found] = self._q_prev[rows[found]]
         self._carry = (found, q)

@@ -334,8 +334,7 @@ class SnapshotDecoder:
         seq, server_time, epoch, count, start = read_header(data)
         if self.layout is None or epoch != self.epoch:
             if self.epoch is None or epoch > self.epoch:
-                self._held.append((epoch, seq, data))
-                del self._held[: -self.max_held]
+                self._hold(epoch, seq, data)
                 raise EpochMismatchError(
                     f"snapshot {seq} is for topology epoch {epoch}, decoder has {self.epoch}: held until it arrives",
                     held=True,
@@ -349,8 +348,7 @@ class SnapshotDecoder:
         patches, rigid, drives = self._parse_records(data, start, seq, count)
         missing = sorted(set(drives) - set(self._predictors))
         if missing:
-            self._held.append((epoch, seq, data))
-            del self._held[: -self.max_held]
+            self._hold(epoch, seq, data)
             raise MissingPredictorError(f"snapshot {seq} needs motion predictors {missing}: held until they arrive")
         fine = None
         if drives:
@@ -360,6 +358,11 @@ class SnapshotDecoder:
         # a snapshot with no patches and no drives (a starved budget) leaves the predicted motion as it was
         self._commit(seq, patches, rigid, fine if drives or patches else self._fine_latest)
         return DecodedSnapshot(seq, server_time, epoch, objects)
+
+    def _hold(self, epoch: int, seq: int, data: bytes) -> None:
+        """Keep a snapshot that waits for a reliable message (the newest ``max_held``)."""
+        self._held.append((epoch, seq, data))
+        del self._held[: -self.max_held]
 
     def _parse_records(self, data: bytes, pos: int, seq: int, count: int) -> tuple[dict, dict, dict]:
         """Every record decoded into fresh arrays: ({patch: (baseline, q)}, {rigid id: (baseline, version)},

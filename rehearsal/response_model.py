@@ -50,10 +50,7 @@ class Response:
     def on_layout(self, layout: PatchLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(patch ids, indices within patches, matrices) for the ``grasp`` message, keeping the vertices
         that ``layout`` (the snapshots' current one) has."""
-        order = np.argsort(layout.vertex_ids, kind="stable")
-        found = np.searchsorted(layout.vertex_ids[order], self.vertex_ids).clip(0, max(layout.vertex_count - 1, 0))
-        rows = order[found] if layout.vertex_count else found
-        ok = layout.vertex_ids[rows] == self.vertex_ids if layout.vertex_count else np.zeros(0, bool)
+        rows, ok = layout.rows_of(self.vertex_ids)
         rows = rows[ok]
         patches = np.searchsorted(layout.offsets, rows, side="right") - 1
         return patches.astype(np.int64), (rows - layout.offsets[patches]).astype(np.int64), self.matrices[ok]
