@@ -160,13 +160,10 @@ class TrendTracker:
         if self.level is None or self.level.shape != x.shape:
             self.level, self.trend = x.copy(), np.zeros_like(x)
             return x
-        fresh = np.isnan(self.level)
-        if fresh.any():  # rows new since a remap
-            self.level = np.where(fresh, x, self.level)
-        previous = self.level
-        self.level = self.alpha * x + (1 - self.alpha) * (previous + self.trend)
-        self.trend = self.beta * (self.level - previous) + (1 - self.beta) * self.trend
-        return self.level + self.lead * self.trend
+        x = np.ascontiguousarray(x)
+        target = np.empty_like(x)
+        _holt(x, self.level, self.trend, self.alpha, self.beta, self.lead, target)
+        return target
 
     def reset(self) -> None:
         self.level = self.trend = None
@@ -181,6 +178,21 @@ class TrendTracker:
         level[found] = self.level[rows[found]]
         trend[found] = self.trend[rows[found]]
         self.level, self.trend = level, trend
+
+
+@numba.njit(cache=True, nogil=True)
+def _holt(x, level, trend, alpha, beta, lead, target) -> None:
+    """One step of ``TrendTracker.update`` in place (level, trend) on flat views: the numpy expressions'
+    operations in the same order, without their temporaries. A NaN level (a row new since a remap) starts
+    from x."""
+    xs, ls, ts, out = x.reshape(-1), level.reshape(-1), trend.reshape(-1), target.reshape(-1)
+    for i in range(xs.shape[0]):
+        previous = xs[i] if np.isnan(ls[i]) else ls[i]
+        new_level = alpha * xs[i] + (1 - alpha) * (previous + ts[i])
+        new_trend = beta * (new_level - previous) + (1 - beta) * ts[i]
+        ls[i] = new_level
+        ts[i] = new_trend
+        out[i] = new_level + lead * new_trend
 
 
 # ------------------------------------------------------------------------------------------ orientations
@@ -248,6 +260,95 @@ def rotation_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle (radians) of the rotation taking quaternion ``a`` to ``b`` (sign-insensitive)."""
     dots = np.abs(np.sum(np.asarray(a, float).reshape(-1, 4) * np.asarray(b, float).reshape(-1, 4), axis=1))
     return 2.0 * np.arccos(np.clip(dots, 0.0, 1.0))
+
+
+RIGID_OK, RIGID_NONFINITE, RIGID_RANGE, RIGID_BAD_QUATERNION = 0, 1, 2, 3
+RIGID_ERRORS = {
+    RIGID_NONFINITE: "positions must be finite",
+    RIGID_RANGE: "position out of the quantizer's int32 range (move the origin or raise the error)",
+    RIGID_BAD_QUATERNION: "orientations must be finite non-zero quaternions",
+}
+
+
+@numba.njit(cache=True, nogil=True)
+def rigid_hysteresis(
+    positions, quats, jaws, prev_pos, prev_rot, prev_jaw, has_prev, origin, step, max_error, rot_bits, rot_tolerance,
+    jaw_lo, jaw_hi, jaw_bits, jaw_max_error, no_jaw, pos, rot, jaw,
+):  # fmt: skip
+    """Hysteresis quantization of a few rigid objects in one call (numpy's per-call cost dominates at
+    this size): fills pos (R, 3) int32, rot (R,) uint64 smallest-three codes, jaw (R,) int64 (``no_jaw`` for
+    NaN). An object with ``has_prev`` keeps each previous value while it is still within its bound. The
+    float operations are those of quantize_positions, encode/decode_rotations, rotation_angle and
+    ScalarQuantizer, in the same order. Returns RIGID_OK or the first error found."""
+    levels = (1 << rot_bits) - 1
+    width = 2 * _SQRT1_2
+    jaw_levels = (1 << jaw_bits) - 1
+    for i in range(positions.shape[0]):
+        for a in range(3):
+            scaled = (positions[i, a] - origin[a]) / step
+            if not np.isfinite(scaled):
+                return RIGID_NONFINITE
+            v = np.rint(scaled)
+            if abs(v) > INT32_LIMIT:
+                return RIGID_RANGE
+            pos[i, a] = np.int32(v)
+            if has_prev[i] and abs(positions[i, a] - (origin[a] + float(prev_pos[i, a]) * step)) <= max_error:
+                pos[i, a] = prev_pos[i, a]
+        q0, q1, q2, q3 = quats[i, 0], quats[i, 1], quats[i, 2], quats[i, 3]
+        norm = math.sqrt(q0 * q0 + q1 * q1 + q2 * q2 + q3 * q3)
+        if not np.isfinite(norm) or norm < 1e-6:
+            return RIGID_BAD_QUATERNION
+        q = np.array((q0 / norm, q1 / norm, q2 / norm, q3 / norm))
+        largest = 0
+        for k in range(1, 4):
+            if abs(q[k]) > abs(q[largest]):
+                largest = k
+        sign = -1.0 if q[largest] < 0 else 1.0
+        code = np.uint64(largest) << np.uint64(3 * rot_bits)
+        shift = 2 * rot_bits
+        for k in range(4):
+            if k != largest:
+                c = min(max(np.rint((q[k] * sign + _SQRT1_2) / width * levels), 0.0), float(levels))
+                code |= np.uint64(c) << np.uint64(shift)
+                shift -= rot_bits
+        rot[i] = code
+        if has_prev[i]:
+            p = prev_rot[i]
+            big_at = np.int64(p >> np.uint64(3 * rot_bits))
+            decoded = np.empty(4)
+            shift = 2 * rot_bits
+            total = 0.0
+            for k in range(4):
+                if k != big_at:
+                    small = float((p >> np.uint64(shift)) & np.uint64(levels)) / levels * width - _SQRT1_2
+                    decoded[k] = small
+                    total += small * small
+                    shift -= rot_bits
+            decoded[big_at] = math.sqrt(max(0.0, 1.0 - total))
+            d_norm = math.sqrt(
+                decoded[0] * decoded[0] + decoded[1] * decoded[1] + decoded[2] * decoded[2] + decoded[3] * decoded[3]
+            )
+            dot = abs(
+                decoded[0] / d_norm * q0
+                + decoded[1] / d_norm * q1
+                + decoded[2] / d_norm * q2
+                + decoded[3] / d_norm * q3
+            )
+            if 2.0 * math.acos(min(max(dot, 0.0), 1.0)) <= rot_tolerance:
+                rot[i] = p
+        w = jaws[i]
+        if np.isnan(w):
+            jaw[i] = no_jaw
+            continue
+        jaw[i] = np.int64(np.rint((min(max(w, jaw_lo), jaw_hi) - jaw_lo) / (jaw_hi - jaw_lo) * jaw_levels))
+        pj = prev_jaw[i]
+        if (
+            has_prev[i]
+            and pj != no_jaw
+            and abs(w - (jaw_lo + float(pj) / jaw_levels * (jaw_hi - jaw_lo))) <= jaw_max_error
+        ):
+            jaw[i] = pj
+    return RIGID_OK
 
 
 def _others(largest: np.ndarray) -> np.ndarray:

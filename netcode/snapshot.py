@@ -67,6 +67,9 @@ class RigidKind(IntEnum):
     OTHER = 4
 
 
+_RIGID_KINDS = frozenset(k.value for k in RigidKind)
+
+
 class SnapshotError(ValueError):
     """A snapshot (or topology message) is malformed or cannot be applied; the text says why.
 
@@ -150,9 +153,12 @@ class RigidSet:
         shapes = (self.kinds.shape, self.positions.shape, self.orientations.shape, self.jaws.shape)
         if shapes != ((r,), (r, 3), (r, 4), (r,)):
             raise ValueError(f"rigid arrays disagree in shape: {shapes} for {r} ids")
-        if r and (self.ids.min() < 0 or self.ids.max() > MAX_OBJECT_ID or len(np.unique(self.ids)) != r):
+        if not r:
+            return
+        ids = self.ids.tolist()  # a few objects: plain Python beats numpy's per-call cost
+        if min(ids) < 0 or max(ids) > MAX_OBJECT_ID or len(set(ids)) != r:
             raise ValueError(f"rigid ids must be unique and in 0..{MAX_OBJECT_ID}")
-        if r and not np.isin(self.kinds, [k.value for k in RigidKind]).all():
+        if not set(self.kinds.tolist()) <= _RIGID_KINDS:
             raise ValueError("unknown rigid kind")
 
 

@@ -68,7 +68,13 @@ from netcode.bitcode import (
 from netcode.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.patches import CarryMap, PatchLayout, carry_map
 from netcode.priority import PriorityAccumulator, interest
-from netcode.quantize import TrendTracker, decode_rotations, encode_rotations, max_angular_error, rotation_angle
+from netcode.quantize import (
+    RIGID_ERRORS,
+    RIGID_OK,
+    TrendTracker,
+    max_angular_error,
+    rigid_hysteresis,
+)
 from netcode.snapshot import (
     DEFAULT_CONFIG,
     ENVELOPE_OVERHEAD,
@@ -660,33 +666,30 @@ class SnapshotServer:
         return self.frame
 
     def _quantize_rigid(self, rigid: RigidSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hysteresis quantization per rigid id (position, orientation, jaw), vectorized over the objects
-        seen last frame."""
+        """Hysteresis quantization per rigid id (position, orientation, jaw) against last frame's values."""
         cfg = self.config
         ids = rigid.ids.tolist()
-        pos = cfg.positions.quantize(rigid.positions).reshape(-1, 3)
-        rot = encode_rotations(rigid.orientations, cfg.rotation_bits) if ids else np.zeros(0, np.uint64)
-        has_jaw = ~np.isnan(rigid.jaws)
-        jaw = np.full(len(ids), NO_JAW, np.int64)
-        jaw[has_jaw] = cfg.jaw.quantize(rigid.jaws[has_jaw])
-        seen = [(j, prev) for j, oid in enumerate(ids) if (prev := self._rigid_prev.get(oid)) is not None]
-        if seen:
-            idx = np.array([j for j, _ in seen], np.int64)
-            p_pos = np.array([prev[0] for _, prev in seen], np.int32).reshape(-1, 3)
-            p_rot = np.array([prev[1] for _, prev in seen], np.uint64)
-            p_jaw = np.array([prev[2] for _, prev in seen], np.int64)
-            origin, step = self._origin, cfg.positions.grid
-            keep = np.abs(rigid.positions[idx] - (origin + p_pos * step)) <= cfg.positions.max_error
-            pos[idx] = np.where(keep, p_pos, pos[idx])
-            turned = rotation_angle(decode_rotations(p_rot, cfg.rotation_bits), rigid.orientations[idx])
-            still = turned <= self._rot_tolerance
-            rot[idx[still]] = p_rot[still]
-            with np.errstate(invalid="ignore"):
-                near = np.abs(rigid.jaws[idx] - cfg.jaw.dequantize(p_jaw)) <= cfg.jaw.max_error
-            held = (p_jaw != NO_JAW) & has_jaw[idx] & near
-            jaw[idx[held]] = p_jaw[held]
+        n = len(ids)
+        prev = [self._rigid_prev.get(oid) for oid in ids]
+        has_prev = np.array([p is not None for p in prev], bool)
+        blank = ((0, 0, 0), 0, NO_JAW)
+        prev_pos = np.array([(p or blank)[0] for p in prev], np.int32).reshape(n, 3)
+        prev_rot = np.array([(p or blank)[1] for p in prev], np.uint64)
+        prev_jaw = np.array([(p or blank)[2] for p in prev], np.int64)
+        pos, rot, jaw = np.empty((n, 3), np.int32), np.empty(n, np.uint64), np.empty(n, np.int64)
+        status = rigid_hysteresis(
+            np.asarray(rigid.positions, np.float64).reshape(n, 3),
+            np.asarray(rigid.orientations, np.float64).reshape(n, 4),
+            np.asarray(rigid.jaws, np.float64),
+            prev_pos, prev_rot, prev_jaw, has_prev, self._origin, cfg.positions.grid, cfg.positions.max_error,
+            cfg.rotation_bits, self._rot_tolerance, cfg.jaw.lo, cfg.jaw.hi, cfg.jaw.bits, cfg.jaw.max_error, NO_JAW,
+            pos, rot, jaw,
+        )  # fmt: skip
+        if status != RIGID_OK:
+            raise ValueError(RIGID_ERRORS[status])
         self._rigid_prev = {
-            oid: (p, r, w) for oid, p, r, w in zip(ids, pos.tolist(), rot.tolist(), jaw.tolist(), strict=True)
+            oid: (p, r, w)
+            for oid, p, r, w in zip(ids, map(tuple, pos.tolist()), rot.tolist(), jaw.tolist(), strict=True)
         }
         return pos, rot, jaw
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import cached_property
 
 import numpy as np
 
@@ -61,6 +62,11 @@ class InstrumentSpec:
     @property
     def cuts(self) -> bool:
         return self.kind is Kind.SCISSORS
+
+    @cached_property
+    def has_jaw(self) -> bool:
+        """Some part moves with the jaw (jaw_sign != 0); asked every tick, so computed once."""
+        return bool(np.any(self.capsules[:, 7] != 0))
 
 
 SHAFT_LENGTH = 0.30

@@ -775,21 +775,16 @@ class RehearsalServer:
         instruments = live.room.physics.instruments
         if not instruments:
             return RigidSet.empty()
-        ids, positions, orientations, jaws = [], [], [], []
-        for key, inst in instruments.items():
-            ids.append(self._instrument_object(live, key))
-            positions.append(inst.position)
-            orientations.append(to_wire_quat(inst.orientation))
-            has_jaw = bool(np.any(inst.spec.capsules[:, 7] != 0))
-            jaws.append(float(np.clip(inst.jaw, 0.0, math.pi / 2)) if has_jaw else math.nan)
-        n = len(ids)
-        return RigidSet(
-            np.asarray(ids, np.int64),
-            np.full(n, int(RigidKind.INSTRUMENT), np.int64),
-            np.asarray(positions, np.float64).reshape(n, 3),
-            np.asarray(orientations, np.float64).reshape(n, 4),
-            np.asarray(jaws, np.float64),
-        )
+        n = len(instruments)
+        ids, jaws = np.empty(n, np.int64), np.empty(n)
+        positions, orientations = np.empty((n, 3)), np.empty((n, 4))
+        for j, (key, inst) in enumerate(instruments.items()):
+            ids[j] = self._instrument_object(live, key)
+            positions[j] = inst.position
+            w, x, y, z = inst.orientation.tolist()
+            orientations[j] = (x, y, z, w)  # the wire's order
+            jaws[j] = min(max(float(inst.jaw), 0.0), math.pi / 2) if inst.spec.has_jaw else math.nan
+        return RigidSet(ids, np.full(n, int(RigidKind.INSTRUMENT), np.int64), positions, orientations, jaws)
 
     def _publish_topology(self, live: _LiveRoom, report: StepReport) -> None:
         """A cut or burn changed the surface: a new snapshot epoch (reliable, to everyone in the room)."""

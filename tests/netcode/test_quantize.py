@@ -10,15 +10,23 @@ from hypothesis import strategies as st
 from netcode.bitcode import BlockCoder, decode_block
 from netcode.quantize import (
     INT32_LIMIT,
+    RIGID_BAD_QUATERNION,
+    RIGID_NONFINITE,
+    RIGID_OK,
+    RIGID_RANGE,
     PositionQuantizer,
     ScalarQuantizer,
     TrendTracker,
     decode_rotations,
+    dequantize_positions,
     encode_rotations,
     hysteresis_quantize,
     max_angular_error,
+    quantize_positions,
+    rigid_hysteresis,
     rotation_angle,
 )
+from netcode.snapshot import NO_JAW
 from tests.netcode.snapshot_helpers import bits_of, eg0, to_bytes
 
 EPS = 1e-12
@@ -88,6 +96,24 @@ def test_hysteresis_settles_jitter_below_half_the_bound():
         assert np.abs(new * e - x).max() <= e + EPS
         q = new
     assert moved.sum() > 0 and moved.max() == 1
+
+
+def test_trend_tracker_is_holts_smoothing():
+    """Level and trend follow Holt's formulas exactly; rows new since a remap start from their position."""
+    rng = np.random.default_rng(3)
+    tracker = TrendTracker(alpha=0.3, beta=0.2, lead=2.0)
+    x = rng.normal(size=(6, 3))
+    np.testing.assert_array_equal(tracker.update(x), x)
+    level, trend = x.copy(), np.zeros_like(x)
+    for k in range(5):
+        x = x + rng.normal(0, 1e-3, x.shape)
+        if k == 2:
+            tracker.remap(np.array([0, 1, 2, 0, 4, 5]), np.array([True, True, True, False, True, True]))
+            level[3], trend[3] = x[3], 0.0
+        previous = level
+        level = 0.3 * x + (1 - 0.3) * (previous + trend)
+        trend = 0.2 * (level - previous) + (1 - 0.2) * trend
+        np.testing.assert_array_equal(tracker.update(x), level + 2.0 * trend)
 
 
 def test_trend_tracker_remap_keeps_survivors():
@@ -215,3 +241,76 @@ def test_block_runs_layout_for_runs_of_equal_deltas():
     too_long = to_bytes(bits_of(2, 14) + eg0(101) + "0" * 7)  # runs layout, k = 0: a run of 101 of 100
     with pytest.raises(ValueError, match="run past the end"):
         decode_block(too_long, 100)
+
+
+def _rigid_reference(positions, quats, jaws, prev, origin, step, max_error, bits, tolerance, jq):
+    """The vectorized numpy path (public functions) that ``rigid_hysteresis`` fuses into one call."""
+    pos = quantize_positions(positions, origin, step)
+    rot = encode_rotations(quats, bits)
+    has_jaw = ~np.isnan(jaws)
+    jaw = np.full(len(jaws), NO_JAW, np.int64)
+    jaw[has_jaw] = jq.quantize(jaws[has_jaw])
+    for i, p in enumerate(prev):
+        if p is None:
+            continue
+        p_pos, p_rot, p_jaw = p
+        keep = np.abs(positions[i] - dequantize_positions(np.asarray(p_pos), origin, step)) <= max_error
+        pos[i] = np.where(keep, p_pos, pos[i])
+        if rotation_angle(decode_rotations(np.array([p_rot], np.uint64), bits), quats[i])[0] <= tolerance:
+            rot[i] = p_rot
+        if p_jaw != NO_JAW and has_jaw[i] and abs(jaws[i] - jq.dequantize(np.array([p_jaw]))[0]) <= jq.max_error:
+            jaw[i] = p_jaw
+    return pos, rot, jaw
+
+
+def _rigid_fused(positions, quats, jaws, prev, origin, step, max_error, bits, tolerance, jq):
+    n = len(positions)
+    blank = ((0, 0, 0), 0, NO_JAW)
+    out = np.empty((n, 3), np.int32), np.empty(n, np.uint64), np.empty(n, np.int64)
+    status = rigid_hysteresis(
+        positions, quats, jaws,
+        np.array([(p or blank)[0] for p in prev], np.int32).reshape(n, 3),
+        np.array([(p or blank)[1] for p in prev], np.uint64),
+        np.array([(p or blank)[2] for p in prev], np.int64),
+        np.array([p is not None for p in prev], bool),
+        origin, step, max_error, bits, tolerance, jq.lo, jq.hi, jq.bits, jq.max_error, NO_JAW, *out,
+    )  # fmt: skip
+    return status, out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fused_rigid_hysteresis_matches_the_numpy_path_exactly(seed):
+    """Rigid objects drift, turn and open their jaws frame after frame; the fused kernel gives exactly the
+    codes of the numpy functions (so the two stay interchangeable for a decoder's arithmetic)."""
+    rng = np.random.default_rng(seed)
+    n, bits, step, max_error = 9, 12, 2e-4, 1e-4
+    origin = np.array([0.01, -0.02, 0.03])
+    jq = ScalarQuantizer()
+    tolerance = max_angular_error(bits)
+    positions = rng.uniform(-0.3, 0.3, (n, 3))
+    quats = rng.normal(size=(n, 4))
+    quats /= np.linalg.norm(quats, axis=1)[:, None]
+    jaws = rng.uniform(-0.2, 1.8, n)
+    jaws[::4] = np.nan
+    prev = [None] * n
+    for _ in range(40):
+        expected = _rigid_reference(positions, quats, jaws, prev, origin, step, max_error, bits, tolerance, jq)
+        status, got = _rigid_fused(positions, quats, jaws, prev, origin, step, max_error, bits, tolerance, jq)
+        assert status == RIGID_OK
+        for e, g in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(e, g)
+        prev = [(tuple(p), r, w) for p, r, w in zip(got[0].tolist(), got[1].tolist(), got[2].tolist(), strict=True)]
+        prev[rng.integers(n)] = None  # an object appears afresh
+        positions = positions + rng.normal(0, 1e-4, (n, 3))
+        quats = quats + rng.normal(0, 2e-4, (n, 4)) * (rng.random(n) < 0.5)[:, None]
+        jaws = np.where(np.isnan(jaws), np.nan, jaws + rng.normal(0, 3e-4, n))
+
+
+def test_fused_rigid_hysteresis_reports_bad_input():
+    jq = ScalarQuantizer()
+    args = (np.zeros(1, float), [None], np.zeros(3), 2e-4, 1e-4, 12, 1e-3, jq)
+    q = np.array([[0.0, 0.0, 0.0, 1.0]])
+    assert _rigid_fused(np.array([[np.nan, 0.0, 0.0]]), q, *args)[0] == RIGID_NONFINITE
+    assert _rigid_fused(np.array([[1e9, 0.0, 0.0]]), q, *args)[0] == RIGID_RANGE
+    assert _rigid_fused(np.zeros((1, 3)), np.zeros((1, 4)), *args)[0] == RIGID_BAD_QUATERNION
+    assert _rigid_fused(np.zeros((1, 3)), np.full((1, 4), np.inf), *args)[0] == RIGID_BAD_QUATERNION
