@@ -20,9 +20,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+import msgpack
 import numpy as np
 
-from netcode.messages import DEFAULT_REGISTRY, Field, MessageError
+from netcode.messages import DEFAULT_REGISTRY, SCHEMA_VERSION, Field, MessageError
 from netcode.motion_predictor import MAX_PREDICTOR_VERTICES, Predictor, pack_gains, unpack_gains
 from netcode.patches import MAX_PATCH_SIZE, PatchLayout
 from netcode.snapshot import CodecConfig, SnapshotError
@@ -154,8 +155,14 @@ def parse_predictor(fields: dict) -> Predictor:
 
 
 def snapshot_message(data: bytes) -> bytes:
-    """The unreliable-channel message carrying one snapshot."""
-    return SNAPSHOT_REGISTRY.encode("snapshot", {"data": data})
+    """The unreliable-channel message carrying one snapshot: the registry's encoding, packed directly (it goes
+    to every client every frame, and the codec's own bytes need none of the registry's field checks)."""
+    if not isinstance(data, bytes):
+        raise MessageError(f"snapshot.data: expected bytes, got {type(data).__name__}")
+    out = msgpack.packb({"v": SCHEMA_VERSION, "t": "snapshot", "data": data}, use_bin_type=True)
+    if len(out) > SNAPSHOT_REGISTRY.max_encoded_size:
+        raise MessageError(f"snapshot: encoded size {len(out)} exceeds {SNAPSHOT_REGISTRY.max_encoded_size} bytes")
+    return out
 
 
 def parse_config(fields: dict) -> CodecConfig:

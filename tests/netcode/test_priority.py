@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from netcode.priority import PriorityAccumulator, candidates, interest
+from netcode.priority import PriorityAccumulator, interest
 from netcode.snapshot import HEADER_SIZE
 from netcode.snapshot_codec import SnapshotServer, budget_for_rate
 from tests.netcode.snapshot_helpers import Scene, connect
@@ -26,7 +26,15 @@ def test_accumulator_order_reset_and_pending():
     order = acc.update(np.array([1.0, 0.5, 0.0, 0.0]), np.array([True, True, False, True]))
     assert order.tolist() == [0, 3, 1]  # 2.0, 2.0 (tie: lower index first... 0 then 3), 0.5
     assert acc.acc[2] == 0.0
-    assert candidates(np.array([0.0, 1.0]), np.array([True, False])).tolist() == []
+    assert PriorityAccumulator(2).update(np.array([0.0, 1.0]), np.array([True, False])).tolist() == []
+
+
+def test_accumulator_order_is_stable_among_many_ties():
+    acc = PriorityAccumulator(200)
+    weights = np.repeat([1.0, 2.0], 100)[np.random.default_rng(1).permutation(200)]
+    order = acc.update(weights, np.ones(200, bool))
+    expected = sorted(range(200), key=lambda i: (-weights[i], i))
+    assert order.tolist() == expected
 
 
 def test_budget_for_rate():

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from netcode.messages import MessageError
 from netcode.patches import MAX_PATCH_SIZE, PatchLayout, make_patches
 from netcode.quantize import max_angular_error, rotation_angle
 from netcode.snapshot import (
@@ -588,6 +589,9 @@ _shared = one_decoder_and_snapshots()
 def test_snapshot_fits_a_message():
     _server, _dec, data = one_decoder_and_snapshots()
     assert decode_message(snapshot_message(data)) == ("snapshot", data)
+    assert snapshot_message(data) == SNAPSHOT_REGISTRY.encode("snapshot", {"data": data})  # packed directly
+    with pytest.raises(MessageError):
+        snapshot_message(bytearray(data))
 
 
 def test_ack_fields_name_recent_snapshots():
