@@ -421,7 +421,7 @@ class Room:
                     orientation=inst.orientation,
                     jaw=float(inst.jaw),
                     energy=bool(inst.energy),
-                    force=0.0 if force is None else float(np.linalg.norm(force)),
+                    force=0.0 if force is None else math.hypot(*force.tolist()),
                     sample_time=times.get(command.id),
                 )
             )

@@ -183,10 +183,12 @@ def evaluate(metrics: HandMetrics, thresholds: Thresholds = DEFAULT_THRESHOLDS) 
 
 def quaternion_angle(q0: tuple[float, ...], q1: tuple[float, ...]) -> float:
     """Shortest rotation angle (rad) between two unit quaternions (w, x, y, z); q and -q are the same rotation."""
-    dot = sum(a * b for a, b in zip(q0, q1, strict=True))
-    s = 1.0 if dot >= 0.0 else -1.0
-    diff = math.sqrt(sum((a - s * b) ** 2 for a, b in zip(q0, q1, strict=True)))
-    total = math.sqrt(sum((a + s * b) ** 2 for a, b in zip(q0, q1, strict=True)))
+    a0, a1, a2, a3 = q0
+    b0, b1, b2, b3 = q1
+    s = 1.0 if a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3 >= 0.0 else -1.0
+    b0, b1, b2, b3 = s * b0, s * b1, s * b2, s * b3
+    diff = math.sqrt((a0 - b0) ** 2 + (a1 - b1) ** 2 + (a2 - b2) ** 2 + (a3 - b3) ** 2)
+    total = math.sqrt((a0 + b0) ** 2 + (a1 + b1) ** 2 + (a2 + b2) ** 2 + (a3 + b3) ** 2)
     return 4.0 * math.atan2(diff, total)  # |q0 - q1| = 2 sin(theta/4), |q0 + q1| = 2 cos(theta/4)
 
 
@@ -212,7 +214,7 @@ def ellipsoid_volume(covariance: np.ndarray, k: float = ELLIPSOID_K) -> float:
 def _vector(value: object, n: int) -> tuple[float, ...] | None:
     """A finite n-vector as floats, or None when it is malformed or not finite."""
     try:
-        values = tuple(float(x) for x in value)  # type: ignore[attr-defined]
+        values = tuple(map(float, value.tolist() if isinstance(value, np.ndarray) else value))  # type: ignore
     except (TypeError, ValueError):
         return None
     if len(values) != n or not all(math.isfinite(x) for x in values):
@@ -307,15 +309,25 @@ class _Hand:
         self.last_time = time
         self.peak_force = max(self.peak_force, force)
         self.n += 1
-        mean, m2 = self.mean, self.m2
-        delta = [p[i] - mean[i] for i in range(3)]
-        for i in range(3):
-            mean[i] += delta[i] / self.n
-            self.low[i] = min(self.low[i], p[i])
-            self.high[i] = max(self.high[i], p[i])
-        after = [p[i] - mean[i] for i in range(3)]
-        for k in range(9):  # Welford: stable over millions of samples far from the origin
-            m2[k] += delta[k // 3] * after[k % 3]
+        mean, m2, low, high = self.mean, self.m2, self.low, self.high
+        x, y, z = p
+        dx, dy, dz = x - mean[0], y - mean[1], z - mean[2]
+        mean[0] += dx / self.n
+        mean[1] += dy / self.n
+        mean[2] += dz / self.n
+        ax, ay, az = x - mean[0], y - mean[1], z - mean[2]
+        # Welford: stable over millions of samples far from the origin (unrolled: this runs per hand per tick)
+        m2[0] += dx * ax
+        m2[1] += dx * ay
+        m2[2] += dx * az
+        m2[3] += dy * ax
+        m2[4] += dy * ay
+        m2[5] += dy * az
+        m2[6] += dz * ax
+        m2[7] += dz * ay
+        m2[8] += dz * az
+        low[0], low[1], low[2] = min(low[0], x), min(low[1], y), min(low[2], z)
+        high[0], high[1], high[2] = max(high[0], x), max(high[1], y), max(high[2], z)
 
     def _add_jerk(self, t: float, p: tuple[float, float, float]) -> None:
         """Jerk over the last four distinct poses at their sample times (a pose applied again adds nothing;
@@ -398,7 +410,7 @@ class SkillTracker:
             p = _vector(getattr(sample, "position", None), 3)
             q = _vector(getattr(sample, "orientation", None), 4)
             jaw, force = _number(getattr(sample, "jaw", None)), _number(getattr(sample, "force", None))
-            norm = math.sqrt(sum(x * x for x in q)) if q is not None else 0.0
+            norm = math.hypot(*q) if q is not None else 0.0
             if key is None or p is None or norm < 1e-9 or jaw is None or force is None or force < 0.0 or key in present:
                 self.invalid_samples += 1
                 if key is not None:
