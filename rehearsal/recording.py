@@ -43,9 +43,14 @@ class RecordingError(ValueError):
 def control_rows(control: Control) -> list[list]:
     """A Control as plain rows for msgpack."""
     return [
-        [i.id, i.spec.kind.value, *map(float, i.position), *map(float, i.orientation), float(i.jaw), bool(i.energy)]
+        [i.id, i.spec.kind.value, *_floats(i.position), *_floats(i.orientation), float(i.jaw), bool(i.energy)]
         for i in control.instruments
     ]
+
+
+def _floats(values: object) -> list[float]:
+    """Plain floats (``tolist`` for arrays: a row is written for every instrument every tick)."""
+    return values.tolist() if isinstance(values, np.ndarray) else [float(v) for v in values]
 
 
 def control_from_rows(rows: object) -> Control:
