@@ -747,10 +747,13 @@ class RehearsalServer:
             return
         x = room.physics.x
         sync.begin_frame(now, x[sync.layout.vertex_ids], self._rigid_set(live))
+        watch_every = self._observer_every(room)
         for index in list(live.clients):
             client = self.clients.get(index)
             if client is None or index not in sync.clients:
                 continue
+            if watch_every > 1 and client.identity.role is Role.OBSERVER and (sync.sequence + index) % watch_every:
+                continue  # an observer's frame off its rate (observers are spread over the ticks)
             self._set_focus(live, client)
             data = sync.encode(index)
             self.channels.send(index, Channel.UNRELIABLE, snapshot_message(data))
@@ -761,6 +764,12 @@ class RehearsalServer:
             self.counters["snapshot_bytes"] += len(data)
             self.metrics.histograms.snapshot_bytes.observe(len(data))
         self.channels.flush(list(live.clients), now)  # out now rather than at the next 100 Hz update
+
+    def _observer_every(self, room: Room) -> int:
+        """Observers get every n-th snapshot (``observer_snapshot_hz``; 0: every tick): they only watch, and
+        their headsets interpolate between snapshots whatever the rate."""
+        hz = self.settings.observer_snapshot_hz
+        return max(1, round(room.scenario.tick_hz / hz)) if hz > 0 else 1
 
     def _set_focus(self, live: _LiveRoom, client: _Client) -> None:
         """What this person works on and looks at ranks higher in their snapshots (interest management)."""

@@ -31,6 +31,9 @@ class Settings:
     default_scenario: str = "basic_skills"
     empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
     physics_threads: int = 1  # per room; 1 keeps a core for the network when several rooms run
+    # Observers only watch: they get snapshots at this rate (0: every tick), which halves what each costs the
+    # server and their links at the default 60 Hz tick; the people at the table always get every tick.
+    observer_snapshot_hz: float = 30.0
     record: bool = True  # write each room's recording (data_dir/recordings) for replay and debrief
     drain_seconds: float = 30.0  # on SIGTERM: rooms end when empty or after this long, then the process exits
     protocol_id: int = PROTOCOL_ID
@@ -78,6 +81,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
     for port in ("udp_port", "http_port"):
         if not 0 <= getattr(result, port) <= 65535:
             raise SettingsError(f"{origin}: {port} must be in [0, 65535]")
+    if not 0.0 <= result.observer_snapshot_hz <= 1000.0:
+        raise SettingsError(f"{origin}: observer_snapshot_hz must be in [0, 1000]")
     if result.physics_threads < 1:
         raise SettingsError(f"{origin}: physics_threads must be at least 1")
     if not 0 <= result.drain_seconds <= 3600:
