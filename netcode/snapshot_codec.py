@@ -209,24 +209,44 @@ def choose_delta(x, q, base, origin, step, max_error, s, n, d):
 
 
 @_jit
-def gather_patches(src, offsets, patches):
-    """The rows of the listed patches of ``src``, concatenated (int32)."""
+def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending):
+    """After encoding one client's snapshot: the patches it carries (ascending), the versions it gave them
+    (their rows of ``sent_q``, concatenated, int32) and which went in full (age code 0), for the client's
+    history; their accumulators drop to 0 and they are marked sent at ``seq``. Also returns how many pending
+    patches with a positive accumulator did not fit. One call instead of a handful of numpy ones."""
+    count = 0
     total = 0
-    for p in patches:
-        total += offsets[p + 1] - offsets[p]
-    out = np.empty((total, 3), np.int32)
+    skipped = 0
+    for p in range(sent.shape[0]):
+        if sent[p]:
+            count += 1
+            total += offsets[p + 1] - offsets[p]
+        elif pending[p] and acc[p] > 0:
+            skipped += 1
+    idx = np.empty(count, np.int64)
+    full = np.empty(count, np.bool_)
+    rows = np.empty((total, 3), np.int32)
     j = 0
-    for p in patches:
+    r = 0
+    for p in range(sent.shape[0]):
+        if not sent[p]:
+            continue
+        idx[j] = p
+        full[j] = codes[p] == 0
+        acc[p] = 0.0
+        ever_sent[p] = True
+        last_sent[p] = seq
         for i in range(offsets[p], offsets[p + 1]):
             for a in range(3):
-                out[j, a] = src[i, a]
-            j += 1
-    return out
+                rows[r, a] = sent_q[i, a]
+            r += 1
+        j += 1
+    return idx, rows, full, skipped
 
 
 @_jit
 def scatter_patches(rows, dst, offsets, patches, take):
-    """Inverse of ``gather_patches`` for the listed patches where ``take`` is set."""
+    """Write back rows as ``record_sent`` gathers them, for the listed patches where ``take`` is set."""
     j = 0
     for c in range(len(patches)):
         p = patches[c]
@@ -780,17 +800,15 @@ class SnapshotServer:
             out[len(header) : pos - head + len(header)] = out[head:pos].copy()
             pos -= head - len(header)
         out[: len(header)] = header
-        sent_idx = np.flatnonzero(sent)
-        c.priority.sent(sent_idx)
-        c.ever_sent[sent_idx] = True
-        c.last_sent[sent_idx] = seq
-        rows = gather_patches(c.sent_q, self._offsets, sent_idx)
-        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, codes[sent_idx] == 0)
+        sent_idx, rows, full, skipped = record_sent(
+            sent, seq, c.priority.acc, c.ever_sent, c.last_sent, c.sent_q, self._offsets, codes, pending
+        )
+        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, full)
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
         c.stats["bytes"] += pos
-        c.stats["skipped_patches"] += int(np.count_nonzero(pending & ~sent & (c.priority.acc > 0)))
+        c.stats["skipped_patches"] += skipped
         return out[:pos].tobytes()
 
     def _encode_rigid(self, c: ClientSync, f: QuantizedFrame, body: bytearray, room: int) -> list:
