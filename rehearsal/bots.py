@@ -197,6 +197,7 @@ class Headset:
         self.on_snapshots: Callable[[list], None] | None = None
         self._last_source: tuple | None = None
         self._last_address: Address | None = None
+        self._destination: tuple[Address | None, tuple[str, int] | None] = (None, None)  # (address, host-port)
         self.core.connect(time.monotonic())
 
     @property
@@ -209,7 +210,15 @@ class Headset:
 
     def _send(self, data: bytes, address: Address) -> None:
         self.bytes_sent += len(data)
-        self.sock.sendto(data, (str(address.ip), address.port))
+        self.sock.sendto(data, self._host_port(address))
+
+    def _host_port(self, address: Address) -> tuple[str, int]:
+        """``sendto``'s pair for the netcode core's destination; cached, as formatting an IP is microseconds."""
+        cached, pair = self._destination
+        if address is not cached or pair is None:
+            pair = address.host_port()
+            self._destination = (address, pair)
+        return pair
 
     def _deliver(self, delivery: Delivery) -> None:
         message = delivery.message
@@ -265,7 +274,10 @@ class Headset:
         """Who sent a datagram, as the netcode core should see it (a relaying subclass maps its relay).
         The last sender is cached: parsing an IP address per datagram costs more than the rest of a receive."""
         if addr != self._last_source:
-            self._last_source, self._last_address = addr, Address.from_host_port(addr[0], addr[1])
+            address = Address.from_host_port(addr[0], addr[1])
+            server = self.core.server_address
+            # The server's own Address object when it is the server: the core then checks identity, not IPs.
+            self._last_source, self._last_address = addr, server if address == server else address
         return self._last_address
 
     def send_pose(
