@@ -78,6 +78,14 @@ class SequenceBuffer(Generic[T]):
     def insert(self, sequence: int, value: T) -> bool:
         """Store ``value`` under ``sequence``; returns False (and stores nothing) if it is too old."""
         sequence &= SEQUENCE_MASK
+        if sequence == self.sequence:
+            # The next sequence (nearly every insert): nothing to clear and never too old.
+            self._started = True
+            index = sequence % self.size
+            self._entries[index] = value
+            self._sequences[index] = sequence
+            self.sequence = (sequence + 1) & SEQUENCE_MASK
+            return True
         if not self._started:
             self._started = True
             self.sequence = sequence
