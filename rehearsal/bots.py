@@ -44,8 +44,8 @@ from netcode.peers import ClientChannels
 from netcode.snapshot import SnapshotError
 from netcode.snapshot_decode import SnapshotDecoder
 from netcode.thin_client.inputs import InputAck, InputSender
-from netcode.thin_client.poses import RigidPose
-from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY, to_wire_quat
+from netcode.thin_client.poses import IDENTITY, RigidPose
+from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_SECONDS = 120.0  # a cold numba cache compiles the kernels before the server listens (~20 s)
@@ -59,6 +59,7 @@ sys.exit(serve(settings))
 """
 LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
 SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snap_predictor", "snapshot")
+_WIRE_ORDER = np.array([1, 2, 3, 0])  # (w, x, y, z) -> (x, y, z, w) in one indexing: rehearsal.wire.to_wire_quat
 
 
 class ServerProcess:
@@ -284,8 +285,8 @@ class Headset:
         self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT, energy: bool = False
     ) -> None:
         """One tracking frame of an instrument (physics (w, x, y, z) rotation), sent as an `input` message."""
-        rotation = np.array([0.0, 0.0, 0.0, 1.0]) if rotation_wxyz is None else to_wire_quat(rotation_wxyz)
-        pose = RigidPose(np.asarray(position, float), rotation, float(jaw), energy)
+        rotation = IDENTITY if rotation_wxyz is None else np.asarray(rotation_wxyz, dtype=np.float64)[_WIRE_ORDER]
+        pose = RigidPose(position, rotation, float(jaw), energy)  # RigidPose makes its own arrays of these
         now = time.monotonic()
         self.inputs.add_sample(now, {device: pose})
         packet = self.inputs.packet(now)
