@@ -73,7 +73,9 @@ class SequenceBuffer(Generic[T]):
         """True when ``sequence`` is older than anything the ring can still hold."""
         if not self._started:
             return False
-        return sequence_less_than(sequence, sequence_add(self.sequence, -self.size))
+        # sequence_less_than(sequence, sequence_add(self.sequence, -self.size)), inlined: it runs for every packet
+        oldest = (self.sequence - self.size) & SEQUENCE_MASK
+        return (oldest > sequence and oldest - sequence <= _HALF) or (oldest < sequence and sequence - oldest > _HALF)
 
     def insert(self, sequence: int, value: T) -> bool:
         """Store ``value`` under ``sequence``; returns False (and stores nothing) if it is too old."""
