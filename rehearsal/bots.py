@@ -185,6 +185,7 @@ class Headset:
         self.channels.attach(self.core)
         self.decoder = SnapshotDecoder()
         self.messages: dict[str, list[dict]] = defaultdict(list)
+        self.messages_kept = 0  # how many went into ``messages`` so far (a reader can tell when there is news)
         self.events: Counter[str] = Counter()
         self.snapshots_applied = 0
         self.snapshot_errors = 0
@@ -227,6 +228,7 @@ class Headset:
             self.undecoded += 1
             return
         self.messages[message.type].append(message.fields)
+        self.messages_kept += 1
         if self.on_delivery is not None:
             self.on_delivery(delivery)
         if message.type == "event":
