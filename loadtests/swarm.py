@@ -228,6 +228,7 @@ class Bot:
     commanded: list[list[float]] = field(default_factory=list)  # (t, x, y, z) of own instrument, ~10 Hz
     rigid_seen: list[list[float]] = field(default_factory=list)  # (server t, id, x, y, z), ~10 Hz
     last_record: float = 0.0
+    seen_messages: int = 0  # the headset's messages_kept when its messages were last taken
     seen_snapshots: int = 0
     last_arrival: float = 0.0
     gaps: list[list[float]] = field(default_factory=list)  # (from, to) local times of >0.1 s without snapshots
@@ -258,6 +259,24 @@ def _collect(bot: Bot, now: float) -> None:
     h = bot.headset
     if bot.welcomed_at is None and h.welcome is not None:
         bot.welcomed_at = now
+    if h.messages_kept != bot.seen_messages:  # runs after every drain and flush: most find no new message
+        bot.seen_messages = h.messages_kept
+        _take_messages(bot, now)
+    if h.snapshots_applied > bot.seen_snapshots:
+        bot.seen_snapshots = h.snapshots_applied
+        if bot.last_arrival and now - bot.last_arrival > 0.1 and len(bot.gaps) < 1000:
+            bot.gaps.append([bot.last_arrival, now])
+        bot.last_arrival = now
+        if len(bot.snapshot_arrivals) < MAX_SERIES * 4 and h.snapshot_times:
+            bot.snapshot_arrivals.append((now, h.snapshot_times[-1]))
+    total = h.bytes_received
+    bot.down_bins[int(now - bot.start)] += total - bot.last_bytes
+    bot.last_bytes = total
+
+
+def _take_messages(bot: Bot, now: float) -> None:
+    """Pongs and events into the bot's records; the kinds of message the swarm does not keep are dropped."""
+    h = bot.headset
     for fields in h.messages.pop("pong", []):
         sent = bot.pings.pop(
             round(fields.get("time", -1) * 1000) if isinstance(fields.get("time"), float) else -1, None
@@ -277,16 +296,6 @@ def _collect(bot: Bot, now: float) -> None:
             bot.events.append((kind, float(fields.get("server_time", 0.0)), tag))
     for key in ("input_ack", "snap_config", "snap_topology", "snap_predictor", "snapshot"):
         h.messages.pop(key, None)  # the Headset keeps every message; the swarm does not need them
-    if h.snapshots_applied > bot.seen_snapshots:
-        bot.seen_snapshots = h.snapshots_applied
-        if bot.last_arrival and now - bot.last_arrival > 0.1 and len(bot.gaps) < 1000:
-            bot.gaps.append([bot.last_arrival, now])
-        bot.last_arrival = now
-        if len(bot.snapshot_arrivals) < MAX_SERIES * 4 and h.snapshot_times:
-            bot.snapshot_arrivals.append((now, h.snapshot_times[-1]))
-    total = h.bytes_received
-    bot.down_bins[int(now - bot.start)] += total - bot.last_bytes
-    bot.last_bytes = total
 
 
 def _act(bot: Bot, now: float, t: float, rotation: np.ndarray, active: bool) -> None:

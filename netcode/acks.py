@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from netcode.sequence import SequenceBuffer, sequence_add, sequence_difference, sequence_greater_than
 
@@ -38,9 +39,8 @@ _SEEN_BITS = 128  # how far back the acks already processed are remembered (then
 _SEEN_MASK = (1 << _SEEN_BITS) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class PacketHeader:
-    """The parsed 9-byte header of one of our payload packets."""
+class PacketHeader(NamedTuple):
+    """The parsed 9-byte header of one of our payload packets (a tuple: one is made for every packet)."""
 
     sequence: int
     ack: int
@@ -114,11 +114,12 @@ class AckEndpoint:
     def write_header(self, now: float, size: int, ack_eliciting: bool) -> bytes:
         """Allocate the next sequence, remember the packet (``size`` bytes incl. header), return its header."""
         sequence = self.next_sequence
-        self.next_sequence = sequence_add(sequence, 1)
+        self.next_sequence = (sequence + 1) & 0xFFFF
         self._sent.insert(sequence, _SentPacket(now, size, ack_eliciting))
         self.packets_sent += 1
         self.bytes_sent += size
-        return HEADER.pack(PACKET_VERSION, sequence, self.ack, self._ack_bits)
+        latest = self._latest_received
+        return HEADER.pack(PACKET_VERSION, sequence, 0xFFFF if latest is None else latest, self._ack_bits)
 
     # -------------------------------------------------------------- receiving
 

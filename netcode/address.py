@@ -10,7 +10,7 @@ Note that IPv6 groups are written little-endian, not in network order: ``2001:db
 """
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from .constants import ADDRESS_IPV4, ADDRESS_IPV6
@@ -26,12 +26,26 @@ class Address:
 
     ip: IPv4Address | IPv6Address
     port: int
+    # Endpoints look addresses up in dicts for every datagram, and ipaddress hashes in Python (hex of the int):
+    # computed once here.
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ip, IPv4Address | IPv6Address):
             raise TypeError(f"ip must be an IPv4Address or IPv6Address, got {type(self.ip).__name__}")
         if not isinstance(self.port, int) or not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"port must be an integer in [0, 65535], got {self.port!r}")
+        object.__setattr__(self, "_hash", hash((self.ip, self.port)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        return Address, (self.ip, self.port)  # the hash of a str-derived value differs between processes
+
+    def host_port(self) -> tuple[str, int]:
+        """The socket-style ``(host, port)`` pair (what ``sendto`` takes)."""
+        return str(self.ip), self.port
 
     @classmethod
     def parse(cls, text: str) -> "Address":

@@ -88,17 +88,20 @@ def parse_entries(data: bytes, offset: int) -> tuple[list[Entry], str | None]:
     """Parse all entries from ``offset`` to the end; ([], reason) if any is malformed. Never raises."""
     entries: list[Entry] = []
     end = len(data)
+    unpack = ENTRY_HEADER.unpack_from
+    as_bytes = isinstance(data, bytes)  # a slice of bytes is already bytes
     while offset < end:
         if end - offset < ENTRY_HEADER_SIZE:
             return [], "entry_truncated"
-        flags, sequence, length = ENTRY_HEADER.unpack_from(data, offset)
+        flags, sequence, length = unpack(data, offset)
         if flags & _FLAGS_RESERVED:
             return [], "entry_bad_flags"
         offset += ENTRY_HEADER_SIZE
         if length > end - offset:
             return [], "entry_truncated"
+        body = data[offset : offset + length] if as_bytes else bytes(data[offset : offset + length])
         channel = Channel.UNRELIABLE if flags & FLAG_UNRELIABLE else Channel.RELIABLE
-        entries.append(Entry(channel, bool(flags & FLAG_FRAGMENT), sequence, bytes(data[offset : offset + length])))
+        entries.append(Entry(channel, (flags & FLAG_FRAGMENT) != 0, sequence, body))
         offset += length
     return entries, None
 
@@ -279,12 +282,20 @@ class UnreliableSender:
     def send(self, data: bytes) -> None:
         """Queue a message (raises ``MessageTooLarge``); the oldest queued entries go if over the limits."""
         sequence = self.next_sequence
-        bodies = _bodies(data, sequence, self.single_limit, self.fragment_size, self.max_message_size)
-        self.next_sequence = sequence_add(sequence, 1)
-        for fragment, body in bodies:
-            wire = encode_entry(Channel.UNRELIABLE, fragment, sequence, body)
+        size = len(data)
+        if size <= self.single_limit and size <= self.max_message_size:
+            # One whole entry (nearly every message): encode_entry's bytes without the list of bodies.
+            wire = ENTRY_HEADER.pack(FLAG_UNRELIABLE, sequence, size) + data
+            self.next_sequence = (sequence + 1) & 0xFFFF
             self._queue.append(wire)
             self.queued_bytes += len(wire)
+        else:
+            bodies = _bodies(data, sequence, self.single_limit, self.fragment_size, self.max_message_size)
+            self.next_sequence = sequence_add(sequence, 1)
+            for fragment, body in bodies:
+                wire = encode_entry(Channel.UNRELIABLE, fragment, sequence, body)
+                self._queue.append(wire)
+                self.queued_bytes += len(wire)
         while len(self._queue) > self.max_queued or self.queued_bytes > self.max_queued_bytes:
             self.queued_bytes -= len(self._queue.popleft())
             self.drops["unreliable_send_overflow"] += 1
@@ -296,6 +307,13 @@ class UnreliableSender:
         wire = self._queue.popleft()
         self.queued_bytes -= len(wire)
         return wire
+
+    def pop_all(self) -> bytes:
+        """Every queued entry, in order, as one string of entries (the queue is then empty)."""
+        wires = b"".join(self._queue)
+        self._queue.clear()
+        self.queued_bytes = 0
+        return wires
 
 
 class UnreliableReceiver:
@@ -330,10 +348,11 @@ class UnreliableReceiver:
                 return None
             body = complete[1]
         self.last_delivered = sequence
-        for message_id in self.reassembler.pending_ids():
-            if not sequence_greater_than(message_id, sequence):
-                self.reassembler.discard(message_id)
-                self.drops["reassembly_superseded"] += 1
+        if self.reassembler.pending:
+            for message_id in self.reassembler.pending_ids():
+                if not sequence_greater_than(message_id, sequence):
+                    self.reassembler.discard(message_id)
+                    self.drops["reassembly_superseded"] += 1
         return body
 
 
@@ -367,13 +386,15 @@ class PacketWriter:
         if packet_limit <= 0:
             return []
         remaining = math.inf if budget is None else budget
+        if not reliable.queued and unreliable.queued and unreliable.queued_bytes <= self._room(remaining):
+            return [(unreliable.pop_all(), [])]  # the usual tick: a few unreliable entries, all in one packet
         packets: list[tuple[bytes, list[int]]] = []
         parts: list[bytes] = []
         ids: list[int] = []
         used = 0
 
         def capacity() -> float:
-            return min(self.max_packet_size, remaining) - self.header_size
+            return self._room(remaining)
 
         room = capacity()
 
@@ -405,3 +426,7 @@ class PacketWriter:
         if parts:
             packets.append((b"".join(parts), ids))
         return packets
+
+    def _room(self, remaining: float) -> float:
+        """Entry bytes the next packet can hold with ``remaining`` bytes of budget left."""
+        return min(self.max_packet_size, remaining) - self.header_size

@@ -42,6 +42,7 @@ from .packets import (
     decode_packet,
     encode_connection_request,
     encode_packet,
+    encode_payload_packet,
 )
 from .replay import ReplayProtection
 
@@ -205,7 +206,7 @@ class ClientCore:
         if allowed is None:
             self.drops["not_connecting"] += 1
             return
-        if address != self._server_address:
+        if address is not self._server_address and address != self._server_address:
             self.drops["wrong_address"] += 1
             return
         assert self.token is not None
@@ -237,8 +238,11 @@ class ClientCore:
     # -- sending -----------------------------------------------------------------------------------
 
     def _send_encrypted(self, packet: EncryptedPacket, now: float) -> None:
-        assert self.token is not None and self._server_address is not None
-        data = encode_packet(packet, self._send_key, self.token.protocol_id)
+        assert self.token is not None
+        self._send_datagram(encode_packet(packet, self._send_key, self.token.protocol_id), now)
+
+    def _send_datagram(self, data: bytes, now: float) -> None:
+        assert self._server_address is not None
         self._last_send = now
         self.stats["packets_out"] += 1
         self.stats["bytes_out"] += len(data)
@@ -270,7 +274,10 @@ class ClientCore:
         if self._state != ClientState.CONNECTED or not 1 <= len(payload) <= MAX_PAYLOAD_BYTES:
             return False
         self._time = now
-        self._send_encrypted(ConnectionPayloadPacket(self._next_sequence(), bytes(payload)), now)
+        assert self.token is not None and self._send_key is not None
+        self._send_datagram(
+            encode_payload_packet(self._next_sequence(), payload, self._send_key, self.token.protocol_id), now
+        )
         return True
 
     # -- time --------------------------------------------------------------------------------------

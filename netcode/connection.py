@@ -203,7 +203,9 @@ class Connection:
         if now is not None:
             self._now = now
         data = self._encoder.encode(message) if isinstance(message, Message) else bytes(message)
-        if Channel(channel) is Channel.UNRELIABLE:
+        if channel is not Channel.RELIABLE and channel is not Channel.UNRELIABLE:
+            channel = Channel(channel)  # a plain int: validated (the members skip this call)
+        if channel is Channel.UNRELIABLE:
             self.unreliable_sender.send(data)
             return
         try:
@@ -235,9 +237,10 @@ class Connection:
         self._now = now
         self._update_backlog()
         config = self.config
-        elapsed = max(0.0, now - self._send_tokens_time)
-        self._send_tokens = min(config.send_packet_burst, self._send_tokens + elapsed * config.send_packets_per_second)
-        self._send_tokens_time = max(self._send_tokens_time, now)
+        if now > self._send_tokens_time:
+            tokens = self._send_tokens + (now - self._send_tokens_time) * config.send_packets_per_second
+            self._send_tokens = min(config.send_packet_burst, tokens)
+            self._send_tokens_time = now
         packets: list[bytes] = []
         if self.reliable_sender.queued or self.unreliable_sender.queued:
             built = self.writer.build(
@@ -263,10 +266,11 @@ class Connection:
     # ---------------------------------------------------------------------------------- receiving
 
     def _rate_limited(self, now: float) -> bool:
-        config = self.config
-        elapsed = max(0.0, now - self._tokens_time)
-        self._tokens = min(config.packet_burst, self._tokens + elapsed * config.max_packets_per_second)
-        self._tokens_time = max(self._tokens_time, now)
+        if now > self._tokens_time:  # the bucket never holds more than the burst, so no refill is a no-op
+            config = self.config
+            tokens = self._tokens + (now - self._tokens_time) * config.max_packets_per_second
+            self._tokens = min(config.packet_burst, tokens)
+            self._tokens_time = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return False
@@ -305,27 +309,35 @@ class Connection:
             return []
         if not self._ack_pending:
             self._ack_pending, self._ack_pending_since = True, now
-        delivered: list[tuple[Channel, bytes]] = []
-        for entry in entries:
-            if entry.channel is Channel.RELIABLE:
-                self.reliable_receiver.on_entry(entry.sequence, entry.fragment, entry.body)
+        unreliable: list[bytes] = []
+        any_reliable = False
+        for channel, fragment, sequence, body in entries:
+            if channel is Channel.RELIABLE:
+                self.reliable_receiver.on_entry(sequence, fragment, body)
+                any_reliable = True
             else:
-                data = self.unreliable_receiver.on_entry(entry.sequence, entry.fragment, entry.body, now)
+                data = self.unreliable_receiver.on_entry(sequence, fragment, body, now)
                 if data is not None:
-                    delivered.append((Channel.UNRELIABLE, data))
-        reliable = [(Channel.RELIABLE, data) for data in self.reliable_receiver.deliver(now)]
-        return self._decode(reliable + delivered)
-
-    def _decode(self, items: list[tuple[Channel, bytes]]) -> list[Delivery]:
-        if self.registry is None:
-            return [Delivery(channel, data) for channel, data in items]
+                    unreliable.append(data)
+        # Reliable messages first, in order; the buffer only changes when a reliable entry arrives.
         out: list[Delivery] = []
-        for channel, data in items:
-            try:
-                out.append(Delivery(channel, data, self.registry.decode(data)))
-            except MessageError:
-                self.drops["message_invalid"] += 1
+        if any_reliable:
+            for data in self.reliable_receiver.deliver(now):
+                self._deliver(out, Channel.RELIABLE, data)
+        for data in unreliable:
+            self._deliver(out, Channel.UNRELIABLE, data)
         return out
+
+    def _deliver(self, out: list[Delivery], channel: Channel, data: bytes) -> None:
+        """Append a delivery (decoded when the connection has a registry; an invalid message is dropped)."""
+        registry = self.registry
+        if registry is None:
+            out.append(Delivery(channel, data))
+            return
+        try:
+            out.append(Delivery(channel, data, registry.decode(data)))
+        except MessageError:
+            self.drops["message_invalid"] += 1
 
     # ------------------------------------------------------------------------------ health, stats
 

@@ -16,7 +16,8 @@ input bytes. See MESSAGES.md for the wire format.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,26 +89,83 @@ def _is_plain(value: Any, depth: int) -> bool:
     return False
 
 
+def _check_int(value: Any) -> tuple[bool, Any]:
+    return (isinstance(value, int) and not isinstance(value, bool) and _INT_MIN <= value <= _INT_MAX), value
+
+
+def _check_float(value: Any) -> tuple[bool, Any]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False, value
+    value = float(value)
+    return math.isfinite(value), value
+
+
+def _check_str(value: Any) -> tuple[bool, Any]:
+    return isinstance(value, str), value
+
+
+def _check_bytes(value: Any) -> tuple[bool, Any]:
+    return isinstance(value, bytes), value
+
+
+def _check_bool(value: Any) -> tuple[bool, Any]:
+    return isinstance(value, bool), value
+
+
+def _check_list(value: Any) -> tuple[bool, Any]:
+    return isinstance(value, list) and _is_plain(value, 1), value
+
+
+def _check_map(value: Any) -> tuple[bool, Any]:
+    return isinstance(value, dict) and _is_plain(value, 1), value
+
+
+def _check_any(value: Any) -> tuple[bool, Any]:
+    return _is_plain(value, 1), value
+
+
+Check = Callable[[Any], tuple[bool, Any]]
+_CHECKS: dict[str, Check] = {
+    "int": _check_int,
+    "float": _check_float,
+    "str": _check_str,
+    "bytes": _check_bytes,
+    "bool": _check_bool,
+    "list": _check_list,
+    "map": _check_map,
+    "any": _check_any,
+}
+
+
 def _check_kind(kind: str, value: Any) -> tuple[bool, Any]:
     """(ok, normalised value) for a value of the given kind."""
-    if kind == "int":
-        return (isinstance(value, int) and not isinstance(value, bool) and _INT_MIN <= value <= _INT_MAX), value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False, value
-        value = float(value)
-        return math.isfinite(value), value
-    if kind == "str":
-        return isinstance(value, str), value
-    if kind == "bytes":
-        return isinstance(value, bytes), value
-    if kind == "bool":
-        return isinstance(value, bool), value
-    if kind == "list":
-        return isinstance(value, list) and _is_plain(value, 1), value
-    if kind == "map":
-        return isinstance(value, dict) and _is_plain(value, 1), value
-    return _is_plain(value, 1), value  # "any"
+    return _CHECKS[kind](value)
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldCheck:
+    """A field's validation, prepared once per type (``validate`` runs for every message both ways)."""
+
+    spec: Field
+    check: Check
+    items: Check | None
+
+
+def _compile(message_type: MessageType) -> tuple[frozenset[str], tuple[_FieldCheck, ...]]:
+    checks = tuple(
+        _FieldCheck(f, _CHECKS[f.kind], None if f.items is None else _CHECKS[f.items]) for f in message_type.fields
+    )
+    return frozenset(f.name for f in message_type.fields), checks
+
+
+class _Packers(threading.local):
+    """One msgpack Packer per thread: ``packb`` makes (and frees) a new one, with its buffer, on every call."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True)
+
+
+_PACKERS = _Packers()
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -120,6 +178,7 @@ class MessageRegistry:
     def __init__(self, max_encoded_size: int = DEFAULT_MAX_ENCODED_SIZE) -> None:
         self.max_encoded_size = max_encoded_size
         self._types: dict[str, MessageType] = {}
+        self._checks: dict[str, tuple[frozenset[str], tuple[_FieldCheck, ...]]] = {}  # name -> (known, fields)
 
     def register(self, name: str, *fields: Field, doc: str = "") -> MessageType:
         """Add a message type; a name may be registered only once."""
@@ -132,12 +191,14 @@ class MessageRegistry:
             raise ValueError(f"message type {name!r} has duplicate field names")
         message_type = MessageType(name, tuple(fields), doc)
         self._types[name] = message_type
+        self._checks[name] = _compile(message_type)
         return message_type
 
     def copy(self) -> MessageRegistry:
         """An independent registry with the same types (to extend without touching this one)."""
         other = MessageRegistry(self.max_encoded_size)
         other._types = dict(self._types)
+        other._checks = dict(self._checks)
         return other
 
     def __contains__(self, name: object) -> bool:
@@ -150,28 +211,30 @@ class MessageRegistry:
 
     def validate(self, type_name: Any, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check field values against the type's schema; returns the normalised fields or raises MessageError."""
-        message_type = self._types.get(type_name) if isinstance(type_name, str) else None
-        if message_type is None:
+        compiled = self._checks.get(type_name) if isinstance(type_name, str) else None
+        if compiled is None:
             raise MessageError(f"unknown message type {type_name!r}")
-        known = {f.name for f in message_type.fields}
+        known, checks = compiled
         for key in values:
             if key not in known:
                 raise MessageError(f"{type_name}: unknown field {key!r}")
         out: dict[str, Any] = {}
-        for spec in message_type.fields:
+        for field_check in checks:
+            spec = field_check.spec
             value = values.get(spec.name)
             if value is None:
                 if spec.required:
                     raise MessageError(f"{type_name}: missing required field {spec.name!r}")
                 continue
-            ok, value = _check_kind(spec.kind, value)
+            ok, value = field_check.check(value)
             if not ok:
                 raise MessageError(f"{type_name}.{spec.name}: expected {spec.kind}, got {type(value).__name__}")
             if spec.max_length is not None and len(value) > spec.max_length:
                 raise MessageError(f"{type_name}.{spec.name}: length {len(value)} exceeds {spec.max_length}")
-            if spec.items is not None:
+            items = field_check.items
+            if items is not None:
                 for index, item in enumerate(value):
-                    item_ok, value[index] = _check_kind(spec.items, item)
+                    item_ok, value[index] = items(item)
                     if not item_ok:
                         raise MessageError(f"{type_name}.{spec.name}[{index}]: expected {spec.items}")
             out[spec.name] = value
@@ -186,7 +249,7 @@ class MessageRegistry:
         else:
             type_name, values = message, fields or {}
         checked = self.validate(type_name, values)
-        data = msgpack.packb({"v": SCHEMA_VERSION, "t": type_name, **checked}, use_bin_type=True)
+        data = _PACKERS.packer.pack({"v": SCHEMA_VERSION, "t": type_name, **checked})
         if len(data) > self.max_encoded_size:
             raise MessageError(f"{type_name}: encoded size {len(data)} exceeds {self.max_encoded_size} bytes")
         return data

@@ -48,7 +48,7 @@ from .replay import ReplayProtection
 _U64 = struct.Struct("<Q")
 _KEEP_ALIVE = struct.Struct("<II")
 _REQUEST_HEAD = struct.Struct("<QQ")  # protocol id, expire timestamp
-_NONCE_PAD = b"\x00\x00\x00\x00"
+_NONCE = struct.Struct("<4xQ")  # 4 zero bytes, then the sequence
 
 # -- packet objects ---------------------------------------------------------------------------------
 
@@ -186,14 +186,27 @@ def encode_sequence(sequence: int) -> bytes:
     return sequence.to_bytes(sequence_bytes_required(sequence), "little")
 
 
+_ASSOCIATED: dict[tuple[int, int], bytes] = {}  # (protocol id, prefix) -> associated data
+_ASSOCIATED_LIMIT = 4096  # a process uses a few protocol ids times a few dozen prefixes
+
+
 def associated_data(protocol_id: int, prefix_byte: int) -> bytes:
-    """AEAD associated data of an encrypted packet: version info | protocol id (u64) | prefix byte."""
-    return VERSION_INFO + _U64.pack(protocol_id) + bytes((prefix_byte,))
+    """AEAD associated data of an encrypted packet: version info | protocol id (u64) | prefix byte.
+
+    The same few values are needed for every packet, so they are built once and kept."""
+    key = (protocol_id, prefix_byte)
+    data = _ASSOCIATED.get(key)
+    if data is None:
+        data = VERSION_INFO + _U64.pack(protocol_id) + bytes((prefix_byte,))
+        if len(_ASSOCIATED) >= _ASSOCIATED_LIMIT:
+            _ASSOCIATED.clear()
+        _ASSOCIATED[key] = data
+    return data
 
 
 def packet_nonce(sequence: int) -> bytes:
     """96-bit nonce of an encrypted packet: 4 zero bytes then the sequence (u64 LE)."""
-    return _NONCE_PAD + _U64.pack(sequence)
+    return _NONCE.pack(sequence)
 
 
 # -- encoding ----------------------------------------------------------------------------------------
@@ -230,6 +243,17 @@ def _body(packet: EncryptedPacket) -> bytes:
     raise TypeError(f"not an encrypted packet: {packet!r}")
 
 
+def _seal(kind: int, sequence: int, body: bytes, key: PacketKey, protocol_id: int) -> bytes:
+    """prefix byte | variable-length sequence | ciphertext + MAC, for a checked body and protocol id."""
+    if not 0 <= sequence <= UINT64_MAX:
+        raise ValueError(f"sequence must be an unsigned 64-bit integer, got {sequence!r}")
+    size = sequence_bytes_required(sequence)
+    prefix = (size << 4) | kind
+    ciphertext = key.encrypt(_NONCE.pack(sequence), body, associated_data(protocol_id, prefix))
+    # The prefix byte and the little-endian sequence after it, in one conversion.
+    return (prefix | (sequence << 8)).to_bytes(size + 1, "little") + ciphertext
+
+
 def encode_packet(packet: Packet, key: "bytes | PacketKey | None" = None, protocol_id: int = 0) -> bytes:
     """Serialise (and, for types 1..6, encrypt) a packet.
 
@@ -244,10 +268,17 @@ def encode_packet(packet: Packet, key: "bytes | PacketKey | None" = None, protoc
     if not 0 <= protocol_id <= UINT64_MAX:
         raise ValueError(f"protocol_id must be an unsigned 64-bit integer, got {protocol_id!r}")
     body = _body(packet)
-    sequence = encode_sequence(packet.sequence)
-    prefix = (len(sequence) << 4) | _TYPE_OF[type(packet)]
-    ciphertext = as_packet_key(key).encrypt(packet_nonce(packet.sequence), body, associated_data(protocol_id, prefix))
-    return bytes((prefix,)) + sequence + ciphertext
+    return _seal(_TYPE_OF[type(packet)], packet.sequence, body, as_packet_key(key), protocol_id)
+
+
+def encode_payload_packet(sequence: int, payload: bytes, key: PacketKey, protocol_id: int) -> bytes:
+    """``encode_packet(ConnectionPayloadPacket(sequence, payload), key, protocol_id)`` without the packet object,
+    for endpoints sending every payload (same checks, same bytes)."""
+    if not 1 <= len(payload) <= MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload must be 1..{MAX_PAYLOAD_BYTES} bytes, got {len(payload)}")
+    if not 0 <= protocol_id <= UINT64_MAX:
+        raise ValueError(f"protocol_id must be an unsigned 64-bit integer, got {protocol_id!r}")
+    return _seal(PacketType.CONNECTION_PAYLOAD, sequence, bytes(payload), key, protocol_id)
 
 
 # -- decoding ----------------------------------------------------------------------------------------
@@ -281,6 +312,8 @@ _BODY_SIZE = {
     PacketType.CONNECTION_PAYLOAD: (1, MAX_PAYLOAD_BYTES),
     PacketType.CONNECTION_DISCONNECT: (0, 0),
 }
+# The PacketType of each low nibble below NUM_PACKET_TYPES (a tuple index; calling the enum costs more).
+_KINDS = tuple(PacketType(kind) for kind in range(NUM_PACKET_TYPES))
 _REPLAY_PROTECTED = frozenset(
     {PacketType.CONNECTION_KEEP_ALIVE, PacketType.CONNECTION_PAYLOAD, PacketType.CONNECTION_DISCONNECT}
 )
@@ -354,7 +387,7 @@ def decode_packet(
     if kind == PacketType.CONNECTION_REQUEST or kind >= NUM_PACKET_TYPES:
         # A request always has the whole prefix byte zero; a non-zero prefix with type 0 is garbage.
         return None, DropReason.BAD_PACKET_TYPE
-    kind = PacketType(kind)
+    kind = _KINDS[kind]
     if kind not in allowed:
         return None, DropReason.TYPE_NOT_ALLOWED
     sequence_bytes = prefix >> 4
@@ -374,10 +407,10 @@ def decode_packet(
     if protected and replay.already_received(sequence):
         return None, DropReason.REPLAYED
     try:
-        cipher = as_packet_key(key)
+        cipher = key if type(key) is PacketKey else as_packet_key(key)
     except (TypeError, ValueError):
         return None, DropReason.NO_KEY
-    body = cipher.decrypt(packet_nonce(sequence), data[header:], associated_data(protocol_id, prefix))
+    body = cipher.decrypt(_NONCE.pack(sequence), data[header:], associated_data(protocol_id, prefix))
     if body is None:
         return None, DropReason.DECRYPT_FAILED
     if protected:

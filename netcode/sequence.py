@@ -73,11 +73,21 @@ class SequenceBuffer(Generic[T]):
         """True when ``sequence`` is older than anything the ring can still hold."""
         if not self._started:
             return False
-        return sequence_less_than(sequence, sequence_add(self.sequence, -self.size))
+        # sequence_less_than(sequence, sequence_add(self.sequence, -self.size)), inlined: it runs for every packet
+        oldest = (self.sequence - self.size) & SEQUENCE_MASK
+        return (oldest > sequence and oldest - sequence <= _HALF) or (oldest < sequence and sequence - oldest > _HALF)
 
     def insert(self, sequence: int, value: T) -> bool:
         """Store ``value`` under ``sequence``; returns False (and stores nothing) if it is too old."""
         sequence &= SEQUENCE_MASK
+        if sequence == self.sequence:
+            # The next sequence (nearly every insert): nothing to clear and never too old.
+            self._started = True
+            index = sequence % self.size
+            self._entries[index] = value
+            self._sequences[index] = sequence
+            self.sequence = (sequence + 1) & SEQUENCE_MASK
+            return True
         if not self._started:
             self._started = True
             self.sequence = sequence

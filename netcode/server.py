@@ -51,6 +51,7 @@ from .packets import (
     EncryptedPacket,
     decode_packet,
     encode_packet,
+    encode_payload_packet,
 )
 from .replay import ReplayProtection
 
@@ -420,7 +421,9 @@ class ServerCore:
         self._send(data, address)
 
     def _send_to_client(self, client: _Client, packet: EncryptedPacket, now: float) -> None:
-        data = encode_packet(packet, client.send_key, self._protocol_id)
+        self._send_datagram(client, encode_packet(packet, client.send_key, self._protocol_id), now)
+
+    def _send_datagram(self, client: _Client, data: bytes, now: float) -> None:
         client.last_send = now
         self.stats["packets_out"] += 1
         self.stats["bytes_out"] += len(data)
@@ -442,7 +445,7 @@ class ServerCore:
             self._send_keep_alive(client, now)
         sequence = client.sequence
         client.sequence = sequence + 1
-        self._send_to_client(client, ConnectionPayloadPacket(sequence, bytes(payload)), now)
+        self._send_datagram(client, encode_payload_packet(sequence, payload, client.send_key, self._protocol_id), now)
         return True
 
     # -- time --------------------------------------------------------------------------------------

@@ -44,8 +44,8 @@ from netcode.peers import ClientChannels
 from netcode.snapshot import SnapshotError
 from netcode.snapshot_decode import SnapshotDecoder
 from netcode.thin_client.inputs import InputAck, InputSender
-from netcode.thin_client.poses import RigidPose
-from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY, to_wire_quat
+from netcode.thin_client.poses import IDENTITY, RigidPose
+from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_SECONDS = 120.0  # a cold numba cache compiles the kernels before the server listens (~20 s)
@@ -59,6 +59,7 @@ sys.exit(serve(settings))
 """
 LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
 SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snap_predictor", "snapshot")
+_WIRE_ORDER = np.array([1, 2, 3, 0])  # (w, x, y, z) -> (x, y, z, w) in one indexing: rehearsal.wire.to_wire_quat
 
 
 class ServerProcess:
@@ -184,6 +185,7 @@ class Headset:
         self.channels.attach(self.core)
         self.decoder = SnapshotDecoder()
         self.messages: dict[str, list[dict]] = defaultdict(list)
+        self.messages_kept = 0  # how many went into ``messages`` so far (a reader can tell when there is news)
         self.events: Counter[str] = Counter()
         self.snapshots_applied = 0
         self.snapshot_errors = 0
@@ -197,6 +199,7 @@ class Headset:
         self.on_snapshots: Callable[[list], None] | None = None
         self._last_source: tuple | None = None
         self._last_address: Address | None = None
+        self._destination: tuple[Address | None, tuple[str, int] | None] = (None, None)  # (address, host-port)
         self.core.connect(time.monotonic())
 
     @property
@@ -209,7 +212,15 @@ class Headset:
 
     def _send(self, data: bytes, address: Address) -> None:
         self.bytes_sent += len(data)
-        self.sock.sendto(data, (str(address.ip), address.port))
+        self.sock.sendto(data, self._host_port(address))
+
+    def _host_port(self, address: Address) -> tuple[str, int]:
+        """``sendto``'s pair for the netcode core's destination; cached, as formatting an IP is microseconds."""
+        cached, pair = self._destination
+        if address is not cached or pair is None:
+            pair = address.host_port()
+            self._destination = (address, pair)
+        return pair
 
     def _deliver(self, delivery: Delivery) -> None:
         message = delivery.message
@@ -217,6 +228,7 @@ class Headset:
             self.undecoded += 1
             return
         self.messages[message.type].append(message.fields)
+        self.messages_kept += 1
         if self.on_delivery is not None:
             self.on_delivery(delivery)
         if message.type == "event":
@@ -265,15 +277,18 @@ class Headset:
         """Who sent a datagram, as the netcode core should see it (a relaying subclass maps its relay).
         The last sender is cached: parsing an IP address per datagram costs more than the rest of a receive."""
         if addr != self._last_source:
-            self._last_source, self._last_address = addr, Address.from_host_port(addr[0], addr[1])
+            address = Address.from_host_port(addr[0], addr[1])
+            server = self.core.server_address
+            # The server's own Address object when it is the server: the core then checks identity, not IPs.
+            self._last_source, self._last_address = addr, server if address == server else address
         return self._last_address
 
     def send_pose(
         self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT, energy: bool = False
     ) -> None:
         """One tracking frame of an instrument (physics (w, x, y, z) rotation), sent as an `input` message."""
-        rotation = np.array([0.0, 0.0, 0.0, 1.0]) if rotation_wxyz is None else to_wire_quat(rotation_wxyz)
-        pose = RigidPose(np.asarray(position, float), rotation, float(jaw), energy)
+        rotation = IDENTITY if rotation_wxyz is None else np.asarray(rotation_wxyz, dtype=np.float64)[_WIRE_ORDER]
+        pose = RigidPose(position, rotation, float(jaw), energy)  # RigidPose makes its own arrays of these
         now = time.monotonic()
         self.inputs.add_sample(now, {device: pose})
         packet = self.inputs.packet(now)

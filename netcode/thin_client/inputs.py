@@ -100,11 +100,14 @@ def encode_sample(sample: InputSample, device_count: int) -> bytes:
         raise ValueError(f"sample {sample.seq} has {len(sample.poses)} poses for {device_count} devices")
     out = bytearray(TIME.pack(sample.client_time))
     for pose in sample.poses:
-        if pose is None or not pose.is_finite():
+        if pose is None:
             out += _UNTRACKED
             continue
         x, y, z = pose.position.tolist()
-        qx, qy, qz, qw = (pose.rotation * 32767.0).tolist()
+        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z) and math.isfinite(pose.jaw)):
+            out += _UNTRACKED  # pose.is_finite(), on the floats already at hand
+            continue
+        qx, qy, qz, qw = [q * 32767.0 for q in pose.rotation.tolist()]  # the same products as numpy's
         out += POSE.pack(
             TRACKED | (ENERGY if pose.energy else 0),
             x,
@@ -211,7 +214,7 @@ class InputSender:
 
     def add_sample(self, client_time: float, poses: Mapping[int, RigidPose | None]) -> InputSample:
         """Record this frame's poses (missing devices count as untracked); returns the numbered sample."""
-        sample = InputSample(self.next_seq, client_time, tuple(poses.get(d) for d in self.devices))
+        sample = InputSample(self.next_seq, client_time, tuple([poses.get(d) for d in self.devices]))
         self.next_seq += 1
         if len(self._pending) == self._pending.maxlen:
             self.abandoned += 1

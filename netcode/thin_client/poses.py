@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
+_FLOAT64 = np.dtype(np.float64)
+
+
+def _float64_array(value: object, shape: tuple[int, ...]) -> np.ndarray:
+    """``np.asarray(value, dtype=np.float64).reshape(shape)``, without the calls when it already is one."""
+    if type(value) is np.ndarray and value.dtype is _FLOAT64 and value.shape == shape:
+        return value
+    return np.asarray(value, dtype=np.float64).reshape(shape)
 
 
 def quat_normalize(q: np.ndarray) -> np.ndarray:
     """Unit quaternion; the identity for a zero or non-finite input (never NaN)."""
-    q = np.asarray(q, dtype=np.float64)
+    if type(q) is not np.ndarray or q.dtype is not _FLOAT64:
+        q = np.asarray(q, dtype=np.float64)
     n = math.sqrt(q.dot(q)) if q.ndim == 1 else float(np.linalg.norm(q))  # np.linalg.norm's formula, less overhead
     if not math.isfinite(n) or n < 1e-12:
         return IDENTITY.copy()
@@ -97,14 +106,14 @@ class RigidPose:
     energy: bool = False
 
     def __post_init__(self) -> None:
-        position = np.asarray(self.position, dtype=np.float64).reshape(3)
-        object.__setattr__(self, "position", position)
-        object.__setattr__(self, "rotation", quat_normalize(np.asarray(self.rotation, dtype=np.float64).reshape(4)))
+        object.__setattr__(self, "position", _float64_array(self.position, (3,)))
+        object.__setattr__(self, "rotation", quat_normalize(_float64_array(self.rotation, (4,))))
         object.__setattr__(self, "jaw", float(self.jaw))
         object.__setattr__(self, "energy", bool(self.energy))
 
     def is_finite(self) -> bool:
-        return bool(np.all(np.isfinite(self.position)) and math.isfinite(self.jaw))
+        x, y, z = self.position.tolist()  # three floats: cheaper than numpy's reductions on a tiny array
+        return math.isfinite(x) and math.isfinite(y) and math.isfinite(z) and math.isfinite(self.jaw)
 
 
 def interpolate_pose(a: RigidPose, b: RigidPose, u: float) -> RigidPose:

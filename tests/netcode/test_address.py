@@ -48,3 +48,17 @@ def test_parse_errors(text):
 def test_coerce_rejects_other_types():
     with pytest.raises(TypeError):
         Address.coerce(123)  # type: ignore[arg-type]
+
+
+def test_hash_is_cached_and_survives_pickling():
+    """Endpoints key dicts by Address for every datagram: the hash is computed once, equal for equal addresses."""
+    import pickle
+
+    for text in ("127.0.0.1:40000", "[2001:db8::1]:40001"):
+        a, b = Address.parse(text), Address.parse(text)
+        assert a == b and hash(a) == hash(b) == hash((a.ip, a.port))
+        copy = pickle.loads(pickle.dumps(a))
+        assert copy == a and hash(copy) == hash(a) and {a: 1}[copy] == 1
+    assert Address.parse("127.0.0.1:1") != Address.parse("127.0.0.1:2")
+    assert Address.parse("[::1]:5").host_port() == ("::1", 5)
+    assert repr(Address.parse("127.0.0.1:1")) == "Address(ip=IPv4Address('127.0.0.1'), port=1)"

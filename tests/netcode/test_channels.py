@@ -107,3 +107,36 @@ def test_writer_packs_reliable_first_within_packet_and_budget():
     assert all(not ids for _, ids in limited)
     again = writer.build(reliable, unreliable, 0.2, 0.1, max_packets=1)
     assert len(again) == 1 and again[0][1] == list(range(len(again[0][1])))
+
+
+def test_unreliable_whole_message_entry_is_encode_entry():
+    """A message that fits one entry is framed without the fragment path: the same bytes as encode_entry."""
+    sender = UnreliableSender(single_limit=100, fragment_size=50, max_message_size=1000)
+    sender.next_sequence = 65535
+    for data in (b"", b"x", bytes(range(100)), bytearray(b"ab"), memoryview(b"cd")):
+        sequence = sender.next_sequence
+        sender.send(data)
+        assert sender._queue[-1] == encode_entry(Channel.UNRELIABLE, False, sequence, bytes(data))
+    assert sender.next_sequence == 4  # wrapped after 65535
+    sender.send(bytes(101))  # fragmented: 3 entries of one sequence
+    assert [parse_entries(w, 0)[0][0].fragment for w in list(sender._queue)[-3:]] == [True] * 3
+    with pytest.raises(MessageTooLarge):
+        UnreliableSender(single_limit=100, max_message_size=10).send(bytes(20))
+
+
+@pytest.mark.parametrize("sizes, budget", [([10, 20, 30], None), ([500, 500, 500], None), ([300] * 4, 700), ([1], 5)])
+def test_writer_unreliable_only_packing_is_next_fit(sizes, budget):
+    """With nothing reliable queued the writer may put everything in one packet when it all fits, exactly as
+    next-fit packing would."""
+
+    def build(split: bool) -> list:
+        unreliable = UnreliableSender()
+        for index, size in enumerate(sizes):
+            unreliable.send(bytes([index]) * size)
+        reliable = ReliableSender()
+        if split:  # a reliable entry sent and not due yet adds nothing but takes the general path
+            reliable.send(b"r")
+            reliable.mark_sent(0, 0.0)
+        return PacketWriter(1200, 9).build(reliable, unreliable, 0.0, 0.1, budget), unreliable.queued
+
+    assert build(False) == build(True)

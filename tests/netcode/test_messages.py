@@ -127,3 +127,26 @@ def test_decoder_never_raises_anything_else_on_mutated_messages(type_name, field
     except MessageError:
         return
     assert message.type in ("pose", "ping", "disconnect")
+
+
+def test_encode_writes_what_packb_writes_from_any_thread():
+    """encode reuses one msgpack Packer per thread: the bytes are packb's, also after a failed pack."""
+    import threading
+
+    reg = registry()
+    fields = {"id": 3, "position": [1.0, 2.5, -3.0], "label": "left", "blob": bytes(300), "grip": True}
+    expected = msgpack.packb({"v": SCHEMA_VERSION, "t": "pose", **fields}, use_bin_type=True)
+    assert reg.encode("pose", fields) == expected
+    reg.register("anything", Field("x", "any"))
+    with pytest.raises(OverflowError):
+        reg.encode("anything", {"x": [1 << 70]})  # plain, but beyond msgpack's integers
+    assert reg.encode("pose", fields) == expected
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.extend(reg.encode("pose", fields) for _ in range(200)))]
+    threads += [threading.Thread(target=lambda: results.extend(reg.encode("ping", {"time": 1.5}) for _ in range(200)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ping = msgpack.packb({"v": SCHEMA_VERSION, "t": "ping", "time": 1.5}, use_bin_type=True)
+    assert sorted(set(results)) == sorted({expected, ping}) and len(results) == 400

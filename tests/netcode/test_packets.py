@@ -20,6 +20,7 @@ from netcode.packets import (
     DropReason,
     decode_packet,
     encode_packet,
+    encode_payload_packet,
     encode_sequence,
     packet_type,
     sequence_bytes_required,
@@ -137,6 +138,27 @@ def test_prefix_byte_is_authenticated():
         None,
         DropReason.DECRYPT_FAILED,
     )
+
+
+@pytest.mark.parametrize("sequence", [0, 1, 255, 256, 0x0123456789, 1 << 63, UINT64_MAX])
+def test_payload_fast_path_writes_the_same_bytes(sequence):
+    """Endpoints encode payloads without a packet object: byte for byte what encode_packet writes."""
+    for payload in (b"x", bytes(range(256)) * 4, bytes(1200)):
+        expected = encode_packet(ConnectionPayloadPacket(sequence, payload), S2C_KEY, PROTOCOL_ID)
+        assert encode_payload_packet(sequence, payload, PacketKey(S2C_KEY), PROTOCOL_ID) == expected
+        assert encode_payload_packet(sequence, bytearray(payload), PacketKey(S2C_KEY), PROTOCOL_ID) == expected
+
+
+def test_payload_fast_path_refuses_what_encode_packet_refuses():
+    key = PacketKey(C2S_KEY)
+    for payload in (b"", bytes(1201)):
+        with pytest.raises(ValueError):
+            encode_payload_packet(1, payload, key, PROTOCOL_ID)
+    for sequence in (-1, UINT64_MAX + 1):
+        with pytest.raises(ValueError):
+            encode_payload_packet(sequence, b"x", key, PROTOCOL_ID)
+    with pytest.raises(ValueError):
+        encode_payload_packet(1, b"x", key, UINT64_MAX + 1)
 
 
 def test_payload_size_limits_at_encode():

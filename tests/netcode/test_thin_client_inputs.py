@@ -148,3 +148,33 @@ def test_the_energy_pedal_travels_with_each_pose():
     sender.add_sample(0.01, {1: RigidPose([0, 0, 0]), 2: RigidPose([0, 0, 0], energy=True)})
     _, samples = decode_packet(sender.packet(0.02))
     assert [[p.energy for p in s.poses] for s in samples] == [[True, False], [False, True]]
+
+
+def _reference_pose_bytes(pose: RigidPose | None) -> bytes:
+    """A pose's 23 bytes as the numpy formulation writes them (the encoder uses plain floats for speed)."""
+    if pose is None or not (np.all(np.isfinite(pose.position)) and np.isfinite(pose.jaw)):
+        return struct.pack("<B3f4hh", 0, 0.0, 0.0, 0.0, 0, 0, 0, 32767, 0)
+    q = [int(max(-32767, min(32767, round(v)))) for v in (pose.rotation * 32767.0)]
+    jaw = int(max(-32767, min(32767, round(pose.jaw / 1e-4))))
+    return struct.pack("<B3f4hh", 1 | (2 if pose.energy else 0), *pose.position, *q, jaw)
+
+
+def test_sample_bytes_match_the_numpy_formulation():
+    rng = np.random.default_rng(7)
+    cases: list[RigidPose | None] = [None, RigidPose([np.nan, 0, 0]), RigidPose([0, 0, 0], jaw=np.inf)]
+    for _ in range(300):
+        rotation = rng.normal(size=4) * rng.choice([1e-3, 1.0, 1e3])
+        cases.append(RigidPose(rng.normal(size=3) * 0.1, rotation, float(rng.uniform(-4, 4)), bool(rng.integers(2))))
+    sender = InputSender((5,))
+    for pose in cases:
+        sample = sender.add_sample(0.25, {5: pose})
+        assert sender._encoded[sample.seq] == struct.pack("<d", 0.25) + _reference_pose_bytes(pose)
+
+
+def test_pose_arrays_are_float64_whatever_the_input():
+    for position in ([1, 2, 3], (1.0, 2.0, 3.0), np.array([1, 2, 3]), np.array([[1.0, 2.0, 3.0]]), np.ones(3, ">f8")):
+        pose = RigidPose(position, np.array([0, 0, 0, 2], dtype=np.float32))
+        assert pose.position.dtype == np.float64 and pose.position.shape == (3,)
+        assert pose.rotation.tolist() == [0.0, 0.0, 0.0, 1.0] and pose.rotation.dtype == np.float64
+    assert RigidPose([0, 0, 0], [0, 0, 0, 0]).rotation.tolist() == [0.0, 0.0, 0.0, 1.0]  # zero -> identity
+    assert not RigidPose([0, np.inf, 0]).is_finite() and RigidPose([0, 1, 0], jaw=0.5).is_finite()
