@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numba as nb
 import numpy as np
 
 from physics.instruments import InstrumentSpec
@@ -56,3 +57,23 @@ def new_state(model: Model) -> State:
         v=np.zeros_like(model.rest_positions),
         damage=np.zeros(model.n_tets),
     )
+
+
+def sweep_alpha_dev(model: Model, state: State) -> np.ndarray:
+    """state.effective_alpha_dev(model)[model.order] (the kernel's per-frame input) in one pass, same bits."""
+    out = np.empty(model.order.shape[0])
+    _stiffened_in_order(model.alpha_dev, state.damage, model.order, BURN_STIFFENING, out)
+    return out
+
+
+@nb.njit(nogil=True, cache=True)
+def _stiffened_in_order(alpha_dev, damage, order, stiffening, out):
+    """out[s] = alpha_dev[t] / (1 + stiffening * clip(damage[t], 0, 1)) for t = order[s], as numpy rounds it."""
+    for s in range(order.shape[0]):
+        t = order[s]
+        d = damage[t]
+        if d < 0.0:
+            d = 0.0
+        elif d > 1.0:
+            d = 1.0
+        out[s] = alpha_dev[t] / (1.0 + stiffening * d)
