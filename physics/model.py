@@ -54,6 +54,7 @@ class Model:
     sweep_corners: np.ndarray  # (4, live) vertex ids in sweep order
     sweep_inv_mass: np.ndarray  # (4, live)
     sweep_dm_inv: np.ndarray  # (9, live) Dm^-1 in sweep order, structure of arrays for the SIMD solve
+    sweep_alpha_dev: np.ndarray  # alpha_dev in sweep order (fresh tissue; the step applies coagulation)
     sweep_alpha_hyd: np.ndarray
     sweep_gamma: np.ndarray
     surface: np.ndarray  # (k, 3) outward boundary triangles of live tets
@@ -148,6 +149,7 @@ def build_model(
         sweep_corners=np.zeros((4, 0), np.int32),
         sweep_inv_mass=np.zeros((4, 0)),
         sweep_dm_inv=np.zeros((9, 0)),
+        sweep_alpha_dev=np.zeros(0),
         sweep_alpha_hyd=np.zeros(0),
         sweep_gamma=np.zeros(0),
         surface=np.zeros((0, 3), np.int32),
@@ -194,6 +196,7 @@ def scale_stiffness(model: Model, tet_mask: np.ndarray, factor: float) -> int:
         raise ValueError("factor must be a positive finite number")
     model.alpha_dev[mask] /= factor
     model.alpha_hyd[mask] /= factor
+    model.sweep_alpha_dev = model.alpha_dev[model.order]
     model.sweep_alpha_hyd = model.alpha_hyd[model.order]
     return int(mask.sum())
 
@@ -244,6 +247,7 @@ def _refresh(model: Model) -> None:
     model.sweep_corners = np.ascontiguousarray(model.tets[model.order].T)
     model.sweep_inv_mass = model.inv_mass[model.sweep_corners]
     model.sweep_dm_inv = np.ascontiguousarray(model.dm_inv[model.order].T)
+    model.sweep_alpha_dev = model.alpha_dev[model.order]
     model.sweep_alpha_hyd = model.alpha_hyd[model.order]
     model.sweep_gamma = model.gamma[model.order]
 

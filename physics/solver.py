@@ -205,13 +205,15 @@ def _instrument_arrays(state: State, ids: list[int], starts) -> tuple:
 
 def _capsule_layout(state: State, insts: list[InstrumentState]) -> tuple:
     """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, cached on the state."""
-    key = [(inst.spec, inst.grasp is not None) for inst in insts]
+    # Keyed by object ids; the cache holds the objects themselves, so an id cannot be reused while cached.
+    key = tuple([(id(inst.spec), inst.grasp is not None) for inst in insts])
     cached = state.__dict__.get("_capsule_layout_cache")
-    if cached is not None and _same_key(cached[0], key):
+    if cached is not None and cached[0] == key:
         return cached[1]
     mu = np.array([inst.spec.friction for inst in insts], dtype=np.float64)
     caps, cap_inst, active = [], [], []
-    for row, (spec, holding) in enumerate(key):
+    for row, inst in enumerate(insts):
+        spec, holding = inst.spec, inst.grasp is not None
         for cap in spec.capsules:
             caps.append(cap)
             cap_inst.append(row)
@@ -223,16 +225,8 @@ def _capsule_layout(state: State, insts: list[InstrumentState]) -> tuple:
         mu, np.array(cap_inst, dtype=np.int32), cap_local, np.ascontiguousarray(cap_local[:, 6]), active_arr,
         bool(active_arr.any()),
     )  # fmt: skip
-    state.__dict__["_capsule_layout_cache"] = (key, layout)
+    state.__dict__["_capsule_layout_cache"] = (key, layout, [inst.spec for inst in insts])
     return layout
-
-
-def _same_key(a: list[tuple], b: list[tuple]) -> bool:
-    """Two cache keys (lists of tuples) are equal, comparing objects other than ints and bools by identity."""
-    if len(a) != len(b):
-        return False
-    pairs = (xy for ta, tb in zip(a, b, strict=True) for xy in zip(ta, tb, strict=True))
-    return all(x is y or (type(x) in (int, bool) and x == y) for x, y in pairs)
 
 
 _NO_INSTRUMENTS = (
@@ -248,9 +242,9 @@ def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...],
     rows = [(row, state.instruments[k].grasp) for row, k in enumerate(ids) if state.instruments[k].grasp]
     if not rows:
         return _NO_GRASPS, {}
-    key = [(row, g.vertices, g.weights, g.local) for row, g in rows]
+    key = tuple([(row, id(g.vertices), id(g.weights), id(g.local)) for row, g in rows])  # held below
     cached = state.__dict__.get("_grasp_arrays_cache")
-    if cached is not None and _same_key(cached[0], key):
+    if cached is not None and cached[0] == key:
         return cached[1], cached[2]
     g_inst = np.concatenate([np.full(g.vertices.shape[0], row, np.int32) for row, g in rows])
     arrays = (
@@ -263,7 +257,8 @@ def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...],
     for row, g in rows:
         spans[row] = (at, at + g.vertices.shape[0])
         at += g.vertices.shape[0]
-    state.__dict__["_grasp_arrays_cache"] = (key, arrays, spans)
+    held = [(g.vertices, g.weights, g.local) for _, g in rows]
+    state.__dict__["_grasp_arrays_cache"] = (key, arrays, spans, held)
     return arrays, spans
 
 
