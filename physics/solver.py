@@ -19,7 +19,7 @@ from physics.instruments import quat_to_matrix
 from physics.model import Model, remove_tets
 from physics.pose_guard import PoseLimits, guard_jaw, guard_pose
 from physics.smallvec import norm3
-from physics.state import InstrumentState, State, sweep_alpha_dev
+from physics.state import InstrumentState, State, block_alpha_dev
 from physics.substeps import N_COUNTS, simulate_frame, simulate_frame_serial
 from physics.topology import TopologyChange
 
@@ -89,9 +89,8 @@ def step(
     kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
     kernel(
         state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
-        model.max_vertex_speed, model.sweep_corners, model.sweep_inv_mass, model.chunks, model.slab_chunks,
-        model.sweep_dm_inv,
-        sweep_alpha_dev(model, state), model.sweep_alpha_hyd, model.sweep_gamma,
+        model.max_vertex_speed, model.block_corners, model.block_inv_mass, model.chunks, model.chunk_slots,
+        model.slab_chunks, model.block_dm_inv, block_alpha_dev(model, state), model.block_alpha_hyd, model.block_gamma,
         anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
         env.planes, env.spheres, env.boxes, env.friction,
         *arrays[:11], cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,

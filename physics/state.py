@@ -59,15 +59,15 @@ def new_state(model: Model) -> State:
     )
 
 
-def sweep_alpha_dev(model: Model, state: State) -> np.ndarray:
-    """state.effective_alpha_dev(model)[model.order] (the kernel's per-frame input, read only), same bits.
+def block_alpha_dev(model: Model, state: State) -> np.ndarray:
+    """state.effective_alpha_dev(model) in the kernel's blocks (model.block_alpha_dev's layout; read only).
 
-    Without coagulation anywhere (no damage above 0) that is the model's own sweep_alpha_dev, found with one
-    scan of the damage instead of a gather and a division per tet."""
+    Without coagulation anywhere (no damage above 0) that is model.block_alpha_dev itself, found with one scan
+    of the damage instead of a gather and a division per tet. Same bits as the numpy expression."""
     if not _any_coagulated(state.damage):
-        return model.sweep_alpha_dev
-    out = np.empty(model.order.shape[0])
-    _stiffened_in_order(model.alpha_dev, state.damage, model.order, BURN_STIFFENING, out)
+        return model.block_alpha_dev
+    out = model.block_alpha_dev.copy()  # the padding columns
+    _stiffened_in_order(model.alpha_dev, state.damage, model.order, model.block_slot, BURN_STIFFENING, out)
     return out
 
 
@@ -81,8 +81,9 @@ def _any_coagulated(damage):
 
 
 @nb.njit(nogil=True, cache=True)
-def _stiffened_in_order(alpha_dev, damage, order, stiffening, out):
-    """out[s] = alpha_dev[t] / (1 + stiffening * clip(damage[t], 0, 1)) for t = order[s], as numpy rounds it."""
+def _stiffened_in_order(alpha_dev, damage, order, slot, stiffening, out):
+    """out[slot[s]] = alpha_dev[t] / (1 + stiffening * clip(damage[t], 0, 1)) for t = order[s], rounded as numpy
+    rounds it."""
     for s in range(order.shape[0]):
         t = order[s]
         d = damage[t]
@@ -90,4 +91,4 @@ def _stiffened_in_order(alpha_dev, damage, order, stiffening, out):
             d = 0.0
         elif d > 1.0:
             d = 1.0
-        out[s] = alpha_dev[t] / (1.0 + stiffening * d)
+        out[slot[s]] = alpha_dev[t] / (1.0 + stiffening * d)
