@@ -53,11 +53,7 @@ def guard_pose(
         p0, q0, has_prev = _NO_P, _NO_Q, False
     else:
         p0, q0, has_prev = _vector(prev[0], 3), _vector(prev[1], 4), True
-    lo, hi = limits.workspace_lo, limits.workspace_hi
-    code = _guard(
-        p, q, p0, q0, has_prev, float(dt), float(limits.max_speed), float(limits.max_angular_speed),
-        float(lo[0]), float(lo[1]), float(lo[2]), float(hi[0]), float(hi[1]), float(hi[2]),
-    )  # fmt: skip
+    code = _guard(p, q, p0, q0, has_prev, float(dt), *_limit_args(limits))
     if code in (_NONFINITE, _BAD_ORIENTATION):
         return (*_keep(prev), _VERDICTS[code])
     return p, q, _VERDICTS[code]
@@ -82,10 +78,25 @@ _VERDICTS = (None, Verdict.NONFINITE, Verdict.BAD_ORIENTATION, Verdict.OUT_OF_WO
 
 
 def _vector(a, n: int) -> np.ndarray:
-    """a as a contiguous float64 n-vector (without a copy when it already is one)."""
-    if type(a) is np.ndarray and a.dtype == np.float64 and a.shape == (n,) and a.flags.c_contiguous:
+    """a as a 1-D n-vector for _guard (without a copy when it already is one)."""
+    if type(a) is np.ndarray and a.ndim == 1 and a.shape[0] == n:
         return a
     return np.ascontiguousarray(a, dtype=np.float64).reshape(n)
+
+
+_LIMIT_ARGS: dict[int, tuple] = {}
+
+
+def _limit_args(limits: PoseLimits) -> tuple[float, ...]:
+    """_guard's limit arguments (speeds, then workspace lo and hi), made once per PoseLimits object."""
+    entry = _LIMIT_ARGS.get(id(limits))
+    if entry is None or entry[0] is not limits:
+        lo, hi = limits.workspace_lo, limits.workspace_hi
+        args = (float(limits.max_speed), float(limits.max_angular_speed), *map(float, lo[:3]), *map(float, hi[:3]))
+        if len(_LIMIT_ARGS) >= 64:
+            _LIMIT_ARGS.clear()
+        entry = _LIMIT_ARGS[id(limits)] = (limits, args)
+    return entry[1]
 
 
 @nb.njit(nogil=True, cache=True)

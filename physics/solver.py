@@ -235,13 +235,14 @@ _NO_INSTRUMENTS = (
 _NO_GRASPS = (np.zeros(0, np.int32), np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3)))
 
 
-def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...], dict[int, tuple[int, int]]]:
-    """Kernel inputs of the held grasps (instrument row, vertex triples, weights, local targets) and each holding
-    row's range of grasp points. Rebuilt only when a grasp or its arrays change (cached on the state)."""
+def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
+    """Kernel inputs of the held grasps (instrument row, vertex triples, weights, local targets) and each row's
+    range of grasp points (first, last + 1; empty for a row that holds nothing). Rebuilt only when a grasp or its
+    arrays change (cached on the state)."""
     rows = [(row, state.instruments[k].grasp) for row, k in enumerate(ids) if state.instruments[k].grasp]
     if not rows:
-        return _NO_GRASPS, {}
-    key = tuple([(row, id(g.vertices), id(g.weights), id(g.local)) for row, g in rows])  # held below
+        return _NO_GRASPS, (np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64))
+    key = (len(ids), *[(row, id(g.vertices), id(g.weights), id(g.local)) for row, g in rows])  # held below
     cached = state.__dict__.get("_grasp_arrays_cache")
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
@@ -252,9 +253,10 @@ def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...],
         np.ascontiguousarray(np.concatenate([g.weights for _, g in rows])),
         np.ascontiguousarray(np.concatenate([g.local for _, g in rows])),
     )
-    spans, at = {}, 0
+    spans = (np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64))  # each row's first and last point + 1
+    at = 0
     for row, g in rows:
-        spans[row] = (at, at + g.vertices.shape[0])
+        spans[0][row], spans[1][row] = at, at + g.vertices.shape[0]
         at += g.vertices.shape[0]
     held = [(g.vertices, g.weights, g.local) for _, g in rows]
     state.__dict__["_grasp_arrays_cache"] = (key, arrays, spans, held)
@@ -305,9 +307,7 @@ def _contact_sets(model: Model) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _collect_forces(state, ids, grasp_rows, inst_force, grasp_force, report: StepReport) -> None:
-    first, last = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
-    for row, (a, b) in grasp_rows.items():
-        first[row], last[row] = a, b
+    first, last = grasp_rows
     totals, pulls = _frame_forces(inst_force, grasp_force, first, last)
     for row, k in enumerate(ids):
         inst = state.instruments[k]
