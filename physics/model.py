@@ -14,7 +14,7 @@ import numpy as np
 from physics.environment import Environment
 from physics.materials import Material
 from physics.mesh import TetMesh, signed_volumes
-from physics.neo_hookean import CHUNK, rest_data
+from physics.neo_hookean import CHUNK, LANES, rest_data
 from physics.partitioning import chunk_plan, sweep_plan
 from physics.surface import boundary_triangles, surface_after_removal, tet_neighbours
 
@@ -49,13 +49,22 @@ class Model:
     n_slabs: int  # slabs of the sweep (2 per parallel task)
     order: np.ndarray  # live tet ids in sweep order (see physics.partitioning)
     sweep_keys: np.ndarray  # slab/seam group and colour of each, in sweep order
-    chunks: np.ndarray
+    chunks: np.ndarray  # offsets into the sweep order of runs of at most CHUNK tets of one slab and colour
     slab_chunks: np.ndarray
-    sweep_corners: np.ndarray  # (4, live) vertex ids in sweep order
-    sweep_inv_mass: np.ndarray  # (4, live)
-    sweep_dm_inv: np.ndarray  # (9, live) Dm^-1 in sweep order, structure of arrays for the SIMD solve
-    sweep_alpha_hyd: np.ndarray
-    sweep_gamma: np.ndarray
+    sweep_alpha_dev: np.ndarray  # (live,) alpha_dev in sweep order (fresh tissue; the step applies coagulation)
+    sweep_alpha_hyd: np.ndarray  # (live,) alpha_hyd in sweep order
+    # The kernel's copy of the per-tet data, in blocks: chunk c's tets sit in columns chunk_slots[c] onward, and
+    # each chunk is padded to a multiple of LANES columns (inert padding: no mass, Dm^-1 = 0), so the block
+    # solve always runs whole SIMD vectors (see physics.neo_hookean). block_slot: the column of each tet in
+    # sweep order.
+    chunk_slots: np.ndarray  # (chunks + 1,)
+    block_slot: np.ndarray  # (live,)
+    block_corners: np.ndarray  # (4, slots) vertex ids
+    block_inv_mass: np.ndarray  # (4, slots)
+    block_dm_inv: np.ndarray  # (9, slots) Dm^-1, structure of arrays for the SIMD solve
+    block_alpha_dev: np.ndarray  # (slots,)
+    block_alpha_hyd: np.ndarray  # (slots,)
+    block_gamma: np.ndarray  # (slots,)
     surface: np.ndarray  # (k, 3) outward boundary triangles of live tets
     epoch: int = 0  # bumps on every topology change
     max_vertex_speed: float = 5.0  # m/s; clamps blow-ups, far above any tissue motion
@@ -145,11 +154,16 @@ def build_model(
         sweep_keys=np.zeros(0, np.int64),
         chunks=np.zeros(1, np.int64),
         slab_chunks=np.zeros(3, np.int64),
-        sweep_corners=np.zeros((4, 0), np.int32),
-        sweep_inv_mass=np.zeros((4, 0)),
-        sweep_dm_inv=np.zeros((9, 0)),
+        sweep_alpha_dev=np.zeros(0),
         sweep_alpha_hyd=np.zeros(0),
-        sweep_gamma=np.zeros(0),
+        chunk_slots=np.zeros(1, np.int64),
+        block_slot=np.zeros(0, np.int64),
+        block_corners=np.zeros((4, 0), np.int32),
+        block_inv_mass=np.zeros((4, 0)),
+        block_dm_inv=np.zeros((9, 0)),
+        block_alpha_dev=np.zeros(0),
+        block_alpha_hyd=np.zeros(0),
+        block_gamma=np.zeros(0),
         surface=np.zeros((0, 3), np.int32),
     )
     model.neighbour, model.neighbour_face = tet_neighbours(model.tets)
@@ -194,7 +208,7 @@ def scale_stiffness(model: Model, tet_mask: np.ndarray, factor: float) -> int:
         raise ValueError("factor must be a positive finite number")
     model.alpha_dev[mask] /= factor
     model.alpha_hyd[mask] /= factor
-    model.sweep_alpha_hyd = model.alpha_hyd[model.order]
+    _refresh_compliance(model)
     return int(mask.sum())
 
 
@@ -241,11 +255,30 @@ def _refresh(model: Model) -> None:
     model.inv_mass = np.where(used & ~model.fixed, 1.0 / safe, 0.0)
     model.vertex_damping = np.where(used, damp_weight / safe, 0.0)
     model.chunks, model.slab_chunks = chunk_plan(model.sweep_keys, model.n_slabs, CHUNK)
-    model.sweep_corners = np.ascontiguousarray(model.tets[model.order].T)
-    model.sweep_inv_mass = model.inv_mass[model.sweep_corners]
-    model.sweep_dm_inv = np.ascontiguousarray(model.dm_inv[model.order].T)
+    counts = np.diff(model.chunks)
+    model.chunk_slots = np.r_[0, np.cumsum(-(-counts // LANES) * LANES)].astype(np.int64)
+    model.block_slot = np.repeat(model.chunk_slots[:-1] - model.chunks[:-1], counts) + np.arange(counts.sum())
+    corners = model.tets[model.order].T
+    model.block_corners = _blocks(model, corners, 0)
+    model.block_inv_mass = _blocks(model, model.inv_mass[corners], 0.0)
+    model.block_dm_inv = _blocks(model, model.dm_inv[model.order].T, 0.0)
+    model.block_gamma = _blocks(model, model.gamma[model.order], 1.0)
+    _refresh_compliance(model)
+
+
+def _refresh_compliance(model: Model) -> None:
+    """The compliances in sweep order and in the kernel's blocks (after _refresh or a stiffness change)."""
+    model.sweep_alpha_dev = model.alpha_dev[model.order]
     model.sweep_alpha_hyd = model.alpha_hyd[model.order]
-    model.sweep_gamma = model.gamma[model.order]
+    model.block_alpha_dev = _blocks(model, model.sweep_alpha_dev, 1.0)
+    model.block_alpha_hyd = _blocks(model, model.sweep_alpha_hyd, 1.0)
+
+
+def _blocks(model: Model, per_tet: np.ndarray, pad: float) -> np.ndarray:
+    """Per-tet data in sweep order (last axis) laid out in the kernel's padded blocks."""
+    out = np.full((*per_tet.shape[:-1], int(model.chunk_slots[-1])), pad, dtype=per_tet.dtype)
+    out[..., model.block_slot] = per_tet
+    return out
 
 
 def _vertex_ids(ids: np.ndarray, n: int, what: str) -> np.ndarray:

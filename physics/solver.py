@@ -13,17 +13,18 @@ import numba
 import numpy as np
 
 from physics import cautery, cutting, grasping
-from physics.contact import broad_phase
+from physics.contact import frame_candidates
 from physics.control import Control, InstrumentInput
 from physics.instruments import quat_to_matrix
-from physics.kinematics import interpolate_frames, world_capsules
 from physics.model import Model, remove_tets
 from physics.pose_guard import PoseLimits, guard_jaw, guard_pose
-from physics.state import InstrumentState, State
+from physics.smallvec import norm3
+from physics.state import InstrumentState, State, block_alpha_dev
 from physics.substeps import N_COUNTS, simulate_frame, simulate_frame_serial
 from physics.topology import TopologyChange
 
 CONTACT_MARGIN = 0.005  # m added around each instrument when picking candidate vertices
+_DEFAULT_LIMITS = PoseLimits()
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def step(
         raise ValueError(f"dt must be in (0, 0.1] s, got {dt!r}")
     if not (isinstance(substeps, int) and 1 <= substeps <= 10_000):
         raise ValueError(f"substeps must be an int in [1, 10000], got {substeps!r}")
-    limits = limits or PoseLimits()
+    limits = limits or _DEFAULT_LIMITS
     events: list[Event] = []
     starts = _update_instruments(state, control, dt, limits, events)
     ids = list(state.instruments)
@@ -79,10 +80,8 @@ def step(
     counts = np.zeros(N_COUNTS, dtype=np.int64)
     inst_force = np.zeros((len(ids), 3))
     arrays = _instrument_arrays(state, ids, starts)
-    grasps = _grasp_arrays(state, ids)
-    anchor_v = np.repeat(model.anchor_vertex[:, None], 3, axis=1)
-    anchor_w = np.zeros((anchor_v.shape[0], 3))
-    anchor_w[:, 0] = 1.0
+    grasps, grasp_rows = _grasp_arrays(state, ids)
+    anchor_v, anchor_w = _anchor_arrays(model)
     anchor_force = np.zeros((anchor_v.shape[0], 3))
     grasp_force = np.zeros((grasps[0].size, 3))
     cand_verts, cand_weights, cand_inst = _contact_candidates(model, state, arrays, dt)
@@ -90,27 +89,27 @@ def step(
     kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
     kernel(
         state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
-        model.max_vertex_speed, model.sweep_corners, model.sweep_inv_mass, model.chunks, model.slab_chunks,
-        model.sweep_dm_inv,
-        state.effective_alpha_dev(model)[model.order], model.sweep_alpha_hyd, model.sweep_gamma,
+        model.max_vertex_speed, model.block_corners, model.block_inv_mass, model.chunks, model.chunk_slots,
+        model.slab_chunks, model.block_dm_inv, block_alpha_dev(model, state), model.block_alpha_hyd, model.block_gamma,
         anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
         env.planes, env.spheres, env.boxes, env.friction,
-        *arrays, cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
+        *arrays[:11], cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
         inst_force, anchor_force, grasp_force, counts,
     )  # fmt: skip
 
     report = StepReport(state.frame + 1, state.time + dt, {}, {}, anchor_force, events, [], {})
-    _collect_forces(state, ids, grasps[0], inst_force, grasp_force, report)
+    _collect_forces(state, ids, grasp_rows, inst_force, grasp_force, report)
     _tear_overloaded(state, report)
     _topology_events(model, state, ids, starts, dt, report)
+    n_inst, n_env, n_reset, n_clamp = counts.tolist()
     report.counts = {
-        "instrument_contacts": int(counts[0]),
-        "environment_contacts": int(counts[1]),
-        "nonfinite_resets": int(counts[2]),
-        "speed_clamped": int(counts[3]),
+        "instrument_contacts": n_inst,
+        "environment_contacts": n_env,
+        "nonfinite_resets": n_reset,
+        "speed_clamped": n_clamp,
     }
-    state.counters["nonfinite_resets"] += int(counts[2])
-    state.counters["speed_clamped"] += int(counts[3])
+    state.counters["nonfinite_resets"] += n_reset
+    state.counters["speed_clamped"] += n_clamp
     state.frame += 1
     state.time += dt
     return report
@@ -185,65 +184,114 @@ def _grasp_transition(model: Model, state: State, k: int, start, events: list[Ev
             events.append(Event("grasp", k, {"points": int(grasp.vertices.shape[0])}))
 
 
-def _instrument_arrays(state: State, ids: list[int], starts) -> tuple[np.ndarray, ...]:
-    k = len(ids)
-    p0, q0, j0 = np.zeros((k, 3)), np.zeros((k, 4)), np.zeros(k)
-    p1, q1, j1 = np.zeros((k, 3)), np.zeros((k, 4)), np.zeros(k)
-    mu = np.zeros(k)
+def _instrument_arrays(state: State, ids: list[int], starts) -> tuple:
+    """Kernel inputs for the instruments in row order: poses at the frame's start and end (p0, q0, j0, p1, q1,
+    j1), friction, and the capsules (instrument row, local rows, radius, active), then whether any capsule is
+    active. The capsule part depends only on which specs are held in which rows and which of them hold a
+    grasp, so it is built once per such layout and reused."""
+    insts = [state.instruments[key] for key in ids]
+    if not insts:
+        return _NO_INSTRUMENTS
+    first = [starts[key] for key in ids]
+    p0 = np.array([f[0] for f in first], dtype=np.float64)
+    q0 = np.array([f[1] for f in first], dtype=np.float64)
+    j0 = np.array([f[2] for f in first], dtype=np.float64)
+    p1 = np.array([inst.position for inst in insts], dtype=np.float64)
+    q1 = np.array([inst.orientation for inst in insts], dtype=np.float64)
+    j1 = np.array([inst.jaw for inst in insts], dtype=np.float64)
+    return (p0, q0, j0, p1, q1, j1, *_capsule_layout(state, insts))
+
+
+def _capsule_layout(state: State, insts: list[InstrumentState]) -> tuple:
+    """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, cached on the state."""
+    # Keyed by object ids; the cache holds the objects themselves, so an id cannot be reused while cached.
+    key = tuple([(id(inst.spec), inst.grasp is not None) for inst in insts])
+    cached = state.__dict__.get("_capsule_layout_cache")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    mu = np.array([inst.spec.friction for inst in insts], dtype=np.float64)
     caps, cap_inst, active = [], [], []
-    for row, key in enumerate(ids):
-        inst = state.instruments[key]
-        p0[row], q0[row], j0[row] = starts[key]
-        p1[row], q1[row], j1[row] = inst.position, inst.orientation, inst.jaw
-        mu[row] = inst.spec.friction
-        holding = inst.grasp is not None
-        for cap in inst.spec.capsules:
+    for row, inst in enumerate(insts):
+        spec, holding = inst.spec, inst.grasp is not None
+        for cap in spec.capsules:
             caps.append(cap)
             cap_inst.append(row)
             is_jaw = cap[7] != 0.0
-            active.append(not is_jaw or (inst.spec.jaws_collide and not holding))
+            active.append(not is_jaw or (spec.jaws_collide and not holding))
     cap_local = np.array(caps, dtype=np.float64).reshape(-1, 8)
-    return (
-        p0, q0, j0, p1, q1, j1, mu,
-        np.array(cap_inst, dtype=np.int32), cap_local, np.ascontiguousarray(cap_local[:, 6]),
-        np.array(active, dtype=np.bool_),
+    active_arr = np.array(active, dtype=np.bool_)
+    layout = (
+        mu, np.array(cap_inst, dtype=np.int32), cap_local, np.ascontiguousarray(cap_local[:, 6]), active_arr,
+        bool(active_arr.any()),
     )  # fmt: skip
+    state.__dict__["_capsule_layout_cache"] = (key, layout, [inst.spec for inst in insts])
+    return layout
 
 
-def _grasp_arrays(state: State, ids: list[int]) -> tuple[np.ndarray, ...]:
+_NO_INSTRUMENTS = (
+    np.zeros((0, 3)), np.zeros((0, 4)), np.zeros(0), np.zeros((0, 3)), np.zeros((0, 4)), np.zeros(0), np.zeros(0),
+    np.zeros(0, np.int32), np.zeros((0, 8)), np.zeros(0), np.zeros(0, np.bool_), False,
+)  # fmt: skip
+_NO_GRASPS = (np.zeros(0, np.int32), np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
+    """Kernel inputs of the held grasps (instrument row, vertex triples, weights, local targets) and each row's
+    range of grasp points (first, last + 1; empty for a row that holds nothing). Rebuilt only when a grasp or its
+    arrays change (cached on the state)."""
     rows = [(row, state.instruments[k].grasp) for row, k in enumerate(ids) if state.instruments[k].grasp]
     if not rows:
-        return np.zeros(0, np.int32), np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3))
+        return _NO_GRASPS, (np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64))
+    key = (len(ids), *[(row, id(g.vertices), id(g.weights), id(g.local)) for row, g in rows])  # held below
+    cached = state.__dict__.get("_grasp_arrays_cache")
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
     g_inst = np.concatenate([np.full(g.vertices.shape[0], row, np.int32) for row, g in rows])
-    return (
+    arrays = (
         g_inst,
         np.ascontiguousarray(np.concatenate([g.vertices for _, g in rows]), dtype=np.int32),
         np.ascontiguousarray(np.concatenate([g.weights for _, g in rows])),
         np.ascontiguousarray(np.concatenate([g.local for _, g in rows])),
     )
+    spans = (np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64))  # each row's first and last point + 1
+    at = 0
+    for row, g in rows:
+        spans[0][row], spans[1][row] = at, at + g.vertices.shape[0]
+        at += g.vertices.shape[0]
+    held = [(g.vertices, g.weights, g.local) for _, g in rows]
+    state.__dict__["_grasp_arrays_cache"] = (key, arrays, spans, held)
+    return arrays, spans
+
+
+def _anchor_arrays(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors as attach points (vertex triples (v, v, v), weights (1, 0, 0)); rebuilt when anchor_vertex is
+    replaced (add_anchors)."""
+    cached = model.__dict__.get("_anchor_arrays_cache")
+    if cached is not None and cached[0] is model.anchor_vertex:
+        return cached[1], cached[2]
+    anchor_v = np.repeat(model.anchor_vertex[:, None], 3, axis=1)
+    anchor_w = np.zeros((anchor_v.shape[0], 3))
+    anchor_w[:, 0] = 1.0
+    model.__dict__["_anchor_arrays_cache"] = (model.anchor_vertex, anchor_v, anchor_w)
+    return anchor_v, anchor_w
 
 
 def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tissue points that may touch an instrument this frame, near an active capsule's path:
     (vertex triples, barycentric weights, instrument row). Movable vertices, plus the centre of each
     surface triangle so that a thin shaft cannot pass between the vertices of a coarse mesh."""
-    p0, q0, j0, p1, q1, j1, _, cap_inst, cap_local, cap_r, active = arrays
-    empty = np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros(0, np.int32)
-    if not active.any():
-        return empty
-    ends = []
-    for s in (0.0, 1.0):
-        P, R, jaw = np.empty_like(p0), np.empty((p0.shape[0], 9)), np.empty(p0.shape[0])
-        a, b = np.empty((cap_inst.size, 3)), np.empty((cap_inst.size, 3))
-        interpolate_frames(p0, q0, j0, p1, q1, j1, s, P, R, jaw)
-        world_capsules(cap_inst, cap_local, P, R, jaw, a, b)
-        ends.append((a, b))
-    (a0, b0), (a1, b1) = ends
-    sweep = np.maximum(np.linalg.norm(a1 - a0, axis=1), np.linalg.norm(b1 - b0, axis=1))
-    # Tissue moves too: allow what a vertex at the speed clamp could cover in a tenth of the frame.
-    reach = cap_r + sweep + CONTACT_MARGIN + model.max_vertex_speed * dt * 0.1
+    p0, q0, j0, p1, q1, j1, _, cap_inst, cap_local, cap_r, active, any_active = arrays
+    if not any_active:
+        return _NO_CANDIDATES
     movable, tris = _contact_sets(model)
-    return broad_phase(state.x, movable, tris, a0, b0, reach, cap_inst, active, p0.shape[0])
+    # Tissue moves too: allow what a vertex at the speed clamp could cover in a tenth of the frame.
+    tissue = model.max_vertex_speed * dt * 0.1
+    return frame_candidates(
+        state.x, movable, tris, p0, q0, j0, p1, q1, j1, cap_inst, cap_local, cap_r, active, CONTACT_MARGIN, tissue
+    )
+
+
+_NO_CANDIDATES = (np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros(0, np.int32))
 
 
 def _contact_sets(model: Model) -> tuple[np.ndarray, np.ndarray]:
@@ -258,38 +306,61 @@ def _contact_sets(model: Model) -> tuple[np.ndarray, np.ndarray]:
     return movable, tris
 
 
-def _collect_forces(state, ids, g_inst, inst_force, grasp_force, report: StepReport) -> None:
+def _collect_forces(state, ids, grasp_rows, inst_force, grasp_force, report: StepReport) -> None:
+    first, last = grasp_rows
+    totals, pulls = _frame_forces(inst_force, grasp_force, first, last)
     for row, k in enumerate(ids):
         inst = state.instruments[k]
-        total = -inst_force[row].copy()
+        total = totals[row]
         if inst.grasp is not None:
-            pull = grasp_force[g_inst == row].sum(axis=0)
+            pull = pulls[row]
             inst.grasp.force = pull
             report.grasp_forces[k] = pull
-            total -= pull
         inst.force = total
         report.instrument_forces[k] = total
+
+
+@numba.njit(nogil=True, cache=True)
+def _frame_forces(inst_force, grasp_force, first, last):
+    """Per instrument row: the grasp pull (sum of its grasp points' forces, rows first..last) and the total
+    force on the instrument (minus contact minus pull), with numpy's rounding (sum(axis=0) adds rows in order)."""
+    k = inst_force.shape[0]
+    totals = np.empty((k, 3))
+    pulls = np.zeros((k, 3))
+    for row in range(k):
+        for d in range(3):
+            totals[row, d] = -inst_force[row, d]
+        if last[row] > first[row]:
+            for d in range(3):
+                acc = grasp_force[first[row], d]
+                for g in range(first[row] + 1, last[row]):
+                    acc += grasp_force[g, d]
+                pulls[row, d] = acc
+                totals[row, d] -= acc
+    return totals, pulls
 
 
 def _tear_overloaded(state: State, report: StepReport) -> None:
     for k, inst in state.instruments.items():
         g = inst.grasp
-        if g is not None and float(np.linalg.norm(g.force)) > g.tear_force:
+        if g is not None and norm3(g.force) > g.tear_force:
             inst.grasp = None
             state.counters["grasp_torn"] += 1
-            report.events.append(Event("tear", k, {"force": float(np.linalg.norm(g.force)), "limit": g.tear_force}))
+            report.events.append(Event("tear", k, {"force": norm3(g.force), "limit": g.tear_force}))
 
 
 def _topology_events(model: Model, state: State, ids, starts, dt: float, report: StepReport) -> None:
     for k in ids:
         inst = state.instruments[k]
-        rotation = quat_to_matrix(inst.orientation)
-        doomed, cause = np.zeros(0, np.int32), ""
+        doomed, cause = None, ""
         if inst.spec.cuts:
-            length = cutting.blade_length(inst.spec.capsules)
-            doomed = cutting.swept_tets(model, state.x, inst.position, rotation, starts[k][2], inst.jaw, length)
-            cause = "cut"
+            if inst.jaw < starts[k][2]:  # only closing blades cut (cutting.swept_tets finds nothing otherwise)
+                length = cutting.blade_length(inst.spec.capsules)
+                rotation = quat_to_matrix(inst.orientation)
+                doomed = cutting.swept_tets(model, state.x, inst.position, rotation, starts[k][2], inst.jaw, length)
+                cause = "cut"
         elif inst.energy:
+            rotation = quat_to_matrix(inst.orientation)
             tip = inst.position + rotation @ np.asarray(inst.spec.energy_tip)
             heated, doomed = cautery.heat(
                 model, state.x, state.damage, tip, inst.spec.energy_radius, inst.spec.heat_rate, dt
@@ -298,7 +369,7 @@ def _topology_events(model: Model, state: State, ids, starts, dt: float, report:
             if heated.size == 0:
                 state.counters["energy_frames_without_tissue"] += 1
             cause = "burn"
-        if doomed.size:
+        if doomed is not None and doomed.size:
             removed, tri_out, tri_in = remove_tets(model, doomed)
             change = TopologyChange(model.epoch, cause, k, removed, tri_out, tri_in)
             report.topology.append(change)

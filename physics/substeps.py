@@ -41,7 +41,7 @@ def predict(x, x_prev, v, inv_mass, i, gx, gy, gz, h):
 
 def _simulate_frame(
     x, v, inv_mass, mass, damping, gravity, dt, substeps, max_speed,
-    corners, W, chunks, slab_chunks, B, alpha_dev, alpha_hyd, gamma,
+    corners, W, chunks, chunk_slots, slab_chunks, B, alpha_dev, alpha_hyd, gamma,
     anchor_verts, anchor_weights, anchor_targets, anchor_alpha,
     planes, spheres, boxes, env_mu,
     p0, q0, j0, p1, q1, j1, inst_mu, cap_inst, cap_local, cap_r, cap_active,
@@ -75,7 +75,7 @@ def _simulate_frame(
         interpolate_frames(p0, q0, j0, p1, q1, j1, (s + 1.0) / substeps, P, R, jaw)
         world_capsules(cap_inst, cap_local, P, R, jaw, wa, wb)
         grasp_targets(g_inst, g_local, P, R, targets)
-        elastic_pass(x, corners, W, chunks, slab_chunks, B, alpha_dev, alpha_hyd, gamma, inv_h2)
+        elastic_pass(x, corners, W, chunks, chunk_slots, slab_chunks, B, alpha_dev, alpha_hyd, gamma, inv_h2)
         attach_pass(x, inv_mass, anchor_verts, anchor_weights, anchor_targets, anchor_alpha * inv_h2,
                     force_scale, out_anchor_force)  # fmt: skip
         attach_pass(x, inv_mass, g_verts, g_weights, targets, g_alpha * inv_h2, force_scale, out_grasp_force)

@@ -85,7 +85,7 @@ def test_the_solver_keeps_running_after_a_cut():
     assert orphans.any()
     np.testing.assert_allclose(d.model.rest_positions[orphans, 0], 0.0, atol=1e-12)
     assert np.all(d.model.inv_mass[orphans] == 0) and np.all(d.model.mass[orphans] == 0)
-    assert d.model.sweep_corners.shape[1] == d.model.n_live_tets
+    assert d.model.block_slot.shape[0] == d.model.sweep_alpha_dev.shape[0] == d.model.n_live_tets
     assert d.model.alive[d.model.order].all()
     d.jaw = 1.0
     d.position = d.position + np.array([0, 0.02, 0])  # withdraw upward

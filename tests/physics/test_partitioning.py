@@ -5,7 +5,7 @@ import pytest
 
 from physics.materials import Material
 from physics.model import build_model, remove_tets
-from physics.neo_hookean import CHUNK
+from physics.neo_hookean import CHUNK, LANES
 from physics.partitioning import MAX_COLOURS, OVERFLOW, chunk_plan, greedy_colours, sweep_plan
 from physics.procedural import tissue_block
 
@@ -68,5 +68,23 @@ def test_model_plan_stays_valid_after_removing_tets():
     assert set(model.order) == set(np.flatnonzero(model.alive))
     _check_plan(model.tets, model.order, model.chunks, model.slab_chunks)
     assert np.diff(model.chunks).max() <= CHUNK
-    np.testing.assert_array_equal(model.sweep_corners, model.tets[model.order].T)
-    np.testing.assert_array_equal(model.sweep_inv_mass, model.inv_mass[model.tets[model.order]].T)
+    slot = model.block_slot
+    np.testing.assert_array_equal(model.block_corners[:, slot], model.tets[model.order].T)
+    np.testing.assert_array_equal(model.block_inv_mass[:, slot], model.inv_mass[model.tets[model.order]].T)
+    np.testing.assert_array_equal(model.block_dm_inv[:, slot], model.dm_inv[model.order].T)
+    np.testing.assert_array_equal(model.block_alpha_dev[slot], model.sweep_alpha_dev)
+    _check_blocks(model)
+
+
+def _check_blocks(model) -> None:
+    """Each chunk starts at a whole SIMD block, its tets in order; the rest of the block is inert padding."""
+    slots, chunks = model.chunk_slots, model.chunks
+    assert np.all(slots % LANES == 0) and slots[-1] == model.block_corners.shape[1]
+    counts = np.diff(chunks)
+    assert np.all(np.diff(slots) >= counts) and np.all(np.diff(slots) < counts + LANES)
+    for c in range(counts.size):
+        np.testing.assert_array_equal(model.block_slot[chunks[c] : chunks[c + 1]], slots[c] + np.arange(counts[c]))
+    pad = np.ones(model.block_corners.shape[1], bool)
+    pad[model.block_slot] = False
+    assert np.all(model.block_inv_mass[:, pad] == 0) and np.all(model.block_dm_inv[:, pad] == 0)
+    assert np.all(model.block_alpha_dev[pad] > 0) and np.all(model.block_alpha_hyd[pad] > 0)
