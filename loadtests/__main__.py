@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="one server process per room (DESIGN's scale-out), measured together; default: all rooms in one",
     )
+    p.add_argument(
+        "--observer-snapshot-hz",
+        type=float,
+        default=None,
+        help="the servers' observer_snapshot_hz (e.g. 30; 0: observers get every tick); default: the server's own",
+    )
     p.add_argument("--out", type=Path, default=None, help=out_help)
 
     p = sub.add_parser("impaired", help="a team with one client under loss, a burst, 150+/-30 ms RTT, reordering")

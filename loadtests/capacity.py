@@ -31,6 +31,7 @@ from loadtests.sampler import Sampler, window
 from loadtests.server import TICK_BUDGET, LoadServer, ServerGroup, create_room, tick_summary
 from loadtests.swarm import Worker, launch, room_checks
 from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
+from rehearsal.settings import Settings
 
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 
@@ -72,6 +73,7 @@ def run_capacity(
     stop_p99_ms: float = 50.0,
     physics_threads: int = 0,
     process_per_room: bool = False,
+    observer_snapshot_hz: float | None = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ramp (see the module doc); returns the report (also written to ``out``/capacity.json)."""
@@ -83,7 +85,11 @@ def run_capacity(
 
     def new_server(tag: str) -> LoadServer:
         server = LoadServer(
-            folder / tag, empty_room_seconds=EMPTY_ROOM_SECONDS, max_clients=256, physics_threads=physics_threads
+            folder / tag,
+            empty_room_seconds=EMPTY_ROOM_SECONDS,
+            max_clients=256,
+            physics_threads=physics_threads,
+            observer_snapshot_hz=observer_snapshot_hz,
         )
         group.add(server)
         server.wait_listening()
@@ -98,6 +104,9 @@ def run_capacity(
         "budget_ms": 1000 * TICK_BUDGET,
         "physics_threads": physics_threads or "server default (settings.physics_threads, 1 per room)",
         "process_per_room": process_per_room,
+        "observer_snapshot_hz": Settings().observer_snapshot_hz
+        if observer_snapshot_hz is None
+        else observer_snapshot_hz,
     }
     sampler = None
     try:

@@ -40,7 +40,8 @@ from rehearsal.settings import load_settings
 threads = int(sys.argv[5]) or None  # 0: the server's default
 sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0,
                              max_clients=int(sys.argv[3]), empty_room_seconds=float(sys.argv[4]),
-                             physics_threads=threads, drain_seconds=float(sys.argv[6]))))
+                             physics_threads=threads, drain_seconds=float(sys.argv[6]),
+                             observer_snapshot_hz=float(sys.argv[7]) if float(sys.argv[7]) >= 0 else None)))
 """
 
 
@@ -55,9 +56,19 @@ class LoadServer(ServerProcess):
         max_clients: int = 256,
         empty_room_seconds: float = 300.0,
         physics_threads: int = 0,
+        observer_snapshot_hz: float | None = None,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        args = (data_dir, SCENARIO_DIR, max_clients, empty_room_seconds, int(physics_threads), DRAIN_SECONDS)
+        observer_hz = -1.0 if observer_snapshot_hz is None else float(observer_snapshot_hz)  # -1: the default
+        args = (
+            data_dir,
+            SCENARIO_DIR,
+            max_clients,
+            empty_room_seconds,
+            int(physics_threads),
+            DRAIN_SECONDS,
+            observer_hz,
+        )
         super().__init__(data_dir, echo, DRAIN_SECONDS, script=LAUNCH, script_args=[str(a) for a in args])
 
     @property

@@ -31,9 +31,10 @@ class Settings:
     default_scenario: str = "basic_skills"
     empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
     physics_threads: int = 1  # per room; 1 keeps a core for the network when several rooms run
-    # Observers only watch: they get snapshots at this rate (0: every tick), which halves what each costs the
-    # server and their links at the default 60 Hz tick; the people at the table always get every tick.
-    observer_snapshot_hz: float = 30.0
+    # Observers only watch: given a rate (e.g. 30 for a large audience), they get snapshots at about that rate
+    # instead of every tick (0), and each costs the server and its link less. The people at the table always
+    # get every tick.
+    observer_snapshot_hz: float = 0.0
     record: bool = True  # write each room's recording (data_dir/recordings) for replay and debrief
     drain_seconds: float = 30.0  # on SIGTERM: rooms end when empty or after this long, then the process exits
     protocol_id: int = PROTOCOL_ID
