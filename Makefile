@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # numba's cache does not notice when a kernel calls a changed kernel in another file, so the cache
-# folder is keyed on the engine's sources: any change to physics/ compiles afresh.
-KERNEL_HASH := $(shell cat physics/*.py | cksum | cut -d' ' -f1)
+# folder is keyed on the sources of the kernels: any change to physics/ or netcode/ compiles afresh.
+KERNEL_HASH := $(shell cat physics/*.py netcode/*.py | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
 .PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response clean \
