@@ -206,7 +206,7 @@ def _capsule_layout(state: State, insts: list[InstrumentState]) -> tuple:
     """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, cached on the state."""
     # Keyed by object ids; the cache holds the objects themselves, so an id cannot be reused while cached.
     key = tuple([(id(inst.spec), inst.grasp is not None) for inst in insts])
-    cached = state.__dict__.get("_capsule_layout_cache")
+    cached = state.shell_cache.get("capsules")
     if cached is not None and cached[0] == key:
         return cached[1]
     mu = np.array([inst.spec.friction for inst in insts], dtype=np.float64)
@@ -224,7 +224,7 @@ def _capsule_layout(state: State, insts: list[InstrumentState]) -> tuple:
         mu, np.array(cap_inst, dtype=np.int32), cap_local, np.ascontiguousarray(cap_local[:, 6]), active_arr,
         bool(active_arr.any()),
     )  # fmt: skip
-    state.__dict__["_capsule_layout_cache"] = (key, layout, [inst.spec for inst in insts])
+    state.shell_cache["capsules"] = (key, layout, [inst.spec for inst in insts])
     return layout
 
 
@@ -243,7 +243,7 @@ def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...],
     if not rows:
         return _NO_GRASPS, (np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64))
     key = (len(ids), *[(row, id(g.vertices), id(g.weights), id(g.local)) for row, g in rows])  # held below
-    cached = state.__dict__.get("_grasp_arrays_cache")
+    cached = state.shell_cache.get("grasps")
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
     g_inst = np.concatenate([np.full(g.vertices.shape[0], row, np.int32) for row, g in rows])
@@ -259,20 +259,20 @@ def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...],
         spans[0][row], spans[1][row] = at, at + g.vertices.shape[0]
         at += g.vertices.shape[0]
     held = [(g.vertices, g.weights, g.local) for _, g in rows]
-    state.__dict__["_grasp_arrays_cache"] = (key, arrays, spans, held)
+    state.shell_cache["grasps"] = (key, arrays, spans, held)
     return arrays, spans
 
 
 def _anchor_arrays(model: Model) -> tuple[np.ndarray, np.ndarray]:
     """Anchors as attach points (vertex triples (v, v, v), weights (1, 0, 0)); rebuilt when anchor_vertex is
     replaced (add_anchors)."""
-    cached = model.__dict__.get("_anchor_arrays_cache")
+    cached = model.shell_cache.get("anchors")
     if cached is not None and cached[0] is model.anchor_vertex:
         return cached[1], cached[2]
     anchor_v = np.repeat(model.anchor_vertex[:, None], 3, axis=1)
     anchor_w = np.zeros((anchor_v.shape[0], 3))
     anchor_w[:, 0] = 1.0
-    model.__dict__["_anchor_arrays_cache"] = (model.anchor_vertex, anchor_v, anchor_w)
+    model.shell_cache["anchors"] = (model.anchor_vertex, anchor_v, anchor_w)
     return anchor_v, anchor_w
 
 

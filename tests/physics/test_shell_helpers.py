@@ -129,8 +129,8 @@ def _script(forget_caches: bool) -> tuple[np.ndarray, list]:
     out = []
     for f in range(14):
         if forget_caches:
-            for key in [k for k in state.__dict__ if k.endswith("_cache")]:
-                del state.__dict__[key]
+            state.shell_cache.clear()
+            model.shell_cache.clear()
         gp = np.array([0.0, TOP + 0.010 + 0.0008 * max(0, f - 1), 0.0])
         cmds = [InstrumentInput(1, g, gp, DOWN, 0.8 if f == 0 else 0.0)]
         if 3 <= f < 9:
