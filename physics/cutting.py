@@ -32,6 +32,20 @@ def swept_tets(
     position = np.asarray(position, dtype=np.float64)
     normal = np.ascontiguousarray(rotation[:, 1], dtype=np.float64)
     live = tets_near_plane(x, position, blade_length + REACH_MARGIN, normal, model.tets, model.alive)
+    return fan_swept(model, x, live, position, rotation, jaw_before, jaw_after, blade_length)
+
+
+def fan_swept(
+    model: Model,
+    x: np.ndarray,
+    live: np.ndarray,
+    position: np.ndarray,
+    rotation: np.ndarray,
+    jaw_before: float,
+    jaw_after: float,
+    blade_length: float,
+) -> np.ndarray:
+    """Of the candidate tets ``live``, those the closing blades' fans sweep (see swept_tets), as int32."""
     local = (x[model.tets[live]] - position) @ rotation  # (k, 4, 3) in the instrument frame
     ly = local[:, :, 1]
     straddles = (ly.min(axis=1) <= 0.0) & (ly.max(axis=1) >= 0.0)

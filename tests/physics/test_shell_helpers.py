@@ -6,7 +6,7 @@ import numpy as np
 from physics import Control, InstrumentInput, step
 from physics.cautery import heat
 from physics.contact import broad_phase
-from physics.cutting import REACH_MARGIN, swept_tets
+from physics.cutting import REACH_MARGIN, fan_swept, swept_tets
 from physics.instruments import cautery_hook, grasper, look_rotation, quat_to_matrix
 from physics.smallvec import dot, norm, norm3
 from tests.physics.scenes import DOWN, block
@@ -76,21 +76,13 @@ def test_broad_phase_finds_what_testing_every_point_against_every_capsule_finds(
 
 
 def _swept_reference(model, x, position, rotation, jaw_before, jaw_after, blade_length):
-    """cutting.swept_tets as plain numpy over every vertex and tet (its behaviour before the numba prefilter)."""
+    """cutting.swept_tets with its candidates found by plain numpy over every vertex and tet (its behaviour before
+    the numba prefilter); the fan test itself is shared."""
     if not jaw_after < jaw_before:
         return np.zeros(0, dtype=np.int32)
     near = np.linalg.norm(x - position, axis=1) <= blade_length + REACH_MARGIN
     live = np.flatnonzero(model.alive & near[model.tets].any(axis=1))
-    local = (x[model.tets[live]] - position) @ rotation
-    ly = local[:, :, 1]
-    straddles = (ly.min(axis=1) <= 0.0) & (ly.max(axis=1) >= 0.0)
-    angle = np.arctan2(local[:, :, 0], local[:, :, 2])
-    lo, hi = angle.min(axis=1), angle.max(axis=1)
-    fan_lo, fan_hi = 0.5 * jaw_after, 0.5 * jaw_before
-    crosses = ((hi >= fan_lo) & (lo <= fan_hi)) | ((hi >= -fan_hi) & (lo <= -fan_lo))
-    within = np.hypot(local[:, :, 0], local[:, :, 2]).min(axis=1) <= blade_length
-    ahead = local[:, :, 2].max(axis=1) > 0.0
-    return live[straddles & crosses & within & ahead].astype(np.int32)
+    return fan_swept(model, x, live, position, rotation, jaw_before, jaw_after, blade_length)
 
 
 def test_swept_tets_and_heat_match_the_plain_numpy_scans():
