@@ -70,7 +70,8 @@ def update_order(acc: np.ndarray, weights: np.ndarray, pending: np.ndarray) -> n
 
 
 class PriorityAccumulator:
-    """Accumulators for ``n`` objects of one client (a thin shell over the functions above)."""
+    """Accumulators for ``n`` objects of one client (a thin shell over the functions above). Sending an
+    object sets its accumulator to 0 (the codec's ``record_sent`` does that for the patches it sent)."""
 
     def __init__(self, n: int) -> None:
         self.acc = np.zeros(n)
@@ -78,9 +79,6 @@ class PriorityAccumulator:
     def update(self, weights: np.ndarray, pending: np.ndarray) -> np.ndarray:
         """Add this frame's weights; objects with nothing pending drop to 0. Returns the send order."""
         return update_order(self.acc, weights, pending)
-
-    def sent(self, idx: np.ndarray) -> None:
-        self.acc[idx] = 0.0
 
     def reset(self, n: int | None = None) -> None:
         self.acc = np.zeros(len(self.acc) if n is None else n)

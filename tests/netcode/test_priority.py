@@ -22,7 +22,7 @@ def test_accumulator_order_reset_and_pending():
     acc = PriorityAccumulator(4)
     order = acc.update(np.array([1.0, 3.0, 0.0, 2.0]), np.array([True, True, True, True]))
     assert order.tolist() == [1, 3, 0]
-    acc.sent(np.array([1]))
+    acc.acc[1] = 0.0  # sent (as the codec's record_sent resets it)
     order = acc.update(np.array([1.0, 0.5, 0.0, 0.0]), np.array([True, True, False, True]))
     assert order.tolist() == [0, 3, 1]  # 2.0, 2.0 (tie: lower index first... 0 then 3), 0.5
     assert acc.acc[2] == 0.0
