@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # numba's cache does not notice when a kernel calls a changed kernel in another file, so the cache
 # folder is keyed on the sources of the kernels: any change to physics/ or netcode/ compiles afresh.
-KERNEL_HASH := $(shell cat physics/*.py netcode/*.py | cksum | cut -d' ' -f1)
+KERNEL_HASH := $(shell find physics netcode -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
 .PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response clean \
@@ -36,10 +36,10 @@ bench: $(STAMP)
 	$(PY) -m physics.bench $(ARGS)
 
 bench-net: $(STAMP)
-	$(PY) -m netcode.bench $(ARGS)
+	$(PY) -m netcode.transport.bench $(ARGS)
 
 bench-snapshot: $(STAMP)
-	$(PY) -m netcode.snapshot_bench $(ARGS)
+	$(PY) -m netcode.sync.snapshot_bench $(ARGS)
 
 bench-response: $(STAMP)
 	$(PY) -m rehearsal.response_bench $(ARGS)

@@ -18,7 +18,7 @@ import sys
 import time
 
 from loadtests.relay import LOOPBACK
-from netcode.constants import CONNECT_TOKEN_NONCE_BYTES, CONNECT_TOKEN_PRIVATE_BYTES, VERSION_INFO
+from netcode.transport.constants import CONNECT_TOKEN_NONCE_BYTES, CONNECT_TOKEN_PRIVATE_BYTES, VERSION_INFO
 from rehearsal.settings import PROTOCOL_ID
 
 REQUEST_BYTES = 1078

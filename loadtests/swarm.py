@@ -51,12 +51,12 @@ from typing import Any
 
 import numpy as np
 
-from netcode.address import Address
-from netcode.channels import Channel
-from netcode.connection import Delivery
-from netcode.messages import Message
-from netcode.snapshot import SnapshotError, read_header
-from netcode.snapshot_decode import ACK_BITS, SnapshotDecoder
+from netcode.messaging.channels import Channel
+from netcode.messaging.connection import Delivery
+from netcode.messaging.messages import Message
+from netcode.sync.snapshot import SnapshotError, read_header
+from netcode.sync.snapshot_decode import ACK_BITS, SnapshotDecoder
+from netcode.transport.address import Address
 from rehearsal.bots import ROOT, SNAPSHOT_TYPES, Headset, SurgeonScript
 
 MAX_SERIES = 20_000  # bound on every recorded series per bot
@@ -184,10 +184,10 @@ def circle_pose(t: float, x: float, z: float, phase: float = 0.0) -> tuple[list[
 def warm_up() -> None:
     """Encode and decode two tiny snapshots so that the numba kernels of the codec are loaded (~0.3 s) before
     the bots connect, not as a stall of every bot of the worker on the first snapshot."""
-    from netcode.patches import make_patches
-    from netcode.snapshot import RigidSet
-    from netcode.snapshot_codec import SnapshotServer
-    from netcode.snapshot_messages import snapshot_message
+    from netcode.sync.patches import make_patches
+    from netcode.sync.snapshot import RigidSet
+    from netcode.sync.snapshot_codec import SnapshotServer
+    from netcode.sync.snapshot_messages import snapshot_message
 
     x = np.random.default_rng(0).random((12, 3)) * 0.01
     sync = SnapshotServer(make_patches(np.arange(12), x), triangles=np.array([[0, 1, 2]]))

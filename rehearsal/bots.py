@@ -35,16 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
-from netcode.address import Address
-from netcode.channels import Channel
-from netcode.client import ClientCore, ClientState
-from netcode.connection import Delivery
-from netcode.messages import Message
-from netcode.peers import ClientChannels
-from netcode.snapshot import SnapshotError
-from netcode.snapshot_decode import SnapshotDecoder
-from netcode.thin_client.inputs import InputAck, InputSender
-from netcode.thin_client.poses import IDENTITY, RigidPose
+from netcode.messaging.channels import Channel
+from netcode.messaging.connection import Delivery
+from netcode.messaging.messages import Message
+from netcode.messaging.peers import ClientChannels
+from netcode.protocol.inputs import InputAck
+from netcode.protocol.poses import IDENTITY, RigidPose
+from netcode.sync.snapshot import SnapshotError
+from netcode.sync.snapshot_decode import SnapshotDecoder
+from netcode.thin_client.input_sender import InputSender
+from netcode.transport.address import Address
+from netcode.transport.client import ClientCore, ClientState
 from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from netcode.address import Address
+from netcode.transport.address import Address
 from physics import Model, new_state
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.identity import Identity, IdentityError, clean_name

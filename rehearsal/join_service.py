@@ -11,8 +11,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from netcode.address import Address
-from netcode.connect_token import generate_connect_token
+from netcode.transport.address import Address
+from netcode.transport.connect_token import generate_connect_token
 from rehearsal.identity import Identity, clean_name
 from rehearsal.invites import InviteBook, InviteError
 from rehearsal.roles import Role

@@ -12,9 +12,9 @@ surface of frame k. Errors are measured at the grasp (surface vertices within ``
 grasped points) and around it (``AROUND_RADIUS``), averaged over the frames after the grasp.
 Issue goal: with 100 ms of round trip, error at the grasp with prediction <= 30% of the error without.
 
-``codec`` reports the same measurement as the snapshot codec's motion predictor (``netcode.motion_predictor``)
+``codec`` reports the same measurement as the snapshot codec's motion predictor (``netcode.sync.motion_predictor``)
 on this real tissue: snapshot bytes per frame after the grasp, with and without the predictor, for one
-client that acknowledges a round trip later (the synthetic ``netcode.snapshot_bench`` trace is exactly
+client that acknowledges a round trip later (the synthetic ``netcode.sync.snapshot_bench`` trace is exactly
 linear in the grasp; this one is not).
 """
 
@@ -27,11 +27,12 @@ import sys
 
 import numpy as np
 
-from netcode.patches import make_patches
-from netcode.snapshot_codec import SnapshotServer
-from netcode.snapshot_decode import SnapshotDecoder
-from netcode.thin_client.poses import RigidPose
-from netcode.thin_client.prediction import ResponseModel, predicted_delta
+from netcode.protocol.poses import RigidPose
+from netcode.protocol.response_model import ResponseModel
+from netcode.sync.patches import make_patches
+from netcode.sync.snapshot_codec import SnapshotServer
+from netcode.sync.snapshot_decode import SnapshotDecoder
+from netcode.thin_client.prediction import predicted_delta
 from physics.instruments import look_rotation
 from rehearsal.identity import Identity
 from rehearsal.response_model import PROBE_FRAMES, probe_response

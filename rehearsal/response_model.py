@@ -1,12 +1,12 @@
 """Grasp response models: how the surface near a new grasp moves per unit of jaw motion.
 
 The server sends one with each grasp to the surgeon who holds it (``grasp`` message of
-``netcode.thin_client.schema``), so their headset moves the held tissue with the tracked jaws at once
+``netcode.protocol.schema``), so their headset moves the held tissue with the tracked jaws at once
 instead of a round trip later (``netcode.thin_client.prediction``). The model is linear and translation
 only (C = 3): surface vertex k moves by ``M_k @ (jaw displacement)``.
 
 The same measurement, over more vertices (``CODEC_MIN_RESPONSE``, up to ``MAX_PREDICTOR_VERTICES``),
-becomes a motion predictor of the snapshot codec for everyone in the room (``netcode.motion_predictor``):
+becomes a motion predictor of the snapshot codec for everyone in the room (``netcode.sync.motion_predictor``):
 the codec then sends the held tissue's motion as three numbers a frame.
 
 ``M_k`` is measured by the physics engine itself at the moment of the grasp (``probe_response``): copies
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netcode.motion_predictor import MAX_PREDICTOR_VERTICES
-from netcode.patches import PatchLayout
-from netcode.thin_client.prediction import MAX_RESPONSE_VERTICES
+from netcode.protocol.response_model import MAX_RESPONSE_VERTICES
+from netcode.sync.motion_predictor import MAX_PREDICTOR_VERTICES
+from netcode.sync.patches import PatchLayout
 from physics import Control, InstrumentInput, Model, step
 from physics.state import State
 

@@ -63,21 +63,21 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.web.server import Site
 
-from netcode.address import Address
-from netcode.channels import Channel
-from netcode.connection import ConnectionConfig, Delivery
-from netcode.messages import Message
-from netcode.patches import PatchLayout, make_patches
-from netcode.peers import ServerChannels
-from netcode.server import ServerConfig
-from netcode.snapshot import RigidKind, RigidSet
-from netcode.snapshot_codec import SnapshotServer, budget_for_rate
-from netcode.snapshot_messages import snapshot_message
-from netcode.thin_client.inputs import InputPacketError, InputReceiver
-from netcode.thin_client.poses import RigidPose, rotate
-from netcode.thin_client.prediction import ResponseModel
-from netcode.thin_client.schema import input_ack_fields, response_model_fields
-from netcode.udp import free_udp_port, listen_server
+from netcode.messaging.channels import Channel
+from netcode.messaging.connection import ConnectionConfig, Delivery
+from netcode.messaging.messages import Message
+from netcode.messaging.peers import ServerChannels
+from netcode.protocol.inputs import InputPacketError, InputReceiver
+from netcode.protocol.poses import RigidPose, rotate
+from netcode.protocol.response_model import ResponseModel
+from netcode.protocol.schema import input_ack_fields, response_model_fields
+from netcode.sync.patches import PatchLayout, make_patches
+from netcode.sync.snapshot import RigidKind, RigidSet
+from netcode.sync.snapshot_codec import SnapshotServer, budget_for_rate
+from netcode.sync.snapshot_messages import snapshot_message
+from netcode.transport.address import Address
+from netcode.transport.server import ServerConfig
+from netcode.transport.udp import free_udp_port, listen_server
 from ops.admin_api import AdminActions, admin_root
 from ops.auth import AdminGate
 from ops.drain import Drain

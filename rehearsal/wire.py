@@ -1,8 +1,8 @@
 """What the rehearsal server and its clients say to each other above the netcode channels.
 
-``REHEARSAL_REGISTRY`` = ``netcode.messages.DEFAULT_REGISTRY`` + the state-sync types
-(``netcode.snapshot_messages``: snap_config, snap_topology, snap_predictor, snapshot, snap_ack, snap_resync) +
-the thin client's (``netcode.thin_client.schema``: input, input_ack, grasp, release) + these:
+``REHEARSAL_REGISTRY`` = ``netcode.messaging.messages.DEFAULT_REGISTRY`` + the state-sync types
+(``netcode.sync.snapshot_messages``: snap_config, snap_topology, snap_predictor, snapshot, snap_ack, snap_resync) +
+the thin client's (``netcode.protocol.schema``: input, input_ack, grasp, release) + these:
 
 * ``welcome`` (reliable, server->client, once joined): session, scenario, participant, role, name,
   state (the room's lifecycle), hands: {hand: snapshot object id of the instrument it drives}, progress:
@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from netcode.messages import Field, MessageRegistry
-from netcode.snapshot_messages import SNAPSHOT_REGISTRY
-from netcode.thin_client.schema import register_thin_client_types
+from netcode.messaging.messages import Field, MessageRegistry
+from netcode.protocol.schema import register_thin_client_types
+from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY
 
 DEVICE_HEAD = 0
 DEVICE_LEFT = 1

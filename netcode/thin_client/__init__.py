@@ -3,14 +3,16 @@
 Works on plain data (numpy arrays, small dataclasses); never opens a socket or reads a clock itself.
 """
 
+from netcode.protocol.inputs import InputAck, InputReceiver, InputSample
+from netcode.protocol.poses import RigidPose
+from netcode.protocol.response_model import ResponseModel
+from netcode.protocol.schema import THIN_CLIENT_REGISTRY, register_thin_client_types
 from netcode.thin_client.client import ThinClient, ThinClientConfig
 from netcode.thin_client.clock_sync import ClockSync, ClockSyncConfig
-from netcode.thin_client.inputs import InputAck, InputReceiver, InputSample, InputSender, InputSenderConfig
+from netcode.thin_client.input_sender import InputSender, InputSenderConfig
 from netcode.thin_client.interpolation import AdaptiveDelay, BufferConfig, DelayConfig, InterpolationBuffer
-from netcode.thin_client.poses import RigidPose
-from netcode.thin_client.prediction import HeldTissue, Reconciler, ResponseModel
+from netcode.thin_client.prediction import HeldTissue, Reconciler
 from netcode.thin_client.render_state import ObjectKind, RenderObject, RenderState, SnapshotObject, Source
-from netcode.thin_client.schema import THIN_CLIENT_REGISTRY, register_thin_client_types
 
 __all__ = [
     "THIN_CLIENT_REGISTRY",

@@ -1,7 +1,7 @@
 """Adapter from the snapshot codec's decoded output to the thin client's ``SnapshotObject``s.
 
 Why: the client logic works on plain data and does not import the codec; this is the only place that
-knows the codec's decoded shape (``netcode.snapshot_decode.DecodedSnapshot``: ``server_time``,
+knows the codec's decoded shape (``netcode.sync.snapshot_decode.DecodedSnapshot``: ``server_time``,
 ``epoch``, ``objects`` with ``id``, ``kind`` ("patch" or a rigid kind), ``positions``,
 ``orientation`` (x, y, z, w), ``jaw``). It is duck-typed, so the codec stays free to change its
 classes; if its field names change, only this function changes.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from netcode.thin_client.poses import RigidPose
+from netcode.protocol.poses import RigidPose
 from netcode.thin_client.render_state import ObjectKind, SnapshotObject
 
 

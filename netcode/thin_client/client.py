@@ -5,7 +5,7 @@ reads a clock: every call takes ``local_now`` (seconds on the client's monotonic
 
 - decoded snapshot objects (``on_snapshot``, one call per snapshot packet),
 - input acks, grasps and releases (``on_input_ack``, ``on_grasp``, ``on_release``, or all of them
-  through ``dispatch`` from a ``netcode.peers.ClientChannels`` delivery),
+  through ``dispatch`` from a ``netcode.messaging.peers.ClientChannels`` delivery),
 - local tracking once per display frame (``track``, which returns the input packet to send),
 
 and ask ``render_state(local_now)`` for what to draw:
@@ -26,12 +26,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netcode.channels import Channel
-from netcode.connection import Delivery
-from netcode.messages import Message
-from netcode.peers import ClientChannels
+from netcode.messaging.channels import Channel
+from netcode.messaging.connection import Delivery
+from netcode.messaging.messages import Message
+from netcode.messaging.peers import ClientChannels
+from netcode.protocol.inputs import InputAck
+from netcode.protocol.poses import RigidPose, interpolate_pose, interpolate_vertices
+from netcode.protocol.response_model import ResponseModel, ResponseModelError
+from netcode.protocol.schema import input_ack_from_fields, response_model_from_fields
 from netcode.thin_client.clock_sync import ClockSync, ClockSyncConfig
-from netcode.thin_client.inputs import InputAck, InputSender, InputSenderConfig
+from netcode.thin_client.input_sender import InputSender, InputSenderConfig
 from netcode.thin_client.interpolation import (
     AdaptiveDelay,
     BufferConfig,
@@ -40,17 +44,13 @@ from netcode.thin_client.interpolation import (
     InterpolationBuffer,
     Mode,
 )
-from netcode.thin_client.poses import RigidPose, interpolate_pose, interpolate_vertices
 from netcode.thin_client.prediction import (
     HeldTissue,
     PoseHistory,
     Reconciler,
-    ResponseModel,
-    ResponseModelError,
     authoritative_jaw,
 )
 from netcode.thin_client.render_state import ObjectKind, RenderObject, RenderState, SnapshotObject, Source
-from netcode.thin_client.schema import input_ack_from_fields, response_model_from_fields
 
 _MODE_SOURCE = {
     Mode.INTERPOLATED: Source.INTERPOLATED,

@@ -12,7 +12,7 @@ from enum import Enum
 
 import numpy as np
 
-from netcode.thin_client.poses import RigidPose
+from netcode.protocol.poses import RigidPose
 
 
 class ObjectKind(Enum):

@@ -84,7 +84,7 @@ def test_acking_bots_acknowledge_snapshots_without_decoding_them(server, tmp_pat
 
 
 def test_snapshot_acker_acks_like_the_decoder():
-    from netcode.snapshot import pack_header
+    from netcode.sync.snapshot import pack_header
 
     acker = SnapshotAcker()
     for seq in (5, 7, 6, 7):

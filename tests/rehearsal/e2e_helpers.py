@@ -14,8 +14,8 @@ from contextlib import contextmanager, suppress
 
 import numpy as np
 
-from netcode.snapshot_decode import DecodedSnapshot, SnapshotDecoder
-from netcode.snapshot_messages import parse_topology
+from netcode.sync.snapshot_decode import DecodedSnapshot, SnapshotDecoder
+from netcode.sync.snapshot_messages import parse_topology
 from rehearsal.bots import Headset, ServerProcess, post, pump
 from rehearsal.wire import DEVICE_RIGHT
 

@@ -5,7 +5,7 @@ import json
 import stat
 from pathlib import Path
 
-from netcode.connect_token import ConnectToken, decrypt_private_token
+from netcode.transport.connect_token import ConnectToken, decrypt_private_token
 from rehearsal.cli import main
 from rehearsal.identity import Identity
 from rehearsal.roles import Role

@@ -24,11 +24,11 @@ import urllib.request
 
 import msgpack
 
-from netcode.address import Address
-from netcode.channels import Channel
-from netcode.client import ClientState
-from netcode.connect_token import generate_connect_token
-from netcode.messages import Message
+from netcode.messaging.channels import Channel
+from netcode.messaging.messages import Message
+from netcode.transport.address import Address
+from netcode.transport.client import ClientState
+from netcode.transport.connect_token import generate_connect_token
 from rehearsal.bots import Headset, post
 from rehearsal.identity import Identity
 from rehearsal.roles import Role

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from netcode.channels import Channel
-from netcode.messages import Message
+from netcode.messaging.channels import Channel
+from netcode.messaging.messages import Message
 from rehearsal.bots import Headset, SurgeonScript
 from tests.rehearsal.e2e_helpers import new_session, pump, saw_event, team_of, triangle_set
 

@@ -6,8 +6,8 @@ import json
 
 from twisted.web.test.requesthelper import DummyRequest
 
-from netcode.address import Address
-from netcode.connect_token import ConnectToken
+from netcode.transport.address import Address
+from netcode.transport.connect_token import ConnectToken
 from ops.auth import AUTH_FAILURES_ALLOWED, AdminGate
 from rehearsal.http_api import api_root
 from rehearsal.join_service import JoinService

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from netcode.address import Address
-from netcode.connect_token import ConnectToken, decrypt_private_token
+from netcode.transport.address import Address
+from netcode.transport.connect_token import ConnectToken, decrypt_private_token
 from rehearsal.identity import USER_DATA_BYTES, Identity, IdentityError, clean_name
 from rehearsal.invites import InviteBook, InviteError
 from rehearsal.join_service import JoinService

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from netcode.patches import make_patches
-from netcode.thin_client.prediction import MAX_RESPONSE_VERTICES
+from netcode.protocol.response_model import MAX_RESPONSE_VERTICES
+from netcode.sync.patches import make_patches
 from rehearsal.response_bench import codec_bytes, prediction_errors, run_trace
 from rehearsal.response_model import CODEC_MIN_RESPONSE, MIN_RESPONSE, Response, probe_response
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet.task import Clock
 
-from netcode.channels import Channel
+from netcode.messaging.channels import Channel
 from rehearsal.identity import Identity
 from rehearsal.roles import Role
 from rehearsal.server import KICK_DELAY, RehearsalServer, _Client

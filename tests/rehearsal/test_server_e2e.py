@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from netcode.channels import Channel
-from netcode.snapshot_decode import SnapshotDecoder
+from netcode.messaging.channels import Channel
+from netcode.sync.snapshot_decode import SnapshotDecoder
 from rehearsal.bots import Headset, ServerProcess, post, pump
 from rehearsal.wire import REHEARSAL_REGISTRY
 
@@ -145,7 +145,7 @@ def test_a_cut_becomes_a_new_snapshot_epoch_that_clients_apply(tmp_path):
     (what `_publish` hands the channels) bring a client's decoder to the server's new surface."""
     from types import SimpleNamespace
 
-    from netcode.snapshot_codec import SnapshotServer
+    from netcode.sync.snapshot_codec import SnapshotServer
     from physics.instruments import Kind, look_rotation
     from rehearsal.identity import Identity
     from rehearsal.roles import Role

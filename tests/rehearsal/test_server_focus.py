@@ -3,7 +3,7 @@
 import numpy as np
 from twisted.internet.task import Clock
 
-from netcode.thin_client.poses import RigidPose, rotvec_to_quat
+from netcode.protocol.poses import RigidPose, rotvec_to_quat
 from rehearsal.identity import Identity
 from rehearsal.roles import Role
 from rehearsal.server import GAZE_DISTANCE, RehearsalServer, _Client, gaze_point

@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import time
 
+from netcode.protocol.poses import RigidPose
+from netcode.protocol.schema import response_model_from_fields
 from netcode.thin_client.adapters import from_decoded_snapshot
 from netcode.thin_client.client import ThinClient, ThinClientConfig
-from netcode.thin_client.poses import RigidPose
 from netcode.thin_client.render_state import ObjectKind, Source
-from netcode.thin_client.schema import response_model_from_fields
 from rehearsal.bots import Headset, SurgeonScript, post, pump
 from rehearsal.wire import DEVICE_RIGHT, to_wire_quat
 from tests.rehearsal.e2e_helpers import metrics

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet.task import Clock
 
-from netcode.channels import Channel
+from netcode.messaging.channels import Channel
 from rehearsal.identity import Identity
 from rehearsal.roles import Role
 from rehearsal.server import RehearsalServer, _Client

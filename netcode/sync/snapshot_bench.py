@@ -1,0 +1,416 @@
+"""State-sync benchmark: a generated grasp-pull-cut trace through the snapshot codec; prints one JSON document.
+
+    python -m netcode.sync.snapshot_bench [--frames 300] [--clients 4] [--rate 1000000] [--rtt-ms 100] [--loss 0.02]
+
+The trace (numpy only, no physics): a 100 x 100 vertex organ-like surface (10 cm square dome, 19,602
+triangles) with uniform per-frame solver jitter of +-0.04 mm per coordinate, a Gaussian bump
+(sigma 12 mm) that follows a grasper pulling 3 cm up and 1 cm sideways over 2 s, a cut at frame 180
+(a 6 cm slit: vertices and triangles removed, a new patch layout and topology epoch), then the release;
+three instruments move (one with a jaw) and every client's head bobs.
+
+When the jaws have closed (frame ``GRASP_FRAME``) the server adds a motion predictor, as the rehearsal
+server does at a grasp: the trace's response to a small motion of the grasp point along x, y and z (what
+``rehearsal.response_model.probe_response`` measures with the physics engine; keeping vertices that move
+at least MIN_RESPONSE of it). Its ``snap_predictor`` message reaches each client with that frame's
+snapshot and its bytes are counted (``predictor_bytes_per_frame``, and in the ratio to Draco). The trace's
+bump is exactly linear in the grasp motion, so here the predictor explains all of it; on simulated tissue
+it explains most (``python -m rehearsal.response_bench``). ``--no-predictor`` runs without it.
+
+Each client receives its snapshots at once (the codec's figures do not depend on one-way latency),
+loses ``--loss`` of them, acknowledges the rest ``--rtt-ms`` later, and gets the topology message half
+a round trip after the cut (its snapshots of the new epoch are held until then). Run twice: at the
+per-client budget for ``--rate`` bit/s, and with no budget. Figures: snapshot bytes per frame, bits per
+vertex per frame, Mbit/s at 60 Hz, encode/decode microseconds per client-frame (wall clock mean, median
+and p99, and the encoding thread's CPU time, which other busy processes disturb less; the numba kernels
+are warmed up first), the client's error
+against the server's truth (quantization of what it received; and everything it displays, i.e. plus
+staleness), and where DracoPy is installed Draco's bytes for the same frames at the same maximum error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from netcode.sync.patches import DEFAULT_PATCH_SIZE, make_patches
+from netcode.sync.quantize import PositionQuantizer
+from netcode.sync.snapshot import CodecConfig, RigidKind, RigidSet, SnapshotError
+from netcode.sync.snapshot_codec import SnapshotServer, budget_for_rate
+from netcode.sync.snapshot_decode import SnapshotDecoder
+from netcode.sync.snapshot_messages import snapshot_message
+
+HZ = 60.0
+GRID = 100
+SIZE = 0.1
+JITTER = 4e-5
+SIGMA = 0.012
+PULL = np.array([0.005, 0.03, 0.01])
+CUT_FRAME = 180
+GRASP_FRAME = 30
+PROBE = 0.002  # m: the probe's motion of the grasp point
+MIN_RESPONSE = 0.005  # as the rehearsal server's codec predictor (rehearsal.response_model.CODEC_MIN_RESPONSE)
+MAX_PREDICTED = 4096
+
+
+# ------------------------------------------------------------------------------------------ the trace
+
+
+def smoothstep(t: np.ndarray | float) -> np.ndarray | float:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def surface_rest() -> tuple[np.ndarray, np.ndarray]:
+    """(positions (N, 3), triangles (T, 3)) of a dome-shaped grid; +y is up."""
+    u = np.linspace(0.0, SIZE, GRID)
+    x, z = np.meshgrid(u, u, indexing="ij")
+    r2 = (x - SIZE / 2) ** 2 + (z - SIZE / 2) ** 2
+    y = 0.02 * np.exp(-r2 / 0.002) + 0.002 * np.sin(40 * x) * np.cos(30 * z)
+    pos = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
+    i, j = np.meshgrid(np.arange(GRID - 1), np.arange(GRID - 1), indexing="ij")
+    a = (i * GRID + j).ravel()
+    tris = np.concatenate([np.stack([a, a + 1, a + GRID], 1), np.stack([a + 1, a + GRID + 1, a + GRID], 1)])
+    return pos, tris
+
+
+def grasp_offset(frame: int) -> np.ndarray:
+    """The grasper's displacement from its grasp point: pull over frames 30-150, release 210-300."""
+    pull = smoothstep((frame - 30) / 120.0) - smoothstep((frame - 210) / 90.0)
+    return PULL * pull
+
+
+def cut_vertices(rest: np.ndarray) -> np.ndarray:
+    """Vertex ids removed by the cut: a 6 cm slit one grid row wide."""
+    x, z = rest[:, 0], rest[:, 2]
+    return np.flatnonzero((np.abs(z - 0.0303) < 0.0005) & (x > 0.02) & (x < 0.08))
+
+
+def rigid_at(frame: int, grasp_point: np.ndarray, clients: int) -> RigidSet:
+    t = frame / HZ
+    grasper = grasp_point + grasp_offset(frame) + np.array([0, 0.002, 0])
+    scissors = np.array([0.03 + 0.02 * math.cos(1.5 * t), 0.04, 0.07 + 0.02 * math.sin(1.5 * t)])
+    probe = np.array([0.08, 0.05 + 0.005 * math.sin(0.7 * t), 0.02 + 0.01 * t / 5])
+    heads = [
+        np.array([0.05 + 0.3 * math.cos(k), 0.45 + 0.01 * math.sin(2 * t + k), 0.3 * math.sin(k)])
+        for k in range(clients)
+    ]
+    pos = np.array([grasper, scissors, probe, *heads])
+    angles = np.array([0.2 * math.sin(t), 1.5 * t, 0.3 * t, *[0.1 * math.sin(t + k) for k in range(clients)]])
+    axes = np.array([[0, 1, 0], [0.6, 0.8, 0], [1, 0, 0], *[[0, 1, 0]] * clients], float)
+    quats = np.concatenate([axes * np.sin(angles / 2)[:, None], np.cos(angles / 2)[:, None]], axis=1)
+    jaw_grasper = 0.6 - 0.5 * smoothstep((frame - 20) / 10.0) + 0.5 * smoothstep((frame - 210) / 10.0)
+    jaws = np.array([jaw_grasper, 0.3 + 0.2 * math.sin(3 * t), np.nan, *[np.nan] * clients])
+    kinds = np.array([RigidKind.INSTRUMENT] * 3 + [RigidKind.HEAD] * clients)
+    return RigidSet(np.arange(len(pos)), kinds, pos, quats, jaws)
+
+
+class Trace:
+    """Ground truth per frame: surface positions (all mesh vertices) and rigid objects."""
+
+    def __init__(self, frames: int, clients: int, seed: int = 7) -> None:
+        self.rest, self.triangles = surface_rest()
+        self.frames = frames
+        self.clients = clients
+        self.seed = seed
+        centre = np.array([SIZE / 2, 0, SIZE / 2 + 0.005])
+        self.grasp_id = int(np.argmin(np.sum((self.rest[:, [0, 2]] - centre[[0, 2]]) ** 2, axis=1)))
+        self.grasp_point = self.rest[self.grasp_id]
+        self.weights = np.exp(-np.sum((self.rest - self.grasp_point) ** 2, axis=1) / (2 * SIGMA**2))
+        self.removed = cut_vertices(self.rest)
+        keep_tri = ~np.isin(self.triangles, self.removed).any(axis=1)
+        self.removed_triangles = self.triangles[~keep_tri]
+        self.triangles_after = self.triangles[keep_tri]
+        self.alive_after = np.setdiff1d(np.arange(len(self.rest)), self.removed)
+
+    def positions(self, frame: int) -> np.ndarray:
+        pos = self.rest + self.weights[:, None] * grasp_offset(frame)[None, :]
+        rng = np.random.default_rng((self.seed, frame))
+        return pos + rng.uniform(-JITTER, JITTER, pos.shape)
+
+    def response(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vertex ids, (K, 3, 3) metres per metre) of the surface's response to the grasp point's motion,
+        by finite differences of the noise-free deformation along x, y and z."""
+
+        def deform(offset: np.ndarray) -> np.ndarray:
+            return self.rest + self.weights[:, None] * offset[None, :]
+
+        columns = np.stack([(deform(e * PROBE) - deform(np.zeros(3))) / PROBE for e in np.eye(3)], axis=2)
+        strength = np.abs(columns).max(axis=(1, 2))
+        keep = np.flatnonzero(strength >= MIN_RESPONSE)
+        keep = keep[np.argsort(-strength[keep], kind="stable")[:MAX_PREDICTED]]
+        return keep, columns[keep]
+
+    def rigid(self, frame: int) -> RigidSet:
+        return rigid_at(frame, self.grasp_point, self.clients)
+
+    def focus(self, frame: int, client: int) -> np.ndarray:
+        r = self.rigid(frame)
+        return np.array([r.positions[client % 3], self.grasp_point])
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def run(
+    trace: Trace,
+    config: CodecConfig,
+    budget: int | None,
+    rtt_frames: int,
+    loss: float,
+    seed: int = 1,
+    patch_size: int = DEFAULT_PATCH_SIZE,
+    predictor: bool = True,
+) -> dict:
+    rng = np.random.default_rng(seed)
+    positions = [trace.positions(f) for f in range(trace.frames)]
+    alive = np.arange(len(trace.rest))
+    layout = make_patches(alive, trace.rest[alive], patch_size)
+    server = SnapshotServer(layout, config, triangles=trace.triangles)
+    decoders = []
+    for c in range(trace.clients):
+        dec = SnapshotDecoder()
+        for msg in server.join_messages():
+            dec.on_message(msg)
+        decoders.append(dec)
+        server.add_client(c, budget_bytes=budget, resend_after=rtt_frames + 2)
+    acks: list[list[tuple[int, int]]] = [[] for _ in range(trace.clients)]  # (due frame, sequence)
+    topo_pending: list[tuple[int, bytes]] = []
+    sizes, enc_us, enc_cpu_us, dec_us, quant_err, display_err = [], [], [], [], [], []
+    held = lost = rejected = 0
+    predictor_bytes = 0
+    for f in range(trace.frames):
+        if predictor and f == GRASP_FRAME:
+            msg = server.add_predictor(*trace.response())
+            for dec in decoders:
+                dec.on_message(msg)
+            predictor_bytes += len(msg) * len(decoders)
+        if f == CUT_FRAME:
+            alive = trace.alive_after
+            layout = make_patches(alive, positions[f][alive], patch_size)
+            msg = server.change_topology(
+                layout,
+                removed_vertices=trace.removed,
+                removed_triangles=trace.removed_triangles,
+                added_triangles=np.zeros((0, 3), np.int64),
+                triangles=trace.triangles_after,
+                instrument=1,
+            )
+            topo_pending.append((f + max(1, rtt_frames // 2), msg))
+        truth = positions[f][layout.vertex_ids]
+        frame = server.begin_frame(f / HZ, truth, trace.rigid(f))
+        for _due, msg in [t for t in topo_pending if t[0] == f]:
+            for dec in decoders:
+                dec.on_message(msg)
+        topo_pending = [t for t in topo_pending if t[0] != f]
+        for c, dec in enumerate(decoders):
+            server.set_focus(c, trace.focus(f, c))
+            t0, c0 = time.perf_counter(), time.thread_time()
+            data = server.encode(c)
+            enc_us.append((time.perf_counter() - t0) * 1e6)
+            enc_cpu_us.append((time.thread_time() - c0) * 1e6)
+            sizes.append(len(data))
+            for _due, seq in [a for a in acks[c] if a[0] == f]:
+                server.on_ack(c, seq)
+            acks[c] = [a for a in acks[c] if a[0] != f]
+            if rng.random() < loss:
+                lost += 1
+                continue
+            t0 = time.perf_counter()
+            try:
+                snap = dec.decode(data)
+            except SnapshotError as exc:
+                held += getattr(exc, "held", False)
+                rejected += not getattr(exc, "held", False)
+                continue
+            dec_us.append((time.perf_counter() - t0) * 1e6)
+            acks[c].append((f + rtt_frames, snap.sequence))
+            for obj in snap.objects:
+                if obj.kind == "patch":
+                    quant_err.append(float(np.max(np.abs(obj.positions - truth[layout.patch(obj.id)]))))
+            if dec.epoch == frame.epoch:
+                shown, received = dec.surface()
+                if received.any():
+                    display_err.append(float(np.max(np.abs(shown[received] - truth[received]))))
+    sizes_a = np.array(sizes, float)
+    n_vertices = len(trace.rest)
+    side = predictor_bytes / len(sizes_a)
+    return {
+        "budget_bytes_per_frame": budget,
+        "bytes_per_frame_mean": round(float(sizes_a.mean()), 1),
+        "bytes_per_frame_p99": round(float(np.percentile(sizes_a, 99)), 1),
+        "bytes_per_frame_max": int(sizes_a.max()),
+        "bytes_per_frame_mean_after_join": round(float(sizes_a[trace.clients * 10 :].mean()), 1),
+        "predictor_bytes_per_frame": round(side, 1),
+        "bytes_per_frame_with_predictor": round(float(sizes_a.mean()) + side, 1),
+        "bits_per_vertex_per_frame": round(float(sizes_a.mean() * 8 / n_vertices), 3),
+        "mbit_per_s_per_client": round((float(sizes_a.mean()) + side) * 8 * HZ / 1e6, 3),
+        "max_error_quantization_mm": round(max(quant_err) * 1e3, 5),
+        "max_error_displayed_mm": round(max(display_err) * 1e3, 4),
+        "p99_error_displayed_mm": round(float(np.percentile(display_err, 99)) * 1e3, 4),
+        "mean_of_frame_max_error_displayed_mm": round(float(np.mean(display_err)) * 1e3, 4),
+        "encode_us_per_client_frame_mean": round(float(np.mean(enc_us)), 1),
+        "encode_us_per_client_frame_median": round(float(np.median(enc_us)), 1),
+        "encode_us_per_client_frame_p99": round(float(np.percentile(enc_us, 99)), 1),
+        "encode_cpu_us_per_client_frame_mean": round(float(np.mean(enc_cpu_us)), 1),
+        "decode_us_per_client_frame_mean": round(float(np.mean(dec_us)), 1),
+        "decode_us_per_client_frame_median": round(float(np.median(dec_us)), 1),
+        "snapshots_lost": lost,
+        "snapshots_held_for_topology": held,
+        "snapshots_rejected": rejected,
+        "envelope_bytes": len(snapshot_message(b"")),
+    }
+
+
+def warm_up(config: CodecConfig) -> None:
+    """Compile (or load from the numba cache) every kernel on a tiny scene, so timings exclude it."""
+    rest, _tris = surface_rest()
+    ids = np.arange(0, len(rest), 37)
+    layout = make_patches(ids, rest[ids], 50)
+    server = SnapshotServer(layout, config)
+    decoders = {}
+    for c, budget in ((0, None), (1, 400)):
+        decoders[c] = SnapshotDecoder()
+        for msg in server.join_messages():
+            decoders[c].on_message(msg)
+        server.add_client(c, budget_bytes=budget)
+    for f in range(4):
+        server.begin_frame(f / HZ, rest[ids] + 0.001 * f, rigid_at(f, rest[0], 1))
+        for c, dec in decoders.items():
+            server.set_focus(c, rest[:1])
+            server.on_ack(c, dec.decode(server.encode(c)).sequence)
+
+
+def draco(trace: Trace, max_error: float, every: int) -> dict | None:
+    """Draco's bytes per frame (each frame compressed alone, mesh + positions) at <= max_error."""
+    try:
+        import DracoPy
+    except ImportError:
+        return None
+    sizes, errors, bits_used, off_model = [], [], [], 0
+    for f in range(0, trace.frames, every):
+        pos = trace.positions(f)
+        tris = trace.triangles if f < CUT_FRAME else trace.triangles_after
+        pos = pos[np.unique(tris)]  # Draco drops unreferenced vertices anyway
+        tris = np.searchsorted(np.unique(tris), tris)
+        extent = float(np.max(pos.max(axis=0) - pos.min(axis=0)))
+        bits = max(1, math.ceil(math.log2(extent / (2 * max_error) + 1)))
+        model = _draco_model(pos, bits)
+        while float(np.max(np.abs(model - pos))) > max_error:
+            bits += 1
+            model = _draco_model(pos, bits)
+        data = DracoPy.encode(pos, tris, quantization_bits=bits, compression_level=10)
+        decoded = np.asarray(DracoPy.decode(data).points, float)
+        lo = pos.min(axis=0)
+        off_model += _points_off_model(decoded, model, lo, float(np.max(pos.max(axis=0) - lo)) / ((1 << bits) - 1))
+        sizes.append(len(data))
+        errors.append(float(np.max(np.abs(model - pos))))
+        bits_used.append(bits)
+    return {
+        "frames_sampled": len(sizes),
+        "bytes_per_frame_mean": round(float(np.mean(sizes)), 1),
+        "quantization_bits": sorted(set(bits_used)),
+        "compression_level": 10,
+        "max_error_mm": round(max(errors) * 1e3, 5),
+        "decoded_points_off_error_model": off_model,
+        "mbit_per_s": round(float(np.mean(sizes)) * 8 * HZ / 1e6, 3),
+    }
+
+
+def _draco_model(pos: np.ndarray, bits: int) -> np.ndarray:
+    """Draco's position quantization (of the float32 input): one range (the largest extent) from the
+    per-axis minimum, nearest level."""
+    pos = pos.astype(np.float32).astype(np.float64)
+    lo = pos.min(axis=0)
+    extent = float(np.max(pos.max(axis=0) - lo))
+    levels = (1 << bits) - 1
+    return lo + np.floor((pos - lo) * (levels / extent) + 0.5) * (extent / levels)
+
+
+def _points_off_model(a: np.ndarray, b: np.ndarray, lo: np.ndarray, step: float) -> int:
+    """How many of Draco's decoded points are not on our model's grid points (Draco reorders vertices,
+    so compare the sorted multisets); 0 means the error we report is Draco's actual error."""
+    if a.shape != b.shape:
+        return max(len(a), len(b))
+    ga, gb = (np.rint((x - lo) / step).astype(np.int64) for x in (a, b))
+    if np.max(np.abs((a - lo) / step - ga)) > 1e-3:
+        return len(a)
+    return int(np.count_nonzero(np.any(ga[np.lexsort(ga.T)] != gb[np.lexsort(gb.T)], axis=1)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m netcode.sync.snapshot_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--rate", type=float, default=1_000_000, help="per-client link budget, bit/s (1e6)")
+    p.add_argument("--rtt-ms", type=float, default=100.0)
+    p.add_argument("--loss", type=float, default=0.02, help="snapshot loss probability (0.02)")
+    p.add_argument("--max-error", type=float, default=1e-4, help="metres (1e-4)")
+    p.add_argument("--step", type=float, default=None, help="grid step, metres (default: = --max-error)")
+    p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="vertices per patch at most")
+    p.add_argument("--draco-every", type=int, default=10, help="compress every n-th frame with Draco (10)")
+    p.add_argument("--no-predictor", action="store_true", help="no motion predictor at the grasp")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.frames <= CUT_FRAME:
+        print(f"--frames must exceed the cut frame {CUT_FRAME}", file=sys.stderr)
+        return 2
+    config = CodecConfig(PositionQuantizer(args.max_error, step=args.max_error if args.step is None else args.step))
+    rtt_frames = max(1, round(args.rtt_ms / 1000 * HZ))
+    budget = budget_for_rate(args.rate, HZ)
+    trace = Trace(args.frames, args.clients)
+    warm_up(config)
+    kw = {"patch_size": args.patch_size, "predictor": not args.no_predictor}
+    budgeted = run(trace, config, budget, rtt_frames, args.loss, **kw)
+    unlimited = run(trace, config, None, rtt_frames, args.loss, **kw)
+    dr = draco(trace, args.max_error, args.draco_every)
+    ours = unlimited["bytes_per_frame_with_predictor"]
+    ratio = None if dr is None else round(ours / dr["bytes_per_frame_mean"], 4)
+    goals = {
+        "rate_at_most_1_mbit_per_client": unlimited["mbit_per_s_per_client"] <= 1.0,
+        "budgeted_rate_within_budget": budgeted["bytes_per_frame_max"] <= budget,
+        "max_quantization_error_within_bound": budgeted["max_error_quantization_mm"] <= args.max_error * 1e3 + 1e-6,
+        "at_most_one_eighth_of_draco": None if ratio is None else ratio <= 0.125,
+        "encode_at_most_500_us": unlimited["encode_us_per_client_frame_mean"] <= 500
+        and budgeted["encode_us_per_client_frame_mean"] <= 500,
+    }
+    doc = {
+        "trace": {
+            "vertices": len(trace.rest),
+            "triangles": len(trace.triangles),
+            "frames": args.frames,
+            "hz": HZ,
+            "clients": args.clients,
+            "jitter_mm": JITTER * 1e3,
+            "cut_frame": CUT_FRAME,
+            "cut_removed_vertices": len(trace.removed),
+            "rtt_ms": args.rtt_ms,
+            "loss": args.loss,
+        },
+        "codec": {
+            "max_error_mm": args.max_error * 1e3,
+            "grid_step_mm": config.positions.grid * 1e3,
+            "rotation_bits": config.rotation_bits,
+            "patch_size": args.patch_size,
+            "motion_predictor": not args.no_predictor,
+            "patches": make_patches(np.arange(len(trace.rest)), trace.rest, args.patch_size).patch_count,
+        },
+        "budgeted": {"rate_bit_s": args.rate, **budgeted},
+        "unlimited": unlimited,
+        "draco": dr if dr is not None else "DracoPy not installed: skipped",
+        "ratio_to_draco_unlimited": ratio,
+        "goal": {k: ("n/a" if v is None else ("pass" if v else "fail")) for k, v in goals.items()},
+    }
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
