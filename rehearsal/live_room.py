@@ -134,10 +134,6 @@ class LiveRoom:
         self.grasp_ids: dict[int, int] = {}  # physics instrument id -> grasp id sent to its holder
         self.next_grasp_id = 1
 
-    @property
-    def session(self) -> str:
-        return self.room.session
-
     # --- audience ----------------------------------------------------------------------------------------
 
     def add(self, client: Client) -> None:
