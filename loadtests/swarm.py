@@ -18,15 +18,15 @@ once connected, so that a run's workers act together.
 ``stop_file``: when that file appears the bots stop early (a run that ramps stops all its workers at once).
 
 Snapshots (``"snapshots"`` in a bot spec) choose the thin client's decoder: ``light`` (the default:
-``LightDecoder``), ``full`` (or ``"light": false``: ``SnapshotDecoder``, and the thin client interpolates every
-object) or ``ack`` (``SnapshotAcker``: acknowledged from the header, never decoded; what the capacity and soak
-runs give everyone but each room's lead surgeon). Like a headset that sends once per
-display frame, a bot takes in datagrams as they arrive but sends only at its frame (``hz``): its script's
-input, its snapshot acks and whatever else it queued go out together, in one packet. Every bot pings
-(``ping``/``pong``, unreliable) at ``ping_hz`` for RTT. When ``seconds`` have passed since the
-start the bots stop sending, keep servicing for ``drain_seconds`` (the last reliable events arrive), then
-disconnect (unless ``linger``) and the worker writes its JSON report and exits. Every loop is bounded by
-count and time; a worker also exits ``seconds + drain_seconds + 15`` after its start in any case.
+``LightDecoder``), ``full`` (``SnapshotDecoder``, and the thin client interpolates every object) or ``ack``
+(``SnapshotAcker``: acknowledged from the header, never decoded; what the capacity and soak runs give everyone
+but each room's lead surgeon). Like a headset that sends once per display frame, a bot takes in datagrams as
+they arrive but sends only at its frame (``hz``): its script's input, its snapshot acks and whatever else it
+queued go out together, in one packet. Every bot pings (``ping``/``pong``, unreliable) at ``ping_hz`` for RTT.
+When ``seconds`` have passed since the start the bots stop sending, keep servicing for ``drain_seconds`` (the
+last reliable events arrive), then disconnect (unless ``linger``) and the worker writes its JSON report and
+exits. Every loop is bounded by count and time; a worker also exits ``seconds + drain_seconds + 15`` after its
+start in any case.
 
 Workers run at a lower CPU priority (``nice``, default 10; 0 keeps it) so that on a small machine the
 server under test is not starved by its own load generators. ``launch`` starts a worker as a subprocess
@@ -150,16 +150,14 @@ class RoutedHeadset(Headset):
         token: bytes,
         name: str = "",
         via: tuple[str, int] | None = None,
-        light: bool = True,
-        snapshots: str | None = None,
+        snapshots: str = "light",
         **kwargs: Any,
     ) -> None:
-        mode = snapshots or ("light" if light else "full")
-        if mode not in DECODERS:
-            raise ValueError(f"snapshots must be one of {SNAPSHOT_MODES}, got {mode!r}")
-        self.snapshot_mode = mode
+        if snapshots not in DECODERS:
+            raise ValueError(f"snapshots must be one of {SNAPSHOT_MODES}, got {snapshots!r}")
+        self.snapshot_mode = snapshots
         self.via = (via[0], int(via[1])) if via is not None else None
-        super().__init__(token, name=name, decoder=DECODERS[mode](), **kwargs)
+        super().__init__(token, name=name, decoder=DECODERS[snapshots](), **kwargs)
 
     def _send(self, data: bytes, address: Address) -> None:
         if self.via is None:
@@ -238,10 +236,6 @@ class Bot:
     surgeon: SurgeonScript | None = None
     events: list[tuple[str, float, Any]] = field(default_factory=list)  # (kind, server_time, seq or by)
 
-    @property
-    def name(self) -> str:
-        return self.headset.name
-
 
 def _make_bot(spec: dict[str, Any], now: float) -> Bot:
     import base64
@@ -251,8 +245,7 @@ def _make_bot(spec: dict[str, Any], now: float) -> Bot:
         base64.b64decode(spec["token"]),
         name=str(spec.get("name", "")),
         via=via,
-        light=bool(spec.get("light", True)),
-        snapshots=spec.get("snapshots"),
+        snapshots=spec.get("snapshots", "light"),
     )
     return Bot(spec, headset, now)
 
