@@ -173,10 +173,10 @@ def get(port: int, path: str, credential: str | None = None) -> tuple[int, bytes
 class Headset:
     """A socket-driven bot built on the reference thin client (``netcode.thin_client.ThinClient``).
 
-    The netcode core and channels carry the datagrams; every delivery the thin client understands goes to
-    it (``ThinClient.dispatch``): state-sync messages into its snapshot decoder (``decoder``, a
-    ``SnapshotDecoder`` unless another is given) and from there into its interpolation buffers, input acks
-    into its input sender and clock sync, grasps and releases into its held-tissue prediction. ``send_pose``
+    The netcode core and channels carry the datagrams; what the thin client handles goes to it: state-sync
+    messages (``ThinClient.on_snapshot_message``) into its snapshot decoder (``decoder``, a ``SnapshotDecoder``
+    unless another is given) and from there into its interpolation buffers; input acks, grasps and releases
+    (``ThinClient.dispatch``) into its input sender and clock sync and its held-tissue prediction. ``send_pose``
     tracks a frame through it (the redundant input packet); ``flush`` sends its ``snap_ack``. The bot's own
     instruments (the welcome's ``hands``) are its own objects, so ``client.render_state`` draws them tracked.
     Beside that it keeps a log of what arrived (messages by type, event kinds, bytes, snapshot times).
@@ -265,9 +265,9 @@ class Headset:
             self._own_hands(message.fields.get("hands") or {})
         elif message.type == "event":
             self.events[message.fields["kind"]] += 1
-        elif message.type == "input_ack" and len(kept) > 2 * KEEP_ACKS:
-            del kept[:-KEEP_ACKS]
-        if message.type not in SNAPSHOT_MESSAGES:
+        elif message.type in ("input_ack", "grasp", "release"):
+            if message.type == "input_ack" and len(kept) > 2 * KEEP_ACKS:
+                del kept[:-KEEP_ACKS]
             self.client.dispatch(delivery, time.monotonic())
 
     def _snapshot_message(self, data: bytes) -> None:
