@@ -472,6 +472,7 @@ def _bot_report(bot: Bot, began: float) -> dict[str, Any]:
         "events": bot.events,
         "annotations_sent": bot.annotations_sent,
         "refused": [r.get("request") for r in h.messages.get("refused", [])][:100],
+        "refused_reasons": [f"{r.get('request')}: {r.get('reason')}" for r in h.messages.get("refused", [])][:10],
         "thin_client": _thin_client_report(h),
         "snapshot_gaps": gaps,
         "snapshot_arrivals": [[round(a, 4), round(s, 4)] for a, s in arrivals[:: max(1, len(arrivals) // 2000)]],
