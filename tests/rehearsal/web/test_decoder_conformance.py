@@ -14,12 +14,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import struct
 
 import numpy as np
 import pytest
 
+from netcode.sync.snapshot import write_varint, zigzag
 from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY, pack_ids, snapshot_message
 from rehearsal.web.sync_trace import b64, decoder_state, feed, record_trace, trace_json
+from tests.netcode.sync.snapshot_helpers import bits_of, eg0, to_bytes
 
 HARNESS = "/tests/decoder_harness.js"
 
@@ -274,4 +277,58 @@ def test_bad_topology_predictor_and_config_messages_are_refused_in_both(harness,
         assert outcome == ["rejected"] and unchanged, f"candidate {i}: Python {outcome}"
         assert js["outcome"][0] == "rejected", f"candidate {i}: JS {js['outcome']}"
         assert js["unchanged"], f"candidate {i}: JS state changed"
+        assert_same_state(js["state"], state, f"candidate {i}")
+
+
+def _snapshot(seq: int, epoch: int, record: bytes) -> bytes:
+    """A one-record snapshot message around ``record`` (SNAPSHOT.md 2 header)."""
+    header = bytearray([3])
+    write_varint(header, seq)
+    header += struct.pack("<d", 1.5)
+    write_varint(header, epoch)
+    write_varint(header, 1)
+    return snapshot_message(bytes(header) + record)
+
+
+def _patch_record(n: int, x0: int) -> bytes:
+    """One full entry for patch 0 (n vertices, runs layout): the first vertex's x grid value is x0, all else 0."""
+    bits = eg0(0) + "0" + eg0(0) + "1" + eg0(0) * 3  # id gap 0, an age code 0 (full); same layout (runs), k + 0
+    bits += eg0(0) + eg0(zigzag(x0) - 1) + (eg0(n - 1) if n > 1 else "")  # x: no zeros, x0, then n - 1 zeros
+    bits += eg0(n) * 2  # y and z: n zeros each
+    bits += "0" * (-len(bits) % 8)
+    return bytes([1]) + struct.pack("<H", 1) + to_bytes(bits)
+
+
+def _rigid_record(oid: int, x0: int, bits_per_component: int = 14) -> bytes:
+    """One full rigid entry: an instrument at grid (x0, 0, 0), the identity orientation, no jaw."""
+    b = bits_per_component
+    mid = (1 << b) // 2
+    code = 3 << (3 * b) | mid << (2 * b) | mid << b | mid
+    bits = eg0(oid) + "0" + eg0(0) + bits_of(0, 3)  # id, an age 0 (full), kind instrument
+    bits += "1" + bits_of(0, 4) + eg0(zigzag(x0)) + eg0(0) + eg0(0)  # position, k = 0
+    bits += "1" + "0" + bits_of(code, 2 + 3 * b) + "0"  # absolute orientation; no jaw
+    bits += "0" * (-len(bits) % 8)
+    out = bytearray([2])
+    write_varint(out, 1)
+    return bytes(out) + to_bytes(bits)
+
+
+def test_grid_values_at_the_int32_limits(harness, trace):
+    """Hand-made snapshots with grid coordinates at +-(2^31 - 1) are applied, one beyond is refused, in both
+    decoders alike (patch and rigid records)."""
+    prefix, _, _ = _prefix_and_next(trace, "B", 0.5)
+    base = _python_at(prefix)
+    n = int(base.layout.sizes[0])
+    limit = 2**31 - 1
+    candidates, want = [], []
+    for k, x0 in enumerate([limit, limit + 1, -limit, -limit - 1, 12345]):
+        ok = abs(x0) <= limit
+        candidates.append(_snapshot(50_000 + 2 * k, base.epoch, _patch_record(n, x0)))
+        candidates.append(_snapshot(50_001 + 2 * k, base.epoch, _rigid_record(7, x0)))
+        want += ["applied" if ok else "rejected"] * 2
+    expected = probe_python(prefix, candidates)
+    assert [o[0] for o, _, _ in expected] == want
+    results = probe_js(harness, prefix, candidates)
+    for i, ((outcome, state, _), js) in enumerate(zip(expected, results, strict=True)):
+        assert verdict(js["outcome"]) == outcome, f"candidate {i}: JS {js['outcome']} != Python {outcome}"
         assert_same_state(js["state"], state, f"candidate {i}")

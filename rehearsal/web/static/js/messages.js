@@ -645,7 +645,7 @@ SNAPSHOT_REGISTRY.register("snap_resync", [{ name: "reason", kind: "str", maxLen
 
 /** Add the thin client's types (netcode.protocol.schema.register_thin_client_types); returns the registry. */
 export function registerThinClientTypes(registry) {
-  const k = 4096; // netcode.protocol.response_model.MAX_RESPONSE_VERTICES
+  const k = 1024; // netcode.protocol.response_model.MAX_RESPONSE_VERTICES
   registry.register("input", [{ name: "p", kind: "bytes", maxLength: 1100 }]);
   registry.register("input_ack", [
     { name: "seq", kind: "int" },
