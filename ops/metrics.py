@@ -5,7 +5,7 @@ Two halves, both cheap for the app:
 * ``StatusCollector(status)`` calls ``status()`` once per scrape and turns the plain dict it returns
   into metric families. The app keeps counting with its own ``Counter``s; nothing is called per event.
 * ``Histograms`` holds the few distributions that need per-event ``observe()`` (tick time, physics step,
-  RTT, snapshot size). They carry no labels, so the hot path is one ``observe()`` call with no
+  publishing, RTT, snapshot size). They carry no labels, so the hot path is one ``observe()`` call with no
   ``.labels()`` lookup (DESIGN: ``.labels()`` per call doubles the cost).
 
 ``OpsMetrics(status)`` builds both on one ``CollectorRegistry``.
@@ -42,8 +42,7 @@ metric *names* never depends on the app's state)::
     }
 
 Label values are strings; counts are ints or floats. Counter values must be monotonic over the life
-of the process (the app's ``Counter``s are). ``by_prefix()`` helps carve a flat ``Counter`` such as
-``{"dropped_bad_mac": 3, "input_rejected_nonfinite": 1}`` into these per-reason groups.
+of the process (the app's ``Counter``s are).
 """
 
 from __future__ import annotations
@@ -67,9 +66,7 @@ __all__ = [
     "Histograms",
     "OpsMetrics",
     "StatusCollector",
-    "by_prefix",
     "exported_names",
-    "quantile",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +82,7 @@ SNAPSHOT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 655
 HISTOGRAM_NAMES = (
     "rehearsal_tick_duration_seconds",
     "rehearsal_physics_step_duration_seconds",
+    "rehearsal_publish_duration_seconds",
     "rehearsal_rtt_seconds",
     "rehearsal_snapshot_bytes",
 )
@@ -142,20 +140,6 @@ MAX_ROOM_SERIES = 64  # rooms exported per process (the server runs at most 64);
 # Hard cap on label values per family: status dicts come from the app, so a bug there (say, a
 # per-client key) must not explode the series count. Extra values are summed into "other".
 MAX_LABEL_VALUES = 32
-
-
-def by_prefix(counters: Mapping[str, float], prefix: str) -> dict[str, float]:
-    """``{"dropped_bad_mac": 3, "x": 1}``, ``"dropped_"`` -> ``{"bad_mac": 3}``."""
-    return {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix) and len(k) > len(prefix)}
-
-
-def quantile(values: Iterable[float], q: float) -> float | None:
-    """Nearest-rank quantile of ``values`` (None when empty): ``quantile([1, 2, 3, 4], 0.5) == 2``."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(math.ceil(q * len(ordered)), 1)
-    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 def _number(value: Any) -> float:
@@ -280,6 +264,12 @@ class Histograms:
             "rehearsal_physics_step_duration_seconds",
             "Wall time of the physics step within a tick.",
             buckets=PHYSICS_BUCKETS,
+            registry=registry,
+        )
+        self.publish = Histogram(
+            "rehearsal_publish_duration_seconds",
+            "Wall time of publishing one room tick (events, snapshot encoding, sends) on the reactor thread.",
+            buckets=TICK_BUCKETS,
             registry=registry,
         )
         self.rtt = Histogram(

@@ -46,6 +46,7 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-host")
     p.add_argument("--http-port", type=int)
     p.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long rooms may finish (default 30)")
+    p.add_argument("--scenario-dir", type=Path, help="extra scenario files (*.toml) offered beside the shipped ones")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +85,7 @@ def _load(args: argparse.Namespace) -> Settings:
         http_host=args.http_host,
         http_port=args.http_port,
         drain_seconds=args.drain_seconds,
+        scenario_dir=args.scenario_dir,
     )
 
 

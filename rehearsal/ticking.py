@@ -90,6 +90,11 @@ class RoomThread:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        """The thread is started and not stopped."""
+        return self._thread is not None
+
     def start(self) -> None:
         """Start the thread (idempotent)."""
         if self._thread is None:
@@ -235,9 +240,10 @@ class RoomTicker:
             if self.on_report is not None:
                 self.on_report(self.room, report)
         finally:
-            self._timed(self.clock() - started)
+            self.record_tick(self.clock() - started)
 
-    def _timed(self, seconds: float) -> None:
+    def record_tick(self, seconds: float) -> None:
+        """Count one timed tick of ``seconds`` (the ticker does after each publish)."""
         stats = self.stats
         stats.timed_ticks += 1
         stats.last_tick_seconds = seconds
