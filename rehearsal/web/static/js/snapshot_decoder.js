@@ -377,7 +377,7 @@ export class SnapshotDecoder {
   constructor(options = {}) {
     this.maxVersions = options.maxVersions ?? DEFAULT_MAX_VERSIONS;
     this.maxHeld = options.maxHeld ?? DEFAULT_MAX_HELD;
-    this.config = options.config ?? null;
+    this.config = null; // set by snap_config
     this._epoch = null;
     this.layout = null;
     this.topology = null;
