@@ -113,6 +113,8 @@ def run(grid: int = 100, frames: int = 150, runs: int = 7, rate: float = 1_500_0
         burn=4 * f // 5,
         late_join=-1,
         reconnect=-1,
+        second_grasp=f // 3,
+        reset=-1,
         checkpoint_every=f,
     )
     budget = budget_for_rate(rate, HZ)

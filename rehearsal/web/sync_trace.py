@@ -3,8 +3,9 @@
 ``record_trace`` drives ``netcode.sync.snapshot_codec.SnapshotServer`` frame by frame on a dome-shaped grid
 surface (n x n vertices): a grasper closes, a motion predictor is added (the scene's response to the grasp
 point, as the rehearsal server adds one at a grasp), the tissue is pulled up and released, a cut removes a slit
-(a new topology epoch, with added cut-face triangles) and a burn removes a disc (another epoch); instruments,
-jaws, heads and a hand move. Clients receive their messages over an emulated network: reliable messages
+(a new topology epoch, with added cut-face triangles), a burn removes a disc (another epoch) and a reset brings
+the whole surface back (a full topology in a new epoch); a second predictor joins the first; instruments, jaws,
+heads and a hand move. Clients receive their messages over an emulated network: reliable messages
 in order after a per-client delay (so snapshots of a new epoch, or naming a new predictor, arrive first and
 are held), snapshots lost with probability ``loss`` and some delayed (reordered), acks returned after random
 delays (out of order) and sometimes lost, a client joining late and one reconnecting. Every message a client
@@ -58,6 +59,8 @@ class Plan:
     burn: int = 120
     late_join: int = 100
     reconnect: int = 132
+    second_grasp: int = 60  # a second motion predictor (another response, another region)
+    reset: int = 142  # the world is reset: a full topology in a new epoch, every vertex back
     checkpoint_every: int = 10
 
 
@@ -132,11 +135,17 @@ class Scene:
         rng = np.random.default_rng((self.seed, frame))
         return pos + rng.uniform(-3e-5, 3e-5, pos.shape)
 
-    def response(self) -> tuple[np.ndarray, np.ndarray]:
-        """(vertex ids, (K, 3, 3) metres per metre) of the surface's response to the grasp point's motion."""
-        keep = np.flatnonzero(self.weights >= 0.005)[:4096]
-        matrices = self.weights[keep, None, None] * RESPONSE[None]
-        return keep, matrices
+    def response(self, second: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(vertex ids, (K, 3, 3) metres per metre) of the surface's response to the grasp point's motion (or,
+        ``second``, to a point in another region, with another response)."""
+        weights = self.weights
+        response = RESPONSE
+        if second:
+            point = self.rest[self.vertex(self.n // 4, self.n // 4)]
+            weights = np.exp(-np.sum((self.rest - point) ** 2, axis=1) / (2 * (0.15 * self.size) ** 2))
+            response = -RESPONSE.T
+        keep = np.flatnonzero(weights >= 0.005)[:4096]
+        return keep, weights[keep, None, None] * response[None]
 
     def cut(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(removed vertices, removed triangles, added triangles) of a slit along the middle row."""
@@ -165,6 +174,10 @@ class Scene:
 
     def surface_triangles(self) -> np.ndarray:
         return self._current
+
+    def reset(self) -> None:
+        """The world as it was: every vertex and triangle back."""
+        self._current = self.triangles.copy()
 
     def rigid(self, frame: int, plan: Plan, heads: int) -> RigidSet:
         """Instruments (ids from 32768, as the rehearsal server's), a jaw, heads, a hand; one appears late."""
@@ -322,7 +335,19 @@ def record_trace(
             join(specs[0], f)
         if f == plan.grasp:
             reliable_to_all(server.add_predictor(*scene.response()), f)
+        if f == plan.second_grasp:
+            reliable_to_all(server.add_predictor(*scene.response(second=True)), f)
         positions = scene.positions(f, plan)
+        if f == plan.reset:
+            scene.reset()
+            alive = np.arange(n * n)
+            layout = make_patches(alive, positions, patch_size)
+            all_triangles = scene.surface_triangles()
+            message = server.change_topology(
+                layout, cause="full", added_triangles=all_triangles, triangles=all_triangles
+            )
+            triangles[server.epoch] = all_triangles.copy()
+            reliable_to_all(message, f)
         if f in (plan.cut, plan.burn):
             removed, removed_tris, added_tris = scene.cut() if f == plan.cut else scene.burn(alive)
             alive = np.setdiff1d(alive, removed)

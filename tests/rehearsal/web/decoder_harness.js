@@ -142,3 +142,10 @@ export function core(state) {
   const { rejected, missing_baselines, ...rest } = state;
   return JSON.stringify(rest);
 }
+
+/** After replaying `prefix`, feed the candidates one after another: each one's outcome and the state after it. */
+export function sequence(prefix, candidates) {
+  const dec = new SnapshotDecoder();
+  for (const text of prefix) feed(dec, unb64(text));
+  return candidates.map((text) => ({ outcome: feed(dec, unb64(text)), state: decoderState(dec) }));
+}

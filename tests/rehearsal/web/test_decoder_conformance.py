@@ -19,8 +19,9 @@ import struct
 import numpy as np
 import pytest
 
-from netcode.sync.snapshot import write_varint, zigzag
-from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY, pack_ids, snapshot_message
+from netcode.sync.motion_predictor import Predictor
+from netcode.sync.snapshot import drive_record, read_header, write_varint, zigzag
+from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY, pack_ids, predictor_message, snapshot_message
 from rehearsal.web.sync_trace import b64, decoder_state, feed, record_trace, trace_json
 from tests.netcode.sync.snapshot_helpers import bits_of, eg0, to_bytes
 
@@ -79,18 +80,25 @@ def assert_same_state(js: dict, py: dict, where: str, triangles: np.ndarray | No
 
 def test_trace_covers_what_it_claims(trace):
     """The recorded session has loss, reordering, held snapshots, rejections (missing baselines after
-    reordering, then a resync), three epochs, a late joiner and a motion predictor."""
+    reordering, then a resync), four epochs (join, cut, burn, reset), a late joiner and two motion
+    predictors driven together."""
     by = {c.name: c for c in trace.clients}
     assert sum(c.lost for c in trace.clients) >= 3 and sum(c.reordered for c in trace.clients) >= 3
     assert any(o == ["held"] for c in trace.clients for o in c.outcomes)
     assert any(o == ["rejected"] for c in trace.clients for o in c.outcomes)
-    assert sorted(trace.triangles) == [1, 2, 3]
-    assert all(trace.decoders[name].epoch == 3 for name in by)
-    assert trace.decoders["C"].predictors == [1] and len(by["C"].messages) < len(by["B"].messages)
-    topology = [
-        SNAPSHOT_REGISTRY.decode(m) for m in by["B"].messages if SNAPSHOT_REGISTRY.decode(m).type == "snap_topology"
-    ]
-    assert [m.fields["cause"] for m in topology] == ["full", "cut", "burn"]
+    assert sorted(trace.triangles) == [1, 2, 3, 4]
+    assert all(trace.decoders[name].epoch == 4 for name in by)
+    assert trace.decoders["C"].predictors == [1, 2] and len(by["C"].messages) < len(by["B"].messages)
+    decoded = [SNAPSHOT_REGISTRY.decode(m) for m in by["B"].messages]
+    assert [m.fields["cause"] for m in decoded if m.type == "snap_topology"] == ["full", "cut", "burn", "full"]
+    drive_counts = []
+    for m in decoded:
+        if m.type == "snapshot":
+            data = m.fields["data"]
+            start = read_header(data)[4]
+            if data[start] == 3:  # a drive record: its count follows the tag
+                drive_counts.append(data[start + 1])
+    assert max(drive_counts) == 2, "no snapshot drives both predictors"
 
 
 def test_js_decoder_matches_python_on_recorded_trace(harness, trace):
@@ -175,7 +183,7 @@ def _mutations(snapshots: list[bytes], rng: np.random.Generator) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize(("name", "fraction"), [("A", 0.3), ("A", 0.62), ("B", 0.85), ("C", 0.5)])
+@pytest.mark.parametrize(("name", "fraction"), [("A", 0.3), ("A", 0.62), ("B", 0.85), ("C", 0.7)])
 def test_malformed_and_mutated_snapshots_get_the_same_verdict(harness, trace, name, fraction):
     """Mutated snapshots: JS and Python agree on applied / held / dropped / rejected and on the state after;
     a rejected one leaves the JS decoder exactly as it was (SnapshotError, state unchanged)."""
@@ -332,3 +340,41 @@ def test_grid_values_at_the_int32_limits(harness, trace):
     for i, ((outcome, state, _), js) in enumerate(zip(expected, results, strict=True)):
         assert verdict(js["outcome"]) == outcome, f"candidate {i}: JS {js['outcome']} != Python {outcome}"
         assert_same_state(js["state"], state, f"candidate {i}")
+
+
+def test_predictors_beyond_the_kept_sixteen_and_their_drives(harness, trace):
+    """20 snap_predictor messages: both decoders keep the newest 16; a snapshot driving an evicted one is held,
+    one driving kept ones (random gains, negative drives) moves the surface identically."""
+    prefix, _, _ = _prefix_and_next(trace, "B", 0.9)
+    base = _python_at(prefix)
+    rng = np.random.default_rng(5)
+    ids = np.sort(rng.choice(base.layout.vertex_ids, 60, replace=False))
+    predictors = [
+        predictor_message(Predictor(100 + k, ids, rng.integers(-4000, 4000, (len(ids), 3, 3)))) for k in range(20)
+    ]
+    seq = 60_000
+    snapshots = []
+    for drives in ([(102, [5, -7, 9])], [(119, [-33, 12, -1]), (110, [400, -250, 3])], [(104, [1, 1, 1])]):
+        seq += 1
+        header = bytearray([3])
+        write_varint(header, seq)
+        header += struct.pack("<d", 2.0)
+        write_varint(header, base.epoch)
+        write_varint(header, 1)
+        record = drive_record([(pid, np.array(d)) for pid, d in drives])
+        snapshots.append(snapshot_message(bytes(header) + record))
+    candidates = predictors + snapshots
+    expected = []
+    decoder = copy.deepcopy(base)
+    for candidate in candidates:
+        expected.append((feed(decoder, candidate), decoder_state(decoder)))
+    assert [o for o, _ in expected[20:]] == [["held"], ["applied", [60_002]], ["applied", [60_003]]]
+    assert expected[19][1]["predictors"][-16:] == list(range(104, 120))
+    results = run(
+        harness,
+        "(h, a) => h.sequence(a.prefix, a.candidates)",
+        {"prefix": [b64(m) for m in prefix], "candidates": [b64(m) for m in candidates]},
+    )
+    for i, ((outcome, state), js) in enumerate(zip(expected, results, strict=True)):
+        assert verdict(js["outcome"]) == outcome, f"message {i}: JS {js['outcome']} != Python {outcome}"
+        assert_same_state(js["state"], state, f"message {i}")
