@@ -593,6 +593,7 @@ export class SnapshotDecoder {
       this._rigidVersions.set(oid, new Map([[newest, versions.get(newest)]]));
     }
     this._field = new PredictionField(update.layout);
+    update.layout.rows(); // build the id -> row map now, not in the next snapshot's decode
     this._fineLatest = null;
     this._updateTriangles(update);
     return this._retryHeld();
