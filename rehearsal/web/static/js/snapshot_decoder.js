@@ -26,16 +26,20 @@
 //   decoder.surfaceFloat64() -> Float64Array    the same positions before rounding to float32 (a copy)
 //   decoder.surfaceGrid() -> Int32Array         decoded grid values, 3 per vertex, before prediction (a copy)
 //   decoder.triangles() -> Int32Array           current surface triangles, mesh vertex ids, 3 per triangle
+//                                               (the same object until a topology message replaces it)
 //   decoder.triangleRows() -> Int32Array        the same as indices into surface() (for an index buffer);
 //                                               triangles with a vertex outside the layout are left out
 //   decoder.rigid() -> Map<objectId, {kind, position: [x, y, z], rotation: [x, y, z, w], jaw, sequence}>
 //       newest version of every rigid object; kind "instrument" | "jaw" | "head" | "hand" | "other";
 //       jaw in radians or null; sequence = the snapshot it came from.
 //   decoder.ackFields() -> {newest, bits} | null   the snap_ack fields (null before any snapshot applied)
-//   decoder.missingBaselines                    grows when a delta's baseline is missing: send snap_resync
+//   decoder.missingBaselines                    a count that grows when a delta's baseline is missing: when
+//                                               it grows, send snap_resync (its `reason` field is required)
 //   decoder.epoch                               topology epoch (null before the first snap_topology)
 //   decoder.newestSequence, decoder.serverTime  newest applied snapshot's sequence and server time (s)
-//   decoder.config, decoder.layout, decoder.topology ({epoch, cause, instrument}), decoder.predictors (ids)
+//   decoder.config ({maxError, origin, step, rotationBits, jaw: {lo, hi, bits}}), decoder.layout
+//   ({vertexIds, offsets, patchCount, vertexCount}), decoder.topology ({epoch, cause, instrument}),
+//   decoder.predictors (ids held, ascending)
 //   decoder.rejected, decoder.heldCount, decoder.dropped   counters
 //
 // Numbers: every position is computed in float64 with Python's operations in Python's order
@@ -44,6 +48,8 @@
 // message with cause "full" replaces them with added_triangles, any other adds added_triangles, then
 // removes removed_triangles (physics only removes tets, so a triangle one change adds and a later change
 // of the same message removes must end up removed).
+// Like Python's, this decoder drops a patch's or rigid object's versions older than the baseline a snapshot
+// used, so a snapshot that arrives after a newer one (reordered) can miss its baseline and be rejected.
 
 import { BitError, BitReader, BLOCK_ERRORS, blockGet, RUNS, unzigzag } from "./bitcode.js";
 import { ArrayError, unpackGains, unpackIds } from "./id_arrays.js";
