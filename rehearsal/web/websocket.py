@@ -64,9 +64,11 @@ MAX_PAGE_ERROR_CHARS = 300
 PAGE_ERROR_LOG_INTERVAL = 5.0  # s: at most one log line of page errors per socket in this time
 
 JOIN_SHAPE = 'the join is {"join": {"invite": code, "name": name}} or {"rejoin": {"rejoin_code": code}}'
-CLOSE_REFUSED = 4003  # join refused (bad code, ended session, draining)
-CLOSE_POLICY = 1008  # too many bad frames, too fast, join timed out
+# Close codes (an application may send 1000 or 3000-4999): the reason text says more.
 CLOSE_SERVER = 4000  # the server closed the link (room ended, removed, too slow)
+CLOSE_STOPPING = 4001  # the server is stopping
+CLOSE_REFUSED = 4003  # join refused (bad code, ended session, draining)
+CLOSE_POLICY = 4008  # too many bad frames, too fast, join timed out
 
 
 class Connections(Protocol):
@@ -246,7 +248,11 @@ class WatchProtocol(WebSocketServerProtocol):
         if self.closing:
             return
         self.closing = True
-        self.sendClose(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
+        try:
+            self.sendClose(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
+        except Exception as exc:  # never into autobahn's frame loop: drop the socket instead
+            log.error("web socket: close failed (%s); dropped", exc)
+            self.dropConnection(abort=True)
 
     def _join_timed_out(self) -> None:
         self._join_timer = None
@@ -473,7 +479,7 @@ class WatchEndpoint:
         if self._pinger.running:
             self._pinger.stop()
         for protocol in list(self.sockets):
-            protocol.close_with(1001, "the server is stopping")
+            protocol.close_with(CLOSE_STOPPING, "the server is stopping")
 
     def _ping_all(self) -> None:
         now = self.clock()
