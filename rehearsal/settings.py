@@ -27,6 +27,10 @@ class Settings:
     public_host: str = ""  # the address clients are told to connect to (default: udp_host)
     http_host: str = "127.0.0.1"  # join API and admin API
     http_port: int = 8080
+    # HTTPS and WSS on the HTTP port (PEM files): browsers give a page its secure context only on localhost or
+    # over TLS, so a console opened from another machine needs both. Empty: plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
     max_clients: int = 256
     default_scenario: str = "basic_skills"
     empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
@@ -59,7 +63,10 @@ def load_settings(file: Path | None = None, env: dict[str, str] | None = None, *
         f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(Settings) if ENV_PREFIX + f.name.upper() in env
     }
     settings = _apply(settings, from_env, "environment")
-    return _apply(settings, {k: v for k, v in flags.items() if v is not None}, "flags")
+    settings = _apply(settings, {k: v for k, v in flags.items() if v is not None}, "flags")
+    if bool(settings.tls_cert) != bool(settings.tls_key):  # checked once all sources are in: they may differ
+        raise SettingsError("tls_cert and tls_key go together (both PEM files, or neither)")
+    return settings
 
 
 def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
