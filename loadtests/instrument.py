@@ -1,16 +1,14 @@
-"""Load-test instrumentation installed into the server subprocess (never imported by the server itself).
+"""Load-test instrumentation of the server subprocess, through the server's public seams (no patching).
 
-``install(data_dir, scenario_dir)`` is called by the launcher script of ``loadtests.server`` before
-``rehearsal.server.serve`` runs. It adds, in the server subprocess only and without changing the server's
-code or API:
-
-* **tick records**: the server observes whole ticks into ``rehearsal_tick_duration_seconds``; for exact
-  quantiles per phase, a subclass of ``RehearsalServer`` times ``_on_report`` (publishing: events, snapshot
-  encoding, sends), adds the ticker's ``last_handback_seconds`` (queueing + physics + hand-back to the
-  reactor) and appends one record per room tick to ``<data_dir>/ticks.f64`` (float64 quadruples: monotonic
-  time, tick seconds, room number, publishing seconds).
-* **scenarios**: ``*.toml`` files in ``scenario_dir`` are offered beside the packaged ones (the capacity
-  run's ~5k-tet block lives in ``loadtests/scenarios``).
+The launcher script of ``loadtests.server`` runs ``rehearsal.server.serve(settings, setup=recorder.attach)``
+(``recorder = TickRecorder(data_dir)``) with ``settings.scenario_dir`` = ``loadtests/scenarios`` (the
+capacity run's ~5k-tet block is offered beside the packaged scenarios). ``TickRecorder`` is a tick observer of
+the server (``RehearsalServer.add_tick_observer``): it appends one record per room tick that ran a step to
+``<data_dir>/ticks.f64`` (float64 quadruples: monotonic time, tick seconds, room number, publishing
+seconds), for exact quantiles per phase; a tick's seconds are the ticker's hand-back time (queueing +
+physics + hand-back to the reactor) plus publishing (events, snapshot encoding, sends). The server also
+observes whole ticks into ``rehearsal_tick_duration_seconds`` and publishing into
+``rehearsal_publish_duration_seconds`` (``/metrics``).
 """
 
 from __future__ import annotations
@@ -23,69 +21,41 @@ import numpy as np
 
 TICK_FILE = "ticks.f64"
 FLUSH_SECONDS = 0.5
+MAX_PENDING = 4096  # records kept in memory before they are written out
 
 
-def install(data_dir: Path, scenario_dir: Path | None = None) -> None:
-    """Patch ``rehearsal.server`` (in this process only) as the module doc says."""
-    import rehearsal.scenario as scenario_module
-    import rehearsal.server as server_module
+class TickRecorder:
+    """Writes the server's tick records to ``<data_dir>/ticks.f64`` (see the module doc)."""
 
-    if scenario_dir is not None and Path(scenario_dir).is_dir():
-        packaged = scenario_module.packaged_scenarios
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / TICK_FILE
+        self.records: list[tuple[float, float, float, float]] = []
+        self.room_numbers: dict[str, int] = {}
+        self.last_flush = time.monotonic()
 
-        def with_extra() -> dict[str, Path]:
-            found = packaged()
-            for path in sorted(Path(scenario_dir).glob("*.toml")):
-                found.setdefault(path.stem, path)
-            return found
+    def attach(self, server: Any) -> None:
+        """Observe ``server``'s ticks (``serve``'s ``setup``), and write what is left when its reactor stops."""
+        server.add_tick_observer(self.observe)
+        server.reactor.addSystemEventTrigger("before", "shutdown", self.flush)
 
-        scenario_module.packaged_scenarios = with_extra
-        server_module.packaged_scenarios = with_extra
+    def observe(self, session: str, handback_seconds: float, publish_seconds: float) -> None:
+        number = self.room_numbers.setdefault(session, len(self.room_numbers))
+        now = time.monotonic()
+        self.records.append((now, handback_seconds + publish_seconds, float(number), publish_seconds))
+        if now - self.last_flush > FLUSH_SECONDS or len(self.records) > MAX_PENDING:
+            self.flush()
 
-    base = server_module.RehearsalServer
-    tick_path = Path(data_dir) / TICK_FILE
-
-    class InstrumentedServer(base):  # type: ignore[misc, valid-type]
-        """The server with whole-tick timing (see the module doc)."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._tick_records: list[tuple[float, float, float, float]] = []
-            self._room_numbers: dict[str, int] = {}
-            self._last_flush = time.monotonic()
-
-        def _on_report(self, room: Any, report: Any) -> None:
-            started = time.perf_counter()
-            super()._on_report(room, report)
-            if report is None:
-                return
-            live = self.rooms.get(room.session)
-            if live is None:
-                return
-            publish = time.perf_counter() - started
-            tick = live.ticker.stats.last_handback_seconds + publish
-            number = self._room_numbers.setdefault(room.session, len(self._room_numbers))
-            now = time.monotonic()
-            self._tick_records.append((now, tick, float(number), publish))
-            if now - self._last_flush > FLUSH_SECONDS or len(self._tick_records) > 4096:
-                self.flush_ticks()
-
-        def flush_ticks(self) -> None:
-            self._last_flush = time.monotonic()
-            if not self._tick_records:
-                return
-            records, self._tick_records = self._tick_records, []
-            try:
-                with tick_path.open("ab") as f:
-                    f.write(np.asarray(records, np.float64).tobytes())
-            except OSError:
-                pass
-
-        def stop(self):
-            self.flush_ticks()
-            return super().stop()
-
-    server_module.RehearsalServer = InstrumentedServer
+    def flush(self) -> None:
+        """Append the pending records to the tick file (a failing disk loses them, never the server)."""
+        self.last_flush = time.monotonic()
+        if not self.records:
+            return
+        records, self.records = self.records, []
+        try:
+            with self.path.open("ab") as f:
+                f.write(np.asarray(records, np.float64).tobytes())
+        except OSError:
+            pass
 
 
 def read_ticks(data_dir: Path) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The server under test: a subprocess with load-test instrumentation, and what a run reads from it.
 
 * ``LoadServer``: ``rehearsal.server.serve`` in a subprocess (ports 0, loopback, data in a given folder) with
-  ``loadtests.instrument`` installed (whole-tick timing, the loadtests scenarios). It is a
+  ``loadtests.instrument``'s tick recorder attached and ``loadtests/scenarios`` as its scenario folder. It is a
   ``rehearsal.bots.ServerProcess`` (same log reading, ``wait_listening``, ``credential``, ``stop``).
 * ``ServerGroup``: several of them measured as one (DESIGN's scale-out: one process per room).
 * ``create_room`` / ``join``: the admin and join HTTP API (``rehearsal.bots.post``).
@@ -33,15 +33,16 @@ DRAIN_SECONDS = 5.0
 LAUNCH = """
 import sys
 from pathlib import Path
-from loadtests.instrument import install
-install(Path(sys.argv[1]), Path(sys.argv[2]))
+from loadtests.instrument import TickRecorder
 from rehearsal.server import serve
 from rehearsal.settings import load_settings
 threads = int(sys.argv[5]) or None  # 0: the server's default
 sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0,
+                             scenario_dir=Path(sys.argv[2]),
                              max_clients=int(sys.argv[3]), empty_room_seconds=float(sys.argv[4]),
                              physics_threads=threads, drain_seconds=float(sys.argv[6]),
-                             observer_snapshot_hz=float(sys.argv[7]) if float(sys.argv[7]) >= 0 else None)))
+                             observer_snapshot_hz=float(sys.argv[7]) if float(sys.argv[7]) >= 0 else None),
+               setup=TickRecorder(Path(sys.argv[1])).attach))
 """
 
 

@@ -5,7 +5,7 @@ Two halves, both cheap for the app:
 * ``StatusCollector(status)`` calls ``status()`` once per scrape and turns the plain dict it returns
   into metric families. The app keeps counting with its own ``Counter``s; nothing is called per event.
 * ``Histograms`` holds the few distributions that need per-event ``observe()`` (tick time, physics step,
-  RTT, snapshot size). They carry no labels, so the hot path is one ``observe()`` call with no
+  publishing, RTT, snapshot size). They carry no labels, so the hot path is one ``observe()`` call with no
   ``.labels()`` lookup (DESIGN: ``.labels()`` per call doubles the cost).
 
 ``OpsMetrics(status)`` builds both on one ``CollectorRegistry``.
@@ -88,6 +88,7 @@ SNAPSHOT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 655
 HISTOGRAM_NAMES = (
     "rehearsal_tick_duration_seconds",
     "rehearsal_physics_step_duration_seconds",
+    "rehearsal_publish_duration_seconds",
     "rehearsal_rtt_seconds",
     "rehearsal_snapshot_bytes",
 )
@@ -292,6 +293,12 @@ class Histograms:
             "rehearsal_physics_step_duration_seconds",
             "Wall time of the physics step within a tick.",
             buckets=PHYSICS_BUCKETS,
+            registry=registry,
+        )
+        self.publish = Histogram(
+            "rehearsal_publish_duration_seconds",
+            "Wall time of publishing one room tick (events, snapshot encoding, sends) on the reactor thread.",
+            buckets=TICK_BUCKETS,
             registry=registry,
         )
         self.rtt = Histogram(

@@ -49,6 +49,7 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long rooms may finish (default 30)")
     p.add_argument("--tls-cert", help="PEM certificate: serve HTTPS and WSS on the HTTP port (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--scenario-dir", type=Path, help="extra scenario files (*.toml) offered beside the shipped ones")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +90,7 @@ def _load(args: argparse.Namespace) -> Settings:
         drain_seconds=args.drain_seconds,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        scenario_dir=args.scenario_dir,
     )
 
 

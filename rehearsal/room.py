@@ -19,6 +19,7 @@ from physics.instruments import SPECS, InstrumentSpec, Kind
 from physics.model import inverted_tets
 from physics.state import State
 from rehearsal.complications import ComplicationError, Complications
+from rehearsal.hands import HANDS, instrument_holder, instrument_id
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
 from rehearsal.procedure import Procedure
@@ -29,7 +30,6 @@ from rehearsal.roles import Action, Role, decide
 from rehearsal.scenario import Scenario, build_world
 from rehearsal.skill_metrics import InstrumentSample, SkillTracker
 
-HANDS = ("left", "right")
 WORKSPACE_MARGIN = 0.5  # m around the anatomy's bounding box that instruments may occupy
 MAX_INSTRUMENT_SPEED = 3.0  # m/s: faster input is a tracking glitch or an attack, not a hand
 DRIVING_ROLES = (Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON)
@@ -358,9 +358,9 @@ class Room:
             if p is None or not p.connected or hand not in p.hands:
                 continue
             spec = self._specs[p.hands[hand]]
-            instrument_id = pid * len(HANDS) + HANDS.index(hand)
-            inputs.append(InstrumentInput(instrument_id, spec, pose.position, pose.orientation, pose.jaw, pose.energy))
-            times[instrument_id] = pose.sample_time
+            iid = instrument_id(pid, hand)
+            inputs.append(InstrumentInput(iid, spec, pose.position, pose.orientation, pose.jaw, pose.energy))
+            times[iid] = pose.sample_time
         control = Control(inputs)
         self._control_times = (control, times)
         return control
@@ -388,7 +388,7 @@ class Room:
         for s in self.procedure.evaluate(self.model, self.physics, self.elapsed):
             self._events.append(RoomEvent(STEP_EVENTS[s.status], s.to_dict(), instrument=s.by))
             if s.status == "violated" and s.by is not None:
-                self.skills.note_misapplied_energy(s.by // len(HANDS), HANDS[s.by % len(HANDS)])
+                self.skills.note_misapplied_energy(*instrument_holder(s.by))
         for detail in self.complications.update(self.physics, dt, self.elapsed):
             self._events.append(RoomEvent("bleeding_stopped", detail))
         return report
@@ -411,7 +411,7 @@ class Room:
             if inst is None:
                 continue
             force = report.instrument_forces.get(command.id)
-            participant, hand = command.id // len(HANDS), HANDS[command.id % len(HANDS)]
+            participant, hand = instrument_holder(command.id)
             samples.append(
                 InstrumentSample(
                     participant=participant,
@@ -428,7 +428,7 @@ class Room:
         self.skills.observe(self.elapsed, samples)
         for event in report.events:
             if event.kind == "tear" and event.instrument is not None:
-                self.skills.note_damage(event.instrument // len(HANDS), HANDS[event.instrument % len(HANDS)], 1)
+                self.skills.note_damage(*instrument_holder(event.instrument), 1)
 
     def _probe_new_grasps(self, report: StepReport, dt: float, substeps: int) -> None:
         """Measure each new grasp's response model (for the holder's prediction) while the world is ours."""

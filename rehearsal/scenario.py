@@ -124,6 +124,17 @@ def packaged_scenarios() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.toml"))}
 
 
+def available_scenarios(scenario_dir: Path | None = None) -> dict[str, Path]:
+    """The scenarios a server offers, by name: the packaged ones plus the ``*.toml`` files in
+    ``scenario_dir`` (``settings.scenario_dir``). A packaged name takes precedence: a file in the folder
+    with the same stem is ignored, so ``basic_skills`` always means the shipped scenario."""
+    found = {}
+    if scenario_dir is not None and Path(scenario_dir).is_dir():
+        found = {p.stem: p for p in sorted(Path(scenario_dir).glob("*.toml"))}
+    found.update(packaged_scenarios())
+    return found
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate one scenario file (a packaged scenario's name also works)."""
     path = Path(path)

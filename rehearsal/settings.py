@@ -33,6 +33,9 @@ class Settings:
     tls_key: str = ""
     max_clients: int = 256
     default_scenario: str = "basic_skills"
+    # A folder of extra scenario files (*.toml) offered beside the packaged ones, by file stem; a packaged
+    # name takes precedence (rehearsal.scenario.available_scenarios). None: the packaged ones only.
+    scenario_dir: Path | None = None
     empty_room_seconds: float = 300.0  # a room with nobody in it ends after this long
     physics_threads: int = 1  # per room; 1 keeps a core for the network when several rooms run
     # Observers only watch: given a rate (e.g. 30 for a large audience), they get snapshots at about that rate
@@ -69,6 +72,9 @@ def load_settings(file: Path | None = None, env: dict[str, str] | None = None, *
     return settings
 
 
+_OPTIONAL_PATHS = frozenset({"scenario_dir"})  # None by default: "" in a file or the environment unsets them
+
+
 def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
     types = {f.name: f.type for f in fields(Settings)}
     changes = {}
@@ -77,7 +83,9 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
             raise SettingsError(f"{origin}: unknown setting {key!r} (known: {', '.join(types)})")
         current = getattr(settings, key)
         try:
-            if isinstance(current, Path):
+            if key in _OPTIONAL_PATHS:
+                changes[key] = None if value is None or str(value) == "" else Path(value)
+            elif isinstance(current, Path):
                 changes[key] = Path(value)
             elif isinstance(current, bool):
                 changes[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")

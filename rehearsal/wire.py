@@ -99,15 +99,15 @@ REHEARSAL_REGISTRY = build_registry()
 
 
 def to_physics_quat(q_xyzw: np.ndarray) -> np.ndarray:
-    """(x, y, z, w) -> (w, x, y, z)."""
+    """(x, y, z, w) -> (w, x, y, z), of one quaternion or of each row of an (n, 4) array."""
     q = np.asarray(q_xyzw, dtype=np.float64)
-    return np.array([q[3], q[0], q[1], q[2]])
+    return q[..., [3, 0, 1, 2]]
 
 
 def to_wire_quat(q_wxyz: np.ndarray) -> np.ndarray:
-    """(w, x, y, z) -> (x, y, z, w)."""
+    """(w, x, y, z) -> (x, y, z, w), of one quaternion or of each row of an (n, 4) array."""
     q = np.asarray(q_wxyz, dtype=np.float64)
-    return np.array([q[1], q[2], q[3], q[0]])
+    return q[..., [1, 2, 3, 0]]
 
 
 def plain(value: object, depth: int = 0) -> object:

@@ -10,41 +10,33 @@ from twisted.internet.task import Clock
 from netcode.messaging.channels import Channel
 from rehearsal.identity import Identity
 from rehearsal.roles import Role
-from rehearsal.server import KICK_DELAY, RehearsalServer, _Client
+from rehearsal.server import RehearsalServer
+from rehearsal.sessions import KICK_DELAY
 from rehearsal.settings import load_settings
+from tests.rehearsal.link_helpers import RecordingLink
 
 
 @pytest.fixture
 def rig(tmp_path):
-    """A server on a Clock with stand-ins for the UDP side; rooms' tickers stopped (the Clock drives time)."""
+    """A server on a Clock whose clients are RecordingLinks (no sockets); rooms' tickers stopped (the Clock
+    drives time). Server time differs from the reactor's clock, as it does in a real server."""
     clock = Clock()
-    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data", drain_seconds=10), clock)
-    sent: list[tuple[int, Channel, object]] = []
-    disconnected: list[int] = []
-    server.protocol = SimpleNamespace(
-        now=lambda: 1000.0 + clock.seconds(),  # server time differs from the reactor's clock
-        core=SimpleNamespace(disconnect=lambda i, now: disconnected.append(i), stats={}, drops={}),
-        disconnect_all=lambda: None,
+    server = RehearsalServer(
+        load_settings(None, env={}, data_dir=tmp_path / "data", drain_seconds=10),
+        clock,
+        server_time=lambda: 1000.0 + clock.seconds(),
     )
-    server.channels = SimpleNamespace(
-        send=lambda i, c, m: sent.append((i, c, m)) or True, peers={}, on_connect=lambda *args: None
-    )
-    rig = SimpleNamespace(server=server, clock=clock, sent=sent, disconnected=disconnected, next_index=0)
+    rig = SimpleNamespace(server=server, clock=clock)
 
     def session() -> str:
         s = server.create_session("basic_skills")
         server.rooms[s].ticker.stop()
         return s
 
-    def connect(session: str, pid: int, role: Role, name: str) -> int:
-        identity = Identity(session, pid, role, name)
-        live = server.rooms[session]
-        live.room.join(identity)
-        index = rig.next_index
-        rig.next_index += 1
-        server.clients[index] = _Client(index, identity, session)
-        live.clients.add(index)
-        return index
+    def connect(session: str, pid: int, role: Role, name: str, key: int | None = None) -> RecordingLink:
+        link = RecordingLink(key)
+        server.connections.open(link, Identity(session, pid, role, name))
+        return link
 
     rig.session, rig.connect = session, connect
     try:
@@ -53,8 +45,8 @@ def rig(tmp_path):
         server.stop()  # the rooms' worker threads
 
 
-def events(rig, index: int, kind: str) -> list[dict]:
-    return [m.fields for i, c, m in rig.sent if i == index and m.type == "event" and m.fields["kind"] == kind]
+def events(link: RecordingLink, kind: str) -> list[dict]:
+    return link.events(kind)
 
 
 def test_admin_lists_rooms_and_shows_one_in_detail(rig):
@@ -62,15 +54,16 @@ def test_admin_lists_rooms_and_shows_one_in_detail(rig):
     rig.connect(s1, 7, Role.LEAD_SURGEON, "Dr. Lead")
     rig.connect(s1, 8, Role.OBSERVER, "Student")
     live = rig.server.rooms[s1]
-    live.ticker._timed(0.004)  # two ticks' worth of timing, as the ticker records them
-    live.ticker._timed(0.012)
-    rooms = {r["session"]: r for r in rig.server.admin_rooms()}
+    live.ticker.record_tick(0.004)  # two ticks' worth of timing, as the ticker records them
+    live.ticker.record_tick(0.012)
+    rooms = {r["session"]: r for r in rig.server.views.admin_rooms()}
     assert set(rooms) == {s1, s2}
     assert rooms[s1]["participants"] == {"lead_surgeon": 1, "observer": 1}
-    assert rooms[s1]["scenario"] == "basic_skills" and rooms[s1]["state"] == "lobby"
+    assert rooms[s1]["scenario"] == "basic_skills" and rooms[s1]["state"] == "running"  # the lead started it
+    assert rooms[s2]["state"] == "lobby"
     assert rooms[s1]["tick_p99_seconds"] == 0.012 and rooms[s2]["tick_p99_seconds"] is None
 
-    detail = rig.server.admin_room(s1)
+    detail = rig.server.views.admin_room(s1)
     assert detail["participants"] == [
         {"id": 7, "role": "lead_surgeon", "name": "Dr. Lead", "connected": True},
         {"id": 8, "role": "observer", "name": "Student", "connected": True},
@@ -80,7 +73,7 @@ def test_admin_lists_rooms_and_shows_one_in_detail(rig):
     assert {"frame", "physics_step", "steps", "current_step", "complications", "state", "scenario", "counters"} <= set(
         detail
     )
-    assert rig.server.admin_room("s-nope") is None
+    assert rig.server.views.admin_room("s-nope") is None
 
     status = rig.server.ops_status()
     room_status = status["room_stats"][s1]
@@ -94,24 +87,25 @@ def test_admin_removes_a_participant_and_ends_a_room(rig):
     lead = rig.connect(s, 7, Role.LEAD_SURGEON, "Dr. Lead")
     observer = rig.connect(s, 8, Role.OBSERVER, "Student")
     with pytest.raises(LookupError):
-        rig.server.admin_remove_participant(s, 99)
+        rig.server.views.admin_remove_participant(s, 99)
     with pytest.raises(LookupError):
-        rig.server.admin_remove_participant("s-nope", 8)
-    assert rig.server.admin_remove_participant(s, 8) == {"session": s, "participant": 8, "removed": True}
-    assert events(rig, lead, "remove_participant")[0]["detail"]["who"] == 8
-    refused = [(c, m.fields) for i, c, m in rig.sent if i == observer and m.type == "refused"]
+        rig.server.views.admin_remove_participant("s-nope", 8)
+    assert rig.server.views.admin_remove_participant(s, 8) == {"session": s, "participant": 8, "removed": True}
+    assert events(lead, "remove_participant")[0]["detail"]["who"] == 8
+    refused = [(c, m.fields) for c, m in observer.decoded() if m.type == "refused"]
     assert refused and refused[0][0] == Channel.RELIABLE and refused[0][1]["request"] == "connect"
+    assert observer.closed is None
     rig.clock.advance(KICK_DELAY)
-    assert observer in rig.disconnected
+    assert observer.closed and lead.closed is None
     assert 8 not in rig.server.rooms[s].room.participants and 8 in rig.server.rooms[s].room.removed
 
-    assert rig.server.admin_end_room(s) == {"session": s, "state": "ended"}
-    assert events(rig, lead, "ended")
-    assert rig.server.admin_end_room(s)["state"] == "ended"  # twice is harmless
+    assert rig.server.views.admin_end_room(s) == {"session": s, "state": "ended"}
+    assert events(lead, "ended")
+    assert rig.server.views.admin_end_room(s)["state"] == "ended"  # twice is harmless
     rig.clock.advance(KICK_DELAY)
-    assert s not in rig.server.rooms
+    assert s not in rig.server.rooms and lead.closed
     with pytest.raises(LookupError):
-        rig.server.admin_end_room(s)
+        rig.server.views.admin_end_room(s)
     actions = rig.server.admin_actions()  # the ended room's result is kept, for the debrief
     assert [r["session"] for r in actions.list_results()] == [s]
     kept = actions.result(s)
@@ -121,13 +115,13 @@ def test_admin_removes_a_participant_and_ends_a_room(rig):
 def test_drain_notifies_refuses_new_sessions_and_ends_rooms_by_the_deadline(rig):
     busy, idle = rig.session(), rig.session()
     lead = rig.connect(busy, 7, Role.LEAD_SURGEON, "Dr. Lead")
-    assert rig.server._closed() is None and rig.server.ready() is True
+    assert rig.server.sessions.closed() is None and rig.server.ready() is True
 
     done = rig.server.start_drain()
-    assert rig.server.ready() == "draining" and rig.server._closed()
+    assert rig.server.ready() == "draining" and rig.server.sessions.closed()
     with pytest.raises(ValueError, match="draining"):
         rig.server.create_session("basic_skills")
-    notice = events(rig, lead, "draining")
+    notice = events(lead, "draining")
     assert len(notice) == 1 and notice[0]["detail"]["seconds"] == pytest.approx(10.0)
     assert notice[0]["detail"]["deadline"] == pytest.approx(1000.0 + 10.0)  # in server time
     assert rig.server.rooms[idle].ending  # nobody in it: ended at once
@@ -137,7 +131,7 @@ def test_drain_notifies_refuses_new_sessions_and_ends_rooms_by_the_deadline(rig)
     assert idle not in rig.server.rooms and not rig.server.rooms[busy].ending and not done.called
     for _ in range(8):  # past the deadline and the room's KICK_DELAY
         rig.clock.advance(0.25)
-    assert events(rig, lead, "ended") and busy not in rig.server.rooms
+    assert events(lead, "ended") and busy not in rig.server.rooms
     rig.clock.advance(0.25)
     assert done.called
     assert rig.server.start_drain() is done
@@ -145,14 +139,14 @@ def test_drain_notifies_refuses_new_sessions_and_ends_rooms_by_the_deadline(rig)
 
 def test_while_draining_only_people_already_in_a_room_may_connect_again(rig):
     busy = rig.session()
-    rig.connect(busy, 7, Role.LEAD_SURGEON, "Dr. Lead")
+    lead = rig.connect(busy, 7, Role.LEAD_SURGEON, "Dr. Lead")
     rig.connect(busy, 9, Role.MENTOR, "Prof")  # someone stays, so the room runs on until the deadline
-    rig.server.rooms[busy].room.leave(7)  # dropped
+    rig.server.connections.closed(lead.key, "timeout")  # dropped
     rig.server.start_drain()
-    back, stranger = Identity(busy, 7, Role.LEAD_SURGEON, "Dr. Lead"), Identity(busy, 8, Role.OBSERVER, "New")
-    rig.server._on_connect(20, 7, back.to_user_data(), None)
-    rig.server._on_connect(21, 8, stranger.to_user_data(), None)
-    sent_to = {i: [getattr(m, "type", "encoded") for j, c, m in rig.sent if j == i] for i in (20, 21)}
-    assert "welcome" in sent_to[20] and "refused" not in sent_to[20]
-    assert sent_to[21] == ["refused"]
-    assert [m.fields["reason"] for i, c, m in rig.sent if i == 21] == ["the server is draining"]
+    back = rig.connect(busy, 7, Role.LEAD_SURGEON, "Dr. Lead", key=20)
+    stranger = rig.connect(busy, 8, Role.OBSERVER, "New", key=21)
+    assert "welcome" in [m.type for _, m in back.decoded()] and not back.messages("refused")
+    assert [m.type for _, m in stranger.decoded()] == ["refused"]
+    assert [f["reason"] for f in stranger.messages("refused")] == ["the server is draining"]
+    rig.clock.advance(KICK_DELAY)
+    assert stranger.closed and back.closed is None

@@ -142,44 +142,40 @@ def test_a_team_joins_sees_the_room_and_roles_are_enforced(server):
 
 def test_a_cut_becomes_a_new_snapshot_epoch_that_clients_apply(tmp_path):
     """In process, no sockets: a surgeon's scissors cut the block; the published topology and snapshots
-    (what `_publish` hands the channels) bring a client's decoder to the server's new surface."""
-    from types import SimpleNamespace
+    (what ``Publisher.publish`` sends the surgeon's link) bring a client's decoder to the server's new surface."""
+    from twisted.internet.task import Clock
 
-    from netcode.sync.snapshot_codec import SnapshotServer
     from physics.instruments import Kind, look_rotation
     from rehearsal.identity import Identity
     from rehearsal.roles import Role
-    from rehearsal.room import Room
-    from rehearsal.scenario import load_scenario
-    from rehearsal.server import RehearsalServer, _Client, _LiveRoom, surface_layout
+    from rehearsal.server import RehearsalServer
     from rehearsal.settings import Settings
+    from tests.rehearsal.link_helpers import RecordingLink
 
-    sent: list[tuple[int, Channel, object]] = []
-    server = RehearsalServer(Settings(data_dir=tmp_path / "data"), reactor=None)
-    server.protocol = SimpleNamespace(now=time.monotonic)
-    server.channels = SimpleNamespace(
-        send=lambda i, c, m: sent.append((i, c, m)) or True, update=lambda now: None, flush=lambda ids, now: None
-    )
-    room = Room("s-cut", load_scenario("basic_skills"))
-    surgeon = Identity("s-cut", 7, Role.LEAD_SURGEON, "Dr. Cut")
-    room.join(surgeon).hands["right"] = Kind.SCISSORS
-    room.start()
-    live = _LiveRoom(room, None, None, SnapshotServer(surface_layout(room), triangles=room.model.surface), {0})
-    server.rooms[room.session] = live
-    server.clients[0] = _Client(0, surgeon, room.session)
-    live.sync.add_client(0)
+    server = RehearsalServer(Settings(data_dir=tmp_path / "data", record=False), Clock())
+    session = server.sessions.create_session("basic_skills")
+    live = server.rooms[session]
+    live.ticker.stop()
+    live.pool.stop()
+    room = live.room
+    surgeon = Identity(session, 7, Role.LEAD_SURGEON, "Dr. Cut")
+    link = RecordingLink(0)
+    server.connections.open(link, surgeon)
+    room.participants[7].hands["right"] = Kind.SCISSORS
+    joined, link.sent[:] = list(link.sent), []
+    sent = link.sent
 
     decoder = SnapshotDecoder()
-    for message in live.sync.join_messages():
-        decoder.on_message(message)
+    for _, message in joined:  # the join messages (snap_config, snap_topology) come as encoded bytes
+        if isinstance(message, bytes):
+            decoder.on_message(message)
     down = look_rotation(forward=(0.0, -1.0, 0.0), up=(1.0, 0.0, 0.0))
     t, events = 0.0, []
     for jaw in [1.0] * 3 + [0.5, 0.0, 0.0, 0.0]:
         t += 1 / 60
         assert room.instrument_input(7, "right", [0.0025, 0.03, 0.0], down, jaw, False, t) is None
-        report = room.advance(1 / 60)
-        server._publish(live, report)
-        for _, channel, message in sent:
+        server.publisher.publish(live, room.advance(1 / 60))
+        for channel, message in sent:
             data = message if isinstance(message, bytes) else REHEARSAL_REGISTRY.encode(message)
             decoded = REHEARSAL_REGISTRY.decode(data)
             assert channel == (Channel.UNRELIABLE if decoded.type in ("snapshot", "input_ack") else Channel.RELIABLE)
@@ -189,14 +185,14 @@ def test_a_cut_becomes_a_new_snapshot_epoch_that_clients_apply(tmp_path):
                 live.sync.on_ack_fields(0, **decoder.ack_fields())
         sent.clear()
     cuts = [e for e in events if e["kind"] == "cut"]
-    assert cuts and cuts[0]["by"] == 7 and cuts[0]["instrument"] == server._object_id(live, 7, "right")
+    assert cuts and cuts[0]["by"] == 7 and cuts[0]["instrument"] == live.object_id(7, "right")
     assert server.counters["topology_epochs"] >= 1
     assert decoder.epoch == live.sync.epoch > 1
     assert decoder.layout == live.sync.layout
     assert set(decoder.layout.vertex_ids.tolist()) == set(np.unique(room.model.surface).tolist())
     for _ in range(5):  # full records of the new epoch arrive within the byte budget
-        server._publish(live, room.advance(1 / 60))
-        for _, _, message in sent:
+        server.publisher.publish(live, room.advance(1 / 60))
+        for _, message in sent:
             data = message if isinstance(message, bytes) else REHEARSAL_REGISTRY.encode(message)
             if REHEARSAL_REGISTRY.decode(data).type == "snapshot" and decoder.on_message(data):
                 live.sync.on_ack_fields(0, **decoder.ack_fields())

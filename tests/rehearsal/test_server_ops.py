@@ -25,7 +25,7 @@ def test_metrics_and_readiness_reflect_the_rooms(tmp_path):
     assert samples[("rehearsal_rooms", (("state", "lobby"),))] == 1
     live = next(iter(server.rooms.values()))
     live.room.counters.update(solver_speed_clamped=3, solver_inverted=2)  # as Room.advance counts them
-    server.packet_loss = 0.25  # as the once-a-second connection sampler sets it
+    server.views.packet_loss = 0.25  # as the once-a-second connection sampler sets it
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(server.metrics.exposition().decode())
@@ -43,7 +43,7 @@ def test_the_servers_metrics_pass_promtool(tmp_path):
     server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
     try:
         session = server.create_session("basic_skills")
-        server.rooms[session].ticker._timed(0.005)  # a timed tick, as the ticker records it
+        server.rooms[session].ticker.record_tick(0.005)  # a timed tick, as the ticker records it
         exposition = server.metrics.exposition()
         info = f'rehearsal_room_info{{scenario="basic_skills",session="{session}",state="lobby"}} 1.0'
         assert info.encode() in exposition

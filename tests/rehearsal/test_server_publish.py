@@ -1,19 +1,17 @@
 """Publishing: who gets which tick's snapshot."""
 
-from collections import Counter
-from types import SimpleNamespace
-
 import pytest
 from twisted.internet.task import Clock
 
 from netcode.messaging.channels import Channel
 from rehearsal.identity import Identity
 from rehearsal.roles import Role
-from rehearsal.server import RehearsalServer, _Client
+from rehearsal.server import RehearsalServer
 from rehearsal.settings import load_settings
+from tests.rehearsal.link_helpers import RecordingLink
 
 
-def _snapshots_per_client(tmp_path, observer_hz: float, ticks: int) -> Counter:
+def _snapshots_per_client(tmp_path, observer_hz: float, ticks: int) -> dict[int, int]:
     server = RehearsalServer(
         load_settings(None, env={}, data_dir=tmp_path / "data", observer_snapshot_hz=observer_hz), Clock()
     )
@@ -22,25 +20,20 @@ def _snapshots_per_client(tmp_path, observer_hz: float, ticks: int) -> Counter:
         live = server.rooms[session]
         live.ticker.stop()
         people = [(3, Role.LEAD_SURGEON), (4, Role.OBSERVER), (5, Role.OBSERVER), (6, Role.MENTOR)]
-        for index, role in people:
-            client = _Client(index, Identity(session, index, role, role.value), session)
-            live.room.join(client.identity)
-            server.clients[index] = client
-            live.clients.add(index)
-            live.sync.add_client(index, budget_bytes=10_000)
-        sent: Counter = Counter()
-
-        def send(index, channel, message):
-            if channel is Channel.UNRELIABLE and isinstance(message, bytes):
-                sent[index] += 1
-
-        server.protocol = SimpleNamespace(now=lambda: 1.0)
-        server.channels = SimpleNamespace(send=send, flush=lambda *args: None)
+        links = {}
+        for key, role in people:
+            links[key] = RecordingLink(key)
+            server.connections.open(links[key], Identity(session, key, role, role.value))
+        for link in links.values():
+            link.sent.clear()
         for _ in range(ticks):
-            server._publish(live, None)
-        return sent
+            server.publisher.publish(live, None)
+        assert all(link.flushes == ticks for link in links.values())  # every link flushed each tick
+        return {
+            key: sum(1 for c, m in link.sent if c is Channel.UNRELIABLE and isinstance(m, bytes))
+            for key, link in links.items()
+        }
     finally:
-        server.protocol = None
         server.stop()
 
 

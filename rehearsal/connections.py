@@ -1,0 +1,284 @@
+"""Connections: clients join and leave rooms through their ``Link``s, and what they send is handled here.
+
+Any transport calls three entry points (``rehearsal.links``):
+
+* ``open(link, identity)``: join the identity's room (checks: a known session that has not ended, not
+  draining unless already in the room, ``Room.join``'s own refusals). A refusal is a reliable ``refused``
+  (request ``connect``) on the link, which is closed ``KICK_DELAY`` later. On success: the state-sync join
+  messages (``snap_config``, full ``snap_topology``), ``welcome``, a ``joined`` event to the room, and the
+  room starts (lobby -> running) when its first surgeon or mentor joins.
+* ``receive(key, message)``: ``input`` (thin-client input packets: each new pose of a hand device goes to
+  ``Room.instrument_input``; the head's sets the gaze), ``command`` (``Room.command``; accepted ones are
+  broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines), ``ping`` (``pong``).
+  Refusals are counted and answered with ``refused`` at most once per ``REFUSAL_INTERVAL`` per request kind.
+* ``closed(key, reason)``: the client went away: it leaves its room (a ``left`` event).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from netcode.messaging.channels import Channel
+from netcode.messaging.connection import Delivery
+from netcode.messaging.messages import Message
+from netcode.protocol.inputs import InputPacketError
+from netcode.sync.snapshot_codec import budget_for_rate
+from rehearsal.identity import Identity
+from rehearsal.lifecycle import RoomState
+from rehearsal.links import Link
+from rehearsal.live_room import Client, LiveRoom, gaze_point
+from rehearsal.roles import Action, Role
+from rehearsal.room import Refusal
+from rehearsal.sessions import KICK_DELAY, Sessions
+from rehearsal.wire import DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
+
+log = logging.getLogger("rehearsal.connections")
+
+SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs more than avatars do
+REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
+STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
+
+
+class Connections:
+    """The connected clients by link key, and the handling of what they send (see the module doc)."""
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        reactor: Any,
+        *,
+        counters: Counter[str],
+        clock: Callable[[], float],
+        server_time: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.reactor = reactor
+        self.counters = counters
+        self.clock = clock
+        self.server_time = server_time
+        self.clients: dict[int, Client] = {}
+        sessions.on_room_closed = self.drop_room
+
+    # --- the transport's entry points --------------------------------------------------------------------
+
+    def open(self, link: Link, identity: Identity) -> None:
+        """A client proved its identity: join its room, or refuse (then close the link a moment later)."""
+        live = self.sessions.rooms.get(identity.session)
+        if live is None or live.ending:
+            self.refuse_link(link, "unknown or ended session")
+            return
+        room = live.room
+        if self.sessions.draining and identity.participant not in room.participants:
+            self.refuse_link(link, "the server is draining")  # those already in may come back
+            return
+        try:
+            participant = room.join(identity)
+        except ValueError as exc:
+            self.refuse_link(link, str(exc))
+            return
+        client = Client(link, identity)
+        self.clients[link.key] = client
+        live.add(client)
+        self.counters["connects"] += 1
+        hands = {hand: live.object_id(identity.participant, hand) for hand in participant.hands}
+        for message in live.sync.join_messages():
+            link.send(Channel.RELIABLE, message)
+        live.sync.add_client(link.key, budget_bytes=budget_for_rate(SNAPSHOT_BITS_PER_SECOND, room.scenario.tick_hz))
+        welcome = {
+            "session": identity.session,
+            "scenario": room.scenario.name,
+            "participant": identity.participant,
+            "role": identity.role.value,
+            "name": identity.name,
+            "state": room.state.value,
+            "hands": hands,
+            "progress": plain(room.progress()),
+            "annotations": list(room.annotations),
+        }
+        link.send(Channel.RELIABLE, Message("welcome", welcome))
+        live.broadcast_event(
+            "joined",
+            by=identity.participant,
+            detail={"participant": identity.participant, "role": identity.role.value, "name": identity.name},
+        )
+        if identity.role in STARTS_ROOM and room.state is RoomState.LOBBY and room.start() is None:
+            live.broadcast_event("started", detail={"state": room.state.value})
+        log.info(
+            "session %s: %s joined as %s (%s link %d)",
+            identity.session,
+            identity.name,
+            identity.role.value,
+            link.transport,
+            link.key,
+        )
+
+    def receive(self, key: int, message: Delivery | Message | None) -> None:
+        """A message from the client of a link (a ``Delivery`` of the channels, or the decoded ``Message``)."""
+        if isinstance(message, Delivery):
+            message = message.message
+        client = self.clients.get(key)
+        if client is None or message is None:
+            return
+        live = self.sessions.rooms.get(client.session)
+        if live is None or live.ending:
+            return
+        kind = message.type
+        if kind == "input":
+            self.on_input(client, live, message.fields["p"])
+        elif kind == "command":
+            self.on_command(client, live, message.fields)
+        elif kind == "snap_ack":
+            newest = message.fields["newest"]
+            live.sync.on_ack_fields(key, newest, client.fresh_acks(newest, message.fields["bits"]))
+        elif kind == "snap_resync":
+            live.sync.reset_client(key)
+            self.counters["resyncs"] += 1
+        elif kind == "ping":
+            client.link.send(Channel.UNRELIABLE, Message("pong", {"time": message.fields["time"]}))
+        elif kind != "disconnect":
+            self.counters["unexpected_messages"] += 1
+            self.refuse(client, f"message:{kind}", f"{kind} is not a message a client sends")
+
+    def closed(self, key: int, reason: str) -> None:
+        """The client of a link went away: it leaves its room (its instruments are withdrawn)."""
+        client = self.clients.pop(key, None)
+        if client is None:
+            return
+        self.counters["disconnects"] += 1
+        live = self.sessions.rooms.get(client.session)
+        if live is None:
+            return
+        live.discard(key)
+        live.sync.remove_client(key)
+        live.room.leave(client.identity.participant)
+        who = client.identity.participant
+        live.broadcast_event("left", by=who, detail={"participant": who, "reason": reason})
+        if not any(p.connected for p in live.room.participants.values()):
+            live.empty_since = self.clock()
+
+    # --- refusing and disconnecting ----------------------------------------------------------------------
+
+    def refuse_link(self, link: Link, reason: str) -> None:
+        """Refuse a connection: a reliable ``refused`` (request ``connect``), the link closed a moment later."""
+        self.counters["connects_refused"] += 1
+        link.send(Channel.RELIABLE, Message("refused", {"request": "connect", "reason": reason}))
+        self.reactor.callLater(KICK_DELAY, self._kick, link, None, reason)
+
+    def _kick(self, link: Link, participant: int | None, reason: str) -> None:
+        """Close a link if it still holds the same participant (None: if nobody joined on its key since)."""
+        client = self.clients.get(link.key)
+        if (participant is None and client is None) or (
+            client is not None and client.link is link and client.identity.participant == participant
+        ):
+            link.close(reason)
+
+    def connections_of(self, session: str, participant: int) -> list[Client]:
+        """The connections a participant of a session holds (normally one)."""
+        return [c for c in self.clients.values() if c.session == session and c.identity.participant == participant]
+
+    def send_away(self, session: str, participant: int, reason: str) -> None:
+        """A removed participant's connections are told why, then disconnected a moment later."""
+        for client in self.connections_of(session, participant):
+            self.refuse(client, "connect", reason)
+            self.reactor.callLater(KICK_DELAY, self._kick, client.link, participant, reason)
+
+    def drop_stale_connection(self, identity: Identity) -> None:
+        """A participant asked to rejoin (/api/rejoin): a connection still open under their id is a dead
+        headset the server has not timed out yet. Netcode refuses a second connection of a connected client
+        id, so without this the new token would be ignored until that timeout (10 s): disconnect it now."""
+        for client in self.connections_of(identity.session, identity.participant):
+            self.counters["rejoin_replaced_connections"] += 1
+            client.link.close("replaced by a rejoin")
+
+    def drop_room(self, live: LiveRoom) -> None:
+        """A closed room's clients are forgotten (no ``left`` events) and disconnected."""
+        for key, client in list(live.clients.items()):
+            self.clients.pop(key, None)
+            live.discard(key)
+            client.link.close("the session ended")
+
+    def refuse(self, client: Client, request: str, reason: str, request_id: int | None = None) -> None:
+        """Answer a refusal, at most once per REFUSAL_INTERVAL per request kind (the rest are counted)."""
+        self.counters["refusals"] += 1
+        if not client.may_answer(request, self.clock(), REFUSAL_INTERVAL):
+            self.counters["refusals_not_answered"] += 1
+            return
+        fields: dict[str, Any] = {"request": request, "reason": reason[:256]}
+        if request_id is not None:
+            fields["id"] = request_id
+        client.link.send(Channel.RELIABLE, Message("refused", fields))
+
+    # --- input and commands ------------------------------------------------------------------------------
+
+    def on_input(self, client: Client, live: LiveRoom, packet: bytes) -> None:
+        """A thin-client input packet: each new hand pose to the room, the head's as the gaze."""
+        try:
+            samples = client.inputs.receive(packet, self.server_time())
+        except InputPacketError as exc:
+            self.counters["input_malformed"] += 1
+            self.refuse(client, "input", f"malformed input packet: {exc}")
+            return
+        devices = client.inputs.devices or ()
+        pid = client.identity.participant
+        room = live.room
+        for sample in samples:
+            for device, pose in zip(devices, sample.poses, strict=True):
+                hand = HAND_OF_DEVICE.get(device)
+                if pose is not None and device == DEVICE_HEAD:
+                    client.gaze = gaze_point(pose, room.workspace)
+                if pose is None or hand is None:
+                    continue  # untracked, or the head (not an instrument)
+                self.counters["input_poses"] += 1
+                refusal = room.instrument_input(
+                    pid,
+                    hand,
+                    pose.position,
+                    to_physics_quat(pose.rotation),
+                    pose.jaw,
+                    pose.energy,
+                    sample.client_time,
+                )
+                if refusal is not None:
+                    self.counters["input_refused"] += 1
+                    self.refuse(client, "input", refusal.reason)
+
+    def on_command(self, client: Client, live: LiveRoom, fields: dict[str, Any]) -> None:
+        """A command: refused (with the command's id), or done and broadcast as an ``event``."""
+        action, args, request_id = fields["action"], fields.get("args") or {}, fields.get("id")
+        pid = client.identity.participant
+        request = f"command:{action}"[:64]
+        try:
+            refusal = live.room.command(pid, action, **args)
+        except TypeError:
+            self.counters["commands_bad_arguments"] += 1
+            refusal = Refusal(f"{action}: unexpected arguments {sorted(args)}")
+        except Exception as exc:  # a handler bug must not reach the network layer
+            self.counters["commands_failed"] += 1
+            log.error("command %r failed: %s", action, type(exc).__name__)
+            refusal = Refusal(f"{action} failed on the server")
+        if refusal is not None:
+            self.counters["commands_refused"] += 1
+            self.refuse(client, request, refusal.reason, request_id)
+            return
+        self.counters["commands_accepted"] += 1
+        self.command_done(live, pid, Action(action), args)
+
+    def command_done(self, live: LiveRoom, pid: int, action: Action, args: dict[str, Any]) -> None:
+        """An accepted command: everyone hears of it; removals send people away, ``end_room`` ends it."""
+        room = live.room
+        detail = {**plain(args), "state": room.state.value}
+        if action in (Action.TAKE_OVER_INSTRUMENT, Action.HOLD_RETRACTOR) and not args.get("release"):
+            hand = str(args.get("hand", "right" if action is Action.TAKE_OVER_INSTRUMENT else "left"))
+            detail["object"] = live.object_id(pid, hand)
+        elif action is Action.HAND_INSTRUMENT:
+            to, hand = args.get("to"), str(args.get("hand", "right"))
+            if isinstance(to, int):
+                detail["object"] = live.object_id(to, hand)
+        live.broadcast_event(action.value, by=pid, detail=detail)
+        if action is Action.REMOVE_PARTICIPANT:
+            self.send_away(room.session, args.get("who"), "removed from the session by the mentor")
+        if action is Action.END_ROOM:
+            self.sessions.end_room(room.session)

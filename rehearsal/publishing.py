@@ -1,0 +1,220 @@
+"""Per-tick publishing of a live room to its audience: epochs, events, grasp models, snapshots, input acks.
+
+After each step (on the reactor thread) ``Publisher.publish(live, report)``: topology changes (a cut or
+burn) become a new snapshot epoch sent reliably; physics events (grasp, release, tear, cut, burn) and the
+room's own events (steps, complications, resets) become reliable ``event`` messages; the holder of a new
+grasp gets its response model (``grasp``, measured on the room's thread), then ``release``. Then the surface
+(layout order) and the instruments are quantized once and each client gets its own ``snapshot`` (deltas
+against what it acknowledged, under a byte budget) and an ``input_ack`` on the unreliable channel, and the
+room's links are flushed (its UDP links in one ``ServerChannels.flush`` call).
+
+Everything goes out through each client's ``Link``; this is the hot path (GIL-bound Python, per client
+per tick), so the loop stays flat.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from netcode.messaging.channels import Channel
+from netcode.messaging.messages import Message
+from netcode.protocol.poses import RigidPose
+from netcode.protocol.response_model import ResponseModel
+from netcode.protocol.schema import input_ack_fields, response_model_fields
+from netcode.sync.snapshot import RigidKind, RigidSet
+from netcode.sync.snapshot_messages import snapshot_message
+from physics import StepReport
+from rehearsal.hands import holder_participant, instrument_holder
+from rehearsal.links import UDP
+from rehearsal.live_room import LiveRoom, surface_layout
+from rehearsal.roles import Role
+from rehearsal.wire import DEVICE_OF_HAND, to_wire_quat
+
+PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
+MAX_JAW = math.pi / 2  # rad: the widest jaw opening snapshots carry
+
+
+class Publisher:
+    """Publishes live rooms (see the module doc).
+
+    ``flush_udp(keys, now)`` pushes out the queued packets of UDP links (``ServerChannels.flush``);
+    ``observe_snapshot_bytes`` gets each snapshot's size (a metrics histogram's ``observe``)."""
+
+    def __init__(
+        self,
+        *,
+        server_time: Callable[[], float],
+        counters: Counter[str],
+        flush_udp: Callable[[Iterable[int], float], None],
+        observer_snapshot_hz: float = 0.0,
+        observe_snapshot_bytes: Callable[[float], None] | None = None,
+    ) -> None:
+        self.server_time = server_time
+        self.counters = counters
+        self.flush_udp = flush_udp
+        self.observer_snapshot_hz = observer_snapshot_hz
+        self.observe_snapshot_bytes = observe_snapshot_bytes or (lambda _: None)
+
+    def publish(self, live: LiveRoom, report: StepReport | None) -> None:
+        """One tick of a room: its events, then (after a step) the physics' news, then everyone's snapshot."""
+        self.publish_room_events(live)
+        if report is not None:
+            self.publish_physics(live, report)
+        if live.clients:
+            self.publish_snapshots(live)
+
+    # --- events ------------------------------------------------------------------------------------------
+
+    def publish_room_events(self, live: LiveRoom) -> None:
+        """Steps completed or violated, complications started, resets: reliable events to everyone."""
+        for event in live.room.take_events():
+            if event.kind == "grasp_response":
+                self.send_grasp_model(live, event.instrument, event.detail)
+                continue
+            if event.kind == "world_reset":
+                live.grasp_ids.clear()  # the new epoch ends every grasp on the clients too
+                self.republish_world(live)
+            live.physics_event(event.kind, event.instrument, event.by, event.detail)
+            self.counters[f"room_{event.kind}"] += 1
+
+    def publish_physics(self, live: LiveRoom, report: StepReport) -> None:
+        """A step's topology changes (a new epoch) and its events (grasp, release, tear, cut, burn)."""
+        if report.topology:
+            self.publish_topology(live, report)
+        for event in report.events:
+            if event.kind in ("release", "tear"):
+                self.send_release(live, event.instrument)
+            if event.kind in PHYSICS_EVENTS:
+                live.physics_event(event.kind, event.instrument, None, event.detail)
+            else:
+                self.counters[f"physics_{event.kind}"] += 1
+
+    def send_grasp_model(self, live: LiveRoom, instrument: int, detail: dict) -> None:
+        """The new grasp's response model becomes a motion predictor of the room's snapshots (reliable
+        ``snap_predictor`` to everyone), and the holder's headset gets its strongest part (reliable
+        ``grasp``) to predict the held tissue with."""
+        response = detail["response"]
+        live.broadcast(Channel.RELIABLE, live.sync.add_predictor(response.vertex_ids, response.matrices))
+        objects, vertices, matrices = response.strongest().on_layout(live.sync.layout)
+        if objects.size == 0:
+            return
+        grasp_id = live.grasp_ids[instrument] = live.next_grasp_id
+        live.next_grasp_id += 1
+        base = detail["baseline"]
+        participant, hand = instrument_holder(instrument)
+        model = ResponseModel(
+            grasp_id=grasp_id,
+            instrument=live.object_id(participant, hand),
+            device=DEVICE_OF_HAND[hand],
+            objects=objects,
+            vertices=vertices,
+            matrices=matrices,
+            baseline=RigidPose(base["position"], to_wire_quat(base["orientation"]), base["jaw"]),
+            server_time=self.server_time(),
+            epoch=live.sync.epoch,
+        )
+        message = Message("grasp", response_model_fields(model))
+        for client in live.holders(participant):
+            client.link.send(Channel.RELIABLE, message)
+        self.counters["grasp_models_sent"] += 1
+
+    def send_release(self, live: LiveRoom, instrument: int | None) -> None:
+        """The holder of a grasp that ended is told its grasp id (its headset stops predicting)."""
+        grasp_id = live.grasp_ids.pop(instrument, None) if instrument is not None else None
+        if grasp_id is not None:
+            message = Message("release", {"grasp_id": grasp_id})
+            for client in live.holders(holder_participant(instrument)):
+                client.link.send(Channel.RELIABLE, message)
+
+    # --- topology ----------------------------------------------------------------------------------------
+
+    def republish_world(self, live: LiveRoom) -> None:
+        """The room's world was replaced (reset): a new epoch with the full triangle list."""
+        surface = live.room.model.surface
+        message = live.sync.change_topology(
+            surface_layout(live.room), cause="full", added_triangles=surface, triangles=surface
+        )
+        live.broadcast(Channel.RELIABLE, message)
+
+    def publish_topology(self, live: LiveRoom, report: StepReport) -> None:
+        """A cut or burn changed the surface: a new snapshot epoch (reliable, to everyone in the room)."""
+        changes = report.topology
+        old_ids = live.sync.layout.vertex_ids
+        layout = surface_layout(live.room)
+        removed_vertices = np.setdiff1d(old_ids, layout.vertex_ids)
+        removed = [np.asarray(c.removed_triangles, np.int64).reshape(-1, 3) for c in changes]
+        added = [np.asarray(c.added_triangles, np.int64).reshape(-1, 3) for c in changes]
+        last = changes[-1]
+        message = live.sync.change_topology(
+            layout,
+            cause=last.cause if last.cause in ("cut", "burn") else "cut",
+            instrument=live.instrument_object(last.instrument),
+            removed_vertices=removed_vertices,
+            removed_triangles=np.concatenate(removed) if removed else None,
+            added_triangles=np.concatenate(added) if added else None,
+            triangles=live.room.model.surface,
+        )
+        live.broadcast(Channel.RELIABLE, message)
+        self.counters["topology_epochs"] += 1
+
+    # --- snapshots ---------------------------------------------------------------------------------------
+
+    def publish_snapshots(self, live: LiveRoom) -> None:
+        """Each client's snapshot and input ack, then the room's links flushed (out now, not at the next
+        100 Hz channel update)."""
+        room, sync, counters = live.room, live.sync, self.counters
+        now = self.server_time()
+        sync.begin_frame(now, room.physics.x[sync.layout.vertex_ids], self.rigid_set(live))
+        watch_every = self.observer_every(room.scenario.tick_hz)
+        encoded = sync.clients
+        observe = self.observe_snapshot_bytes
+        others = False
+        for key, client in list(live.clients.items()):
+            if key not in encoded:
+                continue
+            if watch_every > 1 and client.identity.role is Role.OBSERVER and (sync.sequence + key) % watch_every:
+                continue  # an observer's frame off its rate (observers are spread over the ticks)
+            link = client.link
+            live.set_focus(client)
+            data = sync.encode(key)
+            link.send(Channel.UNRELIABLE, snapshot_message(data))
+            ack = client.inputs.ack(now)
+            if ack is not None:
+                link.send(Channel.UNRELIABLE, Message("input_ack", input_ack_fields(ack)))
+            counters["snapshots"] += 1
+            counters["snapshot_bytes"] += len(data)
+            observe(len(data))
+            if link.transport != UDP:
+                others = True
+        self.flush_udp(list(live.udp_keys), now)
+        if others:
+            for client in list(live.clients.values()):
+                if client.link.transport != UDP:
+                    client.link.flush(now)
+
+    def observer_every(self, tick_hz: float) -> int:
+        """Observers get every n-th snapshot (``observer_snapshot_hz``; 0: every tick): they only watch, and
+        their headsets interpolate between snapshots whatever the rate."""
+        hz = self.observer_snapshot_hz
+        return max(1, round(tick_hz / hz)) if hz > 0 else 1
+
+    @staticmethod
+    def rigid_set(live: LiveRoom) -> RigidSet:
+        """The room's instruments as snapshot rigid objects (wire quaternion order, jaws clamped)."""
+        instruments = live.room.physics.instruments
+        if not instruments:
+            return RigidSet.empty()
+        n = len(instruments)
+        ids, jaws = np.empty(n, np.int64), np.empty(n)
+        positions, orientations = np.empty((n, 3)), np.empty((n, 4))
+        for j, (key, inst) in enumerate(instruments.items()):
+            ids[j] = live.instrument_object(key)
+            positions[j] = inst.position
+            orientations[j] = inst.orientation
+            jaws[j] = min(max(float(inst.jaw), 0.0), MAX_JAW) if inst.spec.has_jaw else math.nan
+        kinds = np.full(n, int(RigidKind.INSTRUMENT), np.int64)
+        return RigidSet(ids, kinds, positions, to_wire_quat(orientations), jaws)

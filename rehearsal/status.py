@@ -1,0 +1,243 @@
+"""Status shaping: plain dicts of the server's rooms and connections for the status line, ops and the admin API.
+
+``status()`` is the status line's and health checks' view; ``ops_status()`` is in the shape ``ops.metrics``
+reads (see its module doc); ``ready()`` answers ``/readyz``; the ``admin_*`` methods are what the admin API
+(``ops.admin_api``) may see and do, as plain callables. No secrets and, outside the admin's views, no names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from rehearsal.connections import Connections
+from rehearsal.live_room import LiveRoom
+from rehearsal.sessions import Sessions
+from rehearsal.wire import plain
+
+log = logging.getLogger("rehearsal.status")
+
+
+def nearest_rank(values: Iterable[float], q: float) -> float | None:
+    """The nearest-rank quantile of ``values`` (None when empty), as ``ops.metrics`` exposes quantiles."""
+    data = np.fromiter(values, np.float64)
+    return float(np.quantile(data, q, method="inverted_cdf")) if data.size else None
+
+
+def _suffixes(counters: Mapping[str, float], prefix: str) -> dict[str, float]:
+    """``{"input_rejected_nonfinite": 3}``, ``"input_rejected_"`` -> ``{"nonfinite": 3}``."""
+    return {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix) and len(k) > len(prefix)}
+
+
+class StatusViews:
+    """The server's state as plain dicts (see the module doc).
+
+    ``packet_stats()`` and ``drop_counts()`` come from the transports (the UDP transport's netcode counters)."""
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        connections: Connections,
+        *,
+        counters: Counter[str],
+        packet_stats: Callable[[], Mapping[str, int]] = dict,
+        drop_counts: Callable[[], Mapping[str, int]] = dict,
+    ) -> None:
+        self.sessions = sessions
+        self.connections = connections
+        self.counters = counters
+        self.packet_stats = packet_stats
+        self.drop_counts = drop_counts
+        self.packet_loss = 0.0  # mean estimated loss over connections, refreshed by sample_connections
+
+    def sample_connections(self, observe_rtt: Callable[[float], None]) -> None:
+        """Every connection's RTT to ``observe_rtt``, and the mean packet loss (once a second)."""
+        losses = []
+        for client in list(self.connections.clients.values()):
+            stats = client.link.stats()
+            if stats is None:
+                continue
+            if stats.rtt is not None:
+                observe_rtt(stats.rtt)
+            losses.append(stats.packet_loss)
+        self.packet_loss = float(np.mean(losses)) if losses else 0.0
+
+    def status(self) -> dict[str, Any]:
+        """Plain numbers for a status line, a health check or metrics (no secrets, no names)."""
+        rooms = {}
+        for session, live in self.sessions.rooms.items():
+            stats = live.ticker.stats
+            rooms[session] = {
+                "state": live.room.state.value,
+                "clients": len(live.clients),
+                "frame": live.room.frame,
+                "ticks": stats.ticks,
+                "overruns": stats.overruns,
+                "last_step_seconds": stats.last_step_seconds,
+                "substeps": live.ticker.governor.substeps,
+                "refusals": sum(v for k, v in live.room.counters.items() if k.startswith(("refused", "input_rej"))),
+            }
+        return {"rooms": rooms, "clients": len(self.connections.clients), "counters": dict(self.counters)}
+
+    def ready(self) -> bool | str:
+        """For /readyz: False-like reasons while draining or when most rooms cannot keep real time."""
+        if self.sessions.draining:
+            return "draining"
+        rooms = self.sessions.rooms
+        degraded = sum(live.ticker.governor.degraded for live in rooms.values())
+        if rooms and degraded * 2 > len(rooms):
+            return "overloaded"
+        return True
+
+    def ops_status(self) -> dict[str, Any]:
+        """The status in the shape ops.metrics reads (see its module docstring)."""
+        rooms: Counter[str] = Counter()
+        roles: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        solver: Counter[str] = Counter()
+        substeps, ticks, overruns = {}, 0, 0
+        live_rooms = self.sessions.rooms
+        for session, live in live_rooms.items():
+            rooms[live.room.state.value] += 1
+            for p in live.room.participants.values():
+                if p.connected:
+                    roles[p.identity.role.value] += 1
+            rejected.update(_suffixes(live.room.counters, "input_rejected_"))
+            solver.update(_suffixes(live.room.counters, "solver_"))
+            substeps[session] = live.ticker.governor.substeps
+            ticks += live.ticker.stats.ticks
+            overruns += live.ticker.stats.overruns
+        stats = self.packet_stats()
+        return {
+            "rooms": dict(rooms),
+            "participants": dict(roles),
+            "substeps": substeps,
+            "packets": {"in": stats.get("packets_in", 0), "out": stats.get("packets_out", 0)},
+            "bytes": {"in": stats.get("bytes_in", 0), "out": stats.get("bytes_out", 0)},
+            "drops": self.drop_counts(),
+            "rejected_inputs": dict(rejected),
+            "handshakes": {"accepted": self.counters["connects"], "refused": self.counters["connects_refused"]},
+            "ticks": ticks,
+            "tick_overruns": overruns,
+            "solver": dict(solver),
+            "packet_loss_ratio": self.packet_loss,
+            "tick_budget_utilisation": max(
+                (live.ticker.stats.last_tick_seconds / live.ticker.dt for live in live_rooms.values()), default=0.0
+            ),
+            "room_stats": {session: self.room_stats(live) for session, live in live_rooms.items()},
+        }
+
+    @staticmethod
+    def room_stats(live: LiveRoom) -> dict[str, Any]:
+        """One room in the ops.metrics ``room_stats`` shape (also the base of the admin API's views)."""
+        stats, governor = live.ticker.stats, live.ticker.governor
+        roles: Counter[str] = Counter(p.identity.role.value for p in live.room.participants.values() if p.connected)
+        return {
+            "scenario": live.room.scenario.name,
+            "state": live.room.state.value,
+            "participants": dict(roles),
+            "substeps": governor.substeps,
+            "degraded": governor.degraded,
+            "ticks": stats.ticks,
+            "tick_overruns": stats.overruns,
+            "tick_seconds": {
+                "p50": nearest_rank(stats.tick_seconds, 0.5),
+                "p99": nearest_rank(stats.tick_seconds, 0.99),
+                "sum": stats.tick_seconds_sum,
+                "count": stats.timed_ticks,
+            },
+            "physics_step_seconds": {
+                "p50": nearest_rank(stats.step_seconds, 0.5),
+                "p99": nearest_rank(stats.step_seconds, 0.99),
+                "sum": stats.step_seconds_sum,
+                "count": stats.steps,
+            },
+        }
+
+    # --- the admin API -----------------------------------------------------------------------------------
+
+    def admin_rooms(self) -> list[dict[str, Any]]:
+        """Every room: state, scenario, participants by role, tick p99 (seconds, None before a tick)."""
+        rooms = []
+        for session, live in sorted(self.sessions.rooms.items()):
+            stats = self.room_stats(live)
+            rooms.append(
+                {
+                    "session": session,
+                    "state": stats["state"],
+                    "scenario": stats["scenario"],
+                    "participants": stats["participants"],
+                    "tick_p99_seconds": stats["tick_seconds"]["p99"],
+                    "degraded": stats["degraded"],
+                    "ending": live.ending,
+                }
+            )
+        return rooms
+
+    def admin_room(self, session: str) -> dict[str, Any] | None:
+        """One room in detail (None if unknown). Display names are shown to the admin, never logged."""
+        live = self.sessions.rooms.get(session)
+        if live is None:
+            return None
+        room, stats, ticker = live.room, self.room_stats(live), live.ticker
+        return {
+            "session": session,
+            "state": stats["state"],
+            "scenario": stats["scenario"],
+            "ending": live.ending,
+            "frame": room.frame,
+            "participants": [
+                {"id": pid, "role": p.identity.role.value, "name": p.identity.name, "connected": p.connected}
+                for pid, p in sorted(room.participants.items())
+            ],
+            "clients": len(live.clients),
+            "substeps": {
+                "current": ticker.governor.substeps,
+                "nominal": ticker.governor.nominal,
+                "minimum": ticker.governor.minimum,
+                "degraded": ticker.governor.degraded,
+            },
+            "tick": {
+                "budget_seconds": ticker.dt,
+                "p50_seconds": stats["tick_seconds"]["p50"],
+                "p99_seconds": stats["tick_seconds"]["p99"],
+                "ticks": ticker.stats.ticks,
+                "overruns": ticker.stats.overruns,
+            },
+            "physics_step": {
+                "p50_seconds": stats["physics_step_seconds"]["p50"],
+                "p99_seconds": stats["physics_step_seconds"]["p99"],
+                "last_seconds": ticker.stats.last_step_seconds,
+                "steps": ticker.stats.steps,
+                "failed": room.counters["step_failed"],
+            },
+            **plain(room.progress()),  # steps with their status, current_step, complications
+            "counters": dict(room.counters),
+        }
+
+    def _live(self, session: str) -> LiveRoom:
+        live = self.sessions.rooms.get(session)
+        if live is None:
+            raise LookupError(f"no room {session!r}")
+        return live
+
+    def admin_end_room(self, session: str) -> dict[str, Any]:
+        """End a room now (as a mentor would: everybody is told, records kept). Ending twice is harmless."""
+        live = self._live(session)
+        log.info("session %s: ended by an administrator", session)
+        self.sessions.end_room(session)
+        return {"session": session, "state": live.room.state.value}
+
+    def admin_remove_participant(self, session: str, participant: int) -> dict[str, Any]:
+        """Remove a participant for good (as a mentor would); they are told, then disconnected."""
+        live = self._live(session)
+        if not live.room.remove(participant):
+            raise LookupError(f"no participant {participant} in room {session!r}")
+        log.info("session %s: participant %d removed by an administrator", session, participant)
+        live.broadcast_event("remove_participant", detail={"who": participant, "by_admin": True})
+        self.connections.send_away(session, participant, "removed from the session by an administrator")
+        return {"session": session, "participant": participant, "removed": True}
