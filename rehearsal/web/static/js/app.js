@@ -14,9 +14,12 @@ const MAX_EVENTS = 200;
 const RESYNC_INTERVAL_MS = 1000;
 const PING_INTERVAL_MS = 1000;
 const $ = (id) => document.getElementById(id);
+// Participant ids are 63-bit: the decoder gives a BigInt beyond 2^53, so they are keyed by their decimal text.
+const pkey = (id) => String(id);
 
 const state = {
-  joined: null, // {session, participant, role, name, rejoin_code}
+  joined: null, // {session, participant (decimal text), role, name, rejoin_code}
+  me: null, // our participant id (pkey), from the welcome
   roomState: 'not connected',
   participants: new Map(), // participant id -> {name, role, objects: {hand|head: rigid id}, health}
   steps: [],
@@ -26,6 +29,7 @@ const state = {
   snapshots: 0,
   lastSnapshotAt: null,
   lastResyncAt: 0,
+  missingSeen: 0,
   topologyEpoch: null,
   events: [],
   refusals: [],
@@ -123,7 +127,11 @@ function onSnapshotMessage(type, fields) {
     const ack = decoder.ackFields();
     if (ack) link.send('snap_ack', ack);
   }
-  if (decoder.missingBaselines) requestResync();
+  const missing = decoder.missingBaselines || 0; // a counter: it grows when a delta's baseline is gone
+  if (missing > state.missingSeen) {
+    state.missingSeen = missing;
+    requestResync();
+  }
 }
 
 function requestResync() {
@@ -134,8 +142,8 @@ function requestResync() {
 }
 
 function participantEntry(id, info) {
-  const key = Number(id);
-  const entry = state.participants.get(key) || { name: '?', role: 'observer', objects: {} };
+  const key = pkey(id);
+  const entry = state.participants.get(key) || { id, name: '?', role: 'observer', objects: {} };
   if (info.name) entry.name = info.name;
   if (info.role) entry.role = info.role;
   const objects = info.objects || info.hands;
@@ -148,6 +156,7 @@ function participantEntry(id, info) {
 }
 
 function onWelcome(w) {
+  state.me = pkey(w.participant);
   setRoomState(w.state);
   for (const p of w.participants || []) participantEntry(p.participant, p);
   participantEntry(w.participant, { name: w.name, role: w.role, hands: w.hands || {} });
@@ -171,7 +180,7 @@ function applyProgress(progress) {
 }
 
 function nameOf(id) {
-  const p = state.participants.get(Number(id));
+  const p = state.participants.get(pkey(id));
   return p ? p.name : (id === undefined || id === null ? 'the room' : `#${id}`);
 }
 
@@ -181,11 +190,11 @@ function onEvent(e) {
   switch (e.kind) {
     case 'joined': participantEntry(d.participant, d); break;
     case 'left': {
-      const p = state.participants.get(Number(d.participant));
+      const p = state.participants.get(pkey(d.participant));
       if (p) p.left = true;
       break;
     }
-    case 'remove_participant': state.participants.delete(Number(d.who)); break;
+    case 'remove_participant': state.participants.delete(pkey(d.who)); break;
     case 'ended': setRoomState('ended'); break;
     case 'annotate':
       if (d.kind === 'clear') scene.clearAnnotations();
@@ -217,9 +226,16 @@ function onEvent(e) {
     case 'room_health':
       state.health = d;
       break;
+    case 'roster':
+      for (const p of d.participants || []) participantEntry(p.participant, p);
+      if (Array.isArray(d.complications)) {
+        state.complications = d.complications;
+        renderComplications();
+      }
+      break;
     default: break;
   }
-  if (e.kind !== 'room_health') logEvent(e);
+  if (e.kind !== 'room_health' && e.kind !== 'roster') logEvent(e);
   renderPanels();
 }
 
@@ -294,7 +310,8 @@ function wireConsole() {
   });
   $('participants').addEventListener('click', (event) => {
     const who = event.target.dataset && event.target.dataset.remove;
-    if (who && window.confirm(`Remove ${nameOf(who)} from the session?`)) command('remove_participant', { who: Number(who) });
+    const entry = who ? state.participants.get(who) : undefined;
+    if (entry && window.confirm(`Remove ${entry.name} from the session?`)) command('remove_participant', { who: entry.id });
   });
   scene.renderer.domElement.addEventListener('click', (event) => {
     if (!state.annotating) return;
@@ -321,6 +338,15 @@ function renderComplications() {
   $('btn-inject').disabled = state.complications.length === 0;
 }
 
+function skillText(skill) {
+  const lines = [];
+  for (const [hand, h] of Object.entries(skill.hands || {})) {
+    const metrics = Object.entries(h.metrics || {}).map(([k, v]) => `${k} ${v === null ? '–' : v}`).join(', ');
+    lines.push(`${hand}: ${h.passed ? 'pass' : 'fail'} (${metrics})`);
+  }
+  return lines.join('\n');
+}
+
 function fmtMs(seconds) {
   return Number.isFinite(seconds) ? `${(seconds * 1000).toFixed(0)} ms` : '–';
 }
@@ -337,7 +363,7 @@ function renderPanels() {
   }
   $('complications').textContent = state.activeComplications.length ? `active: ${state.activeComplications.join(', ')}` : '';
   const health = new Map();
-  for (const h of (state.health && state.health.participants) || []) health.set(Number(h.participant), h);
+  for (const h of (state.health && state.health.participants) || []) health.set(pkey(h.participant), h);
   const body = $('participants').querySelector('tbody');
   body.replaceChildren();
   const mentor = state.joined && state.joined.role === 'mentor';
@@ -346,20 +372,24 @@ function renderPanels() {
     const h = health.get(id) || {};
     const tr = document.createElement('tr');
     tr.dataset.participant = String(id);
-    const forces = h.forces ? Object.values(h.forces).map((f) => `${Number(f).toFixed(2)} N`).join(' ') : '–';
+    const forces = h.forces && Object.keys(h.forces).length
+      ? Object.entries(h.forces).map(([hand, f]) => `${hand[0].toUpperCase()} ${Number(f).toFixed(2)} N`).join(' ') : '–';
+    const skill = state.health && state.health.skills ? state.health.skills[id] : undefined;
+    const verdict = skill === undefined ? '–' : (skill.passed ? 'pass' : 'fail');
     const cells = [p.name, p.role.replace(/_/g, ' '), fmtMs(h.rtt), Number.isFinite(h.loss) ? `${(h.loss * 100).toFixed(1)} %` : '–',
-      fmtMs(h.snapshot_age), forces];
+      fmtMs(h.snapshot_age), forces, verdict];
+    if (skill !== undefined) tr.title = skillText(skill);
     for (const text of cells) {
       const td = document.createElement('td');
       td.textContent = text;
       tr.appendChild(td);
     }
     const td = document.createElement('td');
-    if (mentor && state.joined && id !== Number(state.joined.participant)) {
+    if (mentor && state.me !== null && id !== state.me) {
       const b = document.createElement('button');
       b.className = 'small danger';
       b.textContent = 'remove';
-      b.dataset.remove = String(id);
+      b.dataset.remove = id;
       td.appendChild(b);
     }
     tr.appendChild(td);
@@ -406,6 +436,7 @@ function join(code, name) {
   $('join-error').textContent = '';
   $('join-button').disabled = true;
   decoder = new SnapshotDecoder();
+  state.missingSeen = 0;
   state.participants.clear();
   state.topologyEpoch = null;
   localStorage.setItem('rehearsal.name', name);
