@@ -9,8 +9,8 @@ The join service answers as it does for ``/api/join`` (the same codes, expiry, u
 it yields joins the room through ``connections.open(link, identity)`` exactly as a UDP connect does. The page
 gets a text frame ``{"joined": {session, participant (decimal text), role, name, rejoin_code}}``, then binary
 frames: each carries exactly one message of ``rehearsal.wire.REHEARSAL_REGISTRY`` (the same msgpack maps and
-snapshot codec as the headsets'), both ways. A page may also send the text frame ``{"page_error": "<text>"}`` (counted, logged
-briefly). A refused join is a binary ``refused`` (request ``connect``) and a close with code 4003.
+snapshot codec as the headsets'), both ways. A page may also send the text frame ``{"page_error": "<text>"}``
+(counted, logged briefly). A refused join is a binary ``refused`` (request ``connect``) and a close with code 4003.
 
 Bounded: frames and messages from the page (``MAX_FRAME_BYTES``), frames per second (``MAX_FRAMES_PER_SECOND``),
 malformed frames (``MAX_BAD_FRAMES``, each answered with a ``refused`` at most twice a second), time to join,
