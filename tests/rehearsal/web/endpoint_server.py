@@ -1,6 +1,7 @@
 """A twisted.web site with only the /ws endpoint and a recording stand-in for the server's connections.
 
-Run as a script (a subprocess of test_ws_endpoint.py): prints ``listening <port> <observer code> <mentor code>``,
+Run as a script (a subprocess of test_ws_endpoint.py; arguments: seconds to live, then optionally a PEM
+certificate and key to serve TLS): prints ``listening <port> <observer code> <mentor code>``,
 then one line per call the endpoint makes (``open``, ``receive``, ``closed``). The stand-in answers a ``ping``
 with a ``pong``, a ``command`` with a ``refused`` and closes a link that sends ``disconnect``; nothing else.
 """
@@ -21,6 +22,7 @@ from netcode.transport.address import Address
 from rehearsal.join_service import JoinService
 from rehearsal.roles import Role
 from rehearsal.web.site import mount_web
+from rehearsal.web.tls import server_tls_options
 from rehearsal.web.websocket import WatchEndpoint
 
 
@@ -57,7 +59,10 @@ def main() -> None:
     keys = itertools.count(1 << 20)
     endpoint = WatchEndpoint(reactor, service, Recorder(), next_key=lambda: next(keys)).start()
     site = Site(mount_web(Resource(), endpoint))
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    if len(sys.argv) > 3:  # cert and key: HTTPS and WSS
+        port = reactor.listenSSL(0, site, server_tls_options(sys.argv[2], sys.argv[3]), interface="127.0.0.1")
+    else:
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
     print("listening", port.getHost().port, codes[Role.OBSERVER], codes[Role.MENTOR], flush=True)
     reactor.callLater(float(sys.argv[1]) if len(sys.argv) > 1 else 120.0, reactor.stop)
     reactor.run()

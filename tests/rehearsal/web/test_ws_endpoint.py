@@ -16,15 +16,16 @@ import pytest
 
 from netcode.messaging.messages import Message
 from rehearsal.web import websocket
+from rehearsal.web.tls import TlsError, server_tls_options
 from tests.rehearsal.web.ws_client import OP_BINARY, OP_TEXT, ClosedError, WsClient, is_message
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 class EndpointServer:
-    def __init__(self) -> None:
+    def __init__(self, *tls_files: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("endpoint_server.py")), "120"],
+            [sys.executable, str(Path(__file__).with_name("endpoint_server.py")), "120", *map(str, tls_files)],
             cwd=ROOT,
             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
             stdout=subprocess.PIPE,
@@ -204,3 +205,59 @@ def test_the_page_and_its_files_are_served_with_safe_headers(server):
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/static/js/", timeout=10)
     assert missing.value.code == 404  # no directory listings
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for localhost (PEM files in ``directory``)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+def test_with_a_certificate_the_page_and_the_link_speak_tls(tmp_path):
+    tls = EndpointServer(*self_signed(tmp_path))
+    try:
+        client = WsClient(tls.port, tls=True)
+        try:
+            assert client.join(tls.observer, "Tess")["role"] == "observer"
+            client.send_message("ping", {"time": 5.0})
+            assert client.until(is_message("pong", time=5.0))
+        finally:
+            client.close()
+        with pytest.raises(ConnectionError):  # plain HTTP on the TLS port gets no WebSocket
+            WsClient(tls.port)
+    finally:
+        tls.stop()
+
+
+def test_unusable_tls_files_are_named_in_the_error(tmp_path):
+    cert, key = self_signed(tmp_path)
+    with pytest.raises(TlsError, match=r"missing\.pem"):
+        server_tls_options(tmp_path / "missing.pem", key)
+    (tmp_path / "other").mkdir()
+    _, other_key = self_signed(tmp_path / "other")
+    with pytest.raises(TlsError, match="matching"):
+        server_tls_options(cert, other_key)  # a key of another certificate

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import struct
 import time
 from typing import Any
@@ -27,8 +28,13 @@ class ClosedError(Exception):
 
 
 class WsClient:
-    def __init__(self, port: int, path: str = "/ws", timeout: float = 10.0) -> None:
+    def __init__(self, port: int, path: str = "/ws", timeout: float = 10.0, tls: bool = False) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:  # a test's self-signed certificate: encryption checked, not identity
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
