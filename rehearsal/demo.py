@@ -12,10 +12,11 @@ four bots through the HTTP join API and drives them over real UDP on 127.0.0.1:
 * mentor: watches, pauses once for ~1 s, resumes, and injects the ``bleeder`` complication once.
 
 It prints the URL where the team can be watched live in a browser (``rehearsal.web``; links holding an
-observer's and a mentor's invite code). Every second it prints a status line (elapsed time; server tick interval measured from the snapshots'
-server times; connected bots; downlink kbit/s per bot; room state; the current procedure step; events
-seen), then a summary: per bot, the steps, the complication, and the skill metrics the server stored. Everything
-is bounded: the bots stop after ``seconds``, the subprocess is terminated (killed if it lingers).
+observer's and a mentor's invite code). Every second it prints a status line (elapsed time; server tick
+interval measured from the snapshots' server times; connected bots; downlink kbit/s per bot; room state; the
+current procedure step; events seen), then a summary: per bot, the steps, the complication, and the skill
+metrics the server stored. Everything is bounded: the bots stop after ``seconds``, the subprocess is
+terminated (killed if it lingers).
 """
 
 from __future__ import annotations
