@@ -3,12 +3,16 @@ like a headset, gets the same join messages and snapshots, and is held to the sa
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 
 import pytest
 
-from rehearsal.bots import ServerProcess, get, post
+from rehearsal.bots import Headset, ServerProcess, get, post, pump
+from rehearsal.live_room import HEAD_OBJECT_BASE
 from rehearsal.web import websocket
+from rehearsal.wire import DEVICE_HEAD, DEVICE_RIGHT
 from tests.rehearsal.web.ws_client import OP_BINARY, WsClient, is_message
 
 
@@ -157,4 +161,46 @@ def test_the_metrics_count_the_browser_side(server):
         assert values["rehearsal_websocket_bytes_sent_total"] > 1000
         assert values["rehearsal_page_errors_total"] >= 1
     finally:
+        page.close()
+
+
+def test_a_page_gets_the_roster_the_headsets_and_the_room_health(server):
+    session = new_session(server)
+    status, ticket = post(server.http_port, "/api/join", {"invite": session["invites"]["lead_surgeon"], "name": "Lea"})
+    assert status == 200, ticket
+    surgeon = Headset(base64.b64decode(ticket["token"]), name="Lea", devices=(DEVICE_HEAD, DEVICE_RIGHT))
+    page = WsClient(server.http_port)
+    try:
+        assert pump([surgeon], lambda: surgeon.welcome is not None, 15.0)
+        page.join(session["invites"]["observer"], "Olive")
+        roster = page.until(is_message("event", kind="roster")).fields["detail"]
+        lea = next(p for p in roster["participants"] if p["name"] == "Lea")
+        assert lea["role"] == "lead_surgeon" and lea["participant"] == ticket["participant"]
+        head = lea["objects"]["head"]
+        assert head >= HEAD_OBJECT_BASE and lea["objects"]["right"] < HEAD_OBJECT_BASE
+        assert {c["id"] for c in roster["complications"]} == {"bleeder", "stiff"}
+        t0 = time.monotonic()
+
+        def frame() -> None:
+            surgeon.send_pose([0.0, 0.45, 0.35], device=DEVICE_HEAD)
+            surgeon.send_pose([0.0, 0.06, 0.0], jaw=1.0)
+
+        def sees_head() -> bool:
+            rigid = surgeon.decoder.rigid()
+            return head in rigid and rigid[head].kind == "head"
+
+        assert pump([surgeon], lambda: sees_head() and time.monotonic() - t0 > 1.2, 10.0, each_frame=frame)
+        assert abs(surgeon.decoder.rigid()[head].positions[1] - 0.45) < 0.01
+        def lea_holds(frame) -> bool:  # a room_health after the hand's pose reached the room
+            if not is_message("event", kind="room_health")(frame):
+                return False
+            rows = [p for p in frame.fields["detail"]["participants"] if p["participant"] == ticket["participant"]]
+            return bool(rows and rows[0]["forces"])
+
+        health = page.until(lea_holds, 5.0).fields["detail"]
+        row = next(p for p in health["participants"] if p["participant"] == ticket["participant"])
+        assert row["transport"] == "udp" and "right" in row["forces"] and row["snapshot_age"] is not None
+        assert any(p["transport"] == "websocket" for p in health["participants"])
+    finally:
+        surgeon.close()
         page.close()

@@ -261,3 +261,42 @@ def test_unusable_tls_files_are_named_in_the_error(tmp_path):
     _, other_key = self_signed(tmp_path / "other")
     with pytest.raises(TlsError, match="matching"):
         server_tls_options(cert, other_key)  # a key of another certificate
+
+
+class _StubProtocol:
+    """What a WebSocketLink uses of its socket: sendMessage, close_with, the backpressure flag, counters."""
+
+    def __init__(self) -> None:
+        self.backpressure = websocket._Backpressure()
+        self.counters = websocket.WebCounters()
+        self.sent: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    def sendMessage(self, data: bytes, isBinary: bool) -> None:  # noqa: N802 (autobahn's names)
+        assert isBinary
+        self.sent.append(data)
+
+    def close_with(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def test_a_slow_reader_loses_snapshots_then_is_closed_before_its_backlog_grows_unbounded():
+    from netcode.messaging.channels import Channel
+    from rehearsal.identity import Identity
+    from rehearsal.roles import Role
+
+    stub = _StubProtocol()
+    link = websocket.WebSocketLink(1 << 20, stub, Identity("s", 7, Role.OBSERVER, "Slow"))
+    assert link.send(Channel.UNRELIABLE, b"snapshot") and link.send(Channel.RELIABLE, Message("ping", {"time": 1.0}))
+    stub.backpressure.pauseProducing()  # the socket's send buffer is full
+    assert not link.send(Channel.UNRELIABLE, b"snapshot")  # dropped, as a lost datagram
+    assert link.stats().drops == {"slow_reader": 1} and 0 < link.stats().packet_loss < 1
+    chunk = b"x" * (256 * 1024)
+    sent = 0
+    while link.send(Channel.RELIABLE, chunk):
+        sent += 1
+        assert sent * len(chunk) <= websocket.MAX_PENDING_BYTES
+    assert stub.closed is not None and stub.closed[0] == websocket.CLOSE_SERVER and "keep up" in stub.closed[1]
+    assert not link.send(Channel.RELIABLE, b"after")  # closed: nothing more is queued
+    assert stub.counters["closed_slow"] == 1
+    assert len(stub.sent) == 2 + sent

@@ -400,7 +400,10 @@ function renderPanels() {
   const select = $('view-from');
   const current = select.value;
   const options = [['', 'orbit camera']];
-  for (const [, p] of state.participants) if (p.objects && p.objects.head !== undefined && !p.left) options.push([String(p.objects.head), `${p.name}'s eyes`]);
+  for (const [, p] of state.participants) {
+    const head = p.objects ? p.objects.head : undefined;
+    if (head !== undefined && !p.left && scene && scene.objects.has(Number(head))) options.push([String(head), `${p.name}'s eyes`]);
+  }
   if (select.options.length !== options.length) {
     select.replaceChildren(...options.map(([value, text]) => Object.assign(document.createElement('option'), { value, textContent: text })));
     select.value = current;
