@@ -191,6 +191,7 @@ def test_a_page_gets_the_roster_the_headsets_and_the_room_health(server):
 
         assert pump([surgeon], lambda: sees_head() and time.monotonic() - t0 > 1.2, 10.0, each_frame=frame)
         assert abs(surgeon.decoder.rigid()[head].positions[1] - 0.45) < 0.01
+
         def lea_holds(frame) -> bool:  # a room_health after the hand's pose reached the room
             if not is_message("event", kind="room_health")(frame):
                 return False
