@@ -135,6 +135,26 @@ def test_the_mentor_pause_button_pauses_the_room_on_the_server(page, server):
     page.screenshot(path=str(ARTIFACTS_DIR / "mentor_console.png"))
 
 
+def test_the_mentor_annotates_by_clicking_the_tissue_and_everyone_sees_it(page, server):
+    session = new_session(server)
+    watcher = WsClient(server.http_port)
+    try:
+        open_page(page, server, session["invites"]["mentor"], "Mina")
+        watcher.join(session["invites"]["observer"], "Walter")
+        page.fill("#annotation-text", "incise here")
+        page.click("#btn-annotate")
+        box = page.locator("#view canvas").bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # the block fills the middle
+        event = watcher.until(is_message("event", kind="annotate"), 15.0)
+        assert event.fields["detail"]["text"] == "incise here" and event.fields["detail"]["kind"] == "marker"
+        x, y, z = event.fields["detail"]["position"]
+        assert -0.031 < x < 0.031 and -0.001 < y < 0.021 and -0.021 < z < 0.021  # on the 6 x 2 x 4 cm block
+        page.wait_for_function("() => window.rehearsal.scene.annotations.length === 1", timeout=WAIT_MS)
+        assert page.locator(".label.annotation").inner_text() == "incise here"
+    finally:
+        watcher.close()
+
+
 def test_the_mentor_removes_a_participant_from_the_participants_panel(page, server):
     session = new_session(server)
     open_page(page, server, session["invites"]["mentor"], "Mina")
@@ -175,6 +195,7 @@ def test_an_observer_sees_no_controls_and_its_forged_pause_is_refused(page, serv
 
 
 def test_a_wrong_code_shows_the_refusal_on_the_join_form(page, server):
+    assert f"watch page and mentor console: http://localhost:{server.http_port}/" in server.log()  # serve says where
     page.goto(f"http://127.0.0.1:{server.http_port}/watch")
     page.fill("#join-code", "not-a-real-code")
     page.fill("#join-name", "Eve")
