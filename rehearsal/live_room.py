@@ -141,10 +141,6 @@ class LiveRoom:
         self.next_grasp_id = 1
         self.health_sent_at = -math.inf  # server time of the last room_health event (rehearsal.room_health)
 
-    @property
-    def session(self) -> str:
-        return self.room.session
-
     # --- audience ----------------------------------------------------------------------------------------
 
     def add(self, client: Client) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from physics import Control, InstrumentInput, Model, StepReport, new_state, step
 from physics.instruments import SPECS, InstrumentSpec, Kind
 from physics.model import inverted_tets
+from physics.pose_guard import PoseLimits
 from physics.state import State
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.hands import HANDS, instrument_holder, instrument_id
@@ -31,7 +32,9 @@ from rehearsal.scenario import Scenario, build_world
 from rehearsal.skill_metrics import InstrumentSample, SkillTracker
 
 WORKSPACE_MARGIN = 0.5  # m around the anatomy's bounding box that instruments may occupy
-MAX_INSTRUMENT_SPEED = 3.0  # m/s: faster input is a tracking glitch or an attack, not a hand
+# The fastest believable instrument is the physics' own limit (one definition: physics.pose_guard.PoseLimits):
+# faster input is a tracking glitch or an attack, and a pose the room accepts is one the solver takes as sent.
+MAX_INSTRUMENT_SPEED = PoseLimits().max_speed
 DRIVING_ROLES = (Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON)
 MAX_ANNOTATIONS = 64
 

@@ -69,10 +69,3 @@ def _read(path: Path, nbytes: int) -> bytes:
     if len(value) != nbytes:
         raise SecretError(f"{path} must hold {nbytes} bytes")
     return value
-
-
-def same_secret(given: bytes | str, expected: bytes | str) -> bool:
-    """Constant-time comparison of credentials (never ==)."""
-    a = given.encode() if isinstance(given, str) else given
-    b = expected.encode() if isinstance(expected, str) else expected
-    return secrets.compare_digest(a, b)

@@ -90,6 +90,11 @@ class RoomThread:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        """The thread is started and not stopped."""
+        return self._thread is not None
+
     def start(self) -> None:
         """Start the thread (idempotent)."""
         if self._thread is None:

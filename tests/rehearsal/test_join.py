@@ -11,7 +11,7 @@ from rehearsal.identity import USER_DATA_BYTES, Identity, IdentityError, clean_n
 from rehearsal.invites import InviteBook, InviteError
 from rehearsal.join_service import JoinService
 from rehearsal.roles import Role
-from rehearsal.secrets_store import SecretError, load_or_create, same_secret
+from rehearsal.secrets_store import SecretError, load_or_create
 
 SERVER = Address.parse("127.0.0.1:40000")
 KEY = bytes(range(32))
@@ -50,10 +50,6 @@ def test_secret_from_the_environment_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_TOKEN_KEY", "zz")
     with pytest.raises(SecretError, match="must be hex"):
         load_or_create(tmp_path, "token_key", env_var="TEST_TOKEN_KEY")
-
-
-def test_same_secret_compares_in_constant_time_semantics():
-    assert same_secret("hunter2", b"hunter2") and not same_secret("hunter2", "hunter3")
 
 
 # --- identity -------------------------------------------------------------------------------------------

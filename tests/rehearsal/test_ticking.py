@@ -197,4 +197,4 @@ def test_a_room_thread_runs_jobs_in_order_off_the_calling_thread_and_hands_back_
     reactor.take(4)
     worker.stop()
     assert got == [(0, "room-t"), (1, "room-t"), (2, "room-t"), ZeroDivisionError]
-    assert worker._thread is None
+    assert not worker.running
