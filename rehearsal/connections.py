@@ -9,7 +9,8 @@ Any transport calls three entry points (``rehearsal.links``):
   room starts (lobby -> running) when its first surgeon or mentor joins.
 * ``receive(key, message)``: ``input`` (thin-client input packets: each new pose of a hand device goes to
   ``Room.instrument_input``; the head's sets the gaze), ``command`` (``Room.command``; accepted ones are
-  broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines), ``ping`` (``pong``).
+  broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines; a browser observer's go to
+  the room's shared observer stream, ``rehearsal.observer_stream``), ``ping`` (``pong``).
   Refusals are counted and answered with ``refused`` at most once per ``REFUSAL_INTERVAL`` per request kind.
 * ``closed(key, reason)``: the client went away: it leaves its room (a ``left`` event).
 """
@@ -32,7 +33,7 @@ from netcode.protocol.poses import RigidPose
 from netcode.sync.snapshot_codec import budget_for_rate
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
-from rehearsal.links import Link
+from rehearsal.links import UDP, Link
 from rehearsal.live_room import Client, LiveRoom, gaze_point
 from rehearsal.roles import Action, Role
 from rehearsal.room import Refusal
@@ -107,7 +108,12 @@ class Connections:
         objects = live.participant_objects(identity.participant)
         for message in live.sync.join_messages():
             link.send(Channel.RELIABLE, message)
-        live.sync.add_client(link.key, budget_bytes=budget_for_rate(SNAPSHOT_BITS_PER_SECOND, room.scenario.tick_hz))
+        budget = budget_for_rate(SNAPSHOT_BITS_PER_SECOND, room.scenario.tick_hz)
+        if identity.role is Role.OBSERVER and link.transport != UDP and self.sessions.settings.share_observer_stream:
+            live.observers.budget_bytes = budget
+            live.observers.add(link.key)  # one encode per tick for all of them (rehearsal.observer_stream)
+        else:
+            live.sync.add_client(link.key, budget_bytes=budget)
         welcome = {
             "session": identity.session,
             "scenario": room.scenario.name,
@@ -177,9 +183,17 @@ class Connections:
             self.on_command(client, live, message.fields)
         elif kind == "snap_ack":
             newest = message.fields["newest"]
-            live.sync.on_ack_fields(key, newest, client.fresh_acks(newest, message.fields["bits"]))
+            if key in live.observers:
+                client.ack_base = newest if client.ack_base is None else max(client.ack_base, newest)
+                live.observers.on_ack(key, newest, message.fields["bits"])  # to the codec once all have it
+            else:
+                live.sync.on_ack_fields(key, newest, client.fresh_acks(newest, message.fields["bits"]))
         elif kind == "snap_resync":
-            live.sync.reset_client(key)
+            if key in live.observers:
+                live.observers.expel(key)  # its own stream from full records; the others are not reset
+                client.ack_base, client.ack_passed = None, 0
+            else:
+                live.sync.reset_client(key)
             self.counters["resyncs"] += 1
         elif kind == "ping":
             client.link.send(Channel.UNRELIABLE, Message("pong", {"time": message.fields["time"]}))
@@ -198,6 +212,8 @@ class Connections:
             return
         live.discard(key)
         live.sync.remove_client(key)
+        if key in live.observers:
+            live.observers.discard(key)
         live.room.leave(client.identity.participant)
         who = client.identity.participant
         live.broadcast_event("left", by=who, detail={"participant": who, "reason": reason})

@@ -27,6 +27,7 @@ from netcode.sync.snapshot_codec import SnapshotServer
 from rehearsal.hands import holder_participant, instrument_holder
 from rehearsal.identity import Identity
 from rehearsal.links import UDP, Link
+from rehearsal.observer_stream import ObserverGroup
 from rehearsal.room import Room
 from rehearsal.ticking import RoomThread, RoomTicker
 from rehearsal.wire import plain
@@ -139,6 +140,7 @@ class LiveRoom:
         self.created_at = time.time()
         self.grasp_ids: dict[int, int] = {}  # physics instrument id -> grasp id sent to its holder
         self.next_grasp_id = 1
+        self.observers = ObserverGroup(sync, None)  # browser observers sharing one snapshot stream
         self.health_sent_at = -math.inf  # server time of the last room_health event (rehearsal.room_health)
 
     # --- audience ----------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ burn) become a new snapshot epoch sent reliably; physics events (grasp, release,
 room's own events (steps, complications, resets) become reliable ``event`` messages; the holder of a new
 grasp gets its response model (``grasp``, measured on the room's thread), then ``release``. Then the surface
 (layout order) and the instruments are quantized once and each client gets its own ``snapshot`` (deltas
-against what it acknowledged, under a byte budget) and an ``input_ack`` on the unreliable channel, and the
+against what it acknowledged, under a byte budget; a room's browser observers share one, encoded once:
+``rehearsal.observer_stream``) and an ``input_ack`` on the unreliable channel, and the
 room's links are flushed (its UDP links in one ``ServerChannels.flush`` call).
 
 Everything goes out through each client's ``Link``; this is the hot path (GIL-bound Python, per client
@@ -31,6 +32,7 @@ from physics import StepReport
 from rehearsal.hands import holder_participant, instrument_holder
 from rehearsal.links import UDP
 from rehearsal.live_room import LiveRoom, surface_layout
+from rehearsal.observer_stream import SHARED_OBSERVERS
 from rehearsal.roles import Role
 from rehearsal.room_health import HEALTH_AUDIENCE, HEALTH_INTERVAL, room_health
 from rehearsal.wire import DEVICE_OF_HAND, to_wire_quat
@@ -206,6 +208,26 @@ class Publisher:
             observe(len(data))
             if link.transport != UDP:
                 others = True
+        group = live.observers
+        if group.members and SHARED_OBSERVERS in encoded and (watch_every == 1 or sync.sequence % watch_every == 0):
+            data = sync.encode(SHARED_OBSERVERS)  # once for every browser observer of the room
+            message = snapshot_message(data)
+            group.sent(sync.sequence)
+            for key in list(group.members):
+                client = live.clients.get(key)
+                if client is not None:
+                    client.link.send(Channel.UNRELIABLE, message)
+                    others = True
+            counters["snapshots"] += len(group)
+            counters["snapshots_shared"] += 1
+            counters["snapshot_bytes"] += len(data)
+            observe(len(data))
+            for key in group.laggards():
+                group.expel(key)  # a slow page gets its own stream rather than holding the others back
+                counters["observers_expelled"] += 1
+                laggard = live.clients.get(key)
+                if laggard is not None:
+                    laggard.ack_base, laggard.ack_passed = None, 0
         self.flush_udp(list(live.udp_keys), now)
         if others:
             for client in list(live.clients.values()):

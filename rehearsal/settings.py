@@ -42,6 +42,9 @@ class Settings:
     # instead of every tick (0), and each costs the server and its link less. The people at the table always
     # get every tick.
     observer_snapshot_hz: float = 0.0
+    # A room's browser observers share one snapshot stream, encoded once per tick for all (rehearsal.observer_stream);
+    # false: each gets its own, as headsets do.
+    share_observer_stream: bool = True
     record: bool = True  # write each room's recording (data_dir/recordings) for replay and debrief
     drain_seconds: float = 30.0  # on SIGTERM: rooms end when empty or after this long, then the process exits
     protocol_id: int = PROTOCOL_ID
