@@ -219,7 +219,10 @@ class LiveRoom:
     # --- interest management -----------------------------------------------------------------------------
 
     def set_focus(self, client: Client) -> None:
-        """What this person works on and looks at ranks higher in their snapshots (interest management)."""
+        """What this person works on and looks at ranks higher in their snapshots (interest management). A member
+        of the shared observer stream has no snapshots of its own to rank (``rehearsal.observer_stream``)."""
+        if client.key not in self.sync.clients:
+            return
         pid = client.identity.participant
         points = [pose.position for (p, _), pose in self.room.inputs.items() if p == pid]
         if client.gaze is not None:
