@@ -45,8 +45,7 @@ metric *names* never depends on the app's state)::
     }
 
 Label values are strings; counts are ints or floats. Counter values must be monotonic over the life
-of the process (the app's ``Counter``s are). ``by_prefix()`` helps carve a flat ``Counter`` such as
-``{"dropped_bad_mac": 3, "input_rejected_nonfinite": 1}`` into these per-reason groups.
+of the process (the app's ``Counter``s are).
 """
 
 from __future__ import annotations
@@ -70,9 +69,7 @@ __all__ = [
     "Histograms",
     "OpsMetrics",
     "StatusCollector",
-    "by_prefix",
     "exported_names",
-    "quantile",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,20 +152,6 @@ MAX_ROOM_SERIES = 64  # rooms exported per process (the server runs at most 64);
 # Hard cap on label values per family: status dicts come from the app, so a bug there (say, a
 # per-client key) must not explode the series count. Extra values are summed into "other".
 MAX_LABEL_VALUES = 32
-
-
-def by_prefix(counters: Mapping[str, float], prefix: str) -> dict[str, float]:
-    """``{"dropped_bad_mac": 3, "x": 1}``, ``"dropped_"`` -> ``{"bad_mac": 3}``."""
-    return {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix) and len(k) > len(prefix)}
-
-
-def quantile(values: Iterable[float], q: float) -> float | None:
-    """Nearest-rank quantile of ``values`` (None when empty): ``quantile([1, 2, 3, 4], 0.5) == 2``."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(math.ceil(q * len(ordered)), 1)
-    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 def _number(value: Any) -> float:

@@ -172,10 +172,3 @@ def matrix_to_quat(m: np.ndarray) -> np.ndarray:
         q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
     q = np.array(q)
     return q / np.linalg.norm(q)
-
-
-def jaw_point(spec: InstrumentSpec, local: np.ndarray, sign: float, opening: float) -> np.ndarray:
-    """A local point on a jaw of the given sign, rotated to the given opening (radians)."""
-    a = sign * opening * 0.5
-    c, s = np.cos(a), np.sin(a)
-    return np.array([c * local[0] + s * local[2], local[1], -s * local[0] + c * local[2]])

@@ -23,12 +23,12 @@ log = logging.getLogger("rehearsal.status")
 
 
 def nearest_rank(values: Iterable[float], q: float) -> float | None:
-    """The nearest-rank quantile of ``values`` (None when empty), as ``ops.metrics`` exposes quantiles."""
+    """The nearest-rank quantile of ``values`` (None when empty): ``nearest_rank([1, 2, 3, 4], 0.5) == 2``."""
     data = np.fromiter(values, np.float64)
     return float(np.quantile(data, q, method="inverted_cdf")) if data.size else None
 
 
-def _suffixes(counters: Mapping[str, float], prefix: str) -> dict[str, float]:
+def by_prefix(counters: Mapping[str, float], prefix: str) -> dict[str, float]:
     """``{"input_rejected_nonfinite": 3}``, ``"input_rejected_"`` -> ``{"nonfinite": 3}``."""
     return {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix) and len(k) > len(prefix)}
 
@@ -106,8 +106,8 @@ class StatusViews:
             for p in live.room.participants.values():
                 if p.connected:
                     roles[p.identity.role.value] += 1
-            rejected.update(_suffixes(live.room.counters, "input_rejected_"))
-            solver.update(_suffixes(live.room.counters, "solver_"))
+            rejected.update(by_prefix(live.room.counters, "input_rejected_"))
+            solver.update(by_prefix(live.room.counters, "solver_"))
             substeps[session] = live.ticker.governor.substeps
             ticks += live.ticker.stats.ticks
             overruns += live.ticker.stats.overruns

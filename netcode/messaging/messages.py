@@ -137,11 +137,6 @@ _CHECKS: dict[str, Check] = {
 }
 
 
-def _check_kind(kind: str, value: Any) -> tuple[bool, Any]:
-    """(ok, normalised value) for a value of the given kind."""
-    return _CHECKS[kind](value)
-
-
 @dataclass(frozen=True, slots=True)
 class _FieldCheck:
     """A field's validation, prepared once per type (``validate`` runs for every message both ways)."""

@@ -204,11 +204,6 @@ def associated_data(protocol_id: int, prefix_byte: int) -> bytes:
     return data
 
 
-def packet_nonce(sequence: int) -> bytes:
-    """96-bit nonce of an encrypted packet: 4 zero bytes then the sequence (u64 LE)."""
-    return _NONCE.pack(sequence)
-
-
 # -- encoding ----------------------------------------------------------------------------------------
 
 

@@ -268,12 +268,17 @@ def record_trace(
     n: int = 24,
     plan: Plan | None = None,
     loss: float = 0.02,
+    reorder: float = 0.05,
     seed: int = 11,
     patch_size: int = 40,
     clients: list[ClientSpec] | None = None,
     checkpoints: bool = True,
+    size: float = 0.05,
 ) -> Trace:
-    """Run the session and return what every client received (see the module docstring)."""
+    """Run the session and return what every client received (see the module docstring): an n x n grid
+    ``size`` metres wide in patches of ``patch_size``; snapshots lost with probability ``loss``, delayed
+    by a frame or two with probability ``reorder``; ``checkpoints`` False skips the Python decoder's state
+    digests and checkpoints (a benchmark only needs the bytes)."""
     plan = plan or Plan()
     specs = clients or [
         ClientSpec("A", budget=700, reliable_delay=3),
@@ -281,7 +286,7 @@ def record_trace(
         ClientSpec("C", budget=900, reliable_delay=2, joins=plan.late_join),
     ]
     rng = np.random.default_rng(seed)
-    scene = Scene(n)
+    scene = Scene(n, size)
     alive = np.arange(n * n)
     layout = make_patches(alive, scene.rest, patch_size)
     server = SnapshotServer(layout, triangles=scene.triangles)
@@ -343,7 +348,7 @@ def record_trace(
                 logs[spec.name].lost += 1
                 continue
             delay = 0
-            if rng.random() < 0.05:
+            if rng.random() < reorder:
                 delay = int(rng.integers(1, 3))
                 logs[spec.name].reordered += 1
             send(spec.name, message, f + delay)

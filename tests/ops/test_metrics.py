@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -14,9 +12,7 @@ from ops.metrics import (
     ROOM_METRICS,
     STATUS_METRICS,
     OpsMetrics,
-    by_prefix,
     exported_names,
-    quantile,
 )
 
 SAMPLE_STATUS = {
@@ -145,11 +141,6 @@ def test_label_cardinality_is_capped_and_per_room_substeps_reduce_to_min_max():
     assert subs == {("rehearsal_substeps", (("stat", "max"),)): 50, ("rehearsal_substeps", (("stat", "min"),)): 1}
 
 
-def test_by_prefix_carves_a_flat_counter():
-    c = Counter({"dropped_bad_mac": 3, "dropped_replay": 1, "dropped_": 9, "connects": 2})
-    assert by_prefix(c, "dropped_") == {"bad_mac": 3, "replay": 1}
-
-
 def test_registry_is_private():
     from prometheus_client import REGISTRY
 
@@ -184,10 +175,3 @@ def test_per_room_series_are_capped_and_empty_rooms_export_nan_quantiles():
         ("rehearsal_room_tick_duration_seconds", (("quantile", "0.99"), ("session", "s-000")))
     ]
     assert p99 != p99  # NaN: no tick yet
-
-
-def test_quantile_is_nearest_rank():
-    assert quantile([], 0.5) is None
-    assert quantile([4, 1, 3, 2], 0.5) == 2
-    assert quantile(range(1, 101), 0.99) == 99
-    assert quantile([7], 0.99) == 7

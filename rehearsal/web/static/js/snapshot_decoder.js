@@ -377,7 +377,7 @@ export class SnapshotDecoder {
   constructor(options = {}) {
     this.maxVersions = options.maxVersions ?? DEFAULT_MAX_VERSIONS;
     this.maxHeld = options.maxHeld ?? DEFAULT_MAX_HELD;
-    this.config = options.config ?? null;
+    this.config = null; // set by snap_config
     this._epoch = null;
     this.layout = null;
     this.topology = null;
@@ -396,6 +396,7 @@ export class SnapshotDecoder {
     this._triangles = new Map(); // "a,b,c" (sorted ids) -> [a, b, c] as sent
     this._trianglesCache = null;
     this._surfaceCache = null;
+    this._rows = null; // scratch rows of a patch record being parsed
     this._resetSurface();
   }
 
@@ -438,13 +439,13 @@ export class SnapshotDecoder {
     const fine = this._fineLatest;
     const out = new Float64Array(q.length);
     const scale = step / FINE;
+    const [ox, oy, oz] = origin;
     for (let i = 0; i < q.length; i += 3) {
-      for (let a = 0; a < 3; a++) {
-        let x = origin[a] + q[i + a] * step;
-        if (fine !== null) x += fine[i + a] * scale;
-        out[i + a] = x;
-      }
+      out[i] = ox + q[i] * step;
+      out[i + 1] = oy + q[i + 1] * step;
+      out[i + 2] = oz + q[i + 2] * step;
     }
+    if (fine !== null) for (let i = 0; i < q.length; i++) out[i] += fine[i] * scale;
     return out;
   }
 
@@ -458,7 +459,7 @@ export class SnapshotDecoder {
       }
       this._surfaceCache = Object.freeze({
         ids: n ? layout.vertexIds : new Int32Array(0),
-        positions: Float32Array.from(this.surfaceFloat64()),
+        positions: new Float32Array(this.surfaceFloat64()),
         received,
       });
     }
@@ -819,7 +820,9 @@ export class SnapshotDecoder {
     const starts = new Int32Array(count + 1);
     const carryAges = [];
     const carryStarts = new Int32Array(count);
-    const rows = new Float64Array(3 * layout.vertexCount);
+    // scratch for this record's rows (every block zero-fills its own rows first); copied out below
+    if (this._rows === null || this._rows.length < 3 * layout.vertexCount) this._rows = new Float64Array(3 * layout.vertexCount);
+    const rows = this._rows;
     const header = [RUNS, 0, 0, 0]; // block headers are relative to the previous one, the first to these
     const bits = new BitReader(data, (pos + 2) * 8, end * 8);
     let oid = -1;
