@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import ssl
 import time
+import urllib.request
 
 import pytest
 
@@ -13,6 +16,7 @@ from rehearsal.bots import Headset, ServerProcess, get, post, pump
 from rehearsal.live_room import HEAD_OBJECT_BASE
 from rehearsal.web import websocket
 from rehearsal.wire import DEVICE_HEAD, DEVICE_RIGHT
+from tests.rehearsal.web.test_ws_endpoint import self_signed
 from tests.rehearsal.web.ws_client import OP_BINARY, WsClient, is_message
 
 
@@ -205,3 +209,44 @@ def test_a_page_gets_the_roster_the_headsets_and_the_room_health(server):
     finally:
         surgeon.close()
         page.close()
+
+
+TLS_SERVER_SCRIPT = """
+import sys
+from pathlib import Path
+from rehearsal.server import serve
+from rehearsal.settings import load_settings
+settings = load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0, drain_seconds=sys.argv[2],
+                         tls_cert=sys.argv[3], tls_key=sys.argv[4])
+sys.exit(serve(settings))
+"""
+
+
+def test_serve_with_a_certificate_speaks_https_and_wss(tmp_path):
+    cert, key = self_signed(tmp_path)
+    data = tmp_path / "data"
+    proc = ServerProcess(data, script=TLS_SERVER_SCRIPT, script_args=[str(data), "2", str(cert), str(key)])
+    try:
+        _, port = proc.wait_listening()
+        assert proc.wait_for(re.compile(r"watch page and mentor console: (https://localhost:\d+/)"), 10).group(1) == (
+            f"https://localhost:{port}/"
+        )
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}/api/sessions",
+            data=json.dumps({"scenario": "basic_skills"}).encode(),
+            headers={"Authorization": f"Bearer {proc.credential()}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+            session = json.loads(answer.read())
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/", context=context, timeout=10) as answer:
+            assert b"Rehearsal room" in answer.read()
+        page = WsClient(port, tls=True)
+        try:
+            assert page.join(session["invites"]["observer"], "Tess")["role"] == "observer"
+            assert page.until(is_message("welcome")).fields["name"] == "Tess"
+        finally:
+            page.close()
+    finally:
+        assert proc.stop() == 0, proc.log()[-3000:]
