@@ -40,7 +40,7 @@ from pathlib import Path
 from rehearsal.server import serve
 from rehearsal.settings import load_settings
 settings = load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0, drain_seconds=sys.argv[2],
-                         scenario_dir=Path(sys.argv[3]))
+                         scenario_dir=Path(sys.argv[3]), share_observer_stream=sys.argv[4] == "shared")
 sys.exit(serve(settings))
 """
 TEAM = (("lead_surgeon", "Lead"), ("assistant_surgeon", "Assistant"), ("scrub_nurse", "Nurse"), ("mentor", "Mentor"))
@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="basic_skills")
     parser.add_argument("--cells", help="NX,NY,NZ: the block mesh's cells instead of the scenario's")
     parser.add_argument("--page", action="store_true", help="also time one Chromium page's frames")
+    parser.add_argument(
+        "--separate-streams", action="store_true", help="one snapshot stream per observer (share_observer_stream off)"
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.observers <= 256 or not 1.0 <= args.seconds <= 600:
         parser.error("--observers in [0, 256], --seconds in [1, 600]")
@@ -261,7 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rehearsal-web-bench-") as tmp:
         scenarios = _scenario_dir(Path(tmp) / "scenarios", args.scenario, cells)
         server = ServerProcess(
-            Path(tmp) / "data", script=BENCH_SCRIPT, script_args=[str(Path(tmp) / "data"), "5", str(scenarios)]
+            Path(tmp) / "data",
+            script=BENCH_SCRIPT,
+            script_args=[
+                str(Path(tmp) / "data"),
+                "5",
+                str(scenarios),
+                "separate" if args.separate_streams else "shared",
+            ],
         )
         page = None
         try:
@@ -282,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 "scenario": args.scenario,
                 "cells": cells,
                 "participants": len(TEAM),
+                "observer_streams": "separate" if args.separate_streams else "shared",
                 "runs": [alone, watched],
                 "observers_add_tick_p99_ms": added,
                 "goals": {"observers_add_tick_p99_ms": 1.0, "observer_mbit_s_10k_vertices": 1.0},
