@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from physics.instruments import look_rotation
 from rehearsal.bots import Headset, ServerProcess, SurgeonScript, get, post, pump
+from rehearsal.wire import DEVICE_HEAD, DEVICE_RIGHT
 from tests.rehearsal.web.conftest import ARTIFACTS_DIR
 from tests.rehearsal.web.ws_client import WsClient, is_message
 
@@ -107,6 +109,32 @@ def test_the_tissue_on_screen_moves_when_a_bot_grasps_and_lifts(page, server):
         assert page.evaluate("() => [...window.rehearsal.decoder.rigid().values()].some(o => o.kind === 'instrument')")
         ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS_DIR / "grasp_and_lift.png"))
+    finally:
+        surgeon.close()
+
+
+def test_the_view_through_a_participants_eyes_follows_their_headset(page, server):
+    session = new_session(server)
+    status, ticket = post(server.http_port, "/api/join", {"invite": session["invites"]["lead_surgeon"], "name": "Lea"})
+    assert status == 200, ticket
+    surgeon = Headset(base64.b64decode(ticket["token"]), name="Lea", devices=(DEVICE_HEAD, DEVICE_RIGHT))
+    try:
+        assert pump([surgeon], lambda: surgeon.welcome is not None, 15.0)
+        open_page(page, server, session["invites"]["observer"], "Olive")
+        t0 = time.monotonic()
+
+        def frame() -> None:
+            surgeon.send_pose([0.0, 0.3, 0.25], look_rotation(forward=(0.0, -0.77, -0.64)), device=DEVICE_HEAD)
+
+        pump([surgeon], lambda: time.monotonic() - t0 > 2.5, 6.0, each_frame=frame)
+        option = page.locator("#view-from option", has_text="Lea's eyes")
+        option.wait_for(state="attached", timeout=WAIT_MS)
+        page.select_option("#view-from", option.get_attribute("value"))
+        page.wait_for_timeout(300)
+        camera = page.evaluate("() => window.rehearsal.scene.camera.position.toArray()")
+        assert camera == pytest.approx([0.0, 0.3, 0.25], abs=0.002)  # the camera sits where her headset is
+        assert pixels(page)["tissue"] > 0  # and she looks at the block
+        page.screenshot(path=str(ARTIFACTS_DIR / "through_her_eyes.png"))
     finally:
         surgeon.close()
 
