@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 KERNEL_HASH := $(shell find physics netcode -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
-.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response clean \
+.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web clean \
 	load-capacity load-impaired load-soak load-faults
 
 $(STAMP): pyproject.toml
@@ -43,6 +43,10 @@ bench-snapshot: $(STAMP)
 
 bench-response: $(STAMP)
 	$(PY) -m rehearsal.response_bench $(ARGS)
+
+# What browser observers cost the room (tick p99 with and without them, their Mbit/s): rehearsal/web/bench.py
+bench-web: $(STAMP)
+	$(PY) -m rehearsal.web.bench $(ARGS)
 
 # Load and fault runs (loadtests/README.md): the server in a subprocess and swarms of headsets on loopback.
 LOAD_STAMP := $(VENV)/.installed-load

@@ -29,6 +29,9 @@ metric *names* never depends on the app's state)::
         "tick_overruns": 12,                                       # ticks over budget (monotonic)
         "tick_budget_utilisation": 0.42,                           # worst room: last tick / budget
         "packet_loss_ratio": 0.01,                                 # mean estimated loss, 0..1
+        "web_observers": 4,                                        # browser pages with the observer role
+        "websocket_bytes_sent": 123456,                            # to browser pages (monotonic)
+        "page_errors": 2,                                          # errors pages reported (monotonic)
         "room_stats": {                                            # per room (label `session`), at most
             "s-abc": {                                             #   MAX_ROOM_SERIES rooms
                 "scenario": "basic_skills", "state": "running",
@@ -108,6 +111,15 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
         "Worst room's last tick time over its budget (1.0 = full).",
     ),
     ("rehearsal_packet_loss_ratio", "gauge", None, "packet_loss_ratio", "Mean estimated packet loss, 0..1."),
+    ("rehearsal_web_observers", "gauge", None, "web_observers", "Browser pages connected with the observer role."),
+    (
+        "rehearsal_websocket_bytes_sent_total",
+        "counter",
+        None,
+        "websocket_bytes_sent",
+        "Bytes sent to browser pages in WebSocket messages.",
+    ),
+    ("rehearsal_page_errors_total", "counter", None, "page_errors", "Errors browser pages reported to the server."),
 )
 
 # Per-room families (label `session`; DESIGN: per room where cardinality allows).

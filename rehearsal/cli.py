@@ -1,6 +1,7 @@
 """The `rehearsal` command: serve, list and validate scenarios, mint invites and tokens.
 
-    rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] [--drain-seconds S] ...
+    rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] [--drain-seconds S]
+                    [--tls-cert PEM --tls-key PEM] ...
     rehearsal demo [--seconds N]              the server and a simulated team of bots, with a live status
     rehearsal scenarios [FILE ...]            list the shipped scenarios, or validate files
     rehearsal invite --scenario NAME          create a session on a running server; print its invites
@@ -46,6 +47,8 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-host")
     p.add_argument("--http-port", type=int)
     p.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long rooms may finish (default 30)")
+    p.add_argument("--tls-cert", help="PEM certificate: serve HTTPS and WSS on the HTTP port (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--scenario-dir", type=Path, help="extra scenario files (*.toml) offered beside the shipped ones")
 
 
@@ -85,6 +88,8 @@ def _load(args: argparse.Namespace) -> Settings:
         http_host=args.http_host,
         http_port=args.http_port,
         drain_seconds=args.drain_seconds,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         scenario_dir=args.scenario_dir,
     )
 

@@ -9,7 +9,8 @@ Any transport calls three entry points (``rehearsal.links``):
   room starts (lobby -> running) when its first surgeon or mentor joins.
 * ``receive(key, message)``: ``input`` (thin-client input packets: each new pose of a hand device goes to
   ``Room.instrument_input``; the head's sets the gaze), ``command`` (``Room.command``; accepted ones are
-  broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines), ``ping`` (``pong``).
+  broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines; a browser observer's go to
+  the room's shared observer stream, ``rehearsal.observer_stream``), ``ping`` (``pong``).
   Refusals are counted and answered with ``refused`` at most once per ``REFUSAL_INTERVAL`` per request kind.
 * ``closed(key, reason)``: the client went away: it leaves its room (a ``left`` event).
 """
@@ -17,18 +18,22 @@ Any transport calls three entry points (``rehearsal.links``):
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from netcode.messaging.channels import Channel
 from netcode.messaging.connection import Delivery
 from netcode.messaging.messages import Message
 from netcode.protocol.inputs import InputPacketError
+from netcode.protocol.poses import RigidPose
 from netcode.sync.snapshot_codec import budget_for_rate
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
-from rehearsal.links import Link
+from rehearsal.links import UDP, Link
 from rehearsal.live_room import Client, LiveRoom, gaze_point
 from rehearsal.roles import Action, Role
 from rehearsal.room import Refusal
@@ -40,6 +45,22 @@ log = logging.getLogger("rehearsal.connections")
 SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs more than avatars do
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
+
+
+MAX_ROSTER = 256  # participants listed in a joiner's roster event
+MAX_HEAD_DISTANCE = 50.0  # m from the room's origin: a headset pose beyond is a tracking glitch, not shown
+
+
+def shown_head(pose: RigidPose) -> RigidPose | None:
+    """A headset pose fit for the room's snapshots (finite, near the room, a unit rotation), else None."""
+    position = np.asarray(pose.position, np.float64)
+    rotation = np.asarray(pose.rotation, np.float64)
+    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(rotation))):
+        return None
+    norm = float(np.linalg.norm(rotation))
+    if norm < 0.5 or float(np.max(np.abs(position))) > MAX_HEAD_DISTANCE:
+        return None
+    return RigidPose(position, rotation / norm, math.nan)
 
 
 class Connections:
@@ -84,9 +105,15 @@ class Connections:
         live.add(client)
         self.counters["connects"] += 1
         hands = {hand: live.object_id(identity.participant, hand) for hand in participant.hands}
+        objects = live.participant_objects(identity.participant)
         for message in live.sync.join_messages():
             link.send(Channel.RELIABLE, message)
-        live.sync.add_client(link.key, budget_bytes=budget_for_rate(SNAPSHOT_BITS_PER_SECOND, room.scenario.tick_hz))
+        budget = budget_for_rate(SNAPSHOT_BITS_PER_SECOND, room.scenario.tick_hz)
+        if identity.role is Role.OBSERVER and link.transport != UDP and self.sessions.settings.share_observer_stream:
+            live.observers.budget_bytes = budget
+            live.observers.add(link.key)  # one encode per tick for all of them (rehearsal.observer_stream)
+        else:
+            live.sync.add_client(link.key, budget_bytes=budget)
         welcome = {
             "session": identity.session,
             "scenario": room.scenario.name,
@@ -99,10 +126,16 @@ class Connections:
             "annotations": list(room.annotations),
         }
         link.send(Channel.RELIABLE, Message("welcome", welcome))
+        link.send(Channel.RELIABLE, self.roster(live, identity.participant))
         live.broadcast_event(
             "joined",
             by=identity.participant,
-            detail={"participant": identity.participant, "role": identity.role.value, "name": identity.name},
+            detail={
+                "participant": identity.participant,
+                "role": identity.role.value,
+                "name": identity.name,
+                "objects": objects,
+            },
         )
         if identity.role in STARTS_ROOM and room.state is RoomState.LOBBY and room.start() is None:
             live.broadcast_event("started", detail={"state": room.state.value})
@@ -114,6 +147,24 @@ class Connections:
             link.transport,
             link.key,
         )
+
+    def roster(self, live: LiveRoom, joiner: int) -> Message:
+        """The ``roster`` event for a joiner: who else is connected (with the snapshot objects that show them)
+        and the scenario's complications."""
+        others = [c for c in live.clients.values() if c.identity.participant != joiner][:MAX_ROSTER]
+        detail = {
+            "participants": [
+                {
+                    "participant": c.identity.participant,
+                    "role": c.identity.role.value,
+                    "name": c.identity.name,
+                    "objects": live.participant_objects(c.identity.participant),
+                }
+                for c in others
+            ],
+            "complications": [{"id": c.id, "title": c.title, "kind": c.kind} for c in live.room.scenario.complications],
+        }
+        return Message("event", {"kind": "roster", "server_time": self.server_time(), "detail": detail})
 
     def receive(self, key: int, message: Delivery | Message | None) -> None:
         """A message from the client of a link (a ``Delivery`` of the channels, or the decoded ``Message``)."""
@@ -132,9 +183,17 @@ class Connections:
             self.on_command(client, live, message.fields)
         elif kind == "snap_ack":
             newest = message.fields["newest"]
-            live.sync.on_ack_fields(key, newest, client.fresh_acks(newest, message.fields["bits"]))
+            if key in live.observers:
+                client.ack_base = newest if client.ack_base is None else max(client.ack_base, newest)
+                live.observers.on_ack(key, newest, message.fields["bits"])  # to the codec once all have it
+            else:
+                live.sync.on_ack_fields(key, newest, client.fresh_acks(newest, message.fields["bits"]))
         elif kind == "snap_resync":
-            live.sync.reset_client(key)
+            if key in live.observers:
+                live.observers.expel(key)  # its own stream from full records; the others are not reset
+                client.ack_base, client.ack_passed = None, 0
+            else:
+                live.sync.reset_client(key)
             self.counters["resyncs"] += 1
         elif kind == "ping":
             client.link.send(Channel.UNRELIABLE, Message("pong", {"time": message.fields["time"]}))
@@ -153,6 +212,8 @@ class Connections:
             return
         live.discard(key)
         live.sync.remove_client(key)
+        if key in live.observers:
+            live.observers.discard(key)
         live.room.leave(client.identity.participant)
         who = client.identity.participant
         live.broadcast_event("left", by=who, detail={"participant": who, "reason": reason})
@@ -229,6 +290,7 @@ class Connections:
                 hand = HAND_OF_DEVICE.get(device)
                 if pose is not None and device == DEVICE_HEAD:
                     client.gaze = gaze_point(pose, room.workspace)
+                    client.head = shown_head(pose)
                 if pose is None or hand is None:
                     continue  # untracked, or the head (not an instrument)
                 self.counters["input_poses"] += 1

@@ -11,13 +11,14 @@ four bots through the HTTP join API and drives them over real UDP on 127.0.0.1:
   apart, dividing its upper half (cutting);
 * mentor: watches, pauses once for ~1 s, resumes, and injects the ``bleeder`` complication once.
 
-The bots are ``rehearsal.bots.Headset``s, each on the reference thin client; the lead's draws its render
-state every frame. Every second it prints a status line (elapsed time; server tick interval measured from
-the snapshots' server times; connected bots; downlink kbit/s per bot; what the lead draws, objects by
-source (t tracked, p predicted, i interpolated, e extrapolated, h held) and its interpolation delay; room
-state; the current procedure step; events seen), then a summary: per bot, the steps, the complication,
-and the skill metrics the server stored. Everything is bounded: the bots stop after ``seconds``, the
-subprocess is terminated (killed if it lingers).
+It prints the URL where the team can be watched live in a browser (``rehearsal.web``; links holding an
+observer's and a mentor's invite code). The bots are ``rehearsal.bots.Headset``s, each on the reference thin
+client; the lead's draws its render state every frame. Every second it prints a status line (elapsed time;
+server tick interval measured from the snapshots' server times; connected bots; downlink kbit/s per bot;
+what the lead draws, objects by source (t tracked, p predicted, i interpolated, e extrapolated, h held) and
+its interpolation delay; room state; the current procedure step; events seen), then a summary: per bot, the
+steps, the complication, and the skill metrics the server stored. Everything is bounded: the bots stop after
+``seconds``, the subprocess is terminated (killed if it lingers).
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def run_demo(
             if not joined:
                 raise RuntimeError("the bots were not all welcomed within 10 s")
             say(f"session {session['session']} ({scenario}): {len(team)} bots joined")
+            for line in watch_lines(http_port, session["invites"]):
+                say(line)
 
             summary = _drive(bots, tickets, seconds, complication, say)
             summary.update(session=session["session"], scenario=scenario, ok=True)
@@ -160,6 +163,15 @@ def run_demo(
             summary["result"] = _stored_result(Path(tmp) / "data", summary["session"])
     _print_summary(summary, say)
     return summary
+
+
+def watch_lines(http_port: int, invites: dict[str, str]) -> list[str]:
+    """Where a person watches the team live in a browser: links holding an observer's and a mentor's code."""
+    base = f"http://localhost:{http_port}/"
+    return [
+        f"watch live in a browser: {base}?code={invites['observer']}",
+        f"  mentor console (pause, inject, annotate...): {base}?code={invites['mentor']}",
+    ]
 
 
 def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication: str, say) -> dict:

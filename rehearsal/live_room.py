@@ -9,6 +9,7 @@ and looks at higher in their snapshots.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from netcode.sync.snapshot_codec import SnapshotServer
 from rehearsal.hands import holder_participant, instrument_holder
 from rehearsal.identity import Identity
 from rehearsal.links import UDP, Link
+from rehearsal.observer_stream import ObserverGroup
 from rehearsal.room import Room
 from rehearsal.ticking import RoomThread, RoomTicker
 from rehearsal.wire import plain
@@ -34,6 +36,9 @@ GAZE_DISTANCE = 0.45  # m: a standing surgeon's eyes to the operating field
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
 # clients such as the thin client keep every snapshot object in one map by id.
 INSTRUMENT_OBJECT_BASE = 32768
+# Headsets (RigidKind.HEAD objects) from here: a range of their own, so instrument ids stay as they were.
+HEAD_OBJECT_BASE = 49152
+MAX_HEAD_OBJECTS = 0xFFFF - HEAD_OBJECT_BASE + 1
 ACK_WINDOW = 128  # snapshots behind the newest acked one whose acks the server remembers (a few RTTs' worth)
 _ACK_MASK = (1 << ACK_WINDOW) - 1
 MAX_REFUSAL_KINDS = 64  # per client: the request kinds whose last refusal time is kept
@@ -48,6 +53,7 @@ class Client:
     inputs: InputReceiver = field(default_factory=InputReceiver)
     last_refused: dict[str, float] = field(default_factory=dict)
     gaze: np.ndarray | None = None  # where the headset looks (GAZE_DISTANCE ahead of the head), for priority
+    head: RigidPose | None = None  # the headset's newest pose (a HEAD rigid object in the room's snapshots)
     ack_base: int | None = None  # newest snapshot sequence an ack of this client named
     ack_passed: int = 0  # bit k: snapshot ack_base - k was already handed to the codec (ACK_WINDOW bits)
 
@@ -128,11 +134,14 @@ class LiveRoom:
         self.clients: dict[int, Client] = {}  # by link key
         self.udp_keys: set[int] = set()  # the clients on UDP links: flushed in one ServerChannels call per tick
         self.object_ids: dict[tuple[int, str], int] = {}  # (participant, hand) -> snapshot object id
+        self.head_ids: dict[int, int] = {}  # participant -> snapshot object id of their headset
         self.empty_since = empty_since
         self.ending = False
         self.created_at = time.time()
         self.grasp_ids: dict[int, int] = {}  # physics instrument id -> grasp id sent to its holder
         self.next_grasp_id = 1
+        self.observers = ObserverGroup(sync, None)  # browser observers sharing one snapshot stream
+        self.health_sent_at = -math.inf  # server time of the last room_health event (rehearsal.room_health)
 
     # --- audience ----------------------------------------------------------------------------------------
 
@@ -185,6 +194,22 @@ class LiveRoom:
             self.object_ids[key] = oid
         return oid
 
+    def head_object(self, participant: int) -> int | None:
+        """The snapshot object id of a participant's headset (stable for the room's life; None past the range)."""
+        oid = self.head_ids.get(participant)
+        if oid is None and len(self.head_ids) < MAX_HEAD_OBJECTS:
+            oid = self.head_ids[participant] = HEAD_OBJECT_BASE + len(self.head_ids)
+        return oid
+
+    def participant_objects(self, participant: int) -> dict[str, int]:
+        """The snapshot object ids that show a participant: their headset and the instruments they hold (only a
+        tracked head and held instruments appear in snapshots), for pages to label them with name and role."""
+        objects = {hand: oid for (p, hand), oid in self.object_ids.items() if p == participant}
+        head = self.head_object(participant)
+        if head is not None:
+            objects["head"] = head
+        return objects
+
     def instrument_object(self, instrument: int | None) -> int | None:
         """The snapshot object id of a physics instrument id (None for None)."""
         if instrument is None:
@@ -194,7 +219,10 @@ class LiveRoom:
     # --- interest management -----------------------------------------------------------------------------
 
     def set_focus(self, client: Client) -> None:
-        """What this person works on and looks at ranks higher in their snapshots (interest management)."""
+        """What this person works on and looks at ranks higher in their snapshots (interest management). A member
+        of the shared observer stream has no snapshots of its own to rank (``rehearsal.observer_stream``)."""
+        if client.key not in self.sync.clients:
+            return
         pid = client.identity.participant
         points = [pose.position for (p, _), pose in self.room.inputs.items() if p == pid]
         if client.gaze is not None:

@@ -5,7 +5,8 @@ burn) become a new snapshot epoch sent reliably; physics events (grasp, release,
 room's own events (steps, complications, resets) become reliable ``event`` messages; the holder of a new
 grasp gets its response model (``grasp``, measured on the room's thread), then ``release``. Then the surface
 (layout order) and the instruments are quantized once and each client gets its own ``snapshot`` (deltas
-against what it acknowledged, under a byte budget) and an ``input_ack`` on the unreliable channel, and the
+against what it acknowledged, under a byte budget; a room's browser observers share one, encoded once:
+``rehearsal.observer_stream``) and an ``input_ack`` on the unreliable channel, and the
 room's links are flushed (its UDP links in one ``ServerChannels.flush`` call).
 
 Everything goes out through each client's ``Link``; this is the hot path (GIL-bound Python, per client
@@ -31,7 +32,9 @@ from physics import StepReport
 from rehearsal.hands import holder_participant, instrument_holder
 from rehearsal.links import UDP
 from rehearsal.live_room import LiveRoom, surface_layout
+from rehearsal.observer_stream import SHARED_OBSERVERS
 from rehearsal.roles import Role
+from rehearsal.room_health import HEALTH_AUDIENCE, HEALTH_INTERVAL, room_health
 from rehearsal.wire import DEVICE_OF_HAND, to_wire_quat
 
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
@@ -66,6 +69,21 @@ class Publisher:
             self.publish_physics(live, report)
         if live.clients:
             self.publish_snapshots(live)
+            now = self.server_time()
+            if now - live.health_sent_at >= HEALTH_INTERVAL:
+                live.health_sent_at = now
+                self.publish_health(live)
+
+    def publish_health(self, live: LiveRoom) -> None:
+        """The room's ``room_health`` event to its mentors and observers (once a second)."""
+        audience = [c for c in live.clients.values() if c.identity.role in HEALTH_AUDIENCE]
+        if not audience:
+            return
+        fields = {"kind": "room_health", "server_time": self.server_time(), "detail": room_health(live)}
+        message = Message("event", fields)
+        for client in audience:
+            client.link.send(Channel.RELIABLE, message)
+        self.counters["health_events"] += 1
 
     # --- events ------------------------------------------------------------------------------------------
 
@@ -190,6 +208,26 @@ class Publisher:
             observe(len(data))
             if link.transport != UDP:
                 others = True
+        group = live.observers
+        if group.members and SHARED_OBSERVERS in encoded and (watch_every == 1 or sync.sequence % watch_every == 0):
+            data = sync.encode(SHARED_OBSERVERS)  # once for every browser observer of the room
+            message = snapshot_message(data)
+            group.sent(sync.sequence)
+            for key in list(group.members):
+                client = live.clients.get(key)
+                if client is not None:
+                    client.link.send(Channel.UNRELIABLE, message)
+                    others = True
+            counters["snapshots"] += len(group)
+            counters["snapshots_shared"] += 1
+            counters["snapshot_bytes"] += len(data)
+            observe(len(data))
+            for key in group.laggards():
+                group.expel(key)  # a slow page gets its own stream rather than holding the others back
+                counters["observers_expelled"] += 1
+                laggard = live.clients.get(key)
+                if laggard is not None:
+                    laggard.ack_base, laggard.ack_passed = None, 0
         self.flush_udp(list(live.udp_keys), now)
         if others:
             for client in list(live.clients.values()):
@@ -204,9 +242,10 @@ class Publisher:
 
     @staticmethod
     def rigid_set(live: LiveRoom) -> RigidSet:
-        """The room's instruments as snapshot rigid objects (wire quaternion order, jaws clamped)."""
+        """The room's instruments (wire quaternion order, jaws clamped) and tracked headsets as rigid objects."""
         instruments = live.room.physics.instruments
-        if not instruments:
+        heads = [(c.identity.participant, c.head) for c in live.clients.values() if c.head is not None]
+        if not instruments and not heads:
             return RigidSet.empty()
         n = len(instruments)
         ids, jaws = np.empty(n, np.int64), np.empty(n)
@@ -217,4 +256,14 @@ class Publisher:
             orientations[j] = inst.orientation
             jaws[j] = min(max(float(inst.jaw), 0.0), MAX_JAW) if inst.spec.has_jaw else math.nan
         kinds = np.full(n, int(RigidKind.INSTRUMENT), np.int64)
-        return RigidSet(ids, kinds, positions, to_wire_quat(orientations), jaws)
+        orientations = to_wire_quat(orientations) if n else orientations
+        if heads:
+            by_id = {live.head_object(pid): pose for pid, pose in heads}  # one per participant (rejoins overlap)
+            extra = [(oid, pose) for oid, pose in by_id.items() if oid is not None]
+            if extra:
+                ids = np.concatenate([ids, np.array([oid for oid, _ in extra], np.int64)])
+                kinds = np.concatenate([kinds, np.full(len(extra), int(RigidKind.HEAD), np.int64)])
+                positions = np.concatenate([positions, np.array([p.position for _, p in extra], np.float64)])
+                orientations = np.concatenate([orientations, np.array([p.rotation for _, p in extra], np.float64)])
+                jaws = np.concatenate([jaws, np.full(len(extra), math.nan)])
+        return RigidSet(ids, kinds, positions, orientations, jaws)

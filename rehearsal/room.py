@@ -96,6 +96,7 @@ class Room:
         self.procedure = Procedure(scenario, self.model)
         self.complications = Complications(scenario)
         self.skills = SkillTracker()  # one per session: a reset does not wipe what people did before it
+        self.instrument_forces: dict[int, float] = {}  # physics instrument id -> tissue force on it (N), last tick
         self.annotations: deque[dict] = deque(maxlen=MAX_ANNOTATIONS)  # the newest; late joiners get them
         self.frame = 0
         self.elapsed = 0.0  # simulated seconds since the room was created (a reset does not rewind it)
@@ -407,6 +408,7 @@ class Room:
     def _observe_skills(self, control: Control, report: StepReport) -> None:
         """Feed the skill metrics the poses physics used and the forces it measured; tears count as damage."""
         samples = []
+        forces: dict[int, float] = {}
         built, times = self._control_times
         times = times if built is control else {}  # a control from elsewhere (a replay): tick times
         for command in control.instruments:
@@ -414,6 +416,7 @@ class Room:
             if inst is None:
                 continue
             force = report.instrument_forces.get(command.id)
+            forces[command.id] = 0.0 if force is None else math.hypot(*force.tolist())
             participant, hand = instrument_holder(command.id)
             samples.append(
                 InstrumentSample(
@@ -424,11 +427,12 @@ class Room:
                     orientation=inst.orientation,
                     jaw=float(inst.jaw),
                     energy=bool(inst.energy),
-                    force=0.0 if force is None else math.hypot(*force.tolist()),
+                    force=forces[command.id],
                     sample_time=times.get(command.id),
                 )
             )
         self.skills.observe(self.elapsed, samples)
+        self.instrument_forces = forces
         for event in report.events:
             if event.kind == "tear" and event.instrument is not None:
                 self.skills.note_damage(*instrument_holder(event.instrument), 1)

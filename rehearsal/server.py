@@ -5,6 +5,9 @@ One process, one twisted reactor:
 * **HTTP** (twisted.web, ``settings.http_host:http_port``): the join API of ``rehearsal.http_api``. An
   admin (bearer credential) creates a session from a scenario (``rehearsal.sessions``); the admin gets
   invite codes per role, which participants trade for netcode connect tokens.
+* **The browser side** (``rehearsal.web``) on the same HTTP port: the watch page and mentor console at ``/`` and
+  ``/watch``, its files under ``/static``, and its live link at ``/ws`` (a ``WebSocketLink`` per page into the
+  same ``Connections``). With ``settings.tls_cert``/``tls_key`` the port speaks HTTPS and WSS.
 * **UDP** (``settings.udp_host:udp_port``): the netcode 1.02 server (``rehearsal.udp_transport``), one
   ``UdpLink`` per client. Other transports (WebSocket) reach the same ``Connections`` through their own
   ``Link``s (``rehearsal.links``): ``server.connections.open / receive / closed``.
@@ -49,6 +52,7 @@ from ops.metrics import OpsMetrics
 from rehearsal.connections import Connections
 from rehearsal.http_api import api_root
 from rehearsal.join_service import JoinService
+from rehearsal.links import next_link_key
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
@@ -58,6 +62,9 @@ from rehearsal.settings import Settings
 from rehearsal.status import StatusViews
 from rehearsal.udp_transport import UdpTransport
 from rehearsal.warm_up import warm_up as compile_kernels
+from rehearsal.web.site import mount_web
+from rehearsal.web.tls import server_tls_options
+from rehearsal.web.websocket import WatchEndpoint
 
 log = logging.getLogger("rehearsal.server")
 
@@ -130,6 +137,7 @@ class RehearsalServer:
         self._http_port = None
         self.udp_address: Address | None = None
         self.http_port: int | None = None
+        self.web: WatchEndpoint | None = None
         self.heartbeat: Heartbeat | None = None
         self._sampler: LoopingCall | None = None
         self.drain: Drain | None = None
@@ -163,7 +171,13 @@ class RehearsalServer:
         return self.views.status()
 
     def ops_status(self) -> dict[str, Any]:
-        return self.views.ops_status()
+        status = self.views.ops_status()
+        if self.web is not None:
+            web = self.web.status()
+            status["web_observers"] = web["observers"]
+            status["websocket_bytes_sent"] = web["counters"].get("bytes_sent", 0)
+            status["page_errors"] = web["counters"].get("page_errors", 0)
+        return status
 
     def ready(self) -> bool | str:
         return self.views.ready()
@@ -211,10 +225,23 @@ class RehearsalServer:
         self._sampler.start(CONNECTION_SAMPLE_SECONDS, now=False)
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
         admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
+        self.web = WatchEndpoint(
+            self.reactor, self.join_service, self.connections, next_key=next_link_key, closed=self.sessions.closed
+        ).start()
+        mount_web(root, self.web)
         site = Site(ops_root(self.metrics, self.heartbeat, self.ready, root=root))
         site.noisy = False
-        self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
+        if settings.tls_cert:
+            tls = server_tls_options(settings.tls_cert, settings.tls_key)
+            self._http_port = self.reactor.listenSSL(settings.http_port, site, tls, interface=settings.http_host)
+        else:
+            self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
         self.http_port = self._http_port.getHost().port
+
+    @property
+    def http_scheme(self) -> str:
+        """``https`` when the HTTP port speaks TLS, else ``http``."""
+        return "https" if self.settings.tls_cert else "http"
 
     def stop(self) -> defer.Deferred:
         """Disconnect everybody, stop every room's ticker and thread, close the ports."""
@@ -224,6 +251,8 @@ class RehearsalServer:
         if self._sampler is not None and self._sampler.running:
             self._sampler.stop()
         self.udp.disconnect_all()
+        if self.web is not None:
+            self.web.stop()
         self.sessions.close_all()
         waits = [defer.maybeDeferred(self.udp.stop_listening)]
         if self._http_port is not None:
@@ -247,6 +276,15 @@ class RehearsalServer:
                 announce=lambda deadline: self.sessions.announce_drain(max(deadline - self.reactor.seconds(), 0.0)),
             )
         return self.drain.start()
+
+
+def watch_url(server: RehearsalServer, code: str | None = None) -> str:
+    """The URL of the watch page and mentor console on this server (with an invite code: a link that joins)."""
+    host = server.settings.http_host
+    host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "", "::1", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    url = f"{server.http_scheme}://{host}:{server.http_port}/"
+    return f"{url}?code={code}" if code else url
 
 
 def serve(settings: Settings, *, setup: Callable[[RehearsalServer], None] | None = None) -> int:
@@ -274,6 +312,7 @@ def serve(settings: Settings, *, setup: Callable[[RehearsalServer], None] | None
         server.http_port,
         server.settings.public_address,
     )
+    log.info("watch page and mentor console: %s (enter a mentor or observer invite code)", watch_url(server))
     state = {"signals": 0, "stopping": False}
 
     def stop(_: object = None) -> None:  # on the reactor thread

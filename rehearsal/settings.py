@@ -27,6 +27,10 @@ class Settings:
     public_host: str = ""  # the address clients are told to connect to (default: udp_host)
     http_host: str = "127.0.0.1"  # join API and admin API
     http_port: int = 8080
+    # HTTPS and WSS on the HTTP port (PEM files): browsers give a page its secure context only on localhost or
+    # over TLS, so a console opened from another machine needs both. Empty: plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
     max_clients: int = 256
     default_scenario: str = "basic_skills"
     # A folder of extra scenario files (*.toml) offered beside the packaged ones, by file stem; a packaged
@@ -38,6 +42,9 @@ class Settings:
     # instead of every tick (0), and each costs the server and its link less. The people at the table always
     # get every tick.
     observer_snapshot_hz: float = 0.0
+    # A room's browser observers share one snapshot stream, encoded once per tick for all (rehearsal.observer_stream);
+    # false: each gets its own, as headsets do.
+    share_observer_stream: bool = True
     record: bool = True  # write each room's recording (data_dir/recordings) for replay and debrief
     drain_seconds: float = 30.0  # on SIGTERM: rooms end when empty or after this long, then the process exits
     protocol_id: int = PROTOCOL_ID
@@ -62,7 +69,10 @@ def load_settings(file: Path | None = None, env: dict[str, str] | None = None, *
         f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(Settings) if ENV_PREFIX + f.name.upper() in env
     }
     settings = _apply(settings, from_env, "environment")
-    return _apply(settings, {k: v for k, v in flags.items() if v is not None}, "flags")
+    settings = _apply(settings, {k: v for k, v in flags.items() if v is not None}, "flags")
+    if bool(settings.tls_cert) != bool(settings.tls_key):  # checked once all sources are in: they may differ
+        raise SettingsError("tls_cert and tls_key go together (both PEM files, or neither)")
+    return settings
 
 
 _OPTIONAL_PATHS = frozenset({"scenario_dir"})  # None by default: "" in a file or the environment unsets them

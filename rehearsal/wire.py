@@ -8,6 +8,9 @@ the thin client's (``netcode.protocol.schema``: input, input_ack, grasp, release
   state (the room's lifecycle), hands: {hand: snapshot object id of the instrument it drives}, progress:
   {steps: [{id, title, kind, status, value, time?}], current_step, complications: {active, bleeding}},
   annotations: the newest annotations [{by, position, text}] (late joiners see what is already there).
+  Right after it the joiner alone gets the ``event`` ``roster`` (detail: participants, the others connected
+  [{participant, role, name, objects: {left|right|head: snapshot object id}}]; complications, the scenario's
+  [{id, title, kind}]: what a mentor may inject).
 * ``command`` (reliable, client->server): action (a ``rehearsal.roles.Action`` value), args: map
   (optional), id: int (optional, echoed in a refusal).
 * ``event`` (reliable, server->client): kind, server_time; by (participant id), instrument (snapshot
@@ -24,10 +27,14 @@ kept) | clear, position: [x, y, z], text}; ``hand_instrument`` {to: participant,
 ``take_over_instrument`` / ``hold_retractor`` {hand, release: bool}; ``inject_complication``
 {complication}; ``remove_participant`` {who};
 the room's own changes are ``started`` (lobby -> running), ``joined`` / ``left`` (detail: participant,
-role, name) and ``ended``; physics events are ``grasp``, ``release``, ``tear``, ``cut`` and ``burn``
+role, name, objects: {left|right|head: snapshot object id}) and ``ended``; once a second the room's mentors and
+observers get ``room_health`` (detail: participants [{participant, transport, rtt, loss, snapshot_age, forces:
+{hand: newtons}}], skills {participant: {passed, errors_passed, hands: {hand: {passed, metrics}}}});
+physics events are ``grasp``, ``release``, ``tear``, ``cut`` and ``burn``
 with the instrument's snapshot object id (instrument ids start at 32768, so they never equal a tissue
-patch id). The surgeon whose instrument grasps also gets a ``grasp`` message (the grasp's response model,
-measured by the physics engine: ``rehearsal.response_model``) and, when it lets go or tears, ``release``.
+patch id; tracked headsets are HEAD rigid objects from 49152 on). The surgeon whose instrument grasps also
+gets a ``grasp`` message (the grasp's response model, measured by the physics engine:
+``rehearsal.response_model``) and, when it lets go or tears, ``release``.
 The scenario's progress: ``step_completed`` /
 ``step_violated`` (detail: the step as in ``welcome``'s progress; a violation names the instrument),
 ``complication_started`` (detail: complication, kind, title, and for a bleeding point its vertex and

@@ -29,6 +29,9 @@ SAMPLE_STATUS = {
     "tick_overruns": 12,
     "tick_budget_utilisation": 0.42,
     "packet_loss_ratio": 0.01,
+    "web_observers": 4,
+    "websocket_bytes_sent": 123456,
+    "page_errors": 2,
     "room_stats": {
         "s-abc": {
             "scenario": "basic_skills",

@@ -37,6 +37,7 @@ def test_the_demo_team_connects_operates_and_sees_the_mentor():
     status = [line for line in lines if line.startswith("t=")]
     assert len(status) >= 5 and "clients=4/4" in status[-1] and "kbit/s" in status[-1] and "lead view=" in status[-1]
     assert "--- summary ---" in lines
+    assert any(line.startswith("watch live in a browser: http://localhost:") and "/?code=" in line for line in lines)
     # the scripted surgery happened: the lead's grasper grasped, the assistant's scissors cut
     for name, bot in bots.items():
         assert bot["events"]["grasp"] >= 1 and bot["events"]["cut"] >= 1, (name, bot["events"])

@@ -7,6 +7,7 @@ from twisted.internet.task import Clock
 
 from netcode.protocol.poses import RigidPose, rotvec_to_quat
 from rehearsal.identity import Identity
+from rehearsal.links import UDP
 from rehearsal.live_room import GAZE_DISTANCE, Client, gaze_point
 from rehearsal.roles import Role
 from rehearsal.server import RehearsalServer
@@ -32,7 +33,8 @@ def test_an_observers_focus_is_their_gaze(tmp_path):
         session = server.create_session("basic_skills")
         live = server.rooms[session]
         live.ticker.stop()
-        server.connections.open(RecordingLink(3), Identity(session, 5, Role.OBSERVER, "Student"))
+        # a headset's observer (UDP): a browser observer shares the room's observer stream, which has no focus
+        server.connections.open(RecordingLink(3, UDP), Identity(session, 5, Role.OBSERVER, "Student"))
         client = live.clients[3]
         client.gaze = np.array([0.0, 0.02, 0.01])
         live.set_focus(client)

@@ -19,3 +19,14 @@ def test_bad_drain_seconds_are_explained():
         load_settings(None, env={"REHEARSAL_DRAIN_SECONDS": "soon"})
     with pytest.raises(SettingsError, match=r"drain_seconds must be in \[0, 3600\]"):
         load_settings(None, env={}, drain_seconds=-1)
+
+
+def test_tls_files_come_from_any_source_and_only_in_pairs(tmp_path):
+    assert load_settings(None, env={}).tls_cert == ""
+    config = tmp_path / "rehearsal.toml"
+    config.write_text('tls_cert = "/etc/rehearsal/cert.pem"\n')
+    both = load_settings(config, env={"REHEARSAL_TLS_KEY": "/etc/rehearsal/key.pem"})  # file + environment
+    assert (both.tls_cert, both.tls_key) == ("/etc/rehearsal/cert.pem", "/etc/rehearsal/key.pem")
+    assert load_settings(None, env={}, tls_cert="c.pem", tls_key="k.pem").tls_key == "k.pem"
+    with pytest.raises(SettingsError, match="tls_cert and tls_key go together"):
+        load_settings(config, env={})

@@ -1,0 +1,483 @@
+// The watch page and mentor console: join with an invite code, watch the room live, steer it as a mentor.
+//
+// State comes from the server's messages (rehearsal/wire.py): `welcome` (who we are, the room's state, progress,
+// annotations, participants), `event`s (commands, people, steps, physics), the snapshot stream (decoded by
+// snapshot_decoder.js, acked like a headset), `refused`. Commands are `command` messages; the server decides
+// (rehearsal/roles.py): the console is shown to mentors only, but the server refuses whatever a role may not do.
+
+import { RoomLink } from './link.js';
+import { RoomScene } from './scene.js';
+import { SnapshotDecoder } from './snapshot_decoder.js';
+
+const SNAPSHOT_TYPES = new Set(['snap_config', 'snap_topology', 'snap_predictor', 'snapshot']);
+const MAX_EVENTS = 200;
+const RESYNC_INTERVAL_MS = 1000;
+const PING_INTERVAL_MS = 1000;
+const $ = (id) => document.getElementById(id);
+// Participant ids are 63-bit: the decoder gives a BigInt beyond 2^53, so they are keyed by their decimal text.
+const pkey = (id) => String(id);
+
+const state = {
+  joined: null, // {session, participant (decimal text), role, name, rejoin_code}
+  me: null, // our participant id (pkey), from the welcome
+  roomState: 'not connected',
+  participants: new Map(), // participant id -> {name, role, objects: {hand|head: rigid id}, health}
+  steps: [],
+  currentStep: null,
+  complications: [], // the scenario's [{id, title, kind}]
+  activeComplications: [],
+  snapshots: 0,
+  lastSnapshotAt: null,
+  lastResyncAt: 0,
+  missingSeen: 0,
+  topologyEpoch: null,
+  events: [],
+  refusals: [],
+  annotating: false,
+  commandIds: 0,
+  pendingCommands: new Map(),
+  rtt: null,
+  health: null, // the server's newest room health (participants' RTT, loss, snapshot age), if it sends one
+};
+
+let decoder = new SnapshotDecoder();
+let scene = null;
+let surfaceDirty = false;
+let rigidDirty = false;
+
+const link = new RoomLink({
+  onJoined: (joined) => {
+    state.joined = joined;
+    if (joined.rejoin_code) sessionStorage.setItem('rehearsal.rejoin', joined.rejoin_code);
+    $('join').hidden = true;
+    $('who').textContent = `${joined.name} · ${joined.role.replace(/_/g, ' ')}`;
+    $('console').hidden = joined.role !== 'mentor';
+    history.replaceState(null, '', location.pathname); // the code leaves the address bar (and screenshots)
+    setLinkState('connected');
+  },
+  onMessage: (type, fields) => onMessage(type, fields),
+  onClosed: ({ code, reason, refusal, wasJoined }) => {
+    const why = refusal || reason || `connection closed (${code})`;
+    setLinkState(`disconnected: ${why}`);
+    if (!wasJoined) {
+      sessionStorage.removeItem('rehearsal.rejoin');
+      $('join').hidden = false;
+      $('join-error').textContent = why;
+      $('join-button').disabled = false;
+    } else {
+      notice(why);
+    }
+  },
+});
+
+function setLinkState(text) {
+  $('link-state').textContent = text;
+}
+
+function notice(text, info = false) {
+  const el = $('notice');
+  el.textContent = text;
+  el.className = info ? 'info' : '';
+  el.hidden = false;
+  clearTimeout(notice.timer);
+  notice.timer = setTimeout(() => { el.hidden = true; }, 6000);
+}
+
+function setRoomState(value) {
+  if (!value) return;
+  state.roomState = value;
+  const badge = $('room-state');
+  badge.textContent = value;
+  badge.className = `badge ${value}`;
+}
+
+// ------------------------------------------------------------------ messages
+
+function onMessage(type, fields) {
+  if (SNAPSHOT_TYPES.has(type)) {
+    onSnapshotMessage(type, fields);
+    return;
+  }
+  switch (type) {
+    case 'welcome': onWelcome(fields); break;
+    case 'event': onEvent(fields); break;
+    case 'refused': onRefused(fields); break;
+    case 'pong': state.rtt = (performance.now() / 1000) - fields.time; break;
+    default: break; // input_ack, grasp, release: for headsets
+  }
+}
+
+function onSnapshotMessage(type, fields) {
+  try {
+    decoder.onMessage(type, fields);
+  } catch (err) {
+    link.reportError(`snapshot decoder: ${type}: ${err && err.message}`);
+    requestResync();
+    return;
+  }
+  if (type === 'snap_topology') {
+    surfaceDirty = true;
+    state.topologyEpoch = null; // rebuild the geometry at the next frame
+  }
+  if (type === 'snapshot') {
+    state.snapshots += 1;
+    state.lastSnapshotAt = performance.now();
+    surfaceDirty = true;
+    rigidDirty = true;
+    const ack = decoder.ackFields();
+    if (ack) link.send('snap_ack', ack);
+  }
+  const missing = decoder.missingBaselines || 0; // a counter: it grows when a delta's baseline is gone
+  if (missing > state.missingSeen) {
+    state.missingSeen = missing;
+    requestResync();
+  }
+}
+
+function requestResync() {
+  const now = performance.now();
+  if (now - state.lastResyncAt < RESYNC_INTERVAL_MS) return;
+  state.lastResyncAt = now;
+  link.send('snap_resync', {});
+}
+
+function participantEntry(id, info) {
+  const key = pkey(id);
+  const entry = state.participants.get(key) || { id, name: '?', role: 'observer', objects: {} };
+  if (info.name) entry.name = info.name;
+  if (info.role) entry.role = info.role;
+  const objects = info.objects || info.hands;
+  if (objects) entry.objects = { ...entry.objects, ...objects };
+  state.participants.set(key, entry);
+  for (const [part, oid] of Object.entries(entry.objects)) {
+    if (scene) scene.setOwner(oid, { name: entry.name, role: entry.role, part });
+  }
+  return entry;
+}
+
+function onWelcome(w) {
+  state.me = pkey(w.participant);
+  setRoomState(w.state);
+  for (const p of w.participants || []) participantEntry(p.participant, p);
+  participantEntry(w.participant, { name: w.name, role: w.role, hands: w.hands || {} });
+  applyProgress(w.progress || {});
+  if (Array.isArray(w.complications)) state.complications = w.complications;
+  else if (w.progress && w.progress.complications && Array.isArray(w.progress.complications.available)) {
+    state.complications = w.progress.complications.available;
+  }
+  if (scene) scene.clearAnnotations();
+  for (const a of w.annotations || []) if (scene) scene.addAnnotation(a.position, a.text, a.by);
+  renderComplications();
+  renderPanels();
+}
+
+function applyProgress(progress) {
+  if (Array.isArray(progress.steps)) state.steps = progress.steps;
+  if ('current_step' in progress) state.currentStep = progress.current_step;
+  const c = progress.complications;
+  if (c && Array.isArray(c.active)) state.activeComplications = c.active;
+  if (c && Array.isArray(c.available)) state.complications = c.available;
+}
+
+function nameOf(id) {
+  const p = state.participants.get(pkey(id));
+  return p ? p.name : (id === undefined || id === null ? 'the room' : `#${id}`);
+}
+
+function onEvent(e) {
+  const d = e.detail || {};
+  if (d.state) setRoomState(d.state);
+  switch (e.kind) {
+    case 'joined': participantEntry(d.participant, d); break;
+    case 'left': {
+      const p = state.participants.get(pkey(d.participant));
+      if (p) p.left = true;
+      break;
+    }
+    case 'remove_participant': state.participants.delete(pkey(d.who)); break;
+    case 'ended': setRoomState('ended'); break;
+    case 'annotate':
+      if (d.kind === 'clear') scene.clearAnnotations();
+      else if (d.kind !== 'pointer' && Array.isArray(d.position)) scene.addAnnotation(d.position, d.text, e.by);
+      break;
+    case 'step_completed':
+    case 'step_violated':
+      if (d.id) {
+        const i = state.steps.findIndex((s) => s.id === d.id);
+        if (i >= 0) state.steps[i] = { ...state.steps[i], ...d };
+      }
+      if (d.current_step !== undefined) state.currentStep = d.current_step;
+      break;
+    case 'complication_started':
+      if (d.complication && !state.activeComplications.includes(d.complication)) state.activeComplications.push(d.complication);
+      break;
+    case 'world_reset':
+      state.activeComplications = [];
+      break;
+    case 'take_over_instrument':
+    case 'hold_retractor':
+    case 'hand_instrument':
+      if (d.object !== undefined) {
+        const who = e.kind === 'hand_instrument' ? d.to : e.by;
+        const hand = d.hand || (e.kind === 'hold_retractor' ? 'left' : 'right');
+        if (who !== undefined) participantEntry(who, { objects: { [hand]: d.object } });
+      }
+      break;
+    case 'room_health':
+      state.health = d;
+      break;
+    case 'roster':
+      for (const p of d.participants || []) participantEntry(p.participant, p);
+      if (Array.isArray(d.complications)) {
+        state.complications = d.complications;
+        renderComplications();
+      }
+      break;
+    default: break;
+  }
+  if (e.kind !== 'room_health' && e.kind !== 'roster') logEvent(e);
+  renderPanels();
+}
+
+function describe(e) {
+  const d = e.detail || {};
+  switch (e.kind) {
+    case 'joined': return `${d.name} joined as ${String(d.role).replace(/_/g, ' ')}`;
+    case 'left': return `${nameOf(d.participant)} left`;
+    case 'annotate': return `${nameOf(e.by)} annotated${d.text ? `: ${d.text}` : ''}`;
+    case 'remove_participant': return `${nameOf(e.by)} removed ${nameOf(d.who)}`;
+    case 'inject_complication': return `${nameOf(e.by)} injected ${d.complication}`;
+    case 'complication_started': return `complication: ${d.title || d.complication}`;
+    case 'step_completed': return `step done: ${d.title || d.id}`;
+    case 'step_violated': return `step violated: ${d.title || d.id}`;
+    default: return `${e.kind}${e.by !== undefined ? ` by ${nameOf(e.by)}` : ''}`;
+  }
+}
+
+function logEvent(e) {
+  state.events.push(e);
+  if (state.events.length > MAX_EVENTS) state.events.shift();
+  const li = document.createElement('li');
+  li.textContent = `${Number(e.server_time).toFixed(1)} s  ${describe(e)}`;
+  li.dataset.kind = e.kind;
+  const list = $('events');
+  list.prepend(li);
+  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+}
+
+function onRefused(r) {
+  state.refusals.push(r);
+  if (state.refusals.length > 50) state.refusals.shift();
+  const what = r.id !== undefined && state.pendingCommands.has(r.id) ? state.pendingCommands.get(r.id) : r.request;
+  if (r.request === 'connect') {
+    $('join-error').textContent = r.reason;
+    return;
+  }
+  notice(`refused (${what}): ${r.reason}`);
+}
+
+// ------------------------------------------------------------------ commands
+
+function command(action, args) {
+  state.commandIds += 1;
+  const id = state.commandIds;
+  state.pendingCommands.set(id, action);
+  if (state.pendingCommands.size > 64) state.pendingCommands.delete(state.pendingCommands.keys().next().value);
+  const fields = { action, id };
+  if (args && Object.keys(args).length) fields.args = args;
+  if (!link.send('command', fields)) notice('not connected');
+  return id;
+}
+
+function wireConsole() {
+  for (const id of ['btn-pause', 'btn-resume', 'btn-reset']) {
+    const button = $(id);
+    button.addEventListener('click', () => command(button.dataset.action));
+  }
+  $('btn-inject').addEventListener('click', () => {
+    const complication = $('complication').value;
+    if (complication) command('inject_complication', { complication });
+  });
+  $('btn-annotate').addEventListener('click', () => {
+    state.annotating = !state.annotating;
+    $('btn-annotate').setAttribute('aria-pressed', String(state.annotating));
+  });
+  $('btn-clear-annotations').addEventListener('click', () => command('annotate', { kind: 'clear' }));
+  $('btn-takeover').addEventListener('click', () => command('take_over_instrument', { hand: $('takeover-hand').value }));
+  $('btn-release').addEventListener('click', () => command('take_over_instrument', { hand: $('takeover-hand').value, release: true }));
+  $('btn-end').addEventListener('click', () => {
+    if (window.confirm('End the session for everybody?')) command('end_room');
+  });
+  $('participants').addEventListener('click', (event) => {
+    const who = event.target.dataset && event.target.dataset.remove;
+    const entry = who ? state.participants.get(who) : undefined;
+    if (entry && window.confirm(`Remove ${entry.name} from the session?`)) command('remove_participant', { who: entry.id });
+  });
+  scene.renderer.domElement.addEventListener('click', (event) => {
+    if (!state.annotating) return;
+    const point = scene.pick(event.clientX, event.clientY);
+    if (!point) {
+      notice('click on the tissue to annotate', true);
+      return;
+    }
+    command('annotate', { kind: 'marker', position: point, text: $('annotation-text').value || '' });
+  });
+}
+
+// ------------------------------------------------------------------ panels
+
+function renderComplications() {
+  const select = $('complication');
+  select.replaceChildren();
+  for (const c of state.complications) {
+    const option = document.createElement('option');
+    option.value = c.id;
+    option.textContent = c.title ? `${c.title}` : c.id;
+    select.appendChild(option);
+  }
+  $('btn-inject').disabled = state.complications.length === 0;
+}
+
+function skillText(skill) {
+  const lines = [];
+  for (const [hand, h] of Object.entries(skill.hands || {})) {
+    const metrics = Object.entries(h.metrics || {}).map(([k, v]) => `${k} ${v === null ? '–' : v}`).join(', ');
+    lines.push(`${hand}: ${h.passed ? 'pass' : 'fail'} (${metrics})`);
+  }
+  return lines.join('\n');
+}
+
+function fmtMs(seconds) {
+  return Number.isFinite(seconds) ? `${(seconds * 1000).toFixed(0)} ms` : '–';
+}
+
+function renderPanels() {
+  const steps = $('steps');
+  steps.replaceChildren();
+  for (const s of state.steps) {
+    const li = document.createElement('li');
+    li.textContent = `${s.title || s.id} — ${s.status || 'pending'}`;
+    li.className = `${s.status || ''} ${s.id === state.currentStep ? 'current' : ''}`;
+    li.dataset.step = s.id;
+    steps.appendChild(li);
+  }
+  $('complications').textContent = state.activeComplications.length ? `active: ${state.activeComplications.join(', ')}` : '';
+  const health = new Map();
+  for (const h of (state.health && state.health.participants) || []) health.set(pkey(h.participant), h);
+  const body = $('participants').querySelector('tbody');
+  body.replaceChildren();
+  const mentor = state.joined && state.joined.role === 'mentor';
+  for (const [id, p] of state.participants) {
+    if (p.left) continue;
+    const h = health.get(id) || {};
+    const tr = document.createElement('tr');
+    tr.dataset.participant = String(id);
+    const forces = h.forces && Object.keys(h.forces).length
+      ? Object.entries(h.forces).map(([hand, f]) => `${hand[0].toUpperCase()} ${Number(f).toFixed(2)} N`).join(' ') : '–';
+    const skill = state.health && state.health.skills ? state.health.skills[id] : undefined;
+    const verdict = skill === undefined ? '–' : (skill.passed ? 'pass' : 'fail');
+    const cells = [p.name, p.role.replace(/_/g, ' '), fmtMs(h.rtt), Number.isFinite(h.loss) ? `${(h.loss * 100).toFixed(1)} %` : '–',
+      fmtMs(h.snapshot_age), forces, verdict];
+    if (skill !== undefined) tr.title = skillText(skill);
+    for (const text of cells) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    const td = document.createElement('td');
+    if (mentor && state.me !== null && id !== state.me) {
+      const b = document.createElement('button');
+      b.className = 'small danger';
+      b.textContent = 'remove';
+      b.dataset.remove = id;
+      td.appendChild(b);
+    }
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  const me = state.lastSnapshotAt === null ? '–' : `${((performance.now() - state.lastSnapshotAt) / 1000).toFixed(2)} s`;
+  $('metrics').textContent = `this page: RTT ${fmtMs(state.rtt)}, last snapshot ${me} ago, ${state.snapshots} snapshots`;
+  const select = $('view-from');
+  const current = select.value;
+  const options = [['', 'orbit camera']];
+  for (const [, p] of state.participants) {
+    const head = p.objects ? p.objects.head : undefined;
+    if (head !== undefined && !p.left && scene && scene.objects.has(Number(head))) options.push([String(head), `${p.name}'s eyes`]);
+  }
+  if (select.options.length !== options.length) {
+    select.replaceChildren(...options.map(([value, text]) => Object.assign(document.createElement('option'), { value, textContent: text })));
+    select.value = current;
+  }
+}
+
+// ------------------------------------------------------------------ frames
+
+function frame() {
+  try {
+    if (surfaceDirty && decoder.epoch !== null && decoder.epoch !== undefined) {
+      if (state.topologyEpoch !== decoder.epoch || scene.vertexCount === 0) {
+        const { ids } = decoder.surface();
+        scene.setTopology(ids, decoder.triangles(), decoder.epoch);
+        state.topologyEpoch = decoder.epoch;
+      }
+      const { positions } = decoder.surface();
+      scene.setPositions(positions);
+      surfaceDirty = false;
+    }
+    if (rigidDirty) {
+      scene.setRigid(decoder.rigid());
+      rigidDirty = false;
+    }
+    scene.render();
+  } catch (err) {
+    link.reportError(`render: ${err && err.message}`);
+  }
+  requestAnimationFrame(frame);
+}
+
+function join(code, name) {
+  $('join-error').textContent = '';
+  $('join-button').disabled = true;
+  decoder = new SnapshotDecoder();
+  state.missingSeen = 0;
+  state.participants.clear();
+  state.topologyEpoch = null;
+  localStorage.setItem('rehearsal.name', name);
+  link.connect({ invite: code, name });
+}
+
+function start() {
+  scene = new RoomScene($('view'), $('labels'));
+  wireConsole();
+  const params = new URLSearchParams(location.search);
+  const code = params.get('code') || '';
+  const name = params.get('name') || localStorage.getItem('rehearsal.name') || '';
+  $('join-code').value = code;
+  $('join-name').value = name;
+  $('join-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    join($('join-code').value.trim(), $('join-name').value.trim());
+  });
+  $('view-from').addEventListener('change', () => scene.viewFrom($('view-from').value));
+  window.addEventListener('error', (event) => link.reportError(`${event.message} (${event.filename}:${event.lineno})`));
+  window.addEventListener('unhandledrejection', (event) => link.reportError(`unhandled: ${event.reason}`));
+  setInterval(() => {
+    link.send('ping', { time: performance.now() / 1000 });
+    renderPanels();
+  }, PING_INTERVAL_MS);
+  const rejoin = sessionStorage.getItem('rehearsal.rejoin');
+  if (code && name) join(code, name);
+  else if (rejoin) link.connect({ rejoin_code: rejoin });
+  requestAnimationFrame(frame);
+}
+
+// For tests and the curious: the page's live state, read-only by convention.
+window.rehearsal = {
+  state,
+  link,
+  get decoder() { return decoder; },
+  get scene() { return scene; },
+  command,
+};
+
+start();

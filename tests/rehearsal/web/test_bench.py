@@ -1,0 +1,27 @@
+"""The observers' benchmark (rehearsal.web.bench) runs end to end and reports what it promises (a short run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rehearsal.web import bench
+
+
+def test_a_short_run_reports_tick_p99_with_and_without_observers_and_their_downlink(capsys):
+    assert bench.main(["--observers", "2", "--seconds", "1.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    alone, watched = report["runs"]
+    assert (alone["observers"], watched["observers"]) == (0, 2)
+    assert alone["tick_p99_ms"] > 0 and watched["tick_p99_ms"] > 0
+    assert report["observers_add_tick_p99_ms"] == pytest.approx(watched["tick_p99_ms"] - alone["tick_p99_ms"])
+    assert 0 < watched["observer_mbit_s"] < 50 and watched["observer_snapshots_per_s"] > 5
+    assert watched["surface_vertices"] > 100
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        bench.main(["--observers", "1000"])
+    with pytest.raises(SystemExit):
+        bench.main(["--cells", "1,2"])
