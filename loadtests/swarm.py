@@ -304,12 +304,12 @@ def _act(bot: Bot, now: float, t: float, rotation: np.ndarray, active: bool) -> 
         if bot.surgeon is None:
             bot.surgeon = SurgeonScript(float(spec.get("x", -0.015)), float(spec.get("z", 0.0)), lift=0.01)
         position, jaw = bot.surgeon.pose(t)
-        h.send_pose(position, bot.surgeon.rotation, jaw)
+        h.send_pose(position, bot.surgeon.rotation, jaw, at=now)
     if active and script == "drive":
         position, jaw = circle_pose(
             t, float(spec.get("x", 0.0)), float(spec.get("z", 0.0)), float(spec.get("phase", 0))
         )
-        h.send_pose(position, rotation, jaw)
+        h.send_pose(position, rotation, jaw, at=now)
         if spec.get("record") and now - bot.last_record >= 0.1 and len(bot.commanded) < MAX_SERIES:
             bot.commanded.append([now, *position])
     if active and script == "mentor" and t >= bot.next_annotate:

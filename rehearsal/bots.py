@@ -328,13 +328,22 @@ class Headset:
         return self._last_address
 
     def send_pose(
-        self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT, energy: bool = False
+        self,
+        position,
+        rotation_wxyz=None,
+        jaw: float = 0.0,
+        device: int = DEVICE_RIGHT,
+        energy: bool = False,
+        at: float | None = None,
     ) -> None:
         """One tracking frame of an instrument (physics (w, x, y, z) rotation): the thin client tracks it and
-        sends its input packet (every sample the server has not acknowledged) as an ``input`` message."""
+        sends its input packet (every sample the server has not acknowledged) as an ``input`` message.
+
+        ``at``: the local time the pose belongs to (default: now). A script that computed the pose for a
+        time must stamp it with that time, or a stall between the two makes the motion look too fast."""
         rotation = IDENTITY if rotation_wxyz is None else to_wire_quat(rotation_wxyz)
         pose = RigidPose(position, rotation, float(jaw), energy)  # RigidPose makes its own arrays of these
-        self.client.send_frame(self.channels, time.monotonic(), {device: pose})
+        self.client.send_frame(self.channels, time.monotonic() if at is None else at, {device: pose})
 
     def command(self, action: str, **args) -> None:
         fields = {"action": action, "args": args} if args else {"action": action}

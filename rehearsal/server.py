@@ -321,14 +321,19 @@ def serve(settings: Settings, *, setup: Callable[[RehearsalServer], None] | None
         state["stopping"] = True
         server.stop().addBoth(lambda _: reactor.stop())
 
+    def drain(signum: int) -> None:  # on the reactor thread
+        log.info("signal %d: draining (up to %.1f s)", signum, server.settings.drain_seconds)
+        server.start_drain().addBoth(stop)
+
+    def stop_now(signum: int) -> None:  # on the reactor thread
+        log.info("signal %d again: stopping now", signum)
+        stop()
+
     def shutdown(signum: int, frame: object) -> None:
+        """The signal handler only schedules: logging from inside a handler can interleave with (or, at
+        exit, hit the closed stream of) a log call the main thread was in the middle of."""
         state["signals"] += 1
-        if state["signals"] == 1:
-            log.info("signal %d: draining (up to %.1f s)", signum, server.settings.drain_seconds)
-            reactor.callFromThread(lambda: server.start_drain().addBoth(stop))
-        else:
-            log.info("signal %d again: stopping now", signum)
-            reactor.callFromThread(stop)
+        reactor.callFromThread(drain if state["signals"] == 1 else stop_now, signum)
 
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)

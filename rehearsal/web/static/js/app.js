@@ -112,7 +112,7 @@ function onSnapshotMessage(type, fields) {
     decoder.onMessage(type, fields);
   } catch (err) {
     link.reportError(`snapshot decoder: ${type}: ${err && err.message}`);
-    requestResync();
+    requestResync(`rejected ${type}`);
     return;
   }
   if (type === 'snap_topology') {
@@ -130,15 +130,16 @@ function onSnapshotMessage(type, fields) {
   const missing = decoder.missingBaselines || 0; // a counter: it grows when a delta's baseline is gone
   if (missing > state.missingSeen) {
     state.missingSeen = missing;
-    requestResync();
+    requestResync('missing baseline');
   }
 }
 
-function requestResync() {
+/** Ask for full records of everything (snap_resync: its reason is required, at most 256 characters). */
+function requestResync(reason) {
   const now = performance.now();
   if (now - state.lastResyncAt < RESYNC_INTERVAL_MS) return;
   state.lastResyncAt = now;
-  link.send('snap_resync', {});
+  link.send('snap_resync', { reason });
 }
 
 function participantEntry(id, info) {
