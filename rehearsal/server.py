@@ -48,6 +48,7 @@ from ops.http import Heartbeat, ops_root
 from ops.metrics import OpsMetrics
 from rehearsal.connections import Connections
 from rehearsal.http_api import api_root
+from rehearsal.invites import InviteBook, code_key
 from rehearsal.join_service import JoinService
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
@@ -126,6 +127,8 @@ class RehearsalServer:
             packet_stats=self.udp.packet_stats,
             drop_counts=self.udp.drop_counts,
         )
+        self.invites = InviteBook(key=code_key(self._token_key))
+        self.sessions.session_closed.append(self.invites.revoke_session)  # a session's codes end with it
         self.join_service: JoinService | None = None
         self._http_port = None
         self.udp_address: Address | None = None
@@ -199,8 +202,10 @@ class RehearsalServer:
             self._token_key,
             settings.protocol_id,
             [public],
+            invites=self.invites,
             session_exists=self.sessions.session_open,
             on_rejoin=self.connections.drop_stale_connection,
+            discard_session=self.sessions.discard_session,
         )
         config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
         udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)

@@ -81,6 +81,8 @@ class Sessions:
         self.draining = False
         # Set by Connections: forget and disconnect a closing room's clients.
         self.on_room_closed: Callable[[LiveRoom], None] = lambda live: None
+        # Set by the composition root: what else goes with a closed session (its code book).
+        self.session_closed: list[Callable[[str], None]] = []
 
     def scenarios(self) -> dict[str, Any]:
         """The scenarios this server offers, by name (``rehearsal.scenario.available_scenarios``)."""
@@ -190,6 +192,32 @@ class Sessions:
             live.pool.stop()  # waits for a step in flight (milliseconds)
         self.save_result(live)
         self.on_room_closed(live)
+        self._forget(session)
+
+    def discard_session(self, session: str) -> None:
+        """Free a room whose creation failed after it was made (no invites): no result, no recording kept."""
+        live = self.rooms.pop(session, None)
+        if live is None:
+            return
+        if live.ticker is not None:
+            live.ticker.stop()
+        if live.pool is not None:
+            live.pool.stop()
+        recorder = live.room.recorder
+        if recorder is not None:
+            recorder.close(RoomState.ENDED.value)
+            recorder.path.unlink(missing_ok=True)
+        self.counters["rooms_discarded"] += 1
+        self.on_room_closed(live)
+        self._forget(session)
+
+    def _forget(self, session: str) -> None:
+        for listener in list(self.session_closed):
+            try:
+                listener(session)
+            except Exception as exc:  # a failing listener must not keep the others from running
+                self.counters["session_closed_failed"] += 1
+                log.error("session %s: closing hook failed: %s: %s", session, type(exc).__name__, exc)
 
     def save_result(self, live: LiveRoom) -> None:
         """Close the room's recording and keep its result; a failing disk is logged, never raised."""
