@@ -173,7 +173,9 @@ class Sessions:
             live.created_at = created_at
         self.rooms[session] = live
         self._scenario_names[session] = scenario_name
-        self._policies[session] = CheckpointPolicy(interval=self.checkpoint_interval)
+        self._policies[session] = CheckpointPolicy(
+            interval=self.checkpoint_interval, last_at=self.clock(), last_print=fingerprint(room)
+        )
         return live
 
     def _ticker_failed(self, failure: Any, session: str) -> None:
@@ -218,8 +220,8 @@ class Sessions:
         queue the room's part on the room's thread ahead of the next step; the writer thread does the rest."""
         session = live.room.session
         policy = self._policies.get(session)
-        if policy is None or live.pool is None:
-            return
+        if policy is None or live.pool is None or not hasattr(self.reactor, "callFromThread"):
+            return  # (a test's fake reactor cannot take results from the room's thread)
         now = self.clock()
         mark = fingerprint(live.room)
         if not policy.due(now, mark):
