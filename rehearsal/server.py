@@ -204,9 +204,7 @@ class RehearsalServer:
         if warm_up:
             scenarios = self.sessions.scenarios()
             compile_kernels(scenarios.get(settings.default_scenario, settings.default_scenario))
-        # Sessions still open when the last process died (crashed) come back, with their codes.
-        self.invites.load(self.store.codes(time.time()))
-        self.resumed = self.sessions.resume_sessions()
+        self.recover()
         if settings.udp_port == 0:  # the token must name the real port: pick a free one first
             settings = replace(settings, udp_port=free_udp_port(settings.udp_host))
             self.settings = self.sessions.settings = settings
@@ -233,6 +231,13 @@ class RehearsalServer:
         site.noisy = False
         self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
         self.http_port = self._http_port.getHost().port
+
+    def recover(self) -> list[str]:
+        """Sessions still open when the last process died (a crash) come back with their code books; those
+        that cannot are stored as interrupted (``Sessions.resume_sessions``). Returns the sessions resumed."""
+        self.invites.load(self.store.codes(time.time()))
+        self.resumed = self.sessions.resume_sessions()
+        return self.resumed
 
     def stop(self) -> defer.Deferred:
         """Disconnect everybody, stop every room's ticker and thread, close the ports."""

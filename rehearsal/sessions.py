@@ -105,6 +105,7 @@ class Sessions:
         self.checkpoint_interval = checkpoint_interval
         self.checkpoint_capture_seconds = 0.0  # the last room-thread part of a checkpoint, from queueing
         self._policies: dict[str, CheckpointPolicy] = {}
+        self.held: set[str] = set()  # resumed rooms not ticking yet: waiting for their team (RESUME_HOLD_SECONDS)
         self._scenario_names: dict[str, str] = {}
         self.tick_observers: list[TickObserver] = []
         self.draining = False
@@ -302,19 +303,21 @@ class Sessions:
     def _hold_until_back(self, live: LiveRoom, expected: set[int]) -> None:
         """A resumed room ticks once everyone who was in it is back (their grasps then carry on under their
         hands), or after ``RESUME_HOLD_SECONDS``, whichever comes first."""
-        deadline = self.clock() + RESUME_HOLD_SECONDS
+        deadline = self.reactor.seconds() + RESUME_HOLD_SECONDS  # the reactor's time: what callLater counts in
         session = live.room.session
 
         def check() -> None:
             if self.rooms.get(session) is not live or live.ending:
                 return
             back = all(p.connected for pid, p in live.room.participants.items() if pid in expected)
-            if back or self.clock() >= deadline:
+            if back or self.reactor.seconds() >= deadline:
+                self.held.discard(session)
                 live.ticker.start().addErrback(self._ticker_failed, session)
                 log.info("session %s: ticking again (%s)", session, "team back" if back else "hold over")
                 return
             self.reactor.callLater(RESUME_POLL_SECONDS, check)
 
+        self.held.add(session)
         check()
 
     def _keep_interrupted(self, session: str, scenario_name: str, created_at: float) -> None:
@@ -393,6 +396,7 @@ class Sessions:
 
     def _forget(self, session: str) -> None:
         self._policies.pop(session, None)
+        self.held.discard(session)
         self._scenario_names.pop(session, None)
         if self.checkpoints is not None:
             self.checkpoints.delete(session)
