@@ -1,4 +1,4 @@
-"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults (see loadtests/README.md)."""
+"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults, crash (see loadtests/README.md)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,18 @@ from loadtests.report import dumps
 
 def _runs() -> dict:
     from loadtests.capacity import run_capacity
+    from loadtests.crash import run_crash
     from loadtests.faults import run_faults
     from loadtests.impaired import run_impaired
     from loadtests.soak import run_soak
 
-    return {"capacity": run_capacity, "impaired": run_impaired, "soak": run_soak, "faults": run_faults}
+    return {
+        "capacity": run_capacity,
+        "impaired": run_impaired,
+        "soak": run_soak,
+        "faults": run_faults,
+        "crash": run_crash,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("faults", help="SIGKILLed client timed out and released; garbage flood; memory flat")
     p.add_argument("--flood-seconds", type=float, default=20.0, help="length of the garbage flood (default 20)")
     p.add_argument("--scenario", default="block_5k")
+    p.add_argument("--out", type=Path, default=None, help=out_help)
+
+    p = sub.add_parser("crash", help="SIGKILL the server mid-session; the team is back in the same session in 10 s")
+    p.add_argument("--scenario", default="basic_skills")
     p.add_argument("--out", type=Path, default=None, help=out_help)
 
     args = parser.parse_args(argv)
