@@ -28,8 +28,8 @@ from rehearsal.results_store import RESULTS_FILE, ResultsStore
 RECOVERY_GOAL_SECONDS = 10.0
 ROLES = ("lead_surgeon", "mentor", "observer")
 NOTE = "divide here"
-GRASP_X = 0.0
-LIFT = 0.012  # m: the retract step asks for 1 cm
+GRASP_X = -0.015  # where the demo's lead retracts
+LIFT = 0.015  # m: the retract step asks for 1 cm
 
 
 def _rejoin(server: ServerProcess, code: str, name: str) -> Headset:
@@ -51,7 +51,9 @@ def _join(server: ServerProcess, invite: str, name: str) -> Headset:
 
 
 def _step_done(headset: Headset, step: str) -> bool:
-    return any(e["kind"] == "step_completed" and e["detail"].get("id") == step for e in headset.messages["event"])
+    return any(
+        e["kind"] == "step_completed" and e.get("detail", {}).get("id") == step for e in headset.messages["event"]
+    )
 
 
 def run_crash(out: Path | None = None, *, scenario: str = "basic_skills", say: Callable[[str], None] = print):
@@ -167,8 +169,9 @@ def run_crash(out: Path | None = None, *, scenario: str = "basic_skills", say: C
     finally:
         for h in team:
             h.close()
-        for server in servers:
+        for i, server in enumerate(servers):
             if server.proc.poll() is None:
                 server.stop()
+            (folder / f"server-{i + 1}.log").write_text(server.log())
     write_json(folder / "crash.json", report)
     return report

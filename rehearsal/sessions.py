@@ -6,6 +6,10 @@ tick with news (``on_report``, on the reactor thread) publishes the room (``Publ
 ``observe_publish`` metric and the tick observers), and ends a room that stayed empty longer than
 ``settings.empty_room_seconds``. ``end_room`` tells the room it ended and closes it ``KICK_DELAY`` later
 (``close_room``: ticker and thread stopped, clients disconnected, result saved).
+
+Crash recovery: with a ``SessionStore`` each open session is listed until it closes, and with a
+``CheckpointWriter`` each room is checkpointed between ticks (``rehearsal.checkpoints``: the policy, what is
+taken on which thread). ``resume_sessions`` brings back, at start, what a crashed process left open.
 """
 
 from __future__ import annotations
