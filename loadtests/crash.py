@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadtests.report import run_folder, write_json
+from loadtests.run import Run, load_run
+from loadtests.server import LoadServer, create_room
 from rehearsal.bots import Headset, ServerProcess, SurgeonScript, post, pump
 from rehearsal.checkpoints import checkpoint_path
 from rehearsal.replay import replay
@@ -56,122 +57,107 @@ def _step_done(headset: Headset, step: str) -> bool:
     )
 
 
-def run_crash(out: Path | None = None, *, scenario: str = "basic_skills", say: Callable[[str], None] = print):
-    """The crash run (see the module doc); returns the report (also written to the run folder)."""
-    folder = run_folder(out, "crash")
-    data = folder / "data"
-    report: dict[str, Any] = {"run": "crash", "folder": folder, "scenario": scenario, "goal_seconds": 10.0}
-    servers: list[ServerProcess] = []
-    team: list[Headset] = []
-    try:
-        say("crash: starting the server")
-        first = ServerProcess(data)
-        servers.append(first)
-        first.wait_listening()
-        status, room = post(first.http_port, "/api/sessions", {"scenario": scenario}, first.credential())
-        if status != 201:
-            raise RuntimeError(f"creating the session failed: {status} {room}")
-        session = room["session"]
-        team[:] = [_join(first, room["invites"][role], role) for role in ROLES]
-        lead, mentor, _ = team
-        if not pump(team, lambda: all(h.connected and h.welcome for h in team), 10.0):
-            raise RuntimeError("the team did not connect")
-        script = SurgeonScript(GRASP_X, lift=LIFT)
-        started = time.monotonic()
+def run_crash(
+    out: Path | None = None, *, scenario: str = "basic_skills", say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """The crash run (see the module doc), on the run skeleton; returns the report with ``passed``."""
+    with load_run("crash", out, say, scenario=scenario, goal_seconds=RECOVERY_GOAL_SECONDS) as run:
+        team: list[Headset] = []
+        run.on_close.append(lambda: [h.close() for h in team])
+        data = run.folder / "server"  # both processes use this data folder
+        try:
+            _crash_and_recover(run, data, scenario, team)
+        finally:
+            for i, server in enumerate(run.servers.servers):
+                (run.folder / f"server-{i + 1}.log").write_text(server.log())
+    return run.report
 
-        def drive() -> None:
-            position, jaw = script.pose(time.monotonic() - started)
-            lead.send_pose(position, script.rotation, jaw)
 
-        say("crash: the lead grasps and lifts; waiting for the retract step")
-        if not pump(team, lambda: _step_done(lead, "retract"), 20.0, each_frame=drive):
-            raise RuntimeError("the retract step was not completed")
-        mentor.command("annotate", position=[0.0, 0.05, 0.0], text=NOTE)
-        if not pump(team, lambda: lead.events["annotate"] > 0, 5.0, each_frame=drive):
-            raise RuntimeError("the annotation was not acknowledged")
-        acknowledged = time.time()
-        ckpt = checkpoint_path(data, session)
-        saved = pump(
-            team,
-            lambda: ckpt.exists() and ckpt.stat().st_mtime > acknowledged,
-            10.0,
-            each_frame=drive,
-        )
-        report["checkpoint_after_ack_seconds"] = round(ckpt.stat().st_mtime - acknowledged, 3) if saved else None
-        pump(team, lambda: False, 0.5, each_frame=drive)  # mid-session: still holding
-        codes = [(h.name, h.ticket["rejoin_code"], h.ticket["participant"]) for h in team]
-        held_pose = script.pose(time.monotonic() - started)
+def _crash_and_recover(run: Run, data: Path, scenario: str, team: list[Headset]) -> None:
+    report, say = run.report, run.say
+    say("crash: starting the server")
+    first = run.server("server")
+    room = create_room(first, scenario)
+    session = room["session"]
+    team[:] = [_join(first, room["invites"][role], role) for role in ROLES]
+    lead, mentor, _ = team
+    if not pump(team, lambda: all(h.connected and h.welcome for h in team), 10.0):
+        raise RuntimeError("the team did not connect")
+    script = SurgeonScript(GRASP_X, lift=LIFT)
+    started = time.monotonic()
 
-        say("crash: SIGKILL")
-        killed = time.monotonic()
-        first.proc.kill()
-        first.proc.wait(timeout=10)
-        for h in team:
-            h.sock.close()
-        team.clear()
+    def drive() -> None:
+        position, jaw = script.pose(time.monotonic() - started)
+        lead.send_pose(position, script.rotation, jaw)
 
-        second = ServerProcess(data)
-        servers.append(second)
-        second.wait_listening(60.0)
-        listening = time.monotonic()
-        team[:] = [_rejoin(second, code, name) for name, code, _ in codes]
-        lead = team[0]
+    say("crash: the lead grasps and lifts; waiting for the retract step")
+    if not pump(team, lambda: _step_done(lead, "retract"), 20.0, each_frame=drive):
+        raise RuntimeError("the retract step was not completed")
+    mentor.command("annotate", position=[0.0, 0.05, 0.0], text=NOTE)
+    if not pump(team, lambda: lead.events["annotate"] > 0, 5.0, each_frame=drive):
+        raise RuntimeError("the annotation was not acknowledged")
+    acknowledged = time.time()
+    ckpt = checkpoint_path(data, session)
+    saved = pump(team, lambda: ckpt.exists() and ckpt.stat().st_mtime > acknowledged, 10.0, each_frame=drive)
+    report["checkpoint_after_ack_seconds"] = round(ckpt.stat().st_mtime - acknowledged, 3) if saved else None
+    pump(team, lambda: False, 0.5, each_frame=drive)  # mid-session: still holding
+    codes = [(h.name, h.ticket["rejoin_code"], h.ticket["participant"]) for h in team]
+    held_pose = script.pose(time.monotonic() - started)
 
-        def hold() -> None:
-            lead.send_pose(held_pose[0], script.rotation, held_pose[1])
+    say("crash: SIGKILL")
+    killed = time.monotonic()
+    first.proc.kill()
+    first.proc.wait(timeout=10)
+    for h in team:
+        h.sock.close()
+    team.clear()
 
-        back = pump(team, lambda: all(h.connected and h.welcome for h in team), 10.0, each_frame=hold)
-        rejoined = time.monotonic()
-        flowing = back and pump(team, lambda: all(h.snapshots_applied > 0 for h in team), 20.0, each_frame=hold)
-        recovered = time.monotonic()
-        pump(team, lambda: False, 1.0, each_frame=hold)  # carry on a moment under the lead's hand
-        welcome = lead.welcome or {}
-        steps = {s["id"]: s["status"] for s in welcome.get("progress", {}).get("steps", [])}
-        report.update(
-            session=session,
-            restart_to_listening_seconds=round(listening - killed, 3),
-            rejoin_seconds=round(rejoined - listening, 3),
-            recovery_seconds=round(recovered - killed, 3) if flowing else None,
-            same_session=all((h.welcome or {}).get("session") == session for h in team),
-            same_participants=[(h.welcome or {}).get("participant") for h in team] == [p for _, _, p in codes],
-            step_done_after_restart=steps.get("retract") == "done",
-            annotation_after_restart=any(a.get("text") == NOTE for a in welcome.get("annotations", [])),
-            grasp_released_after_restart=len(lead.messages["release"]) > 0,
-        )
-        say("crash: stopping cleanly; checking the result and the recording")
-        for h in team:
-            h.close()
-        team.clear()
-        report["server_exit"] = second.stop()
-        results = ResultsStore(data / RESULTS_FILE)
-        result = results.session(session) or {}
-        results.close()
-        done = {s["id"]: s["status"] for s in result.get("steps", [])}
-        report["result_end_state"] = result.get("end_state")
-        report["result_step_done"] = done.get("retract") == "done"
-        recording = result.get("recording")
-        if recording and Path(recording).exists():
-            replayed = replay(Path(recording))
-            report["recording_frames"] = replayed.frame
-            report["recording_intact"] = replayed.frame == result.get("frames") and replayed.frame > 0
-        else:
-            report["recording_intact"] = False
-        report["passed"] = bool(
-            report["recovery_seconds"] is not None
-            and report["recovery_seconds"] <= RECOVERY_GOAL_SECONDS
-            and report["same_session"]
-            and report["same_participants"]
-            and report["step_done_after_restart"]
-            and report["annotation_after_restart"]
-            and report["result_step_done"]
-            and report["recording_intact"]
-        )
-    finally:
-        for h in team:
-            h.close()
-        for i, server in enumerate(servers):
-            if server.proc.poll() is None:
-                server.stop()
-            (folder / f"server-{i + 1}.log").write_text(server.log())
-    write_json(folder / "crash.json", report)
-    return report
+    second = run.servers.add(LoadServer(data))  # the same data folder
+    second.wait_listening(60.0)
+    listening = time.monotonic()
+    team[:] = [_rejoin(second, code, name) for name, code, _ in codes]
+    lead = team[0]
+
+    def hold() -> None:
+        lead.send_pose(held_pose[0], script.rotation, held_pose[1])
+
+    back = pump(team, lambda: all(h.connected and h.welcome for h in team), 10.0, each_frame=hold)
+    rejoined = time.monotonic()
+    flowing = back and pump(team, lambda: all(h.snapshots_applied > 0 for h in team), 20.0, each_frame=hold)
+    recovered = time.monotonic()
+    pump(team, lambda: False, 1.0, each_frame=hold)  # carry on a moment under the lead's hand
+    welcome = lead.welcome or {}
+    steps = {s["id"]: s["status"] for s in welcome.get("progress", {}).get("steps", [])}
+    report.update(
+        session=session,
+        restart_to_listening_seconds=round(listening - killed, 3),
+        rejoin_seconds=round(rejoined - listening, 3),
+        recovery_seconds=round(recovered - killed, 3) if flowing else None,
+    )
+    checks = {
+        "recovered_in_time": flowing and recovered - killed <= RECOVERY_GOAL_SECONDS,
+        "same_session": all((h.welcome or {}).get("session") == session for h in team),
+        "same_participants": [(h.welcome or {}).get("participant") for h in team] == [p for _, _, p in codes],
+        "step_done_after_restart": steps.get("retract") == "done",
+        "annotation_after_restart": any(a.get("text") == NOTE for a in welcome.get("annotations", [])),
+        "grasp_carried_on": not lead.messages["release"],
+    }
+    say("crash: stopping cleanly; checking the result and the recording")
+    for h in team:
+        h.close()
+    team.clear()
+    second.stop()
+    results = ResultsStore(data / RESULTS_FILE)
+    result = results.session(session) or {}
+    results.close()
+    done = {s["id"]: s["status"] for s in result.get("steps", [])}
+    report["result_end_state"] = result.get("end_state")
+    checks["result_step_done"] = done.get("retract") == "done"
+    recording = result.get("recording")
+    checks["recording_intact"] = False
+    if recording and Path(recording).exists():
+        replayed = replay(Path(recording))
+        report["recording_frames"] = replayed.frame
+        checks["recording_intact"] = replayed.frame == result.get("frames") and replayed.frame > 0
+    report["checks"] = checks
+    report["passed"] = all(checks.values())
