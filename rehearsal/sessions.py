@@ -178,9 +178,7 @@ class Sessions:
             live.created_at = created_at
         self.rooms[session] = live
         self._scenario_names[session] = scenario_name
-        self._policies[session] = CheckpointPolicy(
-            interval=self.checkpoint_interval, last_at=self.clock(), last_print=fingerprint(room)
-        )
+        self._policies[session] = CheckpointPolicy(interval=self.checkpoint_interval)  # the first tick takes one
         return live
 
     def _ticker_failed(self, failure: Any, session: str) -> None:

@@ -159,3 +159,8 @@ def test_the_policy_checkpoints_every_interval_and_soon_after_a_change(scenario,
     assert not policy.due(9.0, changed)  # one in flight at a time
     policy.in_flight = False
     assert not policy.due(5.9, changed) and policy.due(6.0, changed)
+
+
+def test_a_new_room_is_checkpointed_at_its_first_tick():
+    """A session created and then lost before anyone joined still comes back (its invites are out there)."""
+    assert CheckpointPolicy().due(0.0, ())
