@@ -10,12 +10,15 @@ the last moments), so a join does not wait for an fsync.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from rehearsal.invites import CodeEntry
 from rehearsal.roles import Role
+
+log = logging.getLogger("rehearsal.session_store")
 
 SESSIONS_FILE = "sessions.sqlite3"  # in the server's data directory
 SCHEMA = """
@@ -56,14 +59,24 @@ class SessionStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self.failures = 0  # writes that failed (logged)
 
     def close(self) -> None:
         self._db.close()
 
+    def _write(self, sql: str, args: tuple) -> None:
+        """One write; a failing disk is logged and counted, never raised into a join (the book in memory still
+        holds the change: only its survival of a crash is lost)."""
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self.failures += 1
+            log.error("session store: a write failed: %s", exc)
+
     # --- sessions ----------------------------------------------------------------------------------------
 
     def session_opened(self, session: str, scenario: str, created_at: float) -> None:
-        self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", (session, scenario, created_at))
+        self._write("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", (session, scenario, created_at))
 
     def session_closed(self, session: str) -> None:
         """The session ended (its result is in the results store): it and its codes go."""
@@ -79,7 +92,7 @@ class SessionStore:
     # --- codes (rehearsal.invites.CodeStore) -------------------------------------------------------------
 
     def code_added(self, entry: CodeEntry) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO codes VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.digest,
@@ -93,10 +106,10 @@ class SessionStore:
         )
 
     def code_used(self, digest: bytes, uses_left: int) -> None:
-        self._db.execute("UPDATE codes SET uses_left = ? WHERE digest = ?", (uses_left, digest))
+        self._write("UPDATE codes SET uses_left = ? WHERE digest = ?", (uses_left, digest))
 
     def codes_revoked(self, session: str) -> None:
-        self._db.execute("DELETE FROM codes WHERE session = ?", (session,))
+        self._write("DELETE FROM codes WHERE session = ?", (session,))
 
     def codes(self, now: float) -> list[CodeEntry]:
         """Every code still valid at ``now`` (wall clock), of the open sessions; the rest are deleted."""

@@ -271,6 +271,8 @@ class Sessions:
         resumed = []
         for row in self.store.open_sessions():
             try:
+                if len(self.rooms) >= MAX_ROOMS:
+                    raise ValueError(f"this server already runs {MAX_ROOMS} rooms")
                 live = self._resume(row.session, row.scenario)
             except (CheckpointFileError, RecordingError, ScenarioError, OSError, ValueError) as exc:
                 log.error("session %s: cannot resume: %s", row.session, exc)

@@ -79,3 +79,11 @@ def test_loading_keeps_the_books_bounds(tmp_path):
             writer.issue(session, Role.OBSERVER)
     reader = InviteBook(clock, key=KEY, max_sessions=2, max_invites=2)
     assert reader.load(store.codes(clock.now)) == 4 and len(reader.sessions()) == 2
+
+
+def test_a_failing_store_is_counted_and_never_stops_a_join(tmp_path):
+    store = SessionStore(tmp_path / "sessions.sqlite3")
+    book = InviteBook(Clock(), key=KEY, store=store)
+    store.close()  # as good as a failed disk: every write raises
+    code = book.issue("s-1", Role.OBSERVER)
+    assert book.redeem(code).session == "s-1" and store.failures == 2
