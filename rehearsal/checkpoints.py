@@ -6,9 +6,9 @@ grasps), the procedure's progress, the complications, the skill metrics, the ann
 the recording had got (a resumed room truncates its recording there and appends: the recording always
 re-simulates to the world it belongs to).
 
-When: ``CheckpointPolicy`` asks for one every ``interval`` seconds and soon after anything that matters
-changed (a topology change, a step's status, an annotation, a complication, a participant, the room's
-state), at most one per ``min_gap`` seconds per room.
+When: ``CheckpointPolicy`` asks for one every ``interval`` seconds, at the next tick after a change people
+made or were told of (a step's status, an annotation, a complication, a participant, the room's state), and
+``min_gap`` seconds after a topology change (cuts come tick after tick).
 
 How, without stalling the tick: the reactor takes the small reactor-side part (participants, annotations;
 ``reactor_part``) and hands ``room_part`` to the room's own thread, queued between two steps, which copies
@@ -243,7 +243,8 @@ def apply(saved: SavedRoom, room: Room) -> None:
 
 
 def fingerprint(room: Room) -> tuple:
-    """What a checkpoint must not wait 5 s for when it changes (cheap: read every tick on the reactor)."""
+    """What a checkpoint must not wait 5 s for when it changes (cheap: read every tick on the reactor). The
+    topology epoch comes first (``CheckpointPolicy`` spaces those out)."""
     steps = room.procedure.steps
     return (
         room.model.epoch,
@@ -270,10 +271,15 @@ class CheckpointPolicy:
     in_flight: bool = False
 
     def due(self, now: float, print_: tuple) -> bool:
+        """Every ``interval``; at the next tick after a person's change (a step, an annotation, a complication,
+        someone joining: rare, and what people were told must not be lost); ``min_gap`` after a topology change
+        (a cut changes the topology tick after tick)."""
         if self.in_flight:
             return False
         since = now - self.last_at
-        return since >= self.interval or (print_ != self.last_print and since >= self.min_gap)
+        if since >= self.interval or print_[1:] != self.last_print[1:]:
+            return True
+        return print_[:1] != self.last_print[:1] and since >= self.min_gap
 
     def taken(self, now: float, print_: tuple) -> None:
         self.last_at, self.last_print, self.in_flight = now, print_, True

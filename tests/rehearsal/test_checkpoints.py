@@ -159,6 +159,11 @@ def test_the_policy_checkpoints_every_interval_and_soon_after_a_change(scenario,
     assert not policy.due(9.0, changed)  # one in flight at a time
     policy.in_flight = False
     assert not policy.due(5.9, changed) and policy.due(6.0, changed)
+    cut = (changed[0] + 1, *changed[1:])
+    assert not policy.due(1.1, cut) and policy.due(1.25, cut)  # topology changes are spaced out
+    policy.in_flight = False
+    room.command(MENTOR, "annotate", position=[0.0, 0.03, 0.0], text="y")
+    assert policy.due(1.01, fingerprint(room))  # what a person did is checkpointed at the next tick
 
 
 def test_a_new_room_is_checkpointed_at_its_first_tick():
