@@ -1,0 +1,1 @@
+"""The browser side of the server: static pages, scripts and the live view for mentors and observers."""
