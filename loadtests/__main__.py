@@ -1,4 +1,4 @@
-"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults (see loadtests/README.md).
+"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults, crash (see loadtests/README.md).
 
 Each run is a ``RunCommand``: the flags every run has (``--scenario`` with the run's default, ``--out``), its
 own flags, and its function (``loadtests.run`` is the skeleton the functions share), imported only when the
@@ -134,6 +134,12 @@ COMMANDS = [
         "loadtests.faults:run_faults",
         "block_5k",
         _faults,
+    ),
+    RunCommand(
+        "crash",
+        "SIGKILL the server mid-session; the team is back in the same session within 10 s",
+        "loadtests.crash:run_crash",
+        "basic_skills",
     ),
 ]
 

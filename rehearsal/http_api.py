@@ -159,7 +159,10 @@ class SessionsResource(_JsonPost):
             session = self.create_session(scenario)
         except ValueError as exc:
             raise _RequestError(400, str(exc)) from None
-        invites = self.service.invite_team(session, uses=uses)
+        try:
+            invites = self.service.invite_team(session, uses=uses)  # on failure the room is discarded
+        except InviteError as exc:
+            raise _RequestError(503, str(exc)) from None
         return 201, {
             "session": session,
             "scenario": scenario,

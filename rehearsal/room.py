@@ -215,6 +215,10 @@ class Room:
             raise ValueError(f"unknown world change {kind!r}")
         self._effects.append((kind, by, arg))
 
+    def queued_effects(self) -> list[tuple[str, int, object]]:
+        """The world changes queued for the next advance(), oldest first (what a checkpoint must keep)."""
+        return list(self._effects)
+
     def _do_reset(self, p: Participant) -> Refusal | None:
         self.queue_effect("reset", p.identity.participant)
         return None

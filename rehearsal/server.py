@@ -49,14 +49,17 @@ from ops.auth import AdminGate
 from ops.drain import Drain
 from ops.http import Heartbeat, ops_root
 from ops.metrics import OpsMetrics
+from rehearsal.checkpoints import CheckpointWriter, checkpoint_key
 from rehearsal.connections import Connections
 from rehearsal.http_api import api_root
+from rehearsal.invites import InviteBook, code_key
 from rehearsal.join_service import JoinService
 from rehearsal.links import next_link_key
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
+from rehearsal.session_store import SESSIONS_FILE, SessionStore
 from rehearsal.sessions import Sessions, TickObserver
 from rehearsal.settings import Settings
 from rehearsal.status import StatusViews
@@ -98,6 +101,10 @@ class RehearsalServer:
         self._token_key = server_secret(data_dir, TOKEN_KEY)
         self.gate = AdminGate(server_secret(data_dir, ADMIN_CREDENTIAL).hex())
         self.results = ResultsStore(data_dir / RESULTS_FILE)
+        # Crash recovery: open sessions and their code books in SQLite, rooms' checkpoints in files.
+        self.store = SessionStore(data_dir / SESSIONS_FILE)
+        self._checkpoint_key = checkpoint_key(self._token_key)
+        self.checkpoints = CheckpointWriter(data_dir, self._checkpoint_key)
         self.counters: Counter[str] = Counter()
         # ops is wired here, in the composition root only: it reads ops_status() at scrape time.
         self.metrics = OpsMetrics(status=self.ops_status)
@@ -121,6 +128,9 @@ class RehearsalServer:
             observe_tick=histograms.tick.observe,
             observe_physics_step=histograms.physics_step.observe,
             observe_publish=histograms.publish.observe,
+            store=self.store,
+            checkpoints=self.checkpoints,
+            checkpoint_key=self._checkpoint_key,
         )
         self.connections = Connections(
             self.sessions, reactor, counters=self.counters, clock=clock, server_time=server_time
@@ -133,6 +143,8 @@ class RehearsalServer:
             packet_stats=self.udp.packet_stats,
             drop_counts=self.udp.drop_counts,
         )
+        self.invites = InviteBook(key=code_key(self._token_key), store=self.store)
+        self.sessions.session_closed.append(self.invites.revoke_session)  # a session's codes end with it
         self.join_service: JoinService | None = None
         self._http_port = None
         self.udp_address: Address | None = None
@@ -141,6 +153,7 @@ class RehearsalServer:
         self.heartbeat: Heartbeat | None = None
         self._sampler: LoopingCall | None = None
         self.drain: Drain | None = None
+        self.resumed: list[str] = []  # sessions brought back from their checkpoints at start
 
     def __repr__(self) -> str:  # never show secrets
         return f"RehearsalServer(udp={self.udp_address}, http_port={self.http_port}, rooms={len(self.rooms)})"
@@ -205,6 +218,7 @@ class RehearsalServer:
         if warm_up:
             scenarios = self.sessions.scenarios()
             compile_kernels(scenarios.get(settings.default_scenario, settings.default_scenario))
+        self.recover()
         if settings.udp_port == 0:  # the token must name the real port: pick a free one first
             settings = replace(settings, udp_port=free_udp_port(settings.udp_host))
             self.settings = self.sessions.settings = settings
@@ -213,8 +227,10 @@ class RehearsalServer:
             self._token_key,
             settings.protocol_id,
             [public],
+            invites=self.invites,
             session_exists=self.sessions.session_open,
             on_rejoin=self.connections.drop_stale_connection,
+            discard_session=self.sessions.discard_session,
         )
         config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
         udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)
@@ -243,6 +259,13 @@ class RehearsalServer:
         """``https`` when the HTTP port speaks TLS, else ``http``."""
         return "https" if self.settings.tls_cert else "http"
 
+    def recover(self) -> list[str]:
+        """Sessions still open when the last process died (a crash) come back with their code books; those
+        that cannot are stored as interrupted (``Sessions.resume_sessions``). Returns the sessions resumed."""
+        self.invites.load(self.store.codes(time.time()))
+        self.resumed = self.sessions.resume_sessions()
+        return self.resumed
+
     def stop(self) -> defer.Deferred:
         """Disconnect everybody, stop every room's ticker and thread, close the ports."""
         self.sessions.draining = True
@@ -254,6 +277,7 @@ class RehearsalServer:
         if self.web is not None:
             self.web.stop()
         self.sessions.close_all()
+        self.checkpoints.close()
         waits = [defer.maybeDeferred(self.udp.stop_listening)]
         if self._http_port is not None:
             waits.append(defer.maybeDeferred(self._http_port.stopListening))

@@ -10,6 +10,7 @@ from netcode.transport.address import Address
 from netcode.transport.connect_token import ConnectToken
 from ops.auth import AUTH_FAILURES_ALLOWED, AdminGate
 from rehearsal.http_api import api_root
+from rehearsal.invites import InviteBook
 from rehearsal.join_service import JoinService
 
 ADMIN = "s3cret-admin-credential"
@@ -110,3 +111,23 @@ def test_while_draining_new_sessions_and_joins_get_503_with_the_reason_but_rejoi
     assert _post(root, "api/sessions", {"scenario": "basic_skills"}, auth="Bearer wrong")[0] == 401  # auth first
     reason["now"] = None
     assert _post(root, "api/join", {"invite": code, "name": "Late"})[0] == 200  # the invite was not used up
+
+
+def test_a_session_whose_codes_cannot_be_kept_gets_503_and_its_room_is_discarded():
+    rooms: list[str] = []
+
+    def create_session(scenario: str) -> str:
+        rooms.append(f"s-{len(rooms) + 1}")
+        return rooms[-1]
+
+    service = JoinService(
+        bytes(32),
+        0x1234,
+        [Address.parse("127.0.0.1:40000")],
+        invites=InviteBook(max_sessions=1),
+        discard_session=rooms.remove,
+    )
+    root = api_root(service, AdminGate(ADMIN), create_session)
+    assert _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}")[0] == 201
+    status, body = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}")
+    assert status == 503 and "1 sessions" in body["error"] and rooms == ["s-1"]
