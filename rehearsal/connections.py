@@ -23,9 +23,10 @@ from typing import Any
 
 from netcode.messaging.channels import Channel
 from netcode.messaging.connection import Delivery
-from netcode.messaging.messages import Message
+from netcode.messaging.messages import Message, MessageError
 from netcode.protocol.inputs import InputPacketError
 from netcode.sync.snapshot_codec import budget_for_rate
+from rehearsal.budget import ConnectionBudget, TokenBucket, room_budget
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
 from rehearsal.links import Link
@@ -33,7 +34,7 @@ from rehearsal.live_room import Client, LiveRoom, gaze_point
 from rehearsal.roles import Action, Role
 from rehearsal.room import Refusal
 from rehearsal.sessions import KICK_DELAY, Sessions
-from rehearsal.wire import DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
+from rehearsal.wire import COMMAND_ARGS, DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
 
 log = logging.getLogger("rehearsal.connections")
 
@@ -60,6 +61,8 @@ class Connections:
         self.clock = clock
         self.server_time = server_time
         self.clients: dict[int, Client] = {}
+        self.budgets: dict[int, ConnectionBudget] = {}  # by link key: what each connection may still ask for
+        self.room_budgets: dict[str, TokenBucket] = {}  # by session: the input samples of a whole room
         sessions.on_room_closed = self.drop_room
 
     # --- the transport's entry points --------------------------------------------------------------------
@@ -81,6 +84,8 @@ class Connections:
             return
         client = Client(link, identity)
         self.clients[link.key] = client
+        self.budgets[link.key] = ConnectionBudget()
+        self.room_budgets.setdefault(identity.session, room_budget())
         live.add(client)
         self.counters["connects"] += 1
         hands = {hand: live.object_id(identity.participant, hand) for hand in participant.hands}
@@ -145,6 +150,7 @@ class Connections:
     def closed(self, key: int, reason: str) -> None:
         """The client of a link went away: it leaves its room (its instruments are withdrawn)."""
         client = self.clients.pop(key, None)
+        self.budgets.pop(key, None)
         if client is None:
             return
         self.counters["disconnects"] += 1
@@ -195,8 +201,10 @@ class Connections:
 
     def drop_room(self, live: LiveRoom) -> None:
         """A closed room's clients are forgotten (no ``left`` events) and disconnected."""
+        self.room_budgets.pop(live.room.session, None)
         for key, client in list(live.clients.items()):
             self.clients.pop(key, None)
+            self.budgets.pop(key, None)
             live.discard(key)
             client.link.close("the session ended")
 
@@ -214,7 +222,35 @@ class Connections:
     # --- input and commands ------------------------------------------------------------------------------
 
     def on_input(self, client: Client, live: LiveRoom, packet: bytes) -> None:
-        """A thin-client input packet: each new hand pose to the room, the head's as the gaze."""
+        """A thin-client input packet: each new hand pose to the room, the head's as the gaze.
+
+        The work is paid for first (``rehearsal.budget``): the packet's bytes, then its new samples (read from
+        the header) from the connection's and the room's buckets; a role that drives no instrument decodes only
+        the newest sample's head pose, at most ``GAZE_UPDATES_PER_SECOND``. A refusal is counted by reason."""
+        now = self.clock()
+        budget = self.budgets.get(client.key)
+        if budget is None:
+            return
+        if not budget.input_bytes.take(len(packet), now):
+            self.over_budget(client, "input_bytes")
+            return
+        pid = client.identity.participant
+        room = live.room
+        participant = room.participants.get(pid)
+        if participant is None or not participant.hands:  # drives nothing: the head pose for gaze, bounded
+            if not budget.gaze.take(1, now):
+                self.over_budget(client, "gaze_rate", answer=False)
+                return
+            self.decode_gaze(client, live, packet)
+            return
+        fresh = client.inputs.new_samples(packet)
+        if fresh and not budget.input_samples.take(fresh, now):
+            self.over_budget(client, "input_samples")
+            return
+        room_bucket = self.room_budgets.get(client.session)
+        if fresh and room_bucket is not None and not room_bucket.take(fresh, now):
+            self.over_budget(client, "room_input_samples")
+            return
         try:
             samples = client.inputs.receive(packet, self.server_time())
         except InputPacketError as exc:
@@ -222,8 +258,7 @@ class Connections:
             self.refuse(client, "input", f"malformed input packet: {exc}")
             return
         devices = client.inputs.devices or ()
-        pid = client.identity.participant
-        room = live.room
+        received_at = self.server_time()
         for sample in samples:
             for device, pose in zip(devices, sample.poses, strict=True):
                 hand = HAND_OF_DEVICE.get(device)
@@ -240,16 +275,48 @@ class Connections:
                     pose.jaw,
                     pose.energy,
                     sample.client_time,
+                    received_at=received_at,
                 )
                 if refusal is not None:
                     self.counters["input_refused"] += 1
                     self.refuse(client, "input", refusal.reason)
+
+    def decode_gaze(self, client: Client, live: LiveRoom, packet: bytes) -> None:
+        """The newest head pose of a packet from someone who drives nothing (their hands are not decoded)."""
+        try:
+            samples = client.inputs.receive(packet, self.server_time(), newest_only=True)
+        except InputPacketError as exc:
+            self.counters["input_malformed"] += 1
+            self.refuse(client, "input", f"malformed input packet: {exc}")
+            return
+        devices = client.inputs.devices or ()
+        if samples and DEVICE_HEAD in devices:
+            head = samples[-1].poses[devices.index(DEVICE_HEAD)]
+            if head is not None:
+                client.gaze = gaze_point(head, live.room.workspace)
+
+    def over_budget(self, client: Client, reason: str, *, answer: bool = True) -> None:
+        """Work refused unprocessed because a budget is spent: counted by reason (``budget_refused_<reason>``)."""
+        self.counters[f"budget_refused_{reason}"] += 1
+        if answer:
+            self.refuse(client, "input" if reason != "commands" else "command", f"too much {reason.replace('_', ' ')}")
 
     def on_command(self, client: Client, live: LiveRoom, fields: dict[str, Any]) -> None:
         """A command: refused (with the command's id), or done and broadcast as an ``event``."""
         action, args, request_id = fields["action"], fields.get("args") or {}, fields.get("id")
         pid = client.identity.participant
         request = f"command:{action}"[:64]
+        budget = self.budgets.get(client.key)
+        if budget is None or not budget.commands.take(1, self.clock()):
+            self.counters["budget_refused_commands"] += 1
+            self.refuse(client, request, "too many commands: slow down", request_id)
+            return
+        try:  # every argument bounded before the command runs (its event then always fits the encoder)
+            args = COMMAND_ARGS.validate(action, args)
+        except MessageError as exc:
+            self.counters["commands_bad_arguments"] += 1
+            self.refuse(client, request, str(exc) if action in COMMAND_ARGS else f"unknown command {action!r}")
+            return
         try:
             refusal = live.room.command(pid, action, **args)
         except TypeError:
