@@ -6,10 +6,15 @@
 * ``/readyz``: 200 ``ready`` when ``ready()`` returns ``True``; otherwise 503 with the reason.
   ``ready()`` returns ``True``, ``False`` or a reason string such as ``"draining"`` / ``"overloaded"``
   (any value other than ``True`` means not ready).
+
+Every request of an ``ops_site`` is a ``BoundedRequest``: a body over ``MAX_BODY_BYTES`` is answered 413 as
+soon as its ``Content-Length`` is known (or, chunked, once that many bytes came), before any byte of it is
+stored and before any resource (and its authentication) runs; smaller bodies stay in memory, never on disk.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +26,8 @@ from twisted.web.server import Request, Site
 from ops.metrics import EXPOSITION_CONTENT_TYPE, OpsMetrics
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "BoundedRequest",
     "HealthResource",
     "Heartbeat",
     "MetricsResource",
@@ -29,6 +36,7 @@ __all__ = [
     "ops_site",
 ]
 
+MAX_BODY_BYTES = 64 * 1024  # any request body of this server; the join API's own limit is far smaller
 HEARTBEAT_INTERVAL = 0.5
 STALE_AFTER = 2.0
 
@@ -40,6 +48,46 @@ def _text(request: Request, code: int, body: str) -> bytes:
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
     return body.encode()
+
+
+class BoundedRequest(Request):
+    """A ``Request`` whose body is bounded before it is read (see the module doc)."""
+
+    max_body = MAX_BODY_BYTES
+    too_large = False
+    _body_bytes = 0
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 (twisted's name)
+        self._body_bytes = 0
+        self.content = io.BytesIO()
+        if length is not None and length > self.max_body:
+            self._refuse_too_large()
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (twisted's name)
+        if self.too_large:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self.max_body:
+            self._refuse_too_large()
+            return
+        self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        if not self.too_large:  # a refused request was answered already; its connection is closing
+            super().requestReceived(command, path, version)
+
+    def _refuse_too_large(self) -> None:
+        self.too_large = True
+        self.content = io.BytesIO()
+        body = b'{"error": "request body over %d bytes"}' % self.max_body
+        head = (
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is not None:
+            transport.write(head + body)
+            transport.loseConnection()
 
 
 class Heartbeat:
@@ -139,7 +187,7 @@ def ops_site(
     ready: ReadyCheck,
     root: Resource | None = None,
 ) -> Site:
-    """A quiet ``Site`` serving ``ops_root(...)``."""
-    site = Site(ops_root(metrics, heartbeat, ready, root))
+    """A quiet ``Site`` serving ``ops_root(...)``, every request a ``BoundedRequest``."""
+    site = Site(ops_root(metrics, heartbeat, ready, root), requestFactory=BoundedRequest)
     site.noisy = False
     return site

@@ -36,7 +36,6 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
-from twisted.web.server import Site
 
 from netcode.transport.address import Address
 from netcode.transport.server import ServerConfig
@@ -44,7 +43,7 @@ from netcode.transport.udp import free_udp_port
 from ops.admin_api import AdminActions, admin_root
 from ops.auth import AdminGate
 from ops.drain import Drain
-from ops.http import Heartbeat, ops_root
+from ops.http import Heartbeat, ops_site
 from ops.metrics import OpsMetrics
 from rehearsal.connections import Connections
 from rehearsal.http_api import api_root
@@ -211,8 +210,7 @@ class RehearsalServer:
         self._sampler.start(CONNECTION_SAMPLE_SECONDS, now=False)
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
         admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
-        site = Site(ops_root(self.metrics, self.heartbeat, self.ready, root=root))
-        site.noisy = False
+        site = ops_site(self.metrics, self.heartbeat, self.ready, root=root)  # bodies bounded before read
         self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
         self.http_port = self._http_port.getHost().port
 
