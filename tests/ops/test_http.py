@@ -107,7 +107,7 @@ def _raw_http(site: Site, data: bytes) -> bytes:
 
 
 class _Echo(Resource):
-    isLeaf = True
+    isLeaf = True  # noqa: N815 (twisted's name)
     rendered = 0
 
     def render_POST(self, request):  # noqa: N802
