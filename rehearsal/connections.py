@@ -312,10 +312,10 @@ class Connections:
             self.refuse(client, request, "too many commands: slow down", request_id)
             return
         try:  # every argument bounded before the command runs (its event then always fits the encoder)
-            args = COMMAND_ARGS.validate(action, args)
+            args = COMMAND_ARGS.validate(action, args) if action in COMMAND_ARGS else {}  # else: the room refuses
         except MessageError as exc:
             self.counters["commands_bad_arguments"] += 1
-            self.refuse(client, request, str(exc) if action in COMMAND_ARGS else f"unknown command {action!r}")
+            self.refuse(client, request, str(exc), request_id)
             return
         try:
             refusal = live.room.command(pid, action, **args)

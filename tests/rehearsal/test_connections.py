@@ -96,3 +96,146 @@ def test_closed_leaves_the_room_and_tells_the_others(server):
     assert len(mentor.events("left")) == 1
     server.connections.closed(mentor.key, "closed")
     assert live.empty_since is not None
+
+
+# --- budgets and bounds (issue 19): work is paid for before it is done -----------------------------------
+
+import dataclasses  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from netcode.protocol.inputs import InputSample, encode_packet  # noqa: E402
+from netcode.protocol.poses import RigidPose  # noqa: E402
+from rehearsal.budget import COMMANDS_PER_SECOND, GAZE_UPDATES_PER_SECOND, INPUT_SAMPLES_PER_SECOND  # noqa: E402
+from rehearsal.live_room import MAX_EVENT_BYTES  # noqa: E402
+
+
+def _packet(first: int, count: int, devices=(0, 1, 2), at=(0.0, 0.1, 0.0)) -> bytes:
+    pose = RigidPose(np.array(at), np.array([0.0, 0.0, 0.0, 1.0]))
+    samples = [InputSample(first + i, (first + i) / 90.0, tuple(pose for _ in devices)) for i in range(count)]
+    return encode_packet(devices, samples)
+
+
+def _input(server, link, packet: bytes) -> None:
+    server.connections.receive(link.key, Message("input", {"p": packet}))
+
+
+def test_an_observer_flooding_inputs_gets_no_pose_processed_and_a_bounded_gaze(server, monkeypatch):
+    session = _room(server)
+    room = server.rooms[session].room
+    calls = []
+    monkeypatch.setattr(room, "instrument_input", lambda *a, **k: calls.append(a))
+    observer = RecordingLink()
+    server.connections.open(observer, Identity(session, 8, Role.OBSERVER, "Student"))
+    for k in range(200):  # 200 packets of 14 samples with both hands tracked, in no time
+        _input(server, observer, _packet(14 * k, 14))
+    assert calls == [] and server.counters["input_poses"] == 0
+    refused = server.counters["budget_refused_gaze_rate"] + server.counters["budget_refused_input_bytes"]
+    assert refused == 200 - GAZE_UPDATES_PER_SECOND  # 10 head poses decoded; the rest not even parsed
+    assert server.counters["budget_refused_input_bytes"] > 0  # 200 x 1.1 kB in no time is over the bytes budget
+    assert server.connections.clients[observer.key].gaze is not None  # its head still ranks what it sees
+    assert len(observer.messages("refused")) <= 1  # answered at most once per REFUSAL_INTERVAL
+
+
+def test_a_surgeon_gets_at_most_its_sample_budget_processed(server):
+    session = _room(server)
+    lead = RecordingLink()
+    server.connections.open(lead, Identity(session, 7, Role.LEAD_SURGEON, "Dr. Lead"))
+    for k in range(100):  # 100 packets of 14 new samples at once: 1,400 samples
+        _input(server, lead, _packet(14 * k, 14, devices=(2,)))
+    assert server.counters["input_poses"] <= INPUT_SAMPLES_PER_SECOND
+    assert server.counters["budget_refused_input_samples"] >= 100 - INPUT_SAMPLES_PER_SECOND // 14 - 1
+    server.reactor.advance(1.0)  # the budget refills with time
+    before = server.counters["input_poses"]
+    _input(server, lead, _packet(14 * 100, 14, devices=(2,)))
+    assert server.counters["input_poses"] == before + 14
+
+
+def test_redundant_samples_are_not_charged_again(server):
+    session = _room(server)
+    lead = RecordingLink()
+    server.connections.open(lead, Identity(session, 7, Role.LEAD_SURGEON, "Dr. Lead"))
+    for k in range(300):  # a real client: one new sample per packet, repeating up to 9 it sent before
+        _input(server, lead, _packet(max(0, k - 9), min(k, 9) + 1, devices=(2,)))
+        if k % 90 == 89:
+            server.reactor.advance(1.0)
+    assert server.counters["budget_refused_input_samples"] == 0
+
+
+def test_commands_over_the_budget_are_refused_before_they_run(server):
+    session = _room(server)
+    mentor = RecordingLink()
+    server.connections.open(mentor, Identity(session, 3, Role.MENTOR, "Prof"))
+    for k in range(30):
+        action = "pause" if k % 2 == 0 else "resume"
+        server.connections.receive(mentor.key, Message("command", {"action": action, "id": k}))
+    assert len(mentor.events("pause")) + len(mentor.events("resume")) == COMMANDS_PER_SECOND
+    assert server.counters["budget_refused_commands"] == 30 - COMMANDS_PER_SECOND
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"kind": "marker", "position": [0.0, 0.1, 0.0], "text": "x" * 200_000},
+        {"kind": "marker", "position": [0.0, 0.1, 0.0], "text": "ok", "direction": [0.0] * 60_000},
+        {"kind": "clear", "position": [0.0] * 60_000},
+        {"kind": "marker", "position": [0.0, 0.1]},
+        {"kind": "marker", "position": [0.0, 0.1, float("inf")]},
+        {"kind": "marker", "position": [0.0, 0.1, 0.0], "colour": "red"},
+        {"kind": "k" * 100_000},
+    ],
+)
+def test_annotate_arguments_are_bounded_before_the_command_runs(server, args):
+    session = _room(server)
+    mentor, other = RecordingLink(), RecordingLink()
+    server.connections.open(mentor, Identity(session, 3, Role.MENTOR, "Prof"))
+    server.connections.open(other, Identity(session, 8, Role.OBSERVER, "Student"))
+    room = server.rooms[session].room
+    server.connections.receive(mentor.key, Message("command", {"action": "annotate", "args": args, "id": 5}))
+    assert not other.events("annotate") and not room.annotations
+    refused = mentor.messages("refused")[-1]
+    assert refused["request"] == "command:annotate" and refused["id"] == 5
+    assert server.counters["commands_bad_arguments"] == 1
+
+
+def test_an_accepted_annotation_is_broadcast_bounded(server):
+    session = _room(server)
+    mentor, other = RecordingLink(), RecordingLink()
+    server.connections.open(mentor, Identity(session, 3, Role.MENTOR, "Prof"))
+    server.connections.open(other, Identity(session, 8, Role.OBSERVER, "Student"))
+    args = {"kind": "marker", "position": [0, 0.1, 0], "text": "é" * 200}
+    server.connections.receive(mentor.key, Message("command", {"action": "annotate", "args": args}))
+    event = other.events("annotate")[0]
+    assert event["detail"]["position"] == [0.0, 0.1, 0.0] and len(event["detail"]["text"]) == 200
+    assert all(len(m) < 4096 for _, m in other.sent if isinstance(m, bytes))
+
+
+def test_an_event_that_cannot_be_encoded_is_counted_never_raised(server):
+    session = _room(server)
+    live = server.rooms[session]
+    link = RecordingLink()
+    server.connections.open(link, Identity(session, 8, Role.OBSERVER, "Student"))
+    sent = len(link.sent)
+    live.broadcast_event("annotate", detail={"text": "x" * (MAX_EVENT_BYTES + 10)})
+    live.broadcast_event("annotate", detail={f"k{i}": i for i in range(100)})  # over the detail map's bound
+    assert len(link.sent) == sent
+    assert live.counters["events_refused_too_large"] + live.counters["events_refused_invalid"] == 2
+
+
+def test_a_full_room_refuses_newcomers_but_not_returning_people_nor_another_room(server):
+    session, other_session = _room(server), _room(server)
+    live = server.rooms[session]
+    live.room.scenario = dataclasses.replace(live.room.scenario, max_participants=2)
+    a, b, c = RecordingLink(), RecordingLink(), RecordingLink()
+    server.connections.open(a, Identity(session, 1, Role.LEAD_SURGEON, "A"))
+    server.connections.open(b, Identity(session, 2, Role.OBSERVER, "B"))
+    server.connections.open(c, Identity(session, 3, Role.OBSERVER, "C"))
+    assert c.messages("refused")[0]["reason"] == "the room is full (2 people)"
+    assert live.room.counters["refused_room_full"] == 1
+    server.connections.closed(b.key, "timeout")
+    b2 = RecordingLink()
+    server.connections.open(b2, Identity(session, 2, Role.OBSERVER, "B"))  # back in: a seat was kept
+    assert b2.messages("welcome")
+    elsewhere = RecordingLink()
+    server.connections.open(elsewhere, Identity(other_session, 1, Role.OBSERVER, "D"))
+    assert elsewhere.messages("welcome")
