@@ -6,19 +6,23 @@ Any transport calls three entry points (``rehearsal.links``):
   draining unless already in the room, ``Room.join``'s own refusals). A refusal is a reliable ``refused``
   (request ``connect``) on the link, which is closed ``KICK_DELAY`` later. On success: the state-sync join
   messages (``snap_config``, full ``snap_topology``), ``welcome``, a ``joined`` event to the room, and the
-  room starts (lobby -> running) when its first surgeon or mentor joins.
+  room starts (lobby -> running) when its first surgeon or mentor joins. ``joined`` / ``left`` events are
+  coalesced per participant in a reconnect storm (``announce_presence``); logs name participants by id only.
 * ``receive(key, message)``: ``input`` (thin-client input packets: each new pose of a hand device goes to
   ``Room.instrument_input``; the head's sets the gaze), ``command`` (``Room.command``; accepted ones are
   broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines), ``ping`` (``pong``).
   Refusals are counted and answered with ``refused`` at most once per ``REFUSAL_INTERVAL`` per request kind.
+  Every input and command is paid for from the connection's work budget (``rehearsal.budget``) before any
+  of it is decoded or done; command arguments are bounded by ``rehearsal.wire.COMMAND_ARGS`` first.
 * ``closed(key, reason)``: the client went away: it leaves its room (a ``left`` event).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from netcode.messaging.channels import Channel
@@ -41,6 +45,18 @@ log = logging.getLogger("rehearsal.connections")
 SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs more than avatars do
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
+PRESENCE_WINDOW = 5.0  # s: per participant, at most PRESENCE_EVENTS_PER_WINDOW joined/left events in this time
+PRESENCE_EVENTS_PER_WINDOW = 4  # two reconnects; a storm beyond that is coalesced into its latest state
+
+
+@dataclass(slots=True)
+class _Presence:
+    """What the room was last told about one participant (``told``), the latest change and when it was told."""
+
+    latest: tuple[str, dict[str, Any]] | None = None
+    told: str | None = None
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=PRESENCE_EVENTS_PER_WINDOW))
+    timer: Any = None
 
 
 class Connections:
@@ -63,6 +79,7 @@ class Connections:
         self.clients: dict[int, Client] = {}
         self.budgets: dict[int, ConnectionBudget] = {}  # by link key: what each connection may still ask for
         self.room_budgets: dict[str, TokenBucket] = {}  # by session: the input samples of a whole room
+        self.presence: dict[tuple[str, int], _Presence] = {}  # (session, participant): joined/left told lately
         sessions.on_room_closed = self.drop_room
 
     # --- the transport's entry points --------------------------------------------------------------------
@@ -104,17 +121,18 @@ class Connections:
             "annotations": list(room.annotations),
         }
         link.send(Channel.RELIABLE, Message("welcome", welcome))
-        live.broadcast_event(
+        self.announce_presence(
+            live,
+            identity.participant,
             "joined",
-            by=identity.participant,
-            detail={"participant": identity.participant, "role": identity.role.value, "name": identity.name},
+            {"participant": identity.participant, "role": identity.role.value, "name": identity.name},
         )
         if identity.role in STARTS_ROOM and room.state is RoomState.LOBBY and room.start() is None:
             live.broadcast_event("started", detail={"state": room.state.value})
-        log.info(
-            "session %s: %s joined as %s (%s link %d)",
+        log.info(  # participant id, never the display name (names are personal data: shown, not logged)
+            "session %s: participant %d joined as %s (%s link %d)",
             identity.session,
-            identity.name,
+            identity.participant,
             identity.role.value,
             link.transport,
             link.key,
@@ -161,9 +179,50 @@ class Connections:
         live.sync.remove_client(key)
         live.room.leave(client.identity.participant)
         who = client.identity.participant
-        live.broadcast_event("left", by=who, detail={"participant": who, "reason": reason})
+        self.announce_presence(live, who, "left", {"participant": who, "reason": reason[:64]})
         if not any(p.connected for p in live.room.participants.values()):
             live.empty_since = self.clock()
+
+    # --- presence: joined / left, coalesced per participant ------------------------------------------------
+
+    def announce_presence(self, live: LiveRoom, participant: int, kind: str, detail: dict[str, Any]) -> None:
+        """A ``joined`` or ``left`` event, at most ``PRESENCE_EVENTS_PER_WINDOW`` per participant in
+        ``PRESENCE_WINDOW``: beyond that (a reconnect storm) the changes are coalesced, and when the window
+        has passed one event tells the room the participant's latest state if it differs from the last told."""
+        key = (live.room.session, participant)
+        presence = self.presence.get(key)
+        if presence is None:
+            presence = self.presence[key] = _Presence()
+        now = self.clock()
+        presence.latest = (kind, detail)
+        times = presence.times
+        while times and now - times[0] >= PRESENCE_WINDOW:
+            times.popleft()
+        if presence.timer is None and len(times) < PRESENCE_EVENTS_PER_WINDOW:
+            self._tell_presence(live, participant, presence, now)
+            return
+        self.counters["presence_events_coalesced"] += 1
+        if presence.timer is None:
+            delay = max(0.0, PRESENCE_WINDOW - (now - times[0])) if times else 0.0
+            presence.timer = self.reactor.callLater(delay, self._flush_presence, live, participant)
+
+    def _flush_presence(self, live: LiveRoom, participant: int) -> None:
+        presence = self.presence.get((live.room.session, participant))
+        if presence is None:
+            return
+        presence.timer = None
+        if live.ending or self.sessions.rooms.get(live.room.session) is not live:
+            return
+        if presence.latest is not None and presence.latest[0] != presence.told:
+            self._tell_presence(live, participant, presence, self.clock())
+
+    @staticmethod
+    def _tell_presence(live: LiveRoom, participant: int, presence: _Presence, now: float) -> None:
+        assert presence.latest is not None
+        kind, detail = presence.latest
+        live.broadcast_event(kind, by=participant, detail=detail)
+        presence.told = kind
+        presence.times.append(now)
 
     # --- refusing and disconnecting ----------------------------------------------------------------------
 
@@ -202,6 +261,10 @@ class Connections:
     def drop_room(self, live: LiveRoom) -> None:
         """A closed room's clients are forgotten (no ``left`` events) and disconnected."""
         self.room_budgets.pop(live.room.session, None)
+        for key in [k for k in self.presence if k[0] == live.room.session]:
+            timer = self.presence.pop(key).timer
+            if timer is not None and timer.active():
+                timer.cancel()
         for key, client in list(live.clients.items()):
             self.clients.pop(key, None)
             self.budgets.pop(key, None)

@@ -239,3 +239,44 @@ def test_a_full_room_refuses_newcomers_but_not_returning_people_nor_another_room
     elsewhere = RecordingLink()
     server.connections.open(elsewhere, Identity(other_session, 1, Role.OBSERVER, "D"))
     assert elsewhere.messages("welcome")
+
+
+def test_a_reconnect_storm_is_coalesced_and_the_room_learns_the_latest_state(server, caplog):
+    import logging
+
+    from rehearsal.connections import PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
+
+    session = _room(server)
+    watcher = RecordingLink()
+    server.connections.open(watcher, Identity(session, 1, Role.MENTOR, "Prof"))
+    caplog.set_level(logging.INFO, logger="rehearsal.connections")
+    for _ in range(50):  # one participant connects and drops 50 times in no time
+        link = RecordingLink()
+        server.connections.open(link, Identity(session, 9, Role.OBSERVER, "Dr. Secret Name"))
+        server.connections.closed(link.key, "timeout")
+    told = [e for e in watcher.messages("event") if e["kind"] in ("joined", "left") and e["by"] == 9]
+    assert len(told) == PRESENCE_EVENTS_PER_WINDOW
+    assert server.counters["presence_events_coalesced"] == 100 - PRESENCE_EVENTS_PER_WINDOW
+    server.reactor.advance(PRESENCE_WINDOW)
+    told = [e for e in watcher.messages("event") if e["kind"] in ("joined", "left") and e["by"] == 9]
+    assert len(told) == PRESENCE_EVENTS_PER_WINDOW  # the last one told ("left") is still true: nothing more
+    link = RecordingLink()
+    server.connections.open(link, Identity(session, 9, Role.OBSERVER, "Dr. Secret Name"))  # a fresh window
+    assert watcher.events("joined")[-1]["by"] == 9
+    assert "Dr. Secret Name" not in caplog.text and "participant 9 joined" in caplog.text
+
+
+def test_a_coalesced_change_is_told_when_the_window_passes(server):
+    from rehearsal.connections import PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
+
+    session = _room(server)
+    watcher = RecordingLink()
+    server.connections.open(watcher, Identity(session, 1, Role.MENTOR, "Prof"))
+    for _ in range(PRESENCE_EVENTS_PER_WINDOW // 2 + 1):
+        link = RecordingLink()
+        server.connections.open(link, Identity(session, 9, Role.OBSERVER, "B"))
+        server.connections.closed(link.key, "timeout")
+    server.connections.open(RecordingLink(), Identity(session, 9, Role.OBSERVER, "B"))  # ends connected
+    assert [e["kind"] for e in watcher.messages("event") if e.get("by") == 9][-1] == "left"
+    server.reactor.advance(PRESENCE_WINDOW)
+    assert [e["kind"] for e in watcher.messages("event") if e.get("by") == 9][-1] == "joined"
