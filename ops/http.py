@@ -2,7 +2,8 @@
 
 * ``/metrics``: the registry in the Prometheus text format (``text/plain; version=0.0.4``).
 * ``/healthz``: 200 ``ok`` while the reactor turns. A ``Heartbeat`` (a ``LoopingCall`` every 0.5 s)
-  stamps the time; if the stamp is older than 2 s the reactor is stuck and the answer is 503.
+  stamps the time; if the stamp is older than 2 s the reactor is stuck and the answer is 503; so is it
+  when the app's optional ``healthy()`` returns anything but ``True`` (e.g. a room's thread is stuck).
 * ``/readyz``: 200 ``ready`` when ``ready()`` returns ``True``; otherwise 503 with the reason.
   ``ready()`` returns ``True``, ``False`` or a reason string such as ``"draining"`` / ``"overloaded"``
   (any value other than ``True`` means not ready).
@@ -136,16 +137,23 @@ class MetricsResource(Resource):
 class HealthResource(Resource):
     isLeaf = True  # noqa: N815 (twisted's name)
 
-    def __init__(self, heartbeat: Heartbeat) -> None:
+    def __init__(self, heartbeat: Heartbeat, healthy: ReadyCheck | None = None) -> None:
         super().__init__()
         self.heartbeat = heartbeat
+        self.healthy = healthy
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802 (twisted's name)
-        if self.heartbeat.alive():
-            return _text(request, 200, "ok\n")
         if not self.heartbeat._loop.running:
             return _text(request, 503, "heartbeat not running\n")
-        return _text(request, 503, f"stale: reactor last turned {self.heartbeat.age():.1f} s ago\n")
+        if not self.heartbeat.alive():
+            return _text(request, 503, f"stale: reactor last turned {self.heartbeat.age():.1f} s ago\n")
+        try:
+            result = True if self.healthy is None else self.healthy()
+        except Exception:
+            result = "health check failed"
+        if result is not True:
+            return _text(request, 503, f"{result if isinstance(result, str) and result else 'unhealthy'}\n")
+        return _text(request, 200, "ok\n")
 
 
 class ReadyResource(Resource):
@@ -171,12 +179,14 @@ def ops_root(
     heartbeat: Heartbeat,
     ready: ReadyCheck,
     root: Resource | None = None,
+    healthy: ReadyCheck | None = None,
 ) -> Resource:
-    """Put metrics/, healthz/, readyz/ on ``root`` (e.g. the app's ``api_root(...)``) or a new one."""
+    """Put metrics/, healthz/, readyz/ on ``root`` (e.g. the app's ``api_root(...)``) or a new one.
+    ``healthy()`` (optional, like ``ready()``) adds the app's own liveness to the heartbeat's."""
     registry = metrics.registry if isinstance(metrics, OpsMetrics) else metrics
     root = root if root is not None else Resource()
     root.putChild(b"metrics", MetricsResource(registry))
-    root.putChild(b"healthz", HealthResource(heartbeat))
+    root.putChild(b"healthz", HealthResource(heartbeat, healthy))
     root.putChild(b"readyz", ReadyResource(ready))
     return root
 
@@ -186,8 +196,9 @@ def ops_site(
     heartbeat: Heartbeat,
     ready: ReadyCheck,
     root: Resource | None = None,
+    healthy: ReadyCheck | None = None,
 ) -> Site:
     """A quiet ``Site`` serving ``ops_root(...)``, every request a ``BoundedRequest``."""
-    site = Site(ops_root(metrics, heartbeat, ready, root), requestFactory=BoundedRequest)
+    site = Site(ops_root(metrics, heartbeat, ready, root, healthy), requestFactory=BoundedRequest)
     site.noisy = False
     return site

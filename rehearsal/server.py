@@ -178,6 +178,11 @@ class RehearsalServer:
             result=self.results.session,
         )
 
+    def _sample(self) -> None:
+        """Once a second: connections' RTT and loss, rooms' snapshot rates (for /readyz)."""
+        self.views.sample_connections(self.metrics.histograms.rtt.observe)
+        self.views.sample_rooms(self.clock())
+
     def _flush_udp(self, keys: Any, now: float) -> None:
         if self.udp is not None:
             self.udp.flush(keys, now)
@@ -205,12 +210,13 @@ class RehearsalServer:
         udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)
         self.udp_address = Address.from_host_port(settings.udp_host, udp_port)
         self.heartbeat = Heartbeat(self.reactor).start()
-        self._sampler = LoopingCall(self.views.sample_connections, self.metrics.histograms.rtt.observe)
+        self._sampler = LoopingCall(self._sample)
         self._sampler.clock = self.reactor
         self._sampler.start(CONNECTION_SAMPLE_SECONDS, now=False)
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
         admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
-        site = ops_site(self.metrics, self.heartbeat, self.ready, root=root)  # bodies bounded before read
+        # bodies bounded before they are read; /healthz also fails while a room's thread is stuck
+        site = ops_site(self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy)
         self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
         self.http_port = self._http_port.getHost().port
 

@@ -141,3 +141,13 @@ def test_a_chunked_body_over_the_limit_is_refused_413_and_a_small_one_is_served(
     assert out.startswith(b"HTTP/1.1 413") and _Echo.rendered == 0
     out = _raw_http(_bounded_site(), b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"len=5") and _Echo.rendered == 1
+
+
+def test_healthz_503_with_the_apps_reason_while_the_reactor_turns():
+    clock = Clock()
+    heartbeat = Heartbeat(clock).start()
+    state: dict[str, object] = {"healthy": True}
+    root = ops_root(OpsMetrics(status=None), heartbeat, lambda: True, healthy=lambda: state["healthy"])
+    assert get(root, b"/healthz")[:2] == (200, b"ok\n")
+    state["healthy"] = "room room-1 thread stuck in a step for 9 s"
+    assert get(root, b"/healthz")[:2] == (503, b"room room-1 thread stuck in a step for 9 s\n")
