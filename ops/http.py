@@ -15,6 +15,7 @@ stored and before any resource (and its authentication) runs; smaller bodies sta
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 
@@ -77,6 +78,17 @@ class BoundedRequest(Request):
         if not self.too_large:  # a refused request was answered already; its connection is closing
             super().requestReceived(command, path, version)
 
+    def finish(self) -> None:
+        if 400 <= self.code < 500:
+            self._count_refusal(self.code)
+        super().finish()
+
+    def _count_refusal(self, code: int) -> None:
+        refused = getattr(getattr(self.channel, "site", None), "refused", None)
+        if refused is not None:
+            with contextlib.suppress(Exception):  # counting must never break an answer
+                refused(f"http_{code}")
+
     def _refuse_too_large(self) -> None:
         self.too_large = True
         self.content = io.BytesIO()
@@ -85,6 +97,7 @@ class BoundedRequest(Request):
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
             b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
         )
+        self._count_refusal(413)
         transport = self.channel.transport if self.channel is not None else None
         if transport is not None:
             transport.write(head + body)
@@ -197,8 +210,11 @@ def ops_site(
     ready: ReadyCheck,
     root: Resource | None = None,
     healthy: ReadyCheck | None = None,
+    refused: Callable[[str], None] | None = None,
 ) -> Site:
-    """A quiet ``Site`` serving ``ops_root(...)``, every request a ``BoundedRequest``."""
+    """A quiet ``Site`` serving ``ops_root(...)``, every request a ``BoundedRequest``; ``refused(reason)`` is
+    called for every 4xx answer (reason ``http_<code>``), so the app can count them."""
     site = Site(ops_root(metrics, heartbeat, ready, root, healthy), requestFactory=BoundedRequest)
     site.noisy = False
+    site.refused = refused
     return site

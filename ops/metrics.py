@@ -105,7 +105,7 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
         "counter",
         "reason",
         "refusals",
-        "Requests refused unprocessed because a work budget was spent, by reason.",
+        "Requests refused before any work (a budget spent, a bound exceeded), by reason.",
     ),
     ("rehearsal_solver_events_total", "counter", "kind", "solver", "Solver health events (inverted/clamped)."),
     ("rehearsal_ticks_total", "counter", None, "ticks", "Room ticks run."),

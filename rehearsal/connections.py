@@ -36,7 +36,7 @@ from rehearsal.lifecycle import RoomState
 from rehearsal.links import Link
 from rehearsal.live_room import Client, LiveRoom, gaze_point
 from rehearsal.roles import Action, Role
-from rehearsal.room import Refusal
+from rehearsal.room import Refusal, RoomFullError
 from rehearsal.sessions import KICK_DELAY, Sessions
 from rehearsal.wire import COMMAND_ARGS, DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
 
@@ -97,6 +97,8 @@ class Connections:
         try:
             participant = room.join(identity)
         except ValueError as exc:
+            if isinstance(exc, RoomFullError):
+                self.counters["budget_refused_room_full"] += 1
             self.refuse_link(link, str(exc))
             return
         client = Client(link, identity)
@@ -201,7 +203,7 @@ class Connections:
         if presence.timer is None and len(times) < PRESENCE_EVENTS_PER_WINDOW:
             self._tell_presence(live, participant, presence, now)
             return
-        self.counters["presence_events_coalesced"] += 1
+        self.counters["budget_refused_presence_events"] += 1  # coalesced, not sent
         if presence.timer is None:
             delay = max(0.0, PRESENCE_WINDOW - (now - times[0])) if times else 0.0
             presence.timer = self.reactor.callLater(delay, self._flush_presence, live, participant)
@@ -378,7 +380,8 @@ class Connections:
             args = COMMAND_ARGS.validate(action, args) if action in COMMAND_ARGS else {}  # else: the room refuses
         except MessageError as exc:
             self.counters["commands_bad_arguments"] += 1
-            self.refuse(client, request, str(exc), request_id)
+            self.counters["budget_refused_command_arguments"] += 1
+            self.refuse(client, request, f"{action}: unexpected arguments ({exc})", request_id)
             return
         try:
             refusal = live.room.command(pid, action, **args)

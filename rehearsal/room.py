@@ -50,6 +50,10 @@ class Participant:
     hands: dict[str, Kind] = field(default_factory=dict)
 
 
+class RoomFullError(ValueError):
+    """A newcomer beyond the room's capacity (``Scenario.max_participants``)."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a request changed nothing (sent back to the participant, and counted)."""
@@ -130,7 +134,7 @@ class Room:
             return known
         if self.connected_count() >= self.scenario.max_participants:
             self.counters["refused_room_full"] += 1
-            raise ValueError(f"the room is full ({self.scenario.max_participants} people)")
+            raise RoomFullError(f"the room is full ({self.scenario.max_participants} people)")
         participant = Participant(identity)
         if identity.role in DRIVING_ROLES and self._specs:
             first = next(iter(self._specs))

@@ -178,6 +178,10 @@ class RehearsalServer:
             result=self.results.session,
         )
 
+    def _http_refused(self, reason: str) -> None:
+        """An HTTP request answered 4xx (``http_<code>``): counted with the other refusals, by reason."""
+        self.counters[f"budget_refused_{reason}"] += 1
+
     def _sample(self) -> None:
         """Once a second: connections' RTT and loss, rooms' snapshot rates (for /readyz)."""
         self.views.sample_connections(self.metrics.histograms.rtt.observe)
@@ -216,7 +220,9 @@ class RehearsalServer:
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
         admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
         # bodies bounded before they are read; /healthz also fails while a room's thread is stuck
-        site = ops_site(self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy)
+        site = ops_site(
+            self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy, refused=self._http_refused
+        )
         self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
         self.http_port = self._http_port.getHost().port
 

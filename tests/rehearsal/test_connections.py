@@ -195,7 +195,7 @@ def test_annotate_arguments_are_bounded_before_the_command_runs(server, args):
     assert not other.events("annotate") and not room.annotations
     refused = mentor.messages("refused")[-1]
     assert refused["request"] == "command:annotate" and refused["id"] == 5
-    assert server.counters["commands_bad_arguments"] == 1
+    assert server.counters["commands_bad_arguments"] == 1 == server.counters["budget_refused_command_arguments"]
 
 
 def test_an_accepted_annotation_is_broadcast_bounded(server):
@@ -231,7 +231,7 @@ def test_a_full_room_refuses_newcomers_but_not_returning_people_nor_another_room
     server.connections.open(b, Identity(session, 2, Role.OBSERVER, "B"))
     server.connections.open(c, Identity(session, 3, Role.OBSERVER, "C"))
     assert c.messages("refused")[0]["reason"] == "the room is full (2 people)"
-    assert live.room.counters["refused_room_full"] == 1
+    assert live.room.counters["refused_room_full"] == 1 and server.counters["budget_refused_room_full"] == 1
     server.connections.closed(b.key, "timeout")
     b2 = RecordingLink()
     server.connections.open(b2, Identity(session, 2, Role.OBSERVER, "B"))  # back in: a seat was kept
@@ -256,7 +256,7 @@ def test_a_reconnect_storm_is_coalesced_and_the_room_learns_the_latest_state(ser
         server.connections.closed(link.key, "timeout")
     told = [e for e in watcher.messages("event") if e["kind"] in ("joined", "left") and e["by"] == 9]
     assert len(told) == PRESENCE_EVENTS_PER_WINDOW
-    assert server.counters["presence_events_coalesced"] == 100 - PRESENCE_EVENTS_PER_WINDOW
+    assert server.counters["budget_refused_presence_events"] == 100 - PRESENCE_EVENTS_PER_WINDOW
     server.reactor.advance(PRESENCE_WINDOW)
     told = [e for e in watcher.messages("event") if e["kind"] in ("joined", "left") and e["by"] == 9]
     assert len(told) == PRESENCE_EVENTS_PER_WINDOW  # the last one told ("left") is still true: nothing more
