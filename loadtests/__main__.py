@@ -1,30 +1,72 @@
-"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults (see loadtests/README.md)."""
+"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults (see loadtests/README.md).
+
+Each run is a ``RunCommand``: the flags every run has (``--scenario`` with the run's default, ``--out``), its
+own flags, and its function (``loadtests.run`` is the skeleton the functions share), imported only when the
+run is chosen so that ``--help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loadtests.report import dumps
 
 
-def _runs() -> dict:
-    from loadtests.capacity import run_capacity
-    from loadtests.faults import run_faults
-    from loadtests.impaired import run_impaired
-    from loadtests.soak import run_soak
+@dataclass(frozen=True)
+class RunCommand:
+    """A run on the command line: ``python -m loadtests <name> [--scenario S] [--out DIR] <its flags>``.
 
-    return {"capacity": run_capacity, "impaired": run_impaired, "soak": run_soak, "faults": run_faults}
+    ``function`` is ``"module:function"``, imported only when the run is chosen (``--help`` stays quick)."""
+
+    name: str
+    help: str
+    function: str
+    scenario: str  # the default scenario
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+
+    def add_to(self, sub: Any) -> None:
+        """This run's subcommand: the common flags, then the run's own."""
+        parser = sub.add_parser(self.name, help=self.help)
+        parser.add_argument(
+            "--scenario", default=self.scenario, help=f"packaged or loadtests scenario (default {self.scenario})"
+        )
+        parser.add_argument(
+            "--out", type=Path, default=None, help="folder for the run folders (default ./loadtest-runs)"
+        )
+        self.add_arguments(parser)
+
+    def resolve(self) -> Callable[..., dict[str, Any]]:
+        module, function = self.function.split(":")
+        return getattr(importlib.import_module(module), function)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(commands: list[RunCommand] | None = None, argv: list[str] | None = None) -> int:
+    """Parse the command line, run the chosen run, print its report (without the per-bot list) as JSON;
+    the exit code is 0 when its checks passed (1 when it failed or could not run)."""
+    commands = COMMANDS if commands is None else commands
     parser = argparse.ArgumentParser(prog="python -m loadtests", description="load and fault runs (loopback only)")
     sub = parser.add_subparsers(dest="run", required=True)
-    out_help = "folder for the run folders (default ./loadtest-runs)"
+    for command in commands:
+        command.add_to(sub)
+    args = parser.parse_args(argv)
+    kwargs = {k: v for k, v in vars(args).items() if k != "run"}
+    command = next(c for c in commands if c.name == args.run)
+    try:
+        report = command.resolve()(**kwargs)
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"{args.run} failed: {exc}", file=sys.stderr)
+        return 1
+    print(dumps({k: v for k, v in report.items() if k != "bots"}))
+    return 0 if report.get("passed", True) else 1
 
-    p = sub.add_parser("capacity", help="ramp rooms, then clients, until tick p99 passes 16.7 ms; report the knee")
-    p.add_argument("--scenario", default="block_5k", help="packaged or loadtests scenario (default block_5k, 5k tets)")
+
+def _capacity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--participants", type=int, default=4, help="participants per room (default 4)")
     p.add_argument("--observers", type=int, default=4, help="observers per room (default 4)")
     p.add_argument("--max-rooms", type=int, default=8, help="stop the room ramp here (default 8)")
@@ -48,36 +90,53 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the servers' observer_snapshot_hz (e.g. 30; 0: observers get every tick); default: the server's own",
     )
-    p.add_argument("--out", type=Path, default=None, help=out_help)
 
-    p = sub.add_parser("impaired", help="a team with one client under loss, a burst, 150+/-30 ms RTT, reordering")
+
+def _impaired(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="how long the team operates (default 20)")
-    p.add_argument("--scenario", default="basic_skills")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=None, help=out_help)
 
-    p = sub.add_parser("soak", help="moderate load for a long time; server RSS and fds must stay flat")
+
+def _soak(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=3600.0, help="how long (default 3600)")
     p.add_argument("--rooms", type=int, default=2, help="rooms (default 2)")
-    p.add_argument("--scenario", default="block_5k")
-    p.add_argument("--out", type=Path, default=None, help=out_help)
 
-    p = sub.add_parser("faults", help="SIGKILLed client timed out and released; garbage flood; memory flat")
+
+def _faults(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flood-seconds", type=float, default=20.0, help="length of the garbage flood (default 20)")
-    p.add_argument("--scenario", default="block_5k")
-    p.add_argument("--out", type=Path, default=None, help=out_help)
 
-    args = parser.parse_args(argv)
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("run",)}
-    runner = _runs()[args.run]
-    try:
-        report = runner(**kwargs)
-    except (RuntimeError, OSError, ValueError) as exc:
-        print(f"{args.run} failed: {exc}", file=sys.stderr)
-        return 1
-    print(dumps({k: v for k, v in report.items() if k != "bots"}))
-    return 0 if report.get("passed", True) else 1
+
+COMMANDS = [
+    RunCommand(
+        "capacity",
+        "ramp rooms, then clients, until tick p99 passes 16.7 ms; report the knee",
+        "loadtests.capacity:run_capacity",
+        "block_5k",
+        _capacity,
+    ),
+    RunCommand(
+        "impaired",
+        "a team with one client under loss, a burst, 150+/-30 ms RTT, reordering",
+        "loadtests.impaired:run_impaired",
+        "basic_skills",
+        _impaired,
+    ),
+    RunCommand(
+        "soak",
+        "moderate load for a long time; server RSS and fds must stay flat",
+        "loadtests.soak:run_soak",
+        "block_5k",
+        _soak,
+    ),
+    RunCommand(
+        "faults",
+        "SIGKILLed client timed out and released; garbage flood; memory flat",
+        "loadtests.faults:run_faults",
+        "block_5k",
+        _faults,
+    ),
+]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(COMMANDS))

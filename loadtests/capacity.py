@@ -22,31 +22,99 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadtests import plots
-from loadtests.report import bots_of, downlink_window, rtt_window, run_folder, slim, write_json
-from loadtests.sampler import Sampler, window
-from loadtests.server import TICK_BUDGET, LoadServer, ServerGroup, create_room, tick_summary
-from loadtests.swarm import Worker, launch, room_checks
+from loadtests.report import downlink_window, rtt_window, slim
+from loadtests.run import Run, load_run
+from loadtests.sampler import window
+from loadtests.server import TICK_BUDGET, LoadServer, create_room, tick_summary
+from loadtests.swarm import room_checks
 from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
 from rehearsal.settings import Settings
 
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
+BUDGET_MS = 1000 * TICK_BUDGET
 
 
-def _measure(server: ServerGroup, sampler: Sampler, label: str, rooms: int, clients: int, t0: float, t1: float) -> dict:
-    ticks = tick_summary(server.ticks(), t0, t1)
-    return {
-        "label": label,
-        "rooms": rooms,
-        "clients_per_room": clients,
-        "t0": t0,
-        "t1": t1,
-        **ticks,
-        "server": window(sampler.rows, t0, t1),
-    }
+@dataclass
+class Ramp:
+    """The ramp in progress: the run, its rooms (with their server and invites used), the swarm workers'
+    stop files, the phases measured and the knees found."""
+
+    run: Run
+    scenario: str
+    roles: list[tuple[str, str]]
+    phase_seconds: float
+    settle_seconds: float
+    worker_seconds: float  # a worker's own time limit: longer than the whole ramp
+    server_options: dict[str, Any]
+    process_per_room: bool
+    rooms: list[dict[str, Any]] = field(default_factory=list)
+    room_servers: list[LoadServer] = field(default_factory=list)
+    invites_used: list[Counter] = field(default_factory=list)
+    stops: list[tuple[int | None, Path]] = field(default_factory=list)  # (room number or None for all, stop file)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    knee_rooms: int | None = None
+    held_rooms: int | None = None
+    ramp_rooms: int = 1
+    knee_clients: int | None = None
+
+    def new_server(self, tag: str) -> LoadServer:
+        return self.run.server(tag, **self.server_options)
+
+    def start_worker(self, specs: list[dict[str, Any]], room_number: int | None, tag: str) -> None:
+        stop = self.run.folder / f"stop-{tag}"
+        self.run.launch({"seconds": self.worker_seconds, "bots": specs, "stop_file": str(stop), "connect_seconds": 20})
+        self.stops.append((room_number, stop))
+
+    def stop_workers(self, keep_rooms: int | None = None) -> None:
+        """Stop the workers (those of rooms numbered ``keep_rooms`` and up, when given)."""
+        for room_number, stop in self.stops:
+            if keep_rooms is None or (room_number is not None and room_number >= keep_rooms):
+                stop.touch()
+
+    def add_room(self, k: int) -> None:
+        """Room ``k`` (from 1) with its team, on a server of its own with ``process_per_room``."""
+        first = self.run.servers.servers[0]
+        server = self.new_server(f"server{k}") if self.process_per_room and k > 1 else first
+        room = create_room(server, self.scenario)
+        self.rooms.append(room)
+        self.room_servers.append(server)
+        self.start_worker(join_team(server, room, k - 1, self.roles, snapshots=ACKING_CLIENTS), k - 1, f"room{k - 1}")
+        self.invites_used.append(Counter(role for role, _ in self.roles))
+
+    def add_watchers(self, step: int, per_room: int) -> None:
+        """``per_room`` more watchers in each room of the client ramp, one worker for all of them."""
+        specs = []
+        for n in range(self.ramp_rooms):
+            watchers = watcher_roles(self.invites_used[n], per_room)
+            specs += join_team(
+                self.room_servers[n], self.rooms[n], n, watchers, prefix=f"x{step}", snapshots=ACKING_CLIENTS
+            )
+        self.start_worker(specs, None, f"extra{step}")
+
+    def measure(self, label: str, rooms: int, clients: int) -> dict[str, Any]:
+        """Let the phase settle, measure the rest of it; the phase (also printed)."""
+        if not _wait(self.settle_seconds, self.run.servers.alive):
+            raise RuntimeError("a server exited")
+        t0 = time.monotonic()
+        _wait(self.phase_seconds - self.settle_seconds, lambda: True)
+        t1 = time.monotonic()
+        phase = {
+            "label": label,
+            "rooms": rooms,
+            "clients_per_room": clients,
+            "t0": t0,
+            "t1": t1,
+            **tick_summary(self.run.servers.ticks(), t0, t1),
+            "server": window(self.run.sampler.rows, t0, t1),
+        }
+        self.phases.append(phase)
+        self.run.say(_line(phase))
+        return phase
 
 
 def _wait(seconds: float, alive: Callable[[], bool]) -> bool:
@@ -77,189 +145,159 @@ def run_capacity(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ramp (see the module doc); returns the report (also written to ``out``/capacity.json)."""
-    folder = run_folder(out, "capacity")
     max_rooms = max(1, min(int(max_rooms), 32))
     phase_seconds = max(float(phase_seconds), settle_seconds + 2.0)
-    bound = (max_rooms + max_observer_steps + 2) * (phase_seconds + 20) + 120
-    group = ServerGroup()
-
-    def new_server(tag: str) -> LoadServer:
-        server = LoadServer(
-            folder / tag,
-            empty_room_seconds=EMPTY_ROOM_SECONDS,
-            max_clients=256,
-            physics_threads=physics_threads,
-            observer_snapshot_hz=observer_snapshot_hz,
-        )
-        group.add(server)
-        server.wait_listening()
-        return server
-
-    workers: list[tuple[int | None, Worker, Path]] = []  # (room number or None for all rooms, worker, stop file)
-    phases: list[dict[str, Any]] = []
-    report: dict[str, Any] = {
-        "run": "capacity",
-        "folder": folder,
+    fields = {
         "scenario": scenario,
-        "budget_ms": 1000 * TICK_BUDGET,
+        "budget_ms": BUDGET_MS,
         "physics_threads": physics_threads or "server default (settings.physics_threads, 1 per room)",
         "process_per_room": process_per_room,
         "observer_snapshot_hz": Settings().observer_snapshot_hz
         if observer_snapshot_hz is None
         else observer_snapshot_hz,
     }
-    sampler = None
-    try:
-        first = new_server("server")
-        sampler = Sampler(group, every=1.0, swarm=lambda: [w.pid for _, w, _ in workers]).start()
-        origin = time.monotonic()
-        rooms: list[dict[str, Any]] = []
-        room_servers: list[LoadServer] = []
-        roles = team_roles(participants, observers)
-        knee_rooms = None
-
-        def start_worker(specs: list[dict], room_number: int | None, tag: str) -> None:
-            stop = folder / f"stop-{tag}"
-            spec = {"seconds": bound, "bots": specs, "stop_file": str(stop), "connect_seconds": 20}
-            workers.append((room_number, launch(spec, folder / "workers"), stop))
-
-        held_rooms, ramp_rooms, knee_clients = 0, 1, None
-        invites_used: list[Counter] = []
+    with load_run("capacity", out, say, **fields) as run:
+        ramp = Ramp(
+            run,
+            scenario,
+            team_roles(participants, observers),
+            phase_seconds,
+            settle_seconds,
+            worker_seconds=(max_rooms + max_observer_steps + 2) * (phase_seconds + 20) + 120,
+            server_options={
+                "empty_room_seconds": EMPTY_ROOM_SECONDS,
+                "max_clients": 256,
+                "physics_threads": physics_threads,
+                "observer_snapshot_hz": observer_snapshot_hz,
+            },
+            process_per_room=process_per_room,
+        )
+        run.on_close.append(ramp.stop_workers)
+        ramp.new_server("server")
+        run.sample()
+        run.start_clock()
         try:
-            # 1. rooms
-            for k in range(1, max_rooms + 1):
-                server = new_server(f"server{k}") if process_per_room and k > 1 else first
-                room = create_room(server, scenario)
-                rooms.append(room)
-                room_servers.append(server)
-                start_worker(join_team(server, room, k - 1, roles, snapshots=ACKING_CLIENTS), k - 1, f"room{k - 1}")
-                invites_used.append(Counter(role for role, _ in roles))
-                if not _wait(settle_seconds, group.alive):
-                    raise RuntimeError("a server exited")
-                t0 = time.monotonic()
-                _wait(phase_seconds - settle_seconds, lambda: True)
-                phase = _measure(group, sampler, f"{k} rooms x {len(roles)}", k, len(roles), t0, time.monotonic())
-                phases.append(phase)
-                say(_line(phase))
-                if knee_rooms is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
-                    knee_rooms = k
-                if knee_rooms is not None and k >= required_rooms and phase.get("p99_ms", 0) > stop_p99_ms:
-                    break  # past the knee, the required load measured, and far over budget: enough
-            held_rooms = (knee_rooms - 1) if knee_rooms else len(rooms)
-            ramp_rooms = max(held_rooms, 1)
-            report["held_rooms"] = held_rooms
-
-            # 2. clients, at the last room count that held
+            _room_ramp(ramp, max_rooms, required_rooms, stop_p99_ms)
             if max_observer_steps > 0:
-                for room_number, _, stop in workers:
-                    if room_number is not None and room_number >= ramp_rooms:
-                        stop.touch()
-                if len(rooms) > ramp_rooms:
-                    _wait(EMPTY_ROOM_SECONDS + 4.0, lambda: True)
-                clients = len(roles)
-                for step in range(1, max_observer_steps + 1):
-                    specs = []
-                    for n in range(ramp_rooms):
-                        watchers = watcher_roles(invites_used[n], observer_step)
-                        specs += join_team(
-                            room_servers[n], rooms[n], n, watchers, prefix=f"x{step}", snapshots=ACKING_CLIENTS
-                        )
-                    start_worker(specs, None, f"extra{step}")
-                    clients += observer_step
-                    _wait(settle_seconds, lambda: True)
-                    t0 = time.monotonic()
-                    _wait(phase_seconds - settle_seconds, lambda: True)
-                    phase = _measure(
-                        group, sampler, f"{ramp_rooms} rooms x {clients}", ramp_rooms, clients, t0, time.monotonic()
-                    )
-                    phases.append(phase)
-                    say(_line(phase))
-                    if knee_clients is None and phase.get("p99_ms", 0) > 1000 * TICK_BUDGET:
-                        knee_clients = clients
-                        report["knee_clients"] = clients
-                    if knee_clients is not None and (held_rooms > 0 or phase.get("p99_ms", 0) > stop_p99_ms):
-                        break
+                _client_ramp(ramp, observer_step, max_observer_steps, stop_p99_ms)
         except RuntimeError as exc:  # e.g. a join refused: keep what was measured
-            report["error"] = str(exc)
+            run.report["error"] = str(exc)
             say(f"capacity ramp stopped: {exc}")
-            held_rooms = report.get("held_rooms", (knee_rooms - 1) if knee_rooms else len(rooms))
-            knee_clients = report.get("knee_clients")
-        for _, _, stop in workers:
-            stop.touch()
-        results = [w.result() for _, w, _ in workers]
-        bots = bots_of(results, origin)
-        for phase in phases:
-            phase["rtt"] = rtt_window(bots, phase["t0"], phase["t1"])
-            phase["downlink_kbit_s_by_role"] = downlink_window(bots, phase["t0"], phase["t1"])
-            phase["holds"] = phase.get("p99_ms", 1e9) <= 1000 * TICK_BUDGET
-        required = next(
-            (p for p in phases if p["rooms"] == required_rooms and p["clients_per_room"] == len(roles)), None
-        )
-        by_room: dict[int, list] = {}
-        for bot in bots:
-            by_room.setdefault(int(bot.get("room") or 0), []).append(bot)
-        report.update(
-            phases=[
-                {k: v for k, v in p.items() if k not in ("t0", "t1")} | {"t_start": p["t0"] - origin} for p in phases
-            ],
-            knee={
-                "rooms": knee_rooms,
-                "clients_per_room_at_knee": len(roles) if knee_rooms else None,
-                "held_rooms": held_rooms,
-                "client_ramp_rooms": ramp_rooms,
-                "clients_per_room_knee": knee_clients,
-                "text": _knee_text(knee_rooms, held_rooms, ramp_rooms, knee_clients, len(roles), max_rooms),
-            },
-            required={
-                "rooms": required_rooms,
-                "participants": participants,
-                "observers": observers,
-                "measured": required is not None,
-                "p99_ms": required.get("p99_ms") if required else None,
-                "substeps_min": (required or {}).get("server", {}).get("substeps_min"),
-                "holds": bool(required and required["holds"]),
-            },
-            events=[{"room": n, **room_checks(b)} for n, b in sorted(by_room.items())],
-            workers=[
-                {
-                    "error": r.get("error"),
-                    "cpu_seconds": r.get("cpu_seconds"),
-                    "seconds": r.get("seconds"),
-                    "bots": len(r.get("bots", [])),
-                }
-                for r in results
-            ],
-            bots=[slim(b) for b in bots],
-        )
-        for entry in report["events"]:
-            entry.pop("bots", None)
-        report["events_exactly_once_in_order"] = all(e["all_exactly_once_in_order"] for e in report["events"])
-        ticks = group.ticks()
-        report["plots"] = [
-            plots.tick_distribution(ticks, phases, folder / "tick_distribution.png", "capacity: room tick time"),
-            plots.tick_timeline(
-                ticks,
-                folder / "tick_timeline.png",
-                "capacity: every room tick",
-                origin,
-                [(p["t0"], p["t1"], p["label"]) for p in phases],
-            ),
-            plots.bandwidth(bots, folder / "bandwidth.png", "capacity: downlink per client"),
-            plots.rtt(bots, folder / "rtt.png", "capacity: RTT"),
-            plots.process(sampler.rows, folder / "server_process.png", "capacity: server process", origin),
-        ]
-        report["plots_note"] = plots.available()
-    finally:
-        for _, _, stop in workers:
-            stop.touch()
-        if sampler is not None:
-            sampler.stop()
-        exits = [s.stop() for s in group.servers]
-        report["server_exit"] = exits[0] if len(exits) == 1 else exits
-        for _, w, _ in workers:
-            w.kill()
-    write_json(folder / "capacity.json", report)
-    return report
+        if ramp.held_rooms is None:
+            ramp.held_rooms = _held(ramp)
+        ramp.stop_workers()
+        _report(ramp, required_rooms, participants, observers, max_rooms)
+    return run.report
+
+
+def _held(ramp: Ramp) -> int:
+    """Rooms that held: up to the one before the knee, or all of them."""
+    return (ramp.knee_rooms - 1) if ramp.knee_rooms else len(ramp.rooms)
+
+
+def _room_ramp(ramp: Ramp, max_rooms: int, required_rooms: int, stop_p99_ms: float) -> None:
+    """Phase 1: a room more per phase, until ``max_rooms`` or, past the knee and the required load, far over."""
+    clients = len(ramp.roles)
+    for k in range(1, max_rooms + 1):
+        ramp.add_room(k)
+        p99 = ramp.measure(f"{k} rooms x {clients}", k, clients).get("p99_ms", 0)
+        if ramp.knee_rooms is None and p99 > BUDGET_MS:
+            ramp.knee_rooms = k
+        if ramp.knee_rooms is not None and k >= required_rooms and p99 > stop_p99_ms:
+            break  # past the knee, the required load measured, and far over budget: enough
+    ramp.held_rooms = _held(ramp)
+    ramp.ramp_rooms = max(ramp.held_rooms, 1)
+    ramp.run.report["held_rooms"] = ramp.held_rooms
+
+
+def _client_ramp(ramp: Ramp, observer_step: int, max_steps: int, stop_p99_ms: float) -> None:
+    """Phase 2: at the last room count that held (the other rooms' bots stop), more watchers per phase."""
+    ramp.stop_workers(keep_rooms=ramp.ramp_rooms)
+    if len(ramp.rooms) > ramp.ramp_rooms:
+        _wait(EMPTY_ROOM_SECONDS + 4.0, lambda: True)
+    clients = len(ramp.roles)
+    for step in range(1, max_steps + 1):
+        ramp.add_watchers(step, observer_step)
+        clients += observer_step
+        p99 = ramp.measure(f"{ramp.ramp_rooms} rooms x {clients}", ramp.ramp_rooms, clients).get("p99_ms", 0)
+        if ramp.knee_clients is None and p99 > BUDGET_MS:
+            ramp.knee_clients = clients
+            ramp.run.report["knee_clients"] = clients
+        if ramp.knee_clients is not None and (ramp.held_rooms > 0 or p99 > stop_p99_ms):
+            break
+
+
+def _report(ramp: Ramp, required_rooms: int, participants: int, observers: int, max_rooms: int) -> None:
+    """The workers' bots into the phases (RTT, downlink per role), the knee, the required load, the events,
+    the workers, the plots: the rest of the report."""
+    run, phases, clients = ramp.run, ramp.phases, len(ramp.roles)
+    results, bots = run.results()
+    for phase in phases:
+        phase["rtt"] = rtt_window(bots, phase["t0"], phase["t1"])
+        phase["downlink_kbit_s_by_role"] = downlink_window(bots, phase["t0"], phase["t1"])
+        phase["holds"] = phase.get("p99_ms", 1e9) <= BUDGET_MS
+    required = next((p for p in phases if p["rooms"] == required_rooms and p["clients_per_room"] == clients), None)
+    knee_text = _knee_text(ramp.knee_rooms, ramp.held_rooms, ramp.ramp_rooms, ramp.knee_clients, clients, max_rooms)
+    run.report.update(
+        phases=[
+            {k: v for k, v in p.items() if k not in ("t0", "t1")} | {"t_start": p["t0"] - run.origin} for p in phases
+        ],
+        knee={
+            "rooms": ramp.knee_rooms,
+            "clients_per_room_at_knee": clients if ramp.knee_rooms else None,
+            "held_rooms": ramp.held_rooms,
+            "client_ramp_rooms": ramp.ramp_rooms,
+            "clients_per_room_knee": ramp.knee_clients,
+            "text": knee_text,
+        },
+        required={
+            "rooms": required_rooms,
+            "participants": participants,
+            "observers": observers,
+            "measured": required is not None,
+            "p99_ms": required.get("p99_ms") if required else None,
+            "substeps_min": (required or {}).get("server", {}).get("substeps_min"),
+            "holds": bool(required and required["holds"]),
+        },
+        events=_events(bots),
+        workers=[
+            {
+                "error": r.get("error"),
+                "cpu_seconds": r.get("cpu_seconds"),
+                "seconds": r.get("seconds"),
+                "bots": len(r.get("bots", [])),
+            }
+            for r in results
+        ],
+        bots=[slim(b) for b in bots],
+    )
+    run.report["events_exactly_once_in_order"] = all(e["all_exactly_once_in_order"] for e in run.report["events"])
+    _plots(run, phases, bots)
+
+
+def _events(bots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per room: the exactly-once / in-order verdicts of its bots (without the per-bot detail)."""
+    by_room: dict[int, list] = {}
+    for bot in bots:
+        by_room.setdefault(int(bot.get("room") or 0), []).append(bot)
+    return [{"room": n, **{k: v for k, v in room_checks(b).items() if k != "bots"}} for n, b in sorted(by_room.items())]
+
+
+def _plots(run: Run, phases: list[dict[str, Any]], bots: list[dict[str, Any]]) -> None:
+    ticks, folder, origin = run.servers.ticks(), run.folder, run.origin
+    run.plots(
+        plots.tick_distribution(ticks, phases, folder / "tick_distribution.png", "capacity: room tick time"),
+        plots.tick_timeline(
+            ticks,
+            folder / "tick_timeline.png",
+            "capacity: every room tick",
+            origin,
+            [(p["t0"], p["t1"], p["label"]) for p in phases],
+        ),
+        plots.bandwidth(bots, folder / "bandwidth.png", "capacity: downlink per client"),
+        plots.rtt(bots, folder / "rtt.png", "capacity: RTT"),
+        plots.process(run.sampler.rows, folder / "server_process.png", "capacity: server process", origin),
+    )
 
 
 def _line(phase: dict[str, Any]) -> str:

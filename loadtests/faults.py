@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import plots
-from loadtests.report import bots_of, rtt_window, run_folder, slim, write_json
-from loadtests.sampler import Sampler, window
+from loadtests.report import rtt_window, slim
+from loadtests.run import Run, load_run
+from loadtests.sampler import window
 from loadtests.server import TICK_BUDGET, LoadServer, create_room, metric, scrape, tick_summary
-from loadtests.swarm import launch, room_checks
+from loadtests.swarm import room_checks
 from loadtests.team import join_team
 from rehearsal.bots import ROOT
 
@@ -58,25 +59,17 @@ def run_faults(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the fault scenario (see the module doc); returns the report with ``passed``."""
-    folder = run_folder(out, "faults")
-    server = LoadServer(folder / "server")
-    report: dict[str, Any] = {"run": "faults", "folder": folder, "scenario": scenario}
-    workers = []
-    sampler = None
-    flooder = None
-    flood_pids: list[int] = []
-    try:
-        udp, http = server.wait_listening()
-        sampler = Sampler(server, swarm=lambda: [w.pid for w in workers] + flood_pids, every=1.0).start()
+    with load_run("faults", out, say, scenario=scenario) as run:
+        server = run.server()
+        sampler = run.sample()
         room = create_room(server, scenario)
         victim_spec = join_team(server, room, 0, [("lead_surgeon", "grasp")], prefix="victim-")
         victim_spec[0]["x"] = -0.012
         others = join_team(server, room, 0, OTHERS)
         total = baseline_seconds + timeout_wait + flood_seconds + after_seconds + 10
-        origin = time.monotonic()
-        victim = launch({"seconds": total, "bots": victim_spec, "linger": True}, folder / "workers")
-        workers.append(victim)
-        workers.append(launch({"seconds": total, "bots": others, "drain_seconds": 2.0}, folder / "workers"))
+        origin = run.start_clock()
+        victim = run.launch({"seconds": total, "bots": victim_spec, "linger": True})
+        run.launch({"seconds": total, "bots": others, "drain_seconds": 2.0})
         time.sleep(4.0)  # connect and grasp (the script holds from ~3.4 s of its time on)
         t_base = time.monotonic()
         time.sleep(baseline_seconds)
@@ -87,52 +80,31 @@ def run_faults(
         os.kill(victim.pid, signal.SIGKILL)
         say("victim SIGKILLed; waiting for the timeout")
         time.sleep(timeout_wait)
-        drops_before = _drops(http)
-        t_flood = time.monotonic()
-        flooder = subprocess.Popen(
-            [sys.executable, "-m", "loadtests.flood", "127.0.0.1", str(udp), str(flood_seconds), str(flood_rate), "7"],
-            cwd=ROOT,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        flood_pids.append(flooder.pid)
-        sent, _ = flooder.communicate(timeout=flood_seconds + 30)
-        t_flood_end = time.monotonic()
-        flood = tick_summary(server.ticks(), t_flood + 1.0, t_flood_end)
-        flood_server = window(sampler.rows, t_flood, t_flood_end)
-        drops = {k: v - drops_before.get(k, 0.0) for k, v in _drops(http).items() if v - drops_before.get(k, 0.0)}
-        say(f"flood: tick p99={flood.get('p99_ms')} ms; server dropped {sum(drops.values()):.0f} datagrams")
+        flood = _flood(run, server, flood_seconds, flood_rate)
         time.sleep(after_seconds)
-        t_end = time.monotonic()
-        after = tick_summary(server.ticks(), t_flood_end, t_end)
-        results = [w.result() for w in workers]
-        bots = bots_of(results, origin)
-        metrics = scrape(http)
+        after = tick_summary(server.ticks(), flood["t1"], time.monotonic())
+        results, bots = run.results()
+        metrics = scrape(server.http_port)
         sampler.stop()
         rows = sampler.rows
-        report.update(_verdicts(bots, victim_spec[0], killed_at, base, flood, rss_growth_mb))
+        run.report.update(_verdicts(bots, victim_spec[0], killed_at, base, flood["ticks"], rss_growth_mb))
         rss_base = base_server.get("rss_mb")
         rss_end = round(rows[-1]["rss_bytes"] / 2**20, 1) if rows else None
-        report["checks"]["memory_flat"] = (
+        run.report["checks"]["memory_flat"] = (
             rss_base is not None and rss_end is not None and (rss_end - rss_base <= rss_growth_mb)
         )
-        report["passed"] = all(report["checks"].values())
-        try:
-            flood_sent = json.loads(sent.strip().splitlines()[-1]) if sent.strip() else {}
-        except ValueError:
-            flood_sent = {}
+        run.report["passed"] = all(run.report["checks"].values())
         others_bots = [b for b in bots if not b["name"].startswith("victim-")]
-        report.update(
+        t_flood, t_flood_end = flood["t0"], flood["t1"]
+        run.report.update(
             phases={
                 "baseline": base | {"server": base_server},
-                "flood": flood | {"server": flood_server},
+                "flood": flood["ticks"] | {"server": window(rows, t_flood, t_flood_end)},
                 "after": after,
             },
             flood={
-                "sent": flood_sent,
-                "server_dropped_by_reason": drops,
+                "sent": flood["sent"],
+                "server_dropped_by_reason": flood["dropped"],
                 "others_rtt_baseline": rtt_window(others_bots, t_base, killed_at),
                 "others_rtt_during_flood": rtt_window(others_bots, t_flood, t_flood_end),
                 "others_max_snapshot_gap_during_flood_s": max(
@@ -156,27 +128,43 @@ def run_faults(
             bots=[slim(b) for b in bots],
         )
         marks = [(killed_at, killed_at + 0.2, "SIGKILL"), (t_flood, t_flood_end, "flood")]
-        report["plots"] = [
-            plots.tick_timeline(server.ticks(), folder / "tick_timeline.png", "faults: every room tick", origin, marks),
-            plots.process(rows, folder / "server_process.png", "faults: server RSS, fds, CPU", origin),
-            plots.rtt(
-                others_bots,
-                folder / "rtt.png",
-                "faults: RTT of the others (flood in red)",
-                [(t_flood - origin, t_flood_end - origin)],
+        flood_span = [(t_flood - origin, t_flood_end - origin)]
+        run.plots(
+            plots.tick_timeline(
+                server.ticks(), run.folder / "tick_timeline.png", "faults: every room tick", origin, marks
             ),
-        ]
-        report["plots_note"] = plots.available()
-    finally:
-        if flooder is not None and flooder.poll() is None:
-            flooder.kill()
-        if sampler is not None:
-            sampler.stop()
-        for w in workers:
-            w.kill()
-        report["server_exit"] = server.stop()
-    write_json(folder / "faults.json", report)
-    return report
+            plots.process(rows, run.folder / "server_process.png", "faults: server RSS, fds, CPU", origin),
+            plots.rtt(others_bots, run.folder / "rtt.png", "faults: RTT of the others (flood in red)", flood_span),
+        )
+    return run.report
+
+
+def _flood(run: Run, server: LoadServer, seconds: float, rate: float) -> dict[str, Any]:
+    """The garbage flood (``loadtests.flood`` in a subprocess) and what it did: ``t0``/``t1`` (monotonic),
+    the tick summary during it, what the flooder sent and what the server dropped, by reason."""
+    drops_before = _drops(server.http_port)
+    t0 = time.monotonic()
+    flooder = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.flood", "127.0.0.1", str(server.udp_port), str(seconds), str(rate), "7"],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run.pids.append(flooder.pid)
+    run.on_close.append(lambda: flooder.kill() if flooder.poll() is None else None)
+    sent, _ = flooder.communicate(timeout=seconds + 30)
+    t1 = time.monotonic()
+    ticks = tick_summary(server.ticks(), t0 + 1.0, t1)
+    after = _drops(server.http_port)
+    drops = {k: v - drops_before.get(k, 0.0) for k, v in after.items() if v - drops_before.get(k, 0.0)}
+    run.say(f"flood: tick p99={ticks.get('p99_ms')} ms; server dropped {sum(drops.values()):.0f} datagrams")
+    try:
+        flood_sent = json.loads(sent.strip().splitlines()[-1]) if sent.strip() else {}
+    except ValueError:
+        flood_sent = {}
+    return {"t0": t0, "t1": t1, "ticks": ticks, "sent": flood_sent, "dropped": drops}
 
 
 def _verdicts(bots: list[dict], victim: dict, killed_at: float, base: dict, flood: dict, rss_growth_mb: float) -> dict:

@@ -25,10 +25,11 @@ import numpy as np
 
 from loadtests import plots
 from loadtests.relay import Impairment, Relay
-from loadtests.report import bots_of, run_folder, slim, write_json
-from loadtests.sampler import Sampler, window
-from loadtests.server import LoadServer, create_room, tick_summary
-from loadtests.swarm import launch, room_checks
+from loadtests.report import slim
+from loadtests.run import load_run
+from loadtests.sampler import window
+from loadtests.server import create_room, tick_summary
+from loadtests.swarm import room_checks
 from loadtests.team import join_team
 
 BAD_NETWORK = Impairment(latency=0.075, jitter=0.015, loss=0.05, reorder=0.02)
@@ -90,78 +91,53 @@ def run_impaired(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the impaired team (see the module doc); returns the report with ``passed``."""
-    folder = run_folder(out, "impaired")
     seconds = max(float(seconds), 4.0)
-    server = LoadServer(folder / "server")
-    report: dict[str, Any] = {
-        "run": "impaired",
-        "folder": folder,
-        "scenario": scenario,
-        "seed": seed,
-        "impairment": impairment.to_dict(),
-        "burst_seconds": burst_seconds,
-    }
-    relay = None
-    sampler = None
-    workers = []
-    try:
-        udp, _ = server.wait_listening()
-        sampler = Sampler(server, swarm=lambda: [w.pid for w in workers], every=1.0).start()
-        relay = Relay(("127.0.0.1", udp), max_seconds=seconds + 120).start()
+    fields = {"scenario": scenario, "seed": seed, "impairment": impairment.to_dict(), "burst_seconds": burst_seconds}
+    with load_run("impaired", out, say, **fields) as run:
+        server = run.server()
+        run.sample()
+        relay = Relay(("127.0.0.1", server.udp_port), max_seconds=seconds + 120).start()
+        run.on_close.append(relay.stop)
         room = create_room(server, scenario)
         via = []
         for i, (_, _, impaired) in enumerate(TEAM):
-            lane = relay.add_lane(impairment if impaired else Impairment(), seed=seed * 100 + i) if impaired else None
+            lane = relay.add_lane(impairment, seed=seed * 100 + i) if impaired else None
             via.append(lane.address if lane is not None else None)
         specs = join_team(server, room, 0, [(r, s) for r, s, _ in TEAM], via=via, record={0, 4})
-        impaired_specs = [s for s, (_, _, imp) in zip(specs, TEAM, strict=True) if imp]
-        direct_specs = [s for s, (_, _, imp) in zip(specs, TEAM, strict=True) if not imp]
-        origin = time.monotonic()
+        origin = run.start_clock()
         start_at = origin + join_seconds  # every worker connects, then starts its script at this moment
-        for group, drain in ((impaired_specs, 3.0), (direct_specs, 1.5)):
-            spec = {
-                "seconds": seconds,
-                "start_at": start_at,
-                "bots": group,
-                "connect_seconds": join_seconds - 0.5,
-                "drain_seconds": drain,
-            }
-            workers.append(launch(spec, folder / "workers"))
-        time.sleep(max(0.0, start_at + seconds / 2 - time.monotonic()))  # the burst: halfway through
-        burst_end = 0.0
-        for lane in relay.lanes:
-            burst_end = relay.burst(lane, burst_seconds)
-        burst_start = burst_end - burst_seconds
-        say(f"burst of {burst_seconds:.3f} s on {len(relay.lanes)} lanes at t={burst_start - origin:.1f} s")
-        results = [w.result() for w in workers]
-        bots = bots_of(results, origin)
-        report["relay"] = relay.stats()
-        report["ticks"] = tick_summary(server.ticks(), origin)
-        report["server"] = window(sampler.rows, origin, time.monotonic())
-        report.update(_verdicts(bots, burst_start, burst_end, track_mm, gap_limit))
-        report["worker_errors"] = [r.get("error") for r in results if r.get("error")]
-        report["plots"] = [
-            plots.rtt(
-                bots, folder / "rtt.png", "impaired: RTT (burst in red)", [(burst_start - origin, burst_end - origin)]
-            ),
-            plots.bandwidth(bots, folder / "bandwidth.png", "impaired: downlink per client"),
-            _tracking_plot(report, folder / "tracking.png", origin, burst_start, burst_end),
-        ]
-        report["plots_note"] = plots.available()
-        report["bots"] = [slim(b) for b in bots]
-        for entry in report["tracking"].values():
+        for impaired, drain in ((True, 3.0), (False, 1.5)):
+            group = [s for s, (_, _, imp) in zip(specs, TEAM, strict=True) if imp is impaired]
+            spec = {"seconds": seconds, "start_at": start_at, "bots": group, "drain_seconds": drain}
+            run.launch(spec | {"connect_seconds": join_seconds - 0.5})
+        burst_start, burst_end = _burst(relay, start_at + seconds / 2, burst_seconds, origin, say)
+        results, bots = run.results()
+        run.report["relay"] = relay.stats()
+        run.report["ticks"] = tick_summary(server.ticks(), origin)
+        run.report["server"] = window(run.sampler.rows, origin, time.monotonic())
+        run.report.update(_verdicts(bots, burst_start, burst_end, track_mm, gap_limit))
+        run.report["worker_errors"] = [r.get("error") for r in results if r.get("error")]
+        burst = [(burst_start - origin, burst_end - origin)]
+        run.plots(
+            plots.rtt(bots, run.folder / "rtt.png", "impaired: RTT (burst in red)", burst),
+            plots.bandwidth(bots, run.folder / "bandwidth.png", "impaired: downlink per client"),
+            _tracking_plot(run.report, run.folder / "tracking.png", origin, burst_start, burst_end),
+        )
+        run.report["bots"] = [slim(b) for b in bots]
+        for entry in run.report["tracking"].values():
             entry.pop("times", None)
             entry.pop("errors_mm", None)
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        for w in workers:
-            w.kill()
-        if relay is not None:
-            relay.stop()
-        report["server_exit"] = server.stop()
-    write_json(folder / "impaired.json", report)
-    return report
+    return run.report
+
+
+def _burst(relay: Relay, at: float, seconds: float, origin: float, say: Callable[[str], None]) -> tuple[float, float]:
+    """At ``at`` (monotonic), every lane drops everything for ``seconds``; returns (start, end) of the burst."""
+    time.sleep(max(0.0, at - time.monotonic()))
+    burst_end = 0.0
+    for lane in relay.lanes:
+        burst_end = relay.burst(lane, seconds)
+    say(f"burst of {seconds:.3f} s on {len(relay.lanes)} lanes at t={burst_end - seconds - origin:.1f} s")
+    return burst_end - seconds, burst_end
 
 
 def _verdicts(bots: list[dict], burst_start: float, burst_end: float, track_mm: float, gap_limit: float) -> dict:

@@ -178,11 +178,6 @@ class Lane:
         host, port = self.front.getsockname()[:2]
         return host, port
 
-    @property
-    def server_side_port(self) -> int:
-        """The port the server sees as this client's."""
-        return self.back.getsockname()[1]
-
     def burst(self, now: float, seconds: float) -> None:
         self.up.burst(now, seconds)
         self.down.burst(now, seconds)

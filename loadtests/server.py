@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +120,6 @@ def join(server: ServerProcess, room: dict[str, Any], role: str, name: str) -> d
     return ticket
 
 
-def token_bytes(ticket: dict[str, Any]) -> bytes:
-    return base64.b64decode(ticket["token"])
-
-
 # ---------------------------------------------------------------------------------------------- metrics
 
 
@@ -160,17 +155,6 @@ def metric(metrics: dict[tuple[str, str], float], name: str, labels: str = "") -
     return metrics.get((name, labels), 0.0)
 
 
-def histogram(metrics: dict[tuple[str, str], float], name: str) -> tuple[list[float], list[float], float]:
-    """(upper bounds, cumulative counts, count) of a label-less histogram."""
-    pairs = []
-    for (n, labels), value in metrics.items():
-        if n == f"{name}_bucket" and labels.startswith('le="'):
-            le = labels[4:].split('"', 1)[0]
-            pairs.append((float("inf") if le == "+Inf" else float(le), value))
-    pairs.sort()
-    return [p[0] for p in pairs], [p[1] for p in pairs], metrics.get((f"{name}_count", ""), 0.0)
-
-
 # ---------------------------------------------------------------------------------------------- process
 
 
@@ -201,10 +185,6 @@ def sample_process(pid: int) -> ProcessSample | None:
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     return ProcessSample(time.monotonic(), rss, fds, cpu, threads)
-
-
-def samples_dict(samples: list[ProcessSample]) -> list[dict[str, float]]:
-    return [asdict(s) for s in samples]
 
 
 # ---------------------------------------------------------------------------------------------- ticks

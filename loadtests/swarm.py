@@ -1,8 +1,9 @@
 """A headset swarm: simulated participants in separate processes that stop by themselves and report JSON.
 
 One **worker process** (``python -m loadtests.swarm SPEC.json OUT.json``) runs a list of bots, each a
-``rehearsal.bots.Headset`` (the thin-client protocol: netcode, channels, snapshot decoder with acks, input
-sender), optionally routed through an impairment relay lane (``RoutedHeadset``). Scripts:
+``rehearsal.bots.Headset``: netcode and channels under the reference thin client
+(``netcode.thin_client.ThinClient``: input sender, clock sync, snapshot decoder with acks, interpolation,
+held-tissue prediction), optionally routed through an impairment relay lane (``RoutedHeadset``). Scripts:
 
 * ``drive``: a surgeon's instrument circling 1.5 cm above the tissue (radius 8 mm, 2 s a turn, jaws half
   open) sent as ``input`` at ``hz`` (90 by default);
@@ -16,15 +17,16 @@ sender), optionally routed through an impairment relay lane (``RoutedHeadset``).
 once connected, so that a run's workers act together.
 ``stop_file``: when that file appears the bots stop early (a run that ramps stops all its workers at once).
 
-Snapshots (``"snapshots"`` in a bot spec): ``light`` (the default: ``LightDecoder``), ``full`` (or ``"light":
-false``: ``SnapshotDecoder``) or ``ack`` (``SnapshotAcker``: acknowledged from the header, never decoded; what
-the capacity and soak runs give everyone but each room's lead surgeon). Like a headset that sends once per
-display frame, a bot takes in datagrams as they arrive but sends only at its frame (``hz``): its script's
-input, its snapshot acks and whatever else it queued go out together, in one packet. Every bot pings
-(``ping``/``pong``, unreliable) at ``ping_hz`` for RTT. When ``seconds`` have passed since the
-start the bots stop sending, keep servicing for ``drain_seconds`` (the last reliable events arrive), then
-disconnect (unless ``linger``) and the worker writes its JSON report and exits. Every loop is bounded by
-count and time; a worker also exits ``seconds + drain_seconds + 15`` after its start in any case.
+Snapshots (``"snapshots"`` in a bot spec) choose the thin client's decoder: ``light`` (the default:
+``LightDecoder``), ``full`` (``SnapshotDecoder``, and the thin client interpolates every object) or ``ack``
+(``SnapshotAcker``: acknowledged from the header, never decoded; what the capacity and soak runs give everyone
+but each room's lead surgeon). Like a headset that sends once per display frame, a bot takes in datagrams as
+they arrive but sends only at its frame (``hz``): its script's input, its snapshot acks and whatever else it
+queued go out together, in one packet. Every bot pings (``ping``/``pong``, unreliable) at ``ping_hz`` for RTT.
+When ``seconds`` have passed since the start the bots stop sending, keep servicing for ``drain_seconds`` (the
+last reliable events arrive), then disconnect (unless ``linger``) and the worker writes its JSON report and
+exits. Every loop is bounded by count and time; a worker also exits ``seconds + drain_seconds + 15`` after its
+start in any case.
 
 Workers run at a lower CPU priority (``nice``, default 10; 0 keeps it) so that on a small machine the
 server under test is not starved by its own load generators. ``launch`` starts a worker as a subprocess
@@ -49,40 +51,64 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from netcode.messaging.channels import Channel
-from netcode.messaging.connection import Delivery
 from netcode.messaging.messages import Message
 from netcode.sync.snapshot import SnapshotError, read_header
 from netcode.sync.snapshot_decode import ACK_BITS, SnapshotDecoder
 from netcode.transport.address import Address
-from rehearsal.bots import ROOT, SNAPSHOT_TYPES, Headset, SurgeonScript
+from rehearsal.bots import ROOT, Headset, SurgeonScript
 
 MAX_SERIES = 20_000  # bound on every recorded series per bot
 ANNOTATE_PREFIX = "seq "
-SNAPSHOT_MODES = ("full", "light", "ack")
 
 
 class LightDecoder(SnapshotDecoder):
     """The snapshot decoder without the per-snapshot object list (a third of a bot's CPU): snapshots are still
-    validated, applied, acknowledged and kept as baselines; ``rigid()`` and ``surface()`` still work."""
+    validated, applied, acknowledged and kept as baselines; ``rigid()`` and ``surface()`` still work (the
+    thin client's interpolation buffers, fed from the object lists, stay empty)."""
 
     def _objects(self, seq: int, server_time: float, patches: dict, rigid: dict, fine: object) -> list:
         return []
 
 
+@dataclass(frozen=True, slots=True)
+class AckedSnapshot:
+    """What ``SnapshotAcker`` makes of a snapshot: its header, no objects (``adapters`` yields none)."""
+
+    sequence: int
+    server_time: float
+    epoch: int = 0
+    objects: tuple = ()
+
+
 class SnapshotAcker:
-    """What an ``ack`` bot keeps of snapshots: their sequences, to acknowledge them as a decoding client would.
+    """The thin client's snapshot decoder of an ``ack`` bot: snapshots acknowledged as a decoding client would.
 
     The lighter client of the same protocol for load runs: the server cannot tell it from a decoding one
     (it gets the same ``snap_ack`` messages), but the bot reads only each snapshot's header (sequence, server
     time), so that a swarm worker costs its host a fraction of the CPU. What a run judges from snapshots
-    (arrivals, gaps, downlink) needs no more; a run that judges the view itself uses ``light`` or ``full``."""
+    (arrivals, gaps, downlink) needs no more; a run that judges the view itself uses ``light`` or ``full``.
+    ``snap_config``, ``snap_topology`` and ``snap_predictor`` are taken and ignored (it keeps no scene)."""
 
     def __init__(self) -> None:
         self.applied: deque[int] = deque(maxlen=ACK_BITS + 1)  # newest last
-        self.due = False  # a snapshot arrived since the last snap_ack
+
+    def on_message(self, data: bytes) -> list[AckedSnapshot]:
+        """A state-sync message; ``[AckedSnapshot]`` for a new snapshot, [] otherwise (SnapshotError if bad)."""
+        try:
+            envelope = msgpack.unpackb(data, raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise SnapshotError(f"not a message: {exc}") from None
+        if not isinstance(envelope, dict) or envelope.get("t") != "snapshot":
+            return []
+        payload = envelope.get("data")
+        if not isinstance(payload, bytes):
+            raise SnapshotError("snapshot message without data")
+        new = self.on_snapshot(payload)
+        return [] if new is None else [AckedSnapshot(*new)]
 
     def on_snapshot(self, data: bytes) -> tuple[int, float] | None:
         """(sequence, server time) of a new snapshot, None for a duplicate; SnapshotError for a bad header."""
@@ -90,7 +116,6 @@ class SnapshotAcker:
         if seq in self.applied:
             return None
         self.applied.append(seq)
-        self.due = True
         return seq, server_time
 
     def ack_fields(self) -> dict[str, int]:
@@ -103,11 +128,17 @@ class SnapshotAcker:
         return {"newest": newest, "bits": bits}
 
 
-class RoutedHeadset(Headset):
-    """A swarm bot's Headset: optionally through a relay lane (``via``), with a choice of snapshot handling.
+DECODERS = {"full": SnapshotDecoder, "light": LightDecoder, "ack": SnapshotAcker}
+SNAPSHOT_MODES = tuple(DECODERS)
 
-    ``snapshots``: ``full`` (``SnapshotDecoder``), ``light`` (``LightDecoder``: decoded, applied and acknowledged
-    without per-object lists) or ``ack`` (``SnapshotAcker``: acknowledged from the header, not decoded).
+
+class RoutedHeadset(Headset):
+    """A swarm bot's Headset: its thin client's snapshot decoder chosen by ``snapshots``, and optionally
+    routed through a relay lane (``via``).
+
+    ``snapshots``: ``full`` (``SnapshotDecoder``: the thin client interpolates every object), ``light``
+    (``LightDecoder``: decoded, applied and acknowledged without per-object lists) or ``ack``
+    (``SnapshotAcker``: acknowledged from the header, not decoded).
 
     With ``via``, outgoing packets go to the lane; datagrams from it are handed to the netcode core as coming
     from the server address it is connected to, so the core's own "only from my server" check still applies
@@ -119,44 +150,14 @@ class RoutedHeadset(Headset):
         token: bytes,
         name: str = "",
         via: tuple[str, int] | None = None,
-        light: bool = True,
-        snapshots: str | None = None,
+        snapshots: str = "light",
         **kwargs: Any,
     ) -> None:
+        if snapshots not in DECODERS:
+            raise ValueError(f"snapshots must be one of {SNAPSHOT_MODES}, got {snapshots!r}")
+        self.snapshot_mode = snapshots
         self.via = (via[0], int(via[1])) if via is not None else None
-        super().__init__(token, name=name, **kwargs)
-        mode = snapshots or ("light" if light else "full")
-        if mode not in SNAPSHOT_MODES:
-            raise ValueError(f"snapshots must be one of {SNAPSHOT_MODES}, got {mode!r}")
-        self.snapshot_mode = mode
-        if mode == "light":
-            self.decoder = LightDecoder()
-        self.acker = SnapshotAcker() if mode == "ack" else None
-
-    def _deliver(self, delivery: Delivery) -> None:
-        message = delivery.message
-        if self.acker is None or message is None or message.type not in SNAPSHOT_TYPES:
-            super()._deliver(delivery)
-            return
-        if message.type != "snapshot":
-            return  # snap_config, snap_topology: an acking bot keeps no scene
-        try:
-            new = self.acker.on_snapshot(message.fields["data"])
-        except SnapshotError:
-            self.snapshot_errors += 1
-            return
-        if new is not None:
-            self.snapshots_applied += 1
-            self.snapshot_times.append(new[1])
-            if len(self.snapshot_times) > 512:
-                del self.snapshot_times[:-256]
-
-    def flush(self, now: float) -> None:
-        """One ``snap_ack`` for what arrived since the last flush (an ``ack`` bot), then the due packets."""
-        if self.acker is not None and self.acker.due and self.connected:
-            self.acker.due = False
-            self.channels.send(Channel.UNRELIABLE, Message("snap_ack", self.acker.ack_fields()))
-        super().flush(now)
+        super().__init__(token, name=name, decoder=DECODERS[snapshots](), **kwargs)
 
     def _send(self, data: bytes, address: Address) -> None:
         if self.via is None:
@@ -235,10 +236,6 @@ class Bot:
     surgeon: SurgeonScript | None = None
     events: list[tuple[str, float, Any]] = field(default_factory=list)  # (kind, server_time, seq or by)
 
-    @property
-    def name(self) -> str:
-        return self.headset.name
-
 
 def _make_bot(spec: dict[str, Any], now: float) -> Bot:
     import base64
@@ -248,8 +245,7 @@ def _make_bot(spec: dict[str, Any], now: float) -> Bot:
         base64.b64decode(spec["token"]),
         name=str(spec.get("name", "")),
         via=via,
-        light=bool(spec.get("light", True)),
-        snapshots=spec.get("snapshots"),
+        snapshots=spec.get("snapshots", "light"),
     )
     return Bot(spec, headset, now)
 
@@ -294,8 +290,8 @@ def _take_messages(bot: Bot, now: float) -> None:
             tag = [fields.get("by"), str((fields.get("detail") or {}).get("reason", ""))[:64]]
         if len(bot.events) < MAX_SERIES:
             bot.events.append((kind, float(fields.get("server_time", 0.0)), tag))
-    for key in ("input_ack", "snap_config", "snap_topology", "snap_predictor", "snapshot"):
-        h.messages.pop(key, None)  # the Headset keeps every message; the swarm does not need them
+    for key in ("input_ack", "snap_config", "snap_topology", "snap_predictor"):
+        h.messages.pop(key, None)  # the Headset keeps these; its thin client has used them, the swarm needs none
 
 
 def _act(bot: Bot, now: float, t: float, rotation: np.ndarray, active: bool) -> None:
@@ -320,7 +316,7 @@ def _act(bot: Bot, now: float, t: float, rotation: np.ndarray, active: bool) -> 
         bot.next_annotate = t + float(spec.get("annotate_every", 0.5))
         bot.annotations_sent += 1
         h.command("annotate", position=[0.0, 0.03, 0.0], text=f"{ANNOTATE_PREFIX}{h.name} {bot.annotations_sent}")
-    if spec.get("record") and now - bot.last_record >= 0.1:
+    if spec.get("record") and now - bot.last_record >= 0.1 and h.snapshot_mode != "ack":
         bot.last_record = now
         if len(bot.rigid_seen) < MAX_SERIES:
             for oid, obj in h.decoder.rigid().items():
@@ -429,6 +425,20 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"count": len(values), "p50_ms": 1000 * q[0], "p90_ms": 1000 * q[1], "p99_ms": 1000 * q[2]}
 
 
+def _thin_client_report(h: RoutedHeadset) -> dict[str, Any]:
+    """What the bot's thin client measured: its clock sync's round trip (from input acks, so drivers only),
+    input samples abandoned unacknowledged, what it dropped, and the objects it interpolates."""
+    client = h.client
+    rtt = client.clock.rtt
+    return {
+        "clock_rtt_ms": None if rtt is None else round(1000 * rtt, 3),
+        "inputs_sent": client.inputs.next_seq,
+        "inputs_abandoned": client.inputs.abandoned,
+        "dropped": {k: v for k, v in client.dropped.items() if v},
+        "objects": len(client.buffers),
+    }
+
+
 def _bot_report(bot: Bot, began: float) -> dict[str, Any]:
     h = bot.headset
     arrivals = bot.snapshot_arrivals
@@ -462,6 +472,8 @@ def _bot_report(bot: Bot, began: float) -> dict[str, Any]:
         "events": bot.events,
         "annotations_sent": bot.annotations_sent,
         "refused": [r.get("request") for r in h.messages.get("refused", [])][:100],
+        "refused_reasons": [f"{r.get('request')}: {r.get('reason')}" for r in h.messages.get("refused", [])][:10],
+        "thin_client": _thin_client_report(h),
         "snapshot_gaps": gaps,
         "snapshot_arrivals": [[round(a, 4), round(s, 4)] for a, s in arrivals[:: max(1, len(arrivals) // 2000)]],
         "commanded": bot.commanded,

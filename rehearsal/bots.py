@@ -6,9 +6,10 @@ What is here (shared by ``rehearsal.demo`` and usable from tests):
   its log read by a thread so no wait blocks on a pipe; ``wait_listening`` returns the UDP/HTTP ports.
 * ``post`` / ``get``: a JSON POST to the HTTP API, a GET of an ops or admin endpoint (admin credential
   as a bearer token).
-* ``Headset``: a thin-client bot: netcode ``ClientCore`` + ``ClientChannels`` over a non-blocking UDP socket
-  on 127.0.0.1, a snapshot decoder (acked), ``input`` messages from an ``InputSender`` (acks handled) and
-  reliable ``command`` messages; it counts received bytes, snapshots and events.
+* ``Headset``: a bot built on the reference thin client (``netcode.thin_client.ThinClient``: input sender,
+  clock sync, snapshot decoder with acks, interpolation, held-tissue prediction) over netcode ``ClientCore``
+  + ``ClientChannels`` on a non-blocking UDP socket on 127.0.0.1, plus reliable ``command`` messages; it
+  counts received bytes, snapshots and events.
 * ``pump``: service a team of headsets until a condition holds (bounded by time and iterations).
 
 Everything is bounded and loopback only.
@@ -33,20 +34,17 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from netcode.messaging.channels import Channel
 from netcode.messaging.connection import Delivery
 from netcode.messaging.messages import Message
 from netcode.messaging.peers import ClientChannels
-from netcode.protocol.inputs import InputAck
 from netcode.protocol.poses import IDENTITY, RigidPose
 from netcode.sync.snapshot import SnapshotError
 from netcode.sync.snapshot_decode import SnapshotDecoder
-from netcode.thin_client.input_sender import InputSender
+from netcode.thin_client.client import SNAPSHOT_MESSAGES, SnapshotDecoding, ThinClient, ThinClientConfig
 from netcode.transport.address import Address
 from netcode.transport.client import ClientCore, ClientState
-from rehearsal.wire import DEVICE_RIGHT, REHEARSAL_REGISTRY
+from rehearsal.wire import DEVICE_OF_HAND, DEVICE_RIGHT, REHEARSAL_REGISTRY, to_wire_quat
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_SECONDS = 120.0  # a cold numba cache compiles the kernels before the server listens (~20 s)
@@ -58,9 +56,8 @@ from rehearsal.settings import load_settings
 settings = load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0, drain_seconds=sys.argv[2])
 sys.exit(serve(settings))
 """
+KEEP_ACKS = 64  # input acks kept in ``Headset.messages`` (one per server tick; the thin client consumes them)
 LISTENING = re.compile(r"listening udp=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)")
-SNAPSHOT_TYPES = ("snap_config", "snap_topology", "snap_predictor", "snapshot")
-_WIRE_ORDER = np.array([1, 2, 3, 0])  # (w, x, y, z) -> (x, y, z, w) in one indexing: rehearsal.wire.to_wire_quat
 
 
 class ServerProcess:
@@ -174,17 +171,35 @@ def get(port: int, path: str, credential: str | None = None) -> tuple[int, bytes
 
 
 class Headset:
-    """A socket-driven netcode client with channels, a snapshot decoder and a log of what arrived."""
+    """A socket-driven bot built on the reference thin client (``netcode.thin_client.ThinClient``).
 
-    def __init__(self, token: bytes, name: str = "", devices: Sequence[int] = (DEVICE_RIGHT,)) -> None:
+    The netcode core and channels carry the datagrams; what the thin client handles goes to it: state-sync
+    messages (``ThinClient.on_snapshot_message``) into its snapshot decoder (``decoder``, a ``SnapshotDecoder``
+    unless another is given) and from there into its interpolation buffers; input acks, grasps and releases
+    (``ThinClient.dispatch``) into its input sender and clock sync and its held-tissue prediction. ``send_pose``
+    tracks a frame through it (the redundant input packet); ``flush`` sends its ``snap_ack``. The bot's own
+    instruments (the welcome's ``hands``) are its own objects, so ``client.render_state`` draws them tracked.
+    Beside that it keeps a log of what arrived (messages by type, event kinds, bytes, snapshot times).
+    """
+
+    def __init__(
+        self,
+        token: bytes,
+        name: str = "",
+        devices: Sequence[int] = (DEVICE_RIGHT,),
+        *,
+        decoder: SnapshotDecoding | None = None,
+    ) -> None:
         self.name = name
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
+        self.client = ThinClient(
+            ThinClientConfig(devices=tuple(devices)), decoder if decoder is not None else SnapshotDecoder()
+        )
         self.channels = ClientChannels(registry=REHEARSAL_REGISTRY, on_message=self._deliver)
         self.core = ClientCore(token, self._send, now=time.monotonic(), **self.channels.callbacks())
         self.channels.attach(self.core)
-        self.decoder = SnapshotDecoder()
         self.messages: dict[str, list[dict]] = defaultdict(list)
         self.messages_kept = 0  # how many went into ``messages`` so far (a reader can tell when there is news)
         self.events: Counter[str] = Counter()
@@ -194,14 +209,23 @@ class Headset:
         self.snapshot_times: list[float] = []  # server_time of each applied snapshot (last 256)
         self.bytes_received = 0
         self.bytes_sent = 0
-        self.inputs = InputSender(tuple(devices))
-        # hooks for a client model riding on this bot (e.g. a netcode.thin_client.ThinClient in a test)
+        # hooks for a client model riding on this bot (e.g. a second ThinClient in a test)
         self.on_delivery: Callable[[Delivery], None] | None = None
         self.on_snapshots: Callable[[list], None] | None = None
         self._last_source: tuple | None = None
         self._last_address: Address | None = None
         self._destination: tuple[Address | None, tuple[str, int] | None] = (None, None)  # (address, host-port)
         self.core.connect(time.monotonic())
+
+    @property
+    def decoder(self) -> SnapshotDecoding:
+        """The thin client's snapshot decoder (the scene as the server's snapshots built it)."""
+        return self.client.decoder
+
+    @decoder.setter
+    def decoder(self, decoder: SnapshotDecoding) -> None:
+        """Another decoder (e.g. one that records what it applies), set before anything is received."""
+        self.client.decoder = decoder
 
     @property
     def connected(self) -> bool:
@@ -228,28 +252,44 @@ class Headset:
         if message is None:
             self.undecoded += 1
             return
-        self.messages[message.type].append(message.fields)
-        self.messages_kept += 1
         if self.on_delivery is not None:
             self.on_delivery(delivery)
-        if message.type == "event":
+        if message.type in SNAPSHOT_MESSAGES:
+            self._snapshot_message(delivery.data)
+            if message.type == "snapshot":
+                return  # counted (snapshots_applied, snapshot_times), not kept: 60 a second
+        kept = self.messages[message.type]
+        kept.append(message.fields)
+        self.messages_kept += 1
+        if message.type == "welcome":
+            self._own_hands(message.fields.get("hands") or {})
+        elif message.type == "event":
             self.events[message.fields["kind"]] += 1
-        elif message.type == "input_ack":
-            f = message.fields
-            self.inputs.on_ack(InputAck(int(f["seq"]), float(f["server_time"]), float(f["hold"])))
-        elif message.type in SNAPSHOT_TYPES:
-            try:
-                applied = self.decoder.on_message(delivery.data)
-            except SnapshotError:
-                self.snapshot_errors += 1
-                return
-            if applied:
-                if self.on_snapshots is not None:
-                    self.on_snapshots(applied)
-                self.snapshots_applied += len(applied)
-                self.snapshot_times.extend(s.server_time for s in applied)
+        elif message.type in ("input_ack", "grasp", "release"):
+            if message.type == "input_ack" and len(kept) > 2 * KEEP_ACKS:
+                del kept[:-KEEP_ACKS]
+            self.client.dispatch(delivery, time.monotonic())
+
+    def _snapshot_message(self, data: bytes) -> None:
+        try:
+            applied = self.client.on_snapshot_message(data, time.monotonic())
+        except SnapshotError:
+            self.snapshot_errors += 1
+            return
+        if applied:
+            if self.on_snapshots is not None:
+                self.on_snapshots(applied)
+            self.snapshots_applied += len(applied)
+            self.snapshot_times.extend(s.server_time for s in applied)
+            if len(self.snapshot_times) > 512:
                 del self.snapshot_times[:-256]
-                self.channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
+
+    def _own_hands(self, hands: dict) -> None:
+        """The welcome's instruments (hand -> snapshot object id) whose device we track are our own objects."""
+        for hand, object_id in hands.items():
+            device = DEVICE_OF_HAND.get(hand)
+            if device in self.client.config.devices and isinstance(object_id, int):
+                self.client.own(object_id, device)
 
     def service(self) -> None:
         """Take in whatever arrived, then send what is due (acks, queued messages, keep-alives)."""
@@ -270,7 +310,10 @@ class Headset:
         return 1000
 
     def flush(self, now: float) -> None:
-        """Keep-alives and timeouts, then every due packet of the channels."""
+        """The ``snap_ack`` of what arrived since the last flush, keep-alives and timeouts, then every due
+        packet of the channels."""
+        if self.connected:
+            self.client.send_snapshot_ack(self.channels)
         self.core.update(now)
         self.channels.update(now)
 
@@ -287,14 +330,11 @@ class Headset:
     def send_pose(
         self, position, rotation_wxyz=None, jaw: float = 0.0, device: int = DEVICE_RIGHT, energy: bool = False
     ) -> None:
-        """One tracking frame of an instrument (physics (w, x, y, z) rotation), sent as an `input` message."""
-        rotation = IDENTITY if rotation_wxyz is None else np.asarray(rotation_wxyz, dtype=np.float64)[_WIRE_ORDER]
+        """One tracking frame of an instrument (physics (w, x, y, z) rotation): the thin client tracks it and
+        sends its input packet (every sample the server has not acknowledged) as an ``input`` message."""
+        rotation = IDENTITY if rotation_wxyz is None else to_wire_quat(rotation_wxyz)
         pose = RigidPose(position, rotation, float(jaw), energy)  # RigidPose makes its own arrays of these
-        now = time.monotonic()
-        self.inputs.add_sample(now, {device: pose})
-        packet = self.inputs.packet(now)
-        if packet is not None:
-            self.channels.send(Channel.UNRELIABLE, Message("input", {"p": packet}))
+        self.client.send_frame(self.channels, time.monotonic(), {device: pose})
 
     def command(self, action: str, **args) -> None:
         fields = {"action": action, "args": args} if args else {"action": action}

@@ -11,10 +11,13 @@ four bots through the HTTP join API and drives them over real UDP on 127.0.0.1:
   apart, dividing its upper half (cutting);
 * mentor: watches, pauses once for ~1 s, resumes, and injects the ``bleeder`` complication once.
 
-Every second it prints a status line (elapsed time; server tick interval measured from the snapshots'
-server times; connected bots; downlink kbit/s per bot; room state; the current procedure step; events
-seen), then a summary: per bot, the steps, the complication, and the skill metrics the server stored. Everything
-is bounded: the bots stop after ``seconds``, the subprocess is terminated (killed if it lingers).
+The bots are ``rehearsal.bots.Headset``s, each on the reference thin client; the lead's draws its render
+state every frame. Every second it prints a status line (elapsed time; server tick interval measured from
+the snapshots' server times; connected bots; downlink kbit/s per bot; what the lead draws, objects by
+source (t tracked, p predicted, i interpolated, e extrapolated, h held) and its interpolation delay; room
+state; the current procedure step; events seen), then a summary: per bot, the steps, the complication,
+and the skill metrics the server stored. Everything is bounded: the bots stop after ``seconds``, the
+subprocess is terminated (killed if it lingers).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import base64
 import contextlib
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from netcode.thin_client import RenderState, Source
 from rehearsal.bots import CutScript, Headset, ServerProcess, SurgeonScript, post, pump
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
 
@@ -57,6 +62,34 @@ def _tick_ms(h: Headset) -> float | None:
     if len(times) < 2 or times[-1] <= times[0]:
         return None
     return 1000.0 * (times[-1] - times[0]) / (len(times) - 1)
+
+
+class LeadView:
+    """What the lead's headset draws each frame (its thin client's render state), tallied by source: its
+    own instrument tracked, the tissue it holds predicted, everything else interpolated."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.predicted_frames = 0  # frames that drew held tissue from the response model
+        self.tracked_frames = 0  # frames that drew the own instrument from local tracking
+        self.last: RenderState | None = None
+
+    def draw(self, h: Headset) -> None:
+        self.last = state = h.client.render_state(time.monotonic())
+        self.frames += 1
+        sources = {o.source for o in state.objects.values()}
+        self.predicted_frames += Source.PREDICTED in sources
+        self.tracked_frames += Source.TRACKED in sources
+
+    def line(self) -> str:
+        if self.last is None:
+            return "view=?"
+        counts = Counter(o.source.value for o in self.last.objects.values())
+        drawn = ",".join(f"{n}{k[0]}" for k, n in sorted(counts.items()))
+        return f"view={drawn} delay={1000 * self.last.delay:.0f}ms"
+
+    def summary(self) -> dict:
+        return {"frames": self.frames, "predicted_frames": self.predicted_frames, "tracked_frames": self.tracked_frames}
 
 
 def procedure_steps(h: Headset) -> list[dict]:
@@ -147,6 +180,7 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
     bytes_at = {h.name: h.bytes_received for h in team}
     start_bytes = dict(bytes_at)
     next_status = start + 1.0
+    view = LeadView()
 
     def frame() -> None:
         t = time.monotonic() - start
@@ -155,6 +189,7 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
             bot.command(action, **args)
         position, jaw = lead_script.pose(t)
         lead.send_pose(position, lead_script.rotation, jaw)
+        view.draw(lead)
         has_scissors = any(e["kind"] == "hand_instrument" for e in assistant.messages["event"])
         if has_scissors:
             position, jaw = cut_script.pose(t)
@@ -178,7 +213,7 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
             say(
                 f"t={elapsed:5.1f}s tick={f'{tick:.1f}' if tick else '?'}ms "
                 f"clients={sum(h.connected for h in team)}/{len(team)} room={state['room']} "
-                f"kbit/s {' '.join(rates)} step={current_step(mentor)} events={','.join(seen)}"
+                f"kbit/s {' '.join(rates)} lead {view.line()} step={current_step(mentor)} events={','.join(seen)}"
             )
             next_status += 1.0
         return now - start >= seconds
@@ -197,12 +232,14 @@ def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication
             "refused": [f"{r['request']}: {r['reason']}" for r in h.messages["refused"]],
             "downlink_kbit_s": 8 * (h.bytes_received - start_bytes[h.name]) / 1000 / duration,
             "uplink_kbit_s": 8 * h.bytes_sent / 1000 / duration,
+            "clock_rtt_ms": None if h.client.clock.rtt is None else 1000 * h.client.clock.rtt,
         }
     return {
         "seconds": duration,
         "tick_ms": _tick_ms(lead),
         "bots": per_bot,
         "steps": procedure_steps(mentor),
+        "lead_view": view.summary(),
         "unsent_commands": len(plan),
     }
 
@@ -235,6 +272,11 @@ def _print_summary(summary: dict, say) -> None:
             f"{name:18s} snapshots={b['snapshots']:4d} down={b['downlink_kbit_s']:6.1f} kbit/s "
             f"up={b['uplink_kbit_s']:5.1f} kbit/s {events}" + (f" refused={b['refused']}" if b["refused"] else "")
         )
+    view = summary["lead_view"]
+    say(
+        f"lead's view: {view['frames']} frames drawn, own instrument tracked in {view['tracked_frames']}, "
+        f"held tissue predicted in {view['predicted_frames']}"
+    )
     for step in summary["steps"]:
         say(f"step {step['id']:20s} {step['status']:9s} {step['title']}")
     result = summary.get("result")

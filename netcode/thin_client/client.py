@@ -3,19 +3,24 @@
 Why: this is the one object a headset (or a bot, or a load test) keeps. It never touches a socket or
 reads a clock: every call takes ``local_now`` (seconds on the client's monotonic clock). Feed it
 
-- decoded snapshot objects (``on_snapshot``, one call per snapshot packet),
-- input acks, grasps and releases (``on_input_ack``, ``on_grasp``, ``on_release``, or all of them
-  through ``dispatch`` from a ``netcode.messaging.peers.ClientChannels`` delivery),
+- the state-sync messages (``on_snapshot_message``: with a snapshot decoder given at construction, which
+  decodes them; the snapshots it applies become ``SnapshotObject``s through ``adapters``), or decoded
+  snapshot objects (``on_snapshot``, one call per snapshot packet) from a decoder of the caller's,
+- input acks, grasps and releases (``on_input_ack``, ``on_grasp``, ``on_release``, or all of them, and the
+  state-sync messages, through ``dispatch`` from a ``netcode.messaging.peers.ClientChannels`` delivery),
 - local tracking once per display frame (``track``, which returns the input packet to send),
 
-and ask ``render_state(local_now)`` for what to draw:
+send the ``snap_ack`` of what the decoder applied (``send_snapshot_ack``, once per frame), and ask
+``render_state(local_now)`` for what to draw:
 
 - own devices (``own_objects``: object id -> device id) from local tracking, never from the server;
 - patches held by one of our grasps: newest authoritative + response-model prediction, reconciled;
 - every other object from its interpolation buffer at ``render_time = server_now - (latency + delay)``; a patch
   just released is blended from its predicted to its interpolated state by the same reconciliation.
 
-A patch of an older topology epoch than the newest seen is dropped; a newer epoch clears
+The adaptive delay measures snapshot transit through the synchronised clock, so when the clock steps (its
+first exchange, or a forward jump) the delay starts measuring afresh. A patch of an older topology epoch
+than the newest seen is dropped; a newer epoch clears
 the patches (their vertex indexing changed) and ends held-tissue prediction.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,6 +40,7 @@ from netcode.protocol.inputs import InputAck
 from netcode.protocol.poses import RigidPose, interpolate_pose, interpolate_vertices
 from netcode.protocol.response_model import ResponseModel, ResponseModelError
 from netcode.protocol.schema import input_ack_from_fields, response_model_from_fields
+from netcode.thin_client.adapters import from_decoded_snapshot
 from netcode.thin_client.clock_sync import ClockSync, ClockSyncConfig
 from netcode.thin_client.input_sender import InputSender, InputSenderConfig
 from netcode.thin_client.interpolation import (
@@ -60,6 +67,23 @@ _MODE_SOURCE = {
 }
 
 
+# The state-sync messages a snapshot decoder takes (netcode.sync.snapshot_messages; SNAPSHOT.md).
+SNAPSHOT_MESSAGES = frozenset({"snap_config", "snap_topology", "snap_predictor", "snapshot"})
+
+
+class SnapshotDecoding(Protocol):
+    """What ``ThinClient`` needs of a snapshot decoder (``netcode.sync.snapshot_decode.SnapshotDecoder``)."""
+
+    def on_message(self, data: bytes) -> list[Any]:
+        """Apply one state-sync message; the decoded snapshots it made applicable (a ValueError, the codec's
+        SnapshotError, for a bad one)."""
+        ...
+
+    def ack_fields(self) -> dict[str, int]:
+        """The ``snap_ack`` fields of what was applied."""
+        ...
+
+
 @dataclass(frozen=True)
 class ThinClientConfig:
     devices: tuple[int, ...]  # tracked device ids, in input-packet slot order
@@ -75,8 +99,13 @@ class ThinClientConfig:
 class ThinClient:
     """The thin client's state; see the module doc."""
 
-    def __init__(self, config: ThinClientConfig) -> None:
+    def __init__(self, config: ThinClientConfig, decoder: SnapshotDecoding | None = None) -> None:
+        """``decoder``: the snapshot decoder that ``on_snapshot_message`` and ``dispatch`` feed (e.g. a
+        ``SnapshotDecoder``); without one, the caller decodes and feeds ``on_snapshot`` itself."""
         self.config = config
+        self.decoder = decoder
+        self.own_objects: dict[int, int] = dict(config.own_objects)  # grows with ``own``
+        self.snapshot_ack_due = False  # the decoder applied a snapshot since the last snap_ack
         self.clock = ClockSync(config.clock)
         self.delay = AdaptiveDelay(config.delay)
         self.inputs = InputSender(config.devices, config.inputs)
@@ -90,7 +119,13 @@ class ThinClient:
         self._handoff: dict[int, Reconciler] = {}  # patches blending back from prediction
         self._last_drawn: dict[int, np.ndarray] = {}
         self._render_time = -np.inf
-        self.dropped = {"epoch": 0, "invalid": 0, "late": 0, "duplicate": 0, "kind": 0, "capacity": 0}
+        self.dropped = {"epoch": 0, "invalid": 0, "late": 0, "duplicate": 0, "kind": 0, "capacity": 0, "snapshot": 0}
+
+    def own(self, object_id: int, device: int) -> None:
+        """Snapshot object ``object_id`` is tracked by our ``device`` (e.g. learnt from the server's welcome)."""
+        if device not in self.config.devices:
+            raise ValueError(f"device {device} is not one of the tracked devices {self.config.devices}")
+        self.own_objects[int(object_id)] = int(device)
 
     # ------------------------------------------------------------------ time
 
@@ -120,7 +155,10 @@ class ThinClient:
         """An ack: forget acked samples, and use the exchange as a clock-sync sample."""
         sent = self.inputs.on_ack(ack)
         if sent is not None:
+            steps = self.clock.steps
             self.clock.add_exchange(sent, ack.server_time - ack.hold, ack.server_time, local_now)
+            if self.clock.steps != steps:  # the offset jumped (e.g. the first exchange after snapshots came):
+                self.delay = AdaptiveDelay(self.config.delay)  # transits measured through the old one mislead
 
     # ------------------------------------------------------------------ snapshots
 
@@ -132,6 +170,26 @@ class ThinClient:
         newest = max(o.server_time for o in objects)
         self.delay.on_snapshot(newest, self.server_now(local_now))
         return sum(self._on_object(o, local_now) for o in objects)
+
+    def on_snapshot_message(self, data: bytes, local_now: float) -> list[Any]:
+        """A state-sync message (``SNAPSHOT_MESSAGES``) into the decoder; every snapshot it applied goes to
+        ``on_snapshot``. Returns those decoded snapshots; raises the decoder's SnapshotError (a ValueError) for a
+        bad message and RuntimeError without a decoder."""
+        if self.decoder is None:
+            raise RuntimeError("this ThinClient has no snapshot decoder: feed on_snapshot instead")
+        applied = self.decoder.on_message(data)
+        for snapshot in applied:
+            self.on_snapshot(from_decoded_snapshot(snapshot), local_now)
+        if applied:
+            self.snapshot_ack_due = True
+        return applied
+
+    def send_snapshot_ack(self, channels: ClientChannels) -> bool:
+        """One ``snap_ack`` (unreliable) for what the decoder applied since the last one; False if none due."""
+        if not self.snapshot_ack_due or self.decoder is None:
+            return False
+        self.snapshot_ack_due = False
+        return channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
 
     def _on_object(self, obj: SnapshotObject, local_now: float) -> bool:
         if not obj.valid():
@@ -156,7 +214,7 @@ class ThinClient:
             self.dropped["kind"] += 1
             return False
         state = obj.pose if kind is ObjectKind.RIGID else np.asarray(obj.vertices, dtype=np.float64)
-        if oid in self.config.own_objects:
+        if oid in self.own_objects:
             self._server_poses.setdefault(oid, PoseHistory()).add(obj.server_time, obj.pose)
         result = self.buffers[oid].insert(obj.server_time, state)
         if kind is ObjectKind.PATCH:
@@ -234,7 +292,7 @@ class ThinClient:
             for pid, vertices in grasp.display(jaw, local_now).items():
                 if pid not in out:
                     out[pid] = RenderObject(pid, ObjectKind.PATCH, Source.PREDICTED, vertices=vertices)
-        for oid, device in self.config.own_objects.items():
+        for oid, device in self.own_objects.items():
             pose = self.tracking.get(device)
             if pose is not None:
                 out[oid] = RenderObject(oid, ObjectKind.RIGID, Source.TRACKED, pose=pose)
@@ -263,15 +321,22 @@ class ThinClient:
     # ------------------------------------------------------------------ network side
 
     def dispatch(self, delivery: Delivery, local_now: float) -> bool:
-        """Handle a ``ClientChannels`` delivery of ours (input_ack, grasp, release); False otherwise.
+        """Handle a ``ClientChannels`` delivery of ours (input_ack, grasp, release, and with a decoder the
+        state-sync messages); False otherwise.
 
         The channels must decode with ``schema.THIN_CLIENT_REGISTRY`` (or a registry extended by
-        ``register_thin_client_types``). A malformed grasp is dropped (counted), never raised.
+        ``register_thin_client_types``). A malformed grasp or state-sync message is dropped (counted in
+        ``dropped``), never raised.
         """
         message = delivery.message
         if message is None:
             return False
-        if message.type == "input_ack":
+        if message.type in SNAPSHOT_MESSAGES and self.decoder is not None:
+            try:
+                self.on_snapshot_message(delivery.data, local_now)
+            except ValueError:  # the codec's SnapshotError; the decoder kept its state
+                self.dropped["snapshot"] += 1
+        elif message.type == "input_ack":
             self.on_input_ack(input_ack_from_fields(message.fields), local_now)
         elif message.type == "grasp":
             try:

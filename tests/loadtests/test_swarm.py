@@ -64,7 +64,7 @@ def test_a_swarm_worker_joins_drives_and_sees_events_exactly_once_in_order(serve
     seen = [(b["name"], b["snapshots"], b["snapshot_errors"], b["undecoded"]) for b in bots]
     assert all(b["snapshots"] > 30 and b["snapshot_errors"] == 0 and b["undecoded"] == 0 for b in bots), seen
     assert all(b["rtt"]["count"] > 0 and b["bytes_received"] > 0 for b in bots)
-    assert not any(b["refused"] for b in bots)
+    assert not any(b["refused"] for b in bots), [b["refused_reasons"] for b in bots]
     checks = room_checks(bots)
     assert checks["annotations_sent"]["r0-ment2"] >= 3
     assert checks["all_exactly_once_in_order"], checks

@@ -29,9 +29,13 @@ def test_the_demo_team_connects_operates_and_sees_the_mentor():
         assert bot["events"]["hand_instrument"] == 1, (name, bot["events"])
         assert not bot["refused"], (name, bot["refused"])
     assert summary["unsent_commands"] == 0
+    # the lead's thin client drew every frame, its own instrument from local tracking
+    view = summary["lead_view"]
+    assert view["frames"] > 100 and view["tracked_frames"] == view["frames"], view
+    assert summary["bots"]["lead_surgeon"]["clock_rtt_ms"] is not None  # its input acks synchronised its clock
     # a status line per second and a summary were printed
     status = [line for line in lines if line.startswith("t=")]
-    assert len(status) >= 5 and "clients=4/4" in status[-1] and "kbit/s" in status[-1]
+    assert len(status) >= 5 and "clients=4/4" in status[-1] and "kbit/s" in status[-1] and "lead view=" in status[-1]
     assert "--- summary ---" in lines
     # the scripted surgery happened: the lead's grasper grasped, the assistant's scissors cut
     for name, bot in bots.items():

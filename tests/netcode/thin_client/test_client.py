@@ -23,6 +23,7 @@ from netcode.thin_client import (
     Source,
     ThinClient,
     ThinClientConfig,
+    register_thin_client_types,
 )
 
 OWN, OTHER, PATCH = 10, 20, 30
@@ -164,3 +165,98 @@ def test_lost_tracking_falls_back_to_snapshots_and_holds_the_held_tissue():
     rs = client.render_state(t + 0.01)
     assert rs.objects[OWN].source is not Source.TRACKED and np.allclose(rs.objects[OWN].pose.position, 9.0)
     assert rs.objects[PATCH].source is Source.PREDICTED and np.allclose(rs.objects[PATCH].vertices, held.vertices)
+
+
+def _codec_stream(frames: int = 3):
+    """A snapshot server's join messages and ``frames`` snapshot messages of a 12-vertex scene + one rigid."""
+    from netcode.sync.patches import make_patches
+    from netcode.sync.snapshot import RigidSet
+    from netcode.sync.snapshot_codec import SnapshotServer
+    from netcode.sync.snapshot_messages import snapshot_message
+
+    x = np.random.default_rng(0).random((12, 3)) * 0.01
+    sync = SnapshotServer(make_patches(np.arange(12), x), triangles=np.array([[0, 1, 2]]))
+    sync.add_client(0)
+    join = list(sync.join_messages())
+    rigid = RigidSet(np.array([OWN]), np.zeros(1, np.int64), x[:1], np.array([[0, 0, 0, 1.0]]), np.zeros(1))
+    snapshots = []
+    for i in range(frames):
+        sync.begin_frame(i / 60, x + i * 0.001, rigid)
+        snapshots.append(snapshot_message(sync.encode(0)))
+    return join, snapshots
+
+
+def _delivery(kind: str, data: bytes) -> Delivery:
+    return Delivery(Channel.UNRELIABLE, data, Message(kind, {}))
+
+
+def test_with_a_decoder_dispatch_decodes_interpolates_and_acks_the_snapshots():
+    from netcode.sync.snapshot_decode import SnapshotDecoder
+    from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY
+
+    decoder = SnapshotDecoder()
+    client = ThinClient(ThinClientConfig(devices=(0, 1)), decoder)
+    join, snapshots = _codec_stream()
+    for message in join:
+        assert client.dispatch(_delivery("snap_config" if message is join[0] else "snap_topology", message), 0.0)
+    assert not client.snapshot_ack_due
+    for i, message in enumerate(snapshots):
+        assert client.dispatch(_delivery("snapshot", message), i / 60 + 0.03)
+    assert client.snapshot_ack_due and OWN in client.buffers and len(client.buffers) >= 2  # the rigid + patches
+    assert client.kinds[OWN] is ObjectKind.RIGID
+    rs = client.render_state(0.2)
+    assert rs.objects[OWN].source in (Source.INTERPOLATED, Source.EXTRAPOLATED, Source.HELD)
+
+    registry = register_thin_client_types(SNAPSHOT_REGISTRY.copy())  # a client's registry speaks both
+    channels = ClientChannels(registry=registry, clock=lambda: 0.0)
+    channels.connection = Connection(registry=registry, now=0.0)
+    server = Connection(registry=registry, now=0.0)
+    assert client.send_snapshot_ack(channels) and not client.send_snapshot_ack(channels)  # one per applied batch
+    acks = [d.message.fields for p in channels.connection.generate_packets(0.3) for d in server.receive_packet(p, 0.3)]
+    assert acks == [decoder.ack_fields()] and acks[0]["newest"] == decoder.newest_sequence
+
+    assert client.dispatch(_delivery("snapshot", b"\x93garbage"), 0.4)  # counted, never raised
+    assert client.dropped["snapshot"] == 1
+    assert client.dispatch(_delivery("snapshot", snapshots[-1]), 0.4) and not client.snapshot_ack_due  # a duplicate
+
+
+def test_without_a_decoder_snapshot_messages_are_the_callers():
+    client = make_client()
+    _, snapshots = _codec_stream(1)
+    assert not client.dispatch(_delivery("snapshot", snapshots[0]), 0.0)
+    with pytest.raises(RuntimeError):
+        client.on_snapshot_message(snapshots[0], 0.0)
+    assert not client.send_snapshot_ack(ClientChannels(registry=THIN_CLIENT_REGISTRY, clock=lambda: 0.0))
+
+
+def test_own_objects_learnt_later_are_drawn_from_tracking():
+    client = ThinClient(ThinClientConfig(devices=(0, 1)))
+    t = feed(client, 0.5)
+    assert client.render_state(t).objects[OTHER].source is Source.INTERPOLATED
+    client.own(OTHER, 1)
+    rs = client.render_state(t)
+    assert rs.objects[OTHER].source is Source.TRACKED and np.allclose(rs.objects[OTHER].pose.position, [1, 2, 3])
+    with pytest.raises(ValueError):
+        client.own(OTHER, 7)  # not a tracked device
+
+
+def test_a_clock_step_restarts_the_delay_measured_through_the_old_offset():
+    """Snapshots that arrived before the first clock exchange measured their transit with offset 0; once the
+    clock steps to the server's (4 s behind here) the lag must follow at once, not slew off 4 s at 0.1 s/s."""
+    client = ThinClient(ThinClientConfig(devices=(1,)))
+    offset = -4.0  # server clock = local clock - 4 s
+    t = 10.0
+    for _ in range(30):  # 0.5 s of snapshots, 30 ms in flight, before any exchange
+        client.on_snapshot(snap(t + offset - 0.03), t)
+        client.track(t, {1: RigidPose([0, 0, 0])})
+        t += 1 / 60
+    sent_seq = client.inputs.next_seq - 1
+    client.on_input_ack(InputAck(sent_seq, t + offset - 0.005, 0.0), t)  # a 10 ms round trip, just now
+    assert client.clock.synchronised and abs(client.server_now(t) - (t + offset)) < 0.01
+    for _ in range(30):
+        client.on_snapshot(snap(t + offset - 0.03), t)
+        t += 1 / 60
+    rs = client.render_state(t)
+    assert rs.delay <= 0.05 and 0.02 < rs.latency < 0.04, (rs.delay, rs.latency)
+    assert rs.server_now - rs.render_time < 0.1  # remote objects drawn ~latency + delay late, not seconds
+    assert abs(rs.objects[OTHER].pose.position[0] - rs.render_time) < 0.02
