@@ -47,7 +47,7 @@ import numpy as np
 from loadtests.flood import forged_request
 from loadtests.run import Run, load_run
 from loadtests.server import create_room, join, scrape
-from loadtests.swarm import circle_pose
+from loadtests.swarm import SnapshotAcker, circle_pose
 from netcode.messaging.channels import Channel
 from netcode.messaging.messages import Message
 from netcode.protocol.inputs import InputSample, encode_packet
@@ -84,7 +84,7 @@ def witness_main(host: str, port: int, token_b64: str, seconds: float, out: Path
         raise ValueError("loopback only")
     seconds = min(max(float(seconds), 1.0), 3600.0)
     out.mkdir(parents=True, exist_ok=True)
-    headset = Headset(base64.b64decode(token_b64), "witness")
+    headset = Headset(base64.b64decode(token_b64), "witness", decoder=SnapshotAcker())  # cheap: judge arrivals
     (out / "port").write_text(str(headset.sock.getsockname()[1]))
     arrivals = np.zeros(WITNESS_MAX_ARRIVALS)
     count, seen, start = 0, 0, time.monotonic()
@@ -491,6 +491,16 @@ EXPECTED: dict[str, list[tuple[tuple[str, str], ...]]] = {
 }
 
 
+def _room_tick_rate(server: Any, room: int, t0: float, t1: float) -> float:
+    """Ticks a second the server published for one room (its number: creation order) between t0 and t1:
+    the server's side of what the witness sees (the difference is the machine and the witness's process)."""
+    ticks = server.ticks()
+    if ticks.size == 0:
+        return 0.0
+    sel = (ticks[:, 0] >= t0) & (ticks[:, 0] < t1) & (ticks[:, 2] == room)
+    return round(float(np.count_nonzero(sel)) / max(t1 - t0, 1e-6), 1)
+
+
 def _delta(before: dict, after: dict, name: str, label: str) -> float:
     return sum(v - before.get(k, 0.0) for k, v in after.items() if k[0] == name and label in k[1])
 
@@ -552,6 +562,7 @@ def run_attack(
         t0 = time.monotonic()
         time.sleep(max(rest_seconds, 3.0))
         baseline = witness.window(t0, time.monotonic())
+        baseline["server_room_ticks_per_second"] = _room_tick_rate(server, 0, t0, time.monotonic())
         rss_base = sampler.rows[-1]["rss_bytes"] / 2**20 if sampler.rows else None
         say(json.dumps({"attack": "baseline", "witness": baseline, "rss_mb": rss_base}))
         results = []
@@ -566,6 +577,7 @@ def run_attack(
             t1 = time.monotonic()
             time.sleep(1.2)  # the witness writes its record twice a second
             seen = witness.window(t0, t1)
+            seen["server_room_ticks_per_second"] = _room_tick_rate(server, 0, t0, t1)
             after = scrape(server.http_port)
             counted, refusals_ok = _judge(name, detail, before, after) if "error" not in detail else ({}, False)
             skipped = "skipped" in detail
