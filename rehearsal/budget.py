@@ -7,8 +7,9 @@ ask for is charged to a token bucket first; when the bucket is empty the request
 second's worth of burst (``burst`` seconds).
 
 ``ConnectionBudget`` holds one connection's buckets: input bytes and new input samples per second, commands
-per second, and the head-pose (gaze) updates of a role that drives no instrument. ``RoomBudget`` bounds the
-input samples of a whole room, so that many connections of one room together stay bounded too.
+per second, and the head-pose (gaze) updates of a role that drives no instrument; a connection that stays
+over its budget for ``OVERSPEND_SECONDS`` is disconnected. ``room_budget()`` bounds the input samples of a
+whole room, so that many connections of one room together stay bounded too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ INPUT_SAMPLES_PER_SECOND = 240.0
 # One input packet is at most 1,100 bytes of samples; 120 packets a second of that is the most a client needs.
 INPUT_BYTES_PER_SECOND = 132_000.0
 COMMANDS_PER_SECOND = 10.0  # people click; a burst of 10 is plenty
+# A client that keeps asking for more than its budget (no break of OVERSPEND_BREAK s for OVERSPEND_SECONDS) is
+# not a headset that caught up after a stall: it is disconnected, so the refusals themselves stop costing.
+OVERSPEND_SECONDS = 3.0
+OVERSPEND_BREAK = 1.0
 GAZE_UPDATES_PER_SECOND = 10.0  # an observer's head pose only ranks snapshot content: 10 Hz is enough
 ROOM_INPUT_SAMPLES_PER_SECOND = 8 * INPUT_SAMPLES_PER_SECOND  # a full operating team, all hands tracked
 
@@ -63,6 +68,16 @@ class ConnectionBudget:
     input_samples: TokenBucket = field(default_factory=lambda: TokenBucket(INPUT_SAMPLES_PER_SECOND))
     commands: TokenBucket = field(default_factory=lambda: TokenBucket(COMMANDS_PER_SECOND))
     gaze: TokenBucket = field(default_factory=lambda: TokenBucket(GAZE_UPDATES_PER_SECOND))
+    over_since: float | None = None  # when this connection's current run of over-budget requests began
+    last_over: float = 0.0
+
+    def overspent(self, now: float) -> float:
+        """Note an over-budget request; how long the connection has been over its budget without a break of
+        ``OVERSPEND_BREAK`` seconds (a client that stays over it for ``OVERSPEND_SECONDS`` is sent away)."""
+        if self.over_since is None or now - self.last_over > OVERSPEND_BREAK:
+            self.over_since = now
+        self.last_over = now
+        return now - self.over_since
 
 
 def room_budget() -> TokenBucket:

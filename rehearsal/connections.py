@@ -30,7 +30,7 @@ from netcode.messaging.connection import Delivery
 from netcode.messaging.messages import Message, MessageError
 from netcode.protocol.inputs import InputPacketError
 from netcode.sync.snapshot_codec import budget_for_rate
-from rehearsal.budget import ConnectionBudget, TokenBucket, room_budget
+from rehearsal.budget import OVERSPEND_SECONDS, ConnectionBudget, TokenBucket, room_budget
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
 from rehearsal.links import Link
@@ -361,10 +361,24 @@ class Connections:
                 client.gaze = gaze_point(head, live.room.workspace)
 
     def over_budget(self, client: Client, reason: str, *, answer: bool = True) -> None:
-        """Work refused unprocessed because a budget is spent: counted by reason (``budget_refused_<reason>``)."""
+        """Work refused unprocessed because a budget is spent: counted by reason (``budget_refused_<reason>``).
+        Answered (``answer``) requests are ones a headset should never need: a connection that keeps making
+        them for ``OVERSPEND_SECONDS`` is disconnected (``budget_refused_disconnected``)."""
         self.counters[f"budget_refused_{reason}"] += 1
-        if answer:
-            self.refuse(client, "input" if reason != "commands" else "command", f"too much {reason.replace('_', ' ')}")
+        if not answer:
+            return  # expected throttling (an observer's head poses beyond the gaze rate)
+        self.refuse(client, "input" if reason != "commands" else "command", f"too much {reason.replace('_', ' ')}")
+        budget = self.budgets.get(client.key)
+        if budget is not None and budget.overspent(self.clock()) >= OVERSPEND_SECONDS:
+            self.counters["budget_refused_disconnected"] += 1
+            self.budgets.pop(client.key, None)  # refused unprocessed until the close takes effect
+            log.warning(
+                "session %s: participant %d disconnected: over its work budget (%s)",
+                client.session,
+                client.identity.participant,
+                reason,
+            )
+            client.link.close("over its work budget")
 
     def on_command(self, client: Client, live: LiveRoom, fields: dict[str, Any]) -> None:
         """A command: refused (with the command's id), or done and broadcast as an ``event``."""
@@ -372,9 +386,10 @@ class Connections:
         pid = client.identity.participant
         request = f"command:{action}"[:64]
         budget = self.budgets.get(client.key)
-        if budget is None or not budget.commands.take(1, self.clock()):
-            self.counters["budget_refused_commands"] += 1
-            self.refuse(client, request, "too many commands: slow down", request_id)
+        if budget is None:
+            return  # being disconnected
+        if not budget.commands.take(1, self.clock()):
+            self.over_budget(client, "commands")
             return
         try:  # every argument bounded before the command runs (its event then always fits the encoder)
             args = COMMAND_ARGS.validate(action, args) if action in COMMAND_ARGS else {}  # else: the room refuses

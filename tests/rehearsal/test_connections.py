@@ -280,3 +280,26 @@ def test_a_coalesced_change_is_told_when_the_window_passes(server):
     assert [e["kind"] for e in watcher.messages("event") if e.get("by") == 9][-1] == "left"
     server.reactor.advance(PRESENCE_WINDOW)
     assert [e["kind"] for e in watcher.messages("event") if e.get("by") == 9][-1] == "joined"
+
+
+def test_a_connection_that_stays_over_its_budget_is_disconnected_but_a_burst_is_not(server):
+    from rehearsal.budget import OVERSPEND_SECONDS
+
+    session = _room(server)
+    burst, flood = RecordingLink(), RecordingLink()
+    server.connections.open(burst, Identity(session, 7, Role.LEAD_SURGEON, "Lead"))
+    server.connections.open(flood, Identity(session, 8, Role.ASSISTANT_SURGEON, "Assistant"))
+    seq = {burst.key: 0, flood.key: 0}
+
+    def send(link, packets):
+        for _ in range(packets):
+            _input(server, link, _packet(seq[link.key], 14))
+            seq[link.key] += 14
+
+    send(burst, 300)  # one burst far over the budget, then a headset's normal rate again
+    for _ in range(int(10 * OVERSPEND_SECONDS) + 10):
+        server.reactor.advance(0.1)
+        send(flood, 30)  # 330 kB/s for good
+        send(burst, 1)
+    assert flood.closed == "over its work budget" and burst.closed is None
+    assert server.counters["budget_refused_disconnected"] == 1
