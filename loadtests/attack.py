@@ -342,7 +342,7 @@ def spoofed_garbage(a: Attack) -> dict[str, Any]:
     rng = random.Random(6)
     packets = []
     for _ in range(64):
-        payload = bytes([0x14]) + rng.randbytes(1) + rng.randbytes(60)  # payload type, 1 sequence byte, junk
+        payload = bytes([0x15]) + rng.randbytes(1) + rng.randbytes(60)  # payload type 5, 1 sequence byte, junk
         length = 8 + len(payload)
         header = struct.pack("!HHHH", a.witness.port, a.udp_port, length, 0)
         checksum = _udp_checksum(src + dst + struct.pack("!BBH", 0, 17, length) + header + payload) or 0xFFFF

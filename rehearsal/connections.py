@@ -47,6 +47,7 @@ REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request ki
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
 PRESENCE_WINDOW = 5.0  # s: per participant, at most PRESENCE_EVENTS_PER_WINDOW joined/left events in this time
 PRESENCE_EVENTS_PER_WINDOW = 4  # two reconnects; a storm beyond that is coalesced into its latest state
+OPENS_PER_WINDOW = 10  # connections of one participant per PRESENCE_WINDOW; more are refused before any work
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class _Presence:
     told: str | None = None
     times: deque[float] = field(default_factory=lambda: deque(maxlen=PRESENCE_EVENTS_PER_WINDOW))
     timer: Any = None
+    opens: deque[float] = field(default_factory=lambda: deque(maxlen=OPENS_PER_WINDOW))  # connections lately
 
 
 class Connections:
@@ -91,6 +93,10 @@ class Connections:
             self.refuse_link(link, "unknown or ended session")
             return
         room = live.room
+        if not self.may_open(identity):  # before any work for it (join messages carry the whole topology)
+            self.counters["budget_refused_reconnect_rate"] += 1
+            self.refuse_link(link, "reconnecting too often: wait a few seconds")
+            return
         if self.sessions.draining and identity.participant not in room.participants:
             self.refuse_link(link, "the server is draining")  # those already in may come back
             return
@@ -184,6 +190,22 @@ class Connections:
         self.announce_presence(live, who, "left", {"participant": who, "reason": reason[:64]})
         if not any(p.connected for p in live.room.participants.values()):
             live.empty_since = self.clock()
+
+    def may_open(self, identity: Identity) -> bool:
+        """At most ``OPENS_PER_WINDOW`` connections of one participant per ``PRESENCE_WINDOW`` (a headset that
+        reconnects more often than that is broken or an attacker; each open sends the whole topology)."""
+        key = (identity.session, identity.participant)
+        presence = self.presence.get(key)
+        if presence is None:
+            presence = self.presence[key] = _Presence()
+        now = self.clock()
+        opens = presence.opens
+        while opens and now - opens[0] >= PRESENCE_WINDOW:
+            opens.popleft()
+        if len(opens) >= OPENS_PER_WINDOW:
+            return False
+        opens.append(now)
+        return True
 
     # --- presence: joined / left, coalesced per participant ------------------------------------------------
 

@@ -244,7 +244,7 @@ def test_a_full_room_refuses_newcomers_but_not_returning_people_nor_another_room
 def test_a_reconnect_storm_is_coalesced_and_the_room_learns_the_latest_state(server, caplog):
     import logging
 
-    from rehearsal.connections import PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
+    from rehearsal.connections import OPENS_PER_WINDOW, PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
 
     session = _room(server)
     watcher = RecordingLink()
@@ -256,7 +256,9 @@ def test_a_reconnect_storm_is_coalesced_and_the_room_learns_the_latest_state(ser
         server.connections.closed(link.key, "timeout")
     told = [e for e in watcher.messages("event") if e["kind"] in ("joined", "left") and e["by"] == 9]
     assert len(told) == PRESENCE_EVENTS_PER_WINDOW
-    assert server.counters["budget_refused_presence_events"] == 100 - PRESENCE_EVENTS_PER_WINDOW
+    # 10 connections per window get in (each sends the whole topology); the other 40 are refused before that
+    assert server.counters["budget_refused_reconnect_rate"] == 50 - OPENS_PER_WINDOW
+    assert server.counters["budget_refused_presence_events"] == 2 * OPENS_PER_WINDOW - PRESENCE_EVENTS_PER_WINDOW
     server.reactor.advance(PRESENCE_WINDOW)
     told = [e for e in watcher.messages("event") if e["kind"] in ("joined", "left") and e["by"] == 9]
     assert len(told) == PRESENCE_EVENTS_PER_WINDOW  # the last one told ("left") is still true: nothing more
