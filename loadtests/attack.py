@@ -342,7 +342,9 @@ def spoofed_garbage(a: Attack) -> dict[str, Any]:
     rng = random.Random(6)
     packets = []
     for _ in range(64):
-        payload = bytes([0x15]) + rng.randbytes(1) + rng.randbytes(60)  # payload type 5, 1 sequence byte, junk
+        # payload type 5 with 8 sequence bytes (a random sequence, far ahead: past the replay window, so
+        # every one costs the server an AEAD check), then junk
+        payload = bytes([0x85]) + rng.randbytes(8) + rng.randbytes(60)
         length = 8 + len(payload)
         header = struct.pack("!HHHH", a.witness.port, a.udp_port, length, 0)
         checksum = _udp_checksum(src + dst + struct.pack("!BBH", 0, 17, length) + header + payload) or 0xFFFF
@@ -482,7 +484,7 @@ EXPECTED: dict[str, list[tuple[tuple[str, str], ...]]] = {
             (DROPS, 'reason="unauthenticated_rate_limited_server"'),
         )
     ],
-    "spoofed_garbage": [((DROPS, 'reason="decrypt_failed"'),)],
+    "spoofed_garbage": [((DROPS, 'reason="decrypt_failed"'), (DROPS, 'reason="replayed"'))],
     "reconnect_storm": [((REFUSALS, 'reason="presence_events"'),)],
     "speed_claim": [((REJECTED, 'reason="too_fast"'),)],
     "nested_json": [((REFUSALS, 'reason="http_400"'),)],
