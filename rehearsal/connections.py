@@ -336,7 +336,7 @@ class Connections:
             return
         room_bucket = self.room_budgets.get(client.session)
         if fresh and room_bucket is not None and not room_bucket.take(fresh, now):
-            self.over_budget(client, "room_input_samples")
+            self.over_budget(client, "room_input_samples", own=False)
             return
         try:
             samples = client.inputs.receive(packet, self.server_time())
@@ -382,16 +382,17 @@ class Connections:
             if head is not None:
                 client.gaze = gaze_point(head, live.room.workspace)
 
-    def over_budget(self, client: Client, reason: str, *, answer: bool = True) -> None:
+    def over_budget(self, client: Client, reason: str, *, answer: bool = True, own: bool = True) -> None:
         """Work refused unprocessed because a budget is spent: counted by reason (``budget_refused_<reason>``).
-        Answered (``answer``) requests are ones a headset should never need: a connection that keeps making
-        them for ``OVERSPEND_SECONDS`` is disconnected (``budget_refused_disconnected``)."""
+        Answered (``answer``) requests of the connection's own budget (``own``; not the room's, which others
+        spend too) are ones a headset should never need: a connection that keeps making them for
+        ``OVERSPEND_SECONDS`` is disconnected (``budget_refused_disconnected``)."""
         self.counters[f"budget_refused_{reason}"] += 1
         if not answer:
             return  # expected throttling (an observer's head poses beyond the gaze rate)
         self.refuse(client, "input" if reason != "commands" else "command", f"too much {reason.replace('_', ' ')}")
         budget = self.budgets.get(client.key)
-        if budget is not None and budget.overspent(self.clock()) >= OVERSPEND_SECONDS:
+        if own and budget is not None and budget.overspent(self.clock()) >= OVERSPEND_SECONDS:
             self.counters["budget_refused_disconnected"] += 1
             self.budgets.pop(client.key, None)  # refused unprocessed until the close takes effect
             log.warning(

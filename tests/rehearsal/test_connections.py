@@ -305,3 +305,21 @@ def test_a_connection_that_stays_over_its_budget_is_disconnected_but_a_burst_is_
         send(burst, 1)
     assert flood.closed == "over its work budget" and burst.closed is None
     assert server.counters["budget_refused_disconnected"] == 1
+
+
+def test_a_rooms_budget_bounds_all_its_connections_and_never_disconnects_for_the_others(server):
+    from rehearsal.budget import OVERSPEND_SECONDS, ROOM_INPUT_SAMPLES_PER_SECOND
+
+    session = _room(server)
+    links = [RecordingLink() for _ in range(15)]
+    for k, link in enumerate(links):
+        server.connections.open(link, Identity(session, 10 + k, Role.ASSISTANT_SURGEON, f"A{k}"))
+    seq = 0
+    for _ in range(int(10 * OVERSPEND_SECONDS) + 5):
+        server.reactor.advance(0.1)
+        for link in links:  # each within its own budget (20 samples per 0.1 s), together over the room's
+            _input(server, link, _packet(seq, 20, devices=(2,)))
+        seq += 20
+    assert server.counters["budget_refused_room_input_samples"] > 0
+    assert server.counters["input_poses"] <= ROOM_INPUT_SAMPLES_PER_SECOND * (OVERSPEND_SECONDS + 2)
+    assert all(link.closed is None for link in links) and server.counters["budget_refused_disconnected"] == 0
