@@ -323,7 +323,7 @@ def forged_requests(a: Attack) -> dict[str, Any]:
     return {"sent": sent[0], "rate": round(sent[0] / a.seconds), "sources": len(socks)}
 
 
-def _udp_checksum(data: bytes) -> int:
+def udp_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -347,7 +347,7 @@ def spoofed_garbage(a: Attack) -> dict[str, Any]:
         payload = bytes([0x85]) + rng.randbytes(8) + rng.randbytes(60)
         length = 8 + len(payload)
         header = struct.pack("!HHHH", a.witness.port, a.udp_port, length, 0)
-        checksum = _udp_checksum(src + dst + struct.pack("!BBH", 0, 17, length) + header + payload) or 0xFFFF
+        checksum = udp_checksum(src + dst + struct.pack("!BBH", 0, 17, length) + header + payload) or 0xFFFF
         packets.append(struct.pack("!HHHH", a.witness.port, a.udp_port, length, checksum) + payload)
     sent = [0]
 
@@ -507,7 +507,7 @@ def _delta(before: dict, after: dict, name: str, label: str) -> float:
     return sum(v - before.get(k, 0.0) for k, v in after.items() if k[0] == name and label in k[1])
 
 
-def _judge(name: str, detail: dict[str, Any], before: dict, after: dict) -> tuple[dict[str, float], bool]:
+def judge(name: str, detail: dict[str, Any], before: dict, after: dict) -> tuple[dict[str, float], bool]:
     counted: dict[str, float] = {}
     ok = True
     for alternatives in EXPECTED[name]:
@@ -581,7 +581,7 @@ def run_attack(
             seen = witness.window(t0, t1)
             seen["server_room_ticks_per_second"] = _room_tick_rate(server, 0, t0, t1)
             after = scrape(server.http_port)
-            counted, refusals_ok = _judge(name, detail, before, after) if "error" not in detail else ({}, False)
+            counted, refusals_ok = judge(name, detail, before, after) if "error" not in detail else ({}, False)
             skipped = "skipped" in detail
             checks = {
                 "witness_rate": seen["snapshots_per_second"] >= min_snapshot_rate,

@@ -35,7 +35,7 @@ from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
 from rehearsal.links import Link
 from rehearsal.live_room import Client, LiveRoom, gaze_point
-from rehearsal.roles import Action, Role
+from rehearsal.roles import Action, Role, decide
 from rehearsal.room import Refusal, RoomFullError
 from rehearsal.sessions import KICK_DELAY, Sessions
 from rehearsal.wire import COMMAND_ARGS, DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
@@ -59,6 +59,12 @@ class _Presence:
     times: deque[float] = field(default_factory=lambda: deque(maxlen=PRESENCE_EVENTS_PER_WINDOW))
     timer: Any = None
     opens: deque[float] = field(default_factory=lambda: deque(maxlen=OPENS_PER_WINDOW))  # connections lately
+
+
+def _names_a_hand(packet: bytes) -> bool:
+    """Whether an input packet's header lists a hand device (its device ids follow the 8-byte header)."""
+    count = packet[1] if len(packet) > 1 else 0
+    return any(device in HAND_OF_DEVICE for device in packet[8 : 8 + min(count, 16)])
 
 
 class Connections:
@@ -325,6 +331,10 @@ class Connections:
         room = live.room
         participant = room.participants.get(pid)
         if participant is None or not participant.hands:  # drives nothing: the head pose for gaze, bounded
+            if _names_a_hand(packet):  # read from the header: refused without decoding a pose
+                self.counters["budget_refused_role"] += 1
+                decision = decide(client.identity.role, Action.DRIVE_INSTRUMENT)
+                self.refuse(client, "input", decision.reason or "no instrument in your hands")
             if not budget.gaze.take(1, now):
                 self.over_budget(client, "gaze_rate", answer=False)
                 return

@@ -167,15 +167,16 @@ class LiveRoom:
             fields["instrument"] = instrument
         if detail:
             fields["detail"] = plain(detail)
-        try:  # encoded once for everyone; one that cannot be sent is counted, never raised into the transport
-            data = REHEARSAL_REGISTRY.encode(Message("event", fields))
+        message = Message("event", fields)
+        try:  # one that cannot be sent is counted, never raised into the transport
+            size = len(REHEARSAL_REGISTRY.encode(message))
         except MessageError:
             self.counters["events_refused_invalid"] += 1
             return
-        if len(data) > MAX_EVENT_BYTES:
+        if size > MAX_EVENT_BYTES:
             self.counters["events_refused_too_large"] += 1
             return
-        self.broadcast(Channel.RELIABLE, data)
+        self.broadcast(Channel.RELIABLE, message)
         self.counters["events"] += 1
 
     def physics_event(self, kind: str, instrument: int | None, by: int | None, detail: dict | None) -> None:

@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 
-from loadtests.attack import ATTACK_FUNCTIONS, ATTACKS, EXPECTED, REFUSALS, Witness, _judge, _udp_checksum
+from loadtests.attack import ATTACK_FUNCTIONS, ATTACKS, EXPECTED, REFUSALS, Witness, judge, udp_checksum
 
 
 def test_every_attack_has_a_function_and_what_it_must_leave_in_the_metrics():
@@ -15,16 +15,16 @@ def test_every_attack_has_a_function_and_what_it_must_leave_in_the_metrics():
 def test_an_attack_passes_only_when_its_refusals_were_counted():
     before = {(REFUSALS, 'reason="gaze_rate"'): 5.0}
     after = {(REFUSALS, 'reason="gaze_rate"'): 9.0}
-    counted, ok = _judge("observer_input_flood", {}, before, after)
+    counted, ok = judge("observer_input_flood", {}, before, after)
     assert ok and counted[f'{REFUSALS}{{reason="gaze_rate"}}'] == 4.0
-    assert not _judge("observer_input_flood", {}, after, after)[1]
+    assert not judge("observer_input_flood", {}, after, after)[1]
 
 
 def test_spoofing_fails_if_the_witness_was_rate_limited():
     drops = "rehearsal_dropped_packets_total"
     after = {(drops, 'reason="decrypt_failed"'): 10.0, (drops, 'reason="rate_limited"'): 1.0}
-    assert not _judge("spoofed_garbage", {}, {}, after)[1]
-    assert _judge("spoofed_garbage", {}, {}, {(drops, 'reason="decrypt_failed"'): 10.0})[1]
+    assert not judge("spoofed_garbage", {}, {}, after)[1]
+    assert judge("spoofed_garbage", {}, {}, {(drops, 'reason="decrypt_failed"'): 10.0})[1]
 
 
 def test_the_witness_window_counts_arrivals_and_the_worst_gap(tmp_path):
@@ -37,7 +37,7 @@ def test_the_witness_window_counts_arrivals_and_the_worst_gap(tmp_path):
     assert witness.ready(0.5)
 
 
-def test_the_udp_checksum_is_the_ones_complement_sum():
+def test_theudp_checksum_is_the_ones_complement_sum():
     data = struct.pack("!HHHH", 1, 2, 3, 0)
-    assert _udp_checksum(data) == (~(1 + 2 + 3)) & 0xFFFF
-    assert _udp_checksum(b"\x01") == (~0x0100) & 0xFFFF
+    assert udp_checksum(data) == (~(1 + 2 + 3)) & 0xFFFF
+    assert udp_checksum(b"\x01") == (~0x0100) & 0xFFFF

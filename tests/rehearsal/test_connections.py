@@ -108,6 +108,7 @@ from netcode.protocol.inputs import InputSample, encode_packet  # noqa: E402
 from netcode.protocol.poses import RigidPose  # noqa: E402
 from rehearsal.budget import COMMANDS_PER_SECOND, GAZE_UPDATES_PER_SECOND, INPUT_SAMPLES_PER_SECOND  # noqa: E402
 from rehearsal.live_room import MAX_EVENT_BYTES  # noqa: E402
+from rehearsal.wire import REHEARSAL_REGISTRY  # noqa: E402
 
 
 def _packet(first: int, count: int, devices=(0, 1, 2), at=(0.0, 0.1, 0.0)) -> bytes:
@@ -134,7 +135,9 @@ def test_an_observer_flooding_inputs_gets_no_pose_processed_and_a_bounded_gaze(s
     assert refused == 200 - GAZE_UPDATES_PER_SECOND  # 10 head poses decoded; the rest not even parsed
     assert server.counters["budget_refused_input_bytes"] > 0  # 200 x 1.1 kB in no time is over the bytes budget
     assert server.connections.clients[observer.key].gaze is not None  # its head still ranks what it sees
-    assert len(observer.messages("refused")) <= 1  # answered at most once per REFUSAL_INTERVAL
+    refused = observer.messages("refused")
+    assert len(refused) == 1 and "observer role may not drive" in refused[0]["reason"]  # once per REFUSAL_INTERVAL
+    assert server.counters["budget_refused_role"] == 200 - server.counters["budget_refused_input_bytes"]
 
 
 def test_a_surgeon_gets_at_most_its_sample_budget_processed(server):
@@ -207,7 +210,7 @@ def test_an_accepted_annotation_is_broadcast_bounded(server):
     server.connections.receive(mentor.key, Message("command", {"action": "annotate", "args": args}))
     event = other.events("annotate")[0]
     assert event["detail"]["position"] == [0.0, 0.1, 0.0] and len(event["detail"]["text"]) == 200
-    assert all(len(m) < 4096 for _, m in other.sent if isinstance(m, bytes))
+    assert all(len(REHEARSAL_REGISTRY.encode(m)) < 4096 for _, m in other.sent if isinstance(m, Message))
 
 
 def test_an_event_that_cannot_be_encoded_is_counted_never_raised(server):
