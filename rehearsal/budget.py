@@ -23,7 +23,7 @@ INPUT_BYTES_PER_SECOND = 132_000.0
 COMMANDS_PER_SECOND = 10.0  # people click; a burst of 10 is plenty
 # A client that keeps asking for more than its budget (no break of OVERSPEND_BREAK s for OVERSPEND_SECONDS) is
 # not a headset that caught up after a stall: it is disconnected, so the refusals themselves stop costing.
-OVERSPEND_SECONDS = 3.0
+OVERSPEND_SECONDS = 1.5
 OVERSPEND_BREAK = 1.0
 GAZE_UPDATES_PER_SECOND = 10.0  # an observer's head pose only ranks snapshot content: 10 Hz is enough
 ROOM_INPUT_SAMPLES_PER_SECOND = 8 * INPUT_SAMPLES_PER_SECOND  # a full operating team, all hands tracked
