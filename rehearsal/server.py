@@ -61,6 +61,10 @@ from rehearsal.warm_up import warm_up as compile_kernels
 log = logging.getLogger("rehearsal.server")
 
 CONNECTION_SAMPLE_SECONDS = 1.0  # RTT and loss sampling for the metrics
+# A headset sends one packet a frame (72-120 Hz) plus the odd reliable resend: the channels' own limit
+# (netcode.messaging ConnectionConfig.max_packets_per_second, 300) applied right after decryption instead,
+# so a flooding client's excess never reaches the channels (netcode's default is 1,000).
+MAX_PACKETS_PER_CLIENT = 300.0
 # How long a thread that wants the GIL waits before the holder is asked to let go (Python's default: 5 ms). A
 # room's step takes the GIL back after each numba kernel (a dozen times a step); with the reactor busy in
 # Python, each of those waits could last the whole interval, and a 1 ms step took tens of milliseconds.
@@ -210,7 +214,13 @@ class RehearsalServer:
             session_exists=self.sessions.session_open,
             on_rejoin=self.connections.drop_stale_connection,
         )
-        config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
+        config = ServerConfig(
+            settings.protocol_id,
+            self._token_key,
+            [public],
+            max_clients=settings.max_clients,
+            max_packets_per_second_per_client=MAX_PACKETS_PER_CLIENT,
+        )
         udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)
         self.udp_address = Address.from_host_port(settings.udp_host, udp_port)
         self.heartbeat = Heartbeat(self.reactor).start()
