@@ -23,8 +23,9 @@ every loop bounded in count and time), then ``rest_seconds`` of quiet:
 Pass, per attack (measured from when the attack proper starts; the witness while the attack's own clients
 joined is reported beside it, ``while_its_clients_joined``): the witness keeps at least
 ``min_snapshot_rate`` snapshots/s with a worst gap of at most ``max_gap_seconds``, the server is up, and
-each refusal the attack provokes is counted in ``/metrics`` with its reason; overall, the server's RSS at the end is within ``rss_growth_mb`` of the baseline. One JSON line
-per attack is printed as it ends; the report has them all.
+each refusal the attack provokes is counted in ``/metrics`` with its reason; overall, the server's RSS at
+the end is within ``rss_growth_mb`` of the baseline. One JSON line per attack is printed as it ends; the
+report has them all.
 """
 
 from __future__ import annotations
