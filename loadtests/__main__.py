@@ -106,6 +106,11 @@ def _faults(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flood-seconds", type=float, default=20.0, help="length of the garbage flood (default 20)")
 
 
+def _attack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attack-seconds", type=float, default=8.0, help="length of each attack (default 8)")
+    p.add_argument("--only", default=None, help="comma-separated attacks to run (default: all)")
+
+
 COMMANDS = [
     RunCommand(
         "capacity",
@@ -140,6 +145,13 @@ COMMANDS = [
         "SIGKILL the server mid-session; the team is back in the same session within 10 s",
         "loadtests.crash:run_crash",
         "basic_skills",
+    ),
+    RunCommand(
+        "attack",
+        "issue 19's attacks one at a time; a witness in another room keeps 55 snapshots/s, gaps <= 100 ms",
+        "loadtests.attack:run_attack",
+        "basic_skills",
+        _attack,
     ),
 ]
 

@@ -39,7 +39,6 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
-from twisted.web.server import Site
 
 from netcode.transport.address import Address
 from netcode.transport.server import ServerConfig
@@ -47,7 +46,7 @@ from netcode.transport.udp import free_udp_port
 from ops.admin_api import AdminActions, admin_root
 from ops.auth import AdminGate
 from ops.drain import Drain
-from ops.http import Heartbeat, ops_root
+from ops.http import Heartbeat, ops_site
 from ops.metrics import OpsMetrics
 from rehearsal.checkpoints import CheckpointWriter, checkpoint_key
 from rehearsal.connections import Connections
@@ -72,6 +71,10 @@ from rehearsal.web.websocket import WatchEndpoint
 log = logging.getLogger("rehearsal.server")
 
 CONNECTION_SAMPLE_SECONDS = 1.0  # RTT and loss sampling for the metrics
+# A headset sends one packet a frame (72-120 Hz) plus the odd reliable resend: the channels' own limit
+# (netcode.messaging ConnectionConfig.max_packets_per_second, 300) applied right after decryption instead,
+# so a flooding client's excess never reaches the channels (netcode's default is 1,000).
+MAX_PACKETS_PER_CLIENT = 300.0
 # How long a thread that wants the GIL waits before the holder is asked to let go (Python's default: 5 ms). A
 # room's step takes the GIL back after each numba kernel (a dozen times a step); with the reactor busy in
 # Python, each of those waits could last the whole interval, and a 1 ms step took tens of milliseconds.
@@ -206,6 +209,15 @@ class RehearsalServer:
             result=self.results.session,
         )
 
+    def _http_refused(self, reason: str) -> None:
+        """An HTTP request answered 4xx (``http_<code>``): counted with the other refusals, by reason."""
+        self.counters[f"budget_refused_{reason}"] += 1
+
+    def _sample(self) -> None:
+        """Once a second: connections' RTT and loss, rooms' snapshot rates (for /readyz)."""
+        self.views.sample_connections(self.metrics.histograms.rtt.observe)
+        self.views.sample_rooms(self.clock())
+
     def _flush_udp(self, keys: Any, now: float) -> None:
         if self.udp is not None:
             self.udp.flush(keys, now)
@@ -232,11 +244,17 @@ class RehearsalServer:
             on_rejoin=self.connections.drop_stale_connection,
             discard_session=self.sessions.discard_session,
         )
-        config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
+        config = ServerConfig(
+            settings.protocol_id,
+            self._token_key,
+            [public],
+            max_clients=settings.max_clients,
+            max_packets_per_second_per_client=MAX_PACKETS_PER_CLIENT,
+        )
         udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)
         self.udp_address = Address.from_host_port(settings.udp_host, udp_port)
         self.heartbeat = Heartbeat(self.reactor).start()
-        self._sampler = LoopingCall(self.views.sample_connections, self.metrics.histograms.rtt.observe)
+        self._sampler = LoopingCall(self._sample)
         self._sampler.clock = self.reactor
         self._sampler.start(CONNECTION_SAMPLE_SECONDS, now=False)
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
@@ -245,8 +263,10 @@ class RehearsalServer:
             self.reactor, self.join_service, self.connections, next_key=next_link_key, closed=self.sessions.closed
         ).start()
         mount_web(root, self.web)
-        site = Site(ops_root(self.metrics, self.heartbeat, self.ready, root=root))
-        site.noisy = False
+        # bodies bounded before they are read; /healthz also fails while a room's thread is stuck
+        site = ops_site(
+            self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy, refused=self._http_refused
+        )
         if settings.tls_cert:
             tls = server_tls_options(settings.tls_cert, settings.tls_key)
             self._http_port = self.reactor.listenSSL(settings.http_port, site, tls, interface=settings.http_host)
