@@ -92,10 +92,11 @@ def test_the_page_colours_the_tissue_the_cautery_hook_burns(page, server):
         def stroke(energy: bool) -> None:
             at = time.monotonic()
             x = -0.006 + STROKE * min(max(at - t0 - 1.2, 0.0), 2.0)
-            surgeon.send_pose((x, HEIGHT, 0.0), DOWN, 0.0, energy=energy, at=at)
+            y = HEIGHT + (0.0 if energy else 0.06 * max(at - t0 - 3.2, 0.0))  # then lifted off, to show the burn
+            surgeon.send_pose((x, y, 0.0), DOWN, 0.0, energy=energy, at=at)
 
         pump([surgeon], lambda: time.monotonic() - t0 > 3.2, 8.0, each_frame=lambda: stroke(True))
-        pump([surgeon], lambda: time.monotonic() - t0 > 3.7, 2.0, each_frame=lambda: stroke(False))
+        pump([surgeon], lambda: time.monotonic() - t0 > 4.2, 2.0, each_frame=lambda: stroke(False))
         page.wait_for_function(f"() => ({BURNS_JS})().max >= 200 && ({BURNS_JS})().hot > 0", timeout=WAIT_MS)
         after = page.evaluate(BURNS_JS)
         assert after["messages"] > 0 and after["shown"] > 0
