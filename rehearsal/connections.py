@@ -142,7 +142,7 @@ class Connections:
         self.counters["connects"] += 1
         hands = {hand: live.object_id(identity.participant, hand) for hand in participant.hands}
         objects = live.participant_objects(identity.participant)
-        for message in live.sync.join_messages():
+        for message in [*live.sync.join_messages(), *live.burns.full_messages()]:  # + the burns so far
             link.send(Channel.RELIABLE, message)
         budget = budget_for_rate(SNAPSHOT_BITS_PER_SECOND, room.scenario.tick_hz)
         if identity.role is Role.OBSERVER and link.transport != UDP and self.sessions.settings.share_observer_stream:

@@ -30,6 +30,7 @@ from rehearsal.identity import Identity
 from rehearsal.links import UDP, Link
 from rehearsal.observer_stream import ObserverGroup
 from rehearsal.room import Room
+from rehearsal.surface_damage import SurfaceDamage
 from rehearsal.ticking import RoomThread, RoomTicker
 from rehearsal.wire import REHEARSAL_REGISTRY, plain
 
@@ -144,6 +145,7 @@ class LiveRoom:
         self.next_grasp_id = 1
         self.observers = ObserverGroup(sync, None)  # browser observers sharing one snapshot stream
         self.health_sent_at = -math.inf  # server time of the last room_health event (rehearsal.room_health)
+        self.burns = SurfaceDamage()  # the burn levels its clients were told (rehearsal.surface_damage)
 
     # --- audience ----------------------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 After each step (on the reactor thread) ``Publisher.publish(live, report)``: topology changes (a cut or
 burn) become a new snapshot epoch sent reliably; physics events (grasp, release, tear, cut, burn) and the
-room's own events (steps, complications, resets) become reliable ``event`` messages; the holder of a new
-grasp gets its response model (``grasp``, measured on the room's thread), then ``release``. Then the surface
+room's own events (steps, complications, resets) become reliable ``event`` messages; burn levels that changed
+become a reliable ``surface_damage``; the holder of a new grasp gets its response model (``grasp``, measured on
+the room's thread), then ``release``. Then the surface
 (layout order) and the instruments are quantized once and each client gets its own ``snapshot`` (deltas
 against what it acknowledged, under a byte budget; a room's browser observers share one, encoded once:
 ``rehearsal.observer_stream``) and an ``input_ack`` on the unreliable channel, and the
@@ -67,6 +68,7 @@ class Publisher:
         self.publish_room_events(live)
         if report is not None:
             self.publish_physics(live, report)
+        self.publish_burns(live, report)
         if live.clients:
             self.publish_snapshots(live)
             now = self.server_time()
@@ -110,6 +112,14 @@ class Publisher:
                 live.physics_event(event.kind, event.instrument, None, event.detail)
             else:
                 self.counters[f"physics_{event.kind}"] += 1
+
+    def publish_burns(self, live: LiveRoom, report: StepReport | None) -> None:
+        """Surface vertices whose burn level changed (reliable ``surface_damage`` to everyone): only after a
+        frame that heated tissue, removed tets or replaced the world (``rehearsal.surface_damage``)."""
+        room = live.room
+        for message in live.burns.update(room.model, room.physics, report is not None and bool(report.topology)):
+            live.broadcast(Channel.RELIABLE, message)
+            self.counters["surface_damage_messages"] += 1
 
     def send_grasp_model(self, live: LiveRoom, instrument: int, detail: dict) -> None:
         """The new grasp's response model becomes a motion predictor of the room's snapshots (reliable

@@ -15,6 +15,13 @@ the thin client's (``netcode.protocol.schema``: input, input_ack, grasp, release
   (optional), id: int (optional, echoed in a refusal).
 * ``event`` (reliable, server->client): kind, server_time; by (participant id), instrument (snapshot
   object id), detail: map (all optional).
+* ``surface_damage`` (reliable, server->client): burn levels of surface vertices, sent to the whole room after
+  a frame that changed one (never per tick otherwise) and, right after the state-sync join messages, all of
+  them to a newcomer. vertices: mesh vertex ids (the ids of ``snap_topology``'s patches; little-endian uint32,
+  ascending, at most ``MAX_DAMAGE_VERTICES`` = 4096 per message, more in further messages), levels: one byte
+  per vertex, 0 fresh .. 255 burned through (the highest cautery damage of the live tets around the vertex:
+  ``rehearsal.surface_damage``), reset: forget every level held before applying these. A vertex keeps its
+  level until a message changes it, across topology epochs (a cut or burn keeps the vertex ids).
 * ``refused`` (reliable, server->client): request (``connect``, ``input``, ``command:<action>``,
   ``message:<type>``), reason (for a person), id (the command's, if it had one).
 
@@ -54,6 +61,7 @@ import numpy as np
 from netcode.messaging.messages import Field, MessageRegistry
 from netcode.protocol.schema import register_thin_client_types
 from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY
+from rehearsal.surface_damage import MAX_DAMAGE_VERTICES
 
 DEVICE_HEAD = 0
 DEVICE_LEFT = 1
@@ -92,6 +100,13 @@ def build_registry() -> MessageRegistry:
         Field("instrument", "int", required=False),
         Field("detail", "map", required=False, max_length=32),
         doc="Something every participant of the room sees (commands, lifecycle, people, physics).",
+    )
+    registry.register(
+        "surface_damage",
+        Field("vertices", "bytes", max_length=4 * MAX_DAMAGE_VERTICES),
+        Field("levels", "bytes", max_length=MAX_DAMAGE_VERTICES),
+        Field("reset", "bool"),
+        doc="Burn levels (0..255) of surface vertices whose level changed (all of them to a newcomer).",
     )
     registry.register(
         "refused",

@@ -2,7 +2,7 @@
 //
 // State comes from the server's messages (rehearsal/wire.py): `welcome` (who we are, the room's state, progress,
 // annotations, participants), `event`s (commands, people, steps, physics), the snapshot stream (decoded by
-// snapshot_decoder.js, acked like a headset), `refused`. Commands are `command` messages; the server decides
+// snapshot_decoder.js, acked like a headset), `surface_damage` (burn levels the scene colours), `refused`. Commands are `command` messages; the server decides
 // (rehearsal/roles.py): the console is shown to mentors only, but the server refuses whatever a role may not do.
 
 import { RoomLink } from './link.js';
@@ -31,6 +31,7 @@ const state = {
   lastResyncAt: 0,
   missingSeen: 0,
   topologyEpoch: null,
+  burnMessages: 0, // surface_damage messages applied
   events: [],
   refusals: [],
   annotating: false,
@@ -102,6 +103,7 @@ function onMessage(type, fields) {
     case 'welcome': onWelcome(fields); break;
     case 'event': onEvent(fields); break;
     case 'refused': onRefused(fields); break;
+    case 'surface_damage': onSurfaceDamage(fields); break;
     case 'pong': state.rtt = (performance.now() / 1000) - fields.time; break;
     default: break; // input_ack, grasp, release: for headsets
   }
@@ -140,6 +142,20 @@ function requestResync(reason) {
   if (now - state.lastResyncAt < RESYNC_INTERVAL_MS) return;
   state.lastResyncAt = now;
   link.send('snap_resync', { reason });
+}
+
+/** Burn levels of surface vertices (little-endian uint32 mesh vertex ids, one level byte each) to the scene. */
+function onSurfaceDamage(fields) {
+  const { vertices, levels } = fields;
+  if (vertices.length !== 4 * levels.length) {
+    link.reportError(`surface_damage: ${vertices.length} id bytes for ${levels.length} levels`);
+    return;
+  }
+  const view = new DataView(vertices.buffer, vertices.byteOffset, vertices.byteLength);
+  const ids = new Uint32Array(levels.length);
+  for (let i = 0; i < ids.length; i += 1) ids[i] = view.getUint32(4 * i, true);
+  state.burnMessages += 1;
+  scene.setBurns(ids, levels, fields.reset);
 }
 
 function participantEntry(id, info) {
@@ -443,6 +459,7 @@ function join(code, name) {
   state.missingSeen = 0;
   state.participants.clear();
   state.topologyEpoch = null;
+  if (scene) scene.setBurns([], [], true); // a new connection is told the room's burns afresh
   localStorage.setItem('rehearsal.name', name);
   link.connect({ invite: code, name });
 }

@@ -670,8 +670,8 @@ export function registerThinClientTypes(registry) {
 
 /**
  * What the rehearsal server speaks (rehearsal.wire.REHEARSAL_REGISTRY): the snapshot and thin-client types
- * plus welcome, command, event and refused. tests/rehearsal/web/test_messages.py checks it equals Python's
- * field for field: when rehearsal/wire.py changes, change it here too.
+ * plus welcome, command, event, surface_damage and refused. tests/rehearsal/web/test_messages.py checks it equals
+ * Python's field for field: when rehearsal/wire.py changes, change it here too.
  */
 export const REHEARSAL_REGISTRY = registerThinClientTypes(SNAPSHOT_REGISTRY.copy());
 REHEARSAL_REGISTRY.register("welcome", [
@@ -696,6 +696,11 @@ REHEARSAL_REGISTRY.register("event", [
   { name: "by", kind: "int", required: false },
   { name: "instrument", kind: "int", required: false },
   { name: "detail", kind: "map", required: false, maxLength: 32 },
+]);
+REHEARSAL_REGISTRY.register("surface_damage", [
+  { name: "vertices", kind: "bytes", maxLength: 4 * 4096 }, // rehearsal.surface_damage.MAX_DAMAGE_VERTICES
+  { name: "levels", kind: "bytes", maxLength: 4096 },
+  { name: "reset", kind: "bool" },
 ]);
 REHEARSAL_REGISTRY.register("refused", [
   { name: "request", kind: "str", maxLength: 64 },

@@ -1,5 +1,7 @@
 // The 3D view: the tissue surface from the snapshot decoder, instruments with their jaw opening, people's
 // heads and hands with name labels, annotations; an orbit camera or a participant's eyes. three.js (vendored).
+// The tissue is coloured by burn level per mesh vertex (surface_damage messages): healthy -> blanched -> charred,
+// kept by vertex id across topology epochs (cuts and burns rebuild the geometry).
 //
 // Units are metres, +y up (the server's). Rotations from the decoder are (x, y, z, w), as three.js takes them.
 
@@ -12,6 +14,20 @@ const SHAFT_RADIUS = 0.0025;
 const RIGID_INSTRUMENT = 0;
 const RIGID_HEAD = 2;
 const RIGID_HAND = 3;
+const MAX_BURN_LEVEL = 255; // rehearsal.surface_damage.MAX_LEVEL
+const MAX_BURNS = 1 << 22; // vertex ids kept with a level (a mesh has fewer vertices; bad input stops here)
+// Burn colours (sRGB): healthy tissue, coagulated (blanched) at BLANCHED_AT, charred when burned through.
+const HEALTHY = new THREE.Color(0xc8706a);
+const BLANCHED = new THREE.Color(0xd9c2a7);
+const CHARRED = new THREE.Color(0x2a1c14);
+const BLANCHED_AT = 0.45;
+
+/** The tissue colour of a burn level 0..255 (linear RGB, as three.js keeps vertex colours). */
+export function burnColour(level, out = new THREE.Color()) {
+  const t = Math.min(Math.max(level / MAX_BURN_LEVEL, 0), 1);
+  if (t <= BLANCHED_AT) return out.copy(HEALTHY).lerp(BLANCHED, t / BLANCHED_AT);
+  return out.copy(BLANCHED).lerp(CHARRED, (t - BLANCHED_AT) / (1 - BLANCHED_AT));
+}
 
 function kindNumber(kind) {
   if (typeof kind === 'number') return kind;
@@ -49,12 +65,15 @@ export class RoomScene {
     this.tissueGeometry = new THREE.BufferGeometry();
     this.tissue = new THREE.Mesh(
       this.tissueGeometry,
-      new THREE.MeshStandardMaterial({ color: 0xc8706a, roughness: 0.55, metalness: 0.0, side: THREE.DoubleSide }),
+      new THREE.MeshStandardMaterial({
+        color: 0xffffff, vertexColors: true, roughness: 0.55, metalness: 0.0, side: THREE.DoubleSide,
+      }),
     );
     this.tissue.frustumCulled = false;
     this.scene.add(this.tissue);
     this.epoch = null;
     this.indexOf = new Map(); // vertex id -> row in the geometry
+    this.burns = new Map(); // mesh vertex id -> burn level 1..255 (absent: 0), whatever the epoch
     this.vertexCount = 0;
     this.triangleCount = 0;
     this.fitted = false;
@@ -97,12 +116,50 @@ export class RoomScene {
     }
     const geometry = new THREE.BufferGeometry();
     geometry.setAttribute('position', new THREE.BufferAttribute(new Float32Array(ids.length * 3), 3));
+    geometry.setAttribute('color', new THREE.BufferAttribute(new Float32Array(ids.length * 3), 3));
     geometry.setIndex(flat);
     this.tissue.geometry.dispose();
     this.tissue.geometry = geometry;
     this.tissueGeometry = geometry;
     this.triangleCount = flat.length / 3;
     this.epoch = epoch;
+    this._colourAll();
+  }
+
+  /** Burn levels of mesh vertices (ids and levels 0..255 alike long); reset: forget every level first. */
+  setBurns(ids, levels, reset) {
+    if (reset) this.burns.clear();
+    const colour = this.tissueGeometry.getAttribute('color');
+    const c = new THREE.Color();
+    for (let i = 0; i < ids.length; i += 1) {
+      const id = Number(ids[i]);
+      const level = levels[i];
+      if (level > 0 && (this.burns.size < MAX_BURNS || this.burns.has(id))) this.burns.set(id, level);
+      else this.burns.delete(id);
+      const row = reset ? undefined : this.indexOf.get(id);
+      if (colour && row !== undefined) {
+        burnColour(level, c);
+        colour.setXYZ(row, c.r, c.g, c.b);
+      }
+    }
+    if (reset) this._colourAll();
+    else if (colour) colour.needsUpdate = true;
+  }
+
+  /** The burn level the page holds for a mesh vertex (0 when none). */
+  burnLevel(id) {
+    return this.burns.get(Number(id)) || 0;
+  }
+
+  _colourAll() {
+    const colour = this.tissueGeometry.getAttribute('color');
+    if (!colour) return;
+    const c = new THREE.Color();
+    for (const [id, row] of this.indexOf) {
+      burnColour(this.burns.get(id) || 0, c);
+      colour.setXYZ(row, c.r, c.g, c.b);
+    }
+    colour.needsUpdate = true;
   }
 
   /** New vertex positions (layout order, metres): normals are recomputed for the lighting. */
