@@ -7,7 +7,7 @@ Any transport calls three entry points (``rehearsal.links``):
   (request ``connect``) on the link, which is closed ``KICK_DELAY`` later. On success: the state-sync join
   messages (``snap_config``, full ``snap_topology``), ``welcome``, a ``joined`` event to the room, and the
   room starts (lobby -> running) when its first surgeon or mentor joins. ``joined`` / ``left`` events are
-  coalesced per participant in a reconnect storm (``announce_presence``); logs name participants by id only.
+  coalesced per participant in a reconnect storm (``rehearsal.presence``); logs name participants by id only.
 * ``receive(key, message)``: ``input`` (thin-client input packets: each new pose of a hand device goes to
   ``Room.instrument_input``; the head's sets the gaze), ``command`` (``Room.command``; accepted ones are
   broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines; a browser observer's go to
@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
 from rehearsal.links import UDP, Link
 from rehearsal.live_room import Client, LiveRoom, gaze_point
+from rehearsal.presence import Presence
 from rehearsal.roles import Action, Role, decide
 from rehearsal.room import Refusal, RoomFullError
 from rehearsal.sessions import KICK_DELAY, Sessions
@@ -50,20 +50,6 @@ log = logging.getLogger("rehearsal.connections")
 SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs more than avatars do
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
-PRESENCE_WINDOW = 5.0  # s: per participant, at most PRESENCE_EVENTS_PER_WINDOW joined/left events in this time
-PRESENCE_EVENTS_PER_WINDOW = 4  # two reconnects; a storm beyond that is coalesced into its latest state
-OPENS_PER_WINDOW = 10  # connections of one participant per PRESENCE_WINDOW; more are refused before any work
-
-
-@dataclass(slots=True)
-class _Presence:
-    """What the room was last told about one participant (``told``), the latest change and when it was told."""
-
-    latest: tuple[str, dict[str, Any]] | None = None
-    told: str | None = None
-    times: deque[float] = field(default_factory=lambda: deque(maxlen=PRESENCE_EVENTS_PER_WINDOW))
-    timer: Any = None
-    opens: deque[float] = field(default_factory=lambda: deque(maxlen=OPENS_PER_WINDOW))  # connections lately
 
 
 def _names_a_hand(packet: bytes) -> bool:
@@ -108,7 +94,9 @@ class Connections:
         self.clients: dict[int, Client] = {}
         self.budgets: dict[int, ConnectionBudget] = {}  # by link key: what each connection may still ask for
         self.room_budgets: dict[str, TokenBucket] = {}  # by session: the input samples of a whole room
-        self.presence: dict[tuple[str, int], _Presence] = {}  # (session, participant): joined/left told lately
+        self.presence = Presence(
+            reactor, clock, counters, is_live=lambda live: sessions.rooms.get(live.room.session) is live
+        )
         sessions.on_room_closed = self.drop_room
 
     # --- the transport's entry points --------------------------------------------------------------------
@@ -120,7 +108,8 @@ class Connections:
             self.refuse_link(link, "unknown or ended session")
             return
         room = live.room
-        if not self.may_open(identity):  # before any work for it (join messages carry the whole topology)
+        # before any work for it (join messages carry the whole topology)
+        if not self.presence.may_open(identity.session, identity.participant):
             self.counters["budget_refused_reconnect_rate"] += 1
             self.refuse_link(link, "reconnecting too often: wait a few seconds")
             return
@@ -163,7 +152,7 @@ class Connections:
         }
         link.send(Channel.RELIABLE, Message("welcome", welcome))
         link.send(Channel.RELIABLE, self.roster(live, identity.participant))
-        self.announce_presence(
+        self.presence.announce(
             live,
             identity.participant,
             "joined",
@@ -254,66 +243,9 @@ class Connections:
             live.observers.discard(key)
         live.room.leave(client.identity.participant)
         who = client.identity.participant
-        self.announce_presence(live, who, "left", {"participant": who, "reason": reason[:64]})
+        self.presence.announce(live, who, "left", {"participant": who, "reason": reason[:64]})
         if not any(p.connected for p in live.room.participants.values()):
             live.empty_since = self.clock()
-
-    def may_open(self, identity: Identity) -> bool:
-        """At most ``OPENS_PER_WINDOW`` connections of one participant per ``PRESENCE_WINDOW`` (a headset that
-        reconnects more often than that is broken or an attacker; each open sends the whole topology)."""
-        key = (identity.session, identity.participant)
-        presence = self.presence.get(key)
-        if presence is None:
-            presence = self.presence[key] = _Presence()
-        now = self.clock()
-        opens = presence.opens
-        while opens and now - opens[0] >= PRESENCE_WINDOW:
-            opens.popleft()
-        if len(opens) >= OPENS_PER_WINDOW:
-            return False
-        opens.append(now)
-        return True
-
-    # --- presence: joined / left, coalesced per participant ------------------------------------------------
-
-    def announce_presence(self, live: LiveRoom, participant: int, kind: str, detail: dict[str, Any]) -> None:
-        """A ``joined`` or ``left`` event, at most ``PRESENCE_EVENTS_PER_WINDOW`` per participant in
-        ``PRESENCE_WINDOW``: beyond that (a reconnect storm) the changes are coalesced, and when the window
-        has passed one event tells the room the participant's latest state if it differs from the last told."""
-        key = (live.room.session, participant)
-        presence = self.presence.get(key)
-        if presence is None:
-            presence = self.presence[key] = _Presence()
-        now = self.clock()
-        presence.latest = (kind, detail)
-        times = presence.times
-        while times and now - times[0] >= PRESENCE_WINDOW:
-            times.popleft()
-        if presence.timer is None and len(times) < PRESENCE_EVENTS_PER_WINDOW:
-            self._tell_presence(live, participant, presence, now)
-            return
-        self.counters["budget_refused_presence_events"] += 1  # coalesced, not sent
-        if presence.timer is None:
-            delay = max(0.0, PRESENCE_WINDOW - (now - times[0])) if times else 0.0
-            presence.timer = self.reactor.callLater(delay, self._flush_presence, live, participant)
-
-    def _flush_presence(self, live: LiveRoom, participant: int) -> None:
-        presence = self.presence.get((live.room.session, participant))
-        if presence is None:
-            return
-        presence.timer = None
-        if live.ending or self.sessions.rooms.get(live.room.session) is not live:
-            return
-        if presence.latest is not None and presence.latest[0] != presence.told:
-            self._tell_presence(live, participant, presence, self.clock())
-
-    @staticmethod
-    def _tell_presence(live: LiveRoom, participant: int, presence: _Presence, now: float) -> None:
-        assert presence.latest is not None
-        kind, detail = presence.latest
-        live.broadcast_event(kind, by=participant, detail=detail)
-        presence.told = kind
-        presence.times.append(now)
 
     # --- refusing and disconnecting ----------------------------------------------------------------------
 
@@ -352,10 +284,7 @@ class Connections:
     def drop_room(self, live: LiveRoom) -> None:
         """A closed room's clients are forgotten (no ``left`` events) and disconnected."""
         self.room_budgets.pop(live.room.session, None)
-        for key in [k for k in self.presence if k[0] == live.room.session]:
-            timer = self.presence.pop(key).timer
-            if timer is not None and timer.active():
-                timer.cancel()
+        self.presence.drop_session(live.room.session)
         for key, client in list(live.clients.items()):
             self.clients.pop(key, None)
             self.budgets.pop(key, None)

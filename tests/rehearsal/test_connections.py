@@ -247,7 +247,7 @@ def test_a_full_room_refuses_newcomers_but_not_returning_people_nor_another_room
 def test_a_reconnect_storm_is_coalesced_and_the_room_learns_the_latest_state(server, caplog):
     import logging
 
-    from rehearsal.connections import OPENS_PER_WINDOW, PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
+    from rehearsal.presence import OPENS_PER_WINDOW, PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
 
     session = _room(server)
     watcher = RecordingLink()
@@ -272,7 +272,7 @@ def test_a_reconnect_storm_is_coalesced_and_the_room_learns_the_latest_state(ser
 
 
 def test_a_coalesced_change_is_told_when_the_window_passes(server):
-    from rehearsal.connections import PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
+    from rehearsal.presence import PRESENCE_EVENTS_PER_WINDOW, PRESENCE_WINDOW
 
     session = _room(server)
     watcher = RecordingLink()

@@ -10,7 +10,7 @@ REHEARSAL = Path(__file__).resolve().parents[2] / "rehearsal"
 LAYERS = [
     ["links", "hands"],
     ["live_room"],
-    ["publishing"],
+    ["publishing", "presence"],
     ["sessions"],
     ["connections"],
     ["udp_transport", "status"],
