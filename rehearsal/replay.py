@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rehearsal.recording import RecordingError, control_from_rows, read_recording
+from rehearsal.recording import RecordingError, control_from_rows, read_recording, sample_times_from
 from rehearsal.room import Room
 from rehearsal.scenario import ScenarioError, load_scenario
 
@@ -31,7 +31,7 @@ def replay(path: Path, on_tick: Callable[[Room], None] | None = None, max_ticks:
             valid_dt = isinstance(dt, float) and 0 < dt <= 1
             if not (valid_dt and isinstance(substeps, int) and 1 <= substeps <= MAX_SUBSTEPS):
                 raise RecordingError(f"{path}: malformed tick record")
-            room.advance(dt, substeps, control_from_rows(record.get("c")))
+            room.advance(dt, substeps, control_from_rows(record.get("c")), sample_times_from(record))
             ticks += 1
             if on_tick is not None:
                 on_tick(room)
