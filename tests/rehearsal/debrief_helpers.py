@@ -11,15 +11,19 @@ from rehearsal.room import Room
 from rehearsal.scenario import load_scenario
 
 
-def cut_session(data_dir: Path, session: str = "s-cut", seconds: float = 2.6) -> Room:
-    """The lead surgeon (tracked at ~90 Hz with jitter) snips the block with scissors the nurse handed over;
-    the mentor annotates and injects a complication. Saved to ``data_dir``'s results store."""
+def cut_session(data_dir: Path, session: str = "s-cut", seconds: float = 2.6, assistant: bool = False) -> Room:
+    """The lead surgeon (tracked at ~80 Hz at uneven times) snips the block with scissors the nurse handed
+    over; the mentor annotates and injects a complication; with ``assistant``, an assistant surgeon grasps
+    and lifts the block's edge too. Saved to ``data_dir``'s results store."""
     scenario = load_scenario("basic_skills")
     room = Room(session, scenario)
     room.recorder = Recorder(data_dir / "recordings" / f"{session}.rec", session, scenario)
     room.join(Identity(session, 1, Role.LEAD_SURGEON, "Dr. Lead"))
     room.join(Identity(session, 2, Role.SCRUB_NURSE, "Nurse"))
     room.join(Identity(session, 3, Role.MENTOR, "Mentor"))
+    if assistant:
+        room.join(Identity(session, 4, Role.ASSISTANT_SURGEON, "Dr. Assist"))
+    helper = SurgeonScript(x=-0.012, lift=0.012, start=0.5)
     room.start()
     assert room.command(2, "hand_instrument", to=1, hand="right", kind="scissors") is None
     script = SurgeonScript(x=0.0025)
@@ -29,6 +33,9 @@ def cut_session(data_dir: Path, session: str = "s-cut", seconds: float = 2.6) ->
             sample_time += 0.0105 + 0.002 * ((k * 7) % 5) / 5
             position, jaw = script.pose(room.elapsed)
             room.instrument_input(1, "right", position, script.rotation, jaw, sample_time=sample_time)
+            if assistant:
+                position, jaw = helper.pose(room.elapsed)
+                room.instrument_input(4, "right", position, helper.rotation, jaw, sample_time=sample_time)
         if k == 20:
             assert room.command(3, "annotate", position=[0.0, 0.02, 0.0], text="cut here") is None
         if k == 40:

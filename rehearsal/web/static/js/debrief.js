@@ -173,7 +173,8 @@ function togglePlay() {
 function describe(e) {
   const who = e.name ? `${e.name}${e.hand ? ` (${e.hand})` : ''}` : (e.participant !== undefined ? `#${e.participant}` : '');
   const d = e.detail || {};
-  const what = d.step || d.title || d.complication || d.id || d.action || d.text || '';
+  const subject = d.title || d.step || d.complication || d.id || d.text || d.kind || '';
+  const what = [d.action, subject].filter((x) => x !== undefined && x !== '').join(' ');
   return `${e.t.toFixed(2)} s  ${e.kind}${what ? `: ${what}` : ''}${who ? ` by ${who}` : ''}`;
 }
 
@@ -325,7 +326,8 @@ function buildResults() {
         const cell = row.insertCell();
         const value = entry.metrics ? entry.metrics[name] : undefined;
         cell.dataset.metric = name;
-        cell.textContent = value === undefined ? '' : String(value);
+        cell.dataset.value = value === undefined ? '' : String(value); // exact, as stored
+        cell.textContent = value === undefined ? '' : (Number.isInteger(value) ? String(value) : Number(value).toPrecision(4));
         if (name in (entry.checks || {})) cell.className = entry.checks[name] ? 'pass' : 'fail';
       }
       const verdict = row.insertCell();
