@@ -50,7 +50,8 @@ def open_debrief(page, server: ServerProcess, session: str = "s-cut", credential
 
 ROWS_JS = """() => [...document.querySelectorAll('#results tr[data-hand]')].map((r) => ({
   participant: r.dataset.participant, hand: r.dataset.hand, passed: r.dataset.passed,
-  cells: Object.fromEntries([...r.querySelectorAll('td[data-metric]')].map((c) => [c.dataset.metric, c.dataset.value || c.textContent])),
+  cells: Object.fromEntries([...r.querySelectorAll('td[data-metric]')]
+    .map((c) => [c.dataset.metric, c.dataset.value || c.textContent])),
 }))"""
 
 
