@@ -10,7 +10,7 @@ KERNEL_HASH := $(shell find physics netcode -name '*.py' | sort | xargs cat | ck
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
 .PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web clean \
-	load-capacity load-impaired load-soak load-faults
+	load-capacity load-impaired load-soak load-faults load-crash load-attack
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,7 @@ $(LOAD_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,load]'
 	touch $(LOAD_STAMP)
 
-load-capacity load-impaired load-soak load-faults: $(LOAD_STAMP)
+load-capacity load-impaired load-soak load-faults load-crash load-attack: $(LOAD_STAMP)
 	$(PY) -m loadtests $(@:load-%=%) $(ARGS)
 
 clean:

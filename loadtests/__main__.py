@@ -1,4 +1,4 @@
-"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults (see loadtests/README.md).
+"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults, crash (see loadtests/README.md).
 
 Each run is a ``RunCommand``: the flags every run has (``--scenario`` with the run's default, ``--out``), its
 own flags, and its function (``loadtests.run`` is the skeleton the functions share), imported only when the
@@ -106,6 +106,11 @@ def _faults(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flood-seconds", type=float, default=20.0, help="length of the garbage flood (default 20)")
 
 
+def _attack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attack-seconds", type=float, default=8.0, help="length of each attack (default 8)")
+    p.add_argument("--only", default=None, help="comma-separated attacks to run (default: all)")
+
+
 COMMANDS = [
     RunCommand(
         "capacity",
@@ -134,6 +139,19 @@ COMMANDS = [
         "loadtests.faults:run_faults",
         "block_5k",
         _faults,
+    ),
+    RunCommand(
+        "crash",
+        "SIGKILL the server mid-session; the team is back in the same session within 10 s",
+        "loadtests.crash:run_crash",
+        "basic_skills",
+    ),
+    RunCommand(
+        "attack",
+        "issue 19's attacks one at a time; a witness in another room keeps 55 snapshots/s, gaps <= 100 ms",
+        "loadtests.attack:run_attack",
+        "basic_skills",
+        _attack,
     ),
 ]
 

@@ -24,6 +24,7 @@ metric *names* never depends on the app's state)::
         "drops": {"bad_mac": 3, "replay": 1, ...},                 # dropped packets by reason
         "rejected_inputs": {"nonfinite": 1, "too_fast": 4, ...},   # rejected inputs by reason
         "handshakes": {"accepted": 10, "refused": 1, ...},         # handshakes by outcome
+        "refusals": {"input_samples": 3, "commands": 1, ...},      # work refused over a budget, by reason
         "solver": {"inverted": 0, "clamped": 2},                   # solver health events by kind
         "ticks": 100000,                                           # ticks run (monotonic)
         "tick_overruns": 12,                                       # ticks over budget (monotonic)
@@ -33,7 +34,9 @@ metric *names* never depends on the app's state)::
         "websocket_bytes_sent": 123456,                            # to browser pages (monotonic)
         "page_errors": 2,                                          # errors pages reported (monotonic)
         "room_stats": {                                            # per room (label `session`), at most
-            "s-abc": {                                             #   MAX_ROOM_SERIES rooms
+            "s-abc": {                                             #   MAX_ROOM_SERIES rooms; the key is
+                                                                   #   the label: the app gives an opaque
+                                                                   #   one (scrapes are anonymous)
                 "scenario": "basic_skills", "state": "running",
                 "participants": {"lead_surgeon": 1},               # connected, by role
                 "substeps": 20, "degraded": False,
@@ -100,6 +103,13 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
     ("rehearsal_dropped_packets_total", "counter", "reason", "drops", "Packets dropped, by reason."),
     ("rehearsal_rejected_inputs_total", "counter", "reason", "rejected_inputs", "Instrument inputs rejected."),
     ("rehearsal_handshakes_total", "counter", "outcome", "handshakes", "Connection handshakes, by outcome."),
+    (
+        "rehearsal_refusals_total",
+        "counter",
+        "reason",
+        "refusals",
+        "Requests refused before any work (a budget spent, a bound exceeded), by reason.",
+    ),
     ("rehearsal_solver_events_total", "counter", "kind", "solver", "Solver health events (inverted/clamped)."),
     ("rehearsal_ticks_total", "counter", None, "ticks", "Room ticks run."),
     ("rehearsal_tick_overruns_total", "counter", None, "tick_overruns", "Room ticks that overran their budget."),

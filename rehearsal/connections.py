@@ -6,12 +6,15 @@ Any transport calls three entry points (``rehearsal.links``):
   draining unless already in the room, ``Room.join``'s own refusals). A refusal is a reliable ``refused``
   (request ``connect``) on the link, which is closed ``KICK_DELAY`` later. On success: the state-sync join
   messages (``snap_config``, full ``snap_topology``), ``welcome``, a ``joined`` event to the room, and the
-  room starts (lobby -> running) when its first surgeon or mentor joins.
+  room starts (lobby -> running) when its first surgeon or mentor joins. ``joined`` / ``left`` events are
+  coalesced per participant in a reconnect storm (``announce_presence``); logs name participants by id only.
 * ``receive(key, message)``: ``input`` (thin-client input packets: each new pose of a hand device goes to
   ``Room.instrument_input``; the head's sets the gaze), ``command`` (``Room.command``; accepted ones are
   broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines; a browser observer's go to
   the room's shared observer stream, ``rehearsal.observer_stream``), ``ping`` (``pong``).
   Refusals are counted and answered with ``refused`` at most once per ``REFUSAL_INTERVAL`` per request kind.
+  Every input and command is paid for from the connection's work budget (``rehearsal.budget``) before any
+  of it is decoded or done; command arguments are bounded by ``rehearsal.wire.COMMAND_ARGS`` first.
 * ``closed(key, reason)``: the client went away: it leaves its room (a ``left`` event).
 """
 
@@ -19,32 +22,54 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from netcode.messaging.channels import Channel
 from netcode.messaging.connection import Delivery
-from netcode.messaging.messages import Message
+from netcode.messaging.messages import Message, MessageError
 from netcode.protocol.inputs import InputPacketError
 from netcode.protocol.poses import RigidPose
 from netcode.sync.snapshot_codec import budget_for_rate
+from rehearsal.budget import OVERSPEND_SECONDS, ConnectionBudget, TokenBucket, room_budget
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
 from rehearsal.links import UDP, Link
 from rehearsal.live_room import Client, LiveRoom, gaze_point
-from rehearsal.roles import Action, Role
-from rehearsal.room import Refusal
+from rehearsal.roles import Action, Role, decide
+from rehearsal.room import Refusal, RoomFullError
 from rehearsal.sessions import KICK_DELAY, Sessions
-from rehearsal.wire import DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
+from rehearsal.wire import COMMAND_ARGS, DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
 
 log = logging.getLogger("rehearsal.connections")
 
 SNAPSHOT_BITS_PER_SECOND = 1_500_000  # per client; the tissue surface needs more than avatars do
 REFUSAL_INTERVAL = 0.5  # s: at most one `refused` per connection and request kind in this time
 STARTS_ROOM = frozenset({Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON, Role.MENTOR})
+PRESENCE_WINDOW = 5.0  # s: per participant, at most PRESENCE_EVENTS_PER_WINDOW joined/left events in this time
+PRESENCE_EVENTS_PER_WINDOW = 4  # two reconnects; a storm beyond that is coalesced into its latest state
+OPENS_PER_WINDOW = 10  # connections of one participant per PRESENCE_WINDOW; more are refused before any work
+
+
+@dataclass(slots=True)
+class _Presence:
+    """What the room was last told about one participant (``told``), the latest change and when it was told."""
+
+    latest: tuple[str, dict[str, Any]] | None = None
+    told: str | None = None
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=PRESENCE_EVENTS_PER_WINDOW))
+    timer: Any = None
+    opens: deque[float] = field(default_factory=lambda: deque(maxlen=OPENS_PER_WINDOW))  # connections lately
+
+
+def _names_a_hand(packet: bytes) -> bool:
+    """Whether an input packet's header lists a hand device (its device ids follow the 8-byte header)."""
+    count = packet[1] if len(packet) > 1 else 0
+    return any(device in HAND_OF_DEVICE for device in packet[8 : 8 + min(count, 16)])
 
 
 MAX_ROSTER = 256  # participants listed in a joiner's roster event
@@ -81,6 +106,9 @@ class Connections:
         self.clock = clock
         self.server_time = server_time
         self.clients: dict[int, Client] = {}
+        self.budgets: dict[int, ConnectionBudget] = {}  # by link key: what each connection may still ask for
+        self.room_budgets: dict[str, TokenBucket] = {}  # by session: the input samples of a whole room
+        self.presence: dict[tuple[str, int], _Presence] = {}  # (session, participant): joined/left told lately
         sessions.on_room_closed = self.drop_room
 
     # --- the transport's entry points --------------------------------------------------------------------
@@ -92,16 +120,24 @@ class Connections:
             self.refuse_link(link, "unknown or ended session")
             return
         room = live.room
+        if not self.may_open(identity):  # before any work for it (join messages carry the whole topology)
+            self.counters["budget_refused_reconnect_rate"] += 1
+            self.refuse_link(link, "reconnecting too often: wait a few seconds")
+            return
         if self.sessions.draining and identity.participant not in room.participants:
             self.refuse_link(link, "the server is draining")  # those already in may come back
             return
         try:
             participant = room.join(identity)
         except ValueError as exc:
+            if isinstance(exc, RoomFullError):
+                self.counters["budget_refused_room_full"] += 1
             self.refuse_link(link, str(exc))
             return
         client = Client(link, identity)
         self.clients[link.key] = client
+        self.budgets[link.key] = ConnectionBudget()
+        self.room_budgets.setdefault(identity.session, room_budget())
         live.add(client)
         self.counters["connects"] += 1
         hands = {hand: live.object_id(identity.participant, hand) for hand in participant.hands}
@@ -127,10 +163,11 @@ class Connections:
         }
         link.send(Channel.RELIABLE, Message("welcome", welcome))
         link.send(Channel.RELIABLE, self.roster(live, identity.participant))
-        live.broadcast_event(
+        self.announce_presence(
+            live,
+            identity.participant,
             "joined",
-            by=identity.participant,
-            detail={
+            {
                 "participant": identity.participant,
                 "role": identity.role.value,
                 "name": identity.name,
@@ -139,10 +176,10 @@ class Connections:
         )
         if identity.role in STARTS_ROOM and room.state is RoomState.LOBBY and room.start() is None:
             live.broadcast_event("started", detail={"state": room.state.value})
-        log.info(
-            "session %s: %s joined as %s (%s link %d)",
+        log.info(  # participant id, never the display name (names are personal data: shown, not logged)
+            "session %s: participant %d joined as %s (%s link %d)",
             identity.session,
-            identity.name,
+            identity.participant,
             identity.role.value,
             link.transport,
             link.key,
@@ -204,6 +241,7 @@ class Connections:
     def closed(self, key: int, reason: str) -> None:
         """The client of a link went away: it leaves its room (its instruments are withdrawn)."""
         client = self.clients.pop(key, None)
+        self.budgets.pop(key, None)
         if client is None:
             return
         self.counters["disconnects"] += 1
@@ -216,9 +254,66 @@ class Connections:
             live.observers.discard(key)
         live.room.leave(client.identity.participant)
         who = client.identity.participant
-        live.broadcast_event("left", by=who, detail={"participant": who, "reason": reason})
+        self.announce_presence(live, who, "left", {"participant": who, "reason": reason[:64]})
         if not any(p.connected for p in live.room.participants.values()):
             live.empty_since = self.clock()
+
+    def may_open(self, identity: Identity) -> bool:
+        """At most ``OPENS_PER_WINDOW`` connections of one participant per ``PRESENCE_WINDOW`` (a headset that
+        reconnects more often than that is broken or an attacker; each open sends the whole topology)."""
+        key = (identity.session, identity.participant)
+        presence = self.presence.get(key)
+        if presence is None:
+            presence = self.presence[key] = _Presence()
+        now = self.clock()
+        opens = presence.opens
+        while opens and now - opens[0] >= PRESENCE_WINDOW:
+            opens.popleft()
+        if len(opens) >= OPENS_PER_WINDOW:
+            return False
+        opens.append(now)
+        return True
+
+    # --- presence: joined / left, coalesced per participant ------------------------------------------------
+
+    def announce_presence(self, live: LiveRoom, participant: int, kind: str, detail: dict[str, Any]) -> None:
+        """A ``joined`` or ``left`` event, at most ``PRESENCE_EVENTS_PER_WINDOW`` per participant in
+        ``PRESENCE_WINDOW``: beyond that (a reconnect storm) the changes are coalesced, and when the window
+        has passed one event tells the room the participant's latest state if it differs from the last told."""
+        key = (live.room.session, participant)
+        presence = self.presence.get(key)
+        if presence is None:
+            presence = self.presence[key] = _Presence()
+        now = self.clock()
+        presence.latest = (kind, detail)
+        times = presence.times
+        while times and now - times[0] >= PRESENCE_WINDOW:
+            times.popleft()
+        if presence.timer is None and len(times) < PRESENCE_EVENTS_PER_WINDOW:
+            self._tell_presence(live, participant, presence, now)
+            return
+        self.counters["budget_refused_presence_events"] += 1  # coalesced, not sent
+        if presence.timer is None:
+            delay = max(0.0, PRESENCE_WINDOW - (now - times[0])) if times else 0.0
+            presence.timer = self.reactor.callLater(delay, self._flush_presence, live, participant)
+
+    def _flush_presence(self, live: LiveRoom, participant: int) -> None:
+        presence = self.presence.get((live.room.session, participant))
+        if presence is None:
+            return
+        presence.timer = None
+        if live.ending or self.sessions.rooms.get(live.room.session) is not live:
+            return
+        if presence.latest is not None and presence.latest[0] != presence.told:
+            self._tell_presence(live, participant, presence, self.clock())
+
+    @staticmethod
+    def _tell_presence(live: LiveRoom, participant: int, presence: _Presence, now: float) -> None:
+        assert presence.latest is not None
+        kind, detail = presence.latest
+        live.broadcast_event(kind, by=participant, detail=detail)
+        presence.told = kind
+        presence.times.append(now)
 
     # --- refusing and disconnecting ----------------------------------------------------------------------
 
@@ -256,8 +351,14 @@ class Connections:
 
     def drop_room(self, live: LiveRoom) -> None:
         """A closed room's clients are forgotten (no ``left`` events) and disconnected."""
+        self.room_budgets.pop(live.room.session, None)
+        for key in [k for k in self.presence if k[0] == live.room.session]:
+            timer = self.presence.pop(key).timer
+            if timer is not None and timer.active():
+                timer.cancel()
         for key, client in list(live.clients.items()):
             self.clients.pop(key, None)
+            self.budgets.pop(key, None)
             live.discard(key)
             client.link.close("the session ended")
 
@@ -275,7 +376,39 @@ class Connections:
     # --- input and commands ------------------------------------------------------------------------------
 
     def on_input(self, client: Client, live: LiveRoom, packet: bytes) -> None:
-        """A thin-client input packet: each new hand pose to the room, the head's as the gaze."""
+        """A thin-client input packet: each new hand pose to the room, the head's as the gaze.
+
+        The work is paid for first (``rehearsal.budget``): the packet's bytes, then its new samples (read from
+        the header) from the connection's and the room's buckets; a role that drives no instrument decodes only
+        the newest sample's head pose, at most ``GAZE_UPDATES_PER_SECOND``. A refusal is counted by reason."""
+        now = self.clock()
+        budget = self.budgets.get(client.key)
+        if budget is None:
+            return
+        if not budget.input_bytes.take(len(packet), now):
+            self.over_budget(client, "input_bytes")
+            return
+        pid = client.identity.participant
+        room = live.room
+        participant = room.participants.get(pid)
+        if participant is None or not participant.hands:  # drives nothing: the head pose for gaze, bounded
+            if _names_a_hand(packet):  # read from the header: refused without decoding a pose
+                self.counters["budget_refused_role"] += 1
+                decision = decide(client.identity.role, Action.DRIVE_INSTRUMENT)
+                self.refuse(client, "input", decision.reason or "no instrument in your hands")
+            if not budget.gaze.take(1, now):
+                self.over_budget(client, "gaze_rate", answer=False)
+                return
+            self.decode_gaze(client, live, packet)
+            return
+        fresh = client.inputs.new_samples(packet)
+        if fresh and not budget.input_samples.take(fresh, now):
+            self.over_budget(client, "input_samples")
+            return
+        room_bucket = self.room_budgets.get(client.session)
+        if fresh and room_bucket is not None and not room_bucket.take(fresh, now):
+            self.over_budget(client, "room_input_samples", own=False)
+            return
         try:
             samples = client.inputs.receive(packet, self.server_time())
         except InputPacketError as exc:
@@ -283,8 +416,7 @@ class Connections:
             self.refuse(client, "input", f"malformed input packet: {exc}")
             return
         devices = client.inputs.devices or ()
-        pid = client.identity.participant
-        room = live.room
+        received_at = self.server_time()
         for sample in samples:
             for device, pose in zip(devices, sample.poses, strict=True):
                 hand = HAND_OF_DEVICE.get(device)
@@ -302,16 +434,65 @@ class Connections:
                     pose.jaw,
                     pose.energy,
                     sample.client_time,
+                    received_at=received_at,
                 )
                 if refusal is not None:
                     self.counters["input_refused"] += 1
                     self.refuse(client, "input", refusal.reason)
+
+    def decode_gaze(self, client: Client, live: LiveRoom, packet: bytes) -> None:
+        """The newest head pose of a packet from someone who drives nothing (their hands are not decoded)."""
+        try:
+            samples = client.inputs.receive(packet, self.server_time(), newest_only=True)
+        except InputPacketError as exc:
+            self.counters["input_malformed"] += 1
+            self.refuse(client, "input", f"malformed input packet: {exc}")
+            return
+        devices = client.inputs.devices or ()
+        if samples and DEVICE_HEAD in devices:
+            head = samples[-1].poses[devices.index(DEVICE_HEAD)]
+            if head is not None:
+                client.gaze = gaze_point(head, live.room.workspace)
+
+    def over_budget(self, client: Client, reason: str, *, answer: bool = True, own: bool = True) -> None:
+        """Work refused unprocessed because a budget is spent: counted by reason (``budget_refused_<reason>``).
+        Answered (``answer``) requests of the connection's own budget (``own``; not the room's, which others
+        spend too) are ones a headset should never need: a connection that keeps making them for
+        ``OVERSPEND_SECONDS`` is disconnected (``budget_refused_disconnected``)."""
+        self.counters[f"budget_refused_{reason}"] += 1
+        if not answer:
+            return  # expected throttling (an observer's head poses beyond the gaze rate)
+        self.refuse(client, "input" if reason != "commands" else "command", f"too much {reason.replace('_', ' ')}")
+        budget = self.budgets.get(client.key)
+        if own and budget is not None and budget.overspent(self.clock()) >= OVERSPEND_SECONDS:
+            self.counters["budget_refused_disconnected"] += 1
+            self.budgets.pop(client.key, None)  # refused unprocessed until the close takes effect
+            log.warning(
+                "session %s: participant %d disconnected: over its work budget (%s)",
+                client.session,
+                client.identity.participant,
+                reason,
+            )
+            client.link.close("over its work budget")
 
     def on_command(self, client: Client, live: LiveRoom, fields: dict[str, Any]) -> None:
         """A command: refused (with the command's id), or done and broadcast as an ``event``."""
         action, args, request_id = fields["action"], fields.get("args") or {}, fields.get("id")
         pid = client.identity.participant
         request = f"command:{action}"[:64]
+        budget = self.budgets.get(client.key)
+        if budget is None:
+            return  # being disconnected
+        if not budget.commands.take(1, self.clock()):
+            self.over_budget(client, "commands")
+            return
+        try:  # every argument bounded before the command runs (its event then always fits the encoder)
+            args = COMMAND_ARGS.validate(action, args) if action in COMMAND_ARGS else {}  # else: the room refuses
+        except MessageError as exc:
+            self.counters["commands_bad_arguments"] += 1
+            self.counters["budget_refused_command_arguments"] += 1
+            self.refuse(client, request, f"{action}: unexpected arguments ({exc})", request_id)
+            return
         try:
             refusal = live.room.command(pid, action, **args)
         except TypeError:

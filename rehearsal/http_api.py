@@ -8,7 +8,8 @@
                                                                  (a connection they still hold is closed)
 
 A ticket is {"token" (base64 of the 2048-byte netcode connect token), "session", "participant", "role",
-"name", "rejoin_code", "expires_in"}. Errors are JSON {"error": text}: 400 malformed request, 403 refused
+"name", "rejoin_code", "expires_in"}. Errors are JSON {"error": text}: 400 malformed request (not JSON, not an
+object, nested deeper than ``MAX_JSON_DEPTH``), 413 body over ``MAX_BODY_BYTES``, 403 refused
 invite, 401 bad admin credential (no detail; repeated failures from one address get 429 for a while),
 503 while the server drains (no new sessions, joins or rejoins). The admin credential check is the
 composition root's ``ops.auth.AdminGate`` (this module only knows its ``check(request)``).
@@ -29,6 +30,7 @@ from rehearsal.invites import InviteError
 from rehearsal.join_service import JoinService, Ticket
 
 MAX_BODY_BYTES = 4096
+MAX_JSON_DEPTH = 8  # our bodies are flat objects; a deeper one is refused before it is parsed
 DEFAULT_INVITE_USES = 16  # people who may join with each role's invite (a class of observers: ask for more)
 MAX_INVITE_USES = 1000
 
@@ -46,13 +48,27 @@ class _RequestError(Exception):
         self.status = status
 
 
+def _nesting(raw: bytes) -> int:
+    """The deepest bracket nesting of a JSON text (brackets inside strings count too: an upper bound)."""
+    depth = deepest = 0
+    for byte in raw:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def _json_body(request: Request) -> dict[str, Any]:
     raw = request.content.read(MAX_BODY_BYTES + 1) if request.content is not None else b""
     if len(raw) > MAX_BODY_BYTES:
         raise _RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    if _nesting(raw) > MAX_JSON_DEPTH:  # before parsing: deep nesting would exhaust the parser's recursion
+        raise _RequestError(400, f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _RequestError(400, "request body is not JSON") from None
     if not isinstance(body, dict):
         raise _RequestError(400, "request body must be a JSON object")
@@ -159,7 +175,10 @@ class SessionsResource(_JsonPost):
             session = self.create_session(scenario)
         except ValueError as exc:
             raise _RequestError(400, str(exc)) from None
-        invites = self.service.invite_team(session, uses=uses)
+        try:
+            invites = self.service.invite_team(session, uses=uses)  # on failure the room is discarded
+        except InviteError as exc:
+            raise _RequestError(503, str(exc)) from None
         return 201, {
             "session": session,
             "scenario": scenario,

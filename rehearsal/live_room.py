@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from netcode.messaging.channels import Channel
-from netcode.messaging.messages import Message
+from netcode.messaging.fragments import DEFAULT_MAX_MESSAGE_SIZE
+from netcode.messaging.messages import Message, MessageError
 from netcode.protocol.inputs import InputReceiver
 from netcode.protocol.poses import RigidPose, rotate
 from netcode.sync.patches import PatchLayout, make_patches
@@ -30,7 +31,7 @@ from rehearsal.links import UDP, Link
 from rehearsal.observer_stream import ObserverGroup
 from rehearsal.room import Room
 from rehearsal.ticking import RoomThread, RoomTicker
-from rehearsal.wire import plain
+from rehearsal.wire import REHEARSAL_REGISTRY, plain
 
 GAZE_DISTANCE = 0.45  # m: a standing surgeon's eyes to the operating field
 # Instrument object ids start here so they never equal a tissue patch's id (its index in the layout):
@@ -41,6 +42,7 @@ HEAD_OBJECT_BASE = 49152
 MAX_HEAD_OBJECTS = 0xFFFF - HEAD_OBJECT_BASE + 1
 ACK_WINDOW = 128  # snapshots behind the newest acked one whose acks the server remembers (a few RTTs' worth)
 _ACK_MASK = (1 << ACK_WINDOW) - 1
+MAX_EVENT_BYTES = min(DEFAULT_MAX_MESSAGE_SIZE, REHEARSAL_REGISTRY.max_encoded_size)  # what a channel carries
 MAX_REFUSAL_KINDS = 64  # per client: the request kinds whose last refusal time is kept
 
 
@@ -174,7 +176,16 @@ class LiveRoom:
             fields["instrument"] = instrument
         if detail:
             fields["detail"] = plain(detail)
-        self.broadcast(Channel.RELIABLE, Message("event", fields))
+        message = Message("event", fields)
+        try:  # one that cannot be sent is counted, never raised into the transport
+            size = len(REHEARSAL_REGISTRY.encode(message))
+        except MessageError:
+            self.counters["events_refused_invalid"] += 1
+            return
+        if size > MAX_EVENT_BYTES:
+            self.counters["events_refused_too_large"] += 1
+            return
+        self.broadcast(Channel.RELIABLE, message)
         self.counters["events"] += 1
 
     def physics_event(self, kind: str, instrument: int | None, by: int | None, detail: dict | None) -> None:

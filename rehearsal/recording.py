@@ -117,11 +117,18 @@ def sample_times_from(record: dict[str, Any]) -> dict[int, float]:
 class Recorder:
     """Appends one room's records to a file (owner-only permissions: recordings show what people did)."""
 
-    def __init__(self, path: Path, session: str, scenario: Scenario, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        path: Path,
+        session: str,
+        scenario: Scenario,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        resume_at: dict | None = None,
+    ) -> None:
+        """A new recording, or (``resume_at``: a ``position()`` taken earlier) the same file cut back to that
+        position and continued: a room resumed from a checkpoint records on from the checkpoint's tick."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[bytes] | None = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 (closed in close())
-        path.chmod(0o600)
         self.max_bytes = max_bytes
         self.bytes = 0
         self.records = 0
@@ -129,8 +136,31 @@ class Recorder:
         # Commands arrive on the reactor thread, ticks are written on the room's thread: commands wait here
         # (deque appends are thread-safe) and the next tick or close() writes them, so one thread writes.
         self._commands: deque[dict[str, Any]] = deque()
+        if resume_at is not None:
+            at = _position(resume_at)
+            handle = open(path, "r+b", buffering=1 << 16)  # noqa: SIM115 (closed in close())
+            size = handle.seek(0, 2)
+            if size < at["bytes"]:
+                handle.close()
+                raise RecordingError(f"{path}: {size} bytes on disk, the checkpoint knew {at['bytes']}")
+            handle.truncate(at["bytes"])
+            handle.seek(at["bytes"])
+            self._file: IO[bytes] | None = handle
+            self.bytes, self.records, self.truncated = at["bytes"], at["records"], at["truncated"]
+            return
+        self._file = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 (closed in close())
+        path.chmod(0o600)
         header = {"t": "header", "version": VERSION, "session": session, "scenario": scenario.name}
         self._write({**header, "source": str(scenario.source), "tick_hz": scenario.tick_hz})
+
+    def flush(self) -> None:
+        """Hand what is buffered to the OS (a checkpoint then knows the file holds ``position()``)."""
+        if self._file is not None:
+            self._file.flush()
+
+    def position(self) -> dict:
+        """How far the recording has got (bytes, records, truncated), to resume from."""
+        return {"bytes": self.bytes, "records": self.records, "truncated": self.truncated}
 
     def _write(self, record: dict[str, Any], always: bool = False) -> None:
         if self._file is None:
@@ -174,6 +204,12 @@ class Recorder:
             self._write({"t": "end", "state": state, "truncated": self.truncated}, always=True)
             self._file.close()
             self._file = None
+
+
+def _position(value: object) -> dict:
+    if not (isinstance(value, dict) and all(isinstance(value.get(k), int) for k in ("bytes", "records", "truncated"))):
+        raise RecordingError(f"not a recording position: {value!r:.80}")
+    return value
 
 
 def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:

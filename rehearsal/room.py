@@ -37,6 +37,9 @@ WORKSPACE_MARGIN = 0.5  # m around the anatomy's bounding box that instruments m
 MAX_INSTRUMENT_SPEED = PoseLimits().max_speed
 DRIVING_ROLES = (Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON)
 MAX_ANNOTATIONS = 64
+# Network jitter, and a burst of redundant samples in one packet after a loss: the claimed time between two
+# samples may exceed the server's time between receiving them by this much, no more (the speed limit's clock).
+RECEIVE_GAP_SLACK = 0.1
 
 
 @dataclass
@@ -45,6 +48,10 @@ class Participant:
     connected: bool = True
     # hand -> instrument kind for the hands this participant drives (surgeons; a mentor who took over)
     hands: dict[str, Kind] = field(default_factory=dict)
+
+
+class RoomFullError(ValueError):
+    """A newcomer beyond the room's capacity (``Scenario.max_participants``)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class HandInput:
     jaw: float
     energy: bool
     sample_time: float
+    received_at: float | None = None  # server time it arrived (None: not known, e.g. a replay)
 
 
 class Room:
@@ -125,12 +133,19 @@ class Room:
         if known is not None:
             known.connected = True
             return known
+        if self.connected_count() >= self.scenario.max_participants:
+            self.counters["refused_room_full"] += 1
+            raise RoomFullError(f"the room is full ({self.scenario.max_participants} people)")
         participant = Participant(identity)
         if identity.role in DRIVING_ROLES and self._specs:
             first = next(iter(self._specs))
             participant.hands = {"right": first}
         self.participants[identity.participant] = participant
         return participant
+
+    def connected_count(self) -> int:
+        """People connected to the room now (what its capacity, ``Scenario.max_participants``, bounds)."""
+        return sum(p.connected for p in self.participants.values())
 
     def leave(self, participant_id: int) -> None:
         """A participant disconnected: their instruments are withdrawn (grasps released) until they return."""
@@ -217,6 +232,10 @@ class Room:
         if kind not in ("reset", "inject"):
             raise ValueError(f"unknown world change {kind!r}")
         self._effects.append((kind, by, arg))
+
+    def queued_effects(self) -> list[tuple[str, int, object]]:
+        """The world changes queued for the next advance(), oldest first (what a checkpoint must keep)."""
+        return list(self._effects)
 
     def _do_reset(self, p: Participant) -> Refusal | None:
         self.queue_effect("reset", p.identity.participant)
@@ -320,9 +339,14 @@ class Room:
         jaw: object = 0.0,
         energy: object = False,
         sample_time: float = 0.0,
+        received_at: float | None = None,
     ) -> Refusal | None:
         """A tracked instrument pose; rejected (and counted) unless it is this participant's, finite, in the
-        room, and reachable from the last accepted pose at a human speed. Older samples are ignored."""
+        room, and reachable from the last accepted pose at a human speed. Older samples are ignored.
+
+        The speed is judged over the client's claimed time between the two samples, but never over more than
+        the server's own time between receiving them (``received_at``, server seconds) plus
+        ``RECEIVE_GAP_SLACK``: a client cannot make a jump look slow by claiming a long gap."""
         p = self._driver(participant_id, hand)
         if isinstance(p, Refusal):
             return p
@@ -348,11 +372,14 @@ class Room:
             if sample_time <= last.sample_time:
                 self.counters["input_stale"] += 1
                 return None  # late or duplicate sample: the newer one already stands
-            speed = math.dist(xyz, last.position.tolist()) / (sample_time - last.sample_time)
+            gap = sample_time - last.sample_time
+            if received_at is not None and last.received_at is not None:
+                gap = min(gap, max(0.0, received_at - last.received_at) + RECEIVE_GAP_SLACK)
+            speed = math.dist(xyz, last.position.tolist()) / gap
             if speed > MAX_INSTRUMENT_SPEED:
                 self.counters["input_rejected_too_fast"] += 1
                 return Refusal("instrument moved faster than a hand can")
-        self.inputs[key] = HandInput(pos, quat / norm, float(jaw), bool(energy), sample_time)
+        self.inputs[key] = HandInput(pos, quat / norm, float(jaw), bool(energy), sample_time, received_at)
         return None
 
     def control(self) -> Control:

@@ -97,6 +97,10 @@ class Complication:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_MAX_PARTICIPANTS = 16  # a full team (5 roles) plus a class of observers
+MAX_PARTICIPANTS = 128  # half the netcode server's client slots: one room never takes every slot
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -113,6 +117,7 @@ class Scenario:
     substeps: int
     tick_hz: int
     source: Path
+    max_participants: int = 16  # people connected to one room at once (``[room] max_participants``)
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -220,6 +225,7 @@ def _parse(r: _Reader, path: Path) -> Scenario:
     mats = tuple(by_region[i] for i in range(len(by_region)))
     env = r.child("environment", {})
     physics = r.child("physics", {})
+    room = r.child("room", {})
     instruments = tuple(r.get("instruments", list))
     for i, name in enumerate(instruments):
         if name not in INSTRUMENTS:
@@ -245,7 +251,16 @@ def _parse(r: _Reader, path: Path) -> Scenario:
         substeps=int(physics.number("substeps", 20, 1, 400)),
         tick_hz=int(physics.number("tick_hz", 60, 10, 240)),
         source=path,
+        max_participants=_whole(room, "max_participants", DEFAULT_MAX_PARTICIPANTS, 1, MAX_PARTICIPANTS),
     )
+
+
+def _whole(r: _Reader, key: str, default: int, low: int, high: int) -> int:
+    """An integer key in [low, high] (a float such as 16.5 is refused, not rounded)."""
+    value = r.get(key, int, default)
+    if not low <= value <= high:
+        raise r.fail(key, f"{value!r} is not in [{low}, {high}]")
+    return value
 
 
 def _anatomy(a: _Reader, path: Path) -> dict[str, Any]:

@@ -40,7 +40,6 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
-from twisted.web.server import Site
 
 from netcode.transport.address import Address
 from netcode.transport.server import ServerConfig
@@ -48,16 +47,19 @@ from netcode.transport.udp import free_udp_port
 from ops.admin_api import AdminActions, admin_root
 from ops.auth import AdminGate
 from ops.drain import Drain
-from ops.http import Heartbeat, ops_root
+from ops.http import Heartbeat, ops_site
 from ops.metrics import OpsMetrics
+from rehearsal.checkpoints import CheckpointWriter, checkpoint_key
 from rehearsal.connections import Connections
 from rehearsal.http_api import api_root
+from rehearsal.invites import InviteBook, code_key
 from rehearsal.join_service import JoinService
 from rehearsal.links import next_link_key
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
+from rehearsal.session_store import SESSIONS_FILE, SessionStore
 from rehearsal.sessions import Sessions, TickObserver
 from rehearsal.settings import Settings
 from rehearsal.status import StatusViews
@@ -71,6 +73,10 @@ from rehearsal.web.websocket import WatchEndpoint
 log = logging.getLogger("rehearsal.server")
 
 CONNECTION_SAMPLE_SECONDS = 1.0  # RTT and loss sampling for the metrics
+# A headset sends one packet a frame (72-120 Hz) plus the odd reliable resend: the channels' own limit
+# (netcode.messaging ConnectionConfig.max_packets_per_second, 300) applied right after decryption instead,
+# so a flooding client's excess never reaches the channels (netcode's default is 1,000).
+MAX_PACKETS_PER_CLIENT = 300.0
 # How long a thread that wants the GIL waits before the holder is asked to let go (Python's default: 5 ms). A
 # room's step takes the GIL back after each numba kernel (a dozen times a step); with the reactor busy in
 # Python, each of those waits could last the whole interval, and a 1 ms step took tens of milliseconds.
@@ -100,6 +106,10 @@ class RehearsalServer:
         self._token_key = server_secret(data_dir, TOKEN_KEY)
         self.gate = AdminGate(server_secret(data_dir, ADMIN_CREDENTIAL).hex())
         self.results = ResultsStore(data_dir / RESULTS_FILE)
+        # Crash recovery: open sessions and their code books in SQLite, rooms' checkpoints in files.
+        self.store = SessionStore(data_dir / SESSIONS_FILE)
+        self._checkpoint_key = checkpoint_key(self._token_key)
+        self.checkpoints = CheckpointWriter(data_dir, self._checkpoint_key)
         self.counters: Counter[str] = Counter()
         # ops is wired here, in the composition root only: it reads ops_status() at scrape time.
         self.metrics = OpsMetrics(status=self.ops_status)
@@ -123,6 +133,9 @@ class RehearsalServer:
             observe_tick=histograms.tick.observe,
             observe_physics_step=histograms.physics_step.observe,
             observe_publish=histograms.publish.observe,
+            store=self.store,
+            checkpoints=self.checkpoints,
+            checkpoint_key=self._checkpoint_key,
         )
         self.connections = Connections(
             self.sessions, reactor, counters=self.counters, clock=clock, server_time=server_time
@@ -135,6 +148,8 @@ class RehearsalServer:
             packet_stats=self.udp.packet_stats,
             drop_counts=self.udp.drop_counts,
         )
+        self.invites = InviteBook(key=code_key(self._token_key), store=self.store)
+        self.sessions.session_closed.append(self.invites.revoke_session)  # a session's codes end with it
         self.join_service: JoinService | None = None
         self._http_port = None
         self.udp_address: Address | None = None
@@ -144,6 +159,7 @@ class RehearsalServer:
         self.heartbeat: Heartbeat | None = None
         self._sampler: LoopingCall | None = None
         self.drain: Drain | None = None
+        self.resumed: list[str] = []  # sessions brought back from their checkpoints at start
 
     def __repr__(self) -> str:  # never show secrets
         return f"RehearsalServer(udp={self.udp_address}, http_port={self.http_port}, rooms={len(self.rooms)})"
@@ -196,6 +212,15 @@ class RehearsalServer:
             result=self.results.session,
         )
 
+    def _http_refused(self, reason: str) -> None:
+        """An HTTP request answered 4xx (``http_<code>``): counted with the other refusals, by reason."""
+        self.counters[f"budget_refused_{reason}"] += 1
+
+    def _sample(self) -> None:
+        """Once a second: connections' RTT and loss, rooms' snapshot rates (for /readyz)."""
+        self.views.sample_connections(self.metrics.histograms.rtt.observe)
+        self.views.sample_rooms(self.clock())
+
     def _flush_udp(self, keys: Any, now: float) -> None:
         if self.udp is not None:
             self.udp.flush(keys, now)
@@ -208,6 +233,7 @@ class RehearsalServer:
         if warm_up:
             scenarios = self.sessions.scenarios()
             compile_kernels(scenarios.get(settings.default_scenario, settings.default_scenario))
+        self.recover()
         if settings.udp_port == 0:  # the token must name the real port: pick a free one first
             settings = replace(settings, udp_port=free_udp_port(settings.udp_host))
             self.settings = self.sessions.settings = settings
@@ -216,14 +242,22 @@ class RehearsalServer:
             self._token_key,
             settings.protocol_id,
             [public],
+            invites=self.invites,
             session_exists=self.sessions.session_open,
             on_rejoin=self.connections.drop_stale_connection,
+            discard_session=self.sessions.discard_session,
         )
-        config = ServerConfig(settings.protocol_id, self._token_key, [public], max_clients=settings.max_clients)
+        config = ServerConfig(
+            settings.protocol_id,
+            self._token_key,
+            [public],
+            max_clients=settings.max_clients,
+            max_packets_per_second_per_client=MAX_PACKETS_PER_CLIENT,
+        )
         udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)
         self.udp_address = Address.from_host_port(settings.udp_host, udp_port)
         self.heartbeat = Heartbeat(self.reactor).start()
-        self._sampler = LoopingCall(self.views.sample_connections, self.metrics.histograms.rtt.observe)
+        self._sampler = LoopingCall(self._sample)
         self._sampler.clock = self.reactor
         self._sampler.start(CONNECTION_SAMPLE_SECONDS, now=False)
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
@@ -234,8 +268,10 @@ class RehearsalServer:
         mount_web(root, self.web)
         self.debriefs = DebriefService(self.reactor, self.results.session, self.gate.check)
         mount_debrief(root, self.debriefs)  # /debrief: the page, and the data behind the admin credential
-        site = Site(ops_root(self.metrics, self.heartbeat, self.ready, root=root))
-        site.noisy = False
+        # bodies bounded before they are read; /healthz also fails while a room's thread is stuck
+        site = ops_site(
+            self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy, refused=self._http_refused
+        )
         if settings.tls_cert:
             tls = server_tls_options(settings.tls_cert, settings.tls_key)
             self._http_port = self.reactor.listenSSL(settings.http_port, site, tls, interface=settings.http_host)
@@ -248,6 +284,13 @@ class RehearsalServer:
         """``https`` when the HTTP port speaks TLS, else ``http``."""
         return "https" if self.settings.tls_cert else "http"
 
+    def recover(self) -> list[str]:
+        """Sessions still open when the last process died (a crash) come back with their code books; those
+        that cannot are stored as interrupted (``Sessions.resume_sessions``). Returns the sessions resumed."""
+        self.invites.load(self.store.codes(time.time()))
+        self.resumed = self.sessions.resume_sessions()
+        return self.resumed
+
     def stop(self) -> defer.Deferred:
         """Disconnect everybody, stop every room's ticker and thread, close the ports."""
         self.sessions.draining = True
@@ -259,6 +302,7 @@ class RehearsalServer:
         if self.web is not None:
             self.web.stop()
         self.sessions.close_all()
+        self.checkpoints.close()
         waits = [defer.maybeDeferred(self.udp.stop_listening)]
         if self._http_port is not None:
             waits.append(defer.maybeDeferred(self._http_port.stopListening))

@@ -6,6 +6,10 @@ tick with news (``on_report``, on the reactor thread) publishes the room (``Publ
 ``observe_publish`` metric and the tick observers), and ends a room that stayed empty longer than
 ``settings.empty_room_seconds``. ``end_room`` tells the room it ended and closes it ``KICK_DELAY`` later
 (``close_room``: ticker and thread stopped, clients disconnected, result saved).
+
+Crash recovery: with a ``SessionStore`` each open session is listed until it closes, and with a
+``CheckpointWriter`` each room is checkpointed between ticks (``rehearsal.checkpoints``: the policy, what is
+taken on which thread). ``resume_sessions`` brings back, at start, what a crashed process left open.
 """
 
 from __future__ import annotations
@@ -16,22 +20,40 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from netcode.sync.snapshot_codec import SnapshotServer
 from physics import StepReport
+from rehearsal.checkpoints import (
+    INTERVAL_SECONDS,
+    CheckpointFileError,
+    CheckpointPolicy,
+    CheckpointWriter,
+    RoomCapture,
+    apply,
+    checkpoint_path,
+    fingerprint,
+    reactor_part,
+    read_checkpoint,
+    room_part,
+)
 from rehearsal.lifecycle import RoomState
 from rehearsal.live_room import LiveRoom, surface_layout
 from rehearsal.publishing import Publisher
-from rehearsal.recording import Recorder
-from rehearsal.results_store import ResultsStore
+from rehearsal.recording import Recorder, RecordingError
+from rehearsal.results_store import ResultsStore, SessionResult
 from rehearsal.room import Room
-from rehearsal.scenario import available_scenarios, load_scenario
+from rehearsal.scenario import ScenarioError, available_scenarios, load_scenario
+from rehearsal.session_store import SessionStore
 from rehearsal.settings import Settings
 from rehearsal.ticking import RoomThread, RoomTicker
 
 log = logging.getLogger("rehearsal.sessions")
 
+INTERRUPTED = "interrupted"  # the end state of a session the server could not carry on after a crash
+RESUME_HOLD_SECONDS = 15.0  # a resumed room waits this long at most for its team before it ticks again
+RESUME_POLL_SECONDS = 0.05
 KICK_DELAY = 0.5  # s: time for a last reliable message (refusal, `ended`) before disconnecting
 MAX_ROOMS = 64
 # Room threads run at a lower CPU priority than the reactor: with several rooms stepping on two cores the reactor
@@ -65,6 +87,10 @@ class Sessions:
         observe_tick: Callable[[float], None] | None = None,
         observe_physics_step: Callable[[float], None] = _ignore,
         observe_publish: Callable[[float], None] = _ignore,
+        store: SessionStore | None = None,
+        checkpoints: CheckpointWriter | None = None,
+        checkpoint_key: bytes | None = None,
+        checkpoint_interval: float = INTERVAL_SECONDS,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -77,10 +103,20 @@ class Sessions:
         self.observe_physics_step = observe_physics_step
         self.observe_publish = observe_publish
         self.rooms: dict[str, LiveRoom] = {}
+        self.store = store  # open sessions survive a restart (None: they live in memory only)
+        self.checkpoints = checkpoints  # rooms' checkpoints are written (None: not)
+        self.checkpoint_key = checkpoint_key
+        self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_capture_seconds = 0.0  # the last room-thread part of a checkpoint, from queueing
+        self._policies: dict[str, CheckpointPolicy] = {}
+        self.held: set[str] = set()  # resumed rooms not ticking yet: waiting for their team (RESUME_HOLD_SECONDS)
+        self._scenario_names: dict[str, str] = {}
         self.tick_observers: list[TickObserver] = []
         self.draining = False
         # Set by Connections: forget and disconnect a closing room's clients.
         self.on_room_closed: Callable[[LiveRoom], None] = lambda live: None
+        # Set by the composition root: what else goes with a closed session (its code book).
+        self.session_closed: list[Callable[[str], None]] = []
 
     def scenarios(self) -> dict[str, Any]:
         """The scenarios this server offers, by name (``rehearsal.scenario.available_scenarios``)."""
@@ -103,8 +139,21 @@ class Sessions:
         scenario = load_scenario(known[scenario_name])
         room = Room(session, scenario)
         if self.settings.record:
-            path = self.settings.data_dir / "recordings" / f"{session}.rec"
-            room.recorder = Recorder(path, session, scenario)
+            room.recorder = Recorder(self._recording_path(session), session, scenario)
+        live = self._open_room(room, scenario_name)
+        if self.store is not None:
+            self.store.session_opened(session, scenario_name, live.created_at)
+        live.ticker.start().addErrback(self._ticker_failed, session)
+        self.counters["rooms_created"] += 1
+        log.info("session %s created (scenario %s)", session, scenario_name)
+        return session
+
+    def _recording_path(self, session: str) -> Path:
+        return Path(self.settings.data_dir) / "recordings" / f"{session}.rec"
+
+    def _open_room(self, room: Room, scenario_name: str, created_at: float | None = None) -> LiveRoom:
+        """The room's snapshot server, thread and ticker (not started), as a LiveRoom in ``rooms``."""
+        session = room.session
         sync = SnapshotServer(surface_layout(room), triangles=room.model.surface)
         pool = RoomThread(self.reactor, f"room-{session}", nice=ROOM_THREAD_NICE)
         pool.start()
@@ -116,7 +165,7 @@ class Sessions:
             physics_threads=self.settings.physics_threads,
             observe_tick=self.observe_tick,
         )
-        self.rooms[session] = LiveRoom(
+        live = LiveRoom(
             room,
             sync,
             ticker=ticker,
@@ -125,10 +174,12 @@ class Sessions:
             counters=self.counters,
             empty_since=self.clock(),
         )
-        ticker.start().addErrback(self._ticker_failed, session)
-        self.counters["rooms_created"] += 1
-        log.info("session %s created (scenario %s)", session, scenario_name)
-        return session
+        if created_at is not None:
+            live.created_at = created_at
+        self.rooms[session] = live
+        self._scenario_names[session] = scenario_name
+        self._policies[session] = CheckpointPolicy(interval=self.checkpoint_interval)  # the first tick takes one
+        return live
 
     def _ticker_failed(self, failure: Any, session: str) -> None:
         self.counters["ticker_failed"] += 1
@@ -161,6 +212,144 @@ class Sessions:
             and not live.ending
         ):
             self.end_room(room.session)
+            return
+        if self.checkpoints is not None:
+            self._maybe_checkpoint(live)
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+
+    def _maybe_checkpoint(self, live: LiveRoom) -> None:
+        """Between two ticks (the room's thread is idle): if one is due, take the reactor's part here and
+        queue the room's part on the room's thread ahead of the next step; the writer thread does the rest."""
+        session = live.room.session
+        policy = self._policies.get(session)
+        if policy is None or live.pool is None or not hasattr(self.reactor, "callFromThread"):
+            return  # (a test's fake reactor cannot take results from the room's thread)
+        now = self.clock()
+        mark = fingerprint(live.room)
+        if not policy.due(now, mark):
+            return
+        policy.taken(now, mark)
+        try:
+            capture_ = reactor_part(live.room, self._scenario_names[session], live.created_at)
+        except Exception as exc:  # never into the tick loop
+            policy.in_flight = False
+            self.counters["checkpoints_failed"] += 1
+            log.error("session %s: checkpoint failed: %s: %s", session, type(exc).__name__, exc)
+            return
+        started = time.perf_counter()
+        d = live.pool.run(room_part, live.room, capture_)
+        d.addCallback(self._checkpoint_taken, session, policy, started)
+        d.addErrback(self._checkpoint_failed, session, policy)
+
+    def _checkpoint_taken(self, capture_: RoomCapture, session: str, policy: CheckpointPolicy, started: float) -> None:
+        policy.in_flight = False
+        self.checkpoint_capture_seconds = time.perf_counter() - started
+        if session in self.rooms and self.checkpoints is not None:
+            self.checkpoints.submit(capture_)
+            self.counters["checkpoints_taken"] += 1
+
+    def _checkpoint_failed(self, failure: Any, session: str, policy: CheckpointPolicy) -> None:
+        policy.in_flight = False
+        self.counters["checkpoints_failed"] += 1
+        log.error("session %s: checkpoint failed: %s", session, failure.type.__name__)
+
+    def checkpoint_now(self, session: str) -> None:
+        """Take a checkpoint of the room at its next tick boundary (load runs and tests)."""
+        policy = self._policies.get(session)
+        if policy is not None:
+            policy.last_at = float("-inf")
+
+    # --- resuming after a restart ------------------------------------------------------------------------
+
+    def resume_sessions(self) -> list[str]:
+        """Every session the store still lists as open comes back from its checkpoint (participants away until
+        they rejoin with their codes); one that cannot keeps its result, marked ``interrupted``. Returns the
+        sessions resumed."""
+        if self.store is None:
+            return []
+        resumed = []
+        for row in self.store.open_sessions():
+            try:
+                if len(self.rooms) >= MAX_ROOMS:
+                    raise ValueError(f"this server already runs {MAX_ROOMS} rooms")
+                live = self._resume(row.session, row.scenario)
+            except (CheckpointFileError, RecordingError, ScenarioError, OSError, ValueError) as exc:
+                log.error("session %s: cannot resume: %s", row.session, exc)
+                self.counters["sessions_interrupted"] += 1
+                self._keep_interrupted(row.session, row.scenario, row.created_at)
+                continue
+            resumed.append(row.session)
+            self.counters["sessions_resumed"] += 1
+            log.info("session %s resumed at frame %d", row.session, live.room.frame)
+        return resumed
+
+    def _resume(self, session: str, scenario_name: str) -> LiveRoom:
+        if self.checkpoint_key is None:
+            raise CheckpointFileError("no checkpoint key")
+        saved = read_checkpoint(checkpoint_path(self.settings.data_dir, session), self.checkpoint_key)
+        if saved.session != session:
+            raise CheckpointFileError(f"the checkpoint of {session} names {saved.session}")
+        known = self.scenarios()
+        if scenario_name not in known:
+            raise ScenarioError(f"scenario {scenario_name!r} is no longer offered")
+        scenario = load_scenario(known[scenario_name])
+        room = Room(session, scenario)
+        away = {pid for pid, p in saved.reactor["participants"].items() if p.connected}
+        apply(saved, room)
+        path = self._recording_path(session)
+        if saved.recording is not None and path.exists():
+            room.recorder = Recorder(path, session, scenario, resume_at=saved.recording)
+        live = self._open_room(room, scenario_name, created_at=saved.created_at)
+        self._hold_until_back(live, away)
+        return live
+
+    def _hold_until_back(self, live: LiveRoom, expected: set[int]) -> None:
+        """A resumed room ticks once everyone who was in it is back (their grasps then carry on under their
+        hands), or after ``RESUME_HOLD_SECONDS``, whichever comes first."""
+        deadline = self.reactor.seconds() + RESUME_HOLD_SECONDS  # the reactor's time: what callLater counts in
+        session = live.room.session
+
+        def check() -> None:
+            if self.rooms.get(session) is not live or live.ending:
+                return
+            back = all(p.connected for pid, p in live.room.participants.items() if pid in expected)
+            if back or self.reactor.seconds() >= deadline:
+                self.held.discard(session)
+                live.ticker.start().addErrback(self._ticker_failed, session)
+                log.info("session %s: ticking again (%s)", session, "team back" if back else "hold over")
+                return
+            self.reactor.callLater(RESUME_POLL_SECONDS, check)
+
+        self.held.add(session)
+        check()
+
+    def _keep_interrupted(self, session: str, scenario_name: str, created_at: float) -> None:
+        """A session that cannot resume: its result from its checkpoint if one can be read, else what the
+        store knows, stored as ``interrupted``; then it is forgotten like a closed one."""
+        result = None
+        try:
+            if self.checkpoint_key is not None:
+                saved = read_checkpoint(checkpoint_path(self.settings.data_dir, session), self.checkpoint_key)
+                scenario = load_scenario(self.scenarios()[scenario_name])
+                room = Room(session, scenario)
+                apply(saved, room)
+                result = room.result(created_at, time.time())
+        except Exception:  # anything: the minimal result below is kept instead
+            result = None
+        if result is None:
+            result = SessionResult(session, scenario_name, created_at, time.time(), "", 0, 0.0, [], {}, [])
+        result.end_state = INTERRUPTED
+        path = self._recording_path(session)
+        result.recording = str(path) if path.exists() else None
+        try:
+            self.results.save(result)
+            self.counters["results_saved"] += 1
+        except (OSError, sqlite3.Error) as exc:
+            self.counters["results_failed"] += 1
+            log.error("session %s: could not keep its result: %s", session, exc)
+            return  # kept in the store: the next start tries again
+        self._forget(session)
 
     # --- ending ------------------------------------------------------------------------------------------
 
@@ -190,6 +379,43 @@ class Sessions:
             live.pool.stop()  # waits for a step in flight (milliseconds)
         self.save_result(live)
         self.on_room_closed(live)
+        self._forget(session)
+
+    def discard_session(self, session: str) -> None:
+        """Free a room whose creation failed after it was made (no invites): no result, no recording kept."""
+        live = self.rooms.pop(session, None)
+        if live is None:
+            return
+        if live.ticker is not None:
+            live.ticker.stop()
+        if live.pool is not None:
+            live.pool.stop()
+        recorder = live.room.recorder
+        if recorder is not None:
+            recorder.close(RoomState.ENDED.value)
+            recorder.path.unlink(missing_ok=True)
+        self.counters["rooms_discarded"] += 1
+        self.on_room_closed(live)
+        self._forget(session)
+
+    def _forget(self, session: str) -> None:
+        self._policies.pop(session, None)
+        self.held.discard(session)
+        self._scenario_names.pop(session, None)
+        if self.checkpoints is not None:
+            self.checkpoints.delete(session)
+        if self.store is not None:
+            try:
+                self.store.session_closed(session)
+            except sqlite3.Error as exc:
+                self.counters["store_failed"] += 1
+                log.error("session %s: could not forget it in the store: %s", session, exc)
+        for listener in list(self.session_closed):
+            try:
+                listener(session)
+            except Exception as exc:  # a failing listener must not keep the others from running
+                self.counters["session_closed_failed"] += 1
+                log.error("session %s: closing hook failed: %s: %s", session, type(exc).__name__, exc)
 
     def save_result(self, live: LiveRoom) -> None:
         """Close the room's recording and keep its result; a failing disk is logged, never raised."""

@@ -1,13 +1,18 @@
 """Status shaping: plain dicts of the server's rooms and connections for the status line, ops and the admin API.
 
 ``status()`` is the status line's and health checks' view; ``ops_status()`` is in the shape ``ops.metrics``
-reads (see its module doc); ``ready()`` answers ``/readyz``; the ``admin_*`` methods are what the admin API
+reads (see its module doc; rooms appear under opaque labels, ``room_label``, never their session ids);
+``ready()`` answers ``/readyz`` (not ready while a room is frozen: ``sample_rooms`` measures snapshot
+rates), ``healthy()`` adds a stuck room thread to ``/healthz``; the ``admin_*`` methods are what the admin API
 (``ops.admin_api``) may see and do, as plain callables. No secrets and, outside the admin's views, no names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -20,6 +25,10 @@ from rehearsal.sessions import Sessions
 from rehearsal.wire import plain
 
 log = logging.getLogger("rehearsal.status")
+
+FROZEN_RATIO = 0.5  # a running room publishing under half its tick rate is frozen: /readyz says so
+MIN_RATE_WINDOW = 0.5  # s: the shortest time a snapshot rate is measured over
+STUCK_STEP_SECONDS = 5.0  # a room's thread in one step this long is stuck: /healthz says so
 
 
 def nearest_rank(values: Iterable[float], q: float) -> float | None:
@@ -53,6 +62,48 @@ class StatusViews:
         self.packet_stats = packet_stats
         self.drop_counts = drop_counts
         self.packet_loss = 0.0  # mean estimated loss over connections, refreshed by sample_connections
+        self.snapshot_rates: dict[str, float] = {}  # session -> published ticks (snapshots) per second
+        self._tick_samples: dict[str, tuple[float, int]] = {}  # session -> (time, timed ticks) at the last sample
+        self._label_key = os.urandom(16)  # per process: metric labels of rooms are opaque (room_label)
+
+    def room_label(self, session: str) -> str:
+        """The opaque label of a room in anonymous /metrics (session ids are invitations' context: not for
+        anyone who can scrape); the admin API shows which room has which label (``metrics_label``)."""
+        digest = hmac.new(self._label_key, session.encode(), hashlib.sha256).hexdigest()
+        return f"room-{digest[:12]}"
+
+    def sample_rooms(self, now: float) -> None:
+        """Each room's snapshot rate since the last sample (once a second, on the reactor: a reactor that
+        stalls makes this late, and the rate it measures low, which is the point)."""
+        rooms = self.sessions.rooms
+        for session in [s for s in self._tick_samples if s not in rooms]:
+            del self._tick_samples[session]
+            self.snapshot_rates.pop(session, None)
+        for session, live in rooms.items():
+            ticks = live.ticker.stats.timed_ticks
+            previous = self._tick_samples.get(session)
+            if previous is None or now - previous[0] >= MIN_RATE_WINDOW:
+                if previous is not None:
+                    self.snapshot_rates[session] = (ticks - previous[1]) / (now - previous[0])
+                self._tick_samples[session] = (now, ticks)
+
+    def frozen_rooms(self) -> list[str]:
+        """Why rooms whose ticker runs are frozen: snapshot rate under ``FROZEN_RATIO`` of their tick rate."""
+        out = []
+        for session, live in self.sessions.rooms.items():
+            rate = self.snapshot_rates.get(session)
+            hz = live.room.scenario.tick_hz
+            if live.ticker.running and rate is not None and rate < FROZEN_RATIO * hz:
+                out.append(f"room {self.room_label(session)} frozen: {rate:.0f} snapshots/s of {hz}")
+        return out
+
+    def healthy(self) -> bool | str:
+        """For /healthz (besides the reactor's heartbeat): False-like when a room's thread is stuck in a step."""
+        for session, live in self.sessions.rooms.items():
+            stuck = live.ticker.busy_for()
+            if stuck > STUCK_STEP_SECONDS:
+                return f"room {self.room_label(session)} thread stuck in a step for {stuck:.0f} s"
+        return True
 
     def sample_connections(self, observe_rtt: Callable[[float], None]) -> None:
         """Every connection's RTT to ``observe_rtt``, and the mean packet loss (once a second)."""
@@ -91,6 +142,9 @@ class StatusViews:
         degraded = sum(live.ticker.governor.degraded for live in rooms.values())
         if rooms and degraded * 2 > len(rooms):
             return "overloaded"
+        frozen = self.frozen_rooms()
+        if frozen:
+            return "; ".join(frozen[:4])
         return True
 
     def ops_status(self) -> dict[str, Any]:
@@ -108,7 +162,7 @@ class StatusViews:
                     roles[p.identity.role.value] += 1
             rejected.update(by_prefix(live.room.counters, "input_rejected_"))
             solver.update(by_prefix(live.room.counters, "solver_"))
-            substeps[session] = live.ticker.governor.substeps
+            substeps[self.room_label(session)] = live.ticker.governor.substeps
             ticks += live.ticker.stats.ticks
             overruns += live.ticker.stats.overruns
         stats = self.packet_stats()
@@ -128,7 +182,8 @@ class StatusViews:
             "tick_budget_utilisation": max(
                 (live.ticker.stats.last_tick_seconds / live.ticker.dt for live in live_rooms.values()), default=0.0
             ),
-            "room_stats": {session: self.room_stats(live) for session, live in live_rooms.items()},
+            "room_stats": {self.room_label(session): self.room_stats(live) for session, live in live_rooms.items()},
+            "refusals": by_prefix(self.counters, "budget_refused_"),
         }
 
     @staticmethod
@@ -168,6 +223,7 @@ class StatusViews:
             rooms.append(
                 {
                     "session": session,
+                    "metrics_label": self.room_label(session),
                     "state": stats["state"],
                     "scenario": stats["scenario"],
                     "participants": stats["participants"],
@@ -186,6 +242,7 @@ class StatusViews:
         room, stats, ticker = live.room, self.room_stats(live), live.ticker
         return {
             "session": session,
+            "metrics_label": self.room_label(session),
             "state": stats["state"],
             "scenario": stats["scenario"],
             "ending": live.ending,

@@ -179,6 +179,7 @@ class RoomTicker:
         self._pool = pool
         self._run = run_in_thread or self._in_pool
         self._busy = False
+        self.busy_since = 0.0  # self.clock() when the step in flight was handed to the room's thread
         self.physics_threads = physics_threads
         self._threads_set = False
         self._loop = LoopingCall(self.tick)
@@ -210,7 +211,7 @@ class RoomTicker:
         control = self.room.control()  # built here, on the reactor thread, from the inputs so far
         substeps = self.governor.substeps
         self._busy = True
-        started = self.clock()
+        started = self.busy_since = self.clock()
         d = self._run(self._advance, self.dt, substeps, control)
         d.addCallback(self._done, started)
         d.addErrback(self._failed)
@@ -225,6 +226,15 @@ class RoomTicker:
         began = self.clock()
         report = self.room.advance(dt, substeps, control)
         return report, self.clock() - began
+
+    @property
+    def running(self) -> bool:
+        """The ticker's loop is started (a stopped one is not expected to tick)."""
+        return self._loop.running
+
+    def busy_for(self) -> float:
+        """Seconds the step in flight has been out on the room's thread (0 when none is): health's view."""
+        return self.clock() - self.busy_since if self._busy else 0.0
 
     def _done(self, result: tuple[StepReport | None, float], started: float) -> None:
         self._busy = False

@@ -22,8 +22,9 @@ Events: an accepted command is broadcast to the room with ``kind`` = the action 
 ``reset``, ``end_room``, ``inject_complication``, ``annotate``, ``hand_instrument``,
 ``take_over_instrument``, ``hold_retractor``, ``remove_participant``) and its arguments plus the room
 ``state`` in ``detail`` (and ``object``: the snapshot object id of an instrument it put in someone's hand).
-Command arguments: ``annotate`` {kind: marker (kept, in ``welcome``) | pointer (with ``direction``, not
-kept) | clear, position: [x, y, z], text}; ``hand_instrument`` {to: participant, hand, kind};
+Command arguments (each bounded, ``COMMAND_ARGS``: others, or longer ones, are refused before the command
+runs): ``annotate`` {kind: marker (kept, in ``welcome``) | pointer (with ``direction``, not
+kept) | clear, position: [x, y, z], text (<= 200 characters)}; ``hand_instrument`` {to: participant, hand, kind};
 ``take_over_instrument`` / ``hold_retractor`` {hand, release: bool}; ``inject_complication``
 {complication}; ``remove_participant`` {who};
 the room's own changes are ``started`` (lobby -> running), ``joined`` / ``left`` (detail: participant,
@@ -103,6 +104,41 @@ def build_registry() -> MessageRegistry:
 
 
 REHEARSAL_REGISTRY = build_registry()
+
+MAX_ANNOTATION_TEXT = 200  # characters of a marker's or pointer's text
+_HAND = Field("hand", "str", required=False, max_length=8)
+_VEC3 = {"kind": "list", "required": False, "items": "float", "min_length": 3, "max_length": 3}
+
+
+def build_command_args() -> MessageRegistry:
+    """The arguments of every command, one message type per action (``rehearsal.roles.Action`` values), each
+    field bounded: an argument that is missing from here, too long, of the wrong kind or not finite is refused
+    before the command runs, so an accepted command's ``event`` (its arguments in ``detail``) stays far under
+    the encoder's limit. Pause, resume, reset and end_room take none."""
+    args = MessageRegistry(max_encoded_size=4096)
+    for action in ("pause", "resume", "reset", "end_room"):
+        args.register(action)
+    args.register(
+        "annotate",
+        Field("kind", "str", required=False, max_length=16),
+        Field("position", **_VEC3),
+        Field("direction", **_VEC3),
+        Field("text", "str", required=False, max_length=MAX_ANNOTATION_TEXT),
+    )
+    args.register(
+        "hand_instrument",
+        Field("to", "int", required=False),
+        _HAND,
+        Field("kind", "str", required=False, max_length=32),
+    )
+    args.register("take_over_instrument", _HAND, Field("release", "bool", required=False))
+    args.register("hold_retractor", _HAND, Field("release", "bool", required=False))
+    args.register("inject_complication", Field("complication", "str", required=False, max_length=64))
+    args.register("remove_participant", Field("who", "int", required=False))
+    return args
+
+
+COMMAND_ARGS = build_command_args()
 
 
 def to_physics_quat(q_xyzw: np.ndarray) -> np.ndarray:

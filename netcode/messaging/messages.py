@@ -40,8 +40,8 @@ class Field:
     """One field of a message type.
 
     ``kind`` is one of ``KINDS``; ``max_length`` bounds str (characters), bytes (bytes), list (items)
-    and map (entries); ``items`` gives the kind of every list item (scalar kinds only); an optional
-    field may be absent or nil.
+    and map (entries), ``min_length`` from below (e.g. a 3-vector: a float list of exactly 3);
+    ``items`` gives the kind of every list item (scalar kinds only); an optional field may be absent or nil.
     """
 
     name: str
@@ -49,6 +49,7 @@ class Field:
     required: bool = True
     max_length: int | None = None
     items: str | None = None
+    min_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -57,6 +58,12 @@ class Field:
             raise ValueError(f"field {self.name!r}: items= needs kind 'list' and a kind from {KINDS}")
         if self.name in RESERVED_KEYS:
             raise ValueError(f"field name {self.name!r} is reserved for the envelope")
+        if self.min_length is not None and (
+            self.kind not in ("str", "bytes", "list", "map")
+            or self.min_length < 0
+            or (self.max_length is not None and self.min_length > self.max_length)
+        ):
+            raise ValueError(f"field {self.name!r}: min_length needs a sized kind and must not exceed max_length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +233,8 @@ class MessageRegistry:
                 raise MessageError(f"{type_name}.{spec.name}: expected {spec.kind}, got {type(value).__name__}")
             if spec.max_length is not None and len(value) > spec.max_length:
                 raise MessageError(f"{type_name}.{spec.name}: length {len(value)} exceeds {spec.max_length}")
+            if spec.min_length is not None and len(value) < spec.min_length:
+                raise MessageError(f"{type_name}.{spec.name}: length {len(value)} is under {spec.min_length}")
             items = field_check.items
             if items is not None:
                 for index, item in enumerate(value):

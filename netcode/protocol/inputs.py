@@ -194,9 +194,24 @@ class InputReceiver:
         self.missing = 0  # samples never received (gaps longer than the client's redundancy)
         self.duplicates = 0
 
-    def receive(self, data: bytes, server_now: float) -> list[InputSample]:
-        """New samples of a packet, in sequence order (already-seen ones dropped). Raises on malformation."""
-        devices, fresh = decode_packet(data, self.highest)
+    def new_samples(self, data: bytes) -> int:
+        """How many samples of a packet would be new, from its header alone (0 for a malformed header): what
+        a server charges to a work budget before it decodes anything."""
+        if len(data) < HEADER.size:
+            return 0
+        _, _, count, _, first = HEADER.unpack_from(data, 0)
+        if self.highest is None:
+            return count
+        return max(0, min(count, first + count - 1 - self.highest))
+
+    def receive(self, data: bytes, server_now: float, *, newest_only: bool = False) -> list[InputSample]:
+        """New samples of a packet, in sequence order (already-seen ones dropped). Raises on malformation.
+        ``newest_only``: build only the packet's newest sample (a role that drives nothing needs its head)."""
+        after = self.highest
+        if newest_only and len(data) >= HEADER.size:
+            _, _, count, _, first = HEADER.unpack_from(data, 0)
+            after = max(-1 if after is None else after, first + count - 2)
+        devices, fresh = decode_packet(data, after)
         self.devices = devices
         self.duplicates += data[2] - len(fresh)  # the header's sample count (decode_packet checked it)
         if fresh:

@@ -21,6 +21,11 @@ source never gets more bytes than it sent. Packets to unconnected clients (denie
 server-wide sequence starting at 2**63, as the reference does, so they never reuse a nonce of the
 per-client sequence (which starts at 0) under the same server-to-client key.
 
+Budgets (PROTOCOL.md, "Where our server deliberately differs"): datagrams from sources that are not
+connected spend a per-address and a server-wide token bucket before any decryption; a connected client's
+rate budget is spent only by packets that authenticate under its key, so spoofing its address costs it
+nothing. A token that completed a handshake is refused again until it expires (nonce reuse).
+
 Nothing here touches sockets or clocks: ``send`` is a callable, every method takes ``now`` (seconds,
 any monotonic origin). Only token expiry needs wall-clock time (unix seconds), read from ``unix_time``.
 Every ignored datagram is counted in ``drops`` by reason; ``receive`` never raises on any input.
@@ -89,7 +94,12 @@ class ServerConfig:
 
     ``public_addresses`` are the addresses this server compares with the token's (private) server
     addresses: a token must name one of them. ``max_packets_per_second_per_client`` (None = unlimited)
-    drops a connected client's excess packets before decryption (token bucket, one second of burst).
+    drops a connected client's excess *authenticated* packets (token bucket, one second of burst): only
+    packets that decrypt under its key spend its budget, so a spoofer of its address cannot.
+    ``max_unauthenticated_per_second_per_address`` and ``max_unauthenticated_per_second`` bound what sources
+    that are not connected may make the server decrypt (connection requests: the XChaCha20 token; responses:
+    the challenge token), per source address (``tracked_sources`` of them, least recently seen forgotten
+    first) and server-wide, checked before any decryption.
     """
 
     protocol_id: int
@@ -100,6 +110,9 @@ class ServerConfig:
     disconnect_packets: int = 10
     token_history: int = 1024
     max_packets_per_second_per_client: float | None = 1000
+    max_unauthenticated_per_second_per_address: float | None = 20
+    max_unauthenticated_per_second: float | None = 2000
+    tracked_sources: int = 4096
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol_id, int) or not 0 <= self.protocol_id <= UINT64_MAX:
@@ -116,9 +129,16 @@ class ServerConfig:
             raise ValueError("keep_alive_interval must be positive")
         if self.disconnect_packets < 0 or self.token_history < 1:
             raise ValueError("disconnect_packets must be >= 0 and token_history >= 1")
-        rate = self.max_packets_per_second_per_client
-        if rate is not None and rate <= 0:
-            raise ValueError("max_packets_per_second_per_client must be positive or None")
+        for name in (
+            "max_packets_per_second_per_client",
+            "max_unauthenticated_per_second_per_address",
+            "max_unauthenticated_per_second",
+        ):
+            rate = getattr(self, name)
+            if rate is not None and not rate > 0:
+                raise ValueError(f"{name} must be positive or None")
+        if self.tracked_sources < 1:
+            raise ValueError("tracked_sources must be at least 1")
 
     def __repr__(self) -> str:  # never print the private key
         addresses = [str(a) for a in self.public_addresses]
@@ -196,6 +216,11 @@ class ServerCore:
         self._challenge_sequence = 0
         self._global_sequence = GLOBAL_SEQUENCE_START
         self._rate = config.max_packets_per_second_per_client
+        # Pre-authentication budgets: source address -> [tokens, stamp] (bounded, LRU), and the server's.
+        self._source_rate = config.max_unauthenticated_per_second_per_address
+        self._sources: OrderedDict[Address, list[float]] = OrderedDict()
+        self._global_rate = config.max_unauthenticated_per_second
+        self._global_bucket = [float(self._global_rate or 0.0), now]
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
 
@@ -254,6 +279,8 @@ class ServerCore:
             self._receive_connected(client, data, now)
         elif not data:
             self.drops["too_small"] += 1
+        elif not self._admit_unauthenticated(address, now):
+            return  # counted by _admit_unauthenticated
         elif data[0] == 0:
             self._receive_request(data, address, now)
         else:
@@ -267,6 +294,36 @@ class ServerCore:
                 self._receive_response(packet, pending, address, now)
             else:  # unreachable: no key means decode_packet dropped it
                 self.drops["type_not_allowed"] += 1
+
+    def _admit_unauthenticated(self, address: Address, now: float) -> bool:
+        """Whether a datagram from a source that is not connected may be decrypted: one token of its address's
+        bucket and of the server's (checked in that order, so one flooding address cannot spend the
+        server's). Cheap: a dict lookup and a few float operations, before any cryptography."""
+        rate = self._source_rate
+        if rate is not None:
+            entry = self._sources.get(address)
+            if entry is None:
+                if len(self._sources) >= self.config.tracked_sources:
+                    self._sources.popitem(last=False)
+                entry = self._sources[address] = [rate, now]
+            else:
+                self._sources.move_to_end(address)
+                entry[0] = min(rate, entry[0] + (now - entry[1]) * rate)
+                entry[1] = now
+            if entry[0] < 1.0:
+                self.drops["unauthenticated_rate_limited_address"] += 1
+                return False
+            entry[0] -= 1.0
+        rate = self._global_rate
+        if rate is not None:
+            bucket = self._global_bucket
+            bucket[0] = min(rate, bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+            if bucket[0] < 1.0:
+                self.drops["unauthenticated_rate_limited_server"] += 1
+                return False
+            bucket[0] -= 1.0
+        return True
 
     def _receive_request(self, data: bytes, address: Address, now: float) -> None:
         unix_now = self._unix_time()
@@ -380,6 +437,17 @@ class ServerCore:
             self.on_connect(index, client.client_id, client.user_data, address)
 
     def _receive_connected(self, client: _Client, data: bytes, now: float) -> None:
+        """A datagram from a connected client's address, judged by that client's encrypted-packet path: UDP
+        source addresses can be forged, so only a packet that authenticates under the client's key (and is not
+        a replay) is the client's, touches its state or spends its rate budget. Forgeries cost one AEAD
+        check (~2 us) and are counted as ``decrypt_failed``; they never delay the client's own packets."""
+        packet, reason = decode_packet(
+            data, protocol_id=self._protocol_id, allowed=_CONNECTED_ALLOWED, key=client.recv_key, replay=client.replay
+        )
+        if packet is None:
+            # Requests and responses from a connected address (late resends) land here as type_not_allowed.
+            self.drops[reason] += 1
+            return
         rate = self._rate
         if rate is not None:
             bucket = min(rate, client.bucket + (now - client.bucket_time) * rate)
@@ -389,13 +457,6 @@ class ServerCore:
                 self.drops["rate_limited"] += 1
                 return
             client.bucket = bucket - 1.0
-        packet, reason = decode_packet(
-            data, protocol_id=self._protocol_id, allowed=_CONNECTED_ALLOWED, key=client.recv_key, replay=client.replay
-        )
-        if packet is None:
-            # Requests and responses from a connected address (late resends) land here as type_not_allowed.
-            self.drops[reason] += 1
-            return
         if isinstance(packet, ConnectionPayloadPacket):
             client.last_recv = now
             client.confirmed = True

@@ -39,6 +39,8 @@ DOCUMENTED = [  # loadtests/README.md
     "impaired --seconds 20 --seed 3",
     "soak --seconds 300 --rooms 1",
     "faults --flood-seconds 5",
+    "crash --out runs",
+    "attack --attack-seconds 4 --only nested_json,huge_body",
 ]
 
 
@@ -52,6 +54,6 @@ def test_every_run_has_the_documented_flags():
         assert "scenario" in args and "out" in args, line
     with pytest.raises(SystemExit):
         main(COMMANDS, ["capacity", "--no-such-flag"])
-    assert {c.name for c in COMMANDS} == {"capacity", "impaired", "soak", "faults"}
+    assert {c.name for c in COMMANDS} == {"capacity", "impaired", "soak", "faults", "crash", "attack"}
     for command in COMMANDS:
         assert callable(command.resolve())

@@ -137,9 +137,11 @@ def test_wrong_or_missing_credentials_get_401_without_detail_then_429():
             assert call(root, "GET", path, auth=auth, client=f"10.0.1.{i}")[:2] == (401, {"error": "unauthorized"})
     for _ in range(AUTH_FAILURES_ALLOWED):
         call(root, "POST", "admin/rooms/s-1/end", auth="Bearer wrong", client="10.0.0.2")
-    assert call(root, "POST", "admin/rooms/s-1/end", client="10.0.0.2")[:2] == (429, {"error": "too many attempts"})
+    wrong = call(root, "POST", "admin/rooms/s-1/end", auth="Bearer wrong", client="10.0.0.2")
+    assert wrong[:2] == (429, {"error": "too many attempts"})
     assert call(root, "GET", "admin/rooms", client="10.0.0.3")[0] == 200  # other addresses are unaffected
     assert app.done == []
+    assert call(root, "GET", "admin/rooms", client="10.0.0.2")[0] == 200  # nor is the right credential (ops.auth)
 
 
 def test_the_gate_never_shows_the_credential():

@@ -93,3 +93,61 @@ def test_mounts_next_to_an_existing_api_tree():
     site = ops_site(metrics, Heartbeat(clock).start(), lambda: True)
     assert isinstance(site, Site)
     assert set(site.resource.children) == {b"metrics", b"healthz", b"readyz"}
+
+
+def _raw_http(site: Site, data: bytes) -> bytes:
+    """Feed raw bytes to one HTTP connection of ``site``; what it wrote back."""
+    from twisted.internet.testing import StringTransport
+
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(data)
+    return transport.value()
+
+
+class _Echo(Resource):
+    isLeaf = True  # noqa: N815 (twisted's name)
+    rendered = 0
+
+    def render_POST(self, request):  # noqa: N802
+        _Echo.rendered += 1
+        return b"len=%d" % len(request.content.read())
+
+
+def _bounded_site() -> Site:
+    clock = Clock()
+    root = Resource()
+    root.putChild(b"echo", _Echo())
+    return ops_site(OpsMetrics(status=None), Heartbeat(clock).start(), lambda: True, root=root)
+
+
+def test_a_body_over_the_limit_is_refused_413_from_its_content_length_before_it_is_read():
+    from ops.http import MAX_BODY_BYTES
+
+    _Echo.rendered = 0
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (100 * MAX_BODY_BYTES)
+    out = _raw_http(_bounded_site(), head + b"x" * 1000)
+    assert out.startswith(b"HTTP/1.1 413") and _Echo.rendered == 0
+
+
+def test_a_chunked_body_over_the_limit_is_refused_413_and_a_small_one_is_served():
+    from ops.http import MAX_BODY_BYTES
+
+    _Echo.rendered = 0
+    chunk = b"%x\r\n%s\r\n" % (MAX_BODY_BYTES // 2, b"y" * (MAX_BODY_BYTES // 2))
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    out = _raw_http(_bounded_site(), head + chunk * 3 + b"0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413") and _Echo.rendered == 0
+    out = _raw_http(_bounded_site(), b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"len=5") and _Echo.rendered == 1
+
+
+def test_healthz_503_with_the_apps_reason_while_the_reactor_turns():
+    clock = Clock()
+    heartbeat = Heartbeat(clock).start()
+    state: dict[str, object] = {"healthy": True}
+    root = ops_root(OpsMetrics(status=None), heartbeat, lambda: True, healthy=lambda: state["healthy"])
+    assert get(root, b"/healthz")[:2] == (200, b"ok\n")
+    state["healthy"] = "room room-1 thread stuck in a step for 9 s"
+    assert get(root, b"/healthz")[:2] == (503, b"room room-1 thread stuck in a step for 9 s\n")

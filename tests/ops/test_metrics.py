@@ -24,6 +24,7 @@ SAMPLE_STATUS = {
     "drops": {"bad_mac": 3, "replay": 1},
     "rejected_inputs": {"nonfinite": 1, "too_fast": 4},
     "handshakes": {"accepted": 10, "refused": 2},
+    "refusals": {"input_samples": 7, "commands": 1},
     "solver": {"inverted": 0, "clamped": 2},
     "ticks": 100000,
     "tick_overruns": 12,

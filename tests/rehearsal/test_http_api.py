@@ -10,6 +10,7 @@ from netcode.transport.address import Address
 from netcode.transport.connect_token import ConnectToken
 from ops.auth import AUTH_FAILURES_ALLOWED, AdminGate
 from rehearsal.http_api import api_root
+from rehearsal.invites import InviteBook
 from rehearsal.join_service import JoinService
 
 ADMIN = "s3cret-admin-credential"
@@ -75,6 +76,19 @@ def test_bad_requests_get_clear_errors():
     assert _post(root, "api/join", b"{not json")[0] == 400
     assert _post(root, "api/join", b"[1, 2]")[0] == 400
     assert _post(root, "api/join", b"x" * 5000)[0] == 413
+
+
+def test_deeply_nested_json_is_a_clear_400_not_a_500():
+    root = _app()
+    for body in (
+        b"[" * 2000 + b"]" * 2000,
+        b'{"a":' * 600 + b"1" + b"}" * 600,
+        b'{"invite": ' + b"[" * 20 + b"]" * 20 + b"}",
+    ):
+        status, reply = _post(root, "api/join", body)
+        assert status == 400 and "nested deeper" in reply["error"], body[:20]
+    # a shallow nesting is parsed and judged as usual
+    assert _post(root, "api/join", {"invite": [[["x"]]], "name": "n"})[0] == 403
     status, body = _post(root, "api/sessions", {"scenario": "unknown"}, auth=f"Bearer {ADMIN}")
     assert status == 400 and "unknown" in body["error"]
 
@@ -88,8 +102,10 @@ def test_wrong_admin_credentials_get_401_without_detail_then_429():
         )
     for _ in range(AUTH_FAILURES_ALLOWED):
         _post(root, "api/sessions", {"scenario": "basic_skills"}, auth="Bearer wrong", client="127.0.0.9")
+    status, _ = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth="Bearer wrong", client="127.0.0.9")
+    assert status == 429  # that address's wrong attempts wait out the window
     status, _ = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}", client="127.0.0.9")
-    assert status == 429  # even the right credential waits out the window
+    assert status == 201  # the right credential is never locked out (ops.auth: the attacker's failures cost it nothing)
     status, _ = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}", client="127.0.0.2")
     assert status == 201  # other addresses are unaffected
 
@@ -110,3 +126,23 @@ def test_while_draining_new_sessions_and_joins_get_503_with_the_reason_but_rejoi
     assert _post(root, "api/sessions", {"scenario": "basic_skills"}, auth="Bearer wrong")[0] == 401  # auth first
     reason["now"] = None
     assert _post(root, "api/join", {"invite": code, "name": "Late"})[0] == 200  # the invite was not used up
+
+
+def test_a_session_whose_codes_cannot_be_kept_gets_503_and_its_room_is_discarded():
+    rooms: list[str] = []
+
+    def create_session(scenario: str) -> str:
+        rooms.append(f"s-{len(rooms) + 1}")
+        return rooms[-1]
+
+    service = JoinService(
+        bytes(32),
+        0x1234,
+        [Address.parse("127.0.0.1:40000")],
+        invites=InviteBook(max_sessions=1),
+        discard_session=rooms.remove,
+    )
+    root = api_root(service, AdminGate(ADMIN), create_session)
+    assert _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}")[0] == 201
+    status, body = _post(root, "api/sessions", {"scenario": "basic_skills"}, auth=f"Bearer {ADMIN}")
+    assert status == 503 and "1 sessions" in body["error"] and rooms == ["s-1"]

@@ -94,13 +94,66 @@ def test_invites_expire_and_run_out_with_one_message():
     assert len(messages) == 1
 
 
-def test_invite_book_is_bounded():
-    book = InviteBook(capacity=3)
+def test_each_sessions_book_is_bounded_and_revoked_on_its_own():
+    book = InviteBook(max_invites=3, max_personal=2)
     for _ in range(3):
         book.issue("s", Role.OBSERVER)
-    with pytest.raises(InviteError, match="too many"):
+    with pytest.raises(InviteError, match="open invites"):
         book.issue("s", Role.OBSERVER)
-    assert book.revoke_session("s") == 3 and len(book) == 0
+    book.issue("t", Role.OBSERVER)  # another session's book is not full
+    book.issue("s", Role.OBSERVER, participant=1, name="a")
+    again = book.issue("s", Role.OBSERVER, participant=1, name="a")  # a participant keeps one code
+    book.issue("s", Role.OBSERVER, participant=2, name="b")
+    assert book.session_codes("s") == 5 and not book.has_room_for_participant("s")
+    with pytest.raises(InviteError, match="participants"):
+        book.issue("s", Role.OBSERVER, participant=3, name="c")
+    assert book.redeem(again, personal=True).participant == 1
+    assert book.revoke_session("s") == 5 and len(book) == 1 and book.sessions() == ["t"]
+    with pytest.raises(InviteError):
+        book.redeem(again, personal=True)  # revoked with its session
+
+
+def test_the_number_of_books_is_bounded_and_an_ended_session_frees_its_place():
+    book = InviteBook(max_sessions=2)
+    book.issue("a", Role.OBSERVER)
+    book.issue("b", Role.OBSERVER)
+    with pytest.raises(InviteError, match="2 sessions"):
+        book.issue("c", Role.OBSERVER)
+    book.revoke_session("a")
+    book.issue("c", Role.OBSERVER)
+    assert sorted(book.sessions()) == ["b", "c"]
+
+
+def test_codes_are_known_by_a_keyed_hash_only():
+    one, other = InviteBook(key=b"k" * 32), InviteBook(key=b"j" * 32)
+    code = one.issue("s", Role.MENTOR)
+    assert one.digest(code) != other.digest(code)
+    assert code not in repr(one) and one.digest(code) in {e.digest for e in [one.check(code)]}
+    with pytest.raises(InviteError):
+        other.check(code)
+
+
+def test_a_flood_of_joins_to_one_session_fills_only_its_book():
+    sessions = {"busy", "calm"}
+    service = JoinService(
+        KEY, PROTOCOL, [SERVER], invites=InviteBook(max_personal=5), session_exists=lambda s: s in sessions
+    )
+    flood = service.invite_team("busy", uses=100)[Role.OBSERVER]
+    calm = service.invite_team("calm", uses=2)[Role.OBSERVER]
+    for i in range(5):
+        service.join(flood, f"bot {i}")
+    with pytest.raises(InviteError, match="full"):
+        service.join(flood, "one too many")
+    assert service.invites.check(flood).uses_left == 95  # the refused join spent nothing
+    assert service.join(calm, "newcomer").identity.session == "calm"
+
+
+def test_creating_a_session_whose_invites_cannot_be_issued_leaves_nothing_behind():
+    discarded = []
+    service = JoinService(KEY, PROTOCOL, [SERVER], invites=InviteBook(max_invites=2), discard_session=discarded.append)
+    with pytest.raises(InviteError):
+        service.invite_team("s-1")  # five roles, room for two
+    assert discarded == ["s-1"] and len(service.invites) == 0 and service.invites.sessions() == []
 
 
 # --- join service ---------------------------------------------------------------------------------------
@@ -143,6 +196,11 @@ def test_ended_sessions_and_bad_names_are_refused():
 
 
 def test_refused_joins_and_rejoins_leave_the_invite_its_uses():
+    ended = _service(sessions=())
+    gone = ended.invite_team("gone", uses=1)[Role.OBSERVER]
+    with pytest.raises(InviteError, match="ended"):
+        ended.join(gone, "Carol")
+    assert ended.invites.check(gone).uses_left == 1  # a join refused for an ended session spends nothing
     service = _service()
     invite = service.invite_team("s-1", uses=1)[Role.OBSERVER]
     with pytest.raises(IdentityError):

@@ -207,3 +207,38 @@ def test_the_scrub_nurse_holds_a_retractor_but_drives_nothing_else(scenario):
     assert room.command(nurse, "hold_retractor", hand="left", release=True) is None
     assert room.control().instruments == []
     assert "may not hold retractor" in room.command(ids[Role.OBSERVER], "hold_retractor").reason
+
+
+def test_the_speed_limit_judges_the_claimed_gap_by_the_servers_receive_times(scenario):
+    room, ids = _running(scenario)
+    lead = ids[Role.LEAD_SURGEON]
+    assert room.instrument_input(lead, "right", [0, 0.05, 0], DOWN, sample_time=1.0, received_at=100.0) is None
+    # a 0.3 m jump claiming a million seconds passed, 11 ms after the last sample arrived: refused
+    refusal = room.instrument_input(lead, "right", [0.3, 0.05, 0], DOWN, sample_time=1e6, received_at=100.011)
+    assert refusal is not None and room.counters["input_rejected_too_fast"] == 1
+    # the same jump after the server itself saw 0.3 s pass is a human speed (1.5 m/s incl. the slack): accepted
+    assert room.instrument_input(lead, "right", [0.3, 0.05, 0], DOWN, sample_time=1e6, received_at=100.3) is None
+    # redundant samples that arrive together keep their claimed spacing (the claim is the smaller gap)
+    for k in range(1, 4):
+        x = 0.3 + 0.01 * k
+        assert (
+            room.instrument_input(lead, "right", [x, 0.05, 0], DOWN, sample_time=1e6 + 0.011 * k, received_at=100.5)
+            is None
+        )
+
+
+def test_a_room_admits_at_most_its_capacity_and_returning_people_always(scenario):
+    import dataclasses
+
+    room = Room("s-1", dataclasses.replace(scenario, max_participants=2))
+    room.join(Identity("s-1", 1, Role.LEAD_SURGEON, "a"))
+    room.join(Identity("s-1", 2, Role.OBSERVER, "b"))
+    with pytest.raises(ValueError, match="the room is full"):
+        room.join(Identity("s-1", 3, Role.OBSERVER, "c"))
+    room.leave(2)
+    room.join(Identity("s-1", 3, Role.OBSERVER, "c"))  # a seat came free
+    with pytest.raises(ValueError, match="the room is full"):
+        room.join(Identity("s-1", 4, Role.OBSERVER, "d"))
+    # someone who was in the room comes back even when newcomers filled it (a dropped headset keeps its seat)
+    assert room.join(Identity("s-1", 2, Role.OBSERVER, "b")).identity.participant == 2
+    assert room.counters["refused_room_full"] == 2

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from physics import Control, new_state, step
-from rehearsal.scenario import ScenarioError, build_world, load_scenario, packaged_scenarios
+from rehearsal.scenario import DEFAULT_MAX_PARTICIPANTS, ScenarioError, build_world, load_scenario, packaged_scenarios
 
 GOOD = """
 schema = 1
@@ -86,3 +86,22 @@ def test_attachment_box_that_holds_nothing_is_reported(tmp_path):
     text = GOOD + '[[attachments]]\nkind = "fixed"\nbox = { lo = [5, 5, 5], hi = [6, 6, 6] }\n'
     with pytest.raises(ScenarioError, match="holds no vertex"):
         build_world(load_scenario(_write(tmp_path, text)))
+
+
+@pytest.mark.parametrize(
+    ("room", "message"),
+    [
+        ("max_participants = 0", r"room.max_participants: 0 is not in \[1, 128\]"),
+        ("max_participants = 1000", r"room.max_participants: 1000 is not in \[1, 128\]"),
+        ("max_participants = 2.5", "room.max_participants: expected int"),
+        ('max_participants = "many"', "room.max_participants: expected int"),
+    ],
+)
+def test_room_capacity_is_validated(tmp_path, room, message):
+    with pytest.raises(ScenarioError, match=r"s\.toml: " + message):
+        load_scenario(_write(tmp_path, GOOD + f"\n[room]\n{room}\n"))
+
+
+def test_room_capacity_defaults_and_can_be_set(tmp_path):
+    assert load_scenario(_write(tmp_path, GOOD)).max_participants == DEFAULT_MAX_PARTICIPANTS
+    assert load_scenario(_write(tmp_path, GOOD + "\n[room]\nmax_participants = 40\n")).max_participants == 40

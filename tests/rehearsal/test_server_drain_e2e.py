@@ -56,7 +56,8 @@ def test_sigterm_drains_the_room_and_exits_zero(server):
 
         # the real /metrics, with a running room, is valid exposition (promtool when available)
         status, metrics = get(server.http_port, "/metrics")
-        assert status == 200 and f'session="{session["session"]}"'.encode() in metrics
+        label = rooms[0]["metrics_label"]  # anonymous /metrics name rooms by an opaque label the admin can map
+        assert status == 200 and f'session="{label}"'.encode() in metrics and session["session"].encode() not in metrics
         assert b"rehearsal_tick_duration_seconds_count" in metrics
         if shutil.which("promtool"):
             check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, timeout=30)

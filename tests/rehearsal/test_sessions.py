@@ -51,3 +51,19 @@ def test_each_published_tick_is_observed_and_timed(tmp_path):
         assert count == 2
     finally:
         server.stop()
+
+
+def test_a_closed_or_discarded_session_takes_its_codes_with_it(tmp_path):
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
+    try:
+        kept, dropped = server.create_session("basic_skills"), server.create_session("basic_skills")
+        for session in (kept, dropped):
+            server.invites.issue(session, Role.OBSERVER)
+        server.sessions.close_room(kept)
+        server.sessions.discard_session(dropped)
+        assert server.invites.sessions() == [] and server.rooms == {}
+        assert server.results.session(kept) is not None  # a closed room keeps its result
+        assert server.results.session(dropped) is None  # a discarded one (never offered) leaves nothing
+        assert not (server.data_dir / "recordings" / f"{dropped}.rec").exists()
+    finally:
+        server.stop()

@@ -15,3 +15,67 @@ def test_nearest_rank():
     assert nearest_rank([4, 1, 3, 2], 0.5) == 2
     assert nearest_rank(range(1, 101), 0.99) == 99
     assert nearest_rank([7], 0.99) == 7
+
+
+# --- health and readiness reflect frozen rooms; anonymous metrics name no session ------------------------
+
+import pytest  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+
+from rehearsal.server import RehearsalServer  # noqa: E402
+from rehearsal.settings import load_settings  # noqa: E402
+from rehearsal.status import STUCK_STEP_SECONDS  # noqa: E402
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_room_publishing_far_below_its_tick_rate_makes_the_server_not_ready(server):
+    session = server.create_session("basic_skills")
+    ticker = server.rooms[session].ticker
+    views = server.views
+    views.sample_rooms(0.0)
+    for _ in range(60):
+        ticker.record_tick(0.005)
+    views.sample_rooms(1.0)
+    assert views.snapshot_rates[session] == 60 and server.ready() is True
+    ticker.record_tick(0.005)  # one snapshot in the next second: frozen
+    views.sample_rooms(2.0)
+    reason = server.ready()
+    assert isinstance(reason, str) and "frozen: 1 snapshots/s of 60" in reason and session not in reason
+    for _ in range(60):
+        ticker.record_tick(0.005)
+    views.sample_rooms(3.0)
+    assert server.ready() is True
+    ticker.stop()  # a room whose ticker is stopped is not expected to tick
+    views.sample_rooms(4.0)
+    assert server.ready() is True
+
+
+def test_a_room_thread_stuck_in_a_step_makes_the_server_unhealthy(server, monkeypatch):
+    session = server.create_session("basic_skills")
+    assert server.views.healthy() is True
+    monkeypatch.setattr(server.rooms[session].ticker, "busy_for", lambda: STUCK_STEP_SECONDS + 1)
+    reason = server.views.healthy()
+    assert isinstance(reason, str) and "stuck" in reason and session not in reason
+
+
+def test_anonymous_metrics_carry_opaque_room_labels_not_session_ids(server):
+    session = server.create_session("basic_skills")
+    server.counters["budget_refused_input_samples"] += 3
+    exposition = server.metrics.exposition().decode()
+    assert session not in exposition
+    label = server.views.room_label(session)
+    assert label.startswith("room-") and label == server.views.room_label(session)
+    assert f'session="{label}"' in exposition
+    assert {r["session"]: r["metrics_label"] for r in server.views.admin_rooms()} == {session: label}
+    families = {f.name: f for f in text_string_to_metric_families(exposition)}
+    refusals = {s.labels["reason"]: s.value for s in families["rehearsal_refusals"].samples}
+    assert refusals == {"input_samples": 3.0}

@@ -150,3 +150,23 @@ def test_encode_writes_what_packb_writes_from_any_thread():
         thread.join()
     ping = msgpack.packb({"v": SCHEMA_VERSION, "t": "ping", "time": 1.5}, use_bin_type=True)
     assert sorted(set(results)) == sorted({expected, ping}) and len(results) == 400
+
+
+def test_min_length_bounds_sized_fields_from_below():
+    from netcode.messaging.messages import Field, MessageError, MessageRegistry
+
+    registry = MessageRegistry()
+    registry.register("v", Field("xyz", "list", items="float", min_length=3, max_length=3))
+    assert registry.validate("v", {"xyz": [1, 2.5, 3]}) == {"xyz": [1.0, 2.5, 3.0]}
+    for bad in ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0], [1.0, float("inf"), 2.0]):
+        try:
+            registry.validate("v", {"xyz": bad})
+        except MessageError:
+            continue
+        raise AssertionError(f"{bad} accepted")
+    for spec in ({"kind": "int", "min_length": 1}, {"kind": "str", "min_length": 5, "max_length": 2}):
+        try:
+            Field("f", **spec)
+        except ValueError:
+            continue
+        raise AssertionError(f"{spec} accepted")

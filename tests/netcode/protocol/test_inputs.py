@@ -177,3 +177,17 @@ def test_pose_arrays_are_float64_whatever_the_input():
         assert pose.rotation.tolist() == [0.0, 0.0, 0.0, 1.0] and pose.rotation.dtype == np.float64
     assert RigidPose([0, 0, 0], [0, 0, 0, 0]).rotation.tolist() == [0.0, 0.0, 0.0, 1.0]  # zero -> identity
     assert not RigidPose([0, np.inf, 0]).is_finite() and RigidPose([0, 1, 0], jaw=0.5).is_finite()
+
+
+def test_new_samples_reads_the_header_only_and_newest_only_builds_one():
+    from netcode.protocol.inputs import InputReceiver, InputSample, encode_packet
+    from netcode.protocol.poses import RigidPose
+
+    pose = RigidPose(np.array([0.0, 0.1, 0.0]))
+    packet = encode_packet((0, 2), [InputSample(s, s / 90, (pose, pose)) for s in range(5, 10)])
+    receiver = InputReceiver()
+    assert receiver.new_samples(packet) == 5 and receiver.new_samples(b"\x01") == 0
+    assert [s.seq for s in receiver.receive(packet, 1.0, newest_only=True)] == [9]
+    assert receiver.highest == 9 and receiver.new_samples(packet) == 0
+    newer = encode_packet((0, 2), [InputSample(s, s / 90, (pose, pose)) for s in range(8, 14)])
+    assert receiver.new_samples(newer) == 4

@@ -379,3 +379,75 @@ def test_mutated_packets_never_raise_or_amplify(
     server.update(2.0)
     assert all(len(reply) <= len(data) for reply, _ in out)
     assert server.client_count == 0
+
+
+# -- budgets: cheap refusal before decryption, and a spoofer cannot spend a connected client's budget ------
+
+
+def test_a_flood_of_requests_from_one_address_is_refused_before_decryption() -> None:
+    net = Net()
+    server = make_server(net, max_unauthenticated_per_second_per_address=5, max_unauthenticated_per_second=None)
+    forged = bytes(CONNECTION_REQUEST_BYTES)  # version bytes wrong: it would be dropped by decode_packet anyway
+    for _ in range(100):
+        server.receive(forged, CLIENT_B, net.now)
+    assert server.drops["unauthenticated_rate_limited_address"] == 95
+    assert sum(v for k, v in server.drops.items() if not k.startswith("unauthenticated")) == 5
+    # the budget refills at its rate: 1 s later the address may try again (5 more)
+    for _ in range(10):
+        server.receive(forged, CLIENT_B, net.now + 1.0)
+    assert server.drops["unauthenticated_rate_limited_address"] == 100
+
+
+def test_many_spoofed_sources_are_bounded_by_the_server_budget_and_the_table_stays_bounded() -> None:
+    net = Net()
+    server = make_server(
+        net, max_unauthenticated_per_second_per_address=5, max_unauthenticated_per_second=50, tracked_sources=64
+    )
+    forged = bytes(CONNECTION_REQUEST_BYTES)
+    for i in range(1000):
+        server.receive(forged, Address.parse(f"10.0.{i // 250}.{i % 250}:4000"), net.now)
+    assert server.drops["unauthenticated_rate_limited_server"] == 950
+    assert len(server._sources) == 64
+
+
+def test_a_real_client_still_connects_past_a_forged_flood_from_elsewhere() -> None:
+    net, events = Net(), Events()
+    server = make_server(net, events=events, max_unauthenticated_per_second_per_address=5)
+    forged = bytes(CONNECTION_REQUEST_BYTES)
+    for _ in range(500):
+        server.receive(forged, CLIENT_B, net.now)
+    client, _ = make_client(net, make_token())
+    connect(net, client)
+    assert client.state is ClientState.CONNECTED and len(events.connects) == 1
+
+
+def test_garbage_spoofed_from_a_connected_address_does_not_spend_its_budget() -> None:
+    net, events = Net(), Events()
+    server = make_server(net, events=events, max_packets_per_second_per_client=50)
+    client, _ = make_client(net, make_token())
+    connect(net, client)
+    garbage = bytes([PacketType.CONNECTION_PAYLOAD | 0x10]) + b"\x01" + bytes(40)  # 1 sequence byte, no valid MAC
+    for _ in range(1000):  # spoofed from the client's own address
+        server.receive(garbage, CLIENT_A, net.now)
+    assert server.drops["decrypt_failed"] == 1000 and server.drops["rate_limited"] == 0
+    for i in range(20):
+        client.send_payload(bytes([i]) + b"real", net.now)
+    net.flush()
+    assert len(events.payloads) == 20  # every real packet got through at once
+    assert server.is_connected(0)
+
+
+def test_budget_config_is_validated() -> None:
+    for bad in ({"max_unauthenticated_per_second_per_address": 0}, {"max_unauthenticated_per_second": -1.0}):
+        try:
+            ServerConfig(protocol_id=PROTOCOL_ID, private_key=PRIVATE_KEY, public_addresses=[SERVER], **bad)
+        except ValueError as exc:
+            assert "must be positive" in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
+    try:
+        ServerConfig(protocol_id=PROTOCOL_ID, private_key=PRIVATE_KEY, public_addresses=[SERVER], tracked_sources=0)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("tracked_sources=0 accepted")
