@@ -7,11 +7,19 @@ replay rebuilds the world from the scenario and feeds the same sequence through 
 
 File format: a stream of msgpack maps (``"t"`` says which)::
 
-    {"t": "header", "version": 1, "session": str, "scenario": name, "source": scenario file, "tick_hz": int}
-    {"t": "tick", "dt": float, "n": substeps, "c": [[id, kind, px, py, pz, qw, qx, qy, qz, jaw, energy], ...]}
+    {"t": "header", "version": 2, "session": str, "scenario": name, "source": scenario file, "tick_hz": int}
+    {"t": "tick", "dt": float, "n": substeps, "c": [[id, kind, px, py, pz, qw, qx, qy, qz, jaw, energy], ...],
+     "s": [sample time (s) or None, ...]}
     {"t": "inject", "id": complication id}
     {"t": "reset"}
+    {"t": "command", "by": participant, "action": str, "args": {...}}
     {"t": "end", "state": room state, "truncated": records left out at the size limit}
+
+Version 2 added the tick's ``"s"``: the headset sample time of each row's pose (aligned with ``"c"``; None
+where unknown), which the skill metrics differentiate at (rehearsal.skill_metrics), so a replay scores
+exactly as the live room did; and ``"command"``: an accepted mentor or nurse command (for the debrief's
+timeline; it changes nothing on replay, its world changes have their own records), written before the
+tick it preceded. Version 1 files still read (their metrics use tick times).
 
 A recording stops growing at ``max_bytes`` (but for its end record; counted in ``truncated``), so an
 endless session cannot fill the disk; writes are buffered and flushed every ``FLUSH_EVERY`` records.
@@ -19,6 +27,8 @@ endless session cannot fill the disk; writes are buffered and flushed every ``FL
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -30,7 +40,9 @@ from physics import Control, InstrumentInput
 from physics.instruments import SPECS, Kind
 from rehearsal.scenario import Scenario
 
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_PENDING_COMMANDS = 256
 FLUSH_EVERY = 600
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 MAX_RECORD_BYTES = 1 << 20
@@ -66,6 +78,42 @@ def control_from_rows(rows: object) -> Control:
     return Control(inputs)
 
 
+def _time_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _plain(value: object, depth: int = 0) -> Any:
+    """A command's arguments as msgpack-able plain values (arrays as lists; anything odd as its repr)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value[:256]
+    if depth < 3 and isinstance(value, list | tuple):
+        return [_plain(v, depth + 1) for v in value[:16]]
+    if depth < 3 and isinstance(value, dict):
+        return {str(k)[:64]: _plain(v, depth + 1) for k, v in list(value.items())[:16]}
+    return repr(value)[:64]
+
+
+def sample_times_from(record: dict[str, Any]) -> dict[int, float]:
+    """A tick record's sample times by instrument id ({} for a version-1 tick; RecordingError if malformed)."""
+    stamps, rows = record.get("s"), record.get("c")
+    if stamps is None:
+        return {}
+    if not (isinstance(stamps, list) and isinstance(rows, list) and len(stamps) == len(rows)):
+        raise RecordingError("a tick's sample times must be a list beside its controls")
+    times = {}
+    for row, stamp in zip(rows, stamps, strict=True):
+        if stamp is None:
+            continue
+        if not (isinstance(stamp, int | float) and math.isfinite(stamp) and isinstance(row, list) and row):
+            raise RecordingError(f"malformed sample time {stamp!r:.40}")
+        times[row[0]] = float(stamp)
+    return times
+
+
 class Recorder:
     """Appends one room's records to a file (owner-only permissions: recordings show what people did)."""
 
@@ -85,6 +133,9 @@ class Recorder:
         self.bytes = 0
         self.records = 0
         self.truncated = 0
+        # Commands arrive on the reactor thread, ticks are written on the room's thread: commands wait here
+        # (deque appends are thread-safe) and the next tick or close() writes them, so one thread writes.
+        self._commands: deque[dict[str, Any]] = deque()
         if resume_at is not None:
             at = _position(resume_at)
             handle = open(path, "r+b", buffering=1 << 16)  # noqa: SIM115 (closed in close())
@@ -124,8 +175,24 @@ class Recorder:
         if self.records % FLUSH_EVERY == 0:
             self._file.flush()
 
-    def tick(self, dt: float, substeps: int, control: Control) -> None:
-        self._write({"t": "tick", "dt": float(dt), "n": int(substeps), "c": control_rows(control)})
+    def tick(self, dt: float, substeps: int, control: Control, sample_times: dict[int, float] | None = None) -> None:
+        """One simulated tick: its step, the control physics got, and each pose's sample time (by id)."""
+        self._write_commands()
+        times = sample_times or {}
+        rows = control_rows(control)
+        stamps = [_time_or_none(times.get(row[0])) for row in rows]
+        self._write({"t": "tick", "dt": float(dt), "n": int(substeps), "c": rows, "s": stamps})
+
+    def command(self, by: int, action: str, args: dict[str, Any]) -> None:
+        """An accepted command (any thread); written before the next tick (beyond a backlog: truncated)."""
+        if len(self._commands) >= MAX_PENDING_COMMANDS:
+            self.truncated += 1
+            return
+        self._commands.append({"t": "command", "by": int(by), "action": str(action), "args": _plain(args)})
+
+    def _write_commands(self) -> None:
+        while self._commands:
+            self._write(self._commands.popleft())
 
     def effect(self, kind: str, **fields: Any) -> None:
         """A world change (``inject`` with ``id``, or ``reset``) that took effect before the next tick."""
@@ -133,6 +200,7 @@ class Recorder:
 
     def close(self, state: str) -> None:
         if self._file is not None:
+            self._write_commands()
             self._write({"t": "end", "state": state, "truncated": self.truncated}, always=True)
             self._file.close()
             self._file = None
@@ -153,9 +221,15 @@ def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]
     except (StopIteration, ValueError, msgpack.UnpackException) as exc:
         handle.close()
         raise RecordingError(f"{path}: not a recording ({exc or 'empty'})") from None
-    if not (isinstance(header, dict) and header.get("t") == "header" and header.get("version") == VERSION):
+    if not (isinstance(header, dict) and header.get("t") == "header"):
         handle.close()
-        raise RecordingError(f"{path}: not a version-{VERSION} recording")
+        raise RecordingError(f"{path}: not a recording (no header)")
+    if header.get("version") not in READABLE_VERSIONS:
+        handle.close()
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise RecordingError(
+            f"{path}: a version-{header.get('version')!r:.20} recording; this reads versions {readable}"
+        )
     for key, kind in (("session", str), ("scenario", str), ("tick_hz", int)):
         if not isinstance(header.get(key), kind):
             handle.close()

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from rehearsal.recording import RecordingError, control_from_rows, read_recording
+from physics import StepReport
+from rehearsal.recording import RecordingError, control_from_rows, read_recording, sample_times_from
 from rehearsal.room import Room
 from rehearsal.scenario import ScenarioError, load_scenario
 
 MAX_SUBSTEPS = 400
 
 
-def replay(path: Path, on_tick: Callable[[Room], None] | None = None, max_ticks: int | None = None) -> Room:
-    """The room as it stood at the end of the recording (or after ``max_ticks`` ticks)."""
+def replay(
+    path: Path,
+    on_tick: Callable[[Room], None] | None = None,
+    max_ticks: int | None = None,
+    *,
+    on_step: Callable[[Room, StepReport | None], None] | None = None,
+    on_record: Callable[[Room, dict[str, Any]], None] | None = None,
+) -> Room:
+    """The room as it stood at the end of the recording (or after ``max_ticks`` ticks).
+
+    ``on_step`` sees each tick's physics report (its grasps, cuts, tears, topology) and ``on_record`` each
+    record that is not a tick as it is read (world changes, commands): what a debrief builds its timeline of."""
     header, records = read_recording(path)
     source = Path(str(header.get("source", "")))
     try:
@@ -31,13 +43,18 @@ def replay(path: Path, on_tick: Callable[[Room], None] | None = None, max_ticks:
             valid_dt = isinstance(dt, float) and 0 < dt <= 1
             if not (valid_dt and isinstance(substeps, int) and 1 <= substeps <= MAX_SUBSTEPS):
                 raise RecordingError(f"{path}: malformed tick record")
-            room.advance(dt, substeps, control_from_rows(record.get("c")))
+            report = room.advance(dt, substeps, control_from_rows(record.get("c")), sample_times_from(record))
             ticks += 1
+            if on_step is not None:
+                on_step(room, report)
             if on_tick is not None:
                 on_tick(room)
             if max_ticks is not None and ticks >= max_ticks:
                 break
-        elif kind in ("reset", "inject"):
+            continue
+        if on_record is not None:
+            on_record(room, record)
+        if kind in ("reset", "inject"):
             room.queue_effect(kind, -1, record.get("id"))
         elif kind == "end":
             break

@@ -197,7 +197,10 @@ class Room:
         if handler is None:
             self.counters["refused_unknown_command"] += 1
             return Refusal(f"{action.value} is not a command")
-        return handler(p, **args)
+        outcome = handler(p, **args)
+        if outcome is None and self.recorder is not None:
+            self.recorder.command(participant_id, action.value, args)  # for the debrief's timeline
+        return outcome
 
     def _lifecycle(self, target: RoomState) -> Refusal | None:
         try:
@@ -398,18 +401,28 @@ class Room:
 
     # --- time --------------------------------------------------------------------------------------------
 
-    def advance(self, dt: float, substeps: int | None = None, control: Control | None = None) -> StepReport | None:
+    def advance(
+        self,
+        dt: float,
+        substeps: int | None = None,
+        control: Control | None = None,
+        sample_times: dict[int, float] | None = None,
+    ) -> StepReport | None:
         """One tick: queued world changes, then physics only while running (a paused room's tissue does not
         move), then the procedure checks and complications. Their events wait in take_events().
 
-        The ticker builds `control` on the reactor thread and runs this on the room's worker thread."""
+        The ticker builds `control` on the reactor thread and runs this on the room's worker thread;
+        `sample_times` (instrument id -> pose sample time) stand in for control()'s when given (a replay)."""
         self._apply_effects()
         if not simulates(self.state):
             return None
         control = control if control is not None else self.control()
+        if sample_times is not None:
+            self._control_times = (control, sample_times)
         substeps = substeps or self.scenario.substeps
         if self.recorder is not None:
-            self.recorder.tick(dt, substeps, control)
+            built, times = self._control_times
+            self.recorder.tick(dt, substeps, control, times if built is control else None)
         report = step(self.model, self.physics, control, dt, substeps)
         self.frame += 1
         self.elapsed += dt

@@ -6,7 +6,8 @@ One process, one twisted reactor:
   admin (bearer credential) creates a session from a scenario (``rehearsal.sessions``); the admin gets
   invite codes per role, which participants trade for netcode connect tokens.
 * **The browser side** (``rehearsal.web``) on the same HTTP port: the watch page and mentor console at ``/`` and
-  ``/watch``, its files under ``/static``, and its live link at ``/ws`` (a ``WebSocketLink`` per page into the
+  ``/watch``, its files under ``/static``, the debrief of finished sessions at ``/debrief`` (``rehearsal.web.debrief``),
+  and its live link at ``/ws`` (a ``WebSocketLink`` per page into the
   same ``Connections``). With ``settings.tls_cert``/``tls_key`` the port speaks HTTPS and WSS.
 * **UDP** (``settings.udp_host:udp_port``): the netcode 1.02 server (``rehearsal.udp_transport``), one
   ``UdpLink`` per client. Other transports (WebSocket) reach the same ``Connections`` through their own
@@ -64,6 +65,7 @@ from rehearsal.settings import Settings
 from rehearsal.status import StatusViews
 from rehearsal.udp_transport import UdpTransport
 from rehearsal.warm_up import warm_up as compile_kernels
+from rehearsal.web.debrief import DebriefService, mount_debrief
 from rehearsal.web.site import mount_web
 from rehearsal.web.tls import server_tls_options
 from rehearsal.web.websocket import WatchEndpoint
@@ -153,6 +155,7 @@ class RehearsalServer:
         self.udp_address: Address | None = None
         self.http_port: int | None = None
         self.web: WatchEndpoint | None = None
+        self.debriefs: DebriefService | None = None
         self.heartbeat: Heartbeat | None = None
         self._sampler: LoopingCall | None = None
         self.drain: Drain | None = None
@@ -263,6 +266,8 @@ class RehearsalServer:
             self.reactor, self.join_service, self.connections, next_key=next_link_key, closed=self.sessions.closed
         ).start()
         mount_web(root, self.web)
+        self.debriefs = DebriefService(self.reactor, self.results.session, self.gate.check)
+        mount_debrief(root, self.debriefs)  # /debrief: the page, and the data behind the admin credential
         # bodies bounded before they are read; /healthz also fails while a room's thread is stuck
         site = ops_site(
             self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy, refused=self._http_refused
@@ -357,6 +362,7 @@ def serve(settings: Settings, *, setup: Callable[[RehearsalServer], None] | None
         server.settings.public_address,
     )
     log.info("watch page and mentor console: %s (enter a mentor or observer invite code)", watch_url(server))
+    log.info("debriefs of finished sessions: %sdebrief (with the admin credential)", watch_url(server))
     state = {"signals": 0, "stopping": False}
 
     def stop(_: object = None) -> None:  # on the reactor thread
