@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -120,7 +121,9 @@ def grafana_free(expr: str) -> str:
     return re.sub(r"\$\{?(\w+)\}?", r"\1", expr)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None and not os.environ.get("CI"), reason="promtool not on PATH (CI installs it)"
+)
 def test_dashboard_queries_are_valid_promql(tmp_path):
     rules = [
         {"record": f"dashboard:expr_{i}", "expr": grafana_free(e)}
@@ -132,13 +135,17 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None and not os.environ.get("CI"), reason="promtool not on PATH (CI installs it)"
+)
 def test_promtool_check_rules():
     result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None and not os.environ.get("CI"), reason="promtool not on PATH (CI installs it)"
+)
 def test_promtool_check_metrics():
     from tests.ops.test_metrics import SAMPLE_STATUS  # every family, per-room ones included
 
