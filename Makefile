@@ -1,3 +1,4 @@
+# Benchmark recipes are silent (@) so that stdout is their JSON alone, also through make.
 # The two commands of the README: `make demo` (main job: the rehearsal server with a team of bots) and `make test`.
 # Each one creates .venv in the checkout and installs what it needs, so a fresh clone needs nothing else.
 PYTHON ?= python3
@@ -9,14 +10,15 @@ STAMP := $(VENV)/.installed
 KERNEL_HASH := $(shell find physics netcode -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
-.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web clean \
+.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode clean \
 	load-capacity load-impaired load-soak load-faults load-crash load-attack
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(STAMP): pyproject.toml  # set-up talks on stderr: a first `make bench` still prints only JSON on stdout
+	@echo "installing into $(VENV) (first use)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(PY) -m pip install --quiet --upgrade pip >&2
+	@$(PY) -m pip install --quiet -e '.[test]' >&2
+	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m rehearsal demo $(ARGS)
@@ -33,20 +35,24 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 bench: $(STAMP)
-	$(PY) -m physics.bench $(ARGS)
+	@$(PY) -m physics.bench $(ARGS)
 
 bench-net: $(STAMP)
-	$(PY) -m netcode.transport.bench $(ARGS)
+	@$(PY) -m netcode.transport.bench $(ARGS)
 
 bench-snapshot: $(STAMP)
-	$(PY) -m netcode.sync.snapshot_bench $(ARGS)
+	@$(PY) -m netcode.sync.snapshot_bench $(ARGS)
 
 bench-response: $(STAMP)
-	$(PY) -m rehearsal.response_bench $(ARGS)
+	@$(PY) -m rehearsal.response_bench $(ARGS)
 
 # What browser observers cost the room (tick p99 with and without them, their Mbit/s): rehearsal/web/bench.py
 bench-web: $(STAMP)
-	$(PY) -m rehearsal.web.bench $(ARGS)
+	@$(PY) -m rehearsal.web.bench $(ARGS)
+
+# The JavaScript snapshot decoder's time per snapshot in headless Chromium, beside Python's: rehearsal/web/decode_bench.py
+bench-decode: $(STAMP)
+	@$(PY) -m rehearsal.web.decode_bench $(ARGS)
 
 # Load and fault runs (loadtests/README.md): the server in a subprocess and swarms of headsets on loopback.
 LOAD_STAMP := $(VENV)/.installed-load
