@@ -31,7 +31,7 @@ from netcode.messaging.messages import Message
 from netcode.sync.snapshot import parse_header
 from netcode.sync.snapshot_messages import parse_topology
 from rehearsal.bots import Headset, ServerProcess, SurgeonScript, get, post, pump
-from rehearsal.scenario import packaged_scenarios
+from rehearsal.scenario import MAX_PARTICIPANTS, packaged_scenarios
 from rehearsal.wire import REHEARSAL_REGISTRY
 
 BENCH_SCRIPT = """
@@ -141,9 +141,13 @@ class ObserverSocket:
         self.sock.close()
 
 
-def _scenario_dir(directory: Path, scenario: str, cells: tuple[int, int, int] | None) -> Path:
-    """A copy of a packaged scenario as ``web_bench`` (with another block mesh when ``cells`` is given)."""
+def _scenario_dir(directory: Path, scenario: str, cells: tuple[int, int, int] | None, people: int) -> Path:
+    """A copy of a packaged scenario as ``web_bench`` (with another block mesh when ``cells`` is given), whose
+    room admits ``people`` at once (the team and every observer; a scenario's default admits 16)."""
     text = packaged_scenarios()[scenario].read_text(encoding="utf-8")
+    if "room" in tomllib.loads(text):
+        raise SystemExit(f"scenario {scenario} sets its own [room]: the bench cannot size it")
+    text += f"\n[room]\nmax_participants = {people}\n"
     if cells is not None:
         if "cells = " not in text:
             raise SystemExit(f"--cells: scenario {scenario} has no block mesh to resize")
@@ -256,13 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         "--separate-streams", action="store_true", help="one snapshot stream per observer (share_observer_stream off)"
     )
     args = parser.parse_args(argv)
-    if not 0 <= args.observers <= 256 or not 1.0 <= args.seconds <= 600:
-        parser.error("--observers in [0, 256], --seconds in [1, 600]")
+    most = MAX_PARTICIPANTS - len(TEAM) - 1  # one room admits at most MAX_PARTICIPANTS people (and a page)
+    if not 0 <= args.observers <= most or not 1.0 <= args.seconds <= 600:
+        parser.error(f"--observers in [0, {most}], --seconds in [1, 600]")
     cells = tuple(int(c) for c in args.cells.split(",")) if args.cells else None
     if cells is not None and (len(cells) != 3 or min(cells) < 1 or max(cells) > 200):
         parser.error("--cells is three integers in [1, 200]")
     with tempfile.TemporaryDirectory(prefix="rehearsal-web-bench-") as tmp:
-        scenarios = _scenario_dir(Path(tmp) / "scenarios", args.scenario, cells)
+        people = len(TEAM) + args.observers + int(args.page)
+        scenarios = _scenario_dir(Path(tmp) / "scenarios", args.scenario, cells, people)
         server = ServerProcess(
             Path(tmp) / "data",
             script=BENCH_SCRIPT,
