@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rehearsal.bots import ServerProcess
+from tests.rehearsal.e2e_helpers import running_server
 
 
 @pytest.fixture(scope="module")
@@ -12,10 +12,5 @@ def e2e_server(tmp_path_factory):
     """`rehearsal.server.serve` in a subprocess (ports 0, data directory in tmp), stopped after the module.
 
     Tests share it: each creates its own session(s), so rooms and people never mix between tests."""
-    proc = ServerProcess(tmp_path_factory.mktemp("e2e") / "data")
-    try:
-        proc.wait_listening()
+    with running_server(tmp_path_factory.mktemp("e2e") / "data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, proc.log()[-4000:]

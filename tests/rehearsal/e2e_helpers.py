@@ -48,6 +48,18 @@ class RecordingDecoder(SnapshotDecoder):
         return out
 
 
+@contextmanager
+def running_server(data_dir) -> Iterator[ServerProcess]:
+    """``rehearsal serve`` in a subprocess on ``data_dir`` (ports 0), stopped at the end; it must exit 0."""
+    proc = ServerProcess(data_dir)
+    try:
+        proc.wait_listening()
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.log()[-4000:]
+
+
 def new_session(server: ServerProcess, scenario: str = "basic_skills") -> dict:
     """An admin creates a session; returns {"session", "scenario", "invites": {role: code}}."""
     status, body = post(server.http_port, "/api/sessions", {"scenario": scenario}, server.credential())

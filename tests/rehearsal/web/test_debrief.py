@@ -12,6 +12,7 @@ import pytest
 from rehearsal.bots import ServerProcess, get
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
 from tests.rehearsal.debrief_helpers import cut_session
+from tests.rehearsal.e2e_helpers import running_server
 from tests.rehearsal.web.conftest import ARTIFACTS_DIR
 
 WAIT_MS = 120_000  # the first open re-simulates the session (and SwiftShader draws slowly on a loaded machine)
@@ -21,13 +22,8 @@ WAIT_MS = 120_000  # the first open re-simulates the session (and SwiftShader dr
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("debrief") / "data"
     cut_session(data_dir)
-    proc = ServerProcess(data_dir)
-    try:
-        proc.wait_listening()
+    with running_server(data_dir) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, proc.log()[-4000:]
 
 
 @pytest.fixture(scope="module")

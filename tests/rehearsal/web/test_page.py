@@ -13,6 +13,7 @@ import pytest
 from physics.instruments import look_rotation
 from rehearsal.bots import Headset, ServerProcess, SurgeonScript, get, post, pump
 from rehearsal.wire import DEVICE_HEAD, DEVICE_RIGHT
+from tests.rehearsal.e2e_helpers import new_session, running_server
 from tests.rehearsal.web.conftest import ARTIFACTS_DIR
 from tests.rehearsal.web.ws_client import WsClient, is_message
 
@@ -21,19 +22,8 @@ WAIT_MS = 30_000  # SwiftShader on a loaded 2-core machine draws slowly
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("page") / "data")
-    try:
-        proc.wait_listening()
+    with running_server(tmp_path_factory.mktemp("page") / "data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, proc.log()[-4000:]
-
-
-def new_session(server: ServerProcess) -> dict:
-    status, body = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, server.credential())
-    assert status == 201, body
-    return body
 
 
 def room(server: ServerProcess, session: str) -> dict:

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from physics.instruments import look_rotation
-from rehearsal.bots import Headset, ServerProcess, post, pump
+from rehearsal.bots import Headset, post, pump
+from tests.rehearsal.e2e_helpers import running_server
 from tests.rehearsal.web.conftest import ARTIFACTS_DIR
 from tests.rehearsal.web.test_page import WAIT_MS, new_session, open_page
 from tests.rehearsal.web.ws_client import WsClient
@@ -59,13 +60,8 @@ BURNT_PIXELS_JS = """() => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("burns") / "data")
-    try:
-        proc.wait_listening()
+    with running_server(tmp_path_factory.mktemp("burns") / "data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, proc.log()[-4000:]
 
 
 def test_the_page_colours_the_tissue_the_cautery_hook_burns(page, server):

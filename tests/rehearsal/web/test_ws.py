@@ -16,25 +16,15 @@ from rehearsal.bots import Headset, ServerProcess, get, post, pump
 from rehearsal.live_room import HEAD_OBJECT_BASE
 from rehearsal.web import websocket
 from rehearsal.wire import DEVICE_HEAD, DEVICE_RIGHT
+from tests.rehearsal.e2e_helpers import new_session, running_server
 from tests.rehearsal.web.test_ws_endpoint import self_signed
 from tests.rehearsal.web.ws_client import OP_BINARY, WsClient, is_message
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("ws") / "data")
-    try:
-        proc.wait_listening()
+    with running_server(tmp_path_factory.mktemp("ws") / "data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, proc.log()[-4000:]
-
-
-def new_session(server: ServerProcess) -> dict:
-    status, body = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, server.credential())
-    assert status == 201, body
-    return body
 
 
 def room_state(server: ServerProcess, session: str) -> str:
