@@ -46,6 +46,11 @@ class RunCommand:
         return getattr(importlib.import_module(module), function)
 
 
+def _progress(line: str) -> None:
+    """A run's progress goes to stderr, so that stdout is its JSON report alone."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(commands: list[RunCommand] | None = None, argv: list[str] | None = None) -> int:
     """Parse the command line, run the chosen run, print its report (without the per-bot list) as JSON;
     the exit code is 0 when its checks passed (1 when it failed or could not run)."""
@@ -58,7 +63,7 @@ def main(commands: list[RunCommand] | None = None, argv: list[str] | None = None
     kwargs = {k: v for k, v in vars(args).items() if k != "run"}
     command = next(c for c in commands if c.name == args.run)
     try:
-        report = command.resolve()(**kwargs)
+        report = command.resolve()(**kwargs, say=_progress)
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"{args.run} failed: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from loadtests.__main__ import COMMANDS, RunCommand, main
 CALLS: list[dict] = []
 
 
-def fake_run(out: Path | None = None, *, scenario: str, level: int) -> dict:
+def fake_run(out: Path | None = None, *, scenario: str, level: int, say=print) -> dict:
     CALLS.append({"out": out, "scenario": scenario, "level": level})
+    say("progress, not the report")
     return {"run": "fake", "passed": level < 3, "bots": ["not printed"]}
 
 
@@ -26,7 +28,10 @@ def test_the_common_flags_and_the_runs_own_reach_the_run_and_its_checks_set_the_
     CALLS.clear()
     assert main([FAKE], ["fake", "--out", str(tmp_path)]) == 0
     assert [{"out": tmp_path, "scenario": "basic_skills", "level": 1}] == CALLS
-    assert "not printed" not in capsys.readouterr().out  # the report is printed without its bots
+    out = capsys.readouterr()
+    assert "not printed" not in out.out  # the report is printed without its bots
+    assert json.loads(out.out)["run"] == "fake"  # stdout is the JSON report alone; progress went to stderr
+    assert "progress, not the report" in out.err
     assert main([FAKE], ["fake", "--scenario", "block_5k", "--level", "3"]) == 1
     assert CALLS[-1] == {"out": None, "scenario": "block_5k", "level": 3}
 
