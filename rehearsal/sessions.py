@@ -370,26 +370,18 @@ class Sessions:
 
     def close_room(self, session: str) -> None:
         """Stop the room's ticker and thread, keep its result, disconnect its clients."""
-        live = self.rooms.pop(session, None)
+        live = self._take_room(session)
         if live is None:
             return
-        if live.ticker is not None:
-            live.ticker.stop()
-        if live.pool is not None:
-            live.pool.stop()  # waits for a step in flight (milliseconds)
         self.save_result(live)
         self.on_room_closed(live)
         self._forget(session)
 
     def discard_session(self, session: str) -> None:
         """Free a room whose creation failed after it was made (no invites): no result, no recording kept."""
-        live = self.rooms.pop(session, None)
+        live = self._take_room(session)
         if live is None:
             return
-        if live.ticker is not None:
-            live.ticker.stop()
-        if live.pool is not None:
-            live.pool.stop()
         recorder = live.room.recorder
         if recorder is not None:
             recorder.close(RoomState.ENDED.value)
@@ -397,6 +389,16 @@ class Sessions:
         self.counters["rooms_discarded"] += 1
         self.on_room_closed(live)
         self._forget(session)
+
+    def _take_room(self, session: str) -> LiveRoom | None:
+        """Remove a room from the server and stop its ticker and thread (waits for a step in flight, ms)."""
+        live = self.rooms.pop(session, None)
+        if live is not None:
+            if live.ticker is not None:
+                live.ticker.stop()
+            if live.pool is not None:
+                live.pool.stop()
+        return live
 
     def _forget(self, session: str) -> None:
         self._policies.pop(session, None)

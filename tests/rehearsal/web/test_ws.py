@@ -9,6 +9,8 @@ import re
 import ssl
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -52,14 +54,24 @@ def test_an_observer_page_gets_the_join_messages_and_snapshots_it_can_ack(server
         page.close()
 
 
-def test_a_forged_command_from_an_observer_is_refused_and_changes_nothing(server):
-    session = new_session(server)
+@contextmanager
+def mentor_and_observer(server: ServerProcess, session: dict) -> Iterator[tuple[WsClient, WsClient]]:
+    """A mentor's page and an observer's page of ``session``, both welcomed; closed at the end."""
     mentor, observer = WsClient(server.http_port), WsClient(server.http_port)
     try:
         mentor.join(session["invites"]["mentor"], "Mina")
         mentor.until(is_message("welcome"))
         observer.join(session["invites"]["observer"], "Oscar")
         observer.until(is_message("welcome"))
+        yield mentor, observer
+    finally:
+        mentor.close()
+        observer.close()
+
+
+def test_a_forged_command_from_an_observer_is_refused_and_changes_nothing(server):
+    session = new_session(server)
+    with mentor_and_observer(server, session) as (_mentor, observer):
         assert room_state(server, session["session"]) == "running"  # the mentor started it
         observer.send_message("command", {"action": "pause", "id": 9})
         refused = observer.until(is_message("refused", request="command:pause"))
@@ -68,19 +80,11 @@ def test_a_forged_command_from_an_observer_is_refused_and_changes_nothing(server
         observer.send_message("command", {"action": "end_room", "args": {"bogus": 1}})
         assert observer.until(is_message("refused", request="command:end_room"))
         assert room_state(server, session["session"]) == "running"
-    finally:
-        mentor.close()
-        observer.close()
 
 
 def test_a_mentor_pause_over_websocket_pauses_the_room_and_everyone_hears_it(server):
     session = new_session(server)
-    mentor, observer = WsClient(server.http_port), WsClient(server.http_port)
-    try:
-        mentor.join(session["invites"]["mentor"], "Mina")
-        mentor.until(is_message("welcome"))
-        observer.join(session["invites"]["observer"], "Oscar")
-        observer.until(is_message("welcome"))
+    with mentor_and_observer(server, session) as (mentor, observer):
         mentor.send_message("command", {"action": "pause", "id": 1})
         event = observer.until(is_message("event", kind="pause"))
         assert event.fields["detail"]["state"] == "paused"
@@ -88,9 +92,6 @@ def test_a_mentor_pause_over_websocket_pauses_the_room_and_everyone_hears_it(ser
         mentor.send_message("command", {"action": "resume"})
         assert observer.until(is_message("event", kind="resume"))
         assert room_state(server, session["session"]) == "running"
-    finally:
-        mentor.close()
-        observer.close()
 
 
 def test_an_expired_or_wrong_code_is_refused_and_the_room_is_unaffected(server):
