@@ -23,13 +23,18 @@ ACK_WINDOW = 128  # sequences per member remembered for the intersection (older 
 
 
 class ObserverGroup:
-    """The members of a room's shared observer stream and what each acknowledged (see the module doc)."""
+    """The members of a room's shared observer stream and what each acknowledged (see the module doc).
+
+    An ack costs O(the sequences it names for the first time), whatever the group's size: ``counts`` holds,
+    per sequence sent but not yet acknowledged to the codec, how many members acked it; the last one to ack a
+    sequence passes it to the codec."""
 
     def __init__(self, sync: SnapshotServer, budget_bytes: int | None) -> None:
         self.sync = sync
         self.budget_bytes = budget_bytes
         self.members: dict[int, set[int]] = {}  # link key -> sequences it acked (the last ACK_WINDOW)
         self.newest_ack: dict[int, int] = {}
+        self.counts: dict[int, int] = {}  # sequence -> members that acked it (until all have)
         self.newest_sent = -1
 
     def __contains__(self, key: object) -> bool:
@@ -46,6 +51,7 @@ class ObserverGroup:
             self.sync.add_client(SHARED_OBSERVERS, budget_bytes=self.budget_bytes)
         for acked in self.members.values():
             acked.clear()  # the reset forgot what was sent before: those acks name nothing now
+        self.counts.clear()
         self.members[key] = set()
         self.newest_ack[key] = self.newest_sent
 
@@ -57,10 +63,13 @@ class ObserverGroup:
         if not self.members:
             self.sync.remove_client(SHARED_OBSERVERS)
             self.newest_sent = -1
+            self.counts.clear()
             return
-        everyone = set.intersection(*self.members.values())
-        for sequence in sorted(everyone):
-            self.sync.on_ack(SHARED_OBSERVERS, sequence)  # a sequence already applied is a no-op
+        everyone = len(self.members)  # recount what is still waiting (a rare event: O(waiting x members))
+        counts = {s: sum(s in acked for acked in self.members.values()) for s in self.counts}
+        for sequence in sorted(s for s, n in counts.items() if n >= everyone):
+            self.sync.on_ack(SHARED_OBSERVERS, sequence)
+        self.counts = {s: n for s, n in counts.items() if n < everyone}
 
     def expel(self, key: int) -> None:
         """A member gets a stream of its own (full records first), leaving the group."""
@@ -76,19 +85,32 @@ class ObserverGroup:
         acked = self.members.get(key)
         if acked is None:
             return []
-        named = {newest - 1 - i for i in range(32) if bits >> i & 1}
-        named.add(newest)
-        fresh = named - acked
-        acked |= fresh
         self.newest_ack[key] = max(self.newest_ack.get(key, -1), newest)
-        if len(acked) > ACK_WINDOW:
+        fresh = [newest] if newest not in acked else []
+        if bits:
+            fresh.extend(s for i in range(32) if bits >> i & 1 and (s := newest - 1 - i) not in acked)
+        if not fresh:
+            return []
+        acked.update(fresh)
+        if len(acked) > 2 * ACK_WINDOW:  # pruned in batches: each ack stays O(what it names)
             floor = max(acked) - ACK_WINDOW
             acked.difference_update([s for s in acked if s <= floor])
-        others = [a for k, a in self.members.items() if k != key]
-        everyone = sorted(s for s in fresh if all(s in a for a in others))
-        for sequence in everyone:
+        counts, everyone, done = self.counts, len(self.members), []
+        for sequence in fresh:
+            n = counts.get(sequence, 0) + 1
+            if n >= everyone:
+                counts.pop(sequence, None)
+                done.append(sequence)
+            else:
+                counts[sequence] = n
+        if len(counts) > 2 * ACK_WINDOW:  # sequences some member never acked (it lost them): forget the oldest
+            floor = self.newest_sent - ACK_WINDOW
+            for sequence in [s for s in counts if s <= floor]:
+                del counts[sequence]
+        done.sort()
+        for sequence in done:
             self.sync.on_ack(SHARED_OBSERVERS, sequence)
-        return everyone
+        return done
 
     def laggards(self) -> list[int]:
         """Members more than MAX_LAG sequences behind the newest shared snapshot."""

@@ -36,7 +36,7 @@ from rehearsal.live_room import LiveRoom, surface_layout
 from rehearsal.observer_stream import SHARED_OBSERVERS
 from rehearsal.roles import Role
 from rehearsal.room_health import HEALTH_AUDIENCE, HEALTH_INTERVAL, room_health
-from rehearsal.wire import DEVICE_OF_HAND, to_wire_quat
+from rehearsal.wire import DEVICE_OF_HAND, REHEARSAL_REGISTRY, to_wire_quat
 
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
 MAX_JAW = math.pi / 2  # rad: the widest jaw opening snapshots carry
@@ -82,9 +82,9 @@ class Publisher:
         if not audience:
             return
         fields = {"kind": "room_health", "server_time": self.server_time(), "detail": room_health(live)}
-        message = Message("event", fields)
+        data = REHEARSAL_REGISTRY.encode(Message("event", fields))  # encoded (and framed) once for the audience
         for client in audience:
-            client.link.send(Channel.RELIABLE, message)
+            client.link.send(Channel.RELIABLE, data)
         self.counters["health_events"] += 1
 
     # --- events ------------------------------------------------------------------------------------------
@@ -192,8 +192,9 @@ class Publisher:
     # --- snapshots ---------------------------------------------------------------------------------------
 
     def publish_snapshots(self, live: LiveRoom) -> None:
-        """Each client's snapshot and input ack, then the room's links flushed (out now, not at the next
-        100 Hz channel update)."""
+        """Each client's snapshot and input ack, the room's UDP links flushed (out now, not at the next 100 Hz
+        channel update), then the browser observers' one shared snapshot: per observer only a write of the same
+        frame, after the participants' snapshots are on their way."""
         room, sync, counters = live.room, live.sync, self.counters
         now = self.server_time()
         sync.begin_frame(now, room.physics.x[sync.layout.vertex_ids], self.rigid_set(live))
@@ -218,15 +219,17 @@ class Publisher:
             observe(len(data))
             if link.transport != UDP:
                 others = True
+        self.flush_udp(list(live.udp_keys), now)  # the headsets' snapshots leave before the observers' is encoded
         group = live.observers
         if group.members and SHARED_OBSERVERS in encoded and (watch_every == 1 or sync.sequence % watch_every == 0):
             data = sync.encode(SHARED_OBSERVERS)  # once for every browser observer of the room
-            message = snapshot_message(data)
+            wire = snapshot_message(data)  # one bytes object for all (a WebSocket link frames it once for all)
             group.sent(sync.sequence)
-            for key in list(group.members):
-                client = live.clients.get(key)
+            clients = live.clients
+            for key in group.members:
+                client = clients.get(key)
                 if client is not None:
-                    client.link.send(Channel.UNRELIABLE, message)
+                    client.link.send(Channel.UNRELIABLE, wire)
                     others = True
             counters["snapshots"] += len(group)
             counters["snapshots_shared"] += 1
@@ -238,7 +241,6 @@ class Publisher:
                 laggard = live.clients.get(key)
                 if laggard is not None:
                     laggard.ack_base, laggard.ack_passed = None, 0
-        self.flush_udp(list(live.udp_keys), now)
         if others:
             for client in list(live.clients.values()):
                 if client.link.transport != UDP:

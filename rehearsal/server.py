@@ -66,6 +66,7 @@ from rehearsal.status import StatusViews
 from rehearsal.udp_transport import UdpTransport
 from rehearsal.warm_up import warm_up as compile_kernels
 from rehearsal.web.debrief import DebriefService, mount_debrief
+from rehearsal.web.debrief_access import DebriefAccess
 from rehearsal.web.site import mount_web
 from rehearsal.web.tls import server_tls_options
 from rehearsal.web.websocket import WatchEndpoint
@@ -262,12 +263,18 @@ class RehearsalServer:
         self._sampler.start(CONNECTION_SAMPLE_SECONDS, now=False)
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
         admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
+        debrief_access = DebriefAccess.from_data_dir(settings.data_dir)  # mentors' debrief links
         self.web = WatchEndpoint(
-            self.reactor, self.join_service, self.connections, next_key=next_link_key, closed=self.sessions.closed
+            self.reactor,
+            self.join_service,
+            self.connections,
+            next_key=next_link_key,
+            closed=self.sessions.closed,
+            debrief_access=debrief_access,
         ).start()
         mount_web(root, self.web)
-        self.debriefs = DebriefService(self.reactor, self.results.session, self.gate.check)
-        mount_debrief(root, self.debriefs)  # /debrief: the page, and the data behind the admin credential
+        self.debriefs = DebriefService(self.reactor, self.results.session, self.gate.check, access=debrief_access)
+        mount_debrief(root, self.debriefs)  # /debrief: the page, and the data behind a debrief key or the admin's
         # bodies bounded before they are read; /healthz also fails while a room's thread is stuck
         site = ops_site(
             self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy, refused=self._http_refused
@@ -362,7 +369,9 @@ def serve(settings: Settings, *, setup: Callable[[RehearsalServer], None] | None
         server.settings.public_address,
     )
     log.info("watch page and mentor console: %s (enter a mentor or observer invite code)", watch_url(server))
-    log.info("debriefs of finished sessions: %sdebrief (with the admin credential)", watch_url(server))
+    log.info(
+        "debriefs of finished sessions: %sdebrief (a mentor's debrief link, or the admin credential)", watch_url(server)
+    )
     state = {"signals": 0, "stopping": False}
 
     def stop(_: object = None) -> None:  # on the reactor thread

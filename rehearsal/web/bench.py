@@ -1,22 +1,30 @@
-"""What browser observers cost: ``python -m rehearsal.web.bench`` prints JSON.
+"""What browser observers cost: ``python -m rehearsal.web.bench`` prints JSON (the fields are explained in its
+``measured`` entry).
 
-Runs the real server in a subprocess (loopback only) and, twice, a room of 4 scripted participants (the lead
-surgeon grasping and lifting): once alone, once with ``--observers`` WebSocket observers that read every
-frame and ack every snapshot as a page does. Reports each run's room tick p99 (from the admin API: the room's
-last ~10 s), what the observers add to it (goal: at most 1 ms for 32), and the observers' mean downlink in
-Mbit/s (WebSocket payload; goal: at most 1 Mbit/s for a 10k-vertex scene). ``--cells NX,NY,NZ`` replaces the
-scenario's block mesh (e.g. ``70,1,70`` for a sheet with about 10k surface vertices). With ``--page`` one
-Chromium page (``rehearsal.web.headless``) also watches the second run and reports its frame time.
-The snapshot decode time in JavaScript is ``rehearsal.web.decode_bench``'s.
+Runs the real server in a subprocess (loopback only) and a room of 4 scripted participants (the lead surgeon
+grasping and lifting): once alone, once with ``--observers`` WebSocket observers that read every frame and
+ack every second snapshot as a page does, in a process of their own (niced: in production they are other
+machines); ``--repeat`` pairs of runs, medians reported. Each run reports the room's tick p99 (admin API, its
+last ~10 s), what the participants see (the lead's snapshot intervals), the server's CPU by thread and the
+observers' mean downlink (goal: at most 1 Mbit/s for a 10k-vertex scene). Then, in this process
+(``rehearsal.web.observer_cost``), the reactor CPU the observers add per tick, which other processes' load
+does not distort (goal for what 32 observers add: at most 1 ms). ``--cells NX,NY,NZ`` replaces the
+scenario's block mesh (``70,1,70``: a sheet of about 10k surface vertices). With ``--page`` one Chromium page
+(``rehearsal.web.headless``) also watches and reports its frame time. JavaScript's snapshot decode time is
+``rehearsal.web.decode_bench``'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import itertools
 import json
+import multiprocessing
 import os
 import re
+import select
 import socket
 import statistics
 import struct
@@ -24,6 +32,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +41,7 @@ from netcode.sync.snapshot import parse_header
 from netcode.sync.snapshot_messages import parse_topology
 from rehearsal.bots import Headset, ServerProcess, SurgeonScript, get, post, pump
 from rehearsal.scenario import MAX_PARTICIPANTS, packaged_scenarios
+from rehearsal.web.observer_cost import ACK_EVERY, observer_cost
 from rehearsal.wire import REHEARSAL_REGISTRY
 
 BENCH_SCRIPT = """
@@ -48,7 +58,8 @@ BENCH_SCENARIO = "web_bench"
 
 
 class ObserverSocket:
-    """A page's link without the page: join, read every frame, ack every snapshot (newest + 32 bits)."""
+    """A page's link without the page: join, read every frame, ack every ACK_EVERY-th snapshot (newest + 32 bits)
+    as app.js does."""
 
     def __init__(self, port: int, invite: str, name: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -134,6 +145,8 @@ class ObserverSocket:
         self.acked.add(sequence)
         self.newest = max(self.newest, sequence)
         self.acked = {s for s in self.acked if self.newest - s <= 32}
+        if self.snapshots % ACK_EVERY != 1 % ACK_EVERY:
+            return  # acked with the next one, as app.js does
         bits = sum(1 << (self.newest - s - 1) for s in self.acked if 0 < self.newest - s <= 32)
         self._send(0x2, REHEARSAL_REGISTRY.encode(Message("snap_ack", {"newest": self.newest, "bits": bits})))
 
@@ -158,7 +171,96 @@ def _scenario_dir(directory: Path, scenario: str, cells: tuple[int, int, int] | 
     return directory
 
 
-def _run(server: ServerProcess, observers: int, seconds: float, page_frames: Any = None) -> dict[str, Any]:
+def _drive_observers(port: int, invite: str, count: int, nice: int, conn: Connection) -> None:
+    """The observers' process: join ``count`` sockets, read and ack until told to stop. Commands on ``conn``:
+    "mark" (answer the totals so far) and "stop" (answer them and end)."""
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    watchers = [ObserverSocket(port, invite, f"Observer {i}") for i in range(count)]
+    conn.send("ready")
+    socks = {w.sock: w for w in watchers}
+    try:
+        while True:
+            readable, _, _ = select.select(list(socks), [], [], 0.005)
+            for sock in readable:
+                socks[sock].service()
+            if conn.poll():
+                command = conn.recv()
+                totals = {
+                    "payload_bytes": [w.payload_bytes for w in watchers],
+                    "snapshots": [w.snapshots for w in watchers],
+                    "vertices": max((w.vertices for w in watchers), default=0),
+                    "at": time.monotonic(),
+                }
+                conn.send(totals)
+                if command == "stop":
+                    return
+    finally:
+        for w in watchers:
+            w.close()
+
+
+class _ObserverProcess:
+    """``count`` observer sockets in a process of their own (spawned), so their Python does not share the
+    bench's GIL with the participants' headsets; niced by ``nice`` (in production they run on other machines)."""
+
+    def __init__(self, port: int, invite: str, count: int, nice: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_drive_observers, args=(port, invite, count, nice, child), daemon=True)
+        self.process.start()
+        if not self.conn.poll(60) or self.conn.recv() != "ready":
+            self.close()
+            raise RuntimeError("the observers' process did not join within 60 s")
+
+    def ask(self, command: str) -> dict[str, Any]:
+        self.conn.send(command)
+        if not self.conn.poll(30):
+            raise RuntimeError("the observers' process does not answer")
+        return self.conn.recv()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(Exception):
+                self.ask("stop")
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of a process's threads: "reactor" (the main thread) and "threads" (the
+    others summed: the rooms' physics, the checkpoint writer); empty where /proc is not there."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[str, float] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        key = "reactor" if tid == str(pid) else "threads"
+        out[key] = out.get(key, 0.0) + seconds
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _run(
+    server: ServerProcess, observers: int, seconds: float, observer_nice: int, page_frames: Any = None
+) -> dict[str, Any]:
     status, session = post(
         server.http_port, "/api/sessions", {"scenario": BENCH_SCENARIO, "invite_uses": 64}, server.credential()
     )
@@ -170,10 +272,13 @@ def _run(server: ServerProcess, observers: int, seconds: float, page_frames: Any
         if status != 200:
             raise RuntimeError(f"joining as {role} failed: {status} {ticket}")
         team.append(Headset(base64.b64decode(ticket["token"]), name=name))
-    watchers = [
-        ObserverSocket(server.http_port, session["invites"]["observer"], f"Observer {i}") for i in range(observers)
-    ]
+    watchers = (
+        _ObserverProcess(server.http_port, session["invites"]["observer"], observers, observer_nice)
+        if observers
+        else None
+    )
     frames = None
+    arrivals: list[float] = []  # when the lead surgeon's headset applied each snapshot (monotonic s)
     try:
         if not pump(team, lambda: all(h.welcome for h in team), 15.0):
             raise RuntimeError("the team was not welcomed within 15 s")
@@ -184,39 +289,57 @@ def _run(server: ServerProcess, observers: int, seconds: float, page_frames: Any
             t = (time.monotonic() - t0) % 6.0  # grasp, lift, let go, again
             position, jaw = script.pose(t if t < 4.5 else 0.0)
             lead.send_pose(position, script.rotation, jaw)
-            for w in watchers:
-                w.service()
 
         if page_frames is not None:
             page_frames.open(session["invites"]["observer"])
         settle = min(3.0, seconds / 3)
         pump(team, lambda: time.monotonic() - t0 > settle, settle + 5, each_frame=frame)
-        start_bytes = [w.payload_bytes for w in watchers]
+        first = watchers.ask("mark") if watchers else None
+        cpu_start = _thread_cpu(server.proc.pid)
+        lead.on_snapshots = lambda applied: arrivals.extend([time.monotonic()] * len(applied))
         start = time.monotonic()
         pump(team, lambda: time.monotonic() - start > seconds, seconds + 5, each_frame=frame)
+        lead.on_snapshots = None
         elapsed = time.monotonic() - start
+        cpu_end = _thread_cpu(server.proc.pid)
+        last = watchers.ask("mark") if watchers else None
         if page_frames is not None:
             frames = page_frames.frame_times()
         status, body = get(server.http_port, f"/admin/rooms/{session['session']}", server.credential())
         room = json.loads(body) if status == 200 else {}
-        rates = [8 * (w.payload_bytes - b) / elapsed / 1e6 for w, b in zip(watchers, start_bytes, strict=True)]
-        tick = room.get("tick", {})
+        tick, step = room.get("tick", {}), room.get("physics_step", {})
+        cpu = {k: 100 * (cpu_end[k] - cpu_start.get(k, 0.0)) / elapsed for k in cpu_end}
+        gaps = [1000 * (b - a) for a, b in itertools.pairwise(arrivals) if b > a]
+        rates, per_s = [], []
+        if first is not None and last is not None:
+            span = last["at"] - first["at"]
+            rates = [
+                8 * (b - a) / span / 1e6 for a, b in zip(first["payload_bytes"], last["payload_bytes"], strict=True)
+            ]
+            per_s = [(b - a) / span for a, b in zip(first["snapshots"], last["snapshots"], strict=True)]
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else 1000 * value
+
         return {
             "observers": observers,
-            "surface_vertices": max((w.vertices for w in watchers), default=None),
-            "tick_p99_ms": None if tick.get("p99_seconds") is None else 1000 * tick["p99_seconds"],
-            "tick_p50_ms": None if tick.get("p50_seconds") is None else 1000 * tick["p50_seconds"],
+            "surface_vertices": last["vertices"] if last else None,
+            "tick_p99_ms": ms(tick.get("p99_seconds")),
+            "tick_p50_ms": ms(tick.get("p50_seconds")),
             "tick_overruns": tick.get("overruns"),
+            "physics_step_p99_ms": ms(step.get("p99_seconds")),
             "substeps": room.get("substeps", {}).get("current"),
+            "participant_snapshots_per_s": len(arrivals) / elapsed,
+            "participant_snapshot_gap_p50_ms": _percentile(gaps, 0.5),
+            "participant_snapshot_gap_p99_ms": _percentile(gaps, 0.99),
+            "server_cpu_percent": {k: round(v, 1) for k, v in sorted(cpu.items())},
             "observer_mbit_s": statistics.fmean(rates) if rates else None,
-            "observer_snapshots_per_s": statistics.fmean(w.snapshots for w in watchers) / (elapsed + settle)
-            if watchers
-            else None,
+            "observer_snapshots_per_s": statistics.fmean(per_s) if per_s else None,
             "page_frame_ms": frames,
         }
     finally:
-        for w in watchers:
-            w.close()
+        if watchers is not None:
+            watchers.close()
         for h in team:
             h.close()
 
@@ -249,10 +372,52 @@ class _PageFrames:
         self._context.__exit__(None, None, None)
 
 
+MEASURED = {
+    "tick_p99_ms": "the room's tick (step handed to the room's thread until publishing returned), p99 of its last"
+    " ~10 s, from the admin API",
+    "participant_snapshot_gap_p99_ms": "what the participants see: the interval between snapshots applied by the"
+    " lead surgeon's headset (a bench UDP client), p99 over the measured time",
+    "server_cpu_percent": "the server's CPU (user + system, from /proc) during the measured time in % of one core,"
+    " by thread: reactor (network, publishing, every observer's frames and acks) and threads (physics, checkpoints)",
+    "observer_mbit_s": "WebSocket payload per observer, mean over the observers",
+    "observers": "WebSocket clients in a separate (spawned) process, niced by observer_nice, that read every frame"
+    " and ack every second snapshot as a page does; on the same machine as the server",
+    "in_process": "rehearsal.web.observer_cost: the reactor thread's CPU time per tick (median) for publishing and"
+    " for the observers' acks, one process, real autobahn sockets over in-memory transports, no kernel socket work;"
+    " robust to other processes' load, unlike the tick p99",
+}
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per field, the median over repeated runs (numbers; dicts of numbers field by field; else the first)."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [r[key] for r in runs]
+        if isinstance(first, bool) or first is None or not all(type(v) is type(first) for v in values):
+            out[key] = first
+        elif isinstance(first, (int, float)):
+            out[key] = statistics.median(values)
+        elif isinstance(first, dict):
+            out[key] = {k: statistics.median(v.get(k, 0.0) for v in values) for k in first}
+        else:
+            out[key] = first
+    return out
+
+
+def _added(alone: dict[str, Any], watched: dict[str, Any], key: str) -> float | None:
+    a, b = alone.get(key), watched.get(key)
+    return None if a is None or b is None else b - a
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsal.web.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--observers", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per run (after 3 s settling)")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (alone, watched); medians reported")
+    parser.add_argument("--observer-nice", type=int, default=10, help="nice value added for the observers' process")
+    parser.add_argument(
+        "--in-process-ticks", type=int, default=300, help="ticks of the in-process reactor cost (0: skip it)"
+    )
     parser.add_argument("--scenario", default="basic_skills")
     parser.add_argument("--cells", help="NX,NY,NZ: the block mesh's cells instead of the scenario's")
     parser.add_argument("--page", action="store_true", help="also time one Chromium page's frames")
@@ -263,9 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     most = MAX_PARTICIPANTS - len(TEAM) - 1  # one room admits at most MAX_PARTICIPANTS people (and a page)
     if not 0 <= args.observers <= most or not 1.0 <= args.seconds <= 600:
         parser.error(f"--observers in [0, {most}], --seconds in [1, 600]")
+    if not 1 <= args.repeat <= 20 or not 0 <= args.observer_nice <= 19 or not 0 <= args.in_process_ticks <= 10_000:
+        parser.error("--repeat in [1, 20], --observer-nice in [0, 19], --in-process-ticks in [0, 10000]")
     cells = tuple(int(c) for c in args.cells.split(",")) if args.cells else None
     if cells is not None and (len(cells) != 3 or min(cells) < 1 or max(cells) > 200):
         parser.error("--cells is three integers in [1, 200]")
+    alones, watcheds = [], []
     with tempfile.TemporaryDirectory(prefix="rehearsal-web-bench-") as tmp:
         people = len(TEAM) + args.observers + int(args.page)
         scenarios = _scenario_dir(Path(tmp) / "scenarios", args.scenario, cells, people)
@@ -282,16 +450,21 @@ def main(argv: list[str] | None = None) -> int:
         page = None
         try:
             server.wait_listening()
-            alone = _run(server, 0, args.seconds)
-            page = _PageFrames(server.http_port) if args.page else None
-            watched = _run(server, args.observers, args.seconds, page)
+            for i in range(args.repeat):
+                print(f"run {i + 1}/{args.repeat}: alone, then {args.observers} observers", file=sys.stderr)
+                alones.append(_run(server, 0, args.seconds, args.observer_nice))
+                if args.page and page is None:
+                    page = _PageFrames(server.http_port)
+                watcheds.append(_run(server, args.observers, args.seconds, args.observer_nice, page))
         finally:
             if page is not None:
                 page.close()
             server.stop()
-    added = None
-    if alone["tick_p99_ms"] is not None and watched["tick_p99_ms"] is not None:
-        added = watched["tick_p99_ms"] - alone["tick_p99_ms"]
+        in_process = None
+        if args.in_process_ticks:
+            print(f"in process: {args.in_process_ticks} ticks, 0 and {args.observers} observers", file=sys.stderr)
+            in_process = observer_cost(args.observers, scenarios, BENCH_SCENARIO, args.in_process_ticks, args.repeat)
+    alone, watched = _median_run(alones), _median_run(watcheds)
     print(
         json.dumps(
             {
@@ -299,8 +472,16 @@ def main(argv: list[str] | None = None) -> int:
                 "cells": cells,
                 "participants": len(TEAM),
                 "observer_streams": "separate" if args.separate_streams else "shared",
+                "observer_nice": args.observer_nice,
+                "repeat": args.repeat,
                 "runs": [alone, watched],
-                "observers_add_tick_p99_ms": added,
+                "observers_add_tick_p99_ms": _added(alone, watched, "tick_p99_ms"),
+                "observers_add_participant_gap_p99_ms": _added(alone, watched, "participant_snapshot_gap_p99_ms"),
+                "observers_add_reactor_cpu_percent": _added(
+                    alone["server_cpu_percent"], watched["server_cpu_percent"], "reactor"
+                ),
+                "in_process": in_process,
+                "measured": MEASURED,
                 "goals": {"observers_add_tick_p99_ms": 1.0, "observer_mbit_s_10k_vertices": 1.0},
             },
             indent=2,

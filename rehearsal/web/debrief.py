@@ -5,12 +5,13 @@
     GET /debrief/api/ID         200 the debrief summary (JSON: timeline, series, pass/fail, track index)
     GET /debrief/api/ID/track   200 the 3D replay track (application/octet-stream, see rehearsal.debrief)
 
-The data answers need the admin credential (``Authorization: Bearer <credential>``, the same gate as
-``/admin``): a finished session's invite and rejoin codes are revoked when it ends, so no mentor or observer
-code is left to prove who may see it; whoever runs the rehearsal (the admin) opens the debrief and shows it
-to the team. Errors are JSON ``{"error": text}``: 400 a malformed id, 401/403/429 the gate's, 404 no
-finished session or no recording kept, 422 a recording that cannot be replayed, 503 too many debriefs
-being built at once.
+The data answers need either the session's debrief key (``Authorization: Debrief <key>``: read-only, this
+session only, expiring; a mentor's page gets one when it joins and links the debrief with it, see
+``rehearsal.web.debrief_access``) or the admin credential (``Authorization: Bearer <credential>``, the same
+gate as ``/admin``; it opens any session's). A finished session's invite and rejoin codes are revoked when it
+ends, so they open nothing here. Errors are JSON ``{"error": text}``: 400 a malformed id, 401/403/429 the
+gate's (403 also a key not genuine, expired or for another session), 404 no finished session or no recording
+kept, 422 a recording that cannot be replayed, 503 too many debriefs being built at once.
 
 Each session is re-simulated once, in the reactor's thread pool (never on the reactor thread), and the
 result kept in a cache bounded by count and bytes (least recently used goes first); requests for a debrief
@@ -35,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from rehearsal.debrief import Debrief, build_debrief
 from rehearsal.recording import RecordingError
+from rehearsal.web.debrief_access import DebriefAccess, key_from_header
 from rehearsal.web.site import STATIC_DIR
 
 log = logging.getLogger("rehearsal.web.debrief")
@@ -87,7 +89,8 @@ class DebriefService:
     """Finds a finished session's result and recording, builds its debrief off the reactor thread, caches it.
 
     ``result(session)`` is the results store's lookup (called on the reactor thread, where the store lives);
-    ``authorize(request)`` returns None to let the request through or the HTTP status that refuses it."""
+    ``authorize(request)`` (the admin gate) returns None to let the request through or the HTTP status that
+    refuses it; ``access`` checks debrief keys (None: only the admin credential opens debriefs)."""
 
     def __init__(
         self,
@@ -96,14 +99,32 @@ class DebriefService:
         authorize: Callable[[Request], int | None],
         build: Callable[[Path, dict[str, Any]], Debrief] = build_debrief,
         cache: DebriefCache | None = None,
+        access: DebriefAccess | None = None,
     ) -> None:
         self.reactor = reactor
+        self.access = access
         self.result = result
         self.authorize = authorize
         self.build = build
         self.cache = cache if cache is not None else DebriefCache()
         self._building: dict[str, list[Deferred]] = {}
-        self.counters = {"built": 0, "failed": 0, "served": 0}
+        self.counters = {"built": 0, "failed": 0, "served": 0, "keys_accepted": 0, "keys_refused": 0}
+
+    def refusal(self, request: Request, session: str) -> tuple[int, str] | None:
+        """None when the request may read ``session``'s debrief, else (status, sentence). A debrief key is
+        checked against this session (never logged); anything else goes to the admin gate."""
+        key = key_from_header(request.getHeader(b"authorization"))
+        if key is not None:
+            why = "debrief keys are not accepted here" if self.access is None else self.access.check(key, session)
+            if why is None:
+                self.counters["keys_accepted"] += 1
+                return None
+            self.counters["keys_refused"] += 1
+            return 403, why
+        denied = self.authorize(request)
+        if denied is not None:
+            return denied, "the debrief needs its debrief link (a mentor's) or the admin credential"
+        return None
 
     def debrief(self, session: str) -> Deferred:
         """A Deferred firing with the session's Debrief, or failing with a DebriefError (status, text)."""
@@ -188,15 +209,15 @@ class DebriefApi(Resource):
 
     def render_GET(self, request: Request) -> bytes | int:  # noqa: N802
         secure_headers(request)
-        denied = self.service.authorize(request)
-        if denied is not None:
-            return _json(request, denied, {"error": "the debrief needs the admin credential (Authorization: Bearer)"})
         path = [p.decode("utf-8", "replace") for p in request.postpath]
         if not (1 <= len(path) <= 2) or (len(path) == 2 and path[1] != "track"):
             return _json(request, 404, {"error": "use /debrief/api/SESSION or /debrief/api/SESSION/track"})
         session = path[0]
         if not SESSION_ID.match(session):
             return _json(request, 400, {"error": "a session id is 1-64 letters, digits, '.', '_' or '-'"})
+        refused = self.service.refusal(request, session)
+        if refused is not None:
+            return _json(request, refused[0], {"error": refused[1]})
         want_track = len(path) == 2
         finished = {"done": False}
 

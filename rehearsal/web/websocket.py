@@ -7,7 +7,8 @@ A page opens ``/ws`` and first sends one text frame, the join, as JSON::
 
 The join service answers as it does for ``/api/join`` (the same codes, expiry, uses and errors); the identity
 it yields joins the room through ``connections.open(link, identity)`` exactly as a UDP connect does. The page
-gets a text frame ``{"joined": {session, participant (decimal text), role, name, rejoin_code}}``, then binary
+gets a text frame ``{"joined": {session, participant (decimal text), role, name, rejoin_code}}`` (a mentor's
+also ``debrief_key``: ``rehearsal.web.debrief_access``), then binary
 frames: each carries exactly one message of ``rehearsal.wire.REHEARSAL_REGISTRY`` (the same msgpack maps and
 snapshot codec as the headsets'), both ways. A page may also send the text frame ``{"page_error": "<text>"}``
 (counted, logged briefly). A refused join is a binary ``refused`` (request ``connect``) and a close with code 4003.
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
@@ -44,6 +46,7 @@ from rehearsal.identity import Identity, IdentityError
 from rehearsal.invites import InviteError
 from rehearsal.join_service import JoinService
 from rehearsal.roles import Role
+from rehearsal.web.debrief_access import DebriefAccess
 from rehearsal.wire import REHEARSAL_REGISTRY
 
 log = logging.getLogger("rehearsal.web")
@@ -124,7 +127,10 @@ class WebSocketLink:
         return f"WebSocketLink({self.key}, {self.identity.role.value})"
 
     def send(self, channel: Channel, message: Message | bytes) -> bool:
-        """One message in one binary frame; False if the link is closed or the message was dropped."""
+        """One message in one binary frame; False if the link is closed or the message was dropped.
+
+        Given the encoded bytes, the same ``bytes`` object sent to many links (a room's shared observer
+        snapshot) is framed once for all of them (``WatchEndpoint.framed``): each link's share is a write."""
         if not self.open:
             return False
         if isinstance(message, Message):
@@ -135,8 +141,10 @@ class WebSocketLink:
                 log.error("web link %d: not sent: %s", self.key, exc)
                 return False
         else:
-            data = bytes(message)
+            data = message if type(message) is bytes else bytes(message)
         protocol = self._protocol
+        if protocol.state != WebSocketServerProtocol.STATE_OPEN:
+            return False  # the closing handshake began: nothing may follow the close frame
         if protocol.backpressure.paused:
             if channel is Channel.UNRELIABLE:
                 self.drops["slow_reader"] += 1  # as a lost datagram: the page's acks keep the deltas right
@@ -149,7 +157,7 @@ class WebSocketLink:
                 return False
         else:
             self.pending_bytes = 0
-        protocol.sendMessage(data, isBinary=True)
+        protocol.write_frame(protocol.endpoint.framed(data))
         self.bytes_sent += len(data)
         self.frames_sent += 1
         protocol.counters["bytes_sent"] += len(data)
@@ -242,6 +250,14 @@ class WatchProtocol(WebSocketServerProtocol):
         why = reason or (f"closed ({code})" if code else "connection lost")
         log.info("web link %d (%s) closed: %s", link.key, link.identity.role.value, why)
         self.endpoint.connections.closed(link.key, why[:256])
+
+    def write_frame(self, prepared: PreparedMessage) -> None:
+        """A framed message onto the socket: the frame's bytes written as they are (per link a write, no
+        framing and none of autobahn's per-send debug formatting), behind anything autobahn still queues."""
+        if self.send_queue:  # autobahn's own queue (its chopped or synchronous sends) goes first
+            self.sendPreparedMessage(prepared)
+        else:
+            self.transport.write(prepared.payloadHybi)
 
     def close_with(self, code: int, reason: str) -> None:
         """Start the closing handshake (once); the reason is for the page (at most 120 bytes)."""
@@ -381,6 +397,9 @@ class WatchProtocol(WebSocketServerProtocol):
             "name": identity.name,
             "rejoin_code": ticket.rejoin_code,
         }
+        access = endpoint.debrief_access
+        if access is not None and identity.role is Role.MENTOR:  # opens this session's debrief once it ended
+            answer["debrief_key"] = access.issue(identity.session)
         self.sendMessage(json.dumps({"joined": answer}).encode(), isBinary=False)
         log.info("web link %d joined session %s as %s", link.key, identity.session, identity.role.value)
         try:
@@ -436,8 +455,10 @@ class WatchEndpoint:
         next_key: Callable[[], int],
         closed: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        debrief_access: DebriefAccess | None = None,
     ) -> None:
         self.reactor = reactor
+        self.debrief_access = debrief_access  # issues a mentor's debrief key at its join
         self.join_service = join_service
         self.connections = connections
         self.next_key = next_key
@@ -463,8 +484,20 @@ class WatchEndpoint:
             closeHandshakeTimeout=2.0,
             failByDrop=False,
         )
+        self._framed: tuple[bytes, PreparedMessage] | None = None
         self._pinger = LoopingCall(self._ping_all)
         self._pinger.clock = reactor
+
+    def framed(self, data: bytes) -> PreparedMessage:
+        """``data`` as one unmasked binary frame, framed once while the same bytes object is sent to link after
+        link (the last one is kept: holding the object keeps its identity from being reused). No link
+        negotiates permessage-deflate (the factory offers none), so the frame is written as it is."""
+        last = self._framed
+        if last is not None and last[0] is data:
+            return last[1]
+        prepared = self.factory.prepareMessage(data, isBinary=True)
+        self._framed = (data, prepared)
+        return prepared
 
     def resource(self) -> WebSocketResource:
         """The twisted.web resource to mount at ``/ws``."""

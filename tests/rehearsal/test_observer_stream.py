@@ -143,3 +143,45 @@ def test_without_sharing_each_browser_observer_has_its_own_stream(tmp_path):
         assert snapshots(links[0])[-1] is not snapshots(links[1])[-1]
     finally:
         server.stop()
+
+
+class _Codec:
+    """The codec calls an ObserverGroup makes, recorded."""
+
+    def __init__(self) -> None:
+        self.clients: set[object] = set()
+        self.acked: list[int] = []
+
+    def add_client(self, key: object, budget_bytes: int | None = None) -> None:
+        self.clients.add(key)
+
+    def reset_client(self, key: object) -> None:
+        self.acked.clear()
+
+    def remove_client(self, key: object) -> None:
+        self.clients.discard(key)
+
+    def on_ack(self, key: object, sequence: int) -> None:
+        assert key == SHARED_OBSERVERS
+        self.acked.append(sequence)
+
+
+def test_a_sequence_goes_to_the_codec_when_the_last_of_many_members_acks_it_or_the_holdout_leaves():
+    from rehearsal.observer_stream import ObserverGroup
+
+    codec = _Codec()
+    group = ObserverGroup(codec, budget_bytes=None)  # type: ignore[arg-type]
+    for key in range(32):
+        group.add(key)
+    for sequence in range(10, 14):
+        group.sent(sequence)
+    for key in range(31):
+        assert group.on_ack(key, 11, 0b1) == []  # 11 and 10 (bit 0): not yet everyone's
+        assert group.on_ack(key, 11, 0b1) == []  # a repeated ack counts once
+    assert group.on_ack(31, 10, 0) == [10] and codec.acked == [10]  # the last member completes 10 only
+    assert group.on_ack(31, 12, 0b11) == [11]  # 12 is the newest (the others lack it), 11 bit 0, 10 bit 1
+    for key in range(1, 32):
+        group.on_ack(key, 13, 0b1)  # 13 and 12 from all but member 0
+    assert codec.acked == [10, 11]
+    group.discard(0)  # the holdout leaves: what all the others hold becomes a baseline
+    assert codec.acked == [10, 11, 12, 13] and not group.counts

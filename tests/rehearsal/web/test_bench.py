@@ -10,7 +10,7 @@ from rehearsal.web import bench
 
 
 def test_a_short_run_reports_tick_p99_with_and_without_observers_and_their_downlink(capsys):
-    assert bench.main(["--observers", "2", "--seconds", "1.5"]) == 0
+    assert bench.main(["--observers", "2", "--seconds", "1.5", "--in-process-ticks", "20"]) == 0
     report = json.loads(capsys.readouterr().out)
     alone, watched = report["runs"]
     assert (alone["observers"], watched["observers"]) == (0, 2)
@@ -18,6 +18,16 @@ def test_a_short_run_reports_tick_p99_with_and_without_observers_and_their_downl
     assert report["observers_add_tick_p99_ms"] == pytest.approx(watched["tick_p99_ms"] - alone["tick_p99_ms"])
     assert 0 < watched["observer_mbit_s"] < 50 and watched["observer_snapshots_per_s"] > 5
     assert watched["surface_vertices"] > 100
+    for run in (alone, watched):  # what the participants saw, and what the server's threads spent
+        assert run["participant_snapshots_per_s"] > 5 and run["participant_snapshot_gap_p99_ms"] > 0
+        assert run["server_cpu_percent"]["reactor"] >= 0
+    cost = report["in_process"]
+    assert (cost["alone"]["in_group"], cost["watched"]["in_group"]) == (0, 2)  # both share the one stream
+    assert cost["watched"]["publish_ms_per_tick"] > 0 and cost["watched"]["acks_ms_per_tick"] > 0
+    assert cost["observers_add_reactor_ms_per_tick"] == pytest.approx(
+        cost["observers_add_publish_ms_per_tick"] + cost["observers_add_acks_ms_per_tick"]
+    )
+    assert set(report["measured"]) >= {"tick_p99_ms", "participant_snapshot_gap_p99_ms", "in_process"}
 
 
 def test_bad_arguments_are_refused():

@@ -5,6 +5,7 @@ and shows it, its pass/fail table is the stored result, and bad ids and missing 
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -132,3 +133,44 @@ def test_bad_ids_unknown_sessions_and_missing_credentials_get_clear_errors(page,
     page.goto(f"http://127.0.0.1:{port}/debrief")
     page.wait_for_function("() => document.body.dataset.ready", timeout=WAIT_MS)
     assert page.locator("#session-list a[href='/debrief?session=s-cut']").count() == 1
+
+
+def fetch(port: int, path: str, authorization: str | None) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_a_mentors_debrief_key_opens_its_session_only_and_a_bad_one_nothing(page, server):
+    from rehearsal.web.debrief_access import DebriefAccess
+
+    port, access = server.http_port, DebriefAccess.from_data_dir(server.data_dir)  # the server's secret
+    key = access.issue("s-cut")
+    status, body = fetch(port, "/debrief/api/s-cut", f"Debrief {key}")
+    assert status == 200 and json.loads(body)["session"] == "s-cut"
+    status, track = fetch(port, "/debrief/api/s-cut/track", f"Debrief {key}")
+    assert status == 200 and len(track) > 0
+    refused = {
+        "another session's": f"Debrief {access.issue('s-other')}",
+        "expired": f"Debrief {access.issue('s-cut', seconds=-1)}",
+        "forged": f"Debrief {key[:-4]}0000",
+        "another server's": f"Debrief {DebriefAccess(b'x' * 32).issue('s-cut')}",
+        "malformed": "Debrief nonsense",
+    }
+    for why, header in refused.items():
+        status, body = fetch(port, "/debrief/api/s-cut", header)
+        assert status == 403, why
+        assert json.loads(body)["error"], why
+    status, _ = fetch(port, "/admin/results", f"Debrief {key}")  # read-only and debrief-only: not admin
+    assert status in (401, 403)
+    assert key not in "\n".join(server.lines)  # never logged
+
+    page.goto(f"http://127.0.0.1:{port}/debrief?session=s-cut#key={key}")  # a mentor's link, no admin credential
+    page.wait_for_function("() => document.body.dataset.ready", timeout=WAIT_MS)
+    assert page.evaluate("() => document.body.dataset.ready") == "true", page.inner_text("#error")
+    assert not page.locator("#login").is_visible()

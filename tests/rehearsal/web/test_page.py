@@ -221,3 +221,33 @@ def test_a_wrong_code_shows_the_refusal_on_the_join_form(page, server):
     page.wait_for_function("() => document.getElementById('join-error').textContent.length > 0", timeout=WAIT_MS)
     assert "invite" in page.locator("#join-error").inner_text().lower()
     assert page.locator("#join").is_visible()
+
+
+def test_a_mentor_who_ends_the_session_gets_a_link_that_opens_its_debrief(page, server):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    session = new_session(server)
+    open_page(page, server, session["invites"]["mentor"], "Mina")
+    assert page.locator("#debrief-link").is_hidden()  # only once the session ended
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#btn-end")
+    page.wait_for_function("() => !document.getElementById('debrief-link').hidden", timeout=WAIT_MS)
+    href = urllib.parse.urlsplit(page.get_attribute("#debrief-link", "href"))
+    assert href.path == "/debrief" and urllib.parse.parse_qs(href.query)["session"] == [session["session"]]
+    key = urllib.parse.parse_qs(href.fragment)["key"][0]  # in the fragment: never sent to a server
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/debrief/api/{session['session']}")
+    request.add_header("Authorization", f"Debrief {key}")
+    deadline, status = time.monotonic() + 90, None
+    while time.monotonic() < deadline:  # the result is stored a moment after the end, then re-simulated once
+        try:
+            with urllib.request.urlopen(request, timeout=90) as response:
+                status = response.status
+                assert json.loads(response.read())["session"] == session["session"]
+                break
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            assert status == 404, exc.read()  # not stored yet; never a refusal of the key
+            time.sleep(0.5)
+    assert status == 200

@@ -241,3 +241,20 @@ def test_serve_with_a_certificate_speaks_https_and_wss(tmp_path):
             page.close()
     finally:
         assert proc.stop() == 0, proc.log()[-3000:]
+
+
+def test_a_mentor_page_gets_a_debrief_key_for_its_session_and_an_observer_none(server):
+    from rehearsal.web.debrief_access import DebriefAccess
+
+    session = new_session(server)
+    mentor, observer = WsClient(server.http_port), WsClient(server.http_port)
+    try:
+        key = mentor.join(session["invites"]["mentor"], "Mina").get("debrief_key")
+        assert "debrief_key" not in observer.join(session["invites"]["observer"], "Oscar")
+    finally:
+        mentor.close()
+        observer.close()
+    access = DebriefAccess.from_data_dir(server.data_dir)  # the server's secret, in its data folder
+    assert key and access.check(key, session["session"]) is None
+    assert access.check(key, "another-session") is not None
+    assert key not in "\n".join(server.lines)  # never logged

@@ -264,20 +264,50 @@ def test_unusable_tls_files_are_named_in_the_error(tmp_path):
 
 
 class _StubProtocol:
-    """What a WebSocketLink uses of its socket: sendMessage, close_with, the backpressure flag, counters."""
+    """What a WebSocketLink uses of its socket: write_frame, close_with, state, the backpressure flag,
+    counters and the endpoint (a real one: its ``framed`` frames once per bytes object)."""
 
     def __init__(self) -> None:
         self.backpressure = websocket._Backpressure()
         self.counters = websocket.WebCounters()
+        self.endpoint = websocket.WatchEndpoint(None, None, None, next_key=lambda: 1 << 20)  # type: ignore[arg-type]
+        self.state = websocket.WebSocketServerProtocol.STATE_OPEN
         self.sent: list[bytes] = []
+        self.frames: list[object] = []
         self.closed: tuple[int, str] | None = None
 
-    def sendMessage(self, data: bytes, isBinary: bool) -> None:  # noqa: N802 (autobahn's names)
-        assert isBinary
-        self.sent.append(data)
+    def write_frame(self, prepared) -> None:
+        assert prepared.binary
+        self.frames.append(prepared)
+        self.sent.append(prepared.payload)
 
     def close_with(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+
+
+def test_the_same_bytes_sent_to_many_links_are_framed_once_and_nothing_follows_a_close():
+    from netcode.messaging.channels import Channel
+    from rehearsal.identity import Identity
+    from rehearsal.roles import Role
+
+    stubs = [_StubProtocol() for _ in range(3)]
+    endpoint = stubs[0].endpoint
+    for stub in stubs:
+        stub.endpoint = endpoint
+    links = [
+        websocket.WebSocketLink((1 << 20) + i, s, Identity("s", i, Role.OBSERVER, "o")) for i, s in enumerate(stubs)
+    ]
+    shared = b"\x83" + bytes(1000)  # one snapshot for the room's observers
+    assert all(link.send(Channel.UNRELIABLE, shared) for link in links)
+    frames = [stub.frames[-1] for stub in stubs]
+    assert frames[0] is frames[1] is frames[2]  # one frame for all three
+    hybi = frames[0].payloadHybi
+    assert hybi[0] == 0x82 and hybi[1] == 126 and int.from_bytes(hybi[2:4], "big") == 1001 and hybi[4:] == shared
+    other = b"\x83" + bytes(10)
+    assert links[0].send(Channel.UNRELIABLE, other) and stubs[0].frames[-1].payload is other  # framed anew
+    assert links[0].bytes_sent == len(shared) + len(other) and stubs[0].counters["frames_sent"] == 2
+    stubs[1].state = websocket.WebSocketServerProtocol.STATE_CLOSING  # the page began the closing handshake
+    assert not links[1].send(Channel.RELIABLE, shared) and len(stubs[1].frames) == 1
 
 
 def test_a_slow_reader_loses_snapshots_then_is_closed_before_its_backlog_grows_unbounded():

@@ -12,13 +12,16 @@ import { SnapshotDecoder } from './snapshot_decoder.js';
 const SNAPSHOT_TYPES = new Set(['snap_config', 'snap_topology', 'snap_predictor', 'snapshot']);
 const MAX_EVENTS = 200;
 const RESYNC_INTERVAL_MS = 1000;
+// A snap_ack every ACK_EVERY-th snapshot (the 1st, 3rd, ...): its bits name the ones between, so the deltas
+// stay right while the server parses half the frames (32 pages' acks are most of what observers cost it).
+const ACK_EVERY = 2;
 const PING_INTERVAL_MS = 1000;
 const $ = (id) => document.getElementById(id);
 // Participant ids are 63-bit: the decoder gives a BigInt beyond 2^53, so they are keyed by their decimal text.
 const pkey = (id) => String(id);
 
 const state = {
-  joined: null, // {session, participant (decimal text), role, name, rejoin_code}
+  joined: null, // {session, participant (decimal text), role, name, rejoin_code, debrief_key (mentors)}
   me: null, // our participant id (pkey), from the welcome
   roomState: 'not connected',
   participants: new Map(), // participant id -> {name, role, objects: {hand|head: rigid id}, health}
@@ -90,6 +93,17 @@ function setRoomState(value) {
   const badge = $('room-state');
   badge.textContent = value;
   badge.className = `badge ${value}`;
+  if (value === 'ended') showDebriefLink();
+}
+
+/** A mentor's page links the session's debrief when it ends: the key (read-only, this session, expiring; see
+ *  rehearsal/web/debrief_access.py) rides in the fragment, which the browser sends to no server. */
+function showDebriefLink() {
+  const joined = state.joined;
+  if (!joined || !joined.debrief_key) return;
+  const a = $('debrief-link');
+  a.href = `/debrief?session=${encodeURIComponent(joined.session)}#key=${encodeURIComponent(joined.debrief_key)}`;
+  a.hidden = false;
 }
 
 // ------------------------------------------------------------------ messages
@@ -126,7 +140,7 @@ function onSnapshotMessage(type, fields) {
     state.lastSnapshotAt = performance.now();
     surfaceDirty = true;
     rigidDirty = true;
-    const ack = decoder.ackFields();
+    const ack = state.snapshots % ACK_EVERY === 1 % ACK_EVERY ? decoder.ackFields() : null;
     if (ack) link.send('snap_ack', ack);
   }
   const missing = decoder.missingBaselines || 0; // a counter: it grows when a delta's baseline is gone

@@ -1,6 +1,7 @@
 // The debrief page: a finished session's timeline, 3D replay (scrub, play, seek to an event), plots of force
 // and skill metrics per participant, and the stored pass/fail table. Data from /debrief/api/ID (JSON) and
-// /debrief/api/ID/track (the snapshot messages, see rehearsal/debrief.py), both with the admin credential.
+// /debrief/api/ID/track (the snapshot messages, see rehearsal/debrief.py), both with the session's debrief key
+// (a mentor's link: #key=...) or the admin credential.
 //
 // The track is decoded with the live page's SnapshotDecoder: a seek starts a fresh decoder at the nearest
 // keyframe (its prelude: snap_config and a full snap_topology, then a full snapshot) and decodes forward;
@@ -44,12 +45,22 @@ function showError(text) {
   state.errors.push(text);
 }
 
+/** A debrief link's key (``#key=...``: a mentor's link, this session only; rehearsal/web/debrief_access.py). */
+function debriefKey() {
+  return new URLSearchParams(window.location.hash.slice(1)).get('key') || '';
+}
+
 function credential() {
   return sessionStorage.getItem(STORAGE_KEY) || '';
 }
 
+function authorization() {
+  const key = debriefKey();
+  return key ? `Debrief ${key}` : `Bearer ${credential()}`;
+}
+
 async function api(path, binary = false) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${credential()}` } });
+  const response = await fetch(path, { headers: { Authorization: authorization() } });
   if (!response.ok) {
     let text = `${response.status} ${response.statusText}`;
     try {
@@ -391,7 +402,7 @@ async function main() {
     sessionStorage.setItem(STORAGE_KEY, $('credential').value.trim());
     window.location.reload();
   });
-  if (!credential()) {
+  if (!credential() && !(session && debriefKey())) {
     $('login').hidden = false;
     showError('enter the admin credential to open debriefs');
     return;
