@@ -84,7 +84,13 @@ def test_the_debrief_seeks_to_a_cut_and_shows_it(page, server):
     page.evaluate("() => window.debrief.seek(0)")
     page.click("#play")
     page.wait_for_function("() => window.debrief.state.time > 0.3", timeout=WAIT_MS)
-    assert page.locator("#plots canvas").count() >= 2
+    assert page.locator("#plots .plot .uplot canvas").count() >= 2  # drawn by uPlot (vendored)
+    plots = page.evaluate("() => window.debrief.plots()")
+    forces = [p for p in plots if p["plot"] == "force"]
+    assert forces and all(p["labels"][0].startswith("force_n") for p in forces)
+    assert any(p["points"][0] > 10 for p in forces), plots  # the held instruments' force over time
+    metrics = [p for p in plots if p["plot"] == "metrics"]
+    assert metrics and any(sum(p["points"]) > 10 for p in metrics), plots
     assert not page.js_errors, page.js_errors
 
 

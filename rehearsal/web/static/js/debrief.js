@@ -7,6 +7,7 @@
 // keyframe (its prelude: snap_config and a full snap_topology, then a full snapshot) and decodes forward;
 // playing on decodes only the messages since the shown frame, skipping later preludes.
 
+import uPlot from 'uplot';
 import { RoomScene } from './scene.js';
 import { SnapshotDecoder } from './snapshot_decoder.js';
 
@@ -225,11 +226,62 @@ function drawCursor() {
 
 // ------------------------------------------------------------------------------------------ plots
 
-const plots = []; // {canvas, lanes: [{name, values}], title}
+const plots = []; // {box, uplot, title, absolute}
+const PLOT_HEIGHT = 140;
+
+/** A vertical line at the replay's time (uPlot's draw hook: on its canvas, in its device pixels). */
+function timeMarker(u) {
+  const x = u.valToPos(state.time, 'x', true);
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.strokeStyle = '#ffffff';
+  ctx.lineWidth = Math.max(1, window.devicePixelRatio || 1);
+  ctx.beginPath();
+  ctx.moveTo(x, u.bbox.top);
+  ctx.lineTo(x, u.bbox.top + u.bbox.height);
+  ctx.stroke();
+  ctx.restore();
+}
+
+/** One participant's hand's plot (uPlot, vendored): time on x; the force in newtons, or each skill metric
+ *  scaled to its largest value so they share one axis (the legend shows the raw values at the cursor). */
+function makePlot(box, title, lanes, absolute) {
+  const t = state.summary.series.t;
+  const scaled = lanes.map((lane) => {
+    let max = 0;
+    for (const v of lane.values) if (v !== null && v > max) max = v;
+    const k = absolute || max <= 0 ? 1 : 1 / max;
+    return { ...lane, max, y: t.map((_, i) => (lane.values[i] === null || lane.values[i] === undefined ? null : lane.values[i] * k)) };
+  });
+  const opts = {
+    title,
+    width: box.clientWidth || 600,
+    height: PLOT_HEIGHT,
+    scales: { x: { time: false, range: [0, Math.max(state.summary.simulated_seconds, 1e-6)] }, y: absolute ? {} : { range: [0, 1.05] } },
+    axes: [
+      { stroke: '#8b949e', grid: { stroke: '#30363d' }, label: 's' },
+      { stroke: '#8b949e', grid: { stroke: '#30363d' }, label: absolute ? 'N' : 'of max', size: 50 },
+    ],
+    series: [
+      { label: 't (s)', value: (u, v) => (v === null ? '-' : v.toFixed(2)) },
+      ...scaled.map((lane, j) => ({
+        label: absolute ? `${lane.name} (max ${lane.max.toFixed(2)})` : lane.name,
+        stroke: LINE_COLOURS[j % LINE_COLOURS.length],
+        width: 1.5,
+        spanGaps: false,
+        value: (u, v) => (v === null || v === undefined ? '-' : Number(absolute ? v : v * lane.max).toPrecision(4)),
+      })),
+    ],
+    cursor: { drag: { x: false, y: false } },
+    hooks: { draw: [timeMarker] },
+  };
+  return new uPlot(opts, [t, ...scaled.map((lane) => lane.y)], box);
+}
 
 function buildPlots() {
   const box = $('plots');
   box.textContent = '';
+  for (const plot of plots.splice(0)) plot.uplot.destroy();
   const people = new Map((state.summary.stored.participants || []).map((p) => [String(p.participant), p]));
   const series = state.summary.series;
   for (const [pid, hands] of Object.entries(series.participants)) {
@@ -243,60 +295,23 @@ function buildPlots() {
         absolute: false,
       };
       for (const plot of [force, metrics]) {
-        const heading = document.createElement('div');
-        heading.className = 'muted';
-        heading.textContent = plot.title;
-        const canvas = document.createElement('canvas');
-        canvas.dataset.participant = pid;
-        canvas.dataset.hand = hand;
-        canvas.dataset.plot = plot.absolute ? 'force' : 'metrics';
-        box.append(heading, canvas);
-        plots.push({ ...plot, canvas });
+        const holder = document.createElement('div');
+        holder.className = 'plot';
+        holder.dataset.participant = pid;
+        holder.dataset.hand = hand;
+        holder.dataset.plot = plot.absolute ? 'force' : 'metrics';
+        box.append(holder);
+        plots.push({ ...plot, box: holder, uplot: makePlot(holder, plot.title, plot.lanes, plot.absolute) });
       }
     }
   }
 }
 
-function drawPlots() {
-  const t = state.summary.series.t;
-  const end = Math.max(state.summary.simulated_seconds, 1e-6);
+/** Redraw the plots' time marker (after a seek); ``resized``: fit them to their boxes' width first. */
+function drawPlots(resized = false) {
   for (const plot of plots) {
-    const canvas = plot.canvas;
-    const w = (canvas.width = canvas.clientWidth || 600);
-    const h = (canvas.height = canvas.clientHeight || 120);
-    const g = canvas.getContext('2d');
-    g.clearRect(0, 0, w, h);
-    g.font = '11px sans-serif';
-    let legendX = 6;
-    plot.lanes.forEach((lane, j) => {
-      const values = lane.values;
-      let max = 0;
-      for (const v of values) if (v !== null && v > max) max = v;
-      const scale = max > 0 ? max : 1;
-      g.strokeStyle = LINE_COLOURS[j % LINE_COLOURS.length];
-      g.beginPath();
-      let pen = false;
-      values.forEach((v, i) => {
-        if (v === null || i >= t.length) { pen = false; return; }
-        const x = (t[i] / end) * (w - 1);
-        const y = h - 14 - (v / scale) * (h - 28);
-        if (pen) g.lineTo(x, y); else g.moveTo(x, y);
-        pen = true;
-      });
-      g.stroke();
-      let now = null;
-      for (let i = 0; i < t.length && t[i] <= state.time; i += 1) if (values[i] !== null) now = values[i];
-      const label = `${lane.name} ${now === null ? '-' : Number(now).toPrecision(4)}${plot.absolute ? ` (max ${max.toFixed(2)})` : ''}`;
-      g.fillStyle = g.strokeStyle;
-      g.fillText(label, legendX, 11);
-      legendX += g.measureText(label).width + 14;
-    });
-    const x = (state.time / end) * (w - 1);
-    g.strokeStyle = '#ffffff';
-    g.beginPath();
-    g.moveTo(x, 0);
-    g.lineTo(x, h);
-    g.stroke();
+    if (resized) plot.uplot.setSize({ width: plot.box.clientWidth || 600, height: PLOT_HEIGHT });
+    else plot.uplot.redraw(false, false);
   }
 }
 
@@ -392,7 +407,7 @@ async function open(session) {
   buildPlots();
   buildResults();
   seek(0);
-  window.addEventListener('resize', () => { drawPlots(); scene.render(); });
+  window.addEventListener('resize', () => { drawPlots(true); scene.render(); });
 }
 
 async function main() {
@@ -423,5 +438,11 @@ window.debrief = {
   seek,
   triangleCount: () => (state.decoder ? state.decoder.triangles().length / 3 : 0),
   sceneTriangles: () => (scene ? scene.triangleCount : 0),
+  // each plot: which, its series' labels and how many points each draws (uPlot's data)
+  plots: () => plots.map((p) => ({
+    plot: p.box.dataset.plot,
+    labels: p.uplot.series.slice(1).map((x) => x.label),
+    points: p.uplot.data.slice(1).map((ys) => ys.filter((v) => v !== null && v !== undefined).length),
+  })),
 };
 main();
