@@ -35,6 +35,7 @@ from pathlib import Path
 from netcode.thin_client import RenderState, Source
 from rehearsal.bots import CutScript, Headset, ServerProcess, SurgeonScript, post, pump
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
+from rehearsal.web.debrief_access import DebriefAccess
 
 ROLES = (
     ("lead_surgeon", "Lead bot"),
@@ -148,6 +149,7 @@ def run_demo(
             say(f"session {session['session']} ({scenario}): {len(team)} bots joined")
             for line in watch_lines(http_port, session["invites"]):
                 say(line)
+            say(debrief_line(http_port, Path(tmp) / "data", session["session"]))
 
             summary = _drive(bots, tickets, seconds, complication, say)
             summary.update(session=session["session"], scenario=scenario, ok=True)
@@ -172,6 +174,13 @@ def watch_lines(http_port: int, invites: dict[str, str]) -> list[str]:
         f"watch live in a browser: {base}?code={invites['observer']}",
         f"  mentor console (pause, inject, annotate...): {base}?code={invites['mentor']}",
     ]
+
+
+def debrief_line(http_port: int, data_dir: Path, session: str) -> str:
+    """Where the session's debrief opens once it ended: a mentor's debrief link (``rehearsal.web.debrief_access``;
+    its key signed with the data folder's secret, so it works for any server run on that folder)."""
+    key = DebriefAccess.from_data_dir(data_dir).issue(session)
+    return f"  debrief, once the session ended: http://localhost:{http_port}/debrief?session={session}#key={key}"
 
 
 def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication: str, say) -> dict:

@@ -38,6 +38,7 @@ def test_the_demo_team_connects_operates_and_sees_the_mentor():
     assert len(status) >= 5 and "clients=4/4" in status[-1] and "kbit/s" in status[-1] and "lead view=" in status[-1]
     assert "--- summary ---" in lines
     assert any(line.startswith("watch live in a browser: http://localhost:") and "/?code=" in line for line in lines)
+    assert any(f"/debrief?session={summary['session']}#key=" in line for line in lines)  # where its debrief opens
     # the scripted surgery happened: the lead's grasper grasped, the assistant's scissors cut
     for name, bot in bots.items():
         assert bot["events"]["grasp"] >= 1 and bot["events"]["cut"] >= 1, (name, bot["events"])
@@ -56,3 +57,13 @@ def test_the_demo_team_connects_operates_and_sees_the_mentor():
 def test_main_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         main(["--seconds", "not-a-number"])
+
+
+def test_the_debrief_line_holds_a_key_for_the_session_signed_with_the_data_folders_secret(tmp_path):
+    from rehearsal.demo import debrief_line
+    from rehearsal.web.debrief_access import DebriefAccess
+
+    line = debrief_line(8080, tmp_path, "s-demo")
+    assert "http://localhost:8080/debrief?session=s-demo#key=" in line
+    key = line.split("#key=", 1)[1]
+    assert DebriefAccess.from_data_dir(tmp_path).check(key, "s-demo") is None
