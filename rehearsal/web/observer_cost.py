@@ -150,24 +150,33 @@ def measure(observers: int, ticks: int, scenario_dir: Path, scenario: str) -> di
 def observer_cost(
     observers: int, scenario_dir: Path, scenario: str, ticks: int = 300, repeat: int = 3
 ) -> dict[str, Any]:
-    """The reactor CPU 0 and ``observers`` observers take per tick (median per tick; runs interleaved
-    ``repeat`` times, the median run reported), and what the observers add."""
-    alones, watcheds = [], []
+    """The reactor CPU 0, 1 and ``observers`` observers take per tick (median per tick; runs interleaved
+    ``repeat`` times, the median run reported), what the observers add, and what each one beyond the first
+    adds (the first brings the one shared encode; the others only a write of the same frame and their acks)."""
+    runs: dict[int, list[dict[str, Any]]] = {0: [], 1: [], observers: []}
     for _ in range(repeat):
-        alones.append(measure(0, ticks, scenario_dir, scenario))
-        watcheds.append(measure(observers, ticks, scenario_dir, scenario))
+        for n in runs:
+            runs[n].append(measure(n, ticks, scenario_dir, scenario))
 
-    def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    def median(measured: list[dict[str, Any]]) -> dict[str, Any]:
+        return {k: statistics.median(r[k] for r in measured) for k in measured[0]}
 
-    alone, watched = median(alones), median(watcheds)
-    added = {k: watched[k] - alone[k] for k in ("publish_ms_per_tick", "acks_ms_per_tick")}
+    alone, one, watched = median(runs[0]), median(runs[1]), median(runs[observers])
+    publish = watched["publish_ms_per_tick"] - alone["publish_ms_per_tick"]
+    acks = watched["acks_ms_per_tick"] - alone["acks_ms_per_tick"]
+    beyond = max(observers - 1, 1)
     return {
         "ticks": ticks,
         "repeat": repeat,
         "alone": alone,
+        "one_observer": one,
         "watched": watched,
-        "observers_add_publish_ms_per_tick": added["publish_ms_per_tick"],
-        "observers_add_acks_ms_per_tick": added["acks_ms_per_tick"],
-        "observers_add_reactor_ms_per_tick": added["publish_ms_per_tick"] + added["acks_ms_per_tick"],
+        "observers_add_publish_ms_per_tick": publish,
+        "observers_add_acks_ms_per_tick": acks,
+        "observers_add_reactor_ms_per_tick": publish + acks,
+        "shared_encode_ms_per_tick": one["publish_ms_per_tick"] - alone["publish_ms_per_tick"],
+        "each_further_observer_us_per_tick": {
+            "publish": 1000 * (watched["publish_ms_per_tick"] - one["publish_ms_per_tick"]) / beyond,
+            "acks": 1000 * (watched["acks_ms_per_tick"] - one["acks_ms_per_tick"]) / beyond,
+        },
     }

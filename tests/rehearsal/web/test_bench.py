@@ -22,11 +22,12 @@ def test_a_short_run_reports_tick_p99_with_and_without_observers_and_their_downl
         assert run["participant_snapshots_per_s"] > 5 and run["participant_snapshot_gap_p99_ms"] > 0
         assert run["server_cpu_percent"]["reactor"] >= 0
     cost = report["in_process"]
-    assert (cost["alone"]["in_group"], cost["watched"]["in_group"]) == (0, 2)  # both share the one stream
+    assert (cost["alone"]["in_group"], cost["one_observer"]["in_group"], cost["watched"]["in_group"]) == (0, 1, 2)
     assert cost["watched"]["publish_ms_per_tick"] > 0 and cost["watched"]["acks_ms_per_tick"] > 0
     assert cost["observers_add_reactor_ms_per_tick"] == pytest.approx(
         cost["observers_add_publish_ms_per_tick"] + cost["observers_add_acks_ms_per_tick"]
     )
+    assert set(cost["each_further_observer_us_per_tick"]) == {"publish", "acks"}
     assert set(report["measured"]) >= {"tick_p99_ms", "participant_snapshot_gap_p99_ms", "in_process"}
 
 
