@@ -83,8 +83,8 @@ class ObserverGroup:
         """A member's ``snap_ack``: the sequences it acknowledges that every member has now acknowledged are
         acknowledged to the codec (and returned)."""
         acked = self.members.get(key)
-        if acked is None:
-            return []
+        if acked is None or newest > self.newest_sent:
+            return []  # not a member, or it names a snapshot never sent (a forged ack must not hold it back)
         self.newest_ack[key] = max(self.newest_ack.get(key, -1), newest)
         fresh = [newest] if newest not in acked else []
         if bits:

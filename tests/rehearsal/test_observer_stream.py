@@ -185,3 +185,4 @@ def test_a_sequence_goes_to_the_codec_when_the_last_of_many_members_acks_it_or_t
     assert codec.acked == [10, 11]
     group.discard(0)  # the holdout leaves: what all the others hold becomes a baseline
     assert codec.acked == [10, 11, 12, 13] and not group.counts
+    assert group.on_ack(1, 10**12, 0) == [] and group.newest_ack[1] == 13  # never sent: ignored
