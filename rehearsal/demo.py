@@ -177,10 +177,14 @@ def watch_lines(http_port: int, invites: dict[str, str]) -> list[str]:
 
 
 def debrief_line(http_port: int, data_dir: Path, session: str) -> str:
-    """Where the session's debrief opens once it ended: a mentor's debrief link (``rehearsal.web.debrief_access``;
-    its key signed with the data folder's secret, so it works for any server run on that folder)."""
+    """Where the session's debrief opens once it ended (the demo's end ends it, as the server stops): a link
+    (``rehearsal.web.debrief_access``; its key signed with the data folder's secret, so it opens on any server
+    run on that folder: this one while it runs, or ``rehearsal serve --data-dir`` on the kept folder)."""
     key = DebriefAccess.from_data_dir(data_dir).issue(session)
-    return f"  debrief, once the session ended: http://localhost:{http_port}/debrief?session={session}#key={key}"
+    return (
+        f"  debrief, once the session ended: http://localhost:{http_port}/debrief?session={session}#key={key}"
+        f" (later: rehearsal serve --data-dir {data_dir}, the same path on its port)"
+    )
 
 
 def _drive(bots: dict[str, Headset], tickets: dict, seconds: float, complication: str, say) -> dict:

@@ -65,5 +65,6 @@ def test_the_debrief_line_holds_a_key_for_the_session_signed_with_the_data_folde
 
     line = debrief_line(8080, tmp_path, "s-demo")
     assert "http://localhost:8080/debrief?session=s-demo#key=" in line
-    key = line.split("#key=", 1)[1]
+    key = line.split("#key=", 1)[1].split()[0]
+    assert f"rehearsal serve --data-dir {tmp_path}" in line  # where it opens after the demo (its data kept)
     assert DebriefAccess.from_data_dir(tmp_path).check(key, "s-demo") is None
