@@ -210,9 +210,13 @@ class _ObserverProcess:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_drive_observers, args=(port, invite, count, nice, child), daemon=True)
         self.process.start()
-        if not self.conn.poll(60) or self.conn.recv() != "ready":
-            self.close()
-            raise RuntimeError("the observers' process did not join within 60 s")
+        self.joined = False
+
+    def ready(self) -> bool:
+        """Its sockets have all joined (polled, so the caller keeps servicing its headsets meanwhile)."""
+        if not self.joined and self.conn.poll():
+            self.joined = self.conn.recv() == "ready"
+        return self.joined
 
     def ask(self, command: str) -> dict[str, Any]:
         self.conn.send(command)
@@ -272,16 +276,16 @@ def _run(
         if status != 200:
             raise RuntimeError(f"joining as {role} failed: {status} {ticket}")
         team.append(Headset(base64.b64decode(ticket["token"]), name=name))
-    watchers = (
-        _ObserverProcess(server.http_port, session["invites"]["observer"], observers, observer_nice)
-        if observers
-        else None
-    )
+    watchers = None
     frames = None
     arrivals: list[float] = []  # when the lead surgeon's headset applied each snapshot (monotonic s)
     try:
-        if not pump(team, lambda: all(h.welcome for h in team), 15.0):
-            raise RuntimeError("the team was not welcomed within 15 s")
+        if not pump(team, lambda: all(h.welcome for h in team), 30.0):
+            raise RuntimeError("the team was not welcomed within 30 s")
+        if observers:  # after the team is in, which is serviced while the observers join
+            watchers = _ObserverProcess(server.http_port, session["invites"]["observer"], observers, observer_nice)
+            if not pump(team, watchers.ready, 60.0):
+                raise RuntimeError("the observers' process did not join within 60 s")
         lead, script = team[0], SurgeonScript(x=-0.01, lift=0.012)
         t0 = time.monotonic()
 
