@@ -259,6 +259,7 @@ class RehearsalServer:
             session_exists=self.sessions.session_open,
             on_rejoin=self.connections.drop_stale_connection,
             discard_session=self.sessions.discard_session,
+            reserve_seat=self.sessions.reserve_seat,
         )
         config = ServerConfig(
             settings.protocol_id,

@@ -110,6 +110,9 @@ class Sessions:
         self.checkpoint_capture_seconds = 0.0  # the last room-thread part of a checkpoint, from queueing
         self._policies: dict[str, CheckpointPolicy] = {}
         self.held: set[str] = set()  # resumed rooms not ticking yet: waiting for their team (RESUME_HOLD_SECONDS)
+        # Seats promised to newcomers who have a connect token but are not connected yet: participant -> until
+        # (``reserve_seat``; per room at most its capacity, gone with the room).
+        self.seat_holds: dict[str, dict[int, float]] = {}
         self._scenario_names: dict[str, str] = {}
         self.tick_observers: list[TickObserver] = []
         self.draining = False
@@ -125,6 +128,26 @@ class Sessions:
     def session_open(self, session: str) -> bool:
         live = self.rooms.get(session)
         return live is not None and live.room.state is not RoomState.ENDED
+
+    def reserve_seat(self, participant: int, session: str, seconds: float) -> bool:
+        """Hold a seat of a room for a newcomer about to get a connect token, for ``seconds`` (the token's life):
+        False, counted as ``budget_refused_room_full``, when the people connected plus the seats already held
+        fill the room's capacity (``Scenario.max_participants``), so a full room is refused before a token is
+        minted and a handshake spent. A room that is not here holds nothing (the join service checks it is open).
+        """
+        live = self.rooms.get(session)
+        if live is None:
+            return True
+        room, now = live.room, self.clock()
+        holds = self.seat_holds.setdefault(session, {})
+        for pid, until in list(holds.items()):
+            if until <= now or pid in room.participants:  # expired, or arrived (then counted as connected)
+                del holds[pid]
+        if room.connected_count() + len(holds) >= room.scenario.max_participants:
+            self.counters["budget_refused_room_full"] += 1
+            return False
+        holds[participant] = now + seconds
+        return True
 
     def create_session(self, scenario_name: str) -> str:
         """A new room from one of the server's scenarios, ticking at once; returns its session id."""
@@ -402,6 +425,7 @@ class Sessions:
 
     def _forget(self, session: str) -> None:
         self._policies.pop(session, None)
+        self.seat_holds.pop(session, None)
         self.held.discard(session)
         self._scenario_names.pop(session, None)
         if self.checkpoints is not None:
