@@ -190,6 +190,45 @@ class Room(MentorCommands):
             self.recorder.command(participant_id, action.value, args)  # for the debrief's timeline
         return outcome
 
+    def replay_command(self, participant_id: int, action: str, args: dict) -> Refusal | None:
+        """A command the action journal kept (``rehearsal.journal``: allowed and done before a crash), done again
+        on the room resumed from an older checkpoint. Its role was checked when it was done, and its author
+        need not be connected now; it is recorded again (the recording resumes at the checkpoint)."""
+        p = self.participants.get(participant_id)
+        try:
+            handler = getattr(self, f"_do_{Action(action).value}", None)
+        except ValueError:
+            handler = None
+        if p is None or handler is None or not isinstance(args, dict):
+            return Refusal(f"cannot replay {action!r} by {participant_id}")
+        try:
+            outcome = handler(p, **args)
+        except TypeError:
+            return Refusal(f"{action}: unexpected arguments {sorted(args)}")
+        if outcome is None and self.recorder is not None:
+            self.recorder.command(participant_id, str(action), args)
+        return outcome
+
+    def replay_step(self, progress: dict) -> bool:
+        """A step's completion (or violation) the action journal kept, put back into the resumed procedure;
+        False when the step is unknown or already settled."""
+        step = next((s for s in self.procedure.steps if s.id == progress.get("id")), None)
+        status = progress.get("status")
+        if step is None or status not in STEP_EVENTS or step.status in STEP_EVENTS:
+            return False
+        step.status = str(status)
+        value, at = progress.get("value"), progress.get("time")
+        if isinstance(value, int | float):
+            step.value = float(value)
+        if isinstance(at, int | float):
+            step.time = float(at)
+        return True
+
+    def step_events(self) -> list[RoomEvent]:
+        """The step events (completed, violated) waiting in ``take_events()``, left there: what the server
+        journals before it publishes them (on the reactor thread, between two steps)."""
+        return [e for e in self._events if e.kind in STEP_EVENTS.values()]
+
     def _lifecycle(self, target: RoomState) -> Refusal | None:
         try:
             self.state = transition(self.state, target)

@@ -55,6 +55,7 @@ from rehearsal.connections import Connections
 from rehearsal.http_api import api_root
 from rehearsal.invites import InviteBook, code_key
 from rehearsal.join_service import JoinService
+from rehearsal.journal import JOURNAL_FILE, ActionJournal
 from rehearsal.links import next_link_key
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
@@ -121,7 +122,8 @@ class RehearsalServer:
         # Crash recovery: open sessions and their code books in SQLite, rooms' checkpoints in files.
         self.store = SessionStore(data_dir / SESSIONS_FILE)
         self._checkpoint_key = checkpoint_key(self._token_key)
-        self.checkpoints = CheckpointWriter(data_dir, self._checkpoint_key)
+        self.checkpoints = CheckpointWriter(data_dir, self._checkpoint_key, on_written=self._checkpoint_written)
+        self.journal = ActionJournal(data_dir / JOURNAL_FILE)  # acked mentor actions and steps, synchronously
         self.counters: Counter[str] = Counter()
         # ops is wired here, in the composition root only: it reads ops_status() at scrape time.
         self.metrics = OpsMetrics(status=self.ops_status)
@@ -148,6 +150,7 @@ class RehearsalServer:
             store=self.store,
             checkpoints=self.checkpoints,
             checkpoint_key=self._checkpoint_key,
+            journal=self.journal,
         )
         self.connections = Connections(
             self.sessions, reactor, counters=self.counters, clock=clock, server_time=server_time
@@ -203,6 +206,15 @@ class RehearsalServer:
 
     def ops_status(self) -> dict[str, Any]:
         status = self.views.ops_status()
+        writer = self.checkpoints.stats
+        status["checkpoints"] = {
+            "written": writer.written,
+            "failed": writer.failed + self.counters.get("checkpoints_failed", 0),  # writing, or taking one
+        }
+        status["sessions_resumed"] = self.counters.get("sessions_resumed", 0)
+        status["interrupted_results"] = self.counters.get("sessions_interrupted", 0)
+        status["journal_writes"] = {k: self.journal.counters.get(k, 0) for k in ("written", "failed")}
+        status["journal_write_seconds"] = self.journal.counters.get("seconds", 0.0)
         if self.web is not None:
             web = self.web.status()
             status["web_observers"] = web["observers"]
@@ -223,6 +235,12 @@ class RehearsalServer:
             list_results=self.results.sessions,
             result=self.results.session,
         )
+
+    def _checkpoint_written(self, capture_: Any, nbytes: int, seconds: float) -> None:
+        """On the writer thread: time it, and let the reactor drop the journal entries the file includes."""
+        self.metrics.histograms.checkpoint.observe(seconds)
+        if hasattr(self.reactor, "callFromThread"):
+            self.reactor.callFromThread(self.sessions.checkpoint_written, capture_.session, capture_.journal_seq)
 
     def _http_refused(self, reason: str) -> None:
         """An HTTP request answered 4xx (``http_<code>``): counted with the other refusals, by reason."""

@@ -38,6 +38,7 @@ from rehearsal.checkpoints import (
     read_checkpoint,
     room_part,
 )
+from rehearsal.journal import ActionJournal
 from rehearsal.lifecycle import RoomState
 from rehearsal.live_room import LiveRoom, surface_layout
 from rehearsal.publishing import Publisher
@@ -91,6 +92,7 @@ class Sessions:
         checkpoints: CheckpointWriter | None = None,
         checkpoint_key: bytes | None = None,
         checkpoint_interval: float = INTERVAL_SECONDS,
+        journal: ActionJournal | None = None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -107,6 +109,7 @@ class Sessions:
         self.checkpoints = checkpoints  # rooms' checkpoints are written (None: not)
         self.checkpoint_key = checkpoint_key
         self.checkpoint_interval = checkpoint_interval
+        self.journal = journal  # acknowledged mentor actions and steps, on disk before they are told (None: not)
         self.checkpoint_capture_seconds = 0.0  # the last room-thread part of a checkpoint, from queueing
         self._policies: dict[str, CheckpointPolicy] = {}
         self.held: set[str] = set()  # resumed rooms not ticking yet: waiting for their team (RESUME_HOLD_SECONDS)
@@ -217,6 +220,7 @@ class Sessions:
             return
         if report is not None:
             self.observe_physics_step(live.ticker.stats.last_step_seconds)
+        self._journal_steps(live)  # on disk before the team is told of them
         started = time.perf_counter()
         try:
             self.publisher.publish(live, report)
@@ -254,7 +258,8 @@ class Sessions:
             return
         policy.taken(now, mark)
         try:
-            capture_ = reactor_part(live.room, self._scenario_names[session], live.created_at)
+            seq = self.journal.last_seq if self.journal is not None else 0
+            capture_ = reactor_part(live.room, self._scenario_names[session], live.created_at, journal_seq=seq)
         except Exception as exc:  # never into the tick loop
             policy.in_flight = False
             self.counters["checkpoints_failed"] += 1
@@ -276,6 +281,40 @@ class Sessions:
         policy.in_flight = False
         self.counters["checkpoints_failed"] += 1
         log.error("session %s: checkpoint failed: %s", session, failure.type.__name__)
+
+    def checkpoint_written(self, session: str, journal_seq: int) -> None:
+        """A checkpoint is on disk (the writer thread tells the reactor): the journal entries it includes go."""
+        if self.journal is not None and session in self.rooms:
+            self.journal.checkpointed(session, journal_seq)
+
+    # --- the action journal ------------------------------------------------------------------------------
+
+    def journal_command(self, session: str, participant: int, action: str, args: dict[str, Any]) -> None:
+        """An accepted command, journaled before its event goes out (``rehearsal.journal``)."""
+        if self.journal is not None:
+            self.journal.append(session, "command", {"participant": participant, "action": action, "args": args})
+
+    def _journal_steps(self, live: LiveRoom) -> None:
+        if self.journal is not None:
+            for event in live.room.step_events():
+                self.journal.append(live.room.session, "step", event.detail)
+
+    def _replay_journal(self, room: Room, after: int) -> int:
+        """The room's journaled actions since its checkpoint, done again on the resumed room; how many."""
+        if self.journal is None:
+            return 0
+        replayed = 0
+        for entry in self.journal.entries(room.session, after):
+            body = entry.body
+            if entry.kind == "command":
+                participant, action, args = body.get("participant"), body.get("action"), body.get("args")
+                ok = isinstance(participant, int) and isinstance(action, str) and isinstance(args, dict)
+                ok = ok and room.replay_command(participant, action, args) is None  # type: ignore[arg-type]
+            else:
+                ok = room.replay_step(body)
+            replayed += ok
+            self.counters["journal_replayed" if ok else "journal_not_replayed"] += 1
+        return replayed
 
     def checkpoint_now(self, session: str) -> None:
         """Take a checkpoint of the room at its next tick boundary (load runs and tests)."""
@@ -323,7 +362,13 @@ class Sessions:
         path = self._recording_path(session)
         if saved.recording is not None and path.exists():
             room.recorder = Recorder(path, session, scenario, resume_at=saved.recording)
+        replayed = self._replay_journal(room, int(saved.reactor.get("journal_seq", 0)))
+        if replayed:
+            log.info("session %s: %d journaled actions replayed on its checkpoint", session, replayed)
         live = self._open_room(room, scenario_name, created_at=saved.created_at)
+        if room.state is RoomState.ENDED:  # the mentor had ended it: it ends now, its result kept
+            self.end_room(session)
+            return live
         self._hold_until_back(live, away)
         return live
 
@@ -426,6 +471,8 @@ class Sessions:
     def _forget(self, session: str) -> None:
         self._policies.pop(session, None)
         self.seat_holds.pop(session, None)
+        if self.journal is not None:
+            self.journal.forget(session)
         self.held.discard(session)
         self._scenario_names.pop(session, None)
         if self.checkpoints is not None:
