@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 
 log = logging.getLogger("rehearsal.journal")
 
@@ -95,7 +96,7 @@ class ActionJournal:
             return None
         started = time.perf_counter()
         try:
-            data = msgpack.packb(body, use_bin_type=True)
+            data = msgpack.packb(body, use_bin_type=True, default=_scalar)
             if len(data) > MAX_ENTRY_BYTES:
                 raise ValueError(f"a journal entry of {len(data)} bytes is over {MAX_ENTRY_BYTES}")
             cursor = self._db.execute(
@@ -151,3 +152,10 @@ class ActionJournal:
             self._pending[session] = int(left)
         else:
             self._pending.pop(session, None)
+
+
+def _scalar(value: object) -> object:
+    """numpy scalars (a step's value, an instrument id) as Python numbers; anything else is refused."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot journal a {type(value).__name__}")

@@ -2,6 +2,7 @@
 
 import stat
 
+import numpy as np
 import pytest
 
 from rehearsal import journal as journal_module
@@ -12,7 +13,7 @@ def test_entries_come_back_in_order_after_a_restart_and_go_with_checkpoints_and_
     path = tmp_path / "journal.sqlite3"
     first = ActionJournal(path)
     a = first.append("s-1", "command", {"participant": 7, "action": "annotate", "args": {"text": "here"}})
-    b = first.append("s-2", "step", {"id": "retract", "status": "done"})
+    b = first.append("s-2", "step", {"id": "retract", "status": "done", "instrument": np.int64(3)})
     c = first.append("s-1", "command", {"participant": 7, "action": "pause", "args": {}})
     assert a < b < c == first.last_seq and first.counters["written"] == 3
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # arguments may hold annotations' text
@@ -29,7 +30,7 @@ def test_entries_come_back_in_order_after_a_restart_and_go_with_checkpoints_and_
     assert [e.seq for e in again.entries("s-1")] == [c] and again.pending("s-1") == 1
     again.forget("s-1")
     assert again.entries("s-1") == [] and again.pending("s-1") == 0
-    assert [e.body for e in again.entries("s-2")] == [{"id": "retract", "status": "done"}]  # other sessions stay
+    assert [e.body for e in again.entries("s-2")] == [{"id": "retract", "status": "done", "instrument": 3}]
 
 
 def test_a_session_whose_checkpoints_keep_failing_cannot_grow_the_journal_without_bound(tmp_path, monkeypatch):
