@@ -37,7 +37,7 @@ class Ticket:
     expires_in: int
 
 
-class RoomFullError(InviteError):
+class NoFreeSeatError(InviteError):
     """A join refused because the room has no free seat (its capacity is taken by people connected and
     newcomers already holding a token); the invite is not spent."""
 
@@ -92,7 +92,7 @@ class JoinService:
         if not self.reserve_seat(
             identity.participant, identity.session, TOKEN_EXPIRE_SECONDS + CONNECTION_TIMEOUT_SECONDS
         ):
-            raise RoomFullError("the room is full: try again when someone leaves")
+            raise NoFreeSeatError("the room is full: try again when someone leaves")
         rejoin = self.invites.issue(
             identity.session, identity.role, uses=REJOIN_USES, participant=identity.participant, name=identity.name
         )

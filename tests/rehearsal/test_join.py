@@ -9,7 +9,7 @@ from netcode.transport.address import Address
 from netcode.transport.connect_token import ConnectToken, decrypt_private_token
 from rehearsal.identity import USER_DATA_BYTES, Identity, IdentityError, clean_name
 from rehearsal.invites import InviteBook, InviteError
-from rehearsal.join_service import CONNECTION_TIMEOUT_SECONDS, TOKEN_EXPIRE_SECONDS, JoinService, RoomFullError
+from rehearsal.join_service import CONNECTION_TIMEOUT_SECONDS, TOKEN_EXPIRE_SECONDS, JoinService, NoFreeSeatError
 from rehearsal.roles import Role
 from rehearsal.secrets_store import SecretError, load_or_create
 
@@ -229,7 +229,7 @@ def test_a_join_to_a_full_room_is_refused_before_a_token_and_spends_nothing():
     assert asked == [("s-1", TOKEN_EXPIRE_SECONDS + CONNECTION_TIMEOUT_SECONDS)]
     codes = len(service.invites)
     full[0] = True
-    with pytest.raises(RoomFullError, match="the room is full"):
+    with pytest.raises(NoFreeSeatError, match="the room is full"):
         service.join(invite, "Bob")
     assert service.invites.check(invite).uses_left == 1 and len(service.invites) == codes  # nothing spent or issued
     assert service.rejoin(ticket.rejoin_code).identity == ticket.identity  # coming back never asks for a seat

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 
 from netcode.transport.address import Address
 from rehearsal.identity import Identity
-from rehearsal.join_service import JoinService, RoomFullError
+from rehearsal.join_service import JoinService, NoFreeSeatError
 from rehearsal.roles import Role
 from rehearsal.scenario import packaged_scenarios
 from rehearsal.secrets_store import TOKEN_KEY, server_secret
@@ -93,14 +93,14 @@ def test_a_full_room_is_refused_at_the_join_before_a_token_is_minted_and_the_inv
         invite = service.invite_team(session, roles=[Role.OBSERVER], uses=10)[Role.OBSERVER]
         first, _second = service.join(invite, "one"), service.join(invite, "two")  # two seats held, nobody in yet
         codes = server.invites.session_codes(session)
-        with pytest.raises(RoomFullError, match="the room is full"):
+        with pytest.raises(NoFreeSeatError, match="the room is full"):
             service.join(invite, "three")
         assert server.invites.check(invite).uses_left == 8  # the refused join spent no use
         assert server.invites.session_codes(session) == codes  # and got no rejoin code
         assert server.counters["budget_refused_room_full"] == 1
 
         server.connections.open(RecordingLink(), first.identity)  # one arrives: still one seat held, one taken
-        with pytest.raises(RoomFullError):
+        with pytest.raises(NoFreeSeatError):
             service.join(invite, "three")
         now[0] += 41.0  # the second's token expired unused: its seat is free again
         service.join(invite, "three")
