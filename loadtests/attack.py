@@ -7,8 +7,8 @@ every loop bounded in count and time), then ``rest_seconds`` of quiet:
 
 * ``observer_input_flood``: six observers send input packets full of samples (14 per packet, both hands
   and the head tracked) as fast as they can: refused before decoding (``gaze_rate``, ``input_bytes``);
-* ``room_capacity``: one invite used 40 times into room B (capacity 16): ``room_full``; a newcomer to room A
-  still gets in;
+* ``room_capacity``: one invite used 40 times into room B (capacity 16): ``room_full``, at the join (no token
+  minted, so no handshake spent); a newcomer to room A still gets in;
 * ``oversized_annotation``: a mentor's 200 KB ``annotate`` text: ``command_arguments``;
 * ``forged_requests``: well-formed connection requests with forged tokens from 60 loopback addresses,
   20,000 a second (the issue's rate): the pre-authentication budgets (``unauthenticated_rate_limited_*``);
@@ -271,14 +271,28 @@ def observer_input_flood(a: Attack) -> dict[str, Any]:
 
 
 def room_capacity(a: Attack) -> dict[str, Any]:
-    """One invite used 40 times into a room of 16; meanwhile a newcomer joins the witness's room."""
-    crowd = [a.headset("observer", f"crowd-{i}") for i in range(40)]
+    """One invite used 40 times into a room of 16 (once it is full the join itself is refused: no connect token,
+    no handshake, the invite's use kept); meanwhile a newcomer joins the witness's room."""
+    crowd, refusals = [], {}
+    for i in range(40):
+        status, ticket = post(a.http_port, "/api/join", {"invite": a.room["invites"]["observer"], "name": f"crowd-{i}"})
+        if status == 200:
+            crowd.append(Headset(base64.b64decode(ticket["token"]), f"crowd-{i}"))
+        else:
+            reason = f"{status} {ticket.get('error', '') if isinstance(ticket, dict) else ''}".strip()
+            refusals[reason] = refusals.get(reason, 0) + 1
     admitted = a.connect(crowd, seconds=min(a.seconds, 10.0))
     newcomer = a.headset("observer", "newcomer", room=a.run.report["witness_room"])
     newcomer_in = bool(a.connect([newcomer], seconds=5.0))
     a.until_done(lambda now: [h.service() for h in admitted], hz=50)
     _close([*crowd, newcomer])
-    return {"tried": len(crowd), "admitted": len(admitted), "newcomer_to_the_other_room_admitted": newcomer_in}
+    return {
+        "tried": 40,
+        "tokens": len(crowd),
+        "admitted": len(admitted),
+        "refused_at_join": refusals,
+        "newcomer_to_the_other_room_admitted": newcomer_in,
+    }
 
 
 def oversized_annotation(a: Attack) -> dict[str, Any]:
@@ -526,6 +540,7 @@ def judge(name: str, detail: dict[str, Any], before: dict, after: dict) -> tuple
         ok = ok and counted["rate_limited"] == 0
     if name == "room_capacity":
         ok = ok and detail.get("newcomer_to_the_other_room_admitted", False) and detail["admitted"] <= 16
+        ok = ok and detail["tokens"] <= 16  # refused at the join, before a token (and a handshake)
     if name == "admin_lockout":
         ok = ok and set(detail["admin_statuses"]) <= {200, 405} and 429 in detail["attacker_statuses"]
     return counted, ok

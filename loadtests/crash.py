@@ -2,8 +2,10 @@
 
 A server in a fresh data folder; a team (lead surgeon, mentor, observer) joins one session. The lead grasps
 the top of the block and lifts it until the ``retract`` step is completed, and keeps holding; the mentor
-annotates. Once the room's checkpoint holds both, the server is SIGKILLed (no drain, no goodbye) while the
-grasp is held. A new server starts on the same data folder; each member trades their rejoin code for a
+annotates. Once the room's checkpoint holds both, the mentor annotates once more and the server is
+SIGKILLed (no drain, no goodbye) as soon as that is acknowledged, while the grasp is held: that last action
+survives by the action journal (``rehearsal.journal``), whether or not a checkpoint caught it in time. A
+new server starts on the same data folder; each member trades their rejoin code for a
 fresh connect token (``/api/rejoin``) and reconnects, the lead holding the same pose. Checked: every member
 is back in the same session, the welcome shows the step done and the annotation, snapshots flow again
 and the grasp carries on; then, after a clean stop, the session's result has the step, its recording
@@ -29,6 +31,7 @@ from rehearsal.results_store import RESULTS_FILE, ResultsStore
 RECOVERY_GOAL_SECONDS = 10.0
 ROLES = ("lead_surgeon", "mentor", "observer")
 NOTE = "divide here"
+LAST_NOTE = "acked, then killed"  # the mentor's action acknowledged just before the SIGKILL
 GRASP_X = -0.015  # where the demo's lead retracts
 LIFT = 0.015  # m: the retract step asks for 1 cm
 
@@ -104,9 +107,14 @@ def _crash_and_recover(run: Run, data: Path, scenario: str, team: list[Headset])
     pump(team, lambda: False, 0.5, each_frame=drive)  # mid-session: still holding
     codes = [(h.name, h.ticket["rejoin_code"], h.ticket["participant"]) for h in team]
     held_pose = script.pose(time.monotonic() - started)
+    acks, last_sent = mentor.events["annotate"], time.time()
+    mentor.command("annotate", position=[0.0, 0.06, 0.0], text=LAST_NOTE)
+    if not pump(team, lambda: mentor.events["annotate"] > acks, 5.0, each_frame=drive):
+        raise RuntimeError("the last annotation was not acknowledged")
 
-    say("crash: SIGKILL")
+    say("crash: SIGKILL, as soon as the last annotation was acknowledged")
     killed = time.monotonic()
+    report["last_action_in_a_checkpoint_at_kill"] = ckpt.stat().st_mtime > last_sent  # else: only the journal
     first.proc.kill()
     first.proc.wait(timeout=10)
     for h in team:
@@ -141,6 +149,7 @@ def _crash_and_recover(run: Run, data: Path, scenario: str, team: list[Headset])
         "same_participants": [(h.welcome or {}).get("participant") for h in team] == [p for _, _, p in codes],
         "step_done_after_restart": steps.get("retract") == "done",
         "annotation_after_restart": any(a.get("text") == NOTE for a in welcome.get("annotations", [])),
+        "acked_action_after_restart": any(a.get("text") == LAST_NOTE for a in welcome.get("annotations", [])),
         "grasp_carried_on": not lead.messages["release"],
     }
     say("crash: stopping cleanly; checking the result and the recording")

@@ -33,6 +33,11 @@ metric *names* never depends on the app's state)::
         "web_observers": 4,                                        # browser pages with the observer role
         "websocket_bytes_sent": 123456,                            # to browser pages (monotonic)
         "page_errors": 2,                                          # errors pages reported (monotonic)
+        "checkpoints": {"written": 40, "failed": 1},               # room checkpoints by outcome
+        "sessions_resumed": 2,                                     # resumed after a crash (monotonic)
+        "interrupted_results": 1,                                  # could not resume: stored as interrupted
+        "journal_writes": {"written": 12, "failed": 0},            # action journal writes by outcome
+        "journal_write_seconds": 0.03,                             # time spent writing it (monotonic)
         "room_stats": {                                            # per room (label `session`), at most
             "s-abc": {                                             #   MAX_ROOM_SERIES rooms; the key is
                                                                    #   the label: the app gives an opaque
@@ -83,6 +88,7 @@ EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TICK_BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.010, 0.012, 0.014, 0.0167, 0.020, 0.025, 0.033, 0.050, 0.100)
 PHYSICS_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.010, 0.012, 0.0167, 0.025, 0.050, 0.100)
 RTT_BUCKETS = (0.005, 0.010, 0.020, 0.030, 0.050, 0.075, 0.100, 0.150, 0.200, 0.300, 0.500, 1.0, 2.0)
+CHECKPOINT_BUCKETS = (0.005, 0.010, 0.025, 0.050, 0.100, 0.250, 0.500, 1.0, 2.5, 5.0)
 SNAPSHOT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 HISTOGRAM_NAMES = (
@@ -91,6 +97,7 @@ HISTOGRAM_NAMES = (
     "rehearsal_publish_duration_seconds",
     "rehearsal_rtt_seconds",
     "rehearsal_snapshot_bytes",
+    "rehearsal_checkpoint_duration_seconds",
 )
 
 # (metric name as exposed, type, label name or None, status key, help)
@@ -130,6 +137,41 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
         "Bytes sent to browser pages in WebSocket messages.",
     ),
     ("rehearsal_page_errors_total", "counter", None, "page_errors", "Errors browser pages reported to the server."),
+    (
+        "rehearsal_checkpoints_total",
+        "counter",
+        "outcome",
+        "checkpoints",
+        "Room checkpoints by outcome (written; failed: taking or writing one).",
+    ),
+    (
+        "rehearsal_sessions_resumed_total",
+        "counter",
+        None,
+        "sessions_resumed",
+        "Sessions resumed from their checkpoints when the server started after a crash.",
+    ),
+    (
+        "rehearsal_interrupted_results_total",
+        "counter",
+        None,
+        "interrupted_results",
+        "Sessions that could not resume after a crash: their results stored as interrupted.",
+    ),
+    (
+        "rehearsal_journal_writes_total",
+        "counter",
+        "outcome",
+        "journal_writes",
+        "Acknowledged mentor actions and steps written to the action journal, by outcome (written/failed).",
+    ),
+    (
+        "rehearsal_journal_write_seconds_total",
+        "counter",
+        None,
+        "journal_write_seconds",
+        "Time spent writing the action journal (synchronous commits on the reactor thread).",
+    ),
 )
 
 # Per-room families (label `session`; DESIGN: per room where cardinality allows).
@@ -299,6 +341,12 @@ class Histograms:
         )
         self.snapshot_bytes = Histogram(
             "rehearsal_snapshot_bytes", "Encoded snapshot size per client.", buckets=SNAPSHOT_BUCKETS, registry=registry
+        )
+        self.checkpoint = Histogram(
+            "rehearsal_checkpoint_duration_seconds",
+            "Wall time of writing one room checkpoint (serialize, sign, write, fsync) on the writer thread.",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=registry,
         )
 
 

@@ -83,12 +83,14 @@ class RoomCapture:
     world: WorldCheckpoint | None = None
     room_part: bytes = b""
     recording: dict | None = None
+    journal_seq: int = 0  # the action journal's newest entry at capture (rehearsal.journal): in this checkpoint
 
 
-def reactor_part(room: Room, scenario_name: str, created_at: float) -> RoomCapture:
+def reactor_part(room: Room, scenario_name: str, created_at: float, journal_seq: int = 0) -> RoomCapture:
     """On the reactor thread (which changes these): participants, removals, annotations, state, counters and
-    the world changes still queued."""
+    the world changes still queued; ``journal_seq``: the action journal's newest entry, which this includes."""
     part = {
+        "journal_seq": int(journal_seq),
         "state": room.state.value,
         "participants": room.participants,
         "removed": room.removed,
@@ -96,7 +98,9 @@ def reactor_part(room: Room, scenario_name: str, created_at: float) -> RoomCaptu
         "counters": dict(room.counters),
         "effects": room.queued_effects(),
     }
-    return RoomCapture(room.session, scenario_name, created_at, time.time(), pickle.dumps(part, protocol=5))
+    capture_ = RoomCapture(room.session, scenario_name, created_at, time.time(), pickle.dumps(part, protocol=5))
+    capture_.journal_seq = int(journal_seq)
+    return capture_
 
 
 def room_part(room: Room, capture_: RoomCapture) -> RoomCapture:
@@ -303,7 +307,8 @@ class CheckpointWriter:
 
     data_dir: Path
     key: bytes
-    on_written: Callable[[str, int], None] = lambda session, nbytes: None  # on the writer thread
+    # (capture, bytes, seconds) after each file is on disk; on the writer thread
+    on_written: Callable[[RoomCapture, int, float], None] = lambda capture_, nbytes, seconds: None
     stats: WriterStats = field(default_factory=WriterStats)
 
     def __post_init__(self) -> None:
@@ -391,4 +396,4 @@ class CheckpointWriter:
         self.stats.written += 1
         self.stats.last_bytes = len(data)
         self.stats.last_seconds = time.perf_counter() - started
-        self.on_written(capture_.session, len(data))
+        self.on_written(capture_, len(data), self.stats.last_seconds)

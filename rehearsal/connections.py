@@ -436,6 +436,7 @@ class Connections:
             self.refuse(client, request, refusal.reason, request_id)
             return
         self.counters["commands_accepted"] += 1
+        self.sessions.journal_command(live.room.session, pid, action, args)  # on disk before its event (the ack)
         self.command_done(live, pid, Action(action), args)
 
     def command_done(self, live: LiveRoom, pid: int, action: Action, args: dict[str, Any]) -> None:

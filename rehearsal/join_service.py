@@ -5,8 +5,9 @@ identity, session and role in its user data) and a personal rejoin code; the rej
 tokens for the same participant, so a dropped headset reconnects with its role and instruments.
 
 A join is checked whole before it spends anything: the name, the invite (``InviteBook.check``), the session
-still running, and room in the session's book for the participant's rejoin code; only then is the rejoin
-code issued and one use of the invite spent. A participant keeps one rejoin code, revoked with the session.
+still running, room in the session's book for the participant's rejoin code, and a free seat in the room
+(``reserve_seat``: a full room is refused here, with no token minted and no handshake spent); only then is
+the rejoin code issued and one use of the invite spent. A participant keeps one rejoin code, revoked with the session.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class Ticket:
     expires_in: int
 
 
+class NoFreeSeatError(InviteError):
+    """A join refused because the room has no free seat (its capacity is taken by people connected and
+    newcomers already holding a token); the invite is not spent."""
+
+
 class JoinService:
     def __init__(
         self,
@@ -46,6 +52,7 @@ class JoinService:
         session_exists: Callable[[str], bool] = lambda session: True,
         on_rejoin: Callable[[Identity], None] = lambda identity: None,
         discard_session: Callable[[str], None] = lambda session: None,
+        reserve_seat: Callable[[int, str, float], bool] = lambda participant, session, seconds: True,
     ) -> None:
         self._private_key = private_key
         self.protocol_id = protocol_id
@@ -54,6 +61,7 @@ class JoinService:
         self.session_exists = session_exists
         self.on_rejoin = on_rejoin  # the server drops a stale connection of the participant coming back
         self.discard_session = discard_session  # the server frees a room whose invites could not be issued
+        self.reserve_seat = reserve_seat  # (participant, session, seconds): False when the room is full
 
     def __repr__(self) -> str:  # never show the key
         return f"JoinService(protocol_id={self.protocol_id:#x}, servers={self.server_addresses})"
@@ -81,6 +89,10 @@ class JoinService:
             raise InviteError("this session is full: it has had as many participants as it may")
         identity = Identity(entry.session, secrets.randbits(63) or 1, entry.role, name)
         ticket = self._ticket(identity, "")  # before anything is spent: a name too long for the token fails here
+        if not self.reserve_seat(
+            identity.participant, identity.session, TOKEN_EXPIRE_SECONDS + CONNECTION_TIMEOUT_SECONDS
+        ):
+            raise NoFreeSeatError("the room is full: try again when someone leaves")
         rejoin = self.invites.issue(
             identity.session, identity.role, uses=REJOIN_USES, participant=identity.participant, name=identity.name
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,11 +23,13 @@ from rehearsal.complications import ComplicationError, Complications
 from rehearsal.hands import HANDS, instrument_holder, instrument_id
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
+from rehearsal.mentor_commands import MentorCommands
 from rehearsal.procedure import Procedure
 from rehearsal.recording import Recorder
+from rehearsal.requests import DRIVING_ROLES, Participant, Refusal, finite_vector
 from rehearsal.response_model import probe_response
 from rehearsal.results_store import SessionResult
-from rehearsal.roles import Action, Role, decide
+from rehearsal.roles import Action, decide
 from rehearsal.scenario import Scenario, build_world
 from rehearsal.skill_metrics import InstrumentSample, SkillTracker
 
@@ -35,30 +37,14 @@ WORKSPACE_MARGIN = 0.5  # m around the anatomy's bounding box that instruments m
 # The fastest believable instrument is the physics' own limit (one definition: physics.pose_guard.PoseLimits):
 # faster input is a tracking glitch or an attack, and a pose the room accepts is one the solver takes as sent.
 MAX_INSTRUMENT_SPEED = PoseLimits().max_speed
-DRIVING_ROLES = (Role.LEAD_SURGEON, Role.ASSISTANT_SURGEON)
 MAX_ANNOTATIONS = 64
 # Network jitter, and a burst of redundant samples in one packet after a loss: the claimed time between two
 # samples may exceed the server's time between receiving them by this much, no more (the speed limit's clock).
 RECEIVE_GAP_SLACK = 0.1
 
 
-@dataclass
-class Participant:
-    identity: Identity
-    connected: bool = True
-    # hand -> instrument kind for the hands this participant drives (surgeons; a mentor who took over)
-    hands: dict[str, Kind] = field(default_factory=dict)
-
-
 class RoomFullError(ValueError):
     """A newcomer beyond the room's capacity (``Scenario.max_participants``)."""
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a request changed nothing (sent back to the participant, and counted)."""
-
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -89,7 +75,9 @@ class HandInput:
     received_at: float | None = None  # server time it arrived (None: not known, e.g. a replay)
 
 
-class Room:
+class Room(MentorCommands):
+    """One room (see the module doc); its command handlers are ``rehearsal.mentor_commands``'s."""
+
     def __init__(self, session: str, scenario: Scenario, model: Model | None = None) -> None:
         self.session = session
         self.scenario = scenario
@@ -202,6 +190,45 @@ class Room:
             self.recorder.command(participant_id, action.value, args)  # for the debrief's timeline
         return outcome
 
+    def replay_command(self, participant_id: int, action: str, args: dict) -> Refusal | None:
+        """A command the action journal kept (``rehearsal.journal``: allowed and done before a crash), done again
+        on the room resumed from an older checkpoint. Its role was checked when it was done, and its author
+        need not be connected now; it is recorded again (the recording resumes at the checkpoint)."""
+        p = self.participants.get(participant_id)
+        try:
+            handler = getattr(self, f"_do_{Action(action).value}", None)
+        except ValueError:
+            handler = None
+        if p is None or handler is None or not isinstance(args, dict):
+            return Refusal(f"cannot replay {action!r} by {participant_id}")
+        try:
+            outcome = handler(p, **args)
+        except TypeError:
+            return Refusal(f"{action}: unexpected arguments {sorted(args)}")
+        if outcome is None and self.recorder is not None:
+            self.recorder.command(participant_id, str(action), args)
+        return outcome
+
+    def replay_step(self, progress: dict) -> bool:
+        """A step's completion (or violation) the action journal kept, put back into the resumed procedure;
+        False when the step is unknown or already settled."""
+        step = next((s for s in self.procedure.steps if s.id == progress.get("id")), None)
+        status = progress.get("status")
+        if step is None or status not in STEP_EVENTS or step.status in STEP_EVENTS:
+            return False
+        step.status = str(status)
+        value, at = progress.get("value"), progress.get("time")
+        if isinstance(value, int | float):
+            step.value = float(value)
+        if isinstance(at, int | float):
+            step.time = float(at)
+        return True
+
+    def step_events(self) -> list[RoomEvent]:
+        """The step events (completed, violated) waiting in ``take_events()``, left there: what the server
+        journals before it publishes them (on the reactor thread, between two steps)."""
+        return [e for e in self._events if e.kind in STEP_EVENTS.values()]
+
     def _lifecycle(self, target: RoomState) -> Refusal | None:
         try:
             self.state = transition(self.state, target)
@@ -218,15 +245,6 @@ class Room:
         """End the session (the server does, e.g. after it has been empty too long)."""
         return self._lifecycle(RoomState.ENDED)
 
-    def _do_pause(self, p: Participant) -> Refusal | None:
-        return self._lifecycle(RoomState.PAUSED)
-
-    def _do_resume(self, p: Participant) -> Refusal | None:
-        return self._lifecycle(RoomState.RUNNING)
-
-    def _do_end_room(self, p: Participant) -> Refusal | None:
-        return self._lifecycle(RoomState.ENDED)
-
     def queue_effect(self, kind: str, by: int, arg: object = None) -> None:
         """A world change (``reset``, or ``inject`` with a complication id) for the next advance()."""
         if kind not in ("reset", "inject"):
@@ -236,88 +254,6 @@ class Room:
     def queued_effects(self) -> list[tuple[str, int, object]]:
         """The world changes queued for the next advance(), oldest first (what a checkpoint must keep)."""
         return list(self._effects)
-
-    def _do_reset(self, p: Participant) -> Refusal | None:
-        self.queue_effect("reset", p.identity.participant)
-        return None
-
-    def _do_inject_complication(self, p: Participant, complication: object = None) -> Refusal | None:
-        try:
-            self.complications.check(complication)
-        except ComplicationError as exc:
-            self.counters["refused_unknown_complication"] += 1
-            return Refusal(str(exc))
-        if any(kind == "inject" and arg == complication for kind, _, arg in self._effects):
-            return Refusal(f"{complication} is already being injected")
-        self.queue_effect("inject", p.identity.participant, complication)
-        return None
-
-    def _do_annotate(
-        self, p: Participant, position: object = None, text: object = "", kind: object = "marker", direction=None
-    ) -> Refusal | None:
-        """A ``marker`` (kept: late joiners see it), a ``pointer`` (a ray from ``position`` along ``direction``,
-        shown now and not kept) or ``clear`` (all markers go). Everyone sees it as the ``annotate`` event."""
-        if kind == "clear":
-            self.annotations.clear()
-            return None
-        point = _finite_vector(position, 3)
-        if point is None or not isinstance(text, str) or len(text) > 200 or kind not in ("marker", "pointer"):
-            self.counters["refused_bad_annotation"] += 1
-            return Refusal("annotate a marker or pointer at a finite 3D position, with at most 200 characters")
-        if kind == "pointer":
-            ray = _finite_vector(direction, 3)
-            if ray is None or np.linalg.norm(ray) < 1e-9:
-                self.counters["refused_bad_annotation"] += 1
-                return Refusal("a pointer needs a finite, non-zero 3D direction")
-            return None
-        self.annotations.append({"by": p.identity.participant, "position": point.tolist(), "text": text})
-        return None
-
-    def _do_hand_instrument(self, p: Participant, to: object = None, hand: object = "right", kind: object = None):
-        target = self.participants.get(to) if isinstance(to, int) else None
-        if target is None or target.identity.role not in DRIVING_ROLES or hand not in HANDS:
-            self.counters["refused_bad_handover"] += 1
-            return Refusal("hand an instrument to a surgeon's left or right hand")
-        try:
-            instrument = Kind(kind)
-        except ValueError:
-            instrument = None
-        if instrument not in self._specs:
-            self.counters["refused_bad_handover"] += 1
-            return Refusal(f"this scenario's instruments are {', '.join(k.value for k in self._specs)}")
-        target.hands[str(hand)] = instrument
-        return None
-
-    def _do_take_over_instrument(self, p: Participant, hand: object = "right", release: object = False):
-        """The mentor drives an instrument in their own hand (``release: true`` puts it down again)."""
-        if hand not in HANDS or not self._specs or not isinstance(release, bool):
-            return Refusal("take over a left or right instrument (release: true to give it back)")
-        if release:
-            p.hands.pop(str(hand), None)
-            self.inputs.pop((p.identity.participant, str(hand)), None)
-            return None
-        p.hands[str(hand)] = next(iter(self._specs))
-        return None
-
-    def _do_hold_retractor(self, p: Participant, hand: object = "left", release: object = False) -> Refusal | None:
-        """Take (or put down) a retractor: a grasper in the given hand that holds tissue out of the way."""
-        if hand not in HANDS or not isinstance(release, bool):
-            return Refusal("hold a retractor in the left or right hand (release: true to put it down)")
-        if release:
-            p.hands.pop(str(hand), None)
-            self.inputs.pop((p.identity.participant, str(hand)), None)
-            return None
-        if Kind.GRASPER not in self._specs:
-            return Refusal("this scenario has no grasper to retract with")
-        p.hands[str(hand)] = Kind.GRASPER
-        return None
-
-    def _do_remove_participant(self, p: Participant, who: object = None) -> Refusal | None:
-        if not isinstance(who, int) or who not in self.participants or who == p.identity.participant:
-            self.counters["refused_bad_removal"] += 1
-            return Refusal("remove another participant of this room by id")
-        self.remove(who)
-        return None
 
     def remove(self, participant_id: int) -> bool:
         """Take a participant out for good (their tokens and rejoin codes stay refused); False if unknown."""
@@ -353,7 +289,7 @@ class Room:
         if hand not in p.hands:
             self.counters["input_rejected_no_instrument"] += 1
             return Refusal(f"no instrument in the {hand!r} hand")
-        pos, quat = _finite_vector(position, 3), _finite_vector(orientation, 4)
+        pos, quat = finite_vector(position, 3), finite_vector(orientation, 4)
         if pos is None or quat is None or not isinstance(jaw, int | float) or not math.isfinite(jaw):
             self.counters["input_rejected_nonfinite"] += 1
             return Refusal("pose values must be finite numbers")
@@ -551,17 +487,3 @@ class Room:
             "current_step": None if current is None else current.id,
             "complications": self.complications.summary(),
         }
-
-
-def _finite_vector(value: object, n: int) -> np.ndarray | None:
-    """``value`` as a float64 vector of ``n`` finite numbers, or None."""
-    if type(value) is np.ndarray and value.dtype == np.float64:
-        arr = value  # the input path hands in arrays already: no conversion
-    else:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-    if arr.shape != (n,) or not all(map(math.isfinite, arr.tolist())):
-        return None
-    return arr

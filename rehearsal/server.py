@@ -27,6 +27,7 @@ they are never logged: ``serve`` logs where they are.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -54,6 +55,7 @@ from rehearsal.connections import Connections
 from rehearsal.http_api import api_root
 from rehearsal.invites import InviteBook, code_key
 from rehearsal.join_service import JoinService
+from rehearsal.journal import JOURNAL_FILE, ActionJournal
 from rehearsal.links import next_link_key
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
@@ -84,6 +86,17 @@ MAX_PACKETS_PER_CLIENT = 300.0
 GIL_SWITCH_SECONDS = 0.0005
 
 
+def freeze_long_lived_heap() -> None:
+    """Take what start-up made (modules, twisted, the compiled kernels: ~160k objects) out of the cyclic
+    garbage collector's scans; rooms, connections and everything later are still collected.
+
+    Why: a full collection walked that whole heap on whichever thread triggered it, with the GIL held, and a
+    flood of small allocations (issue 19's observer input flood) triggers them often: each one froze every
+    room for 100 ms or more (the witness's 120 ms gap). After the freeze a full collection takes about 1 ms."""
+    gc.collect()  # the warm-up's garbage goes first, so none of it is kept for good
+    gc.freeze()
+
+
 class RehearsalServer:
     """The join API, the transports and the rooms in one reactor (see the module doc).
 
@@ -110,7 +123,8 @@ class RehearsalServer:
         # Crash recovery: open sessions and their code books in SQLite, rooms' checkpoints in files.
         self.store = SessionStore(data_dir / SESSIONS_FILE)
         self._checkpoint_key = checkpoint_key(self._token_key)
-        self.checkpoints = CheckpointWriter(data_dir, self._checkpoint_key)
+        self.checkpoints = CheckpointWriter(data_dir, self._checkpoint_key, on_written=self._checkpoint_written)
+        self.journal = ActionJournal(data_dir / JOURNAL_FILE)  # acked mentor actions and steps, synchronously
         self.counters: Counter[str] = Counter()
         # ops is wired here, in the composition root only: it reads ops_status() at scrape time.
         self.metrics = OpsMetrics(status=self.ops_status)
@@ -137,6 +151,7 @@ class RehearsalServer:
             store=self.store,
             checkpoints=self.checkpoints,
             checkpoint_key=self._checkpoint_key,
+            journal=self.journal,
         )
         self.connections = Connections(
             self.sessions, reactor, counters=self.counters, clock=clock, server_time=server_time
@@ -192,6 +207,15 @@ class RehearsalServer:
 
     def ops_status(self) -> dict[str, Any]:
         status = self.views.ops_status()
+        writer = self.checkpoints.stats
+        status["checkpoints"] = {
+            "written": writer.written,
+            "failed": writer.failed + self.counters.get("checkpoints_failed", 0),  # writing, or taking one
+        }
+        status["sessions_resumed"] = self.counters.get("sessions_resumed", 0)
+        status["interrupted_results"] = self.counters.get("sessions_interrupted", 0)
+        status["journal_writes"] = {k: self.journal.counters.get(k, 0) for k in ("written", "failed")}
+        status["journal_write_seconds"] = self.journal.counters.get("seconds", 0.0)
         if self.web is not None:
             web = self.web.status()
             status["web_observers"] = web["observers"]
@@ -212,6 +236,12 @@ class RehearsalServer:
             list_results=self.results.sessions,
             result=self.results.session,
         )
+
+    def _checkpoint_written(self, capture_: Any, nbytes: int, seconds: float) -> None:
+        """On the writer thread: time it, and let the reactor drop the journal entries the file includes."""
+        self.metrics.histograms.checkpoint.observe(seconds)
+        if hasattr(self.reactor, "callFromThread"):
+            self.reactor.callFromThread(self.sessions.checkpoint_written, capture_.session, capture_.journal_seq)
 
     def _http_refused(self, reason: str) -> None:
         """An HTTP request answered 4xx (``http_<code>``): counted with the other refusals, by reason."""
@@ -234,6 +264,7 @@ class RehearsalServer:
         if warm_up:
             scenarios = self.sessions.scenarios()
             compile_kernels(scenarios.get(settings.default_scenario, settings.default_scenario))
+        freeze_long_lived_heap()
         self.recover()
         if settings.udp_port == 0:  # the token must name the real port: pick a free one first
             settings = replace(settings, udp_port=free_udp_port(settings.udp_host))
@@ -247,6 +278,7 @@ class RehearsalServer:
             session_exists=self.sessions.session_open,
             on_rejoin=self.connections.drop_stale_connection,
             discard_session=self.sessions.discard_session,
+            reserve_seat=self.sessions.reserve_seat,
         )
         config = ServerConfig(
             settings.protocol_id,

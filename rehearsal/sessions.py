@@ -38,6 +38,7 @@ from rehearsal.checkpoints import (
     read_checkpoint,
     room_part,
 )
+from rehearsal.journal import ActionJournal
 from rehearsal.lifecycle import RoomState
 from rehearsal.live_room import LiveRoom, surface_layout
 from rehearsal.publishing import Publisher
@@ -91,6 +92,7 @@ class Sessions:
         checkpoints: CheckpointWriter | None = None,
         checkpoint_key: bytes | None = None,
         checkpoint_interval: float = INTERVAL_SECONDS,
+        journal: ActionJournal | None = None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -107,9 +109,13 @@ class Sessions:
         self.checkpoints = checkpoints  # rooms' checkpoints are written (None: not)
         self.checkpoint_key = checkpoint_key
         self.checkpoint_interval = checkpoint_interval
+        self.journal = journal  # acknowledged mentor actions and steps, on disk before they are told (None: not)
         self.checkpoint_capture_seconds = 0.0  # the last room-thread part of a checkpoint, from queueing
         self._policies: dict[str, CheckpointPolicy] = {}
         self.held: set[str] = set()  # resumed rooms not ticking yet: waiting for their team (RESUME_HOLD_SECONDS)
+        # Seats promised to newcomers who have a connect token but are not connected yet: participant -> until
+        # (``reserve_seat``; per room at most its capacity, gone with the room).
+        self.seat_holds: dict[str, dict[int, float]] = {}
         self._scenario_names: dict[str, str] = {}
         self.tick_observers: list[TickObserver] = []
         self.draining = False
@@ -125,6 +131,26 @@ class Sessions:
     def session_open(self, session: str) -> bool:
         live = self.rooms.get(session)
         return live is not None and live.room.state is not RoomState.ENDED
+
+    def reserve_seat(self, participant: int, session: str, seconds: float) -> bool:
+        """Hold a seat of a room for a newcomer about to get a connect token, for ``seconds`` (the token's life):
+        False, counted as ``budget_refused_room_full``, when the people connected plus the seats already held
+        fill the room's capacity (``Scenario.max_participants``), so a full room is refused before a token is
+        minted and a handshake spent. A room that is not here holds nothing (the join service checks it is open).
+        """
+        live = self.rooms.get(session)
+        if live is None:
+            return True
+        room, now = live.room, self.clock()
+        holds = self.seat_holds.setdefault(session, {})
+        for pid, until in list(holds.items()):
+            if until <= now or pid in room.participants:  # expired, or arrived (then counted as connected)
+                del holds[pid]
+        if room.connected_count() + len(holds) >= room.scenario.max_participants:
+            self.counters["budget_refused_room_full"] += 1
+            return False
+        holds[participant] = now + seconds
+        return True
 
     def create_session(self, scenario_name: str) -> str:
         """A new room from one of the server's scenarios, ticking at once; returns its session id."""
@@ -194,6 +220,7 @@ class Sessions:
             return
         if report is not None:
             self.observe_physics_step(live.ticker.stats.last_step_seconds)
+        self._journal_steps(live)  # on disk before the team is told of them
         started = time.perf_counter()
         try:
             self.publisher.publish(live, report)
@@ -231,7 +258,8 @@ class Sessions:
             return
         policy.taken(now, mark)
         try:
-            capture_ = reactor_part(live.room, self._scenario_names[session], live.created_at)
+            seq = self.journal.last_seq if self.journal is not None else 0
+            capture_ = reactor_part(live.room, self._scenario_names[session], live.created_at, journal_seq=seq)
         except Exception as exc:  # never into the tick loop
             policy.in_flight = False
             self.counters["checkpoints_failed"] += 1
@@ -253,6 +281,40 @@ class Sessions:
         policy.in_flight = False
         self.counters["checkpoints_failed"] += 1
         log.error("session %s: checkpoint failed: %s", session, failure.type.__name__)
+
+    def checkpoint_written(self, session: str, journal_seq: int) -> None:
+        """A checkpoint is on disk (the writer thread tells the reactor): the journal entries it includes go."""
+        if self.journal is not None and session in self.rooms:
+            self.journal.checkpointed(session, journal_seq)
+
+    # --- the action journal ------------------------------------------------------------------------------
+
+    def journal_command(self, session: str, participant: int, action: str, args: dict[str, Any]) -> None:
+        """An accepted command, journaled before its event goes out (``rehearsal.journal``)."""
+        if self.journal is not None:
+            self.journal.append(session, "command", {"participant": participant, "action": action, "args": args})
+
+    def _journal_steps(self, live: LiveRoom) -> None:
+        if self.journal is not None:
+            for event in live.room.step_events():
+                self.journal.append(live.room.session, "step", event.detail)
+
+    def _replay_journal(self, room: Room, after: int) -> int:
+        """The room's journaled actions since its checkpoint, done again on the resumed room; how many."""
+        if self.journal is None:
+            return 0
+        replayed = 0
+        for entry in self.journal.entries(room.session, after):
+            body = entry.body
+            if entry.kind == "command":
+                participant, action, args = body.get("participant"), body.get("action"), body.get("args")
+                ok = isinstance(participant, int) and isinstance(action, str) and isinstance(args, dict)
+                ok = ok and room.replay_command(participant, action, args) is None  # type: ignore[arg-type]
+            else:
+                ok = room.replay_step(body)
+            replayed += ok
+            self.counters["journal_replayed" if ok else "journal_not_replayed"] += 1
+        return replayed
 
     def checkpoint_now(self, session: str) -> None:
         """Take a checkpoint of the room at its next tick boundary (load runs and tests)."""
@@ -300,7 +362,13 @@ class Sessions:
         path = self._recording_path(session)
         if saved.recording is not None and path.exists():
             room.recorder = Recorder(path, session, scenario, resume_at=saved.recording)
+        replayed = self._replay_journal(room, int(saved.reactor.get("journal_seq", 0)))
+        if replayed:
+            log.info("session %s: %d journaled actions replayed on its checkpoint", session, replayed)
         live = self._open_room(room, scenario_name, created_at=saved.created_at)
+        if room.state is RoomState.ENDED:  # the mentor had ended it: it ends now, its result kept
+            self.end_room(session)
+            return live
         self._hold_until_back(live, away)
         return live
 
@@ -402,6 +470,9 @@ class Sessions:
 
     def _forget(self, session: str) -> None:
         self._policies.pop(session, None)
+        self.seat_holds.pop(session, None)
+        if self.journal is not None:
+            self.journal.forget(session)
         self.held.discard(session)
         self._scenario_names.pop(session, None)
         if self.checkpoints is not None:

@@ -41,3 +41,11 @@ def test_theudp_checksum_is_the_ones_complement_sum():
     data = struct.pack("!HHHH", 1, 2, 3, 0)
     assert udp_checksum(data) == (~(1 + 2 + 3)) & 0xFFFF
     assert udp_checksum(b"\x01") == (~0x0100) & 0xFFFF
+
+
+def test_room_capacity_fails_when_the_full_room_still_minted_tokens():
+    full = {(REFUSALS, 'reason="room_full"'): 24.0}
+    detail = {"admitted": 16, "tokens": 16, "newcomer_to_the_other_room_admitted": True}
+    assert judge("room_capacity", detail, {}, full)[1]
+    assert not judge("room_capacity", detail | {"tokens": 40}, {}, full)[1]  # refused only at the handshake
+    assert not judge("room_capacity", detail | {"newcomer_to_the_other_room_admitted": False}, {}, full)[1]

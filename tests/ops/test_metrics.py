@@ -33,6 +33,11 @@ SAMPLE_STATUS = {
     "web_observers": 4,
     "websocket_bytes_sent": 123456,
     "page_errors": 2,
+    "checkpoints": {"written": 40, "failed": 1},
+    "sessions_resumed": 2,
+    "interrupted_results": 1,
+    "journal_writes": {"written": 12, "failed": 0},
+    "journal_write_seconds": 0.03,
     "room_stats": {
         "s-abc": {
             "scenario": "basic_skills",

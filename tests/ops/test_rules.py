@@ -156,3 +156,74 @@ def test_promtool_check_metrics():
         ["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None and not os.environ.get("CI"), reason="promtool not on PATH (CI installs it)"
+)
+def test_promtool_the_checkpoint_failure_alert_fires_on_failures_and_only_then(tmp_path):
+    labels = 'job="rehearsal", instance="a:9100"'
+    doc = yaml.safe_load(ALERTS.read_text())
+    [rule] = [r for g in doc["groups"] for r in g["rules"] if r.get("alert") == "RehearsalCheckpointsFailing"]
+    description = rule["annotations"]["description"]
+    tests = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'rehearsal_checkpoints_total{{outcome="failed", {labels}}}', "values": "0 0 1 1 1 1 1"},
+                    {"series": f'rehearsal_checkpoints_total{{outcome="written", {labels}}}', "values": "0+12x30"},
+                    {"series": f'rehearsal_journal_writes_total{{outcome="failed", {labels}}}', "values": "0x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "RehearsalCheckpointsFailing", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "RehearsalCheckpointsFailing", "exp_alerts": []},  # pending
+                    {
+                        "eval_time": "5m",
+                        "alertname": "RehearsalCheckpointsFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "rehearsal", "instance": "a:9100", "severity": "page"},
+                                "exp_annotations": {
+                                    "summary": "Room checkpoints or action-journal writes are failing on a:9100",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "25m", "alertname": "RehearsalCheckpointsFailing", "exp_alerts": []},  # recovered
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'rehearsal_checkpoints_total{{outcome="failed", {labels}}}', "values": "0x30"},
+                    {
+                        "series": f'rehearsal_journal_writes_total{{outcome="failed", {labels}}}',
+                        "values": "0 0 2 2 2 2",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "5m",
+                        "alertname": "RehearsalCheckpointsFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "rehearsal", "instance": "a:9100", "severity": "page"},
+                                "exp_annotations": {
+                                    "summary": "Room checkpoints or action-journal writes are failing on a:9100",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    }
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "checkpoint_alert_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

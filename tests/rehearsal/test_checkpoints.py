@@ -133,7 +133,7 @@ def test_a_signed_checkpoint_still_cannot_name_arbitrary_code(scenario, tmp_path
 def test_the_writer_replaces_files_atomically_and_forgets_ended_rooms(scenario, tmp_path):
     room = _room(scenario, tmp_path)
     written = []
-    writer = CheckpointWriter(tmp_path, KEY, on_written=lambda session, n: written.append(n))
+    writer = CheckpointWriter(tmp_path, KEY, on_written=lambda capture_, n, seconds: written.append(n))
     try:
         for _ in range(3):
             writer.submit(room_part(room, reactor_part(room, "basic_skills", 0.0)))

@@ -43,3 +43,36 @@ def test_a_sigkilled_server_resumes_its_session_and_the_team_rejoins(tmp_path):
             first.proc.kill()
         if second is not None:
             assert second.stop() == 0, second.log()[-3000:]
+
+
+def test_a_mentor_action_acknowledged_just_before_a_sigkill_is_there_after_the_restart(tmp_path):
+    """No waiting for a checkpoint after the command: the server is killed as soon as the mentor hears the
+    command's event (its ack). The action journal has it by then (rehearsal.journal); a checkpoint taken in
+    the milliseconds before the kill may have it too (test_recovery.py proves the journal alone does)."""
+    data = tmp_path / "data"
+    first = ServerProcess(data)
+    second = None
+    try:
+        first.wait_listening()
+        session = new_session(first)
+        with team_of(first, session, "mentor") as team:
+            [mentor] = team
+            path = checkpoint_path(data, session["session"])  # the room has a checkpoint to resume from
+            assert pump(team, lambda: path.exists(), 5.0), first.log()[-3000:]
+            mentor.command("annotate", position=[0.0, 0.05, 0.0], text="acked")
+            assert pump(team, lambda: saw_event(mentor, "annotate"), 5.0)
+            first.proc.kill()  # right after the ack
+            first.proc.wait(timeout=10)
+            code = mentor.ticket["rejoin_code"]
+        second = ServerProcess(data)
+        second.wait_listening()
+        status, ticket = post(second.http_port, "/api/rejoin", {"rejoin_code": code})
+        assert status == 200, ticket
+        with Team([Headset(base64.b64decode(ticket["token"]), name=ticket["name"])]) as back:
+            assert pump(back, lambda: back[0].welcome is not None, 15.0), second.log()
+            assert [a["text"] for a in back[0].welcome["annotations"]] == ["acked"]
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+        if second is not None:
+            assert second.stop() == 0, second.log()[-3000:]

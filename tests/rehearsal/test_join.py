@@ -9,7 +9,7 @@ from netcode.transport.address import Address
 from netcode.transport.connect_token import ConnectToken, decrypt_private_token
 from rehearsal.identity import USER_DATA_BYTES, Identity, IdentityError, clean_name
 from rehearsal.invites import InviteBook, InviteError
-from rehearsal.join_service import JoinService
+from rehearsal.join_service import CONNECTION_TIMEOUT_SECONDS, TOKEN_EXPIRE_SECONDS, JoinService, NoFreeSeatError
 from rehearsal.roles import Role
 from rehearsal.secrets_store import SecretError, load_or_create
 
@@ -214,6 +214,25 @@ def test_refused_joins_and_rejoins_leave_the_invite_its_uses():
     with pytest.raises(InviteError):
         service.join(ticket.rejoin_code, "Mallory")  # a rejoin code mints no new participants
     assert service.rejoin(ticket.rejoin_code).identity.participant == ticket.identity.participant
+
+
+def test_a_join_to_a_full_room_is_refused_before_a_token_and_spends_nothing():
+    asked, full = [], [False]
+
+    def reserve_seat(participant, session, seconds):
+        asked.append((session, seconds))
+        return not full[0]
+
+    service = JoinService(KEY, PROTOCOL, [SERVER], reserve_seat=reserve_seat)
+    invite = service.invite_team("s-1", uses=2)[Role.OBSERVER]
+    ticket = service.join(invite, "Alice")  # a seat is held for as long as the token can be used to connect
+    assert asked == [("s-1", TOKEN_EXPIRE_SECONDS + CONNECTION_TIMEOUT_SECONDS)]
+    codes = len(service.invites)
+    full[0] = True
+    with pytest.raises(NoFreeSeatError, match="the room is full"):
+        service.join(invite, "Bob")
+    assert service.invites.check(invite).uses_left == 1 and len(service.invites) == codes  # nothing spent or issued
+    assert service.rejoin(ticket.rejoin_code).identity == ticket.identity  # coming back never asks for a seat
 
 
 def test_rejoin_tells_the_server_who_is_coming_back():

@@ -3,9 +3,12 @@ books and room checkpoints in the data folder; the next one resumes them and the
 
 import time
 
+import numpy as np
 from twisted.internet.task import Clock
 
+from netcode.messaging.messages import Message
 from netcode.transport.address import Address
+from physics.model import add_anchors
 from rehearsal.checkpoints import reactor_part, room_part
 from rehearsal.join_service import JoinService
 from rehearsal.lifecycle import RoomState
@@ -32,7 +35,8 @@ def _server(data_dir):
 def _checkpoint(server, session):
     """What the tick loop does every few seconds, here at once: both parts, then the writer thread."""
     live = server.rooms[session]
-    server.checkpoints.submit(room_part(live.room, reactor_part(live.room, "basic_skills", live.created_at)))
+    seq = server.journal.last_seq  # what the tick loop passes: the journal entries this checkpoint includes
+    server.checkpoints.submit(room_part(live.room, reactor_part(live.room, "basic_skills", live.created_at, seq)))
     assert server.checkpoints.wait_idle()
 
 
@@ -105,3 +109,44 @@ def test_a_resumed_room_stops_waiting_for_a_team_that_does_not_come_back(tmp_pat
     ticker.stop()  # (this fake reactor cannot run steps on the room's thread)
     second.stop()
     assert time.time() - second.results.session(session)["created_at"] < 60
+
+
+def test_acknowledged_mentor_actions_and_steps_after_the_last_checkpoint_survive_a_crash(tmp_path):
+    data = tmp_path / "data"
+    first, service = _server(data)
+    session = first.create_session("basic_skills")
+    first.rooms[session].ticker.stop()
+    invites = service.invite_team(session)
+    mentor_link = RecordingLink()
+    first.connections.open(RecordingLink(), service.join(invites[Role.LEAD_SURGEON], "Lead").identity)
+    first.connections.open(mentor_link, service.join(invites[Role.MENTOR], "Mentor").identity)
+
+    def command(action, **args):
+        first.connections.receive(mentor_link.key, Message("command", {"action": action, "args": args}))
+
+    command("annotate", position=[0.0, 0.03, 0.0], text="before")
+    _checkpoint(first, session)  # the last checkpoint: it includes the first annotation's journal entry
+    command("annotate", position=[0.0, 0.04, 0.0], text="after")
+    acks = [e["detail"].get("text") for e in mentor_link.messages("event") if e["kind"] == "annotate"]
+    assert acks == ["before", "after"] and first.journal.pending(session) == 2  # on disk by the time of the ack
+    room = first.rooms[session].room
+    top = np.flatnonzero(room.model.rest_positions[:, 1] > 0.019)
+    add_anchors(room.model, top, room.model.rest_positions[top] + [0.0, 0.03, 0.0])  # an invisible retractor
+    for _ in range(120):  # what the tick loop does: a step, then its report published on the reactor
+        first.sessions.on_report(room, room.advance(1 / 60))
+        if room.procedure.current().id != "retract":
+            break
+    assert any(e["kind"] == "step_completed" for e in mentor_link.messages("event"))  # the team was told
+    command("pause")
+    first.checkpoints.close()  # the process dies here: no checkpoint after the actions
+
+    second, _ = _server(data)
+    assert second.recover() == [session]
+    resumed = second.rooms[session].room
+    assert [a["text"] for a in resumed.annotations] == ["before", "after"]  # replayed once, on the checkpoint
+    assert resumed.procedure.steps[0].id == "retract" and resumed.procedure.steps[0].status == "done"
+    assert resumed.state is RoomState.PAUSED
+    assert second.counters["journal_replayed"] == 3 and second.counters["journal_not_replayed"] == 0
+    second.rooms[session].ticker.stop()
+    second.stop()
+    assert second.journal.pending(session) == 0  # a closed session takes its journal with it

@@ -55,3 +55,31 @@ def test_the_servers_metrics_pass_promtool(tmp_path):
         server.stop()
     result = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkpoints_resumes_and_the_journal_are_on_the_metrics(tmp_path):
+    from rehearsal.checkpoints import reactor_part, room_part
+
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
+    try:
+        session = server.create_session("basic_skills")
+        live = server.rooms[session]
+        live.ticker.stop()
+        server.journal.append(session, "step", {"id": "retract", "status": "done"})
+        server.checkpoints.submit(room_part(live.room, reactor_part(live.room, "basic_skills", live.created_at)))
+        assert server.checkpoints.wait_idle()
+        server.counters.update(checkpoints_failed=2, sessions_resumed=1, sessions_interrupted=3)
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(server.metrics.exposition().decode())
+            for s in family.samples
+        }
+        assert samples[("rehearsal_checkpoints_total", (("outcome", "written"),))] == 1
+        assert samples[("rehearsal_checkpoints_total", (("outcome", "failed"),))] == 2
+        assert samples[("rehearsal_checkpoint_duration_seconds_count", ())] == 1
+        assert samples[("rehearsal_sessions_resumed_total", ())] == 1
+        assert samples[("rehearsal_interrupted_results_total", ())] == 3
+        assert samples[("rehearsal_journal_writes_total", (("outcome", "written"),))] == 1
+        assert samples[("rehearsal_journal_write_seconds_total", ())] > 0
+    finally:
+        server.stop()

@@ -1,13 +1,18 @@
 """Session lifecycle seams: scenarios from the scenario folder, the publish metric and the tick observers."""
 
+import dataclasses
+
 import pytest
 from twisted.internet.task import Clock
 
+from netcode.transport.address import Address
 from rehearsal.identity import Identity
+from rehearsal.join_service import JoinService, NoFreeSeatError
 from rehearsal.roles import Role
 from rehearsal.scenario import packaged_scenarios
+from rehearsal.secrets_store import TOKEN_KEY, server_secret
 from rehearsal.server import RehearsalServer
-from rehearsal.settings import load_settings
+from rehearsal.settings import PROTOCOL_ID, load_settings
 from tests.rehearsal.link_helpers import RecordingLink
 
 
@@ -65,5 +70,42 @@ def test_a_closed_or_discarded_session_takes_its_codes_with_it(tmp_path):
         assert server.results.session(kept) is not None  # a closed room keeps its result
         assert server.results.session(dropped) is None  # a discarded one (never offered) leaves nothing
         assert not (server.data_dir / "recordings" / f"{dropped}.rec").exists()
+    finally:
+        server.stop()
+
+
+def test_a_full_room_is_refused_at_the_join_before_a_token_is_minted_and_the_invite_is_not_spent(tmp_path):
+    now = [100.0]
+    data = tmp_path / "data"
+    server = RehearsalServer(load_settings(None, env={}, data_dir=data), Clock(), clock=lambda: now[0])
+    try:
+        session = server.create_session("basic_skills")
+        room = server.rooms[session].room
+        room.scenario = dataclasses.replace(room.scenario, max_participants=2)
+        service = JoinService(
+            server_secret(data, TOKEN_KEY),
+            PROTOCOL_ID,
+            [Address.parse("127.0.0.1:40000")],
+            invites=server.invites,
+            session_exists=server.sessions.session_open,
+            reserve_seat=server.sessions.reserve_seat,
+        )
+        invite = service.invite_team(session, roles=[Role.OBSERVER], uses=10)[Role.OBSERVER]
+        first, _second = service.join(invite, "one"), service.join(invite, "two")  # two seats held, nobody in yet
+        codes = server.invites.session_codes(session)
+        with pytest.raises(NoFreeSeatError, match="the room is full"):
+            service.join(invite, "three")
+        assert server.invites.check(invite).uses_left == 8  # the refused join spent no use
+        assert server.invites.session_codes(session) == codes  # and got no rejoin code
+        assert server.counters["budget_refused_room_full"] == 1
+
+        server.connections.open(RecordingLink(), first.identity)  # one arrives: still one seat held, one taken
+        with pytest.raises(NoFreeSeatError):
+            service.join(invite, "three")
+        now[0] += 41.0  # the second's token expired unused: its seat is free again
+        service.join(invite, "three")
+        assert service.rejoin(first.rejoin_code).identity == first.identity  # people in the room always return
+        server.sessions.close_room(session)
+        assert server.sessions.seat_holds == {}  # the holds go with the room
     finally:
         server.stop()
