@@ -58,6 +58,7 @@ from rehearsal.links import next_link_key
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
+from rehearsal.scenario import resolve_scenario
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
 from rehearsal.session_store import SESSIONS_FILE, SessionStore
 from rehearsal.sessions import Sessions, TickObserver
@@ -183,8 +184,10 @@ class RehearsalServer:
         self.sessions.tick_observers.append(observer)
 
     def create_session(self, scenario_name: str) -> str:
-        """A new room from one of the server's scenarios, ticking at once; returns its session id."""
-        return self.sessions.create_session(scenario_name)
+        """A new room from one of the server's scenarios (by name, or by the path of its file in the scenario
+        folder: ``rehearsal.scenario.resolve_scenario``), ticking at once; returns its session id."""
+        name, _ = resolve_scenario(scenario_name, self.settings.scenario_dir)
+        return self.sessions.create_session(name)
 
     def status(self) -> dict[str, Any]:
         return self.views.status()
