@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)"), _SERVE)
     demo = sub.add_parser("demo", help="run the server with a simulated team of bots and print their progress")
     demo.add_argument("--seconds", default="20", help="how long the team rehearses (default: %(default)s)")
+    demo.add_argument("--keep-dir", type=Path, help="where the run's data is kept (default: rehearsal-demo/<time>)")
     scenarios = sub.add_parser(
         "scenarios",
         help="list the scenarios, or check scenario files",
@@ -341,7 +342,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rehearsal.demo import main as demo_main
 
-    return demo_main(["--seconds", str(args.seconds)])
+    return demo_main(["--seconds", str(args.seconds)] + (["--keep-dir", str(args.keep_dir)] if args.keep_dir else []))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
