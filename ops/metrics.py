@@ -8,7 +8,9 @@ Two halves, both cheap for the app:
   publishing, RTT, snapshot size). They carry no labels, so the hot path is one ``observe()`` call with no
   ``.labels()`` lookup (DESIGN: ``.labels()`` per call doubles the cost).
 
-``OpsMetrics(status)`` builds both on one ``CollectorRegistry``.
+``OpsMetrics(status)`` builds both on one ``CollectorRegistry``, with prometheus-client's process collector
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ``process_open_fds``, ``process_max_fds``,
+...: read from /proc at scrape time).
 
 Status dict shape (every key optional; a missing key exports zero / no samples, so the set of
 metric *names* never depends on the app's state)::
@@ -33,6 +35,8 @@ metric *names* never depends on the app's state)::
         "web_observers": 4,                                        # browser pages with the observer role
         "websocket_bytes_sent": 123456,                            # to browser pages (monotonic)
         "page_errors": 2,                                          # errors pages reported (monotonic)
+        "failures": {"results_not_saved": 0, "publish_failed": 1},   # failures by what (monotonic; the app
+                                                                   #   gives every kind from the start, 0)
         "room_stats": {                                            # per room (label `session`), at most
             "s-abc": {                                             #   MAX_ROOM_SERIES rooms; the key is
                                                                    #   the label: the app gives an opaque
@@ -58,7 +62,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -130,6 +134,14 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
         "Bytes sent to browser pages in WebSocket messages.",
     ),
     ("rehearsal_page_errors_total", "counter", None, "page_errors", "Errors browser pages reported to the server."),
+    (
+        "rehearsal_failures_total",
+        "counter",
+        "what",
+        "failures",
+        "Things that went wrong inside the server, by what (results_not_saved, tick_loop_failed, ...); each has an "
+        "alert and a runbook section (ops/alerts.yml, ops/RUNBOOK.md).",
+    ),
 )
 
 # Per-room families (label `session`; DESIGN: per room where cardinality allows).
@@ -316,6 +328,7 @@ class OpsMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.histograms = Histograms(self.registry)
+        self.process = ProcessCollector(registry=self.registry)  # memory, CPU, file descriptors of this process
         self.status_collector = StatusCollector(status)
         self.registry.register(self.status_collector)
 

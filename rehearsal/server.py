@@ -202,6 +202,8 @@ class RehearsalServer:
             status["web_observers"] = web["observers"]
             status["websocket_bytes_sent"] = web["counters"].get("bytes_sent", 0)
             status["page_errors"] = web["counters"].get("page_errors", 0)
+            for what in ("receive_failed", "open_failed"):  # a browser page's message or connection
+                status["failures"][f"websocket_{what}"] = web["counters"].get(what, 0)
         return status
 
     def ready(self) -> bool | str:

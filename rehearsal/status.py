@@ -26,6 +26,20 @@ from rehearsal.wire import plain
 
 log = logging.getLogger("rehearsal.status")
 
+# What can go wrong inside the server, as exported (``rehearsal_failures_total{what=...}``) -> the counter
+# that counts it (the server's ``counters``; ``physics_step_failed`` sums the rooms' own). Every one has an
+# alert in ops/alerts.yml and a section in ops/RUNBOOK.md (tests/ops/test_rules.py checks both).
+FAILURES = {
+    "results_not_saved": "results_failed",  # a finished session's result or recording could not be kept
+    "tick_loop_failed": "ticker_failed",  # a room's tick loop died
+    "publish_failed": "publish_failed",  # publishing a tick (events, snapshots) raised
+    "physics_step_failed": "step_failed",  # a room's physics step raised on its thread
+    "command_failed": "commands_failed",  # a command handler raised
+    "session_store_failed": "store_failed",  # the session store (SQLite) refused a write
+    "session_close_hook_failed": "session_closed_failed",  # a hook run when a session closes raised
+}
+# ... and the browser side's, which the composition root adds from its WebSocket endpoint's counters.
+WEB_FAILURES = ("websocket_receive_failed", "websocket_open_failed")
 FROZEN_RATIO = 0.5  # a running room publishing under half its tick rate is frozen: /readyz says so
 MIN_RATE_WINDOW = 0.5  # s: the shortest time a snapshot rate is measured over
 STUCK_STEP_SECONDS = 5.0  # a room's thread in one step this long is stuck: /healthz says so
@@ -65,6 +79,10 @@ class StatusViews:
         self.snapshot_rates: dict[str, float] = {}  # session -> published ticks (snapshots) per second
         self._tick_samples: dict[str, tuple[float, int]] = {}  # session -> (time, timed ticks) at the last sample
         self._label_key = os.urandom(16)  # per process: metric labels of rooms are opaque (room_label)
+        # physics step failures are counted per room: those of closed rooms are kept here, so the exported
+        # total never goes down (one entry per live room, dropped when it closes)
+        self._step_failures_seen: dict[str, int] = {}
+        self._step_failures_closed = 0
 
     def room_label(self, session: str) -> str:
         """The opaque label of a room in anonymous /metrics (session ids are invitations' context: not for
@@ -184,7 +202,19 @@ class StatusViews:
             ),
             "room_stats": {self.room_label(session): self.room_stats(live) for session, live in live_rooms.items()},
             "refusals": by_prefix(self.counters, "budget_refused_"),
+            "failures": self.failures(),
         }
+
+    def failures(self) -> dict[str, int]:
+        """Every kind of FAILURES with its count so far (0s included: a series exists before its first)."""
+        rooms = self.sessions.rooms
+        for session in [s for s in self._step_failures_seen if s not in rooms]:
+            self._step_failures_closed += self._step_failures_seen.pop(session)
+        for session, live in rooms.items():
+            self._step_failures_seen[session] = live.room.counters["step_failed"]
+        out = {what: int(self.counters[counter]) for what, counter in FAILURES.items()}
+        out["physics_step_failed"] = self._step_failures_closed + sum(self._step_failures_seen.values())
+        return out
 
     @staticmethod
     def room_stats(live: LiveRoom) -> dict[str, Any]:

@@ -33,6 +33,7 @@ SAMPLE_STATUS = {
     "web_observers": 4,
     "websocket_bytes_sent": 123456,
     "page_errors": 2,
+    "failures": {"results_not_saved": 1, "tick_loop_failed": 0, "publish_failed": 3},
     "room_stats": {
         "s-abc": {
             "scenario": "basic_skills",
@@ -79,10 +80,17 @@ def test_exposition_has_every_metric_with_type_and_labels():
 def test_counters_are_named_total_and_units_are_base():
     fams = families(OpsMetrics(status=lambda: SAMPLE_STATUS))
     for fam in fams.values():
-        assert fam.name.startswith("rehearsal_")
+        assert fam.name.startswith(("rehearsal_", "process_")), fam.name  # process_: prometheus-client's own
         if fam.type == "counter":
             assert any(s.name == fam.name + "_total" for s in fam.samples)
         assert "milliseconds" not in fam.name and "_ms" not in fam.name
+
+
+def test_process_metrics_come_from_prometheus_clients_collector():
+    fams = families(OpsMetrics())
+    assert fams["process_resident_memory_bytes"].samples[0].value > 0
+    assert fams["process_open_fds"].samples[0].value >= 3
+    assert fams["process_cpu_seconds"].type == "counter"
 
 
 def test_empty_or_failing_status_still_exports_every_name():

@@ -79,3 +79,27 @@ def test_anonymous_metrics_carry_opaque_room_labels_not_session_ids(server):
     families = {f.name: f for f in text_string_to_metric_families(exposition)}
     refusals = {s.labels["reason"]: s.value for s in families["rehearsal_refusals"].samples}
     assert refusals == {"input_samples": 3.0}
+
+
+def test_failures_are_exported_from_the_start_and_never_go_down(server):
+    from rehearsal.status import FAILURES
+
+    failures = server.ops_status()["failures"]
+    assert failures == dict.fromkeys(FAILURES, 0)  # every kind has a series before its first failure
+    server.counters["results_failed"] += 2
+    server.counters["publish_failed"] += 1
+    session = server.create_session("basic_skills")
+    server.rooms[session].room.counters["step_failed"] += 3  # the room's thread counts its own
+    failures = server.ops_status()["failures"]
+    assert (failures["results_not_saved"], failures["publish_failed"], failures["physics_step_failed"]) == (2, 1, 3)
+    server.sessions.discard_session(session)  # the room and its counters go; its failures stay counted
+    assert server.ops_status()["failures"]["physics_step_failed"] == 3
+    text = server.metrics.exposition().decode()
+    values = {
+        s.labels["what"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "rehearsal_failures"
+        for s in f.samples
+        if s.name == "rehearsal_failures_total"
+    }
+    assert values["results_not_saved"] == 2 and values["physics_step_failed"] == 3
