@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from physics import materials as presets
+from physics.anatomy import nifti_to_mesh
 from physics.environment import Environment
 from physics.materials import Material
-from physics.mesh import TetMesh
+from physics.mesh import MeshError, TetMesh
 from physics.mesh_io import load_tet_mesh
 from physics.model import Model, build_model
 from physics.procedural import gallbladder, liver_lobe, tissue_block, vertices_in_box
@@ -278,7 +279,7 @@ def _complication(c: ComplicationSpec) -> Complication:
 
 
 def build_mesh(scenario: Scenario) -> TetMesh:
-    """The scenario's anatomy as a tet mesh (procedural, imported mesh or label volume)."""
+    """The scenario's anatomy as a tet mesh (procedural, imported mesh, label volume or NIfTI label map)."""
     a = scenario.anatomy
     kind = a["kind"]
     if kind == "tissue_block":
@@ -289,6 +290,11 @@ def build_mesh(scenario: Scenario) -> TetMesh:
         return gallbladder(a["resolution"])
     if kind == "mesh":
         return load_tet_mesh(a["path"])[0]
+    if kind == "nifti":
+        try:
+            return nifti_to_mesh(a["path"], a["labels"])
+        except MeshError as exc:
+            raise ScenarioError(f"{scenario.source.name}: anatomy: {exc}") from None
     with np.load(a["path"]) as data:
         if "labels" not in data:
             raise ScenarioError(f"{scenario.source.name}: anatomy.path: {a['path'].name} has no 'labels' array")

@@ -220,3 +220,32 @@ def test_the_shipped_scenarios_use_only_documented_keys():
         assert any(f"`{form}`" in doc for form in (key, f"[{key}]", f"[[{key}]]")), f"{key} is not in SCENARIOS.md"
     for name in packaged_scenarios():
         load_scenario(name)
+
+
+NIFTI = GOOD.replace(
+    'kind = "tissue_block"\nsize = [0.02, 0.01, 0.01]\ncells = [4, 2, 2]',
+    'kind = "nifti"\npath = "seg.nii"\nlabels = { 7 = 0 }',
+)
+
+
+def test_a_nifti_anatomy_maps_labels_to_regions(tmp_path):
+    import nibabel
+
+    labels = np.zeros((3, 2, 2), np.uint8)
+    labels[:2] = 7
+    labels[2] = 8  # not named in the scenario: background
+    image = nibabel.Nifti1Image(labels, np.diag([10.0, 10.0, 10.0, 1.0]))
+    image.header.set_xyzt_units("mm")
+    nibabel.save(image, str(tmp_path / "seg.nii"))
+    scenario = load_scenario(_write(tmp_path, NIFTI))
+    assert scenario.anatomy["labels"] == {7: 0}
+    model = build_world(scenario)
+    assert model.n_tets == 2 * 2 * 2 * 6
+    with pytest.raises(ScenarioError, match=r"s\.toml:8: anatomy\.labels\.x: a label value is an integer"):
+        load_scenario(_write(tmp_path, NIFTI.replace("labels = { 7 = 0 }", "labels = { 7 = 0, x = 1 }")))
+    with pytest.raises(ScenarioError, match=r"s\.toml:8: anatomy\.labels: the regions must be 0, 1, 2"):
+        load_scenario(_write(tmp_path, NIFTI.replace("labels = { 7 = 0 }", "labels = { 7 = 1 }")))
+    with pytest.raises(ScenarioError, match=r"s\.toml: anatomy: seg\.nii: labels \[9\] are not in the volume"):
+        build_world(load_scenario(_write(tmp_path, NIFTI.replace("{ 7 = 0 }", "{ 7 = 0, 9 = 0 }"))))
+    with pytest.raises(ScenarioError, match=r"s\.toml:5: anatomy\.labels: missing \(needed by a nifti anatomy\)"):
+        load_scenario(_write(tmp_path, NIFTI.replace("labels = { 7 = 0 }\n", "")))
