@@ -1,10 +1,13 @@
-"""Patient anatomy from segmentations: NIfTI label maps to tet meshes, one material region per label.
+"""Patient anatomy from segmentations: NIfTI label maps and DICOM SEG objects to tet meshes, one material
+region per label.
 
 A segmentation tool (3D Slicer, ITK-SNAP, TotalSegmentator) saves a label map: an integer volume where each
 voxel holds the id of the structure it belongs to (0: background). ``nifti_label_volume`` reads one
-(``.nii`` / ``.nii.gz``, through nibabel) with its voxel size; ``labels_to_regions`` keeps the labels a
-scenario names and numbers them as its material regions; ``label_map_to_mesh`` does both and meshes the
-result (``physics.voxels``: 6 conforming tets per voxel).
+(``.nii`` / ``.nii.gz``, through nibabel) with its voxel size; ``dicom_seg_label_volume`` reads a DICOM
+Segmentation object (modality SEG, through pydicom: one binary frame per segment and slice) into the same
+form, each voxel holding its segment number. ``labels_to_regions`` keeps the labels a scenario names and
+numbers them as its material regions; ``label_map_to_mesh`` does both and meshes the result
+(``physics.voxels``: 6 conforming tets per voxel).
 
 Geometry: voxel (i, j, k) becomes the cube from (i, j, k) * spacing to (i+1, j+1, k+1) * spacing, in
 metres, along the volume's own axes (x = i, y = j, z = k), with the volume's corner at the origin. The
@@ -103,11 +106,78 @@ def _labels_in(labels: np.ndarray) -> str:
 
 def nifti_to_mesh(path: str | Path, mapping: Mapping[int, int]) -> TetMesh:
     """Read a NIfTI label map and mesh the labels ``mapping`` names (see the module doc)."""
-    labels, spacing = nifti_label_volume(path)
+    return _meshed(path, nifti_label_volume, mapping)
+
+
+def dicom_seg_to_mesh(path: str | Path, mapping: Mapping[int, int]) -> TetMesh:
+    """Read a DICOM SEG object and mesh the segments ``mapping`` names (segment number -> region)."""
+    return _meshed(path, dicom_seg_label_volume, mapping)
+
+
+def _meshed(path: str | Path, read, mapping: Mapping[int, int]) -> TetMesh:
+    labels, spacing = read(path)
     try:
         return label_map_to_mesh(labels, spacing, mapping)
     except AnatomyError as exc:
         raise AnatomyError(f"{Path(path).name}: {exc}") from None
+
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # the Segmentation Storage SOP class
+
+
+def dicom_seg_label_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(labels, spacing): a DICOM SEG object as a label array [i, j, k] (i: column, j: row, k: slice along
+    the plane's normal) holding each voxel's segment number (0: none; where segments overlap, the higher
+    number), and the voxel size in metres (pixel spacing and the distance between slices)."""
+    import pydicom  # imported here: only scenarios with DICOM anatomy need it
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(str(path))
+    except FileNotFoundError:
+        raise AnatomyError(f"{path}: no such file") from None
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        raise AnatomyError(f"{path}: not a DICOM file: {exc}") from None
+    if ds.get("Modality") != "SEG" or "PerFrameFunctionalGroupsSequence" not in ds:
+        raise AnatomyError(f"{path}: not a DICOM segmentation (modality {ds.get('Modality')!r}, expected 'SEG')")
+    try:
+        frames = np.asarray(ds.pixel_array)
+        if frames.ndim == 2:
+            frames = frames[None]
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        row_mm, col_mm = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+        orientation = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=np.float64)
+        per_frame = [
+            (
+                int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
+                np.array(group.PlanePositionSequence[0].ImagePositionPatient, dtype=np.float64),
+            )
+            for group in ds.PerFrameFunctionalGroupsSequence
+        ]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise AnatomyError(f"{path}: an incomplete DICOM segmentation: {type(exc).__name__}: {exc}") from None
+    if len(per_frame) != frames.shape[0]:
+        raise AnatomyError(f"{path}: {frames.shape[0]} frames but {len(per_frame)} per-frame descriptions")
+    if ds.get("SegmentationType", "BINARY") == "FRACTIONAL":  # stored 0..MaximumFractionalValue: over half
+        frames = frames > int(ds.get("MaximumFractionalValue", 255)) / 2
+    normal = np.cross(orientation[:3], orientation[3:])
+    depth = np.array([float(position @ normal) for _, position in per_frame])
+    slices = np.unique(np.round(depth, 4))
+    gaps = np.diff(slices)
+    if gaps.size and not np.allclose(gaps, gaps[0], rtol=1e-3, atol=1e-4):
+        raise AnatomyError(f"{path}: its slices are not evenly spaced ({sorted(set(np.round(gaps, 3)))} mm)")
+    slice_mm = float(gaps[0]) if gaps.size else float(shared.PixelMeasuresSequence[0].get("SliceThickness", 1.0))
+    rows, cols = frames.shape[1:]
+    labels = np.zeros((cols, rows, slices.size), dtype=np.int64)
+    for (segment, _), d, frame in sorted(zip(per_frame, depth, frames, strict=True), key=lambda item: item[0][0]):
+        k = int(np.searchsorted(slices, round(d, 4)))
+        plane = labels[:, :, k]
+        plane[frame.T.astype(bool)] = segment
+    spacing = (col_mm * 1e-3, row_mm * 1e-3, slice_mm * 1e-3)
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise AnatomyError(f"{path}: voxel sizes must be positive, got {spacing}")
+    return labels, spacing
 
 
 # --- the packaged example ---------------------------------------------------------------------------------
@@ -140,6 +210,59 @@ def write_example_label_map(path: str | Path) -> Path:
     image.header.set_intent("label")
     path = Path(path)
     nibabel.save(image, str(path))
+    return path
+
+
+def write_example_dicom_seg(path: str | Path) -> Path:
+    """Write ``example_label_map`` as a DICOM SEG object: one binary segment per label, one frame per segment
+    and slice (axial planes, 5 mm pixels and slices); a test's stand-in for a segmentation tool's export."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import pack_bits
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    labels = example_label_map()  # [i = column, j = row, k = slice]
+    spacing = EXAMPLE_SPACING_MM
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SEG_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SEG_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SegmentationType = "SEG", "BINARY"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = labels.shape[1], labels.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = 0
+    segments = []
+    for name, value in EXAMPLE_LABELS.items():
+        segment = Dataset()
+        segment.SegmentNumber, segment.SegmentLabel, segment.SegmentAlgorithmType = value, name, "MANUAL"
+        segments.append(segment)
+    ds.SegmentSequence = Sequence(segments)
+    measures, plane = Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [spacing, spacing], spacing
+    plane.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared = Dataset()
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([plane])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames, groups = [], []
+    for value in EXAMPLE_LABELS.values():
+        for k in range(labels.shape[2]):
+            frames.append((labels[:, :, k] == value).T.astype(np.uint8))  # rows x columns
+            group, ident, position = Dataset(), Dataset(), Dataset()
+            ident.ReferencedSegmentNumber = value
+            position.ImagePositionPatient = [0.0, 0.0, k * spacing]
+            group.SegmentIdentificationSequence, group.PlanePositionSequence = Sequence([ident]), Sequence([position])
+            groups.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = pack_bits(np.stack(frames))
+    path = Path(path)
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
     return path
 
 

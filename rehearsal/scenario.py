@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from physics import materials as presets
-from physics.anatomy import nifti_to_mesh
+from physics.anatomy import dicom_seg_to_mesh, nifti_to_mesh
 from physics.environment import Environment
 from physics.materials import Material
 from physics.mesh import MeshError, TetMesh
@@ -238,7 +238,7 @@ def _anatomy(spec: ScenarioSpec, path: Path, where: Located) -> dict[str, Any]:
         out["path"] = file
         if a.kind == "label_volume":
             out["spacing"] = _vec(a.spacing)
-        if a.kind == "nifti":
+        if a.kind in ("nifti", "dicom_seg"):
             out["labels"] = _label_map(a.labels, where)
     return out
 
@@ -279,7 +279,8 @@ def _complication(c: ComplicationSpec) -> Complication:
 
 
 def build_mesh(scenario: Scenario) -> TetMesh:
-    """The scenario's anatomy as a tet mesh (procedural, imported mesh, label volume or NIfTI label map)."""
+    """The scenario's anatomy as a tet mesh (procedural, imported mesh, label volume, NIfTI label map or
+    DICOM segmentation)."""
     a = scenario.anatomy
     kind = a["kind"]
     if kind == "tissue_block":
@@ -290,9 +291,10 @@ def build_mesh(scenario: Scenario) -> TetMesh:
         return gallbladder(a["resolution"])
     if kind == "mesh":
         return load_tet_mesh(a["path"])[0]
-    if kind == "nifti":
+    if kind in ("nifti", "dicom_seg"):
+        read = nifti_to_mesh if kind == "nifti" else dicom_seg_to_mesh
         try:
-            return nifti_to_mesh(a["path"], a["labels"])
+            return read(a["path"], a["labels"])
         except MeshError as exc:
             raise ScenarioError(f"{scenario.source.name}: anatomy: {exc}") from None
     with np.load(a["path"]) as data:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from pydantic.fields import FieldInfo
 
 SCHEMA_VERSION = 1
-ANATOMY_KINDS = ("tissue_block", "liver_lobe", "gallbladder", "mesh", "label_volume", "nifti")
+ANATOMY_KINDS = ("tissue_block", "liver_lobe", "gallbladder", "mesh", "label_volume", "nifti", "dicom_seg")
 INSTRUMENTS = ("grasper", "scissors", "cautery_hook")
 CHECK_KINDS = ("displacement", "divided", "no_energy_near")
 COMPLICATION_KINDS = ("bleeding_point", "stiffer_tissue", "adhesion")
@@ -57,13 +57,14 @@ class BoxSpec(_Table):
 
 
 class AnatomySpec(_Table):
-    kind: Literal["tissue_block", "liver_lobe", "gallbladder", "mesh", "label_volume", "nifti"]
+    kind: Literal["tissue_block", "liver_lobe", "gallbladder", "mesh", "label_volume", "nifti", "dicom_seg"]
     size: Annotated[list[_range(1e-4, 10.0)], Field(min_length=3, max_length=3)] | None = None  # m
     cells: Annotated[list[_int_range(1, 200)], Field(min_length=3, max_length=3)] | None = None
     resolution: _range(0.002, 0.02) | None = None  # m; default 0.006 (liver_lobe), 0.004 (gallbladder)
     path: StrictStr | None = None  # relative to the scenario file
     spacing: Annotated[list[_range(1e-5, 1.0)], Field(min_length=3, max_length=3)] | None = None  # m per voxel
-    # nifti: label value (a TOML key, e.g. "3") -> material region; labels not listed are background
+    # nifti / dicom_seg: label value or segment number (a TOML key, e.g. 3) -> material region; the rest is
+    # background
     labels: dict[StrictStr, _int_range(0, 255)] | None = None
 
 
@@ -75,6 +76,7 @@ ANATOMY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "mesh": (("path",), ()),
     "label_volume": (("path", "spacing"), ()),
     "nifti": (("path", "labels"), ()),
+    "dicom_seg": (("path", "labels"), ()),
 }
 
 

@@ -80,3 +80,36 @@ def test_a_file_that_is_not_nifti_or_not_there(tmp_path):
 def test_too_many_voxels_is_refused_before_meshing():
     with pytest.raises(AnatomyError, match="crop or downsample"):
         label_map_to_mesh(np.ones((80, 80, 80), np.uint8), (0.001, 0.001, 0.001), {1: 0})
+
+
+def test_a_dicom_seg_reads_as_the_same_label_map(tmp_path):
+    from physics.anatomy import dicom_seg_label_volume, dicom_seg_to_mesh, write_example_dicom_seg
+
+    path = write_example_dicom_seg(tmp_path / "seg.dcm")
+    labels, spacing = dicom_seg_label_volume(path)
+    assert np.array_equal(labels, example_label_map()) and spacing == pytest.approx((0.005, 0.005, 0.005))
+    from_dicom = dicom_seg_to_mesh(path, {1: 0, 2: 1})
+    from_nifti = nifti_to_mesh(SHIPPED, {1: 0, 2: 1})
+    assert np.array_equal(from_dicom.tets, from_nifti.tets) and np.array_equal(from_dicom.regions, from_nifti.regions)
+    assert np.allclose(from_dicom.vertices, from_nifti.vertices)
+
+
+def test_a_dicom_file_that_is_not_a_segmentation(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from physics.anatomy import dicom_seg_label_volume
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT image storage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    pydicom.dcmwrite(str(tmp_path / "ct.dcm"), ds, enforce_file_format=True)
+    with pytest.raises(AnatomyError, match=r"ct\.dcm: not a DICOM segmentation \(modality 'CT', expected 'SEG'\)"):
+        dicom_seg_label_volume(tmp_path / "ct.dcm")
+    (tmp_path / "junk.dcm").write_bytes(b"junk")
+    with pytest.raises(AnatomyError, match=r"junk\.dcm: not a DICOM file"):
+        dicom_seg_label_volume(tmp_path / "junk.dcm")

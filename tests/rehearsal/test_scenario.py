@@ -249,3 +249,15 @@ def test_a_nifti_anatomy_maps_labels_to_regions(tmp_path):
         build_world(load_scenario(_write(tmp_path, NIFTI.replace("{ 7 = 0 }", "{ 7 = 0, 9 = 0 }"))))
     with pytest.raises(ScenarioError, match=r"s\.toml:5: anatomy\.labels: missing \(needed by a nifti anatomy\)"):
         load_scenario(_write(tmp_path, NIFTI.replace("labels = { 7 = 0 }\n", "")))
+
+
+def test_a_dicom_seg_anatomy_builds_one_material_per_segment(tmp_path):
+    from physics.anatomy import write_example_dicom_seg
+
+    write_example_dicom_seg(tmp_path / "seg.dcm")
+    text = NIFTI.replace(
+        'kind = "nifti"\npath = "seg.nii"\nlabels = { 7 = 0 }',
+        'kind = "dicom_seg"\npath = "seg.dcm"\nlabels = { 2 = 0 }',
+    )
+    model = build_world(load_scenario(_write(tmp_path, text)))
+    assert model.n_tets == 12 * 2 * 2 * 6  # the example's vessel: 2 x 2 voxels along 12 columns
