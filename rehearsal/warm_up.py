@@ -129,14 +129,17 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class WarmingResponder:
     """The HTTP port's stand-in while the kernels compile (see the module doc); with ``tls`` (cert, key)
     it speaks HTTPS like the server will. ``with WarmingResponder(host, port): warm_up(...)``."""
 
     def __init__(self, host: str, port: int, tls: tuple[str, str] | None = None) -> None:
-        _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            self.server = _Server((host, port), _WarmingHandler)
+            self.server = (_Server6 if ":" in host else _Server)((host, port), _WarmingHandler)
         except OSError as exc:
             raise PortInUseError(
                 f"http port {port} on {host} is in use ({exc.strerror}): stop what holds it, or choose another "
