@@ -43,8 +43,8 @@ SAMPLE_STATUS = {
             "degraded": True,
             "ticks": 600,
             "tick_overruns": 3,
-            "tick_seconds": {"p50": 0.004, "p99": 0.012, "sum": 2.5, "count": 597},
-            "physics_step_seconds": {"p50": 0.003, "p99": 0.009, "sum": 1.9, "count": 597},
+            "tick_histogram": {"buckets": [[0.004, 300], [0.0167, 590]], "sum": 2.5, "count": 597},
+            "physics_step_histogram": {"buckets": [[0.004, 500], [0.0167, 597]], "sum": 1.9, "count": 597},
         }
     },
 }
@@ -169,18 +169,18 @@ def test_per_room_families_carry_the_session_label():
     people = samples(fams["rehearsal_room_participants"])
     assert people[("rehearsal_room_participants", (("role", "observer"), ("session", "s-abc")))] == 2
     tick = samples(fams["rehearsal_room_tick_duration_seconds"])
-    assert tick[("rehearsal_room_tick_duration_seconds", (("quantile", "0.99"), ("session", "s-abc")))] == 0.012
+    assert tick[("rehearsal_room_tick_duration_seconds_bucket", (("le", "0.0167"), ("session", "s-abc")))] == 590
+    assert tick[("rehearsal_room_tick_duration_seconds_bucket", (("le", "+Inf"), ("session", "s-abc")))] == 597
     assert tick[("rehearsal_room_tick_duration_seconds_count", (("session", "s-abc"),))] == 597
+    assert tick[("rehearsal_room_tick_duration_seconds_sum", (("session", "s-abc"),))] == 2.5
     assert samples(fams["rehearsal_room_degraded"])[("rehearsal_room_degraded", (("session", "s-abc"),))] == 1
     overruns = samples(fams["rehearsal_room_tick_overruns"])
     assert overruns[("rehearsal_room_tick_overruns_total", (("session", "s-abc"),))] == 3
 
 
-def test_per_room_series_are_capped_and_empty_rooms_export_nan_quantiles():
+def test_per_room_series_are_capped_and_rooms_without_ticks_export_no_buckets():
     rooms = {f"s-{i:03d}": {"state": "lobby"} for i in range(MAX_ROOM_SERIES + 10)}
     fams = families(OpsMetrics(status=lambda: {"room_stats": rooms}))
     assert len(fams["rehearsal_room_info"].samples) == MAX_ROOM_SERIES
-    p99 = samples(fams["rehearsal_room_tick_duration_seconds"])[
-        ("rehearsal_room_tick_duration_seconds", (("quantile", "0.99"), ("session", "s-000")))
-    ]
-    assert p99 != p99  # NaN: no tick yet
+    assert fams["rehearsal_room_tick_duration_seconds"].type == "histogram"
+    assert not samples(fams["rehearsal_room_tick_duration_seconds"])  # no tick yet: no buckets
