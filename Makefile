@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # numba's cache does not notice when a kernel calls a changed kernel in another file, so the cache
 # folder is keyed on the sources of the kernels: any change to physics/ or netcode/ compiles afresh.
-KERNEL_HASH := $(shell find physics netcode -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
-export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
+# The rule is rehearsal/numba_cache.py's, which direct commands (`rehearsal serve`) apply too: one cache.
+export NUMBA_CACHE_DIR := $(shell $(PYTHON) rehearsal/numba_cache.py)
 
 .PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode clean \
 	load-capacity load-impaired load-soak load-faults load-crash load-attack

@@ -8,7 +8,9 @@ Two halves, both cheap for the app:
   publishing, RTT, snapshot size). They carry no labels, so the hot path is one ``observe()`` call with no
   ``.labels()`` lookup (DESIGN: ``.labels()`` per call doubles the cost).
 
-``OpsMetrics(status)`` builds both on one ``CollectorRegistry``.
+``OpsMetrics(status)`` builds both on one ``CollectorRegistry``, with prometheus-client's process collector
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ``process_open_fds``, ``process_max_fds``,
+...: read from /proc at scrape time).
 
 Status dict shape (every key optional; a missing key exports zero / no samples, so the set of
 metric *names* never depends on the app's state)::
@@ -38,6 +40,8 @@ metric *names* never depends on the app's state)::
         "interrupted_results": 1,                                  # could not resume: stored as interrupted
         "journal_writes": {"written": 12, "failed": 0},            # action journal writes by outcome
         "journal_write_seconds": 0.03,                             # time spent writing it (monotonic)
+        "failures": {"results_not_saved": 0, "publish_failed": 1},   # failures by what (monotonic; the app
+                                                                   #   gives every kind from the start, 0)
         "room_stats": {                                            # per room (label `session`), at most
             "s-abc": {                                             #   MAX_ROOM_SERIES rooms; the key is
                                                                    #   the label: the app gives an opaque
@@ -46,8 +50,9 @@ metric *names* never depends on the app's state)::
                 "participants": {"lead_surgeon": 1},               # connected, by role
                 "substeps": 20, "degraded": False,
                 "ticks": 6000, "tick_overruns": 3,                 # monotonic over the room's life
-                "tick_seconds": {"p50": 0.004, "p99": 0.011, "sum": 25.1, "count": 5990},
-                "physics_step_seconds": {"p50": 0.003, "p99": 0.009, "sum": 19.0, "count": 5990},
+                "tick_histogram": {"buckets": [[0.001, 0], ..., [0.1, 5990]],   # cumulative per le
+                                   "sum": 25.1, "count": 5990},
+                "physics_step_histogram": {...},                   # the same shape
             },
         },
     }
@@ -59,14 +64,13 @@ of the process (the app's ``Counter``s are).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "EXPOSITION_CONTENT_TYPE",
@@ -172,6 +176,14 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
         "journal_write_seconds",
         "Time spent writing the action journal (synchronous commits on the reactor thread).",
     ),
+    (
+        "rehearsal_failures_total",
+        "counter",
+        "what",
+        "failures",
+        "Things that went wrong inside the server, by what (results_not_saved, tick_loop_failed, ...); each has an "
+        "alert and a runbook section (ops/alerts.yml, ops/RUNBOOK.md).",
+    ),
 )
 
 # Per-room families (label `session`; DESIGN: per room where cardinality allows).
@@ -185,20 +197,19 @@ ROOM_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
     ("rehearsal_room_tick_overruns_total", "counter", None, "tick_overruns", "Ticks a room skipped (step late)."),
     (
         "rehearsal_room_tick_duration_seconds",
-        "summary",
+        "histogram",
         None,
-        "tick_seconds",
-        "Wall time of a room's ticks (quantiles over its last ~10 s; sum and count since it started).",
+        "tick_histogram",
+        "Wall time of a room's ticks since it started (a histogram: buckets sum across rooms and processes).",
     ),
     (
         "rehearsal_room_physics_step_duration_seconds",
-        "summary",
+        "histogram",
         None,
-        "physics_step_seconds",
-        "Wall time of a room's physics steps (quantiles over its last ~10 s; sum and count since it started).",
+        "physics_step_histogram",
+        "Wall time of a room's physics steps since it started (a histogram: buckets sum across rooms and processes).",
     ),
 )
-ROOM_QUANTILES = (("0.5", "p50"), ("0.99", "p99"))
 MAX_ROOM_SERIES = 64  # rooms exported per process (the server runs at most 64); the rest are left out
 
 # Hard cap on label values per family: status dicts come from the app, so a bug there (say, a
@@ -229,18 +240,20 @@ def _labelled(values: Any, key: str) -> Iterator[tuple[str, float]]:
     yield from items
 
 
-def _summary(name: str, doc: str, rooms: list[tuple[str, Mapping[str, Any]]], key: str) -> Metric:
-    """A summary family: per room, quantile samples (NaN before the first tick) plus cumulative _sum/_count."""
-    family = SummaryMetricFamily(name, doc, labels=["session"])
+def _histogram(name: str, doc: str, rooms: list[tuple[str, Mapping[str, Any]]], key: str) -> Metric:
+    """A histogram family: per room, its cumulative buckets ``[[le, count], ...]`` (+Inf is the count), sum
+    and count. A room without durations yet exports none."""
+    family = HistogramMetricFamily(name, doc, labels=["session"])
     for session, stats in rooms:
         values = stats.get(key)
-        values = values if isinstance(values, Mapping) else {}
-        for label, field_name in ROOM_QUANTILES:
-            value = values.get(field_name)
-            family.samples.append(
-                Sample(name, {"session": session, "quantile": label}, math.nan if value is None else _number(value))
-            )
-        family.add_metric([session], count_value=_number(values.get("count")), sum_value=_number(values.get("sum")))
+        if not isinstance(values, Mapping) or not isinstance(values.get("buckets"), list):
+            continue
+        buckets = []
+        for entry in values["buckets"]:
+            if isinstance(entry, list | tuple) and len(entry) == 2:
+                buckets.append((floatToGoString(_number(entry[0])), _number(entry[1])))
+        buckets.append(("+Inf", _number(values.get("count"))))
+        family.add_metric([session], buckets, sum_value=_number(values.get("sum")))
     return family
 
 
@@ -252,8 +265,8 @@ def _room_families(room_stats: Any) -> list[Metric]:
         rooms = sorted(rooms, key=lambda item: item[0])[:MAX_ROOM_SERIES]
     families: list[Metric] = []
     for name, kind, label, key, doc in ROOM_METRICS:
-        if kind == "summary":
-            families.append(_summary(name, doc, rooms, key))
+        if kind == "histogram":
+            families.append(_histogram(name, doc, rooms, key))
             continue
         family_cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
         if name == "rehearsal_room_info":
@@ -364,6 +377,7 @@ class OpsMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.histograms = Histograms(self.registry)
+        self.process = ProcessCollector(registry=self.registry)  # memory, CPU, file descriptors of this process
         self.status_collector = StatusCollector(status)
         self.registry.register(self.status_collector)
 

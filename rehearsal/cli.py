@@ -3,23 +3,31 @@
     rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] [--drain-seconds S]
                     [--tls-cert PEM --tls-key PEM] ...
     rehearsal demo [--seconds N]              the server and a simulated team of bots, with a live status
-    rehearsal scenarios [FILE ...]            list the shipped scenarios, or validate files
-    rehearsal invite --scenario NAME          create a session on a running server; print its invites
-    rehearsal token --session S --role R --name N   mint a connect token offline (base64)
+    rehearsal scenarios [--scenario-dir DIR]  list the shipped scenarios (and DIR's)
+    rehearsal scenarios check FILE ...        validate scenario files (schema, world, procedure, complications)
+    rehearsal invite --scenario NAME|PATH     create a session on a running server; print its invites
+    rehearsal token --session S --role R --name N   mint a connect token offline for an open session (base64)
     rehearsal results [--session S]           finished sessions from the results store (JSON)
     rehearsal replay RECORDING                re-simulate a recorded session and print its outcome (JSON)
 
-Settings come from defaults < --config TOML < REHEARSAL_* environment < flags (rehearsal.settings).
+Settings come from defaults < --config TOML < REHEARSAL_* environment < flags (rehearsal.settings). Each
+command takes only the flags it uses (``rehearsal COMMAND --help`` shows them with their defaults); invite,
+token and results need an existing data folder (a wrong --data-dir is an error, never a fresh one).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import copy
+import datetime
 import json
+import os
 import secrets
+import ssl
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -33,65 +41,132 @@ from rehearsal.join_service import JoinService
 from rehearsal.procedure import Procedure
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
 from rehearsal.roles import Role
-from rehearsal.scenario import Scenario, ScenarioError, build_world, load_scenario, packaged_scenarios
-from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, SecretError, server_secret
+from rehearsal.scenario import (
+    Scenario,
+    ScenarioError,
+    available_scenarios,
+    build_world,
+    load_scenario,
+    packaged_scenarios,
+)
+from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, SecretError, SecretSpec, server_secret
+from rehearsal.session_store import SESSIONS_FILE, SessionStore
 from rehearsal.settings import Settings, SettingsError, load_settings
 
+# The flags that set a Settings field: (flag, field, type, help). Each command takes only those it uses.
+_SETTING_FLAGS = {
+    "data_dir": ("--data-dir", Path, "where secrets, sessions, results and recordings live"),
+    "udp_host": ("--udp-host", str, "where the netcode (UDP) server listens: IPv4 or IPv6 literal"),
+    "udp_port": ("--udp-port", int, "netcode (UDP) port; 0 picks a free one"),
+    "public_host": ("--public-host", str, "the address clients are told to connect to (empty: --udp-host)"),
+    "http_host": ("--http-host", str, "where the join API, admin API, /metrics and the web pages listen"),
+    "http_port": ("--http-port", int, "HTTP port; 0 picks a free one"),
+    "drain_seconds": ("--drain-seconds", float, "on SIGTERM, how long rooms may finish (s)"),
+    "tls_cert": ("--tls-cert", str, "PEM certificate: serve HTTPS and WSS on the HTTP port (with --tls-key)"),
+    "tls_key": ("--tls-key", str, "PEM private key of --tls-cert"),
+    "scenario_dir": (
+        "--scenario-dir",
+        Path,
+        "a folder of your own scenario files (*.toml), served beside the shipped ones",
+    ),
+    "max_clients": ("--max-clients", int, "netcode client slots"),
+    "default_scenario": ("--default-scenario", str, "the scenario warm-up compiles the kernels with"),
+    "empty_room_seconds": ("--empty-room-seconds", float, "a room with nobody in it ends after this long (s)"),
+    "physics_threads": ("--physics-threads", int, "numba threads per room"),
+    "observer_snapshot_hz": ("--observer-snapshot-hz", float, "observers' snapshot rate (0: every tick)"),
+    "share_observer_stream": ("--share-observer-stream", bool, "browser observers share one encoded stream"),
+    "record": ("--record", bool, "write each room's recording (data_dir/recordings) for replay and debrief"),
+}
+_DEFAULTS = Settings()
+_SERVE = tuple(_SETTING_FLAGS)
+_INVITE = ("data_dir", "http_host", "http_port", "tls_cert", "tls_key")
+_TOKEN = ("data_dir", "udp_host", "udp_port", "public_host")
+_RESULTS = ("data_dir",)
 
-def _settings_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="settings file (TOML)")
-    p.add_argument("--data-dir", type=Path, help="where secrets and records live")
-    p.add_argument("--udp-host")
-    p.add_argument("--udp-port", type=int)
-    p.add_argument("--public-host", help="the address clients are told to connect to")
-    p.add_argument("--http-host")
-    p.add_argument("--http-port", type=int)
-    p.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long rooms may finish (default 30)")
-    p.add_argument("--tls-cert", help="PEM certificate: serve HTTPS and WSS on the HTTP port (with --tls-key)")
-    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    p.add_argument("--scenario-dir", type=Path, help="extra scenario files (*.toml) offered beside the shipped ones")
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1", "yes")
+
+
+def _settings_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """--config and the given settings' flags, each with its help and its default (from ``Settings``)."""
+    p.add_argument(
+        "--config", type=Path, help="settings file (TOML); precedence: defaults < file < REHEARSAL_* < flags"
+    )
+    for name in names:
+        flag, kind, text = _SETTING_FLAGS[name]
+        default = getattr(_DEFAULTS, name)
+        shown = "none" if default in (None, "") else default
+        p.add_argument(
+            flag,
+            dest=name,
+            type=_bool if kind is bool else kind,
+            metavar="BOOL" if kind is bool else None,
+            help=f"{text} (default: {shown}; env REHEARSAL_{name.upper()})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rehearsal", description="Multi-user surgical rehearsal server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _settings_flags(sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)"))
+    _settings_flags(sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)"), _SERVE)
     demo = sub.add_parser("demo", help="run the server with a simulated team of bots and print their progress")
-    demo.add_argument("--seconds", default="20", help="how long the team rehearses (default 20)")
-    scenarios = sub.add_parser("scenarios", help="list the shipped scenarios or validate scenario files")
-    scenarios.add_argument("files", nargs="*", type=Path)
+    demo.add_argument("--seconds", default="20", help="how long the team rehearses (default: %(default)s)")
+    demo.add_argument("--keep-dir", type=Path, help="where the run's data is kept (default: rehearsal-demo/<time>)")
+    scenarios = sub.add_parser(
+        "scenarios",
+        help="list the scenarios, or check scenario files",
+        description="rehearsal scenarios: list the shipped scenarios (and --scenario-dir's). "
+        "rehearsal scenarios check FILE...: validate files, build their worlds and try their complications.",
+    )
+    scenarios.add_argument("files", nargs="*", metavar="[check] FILE", help="scenario files to check (default: list)")
+    scenarios.add_argument("--scenario-dir", type=Path, help="also list this folder's scenarios (default: none)")
     invite = sub.add_parser("invite", help="create a session on a running server and print its invites")
-    _settings_flags(invite)
-    invite.add_argument("--scenario", required=True)
-    invite.add_argument("--uses", type=int, default=16, help="people who may join with each role's code (1..1000)")
-    token = sub.add_parser("token", help="mint a connect token from this data directory's key")
-    _settings_flags(token)
-    token.add_argument("--session", required=True)
-    token.add_argument("--role", required=True, choices=[r.value for r in Role])
-    token.add_argument("--name", required=True)
+    _settings_flags(invite, _INVITE)
+    invite.add_argument(
+        "--scenario", required=True, help="a scenario's name, or the path of its file in the server's scenario folder"
+    )
+    invite.add_argument(
+        "--uses", type=int, default=16, help="people who may join with each role's code, 1..1000 (default: %(default)s)"
+    )
+    token = sub.add_parser("token", help="mint a connect token for an open session from this data directory's key")
+    _settings_flags(token, _TOKEN)
+    token.add_argument("--session", required=True, help="an open session's id (from `rehearsal invite`)")
+    token.add_argument("--role", required=True, choices=[r.value for r in Role], help="the participant's role")
+    token.add_argument("--name", required=True, help="the participant's display name")
     results = sub.add_parser("results", help="print finished sessions (or one in full) from the results store")
-    _settings_flags(results)
-    results.add_argument("--session", help="one session in full: steps, complications, people, skill metrics")
-    results.add_argument("--limit", type=int, default=20)
+    _settings_flags(results, _RESULTS)
+    results.add_argument(
+        "--session", help="one session in full: steps, complications, people, skill metrics (default: list them)"
+    )
+    results.add_argument("--limit", type=int, default=20, help="sessions listed, newest first (default: %(default)s)")
     replay = sub.add_parser("replay", help="re-simulate a recorded session (data_dir/recordings/*.rec)")
-    replay.add_argument("recording", type=Path)
+    replay.add_argument("recording", type=Path, help="a recording file")
     return parser
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        args.config,
-        data_dir=args.data_dir,
-        udp_host=args.udp_host,
-        udp_port=args.udp_port,
-        public_host=args.public_host,
-        http_host=args.http_host,
-        http_port=args.http_port,
-        drain_seconds=args.drain_seconds,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        scenario_dir=args.scenario_dir,
-    )
+    flags = {name: getattr(args, name) for name in _SETTING_FLAGS if hasattr(args, name)}
+    return load_settings(args.config, **flags)
+
+
+class CliError(Exception):
+    """A user error a command reports in one line (exit 2)."""
+
+
+def _existing_data_dir(settings: Settings, needs: SecretSpec) -> Path:
+    """The data folder of a server that has run, or CliError: a wrong --data-dir must not mint fresh secrets."""
+    data = Path(settings.data_dir)
+    if not data.is_dir():
+        raise CliError(
+            f"data folder {data} does not exist: give the server's --data-dir (or data_dir / REHEARSAL_DATA_DIR)"
+        )
+    if not os.environ.get(needs.env_var) and not (data / needs.name).is_file():
+        raise CliError(f"{data} holds no {needs.name}: it is not a server's data folder (set --data-dir)")
+    return data
 
 
 def check_world(scenario: Scenario, model: Model) -> None:
@@ -106,9 +181,16 @@ def check_world(scenario: Scenario, model: Model) -> None:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    targets = args.files or list(packaged_scenarios().values())
+    files = list(args.files)
+    if files and str(files[0]) == "check":
+        files = files[1:]
+        if not files:
+            raise CliError("scenarios check: give one or more scenario files")
+    if not files:
+        for name, path in sorted(available_scenarios(args.scenario_dir).items()):
+            files.append(path if name not in packaged_scenarios() else Path(name))
     failed = 0
-    for path in targets:
+    for path in files:
         try:
             scenario = load_scenario(path)
             model = build_world(scenario)
@@ -124,45 +206,98 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _scenario_arg(value: str) -> str:
+    """A scenario name as is; an existing local file as its absolute path (the server may run elsewhere)."""
+    path = Path(value).expanduser()
+    if (value.endswith(".toml") or os.sep in value) and path.is_file():
+        return str(path.resolve())
+    return value
+
+
+def _until(seconds: float) -> str:
+    when = datetime.datetime.fromtimestamp(time.time() + seconds, datetime.UTC)
+    return f"{when:%Y-%m-%d %H:%M} UTC (in {seconds / 3600:g} h)" if seconds >= 3600 else f"in {seconds:g} s"
+
+
 def cmd_invite(args: argparse.Namespace) -> int:
     settings = _load(args)
-    credential = server_secret(settings.data_dir, ADMIN_CREDENTIAL).hex()
+    data = _existing_data_dir(settings, ADMIN_CREDENTIAL)
+    credential = server_secret(data, ADMIN_CREDENTIAL).hex()
     host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
+    scheme = "https" if settings.tls_cert else "http"
+    base = (
+        f"{scheme}://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '[::]', '[::1]') else host}:{settings.http_port}"
+    )
     request = urllib.request.Request(
-        f"http://{host}:{settings.http_port}/api/sessions",
-        data=json.dumps({"scenario": args.scenario, "invite_uses": args.uses}).encode(),
+        f"{scheme}://{host}:{settings.http_port}/api/sessions",
+        data=json.dumps({"scenario": _scenario_arg(args.scenario), "invite_uses": args.uses}).encode(),
         headers={"Authorization": f"Bearer {credential}", "Content-Type": "application/json"},
         method="POST",
     )
+    # HTTPS: trust the server's own certificate (the settings name it), so a self-signed one works too
+    context = ssl.create_default_context(cafile=settings.tls_cert) if scheme == "https" else None
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        print(
-            f"rehearsal invite: the server refused: {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr
-        )
+        detail = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = json.loads(detail)["error"]
+        hint = " (is --data-dir the server's? its admin credential differs)" if exc.code == 401 else ""
+        print(f"rehearsal invite: the server refused: {exc.code} {detail}{hint}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as exc:
         print(f"rehearsal invite: no server at {request.full_url}: {exc}", file=sys.stderr)
         return 1
-    print(f"session {body['session']} ({body['scenario']})")
+    uses = body.get("invite_uses", args.uses)
+    expires = body.get("invite_expires_in")
+    print(f"session {body['session']} (scenario {body['scenario']})")
+    print(
+        f"each code admits {uses} {'person' if uses == 1 else 'people'}"
+        + (f", until {_until(expires)}" if expires else "")
+    )
     for role, code in body["invites"].items():
-        print(f"  {role:18} {code}")
+        how = f"{base}/?code={code}" if role in BROWSER_ROLES else f"headset: POST {base}/api/join"
+        print(f"  {role:18} {code}   {how}")
+    print(f'headsets send {{"invite": CODE, "name": ...}} to {base}/api/join and connect with the ticket\'s token')
     return 0
+
+
+BROWSER_ROLES = ("mentor", "observer")  # the roles the watch page joins with (a link with the code)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _load(args)
+    data = _existing_data_dir(settings, TOKEN_KEY)
+    sessions_file = data / SESSIONS_FILE
+    store = SessionStore(sessions_file) if sessions_file.is_file() else None
+    try:
+        open_now = {row.session for row in store.open_sessions()} if store is not None else set()
+    finally:
+        if store is not None:
+            store.close()
+    if args.session not in open_now:
+        known = ", ".join(sorted(open_now)) or "none"
+        raise CliError(f"no open session {args.session!r} in {data} (open sessions: {known})")
     service = JoinService(
-        server_secret(settings.data_dir, TOKEN_KEY), settings.protocol_id, [Address.parse(settings.public_address)]
+        server_secret(data, TOKEN_KEY), settings.protocol_id, [Address.parse(settings.public_address)]
     )
     identity = Identity(args.session, secrets.randbits(63) or 1, Role(args.role), clean_name(args.name))
-    print(base64.b64encode(service.ticket_for(identity).token).decode())
+    ticket = service.ticket_for(identity)
+    print(base64.b64encode(ticket.token).decode())
+    print(
+        f"rehearsal token: {args.role} {identity.name!r} in {args.session}; connect to {settings.public_address} "
+        f"within {ticket.expires_in} s (the token expires then)",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    path = _load(args).data_dir / RESULTS_FILE
+    data = Path(_load(args).data_dir)
+    if not data.is_dir():
+        raise CliError(f"data folder {data} does not exist: give the server's --data-dir")
+    path = data / RESULTS_FILE
     if not path.is_file():
         print(f"rehearsal results: no results store at {path} (no session has ended there yet)", file=sys.stderr)
         return 1
@@ -207,7 +342,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rehearsal.demo import main as demo_main
 
-    return demo_main(["--seconds", str(args.seconds)])
+    return demo_main(["--seconds", str(args.seconds)] + (["--keep-dir", str(args.keep_dir)] if args.keep_dir else []))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (SettingsError, SecretError, IdentityError, ValueError, OSError) as exc:
+    except (CliError, SettingsError, SecretError, IdentityError, ValueError, OSError) as exc:
         print(f"rehearsal {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,6 @@
 """`rehearsal demo`: the server plus a simulated team of headset bots, with a live status line.
 
-``run_demo`` starts ``rehearsal.server.serve`` in a subprocess (data in a temporary directory, ports picked
+``run_demo`` starts ``rehearsal.server.serve`` in a subprocess (data kept in ``rehearsal-demo/<time>``, ports picked
 by the server and read from its log), creates a ``basic_skills`` session with the admin credential, joins
 four bots through the HTTP join API and drives them over real UDP on 127.0.0.1:
 
@@ -26,10 +26,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import tempfile
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from netcode.thin_client import RenderState, Source
@@ -118,11 +118,13 @@ def run_demo(
     out: Callable[[str], None] | None = print,
     startup_seconds: float = 120.0,
     show_server_log: bool = False,
+    keep_dir: Path | None = None,
 ) -> dict:
-    """Run the server and the bot team for ``seconds`` (after they have joined); returns the summary."""
+    """Run the server and the bot team for ``seconds`` (after they have joined); returns the summary. The
+    server's data (results, recording) is kept in ``keep_dir`` (default: a new ``rehearsal-demo/<time>``)."""
     say = out if out is not None else (lambda line: None)
     seconds = max(float(seconds), 5.0)  # room for the mentor's pause, resume and complication
-    with tempfile.TemporaryDirectory(prefix="rehearsal-demo-") as tmp:
+    with _kept_folder(keep_dir) as tmp:
         server = ServerProcess(
             Path(tmp) / "data", echo=(lambda line: say(f"[server] {line}")) if show_server_log else None
         )
@@ -164,7 +166,45 @@ def run_demo(
         if summary.get("ok"):
             summary["result"] = _stored_result(Path(tmp) / "data", summary["session"])
     _print_summary(summary, say)
+    for line in kept_lines(Path(tmp) / "data", summary.get("session")):
+        say(line)
     return summary
+
+
+DEMO_ROOT = Path("rehearsal-demo")  # each run's data in its own folder here (git-ignored)
+
+
+@contextlib.contextmanager
+def _kept_folder(folder: Path | None) -> Iterator[str]:
+    """A folder for one demo run that outlives it (unlike a temporary directory), so its session can be
+    replayed and its results looked up afterwards."""
+    if folder is None:
+        folder = DEMO_ROOT / time.strftime("%Y%m%d-%H%M%S")
+        suffix = 1
+        while folder.exists():  # two demos in the same second
+            folder, suffix = folder.with_name(f"{folder.name.split('.')[0]}.{suffix}"), suffix + 1
+    folder.mkdir(parents=True, exist_ok=True)
+    yield str(folder)
+
+
+def kept_lines(data_dir: Path, session: str | None) -> list[str]:
+    """How to look at a finished demo again: its data folder, the replay and the results commands."""
+    lines = [f"the demo's data is kept in {data_dir}"]
+    command = _rehearsal_command()
+    recording = data_dir / "recordings" / f"{session}.rec"
+    if session and recording.is_file():
+        lines.append(f"  replay it:        {command} replay {recording}")
+    if session and (data_dir / RESULTS_FILE).is_file():
+        lines.append(f"  see its results:  {command} results --data-dir {data_dir} --session {session}")
+    return lines
+
+
+def _rehearsal_command() -> str:
+    """How to run `rehearsal` with this interpreter, relative to the working folder when inside it (.venv)."""
+    exe = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        exe = exe.relative_to(Path.cwd())
+    return f"{exe} -m rehearsal"
 
 
 def watch_lines(http_port: int, invites: dict[str, str]) -> list[str]:
@@ -325,9 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rehearsal demo", description="server + a simulated team of bots")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the bots operate (default 20)")
     parser.add_argument("--show-server-log", action="store_true", help="echo the server's log lines")
+    parser.add_argument("--keep-dir", type=Path, help="where the run's data is kept (default: rehearsal-demo/<time>)")
     args = parser.parse_args(argv)
     try:
-        summary = run_demo(args.seconds, show_server_log=args.show_server_log)
+        summary = run_demo(args.seconds, show_server_log=args.show_server_log, keep_dir=args.keep_dir)
     except RuntimeError as exc:
         print(f"demo failed: {exc}")
         return 1

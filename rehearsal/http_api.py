@@ -2,7 +2,8 @@
 
     POST /api/sessions   {"scenario": "basic_skills", "invite_uses": 16 (optional, 1..1000: people per role)}
                          admin (Authorization: Bearer <credential>)
-                         -> {"session", "scenario", "invite_uses", "invites": {role: code}}
+                         -> {"session", "scenario", "invite_uses", "invite_expires_in" (s), "invites": {role: code}}
+                         ("scenario": a name, or the path of a file in the server's scenario folder)
     POST /api/join       {"invite": code, "name": "Dr. Ada"}  -> a ticket
     POST /api/rejoin     {"rejoin_code": code}                -> a fresh ticket for the same participant
                                                                  (a connection they still hold is closed)
@@ -18,21 +19,25 @@ composition root's ``ops.auth.AdminGate`` (this module only knows its ``check(re
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any, Protocol
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from rehearsal.identity import IdentityError
-from rehearsal.invites import InviteError
+from rehearsal.invites import InviteBook, InviteError
 from rehearsal.join_service import JoinService, Ticket
 
 MAX_BODY_BYTES = 4096
 MAX_JSON_DEPTH = 8  # our bodies are flat objects; a deeper one is refused before it is parsed
 DEFAULT_INVITE_USES = 16  # people who may join with each role's invite (a class of observers: ask for more)
 MAX_INVITE_USES = 1000
+# How long a session's invite codes last (s): the code book's default (``InviteBook.issue``'s ``ttl``).
+INVITE_EXPIRES_SECONDS = int(inspect.signature(InviteBook.issue).parameters["ttl"].default)
 
 
 class AdminCheck(Protocol):
@@ -181,8 +186,9 @@ class SessionsResource(_JsonPost):
             raise _RequestError(503, str(exc)) from None
         return 201, {
             "session": session,
-            "scenario": scenario,
+            "scenario": PurePath(scenario).stem if scenario.endswith(".toml") else scenario,  # a path: its name
             "invite_uses": uses,
+            "invite_expires_in": INVITE_EXPIRES_SECONDS,
             "invites": {r.value: c for r, c in invites.items()},
         }
 

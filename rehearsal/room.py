@@ -91,7 +91,8 @@ class Room(MentorCommands):
         self.counters: Counter[str] = Counter()
         self.procedure = Procedure(scenario, self.model)
         self.complications = Complications(scenario)
-        self.skills = SkillTracker()  # one per session: a reset does not wipe what people did before it
+        # one per session (a reset does not wipe what people did before it), judged by the scenario's limits
+        self.skills = SkillTracker(thresholds=scenario.skill_limits)
         self.instrument_forces: dict[int, float] = {}  # physics instrument id -> tissue force on it (N), last tick
         self.annotations: deque[dict] = deque(maxlen=MAX_ANNOTATIONS)  # the newest; late joiners get them
         self.frame = 0

@@ -1,15 +1,15 @@
 """Scenarios as data: TOML files describing anatomy, materials, attachments, instruments, procedure steps
-and the complications a mentor may inject. Validated on load; every error names the file and the key.
+and the complications a mentor may inject. Validated on load (``rehearsal.scenario_schema``, pydantic);
+every error names the file, the line and the key.
 
-The format is documented in rehearsal/scenarios/README.md; `build_model` turns a scenario into a physics
+The format is documented in rehearsal/scenarios/SCENARIOS.md; `build_model` turns a scenario into a physics
 Model (the only place a scenario touches physics).
 """
 
 from __future__ import annotations
 
-import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,19 +17,35 @@ from typing import Any
 import numpy as np
 
 from physics import materials as presets
+from physics.anatomy import dicom_seg_to_mesh, nifti_to_mesh
 from physics.environment import Environment
 from physics.materials import Material
-from physics.mesh import TetMesh
+from physics.mesh import MeshError, TetMesh
 from physics.mesh_io import load_tet_mesh
 from physics.model import Model, build_model
 from physics.procedural import gallbladder, liver_lobe, tissue_block, vertices_in_box
 from physics.voxels import label_volume_to_mesh
+from rehearsal.scenario_schema import (
+    ANATOMY_KINDS,
+    CHECK_KINDS,
+    COMPLICATION_KINDS,
+    DEFAULT_MAX_PARTICIPANTS,
+    INSTRUMENTS,
+    MATERIAL_FIELDS,
+    MAX_PARTICIPANTS,
+    PRESETS,
+    SCHEMA_VERSION,
+    BoxSpec,
+    ComplicationSpec,
+    Located,
+    MaterialSpec,
+    ScenarioError,
+    ScenarioSpec,
+    suggest,
+    validate,
+)
+from rehearsal.skill_metrics import DEFAULT_THRESHOLDS, Thresholds
 
-SCHEMA_VERSION = 1
-ANATOMY_KINDS = ("tissue_block", "liver_lobe", "gallbladder", "mesh", "label_volume")
-INSTRUMENTS = ("grasper", "scissors", "cautery_hook")
-CHECK_KINDS = ("displacement", "divided", "no_energy_near")
-COMPLICATION_KINDS = ("bleeding_point", "stiffer_tissue", "adhesion")
 MATERIAL_PRESETS = {
     "liver": presets.LIVER,
     "gallbladder": presets.GALLBLADDER,
@@ -38,21 +54,16 @@ MATERIAL_PRESETS = {
     "fat": presets.FAT,
     "muscle": presets.MUSCLE,
 }
-
-
-# (field, lowest, highest) accepted for a material, in SI units (see physics.materials.Material).
-MATERIAL_RANGES = (
-    ("young", 1.0, 1e10),
-    ("poisson", 0.0, 0.499),
-    ("density", 1.0, 1e5),
-    ("damping", 0.0, 1e3),
-    ("strength", 1.0, 1e10),
-    ("burn_rate", 0.0, 1e3),
-)
-
-
-class ScenarioError(ValueError):
-    """A scenario file that cannot be used, with the file and the key that is wrong."""
+assert tuple(MATERIAL_PRESETS) == PRESETS, "scenario_schema.PRESETS lists the presets"
+__all__ = [
+    "ANATOMY_KINDS",
+    "CHECK_KINDS",
+    "COMPLICATION_KINDS",
+    "INSTRUMENTS",
+    "MAX_PARTICIPANTS",
+    "SCHEMA_VERSION",
+    "ScenarioError",
+]
 
 
 @dataclass(frozen=True)
@@ -97,10 +108,6 @@ class Complication:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-DEFAULT_MAX_PARTICIPANTS = 16  # a full team (5 roles) plus a class of observers
-MAX_PARTICIPANTS = 128  # half the netcode server's client slots: one room never takes every slot
-
-
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -117,7 +124,8 @@ class Scenario:
     substeps: int
     tick_hz: int
     source: Path
-    max_participants: int = 16  # people connected to one room at once (``[room] max_participants``)
+    max_participants: int = DEFAULT_MAX_PARTICIPANTS  # people connected to one room at once (``[room]``)
+    skill_limits: Thresholds = DEFAULT_THRESHOLDS  # per-hand pass limits (``[skill_limits]``)
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -140,191 +148,139 @@ def available_scenarios(scenario_dir: Path | None = None) -> dict[str, Path]:
     return found
 
 
+def resolve_scenario(name_or_path: str, scenario_dir: Path | None = None) -> tuple[str, Path]:
+    """(name, file) of a scenario a server offers, given its name (``basic_skills``, ``my_flap``) or the path
+    of its file inside ``scenario_dir`` (``/srv/scenarios/my_flap.toml``). A path outside the scenario folder
+    is refused, so an admin request cannot make the server read arbitrary files. Raises ScenarioError."""
+    known = available_scenarios(scenario_dir)
+    if name_or_path in known:
+        return name_or_path, known[name_or_path]
+    looks_like_path = name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path
+    if looks_like_path:
+        file = Path(name_or_path).expanduser()
+        folder = Path(scenario_dir).resolve() if scenario_dir is not None else None
+        if folder is None or file.resolve().parent != folder:
+            where = f"the scenario folder {folder}" if folder else "no scenario folder (set scenario_dir)"
+            raise ScenarioError(f"{name_or_path}: not in the server's scenario folder: it offers {where}")
+        if known.get(file.stem) != file.resolve() and file.stem in packaged_scenarios():
+            raise ScenarioError(
+                f"{name_or_path}: its name {file.stem!r} is a packaged scenario's, which takes precedence"
+            )
+        if file.stem in known:
+            return file.stem, known[file.stem]
+        raise ScenarioError(f"{name_or_path}: no such scenario file")
+    near = suggest(name_or_path, sorted(known))
+    raise ScenarioError(f"unknown scenario {name_or_path!r}{near}")
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate one scenario file (a packaged scenario's name also works)."""
     path = Path(path)
     if not path.suffix and path.name in packaged_scenarios():
         path = packaged_scenarios()[path.name]
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
-    return _parse(_Reader(path, data, ""), path)
+    spec = validate(text, data, path.name)
+    return _scenario(spec, path, Located(path.name, text))
 
 
-class _Reader:
-    """Typed access to a TOML table that reports errors as 'file: key.path: problem'."""
-
-    def __init__(self, path: Path, table: dict[str, Any], prefix: str) -> None:
-        self.path, self.table, self.prefix = path, table, prefix
-
-    def fail(self, key: str, problem: str) -> ScenarioError:
-        return ScenarioError(f"{self.path.name}: {self.prefix}{key}: {problem}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if key not in self.table:
-            if default is ...:
-                raise self.fail(key, "missing")
-            return default
-        value = self.table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise self.fail(key, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
-        return value
-
-    def number(self, key: str, default: Any = ..., low: float = -math.inf, high: float = math.inf) -> float:
-        value = self.get(key, float, default)
-        if value is not None and not (math.isfinite(value) and low <= value <= high):
-            raise self.fail(key, f"{value!r} is not in [{low}, {high}]")
-        return value
-
-    def choice(self, key: str, options: tuple[str, ...], default: Any = ...) -> str:
-        value = self.get(key, str, default)
-        if value not in options:
-            raise self.fail(key, f"unknown {value!r} (known: {', '.join(options)})")
-        return value
-
-    def vec3(self, key: str, default: Any = ...) -> tuple[float, float, float]:
-        value = self.get(key, list, default)
-        if not (len(value) == 3 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
-            raise self.fail(key, "expected a list of 3 numbers")
-        if not all(math.isfinite(v) for v in value):
-            raise self.fail(key, "numbers must be finite")
-        return (float(value[0]), float(value[1]), float(value[2]))
-
-    def child(self, key: str, default: Any = ...) -> _Reader:
-        return _Reader(self.path, self.get(key, dict, default), f"{self.prefix}{key}.")
-
-    def children(self, key: str) -> list[_Reader]:
-        items = self.get(key, list, [])
-        if not all(isinstance(item, dict) for item in items):
-            raise self.fail(key, "expected a list of tables ([[" + key + "]])")
-        return [_Reader(self.path, item, f"{self.prefix}{key}[{i}].") for i, item in enumerate(items)]
-
-    def box(self, key: str) -> Box:
-        b = self.child(key)
-        lo, hi = b.vec3("lo"), b.vec3("hi")
-        if any(h < low for low, h in zip(lo, hi, strict=True)):
-            raise self.fail(key, "hi must be >= lo on every axis")
-        return Box(lo, hi)
+def _vec(values: list[float]) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
 
 
-def _parse(r: _Reader, path: Path) -> Scenario:
-    schema = r.get("schema", int)
-    if schema != SCHEMA_VERSION:
-        raise r.fail("schema", f"version {schema} is not supported (this server reads {SCHEMA_VERSION})")
-    anatomy = _anatomy(r.child("anatomy"), path)
-    by_region = dict(_material(m) for m in r.children("materials"))
-    if sorted(by_region) != list(range(len(by_region))) or len(by_region) != len(r.table.get("materials", [])):
-        raise r.fail("materials", "need one [[materials]] entry per region 0, 1, 2, ... (each region once)")
-    mats = tuple(by_region[i] for i in range(len(by_region)))
-    env = r.child("environment", {})
-    physics = r.child("physics", {})
-    room = r.child("room", {})
-    instruments = tuple(r.get("instruments", list))
-    for i, name in enumerate(instruments):
-        if name not in INSTRUMENTS:
-            raise r.fail(f"instruments[{i}]", f"unknown {name!r} (known: {', '.join(INSTRUMENTS)})")
-    steps = tuple(_step(s) for s in r.children("steps"))
-    complications = tuple(_complication(c) for c in r.children("complications"))
-    for what, items in (("steps", steps), ("complications", complications)):
-        ids = [item.id for item in items]
-        if len(set(ids)) != len(ids):
-            raise r.fail(what, "ids must be unique")
+def _box(spec: BoxSpec) -> Box:
+    return Box(_vec(spec.lo), _vec(spec.hi))
+
+
+def _scenario(spec: ScenarioSpec, path: Path, where: Located) -> Scenario:
+    """The validated spec as the domain's frozen Scenario (defaults filled in, files resolved)."""
+    limits = {k: v for k, v in spec.skill_limits.model_dump().items() if v is not None}
     return Scenario(
         name=path.stem,
-        title=r.get("title", str),
-        description=r.get("description", str, ""),
-        anatomy=anatomy,
-        materials=mats,
-        attachments=tuple(_attachment(a) for a in r.children("attachments")),
-        table_height=env.number("table_height", None),
-        friction=env.number("friction", 0.5, 0.0, 5.0),
-        instruments=instruments,
-        steps=steps,
-        complications=complications,
-        substeps=int(physics.number("substeps", 20, 1, 400)),
-        tick_hz=int(physics.number("tick_hz", 60, 10, 240)),
+        title=spec.title,
+        description=spec.description,
+        anatomy=_anatomy(spec, path, where),
+        materials=tuple(_material(m) for m in sorted(spec.materials, key=lambda m: m.region)),
+        attachments=tuple(Attachment(a.kind, _box(a.box), a.compliance) for a in spec.attachments),
+        table_height=spec.environment.table_height,
+        friction=spec.environment.friction,
+        instruments=tuple(spec.instruments),
+        steps=tuple(
+            Step(s.id, s.title, Check(s.check.kind, _box(s.check.box), s.check.distance or 0.0)) for s in spec.steps
+        ),
+        complications=tuple(_complication(c) for c in spec.complications),
+        substeps=spec.physics.substeps,
+        tick_hz=spec.physics.tick_hz,
         source=path,
-        max_participants=_whole(room, "max_participants", DEFAULT_MAX_PARTICIPANTS, 1, MAX_PARTICIPANTS),
+        max_participants=spec.room.max_participants,
+        skill_limits=replace(DEFAULT_THRESHOLDS, **limits),
     )
 
 
-def _whole(r: _Reader, key: str, default: int, low: int, high: int) -> int:
-    """An integer key in [low, high] (a float such as 16.5 is refused, not rounded)."""
-    value = r.get(key, int, default)
-    if not low <= value <= high:
-        raise r.fail(key, f"{value!r} is not in [{low}, {high}]")
-    return value
-
-
-def _anatomy(a: _Reader, path: Path) -> dict[str, Any]:
-    kind = a.choice("kind", ANATOMY_KINDS)
-    out: dict[str, Any] = {"kind": kind}
-    if kind == "tissue_block":
-        out["size"] = a.vec3("size")
-        cells = a.get("cells", list)
-        if not (len(cells) == 3 and all(isinstance(c, int) and 1 <= c <= 200 for c in cells)):
-            raise a.fail("cells", "expected 3 integers in [1, 200]")
-        out["cells"] = tuple(cells)
-    elif kind in ("liver_lobe", "gallbladder"):
-        out["resolution"] = a.number("resolution", 0.006 if kind == "liver_lobe" else 0.004, 0.002, 0.02)
+def _anatomy(spec: ScenarioSpec, path: Path, where: Located) -> dict[str, Any]:
+    a = spec.anatomy
+    out: dict[str, Any] = {"kind": a.kind}
+    if a.kind == "tissue_block":
+        out["size"], out["cells"] = _vec(a.size), tuple(a.cells)
+    elif a.kind in ("liver_lobe", "gallbladder"):
+        out["resolution"] = a.resolution if a.resolution is not None else (0.006 if a.kind == "liver_lobe" else 0.004)
     else:
-        file = (path.parent / a.get("path", str)).resolve()
+        file = (path.parent / a.path).resolve()
         if not file.is_file():
-            raise a.fail("path", f"{file} does not exist")
+            raise where.error(("anatomy", "path"), f"{file} does not exist")
         out["path"] = file
-        if kind == "label_volume":
-            out["spacing"] = a.vec3("spacing")
+        if a.kind == "label_volume":
+            out["spacing"] = _vec(a.spacing)
+        if a.kind in ("nifti", "dicom_seg"):
+            out["labels"] = _label_map(a.labels, where)
     return out
 
 
-def _material(m: _Reader) -> tuple[int, Material]:
-    region = m.get("region", int)
-    base = MATERIAL_PRESETS[m.choice("preset", tuple(MATERIAL_PRESETS))] if "preset" in m.table else None
-    fields = {
-        key: m.number(key, getattr(base, key) if base is not None else ..., low, high)
-        for key, low, high in MATERIAL_RANGES
-    }
-    return region, Material(m.get("name", str, base.name if base else f"region {region}"), **fields)
+def _label_map(labels: dict[str, int], where: Located) -> dict[int, int]:
+    """``{"3": 0, "7": 1}`` (TOML keys are strings) -> {label value: material region}."""
+    out = {}
+    for key, region in labels.items():
+        if not key.isdigit() or not 1 <= int(key) <= 65535:
+            raise where.error(("anatomy", "labels", key), "a label value is an integer in [1, 65535] (0 is background)")
+        out[int(key)] = region
+    if sorted(set(out.values())) != list(range(len(set(out.values())))):
+        raise where.error(("anatomy", "labels"), "the regions must be 0, 1, 2, ... (every region used)")
+    return out
 
 
-def _attachment(a: _Reader) -> Attachment:
-    kind = a.choice("kind", ("fixed", "anchor"))
-    return Attachment(kind, a.box("box"), a.number("compliance", 1e-4, 1e-9, 1.0))
+def _material(m: MaterialSpec) -> Material:
+    base = MATERIAL_PRESETS[m.preset] if m.preset is not None else None
+    values = {key: getattr(m, key) if getattr(m, key) is not None else getattr(base, key) for key in MATERIAL_FIELDS}
+    name = m.name if m.name is not None else (base.name if base is not None else f"region {m.region}")
+    return Material(name, **values)
 
 
-def _step(s: _Reader) -> Step:
-    check = s.child("check")
-    kind = check.choice("kind", CHECK_KINDS)
-    distance = check.number("distance", 0.0 if kind == "divided" else ..., 0.0, 1.0)
-    return Step(s.get("id", str), s.get("title", str), Check(kind, check.box("box"), distance))
-
-
-def _complication(c: _Reader) -> Complication:
-    kind = c.choice("kind", COMPLICATION_KINDS)
+def _complication(c: ComplicationSpec) -> Complication:
     params: dict[str, Any] = {}
-    if kind == "bleeding_point":
-        params["position"] = c.vec3("position")
-        params["rate_ml_per_s"] = c.number("rate_ml_per_s", 0.5, 0.0, 100.0)
-    elif kind == "stiffer_tissue":
-        params["region"] = c.get("region", int)
-        params["factor"] = c.number("factor", 2.0, 1.0, 100.0)
+    if c.kind == "bleeding_point":
+        params["position"] = _vec(c.position)
+        params["rate_ml_per_s"] = c.rate_ml_per_s if c.rate_ml_per_s is not None else 0.5
+    elif c.kind == "stiffer_tissue":
+        params["region"] = c.region
+        params["factor"] = c.factor if c.factor is not None else 2.0
     else:  # adhesion: held with the scenario's ligament compliance (the solver has one for all anchors)
-        params["box"] = c.box("box")
-    return Complication(c.get("id", str), c.get("title", str), kind, params)
+        params["box"] = _box(c.box)
+    return Complication(c.id, c.title, c.kind, params)
 
 
 # --- building the physics world ----------------------------------------------------------------------
 
 
 def build_mesh(scenario: Scenario) -> TetMesh:
-    """The scenario's anatomy as a tet mesh (procedural, imported mesh or label volume)."""
+    """The scenario's anatomy as a tet mesh (procedural, imported mesh, label volume, NIfTI label map or
+    DICOM segmentation)."""
     a = scenario.anatomy
     kind = a["kind"]
     if kind == "tissue_block":
@@ -335,6 +291,12 @@ def build_mesh(scenario: Scenario) -> TetMesh:
         return gallbladder(a["resolution"])
     if kind == "mesh":
         return load_tet_mesh(a["path"])[0]
+    if kind in ("nifti", "dicom_seg"):
+        read = nifti_to_mesh if kind == "nifti" else dicom_seg_to_mesh
+        try:
+            return read(a["path"], a["labels"])
+        except MeshError as exc:
+            raise ScenarioError(f"{scenario.source.name}: anatomy: {exc}") from None
     with np.load(a["path"]) as data:
         if "labels" not in data:
             raise ScenarioError(f"{scenario.source.name}: anatomy.path: {a['path'].name} has no 'labels' array")

@@ -27,6 +27,7 @@ they are never logged: ``serve`` logs where they are.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 
 from netcode.transport.address import Address
@@ -60,12 +62,14 @@ from rehearsal.links import next_link_key
 from rehearsal.live_room import LiveRoom
 from rehearsal.publishing import Publisher
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
+from rehearsal.scenario import resolve_scenario
 from rehearsal.secrets_store import ADMIN_CREDENTIAL, TOKEN_KEY, server_secret
 from rehearsal.session_store import SESSIONS_FILE, SessionStore
 from rehearsal.sessions import Sessions, TickObserver
 from rehearsal.settings import Settings
 from rehearsal.status import StatusViews
 from rehearsal.udp_transport import UdpTransport
+from rehearsal.warm_up import PortInUseError, WarmingResponder, probe_ports
 from rehearsal.warm_up import warm_up as compile_kernels
 from rehearsal.web.debrief import DebriefService, mount_debrief
 from rehearsal.web.debrief_access import DebriefAccess
@@ -199,8 +203,10 @@ class RehearsalServer:
         self.sessions.tick_observers.append(observer)
 
     def create_session(self, scenario_name: str) -> str:
-        """A new room from one of the server's scenarios, ticking at once; returns its session id."""
-        return self.sessions.create_session(scenario_name)
+        """A new room from one of the server's scenarios (by name, or by the path of its file in the scenario
+        folder: ``rehearsal.scenario.resolve_scenario``), ticking at once; returns its session id."""
+        name, _ = resolve_scenario(scenario_name, self.settings.scenario_dir)
+        return self.sessions.create_session(name)
 
     def status(self) -> dict[str, Any]:
         return self.views.status()
@@ -221,6 +227,8 @@ class RehearsalServer:
             status["web_observers"] = web["observers"]
             status["websocket_bytes_sent"] = web["counters"].get("bytes_sent", 0)
             status["page_errors"] = web["counters"].get("page_errors", 0)
+            for what in ("receive_failed", "open_failed"):  # a browser page's message or connection
+                status["failures"][f"websocket_{what}"] = web["counters"].get(what, 0)
         return status
 
     def ready(self) -> bool | str:
@@ -258,12 +266,18 @@ class RehearsalServer:
 
     # --- life --------------------------------------------------------------------------------------------
 
-    def start(self, warm_up: bool = True) -> None:
-        """Compile the numba kernels (so the first room does not stall the reactor), then listen."""
+    def start(self, warm_up: bool = True, progress: Callable[[str], None] | None = None) -> None:
+        """Compile the numba kernels (so the first room does not stall the reactor), then listen. A port in use
+        is a PortInUseError before the warm-up; meanwhile the HTTP port answers /healthz ``warming``
+        (``rehearsal.warm_up``); ``progress(line)`` hears each warm-up stage."""
         settings = self.settings
         if warm_up:
+            probe_ports((settings.udp_host, settings.udp_port), (settings.http_host, settings.http_port))
+            tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+            warming = WarmingResponder(settings.http_host, settings.http_port, tls) if settings.http_port else None
             scenarios = self.sessions.scenarios()
-            compile_kernels(scenarios.get(settings.default_scenario, settings.default_scenario))
+            with warming or contextlib.nullcontext():
+                compile_kernels(scenarios.get(settings.default_scenario, settings.default_scenario), progress)
         freeze_long_lived_heap()
         self.recover()
         if settings.udp_port == 0:  # the token must name the real port: pick a free one first
@@ -287,7 +301,12 @@ class RehearsalServer:
             max_clients=settings.max_clients,
             max_packets_per_second_per_client=MAX_PACKETS_PER_CLIENT,
         )
-        udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)
+        try:
+            udp_port = self.udp.listen(self.reactor, config, settings.udp_port, settings.udp_host)
+        except CannotListenError as exc:  # taken between the probe and now
+            raise PortInUseError(
+                f"udp port {settings.udp_port} on {settings.udp_host} is in use: {exc.socketError}"
+            ) from None
         self.udp_address = Address.from_host_port(settings.udp_host, udp_port)
         self.heartbeat = Heartbeat(self.reactor).start()
         self._sampler = LoopingCall(self._sample)
@@ -311,11 +330,16 @@ class RehearsalServer:
         site = ops_site(
             self.metrics, self.heartbeat, self.ready, root=root, healthy=self.views.healthy, refused=self._http_refused
         )
-        if settings.tls_cert:
-            tls = server_tls_options(settings.tls_cert, settings.tls_key)
-            self._http_port = self.reactor.listenSSL(settings.http_port, site, tls, interface=settings.http_host)
-        else:
-            self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
+        try:
+            if settings.tls_cert:
+                tls = server_tls_options(settings.tls_cert, settings.tls_key)
+                self._http_port = self.reactor.listenSSL(settings.http_port, site, tls, interface=settings.http_host)
+            else:
+                self._http_port = self.reactor.listenTCP(settings.http_port, site, interface=settings.http_host)
+        except CannotListenError as exc:
+            raise PortInUseError(
+                f"http port {settings.http_port} on {settings.http_host} is in use: {exc.socketError}"
+            ) from None
         self.http_port = self._http_port.getHost().port
 
     @property
@@ -366,6 +390,13 @@ class RehearsalServer:
         return self.drain.start()
 
 
+def _port_taken(flag: str, port: int, host: str, exc: CannotListenError) -> PortInUseError:
+    """The one-line error of a port taken after ``probe_ports`` let go of it (a race with another process)."""
+    return PortInUseError(
+        f"{flag} port {port} on {host} is in use ({exc.socketError}): choose another with --{flag}-port"
+    )
+
+
 def watch_url(server: RehearsalServer, code: str | None = None) -> str:
     """The URL of the watch page and mentor console on this server (with an invite code: a link that joins)."""
     host = server.settings.http_host
@@ -391,8 +422,8 @@ def serve(settings: Settings, *, setup: Callable[[RehearsalServer], None] | None
         where = f"environment {spec.env_var}" if os.environ.get(spec.env_var) else str(server.data_dir / spec.name)
         log.info("secret %s: %s", spec.name, where)
     log.info("admin credential file: %s (send it as 'Authorization: Bearer <contents>')", server.credential_path)
-    log.info("warming up the physics and snapshot kernels")
-    server.start()
+    log.info("warming up the physics and snapshot kernels (about 45 s the first time, a few with numba's cache)")
+    server.start(progress=log.info)
     log.info(
         "listening udp=%s http=%s:%d (public address %s)",
         server.udp_address,

@@ -5,6 +5,7 @@ Secrets are not settings: they live in the data directory or the environment (re
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -75,6 +76,20 @@ def load_settings(file: Path | None = None, env: dict[str, str] | None = None, *
     return settings
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _boolean(value: Any) -> bool:
+    """A TOML boolean, or one of 1/0, true/false, yes/no, on/off (the environment's strings); else ValueError,
+    so that ``record = "nope"`` is an error rather than false."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(value)
+
+
 _OPTIONAL_PATHS = frozenset({"scenario_dir"})  # None by default: "" in a file or the environment unsets them
 
 
@@ -83,7 +98,9 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
     changes = {}
     for key, value in values.items():
         if key not in types:
-            raise SettingsError(f"{origin}: unknown setting {key!r} (known: {', '.join(types)})")
+            near = difflib.get_close_matches(key, list(types), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(types)}"
+            raise SettingsError(f"{origin}: unknown setting {key!r} ({hint})")
         current = getattr(settings, key)
         try:
             if key in _OPTIONAL_PATHS:
@@ -91,11 +108,12 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
             elif isinstance(current, Path):
                 changes[key] = Path(value)
             elif isinstance(current, bool):
-                changes[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+                changes[key] = _boolean(value)
             else:
                 changes[key] = type(current)(value)
         except (TypeError, ValueError):
-            raise SettingsError(f"{origin}: {key} = {value!r} is not a {type(current).__name__}") from None
+            kind = "boolean (true or false)" if isinstance(current, bool) else type(current).__name__
+            raise SettingsError(f"{origin}: {key} = {value!r} is not a {kind}") from None
     result = replace(settings, **changes)
     for port in ("udp_port", "http_port"):
         if not 0 <= getattr(result, port) <= 65535:

@@ -137,8 +137,10 @@ class HandMetrics:
 class Thresholds:
     """Proficiency limits per hand: a metric passes when it is <= its limit; None leaves it unjudged.
 
-    The efficiency limits are placeholders in the style of proficiency-based training (calibrate per scenario,
-    e.g. expert mean + 2 SD). Error limits: no misapplied energy, <= 3 collisions, peak force <= 5 N,
+    These are the server's defaults, for a scenario without ``[skill_limits]``: generous efficiency limits in
+    the style of proficiency-based training. A scenario sets its own (``Scenario.skill_limits``); the packaged
+    scenarios' efficiency limits are calibrated from measured bot runs (``rehearsal.skill_calibration``,
+    rehearsal/scenarios/SCENARIOS.md says how). Error limits: no misapplied energy, <= 3 collisions, peak force <= 5 N,
     <= 1 s above `TrackerConfig.excessive_force_n` (2.5 N), <= 5 collateral tets."""
 
     active_time_s: float | None = 600.0
@@ -375,8 +377,10 @@ Key = tuple[int, str]
 class SkillTracker:
     """Accumulates skill metrics for every (participant, hand) of one session; feed it once per tick."""
 
-    def __init__(self, config: TrackerConfig | None = None) -> None:
+    def __init__(self, config: TrackerConfig | None = None, thresholds: Thresholds | None = None) -> None:
         self.config = config if config is not None else TrackerConfig()
+        # the pass limits ``report()`` judges by: the scenario's ``[skill_limits]`` (Scenario.skill_limits)
+        self.thresholds = thresholds if thresholds is not None else DEFAULT_THRESHOLDS
         self._hands: dict[Key, _Hand] = {}
         self._contacts: set[tuple[Key, Key]] = set()  # pairs inside a tip-contact episode (present ones only)
         self._last_time: float | None = None
@@ -473,8 +477,10 @@ class SkillTracker:
         acc = self._hands.get((int(participant), str(hand)))
         return acc.metrics() if acc is not None else HandMetrics()
 
-    def report(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> dict:
-        """Per participant (str id): per-hand metrics and pass/fail, as plain JSON/msgpack-able values."""
+    def report(self, thresholds: Thresholds | None = None) -> dict:
+        """Per participant (str id): per-hand metrics and pass/fail, as plain JSON/msgpack-able values.
+        ``thresholds``: the limits to judge by (default: this tracker's, i.e. the scenario's)."""
+        thresholds = thresholds if thresholds is not None else self.thresholds
         participants: dict[str, dict] = {}
         for (pid, hand), acc in sorted(self._hands.items()):
             metrics = acc.metrics()

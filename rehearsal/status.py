@@ -26,6 +26,38 @@ from rehearsal.wire import plain
 
 log = logging.getLogger("rehearsal.status")
 
+# What can go wrong inside the server, as exported (``rehearsal_failures_total{what=...}``) -> the counter
+# that counts it (the server's ``counters``; ``physics_step_failed`` sums the rooms' own). Every one has an
+# alert in ops/alerts.yml and a section in ops/RUNBOOK.md (tests/ops/test_rules.py checks both).
+FAILURES = {
+    "results_not_saved": "results_failed",  # a finished session's result or recording could not be kept
+    "tick_loop_failed": "ticker_failed",  # a room's tick loop died
+    "publish_failed": "publish_failed",  # publishing a tick (events, snapshots) raised
+    "physics_step_failed": "step_failed",  # a room's physics step raised on its thread
+    "command_failed": "commands_failed",  # a command handler raised
+    "session_store_failed": "store_failed",  # the session store (SQLite) refused a write
+    "session_close_hook_failed": "session_closed_failed",  # a hook run when a session closes raised
+}
+# ... and the browser side's, which the composition root adds from its WebSocket endpoint's counters.
+WEB_FAILURES = ("websocket_receive_failed", "websocket_open_failed")
+# Per-room tick and physics-step durations as cumulative histogram buckets (s; the ops tick buckets: fine
+# around the 16.7 ms budget), so they aggregate across rooms and processes as quantile gauges cannot.
+ROOM_DURATION_BUCKETS = (
+    0.001,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.010,
+    0.012,
+    0.014,
+    0.0167,
+    0.020,
+    0.025,
+    0.033,
+    0.050,
+    0.100,
+)
 FROZEN_RATIO = 0.5  # a running room publishing under half its tick rate is frozen: /readyz says so
 MIN_RATE_WINDOW = 0.5  # s: the shortest time a snapshot rate is measured over
 STUCK_STEP_SECONDS = 5.0  # a room's thread in one step this long is stuck: /healthz says so
@@ -40,6 +72,48 @@ def nearest_rank(values: Iterable[float], q: float) -> float | None:
 def by_prefix(counters: Mapping[str, float], prefix: str) -> dict[str, float]:
     """``{"input_rejected_nonfinite": 3}``, ``"input_rejected_"`` -> ``{"nonfinite": 3}``."""
     return {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix) and len(k) > len(prefix)}
+
+
+class RoomDurations:
+    """Per room, cumulative bucket counts of its tick and physics-step durations, folded in from the
+    ticker's window of recent durations (``TickStats``: the last 600) each time ``update`` runs, at least
+    once a second (``sample_rooms``), so no duration is missed. Bounded: two arrays per live room."""
+
+    def __init__(self, edges: tuple[float, ...] = ROOM_DURATION_BUCKETS) -> None:
+        self.edges = np.asarray(edges, dtype=np.float64)
+        # session -> {kind: [bucket counts (len(edges) + 1: the last is +Inf), sum, samples seen in the window]}
+        self._rooms: dict[str, dict[str, list]] = {}
+
+    def update(self, rooms: Mapping[str, LiveRoom]) -> None:
+        for session in [s for s in self._rooms if s not in rooms]:
+            del self._rooms[session]
+        for session, live in rooms.items():
+            stats = live.ticker.stats
+            entry = self._rooms.setdefault(session, {})
+            for kind, window, total in (
+                ("tick", stats.tick_seconds, stats.timed_ticks),
+                ("physics_step", stats.step_seconds, stats.steps),
+            ):
+                counts, _, seen = entry.setdefault(kind, [np.zeros(self.edges.size + 1, np.int64), 0.0, 0])
+                new = min(total - seen, len(window))  # more than the window: the oldest are gone (a stall)
+                if new > 0:
+                    fresh = np.fromiter(list(window)[-new:], np.float64, count=new)
+                    counts += np.bincount(np.searchsorted(self.edges, fresh), minlength=counts.size)
+                    entry[kind][1] += float(fresh.sum())
+                entry[kind][2] = total
+
+    def histograms(self, session: str) -> dict[str, Any]:
+        """``{"tick_histogram": {"buckets": [[le, cumulative count], ...], "sum", "count"},
+        "physics_step_histogram": ...}`` (ops.metrics' room histogram shape)."""
+        out = {}
+        for kind, (counts, total, _) in self._rooms.get(session, {}).items():
+            cumulative = np.cumsum(counts)
+            out[f"{kind}_histogram"] = {
+                "buckets": [[float(le), int(c)] for le, c in zip(self.edges, cumulative[:-1], strict=True)],
+                "sum": total,
+                "count": int(cumulative[-1]),
+            }
+        return out
 
 
 class StatusViews:
@@ -65,6 +139,11 @@ class StatusViews:
         self.snapshot_rates: dict[str, float] = {}  # session -> published ticks (snapshots) per second
         self._tick_samples: dict[str, tuple[float, int]] = {}  # session -> (time, timed ticks) at the last sample
         self._label_key = os.urandom(16)  # per process: metric labels of rooms are opaque (room_label)
+        # physics step failures are counted per room: those of closed rooms are kept here, so the exported
+        # total never goes down (one entry per live room, dropped when it closes)
+        self._step_failures_seen: dict[str, int] = {}
+        self.durations = RoomDurations()
+        self._step_failures_closed = 0
 
     def room_label(self, session: str) -> str:
         """The opaque label of a room in anonymous /metrics (session ids are invitations' context: not for
@@ -76,6 +155,7 @@ class StatusViews:
         """Each room's snapshot rate since the last sample (once a second, on the reactor: a reactor that
         stalls makes this late, and the rate it measures low, which is the point)."""
         rooms = self.sessions.rooms
+        self.durations.update(rooms)
         for session in [s for s in self._tick_samples if s not in rooms]:
             del self._tick_samples[session]
             self.snapshot_rates.pop(session, None)
@@ -155,6 +235,7 @@ class StatusViews:
         solver: Counter[str] = Counter()
         substeps, ticks, overruns = {}, 0, 0
         live_rooms = self.sessions.rooms
+        self.durations.update(live_rooms)  # up to this scrape
         for session, live in live_rooms.items():
             rooms[live.room.state.value] += 1
             for p in live.room.participants.values():
@@ -182,9 +263,24 @@ class StatusViews:
             "tick_budget_utilisation": max(
                 (live.ticker.stats.last_tick_seconds / live.ticker.dt for live in live_rooms.values()), default=0.0
             ),
-            "room_stats": {self.room_label(session): self.room_stats(live) for session, live in live_rooms.items()},
+            "room_stats": {
+                self.room_label(session): {**self.room_stats(live), **self.durations.histograms(session)}
+                for session, live in live_rooms.items()
+            },
             "refusals": by_prefix(self.counters, "budget_refused_"),
+            "failures": self.failures(),
         }
+
+    def failures(self) -> dict[str, int]:
+        """Every kind of FAILURES with its count so far (0s included: a series exists before its first)."""
+        rooms = self.sessions.rooms
+        for session in [s for s in self._step_failures_seen if s not in rooms]:
+            self._step_failures_closed += self._step_failures_seen.pop(session)
+        for session, live in rooms.items():
+            self._step_failures_seen[session] = live.room.counters["step_failed"]
+        out = {what: int(self.counters[counter]) for what, counter in FAILURES.items()}
+        out["physics_step_failed"] = self._step_failures_closed + sum(self._step_failures_seen.values())
+        return out
 
     @staticmethod
     def room_stats(live: LiveRoom) -> dict[str, Any]:

@@ -38,6 +38,7 @@ SAMPLE_STATUS = {
     "interrupted_results": 1,
     "journal_writes": {"written": 12, "failed": 0},
     "journal_write_seconds": 0.03,
+    "failures": {"results_not_saved": 1, "tick_loop_failed": 0, "publish_failed": 3},
     "room_stats": {
         "s-abc": {
             "scenario": "basic_skills",
@@ -47,8 +48,8 @@ SAMPLE_STATUS = {
             "degraded": True,
             "ticks": 600,
             "tick_overruns": 3,
-            "tick_seconds": {"p50": 0.004, "p99": 0.012, "sum": 2.5, "count": 597},
-            "physics_step_seconds": {"p50": 0.003, "p99": 0.009, "sum": 1.9, "count": 597},
+            "tick_histogram": {"buckets": [[0.004, 300], [0.0167, 590]], "sum": 2.5, "count": 597},
+            "physics_step_histogram": {"buckets": [[0.004, 500], [0.0167, 597]], "sum": 1.9, "count": 597},
         }
     },
 }
@@ -84,10 +85,17 @@ def test_exposition_has_every_metric_with_type_and_labels():
 def test_counters_are_named_total_and_units_are_base():
     fams = families(OpsMetrics(status=lambda: SAMPLE_STATUS))
     for fam in fams.values():
-        assert fam.name.startswith("rehearsal_")
+        assert fam.name.startswith(("rehearsal_", "process_")), fam.name  # process_: prometheus-client's own
         if fam.type == "counter":
             assert any(s.name == fam.name + "_total" for s in fam.samples)
         assert "milliseconds" not in fam.name and "_ms" not in fam.name
+
+
+def test_process_metrics_come_from_prometheus_clients_collector():
+    fams = families(OpsMetrics())
+    assert fams["process_resident_memory_bytes"].samples[0].value > 0
+    assert fams["process_open_fds"].samples[0].value >= 3
+    assert fams["process_cpu_seconds"].type == "counter"
 
 
 def test_empty_or_failing_status_still_exports_every_name():
@@ -166,18 +174,18 @@ def test_per_room_families_carry_the_session_label():
     people = samples(fams["rehearsal_room_participants"])
     assert people[("rehearsal_room_participants", (("role", "observer"), ("session", "s-abc")))] == 2
     tick = samples(fams["rehearsal_room_tick_duration_seconds"])
-    assert tick[("rehearsal_room_tick_duration_seconds", (("quantile", "0.99"), ("session", "s-abc")))] == 0.012
+    assert tick[("rehearsal_room_tick_duration_seconds_bucket", (("le", "0.0167"), ("session", "s-abc")))] == 590
+    assert tick[("rehearsal_room_tick_duration_seconds_bucket", (("le", "+Inf"), ("session", "s-abc")))] == 597
     assert tick[("rehearsal_room_tick_duration_seconds_count", (("session", "s-abc"),))] == 597
+    assert tick[("rehearsal_room_tick_duration_seconds_sum", (("session", "s-abc"),))] == 2.5
     assert samples(fams["rehearsal_room_degraded"])[("rehearsal_room_degraded", (("session", "s-abc"),))] == 1
     overruns = samples(fams["rehearsal_room_tick_overruns"])
     assert overruns[("rehearsal_room_tick_overruns_total", (("session", "s-abc"),))] == 3
 
 
-def test_per_room_series_are_capped_and_empty_rooms_export_nan_quantiles():
+def test_per_room_series_are_capped_and_rooms_without_ticks_export_no_buckets():
     rooms = {f"s-{i:03d}": {"state": "lobby"} for i in range(MAX_ROOM_SERIES + 10)}
     fams = families(OpsMetrics(status=lambda: {"room_stats": rooms}))
     assert len(fams["rehearsal_room_info"].samples) == MAX_ROOM_SERIES
-    p99 = samples(fams["rehearsal_room_tick_duration_seconds"])[
-        ("rehearsal_room_tick_duration_seconds", (("quantile", "0.99"), ("session", "s-000")))
-    ]
-    assert p99 != p99  # NaN: no tick yet
+    assert fams["rehearsal_room_tick_duration_seconds"].type == "histogram"
+    assert not samples(fams["rehearsal_room_tick_duration_seconds"])  # no tick yet: no buckets

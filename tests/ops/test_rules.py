@@ -16,8 +16,9 @@ from ops.metrics import OpsMetrics, exported_names
 OPS = Path(__file__).resolve().parents[2] / "ops"
 ALERTS = OPS / "alerts.yml"
 DASHBOARDS = sorted((OPS / "dashboards").glob("*.json"))
+RUNBOOK = OPS / "RUNBOOK.md"
 # A metric name, not part of a recording-rule name such as job:rehearsal_x:rate5m.
-METRIC = re.compile(r"(?<![\w:])rehearsal_[a-z_]+(?![\w:])")
+METRIC = re.compile(r"(?<![\w:])(?:rehearsal|process)_[a-z_]+(?![\w:])")
 
 yaml = pytest.importorskip("yaml")
 
@@ -55,7 +56,56 @@ def test_alerts_yaml_is_valid_rules():
         "RehearsalRoomsDegraded",
         "RehearsalHandshakeFailuresSpiking",
         "RehearsalPacketLossHigh",
+        "RehearsalServerDown",
+        "RehearsalResultsNotSaved",
+        "RehearsalTickLoopFailed",
+        "RehearsalPublishFailed",
     } <= alerts
+
+
+def alert_rules() -> list[dict]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def test_every_alert_links_its_runbook_section_and_every_section_is_an_alert():
+    headings = re.findall(r"^## (\w+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    names = [rule["alert"] for rule in alert_rules()]
+    for rule in alert_rules():
+        assert rule["annotations"].get("runbook_url") == f"ops/RUNBOOK.md#{rule['alert'].lower()}", rule["alert"]
+    assert sorted(headings) == sorted(names)  # one section per alert, none for an alert that is gone
+
+
+def test_every_failure_the_server_counts_is_exported_and_has_an_alert():
+    from rehearsal.status import FAILURES, WEB_FAILURES
+
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    for what in (*FAILURES, *WEB_FAILURES):
+        covering = [name for name, expr in exprs.items() if f'rehearsal_failures_total{{what="{what}"}}' in expr]
+        assert len(covering) == 1, (what, covering)
+    assert "rehearsal_failures_total" in exported()
+    assert any("rehearsal_status_errors_total" in expr for expr in exprs.values())
+
+
+def test_a_server_down_alert_and_process_metrics():
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert re.fullmatch(r'up\{job=~"rehearsal\.\*"\} == 0', exprs["RehearsalServerDown"].strip())
+    names = exported()
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"):
+        assert name in names, name
+    fleet = " ".join(dashboard_exprs(OPS / "dashboards" / "fleet.json"))
+    assert "process_resident_memory_bytes" in fleet and "process_cpu_seconds_total" in fleet
+
+
+def test_durations_are_aggregated_from_histograms():
+    """Fleet-wide, per-process and per-room quantiles come from histograms' buckets, which sum across rooms
+    and processes (quantile gauges do not)."""
+    exprs = rule_exprs() + [e for p in DASHBOARDS for e in dashboard_exprs(p)]
+    for name in ("tick", "physics_step", "publish"):
+        assert any(f"rehearsal_{name}_duration_seconds_bucket" in e for e in exprs), name
+    room = [e for e in exprs if "rehearsal_room_tick_duration_seconds" in e]
+    assert room and not any("quantile=" in e for e in exprs)  # no quantile gauges left to misuse
+    assert any("rehearsal_room_tick_duration_seconds_bucket" in e and "histogram_quantile" in e for e in room)
 
 
 def test_every_metric_in_rules_and_dashboards_is_exported():
@@ -187,6 +237,7 @@ def test_promtool_the_checkpoint_failure_alert_fires_on_failures_and_only_then(t
                             {
                                 "exp_labels": {"job": "rehearsal", "instance": "a:9100", "severity": "page"},
                                 "exp_annotations": {
+                                    "runbook_url": "ops/RUNBOOK.md#rehearsalcheckpointsfailing",
                                     "summary": "Room checkpoints or action-journal writes are failing on a:9100",
                                     "description": description,
                                 },
@@ -213,6 +264,7 @@ def test_promtool_the_checkpoint_failure_alert_fires_on_failures_and_only_then(t
                             {
                                 "exp_labels": {"job": "rehearsal", "instance": "a:9100", "severity": "page"},
                                 "exp_annotations": {
+                                    "runbook_url": "ops/RUNBOOK.md#rehearsalcheckpointsfailing",
                                     "summary": "Room checkpoints or action-journal writes are failing on a:9100",
                                     "description": description,
                                 },
@@ -226,4 +278,16 @@ def test_promtool_the_checkpoint_failure_alert_fires_on_failures_and_only_then(t
     path = tmp_path / "checkpoint_alert_test.yml"
     path.write_text(yaml.safe_dump(tests))
     result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None and not os.environ.get("CI"), reason="promtool not on PATH (CI installs it)"
+)
+def test_promtool_unit_tests_of_the_alerts():
+    """ops/alerts_test.yml: the server-down, a failure and the tick-budget alerts fire as written, with their
+    annotations (the tick alert's summary names its instance)."""
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(OPS / "alerts_test.yml")], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr

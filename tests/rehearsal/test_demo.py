@@ -12,9 +12,9 @@ from rehearsal.demo import main, run_demo
 
 
 @pytest.mark.slow
-def test_the_demo_team_connects_operates_and_sees_the_mentor():
+def test_the_demo_team_connects_operates_and_sees_the_mentor(tmp_path):
     lines: list[str] = []
-    summary = run_demo(seconds=6, out=lines.append)
+    summary = run_demo(seconds=6, out=lines.append, keep_dir=tmp_path / "kept")
 
     assert summary["ok"], lines
     assert summary["server_exit"] == 0, summary["server_log_tail"]
@@ -51,6 +51,13 @@ def test_the_demo_team_connects_operates_and_sees_the_mentor():
     assert result["session"] == summary["session"] and result["steps"][0]["status"] == "done"
     lead = next(p for p in result["participants"] if p["role"] == "lead_surgeon")
     assert lead["skills"]["hands"]["right"]["metrics"]["path_length_m"] > 0.01
+    # the data is kept, and the demo says how to replay the session and see its results
+    data = tmp_path / "kept" / "data"
+    session = summary["session"]
+    assert (data / "recordings" / f"{session}.rec").is_file()
+    assert f"the demo's data is kept in {data}" in lines
+    assert any(line.endswith(f"-m rehearsal replay {data / 'recordings' / session}.rec") for line in lines), lines
+    assert any(line.endswith(f"-m rehearsal results --data-dir {data} --session {session}") for line in lines)
     print("\n".join(lines))
 
 

@@ -105,3 +105,11 @@ def test_a_room_admits_at_most_its_capacity_and_returning_people_always(scenario
     # someone who was in the room comes back even when newcomers filled it (a dropped headset keeps its seat)
     assert room.join(Identity("s-1", 2, Role.OBSERVER, "b")).identity.participant == 2
     assert room.counters["refused_room_full"] == 2
+
+
+def test_a_room_judges_skills_by_its_scenarios_limits():
+    """``[skill_limits]`` of the scenario reach the room's tracker, so results and debriefs judge by them."""
+    basic = load_scenario("basic_skills")
+    room = Room("s-limits", basic)
+    assert room.skills.thresholds == basic.skill_limits
+    assert room.skills.report()["thresholds"]["path_length_m"] == basic.skill_limits.path_length_m

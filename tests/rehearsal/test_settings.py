@@ -30,3 +30,23 @@ def test_tls_files_come_from_any_source_and_only_in_pairs(tmp_path):
     assert load_settings(None, env={}, tls_cert="c.pem", tls_key="k.pem").tls_key == "k.pem"
     with pytest.raises(SettingsError, match="tls_cert and tls_key go together"):
         load_settings(config, env={})
+
+
+def test_a_boolean_that_is_not_one_is_an_error_not_false(tmp_path):
+    config = tmp_path / "settings.toml"
+    config.write_text('record = "nope"\n')
+    with pytest.raises(SettingsError, match=r"^.*settings\.toml: record = 'nope' is not a boolean \(true or false\)$"):
+        load_settings(config, env={})
+    assert load_settings(None, env={"REHEARSAL_RECORD": "no"}).record is False
+    assert load_settings(None, env={"REHEARSAL_RECORD": "TRUE"}).record is True
+    with pytest.raises(SettingsError, match=r"^environment: share_observer_stream = 'maybe' is not a boolean"):
+        load_settings(None, env={"REHEARSAL_SHARE_OBSERVER_STREAM": "maybe"})
+
+
+def test_an_unknown_setting_names_the_nearest_one(tmp_path):
+    config = tmp_path / "settings.toml"
+    config.write_text('scenario_dirs = "x"\n')
+    with pytest.raises(
+        SettingsError, match=r"settings\.toml: unknown setting 'scenario_dirs' \(did you mean 'scenario_dir'\?\)"
+    ):
+        load_settings(config, env={})

@@ -308,3 +308,17 @@ def test_jerk_uses_the_sample_times_of_poses_held_between_ticks():
     assert with_times.metrics(1, "right").mean_squared_jerk == pytest.approx(expected, rel=0.1)
     assert at_ticks.metrics(1, "right").mean_squared_jerk > 100 * expected
     assert evaluate(with_times.metrics(1, "right")).checks["mean_squared_jerk"]
+
+
+def test_a_tracker_judges_by_its_scenarios_limits():
+    """``SkillTracker(thresholds=scenario.skill_limits)``: report() judges by them unless told otherwise."""
+    from rehearsal.scenario import load_scenario
+
+    limits = load_scenario("basic_skills").skill_limits
+    assert limits.path_length_m < Thresholds().path_length_m  # calibrated, tighter than the default
+    tracker = SkillTracker(thresholds=limits)
+    for i in range(60):  # one second moving 1 cm per tick: 0.59 m of path
+        tracker.observe(i * DT, [sample((0.01 * i, 0.0, 0.0))])
+    assert not tracker.report()["participants"]["1"]["hands"]["right"]["checks"]["path_length_m"]
+    assert tracker.report()["thresholds"]["path_length_m"] == limits.path_length_m
+    assert tracker.report(Thresholds())["participants"]["1"]["hands"]["right"]["checks"]["path_length_m"]

@@ -79,3 +79,68 @@ def test_anonymous_metrics_carry_opaque_room_labels_not_session_ids(server):
     families = {f.name: f for f in text_string_to_metric_families(exposition)}
     refusals = {s.labels["reason"]: s.value for s in families["rehearsal_refusals"].samples}
     assert refusals == {"input_samples": 3.0}
+
+
+def test_failures_are_exported_from_the_start_and_never_go_down(server):
+    from rehearsal.status import FAILURES
+
+    failures = server.ops_status()["failures"]
+    assert failures == dict.fromkeys(FAILURES, 0)  # every kind has a series before its first failure
+    server.counters["results_failed"] += 2
+    server.counters["publish_failed"] += 1
+    session = server.create_session("basic_skills")
+    server.rooms[session].room.counters["step_failed"] += 3  # the room's thread counts its own
+    failures = server.ops_status()["failures"]
+    assert (failures["results_not_saved"], failures["publish_failed"], failures["physics_step_failed"]) == (2, 1, 3)
+    server.sessions.discard_session(session)  # the room and its counters go; its failures stay counted
+    assert server.ops_status()["failures"]["physics_step_failed"] == 3
+    text = server.metrics.exposition().decode()
+    values = {
+        s.labels["what"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "rehearsal_failures"
+        for s in f.samples
+        if s.name == "rehearsal_failures_total"
+    }
+    assert values["results_not_saved"] == 2 and values["physics_step_failed"] == 3
+
+
+def test_room_durations_become_cumulative_buckets_without_missing_or_repeating_a_tick():
+    from collections import deque
+    from types import SimpleNamespace
+
+    from rehearsal.status import RoomDurations
+
+    stats = SimpleNamespace(tick_seconds=deque(maxlen=4), timed_ticks=0, step_seconds=deque(maxlen=4), steps=0)
+    rooms = {"s-1": SimpleNamespace(ticker=SimpleNamespace(stats=stats))}
+    durations = RoomDurations(edges=(0.01, 0.02))
+
+    def tick(seconds):
+        stats.tick_seconds.append(seconds)
+        stats.timed_ticks += 1
+
+    for seconds in (0.005, 0.015, 0.5):
+        tick(seconds)
+    durations.update(rooms)
+    durations.update(rooms)  # nothing new: nothing counted twice
+    tick(0.02)  # exactly on an edge: counts in that bucket (le)
+    durations.update(rooms)
+    histogram = durations.histograms("s-1")["tick_histogram"]
+    assert histogram["buckets"] == [[0.01, 1], [0.02, 3]] and histogram["count"] == 4
+    assert histogram["sum"] == pytest.approx(0.54)
+    assert durations.histograms("s-1")["physics_step_histogram"]["count"] == 0
+    durations.update({})  # the room closed: forgotten
+    assert durations.histograms("s-1") == {}
+
+
+def test_a_rooms_tick_histogram_is_scraped(server):
+    session = server.create_session("basic_skills")
+    live = server.rooms[session]
+    live.ticker.stop()
+    for _ in range(3):
+        server.sessions.on_report(live.room, live.room.advance(live.ticker.dt))
+        live.ticker.record_tick(0.003)
+    text = server.metrics.exposition().decode()
+    label = server.views.room_label(session)
+    assert f'rehearsal_room_tick_duration_seconds_bucket{{le="0.004",session="{label}"}} 3.0' in text
+    assert f'rehearsal_room_tick_duration_seconds_count{{session="{label}"}} 3.0' in text
