@@ -56,12 +56,12 @@ bench-decode: $(STAMP)
 
 # Load and fault runs (loadtests/README.md): the server in a subprocess and swarms of headsets on loopback.
 LOAD_STAMP := $(VENV)/.installed-load
-$(LOAD_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,load]'
-	touch $(LOAD_STAMP)
+$(LOAD_STAMP): $(STAMP)  # set-up on stderr: stdout is the run's JSON report alone
+	@$(PY) -m pip install --quiet -e '.[test,load]' >&2
+	@touch $(LOAD_STAMP)
 
 load-capacity load-impaired load-soak load-faults load-crash load-attack: $(LOAD_STAMP)
-	$(PY) -m loadtests $(@:load-%=%) $(ARGS)
+	@$(PY) -m loadtests $(@:load-%=%) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .numba_cache .pytest_cache
