@@ -157,3 +157,39 @@ def carry_map(old: PatchLayout, new: PatchLayout) -> CarryMap:
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     flat = np.concatenate(sources).astype(np.int64) if sources else np.zeros(0, np.int64)
     return CarryMap(old_patch, old_index, offsets, flat)
+
+
+def edit_layout(
+    old: PatchLayout, vertex_ids: np.ndarray, positions: np.ndarray, max_size: int = DEFAULT_PATCH_SIZE
+) -> PatchLayout:
+    """The layout after a cut or burn as a small edit of ``old``: surface vertices ``vertex_ids`` (with
+    ``positions`` (N, 3)) now. Each old patch keeps its id and its surviving vertices in their order (so
+    patches the change did not touch are identical, and the topology message only lists the others,
+    SNAPSHOT.md 1); vertices ``old`` did not have form new patches at the end (``make_patches``). A patch
+    that lost every vertex takes one of the new patches' place; when there are not enough of those,
+    the whole surface is laid out afresh."""
+    ids = np.asarray(vertex_ids, np.int64)
+    pos = np.asarray(positions, np.float64)
+    alive = np.isin(old.vertex_ids, ids)
+    keep_counts = np.add.reduceat(alive.astype(np.int64), old.offsets[:-1]) if old.patch_count else np.zeros(0)
+    fresh = ~np.isin(ids, old.vertex_ids)
+    added = make_patches(ids[fresh], pos[fresh], max_size) if fresh.any() else PatchLayout(ids[:0], np.zeros(1))
+    empty = np.flatnonzero(keep_counts == 0)
+    if len(empty) > added.patch_count:
+        return make_patches(ids, pos, max_size)
+    groups = [old.vertex_ids[old.patch(p)][alive[old.patch(p)]] for p in range(old.patch_count)]
+    extra = [added.vertex_ids[added.patch(p)] for p in range(added.patch_count)]
+    for p, g in zip(empty.tolist(), extra[: len(empty)], strict=False):
+        groups[p] = g
+    groups += extra[len(empty) :]
+    offsets = np.concatenate([[0], np.cumsum([len(g) for g in groups])]).astype(np.int64)
+    return PatchLayout(np.concatenate(groups).astype(np.int64) if groups else ids[:0], offsets)
+
+
+def kept_patches(old: PatchLayout, new: PatchLayout) -> np.ndarray:
+    """Ids of the patches of ``new`` that are identical (same id, same vertices in the same order) in ``old``."""
+    n = min(old.patch_count, new.patch_count)
+    same = (old.sizes[:n] == new.sizes[:n]).copy()
+    for p in np.flatnonzero(same).tolist():
+        same[p] = np.array_equal(old.vertex_ids[old.patch(p)], new.vertex_ids[new.patch(p)])
+    return np.flatnonzero(same).astype(np.int64)

@@ -194,7 +194,7 @@ def run(
     epoch = trace.epochs[0]
     alive = epoch.surface_ids
     layout = make_patches(alive, positions[0][trace.rows(alive)], patch_size)
-    server = SnapshotServer(layout, config, triangles=epoch.triangles)
+    server = SnapshotServer(layout, config, triangles=epoch.triangles, layout_edits=True)
     n_clients = trace.clients + (late_join is not None)
     decoders: list[SnapshotDecoder | None] = [None] * n_clients
     joined = np.full(n_clients, -1)
@@ -232,7 +232,7 @@ def run(
             epoch = epochs[f]
             old_ids = layout.vertex_ids
             alive = epoch.surface_ids
-            layout = make_patches(alive, positions[f][trace.rows(alive)], patch_size)
+            layout = server.edit_layout(alive, positions[f][trace.rows(alive)], patch_size)
             msg = server.change_topology(
                 layout,
                 cause=epoch.cause,

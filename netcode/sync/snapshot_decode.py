@@ -284,13 +284,27 @@ class SnapshotDecoder:
             and update.epoch == self.epoch + 1
             and update.cause != "full"
         )
-        self._carry = (carry_map(self.layout, update.layout), self._patch_versions) if carry else None
+        if update.kept_patches is not None and not carry:
+            raise SnapshotError(f"topology epoch {update.epoch}: a layout edit needs the previous epoch's layout")
+        old_layout, old_versions, old_latest, old_q = (
+            self.layout,
+            self._patch_versions,
+            self._patch_latest,
+            self._surface_q,
+        )
+        layout = update.resolve_layout(old_layout)
+        self._carry = (carry_map(old_layout, layout), old_versions) if carry else None
         self.epoch = update.epoch
-        self.layout = update.layout
+        self.layout = layout
         self.topology = update
         self._reset_surface()
+        if update.kept_patches is not None:  # kept patches keep their versions (SNAPSHOT.md 1, layout edits)
+            for p in update.kept_patches.tolist():
+                self._patch_versions[p] = dict(old_versions[p])
+                self._patch_latest[p] = old_latest[p]
+                self._surface_q[layout.patch(p)] = old_q[old_layout.patch(p)]
         self._rigid_versions = {oid: {s: v[s]} for oid, v in self._rigid_versions.items() for s in [max(v)]}
-        self._field = PredictionField(update.layout)
+        self._field = PredictionField(layout)
         self._fine_latest = None
         return self._retry_held()
 
