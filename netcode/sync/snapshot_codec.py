@@ -529,13 +529,13 @@ class SnapshotServer:
         *,
         epoch: int = 1,
         triangles: np.ndarray | None = None,
-        layout_edits: bool = False,
+        layout_edits: bool = True,
     ) -> None:
         layout.validate()
         self.config = config
         self.layout_edits = layout_edits
-        """Send a cut's layout as an edit (``kept_patches``) when patches kept their vertices; False for
-        decoders that predate it (SNAPSHOT.md 1)."""
+        """Send a cut's layout as an edit (``kept_patches``) when patches kept their vertices (False: always a
+        whole layout, for decoders that predate edits, SNAPSHOT.md 1)."""
         self.layout = layout
         self.epoch = epoch
         self.triangles = np.zeros((0, 3), np.int64) if triangles is None else np.asarray(triangles, np.int64)

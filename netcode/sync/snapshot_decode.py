@@ -20,6 +20,7 @@ message fields); when ``missing_baselines`` grows the client should send ``snap_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numba
@@ -273,7 +274,8 @@ class SnapshotDecoder:
         raise SnapshotError(f"message {kind!r} is not for the snapshot decoder")
 
     def apply_topology(self, update: TopologyUpdate) -> list[DecodedSnapshot]:
-        """Enter ``update.epoch``: new patch layout, every old baseline dropped; applies held snapshots."""
+        """Enter ``update.epoch``: new patch layout, every old baseline dropped except those of the patches a
+        layout edit keeps (``kept_patches``); applies held snapshots."""
         if self.epoch is not None and update.epoch < self.epoch:
             raise SnapshotError(f"topology epoch {update.epoch} is older than the current epoch {self.epoch}")
         if self.epoch is not None and update.epoch == self.epoch and update.cause != "full":
@@ -296,7 +298,7 @@ class SnapshotDecoder:
         self._carry = (carry_map(old_layout, layout), old_versions) if carry else None
         self.epoch = update.epoch
         self.layout = layout
-        self.topology = update
+        self.topology = update if update.kept_patches is None else dataclasses.replace(update, layout=layout)
         self._reset_surface()
         if update.kept_patches is not None:  # kept patches keep their versions (SNAPSHOT.md 1, layout edits)
             for p in update.kept_patches.tolist():
