@@ -57,6 +57,7 @@ GRASP_FRAME = 30
 PROBE = 0.002  # m: the probe's motion of the grasp point
 MIN_RESPONSE = 0.005  # as the rehearsal server's codec predictor (rehearsal.response_model.CODEC_MIN_RESPONSE)
 MAX_PREDICTED = 4096
+GENERATED_PHASES = {"join": (0, 10), "grasp": (10, 30), "pull": (30, 150), "hold": (150, 210), "release": (210, 300)}
 JOINED_ERROR = 1e-3
 """A client has joined (converged) from the first frame it holds every patch within this of the truth."""
 REST_FRAMES = 6
@@ -199,6 +200,7 @@ def run(
     decoders: list[SnapshotDecoder | None] = [None] * n_clients
     joined = np.full(n_clients, -1)
     reliable = np.zeros(n_clients)  # bytes of topology and predictor messages sent to each client
+    reliable_at = np.zeros(trace.frames)  # ... to the clients joined at frame 0, per frame
     topo_bytes = np.zeros(n_clients)
     acks: list[list[tuple[int, int]]] = [[] for _ in range(n_clients)]  # (due frame, sequence)
     pending: list[tuple[int, int, bytes]] = []  # (due frame, client, reliable message)
@@ -215,6 +217,7 @@ def run(
         for msg in server.join_messages():
             dec.on_message(msg)
             reliable[c] += len(msg)
+            reliable_at[f] += len(msg) if c < trace.clients else 0
         server.add_client(c, budget_bytes=budget, resend_after=rtt_frames + 2)
         joined[c] = f
 
@@ -228,6 +231,7 @@ def run(
                 if dec is not None:
                     dec.on_message(msg)
                     reliable[c] += len(msg)
+                    reliable_at[f] += len(msg) if c < trace.clients else 0
         if f in epochs:
             epoch = epochs[f]
             old_ids = layout.vertex_ids
@@ -247,6 +251,7 @@ def run(
                 if dec is not None:
                     pending.append((f + max(1, rtt_frames // 2), c, msg))
                     reliable[c] += len(msg)
+                    reliable_at[f] += len(msg) if c < trace.clients else 0
                     topo_bytes[c] += len(msg)
         truth = positions[f][trace.rows(layout.vertex_ids)]
         vertices_per_frame.append(layout.vertex_count)
@@ -300,6 +305,13 @@ def run(
             rest_errors += [e for f, e, _ in display[c] if conv is not None and f >= conv and at_rest[f]]
         converged.append(None if conv is None else round((conv - joined[c]) / hz, 3))
     err_a = np.array(errors or [np.nan])
+    per_frame = np.mean([sizes[c] for c in range(trace.clients)], axis=0) + reliable_at / trace.clients
+    phases = {}
+    for name, (lo, hi) in _phases(trace).items():
+        lo, hi = max(0, lo), min(trace.frames, hi)
+        if hi > lo:
+            bits = float(per_frame[lo:hi].mean()) * 8 / float(np.mean(vertices_per_frame[lo:hi]))
+            phases[name] = {"frames": [lo, hi], "bits_per_vertex_per_frame": round(bits, 3)}
     doc = {
         "budget_bytes_per_frame": budget,
         "surface_vertices_mean": round(n_vertices, 1),
@@ -321,6 +333,7 @@ def run(
         "max_error_displayed_mm": round(float(np.nanmax(err_a)) * 1e3, 4),
         "p99_error_displayed_mm": round(float(np.nanpercentile(err_a, 99)) * 1e3, 4),
         "mean_of_frame_max_error_displayed_mm": round(float(np.nanmean(err_a)) * 1e3, 4),
+        "phases": phases,
         "rest_frames": int(np.count_nonzero(at_rest)),
         "max_error_displayed_at_rest_mm": round(max(rest_errors) * 1e3, 4) if rest_errors else None,
         "converged_after_join_s": converged[: trace.clients],
@@ -345,6 +358,12 @@ def run(
             "reliable_bytes_at_join": int(reliable[-1] - topo_bytes[-1]),
         }
     return doc
+
+
+def _phases(trace) -> dict[str, tuple[int, int]]:
+    """The trace's named frame ranges (a recorded scene's script phases), in frame order."""
+    named = trace.info.get("phases", {}) if isinstance(trace, RecordedTrace) else GENERATED_PHASES
+    return dict(sorted(((k, (int(v[0]), int(v[1]))) for k, v in named.items()), key=lambda kv: kv[1]))
 
 
 def _rest_frames(trace, positions: list[np.ndarray], bound: float) -> np.ndarray:
@@ -524,6 +543,7 @@ def bench_trace(trace: Trace | RecordedTrace, config: CodecConfig, args: argpars
 SUMMARY = [
     ("unlimited", "bits_per_vertex_per_frame"),
     ("unlimited", "bits_per_vertex_per_frame_snapshots"),
+    ("unlimited", "phases"),
     ("unlimited", "mbit_per_s_per_client"),
     ("unlimited", "topology_bytes_per_message"),
     ("unlimited", "topology_bytes_per_frame"),
@@ -571,7 +591,11 @@ def main(argv: list[str] | None = None) -> int:
         row = {}
         for name, r in results.items():
             v = r[key] if part is None else r[part].get(key) if isinstance(r[part], dict) else None
-            row[name] = v["converged_s"] if isinstance(v, dict) else v
+            if key == "late_joiner" and isinstance(v, dict):
+                v = v["converged_s"]
+            elif key == "phases" and isinstance(v, dict):
+                v = {k: p["bits_per_vertex_per_frame"] for k, p in v.items()}
+            row[name] = v
         summary[key if part is None else f"{part}.{key}"] = row
     doc = {
         "codec": {

@@ -135,8 +135,9 @@ def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> boo
 def patch_weights(
     x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
 ):
-    """Per patch: whether the client's acked version is off the truth ``x`` by more than the bound
-    (``pending``), the priority weight this frame, and the age code; returns (pending, weights, codes).
+    """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
+    it arrives), is off the truth ``x`` by more than the bound (``pending``), the priority weight this frame,
+    and the age code; returns (pending, weights, codes).
 
     The change is measured in steps of the worst coordinate, against the acked version, or against the
     version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
@@ -162,7 +163,7 @@ def patch_weights(
                 if ds > max_error and ds > ms:
                     ms = ds
         has_base = acked_seq[p] >= 0
-        pending[p] = not has_base or ma > 0.0
+        pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0)
         if not pending[p]:
             continue
         moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
