@@ -305,6 +305,7 @@ def run(
             rest_errors += [e for f, e, _ in display[c] if conv is not None and f >= conv and at_rest[f]]
         converged.append(None if conv is None else round((conv - joined[c]) / hz, 3))
     err_a = np.array(errors or [np.nan])
+    seen = bool(errors)
     per_frame = np.mean([sizes[c] for c in range(trace.clients)], axis=0) + reliable_at / trace.clients
     phases = {}
     for name, (lo, hi) in _phases(trace).items():
@@ -330,9 +331,9 @@ def run(
         "bits_per_vertex_per_frame": round(total * 8 / n_vertices, 3),
         "mbit_per_s_per_client": round(total * 8 * hz / 1e6, 3),
         "max_error_quantization_mm": round(max(quant_err) * 1e3, 5) if quant_err else None,
-        "max_error_displayed_mm": round(float(np.nanmax(err_a)) * 1e3, 4),
-        "p99_error_displayed_mm": round(float(np.nanpercentile(err_a, 99)) * 1e3, 4),
-        "mean_of_frame_max_error_displayed_mm": round(float(np.nanmean(err_a)) * 1e3, 4),
+        "max_error_displayed_mm": round(float(err_a.max()) * 1e3, 4) if seen else None,
+        "p99_error_displayed_mm": round(float(np.percentile(err_a, 99)) * 1e3, 4) if seen else None,
+        "mean_of_frame_max_error_displayed_mm": round(float(err_a.mean()) * 1e3, 4) if seen else None,
         "phases": phases,
         "rest_frames": int(np.count_nonzero(at_rest)),
         "max_error_displayed_at_rest_mm": round(max(rest_errors) * 1e3, 4) if rest_errors else None,
@@ -506,8 +507,9 @@ def bench_trace(trace: Trace | RecordedTrace, config: CodecConfig, args: argpars
         "at_most_0_5_bit_per_vertex_per_frame": unlimited["bits_per_vertex_per_frame"] <= 0.5,
         "at_most_one_eighth_of_draco": None if ratio is None else ratio <= 0.125,
         "budgeted_rate_within_budget": budgeted["bytes_per_frame_max"] <= budget,
-        "max_quantization_error_within_bound": budgeted["max_error_quantization_mm"] <= args.max_error * 1e3 + 1e-6,
-        "budgeted_p99_displayed_at_most_1_mm": budgeted["p99_error_displayed_mm"] <= 1.0,
+        "max_quantization_error_within_bound": (budgeted["max_error_quantization_mm"] or 0.0)
+        <= args.max_error * 1e3 + 1e-6,
+        "budgeted_p99_displayed_at_most_1_mm": (budgeted["p99_error_displayed_mm"] or math.inf) <= 1.0,
         "budgeted_at_rest_at_most_bound": budgeted["max_error_displayed_at_rest_mm"] is None
         or budgeted["max_error_displayed_at_rest_mm"] <= args.max_error * 1e3 * (1 + 1e-6),
         "late_joiner_converged_within_0_5_s": late_s is not None and late_s <= 0.5,
