@@ -182,31 +182,49 @@ def patch_weights(
 @_jit
 def choose_delta(x, q, base, origin, step, max_error, s, n, d):
     """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
-    ``x[s:s+n]``, preferring to repeat the previous vertex's delta (per axis, from 0 at the first).
+    ``x[s:s+n]``, in as few runs of equal deltas as possible (per axis, in layout order).
 
-    Every coordinate has an interval of admissible deltas (two or three grid values at the default step);
-    taking the one nearest the previous vertex's delta keeps still vertices at 0 and turns a smooth motion
-    into long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout sends as run
-    lengths (changes between runs are then mostly +-1). Where float rounding leaves no admissible value
-    the shared quantized value ``q`` is used.
+    Every coordinate has an interval of admissible deltas (two or three grid values at the default step).
+    A run extends while the intersection of its vertices' intervals is not empty; it then takes the value
+    of that intersection nearest the previous run's (from 0 at the first). The number of runs is the
+    fewest possible (a greedy cover of intervals is optimal), so still vertices keep delta 0 and a smooth
+    motion becomes long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout
+    sends as run lengths (changes between runs are then mostly small). Where float rounding leaves no
+    admissible value the shared quantized value ``q`` is used (a run of its own).
     """
     inv = 1.0 / step
     reach = max_error * inv
+    lo = np.empty(n, np.int64)
+    hi = np.empty(n, np.int64)
     for a in range(3):
         o = origin[a]
-        prev = 0
         for i in range(n):
             xi = x[s + i, a]
             b = base[s + i, a]
             g = (xi - o) * inv  # lo/hi are candidates only: _fits decides exactly
-            lo = np.int64(np.ceil(g - reach))
-            hi = np.int64(np.floor(g + reach))
-            while lo <= hi and not _fits(xi, lo, o, step, max_error):
-                lo += 1
-            while hi >= lo and not _fits(xi, hi, o, step, max_error):
-                hi -= 1
-            prev = np.int64(q[s + i, a]) - b if lo > hi else min(max(prev, lo - b), hi - b)
-            d[i, a] = prev
+            low = np.int64(np.ceil(g - reach))
+            high = np.int64(np.floor(g + reach))
+            while low <= high and not _fits(xi, low, o, step, max_error):
+                low += 1
+            while high >= low and not _fits(xi, high, o, step, max_error):
+                high -= 1
+            if low > high:
+                low = high = np.int64(q[s + i, a])
+            lo[i] = low - b
+            hi[i] = high - b
+        prev = 0
+        i = 0
+        while i < n:
+            run_lo, run_hi = lo[i], hi[i]
+            j = i + 1
+            while j < n and max(run_lo, lo[j]) <= min(run_hi, hi[j]):
+                run_lo = max(run_lo, lo[j])
+                run_hi = min(run_hi, hi[j])
+                j += 1
+            prev = min(max(prev, run_lo), run_hi)
+            for k in range(i, j):
+                d[k, a] = prev
+            i = j
 
 
 @_jit
