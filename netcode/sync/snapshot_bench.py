@@ -1,30 +1,38 @@
-"""State-sync benchmark: a generated grasp-pull-cut trace through the snapshot codec; prints one JSON document.
+"""State-sync benchmark: traces recorded from the physics engine, and a generated one, through the snapshot codec.
 
-    python -m netcode.sync.snapshot_bench [--frames 300] [--clients 4] [--rate 1000000] [--rtt-ms 100] [--loss 0.02]
+    python -m netcode.sync.snapshot_bench --trace liver.npz --trace block.npz [--no-generated] [--frames 300]
+        [--clients 4] [--rate 1000000] [--rate-vertices 10000] [--rtt-ms 100] [--loss 0.02]
 
-The trace (numpy only, no physics): a 100 x 100 vertex organ-like surface (10 cm square dome, 19,602
-triangles) with uniform per-frame solver jitter of +-0.04 mm per coordinate, a Gaussian bump
-(sigma 12 mm) that follows a grasper pulling 3 cm up and 1 cm sideways over 2 s, a cut at frame 180
-(a 6 cm slit: vertices and triangles removed, a new patch layout and topology epoch), then the release;
-three instruments move (one with a jaw) and every client's head bobs.
+``make bench-snapshot`` records the traces with ``physics.trace_recorder`` when missing (netcode never
+imports physics: the bench reads the files, ``recorded_trace.py``) and prints one JSON document: a
+``summary`` (each figure per trace, side by side) and per trace its runs (``budgeted`` at ``--rate``,
+``budgeted_per_vertex`` at the same budget per vertex as ``--rate`` for ``--rate-vertices``,
+``unlimited``), Draco and the goals of issue 22. Byte figures count the topology and predictor messages
+(``bits_per_vertex_per_frame``), also per phase of the script; errors are what a client shows once it
+holds every patch within 1 mm, and at rest; a late joiner arrives ``--late-join-s`` in.
 
-When the jaws have closed (frame ``GRASP_FRAME``) the server adds a motion predictor, as the rehearsal
-server does at a grasp: the trace's response to a small motion of the grasp point along x, y and z (what
-``rehearsal.response_model.probe_response`` measures with the physics engine; keeping vertices that move
-at least MIN_RESPONSE of it). Its ``snap_predictor`` message reaches each client with that frame's
-snapshot and its bytes are counted (``predictor_bytes_per_frame``, and in the ratio to Draco). The trace's
-bump is exactly linear in the grasp motion, so here the predictor explains all of it; on simulated tissue
-it explains most (``python -m rehearsal.response_bench``). ``--no-predictor`` runs without it.
+The generated trace (numpy only, no physics; a unit fixture more than the figure of merit): a 100 x 100
+vertex organ-like surface (10 cm square dome, 19,602 triangles) with uniform per-frame solver jitter of
++-0.04 mm per coordinate, a Gaussian bump (sigma 12 mm) that follows a grasper pulling 3 cm up and 1 cm
+sideways over 2 s, a cut at frame 180 (a 6 cm slit: vertices and triangles removed, a new topology
+epoch), then the release; three instruments move (one with a jaw) and every client's head bobs.
 
-Each client receives its snapshots at once (the codec's figures do not depend on one-way latency),
-loses ``--loss`` of them, acknowledges the rest ``--rtt-ms`` later, and gets the topology message half
-a round trip after the cut (its snapshots of the new epoch are held until then). Run twice: at the
-per-client budget for ``--rate`` bit/s, and with no budget. Figures: snapshot bytes per frame, bits per
-vertex per frame, Mbit/s at 60 Hz, encode/decode microseconds per client-frame (wall clock mean, median
-and p99, and the encoding thread's CPU time, which other busy processes disturb less; the numba kernels
-are warmed up first), the client's error
-against the server's truth (quantization of what it received; and everything it displays, i.e. plus
-staleness), and where DracoPy is installed Draco's bytes for the same frames at the same maximum error.
+When the jaws have closed (frame ``GRASP_FRAME``; generated trace only) the server adds a motion
+predictor, as the rehearsal server does at a grasp: the trace's response to a small motion of the grasp
+point along x, y and z (what ``rehearsal.response_model.probe_response`` measures with the physics
+engine; keeping vertices that move at least MIN_RESPONSE of it). Its ``snap_predictor`` message reaches
+each client with that frame's snapshot and its bytes are counted. The trace's bump is exactly linear in
+the grasp motion, so here the predictor explains all of it. ``--no-predictor`` runs without it.
+
+Each client (``--clients`` join at frame 0) receives its snapshots at once (the codec's figures do not
+depend on one-way latency), loses ``--loss`` of them, acknowledges the rest ``--rtt-ms`` later, and gets
+each topology message half a round trip after the change (its snapshots of the new epoch are held until
+then). Figures: snapshot bytes per frame, bits per vertex per frame, Mbit/s at 60 Hz, encode/decode
+microseconds per client-frame (wall clock mean, median and p99, and the encoding thread's CPU time, which
+other busy processes disturb less; the numba kernels are warmed up first), the client's error against the
+server's truth (quantization of what it received; and everything it displays, i.e. plus staleness), and
+where DracoPy is installed (``make bench-snapshot`` installs it) Draco's bytes for the same frames at the
+same maximum error.
 """
 
 from __future__ import annotations
