@@ -48,6 +48,8 @@ class RecordedTrace:
 
     def __init__(self, path: Path | str, clients: int, frames: int | None = None) -> None:
         self.path = Path(path)
+        if frames is not None and frames < 1:
+            raise TraceError(f"frames must be at least 1, got {frames}")
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}

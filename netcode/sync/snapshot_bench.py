@@ -466,7 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m netcode.sync.snapshot_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--trace", type=Path, action="append", default=[], help="a recorded trace (.npz; repeatable)")
     p.add_argument("--no-generated", action="store_true", help="skip the generated trace")
-    p.add_argument("--frames", type=int, default=300, help="generated trace frames; recorded traces: at most")
+    p.add_argument(
+        "--frames", type=int, default=None, help="generated trace frames (300); recorded ones: at most (all)"
+    )
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rate", type=float, default=1_000_000, help="per-client link budget, bit/s (1e6)")
     p.add_argument(
@@ -578,13 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     config = CodecConfig(PositionQuantizer(args.max_error, step=args.max_error if args.step is None else args.step))
     traces: list[Trace | RecordedTrace] = []
     if not args.no_generated:
-        if args.frames <= CUT_FRAME:
+        frames = 300 if args.frames is None else args.frames
+        if frames <= CUT_FRAME:
             print(f"--frames must exceed the cut frame {CUT_FRAME}", file=sys.stderr)
             return 2
-        traces.append(Trace(args.frames, args.clients))
+        traces.append(Trace(frames, args.clients))
     for path in args.trace:
         try:
-            traces.append(RecordedTrace(path, args.clients, args.frames if args.frames != 300 else None))
+            traces.append(RecordedTrace(path, args.clients, args.frames))
         except TraceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
