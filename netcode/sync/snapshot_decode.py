@@ -569,27 +569,46 @@ class SnapshotDecoder:
     def _objects(
         self, seq: int, server_time: float, patches: dict, rigid: dict, fine: np.ndarray | None
     ) -> list[DecodedObject]:
+        """The decoded objects, dequantized in one pass over all rigid objects and one over all patch rows
+        (the same arithmetic per value as one object at a time)."""
         assert self.layout is not None and self.config is not None
         out = []
-        for oid, (base_seq, version) in rigid.items():
-            out.append(self._rigid_object(oid, version, seq, server_time, base_seq is None))
-        positions = self.config.positions
-        for pid, (base_seq, q) in patches.items():
-            sl = self.layout.patch(pid)
-            shown = positions.dequantize(q)
-            if fine is not None:
-                shown += fine_to_metres(fine[sl], positions.grid)
-            out.append(
-                DecodedObject(
-                    pid,
-                    "patch",
-                    seq,
-                    server_time,
-                    base_seq is None,
-                    shown,
-                    vertex_ids=self.layout.vertex_ids[sl],
+        cfg = self.config
+        if rigid:
+            versions = [v for _, v in rigid.values()]
+            pos = cfg.positions.dequantize(np.array([v.pos for v in versions], np.int64).reshape(-1, 3))
+            rots = decode_rotations(np.array([v.rot for v in versions], np.uint64), cfg.rotation_bits)
+            for j, (oid, (base_seq, v)) in enumerate(rigid.items()):
+                jaw = None if v.jaw == NO_JAW else float(cfg.jaw.dequantize(v.jaw))
+                kind = RigidKind(v.kind).name.lower()
+                out.append(
+                    DecodedObject(oid, kind, seq, server_time, base_seq is None, pos[j], orientation=rots[j], jaw=jaw)
                 )
-            )
+        if patches:
+            offsets = self.layout.offsets
+            pids = list(patches)
+            shown = cfg.positions.dequantize(np.concatenate([patches[pid][1] for pid in pids]))
+            if fine is not None:
+                starts = offsets[pids]
+                sizes = offsets[np.asarray(pids) + 1] - starts
+                rows = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+                shown += fine_to_metres(fine[rows], cfg.positions.grid)
+            at = 0
+            for pid in pids:
+                lo, hi = int(offsets[pid]), int(offsets[pid + 1])
+                base_seq = patches[pid][0]
+                out.append(
+                    DecodedObject(
+                        pid,
+                        "patch",
+                        seq,
+                        server_time,
+                        base_seq is None,
+                        shown[at : at + hi - lo],
+                        vertex_ids=self.layout.vertex_ids[lo:hi],
+                    )
+                )
+                at += hi - lo
         return out
 
     def _rigid_object(self, oid: int, v: _RigidVersion, seq: int, t: float, full: bool) -> DecodedObject:
