@@ -40,8 +40,17 @@ bench: $(STAMP)
 bench-net: $(STAMP)
 	@$(PY) -m netcode.transport.bench $(ARGS)
 
-bench-snapshot: $(STAMP)
-	@$(PY) -m netcode.sync.snapshot_bench $(ARGS)
+# Traces recorded from the real engine (physics/trace_recorder.py), cached per physics source (not in git)
+TRACE_DIR := .numba_cache/traces/$(shell find physics -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
+$(TRACE_DIR)/%.npz: | $(STAMP)
+	@$(PY) -m physics.trace_recorder --scene $* --out $@ --quiet >&2
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	@$(PY) -m pip install --quiet -e '.[test,bench]' >&2
+	@touch $(BENCH_STAMP)
+
+bench-snapshot: $(BENCH_STAMP) $(TRACE_DIR)/liver.npz $(TRACE_DIR)/block.npz
+	@$(PY) -m netcode.sync.snapshot_bench --trace $(TRACE_DIR)/liver.npz --trace $(TRACE_DIR)/block.npz $(ARGS)
 
 bench-response: $(STAMP)
 	@$(PY) -m rehearsal.response_bench $(ARGS)

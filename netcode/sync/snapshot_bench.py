@@ -1,30 +1,38 @@
-"""State-sync benchmark: a generated grasp-pull-cut trace through the snapshot codec; prints one JSON document.
+"""State-sync benchmark: traces recorded from the physics engine, and a generated one, through the snapshot codec.
 
-    python -m netcode.sync.snapshot_bench [--frames 300] [--clients 4] [--rate 1000000] [--rtt-ms 100] [--loss 0.02]
+    python -m netcode.sync.snapshot_bench --trace liver.npz --trace block.npz [--no-generated] [--frames 300]
+        [--clients 4] [--rate 1000000] [--rate-vertices 10000] [--rtt-ms 100] [--loss 0.02]
 
-The trace (numpy only, no physics): a 100 x 100 vertex organ-like surface (10 cm square dome, 19,602
-triangles) with uniform per-frame solver jitter of +-0.04 mm per coordinate, a Gaussian bump
-(sigma 12 mm) that follows a grasper pulling 3 cm up and 1 cm sideways over 2 s, a cut at frame 180
-(a 6 cm slit: vertices and triangles removed, a new patch layout and topology epoch), then the release;
-three instruments move (one with a jaw) and every client's head bobs.
+``make bench-snapshot`` records the traces with ``physics.trace_recorder`` when missing (netcode never
+imports physics: the bench reads the files, ``recorded_trace.py``) and prints one JSON document: a
+``summary`` (each figure per trace, side by side) and per trace its runs (``budgeted`` at ``--rate``,
+``budgeted_per_vertex`` at the same budget per vertex as ``--rate`` for ``--rate-vertices``,
+``unlimited``), Draco and the goals of issue 22. Byte figures count the topology and predictor messages
+(``bits_per_vertex_per_frame``), also per phase of the script; errors are what a client shows once it
+holds every patch within 1 mm, and at rest; a late joiner arrives ``--late-join-s`` in.
 
-When the jaws have closed (frame ``GRASP_FRAME``) the server adds a motion predictor, as the rehearsal
-server does at a grasp: the trace's response to a small motion of the grasp point along x, y and z (what
-``rehearsal.response_model.probe_response`` measures with the physics engine; keeping vertices that move
-at least MIN_RESPONSE of it). Its ``snap_predictor`` message reaches each client with that frame's
-snapshot and its bytes are counted (``predictor_bytes_per_frame``, and in the ratio to Draco). The trace's
-bump is exactly linear in the grasp motion, so here the predictor explains all of it; on simulated tissue
-it explains most (``python -m rehearsal.response_bench``). ``--no-predictor`` runs without it.
+The generated trace (numpy only, no physics; a unit fixture more than the figure of merit): a 100 x 100
+vertex organ-like surface (10 cm square dome, 19,602 triangles) with uniform per-frame solver jitter of
++-0.04 mm per coordinate, a Gaussian bump (sigma 12 mm) that follows a grasper pulling 3 cm up and 1 cm
+sideways over 2 s, a cut at frame 180 (a 6 cm slit: vertices and triangles removed, a new topology
+epoch), then the release; three instruments move (one with a jaw) and every client's head bobs.
 
-Each client receives its snapshots at once (the codec's figures do not depend on one-way latency),
-loses ``--loss`` of them, acknowledges the rest ``--rtt-ms`` later, and gets the topology message half
-a round trip after the cut (its snapshots of the new epoch are held until then). Run twice: at the
-per-client budget for ``--rate`` bit/s, and with no budget. Figures: snapshot bytes per frame, bits per
-vertex per frame, Mbit/s at 60 Hz, encode/decode microseconds per client-frame (wall clock mean, median
-and p99, and the encoding thread's CPU time, which other busy processes disturb less; the numba kernels
-are warmed up first), the client's error
-against the server's truth (quantization of what it received; and everything it displays, i.e. plus
-staleness), and where DracoPy is installed Draco's bytes for the same frames at the same maximum error.
+When the jaws have closed (frame ``GRASP_FRAME``; generated trace only) the server adds a motion
+predictor, as the rehearsal server does at a grasp: the trace's response to a small motion of the grasp
+point along x, y and z (what ``rehearsal.response_model.probe_response`` measures with the physics
+engine; keeping vertices that move at least MIN_RESPONSE of it). Its ``snap_predictor`` message reaches
+each client with that frame's snapshot and its bytes are counted. The trace's bump is exactly linear in
+the grasp motion, so here the predictor explains all of it. ``--no-predictor`` runs without it.
+
+Each client (``--clients`` join at frame 0) receives its snapshots at once (the codec's figures do not
+depend on one-way latency), loses ``--loss`` of them, acknowledges the rest ``--rtt-ms`` later, and gets
+each topology message half a round trip after the change (its snapshots of the new epoch are held until
+then). Figures: snapshot bytes per frame, bits per vertex per frame, Mbit/s at 60 Hz, encode/decode
+microseconds per client-frame (wall clock mean, median and p99, and the encoding thread's CPU time, which
+other busy processes disturb less; the numba kernels are warmed up first), the client's error against the
+server's truth (quantization of what it received; and everything it displays, i.e. plus staleness), and
+where DracoPy is installed (``make bench-snapshot`` installs it) Draco's bytes for the same frames at the
+same maximum error.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, make_patches
 from netcode.sync.quantize import PositionQuantizer
+from netcode.sync.recorded_trace import Epoch, RecordedTrace, TraceError
 from netcode.sync.snapshot import CodecConfig, RigidKind, RigidSet, SnapshotError
 from netcode.sync.snapshot_codec import SnapshotServer, budget_for_rate
 from netcode.sync.snapshot_decode import SnapshotDecoder
@@ -55,6 +65,11 @@ GRASP_FRAME = 30
 PROBE = 0.002  # m: the probe's motion of the grasp point
 MIN_RESPONSE = 0.005  # as the rehearsal server's codec predictor (rehearsal.response_model.CODEC_MIN_RESPONSE)
 MAX_PREDICTED = 4096
+GENERATED_PHASES = {"join": (0, 10), "grasp": (10, 30), "pull": (30, 150), "hold": (150, 210), "release": (210, 300)}
+JOINED_ERROR = 1e-3
+"""A client has joined (converged) from the first frame it holds every patch within this of the truth."""
+REST_FRAMES = 6
+"""The tissue is at rest at a frame when no vertex moved more than the error bound over this many frames."""
 
 
 # ------------------------------------------------------------------------------------------ the trace
@@ -110,13 +125,18 @@ def rigid_at(frame: int, grasp_point: np.ndarray, clients: int) -> RigidSet:
 
 
 class Trace:
-    """Ground truth per frame: surface positions (all mesh vertices) and rigid objects."""
+    """The generated trace's ground truth per frame: surface positions (all mesh vertices), rigid objects and
+    its two topology epochs (the whole dome; after the cut)."""
+
+    name = "generated"
+    hz = HZ
 
     def __init__(self, frames: int, clients: int, seed: int = 7) -> None:
         self.rest, self.triangles = surface_rest()
         self.frames = frames
         self.clients = clients
         self.seed = seed
+        self.vertex_ids = np.arange(len(self.rest))
         centre = np.array([SIZE / 2, 0, SIZE / 2 + 0.005])
         self.grasp_id = int(np.argmin(np.sum((self.rest[:, [0, 2]] - centre[[0, 2]]) ** 2, axis=1)))
         self.grasp_point = self.rest[self.grasp_id]
@@ -125,7 +145,14 @@ class Trace:
         keep_tri = ~np.isin(self.triangles, self.removed).any(axis=1)
         self.removed_triangles = self.triangles[~keep_tri]
         self.triangles_after = self.triangles[keep_tri]
-        self.alive_after = np.setdiff1d(np.arange(len(self.rest)), self.removed)
+        none = np.zeros((0, 3), np.int64)
+        self.epochs = [Epoch(0, "full", -1, self.triangles, none, self.triangles)]
+        if frames > CUT_FRAME:
+            self.epochs.append(Epoch(CUT_FRAME, "cut", 1, self.triangles_after, self.removed_triangles, none))
+        self.grasp_frames = np.array([GRASP_FRAME])
+
+    def rows(self, vertex_ids: np.ndarray) -> np.ndarray:
+        return np.asarray(vertex_ids, np.int64)
 
     def positions(self, frame: int) -> np.ndarray:
         pos = self.rest + self.weights[:, None] * grasp_offset(frame)[None, :]
@@ -157,7 +184,7 @@ class Trace:
 
 
 def run(
-    trace: Trace,
+    trace: Trace | RecordedTrace,
     config: CodecConfig,
     budget: int | None,
     rtt_frames: int,
@@ -165,55 +192,90 @@ def run(
     seed: int = 1,
     patch_size: int = DEFAULT_PATCH_SIZE,
     predictor: bool = True,
+    late_join: int | None = None,
 ) -> dict:
+    """Replay ``trace`` to ``trace.clients`` clients (joined at frame 0) and, if ``late_join`` is a frame,
+    one more that joins then; returns the figures (the late joiner's apart)."""
     rng = np.random.default_rng(seed)
+    hz = trace.hz
     positions = [trace.positions(f) for f in range(trace.frames)]
-    alive = np.arange(len(trace.rest))
-    layout = make_patches(alive, trace.rest[alive], patch_size)
-    server = SnapshotServer(layout, config, triangles=trace.triangles)
-    decoders = []
-    for c in range(trace.clients):
-        dec = SnapshotDecoder()
+    epochs = {e.frame: e for e in trace.epochs[1:]}
+    epoch = trace.epochs[0]
+    alive = epoch.surface_ids
+    layout = make_patches(alive, positions[0][trace.rows(alive)], patch_size)
+    server = SnapshotServer(layout, config, triangles=epoch.triangles, layout_edits=True)
+    n_clients = trace.clients + (late_join is not None)
+    decoders: list[SnapshotDecoder | None] = [None] * n_clients
+    joined = np.full(n_clients, -1)
+    reliable = np.zeros(n_clients)  # bytes of topology and predictor messages sent to each client
+    reliable_at = np.zeros(trace.frames)  # ... to the clients joined at frame 0, per frame
+    topo_bytes = np.zeros(n_clients)
+    acks: list[list[tuple[int, int]]] = [[] for _ in range(n_clients)]  # (due frame, sequence)
+    pending: list[tuple[int, int, bytes]] = []  # (due frame, client, reliable message)
+    sizes: list[list[int]] = [[] for _ in range(n_clients)]
+    enc_us, enc_cpu_us, dec_us, quant_err = [], [], [], []
+    display: list[list[tuple[int, float, bool]]] = [[] for _ in range(n_clients)]  # (frame, max error, all?)
+    held = lost = rejected = 0
+    topo_messages = 0
+    vertices_per_frame = []
+    at_rest = _rest_frames(trace, positions, config.positions.max_error)
+
+    def join(c: int, f: int) -> None:
+        dec = decoders[c] = SnapshotDecoder()
         for msg in server.join_messages():
             dec.on_message(msg)
-        decoders.append(dec)
+            reliable[c] += len(msg)
+            reliable_at[f] += len(msg) if c < trace.clients else 0
         server.add_client(c, budget_bytes=budget, resend_after=rtt_frames + 2)
-    acks: list[list[tuple[int, int]]] = [[] for _ in range(trace.clients)]  # (due frame, sequence)
-    topo_pending: list[tuple[int, bytes]] = []
-    sizes, enc_us, enc_cpu_us, dec_us, quant_err, display_err = [], [], [], [], [], []
-    held = lost = rejected = 0
-    predictor_bytes = 0
+        joined[c] = f
+
     for f in range(trace.frames):
-        if predictor and f == GRASP_FRAME:
+        for c in range(n_clients):
+            if decoders[c] is None and ((c < trace.clients and f == 0) or (c == trace.clients and f == late_join)):
+                join(c, f)
+        if predictor and f == GRASP_FRAME and hasattr(trace, "response"):
             msg = server.add_predictor(*trace.response())
-            for dec in decoders:
-                dec.on_message(msg)
-            predictor_bytes += len(msg) * len(decoders)
-        if f == CUT_FRAME:
-            alive = trace.alive_after
-            layout = make_patches(alive, positions[f][alive], patch_size)
+            for c, dec in enumerate(decoders):
+                if dec is not None:
+                    dec.on_message(msg)
+                    reliable[c] += len(msg)
+                    reliable_at[f] += len(msg) if c < trace.clients else 0
+        if f in epochs:
+            epoch = epochs[f]
+            old_ids = layout.vertex_ids
+            alive = epoch.surface_ids
+            layout = server.edit_layout(alive, positions[f][trace.rows(alive)], patch_size)
             msg = server.change_topology(
                 layout,
-                removed_vertices=trace.removed,
-                removed_triangles=trace.removed_triangles,
-                added_triangles=np.zeros((0, 3), np.int64),
-                triangles=trace.triangles_after,
-                instrument=1,
+                cause=epoch.cause,
+                instrument=None if epoch.instrument < 0 else epoch.instrument,
+                removed_vertices=np.setdiff1d(old_ids, layout.vertex_ids),
+                removed_triangles=epoch.removed,
+                added_triangles=epoch.added,
+                triangles=epoch.triangles,
             )
-            topo_pending.append((f + max(1, rtt_frames // 2), msg))
-        truth = positions[f][layout.vertex_ids]
-        frame = server.begin_frame(f / HZ, truth, trace.rigid(f))
-        for _due, msg in [t for t in topo_pending if t[0] == f]:
-            for dec in decoders:
-                dec.on_message(msg)
-        topo_pending = [t for t in topo_pending if t[0] != f]
+            topo_messages += 1
+            for c, dec in enumerate(decoders):
+                if dec is not None:
+                    pending.append((f + max(1, rtt_frames // 2), c, msg))
+                    reliable[c] += len(msg)
+                    reliable_at[f] += len(msg) if c < trace.clients else 0
+                    topo_bytes[c] += len(msg)
+        truth = positions[f][trace.rows(layout.vertex_ids)]
+        vertices_per_frame.append(layout.vertex_count)
+        frame = server.begin_frame(f / hz, truth, trace.rigid(f))
+        for _due, c, msg in [t for t in pending if t[0] == f]:
+            decoders[c].on_message(msg)
+        pending = [t for t in pending if t[0] != f]
         for c, dec in enumerate(decoders):
-            server.set_focus(c, trace.focus(f, c))
+            if dec is None:
+                continue
+            server.set_focus(c, trace.focus(f, c % trace.clients))
             t0, c0 = time.perf_counter(), time.thread_time()
             data = server.encode(c)
             enc_us.append((time.perf_counter() - t0) * 1e6)
             enc_cpu_us.append((time.thread_time() - c0) * 1e6)
-            sizes.append(len(data))
+            sizes[c].append(len(data))
             for _due, seq in [a for a in acks[c] if a[0] == f]:
                 server.on_ack(c, seq)
             acks[c] = [a for a in acks[c] if a[0] != f]
@@ -235,35 +297,93 @@ def run(
             if dec.epoch == frame.epoch:
                 shown, received = dec.surface()
                 if received.any():
-                    display_err.append(float(np.max(np.abs(shown[received] - truth[received]))))
-    sizes_a = np.array(sizes, float)
-    n_vertices = len(trace.rest)
-    side = predictor_bytes / len(sizes_a)
-    return {
+                    err = float(np.max(np.abs(shown[received] - truth[received])))
+                    display[c].append((f, err, bool(received.all())))
+    main_sizes = np.array([s for c in range(trace.clients) for s in sizes[c]], float)
+    n_vertices = float(np.mean(vertices_per_frame))
+    side = float(np.sum(reliable[: trace.clients])) / len(main_sizes)
+    topo = float(np.sum(topo_bytes[: trace.clients])) / len(main_sizes)
+    total = float(main_sizes.mean()) + side
+    # displayed error once joined: from the first frame the client holds every patch within 1 mm on
+    errors, rest_errors, converged = [], [], []
+    for c in range(n_clients):
+        conv = next((f for f, e, full in display[c] if full and e <= JOINED_ERROR), None)
+        if c < trace.clients:
+            errors += [e for f, e, _ in display[c] if conv is not None and f >= conv]
+            rest_errors += [e for f, e, _ in display[c] if conv is not None and f >= conv and at_rest[f]]
+        converged.append(None if conv is None else round((conv - joined[c]) / hz, 3))
+    err_a = np.array(errors or [np.nan])
+    seen = bool(errors)
+    per_frame = np.mean([sizes[c] for c in range(trace.clients)], axis=0) + reliable_at / trace.clients
+    phases = {}
+    for name, (lo, hi) in _phases(trace).items():
+        lo, hi = max(0, lo), min(trace.frames, hi)
+        if hi > lo:
+            bits = float(per_frame[lo:hi].mean()) * 8 / float(np.mean(vertices_per_frame[lo:hi]))
+            phases[name] = {"frames": [lo, hi], "bits_per_vertex_per_frame": round(bits, 3)}
+    doc = {
         "budget_bytes_per_frame": budget,
-        "bytes_per_frame_mean": round(float(sizes_a.mean()), 1),
-        "bytes_per_frame_p99": round(float(np.percentile(sizes_a, 99)), 1),
-        "bytes_per_frame_max": int(sizes_a.max()),
-        "bytes_per_frame_mean_after_join": round(float(sizes_a[trace.clients * 10 :].mean()), 1),
-        "predictor_bytes_per_frame": round(side, 1),
-        "bytes_per_frame_with_predictor": round(float(sizes_a.mean()) + side, 1),
-        "bits_per_vertex_per_frame": round(float(sizes_a.mean() * 8 / n_vertices), 3),
-        "mbit_per_s_per_client": round((float(sizes_a.mean()) + side) * 8 * HZ / 1e6, 3),
-        "max_error_quantization_mm": round(max(quant_err) * 1e3, 5),
-        "max_error_displayed_mm": round(max(display_err) * 1e3, 4),
-        "p99_error_displayed_mm": round(float(np.percentile(display_err, 99)) * 1e3, 4),
-        "mean_of_frame_max_error_displayed_mm": round(float(np.mean(display_err)) * 1e3, 4),
+        "surface_vertices_mean": round(n_vertices, 1),
+        "bytes_per_frame_mean": round(float(main_sizes.mean()), 1),
+        "bytes_per_frame_p99": round(float(np.percentile(main_sizes, 99)), 1),
+        "bytes_per_frame_max": int(main_sizes.max()),
+        "bytes_per_frame_mean_after_join": round(
+            float(np.mean([s for c in range(trace.clients) for s in sizes[c][10:]])), 1
+        ),
+        "topology_messages": topo_messages,
+        "topology_bytes_per_message": round(float(topo_bytes[0]) / max(1, topo_messages), 1),
+        "topology_bytes_per_frame": round(topo, 1),
+        "predictor_bytes_per_frame": round(side - topo, 1),
+        "bytes_per_frame_with_reliable": round(total, 1),
+        "bits_per_vertex_per_frame_snapshots": round(float(main_sizes.mean() * 8 / n_vertices), 3),
+        "bits_per_vertex_per_frame": round(total * 8 / n_vertices, 3),
+        "mbit_per_s_per_client": round(total * 8 * hz / 1e6, 3),
+        "max_error_quantization_mm": round(max(quant_err) * 1e3, 5) if quant_err else None,
+        "max_error_displayed_mm": round(float(err_a.max()) * 1e3, 4) if seen else None,
+        "p99_error_displayed_mm": round(float(np.percentile(err_a, 99)) * 1e3, 4) if seen else None,
+        "mean_of_frame_max_error_displayed_mm": round(float(err_a.mean()) * 1e3, 4) if seen else None,
+        "phases": phases,
+        "rest_frames": int(np.count_nonzero(at_rest)),
+        "max_error_displayed_at_rest_mm": round(max(rest_errors) * 1e3, 4) if rest_errors else None,
+        "converged_after_join_s": converged[: trace.clients],
         "encode_us_per_client_frame_mean": round(float(np.mean(enc_us)), 1),
         "encode_us_per_client_frame_median": round(float(np.median(enc_us)), 1),
         "encode_us_per_client_frame_p99": round(float(np.percentile(enc_us, 99)), 1),
         "encode_cpu_us_per_client_frame_mean": round(float(np.mean(enc_cpu_us)), 1),
         "decode_us_per_client_frame_mean": round(float(np.mean(dec_us)), 1),
         "decode_us_per_client_frame_median": round(float(np.median(dec_us)), 1),
+        "decode_us_per_client_frame_p99": round(float(np.percentile(dec_us, 99)), 1),
         "snapshots_lost": lost,
         "snapshots_held_for_topology": held,
         "snapshots_rejected": rejected,
         "envelope_bytes": len(snapshot_message(b"")),
     }
+    if late_join is not None:
+        late = np.array(sizes[-1] or [0], float)
+        doc["late_joiner"] = {
+            "join_frame": late_join,
+            "converged_s": converged[-1],
+            "bytes_per_frame_mean": round(float(late.mean()), 1),
+            "reliable_bytes_at_join": int(reliable[-1] - topo_bytes[-1]),
+        }
+    return doc
+
+
+def _phases(trace) -> dict[str, tuple[int, int]]:
+    """The trace's named frame ranges (a recorded scene's script phases), in frame order."""
+    named = trace.info.get("phases", {}) if isinstance(trace, RecordedTrace) else GENERATED_PHASES
+    return dict(sorted(((k, (int(v[0]), int(v[1]))) for k, v in named.items()), key=lambda kv: kv[1]))
+
+
+def _rest_frames(trace, positions: list[np.ndarray], bound: float) -> np.ndarray:
+    """Frames at which the tissue is at rest: no vertex moved more than ``bound`` over the last REST_FRAMES
+    frames (vertices matched by row; the rows are the trace's, stable across cuts)."""
+    rest = np.zeros(trace.frames, bool)
+    for f in range(REST_FRAMES, trace.frames):
+        rest[f] = all(
+            float(np.max(np.abs(positions[f] - positions[f - k]))) <= bound for k in range(1, REST_FRAMES + 1)
+        )
+    return rest
 
 
 def warm_up(config: CodecConfig) -> None:
@@ -285,7 +405,7 @@ def warm_up(config: CodecConfig) -> None:
             server.on_ack(c, dec.decode(server.encode(c)).sequence)
 
 
-def draco(trace: Trace, max_error: float, every: int) -> dict | None:
+def draco(trace: Trace | RecordedTrace, max_error: float, every: int) -> dict | None:
     """Draco's bytes per frame (each frame compressed alone, mesh + positions) at <= max_error."""
     try:
         import DracoPy
@@ -293,10 +413,10 @@ def draco(trace: Trace, max_error: float, every: int) -> dict | None:
         return None
     sizes, errors, bits_used, off_model = [], [], [], 0
     for f in range(0, trace.frames, every):
-        pos = trace.positions(f)
-        tris = trace.triangles if f < CUT_FRAME else trace.triangles_after
-        pos = pos[np.unique(tris)]  # Draco drops unreferenced vertices anyway
-        tris = np.searchsorted(np.unique(tris), tris)
+        tris = [e for e in trace.epochs if e.frame <= f][-1].triangles
+        ids = np.unique(tris)  # Draco drops unreferenced vertices anyway
+        pos = trace.positions(f)[trace.rows(ids)]
+        tris = np.searchsorted(ids, tris)
         extent = float(np.max(pos.max(axis=0) - pos.min(axis=0)))
         bits = max(1, math.ceil(math.log2(extent / (2 * max_error) + 1)))
         model = _draco_model(pos, bits)
@@ -344,69 +464,163 @@ def _points_off_model(a: np.ndarray, b: np.ndarray, lo: np.ndarray, step: float)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m netcode.sync.snapshot_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--trace", type=Path, action="append", default=[], help="a recorded trace (.npz; repeatable)")
+    p.add_argument("--no-generated", action="store_true", help="skip the generated trace")
+    p.add_argument(
+        "--frames", type=int, default=None, help="generated trace frames (300); recorded ones: at most (all)"
+    )
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rate", type=float, default=1_000_000, help="per-client link budget, bit/s (1e6)")
+    p.add_argument(
+        "--rate-vertices",
+        type=int,
+        default=10_000,
+        help="also run each trace at --rate x its vertices / this (the same budget per vertex; 10000; 0: no)",
+    )
     p.add_argument("--rtt-ms", type=float, default=100.0)
     p.add_argument("--loss", type=float, default=0.02, help="snapshot loss probability (0.02)")
     p.add_argument("--max-error", type=float, default=1e-4, help="metres (1e-4)")
     p.add_argument("--step", type=float, default=None, help="grid step, metres (default: = --max-error)")
     p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="vertices per patch at most")
     p.add_argument("--draco-every", type=int, default=10, help="compress every n-th frame with Draco (10)")
-    p.add_argument("--no-predictor", action="store_true", help="no motion predictor at the grasp")
+    p.add_argument("--no-predictor", action="store_true", help="no motion predictor")
+    p.add_argument(
+        "--late-join-s", type=float, default=2.0, help="a late joiner arrives this far into each trace (2 s)"
+    )
     return p
+
+
+def bench_trace(trace: Trace | RecordedTrace, config: CodecConfig, args: argparse.Namespace) -> dict:
+    """Every figure for one trace: budgeted and unlimited runs, Draco, the ratio and the goals."""
+    rtt_frames = max(1, round(args.rtt_ms / 1000 * trace.hz))
+    n_vertices = len(trace.epochs[0].surface_ids)
+    rate = args.rate
+    budget = budget_for_rate(rate, trace.hz)
+    kw = {"patch_size": args.patch_size, "predictor": not args.no_predictor}
+    late = min(trace.frames - 1, round(args.late_join_s * trace.hz))
+    budgeted = run(trace, config, budget, rtt_frames, args.loss, late_join=late, **kw)
+    scaled = None
+    if args.rate_vertices > 0 and n_vertices != args.rate_vertices:
+        s_rate = args.rate * n_vertices / args.rate_vertices
+        s_budget = budget_for_rate(s_rate, trace.hz)
+        scaled = {
+            "rate_bit_s": round(s_rate),
+            **run(trace, config, s_budget, rtt_frames, args.loss, late_join=late, **kw),
+        }
+    unlimited = run(trace, config, None, rtt_frames, args.loss, **kw)
+    dr = draco(trace, args.max_error, args.draco_every)
+    ours = unlimited["bytes_per_frame_with_reliable"]
+    ratio = None if dr is None else round(ours / dr["bytes_per_frame_mean"], 4)
+    late_s = budgeted["late_joiner"]["converged_s"]
+    goals = {
+        "at_most_1_bit_per_vertex_per_frame": unlimited["bits_per_vertex_per_frame"] <= 1.0,
+        "at_most_0_5_bit_per_vertex_per_frame": unlimited["bits_per_vertex_per_frame"] <= 0.5,
+        "at_most_one_eighth_of_draco": None if ratio is None else ratio <= 0.125,
+        "budgeted_rate_within_budget": budgeted["bytes_per_frame_max"] <= budget,
+        "max_quantization_error_within_bound": (budgeted["max_error_quantization_mm"] or 0.0)
+        <= args.max_error * 1e3 + 1e-6,
+        "budgeted_p99_displayed_at_most_1_mm": (budgeted["p99_error_displayed_mm"] or math.inf) <= 1.0,
+        "budgeted_at_rest_at_most_bound": budgeted["max_error_displayed_at_rest_mm"] is None
+        or budgeted["max_error_displayed_at_rest_mm"] <= args.max_error * 1e3 * (1 + 1e-6),
+        "late_joiner_converged_within_0_5_s": late_s is not None and late_s <= 0.5,
+        "encode_at_most_500_us": unlimited["encode_us_per_client_frame_mean"] <= 500
+        and budgeted["encode_us_per_client_frame_mean"] <= 500,
+        "decode_at_most_1000_us": unlimited["decode_us_per_client_frame_mean"] <= 1000,
+    }
+    info = {
+        "name": trace.name,
+        "file": str(getattr(trace, "path", "")) or None,
+        "surface_vertices_first_epoch": n_vertices,
+        "triangles_first_epoch": len(trace.epochs[0].triangles),
+        "frames": trace.frames,
+        "hz": trace.hz,
+        "clients": trace.clients,
+        "topology_changes": [f"{e.frame}:{e.cause}" for e in trace.epochs[1:]],
+        "rtt_ms": args.rtt_ms,
+        "loss": args.loss,
+    }
+    if isinstance(trace, RecordedTrace):
+        info["scene"] = trace.info
+    return {
+        "trace": info,
+        "budgeted": {"rate_bit_s": round(rate), **budgeted},
+        "budgeted_per_vertex": scaled or "the trace has --rate-vertices vertices: as budgeted",
+        "unlimited": unlimited,
+        "draco": dr if dr is not None else "DracoPy not installed: skipped",
+        "ratio_to_draco_unlimited": ratio,
+        "goal": {k: ("n/a" if v is None else ("pass" if v else "fail")) for k, v in goals.items()},
+    }
+
+
+SUMMARY = [
+    ("unlimited", "bits_per_vertex_per_frame"),
+    ("unlimited", "bits_per_vertex_per_frame_snapshots"),
+    ("unlimited", "phases"),
+    ("unlimited", "mbit_per_s_per_client"),
+    ("unlimited", "topology_bytes_per_message"),
+    ("unlimited", "topology_bytes_per_frame"),
+    (None, "ratio_to_draco_unlimited"),
+    ("budgeted", "rate_bit_s"),
+    ("budgeted", "p99_error_displayed_mm"),
+    ("budgeted", "max_error_displayed_mm"),
+    ("budgeted", "max_error_displayed_at_rest_mm"),
+    ("budgeted", "late_joiner"),
+    ("budgeted_per_vertex", "rate_bit_s"),
+    ("budgeted_per_vertex", "p99_error_displayed_mm"),
+    ("budgeted_per_vertex", "max_error_displayed_at_rest_mm"),
+    ("budgeted_per_vertex", "late_joiner"),
+    ("unlimited", "encode_us_per_client_frame_mean"),
+    ("unlimited", "decode_us_per_client_frame_mean"),
+    ("unlimited", "snapshots_held_for_topology"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.frames <= CUT_FRAME:
-        print(f"--frames must exceed the cut frame {CUT_FRAME}", file=sys.stderr)
-        return 2
     config = CodecConfig(PositionQuantizer(args.max_error, step=args.max_error if args.step is None else args.step))
-    rtt_frames = max(1, round(args.rtt_ms / 1000 * HZ))
-    budget = budget_for_rate(args.rate, HZ)
-    trace = Trace(args.frames, args.clients)
+    traces: list[Trace | RecordedTrace] = []
+    if not args.no_generated:
+        frames = 300 if args.frames is None else args.frames
+        if frames <= CUT_FRAME:
+            print(f"--frames must exceed the cut frame {CUT_FRAME}", file=sys.stderr)
+            return 2
+        traces.append(Trace(frames, args.clients))
+    for path in args.trace:
+        try:
+            traces.append(RecordedTrace(path, args.clients, args.frames))
+        except TraceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if not traces:
+        print("nothing to run: no --trace and --no-generated", file=sys.stderr)
+        return 2
     warm_up(config)
-    kw = {"patch_size": args.patch_size, "predictor": not args.no_predictor}
-    budgeted = run(trace, config, budget, rtt_frames, args.loss, **kw)
-    unlimited = run(trace, config, None, rtt_frames, args.loss, **kw)
-    dr = draco(trace, args.max_error, args.draco_every)
-    ours = unlimited["bytes_per_frame_with_predictor"]
-    ratio = None if dr is None else round(ours / dr["bytes_per_frame_mean"], 4)
-    goals = {
-        "rate_at_most_1_mbit_per_client": unlimited["mbit_per_s_per_client"] <= 1.0,
-        "budgeted_rate_within_budget": budgeted["bytes_per_frame_max"] <= budget,
-        "max_quantization_error_within_bound": budgeted["max_error_quantization_mm"] <= args.max_error * 1e3 + 1e-6,
-        "at_most_one_eighth_of_draco": None if ratio is None else ratio <= 0.125,
-        "encode_at_most_500_us": unlimited["encode_us_per_client_frame_mean"] <= 500
-        and budgeted["encode_us_per_client_frame_mean"] <= 500,
-    }
+    results = {}
+    for trace in traces:
+        print(f"running {trace.name} ({trace.frames} frames)", file=sys.stderr)
+        results[trace.name] = bench_trace(trace, config, args)
+    summary = {}
+    for part, key in SUMMARY:
+        row = {}
+        for name, r in results.items():
+            v = r[key] if part is None else r[part].get(key) if isinstance(r[part], dict) else None
+            if key == "late_joiner" and isinstance(v, dict):
+                v = v["converged_s"]
+            elif key == "phases" and isinstance(v, dict):
+                v = {k: p["bits_per_vertex_per_frame"] for k, p in v.items()}
+            row[name] = v
+        summary[key if part is None else f"{part}.{key}"] = row
     doc = {
-        "trace": {
-            "vertices": len(trace.rest),
-            "triangles": len(trace.triangles),
-            "frames": args.frames,
-            "hz": HZ,
-            "clients": args.clients,
-            "jitter_mm": JITTER * 1e3,
-            "cut_frame": CUT_FRAME,
-            "cut_removed_vertices": len(trace.removed),
-            "rtt_ms": args.rtt_ms,
-            "loss": args.loss,
-        },
         "codec": {
             "max_error_mm": args.max_error * 1e3,
             "grid_step_mm": config.positions.grid * 1e3,
             "rotation_bits": config.rotation_bits,
             "patch_size": args.patch_size,
             "motion_predictor": not args.no_predictor,
-            "patches": make_patches(np.arange(len(trace.rest)), trace.rest, args.patch_size).patch_count,
+            "rate_bit_s_per_vertices": [args.rate, args.rate_vertices],
         },
-        "budgeted": {"rate_bit_s": args.rate, **budgeted},
-        "unlimited": unlimited,
-        "draco": dr if dr is not None else "DracoPy not installed: skipped",
-        "ratio_to_draco_unlimited": ratio,
-        "goal": {k: ("n/a" if v is None else ("pass" if v else "fail")) for k, v in goals.items()},
+        "summary": summary,
+        "traces": results,
     }
     print(json.dumps(doc, indent=2))
     return 0

@@ -66,7 +66,7 @@ from netcode.sync.bitcode import (
     put_eg,
 )
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
-from netcode.sync.patches import CarryMap, PatchLayout, carry_map
+from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
 from netcode.sync.priority import PriorityAccumulator, interest
 from netcode.sync.quantize import (
     RIGID_ERRORS,
@@ -135,8 +135,9 @@ def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> boo
 def patch_weights(
     x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
 ):
-    """Per patch: whether the client's acked version is off the truth ``x`` by more than the bound
-    (``pending``), the priority weight this frame, and the age code; returns (pending, weights, codes).
+    """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
+    it arrives), is off the truth ``x`` by more than the bound (``pending``), the priority weight this frame,
+    and the age code; returns (pending, weights, codes).
 
     The change is measured in steps of the worst coordinate, against the acked version, or against the
     version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
@@ -162,7 +163,7 @@ def patch_weights(
                 if ds > max_error and ds > ms:
                     ms = ds
         has_base = acked_seq[p] >= 0
-        pending[p] = not has_base or ma > 0.0
+        pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0)
         if not pending[p]:
             continue
         moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
@@ -181,31 +182,49 @@ def patch_weights(
 @_jit
 def choose_delta(x, q, base, origin, step, max_error, s, n, d):
     """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
-    ``x[s:s+n]``, preferring to repeat the previous vertex's delta (per axis, from 0 at the first).
+    ``x[s:s+n]``, in as few runs of equal deltas as possible (per axis, in layout order).
 
-    Every coordinate has an interval of admissible deltas (two or three grid values at the default step);
-    taking the one nearest the previous vertex's delta keeps still vertices at 0 and turns a smooth motion
-    into long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout sends as run
-    lengths (changes between runs are then mostly +-1). Where float rounding leaves no admissible value
-    the shared quantized value ``q`` is used.
+    Every coordinate has an interval of admissible deltas (two or three grid values at the default step).
+    A run extends while the intersection of its vertices' intervals is not empty; it then takes the value
+    of that intersection nearest the previous run's (from 0 at the first). The number of runs is the
+    fewest possible (a greedy cover of intervals is optimal), so still vertices keep delta 0 and a smooth
+    motion becomes long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout
+    sends as run lengths (changes between runs are then mostly small). Where float rounding leaves no
+    admissible value the shared quantized value ``q`` is used (a run of its own).
     """
     inv = 1.0 / step
     reach = max_error * inv
+    lo = np.empty(n, np.int64)
+    hi = np.empty(n, np.int64)
     for a in range(3):
         o = origin[a]
-        prev = 0
         for i in range(n):
             xi = x[s + i, a]
             b = base[s + i, a]
             g = (xi - o) * inv  # lo/hi are candidates only: _fits decides exactly
-            lo = np.int64(np.ceil(g - reach))
-            hi = np.int64(np.floor(g + reach))
-            while lo <= hi and not _fits(xi, lo, o, step, max_error):
-                lo += 1
-            while hi >= lo and not _fits(xi, hi, o, step, max_error):
-                hi -= 1
-            prev = np.int64(q[s + i, a]) - b if lo > hi else min(max(prev, lo - b), hi - b)
-            d[i, a] = prev
+            low = np.int64(np.ceil(g - reach))
+            high = np.int64(np.floor(g + reach))
+            while low <= high and not _fits(xi, low, o, step, max_error):
+                low += 1
+            while high >= low and not _fits(xi, high, o, step, max_error):
+                high -= 1
+            if low > high:
+                low = high = np.int64(q[s + i, a])
+            lo[i] = low - b
+            hi[i] = high - b
+        prev = 0
+        i = 0
+        while i < n:
+            run_lo, run_hi = lo[i], hi[i]
+            j = i + 1
+            while j < n and max(run_lo, lo[j]) <= min(run_hi, hi[j]):
+                run_lo = max(run_lo, lo[j])
+                run_hi = min(run_hi, hi[j])
+                j += 1
+            prev = min(max(prev, run_lo), run_hi)
+            for k in range(i, j):
+                d[k, a] = prev
+            i = j
 
 
 @_jit
@@ -442,6 +461,7 @@ class _Sent:
     rows: np.ndarray  # the versions the client got of them (their rows, concatenated), int32
     rigid: list  # [(id, (pos, rot, jaw))]
     full: np.ndarray  # per sent patch: sent as a full record
+    sizes: np.ndarray  # per sent patch: its vertex count then (rows of a kept patch stay valid after a cut)
 
 
 @dataclass
@@ -475,20 +495,42 @@ class ClientSync:
         self.acked_full = np.zeros(n_patches, bool)  # the acked version is a full record's (not settled)
         self.carry_acked = np.zeros(0, np.int64)  # the previous epoch's acked sequence per old patch
 
-    def carry_over(self, old_rows: np.ndarray, old_patch: np.ndarray, offsets: np.ndarray) -> None:
+    def carry_over(
+        self,
+        old_rows: np.ndarray,
+        old_patch: np.ndarray,
+        offsets: np.ndarray,
+        kept: np.ndarray | None = None,
+        old_offsets: np.ndarray | None = None,
+    ) -> None:
         """Enter a new epoch (``reset``) keeping, as carried baselines, the acknowledged versions of the
         vertices that survive: new row i was row ``old_rows[i]`` of old patch ``old_patch[i]`` (-1: new).
-        The client keeps the previous epoch's versions for that (SNAPSHOT.md, carried entries)."""
-        acked_seq, acked_q = self.acked_seq, self.acked_q
+        The client keeps the previous epoch's versions for that (SNAPSHOT.md, carried entries). Patches
+        ``kept`` by a layout edit (same id, same vertices; rows at ``old_offsets`` before) keep everything:
+        acked and sent versions, as plain baselines. The sent history is kept too: acks of the previous
+        epochs' snapshots still count for patches kept since (``SnapshotServer.on_ack``)."""
+        acked_seq, acked_q, sent_q = self.acked_seq, self.acked_q, self.sent_q
+        ever_sent, last_sent, acked_full, history = self.ever_sent, self.last_sent, self.acked_full, self.history
         self.reset(len(old_rows), len(offsets) - 1)
+        self.history = history
         valid = old_patch >= 0
         valid[valid] = acked_seq[old_patch[valid]] >= 0
-        if not valid.any():
+        if valid.any():
+            self.carry_acked = acked_seq
+            self.carried = np.logical_or.reduceat(valid, offsets[:-1])
+            self.acked_q[valid] = acked_q[old_rows[valid]]
+            self.sent_q[valid] = self.acked_q[valid]
+        if kept is None or old_offsets is None or not len(kept):
             return
-        self.carry_acked = acked_seq
-        self.carried = np.logical_or.reduceat(valid, offsets[:-1])
-        self.acked_q[valid] = acked_q[old_rows[valid]]
-        self.sent_q[valid] = self.acked_q[valid]
+        new_rows = np.concatenate([np.arange(offsets[p], offsets[p + 1]) for p in kept.tolist()])
+        rows = np.concatenate([np.arange(old_offsets[p], old_offsets[p + 1]) for p in kept.tolist()])
+        self.acked_q[new_rows] = acked_q[rows]
+        self.sent_q[new_rows] = sent_q[rows]
+        self.acked_seq[kept] = acked_seq[kept]
+        self.ever_sent[kept] = ever_sent[kept]
+        self.last_sent[kept] = last_sent[kept]
+        self.acked_full[kept] = acked_full[kept]
+        self.carried[kept] = False
 
     @property
     def complete(self) -> bool:
@@ -506,9 +548,13 @@ class SnapshotServer:
         *,
         epoch: int = 1,
         triangles: np.ndarray | None = None,
+        layout_edits: bool = True,
     ) -> None:
         layout.validate()
         self.config = config
+        self.layout_edits = layout_edits
+        """Send a cut's layout as an edit (``kept_patches``) when patches kept their vertices (False: always a
+        whole layout, for decoders that predate edits, SNAPSHOT.md 1)."""
         self.layout = layout
         self.epoch = epoch
         self.triangles = np.zeros((0, 3), np.int64) if triangles is None else np.asarray(triangles, np.int64)
@@ -532,6 +578,7 @@ class SnapshotServer:
         self._predictors = PredictorSet()
         self._field = PredictionField(layout)
         self._truth: np.ndarray | None = None  # the last frame's surface
+        self._stable_since = np.full(layout.patch_count, epoch, np.int64)  # epoch each patch is unchanged since
 
     # -------------------------------------------------------------- reliable-channel messages
 
@@ -570,7 +617,12 @@ class SnapshotServer:
         """
         layout.validate()
         carry = carry_map(self.layout, layout) if cause != "full" else None
+        kept = kept_patches(self.layout, layout) if carry is not None and self.layout_edits else None
         old_offsets = self._offsets
+        stable = np.full(layout.patch_count, self.epoch + 1, np.int64)
+        if kept is not None:
+            stable[kept] = self._stable_since[kept]
+        self._stable_since = stable
         self._carry_over(layout)
         self.epoch += 1
         self.layout = layout
@@ -590,7 +642,7 @@ class SnapshotServer:
                 client.reset(layout.vertex_count, layout.patch_count)
             else:
                 old_rows = np.where(carry.old_patch >= 0, old_offsets[carry.old_patch] + carry.old_index, 0)
-                client.carry_over(old_rows, carry.old_patch, self._offsets)
+                client.carry_over(old_rows, carry.old_patch, self._offsets, kept, old_offsets)
         update = TopologyUpdate(
             self.epoch,
             cause,
@@ -599,8 +651,17 @@ class SnapshotServer:
             removed_vertices=removed_vertices,
             removed_triangles=removed_triangles,
             added_triangles=added_triangles,
+            kept_patches=kept,
         )
         return topology_message(update)
+
+    def edit_layout(
+        self, vertex_ids: np.ndarray, positions: np.ndarray, max_size: int = DEFAULT_PATCH_SIZE
+    ) -> PatchLayout:
+        """The layout for a cut or burn that leaves the surface vertices ``vertex_ids`` (positions (N, 3)):
+        the current one edited (``patches.edit_layout``), so that ``change_topology`` sends only what
+        changed and the untouched patches keep their baselines."""
+        return edit_layout(self.layout, vertex_ids, positions, max_size)
 
     def _carry_over(self, layout: PatchLayout) -> None:
         """Keep the quantizer state of vertices that survive a topology change (so their grid values, and
@@ -803,7 +864,7 @@ class SnapshotServer:
         sent_idx, rows, full, skipped = record_sent(
             sent, seq, c.priority.acc, c.ever_sent, c.last_sent, c.sent_q, self._offsets, codes, pending
         )
-        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, full)
+        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, full, self._sizes[sent_idx])
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
@@ -917,8 +978,12 @@ class SnapshotServer:
         if c is None:
             return
         record = c.history.pop(sequence, None)
-        if record is None or record.epoch != self.epoch:
+        if record is None:
             return
+        if record.epoch != self.epoch:  # an earlier epoch's snapshot: it counts for the patches kept since
+            record = self._kept_part(record)
+            if record is None:
+                return
         newer = c.acked_seq[record.patches] < sequence
         c.acked_seq[record.patches[newer]] = sequence
         scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
@@ -929,6 +994,16 @@ class SnapshotServer:
             if track is not None and sequence > track.acked_seq:
                 track.acked_seq = sequence
                 track.acked = version
+
+    def _kept_part(self, record: _Sent) -> _Sent | None:
+        """The part of an earlier epoch's sent record about patches kept unchanged since (None: nothing)."""
+        p = record.patches
+        ok = (p < self.layout.patch_count) & (record.epoch < self.epoch)
+        ok[ok] = self._stable_since[p[ok]] <= record.epoch
+        if not ok.any():
+            return None
+        take = np.repeat(ok, record.sizes)
+        return _Sent(self.epoch, p[ok], record.rows[take], [], record.full[ok], record.sizes[ok])
 
 
 def _rigid_change(now: tuple, base: tuple | None) -> float:

@@ -20,6 +20,7 @@ message fields); when ``missing_baselines`` grows the client should send ``snap_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numba
@@ -273,7 +274,8 @@ class SnapshotDecoder:
         raise SnapshotError(f"message {kind!r} is not for the snapshot decoder")
 
     def apply_topology(self, update: TopologyUpdate) -> list[DecodedSnapshot]:
-        """Enter ``update.epoch``: new patch layout, every old baseline dropped; applies held snapshots."""
+        """Enter ``update.epoch``: new patch layout, every old baseline dropped except those of the patches a
+        layout edit keeps (``kept_patches``); applies held snapshots."""
         if self.epoch is not None and update.epoch < self.epoch:
             raise SnapshotError(f"topology epoch {update.epoch} is older than the current epoch {self.epoch}")
         if self.epoch is not None and update.epoch == self.epoch and update.cause != "full":
@@ -284,13 +286,27 @@ class SnapshotDecoder:
             and update.epoch == self.epoch + 1
             and update.cause != "full"
         )
-        self._carry = (carry_map(self.layout, update.layout), self._patch_versions) if carry else None
+        if update.kept_patches is not None and not carry:
+            raise SnapshotError(f"topology epoch {update.epoch}: a layout edit needs the previous epoch's layout")
+        old_layout, old_versions, old_latest, old_q = (
+            self.layout,
+            self._patch_versions,
+            self._patch_latest,
+            self._surface_q,
+        )
+        layout = update.resolve_layout(old_layout)
+        self._carry = (carry_map(old_layout, layout), old_versions) if carry else None
         self.epoch = update.epoch
-        self.layout = update.layout
-        self.topology = update
+        self.layout = layout
+        self.topology = update if update.kept_patches is None else dataclasses.replace(update, layout=layout)
         self._reset_surface()
+        if update.kept_patches is not None:  # kept patches keep their versions (SNAPSHOT.md 1, layout edits)
+            for p in update.kept_patches.tolist():
+                self._patch_versions[p] = dict(old_versions[p])
+                self._patch_latest[p] = old_latest[p]
+                self._surface_q[layout.patch(p)] = old_q[old_layout.patch(p)]
         self._rigid_versions = {oid: {s: v[s]} for oid, v in self._rigid_versions.items() for s in [max(v)]}
-        self._field = PredictionField(update.layout)
+        self._field = PredictionField(layout)
         self._fine_latest = None
         return self._retry_held()
 
@@ -553,27 +569,46 @@ class SnapshotDecoder:
     def _objects(
         self, seq: int, server_time: float, patches: dict, rigid: dict, fine: np.ndarray | None
     ) -> list[DecodedObject]:
+        """The decoded objects, dequantized in one pass over all rigid objects and one over all patch rows
+        (the same arithmetic per value as one object at a time)."""
         assert self.layout is not None and self.config is not None
         out = []
-        for oid, (base_seq, version) in rigid.items():
-            out.append(self._rigid_object(oid, version, seq, server_time, base_seq is None))
-        positions = self.config.positions
-        for pid, (base_seq, q) in patches.items():
-            sl = self.layout.patch(pid)
-            shown = positions.dequantize(q)
-            if fine is not None:
-                shown += fine_to_metres(fine[sl], positions.grid)
-            out.append(
-                DecodedObject(
-                    pid,
-                    "patch",
-                    seq,
-                    server_time,
-                    base_seq is None,
-                    shown,
-                    vertex_ids=self.layout.vertex_ids[sl],
+        cfg = self.config
+        if rigid:
+            versions = [v for _, v in rigid.values()]
+            pos = cfg.positions.dequantize(np.array([v.pos for v in versions], np.int64).reshape(-1, 3))
+            rots = decode_rotations(np.array([v.rot for v in versions], np.uint64), cfg.rotation_bits)
+            for j, (oid, (base_seq, v)) in enumerate(rigid.items()):
+                jaw = None if v.jaw == NO_JAW else float(cfg.jaw.dequantize(v.jaw))
+                kind = RigidKind(v.kind).name.lower()
+                out.append(
+                    DecodedObject(oid, kind, seq, server_time, base_seq is None, pos[j], orientation=rots[j], jaw=jaw)
                 )
-            )
+        if patches:
+            offsets = self.layout.offsets
+            pids = list(patches)
+            shown = cfg.positions.dequantize(np.concatenate([patches[pid][1] for pid in pids]))
+            if fine is not None:
+                starts = offsets[pids]
+                sizes = offsets[np.asarray(pids) + 1] - starts
+                rows = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+                shown += fine_to_metres(fine[rows], cfg.positions.grid)
+            at = 0
+            for pid in pids:
+                lo, hi = int(offsets[pid]), int(offsets[pid + 1])
+                base_seq = patches[pid][0]
+                out.append(
+                    DecodedObject(
+                        pid,
+                        "patch",
+                        seq,
+                        server_time,
+                        base_seq is None,
+                        shown[at : at + hi - lo],
+                        vertex_ids=self.layout.vertex_ids[lo:hi],
+                    )
+                )
+                at += hi - lo
         return out
 
     def _rigid_object(self, oid: int, v: _RigidVersion, seq: int, t: float, full: bool) -> DecodedObject:

@@ -54,6 +54,7 @@ SNAPSHOT_REGISTRY.register(
     Field("added_triangles", "bytes"),
     Field("patch_offsets", "bytes"),
     Field("patch_vertices", "bytes"),
+    Field("kept_patches", "bytes", required=False),
     doc="A topology epoch: patch layout plus the triangle changes (or all triangles when cause is 'full').",
 )
 SNAPSHOT_REGISTRY.register(
@@ -83,6 +84,38 @@ class TopologyUpdate:
     removed_vertices: np.ndarray | None = None
     removed_triangles: np.ndarray | None = None
     added_triangles: np.ndarray | None = None
+    kept_patches: np.ndarray | None = None
+    """Patch ids identical to the previous epoch's (SNAPSHOT.md 1, layout edits); None: a whole layout.
+    A parsed edit's ``layout`` holds only the other patches' vertices until ``resolve_layout``."""
+
+    def resolve_layout(self, old: PatchLayout | None) -> PatchLayout:
+        """The full layout of an edit (the kept patches' vertices taken from ``old``); SnapshotError if
+        ``old`` does not have them or the sizes disagree. A whole layout is returned as is."""
+        if self.kept_patches is None:
+            return self.layout
+        kept, offsets, listed = self.kept_patches, self.layout.offsets, self.layout.vertex_ids
+        sizes = np.diff(offsets)
+        if old is None or (len(kept) and (kept[-1] >= min(old.patch_count, len(sizes)))):
+            raise SnapshotError("snap_topology: kept patches the previous layout does not have")
+        if np.any(old.sizes[kept] != sizes[kept]):
+            raise SnapshotError("snap_topology: a kept patch changed size")
+        is_kept = np.zeros(len(sizes), bool)
+        is_kept[kept] = True
+        if int(sizes[~is_kept].sum()) != len(listed):
+            raise SnapshotError("snap_topology: patch_vertices does not match the patches not kept")
+        parts, at = [], 0
+        for p in range(len(sizes)):
+            if is_kept[p]:
+                parts.append(old.vertex_ids[old.patch(p)])
+            else:
+                parts.append(listed[at : at + sizes[p]])
+                at += int(sizes[p])
+        layout = PatchLayout(np.concatenate(parts) if parts else listed, offsets)
+        try:
+            layout.validate(MAX_PATCH_SIZE)
+        except ValueError as exc:
+            raise SnapshotError(f"snap_topology: {exc}") from None
+        return layout
 
 
 def pack_ids(values: np.ndarray | None) -> bytes:
@@ -129,6 +162,12 @@ def topology_message(update: TopologyUpdate) -> bytes:
         "patch_offsets": pack_ids(update.layout.offsets),
         "patch_vertices": pack_ids(update.layout.vertex_ids),
     }
+    if update.kept_patches is not None:  # an edit: only the patches not kept list their vertices
+        layout = update.layout
+        is_kept = np.zeros(layout.patch_count, bool)
+        is_kept[update.kept_patches] = True
+        fields["kept_patches"] = pack_ids(update.kept_patches)
+        fields["patch_vertices"] = pack_ids(layout.vertex_ids[np.repeat(~is_kept, layout.sizes)])
     if update.instrument is not None:
         fields["instrument"] = int(update.instrument)
     return SNAPSHOT_REGISTRY.encode("snap_topology", fields)
@@ -182,10 +221,19 @@ def parse_topology(fields: dict) -> TopologyUpdate:
     layout = PatchLayout(
         unpack_ids(fields["patch_vertices"], "patch_vertices"), unpack_ids(fields["patch_offsets"], "patch_offsets")
     )
-    try:
-        layout.validate(MAX_PATCH_SIZE)
-    except ValueError as exc:
-        raise SnapshotError(f"snap_topology: {exc}") from None
+    kept = fields.get("kept_patches")
+    if kept is not None:
+        kept = unpack_ids(kept, "kept_patches")
+        if fields["cause"] == "full" or np.any(np.diff(kept) <= 0):
+            raise SnapshotError("snap_topology: kept_patches must ascend strictly, and not with cause 'full'")
+        o = layout.offsets
+        if o.ndim != 1 or len(o) < 1 or o[0] != 0 or np.any(np.diff(o) < 1) or np.any(np.diff(o) > MAX_PATCH_SIZE):
+            raise SnapshotError(f"snap_topology: every patch needs 1..{MAX_PATCH_SIZE} vertices")
+    else:
+        try:
+            layout.validate(MAX_PATCH_SIZE)
+        except ValueError as exc:
+            raise SnapshotError(f"snap_topology: {exc}") from None
     return TopologyUpdate(
         epoch,
         fields["cause"],
@@ -194,6 +242,7 @@ def parse_topology(fields: dict) -> TopologyUpdate:
         removed_vertices=unpack_ids(fields["removed_vertices"], "removed_vertices"),
         removed_triangles=unpack_ids(fields["removed_triangles"], "removed_triangles", 3),
         added_triangles=unpack_ids(fields["added_triangles"], "added_triangles", 3),
+        kept_patches=kept,
     )
 
 

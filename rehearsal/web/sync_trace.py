@@ -302,7 +302,7 @@ def record_trace(
     scene = Scene(n, size)
     alive = np.arange(n * n)
     layout = make_patches(alive, scene.rest, patch_size)
-    server = SnapshotServer(layout, triangles=scene.triangles)
+    server = SnapshotServer(layout, triangles=scene.triangles, layout_edits=True)
     triangles = {server.epoch: scene.triangles.copy()}
     logs = {s.name: ClientLog(s.name) for s in specs}
     decoders: dict[str, SnapshotDecoder] = {}
@@ -351,7 +351,9 @@ def record_trace(
         if f in (plan.cut, plan.burn):
             removed, removed_tris, added_tris = scene.cut() if f == plan.cut else scene.burn(alive)
             alive = np.setdiff1d(alive, removed)
-            layout = make_patches(alive, positions[alive], patch_size)
+            # the cut goes as a layout edit (kept patches), the burn with a layout made afresh
+            relayout = server.edit_layout if f == plan.cut else make_patches
+            layout = relayout(alive, positions[alive], patch_size)
             message = server.change_topology(
                 layout,
                 cause="cut" if f == plan.cut else "burn",

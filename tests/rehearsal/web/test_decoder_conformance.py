@@ -21,7 +21,7 @@ import pytest
 
 from netcode.sync.motion_predictor import Predictor
 from netcode.sync.snapshot import drive_record, read_header, write_varint, zigzag
-from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY, pack_ids, predictor_message, snapshot_message
+from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY, pack_ids, predictor_message, snapshot_message, unpack_ids
 from rehearsal.web.sync_trace import b64, decoder_state, feed, record_trace, trace_json
 from tests.netcode.sync.snapshot_helpers import bits_of, eg0, to_bytes
 
@@ -90,7 +90,10 @@ def test_trace_covers_what_it_claims(trace):
     assert all(trace.decoders[name].epoch == 4 for name in by)
     assert trace.decoders["C"].predictors == [1, 2] and len(by["C"].messages) < len(by["B"].messages)
     decoded = [SNAPSHOT_REGISTRY.decode(m) for m in by["B"].messages]
-    assert [m.fields["cause"] for m in decoded if m.type == "snap_topology"] == ["full", "cut", "burn", "full"]
+    topology = [m.fields for m in decoded if m.type == "snap_topology"]
+    assert [t["cause"] for t in topology] == ["full", "cut", "burn", "full"]
+    assert len(unpack_ids(topology[1]["kept_patches"], "kept")) > 0, "the cut is not a layout edit"
+    assert "kept_patches" not in topology[0] and "kept_patches" not in topology[3]
     drive_counts = []
     for m in decoded:
         if m.type == "snapshot":
@@ -279,6 +282,52 @@ def test_bad_topology_predictor_and_config_messages_are_refused_in_both(harness,
     the JS state unchanged."""
     prefix, _, _ = _prefix_and_next(trace, "B", 0.7)
     candidates = _bad_reliable_messages(trace)
+    expected = probe_python(prefix, candidates)
+    results = probe_js(harness, prefix, candidates)
+    for i, ((outcome, state, unchanged), js) in enumerate(zip(expected, results, strict=True)):
+        assert outcome == ["rejected"] and unchanged, f"candidate {i}: Python {outcome}"
+        assert js["outcome"][0] == "rejected", f"candidate {i}: JS {js['outcome']}"
+        assert js["unchanged"], f"candidate {i}: JS state changed"
+        assert_same_state(js["state"], state, f"candidate {i}")
+
+
+def _bad_layout_edits(trace, prefix: list[bytes]) -> list[bytes]:
+    """snap_topology layout edits (kept_patches, SNAPSHOT.md 1) that a decoder at ``prefix`` must refuse."""
+    decoder = _python_at(prefix)
+    layout, epoch = decoder.layout, decoder.epoch
+    o, v = layout.offsets, layout.vertex_ids
+    rest = v[o[1] :]  # the vertices of every patch but 0
+    base = {**_topology_fields(trace, "B"), "epoch": epoch + 1, "cause": "cut"}
+    not_first = pack_ids(np.arange(1, layout.patch_count))
+    shrunk = np.concatenate([[0, o[1] - 1], o[1:] - 1])  # patch 0 one vertex smaller
+    bad = [
+        {"kept_patches": pack_ids([1, 0]), "patch_offsets": pack_ids(o), "patch_vertices": pack_ids(v[: o[1]])},
+        {
+            "cause": "full",
+            "kept_patches": not_first,
+            "patch_offsets": pack_ids(o),
+            "patch_vertices": pack_ids(v[: o[1]]),
+        },
+        {"kept_patches": pack_ids([layout.patch_count]), "patch_offsets": pack_ids(o), "patch_vertices": pack_ids(v)},
+        {"kept_patches": pack_ids([0]), "patch_offsets": pack_ids(shrunk), "patch_vertices": pack_ids(rest)},
+        {"kept_patches": pack_ids([0]), "patch_offsets": pack_ids(o), "patch_vertices": pack_ids(rest[:-1])},
+        {"kept_patches": pack_ids([0]), "patch_offsets": pack_ids(o), "patch_vertices": pack_ids(v[: len(rest)])},
+        {
+            "epoch": epoch + 2,
+            "kept_patches": not_first,
+            "patch_offsets": pack_ids(o),
+            "patch_vertices": pack_ids(v[: o[1]]),
+        },
+    ]
+    return [SNAPSHOT_REGISTRY.encode("snap_topology", {**base, **change}) for change in bad]
+
+
+def test_bad_layout_edits_are_refused_in_both(harness, trace):
+    """Layout edits that are not ascending, come with cause 'full', keep a patch the previous layout lacks or
+    one of another size, list too few vertices or repeat a kept patch's, or skip an epoch: SnapshotError in
+    JS as in Python, the state unchanged (a good edit is the trace's cut)."""
+    prefix, _, _ = _prefix_and_next(trace, "B", 0.7)
+    candidates = _bad_layout_edits(trace, prefix)
     expected = probe_python(prefix, candidates)
     results = probe_js(harness, prefix, candidates)
     for i, ((outcome, state, unchanged), js) in enumerate(zip(expected, results, strict=True)):

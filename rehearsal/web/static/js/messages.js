@@ -630,6 +630,7 @@ SNAPSHOT_REGISTRY.register("snap_topology", [
   { name: "added_triangles", kind: "bytes" },
   { name: "patch_offsets", kind: "bytes" },
   { name: "patch_vertices", kind: "bytes" },
+  { name: "kept_patches", kind: "bytes", required: false },
 ]);
 SNAPSHOT_REGISTRY.register("snap_predictor", [
   { name: "id", kind: "int" },

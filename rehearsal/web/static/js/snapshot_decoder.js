@@ -209,19 +209,42 @@ function ids(data, what, width = 1) {
   }
 }
 
-/** snap_topology fields -> {epoch, cause, instrument, layout, removedVertices, removedTriangles, addedTriangles}. */
+/**
+ * snap_topology fields -> {epoch, cause, instrument, layout, kept, removedVertices, removedTriangles, addedTriangles}.
+ * A layout edit (kept_patches, SNAPSHOT.md 1) has kept (Int32Array, ascending) and layout null; its
+ * listed vertices and offsets wait in `edit` for resolveLayout (which needs the previous layout).
+ */
 export function parseTopology(f) {
   const epoch = Number(f.epoch);
   if (!(epoch >= 0 && epoch <= 0xffffffff)) throw new SnapshotError(`snap_topology: epoch ${f.epoch} out of range`);
   if (!CAUSES.includes(f.cause)) throw new SnapshotError(`snap_topology: unknown cause ${JSON.stringify(f.cause)}`);
   const vertexIds = ids(f.patch_vertices, "patch_vertices");
   const offsets = ids(f.patch_offsets, "patch_offsets");
-  validateLayout(vertexIds, offsets);
+  let kept = null;
+  if (f.kept_patches !== undefined && f.kept_patches !== null) {
+    kept = ids(f.kept_patches, "kept_patches");
+    let ascending = true;
+    for (let i = 1; i < kept.length; i++) if (kept[i] <= kept[i - 1]) ascending = false;
+    if (f.cause === "full" || !ascending) {
+      throw new SnapshotError("snap_topology: kept_patches must ascend strictly, and not with cause 'full'");
+    }
+    if (offsets.length < 1 || offsets[0] !== 0) {
+      throw new SnapshotError(`snap_topology: every patch needs 1..${MAX_PATCH_SIZE} vertices`);
+    }
+    for (let p = 0; p + 1 < offsets.length; p++) {
+      const size = offsets[p + 1] - offsets[p];
+      if (size < 1 || size > MAX_PATCH_SIZE) throw new SnapshotError(`snap_topology: every patch needs 1..${MAX_PATCH_SIZE} vertices`);
+    }
+  } else {
+    validateLayout(vertexIds, offsets);
+  }
   return {
     epoch,
     cause: f.cause,
     instrument: f.instrument ?? null,
-    layout: makeLayout(vertexIds, offsets),
+    layout: kept === null ? makeLayout(vertexIds, offsets) : null,
+    kept,
+    edit: kept === null ? null : { vertexIds, offsets },
     removedVertices: ids(f.removed_vertices, "removed_vertices"),
     removedTriangles: ids(f.removed_triangles, "removed_triangles", 3),
     addedTriangles: ids(f.added_triangles, "added_triangles", 3),
@@ -274,6 +297,40 @@ function makeLayout(vertexIds, offsets) {
       return rowOf;
     },
   });
+}
+
+/** TopologyUpdate.resolve_layout: an edit's full layout, the kept patches' vertices taken from `old`. */
+function resolveLayout(update, old) {
+  if (update.kept === null) return update.layout;
+  const { kept } = update;
+  const { vertexIds: listed, offsets } = update.edit;
+  const patchCount = offsets.length - 1;
+  if (old === null || (kept.length && kept[kept.length - 1] >= Math.min(old.patchCount, patchCount))) {
+    throw new SnapshotError("snap_topology: kept patches the previous layout does not have");
+  }
+  const isKept = new Uint8Array(patchCount);
+  for (const p of kept) {
+    if (old.offsets[p + 1] - old.offsets[p] !== offsets[p + 1] - offsets[p]) {
+      throw new SnapshotError("snap_topology: a kept patch changed size");
+    }
+    isKept[p] = 1;
+  }
+  let notKept = 0;
+  for (let p = 0; p < patchCount; p++) if (!isKept[p]) notKept += offsets[p + 1] - offsets[p];
+  if (notKept !== listed.length) throw new SnapshotError("snap_topology: patch_vertices does not match the patches not kept");
+  const vertexIds = new Int32Array(offsets[patchCount]);
+  let at = 0;
+  for (let p = 0; p < patchCount; p++) {
+    const size = offsets[p + 1] - offsets[p];
+    if (isKept[p]) {
+      vertexIds.set(old.vertexIds.subarray(old.offsets[p], old.offsets[p + 1]), offsets[p]);
+    } else {
+      vertexIds.set(listed.subarray(at, at + size), offsets[p]);
+      at += size;
+    }
+  }
+  validateLayout(vertexIds, offsets);
+  return makeLayout(vertexIds, offsets);
 }
 
 /** patches.carry_map: for each new row its old patch (-1: none) and row in it; per new patch its sources. */
@@ -589,17 +646,33 @@ export class SnapshotDecoder {
       throw new SnapshotError(`topology epoch ${update.epoch} was already applied`);
     }
     const carry = this.layout !== null && this._epoch !== null && update.epoch === this._epoch + 1 && update.cause !== "full";
-    this._carry = carry ? { map: carryMap(this.layout, update.layout), oldVersions: this._patchVersions } : null;
+    if (update.kept !== null && !carry) {
+      throw new SnapshotError(`topology epoch ${update.epoch}: a layout edit needs the previous epoch's layout`);
+    }
+    const oldLayout = this.layout;
+    const oldVersions = this._patchVersions;
+    const oldLatest = this._patchLatest;
+    const oldQ = this._surfaceQ;
+    const layout = resolveLayout(update, oldLayout);
+    this._carry = carry ? { map: carryMap(oldLayout, layout), oldVersions } : null;
     this._epoch = update.epoch;
-    this.layout = update.layout;
+    this.layout = layout;
     this.topology = Object.freeze({ epoch: update.epoch, cause: update.cause, instrument: update.instrument });
     this._resetSurface();
+    if (update.kept !== null) {
+      // kept patches keep their versions (SNAPSHOT.md 1, layout edits)
+      for (const p of update.kept) {
+        this._patchVersions[p] = new Map(oldVersions[p]);
+        this._patchLatest[p] = oldLatest[p];
+        this._surfaceQ.set(oldQ.subarray(3 * oldLayout.offsets[p], 3 * oldLayout.offsets[p + 1]), 3 * layout.offsets[p]);
+      }
+    }
     for (const [oid, versions] of this._rigidVersions) {
       const newest = Math.max(...versions.keys());
       this._rigidVersions.set(oid, new Map([[newest, versions.get(newest)]]));
     }
-    this._field = new PredictionField(update.layout);
-    update.layout.rows(); // build the id -> row map now, not in the next snapshot's decode
+    this._field = new PredictionField(layout);
+    layout.rows(); // build the id -> row map now, not in the next snapshot's decode
     this._fineLatest = null;
     this._updateTriangles(update);
     return this._retryHeld();
