@@ -47,7 +47,7 @@ from physics.scenes import (
     block_cantilever_scene,
     block_grasp_scene,
 )
-from physics.solver import step
+from physics.solver import Solver
 
 FRAME_DT = 1.0 / 60.0
 REFERENCE_SUBSTEPS = 200
@@ -255,8 +255,9 @@ def prepare_grasp(target_tets: int, frames: int, substeps: int) -> tuple[Scene, 
     scene = block_grasp_scene(target_tets, pull_frames=frames)
     start = scene.phases["pull"][0]
     events = []
+    solver = Solver(scene.model)
     for f in range(start):
-        report = step(scene.model, scene.state, scene.control(f), FRAME_DT, substeps)
+        report = solver.step(scene.state, scene.control(f), FRAME_DT, substeps)
         events += [e.kind for e in report.events if e.instrument == GRASPER_ID]
     inst = scene.state.instruments.get(GRASPER_ID)
     grasp = inst.grasp if inst is not None else None
@@ -277,10 +278,11 @@ def timed_pull(scene: Scene, start_state, substeps: int, measure: bool) -> dict:
     times, forces, inst_contacts, env_contacts, kinds = [], [], [], [], []
     drift, inverted = [], []
     resets = clamps = 0
+    solver = Solver(model)
     for f in range(first, end):
         control = scene.control(f)
         t0 = time.perf_counter()
-        report = step(model, state, control, FRAME_DT, substeps)
+        report = solver.step(state, control, FRAME_DT, substeps)
         times.append(time.perf_counter() - t0)
         g = report.grasp_forces.get(GRASPER_ID)
         forces.append(float(np.linalg.norm(g)) if g is not None else 0.0)
@@ -406,8 +408,9 @@ def settle_sag(target: int, substeps: int, max_frames: int) -> dict:
     frames = 0
     inverted_max = 0
     t0 = time.perf_counter()
+    solver = Solver(model)
     while frames < max_frames:
-        step(model, state, empty, FRAME_DT, substeps)
+        solver.step(state, empty, FRAME_DT, substeps)
         frames += 1
         speed = float(np.abs(state.v).max())
         if frames % 10 == 0:

@@ -1,6 +1,6 @@
 """How close the real-time solver comes to the converged solution of its own energy (physics.reference).
 
-Each measurement runs the real-time `step` on a block until it is at rest and solves the same static problem
+Each measurement runs the real-time Solver on a block until it is at rest and solves the same static problem
 (same mesh, material, pins, anchors, grasp points and load) with Newton, then compares:
 
 - bending: a cantilever (pinned at its -x face) under a body load scaled so that the converged tip sag is
@@ -32,7 +32,7 @@ from physics.model import Model, build_model, inverted_tets, live_volume
 from physics.procedural import tissue_block, vertices_in_box
 from physics.reference import Problem, Springs, solve_static
 from physics.scenes import BLOCK_SIZE, GRASPER_ID, block_cells, block_grasp_scene
-from physics.solver import step
+from physics.solver import Solver
 from physics.state import State, new_state
 
 FRAME_DT = 1.0 / 60.0
@@ -78,10 +78,11 @@ def settle(model: Model, state: State, substeps: int, max_frames: int, control=N
     times, inverted = [], 0
     report = None
     frames = 0
+    solver = Solver(model)
     for f in range(max_frames):
         ramping = on_frame(f) if on_frame is not None else False
         t0 = time.perf_counter()
-        report = step(model, state, control(f) if control else Control(), FRAME_DT, substeps)
+        report = solver.step(state, control(f) if control else Control(), FRAME_DT, substeps)
         times.append(time.perf_counter() - t0)
         frames = f + 1
         if frames % 10 == 0:

@@ -7,7 +7,7 @@ State and Control.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,8 +68,6 @@ class Model:
     surface: np.ndarray  # (k, 3) outward boundary triangles of live tets
     epoch: int = 0  # bumps on every topology change
     max_vertex_speed: float = 5.0  # m/s; clamps blow-ups, far above any tissue motion
-    # The step shell's arrays derived from the model (solver.py), kept while their key holds.
-    shell_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_vertices(self) -> int:
