@@ -4,7 +4,7 @@ from physics.control import Control, InstrumentInput
 from physics.environment import Environment
 from physics.mesh import MeshError, TetMesh
 from physics.model import Model, build_model, remove_tets
-from physics.solver import Event, StepReport, solver_threads, step
+from physics.solver import Event, Solver, StepReport, solver_threads, step
 from physics.state import State, new_state
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "InstrumentInput",
     "MeshError",
     "Model",
+    "Solver",
     "State",
     "StepReport",
     "TetMesh",

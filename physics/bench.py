@@ -10,6 +10,11 @@ top of a block pinned at its bottom and pulls it up and sideways, so grasp and c
 every timed frame. Each repeat restarts the pull from the same grasped state; times are per 60 Hz frame
 of `physics.step` (everything a room pays per tick), after a warm-up that compiles the kernels.
 
+Fidelity (physics.fidelity, per material 5 kPa to 1 MPa and size): the real-time solver at the goal setting (20
+substeps, 2 threads) against the converged solution of its own energy on the same mesh (a Newton solve,
+physics.reference): effective stiffness in bending and stretching, volume error at nu 0.45 and 0.49 (20% stretch
+and compression), grasp force error, inverted tets, and the milliseconds per frame of each run.
+
 Accuracy (per size and substep count): the tip sag of the block held at one end as a cantilever under
 gravity, against a 200-substep reference (both run until at rest); and, from the grasp-and-pull run,
 the relative volume drift and the number of inverted tets (det F <= 0).
@@ -33,6 +38,7 @@ import numpy as np
 
 from physics.cli_types import positive_int
 from physics.control import Control
+from physics.fidelity import MATERIALS, fidelity
 from physics.model import inverted_tets, live_volume
 from physics.scenes import (
     GRASPER_ID,
@@ -41,7 +47,7 @@ from physics.scenes import (
     block_cantilever_scene,
     block_grasp_scene,
 )
-from physics.solver import step
+from physics.solver import Solver
 
 FRAME_DT = 1.0 / 60.0
 REFERENCE_SUBSTEPS = 200
@@ -96,6 +102,14 @@ def _size_list(text: str) -> list[int]:
     return values
 
 
+def _material_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in MATERIALS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"bad material list {text!r}: choose from {','.join(MATERIALS)}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m physics.bench",
@@ -113,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         default=None,
         help="largest size that gets the cantilever sag check against its 200-substep reference (default 30k)",
+    )
+    p.add_argument(
+        "--fidelity", action=argparse.BooleanOptionalAction, default=True, help="run the converged-reference checks"
+    )
+    p.add_argument("--fidelity-sizes", type=_size_list, default=None, help="sizes for them (default 5k,20k)")
+    p.add_argument(
+        "--fidelity-materials",
+        type=_material_list,
+        default=None,
+        help=f"materials for them, of {','.join(MATERIALS)} (default all)",
     )
     p.add_argument("--sag-frames", type=positive_int, default=None, help="most frames for the sag to settle (300)")
     p.add_argument("--quick", action="store_true", help="a tiny run: ~1k tets, few frames (seconds)")
@@ -143,6 +167,9 @@ class Config:
     accuracy_max_tets: int
     sag_frames: int
     quick: bool
+    fidelity: bool = True
+    fidelity_sizes: list[int] = dataclasses.field(default_factory=lambda: [5000, 20000])
+    fidelity_materials: list[str] = dataclasses.field(default_factory=lambda: list(MATERIALS))
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -157,8 +184,12 @@ def make_config(args: argparse.Namespace) -> Config:
         accuracy_max_tets=30_000,
         sag_frames=40 if quick else 300,
         quick=quick,
+        fidelity=bool(args.fidelity),
+        fidelity_sizes=[1000] if quick else [5000, 20000],
+        fidelity_materials=["8kPa", "1MPa"] if quick else list(MATERIALS),
     )
-    for name in ("sizes", "substeps", "threads", "frames", "repeats", "accuracy_max_tets", "sag_frames"):
+    names = ("sizes", "substeps", "threads", "frames", "repeats", "accuracy_max_tets", "sag_frames")
+    for name in (*names, "fidelity_sizes", "fidelity_materials"):
         value = getattr(args, name)
         if value is not None:
             setattr(default, name, value)
@@ -224,8 +255,9 @@ def prepare_grasp(target_tets: int, frames: int, substeps: int) -> tuple[Scene, 
     scene = block_grasp_scene(target_tets, pull_frames=frames)
     start = scene.phases["pull"][0]
     events = []
+    solver = Solver(scene.model)
     for f in range(start):
-        report = step(scene.model, scene.state, scene.control(f), FRAME_DT, substeps)
+        report = solver.step(scene.state, scene.control(f), FRAME_DT, substeps)
         events += [e.kind for e in report.events if e.instrument == GRASPER_ID]
     inst = scene.state.instruments.get(GRASPER_ID)
     grasp = inst.grasp if inst is not None else None
@@ -246,10 +278,11 @@ def timed_pull(scene: Scene, start_state, substeps: int, measure: bool) -> dict:
     times, forces, inst_contacts, env_contacts, kinds = [], [], [], [], []
     drift, inverted = [], []
     resets = clamps = 0
+    solver = Solver(model)
     for f in range(first, end):
         control = scene.control(f)
         t0 = time.perf_counter()
-        report = step(model, state, control, FRAME_DT, substeps)
+        report = solver.step(state, control, FRAME_DT, substeps)
         times.append(time.perf_counter() - t0)
         g = report.grasp_forces.get(GRASPER_ID)
         forces.append(float(np.linalg.norm(g)) if g is not None else 0.0)
@@ -375,8 +408,9 @@ def settle_sag(target: int, substeps: int, max_frames: int) -> dict:
     frames = 0
     inverted_max = 0
     t0 = time.perf_counter()
+    solver = Solver(model)
     while frames < max_frames:
-        step(model, state, empty, FRAME_DT, substeps)
+        solver.step(state, empty, FRAME_DT, substeps)
         frames += 1
         speed = float(np.abs(state.v).max())
         if frames % 10 == 0:
@@ -458,6 +492,41 @@ def goal_section(timing: list[dict]) -> dict:
     return out
 
 
+# Goal of issue 16 for every material at the real-time setting (GOAL's substeps and threads).
+FIDELITY_GOAL = {"stiffness_within": 0.10, "volume_error_pp": 0.5, "force_error": 0.10, "inverted_at_rest": 0}
+
+
+def fidelity_section(cfg: Config) -> dict:
+    """The fidelity measurements at the goal's substeps and threads, per size, and whether they meet the goal."""
+    numba.set_num_threads(min(GOAL["threads"], numba.config.NUMBA_NUM_THREADS))
+    materials = {name: MATERIALS[name] for name in cfg.fidelity_materials}
+    sizes = {}
+    for target in cfg.fidelity_sizes:
+        sizes[str(target)] = fidelity(target, GOAL["substeps"], materials, log=log)
+    failures = []
+    for size, per_material in sizes.items():
+        for name, e in per_material.items():
+            checks = {
+                "bending": abs(e["bending"]["effective_stiffness"] - 1.0) <= FIDELITY_GOAL["stiffness_within"],
+                "stretching": abs(e["stretching"]["effective_stiffness"] - 1.0) <= FIDELITY_GOAL["stiffness_within"],
+                "volume": e["summary"]["volume_error_pp_max_abs"] <= FIDELITY_GOAL["volume_error_pp"],
+                "grasp_force": (e["grasp"].get("force_error") or math.inf) <= FIDELITY_GOAL["force_error"],
+                "inverted_at_rest": all(
+                    r["inverted_tets_max"] <= FIDELITY_GOAL["inverted_at_rest"]
+                    for r in (e["bending"], e["stretching"], *e["volume"].values())
+                ),
+            }
+            failures += [f"{size}/{name}/{k}" for k, ok in checks.items() if not ok]
+    return {
+        "substeps": GOAL["substeps"],
+        "threads": numba.get_num_threads(),
+        "goal": FIDELITY_GOAL,
+        "sizes": sizes,
+        "passed": not failures,
+        "failures": failures,
+    }
+
+
 def run(cfg: Config) -> dict:
     max_threads = numba.config.NUMBA_NUM_THREADS
     if max(cfg.threads) > max_threads:
@@ -477,6 +546,7 @@ def run(cfg: Config) -> dict:
             block["sag"] = None
             block["sag_note"] = f"skipped: above --accuracy-max-tets {cfg.accuracy_max_tets}"
         accuracy.append(block)
+    fid = fidelity_section(cfg) if cfg.fidelity else None
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = list(os.getloadavg())
         busy = machine["load_average_start"][0]
@@ -503,6 +573,7 @@ def run(cfg: Config) -> dict:
         "grasp_ok": grasp_ok,
         "timing": timing,
         "accuracy": accuracy if cfg.accuracy else None,
+        "fidelity": fid,
         "goal": goal_section(timing),
         "wall_seconds": _round(time.perf_counter() - t_start),
     }

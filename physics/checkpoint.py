@@ -5,7 +5,7 @@ State (positions, velocities, damage, instruments and their grasps): the copy co
 so it can run between two steps on the world's own thread. ``to_bytes`` / ``from_bytes`` serialize a
 checkpoint (msgpack; arrays as raw little-endian bytes with dtype and shape) on any thread, and ``restore``
 builds a fresh Model and State that step exactly as the originals would have: nothing is recomputed, so no
-rounding can differ. The step shell's caches are left out (they are rebuilt from the arrays on first use).
+rounding can differ. A restored Model gets a new physics.solver.Solver (which derives its arrays from the model's).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from physics.state import Grasp, InstrumentState, State
 VERSION = 1
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _DTYPES = {"<f8", "<f4", "<i4", "<i8", "<i2", "|i1", "|b1", "<u4", "<u8", "|u1"}
-_MODEL_SKIP = {"materials", "environment", "shell_cache"}
+_MODEL_SKIP = {"materials", "environment"}
 _SPEC_SCALARS = ("max_jaw", "grasp_length", "grasp_radius", "jaw_area", "friction", "energy_radius", "heat_rate")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from physics.cli_types import positive_int
 from physics.mesh_io import write_surface
 from physics.scenes import GRASPER_ID, liver_scene
-from physics.solver import Event, step
+from physics.solver import Event, Solver
 from physics.surface import connected_components
 
 FRAME_DT = 1.0 / 60.0
@@ -128,10 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     removed = 0
     resets = clamps = 0
     t_start = time.perf_counter()
+    solver = Solver(model)
     for f in range(n_frames):
         control = scene.control(f)
         t0 = time.perf_counter()
-        report = step(model, state, control, FRAME_DT, args.substeps)
+        report = solver.step(state, control, FRAME_DT, args.substeps)
         ms = (time.perf_counter() - t0) * 1e3
         times.append(ms)
         g = report.grasp_forces.get(GRASPER_ID)

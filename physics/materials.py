@@ -10,7 +10,8 @@ from dataclasses import dataclass
 class Material:
     """A tissue material in SI units.
 
-    young: Young's modulus (Pa); poisson: Poisson ratio in [0, 0.5); density (kg/m^3);
+    young: Young's modulus (Pa); poisson: Poisson ratio in [0, 0.5) (tissue is not auxetic; the stable
+    Neo-Hookean energy is well posed on all of it, see physics.neo_hookean.stable_lame); density (kg/m^3);
     damping: velocity damping rate (1/s); strength: tensile strength (Pa): a grasp tears free when
     its force exceeds strength x the jaws' contact area; burn_rate: damage per second per unit heat
     (1.0 means a fully energized tip at the tet burns it through in one second).

@@ -7,14 +7,14 @@ State and Control.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from physics.environment import Environment
 from physics.materials import Material
 from physics.mesh import TetMesh, signed_volumes
-from physics.neo_hookean import CHUNK, LANES, rest_data
+from physics.neo_hookean import CHUNK, LANES, rest_data, stable_lame
 from physics.partitioning import chunk_plan, sweep_plan
 from physics.surface import boundary_triangles, surface_after_removal, tet_neighbours
 
@@ -31,8 +31,8 @@ class Model:
     dm_inv: np.ndarray  # (m, 9)
     rest_volume: np.ndarray  # (m,)
     alpha_dev: np.ndarray  # (m,) deviatoric compliance 1 / (mu V) of fresh tissue
-    alpha_hyd: np.ndarray  # (m,) hydrostatic compliance 1 / (lambda V)
-    gamma: np.ndarray  # (m,) 1 + mu / lambda
+    alpha_hyd: np.ndarray  # (m,) hydrostatic compliance 1 / (lambda_hat V), lambda_hat = lambda + mu
+    gamma: np.ndarray  # (m,) 1 + mu / lambda_hat: the rest state is stress-free
     fixed: np.ndarray  # (n,) bool: pinned vertices
     anchor_vertex: np.ndarray  # (k,) int32: vertices tied to the fixed frame (ligaments)
     anchor_position: np.ndarray  # (k, 3)
@@ -68,8 +68,6 @@ class Model:
     surface: np.ndarray  # (k, 3) outward boundary triangles of live tets
     epoch: int = 0  # bumps on every topology change
     max_vertex_speed: float = 5.0  # m/s; clamps blow-ups, far above any tissue motion
-    # The step shell's arrays derived from the model (solver.py), kept while their key holds.
-    shell_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_vertices(self) -> int:
@@ -125,9 +123,7 @@ def build_model(
         raise ValueError("gravity must be finite")
     dm_inv, volume = rest_data(mesh.vertices, mesh.tets)
     lame = np.array([m.lame for m in materials])
-    mu, lam = lame[mesh.regions, 0], lame[mesh.regions, 1]
-    # poisson = 0 gives lambda = 0: treat as (almost) no volume stiffness rather than dividing by zero.
-    lam = np.maximum(lam, 1e-6 * mu)
+    mu, lam = stable_lame(lame[mesh.regions, 0], lame[mesh.regions, 1])
     model = Model(
         rest_positions=mesh.vertices.copy(),
         tets=mesh.tets.copy(),

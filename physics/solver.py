@@ -1,12 +1,18 @@
-"""step(model, state, control, dt): one frame of the world, the engine's single entry point.
+"""The Solver: one frame of the world at a time, the engine's single entry point.
 
-The thin stateful shell around the numba frame kernel: it sanitises instrument input, takes and releases
-grasps, runs the substeps, then applies the frame's topology events (cuts, burns) and reports forces.
+`Solver(model)` is the thin stateful shell around the numba frame kernel (like Newton's `SolverBase(model)`):
+it sanitises instrument input, takes and releases grasps, runs the substeps, then applies the frame's topology
+events (cuts, burns) and reports forces. It owns the arrays it derives from the model (anchors as attach
+points, contact candidates' vertex sets) and from the instrument layout (capsules, grasp points), and is told
+when the model changes (`notify_model_changed`): its own cuts and burns tell it; whoever changes the model
+otherwise (remove_tets, add_anchors) calls it. `step(model, state, control)` is a one-frame convenience with a
+fresh Solver (nothing kept between calls).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numba
@@ -65,12 +71,53 @@ def step(
     substeps: int = 20,
     limits: PoseLimits | None = None,
 ) -> StepReport:
-    """Advance the world by dt seconds in `substeps` XPBD substeps (one iteration each)."""
+    """One frame with a fresh Solver: for scripts and tests (a long run holds a Solver and calls its step)."""
+    return Solver(model, limits).step(state, control, dt, substeps)
+
+
+class Solver:
+    """The tissue solver of one Model: steps States of it and owns the arrays derived from the model.
+
+    Call notify_model_changed() after changing the model's topology or anchors (remove_tets, add_anchors) from
+    outside; a rebuilt or restored Model gets a new Solver. Per-tet constants (compliances, damage) are read
+    from the model and state every frame and need no notice."""
+
+    def __init__(self, model: Model, limits: PoseLimits | None = None) -> None:
+        self.model = model
+        self.limits = limits or _DEFAULT_LIMITS
+        self._capsules: tuple | None = None  # (layout key, arrays, the specs held so their ids stay unique)
+        self._grasps: tuple | None = None  # (key, arrays, row spans, the arrays held)
+        self.notify_seconds = 0.0  # what the last notify_model_changed cost
+        self.notify_model_changed()
+
+    def notify_model_changed(self) -> None:
+        """Rebuild what depends on the model's topology and anchors: anchors as attach points, the movable
+        vertices and the surface triangles with a movable corner (contact candidates)."""
+        t0 = time.perf_counter()
+        model = self.model
+        anchor_v = np.repeat(model.anchor_vertex[:, None], 3, axis=1)
+        anchor_w = np.zeros((anchor_v.shape[0], 3))
+        anchor_w[:, 0] = 1.0
+        self._anchors = (anchor_v, anchor_w)
+        movable = np.flatnonzero(model.inv_mass > 0).astype(np.int32)
+        tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
+        self._contact_sets = (movable, tris)
+        self.notify_seconds = time.perf_counter() - t0
+
+    def step(
+        self, state: State, control: Control, dt: float = 1.0 / 60.0, substeps: int = 20, limits=None
+    ) -> StepReport:
+        """Advance the world by dt seconds in `substeps` XPBD substeps (one iteration each)."""
+        return _step(self, self.model, state, control, dt, substeps, limits or self.limits)
+
+
+def _step(
+    solver: Solver, model: Model, state: State, control: Control, dt: float, substeps: int, limits: PoseLimits
+) -> StepReport:
     if not (math.isfinite(dt) and 0.0 < dt <= 0.1):
         raise ValueError(f"dt must be in (0, 0.1] s, got {dt!r}")
     if not (isinstance(substeps, int) and 1 <= substeps <= 10_000):
         raise ValueError(f"substeps must be an int in [1, 10000], got {substeps!r}")
-    limits = limits or _DEFAULT_LIMITS
     events: list[Event] = []
     starts = _update_instruments(state, control, dt, limits, events)
     ids = list(state.instruments)
@@ -79,12 +126,12 @@ def step(
 
     counts = np.zeros(N_COUNTS, dtype=np.int64)
     inst_force = np.zeros((len(ids), 3))
-    arrays = _instrument_arrays(state, ids, starts)
-    grasps, grasp_rows = _grasp_arrays(state, ids)
-    anchor_v, anchor_w = _anchor_arrays(model)
+    arrays = _instrument_arrays(solver, state, ids, starts)
+    grasps, grasp_rows = _grasp_arrays(solver, state, ids)
+    anchor_v, anchor_w = solver._anchors
     anchor_force = np.zeros((anchor_v.shape[0], 3))
     grasp_force = np.zeros((grasps[0].size, 3))
-    cand_verts, cand_weights, cand_inst = _contact_candidates(model, state, arrays, dt)
+    cand_verts, cand_weights, cand_inst = _contact_candidates(solver, model, state, arrays, dt)
     env = model.environment
     kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
     kernel(
@@ -100,7 +147,7 @@ def step(
     report = StepReport(state.frame + 1, state.time + dt, {}, {}, anchor_force, events, [], {})
     _collect_forces(state, ids, grasp_rows, inst_force, grasp_force, report)
     _tear_overloaded(state, report)
-    _topology_events(model, state, ids, starts, dt, report)
+    _topology_events(solver, model, state, ids, starts, dt, report)
     n_inst, n_env, n_reset, n_clamp = counts.tolist()
     report.counts = {
         "instrument_contacts": n_inst,
@@ -184,7 +231,7 @@ def _grasp_transition(model: Model, state: State, k: int, start, events: list[Ev
             events.append(Event("grasp", k, {"points": int(grasp.vertices.shape[0])}))
 
 
-def _instrument_arrays(state: State, ids: list[int], starts) -> tuple:
+def _instrument_arrays(solver: Solver, state: State, ids: list[int], starts) -> tuple:
     """Kernel inputs for the instruments in row order: poses at the frame's start and end (p0, q0, j0, p1, q1,
     j1), friction, and the capsules (instrument row, local rows, radius, active), then whether any capsule is
     active. The capsule part depends only on which specs are held in which rows and which of them hold a
@@ -199,14 +246,14 @@ def _instrument_arrays(state: State, ids: list[int], starts) -> tuple:
     p1 = np.array([inst.position for inst in insts], dtype=np.float64)
     q1 = np.array([inst.orientation for inst in insts], dtype=np.float64)
     j1 = np.array([inst.jaw for inst in insts], dtype=np.float64)
-    return (p0, q0, j0, p1, q1, j1, *_capsule_layout(state, insts))
+    return (p0, q0, j0, p1, q1, j1, *_capsule_layout(solver, insts))
 
 
-def _capsule_layout(state: State, insts: list[InstrumentState]) -> tuple:
-    """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, cached on the state."""
-    # Keyed by object ids; the cache holds the objects themselves, so an id cannot be reused while cached.
+def _capsule_layout(solver: Solver, insts: list[InstrumentState]) -> tuple:
+    """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, kept by the solver."""
+    # Keyed by object ids; the solver holds the objects themselves, so an id cannot be reused while kept.
     key = tuple([(id(inst.spec), inst.grasp is not None) for inst in insts])
-    cached = state.shell_cache.get("capsules")
+    cached = solver._capsules
     if cached is not None and cached[0] == key:
         return cached[1]
     mu = np.array([inst.spec.friction for inst in insts], dtype=np.float64)
@@ -224,7 +271,7 @@ def _capsule_layout(state: State, insts: list[InstrumentState]) -> tuple:
         mu, np.array(cap_inst, dtype=np.int32), cap_local, np.ascontiguousarray(cap_local[:, 6]), active_arr,
         bool(active_arr.any()),
     )  # fmt: skip
-    state.shell_cache["capsules"] = (key, layout, [inst.spec for inst in insts])
+    solver._capsules = (key, layout, [inst.spec for inst in insts])
     return layout
 
 
@@ -235,15 +282,17 @@ _NO_INSTRUMENTS = (
 _NO_GRASPS = (np.zeros(0, np.int32), np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3)))
 
 
-def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
+def _grasp_arrays(
+    solver: Solver, state: State, ids: list[int]
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
     """Kernel inputs of the held grasps (instrument row, vertex triples, weights, local targets) and each row's
     range of grasp points (first, last + 1; empty for a row that holds nothing). Rebuilt only when a grasp or its
-    arrays change (cached on the state)."""
+    arrays change (kept by the solver)."""
     rows = [(row, state.instruments[k].grasp) for row, k in enumerate(ids) if state.instruments[k].grasp]
     if not rows:
         return _NO_GRASPS, (np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64))
     key = (len(ids), *[(row, id(g.vertices), id(g.weights), id(g.local)) for row, g in rows])  # held below
-    cached = state.shell_cache.get("grasps")
+    cached = solver._grasps
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
     g_inst = np.concatenate([np.full(g.vertices.shape[0], row, np.int32) for row, g in rows])
@@ -259,31 +308,20 @@ def _grasp_arrays(state: State, ids: list[int]) -> tuple[tuple[np.ndarray, ...],
         spans[0][row], spans[1][row] = at, at + g.vertices.shape[0]
         at += g.vertices.shape[0]
     held = [(g.vertices, g.weights, g.local) for _, g in rows]
-    state.shell_cache["grasps"] = (key, arrays, spans, held)
+    solver._grasps = (key, arrays, spans, held)
     return arrays, spans
 
 
-def _anchor_arrays(model: Model) -> tuple[np.ndarray, np.ndarray]:
-    """Anchors as attach points (vertex triples (v, v, v), weights (1, 0, 0)); rebuilt when anchor_vertex is
-    replaced (add_anchors)."""
-    cached = model.shell_cache.get("anchors")
-    if cached is not None and cached[0] is model.anchor_vertex:
-        return cached[1], cached[2]
-    anchor_v = np.repeat(model.anchor_vertex[:, None], 3, axis=1)
-    anchor_w = np.zeros((anchor_v.shape[0], 3))
-    anchor_w[:, 0] = 1.0
-    model.shell_cache["anchors"] = (model.anchor_vertex, anchor_v, anchor_w)
-    return anchor_v, anchor_w
-
-
-def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _contact_candidates(
+    solver: Solver, model: Model, state: State, arrays, dt: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tissue points that may touch an instrument this frame, near an active capsule's path:
     (vertex triples, barycentric weights, instrument row). Movable vertices, plus the centre of each
     surface triangle so that a thin shaft cannot pass between the vertices of a coarse mesh."""
     p0, q0, j0, p1, q1, j1, _, cap_inst, cap_local, cap_r, active, any_active = arrays
     if not any_active:
         return _NO_CANDIDATES
-    movable, tris = _contact_sets(model)
+    movable, tris = solver._contact_sets
     # Tissue moves too: allow what a vertex at the speed clamp could cover in a tenth of the frame.
     tissue = model.max_vertex_speed * dt * 0.1
     return frame_candidates(
@@ -292,18 +330,6 @@ def _contact_candidates(model: Model, state: State, arrays, dt: float) -> tuple[
 
 
 _NO_CANDIDATES = (np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros(0, np.int32))
-
-
-def _contact_sets(model: Model) -> tuple[np.ndarray, np.ndarray]:
-    """Movable vertices and the surface triangles with a movable corner. They change only with the model's
-    ``inv_mass`` and ``surface`` arrays (a topology event replaces both), so they are kept until then."""
-    cached = getattr(model, "_contact_sets_cache", None)
-    if cached is not None and cached[0] is model.inv_mass and cached[1] is model.surface:
-        return cached[2], cached[3]
-    movable = np.flatnonzero(model.inv_mass > 0).astype(np.int32)
-    tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
-    model._contact_sets_cache = (model.inv_mass, model.surface, movable, tris)
-    return movable, tris
 
 
 def _collect_forces(state, ids, grasp_rows, inst_force, grasp_force, report: StepReport) -> None:
@@ -349,7 +375,7 @@ def _tear_overloaded(state: State, report: StepReport) -> None:
             report.events.append(Event("tear", k, {"force": norm3(g.force), "limit": g.tear_force}))
 
 
-def _topology_events(model: Model, state: State, ids, starts, dt: float, report: StepReport) -> None:
+def _topology_events(solver: Solver, model: Model, state: State, ids, starts, dt: float, report: StepReport) -> None:
     for k in ids:
         inst = state.instruments[k]
         doomed, cause = None, ""
@@ -371,6 +397,7 @@ def _topology_events(model: Model, state: State, ids, starts, dt: float, report:
             cause = "burn"
         if doomed is not None and doomed.size:
             removed, tri_out, tri_in = remove_tets(model, doomed)
+            solver.notify_model_changed()
             change = TopologyChange(model.epoch, cause, k, removed, tri_out, tri_in)
             report.topology.append(change)
             report.events.append(Event(cause, k, {"tets": int(removed.size), "epoch": model.epoch}))

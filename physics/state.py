@@ -44,8 +44,6 @@ class State:
     counters: Counter = field(default_factory=Counter)
     time: float = 0.0
     frame: int = 0
-    # The step shell's arrays for the current instrument layout (solver.py), kept while their key holds.
-    shell_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def effective_alpha_dev(self, model: Model) -> np.ndarray:
         """Deviatoric compliance with coagulation stiffening applied."""

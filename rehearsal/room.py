@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physics import Control, InstrumentInput, Model, StepReport, new_state, step
+from physics import Control, InstrumentInput, Model, Solver, StepReport, new_state
 from physics.instruments import SPECS, InstrumentSpec, Kind
 from physics.model import inverted_tets
 from physics.pose_guard import PoseLimits
@@ -83,6 +83,7 @@ class Room(MentorCommands):
         self.scenario = scenario
         self.model = model if model is not None else build_world(scenario)
         self.physics: State = new_state(self.model)
+        self._solver: Solver | None = None  # for self.model; a new one when the model is replaced (reset, restore)
         self.state = RoomState.CREATED
         self.participants: dict[int, Participant] = {}
         self.removed: set[int] = set()  # removed by the mentor: their tokens and rejoin codes stay refused
@@ -360,7 +361,9 @@ class Room(MentorCommands):
         if self.recorder is not None:
             built, times = self._control_times
             self.recorder.tick(dt, substeps, control, times if built is control else None)
-        report = step(self.model, self.physics, control, dt, substeps)
+        if self._solver is None or self._solver.model is not self.model:
+            self._solver = Solver(self.model)
+        report = self._solver.step(self.physics, control, dt, substeps)
         self.frame += 1
         self.elapsed += dt
         self._count_solver_health(report)
@@ -442,6 +445,8 @@ class Room(MentorCommands):
                 except ComplicationError as exc:
                     self._events.append(RoomEvent("complication_failed", {"complication": arg, "reason": str(exc)}, by))
                     continue
+                if self._solver is not None:  # a complication may add anchors (adhesions)
+                    self._solver.notify_model_changed()
                 self._events.append(RoomEvent("complication_started", detail, by=by))
             if self.recorder is not None:
                 self.recorder.effect(kind, **({} if arg is None else {"id": arg}))

@@ -141,7 +141,7 @@ def test_demo_rejects_bad_arguments(argv, capsys):
 
 
 def test_bench_quick_json_has_the_expected_keys(capsys):
-    rc = bench.main(["--quick", "--sag-frames", "5"])
+    rc = bench.main(["--quick", "--sag-frames", "5", "--fidelity-sizes", "300", "--fidelity-materials", "8kPa"])
     assert rc == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)  # one JSON document, nothing else on stdout
@@ -160,6 +160,12 @@ def test_bench_quick_json_has_the_expected_keys(capsys):
     sag = acc["sag"]
     assert sag["reference_substeps"] == 200 and "relative_error" in sag["by_substeps"]["20"]
     assert {"passed", "measured"} <= doc["goal"].keys() and doc["goal"]["measured"] is None
+    fid = doc["fidelity"]
+    entry = fid["sizes"]["300"]["8kPa"]
+    assert fid["substeps"] == 20 and {"bending", "stretching", "volume", "grasp", "summary"} <= entry.keys()
+    assert set(entry["volume"]) == {"nu0.45_stretch20", "nu0.45_compress20", "nu0.49_stretch20", "nu0.49_compress20"}
+    assert 0.5 < entry["summary"]["bending_stiffness"] <= 1.05 and entry["bending"]["newton_converged"]
+    assert isinstance(fid["passed"], bool) and isinstance(fid["failures"], list)
     assert "size" in captured.err  # progress goes to stderr
 
 

@@ -3,7 +3,7 @@
 import numba as nb
 import numpy as np
 
-from physics import Control, InstrumentInput, step
+from physics import Control, InstrumentInput, Solver
 from physics.cautery import heat
 from physics.contact import broad_phase
 from physics.cutting import REACH_MARGIN, fan_swept, swept_tets
@@ -114,22 +114,23 @@ def test_swept_tets_and_heat_match_the_plain_numpy_scans():
 
 
 def _script(forget_caches: bool) -> tuple[np.ndarray, list]:
-    """Grasp and pull, bring a second and a third instrument in and out; optionally drop the shell's caches."""
+    """Grasp and pull, bring a second and a third instrument in and out; with forget_caches a new Solver (nothing
+    kept) every frame, else one Solver for the run."""
     model, state = block(on_table=True)
     g, h, g3 = grasper(), cautery_hook(), grasper()
     side = look_rotation(forward=(0.0, 0.0, -1.0))
     out = []
+    solver = Solver(model)
     for f in range(14):
         if forget_caches:
-            state.shell_cache.clear()
-            model.shell_cache.clear()
+            solver = Solver(model)
         gp = np.array([0.0, TOP + 0.010 + 0.0008 * max(0, f - 1), 0.0])
         cmds = [InstrumentInput(1, g, gp, DOWN, 0.8 if f == 0 else 0.0)]
         if 3 <= f < 9:
             cmds.insert(0, InstrumentInput(2, h, np.array([-0.025 + 0.004 * f, 0.006, 0.02]), side, 0.0))
         if 5 <= f < 11:
             cmds.append(InstrumentInput(3, g3, np.array([0.015, TOP + 0.010, 0.0]), DOWN, 0.8 if f == 5 else 0.0))
-        report = step(model, state, Control(cmds))
+        report = solver.step(state, Control(cmds))
         out.append([(e.kind, e.instrument) for e in report.events])
         out.append({k: v.tolist() for k, v in report.instrument_forces.items()})
         out.append({k: v.tolist() for k, v in report.grasp_forces.items()})

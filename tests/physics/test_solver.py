@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from physics import Control, InstrumentInput, step
+from physics import Control, InstrumentInput, Solver, remove_tets, step
 from physics.instruments import cautery_hook, grasper, look_rotation, scissors
 from physics.mesh import signed_volumes
 from tests.physics.scenes import DOWN, Driver, block
@@ -278,3 +278,52 @@ def test_a_second_command_for_the_same_instrument_is_dropped():
     assert state.instruments[1].jaw == 0.5
     assert state.counters["pose_duplicate"] == 1
     assert [e.kind for e in report.events] == ["pose_rejected"]
+
+
+def _cut_and_step(solver_for):
+    """Steps a pinned block with a grasper pressing on it, removes a slab of tets between two frames (as a cut
+    does), steps on; solver_for(model) gives the Solver used for each frame."""
+    model, state = block(on_table=False, pinned_bottom=True)
+    g = grasper()
+    out = []
+    for f in range(8):
+        if f == 4:
+            centres = model.rest_positions[model.tets].mean(axis=1)
+            remove_tets(model, np.flatnonzero(np.abs(centres[:, 0]) < 0.004))
+            solver_for(model, changed=True)
+        pos = np.array([0.004, TOP - 0.001 - 0.0005 * f, 0.0])
+        report = solver_for(model).step(state, Control([InstrumentInput(1, g, pos, DOWN, 0.8)]))
+        out.append((report.counts, {k: v.tolist() for k, v in report.instrument_forces.items()}))
+    return state.x.copy(), out
+
+
+def test_a_notified_solver_steps_exactly_as_a_fresh_one_after_a_topology_change():
+    kept = {}
+
+    def one_solver(model, changed=False):
+        if "s" not in kept:
+            kept["s"] = Solver(model)
+        if changed:
+            kept["s"].notify_model_changed()
+        return kept["s"]
+
+    x1, out1 = _cut_and_step(one_solver)
+    x2, out2 = _cut_and_step(lambda model, changed=False: Solver(model))
+    assert out1 == out2 and np.array_equal(x1, x2)
+    assert kept["s"].notify_seconds > 0.0
+
+
+def test_notify_model_changed_drops_orphaned_vertices_from_the_contact_sets():
+    """After tets go (step() notifies itself after its cuts and burns), orphaned vertices are no contact candidates."""
+    model, state = block(on_table=False, pinned_bottom=True)
+    solver = Solver(model)
+    movable_before = solver._contact_sets[0].size
+    # Everything above the bottom layer goes: its vertices are orphans now.
+    centres = model.rest_positions[model.tets].mean(axis=1)
+    doomed = np.flatnonzero(centres[:, 1] > 0.004)
+    removed, _, _ = remove_tets(model, doomed)
+    assert removed.size
+    solver.notify_model_changed()
+    assert solver._contact_sets[0].size < movable_before
+    assert np.all(model.inv_mass[solver._contact_sets[0]] > 0)
+    solver.step(state, Control())

@@ -1,0 +1,241 @@
+"""How close the real-time solver comes to the converged solution of its own energy (physics.reference).
+
+Each measurement runs the real-time Solver on a block until it is at rest and solves the same static problem
+(same mesh, material, pins, anchors, grasp points and load) with Newton, then compares:
+
+- bending: a cantilever (pinned at its -x face) under a body load scaled so that the converged tip sag is
+  0.5% of its length (the linear regime); effective stiffness = converged sag / real-time sag;
+- stretching: the +x face pulled 1% along x by stiff anchors (the -x face pinned); effective stiffness =
+  real-time end force / converged end force;
+- volume: the same column stretched and compressed by 20% at nu 0.45 and 0.49; the volume change (percentage
+  points) against the converged one, and the end force's ratio;
+- grasp: `physics.scenes.block_grasp_scene` with the pull scaled to the material (tearing off), held at its end
+  pose until at rest; the grasp force's relative error (vector) against the converged pull of the same grasp
+  points on the same targets. Contact with the instrument's shaft is not part of the reference.
+
+Effective stiffness 1.0 is converged; below 1 the real-time body is softer. Every real-time run also reports its
+median milliseconds per frame (one measurement under whatever load the machine has).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from physics.control import Control
+from physics.grasping import GRASP_COMPLIANCE
+from physics.instruments import quat_to_matrix
+from physics.materials import Material
+from physics.model import Model, build_model, inverted_tets, live_volume
+from physics.procedural import tissue_block, vertices_in_box
+from physics.reference import Problem, Springs, solve_static
+from physics.scenes import BLOCK_SIZE, GRASPER_ID, block_cells, block_grasp_scene
+from physics.solver import Solver
+from physics.state import State, new_state
+
+FRAME_DT = 1.0 / 60.0
+REST_SPEED = 1e-5  # m/s: at rest when no vertex moves faster
+MIN_FRAMES = 30
+# Damping only speeds up coming to rest (the static equilibrium does not depend on it).
+SETTLE_DAMPING = 20.0
+END_ANCHOR_COMPLIANCE = 1e-7  # m/N: stiff next to any tissue here, so the end face follows its targets
+BEND_SAG = 0.005  # converged tip sag, fraction of the length
+STRETCH = 0.01
+VOLUME_STRAIN = 0.2
+RAMP_FRAMES = 30
+# The grasp pull at 30 kPa (m); stiffer materials are pulled proportionally less, to stay in a similar force range.
+GRASP_PULL = (0.004, 0.008, 0.0)
+GRASP_PULL_MODULUS = 3.0e4
+
+MATERIALS = {  # name: (Young's modulus in Pa); all nu 0.45, density 1000 kg/m^3
+    "5kPa": 5.0e3,
+    "8kPa": 8.0e3,
+    "30kPa": 3.0e4,
+    "100kPa": 1.0e5,
+    "1MPa": 1.0e6,
+}
+
+
+def material(young: float, poisson: float = 0.45) -> Material:
+    """A test material: strength far above any load here (no tearing), damping for a quick rest."""
+    return Material(f"E{young:g}", young=young, poisson=poisson, density=1000.0, damping=SETTLE_DAMPING, strength=1e15)
+
+
+@dataclasses.dataclass
+class Settled:
+    state: State
+    frames: int
+    at_rest: bool
+    median_ms: float
+    inverted_max: int
+    last_report: object
+
+
+def settle(model: Model, state: State, substeps: int, max_frames: int, control=None, on_frame=None) -> Settled:
+    """Step until at rest (after MIN_FRAMES and once on_frame has nothing left to ramp) or max_frames."""
+    times, inverted = [], 0
+    report = None
+    frames = 0
+    solver = Solver(model)
+    for f in range(max_frames):
+        ramping = on_frame(f) if on_frame is not None else False
+        t0 = time.perf_counter()
+        report = solver.step(state, control(f) if control else Control(), FRAME_DT, substeps)
+        times.append(time.perf_counter() - t0)
+        frames = f + 1
+        if frames % 10 == 0:
+            inverted = max(inverted, inverted_tets(model, state.x))
+        if not ramping and frames >= MIN_FRAMES and float(np.abs(state.v).max()) < REST_SPEED:
+            break
+    at_rest = float(np.abs(state.v).max()) < REST_SPEED
+    ms = float(np.median(times)) * 1e3
+    return Settled(state, frames, at_rest, ms, max(inverted, inverted_tets(model, state.x)), report)
+
+
+def bending(target_tets: int, young: float, substeps: int, max_frames: int) -> dict:
+    """Cantilever tip sag, converged against real time."""
+    mat = material(young)
+    mesh = tissue_block(size=BLOCK_SIZE, cells=block_cells(target_tets))
+    v = mesh.vertices
+    x0, x1 = float(v[:, 0].min()), float(v[:, 0].max())
+    fixed = vertices_in_box(mesh, (-np.inf,) * 3, (x0 + 1e-9, np.inf, np.inf))
+    tip = vertices_in_box(mesh, (x1 - 1e-9, -np.inf, -np.inf), (np.inf,) * 3)
+    length, height = x1 - x0, float(v[:, 1].max() - v[:, 1].min())
+    # Euler-Bernoulli: sag = 12 rho g L^4 / (8 E h^2); the load that gives BEND_SAG * L (the mesh is stiffer,
+    # so the converged sag comes out a little smaller: the same load is used for both solvers).
+    g = BEND_SAG * length * 8.0 * young * height**2 / (12.0 * mat.density * length**4)
+    model = build_model(mesh, [mat], fixed=fixed, gravity=(0.0, -g, 0.0))
+    run = settle(model, new_state(model), substeps, max_frames)
+    ref = solve_static(Problem(model), run.state.x)
+    rest = model.rest_positions[tip, 1]
+    sag_rt = -float((run.state.x[tip, 1] - rest).mean())
+    sag_ref = -float((ref.x[tip, 1] - rest).mean())
+    return {
+        "effective_stiffness": _r(sag_ref / sag_rt),
+        "tip_sag_m": _r(sag_rt, 6),
+        "converged_tip_sag_m": _r(sag_ref, 6),
+        **_run_fields(run, ref),
+    }
+
+
+def _column(target_tets: int, mat: Material) -> tuple[Model, np.ndarray, float]:
+    mesh = tissue_block(size=BLOCK_SIZE, cells=block_cells(target_tets))
+    v = mesh.vertices
+    x0, x1 = float(v[:, 0].min()), float(v[:, 0].max())
+    fixed = vertices_in_box(mesh, (-np.inf,) * 3, (x0 + 1e-9, np.inf, np.inf))
+    end = vertices_in_box(mesh, (x1 - 1e-9, -np.inf, -np.inf), (np.inf,) * 3)
+    model = build_model(
+        mesh, [mat], fixed=fixed, anchors=end, anchor_compliance=END_ANCHOR_COMPLIANCE, gravity=(0.0, 0.0, 0.0)
+    )
+    return model, end, x1 - x0
+
+
+def axial(target_tets: int, young: float, poisson: float, strain: float, substeps: int, max_frames: int) -> dict:
+    """The column's end face moved by strain x length: end force and volume change, converged against real time."""
+    model, _, length = _column(target_tets, material(young, poisson))
+    start = model.anchor_position.copy()
+
+    def ramp(f: int) -> bool:
+        s = min(1.0, (f + 1) / RAMP_FRAMES)
+        model.anchor_position[:, 0] = start[:, 0] + s * strain * length
+        return s < 1.0
+
+    run = settle(model, new_state(model), substeps, max_frames, on_frame=ramp)
+    ref = solve_static(Problem(model), run.state.x)
+    v0 = live_volume(model, model.rest_positions)
+    dv_rt = live_volume(model, run.state.x) / v0 - 1.0
+    dv_ref = live_volume(model, ref.x) / v0 - 1.0
+    f_rt = float(run.last_report.anchor_forces[:, 0].sum())
+    springs = Problem(model).springs[0]
+    f_ref = float(springs.forces(ref.x)[:, 0].sum())
+    return {
+        "effective_stiffness": _r(f_rt / f_ref),
+        "end_force_n": _r(f_rt),
+        "converged_end_force_n": _r(f_ref),
+        "volume_change_pct": _r(100 * dv_rt),
+        "converged_volume_change_pct": _r(100 * dv_ref),
+        "volume_error_pp": _r(100 * (dv_rt - dv_ref)),
+        **_run_fields(run, ref),
+    }
+
+
+def grasp(target_tets: int, young: float, substeps: int, max_frames: int) -> dict:
+    """The grasp-and-pull scene held at its end pose: grasp force, converged against real time."""
+    scale = min(1.0, GRASP_PULL_MODULUS / young)
+    pull = tuple(scale * p for p in GRASP_PULL)
+    scene = block_grasp_scene(target_tets, pull_frames=30, pull=pull, material=material(young))
+    model, state = scene.model, scene.state
+    run = settle(
+        model,
+        state,
+        substeps,
+        scene.n_frames + max_frames,
+        control=lambda f: scene.control(min(f, scene.n_frames)),
+        on_frame=lambda f: f < scene.n_frames,  # the script first: not at rest before the pull is over
+    )
+    inst = state.instruments.get(GRASPER_ID)
+    if inst is None or inst.grasp is None:
+        return {"error": "the grasp did not hold"}
+    g = inst.grasp
+    targets = inst.position + g.local @ quat_to_matrix(inst.orientation).T
+    springs = Springs(g.vertices.astype(np.int64), g.weights, targets, GRASP_COMPLIANCE)
+    ref = solve_static(Problem(model, springs=springs), state.x)
+    f_rt = np.asarray(run.last_report.grasp_forces[GRASPER_ID])
+    f_ref = springs.forces(ref.x).sum(axis=0)
+    return {
+        "force_error": _r(float(np.linalg.norm(f_rt - f_ref) / np.linalg.norm(f_ref))),
+        "force_ratio": _r(float(np.linalg.norm(f_rt) / np.linalg.norm(f_ref))),
+        "force_n": _r(float(np.linalg.norm(f_rt))),
+        "converged_force_n": _r(float(np.linalg.norm(f_ref))),
+        "pull_m": [_r(p) for p in pull],
+        "points": int(g.vertices.shape[0]),
+        **_run_fields(run, ref),
+    }
+
+
+def _run_fields(run: Settled, ref) -> dict:
+    return {
+        "frames": run.frames,
+        "at_rest": run.at_rest,
+        "median_ms_per_frame": _r(run.median_ms),
+        "inverted_tets_max": run.inverted_max,
+        "newton_iterations": ref.iterations,
+        "newton_converged": ref.converged,
+    }
+
+
+def _r(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def fidelity(
+    target_tets: int, substeps: int, materials: dict[str, float] | None = None, max_frames: int = 600, log=None
+) -> dict:
+    """Every measurement for every material on one mesh size."""
+    out = {}
+    for name, young in (materials or MATERIALS).items():
+        t0 = time.perf_counter()
+        entry = {
+            "young_pa": young,
+            "bending": bending(target_tets, young, substeps, max_frames),
+            "stretching": axial(target_tets, young, 0.45, STRETCH, substeps, max_frames),
+            "volume": {
+                f"nu{nu:g}_{kind}": axial(target_tets, young, nu, sign * VOLUME_STRAIN, substeps, max_frames)
+                for nu in (0.45, 0.49)
+                for kind, sign in (("stretch20", 1.0), ("compress20", -1.0))
+            },
+            "grasp": grasp(target_tets, young, substeps, max_frames),
+        }
+        vols = [abs(v["volume_error_pp"]) for v in entry["volume"].values()]
+        entry["summary"] = {
+            "bending_stiffness": entry["bending"]["effective_stiffness"],
+            "stretching_stiffness": entry["stretching"]["effective_stiffness"],
+            "volume_error_pp_max_abs": _r(max(vols)),
+            "grasp_force_error": entry["grasp"].get("force_error"),
+        }
+        out[name] = entry
+        if log is not None:
+            log(f"fidelity {target_tets} tets, {name}: {entry['summary']} ({time.perf_counter() - t0:.0f} s)")
+    return out
