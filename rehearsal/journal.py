@@ -36,6 +36,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from rehearsal.sqlite_files import open_owner_only
+
 log = logging.getLogger("rehearsal.journal")
 
 JOURNAL_FILE = "journal.sqlite3"  # in the server's data directory
@@ -67,14 +69,8 @@ class ActionJournal:
     """Mentor actions and completed steps of the open sessions (see the module doc)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)  # the reactor's
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a commit survives the process (see the module doc)
-        self._db.executescript(SCHEMA)
+        self._db = open_owner_only(path, SCHEMA)  # a commit survives the process (see the module doc)
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()
         self.last_seq = int(row[0])  # the newest entry's number: what a checkpoint taken now has seen
         self._pending: Counter[str] = Counter(

@@ -8,10 +8,11 @@ people. SQLite keeps it embedded (no external service); each write is one short 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rehearsal.sqlite_files import open_owner_only
 
 RESULTS_FILE = "results.sqlite3"  # in the server's data directory
 SCHEMA = """
@@ -71,12 +72,8 @@ class ResultsStore:
     """Sessions' results in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False)  # one user at a time: the reactor
-        self._db.executescript(SCHEMA)
+        self._db = open_owner_only(path, SCHEMA, wal=False)
 
     def close(self) -> None:
         self._db.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rehearsal.invites import CodeEntry
 from rehearsal.roles import Role
+from rehearsal.sqlite_files import open_owner_only
 
 log = logging.getLogger("rehearsal.session_store")
 
@@ -51,14 +52,8 @@ class SessionStore:
     """Open sessions and their codes in one SQLite file (a ``rehearsal.invites.CodeStore``)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)  # the reactor's
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_owner_only(path, SCHEMA)
         self.failures = 0  # writes that failed (logged)
 
     def close(self) -> None:
