@@ -38,14 +38,15 @@ class HapticConfig:
     observer credits (J), so a long absorbing contact cannot bank energy for a later burst; contact_force:
     below this server force (N) there is no contact and no local stiffness; stiffness_gain: how fast the
     stiffness estimate follows a new sample (0..1); min_probe: the smallest motion along the force (m) that
-    yields a stiffness sample."""
+    yields a stiffness sample; energy_margin: the energy (J) the passivity controller keeps in hand."""
 
     rate_hz: float = 1000.0
     max_force: float = 3.3
     max_stiffness: float = 1000.0
-    max_damping: float = 20.0
+    max_damping: float = 50.0
     smoothing: float = 0.004
     energy_reserve: float = 0.02
+    energy_margin: float = 1e-4
     contact_force: float = 0.02
     stiffness_gain: float = 0.3
     min_probe: float = 2e-4
@@ -58,8 +59,8 @@ class HapticConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"HapticConfig.{name} must be a positive finite number, got {value!r}")
-        if not (0 <= self.max_damping < math.inf and 0 <= self.energy_reserve < math.inf):
-            raise ValueError("HapticConfig.max_damping and energy_reserve must be finite and >= 0")
+        if not (0 <= self.max_damping < math.inf and 0 <= self.energy_margin <= self.energy_reserve < math.inf):
+            raise ValueError("HapticConfig: max_damping >= 0 and 0 <= energy_margin <= energy_reserve, all finite")
         if not 0 < self.stiffness_gain <= 1:
             raise ValueError("HapticConfig.stiffness_gain must be in (0, 1]")
 
@@ -120,7 +121,9 @@ class PassivityController:
     The observer sums the energy the rendered environment absorbed, W = -sum F(n-1).(x(n) - x(n-1)) (exact for a
     force held between samples); credit is capped at ``energy_reserve``. Before a force F goes out, if it would
     drive W below 0 at the current velocity v, the controller adds the damping that brings W back to 0:
-    F' = F - beta v, beta = (F.v dt - W) / (|v|^2 dt), at most ``max_damping``."""
+    F' = F - beta v, beta = (F.v dt + margin - W) / (|v|^2 dt), at most ``max_damping`` (a discrete damper is
+    stable below 2 m / dt: 200 N s/m for a 0.1 kg hand at 1 kHz; a real device states its own limit).
+    The margin keeps W above 0 despite the one-cycle-old velocity the prediction uses."""
 
     def __init__(self, config: HapticConfig) -> None:
         self.config = config
@@ -142,9 +145,9 @@ class PassivityController:
         if cfg.passivity:
             v = dx / dt
             vv = float(v @ v)
-            predicted = self.energy - float(force @ v) * dt
+            predicted = self.energy - float(force @ v) * dt - cfg.energy_margin
             if predicted < 0 and vv > 1e-12:
-                beta = min((float(force @ v) * dt - self.energy) / (vv * dt), cfg.max_damping)
+                beta = min(-predicted / (vv * dt), cfg.max_damping)
                 out = force - beta * v
                 self.dissipated += beta * vv * dt
                 self.active_cycles += 1
@@ -234,10 +237,7 @@ class HapticLoop:
         magnitude = float(np.linalg.norm(force))
         if magnitude > cfg.max_force:
             force = force * (cfg.max_force / magnitude)
-        force = self.passivity.filter(force, x, dt)
-        magnitude = float(np.linalg.norm(force))
-        if magnitude > cfg.max_force:
-            force = force * (cfg.max_force / magnitude)
+        force = self.passivity.filter(force, x, dt)  # may exceed max_force briefly: damping, never active
         self.rendered = force
         self.device.apply_force(force, now)
         s = self.stats

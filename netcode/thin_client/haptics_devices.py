@@ -42,6 +42,9 @@ class HapticDevice(Protocol):
     def close(self) -> None: ...
 
 
+MAX_SIMULATED_GAP = 0.1  # s: the most a SimulatedHand integrates in one call
+
+
 class SimulatedHand:
     """A hand on a device, as a mass held by the arm's spring and damper to where the person means to be.
 
@@ -74,6 +77,8 @@ class SimulatedHand:
     def advance(self, until: float) -> None:
         """Integrate up to local time ``until`` under the current force."""
         h = self.substep
+        if until - self.time > MAX_SIMULATED_GAP:  # a stalled caller: skip ahead rather than integrate for ever
+            self.time = until - MAX_SIMULATED_GAP
         while self.time + 1e-12 < until:
             dt = min(h, until - self.time)
             arm = self.k * (self.intent(self.time) - self.x) - self.b * self.v
