@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 KERNEL_HASH := $(shell find physics netcode -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 
-.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode clean \
+.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics clean \
 	load-capacity load-impaired load-soak load-faults load-crash load-attack
 
 $(STAMP): pyproject.toml  # set-up talks on stderr: a first `make bench` still prints only JSON on stdout
@@ -53,6 +53,10 @@ bench-web: $(STAMP)
 # The JavaScript snapshot decoder's time per snapshot in headless Chromium, beside Python's: rehearsal/web/decode_bench.py
 bench-decode: $(STAMP)
 	@$(PY) -m rehearsal.web.decode_bench $(ARGS)
+
+# The thin client's haptic loop: real-time rate and jitter, force error and energy at 100 ms RTT (haptics_bench.py)
+bench-haptics: $(STAMP)
+	@$(PY) -m netcode.thin_client.haptics_bench $(ARGS)
 
 # Load and fault runs (loadtests/README.md): the server in a subprocess and swarms of headsets on loopback.
 LOAD_STAMP := $(VENV)/.installed-load
