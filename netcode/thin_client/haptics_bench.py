@@ -10,8 +10,11 @@
   grasp-and-pull in the ``basic_skills`` room (``python -m rehearsal.haptics_trace``), replayed against the
   displacement along the pull;
 * ``energy_gain_j``: the most energy the rendered force put into the hand (J, goal <= 0) over that pull and
-  10 s of pushing into a 1,000 N/m wall at ``--rtt``, with ``energy_gain_unprotected_j`` without the
-  passivity controller.
+  10 s of pushing into (and of holding against) a 1,000 N/m wall at ``--rtt``, with
+  ``energy_gain_unprotected_j`` without the passivity controller.
+
+``--max-damping`` and ``--energy-margin`` set the passivity controller (the trade between force error and
+energy: CLIENT.md section 8).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def real_time(seconds: float) -> dict:
     }
 
 
-def pull(rtt: float) -> dict:
+def pull(rtt: float, config: HapticConfig) -> dict:
     s, forces, direction, meta = load_trace(TRACE)
     law = trace_law(s, forces, direction)
 
@@ -59,7 +62,7 @@ def pull(rtt: float) -> dict:
         ramp = min(max((t - 0.2) / 0.75, 0.0), 1.0)
         return direction * s[-1] * (0.5 - 0.5 * np.cos(np.pi * ramp))
 
-    local = simulate(law, intent, duration=2.0, rtt=rtt)
+    local = simulate(law, intent, duration=2.0, rtt=rtt, config=config)
     naive = simulate(law, intent, duration=2.0, rtt=rtt, config=HapticConfig(local_model=False, passivity=False))
     return {
         "force_error": round(local.force_error(0.2), 4),
@@ -70,25 +73,40 @@ def pull(rtt: float) -> dict:
     }
 
 
-def wall(rtt: float) -> tuple[float, float]:
-    def intent(t: float) -> np.ndarray:
+def wall(rtt: float, config: HapticConfig) -> tuple[float, float]:
+    """(most energy put out with, and without, the controller) over 10 s pushing in and out, and holding."""
+
+    def pushing(t: float) -> np.ndarray:
         return np.array([0.0, 0.004 - 0.008 * (0.5 - 0.5 * np.cos(np.pi * t)), 0.0])
 
-    passive = simulate(wall_law(1000.0), intent, duration=10.0, rtt=rtt)
-    active = simulate(wall_law(1000.0), intent, duration=10.0, rtt=rtt, config=HapticConfig(passivity=False))
-    return passive.work, active.work
+    def holding(t: float) -> np.ndarray:
+        return np.array([0.0, 0.004 - 0.008 * min(t / 0.5, 1.0), 0.0])
+
+    unprotected = HapticConfig(passivity=False)
+    works = [simulate(wall_law(1000.0), i, duration=10.0, rtt=rtt, config=config).work for i in (pushing, holding)]
+    active = [
+        simulate(wall_law(1000.0), i, duration=10.0, rtt=rtt, config=unprotected).work for i in (pushing, holding)
+    ]
+    return max(works), max(active)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="real-time run of the loop's thread (s)")
     parser.add_argument("--rtt", type=float, default=0.1, help="round trip of the simulated network (s)")
+    parser.add_argument("--max-damping", type=float, default=HapticConfig().max_damping, help="N s/m")
+    parser.add_argument("--energy-margin", type=float, default=HapticConfig().energy_margin, help="J")
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 600 and 0 <= args.rtt <= 2):
         parser.error("--seconds must be in (0, 600] and --rtt in [0, 2]")
-    result = {"rtt_s": args.rtt, **real_time(args.seconds)}
-    pulled = pull(args.rtt)
-    wall_work, unprotected = wall(args.rtt)
+    try:
+        config = HapticConfig(max_damping=args.max_damping, energy_margin=args.energy_margin)
+    except ValueError as exc:
+        parser.error(str(exc))
+    result = {"rtt_s": args.rtt, "max_damping": config.max_damping, "energy_margin": config.energy_margin}
+    result.update(real_time(args.seconds))
+    pulled = pull(args.rtt, config)
+    wall_work, unprotected = wall(args.rtt, config)
     pull_work = pulled.pop("pull_work_j")
     result.update(pulled)
     result["energy_gain_j"] = max(wall_work, pull_work)
