@@ -8,7 +8,9 @@ the room's thread), then ``release``. Then the surface
 (layout order) and the instruments are quantized once and each client gets its own ``snapshot`` (deltas
 against what it acknowledged, under a byte budget; a room's browser observers share one, encoded once:
 ``rehearsal.observer_stream``) and an ``input_ack`` on the unreliable channel, and the
-room's links are flushed (its UDP links in one ``ServerChannels.flush`` call).
+room's links are flushed (its UDP links in one ``ServerChannels.flush`` call). Before the flush each participant
+gets the forces on its own instruments and each mentor the whole room's (unreliable ``forces``,
+``netcode.protocol.forces``).
 
 Everything goes out through each client's ``Link``; this is the hot path (GIL-bound Python, per client
 per tick), so the loop stays flat.
@@ -24,6 +26,7 @@ import numpy as np
 
 from netcode.messaging.channels import Channel
 from netcode.messaging.messages import Message
+from netcode.protocol.forces import MAX_FORCE_INSTRUMENTS, force_fields
 from netcode.protocol.poses import RigidPose
 from netcode.protocol.response_model import ResponseModel
 from netcode.protocol.schema import input_ack_fields, response_model_fields
@@ -194,7 +197,7 @@ class Publisher:
     # --- snapshots ---------------------------------------------------------------------------------------
 
     def publish_snapshots(self, live: LiveRoom) -> None:
-        """Each client's snapshot and input ack, the room's UDP links flushed (out now, not at the next 100 Hz
+        """Each client's snapshot, input ack and forces, the room's UDP links flushed (out now, not at the next 100 Hz
         channel update), then the browser observers' one shared snapshot: per observer only a write of the same
         frame, after the participants' snapshots are on their way."""
         room, sync, counters = live.room, live.sync, self.counters
@@ -221,6 +224,7 @@ class Publisher:
             observe(len(data))
             if link.transport != UDP:
                 others = True
+        self.publish_forces(live, now)  # with the snapshots they belong to
         self.flush_udp(list(live.udp_keys), now)  # the headsets' snapshots leave before the observers' is encoded
         group = live.observers
         if group.members and SHARED_OBSERVERS in encoded and (watch_every == 1 or sync.sequence % watch_every == 0):
@@ -247,6 +251,33 @@ class Publisher:
             for client in list(live.clients.values()):
                 if client.link.transport != UDP:
                     client.link.flush(now)
+
+    def publish_forces(self, live: LiveRoom, now: float) -> None:
+        """This tick's instrument and grasp forces (unreliable ``forces``): each participant its own instruments',
+        each mentor every instrument's (in messages of at most ``MAX_FORCE_INSTRUMENTS``)."""
+        instruments = live.room.physics.instruments
+        if not instruments:
+            return
+        rows: dict[int, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {}
+        for key, inst in instruments.items():
+            pull = inst.grasp.force if inst.grasp is not None else _NO_FORCE
+            row = (live.instrument_object(key), inst.force, pull, inst.position)
+            rows.setdefault(holder_participant(key), []).append(row)
+        tick = live.sync.sequence
+        everyone: list[Message] | None = None
+        for client in list(live.clients.values()):
+            identity = client.identity
+            if identity.role is Role.MENTOR:
+                if everyone is None:
+                    everyone = _force_messages(tick, now, [r for group in rows.values() for r in group])
+                messages = everyone
+            elif identity.participant in rows:
+                messages = _force_messages(tick, now, rows[identity.participant])
+            else:
+                continue
+            for message in messages:
+                client.link.send(Channel.UNRELIABLE, message)
+            self.counters["force_messages"] += len(messages)
 
     def observer_every(self, tick_hz: float) -> int:
         """Observers get every n-th snapshot (``observer_snapshot_hz``; 0: every tick): they only watch, and
@@ -281,3 +312,16 @@ class Publisher:
                 orientations = np.concatenate([orientations, np.array([p.rotation for _, p in extra], np.float64)])
                 jaws = np.concatenate([jaws, np.full(len(extra), math.nan)])
         return RigidSet(ids, kinds, positions, orientations, jaws)
+
+
+_NO_FORCE = np.zeros(3)
+
+
+def _force_messages(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[Message]:
+    """``forces`` messages of (object id, force, grasp pull, position) rows, ``MAX_FORCE_INSTRUMENTS`` each."""
+    out = []
+    for start in range(0, len(rows), MAX_FORCE_INSTRUMENTS):
+        chunk = rows[start : start + MAX_FORCE_INSTRUMENTS]
+        objects, forces, pulls, positions = (np.array(column) for column in zip(*chunk, strict=True))
+        out.append(Message("forces", force_fields(tick, now, objects, forces, pulls, positions)))
+    return out

@@ -22,6 +22,10 @@ the thin client's (``netcode.protocol.schema``: input, input_ack, grasp, release
   per vertex, 0 fresh .. 255 burned through (the highest cautery damage of the live tets around the vertex:
   ``rehearsal.surface_damage``), reset: forget every level held before applying these. A vertex keeps its
   level until a message changes it, across topology epochs (a cut or burn keeps the vertex ids).
+* ``forces`` (unreliable, server->client, every snapshot tick): the force tissue exerts on each instrument and
+  its grasp pull, 0.01 N i16 per component, with the instrument's position (``netcode.protocol.forces``). Each
+  participant gets its own instruments, each mentor the whole room's (at most ``MAX_FORCE_INSTRUMENTS`` per
+  message, more in further messages of the same tick); observers see the magnitudes in ``room_health``.
 * ``refused`` (reliable, server->client): request (``connect``, ``input``, ``command:<action>``,
   ``message:<type>``), reason (for a person), id (the command's, if it had one).
 
@@ -59,6 +63,7 @@ from __future__ import annotations
 import numpy as np
 
 from netcode.messaging.messages import Field, MessageRegistry
+from netcode.protocol.forces import register_force_types
 from netcode.protocol.schema import register_thin_client_types
 from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY
 from rehearsal.surface_damage import MAX_DAMAGE_VERTICES
@@ -115,7 +120,7 @@ def build_registry() -> MessageRegistry:
         Field("id", "int", required=False),
         doc="A request that changed nothing, and why.",
     )
-    return registry
+    return register_force_types(registry)
 
 
 REHEARSAL_REGISTRY = build_registry()

@@ -178,7 +178,9 @@ def test_a_cut_becomes_a_new_snapshot_epoch_that_clients_apply(tmp_path):
         for channel, message in sent:
             data = message if isinstance(message, bytes) else REHEARSAL_REGISTRY.encode(message)
             decoded = REHEARSAL_REGISTRY.decode(data)
-            assert channel == (Channel.UNRELIABLE if decoded.type in ("snapshot", "input_ack") else Channel.RELIABLE)
+            assert channel == (
+                Channel.UNRELIABLE if decoded.type in ("snapshot", "input_ack", "forces") else Channel.RELIABLE
+            )
             if decoded.type == "event":
                 events.append(decoded.fields)
             elif decoded.type in ("snap_topology", "snapshot") and decoder.on_message(data):

@@ -708,6 +708,15 @@ REHEARSAL_REGISTRY.register("refused", [
   { name: "reason", kind: "str", maxLength: 256 },
   { name: "id", kind: "int", required: false },
 ]);
+REHEARSAL_REGISTRY.register("forces", [
+  // netcode.protocol.forces (MAX_FORCE_INSTRUMENTS = 32)
+  { name: "tick", kind: "int" },
+  { name: "server_time", kind: "float" },
+  { name: "objects", kind: "bytes", maxLength: 4 * 32 },
+  { name: "forces", kind: "bytes", maxLength: 6 * 32 },
+  { name: "grasp", kind: "bytes", maxLength: 6 * 32 },
+  { name: "positions", kind: "bytes", maxLength: 12 * 32 },
+]);
 
 /** {type, fields} of one message (one WebSocket binary frame); MessageError when invalid. */
 export function decodeMessage(bytes, registry = REHEARSAL_REGISTRY) {
