@@ -182,7 +182,7 @@ class _Builder:
             return
         sync = self.sync
         if sync is None or room.model is not self.model:
-            ids = np.unique(room.model.surface).astype(np.int64)
+            ids = room.surface_vertices()
             layout = make_patches(ids, room.physics.x[ids])
             if sync is None:
                 self.sync = sync = SnapshotServer(layout, triangles=room.model.surface)
@@ -215,7 +215,7 @@ class _Builder:
     def _change_topology(self, room: Room, report: StepReport) -> None:
         sync = self.sync
         old_ids = sync.layout.vertex_ids
-        ids = np.unique(room.model.surface).astype(np.int64)
+        ids = room.surface_vertices()
         layout = make_patches(ids, room.physics.x[ids])
         removed = [np.asarray(c.removed_triangles, np.int64).reshape(-1, 3) for c in report.topology]
         added = [np.asarray(c.added_triangles, np.int64).reshape(-1, 3) for c in report.topology]

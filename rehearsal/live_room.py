@@ -108,7 +108,7 @@ def gaze_point(head: RigidPose, workspace: tuple[np.ndarray, np.ndarray]) -> np.
 
 def surface_layout(room: Room) -> PatchLayout:
     """The room's current surface vertices split into patches (layout order = what snapshots carry)."""
-    ids = np.unique(room.model.surface).astype(np.int64)
+    ids = room.surface_vertices()
     return make_patches(ids, room.physics.x[ids])
 
 

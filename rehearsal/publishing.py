@@ -175,7 +175,7 @@ class Publisher:
         """A cut or burn changed the surface: a new snapshot epoch (reliable, to everyone in the room)."""
         changes = report.topology
         old_ids = live.sync.layout.vertex_ids
-        surface_ids = np.unique(live.room.model.surface).astype(np.int64)
+        surface_ids = live.room.surface_vertices()
         # an edit of the current layout: untouched patches keep their baselines, the message lists only the rest
         layout = live.sync.edit_layout(surface_ids, live.room.physics.x[surface_ids])
         removed_vertices = np.setdiff1d(old_ids, layout.vertex_ids)

@@ -74,7 +74,7 @@ def run_trace(seconds: float = 3.6, frames: int = PROBE_FRAMES):
             grasp_frame = k
             g = inst.grasp
             grasped = np.einsum("gk,gkd->gd", g.weights, room.physics.x[g.vertices])
-            surface = np.unique(room.model.surface).astype(np.int64)
+            surface = room.surface_vertices()
             layout = make_patches(surface, room.physics.x[surface])
             key = next(iter(room.physics.instruments))
             substeps = room.scenario.substeps

@@ -417,13 +417,17 @@ class Room(MentorCommands):
             if event.kind == "tear" and event.instrument is not None:
                 self.skills.note_damage(*instrument_holder(event.instrument), 1)
 
+    def surface_vertices(self) -> np.ndarray:
+        """The ids of the vertices on the tissue's surface now, sorted (int64): what snapshots carry."""
+        return np.unique(self.model.surface).astype(np.int64)
+
     def _probe_new_grasps(self, report: StepReport, dt: float, substeps: int) -> None:
         """Measure each new grasp's response model (for the holder's prediction) while the world is ours."""
         for event in report.events:
             inst = self.physics.instruments.get(event.instrument) if event.kind == "grasp" else None
             if inst is None:
                 continue
-            surface = np.unique(self.model.surface)
+            surface = self.surface_vertices()
             response = probe_response(self.model, self.physics, event.instrument, surface, dt, substeps)
             if response is not None:
                 pose = {"position": inst.position.copy(), "orientation": inst.orientation.copy(), "jaw": inst.jaw}
