@@ -215,7 +215,16 @@ def test_promtool_the_checkpoint_failure_alert_fires_on_failures_and_only_then(t
     labels = 'job="rehearsal", instance="a:9100"'
     doc = yaml.safe_load(ALERTS.read_text())
     [rule] = [r for g in doc["groups"] for r in g["rules"] if r.get("alert") == "RehearsalCheckpointsFailing"]
-    description = rule["annotations"]["description"]
+    firing = [
+        {
+            "exp_labels": {"job": "rehearsal", "instance": "a:9100", "severity": "page"},
+            "exp_annotations": {
+                "runbook_url": "ops/RUNBOOK.md#rehearsalcheckpointsfailing",
+                "summary": "Room checkpoints or action-journal writes are failing on a:9100",
+                "description": rule["annotations"]["description"],
+            },
+        }
+    ]
     tests = {
         "rule_files": [str(ALERTS)],
         "evaluation_interval": "1m",
@@ -233,16 +242,7 @@ def test_promtool_the_checkpoint_failure_alert_fires_on_failures_and_only_then(t
                     {
                         "eval_time": "5m",
                         "alertname": "RehearsalCheckpointsFailing",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"job": "rehearsal", "instance": "a:9100", "severity": "page"},
-                                "exp_annotations": {
-                                    "runbook_url": "ops/RUNBOOK.md#rehearsalcheckpointsfailing",
-                                    "summary": "Room checkpoints or action-journal writes are failing on a:9100",
-                                    "description": description,
-                                },
-                            }
-                        ],
+                        "exp_alerts": firing,
                     },
                     {"eval_time": "25m", "alertname": "RehearsalCheckpointsFailing", "exp_alerts": []},  # recovered
                 ],
@@ -260,16 +260,7 @@ def test_promtool_the_checkpoint_failure_alert_fires_on_failures_and_only_then(t
                     {
                         "eval_time": "5m",
                         "alertname": "RehearsalCheckpointsFailing",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"job": "rehearsal", "instance": "a:9100", "severity": "page"},
-                                "exp_annotations": {
-                                    "runbook_url": "ops/RUNBOOK.md#rehearsalcheckpointsfailing",
-                                    "summary": "Room checkpoints or action-journal writes are failing on a:9100",
-                                    "description": description,
-                                },
-                            }
-                        ],
+                        "exp_alerts": firing,
                     }
                 ],
             },
