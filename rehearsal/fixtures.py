@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from netcode.messaging.messages import Message
 from netcode.protocol.fixture_shapes import (
     CONTACT_TOLERANCE,
     Capsule,
@@ -33,7 +34,7 @@ from netcode.protocol.fixture_shapes import (
     first_contact,
     inside,
 )
-from netcode.protocol.fixtures import Fixture, FixtureSet
+from netcode.protocol.fixtures import Fixture, FixtureSet, fixture_fields
 from physics.instruments import InstrumentSpec, quat_to_matrix
 from physics.model import Model
 from physics.surface import boundary_triangles
@@ -229,3 +230,8 @@ class FixtureEnforcer:
     def touching(self, instrument: int) -> bool:
         """Whether the instrument's tip rests on an active forbidden region's boundary (after the last tick)."""
         return bool(self._touching.get(instrument))
+
+
+def fixtures_message(enforcer: FixtureEnforcer) -> Message:
+    """The ``fixtures`` message of a room's fixtures and their state now (netcode/protocol/fixtures.py)."""
+    return Message("fixtures", fixture_fields(enforcer.fixture_set()))

@@ -160,6 +160,10 @@ class SkillLimitsSpec(_Table):
     tissue_damage: _int_range(0, 10**7) | None = None
     misapplied_energy_events: _int_range(0, 100000) | None = None
     misapplied_energy_s: _range(0.0, 86400.0) | None = None
+    # virtual fixtures (rehearsal/fixtures.py)
+    fixture_violations: _int_range(0, 100000) | None = None
+    forbidden_contact_s: _range(0.0, 86400.0) | None = None
+    guidance_deviation_m: _range(0.0, 1.0) | None = None
 
 
 # --- virtual fixtures ([[fixtures]]: forbidden regions, no-energy zones, guidance; rehearsal/fixtures.py) ------

@@ -42,6 +42,8 @@ MAX_MESH_VERTICES = 4096
 ROLES = ("forbidden", "no_energy", "guide")
 REGION_SHAPES = ("sphere", "capsule", "mesh")
 GUIDE_SHAPES = ("plane", "path")
+MAX_ID_LENGTH = 64
+MAX_PARAM_BYTES = 4 * (1 + 3 * MAX_MESH_VERTICES)
 
 
 class FixtureSetError(ValueError):
@@ -82,17 +84,18 @@ class FixtureSet:
 def register_fixture_types(registry: MessageRegistry) -> MessageRegistry:
     """Add ``fixtures`` to ``registry`` (returns it)."""
     n = MAX_FIXTURES
-    params = 4 * max(3 * MAX_PATH_POINTS, 1 + 3 * MAX_MESH_VERTICES)
+    params = MAX_PARAM_BYTES
     registry.register(
         "fixtures",
         Field("revision", "int"),
-        Field("ids", "list", items="str", max_length=n),
-        Field("roles", "list", items="str", max_length=n),
-        Field("shapes", "list", items="str", max_length=n),
-        Field("active", "list", items="bool", max_length=n),
+        # item kinds are checked by fixture_set_from_fields (a registry's items= holds scalars of one kind only)
+        Field("ids", "list", max_length=n),
+        Field("roles", "list", max_length=n),
+        Field("shapes", "list", max_length=n),
+        Field("active", "list", max_length=n),
         Field("stiffness", "list", items="float", max_length=n),
-        Field("params", "list", items="bytes", max_length=n),
-        Field("triangles", "list", items="bytes", max_length=n),
+        Field("params", "list", max_length=n),
+        Field("triangles", "list", max_length=n),
         doc=f"The room's virtual fixtures (<= {n}), their shapes and on/off state; replaces the set held before "
         f"(params: f32 LE, at most {params} bytes each).",
     )
@@ -175,6 +178,13 @@ def fixture_set_from_fields(fields: Mapping[str, Any]) -> FixtureSet:
         raise FixtureSetError("ids, roles, shapes, active, stiffness, params and triangles must be equally long")
     out = []
     for fid, role, shape, active, stiffness, raw, raw_tris in zip(*lists, strict=True):
+        kinds_ok = isinstance(fid, str) and 0 < len(fid) <= MAX_ID_LENGTH and isinstance(active, bool)
+        if not (kinds_ok and isinstance(raw, bytes) and isinstance(raw_tris, bytes)):
+            raise FixtureSetError("ids are strings (1..64 characters), active booleans, params and triangles bytes")
+        if not isinstance(stiffness, int | float) or isinstance(stiffness, bool):
+            raise FixtureSetError("stiffness values are numbers")
+        if len(raw) > MAX_PARAM_BYTES or len(raw_tris) > 12 * MAX_MESH_TRIANGLES:
+            raise FixtureSetError("a fixture's params or triangles are too long")
         if role not in ROLES:
             raise FixtureSetError(f"unknown fixture role {role!r}")
         if shape not in (GUIDE_SHAPES if role == "guide" else REGION_SHAPES):
