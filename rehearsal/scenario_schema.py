@@ -390,6 +390,8 @@ def _problem(error: dict[str, Any]) -> str:
         return "numbers must be finite"
     if kind in ("too_short", "too_long"):
         want = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        if kind == "too_short" and want not in (1, 3):  # e.g. a fixture's path: at least 2 points
+            return f"expected a list of at least {want} items, got {ctx.get('actual_length')}"
         return (
             f"expected a list of at least {want} item(s)"
             if kind == "too_short" and want == 1
