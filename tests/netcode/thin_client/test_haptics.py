@@ -160,3 +160,54 @@ def test_a_device_error_ends_the_thread_and_is_kept():
         time.sleep(0.01)
     assert not loop.running and isinstance(loop.error, OSError)
     assert loop.stop()
+
+
+# --- virtual fixtures (netcode.protocol.fixtures): walls and guiding springs at 1 kHz -----------------------
+
+from netcode.protocol.fixture_shapes import Capsule, Plane  # noqa: E402
+from netcode.protocol.fixtures import Fixture, FixtureSet, fixture_fields  # noqa: E402
+
+VESSEL = Capsule((-1.0, -0.0103, 0.0), (1.0, -0.0103, 0.0), 0.01)  # a forbidden capsule, its top 0.3 mm down
+
+
+def _walls(active: bool = True, revision: int = 1) -> FixtureSet:
+    return FixtureSet(revision, (Fixture("vessel", "forbidden", VESSEL, 2000.0, active),))
+
+
+@pytest.mark.parametrize("intent", [pushing, holding])
+def test_a_fixture_wall_gains_no_energy_over_10_s_of_contact_at_100_ms_rtt(intent):
+    """The tissue's wall from the server (100 ms late) and the forbidden capsule rendered locally below it:
+    10 s of simulated contact (not of wall clock) put no energy into the hand, and the wall holds it."""
+    passive = simulate(wall_law(1000.0), intent, duration=10.0, rtt=0.1, fixtures=_walls())
+    stats = passive.loop.stats
+    assert passive.work <= 0.0 and passive.loop.passivity.energy >= 0.0
+    assert stats.fixture_contact_cycles > 1000  # seconds of contact with the wall, not a graze
+    depth = -min(VESSEL.distance(x)[0] for x in passive.positions)
+    assert 0.0 < depth < 0.0015  # pressed into the wall and held by it (the arm pushes 3 mm beyond its top)
+    free = simulate(wall_law(1000.0), intent, duration=10.0, rtt=0.1)
+    assert free.positions[:, 1].min() < passive.positions[:, 1].min() - 5e-4  # the wall is what held it
+
+
+def test_without_the_controller_the_sampled_wall_leaks_energy():
+    """What the passivity bookkeeping is for: a zero-order-held stiff wall alone, pushed into and out of."""
+    law = wall_law(0.0)  # no tissue force: only the fixture
+    active = simulate(law, pushing, duration=10.0, rtt=0.1, fixtures=_walls(), config=HapticConfig(passivity=False))
+    passive = simulate(law, pushing, duration=10.0, rtt=0.1, fixtures=_walls())
+    assert active.work > 0.0 >= passive.work
+
+
+def test_a_guide_pulls_the_tip_onto_its_plane_and_switched_off_fixtures_render_nothing():
+    loop = HapticLoop(SimulatedHand(lambda t: np.zeros(3)), 1, HapticConfig(passivity=False))  # the forces alone
+    guide = Fixture("plane", "guide", Plane((0.0, 0.01, 0.0), (0.0, 1.0, 0.0)), 200.0)
+    assert loop.on_fixtures_message(fixture_fields(FixtureSet(2, (guide,))))
+    loop.step(0.0)
+    force = loop.step(0.001)
+    assert force[1] == pytest.approx(200.0 * 0.01, rel=0.05) and abs(force[0]) < 1e-9  # 10 mm below: 2 N up
+    loop.set_tip_offset(np.array([0.0, 0.01, 0.0]))  # the tip is on the plane: no pull
+    assert np.linalg.norm(loop.step(0.002)) < 0.05
+    loop.on_fixtures(_walls(active=False, revision=3))
+    loop.set_tip_offset(np.array([0.0, -0.005, 0.0]))  # deep in the (switched off) capsule
+    assert np.linalg.norm(loop.step(0.003)) < 0.05 and loop.stats.fixture_contact_cycles == 0
+    loop.on_fixtures(_walls(active=True, revision=2))  # older than the set held: ignored
+    assert np.linalg.norm(loop.step(0.004)) < 0.05
+    assert not loop.on_fixtures_message({"revision": 9}) and loop.stats.fixture_messages_dropped == 1
