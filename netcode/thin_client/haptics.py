@@ -140,7 +140,9 @@ class PassivityController:
 
     The observer sums the energy the rendered environment absorbed, W = -sum F(n-1).(x(n) - x(n-1)) (exact for a
     force held between samples); credit is capped at ``energy_reserve``. Before a force F goes out, if it would
-    drive W below 0 at the current velocity v, the controller adds the damping that brings W back to 0:
+    drive W below 0 at the current velocity v while doing work on the hand (F.v >= 0), the controller adds the
+    damping that brings W back to 0 (a force resisting the motion only adds to W: damping it would only add
+    error, as in a grasp pulled on):
     F' = F - beta v, beta = (F.v dt + margin - W) / (|v|^2 dt), at most ``max_damping`` (a discrete damper is
     stable below 2 m / dt: 200 N s/m for a 0.1 kg hand at 1 kHz; a real device states its own limit).
     The margin keeps W above 0 despite the one-cycle-old velocity the prediction uses."""

@@ -85,6 +85,20 @@ def test_the_observer_credits_absorbed_energy_and_damps_a_deficit():
     assert pc.energy - float(out @ np.array([2.0, 0, 0])) * dt == pytest.approx(0.0, abs=1e-12)
 
 
+def test_the_controller_leaves_a_force_that_resists_the_motion_alone():
+    """W is still below the margin at a pull's start, but a force against the motion only adds to W: no damping
+    (damping it cost the grasp-and-pull most of its force error)."""
+    pc = PassivityController(HapticConfig())
+    dt = 1e-3
+    pc.filter(np.array([-0.1, 0, 0]), np.zeros(3), dt)
+    for i in range(1, 5):  # pulled along +x at 20 mm/s against a 0.1 N grasp
+        out = pc.filter(np.array([-0.1, 0, 0]), np.array([2e-5 * i, 0, 0]), dt)
+        assert out.tolist() == [-0.1, 0, 0]
+    assert pc.active_cycles == 0 and 0 < pc.energy < HapticConfig().energy_margin
+    out = pc.filter(np.array([-0.1, 0, 0]), np.array([0.0, 0, 0]), dt)  # now it pulls the hand back: damped
+    assert out[0] > -0.1 and pc.active_cycles == 1
+
+
 def test_the_local_model_estimates_stiffness_and_never_flips_the_force():
     model = LocalForceModel(HapticConfig())
     for depth in (0.001, 0.002, 0.003, 0.004, 0.005, 0.006):
