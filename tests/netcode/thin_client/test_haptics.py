@@ -227,3 +227,20 @@ def test_a_guide_pulls_the_tip_onto_its_plane_and_switched_off_fixtures_render_n
     loop.on_fixtures(_walls(active=True, revision=2))  # older than the set held: ignored
     assert np.linalg.norm(loop.step(0.004)) < 0.05
     assert not loop.on_fixtures_message({"revision": 9}) and loop.stats.fixture_messages_dropped == 1
+
+
+def test_a_mesh_wall_pushes_out_and_costs_nothing_away_from_its_box(monkeypatch):
+    from netcode.protocol.fixture_shapes import TriangleMesh
+    from netcode.thin_client.haptics import FixtureForces
+
+    v = np.array([[0, 0, 0], [0.01, 0, 0], [0, 0.01, 0], [0, 0, 0.01]], dtype=float)
+    tetra = TriangleMesh(v, np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]), 0.0)
+    forces = FixtureForces(HapticConfig())
+    assert forces.update(FixtureSet(1, (Fixture("mesh", "forbidden", tetra, 1000.0),)))
+    calls = []
+    real = TriangleMesh.distance
+    monkeypatch.setattr(TriangleMesh, "distance", lambda self, x: calls.append(1) or real(self, x))
+    assert np.all(forces.at(np.array([0.05, 0.05, 0.05])) == 0) and calls == []  # outside the box: not evaluated
+    f = forces.at(np.array([0.002, 0.001, 0.002]))  # 1 mm above the bottom face (y = 0), inside
+    assert calls and forces.contact
+    assert f[1] == pytest.approx(-1.0, rel=0.05) and abs(f[0]) < 1e-9  # pushed out through the nearest face
