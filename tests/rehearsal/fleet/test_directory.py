@@ -57,7 +57,7 @@ def test_two_join_services_placing_at_once_never_exceed_capacity(directory, redi
                 if placement is None:
                     return
                 placed.append(placement)
-        except Exception as exc:  # noqa: BLE001 (reported below)
+        except Exception as exc:  # (reported below)
             errors.append(exc)
 
     threads = [threading.Thread(target=join_service) for _ in range(4)]
