@@ -80,7 +80,7 @@ class JoinRouter:
         given = (authorization or "").removeprefix("Bearer ").strip()
         return bool(given) and hmac.compare_digest(given.encode(), self._credential.encode())
 
-    def _patiently(self, call: Callable[[], Any]) -> Any:
+    def patiently(self, call: Callable[[], Any]) -> Any:
         """``call()`` again while Redis is down or busy, up to ``wait_seconds``; then the last error."""
         deadline = self.clock() + self.wait_seconds
         while True:
@@ -104,7 +104,7 @@ class JoinRouter:
         tried: list[str] = []
         for _ in range(MAX_PLACEMENT_TRIES):
             try:
-                placement = self._patiently(lambda: self.directory.place(scenario, exclude=tried))
+                placement = self.patiently(lambda: self.directory.place(scenario, exclude=tried))
             except Exception as exc:
                 return self._unavailable(exc)
             if placement is None:
@@ -124,7 +124,7 @@ class JoinRouter:
 
     def _confirm(self, placement: Placement, session: str, scenario: str) -> None:
         try:
-            self._patiently(lambda: self.directory.confirm(placement, session, scenario))
+            self.patiently(lambda: self.directory.confirm(placement, session, scenario))
         except Exception as exc:  # its process's next beat registers the room all the same
             log.warning("fleet: could not confirm %s on %s (%s)", session, placement.process, type(exc).__name__)
 
@@ -143,8 +143,8 @@ class JoinRouter:
             return Answer(403, {"error": REFUSED})
         digest = hmac.new(self._code_key, code.encode("utf-8", "replace"), "sha256").digest()
         try:
-            session = self._patiently(lambda: self.directory.code_session(digest))
-            route = self._patiently(lambda: self.directory.route(session)) if session else None
+            session = self.patiently(lambda: self.directory.code_session(digest))
+            route = self.patiently(lambda: self.directory.route(session)) if session else None
         except Exception as exc:
             return self._unavailable(exc)
         if session is None:
@@ -165,7 +165,7 @@ class JoinRouter:
         if not self.admin_ok(authorization):
             return Answer(401, {"error": "unauthorized"})
         try:
-            return Answer(200, {"processes": self._patiently(self.directory.status)})
+            return Answer(200, {"processes": self.patiently(self.directory.status)})
         except Exception as exc:
             return self._unavailable(exc)
 
