@@ -49,7 +49,10 @@ class FleetMember:
         capacity: int = DEFAULT_CAPACITY,
         interval: float = INTERVAL_SECONDS,
         agones: AgonesLifecycle | None = None,
+        http_url: str = "",
     ) -> None:
+        """``http_url``: where the join service reaches this process's join API, when not at its own listening
+        address (a pod: ``http://<pod IP>:8080``, ``REHEARSAL_FLEET_HTTP_URL``)."""
         if capacity < 1:
             raise ValueError("a fleet process needs a capacity of at least one room")
         self.directory = directory
@@ -57,6 +60,7 @@ class FleetMember:
         self.capacity = capacity
         self.interval = interval
         self.agones = agones
+        self.http_url = http_url.rstrip("/")
         self.server: Any = None
         self.info: ProcessInfo | None = None
         self.heartbeat: HeartbeatThread | None = None
@@ -105,7 +109,7 @@ class FleetMember:
         self.info = ProcessInfo(
             process=self.process_id,
             udp=settings.public_address,
-            http=f"{server.http_scheme}://{_url_host(settings.http_host)}:{server.http_port}",
+            http=self.http_url or f"{server.http_scheme}://{_url_host(settings.http_host)}:{server.http_port}",
             data_dir=str(Path(settings.data_dir).resolve()),
             capacity=self.capacity,
             scenarios=tuple(sorted(server.sessions.scenarios())),

@@ -22,6 +22,38 @@ from rehearsal.settings import Settings
 
 log = logging.getLogger("rehearsal.fleet")
 
+HTTP_URL_ENV = "REHEARSAL_FLEET_HTTP_URL"  # where the join service reaches a process (default: where it listens)
+SDK_WAIT_SECONDS = 30.0  # the SDK sidecar may start after the game server (Agones' docs: retry)
+
+
+def public_address_from_agones(sdk: AgonesSdk, settings: Settings) -> Settings:
+    """Under Agones the netcode port is the one Agones gave the GameServer (``portPolicy: Passthrough``) and the
+    public address the node's: both from ``GET /gameserver`` (retried while the sidecar starts). A GameServer
+    without them keeps the settings as they are (logged)."""
+    import time
+    from dataclasses import replace
+
+    from rehearsal.fleet.agones import AgonesError
+
+    deadline = time.monotonic() + SDK_WAIT_SECONDS
+    while True:
+        try:
+            status = sdk.game_server().get("status", {})
+            break
+        except AgonesError as exc:
+            if time.monotonic() >= deadline:
+                log.warning("agones: no GameServer from the SDK (%s): keeping the configured address", exc)
+                return settings
+            time.sleep(1.0)
+    ports = [p for p in status.get("ports") or [] if p.get("name") == "netcode"] or list(status.get("ports") or [])
+    address = status.get("address") or ""
+    if not ports or not address:
+        log.warning("agones: the GameServer names no address or port yet: keeping the configured address")
+        return settings
+    port = int(ports[0]["port"])
+    log.info("agones: public address %s:%d (from the GameServer)", address, port)
+    return replace(settings, udp_port=port, public_host=address)
+
 
 def serve_member(
     settings: Settings,
@@ -40,8 +72,12 @@ def serve_member(
     directory = Directory.from_url(redis_url, namespace=namespace)
     lifecycle = None
     if agones or os.environ.get(PORT_ENV):
-        lifecycle = AgonesLifecycle(AgonesSdk())
-    member = FleetMember(directory, process_id, capacity=capacity, agones=lifecycle)
+        sdk = AgonesSdk()
+        settings = public_address_from_agones(sdk, settings)
+        lifecycle = AgonesLifecycle(sdk)
+    member = FleetMember(
+        directory, process_id, capacity=capacity, agones=lifecycle, http_url=os.environ.get(HTTP_URL_ENV, "")
+    )
 
     def setup(server: Any) -> None:
         from twisted.internet import reactor
