@@ -4,7 +4,7 @@ Keys (under a namespace, ``rehearsal:fleet:`` by default, so several fleets or t
 
 * ``procs`` (set): every process that registered and was not yet forgotten.
 * ``proc:<P>`` (hash): how to reach it (``udp`` public address, ``http`` base URL), its ``data_dir``,
-  ``capacity`` (rooms), ``scenarios`` (JSON list), ``draining`` and ``healthy`` (0/1).
+  ``capacity`` (rooms), ``scenarios`` (JSON list), ``draining`` and ``healthy`` (0/1), ``pid``.
 * ``alive:<P>`` (string, TTL): the heartbeat. When it expires the process is dead to the fleet.
 * ``rooms:<P>`` (set): the sessions it hosts. ``room:<S>`` (hash): ``owner`` and ``scenario`` of a session.
 * ``pending:<P>`` (sorted set): placements reserved on it (id -> expiry in ms), counted as rooms until the
@@ -53,6 +53,7 @@ class ProcessInfo:
     data_dir: str  # where its checkpoints and session store live (readable by every process: FLEET.md)
     capacity: int  # rooms it may run
     scenarios: tuple[str, ...]
+    pid: int = 0  # its operating-system process id (for the operator and the load runs; 0: not said)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ local ns, p, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local info = cjson.decode(ARGV[4])
 local fresh = redis.call('EXISTS', ns .. 'proc:' .. p) == 0
 redis.call('HSET', ns .. 'proc:' .. p, 'udp', info.udp, 'http', info.http, 'data_dir', info.data_dir,
-    'capacity', info.capacity, 'scenarios', info.scenarios, 'draining', info.draining, 'healthy', info.healthy)
+    'capacity', info.capacity, 'scenarios', info.scenarios, 'draining', info.draining, 'healthy', info.healthy,
+    'pid', info.pid)
 redis.call('SET', ns .. 'alive:' .. p, '1', 'PX', ttl)
 redis.call('SADD', ns .. 'procs', p)
 for _, s in ipairs(cjson.decode(ARGV[6])) do
@@ -199,6 +201,7 @@ class Directory:
             "scenarios": json.dumps(sorted(info.scenarios)),
             "draining": "1" if beat.draining else "0",
             "healthy": "1" if beat.healthy else "0",
+            "pid": int(info.pid),
         }
         rooms = [[s, scenario] for s, scenario in beat.rooms.items()]
         fresh, lost = self._beat(

@@ -17,6 +17,7 @@ signatures agree): ``REHEARSAL_TOKEN_KEY`` and ``REHEARSAL_ADMIN_CREDENTIAL`` in
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -113,6 +114,7 @@ class FleetMember:
             data_dir=str(Path(settings.data_dir).resolve()),
             capacity=self.capacity,
             scenarios=tuple(sorted(server.sessions.scenarios())),
+            pid=os.getpid(),
         )
         server.sessions.session_closed.append(self._room_closed)
         self._describe()
