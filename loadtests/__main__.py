@@ -90,6 +90,12 @@ def _capacity(p: argparse.ArgumentParser) -> None:
         help="one server process per room (DESIGN's scale-out), measured together; default: all rooms in one",
     )
     p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="spread the rooms over N server processes in turn, measured together (default 1: all in one)",
+    )
+    p.add_argument(
         "--observer-snapshot-hz",
         type=float,
         default=None,
