@@ -115,7 +115,7 @@ class HeartbeatThread:
         try:
             result = self.directory.beat(beat, closed)
             if result.fresh or resync:
-                codes = self.all_codes()
+                codes = self.all_codes() + codes  # the store's, and those queued (in case a read missed them)
                 self.stats["resyncs"] += 1
             self.directory.publish_codes(codes)
             orders = self.directory.take_orders(beat.info.process)

@@ -35,7 +35,7 @@ from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from rehearsal.fleet.directory import Directory, DirectoryBusyError, Placement
+from rehearsal.fleet.directory import CodeRoute, Directory, DirectoryBusyError, Placement
 from rehearsal.invites import MAX_CODE_CHARS, REFUSED
 
 log = logging.getLogger("rehearsal.fleet.join_router")
@@ -45,6 +45,7 @@ WAIT_SECONDS = 10.0  # how long a request waits for Redis to come back before 50
 RETRY_SECONDS = 0.1
 FORWARD_TIMEOUT_SECONDS = 10.0
 MAX_PLACEMENT_TRIES = 3  # processes tried for one new session (one that refuses is skipped)
+REJOIN_ROUTE_SECONDS = 24 * 3600  # a rejoin code's life (InviteBook.issue's default); the heartbeat has the exact one
 MOVING = "the room is moving to another process: retry in a moment with the same code"
 
 
@@ -104,7 +105,7 @@ class JoinRouter:
         tried: list[str] = []
         for _ in range(MAX_PLACEMENT_TRIES):
             try:
-                placement = self.patiently(lambda: self.directory.place(scenario, exclude=tried))
+                placement = self.place(scenario, tried)
             except Exception as exc:
                 return self._unavailable(exc)
             if placement is None:
@@ -113,6 +114,12 @@ class JoinRouter:
             answer = self._forward(placement.http, "/api/sessions", body, authorization)
             if answer.status == 201 and isinstance(answer.payload.get("session"), str):
                 self._confirm(placement, answer.payload["session"], scenario)
+                invites = answer.payload.get("invites")
+                expires = answer.payload.get("invite_expires_in", 24 * 3600)
+                if isinstance(invites, dict) and isinstance(expires, int | float):
+                    self._publish(
+                        answer.payload["session"], [c for c in invites.values() if isinstance(c, str)], expires
+                    )
                 self.counters["placed"] += 1
                 answer.payload["process"] = placement.process
                 return answer
@@ -121,6 +128,20 @@ class JoinRouter:
                 return answer
             tried.append(placement.process)
         return Answer(503, {"error": "no process took the session: try again later"})
+
+    def place(self, scenario: str, exclude: list[str]) -> Placement | None:
+        """A slot for a new room, waiting out a Redis that is down, and one that came back empty (restarted):
+        while no process at all is registered the heartbeats have not refilled it yet, so placement waits for them
+        (up to ``wait_seconds``) instead of answering that nobody can take the room."""
+        deadline = self.clock() + self.wait_seconds
+        while True:
+            placement = self.patiently(lambda: self.directory.place(scenario, exclude=exclude))
+            if placement is not None or self.clock() >= deadline:
+                return placement
+            if any(c.alive for c in self.patiently(self.directory.candidates)):
+                return None  # processes are there: they are full, draining, or do not offer it
+            self.counters["waited_for_heartbeats"] += 1
+            time.sleep(RETRY_SECONDS)
 
     def _confirm(self, placement: Placement, session: str, scenario: str) -> None:
         try:
@@ -141,7 +162,7 @@ class JoinRouter:
         code = body.get("invite" if path == "/api/join" else "rejoin_code")
         if not isinstance(code, str) or not code or len(code) > MAX_CODE_CHARS:
             return Answer(403, {"error": REFUSED})
-        digest = hmac.new(self._code_key, code.encode("utf-8", "replace"), "sha256").digest()
+        digest = self.digest(code)
         try:
             session = self.patiently(lambda: self.directory.code_session(digest))
             route = self.patiently(lambda: self.directory.route(session)) if session else None
@@ -159,7 +180,25 @@ class JoinRouter:
         if answer.status in (502, 504):  # it died between the route and the call: its rooms move
             return Answer(503, {"error": MOVING, "retry_after": 0.5})
         self.counters["routed"] += 1
+        rejoin = answer.payload.get("rejoin_code") if answer.status == 200 else None
+        if path == "/api/join" and isinstance(rejoin, str) and rejoin:
+            self._publish(session, [rejoin], REJOIN_ROUTE_SECONDS)
         return answer
+
+    def _publish(self, session: str, codes: list[str], seconds: float) -> None:
+        """Routes for codes the process just issued, before the reply goes out, so a client that uses one at once
+        finds it (the process's heartbeat publishes them too, with their exact expiry, within a beat)."""
+        until = time.time() + float(seconds)
+        routes = [CodeRoute(self.digest(code), session, until) for code in codes if len(code) <= MAX_CODE_CHARS]
+        try:
+            self.directory.publish_codes(routes)
+        except Exception as exc:  # the heartbeat's copy arrives anyway
+            self.counters["publish_failed"] += 1
+            log.warning("fleet: could not publish %d code routes (%s)", len(routes), type(exc).__name__)
+
+    def digest(self, code: str) -> bytes:
+        """A code's keyed hash, as every process of the fleet computes it (``InviteBook.digest``)."""
+        return hmac.new(self._code_key, code.encode("utf-8", "replace"), "sha256").digest()
 
     def fleet(self, authorization: str | None) -> Answer:
         if not self.admin_ok(authorization):
