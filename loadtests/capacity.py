@@ -1,8 +1,9 @@
 """``capacity``: ramp rooms, then clients, until the room tick p99 passes the 16.7 ms budget; report the knee.
 
 One instrumented server (``loadtests.server.LoadServer``) on loopback, or with ``processes`` N of them (room k
-on process (k-1) % N), or with ``process_per_room`` one per room (DESIGN's scale-out: each room's process has its own GIL; measured together as a ``ServerGroup``,
-tick times over all rooms, CPU summed over the processes). Phase after phase:
+on process (k-1) % N), or with ``process_per_room`` one per room (DESIGN's scale-out: each room's process has
+its own GIL; measured together as a ``ServerGroup``, tick times over all rooms, CPU summed over the
+processes). Phase after phase:
 
 1. **rooms**: add a room of the scenario (default ``block_5k``, 5,040 tets) with M participants and N
    observers (default 4 + 4; one swarm worker process per room), let it settle, measure. The first phase
