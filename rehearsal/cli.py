@@ -119,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)")
     _settings_flags(serve, _SERVE)
     fleet = serve.add_argument_group("fleet (rehearsal.fleet: a room directory on Redis)")
-    fleet.add_argument("--processes", type=int, help="run N game-server processes and the join service (supervisor)")
+    fleet.add_argument(
+        "--processes",
+        type=int,
+        help="run N game-server processes and the join service (supervisor; default: none, one process)",
+    )
     fleet.add_argument(
         "--redis", help="the room directory's Redis, redis://HOST:PORT/DB (with --processes: default, one of its own)"
     )
-    fleet.add_argument("--process-id", help="this game server's name in the directory (with --redis)")
+    fleet.add_argument("--process-id", help="this game server's name in the directory (with --redis; default: none)")
     fleet.add_argument("--capacity", type=int, default=2, help="rooms per game-server process (default: %(default)s)")
     fleet.add_argument(
         "--fleet-namespace", default="rehearsal:fleet:", help="the directory's key prefix (default: %(default)s)"
