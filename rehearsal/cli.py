@@ -133,14 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--fleet-namespace", default="rehearsal:fleet:", help="the directory's key prefix (default: %(default)s)"
     )
     fleet.add_argument(
-        "--agones", action="store_true", help="follow the Agones lifecycle (also when AGONES_SDK_HTTP_PORT is set)"
+        "--agones",
+        action="store_true",
+        help="follow the Agones lifecycle (default: only when AGONES_SDK_HTTP_PORT is set)",
     )
     joins = sub.add_parser(
         "join-service", help="the fleet's stateless join service (routes codes to the room's process)"
     )
     joins.add_argument("--redis", required=True, help="the room directory's Redis, redis://HOST:PORT/DB")
     joins.add_argument(
-        "--data-dir", type=Path, default=_DEFAULTS.data_dir, help="where the fleet's secrets are (or the environment)"
+        "--data-dir",
+        type=Path,
+        default=_DEFAULTS.data_dir,
+        help="where the fleet's secrets are, or the environment (default: %(default)s)",
     )
     joins.add_argument("--http-host", default="127.0.0.1", help="where it listens (default: %(default)s)")
     joins.add_argument(
