@@ -133,3 +133,22 @@ def test_a_restarted_member_does_not_resume_a_session_that_moved(tmp_path, direc
     third, _, _ = _member(tmp_path, "p1", directory)
     assert third.resumed == []  # not checkpointed: it could not resume (interrupted), but it was tried
     assert third.counters["sessions_interrupted"] == 1
+
+
+def test_a_draining_member_takes_no_placements_and_its_closed_rooms_leave(tmp_path, directory, monkeypatch):
+    monkeypatch.setenv("REHEARSAL_TOKEN_KEY", "ef" * 32)
+    server, member, _ = _member(tmp_path, "p1", directory)
+    session = server.create_session("basic_skills")
+    server.rooms[session].ticker.stop()
+    member.attach(server)
+    assert _wait(lambda: directory.rooms_of("p1") == {session})
+    assert directory.place("basic_skills").process == "p1"
+    server.sessions.draining = True  # SIGTERM's drain (RehearsalServer.start_drain)
+    server.reactor.advance(0.05)  # the next description of the process
+    assert _wait(lambda: directory.candidates()[0].draining)
+    assert directory.place("basic_skills") is None
+    server.sessions.close_room(session)  # its room finishes
+    assert _wait(lambda: directory.rooms_of("p1") == set() and directory.route(session) is None)
+    member.stop()
+    server.stop()
+    assert directory.status() == []
