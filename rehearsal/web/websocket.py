@@ -13,6 +13,12 @@ frames: each carries exactly one message of ``rehearsal.wire.REHEARSAL_REGISTRY`
 snapshot codec as the headsets'), both ways. A page may also send the text frame ``{"page_error": "<text>"}``
 (counted, logged briefly). A refused join is a binary ``refused`` (request ``connect``) and a close with code 4003.
 
+Any role joins this way. A participant's page (surgeons, the assistant, the scrub nurse) sends ``input`` messages
+(the thin client's redundant input packets, ``netcode/thin_client/CLIENT.md``) that reach ``connections.receive``
+like a headset's: the same work budget, role rules, pose guard and bad-input counting; it gets what a headset
+gets (its own snapshot stream, ``input_ack``, the ``grasp`` response models and ``release``, its ``forces``). An
+observer's input naming a hand is refused and counted (``budget_refused_role``) before any pose is decoded.
+
 Bounded: frames and messages from the page (``MAX_FRAME_BYTES``), frames per second (``MAX_FRAMES_PER_SECOND``),
 malformed frames (``MAX_BAD_FRAMES``, each answered with a ``refused`` at most twice a second), time to join,
 open sockets (``MAX_SOCKETS``) and what waits in the send buffer while the page reads slowly: unreliable
