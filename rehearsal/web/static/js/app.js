@@ -4,10 +4,23 @@
 // annotations, participants), `event`s (commands, people, steps, physics), the snapshot stream (decoded by
 // snapshot_decoder.js, acked like a headset), `surface_damage` (burn levels the scene colours), `refused`. Commands are `command` messages; the server decides
 // (rehearsal/roles.py): the console is shown to mentors only, but the server refuses whatever a role may not do.
+//
+// A participant (a welcome with hands: surgeons, the assistant, the scrub nurse) drives their instruments from
+// this page: desktop_input.js (mouse, keyboard, gamepad) or a WebXR session (xr_session.js, xr_input.js), through
+// participant.js, the port of the Python thin client (netcode/thin_client/CLIENT.md): redundant input packets
+// every frame, own instruments drawn from local input in the same frame, held tissue predicted from the grasp's
+// response model and reconciled, the rest interpolated behind a jitter-adaptive delay on the synchronised clock.
+// Observers and mentors get no instrument controls (and the server refuses their inputs anyway).
 
 import { RoomLink } from './link.js';
 import { RoomScene } from './scene.js';
 import { SnapshotDecoder } from './snapshot_decoder.js';
+import { DesktopRig, DEVICE_OF_HAND } from './desktop_input.js';
+import { magnitude, parseForces } from './forces.js';
+import { ParticipantClient } from './participant.js';
+import { quatMul } from './poses.js';
+import { HapticMapper, xrDevicePoses } from './xr_input.js';
+import { playHaptics, startSession, supportedModes } from './xr_session.js';
 
 const SNAPSHOT_TYPES = new Set(['snap_config', 'snap_topology', 'snap_predictor', 'snapshot']);
 const MAX_EVENTS = 200;
@@ -42,7 +55,24 @@ const state = {
   pendingCommands: new Map(),
   rtt: null,
   health: null, // the server's newest room health (participants' RTT, loss, snapshot age), if it sends one
+  // participant mode (a welcome with hands), else null
+  hands: null, // {hand: rigid object id} we drive
+  forces: new Map(), // our instrument object id -> {force, grasp, position} (N, m), from `forces`
+  grasps: 0, // response models received
+  inputsSent: 0,
+  snapshotGaps: [], // ms between snapshot frames (the newest 2048), for the network panel and benches
+  xr: null, // the immersive session while one runs
+  xrModes: [],
+  script: null, // a test's or bench's function(localNow) -> {device: pose}, instead of the desktop rig
+  frameIndex: 0,
 };
+
+let participant = null; // ParticipantClient
+let rig = null; // DesktopRig
+let haptics = null; // HapticMapper
+let lastFrameAt = null;
+let lastSnapshotFrameAt = null;
+const HALF_TURN_Y = [0, 1, 0, 0];
 
 let decoder = new SnapshotDecoder();
 let scene = null;
@@ -119,13 +149,20 @@ function onMessage(type, fields) {
     case 'refused': onRefused(fields); break;
     case 'surface_damage': onSurfaceDamage(fields); break;
     case 'pong': state.rtt = (performance.now() / 1000) - fields.time; break;
-    default: break; // input_ack, grasp, release: for headsets
+    case 'input_ack': if (participant) participant.onInputAck(fields, performance.now() / 1000); break;
+    case 'grasp':
+      if (participant && participant.onGrasp(fields, performance.now() / 1000)) state.grasps += 1;
+      break;
+    case 'release': if (participant) participant.onRelease(fields.grasp_id, performance.now() / 1000); break;
+    case 'forces': onForces(fields); break;
+    default: break;
   }
 }
 
 function onSnapshotMessage(type, fields) {
+  let applied;
   try {
-    decoder.onMessage(type, fields);
+    applied = decoder.onMessage(type, fields);
   } catch (err) {
     link.reportError(`snapshot decoder: ${type}: ${err && err.message}`);
     requestResync(`rejected ${type}`);
@@ -135,7 +172,14 @@ function onSnapshotMessage(type, fields) {
     surfaceDirty = true;
     state.topologyEpoch = null; // rebuild the geometry at the next frame
   }
+  if (participant && applied.length) participant.onSnapshot(decoder, performance.now() / 1000);
   if (type === 'snapshot') {
+    const now = performance.now();
+    if (lastSnapshotFrameAt !== null) {
+      state.snapshotGaps.push(now - lastSnapshotFrameAt);
+      if (state.snapshotGaps.length > 2048) state.snapshotGaps.shift();
+    }
+    lastSnapshotFrameAt = now;
     state.snapshots += 1;
     state.lastSnapshotAt = performance.now();
     surfaceDirty = true;
@@ -172,6 +216,44 @@ function onSurfaceDamage(fields) {
   scene.setBurns(ids, levels, fields.reset);
 }
 
+/** Our instruments' forces: the HUD shows them, an XR session's controllers vibrate with them. */
+function onForces(fields) {
+  if (!participant) return;
+  let report;
+  try {
+    report = parseForces(fields);
+  } catch (err) {
+    link.reportError(`forces: ${err && err.message}`);
+    return;
+  }
+  const byDevice = new Map();
+  for (const [hand, oid] of Object.entries(state.hands || {})) {
+    const f = report.byObject.get(Number(oid));
+    if (!f) continue;
+    state.forces.set(Number(oid), f);
+    byDevice.set(DEVICE_OF_HAND[hand], f);
+  }
+  const pulses = haptics.update(byDevice);
+  if (state.xr && state.xr.controllers) state.xr.played = (state.xr.played || 0) + playHaptics(pulses, state.xr.controllers);
+}
+
+/** The welcome gave us hands: this page drives them (desktop rig, or XR once a session starts). */
+function startParticipant(hands) {
+  state.hands = { ...hands };
+  const names = Object.keys(hands).filter((h) => h in DEVICE_OF_HAND);
+  participant = new ParticipantClient({ devices: [0, ...names.map((h) => DEVICE_OF_HAND[h])] });
+  for (const hand of names) participant.own(hands[hand], DEVICE_OF_HAND[hand]);
+  rig = new DesktopRig(names);
+  haptics = new HapticMapper();
+  scene.setDriveMode(true);
+  $('instruments').hidden = false;
+  supportedModes().then((modes) => {
+    state.xrModes = modes;
+    $('btn-xr-vr').hidden = !modes.includes('immersive-vr');
+    $('btn-xr-ar').hidden = !modes.includes('immersive-ar');
+  });
+}
+
 function participantEntry(id, info) {
   const key = pkey(id);
   const entry = state.participants.get(key) || { id, name: '?', role: 'observer', objects: {} };
@@ -191,6 +273,7 @@ function onWelcome(w) {
   setRoomState(w.state);
   for (const p of w.participants || []) participantEntry(p.participant, p);
   participantEntry(w.participant, { name: w.name, role: w.role, hands: w.hands || {} });
+  if (w.hands && Object.keys(w.hands).length && !participant) startParticipant(w.hands);
   applyProgress(w.progress || {});
   if (Array.isArray(w.complications)) state.complications = w.complications;
   else if (w.progress && w.progress.complications && Array.isArray(w.progress.complications.available)) {
@@ -443,7 +526,61 @@ function renderPanels() {
 
 // ------------------------------------------------------------------ frames
 
+/** The head's pose from the camera (a headset looks along +z, a three.js camera along -z). */
+function cameraHead() {
+  const c = scene.camera;
+  const q = c.quaternion;
+  return { position: c.position.toArray(), rotation: quatMul([q.x, q.y, q.z, q.w], HALF_TURN_Y) };
+}
+
+/** One participant frame: this frame's input (script, XR devices or the desktop rig) sent, then drawn at once. */
+function participantFrame(devicePoses) {
+  const now = performance.now() / 1000;
+  const dt = lastFrameAt === null ? 0 : now - lastFrameAt;
+  lastFrameAt = now;
+  let poses = devicePoses;
+  if (!poses && state.script) poses = state.script(now);
+  if (!poses) {
+    const pads = navigator.getGamepads ? [...navigator.getGamepads()].filter(Boolean) : [];
+    rig.gamepad(pads.length ? { axes: [...pads[0].axes], buttons: [...pads[0].buttons] } : null);
+    rig.step(dt);
+    poses = rig.poses(cameraHead());
+  }
+  const packet = participant.track(now, poses);
+  if (packet && link.send('input', { p: packet })) state.inputsSent += 1;
+  const shown = participant.render(now, () => decoder.surface().positions);
+  if (decoder.epoch !== null && decoder.epoch !== undefined && (state.topologyEpoch !== decoder.epoch || scene.vertexCount === 0)) {
+    scene.setTopology(decoder.surface().ids, decoder.triangles(), decoder.epoch);
+    state.topologyEpoch = decoder.epoch;
+  }
+  if (shown.positions && shown.positions.length === 3 * scene.vertexCount && shown.sources.missing === 0) {
+    scene.setPositions(Float32Array.from(shown.positions));
+  }
+  for (const [hand, oid] of Object.entries(state.hands)) {
+    const pose = poses[DEVICE_OF_HAND[hand]];
+    if (pose && !shown.rigid.has(Number(oid))) shown.rigid.set(Number(oid), { kind: 'instrument', ...pose, source: 'tracked' });
+  }
+  const mine = state.participants.get(state.me);
+  const head = mine && mine.objects ? mine.objects.head : undefined;
+  if (head !== undefined) shown.rigid.delete(Number(head)); // our own head is the camera: not drawn in our view
+  scene.setRigid(shown.rigid);
+  state.lastRender = { sources: shown.sources, delay: shown.delay, latency: shown.latency, renderTime: shown.renderTime, serverNow: shown.serverNow };
+  state.lastPoses = poses;
+  state.frameIndex += 1;
+}
+
 function frame() {
+  if (state.xr) return; // the XR session's animation loop draws (xrFrame)
+  if (participant) {
+    try {
+      participantFrame(null);
+      scene.render();
+    } catch (err) {
+      link.reportError(`render: ${err && err.message}`);
+    }
+    requestAnimationFrame(frame);
+    return;
+  }
   try {
     if (surfaceDirty && decoder.epoch !== null && decoder.epoch !== undefined) {
       if (state.topologyEpoch !== decoder.epoch || scene.vertexCount === 0) {
@@ -466,6 +603,77 @@ function frame() {
   requestAnimationFrame(frame);
 }
 
+/** One XR frame: the headset is the head, the controllers the hands; three.js renders the stereo views. */
+function xrFrame(data) {
+  state.xr.controllers = data.controllers;
+  state.xr.frames = (state.xr.frames || 0) + 1;
+  try {
+    participantFrame(xrDevicePoses(data));
+    scene.render();
+  } catch (err) {
+    link.reportError(`xr render: ${err && err.message}`);
+  }
+}
+
+async function enterXR(mode) {
+  if (!participant || state.xr) return;
+  try {
+    state.xr = { mode };
+    const session = await startSession(mode, scene, xrFrame);
+    state.xr.session = session;
+    session.addEventListener('end', () => {
+      state.xr = null;
+      requestAnimationFrame(frame);
+    });
+  } catch (err) {
+    state.xr = null;
+    notice(`could not start ${mode}: ${err && err.message}`);
+  }
+}
+
+function renderInstruments() {
+  if (!participant) return;
+  const lines = [];
+  for (const [hand, oid] of Object.entries(state.hands)) {
+    const pose = state.lastPoses && state.lastPoses[DEVICE_OF_HAND[hand]];
+    const f = state.forces.get(Number(oid));
+    const jaw = pose ? `${pose.jaw.toFixed(2)} rad` : '–';
+    const force = f ? `${magnitude(f.force).toFixed(2)} N contact, ${magnitude(f.grasp).toFixed(2)} N grasp` : '–';
+    lines.push(`${hand}${rig && rig.active === hand ? ' (active)' : ''}: jaw ${jaw}${pose && pose.energy ? ', energized' : ''}; ${force}`);
+  }
+  const r = state.lastRender;
+  if (r) lines.push(`interpolation delay ${fmtMs(r.delay)}, latency ${fmtMs(r.latency)}, predicted patches ${r.sources.predicted}`);
+  $('instrument-state').textContent = lines.join('\n');
+}
+
+function typing(event) {
+  const t = event.target;
+  return t && (t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.tagName === 'TEXTAREA');
+}
+
+const DRIVE_KEYS = new Set(['Space', 'Tab', 'ArrowUp', 'ArrowDown', 'ArrowLeft', 'ArrowRight']);
+
+function wireInstruments() {
+  window.addEventListener('keydown', (event) => {
+    if (!rig || typing(event)) return;
+    if (DRIVE_KEYS.has(event.code)) event.preventDefault();
+    if (!event.repeat) rig.keyDown(event.code);
+  });
+  window.addEventListener('keyup', (event) => { if (rig) rig.keyUp(event.code); });
+  window.addEventListener('blur', () => { if (rig) rig.keys.clear(); });
+  const canvas = scene.renderer.domElement;
+  let dragging = false;
+  canvas.addEventListener('pointerdown', (event) => {
+    if (rig && event.button === 0 && !state.annotating) dragging = true;
+  });
+  window.addEventListener('pointerup', () => { dragging = false; });
+  canvas.addEventListener('pointermove', (event) => {
+    if (dragging && rig) rig.drag(event.movementX, event.movementY, event.shiftKey);
+  });
+  $('btn-xr-vr').addEventListener('click', () => enterXR('immersive-vr'));
+  $('btn-xr-ar').addEventListener('click', () => enterXR('immersive-ar'));
+}
+
 function join(code, name) {
   $('join-error').textContent = '';
   $('join-button').disabled = true;
@@ -481,6 +689,7 @@ function join(code, name) {
 function start() {
   scene = new RoomScene($('view'), $('labels'));
   wireConsole();
+  wireInstruments();
   const params = new URLSearchParams(location.search);
   const code = params.get('code') || '';
   const name = params.get('name') || localStorage.getItem('rehearsal.name') || '';
@@ -496,6 +705,7 @@ function start() {
   setInterval(() => {
     link.send('ping', { time: performance.now() / 1000 });
     renderPanels();
+    renderInstruments();
   }, PING_INTERVAL_MS);
   const rejoin = sessionStorage.getItem('rehearsal.rejoin');
   if (code && name) join(code, name);
@@ -509,6 +719,9 @@ window.rehearsal = {
   link,
   get decoder() { return decoder; },
   get scene() { return scene; },
+  get participant() { return participant; },
+  get rig() { return rig; },
+  enterXR,
   command,
 };
 
