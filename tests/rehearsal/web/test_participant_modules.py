@@ -332,3 +332,33 @@ def test_the_desktop_rig_moves_turns_closes_and_stays_within_speed_and_workspace
     assert got["end"]["position"][2] == pytest.approx(got["WS"]["lo"][2])  # held at the workspace's edge
     assert got["active"] == "left" and got["left"]["rotation"] != got["start"]["rotation"]
     assert got["end"]["rotation"] == pytest.approx(got["start"]["rotation"])  # the right hand did not turn
+
+
+def test_the_xr_session_glue_reads_an_xr_frame_and_plays_pulses_on_the_right_controller(harness):
+    """Headless Chromium has no immersive session (isSessionSupported('immersive-vr') is false and the WebXR Test
+    API needs MojoJS bindings only a Chromium build has), so xr_session.js' glue is fed a plain XRFrame lookalike."""
+    got = run(
+        harness,
+        "xr_session.js",
+        """async (m) => {
+          const played = [];
+          const pose = (x) => ({ transform: { position: { x, y: 1, z: 0 }, orientation: { x: 0, y: 0, z: 0, w: 1 } } });
+          const pad = (hand) => ({ buttons: [{ value: 0.5, pressed: false }],
+            hapticActuators: [{ pulse: (v, ms) => played.push([hand, v, ms]) }] });
+          const sources = [{ handedness: 'left', gripSpace: 'L', gamepad: pad('left') },
+            { handedness: 'right', gripSpace: 'R', gamepad: pad('right') }, { handedness: 'none', gripSpace: null }];
+          const frame = { session: { inputSources: sources }, getViewerPose: () => pose(0),
+            getPose: (space) => pose(space === 'L' ? -0.2 : 0.2) };
+          const data = m.frameData(frame, 'space');
+          const pulses = [{ device: 2, intensity: 0.6, durationMs: 40 }, { device: 1, intensity: 0.2, durationMs: 60 }];
+          const n = m.playHaptics(pulses, data.controllers);
+          const modes = await m.supportedModes();
+          const none = await m.supportedModes(null); // a browser without navigator.xr
+          return { viewer: data.viewer, hands: data.controllers.map((c) => [c.handedness, c.grip && c.grip.position[0],
+            c.buttons.length]), n, played, modes, none };
+        }""",
+    )
+    assert got["viewer"]["position"] == [0, 1, 0]
+    assert got["hands"] == [["left", -0.2, 1], ["right", 0.2, 1], ["none", None, 0]]
+    assert got["n"] == 2 and got["played"] == [["right", 0.6, 40], ["left", 0.2, 60]]
+    assert got["modes"] == [] and got["none"] == []  # said plainly: no immersive session in headless Chromium
