@@ -65,6 +65,8 @@ const state = {
   xrModes: [],
   script: null, // a test's or bench's function(localNow) -> {device: pose}, instead of the desktop rig
   frameIndex: 0,
+  ownFrames: 0, // frames that drew one of our instruments
+  ownDrawnThisFrame: 0, // ... at the pose this very frame sampled (the own-instrument latency is one frame)
 };
 
 let participant = null; // ParticipantClient
@@ -564,6 +566,14 @@ function participantFrame(devicePoses) {
   const head = mine && mine.objects ? mine.objects.head : undefined;
   if (head !== undefined) shown.rigid.delete(Number(head)); // our own head is the camera: not drawn in our view
   scene.setRigid(shown.rigid);
+  for (const [hand, oid] of Object.entries(state.hands)) { // drawn from this frame's input, before any echo?
+    const pose = poses[DEVICE_OF_HAND[hand]];
+    const drawn = scene.objects.get(Number(oid));
+    if (!pose || !drawn) continue;
+    state.ownFrames += 1;
+    const p = pose.position;
+    if (drawn.position.x === p[0] && drawn.position.y === p[1] && drawn.position.z === p[2]) state.ownDrawnThisFrame += 1;
+  }
   state.lastRender = { sources: shown.sources, delay: shown.delay, latency: shown.latency, renderTime: shown.renderTime, serverNow: shown.serverNow };
   state.lastPoses = poses;
   state.frameIndex += 1;

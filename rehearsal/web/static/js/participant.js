@@ -21,8 +21,9 @@ import {
 export const MAX_OBJECTS = 4096;
 
 export class ParticipantClient {
-  constructor({ devices = [0, 2], tau = RECONCILE_TAU, inputs = {}, clock = {}, delay = {} } = {}) {
+  constructor({ devices = [0, 2], tau = RECONCILE_TAU, inputs = {}, clock = {}, delay = {}, jawFrom = 'server' } = {}) {
     this.devices = [...devices];
+    this.jawFrom = jawFrom; // 'server': its snapshots of our instrument when they cover the time; 'local': our input history
     this.tau = tau;
     this.delayConfig = delay;
     this.clock = new ClockSync(clock);
@@ -81,7 +82,10 @@ export class ParticipantClient {
     if (sent === null) return;
     const steps = this.clock.steps;
     this.clock.addExchange(sent, fields.server_time - fields.hold, fields.server_time, localNow);
-    if (this.clock.steps !== steps) this.delay = new AdaptiveDelay(this.delayConfig); // transits through the old offset mislead
+    if (this.clock.steps !== steps) { // the offset jumped: what was measured or keyed through the old one misleads
+      this.delay = new AdaptiveDelay(this.delayConfig);
+      this.localPoses.clear();
+    }
   }
 
   // ------------------------------------------------------------------ snapshots
@@ -97,9 +101,12 @@ export class ParticipantClient {
     this.lastDrawn.clear();
   }
 
+  /** The jaw pose the server had applied at serverTime (CLIENT.md section 5). A state from before the grasp
+   *  (a patch the codec has not re-sent since it came to rest) is the state at the grasp: the baseline. */
   _jawAt(model, serverTime) {
+    if (serverTime <= model.serverTime) return model.baseline;
     return authoritativeJaw(
-      this.serverPoses.get(model.instrument) || new PoseHistory(),
+      (this.jawFrom === 'server' && this.serverPoses.get(model.instrument)) || new PoseHistory(),
       this.localPoses.get(model.device) || new PoseHistory(),
       serverTime,
     );
