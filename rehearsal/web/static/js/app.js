@@ -256,6 +256,16 @@ function startParticipant(hands) {
   });
 }
 
+function stopParticipant() {
+  participant = null;
+  rig = null;
+  state.hands = null;
+  state.forces.clear();
+  lastFrameAt = null;
+  if (scene) scene.setDriveMode(false);
+  $('instruments').hidden = true;
+}
+
 function participantEntry(id, info) {
   const key = pkey(id);
   const entry = state.participants.get(key) || { id, name: '?', role: 'observer', objects: {} };
@@ -688,6 +698,7 @@ function join(code, name) {
   $('join-error').textContent = '';
   $('join-button').disabled = true;
   decoder = new SnapshotDecoder();
+  stopParticipant(); // a new join's welcome says afresh whether this page drives instruments
   state.missingSeen = 0;
   state.participants.clear();
   state.topologyEpoch = null;
