@@ -68,6 +68,11 @@ _SETTING_FLAGS = {
     "drain_seconds": ("--drain-seconds", float, "on SIGTERM, how long rooms may finish (s)"),
     "tls_cert": ("--tls-cert", str, "PEM certificate: serve HTTPS and WSS on the HTTP port (with --tls-key)"),
     "tls_key": ("--tls-key", str, "PEM private key of --tls-cert"),
+    "webtransport_port": (
+        "--webtransport-port",
+        int,
+        "UDP port for participants' WebTransport datagrams (HTTP/3, self-signed by hash); -1 off, 0 a free one",
+    ),
     "scenario_dir": (
         "--scenario-dir",
         Path,

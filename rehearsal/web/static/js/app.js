@@ -29,6 +29,7 @@ const RESYNC_INTERVAL_MS = 1000;
 // soon as the server wrote it (TCP delivers in order, this page decodes each), so acks only date this page's
 // view for the room's health; 32 pages acking every snapshot were most of what observers cost the server.
 const ACK_EVERY = 6;
+const LOSSY_ACK_EVERY = 2; // while on WebTransport datagrams (link.lossy): acks are what the deltas stand on
 const PING_INTERVAL_MS = 1000;
 const $ = (id) => document.getElementById(id);
 // Participant ids are 63-bit: the decoder gives a BigInt beyond 2^53, so they are keyed by their decimal text.
@@ -38,6 +39,7 @@ const state = {
   joined: null, // {session, participant (decimal text), role, name, rejoin_code, debrief_key (mentors)}
   me: null, // our participant id (pkey), from the welcome
   roomState: 'not connected',
+  transport: 'websocket', // or 'webtransport' while unreliable messages go as datagrams (link.js)
   participants: new Map(), // participant id -> {name, role, objects: {hand|head: rigid id}, health}
   steps: [],
   currentStep: null,
@@ -93,6 +95,10 @@ const link = new RoomLink({
     setLinkState('connected');
   },
   onMessage: (type, fields) => onMessage(type, fields),
+  onTransport: (text) => {
+    state.transport = link.transportName;
+    setLinkState(`connected: ${text}`);
+  },
   onClosed: ({ code, reason, refusal, wasJoined }) => {
     const why = refusal || reason || `connection closed (${code})`;
     setLinkState(`disconnected: ${why}`);
@@ -187,7 +193,9 @@ function onSnapshotMessage(type, fields) {
     state.lastSnapshotAt = performance.now();
     surfaceDirty = true;
     rigidDirty = true;
-    const ack = state.snapshots % ACK_EVERY === 1 % ACK_EVERY ? decoder.ackFields() : null;
+    // over datagrams snapshots get lost: the server's deltas need acks (each one names the 32 before it)
+    const every = link.lossy ? LOSSY_ACK_EVERY : ACK_EVERY;
+    const ack = state.snapshots % every === 1 % every ? decoder.ackFields() : null;
     if (ack) link.send('snap_ack', ack);
   }
   const missing = decoder.missingBaselines || 0; // a counter: it grows when a delta's baseline is gone
@@ -715,6 +723,9 @@ function start() {
   const params = new URLSearchParams(location.search);
   const code = params.get('code') || '';
   const name = params.get('name') || localStorage.getItem('rehearsal.name') || '';
+  link.useWebTransport = params.get('transport') !== 'websocket'; // ?transport=websocket: no datagrams
+  const wtPort = Number(params.get('wt_port')); // WebTransport through another port (a relay, a proxy)
+  if (Number.isInteger(wtPort) && wtPort > 0 && wtPort < 65536) link.webTransportPort = wtPort;
   $('join-code').value = code;
   $('join-name').value = name;
   $('join-form').addEventListener('submit', (event) => {
