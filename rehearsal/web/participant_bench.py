@@ -1,24 +1,27 @@
 """The browser participant under impairment: ``python -m rehearsal.web.participant_bench`` prints JSON.
 
-Runs the real server in a subprocess and headless Chromium (``rehearsal.web.headless``) as an assistant whose
-page reaches the server through a loopback TCP relay (``rehearsal.web.tcp_relay``: ``--rtt`` added round trip,
-``--loss`` per TCP segment, shown as TCP shows it: the chunk holding a lost segment, and everything behind it,
-arrives a retransmission later). A scripted hand (``window.rehearsal.state.script``: the page's input hook)
-descends, closes the grasper on the tissue and pulls it up and down for ``--seconds``. The page records, each
-frame, the grasp's most responsive vertices (the 16 with the largest response-model rows) as drawn (predicted
-and reconciled, participant.js), as plain interpolation would draw them (no prediction) and at the newest
-authoritative state; and every authoritative state of them that arrives. The truth for a frame is the
-authoritative state at the server time that frame's input is applied, ``server_now + rtt / 2`` (its
-authoritative states arrive later; frames whose truth is not covered are left out). Reported: the RMS error
-of each (mm) and prediction's ratio to interpolation (goal at most 0.3); the own instrument's display latency
-in frames (drawn from the input of the frame that sampled it: one frame; the server's echo of it, for
-comparison); the WebSocket's snapshot gaps at the page (p50, p99, max); the page's frame rate.
+Runs the real server in a subprocess (with its WebTransport port) and headless Chromium (``rehearsal.web.headless``)
+as an assistant, once per transport. Over ``websocket`` (``?transport=websocket``) the page reaches the server
+through a loopback TCP relay (``rehearsal.web.tcp_relay``: ``--rtt`` added round trip, ``--loss`` per TCP segment,
+shown as TCP shows it: the chunk holding a lost segment, and everything behind it, arrives a retransmission later).
+Over ``webtransport`` its WebSocket goes through such a relay too and its datagrams through a UDP relay
+(``rehearsal.web.udp_relay``: the same round trip, ``--loss`` per datagram each way, ``?wt_port=``). A scripted hand
+(``window.rehearsal.state.script``: the page's input hook) descends, closes the grasper on the tissue and pulls it
+up and down for ``--seconds``. The page records, each frame, the grasp's most responsive vertices (the 16 with the
+largest response-model rows) as drawn (predicted and reconciled, participant.js), as plain interpolation would draw
+them (no prediction) and at the newest authoritative state; and every authoritative state of them that arrives. The
+truth for a frame is the authoritative state at the server time that frame's input is applied, ``server_now + rtt /
+2`` (its authoritative states arrive later; frames whose truth is not covered are left out). Reported: the RMS error
+of each (mm) and prediction's ratio to interpolation (goal at most 0.3); the own instrument's display latency in
+frames (drawn from the input of the frame that sampled it: one frame; the server's echo of it, for comparison); the
+snapshot gaps at the page (p50, p99, max); the page's frame rate; per transport.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -30,8 +33,25 @@ import numpy as np
 from rehearsal.bots import ServerProcess, post
 from rehearsal.web import headless
 from rehearsal.web.tcp_relay import TcpRelay
+from rehearsal.web.udp_relay import UdpRelay
 
-LOSS_MODEL = "TCP: a chunk with a lost segment, and all behind it, arrives a retransmission (RTT + 200 ms) late"
+LOSS_MODEL = {
+    "websocket": "TCP: a chunk with a lost segment, and all behind it, arrives a retransmission (RTT + 200 ms) late",
+    "webtransport": "UDP: each datagram lost with the probability, either way (its WebSocket as for websocket)",
+}
+TRANSPORTS = ("websocket", "webtransport")
+# The server as rehearsal.bots.SERVER_SCRIPT starts it, with its WebTransport port (a free one) on.
+SERVER_SCRIPT = """
+import sys
+from pathlib import Path
+from rehearsal.server import serve
+from rehearsal.settings import load_settings
+settings = load_settings(
+    None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0, drain_seconds=sys.argv[2], webtransport_port=0
+)
+sys.exit(serve(settings))
+"""
+WEBTRANSPORT_LISTENING = re.compile(r"webtransport udp=127\.0\.0\.1:(\d+)")
 SELECTED = 16  # vertices of the grasp's model measured (its most responsive rows)
 WAIT_MS = 60_000
 
@@ -136,6 +156,9 @@ HARNESS_JS = """(cfg) => {
       rec.done = true;
       rec.gaps = r.state.snapshotGaps.slice(rec.gaps0);
       rec.own = [r.state.ownFrames - rec.own0[0], r.state.ownDrawnThisFrame - rec.own0[1]];
+      const d = r.link.datagrams;
+      rec.transport = { name: r.link.transportName, datagramsIn: d ? d.datagramsIn : 0,
+        datagramsOut: d ? d.datagramsOut : 0, reassemblyDropped: d ? d.reassembler.dropped : 0 };
       return;
     }
     requestAnimationFrame(perFrame);
@@ -223,54 +246,73 @@ def analyse(rec: dict[str, Any], owd: float) -> dict[str, Any]:
     return out
 
 
+def run_page(args: argparse.Namespace, server: ServerProcess, wt_port: int, transport: str) -> dict[str, Any]:
+    """One assistant's page over ``transport`` through the relays; its figures."""
+    status, session = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, server.credential())
+    if status != 201:
+        raise RuntimeError(f"could not create a session: {status} {session}")
+    relay = TcpRelay(server.http_port, rtt=args.rtt, loss=args.loss, seed=args.seed)
+    udp = UdpRelay(wt_port, rtt=args.rtt, loss=args.loss, seed=args.seed) if transport == "webtransport" else None
+    try:
+        print(
+            f"{transport}: relay on port {relay.port}: +{args.rtt * 1000:.0f} ms RTT, {args.loss:.1%} loss",
+            file=sys.stderr,
+        )
+        with headless.chromium() as browser:
+            page = browser.new_page(viewport={"width": args.width, "height": args.height})
+            code = session["invites"]["assistant_surgeon"]
+            how = f"wt_port={udp.port}" if udp is not None else "transport=websocket"
+            page.goto(f"http://127.0.0.1:{relay.port}/?code={code}&name=Bench&{how}", timeout=WAIT_MS)
+            page.wait_for_function(
+                "() => window.rehearsal && window.rehearsal.participant && window.rehearsal.state.snapshots > 30",
+                timeout=WAIT_MS,
+            )
+            if udp is not None:  # measured on datagrams only
+                page.wait_for_function("() => window.rehearsal.link.transportName === 'webtransport'", timeout=WAIT_MS)
+            cfg = {
+                "x": 0.0,
+                "pullAt": 2.6,
+                "amp": 0.012,
+                "period": 2.0,
+                "seconds": args.seconds,
+                "selected": SELECTED,
+                "jawFrom": args.jaw_from,
+            }
+            page.evaluate(HARNESS_JS, cfg)
+            print(f"{transport}: grasp and pull for {args.seconds:.0f} s", file=sys.stderr)
+            page.wait_for_function("() => window.__bench.done", timeout=int((args.seconds + 30) * 1000))
+            rec = page.evaluate("() => window.__bench")
+            refusals = page.evaluate("() => window.rehearsal.state.refusals.map((r) => r.reason)")
+            page.close()
+    finally:
+        relay_stats = relay.stats()
+        relay.close()
+        udp_stats = udp.stats() if udp is not None else None
+        if udp is not None:
+            udp.close()
+    if args.dump:
+        Path(f"{args.dump}.{transport}.json").write_text(json.dumps(rec))
+    figures = {"transport": rec.get("transport"), "loss_model": LOSS_MODEL[transport]}
+    figures.update(analyse(rec, args.rtt / 2))
+    figures["grasped_at_s"] = rec.get("grasped")
+    figures["refusals"] = refusals[:5]
+    figures["relay"] = relay_stats
+    if udp_stats is not None:
+        figures["udp_relay"] = udp_stats
+    return figures
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Each transport of ``args.transport`` in turn, on one server."""
     with tempfile.TemporaryDirectory(prefix="rehearsal-participant-bench-") as tmp:
-        server = ServerProcess(Path(tmp) / "data")
-        relay = None
+        server = ServerProcess(Path(tmp) / "data", script=SERVER_SCRIPT)
         try:
             print("starting the server", file=sys.stderr)
             server.wait_listening()
-            status, session = post(server.http_port, "/api/sessions", {"scenario": "basic_skills"}, server.credential())
-            if status != 201:
-                raise RuntimeError(f"could not create a session: {status} {session}")
-            relay = TcpRelay(server.http_port, rtt=args.rtt, loss=args.loss, seed=args.seed)
-            print(
-                f"relay on port {relay.port}: +{args.rtt * 1000:.0f} ms RTT, {args.loss:.1%} segment loss",
-                file=sys.stderr,
-            )
-            with headless.chromium() as browser:
-                page = browser.new_page(viewport={"width": args.width, "height": args.height})
-                code = session["invites"]["assistant_surgeon"]
-                page.goto(f"http://127.0.0.1:{relay.port}/?code={code}&name=Bench", timeout=WAIT_MS)
-                page.wait_for_function(
-                    "() => window.rehearsal && window.rehearsal.participant && window.rehearsal.state.snapshots > 30",
-                    timeout=WAIT_MS,
-                )
-                cfg = {
-                    "x": 0.0,
-                    "pullAt": 2.6,
-                    "amp": 0.012,
-                    "period": 2.0,
-                    "seconds": args.seconds,
-                    "selected": SELECTED,
-                    "jawFrom": args.jaw_from,
-                }
-                page.evaluate(HARNESS_JS, cfg)
-                print(f"grasp and pull for {args.seconds:.0f} s", file=sys.stderr)
-                page.wait_for_function("() => window.__bench.done", timeout=int((args.seconds + 30) * 1000))
-                rec = page.evaluate("() => window.__bench")
-                refusals = page.evaluate("() => window.rehearsal.state.refusals.map((r) => r.reason)")
-                page.close()
-            if args.dump:
-                Path(args.dump).write_text(json.dumps(rec))
-            figures = analyse(rec, args.rtt / 2)
-            figures["grasped_at_s"] = rec.get("grasped")
-            figures["refusals"] = refusals[:5]
-            figures["relay"] = relay.stats()
-            return figures
+            wt_port = int(server.wait_for(WEBTRANSPORT_LISTENING, 30.0).group(1))
+            chosen = TRANSPORTS if args.transport == "both" else (args.transport,)
+            return {transport: run_page(args, server, wt_port, transport) for transport in chosen}
         finally:
-            if relay is not None:
-                relay.close()
             server.stop()
 
 
@@ -285,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jaw-from", choices=("server", "local"), default="server", help="the applied jaw pose: from")
     parser.add_argument("--width", type=int, default=480, help="page viewport (software WebGL: smaller draws faster)")
     parser.add_argument("--height", type=int, default=320)
-    parser.add_argument("--dump", help="also write the page's raw recording (JSON) to this file")
+    parser.add_argument("--transport", choices=("both", *TRANSPORTS), default="both")
+    parser.add_argument("--dump", help="also write each page's raw recording (JSON) to DUMP.<transport>.json")
     args = parser.parse_args(argv)
     if not (0 <= args.rtt <= 1 and 0 <= args.loss < 0.5 and 2 <= args.seconds <= 120):
         parser.error("--rtt in [0, 1] s, --loss in [0, 0.5), --seconds in [2, 120]")
@@ -294,16 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps(
             {
-                "transport": "websocket",
-                "impairment": {
-                    "rtt_ms": args.rtt * 1000,
-                    "segment_loss": args.loss,
-                    "loss_model": LOSS_MODEL,
-                },
+                "impairment": {"rtt_ms": args.rtt * 1000, "loss": args.loss},
                 **figures,
                 "seconds": round(time.monotonic() - started, 1),
                 "goals": {"prediction_error_ratio": 0.3, "own_instrument_display_latency_frames": 1},
-                "webtransport": "not done (WebSocket only; see the report)",
             },
             indent=2,
         )

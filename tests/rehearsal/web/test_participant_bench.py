@@ -1,4 +1,5 @@
-"""rehearsal.web.participant_bench: its analysis on a synthetic recording, and (slow) one short real run."""
+"""rehearsal.web.participant_bench: its analysis on a synthetic recording, and (slow) one short real run over
+WebTransport (the WebSocket run is the same code with ``?transport=websocket``)."""
 
 from __future__ import annotations
 
@@ -49,14 +50,17 @@ def test_the_analysis_compares_prediction_with_interpolation_at_the_applied_time
 @pytest.mark.slow
 def test_a_short_run_prints_its_json():
     out = subprocess.run(
-        [sys.executable, "-m", "rehearsal.web.participant_bench", "--seconds", "2"],
+        [sys.executable, "-m", "rehearsal.web.participant_bench", "--seconds", "2", "--transport", "webtransport"],
         capture_output=True,
         text=True,
         timeout=400,
         check=True,
     )
-    figures = json.loads(out.stdout)
-    assert figures["transport"] == "websocket" and figures["impairment"]["rtt_ms"] == 100
+    report = json.loads(out.stdout)
+    assert report["impairment"]["rtt_ms"] == 100 and list(report).count("websocket") == 0
+    figures = report["webtransport"]
+    assert figures["transport"]["name"] == "webtransport" and figures["transport"]["datagramsIn"] > 50
+    assert figures["udp_relay"]["up_datagrams"] > 50
     assert figures["frames_compared"] > 10 and figures["held_rms_error_mm"]["interpolated"] > 0
     assert figures["own_instrument"]["display_latency_frames"] == 1
     assert figures["snapshot_gap_ms"]["count"] > 50 and figures["refusals"] == []
