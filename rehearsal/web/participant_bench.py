@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import tempfile
@@ -63,7 +64,8 @@ HARNESS_JS = """(cfg) => {
   const DOWN = [0.5, 0.5, -0.5, 0.5];
   const oid = Number(r.state.hands.right);
   P.jawFrom = cfg.jawFrom;
-  const rec = { frames: [], auth: {}, descent: [], frameTimes: [], sel: null, gaps0: r.state.snapshotGaps.length,
+  const rec = { frames: [], frameInputY: [], echo: [], auth: {}, descent: [], frameTimes: [], sel: null,
+    gaps0: r.state.snapshotGaps.length,
     own0: [r.state.ownFrames, r.state.ownDrawnThisFrame], done: false, grasped: null };
   window.__bench = rec;
   const pose = (t) => {
@@ -123,6 +125,11 @@ HARNESS_JS = """(cfg) => {
   P.onSnapshot = (decoder, now) => {
     const n = onSnapshot(decoder, now);
     recordAuth(decoder);
+    const sh = P.serverPoses.get(oid); // the server's snapshots of our instrument: when it applied our input
+    const last = rec.echo.length ? rec.echo[rec.echo.length - 1][0] : -Infinity;
+    if (sh && sh.length && sh.times[sh.length - 1] > last) {
+      rec.echo.push([sh.times[sh.length - 1], sh.poses[sh.length - 1].position[1]]);
+    }
     return n;
   };
   const sample = (arr, base, idx, out) => {
@@ -151,6 +158,7 @@ HARNESS_JS = """(cfg) => {
         }
       }
       rec.frames.push(row.concat(...parts));
+      rec.frameInputY.push(pose(t).position[1]);
     }
     if (t > cfg.pullAt + cfg.seconds) {
       rec.done = true;
@@ -172,6 +180,66 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def applied_delay(rec: dict[str, Any], owd: float) -> float:
+    """When the server applies a frame's input, after that frame's ``server_now``: the offset (s, 1 ms steps in
+    [0, 0.4]) that best aligns the frames' input heights with the server's own snapshots of the instrument (its
+    echo), so that the truth includes the server's input handling (arrival, its jitter hold, the wait for a
+    tick). ``owd`` when the recording has no echo over its frames."""
+    echo = np.asarray(rec.get("echo") or [], dtype=np.float64)
+    inputs = np.asarray(rec.get("frameInputY") or [], dtype=np.float64)
+    frames = rec.get("frames") or []
+    if len(echo) < 8 or len(inputs) != len(frames) or not len(frames):
+        return owd
+    server_now = np.asarray([f[1] for f in frames])
+    best, best_cost = owd, math.inf
+    for d in np.arange(0.0, 0.4, 0.001):
+        when = server_now + d
+        inside = (when >= echo[0, 0]) & (when <= echo[-1, 0])
+        if inside.sum() < 0.5 * len(when):
+            continue
+        cost = float(np.mean((np.interp(when[inside], echo[:, 0], echo[:, 1]) - inputs[inside]) ** 2))
+        if cost < best_cost:
+            best, best_cost = float(d), cost
+    return best
+
+
+def held_errors(rec: dict[str, Any], when: np.ndarray) -> dict[str, Any]:
+    """RMS errors (mm) of the drawn, interpolated and newest-authoritative held vertices against the truth at
+    ``when`` (server time per frame), and prediction's ratio to interpolation."""
+    chosen = rec["sel"]["chosen"]
+    s = len(chosen)
+    frames = np.asarray(rec["frames"], dtype=np.float64)
+    truth_cols = []
+    for patch, idx in chosen:  # each chosen vertex's authoritative history, in the frames' vertex order
+        hist = np.asarray(rec["auth"][str(patch)], dtype=np.float64)
+        rows = rec["sel"]["byPatch"][str(patch)]
+        j = rows.index(idx)
+        truth_cols.append((hist[:, 0], hist[:, 1 + 3 * j : 4 + 3 * j]))
+    keep = np.ones(len(frames), dtype=bool)
+    truth = np.zeros((len(frames), s, 3))
+    for v, (times, xyz) in enumerate(truth_cols):
+        keep &= (when >= times[0]) & (when <= times[-1])
+        for k in range(3):
+            truth[:, v, k] = np.interp(when, times, xyz[:, k])
+    shown = frames[:, 2:].reshape(len(frames), 3, s, 3)
+    errors = {}
+    for name, i in (("predicted", 0), ("interpolated", 1), ("newest_authoritative", 2)):
+        e = np.linalg.norm(shown[keep, i] - truth[keep], axis=2)  # (frames, vertices) m
+        errors[name] = float(np.sqrt(np.mean(e**2)) * 1000) if e.size else None
+    ratio = (
+        errors["predicted"] / errors["interpolated"]
+        if errors["predicted"] is not None and errors["interpolated"]
+        else None
+    )
+    return {
+        "frames_compared": int(keep.sum()),
+        "held_rms_error_mm": errors,
+        "prediction_error_ratio": ratio,
+        "_truth": truth[keep],
+        "_keep": keep,
+    }
+
+
 def analyse(rec: dict[str, Any], owd: float) -> dict[str, Any]:
     """The figures of one recording (see the module doc); errors in mm."""
     chosen = rec["sel"]["chosen"] if rec.get("sel") else []
@@ -179,39 +247,16 @@ def analyse(rec: dict[str, Any], owd: float) -> dict[str, Any]:
     frames = np.asarray(rec["frames"], dtype=np.float64)
     out: dict[str, Any] = {"vertices_measured": s, "frames_recorded": len(frames)}
     if s and len(frames):
-        truth_cols = []
-        for patch, idx in chosen:  # each chosen vertex's authoritative history, in the frames' vertex order
-            hist = np.asarray(rec["auth"][str(patch)], dtype=np.float64)
-            rows = rec["sel"]["byPatch"][str(patch)]
-            j = rows.index(idx)
-            truth_cols.append((hist[:, 0], hist[:, 1 + 3 * j : 4 + 3 * j]))
-        when = frames[:, 1] + owd  # server time each frame's input is applied
-        covered = np.ones(len(frames), dtype=bool)
-        truth = np.zeros((len(frames), s, 3))
-        for v, (times, xyz) in enumerate(truth_cols):
-            covered &= (when >= times[0]) & (when <= times[-1])
-            for k in range(3):
-                truth[:, v, k] = np.interp(when, times, xyz[:, k])
-        shown = frames[:, 2:].reshape(len(frames), 3, s, 3)
-        keep = covered
-        errors = {}
-        for name, i in (("predicted", 0), ("interpolated", 1), ("newest_authoritative", 2)):
-            e = np.linalg.norm(shown[keep, i] - truth[keep], axis=2)  # (frames, vertices) m
-            errors[name] = float(np.sqrt(np.mean(e**2)) * 1000) if e.size else None
-        motion = np.linalg.norm(np.diff(truth[keep], axis=0), axis=2)
-        out.update(
-            {
-                "frames_compared": int(keep.sum()),
-                "held_rms_error_mm": errors,
-                "prediction_error_ratio": (
-                    errors["predicted"] / errors["interpolated"]
-                    if errors["predicted"] is not None and errors["interpolated"]
-                    else None
-                ),
-                "held_vertex_speed_mm_s": float(np.mean(motion) * 1000 / np.median(np.diff(frames[keep, 0])))
-                if motion.size
-                else None,
-            }
+        delay = applied_delay(rec, owd)
+        measured = held_errors(rec, frames[:, 1] + delay)
+        assumed = held_errors(rec, frames[:, 1] + owd)
+        truth, keep = measured.pop("_truth"), measured.pop("_keep")
+        motion = np.linalg.norm(np.diff(truth, axis=0), axis=2)
+        out.update(measured)
+        out["input_applied_after_server_now_ms"] = delay * 1000
+        out["at_server_now_plus_half_rtt"] = {k: v for k, v in assumed.items() if not k.startswith("_")}
+        out["held_vertex_speed_mm_s"] = (
+            float(np.mean(motion) * 1000 / np.median(np.diff(frames[keep, 0]))) if motion.size else None
         )
     times = np.asarray(rec["frameTimes"])
     dt = float(np.median(np.diff(times))) if len(times) > 2 else None

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from rehearsal.web.participant_bench import analyse
+from rehearsal.web.participant_bench import analyse, applied_delay
 
 
 def recording(prediction_error: float) -> dict:
@@ -45,6 +45,21 @@ def test_the_analysis_compares_prediction_with_interpolation_at_the_applied_time
     assert figures["own_instrument"]["server_echo_latency_ms"] == pytest.approx(100, abs=1)
     assert figures["snapshot_gap_ms"]["max"] == 300.0 and figures["snapshot_gap_ms"]["p50"] == pytest.approx(16.7)
     assert figures["page_fps"] == pytest.approx(60, rel=1e-6)
+
+
+def test_the_time_an_input_is_applied_is_measured_from_the_servers_echo_of_the_instrument():
+    rec = recording(0.0001)
+    server_now = np.asarray([f[1] for f in rec["frames"]])
+    height = lambda t: 0.03 + 0.006 * np.sin(2 * np.pi * t / 1.5)  # noqa: E731 (the scripted hand's height)
+    rec["frameInputY"] = list(height(server_now))
+    echo_t = np.arange(-0.5, 2.5, 1 / 60)
+    rec["echo"] = [[t, height(t - 0.083)] for t in echo_t]  # the server's instrument is there 83 ms later
+    assert applied_delay(rec, owd=0.05) == pytest.approx(0.083, abs=0.002)
+    assert applied_delay({**rec, "echo": []}, owd=0.05) == 0.05  # no echo: half the round trip
+    figures = analyse(rec, owd=0.05)
+    assert figures["input_applied_after_server_now_ms"] == pytest.approx(83, abs=2)
+    assert figures["at_server_now_plus_half_rtt"]["prediction_error_ratio"] == pytest.approx(0.25, rel=1e-6)
+    assert figures["held_rms_error_mm"]["interpolated"] > 0.6  # the truth 33 ms later: interpolation further off
 
 
 @pytest.mark.slow
