@@ -60,6 +60,9 @@ FRAGMENT_BYTES = 1000  # a part per datagram: fits a 1200-byte QUIC packet with 
 MAX_FRAGMENTS = 48  # larger messages (keyframes of big scenes) go over the WebSocket
 MAX_DATAGRAM_IN = 1500  # from a page: inputs and acks are far smaller
 MAX_CONNECTIONS = 512
+# Datagrams waiting in a connection for its congestion window (aioquic queues them without a bound): beyond this
+# a message is dropped, as the network would lose it; the page's acks keep the deltas right.
+MAX_PENDING_DATAGRAMS = 256
 MAX_OFFERS = 1024
 TOKEN_SECONDS = 15.0  # an offer's path opens a session within this long, once
 SESSION_SECONDS = 10.0  # a QUIC connection that opened no session by then is closed
@@ -123,6 +126,10 @@ class DatagramSession:
         """One encoded message as one datagram or its fragments; False (nothing sent) when closed or too large."""
         if not self.open:
             return False
+        pending = getattr(self._connection.quic, "_datagrams_pending", ())  # aioquic's own queue (no public size)
+        if len(pending) > MAX_PENDING_DATAGRAMS:
+            self._connection.endpoint.counters["webtransport_send_dropped"] += 1
+            return True  # lost, as on a congested path
         h3 = self._connection.h3
         if len(data) + 1 <= FRAGMENT_BYTES:
             h3.send_datagram(self.session_id, b"\x00" + data)

@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import re
 import socket
+import types
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -81,6 +82,7 @@ class _H3:
 class _Conn:
     def __init__(self) -> None:
         self.h3 = _H3()
+        self.quic = types.SimpleNamespace(_datagrams_pending=[])  # aioquic's queue of datagrams not yet sent
         self.endpoint = WebTransportEndpoint(reactor=None)
 
 
@@ -113,6 +115,14 @@ def test_small_messages_go_whole_large_ones_in_fragments_too_large_ones_not_at_a
     session = DatagramSession(conn, 0, _Target())  # type: ignore[arg-type]
     assert not session.send(b"x" * (FRAGMENT_BYTES * MAX_FRAGMENTS + 1))  # the link sends it on its WebSocket
     assert conn.h3.sent == []
+
+
+def test_datagrams_waiting_for_the_congestion_window_are_bounded():
+    conn = _Conn()
+    session = DatagramSession(conn, 0, _Target())  # type: ignore[arg-type]
+    conn.quic._datagrams_pending.extend([b"x"] * (webtransport.MAX_PENDING_DATAGRAMS + 1))
+    assert session.send(b"snapshot")  # taken, and lost as on a congested path: no WebSocket fallback for it
+    assert conn.h3.sent == [] and conn.endpoint.counters["webtransport_send_dropped"] == 1
 
 
 def test_a_pages_datagram_reaches_the_link_and_a_malformed_one_is_counted():
