@@ -379,11 +379,11 @@ class RehearsalServer:
         self.udp.disconnect_all()
         if self.web is not None:
             self.web.stop()
-        if self.webtransport is not None:
-            self.webtransport.stop()
         self.sessions.close_all()
         self.checkpoints.close()
         waits = [defer.maybeDeferred(self.udp.stop_listening)]
+        if self.webtransport is not None:  # its sessions close; the pages keep nothing but their WebSockets
+            waits.append(defer.maybeDeferred(self.webtransport.stop))
         if self._http_port is not None:
             waits.append(defer.maybeDeferred(self._http_port.stopListening))
             self._http_port = None
