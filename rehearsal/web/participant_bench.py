@@ -347,6 +347,26 @@ def run_page(args: argparse.Namespace, server: ServerProcess, wt_port: int, tran
     return figures
 
 
+def with_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run's figures; with more runs, also each run's headline figures and their medians."""
+    first = dict(runs[0])
+    if len(runs) > 1:
+        ratios = [r.get("prediction_error_ratio") for r in runs]
+        gaps = [r["snapshot_gap_ms"]["p99"] for r in runs]
+        first["repeats"] = {
+            "prediction_error_ratio": ratios,
+            "snapshot_gap_p99_ms": gaps,
+            "median_prediction_error_ratio": _median([x for x in ratios if x is not None]),
+            "median_snapshot_gap_p99_ms": _median([x for x in gaps if x is not None]),
+            "display_latency_frames": [r["own_instrument"]["display_latency_frames"] for r in runs],
+        }
+    return first
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Each transport of ``args.transport`` in turn, on one server."""
     with tempfile.TemporaryDirectory(prefix="rehearsal-participant-bench-") as tmp:
@@ -356,7 +376,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.wait_listening()
             wt_port = int(server.wait_for(WEBTRANSPORT_LISTENING, 30.0).group(1))
             chosen = TRANSPORTS if args.transport == "both" else (args.transport,)
-            return {transport: run_page(args, server, wt_port, transport) for transport in chosen}
+            runs: dict[str, list[dict[str, Any]]] = {transport: [] for transport in chosen}
+            for _ in range(args.repeat):  # alternating, so that a spell of load hits both alike
+                for transport in chosen:
+                    runs[transport].append(run_page(args, server, wt_port, transport))
+            return {transport: with_repeats(figures) for transport, figures in runs.items()}
         finally:
             server.stop()
 
@@ -373,10 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=480, help="page viewport (software WebGL: smaller draws faster)")
     parser.add_argument("--height", type=int, default=320)
     parser.add_argument("--transport", choices=("both", *TRANSPORTS), default="both")
-    parser.add_argument("--dump", help="also write each page's raw recording (JSON) to DUMP.<transport>.json")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per transport (medians of the headline figures)")
+    parser.add_argument(
+        "--dump", help="also write each transport's raw recording (JSON; the last run's) to DUMP.<transport>.json"
+    )
     args = parser.parse_args(argv)
-    if not (0 <= args.rtt <= 1 and 0 <= args.loss < 0.5 and 2 <= args.seconds <= 120):
-        parser.error("--rtt in [0, 1] s, --loss in [0, 0.5), --seconds in [2, 120]")
+    if not (0 <= args.rtt <= 1 and 0 <= args.loss < 0.5 and 2 <= args.seconds <= 120 and 1 <= args.repeat <= 20):
+        parser.error("--rtt in [0, 1] s, --loss in [0, 0.5), --seconds in [2, 120], --repeat in [1, 20]")
     started = time.monotonic()
     figures = run(args)
     print(

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from rehearsal.web.participant_bench import analyse, applied_delay
+from rehearsal.web.participant_bench import analyse, applied_delay, with_repeats
 
 
 def recording(prediction_error: float) -> dict:
@@ -60,6 +60,15 @@ def test_the_time_an_input_is_applied_is_measured_from_the_servers_echo_of_the_i
     assert figures["input_applied_after_server_now_ms"] == pytest.approx(83, abs=2)
     assert figures["at_server_now_plus_half_rtt"]["prediction_error_ratio"] == pytest.approx(0.25, rel=1e-6)
     assert figures["held_rms_error_mm"]["interpolated"] > 0.6  # the truth 33 ms later: interpolation further off
+
+
+def test_repeated_runs_report_the_first_runs_figures_and_the_medians():
+    runs = [analyse(recording(e), owd=0.05) for e in (0.0001, 0.0003, 0.0002)]
+    figures = with_repeats(runs)
+    assert figures["prediction_error_ratio"] == runs[0]["prediction_error_ratio"]
+    assert figures["repeats"]["median_prediction_error_ratio"] == runs[2]["prediction_error_ratio"]
+    assert figures["repeats"]["display_latency_frames"] == [1, 1, 1]
+    assert "repeats" not in with_repeats(runs[:1])
 
 
 @pytest.mark.slow
