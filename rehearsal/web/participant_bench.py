@@ -330,6 +330,8 @@ def run_page(args: argparse.Namespace, server: ServerProcess, wt_port: int, tran
             refusals = page.evaluate("() => window.rehearsal.state.refusals.map((r) => r.reason)")
             page.close()
     finally:
+        # the room ends with its run: a room left stepping would load the server during the next one
+        post(server.http_port, f"/admin/rooms/{session['session']}/end", {}, server.credential())
         relay_stats = relay.stats()
         relay.close()
         udp_stats = udp.stats() if udp is not None else None

@@ -217,6 +217,7 @@ def test_the_page_falls_back_to_the_websocket_when_the_session_cannot_open(page,
     before = page.evaluate("() => window.rehearsal.state.snapshots")
     page.wait_for_function(f"() => window.rehearsal.state.snapshots > {before + 30}", timeout=WAIT_MS)
     assert page.evaluate("() => window.rehearsal.link.transportName") == "websocket"
+    assert not [e for e in page.js_errors if "unhandled" in e or "pageerror" in e], page.js_errors
 
 
 def test_asked_for_the_websocket_and_as_an_observer_the_page_stays_on_it(page, wt_server):

@@ -101,13 +101,13 @@ export class DatagramLink {
       return false;
     }
     this.transport = transport;
-    const timeout = new Promise((resolve) => setTimeout(() => resolve('timeout'), OPEN_TIMEOUT_MS));
-    try {
-      const result = await Promise.race([transport.ready.then(() => 'ready'), timeout]);
-      if (result !== 'ready') throw new Error('no answer');
-    } catch (err) {
+    transport.closed.catch(() => {}); // a session that fails rejects both promises: handled here and below
+    const timeout = new Promise((resolve) => setTimeout(() => resolve('no answer'), OPEN_TIMEOUT_MS));
+    const ready = transport.ready.then(() => 'ready', (err) => String((err && err.message) || err));
+    const result = await Promise.race([ready, timeout]);
+    if (result !== 'ready') {
       this.close();
-      this.onState(`webtransport failed: ${err && err.message}`);
+      this.onState(`webtransport failed: ${result}`);
       return false;
     }
     if (this.closed) return false;
