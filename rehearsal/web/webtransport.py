@@ -108,6 +108,7 @@ class SelfSignedCertificate:
             .sign(self.key, hashes.SHA256())
         )
         self.sha256 = hashlib.sha256(self.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+        self.renew_at = now.timestamp() + (days - 1) * 86400.0  # wall clock: a day before it expires
 
 
 class DatagramSession:
@@ -288,9 +289,11 @@ class WebTransportEndpoint(DatagramProtocol):
         reactor: Any,
         certificate: SelfSignedCertificate | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.reactor = reactor
         self.clock = clock
+        self.wall_clock = wall_clock  # when the certificate is renewed (a server may run longer than it is valid)
         self.certificate = certificate or SelfSignedCertificate()
         self.configuration = QuicConfiguration(
             is_client=False,
@@ -324,6 +327,11 @@ class WebTransportEndpoint(DatagramProtocol):
 
     def offer(self, target: Any) -> dict[str, Any]:
         """A single-use path for ``target`` (a link with ``attach_datagrams``), as the page's ``webtransport``."""
+        if self.wall_clock() >= self.certificate.renew_at:  # new connections get the new one; open ones keep theirs
+            self.certificate = SelfSignedCertificate()
+            self.configuration.certificate = self.certificate.certificate
+            self.configuration.private_key = self.certificate.key
+            self.counters["webtransport_certificates_renewed"] += 1
         now = self.clock()
         while self.offers and (len(self.offers) >= MAX_OFFERS or next(iter(self.offers.values())).expires < now):
             self.offers.popitem(last=False)

@@ -51,6 +51,20 @@ class _Clock:
         return self.now
 
 
+def test_the_certificate_is_renewed_a_day_before_it_expires():
+    wall = [1e9]
+    endpoint = WebTransportEndpoint(reactor=None, wall_clock=lambda: wall[0])
+    endpoint.certificate.renew_at = wall[0] + 10
+    first = endpoint.offer(object())["cert_sha256"]
+    wall[0] += 11
+    second = endpoint.offer(object())["cert_sha256"]
+    assert first != second == endpoint.certificate.sha256
+    assert endpoint.configuration.certificate is endpoint.certificate.certificate
+    cert = SelfSignedCertificate(days=10)
+    expires = cert.certificate.not_valid_after_utc.timestamp()
+    assert expires - 86400 - 700 <= cert.renew_at <= expires - 86400 + 700
+
+
 def test_an_offer_opens_once_and_expires(monkeypatch):
     clock = _Clock()
     endpoint = WebTransportEndpoint(reactor=None, clock=clock)
