@@ -428,6 +428,8 @@ def _passed_on(args: argparse.Namespace) -> list[str]:
     for name, (flag, _, _) in _SETTING_FLAGS.items():
         value = getattr(args, name, None)
         if value is not None and name not in _FLEET_OWN:
+            if name == "webtransport_port" and value > 0:
+                value = 0  # one port cannot serve every process: each takes a free one (its pages are told it)
             out += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
     return out
 
