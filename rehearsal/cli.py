@@ -397,7 +397,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             redis_url=args.redis or "",
             namespace=args.fleet_namespace,
             drain_seconds=settings.drain_seconds,
-            extra=_passed_on(args),
+            extra=passed_on_flags(args),
         )
         return Supervisor(plan).run()
     if args.redis:
@@ -419,7 +419,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 _FLEET_OWN = ("data_dir", "udp_host", "udp_port", "http_host", "http_port", "drain_seconds")
 
 
-def _passed_on(args: argparse.Namespace) -> list[str]:
+def passed_on_flags(args: argparse.Namespace) -> list[str]:
     """The settings flags given to ``serve --processes`` that every game server gets as well (its ports, data
     folder and drain are the supervisor's to set)."""
     out = []
