@@ -69,6 +69,8 @@ def test_an_assistant_grasps_and_pulls_tissue_from_the_keyboard(page, server):
         page.keyboard.down("KeyA")
         page.wait_for_timeout(150)
         page.keyboard.up("KeyA")
+        # one input a frame: on a loaded machine SwiftShader may draw fewer than ten frames in 150 ms
+        page.wait_for_function("() => window.rehearsal.state.inputsSent > 10", timeout=WAIT_MS)
         drawn = page.evaluate(
             f"() => [window.rehearsal.scene.objects.get({hand}).position.x, {RIG}.position[0],"
             " window.rehearsal.state.lastRender && window.rehearsal.state.inputsSent]"
