@@ -73,12 +73,14 @@ class Settled:
     last_report: object
 
 
-def settle(model: Model, state: State, substeps: int, max_frames: int, control=None, on_frame=None) -> Settled:
+def settle(
+    model: Model, state: State, substeps: int, max_frames: int, control=None, on_frame=None, solver=None
+) -> Settled:
     """Step until at rest (after MIN_FRAMES and once on_frame has nothing left to ramp) or max_frames."""
     times, inverted = [], 0
     report = None
     frames = 0
-    solver = Solver(model)
+    solver = Solver(model, **(solver or {}))
     for f in range(max_frames):
         ramping = on_frame(f) if on_frame is not None else False
         t0 = time.perf_counter()
@@ -94,7 +96,7 @@ def settle(model: Model, state: State, substeps: int, max_frames: int, control=N
     return Settled(state, frames, at_rest, ms, max(inverted, inverted_tets(model, state.x)), report)
 
 
-def bending(target_tets: int, young: float, substeps: int, max_frames: int) -> dict:
+def bending(target_tets: int, young: float, substeps: int, max_frames: int, solver=None) -> dict:
     """Cantilever tip sag, converged against real time."""
     mat = material(young)
     mesh = tissue_block(size=BLOCK_SIZE, cells=block_cells(target_tets))
@@ -107,7 +109,7 @@ def bending(target_tets: int, young: float, substeps: int, max_frames: int) -> d
     # so the converged sag comes out a little smaller: the same load is used for both solvers).
     g = BEND_SAG * length * 8.0 * young * height**2 / (12.0 * mat.density * length**4)
     model = build_model(mesh, [mat], fixed=fixed, gravity=(0.0, -g, 0.0))
-    run = settle(model, new_state(model), substeps, max_frames)
+    run = settle(model, new_state(model), substeps, max_frames, solver=solver)
     ref = solve_static(Problem(model), run.state.x)
     rest = model.rest_positions[tip, 1]
     sag_rt = -float((run.state.x[tip, 1] - rest).mean())
@@ -132,7 +134,9 @@ def _column(target_tets: int, mat: Material) -> tuple[Model, np.ndarray, float]:
     return model, end, x1 - x0
 
 
-def axial(target_tets: int, young: float, poisson: float, strain: float, substeps: int, max_frames: int) -> dict:
+def axial(
+    target_tets: int, young: float, poisson: float, strain: float, substeps: int, max_frames: int, solver=None
+) -> dict:
     """The column's end face moved by strain x length: end force and volume change, converged against real time."""
     model, _, length = _column(target_tets, material(young, poisson))
     start = model.anchor_position.copy()
@@ -142,7 +146,7 @@ def axial(target_tets: int, young: float, poisson: float, strain: float, substep
         model.anchor_position[:, 0] = start[:, 0] + s * strain * length
         return s < 1.0
 
-    run = settle(model, new_state(model), substeps, max_frames, on_frame=ramp)
+    run = settle(model, new_state(model), substeps, max_frames, on_frame=ramp, solver=solver)
     ref = solve_static(Problem(model), run.state.x)
     v0 = live_volume(model, model.rest_positions)
     dv_rt = live_volume(model, run.state.x) / v0 - 1.0
@@ -161,7 +165,7 @@ def axial(target_tets: int, young: float, poisson: float, strain: float, substep
     }
 
 
-def grasp(target_tets: int, young: float, substeps: int, max_frames: int) -> dict:
+def grasp(target_tets: int, young: float, substeps: int, max_frames: int, solver=None) -> dict:
     """The grasp-and-pull scene held at its end pose: grasp force, converged against real time."""
     scale = min(1.0, GRASP_PULL_MODULUS / young)
     pull = tuple(scale * p for p in GRASP_PULL)
@@ -174,6 +178,7 @@ def grasp(target_tets: int, young: float, substeps: int, max_frames: int) -> dic
         scene.n_frames + max_frames,
         control=lambda f: scene.control(min(f, scene.n_frames)),
         on_frame=lambda f: f < scene.n_frames,  # the script first: not at rest before the pull is over
+        solver=solver,
     )
     inst = state.instruments.get(GRASPER_ID)
     if inst is None or inst.grasp is None:
@@ -211,7 +216,12 @@ def _r(x: float, digits: int = 4) -> float:
 
 
 def fidelity(
-    target_tets: int, substeps: int, materials: dict[str, float] | None = None, max_frames: int = 600, log=None
+    target_tets: int,
+    substeps: int,
+    materials: dict[str, float] | None = None,
+    max_frames: int = 600,
+    log=None,
+    solver: dict | None = None,
 ) -> dict:
     """Every measurement for every material on one mesh size."""
     out = {}
@@ -219,14 +229,14 @@ def fidelity(
         t0 = time.perf_counter()
         entry = {
             "young_pa": young,
-            "bending": bending(target_tets, young, substeps, max_frames),
-            "stretching": axial(target_tets, young, 0.45, STRETCH, substeps, max_frames),
+            "bending": bending(target_tets, young, substeps, max_frames, solver),
+            "stretching": axial(target_tets, young, 0.45, STRETCH, substeps, max_frames, solver),
             "volume": {
-                f"nu{nu:g}_{kind}": axial(target_tets, young, nu, sign * VOLUME_STRAIN, substeps, max_frames)
+                f"nu{nu:g}_{kind}": axial(target_tets, young, nu, sign * VOLUME_STRAIN, substeps, max_frames, solver)
                 for nu in (0.45, 0.49)
                 for kind, sign in (("stretch20", 1.0), ("compress20", -1.0))
             },
-            "grasp": grasp(target_tets, young, substeps, max_frames),
+            "grasp": grasp(target_tets, young, substeps, max_frames, solver),
         }
         vols = [abs(v["volume_error_pp"]) for v in entry["volume"].values()]
         entry["summary"] = {

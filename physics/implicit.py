@@ -1,0 +1,420 @@
+"""The implicit frame kernel: backward Euler over the whole frame, Newton steps solved by preconditioned CG.
+
+The alternative to XPBD's small steps for stiff tissue (as SOFA does it): per frame, minimise the incremental
+potential
+
+    E(x) = sum_i m_i / (2 h^2) |x_i - y_i|^2 + elastic(x) + springs(x),   y = x + h v + h^2 g
+
+(elastic: the same stable Neo-Hookean energy as physics.reference; springs: anchors and grasp points with the
+XPBD solver's compliances) with `newton_steps` Newton steps, each solved by `cg_iterations` of conjugate
+gradients preconditioned by the 3x3 diagonal blocks of the Hessian (exact: the det term adds nothing to them).
+The Hessian is never assembled: CG multiplies by it tet by tet, its det term with a coefficient limited so each
+tet's part stays positive semi-definite. The gradient is exact, so at rest the frame's fixed point is the static
+equilibrium of the energy whatever the iteration counts: the error XPBD carries (stiffness x h^2 / mass) is not
+there. Instrument and environment contact are projected once per frame after the solve (frame-start to
+frame-end capsules, so friction sees the capsules' motion).
+
+Deterministic for any thread count: tets write their own corner rows, vertices gather them in a fixed order
+(an incidence list built with the model), springs are added serially and dot products sum fixed blocks in order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from physics.contact import environment_contact, instrument_contacts
+from physics.kinematics import grasp_targets, interpolate_frames, world_capsules
+from physics.neo_hookean import serial_twin
+
+FAST = {"nogil": True, "error_model": "numpy"}  # no fastmath: compiled and cached kernels give the same bits
+DOT_BLOCKS = 64  # dot products add this many fixed blocks in order (independent of the thread count)
+CG_ITERATIONS = 40
+NEWTON_STEPS = 1
+
+
+def incidence(tets: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of each vertex's corner slots (t * 4 + corner) over the given tets, in increasing slot order."""
+    slots = np.argsort(tets.ravel(), kind="stable").astype(np.int64)
+    counts = np.bincount(tets.ravel(), minlength=n_vertices)
+    start = np.zeros(n_vertices + 1, np.int64)
+    np.cumsum(counts, out=start[1:])
+    return start, slots
+
+
+@nb.njit(inline="always", **FAST)
+def _deformation(x, tets, B, t, F):
+    """F[c * 3 + d] = column c, component d of the deformation gradient of tet t."""
+    i0 = tets[t, 0]
+    for c in range(3):
+        for d in range(3):
+            acc = 0.0
+            for r in range(3):
+                acc += (x[tets[t, r + 1], d] - x[i0, d]) * B[t, 3 * r + c]
+            F[3 * c + d] = acc
+
+
+@nb.njit(inline="always", **FAST)
+def _cross_into(a0, a1, a2, b0, b1, b2, out, o):
+    out[o] = a1 * b2 - a2 * b1
+    out[o + 1] = a2 * b0 - a0 * b2
+    out[o + 2] = a0 * b1 - a1 * b0
+
+
+@nb.njit(inline="always", **FAST)
+def _scatter_corners(P, B, t, out):
+    """out[t, a, :] = sum_c Bfull[a, c] P_c (corner 0: minus the sum of the others)."""
+    for d in range(3):
+        s0 = 0.0
+        for r in range(3):
+            acc = 0.0
+            for c in range(3):
+                acc += B[t, 3 * r + c] * P[3 * c + d]
+            out[t, r + 1, d] = acc
+            s0 += acc
+        out[t, 0, d] = -s0
+
+
+def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, grad_rows, diag_rows):
+    """Per tet at x: F and cof F (kept for the Hessian products), the det term's limited coefficient, the
+    elastic gradient's corner rows and the diagonal 3x3 blocks of the tet's Hessian (corner rows, 9 each)."""
+    m = tets.shape[0]
+    for t in nb.prange(m):
+        F = np.empty(9)
+        C = np.empty(9)
+        P = np.empty(9)
+        _deformation(x, tets, B, t, F)
+        _cross_into(F[3], F[4], F[5], F[6], F[7], F[8], C, 0)
+        _cross_into(F[6], F[7], F[8], F[0], F[1], F[2], C, 3)
+        _cross_into(F[0], F[1], F[2], F[3], F[4], F[5], C, 6)
+        J = F[0] * C[0] + F[1] * C[1] + F[2] * C[2]
+        s = k_hyd[t] * (J - gamma[t])
+        nf2 = 0.0
+        for q in range(9):
+            Fs[t, q] = F[q]
+            Cs[t, q] = C[q]
+            P[q] = k_dev[t] * F[q] + s * C[q]
+            nf2 += F[q] * F[q]
+        # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
+        # k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the RMS singular value |F| / sqrt 3, exact
+        # at rest where the limit is not reached). Limiting s keeps the product positive; the gradient stays exact.
+        lim = k_dev[t] / max(math.sqrt(nf2 / 3.0), 1e-6)
+        geo[t] = min(max(s, -lim), lim)
+        _scatter_corners(P, B, t, grad_rows)
+        # Diagonal blocks: k_dev |b_a|^2 I + k_hyd g_a g_a^T, g_a = dJ/dx_a (the det term's skew blocks cancel).
+        for a in range(4):
+            b0 = b1 = b2 = 0.0
+            if a == 0:
+                for r in range(3):
+                    b0 -= B[t, 3 * r]
+                    b1 -= B[t, 3 * r + 1]
+                    b2 -= B[t, 3 * r + 2]
+            else:
+                b0, b1, b2 = B[t, 3 * (a - 1)], B[t, 3 * (a - 1) + 1], B[t, 3 * (a - 1) + 2]
+            bb = k_dev[t] * (b0 * b0 + b1 * b1 + b2 * b2)
+            g0 = b0 * C[0] + b1 * C[3] + b2 * C[6]
+            g1 = b0 * C[1] + b1 * C[4] + b2 * C[7]
+            g2 = b0 * C[2] + b1 * C[5] + b2 * C[8]
+            kh = k_hyd[t]
+            diag_rows[t, a, 0] = bb + kh * g0 * g0
+            diag_rows[t, a, 1] = kh * g0 * g1
+            diag_rows[t, a, 2] = kh * g0 * g2
+            diag_rows[t, a, 3] = kh * g1 * g0
+            diag_rows[t, a, 4] = bb + kh * g1 * g1
+            diag_rows[t, a, 5] = kh * g1 * g2
+            diag_rows[t, a, 6] = kh * g2 * g0
+            diag_rows[t, a, 7] = kh * g2 * g1
+            diag_rows[t, a, 8] = bb + kh * g2 * g2
+
+
+def _tet_product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows):
+    """rows[t, a] = (H_t p)_a: the tet's Hessian (det term limited) times p, per corner."""
+    m = tets.shape[0]
+    for t in nb.prange(m):
+        dF = np.empty(9)
+        dP = np.empty(9)
+        _deformation(p, tets, B, t, dF)
+        cd = 0.0
+        for q in range(9):
+            cd += Cs[t, q] * dF[q]
+        kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
+        f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z = (
+            Fs[t, 0], Fs[t, 1], Fs[t, 2], Fs[t, 3], Fs[t, 4], Fs[t, 5], Fs[t, 6], Fs[t, 7], Fs[t, 8]
+        )  # fmt: skip
+        d0x, d0y, d0z, d1x, d1y, d1z, d2x, d2y, d2z = dF[0], dF[1], dF[2], dF[3], dF[4], dF[5], dF[6], dF[7], dF[8]
+        # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
+        dP[0] = kd * d0x + kh * Cs[t, 0] + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
+        dP[1] = kd * d0y + kh * Cs[t, 1] + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
+        dP[2] = kd * d0z + kh * Cs[t, 2] + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
+        dP[3] = kd * d1x + kh * Cs[t, 3] + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
+        dP[4] = kd * d1y + kh * Cs[t, 4] + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
+        dP[5] = kd * d1z + kh * Cs[t, 5] + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
+        dP[6] = kd * d2x + kh * Cs[t, 6] + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
+        dP[7] = kd * d2y + kh * Cs[t, 7] + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
+        dP[8] = kd * d2z + kh * Cs[t, 8] + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
+        _scatter_corners(dP, B, t, rows)
+
+
+def _gather(rows, start, slots, width, out):
+    """out[i, :width] = sum of vertex i's corner rows in slot order (rows viewed as (tets * 4, width))."""
+    flat = rows.reshape(-1, width)
+    n = start.shape[0] - 1
+    for i in nb.prange(n):
+        for d in range(width):
+            acc = 0.0
+            for k in range(start[i], start[i + 1]):
+                acc += flat[slots[k], d]
+            out[i, d] = acc
+
+
+def _dot(a, b, partial):
+    """sum a * b over all entries, as DOT_BLOCKS blocks added in order."""
+    fa = a.reshape(-1)
+    fb = b.reshape(-1)
+    n = fa.shape[0]
+    size = (n + DOT_BLOCKS - 1) // DOT_BLOCKS
+    for k in nb.prange(DOT_BLOCKS):
+        acc = 0.0
+        for j in range(k * size, min(n, (k + 1) * size)):
+            acc += fa[j] * fb[j]
+        partial[k] = acc
+    total = 0.0
+    for k in range(DOT_BLOCKS):
+        total += partial[k]
+    return total
+
+
+@nb.njit(inline="always", **FAST)
+def _spring_point(x, verts, weights, g, d):
+    return weights[g, 0] * x[verts[g, 0], d] + weights[g, 1] * x[verts[g, 1], d] + weights[g, 2] * x[verts[g, 2], d]
+
+
+@nb.njit(**FAST)
+def _springs_gradient(x, verts, weights, targets, stiffness, grad, diag):
+    """Add the springs' gradient (stiffness * (p - target) spread by weight) and diagonal blocks, serially."""
+    for g in range(verts.shape[0]):
+        for d in range(3):
+            r = stiffness * (_spring_point(x, verts, weights, g, d) - targets[g, d])
+            for c in range(3):
+                grad[verts[g, c], d] += weights[g, c] * r
+        for c in range(3):
+            w2 = weights[g, c] * weights[g, c] * stiffness
+            v = verts[g, c]
+            diag[v, 0] += w2
+            diag[v, 4] += w2
+            diag[v, 8] += w2
+
+
+@nb.njit(**FAST)
+def _springs_product(p, verts, weights, stiffness, out):
+    for g in range(verts.shape[0]):
+        for d in range(3):
+            r = stiffness * _spring_point(p, verts, weights, g, d)
+            for c in range(3):
+                out[verts[g, c], d] += weights[g, c] * r
+
+
+def _solve_frame(
+    x, v, inv_mass, mass, damping, gravity, dt, newton_steps, cg_iterations, max_speed,
+    tets, B, k_dev, k_hyd, gamma, start, slots,
+    anchor_verts, anchor_weights, anchor_targets, anchor_alpha,
+    planes, spheres, boxes, env_mu,
+    p0, q0, j0, p1, q1, j1, inst_mu, cap_inst, cap_local, cap_r, cap_active,
+    cand_verts, cand_weights, cand_inst,
+    g_inst, g_verts, g_weights, g_local, g_alpha,
+    out_inst_force, out_anchor_force, out_grasp_force, out_counts, out_residual,
+):  # fmt: skip
+    n = x.shape[0]
+    m = tets.shape[0]
+    h = dt
+    inv_h2 = 1.0 / (h * h)
+    k_inst = p0.shape[0]
+    P = np.empty((k_inst, 3))
+    R = np.empty((k_inst, 9))
+    jaw = np.empty(k_inst)
+    pa = np.empty((cap_inst.size, 3))
+    pb = np.empty((cap_inst.size, 3))
+    wa = np.empty((cap_inst.size, 3))
+    wb = np.empty((cap_inst.size, 3))
+    targets = np.empty((g_inst.size, 3))
+    interpolate_frames(p0, q0, j0, p1, q1, j1, 0.0, P, R, jaw)
+    world_capsules(cap_inst, cap_local, P, R, jaw, pa, pb)
+    interpolate_frames(p0, q0, j0, p1, q1, j1, 1.0, P, R, jaw)
+    world_capsules(cap_inst, cap_local, P, R, jaw, wa, wb)
+    grasp_targets(g_inst, g_local, P, R, targets)
+    k_anchor = 1.0 / anchor_alpha
+    k_grasp = 1.0 / g_alpha
+
+    x_prev = x.copy()
+    y = np.empty_like(x)
+    free = np.empty(n)
+    mh = np.empty(n)
+    for i in nb.prange(n):
+        free[i] = 1.0 if inv_mass[i] > 0.0 else 0.0
+        mh[i] = mass[i] * inv_h2
+        for d in range(3):
+            y[i, d] = x[i, d] + free[i] * (h * v[i, d] + h * h * gravity[d])
+            # Newton starts from the motion without gravity's pull of this frame: at rest that is x itself, so
+            # the frame's fixed point is where the gradient of the static energy vanishes (exact equilibrium
+            # whatever the Hessian's approximation and the CG budget); starting from y would leave a bias.
+            x[i, d] = x[i, d] + free[i] * h * v[i, d]
+
+    Fs = np.empty((m, 9))
+    Cs = np.empty((m, 9))
+    geo = np.empty(m)
+    rows3 = np.empty((m, 4, 3))
+    rows9 = np.empty((m, 4, 9))
+    grad = np.empty((n, 3))
+    diag = np.empty((n, 9))
+    inv_diag = np.empty((n, 9))
+    r = np.empty((n, 3))
+    z = np.empty((n, 3))
+    p = np.empty((n, 3))
+    q = np.empty((n, 3))
+    dx = np.empty((n, 3))
+    partial = np.empty(DOT_BLOCKS)
+    residual = 0.0
+    for _ in range(newton_steps):
+        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, rows3, rows9)
+        _gather(rows3, start, slots, 3, grad)
+        _gather(rows9, start, slots, 9, diag)
+        _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
+        _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
+        for i in nb.prange(n):
+            for d in range(3):
+                grad[i, d] += mh[i] * (x[i, d] - y[i, d])
+                r[i, d] = -grad[i, d] * free[i]
+                dx[i, d] = 0.0
+            a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
+            d_, e, f = diag[i, 3], diag[i, 4] + mh[i], diag[i, 5]
+            g_, hh, k = diag[i, 6], diag[i, 7], diag[i, 8] + mh[i]
+            co0 = e * k - f * hh
+            co1 = f * g_ - d_ * k
+            co2 = d_ * hh - e * g_
+            det = a * co0 + b * co1 + c * co2
+            inv = 0.0 if free[i] == 0.0 or det <= 0.0 else 1.0 / det
+            inv_diag[i, 0] = co0 * inv
+            inv_diag[i, 1] = (c * hh - b * k) * inv
+            inv_diag[i, 2] = (b * f - c * e) * inv
+            inv_diag[i, 3] = co1 * inv
+            inv_diag[i, 4] = (a * k - c * g_) * inv
+            inv_diag[i, 5] = (c * d_ - a * f) * inv
+            inv_diag[i, 6] = co2 * inv
+            inv_diag[i, 7] = (b * g_ - a * hh) * inv
+            inv_diag[i, 8] = (a * e - b * d_) * inv
+        residual = math.sqrt(_dot(r, r, partial))
+        for i in nb.prange(n):
+            for d in range(3):
+                z[i, d] = (
+                    inv_diag[i, 3 * d] * r[i, 0] + inv_diag[i, 3 * d + 1] * r[i, 1] + inv_diag[i, 3 * d + 2] * r[i, 2]
+                )
+                p[i, d] = z[i, d]
+        rz = _dot(r, z, partial)
+        for _it in range(cg_iterations):
+            if rz <= 0.0:
+                break
+            _tet_product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows3)
+            _gather(rows3, start, slots, 3, q)
+            _springs_product(p, anchor_verts, anchor_weights, k_anchor, q)
+            _springs_product(p, g_verts, g_weights, k_grasp, q)
+            for i in nb.prange(n):
+                for d in range(3):
+                    q[i, d] = (q[i, d] + mh[i] * p[i, d]) * free[i]
+            pq = _dot(p, q, partial)
+            if not pq > 0.0:  # no curvature left along p (or NaN): keep what CG has
+                break
+            alpha = rz / pq
+            for i in nb.prange(n):
+                for d in range(3):
+                    dx[i, d] += alpha * p[i, d]
+                    r[i, d] -= alpha * q[i, d]
+                for d in range(3):
+                    z[i, d] = (
+                        inv_diag[i, 3 * d] * r[i, 0]
+                        + inv_diag[i, 3 * d + 1] * r[i, 1]
+                        + inv_diag[i, 3 * d + 2] * r[i, 2]
+                    )
+            rz_new = _dot(r, z, partial)
+            beta = rz_new / rz
+            rz = rz_new
+            for i in nb.prange(n):
+                for d in range(3):
+                    p[i, d] = z[i, d] + beta * p[i, d]
+        for i in nb.prange(n):
+            for d in range(3):
+                x[i, d] += dx[i, d]
+    out_residual[0] = residual
+
+    # Forces of the springs at the solved positions (N on the tissue), then contact once per frame.
+    for g in range(anchor_verts.shape[0]):
+        for d in range(3):
+            out_anchor_force[g, d] += -k_anchor * (
+                _spring_point(x, anchor_verts, anchor_weights, g, d) - anchor_targets[g, d]
+            )
+    for g in range(g_verts.shape[0]):
+        for d in range(3):
+            out_grasp_force[g, d] += -k_grasp * (_spring_point(x, g_verts, g_weights, g, d) - targets[g, d])
+    out_counts[0] += instrument_contacts(
+        x, x_prev, inv_mass, mass, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active,
+        wa, wb, pa, pb, inst_mu, inv_h2, out_inst_force,
+    )  # fmt: skip
+    env_hits = 0
+    resets = 0
+    clamps = 0
+    for i in nb.prange(n):
+        if inv_mass[i] == 0.0:
+            for d in range(3):
+                x[i, d] = x_prev[i, d]
+                v[i, d] = 0.0
+            continue
+        env_hits += environment_contact(x, x_prev, i, planes, spheres, boxes, env_mu)
+        damp = 1.0 / (1.0 + damping[i] * h)
+        vx = (x[i, 0] - x_prev[i, 0]) / h * damp
+        vy = (x[i, 1] - x_prev[i, 1]) / h * damp
+        vz = (x[i, 2] - x_prev[i, 2]) / h * damp
+        speed2 = vx * vx + vy * vy + vz * vz
+        if not (speed2 < 1e300):
+            x[i, 0] = x_prev[i, 0]
+            x[i, 1] = x_prev[i, 1]
+            x[i, 2] = x_prev[i, 2]
+            vx = vy = vz = 0.0
+            resets += 1
+        elif speed2 > max_speed * max_speed:
+            f = max_speed / math.sqrt(speed2)
+            vx *= f
+            vy *= f
+            vz *= f
+            x[i, 0] = x_prev[i, 0] + vx * h
+            x[i, 1] = x_prev[i, 1] + vy * h
+            x[i, 2] = x_prev[i, 2] + vz * h
+            clamps += 1
+        v[i, 0] = vx
+        v[i, 1] = vy
+        v[i, 2] = vz
+    out_counts[1] += env_hits
+    out_counts[2] += resets
+    out_counts[3] += clamps
+
+
+_PARALLEL = {"parallel": True, "cache": True, **FAST}
+_SERIAL = {"cache": True, **FAST}
+tet_setup = nb.njit(**_PARALLEL)(_tet_setup)
+tet_product = nb.njit(**_PARALLEL)(_tet_product)
+gather = nb.njit(**_PARALLEL)(_gather)
+dot = nb.njit(**_PARALLEL)(_dot)
+tet_setup_serial = nb.njit(**_SERIAL)(serial_twin(_tet_setup, "tet_setup_serial"))
+tet_product_serial = nb.njit(**_SERIAL)(serial_twin(_tet_product, "tet_product_serial"))
+gather_serial = nb.njit(**_SERIAL)(serial_twin(_gather, "gather_serial"))
+dot_serial = nb.njit(**_SERIAL)(serial_twin(_dot, "dot_serial"))
+solve_frame = nb.njit(**_PARALLEL)(
+    serial_twin(_solve_frame, "solve_frame", _tet_setup=tet_setup, _tet_product=tet_product, _gather=gather, _dot=dot)
+)
+# One thread (a room's thread): no parallel launches, each of which takes the GIL back. Same order, same bits.
+solve_frame_serial = nb.njit(**_SERIAL)(
+    serial_twin(
+        _solve_frame, "solve_frame_serial", _tet_setup=tet_setup_serial, _tet_product=tet_product_serial,
+        _gather=gather_serial, _dot=dot_serial,
+    )
+)  # fmt: skip
