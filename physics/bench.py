@@ -3,6 +3,7 @@
     python -m physics.bench                 # default run (~5k, ~20k, ~80k tets; 20 and 40 substeps; 1 and 2 threads)
     python -m physics.bench --quick         # a tiny run (seconds), for tests and smoke checks
     python -m physics.bench --sizes 20k --substeps 20 --threads 2 --no-accuracy
+    python -m physics.bench --solver implicit --cg-iterations 40 ...   # the backward-Euler mode (physics.implicit)
 
 Prints one JSON document on stdout (progress goes to stderr). For every block size, substep count and
 thread count it times the `pull` phase of `physics.scenes.block_grasp_scene`: a grasper has grasped the
@@ -39,6 +40,7 @@ import numpy as np
 from physics.cli_types import positive_int
 from physics.control import Control
 from physics.fidelity import MATERIALS, fidelity
+from physics.implicit import CG_ITERATIONS, NEWTON_STEPS
 from physics.model import inverted_tets, live_volume
 from physics.scenes import (
     GRASPER_ID,
@@ -141,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sag-frames", type=positive_int, default=None, help="most frames for the sag to settle (300)")
     p.add_argument("--quick", action="store_true", help="a tiny run: ~1k tets, few frames (seconds)")
     p.add_argument(
+        "--solver", choices=["xpbd", "implicit"], default="xpbd", help="the Solver mode timed and measured (xpbd)"
+    )
+    p.add_argument(
+        "--cg-iterations", type=positive_int, default=None, help="implicit mode: CG iterations per Newton step"
+    )
+    p.add_argument("--newton-steps", type=positive_int, default=None, help="implicit mode: Newton steps per frame")
+    p.add_argument(
         "--threading-layer",
         choices=["default", "omp", "tbb", "workqueue"],
         default=None,
@@ -170,6 +179,15 @@ class Config:
     fidelity: bool = True
     fidelity_sizes: list[int] = dataclasses.field(default_factory=lambda: [5000, 20000])
     fidelity_materials: list[str] = dataclasses.field(default_factory=lambda: list(MATERIALS))
+    solver: str = "xpbd"
+    cg_iterations: int = CG_ITERATIONS
+    newton_steps: int = NEWTON_STEPS
+
+    def solver_options(self) -> dict:
+        """Keyword arguments for Solver(model, ...): the mode and, for the implicit one, its iteration counts."""
+        if self.solver == "xpbd":
+            return {}
+        return {"mode": self.solver, "cg_iterations": self.cg_iterations, "newton_steps": self.newton_steps}
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -187,9 +205,10 @@ def make_config(args: argparse.Namespace) -> Config:
         fidelity=bool(args.fidelity),
         fidelity_sizes=[1000] if quick else [5000, 20000],
         fidelity_materials=["8kPa", "1MPa"] if quick else list(MATERIALS),
+        solver=args.solver,
     )
     names = ("sizes", "substeps", "threads", "frames", "repeats", "accuracy_max_tets", "sag_frames")
-    for name in (*names, "fidelity_sizes", "fidelity_materials"):
+    for name in (*names, "fidelity_sizes", "fidelity_materials", "cg_iterations", "newton_steps"):
         value = getattr(args, name)
         if value is not None:
             setattr(default, name, value)
@@ -250,12 +269,12 @@ def _round(x: float, digits: int = 4) -> float:
 # --- timing ---------------------------------------------------------------------------------------------
 
 
-def prepare_grasp(target_tets: int, frames: int, substeps: int) -> tuple[Scene, object, dict]:
+def prepare_grasp(target_tets: int, frames: int, substeps: int, opts: dict | None = None) -> tuple[Scene, object, dict]:
     """Build the block scene and run it (untimed) up to the start of the pull; returns (scene, snapshot, grasp)."""
     scene = block_grasp_scene(target_tets, pull_frames=frames)
     start = scene.phases["pull"][0]
     events = []
-    solver = Solver(scene.model)
+    solver = Solver(scene.model, **(opts or {}))
     for f in range(start):
         report = solver.step(scene.state, scene.control(f), FRAME_DT, substeps)
         events += [e.kind for e in report.events if e.instrument == GRASPER_ID]
@@ -269,7 +288,7 @@ def prepare_grasp(target_tets: int, frames: int, substeps: int) -> tuple[Scene, 
     return scene, copy_state(scene.state, scene), info
 
 
-def timed_pull(scene: Scene, start_state, substeps: int, measure: bool) -> dict:
+def timed_pull(scene: Scene, start_state, substeps: int, measure: bool, opts: dict | None = None) -> dict:
     """Run the pull phase from a copy of start_state; time each step; optionally measure volume and inversions."""
     scene.state = copy_state(start_state, scene)
     model, state = scene.model, scene.state
@@ -278,7 +297,7 @@ def timed_pull(scene: Scene, start_state, substeps: int, measure: bool) -> dict:
     times, forces, inst_contacts, env_contacts, kinds = [], [], [], [], []
     drift, inverted = [], []
     resets = clamps = 0
-    solver = Solver(model)
+    solver = Solver(model, **(opts or {}))
     for f in range(first, end):
         control = scene.control(f)
         t0 = time.perf_counter()
@@ -319,7 +338,7 @@ def time_size(target: int, cfg: Config, machine: dict) -> tuple[list[dict], dict
     for substeps in cfg.substeps:
         numba.set_num_threads(max(cfg.threads))
         t0 = time.perf_counter()
-        scene, start, grasp = prepare_grasp(target, cfg.frames, substeps)
+        scene, start, grasp = prepare_grasp(target, cfg.frames, substeps, cfg.solver_options())
         if machine["threading_layer"] is None:
             machine["threading_layer"] = numba.threading_layer()
         model = scene.model
@@ -330,11 +349,11 @@ def time_size(target: int, cfg: Config, machine: dict) -> tuple[list[dict], dict
         )
         for threads in cfg.threads:
             numba.set_num_threads(threads)
-            timed_pull(scene, start, substeps, measure=False)  # warm-up at this thread count (untimed)
+            timed_pull(scene, start, substeps, False, cfg.solver_options())  # warm-up at this thread count (untimed)
             runs = []
             for r in range(cfg.repeats):
                 measure = r == 0 and threads == cfg.threads[0]
-                runs.append(timed_pull(scene, start, substeps, measure))
+                runs.append(timed_pull(scene, start, substeps, measure, cfg.solver_options()))
             if threads == cfg.threads[0]:
                 m = runs[0]
                 pull_accuracy[substeps] = {
@@ -398,7 +417,7 @@ def summarise(model, substeps: int, threads: int, target: int, scene: Scene, run
 # --- accuracy: cantilever sag ---------------------------------------------------------------------------
 
 
-def settle_sag(target: int, substeps: int, max_frames: int) -> dict:
+def settle_sag(target: int, substeps: int, max_frames: int, opts: dict | None = None) -> dict:
     """Run the cantilever until at rest (or max_frames); return the mean tip sag and how it settled."""
     scene = block_cantilever_scene(target, material=SAG_MATERIAL)
     model, state = scene.model, scene.state
@@ -408,7 +427,7 @@ def settle_sag(target: int, substeps: int, max_frames: int) -> dict:
     frames = 0
     inverted_max = 0
     t0 = time.perf_counter()
-    solver = Solver(model)
+    solver = Solver(model, **(opts or {}))
     while frames < max_frames:
         solver.step(state, empty, FRAME_DT, substeps)
         frames += 1
@@ -444,7 +463,7 @@ def sag_accuracy(target: int, cfg: Config) -> dict:
         "by_substeps": {},
     }
     for substeps in cfg.substeps:
-        run = settle_sag(target, substeps, cfg.sag_frames)
+        run = settle_sag(target, substeps, cfg.sag_frames, cfg.solver_options())
         rel = abs(run["tip_sag_m"] - ref["tip_sag_m"]) / max(abs(ref["tip_sag_m"]), 1e-12)
         log(f"sag {target}: {substeps} substeps {run['tip_sag_m'] * 1e3:.3f} mm, relative error {rel:.4f}")
         out["by_substeps"][str(substeps)] = {
@@ -502,7 +521,7 @@ def fidelity_section(cfg: Config) -> dict:
     materials = {name: MATERIALS[name] for name in cfg.fidelity_materials}
     sizes = {}
     for target in cfg.fidelity_sizes:
-        sizes[str(target)] = fidelity(target, GOAL["substeps"], materials, log=log)
+        sizes[str(target)] = fidelity(target, GOAL["substeps"], materials, log=log, solver=cfg.solver_options())
     failures = []
     for size, per_material in sizes.items():
         for name, e in per_material.items():
@@ -519,6 +538,7 @@ def fidelity_section(cfg: Config) -> dict:
             failures += [f"{size}/{name}/{k}" for k, ok in checks.items() if not ok]
     return {
         "substeps": GOAL["substeps"],
+        "solver": {"mode": cfg.solver, **cfg.solver_options()},
         "threads": numba.get_num_threads(),
         "goal": FIDELITY_GOAL,
         "sizes": sizes,

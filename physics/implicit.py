@@ -33,6 +33,8 @@ FAST = {"nogil": True, "error_model": "numpy"}  # no fastmath: compiled and cach
 DOT_BLOCKS = 64  # dot products add this many fixed blocks in order (independent of the thread count)
 CG_ITERATIONS = 40
 NEWTON_STEPS = 1
+CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or inside it) may rest on it
+LINE_SEARCH_HALVINGS = 6  # a Newton step that raises the frame's energy is halved up to this many times
 
 
 def incidence(tets: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,36 +47,48 @@ def incidence(tets: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray
 
 
 @nb.njit(inline="always", **FAST)
-def _deformation(x, tets, B, t, F):
-    """F[c * 3 + d] = column c, component d of the deformation gradient of tet t."""
-    i0 = tets[t, 0]
-    for c in range(3):
-        for d in range(3):
-            acc = 0.0
-            for r in range(3):
-                acc += (x[tets[t, r + 1], d] - x[i0, d]) * B[t, 3 * r + c]
-            F[3 * c + d] = acc
+def _column(x, tets, B, t, c):
+    """Column c of the deformation gradient of tet t: sum_r (x_{r+1} - x_0) B[r, c] (scalars: no allocation)."""
+    i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+    b1, b2, b3 = B[t, c], B[t, 3 + c], B[t, 6 + c]
+    fx = (x[i1, 0] - x[i0, 0]) * b1 + (x[i2, 0] - x[i0, 0]) * b2 + (x[i3, 0] - x[i0, 0]) * b3
+    fy = (x[i1, 1] - x[i0, 1]) * b1 + (x[i2, 1] - x[i0, 1]) * b2 + (x[i3, 1] - x[i0, 1]) * b3
+    fz = (x[i1, 2] - x[i0, 2]) * b1 + (x[i2, 2] - x[i0, 2]) * b2 + (x[i3, 2] - x[i0, 2]) * b3
+    return fx, fy, fz
 
 
 @nb.njit(inline="always", **FAST)
-def _cross_into(a0, a1, a2, b0, b1, b2, out, o):
-    out[o] = a1 * b2 - a2 * b1
-    out[o + 1] = a2 * b0 - a0 * b2
-    out[o + 2] = a0 * b1 - a1 * b0
+def _cross(a0, a1, a2, b0, b1, b2):
+    return a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0
 
 
 @nb.njit(inline="always", **FAST)
-def _scatter_corners(P, B, t, out):
+def _scatter_corners(p0x, p0y, p0z, p1x, p1y, p1z, p2x, p2y, p2z, B, t, out):
     """out[t, a, :] = sum_c Bfull[a, c] P_c (corner 0: minus the sum of the others)."""
+    for r in range(3):
+        b0, b1, b2 = B[t, 3 * r], B[t, 3 * r + 1], B[t, 3 * r + 2]
+        out[t, r + 1, 0] = b0 * p0x + b1 * p1x + b2 * p2x
+        out[t, r + 1, 1] = b0 * p0y + b1 * p1y + b2 * p2y
+        out[t, r + 1, 2] = b0 * p0z + b1 * p1z + b2 * p2z
     for d in range(3):
-        s0 = 0.0
-        for r in range(3):
-            acc = 0.0
-            for c in range(3):
-                acc += B[t, 3 * r + c] * P[3 * c + d]
-            out[t, r + 1, d] = acc
-            s0 += acc
-        out[t, 0, d] = -s0
+        out[t, 0, d] = -(out[t, 1, d] + out[t, 2, d] + out[t, 3, d])
+
+
+@nb.njit(inline="always", **FAST)
+def _tet_energy_at(x, tets, B, k_dev, k_hyd, gamma, t):
+    """Elastic energy of tet t: k_dev / 2 |F|^2 + k_hyd / 2 (det F - gamma)^2 (as physics.reference)."""
+    f0x, f0y, f0z = _column(x, tets, B, t, 0)
+    f1x, f1y, f1z = _column(x, tets, B, t, 1)
+    f2x, f2y, f2z = _column(x, tets, B, t, 2)
+    c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
+    j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
+    nf2 = f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
+    return 0.5 * k_dev[t] * nf2 + 0.5 * k_hyd[t] * j * j
+
+
+def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
+    for t in nb.prange(tets.shape[0]):
+        out[t] = _tet_energy_at(x, tets, B, k_dev, k_hyd, gamma, t)
 
 
 def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, grad_rows, diag_rows):
@@ -82,27 +96,30 @@ def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, grad_rows, diag_row
     elastic gradient's corner rows and the diagonal 3x3 blocks of the tet's Hessian (corner rows, 9 each)."""
     m = tets.shape[0]
     for t in nb.prange(m):
-        F = np.empty(9)
-        C = np.empty(9)
-        P = np.empty(9)
-        _deformation(x, tets, B, t, F)
-        _cross_into(F[3], F[4], F[5], F[6], F[7], F[8], C, 0)
-        _cross_into(F[6], F[7], F[8], F[0], F[1], F[2], C, 3)
-        _cross_into(F[0], F[1], F[2], F[3], F[4], F[5], C, 6)
-        J = F[0] * C[0] + F[1] * C[1] + F[2] * C[2]
+        f0x, f0y, f0z = _column(x, tets, B, t, 0)
+        f1x, f1y, f1z = _column(x, tets, B, t, 1)
+        f2x, f2y, f2z = _column(x, tets, B, t, 2)
+        c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
+        c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
+        c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
+        J = f0x * c0x + f0y * c0y + f0z * c0z
+        kd = k_dev[t]
         s = k_hyd[t] * (J - gamma[t])
-        nf2 = 0.0
-        for q in range(9):
-            Fs[t, q] = F[q]
-            Cs[t, q] = C[q]
-            P[q] = k_dev[t] * F[q] + s * C[q]
-            nf2 += F[q] * F[q]
+        Fs[t, 0], Fs[t, 1], Fs[t, 2], Fs[t, 3], Fs[t, 4] = f0x, f0y, f0z, f1x, f1y
+        Fs[t, 5], Fs[t, 6], Fs[t, 7], Fs[t, 8] = f1z, f2x, f2y, f2z
+        Cs[t, 0], Cs[t, 1], Cs[t, 2], Cs[t, 3], Cs[t, 4] = c0x, c0y, c0z, c1x, c1y
+        Cs[t, 5], Cs[t, 6], Cs[t, 7], Cs[t, 8] = c1z, c2x, c2y, c2z
+        nf2 = f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
         # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
         # k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the RMS singular value |F| / sqrt 3, exact
         # at rest where the limit is not reached). Limiting s keeps the product positive; the gradient stays exact.
         lim = k_dev[t] / max(math.sqrt(nf2 / 3.0), 1e-6)
         geo[t] = min(max(s, -lim), lim)
-        _scatter_corners(P, B, t, grad_rows)
+        _scatter_corners(
+            kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
+            kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z,
+            kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z, B, t, grad_rows,
+        )  # fmt: skip
         # Diagonal blocks: k_dev |b_a|^2 I + k_hyd g_a g_a^T, g_a = dJ/dx_a (the det term's skew blocks cancel).
         for a in range(4):
             b0 = b1 = b2 = 0.0
@@ -113,10 +130,10 @@ def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, grad_rows, diag_row
                     b2 -= B[t, 3 * r + 2]
             else:
                 b0, b1, b2 = B[t, 3 * (a - 1)], B[t, 3 * (a - 1) + 1], B[t, 3 * (a - 1) + 2]
-            bb = k_dev[t] * (b0 * b0 + b1 * b1 + b2 * b2)
-            g0 = b0 * C[0] + b1 * C[3] + b2 * C[6]
-            g1 = b0 * C[1] + b1 * C[4] + b2 * C[7]
-            g2 = b0 * C[2] + b1 * C[5] + b2 * C[8]
+            bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
+            g0 = b0 * c0x + b1 * c1x + b2 * c2x
+            g1 = b0 * c0y + b1 * c1y + b2 * c2y
+            g2 = b0 * c0z + b1 * c1z + b2 * c2z
             kh = k_hyd[t]
             diag_rows[t, a, 0] = bb + kh * g0 * g0
             diag_rows[t, a, 1] = kh * g0 * g1
@@ -133,28 +150,28 @@ def _tet_product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows):
     """rows[t, a] = (H_t p)_a: the tet's Hessian (det term limited) times p, per corner."""
     m = tets.shape[0]
     for t in nb.prange(m):
-        dF = np.empty(9)
-        dP = np.empty(9)
-        _deformation(p, tets, B, t, dF)
-        cd = 0.0
-        for q in range(9):
-            cd += Cs[t, q] * dF[q]
+        d0x, d0y, d0z = _column(p, tets, B, t, 0)
+        d1x, d1y, d1z = _column(p, tets, B, t, 1)
+        d2x, d2y, d2z = _column(p, tets, B, t, 2)
+        cd = (
+            Cs[t, 0] * d0x + Cs[t, 1] * d0y + Cs[t, 2] * d0z + Cs[t, 3] * d1x + Cs[t, 4] * d1y + Cs[t, 5] * d1z
+            + Cs[t, 6] * d2x + Cs[t, 7] * d2y + Cs[t, 8] * d2z
+        )  # fmt: skip
         kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
         f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z = (
             Fs[t, 0], Fs[t, 1], Fs[t, 2], Fs[t, 3], Fs[t, 4], Fs[t, 5], Fs[t, 6], Fs[t, 7], Fs[t, 8]
         )  # fmt: skip
-        d0x, d0y, d0z, d1x, d1y, d1z, d2x, d2y, d2z = dF[0], dF[1], dF[2], dF[3], dF[4], dF[5], dF[6], dF[7], dF[8]
         # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
-        dP[0] = kd * d0x + kh * Cs[t, 0] + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
-        dP[1] = kd * d0y + kh * Cs[t, 1] + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
-        dP[2] = kd * d0z + kh * Cs[t, 2] + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
-        dP[3] = kd * d1x + kh * Cs[t, 3] + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
-        dP[4] = kd * d1y + kh * Cs[t, 4] + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
-        dP[5] = kd * d1z + kh * Cs[t, 5] + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
-        dP[6] = kd * d2x + kh * Cs[t, 6] + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
-        dP[7] = kd * d2y + kh * Cs[t, 7] + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
-        dP[8] = kd * d2z + kh * Cs[t, 8] + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
-        _scatter_corners(dP, B, t, rows)
+        q0x = kd * d0x + kh * Cs[t, 0] + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
+        q0y = kd * d0y + kh * Cs[t, 1] + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
+        q0z = kd * d0z + kh * Cs[t, 2] + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
+        q1x = kd * d1x + kh * Cs[t, 3] + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
+        q1y = kd * d1y + kh * Cs[t, 4] + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
+        q1z = kd * d1z + kh * Cs[t, 5] + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
+        q2x = kd * d2x + kh * Cs[t, 6] + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
+        q2y = kd * d2y + kh * Cs[t, 7] + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
+        q2z = kd * d2z + kh * Cs[t, 8] + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
+        _scatter_corners(q0x, q0y, q0z, q1x, q1y, q1z, q2x, q2y, q2z, B, t, rows)
 
 
 def _gather(rows, start, slots, width, out):
@@ -167,6 +184,26 @@ def _gather(rows, start, slots, width, out):
             for k in range(start[i], start[i + 1]):
                 acc += flat[slots[k], d]
             out[i, d] = acc
+
+
+def _energy_change(e_new, e_old, partial):
+    """sum (e_new - e_old) and sum |e_old| (the round-off scale), each as DOT_BLOCKS blocks added in order."""
+    n = e_new.shape[0]
+    size = (n + DOT_BLOCKS - 1) // DOT_BLOCKS
+    for k in nb.prange(DOT_BLOCKS):
+        acc = 0.0
+        mag = 0.0
+        for j in range(k * size, min(n, (k + 1) * size)):
+            acc += e_new[j] - e_old[j]
+            mag += abs(e_old[j])
+        partial[k] = acc
+        partial[DOT_BLOCKS + k] = mag
+    total = 0.0
+    scale = 0.0
+    for k in range(DOT_BLOCKS):
+        total += partial[k]
+        scale += partial[DOT_BLOCKS + k]
+    return total, scale
 
 
 def _dot(a, b, partial):
@@ -184,6 +221,56 @@ def _dot(a, b, partial):
     for k in range(DOT_BLOCKS):
         total += partial[k]
     return total
+
+
+@nb.njit(inline="always", **FAST)
+def _environment_normal(x, i, planes, spheres, boxes, tol):
+    """The outward normal of the first environment shape vertex i touches (within tol) or is inside, else 0."""
+    for k in range(planes.shape[0]):
+        nx, ny, nz = planes[k, 0], planes[k, 1], planes[k, 2]
+        if x[i, 0] * nx + x[i, 1] * ny + x[i, 2] * nz - planes[k, 3] <= tol:
+            return True, nx, ny, nz
+    for k in range(spheres.shape[0]):
+        rx, ry, rz = x[i, 0] - spheres[k, 0], x[i, 1] - spheres[k, 1], x[i, 2] - spheres[k, 2]
+        dist = math.sqrt(rx * rx + ry * ry + rz * rz)
+        if dist <= spheres[k, 3] + tol and dist > 1e-12:
+            return True, rx / dist, ry / dist, rz / dist
+    for k in range(boxes.shape[0]):
+        best = 1e30
+        axis = -1
+        sign = 1.0
+        for a in range(3):
+            local = x[i, a] - boxes[k, a]
+            pen = boxes[k, 3 + a] + tol - abs(local)
+            if pen < 0.0:
+                axis = -2
+                break
+            if pen < best:
+                best = pen
+                axis = a
+                sign = 1.0 if local >= 0.0 else -1.0
+        if axis >= 0:
+            return True, sign if axis == 0 else 0.0, sign if axis == 1 else 0.0, sign if axis == 2 else 0.0
+    return False, 0.0, 0.0, 0.0
+
+
+@nb.njit(inline="always", **FAST)
+def _filter(S, i, a, b, c):
+    """(a, b, c) through vertex i's contact filter S[i] (3x3 row-major: identity, I - n n^T or zero)."""
+    return (
+        S[i, 0] * a + S[i, 1] * b + S[i, 2] * c,
+        S[i, 3] * a + S[i, 4] * b + S[i, 5] * c,
+        S[i, 6] * a + S[i, 7] * b + S[i, 8] * c,
+    )
+
+
+@nb.njit(inline="always", **FAST)
+def _precondition(inv_diag, S, r, z, i):
+    """z_i = S_i P_i^-1 r_i: the block-Jacobi preconditioner, filtered by the contact constraint."""
+    a = inv_diag[i, 0] * r[i, 0] + inv_diag[i, 1] * r[i, 1] + inv_diag[i, 2] * r[i, 2]
+    b = inv_diag[i, 3] * r[i, 0] + inv_diag[i, 4] * r[i, 1] + inv_diag[i, 5] * r[i, 2]
+    c = inv_diag[i, 6] * r[i, 0] + inv_diag[i, 7] * r[i, 1] + inv_diag[i, 8] * r[i, 2]
+    z[i, 0], z[i, 1], z[i, 2] = _filter(S, i, a, b, c)
 
 
 @nb.njit(inline="always", **FAST)
@@ -205,6 +292,17 @@ def _springs_gradient(x, verts, weights, targets, stiffness, grad, diag):
             diag[v, 0] += w2
             diag[v, 4] += w2
             diag[v, 8] += w2
+
+
+@nb.njit(**FAST)
+def _springs_change(x, dx, t, verts, weights, targets, stiffness):
+    """Change of the springs' energy from x to x + t dx: k/2 t dp . (t dp + 2 (p - target)), serially."""
+    total = 0.0
+    for g in range(verts.shape[0]):
+        for d in range(3):
+            dp = t * _spring_point(dx, verts, weights, g, d)
+            total += 0.5 * stiffness * dp * (dp + 2.0 * (_spring_point(x, verts, weights, g, d) - targets[g, d]))
+    return total
 
 
 @nb.njit(**FAST)
@@ -274,9 +372,19 @@ def _solve_frame(
     p = np.empty((n, 3))
     q = np.empty((n, 3))
     dx = np.empty((n, 3))
-    partial = np.empty(DOT_BLOCKS)
+    partial = np.empty(2 * DOT_BLOCKS)
+    e_old = np.empty(m)
+    e_new = np.empty(m)
+    trial = np.empty_like(x)
     residual = 0.0
-    for _ in range(newton_steps):
+    S = np.empty((n, 9))
+    touching = np.zeros(n, np.int64)
+    for i in nb.prange(n):
+        for q_ in range(9):
+            S[i, q_] = 1.0 if q_ % 4 == 0 else 0.0
+    newton = 0
+    classified = False
+    while newton < newton_steps:
         _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, rows3, rows9)
         _gather(rows3, start, slots, 3, grad)
         _gather(rows9, start, slots, 9, diag)
@@ -287,6 +395,43 @@ def _solve_frame(
                 grad[i, d] += mh[i] * (x[i, d] - y[i, d])
                 r[i, d] = -grad[i, d] * free[i]
                 dx[i, d] = 0.0
+        if not classified:
+            classified = True
+            # Environment contact enters the solve as a filter (Baraff and Witkin 1998) decided from this state
+            # alone: a vertex touching a shape and pressed into it by the frame's forces (the gradient at the
+            # start) sticks where it is while static friction can hold it, slides along the surface otherwise.
+            # Its start moves (to where it was, or off its motion into the surface): then the gradient again.
+            for i in nb.prange(n):
+                if free[i] == 0.0:
+                    continue
+                hit, nx, ny, nz = _environment_normal(x_prev, i, planes, spheres, boxes, CONTACT_TOLERANCE)
+                if not hit:
+                    continue
+                fn = -(r[i, 0] * nx + r[i, 1] * ny + r[i, 2] * nz)  # the push into the surface (N)
+                if fn <= 0.0:
+                    continue
+                tx = r[i, 0] + fn * nx
+                ty = r[i, 1] + fn * ny
+                tz = r[i, 2] + fn * nz
+                touching[i] = 1
+                if tx * tx + ty * ty + tz * tz <= (env_mu * fn) * (env_mu * fn):
+                    for q_ in range(9):
+                        S[i, q_] = 0.0
+                    for d in range(3):
+                        x[i, d] = x_prev[i, d]
+                else:
+                    S[i, 0], S[i, 1], S[i, 2] = 1.0 - nx * nx, -nx * ny, -nx * nz
+                    S[i, 3], S[i, 4], S[i, 5] = -ny * nx, 1.0 - ny * ny, -ny * nz
+                    S[i, 6], S[i, 7], S[i, 8] = -nz * nx, -nz * ny, 1.0 - nz * nz
+                    vn = v[i, 0] * nx + v[i, 1] * ny + v[i, 2] * nz
+                    if vn < 0.0:
+                        x[i, 0] -= h * vn * nx
+                        x[i, 1] -= h * vn * ny
+                        x[i, 2] -= h * vn * nz
+            if touching.sum() > 0:
+                continue
+        for i in nb.prange(n):
+            r[i, 0], r[i, 1], r[i, 2] = _filter(S, i, r[i, 0], r[i, 1], r[i, 2])
             a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
             d_, e, f = diag[i, 3], diag[i, 4] + mh[i], diag[i, 5]
             g_, hh, k = diag[i, 6], diag[i, 7], diag[i, 8] + mh[i]
@@ -306,10 +451,8 @@ def _solve_frame(
             inv_diag[i, 8] = (a * e - b * d_) * inv
         residual = math.sqrt(_dot(r, r, partial))
         for i in nb.prange(n):
+            _precondition(inv_diag, S, r, z, i)
             for d in range(3):
-                z[i, d] = (
-                    inv_diag[i, 3 * d] * r[i, 0] + inv_diag[i, 3 * d + 1] * r[i, 1] + inv_diag[i, 3 * d + 2] * r[i, 2]
-                )
                 p[i, d] = z[i, d]
         rz = _dot(r, z, partial)
         for _it in range(cg_iterations):
@@ -322,6 +465,7 @@ def _solve_frame(
             for i in nb.prange(n):
                 for d in range(3):
                     q[i, d] = (q[i, d] + mh[i] * p[i, d]) * free[i]
+                q[i, 0], q[i, 1], q[i, 2] = _filter(S, i, q[i, 0], q[i, 1], q[i, 2])
             pq = _dot(p, q, partial)
             if not pq > 0.0:  # no curvature left along p (or NaN): keep what CG has
                 break
@@ -330,21 +474,39 @@ def _solve_frame(
                 for d in range(3):
                     dx[i, d] += alpha * p[i, d]
                     r[i, d] -= alpha * q[i, d]
-                for d in range(3):
-                    z[i, d] = (
-                        inv_diag[i, 3 * d] * r[i, 0]
-                        + inv_diag[i, 3 * d + 1] * r[i, 1]
-                        + inv_diag[i, 3 * d + 2] * r[i, 2]
-                    )
+                _precondition(inv_diag, S, r, z, i)
             rz_new = _dot(r, z, partial)
             beta = rz_new / rz
             rz = rz_new
             for i in nb.prange(n):
                 for d in range(3):
                     p[i, d] = z[i, d] + beta * p[i, d]
+        # Backtracking line search on the frame's energy (its exact change: inertia and springs in closed form,
+        # the tets one by one), so a large or nonlinear step cannot raise it; within round-off a step is taken.
+        slope = _dot(grad, dx, partial)
+        _tet_energies(x, tets, B, k_dev, k_hyd, gamma, e_old)
+        t = 1.0
+        for _ls in range(LINE_SEARCH_HALVINGS + 1):
+            for i in nb.prange(n):
+                for d in range(3):
+                    trial[i, d] = x[i, d] + t * dx[i, d]
+            _tet_energies(trial, tets, B, k_dev, k_hyd, gamma, e_new)
+            change, scale = _energy_change(e_new, e_old, partial)
+            inertia = 0.0
+            for i in range(n):
+                for d in range(3):
+                    step = t * dx[i, d]
+                    inertia += 0.5 * mh[i] * step * (step + 2.0 * (x[i, d] - y[i, d]))
+            change += inertia
+            change += _springs_change(x, dx, t, anchor_verts, anchor_weights, anchor_targets, k_anchor)
+            change += _springs_change(x, dx, t, g_verts, g_weights, targets, k_grasp)
+            if change <= 1e-4 * t * slope + 1e-12 * scale:
+                break
+            t *= 0.5
         for i in nb.prange(n):
             for d in range(3):
-                x[i, d] += dx[i, d]
+                x[i, d] = trial[i, d]
+        newton += 1
     out_residual[0] = residual
 
     # Forces of the springs at the solved positions (N on the tissue), then contact once per frame.
@@ -393,7 +555,7 @@ def _solve_frame(
         v[i, 0] = vx
         v[i, 1] = vy
         v[i, 2] = vz
-    out_counts[1] += env_hits
+    out_counts[1] += env_hits + touching.sum()  # projected, and held by the solve's contact filter
     out_counts[2] += resets
     out_counts[3] += clamps
 
@@ -401,6 +563,10 @@ def _solve_frame(
 _PARALLEL = {"parallel": True, "cache": True, **FAST}
 _SERIAL = {"cache": True, **FAST}
 tet_setup = nb.njit(**_PARALLEL)(_tet_setup)
+tet_energies = nb.njit(**_PARALLEL)(_tet_energies)
+energy_change = nb.njit(**_PARALLEL)(_energy_change)
+tet_energies_serial = nb.njit(**_SERIAL)(serial_twin(_tet_energies, "tet_energies_serial"))
+energy_change_serial = nb.njit(**_SERIAL)(serial_twin(_energy_change, "energy_change_serial"))
 tet_product = nb.njit(**_PARALLEL)(_tet_product)
 gather = nb.njit(**_PARALLEL)(_gather)
 dot = nb.njit(**_PARALLEL)(_dot)
@@ -409,12 +575,16 @@ tet_product_serial = nb.njit(**_SERIAL)(serial_twin(_tet_product, "tet_product_s
 gather_serial = nb.njit(**_SERIAL)(serial_twin(_gather, "gather_serial"))
 dot_serial = nb.njit(**_SERIAL)(serial_twin(_dot, "dot_serial"))
 solve_frame = nb.njit(**_PARALLEL)(
-    serial_twin(_solve_frame, "solve_frame", _tet_setup=tet_setup, _tet_product=tet_product, _gather=gather, _dot=dot)
-)
+    serial_twin(
+        _solve_frame, "solve_frame", _tet_setup=tet_setup, _tet_product=tet_product, _gather=gather, _dot=dot,
+        _tet_energies=tet_energies, _energy_change=energy_change,
+    )
+)  # fmt: skip
 # One thread (a room's thread): no parallel launches, each of which takes the GIL back. Same order, same bits.
 solve_frame_serial = nb.njit(**_SERIAL)(
     serial_twin(
         _solve_frame, "solve_frame_serial", _tet_setup=tet_setup_serial, _tet_product=tet_product_serial,
-        _gather=gather_serial, _dot=dot_serial,
+        _gather=gather_serial, _dot=dot_serial, _tet_energies=tet_energies_serial,
+        _energy_change=energy_change_serial,
     )
 )  # fmt: skip

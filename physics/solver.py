@@ -71,9 +71,10 @@ def step(
     dt: float = 1.0 / 60.0,
     substeps: int = 20,
     limits: PoseLimits | None = None,
+    mode: str = "xpbd",
 ) -> StepReport:
     """One frame with a fresh Solver: for scripts and tests (a long run holds a Solver and calls its step)."""
-    return Solver(model, limits).step(state, control, dt, substeps)
+    return Solver(model, limits, mode).step(state, control, dt, substeps)
 
 
 class Solver:
