@@ -71,7 +71,7 @@ def step(
     dt: float = 1.0 / 60.0,
     substeps: int = 20,
     limits: PoseLimits | None = None,
-    mode: str = "implicit",
+    mode: str = "xpbd",
 ) -> StepReport:
     """One frame with a fresh Solver: for scripts and tests (a long run holds a Solver and calls its step)."""
     return Solver(model, limits, mode).step(state, control, dt, substeps)
@@ -88,7 +88,7 @@ class Solver:
         self,
         model: Model,
         limits: PoseLimits | None = None,
-        mode: str = "implicit",
+        mode: str = "xpbd",
         cg_iterations: int = implicit.CG_ITERATIONS,
         newton_steps: int = implicit.NEWTON_STEPS,
     ) -> None:
