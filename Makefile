@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export NUMBA_CACHE_DIR := $(shell $(PYTHON) rehearsal/numba_cache.py)
 
 .PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics clean \
-	load-capacity load-impaired load-soak load-faults load-crash load-attack
+	load-capacity load-impaired load-soak load-faults load-crash load-attack load-fleet
 
 $(STAMP): pyproject.toml  # set-up talks on stderr: a first `make bench` still prints only JSON on stdout
 	@echo "installing into $(VENV) (first use)" >&2
@@ -73,7 +73,7 @@ $(LOAD_STAMP): $(STAMP)  # set-up on stderr: stdout is the run's JSON report alo
 	@$(PY) -m pip install --quiet -e '.[test,load]' >&2
 	@touch $(LOAD_STAMP)
 
-load-capacity load-impaired load-soak load-faults load-crash load-attack: $(LOAD_STAMP)
+load-capacity load-impaired load-soak load-faults load-crash load-attack load-fleet: $(LOAD_STAMP)
 	@$(PY) -m loadtests $(@:load-%=%) $(ARGS)
 
 clean:

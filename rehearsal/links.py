@@ -25,6 +25,9 @@ from netcode.messaging.peers import ServerChannels
 FIRST_LINK_KEY = 1 << 20  # above any netcode client index (max_clients is far below this)
 UDP = "udp"
 WEBSOCKET = "websocket"
+# Transports that deliver every frame written, in order, to a client that decodes each snapshot on arrival: a
+# snapshot written to such a link is the client's baseline at once, no ack needed (a WebSocket over TCP).
+IN_ORDER = frozenset({WEBSOCKET})
 
 
 class Link(Protocol):

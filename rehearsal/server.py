@@ -180,6 +180,9 @@ class RehearsalServer:
         self._sampler: LoopingCall | None = None
         self.drain: Drain | None = None
         self.resumed: list[str] = []  # sessions brought back from their checkpoints at start
+        # Which of the store's open sessions this process resumes at start (a fleet's member leaves alone those
+        # the room directory gave to another process: rehearsal.fleet.member).
+        self.keep_session: Callable[[str], bool] = lambda session: True
 
     def __repr__(self) -> str:  # never show secrets
         return f"RehearsalServer(udp={self.udp_address}, http_port={self.http_port}, rooms={len(self.rooms)})"
@@ -351,7 +354,7 @@ class RehearsalServer:
         """Sessions still open when the last process died (a crash) come back with their code books; those
         that cannot are stored as interrupted (``Sessions.resume_sessions``). Returns the sessions resumed."""
         self.invites.load(self.store.codes(time.time()))
-        self.resumed = self.sessions.resume_sessions()
+        self.resumed = self.sessions.resume_sessions(self.keep_session)
         return self.resumed
 
     def stop(self) -> defer.Deferred:
