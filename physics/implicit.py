@@ -25,6 +25,7 @@ import math
 import numba as nb
 import numpy as np
 
+from physics.coarse_space import COARSE_AGGREGATES, aggregates, cholesky, coarse_matrix, solve_coarse
 from physics.contact import environment_contact, instrument_contacts
 from physics.kinematics import grasp_targets, interpolate_frames, world_capsules
 from physics.neo_hookean import serial_twin
@@ -35,6 +36,44 @@ CG_ITERATIONS = 40
 NEWTON_STEPS = 1
 CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or inside it) may rest on it
 LINE_SEARCH_HALVINGS = 6  # a Newton step that raises the frame's energy is halved up to this many times
+
+
+class FrameTopology:
+    """What the implicit frame derives from the model's topology (a Solver holds one, rebuilt when notified):
+    the live tets and their rest data, each vertex's corner slots, the coarse space's aggregates, and the
+    coarse factor for the last frame length and stiffness (rebuilt when either changes)."""
+
+    def __init__(self, model, coarse_aggregates: int = COARSE_AGGREGATES) -> None:
+        self.live = np.flatnonzero(model.alive)
+        self.tets = np.ascontiguousarray(model.tets[self.live], dtype=np.int64)
+        self.B = np.ascontiguousarray(model.dm_inv[self.live])
+        self.gamma = np.ascontiguousarray(model.gamma[self.live])
+        self.start, self.slots = incidence(self.tets, model.n_vertices)
+        self.agg, self.n_agg = aggregates(model.rest_positions, model.inv_mass > 0, coarse_aggregates)
+        self.anchors = np.ascontiguousarray(model.anchor_vertex, dtype=np.int64)
+        self._key: tuple | None = None
+        self._factor = np.zeros((0, 0))
+
+    def coarse(self, model, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """(aggregate per vertex, Cholesky factor of P^T A P at rest) for frames of dt seconds."""
+        alpha_dev, alpha_hyd = model.alpha_dev[self.live], model.alpha_hyd[self.live]
+        key = self._key
+        if (
+            key is None
+            or key[0] != dt
+            or key[3] != model.anchor_compliance
+            or not (np.array_equal(key[1], alpha_dev) and np.array_equal(key[2], alpha_hyd))
+        ):
+            if self.n_agg == 0:
+                self._factor = np.zeros((0, 0))
+            else:
+                A = coarse_matrix(
+                    model.rest_positions, self.tets, self.B, 1.0 / alpha_dev, 1.0 / alpha_hyd, self.gamma,
+                    self.agg, self.n_agg, model.mass, 1.0 / (dt * dt), self.anchors, 1.0 / model.anchor_compliance,
+                )  # fmt: skip
+                self._factor = cholesky(A)
+            self._key = (dt, alpha_dev, alpha_hyd, model.anchor_compliance)
+        return self.agg, self._factor
 
 
 def incidence(tets: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
@@ -264,13 +303,30 @@ def _filter(S, i, a, b, c):
     )
 
 
-@nb.njit(inline="always", **FAST)
-def _precondition(inv_diag, S, r, z, i):
-    """z_i = S_i P_i^-1 r_i: the block-Jacobi preconditioner, filtered by the contact constraint."""
-    a = inv_diag[i, 0] * r[i, 0] + inv_diag[i, 1] * r[i, 1] + inv_diag[i, 2] * r[i, 2]
-    b = inv_diag[i, 3] * r[i, 0] + inv_diag[i, 4] * r[i, 1] + inv_diag[i, 5] * r[i, 2]
-    c = inv_diag[i, 6] * r[i, 0] + inv_diag[i, 7] * r[i, 1] + inv_diag[i, 8] * r[i, 2]
-    z[i, 0], z[i, 1], z[i, 2] = _filter(S, i, a, b, c)
+def _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc):
+    """z = S (D^-1 + P (P^T A P)^-1 P^T) r: block Jacobi plus the coarse space's correction (physics.coarse_space;
+    r is already filtered), filtered by the contact constraint. The coarse part is serial, in vertex order."""
+    n = r.shape[0]
+    nc = coarse_factor.shape[0]
+    if nc > 0:
+        for j in range(nc):
+            rc[j] = 0.0
+        for i in range(n):
+            g = agg[i]
+            if g >= 0:
+                for d in range(3):
+                    rc[3 * g + d] += r[i, d]
+        solve_coarse(coarse_factor, rc, yc)
+    for i in nb.prange(n):
+        a = inv_diag[i, 0] * r[i, 0] + inv_diag[i, 1] * r[i, 1] + inv_diag[i, 2] * r[i, 2]
+        b = inv_diag[i, 3] * r[i, 0] + inv_diag[i, 4] * r[i, 1] + inv_diag[i, 5] * r[i, 2]
+        c = inv_diag[i, 6] * r[i, 0] + inv_diag[i, 7] * r[i, 1] + inv_diag[i, 8] * r[i, 2]
+        g = agg[i]
+        if nc > 0 and g >= 0:
+            a += yc[3 * g]
+            b += yc[3 * g + 1]
+            c += yc[3 * g + 2]
+        z[i, 0], z[i, 1], z[i, 2] = _filter(S, i, a, b, c)
 
 
 @nb.njit(inline="always", **FAST)
@@ -316,7 +372,7 @@ def _springs_product(p, verts, weights, stiffness, out):
 
 def _solve_frame(
     x, v, inv_mass, mass, damping, gravity, dt, newton_steps, cg_iterations, max_speed,
-    tets, B, k_dev, k_hyd, gamma, start, slots,
+    tets, B, k_dev, k_hyd, gamma, start, slots, agg, coarse_factor,
     anchor_verts, anchor_weights, anchor_targets, anchor_alpha,
     planes, spheres, boxes, env_mu,
     p0, q0, j0, p1, q1, j1, inst_mu, cap_inst, cap_local, cap_r, cap_active,
@@ -373,6 +429,8 @@ def _solve_frame(
     q = np.empty((n, 3))
     dx = np.empty((n, 3))
     partial = np.empty(2 * DOT_BLOCKS)
+    rc = np.empty(coarse_factor.shape[0])
+    yc = np.empty(coarse_factor.shape[0])
     e_old = np.empty(m)
     e_new = np.empty(m)
     trial = np.empty_like(x)
@@ -450,8 +508,8 @@ def _solve_frame(
             inv_diag[i, 7] = (b * g_ - a * hh) * inv
             inv_diag[i, 8] = (a * e - b * d_) * inv
         residual = math.sqrt(_dot(r, r, partial))
+        _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc)
         for i in nb.prange(n):
-            _precondition(inv_diag, S, r, z, i)
             for d in range(3):
                 p[i, d] = z[i, d]
         rz = _dot(r, z, partial)
@@ -474,7 +532,7 @@ def _solve_frame(
                 for d in range(3):
                     dx[i, d] += alpha * p[i, d]
                     r[i, d] -= alpha * q[i, d]
-                _precondition(inv_diag, S, r, z, i)
+            _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc)
             rz_new = _dot(r, z, partial)
             beta = rz_new / rz
             rz = rz_new
@@ -570,6 +628,8 @@ energy_change_serial = nb.njit(**_SERIAL)(serial_twin(_energy_change, "energy_ch
 tet_product = nb.njit(**_PARALLEL)(_tet_product)
 gather = nb.njit(**_PARALLEL)(_gather)
 dot = nb.njit(**_PARALLEL)(_dot)
+precondition = nb.njit(**_PARALLEL)(_precondition)
+precondition_serial = nb.njit(**_SERIAL)(serial_twin(_precondition, "precondition_serial"))
 tet_setup_serial = nb.njit(**_SERIAL)(serial_twin(_tet_setup, "tet_setup_serial"))
 tet_product_serial = nb.njit(**_SERIAL)(serial_twin(_tet_product, "tet_product_serial"))
 gather_serial = nb.njit(**_SERIAL)(serial_twin(_gather, "gather_serial"))
@@ -577,7 +637,7 @@ dot_serial = nb.njit(**_SERIAL)(serial_twin(_dot, "dot_serial"))
 solve_frame = nb.njit(**_PARALLEL)(
     serial_twin(
         _solve_frame, "solve_frame", _tet_setup=tet_setup, _tet_product=tet_product, _gather=gather, _dot=dot,
-        _tet_energies=tet_energies, _energy_change=energy_change,
+        _tet_energies=tet_energies, _energy_change=energy_change, _precondition=precondition,
     )
 )  # fmt: skip
 # One thread (a room's thread): no parallel launches, each of which takes the GIL back. Same order, same bits.
@@ -585,6 +645,6 @@ solve_frame_serial = nb.njit(**_SERIAL)(
     serial_twin(
         _solve_frame, "solve_frame_serial", _tet_setup=tet_setup_serial, _tet_product=tet_product_serial,
         _gather=gather_serial, _dot=dot_serial, _tet_energies=tet_energies_serial,
-        _energy_change=energy_change_serial,
+        _energy_change=energy_change_serial, _precondition=precondition_serial,
     )
 )  # fmt: skip

@@ -124,13 +124,8 @@ class Solver:
         tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
         self._contact_sets = (movable, tris)
         if self.mode == "implicit":
-            live = np.flatnonzero(model.alive)
-            tets = np.ascontiguousarray(model.tets[live], dtype=np.int64)
-            start, slots = implicit.incidence(tets, model.n_vertices)
-            self._implicit = (
-                live, tets, np.ascontiguousarray(model.dm_inv[live]), 1.0 / model.alpha_hyd[live],
-                np.ascontiguousarray(model.gamma[live]), start, slots, 1.0 / model.alpha_dev[live],
-            )  # fmt: skip
+            self._implicit = implicit.FrameTopology(model)
+            self._implicit.coarse(model, 1.0 / 60.0)  # built now for the usual frame: a cut's cost shows here
         self.notify_seconds = time.perf_counter() - t0
 
     def step(
@@ -163,15 +158,20 @@ def _step(
     cand_verts, cand_weights, cand_inst = _contact_candidates(solver, model, state, arrays, dt)
     env = model.environment
     if solver.mode == "implicit":
-        live, tets, B, k_hyd, gamma, start, slots, k_dev = solver._implicit
+        topo = solver._implicit
+        live = topo.live
+        k_hyd = 1.0 / model.alpha_hyd[live]  # read every frame: scale_stiffness needs no notice
         if np.any(state.damage[live] > 0.0):  # coagulation stiffens: this frame's own deviatoric stiffness
             k_dev = 1.0 / state.effective_alpha_dev(model)[live]
+        else:
+            k_dev = 1.0 / model.alpha_dev[live]
+        agg, factor = topo.coarse(model, float(dt))
         residual = np.zeros(1)
         kernel = implicit.solve_frame_serial if numba.get_num_threads() == 1 else implicit.solve_frame
         kernel(
             state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt),
             solver.newton_steps, solver.cg_iterations, model.max_vertex_speed,
-            tets, B, k_dev, k_hyd, gamma, start, slots,
+            topo.tets, topo.B, k_dev, k_hyd, topo.gamma, topo.start, topo.slots, agg, factor,
             anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
             env.planes, env.spheres, env.boxes, env.friction,
             *arrays[:11], cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
