@@ -43,12 +43,31 @@ class FrameTopology:
     the live tets and their rest data, each vertex's corner slots, the coarse space's aggregates, and the
     coarse factor for the last frame length and stiffness (rebuilt when either changes)."""
 
-    def __init__(self, model, coarse_aggregates: int = COARSE_AGGREGATES) -> None:
-        self.live = np.flatnonzero(model.alive)
+    def __init__(self, model, previous: FrameTopology | None = None, coarse_aggregates: int = COARSE_AGGREGATES):
+        """previous: the topology this one replaces; its incidence of all the model's tets (dead or alive) is
+        reused when the model still has the same tets array, so a cut or burn only filters it (no sort)."""
+        if previous is not None and previous._all_tets is model.tets and previous._n_vertices == model.n_vertices:
+            self._all_tets, self._all_slots, self._slot_vertex = (
+                previous._all_tets, previous._all_slots, previous._slot_vertex
+            )  # fmt: skip
+        else:
+            self._all_tets = model.tets
+            _, self._all_slots = incidence(model.tets.astype(np.int64), model.n_vertices)
+            self._slot_vertex = model.tets.ravel()[self._all_slots]
+        self._n_vertices = model.n_vertices
+        alive = model.alive
+        self.live = np.flatnonzero(alive)
         self.tets = np.ascontiguousarray(model.tets[self.live], dtype=np.int64)
         self.B = np.ascontiguousarray(model.dm_inv[self.live])
         self.gamma = np.ascontiguousarray(model.gamma[self.live])
-        self.start, self.slots = incidence(self.tets, model.n_vertices)
+        # The live tets' incidence, as incidence(self.tets) would sort it: the kept slots stay in vertex order
+        # and, within a vertex, in tet order; only their numbers change to the live tets' compact ids.
+        owner = self._all_slots // 4
+        keep = alive[owner]
+        compact = np.cumsum(alive) - 1
+        self.slots = compact[owner[keep]] * 4 + self._all_slots[keep] % 4
+        self.start = np.zeros(model.n_vertices + 1, np.int64)
+        np.cumsum(np.bincount(self._slot_vertex[keep], minlength=model.n_vertices), out=self.start[1:])
         self.agg, self.n_agg = aggregates(model.rest_positions, model.inv_mass > 0, coarse_aggregates)
         self.anchors = np.ascontiguousarray(model.anchor_vertex, dtype=np.int64)
         self._key: tuple | None = None

@@ -107,6 +107,7 @@ class Solver:
         self.newton_steps = newton_steps
         self.last_residual = 0.0  # implicit mode: the last Newton step's residual norm (N) before its solve
         self._capsules: tuple | None = None  # (layout key, arrays, the specs held so their ids stay unique)
+        self._implicit: implicit.FrameTopology | None = None
         self._grasps: tuple | None = None  # (key, arrays, row spans, the arrays held)
         self.notify_seconds = 0.0  # what the last notify_model_changed cost
         self.notify_model_changed()
@@ -124,7 +125,7 @@ class Solver:
         tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
         self._contact_sets = (movable, tris)
         if self.mode == "implicit":
-            self._implicit = implicit.FrameTopology(model)
+            self._implicit = implicit.FrameTopology(model, self._implicit)
             self._implicit.coarse(model, 1.0 / 60.0)  # built now for the usual frame: a cut's cost shows here
         self.notify_seconds = time.perf_counter() - t0
 

@@ -188,3 +188,17 @@ def test_bad_solver_options_raise(kwargs):
     model, _ = block()
     with pytest.raises(ValueError):
         Solver(model, **kwargs)
+
+
+def test_a_notified_topology_filters_the_incidence_as_a_fresh_sort_would():
+    model, _ = block(on_table=False, pinned_bottom=True)
+    before = implicit.FrameTopology(model)
+    centres = model.rest_positions[model.tets].mean(axis=1)
+    remove_tets(model, np.flatnonzero(np.abs(centres[:, 0] - 0.012) < 0.003))
+    after = implicit.FrameTopology(model, before)
+    start, slots = implicit.incidence(after.tets, model.n_vertices)
+    assert after.tets.shape[0] < before.tets.shape[0]
+    assert np.array_equal(after.start, start) and np.array_equal(after.slots, slots)
+    agg, factor = after.coarse(model, 1.0 / 60.0)
+    fresh = implicit.FrameTopology(model).coarse(model, 1.0 / 60.0)
+    assert np.array_equal(agg, fresh[0]) and np.array_equal(factor, fresh[1]) and factor.shape[0] > 0
