@@ -32,7 +32,7 @@ from physics.neo_hookean import serial_twin
 
 FAST = {"nogil": True, "error_model": "numpy"}  # no fastmath: compiled and cached kernels give the same bits
 DOT_BLOCKS = 64  # dot products add this many fixed blocks in order (independent of the thread count)
-CG_ITERATIONS = 40
+CG_ITERATIONS = 10  # with the coarse space: at rest within 1%; fewer lets a held grasp jitter (8: 10x the force noise)
 NEWTON_STEPS = 1
 CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or inside it) may rest on it
 LINE_SEARCH_HALVINGS = 6  # a Newton step that raises the frame's energy is halved up to this many times
