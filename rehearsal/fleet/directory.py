@@ -84,7 +84,8 @@ class Placement:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a session's room is and whether that process is alive."""
+    """Where a session's room is and whether that process is alive. ``moving``: the room was given to this
+    process (failover) and it has not yet said in a heartbeat that it runs it."""
 
     session: str
     process: str
@@ -92,6 +93,7 @@ class Route:
     udp: str
     alive: bool
     draining: bool
+    moving: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ class CodeRoute:
 
 # One heartbeat: ARGV = namespace, process, ttl_ms, info (JSON), rooms (JSON [[session, scenario], ...]),
 # closed (JSON [session, ...]). Registers the process, refreshes its TTL, releases the rooms it closed, claims
-# its rooms the directory has no owner for (Redis restarted) and returns {fresh, lost rooms}.
+# its rooms the directory has no owner for (Redis restarted), marks the rooms it runs as arrived (no longer
+# ``moving``) and returns {fresh, lost rooms}.
 _BEAT = """
 local ns, p, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local info = cjson.decode(ARGV[4])
@@ -147,7 +150,12 @@ for _, r in ipairs(cjson.decode(ARGV[5])) do
         redis.call('HSET', key, 'owner', p, 'scenario', r[2])
         owner = p
     end
-    if owner == p then redis.call('SADD', ns .. 'rooms:' .. p, r[1]) else table.insert(lost, r[1]) end
+    if owner == p then
+        redis.call('SADD', ns .. 'rooms:' .. p, r[1])
+        redis.call('HDEL', key, 'moving')
+    else
+        table.insert(lost, r[1])
+    end
 end
 return {fresh and 1 or 0, lost}
 """
@@ -291,7 +299,8 @@ class Directory:
 
     def route(self, session: str) -> Route | None:
         """Where ``session`` runs, or None if the directory has no such room."""
-        owner = self.client.hget(self._k("room", session), "owner")
+        room = self.client.hgetall(self._k("room", session))
+        owner = room.get("owner")
         if owner is None:
             return None
         pipe = self.client.pipeline(transaction=False)
@@ -299,7 +308,13 @@ class Directory:
         pipe.exists(self._k("alive", owner))
         meta, alive = pipe.execute()
         return Route(
-            session, owner, meta.get("http", ""), meta.get("udp", ""), bool(alive), _flag(meta.get("draining"))
+            session,
+            owner,
+            meta.get("http", ""),
+            meta.get("udp", ""),
+            bool(alive),
+            _flag(meta.get("draining")),
+            _flag(room.get("moving")),
         )
 
     def code_session(self, digest: bytes) -> str | None:
@@ -409,7 +424,7 @@ class Directory:
                         return None
                     order = Order(session, scenario, dead, source.get("data_dir", ""))
                     pipe.multi()
-                    pipe.hset(room_key, mapping={"owner": chosen.process, "scenario": scenario})
+                    pipe.hset(room_key, mapping={"owner": chosen.process, "scenario": scenario, "moving": "1"})
                     pipe.srem(self._k("rooms", dead), session)
                     pipe.sadd(self._k("rooms", chosen.process), session)
                     pipe.rpush(self._k("inbox", chosen.process), order.to_json())

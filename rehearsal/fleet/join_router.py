@@ -173,7 +173,7 @@ class JoinRouter:
             return Answer(403, {"error": REFUSED})
         if route is None:
             return Answer(403, {"error": "this session has ended"})
-        if not route.alive:
+        if not route.alive or route.moving:  # dead, or its new process has not resumed it yet
             self.counters["moving"] += 1
             return Answer(503, {"error": MOVING, "retry_after": 0.5})
         answer = self._forward(route.http, path, body, None)

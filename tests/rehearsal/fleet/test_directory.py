@@ -103,9 +103,11 @@ def test_a_dead_process_rooms_are_reassigned_once_with_an_order(directory, redis
     order = directory.reassign("s-a", "p1")
     assert order is not None and order.source == "p1" and order.data_dir == "/d/p1"
     assert other.reassign("s-a", "p1") is None  # the second join service finds it moved
-    assert directory.route("s-a").process == "p2"
+    assert directory.route("s-a").process == "p2" and directory.route("s-a").moving  # until p2 runs it
     assert directory.take_orders("p2") == [order]
     assert directory.take_orders("p2") == []
+    directory.beat(Beat(_info("p2"), rooms={"s-a": "basic_skills"}))  # p2 resumed it
+    assert not directory.route("s-a").moving
     assert directory.forget("p1")
 
 

@@ -103,6 +103,9 @@ def test_codes_route_to_their_rooms_process_and_a_dead_ones_room_is_moving(direc
     assert moving.status == 503 and moving.payload["error"] == MOVING
     directory.beat(Beat(ProcessInfo("p2", "x", f"http://127.0.0.1:{p2.server_address[1]}", "/d", 2, ("basic_skills",))))
     assert directory.reassign("s-one", "p1") is not None
+    early = router.join("/api/rejoin", {"rejoin_code": "code-one"})  # p2 has the order, not yet the room
+    assert early.status == 503 and early.payload["error"] == MOVING
+    _register(directory, p2, rooms={"s-one": "basic_skills", "s-two": "basic_skills"})  # p2 resumed it
     assert router.join("/api/rejoin", {"rejoin_code": "code-one"}).payload["served_by"] == "p2"  # the same code
 
 
