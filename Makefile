@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The rule is rehearsal/numba_cache.py's, which direct commands (`rehearsal serve`) apply too: one cache.
 export NUMBA_CACHE_DIR := $(shell $(PYTHON) rehearsal/numba_cache.py)
 
-.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics clean \
+.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics bench-participant clean \
 	load-capacity load-impaired load-soak load-faults load-crash load-attack load-fleet
 
 $(STAMP): pyproject.toml  # set-up talks on stderr: a first `make bench` still prints only JSON on stdout
@@ -62,6 +62,11 @@ bench-web: $(STAMP)
 # The JavaScript snapshot decoder's time per snapshot in headless Chromium, beside Python's: rehearsal/web/decode_bench.py
 bench-decode: $(STAMP)
 	@$(PY) -m rehearsal.web.decode_bench $(ARGS)
+
+# The browser participant (headless Chromium as an assistant) through a loopback TCP relay with 100 ms RTT and 2%
+# segment loss: held-tissue prediction error with and without prediction, own-instrument latency, snapshot gaps
+bench-participant: $(STAMP)
+	@$(PY) -m rehearsal.web.participant_bench $(ARGS)
 
 # The thin client's haptic loop: real-time rate and jitter, force error and energy at 100 ms RTT (haptics_bench.py)
 bench-haptics: $(STAMP)

@@ -68,6 +68,11 @@ _SETTING_FLAGS = {
     "drain_seconds": ("--drain-seconds", float, "on SIGTERM, how long rooms may finish (s)"),
     "tls_cert": ("--tls-cert", str, "PEM certificate: serve HTTPS and WSS on the HTTP port (with --tls-key)"),
     "tls_key": ("--tls-key", str, "PEM private key of --tls-cert"),
+    "webtransport_port": (
+        "--webtransport-port",
+        int,
+        "UDP port for participants' WebTransport datagrams (HTTP/3, self-signed by hash); -1 off, 0 a free one",
+    ),
     "scenario_dir": (
         "--scenario-dir",
         Path,
@@ -392,7 +397,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             redis_url=args.redis or "",
             namespace=args.fleet_namespace,
             drain_seconds=settings.drain_seconds,
-            extra=_passed_on(args),
+            extra=passed_on_flags(args),
         )
         return Supervisor(plan).run()
     if args.redis:
@@ -414,7 +419,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 _FLEET_OWN = ("data_dir", "udp_host", "udp_port", "http_host", "http_port", "drain_seconds")
 
 
-def _passed_on(args: argparse.Namespace) -> list[str]:
+def passed_on_flags(args: argparse.Namespace) -> list[str]:
     """The settings flags given to ``serve --processes`` that every game server gets as well (its ports, data
     folder and drain are the supervisor's to set)."""
     out = []
@@ -423,6 +428,8 @@ def _passed_on(args: argparse.Namespace) -> list[str]:
     for name, (flag, _, _) in _SETTING_FLAGS.items():
         value = getattr(args, name, None)
         if value is not None and name not in _FLEET_OWN:
+            if name == "webtransport_port" and value > 0:
+                value = 0  # one port cannot serve every process: each takes a free one (its pages are told it)
             out += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
     return out
 
