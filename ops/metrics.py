@@ -28,6 +28,7 @@ metric *names* never depends on the app's state)::
         "handshakes": {"accepted": 10, "refused": 1, ...},         # handshakes by outcome
         "refusals": {"input_samples": 3, "commands": 1, ...},      # work refused over a budget, by reason
         "solver": {"inverted": 0, "clamped": 2},                   # solver health events by kind
+        "fixtures": {"violations": 3, "energy_cuts": 1, ...},      # virtual fixture enforcement by kind
         "ticks": 100000,                                           # ticks run (monotonic)
         "tick_overruns": 12,                                       # ticks over budget (monotonic)
         "tick_budget_utilisation": 0.42,                           # worst room: last tick / budget
@@ -122,6 +123,14 @@ STATUS_METRICS: tuple[tuple[str, str, str | None, str, str], ...] = (
         "Requests refused before any work (a budget spent, a bound exceeded), by reason.",
     ),
     ("rehearsal_solver_events_total", "counter", "kind", "solver", "Solver health events (inverted/clamped)."),
+    (
+        "rehearsal_fixture_events_total",
+        "counter",
+        "kind",
+        "fixtures",
+        "Virtual fixtures: tips stopped at forbidden regions (violations), pedals cut in no-energy zones "
+        "(energy_cuts, energy_cut_ticks), toggles refused (refused_toggles).",
+    ),
     ("rehearsal_ticks_total", "counter", None, "ticks", "Room ticks run."),
     ("rehearsal_tick_overruns_total", "counter", None, "tick_overruns", "Room ticks that overran their budget."),
     (

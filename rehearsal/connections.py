@@ -36,6 +36,7 @@ from netcode.protocol.inputs import InputPacketError
 from netcode.protocol.poses import RigidPose
 from netcode.sync.snapshot_codec import budget_for_rate
 from rehearsal.budget import OVERSPEND_SECONDS, ConnectionBudget, TokenBucket, room_budget
+from rehearsal.fixtures import fixtures_message
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
 from rehearsal.links import IN_ORDER, UDP, Link
@@ -153,6 +154,8 @@ class Connections:
         }
         link.send(Channel.RELIABLE, Message("welcome", welcome))
         link.send(Channel.RELIABLE, self.roster(live, identity.participant))
+        if room.fixtures.fixtures:  # the virtual fixtures and their state (rehearsal.fixtures)
+            link.send(Channel.RELIABLE, fixtures_message(room.fixtures))
         self.presence.announce(
             live,
             identity.participant,
@@ -452,6 +455,8 @@ class Connections:
             if isinstance(to, int):
                 detail["object"] = live.object_id(to, hand)
         live.broadcast_event(action.value, by=pid, detail=detail)
+        if action is Action.TOGGLE_FIXTURE:
+            live.broadcast(Channel.RELIABLE, fixtures_message(room.fixtures))
         if action is Action.REMOVE_PARTICIPANT:
             self.send_away(room.session, args.get("who"), "removed from the session by the mentor")
         if action is Action.END_ROOM:

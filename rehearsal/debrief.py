@@ -132,6 +132,10 @@ class _Builder:
             action = str(record.get("action"))
             kind = "annotation" if action == "annotate" else "command"
             self.event(room.elapsed, kind, by=by, detail={"action": action, **args})
+        elif record["t"] == "fixture":  # a virtual fixture's event (rehearsal/fixtures.py)
+            detail = record.get("detail") if isinstance(record.get("detail"), dict) else {}
+            iid = record.get("instrument") if isinstance(record.get("instrument"), int) else None
+            self.event(room.elapsed, str(record.get("kind")), iid, detail=detail)
 
     def on_step(self, room: Room, report: StepReport | None) -> None:
         if report is None:

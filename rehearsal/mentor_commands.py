@@ -1,5 +1,5 @@
 """The mentor's (and the scrub nurse's) commands in a room: pause, resume, end, reset, inject a complication,
-annotate, hand over, take over or hold an instrument, remove a participant.
+annotate, hand over, take over or hold an instrument, remove a participant, switch a virtual fixture.
 
 ``MentorCommands`` holds one handler ``_do_<action>`` per command (``rehearsal.roles.Action``); ``Room``
 inherits them and ``Room.command`` calls the one named by the action after the role check. A handler returns
@@ -14,6 +14,7 @@ import numpy as np
 
 from physics.instruments import InstrumentSpec, Kind
 from rehearsal.complications import ComplicationError, Complications
+from rehearsal.fixtures import FixtureEnforcer
 from rehearsal.hands import HANDS
 from rehearsal.lifecycle import RoomState
 from rehearsal.requests import DRIVING_ROLES, Participant, Refusal, finite_vector
@@ -27,6 +28,7 @@ class MentorCommands:
     annotations: deque[dict]
     complications: Complications
     inputs: dict
+    fixtures: FixtureEnforcer
     _specs: dict[Kind, InstrumentSpec]
     _effects: deque[tuple[str, int, object]]
 
@@ -112,6 +114,17 @@ class MentorCommands:
         if Kind.GRASPER not in self._specs:
             return Refusal("this scenario has no grasper to retract with")
         p.hands[str(hand)] = Kind.GRASPER
+        return None
+
+    def _do_toggle_fixture(self, p: Participant, fixture: object = None, active: object = None) -> Refusal | None:
+        """Switch one of the scenario's virtual fixtures on (``active: true``) or off; clients get the new set."""
+        if not isinstance(fixture, str) or not isinstance(active, bool):
+            self.counters["refused_bad_fixture"] += 1
+            return Refusal("toggle a fixture by id, with active: true or false")
+        if not self.fixtures.set_active(fixture, active):
+            self.counters["refused_bad_fixture"] += 1
+            known = ", ".join(self.fixtures.ids()) or "none"
+            return Refusal(f"no fixture {fixture!r} in this scenario (its fixtures: {known})"[:250])
         return None
 
     def _do_remove_participant(self, p: Participant, who: object = None) -> Refusal | None:

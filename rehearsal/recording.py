@@ -13,13 +13,16 @@ File format: a stream of msgpack maps (``"t"`` says which)::
     {"t": "inject", "id": complication id}
     {"t": "reset"}
     {"t": "command", "by": participant, "action": str, "args": {...}}
+    {"t": "fixture", "kind": str, "by": participant, "instrument": physics id, "detail": {...}}
     {"t": "end", "state": room state, "truncated": records left out at the size limit}
 
 Version 2 added the tick's ``"s"``: the headset sample time of each row's pose (aligned with ``"c"``; None
 where unknown), which the skill metrics differentiate at (rehearsal.skill_metrics), so a replay scores
 exactly as the live room did; and ``"command"``: an accepted mentor or nurse command (for the debrief's
 timeline; it changes nothing on replay, its world changes have their own records), written before the
-tick it preceded. Version 1 files still read (their metrics use tick times).
+tick it preceded; ``"fixture"``: a virtual fixture's event (``fixture_violation``, ``energy_cut``:
+rehearsal/fixtures.py) for the timeline, also written before the tick it preceded (the tick's control is the
+enforced one, so a replay does not enforce again). Version 1 files still read (their metrics use tick times).
 
 A recording stops growing at ``max_bytes`` (but for its end record; counted in ``truncated``), so an
 endless session cannot fill the disk; writes are buffered and flushed every ``FLUSH_EVERY`` records.
@@ -189,6 +192,14 @@ class Recorder:
             self.truncated += 1
             return
         self._commands.append({"t": "command", "by": int(by), "action": str(action), "args": _plain(args)})
+
+    def fixture_event(self, kind: str, by: int, instrument: int, detail: dict[str, Any]) -> None:
+        """A virtual fixture's event (the room's thread building the control); written like a command."""
+        if len(self._commands) >= MAX_PENDING_COMMANDS:
+            self.truncated += 1
+            return
+        record = {"t": "fixture", "kind": str(kind), "by": int(by), "instrument": int(instrument)}
+        self._commands.append({**record, "detail": _plain(detail)})
 
     def _write_commands(self) -> None:
         while self._commands:

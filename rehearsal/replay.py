@@ -56,6 +56,8 @@ def replay(
             on_record(room, record)
         if kind in ("reset", "inject"):
             room.queue_effect(kind, -1, record.get("id"))
+        elif kind == "fixture":  # the control was enforced live: only its violations are scored again
+            room.replay_fixture_event(record)
         elif kind == "end":
             break
     return room

@@ -31,6 +31,7 @@ class Action(StrEnum):
     TAKE_OVER_INSTRUMENT = "take_over_instrument"
     REMOVE_PARTICIPANT = "remove_participant"
     END_ROOM = "end_room"
+    TOGGLE_FIXTURE = "toggle_fixture"  # switch a virtual fixture on or off (rehearsal/fixtures.py)
     WATCH = "watch"
 
 
@@ -49,6 +50,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.TAKE_OVER_INSTRUMENT,
             Action.REMOVE_PARTICIPANT,
             Action.END_ROOM,
+            Action.TOGGLE_FIXTURE,
             Action.WATCH,
         }
     ),

@@ -20,6 +20,7 @@ from physics.model import inverted_tets
 from physics.pose_guard import PoseLimits
 from physics.state import State
 from rehearsal.complications import ComplicationError, Complications
+from rehearsal.fixtures import FixtureEnforcer
 from rehearsal.hands import HANDS, instrument_holder, instrument_id
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
@@ -107,6 +108,11 @@ class Room(MentorCommands):
         self.workspace = (lo - WORKSPACE_MARGIN, hi + WORKSPACE_MARGIN)
         self._workspace_bounds = (self.workspace[0].tolist(), self.workspace[1].tolist())
         self._specs: dict[Kind, InstrumentSpec] = {Kind(k): SPECS[Kind(k)]() for k in scenario.instruments}
+        # the scenario's virtual fixtures, enforced on every pose control() hands to physics; their on/off state
+        # (a mentor's toggle_fixture) outlives a reset
+        self.fixtures = FixtureEnforcer.for_model(scenario.fixtures, self.model)
+        self._fixture_contact: dict[int, tuple[bool, float | None]] = {}  # instrument -> (touching, deviation)
+        self._energy_cut: set[int] = set()  # instruments whose pressed pedal a no-energy zone cut last tick
         self.state = transition(self.state, RoomState.LOBBY)
 
     # --- people ------------------------------------------------------------------------------------------
@@ -331,11 +337,49 @@ class Room(MentorCommands):
                 continue
             spec = self._specs[p.hands[hand]]
             iid = instrument_id(pid, hand)
-            inputs.append(InstrumentInput(iid, spec, pose.position, pose.orientation, pose.jaw, pose.energy))
+            position, energy = self._apply_fixtures(iid, pid, hand, spec, pose)
+            inputs.append(InstrumentInput(iid, spec, position, pose.orientation, pose.jaw, energy))
             times[iid] = pose.sample_time
+        for gone in set(self._fixture_contact) - set(times):
+            self.fixtures.forget(gone)
+            del self._fixture_contact[gone]
+            self._energy_cut.discard(gone)
         control = Control(inputs)
         self._control_times = (control, times)
         return control
+
+    def _apply_fixtures(
+        self, iid: int, pid: int, hand: str, spec: InstrumentSpec, pose: HandInput
+    ) -> tuple[np.ndarray, bool]:
+        """The pose's hinge position and energy after the virtual fixtures (``rehearsal.fixtures``); a tip stopped
+        on entering a forbidden region, or a pedal cut in a no-energy zone, is counted and announced."""
+        outcome = self.fixtures.constrain(iid, spec, pose.position, pose.orientation, pose.energy)
+        self._fixture_contact[iid] = (bool(outcome.stopped_by) or self.fixtures.touching(iid), outcome.deviation)
+        for fixture in outcome.entered:
+            self.counters["fixture_violations"] += 1
+            self.skills.note_fixture_violation(pid, hand)
+            self._fixture_event("fixture_violation", {"fixture": fixture, "hand": hand}, pid, iid)
+        if outcome.energy_cut is not None:
+            self.counters["fixture_energy_cut_ticks"] += 1
+            if iid not in self._energy_cut:  # the pedal was not being cut last tick
+                self.counters["fixture_energy_cuts"] += 1
+                self._fixture_event("energy_cut", {"fixture": outcome.energy_cut, "hand": hand}, pid, iid)
+            self._energy_cut.add(iid)
+        else:
+            self._energy_cut.discard(iid)
+        return outcome.position, outcome.energy
+
+    def replay_fixture_event(self, record: dict) -> None:
+        """A recorded fixture event (a replay): a violation is scored again (the recorded control is already
+        enforced, so replaying it stops no tip)."""
+        iid = record.get("instrument")
+        if record.get("kind") == "fixture_violation" and isinstance(iid, int) and iid >= 0:
+            self.skills.note_fixture_violation(*instrument_holder(iid))
+
+    def _fixture_event(self, kind: str, detail: dict, pid: int, iid: int) -> None:
+        self._events.append(RoomEvent(kind, detail, by=pid, instrument=iid))
+        if self.recorder is not None:
+            self.recorder.fixture_event(kind, pid, iid, detail)  # for the debrief's timeline
 
     # --- time --------------------------------------------------------------------------------------------
 
@@ -409,6 +453,8 @@ class Room(MentorCommands):
                     energy=bool(inst.energy),
                     force=forces[command.id],
                     sample_time=times.get(command.id),
+                    fixture_contact=self._fixture_contact.get(command.id, (False, None))[0],
+                    guide_deviation=self._fixture_contact.get(command.id, (False, None))[1],
                 )
             )
         self.skills.observe(self.elapsed, samples)

@@ -25,6 +25,7 @@ from physics.mesh_io import load_tet_mesh
 from physics.model import Model, build_model
 from physics.procedural import gallbladder, liver_lobe, tissue_block, vertices_in_box
 from physics.voxels import label_volume_to_mesh
+from rehearsal.fixtures import FixtureDef, fixture_def
 from rehearsal.scenario_schema import (
     ANATOMY_KINDS,
     CHECK_KINDS,
@@ -126,6 +127,7 @@ class Scenario:
     source: Path
     max_participants: int = DEFAULT_MAX_PARTICIPANTS  # people connected to one room at once (``[room]``)
     skill_limits: Thresholds = DEFAULT_THRESHOLDS  # per-hand pass limits (``[skill_limits]``)
+    fixtures: tuple[FixtureDef, ...] = ()  # virtual fixtures (``[[fixtures]]``, rehearsal/fixtures.py)
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -221,6 +223,7 @@ def _scenario(spec: ScenarioSpec, path: Path, where: Located) -> Scenario:
         source=path,
         max_participants=spec.room.max_participants,
         skill_limits=replace(DEFAULT_THRESHOLDS, **limits),
+        fixtures=tuple(fixture_def(f) for f in spec.fixtures),
     )
 
 

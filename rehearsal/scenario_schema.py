@@ -160,6 +160,72 @@ class SkillLimitsSpec(_Table):
     tissue_damage: _int_range(0, 10**7) | None = None
     misapplied_energy_events: _int_range(0, 100000) | None = None
     misapplied_energy_s: _range(0.0, 86400.0) | None = None
+    # virtual fixtures (rehearsal/fixtures.py)
+    fixture_violations: _int_range(0, 100000) | None = None
+    forbidden_contact_s: _range(0.0, 86400.0) | None = None
+    guidance_deviation_m: _range(0.0, 1.0) | None = None
+
+
+# --- virtual fixtures ([[fixtures]]: forbidden regions, no-energy zones, guidance; rehearsal/fixtures.py) ------
+
+FIXTURE_ROLES = ("forbidden", "no_energy", "guide")
+FIXTURE_SHAPES = ("sphere", "capsule", "mesh", "plane", "path")
+MAX_SCENARIO_FIXTURES = 32  # netcode.protocol.fixtures.MAX_FIXTURES: one message carries them all
+MAX_FIXTURE_PATH_POINTS = 256
+
+
+class FixtureSpec(_Table):
+    """One virtual fixture: a region a tip may not enter (``forbidden``), a region where energy is cut
+    (``no_energy``), or a path or plane the haptic loop guides the tip along (``guide``)."""
+
+    id: StrictStr
+    title: StrictStr = ""
+    role: Literal["forbidden", "no_energy", "guide"]
+    shape: Literal["sphere", "capsule", "mesh", "plane", "path"]
+    center: Vec3 | None = None  # m (sphere)
+    radius: _range(1e-4, 1.0) | None = None  # m (sphere, capsule)
+    a: Vec3 | None = None  # m (capsule: one end of its axis)
+    b: Vec3 | None = None  # m (capsule: the other end)
+    region: _int_range(0, 255) | None = None  # mesh: the material region whose tets (at rest) it surrounds
+    margin: _range(0.0, 0.05) | None = None  # m (mesh: how far beyond the region's surface), default 0.002
+    point: Vec3 | None = None  # m (plane)
+    normal: Vec3 | None = None  # plane
+    points: Annotated[list[Vec3], Field(min_length=2, max_length=MAX_FIXTURE_PATH_POINTS)] | None = None  # path
+    stiffness: _range(0.0, 1e5) | None = None  # N/m: guide spring (default 200), rendered wall (default 2000)
+    active: StrictBool = True  # switched on when the room starts (a mentor may switch it live)
+
+
+FIXTURE_SHAPE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sphere": (("center", "radius"), ()),
+    "capsule": (("a", "b", "radius"), ()),
+    "mesh": (("region",), ("margin",)),
+    "plane": (("point", "normal"), ()),
+    "path": (("points",), ()),
+}
+_FIXTURE_COMMON = ("role", "shape", "stiffness", "active")
+
+
+def _fixture_checks(spec: ScenarioSpec, where: Located) -> None:
+    """Each fixture's shape keys, a role that fits the shape, unique ids, and meshes over existing regions."""
+    fixtures = spec.fixtures
+    if len(fixtures) > MAX_SCENARIO_FIXTURES:
+        raise where.error(("fixtures",), f"at most {MAX_SCENARIO_FIXTURES} fixtures")
+    ids = [f.id for f in fixtures]
+    if len(set(ids)) != len(ids):
+        raise where.error(("fixtures",), "ids must be unique")
+    regions = {m.region for m in spec.materials}
+    for i, f in enumerate(fixtures):
+        loc = ("fixtures", i)
+        guide = f.shape in ("plane", "path")
+        if (f.role == "guide") != guide:
+            shapes = "plane or path" if f.role == "guide" else "sphere, capsule or mesh"
+            raise where.error((*loc, "shape"), f"a {f.role} fixture is a {shapes}, not a {f.shape}")
+        required, optional = FIXTURE_SHAPE_KEYS[f.shape]
+        _kind_keys(f, (required, (*optional, *_FIXTURE_COMMON)), loc, f"a {f.shape} fixture", where)
+        if f.shape == "plane" and sum(v * v for v in f.normal) < 1e-18:
+            raise where.error((*loc, "normal"), "must not be zero")
+        if f.shape == "mesh" and f.region not in regions:
+            raise where.error((*loc, "region"), f"no material region {f.region} in this scenario")
 
 
 class ScenarioSpec(_Table):
@@ -176,9 +242,7 @@ class ScenarioSpec(_Table):
     steps: list[StepSpec] = []
     complications: list[ComplicationSpec] = []
     skill_limits: SkillLimitsSpec = SkillLimitsSpec()
-
-
-_ = StrictBool  # (no boolean key yet: kept importable for the next one)
+    fixtures: list[FixtureSpec] = []  # virtual fixtures (its own block below)
 
 
 # --- errors: file, line, key ---------------------------------------------------------------------------
@@ -326,6 +390,8 @@ def _problem(error: dict[str, Any]) -> str:
         return "numbers must be finite"
     if kind in ("too_short", "too_long"):
         want = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        if kind == "too_short" and want not in (1, 3):  # e.g. a fixture's path: at least 2 points
+            return f"expected a list of at least {want} items, got {ctx.get('actual_length')}"
         return (
             f"expected a list of at least {want} item(s)"
             if kind == "too_short" and want == 1
@@ -401,6 +467,7 @@ def _cross_checks(spec: ScenarioSpec, where: Located) -> None:
         ids = [item.id for item in items]
         if len(set(ids)) != len(ids):
             raise where.error((what,), "ids must be unique")
+    _fixture_checks(spec, where)
 
 
 def _kind_keys(

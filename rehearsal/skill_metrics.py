@@ -33,6 +33,11 @@ Conventions (what each number means):
   damage; do not note the intended cut).
 * misapplied energy: episodes (entering events) and seconds of energy in a forbidden zone.
   `note_misapplied_energy` is level-triggered: call it on every tick while it lasts.
+* virtual fixtures (rehearsal/fixtures.py): fixture violations, each time a tip was stopped entering a
+  forbidden region (`note_fixture_violation`, edge-triggered by the room); forbidden contact time, the active
+  time whose sample rests on a forbidden region's boundary (`InstrumentSample.fixture_contact`); guidance
+  deviation, the RMS over time of the tip's distance from the nearest active guide
+  (`InstrumentSample.guide_deviation`; 0 when no guide was on).
 
 Samples with a non-finite or malformed field, a zero quaternion, a negative force or a hand already seen in
 the same tick are ignored and counted (`invalid_samples`); an `observe` whose time does not increase is
@@ -63,6 +68,8 @@ ERROR_METRICS = (
     "tissue_damage",
     "misapplied_energy_events",
     "misapplied_energy_s",
+    "fixture_violations",
+    "forbidden_contact_s",
 )
 EFFICIENCY_METRICS = (
     "active_time_s",
@@ -71,6 +78,7 @@ EFFICIENCY_METRICS = (
     "mean_squared_jerk",
     "idle_time_s",
     "volume_m3",
+    "guidance_deviation_m",
 )
 
 
@@ -94,6 +102,8 @@ class InstrumentSample:
     energy: bool = False
     force: float = 0.0
     sample_time: float | None = None
+    fixture_contact: bool = False  # the tip rests on an active forbidden region's boundary
+    guide_deviation: float | None = None  # m from the nearest active guidance fixture (None: none is on)
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,10 @@ class HandMetrics:
     misapplied_energy_events: int = 0
     misapplied_energy_s: float = 0.0
     energy_time_s: float = 0.0
+    fixture_violations: int = 0
+    forbidden_contact_s: float = 0.0
+    guidance_deviation_m: float = 0.0
+    guided_time_s: float = 0.0
     samples: int = 0
     invalid_samples: int = 0
 
@@ -155,6 +169,9 @@ class Thresholds:
     tissue_damage: int | None = 5
     misapplied_energy_events: int | None = 0
     misapplied_energy_s: float | None = 0.0
+    fixture_violations: int | None = 0  # a tip stopped at a forbidden region is an error
+    forbidden_contact_s: float | None = 1.0  # s resting on a forbidden region's boundary
+    guidance_deviation_m: float | None = 0.005  # RMS m from an active guide
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -272,6 +289,10 @@ class _Hand:
     energy_marked: bool = False  # noted since the last observe
     energy_in_episode: bool = False  # the previous tick was marked
     energy_on_time: float = 0.0
+    fixture_violations: int = 0
+    contact_time: float = 0.0
+    guide_sq_integral: float = 0.0
+    guide_time: float = 0.0
     invalid: int = 0
 
     def add(
@@ -284,6 +305,8 @@ class _Hand:
         force: float,
         config: TrackerConfig,
         sample_time: float | None = None,
+        contact: bool = False,
+        deviation: float | None = None,
     ) -> None:
         """Fold one valid sample into the sums; the interval since the previous sample is attributed to it."""
         if kind not in self.kinds and len(self.kinds) < MAX_KINDS_PER_HAND:
@@ -305,6 +328,11 @@ class _Hand:
                 self.excessive_force_time += dt
             if energy:
                 self.energy_on_time += dt
+            if contact:
+                self.contact_time += dt
+            if deviation is not None:
+                self.guide_sq_integral += deviation * deviation * dt
+                self.guide_time += dt
         self.window.append((time, p))
         self._add_jerk(time if sample_time is None else sample_time, p)
         self.last_orientation = q
@@ -366,6 +394,10 @@ class _Hand:
             misapplied_energy_events=self.energy_events,
             misapplied_energy_s=self.energy_time,
             energy_time_s=self.energy_on_time,
+            fixture_violations=self.fixture_violations,
+            forbidden_contact_s=self.contact_time,
+            guidance_deviation_m=math.sqrt(self.guide_sq_integral / self.guide_time) if self.guide_time > 0 else 0.0,
+            guided_time_s=self.guide_time,
             samples=self.n,
             invalid_samples=self.invalid,
         )
@@ -424,7 +456,10 @@ class SkillTracker:
             kind = str(getattr(sample, "kind", ""))
             at = _number(getattr(sample, "sample_time", None))
             energy = bool(getattr(sample, "energy", False))
-            self._hand(*key).add(t, kind, p, q, energy, force, self.config, at)
+            contact = bool(getattr(sample, "fixture_contact", False))
+            deviation = _number(getattr(sample, "guide_deviation", None))
+            deviation = deviation if deviation is not None and deviation >= 0.0 else None
+            self._hand(*key).add(t, kind, p, q, energy, force, self.config, at, contact, deviation)
             present[key] = p
         self._detect_collisions(present)
 
@@ -459,6 +494,10 @@ class SkillTracker:
         if not acc.energy_marked and not acc.energy_in_episode:
             acc.energy_events += 1
         acc.energy_marked = True
+
+    def note_fixture_violation(self, participant: int, hand: str) -> None:
+        """A tip stopped entering a forbidden region (once per entry: the room edge-triggers it)."""
+        self._hand(participant, hand).fixture_violations += 1
 
     def note_collision(self, participant_a: int, hand_a: str, participant_b: int, hand_b: str) -> None:
         """A collision the tracker cannot see (e.g. shafts): one for each hand, unless a tip contact already counts."""

@@ -233,6 +233,7 @@ class StatusViews:
         roles: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
         solver: Counter[str] = Counter()
+        fixtures: Counter[str] = Counter()
         substeps, ticks, overruns = {}, 0, 0
         live_rooms = self.sessions.rooms
         self.durations.update(live_rooms)  # up to this scrape
@@ -243,6 +244,8 @@ class StatusViews:
                     roles[p.identity.role.value] += 1
             rejected.update(by_prefix(live.room.counters, "input_rejected_"))
             solver.update(by_prefix(live.room.counters, "solver_"))
+            fixtures.update(by_prefix(live.room.counters, "fixture_"))
+            fixtures["refused_toggles"] += live.room.counters["refused_toggle_fixture"]
             substeps[self.room_label(session)] = live.ticker.governor.substeps
             ticks += live.ticker.stats.ticks
             overruns += live.ticker.stats.overruns
@@ -259,6 +262,7 @@ class StatusViews:
             "ticks": ticks,
             "tick_overruns": overruns,
             "solver": dict(solver),
+            "fixtures": dict(fixtures),
             "packet_loss_ratio": self.packet_loss,
             "tick_budget_utilisation": max(
                 (live.ticker.stats.last_tick_seconds / live.ticker.dt for live in live_rooms.values()), default=0.0

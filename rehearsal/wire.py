@@ -26,6 +26,10 @@ the thin client's (``netcode.protocol.schema``: input, input_ack, grasp, release
   its grasp pull, 0.01 N i16 per component, with the instrument's position (``netcode.protocol.forces``). Each
   participant gets its own instruments, each mentor the whole room's (at most ``MAX_FORCE_INSTRUMENTS`` per
   message, more in further messages of the same tick); observers see the magnitudes in ``room_health``.
+* ``fixtures`` (reliable, server->client): the room's virtual fixtures (forbidden regions, no-energy zones,
+  guides), their shapes and on/off state (``netcode.protocol.fixtures``), to a newcomer right after ``welcome``
+  and to the whole room after every ``toggle_fixture``; each replaces the set held before. Only in a scenario
+  with ``[[fixtures]]``.
 * ``refused`` (reliable, server->client): request (``connect``, ``input``, ``command:<action>``,
   ``message:<type>``), reason (for a person), id (the command's, if it had one).
 
@@ -37,7 +41,7 @@ Command arguments (each bounded, ``COMMAND_ARGS``: others, or longer ones, are r
 runs): ``annotate`` {kind: marker (kept, in ``welcome``) | pointer (with ``direction``, not
 kept) | clear, position: [x, y, z], text (<= 200 characters)}; ``hand_instrument`` {to: participant, hand, kind};
 ``take_over_instrument`` / ``hold_retractor`` {hand, release: bool}; ``inject_complication``
-{complication}; ``remove_participant`` {who};
+{complication}; ``remove_participant`` {who}; ``toggle_fixture`` {fixture: id, active: bool} (mentors only);
 the room's own changes are ``started`` (lobby -> running), ``joined`` / ``left`` (detail: participant,
 role, name, objects: {left|right|head: snapshot object id}) and ``ended``; once a second the room's mentors and
 observers get ``room_health`` (detail: participants [{participant, transport, rtt, loss, snapshot_age, forces:
@@ -52,6 +56,9 @@ The scenario's progress: ``step_completed`` /
 ``complication_started`` (detail: complication, kind, title, and for a bleeding point its vertex and
 position), ``complication_failed`` (complication, reason), ``bleeding_stopped`` (complication, lost_ml)
 and ``world_reset`` (after a reset took effect; a new full ``snap_topology`` precedes it).
+Virtual fixtures (``rehearsal.fixtures``): ``fixture_violation`` (a tip was stopped entering a forbidden region;
+detail: fixture, hand) and ``energy_cut`` (a pressed pedal ignored inside a no-energy zone; detail: fixture,
+hand), each with the instrument's snapshot object id, once per entry.
 
 Input devices (the thin client's device ids in ``input`` packets): ``DEVICE_HEAD`` (0) is the headset,
 ``DEVICE_LEFT`` (1) and ``DEVICE_RIGHT`` (2) are the instruments in the left and right hand. Rotations on
@@ -63,6 +70,7 @@ from __future__ import annotations
 import numpy as np
 
 from netcode.messaging.messages import Field, MessageRegistry
+from netcode.protocol.fixtures import register_fixture_types
 from netcode.protocol.forces import register_force_types
 from netcode.protocol.schema import register_thin_client_types
 from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY
@@ -120,7 +128,7 @@ def build_registry() -> MessageRegistry:
         Field("id", "int", required=False),
         doc="A request that changed nothing, and why.",
     )
-    return register_force_types(registry)
+    return register_fixture_types(register_force_types(registry))
 
 
 REHEARSAL_REGISTRY = build_registry()
@@ -155,6 +163,11 @@ def build_command_args() -> MessageRegistry:
     args.register("hold_retractor", _HAND, Field("release", "bool", required=False))
     args.register("inject_complication", Field("complication", "str", required=False, max_length=64))
     args.register("remove_participant", Field("who", "int", required=False))
+    args.register(
+        "toggle_fixture",
+        Field("fixture", "str", required=False, max_length=64),
+        Field("active", "bool", required=False),
+    )
     return args
 
 

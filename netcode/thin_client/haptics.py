@@ -9,6 +9,12 @@ more energy than it has taken in, so latency cannot make a stiff contact buzz or
 
 ``HapticLoop.step(now)`` is one cycle (tests and benches drive it with a simulated clock);
 ``HapticLoop.start()`` runs it on its own daemon thread at ``rate_hz`` until ``stop()`` (bounded join).
+Virtual fixtures (``netcode.protocol.fixtures``, from the server's ``fixtures`` message): ``FixtureForces``
+renders each active forbidden region as a wall (its stiffness times the tip's depth, along the outward
+normal) and each active guide as a spring towards the nearest point of its plane or path, at the instrument
+tip, every cycle, added after the smoothing (they are local: no staircase to smooth, and a low-pass would
+only lag the wall) and before the passivity controller, whose bookkeeping covers them too.
+
 Devices: ``netcode.thin_client.haptics_devices``. Specification for ports: CLIENT.md section 8.
 """
 
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netcode.protocol.fixtures import Fixture, FixtureSet, FixtureSetError, fixture_set_from_fields
 from netcode.protocol.forces import ForceReport
 from netcode.protocol.response_model import ResponseModel
 from netcode.thin_client.haptics_devices import HapticDevice
@@ -37,8 +44,9 @@ class HapticConfig:
     smoothing: time constant of the low-pass on the model's force (s); energy_reserve: the most energy the
     observer credits (J), so a long absorbing contact cannot bank energy for a later burst; contact_force:
     below this server force (N) there is no contact and no local stiffness; stiffness_gain: how fast the
-    stiffness estimate follows a new sample (0..1); min_probe: the smallest motion along the force (m) that
-    yields a stiffness sample; energy_margin: the energy (J) the passivity controller keeps in hand."""
+    stiffness estimate follows a new sample (0..1); stiffness_window: the server samples (ticks) one stiffness
+    sample is fitted over; min_probe: the smallest spread of their positions along the force (m) that yields a
+    stiffness sample; energy_margin: the energy (J) the passivity controller keeps in hand."""
 
     rate_hz: float = 1000.0
     max_force: float = 3.3
@@ -48,7 +56,8 @@ class HapticConfig:
     energy_reserve: float = 0.02
     energy_margin: float = 1e-4
     contact_force: float = 0.02
-    stiffness_gain: float = 0.3
+    stiffness_gain: float = 0.5
+    stiffness_window: int = 4
     min_probe: float = 2e-4
     passivity: bool = True  # off only to show what it prevents (tests, benches)
     local_model: bool = True  # off: hold the newest server force (the naive baseline)
@@ -63,13 +72,18 @@ class HapticConfig:
             raise ValueError("HapticConfig: max_damping >= 0 and 0 <= energy_margin <= energy_reserve, all finite")
         if not 0 < self.stiffness_gain <= 1:
             raise ValueError("HapticConfig.stiffness_gain must be in (0, 1]")
+        if not (isinstance(self.stiffness_window, int) and 2 <= self.stiffness_window <= 64):
+            raise ValueError("HapticConfig.stiffness_window must be an int in [2, 64]")
 
 
 class LocalForceModel:
     """The server's newest force F_s at the instrument position x_s, extended to nearby positions with a stiffness
     k along the force's direction n: F(x) = F_s - k n (n . (x - x_s)), its component along n kept between 0 and
-    the device limit (contact pushes, grasps pull: neither flips sign). k is estimated from successive server
-    samples (-dF.n / dx.n), reset when contact ends or a grasp starts or ends."""
+    the device limit (contact pushes, grasps pull: neither flips sign). k is the slope -dF.n / dx.n fitted by least
+    squares over the last ``stiffness_window`` server samples once their positions spread ``min_probe`` along n
+    (a window, not successive pairs: a slow start moves less than ``min_probe`` a tick, and 0.01 N quantization
+    over one tick's motion is noise), followed with ``stiffness_gain``; reset when contact ends or a grasp
+    starts or ends."""
 
     def __init__(self, config: HapticConfig) -> None:
         self.config = config
@@ -78,10 +92,12 @@ class LocalForceModel:
         self.normal = np.zeros(3)
         self.stiffness = 0.0
         self.updates = 0
+        self._window: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=config.stiffness_window)
 
     def reset(self) -> None:
         """Forget the stiffness (a new grasp or release: the old law says nothing about the new one)."""
         self.stiffness = 0.0
+        self._window.clear()
 
     def update(self, force: np.ndarray, position: np.ndarray) -> None:
         """A server force (N, on the instrument) measured at the instrument's position (m)."""
@@ -93,13 +109,17 @@ class LocalForceModel:
         magnitude = float(np.linalg.norm(force))
         if magnitude < cfg.contact_force:
             self.stiffness = 0.0
+            self._window.clear()
             normal = np.zeros(3)
         else:
             normal = force / magnitude
-            if self.position is not None:
-                along = float(normal @ (position - self.position))
-                if abs(along) >= cfg.min_probe:
-                    sample = -float(normal @ (force - self.force)) / along
+            self._window.append((position, force))
+            if len(self._window) >= 2:
+                s = np.array([float(normal @ x) for x, _ in self._window])
+                f = np.array([float(normal @ g) for _, g in self._window])
+                if float(s.max() - s.min()) >= cfg.min_probe:
+                    ds = s - s.mean()
+                    sample = -float(ds @ (f - f.mean())) / float(ds @ ds)
                     sample = min(max(sample, 0.0), cfg.max_stiffness)
                     self.stiffness += cfg.stiffness_gain * (sample - self.stiffness)
         self.force, self.position, self.normal = force, position, normal
@@ -120,7 +140,9 @@ class PassivityController:
 
     The observer sums the energy the rendered environment absorbed, W = -sum F(n-1).(x(n) - x(n-1)) (exact for a
     force held between samples); credit is capped at ``energy_reserve``. Before a force F goes out, if it would
-    drive W below 0 at the current velocity v, the controller adds the damping that brings W back to 0:
+    drive W below 0 at the current velocity v while doing work on the hand (F.v >= 0), the controller adds the
+    damping that brings W back to 0 (a force resisting the motion only adds to W: damping it would only add
+    error, as in a grasp pulled on):
     F' = F - beta v, beta = (F.v dt + margin - W) / (|v|^2 dt), at most ``max_damping`` (a discrete damper is
     stable below 2 m / dt: 200 N s/m for a 0.1 kg hand at 1 kHz; a real device states its own limit).
     The margin keeps W above 0 despite the one-cycle-old velocity the prediction uses."""
@@ -145,14 +167,56 @@ class PassivityController:
         if cfg.passivity:
             v = dx / dt
             vv = float(v @ v)
-            predicted = self.energy - float(force @ v) * dt - cfg.energy_margin
-            if predicted < 0 and vv > 1e-12:
+            power = float(force @ v)  # > 0: the force would do work on the hand this cycle
+            predicted = self.energy - power * dt - cfg.energy_margin
+            if predicted < 0 and vv > 1e-12 and power >= 0:
                 beta = min(-predicted / (vv * dt), cfg.max_damping)
                 out = force - beta * v
                 self.dissipated += beta * vv * dt
                 self.active_cycles += 1
         self._last_x, self._last_f = x.copy(), out
         return out
+
+
+class FixtureForces:
+    """The forces of the active virtual fixtures at a tip (N): walls out of forbidden regions, springs onto
+    guides, each stiffness capped at ``HapticConfig.max_stiffness`` (the stiffest the device renders stably).
+    A region's distance is computed only while the tip is inside its bounding box (a mesh's distance costs
+    O(triangles) a cycle; away from it, nothing)."""
+
+    def __init__(self, config: HapticConfig) -> None:
+        self.config = config
+        self.walls: list[Fixture] = []
+        self.guides: list[Fixture] = []
+        self._bounds: list[tuple[np.ndarray, np.ndarray]] = []
+        self.revision = -1
+        self.contact = False  # the tip was inside a forbidden region at the last ``at``
+
+    def update(self, fixtures: FixtureSet) -> bool:
+        """Take a newer set (an older revision is ignored: reordered or repeated); True when taken."""
+        if fixtures.revision <= self.revision:
+            return False
+        self.revision = fixtures.revision
+        self.walls = fixtures.active("forbidden")
+        self._bounds = [wall.shape.bounds() for wall in self.walls]
+        self.guides = fixtures.active("guide")
+        return True
+
+    def at(self, tip: np.ndarray) -> np.ndarray:
+        """The fixtures' force on the hand with the instrument tip at ``tip`` (m, world)."""
+        force = np.zeros(3)
+        self.contact = False
+        cap = self.config.max_stiffness
+        for wall, (lo, hi) in zip(self.walls, self._bounds, strict=True):
+            if np.any(tip < lo) or np.any(tip > hi):
+                continue  # outside the box: outside the region, no wall
+            depth, normal = wall.shape.distance(tip)
+            if depth < 0:
+                force += min(wall.stiffness, cap) * -depth * normal
+                self.contact = True
+        for guide in self.guides:
+            force += min(guide.stiffness, cap) * (guide.shape.closest(tip) - tip)
+        return force
 
 
 @dataclass(slots=True)
@@ -164,6 +228,8 @@ class HapticStats:
     energy_absorbed: float = 0.0
     energy_dissipated: float = 0.0
     passivity_cycles: int = 0
+    fixture_contact_cycles: int = 0  # cycles with the tip inside a forbidden region (a wall rendered)
+    fixture_messages_dropped: int = 0  # ``fixtures`` messages that did not decode
 
 
 class HapticLoop:
@@ -177,6 +243,8 @@ class HapticLoop:
         self.model = LocalForceModel(self.config)
         self.passivity = PassivityController(self.config)
         self.rendered = np.zeros(3)
+        self.fixtures = FixtureForces(self.config)
+        self.tip_offset = np.zeros(3)  # world vector from the device point to the instrument tip (set_tip_offset)
         self._smoothed = np.zeros(3)
         self._inbox: deque[tuple[str, object]] = deque(maxlen=64)  # other threads -> the loop's thread
         self._last_now: float | None = None
@@ -211,6 +279,26 @@ class HapticLoop:
     def on_release(self) -> None:
         self._inbox.append(("reset", None))
 
+    def on_fixtures(self, fixtures: FixtureSet) -> None:
+        """The room's virtual fixtures and their state (any thread): rendered from the next cycle on."""
+        self._inbox.append(("fixtures", fixtures))
+
+    def on_fixtures_message(self, fields: dict) -> bool:
+        """A ``fixtures`` message's fields; False (counted, nothing changes) when they do not decode."""
+        try:
+            self.on_fixtures(fixture_set_from_fields(fields))
+        except (FixtureSetError, KeyError, TypeError, ValueError):
+            self.stats.fixture_messages_dropped += 1
+            return False
+        return True
+
+    def set_tip_offset(self, offset: np.ndarray) -> None:
+        """Where the instrument's tip is relative to the device point (m, world; the client updates it as the
+        instrument turns): fixtures act on the tip."""
+        offset = np.asarray(offset, dtype=np.float64).reshape(3)
+        if np.all(np.isfinite(offset)):
+            self._inbox.append(("tip", offset.copy()))
+
     # --- one cycle ---------------------------------------------------------------------------------------
 
     def step(self, now: float) -> np.ndarray:
@@ -220,6 +308,10 @@ class HapticLoop:
             kind, payload = self._inbox.popleft()
             if kind == "force":
                 self.model.update(*payload)
+            elif kind == "fixtures":
+                self.fixtures.update(payload)
+            elif kind == "tip":
+                self.tip_offset = payload
             else:
                 self.model.reset()
         dt = 1.0 / cfg.rate_hz if self._last_now is None else now - self._last_now
@@ -234,6 +326,9 @@ class HapticLoop:
         a = min(max(dt, 0.0) / cfg.smoothing, 1.0)
         self._smoothed = self._smoothed + a * (target - self._smoothed)
         force = self._smoothed
+        if self.fixtures.walls or self.fixtures.guides:
+            force = force + self.fixtures.at(x + self.tip_offset)
+            self.stats.fixture_contact_cycles += self.fixtures.contact
         magnitude = float(np.linalg.norm(force))
         if magnitude > cfg.max_force:
             force = force * (cfg.max_force / magnitude)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netcode.protocol.fixtures import FixtureSet
 from netcode.protocol.forces import FORCE_QUANTUM
 from netcode.thin_client.haptics import HapticConfig, HapticLoop
 from netcode.thin_client.haptics_devices import SimulatedHand
@@ -99,13 +100,17 @@ def simulate(
     hand: dict | None = None,
     jitter: float = 0.0,
     seed: int = 0,
+    fixtures: FixtureSet | None = None,
 ) -> SimulationResult:
     """Run ``duration`` s of the loop at its rate: each server tick takes the newest device position that has
     arrived (rtt/2 up), computes ``law`` there, quantizes it as the wire does and delivers it rtt/2 later
-    (+ U(0, jitter) each way)."""
+    (+ U(0, jitter) each way). ``fixtures``: virtual fixtures the loop renders from the start (the device point
+    is the tip); the law stays the tissue's, and ``truth`` with it."""
     cfg = config or HapticConfig()
     device = SimulatedHand(intent, **(hand or {}))
     loop = HapticLoop(device, INSTRUMENT, cfg)
+    if fixtures is not None:
+        loop.on_fixtures(fixtures)
     rng = np.random.default_rng(seed)
     period, tick = 1.0 / cfg.rate_hz, 1.0 / tick_hz
     n = round(duration / period)

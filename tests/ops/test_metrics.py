@@ -26,6 +26,7 @@ SAMPLE_STATUS = {
     "handshakes": {"accepted": 10, "refused": 2},
     "refusals": {"input_samples": 7, "commands": 1},
     "solver": {"inverted": 0, "clamped": 2},
+    "fixtures": {"violations": 3, "energy_cuts": 1, "energy_cut_ticks": 40, "refused_toggles": 2},
     "ticks": 100000,
     "tick_overruns": 12,
     "tick_budget_utilisation": 0.42,

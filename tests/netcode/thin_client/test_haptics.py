@@ -85,6 +85,20 @@ def test_the_observer_credits_absorbed_energy_and_damps_a_deficit():
     assert pc.energy - float(out @ np.array([2.0, 0, 0])) * dt == pytest.approx(0.0, abs=1e-12)
 
 
+def test_the_controller_leaves_a_force_that_resists_the_motion_alone():
+    """W is still below the margin at a pull's start, but a force against the motion only adds to W: no damping
+    (damping it cost the grasp-and-pull most of its force error)."""
+    pc = PassivityController(HapticConfig())
+    dt = 1e-3
+    pc.filter(np.array([-0.1, 0, 0]), np.zeros(3), dt)
+    for i in range(1, 5):  # pulled along +x at 20 mm/s against a 0.1 N grasp
+        out = pc.filter(np.array([-0.1, 0, 0]), np.array([2e-5 * i, 0, 0]), dt)
+        assert out.tolist() == [-0.1, 0, 0]
+    assert pc.active_cycles == 0 and 0 < pc.energy < HapticConfig().energy_margin
+    out = pc.filter(np.array([-0.1, 0, 0]), np.array([0.0, 0, 0]), dt)  # now it pulls the hand back: damped
+    assert out[0] > -0.1 and pc.active_cycles == 1
+
+
 def test_the_local_model_estimates_stiffness_and_never_flips_the_force():
     model = LocalForceModel(HapticConfig())
     for depth in (0.001, 0.002, 0.003, 0.004, 0.005, 0.006):
@@ -160,3 +174,73 @@ def test_a_device_error_ends_the_thread_and_is_kept():
         time.sleep(0.01)
     assert not loop.running and isinstance(loop.error, OSError)
     assert loop.stop()
+
+
+# --- virtual fixtures (netcode.protocol.fixtures): walls and guiding springs at 1 kHz -----------------------
+
+from netcode.protocol.fixture_shapes import Capsule, Plane  # noqa: E402
+from netcode.protocol.fixtures import Fixture, FixtureSet, fixture_fields  # noqa: E402
+
+VESSEL = Capsule((-1.0, -0.0103, 0.0), (1.0, -0.0103, 0.0), 0.01)  # a forbidden capsule, its top 0.3 mm down
+
+
+def _walls(active: bool = True, revision: int = 1) -> FixtureSet:
+    return FixtureSet(revision, (Fixture("vessel", "forbidden", VESSEL, 2000.0, active),))
+
+
+@pytest.mark.parametrize("intent", [pushing, holding])
+def test_a_fixture_wall_gains_no_energy_over_10_s_of_contact_at_100_ms_rtt(intent):
+    """Soft tissue from the server (100 ms late) and the stiff forbidden capsule rendered locally 0.3 mm below
+    its surface: 10 s of simulated contact (not of wall clock) put no energy into the hand, and the wall holds
+    it (the tissue alone lets the arm press 1.7 mm deep)."""
+    tissue = wall_law(200.0)
+    passive = simulate(tissue, intent, duration=10.0, rtt=0.1, fixtures=_walls())
+    stats = passive.loop.stats
+    assert passive.work <= 0.0 and passive.loop.passivity.energy >= 0.0
+    assert stats.fixture_contact_cycles > 1000  # seconds of contact with the wall, not a graze
+    depth = -min(VESSEL.distance(x)[0] for x in passive.positions)
+    assert 0.0 < depth < 0.0015  # pressed into the wall and held by it (the arm pushes 3 mm beyond its top)
+    free = simulate(tissue, intent, duration=10.0, rtt=0.1)
+    assert free.positions[:, 1].min() < passive.positions[:, 1].min() - 5e-4  # the wall is what held it
+
+
+def test_without_the_controller_the_sampled_wall_leaks_energy():
+    """What the passivity bookkeeping is for: a zero-order-held stiff wall alone, pushed into and out of."""
+    law = wall_law(0.0)  # no tissue force: only the fixture
+    active = simulate(law, pushing, duration=10.0, rtt=0.1, fixtures=_walls(), config=HapticConfig(passivity=False))
+    passive = simulate(law, pushing, duration=10.0, rtt=0.1, fixtures=_walls())
+    assert active.work > 0.0 >= passive.work
+
+
+def test_a_guide_pulls_the_tip_onto_its_plane_and_switched_off_fixtures_render_nothing():
+    loop = HapticLoop(SimulatedHand(lambda t: np.zeros(3)), 1, HapticConfig(passivity=False))  # the forces alone
+    guide = Fixture("plane", "guide", Plane((0.0, 0.01, 0.0), (0.0, 1.0, 0.0)), 200.0)
+    assert loop.on_fixtures_message(fixture_fields(FixtureSet(2, (guide,))))
+    loop.step(0.0)
+    force = loop.step(0.001)
+    assert force[1] == pytest.approx(200.0 * 0.01, rel=0.05) and abs(force[0]) < 1e-9  # 10 mm below: 2 N up
+    loop.set_tip_offset(np.array([0.0, 0.01, 0.0]))  # the tip is on the plane: no pull
+    assert np.linalg.norm(loop.step(0.002)) < 0.05
+    loop.on_fixtures(_walls(active=False, revision=3))
+    loop.set_tip_offset(np.array([0.0, -0.005, 0.0]))  # deep in the (switched off) capsule
+    assert np.linalg.norm(loop.step(0.003)) < 0.05 and loop.stats.fixture_contact_cycles == 0
+    loop.on_fixtures(_walls(active=True, revision=2))  # older than the set held: ignored
+    assert np.linalg.norm(loop.step(0.004)) < 0.05
+    assert not loop.on_fixtures_message({"revision": 9}) and loop.stats.fixture_messages_dropped == 1
+
+
+def test_a_mesh_wall_pushes_out_and_costs_nothing_away_from_its_box(monkeypatch):
+    from netcode.protocol.fixture_shapes import TriangleMesh
+    from netcode.thin_client.haptics import FixtureForces
+
+    v = np.array([[0, 0, 0], [0.01, 0, 0], [0, 0.01, 0], [0, 0, 0.01]], dtype=float)
+    tetra = TriangleMesh(v, np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]), 0.0)
+    forces = FixtureForces(HapticConfig())
+    assert forces.update(FixtureSet(1, (Fixture("mesh", "forbidden", tetra, 1000.0),)))
+    calls = []
+    real = TriangleMesh.distance
+    monkeypatch.setattr(TriangleMesh, "distance", lambda self, x: calls.append(1) or real(self, x))
+    assert np.all(forces.at(np.array([0.05, 0.05, 0.05])) == 0) and calls == []  # outside the box: not evaluated
+    f = forces.at(np.array([0.002, 0.001, 0.002]))  # 1 mm above the bottom face (y = 0), inside
+    assert calls and forces.contact
+    assert f[1] == pytest.approx(-1.0, rel=0.05) and abs(f[0]) < 1e-9  # pushed out through the nearest face

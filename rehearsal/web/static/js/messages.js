@@ -671,7 +671,7 @@ export function registerThinClientTypes(registry) {
 
 /**
  * What the rehearsal server speaks (rehearsal.wire.REHEARSAL_REGISTRY): the snapshot and thin-client types
- * plus welcome, command, event, surface_damage and refused. tests/rehearsal/web/test_messages.py checks it equals
+ * plus welcome, command, event, surface_damage, refused, forces and fixtures. tests/rehearsal/web/test_messages.py checks it equals
  * Python's field for field: when rehearsal/wire.py changes, change it here too.
  */
 export const REHEARSAL_REGISTRY = registerThinClientTypes(SNAPSHOT_REGISTRY.copy());
@@ -716,6 +716,17 @@ REHEARSAL_REGISTRY.register("forces", [
   { name: "forces", kind: "bytes", maxLength: 6 * 32 },
   { name: "grasp", kind: "bytes", maxLength: 6 * 32 },
   { name: "positions", kind: "bytes", maxLength: 12 * 32 },
+]);
+REHEARSAL_REGISTRY.register("fixtures", [
+  // netcode.protocol.fixtures (MAX_FIXTURES = 32); item kinds are checked by the decoder of the set
+  { name: "revision", kind: "int" },
+  { name: "ids", kind: "list", maxLength: 32 },
+  { name: "roles", kind: "list", maxLength: 32 },
+  { name: "shapes", kind: "list", maxLength: 32 },
+  { name: "active", kind: "list", maxLength: 32 },
+  { name: "stiffness", kind: "list", maxLength: 32, items: "float" },
+  { name: "params", kind: "list", maxLength: 32 },
+  { name: "triangles", kind: "list", maxLength: 32 },
 ]);
 
 /** {type, fields} of one message (one WebSocket binary frame); MessageError when invalid. */
