@@ -18,6 +18,7 @@ class Kind(StrEnum):
     GRASPER = "grasper"
     SCISSORS = "scissors"
     CAUTERY_HOOK = "cautery_hook"
+    NEEDLE_DRIVER = "needle_driver"
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,22 @@ def cautery_hook(hook_length: float = 0.008, hook_reach: float = 0.004) -> Instr
     )
 
 
-SPECS = {Kind.GRASPER: grasper, Kind.SCISSORS: scissors, Kind.CAUTERY_HOOK: cautery_hook}
+def needle_driver(jaw_length: float = 0.010) -> InstrumentSpec:
+    """Needle holder: short, strong jaws that hold a curved needle (physics.needle), not tissue (no grasp region)."""
+    caps = [
+        *_shaft(),
+        [0.0, 0.0, 0.0, 0.0, 0.0, jaw_length, 0.0012, 1.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0, jaw_length, 0.0012, -1.0],
+    ]
+    return InstrumentSpec(Kind.NEEDLE_DRIVER, np.array(caps, dtype=np.float64), max_jaw=0.8, friction=0.4)
+
+
+SPECS = {
+    Kind.GRASPER: grasper,
+    Kind.SCISSORS: scissors,
+    Kind.CAUTERY_HOOK: cautery_hook,
+    Kind.NEEDLE_DRIVER: needle_driver,
+}
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
