@@ -19,6 +19,7 @@ class Kind(StrEnum):
     SCISSORS = "scissors"
     CAUTERY_HOOK = "cautery_hook"
     NEEDLE_DRIVER = "needle_driver"
+    SUTURE_HOLD = "suture_hold"  # not held by anyone: where a suture thread holds the tissue (physics.suturing)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,11 @@ def needle_driver(jaw_length: float = 0.010) -> InstrumentSpec:
         [0.0, 0.0, 0.0, 0.0, 0.0, jaw_length, 0.0012, -1.0],
     ]
     return InstrumentSpec(Kind.NEEDLE_DRIVER, np.array(caps, dtype=np.float64), max_jaw=0.8, friction=0.4)
+
+
+def suture_hold() -> InstrumentSpec:
+    """The tissue points a suture passes through, held through the solver's grasp constraints (no shape)."""
+    return InstrumentSpec(Kind.SUTURE_HOLD, np.zeros((0, 8)), max_jaw=0.0, friction=0.0, jaws_collide=False)
 
 
 SPECS = {
