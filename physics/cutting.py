@@ -1,13 +1,25 @@
-"""Cutting: closing scissor blades remove the tets they sweep, producing a topology-change record."""
+"""Cutting: closing scissor blades split the tissue along their path (a face-aligned incision), producing a
+topology-change record.
+
+The tets the blades sweep (``swept_tets``) are the ones the blade plane crosses; each is on the side of the
+plane its centre is on, and the faces between tets on opposite sides of a swept tet are opened
+(``physics.topology.split_along_faces``): their vertices are duplicated so the two sides separate. No tet is
+removed, so no volume or mass is lost and no gap opens; the cut surface follows tet faces (a staircase within
+one tet of the blade plane) and no new, possibly degenerate, tet is made. ``wound_pairs`` lists the vertices
+duplicated across the cuts, for sutures to pull together.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
 
 from physics.model import Model
+from physics.state import State
+from physics.topology import Split, TopologyChange, VertexCapError, split_along_faces
 
 REACH_MARGIN = 0.01  # m: vertices farther than blade length + this from the hinge are not considered
 
@@ -56,6 +68,81 @@ def fan_swept(
     within = np.hypot(local[:, :, 0], local[:, :, 2]).min(axis=1) <= blade_length
     ahead = local[:, :, 2].max(axis=1) > 0.0
     return live[straddles & crosses & within & ahead].astype(np.int32)
+
+
+@dataclass(frozen=True)
+class CutRefused:
+    """A closing of the blades that would have cut but was refused (reason says why; nothing changed)."""
+
+    reason: str
+    tets: int  # how many tets the blades crossed
+
+
+def cut(
+    model: Model,
+    state: State,
+    instrument: int | None,
+    position: np.ndarray,
+    rotation: np.ndarray,
+    jaw_before: float,
+    jaw_after: float,
+    blade_length: float,
+) -> tuple[TopologyChange, Split, int] | CutRefused | None:
+    """Split the tissue the closing blades cross (see the module doc); the caller tells its Solver
+    (notify_model_changed). Returns (the change, the split, how many tets the blades crossed), CutRefused
+    when the model's vertex cap would be passed, or None when the blades crossed nothing to open."""
+    swept = swept_tets(model, state.x, position, rotation, jaw_before, jaw_after, blade_length)
+    if swept.size == 0:
+        return None
+    faces = incision_faces(model, state.x, swept, position, rotation)
+    try:
+        split = split_along_faces(model, state, faces)
+    except VertexCapError as exc:
+        return CutRefused(str(exc), int(swept.size))
+    if split.sources.size == 0:
+        return None
+    change = TopologyChange(
+        model.epoch,
+        "cut",
+        instrument,
+        np.zeros(0, np.int32),
+        split.removed_triangles,
+        split.added_triangles,
+        new_vertices=split.sources,
+        first_new=split.first_new,
+    )
+    return change, split, int(swept.size)
+
+
+def incision_faces(
+    model: Model, x: np.ndarray, swept: np.ndarray, position: np.ndarray, rotation: np.ndarray
+) -> np.ndarray:
+    """(f, 2) int32 (tet, face): the interior faces of the swept tets whose neighbour's centre lies on the other
+    side of the blade plane (local y = 0 of the instrument frame) than the tet's own centre. Together they
+    separate the swept band's two sides along tet faces."""
+    swept = np.asarray(swept, dtype=np.int64)
+    if swept.size == 0:
+        return np.zeros((0, 2), np.int32)
+    normal = np.asarray(rotation, dtype=np.float64)[:, 1]
+    position = np.asarray(position, dtype=np.float64)
+    across = model.neighbour[swept].astype(np.int64)  # (s, 4)
+    live = (across >= 0) & model.alive[np.maximum(across, 0)]
+    ids = np.concatenate([swept, across[live]])
+    side = (x[model.tets[ids]].mean(axis=1) - position) @ normal >= 0.0
+    own = np.repeat(side[: swept.size, None], 4, axis=1)
+    other = np.zeros_like(own)
+    other[live] = side[swept.size :]
+    rows, faces = np.nonzero(live & (own != other))
+    return np.stack([swept[rows], faces], axis=1).astype(np.int32)
+
+
+def wound_pairs(model: Model) -> np.ndarray:
+    """(k, 2) int32: every vertex pair (original, copy) that split cuts separated, oldest cut first; both still
+    belong to live tissue. A suture pulling a pair together closes the wound there (the pair coincided at rest:
+    model.rest_positions of both are equal)."""
+    pairs = model.wound_pairs
+    used = model.vertex_used()
+    return pairs[used[pairs].all(axis=1)] if pairs.size else pairs.reshape(0, 2)
 
 
 def blade_length(capsules: np.ndarray) -> float:

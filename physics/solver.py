@@ -35,7 +35,8 @@ _DEFAULT_LIMITS = PoseLimits()
 
 @dataclass(frozen=True)
 class Event:
-    """Something that happened this frame: grasp, release, tear, cut, burn, pose_rejected, pose_clamped."""
+    """Something that happened this frame: grasp, release, tear, cut, cut_refused, burn, pose_rejected,
+    pose_clamped."""
 
     kind: str
     instrument: int | None = None
@@ -381,11 +382,9 @@ def _topology_events(solver: Solver, model: Model, state: State, ids, starts, dt
         doomed, cause = None, ""
         if inst.spec.cuts:
             if inst.jaw < starts[k][2]:  # only closing blades cut (cutting.swept_tets finds nothing otherwise)
-                length = cutting.blade_length(inst.spec.capsules)
-                rotation = quat_to_matrix(inst.orientation)
-                doomed = cutting.swept_tets(model, state.x, inst.position, rotation, starts[k][2], inst.jaw, length)
-                cause = "cut"
-        elif inst.energy:
+                _split_cut(solver, model, state, k, inst, starts[k][2], report)
+            continue
+        if inst.energy:
             rotation = quat_to_matrix(inst.orientation)
             tip = inst.position + rotation @ np.asarray(inst.spec.energy_tip)
             heated, doomed = cautery.heat(
@@ -402,6 +401,22 @@ def _topology_events(solver: Solver, model: Model, state: State, ids, starts, dt
             report.topology.append(change)
             report.events.append(Event(cause, k, {"tets": int(removed.size), "epoch": model.epoch}))
             _drop_orphaned_grasps(model, state, report, cause)
+
+
+def _split_cut(solver: Solver, model: Model, state: State, k: int, inst, jaw_before: float, report) -> None:
+    """Closing blades split the tissue they cross (physics.cutting.cut); a refusal (vertex cap) is an event."""
+    length = cutting.blade_length(inst.spec.capsules)
+    rotation = quat_to_matrix(inst.orientation)
+    done = cutting.cut(model, state, k, inst.position, rotation, jaw_before, inst.jaw, length)
+    if isinstance(done, cutting.CutRefused):
+        state.counters["cut_refused"] += 1
+        report.events.append(Event("cut_refused", k, {"reason": done.reason, "tets": done.tets}))
+    elif done is not None:
+        change, split, crossed = done
+        solver.notify_model_changed()
+        report.topology.append(change)
+        detail = {"tets": crossed, "faces": int(split.faces.shape[0]), "vertices": int(split.sources.size)}
+        report.events.append(Event("cut", k, {**detail, "epoch": model.epoch}))
 
 
 def _drop_orphaned_grasps(model: Model, state: State, report: StepReport, cause: str) -> None:
