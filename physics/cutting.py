@@ -7,6 +7,11 @@ plane its centre is on, and the faces between tets on opposite sides of a swept 
 removed, so no volume or mass is lost and no gap opens; the cut surface follows tet faces (a staircase within
 one tet of the blade plane) and no new, possibly degenerate, tet is made. ``wound_pairs`` lists the vertices
 duplicated across the cuts, for sutures to pull together.
+
+Blades and tissue (``blades_collide``): closed scissors that stay closed push tissue like any instrument part
+(a blunt probe: they do not pass through it); open blades pass through tissue, so they can be placed across
+it (a simplification: a real blade's edge pierces, its flat side pushes), and closing blades cut what they
+sweep instead of pushing it away.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from physics.model import Model
 from physics.state import State
 from physics.topology import Split, TopologyChange, VertexCapError, split_along_faces
 
+BLADES_CLOSED_BELOW = 0.15  # rad: blades opened less than this are closed (like grasping.CLOSED_BELOW)
 REACH_MARGIN = 0.01  # m: vertices farther than blade length + this from the hinge are not considered
 
 
@@ -68,6 +74,12 @@ def fan_swept(
     within = np.hypot(local[:, :, 0], local[:, :, 2]).min(axis=1) <= blade_length
     ahead = local[:, :, 2].max(axis=1) > 0.0
     return live[straddles & crosses & within & ahead].astype(np.int32)
+
+
+def blades_collide(jaw_before: float, jaw_after: float) -> bool:
+    """Whether scissor blades push tissue over a frame whose jaw goes from jaw_before to jaw_after (radians):
+    only closed blades that are not closing (see the module doc)."""
+    return jaw_after >= jaw_before and max(jaw_before, jaw_after) < BLADES_CLOSED_BELOW
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,15 @@ def wound_pairs(model: Model) -> np.ndarray:
     pairs = model.wound_pairs
     used = model.vertex_used()
     return pairs[used[pairs].all(axis=1)] if pairs.size else pairs.reshape(0, 2)
+
+
+def wound_gap(model: Model, x: np.ndarray, pairs: np.ndarray | None = None) -> float:
+    """The widest opening (m) across the wound pairs (``wound_pairs(model)`` unless given) at positions x; 0
+    without any. A closed wound's gap is near 0: what a "wound closed" check compares with its tolerance."""
+    pairs = wound_pairs(model) if pairs is None else np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if pairs.size == 0:
+        return 0.0
+    return float(np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1).max())
 
 
 def blade_length(capsules: np.ndarray) -> float:

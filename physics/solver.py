@@ -247,13 +247,18 @@ def _instrument_arrays(solver: Solver, state: State, ids: list[int], starts) -> 
     p1 = np.array([inst.position for inst in insts], dtype=np.float64)
     q1 = np.array([inst.orientation for inst in insts], dtype=np.float64)
     j1 = np.array([inst.jaw for inst in insts], dtype=np.float64)
-    return (p0, q0, j0, p1, q1, j1, *_capsule_layout(solver, insts))
+    passing = [
+        inst.spec.cuts and not cutting.blades_collide(f[2], inst.jaw) for inst, f in zip(insts, first, strict=True)
+    ]
+    return (p0, q0, j0, p1, q1, j1, *_capsule_layout(solver, insts, passing))
 
 
-def _capsule_layout(solver: Solver, insts: list[InstrumentState]) -> tuple:
-    """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, kept by the solver."""
+def _capsule_layout(solver: Solver, insts: list[InstrumentState], passing: list[bool]) -> tuple:
+    """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, kept by the solver. Jaws
+    collide when their spec says so, except while holding a grasp or, for scissors, unless the blades are closed
+    and not closing (physics.cutting.blades_collide): open or closing blades pass through what they cut."""
     # Keyed by object ids; the solver holds the objects themselves, so an id cannot be reused while kept.
-    key = tuple([(id(inst.spec), inst.grasp is not None) for inst in insts])
+    key = tuple([(id(inst.spec), inst.grasp is not None, p) for inst, p in zip(insts, passing, strict=True)])
     cached = solver._capsules
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -265,7 +270,7 @@ def _capsule_layout(solver: Solver, insts: list[InstrumentState]) -> tuple:
             caps.append(cap)
             cap_inst.append(row)
             is_jaw = cap[7] != 0.0
-            active.append(not is_jaw or (spec.jaws_collide and not holding))
+            active.append(not is_jaw or (spec.jaws_collide and not holding and not passing[row]))
     cap_local = np.array(caps, dtype=np.float64).reshape(-1, 8)
     active_arr = np.array(active, dtype=np.bool_)
     layout = (

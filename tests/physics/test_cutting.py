@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from physics.checkpoint import capture, from_bytes, restore, to_bytes
-from physics.cutting import blade_length, swept_tets, wound_pairs
+from physics.cutting import blade_length, blades_collide, swept_tets, wound_gap, wound_pairs
 from physics.instruments import look_rotation, quat_to_matrix, scissors
 from physics.mesh import signed_volumes
 from physics.model import add_anchors, inverted_tets, live_volume
@@ -120,21 +120,19 @@ def test_the_cut_halves_separate_and_a_distance_constraint_closes_the_wound():
     plus = piece == labels[np.argmax(d.model.rest_positions[d.model.tets].mean(axis=1)[:, 0])]
     d.state.x[plus, 0] += 0.002
     d.step(5)
-    gap = np.linalg.norm(d.state.x[pairs[:, 0]] - d.state.x[pairs[:, 1]], axis=1)
-    assert gap.max() > 0.0015
+    assert wound_gap(d.model, d.state.x) > 0.0015
     # A suture's pull as the simplest distance constraint the solver has: both vertices of each pair tied (by
     # the model's ligament springs, solved in every substep) to the pair's midpoint, followed frame by frame.
     a, b = pairs.T
     midpoint = 0.5 * (d.state.x[a] + d.state.x[b])
-    assert add_anchors(d.model, pairs.ravel(), np.repeat(midpoint, 2, axis=0)) == pairs.size
+    assert add_anchors(d.model, pairs.ravel(), np.repeat(midpoint, 2, axis=0)) == np.unique(pairs).size
     rows = {int(v): i for i, v in enumerate(d.model.anchor_vertex)}
     ra, rb = [rows[int(v)] for v in a], [rows[int(v)] for v in b]
     for _ in range(40):
         midpoint = 0.5 * (d.state.x[a] + d.state.x[b])
         d.model.anchor_position[ra] = d.model.anchor_position[rb] = midpoint
         d.step()
-    gap = np.linalg.norm(d.state.x[pairs[:, 0]] - d.state.x[pairs[:, 1]], axis=1)
-    assert gap.max() < 2e-4
+    assert wound_gap(d.model, d.state.x) < 2e-4 and wound_gap(d.model, d.state.x, pairs[:0]) == 0.0
     assert np.all(np.isfinite(d.state.x)) and inverted_tets(d.model, d.state.x) == 0
 
 
@@ -254,3 +252,39 @@ def test_from_message_rejects_malformed_input(tamper):
 def test_from_message_rejects_non_dicts():
     with pytest.raises(ValueError):
         TopologyChange.from_message([1, 2, 3])
+
+
+def test_blades_collide_only_closed_and_not_closing():
+    assert blades_collide(0.0, 0.0) and blades_collide(0.05, 0.1)  # closed, staying closed or opening a little
+    assert not blades_collide(0.1, 0.0)  # closing: the blades cut
+    assert not blades_collide(1.0, 1.0) and not blades_collide(0.0, 0.5)  # open (or opening wide): they pass
+
+
+@pytest.mark.parametrize("jaw", [0.0, 1.0])
+def test_closed_blades_push_the_tissue_open_ones_pass_through(jaw):
+    # Pointing down right above a vertex of the block's top (y = 8 mm; a 1.6 mm blade can slip between the
+    # vertices of this 2.5 mm mesh elsewhere: contact samples vertices and triangle centres); the tips descend
+    # 3 mm into it over 12 frames.
+    d = scissor_scene(position=(0.0, 0.008 + 0.016 + 0.002, 0.0))
+    d.jaw = jaw
+    rest = d.model.rest_positions
+    top = rest[:, 1].max()
+    under = (np.abs(rest[:, 0]) < 1e-9) & (np.abs(rest[:, 2]) < 1e-9) & (rest[:, 1] > top - 1e-9)
+    assert under.sum() == 1
+    contacts = 0
+    for _ in range(12):
+        d.position = d.position - np.array([0.0, 0.005 / 12, 0.0])
+        contacts += d.step().counts["instrument_contacts"]
+    assert not d.events("cut")  # the jaws never closed: nothing is cut
+    force = np.linalg.norm(d.reports[-1].instrument_forces[d.id])
+    if jaw == 0.0:  # closed: the blades press the top down and the tissue pushes back
+        assert contacts > 0 and force > 0.0 and d.reports[-1].instrument_forces[d.id][1] > 0.0
+        assert d.state.x[under, 1].min() < top - 0.0002
+        # and no vertex is inside the closed blades (a 0.8 mm capsule along the hinge's -y) beyond round-off
+        tip = d.position - np.array([0.0, 0.016, 0.0])
+        below = np.clip(d.state.x[:, 1], tip[1], d.position[1])
+        dist = np.hypot(np.hypot(d.state.x[:, 0] - tip[0], d.state.x[:, 2] - tip[2]), d.state.x[:, 1] - below)
+        assert dist.min() > 0.0008 - 1e-4
+    else:  # open: the blades pass into the tissue (the shaft stays above it)
+        assert contacts == 0 and force == 0.0
+        assert d.state.x[under, 1].min() > top - 0.0005
