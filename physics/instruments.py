@@ -100,14 +100,15 @@ def grasper(jaw_length: float = 0.018) -> InstrumentSpec:
 
 
 def scissors(blade_length: float = 0.016) -> InstrumentSpec:
-    """Curved-blade scissors modelled as straight blades: closing blades cut the tets they sweep."""
+    """Curved-blade scissors modelled as straight blades: closing blades split the tissue they sweep
+    (physics.cutting); open, still, opening or closed blades push tissue like any instrument part (the solver
+    turns their collision off only on the frames they close)."""
     caps = [
         *_shaft(),
         [0.0, 0.0, 0.0, 0.0, 0.0, blade_length, 0.0008, 1.0],
         [0.0, 0.0, 0.0, 0.0, 0.0, blade_length, 0.0008, -1.0],
     ]
-    # Blades cut rather than push: they do not collide with tissue.
-    return InstrumentSpec(Kind.SCISSORS, np.array(caps, dtype=np.float64), max_jaw=1.0, jaws_collide=False)
+    return InstrumentSpec(Kind.SCISSORS, np.array(caps, dtype=np.float64), max_jaw=1.0, jaws_collide=True)
 
 
 def cautery_hook(hook_length: float = 0.008, hook_reach: float = 0.004) -> InstrumentSpec:
