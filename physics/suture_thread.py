@@ -149,11 +149,41 @@ class Thread:
         s_target = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)
         counts = np.zeros(3, dtype=np.int64)
         simulate_thread(
-            self.x, self.v, self.inv_mass, substeps, spec.iterations, float(dt), model.gravity, spec.damping, spec.segment_length,
-            spec.stretch_compliance, spec.bend_compliance, spec.radius, start, tail, needle is not None,
-            g_idx, g_from, g_to, s_point, s_alpha, s_u, state.x, inside, model.surface, c_start, c_tri,
-            cap_a, cap_b, cap_r, pair_i, pair_j, model.environment.planes, s_target, counts,
-        )  # fmt: skip
+            self.x,
+            self.v,
+            self.inv_mass,
+            substeps,
+            spec.iterations,
+            float(dt),
+            model.gravity,
+            spec.damping,
+            spec.segment_length,
+            spec.stretch_compliance,
+            spec.bend_compliance,
+            spec.radius,
+            start,
+            tail,
+            needle is not None,
+            g_idx,
+            g_from,
+            g_to,
+            s_point,
+            s_alpha,
+            s_u,
+            state.x,
+            inside,
+            model.surface,
+            c_start,
+            c_tri,
+            cap_a,
+            cap_b,
+            cap_r,
+            pair_i,
+            pair_j,
+            model.environment.planes,
+            s_target,
+            counts,
+        )
         kept = []
         for s, u, target in zip(self.slides, s_u, s_target, strict=True):
             if u < 0.0:
@@ -249,9 +279,9 @@ def _inside(slides: list[Slide], n: int) -> np.ndarray:
     for us in by_stitch.values():
         if len(us) == 2:
             lo, hi = sorted(us)
-            inside[int(math.ceil(lo)) : int(math.floor(hi)) + 1] = True
+            inside[math.ceil(lo) : math.floor(hi) + 1] = True
         else:
-            inside[: int(math.floor(us[0])) + 1] = True  # the tail end is still in the needle's track
+            inside[: math.floor(us[0]) + 1] = True  # the tail end is still in the needle's track
     return inside
 
 
@@ -310,9 +340,7 @@ def thread_candidates(xt, x, tris, reach):
     keys = np.empty(k, dtype=np.int64)
     for q in range(k):
         t = near[q]
-        keys[q] = _cell_key(
-            int(math.floor(cent[t, 0] / h)), int(math.floor(cent[t, 1] / h)), int(math.floor(cent[t, 2] / h))
-        )
+        keys[q] = _cell_key(math.floor(cent[t, 0] / h), math.floor(cent[t, 1] / h), math.floor(cent[t, 2] / h))
     order = np.argsort(keys)
     keys = keys[order]
     near = near[order]
@@ -320,9 +348,9 @@ def thread_candidates(xt, x, tris, reach):
     found = np.empty(max(1, 64 * n), dtype=np.int64)
     total = 0
     for i in range(n):
-        cx = int(math.floor(xt[i, 0] / h))
-        cy = int(math.floor(xt[i, 1] / h))
-        cz = int(math.floor(xt[i, 2] / h))
+        cx = math.floor(xt[i, 0] / h)
+        cy = math.floor(xt[i, 1] / h)
+        cz = math.floor(xt[i, 2] / h)
         for ox in range(-1, 2):
             for oy in range(-1, 2):
                 for oz in range(-1, 2):
@@ -399,10 +427,41 @@ def _distance(x, w, i, j, rest, alpha_tilde):
 
 @nb.njit(nogil=True, cache=True)
 def simulate_thread(
-    x, v, w, substeps, iterations, dt, gravity, damping, seg, stretch_alpha, bend_alpha, radius, pin_from, pin_to, pinned,
-    g_idx, g_from, g_to, s_point, s_alpha, s_u, tx, inside, tris, c_start, c_tri, cap_a, cap_b, cap_r, pair_i,
-    pair_j, planes, out_slide_point, out_counts,
-):  # fmt: skip
+    x,
+    v,
+    w,
+    substeps,
+    iterations,
+    dt,
+    gravity,
+    damping,
+    seg,
+    stretch_alpha,
+    bend_alpha,
+    radius,
+    pin_from,
+    pin_to,
+    pinned,
+    g_idx,
+    g_from,
+    g_to,
+    s_point,
+    s_alpha,
+    s_u,
+    tx,
+    inside,
+    tris,
+    c_start,
+    c_tri,
+    cap_a,
+    cap_b,
+    cap_r,
+    pair_i,
+    pair_j,
+    planes,
+    out_slide_point,
+    out_counts,
+):
     """One frame of the thread in `substeps` XPBD substeps of one pass each (see the module docstring)."""
     n = x.shape[0]
     h = dt / substeps

@@ -84,8 +84,19 @@ class Suturing:
             if float(np.linalg.norm(slide.force)) > limit:
                 self.tears += 1
                 state.counters["suture_pulled_through"] += 1
-                events.append(Event("tear", None, {"by": "suture", "stitch": slide.stitch, "side": slide.side,
-                                                   "force": float(np.linalg.norm(slide.force)), "limit": limit}))  # fmt: skip
+                events.append(
+                    Event(
+                        "tear",
+                        None,
+                        {
+                            "by": "suture",
+                            "stitch": slide.stitch,
+                            "side": slide.side,
+                            "force": float(np.linalg.norm(slide.force)),
+                            "limit": limit,
+                        },
+                    )
+                )
                 slide.force = np.zeros(3)
         return events
 

@@ -12,7 +12,7 @@ from physics.needle import NeedleSpec, TissuePoint
 from physics.procedural import tissue_block, vertices_in_box
 from physics.suture_thread import Thread, ThreadSpec, self_pairs, thread_candidates
 from physics.suturing import HOLD_ID_BASE, Suturing
-from tests.physics.suture_setup import drive_stitch, make_bench
+from tests.physics.suture_setup import make_bench
 
 SKIN = Material("skin", young=3e4, poisson=0.45, density=1000.0, strength=1e5)
 DT = 1 / 60
@@ -105,7 +105,7 @@ def test_a_thread_dropped_on_a_table_rests_on_it_at_its_length():
 
 
 def test_a_thread_lying_on_the_tissue_stays_on_its_surface():
-    model, state, inc, zc, top = slit_world()
+    model, state, _inc, zc, top = slit_world()
     th = Thread(ThreadSpec(segments=12), np.array([-0.025, top + 0.001, zc + 0.017]), (1.0, 0.0, 0.0))
     for _ in range(60):
         th.step(model, state, None, DT)
@@ -152,7 +152,7 @@ def _segment_distance(p0, p1, q0, q1):
 
 
 def test_candidates_only_name_triangles_near_the_thread():
-    model, state, inc, zc, top = slit_world()
+    model, state, _inc, zc, top = slit_world()
     xt = np.array([[0.0, top + 0.001, zc], [0.003, top + 0.001, zc]])
     start, tris = thread_candidates(xt, state.x, model.surface, 0.004)
     assert start[-1] == tris.size > 0
