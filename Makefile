@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed
 # The rule is rehearsal/numba_cache.py's, which direct commands (`rehearsal serve`) apply too: one cache.
 export NUMBA_CACHE_DIR := $(shell $(PYTHON) rehearsal/numba_cache.py)
 
-.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics clean \
-	load-capacity load-impaired load-soak load-faults load-crash load-attack
+.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics bench-participant clean \
+	load-capacity load-impaired load-soak load-faults load-crash load-attack load-fleet
 
 $(STAMP): pyproject.toml  # set-up talks on stderr: a first `make bench` still prints only JSON on stdout
 	@echo "installing into $(VENV) (first use)" >&2
@@ -63,6 +63,11 @@ bench-web: $(STAMP)
 bench-decode: $(STAMP)
 	@$(PY) -m rehearsal.web.decode_bench $(ARGS)
 
+# The browser participant (headless Chromium as an assistant) through a loopback TCP relay with 100 ms RTT and 2%
+# segment loss: held-tissue prediction error with and without prediction, own-instrument latency, snapshot gaps
+bench-participant: $(STAMP)
+	@$(PY) -m rehearsal.web.participant_bench $(ARGS)
+
 # The thin client's haptic loop: real-time rate and jitter, force error and energy at 100 ms RTT (haptics_bench.py)
 bench-haptics: $(STAMP)
 	@$(PY) -m netcode.thin_client.haptics_bench $(ARGS)
@@ -73,7 +78,7 @@ $(LOAD_STAMP): $(STAMP)  # set-up on stderr: stdout is the run's JSON report alo
 	@$(PY) -m pip install --quiet -e '.[test,load]' >&2
 	@touch $(LOAD_STAMP)
 
-load-capacity load-impaired load-soak load-faults load-crash load-attack: $(LOAD_STAMP)
+load-capacity load-impaired load-soak load-faults load-crash load-attack load-fleet: $(LOAD_STAMP)
 	@$(PY) -m loadtests $(@:load-%=%) $(ARGS)
 
 clean:

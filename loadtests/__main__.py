@@ -1,4 +1,4 @@
-"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults, crash (see loadtests/README.md).
+"""``python -m loadtests <run> --help``: capacity, impaired, soak, faults, crash, fleet (see loadtests/README.md).
 
 Each run is a ``RunCommand``: the flags every run has (``--scenario`` with the run's default, ``--out``), its
 own flags, and its function (``loadtests.run`` is the skeleton the functions share), imported only when the
@@ -90,6 +90,12 @@ def _capacity(p: argparse.ArgumentParser) -> None:
         help="one server process per room (DESIGN's scale-out), measured together; default: all rooms in one",
     )
     p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="spread the rooms over N server processes in turn, measured together (default 1: all in one)",
+    )
+    p.add_argument(
         "--observer-snapshot-hz",
         type=float,
         default=None,
@@ -109,6 +115,13 @@ def _soak(p: argparse.ArgumentParser) -> None:
 
 def _faults(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flood-seconds", type=float, default=20.0, help="length of the garbage flood (default 20)")
+
+
+def _fleet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--processes", type=int, default=3, help="game-server processes (default 3)")
+    p.add_argument("--capacity", type=int, default=3, help="rooms per process (default 3)")
+    p.add_argument("--sessions", type=int, default=6, help="sessions placed (default 6)")
+    p.add_argument("--joins-per-session", type=int, default=4, help="joins through the join service (default 4)")
 
 
 def _attack(p: argparse.ArgumentParser) -> None:
@@ -150,6 +163,13 @@ COMMANDS = [
         "SIGKILL the server mid-session; the team is back in the same session within 10 s",
         "loadtests.crash:run_crash",
         "basic_skills",
+    ),
+    RunCommand(
+        "fleet",
+        "rehearsal serve --processes N: placement rate, join p99 via the directory, SIGKILL failover <= 5 s",
+        "loadtests.fleet:run_fleet",
+        "basic_skills",
+        _fleet,
     ),
     RunCommand(
         "attack",

@@ -1,8 +1,9 @@
 """``capacity``: ramp rooms, then clients, until the room tick p99 passes the 16.7 ms budget; report the knee.
 
-One instrumented server (``loadtests.server.LoadServer``) on loopback, or with ``process_per_room`` one per
-room (DESIGN's scale-out: each room's process has its own GIL; measured together as a ``ServerGroup``,
-tick times over all rooms, CPU summed over the processes). Phase after phase:
+One instrumented server (``loadtests.server.LoadServer``) on loopback, or with ``processes`` N of them (room k
+on process (k-1) % N), or with ``process_per_room`` one per room (DESIGN's scale-out: each room's process has
+its own GIL; measured together as a ``ServerGroup``, tick times over all rooms, CPU summed over the
+processes). Phase after phase:
 
 1. **rooms**: add a room of the scenario (default ``block_5k``, 5,040 tets) with M participants and N
    observers (default 4 + 4; one swarm worker process per room), let it settle, measure. The first phase
@@ -52,6 +53,7 @@ class Ramp:
     worker_seconds: float  # a worker's own time limit: longer than the whole ramp
     server_options: dict[str, Any]
     process_per_room: bool
+    processes: int = 1  # rooms spread over this many server processes, in turn (room k on process (k-1) % N)
     rooms: list[dict[str, Any]] = field(default_factory=list)
     room_servers: list[LoadServer] = field(default_factory=list)
     invites_used: list[Counter] = field(default_factory=list)
@@ -80,6 +82,11 @@ class Ramp:
         """Room ``k`` (from 1) with its team, on a server of its own with ``process_per_room``."""
         first = self.run.servers.servers[0]
         server = self.new_server(f"server{k}") if self.process_per_room and k > 1 else first
+        if self.processes > 1:
+            index = (k - 1) % self.processes
+            while len(self.run.servers.servers) <= index:
+                self.new_server(f"server{len(self.run.servers.servers) + 1}")
+            server = self.run.servers.servers[index]
         room = create_room(server, self.scenario)
         self.rooms.append(room)
         self.room_servers.append(server)
@@ -141,6 +148,7 @@ def run_capacity(
     stop_p99_ms: float = 50.0,
     physics_threads: int = 0,
     process_per_room: bool = False,
+    processes: int = 1,
     observer_snapshot_hz: float | None = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -152,6 +160,7 @@ def run_capacity(
         "budget_ms": BUDGET_MS,
         "physics_threads": physics_threads or "server default (settings.physics_threads, 1 per room)",
         "process_per_room": process_per_room,
+        "processes": processes,
         "observer_snapshot_hz": Settings().observer_snapshot_hz
         if observer_snapshot_hz is None
         else observer_snapshot_hz,
@@ -171,6 +180,7 @@ def run_capacity(
                 "observer_snapshot_hz": observer_snapshot_hz,
             },
             process_per_room=process_per_room,
+            processes=max(1, min(int(processes), 16)),
         )
         run.on_close.append(ramp.stop_workers)
         ramp.new_server("server")

@@ -3,6 +3,8 @@
     python -m physics.bench                 # default run (~5k, ~20k, ~80k tets; 20 and 40 substeps; 1 and 2 threads)
     python -m physics.bench --quick         # a tiny run (seconds), for tests and smoke checks
     python -m physics.bench --sizes 20k --substeps 20 --threads 2 --no-accuracy
+    python -m physics.bench --solver implicit --cg-iterations 10 ...   # the backward-Euler mode (physics.implicit)
+    python -m physics.bench --fidelity-full  # every material at 5k and 20k tets in the fidelity table (slow)
 
 Prints one JSON document on stdout (progress goes to stderr). For every block size, substep count and
 thread count it times the `pull` phase of `physics.scenes.block_grasp_scene`: a grasper has grasped the
@@ -10,10 +12,14 @@ top of a block pinned at its bottom and pulls it up and sideways, so grasp and c
 every timed frame. Each repeat restarts the pull from the same grasped state; times are per 60 Hz frame
 of `physics.step` (everything a room pays per tick), after a warm-up that compiles the kernels.
 
-Fidelity (physics.fidelity, per material 5 kPa to 1 MPa and size): the real-time solver at the goal setting (20
-substeps, 2 threads) against the converged solution of its own energy on the same mesh (a Newton solve,
-physics.reference): effective stiffness in bending and stretching, volume error at nu 0.45 and 0.49 (20% stretch
-and compression), grasp force error, inverted tets, and the milliseconds per frame of each run.
+Fidelity (physics.fidelity, per material and size; by default 8 kPa and 1 MPa at 20k tets, with --fidelity-full
+every material from 5 kPa to 1 MPa at 5k and 20k): the real-time solver at the goal setting (20 substeps, 2
+threads) against the converged solution of its own energy on the same mesh (a Newton solve, physics.reference):
+effective stiffness in bending and stretching, volume error at nu 0.45 and 0.49 (20% stretch and compression),
+grasp force error, inverted tets (also during hard yanks), and the milliseconds per frame of each run.
+
+Topology (at 20k tets, 2 threads): a cut (a slab of tets) and burn frames (a few tets each) during the pull, each
+through remove_tets and notify_model_changed; what the change and the frames after it cost, per solver mode.
 
 Accuracy (per size and substep count): the tip sag of the block held at one end as a cantilever under
 gravity, against a 200-substep reference (both run until at rest); and, from the grasp-and-pull run,
@@ -39,7 +45,8 @@ import numpy as np
 from physics.cli_types import positive_int
 from physics.control import Control
 from physics.fidelity import MATERIALS, fidelity
-from physics.model import inverted_tets, live_volume
+from physics.implicit import CG_ITERATIONS, NEWTON_STEPS
+from physics.model import inverted_tets, live_volume, remove_tets
 from physics.scenes import (
     GRASPER_ID,
     SOFT_TISSUE,
@@ -131,15 +138,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fidelity", action=argparse.BooleanOptionalAction, default=True, help="run the converged-reference checks"
     )
-    p.add_argument("--fidelity-sizes", type=_size_list, default=None, help="sizes for them (default 5k,20k)")
+    p.add_argument(
+        "--fidelity-full",
+        action="store_true",
+        help="the full fidelity table: every material at 5k and 20k tets (default: 8kPa and 1MPa at 20k; ~12 min "
+        "more under XPBD)",
+    )
+    p.add_argument("--fidelity-sizes", type=_size_list, default=None, help="sizes for them (default 20k)")
     p.add_argument(
         "--fidelity-materials",
         type=_material_list,
         default=None,
-        help=f"materials for them, of {','.join(MATERIALS)} (default all)",
+        help=f"materials for them, of {','.join(MATERIALS)} (default 8kPa,1MPa)",
+    )
+    p.add_argument(
+        "--topology",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time a cut and burns during the pull (remove_tets, notify_model_changed, the frames after)",
     )
     p.add_argument("--sag-frames", type=positive_int, default=None, help="most frames for the sag to settle (300)")
     p.add_argument("--quick", action="store_true", help="a tiny run: ~1k tets, few frames (seconds)")
+    p.add_argument(
+        "--solver", choices=["xpbd", "implicit"], default="xpbd", help="the Solver mode timed and measured (xpbd)"
+    )
+    p.add_argument(
+        "--cg-iterations", type=positive_int, default=None, help="implicit mode: CG iterations per Newton step"
+    )
+    p.add_argument("--newton-steps", type=positive_int, default=None, help="implicit mode: Newton steps per frame")
     p.add_argument(
         "--threading-layer",
         choices=["default", "omp", "tbb", "workqueue"],
@@ -168,8 +194,18 @@ class Config:
     sag_frames: int
     quick: bool
     fidelity: bool = True
-    fidelity_sizes: list[int] = dataclasses.field(default_factory=lambda: [5000, 20000])
-    fidelity_materials: list[str] = dataclasses.field(default_factory=lambda: list(MATERIALS))
+    topology: bool = True
+    fidelity_sizes: list[int] = dataclasses.field(default_factory=lambda: [20000])
+    fidelity_materials: list[str] = dataclasses.field(default_factory=lambda: ["8kPa", "1MPa"])
+    solver: str = "xpbd"
+    cg_iterations: int = CG_ITERATIONS
+    newton_steps: int = NEWTON_STEPS
+
+    def solver_options(self) -> dict:
+        """Keyword arguments for Solver(model, ...): the mode and, for the implicit one, its iteration counts."""
+        if self.solver == "xpbd":
+            return {}
+        return {"mode": self.solver, "cg_iterations": self.cg_iterations, "newton_steps": self.newton_steps}
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -185,11 +221,13 @@ def make_config(args: argparse.Namespace) -> Config:
         sag_frames=40 if quick else 300,
         quick=quick,
         fidelity=bool(args.fidelity),
-        fidelity_sizes=[1000] if quick else [5000, 20000],
-        fidelity_materials=["8kPa", "1MPa"] if quick else list(MATERIALS),
+        topology=bool(args.topology),
+        fidelity_sizes=[1000] if quick else [5000, 20000] if args.fidelity_full else [20000],
+        fidelity_materials=list(MATERIALS) if args.fidelity_full and not quick else ["8kPa", "1MPa"],
+        solver=args.solver,
     )
     names = ("sizes", "substeps", "threads", "frames", "repeats", "accuracy_max_tets", "sag_frames")
-    for name in (*names, "fidelity_sizes", "fidelity_materials"):
+    for name in (*names, "fidelity_sizes", "fidelity_materials", "cg_iterations", "newton_steps"):
         value = getattr(args, name)
         if value is not None:
             setattr(default, name, value)
@@ -250,12 +288,12 @@ def _round(x: float, digits: int = 4) -> float:
 # --- timing ---------------------------------------------------------------------------------------------
 
 
-def prepare_grasp(target_tets: int, frames: int, substeps: int) -> tuple[Scene, object, dict]:
+def prepare_grasp(target_tets: int, frames: int, substeps: int, opts: dict | None = None) -> tuple[Scene, object, dict]:
     """Build the block scene and run it (untimed) up to the start of the pull; returns (scene, snapshot, grasp)."""
     scene = block_grasp_scene(target_tets, pull_frames=frames)
     start = scene.phases["pull"][0]
     events = []
-    solver = Solver(scene.model)
+    solver = Solver(scene.model, **(opts or {}))
     for f in range(start):
         report = solver.step(scene.state, scene.control(f), FRAME_DT, substeps)
         events += [e.kind for e in report.events if e.instrument == GRASPER_ID]
@@ -269,7 +307,7 @@ def prepare_grasp(target_tets: int, frames: int, substeps: int) -> tuple[Scene, 
     return scene, copy_state(scene.state, scene), info
 
 
-def timed_pull(scene: Scene, start_state, substeps: int, measure: bool) -> dict:
+def timed_pull(scene: Scene, start_state, substeps: int, measure: bool, opts: dict | None = None) -> dict:
     """Run the pull phase from a copy of start_state; time each step; optionally measure volume and inversions."""
     scene.state = copy_state(start_state, scene)
     model, state = scene.model, scene.state
@@ -278,7 +316,7 @@ def timed_pull(scene: Scene, start_state, substeps: int, measure: bool) -> dict:
     times, forces, inst_contacts, env_contacts, kinds = [], [], [], [], []
     drift, inverted = [], []
     resets = clamps = 0
-    solver = Solver(model)
+    solver = Solver(model, **(opts or {}))
     for f in range(first, end):
         control = scene.control(f)
         t0 = time.perf_counter()
@@ -319,7 +357,7 @@ def time_size(target: int, cfg: Config, machine: dict) -> tuple[list[dict], dict
     for substeps in cfg.substeps:
         numba.set_num_threads(max(cfg.threads))
         t0 = time.perf_counter()
-        scene, start, grasp = prepare_grasp(target, cfg.frames, substeps)
+        scene, start, grasp = prepare_grasp(target, cfg.frames, substeps, cfg.solver_options())
         if machine["threading_layer"] is None:
             machine["threading_layer"] = numba.threading_layer()
         model = scene.model
@@ -330,11 +368,11 @@ def time_size(target: int, cfg: Config, machine: dict) -> tuple[list[dict], dict
         )
         for threads in cfg.threads:
             numba.set_num_threads(threads)
-            timed_pull(scene, start, substeps, measure=False)  # warm-up at this thread count (untimed)
+            timed_pull(scene, start, substeps, False, cfg.solver_options())  # warm-up at this thread count (untimed)
             runs = []
             for r in range(cfg.repeats):
                 measure = r == 0 and threads == cfg.threads[0]
-                runs.append(timed_pull(scene, start, substeps, measure))
+                runs.append(timed_pull(scene, start, substeps, measure, cfg.solver_options()))
             if threads == cfg.threads[0]:
                 m = runs[0]
                 pull_accuracy[substeps] = {
@@ -398,7 +436,7 @@ def summarise(model, substeps: int, threads: int, target: int, scene: Scene, run
 # --- accuracy: cantilever sag ---------------------------------------------------------------------------
 
 
-def settle_sag(target: int, substeps: int, max_frames: int) -> dict:
+def settle_sag(target: int, substeps: int, max_frames: int, opts: dict | None = None) -> dict:
     """Run the cantilever until at rest (or max_frames); return the mean tip sag and how it settled."""
     scene = block_cantilever_scene(target, material=SAG_MATERIAL)
     model, state = scene.model, scene.state
@@ -408,7 +446,7 @@ def settle_sag(target: int, substeps: int, max_frames: int) -> dict:
     frames = 0
     inverted_max = 0
     t0 = time.perf_counter()
-    solver = Solver(model)
+    solver = Solver(model, **(opts or {}))
     while frames < max_frames:
         solver.step(state, empty, FRAME_DT, substeps)
         frames += 1
@@ -444,7 +482,7 @@ def sag_accuracy(target: int, cfg: Config) -> dict:
         "by_substeps": {},
     }
     for substeps in cfg.substeps:
-        run = settle_sag(target, substeps, cfg.sag_frames)
+        run = settle_sag(target, substeps, cfg.sag_frames, cfg.solver_options())
         rel = abs(run["tip_sag_m"] - ref["tip_sag_m"]) / max(abs(ref["tip_sag_m"]), 1e-12)
         log(f"sag {target}: {substeps} substeps {run['tip_sag_m'] * 1e3:.3f} mm, relative error {rel:.4f}")
         out["by_substeps"][str(substeps)] = {
@@ -454,6 +492,80 @@ def sag_accuracy(target: int, cfg: Config) -> dict:
             "at_rest": run["at_rest"],
             "inverted_tets": run["inverted_tets"],
         }
+    return out
+
+
+# --- topology changes: what a cut and a burn cost the solver ------------------------------------------------
+
+TOPOLOGY_SLAB = 0.0015  # m: a cut removes the tets whose rest centres lie this close to a plane across the block
+BURN_TETS = 3  # tets a burn frame removes (the nearest live tets to a point moving over the top face)
+
+
+def topology_change(target: int, opts: dict, frames: int = 10) -> dict:
+    """The grasp-and-pull with a cut (a slab of tets across the block, a quarter from its end) after `frames`
+    frames of the pull, then `frames` burn frames (BURN_TETS tets each). Each change goes through remove_tets
+    and the solver's notify_model_changed, as the solver's own cut and burn events do; times in ms."""
+    scene, start, _ = prepare_grasp(target, 3 * frames, 20, opts)
+    model, state = scene.model, copy_state(start, scene)
+    solver = Solver(model, **opts)
+    first = scene.phases["pull"][0]
+    centres = model.rest_positions[model.tets].mean(axis=1)
+    lo, hi = model.rest_positions.min(axis=0), model.rest_positions.max(axis=0)
+    plane = lo[0] + 0.25 * (hi[0] - lo[0])
+    slab = np.flatnonzero(np.abs(centres[:, 0] - plane) < TOPOLOGY_SLAB)
+
+    def timed(f: int) -> float:
+        t0 = time.perf_counter()
+        solver.step(state, scene.control(first + f), FRAME_DT, 20)
+        return (time.perf_counter() - t0) * 1e3
+
+    before = [timed(f) for f in range(frames)]
+    t0 = time.perf_counter()
+    removed, _, _ = remove_tets(model, slab)
+    remove_ms = (time.perf_counter() - t0) * 1e3
+    solver.notify_model_changed()
+    notify_ms = solver.notify_seconds * 1e3
+    cut_frame = timed(frames)
+    burns, burn_notify = [], []
+    for k in range(frames):
+        point = np.array([plane + 0.003 * (k + 1), hi[1], 0.5 * (lo[2] + hi[2])])
+        live = np.flatnonzero(model.alive)
+        doomed = live[np.argsort(np.linalg.norm(centres[live] - point, axis=1), kind="stable")[:BURN_TETS]]
+        t0 = time.perf_counter()
+        remove_tets(model, doomed)
+        solver.notify_model_changed()
+        burn_notify.append(solver.notify_seconds * 1e3)
+        burns.append((time.perf_counter() - t0) * 1e3 + timed(frames + 1 + k))
+    after = [timed(2 * frames + 1 + f) for f in range(frames - 1)]
+    inst = state.instruments.get(GRASPER_ID)
+    return {
+        "tets": model.n_tets,
+        "cut_tets_removed": int(removed.size),
+        "remove_tets_ms": _round(remove_ms),
+        "notify_ms": _round(notify_ms),
+        "cut_frame_ms": _round(cut_frame),
+        "cut_cost_ms": _round(remove_ms + notify_ms + cut_frame),
+        "frame_ms_median_before": _round(float(np.median(before))),
+        "frame_ms_median_after": _round(float(np.median(after))),
+        "burn_frame_ms_median": _round(float(np.median(burns))),
+        "burn_notify_ms_median": _round(float(np.median(burn_notify))),
+        "grasp_held": inst is not None and inst.grasp is not None,
+        "inverted_tets_end": int(inverted_tets(model, state.x)),
+        "finite": bool(np.all(np.isfinite(state.x))),
+    }
+
+
+def topology_section(cfg: Config) -> dict:
+    """topology_change at the goal size and threads, for XPBD and (if chosen) the measured solver mode."""
+    numba.set_num_threads(min(GOAL["threads"], numba.config.NUMBA_NUM_THREADS))
+    target = 1000 if cfg.quick else GOAL["tets"]
+    modes = {"xpbd": {}}
+    if cfg.solver != "xpbd":
+        modes[cfg.solver] = cfg.solver_options()
+    out = {"size": target, "threads": numba.get_num_threads()}
+    for name, opts in modes.items():
+        out[name] = topology_change(target, opts, frames=4 if cfg.quick else 10)
+        log(f"topology {target} ({name}): {out[name]}")
     return out
 
 
@@ -502,7 +614,7 @@ def fidelity_section(cfg: Config) -> dict:
     materials = {name: MATERIALS[name] for name in cfg.fidelity_materials}
     sizes = {}
     for target in cfg.fidelity_sizes:
-        sizes[str(target)] = fidelity(target, GOAL["substeps"], materials, log=log)
+        sizes[str(target)] = fidelity(target, GOAL["substeps"], materials, log=log, solver=cfg.solver_options())
     failures = []
     for size, per_material in sizes.items():
         for name, e in per_material.items():
@@ -519,6 +631,7 @@ def fidelity_section(cfg: Config) -> dict:
             failures += [f"{size}/{name}/{k}" for k, ok in checks.items() if not ok]
     return {
         "substeps": GOAL["substeps"],
+        "solver": {"mode": cfg.solver, **cfg.solver_options()},
         "threads": numba.get_num_threads(),
         "goal": FIDELITY_GOAL,
         "sizes": sizes,
@@ -547,6 +660,7 @@ def run(cfg: Config) -> dict:
             block["sag_note"] = f"skipped: above --accuracy-max-tets {cfg.accuracy_max_tets}"
         accuracy.append(block)
     fid = fidelity_section(cfg) if cfg.fidelity else None
+    topo = topology_section(cfg) if cfg.topology else None
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = list(os.getloadavg())
         busy = machine["load_average_start"][0]
@@ -574,6 +688,7 @@ def run(cfg: Config) -> dict:
         "timing": timing,
         "accuracy": accuracy if cfg.accuracy else None,
         "fidelity": fid,
+        "topology": topo,
         "goal": goal_section(timing),
         "wall_seconds": _round(time.perf_counter() - t_start),
     }

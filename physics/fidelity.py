@@ -9,6 +9,8 @@ Each measurement runs the real-time Solver on a block until it is at rest and so
   real-time end force / converged end force;
 - volume: the same column stretched and compressed by 20% at nu 0.45 and 0.49; the volume change (percentage
   points) against the converged one, and the end force's ratio;
+- yank: the same grasp, then hard yank-and-release cycles (the grasper leaves at YANK_SPEED, holds, lets go,
+  comes back); the most inverted tets in any frame, as a count and a fraction of the tets (no reference);
 - grasp: `physics.scenes.block_grasp_scene` with the pull scaled to the material (tearing off), held at its end
   pose until at rest; the grasp force's relative error (vector) against the converged pull of the same grasp
   points on the same targets. Contact with the instrument's shaft is not part of the reference.
@@ -31,7 +33,7 @@ from physics.materials import Material
 from physics.model import Model, build_model, inverted_tets, live_volume
 from physics.procedural import tissue_block, vertices_in_box
 from physics.reference import Problem, Springs, solve_static
-from physics.scenes import BLOCK_SIZE, GRASPER_ID, block_cells, block_grasp_scene
+from physics.scenes import BLOCK_SIZE, GRASPER_ID, Key, Track, block_cells, block_grasp_scene
 from physics.solver import Solver
 from physics.state import State, new_state
 
@@ -48,6 +50,10 @@ RAMP_FRAMES = 30
 # The grasp pull at 30 kPa (m); stiffer materials are pulled proportionally less, to stay in a similar force range.
 GRASP_PULL = (0.004, 0.008, 0.0)
 GRASP_PULL_MODULUS = 3.0e4
+
+YANK_SPEED = 1.5  # m/s, the grasper's speed while yanking (the issue's hard yanks reach 1.6 m/s)
+YANK = (0.015, 0.04, 0.0)  # m, each yank's travel
+YANK_CYCLES = 4
 
 MATERIALS = {  # name: (Young's modulus in Pa); all nu 0.45, density 1000 kg/m^3
     "5kPa": 5.0e3,
@@ -73,12 +79,14 @@ class Settled:
     last_report: object
 
 
-def settle(model: Model, state: State, substeps: int, max_frames: int, control=None, on_frame=None) -> Settled:
+def settle(
+    model: Model, state: State, substeps: int, max_frames: int, control=None, on_frame=None, solver=None
+) -> Settled:
     """Step until at rest (after MIN_FRAMES and once on_frame has nothing left to ramp) or max_frames."""
     times, inverted = [], 0
     report = None
     frames = 0
-    solver = Solver(model)
+    solver = Solver(model, **(solver or {}))
     for f in range(max_frames):
         ramping = on_frame(f) if on_frame is not None else False
         t0 = time.perf_counter()
@@ -94,7 +102,7 @@ def settle(model: Model, state: State, substeps: int, max_frames: int, control=N
     return Settled(state, frames, at_rest, ms, max(inverted, inverted_tets(model, state.x)), report)
 
 
-def bending(target_tets: int, young: float, substeps: int, max_frames: int) -> dict:
+def bending(target_tets: int, young: float, substeps: int, max_frames: int, solver=None) -> dict:
     """Cantilever tip sag, converged against real time."""
     mat = material(young)
     mesh = tissue_block(size=BLOCK_SIZE, cells=block_cells(target_tets))
@@ -107,7 +115,7 @@ def bending(target_tets: int, young: float, substeps: int, max_frames: int) -> d
     # so the converged sag comes out a little smaller: the same load is used for both solvers).
     g = BEND_SAG * length * 8.0 * young * height**2 / (12.0 * mat.density * length**4)
     model = build_model(mesh, [mat], fixed=fixed, gravity=(0.0, -g, 0.0))
-    run = settle(model, new_state(model), substeps, max_frames)
+    run = settle(model, new_state(model), substeps, max_frames, solver=solver)
     ref = solve_static(Problem(model), run.state.x)
     rest = model.rest_positions[tip, 1]
     sag_rt = -float((run.state.x[tip, 1] - rest).mean())
@@ -132,7 +140,9 @@ def _column(target_tets: int, mat: Material) -> tuple[Model, np.ndarray, float]:
     return model, end, x1 - x0
 
 
-def axial(target_tets: int, young: float, poisson: float, strain: float, substeps: int, max_frames: int) -> dict:
+def axial(
+    target_tets: int, young: float, poisson: float, strain: float, substeps: int, max_frames: int, solver=None
+) -> dict:
     """The column's end face moved by strain x length: end force and volume change, converged against real time."""
     model, _, length = _column(target_tets, material(young, poisson))
     start = model.anchor_position.copy()
@@ -142,7 +152,7 @@ def axial(target_tets: int, young: float, poisson: float, strain: float, substep
         model.anchor_position[:, 0] = start[:, 0] + s * strain * length
         return s < 1.0
 
-    run = settle(model, new_state(model), substeps, max_frames, on_frame=ramp)
+    run = settle(model, new_state(model), substeps, max_frames, on_frame=ramp, solver=solver)
     ref = solve_static(Problem(model), run.state.x)
     v0 = live_volume(model, model.rest_positions)
     dv_rt = live_volume(model, run.state.x) / v0 - 1.0
@@ -161,7 +171,7 @@ def axial(target_tets: int, young: float, poisson: float, strain: float, substep
     }
 
 
-def grasp(target_tets: int, young: float, substeps: int, max_frames: int) -> dict:
+def grasp(target_tets: int, young: float, substeps: int, max_frames: int, solver=None) -> dict:
     """The grasp-and-pull scene held at its end pose: grasp force, converged against real time."""
     scale = min(1.0, GRASP_PULL_MODULUS / young)
     pull = tuple(scale * p for p in GRASP_PULL)
@@ -174,6 +184,7 @@ def grasp(target_tets: int, young: float, substeps: int, max_frames: int) -> dic
         scene.n_frames + max_frames,
         control=lambda f: scene.control(min(f, scene.n_frames)),
         on_frame=lambda f: f < scene.n_frames,  # the script first: not at rest before the pull is over
+        solver=solver,
     )
     inst = state.instruments.get(GRASPER_ID)
     if inst is None or inst.grasp is None:
@@ -195,6 +206,51 @@ def grasp(target_tets: int, young: float, substeps: int, max_frames: int) -> dic
     }
 
 
+def yank(target_tets: int, young: float, substeps: int, cycles: int = YANK_CYCLES, solver=None) -> dict:
+    """Grasp the block's top, then `cycles` times: yank away at YANK_SPEED, hold 5 frames, open, return, close.
+    Reports the most inverted tets in any frame (during the motion) and at the end (at rest after 60 frames)."""
+    scene = block_grasp_scene(target_tets, pull_frames=1, pull=(0.0, 0.0, 0.0), material=material(young))
+    model, state = scene.model, scene.state
+    base = scene.tracks[0]
+    hinge, down, up = base.keys[1].position, base.keys[1].forward, base.keys[1].up
+    away = tuple(h + d for h, d in zip(hinge, YANK, strict=True))
+    travel = max(1, round(float(np.linalg.norm(YANK)) / (YANK_SPEED * FRAME_DT)))
+    keys = list(base.keys[:3])
+    f = keys[-1].frame
+    for _ in range(cycles):
+        keys += [
+            Key(f + travel, away, down, 0.0, up),  # the yank
+            Key(f + travel + 5, away, down, 0.0, up),  # held
+            Key(f + travel + 7, away, down, 0.8, up),  # let go
+            Key(f + travel + 22, hinge, down, 0.8, up),  # back, jaws open
+            Key(f + travel + 26, hinge, down, 0.0, up),  # close again
+        ]
+        f += travel + 26
+    track = Track(GRASPER_ID, base.spec, keys)
+    live = model.n_live_tets
+    inverted, resets, grasps = [], 0, 0
+    sim = Solver(model, **(solver or {}))
+    times = []
+    for frame in range(f + 60):
+        cmd = track.input(min(frame, f))
+        t0 = time.perf_counter()
+        report = sim.step(state, Control([cmd] if cmd is not None else []), FRAME_DT, substeps)
+        times.append(time.perf_counter() - t0)
+        resets += report.counts["nonfinite_resets"]
+        grasps += sum(e.kind == "grasp" for e in report.events)
+        inverted.append(inverted_tets(model, state.x))
+    worst = max(inverted[: f + 1])
+    return {
+        "inverted_tets_max": int(worst),
+        "inverted_fraction_max": _r(worst / max(live, 1)),
+        "inverted_tets_at_rest": int(inverted[-1]),
+        "grasps_taken": grasps,
+        "nonfinite_resets": resets,
+        "yank_speed_m_s": _r(float(np.linalg.norm(YANK)) / (travel * FRAME_DT)),
+        "median_ms_per_frame": _r(float(np.median(times)) * 1e3),
+    }
+
+
 def _run_fields(run: Settled, ref) -> dict:
     return {
         "frames": run.frames,
@@ -211,7 +267,12 @@ def _r(x: float, digits: int = 4) -> float:
 
 
 def fidelity(
-    target_tets: int, substeps: int, materials: dict[str, float] | None = None, max_frames: int = 600, log=None
+    target_tets: int,
+    substeps: int,
+    materials: dict[str, float] | None = None,
+    max_frames: int = 600,
+    log=None,
+    solver: dict | None = None,
 ) -> dict:
     """Every measurement for every material on one mesh size."""
     out = {}
@@ -219,14 +280,15 @@ def fidelity(
         t0 = time.perf_counter()
         entry = {
             "young_pa": young,
-            "bending": bending(target_tets, young, substeps, max_frames),
-            "stretching": axial(target_tets, young, 0.45, STRETCH, substeps, max_frames),
+            "bending": bending(target_tets, young, substeps, max_frames, solver),
+            "stretching": axial(target_tets, young, 0.45, STRETCH, substeps, max_frames, solver),
             "volume": {
-                f"nu{nu:g}_{kind}": axial(target_tets, young, nu, sign * VOLUME_STRAIN, substeps, max_frames)
+                f"nu{nu:g}_{kind}": axial(target_tets, young, nu, sign * VOLUME_STRAIN, substeps, max_frames, solver)
                 for nu in (0.45, 0.49)
                 for kind, sign in (("stretch20", 1.0), ("compress20", -1.0))
             },
-            "grasp": grasp(target_tets, young, substeps, max_frames),
+            "grasp": grasp(target_tets, young, substeps, max_frames, solver),
+            "yank": yank(target_tets, young, substeps, solver=solver),
         }
         vols = [abs(v["volume_error_pp"]) for v in entry["volume"].values()]
         entry["summary"] = {
@@ -234,6 +296,7 @@ def fidelity(
             "stretching_stiffness": entry["stretching"]["effective_stiffness"],
             "volume_error_pp_max_abs": _r(max(vols)),
             "grasp_force_error": entry["grasp"].get("force_error"),
+            "yank_inverted_fraction_max": entry["yank"]["inverted_fraction_max"],
         }
         out[name] = entry
         if log is not None:

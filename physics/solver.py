@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from physics import cautery, cutting, grasping
+from physics import cautery, cutting, grasping, implicit
 from physics.contact import frame_candidates
 from physics.control import Control, InstrumentInput
 from physics.instruments import quat_to_matrix
@@ -30,6 +30,7 @@ from physics.substeps import N_COUNTS, simulate_frame, simulate_frame_serial
 from physics.topology import TopologyChange
 
 CONTACT_MARGIN = 0.005  # m added around each instrument when picking candidate vertices
+MODES = ("xpbd", "implicit")
 _DEFAULT_LIMITS = PoseLimits()
 
 
@@ -71,9 +72,10 @@ def step(
     dt: float = 1.0 / 60.0,
     substeps: int = 20,
     limits: PoseLimits | None = None,
+    mode: str = "xpbd",
 ) -> StepReport:
     """One frame with a fresh Solver: for scripts and tests (a long run holds a Solver and calls its step)."""
-    return Solver(model, limits).step(state, control, dt, substeps)
+    return Solver(model, limits, mode).step(state, control, dt, substeps)
 
 
 class Solver:
@@ -83,10 +85,30 @@ class Solver:
     outside; a rebuilt or restored Model gets a new Solver. Per-tet constants (compliances, damage) are read
     from the model and state every frame and need no notice."""
 
-    def __init__(self, model: Model, limits: PoseLimits | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        limits: PoseLimits | None = None,
+        mode: str = "xpbd",
+        cg_iterations: int = implicit.CG_ITERATIONS,
+        newton_steps: int = implicit.NEWTON_STEPS,
+    ) -> None:
+        """mode "xpbd": `substeps` small steps of one sweep each (physics.substeps); "implicit": one backward-Euler
+        frame of `newton_steps` Newton steps with `cg_iterations` preconditioned CG each (physics.implicit;
+        `substeps` is not used)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        for name, value in (("cg_iterations", cg_iterations), ("newton_steps", newton_steps)):
+            if not (isinstance(value, int) and 1 <= value <= 10_000):
+                raise ValueError(f"{name} must be an int in [1, 10000], got {value!r}")
         self.model = model
         self.limits = limits or _DEFAULT_LIMITS
+        self.mode = mode
+        self.cg_iterations = cg_iterations
+        self.newton_steps = newton_steps
+        self.last_residual = 0.0  # implicit mode: the last Newton step's residual norm (N) before its solve
         self._capsules: tuple | None = None  # (layout key, arrays, the specs held so their ids stay unique)
+        self._implicit: implicit.FrameTopology | None = None
         self._grasps: tuple | None = None  # (key, arrays, row spans, the arrays held)
         self.notify_seconds = 0.0  # what the last notify_model_changed cost
         self.notify_model_changed()
@@ -103,6 +125,9 @@ class Solver:
         movable = np.flatnonzero(model.inv_mass > 0).astype(np.int32)
         tris = model.surface[(model.inv_mass[model.surface] > 0).any(axis=1)]
         self._contact_sets = (movable, tris)
+        if self.mode == "implicit":
+            self._implicit = implicit.FrameTopology(model, self._implicit)
+            self._implicit.coarse(model, 1.0 / 60.0)  # built now for the usual frame: a cut's cost shows here
         self.notify_seconds = time.perf_counter() - t0
 
     def step(
@@ -134,16 +159,39 @@ def _step(
     grasp_force = np.zeros((grasps[0].size, 3))
     cand_verts, cand_weights, cand_inst = _contact_candidates(solver, model, state, arrays, dt)
     env = model.environment
-    kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
-    kernel(
-        state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
-        model.max_vertex_speed, model.block_corners, model.block_inv_mass, model.chunks, model.chunk_slots,
-        model.slab_chunks, model.block_dm_inv, block_alpha_dev(model, state), model.block_alpha_hyd, model.block_gamma,
-        anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
-        env.planes, env.spheres, env.boxes, env.friction,
-        *arrays[:11], cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
-        inst_force, anchor_force, grasp_force, counts,
-    )  # fmt: skip
+    if solver.mode == "implicit":
+        topo = solver._implicit
+        live = topo.live
+        k_hyd = 1.0 / model.alpha_hyd[live]  # read every frame: scale_stiffness needs no notice
+        if np.any(state.damage[live] > 0.0):  # coagulation stiffens: this frame's own deviatoric stiffness
+            k_dev = 1.0 / state.effective_alpha_dev(model)[live]
+        else:
+            k_dev = 1.0 / model.alpha_dev[live]
+        agg, factor = topo.coarse(model, float(dt))
+        residual = np.zeros(1)
+        kernel = implicit.solve_frame_serial if numba.get_num_threads() == 1 else implicit.solve_frame
+        kernel(
+            state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt),
+            solver.newton_steps, solver.cg_iterations, model.max_vertex_speed,
+            topo.tets, topo.B, k_dev, k_hyd, topo.gamma, topo.start, topo.slots, agg, factor,
+            anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
+            env.planes, env.spheres, env.boxes, env.friction,
+            *arrays[:11], cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
+            inst_force, anchor_force, grasp_force, counts, residual,
+        )  # fmt: skip
+        solver.last_residual = float(residual[0])
+    else:
+        kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
+        kernel(
+            state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt), substeps,
+            model.max_vertex_speed, model.block_corners, model.block_inv_mass, model.chunks, model.chunk_slots,
+            model.slab_chunks, model.block_dm_inv, block_alpha_dev(model, state), model.block_alpha_hyd,
+            model.block_gamma,
+            anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
+            env.planes, env.spheres, env.boxes, env.friction,
+            *arrays[:11], cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
+            inst_force, anchor_force, grasp_force, counts,
+        )  # fmt: skip
 
     report = StepReport(state.frame + 1, state.time + dt, {}, {}, anchor_force, events, [], {})
     _collect_forces(state, ids, grasp_rows, inst_force, grasp_force, report)

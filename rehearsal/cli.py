@@ -2,6 +2,10 @@
 
     rehearsal serve [--config FILE] [--data-dir DIR] [--udp-port N] [--http-port N] [--drain-seconds S]
                     [--tls-cert PEM --tls-key PEM] ...
+    rehearsal serve --processes N [--capacity R] [--redis URL] ...   N game servers and the join service on this
+                    machine through one room directory (rehearsal.fleet.supervisor); the join API on --http-port
+    rehearsal serve --redis URL --process-id ID [--capacity R]       one game server of a fleet (rehearsal.fleet)
+    rehearsal join-service --redis URL [--http-port N] [--data-dir DIR]   the fleet's stateless join service
     rehearsal demo [--seconds N]              the server and a simulated team of bots, with a live status
     rehearsal scenarios [--scenario-dir DIR]  list the shipped scenarios (and DIR's)
     rehearsal scenarios check FILE ...        validate scenario files (schema, world, procedure, complications)
@@ -64,6 +68,11 @@ _SETTING_FLAGS = {
     "drain_seconds": ("--drain-seconds", float, "on SIGTERM, how long rooms may finish (s)"),
     "tls_cert": ("--tls-cert", str, "PEM certificate: serve HTTPS and WSS on the HTTP port (with --tls-key)"),
     "tls_key": ("--tls-key", str, "PEM private key of --tls-cert"),
+    "webtransport_port": (
+        "--webtransport-port",
+        int,
+        "UDP port for participants' WebTransport datagrams (HTTP/3, self-signed by hash); -1 off, 0 a free one",
+    ),
     "scenario_dir": (
         "--scenario-dir",
         Path,
@@ -112,7 +121,44 @@ def _settings_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rehearsal", description="Multi-user surgical rehearsal server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _settings_flags(sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)"), _SERVE)
+    serve = sub.add_parser("serve", help="run the server (join API over HTTP, rooms over netcode UDP)")
+    _settings_flags(serve, _SERVE)
+    fleet = serve.add_argument_group("fleet (rehearsal.fleet: a room directory on Redis)")
+    fleet.add_argument(
+        "--processes",
+        type=int,
+        help="run N game-server processes and the join service (supervisor; default: none, one process)",
+    )
+    fleet.add_argument(
+        "--redis", help="the room directory's Redis, redis://HOST:PORT/DB (with --processes: default, one of its own)"
+    )
+    fleet.add_argument("--process-id", help="this game server's name in the directory (with --redis; default: none)")
+    fleet.add_argument("--capacity", type=int, default=2, help="rooms per game-server process (default: %(default)s)")
+    fleet.add_argument(
+        "--fleet-namespace", default="rehearsal:fleet:", help="the directory's key prefix (default: %(default)s)"
+    )
+    fleet.add_argument(
+        "--agones",
+        action="store_true",
+        help="follow the Agones lifecycle (default: only when AGONES_SDK_HTTP_PORT is set)",
+    )
+    joins = sub.add_parser(
+        "join-service", help="the fleet's stateless join service (routes codes to the room's process)"
+    )
+    joins.add_argument("--redis", required=True, help="the room directory's Redis, redis://HOST:PORT/DB")
+    joins.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_DEFAULTS.data_dir,
+        help="where the fleet's secrets are, or the environment (default: %(default)s)",
+    )
+    joins.add_argument("--http-host", default="127.0.0.1", help="where it listens (default: %(default)s)")
+    joins.add_argument(
+        "--http-port", type=int, default=8080, help="its port; 0 picks a free one (default: %(default)s)"
+    )
+    joins.add_argument(
+        "--fleet-namespace", default="rehearsal:fleet:", help="the directory's key prefix (default: %(default)s)"
+    )
     demo = sub.add_parser("demo", help="run the server with a simulated team of bots and print their progress")
     demo.add_argument("--seconds", default="20", help="how long the team rehearses (default: %(default)s)")
     demo.add_argument("--keep-dir", type=Path, help="where the run's data is kept (default: rehearsal-demo/<time>)")
@@ -336,7 +382,62 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rehearsal.server import serve  # the twisted reactor is imported only to serve
 
-    return serve(_load(args))
+    settings = _load(args)
+    if args.processes is not None:
+        from rehearsal.fleet.supervisor import FleetPlan, Supervisor
+
+        plan = FleetPlan(
+            data_dir=settings.data_dir,
+            processes=args.processes,
+            capacity=args.capacity,
+            http_host=settings.http_host,
+            http_port=settings.http_port,
+            udp_host=settings.udp_host,
+            udp_port=settings.udp_port if args.udp_port is not None else 0,
+            redis_url=args.redis or "",
+            namespace=args.fleet_namespace,
+            drain_seconds=settings.drain_seconds,
+            extra=passed_on_flags(args),
+        )
+        return Supervisor(plan).run()
+    if args.redis:
+        from rehearsal.fleet.runners import serve_member
+
+        if not args.process_id:
+            raise CliError("--redis needs --process-id (this game server's name in the directory)")
+        return serve_member(
+            settings,
+            args.redis,
+            args.process_id,
+            capacity=args.capacity,
+            namespace=args.fleet_namespace,
+            agones=args.agones,
+        )
+    return serve(settings)
+
+
+_FLEET_OWN = ("data_dir", "udp_host", "udp_port", "http_host", "http_port", "drain_seconds")
+
+
+def passed_on_flags(args: argparse.Namespace) -> list[str]:
+    """The settings flags given to ``serve --processes`` that every game server gets as well (its ports, data
+    folder and drain are the supervisor's to set)."""
+    out = []
+    if args.config is not None:
+        out += ["--config", str(args.config)]
+    for name, (flag, _, _) in _SETTING_FLAGS.items():
+        value = getattr(args, name, None)
+        if value is not None and name not in _FLEET_OWN:
+            if name == "webtransport_port" and value > 0:
+                value = 0  # one port cannot serve every process: each takes a free one (its pages are told it)
+            out += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
+    return out
+
+
+def cmd_join_service(args: argparse.Namespace) -> int:
+    from rehearsal.fleet.runners import serve_join_service
+
+    return serve_join_service(args.data_dir, args.redis, args.http_host, args.http_port, namespace=args.fleet_namespace)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -349,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "serve": cmd_serve,
+        "join-service": cmd_join_service,
         "demo": cmd_demo,
         "scenarios": cmd_scenarios,
         "invite": cmd_invite,

@@ -10,8 +10,9 @@ Any transport calls three entry points (``rehearsal.links``):
   coalesced per participant in a reconnect storm (``rehearsal.presence``); logs name participants by id only.
 * ``receive(key, message)``: ``input`` (thin-client input packets: each new pose of a hand device goes to
   ``Room.instrument_input``; the head's sets the gaze), ``command`` (``Room.command``; accepted ones are
-  broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines; a browser observer's go to
-  the room's shared observer stream, ``rehearsal.observer_stream``), ``ping`` (``pong``).
+  broadcast as an ``event``), ``snap_ack`` / ``snap_resync`` (snapshot baselines over UDP; over a WebSocket a snapshot
+  is a baseline once written and the ack only dates the page's view for the room's health; a browser
+  observer's resync leaves the room's shared observer stream, ``rehearsal.observer_stream``), ``ping`` (``pong``).
   Refusals are counted and answered with ``refused`` at most once per ``REFUSAL_INTERVAL`` per request kind.
   Every input and command is paid for from the connection's work budget (``rehearsal.budget``) before any
   of it is decoded or done; command arguments are bounded by ``rehearsal.wire.COMMAND_ARGS`` first.
@@ -37,7 +38,7 @@ from netcode.sync.snapshot_codec import budget_for_rate
 from rehearsal.budget import OVERSPEND_SECONDS, ConnectionBudget, TokenBucket, room_budget
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState
-from rehearsal.links import UDP, Link
+from rehearsal.links import IN_ORDER, UDP, Link
 from rehearsal.live_room import Client, LiveRoom, gaze_point
 from rehearsal.presence import Presence
 from rehearsal.roles import Action, Role, decide
@@ -209,9 +210,9 @@ class Connections:
             self.on_command(client, live, message.fields)
         elif kind == "snap_ack":
             newest = message.fields["newest"]
-            if key in live.observers:
-                client.ack_base = newest if client.ack_base is None else max(client.ack_base, newest)
-                live.observers.on_ack(key, newest, message.fields["bits"])  # to the codec once all have it
+            if client.link.transport in IN_ORDER:  # its snapshots were baselines when written: the ack is for health
+                if newest <= live.sync.sequence:  # a forged ack of a snapshot never sent names nothing
+                    client.ack_base = newest if client.ack_base is None else max(client.ack_base, newest)
             else:
                 live.sync.on_ack_fields(key, newest, client.fresh_acks(newest, message.fields["bits"]))
         elif kind == "snap_resync":

@@ -25,13 +25,17 @@ from netcode.messaging.peers import ServerChannels
 FIRST_LINK_KEY = 1 << 20  # above any netcode client index (max_clients is far below this)
 UDP = "udp"
 WEBSOCKET = "websocket"
+WEBTRANSPORT = "webtransport"  # a browser link whose unreliable messages go as WebTransport datagrams (lossy)
+# Transports that deliver every frame written, in order, to a client that decodes each snapshot on arrival: a
+# snapshot written to such a link is the client's baseline at once, no ack needed (a WebSocket over TCP).
+IN_ORDER = frozenset({WEBSOCKET})
 
 
 class Link(Protocol):
     """One connected client as the server sees it (see the module doc)."""
 
     key: int  # unique per process
-    transport: str  # "udp" | "websocket"
+    transport: str  # "udp" | "websocket" | "webtransport"
 
     def send(self, channel: Channel, message: Message | bytes) -> bool:
         """Queue a message (or its encoded bytes) on a channel; False when it was not accepted (as

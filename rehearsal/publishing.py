@@ -4,13 +4,12 @@ After each step (on the reactor thread) ``Publisher.publish(live, report)``: top
 burn) become a new snapshot epoch sent reliably; physics events (grasp, release, tear, cut, burn) and the
 room's own events (steps, complications, resets) become reliable ``event`` messages; burn levels that changed
 become a reliable ``surface_damage``; the holder of a new grasp gets its response model (``grasp``, measured on
-the room's thread), then ``release``. Then the surface
-(layout order) and the instruments are quantized once and each client gets its own ``snapshot`` (deltas
-against what it acknowledged, under a byte budget; a room's browser observers share one, encoded once:
-``rehearsal.observer_stream``) and an ``input_ack`` on the unreliable channel, and the
-room's links are flushed (its UDP links in one ``ServerChannels.flush`` call). Before the flush each participant
-gets the forces on its own instruments and each mentor the whole room's (unreliable ``forces``,
-``netcode.protocol.forces``).
+the room's thread), then ``release``. Then the surface (layout order) and the instruments are quantized once
+and each client gets its own ``snapshot`` (deltas against what it acknowledged, or for a WebSocket what was
+written to it, under a byte budget; a room's browser observers share one, encoded once:
+``rehearsal.observer_stream``) and an ``input_ack`` on the unreliable channel, and the room's links are flushed
+(its UDP links in one ``ServerChannels.flush`` call). Before the flush each participant gets the forces on its
+own instruments and each mentor the whole room's (unreliable ``forces``, ``netcode.protocol.forces``).
 
 Everything goes out through each client's ``Link``; this is the hot path (GIL-bound Python, per client
 per tick), so the loop stays flat.
@@ -34,7 +33,7 @@ from netcode.sync.snapshot import RigidKind, RigidSet
 from netcode.sync.snapshot_messages import snapshot_message
 from physics import StepReport
 from rehearsal.hands import holder_participant, instrument_holder
-from rehearsal.links import UDP
+from rehearsal.links import IN_ORDER, UDP
 from rehearsal.live_room import LiveRoom, surface_layout
 from rehearsal.observer_stream import SHARED_OBSERVERS
 from rehearsal.roles import Role
@@ -215,7 +214,8 @@ class Publisher:
             link = client.link
             live.set_focus(client)
             data = sync.encode(key)
-            link.send(Channel.UNRELIABLE, snapshot_message(data))
+            if link.send(Channel.UNRELIABLE, snapshot_message(data)) and link.transport in IN_ORDER:
+                sync.on_ack(key, sync.sequence)  # delivered in order: a baseline now (rehearsal.links.IN_ORDER)
             ack = client.inputs.ack(now)
             if ack is not None:
                 link.send(Channel.UNRELIABLE, Message("input_ack", input_ack_fields(ack)))
@@ -230,23 +230,21 @@ class Publisher:
         if group.members and SHARED_OBSERVERS in encoded and (watch_every == 1 or sync.sequence % watch_every == 0):
             data = sync.encode(SHARED_OBSERVERS)  # once for every browser observer of the room
             wire = snapshot_message(data)  # one bytes object for all (a WebSocket link frames it once for all)
-            group.sent(sync.sequence)
             clients = live.clients
+            missed = []  # members whose socket could not take it (see ObserverGroup.delivered)
             for key in group.members:
                 client = clients.get(key)
-                if client is not None:
-                    client.link.send(Channel.UNRELIABLE, wire)
-                    others = True
-            counters["snapshots"] += len(group)
+                if client is None or not client.link.send(Channel.UNRELIABLE, wire):
+                    missed.append(key)
+            others = True
+            counters["snapshots"] += len(group) - len(missed)
             counters["snapshots_shared"] += 1
             counters["snapshot_bytes"] += len(data)
             observe(len(data))
-            for key in group.laggards():
-                group.expel(key)  # a slow page gets its own stream rather than holding the others back
+            for key in group.delivered(sync.sequence, missed):  # a slow page: its own stream, not the others'
                 counters["observers_expelled"] += 1
-                laggard = live.clients.get(key)
-                if laggard is not None:
-                    laggard.ack_base, laggard.ack_passed = None, 0
+                if (slow := clients.get(key)) is not None:
+                    slow.ack_base, slow.ack_passed = None, 0
         if others:
             for client in list(live.clients.values()):
                 if client.link.transport != UDP:

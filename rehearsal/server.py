@@ -76,6 +76,7 @@ from rehearsal.web.debrief_access import DebriefAccess
 from rehearsal.web.site import mount_web
 from rehearsal.web.tls import server_tls_options
 from rehearsal.web.websocket import WatchEndpoint
+from rehearsal.web.webtransport import WebTransportEndpoint
 
 log = logging.getLogger("rehearsal.server")
 
@@ -175,11 +176,15 @@ class RehearsalServer:
         self.udp_address: Address | None = None
         self.http_port: int | None = None
         self.web: WatchEndpoint | None = None
+        self.webtransport: WebTransportEndpoint | None = None
         self.debriefs: DebriefService | None = None
         self.heartbeat: Heartbeat | None = None
         self._sampler: LoopingCall | None = None
         self.drain: Drain | None = None
         self.resumed: list[str] = []  # sessions brought back from their checkpoints at start
+        # Which of the store's open sessions this process resumes at start (a fleet's member leaves alone those
+        # the room directory gave to another process: rehearsal.fleet.member).
+        self.keep_session: Callable[[str], bool] = lambda session: True
 
     def __repr__(self) -> str:  # never show secrets
         return f"RehearsalServer(udp={self.udp_address}, http_port={self.http_port}, rooms={len(self.rooms)})"
@@ -315,6 +320,15 @@ class RehearsalServer:
         root = api_root(self.join_service, self.gate, self.create_session, closed=self.sessions.closed)
         admin_root(self.gate, self.admin_actions(), root=root)  # the same gate: one failure budget
         debrief_access = DebriefAccess.from_data_dir(settings.data_dir)  # mentors' debrief links
+        if settings.webtransport_port >= 0:  # participants' pages: datagrams beside the WebSocket
+            self.webtransport = WebTransportEndpoint(self.reactor)
+            try:
+                self.webtransport.listen(settings.webtransport_port, settings.http_host)
+            except CannotListenError as exc:
+                raise PortInUseError(
+                    f"webtransport udp port {settings.webtransport_port} on {settings.http_host} is in use: "
+                    f"{exc.socketError}"
+                ) from None
         self.web = WatchEndpoint(
             self.reactor,
             self.join_service,
@@ -322,6 +336,7 @@ class RehearsalServer:
             next_key=next_link_key,
             closed=self.sessions.closed,
             debrief_access=debrief_access,
+            webtransport=self.webtransport,
         ).start()
         mount_web(root, self.web)
         self.debriefs = DebriefService(self.reactor, self.results.session, self.gate.check, access=debrief_access)
@@ -351,7 +366,7 @@ class RehearsalServer:
         """Sessions still open when the last process died (a crash) come back with their code books; those
         that cannot are stored as interrupted (``Sessions.resume_sessions``). Returns the sessions resumed."""
         self.invites.load(self.store.codes(time.time()))
-        self.resumed = self.sessions.resume_sessions()
+        self.resumed = self.sessions.resume_sessions(self.keep_session)
         return self.resumed
 
     def stop(self) -> defer.Deferred:
@@ -367,6 +382,8 @@ class RehearsalServer:
         self.sessions.close_all()
         self.checkpoints.close()
         waits = [defer.maybeDeferred(self.udp.stop_listening)]
+        if self.webtransport is not None:  # its sessions close; the pages keep nothing but their WebSockets
+            waits.append(defer.maybeDeferred(self.webtransport.stop))
         if self._http_port is not None:
             waits.append(defer.maybeDeferred(self._http_port.stopListening))
             self._http_port = None
@@ -431,6 +448,8 @@ def serve(settings: Settings, *, setup: Callable[[RehearsalServer], None] | None
         server.http_port,
         server.settings.public_address,
     )
+    if server.webtransport is not None:
+        log.info("webtransport udp=%s:%d", server.settings.http_host, server.webtransport.port)
     log.info("watch page and mentor console: %s (enter a mentor or observer invite code)", watch_url(server))
     log.info(
         "debriefs of finished sessions: %sdebrief (a mentor's debrief link, or the admin credential)", watch_url(server)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -127,6 +128,10 @@ class Sessions:
     def scenarios(self) -> dict[str, Any]:
         """The scenarios this server offers, by name (``rehearsal.scenario.available_scenarios``)."""
         return available_scenarios(self.settings.scenario_dir)
+
+    def scenario_of(self, session: str) -> str | None:
+        """The name of the scenario a live room was made from (as ``create_session`` was given it)."""
+        return self._scenario_names.get(session)
 
     def session_open(self, session: str) -> bool:
         live = self.rooms.get(session)
@@ -299,12 +304,14 @@ class Sessions:
             for event in live.room.step_events():
                 self.journal.append(live.room.session, "step", event.detail)
 
-    def _replay_journal(self, room: Room, after: int) -> int:
-        """The room's journaled actions since its checkpoint, done again on the resumed room; how many."""
-        if self.journal is None:
+    def _replay_journal(self, room: Room, after: int, journal: ActionJournal | None = None) -> int:
+        """The room's journaled actions since its checkpoint (in ``journal``, by default this server's), done
+        again on the resumed room; how many."""
+        journal = journal if journal is not None else self.journal
+        if journal is None:
             return 0
         replayed = 0
-        for entry in self.journal.entries(room.session, after):
+        for entry in journal.entries(room.session, after):
             body = entry.body
             if entry.kind == "command":
                 participant, action, args = body.get("participant"), body.get("action"), body.get("args")
@@ -324,14 +331,16 @@ class Sessions:
 
     # --- resuming after a restart ------------------------------------------------------------------------
 
-    def resume_sessions(self) -> list[str]:
+    def resume_sessions(self, keep: Callable[[str], bool] = lambda session: True) -> list[str]:
         """Every session the store still lists as open comes back from its checkpoint (participants away until
         they rejoin with their codes); one that cannot keeps its result, marked ``interrupted``. Returns the
-        sessions resumed."""
+        sessions resumed. ``keep(session)`` False leaves a session alone (a fleet moved it to another process)."""
         if self.store is None:
             return []
         resumed = []
         for row in self.store.open_sessions():
+            if not keep(row.session):
+                continue
             try:
                 if len(self.rooms) >= MAX_ROOMS:
                     raise ValueError(f"this server already runs {MAX_ROOMS} rooms")
@@ -346,10 +355,35 @@ class Sessions:
             log.info("session %s resumed at frame %d", row.session, live.room.frame)
         return resumed
 
-    def _resume(self, session: str, scenario_name: str) -> LiveRoom:
+    def adopt_session(
+        self, session: str, scenario_name: str, source_dir: Path, source_journal: ActionJournal
+    ) -> LiveRoom:
+        """The fleet's failover (``rehearsal.fleet.member``): resume a room another process ran, from the checkpoint
+        and journal it left in ``source_dir`` (its recording copied here first); from then on it is this server's,
+        listed in this store. Raises like ``_resume`` (or ValueError when full or draining)."""
+        if session in self.rooms:
+            raise ValueError(f"session {session} already runs here")
+        if len(self.rooms) >= MAX_ROOMS:
+            raise ValueError(f"this server already runs {MAX_ROOMS} rooms")
+        if self.draining:
+            raise ValueError("this server is draining")
+        source = Path(source_dir) / "recordings" / f"{session}.rec"
+        if source.exists():
+            self._recording_path(session).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, self._recording_path(session))
+        live = self._resume(session, scenario_name, source_dir=Path(source_dir), journal=source_journal)
+        if self.store is not None:
+            self.store.session_opened(session, scenario_name, live.created_at)
+        self.counters["sessions_adopted"] += 1
+        log.info("session %s adopted at frame %d", session, live.room.frame)
+        return live
+
+    def _resume(
+        self, session: str, scenario_name: str, source_dir: Path | None = None, journal: ActionJournal | None = None
+    ) -> LiveRoom:
         if self.checkpoint_key is None:
             raise CheckpointFileError("no checkpoint key")
-        saved = read_checkpoint(checkpoint_path(self.settings.data_dir, session), self.checkpoint_key)
+        saved = read_checkpoint(checkpoint_path(source_dir or self.settings.data_dir, session), self.checkpoint_key)
         if saved.session != session:
             raise CheckpointFileError(f"the checkpoint of {session} names {saved.session}")
         known = self.scenarios()
@@ -362,7 +396,7 @@ class Sessions:
         path = self._recording_path(session)
         if saved.recording is not None and path.exists():
             room.recorder = Recorder(path, session, scenario, resume_at=saved.recording)
-        replayed = self._replay_journal(room, int(saved.reactor.get("journal_seq", 0)))
+        replayed = self._replay_journal(room, int(saved.reactor.get("journal_seq", 0)), journal)
         if replayed:
             log.info("session %s: %d journaled actions replayed on its checkpoint", session, replayed)
         live = self._open_room(room, scenario_name, created_at=saved.created_at)

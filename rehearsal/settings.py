@@ -32,6 +32,9 @@ class Settings:
     # over TLS, so a console opened from another machine needs both. Empty: plain HTTP.
     tls_cert: str = ""
     tls_key: str = ""
+    # WebTransport (HTTP/3 over UDP on http_host) for participants' pages: their snapshots and inputs as datagrams
+    # beside the WebSocket (rehearsal.web.webtransport). -1: off; 0 picks a free port.
+    webtransport_port: int = -1
     max_clients: int = 256
     default_scenario: str = "basic_skills"
     # A folder of extra scenario files (*.toml) offered beside the packaged ones, by file stem; a packaged
@@ -118,6 +121,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> Settings:
     for port in ("udp_port", "http_port"):
         if not 0 <= getattr(result, port) <= 65535:
             raise SettingsError(f"{origin}: {port} must be in [0, 65535]")
+    if not -1 <= result.webtransport_port <= 65535:
+        raise SettingsError(f"{origin}: webtransport_port must be -1 (off) or in [0, 65535]")
     if not 0.0 <= result.observer_snapshot_hz <= 1000.0:
         raise SettingsError(f"{origin}: observer_snapshot_hz must be in [0, 1000]")
     if result.physics_threads < 1:

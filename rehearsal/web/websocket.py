@@ -13,6 +13,17 @@ frames: each carries exactly one message of ``rehearsal.wire.REHEARSAL_REGISTRY`
 snapshot codec as the headsets'), both ways. A page may also send the text frame ``{"page_error": "<text>"}``
 (counted, logged briefly). A refused join is a binary ``refused`` (request ``connect``) and a close with code 4003.
 
+Any role joins this way. A participant's page (surgeons, the assistant, the scrub nurse) sends ``input`` messages
+(the thin client's redundant input packets, ``netcode/thin_client/CLIENT.md``) that reach ``connections.receive``
+like a headset's: the same work budget, role rules, pose guard and bad-input counting; it gets what a headset
+gets (its own snapshot stream, ``input_ack``, the ``grasp`` response models and ``release``, its ``forces``). An
+observer's input naming a hand is refused and counted (``budget_refused_role``) before any pose is decoded.
+
+A participant's page is also offered WebTransport datagrams (``rehearsal.web.webtransport``, when the server
+runs that port): once attached, the link's unreliable messages go as datagrams (no head-of-line blocking under
+loss), its transport is ``webtransport`` (snapshots then need acks: not ``IN_ORDER``), and the page's datagrams
+pass the same frame budget and checks as its frames. When the session closes, everything is on the socket again.
+
 Bounded: frames and messages from the page (``MAX_FRAME_BYTES``), frames per second (``MAX_FRAMES_PER_SECOND``),
 malformed frames (``MAX_BAD_FRAMES``, each answered with a ``refused`` at most twice a second), time to join,
 open sockets (``MAX_SOCKETS``) and what waits in the send buffer while the page reads slowly: unreliable
@@ -45,8 +56,10 @@ from netcode.messaging.messages import Message, MessageError
 from rehearsal.identity import Identity, IdentityError
 from rehearsal.invites import InviteError
 from rehearsal.join_service import JoinService
+from rehearsal.links import WEBTRANSPORT
 from rehearsal.roles import Role
 from rehearsal.web.debrief_access import DebriefAccess
+from rehearsal.web.webtransport import DatagramSession, WebTransportEndpoint
 from rehearsal.wire import REHEARSAL_REGISTRY
 
 log = logging.getLogger("rehearsal.web")
@@ -110,8 +123,8 @@ class WebSocketLink:
 
     def __init__(self, key: int, protocol: WatchProtocol, identity: Identity) -> None:
         self.key = key
-        self.transport = WEBSOCKET
         self.identity = identity
+        self.datagrams: DatagramSession | None = None  # a WebTransport session for the unreliable messages
         self._protocol = protocol
         self.open = True
         self.bytes_sent = 0
@@ -125,6 +138,32 @@ class WebSocketLink:
 
     def __repr__(self) -> str:
         return f"WebSocketLink({self.key}, {self.identity.role.value})"
+
+    @property
+    def transport(self) -> str:
+        """``websocket``, or ``webtransport`` while unreliable messages go as datagrams (lossy: acks needed)."""
+        return WEBSOCKET if self.datagrams is None else WEBTRANSPORT
+
+    def attach_datagrams(self, session: DatagramSession) -> None:
+        """The page opened its WebTransport session: unreliable messages go there from now on."""
+        if not self.open:
+            session.close("the link is closed")
+            return
+        if self.datagrams is not None:
+            self.datagrams.close("replaced")
+        self.datagrams = session
+        self._protocol.counters["webtransport_attached"] += 1
+        log.info("web link %d: webtransport datagrams attached", self.key)
+
+    def datagrams_closed(self, session: DatagramSession) -> None:
+        """The session ended (page, timeout or server): back to the WebSocket for everything."""
+        if self.datagrams is session:
+            self.datagrams = None
+            log.info("web link %d: webtransport closed; unreliable messages on the WebSocket", self.key)
+
+    def on_datagram_message(self, payload: bytes) -> None:
+        """A message the page sent as a datagram: the same budget and checks as a binary frame."""
+        self._protocol.on_binary(payload, datagram=True)
 
     def send(self, channel: Channel, message: Message | bytes) -> bool:
         """One message in one binary frame; False if the link is closed or the message was dropped.
@@ -143,6 +182,12 @@ class WebSocketLink:
         else:
             data = message if type(message) is bytes else bytes(message)
         protocol = self._protocol
+        datagrams = self.datagrams
+        if channel is Channel.UNRELIABLE and datagrams is not None and datagrams.send(data):
+            self.bytes_sent += len(data)
+            self.frames_sent += 1
+            protocol.counters["datagram_bytes_sent"] += len(data)
+            return True  # (a message too large for datagrams goes on the socket below)
         if protocol.state != WebSocketServerProtocol.STATE_OPEN:
             return False  # the closing handshake began: nothing may follow the close frame
         if protocol.backpressure.paused:
@@ -185,13 +230,21 @@ class WebSocketLink:
         )
 
     def flush(self, now: float) -> None:
-        """Nothing waits: every send is written to the socket at once."""
+        """Frames are written at once; the tick's datagrams leave now."""
+        if self.datagrams is not None:
+            self.datagrams.flush()
 
     def close(self, reason: str) -> None:
         """Close the socket (code 4000 with the reason); the endpoint reports ``connections.closed`` once."""
         if self.open:
             self.open = False
+            self._drop_datagrams()
             self._protocol.close_with(CLOSE_SERVER, reason)
+
+    def _drop_datagrams(self) -> None:
+        datagrams, self.datagrams = self.datagrams, None
+        if datagrams is not None:
+            datagrams.close("the link closed")
 
 
 class WatchProtocol(WebSocketServerProtocol):
@@ -246,6 +299,7 @@ class WatchProtocol(WebSocketServerProtocol):
         if link is None:
             return
         link.open = False
+        link._drop_datagrams()
         self.endpoint.links.pop(link.key, None)
         why = reason or (f"closed ({code})" if code else "connection lost")
         log.info("web link %d (%s) closed: %s", link.key, link.identity.role.value, why)
@@ -292,21 +346,37 @@ class WatchProtocol(WebSocketServerProtocol):
         if link is None:
             self._on_join_frame(payload, isBinary)
             return
+        if isBinary:
+            self._message(link, payload)
+            return
         link.frames_received += 1
         link.bytes_received += len(payload)
-        if isBinary:
-            try:
-                message = REHEARSAL_REGISTRY.decode(payload)
-            except MessageError as exc:
-                self._bad_frame(f"malformed message: {exc}")
-                return
-            try:
-                self.endpoint.connections.receive(link.key, message)
-            except Exception as exc:  # a handler bug must not reach autobahn (it would drop the socket)
-                self.counters["receive_failed"] += 1
-                log.error("web link %d: %s failed: %s", link.key, message.type, type(exc).__name__)
-            return
         self._on_text(payload)
+
+    def on_binary(self, payload: bytes, *, datagram: bool) -> None:
+        """A message from the page's WebTransport datagrams, paid for from the same frame budget."""
+        link = self.link
+        if self.closing or link is None:
+            return
+        if not self._take_token():
+            self.counters["datagrams_over_budget"] += 1  # datagrams may be dropped; the socket stays
+            return
+        self.counters["datagrams_received"] += 1
+        self._message(link, payload)
+
+    def _message(self, link: WebSocketLink, payload: bytes) -> None:
+        link.frames_received += 1
+        link.bytes_received += len(payload)
+        try:
+            message = REHEARSAL_REGISTRY.decode(payload)
+        except MessageError as exc:
+            self._bad_frame(f"malformed message: {exc}")
+            return
+        try:
+            self.endpoint.connections.receive(link.key, message)
+        except Exception as exc:  # a handler bug must not reach autobahn (it would drop the socket)
+            self.counters["receive_failed"] += 1
+            log.error("web link %d: %s failed: %s", link.key, message.type, type(exc).__name__)
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -400,6 +470,9 @@ class WatchProtocol(WebSocketServerProtocol):
         access = endpoint.debrief_access
         if access is not None and identity.role is Role.MENTOR:  # opens this session's debrief once it ended
             answer["debrief_key"] = access.issue(identity.session)
+        wt = endpoint.webtransport
+        if wt is not None and identity.role is not Role.OBSERVER:  # observers share an in-order stream
+            answer["webtransport"] = wt.offer(link)
         self.sendMessage(json.dumps({"joined": answer}).encode(), isBinary=False)
         log.info("web link %d joined session %s as %s", link.key, identity.session, identity.role.value)
         try:
@@ -456,8 +529,10 @@ class WatchEndpoint:
         closed: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         debrief_access: DebriefAccess | None = None,
+        webtransport: WebTransportEndpoint | None = None,
     ) -> None:
         self.reactor = reactor
+        self.webtransport = webtransport  # offers participants' pages datagrams (rehearsal.web.webtransport)
         self.debrief_access = debrief_access  # issues a mentor's debrief key at its join
         self.join_service = join_service
         self.connections = connections

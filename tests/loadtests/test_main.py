@@ -45,6 +45,8 @@ DOCUMENTED = [  # loadtests/README.md
     "soak --seconds 300 --rooms 1",
     "faults --flood-seconds 5",
     "crash --out runs",
+    "fleet --processes 3 --capacity 3 --sessions 6",
+    "capacity --processes 2",
     "attack --attack-seconds 4 --only nested_json,huge_body",
 ]
 
@@ -59,6 +61,6 @@ def test_every_run_has_the_documented_flags():
         assert "scenario" in args and "out" in args, line
     with pytest.raises(SystemExit):
         main(COMMANDS, ["capacity", "--no-such-flag"])
-    assert {c.name for c in COMMANDS} == {"capacity", "impaired", "soak", "faults", "crash", "attack"}
+    assert {c.name for c in COMMANDS} == {"capacity", "impaired", "soak", "faults", "crash", "fleet", "attack"}
     for command in COMMANDS:
         assert callable(command.resolve())

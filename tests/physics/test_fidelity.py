@@ -37,3 +37,9 @@ def test_a_stiff_block_at_few_substeps_measures_softer_than_converged():
     """The measurement sees the small-step error: 1 MPa at 5 substeps is far softer than its energy."""
     r = fidelity.bending(300, 1.0e6, 5, 400)
     assert r["at_rest"] and r["effective_stiffness"] < 0.8
+
+
+def test_the_yank_takes_every_grasp_at_hard_speed_and_ends_at_rest_uninverted():
+    r = fidelity.yank(300, 3.0e4, 20, cycles=2)
+    assert r["grasps_taken"] == 3 and r["yank_speed_m_s"] > 1.0 and r["nonfinite_resets"] == 0
+    assert r["inverted_tets_at_rest"] == 0 and 0.0 <= r["inverted_fraction_max"] <= 1.0

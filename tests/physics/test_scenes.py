@@ -166,7 +166,20 @@ def test_bench_quick_json_has_the_expected_keys(capsys):
     assert set(entry["volume"]) == {"nu0.45_stretch20", "nu0.45_compress20", "nu0.49_stretch20", "nu0.49_compress20"}
     assert 0.5 < entry["summary"]["bending_stiffness"] <= 1.05 and entry["bending"]["newton_converged"]
     assert isinstance(fid["passed"], bool) and isinstance(fid["failures"], list)
+    topo = doc["topology"]
+    assert topo["size"] == 1000 and set(topo) == {"size", "threads", "xpbd"}
+    cut = topo["xpbd"]
+    assert cut["cut_tets_removed"] > 0 and cut["notify_ms"] > 0 and cut["grasp_held"] and cut["finite"]
     assert "size" in captured.err  # progress goes to stderr
+
+
+def test_bench_fidelity_defaults_to_a_quick_subset_and_full_on_request():
+    quick = bench.make_config(bench.build_parser().parse_args([]))
+    assert quick.fidelity_sizes == [20000] and quick.fidelity_materials == ["8kPa", "1MPa"]
+    full = bench.make_config(bench.build_parser().parse_args(["--fidelity-full"]))
+    assert full.fidelity_sizes == [5000, 20000] and full.fidelity_materials == list(bench.MATERIALS)
+    implicit = bench.make_config(bench.build_parser().parse_args(["--solver", "implicit", "--cg-iterations", "12"]))
+    assert implicit.solver_options() == {"mode": "implicit", "cg_iterations": 12, "newton_steps": 1}
 
 
 def test_bench_rejects_bad_arguments(capsys):

@@ -224,3 +224,12 @@ def test_invite_serves_your_scenario_by_name_and_by_path_end_to_end(tmp_path, ca
         assert "401 unauthorized (is --data-dir the server's? its admin credential differs)" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+def test_serve_processes_gives_each_game_server_its_own_webtransport_port():
+    import argparse
+
+    from rehearsal.cli import passed_on_flags
+
+    assert passed_on_flags(argparse.Namespace(config=None, webtransport_port=4433)) == ["--webtransport-port", "0"]
+    assert passed_on_flags(argparse.Namespace(config=None, webtransport_port=-1)) == ["--webtransport-port", "-1"]

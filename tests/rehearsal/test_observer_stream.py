@@ -1,5 +1,6 @@
-"""A room's browser observers share one snapshot stream: encoded once, decodable by each, acknowledged to the
-codec only when every member has it; a newcomer, a resync and a laggard are handled without the others' loss."""
+"""A room's browser observers share one snapshot stream: encoded once, decodable by each, a baseline once
+written to every member; a newcomer, a resync and a page that cannot keep up are handled without the others'
+loss."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from netcode.sync.snapshot_decode import SnapshotDecoder
 from netcode.sync.snapshot_messages import decode_message
 from rehearsal.identity import Identity
 from rehearsal.links import UDP
-from rehearsal.observer_stream import MAX_LAG, SHARED_OBSERVERS
+from rehearsal.observer_stream import SHARED_OBSERVERS
 from rehearsal.roles import Role
 from rehearsal.server import RehearsalServer
 from rehearsal.settings import load_settings
@@ -25,8 +26,8 @@ def room(tmp_path):
     live = server.rooms[session]
     live.ticker.stop()
 
-    def join(key: int, role: Role = Role.OBSERVER, transport: str = "websocket") -> RecordingLink:
-        link = RecordingLink(key, transport)
+    def join(key: int, role: Role = Role.OBSERVER, transport: str = "websocket", kind=RecordingLink) -> RecordingLink:
+        link = kind(key, transport)
         server.connections.open(link, Identity(session, key, role, f"p{key}"))
         return link
 
@@ -78,18 +79,33 @@ def test_browser_observers_get_one_encoding_and_each_decodes_it(room):
         assert received.all() and positions.shape[0] == live.sync.layout.vertex_count
 
 
-def test_a_sequence_is_a_baseline_only_once_every_member_acked_it(room):
+def test_a_shared_snapshot_is_a_baseline_once_written_to_every_member(room):
     server, live, join = room
     a, b = join(4), join(5)
     server.publisher.publish(live, None)
     first = live.sync.sequence
     shared = live.sync.clients[SHARED_OBSERVERS]
-    ack(server, a, first)
-    assert (shared.acked_seq < 0).all()  # b has not acked it: no baseline yet
-    ack(server, b, first)
-    assert (shared.acked_seq == first).all()  # both hold it: the next deltas may use it
+    assert (shared.acked_seq == first).all()  # no page acked it: a WebSocket delivers what was written
     server.publisher.publish(live, None)
-    assert len(snapshots(a)[-1]) < len(snapshots(a)[0]) // 4
+    assert len(snapshots(a)[-1]) < len(snapshots(a)[0]) // 4 and snapshots(a)[-1] is snapshots(b)[-1]
+    for _ in range(3):
+        server.publisher.publish(live, None)
+    for link in (a, b):  # each page decodes the deltas without ever having acked
+        decoder = SnapshotDecoder()
+        for data in sync_bytes(link):
+            decoder.on_message(data)
+        assert decoder.missing_baselines == 0
+        assert decoder.surface()[1].all()
+
+
+def test_a_page_ack_dates_its_view_but_a_forged_one_does_not(room):
+    server, live, join = room
+    a = join(4)
+    server.publisher.publish(live, None)
+    ack(server, a, live.sync.sequence)
+    assert server.connections.clients[a.key].ack_base == live.sync.sequence
+    ack(server, a, live.sync.sequence + 10**6)  # never sent
+    assert server.connections.clients[a.key].ack_base == live.sync.sequence
 
 
 def test_a_newcomer_resets_the_shared_stream_and_a_resync_leaves_it(room):
@@ -99,7 +115,6 @@ def test_a_newcomer_resets_the_shared_stream_and_a_resync_leaves_it(room):
     a = join(4)
     server.publisher.publish(live, None)
     full = len(snapshots(a)[-1])
-    ack(server, a, live.sync.sequence)
     server.publisher.publish(live, None)
     assert len(snapshots(a)[-1]) < full // 4
     b = join(5)  # joins late: the next shared snapshot is full again, for both
@@ -113,19 +128,34 @@ def test_a_newcomer_resets_the_shared_stream_and_a_resync_leaves_it(room):
     assert SHARED_OBSERVERS not in live.sync.clients  # the last member took the shared client with it
 
 
-def test_a_page_that_stops_acking_gets_its_own_stream(room):
+class _SlowLink(RecordingLink):
+    """A page whose socket is paused (it does not keep up): unreliable sends are dropped, as WebSocketLink's."""
+
+    paused = False
+
+    def send(self, channel: Channel, message) -> bool:
+        if self.paused and channel is Channel.UNRELIABLE:
+            return False
+        return super().send(channel, message)
+
+
+def test_a_page_that_cannot_take_a_shared_snapshot_gets_its_own_stream(room):
     server, live, join = room
-    a, slow = join(4), join(5)
-    for _ in range(MAX_LAG + 3):
-        server.publisher.publish(live, None)
-        ack(server, a, live.sync.sequence)
+    a, slow = join(4), join(5, kind=_SlowLink)
+    server.publisher.publish(live, None)
+    slow.paused = True
+    server.publisher.publish(live, None)  # dropped for slow: it leaves the group, a keeps its baselines
     assert 5 not in live.observers and 5 in live.sync.clients and 4 in live.observers
     assert server.counters["observers_expelled"] == 1
-    assert (live.sync.clients[SHARED_OBSERVERS].acked_seq >= 0).all()  # a's acks are baselines again
+    assert (live.sync.clients[SHARED_OBSERVERS].acked_seq >= 0).all()  # the others kept their baselines
+    slow.paused = False
     server.publisher.publish(live, None)
     assert snapshots(slow)[-1] is not snapshots(a)[-1]
-    own = [len(data) for data in snapshots(slow)[-4:]]
-    assert max(own) > 4 * len(snapshots(a)[-1])  # slow: its own stream, starting from full records
+    assert len(snapshots(slow)[-1]) > 4 * len(snapshots(a)[-1])  # its own stream, starting from full records
+    decoder = SnapshotDecoder()
+    for data in sync_bytes(slow):
+        decoder.on_message(data)
+    assert decoder.missing_baselines == 0 and decoder.surface()[1].all()
 
 
 def test_without_sharing_each_browser_observer_has_its_own_stream(tmp_path):
@@ -143,46 +173,3 @@ def test_without_sharing_each_browser_observer_has_its_own_stream(tmp_path):
         assert snapshots(links[0])[-1] is not snapshots(links[1])[-1]
     finally:
         server.stop()
-
-
-class _Codec:
-    """The codec calls an ObserverGroup makes, recorded."""
-
-    def __init__(self) -> None:
-        self.clients: set[object] = set()
-        self.acked: list[int] = []
-
-    def add_client(self, key: object, budget_bytes: int | None = None) -> None:
-        self.clients.add(key)
-
-    def reset_client(self, key: object) -> None:
-        self.acked.clear()
-
-    def remove_client(self, key: object) -> None:
-        self.clients.discard(key)
-
-    def on_ack(self, key: object, sequence: int) -> None:
-        assert key == SHARED_OBSERVERS
-        self.acked.append(sequence)
-
-
-def test_a_sequence_goes_to_the_codec_when_the_last_of_many_members_acks_it_or_the_holdout_leaves():
-    from rehearsal.observer_stream import ObserverGroup
-
-    codec = _Codec()
-    group = ObserverGroup(codec, budget_bytes=None)  # type: ignore[arg-type]
-    for key in range(32):
-        group.add(key)
-    for sequence in range(10, 14):
-        group.sent(sequence)
-    for key in range(31):
-        assert group.on_ack(key, 11, 0b1) == []  # 11 and 10 (bit 0): not yet everyone's
-        assert group.on_ack(key, 11, 0b1) == []  # a repeated ack counts once
-    assert group.on_ack(31, 10, 0) == [10] and codec.acked == [10]  # the last member completes 10 only
-    assert group.on_ack(31, 12, 0b11) == [11]  # 12 is the newest (the others lack it), 11 bit 0, 10 bit 1
-    for key in range(1, 32):
-        group.on_ack(key, 13, 0b1)  # 13 and 12 from all but member 0
-    assert codec.acked == [10, 11]
-    group.discard(0)  # the holdout leaves: what all the others hold becomes a baseline
-    assert codec.acked == [10, 11, 12, 13] and not group.counts
-    assert group.on_ack(1, 10**12, 0) == [] and group.newest_ack[1] == 13  # never sent: ignored

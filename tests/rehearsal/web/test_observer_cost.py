@@ -1,5 +1,6 @@
 """The in-process observer cost harness (rehearsal.web.observer_cost) drives the real path: autobahn sockets
-joined to a real room get its one shared snapshot frame, and their masked acks reach the shared stream."""
+joined to a real room get its one shared snapshot frame, a baseline once written, and their masked acks reach
+the room (dating each page's view)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rehearsal.web import observer_cost
 from rehearsal.web.websocket import WatchEndpoint
 
 
-def test_observers_get_the_shared_frame_and_their_acks_make_baselines(tmp_path):
+def test_observers_get_the_shared_frame_a_baseline_once_written_and_their_acks_reach_the_room(tmp_path):
     server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
     try:
         session = server.create_session("basic_skills")
@@ -23,15 +24,21 @@ def test_observers_get_the_shared_frame_and_their_acks_make_baselines(tmp_path):
         pages = [observer_cost._Observer(endpoint, server, session, 100 + i) for i in range(2)]
         assert len(live.observers) == 2
         server.publisher.publish(live, None)
+        assert (live.sync.clients[SHARED_OBSERVERS].acked_seq >= 0).all()  # written to both: a baseline
         frames = [page.take_frames() for page in pages]
         assert frames[0][-1] == frames[1][-1]  # the same snapshot bytes to both
-        acks = [page.ack_frame(f) for page, f in zip(pages, frames, strict=True)]
-        assert all(a is not None for a in acks)  # the first snapshot is acked at once (as app.js does)
-        shared = live.sync.clients[SHARED_OBSERVERS]
-        pages[0].protocol.dataReceived(acks[0])
-        assert (shared.acked_seq < 0).all()  # one of two acked: no baseline yet
-        pages[1].protocol.dataReceived(acks[1])
-        assert (shared.acked_seq >= 0).all()  # through autobahn's parser to the group and the codec
+        acked = {}
+        for _ in range(observer_cost.ACK_EVERY):  # each page acks once in ACK_EVERY snapshots
+            for page, f in zip(pages, frames, strict=True):
+                frame = page.ack_frame(f)
+                if frame is not None:
+                    page.protocol.dataReceived(frame)  # through autobahn's parser to the room
+                    acked[page.link.key] = page.newest
+            server.publisher.publish(live, None)
+            frames = [page.take_frames() for page in pages]
+        assert len(acked) == 2
+        for key, newest in acked.items():
+            assert server.connections.clients[key].ack_base == newest
     finally:
         server.stop()
 

@@ -4,17 +4,32 @@
 // annotations, participants), `event`s (commands, people, steps, physics), the snapshot stream (decoded by
 // snapshot_decoder.js, acked like a headset), `surface_damage` (burn levels the scene colours), `refused`. Commands are `command` messages; the server decides
 // (rehearsal/roles.py): the console is shown to mentors only, but the server refuses whatever a role may not do.
+//
+// A participant (a welcome with hands: surgeons, the assistant, the scrub nurse) drives their instruments from
+// this page: desktop_input.js (mouse, keyboard, gamepad) or a WebXR session (xr_session.js, xr_input.js), through
+// participant.js, the port of the Python thin client (netcode/thin_client/CLIENT.md): redundant input packets
+// every frame, own instruments drawn from local input in the same frame, held tissue predicted from the grasp's
+// response model and reconciled, the rest interpolated behind a jitter-adaptive delay on the synchronised clock.
+// Observers and mentors get no instrument controls (and the server refuses their inputs anyway).
 
 import { RoomLink } from './link.js';
 import { RoomScene } from './scene.js';
 import { SnapshotDecoder } from './snapshot_decoder.js';
+import { DesktopRig, DEVICE_OF_HAND } from './desktop_input.js';
+import { magnitude, parseForces } from './forces.js';
+import { ParticipantClient } from './participant.js';
+import { quatMul } from './poses.js';
+import { HapticMapper, xrDevicePoses } from './xr_input.js';
+import { playHaptics, startSession, supportedModes } from './xr_session.js';
 
 const SNAPSHOT_TYPES = new Set(['snap_config', 'snap_topology', 'snap_predictor', 'snapshot']);
 const MAX_EVENTS = 200;
 const RESYNC_INTERVAL_MS = 1000;
-// A snap_ack every ACK_EVERY-th snapshot (the 1st, 3rd, ...): its bits name the ones between, so the deltas
-// stay right while the server parses half the frames (32 pages' acks are most of what observers cost it).
-const ACK_EVERY = 2;
+// A snap_ack every ACK_EVERY-th snapshot (10 a second at 60 Hz): over a WebSocket a snapshot is a baseline as
+// soon as the server wrote it (TCP delivers in order, this page decodes each), so acks only date this page's
+// view for the room's health; 32 pages acking every snapshot were most of what observers cost the server.
+const ACK_EVERY = 6;
+const LOSSY_ACK_EVERY = 2; // while on WebTransport datagrams (link.lossy): acks are what the deltas stand on
 const PING_INTERVAL_MS = 1000;
 const $ = (id) => document.getElementById(id);
 // Participant ids are 63-bit: the decoder gives a BigInt beyond 2^53, so they are keyed by their decimal text.
@@ -24,6 +39,7 @@ const state = {
   joined: null, // {session, participant (decimal text), role, name, rejoin_code, debrief_key (mentors)}
   me: null, // our participant id (pkey), from the welcome
   roomState: 'not connected',
+  transport: 'websocket', // or 'webtransport' while unreliable messages go as datagrams (link.js)
   participants: new Map(), // participant id -> {name, role, objects: {hand|head: rigid id}, health}
   steps: [],
   currentStep: null,
@@ -42,7 +58,26 @@ const state = {
   pendingCommands: new Map(),
   rtt: null,
   health: null, // the server's newest room health (participants' RTT, loss, snapshot age), if it sends one
+  // participant mode (a welcome with hands), else null
+  hands: null, // {hand: rigid object id} we drive
+  forces: new Map(), // our instrument object id -> {force, grasp, position} (N, m), from `forces`
+  grasps: 0, // response models received
+  inputsSent: 0,
+  snapshotGaps: [], // ms between snapshot frames (the newest 2048), for the network panel and benches
+  xr: null, // the immersive session while one runs
+  xrModes: [],
+  script: null, // a test's or bench's function(localNow) -> {device: pose}, instead of the desktop rig
+  frameIndex: 0,
+  ownFrames: 0, // frames that drew one of our instruments
+  ownDrawnThisFrame: 0, // ... at the pose this very frame sampled (the own-instrument latency is one frame)
 };
+
+let participant = null; // ParticipantClient
+let rig = null; // DesktopRig
+let haptics = null; // HapticMapper
+let lastFrameAt = null;
+let lastSnapshotFrameAt = null;
+const HALF_TURN_Y = [0, 1, 0, 0];
 
 let decoder = new SnapshotDecoder();
 let scene = null;
@@ -60,6 +95,10 @@ const link = new RoomLink({
     setLinkState('connected');
   },
   onMessage: (type, fields) => onMessage(type, fields),
+  onTransport: (text) => {
+    state.transport = link.transportName;
+    setLinkState(`connected: ${text}`);
+  },
   onClosed: ({ code, reason, refusal, wasJoined }) => {
     const why = refusal || reason || `connection closed (${code})`;
     setLinkState(`disconnected: ${why}`);
@@ -119,13 +158,20 @@ function onMessage(type, fields) {
     case 'refused': onRefused(fields); break;
     case 'surface_damage': onSurfaceDamage(fields); break;
     case 'pong': state.rtt = (performance.now() / 1000) - fields.time; break;
-    default: break; // input_ack, grasp, release: for headsets
+    case 'input_ack': if (participant) participant.onInputAck(fields, performance.now() / 1000); break;
+    case 'grasp':
+      if (participant && participant.onGrasp(fields, performance.now() / 1000)) state.grasps += 1;
+      break;
+    case 'release': if (participant) participant.onRelease(fields.grasp_id, performance.now() / 1000); break;
+    case 'forces': onForces(fields); break;
+    default: break;
   }
 }
 
 function onSnapshotMessage(type, fields) {
+  let applied;
   try {
-    decoder.onMessage(type, fields);
+    applied = decoder.onMessage(type, fields);
   } catch (err) {
     link.reportError(`snapshot decoder: ${type}: ${err && err.message}`);
     requestResync(`rejected ${type}`);
@@ -135,12 +181,21 @@ function onSnapshotMessage(type, fields) {
     surfaceDirty = true;
     state.topologyEpoch = null; // rebuild the geometry at the next frame
   }
+  if (participant && applied.length) participant.onSnapshot(decoder, performance.now() / 1000);
   if (type === 'snapshot') {
+    const now = performance.now();
+    if (lastSnapshotFrameAt !== null) {
+      state.snapshotGaps.push(now - lastSnapshotFrameAt);
+      if (state.snapshotGaps.length > 2048) state.snapshotGaps.shift();
+    }
+    lastSnapshotFrameAt = now;
     state.snapshots += 1;
     state.lastSnapshotAt = performance.now();
     surfaceDirty = true;
     rigidDirty = true;
-    const ack = state.snapshots % ACK_EVERY === 1 % ACK_EVERY ? decoder.ackFields() : null;
+    // over datagrams snapshots get lost: the server's deltas need acks (each one names the 32 before it)
+    const every = link.lossy ? LOSSY_ACK_EVERY : ACK_EVERY;
+    const ack = state.snapshots % every === 1 % every ? decoder.ackFields() : null;
     if (ack) link.send('snap_ack', ack);
   }
   const missing = decoder.missingBaselines || 0; // a counter: it grows when a delta's baseline is gone
@@ -172,6 +227,54 @@ function onSurfaceDamage(fields) {
   scene.setBurns(ids, levels, fields.reset);
 }
 
+/** Our instruments' forces: the HUD shows them, an XR session's controllers vibrate with them. */
+function onForces(fields) {
+  if (!participant) return;
+  let report;
+  try {
+    report = parseForces(fields);
+  } catch (err) {
+    link.reportError(`forces: ${err && err.message}`);
+    return;
+  }
+  const byDevice = new Map();
+  for (const [hand, oid] of Object.entries(state.hands || {})) {
+    const f = report.byObject.get(Number(oid));
+    if (!f) continue;
+    state.forces.set(Number(oid), f);
+    byDevice.set(DEVICE_OF_HAND[hand], f);
+  }
+  const pulses = haptics.update(byDevice);
+  if (state.xr && state.xr.controllers) state.xr.played = (state.xr.played || 0) + playHaptics(pulses, state.xr.controllers);
+}
+
+/** The welcome gave us hands: this page drives them (desktop rig, or XR once a session starts). */
+function startParticipant(hands) {
+  state.hands = { ...hands };
+  const names = Object.keys(hands).filter((h) => h in DEVICE_OF_HAND);
+  participant = new ParticipantClient({ devices: [0, ...names.map((h) => DEVICE_OF_HAND[h])] });
+  for (const hand of names) participant.own(hands[hand], DEVICE_OF_HAND[hand]);
+  rig = new DesktopRig(names);
+  haptics = new HapticMapper();
+  scene.setDriveMode(true);
+  $('instruments').hidden = false;
+  supportedModes().then((modes) => {
+    state.xrModes = modes;
+    $('btn-xr-vr').hidden = !modes.includes('immersive-vr');
+    $('btn-xr-ar').hidden = !modes.includes('immersive-ar');
+  });
+}
+
+function stopParticipant() {
+  participant = null;
+  rig = null;
+  state.hands = null;
+  state.forces.clear();
+  lastFrameAt = null;
+  if (scene) scene.setDriveMode(false);
+  $('instruments').hidden = true;
+}
+
 function participantEntry(id, info) {
   const key = pkey(id);
   const entry = state.participants.get(key) || { id, name: '?', role: 'observer', objects: {} };
@@ -191,6 +294,7 @@ function onWelcome(w) {
   setRoomState(w.state);
   for (const p of w.participants || []) participantEntry(p.participant, p);
   participantEntry(w.participant, { name: w.name, role: w.role, hands: w.hands || {} });
+  if (w.hands && Object.keys(w.hands).length && !participant) startParticipant(w.hands);
   applyProgress(w.progress || {});
   if (Array.isArray(w.complications)) state.complications = w.complications;
   else if (w.progress && w.progress.complications && Array.isArray(w.progress.complications.available)) {
@@ -443,7 +547,69 @@ function renderPanels() {
 
 // ------------------------------------------------------------------ frames
 
+/** The head's pose from the camera (a headset looks along +z, a three.js camera along -z). */
+function cameraHead() {
+  const c = scene.camera;
+  const q = c.quaternion;
+  return { position: c.position.toArray(), rotation: quatMul([q.x, q.y, q.z, q.w], HALF_TURN_Y) };
+}
+
+/** One participant frame: this frame's input (script, XR devices or the desktop rig) sent, then drawn at once. */
+function participantFrame(devicePoses) {
+  const now = performance.now() / 1000;
+  const dt = lastFrameAt === null ? 0 : now - lastFrameAt;
+  lastFrameAt = now;
+  let poses = devicePoses;
+  if (!poses && state.script) poses = state.script(now);
+  if (!poses) {
+    const pads = navigator.getGamepads ? [...navigator.getGamepads()].filter(Boolean) : [];
+    rig.gamepad(pads.length ? { axes: [...pads[0].axes], buttons: [...pads[0].buttons] } : null);
+    rig.step(dt);
+    poses = rig.poses(cameraHead());
+  }
+  const packet = participant.track(now, poses);
+  if (packet && link.send('input', { p: packet })) state.inputsSent += 1;
+  const shown = participant.render(now, () => decoder.surface().positions);
+  if (decoder.epoch !== null && decoder.epoch !== undefined && (state.topologyEpoch !== decoder.epoch || scene.vertexCount === 0)) {
+    scene.setTopology(decoder.surface().ids, decoder.triangles(), decoder.epoch);
+    state.topologyEpoch = decoder.epoch;
+  }
+  if (shown.positions && shown.positions.length === 3 * scene.vertexCount && shown.sources.missing === 0) {
+    scene.setPositions(Float32Array.from(shown.positions));
+  }
+  for (const [hand, oid] of Object.entries(state.hands)) {
+    const pose = poses[DEVICE_OF_HAND[hand]];
+    if (pose && !shown.rigid.has(Number(oid))) shown.rigid.set(Number(oid), { kind: 'instrument', ...pose, source: 'tracked' });
+  }
+  const mine = state.participants.get(state.me);
+  const head = mine && mine.objects ? mine.objects.head : undefined;
+  if (head !== undefined) shown.rigid.delete(Number(head)); // our own head is the camera: not drawn in our view
+  scene.setRigid(shown.rigid);
+  for (const [hand, oid] of Object.entries(state.hands)) { // drawn from this frame's input, before any echo?
+    const pose = poses[DEVICE_OF_HAND[hand]];
+    const drawn = scene.objects.get(Number(oid));
+    if (!pose || !drawn) continue;
+    state.ownFrames += 1;
+    const p = pose.position;
+    if (drawn.position.x === p[0] && drawn.position.y === p[1] && drawn.position.z === p[2]) state.ownDrawnThisFrame += 1;
+  }
+  state.lastRender = { sources: shown.sources, delay: shown.delay, latency: shown.latency, renderTime: shown.renderTime, serverNow: shown.serverNow };
+  state.lastPoses = poses;
+  state.frameIndex += 1;
+}
+
 function frame() {
+  if (state.xr) return; // the XR session's animation loop draws (xrFrame)
+  if (participant) {
+    try {
+      participantFrame(null);
+      scene.render();
+    } catch (err) {
+      link.reportError(`render: ${err && err.message}`);
+    }
+    requestAnimationFrame(frame);
+    return;
+  }
   try {
     if (surfaceDirty && decoder.epoch !== null && decoder.epoch !== undefined) {
       if (state.topologyEpoch !== decoder.epoch || scene.vertexCount === 0) {
@@ -466,10 +632,82 @@ function frame() {
   requestAnimationFrame(frame);
 }
 
+/** One XR frame: the headset is the head, the controllers the hands; three.js renders the stereo views. */
+function xrFrame(data) {
+  state.xr.controllers = data.controllers;
+  state.xr.frames = (state.xr.frames || 0) + 1;
+  try {
+    participantFrame(xrDevicePoses(data));
+    scene.render();
+  } catch (err) {
+    link.reportError(`xr render: ${err && err.message}`);
+  }
+}
+
+async function enterXR(mode) {
+  if (!participant || state.xr) return;
+  try {
+    state.xr = { mode };
+    const session = await startSession(mode, scene, xrFrame);
+    state.xr.session = session;
+    session.addEventListener('end', () => {
+      state.xr = null;
+      requestAnimationFrame(frame);
+    });
+  } catch (err) {
+    state.xr = null;
+    notice(`could not start ${mode}: ${err && err.message}`);
+  }
+}
+
+function renderInstruments() {
+  if (!participant) return;
+  const lines = [];
+  for (const [hand, oid] of Object.entries(state.hands)) {
+    const pose = state.lastPoses && state.lastPoses[DEVICE_OF_HAND[hand]];
+    const f = state.forces.get(Number(oid));
+    const jaw = pose ? `${pose.jaw.toFixed(2)} rad` : '–';
+    const force = f ? `${magnitude(f.force).toFixed(2)} N contact, ${magnitude(f.grasp).toFixed(2)} N grasp` : '–';
+    lines.push(`${hand}${rig && rig.active === hand ? ' (active)' : ''}: jaw ${jaw}${pose && pose.energy ? ', energized' : ''}; ${force}`);
+  }
+  const r = state.lastRender;
+  if (r) lines.push(`interpolation delay ${fmtMs(r.delay)}, latency ${fmtMs(r.latency)}, predicted patches ${r.sources.predicted}`);
+  $('instrument-state').textContent = lines.join('\n');
+}
+
+function typing(event) {
+  const t = event.target;
+  return t && (t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.tagName === 'TEXTAREA');
+}
+
+const DRIVE_KEYS = new Set(['Space', 'Tab', 'ArrowUp', 'ArrowDown', 'ArrowLeft', 'ArrowRight']);
+
+function wireInstruments() {
+  window.addEventListener('keydown', (event) => {
+    if (!rig || typing(event)) return;
+    if (DRIVE_KEYS.has(event.code)) event.preventDefault();
+    if (!event.repeat) rig.keyDown(event.code);
+  });
+  window.addEventListener('keyup', (event) => { if (rig) rig.keyUp(event.code); });
+  window.addEventListener('blur', () => { if (rig) rig.keys.clear(); });
+  const canvas = scene.renderer.domElement;
+  let dragging = false;
+  canvas.addEventListener('pointerdown', (event) => {
+    if (rig && event.button === 0 && !state.annotating) dragging = true;
+  });
+  window.addEventListener('pointerup', () => { dragging = false; });
+  canvas.addEventListener('pointermove', (event) => {
+    if (dragging && rig) rig.drag(event.movementX, event.movementY, event.shiftKey);
+  });
+  $('btn-xr-vr').addEventListener('click', () => enterXR('immersive-vr'));
+  $('btn-xr-ar').addEventListener('click', () => enterXR('immersive-ar'));
+}
+
 function join(code, name) {
   $('join-error').textContent = '';
   $('join-button').disabled = true;
   decoder = new SnapshotDecoder();
+  stopParticipant(); // a new join's welcome says afresh whether this page drives instruments
   state.missingSeen = 0;
   state.participants.clear();
   state.topologyEpoch = null;
@@ -481,9 +719,13 @@ function join(code, name) {
 function start() {
   scene = new RoomScene($('view'), $('labels'));
   wireConsole();
+  wireInstruments();
   const params = new URLSearchParams(location.search);
   const code = params.get('code') || '';
   const name = params.get('name') || localStorage.getItem('rehearsal.name') || '';
+  link.useWebTransport = params.get('transport') !== 'websocket'; // ?transport=websocket: no datagrams
+  const wtPort = Number(params.get('wt_port')); // WebTransport through another port (a relay, a proxy)
+  if (Number.isInteger(wtPort) && wtPort > 0 && wtPort < 65536) link.webTransportPort = wtPort;
   $('join-code').value = code;
   $('join-name').value = name;
   $('join-form').addEventListener('submit', (event) => {
@@ -496,6 +738,7 @@ function start() {
   setInterval(() => {
     link.send('ping', { time: performance.now() / 1000 });
     renderPanels();
+    renderInstruments();
   }, PING_INTERVAL_MS);
   const rejoin = sessionStorage.getItem('rehearsal.rejoin');
   if (code && name) join(code, name);
@@ -509,6 +752,9 @@ window.rehearsal = {
   link,
   get decoder() { return decoder; },
   get scene() { return scene; },
+  get participant() { return participant; },
+  get rig() { return rig; },
+  enterXR,
   command,
 };
 

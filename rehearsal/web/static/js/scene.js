@@ -8,6 +8,8 @@
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 
+const { MOUSE } = THREE;
+
 const JAW_LENGTH = 0.012;
 const SHAFT_LENGTH = 0.16;
 const SHAFT_RADIUS = 0.0025;
@@ -265,6 +267,14 @@ export class RoomScene {
     this.raycaster.setFromCamera(ndc, this.camera);
     const hits = this.raycaster.intersectObject(this.tissue, false);
     return hits.length ? hits[0].point.toArray() : null;
+  }
+
+  /** A participant's page: the left button drives the instrument (desktop_input.js), the right one orbits
+   *  the view (the participant's head), the wheel and middle button move it nearer or farther. */
+  setDriveMode(on) {
+    this.controls.mouseButtons = on
+      ? { LEFT: null, MIDDLE: MOUSE.DOLLY, RIGHT: MOUSE.ROTATE }
+      : { LEFT: MOUSE.ROTATE, MIDDLE: MOUSE.DOLLY, RIGHT: MOUSE.PAN };
   }
 
   /** Look through a head object's eyes (rigid id), or null for the orbit camera. */

@@ -529,6 +529,23 @@ export class SnapshotDecoder {
     return this._surfaceCache;
   }
 
+  /** Server time (s) of each layout patch's newest version, NaN where none is known (the participant client
+   *  interpolates patch by patch: participant.js). */
+  patchTimes() {
+    const n = this.layout === null ? 0 : this.layout.patchCount;
+    const out = new Float64Array(n).fill(NaN);
+    for (let p = 0; p < n; p++) {
+      const seq = this._patchLatest[p];
+      if (seq >= 0 && this._times.has(seq)) out[p] = this._times.get(seq);
+    }
+    return out;
+  }
+
+  /** Server time (s) of an applied snapshot sequence still remembered, else null. */
+  timeOf(sequence) {
+    return this._times.has(sequence) ? this._times.get(sequence) : null;
+  }
+
   surfaceGrid() {
     return this._surfaceQ.slice();
   }
