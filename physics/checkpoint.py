@@ -11,7 +11,7 @@ rounding can differ. A restored Model gets a new physics.solver.Solver (which de
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 import msgpack
@@ -107,7 +107,11 @@ def restore(checkpoint: WorldCheckpoint) -> tuple[Model, State]:
             if f.name in _MODEL_SKIP:
                 continue
             key = f"model.{f.name}"
-            kwargs[f.name] = a[key].copy() if key in a else v[key]
+            if key in a:
+                kwargs[f.name] = a[key].copy()
+            elif key in v or (f.default is MISSING and f.default_factory is MISSING):
+                kwargs[f.name] = v[key]
+            # else: a field newer than the checkpoint (vertex_cap, wound_pairs) takes its default
         kwargs["materials"] = [Material(**m) for m in v["materials"]]
         env = object.__new__(Environment)  # not __init__: it would normalise the planes again (new rounding)
         env.planes, env.spheres, env.boxes = (a[f"env.{n}"].copy() for n in ("planes", "spheres", "boxes"))

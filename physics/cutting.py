@@ -1,14 +1,32 @@
-"""Cutting: closing scissor blades remove the tets they sweep, producing a topology-change record."""
+"""Cutting: closing scissor blades split the tissue along their path (a face-aligned incision), producing a
+topology-change record.
+
+The tets the blades sweep (``swept_tets``) are the ones the blade plane crosses; each is on the side of the
+plane its centre is on, and the faces between tets on opposite sides of a swept tet are opened
+(``physics.topology.split_along_faces``): their vertices are duplicated so the two sides separate. No tet is
+removed, so no volume or mass is lost and no gap opens; the cut surface follows tet faces (a staircase within
+one tet of the blade plane) and no new, possibly degenerate, tet is made. ``wound_pairs`` lists the vertices
+duplicated across the cuts, for sutures to pull together.
+
+Blades and tissue (``blades_collide``): closed scissors that stay closed push tissue like any instrument part
+(a blunt probe: they do not pass through it); open blades pass through tissue, so they can be placed across
+it (a simplification: a real blade's edge pierces, its flat side pushes), and closing blades cut what they
+sweep instead of pushing it away.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
 
 from physics.model import Model
+from physics.state import State
+from physics.topology import Split, TopologyChange, VertexCapError, split_along_faces
 
+BLADES_CLOSED_BELOW = 0.15  # rad: blades opened less than this are closed (like grasping.CLOSED_BELOW)
 REACH_MARGIN = 0.01  # m: vertices farther than blade length + this from the hinge are not considered
 
 
@@ -56,6 +74,96 @@ def fan_swept(
     within = np.hypot(local[:, :, 0], local[:, :, 2]).min(axis=1) <= blade_length
     ahead = local[:, :, 2].max(axis=1) > 0.0
     return live[straddles & crosses & within & ahead].astype(np.int32)
+
+
+def blades_collide(jaw_before: float, jaw_after: float) -> bool:
+    """Whether scissor blades push tissue over a frame whose jaw goes from jaw_before to jaw_after (radians):
+    only closed blades that are not closing (see the module doc)."""
+    return jaw_after >= jaw_before and max(jaw_before, jaw_after) < BLADES_CLOSED_BELOW
+
+
+@dataclass(frozen=True)
+class CutRefused:
+    """A closing of the blades that would have cut but was refused (reason says why; nothing changed)."""
+
+    reason: str
+    tets: int  # how many tets the blades crossed
+
+
+def cut(
+    model: Model,
+    state: State,
+    instrument: int | None,
+    position: np.ndarray,
+    rotation: np.ndarray,
+    jaw_before: float,
+    jaw_after: float,
+    blade_length: float,
+) -> tuple[TopologyChange, Split, int] | CutRefused | None:
+    """Split the tissue the closing blades cross (see the module doc); the caller tells its Solver
+    (notify_model_changed). Returns (the change, the split, how many tets the blades crossed), CutRefused
+    when the model's vertex cap would be passed, or None when the blades crossed nothing to open."""
+    swept = swept_tets(model, state.x, position, rotation, jaw_before, jaw_after, blade_length)
+    if swept.size == 0:
+        return None
+    faces = incision_faces(model, state.x, swept, position, rotation)
+    try:
+        split = split_along_faces(model, state, faces)
+    except VertexCapError as exc:
+        return CutRefused(str(exc), int(swept.size))
+    if split.sources.size == 0:
+        return None
+    change = TopologyChange(
+        model.epoch,
+        "cut",
+        instrument,
+        np.zeros(0, np.int32),
+        split.removed_triangles,
+        split.added_triangles,
+        new_vertices=split.sources,
+        first_new=split.first_new,
+    )
+    return change, split, int(swept.size)
+
+
+def incision_faces(
+    model: Model, x: np.ndarray, swept: np.ndarray, position: np.ndarray, rotation: np.ndarray
+) -> np.ndarray:
+    """(f, 2) int32 (tet, face): the interior faces of the swept tets whose neighbour's centre lies on the other
+    side of the blade plane (local y = 0 of the instrument frame) than the tet's own centre. Together they
+    separate the swept band's two sides along tet faces."""
+    swept = np.asarray(swept, dtype=np.int64)
+    if swept.size == 0:
+        return np.zeros((0, 2), np.int32)
+    normal = np.asarray(rotation, dtype=np.float64)[:, 1]
+    position = np.asarray(position, dtype=np.float64)
+    across = model.neighbour[swept].astype(np.int64)  # (s, 4)
+    live = (across >= 0) & model.alive[np.maximum(across, 0)]
+    ids = np.concatenate([swept, across[live]])
+    side = (x[model.tets[ids]].mean(axis=1) - position) @ normal >= 0.0
+    own = np.repeat(side[: swept.size, None], 4, axis=1)
+    other = np.zeros_like(own)
+    other[live] = side[swept.size :]
+    rows, faces = np.nonzero(live & (own != other))
+    return np.stack([swept[rows], faces], axis=1).astype(np.int32)
+
+
+def wound_pairs(model: Model) -> np.ndarray:
+    """(k, 2) int32: every vertex pair (original, copy) that split cuts separated, oldest cut first; both still
+    belong to live tissue. A suture pulling a pair together closes the wound there (the pair coincided at rest:
+    model.rest_positions of both are equal)."""
+    pairs = model.wound_pairs
+    used = model.vertex_used()
+    return pairs[used[pairs].all(axis=1)] if pairs.size else pairs.reshape(0, 2)
+
+
+def wound_gap(model: Model, x: np.ndarray, pairs: np.ndarray | None = None) -> float:
+    """The widest opening (m) across the wound pairs (``wound_pairs(model)`` unless given) at positions x; 0
+    without any. A closed wound's gap is near 0: what a "wound closed" check compares with its tolerance."""
+    pairs = wound_pairs(model) if pairs is None else np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if pairs.size == 0:
+        return 0.0
+    return float(np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1).max())
 
 
 def blade_length(capsules: np.ndarray) -> float:

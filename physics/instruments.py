@@ -18,6 +18,8 @@ class Kind(StrEnum):
     GRASPER = "grasper"
     SCISSORS = "scissors"
     CAUTERY_HOOK = "cautery_hook"
+    NEEDLE_DRIVER = "needle_driver"
+    SUTURE_HOLD = "suture_hold"  # not held by anyone: where a suture thread holds the tissue (physics.suturing)
 
 
 @dataclass(frozen=True)
@@ -98,14 +100,15 @@ def grasper(jaw_length: float = 0.018) -> InstrumentSpec:
 
 
 def scissors(blade_length: float = 0.016) -> InstrumentSpec:
-    """Curved-blade scissors modelled as straight blades: closing blades cut the tets they sweep."""
+    """Curved-blade scissors modelled as straight blades: closing blades split the tissue they sweep
+    (physics.cutting); open, still, opening or closed blades push tissue like any instrument part (the solver
+    turns their collision off only on the frames they close)."""
     caps = [
         *_shaft(),
         [0.0, 0.0, 0.0, 0.0, 0.0, blade_length, 0.0008, 1.0],
         [0.0, 0.0, 0.0, 0.0, 0.0, blade_length, 0.0008, -1.0],
     ]
-    # Blades cut rather than push: they do not collide with tissue.
-    return InstrumentSpec(Kind.SCISSORS, np.array(caps, dtype=np.float64), max_jaw=1.0, jaws_collide=False)
+    return InstrumentSpec(Kind.SCISSORS, np.array(caps, dtype=np.float64), max_jaw=1.0, jaws_collide=True)
 
 
 def cautery_hook(hook_length: float = 0.008, hook_reach: float = 0.004) -> InstrumentSpec:
@@ -126,7 +129,27 @@ def cautery_hook(hook_length: float = 0.008, hook_reach: float = 0.004) -> Instr
     )
 
 
-SPECS = {Kind.GRASPER: grasper, Kind.SCISSORS: scissors, Kind.CAUTERY_HOOK: cautery_hook}
+def needle_driver(jaw_length: float = 0.010) -> InstrumentSpec:
+    """Needle holder: short, strong jaws that hold a curved needle (physics.needle), not tissue (no grasp region)."""
+    caps = [
+        *_shaft(),
+        [0.0, 0.0, 0.0, 0.0, 0.0, jaw_length, 0.0012, 1.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0, jaw_length, 0.0012, -1.0],
+    ]
+    return InstrumentSpec(Kind.NEEDLE_DRIVER, np.array(caps, dtype=np.float64), max_jaw=0.8, friction=0.4)
+
+
+def suture_hold() -> InstrumentSpec:
+    """The tissue points a suture passes through, held through the solver's grasp constraints (no shape)."""
+    return InstrumentSpec(Kind.SUTURE_HOLD, np.zeros((0, 8)), max_jaw=0.0, friction=0.0, jaws_collide=False)
+
+
+SPECS = {
+    Kind.GRASPER: grasper,
+    Kind.SCISSORS: scissors,
+    Kind.CAUTERY_HOOK: cautery_hook,
+    Kind.NEEDLE_DRIVER: needle_driver,
+}
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:

@@ -1,13 +1,13 @@
 """The Model: rest shape, topology, per-tet constants and the parallel sweep order.
 
-It changes only on topology events (cuts, burns), through `remove_tets`; everything per frame lives in
-State and Control.
+It changes only on topology events: burns through `remove_tets`, cuts through
+`physics.topology.split_along_faces` (which appends vertices); everything per frame lives in State and Control.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +17,11 @@ from physics.mesh import TetMesh, signed_volumes
 from physics.neo_hookean import CHUNK, LANES, rest_data, stable_lame
 from physics.partitioning import chunk_plan, sweep_plan
 from physics.surface import boundary_triangles, surface_after_removal, tet_neighbours
+
+# Cuts that split tissue append vertices: a model built from a mesh may grow to this many times its vertices.
+SPLIT_VERTEX_FACTOR = 2
+# The cap of a Model built otherwise (or restored from a checkpoint older than the cap).
+DEFAULT_VERTEX_CAP = 1_000_000
 
 # Fully coagulated tissue is this many times stiffer than fresh tissue (before it burns through).
 BURN_STIFFENING = 9.0
@@ -68,6 +73,9 @@ class Model:
     surface: np.ndarray  # (k, 3) outward boundary triangles of live tets
     epoch: int = 0  # bumps on every topology change
     max_vertex_speed: float = 5.0  # m/s; clamps blow-ups, far above any tissue motion
+    vertex_cap: int = DEFAULT_VERTEX_CAP  # most vertices split cuts may grow the model to (then a cut is refused)
+    # (k, 2) int32 (original, copy): every vertex a split cut duplicated, with its copy (the wound edges)
+    wound_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
 
     @property
     def n_vertices(self) -> int:
@@ -163,6 +171,7 @@ def build_model(
         block_alpha_hyd=np.zeros(0),
         block_gamma=np.zeros(0),
         surface=np.zeros((0, 3), np.int32),
+        vertex_cap=SPLIT_VERTEX_FACTOR * n,
     )
     model.neighbour, model.neighbour_face = tet_neighbours(model.tets)
     model.order, model.sweep_keys, model.n_slabs = sweep_plan(
@@ -193,6 +202,11 @@ def remove_tets(model: Model, tet_ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     )
     model.epoch += 1
     return ids, removed, added
+
+
+def relump(model: Model) -> None:
+    """Masses and the kernel's blocks again after the tets' corners changed (a split cut appended vertices)."""
+    _refresh(model)
 
 
 def scale_stiffness(model: Model, tet_mask: np.ndarray, factor: float) -> int:

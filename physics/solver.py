@@ -36,7 +36,8 @@ _DEFAULT_LIMITS = PoseLimits()
 
 @dataclass(frozen=True)
 class Event:
-    """Something that happened this frame: grasp, release, tear, cut, burn, pose_rejected, pose_clamped."""
+    """Something that happened this frame: grasp, release, tear, cut, cut_refused, burn, pose_rejected,
+    pose_clamped."""
 
     kind: str
     instrument: int | None = None
@@ -294,13 +295,18 @@ def _instrument_arrays(solver: Solver, state: State, ids: list[int], starts) -> 
     p1 = np.array([inst.position for inst in insts], dtype=np.float64)
     q1 = np.array([inst.orientation for inst in insts], dtype=np.float64)
     j1 = np.array([inst.jaw for inst in insts], dtype=np.float64)
-    return (p0, q0, j0, p1, q1, j1, *_capsule_layout(solver, insts))
+    passing = [
+        inst.spec.cuts and not cutting.blades_collide(f[2], inst.jaw) for inst, f in zip(insts, first, strict=True)
+    ]
+    return (p0, q0, j0, p1, q1, j1, *_capsule_layout(solver, insts, passing))
 
 
-def _capsule_layout(solver: Solver, insts: list[InstrumentState]) -> tuple:
-    """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, kept by the solver."""
+def _capsule_layout(solver: Solver, insts: list[InstrumentState], passing: list[bool]) -> tuple:
+    """(mu, cap_inst, cap_local, cap_r, active, any_active) for these instruments, kept by the solver. Jaws
+    collide when their spec says so, except while holding a grasp or, for scissors, unless the blades are closed
+    and not closing (physics.cutting.blades_collide): open or closing blades pass through what they cut."""
     # Keyed by object ids; the solver holds the objects themselves, so an id cannot be reused while kept.
-    key = tuple([(id(inst.spec), inst.grasp is not None) for inst in insts])
+    key = tuple([(id(inst.spec), inst.grasp is not None, p) for inst, p in zip(insts, passing, strict=True)])
     cached = solver._capsules
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -312,7 +318,7 @@ def _capsule_layout(solver: Solver, insts: list[InstrumentState]) -> tuple:
             caps.append(cap)
             cap_inst.append(row)
             is_jaw = cap[7] != 0.0
-            active.append(not is_jaw or (spec.jaws_collide and not holding))
+            active.append(not is_jaw or (spec.jaws_collide and not holding and not passing[row]))
     cap_local = np.array(caps, dtype=np.float64).reshape(-1, 8)
     active_arr = np.array(active, dtype=np.bool_)
     layout = (
@@ -429,11 +435,9 @@ def _topology_events(solver: Solver, model: Model, state: State, ids, starts, dt
         doomed, cause = None, ""
         if inst.spec.cuts:
             if inst.jaw < starts[k][2]:  # only closing blades cut (cutting.swept_tets finds nothing otherwise)
-                length = cutting.blade_length(inst.spec.capsules)
-                rotation = quat_to_matrix(inst.orientation)
-                doomed = cutting.swept_tets(model, state.x, inst.position, rotation, starts[k][2], inst.jaw, length)
-                cause = "cut"
-        elif inst.energy:
+                _split_cut(solver, model, state, k, inst, starts[k][2], report)
+            continue
+        if inst.energy:
             rotation = quat_to_matrix(inst.orientation)
             tip = inst.position + rotation @ np.asarray(inst.spec.energy_tip)
             heated, doomed = cautery.heat(
@@ -450,6 +454,22 @@ def _topology_events(solver: Solver, model: Model, state: State, ids, starts, dt
             report.topology.append(change)
             report.events.append(Event(cause, k, {"tets": int(removed.size), "epoch": model.epoch}))
             _drop_orphaned_grasps(model, state, report, cause)
+
+
+def _split_cut(solver: Solver, model: Model, state: State, k: int, inst, jaw_before: float, report) -> None:
+    """Closing blades split the tissue they cross (physics.cutting.cut); a refusal (vertex cap) is an event."""
+    length = cutting.blade_length(inst.spec.capsules)
+    rotation = quat_to_matrix(inst.orientation)
+    done = cutting.cut(model, state, k, inst.position, rotation, jaw_before, inst.jaw, length)
+    if isinstance(done, cutting.CutRefused):
+        state.counters["cut_refused"] += 1
+        report.events.append(Event("cut_refused", k, {"reason": done.reason, "tets": done.tets}))
+    elif done is not None:
+        change, split, crossed = done
+        solver.notify_model_changed()
+        report.topology.append(change)
+        detail = {"tets": crossed, "faces": int(split.faces.shape[0]), "vertices": int(split.sources.size)}
+        report.events.append(Event("cut", k, {**detail, "epoch": model.epoch}))
 
 
 def _drop_orphaned_grasps(model: Model, state: State, report: StepReport, cause: str) -> None:

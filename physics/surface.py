@@ -30,7 +30,7 @@ def _check_tets(tets: np.ndarray, alive: np.ndarray | None) -> tuple[np.ndarray,
     return tets.astype(np.int64, copy=False), alive
 
 
-def _triangle_keys(triangles: np.ndarray, n: int) -> np.ndarray:
+def triangle_keys(triangles: np.ndarray, n: int) -> np.ndarray:
     """One int64 key per triangle, invariant to vertex order (n = an upper bound on vertex ids)."""
     s = np.sort(triangles.astype(np.int64, copy=False), axis=1)
     if n >= 2**21:  # n**3 would overflow int64: fall back to a row view (slower, still exact)
@@ -50,7 +50,7 @@ def boundary_triangles(tets: np.ndarray, alive: np.ndarray | None = None) -> np.
     if live.shape[0] == 0:
         return np.zeros((0, 3), dtype=np.int32)
     faces = live[:, TET_FACES].reshape(-1, 3)
-    keys = _triangle_keys(faces, int(live.max()) + 1)
+    keys = triangle_keys(faces, int(live.max()) + 1)
     _, first, counts = np.unique(keys, return_index=True, return_counts=True)
     return faces[first[counts == 1]].astype(np.int32)
 
@@ -61,7 +61,7 @@ def tet_neighbours(tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tets, _ = _check_tets(tets, None)
     m = tets.shape[0]
     faces = tets[:, TET_FACES].reshape(-1, 3)  # row 4 t + f
-    keys = _triangle_keys(faces, int(tets.max(initial=0)) + 1)
+    keys = triangle_keys(faces, int(tets.max(initial=0)) + 1)
     order = np.argsort(keys, kind="stable")
     k = keys[order]
     same = k[1:] == k[:-1]
@@ -99,9 +99,9 @@ def surface_after_removal(
         np.arange(int(keeps_neighbour.sum()))[:, None], TET_FACES[nb_face[keeps_neighbour]]
     ]
     n = int(tets.max(initial=0)) + 1
-    keep = ~np.isin(_triangle_keys(surface, n), _triangle_keys(left, n))
+    keep = ~np.isin(triangle_keys(surface, n), triangle_keys(left, n))
     merged = np.concatenate([surface[keep], joined]).reshape(-1, 3)
-    merged = merged[np.argsort(_triangle_keys(merged, n), kind="stable")]
+    merged = merged[np.argsort(triangle_keys(merged, n), kind="stable")]
     return merged.astype(np.int32), left.astype(np.int32), joined.astype(np.int32)
 
 
@@ -114,7 +114,7 @@ def triangle_diff(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndar
     old = np.asarray(old).reshape(-1, 3)
     new = np.asarray(new).reshape(-1, 3)
     n = 1 + max(int(old.max(initial=0)), int(new.max(initial=0)))
-    k_old, k_new = _triangle_keys(old, n), _triangle_keys(new, n)
+    k_old, k_new = triangle_keys(old, n), triangle_keys(new, n)
     removed = old[~np.isin(k_old, k_new)]
     added = new[~np.isin(k_new, k_old)]
     return removed.astype(np.int32), added.astype(np.int32)

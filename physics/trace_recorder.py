@@ -156,6 +156,7 @@ def record(es: EnergyScene, substeps: int = 20, frames: int | None = None, progr
     x_frames: list[np.ndarray] = []
     on_surface = np.zeros(model.n_vertices, bool)
     on_surface[np.unique(model.surface)] = True
+    origin = np.arange(model.n_vertices, dtype=np.int64)  # the vertex each one was copied from (itself at first)
     epochs = [(0, "full", -1, model.surface.copy(), np.zeros((0, 3), np.int32), model.surface.copy())]
     events: list[tuple[int, str, int]] = []
     grasps: list[tuple[int, int, np.ndarray]] = []
@@ -182,6 +183,9 @@ def record(es: EnergyScene, substeps: int = 20, frames: int | None = None, progr
             cause = last.cause if last.cause in ("cut", "burn") else "cut"
             inst = -1 if last.instrument is None else int(last.instrument)
             epochs.append((f, cause, inst, model.surface.copy(), removed, added))
+            for c in report.topology:  # split cuts append vertices, each a copy of an older one
+                origin = np.concatenate([origin, np.asarray(c.new_vertices, np.int64)])
+            on_surface = np.concatenate([on_surface, np.zeros(model.n_vertices - on_surface.size, bool)])
             on_surface[np.unique(model.surface)] = True
         for e in report.events:
             if e.kind in ("grasp", "release", "tear", "cut", "burn"):
@@ -191,7 +195,7 @@ def record(es: EnergyScene, substeps: int = 20, frames: int | None = None, progr
         if progress and (f % 20 == 0 or f == n - 1):
             print(f"  frame {f + 1}/{n}  {time.perf_counter() - t0:.0f} s  epochs {len(epochs)}", file=sys.stderr)
     ids = np.flatnonzero(on_surface).astype(np.int32)
-    positions = np.stack([x[ids] for x in x_frames])
+    positions = np.stack([x[_existing(ids, origin, len(x))] for x in x_frames])
 
     def packed(k: int) -> tuple[np.ndarray, np.ndarray]:
         arrays = [np.asarray(e[k], np.int32).reshape(-1, 3) for e in epochs]
@@ -239,6 +243,17 @@ def record(es: EnergyScene, substeps: int = 20, frames: int | None = None, progr
         "event_kind": np.array([e[1] for e in events] or [""])[: len(events)],
         "event_instrument": np.array([e[2] for e in events], np.int32),
     }
+
+
+def _existing(ids: np.ndarray, origin: np.ndarray, count: int) -> np.ndarray:
+    """ids with each vertex a later split appended replaced by the vertex it copies among the first ``count``
+    (a frame before the split: both sides were one vertex there)."""
+    ids = ids.astype(np.int64, copy=True)
+    late = ids >= count
+    while late.any():
+        ids[late] = origin[ids[late]]
+        late = ids >= count
+    return ids
 
 
 SCENES = {

@@ -70,12 +70,16 @@ class SurfaceDamage:
         ``model``/``state``: the room's physics Model and State; the damage is read only when the state was
         replaced, a frame heated tissue since the last call, or ``topology_changed`` (tets were removed)."""
         heated = heated_frames(state.counters)
-        if state is self._state and heated == self._heated and not topology_changed:
+        same_world = state is self._state
+        if same_world and heated == self._heated and not topology_changed:
             return []
         self._state, self._heated = state, heated
         levels = vertex_levels(model.tets, model.alive, state.damage, model.n_vertices)
-        forget = self.sent is not None and self.sent.shape != levels.shape  # another mesh: clients start over
-        previous = np.zeros_like(levels) if self.sent is None or forget else self.sent
+        sent = self.sent
+        if same_world and sent is not None and sent.size < levels.size:  # a split cut appended vertices
+            sent = np.concatenate([sent, np.zeros(levels.size - sent.size, np.uint8)])
+        forget = sent is not None and sent.shape != levels.shape  # another mesh: clients start over
+        previous = np.zeros_like(levels) if sent is None or forget else sent
         on_surface = np.zeros(levels.shape, bool)
         on_surface[np.asarray(model.surface, np.int64).ravel()] = True
         changed = np.flatnonzero(on_surface & (levels != previous))

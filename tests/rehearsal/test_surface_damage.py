@@ -178,3 +178,17 @@ def test_a_room_burning_tissue_tells_everyone_and_a_newcomer_joins_with_the_burn
     for fields in full:
         newcomer.update(decode(fields))
     assert newcomer == {v: level for v, level in held.items() if level}
+
+
+def test_a_split_cut_that_appends_vertices_keeps_what_clients_hold():
+    model, state = world()
+    tracker = SurfaceDamage()
+    heat(state, 0, 1.0)
+    tracker.update(model, state)
+    # a split cut: vertex 9 is a copy of vertex 0 (tet 0 now uses it) and joins the surface
+    model.tets = np.array([[9, 1, 2, 3], [1, 2, 4, 5], [4, 5, 6, 7]], np.int32)
+    model.n_vertices, model.surface = 10, np.array([(0, 1, 2), (9, 1, 2), (1, 2, 4), (4, 5, 6)], np.int64)
+    (message,) = tracker.update(model, state, topology_changed=True)
+    assert message.fields["reset"] is False  # the same world grew: no start over
+    assert decode(message.fields) == {0: 0, 9: MAX_LEVEL}
+    assert tracker.sent.shape == (10,)

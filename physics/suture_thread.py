@@ -1,0 +1,650 @@
+"""Suture thread: an XPBD rod (stretch and bending) swaged to the needle's tail, threaded through the stitches.
+
+`Thread.step(model, state, needle, dt)` runs after the tissue step and the needle's (`Needle.step`), in one numba
+kernel on flat arrays: per substep, the particles predict under gravity, then passes of each constraint:
+
+* the needle end (particle 0) follows the needle's tail, grabbed particles follow their instrument's jaws;
+* stretch between neighbours, bending as a distance between particles i and i + 2 (a straight rest shape);
+  stretch sweeps forward and back, so a pulled end reaches the far particles in one pass;
+* where the thread passes through a stitch's entry or exit (a `Slide`: the thread parameter nearest the tissue
+  point, tracked as the thread slides through freely), the coupling to the tissue runs both ways across the
+  solver: the tissue point is pulled to where the thread passes (`Slide.target`, through the solver's grasp
+  constraints on a `suture_hold` pseudo-instrument, see physics/suturing.py), and the force that pull takes (the
+  tissue's elastic resistance) acts back on the thread there, whose particles then move with the tissue point's
+  mass. So a taut thread drags the wound's edges together and a slack one lets the tissue relax;
+* collisions: the environment's planes, the tissue surface (one way; the triangles near each particle are found
+  once per frame on a hashed grid), the instruments' capsules, and itself (segment pairs found once per frame).
+
+Twist is not modelled: a round monofilament's twist does not change where it lies or whether a knot holds.
+Jaws closing near the thread grab the nearest particle (`thread_grasp`); opening lets go (`thread_release`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from physics.grasping import CLOSED_BELOW, OPEN_ABOVE
+from physics.instruments import quat_to_matrix
+from physics.model import Model
+from physics.needle import Needle, TissuePoint, grip_region
+from physics.solver import Event
+from physics.state import State
+
+SUBSTEPS = 10
+MAX_HOLD_STEP = 0.001  # m a held tissue point is moved toward the thread per frame (6 cm/s at 60 Hz)
+MAX_RELAX = 0.01  # m: the farthest a tissue point's rest estimate lies from where it is
+
+
+@dataclass(frozen=True)
+class ThreadSpec:
+    """segments x segment_length is the thread's length (m); radius (m); mass per metre (kg/m); compliances
+    (m/N) of stretch and bending; damping (1/s)."""
+
+    segments: int = 200
+    segment_length: float = 0.003
+    radius: float = 0.00015
+    mass_per_metre: float = 2.0e-4
+    stretch_compliance: float = 1.0e-9
+    bend_compliance: float = 1.0e-4
+    damping: float = 2.0
+    iterations: int = 2  # constraint passes per substep
+
+    def __post_init__(self) -> None:
+        checks = {
+            "segments": isinstance(self.segments, int) and 2 <= self.segments <= 2000,
+            "segment_length": 0.0005 <= self.segment_length <= 0.02,
+            "radius": 0.00002 <= self.radius <= 0.002,
+            "mass_per_metre": 0.0 < self.mass_per_metre <= 0.1,
+            "stretch_compliance": 0.0 <= self.stretch_compliance <= 1.0,
+            "bend_compliance": 0.0 <= self.bend_compliance <= 1e3,
+            "damping": 0.0 <= self.damping <= 100.0,
+            "iterations": isinstance(self.iterations, int) and 1 <= self.iterations <= 20,
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or not math.isfinite(value):
+                raise ValueError(f"thread: invalid {name} = {value!r}")
+
+    @property
+    def length(self) -> float:
+        return self.segments * self.segment_length
+
+
+@dataclass
+class Slide:
+    """The thread passing through a tissue point at parameter u (particle index + fraction), sliding freely."""
+
+    point: TissuePoint
+    u: float
+    stitch: int  # which of the needle's stitches
+    side: str  # "entry" or "exit"
+    force: np.ndarray  # N the thread pulls on the tissue here (the solver's grasp force), last frame
+    target: np.ndarray | None = None  # where the thread passes now: the tissue point is pulled here
+
+
+class Thread:
+    """One thread: particle positions and velocities, its grabs, and where it passes through the tissue."""
+
+    def __init__(self, spec: ThreadSpec, start: np.ndarray, direction=(-1.0, 0.0, 0.0)) -> None:
+        self.spec = spec
+        n = spec.segments + 1
+        d = np.asarray(direction, dtype=np.float64)
+        d = d / np.linalg.norm(d)
+        self.x = np.asarray(start, dtype=np.float64).reshape(3) + np.arange(n)[:, None] * spec.segment_length * d
+        self.v = np.zeros((n, 3))
+        m = spec.mass_per_metre * spec.segment_length
+        self.inv_mass = np.full(n, 1.0 / m)
+        self.grabs: dict[int, tuple[int, np.ndarray]] = {}  # instrument -> (particle, point in its frame)
+        self.slides: list[Slide] = []
+        self._jaws: dict[int, float] = {}
+        self._threaded: set[tuple[int, str]] = set()
+        self._tail: np.ndarray | None = None
+        self.counts = {"tissue_contacts": 0, "instrument_contacts": 0, "self_contacts": 0}
+
+    def polyline(self) -> np.ndarray:
+        return self.x
+
+    def length(self) -> float:
+        return float(np.linalg.norm(np.diff(self.x, axis=0), axis=1).sum())
+
+    def tension(self) -> float:
+        """Largest stretch of a segment as a strain (0 = slack or at rest length)."""
+        seg = np.linalg.norm(np.diff(self.x, axis=0), axis=1)
+        return float(max(0.0, seg.max() / self.spec.segment_length - 1.0))
+
+    def step(self, model: Model, state: State, needle: Needle | None, dt: float, substeps: int = SUBSTEPS) -> list:
+        """Advance the thread one frame after the tissue and the needle; returns its events."""
+        events: list[Event] = []
+        self._grabbing(state, events)
+        if needle is not None:
+            self._thread_through(needle, state.x, events)
+        spec = self.spec
+        n = self.x.shape[0]
+        tail = needle.tail() if needle is not None else self.x[0]
+        start = self._tail if self._tail is not None else tail
+        self._tail = tail.copy()
+        g_idx, g_from, g_to = self._grab_arrays(state)
+        # Each tissue point as a spring (its local stiffness) anchored where it would rest without the thread's
+        # pull: its position less the pull (last frame's) over the stiffness, at most MAX_RELAX away.
+        s_point = np.zeros((len(self.slides), 3))
+        s_alpha = np.zeros(len(self.slides))
+        for row, sl in enumerate(self.slides):
+            stiffness = tissue_stiffness(model, sl.point)
+            relax = -sl.force / stiffness
+            size = float(np.linalg.norm(relax))
+            if size > MAX_RELAX:
+                relax *= MAX_RELAX / size
+            s_point[row] = sl.point.position(state.x) + relax
+            s_alpha[row] = 1.0 / stiffness
+        s_u = np.array([s.u for s in self.slides], dtype=np.float64)
+        inside = _inside(self.slides, n)
+        reach = spec.radius + 2.0 * spec.segment_length
+        c_start, c_tri = thread_candidates(self.x, state.x, model.surface, reach)
+        pair_i, pair_j = self_pairs(self.x, 2.0 * spec.radius + spec.segment_length)
+        cap_a, cap_b, cap_r = _capsules(state)
+        s_target = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)
+        counts = np.zeros(3, dtype=np.int64)
+        simulate_thread(
+            self.x,
+            self.v,
+            self.inv_mass,
+            substeps,
+            spec.iterations,
+            float(dt),
+            model.gravity,
+            spec.damping,
+            spec.segment_length,
+            spec.stretch_compliance,
+            spec.bend_compliance,
+            spec.radius,
+            start,
+            tail,
+            needle is not None,
+            g_idx,
+            g_from,
+            g_to,
+            s_point,
+            s_alpha,
+            s_u,
+            state.x,
+            inside,
+            model.surface,
+            c_start,
+            c_tri,
+            cap_a,
+            cap_b,
+            cap_r,
+            pair_i,
+            pair_j,
+            model.environment.planes,
+            s_target,
+            counts,
+        )
+        kept = []
+        for s, u, target in zip(self.slides, s_u, s_target, strict=True):
+            if u < 0.0:
+                events.append(Event("thread_slipped", None, {"stitch": s.stitch, "side": s.side}))
+                continue
+            here = s.point.position(state.x)
+            step = target - here
+            size = float(np.linalg.norm(step))
+            s.u, s.target = float(u), here + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size))
+            kept.append(s)
+        self.slides = kept
+        for key, value in zip(self.counts, counts.tolist(), strict=True):
+            self.counts[key] = value
+        return events
+
+    def _grabbing(self, state: State, events: list[Event]) -> None:
+        for k in [k for k in self.grabs if k not in state.instruments]:
+            del self.grabs[k]
+            events.append(Event("thread_release", k, {"reason": "withdrawn"}))
+        for k, inst in state.instruments.items():
+            before = self._jaws.get(k, inst.jaw)
+            if k in self.grabs and inst.jaw > OPEN_ABOVE:
+                del self.grabs[k]
+                events.append(Event("thread_release", k, {"reason": "opened"}))
+            elif k not in self.grabs and before > CLOSED_BELOW >= inst.jaw:
+                region = grip_region(inst.spec)
+                if region is None:
+                    continue
+                R = quat_to_matrix(inst.orientation)
+                local = (self.x - inst.position) @ R
+                radial = np.hypot(local[:, 0], local[:, 1])
+                ok = (local[:, 2] >= -region[1]) & (local[:, 2] <= region[0] + region[1]) & (radial <= region[1])
+                if ok.any():
+                    i = int(np.flatnonzero(ok)[np.argmin(radial[ok])])
+                    self.grabs[k] = (i, np.array([0.0, 0.0, min(max(local[i, 2], 0.0), region[0])]))
+                    events.append(Event("thread_grasp", k, {"particle": i}))
+        self._jaws = {k: inst.jaw for k, inst in state.instruments.items()}
+
+    def grab(self, instrument: int, particle: int, state: State) -> None:
+        """Hold particle in an instrument's jaws as they are now (for scripts and tests)."""
+        inst = state.instruments[instrument]
+        local = quat_to_matrix(inst.orientation).T @ (self.x[particle] - inst.position)
+        self.grabs[instrument] = (int(particle), local)
+
+    def pass_through(self, point: TissuePoint, u: float, stitch: int, side: str) -> None:
+        """Thread the tissue point at parameter u (for scripts and tests; the needle's stitches do it themselves)."""
+        if not 0.0 <= u < self.x.shape[0] - 1:
+            raise ValueError(f"thread: u must be in [0, {self.x.shape[0] - 1}), got {u!r}")
+        self._threaded.add((stitch, side))
+        self.slides.append(Slide(point, float(u), stitch, side, np.zeros(3)))
+
+    def _grab_arrays(self, state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = np.array([g[0] for g in self.grabs.values()], dtype=np.int64)
+        to = np.zeros((idx.size, 3))
+        for row, (k, (_, local)) in enumerate(self.grabs.items()):
+            inst = state.instruments[k]
+            to[row] = inst.position + quat_to_matrix(inst.orientation) @ local
+        return idx, self.x[idx].copy() if idx.size else np.zeros((0, 3)), to
+
+    def _thread_through(self, needle: Needle, x: np.ndarray, events: list[Event]) -> None:
+        """A placed stitch's entry takes the thread at once (the tail just passed it); its exit once the tail has
+        passed it too (the needle is out)."""
+        for i, stitch in enumerate(needle.passes):
+            if (i, "entry") not in self._threaded:
+                self._threaded.add((i, "entry"))
+                self.slides.append(Slide(stitch.entry, 0.0, i, "entry", np.zeros(3)))
+                events.append(Event("threaded", needle.holder, {"stitch": i, "side": "entry"}))
+            if (i, "exit") not in self._threaded:
+                local = needle.rotation.T @ (stitch.exit.position(x) - needle.position)
+                if math.atan2(local[1], local[0]) < 0.0 or math.hypot(local[0], local[1]) > 1.5 * needle.spec.radius:
+                    self._threaded.add((i, "exit"))
+                    self.slides.append(Slide(stitch.exit, 0.0, i, "exit", np.zeros(3)))
+                    events.append(Event("threaded", needle.holder, {"stitch": i, "side": "exit"}))
+
+
+def tissue_stiffness(model: Model, point: TissuePoint) -> float:
+    """The tissue's stiffness (N/m) against a point pulled out of it: E x the size of its vertex's tets."""
+    vertex = int(point.vertices[int(np.argmax(point.weights))])
+    tets = np.flatnonzero((model.tets == vertex).any(axis=1) & model.alive)
+    if tets.size == 0:
+        return 1.0
+    young = float(np.mean([model.materials[r].young for r in model.regions[tets]]))
+    size = float(np.cbrt(np.mean(model.rest_volume[tets]) * 6.0))
+    return 2.0 * young * size
+
+
+def _inside(slides: list[Slide], n: int) -> np.ndarray:
+    """Particles between a stitch's exit and entry run inside the tissue: they skip the surface collision."""
+    inside = np.zeros(n, dtype=np.bool_)
+    by_stitch: dict[int, list[float]] = {}
+    for s in slides:
+        by_stitch.setdefault(s.stitch, []).append(s.u)
+    for us in by_stitch.values():
+        if len(us) == 2:
+            lo, hi = sorted(us)
+            inside[math.ceil(lo) : math.floor(hi) + 1] = True
+        else:
+            inside[: math.floor(us[0]) + 1] = True  # the tail end is still in the needle's track
+    return inside
+
+
+def _capsules(state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World end points and radii of every instrument's capsules at the frame's end (jaws closed)."""
+    a, b, r = [], [], []
+    for inst in state.instruments.values():
+        R = quat_to_matrix(inst.orientation)
+        caps = inst.spec.capsules
+        a.append(inst.position + caps[:, 0:3] @ R.T)
+        b.append(inst.position + caps[:, 3:6] @ R.T)
+        r.append(caps[:, 6])
+    if not a:
+        return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+    return np.concatenate(a), np.concatenate(b), np.concatenate(r)
+
+
+@nb.njit(nogil=True, cache=True)
+def _cell_key(ix, iy, iz):
+    return (ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791)
+
+
+@nb.njit(nogil=True, cache=True)
+def thread_candidates(xt, x, tris, reach):
+    """Per thread particle, the surface triangles whose centre lies within reach + the largest triangle's
+    radius of it (CSR: start offsets, triangle ids), via a hashed grid of the triangles near the thread."""
+    n = xt.shape[0]
+    lo = np.empty(3)
+    hi = np.empty(3)
+    for d in range(3):
+        lo[d] = xt[:, d].min()
+        hi[d] = xt[:, d].max()
+    m = tris.shape[0]
+    cent = np.empty((m, 3))
+    tri_r = 0.0
+    for t in range(m):
+        for d in range(3):
+            cent[t, d] = (x[tris[t, 0], d] + x[tris[t, 1], d] + x[tris[t, 2], d]) / 3.0
+        for c in range(3):
+            e = 0.0
+            for d in range(3):
+                e += (x[tris[t, c], d] - cent[t, d]) ** 2
+            tri_r = max(tri_r, math.sqrt(e))
+    h = reach + tri_r
+    near = np.empty(m, dtype=np.int64)
+    k = 0
+    for t in range(m):
+        ok = True
+        for d in range(3):
+            if cent[t, d] < lo[d] - h or cent[t, d] > hi[d] + h:
+                ok = False
+        if ok:
+            near[k] = t
+            k += 1
+    near = near[:k]
+    keys = np.empty(k, dtype=np.int64)
+    for q in range(k):
+        t = near[q]
+        keys[q] = _cell_key(math.floor(cent[t, 0] / h), math.floor(cent[t, 1] / h), math.floor(cent[t, 2] / h))
+    order = np.argsort(keys)
+    keys = keys[order]
+    near = near[order]
+    start = np.zeros(n + 1, dtype=np.int64)
+    found = np.empty(max(1, 64 * n), dtype=np.int64)
+    total = 0
+    for i in range(n):
+        cx = math.floor(xt[i, 0] / h)
+        cy = math.floor(xt[i, 1] / h)
+        cz = math.floor(xt[i, 2] / h)
+        for ox in range(-1, 2):
+            for oy in range(-1, 2):
+                for oz in range(-1, 2):
+                    key = _cell_key(cx + ox, cy + oy, cz + oz)
+                    a = np.searchsorted(keys, key)
+                    while a < k and keys[a] == key:
+                        t = near[a]
+                        e = 0.0
+                        for d in range(3):
+                            e += (cent[t, d] - xt[i, d]) ** 2
+                        if e <= h * h:
+                            if total >= found.size:
+                                grown = np.empty(found.size * 2, dtype=np.int64)
+                                grown[: found.size] = found
+                                found = grown
+                            found[total] = t
+                            total += 1
+                        a += 1
+        start[i + 1] = total
+    return start, found[:total].copy()
+
+
+@nb.njit(nogil=True, cache=True)
+def self_pairs(xt, reach):
+    """Segment pairs (i, j), j > i + 2, whose midpoints lie within reach + one segment of each other."""
+    n = xt.shape[0] - 1
+    mid = np.empty((n, 3))
+    for i in range(n):
+        for d in range(3):
+            mid[i, d] = 0.5 * (xt[i, d] + xt[i + 1, d])
+    out_i = np.empty(8 * n + 8, dtype=np.int64)
+    out_j = np.empty(8 * n + 8, dtype=np.int64)
+    c = 0
+    for i in range(n):
+        seg = 0.0
+        for d in range(3):
+            seg += (xt[i + 1, d] - xt[i, d]) ** 2
+        r = reach + math.sqrt(seg)
+        for j in range(i + 3, n):
+            e = 0.0
+            for d in range(3):
+                e += (mid[i, d] - mid[j, d]) ** 2
+            if e <= r * r:
+                if c >= out_i.size:
+                    gi = np.empty(out_i.size * 2, dtype=np.int64)
+                    gj = np.empty(out_i.size * 2, dtype=np.int64)
+                    gi[: out_i.size] = out_i
+                    gj[: out_i.size] = out_j
+                    out_i, out_j = gi, gj
+                out_i[c] = i
+                out_j[c] = j
+                c += 1
+    return out_i[:c].copy(), out_j[:c].copy()
+
+
+@nb.njit(inline="always", nogil=True, cache=True)
+def _distance(x, w, i, j, rest, alpha_tilde):
+    dx = x[j, 0] - x[i, 0]
+    dy = x[j, 1] - x[i, 1]
+    dz = x[j, 2] - x[i, 2]
+    d = math.sqrt(dx * dx + dy * dy + dz * dz)
+    ws = w[i] + w[j]
+    if d < 1e-12 or ws <= 0.0:
+        return
+    lam = -(d - rest) / (ws + alpha_tilde)
+    s = lam / d
+    x[i, 0] -= w[i] * s * dx
+    x[i, 1] -= w[i] * s * dy
+    x[i, 2] -= w[i] * s * dz
+    x[j, 0] += w[j] * s * dx
+    x[j, 1] += w[j] * s * dy
+    x[j, 2] += w[j] * s * dz
+
+
+@nb.njit(nogil=True, cache=True)
+def simulate_thread(
+    x,
+    v,
+    w,
+    substeps,
+    iterations,
+    dt,
+    gravity,
+    damping,
+    seg,
+    stretch_alpha,
+    bend_alpha,
+    radius,
+    pin_from,
+    pin_to,
+    pinned,
+    g_idx,
+    g_from,
+    g_to,
+    s_point,
+    s_alpha,
+    s_u,
+    tx,
+    inside,
+    tris,
+    c_start,
+    c_tri,
+    cap_a,
+    cap_b,
+    cap_r,
+    pair_i,
+    pair_j,
+    planes,
+    out_slide_point,
+    out_counts,
+):
+    """One frame of the thread in `substeps` XPBD substeps of one pass each (see the module docstring)."""
+    n = x.shape[0]
+    h = dt / substeps
+    inv_h2 = 1.0 / (h * h)
+    x_prev = np.empty_like(x)
+    wk = w.copy()  # kinematic particles (the needle end, grabbed ones) get no inverse mass
+    if pinned:
+        wk[0] = 0.0
+    for g in range(g_idx.size):
+        wk[g_idx[g]] = 0.0
+    damp = 1.0 / (1.0 + damping * h)
+    a_s = stretch_alpha * inv_h2
+    a_b = bend_alpha * inv_h2
+    for s in range(substeps):
+        f = (s + 1.0) / substeps
+        for i in range(n):
+            for d in range(3):
+                x_prev[i, d] = x[i, d]
+                if wk[i] > 0.0:
+                    v[i, d] += gravity[d] * h
+                    x[i, d] += v[i, d] * h
+        if pinned:
+            for d in range(3):
+                x[0, d] = pin_from[d] + f * (pin_to[d] - pin_from[d])
+        # Where the thread passes each tissue point now (it slides freely along its length).
+        for c in range(s_u.size):
+            if s_u[c] < 0.0:
+                continue
+            s_u[c] = _nearest_u(x, s_point, c, s_u[c])
+            if s_u[c] >= n - 1 - 1e-9:
+                s_u[c] = -1.0  # pulled out through the free end
+        for g in range(g_idx.size):
+            for d in range(3):
+                x[g_idx[g], d] = g_from[g, d] + f * (g_to[g, d] - g_from[g, d])
+        for _ in range(iterations):
+            # The tissue's hold first: the thread point at u pulled toward where the tissue point would rest (a
+            # spring); the stretch sweeps after it have the last word, so a hand's pull on the thread wins.
+            for c in range(s_u.size):
+                if s_u[c] < 0.0:
+                    continue
+                i = int(s_u[c])
+                t = s_u[c] - i
+                wt = (1.0 - t) ** 2 * wk[i] + t * t * wk[i + 1]
+                if wt <= 0.0:
+                    continue
+                k = 1.0 / (wt + s_alpha[c] * inv_h2)
+                for d in range(3):
+                    lam = -((1.0 - t) * x[i, d] + t * x[i + 1, d] - s_point[c, d]) * k
+                    x[i, d] += wk[i] * (1.0 - t) * lam
+                    x[i + 1, d] += wk[i + 1] * t * lam
+            # Stretch and bending, swept forward then backward (an end's pull crosses the thread in one pass).
+            for i in range(n - 1):
+                _distance(x, wk, i, i + 1, seg, a_s)
+            for i in range(n - 3, -1, -1):
+                _distance(x, wk, i, i + 2, 2.0 * seg, a_b)
+            for i in range(n - 2, -1, -1):
+                _distance(x, wk, i, i + 1, seg, a_s)
+            # The tissue surface (one way), near triangles only, for particles outside the tissue.
+            for i in range(n):
+                if wk[i] <= 0.0 or inside[i]:
+                    continue
+                for e in range(c_start[i], c_start[i + 1]):
+                    t = c_tri[e]
+                    a, b, cc = tris[t, 0], tris[t, 1], tris[t, 2]
+                    e1x, e1y, e1z = tx[b, 0] - tx[a, 0], tx[b, 1] - tx[a, 1], tx[b, 2] - tx[a, 2]
+                    e2x, e2y, e2z = tx[cc, 0] - tx[a, 0], tx[cc, 1] - tx[a, 1], tx[cc, 2] - tx[a, 2]
+                    nx, ny, nz = e1y * e2z - e1z * e2y, e1z * e2x - e1x * e2z, e1x * e2y - e1y * e2x
+                    ln = math.sqrt(nx * nx + ny * ny + nz * nz)
+                    if ln <= 0.0:
+                        continue
+                    nx, ny, nz = nx / ln, ny / ln, nz / ln
+                    rx, ry, rz = x[i, 0] - tx[a, 0], x[i, 1] - tx[a, 1], x[i, 2] - tx[a, 2]
+                    dist = rx * nx + ry * ny + rz * nz
+                    if dist >= radius or dist < -2.0 * seg:
+                        continue
+                    vx, vy, vz = rx - dist * nx, ry - dist * ny, rz - dist * nz
+                    d00 = e1x * e1x + e1y * e1y + e1z * e1z
+                    d01 = e1x * e2x + e1y * e2y + e1z * e2z
+                    d11 = e2x * e2x + e2y * e2y + e2z * e2z
+                    d20 = vx * e1x + vy * e1y + vz * e1z
+                    d21 = vx * e2x + vy * e2y + vz * e2z
+                    den = d00 * d11 - d01 * d01
+                    if den <= 0.0:
+                        continue
+                    bv = (d11 * d20 - d01 * d21) / den
+                    bw = (d00 * d21 - d01 * d20) / den
+                    if bv < 0.0 or bw < 0.0 or bv + bw > 1.0:
+                        continue
+                    push = radius - dist
+                    x[i, 0] += push * nx
+                    x[i, 1] += push * ny
+                    x[i, 2] += push * nz
+                    out_counts[0] += 1
+            # Instruments' capsules and the environment's planes (the table).
+            for i in range(n):
+                if wk[i] <= 0.0:
+                    continue
+                for k in range(planes.shape[0]):
+                    dist = x[i, 0] * planes[k, 0] + x[i, 1] * planes[k, 1] + x[i, 2] * planes[k, 2] - planes[k, 3]
+                    if dist < radius:
+                        for d in range(3):
+                            x[i, d] += (radius - dist) * planes[k, d]
+                for j in range(cap_r.size):
+                    ex, ey, ez = cap_b[j, 0] - cap_a[j, 0], cap_b[j, 1] - cap_a[j, 1], cap_b[j, 2] - cap_a[j, 2]
+                    rx, ry, rz = x[i, 0] - cap_a[j, 0], x[i, 1] - cap_a[j, 1], x[i, 2] - cap_a[j, 2]
+                    ee = ex * ex + ey * ey + ez * ez
+                    t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (rx * ex + ry * ey + rz * ez) / ee))
+                    rx, ry, rz = rx - t * ex, ry - t * ey, rz - t * ez
+                    dist = math.sqrt(rx * rx + ry * ry + rz * rz)
+                    depth = cap_r[j] + radius - dist
+                    if depth > 0.0 and dist > 1e-12:
+                        x[i, 0] += rx / dist * depth
+                        x[i, 1] += ry / dist * depth
+                        x[i, 2] += rz / dist * depth
+                        out_counts[1] += 1
+            # Itself: closest points of candidate segment pairs kept two radii apart.
+            for p in range(pair_i.size):
+                i, j = pair_i[p], pair_j[p]
+                d1x, d1y, d1z = x[i + 1, 0] - x[i, 0], x[i + 1, 1] - x[i, 1], x[i + 1, 2] - x[i, 2]
+                d2x, d2y, d2z = x[j + 1, 0] - x[j, 0], x[j + 1, 1] - x[j, 1], x[j + 1, 2] - x[j, 2]
+                rx, ry, rz = x[i, 0] - x[j, 0], x[i, 1] - x[j, 1], x[i, 2] - x[j, 2]
+                a = d1x * d1x + d1y * d1y + d1z * d1z
+                e = d2x * d2x + d2y * d2y + d2z * d2z
+                ff = d2x * rx + d2y * ry + d2z * rz
+                cc = d1x * rx + d1y * ry + d1z * rz
+                b = d1x * d2x + d1y * d2y + d1z * d2z
+                den = a * e - b * b
+                sa = 0.0 if den <= 1e-30 else min(1.0, max(0.0, (b * ff - cc * e) / den))
+                tb = 0.0 if e <= 0.0 else (b * sa + ff) / e
+                if tb < 0.0:
+                    tb = 0.0
+                    sa = 0.0 if a <= 0.0 else min(1.0, max(0.0, -cc / a))
+                elif tb > 1.0:
+                    tb = 1.0
+                    sa = 0.0 if a <= 0.0 else min(1.0, max(0.0, (b - cc) / a))
+                qx = x[i, 0] + sa * d1x - x[j, 0] - tb * d2x
+                qy = x[i, 1] + sa * d1y - x[j, 1] - tb * d2y
+                qz = x[i, 2] + sa * d1z - x[j, 2] - tb * d2z
+                dist = math.sqrt(qx * qx + qy * qy + qz * qz)
+                depth = 2.0 * radius - dist
+                if depth <= 0.0 or dist < 1e-12:
+                    continue
+                w1 = (1.0 - sa) ** 2 * wk[i] + sa * sa * wk[i + 1]
+                w2 = (1.0 - tb) ** 2 * wk[j] + tb * tb * wk[j + 1]
+                if w1 + w2 <= 0.0:
+                    continue
+                k = depth / (w1 + w2) / dist
+                for idx, bb, sign in ((i, 1.0 - sa, 1.0), (i + 1, sa, 1.0), (j, 1.0 - tb, -1.0), (j + 1, tb, -1.0)):
+                    m = sign * wk[idx] * bb * k
+                    x[idx, 0] += m * qx
+                    x[idx, 1] += m * qy
+                    x[idx, 2] += m * qz
+                out_counts[2] += 1
+        for i in range(n):
+            for d in range(3):
+                v[i, d] = (x[i, d] - x_prev[i, d]) / h * damp
+            if not (abs(v[i, 0]) + abs(v[i, 1]) + abs(v[i, 2]) < 1e6):  # NaN/Inf: back to the last good place
+                for d in range(3):
+                    x[i, d] = x_prev[i, d]
+                    v[i, d] = 0.0
+    for c in range(s_u.size):
+        if s_u[c] >= 0.0:
+            i = int(s_u[c])
+            t = s_u[c] - i
+            for d in range(3):
+                out_slide_point[c, d] = (1.0 - t) * x[i, d] + t * x[i + 1, d]
+
+
+@nb.njit(nogil=True, cache=True)
+def _nearest_u(x, points, c, u):
+    """The thread parameter nearest points[c], searched within two segments of u."""
+    n = x.shape[0]
+    px, py, pz = points[c, 0], points[c, 1], points[c, 2]
+    base = int(u)
+    best_u, best_d = u, 1e30
+    for i in range(max(0, base - 2), min(n - 1, base + 3)):
+        ex, ey, ez = x[i + 1, 0] - x[i, 0], x[i + 1, 1] - x[i, 1], x[i + 1, 2] - x[i, 2]
+        ee = ex * ex + ey * ey + ez * ez
+        t = 0.0
+        if ee > 0.0:
+            t = min(1.0, max(0.0, ((px - x[i, 0]) * ex + (py - x[i, 1]) * ey + (pz - x[i, 2]) * ez) / ee))
+        qx, qy, qz = x[i, 0] + t * ex - px, x[i, 1] + t * ey - py, x[i, 2] + t * ez - pz
+        dd = qx * qx + qy * qy + qz * qz
+        if dd < best_d:
+            best_d, best_u = dd, i + t
+    return best_u

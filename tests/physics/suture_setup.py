@@ -1,0 +1,82 @@
+"""A small pinned tissue block with a needle in a needle driver above it, shared by the suturing tests."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from physics import Control, InstrumentInput, Solver, build_model, new_state
+from physics.instruments import matrix_to_quat, needle_driver
+from physics.materials import MUSCLE
+from physics.needle import Needle, NeedleSpec
+from physics.procedural import tissue_block, vertices_in_box
+
+DRIVER = 7
+DT = 1.0 / 60.0
+
+
+def rot_z(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class Bench:
+    """The world, a needle whose arc dips 0.7 r under the top face, and a driver that turns it about its axis."""
+
+    model: object
+    state: object
+    solver: Solver
+    needle: Needle
+    centre: np.ndarray
+    hinge: np.ndarray
+    driver_rot: np.ndarray
+    top: float
+    alpha: float = 0.0
+    lower: float = 0.0
+    shift: np.ndarray | None = None
+
+    def control(self, jaw: float = 0.0, extra: list | None = None) -> Control:
+        Rz = rot_z(self.alpha)
+        p = self.centre + Rz @ (self.hinge - self.centre) + np.array([0.0, -self.lower, 0.0])
+        if self.shift is not None:
+            p = p + self.shift
+        inputs = [InstrumentInput(DRIVER, needle_driver(), p, matrix_to_quat(Rz @ self.driver_rot), jaw)]
+        return Control(inputs + (extra or []))
+
+    def frame(self, jaw: float = 0.0, extra: list | None = None) -> list:
+        self.solver.step(self.state, self.control(jaw, extra), DT, 10)
+        return self.needle.step(self.model, self.state, DT)
+
+
+def make_bench(spec: NeedleSpec | None = None, cells=(12, 4, 8)) -> Bench:
+    mesh = tissue_block(size=(0.06, 0.02, 0.04), cells=cells)
+    fixed = vertices_in_box(mesh, (-np.inf, -np.inf, -np.inf), (np.inf, 1e-9, np.inf))
+    model = build_model(mesh, [MUSCLE], fixed=fixed)
+    state = new_state(model)
+    spec = spec or NeedleSpec(radius=0.008)
+    top = float(mesh.vertices[:, 1].max())
+    centre = np.array([float(mesh.vertices[:, 0].mean()), top + 0.3 * spec.radius, float(mesh.vertices[:, 2].mean())])
+    phi0 = math.pi + math.asin(0.3) - 0.02 - spec.arc_angle  # the tip just above the surface
+    R0 = rot_z(phi0)
+    driver_rot = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]).T
+    tail = centre + R0 @ np.array([spec.radius, 0.0, 0.0])
+    hinge = tail - driver_rot @ np.array([0.0, 0.0, 0.004])
+    needle = Needle(spec, model, centre, matrix_to_quat(R0), holder=DRIVER)
+    return Bench(model, state, Solver(model), needle, centre, hinge, driver_rot, top)
+
+
+def drive_stitch(bench: Bench, max_frames: int = 500) -> list:
+    """Press until the puncture, then turn the needle through the tissue until the stitch is placed."""
+    events = []
+    for _ in range(max_frames):
+        if not bench.needle.punctured and not bench.needle.passes:
+            bench.lower += 0.0002
+        else:
+            bench.alpha += 0.01
+        events += bench.frame()
+        if bench.needle.passes:
+            break
+    return events

@@ -1,0 +1,116 @@
+import math
+
+import numpy as np
+import pytest
+
+from physics import InstrumentInput
+from physics.instruments import grasper, look_rotation, needle_driver, scissors
+from physics.needle import NeedleSpec, first_crossing, grip_region
+from tests.physics.suture_setup import DRIVER, drive_stitch, make_bench
+
+
+def kinds(events):
+    return [e.kind for e in events]
+
+
+def test_a_full_pass_punctures_exits_and_places_a_stitch_across_the_centre():
+    bench = make_bench()
+    events = drive_stitch(bench)
+    assert kinds(events).count("puncture") == 1
+    assert "needle_exit" in kinds(events) and "stitch" in kinds(events)
+    puncture = next(e for e in events if e.kind == "puncture")
+    assert puncture.detail["force"] >= bench.needle.threshold(0)
+    stitch = bench.needle.passes[0]
+    entry, exit_ = stitch.entry.position(bench.state.x), stitch.exit.position(bench.state.x)
+    cx = bench.centre[0]
+    assert entry[0] < cx - 0.004 and exit_[0] > cx + 0.004  # in on one side of the centre, out on the other
+    assert abs(entry[1] - bench.top) < 0.003 and abs(exit_[1] - bench.top) < 0.003
+    assert not bench.needle.punctured and bench.needle.holder == DRIVER
+    assert np.isfinite(bench.state.x).all()
+
+
+def test_a_threshold_the_tip_cannot_reach_keeps_the_surface_whole():
+    bench = make_bench(NeedleSpec(radius=0.008, puncture_force={0: 1e3}))
+    for _ in range(40):
+        bench.lower += 0.0002
+        events = bench.frame()
+        assert "puncture" not in kinds(events)
+    assert bench.needle.tip_force > 0.05  # pressing, and the force grew with the dimple
+    assert not bench.needle.punctured
+
+
+def test_a_teleport_through_the_tissue_is_clamped_at_the_surface():
+    bench = make_bench(NeedleSpec(radius=0.008, puncture_force={0: 1e3}))
+    bench.frame()
+    bench.lower = 0.012  # the tip would end 1 cm inside the block in one frame
+    events = bench.frame()
+    clamped = [e for e in events if e.kind == "pose_clamped"]
+    assert clamped and clamped[0].detail["reason"] == "needle_tunnel"
+    assert bench.needle.tip()[1] > bench.top - 0.003
+
+
+def test_in_tissue_a_sideways_pose_is_clamped_to_a_turn_about_the_needle_axis():
+    bench = make_bench()
+    for _ in range(60):
+        bench.lower += 0.0002
+        bench.frame()
+        if bench.needle.punctured:
+            break
+    assert bench.needle.punctured
+    for _ in range(10):
+        bench.alpha += 0.01
+        bench.frame()
+    centre = bench.needle.position.copy()
+    bench.shift = np.array([0.0, 0.0, 0.008])  # 8 mm out of the arc's plane
+    events = bench.frame()
+    assert any(e.kind == "pose_clamped" and e.detail["reason"] == "needle_sideways" for e in events)
+    assert np.linalg.norm(bench.needle.position - centre) < 1e-9
+
+
+def test_another_instrument_closing_its_jaws_on_the_needle_takes_it():
+    bench = make_bench()
+    bench.frame()
+    mid = bench.needle.world(bench.needle.spec.local_point(bench.needle.spec.arc_angle * 0.5))
+    down = np.array([0.0, 0.0, -1.0])
+    hinge = mid - down * 0.005
+    q = look_rotation(down)
+    bench.frame(extra=[InstrumentInput(3, grasper(), hinge, q, 0.8)])
+    events = bench.frame(extra=[InstrumentInput(3, grasper(), hinge, q, 0.0)])
+    handoff = [e for e in events if e.kind == "needle_grasp"]
+    assert handoff and handoff[0].instrument == 3 and handoff[0].detail == {"from": DRIVER}
+    assert bench.needle.holder == 3
+    events = bench.frame(jaw=0.6, extra=[InstrumentInput(3, grasper(), hinge, q, 0.0)])
+    assert bench.needle.holder == 3  # the old holder opening does not drop it
+    events = bench.frame(jaw=0.6, extra=[InstrumentInput(3, grasper(), hinge, q, 0.7)])
+    assert "needle_release" in kinds(events) and bench.needle.holder is None
+    events = bench.frame(jaw=0.0, extra=[InstrumentInput(3, grasper(), hinge, q, 0.7)])
+    assert kinds(events) == ["needle_grasp"] and bench.needle.holder == DRIVER  # the driver takes it back
+
+
+def test_a_withdrawn_holder_lets_go_and_the_needle_stays():
+    bench = make_bench()
+    bench.frame()
+    where = bench.needle.position.copy()
+    bench.solver.step(bench.state, bench.control().__class__([]), 1 / 60, 5)
+    events = bench.needle.step(bench.model, bench.state, 1 / 60)
+    assert kinds(events) == ["needle_release"] and bench.needle.holder is None
+    assert np.allclose(bench.needle.position, where)
+
+
+def test_grip_regions_and_bad_specs():
+    assert grip_region(needle_driver())[0] == pytest.approx(0.010)
+    assert grip_region(grasper()) == (0.018, 0.004)
+    assert grip_region(scissors()) is None
+    with pytest.raises(ValueError, match="radius"):
+        NeedleSpec(radius=math.nan)
+    with pytest.raises(ValueError, match="puncture_force"):
+        NeedleSpec(puncture_force={0: -1.0})
+
+
+def test_first_crossing_finds_the_face_a_segment_enters():
+    x = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    tris = np.array([[0, 2, 1]], dtype=np.int32)  # normal +y
+    tri, t = first_crossing(x, tris, np.array([0.2, 1.0, 0.2]), np.array([0.2, -1.0, 0.2]), -1)
+    assert tri == 0 and t == pytest.approx(0.5)
+    assert first_crossing(x, tris, np.array([0.2, 1.0, 0.2]), np.array([0.2, -1.0, 0.2]), 1)[0] == -1
+    assert first_crossing(x, tris, np.array([2.0, 1.0, 0.2]), np.array([2.0, -1.0, 0.2]), -1)[0] == -1
