@@ -187,13 +187,13 @@ def test_a_page_gets_the_roster_the_headsets_and_the_room_health(server):
         assert pump([surgeon], lambda: sees_head() and time.monotonic() - t0 > 1.2, 10.0, each_frame=frame)
         assert abs(surgeon.decoder.rigid()[head].positions[1] - 0.45) < 0.01
 
-        def lea_holds(frame) -> bool:  # a room_health after the hand's pose reached the room
+        def lea_holds(frame) -> bool:  # a room_health after the hand's pose and an ack of Lea reached the room
             if not is_message("event", kind="room_health")(frame):
                 return False
             rows = [p for p in frame.fields["detail"]["participants"] if p["participant"] == ticket["participant"]]
-            return bool(rows and rows[0]["forces"])
+            return bool(rows and rows[0]["forces"] and rows[0]["snapshot_age"] is not None)
 
-        health = page.until(lea_holds, 5.0).fields["detail"]
+        health = page.until(lea_holds, 8.0).fields["detail"]
         row = next(p for p in health["participants"] if p["participant"] == ticket["participant"])
         assert row["transport"] == "udp" and "right" in row["forces"] and row["snapshot_age"] is not None
         assert any(p["transport"] == "websocket" for p in health["participants"])
