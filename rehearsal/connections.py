@@ -221,7 +221,7 @@ class Connections:
         elif kind == "snap_resync":
             if key in live.observers:
                 live.observers.expel(key)  # its own stream from full records; the others are not reset
-                client.ack_base, client.ack_passed = None, 0
+                client.forget_acks()
             else:
                 live.sync.reset_client(key)
             self.counters["resyncs"] += 1

@@ -68,6 +68,10 @@ class Client:
     def session(self) -> str:
         return self.identity.session
 
+    def forget_acks(self) -> None:
+        """Forget every ack (the client starts over on a stream of its own: nothing it acked is a baseline)."""
+        self.ack_base, self.ack_passed = None, 0
+
     def fresh_acks(self, newest: int, bits: int) -> int:
         """The ``bits`` of a ``snap_ack`` that acknowledge a snapshot for the first time (every ack repeats the
         previous 32, which the codec would look up again one by one); remembers them as handed over."""

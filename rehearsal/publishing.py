@@ -244,7 +244,7 @@ class Publisher:
             for key in group.delivered(sync.sequence, missed):  # a slow page: its own stream, not the others'
                 counters["observers_expelled"] += 1
                 if (slow := clients.get(key)) is not None:
-                    slow.ack_base, slow.ack_passed = None, 0
+                    slow.forget_acks()
         if others:
             for client in list(live.clients.values()):
                 if client.link.transport != UDP:
