@@ -29,6 +29,7 @@ from physics.coarse_space import COARSE_AGGREGATES, aggregates, cholesky, coarse
 from physics.contact import environment_contact, instrument_contacts
 from physics.kinematics import grasp_targets, interpolate_frames, world_capsules
 from physics.neo_hookean import serial_twin
+from physics.velocity_guard import CLAMPED, RESET, guard_velocity
 
 FAST = {"nogil": True, "error_model": "numpy"}  # no fastmath: compiled and cached kernels give the same bits
 DOT_BLOCKS = 64  # dot products add this many fixed blocks in order (independent of the thread count)
@@ -613,25 +614,9 @@ def _solve_frame(
         vx = (x[i, 0] - x_prev[i, 0]) / h * damp
         vy = (x[i, 1] - x_prev[i, 1]) / h * damp
         vz = (x[i, 2] - x_prev[i, 2]) / h * damp
-        speed2 = vx * vx + vy * vy + vz * vz
-        if not (speed2 < 1e300):
-            x[i, 0] = x_prev[i, 0]
-            x[i, 1] = x_prev[i, 1]
-            x[i, 2] = x_prev[i, 2]
-            vx = vy = vz = 0.0
-            resets += 1
-        elif speed2 > max_speed * max_speed:
-            f = max_speed / math.sqrt(speed2)
-            vx *= f
-            vy *= f
-            vz *= f
-            x[i, 0] = x_prev[i, 0] + vx * h
-            x[i, 1] = x_prev[i, 1] + vy * h
-            x[i, 2] = x_prev[i, 2] + vz * h
-            clamps += 1
-        v[i, 0] = vx
-        v[i, 1] = vy
-        v[i, 2] = vz
+        outcome = guard_velocity(x, x_prev, v, i, vx, vy, vz, h, max_speed)
+        resets += outcome == RESET
+        clamps += outcome == CLAMPED
     out_counts[1] += env_hits + touching.sum()  # projected, and held by the solve's contact filter
     out_counts[2] += resets
     out_counts[3] += clamps

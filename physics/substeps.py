@@ -7,14 +7,13 @@ and a NaN guard. Runs with the GIL released so a room's physics steps beside the
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 import numpy as np
 
 from physics.contact import attach_pass, environment_contact, instrument_contacts
 from physics.kinematics import grasp_targets, interpolate_frames, world_capsules
 from physics.neo_hookean import elastic_pass, elastic_pass_serial, serial_twin
+from physics.velocity_guard import CLAMPED, RESET, guard_velocity
 
 # Indices into the counts array the kernel fills.
 COUNT_INSTRUMENT_CONTACTS = 0
@@ -96,27 +95,9 @@ def _simulate_frame(
             vx = (x[i, 0] - x_prev[i, 0]) / h * damp[i]
             vy = (x[i, 1] - x_prev[i, 1]) / h * damp[i]
             vz = (x[i, 2] - x_prev[i, 2]) / h * damp[i]
-            speed2 = vx * vx + vy * vy + vz * vz
-            if not (speed2 < 1e300):  # NaN or Inf anywhere: back to the last good position, at rest
-                x[i, 0] = x_prev[i, 0]
-                x[i, 1] = x_prev[i, 1]
-                x[i, 2] = x_prev[i, 2]
-                vx = 0.0
-                vy = 0.0
-                vz = 0.0
-                resets += 1
-            elif speed2 > max_speed * max_speed:
-                f = max_speed / math.sqrt(speed2)
-                vx *= f
-                vy *= f
-                vz *= f
-                x[i, 0] = x_prev[i, 0] + vx * h
-                x[i, 1] = x_prev[i, 1] + vy * h
-                x[i, 2] = x_prev[i, 2] + vz * h
-                clamps += 1
-            v[i, 0] = vx
-            v[i, 1] = vy
-            v[i, 2] = vz
+            outcome = guard_velocity(x, x_prev, v, i, vx, vy, vz, h, max_speed)
+            resets += outcome == RESET
+            clamps += outcome == CLAMPED
             if s + 1 < substeps:  # the next substep's prediction, fused to save a parallel launch
                 predict(x, x_prev, v, inv_mass, i, gx, gy, gz, h)
         out_counts[1] += env_hits
