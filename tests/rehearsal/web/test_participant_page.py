@@ -9,12 +9,11 @@ import time
 
 import pytest
 
-from rehearsal.bots import ServerProcess
 from tests.rehearsal.e2e_helpers import new_session, running_server
 from tests.rehearsal.web.conftest import ARTIFACTS_DIR
+from tests.rehearsal.web.test_page import WAIT_MS, open_page, pixels
 from tests.rehearsal.web.ws_client import WsClient, is_message
 
-WAIT_MS = 30_000  # SwiftShader on a loaded 2-core machine draws slowly
 RIG = "window.rehearsal.rig.hands.get('right')"
 
 
@@ -22,19 +21,6 @@ RIG = "window.rehearsal.rig.hands.get('right')"
 def server(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("participant-page") / "data") as proc:
         yield proc
-
-
-def open_page(page, server: ServerProcess, code: str, name: str) -> None:
-    page.goto(f"http://127.0.0.1:{server.http_port}/?code={code}&name={name}")
-    page.wait_for_function(
-        "() => window.rehearsal && window.rehearsal.state.snapshots > 3 && window.rehearsal.scene.triangleCount > 0"
-        " && window.rehearsal.scene.frames > 2",
-        timeout=WAIT_MS,
-    )
-
-
-def pixels(page) -> dict:
-    return page.evaluate("() => { const s = window.rehearsal.scene; s.render(); return s.pixelSummary(4); }")
 
 
 DRAWN_TOP_JS = (
