@@ -10,8 +10,10 @@ observers' mean downlink (goal: at most 1 Mbit/s for a 10k-vertex scene). Then, 
 (``rehearsal.web.observer_cost``), the reactor CPU the observers add per tick, which other processes' load
 does not distort (goal for what 32 observers add: at most 1 ms). ``--cells NX,NY,NZ`` replaces the
 scenario's block mesh (``70,1,70``: a sheet of about 10k surface vertices). With ``--page`` one Chromium page
-(``rehearsal.web.headless``) also watches and reports its frame time. JavaScript's snapshot decode time is
-``rehearsal.web.decode_bench``'s.
+(``rehearsal.web.headless``) also watches and reports its frame time. With ``--pin`` the server runs on the
+first CPU and the headsets and observers on the others, as if they were other machines: on 2 cores, unpinned,
+the clients' own load lands in the room's tick and the difference measures the clients, not the server.
+JavaScript's snapshot decode time is ``rehearsal.web.decode_bench``'s.
 """
 
 from __future__ import annotations
@@ -45,8 +47,11 @@ from rehearsal.web.observer_cost import ACK_EVERY, observer_cost
 from rehearsal.wire import REHEARSAL_REGISTRY
 
 BENCH_SCRIPT = """
+import os
 import sys
 from pathlib import Path
+if sys.argv[5]:
+    os.sched_setaffinity(0, {int(c) for c in sys.argv[5].split(",")})
 from rehearsal.server import serve
 from rehearsal.settings import load_settings
 settings = load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0, drain_seconds=sys.argv[2],
@@ -386,6 +391,8 @@ MEASURED = {
     "observer_mbit_s": "WebSocket payload per observer, mean over the observers",
     "observers": "WebSocket clients in a separate (spawned) process, niced by observer_nice, that read every frame"
     " and ack every second snapshot as a page does; on the same machine as the server",
+    "server_cpus": "with --pin, the CPUs the server process may run on (read back from the kernel); the reactor and"
+    " the room's physics thread share them, so the tick p99 counts the observers' network work against physics",
     "in_process": "rehearsal.web.observer_cost: the reactor thread's CPU time per tick (median) for publishing and"
     " for the observers' acks, one process, real autobahn sockets over in-memory transports, no kernel socket work;"
     " robust to other processes' load, unlike the tick p99",
@@ -408,6 +415,16 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _pinning(pin: bool) -> tuple[set[int], set[int]]:
+    """With ``pin``: the CPUs for the server (the first this process may use) and for the clients (the rest)."""
+    if not pin:
+        return set(), set()
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    return {cpus[0]}, set(cpus[1:])
+
+
 def _added(alone: dict[str, Any], watched: dict[str, Any], key: str) -> float | None:
     a, b = alone.get(key), watched.get(key)
     return None if a is None or b is None else b - a
@@ -424,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scenario", default="basic_skills")
     parser.add_argument("--cells", help="NX,NY,NZ: the block mesh's cells instead of the scenario's")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server on the first CPU, the headsets and observers on the others (they are other machines in"
+        " production; unpinned, on 2 cores their load lands in the room's tick)",
+    )
     parser.add_argument("--page", action="store_true", help="also time one Chromium page's frames")
     parser.add_argument(
         "--separate-streams", action="store_true", help="one snapshot stream per observer (share_observer_stream off)"
@@ -437,6 +460,20 @@ def main(argv: list[str] | None = None) -> int:
     cells = tuple(int(c) for c in args.cells.split(",")) if args.cells else None
     if cells is not None and (len(cells) != 3 or min(cells) < 1 or max(cells) > 200):
         parser.error("--cells is three integers in [1, 200]")
+    server_cpus, client_cpus = _pinning(args.pin)
+    own_cpus = os.sched_getaffinity(0)
+    try:
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)  # the team's headsets, the observers' process and a page inherit it
+        report = _bench(args, cells, server_cpus)
+    finally:
+        os.sched_setaffinity(0, own_cpus)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench(args: argparse.Namespace, cells: tuple[int, ...] | None, server_cpus: set[int]) -> dict[str, Any]:
+    """The runs (alone, watched) ``args.repeat`` times and the in-process cost: the report."""
     alones, watcheds = [], []
     with tempfile.TemporaryDirectory(prefix="rehearsal-web-bench-") as tmp:
         people = len(TEAM) + args.observers + int(args.page)
@@ -449,11 +486,13 @@ def main(argv: list[str] | None = None) -> int:
                 "5",
                 str(scenarios),
                 "separate" if args.separate_streams else "shared",
+                ",".join(str(c) for c in sorted(server_cpus)),
             ],
         )
         page = None
         try:
             server.wait_listening()
+            pinned = sorted(os.sched_getaffinity(server.proc.pid)) if server_cpus else None
             for i in range(args.repeat):
                 print(f"run {i + 1}/{args.repeat}: alone, then {args.observers} observers", file=sys.stderr)
                 alones.append(_run(server, 0, args.seconds, args.observer_nice))
@@ -469,29 +508,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"in process: {args.in_process_ticks} ticks, 0 and {args.observers} observers", file=sys.stderr)
             in_process = observer_cost(args.observers, scenarios, BENCH_SCENARIO, args.in_process_ticks, args.repeat)
     alone, watched = _median_run(alones), _median_run(watcheds)
-    print(
-        json.dumps(
-            {
-                "scenario": args.scenario,
-                "cells": cells,
-                "participants": len(TEAM),
-                "observer_streams": "separate" if args.separate_streams else "shared",
-                "observer_nice": args.observer_nice,
-                "repeat": args.repeat,
-                "runs": [alone, watched],
-                "observers_add_tick_p99_ms": _added(alone, watched, "tick_p99_ms"),
-                "observers_add_participant_gap_p99_ms": _added(alone, watched, "participant_snapshot_gap_p99_ms"),
-                "observers_add_reactor_cpu_percent": _added(
-                    alone["server_cpu_percent"], watched["server_cpu_percent"], "reactor"
-                ),
-                "in_process": in_process,
-                "measured": MEASURED,
-                "goals": {"observers_add_tick_p99_ms": 1.0, "observer_mbit_s_10k_vertices": 1.0},
-            },
-            indent=2,
-        )
-    )
-    return 0
+    return {
+        "scenario": args.scenario,
+        "cells": cells,
+        "participants": len(TEAM),
+        "observer_streams": "separate" if args.separate_streams else "shared",
+        "observer_nice": args.observer_nice,
+        "server_cpus": pinned,
+        "client_cpus": sorted(os.sched_getaffinity(0)) if server_cpus else None,
+        "repeat": args.repeat,
+        "runs": [alone, watched],
+        "observers_add_tick_p99_ms": _added(alone, watched, "tick_p99_ms"),
+        "observers_add_participant_gap_p99_ms": _added(alone, watched, "participant_snapshot_gap_p99_ms"),
+        "observers_add_reactor_cpu_percent": _added(
+            alone["server_cpu_percent"], watched["server_cpu_percent"], "reactor"
+        ),
+        "in_process": in_process,
+        "measured": MEASURED,
+        "goals": {"observers_add_tick_p99_ms": 1.0, "observer_mbit_s_10k_vertices": 1.0},
+    }
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -29,6 +30,17 @@ def test_a_short_run_reports_tick_p99_with_and_without_observers_and_their_downl
     )
     assert set(cost["each_further_observer_us_per_tick"]) == {"publish", "acks"}
     assert set(report["measured"]) >= {"tick_p99_ms", "participant_snapshot_gap_p99_ms", "in_process"}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin needs 2 CPUs")
+def test_pinned_the_server_and_the_clients_run_on_separate_cpus_and_the_bench_gives_its_cpus_back(capsys):
+    own = os.sched_getaffinity(0)
+    assert bench.main(["--pin", "--observers", "1", "--seconds", "1", "--in-process-ticks", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["server_cpus"] == [min(own)]
+    assert set(report["client_cpus"]) == own - {min(own)}
+    assert report["runs"][1]["observer_mbit_s"] > 0
+    assert os.sched_getaffinity(0) == own
 
 
 def test_bad_arguments_are_refused():
