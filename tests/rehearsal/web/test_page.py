@@ -234,6 +234,8 @@ def test_a_mentor_who_ends_the_session_gets_a_link_that_opens_its_debrief(page, 
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#btn-end")
     page.wait_for_function("() => !document.getElementById('debrief-link').hidden", timeout=WAIT_MS)
+    for button in ("#btn-pause", "#btn-reset", "#btn-inject", "#btn-takeover", "#btn-end"):
+        assert page.locator(button).is_disabled(), button  # an ended room takes no command
     href = urllib.parse.urlsplit(page.get_attribute("#debrief-link", "href"))
     assert href.path == "/debrief" and urllib.parse.parse_qs(href.query)["session"] == [session["session"]]
     key = urllib.parse.parse_qs(href.fragment)["key"][0]  # in the fragment: never sent to a server

@@ -132,7 +132,11 @@ function setRoomState(value) {
   const badge = $('room-state');
   badge.textContent = value;
   badge.className = `badge ${value}`;
-  if (value === 'ended') showDebriefLink();
+  if (value === 'ended') {
+    // The server refuses every command of an ended room; the console says so instead of offering them.
+    for (const el of $('console').querySelectorAll('button, select, input')) el.disabled = true;
+    showDebriefLink();
+  }
 }
 
 /** A mentor's page links the session's debrief when it ends: the key (read-only, this session, expiring; see
@@ -470,7 +474,7 @@ function renderComplications() {
     option.textContent = c.title ? `${c.title}` : c.id;
     select.appendChild(option);
   }
-  $('btn-inject').disabled = state.complications.length === 0;
+  $('btn-inject').disabled = state.complications.length === 0 || state.roomState === 'ended';
 }
 
 function skillText(skill) {
