@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netcode.protocol.mesh_distance import mesh_signed_distance
+
 CONTACT_TOLERANCE = 1e-5  # m: a tip this close to a region's boundary is in contact with it
 MAX_MARCH_STEPS = 96  # sphere-tracing steps of one motion; a motion still grazing after them stops there
 
@@ -79,7 +81,7 @@ class TriangleMesh:
     vertices: np.ndarray
     triangles: np.ndarray
     margin: float = 0.0
-    _corners: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
+    _centroid: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         v = np.ascontiguousarray(self.vertices, dtype=np.float64)
@@ -90,71 +92,16 @@ class TriangleMesh:
             raise ValueError("triangle indices must name vertices, and vertices must be finite")
         object.__setattr__(self, "vertices", v)
         object.__setattr__(self, "triangles", t)
-        object.__setattr__(self, "_corners", (v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]))
+        object.__setattr__(self, "_centroid", v.mean(axis=0))
+        self.distance(self._centroid)  # compiles (or loads) the kernel now, not in the first haptic cycle
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self.vertices.min(axis=0) - self.margin, self.vertices.max(axis=0) + self.margin
 
-    def winding(self, x: np.ndarray) -> float:
-        """The generalized winding number of x (about +-1 inside, 0 outside; Van Oosterom & Strackee)."""
-        a, b, c = (corner - x for corner in self._corners)
-        la, lb, lc = (np.sqrt(np.einsum("ij,ij->i", v, v)) for v in (a, b, c))
-        det = np.einsum("ij,ij->i", a, np.cross(b, c))
-        den = (
-            la * lb * lc
-            + np.einsum("ij,ij->i", a, b) * lc
-            + np.einsum("ij,ij->i", b, c) * la
-            + np.einsum("ij,ij->i", c, a) * lb
-        )
-        return float(np.sum(np.arctan2(det, den)) / (2.0 * math.pi))
-
-    def closest(self, x: np.ndarray) -> tuple[np.ndarray, int]:
-        """The closest point of the mesh's surface to x and its triangle's index (Ericson's regions, vectorized)."""
-        a, b, c = self._corners
-        ab, ac, ap = b - a, c - a, x - a
-        d1, d2 = np.einsum("ij,ij->i", ab, ap), np.einsum("ij,ij->i", ac, ap)
-        bp = x - b
-        d3, d4 = np.einsum("ij,ij->i", ab, bp), np.einsum("ij,ij->i", ac, bp)
-        cp = x - c
-        d5, d6 = np.einsum("ij,ij->i", ab, cp), np.einsum("ij,ij->i", ac, cp)
-        va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            denom = 1.0 / (va + vb + vc)
-            v, w = vb * denom, vc * denom
-            out = a + ab * v[:, None] + ac * w[:, None]  # inside the face
-            t_ab, t_ac = d1 / (d1 - d3), d2 / (d2 - d6)
-            t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        edge_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
-        out[edge_bc] = (b + (c - b) * t_bc[:, None])[edge_bc]
-        edge_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-        out[edge_ac] = (a + ac * t_ac[:, None])[edge_ac]
-        corner_c = (d6 >= 0) & (d5 <= d6)
-        out[corner_c] = c[corner_c]
-        edge_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-        out[edge_ab] = (a + ab * t_ab[:, None])[edge_ab]
-        corner_b = (d3 >= 0) & (d4 <= d3)
-        out[corner_b] = b[corner_b]
-        corner_a = (d1 <= 0) & (d2 <= 0)
-        out[corner_a] = a[corner_a]
-        # (Ericson's regions, lowest priority first: a later mask overrides an earlier one)
-        bad = ~np.all(np.isfinite(out), axis=1)  # degenerate triangles: their first corner
-        out[bad] = a[bad]
-        diff = out - x
-        i = int(np.argmin(np.einsum("ij,ij->i", diff, diff)))
-        return out[i], i
-
     def distance(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        x = np.asarray(x, dtype=np.float64)
-        point, tri = self.closest(x)
-        d = x - point
-        r = math.sqrt(float(d @ d))
-        a, b, c = (corner[tri] for corner in self._corners)
-        face = _unit(np.cross(b - a, c - a), _UP)
-        inside = abs(self.winding(x)) > 0.5
-        if r < 1e-12:
-            normal = face if float(face @ (x - self.vertices.mean(axis=0))) >= 0 else -face
-            return -self.margin, normal
-        return (-r if inside else r) - self.margin, (-d / r if inside else d / r)
+        return mesh_signed_distance(
+            self.vertices, self.triangles, self._centroid, self.margin, np.asarray(x, dtype=np.float64)
+        )
 
 
 Region = Sphere | Capsule | TriangleMesh
