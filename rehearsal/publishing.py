@@ -18,6 +18,7 @@ per tick), so the loop stays flat.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -29,12 +30,15 @@ from netcode.protocol.forces import MAX_FORCE_INSTRUMENTS, force_fields
 from netcode.protocol.poses import RigidPose
 from netcode.protocol.response_model import ResponseModel
 from netcode.protocol.schema import input_ack_fields, response_model_fields
-from netcode.sync.snapshot import RigidKind, RigidSet
+from netcode.sync.snapshot import HEADER_SIZE, RigidKind, RigidSet
+from netcode.sync.snapshot_codec import ClientSync
 from netcode.sync.snapshot_messages import snapshot_message
+from netcode.sync.thread_polyline import THREAD_ENVELOPE, ThreadStream
 from physics import StepReport
+from physics.suturing import Suturing
 from rehearsal.hands import holder_participant, instrument_holder
 from rehearsal.links import IN_ORDER, UDP
-from rehearsal.live_room import LiveRoom, surface_layout
+from rehearsal.live_room import INSTRUMENT_OBJECT_BASE, LiveRoom, surface_layout
 from rehearsal.observer_stream import SHARED_OBSERVERS
 from rehearsal.roles import Role
 from rehearsal.room_health import HEALTH_AUDIENCE, HEALTH_INTERVAL, room_health
@@ -42,6 +46,8 @@ from rehearsal.wire import DEVICE_OF_HAND, REHEARSAL_REGISTRY, to_wire_quat
 
 PHYSICS_EVENTS = frozenset({"grasp", "release", "tear", "cut", "burn"})
 MAX_JAW = math.pi / 2  # rad: the widest jaw opening snapshots carry
+NEEDLE_OBJECT = INSTRUMENT_OBJECT_BASE - 1  # the suture needle's rigid object id (below the instruments' range)
+RIGID_RESERVE = 48  # snapshot bytes the thread leaves for the rigid record (instruments and heads go first)
 
 
 class Publisher:
@@ -64,6 +70,7 @@ class Publisher:
         self.flush_udp = flush_udp
         self.observer_snapshot_hz = observer_snapshot_hz
         self.observe_snapshot_bytes = observe_snapshot_bytes or (lambda _: None)
+        self.threads: weakref.WeakKeyDictionary[LiveRoom, _ThreadSync] = weakref.WeakKeyDictionary()
 
     def publish(self, live: LiveRoom, report: StepReport | None) -> None:
         """One tick of a room: its events, then (after a step) the physics' news, then everyone's snapshot."""
@@ -72,6 +79,7 @@ class Publisher:
             self.publish_physics(live, report)
         self.publish_burns(live, report)
         if live.clients:
+            self.publish_thread(live)
             self.publish_snapshots(live)
             now = self.server_time()
             if now - live.health_sent_at >= HEALTH_INTERVAL:
@@ -250,6 +258,72 @@ class Publisher:
                 if client.link.transport != UDP:
                     client.link.flush(now)
 
+    def publish_thread(self, live: LiveRoom) -> None:
+        """The suture thread of the frame ``publish_snapshots`` is about to begin (``snap_thread``, unreliable) to
+        each snapshot client, under that client's snapshot byte budget and priority: the thread is a delta against
+        what the client acknowledged (``thread_ack``; over an in-order link what was written), sent when its
+        accumulator is at least the client's highest pending patch's and it fits the budget less the rigid
+        record's share; the bytes it takes come off that frame's snapshot budget. A client's thread follows its
+        snapshot stream: a new stream, a reconnect or a resync (``snap_resync``) starts it with a reliable
+        ``snap_suture`` (the needle's object id and shape) and a full record (SNAPSHOT.md section 6)."""
+        suturing = live.room.suturing
+        track = self.threads.get(live)
+        if suturing is None:
+            if track is not None:
+                track.release(live)
+                del self.threads[live]
+            return
+        sync = live.sync
+        if track is None or track.suturing is not suturing:  # a new suture (or a scenario reset): everyone afresh
+            if track is not None:
+                track.release(live)
+            track = self.threads[live] = _ThreadSync(ThreadStream(sync.config), suturing)
+        stream = track.stream
+        seq = sync.sequence + 1
+        stream.begin_frame(seq, self.server_time(), suturing.polyline())
+        watch_every = self.observer_every(live.room.scenario.tick_hz)
+        clients, members = live.clients, live.observers.members
+        for key in [k for k in stream.clients if k not in sync.clients]:
+            stream.remove_client(key)
+            track.budgets.pop(key, None)
+        for key, codec in list(sync.clients.items()):
+            shared = key == SHARED_OBSERVERS
+            links = [clients[m].link for m in members if m in clients] if shared else []
+            if not shared:
+                client = clients.get(key)
+                if client is None:
+                    continue
+                if watch_every > 1 and client.identity.role is Role.OBSERVER and (seq + key) % watch_every:
+                    continue
+                links = [client.link]
+            elif watch_every > 1 and seq % watch_every:
+                continue
+            started, base = track.follow(key, codec, stream)
+            if started:  # its stream (re)started: the suture's shape first, reliably
+                setup = Message("snap_suture", _suture_fields(suturing))
+                for link in links:
+                    link.send(Channel.RELIABLE, setup)
+            room = None if base is None else base - HEADER_SIZE - RIGID_RESERVE
+            rival = float(codec.priority.acc.max()) if codec.priority.acc.size else 0.0
+            data = stream.encode(key, room, rival, codec.focus)
+            if base is not None:
+                used = len(data) + THREAD_ENVELOPE if data is not None else 0
+                codec.budget_bytes = max(HEADER_SIZE, base - used)
+            if data is None:
+                continue
+            message = Message("snap_thread", {"data": data})
+            written = [link.send(Channel.UNRELIABLE, message) for link in links]
+            if links and all(written) and all(link.transport in IN_ORDER for link in links):
+                stream.on_ack(key, seq)  # delivered in order: a baseline now
+            self.counters["thread_messages"] += len(links)
+            self.counters["thread_bytes"] += len(data)
+
+    def on_thread_ack(self, live: LiveRoom, key: int, newest: int, bits: int) -> None:
+        """A client's ``thread_ack`` (over UDP): the thread versions it applied become its baselines."""
+        track = self.threads.get(live)
+        if track is not None and key in track.stream.clients:
+            track.stream.on_ack_fields(key, newest, bits)
+
     def publish_forces(self, live: LiveRoom, now: float) -> None:
         """This tick's instrument and grasp forces (unreliable ``forces``): each participant its own instruments',
         each mentor every instrument's (in messages of at most ``MAX_FORCE_INSTRUMENTS``)."""
@@ -285,10 +359,11 @@ class Publisher:
 
     @staticmethod
     def rigid_set(live: LiveRoom) -> RigidSet:
-        """The room's instruments (wire quaternion order, jaws clamped) and tracked headsets as rigid objects."""
+        """The room's instruments (wire quaternion order, jaws clamped), tracked headsets and suture needle as rigid
+        objects."""
         instruments = live.room.physics.instruments
         heads = [(c.identity.participant, c.head) for c in live.clients.values() if c.head is not None]
-        if not instruments and not heads:
+        if not instruments and not heads and live.room.suturing is None:
             return RigidSet.empty()
         n = len(instruments)
         ids, jaws = np.empty(n, np.int64), np.empty(n)
@@ -309,7 +384,56 @@ class Publisher:
                 positions = np.concatenate([positions, np.array([p.position for _, p in extra], np.float64)])
                 orientations = np.concatenate([orientations, np.array([p.rotation for _, p in extra], np.float64)])
                 jaws = np.concatenate([jaws, np.full(len(extra), math.nan)])
+        suturing = live.room.suturing
+        if suturing is not None:  # the needle: its pose (shape in snap_suture), no jaw
+            needle = suturing.needle
+            ids = np.concatenate([ids, np.array([NEEDLE_OBJECT], np.int64)])
+            kinds = np.concatenate([kinds, np.array([int(RigidKind.NEEDLE)], np.int64)])
+            positions = np.concatenate([positions, np.asarray(needle.position, np.float64).reshape(1, 3)])
+            orientations = np.concatenate([orientations, to_wire_quat(np.asarray(needle.orientation)).reshape(1, 4)])
+            jaws = np.concatenate([jaws, [math.nan]])
         return RigidSet(ids, kinds, positions, orientations, jaws)
+
+
+class _ThreadSync:
+    """A room's suture thread stream and, per snapshot client, its budget before the thread's share."""
+
+    def __init__(self, stream: ThreadStream, suturing: Suturing) -> None:
+        self.stream = stream
+        self.suturing = suturing
+        self.budgets: dict[object, tuple[ClientSync, object, int | None]] = {}  # key -> (codec client, history, budget)
+
+    def follow(self, key: object, codec: ClientSync, stream: ThreadStream) -> tuple[bool, int | None]:
+        """(whether the client's thread stream starts now, its snapshot budget without the thread). It starts
+        with a new codec client or one whose baselines were forgotten (``reset_client`` gives it a new history;
+        a cut's carry-over keeps it): then the thread's baselines go too."""
+        entry = self.budgets.get(key)
+        history = codec.history
+        if entry is not None and entry[0] is codec and entry[1] is history:
+            return False, entry[2]
+        budget = entry[2] if entry is not None and entry[0] is codec else codec.budget_bytes
+        self.budgets[key] = (codec, history, budget)
+        stream.reset_client(key)
+        return True, budget
+
+    def release(self, live: LiveRoom) -> None:
+        """Give the snapshot clients their whole budgets back (the suture is gone)."""
+        for key, (codec, _history, budget) in self.budgets.items():
+            if live.sync.clients.get(key) is codec:
+                codec.budget_bytes = budget
+        self.budgets.clear()
+
+
+def _suture_fields(suturing: Suturing) -> dict:
+    """``snap_suture``: the needle's rigid object id and shape, the thread's radius."""
+    spec, thread = suturing.needle.spec, suturing.thread.spec
+    return {
+        "needle": NEEDLE_OBJECT,
+        "radius": float(spec.radius),
+        "arc": float(spec.arc_angle),
+        "wire_radius": float(spec.wire_radius),
+        "thread_radius": float(thread.radius),
+    }
 
 
 _NO_FORCE = np.zeros(3)

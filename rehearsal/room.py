@@ -19,6 +19,7 @@ from physics.instruments import SPECS, InstrumentSpec, Kind
 from physics.model import inverted_tets
 from physics.pose_guard import PoseLimits
 from physics.state import State
+from physics.suturing import Suturing
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.fixtures import FixtureEnforcer
 from rehearsal.hands import HANDS, instrument_holder, instrument_id
@@ -84,6 +85,7 @@ class Room(MentorCommands):
         self.scenario = scenario
         self.model = model if model is not None else build_world(scenario)
         self.physics: State = new_state(self.model)
+        self.suturing: Suturing | None = None
         self._solver: Solver | None = None  # for self.model; a new one when the model is replaced (reset, restore)
         self.state = RoomState.CREATED
         self.participants: dict[int, Participant] = {}

@@ -12,6 +12,9 @@ to the snapshot codec, whose decoded objects are fed to ``ThinClient.on_snapshot
 | input_ack   | unreliable | server->client  | seq: int, server_time: float (s), hold: float (s) |
 | release     | reliable   | server->client  | grasp_id: int |
 | grasp       | reliable   | server->client  | see below |
+| snap_suture | reliable   | server->client  | needle: int (object id); radius, arc, wire_radius, thread_radius: float |
+| snap_thread | unreliable | server->client  | data: bytes (<= 65,536; the thread, netcode/sync/SNAPSHOT.md 6) |
+| thread_ack  | unreliable | client->server  | newest: int, bits: int (thread frames applied, as snap_ack) |
 
 ``grasp`` fields: grasp_id, instrument, device, epoch: int; server_time: float (s); baseline: 8 floats
 [px, py, pz (m), qx, qy, qz, qw, jaw (rad)]; columns: int (3 or 6); objects, vertices: bytes (K x u32
@@ -31,10 +34,12 @@ from netcode.protocol.poses import RigidPose
 from netcode.protocol.response_model import MAX_RESPONSE_VERTICES, ResponseModel, ResponseModelError
 
 MAX_INPUT_BYTES = 1100
+MAX_THREAD_BYTES = 64 * 1024
+"""Largest ``snap_thread`` payload (``netcode.sync.thread_polyline.MAX_THREAD_BYTES``; the layers are siblings)."""
 
 
 def register_thin_client_types(registry: MessageRegistry) -> MessageRegistry:
-    """Add input, input_ack, grasp and release to ``registry`` (returns it)."""
+    """Add input, input_ack, grasp, release and the suture's messages to ``registry`` (returns it)."""
     registry.register(
         "input", Field("p", "bytes", max_length=MAX_INPUT_BYTES), doc="Redundant tracking samples (inputs.py)."
     )
@@ -61,6 +66,23 @@ def register_thin_client_types(registry: MessageRegistry) -> MessageRegistry:
         doc="A grasp started: the linear response model of the held tissue (prediction.py).",
     )
     registry.register("release", Field("grasp_id", "int"), doc="The grasp ended.")
+    registry.register(
+        "snap_suture",
+        Field("needle", "int"),
+        Field("radius", "float"),
+        Field("arc", "float"),
+        Field("wire_radius", "float"),
+        Field("thread_radius", "float"),
+        doc="The room's suture: the needle's rigid object id and shape, the thread's radius (before snap_thread).",
+    )
+    registry.register(
+        "snap_thread",
+        Field("data", "bytes", max_length=MAX_THREAD_BYTES),
+        doc="One frame of the suture thread: a quantized polyline, full or a delta (SNAPSHOT.md section 6).",
+    )
+    registry.register(
+        "thread_ack", Field("newest", "int"), Field("bits", "int"), doc="Thread frames applied by the client."
+    )
     return registry
 
 

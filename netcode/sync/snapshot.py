@@ -65,6 +65,8 @@ class RigidKind(IntEnum):
     HEAD = 2
     HAND = 3
     OTHER = 4
+    NEEDLE = 5
+    """A curved suture needle: its shape comes once in ``snap_suture`` (SNAPSHOT.md section 6)."""
 
 
 _RIGID_KINDS = frozenset(k.value for k in RigidKind)

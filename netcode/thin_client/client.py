@@ -40,6 +40,7 @@ from netcode.protocol.inputs import InputAck
 from netcode.protocol.poses import RigidPose, interpolate_pose, interpolate_vertices
 from netcode.protocol.response_model import ResponseModel, ResponseModelError
 from netcode.protocol.schema import input_ack_from_fields, response_model_from_fields
+from netcode.sync.thread_polyline import ThreadBaselineMissingError, ThreadDecoder, ThreadError
 from netcode.thin_client.adapters import from_decoded_snapshot
 from netcode.thin_client.clock_sync import ClockSync, ClockSyncConfig
 from netcode.thin_client.input_sender import InputSender, InputSenderConfig
@@ -57,7 +58,14 @@ from netcode.thin_client.prediction import (
     Reconciler,
     authoritative_jaw,
 )
-from netcode.thin_client.render_state import ObjectKind, RenderObject, RenderState, SnapshotObject, Source
+from netcode.thin_client.render_state import (
+    ObjectKind,
+    RenderObject,
+    RenderState,
+    SnapshotObject,
+    Source,
+    SutureShape,
+)
 
 _MODE_SOURCE = {
     Mode.INTERPOLATED: Source.INTERPOLATED,
@@ -69,6 +77,8 @@ _MODE_SOURCE = {
 
 # The state-sync messages a snapshot decoder takes (netcode.sync.snapshot_messages; SNAPSHOT.md).
 SNAPSHOT_MESSAGES = frozenset({"snap_config", "snap_topology", "snap_predictor", "snapshot"})
+# The suture's (netcode/sync/thread_polyline.py, SNAPSHOT.md section 6): its shape, then the thread per frame.
+THREAD_MESSAGES = frozenset({"snap_suture", "snap_thread"})
 
 
 class SnapshotDecoding(Protocol):
@@ -119,7 +129,21 @@ class ThinClient:
         self._handoff: dict[int, Reconciler] = {}  # patches blending back from prediction
         self._last_drawn: dict[int, np.ndarray] = {}
         self._render_time = -np.inf
-        self.dropped = {"epoch": 0, "invalid": 0, "late": 0, "duplicate": 0, "kind": 0, "capacity": 0, "snapshot": 0}
+        self.suture: SutureShape | None = None  # the room's needle and thread shapes (snap_suture)
+        self.thread_decoder: ThreadDecoder | None = None  # made with the snapshot decoder's config
+        self.thread = InterpolationBuffer(interpolate_vertices, config.buffer)  # the thread's points by server time
+        self.thread_ack_due = False  # a thread message applied since the last thread_ack
+        self.resync_due = False  # a thread delta named a version we lack: ask for full records (snap_resync)
+        self.dropped = {
+            "epoch": 0,
+            "invalid": 0,
+            "late": 0,
+            "duplicate": 0,
+            "kind": 0,
+            "capacity": 0,
+            "snapshot": 0,
+            "thread": 0,
+        }
 
     def own(self, object_id: int, device: int) -> None:
         """Snapshot object ``object_id`` is tracked by our ``device`` (e.g. learnt from the server's welcome)."""
@@ -190,6 +214,46 @@ class ThinClient:
             return False
         self.snapshot_ack_due = False
         return channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
+
+    def on_suture(self, fields: Mapping[str, Any]) -> None:
+        """``snap_suture``: the needle's object id and the shapes; a new suture stream starts (ValueError if bad)."""
+        self.suture = SutureShape.from_fields(dict(fields))
+        self.thread.clear()
+        if self.thread_decoder is not None:
+            self.thread_decoder.reset()
+
+    def on_thread_message(self, data: bytes, local_now: float) -> bool:
+        """One ``snap_thread`` payload into the thread decoder; True if it is the newest thread now. Raises
+        ThreadError (a ValueError) for a bad one, state unchanged; one whose baseline we lack also marks a
+        resync due (``send_thread_ack`` sends it)."""
+        if self.thread_decoder is None:
+            config = getattr(self.decoder, "config", None)
+            if config is None:
+                raise ThreadError("snap_thread before snap_config")
+            self.thread_decoder = ThreadDecoder(config)
+        decoder = self.thread_decoder
+        try:
+            newest = decoder.apply(data)
+        except ThreadBaselineMissingError:
+            self.resync_due = True
+            decoder.reset()
+            raise
+        self.thread_ack_due = True
+        if newest:
+            self.thread.insert(decoder.time, decoder.points())
+        return newest
+
+    def send_thread_ack(self, channels: ClientChannels) -> bool:
+        """The ``thread_ack`` of what was applied (unreliable, once per frame), or the ``snap_resync`` a lost
+        thread baseline needs (reliable); False if neither was due."""
+        if self.resync_due:
+            self.resync_due = False
+            self.thread_ack_due = False
+            return channels.send(Channel.RELIABLE, Message("snap_resync", {"reason": "thread baseline"}))
+        if not self.thread_ack_due or self.thread_decoder is None:
+            return False
+        self.thread_ack_due = False
+        return channels.send(Channel.UNRELIABLE, Message("thread_ack", self.thread_decoder.ack_fields()))
 
     def _on_object(self, obj: SnapshotObject, local_now: float) -> bool:
         if not obj.valid():
@@ -316,13 +380,15 @@ class ThinClient:
         for oid, obj in out.items():
             if obj.kind is ObjectKind.PATCH:
                 self._last_drawn[oid] = obj.vertices
-        return RenderState(local_now, server_now, render_time, delay, self.delay.latency, out)
+        sampled = self.thread.sample(render_time) if self.suture is not None else None
+        thread = sampled[0] if sampled is not None else None
+        return RenderState(local_now, server_now, render_time, delay, self.delay.latency, out, thread, self.suture)
 
     # ------------------------------------------------------------------ network side
 
     def dispatch(self, delivery: Delivery, local_now: float) -> bool:
         """Handle a ``ClientChannels`` delivery of ours (input_ack, grasp, release, and with a decoder the
-        state-sync messages); False otherwise.
+        state-sync and suture messages); False otherwise.
 
         The channels must decode with ``schema.THIN_CLIENT_REGISTRY`` (or a registry extended by
         ``register_thin_client_types``). A malformed grasp or state-sync message is dropped (counted in
@@ -336,6 +402,14 @@ class ThinClient:
                 self.on_snapshot_message(delivery.data, local_now)
             except ValueError:  # the codec's SnapshotError; the decoder kept its state
                 self.dropped["snapshot"] += 1
+        elif message.type in THREAD_MESSAGES and self.decoder is not None:
+            try:
+                if message.type == "snap_suture":
+                    self.on_suture(message.fields)
+                else:
+                    self.on_thread_message(message.fields["data"], local_now)
+            except ValueError:  # ThreadError or a bad shape; the thread decoder kept its state
+                self.dropped["thread"] += 1
         elif message.type == "input_ack":
             self.on_input_ack(input_ack_from_fields(message.fields), local_now)
         elif message.type == "grasp":

@@ -63,6 +63,47 @@ class RenderObject:
 
 
 @dataclass(frozen=True, slots=True)
+class SutureShape:
+    """The room's suture (``snap_suture``): which rigid object is the needle and how to draw it and the thread.
+
+    The needle is an arc of ``radius`` (m) in its frame's x-y plane about its origin, from angle 0 (the tail,
+    where the thread is swaged) to ``arc`` (rad, the tip), a wire of ``wire_radius``; the thread a tube of
+    ``thread_radius`` along its polyline."""
+
+    needle: int
+    radius: float
+    arc: float
+    wire_radius: float
+    thread_radius: float
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> SutureShape:
+        """From ``snap_suture`` fields; ValueError for a shape that cannot be drawn."""
+        values = [float(fields[k]) for k in ("radius", "arc", "wire_radius", "thread_radius")]
+        if not all(np.isfinite(v) and 0 < v < 10 for v in values):
+            raise ValueError(f"snap_suture: radius, arc and radii must be finite and positive, got {values}")
+        return cls(int(fields["needle"]), *values)
+
+    def needle_points(self, pose: RigidPose, n: int = 24) -> np.ndarray:
+        """(n, 3) world points along the needle's arc, tail to tip (for a renderer's tube)."""
+        t = np.linspace(0.0, self.arc, n)
+        local = np.stack([self.radius * np.cos(t), self.radius * np.sin(t), np.zeros(n)], axis=1)
+        return np.asarray(pose.position, np.float64) + local @ _matrix(pose.rotation).T
+
+
+def _matrix(q) -> np.ndarray:
+    """Rotation matrix of a unit quaternion (x, y, z, w)."""
+    x, y, z, w = (float(v) for v in q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RenderState:
     """Everything to draw at ``local_time``.
 
@@ -77,3 +118,5 @@ class RenderState:
     delay: float
     latency: float
     objects: dict[int, RenderObject]
+    thread: np.ndarray | None = None  # the suture thread (n, 3) m at render_time (None: no suture)
+    suture: SutureShape | None = None  # which object is the needle, and the shapes to draw

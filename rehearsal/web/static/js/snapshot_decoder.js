@@ -30,7 +30,7 @@
 //   decoder.triangleRows() -> Int32Array        the same as indices into surface() (for an index buffer);
 //                                               triangles with a vertex outside the layout are left out
 //   decoder.rigid() -> Map<objectId, {kind, position: [x, y, z], rotation: [x, y, z, w], jaw, sequence}>
-//       newest version of every rigid object; kind "instrument" | "jaw" | "head" | "hand" | "other";
+//       newest version of every rigid object; kind "instrument" | "jaw" | "head" | "hand" | "other" | "needle";
 //       jaw in radians or null; sequence = the snapshot it came from.
 //   decoder.ackFields() -> {newest, bits} | null   the snap_ack fields (null before any snapshot applied)
 //   decoder.missingBaselines                    a count that grows when a delta's baseline is missing: when
@@ -74,7 +74,7 @@ export const DEFAULT_MAX_VERSIONS = 32;
 export const DEFAULT_MAX_HELD = 8;
 export const ACK_BITS = 32;
 export const CAUSES = Object.freeze(["full", "cut", "burn"]);
-export const RIGID_KINDS = Object.freeze(["instrument", "jaw", "head", "hand", "other"]);
+export const RIGID_KINDS = Object.freeze(["instrument", "jaw", "head", "hand", "other", "needle"]);
 const NO_JAW = -1;
 const CARRIED = 1; // age code of a carried patch entry
 const CARRIED_BASE = -1; // baseline recorded for a carried entry: not full, prunes nothing
