@@ -15,6 +15,7 @@
 import { RoomLink } from './link.js';
 import { RoomScene } from './scene.js';
 import { SnapshotDecoder } from './snapshot_decoder.js';
+import { parseSuture, ThreadBaselineError, ThreadDecoder } from './thread_decoder.js';
 import { DesktopRig, DEVICE_OF_HAND } from './desktop_input.js';
 import { magnitude, parseForces } from './forces.js';
 import { ParticipantClient } from './participant.js';
@@ -46,6 +47,8 @@ const state = {
   complications: [], // the scenario's [{id, title, kind}]
   activeComplications: [],
   snapshots: 0,
+  suture: null, // the room's needle and thread shapes (snap_suture), if it has a suture
+  threadFrames: 0, // snap_thread frames applied
   lastSnapshotAt: null,
   lastResyncAt: 0,
   missingSeen: 0,
@@ -83,6 +86,8 @@ let decoder = new SnapshotDecoder();
 let scene = null;
 let surfaceDirty = false;
 let rigidDirty = false;
+let thread = null; // the suture thread's decoder (thread_decoder.js), made with the snapshot config
+let threadDirty = false;
 
 const link = new RoomLink({
   onJoined: (joined) => {
@@ -168,6 +173,8 @@ function onMessage(type, fields) {
       break;
     case 'release': if (participant) participant.onRelease(fields.grasp_id, performance.now() / 1000); break;
     case 'forces': onForces(fields); break;
+    case 'snap_suture': onSuture(fields); break;
+    case 'snap_thread': onThread(fields); break;
     default: break;
   }
 }
@@ -207,6 +214,39 @@ function onSnapshotMessage(type, fields) {
     state.missingSeen = missing;
     requestResync('missing baseline');
   }
+}
+
+/** The room's suture: its needle's shape; a new thread stream starts (full first). */
+function onSuture(fields) {
+  let suture;
+  try {
+    suture = parseSuture(fields);
+  } catch (err) {
+    link.reportError(`snap_suture: ${err && err.message}`);
+    return;
+  }
+  state.suture = suture;
+  if (thread) thread.reset();
+  if (scene) scene.setSuture(suture);
+}
+
+/** One frame of the suture thread (SNAPSHOT.md 6); over datagrams its deltas need thread_acks, as snapshots do. */
+function onThread(fields) {
+  if (!decoder.config) return; // before snap_config: the server sends that first
+  if (!thread) thread = new ThreadDecoder(decoder.config);
+  try {
+    if (thread.apply(fields.data)) threadDirty = true;
+  } catch (err) {
+    if (err instanceof ThreadBaselineError) {
+      thread.reset();
+      requestResync('thread baseline');
+    } else {
+      link.reportError(`thread decoder: ${err && err.message}`);
+    }
+    return;
+  }
+  state.threadFrames += 1;
+  if (link.lossy && state.threadFrames % LOSSY_ACK_EVERY === 0) link.send('thread_ack', thread.ackFields());
 }
 
 /** Ask for full records of everything (snap_resync: its reason is required, at most 256 characters). */
@@ -589,6 +629,10 @@ function participantFrame(devicePoses) {
   const head = mine && mine.objects ? mine.objects.head : undefined;
   if (head !== undefined) shown.rigid.delete(Number(head)); // our own head is the camera: not drawn in our view
   scene.setRigid(shown.rigid);
+  if (threadDirty) {
+    scene.setThread(thread.points());
+    threadDirty = false;
+  }
   for (const [hand, oid] of Object.entries(state.hands)) { // drawn from this frame's input, before any echo?
     const pose = poses[DEVICE_OF_HAND[hand]];
     const drawn = scene.objects.get(Number(oid));
@@ -628,6 +672,10 @@ function frame() {
     if (rigidDirty) {
       scene.setRigid(decoder.rigid());
       rigidDirty = false;
+    }
+    if (threadDirty) {
+      scene.setThread(thread.points());
+      threadDirty = false;
     }
     scene.render();
   } catch (err) {

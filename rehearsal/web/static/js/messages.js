@@ -666,6 +666,18 @@ export function registerThinClientTypes(registry) {
     { name: "matrices", kind: "bytes", maxLength: 4 * 18 * k },
   ]);
   registry.register("release", [{ name: "grasp_id", kind: "int" }]);
+  registry.register("snap_suture", [ // the suture's needle object and shapes (SNAPSHOT.md section 6)
+    { name: "needle", kind: "int" },
+    { name: "radius", kind: "float" },
+    { name: "arc", kind: "float" },
+    { name: "wire_radius", kind: "float" },
+    { name: "thread_radius", kind: "float" },
+  ]);
+  registry.register("snap_thread", [{ name: "data", kind: "bytes", maxLength: 64 * 1024 }]);
+  registry.register("thread_ack", [
+    { name: "newest", kind: "int" },
+    { name: "bits", kind: "int" },
+  ]);
   return registry;
 }
 

@@ -1,5 +1,6 @@
 // The 3D view: the tissue surface from the snapshot decoder, instruments with their jaw opening, people's
-// heads and hands with name labels, annotations; an orbit camera or a participant's eyes. three.js (vendored).
+// heads and hands with name labels, annotations, the suture (the needle as a curved tube, the thread as a
+// line); an orbit camera or a participant's eyes. three.js (vendored).
 // The tissue is coloured by burn level per mesh vertex (surface_damage messages): healthy -> blanched -> charred,
 // kept by vertex id across topology epochs (cuts and burns rebuild the geometry).
 //
@@ -16,6 +17,10 @@ const SHAFT_RADIUS = 0.0025;
 const RIGID_INSTRUMENT = 0;
 const RIGID_HEAD = 2;
 const RIGID_HAND = 3;
+const RIGID_NEEDLE = 5;
+// the needle's shape until snap_suture says otherwise (physics.needle.NeedleSpec's defaults)
+const DEFAULT_SUTURE = Object.freeze({ radius: 0.012, arc: (3 * Math.PI) / 4, wireRadius: 0.0004, threadRadius: 0.00015 });
+const MAX_THREAD_POINTS = 4096; // thread_decoder.js MAX_POINTS
 const MAX_BURN_LEVEL = 255; // rehearsal.surface_damage.MAX_LEVEL
 const MAX_BURNS = 1 << 22; // vertex ids kept with a level (a mesh has fewer vertices; bad input stops here)
 // Burn colours (sRGB): healthy tissue, coagulated (blanched) at BLANCHED_AT, charred when burned through.
@@ -33,7 +38,7 @@ export function burnColour(level, out = new THREE.Color()) {
 
 function kindNumber(kind) {
   if (typeof kind === 'number') return kind;
-  return { instrument: 0, jaw: 1, head: 2, hand: 3, other: 4 }[String(kind).toLowerCase()] ?? 4;
+  return { instrument: 0, jaw: 1, head: 2, hand: 3, other: 4, needle: 5 }[String(kind).toLowerCase()] ?? 4;
 }
 
 export class RoomScene {
@@ -81,6 +86,13 @@ export class RoomScene {
     this.fitted = false;
 
     this.objects = new Map(); // rigid id -> THREE.Group
+    this.suture = DEFAULT_SUTURE; // the needle's and thread's shapes (snap_suture)
+    this.threadGeometry = new THREE.BufferGeometry();
+    this.threadGeometry.setAttribute('position', new THREE.BufferAttribute(new Float32Array(3 * MAX_THREAD_POINTS), 3));
+    this.threadGeometry.setDrawRange(0, 0);
+    this.thread = new THREE.Line(this.threadGeometry, new THREE.LineBasicMaterial({ color: 0x8a4fd8 }));
+    this.thread.frustumCulled = false; // its bounds change every frame
+    this.scene.add(this.thread);
     this.owners = new Map(); // rigid id -> {name, role, part}
     this.annotations = []; // {mesh, label, text}
     this.labels = new Map(); // key -> DOM element
@@ -208,6 +220,41 @@ export class RoomScene {
     return group;
   }
 
+  /** The needle: a tube along its arc in its own frame (x-y plane, tail at angle 0, tip at `arc`). */
+  _needle() {
+    const { radius, arc, wireRadius } = this.suture;
+    const points = [];
+    for (let i = 0; i < 24; i++) {
+      const t = (arc * i) / 23;
+      points.push(new THREE.Vector3(radius * Math.cos(t), radius * Math.sin(t), 0));
+    }
+    const tube = new THREE.TubeGeometry(new THREE.CatmullRomCurve3(points), 48, wireRadius, 8, false);
+    const mesh = new THREE.Mesh(tube, new THREE.MeshStandardMaterial({ color: 0xd8dde2, metalness: 0.9, roughness: 0.25 }));
+    const group = new THREE.Group();
+    group.add(mesh);
+    return group;
+  }
+
+  /** The suture's shapes ({radius, arc, wireRadius, threadRadius}, thread_decoder.js parseSuture): needles redrawn. */
+  setSuture(suture) {
+    this.suture = suture || DEFAULT_SUTURE;
+    for (const [id, group] of this.objects) {
+      if (group.userData.kind !== RIGID_NEEDLE) continue;
+      this.scene.remove(group);
+      this.objects.delete(id); // made again, with the new shape, at the next setRigid
+    }
+  }
+
+  /** The thread's points (3 per point, metres), or null to hide it. */
+  setThread(points) {
+    const n = points ? Math.min(points.length / 3, MAX_THREAD_POINTS) : 0;
+    const attribute = this.threadGeometry.getAttribute('position');
+    for (let i = 0; i < 3 * n; i++) attribute.array[i] = points[i];
+    attribute.needsUpdate = true;
+    this.threadGeometry.setDrawRange(0, n);
+    this.threadPoints = n;
+  }
+
   _marker(color, radius) {
     return new THREE.Mesh(new THREE.SphereGeometry(radius, 16, 12), new THREE.MeshStandardMaterial({ color }));
   }
@@ -224,6 +271,7 @@ export class RoomScene {
         if (kind === RIGID_INSTRUMENT) group = this._instrument();
         else if (kind === RIGID_HEAD) group = this._marker(0x6fa8dc, 0.012);
         else if (kind === RIGID_HAND) group = this._marker(0x93c47d, 0.007);
+        else if (kind === RIGID_NEEDLE) group = this._needle();
         else group = this._marker(0x999999, 0.005);
         group.userData.kind = kind;
         this.objects.set(id, group);
