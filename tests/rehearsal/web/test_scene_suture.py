@@ -41,7 +41,7 @@ DRAW_JS = """async (arg) => {
   tube.computeBoundingSphere();
   const arc = needlePoints(suture, [0, 0.03, 0], rotation, 5);
   return { before, after, drawn: scene.threadGeometry.drawRange.count, points: scene.threadPoints,
-           tube: tube.type, radius: tube.parameters.radius, arc: Array.from(arc), quaternion: group.quaternion.toArray() };
+           tube: tube.type, radius: tube.parameters.radius, arc: Array.from(arc) };
 }"""
 
 
