@@ -62,6 +62,9 @@ HISTORY = 64
 MAX_VERSIONS = 32
 """Versions a decoder keeps (by sequence)."""
 ACK_BITS = 32
+MAX_DEFER = 4
+"""Frames the thread waits for higher-ranked patches at most: then it goes first (if it fits), so a patch that
+never fits the budget (its accumulator grows without bound) cannot starve it."""
 _TIME = struct.Struct("<d")
 
 
@@ -209,6 +212,7 @@ class ThreadClient:
     last_sent: int = -(1 << 40)
     history: OrderedDict = field(default_factory=OrderedDict)  # sequence -> version sent
     priority: PriorityAccumulator = field(default_factory=lambda: PriorityAccumulator(1))
+    waited: int = 0  # frames in a row the thread deferred to a patch
     stats: dict = field(default_factory=lambda: {"messages": 0, "bytes": 0, "full": 0, "deferred": 0})
 
 
@@ -275,8 +279,8 @@ class ThreadStream:
 
         The accumulator grows by the unseen change (steps; ``FULL_WEIGHT`` without a baseline) times the client's
         interest in the thread (its point nearest ``focus``), like a patch's; the thread is sent when that is at
-        least ``rival`` (the highest accumulator among the client's pending patches) and its message fits ``room``
-        bytes (envelope included); otherwise it waits, accumulating."""
+        least ``rival`` (the highest accumulator among the client's pending patches), or it has waited ``MAX_DEFER``
+        frames, and its message fits ``room`` bytes (envelope included); otherwise it waits, accumulating."""
         c = self.clients[key]
         seq = self.sequence
         off_acked = self._offness(c.acked)
@@ -293,7 +297,8 @@ class ThreadStream:
         if focus is not None and len(focus) and len(self.points):
             near = float(np.max(interest(self.points, focus)))
         acc[0] += max(1.0, min(steps, FULL_WEIGHT)) * near
-        if acc[0] < rival:
+        if acc[0] < rival and c.waited < MAX_DEFER:
+            c.waited += 1
             c.stats["deferred"] += 1
             return None
         data, version = self._message(c)
@@ -301,6 +306,7 @@ class ThreadStream:
             c.stats["deferred"] += 1
             return None
         acc[0] = 0.0
+        c.waited = 0
         c.sent, c.last_sent = version, seq
         c.history[seq] = version
         while len(c.history) > HISTORY:

@@ -10,6 +10,7 @@ import pytest
 from netcode.sync.bitcode import BlockCoder
 from netcode.sync.snapshot import DEFAULT_CONFIG, write_varint, zigzag
 from netcode.sync.thread_polyline import (
+    MAX_DEFER,
     MAX_POINTS,
     THREAD_VERSION,
     ThreadBaselineMissingError,
@@ -167,6 +168,17 @@ def test_priority_defers_the_thread_to_a_higher_accumulator_and_to_a_small_room(
     stream.begin_frame(2, 0.0, pull(2))
     assert stream.encode(1, rival=acc + 1) is not None  # its accumulator grew past the rival's
     assert stream.clients[1].priority.acc[0] == 0
+
+
+def test_a_patch_that_never_fits_cannot_starve_the_thread():
+    stream = ThreadStream()
+    stream.add_client(1)
+    sent = []
+    for f in range(1, 12):
+        stream.begin_frame(f, f / 60, pull(f))
+        sent.append(stream.encode(1, rival=1e12) is not None)  # a rival that only grows
+    assert sent[:MAX_DEFER] == [False] * MAX_DEFER and sent[MAX_DEFER]
+    assert sum(sent) >= 2
 
 
 def test_interest_raises_the_thread_near_the_focus():
