@@ -9,7 +9,9 @@ and each client gets its own ``snapshot`` (deltas against what it acknowledged, 
 written to it, under a byte budget; a room's browser observers share one, encoded once:
 ``rehearsal.observer_stream``) and an ``input_ack`` on the unreliable channel, and the room's links are flushed
 (its UDP links in one ``ServerChannels.flush`` call). Before the flush each participant gets the forces on its
-own instruments and each mentor the whole room's (unreliable ``forces``, ``netcode.protocol.forces``).
+own instruments and each mentor the whole room's (unreliable ``forces``, ``netcode.protocol.forces``). In a room
+with a suture (``Room.suturing``) the needle is a rigid object (``NEEDLE_OBJECT``) and, before the snapshots, each
+client gets the thread's frame (unreliable ``snap_thread``, ``publish_thread``) out of its snapshot byte budget.
 
 Everything goes out through each client's ``Link``; this is the hot path (GIL-bound Python, per client
 per tick), so the loop stays flat.

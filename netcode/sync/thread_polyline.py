@@ -230,6 +230,7 @@ class ThreadStream:
         self.points = np.zeros((0, 3))  # this frame's truth, metres
         self.q = np.zeros((0, 3), np.int32)  # its shared quantization (hysteresis against last frame's)
         self._coder = BlockCoder(MAX_POINTS)
+        self._frame: dict = {}
         self._origin = np.asarray(config.positions.origin, np.float64)
 
     def add_client(self, key: object, resend_after: int = DEFAULT_RESEND_AFTER) -> ThreadClient:
@@ -256,6 +257,7 @@ class ThreadStream:
         self.q = self.config.positions.update(pts, prev)
         self.points = pts
         self.sequence, self.time = int(sequence), float(time)
+        self._frame: dict = {}  # this frame's messages: the full one, deltas by baseline (clients share them)
 
     def _offness(self, version: np.ndarray | None) -> float:
         """Grid steps the version is off the truth beyond the bound (inf: no version or another count)."""
@@ -317,24 +319,30 @@ class ThreadStream:
 
     def _message(self, c: ThreadClient) -> tuple[bytes, np.ndarray]:
         """The smaller of a full record (the shared quantization) and a delta against the acked version (chosen,
-        as the surface's, among the grid values within the bound, in as few runs as possible)."""
-        seq, q = self.sequence, self.q
-        full = pack_thread(seq, self.time, 0, q, None, self._coder)
+        as the surface's, among the grid values within the bound, in as few runs as possible). Each is made once
+        per frame and baseline: clients that acked the same version get the same bytes."""
+        seq, q, frame = self.sequence, self.q, self._frame
+        full = frame.get("full")
+        if full is None:
+            full = frame["full"] = pack_thread(seq, self.time, 0, q, None, self._coder)
         if c.acked is None:
             c.stats["full"] += 1
             return full, q
-        n = len(q)
-        pq = self.config.positions
-        base = extended_baseline(c.acked, n)
-        d = np.zeros((n, 3), np.int64)
-        if n:
-            choose_delta(self.points, q, base, self._origin, pq.grid, pq.max_error * (1 - BOUND_MARGIN), 0, n, d)
-        version = (base + d).astype(np.int32)
-        delta = pack_thread(seq, self.time, seq - c.acked_seq, version, c.acked, self._coder)
-        if len(full) <= len(delta):
+        key = (c.acked_seq, c.acked.tobytes())
+        made = frame.get(key)
+        if made is None:
+            n = len(q)
+            pq = self.config.positions
+            base = extended_baseline(c.acked, n)
+            d = np.zeros((n, 3), np.int64)
+            if n:
+                choose_delta(self.points, q, base, self._origin, pq.grid, pq.max_error * (1 - BOUND_MARGIN), 0, n, d)
+            version = (base + d).astype(np.int32)
+            delta = pack_thread(seq, self.time, seq - c.acked_seq, version, c.acked, self._coder)
+            made = frame[key] = (full, q) if len(full) <= len(delta) else (delta, version)
+        if made[0] is full:
             c.stats["full"] += 1
-            return full, q
-        return delta, version
+        return made
 
     def on_ack(self, key: object, sequence: int) -> None:
         """The client applied the thread message of frame ``sequence``: its version becomes the baseline."""

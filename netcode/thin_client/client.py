@@ -9,6 +9,8 @@ reads a clock: every call takes ``local_now`` (seconds on the client's monotonic
 - input acks, grasps and releases (``on_input_ack``, ``on_grasp``, ``on_release``, or all of them, and the
   state-sync messages, through ``dispatch`` from a ``netcode.messaging.peers.ClientChannels`` delivery),
 - local tracking once per display frame (``track``, which returns the input packet to send),
+- the suture's messages (``on_suture``, ``on_thread_message``, or ``dispatch``: the needle's shape, the thread per
+  frame, SNAPSHOT.md section 6; ``send_thread_ack`` acks the thread, or asks for a resync when it lost a baseline),
 
 send the ``snap_ack`` of what the decoder applied (``send_snapshot_ack``, once per frame), and ask
 ``render_state(local_now)`` for what to draw:
