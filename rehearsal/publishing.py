@@ -282,7 +282,11 @@ class Publisher:
             track = self.threads[live] = _ThreadSync(ThreadStream(sync.config), suturing)
         stream = track.stream
         seq = sync.sequence + 1
-        stream.begin_frame(seq, self.server_time(), suturing.polyline())
+        try:
+            stream.begin_frame(seq, self.server_time(), suturing.polyline())
+        except ValueError:  # a thread the physics lost (not finite, too long): this frame has none to send
+            self.counters["thread_frames_refused"] += 1
+            return
         watch_every = self.observer_every(live.room.scenario.tick_hz)
         clients, members = live.clients, live.observers.members
         for key in [k for k in stream.clients if k not in sync.clients]:
@@ -387,8 +391,9 @@ class Publisher:
                 orientations = np.concatenate([orientations, np.array([p.rotation for _, p in extra], np.float64)])
                 jaws = np.concatenate([jaws, np.full(len(extra), math.nan)])
         suturing = live.room.suturing
-        if suturing is not None:  # the needle: its pose (shape in snap_suture), no jaw
-            needle = suturing.needle
+        needle = suturing.needle if suturing is not None else None
+        if needle is not None and np.isfinite(needle.position).all() and np.isfinite(needle.orientation).all():
+            # the needle: its pose (its shape goes in snap_suture), no jaw
             ids = np.concatenate([ids, np.array([NEEDLE_OBJECT], np.int64)])
             kinds = np.concatenate([kinds, np.array([int(RigidKind.NEEDLE)], np.int64)])
             positions = np.concatenate([positions, np.asarray(needle.position, np.float64).reshape(1, 3)])

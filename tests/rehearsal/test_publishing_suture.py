@@ -197,3 +197,32 @@ def test_the_thin_client_holds_the_needle_and_the_thread_to_render(room):
     bad = Message("snap_thread", {"data": b"\x01\x02"})
     client.dispatch(type("D", (), {"message": bad, "data": b""})(), now)
     assert client.dropped["thread"] == 2
+
+
+def test_a_thread_or_needle_the_physics_lost_is_not_sent_and_nothing_raises(room):
+    server, live, join, clock = room
+    su = add_suture(live)
+    surgeon = join(3)
+    server.publisher.publish(live, None)
+    delivered(surgeon)
+    su.thread.x = np.full_like(su.thread.x, np.nan)
+    su.needle.position = np.array([np.nan, 0.0, 0.0])
+    move(su, 1, clock)
+    server.publisher.publish(live, None)  # no exception into the reactor
+    kinds = [m.type for _, m, _ in delivered(surgeon)]
+    assert "snapshot" in kinds and "snap_thread" not in kinds
+    assert server.counters["thread_frames_refused"] == 1
+    assert NEEDLE_OBJECT not in server.publisher.rigid_set(live).ids
+
+
+def test_without_the_suture_any_more_the_clients_get_their_whole_budget_back(room):
+    server, live, join, clock = room
+    su = add_suture(live)
+    join(3)
+    budget = live.sync.clients[3].budget_bytes
+    move(su, 1, clock)
+    server.publisher.publish(live, None)
+    assert live.sync.clients[3].budget_bytes < budget  # the thread took its share
+    live.room.suturing = None
+    server.publisher.publish(live, None)
+    assert live.sync.clients[3].budget_bytes == budget
