@@ -233,7 +233,7 @@ function onSuture(fields) {
 /** One frame of the suture thread (SNAPSHOT.md 6); over datagrams its deltas need thread_acks, as snapshots do. */
 function onThread(fields) {
   if (!decoder.config) return; // before snap_config: the server sends that first
-  if (!thread) thread = new ThreadDecoder(decoder.config);
+  if (!thread || thread.config !== decoder.config) thread = new ThreadDecoder(decoder.config); // a new snap_config: afresh
   try {
     if (thread.apply(fields.data)) threadDirty = true;
   } catch (err) {
