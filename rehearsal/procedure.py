@@ -13,9 +13,10 @@ Three kinds of check (boxes are in rest coordinates, so they name anatomy, not p
 And three for suturing (a scenario with a ``[suture]`` section; the needle's stitches and the knots come from
 the room's ``physics.suturing.Suturing``):
 
-* ``stitch_placed`` (a goal): done once a stitch the needle placed went in within its target's tolerance of
-  the marked entry and came out within it of the marked exit (rest coordinates); a stitch counts for one step.
-  Its value: the larger of the two errors (m) of the best stitch so far.
+* ``stitch_placed`` (a goal): done once a stitch went in within its target's tolerance of the marked entry and
+  came out within it of the marked exit (rest coordinates); a stitch is one pass of the needle, or two across
+  a wound (``placed_stitches``); each stitch counts for one step. Its value: the larger of the two errors (m)
+  of the best stitch so far.
 * ``knot_tied`` (a goal): done once a tight knot is tied (of the required kind, when the check names one).
   Its value: the throws of the last tight knot.
 * ``wound_closed`` (a goal): done once at least one stitch is placed and the wound's widest gap
@@ -129,6 +130,45 @@ def nearest_target(entry: np.ndarray, exit_: np.ndarray, targets) -> tuple[Stitc
     return best
 
 
+@dataclass(frozen=True)
+class PlacedStitch:
+    """A stitch as the surgeon places it: one pass of the needle, or two across a wound (in at the entry, out
+    into the wound; in from the wound, out at the exit); its rest-coordinate entry and exit, nearest target."""
+
+    passes: tuple[int, ...]
+    entry: np.ndarray
+    exit: np.ndarray
+    target: StitchTarget | None
+    entry_error: float
+    exit_error: float
+
+    @property
+    def on_target(self) -> bool:
+        t = self.target
+        return t is not None and self.entry_error <= t.tolerance and self.exit_error <= t.tolerance
+
+
+def placed_stitches(passes, targets) -> tuple[list[PlacedStitch], int | None]:
+    """The needle's passes (``physics.needle.Stitch``: entry_rest, exit_rest) as stitches, and the index of a
+    first bite still waiting for its second. A pass that went in at a target's entry (within its tolerance) but
+    came out away from its exit is a first bite: the next pass completes it, from its entry to that pass's exit."""
+    stitches: list[PlacedStitch] = []
+    pending: int | None = None
+    for i, p in enumerate(passes):
+        if pending is not None:
+            first = passes[pending]
+            target, e, x = nearest_target(first.entry_rest, p.exit_rest, targets)
+            stitches.append(PlacedStitch((pending, i), first.entry_rest, p.exit_rest, target, e, x))
+            pending = None
+            continue
+        target, e, x = nearest_target(p.entry_rest, p.exit_rest, targets)
+        if target is not None and e <= target.tolerance < x:
+            pending = i
+            continue
+        stitches.append(PlacedStitch((i,), p.entry_rest, p.exit_rest, target, e, x))
+    return stitches, pending
+
+
 def knot_matches(detail: dict, kind: str | None) -> bool:
     """A knot event's data (``{kind, throws, tight, ...}``, physics/knots.py) satisfies a knot_tied check."""
     return detail.get("tight") is True and (kind is None or detail.get("kind") == kind)
@@ -146,7 +186,7 @@ class Procedure:
         self._vertices: dict[str, np.ndarray] = {}
         self._tets: dict[str, np.ndarray] = {}
         self._targets = {t.id: t for t in scenario.suture.targets} if scenario.suture is not None else {}
-        self._credited: set[int] = set()  # stitches (the needle's pass indices) that completed a step
+        self._credited: set[tuple[int, ...]] = set()  # stitches (their passes' indices) that completed a step
         self._wound: tuple[int, np.ndarray] = (-1, np.zeros((0, 2), np.int32))  # (epoch, pairs)
         for step in scenario.steps:
             check = step.check
@@ -226,19 +266,19 @@ class Procedure:
     def _stitch_placed(self, s: StepProgress, target_id: str | None, suturing: object) -> bool:
         """Whether a stitch not yet credited hit the target (crediting it); s.value: the best one's error."""
         target = self._targets.get(target_id)
-        if suturing is None or target is None:
+        if suturing is None or target is None or not suturing.needle.passes:
             return False
-        best = math.inf if s.value == 0.0 else s.value
-        for index, stitch in enumerate(suturing.needle.passes):
-            if index in self._credited:
+        best = math.inf
+        for stitch in placed_stitches(suturing.needle.passes, self._targets.values())[0]:
+            if stitch.passes in self._credited:
                 continue
-            error = max(stitch_errors(stitch.entry_rest, stitch.exit_rest, target))
+            error = max(stitch_errors(stitch.entry, stitch.exit, target))
             best = min(best, error)
             if error <= target.tolerance:
-                self._credited.add(index)
+                self._credited.add(stitch.passes)
                 s.value = error
                 return True
-        s.value = best if math.isfinite(best) else 0.0
+        s.value = best if math.isfinite(best) else s.value
         return False
 
     def _gap(self, model: Model, state: State) -> float:

@@ -27,7 +27,7 @@ from rehearsal.hands import HANDS, instrument_holder, instrument_id
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
 from rehearsal.mentor_commands import MentorCommands
-from rehearsal.procedure import Procedure, nearest_target
+from rehearsal.procedure import Procedure, placed_stitches
 from rehearsal.recording import Recorder
 from rehearsal.requests import DRIVING_ROLES, Participant, Refusal, finite_vector
 from rehearsal.response_model import probe_response
@@ -512,6 +512,12 @@ class Room(MentorCommands):
             orientation = np.array([1.0, 0.0, 0.0, 0.0])
         return Suturing(self.model, suture.needle, suture.thread, position, orientation, holder=holder)
 
+    def restore_suturing(self, suturing: Suturing | None) -> None:
+        """A checkpoint's needle and thread, for the world it restored into ``self.model`` (None: the scenario's
+        needle anew, for a checkpoint written before the room had one)."""
+        self.suturing = suturing if suturing is not None or self.scenario.suture is None else self._new_suturing()
+        self._suture_epoch = self.model.epoch
+
     def _needle_untouched(self) -> bool:
         """The needle has done nothing yet: no pass, no stitch, nothing threaded (it may be made anew)."""
         s = self.suturing
@@ -561,25 +567,29 @@ class Room(MentorCommands):
             self._events.append(RoomEvent(kind, detail, by=None if who is None else who[0], instrument=by))
 
     def _score_stitch(self, index: int, who: tuple[int, str] | None) -> dict:
-        """A placed stitch against the marked targets: the nearest one and its errors (mm), for the event and
-        the holder's skill metrics."""
-        passes = self.suturing.needle.passes
-        if not 0 <= index < len(passes):
+        """The stitch a pass placed (or its first bite across a wound), against the marked targets: the nearest
+        one and its errors (mm), for the event and the holder's skill metrics."""
+        stitches, pending = placed_stitches(self.suturing.needle.passes, self.scenario.suture.targets)
+        if pending == index:
+            return {"bite": "first"}  # out into the wound: the next pass completes the stitch
+        stitch = next((s for s in stitches if s.passes[-1] == index), None)
+        if stitch is None:
             return {}
-        stitch = passes[index]
-        target, entry_error, exit_error = nearest_target(
-            stitch.entry_rest, stitch.exit_rest, self.scenario.suture.targets
-        )
-        out: dict = {"entry_rest": stitch.entry_rest.tolist(), "exit_rest": stitch.exit_rest.tolist()}
+        out: dict = {
+            "passes": list(stitch.passes),
+            "entry_rest": stitch.entry.tolist(),
+            "exit_rest": stitch.exit.tolist(),
+        }
+        target = stitch.target
         if target is not None:
-            out.update(target=target.id, entry_error_mm=entry_error * 1e3, exit_error_mm=exit_error * 1e3)
+            out.update(target=target.id, entry_error_mm=stitch.entry_error * 1e3, exit_error_mm=stitch.exit_error * 1e3)
         if who is not None:
             record = self.skills.note_stitch(
                 *who,
                 self.elapsed,
                 None if target is None else target.id,
-                None if target is None else entry_error,
-                None if target is None else exit_error,
+                None if target is None else stitch.entry_error,
+                None if target is None else stitch.exit_error,
                 None if target is None else target.tolerance,
             )
             if record is not None:

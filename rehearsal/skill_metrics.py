@@ -581,7 +581,8 @@ class SkillTracker:
         if acc is None or t is None:
             return
         acc.punctures += 1
-        acc.pass_started = t
+        if acc.pass_started is None:  # a stitch's time runs from its first puncture (a second bite, a retry)
+            acc.pass_started = t
 
     def note_needle_force(self, participant: int, hand: str, force: float) -> None:
         """The force (N) the tissue exerts on the needle this hand holds, this tick (its peak is trauma)."""
