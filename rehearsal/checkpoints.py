@@ -264,7 +264,17 @@ def fingerprint(room: Room) -> tuple:
         len(room.removed),
         sum(len(p.hands) for p in room.participants.values()),
         len(room.queued_effects()),
+        _needle_news(room),
     )
+
+
+def _needle_news(room: Room) -> tuple:
+    """A puncture, a stitch, a hand-off: what a resumed suturing room must not lose (the needle's state)."""
+    suturing = room.suturing
+    if suturing is None:
+        return ()
+    needle = suturing.needle
+    return (needle.punctured, len(needle.passes), needle.holder, len(suturing.thread.slides))
 
 
 @dataclass

@@ -188,6 +188,7 @@ class Procedure:
         self._targets = {t.id: t for t in scenario.suture.targets} if scenario.suture is not None else {}
         self._credited: set[tuple[int, ...]] = set()  # stitches (their passes' indices) that completed a step
         self._wound: tuple[int, np.ndarray] = (-1, np.zeros((0, 2), np.int32))  # (epoch, pairs)
+        _check_targets(scenario, model)
         for step in scenario.steps:
             check = step.check
             if check.kind not in BOX_CHECKS:
@@ -286,6 +287,24 @@ class Procedure:
         if self._wound[0] != model.epoch:
             self._wound = (model.epoch, wound_pairs(model))
         return wound_gap(model, state.x, self._wound[1])
+
+
+TARGET_REACH = 0.005  # m: a marked stitch point this far from the tissue's surface (at rest) is a typo
+
+
+def _check_targets(scenario: Scenario, model: Model) -> None:
+    """Every marked stitch point lies on (near) the tissue's surface at rest, or the scenario is refused."""
+    if scenario.suture is None or not scenario.suture.targets:
+        return
+    surface = model.rest_positions[np.unique(model.surface)]
+    for target in scenario.suture.targets:
+        for side, point in (("entry", target.entry), ("exit", target.exit)):
+            gap = float(np.min(np.linalg.norm(surface - np.asarray(point), axis=1)))
+            if gap > TARGET_REACH:
+                raise ScenarioError(
+                    f"{scenario.source.name}: suture target {target.id!r}: its {side} is {gap * 1e3:.1f} mm from "
+                    f"the tissue's surface (at most {TARGET_REACH * 1e3:.0f} mm)"
+                )
 
 
 def _progress(step: Step) -> StepProgress:

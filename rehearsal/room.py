@@ -525,7 +525,7 @@ class Room(MentorCommands):
 
     def _refresh_suturing(self, control: Control) -> None:
         """Before a step: load the needle into the [suture] hand's needle driver once it is in the world, and
-        make an untouched needle anew after a topology change (its vertex tables belong to the old mesh)."""
+        after a topology change (a split cut adds vertices) give the needle tables of the new mesh."""
         suture = self.scenario.suture
         needle = self.suturing.needle
         if suture.loaded and needle.holder is None and self._needle_untouched():
@@ -535,10 +535,22 @@ class Room(MentorCommands):
                     self.suturing = self._new_suturing(command.id)
                     self._suture_epoch = self.model.epoch
                     return
-        if self.model.epoch != self._suture_epoch and self._needle_untouched():
-            kept = (needle.position.copy(), needle.orientation, needle.holder)
-            self.suturing = Suturing(self.model, suture.needle, suture.thread, kept[0], kept[1], holder=kept[2])
+        if self.model.epoch != self._suture_epoch and not needle.punctured:  # mid-pass: once it is out again
+            self.suturing = self._renewed_needle()
             self._suture_epoch = self.model.epoch
+
+    def _renewed_needle(self) -> Suturing:
+        """The same needle (pose, holder, grip, stitches, trauma) and the same thread, built on the current
+        model: the needle keeps per-vertex tables of the mesh it was made on."""
+        old = self.suturing
+        needle = old.needle
+        new = Suturing(self.model, needle.spec, old.thread.spec, needle.position.copy(), needle.orientation,
+                       holder=needle.holder)  # fmt: skip
+        new.thread = old.thread
+        new.tears = old.tears
+        new.needle.passes = needle.passes
+        new.needle.peak_force, new.needle.tears = needle.peak_force, needle.tears
+        return new
 
     def _suture_events(self, events: list[Event]) -> None:
         """The needle's and thread's events as room events (the reliable path), scored for the holder."""

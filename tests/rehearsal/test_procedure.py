@@ -16,7 +16,7 @@ from rehearsal.procedure import (
     placed_stitches,
     tet_centres,
 )
-from rehearsal.scenario import build_world, load_scenario
+from rehearsal.scenario import ScenarioError, build_world, load_scenario
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,12 @@ def test_the_wound_closes_once_stitched_and_its_gap_held_below_the_tolerance(sut
     assert procedure.evaluate(model, state, 1.5, stitched) == []
     [done] = procedure.evaluate(model, state, 1.5 + HOLD_SECONDS, stitched)
     assert done.id == "closed" and done.status == "done"
+
+
+def test_a_stitch_target_off_the_tissue_is_refused(suturing, tmp_path):
+    text = suturing.source.read_text().replace("entry = [-0.0075, 0.02, 0.005]", "entry = [-0.0075, 0.05, 0.005]")
+    path = tmp_path / "far.toml"
+    path.write_text(text)
+    far = load_scenario(path)
+    with pytest.raises(ScenarioError, match=r"far\.toml: suture target 'second': its entry is 30\.\d mm from"):
+        Procedure(far, build_world(far))

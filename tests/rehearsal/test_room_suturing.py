@@ -10,9 +10,11 @@ import pytest
 from physics.instruments import Kind, quat_to_matrix
 from physics.solver import Event
 from physics.suturing import HOLD_ID_BASE
-from rehearsal.checkpoints import apply, decode, encode, reactor_part, room_part
+from physics.topology import split_along_faces
+from rehearsal.checkpoints import apply, decode, encode, fingerprint, reactor_part, room_part
 from rehearsal.hands import instrument_id
 from rehearsal.identity import Identity
+from rehearsal.procedure import tet_centres
 from rehearsal.recording import Recorder
 from rehearsal.replay import replay
 from rehearsal.roles import Role
@@ -85,10 +87,12 @@ def test_the_needle_loads_into_the_needle_driver_in_the_suture_hand(scenario):
     assert room.suturing is not None and room.suturing.needle.holder is None
     assert room.participants[LEAD].hands == {"right": Kind.NEEDLE_DRIVER, "left": Kind.GRASPER}
     script = Script(room, -0.005)
+    unloaded = fingerprint(room)
     for _ in range(3):
         script.tick()
     needle = room.suturing.needle
     assert needle.holder == DRIVER
+    assert fingerprint(room) != unloaded  # the needle's news is checkpointed soon
     inst = room.physics.instruments[DRIVER]
     centre, q = needle_pose_in_driver(needle.spec.radius, inst.position, inst.orientation)
     np.testing.assert_allclose(needle.position, centre, atol=1e-9)  # held in the room's grip
@@ -191,3 +195,32 @@ def test_a_scripted_stitch_through_its_marks_completes_its_step_and_survives_a_c
     assert len(replayed.suturing.needle.passes) == 2
     assert replayed.progress()["steps"] == room.progress()["steps"]
     np.testing.assert_array_equal(replayed.physics.x, room.physics.x)
+
+
+def test_after_a_split_cut_the_needle_is_rebuilt_on_the_new_mesh_and_keeps_its_thread_and_holder(scenario):
+    room = lead_room(scenario, "s-cut")
+    script = Script(room, 0.005)
+    for _ in range(3):
+        script.tick(drive=False)
+    before, vertices = room.suturing, room.model.n_vertices
+    model = room.model
+    centres = tet_centres(model.rest_positions, model.tets)
+    across = model.neighbour.astype(np.int64)
+    faces = [
+        (t, f)
+        for t in np.flatnonzero((centres[:, 0] < 0.02) & (centres[:, 1] > 0.012))
+        for f in range(4)
+        if across[t, f] >= 0 and centres[across[t, f], 0] > 0.02
+    ]
+    split_along_faces(model, room.physics, np.array(faces))  # a cut far from the needle, as scissors make
+    room._solver.notify_model_changed()
+    assert room.model.n_vertices > vertices
+    script.tick(drive=False)
+    assert room.suturing is not before and room.suturing.thread is before.thread
+    assert room.suturing.needle.holder == DRIVER
+    events = []
+    for _ in range(60):
+        events += script.tick()
+        if room.suturing.needle.punctured:
+            break
+    assert "puncture" in [e.kind for e in events]
