@@ -224,3 +224,24 @@ def test_after_a_split_cut_the_needle_is_rebuilt_on_the_new_mesh_and_keeps_its_t
         if room.suturing.needle.punctured:
             break
     assert "puncture" in [e.kind for e in events]
+
+
+def test_an_unloaded_needle_lies_until_the_driver_closes_its_jaws_on_it(scenario, tmp_path):
+    text = scenario.source.read_text().replace("[suture.needle]\n", "[suture.needle]\nloaded = false\n", 1)
+    path = tmp_path / "unloaded.toml"
+    path.write_text(text)
+    room = lead_room(load_scenario(path), "s-ul")
+    needle = room.suturing.needle
+    lying = needle.position.copy()
+    assert needle.holder is None and lying[1] == pytest.approx(0.05)  # 3 cm above the pad's top
+    position, orientation = driver_pose_for_needle(needle.spec.radius, lying, needle.rotation)
+    kinds = []
+    for k, jaw in enumerate([0.6, 0.6, 0.6, 0.0, 0.0]):
+        assert room.instrument_input(LEAD, "right", position, orientation, jaw, sample_time=(k + 1) * DT) is None
+        room.advance(DT)
+        kinds += [(e.kind, e.by, e.instrument) for e in room.take_events()]
+        if k < 3:
+            assert room.suturing.needle.holder is None  # open jaws around it do not take it
+    assert ("needle_grasp", LEAD, DRIVER) in kinds and room.suturing.needle.holder == DRIVER
+    np.testing.assert_allclose(room.suturing.needle.position, lying, atol=1e-9)  # taken where it lay
+    assert room.counters["suture_needle_grasp"] == 1
