@@ -194,6 +194,7 @@ def test_a_scripted_stitch_through_its_marks_completes_its_step_and_survives_a_c
     replayed = replay(room.recorder.path)
     assert len(replayed.suturing.needle.passes) == 2
     assert replayed.progress()["steps"] == room.progress()["steps"]
+    assert replayed.skills.report()["participants"] == room.skills.report()["participants"]  # the debrief's check
     np.testing.assert_array_equal(replayed.physics.x, room.physics.x)
 
 
