@@ -560,9 +560,9 @@ class Room(MentorCommands):
             self.skills.note_needle_force(*instrument_holder(holder), max(float(np.linalg.norm(needle.force)),
                                                                           float(needle.tip_force)))  # fmt: skip
         for event in events:
+            self.counters[f"suture_{event.kind}"] += 1  # every kind, by its physics name
             kind = SUTURE_EVENTS.get(event.kind)
             if kind is None:
-                self.counters[f"suture_{event.kind}"] += 1
                 continue
             by = event.instrument if event.instrument is not None and event.instrument < HOLD_ID_BASE else holder
             who = instrument_holder(by) if by is not None and by < HOLD_ID_BASE else None
@@ -575,7 +575,6 @@ class Room(MentorCommands):
                 self._knots.append(detail)
             elif event.kind == "tear" and who is not None:
                 self.skills.note_suture_tear(*who)
-            self.counters[f"suture_{kind}"] += 1
             self._events.append(RoomEvent(kind, detail, by=None if who is None else who[0], instrument=by))
 
     def _score_stitch(self, index: int, who: tuple[int, str] | None) -> dict:

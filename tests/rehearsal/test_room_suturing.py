@@ -246,3 +246,22 @@ def test_an_unloaded_needle_lies_until_the_driver_closes_its_jaws_on_it(scenario
     assert ("needle_grasp", LEAD, DRIVER) in kinds and room.suturing.needle.holder == DRIVER
     np.testing.assert_allclose(room.suturing.needle.position, lying, atol=1e-9)  # taken where it lay
     assert room.counters["suture_needle_grasp"] == 1
+
+
+def test_a_suture_tearing_through_is_a_room_event_and_trauma_in_the_holders_metrics(scenario):
+    room = lead_room(scenario, "s-tr")
+    script = Script(room, 0.005)
+    for _ in range(2):
+        script.tick(drive=False)
+    seam = room.suturing
+    real = seam.after_step
+    tear = {"by": "suture", "stitch": 0, "side": "exit", "force": np.float64(0.9), "limit": 0.4}
+    seam.after_step = lambda model, state, report, dt: [*real(model, state, report, dt), Event("tear", None, tear)]
+    events = script.tick(drive=False)
+    [torn] = [e for e in events if e.kind == "suture_tear"]
+    assert torn.by == LEAD and torn.instrument == DRIVER  # the needle's holder answers for it
+    assert torn.detail == {"by": "suture", "stitch": 0, "side": "exit", "force": 0.9, "limit": 0.4}
+    assert type(torn.detail["force"]) is float
+    suturing = room.skills.report()["participants"][str(LEAD)]["suturing"]
+    assert suturing["tears"] == 1 and suturing["errors_passed"] is False
+    assert room.counters["suture_tear"] == 1
