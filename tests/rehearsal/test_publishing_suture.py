@@ -226,3 +226,35 @@ def test_without_the_suture_any_more_the_clients_get_their_whole_budget_back(roo
     live.room.suturing = None
     server.publisher.publish(live, None)
     assert live.sync.clients[3].budget_bytes == budget
+
+
+def test_the_suturing_scenarios_room_publishes_its_needle_and_falling_thread(tmp_path):
+    clock = Clock()
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), clock, server_time=clock.seconds)
+    try:
+        session = server.create_session("suturing")
+        live = server.rooms[session]
+        live.ticker.stop()
+        room = live.room
+        assert room.suturing is not None
+        link = RecordingLink(3, transport=UDP)
+        server.connections.open(link, Identity(session, 3, Role.LEAD_SURGEON, "Dr. Stitch"))
+        room.start()
+        snapshots, threads = SnapshotDecoder(), ThreadDecoder(DEFAULT_CONFIG)
+        for _ in range(20):  # the thread settles under gravity onto the pad: it moves every frame
+            clock.advance(1 / 60)
+            report = room.advance(1 / 60)
+            server.publisher.publish(live, report)
+            for _, message, data in delivered(link):
+                if message.type in ("snap_config", "snap_topology", "snapshot"):
+                    snapshots.on_message(data)
+                elif message.type == "snap_thread":
+                    threads.apply(message.fields["data"])
+                    server.connections.receive(3, Message("thread_ack", threads.ack_fields()))
+        truth = room.suturing.polyline()
+        assert threads.points().shape == truth.shape and np.abs(threads.points() - truth).max() <= BOUND
+        needle = snapshots.rigid()[NEEDLE_OBJECT]
+        assert needle.kind == "needle" and np.abs(needle.positions - room.suturing.needle.position).max() <= BOUND
+        assert threads.missing_baselines == 0
+    finally:
+        server.stop()
