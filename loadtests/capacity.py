@@ -31,7 +31,7 @@ from loadtests import plots
 from loadtests.report import downlink_window, rtt_window, slim
 from loadtests.run import Run, load_run
 from loadtests.sampler import window
-from loadtests.server import TICK_BUDGET, LoadServer, create_room, tick_summary
+from loadtests.server import PROFILE_FILE, TICK_BUDGET, LoadServer, create_room, profile_summary, tick_summary
 from loadtests.swarm import room_checks
 from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
 from rehearsal.settings import Settings
@@ -63,6 +63,7 @@ class Ramp:
     held_rooms: int | None = None
     ramp_rooms: int = 1
     knee_clients: int | None = None
+    profile_rooms: int = 0  # profile the reactor thread of the first server in the phase with this many rooms (0: not)
 
     def new_server(self, tag: str) -> LoadServer:
         return self.run.server(tag, **self.server_options)
@@ -107,9 +108,15 @@ class Ramp:
         """Let the phase settle, measure the rest of it; the phase (also printed)."""
         if not _wait(self.settle_seconds, self.run.servers.alive):
             raise RuntimeError("a server exited")
+        profiled = self.profile_rooms == rooms and "reactor_profile" not in self.run.report
+        first = self.run.servers.servers[0]
+        if profiled:
+            first.profile(True)
         t0 = time.monotonic()
         _wait(self.phase_seconds - self.settle_seconds, lambda: True)
         t1 = time.monotonic()
+        if profiled:
+            self.run.report["reactor_profile"] = _profile(first, t0, t1) | {"rooms": rooms, "clients_per_room": clients}
         phase = {
             "label": label,
             "rooms": rooms,
@@ -122,6 +129,18 @@ class Ramp:
         self.phases.append(phase)
         self.run.say(_line(phase))
         return phase
+
+
+def _profile(server: LoadServer, t0: float, t1: float) -> dict[str, Any]:
+    """Stop the server's reactor profile (started at ``t0``) and summarise it per room tick of [t0, t1)."""
+    path = server.data_dir / PROFILE_FILE
+    path.unlink(missing_ok=True)
+    server.profile(False)
+    _wait(10.0, lambda: not path.exists())  # the server writes it on its reactor thread
+    time.sleep(0.5)
+    ticks = server.ticks()
+    count = int(((ticks[:, 0] >= t0) & (ticks[:, 0] < t1)).sum()) if ticks.size else 0
+    return profile_summary(path, count) | {"file": str(path)}
 
 
 def _wait(seconds: float, alive: Callable[[], bool]) -> bool:
@@ -150,6 +169,7 @@ def run_capacity(
     process_per_room: bool = False,
     processes: int = 1,
     observer_snapshot_hz: float | None = None,
+    profile: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ramp (see the module doc); returns the report (also written to ``out``/capacity.json)."""
@@ -178,9 +198,11 @@ def run_capacity(
                 "max_clients": 256,
                 "physics_threads": physics_threads,
                 "observer_snapshot_hz": observer_snapshot_hz,
+                "profile": profile,
             },
             process_per_room=process_per_room,
             processes=max(1, min(int(processes), 16)),
+            profile_rooms=required_rooms if profile else 0,
         )
         run.on_close.append(ramp.stop_workers)
         ramp.new_server("server")
