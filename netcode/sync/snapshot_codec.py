@@ -65,6 +65,7 @@ from netcode.sync.bitcode import (
     put_bits,
     put_eg,
 )
+from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_rigid, rigid_acked
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
 from netcode.sync.priority import PriorityAccumulator, interest
@@ -83,14 +84,10 @@ from netcode.sync.snapshot import (
     MAX_SNAPSHOT_BYTES,
     NO_JAW,
     RECORD_PATCH,
-    BitWriter,
     CodecConfig,
     RigidSet,
     drive_record,
     pack_header,
-    rigid_entry_body,
-    rigid_record,
-    rigid_record_size,
 )
 from netcode.sync.snapshot_messages import TopologyUpdate, config_message, predictor_message, topology_message
 
@@ -109,6 +106,8 @@ PACKET_OVERHEAD = 9 + 5 + 16 + 9
 MAX_MISFITS = 8
 """Patch records tried in vain (too big for the room left) before the packet is closed."""
 _NO_CARRY = np.zeros(0, np.int64)
+_NO_SLOTS = np.zeros(0, np.int64)
+_NO_VERSIONS = np.zeros((0, VERSION), np.int64)
 BOUND_MARGIN = 1e-9
 """Deltas are chosen within ``(1 - BOUND_MARGIN) * max_error`` of ``u``, so that the decoder's float sum
 ``grid value + P`` stays within ``max_error`` of ``x`` despite rounding."""
@@ -438,20 +437,10 @@ class QuantizedFrame:
     rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
+    rigid_slots: np.ndarray  # (R,) int64: each object's slot in the clients' RigidTracks
+    rigid_versions: np.ndarray  # (R, VERSION) int64: grid position, rotation code, jaw code
     drives: bytes = b""  # the drive record (empty without predictors)
     headers: list = field(default_factory=list)  # snapshot headers for 0..3 records (uint8 arrays)
-    rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
-    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> entry body, this frame
-    rigid_whole: dict = field(default_factory=dict)  # entries -> (size, record bytes or None), this frame
-
-
-@dataclass(slots=True)
-class _RigidTrack:
-    acked_seq: int = -1
-    acked: tuple | None = None  # ((x, y, z) grid ints, rotation code, jaw code)
-    sent: tuple | None = None
-    last_sent: int = -(1 << 40)
-    acc: float = 0.0
 
 
 @dataclass(slots=True)
@@ -459,7 +448,8 @@ class _Sent:
     epoch: int
     patches: np.ndarray  # patch ids sent, ascending
     rows: np.ndarray  # the versions the client got of them (their rows, concatenated), int32
-    rigid: list  # [(id, (pos, rot, jaw))]
+    rigid_slots: np.ndarray  # rigid objects sent: their slots (RigidTracks)
+    rigid_versions: np.ndarray  # and the versions the client got of them (VERSION rows)
     full: np.ndarray  # per sent patch: sent as a full record
     sizes: np.ndarray  # per sent patch: its vertex count then (rows of a kept patch stay valid after a cut)
 
@@ -489,7 +479,7 @@ class ClientSync:
         self.ever_sent = np.zeros(n_patches, bool)
         self.last_sent = np.full(n_patches, -(1 << 40), np.int64)
         self.priority = PriorityAccumulator(n_patches)
-        self.rigid: dict[int, _RigidTrack] = {}
+        self.rigid = RigidTracks()  # per rigid slot (SnapshotServer._rigid_slots): acked and sent versions
         self.history: OrderedDict[int, _Sent] = OrderedDict()
         self.carried = np.zeros(n_patches, bool)  # patches with a baseline carried over a cut
         self.acked_full = np.zeros(n_patches, bool)  # the acked version is a full record's (not settled)
@@ -566,6 +556,8 @@ class SnapshotServer:
         self._carry: tuple[np.ndarray, np.ndarray] | None = None
         self._carry_map: CarryMap | None = None  # from the previous epoch's layout (None: no carried baselines)
         self._rigid_prev: dict[int, tuple] = {}
+        self._rigid_slots: dict[int, int] = {}  # rigid id -> slot in the clients' RigidTracks (ids are < 65,536)
+        self._taken = np.zeros(0, np.int64)  # encode_rigid's scratch: the frame's objects sent to a client
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
@@ -727,6 +719,14 @@ class SnapshotServer:
         else:
             centroids = np.zeros((0, 3))
         r_pos, r_rot, r_jaw = self._quantize_rigid(rigid)
+        slots_of = self._rigid_slots
+        r_slots = np.array([slots_of.setdefault(oid, len(slots_of)) for oid in rigid.ids.tolist()], np.int64)
+        versions = np.empty((len(r_slots), VERSION), np.int64)
+        versions[:, :3] = r_pos
+        versions[:, 3] = r_rot.astype(np.int64)
+        versions[:, 4] = r_jaw
+        if len(self._taken) < len(r_slots):
+            self._taken = np.zeros(len(r_slots), np.int64)
         self.sequence += 1
         self.frame = QuantizedFrame(
             self.sequence,
@@ -742,6 +742,8 @@ class SnapshotServer:
             r_rot,
             r_jaw,
             np.asarray(rigid.positions, np.float64),
+            r_slots,
+            versions,
             drive_record([(p.pid, d) for p, d in drives]) if drives else b"",
         )
         return self.frame
@@ -790,10 +792,44 @@ class SnapshotServer:
         head = len(headers[3])  # at most a drive, a rigid and a patch record
         # patches need the drives; a budget too small for them gets rigid objects only this frame
         drives = f.drives if head + len(f.drives) <= limit else b""
-        body = bytearray(drives)
+        out = self._out
+        pos = head + len(drives)
+        if drives:
+            out[head:pos] = np.frombuffer(drives, np.uint8)
         records = 1 if drives else 0
-        rigid_sent = self._encode_rigid(c, f, body, limit - head - len(body))
-        records += 1 if rigid_sent else 0
+        rigid_n = 0
+        if len(f.rigid_ids):
+            tracks = c.rigid
+            tracks.ensure(len(self._rigid_slots))
+            pos, rigid_n = encode_rigid(
+                out,
+                pos,
+                limit - pos,
+                seq,
+                c.resend_after,
+                f.rigid_ids,
+                f.rigid_slots,
+                f.rigid_kinds,
+                f.rigid_versions,
+                interest(f.rigid_points, c.focus),
+                tracks.exists,
+                tracks.has_acked,
+                tracks.acked_seq,
+                tracks.acked,
+                tracks.has_sent,
+                tracks.sent,
+                tracks.last_sent,
+                tracks.acc,
+                self.config.rotation_bits,
+                self.config.jaw.bits,
+                self._taken,
+            )
+            records += rigid_n > 0
+        if rigid_n:
+            taken = self._taken[:rigid_n]
+            rigid_slots, rigid_versions = f.rigid_slots[taken], f.rigid_versions[taken]
+        else:
+            rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
 
         # patches: weights, accumulators, then the numba writer in priority order
         n_p = self.layout.patch_count
@@ -826,9 +862,6 @@ class SnapshotServer:
             carry_off = carry.offsets
         else:
             carry_ages, carry_bits, carry_off = _NO_CARRY, self._zero_bits, self._zero_off
-        out = self._out
-        pos = head + len(body)
-        out[head:pos] = np.frombuffer(bytes(body), np.uint8)
         sent = np.zeros(n_p, bool)
         d, dense, sparse = self._scratch
         pos, n_patches = encode_patch_records(
@@ -864,106 +897,13 @@ class SnapshotServer:
         sent_idx, rows, full, skipped = record_sent(
             sent, seq, c.priority.acc, c.ever_sent, c.last_sent, c.sent_q, self._offsets, codes, pending
         )
-        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, full, self._sizes[sent_idx])
+        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_slots, rigid_versions, full, self._sizes[sent_idx])
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
         c.stats["bytes"] += pos
         c.stats["skipped_patches"] += skipped
         return out[:pos].tobytes()
-
-    def _encode_rigid(self, c: ClientSync, f: QuantizedFrame, body: bytearray, room: int) -> list:
-        """Append the rigid record (changed objects, chosen in accumulator order while the record fits
-        ``room``, written in id order); returns what was sent."""
-        seq = f.sequence
-        n = len(f.rigid_ids)
-        if n == 0:
-            return []
-        weights = interest(f.rigid_points, c.focus).tolist()
-        if f.rigid_lists is None:  # once per frame, shared by the clients
-            f.rigid_lists = (
-                f.rigid_ids.tolist(),
-                f.rigid_kinds.tolist(),
-                list(zip(map(tuple, f.rigid_pos.tolist()), f.rigid_rot.tolist(), f.rigid_jaw.tolist(), strict=True)),
-            )
-        ids, kinds, versions = f.rigid_lists
-        bodies = f.rigid_records
-        offers = []
-        for j in range(n):
-            oid = ids[j]
-            track = c.rigid.get(oid)
-            if track is None:
-                track = c.rigid[oid] = _RigidTrack()
-            now = versions[j]
-            change_ack = _rigid_change(now, track.acked)
-            if change_ack == 0:
-                track.acc = 0.0
-                continue
-            moved = track.sent is not None and _rigid_change(now, track.sent) > 0
-            if track.sent is None or moved or seq - track.last_sent >= c.resend_after:
-                steps = _rigid_change(now, track.sent) if moved and track.acked is not None else change_ack
-                track.acc += max(1.0, steps) * weights[j]
-            if track.acc > 0:
-                offers.append((-track.acc, j, oid, track, now))
-        if not offers:
-            return []
-        offers.sort(key=lambda o: (o[0], o[1]))
-        entries = []
-        for _, j, oid, track, now in offers:
-            age = seq - track.acked_seq if track.acked is not None else 0
-            key = (oid, age, track.acked)
-            entry = bodies.get(key)  # clients with the same baseline get the same entry
-            if entry is None:
-                entry = bodies[key] = self._rigid_entry(kinds[j], now, track)
-            entries.append((oid, age, entry))
-        by_id = sorted(range(len(entries)), key=lambda i: entries[i][0])
-        key = tuple((entries[i][0], entries[i][1], id(entries[i][2])) for i in by_id)
-        record = f.rigid_whole.get(key)  # clients with the same baselines get the same record
-        if record is None:
-            size = rigid_record_size([(entries[i][0], entries[i][1], entries[i][2].n) for i in by_id])
-            record = f.rigid_whole[key] = (size, None)
-        taken = by_id
-        if record[0] > room:  # in priority order, each while the record still fits
-            taken = []
-            for i in range(len(entries)):
-                trial = sorted([*taken, i], key=lambda t: entries[t][0])
-                if rigid_record_size([(entries[t][0], entries[t][1], entries[t][2].n) for t in trial]) <= room:
-                    taken = trial
-            if not taken:
-                return []
-            body += rigid_record([entries[i] for i in taken])
-        else:
-            if record[1] is None:
-                record = f.rigid_whole[key] = (record[0], rigid_record([entries[i] for i in by_id]))
-            body += record[1]
-        sent = []
-        for i in taken:
-            _, _, oid, track, now = offers[i]
-            track.acc = 0.0
-            track.sent = now
-            track.last_sent = seq
-            sent.append((oid, now))
-        return sent
-
-    def _rigid_entry(self, kind: int, now: tuple, track: _RigidTrack) -> BitWriter:
-        """The rigid entry body of version ``now``: full without an acked baseline, else a delta against it."""
-        cfg = self.config
-        if track.acked is None:
-            return rigid_entry_body(
-                kind, now[0], now[1], None, _jaw_or_none(now[2]), None, cfg.rotation_bits, cfg.jaw.bits
-            )
-        a_pos, a_rot, a_jaw = track.acked
-        dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
-        return rigid_entry_body(
-            None,
-            dpos if any(dpos) else None,
-            now[1] if now[1] != a_rot else None,
-            a_rot,
-            _jaw_or_none(now[2]) if now[2] != a_jaw else None,
-            a_jaw,
-            cfg.rotation_bits,
-            cfg.jaw.bits,
-        )
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
         """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set."""
@@ -989,11 +929,10 @@ class SnapshotServer:
         scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
         c.carried[record.patches] = False  # acked in this epoch: plain deltas from now on
         c.acked_full[record.patches[newer]] = record.full[newer]
-        for oid, version in record.rigid:
-            track = c.rigid.get(oid)
-            if track is not None and sequence > track.acked_seq:
-                track.acked_seq = sequence
-                track.acked = version
+        if len(record.rigid_slots):
+            t = c.rigid
+            slots, versions = record.rigid_slots, record.rigid_versions
+            rigid_acked(sequence, slots, versions, t.exists, t.has_acked, t.acked_seq, t.acked)
 
     def _kept_part(self, record: _Sent) -> _Sent | None:
         """The part of an earlier epoch's sent record about patches kept unchanged since (None: nothing)."""
@@ -1003,20 +942,4 @@ class SnapshotServer:
         if not ok.any():
             return None
         take = np.repeat(ok, record.sizes)
-        return _Sent(self.epoch, p[ok], record.rows[take], [], record.full[ok], record.sizes[ok])
-
-
-def _rigid_change(now: tuple, base: tuple | None) -> float:
-    """Grid steps of position change, or 1 for any orientation/jaw change."""
-    if base is None:
-        return FULL_WEIGHT
-    (x, y, z), rot, jaw = now
-    (bx, by, bz), brot, bjaw = base
-    steps = float(max(abs(x - bx), abs(y - by), abs(z - bz)))
-    if steps < 1.0 and (rot != brot or jaw != bjaw):
-        return 1.0
-    return steps
-
-
-def _jaw_or_none(code: int) -> int | None:
-    return None if code == NO_JAW else code
+        return _Sent(self.epoch, p[ok], record.rows[take], _NO_SLOTS, _NO_VERSIONS, record.full[ok], record.sizes[ok])
