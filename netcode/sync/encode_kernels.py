@@ -22,13 +22,31 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from netcode.sync.bitcode import bit_length, eg_len, flush_bits, put_bits, put_eg
-from netcode.sync.snapshot import NO_JAW, RECORD_RIGID
+from netcode.sync.bitcode import (
+    HEADER_BITS,
+    PLAN_SIZE,
+    RUNS,
+    bit_length,
+    block_bits,
+    block_put,
+    eg_len,
+    flush_bits,
+    header_bits,
+    put_bits,
+    put_eg,
+)
+from netcode.sync.priority import DEFAULT_NEAR_GAIN, DEFAULT_NEAR_RADIUS, interest_kernel, update_order
+from netcode.sync.snapshot import MAX_GROUP, NO_JAW, RECORD_PATCH, RECORD_RIGID
 
 VERSION = 5
 """int64 values of a rigid version row: x, y, z (grid), rotation code, jaw code."""
 FULL_WEIGHT = 64.0
-"""Weight (in steps) of an object the client has no acknowledged version of (as ``snapshot_codec``)."""
+"""Weight (in steps) of an object the client has no baseline for."""
+FULL_RESEND_STEPS = 2.0
+"""A full record sent and not yet acknowledged is sent again before ``resend_after`` only if the truth
+moved this many grid steps beyond the error bound away from it (a full record is ~100 times a delta)."""
+MAX_MISFITS = 8
+"""Patch records tried in vain (too big for the room left) before the packet is closed."""
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -368,3 +386,448 @@ def write_entry(out, now, base, kind, full, rotation_bits, jaw_bits):
     _entry(out, st, True, now, base, kind, full, rotation_bits, jaw_bits, np.zeros(3, np.int64))
     flush_bits(out, st[0], st[1], st[2])
     return st[3]
+
+
+# ------------------------------------------------------------------------------------------ patches
+
+
+@_jit
+def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> bool:
+    """Whether grid value ``v`` decodes within ``max_error`` of ``x`` (the decoder's exact arithmetic)."""
+    return abs(x - (origin + float(v) * step)) <= max_error
+
+
+@_jit
+def patch_weights(
+    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
+):
+    """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
+    it arrives), is off the truth ``x`` by more than the bound (``pending``), the priority weight this frame,
+    and the age code; returns (pending, weights, codes).
+
+    The change is measured in steps of the worst coordinate, against the acked version, or against the
+    version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
+    A patch the client has no version of weighs ``FULL_WEIGHT``. A pending patch that was sent and not
+    acked only competes again after ``resend_after`` frames unless it changed since; for a patch that
+    would go in full (no baseline, none ``carried`` over a cut) "changed" means off the version sent by
+    more than ``FULL_RESEND_STEPS`` steps beyond the bound, so that solver jitter does not resend the whole
+    patch every frame of the round trip after a join. ``near`` is the interest of each patch for the client.
+    """
+    n_p = len(offsets) - 1
+    pending = np.zeros(n_p, np.bool_)
+    weights = np.zeros(n_p)
+    ages = np.zeros(n_p, np.int64)
+    for p in range(n_p):
+        ma = 0.0
+        ms = 0.0
+        for i in range(offsets[p], offsets[p + 1]):
+            for a in range(3):
+                da = abs(x[i, a] - (origin[a] + float(acked[i, a]) * step))
+                ds = abs(x[i, a] - (origin[a] + float(sent[i, a]) * step))
+                if da > max_error and da > ma:
+                    ma = da
+                if ds > max_error and ds > ms:
+                    ms = ds
+        has_base = acked_seq[p] >= 0
+        pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0)
+        if not pending[p]:
+            continue
+        moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
+        if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
+            continue
+        steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
+        weights[p] = steps * near[p]
+    for p in range(n_p):  # age codes (SNAPSHOT.md 2.2): 0 full, 1 carried, a + 1 delta of age a
+        if acked_seq[p] >= 0:
+            ages[p] = seq - acked_seq[p] + 1
+        elif carried[p]:
+            ages[p] = 1
+    return pending, weights, ages
+
+
+@_jit
+def choose_delta(x, q, base, origin, step, max_error, s, n, d):
+    """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
+    ``x[s:s+n]``, in as few runs of equal deltas as possible (per axis, in layout order).
+
+    Every coordinate has an interval of admissible deltas (two or three grid values at the default step).
+    A run extends while the intersection of its vertices' intervals is not empty; it then takes the value
+    of that intersection nearest the previous run's (from 0 at the first). The number of runs is the
+    fewest possible (a greedy cover of intervals is optimal), so still vertices keep delta 0 and a smooth
+    motion becomes long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout
+    sends as run lengths (changes between runs are then mostly small). Where float rounding leaves no
+    admissible value the shared quantized value ``q`` is used (a run of its own).
+    """
+    inv = 1.0 / step
+    reach = max_error * inv
+    lo = np.empty(n, np.int64)
+    hi = np.empty(n, np.int64)
+    for a in range(3):
+        o = origin[a]
+        for i in range(n):
+            xi = x[s + i, a]
+            b = base[s + i, a]
+            g = (xi - o) * inv  # lo/hi are candidates only: _fits decides exactly
+            low = np.int64(np.ceil(g - reach))
+            high = np.int64(np.floor(g + reach))
+            while low <= high and not _fits(xi, low, o, step, max_error):
+                low += 1
+            while high >= low and not _fits(xi, high, o, step, max_error):
+                high -= 1
+            if low > high:
+                low = high = np.int64(q[s + i, a])
+            lo[i] = low - b
+            hi[i] = high - b
+        prev = 0
+        i = 0
+        while i < n:
+            run_lo, run_hi = lo[i], hi[i]
+            j = i + 1
+            while j < n and max(run_lo, lo[j]) <= min(run_hi, hi[j]):
+                run_lo = max(run_lo, lo[j])
+                run_hi = min(run_hi, hi[j])
+                j += 1
+            prev = min(max(prev, run_lo), run_hi)
+            for k in range(i, j):
+                d[k, a] = prev
+            i = j
+
+
+@_jit
+def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending):
+    """After encoding one client's snapshot: the patches it carries (ascending), the versions it gave them
+    (their rows of ``sent_q``, concatenated, int32) and which went in full (age code 0), for the client's
+    history; their accumulators drop to 0 and they are marked sent at ``seq``. Also returns how many pending
+    patches with a positive accumulator did not fit. One call instead of a handful of numpy ones."""
+    count = 0
+    total = 0
+    skipped = 0
+    for p in range(sent.shape[0]):
+        if sent[p]:
+            count += 1
+            total += offsets[p + 1] - offsets[p]
+        elif pending[p] and acc[p] > 0:
+            skipped += 1
+    idx = np.empty(count, np.int64)
+    full = np.empty(count, np.bool_)
+    rows = np.empty((total, 3), np.int32)
+    j = 0
+    r = 0
+    for p in range(sent.shape[0]):
+        if not sent[p]:
+            continue
+        idx[j] = p
+        full[j] = codes[p] == 0
+        acc[p] = 0.0
+        ever_sent[p] = True
+        last_sent[p] = seq
+        for i in range(offsets[p], offsets[p + 1]):
+            for a in range(3):
+                rows[r, a] = sent_q[i, a]
+            r += 1
+        j += 1
+    return idx, rows, full, skipped
+
+
+@_jit
+def scatter_patches(rows, dst, offsets, patches, take):
+    """Write back rows as ``record_sent`` gathers them, for the listed patches where ``take`` is set."""
+    j = 0
+    for c in range(len(patches)):
+        p = patches[c]
+        for i in range(offsets[p], offsets[p + 1]):
+            if take[c]:
+                for a in range(3):
+                    dst[i, a] = rows[j, a]
+            j += 1
+
+
+@_jit
+def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray, carried: int) -> int:
+    """Bits of a patch entry's id gap, age code, carried ages (``carried`` bits) and block header
+    (SNAPSHOT.md), without the block's body."""
+    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + carried + header_bits(plan, prev_plan)
+
+
+@_jit
+def carried_ages(seq, acked_seq_old, sources, out_ages, offsets, out_bits):
+    """Per new patch, the ages of its source patches' acked versions (0 where not acked) into
+    ``out_ages`` and the bits they take (sum of EG(0)) into ``out_bits``."""
+    for p in range(len(offsets) - 1):
+        bits = 0
+        for j in range(offsets[p], offsets[p + 1]):
+            s = acked_seq_old[sources[j]]
+            a = seq - s if s >= 0 else 0
+            out_ages[j] = a
+            bits += eg_len(a, 0)
+        out_bits[p] = bits
+
+
+@_jit
+def encode_patch_records(
+    q,
+    x,
+    origin,
+    step,
+    max_error,
+    acked,
+    ages,
+    offsets,
+    order,
+    out,
+    pos,
+    limit,
+    d,
+    dense,
+    sparse,
+    plans,
+    sent,
+    sent_q,
+    carry_bits,
+    carry_off,
+    carry_ages,
+    settle,
+):
+    """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
+    returns (position, patches written). Writes nothing if none fits.
+
+    Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
+    then written in ascending id order (ids as gaps, mostly 1 bit). ``ages`` holds age *codes*: a patch
+    with code 0 is sent in full (the shared grid coordinates ``q``), else as a delta against ``acked``
+    chosen by ``choose_delta``: code 1 is a carried baseline (after a cut; its source ages
+    ``carry_ages[carry_off[p]:carry_off[p + 1]]`` follow, ``carry_bits[p]`` bits), code a + 1 an acked
+    version of age a.
+    ``d``, ``dense``, ``sparse`` are (N, 3) int64 scratch rows per vertex, ``plans`` (P, PLAN_SIZE).
+    ``sent[p]`` is set and ``sent_q`` receives the version the client will hold for every patch written.
+    """
+    start = pos
+    n_p = len(offsets) - 1
+    if limit - start < 6 or len(order) == 0:
+        return start, 0
+    room = (limit - start - 3) * 8
+    first = np.zeros(PLAN_SIZE, np.int64)
+    first[0] = RUNS  # the header of a record's first block is relative to [runs, 0, 0, 0]
+    used = 0
+    count = 0
+    misfits = 0
+    for c in range(len(order)):
+        if room - used < 7 or misfits >= MAX_MISFITS or count == MAX_GROUP:
+            break
+        p = order[c]
+        s = offsets[p]
+        e = offsets[p + 1]
+        age = ages[p]
+        if age > 0 and settle[p]:  # the acked version is a full record's: move to the settled values
+            for i in range(s, e):
+                for a in range(3):
+                    d[i, a] = q[i, a] - acked[i, a]
+        elif age > 0:
+            choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
+        else:
+            for i in range(s, e):
+                for a in range(3):
+                    d[i, a] = q[i, a]
+        body = block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p]) - HEADER_BITS
+        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending; the
+        # age and block header are coded relative to the previous entry's)
+        a = p - 1
+        while a >= 0 and not sent[a]:
+            a -= 1
+        b = p + 1
+        while b < n_p and not sent[b]:
+            b += 1
+        age_a = ages[a] if a >= 0 else -1
+        plan_a = plans[a] if a >= 0 else first
+        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a, carry_bits[p]) + body
+        if b < n_p:
+            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p], carry_bits[b])
+            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a, carry_bits[b])
+        if used + bits > room:
+            misfits += 1
+            continue
+        used += bits
+        sent[p] = True
+        count += 1
+    if count == 0:
+        return start, 0
+    pos = start + 3
+    acc = 0
+    nacc = 0
+    prev_id = -1
+    prev_age = -1
+    prev_plan = first[:4].copy()
+    for p in range(n_p):
+        if not sent[p]:
+            continue
+        s = offsets[p]
+        e = offsets[p + 1]
+        age = ages[p]
+        pos, acc, nacc = put_eg(out, pos, acc, nacc, p - prev_id - 1, 0)
+        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
+        if age != prev_age:
+            pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
+        if age == 1:
+            for j in range(carry_off[p], carry_off[p + 1]):
+                pos, acc, nacc = put_eg(out, pos, acc, nacc, carry_ages[j], 0)
+        pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc, prev_plan)
+        prev_id = p
+        prev_age = age
+        for i in range(s, e):
+            for a in range(3):
+                sent_q[i, a] = d[i, a] + (acked[i, a] if age > 0 else 0)
+    if pos < 0 or (pos - start - 3) * 8 + nacc != used:
+        raise AssertionError("patch record size differs from its plan")
+    pos = flush_bits(out, pos, acc, nacc)
+    out[start] = RECORD_PATCH
+    out[start + 1] = count & 0xFF
+    out[start + 2] = count >> 8
+    return pos, count
+
+
+# ------------------------------------------------------------------------------------------ one client
+
+
+@_jit
+def _interest(points, focus):
+    """``priority.interest`` of ``points`` for a client whose instruments and gaze are at ``focus``."""
+    out = np.ones(points.shape[0])
+    if focus.shape[0] and points.shape[0]:
+        interest_kernel(points, focus, DEFAULT_NEAR_RADIUS, DEFAULT_NEAR_GAIN, out)
+    return out
+
+
+@_jit
+def encode_client(
+    out,
+    pos,
+    limit,
+    patch_limit,
+    seq,
+    resend_after,
+    focus,
+    rigid_ids,
+    rigid_slots,
+    rigid_kinds,
+    rigid_versions,
+    rigid_points,
+    exists,
+    has_acked,
+    r_acked_seq,
+    r_acked,
+    has_sent,
+    r_sent,
+    r_last_sent,
+    r_acc,
+    rotation_bits,
+    jaw_bits,
+    taken,
+    surface,
+    coded,
+    centroids,
+    origin,
+    step,
+    max_error,
+    acked_q,
+    sent_q,
+    offsets,
+    acked_seq,
+    ever_sent,
+    last_sent,
+    carried,
+    acc,
+    settle,
+    use_carry,
+    carry_acked,
+    carry_sources,
+    carry_offsets,
+    d,
+    dense,
+    sparse,
+    plans,
+):
+    """One client's rigid record (``encode_rigid``, at most ``limit - pos`` bytes) then patch record (patches
+    up to ``patch_limit``) at ``out[pos:]``, in one compiled call (the GIL is released throughout): interest,
+    patch weights, accumulators, carried ages after a cut (``use_carry``), the writers, the sent bookkeeping.
+    Returns (position, rigid objects sent, patches sent, sent patch ids, their rows, sent in full, skipped)."""
+    n_rigid = 0
+    if len(rigid_ids):
+        pos, n_rigid = encode_rigid(
+            out,
+            pos,
+            limit - pos,
+            seq,
+            resend_after,
+            rigid_ids,
+            rigid_slots,
+            rigid_kinds,
+            rigid_versions,
+            _interest(rigid_points, focus),
+            exists,
+            has_acked,
+            r_acked_seq,
+            r_acked,
+            has_sent,
+            r_sent,
+            r_last_sent,
+            r_acc,
+            rotation_bits,
+            jaw_bits,
+            taken,
+        )
+    n_p = len(offsets) - 1
+    pending, weights, codes = patch_weights(
+        coded,
+        origin,
+        step,
+        max_error,
+        acked_q,
+        sent_q,
+        offsets,
+        acked_seq,
+        ever_sent,
+        last_sent,
+        seq,
+        resend_after,
+        _interest(centroids, focus),
+        carried,
+    )
+    order = update_order(acc, weights, pending)
+    if use_carry and carried.any():
+        carry_ages = np.zeros(len(carry_sources), np.int64)
+        carry_bits = np.zeros(n_p, np.int64)
+        carried_ages(seq, carry_acked, carry_sources, carry_ages, carry_offsets, carry_bits)
+        for p in range(n_p):
+            if codes[p] != 1:
+                carry_bits[p] = 0
+        carry_off = carry_offsets
+    else:
+        carry_ages = np.zeros(0, np.int64)
+        carry_bits = np.zeros(n_p, np.int64)
+        carry_off = np.zeros(n_p + 1, np.int64)
+    sent = np.zeros(n_p, np.bool_)
+    pos, n_patches = encode_patch_records(
+        surface,
+        coded,
+        origin,
+        step,
+        max_error,
+        acked_q,
+        codes,
+        offsets,
+        order,
+        out,
+        pos,
+        patch_limit if patch_limit >= 0 else pos,
+        d,
+        dense,
+        sparse,
+        plans,
+        sent,
+        sent_q,
+        carry_bits,
+        carry_off,
+        carry_ages,
+        settle,
+    )
+    idx, rows, full, skipped = record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending)
+    return pos, n_rigid, n_patches, idx, rows, full, skipped

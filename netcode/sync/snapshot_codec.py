@@ -50,25 +50,13 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
-from netcode.sync.bitcode import (
-    HEADER_BITS,
-    PLAN_SIZE,
-    RUNS,
-    block_bits,
-    block_put,
-    eg_len,
-    flush_bits,
-    header_bits,
-    put_bits,
-    put_eg,
-)
-from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_rigid, rigid_acked
+from netcode.sync.bitcode import PLAN_SIZE
+from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_client, rigid_acked, scatter_patches
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
-from netcode.sync.priority import PriorityAccumulator, interest
+from netcode.sync.priority import PriorityAccumulator
 from netcode.sync.quantize import (
     RIGID_ERRORS,
     RIGID_OK,
@@ -80,10 +68,8 @@ from netcode.sync.snapshot import (
     DEFAULT_CONFIG,
     ENVELOPE_OVERHEAD,
     HEADER_SIZE,
-    MAX_GROUP,
     MAX_SNAPSHOT_BYTES,
     NO_JAW,
-    RECORD_PATCH,
     CodecConfig,
     RigidSet,
     drive_record,
@@ -91,11 +77,6 @@ from netcode.sync.snapshot import (
 )
 from netcode.sync.snapshot_messages import TopologyUpdate, config_message, predictor_message, topology_message
 
-FULL_WEIGHT = 64.0
-"""Weight (in steps) of an object the client has no baseline for."""
-FULL_RESEND_STEPS = 2.0
-"""A full record sent and not yet acknowledged is sent again before ``resend_after`` only if the truth
-moved this many grid steps beyond the error bound away from it (a full record is ~100 times a delta)."""
 DEFAULT_RESEND_AFTER = 8
 """Frames to wait for an ack before an unchanged, unacknowledged object competes again (~RTT + slack)."""
 HISTORY = 128
@@ -103,8 +84,6 @@ HISTORY = 128
 PACKET_OVERHEAD = 9 + 5 + 16 + 9
 """Message-layer packet header + entry header + MAC + netcode prefix/sequence, per packet."""
 
-MAX_MISFITS = 8
-"""Patch records tried in vain (too big for the room left) before the packet is closed."""
 _NO_CARRY = np.zeros(0, np.int64)
 _NO_SLOTS = np.zeros(0, np.int64)
 _NO_VERSIONS = np.zeros((0, VERSION), np.int64)
@@ -112,309 +91,11 @@ BOUND_MARGIN = 1e-9
 """Deltas are chosen within ``(1 - BOUND_MARGIN) * max_error`` of ``u``, so that the decoder's float sum
 ``grid value + P`` stays within ``max_error`` of ``x`` despite rounding."""
 
-_jit = numba.njit(cache=True, nogil=True)
-
 
 def budget_for_rate(bits_per_second: float, frame_rate: float = 60.0, packets_per_frame: int = 2) -> int:
     """Snapshot bytes per frame for a link rate, net of the envelope and per-packet overheads."""
     raw = int(bits_per_second / 8.0 / frame_rate)
     return max(HEADER_SIZE, raw - ENVELOPE_OVERHEAD - PACKET_OVERHEAD * packets_per_frame)
-
-
-# ------------------------------------------------------------------------------------------ numba kernels
-
-
-@_jit
-def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> bool:
-    """Whether grid value ``v`` decodes within ``max_error`` of ``x`` (the decoder's exact arithmetic)."""
-    return abs(x - (origin + float(v) * step)) <= max_error
-
-
-@_jit
-def patch_weights(
-    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
-):
-    """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
-    it arrives), is off the truth ``x`` by more than the bound (``pending``), the priority weight this frame,
-    and the age code; returns (pending, weights, codes).
-
-    The change is measured in steps of the worst coordinate, against the acked version, or against the
-    version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
-    A patch the client has no version of weighs ``FULL_WEIGHT``. A pending patch that was sent and not
-    acked only competes again after ``resend_after`` frames unless it changed since; for a patch that
-    would go in full (no baseline, none ``carried`` over a cut) "changed" means off the version sent by
-    more than ``FULL_RESEND_STEPS`` steps beyond the bound, so that solver jitter does not resend the whole
-    patch every frame of the round trip after a join. ``near`` is the interest of each patch for the client.
-    """
-    n_p = len(offsets) - 1
-    pending = np.zeros(n_p, np.bool_)
-    weights = np.zeros(n_p)
-    ages = np.zeros(n_p, np.int64)
-    for p in range(n_p):
-        ma = 0.0
-        ms = 0.0
-        for i in range(offsets[p], offsets[p + 1]):
-            for a in range(3):
-                da = abs(x[i, a] - (origin[a] + float(acked[i, a]) * step))
-                ds = abs(x[i, a] - (origin[a] + float(sent[i, a]) * step))
-                if da > max_error and da > ma:
-                    ma = da
-                if ds > max_error and ds > ms:
-                    ms = ds
-        has_base = acked_seq[p] >= 0
-        pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0)
-        if not pending[p]:
-            continue
-        moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
-        if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
-            continue
-        steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
-        weights[p] = steps * near[p]
-    for p in range(n_p):  # age codes (SNAPSHOT.md 2.2): 0 full, 1 carried, a + 1 delta of age a
-        if acked_seq[p] >= 0:
-            ages[p] = seq - acked_seq[p] + 1
-        elif carried[p]:
-            ages[p] = 1
-    return pending, weights, ages
-
-
-@_jit
-def choose_delta(x, q, base, origin, step, max_error, s, n, d):
-    """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
-    ``x[s:s+n]``, in as few runs of equal deltas as possible (per axis, in layout order).
-
-    Every coordinate has an interval of admissible deltas (two or three grid values at the default step).
-    A run extends while the intersection of its vertices' intervals is not empty; it then takes the value
-    of that intersection nearest the previous run's (from 0 at the first). The number of runs is the
-    fewest possible (a greedy cover of intervals is optimal), so still vertices keep delta 0 and a smooth
-    motion becomes long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout
-    sends as run lengths (changes between runs are then mostly small). Where float rounding leaves no
-    admissible value the shared quantized value ``q`` is used (a run of its own).
-    """
-    inv = 1.0 / step
-    reach = max_error * inv
-    lo = np.empty(n, np.int64)
-    hi = np.empty(n, np.int64)
-    for a in range(3):
-        o = origin[a]
-        for i in range(n):
-            xi = x[s + i, a]
-            b = base[s + i, a]
-            g = (xi - o) * inv  # lo/hi are candidates only: _fits decides exactly
-            low = np.int64(np.ceil(g - reach))
-            high = np.int64(np.floor(g + reach))
-            while low <= high and not _fits(xi, low, o, step, max_error):
-                low += 1
-            while high >= low and not _fits(xi, high, o, step, max_error):
-                high -= 1
-            if low > high:
-                low = high = np.int64(q[s + i, a])
-            lo[i] = low - b
-            hi[i] = high - b
-        prev = 0
-        i = 0
-        while i < n:
-            run_lo, run_hi = lo[i], hi[i]
-            j = i + 1
-            while j < n and max(run_lo, lo[j]) <= min(run_hi, hi[j]):
-                run_lo = max(run_lo, lo[j])
-                run_hi = min(run_hi, hi[j])
-                j += 1
-            prev = min(max(prev, run_lo), run_hi)
-            for k in range(i, j):
-                d[k, a] = prev
-            i = j
-
-
-@_jit
-def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending):
-    """After encoding one client's snapshot: the patches it carries (ascending), the versions it gave them
-    (their rows of ``sent_q``, concatenated, int32) and which went in full (age code 0), for the client's
-    history; their accumulators drop to 0 and they are marked sent at ``seq``. Also returns how many pending
-    patches with a positive accumulator did not fit. One call instead of a handful of numpy ones."""
-    count = 0
-    total = 0
-    skipped = 0
-    for p in range(sent.shape[0]):
-        if sent[p]:
-            count += 1
-            total += offsets[p + 1] - offsets[p]
-        elif pending[p] and acc[p] > 0:
-            skipped += 1
-    idx = np.empty(count, np.int64)
-    full = np.empty(count, np.bool_)
-    rows = np.empty((total, 3), np.int32)
-    j = 0
-    r = 0
-    for p in range(sent.shape[0]):
-        if not sent[p]:
-            continue
-        idx[j] = p
-        full[j] = codes[p] == 0
-        acc[p] = 0.0
-        ever_sent[p] = True
-        last_sent[p] = seq
-        for i in range(offsets[p], offsets[p + 1]):
-            for a in range(3):
-                rows[r, a] = sent_q[i, a]
-            r += 1
-        j += 1
-    return idx, rows, full, skipped
-
-
-@_jit
-def scatter_patches(rows, dst, offsets, patches, take):
-    """Write back rows as ``record_sent`` gathers them, for the listed patches where ``take`` is set."""
-    j = 0
-    for c in range(len(patches)):
-        p = patches[c]
-        for i in range(offsets[p], offsets[p + 1]):
-            if take[c]:
-                for a in range(3):
-                    dst[i, a] = rows[j, a]
-            j += 1
-
-
-@_jit
-def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray, carried: int) -> int:
-    """Bits of a patch entry's id gap, age code, carried ages (``carried`` bits) and block header
-    (SNAPSHOT.md), without the block's body."""
-    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + carried + header_bits(plan, prev_plan)
-
-
-@_jit
-def carried_ages(seq, acked_seq_old, sources, out_ages, offsets, out_bits):
-    """Per new patch, the ages of its source patches' acked versions (0 where not acked) into
-    ``out_ages`` and the bits they take (sum of EG(0)) into ``out_bits``."""
-    for p in range(len(offsets) - 1):
-        bits = 0
-        for j in range(offsets[p], offsets[p + 1]):
-            s = acked_seq_old[sources[j]]
-            a = seq - s if s >= 0 else 0
-            out_ages[j] = a
-            bits += eg_len(a, 0)
-        out_bits[p] = bits
-
-
-@_jit
-def encode_patch_records(
-    q,
-    x,
-    origin,
-    step,
-    max_error,
-    acked,
-    ages,
-    offsets,
-    order,
-    out,
-    pos,
-    limit,
-    d,
-    dense,
-    sparse,
-    plans,
-    sent,
-    sent_q,
-    carry_bits,
-    carry_off,
-    carry_ages,
-    settle,
-):
-    """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
-    returns (position, patches written). Writes nothing if none fits.
-
-    Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
-    then written in ascending id order (ids as gaps, mostly 1 bit). ``ages`` holds age *codes*: a patch
-    with code 0 is sent in full (the shared grid coordinates ``q``), else as a delta against ``acked``
-    chosen by ``choose_delta``: code 1 is a carried baseline (after a cut; its source ages
-    ``carry_ages[carry_off[p]:carry_off[p + 1]]`` follow, ``carry_bits[p]`` bits), code a + 1 an acked
-    version of age a.
-    ``d``, ``dense``, ``sparse`` are (N, 3) int64 scratch rows per vertex, ``plans`` (P, PLAN_SIZE).
-    ``sent[p]`` is set and ``sent_q`` receives the version the client will hold for every patch written.
-    """
-    start = pos
-    n_p = len(offsets) - 1
-    if limit - start < 6 or len(order) == 0:
-        return start, 0
-    room = (limit - start - 3) * 8
-    first = np.zeros(PLAN_SIZE, np.int64)
-    first[0] = RUNS  # the header of a record's first block is relative to [runs, 0, 0, 0]
-    used = 0
-    count = 0
-    misfits = 0
-    for c in range(len(order)):
-        if room - used < 7 or misfits >= MAX_MISFITS or count == MAX_GROUP:
-            break
-        p = order[c]
-        s = offsets[p]
-        e = offsets[p + 1]
-        age = ages[p]
-        if age > 0 and settle[p]:  # the acked version is a full record's: move to the settled values
-            for i in range(s, e):
-                for a in range(3):
-                    d[i, a] = q[i, a] - acked[i, a]
-        elif age > 0:
-            choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
-        else:
-            for i in range(s, e):
-                for a in range(3):
-                    d[i, a] = q[i, a]
-        body = block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p]) - HEADER_BITS
-        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending; the
-        # age and block header are coded relative to the previous entry's)
-        a = p - 1
-        while a >= 0 and not sent[a]:
-            a -= 1
-        b = p + 1
-        while b < n_p and not sent[b]:
-            b += 1
-        age_a = ages[a] if a >= 0 else -1
-        plan_a = plans[a] if a >= 0 else first
-        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a, carry_bits[p]) + body
-        if b < n_p:
-            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p], carry_bits[b])
-            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a, carry_bits[b])
-        if used + bits > room:
-            misfits += 1
-            continue
-        used += bits
-        sent[p] = True
-        count += 1
-    if count == 0:
-        return start, 0
-    pos = start + 3
-    acc = 0
-    nacc = 0
-    prev_id = -1
-    prev_age = -1
-    prev_plan = first[:4].copy()
-    for p in range(n_p):
-        if not sent[p]:
-            continue
-        s = offsets[p]
-        e = offsets[p + 1]
-        age = ages[p]
-        pos, acc, nacc = put_eg(out, pos, acc, nacc, p - prev_id - 1, 0)
-        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
-        if age != prev_age:
-            pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
-        if age == 1:
-            for j in range(carry_off[p], carry_off[p + 1]):
-                pos, acc, nacc = put_eg(out, pos, acc, nacc, carry_ages[j], 0)
-        pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc, prev_plan)
-        prev_id = p
-        prev_age = age
-        for i in range(s, e):
-            for a in range(3):
-                sent_q[i, a] = d[i, a] + (acked[i, a] if age > 0 else 0)
-    if pos < 0 or (pos - start - 3) * 8 + nacc != used:
-        raise AssertionError("patch record size differs from its plan")
-    pos = flush_bits(out, pos, acc, nacc)
-    out[start] = RECORD_PATCH
-    out[start + 1] = count & 0xFF
-    out[start + 2] = count >> 8
-    return pos, count
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -562,8 +243,6 @@ class SnapshotServer:
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
-        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
-        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
         self._origin = np.asarray(config.positions.origin, np.float64)
@@ -622,8 +301,6 @@ class SnapshotServer:
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
-        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
-        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         self._field = PredictionField(layout)
         self._truth = None
         if triangles is not None:
@@ -691,7 +368,7 @@ class SnapshotServer:
 
     def set_focus(self, client_id: object, points: np.ndarray) -> None:
         """The client's instrument tips and gaze point (F, 3): what is near them ranks higher."""
-        self.clients[client_id].focus = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        self.clients[client_id].focus = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     # -------------------------------------------------------------- frames
 
@@ -736,12 +413,12 @@ class SnapshotServer:
             surface,
             coded,
             centroids,
-            np.asarray(rigid.ids, np.int64),
-            np.asarray(rigid.kinds, np.int64),
+            np.ascontiguousarray(rigid.ids, np.int64),
+            np.ascontiguousarray(rigid.kinds, np.int64),
             r_pos,
             r_rot,
             r_jaw,
-            np.asarray(rigid.positions, np.float64),
+            np.ascontiguousarray(rigid.positions, np.float64).reshape(-1, 3),
             r_slots,
             versions,
             drive_record([(p.pid, d) for p, d in drives]) if drives else b"",
@@ -797,106 +474,71 @@ class SnapshotServer:
         if drives:
             out[head:pos] = np.frombuffer(drives, np.uint8)
         records = 1 if drives else 0
-        rigid_n = 0
-        if len(f.rigid_ids):
-            tracks = c.rigid
-            tracks.ensure(len(self._rigid_slots))
-            pos, rigid_n = encode_rigid(
-                out,
-                pos,
-                limit - pos,
-                seq,
-                c.resend_after,
-                f.rigid_ids,
-                f.rigid_slots,
-                f.rigid_kinds,
-                f.rigid_versions,
-                interest(f.rigid_points, c.focus),
-                tracks.exists,
-                tracks.has_acked,
-                tracks.acked_seq,
-                tracks.acked,
-                tracks.has_sent,
-                tracks.sent,
-                tracks.last_sent,
-                tracks.acc,
-                self.config.rotation_bits,
-                self.config.jaw.bits,
-                self._taken,
-            )
-            records += rigid_n > 0
-        if rigid_n:
-            taken = self._taken[:rigid_n]
-            rigid_slots, rigid_versions = f.rigid_slots[taken], f.rigid_versions[taken]
-        else:
-            rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
-
-        # patches: weights, accumulators, then the numba writer in priority order
-        n_p = self.layout.patch_count
+        tracks = c.rigid
+        tracks.ensure(len(self._rigid_slots))
         pq = self.config.positions
-        origin, step, max_error = self._origin, pq.grid, pq.max_error * (1 - BOUND_MARGIN)
-        pending, weights, ages = patch_weights(
+        carry = self._carry_map
+        d, dense, sparse = self._scratch
+        pos, rigid_n, n_patches, sent_idx, rows, full, skipped = encode_client(
+            out,
+            pos,
+            limit,
+            limit if drives or not f.drives else -1,  # -1: no patches (their drives did not fit)
+            seq,
+            c.resend_after,
+            c.focus,
+            f.rigid_ids,
+            f.rigid_slots,
+            f.rigid_kinds,
+            f.rigid_versions,
+            f.rigid_points,
+            tracks.exists,
+            tracks.has_acked,
+            tracks.acked_seq,
+            tracks.acked,
+            tracks.has_sent,
+            tracks.sent,
+            tracks.last_sent,
+            tracks.acc,
+            self.config.rotation_bits,
+            self.config.jaw.bits,
+            self._taken,
+            f.surface,
             f.coded,
-            origin,
-            step,
-            max_error,
+            f.centroids,
+            self._origin,
+            pq.grid,
+            pq.max_error * (1 - BOUND_MARGIN),
             c.acked_q,
             c.sent_q,
             self._offsets,
             c.acked_seq,
             c.ever_sent,
             c.last_sent,
-            seq,
-            c.resend_after,
-            interest(f.centroids, c.focus),
             c.carried,
-        )
-        order = c.priority.update(weights, pending)
-        codes = ages
-        carry = self._carry_map
-        if carry is not None and c.carried.any():
-            carry_ages = np.zeros(len(carry.sources), np.int64)
-            carry_bits = np.zeros(n_p, np.int64)
-            carried_ages(seq, c.carry_acked, carry.sources, carry_ages, carry.offsets, carry_bits)
-            carry_bits[codes != 1] = 0
-            carry_off = carry.offsets
-        else:
-            carry_ages, carry_bits, carry_off = _NO_CARRY, self._zero_bits, self._zero_off
-        sent = np.zeros(n_p, bool)
-        d, dense, sparse = self._scratch
-        pos, n_patches = encode_patch_records(
-            f.surface,
-            f.coded,
-            origin,
-            step,
-            max_error,
-            c.acked_q,
-            codes,
-            self._offsets,
-            order,
-            out,
-            pos,
-            limit if drives or not f.drives else pos,
+            c.priority.acc,
+            c.acked_full,
+            carry is not None,
+            c.carry_acked,
+            _NO_CARRY if carry is None else carry.sources,
+            _NO_CARRY if carry is None else carry.offsets,
             d,
             dense,
             sparse,
             self._plans,
-            sent,
-            c.sent_q,
-            carry_bits,
-            carry_off,
-            carry_ages,
-            c.acked_full,
         )
+        records += rigid_n > 0
+        if rigid_n:
+            taken = self._taken[:rigid_n]
+            rigid_slots, rigid_versions = f.rigid_slots[taken], f.rigid_versions[taken]
+        else:
+            rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
         records += n_patches > 0
         header = headers[records]
         if len(header) < head:  # fewer records than reserved for: close the gap
             out[len(header) : pos - head + len(header)] = out[head:pos].copy()
             pos -= head - len(header)
         out[: len(header)] = header
-        sent_idx, rows, full, skipped = record_sent(
-            sent, seq, c.priority.acc, c.ever_sent, c.last_sent, c.sent_q, self._offsets, codes, pending
-        )
         c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_slots, rigid_versions, full, self._sizes[sent_idx])
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
