@@ -47,7 +47,9 @@ How it works (details and the byte layout in SNAPSHOT.md):
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+import functools
+import threading
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +86,8 @@ HISTORY = 128
 PACKET_OVERHEAD = 9 + 5 + 16 + 9
 """Message-layer packet header + entry header + MAC + netcode prefix/sequence, per packet."""
 
+LATE_ACKS = 4096
+"""Acks queued while the lock is held (an encode of a room takes a millisecond or so): more are dropped."""
 _NO_CARRY = np.zeros(0, np.int64)
 _NO_SLOTS = np.zeros(0, np.int64)
 _NO_VERSIONS = np.zeros((0, VERSION), np.int64)
@@ -209,6 +213,17 @@ class ClientSync:
         return bool(np.all(self.acked_seq >= 0))
 
 
+def _locked(method):
+    """Run the method holding the server's ``lock`` (re-entrant)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class SnapshotServer:
     """Quantizes each frame once and encodes a snapshot per client (see the module docstring)."""
 
@@ -237,6 +252,10 @@ class SnapshotServer:
         self._carry: tuple[np.ndarray, np.ndarray] | None = None
         self._carry_map: CarryMap | None = None  # from the previous epoch's layout (None: no carried baselines)
         self._rigid_prev: dict[int, tuple] = {}
+        self.lock = threading.RLock()
+        """Held by every method that reads or changes the clients' state, so that a room's snapshots can be
+        encoded on its own thread while the reactor takes acks, joins and leaves (acks never wait for it)."""
+        self._late_acks: deque[tuple[object, int, int]] = deque(maxlen=LATE_ACKS)
         self._rigid_slots: dict[int, int] = {}  # rigid id -> slot in the clients' RigidTracks (ids are < 65,536)
         self._taken = np.zeros(0, np.int64)  # encode_rigid's scratch: the frame's objects sent to a client
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
@@ -253,6 +272,7 @@ class SnapshotServer:
 
     # -------------------------------------------------------------- reliable-channel messages
 
+    @_locked
     def join_messages(self) -> list[bytes]:
         """Reliable messages a joining or reconnecting client needs before snapshots: config, full topology,
         the active motion predictors."""
@@ -260,6 +280,7 @@ class SnapshotServer:
         predictors = [predictor_message(p) for p in self._predictors.predictors()]
         return [config_message(self.config), topology_message(update), *predictors]
 
+    @_locked
     def add_predictor(self, vertex_ids: np.ndarray, matrices: np.ndarray) -> bytes:
         """Start a motion predictor (a grasp response model: mesh vertex ids (K,), matrices (K, 3, 3)
         metres per metre); returns the reliable ``snap_predictor`` message for every client. Its drive is
@@ -268,6 +289,7 @@ class SnapshotServer:
         predictor = self._predictors.add(vertex_ids, matrices, self._field, self._truth, self.sequence)
         return predictor_message(predictor)
 
+    @_locked
     def change_topology(
         self,
         layout: PatchLayout,
@@ -346,6 +368,7 @@ class SnapshotServer:
 
     # -------------------------------------------------------------- clients
 
+    @_locked
     def add_client(
         self, client_id: object, *, budget_bytes: int | None = None, resend_after: int = DEFAULT_RESEND_AFTER
     ) -> ClientSync:
@@ -354,24 +377,29 @@ class SnapshotServer:
         self.clients[client_id] = client
         return client
 
+    @_locked
     def reset_client(self, client_id: object) -> None:
         """Reconnect or resync request: forget the client's baselines (full records follow)."""
         self.clients[client_id].reset(self.layout.vertex_count, self.layout.patch_count)
 
+    @_locked
     def remove_client(self, client_id: object) -> None:
         self.clients.pop(client_id, None)
 
+    @_locked
     def client_grid(self, client_id: object) -> np.ndarray:
         """Grid coordinates (N, 3) of the newest version of each vertex sent to a client (a copy): what its
         decoder shows once it received everything (patches never sent are zero)."""
         return self.clients[client_id].sent_q.copy()
 
+    @_locked
     def set_focus(self, client_id: object, points: np.ndarray) -> None:
         """The client's instrument tips and gaze point (F, 3): what is near them ranks higher."""
         self.clients[client_id].focus = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     # -------------------------------------------------------------- frames
 
+    @_locked
     def begin_frame(self, time: float, surface: np.ndarray, rigid: RigidSet | None = None) -> QuantizedFrame:
         """Quantize this frame's truth: surface (N, 3) in layout order, rigid objects; next sequence."""
         surface = np.array(surface, dtype=np.float64)  # a copy: encode() reads it later
@@ -455,11 +483,13 @@ class SnapshotServer:
 
     # -------------------------------------------------------------- encoding
 
+    @_locked
     def encode(self, client_id: object) -> bytes:
         """This frame's snapshot for one client (never longer than its budget)."""
         f = self.frame
         if f is None:
             raise RuntimeError("begin_frame first")
+        self._apply_late_acks()
         c = self.clients[client_id]
         limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
@@ -548,14 +578,35 @@ class SnapshotServer:
         return out[:pos].tobytes()
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
-        """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set."""
-        for i in range(32):
-            if bits >> i & 1:
-                self.on_ack(client_id, newest - 1 - i)
-        self.on_ack(client_id, newest)
+        """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set. While another
+        thread encodes (``lock`` held) the ack waits in a queue for the next holder instead of blocking."""
+        if not self.lock.acquire(blocking=False):
+            self._late_acks.append((client_id, newest, bits))
+            return
+        try:
+            self._apply_late_acks()
+            self._ack_fields(client_id, newest, bits)
+        finally:
+            self.lock.release()
 
     def on_ack(self, client_id: object, sequence: int) -> None:
-        """The client applied snapshot ``sequence``: its versions become baselines (if newer)."""
+        """The client applied snapshot ``sequence``: its versions become baselines (if newer); queued like
+        ``on_ack_fields`` while another thread holds ``lock``."""
+        self.on_ack_fields(client_id, sequence, 0)
+
+    def _apply_late_acks(self) -> None:
+        """The acks that arrived while another thread held ``lock`` (the caller holds it)."""
+        late = self._late_acks
+        while late:
+            self._ack_fields(*late.popleft())
+
+    def _ack_fields(self, client_id: object, newest: int, bits: int) -> None:
+        for i in range(32):
+            if bits >> i & 1:
+                self._ack(client_id, newest - 1 - i)
+        self._ack(client_id, newest)
+
+    def _ack(self, client_id: object, sequence: int) -> None:
         c = self.clients.get(client_id)
         if c is None:
             return
