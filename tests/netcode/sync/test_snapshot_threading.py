@@ -35,9 +35,9 @@ def test_an_ack_while_another_thread_holds_the_lock_is_queued_and_applied_by_the
 
 
 def test_encoding_on_a_room_thread_while_the_reactor_acks_keeps_client_and_server_in_step():
-    """Frames and snapshots on one thread, decoding and acks (one by one and as ``snap_ack`` fields) on this one
-    at the same time (the encoder up to two frames ahead): every snapshot decodes against the baselines the server used, and at the end the client
-    shows exactly what the server sent it."""
+    """Frames and snapshots on one thread, decoding and acks (one by one and as ``snap_ack`` fields) on this one at
+    the same time (the encoder up to two frames ahead): every snapshot decodes against the baselines the server
+    used, and at the end the client shows exactly what the server sent it."""
     scene = Scene(seed=3)
     server = SnapshotServer(scene.layout)
     decoders = {cid: connect(server, cid, budget=900 if cid else None) for cid in range(3)}
