@@ -117,13 +117,15 @@ class Ramp:
         t1 = time.monotonic()
         if profiled:
             self.run.report["reactor_profile"] = _profile(first, t0, t1) | {"rooms": rooms, "clients_per_room": clients}
+        summary = tick_summary(self.run.servers.ticks(), t0, t1)
         phase = {
+            **summary,
             "label": label,
-            "rooms": rooms,
+            "rooms": rooms,  # the phase's rooms (the summary's "rooms" counts those that ticked in the window)
+            "rooms_ticking": summary.get("rooms", 0),
             "clients_per_room": clients,
             "t0": t0,
             "t1": t1,
-            **tick_summary(self.run.servers.ticks(), t0, t1),
             "server": window(self.run.sampler.rows, t0, t1),
         }
         self.phases.append(phase)
@@ -335,7 +337,8 @@ def _plots(run: Run, phases: list[dict[str, Any]], bots: list[dict[str, Any]]) -
 def _line(phase: dict[str, Any]) -> str:
     s = phase.get("server", {})
     return (
-        f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
+        f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} rooms ticking={phase.get('rooms_ticking')} "
+        f"p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
         f"(step p99={phase.get('step_p99_ms')} publish p99={phase.get('publish_p99_ms')}) "
         f"overruns={s.get('overrun_share')} substeps={s.get('substeps_min')}-{s.get('substeps_max')} "
         f"cpu={s.get('server_cpu_percent')}% swarm-cpu={s.get('swarm_cpu_percent')}% "
