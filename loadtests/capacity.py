@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from loadtests import plots
 from loadtests.report import downlink_window, rtt_window, slim
 from loadtests.run import Run, load_run
@@ -36,6 +38,7 @@ from loadtests.swarm import room_checks
 from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
 from rehearsal.settings import Settings
 
+JOIN_SECONDS = 90.0  # a phase waits this long at most for every room to step before it settles and measures
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 BUDGET_MS = 1000 * TICK_BUDGET
 
@@ -104,8 +107,20 @@ class Ramp:
             )
         self.start_worker(specs, None, f"extra{step}")
 
+    def rooms_ticking(self, seconds: float = 2.0) -> int:
+        """Rooms whose ticks ran a step in the last ``seconds`` (a new room steps once its team is in)."""
+        ticks = self.run.servers.ticks()
+        if not ticks.size:
+            return 0
+        recent = ticks[ticks[:, 0] >= time.monotonic() - seconds]
+        return int(np.unique(recent[:, 2]).size)
+
     def measure(self, label: str, rooms: int, clients: int) -> dict[str, Any]:
-        """Let the phase settle, measure the rest of it; the phase (also printed)."""
+        """Wait (at most ``JOIN_SECONDS``) until every room steps (its team joined: on a loaded machine a new room's
+        swarm worker takes a while), let the phase settle, measure the rest of it; the phase (also printed)."""
+        joining = time.monotonic()
+        _wait(JOIN_SECONDS, lambda: self.run.servers.alive() and self.rooms_ticking() < rooms)
+        joined = round(time.monotonic() - joining, 1)
         if not _wait(self.settle_seconds, self.run.servers.alive):
             raise RuntimeError("a server exited")
         profiled = self.profile_rooms == rooms and "reactor_profile" not in self.run.report
@@ -124,6 +139,7 @@ class Ramp:
             "rooms": rooms,  # the phase's rooms (the summary's "rooms" counts those that ticked in the window)
             "rooms_ticking": summary.get("rooms", 0),
             "clients_per_room": clients,
+            "join_wait_seconds": joined,
             "t0": t0,
             "t1": t1,
             "server": window(self.run.sampler.rows, t0, t1),
