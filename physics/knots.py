@@ -20,7 +20,7 @@ fixed generic directions, so that one degenerate view cannot fool it):
 
 The views must agree on the polynomial (it is an invariant of the same closed curve); the first two views are
 tried and more only when they disagree or one is degenerate (a crossing with no clear over/under, a crossing on
-a vertex), and the majority wins.
+a vertex), and the majority wins. One view whose crossings the moves all undo settles it: no knot.
 
 Kinds: "square" = opposite single throws (two or more throws, both handednesses present, no multiple wrap);
 "surgeons" = a double (or triple) throw and an opposite throw; "granny" = two or more throws all of one
@@ -56,6 +56,7 @@ TIGHT_TENSION = 0.002
 THREAD_RADIUS = 0.00015  # m, physics.suture_thread.ThreadSpec's default
 DEPTH_EPS = 1e-9  # relative: a crossing whose strands are closer in depth is degenerate in that view
 _FAR = 1.0e3  # the closing rays reach this many polyline radii in the projection
+_TILT = 0.1  # rad: the second try's closing rays
 
 # Generic view directions (none near an axis or another), tried after the best-fit plane's normal.
 _VIEWS = np.array(
@@ -114,18 +115,23 @@ def classify_knot(points: np.ndarray, tension: float | None = None, radius: floa
     x = x[keep]
     if x.shape[0] < 4:
         return _none(x)
-    closed = _closing_rays(x)
     views = [_best_fit_normal(x), *_VIEWS]
     found: list[_View] = []
-    for v in views:
-        view = _analyse(closed, v)
-        if view is not None:
-            found.append(view)
-        votes = Counter(_key(f.jones) for f in found)
-        if len(found) >= 2 and votes.most_common(1)[0][1] >= 2:
+    for tilt in (0.0, _TILT):  # a closure through the curve itself (symmetric data) is retried a little askew
+        closed = _closing_rays(x, tilt)
+        for v in views:
+            view = _analyse(closed, v)
+            if view is not None and view.crossings == 0:
+                found = [view]  # the moves undid every crossing: a proof that there is no knot, no vote needed
+                break
+            if view is not None:
+                found.append(view)
+            if len(found) >= 2 and Counter(_key(f.jones) for f in found).most_common(1)[0][1] >= 2:
+                break
+        if found:
             break
     if not found:
-        return _none(x)
+        return KnotResult(None, 0, False, 0, resolved=False, centre=x.mean(axis=0))
     best_key = Counter(_key(f.jones) for f in found).most_common(1)[0][0]
     view = min((f for f in found if _key(f.jones) == best_key), key=lambda f: f.crossings)
     return _result(view, x, tension, radius)
@@ -145,15 +151,20 @@ def _none(x: np.ndarray) -> KnotResult:
     return KnotResult(None, 0, False, 0, centre=x.mean(axis=0) if x.size else np.zeros(3))
 
 
-def _closing_rays(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The polyline and the unit directions in which its two ends go off to be closed far away."""
+def _closing_rays(x: np.ndarray, tilt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The polyline and the unit directions in which its two ends go off to be closed far away (turned by
+    `tilt` rad about a fixed generic axis)."""
     c = x.mean(axis=0)
     dirs = []
     for end, inner in ((x[0], x[1]), (x[-1], x[-2])):
         d = end - c
         if np.linalg.norm(d) < 1e-9 * max(1e-9, float(np.ptp(x, axis=0).max())):
             d = end - inner  # an end at the centroid goes on along its own tangent
-        dirs.append(d / np.linalg.norm(d))
+        d = d / np.linalg.norm(d)
+        if tilt:
+            k = _VIEWS[3]
+            d = d * math.cos(tilt) + _cross(k, d) * math.sin(tilt) + k * (k @ d) * (1.0 - math.cos(tilt))
+        dirs.append(d)
     return x, dirs[0], dirs[1]
 
 
@@ -168,10 +179,13 @@ def _frame(v: np.ndarray) -> np.ndarray:
     """Rows e1, e2, v: a right-handed frame whose third axis points to the viewer."""
     v = v / np.linalg.norm(v)
     a = np.array([1.0, 0.0, 0.0]) if abs(v[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(a, v)
+    e1 = _cross(a, v)
     e1 /= np.linalg.norm(e1)
-    e2 = np.cross(v, e1)
-    return np.stack([e1, e2, v])
+    return np.stack([e1, _cross(v, e1), v])
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
 def _analyse(closed, v: np.ndarray) -> _View | None:
@@ -554,6 +568,5 @@ def _result(view: _View, x: np.ndarray, tension: float | None, radius: float) ->
         centre, extent = x.mean(axis=0), 0.0
     seg = float(np.median(np.linalg.norm(np.diff(x, axis=0), axis=1)))
     limit = max(TIGHT_DIAMETERS * 2.0 * radius, TIGHT_SEGMENTS * seg)
-    knotted = bool(throws) or not resolved
-    tight = knotted and extent <= limit and (tension is None or tension >= TIGHT_TENSION)
+    tight = bool(throws) and resolved and extent <= limit and (tension is None or tension >= TIGHT_TENSION)
     return KnotResult(kind, len(throws), bool(tight), view.crossings, hands, wraps, resolved, centre, extent, jones)
