@@ -6,8 +6,8 @@
 
 The scene is physics.bench's (`physics.bench.prepare_grasp`: `physics.scenes.block_grasp_scene`, a grasper has
 grasped the top of a block and pulls it up and sideways). With suturing, a needle lies above the block and its
-thread (segments x 3 mm) runs from the needle's tail down into the top face, under it through a 8 mm bite, out
-and up to the grasper's jaws, which hold it (so the pull tensions it), and on as a free tail. The seam
+thread (segments x 3 mm) runs from the needle's tail down into the top face, under it through an 8 mm bite, out
+and up to the grasper, which holds it beside its shaft (so the pull tensions it), and on as a free tail. The seam
 (physics.suturing.Suturing) runs around every `Solver.step` as a room runs it: its suture holds are the
 solver's grasp constraints, then the needle, the thread and, every KNOT_EVERY frames, the knot check.
 
@@ -114,13 +114,14 @@ def add_suturing(scene: Scene, state, segments: int) -> tuple[Suturing, int]:
     x = state.x
     grasper = state.instruments[GRASPER_ID]
     hinge = np.asarray(grasper.position, dtype=np.float64)
-    entry_v = _top_vertex(model.rest_positions, x, hinge + np.array([-BITE - 0.006, 0.0, 0.0]))
-    exit_v = _top_vertex(model.rest_positions, x, hinge + np.array([-0.006, 0.0, 0.0]))
+    entry_v = _top_vertex(model.rest_positions, x, hinge + np.array([BITE + 0.006, 0.0, 0.0]))
+    exit_v = _top_vertex(model.rest_positions, x, hinge + np.array([0.006, 0.0, 0.0]))
     entry, exit_ = x[entry_v].copy(), x[exit_v].copy()
-    jaws = hinge + np.array([0.0, 0.006, 0.0])  # between the jaws, above the tissue
-    tail_dir = np.array([0.0, 0.5, 1.0]) / math.sqrt(1.25)
+    # Held beside the shaft (clear of its capsule), 1.5 mm above the surface; the tail goes off sideways.
+    jaws = hinge + np.array([0.0045, 0.0045, 0.0])
+    tail_dir = np.array([0.0, 1.0, 1.0]) / math.sqrt(2.0)
     lead = min(LEAD, 0.3 * segments * SEGMENT)
-    needle_tail = entry + lead * np.array([-1.0, 0.3, 0.0]) / math.sqrt(1.09)
+    needle_tail = entry + lead * np.array([1.0, 0.3, 0.0]) / math.sqrt(1.09)
     mid = 0.5 * (entry + exit_) - np.array([0.0, 0.002, 0.0])  # 2 mm under the surface
     path = np.array([needle_tail, entry, mid, exit_, jaws, jaws + tail_dir])
     pts = _resample(path, SEGMENT, segments + 1)

@@ -30,7 +30,7 @@ from physics.model import Model
 from physics.needle import Needle, NeedleSpec
 from physics.solver import Event, StepReport
 from physics.state import Grasp, State
-from physics.suture_thread import Thread, ThreadSpec
+from physics.suture_thread import Thread, ThreadSpec, tissue_at
 
 HOLD_ID_BASE = 60_000  # pseudo-instrument ids (physics ids of real instruments stay below)
 MAX_HOLDS = 64  # 32 stitches' entries and exits
@@ -146,7 +146,5 @@ class Suturing:
 
 def _pull_through_force(model: Model, slide) -> float:
     """The pull (N) at which a suture cuts through the tissue it holds: strength x a 2 mm bite's area."""
-    vertex = int(slide.point.vertices[int(np.argmax(slide.point.weights))])
-    tets = np.flatnonzero((model.tets == vertex).any(axis=1) & model.alive)
-    region = int(model.regions[tets[0]]) if tets.size else 0
+    region = tissue_at(model, slide.point)[1]
     return model.materials[region].strength * 0.002 * 0.002 * 10.0
