@@ -13,7 +13,9 @@ solver's grasp constraints, then the needle, the thread and, every KNOT_EVERY fr
 
 Each repeat times every pull frame of both runs, without and with suturing, interleaved (so the machine's load
 hits both alike); the figure is the difference of the medians (`extra_ms`), goal at most 1 ms on 2 threads.
-The parts of the seam are timed on their own as well (`parts_ms`), and the knot check on the final thread.
+The seam's parts are timed too (`parts_ms`: before_step, the solver's step, after_step; and on their own, once
+the run is over, the needle's and the thread's step and the knot check), and `extra_ms_by_parts` adds them up
+(before + after + what the holds add to the solver's median): on a loaded machine it is the steadier figure.
 Prints one JSON document on stdout (progress on stderr).
 """
 
@@ -156,7 +158,10 @@ def timed_run(scene: Scene, start, substeps: int, segments: int | None) -> dict:
     solver = Solver(model)
     su = add_suturing(scene, state, segments)[0] if segments else None
     first, end = scene.phases["pull"]
-    times, parts = [], {"before_step": [], "after_step": [], "needle": [], "thread": [], "knot_check": []}
+    times = []
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("before_step", "solver", "after_step", "needle", "thread", "knot_check")
+    }
     kinds: list[str] = []
     for f in range(first, end):
         control = scene.control(f)
@@ -164,6 +169,7 @@ def timed_run(scene: Scene, start, substeps: int, segments: int | None) -> dict:
         if su is None:
             report = solver.step(state, control, FRAME_DT, substeps)
             times.append(time.perf_counter() - t0)
+            parts["solver"].append(times[-1])
             continue
         control = Control(control.instruments + su.inputs())
         su.before_step(state)
@@ -174,8 +180,9 @@ def timed_run(scene: Scene, start, substeps: int, segments: int | None) -> dict:
         t3 = time.perf_counter()
         times.append(t3 - t0)
         parts["before_step"].append(t1 - t0)
+        parts["solver"].append(t2 - t1)
         parts["after_step"].append(t3 - t2)
-    out: dict = {"times": times}
+    out: dict = {"times": times, "parts": parts}
     if su is not None:
         # The seam's parts on their own, from the final state (the needle and thread one more frame each).
         for name, fn in (
@@ -188,7 +195,6 @@ def timed_run(scene: Scene, start, substeps: int, segments: int | None) -> dict:
                 fn()
                 parts[name].append(time.perf_counter() - t0)
         out.update(
-            parts=parts,
             events=kinds,
             tension=su.thread.tension(),
             hold_forces_n=[float(np.linalg.norm(s.force)) for s in su.thread.slides],
@@ -219,7 +225,10 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
         per_repeat = [
             _median_ms(s["times"]) - _median_ms(b["times"]) for b, s in zip(base, sut, strict=True)
         ]  # fmt: skip
-        parts = {k: _median_ms([t for r in sut for t in r["parts"].get(k, [])]) for k in sut[0]["parts"]}
+        parts = {k: _median_ms([t for r in sut for t in r["parts"][k]]) for k in sut[0]["parts"]}
+        base_solver = _median_ms([t for r in base for t in r["parts"]["solver"]])
+        # The seam's own work plus what its holds add to the solver: less noisy than the difference of totals.
+        seam = parts["before_step"] + parts["after_step"] + parts["solver"] - base_solver
         last = sut[-1]
         entry = {
             "tets": int(scene.model.n_live_tets),
@@ -232,6 +241,8 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
             "suturing_median_ms": sut_ms,
             "extra_ms": float(f"{sut_ms - base_ms:.4g}"),
             "extra_ms_per_repeat": [float(f"{v:.4g}") for v in per_repeat],
+            "extra_ms_by_parts": float(f"{seam:.4g}"),
+            "solver_extra_ms": float(f"{parts['solver'] - base_solver:.4g}"),
             "parts_ms": parts,
             "knot_check_every_frames": KNOT_EVERY,
             "knot_check_ms_per_frame": float(f"{parts['knot_check'] / KNOT_EVERY:.4g}"),

@@ -360,6 +360,13 @@ def thread_candidates(xt, x, tris, reach):
             near[k] = t
             k += 1
     near = near[:k]
+    # The near triangles' centres' box: a particle farther than h outside it has no candidate.
+    c_lo = np.full(3, np.inf)
+    c_hi = np.full(3, -np.inf)
+    for q in range(k):
+        for d in range(3):
+            c_lo[d] = min(c_lo[d], cent[near[q], d])
+            c_hi[d] = max(c_hi[d], cent[near[q], d])
     keys = np.empty(k, dtype=np.int64)
     for q in range(k):
         t = near[q]
@@ -371,6 +378,13 @@ def thread_candidates(xt, x, tris, reach):
     found = np.empty(max(1, 64 * n), dtype=np.int64)
     total = 0
     for i in range(n):
+        outside = False
+        for d in range(3):
+            if xt[i, d] < c_lo[d] - h or xt[i, d] > c_hi[d] + h:
+                outside = True
+        if outside:
+            start[i + 1] = total
+            continue
         cx = math.floor(xt[i, 0] / h)
         cy = math.floor(xt[i, 1] / h)
         cz = math.floor(xt[i, 2] / h)
