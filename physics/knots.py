@@ -12,7 +12,8 @@ fixed generic directions, so that one degenerate view cannot fool it):
    the sphere (its edges carry no other crossing), so these moves are exact;
 3. the reduced code splits into its connected summands (runs of the code that cross only themselves) and each
    summand's Jones polynomial comes from the Kauffman bracket (a state sum, 2^crossings states: a summand of
-   more than MAX_SUMMAND_CROSSINGS crossings is left unresolved);
+   more than MAX_SUMMAND_CROSSINGS crossings, or a diagram of more than MAX_REDUCED_CROSSINGS, is left
+   unresolved, which bounds the cost of a heap of loose coils);
 4. the knot's Jones polynomial (the product of its summands') is factored into throws: a single throw (a half
    knot) is a trefoil, a double throw (a surgeon's first throw: the end passes twice, two extra crossings)
    the 5_2 twist knot, a triple throw 7_2. A throw's handedness is its chirality: +1 when its crossings are
@@ -49,7 +50,8 @@ from dataclasses import dataclass, field
 import numba as nb
 import numpy as np
 
-MAX_SUMMAND_CROSSINGS = 16  # 2^16 bracket states at most per summand
+MAX_SUMMAND_CROSSINGS = 14  # 2^14 bracket states at most per summand (about a millisecond)
+MAX_REDUCED_CROSSINGS = 40  # a diagram still this tangled after the moves is left unresolved
 TIGHT_DIAMETERS = 10.0
 TIGHT_SEGMENTS = 5.0
 TIGHT_TENSION = 0.002
@@ -231,7 +233,7 @@ def _analyse(closed, v: np.ndarray) -> _View | None:
     word = reduce_code(word)
     kept = sorted({c for c, _ in word})
     jones: dict[int, int] | None = {0: 1}
-    for block in summands(word):
+    for block in summands(word) if len(kept) <= MAX_REDUCED_CROSSINGS else [word]:
         poly = jones_polynomial(block, {c: int(sign[c]) for c, _ in block})
         if poly is None:
             jones = None

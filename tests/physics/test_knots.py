@@ -245,3 +245,11 @@ def test_a_200_segment_thread_at_the_simulation_s_spacing():
     pts = thread(SQUARE, 0.03, seg=0.003, lead=0.15)
     assert 150 <= pts.shape[0] <= 260
     assert classify_knot(pts).kind == "square"
+
+
+def test_a_knot_too_tangled_to_resolve_is_reported_unresolved_not_as_no_knot():
+    # the (2, 17) torus knot: 17 crossings no move removes, one prime summand, beyond the state sum's budget
+    r = classify_knot(resample(plat([(1, 1)] * 17), 0.05))
+    assert (r.kind, r.throws, r.resolved, r.tight) == (None, 0, False, False)
+    assert r.knotted and r.crossings == 17
+    assert classify_knot(resample(plat([(1, 1)] * 5), 0.05)).jones == {2: 1, 4: 1, 5: -1, 6: 1, 7: -1}  # 5_1
