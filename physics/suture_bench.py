@@ -11,11 +11,12 @@ and up to the grasper, which holds it beside its shaft (so the pull tensions it)
 (physics.suturing.Suturing) runs around every `Solver.step` as a room runs it: its suture holds are the
 solver's grasp constraints, then the needle, the thread and, every KNOT_EVERY frames, the knot check.
 
-Each repeat times every pull frame of both runs, without and with suturing, interleaved (so the machine's load
-hits both alike); the figure is the difference of the medians (`extra_ms`), goal at most 1 ms on 2 threads.
+Each repeat runs the pull twice in lockstep, without and with suturing (frame f of one, then of the other, the
+order alternating), so the machine's load hits both alike; the figure is the median over frames of the
+difference (`extra_ms`), goal at most 1 ms on 2 threads.
 The seam's parts are timed too (`parts_ms`: before_step, the solver's step, after_step; and on their own, once
 the run is over, the needle's and the thread's step and the knot check), and `extra_ms_by_parts` adds them up
-(before + after + what the holds add to the solver's median): on a loaded machine it is the steadier figure.
+(before + after + the median of what the holds add to the solver's step).
 Prints one JSON document on stdout (progress on stderr).
 """
 
@@ -150,58 +151,63 @@ def add_suturing(scene: Scene, state, segments: int) -> tuple[Suturing, int]:
 # --- timing -------------------------------------------------------------------------------------------------
 
 
-def timed_run(scene: Scene, start, substeps: int, segments: int | None) -> dict:
-    """The pull phase from a copy of start, with suturing (segments) or without (None): per-frame times."""
-    state = copy_state(start, scene)
-    scene.state = state
+def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
+    """The pull phase from two copies of start, one without suturing and one with, stepped in lockstep (frame f
+    of one, then of the other, the order alternating): per-frame times of both, and the seam's parts."""
     model = scene.model
-    solver = Solver(model)
-    su = add_suturing(scene, state, segments)[0] if segments else None
     first, end = scene.phases["pull"]
-    times = []
+    base_state, state = copy_state(start, scene), copy_state(start, scene)
+    base_solver, solver = Solver(model), Solver(model)
+    su = add_suturing(scene, state, segments)[0]
+    base_times, times = [], []
     parts: dict[str, list[float]] = {
         k: [] for k in ("before_step", "solver", "after_step", "needle", "thread", "knot_check")
     }
     kinds: list[str] = []
-    for f in range(first, end):
-        control = scene.control(f)
+
+    def base_frame(control: Control) -> None:
         t0 = time.perf_counter()
-        if su is None:
-            report = solver.step(state, control, FRAME_DT, substeps)
-            times.append(time.perf_counter() - t0)
-            parts["solver"].append(times[-1])
-            continue
+        base_solver.step(base_state, control, FRAME_DT, substeps)
+        base_times.append(time.perf_counter() - t0)
+
+    def suturing_frame(control: Control) -> None:
+        t0 = time.perf_counter()
         control = Control(control.instruments + su.inputs())
         su.before_step(state)
         t1 = time.perf_counter()
         report = solver.step(state, control, FRAME_DT, substeps)
         t2 = time.perf_counter()
-        kinds += [e.kind for e in su.after_step(model, state, report, FRAME_DT)]
+        kinds.extend(e.kind for e in su.after_step(model, state, report, FRAME_DT))
         t3 = time.perf_counter()
         times.append(t3 - t0)
         parts["before_step"].append(t1 - t0)
         parts["solver"].append(t2 - t1)
         parts["after_step"].append(t3 - t2)
-    out: dict = {"times": times, "parts": parts}
-    if su is not None:
-        # The seam's parts on their own, from the final state (the needle and thread one more frame each).
-        for name, fn in (
-            ("needle", lambda: su.needle.step(model, state, FRAME_DT)),
-            ("thread", lambda: su.thread.step(model, state, su.needle, FRAME_DT)),
-            ("knot_check", lambda: classify_knot(su.thread.x, su.thread.tension())),
-        ):
-            for _ in range(3):
-                t0 = time.perf_counter()
-                fn()
-                parts[name].append(time.perf_counter() - t0)
-        out.update(
-            events=kinds,
-            tension=su.thread.tension(),
-            hold_forces_n=[float(np.linalg.norm(s.force)) for s in su.thread.slides],
-            slides=len(su.thread.slides),
-            finite=bool(np.isfinite(su.thread.x).all() and np.isfinite(state.x).all()),
-        )
-    return out
+
+    for f in range(first, end):
+        control = scene.control(f)
+        for frame in (base_frame, suturing_frame) if f % 2 == 0 else (suturing_frame, base_frame):
+            frame(control)
+    # The seam's parts on their own, from the final state (the needle and thread a few more frames each).
+    for name, fn in (
+        ("needle", lambda: su.needle.step(model, state, FRAME_DT)),
+        ("thread", lambda: su.thread.step(model, state, su.needle, FRAME_DT)),
+        ("knot_check", lambda: classify_knot(su.thread.x, su.thread.tension())),
+    ):
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            parts[name].append(time.perf_counter() - t0)
+    return {
+        "base_times": base_times,
+        "times": times,
+        "parts": parts,
+        "events": kinds,
+        "tension": su.thread.tension(),
+        "hold_forces_n": [float(np.linalg.norm(s.force)) for s in su.thread.slides],
+        "slides": len(su.thread.slides),
+        "finite": bool(np.isfinite(su.thread.x).all() and np.isfinite(state.x).all()),
+    }
 
 
 def _median_ms(values: Sequence[float]) -> float:
@@ -214,35 +220,35 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
     entries = []
     for n in threads:
         numba.set_num_threads(n)
-        timed_run(scene, start, substeps, None)  # warm-up: compiles, and warms the caches
-        timed_run(scene, start, substeps, segments)
-        base, sut = [], []
-        for _ in range(repeats):
-            base.append(timed_run(scene, start, substeps, None))
-            sut.append(timed_run(scene, start, substeps, segments))
-        base_ms = _median_ms([t for r in base for t in r["times"]])
-        sut_ms = _median_ms([t for r in sut for t in r["times"]])
+        timed_run(scene, start, substeps, segments)  # warm-up: compiles, and warms the caches
+        runs = [timed_run(scene, start, substeps, segments) for _ in range(repeats)]
+        base_ms = _median_ms([t for r in runs for t in r["base_times"]])
+        sut_ms = _median_ms([t for r in runs for t in r["times"]])
+        # Frame by frame: the two runs' frame f ran back to back, so the machine's load hits both alike.
+        diffs = [s - b for r in runs for s, b in zip(r["times"], r["base_times"], strict=True)]
+        extra = _median_ms(diffs)
         per_repeat = [
-            _median_ms(s["times"]) - _median_ms(b["times"]) for b, s in zip(base, sut, strict=True)
+            _median_ms([s - b for s, b in zip(r["times"], r["base_times"], strict=True)]) for r in runs
         ]  # fmt: skip
-        parts = {k: _median_ms([t for r in sut for t in r["parts"][k]]) for k in sut[0]["parts"]}
-        base_solver = _median_ms([t for r in base for t in r["parts"]["solver"]])
-        # The seam's own work plus what its holds add to the solver: less noisy than the difference of totals.
-        seam = parts["before_step"] + parts["after_step"] + parts["solver"] - base_solver
-        last = sut[-1]
+        parts = {k: _median_ms([t for r in runs for t in r["parts"][k]]) for k in runs[0]["parts"]}
+        solver_diffs = [s - b for r in runs for s, b in zip(r["parts"]["solver"], r["base_times"], strict=True)]
+        solver_extra = _median_ms(solver_diffs)
+        # The seam's own work plus what its holds add to the solver.
+        seam = parts["before_step"] + parts["after_step"] + solver_extra
+        last = runs[-1]
         entry = {
             "tets": int(scene.model.n_live_tets),
             "substeps": substeps,
             "threads": n,
             "segments": segments,
-            "frames": len(base[0]["times"]),
+            "frames": len(runs[0]["times"]),
             "repeats": repeats,
             "base_median_ms": base_ms,
             "suturing_median_ms": sut_ms,
-            "extra_ms": float(f"{sut_ms - base_ms:.4g}"),
+            "extra_ms": extra,
             "extra_ms_per_repeat": [float(f"{v:.4g}") for v in per_repeat],
             "extra_ms_by_parts": float(f"{seam:.4g}"),
-            "solver_extra_ms": float(f"{parts['solver'] - base_solver:.4g}"),
+            "solver_extra_ms": solver_extra,
             "parts_ms": parts,
             "knot_check_every_frames": KNOT_EVERY,
             "knot_check_ms_per_frame": float(f"{parts['knot_check'] / KNOT_EVERY:.4g}"),
@@ -250,8 +256,8 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
             "hold_forces_n_end": [float(f"{v:.4g}") for v in last["hold_forces_n"]],
             "slides_end": last["slides"],
             "events": sorted(set(last["events"])),
-            "finite": all(r["finite"] for r in sut),
-            "goal_met": n < 2 or sut_ms - base_ms <= GOAL_EXTRA_MS,
+            "finite": all(r["finite"] for r in runs),
+            "goal_met": n < 2 or extra <= GOAL_EXTRA_MS,
         }
         entries.append(entry)
         log(

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -13,7 +14,7 @@ def test_the_quick_bench_prints_one_json_document_with_the_extra_frame_time(caps
     (entry,) = doc["timing"]
     assert entry["segments"] == 40 and entry["threads"] == 1 and entry["frames"] == 6
     assert entry["base_median_ms"] > 0 and entry["suturing_median_ms"] > 0
-    assert entry["extra_ms"] == pytest.approx(entry["suturing_median_ms"] - entry["base_median_ms"], abs=1e-3)
+    assert len(entry["extra_ms_per_repeat"]) == entry["repeats"] == 2 and math.isfinite(entry["extra_ms"])
     assert set(entry["parts_ms"]) == {"before_step", "solver", "after_step", "needle", "thread", "knot_check"}
     assert entry["parts_ms"]["after_step"] > 0 and "extra_ms_by_parts" in entry
     assert entry["slides_end"] == 2 and entry["finite"]  # the thread still runs through both tissue points
