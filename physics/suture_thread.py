@@ -339,7 +339,7 @@ def thread_candidates(xt, x, tris, reach):
         hi[d] = xt[:, d].max()
     m = tris.shape[0]
     cent = np.empty((m, 3))
-    tri_r = 0.0
+    tri_r2 = 0.0
     for t in range(m):
         for d in range(3):
             cent[t, d] = (x[tris[t, 0], d] + x[tris[t, 1], d] + x[tris[t, 2], d]) / 3.0
@@ -347,8 +347,8 @@ def thread_candidates(xt, x, tris, reach):
             e = 0.0
             for d in range(3):
                 e += (x[tris[t, c], d] - cent[t, d]) ** 2
-            tri_r = max(tri_r, math.sqrt(e))
-    h = reach + tri_r
+            tri_r2 = max(tri_r2, e)
+    h = reach + math.sqrt(tri_r2)
     near = np.empty(m, dtype=np.int64)
     k = 0
     for t in range(m):
