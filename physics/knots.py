@@ -36,9 +36,10 @@ tighter than its segments, and a simulated thread of 3 mm segments ties a knot a
 thread's tension, when given (strain, as physics.suture_thread.Thread.tension() reports it), is at least
 TIGHT_TENSION (0.2 %: pulled, not lying loose).
 
-Cost: the crossings in one numba pass over the segment pairs (a 200-segment thread: ~40 us per view), the
-reduction linear in the crossings, the bracket small once reduced: well under a millisecond for a tied
-thread, a few milliseconds for a heap of loose coils.
+Cost (a 200-segment thread; measured on a loaded 2-core machine, so upper bounds): the crossings in one numba
+pass over the segment pairs (tens of microseconds per view), the reduction linear in the crossings, the bracket
+small once reduced; about 0.3 ms for a thread with no knot (one view settles it), about 1 ms with a knot (two
+views), a few milliseconds for a heap of loose coils (bounded by the limits above).
 """
 
 from __future__ import annotations
