@@ -13,8 +13,8 @@ solver's own grasp constraints, on `suture_hold` pseudo-instruments with ids fro
 Knots: every KNOT_EVERY frames (6 a second at 60 Hz; one check costs about a millisecond for a 200-segment
 thread, see physics/knots.py) the thread is classified (`knot` holds the last result), and a knot that has
 become tight (a square, granny or surgeon's knot, under tension) is a `knot_tied` event with its kind, throws,
-handedness, wraps and position: once per knot, again when a different knot is tight (a further throw) or when
-the same one is tied again after it was loose for REARM_CHECKS checks in a row.
+tight (True), handedness, wraps and position: once per knot, again when a different knot is tight (a further
+throw) or when the same one is tied again after it was loose for REARM_CHECKS checks in a row.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class Suturing:
         detail = {
             "kind": knot.kind,
             "throws": knot.throws,
+            "tight": True,
             "handedness": list(knot.handedness),
             "wraps": list(knot.wraps),
             "position": [float(v) for v in knot.centre],

@@ -58,6 +58,7 @@ def test_a_knot_pulled_tight_is_reported_once_and_a_further_throw_again():
     assert [e.kind for e in events] == ["knot_tied"]
     detail = events[0].detail
     assert detail["kind"] == "square" and detail["throws"] == 2 and sorted(detail["handedness"]) == [-1, 1]
+    assert detail["tight"] is True  # rehearsal.procedure.knot_matches reads it
     assert np.linalg.norm(np.array(detail["position"]) - tight.mean(axis=0)) < 0.01
     assert detail["tension"] >= TIGHT_TENSION
     assert drive(su, tight) == [] and drive(su, tight) == []  # still the same knot: no more events
