@@ -101,6 +101,12 @@ def _capacity(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the servers' observer_snapshot_hz (e.g. 30; 0: observers get every tick); default: the server's own",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the first server's reactor thread in the room phase at --required-rooms (reactor_profile)",
+    )
+    p.add_argument("--required-rooms", type=int, default=4, help="the load the goal names, in rooms (default 4)")
 
 
 def _impaired(p: argparse.ArgumentParser) -> None:

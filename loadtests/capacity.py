@@ -27,15 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from loadtests import plots
 from loadtests.report import downlink_window, rtt_window, slim
 from loadtests.run import Run, load_run
 from loadtests.sampler import window
-from loadtests.server import TICK_BUDGET, LoadServer, create_room, tick_summary
+from loadtests.server import PROFILE_FILE, TICK_BUDGET, LoadServer, create_room, profile_summary, tick_summary
 from loadtests.swarm import room_checks
 from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
 from rehearsal.settings import Settings
 
+JOIN_SECONDS = 90.0  # a phase waits this long at most for every room to step before it settles and measures
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 BUDGET_MS = 1000 * TICK_BUDGET
 
@@ -63,6 +66,7 @@ class Ramp:
     held_rooms: int | None = None
     ramp_rooms: int = 1
     knee_clients: int | None = None
+    profile_rooms: int = 0  # profile the reactor thread of the first server in the phase with this many rooms (0: not)
 
     def new_server(self, tag: str) -> LoadServer:
         return self.run.server(tag, **self.server_options)
@@ -103,25 +107,58 @@ class Ramp:
             )
         self.start_worker(specs, None, f"extra{step}")
 
+    def rooms_ticking(self, seconds: float = 2.0) -> int:
+        """Rooms whose ticks ran a step in the last ``seconds`` (a new room steps once its team is in)."""
+        ticks = self.run.servers.ticks()
+        if not ticks.size:
+            return 0
+        recent = ticks[ticks[:, 0] >= time.monotonic() - seconds]
+        return int(np.unique(recent[:, 2]).size)
+
     def measure(self, label: str, rooms: int, clients: int) -> dict[str, Any]:
-        """Let the phase settle, measure the rest of it; the phase (also printed)."""
+        """Wait (at most ``JOIN_SECONDS``) until every room steps (its team joined: on a loaded machine a new room's
+        swarm worker takes a while), let the phase settle, measure the rest of it; the phase (also printed)."""
+        joining = time.monotonic()
+        _wait(JOIN_SECONDS, lambda: self.run.servers.alive() and self.rooms_ticking() < rooms)
+        joined = round(time.monotonic() - joining, 1)
         if not _wait(self.settle_seconds, self.run.servers.alive):
             raise RuntimeError("a server exited")
+        profiled = self.profile_rooms == rooms and "reactor_profile" not in self.run.report
+        first = self.run.servers.servers[0]
+        if profiled:
+            first.profile(True)
         t0 = time.monotonic()
         _wait(self.phase_seconds - self.settle_seconds, lambda: True)
         t1 = time.monotonic()
+        if profiled:
+            self.run.report["reactor_profile"] = _profile(first, t0, t1) | {"rooms": rooms, "clients_per_room": clients}
+        summary = tick_summary(self.run.servers.ticks(), t0, t1)
         phase = {
+            **summary,
             "label": label,
-            "rooms": rooms,
+            "rooms": rooms,  # the phase's rooms (the summary's "rooms" counts those that ticked in the window)
+            "rooms_ticking": summary.get("rooms", 0),
             "clients_per_room": clients,
+            "join_wait_seconds": joined,
             "t0": t0,
             "t1": t1,
-            **tick_summary(self.run.servers.ticks(), t0, t1),
             "server": window(self.run.sampler.rows, t0, t1),
         }
         self.phases.append(phase)
         self.run.say(_line(phase))
         return phase
+
+
+def _profile(server: LoadServer, t0: float, t1: float) -> dict[str, Any]:
+    """Stop the server's reactor profile (started at ``t0``) and summarise it per room tick of [t0, t1)."""
+    path = server.data_dir / PROFILE_FILE
+    path.unlink(missing_ok=True)
+    server.profile(False)
+    _wait(10.0, lambda: not path.exists())  # the server writes it on its reactor thread
+    time.sleep(0.5)
+    ticks = server.ticks()
+    count = int(((ticks[:, 0] >= t0) & (ticks[:, 0] < t1)).sum()) if ticks.size else 0
+    return profile_summary(path, count) | {"file": str(path)}
 
 
 def _wait(seconds: float, alive: Callable[[], bool]) -> bool:
@@ -150,6 +187,7 @@ def run_capacity(
     process_per_room: bool = False,
     processes: int = 1,
     observer_snapshot_hz: float | None = None,
+    profile: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the ramp (see the module doc); returns the report (also written to ``out``/capacity.json)."""
@@ -178,9 +216,11 @@ def run_capacity(
                 "max_clients": 256,
                 "physics_threads": physics_threads,
                 "observer_snapshot_hz": observer_snapshot_hz,
+                "profile": profile,
             },
             process_per_room=process_per_room,
             processes=max(1, min(int(processes), 16)),
+            profile_rooms=required_rooms if profile else 0,
         )
         run.on_close.append(ramp.stop_workers)
         ramp.new_server("server")
@@ -313,7 +353,8 @@ def _plots(run: Run, phases: list[dict[str, Any]], bots: list[dict[str, Any]]) -
 def _line(phase: dict[str, Any]) -> str:
     s = phase.get("server", {})
     return (
-        f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
+        f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} rooms ticking={phase.get('rooms_ticking')} "
+        f"p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
         f"(step p99={phase.get('step_p99_ms')} publish p99={phase.get('publish_p99_ms')}) "
         f"overruns={s.get('overrun_share')} substeps={s.get('substeps_min')}-{s.get('substeps_max')} "
         f"cpu={s.get('server_cpu_percent')}% swarm-cpu={s.get('swarm_cpu_percent')}% "

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -29,13 +30,25 @@ from rehearsal.bots import ServerProcess, post
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 TICK_BUDGET = 1.0 / 60.0  # 16.7 ms
 DRAIN_SECONDS = 5.0
+PROFILE_FILE = "reactor.pstats"
+"""With ``profile``: cProfile of the server's main (reactor) thread between SIGUSR1 and SIGUSR2 (the handlers run
+on the main thread, so that is the thread profiled), written in its data folder at SIGUSR2."""
 LAUNCH = """
+import cProfile
+import signal
 import sys
 from pathlib import Path
 from loadtests.instrument import TickRecorder
 from rehearsal.server import serve
 from rehearsal.settings import load_settings
 threads = int(sys.argv[5]) or None  # 0: the server's default
+if sys.argv[8] == "1":
+    profile = cProfile.Profile()
+    signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+    def dump(*_):
+        profile.disable()
+        profile.dump_stats(str(Path(sys.argv[1]) / "reactor.pstats"))
+    signal.signal(signal.SIGUSR2, dump)
 sys.exit(serve(load_settings(None, env={}, data_dir=Path(sys.argv[1]), udp_port=0, http_port=0,
                              scenario_dir=Path(sys.argv[2]),
                              max_clients=int(sys.argv[3]), empty_room_seconds=float(sys.argv[4]),
@@ -57,6 +70,7 @@ class LoadServer(ServerProcess):
         empty_room_seconds: float = 300.0,
         physics_threads: int = 0,
         observer_snapshot_hz: float | None = None,
+        profile: bool = False,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         observer_hz = -1.0 if observer_snapshot_hz is None else float(observer_snapshot_hz)  # -1: the default
@@ -68,12 +82,18 @@ class LoadServer(ServerProcess):
             int(physics_threads),
             DRAIN_SECONDS,
             observer_hz,
+            int(bool(profile)),
         )
         super().__init__(data_dir, echo, DRAIN_SECONDS, script=LAUNCH, script_args=[str(a) for a in args])
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def profile(self, on: bool) -> None:
+        """Start (``on``) or stop and write (``PROFILE_FILE``) the reactor thread's profile (``profile=True`` only)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
 
     def ticks(self) -> np.ndarray:
         return read_ticks(self.data_dir)
@@ -188,6 +208,37 @@ def sample_process(pid: int) -> ProcessSample | None:
 
 
 # ---------------------------------------------------------------------------------------------- ticks
+
+
+def profile_summary(path: Path, ticks: int, top: int = 30) -> dict[str, Any]:
+    """The reactor thread's cProfile (``profile``): the ``top`` functions by own time, in microseconds per room
+    tick (``ticks``: the room ticks in the profiled time), with their cumulative time; {} when absent."""
+    import pstats  # only for a profiled run
+
+    try:
+        stats = pstats.Stats(str(path))
+    except (OSError, TypeError, ValueError, EOFError):
+        return {}
+    per = 1e6 / max(ticks, 1)
+
+    def rows(column: int) -> list[dict[str, Any]]:  # stats values: (cc, nc, tottime, cumtime, callers)
+        best = sorted(stats.stats.items(), key=lambda kv: -kv[1][column])[:top]  # type: ignore[attr-defined]
+        return [
+            {
+                "function": f"{Path(file).name}:{line}:{name}",
+                "calls_per_tick": round(nc / max(ticks, 1), 2),
+                "own_us_per_tick": round(tt * per, 1),
+                "cum_us_per_tick": round(ct * per, 1),
+            }
+            for (file, line, name), (_, nc, tt, ct, _) in best
+        ]
+
+    return {
+        "room_ticks": ticks,
+        "total_us_per_tick": round(stats.total_tt * per, 1),  # type: ignore[attr-defined]
+        "top_own_time": rows(2),
+        "top_cumulative": rows(3),
+    }
 
 
 def tick_summary(ticks: np.ndarray, t0: float = -np.inf, t1: float = np.inf, budget: float = TICK_BUDGET) -> dict:

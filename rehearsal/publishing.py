@@ -15,14 +15,24 @@ client gets the thread's frame (unreliable ``snap_thread``, ``publish_thread``) 
 
 Everything goes out through each client's ``Link``; this is the hot path (GIL-bound Python, per client
 per tick), so the loop stays flat.
+
+Off the reactor (``encode_on_room_thread``, the default): a room's snapshots are encoded on its own thread right
+after its step (``prepare_snapshots``, the ticker's ``after_step``: the frame's quantization and every client's
+snapshot in nogil numba, ``netcode.sync.encode_kernels``), so rooms encode in parallel across cores and the
+reactor only sends them. The reactor's part (``snapshot_context``, the ticker's ``before_step``) sets each
+client's focus and allocates object ids when the step is handed over. A tick whose step changed the topology,
+or whose epoch changed on the reactor since (a reset), or that found new objects, is encoded on the reactor as
+before; the bytes are the same either way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,6 +76,7 @@ class Publisher:
         flush_udp: Callable[[Iterable[int], float], None],
         observer_snapshot_hz: float = 0.0,
         observe_snapshot_bytes: Callable[[float], None] | None = None,
+        encode_on_room_thread: bool = True,
     ) -> None:
         self.server_time = server_time
         self.counters = counters
@@ -73,6 +84,7 @@ class Publisher:
         self.observer_snapshot_hz = observer_snapshot_hz
         self.observe_snapshot_bytes = observe_snapshot_bytes or (lambda _: None)
         self.threads: weakref.WeakKeyDictionary[LiveRoom, _ThreadSync] = weakref.WeakKeyDictionary()
+        self.encode_on_room_thread = encode_on_room_thread
 
     def publish(self, live: LiveRoom, report: StepReport | None) -> None:
         """One tick of a room: its events, then (after a step) the physics' news, then everyone's snapshot."""
@@ -81,8 +93,8 @@ class Publisher:
             self.publish_physics(live, report)
         self.publish_burns(live, report)
         if live.clients:
-            self.publish_thread(live)
             self.publish_snapshots(live)
+            self.publish_thread(live)
             now = self.server_time()
             if now - live.health_sent_at >= HEALTH_INTERVAL:
                 live.health_sent_at = now
@@ -211,7 +223,9 @@ class Publisher:
         frame, after the participants' snapshots are on their way."""
         room, sync, counters = live.room, live.sync, self.counters
         now = self.server_time()
-        sync.begin_frame(now, room.physics.x[sync.layout.vertex_ids], self.rigid_set(live))
+        prepared = self.take_prepared(live)
+        if prepared is None:
+            sync.begin_frame(now, room.physics.x[sync.layout.vertex_ids], self.rigid_set(live))
         watch_every = self.observer_every(room.scenario.tick_hz)
         encoded = sync.clients
         observe = self.observe_snapshot_bytes
@@ -219,11 +233,16 @@ class Publisher:
         for key, client in list(live.clients.items()):
             if key not in encoded:
                 continue
-            if watch_every > 1 and client.identity.role is Role.OBSERVER and (sync.sequence + key) % watch_every:
-                continue  # an observer's frame off its rate (observers are spread over the ticks)
             link = client.link
-            live.set_focus(client)
-            data = sync.encode(key)
+            if prepared is not None:
+                data = prepared.snapshots.get(key)
+                if data is None:
+                    continue  # off its rate, or joined after the step was handed over
+            else:
+                if watch_every > 1 and client.identity.role is Role.OBSERVER and (sync.sequence + key) % watch_every:
+                    continue  # an observer's frame off its rate (observers are spread over the ticks)
+                live.set_focus(client)
+                data = sync.encode(key)
             if link.send(Channel.UNRELIABLE, snapshot_message(data)) and link.transport in IN_ORDER:
                 sync.on_ack(key, sync.sequence)  # delivered in order: a baseline now (rehearsal.links.IN_ORDER)
             ack = client.inputs.ack(now)
@@ -261,11 +280,12 @@ class Publisher:
                     client.link.flush(now)
 
     def publish_thread(self, live: LiveRoom) -> None:
-        """The suture thread of the frame ``publish_snapshots`` is about to begin (``snap_thread``, unreliable) to
-        each snapshot client, under that client's snapshot byte budget and priority: the thread is a delta against
-        what the client acknowledged (``thread_ack``; over an in-order link what was written), sent when its
-        accumulator is at least the client's highest pending patch's and it fits the budget less the rigid
-        record's share; the bytes it takes come off that frame's snapshot budget. A client's thread follows its
+        """The suture thread of the frame ``publish_snapshots`` just sent (``snap_thread``, unreliable) to each
+        snapshot client, under that client's snapshot byte budget and priority: the thread is a delta against what
+        the client acknowledged (``thread_ack``; over an in-order link what was written), sent when its accumulator
+        is at least the client's highest pending patch's and it fits the budget less the rigid record's share; the
+        bytes it takes come off the client's next snapshot budget (snapshots may be encoded on the room's thread
+        before this runs, so one frame later), and the links it wrote to are flushed. A client's thread follows its
         snapshot stream: a new stream, a reconnect or a resync (``snap_resync``) starts it with a reliable
         ``snap_suture`` (the needle's object id and shape) and a full record (SNAPSHOT.md section 6)."""
         suturing = live.room.suturing
@@ -281,7 +301,7 @@ class Publisher:
                 track.release(live)
             track = self.threads[live] = _ThreadSync(ThreadStream(sync.config), suturing)
         stream = track.stream
-        seq = sync.sequence + 1
+        seq = sync.sequence  # the frame publish_snapshots just sent
         try:
             stream.begin_frame(seq, self.server_time(), suturing.polyline())
         except ValueError:  # a thread the physics lost (not finite, too long): this frame has none to send
@@ -292,6 +312,7 @@ class Publisher:
         for key in [k for k in stream.clients if k not in sync.clients]:
             stream.remove_client(key)
             track.budgets.pop(key, None)
+        flush: list = []  # the links written to: out now, with the snapshot they follow
         for key, codec in list(sync.clients.items()):
             shared = key == SHARED_OBSERVERS
             links = [clients[m].link for m in members if m in clients] if shared else []
@@ -314,21 +335,100 @@ class Publisher:
             data = stream.encode(key, room, rival, codec.focus)
             if base is not None:
                 used = len(data) + THREAD_ENVELOPE if data is not None else 0
-                codec.budget_bytes = max(HEADER_SIZE, base - used)
+                with sync.lock:  # the room's thread may encode the next snapshots
+                    codec.budget_bytes = max(HEADER_SIZE, base - used)
             if data is None:
                 continue
             message = Message("snap_thread", {"data": data})
             written = [link.send(Channel.UNRELIABLE, message) for link in links]
+            flush.extend(links)
             if links and all(written) and all(link.transport in IN_ORDER for link in links):
                 stream.on_ack(key, seq)  # delivered in order: a baseline now
             self.counters["thread_messages"] += len(links)
             self.counters["thread_bytes"] += len(data)
+        if flush:
+            now = self.server_time()
+            self.flush_udp([link.key for link in flush if link.transport == UDP], now)
+            for link in flush:
+                if link.transport != UDP:
+                    link.flush(now)
 
     def on_thread_ack(self, live: LiveRoom, key: int, newest: int, bits: int) -> None:
         """A client's ``thread_ack`` (over UDP): the thread versions it applied become its baselines."""
         track = self.threads.get(live)
         if track is not None and key in track.stream.clients:
             track.stream.on_ack_fields(key, newest, bits)
+
+    # --- snapshots encoded on the room's thread ----------------------------------------------------------
+
+    def attach_room_thread(self, live: LiveRoom) -> None:
+        """From the next tick on, encode the room's snapshots on its thread after each step (idempotent)."""
+        ticker = live.ticker
+        if ticker is None or ticker.after_step is not None:
+            return
+        ticker.before_step = functools.partial(self.snapshot_context, live)
+        ticker.after_step = functools.partial(self.prepare_snapshots, live)
+
+    def snapshot_context(self, live: LiveRoom) -> SnapshotContext | None:
+        """On the reactor, as the step is handed over: each client's focus and the object ids of the room's
+        instruments and heads (the reactor owns them), and who gets a snapshot; None: nothing to prepare."""
+        if not live.clients or live.ending:
+            return None
+        for client in list(live.clients.values()):
+            live.set_focus(client)
+            if client.head is not None:
+                live.head_object(client.identity.participant)
+        for key in live.room.physics.instruments:
+            live.instrument_object(key)
+        sync = live.sync
+        keys = tuple(key for key in live.clients if key in sync.clients)
+        observers = frozenset(key for key, c in live.clients.items() if c.identity.role is Role.OBSERVER)
+        return SnapshotContext(keys, observers, self.observer_every(live.room.scenario.tick_hz))
+
+    def prepare_snapshots(
+        self, live: LiveRoom, report: StepReport | None, context: SnapshotContext
+    ) -> PreparedSnapshots | None:
+        """On the room's thread after its step: the frame and every client's snapshot (None: the reactor
+        encodes this tick, after a topology change or with objects the reactor has not given ids yet)."""
+        if report is None or report.topology:
+            return None
+        room, sync = live.room, live.sync
+        if any(instrument_holder(key) not in live.object_ids for key in room.physics.instruments):
+            return None
+        clients = list(live.clients.values())
+        if any(c.head is not None and c.identity.participant not in live.head_ids for c in clients):
+            return None
+        try:
+            rigid = self.rigid_set(live)
+        except RuntimeError:  # the audience changed while it was read: the reactor encodes this tick
+            return None
+        every = context.watch_every
+        with sync.lock:
+            sync.begin_frame(self.server_time(), room.physics.x[sync.layout.vertex_ids], rigid)
+            seq = sync.sequence
+            snapshots = {}
+            for key in context.keys:
+                if key not in sync.clients or (every > 1 and key in context.observers and (seq + key) % every):
+                    continue
+                snapshots[key] = sync.encode(key)
+            return PreparedSnapshots(sync.epoch, seq, snapshots)
+
+    def take_prepared(self, live: LiveRoom) -> PreparedSnapshots | None:
+        """This tick's snapshots from the room's thread if they still hold (same epoch, no frame since), and
+        from the next tick on they will be prepared there (``encode_on_room_thread``)."""
+        ticker = live.ticker
+        if ticker is None or not self.encode_on_room_thread:
+            return None
+        self.attach_room_thread(live)
+        prepared = ticker.take_prepared()
+        if not isinstance(prepared, PreparedSnapshots):
+            return None
+        sync = live.sync
+        if prepared.epoch != sync.epoch or prepared.sequence != sync.sequence:
+            self.counters["prepared_snapshots_dropped"] += 1  # like a lost packet for those clients
+            return None
+        self.counters["prepared_snapshot_ticks"] += 1
+        return prepared
 
     def publish_forces(self, live: LiveRoom, now: float) -> None:
         """This tick's instrument and grasp forces (unreliable ``forces``): each participant its own instruments',
@@ -444,6 +544,25 @@ def _suture_fields(suturing: Suturing) -> dict:
 
 
 _NO_FORCE = np.zeros(3)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotContext:
+    """What the reactor hands to the room's thread with a step: the link keys that get snapshots, the
+    observers among them, and the observers' rate (every n-th tick)."""
+
+    keys: tuple[int, ...]
+    observers: frozenset[int]
+    watch_every: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSnapshots:
+    """A room's snapshots encoded on its thread after a step: the frame's epoch and sequence, the bytes by key."""
+
+    epoch: int
+    sequence: int
+    snapshots: dict[int, bytes]
 
 
 def _force_messages(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[Message]:

@@ -5,6 +5,13 @@ thread (numba releases the GIL, so the reactor keeps serving packets), and gets 
 reactor thread. A step still running at the next tick is an *overrun*: that tick is skipped (never queued,
 so the room does not drift into a backlog) and counted. A room that keeps overrunning degrades in a stated
 way: the SubstepGovernor lowers its substeps (softer, but real time) and raises them again when there is room.
+
+A ticker can also carry work that belongs after the step on the room's thread: ``before_step()`` runs on the
+reactor when the step is handed over (what the reactor owns, e.g. the clients' focus) and its result goes with
+the step to ``after_step(report, context)``, which runs on the room's thread right after it (e.g. encoding the
+room's snapshots, in nogil numba, in parallel with other rooms and with the reactor); its result is ``prepared``
+on the reactor when ``on_report`` runs (``take_prepared``). Either failing costs the tick its prepared work
+(counted in the room's counters), never its step.
 """
 
 from __future__ import annotations
@@ -184,6 +191,9 @@ class RoomTicker:
         self._threads_set = False
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
+        self.before_step: Callable[[], object] | None = None
+        self.after_step: Callable[[StepReport | None, object], object] | None = None
+        self.prepared: object = None  # after_step's result for the tick being published
 
     def _in_pool(self, fn: Callable, *args: object) -> defer.Deferred:
         if self._pool is None:  # one thread per room keeps a core free for the reactor (DESIGN.md)
@@ -212,20 +222,36 @@ class RoomTicker:
         substeps = self.governor.substeps
         self._busy = True
         started = self.busy_since = self.clock()
-        d = self._run(self._advance, self.dt, substeps, control)
+        context = None
+        if self.before_step is not None:
+            try:
+                context = self.before_step()
+            except Exception:  # the step goes on without the prepared work
+                self.room.counters["before_step_failed"] += 1
+        d = self._run(self._advance, self.dt, substeps, control, context)
         d.addCallback(self._done, started)
         d.addErrback(self._failed)
 
-    def _advance(self, dt: float, substeps: int, control) -> tuple[StepReport | None, float]:
-        """On the room's thread: the step and how long it took there (not counting the wait for the
-        reactor to take the result back: the governor must judge physics, not a busy network thread).
-        The first call sets how many threads its physics uses."""
+    def _advance(
+        self, dt: float, substeps: int, control, context: object = None
+    ) -> tuple[StepReport | None, float, object]:
+        """On the room's thread: the step, how long it took there (not counting ``after_step`` nor the wait
+        for the reactor to take the result back: the governor must judge physics, not a busy network thread),
+        and ``after_step``'s result. The first call sets how many threads its physics uses."""
         if not self._threads_set:
             solver_threads(self.physics_threads)
             self._threads_set = True
         began = self.clock()
         report = self.room.advance(dt, substeps, control)
-        return report, self.clock() - began
+        elapsed = self.clock() - began
+        prepared = None
+        after = self.after_step
+        if after is not None and context is not None:
+            try:
+                prepared = after(report, context)
+            except Exception:  # the reactor does the work itself this tick
+                self.room.counters["after_step_failed"] += 1
+        return report, elapsed, prepared
 
     @property
     def running(self) -> bool:
@@ -236,9 +262,14 @@ class RoomTicker:
         """Seconds the step in flight has been out on the room's thread (0 when none is): health's view."""
         return self.clock() - self.busy_since if self._busy else 0.0
 
-    def _done(self, result: tuple[StepReport | None, float], started: float) -> None:
+    def take_prepared(self) -> object:
+        """``after_step``'s result for this tick (None if none), once: the publisher takes it on the reactor."""
+        prepared, self.prepared = self.prepared, None
+        return prepared
+
+    def _done(self, result: tuple[StepReport | None, float, object], started: float) -> None:
         self._busy = False
-        report, elapsed = result
+        report, elapsed, self.prepared = result
         self.stats.last_handback_seconds = self.clock() - started
         if report is not None:
             self.stats.steps += 1

@@ -47,27 +47,18 @@ How it works (details and the byte layout in SNAPSHOT.md):
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+import functools
+import threading
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
-from netcode.sync.bitcode import (
-    HEADER_BITS,
-    PLAN_SIZE,
-    RUNS,
-    block_bits,
-    block_put,
-    eg_len,
-    flush_bits,
-    header_bits,
-    put_bits,
-    put_eg,
-)
+from netcode.sync.bitcode import PLAN_SIZE
+from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_client, rigid_acked, scatter_patches
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
-from netcode.sync.priority import PriorityAccumulator, interest
+from netcode.sync.priority import PriorityAccumulator
 from netcode.sync.quantize import (
     RIGID_ERRORS,
     RIGID_OK,
@@ -79,26 +70,15 @@ from netcode.sync.snapshot import (
     DEFAULT_CONFIG,
     ENVELOPE_OVERHEAD,
     HEADER_SIZE,
-    MAX_GROUP,
     MAX_SNAPSHOT_BYTES,
     NO_JAW,
-    RECORD_PATCH,
-    BitWriter,
     CodecConfig,
     RigidSet,
     drive_record,
     pack_header,
-    rigid_entry_body,
-    rigid_record,
-    rigid_record_size,
 )
 from netcode.sync.snapshot_messages import TopologyUpdate, config_message, predictor_message, topology_message
 
-FULL_WEIGHT = 64.0
-"""Weight (in steps) of an object the client has no baseline for."""
-FULL_RESEND_STEPS = 2.0
-"""A full record sent and not yet acknowledged is sent again before ``resend_after`` only if the truth
-moved this many grid steps beyond the error bound away from it (a full record is ~100 times a delta)."""
 DEFAULT_RESEND_AFTER = 8
 """Frames to wait for an ack before an unchanged, unacknowledged object competes again (~RTT + slack)."""
 HISTORY = 128
@@ -106,316 +86,20 @@ HISTORY = 128
 PACKET_OVERHEAD = 9 + 5 + 16 + 9
 """Message-layer packet header + entry header + MAC + netcode prefix/sequence, per packet."""
 
-MAX_MISFITS = 8
-"""Patch records tried in vain (too big for the room left) before the packet is closed."""
+LATE_ACKS = 4096
+"""Acks queued while the lock is held (an encode of a room takes a millisecond or so): more are dropped."""
 _NO_CARRY = np.zeros(0, np.int64)
+_NO_SLOTS = np.zeros(0, np.int64)
+_NO_VERSIONS = np.zeros((0, VERSION), np.int64)
 BOUND_MARGIN = 1e-9
 """Deltas are chosen within ``(1 - BOUND_MARGIN) * max_error`` of ``u``, so that the decoder's float sum
 ``grid value + P`` stays within ``max_error`` of ``x`` despite rounding."""
-
-_jit = numba.njit(cache=True, nogil=True)
 
 
 def budget_for_rate(bits_per_second: float, frame_rate: float = 60.0, packets_per_frame: int = 2) -> int:
     """Snapshot bytes per frame for a link rate, net of the envelope and per-packet overheads."""
     raw = int(bits_per_second / 8.0 / frame_rate)
     return max(HEADER_SIZE, raw - ENVELOPE_OVERHEAD - PACKET_OVERHEAD * packets_per_frame)
-
-
-# ------------------------------------------------------------------------------------------ numba kernels
-
-
-@_jit
-def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> bool:
-    """Whether grid value ``v`` decodes within ``max_error`` of ``x`` (the decoder's exact arithmetic)."""
-    return abs(x - (origin + float(v) * step)) <= max_error
-
-
-@_jit
-def patch_weights(
-    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
-):
-    """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
-    it arrives), is off the truth ``x`` by more than the bound (``pending``), the priority weight this frame,
-    and the age code; returns (pending, weights, codes).
-
-    The change is measured in steps of the worst coordinate, against the acked version, or against the
-    version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
-    A patch the client has no version of weighs ``FULL_WEIGHT``. A pending patch that was sent and not
-    acked only competes again after ``resend_after`` frames unless it changed since; for a patch that
-    would go in full (no baseline, none ``carried`` over a cut) "changed" means off the version sent by
-    more than ``FULL_RESEND_STEPS`` steps beyond the bound, so that solver jitter does not resend the whole
-    patch every frame of the round trip after a join. ``near`` is the interest of each patch for the client.
-    """
-    n_p = len(offsets) - 1
-    pending = np.zeros(n_p, np.bool_)
-    weights = np.zeros(n_p)
-    ages = np.zeros(n_p, np.int64)
-    for p in range(n_p):
-        ma = 0.0
-        ms = 0.0
-        for i in range(offsets[p], offsets[p + 1]):
-            for a in range(3):
-                da = abs(x[i, a] - (origin[a] + float(acked[i, a]) * step))
-                ds = abs(x[i, a] - (origin[a] + float(sent[i, a]) * step))
-                if da > max_error and da > ma:
-                    ma = da
-                if ds > max_error and ds > ms:
-                    ms = ds
-        has_base = acked_seq[p] >= 0
-        pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0)
-        if not pending[p]:
-            continue
-        moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
-        if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
-            continue
-        steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
-        weights[p] = steps * near[p]
-    for p in range(n_p):  # age codes (SNAPSHOT.md 2.2): 0 full, 1 carried, a + 1 delta of age a
-        if acked_seq[p] >= 0:
-            ages[p] = seq - acked_seq[p] + 1
-        elif carried[p]:
-            ages[p] = 1
-    return pending, weights, ages
-
-
-@_jit
-def choose_delta(x, q, base, origin, step, max_error, s, n, d):
-    """Fill ``d[:n]`` with a delta against ``base[s:s+n]`` whose result is within the error bound of
-    ``x[s:s+n]``, in as few runs of equal deltas as possible (per axis, in layout order).
-
-    Every coordinate has an interval of admissible deltas (two or three grid values at the default step).
-    A run extends while the intersection of its vertices' intervals is not empty; it then takes the value
-    of that intersection nearest the previous run's (from 0 at the first). The number of runs is the
-    fewest possible (a greedy cover of intervals is optimal), so still vertices keep delta 0 and a smooth
-    motion becomes long runs of equal deltas, i.e. zero residuals, which the block coder's runs layout
-    sends as run lengths (changes between runs are then mostly small). Where float rounding leaves no
-    admissible value the shared quantized value ``q`` is used (a run of its own).
-    """
-    inv = 1.0 / step
-    reach = max_error * inv
-    lo = np.empty(n, np.int64)
-    hi = np.empty(n, np.int64)
-    for a in range(3):
-        o = origin[a]
-        for i in range(n):
-            xi = x[s + i, a]
-            b = base[s + i, a]
-            g = (xi - o) * inv  # lo/hi are candidates only: _fits decides exactly
-            low = np.int64(np.ceil(g - reach))
-            high = np.int64(np.floor(g + reach))
-            while low <= high and not _fits(xi, low, o, step, max_error):
-                low += 1
-            while high >= low and not _fits(xi, high, o, step, max_error):
-                high -= 1
-            if low > high:
-                low = high = np.int64(q[s + i, a])
-            lo[i] = low - b
-            hi[i] = high - b
-        prev = 0
-        i = 0
-        while i < n:
-            run_lo, run_hi = lo[i], hi[i]
-            j = i + 1
-            while j < n and max(run_lo, lo[j]) <= min(run_hi, hi[j]):
-                run_lo = max(run_lo, lo[j])
-                run_hi = min(run_hi, hi[j])
-                j += 1
-            prev = min(max(prev, run_lo), run_hi)
-            for k in range(i, j):
-                d[k, a] = prev
-            i = j
-
-
-@_jit
-def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending):
-    """After encoding one client's snapshot: the patches it carries (ascending), the versions it gave them
-    (their rows of ``sent_q``, concatenated, int32) and which went in full (age code 0), for the client's
-    history; their accumulators drop to 0 and they are marked sent at ``seq``. Also returns how many pending
-    patches with a positive accumulator did not fit. One call instead of a handful of numpy ones."""
-    count = 0
-    total = 0
-    skipped = 0
-    for p in range(sent.shape[0]):
-        if sent[p]:
-            count += 1
-            total += offsets[p + 1] - offsets[p]
-        elif pending[p] and acc[p] > 0:
-            skipped += 1
-    idx = np.empty(count, np.int64)
-    full = np.empty(count, np.bool_)
-    rows = np.empty((total, 3), np.int32)
-    j = 0
-    r = 0
-    for p in range(sent.shape[0]):
-        if not sent[p]:
-            continue
-        idx[j] = p
-        full[j] = codes[p] == 0
-        acc[p] = 0.0
-        ever_sent[p] = True
-        last_sent[p] = seq
-        for i in range(offsets[p], offsets[p + 1]):
-            for a in range(3):
-                rows[r, a] = sent_q[i, a]
-            r += 1
-        j += 1
-    return idx, rows, full, skipped
-
-
-@_jit
-def scatter_patches(rows, dst, offsets, patches, take):
-    """Write back rows as ``record_sent`` gathers them, for the listed patches where ``take`` is set."""
-    j = 0
-    for c in range(len(patches)):
-        p = patches[c]
-        for i in range(offsets[p], offsets[p + 1]):
-            if take[c]:
-                for a in range(3):
-                    dst[i, a] = rows[j, a]
-            j += 1
-
-
-@_jit
-def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray, carried: int) -> int:
-    """Bits of a patch entry's id gap, age code, carried ages (``carried`` bits) and block header
-    (SNAPSHOT.md), without the block's body."""
-    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + carried + header_bits(plan, prev_plan)
-
-
-@_jit
-def carried_ages(seq, acked_seq_old, sources, out_ages, offsets, out_bits):
-    """Per new patch, the ages of its source patches' acked versions (0 where not acked) into
-    ``out_ages`` and the bits they take (sum of EG(0)) into ``out_bits``."""
-    for p in range(len(offsets) - 1):
-        bits = 0
-        for j in range(offsets[p], offsets[p + 1]):
-            s = acked_seq_old[sources[j]]
-            a = seq - s if s >= 0 else 0
-            out_ages[j] = a
-            bits += eg_len(a, 0)
-        out_bits[p] = bits
-
-
-@_jit
-def encode_patch_records(
-    q,
-    x,
-    origin,
-    step,
-    max_error,
-    acked,
-    ages,
-    offsets,
-    order,
-    out,
-    pos,
-    limit,
-    d,
-    dense,
-    sparse,
-    plans,
-    sent,
-    sent_q,
-    carry_bits,
-    carry_off,
-    carry_ages,
-    settle,
-):
-    """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
-    returns (position, patches written). Writes nothing if none fits.
-
-    Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
-    then written in ascending id order (ids as gaps, mostly 1 bit). ``ages`` holds age *codes*: a patch
-    with code 0 is sent in full (the shared grid coordinates ``q``), else as a delta against ``acked``
-    chosen by ``choose_delta``: code 1 is a carried baseline (after a cut; its source ages
-    ``carry_ages[carry_off[p]:carry_off[p + 1]]`` follow, ``carry_bits[p]`` bits), code a + 1 an acked
-    version of age a.
-    ``d``, ``dense``, ``sparse`` are (N, 3) int64 scratch rows per vertex, ``plans`` (P, PLAN_SIZE).
-    ``sent[p]`` is set and ``sent_q`` receives the version the client will hold for every patch written.
-    """
-    start = pos
-    n_p = len(offsets) - 1
-    if limit - start < 6 or len(order) == 0:
-        return start, 0
-    room = (limit - start - 3) * 8
-    first = np.zeros(PLAN_SIZE, np.int64)
-    first[0] = RUNS  # the header of a record's first block is relative to [runs, 0, 0, 0]
-    used = 0
-    count = 0
-    misfits = 0
-    for c in range(len(order)):
-        if room - used < 7 or misfits >= MAX_MISFITS or count == MAX_GROUP:
-            break
-        p = order[c]
-        s = offsets[p]
-        e = offsets[p + 1]
-        age = ages[p]
-        if age > 0 and settle[p]:  # the acked version is a full record's: move to the settled values
-            for i in range(s, e):
-                for a in range(3):
-                    d[i, a] = q[i, a] - acked[i, a]
-        elif age > 0:
-            choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
-        else:
-            for i in range(s, e):
-                for a in range(3):
-                    d[i, a] = q[i, a]
-        body = block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p]) - HEADER_BITS
-        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending; the
-        # age and block header are coded relative to the previous entry's)
-        a = p - 1
-        while a >= 0 and not sent[a]:
-            a -= 1
-        b = p + 1
-        while b < n_p and not sent[b]:
-            b += 1
-        age_a = ages[a] if a >= 0 else -1
-        plan_a = plans[a] if a >= 0 else first
-        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a, carry_bits[p]) + body
-        if b < n_p:
-            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p], carry_bits[b])
-            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a, carry_bits[b])
-        if used + bits > room:
-            misfits += 1
-            continue
-        used += bits
-        sent[p] = True
-        count += 1
-    if count == 0:
-        return start, 0
-    pos = start + 3
-    acc = 0
-    nacc = 0
-    prev_id = -1
-    prev_age = -1
-    prev_plan = first[:4].copy()
-    for p in range(n_p):
-        if not sent[p]:
-            continue
-        s = offsets[p]
-        e = offsets[p + 1]
-        age = ages[p]
-        pos, acc, nacc = put_eg(out, pos, acc, nacc, p - prev_id - 1, 0)
-        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
-        if age != prev_age:
-            pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
-        if age == 1:
-            for j in range(carry_off[p], carry_off[p + 1]):
-                pos, acc, nacc = put_eg(out, pos, acc, nacc, carry_ages[j], 0)
-        pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc, prev_plan)
-        prev_id = p
-        prev_age = age
-        for i in range(s, e):
-            for a in range(3):
-                sent_q[i, a] = d[i, a] + (acked[i, a] if age > 0 else 0)
-    if pos < 0 or (pos - start - 3) * 8 + nacc != used:
-        raise AssertionError("patch record size differs from its plan")
-    pos = flush_bits(out, pos, acc, nacc)
-    out[start] = RECORD_PATCH
-    out[start + 1] = count & 0xFF
-    out[start + 2] = count >> 8
-    return pos, count
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -438,20 +122,10 @@ class QuantizedFrame:
     rigid_rot: np.ndarray  # (R,) uint64 smallest-three codes
     rigid_jaw: np.ndarray  # (R,) int64, NO_JAW when the object has none
     rigid_points: np.ndarray  # (R, 3) float64
+    rigid_slots: np.ndarray  # (R,) int64: each object's slot in the clients' RigidTracks
+    rigid_versions: np.ndarray  # (R, VERSION) int64: grid position, rotation code, jaw code
     drives: bytes = b""  # the drive record (empty without predictors)
     headers: list = field(default_factory=list)  # snapshot headers for 0..3 records (uint8 arrays)
-    rigid_lists: tuple | None = None  # (ids, kinds, versions) as Python lists, built by the first encode
-    rigid_records: dict = field(default_factory=dict)  # (id, age, baseline) -> entry body, this frame
-    rigid_whole: dict = field(default_factory=dict)  # entries -> (size, record bytes or None), this frame
-
-
-@dataclass(slots=True)
-class _RigidTrack:
-    acked_seq: int = -1
-    acked: tuple | None = None  # ((x, y, z) grid ints, rotation code, jaw code)
-    sent: tuple | None = None
-    last_sent: int = -(1 << 40)
-    acc: float = 0.0
 
 
 @dataclass(slots=True)
@@ -459,7 +133,8 @@ class _Sent:
     epoch: int
     patches: np.ndarray  # patch ids sent, ascending
     rows: np.ndarray  # the versions the client got of them (their rows, concatenated), int32
-    rigid: list  # [(id, (pos, rot, jaw))]
+    rigid_slots: np.ndarray  # rigid objects sent: their slots (RigidTracks)
+    rigid_versions: np.ndarray  # and the versions the client got of them (VERSION rows)
     full: np.ndarray  # per sent patch: sent as a full record
     sizes: np.ndarray  # per sent patch: its vertex count then (rows of a kept patch stay valid after a cut)
 
@@ -489,7 +164,7 @@ class ClientSync:
         self.ever_sent = np.zeros(n_patches, bool)
         self.last_sent = np.full(n_patches, -(1 << 40), np.int64)
         self.priority = PriorityAccumulator(n_patches)
-        self.rigid: dict[int, _RigidTrack] = {}
+        self.rigid = RigidTracks()  # per rigid slot (SnapshotServer._rigid_slots): acked and sent versions
         self.history: OrderedDict[int, _Sent] = OrderedDict()
         self.carried = np.zeros(n_patches, bool)  # patches with a baseline carried over a cut
         self.acked_full = np.zeros(n_patches, bool)  # the acked version is a full record's (not settled)
@@ -538,6 +213,17 @@ class ClientSync:
         return bool(np.all(self.acked_seq >= 0))
 
 
+def _locked(method):
+    """Run the method holding the server's ``lock`` (re-entrant)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class SnapshotServer:
     """Quantizes each frame once and encodes a snapshot per client (see the module docstring)."""
 
@@ -566,12 +252,16 @@ class SnapshotServer:
         self._carry: tuple[np.ndarray, np.ndarray] | None = None
         self._carry_map: CarryMap | None = None  # from the previous epoch's layout (None: no carried baselines)
         self._rigid_prev: dict[int, tuple] = {}
+        self.lock = threading.RLock()
+        """Held by every method that reads or changes the clients' state, so that a room's snapshots can be
+        encoded on its own thread while the reactor takes acks, joins and leaves (acks never wait for it)."""
+        self._late_acks: deque[tuple[object, int, int]] = deque(maxlen=LATE_ACKS)
+        self._rigid_slots: dict[int, int] = {}  # rigid id -> slot in the clients' RigidTracks (ids are < 65,536)
+        self._taken = np.zeros(0, np.int64)  # encode_rigid's scratch: the frame's objects sent to a client
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
-        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
-        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         self._out = np.zeros(MAX_SNAPSHOT_BYTES, np.uint8)
         self._rot_tolerance = max_angular_error(config.rotation_bits)
         self._origin = np.asarray(config.positions.origin, np.float64)
@@ -582,6 +272,7 @@ class SnapshotServer:
 
     # -------------------------------------------------------------- reliable-channel messages
 
+    @_locked
     def join_messages(self) -> list[bytes]:
         """Reliable messages a joining or reconnecting client needs before snapshots: config, full topology,
         the active motion predictors."""
@@ -589,6 +280,7 @@ class SnapshotServer:
         predictors = [predictor_message(p) for p in self._predictors.predictors()]
         return [config_message(self.config), topology_message(update), *predictors]
 
+    @_locked
     def add_predictor(self, vertex_ids: np.ndarray, matrices: np.ndarray) -> bytes:
         """Start a motion predictor (a grasp response model: mesh vertex ids (K,), matrices (K, 3, 3)
         metres per metre); returns the reliable ``snap_predictor`` message for every client. Its drive is
@@ -597,6 +289,7 @@ class SnapshotServer:
         predictor = self._predictors.add(vertex_ids, matrices, self._field, self._truth, self.sequence)
         return predictor_message(predictor)
 
+    @_locked
     def change_topology(
         self,
         layout: PatchLayout,
@@ -630,8 +323,6 @@ class SnapshotServer:
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
         self._plans = np.zeros((layout.patch_count, PLAN_SIZE), np.int64)
-        self._zero_bits = np.zeros(layout.patch_count, np.int64)  # no carried patches (read only)
-        self._zero_off = np.zeros(layout.patch_count + 1, np.int64)
         self._field = PredictionField(layout)
         self._truth = None
         if triangles is not None:
@@ -677,6 +368,7 @@ class SnapshotServer:
 
     # -------------------------------------------------------------- clients
 
+    @_locked
     def add_client(
         self, client_id: object, *, budget_bytes: int | None = None, resend_after: int = DEFAULT_RESEND_AFTER
     ) -> ClientSync:
@@ -685,24 +377,29 @@ class SnapshotServer:
         self.clients[client_id] = client
         return client
 
+    @_locked
     def reset_client(self, client_id: object) -> None:
         """Reconnect or resync request: forget the client's baselines (full records follow)."""
         self.clients[client_id].reset(self.layout.vertex_count, self.layout.patch_count)
 
+    @_locked
     def remove_client(self, client_id: object) -> None:
         self.clients.pop(client_id, None)
 
+    @_locked
     def client_grid(self, client_id: object) -> np.ndarray:
         """Grid coordinates (N, 3) of the newest version of each vertex sent to a client (a copy): what its
         decoder shows once it received everything (patches never sent are zero)."""
         return self.clients[client_id].sent_q.copy()
 
+    @_locked
     def set_focus(self, client_id: object, points: np.ndarray) -> None:
         """The client's instrument tips and gaze point (F, 3): what is near them ranks higher."""
-        self.clients[client_id].focus = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        self.clients[client_id].focus = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     # -------------------------------------------------------------- frames
 
+    @_locked
     def begin_frame(self, time: float, surface: np.ndarray, rigid: RigidSet | None = None) -> QuantizedFrame:
         """Quantize this frame's truth: surface (N, 3) in layout order, rigid objects; next sequence."""
         surface = np.array(surface, dtype=np.float64)  # a copy: encode() reads it later
@@ -727,6 +424,14 @@ class SnapshotServer:
         else:
             centroids = np.zeros((0, 3))
         r_pos, r_rot, r_jaw = self._quantize_rigid(rigid)
+        slots_of = self._rigid_slots
+        r_slots = np.array([slots_of.setdefault(oid, len(slots_of)) for oid in rigid.ids.tolist()], np.int64)
+        versions = np.empty((len(r_slots), VERSION), np.int64)
+        versions[:, :3] = r_pos
+        versions[:, 3] = r_rot.astype(np.int64)
+        versions[:, 4] = r_jaw
+        if len(self._taken) < len(r_slots):
+            self._taken = np.zeros(len(r_slots), np.int64)
         self.sequence += 1
         self.frame = QuantizedFrame(
             self.sequence,
@@ -736,12 +441,14 @@ class SnapshotServer:
             surface,
             coded,
             centroids,
-            np.asarray(rigid.ids, np.int64),
-            np.asarray(rigid.kinds, np.int64),
+            np.ascontiguousarray(rigid.ids, np.int64),
+            np.ascontiguousarray(rigid.kinds, np.int64),
             r_pos,
             r_rot,
             r_jaw,
-            np.asarray(rigid.positions, np.float64),
+            np.ascontiguousarray(rigid.positions, np.float64).reshape(-1, 3),
+            r_slots,
+            versions,
             drive_record([(p.pid, d) for p, d in drives]) if drives else b"",
         )
         return self.frame
@@ -776,11 +483,13 @@ class SnapshotServer:
 
     # -------------------------------------------------------------- encoding
 
+    @_locked
     def encode(self, client_id: object) -> bytes:
         """This frame's snapshot for one client (never longer than its budget)."""
         f = self.frame
         if f is None:
             raise RuntimeError("begin_frame first")
+        self._apply_late_acks()
         c = self.clients[client_id]
         limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
@@ -790,81 +499,77 @@ class SnapshotServer:
         head = len(headers[3])  # at most a drive, a rigid and a patch record
         # patches need the drives; a budget too small for them gets rigid objects only this frame
         drives = f.drives if head + len(f.drives) <= limit else b""
-        body = bytearray(drives)
+        out = self._out
+        pos = head + len(drives)
+        if drives:
+            out[head:pos] = np.frombuffer(drives, np.uint8)
         records = 1 if drives else 0
-        rigid_sent = self._encode_rigid(c, f, body, limit - head - len(body))
-        records += 1 if rigid_sent else 0
-
-        # patches: weights, accumulators, then the numba writer in priority order
-        n_p = self.layout.patch_count
+        tracks = c.rigid
+        tracks.ensure(len(self._rigid_slots))
         pq = self.config.positions
-        origin, step, max_error = self._origin, pq.grid, pq.max_error * (1 - BOUND_MARGIN)
-        pending, weights, ages = patch_weights(
+        carry = self._carry_map
+        d, dense, sparse = self._scratch
+        pos, rigid_n, n_patches, sent_idx, rows, full, skipped = encode_client(
+            out,
+            pos,
+            limit,
+            limit if drives or not f.drives else -1,  # -1: no patches (their drives did not fit)
+            seq,
+            c.resend_after,
+            c.focus,
+            f.rigid_ids,
+            f.rigid_slots,
+            f.rigid_kinds,
+            f.rigid_versions,
+            f.rigid_points,
+            tracks.exists,
+            tracks.has_acked,
+            tracks.acked_seq,
+            tracks.acked,
+            tracks.has_sent,
+            tracks.sent,
+            tracks.last_sent,
+            tracks.acc,
+            self.config.rotation_bits,
+            self.config.jaw.bits,
+            self._taken,
+            f.surface,
             f.coded,
-            origin,
-            step,
-            max_error,
+            f.centroids,
+            self._origin,
+            pq.grid,
+            pq.max_error * (1 - BOUND_MARGIN),
             c.acked_q,
             c.sent_q,
             self._offsets,
             c.acked_seq,
             c.ever_sent,
             c.last_sent,
-            seq,
-            c.resend_after,
-            interest(f.centroids, c.focus),
             c.carried,
-        )
-        order = c.priority.update(weights, pending)
-        codes = ages
-        carry = self._carry_map
-        if carry is not None and c.carried.any():
-            carry_ages = np.zeros(len(carry.sources), np.int64)
-            carry_bits = np.zeros(n_p, np.int64)
-            carried_ages(seq, c.carry_acked, carry.sources, carry_ages, carry.offsets, carry_bits)
-            carry_bits[codes != 1] = 0
-            carry_off = carry.offsets
-        else:
-            carry_ages, carry_bits, carry_off = _NO_CARRY, self._zero_bits, self._zero_off
-        out = self._out
-        pos = head + len(body)
-        out[head:pos] = np.frombuffer(bytes(body), np.uint8)
-        sent = np.zeros(n_p, bool)
-        d, dense, sparse = self._scratch
-        pos, n_patches = encode_patch_records(
-            f.surface,
-            f.coded,
-            origin,
-            step,
-            max_error,
-            c.acked_q,
-            codes,
-            self._offsets,
-            order,
-            out,
-            pos,
-            limit if drives or not f.drives else pos,
+            c.priority.acc,
+            c.acked_full,
+            carry is not None,
+            c.carry_acked,
+            _NO_CARRY if carry is None else carry.sources,
+            _NO_CARRY if carry is None else carry.offsets,
             d,
             dense,
             sparse,
             self._plans,
-            sent,
-            c.sent_q,
-            carry_bits,
-            carry_off,
-            carry_ages,
-            c.acked_full,
         )
+        records += rigid_n > 0
+        if rigid_n:
+            taken = self._taken[:rigid_n]
+            rigid_slots, rigid_versions = f.rigid_slots[taken], f.rigid_versions[taken]
+        else:
+            rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
         records += n_patches > 0
         header = headers[records]
         if len(header) < head:  # fewer records than reserved for: close the gap
             out[len(header) : pos - head + len(header)] = out[head:pos].copy()
             pos -= head - len(header)
         out[: len(header)] = header
-        sent_idx, rows, full, skipped = record_sent(
-            sent, seq, c.priority.acc, c.ever_sent, c.last_sent, c.sent_q, self._offsets, codes, pending
-        )
-        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_sent, full, self._sizes[sent_idx])
+        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_slots, rigid_versions, full, self._sizes[sent_idx])
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
         c.stats["snapshots"] += 1
@@ -872,108 +577,36 @@ class SnapshotServer:
         c.stats["skipped_patches"] += skipped
         return out[:pos].tobytes()
 
-    def _encode_rigid(self, c: ClientSync, f: QuantizedFrame, body: bytearray, room: int) -> list:
-        """Append the rigid record (changed objects, chosen in accumulator order while the record fits
-        ``room``, written in id order); returns what was sent."""
-        seq = f.sequence
-        n = len(f.rigid_ids)
-        if n == 0:
-            return []
-        weights = interest(f.rigid_points, c.focus).tolist()
-        if f.rigid_lists is None:  # once per frame, shared by the clients
-            f.rigid_lists = (
-                f.rigid_ids.tolist(),
-                f.rigid_kinds.tolist(),
-                list(zip(map(tuple, f.rigid_pos.tolist()), f.rigid_rot.tolist(), f.rigid_jaw.tolist(), strict=True)),
-            )
-        ids, kinds, versions = f.rigid_lists
-        bodies = f.rigid_records
-        offers = []
-        for j in range(n):
-            oid = ids[j]
-            track = c.rigid.get(oid)
-            if track is None:
-                track = c.rigid[oid] = _RigidTrack()
-            now = versions[j]
-            change_ack = _rigid_change(now, track.acked)
-            if change_ack == 0:
-                track.acc = 0.0
-                continue
-            moved = track.sent is not None and _rigid_change(now, track.sent) > 0
-            if track.sent is None or moved or seq - track.last_sent >= c.resend_after:
-                steps = _rigid_change(now, track.sent) if moved and track.acked is not None else change_ack
-                track.acc += max(1.0, steps) * weights[j]
-            if track.acc > 0:
-                offers.append((-track.acc, j, oid, track, now))
-        if not offers:
-            return []
-        offers.sort(key=lambda o: (o[0], o[1]))
-        entries = []
-        for _, j, oid, track, now in offers:
-            age = seq - track.acked_seq if track.acked is not None else 0
-            key = (oid, age, track.acked)
-            entry = bodies.get(key)  # clients with the same baseline get the same entry
-            if entry is None:
-                entry = bodies[key] = self._rigid_entry(kinds[j], now, track)
-            entries.append((oid, age, entry))
-        by_id = sorted(range(len(entries)), key=lambda i: entries[i][0])
-        key = tuple((entries[i][0], entries[i][1], id(entries[i][2])) for i in by_id)
-        record = f.rigid_whole.get(key)  # clients with the same baselines get the same record
-        if record is None:
-            size = rigid_record_size([(entries[i][0], entries[i][1], entries[i][2].n) for i in by_id])
-            record = f.rigid_whole[key] = (size, None)
-        taken = by_id
-        if record[0] > room:  # in priority order, each while the record still fits
-            taken = []
-            for i in range(len(entries)):
-                trial = sorted([*taken, i], key=lambda t: entries[t][0])
-                if rigid_record_size([(entries[t][0], entries[t][1], entries[t][2].n) for t in trial]) <= room:
-                    taken = trial
-            if not taken:
-                return []
-            body += rigid_record([entries[i] for i in taken])
-        else:
-            if record[1] is None:
-                record = f.rigid_whole[key] = (record[0], rigid_record([entries[i] for i in by_id]))
-            body += record[1]
-        sent = []
-        for i in taken:
-            _, _, oid, track, now = offers[i]
-            track.acc = 0.0
-            track.sent = now
-            track.last_sent = seq
-            sent.append((oid, now))
-        return sent
-
-    def _rigid_entry(self, kind: int, now: tuple, track: _RigidTrack) -> BitWriter:
-        """The rigid entry body of version ``now``: full without an acked baseline, else a delta against it."""
-        cfg = self.config
-        if track.acked is None:
-            return rigid_entry_body(
-                kind, now[0], now[1], None, _jaw_or_none(now[2]), None, cfg.rotation_bits, cfg.jaw.bits
-            )
-        a_pos, a_rot, a_jaw = track.acked
-        dpos = tuple(a - b for a, b in zip(now[0], a_pos, strict=True))
-        return rigid_entry_body(
-            None,
-            dpos if any(dpos) else None,
-            now[1] if now[1] != a_rot else None,
-            a_rot,
-            _jaw_or_none(now[2]) if now[2] != a_jaw else None,
-            a_jaw,
-            cfg.rotation_bits,
-            cfg.jaw.bits,
-        )
-
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
-        """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set."""
-        for i in range(32):
-            if bits >> i & 1:
-                self.on_ack(client_id, newest - 1 - i)
-        self.on_ack(client_id, newest)
+        """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set. While another
+        thread encodes (``lock`` held) the ack waits in a queue for the next holder instead of blocking."""
+        if not self.lock.acquire(blocking=False):
+            self._late_acks.append((client_id, newest, bits))
+            return
+        try:
+            self._apply_late_acks()
+            self._ack_fields(client_id, newest, bits)
+        finally:
+            self.lock.release()
 
     def on_ack(self, client_id: object, sequence: int) -> None:
-        """The client applied snapshot ``sequence``: its versions become baselines (if newer)."""
+        """The client applied snapshot ``sequence``: its versions become baselines (if newer); queued like
+        ``on_ack_fields`` while another thread holds ``lock``."""
+        self.on_ack_fields(client_id, sequence, 0)
+
+    def _apply_late_acks(self) -> None:
+        """The acks that arrived while another thread held ``lock`` (the caller holds it)."""
+        late = self._late_acks
+        while late:
+            self._ack_fields(*late.popleft())
+
+    def _ack_fields(self, client_id: object, newest: int, bits: int) -> None:
+        for i in range(32):
+            if bits >> i & 1:
+                self._ack(client_id, newest - 1 - i)
+        self._ack(client_id, newest)
+
+    def _ack(self, client_id: object, sequence: int) -> None:
         c = self.clients.get(client_id)
         if c is None:
             return
@@ -989,11 +622,10 @@ class SnapshotServer:
         scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
         c.carried[record.patches] = False  # acked in this epoch: plain deltas from now on
         c.acked_full[record.patches[newer]] = record.full[newer]
-        for oid, version in record.rigid:
-            track = c.rigid.get(oid)
-            if track is not None and sequence > track.acked_seq:
-                track.acked_seq = sequence
-                track.acked = version
+        if len(record.rigid_slots):
+            t = c.rigid
+            slots, versions = record.rigid_slots, record.rigid_versions
+            rigid_acked(sequence, slots, versions, t.exists, t.has_acked, t.acked_seq, t.acked)
 
     def _kept_part(self, record: _Sent) -> _Sent | None:
         """The part of an earlier epoch's sent record about patches kept unchanged since (None: nothing)."""
@@ -1003,20 +635,4 @@ class SnapshotServer:
         if not ok.any():
             return None
         take = np.repeat(ok, record.sizes)
-        return _Sent(self.epoch, p[ok], record.rows[take], [], record.full[ok], record.sizes[ok])
-
-
-def _rigid_change(now: tuple, base: tuple | None) -> float:
-    """Grid steps of position change, or 1 for any orientation/jaw change."""
-    if base is None:
-        return FULL_WEIGHT
-    (x, y, z), rot, jaw = now
-    (bx, by, bz), brot, bjaw = base
-    steps = float(max(abs(x - bx), abs(y - by), abs(z - bz)))
-    if steps < 1.0 and (rot != brot or jaw != bjaw):
-        return 1.0
-    return steps
-
-
-def _jaw_or_none(code: int) -> int | None:
-    return None if code == NO_JAW else code
+        return _Sent(self.epoch, p[ok], record.rows[take], _NO_SLOTS, _NO_VERSIONS, record.full[ok], record.sizes[ok])

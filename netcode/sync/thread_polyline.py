@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netcode.sync.bitcode import BLOCK_ERRORS, BlockCoder, block_read
+from netcode.sync.encode_kernels import FULL_WEIGHT, choose_delta
 from netcode.sync.priority import PriorityAccumulator, interest
 from netcode.sync.quantize import INT32_LIMIT
 from netcode.sync.snapshot import (
@@ -48,7 +49,7 @@ from netcode.sync.snapshot import (
     write_varint,
     zigzag,
 )
-from netcode.sync.snapshot_codec import BOUND_MARGIN, DEFAULT_RESEND_AFTER, FULL_WEIGHT, choose_delta
+from netcode.sync.snapshot_codec import BOUND_MARGIN, DEFAULT_RESEND_AFTER
 
 THREAD_VERSION = 1
 MAX_POINTS = 4096

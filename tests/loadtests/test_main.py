@@ -47,6 +47,7 @@ DOCUMENTED = [  # loadtests/README.md
     "crash --out runs",
     "fleet --processes 3 --capacity 3 --sessions 6",
     "capacity --processes 2",
+    "capacity --max-rooms 4 --max-observer-steps 0 --profile --required-rooms 4",
     "attack --attack-seconds 4 --only nested_json,huge_body",
 ]
 

@@ -198,3 +198,38 @@ def test_a_room_thread_runs_jobs_in_order_off_the_calling_thread_and_hands_back_
     worker.stop()
     assert got == [(0, "room-t"), (1, "room-t"), (2, "room-t"), ZeroDivisionError]
     assert not worker.running
+
+
+def test_after_step_runs_after_the_step_with_the_reactors_context_and_its_result_is_taken_once(room):
+    """``before_step`` on the reactor when the step is handed over, ``after_step(report, context)`` after the step on
+    the room's thread (a real RoomThread here), its result ``prepared`` for ``on_report``; a failing hook costs the
+    tick only its prepared work."""
+    reactor = _HandBack()
+    worker = RoomThread(reactor, "room-h")
+    order, taken = [], []
+    ticker = RoomTicker(Clock(), room, pool=worker)
+    ticker.on_report = lambda r, rep: taken.append(ticker.take_prepared())
+    ticker.before_step = lambda: order.append(("before", threading.current_thread().name, room.frame)) or room.frame
+
+    def after(report, context):
+        order.append(("after", threading.current_thread().name, room.frame))
+        if context == 1:
+            raise ValueError("prepared work failed")
+        return ("prepared", context, report is not None)
+
+    ticker.after_step = after
+    for _ in range(3):
+        ticker.tick()
+        reactor.take(1)
+    worker.stop()
+    assert order == [
+        ("before", "MainThread", 0),
+        ("after", "room-h", 1),
+        ("before", "MainThread", 1),
+        ("after", "room-h", 2),
+        ("before", "MainThread", 2),
+        ("after", "room-h", 3),
+    ]
+    assert taken == [("prepared", 0, True), None, ("prepared", 2, True)]
+    assert ticker.take_prepared() is None and ticker.stats.steps == 3
+    assert room.counters["after_step_failed"] == 1

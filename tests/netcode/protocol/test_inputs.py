@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netcode.protocol.inputs import (
+    ENERGY,
+    HEADER,
+    JAW_UNIT,
+    POSE,
+    POSE_SIZE,
+    TIME,
+    TRACKED,
     InputAck,
     InputPacketError,
     InputReceiver,
@@ -17,7 +27,7 @@ from netcode.protocol.inputs import (
     encode_packet,
     packet_size,
 )
-from netcode.protocol.poses import RigidPose, rotvec_to_quat
+from netcode.protocol.poses import IDENTITY, RigidPose, rotvec_to_quat
 from netcode.thin_client.input_sender import InputSender, InputSenderConfig
 
 DEVICES = (0, 1, 2)  # head, left instrument, right instrument
@@ -191,3 +201,77 @@ def test_new_samples_reads_the_header_only_and_newest_only_builds_one():
     assert receiver.highest == 9 and receiver.new_samples(packet) == 0
     newer = encode_packet((0, 2), [InputSample(s, s / 90, (pose, pose)) for s in range(8, 14)])
     assert receiver.new_samples(newer) == 4
+
+
+def _reference_decode(data: bytes, after: int | None):
+    """The struct-by-struct decoder ``decode_packet`` replaced (its samples: the same values, the same errors)."""
+
+    _, d, s, _, first = HEADER.unpack_from(data, 0)
+    offset = HEADER.size + d
+    samples = []
+    for i in range(s):
+        (client_time,) = TIME.unpack_from(data, offset)
+        offset += TIME.size
+        if not math.isfinite(client_time):
+            raise InputPacketError(f"sample {first + i}: non-finite time")
+        build = after is None or first + i > after
+        poses = []
+        for _ in range(d):
+            flags, x, y, z, qx, qy, qz, qw, jaw = POSE.unpack_from(data, offset)
+            offset += POSE_SIZE
+            if flags & ~(TRACKED | ENERGY):
+                raise InputPacketError(f"sample {first + i}: reserved pose flag bits set")
+            if not flags & TRACKED:
+                poses.append(None)
+                continue
+            if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
+                raise InputPacketError(f"sample {first + i}: non-finite position")
+            if build:
+                q = np.array([qx, qy, qz, qw], dtype=np.float64) if qx or qy or qz or qw else IDENTITY
+                poses.append((np.array([x, y, z]), q, jaw * JAW_UNIT, bool(flags & ENERGY)))
+        if build:
+            samples.append((first + i, client_time, poses))
+    return samples
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 6),
+    st.integers(0, 1000),
+    st.one_of(st.none(), st.integers(-1, 1010)),
+    st.data(),
+)
+def test_decode_packet_equals_the_struct_by_struct_reference(d, s, first, after, data):
+    """Random packets, well-formed or with a non-finite time or position or reserved flag bits somewhere: the
+    same samples (same floats, same None for untracked poses) or the same error as the reference decoder."""
+    floats = st.one_of(st.floats(-10, 10, width=32), st.sampled_from([float("nan"), float("inf")]))
+    body = bytearray(HEADER.pack(1, d, s, 0, first) + bytes(range(d)))
+    for _ in range(s):
+        body += TIME.pack(data.draw(st.one_of(st.floats(0, 1e6), st.just(float("nan")))))
+        for _ in range(d):
+            flags = data.draw(st.sampled_from([0, 1, 3, 1, 3, 5]))
+            xyz = [data.draw(floats) for _ in range(3)]
+            quat = [data.draw(st.integers(-32767, 32767)) for _ in range(4)]
+            body += POSE.pack(flags, *xyz, *quat, data.draw(st.integers(-32767, 32767)))
+    packet = bytes(body)
+    try:
+        expected = _reference_decode(packet, after)
+    except InputPacketError as exc:
+        with pytest.raises(InputPacketError) as info:
+            decode_packet(packet, after)
+        assert str(info.value) == str(exc)
+        return
+    devices, got = decode_packet(packet, after)
+    assert devices == tuple(range(d)) and len(got) == len(expected)
+    for sample, (seq, t, poses) in zip(got, expected, strict=True):
+        assert sample.seq == seq and struct.pack("<d", sample.client_time) == struct.pack("<d", t)
+        for pose, ref in zip(sample.poses, poses, strict=True):
+            if ref is None:
+                assert pose is None
+                continue
+            position, q, jaw, energy = ref
+            expected_pose = RigidPose(position, q, jaw, energy)
+            assert np.array_equal(pose.position, expected_pose.position)
+            assert np.array_equal(pose.rotation, expected_pose.rotation)
+            assert pose.jaw == expected_pose.jaw and pose.energy == expected_pose.energy
