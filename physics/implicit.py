@@ -61,6 +61,7 @@ class FrameTopology:
         self.live = np.flatnonzero(alive)
         self.tets = np.ascontiguousarray(model.tets[self.live], dtype=np.int64)
         self.B = np.ascontiguousarray(model.dm_inv[self.live])
+        self.Bt = np.ascontiguousarray(self.B.T)  # component-major for the Hessian products
         self.gamma = np.ascontiguousarray(model.gamma[self.live])
         # The live tets' incidence, as incidence(self.tets) would sort it: the kept slots stay in vertex order
         # and, within a vertex, in tet order; only their numbers change to the live tets' compact ids.
@@ -73,6 +74,7 @@ class FrameTopology:
         self.agg, self.n_agg = aggregates(model.rest_positions, model.inv_mass > 0, coarse_aggregates)
         self.anchors = np.ascontiguousarray(model.anchor_vertex, dtype=np.int64)
         self._key: tuple | None = None
+        self._stiffness: tuple | None = None
         self._factor = np.zeros((0, 0))
         self._work = frame_workspace(self.tets.shape[0], model.n_vertices)
 
@@ -82,25 +84,35 @@ class FrameTopology:
             raise ValueError(f"the state has {n_vertices} vertices, the model {self._work[6].shape[0]}")
         return self._work
 
+    def stiffness(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """The live tets' k_dev = 1 / alpha_dev and k_hyd = 1 / alpha_hyd, read every frame (scale_stiffness needs no
+        notice) but recomputed only when the model's compliances differ from the last frame's."""
+        kept = self._stiffness
+        if kept is None or not (np.array_equal(kept[0], model.alpha_dev) and np.array_equal(kept[1], model.alpha_hyd)):
+            live = self.live
+            kept = (
+                model.alpha_dev.copy(),
+                model.alpha_hyd.copy(),
+                1.0 / model.alpha_dev[live],
+                1.0 / model.alpha_hyd[live],
+            )
+            self._stiffness = kept
+        return kept[2], kept[3]
+
     def coarse(self, model, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """(aggregate per vertex, Cholesky factor of P^T A P at rest) for frames of dt seconds."""
-        alpha_dev, alpha_hyd = model.alpha_dev[self.live], model.alpha_hyd[self.live]
+        k_dev, k_hyd = self.stiffness(model)
         key = self._key
-        if (
-            key is None
-            or key[0] != dt
-            or key[3] != model.anchor_compliance
-            or not (np.array_equal(key[1], alpha_dev) and np.array_equal(key[2], alpha_hyd))
-        ):
+        if key is None or key[0] != dt or key[1] != model.anchor_compliance or key[2] is not self._stiffness:
             if self.n_agg == 0:
                 self._factor = np.zeros((0, 0))
             else:
                 A = coarse_matrix(
-                    model.rest_positions, self.tets, self.B, 1.0 / alpha_dev, 1.0 / alpha_hyd, self.gamma,
+                    model.rest_positions, self.tets, self.B, k_dev, k_hyd, self.gamma,
                     self.agg, self.n_agg, model.mass, 1.0 / (dt * dt), self.anchors, 1.0 / model.anchor_compliance,
                 )  # fmt: skip
                 self._factor = cholesky(A)
-            self._key = (dt, alpha_dev, alpha_hyd, model.anchor_compliance)
+            self._key = (dt, model.anchor_compliance, self._stiffness)
         return self.agg, self._factor
 
 
@@ -189,11 +201,12 @@ def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
 
 
 def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct):
-    """Per tet at x: F and cof F (kept for the Hessian products), the det term's limited coefficient, the tet's
-    energy (the line search's start), its gradient's corner rows and its diagonal 3x3 blocks' parts per corner
-    (k_dev |b_a|^2 and g_a = dJ/dx_a: the block is k_dev |b_a|^2 I + k_hyd g_a g_a^T, the det term's skew blocks
-    cancel). Written to rows (tets * 4, 7) for gather_setup; with direct (one thread only) added to grad and
-    diag (n, 6: xx xy xz yy yz zz) in tet order instead: a vertex's sums in the same order, so the same bits."""
+    """Per tet at x: F and cof F (kept for the Hessian products, component-major: Fs[k, t]), the det term's
+    limited coefficient, the tet's energy (the line search's start), its gradient's corner rows and its diagonal
+    3x3 blocks' parts per corner (k_dev |b_a|^2 and g_a = dJ/dx_a: the block is k_dev |b_a|^2 I + k_hyd g_a g_a^T,
+    the det term's skew blocks cancel). Written to rows (tets * 4, 7) for gather_setup; with direct (one thread
+    only) added to grad and diag (n, 6: xx xy xz yy yz zz) in tet order instead: a vertex's sums in the same
+    order, so the same bits."""
     m = tets.shape[0]
     for t in nb.prange(m):
         f0x, f0y, f0z = _column(x, tets, B, t, 0)
@@ -205,10 +218,10 @@ def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad,
         j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
         kd, kh = k_dev[t], k_hyd[t]
         s = kh * j
-        Fs[t, 0], Fs[t, 1], Fs[t, 2], Fs[t, 3], Fs[t, 4] = f0x, f0y, f0z, f1x, f1y
-        Fs[t, 5], Fs[t, 6], Fs[t, 7], Fs[t, 8] = f1z, f2x, f2y, f2z
-        Cs[t, 0], Cs[t, 1], Cs[t, 2], Cs[t, 3], Cs[t, 4] = c0x, c0y, c0z, c1x, c1y
-        Cs[t, 5], Cs[t, 6], Cs[t, 7], Cs[t, 8] = c1z, c2x, c2y, c2z
+        Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
+        Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
+        Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
+        Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
         nf2 = f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
         energy[t] = 0.5 * kd * nf2 + 0.5 * kh * j * j
         # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
@@ -274,44 +287,86 @@ def _gather_setup(rows, start, slots, k_hyd, grad, diag):
         diag[i, 0], diag[i, 1], diag[i, 2], diag[i, 3], diag[i, 4], diag[i, 5] = d0, d1, d2, d3, d4, d5
 
 
-def _tet_product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct):
+PRODUCT_CHUNK = 256  # tets a product handles at once: corner values in, the arithmetic over contiguous rows, rows out
+
+
+def _tet_product(p, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct):
     """The tets' Hessian (det term limited) times p: per corner into rows (tets * 4, 3) for gather_rows, or
-    with direct (one thread only) added to q in tet order (the same sums as the gather, so the same bits)."""
+    with direct (one thread only) added to q in tet order (the same sums as the gather, so the same bits).
+    Chunks of PRODUCT_CHUNK tets in three loops: gather the corners' edge vectors, the arithmetic on arrays
+    laid out component-major (Bt, Fs, Cs: [k, t]; the compiler vectorises it), then the corner rows out."""
     m = tets.shape[0]
-    for t in nb.prange(m):
-        d0x, d0y, d0z = _column(p, tets, B, t, 0)
-        d1x, d1y, d1z = _column(p, tets, B, t, 1)
-        d2x, d2y, d2z = _column(p, tets, B, t, 2)
-        cd = (
-            Cs[t, 0] * d0x + Cs[t, 1] * d0y + Cs[t, 2] * d0z + Cs[t, 3] * d1x + Cs[t, 4] * d1y + Cs[t, 5] * d1z
-            + Cs[t, 6] * d2x + Cs[t, 7] * d2y + Cs[t, 8] * d2z
-        )  # fmt: skip
-        kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
-        f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z = (
-            Fs[t, 0], Fs[t, 1], Fs[t, 2], Fs[t, 3], Fs[t, 4], Fs[t, 5], Fs[t, 6], Fs[t, 7], Fs[t, 8]
-        )  # fmt: skip
-        # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
-        q0x = kd * d0x + kh * Cs[t, 0] + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
-        q0y = kd * d0y + kh * Cs[t, 1] + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
-        q0z = kd * d0z + kh * Cs[t, 2] + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
-        q1x = kd * d1x + kh * Cs[t, 3] + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
-        q1y = kd * d1y + kh * Cs[t, 4] + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
-        q1z = kd * d1z + kh * Cs[t, 5] + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
-        q2x = kd * d2x + kh * Cs[t, 6] + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
-        q2y = kd * d2y + kh * Cs[t, 7] + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
-        q2z = kd * d2z + kh * Cs[t, 8] + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
-        r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(B, t, q0x, q0y, q0z, q1x, q1y, q1z, q2x, q2y, q2z)
-        r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
-        if direct:
-            _add_row(q, tets[t, 0], r0x, r0y, r0z)
-            _add_row(q, tets[t, 1], r1x, r1y, r1z)
-            _add_row(q, tets[t, 2], r2x, r2y, r2z)
-            _add_row(q, tets[t, 3], r3x, r3y, r3z)
-        else:
-            _put_row(rows, 4 * t, r0x, r0y, r0z)
-            _put_row(rows, 4 * t + 1, r1x, r1y, r1z)
-            _put_row(rows, 4 * t + 2, r2x, r2y, r2z)
-            _put_row(rows, 4 * t + 3, r3x, r3y, r3z)
+    n_chunks = (m + PRODUCT_CHUNK - 1) // PRODUCT_CHUNK
+    for chunk in nb.prange(n_chunks):
+        c0 = chunk * PRODUCT_CHUNK
+        w = min(m, c0 + PRODUCT_CHUNK) - c0
+        E = np.empty((12, PRODUCT_CHUNK))
+        for j in range(w):
+            t = c0 + j
+            i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+            for d in range(3):
+                E[d, j] = p[i1, d] - p[i0, d]
+                E[3 + d, j] = p[i2, d] - p[i0, d]
+                E[6 + d, j] = p[i3, d] - p[i0, d]
+        for j in range(w):
+            t = c0 + j
+            b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
+            b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
+            # dF's columns: sum_r (p_{r+1} - p_0) B[r, c]
+            d0x = E[0, j] * b0 + E[3, j] * b3 + E[6, j] * b6
+            d0y = E[1, j] * b0 + E[4, j] * b3 + E[7, j] * b6
+            d0z = E[2, j] * b0 + E[5, j] * b3 + E[8, j] * b6
+            d1x = E[0, j] * b1 + E[3, j] * b4 + E[6, j] * b7
+            d1y = E[1, j] * b1 + E[4, j] * b4 + E[7, j] * b7
+            d1z = E[2, j] * b1 + E[5, j] * b4 + E[8, j] * b7
+            d2x = E[0, j] * b2 + E[3, j] * b5 + E[6, j] * b8
+            d2y = E[1, j] * b2 + E[4, j] * b5 + E[7, j] * b8
+            d2z = E[2, j] * b2 + E[5, j] * b5 + E[8, j] * b8
+            c0x, c0y, c0z, c1x, c1y = Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t]
+            c1z, c2x, c2y, c2z = Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t]
+            f0x, f0y, f0z, f1x, f1y = Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t]
+            f1z, f2x, f2y, f2z = Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t]
+            cd = (
+                c0x * d0x + c0y * d0y + c0z * d0z + c1x * d1x + c1y * d1y + c1z * d1z
+                + c2x * d2x + c2y * d2y + c2z * d2z
+            )  # fmt: skip
+            kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
+            # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
+            q0x = kd * d0x + kh * c0x + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
+            q0y = kd * d0y + kh * c0y + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
+            q0z = kd * d0z + kh * c0z + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
+            q1x = kd * d1x + kh * c1x + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
+            q1y = kd * d1y + kh * c1y + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
+            q1z = kd * d1z + kh * c1z + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
+            q2x = kd * d2x + kh * c2x + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
+            q2y = kd * d2y + kh * c2y + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
+            q2z = kd * d2z + kh * c2z + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
+            # Corner rows 1-3 (r_a = sum_c B[a-1, c] Q_c) in E[0:9], corner 0 (minus their sum) in E[9:12].
+            E[0, j] = b0 * q0x + b1 * q1x + b2 * q2x
+            E[1, j] = b0 * q0y + b1 * q1y + b2 * q2y
+            E[2, j] = b0 * q0z + b1 * q1z + b2 * q2z
+            E[3, j] = b3 * q0x + b4 * q1x + b5 * q2x
+            E[4, j] = b3 * q0y + b4 * q1y + b5 * q2y
+            E[5, j] = b3 * q0z + b4 * q1z + b5 * q2z
+            E[6, j] = b6 * q0x + b7 * q1x + b8 * q2x
+            E[7, j] = b6 * q0y + b7 * q1y + b8 * q2y
+            E[8, j] = b6 * q0z + b7 * q1z + b8 * q2z
+            E[9, j] = -(E[0, j] + E[3, j] + E[6, j])
+            E[10, j] = -(E[1, j] + E[4, j] + E[7, j])
+            E[11, j] = -(E[2, j] + E[5, j] + E[8, j])
+        for j in range(w):
+            t = c0 + j
+            if direct:
+                i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+                _add_row(q, i0, E[9, j], E[10, j], E[11, j])
+                _add_row(q, i1, E[0, j], E[1, j], E[2, j])
+                _add_row(q, i2, E[3, j], E[4, j], E[5, j])
+                _add_row(q, i3, E[6, j], E[7, j], E[8, j])
+            else:
+                _put_row(rows, 4 * t, E[9, j], E[10, j], E[11, j])
+                _put_row(rows, 4 * t + 1, E[0, j], E[1, j], E[2, j])
+                _put_row(rows, 4 * t + 2, E[3, j], E[4, j], E[5, j])
+                _put_row(rows, 4 * t + 3, E[6, j], E[7, j], E[8, j])
 
 
 def _gather_rows(rows, start, slots, out):
@@ -555,7 +610,7 @@ def _springs_product(p, verts, weights, stiffness, out):
 
 def _solve_frame(
     x, v, inv_mass, mass, damping, gravity, dt, newton_steps, cg_iterations, max_speed,
-    tets, B, k_dev, k_hyd, gamma, start, slots, agg, coarse_factor, work,
+    tets, B, Bt, k_dev, k_hyd, gamma, start, slots, agg, coarse_factor, work,
     anchor_verts, anchor_weights, anchor_targets, anchor_alpha,
     planes, spheres, boxes, env_mu,
     p0, q0, j0, p1, q1, j1, inst_mu, cap_inst, cap_local, cap_r, cap_active,
@@ -685,7 +740,7 @@ def _solve_frame(
         for _it in range(cg_iterations):
             if rz <= 0.0:
                 break
-            _tet_product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows3, q, direct)
+            _tet_product(p, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows3, q, direct)
             if not direct:
                 _gather_rows(rows3, start, slots, q)
             _springs_product(p, anchor_verts, anchor_weights, k_anchor, q)
@@ -766,7 +821,7 @@ def frame_workspace(n_tets: int, n_vertices: int) -> tuple[np.ndarray, ...]:
     allocates none of its large arrays, whose fresh pages would cost more than the work on them)."""
     m, n = n_tets, n_vertices
     return (
-        np.empty((m, 9)), np.empty((m, 9)), np.empty(m), np.empty(m), np.empty((4 * m, 7)), np.empty((4 * m, 3)),
+        np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m), np.empty((4 * m, 7)), np.empty((4 * m, 3)),
         np.empty((n, 3)), np.empty((n, 3)), np.empty(n), np.empty(n), np.empty((n, 3)), np.empty((n, 6)),
         np.empty((n, 9)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)),
         np.empty((n, 9)), np.zeros(n, np.int64),

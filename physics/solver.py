@@ -163,11 +163,9 @@ def _step(
     if solver.mode == "implicit":
         topo = solver._implicit
         live = topo.live
-        k_hyd = 1.0 / model.alpha_hyd[live]  # read every frame: scale_stiffness needs no notice
+        k_dev, k_hyd = topo.stiffness(model)  # read every frame: scale_stiffness needs no notice
         if np.any(state.damage[live] > 0.0):  # coagulation stiffens: this frame's own deviatoric stiffness
             k_dev = 1.0 / state.effective_alpha_dev(model)[live]
-        else:
-            k_dev = 1.0 / model.alpha_dev[live]
         agg, factor = topo.coarse(model, float(dt))
         residual = np.zeros(1)
         stats = np.zeros(len(implicit.STATS), np.int64)
@@ -175,7 +173,7 @@ def _step(
         kernel(
             state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt),
             solver.newton_steps, solver.cg_iterations, model.max_vertex_speed,
-            topo.tets, topo.B, k_dev, k_hyd, topo.gamma, topo.start, topo.slots, agg, factor,
+            topo.tets, topo.B, topo.Bt, k_dev, k_hyd, topo.gamma, topo.start, topo.slots, agg, factor,
             topo.workspace(state.x.shape[0]),
             anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
             env.planes, env.spheres, env.boxes, env.friction,

@@ -47,7 +47,7 @@ def _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=False):
     """F, cof F, the limited det coefficient, the tets' energies, and the gathered (or directly added) gradient
     and diagonal blocks (n, 6) at x."""
     m, n = tets.shape[0], x.shape[0]
-    Fs, Cs, geo, energy = np.empty((m, 9)), np.empty((m, 9)), np.empty(m), np.empty(m)
+    Fs, Cs, geo, energy = np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m)
     rows = np.empty((4 * m, 7))
     grad, diag = np.zeros((n, 3)), np.zeros((n, 6))
     implicit.tet_setup_serial(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct)
@@ -59,7 +59,7 @@ def _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=False):
 def _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=False):
     m = tets.shape[0]
     rows, q = np.empty((4 * m, 3)), np.zeros_like(p)
-    implicit.tet_product_serial(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct)
+    implicit.tet_product_serial(p, tets, np.ascontiguousarray(B.T), k_dev, k_hyd, Fs, Cs, geo, rows, q, direct)
     if not direct:
         implicit.gather_rows_serial(rows, start, slots, q)
     return q
@@ -73,7 +73,7 @@ def test_gradient_diagonal_blocks_and_hessian_products_match_the_reference_energ
     tets, B, k_dev, k_hyd, gamma, start, slots = _kernel_inputs(model)
     n = model.n_vertices
     Fs, Cs, geo, energy, grad, diag = _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots)
-    np.testing.assert_allclose(geo, k_hyd * (np.linalg.det(Fs.reshape(-1, 3, 3)) - gamma), rtol=1e-9)
+    np.testing.assert_allclose(geo, k_hyd * (np.linalg.det(Fs.T.reshape(-1, 3, 3)) - gamma), rtol=1e-9)
     problem = Problem(model, gravity=(0.0, 0.0, 0.0))
     e_ref = np.empty_like(energy)
     implicit.tet_energies_serial(x, tets, B, k_dev, k_hyd, gamma, e_ref)
