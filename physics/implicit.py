@@ -71,12 +71,23 @@ class FrameTopology:
         self.slots = compact[owner[keep]] * 4 + self._all_slots[keep] % 4
         self.start = np.zeros(model.n_vertices + 1, np.int64)
         np.cumsum(np.bincount(self._slot_vertex[keep], minlength=model.n_vertices), out=self.start[1:])
-        self.agg, self.n_agg = aggregates(model.rest_positions, model.inv_mass > 0, coarse_aggregates)
+        movable = model.inv_mass > 0
+        if (
+            previous is not None
+            and previous._rest is model.rest_positions
+            and previous._n_vertices == model.n_vertices
+            and previous._coarse_aggregates == coarse_aggregates
+            and np.array_equal(previous._movable, movable)
+        ):  # a cut or burn that adds no vertex: the same lattice (it depends on rest positions and pins alone)
+            self.agg, self.n_agg = previous.agg, previous.n_agg
+        else:
+            self.agg, self.n_agg = aggregates(model.rest_positions, movable, coarse_aggregates)
+        self._rest, self._movable, self._coarse_aggregates = model.rest_positions, movable, coarse_aggregates
         self.anchors = np.ascontiguousarray(model.anchor_vertex, dtype=np.int64)
         self._key: tuple | None = None
         self._stiffness: tuple | None = None
         self._factor = np.zeros((0, 0))
-        self._work = frame_workspace(self.tets.shape[0], model.n_vertices)
+        self._work = frame_workspace(self.tets.shape[0], model.n_vertices, None if previous is None else previous._work)
 
     def workspace(self, n_vertices: int) -> tuple[np.ndarray, ...]:
         """The frame kernel's arrays (kept: a frame allocates none of its large ones), for states of n_vertices."""
@@ -816,10 +827,16 @@ def _solve_frame(
     out_counts[3] += clamps
 
 
-def frame_workspace(n_tets: int, n_vertices: int) -> tuple[np.ndarray, ...]:
+def frame_workspace(n_tets: int, n_vertices: int, previous: tuple | None = None) -> tuple[np.ndarray, ...]:
     """The frame kernel's arrays for this many live tets and vertices (a FrameTopology keeps one: a frame
-    allocates none of its large arrays, whose fresh pages would cost more than the work on them)."""
+    allocates none of its large arrays, whose fresh pages would cost more than the work on them). With the
+    previous topology's arrays for as many vertices and at least as many tets (a burn, a cut that adds no
+    vertex), the same memory: views of its first n_tets rows (the kernel writes everything before reading it)."""
     m, n = n_tets, n_vertices
+    if previous is not None and previous[6].shape[0] == n and previous[2].shape[0] >= m:
+        Fs, Cs, geo, e_old, rows7, rows3 = previous[:6]
+        Fs, Cs = Fs.reshape(-1)[: 9 * m].reshape(9, m), Cs.reshape(-1)[: 9 * m].reshape(9, m)  # contiguous
+        return (Fs, Cs, geo[:m], e_old[:m], rows7[: 4 * m], rows3[: 4 * m], *previous[6:])
     return (
         np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m), np.empty((4 * m, 7)), np.empty((4 * m, 3)),
         np.empty((n, 3)), np.empty((n, 3)), np.empty(n), np.empty(n), np.empty((n, 3)), np.empty((n, 6)),

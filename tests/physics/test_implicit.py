@@ -234,3 +234,19 @@ def test_a_notified_topology_filters_the_incidence_as_a_fresh_sort_would():
     agg, factor = after.coarse(model, 1.0 / 60.0)
     fresh = implicit.FrameTopology(model).coarse(model, 1.0 / 60.0)
     assert np.array_equal(agg, fresh[0]) and np.array_equal(factor, fresh[1]) and factor.shape[0] > 0
+
+
+def test_a_burn_reuses_the_lattice_and_the_workspace_memory():
+    """A burn (tets removed, no vertex added) keeps the aggregates and the kernel's arrays (contiguous views of
+    the same memory, so the first frame after it neither allocates nor compiles for a new layout)."""
+    model, _ = block(on_table=False, pinned_bottom=True)
+    before = implicit.FrameTopology(model)
+    remove_tets(model, np.arange(5))
+    after = implicit.FrameTopology(model, before)
+    assert after.agg is before.agg and after.n_agg == before.n_agg
+    old, new = before.workspace(model.n_vertices), after.workspace(model.n_vertices)
+    for a, b in zip(old, new, strict=True):
+        assert np.shares_memory(a, b) and b.flags.c_contiguous
+    assert new[0].shape == (9, after.tets.shape[0]) and new[4].shape == (4 * after.tets.shape[0], 7)
+    with pytest.raises(ValueError):
+        after.workspace(model.n_vertices + 1)
