@@ -301,8 +301,9 @@ def _gather_setup(rows, start, slots, k_hyd, grad, diag):
 PRODUCT_CHUNK = 256  # tets a product handles at once: corner values in, the arithmetic over contiguous rows, rows out
 
 
-def _tet_product(p, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct):
-    """The tets' Hessian (det term limited) times p: per corner into rows (tets * 4, 3) for gather_rows, or
+def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct):
+    """The tets' Hessian (det term limited) times the CG direction z + beta p (formed per corner, as
+    finish_product then stores it): per corner into rows (tets * 4, 3) for gather_rows, or
     with direct (one thread only) added to q in tet order (the same sums as the gather, so the same bits).
     Chunks of PRODUCT_CHUNK tets in three loops: gather the corners' edge vectors, the arithmetic on arrays
     laid out component-major (Bt, Fs, Cs: [k, t]; the compiler vectorises it), then the corner rows out."""
@@ -316,9 +317,10 @@ def _tet_product(p, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct):
             t = c0 + j
             i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
             for d in range(3):
-                E[d, j] = p[i1, d] - p[i0, d]
-                E[3 + d, j] = p[i2, d] - p[i0, d]
-                E[6 + d, j] = p[i3, d] - p[i0, d]
+                p0 = z[i0, d] + beta * p[i0, d]
+                E[d, j] = (z[i1, d] + beta * p[i1, d]) - p0
+                E[3 + d, j] = (z[i2, d] + beta * p[i2, d]) - p0
+                E[6 + d, j] = (z[i3, d] + beta * p[i3, d]) - p0
         for j in range(w):
             t = c0 + j
             b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
@@ -422,40 +424,80 @@ def _dot(a, b, partial):
     return _sum_blocks(partial, 0)
 
 
-def _finish_product(p, q, mh, free, S, partial):
-    """q = S ((q + m / h^2 p) free) (the inertia, pinned rows and the contact filter) and returns p . q."""
+def _finish_product(z, p, beta, q, sq, mh, free, S, rows, start, slots, gather, partial):
+    """p = z + beta p (the new direction) and q = S ((H p + springs + m / h^2 p) free): the tets' part gathered
+    from rows (or, direct, already in q), the springs' from sq; returns p . q (fixed vertex blocks in order)."""
     n = p.shape[0]
     for k in nb.prange(DOT_BLOCKS):
         lo, hi = _block(k, n)
         acc = 0.0
         for i in range(lo, hi):
-            a = (q[i, 0] + mh[i] * p[i, 0]) * free[i]
-            b = (q[i, 1] + mh[i] * p[i, 1]) * free[i]
-            c = (q[i, 2] + mh[i] * p[i, 2]) * free[i]
+            if gather:
+                a0 = a1 = a2 = 0.0
+                for s in range(start[i], start[i + 1]):
+                    slot = slots[s]
+                    a0 += rows[slot, 0]
+                    a1 += rows[slot, 1]
+                    a2 += rows[slot, 2]
+            else:
+                a0, a1, a2 = q[i, 0], q[i, 1], q[i, 2]
+            p0 = z[i, 0] + beta * p[i, 0]
+            p1 = z[i, 1] + beta * p[i, 1]
+            p2 = z[i, 2] + beta * p[i, 2]
+            p[i, 0], p[i, 1], p[i, 2] = p0, p1, p2
+            a = (a0 + sq[i, 0] + mh[i] * p0) * free[i]
+            b = (a1 + sq[i, 1] + mh[i] * p1) * free[i]
+            c = (a2 + sq[i, 2] + mh[i] * p2) * free[i]
             a, b, c = _filter(S, i, a, b, c)
             q[i, 0], q[i, 1], q[i, 2] = a, b, c
-            acc += p[i, 0] * a
-            acc += p[i, 1] * b
-            acc += p[i, 2] * c
+            acc += p0 * a
+            acc += p1 * b
+            acc += p2 * c
         partial[k] = acc
     return _sum_blocks(partial, 0)
 
 
-def _cg_update(dx, r, p, q, alpha):
-    """dx += alpha p, r -= alpha q."""
-    for i in nb.prange(p.shape[0]):
-        for d in range(3):
-            dx[i, d] += alpha * p[i, d]
-            r[i, d] -= alpha * q[i, d]
+def _update_precondition(dx, r, p, q, alpha, inv_diag, S, z, agg, yc, nc, clear, partial):
+    """dx += alpha p, r -= alpha q (q then zeroed when clear: a direct product adds into it), and
+    z = S (D^-1 r + P yc): block Jacobi plus the coarse correction yc (solved for P^T r beforehand); returns
+    r . z (fixed vertex blocks in order)."""
+    n = r.shape[0]
+    for k in nb.prange(DOT_BLOCKS):
+        lo, hi = _block(k, n)
+        acc = 0.0
+        for i in range(lo, hi):
+            for d in range(3):
+                dx[i, d] += alpha * p[i, d]
+                r[i, d] -= alpha * q[i, d]
+                if clear:
+                    q[i, d] = 0.0
+            a = inv_diag[i, 0] * r[i, 0] + inv_diag[i, 1] * r[i, 1] + inv_diag[i, 2] * r[i, 2]
+            b = inv_diag[i, 3] * r[i, 0] + inv_diag[i, 4] * r[i, 1] + inv_diag[i, 5] * r[i, 2]
+            c = inv_diag[i, 6] * r[i, 0] + inv_diag[i, 7] * r[i, 1] + inv_diag[i, 8] * r[i, 2]
+            g = agg[i]
+            if nc > 0 and g >= 0:
+                a += yc[3 * g]
+                b += yc[3 * g + 1]
+                c += yc[3 * g + 2]
+            a, b, c = _filter(S, i, a, b, c)
+            z[i, 0], z[i, 1], z[i, 2] = a, b, c
+            acc += r[i, 0] * a
+            acc += r[i, 1] * b
+            acc += r[i, 2] * c
+        partial[k] = acc
+    return _sum_blocks(partial, 0)
 
 
-def _cg_direction(p, z, beta, q, clear):
-    """p = z + beta p (and q = 0 for a direct product, which adds into it)."""
-    for i in nb.prange(p.shape[0]):
-        for d in range(3):
-            p[i, d] = z[i, d] + beta * p[i, d]
-            if clear:
-                q[i, d] = 0.0
+@nb.njit(inline="always", **FAST)
+def _restrict(v, agg, out):
+    """out = P^T v: each aggregate's sum of its vertices' rows, serially in vertex order."""
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for i in range(v.shape[0]):
+        g = agg[i]
+        if g >= 0:
+            for d in range(3):
+                out[3 * g + d] += v[i, d]
 
 
 @nb.njit(inline="always", **FAST)
@@ -541,42 +583,6 @@ def _filter(S, i, a, b, c):
     )
 
 
-def _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc, partial):
-    """z = S (D^-1 + P (P^T A P)^-1 P^T) r: block Jacobi plus the coarse space's correction (physics.coarse_space;
-    r is already filtered), filtered by the contact constraint; returns r . z. The coarse part is serial, in
-    vertex order; the rest runs in fixed blocks of vertices."""
-    n = r.shape[0]
-    nc = coarse_factor.shape[0]
-    if nc > 0:
-        for j in range(nc):
-            rc[j] = 0.0
-        for i in range(n):
-            g = agg[i]
-            if g >= 0:
-                for d in range(3):
-                    rc[3 * g + d] += r[i, d]
-        solve_coarse(coarse_factor, rc, yc)
-    for k in nb.prange(DOT_BLOCKS):
-        lo, hi = _block(k, n)
-        acc = 0.0
-        for i in range(lo, hi):
-            a = inv_diag[i, 0] * r[i, 0] + inv_diag[i, 1] * r[i, 1] + inv_diag[i, 2] * r[i, 2]
-            b = inv_diag[i, 3] * r[i, 0] + inv_diag[i, 4] * r[i, 1] + inv_diag[i, 5] * r[i, 2]
-            c = inv_diag[i, 6] * r[i, 0] + inv_diag[i, 7] * r[i, 1] + inv_diag[i, 8] * r[i, 2]
-            g = agg[i]
-            if nc > 0 and g >= 0:
-                a += yc[3 * g]
-                b += yc[3 * g + 1]
-                c += yc[3 * g + 2]
-            a, b, c = _filter(S, i, a, b, c)
-            z[i, 0], z[i, 1], z[i, 2] = a, b, c
-            acc += r[i, 0] * a
-            acc += r[i, 1] * b
-            acc += r[i, 2] * c
-        partial[k] = acc
-    return _sum_blocks(partial, 0)
-
-
 @nb.njit(inline="always", **FAST)
 def _spring_point(x, verts, weights, g, d):
     return weights[g, 0] * x[verts[g, 0], d] + weights[g, 1] * x[verts[g, 1], d] + weights[g, 2] * x[verts[g, 2], d]
@@ -611,12 +617,25 @@ def _springs_change(x, dx, t, verts, weights, targets, stiffness):
 
 
 @nb.njit(**FAST)
-def _springs_product(p, verts, weights, stiffness, out):
+def _springs_direction(z, p, beta, verts, weights, stiffness, out):
+    """Add the springs' Hessian times the direction z + beta p to out, serially."""
     for g in range(verts.shape[0]):
         for d in range(3):
-            r = stiffness * _spring_point(p, verts, weights, g, d)
+            point = 0.0
+            for c in range(3):
+                v = verts[g, c]
+                point += weights[g, c] * (z[v, d] + beta * p[v, d])
+            r = stiffness * point
             for c in range(3):
                 out[verts[g, c], d] += weights[g, c] * r
+
+
+@nb.njit(**FAST)
+def _springs_clear(verts, out):
+    for g in range(verts.shape[0]):
+        for c in range(3):
+            for d in range(3):
+                out[verts[g, c], d] = 0.0
 
 
 def _solve_frame(
@@ -629,7 +648,7 @@ def _solve_frame(
     g_inst, g_verts, g_weights, g_local, g_alpha,
     out_inst_force, out_anchor_force, out_grasp_force, out_counts, out_residual, out_stats,
 ):  # fmt: skip
-    Fs, Cs, geo, e_old, rows7, rows3, x_prev, y, free, mh, grad, diag, inv_diag, r, z, p, q, dx, S, touching = work
+    Fs, Cs, geo, e_old, rows7, rows3, x_prev, y, free, mh, grad, diag, inv_diag, r, z, p, q, dx, S, sq, touching = work
     direct = _DIRECT
     n = x.shape[0]
     h = dt
@@ -653,11 +672,13 @@ def _solve_frame(
     partial = np.empty(2 * DOT_BLOCKS)
     rc = np.empty(coarse_factor.shape[0])
     yc = np.empty(coarse_factor.shape[0])
+    rq = np.empty(coarse_factor.shape[0])
 
     for i in nb.prange(n):
         free[i] = 1.0 if inv_mass[i] > 0.0 else 0.0
         mh[i] = mass[i] * inv_h2
         touching[i] = 0
+        sq[i, 0] = sq[i, 1] = sq[i, 2] = 0.0  # the springs' part of a product (zero but at spring vertices)
         for q_ in range(9):
             S[i, q_] = 1.0 if q_ % 4 == 0 else 0.0
         for d in range(3):
@@ -742,29 +763,45 @@ def _solve_frame(
             inv_diag[i, 6] = co2 * inv
             inv_diag[i, 7] = (b * g_ - a * hh) * inv
             inv_diag[i, 8] = (a * e - b * d_) * inv
+            p[i, 0] = p[i, 1] = p[i, 2] = 0.0  # the first direction is z + 0 p
+            q[i, 0] = q[i, 1] = q[i, 2] = 0.0
         residual = math.sqrt(_dot(r, r, partial))
-        rz = _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc, partial)
-        for i in nb.prange(n):
-            for d in range(3):
-                p[i, d] = z[i, d]
-                q[i, d] = 0.0
+        # Three parallel passes an iteration: the tets' product, the vertices' gather and finish (with p . q),
+        # the update and preconditioner (with r . z). The coarse right-hand side P^T r follows the update
+        # (P^T r -= alpha P^T q), so the coarse solve sits between the second and the third.
+        nc = coarse_factor.shape[0]
+        if nc > 0:
+            _restrict(r, agg, rc)
+            solve_coarse(coarse_factor, rc, yc)
+        rz = _update_precondition(dx, r, p, q, 0.0, inv_diag, S, z, agg, yc, nc, direct, partial)
+        beta = 0.0
         for _it in range(cg_iterations):
             if rz <= 0.0:
                 break
-            _tet_product(p, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows3, q, direct)
-            if not direct:
-                _gather_rows(rows3, start, slots, q)
-            _springs_product(p, anchor_verts, anchor_weights, k_anchor, q)
-            _springs_product(p, g_verts, g_weights, k_grasp, q)
-            pq = _finish_product(p, q, mh, free, S, partial)
+            if direct:  # one thread: the direction once per vertex, not per corner (the same bits)
+                for i in range(n):
+                    for d in range(3):
+                        p[i, d] = z[i, d] + beta * p[i, d]
+                zz, bb = p, 0.0  # p + 0 p is p
+            else:
+                zz, bb = z, beta
+            _tet_product(zz, p, bb, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows3, q, direct)
+            _springs_direction(zz, p, bb, anchor_verts, anchor_weights, k_anchor, sq)
+            _springs_direction(zz, p, bb, g_verts, g_weights, k_grasp, sq)
+            pq = _finish_product(zz, p, bb, q, sq, mh, free, S, rows3, start, slots, not direct, partial)
+            _springs_clear(anchor_verts, sq)
+            _springs_clear(g_verts, sq)
             if not pq > 0.0:  # no curvature left along p (or NaN): keep what CG has
                 break
             alpha = rz / pq
-            _cg_update(dx, r, p, q, alpha)
-            rz_new = _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc, partial)
+            if nc > 0:
+                _restrict(q, agg, rq)
+                for j in range(nc):
+                    rc[j] -= alpha * rq[j]
+                solve_coarse(coarse_factor, rc, yc)
+            rz_new = _update_precondition(dx, r, p, q, alpha, inv_diag, S, z, agg, yc, nc, direct, partial)
             beta = rz_new / rz
             rz = rz_new
-            _cg_direction(p, z, beta, q, direct)
             out_stats[1] += 1
         # Backtracking line search on the frame's energy (its exact change: inertia and springs in closed form,
         # the tets one by one from their energies at the start), so a large or nonlinear step cannot raise it;
@@ -841,7 +878,7 @@ def frame_workspace(n_tets: int, n_vertices: int, previous: tuple | None = None)
         np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m), np.empty((4 * m, 7)), np.empty((4 * m, 3)),
         np.empty((n, 3)), np.empty((n, 3)), np.empty(n), np.empty(n), np.empty((n, 3)), np.empty((n, 6)),
         np.empty((n, 9)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)),
-        np.empty((n, 9)), np.zeros(n, np.int64),
+        np.empty((n, 9)), np.zeros((n, 3)), np.zeros(n, np.int64),
     )  # fmt: skip
 
 
@@ -849,8 +886,8 @@ _DIRECT = False  # the parallel kernels write corner rows that vertices gather; 
 _PARALLEL = {"parallel": True, "cache": True, **FAST}
 _SERIAL = {"cache": True, **FAST}
 _KERNELS = (
-    "_tet_setup", "_gather_setup", "_tet_product", "_gather_rows", "_dot", "_finish_product", "_cg_update",
-    "_cg_direction", "_trial_change", "_precondition", "_tet_energies",
+    "_tet_setup", "_gather_setup", "_tet_product", "_gather_rows", "_dot", "_finish_product",
+    "_update_precondition", "_trial_change", "_tet_energies",
 )  # fmt: skip
 _parallel = {name: nb.njit(**_PARALLEL)(globals()[name]) for name in _KERNELS}
 _serial = {name: nb.njit(**_SERIAL)(serial_twin(globals()[name], name.lstrip("_") + "_serial")) for name in _KERNELS}

@@ -59,7 +59,9 @@ def _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=False):
 def _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=False):
     m = tets.shape[0]
     rows, q = np.empty((4 * m, 3)), np.zeros_like(p)
-    implicit.tet_product_serial(p, tets, np.ascontiguousarray(B.T), k_dev, k_hyd, Fs, Cs, geo, rows, q, direct)
+    Bt = np.ascontiguousarray(B.T)
+    # The direction z + beta p with z = p, beta = 0 (a zero p beside it).
+    implicit.tet_product_serial(p, np.zeros_like(p), 0.0, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct)
     if not direct:
         implicit.gather_rows_serial(rows, start, slots, q)
     return q
