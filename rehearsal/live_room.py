@@ -175,7 +175,7 @@ class LiveRoom:
         self, kind: str, *, by: int | None = None, instrument: int | None = None, detail: dict | None = None
     ) -> None:
         """A reliable ``event`` to everyone in the room (``instrument``: a snapshot object id)."""
-        fields: dict[str, Any] = {"kind": kind, "server_time": self.server_time()}
+        fields: dict[str, Any] = {"kind": kind, "server_time": self.server_time(), "session_time": self.room.elapsed}
         if by is not None:
             fields["by"] = by
         if instrument is not None:

@@ -13,8 +13,9 @@ the thin client's (``netcode.protocol.schema``: input, input_ack, grasp, release
   [{id, title, kind}]: what a mentor may inject).
 * ``command`` (reliable, client->server): action (a ``rehearsal.roles.Action`` value), args: map
   (optional), id: int (optional, echoed in a refusal).
-* ``event`` (reliable, server->client): kind, server_time; by (participant id), instrument (snapshot
-  object id), detail: map (all optional).
+* ``event`` (reliable, server->client): kind, server_time; session_time (simulated seconds since the room
+  was created: the clock a mentor's event list and the debrief show), by (participant id), instrument
+  (snapshot object id), detail: map (all optional).
 * ``surface_damage`` (reliable, server->client): burn levels of surface vertices, sent to the whole room after
   a frame that changed one (never per tick otherwise) and, right after the state-sync join messages, all of
   them to a newcomer. vertices: mesh vertex ids (the ids of ``snap_topology``'s patches; little-endian uint32,
@@ -109,6 +110,7 @@ def build_registry() -> MessageRegistry:
         "event",
         Field("kind", "str", max_length=32),
         Field("server_time", "float"),
+        Field("session_time", "float", required=False),
         Field("by", "int", required=False),
         Field("instrument", "int", required=False),
         Field("detail", "map", required=False, max_length=32),

@@ -43,6 +43,23 @@ def test_an_observers_focus_is_their_gaze(tmp_path):
         server.stop()
 
 
+def test_events_carry_the_session_clock_beside_the_server_clock(tmp_path):
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
+    try:
+        session = server.create_session("basic_skills")
+        live = server.rooms[session]
+        live.ticker.stop()
+        link = RecordingLink(3, UDP)
+        server.connections.open(link, Identity(session, 5, Role.OBSERVER, "Student"))
+        live.room.elapsed = 75.5  # simulated seconds since the room began
+        live.broadcast_event("annotate", by=5, detail={"text": "look here"})
+        (event,) = [m for _, m in link.decoded() if m.type == "event" and m.fields["kind"] == "annotate"]
+        assert event.fields["session_time"] == 75.5  # what the console shows (1:15), not the monotonic clock
+        assert "server_time" in event.fields
+    finally:
+        server.stop()
+
+
 def test_fresh_acks_name_every_acknowledged_snapshot_once_under_reordering():
     """The codec gets ``newest`` with every ack (applying it again is a no-op there) and, from the bits, only
     snapshots no earlier ack named: together every acknowledged snapshot, none of the bits twice."""

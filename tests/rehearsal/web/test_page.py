@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import pytest
@@ -141,6 +142,8 @@ def test_the_mentor_pause_button_pauses_the_room_on_the_server(page, server):
     assert room(server, session["session"])["state"] == "paused"
     page.wait_for_function("() => document.getElementById('room-state').textContent === 'paused'", timeout=WAIT_MS)
     assert page.locator("#events li[data-kind=pause]").count() == 1
+    # the event's time is on the session's clock (m:ss since the room began), not the server's monotonic seconds
+    assert re.match(r"^\d+:\d\d  ", page.locator("#events li[data-kind=pause]").text_content())
     page.select_option("#complication", "bleeder")
     page.click("#btn-resume")
     page.click("#btn-inject")

@@ -397,7 +397,7 @@ function logEvent(e) {
   state.events.push(e);
   if (state.events.length > MAX_EVENTS) state.events.shift();
   const li = document.createElement('li');
-  li.textContent = `${Number(e.server_time).toFixed(1)} s  ${describe(e)}`;
+  li.textContent = `${fmtClock(e)}  ${describe(e)}`;
   li.dataset.kind = e.kind;
   const list = $('events');
   list.prepend(li);
@@ -484,6 +484,14 @@ function skillText(skill) {
     lines.push(`${hand}: ${h.passed ? 'pass' : 'fail'} (${metrics})`);
   }
   return lines.join('\n');
+}
+
+// An event's time on the session's clock (m:ss since the room was created), as the debrief shows it.
+function fmtClock(e) {
+  const t = Number(e.session_time);
+  if (!Number.isFinite(t) || t < 0) return '–:––';
+  const whole = Math.floor(t);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, '0')}`;
 }
 
 function fmtMs(seconds) {

@@ -694,6 +694,7 @@ REHEARSAL_REGISTRY.register("command", [
 REHEARSAL_REGISTRY.register("event", [
   { name: "kind", kind: "str", maxLength: 32 },
   { name: "server_time", kind: "float" },
+  { name: "session_time", kind: "float", required: false },
   { name: "by", kind: "int", required: false },
   { name: "instrument", kind: "int", required: false },
   { name: "detail", kind: "map", required: false, maxLength: 32 },
