@@ -16,6 +16,13 @@ frame-end capsules, so friction sees the capsules' motion).
 
 Deterministic for any thread count: tets write their own corner rows, vertices gather them in a fixed order
 (an incidence list built with the model), springs are added serially and dot products sum fixed blocks in order.
+On one thread the tets add their rows straight into the vertices in tet order, the same sums as the gather.
+
+Cost (per frame, 20k tets): one setup pass (F, cof F, energy, gradient and diagonal blocks), then per CG
+iteration three parallel passes (the tets' product in vectorised chunks; the vertices' gather with inertia,
+springs, contact filter and p.q; the update with the preconditioner and r.z) around a serial 192-unknown
+coarse solve, then the line search's energy pass. Its arrays live in the FrameTopology's workspace: a frame
+allocates none of its large ones.
 """
 
 from __future__ import annotations
