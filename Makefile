@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The rule is rehearsal/numba_cache.py's, which direct commands (`rehearsal serve`) apply too: one cache.
 export NUMBA_CACHE_DIR := $(shell $(PYTHON) rehearsal/numba_cache.py)
 
-.PHONY: demo physics-demo test lint bench bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics bench-participant clean \
+.PHONY: demo physics-demo test lint bench bench-suture bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics bench-participant clean \
 	load-capacity load-impaired load-soak load-faults load-crash load-attack load-fleet
 
 $(STAMP): pyproject.toml  # set-up talks on stderr: a first `make bench` still prints only JSON on stdout
@@ -36,6 +36,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) -m physics.bench $(ARGS)
+
+bench-suture: $(STAMP)  # what a needle and a 200-segment thread add per frame to the 20k scene: physics/suture_bench.py
+	@$(PY) -m physics.suture_bench $(ARGS)
 
 bench-net: $(STAMP)
 	@$(PY) -m netcode.transport.bench $(ARGS)

@@ -261,13 +261,36 @@ class Thread:
 
 def tissue_stiffness(model: Model, point: TissuePoint) -> float:
     """The tissue's stiffness (N/m) against a point pulled out of it: E x the size of its vertex's tets."""
+    return tissue_at(model, point)[0]
+
+
+def tissue_at(model: Model, point: TissuePoint) -> tuple[float, int]:
+    """(stiffness N/m, material region) of the tissue a point is in, from its main vertex's live tets.
+
+    A scan of every tet, so it is cached per vertex until the model's topology changes (model.epoch)."""
     vertex = int(point.vertices[int(np.argmax(point.weights))])
+    cache = _TISSUE_CACHE.get(id(model))
+    if cache is None or cache[0] != model.epoch or cache[1] is not model.tets:
+        if len(_TISSUE_CACHE) >= 8:  # bounded: models come and go (each entry keeps its tets array alive)
+            _TISSUE_CACHE.clear()
+        cache = (model.epoch, model.tets, {})
+        _TISSUE_CACHE[id(model)] = cache
+    hit = cache[2].get(vertex)
+    if hit is not None:
+        return hit
     tets = np.flatnonzero((model.tets == vertex).any(axis=1) & model.alive)
     if tets.size == 0:
-        return 1.0
-    young = float(np.mean([model.materials[r].young for r in model.regions[tets]]))
-    size = float(np.cbrt(np.mean(model.rest_volume[tets]) * 6.0))
-    return 2.0 * young * size
+        hit = (1.0, 0)
+    else:
+        young = float(np.mean([model.materials[r].young for r in model.regions[tets]]))
+        size = float(np.cbrt(np.mean(model.rest_volume[tets]) * 6.0))
+        hit = (2.0 * young * size, int(model.regions[tets[0]]))
+    if len(cache[2]) < 4096:
+        cache[2][vertex] = hit
+    return hit
+
+
+_TISSUE_CACHE: dict[int, tuple[int, np.ndarray, dict[int, tuple[float, int]]]] = {}
 
 
 def _inside(slides: list[Slide], n: int) -> np.ndarray:
@@ -316,7 +339,7 @@ def thread_candidates(xt, x, tris, reach):
         hi[d] = xt[:, d].max()
     m = tris.shape[0]
     cent = np.empty((m, 3))
-    tri_r = 0.0
+    tri_r2 = 0.0
     for t in range(m):
         for d in range(3):
             cent[t, d] = (x[tris[t, 0], d] + x[tris[t, 1], d] + x[tris[t, 2], d]) / 3.0
@@ -324,8 +347,8 @@ def thread_candidates(xt, x, tris, reach):
             e = 0.0
             for d in range(3):
                 e += (x[tris[t, c], d] - cent[t, d]) ** 2
-            tri_r = max(tri_r, math.sqrt(e))
-    h = reach + tri_r
+            tri_r2 = max(tri_r2, e)
+    h = reach + math.sqrt(tri_r2)
     near = np.empty(m, dtype=np.int64)
     k = 0
     for t in range(m):
@@ -337,6 +360,13 @@ def thread_candidates(xt, x, tris, reach):
             near[k] = t
             k += 1
     near = near[:k]
+    # The near triangles' centres' box: a particle farther than h outside it has no candidate.
+    c_lo = np.full(3, np.inf)
+    c_hi = np.full(3, -np.inf)
+    for q in range(k):
+        for d in range(3):
+            c_lo[d] = min(c_lo[d], cent[near[q], d])
+            c_hi[d] = max(c_hi[d], cent[near[q], d])
     keys = np.empty(k, dtype=np.int64)
     for q in range(k):
         t = near[q]
@@ -348,6 +378,13 @@ def thread_candidates(xt, x, tris, reach):
     found = np.empty(max(1, 64 * n), dtype=np.int64)
     total = 0
     for i in range(n):
+        outside = False
+        for d in range(3):
+            if xt[i, d] < c_lo[d] - h or xt[i, d] > c_hi[d] + h:
+                outside = True
+        if outside:
+            start[i + 1] = total
+            continue
         cx = math.floor(xt[i, 0] / h)
         cy = math.floor(xt[i, 1] / h)
         cz = math.floor(xt[i, 2] / h)
@@ -375,35 +412,50 @@ def thread_candidates(xt, x, tris, reach):
 
 @nb.njit(nogil=True, cache=True)
 def self_pairs(xt, reach):
-    """Segment pairs (i, j), j > i + 2, whose midpoints lie within reach + one segment of each other."""
+    """Segment pairs (i, j), j > i + 2, whose midpoints lie within reach + segment i's length of each other, in
+    (i, j) order; a sweep over the midpoints sorted along x, so a thread that is not heaped costs n log n."""
     n = xt.shape[0] - 1
+    if n < 4:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     mid = np.empty((n, 3))
-    for i in range(n):
-        for d in range(3):
-            mid[i, d] = 0.5 * (xt[i, d] + xt[i + 1, d])
-    out_i = np.empty(8 * n + 8, dtype=np.int64)
-    out_j = np.empty(8 * n + 8, dtype=np.int64)
-    c = 0
+    r = np.empty(n)
+    r_max = 0.0
     for i in range(n):
         seg = 0.0
         for d in range(3):
+            mid[i, d] = 0.5 * (xt[i, d] + xt[i + 1, d])
             seg += (xt[i + 1, d] - xt[i, d]) ** 2
-        r = reach + math.sqrt(seg)
-        for j in range(i + 3, n):
+        r[i] = reach + math.sqrt(seg)
+        r_max = max(r_max, r[i])
+    order = np.argsort(mid[:, 0])
+    keys = np.empty(8 * n + 8, dtype=np.int64)
+    c = 0
+    for a in range(n):
+        p = order[a]
+        for b in range(a + 1, n):
+            q = order[b]
+            if mid[q, 0] - mid[p, 0] > r_max:
+                break
+            i, j = (p, q) if p < q else (q, p)
+            if j < i + 3:
+                continue
             e = 0.0
             for d in range(3):
                 e += (mid[i, d] - mid[j, d]) ** 2
-            if e <= r * r:
-                if c >= out_i.size:
-                    gi = np.empty(out_i.size * 2, dtype=np.int64)
-                    gj = np.empty(out_i.size * 2, dtype=np.int64)
-                    gi[: out_i.size] = out_i
-                    gj[: out_i.size] = out_j
-                    out_i, out_j = gi, gj
-                out_i[c] = i
-                out_j[c] = j
+            if e <= r[i] * r[i]:
+                if c >= keys.size:
+                    grown = np.empty(keys.size * 2, dtype=np.int64)
+                    grown[: keys.size] = keys
+                    keys = grown
+                keys[c] = i * n + j
                 c += 1
-    return out_i[:c].copy(), out_j[:c].copy()
+    keys = np.sort(keys[:c])
+    out_i = np.empty(c, dtype=np.int64)
+    out_j = np.empty(c, dtype=np.int64)
+    for k in range(c):
+        out_i[k] = keys[k] // n
+        out_j[k] = keys[k] % n
+    return out_i, out_j
 
 
 @nb.njit(inline="always", nogil=True, cache=True)
@@ -475,6 +527,46 @@ def simulate_thread(
     damp = 1.0 / (1.0 + damping * h)
     a_s = stretch_alpha * inv_h2
     a_b = bend_alpha * inv_h2
+    # The tissue does not move during the thread's frame: each candidate triangle's plane and barycentric
+    # terms once (a corner, unit normal, edges, the Gram terms and 1 / det), not per particle and pass.
+    m_c = c_tri.size
+    c_geo = np.zeros((m_c, 14))
+    for e in range(m_c):
+        t = c_tri[e]
+        a, b, cc = tris[t, 0], tris[t, 1], tris[t, 2]
+        e1x, e1y, e1z = tx[b, 0] - tx[a, 0], tx[b, 1] - tx[a, 1], tx[b, 2] - tx[a, 2]
+        e2x, e2y, e2z = tx[cc, 0] - tx[a, 0], tx[cc, 1] - tx[a, 1], tx[cc, 2] - tx[a, 2]
+        nx, ny, nz = e1y * e2z - e1z * e2y, e1z * e2x - e1x * e2z, e1x * e2y - e1y * e2x
+        ln = math.sqrt(nx * nx + ny * ny + nz * nz)
+        d00 = e1x * e1x + e1y * e1y + e1z * e1z
+        d01 = e1x * e2x + e1y * e2y + e1z * e2z
+        d11 = e2x * e2x + e2y * e2y + e2z * e2z
+        den = d00 * d11 - d01 * d01
+        if ln <= 0.0 or den <= 0.0:
+            c_geo[e, 13] = 0.0  # degenerate: never touched
+            continue
+        c_geo[e, 0], c_geo[e, 1], c_geo[e, 2] = tx[a, 0], tx[a, 1], tx[a, 2]
+        c_geo[e, 3], c_geo[e, 4], c_geo[e, 5] = nx / ln, ny / ln, nz / ln
+        c_geo[e, 6], c_geo[e, 7], c_geo[e, 8] = e1x, e1y, e1z
+        c_geo[e, 9], c_geo[e, 10], c_geo[e, 11] = e2x, e2y, e2z
+        c_geo[e, 12] = d01
+        c_geo[e, 13] = 1.0 / den
+    c_d00 = np.empty(m_c)
+    c_d11 = np.empty(m_c)
+    for e in range(m_c):
+        g = c_geo[e]
+        c_d00[e] = g[6] * g[6] + g[7] * g[7] + g[8] * g[8]
+        c_d11[e] = g[9] * g[9] + g[10] * g[10] + g[11] * g[11]
+    # Each capsule's axis and a bounding sphere (centre, radius) that rejects far particles at once.
+    n_cap = cap_r.size
+    cap_mid = np.empty((n_cap, 3))
+    cap_reach2 = np.empty(n_cap)
+    for j in range(n_cap):
+        half = 0.0
+        for d in range(3):
+            cap_mid[j, d] = 0.5 * (cap_a[j, d] + cap_b[j, d])
+            half += (0.5 * (cap_b[j, d] - cap_a[j, d])) ** 2
+        cap_reach2[j] = (math.sqrt(half) + cap_r[j] + radius) ** 2
     for s in range(substeps):
         f = (s + 1.0) / substeps
         for i in range(n):
@@ -524,30 +616,19 @@ def simulate_thread(
                 if wk[i] <= 0.0 or inside[i]:
                     continue
                 for e in range(c_start[i], c_start[i + 1]):
-                    t = c_tri[e]
-                    a, b, cc = tris[t, 0], tris[t, 1], tris[t, 2]
-                    e1x, e1y, e1z = tx[b, 0] - tx[a, 0], tx[b, 1] - tx[a, 1], tx[b, 2] - tx[a, 2]
-                    e2x, e2y, e2z = tx[cc, 0] - tx[a, 0], tx[cc, 1] - tx[a, 1], tx[cc, 2] - tx[a, 2]
-                    nx, ny, nz = e1y * e2z - e1z * e2y, e1z * e2x - e1x * e2z, e1x * e2y - e1y * e2x
-                    ln = math.sqrt(nx * nx + ny * ny + nz * nz)
-                    if ln <= 0.0:
+                    g = c_geo[e]
+                    if g[13] == 0.0:
                         continue
-                    nx, ny, nz = nx / ln, ny / ln, nz / ln
-                    rx, ry, rz = x[i, 0] - tx[a, 0], x[i, 1] - tx[a, 1], x[i, 2] - tx[a, 2]
+                    nx, ny, nz = g[3], g[4], g[5]
+                    rx, ry, rz = x[i, 0] - g[0], x[i, 1] - g[1], x[i, 2] - g[2]
                     dist = rx * nx + ry * ny + rz * nz
                     if dist >= radius or dist < -2.0 * seg:
                         continue
                     vx, vy, vz = rx - dist * nx, ry - dist * ny, rz - dist * nz
-                    d00 = e1x * e1x + e1y * e1y + e1z * e1z
-                    d01 = e1x * e2x + e1y * e2y + e1z * e2z
-                    d11 = e2x * e2x + e2y * e2y + e2z * e2z
-                    d20 = vx * e1x + vy * e1y + vz * e1z
-                    d21 = vx * e2x + vy * e2y + vz * e2z
-                    den = d00 * d11 - d01 * d01
-                    if den <= 0.0:
-                        continue
-                    bv = (d11 * d20 - d01 * d21) / den
-                    bw = (d00 * d21 - d01 * d20) / den
+                    d20 = vx * g[6] + vy * g[7] + vz * g[8]
+                    d21 = vx * g[9] + vy * g[10] + vz * g[11]
+                    bv = (c_d11[e] * d20 - g[12] * d21) * g[13]
+                    bw = (c_d00[e] * d21 - g[12] * d20) * g[13]
                     if bv < 0.0 or bw < 0.0 or bv + bw > 1.0:
                         continue
                     push = radius - dist
@@ -564,7 +645,10 @@ def simulate_thread(
                     if dist < radius:
                         for d in range(3):
                             x[i, d] += (radius - dist) * planes[k, d]
-                for j in range(cap_r.size):
+                for j in range(n_cap):
+                    mx, my, mz = x[i, 0] - cap_mid[j, 0], x[i, 1] - cap_mid[j, 1], x[i, 2] - cap_mid[j, 2]
+                    if mx * mx + my * my + mz * mz > cap_reach2[j]:
+                        continue
                     ex, ey, ez = cap_b[j, 0] - cap_a[j, 0], cap_b[j, 1] - cap_a[j, 1], cap_b[j, 2] - cap_a[j, 2]
                     rx, ry, rz = x[i, 0] - cap_a[j, 0], x[i, 1] - cap_a[j, 1], x[i, 2] - cap_a[j, 2]
                     ee = ex * ex + ey * ey + ez * ez

@@ -9,6 +9,12 @@ solver's own grasp constraints, on `suture_hold` pseudo-instruments with ids fro
     events = suturing.after_step(model, state, report, dt)   # the needle, then the thread, one frame
 
 `polyline()` is the thread for snapshots, `needle.position`/`needle.orientation` the needle's rigid pose.
+
+Knots: every KNOT_EVERY frames (6 a second at 60 Hz; one check costs about a millisecond for a 200-segment
+thread, see physics/knots.py) the thread is classified (`knot` holds the last result), and a knot that has
+become tight (a square, granny or surgeon's knot, under tension) is a `knot_tied` event with its kind, throws,
+tight (True), handedness, wraps and position: once per knot, again when a different knot is tight (a further
+throw) or when the same one is tied again after it was loose for REARM_CHECKS checks in a row.
 """
 
 from __future__ import annotations
@@ -19,14 +25,17 @@ import numpy as np
 
 from physics.control import InstrumentInput
 from physics.instruments import suture_hold
+from physics.knots import KnotResult, classify_knot
 from physics.model import Model
 from physics.needle import Needle, NeedleSpec
 from physics.solver import Event, StepReport
 from physics.state import Grasp, State
-from physics.suture_thread import Thread, ThreadSpec
+from physics.suture_thread import Thread, ThreadSpec, tissue_at
 
 HOLD_ID_BASE = 60_000  # pseudo-instrument ids (physics ids of real instruments stay below)
 MAX_HOLDS = 64  # 32 stitches' entries and exits
+KNOT_EVERY = 10  # frames between knot checks
+REARM_CHECKS = 3  # loose checks in a row after which the same knot tied again is a new knot_tied
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0])
 
 
@@ -48,6 +57,10 @@ class Suturing:
         self._spec = suture_hold()
         self._ids: dict[int, int] = {}  # id(slide) -> pseudo-instrument id
         self.tears = 0
+        self.knot: KnotResult | None = None  # the last knot check's result
+        self._frames = 0
+        self._tied: tuple | None = None  # the knot last reported tied (kind, throws, wraps, handedness)
+        self._loose_checks = 0
 
     def polyline(self) -> np.ndarray:
         return self.thread.x
@@ -98,12 +111,41 @@ class Suturing:
                     )
                 )
                 slide.force = np.zeros(3)
+        self._frames += 1
+        if self._frames % KNOT_EVERY == 0:
+            events += self.check_knot()
         return events
+
+    def check_knot(self) -> list[Event]:
+        """Classify the thread's knot now; a `knot_tied` event when a knot has become tight (see the docstring)."""
+        tension = self.thread.tension()
+        knot = classify_knot(self.thread.x, tension, radius=self.thread.spec.radius)
+        self.knot = knot
+        if not (knot.tight and knot.kind is not None):
+            self._loose_checks += 1
+            if self._loose_checks >= REARM_CHECKS:
+                self._tied = None
+            return []
+        self._loose_checks = 0
+        signature = (knot.kind, knot.throws, knot.wraps, knot.handedness)
+        if signature == self._tied:
+            return []
+        self._tied = signature
+        detail = {
+            "kind": knot.kind,
+            "throws": knot.throws,
+            "tight": True,
+            "handedness": list(knot.handedness),
+            "wraps": list(knot.wraps),
+            "position": [float(v) for v in knot.centre],
+            "extent": knot.extent,
+            "tension": tension,
+            "crossings": knot.crossings,
+        }
+        return [Event("knot_tied", None, detail)]
 
 
 def _pull_through_force(model: Model, slide) -> float:
     """The pull (N) at which a suture cuts through the tissue it holds: strength x a 2 mm bite's area."""
-    vertex = int(slide.point.vertices[int(np.argmax(slide.point.weights))])
-    tets = np.flatnonzero((model.tets == vertex).any(axis=1) & model.alive)
-    region = int(model.regions[tets[0]]) if tets.size else 0
+    region = tissue_at(model, slide.point)[1]
     return model.materials[region].strength * 0.002 * 0.002 * 10.0

@@ -1,10 +1,11 @@
 """Room checkpoints: a running room written to disk often enough that a crashed server resumes it.
 
 What a checkpoint holds: the world (``physics.checkpoint``: tissue state and topology, instruments and their
-grasps), the procedure's progress, the complications, the skill metrics, the annotations, the participants
-(with their hands), who was removed, the room's state and counters, world changes still queued, and how far
-the recording had got (a resumed room truncates its recording there and appends: the recording always
-re-simulates to the world it belongs to).
+grasps, the suture's holds among them), the procedure's progress, the complications, the skill metrics, the
+needle and its thread (``Room.suturing``: pose, holder, pass in progress, stitches, particles, slides), the
+annotations, the participants (with their hands), who was removed, the room's state and counters, world changes
+still queued, and how far the recording had got (a resumed room truncates its recording there and appends: the
+recording always re-simulates to the world it belongs to).
 
 When: ``CheckpointPolicy`` asks for one every ``interval`` seconds, at the next tick after a change people
 made or were told of (a step's status, an annotation, a complication, a participant, the room's state), and
@@ -112,6 +113,7 @@ def room_part(room: Room, capture_: RoomCapture) -> RoomCapture:
             "procedure": room.procedure,
             "complications": room.complications,
             "skills": room.skills,
+            "suturing": room.suturing,  # the needle and its thread (pickled on the room's thread, between steps)
             "frame": room.frame,
             "elapsed": room.elapsed,
         },
@@ -228,6 +230,7 @@ def apply(saved: SavedRoom, room: Room) -> None:
     room.procedure = r["procedure"]
     room.complications = r["complications"]
     room.skills = r["skills"]
+    room.restore_suturing(r.get("suturing"))  # a checkpoint from before suturing: the scenario's needle anew
     room.frame = int(r["frame"])
     room.elapsed = float(r["elapsed"])
     room.state = RoomState(a["state"])
@@ -261,7 +264,17 @@ def fingerprint(room: Room) -> tuple:
         len(room.removed),
         sum(len(p.hands) for p in room.participants.values()),
         len(room.queued_effects()),
+        _needle_news(room),
     )
+
+
+def _needle_news(room: Room) -> tuple:
+    """A puncture, a stitch, a hand-off: what a resumed suturing room must not lose (the needle's state)."""
+    suturing = room.suturing
+    if suturing is None:
+        return ()
+    needle = suturing.needle
+    return (needle.punctured, len(needle.passes), needle.holder, len(suturing.thread.slides))
 
 
 @dataclass

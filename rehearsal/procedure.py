@@ -10,6 +10,19 @@ Three kinds of check (boxes are in rest coordinates, so they name anatomy, not p
   (cautery damage above zero); then it is "violated" for good, and the energised instrument nearest to
   the burn is blamed.
 
+And three for suturing (a scenario with a ``[suture]`` section; the needle's stitches and the knots come from
+the room's ``physics.suturing.Suturing``):
+
+* ``stitch_placed`` (a goal): done once a stitch went in within its target's tolerance of the marked entry and
+  came out within it of the marked exit (rest coordinates); a stitch is one pass of the needle, or two across
+  a wound (``placed_stitches``); each stitch counts for one step. Its value: the larger of the two errors (m)
+  of the best stitch so far.
+* ``knot_tied`` (a goal): done once a tight knot is tied (of the required kind, when the check names one).
+  Its value: the throws of the last tight knot.
+* ``wound_closed`` (a goal): done once at least one stitch is placed and the wound's widest gap
+  (``physics.cutting.wound_gap``, over the incision's and the cuts' wound pairs) stays at most ``tolerance``
+  for ``HOLD_SECONDS``. Its value: the gap (m).
+
 A step whose box holds no tissue is a ScenarioError when the procedure is built.
 ``Procedure`` is the stateful shell: ``evaluate`` runs once per simulated tick on the room's thread and
 returns the steps whose status changed; the measures are small pure functions.
@@ -24,13 +37,15 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from physics.cutting import wound_gap, wound_pairs
 from physics.model import Model
 from physics.state import State
-from rehearsal.scenario import Scenario, ScenarioError, Step
+from rehearsal.scenario import Scenario, ScenarioError, Step, StitchTarget
 
 HOLD_SECONDS = 0.5
 PIECE_SHARE = 0.1
-GOALS = ("displacement", "divided")
+GOALS = ("displacement", "divided", "stitch_placed", "knot_tied", "wound_closed")
+BOX_CHECKS = ("displacement", "divided", "no_energy_near")
 
 
 @dataclass
@@ -41,7 +56,9 @@ class StepProgress:
     title: str
     kind: str
     status: str
-    value: float = 0.0  # displacement: largest (m); divided: pieces; no_energy_near: burned tets
+    # displacement: largest (m); divided: pieces; no_energy_near: burned tets; stitch_placed: error (m);
+    # knot_tied: throws; wound_closed: gap (m)
+    value: float = 0.0
     time: float | None = None  # room time when the status last changed
     by: int | None = None  # instrument blamed for a violation
 
@@ -95,6 +112,68 @@ def tet_centres(positions: np.ndarray, tets: np.ndarray) -> np.ndarray:
     return positions[tets].mean(axis=1)
 
 
+def stitch_errors(entry: np.ndarray, exit_: np.ndarray, target: StitchTarget) -> tuple[float, float]:
+    """How far (m) a stitch's entry and exit (rest coordinates) lie from a marked target's."""
+    return (
+        float(np.linalg.norm(np.asarray(entry, dtype=np.float64) - target.entry)),
+        float(np.linalg.norm(np.asarray(exit_, dtype=np.float64) - target.exit)),
+    )
+
+
+def nearest_target(entry: np.ndarray, exit_: np.ndarray, targets) -> tuple[StitchTarget | None, float, float]:
+    """The marked target a stitch came closest to (by its larger error), with its entry and exit errors (m)."""
+    best: tuple[StitchTarget | None, float, float] = (None, math.inf, math.inf)
+    for target in targets:
+        e, x = stitch_errors(entry, exit_, target)
+        if max(e, x) < max(best[1], best[2]):
+            best = (target, e, x)
+    return best
+
+
+@dataclass(frozen=True)
+class PlacedStitch:
+    """A stitch as the surgeon places it: one pass of the needle, or two across a wound (in at the entry, out
+    into the wound; in from the wound, out at the exit); its rest-coordinate entry and exit, nearest target."""
+
+    passes: tuple[int, ...]
+    entry: np.ndarray
+    exit: np.ndarray
+    target: StitchTarget | None
+    entry_error: float
+    exit_error: float
+
+    @property
+    def on_target(self) -> bool:
+        t = self.target
+        return t is not None and self.entry_error <= t.tolerance and self.exit_error <= t.tolerance
+
+
+def placed_stitches(passes, targets) -> tuple[list[PlacedStitch], int | None]:
+    """The needle's passes (``physics.needle.Stitch``: entry_rest, exit_rest) as stitches, and the index of a
+    first bite still waiting for its second. A pass that went in at a target's entry (within its tolerance) but
+    came out away from its exit is a first bite: the next pass completes it, from its entry to that pass's exit."""
+    stitches: list[PlacedStitch] = []
+    pending: int | None = None
+    for i, p in enumerate(passes):
+        if pending is not None:
+            first = passes[pending]
+            target, e, x = nearest_target(first.entry_rest, p.exit_rest, targets)
+            stitches.append(PlacedStitch((pending, i), first.entry_rest, p.exit_rest, target, e, x))
+            pending = None
+            continue
+        target, e, x = nearest_target(p.entry_rest, p.exit_rest, targets)
+        if target is not None and e <= target.tolerance < x:
+            pending = i
+            continue
+        stitches.append(PlacedStitch((i,), p.entry_rest, p.exit_rest, target, e, x))
+    return stitches, pending
+
+
+def knot_matches(detail: dict, kind: str | None) -> bool:
+    """A knot event's data (``{kind, throws, tight, ...}``, physics/knots.py) satisfies a knot_tied check."""
+    return detail.get("tight") is True and (kind is None or detail.get("kind") == kind)
+
+
 class Procedure:
     """The scenario's steps for one world (rebuilt when the world is reset)."""
 
@@ -106,8 +185,14 @@ class Procedure:
         used = model.vertex_used()
         self._vertices: dict[str, np.ndarray] = {}
         self._tets: dict[str, np.ndarray] = {}
+        self._targets = {t.id: t for t in scenario.suture.targets} if scenario.suture is not None else {}
+        self._credited: set[tuple[int, ...]] = set()  # stitches (their passes' indices) that completed a step
+        self._wound: tuple[int, np.ndarray] = (-1, np.zeros((0, 2), np.int32))  # (epoch, pairs)
+        _check_targets(scenario, model)
         for step in scenario.steps:
             check = step.check
+            if check.kind not in BOX_CHECKS:
+                continue
             if check.kind == "displacement":
                 self._vertices[step.id] = np.flatnonzero(check.box.contains(rest) & used)
             elif check.kind == "divided":
@@ -127,8 +212,13 @@ class Procedure:
     def summary(self) -> list[dict]:
         return [s.to_dict() for s in self.steps]
 
-    def evaluate(self, model: Model, state: State, now: float) -> list[StepProgress]:
-        """Update every step from the world after a tick; returns the steps whose status changed."""
+    def evaluate(
+        self, model: Model, state: State, now: float, suturing: object = None, knots: list[dict] | tuple = ()
+    ) -> list[StepProgress]:
+        """Update every step from the world after a tick; returns the steps whose status changed.
+
+        suturing: the room's ``physics.suturing.Suturing`` (its needle's placed stitches); knots: the data of
+        this tick's ``knot_tied`` events."""
         changed = []
         topology_changed = model.epoch != self._epoch
         self._epoch = model.epoch
@@ -139,6 +229,22 @@ class Procedure:
             if s.kind == "displacement":
                 s.value = largest_displacement(state.x, model.rest_positions, self._vertices[s.id])
                 if s.value < check.distance:
+                    self._held_since.pop(s.id, None)
+                elif now - self._held_since.setdefault(s.id, now) >= HOLD_SECONDS:
+                    changed.append(_mark(s, "done", now))
+            elif s.kind == "stitch_placed":
+                if self._stitch_placed(s, check.target, suturing):
+                    changed.append(_mark(s, "done", now))
+            elif s.kind == "knot_tied":
+                tight = [k for k in knots if knot_matches(k, check.knot)]
+                if tight:
+                    throws = tight[-1].get("throws")
+                    s.value = float(throws) if isinstance(throws, int | float) else 0.0
+                    changed.append(_mark(s, "done", now))
+            elif s.kind == "wound_closed":
+                s.value = self._gap(model, state)
+                stitched = suturing is not None and len(suturing.needle.passes) > 0
+                if not stitched or self._wound[1].size == 0 or s.value > check.tolerance:
                     self._held_since.pop(s.id, None)
                 elif now - self._held_since.setdefault(s.id, now) >= HOLD_SECONDS:
                     changed.append(_mark(s, "done", now))
@@ -157,6 +263,48 @@ class Procedure:
                     s.by = _nearest_energised(state, tet_centres(state.x, model.tets[burned]).mean(axis=0))
                     changed.append(_mark(s, "violated", now))
         return changed
+
+    def _stitch_placed(self, s: StepProgress, target_id: str | None, suturing: object) -> bool:
+        """Whether a stitch not yet credited hit the target (crediting it); s.value: the best one's error."""
+        target = self._targets.get(target_id)
+        if suturing is None or target is None or not suturing.needle.passes:
+            return False
+        best = math.inf
+        for stitch in placed_stitches(suturing.needle.passes, self._targets.values())[0]:
+            if stitch.passes in self._credited:
+                continue
+            error = max(stitch_errors(stitch.entry, stitch.exit, target))
+            best = min(best, error)
+            if error <= target.tolerance:
+                self._credited.add(stitch.passes)
+                s.value = error
+                return True
+        s.value = best if math.isfinite(best) else s.value
+        return False
+
+    def _gap(self, model: Model, state: State) -> float:
+        """The wound's widest gap now (its pairs found again only after a topology change)."""
+        if self._wound[0] != model.epoch:
+            self._wound = (model.epoch, wound_pairs(model))
+        return wound_gap(model, state.x, self._wound[1])
+
+
+TARGET_REACH = 0.005  # m: a marked stitch point this far from the tissue's surface (at rest) is a typo
+
+
+def _check_targets(scenario: Scenario, model: Model) -> None:
+    """Every marked stitch point lies on (near) the tissue's surface at rest, or the scenario is refused."""
+    if scenario.suture is None or not scenario.suture.targets:
+        return
+    surface = model.rest_positions[np.unique(model.surface)]
+    for target in scenario.suture.targets:
+        for side, point in (("entry", target.entry), ("exit", target.exit)):
+            gap = float(np.min(np.linalg.norm(surface - np.asarray(point), axis=1)))
+            if gap > TARGET_REACH:
+                raise ScenarioError(
+                    f"{scenario.source.name}: suture target {target.id!r}: its {side} is {gap * 1e3:.1f} mm from "
+                    f"the tissue's surface (at most {TARGET_REACH * 1e3:.0f} mm)"
+                )
 
 
 def _progress(step: Step) -> StepProgress:

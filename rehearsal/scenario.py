@@ -8,6 +8,7 @@ Model (the only place a scenario touches physics).
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -19,11 +20,14 @@ import numpy as np
 from physics import materials as presets
 from physics.anatomy import dicom_seg_to_mesh, nifti_to_mesh
 from physics.environment import Environment
+from physics.incision import slit
 from physics.materials import Material
 from physics.mesh import MeshError, TetMesh
 from physics.mesh_io import load_tet_mesh
 from physics.model import Model, build_model
+from physics.needle import NeedleSpec
 from physics.procedural import gallbladder, liver_lobe, tissue_block, vertices_in_box
+from physics.suture_thread import ThreadSpec
 from physics.voxels import label_volume_to_mesh
 from rehearsal.fixtures import FixtureDef, fixture_def
 from rehearsal.scenario_schema import (
@@ -42,10 +46,12 @@ from rehearsal.scenario_schema import (
     MaterialSpec,
     ScenarioError,
     ScenarioSpec,
+    SutureSpec,
     suggest,
     validate,
 )
-from rehearsal.skill_metrics import DEFAULT_THRESHOLDS, Thresholds
+from rehearsal.scenario_schema import THREAD_MATERIALS as THREAD_MATERIAL_NAMES
+from rehearsal.skill_metrics import DEFAULT_SUTURE_LIMITS, DEFAULT_THRESHOLDS, SutureLimits, Thresholds
 
 MATERIAL_PRESETS = {
     "liver": presets.LIVER,
@@ -56,6 +62,15 @@ MATERIAL_PRESETS = {
     "muscle": presets.MUSCLE,
 }
 assert tuple(MATERIAL_PRESETS) == PRESETS, "scenario_schema.PRESETS lists the presets"
+# Suture materials as thread parameters (physics.suture_thread.ThreadSpec): a monofilament is stiffer in bending
+# (it keeps its curls) than a braid, which is supple and damps more. All 4-0-ish: 0.3 mm across.
+THREAD_MATERIALS: dict[str, dict[str, float]] = {
+    "polypropylene": {"radius": 0.00015, "bend_compliance": 3e-5, "damping": 2.0},
+    "nylon": {"radius": 0.00015, "bend_compliance": 5e-5, "damping": 2.0},
+    "silk": {"radius": 0.00015, "bend_compliance": 3e-4, "damping": 4.0},
+    "polyglactin": {"radius": 0.00015, "bend_compliance": 2e-4, "damping": 3.0},
+}
+assert tuple(THREAD_MATERIALS) == THREAD_MATERIAL_NAMES, "scenario_schema.THREAD_MATERIALS lists them"
 __all__ = [
     "ANATOMY_KINDS",
     "CHECK_KINDS",
@@ -90,8 +105,39 @@ class Check:
     """How the server decides a step is done (or, for no_energy_near, that it was violated)."""
 
     kind: str
-    box: Box
+    box: Box | None  # None for the suturing checks
     distance: float = 0.0  # displacement: at least this far (m); no_energy_near: keep energy this far (m)
+    target: str | None = None  # stitch_placed: the stitch target's id
+    knot: str | None = None  # knot_tied: the knot's kind it must be (None: any tight knot)
+    tolerance: float = 0.001  # wound_closed: the widest gap (m) left
+
+
+@dataclass(frozen=True)
+class StitchTarget:
+    """A marked stitch: where the needle should enter and exit (rest coordinates), and within how far (m)."""
+
+    id: str
+    entry: tuple[float, float, float]
+    exit: tuple[float, float, float]
+    tolerance: float = 0.003
+
+
+@dataclass(frozen=True)
+class Suture:
+    """A scenario's suturing (``[suture]``): the needle, its thread, the hand whose needle driver holds the
+    needle at the start, the marked stitch targets and the suturing skill limits."""
+
+    hand: str
+    needle: NeedleSpec
+    thread: ThreadSpec
+    thread_material: str
+    targets: tuple[StitchTarget, ...]
+    loaded: bool = True  # the needle starts in the jaws of the needle driver in ``hand``
+    needle_position: tuple[float, float, float] | None = None  # where it lies until taken (None: above the tissue)
+    limits: SutureLimits = DEFAULT_SUTURE_LIMITS
+
+    def target(self, target_id: str) -> StitchTarget | None:
+        return next((t for t in self.targets if t.id == target_id), None)
 
 
 @dataclass(frozen=True)
@@ -128,6 +174,7 @@ class Scenario:
     max_participants: int = DEFAULT_MAX_PARTICIPANTS  # people connected to one room at once (``[room]``)
     skill_limits: Thresholds = DEFAULT_THRESHOLDS  # per-hand pass limits (``[skill_limits]``)
     fixtures: tuple[FixtureDef, ...] = ()  # virtual fixtures (``[[fixtures]]``, rehearsal/fixtures.py)
+    suture: Suture | None = None  # a needle and thread (``[suture]``, physics/suturing.py)
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -214,9 +261,7 @@ def _scenario(spec: ScenarioSpec, path: Path, where: Located) -> Scenario:
         table_height=spec.environment.table_height,
         friction=spec.environment.friction,
         instruments=tuple(spec.instruments),
-        steps=tuple(
-            Step(s.id, s.title, Check(s.check.kind, _box(s.check.box), s.check.distance or 0.0)) for s in spec.steps
-        ),
+        steps=tuple(Step(s.id, s.title, _check(s.check)) for s in spec.steps),
         complications=tuple(_complication(c) for c in spec.complications),
         substeps=spec.physics.substeps,
         tick_hz=spec.physics.tick_hz,
@@ -224,7 +269,38 @@ def _scenario(spec: ScenarioSpec, path: Path, where: Located) -> Scenario:
         max_participants=spec.room.max_participants,
         skill_limits=replace(DEFAULT_THRESHOLDS, **limits),
         fixtures=tuple(fixture_def(f) for f in spec.fixtures),
+        suture=_suture(spec.suture, len(spec.materials)) if spec.suture is not None else None,
     )
+
+
+def _check(c) -> Check:
+    box = _box(c.box) if c.box is not None else None
+    tolerance = c.tolerance if c.tolerance is not None else 0.001
+    return Check(c.kind, box, c.distance or 0.0, target=c.target, knot=c.knot, tolerance=tolerance)
+
+
+def _suture(s: SutureSpec, regions: int) -> Suture:
+    """The [suture] section as physics specs: the needle's arc as an angle, the thread as segments."""
+    n = s.needle
+    punctures = {r: n.puncture_force for r in range(regions)} if n.puncture_force is not None else {}
+    needle = NeedleSpec(
+        radius=n.radius, arc_angle=2.0 * math.pi * n.arc, wire_radius=n.wire_radius, puncture_force=punctures
+    )
+    t = s.thread
+    thread = ThreadSpec(
+        segments=max(2, round(t.length / t.segment_length)),
+        segment_length=t.segment_length,
+        **THREAD_MATERIALS[t.material],
+    )
+    targets = tuple(StitchTarget(x.id, _vec(x.entry), _vec(x.exit), x.tolerance) for x in s.targets)
+    limits = SutureLimits(
+        stitch_error_m=max((x.tolerance for x in s.targets), default=DEFAULT_SUTURE_LIMITS.stitch_error_m),
+        needle_force_n=s.max_needle_force_n,
+        tears=s.max_tears,
+        stitch_time_s=s.max_stitch_time_s,
+    )
+    position = _vec(n.position) if n.position is not None else None
+    return Suture(s.hand, needle, thread, t.material, targets, n.loaded, position, limits)
 
 
 def _anatomy(spec: ScenarioSpec, path: Path, where: Located) -> dict[str, Any]:
@@ -232,6 +308,9 @@ def _anatomy(spec: ScenarioSpec, path: Path, where: Located) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": a.kind}
     if a.kind == "tissue_block":
         out["size"], out["cells"] = _vec(a.size), tuple(a.cells)
+        if a.incision is not None:
+            i = a.incision
+            out["incision"] = {"x": i.x, "depth": i.depth, "z": (i.z[0], i.z[1]), "gape": i.gape}
     elif a.kind in ("liver_lobe", "gallbladder"):
         out["resolution"] = a.resolution if a.resolution is not None else (0.006 if a.kind == "liver_lobe" else 0.004)
     else:
@@ -284,10 +363,29 @@ def _complication(c: ComplicationSpec) -> Complication:
 def build_mesh(scenario: Scenario) -> TetMesh:
     """The scenario's anatomy as a tet mesh (procedural, imported mesh, label volume, NIfTI label map or
     DICOM segmentation)."""
+    return _mesh_and_wound(scenario)[0]
+
+
+def _mesh_and_wound(scenario: Scenario) -> tuple[TetMesh, np.ndarray | None]:
+    """The anatomy's mesh and, for a block with an incision, its wound edges as (k, 2) vertex pairs."""
     a = scenario.anatomy
     kind = a["kind"]
     if kind == "tissue_block":
-        return tissue_block(size=a["size"], cells=a["cells"])
+        block = tissue_block(size=a["size"], cells=a["cells"])
+        if "incision" not in a:
+            return block, None
+        i = a["incision"]
+        try:
+            cut = slit(block, i["x"], i["depth"], i["z"], gape=i["gape"], tol=1e-6)
+        except ValueError as exc:
+            raise ScenarioError(f"{scenario.source.name}: anatomy.incision: {exc}") from None
+        return cut.mesh, np.stack([cut.left_edge, cut.right_edge], axis=1).astype(np.int32)
+    return _anatomy_mesh(scenario), None
+
+
+def _anatomy_mesh(scenario: Scenario) -> TetMesh:
+    a = scenario.anatomy
+    kind = a["kind"]
     if kind == "liver_lobe":
         return liver_lobe(a["resolution"])
     if kind == "gallbladder":
@@ -307,8 +405,9 @@ def build_mesh(scenario: Scenario) -> TetMesh:
 
 
 def build_world(scenario: Scenario) -> Model:
-    """A physics Model for the scenario: mesh, one material per region, attachments and the table."""
-    mesh = build_mesh(scenario)
+    """A physics Model for the scenario: mesh, one material per region, attachments and the table (and an
+    incision's lips as the model's wound pairs, which ``physics.cutting.wound_gap`` measures)."""
+    mesh, wound = _mesh_and_wound(scenario)
     regions = int(mesh.regions.max()) + 1
     if len(scenario.materials) < regions:
         raise ScenarioError(
@@ -326,7 +425,7 @@ def build_world(scenario: Scenario) -> Model:
             anchors.append(ids)
             compliance = att.compliance
     env = Environment.table(scenario.table_height, scenario.friction) if scenario.table_height is not None else None
-    return build_model(
+    model = build_model(
         mesh,
         list(scenario.materials),
         fixed=np.concatenate(fixed) if fixed else None,
@@ -334,3 +433,6 @@ def build_world(scenario: Scenario) -> Model:
         anchor_compliance=compliance,
         environment=env,
     )
+    if wound is not None:
+        model.wound_pairs = wound
+    return model

@@ -20,8 +20,12 @@ from pydantic.fields import FieldInfo
 
 SCHEMA_VERSION = 1
 ANATOMY_KINDS = ("tissue_block", "liver_lobe", "gallbladder", "mesh", "label_volume", "nifti", "dicom_seg")
-INSTRUMENTS = ("grasper", "scissors", "cautery_hook")
-CHECK_KINDS = ("displacement", "divided", "no_energy_near")
+INSTRUMENTS = ("grasper", "scissors", "cautery_hook", "needle_driver")
+CHECK_KINDS = ("displacement", "divided", "no_energy_near", "stitch_placed", "knot_tied", "wound_closed")
+SUTURE_CHECKS = ("stitch_placed", "knot_tied", "wound_closed")  # need a [suture] section
+KNOT_KINDS = ("square", "surgeons", "granny")  # physics/knots.py's names for a knot's kind
+THREAD_MATERIALS = ("polypropylene", "nylon", "silk", "polyglactin")  # rehearsal.scenario.THREAD_MATERIALS
+MAX_STITCH_TARGETS = 32  # physics.suturing.MAX_HOLDS holds: an entry and an exit each
 COMPLICATION_KINDS = ("bleeding_point", "stiffer_tissue", "adhesion")
 PRESETS = ("liver", "gallbladder", "cystic_duct", "vessel", "fat", "muscle")
 DEFAULT_MAX_PARTICIPANTS = 16  # a full team (5 roles) plus a class of observers
@@ -66,11 +70,24 @@ class AnatomySpec(_Table):
     # nifti / dicom_seg: label value or segment number (a TOML key, e.g. 3) -> material region; the rest is
     # background
     labels: dict[StrictStr, _int_range(0, 255)] | None = None
+    incision: IncisionSpec | None = None  # tissue_block: a slit to close (physics/incision.py)
 
+
+class IncisionSpec(_Table):
+    """A slit in a tissue block's top face along the plane x = ``x`` (on a plane of mesh vertices), ``depth``
+    deep over ``z`` = [from, to]; ``gape``: how far its lips part in the middle (a wound in tense skin)."""
+
+    x: Float  # m, rest coordinates
+    depth: _range(1e-4, 1.0)  # m
+    z: Annotated[list[Float], Field(min_length=2, max_length=2)]  # m: [from, to]
+    gape: _range(0.0, 0.1) = 0.0  # m
+
+
+AnatomySpec.model_rebuild()
 
 # The keys each anatomy kind needs and may have (beside ``kind``).
 ANATOMY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "tissue_block": (("size", "cells"), ()),
+    "tissue_block": (("size", "cells"), ("incision",)),
     "liver_lobe": ((), ("resolution",)),
     "gallbladder": ((), ("resolution",)),
     "mesh": (("path",), ()),
@@ -116,9 +133,23 @@ class AttachmentSpec(_Table):
 
 
 class CheckSpec(_Table):
-    kind: Literal["displacement", "divided", "no_energy_near"]
-    box: BoxSpec
-    distance: _range(0.0, 1.0) | None = None  # m; required except for divided
+    kind: Literal["displacement", "divided", "no_energy_near", "stitch_placed", "knot_tied", "wound_closed"]
+    box: BoxSpec | None = None  # displacement, divided, no_energy_near
+    distance: _range(0.0, 1.0) | None = None  # m; displacement, no_energy_near (divided may have it)
+    target: StrictStr | None = None  # stitch_placed: the id of a [[suture.targets]] entry
+    knot: Literal["square", "surgeons", "granny"] | None = None  # knot_tied: the kind it must be (default: any)
+    tolerance: _range(0.0, 0.1) | None = None  # m; wound_closed: the widest gap left (default 0.001)
+
+
+# The keys each check kind needs and may have (beside ``kind``).
+CHECK_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "displacement": (("box", "distance"), ()),
+    "divided": (("box",), ("distance",)),
+    "no_energy_near": (("box", "distance"), ()),
+    "stitch_placed": (("target",), ()),
+    "knot_tied": ((), ("knot",)),
+    "wound_closed": ((), ("tolerance",)),
+}
 
 
 class StepSpec(_Table):
@@ -228,11 +259,79 @@ def _fixture_checks(spec: ScenarioSpec, where: Located) -> None:
             raise where.error((*loc, "region"), f"no material region {f.region} in this scenario")
 
 
+# --- suturing ([suture]: a needle, its thread and the marked stitch targets; physics/suturing.py) ----------
+
+
+class NeedleTomlSpec(_Table):
+    """The curved needle (physics.needle.NeedleSpec): its arc's radius, how much of a circle it is, its wire."""
+
+    radius: _range(0.002, 0.05) = 0.012  # m
+    arc: _range(0.1, 0.9) = 0.375  # share of a full circle: 3/8 circle = 0.375, 1/2 circle = 0.5
+    wire_radius: _range(0.0001, 0.002) = 0.0004  # m
+    puncture_force: _range(0.001, 100.0) | None = None  # N in every region (default: from its strength)
+    position: Vec3 | None = None  # m: where the needle's centre lies before a hand takes it (default: above)
+    loaded: StrictBool = True  # it starts in the jaws of the needle driver in the [suture] hand
+
+
+class ThreadTomlSpec(_Table):
+    """The suture thread (physics.suture_thread.ThreadSpec): its length, segments and material."""
+
+    length: _range(0.01, 2.0) = 0.3  # m
+    segment_length: _range(0.0005, 0.02) = 0.003  # m
+    material: Literal["polypropylene", "nylon", "silk", "polyglactin"] = "polypropylene"
+
+
+class StitchTargetSpec(_Table):
+    """Where one stitch should go in and come out (rest coordinates, like the steps' boxes), and how near."""
+
+    id: StrictStr
+    entry: Vec3  # m
+    exit: Vec3  # m
+    tolerance: _range(1e-4, 0.05) = 0.003  # m from each point
+
+
+class SutureSpec(_Table):
+    hand: Literal["left", "right"] = "right"  # which hand a surgeon's needle driver is in when they join
+    needle: NeedleTomlSpec = NeedleTomlSpec()
+    thread: ThreadTomlSpec = ThreadTomlSpec()
+    targets: Annotated[list[StitchTargetSpec], Field(max_length=MAX_STITCH_TARGETS)] = []
+    max_needle_force_n: _range(0.0, 1e3) = 3.0  # skill metrics: the peak force on the needle that passes
+    max_tears: _int_range(0, 1000) = 0  # skill metrics: tissue torn by the needle or pulled through by a suture
+    max_stitch_time_s: _range(0.0, 86400.0) = 120.0  # skill metrics: puncture to stitch placed
+
+
+def _suture_checks(spec: ScenarioSpec, where: Located) -> None:
+    """A needle driver to hold the needle, unique target ids, and steps that name targets which exist."""
+    suture = spec.suture
+    uses = [i for i, s in enumerate(spec.steps) if s.check.kind in SUTURE_CHECKS]
+    if suture is None:
+        if uses:
+            raise where.error(("steps", uses[0], "check", "kind"), "needs a [suture] section")
+        return
+    if "needle_driver" not in spec.instruments:
+        raise where.error(("instruments",), "a scenario with a [suture] section needs the needle_driver")
+    if spec.suture.thread.length / spec.suture.thread.segment_length > 2000:
+        raise where.error(("suture", "thread", "segment_length"), "at most 2000 segments: make them longer")
+    if spec.suture.thread.length < 2 * spec.suture.thread.segment_length:
+        raise where.error(("suture", "thread", "length"), "at least two segments long")
+    ids = [t.id for t in suture.targets]
+    if len(set(ids)) != len(ids):
+        raise where.error(("suture", "targets"), "ids must be unique")
+    for i, t in enumerate(suture.targets):
+        if sum((a - b) ** 2 for a, b in zip(t.entry, t.exit, strict=True)) < 1e-12:
+            raise where.error(("suture", "targets", i, "exit"), "must differ from the entry")
+    for i in uses:
+        target = spec.steps[i].check.target
+        if target is not None and target not in ids:
+            near = suggest(target, ids) if ids else " (no [[suture.targets]] are given)"
+            raise where.error(("steps", i, "check", "target"), f"no stitch target {target!r}{near}")
+
+
 class ScenarioSpec(_Table):
     schema_: StrictInt = Field(alias="schema")
     title: StrictStr
     description: StrictStr = ""
-    instruments: Annotated[list[Literal["grasper", "scissors", "cautery_hook"]], Field(min_length=1)]
+    instruments: Annotated[list[Literal["grasper", "scissors", "cautery_hook", "needle_driver"]], Field(min_length=1)]
     anatomy: AnatomySpec
     materials: Annotated[list[MaterialSpec], Field(min_length=1)]
     environment: EnvironmentSpec = EnvironmentSpec()
@@ -243,6 +342,7 @@ class ScenarioSpec(_Table):
     complications: list[ComplicationSpec] = []
     skill_limits: SkillLimitsSpec = SkillLimitsSpec()
     fixtures: list[FixtureSpec] = []  # virtual fixtures (its own block below)
+    suture: SutureSpec | None = None  # suturing (its own block above)
 
 
 # --- errors: file, line, key ---------------------------------------------------------------------------
@@ -450,9 +550,10 @@ def _cross_checks(spec: ScenarioSpec, where: Located) -> None:
         if c.box is not None:
             _box(c.box, ("complications", i, "box"), where)
     for i, s in enumerate(spec.steps):
-        if s.check.distance is None and s.check.kind != "divided":
-            raise where.error(("steps", i, "check", "distance"), "missing")
-        _box(s.check.box, ("steps", i, "check", "box"), where)
+        loc = ("steps", i, "check")
+        _kind_keys(s.check, CHECK_KEYS[s.check.kind], loc, f"a {s.check.kind} check", where)
+        if s.check.box is not None:
+            _box(s.check.box, (*loc, "box"), where)
     for i, a in enumerate(spec.attachments):
         _box(a.box, ("attachments", i, "box"), where)
     regions = sorted(m.region for m in spec.materials)
@@ -468,6 +569,11 @@ def _cross_checks(spec: ScenarioSpec, where: Located) -> None:
         if len(set(ids)) != len(ids):
             raise where.error((what,), "ids must be unique")
     _fixture_checks(spec, where)
+    _suture_checks(spec, where)
+    if spec.anatomy.incision is not None:
+        z = spec.anatomy.incision.z
+        if z[1] <= z[0]:
+            raise where.error(("anatomy", "incision", "z"), "[from, to] with to > from")
 
 
 def _kind_keys(

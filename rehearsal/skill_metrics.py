@@ -39,6 +39,12 @@ Conventions (what each number means):
   deviation, the RMS over time of the tip's distance from the nearest active guide
   (`InstrumentSample.guide_deviation`; 0 when no guide was on).
 
+* suturing (a scenario with a ``[suture]`` section; per participant, whichever hand held the needle): per stitch
+  the entry and exit error (mm from its marked target, in rest coordinates), the time from its puncture to its
+  placing and whether it passed (both errors within the target's tolerance, time within the limit); tissue
+  trauma: the peak force on the needle (N) and the tears (the needle ripping tissue, a suture pulled through);
+  judged by `SutureLimits`.
+
 Samples with a non-finite or malformed field, a zero quaternion, a negative force or a hand already seen in
 the same tick are ignored and counted (`invalid_samples`); an `observe` whose time does not increase is
 ignored and counted (`rejected_observations`); a `note_damage` count that is not a positive integer is
@@ -175,6 +181,22 @@ class Thresholds:
 
 
 DEFAULT_THRESHOLDS = Thresholds()
+MAX_STITCH_RECORDS = 64  # stitches kept per participant (physics.suturing holds 32 stitches' points)
+
+
+@dataclass(frozen=True)
+class SutureLimits:
+    """Suturing pass limits (``[suture]`` in a scenario): each stitch within its target's tolerance (the
+    largest target tolerance when it matched none) and placed within ``stitch_time_s`` of its puncture; the
+    peak needle force and the tears are tissue trauma (error metrics)."""
+
+    stitch_error_m: float = 0.003
+    needle_force_n: float = 3.0
+    tears: int = 0
+    stitch_time_s: float = 120.0
+
+
+DEFAULT_SUTURE_LIMITS = SutureLimits()
 
 
 @dataclass(frozen=True)
@@ -406,14 +428,50 @@ class _Hand:
 Key = tuple[int, str]
 
 
+@dataclass
+class _Suturing:
+    """One participant's suturing: their stitches (bounded), punctures, peak needle force and tears."""
+
+    stitches: deque = field(default_factory=lambda: deque(maxlen=MAX_STITCH_RECORDS))
+    placed: int = 0
+    punctures: int = 0
+    pass_started: float | None = None  # time of the puncture of the pass in progress
+    peak_force: float = 0.0
+    tears: int = 0
+
+    def report(self, limits: SutureLimits) -> dict:
+        checks = {
+            "stitches": all(s["passed"] for s in self.stitches),
+            "needle_force_n": self.peak_force <= limits.needle_force_n,
+            "tears": self.tears <= limits.tears,
+        }
+        return {
+            "stitches": [dict(s) for s in self.stitches],
+            "stitches_placed": self.placed,
+            "punctures": self.punctures,
+            "peak_needle_force_n": self.peak_force,
+            "tears": self.tears,
+            "checks": checks,
+            "passed": all(checks.values()),
+            "errors_passed": checks["needle_force_n"] and checks["tears"],
+        }
+
+
 class SkillTracker:
     """Accumulates skill metrics for every (participant, hand) of one session; feed it once per tick."""
 
-    def __init__(self, config: TrackerConfig | None = None, thresholds: Thresholds | None = None) -> None:
+    def __init__(
+        self,
+        config: TrackerConfig | None = None,
+        thresholds: Thresholds | None = None,
+        suture_limits: SutureLimits | None = None,
+    ) -> None:
         self.config = config if config is not None else TrackerConfig()
         # the pass limits ``report()`` judges by: the scenario's ``[skill_limits]`` (Scenario.skill_limits)
         self.thresholds = thresholds if thresholds is not None else DEFAULT_THRESHOLDS
+        self.suture_limits = suture_limits if suture_limits is not None else DEFAULT_SUTURE_LIMITS
         self._hands: dict[Key, _Hand] = {}
+        self._suturing: dict[int, _Suturing] = {}
         self._contacts: set[tuple[Key, Key]] = set()  # pairs inside a tip-contact episode (present ones only)
         self._last_time: float | None = None
         self.invalid_samples = 0
@@ -507,6 +565,81 @@ class SkillTracker:
         self._hand(*a).collisions += 1
         self._hand(*b).collisions += 1
 
+    # --- suturing --------------------------------------------------------------------------------------------
+
+    def _suture(self, participant: int, hand: str) -> _Suturing | None:
+        """The participant's suturing sums (their hand is marked as seen), or None for a malformed key."""
+        if isinstance(participant, bool) or not isinstance(participant, int | np.integer) or not isinstance(hand, str):
+            self.rejected_notes += 1
+            return None
+        self._hand(participant, hand)
+        return self._suturing.setdefault(int(participant), _Suturing())
+
+    def note_puncture(self, participant: int, hand: str, time: float) -> None:
+        """The needle in this hand went into the tissue (a pass begins) at session time ``time``."""
+        acc, t = self._suture(participant, hand), _number(time)
+        if acc is None or t is None:
+            return
+        acc.punctures += 1
+        if acc.pass_started is None:  # a stitch's time runs from its first puncture (a second bite, a retry)
+            acc.pass_started = t
+
+    def note_needle_force(self, participant: int, hand: str, force: float) -> None:
+        """The force (N) the tissue exerts on the needle this hand holds, this tick (its peak is trauma)."""
+        f = _number(force)
+        if f is None or f < 0.0:
+            self.rejected_notes += 1
+            return
+        acc = self._suture(participant, hand)
+        if acc is not None:
+            acc.peak_force = max(acc.peak_force, f)
+
+    def note_suture_tear(self, participant: int, hand: str) -> None:
+        """The needle this hand drives tore the tissue, or a suture it placed pulled through."""
+        acc = self._suture(participant, hand)
+        if acc is not None:
+            acc.tears += 1
+
+    def note_stitch(
+        self,
+        participant: int,
+        hand: str,
+        time: float,
+        target: str | None,
+        entry_error_m: float | None,
+        exit_error_m: float | None,
+        tolerance: float | None = None,
+    ) -> dict | None:
+        """A stitch placed by this hand at session time ``time``: its errors (m) from its marked ``target``
+        (None: no target to judge by) within ``tolerance`` (m; default the limits'). Returns its record."""
+        acc, t = self._suture(participant, hand), _number(time)
+        if acc is None or t is None:
+            return None
+        errors = [_number(e) for e in (entry_error_m, exit_error_m)]
+        tol = _number(tolerance) if tolerance is not None else self.suture_limits.stitch_error_m
+        tol = tol if tol is not None else self.suture_limits.stitch_error_m
+        started = acc.pass_started if acc.pass_started is not None and acc.pass_started <= t else t
+        duration = t - started
+        accurate = all(e is not None and e <= tol for e in errors) if target is not None else True
+        record = {
+            "index": acc.placed,
+            "target": target,
+            "entry_error_mm": None if errors[0] is None else errors[0] * 1000.0,
+            "exit_error_mm": None if errors[1] is None else errors[1] * 1000.0,
+            "time_s": duration,
+            "placed_at_s": t,
+            "passed": bool(accurate and duration <= self.suture_limits.stitch_time_s),
+        }
+        acc.stitches.append(record)
+        acc.placed += 1
+        acc.pass_started = None
+        return record
+
+    def suturing(self, participant: int) -> dict | None:
+        """The participant's suturing report (None when they never held the needle in a pass)."""
+        acc = self._suturing.get(int(participant))
+        return acc.report(self.suture_limits) if acc is not None else None
+
     def hands(self) -> list[tuple[int, str]]:
         """Every (participant, hand) seen or noted so far, sorted."""
         return sorted(self._hands)
@@ -534,6 +667,11 @@ class SkillTracker:
             }
             entry["passed"] = entry["passed"] and verdict.passed
             entry["errors_passed"] = entry["errors_passed"] and verdict.errors_passed
+        for pid, acc in sorted(self._suturing.items()):
+            entry = participants.setdefault(str(pid), {"passed": True, "errors_passed": True, "hands": {}})
+            suture = entry["suturing"] = acc.report(self.suture_limits)
+            entry["passed"] = entry["passed"] and suture["passed"]
+            entry["errors_passed"] = entry["errors_passed"] and suture["errors_passed"]
         return {
             "participants": participants,
             "invalid_samples": self.invalid_samples,

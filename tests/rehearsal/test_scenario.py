@@ -84,7 +84,7 @@ def test_a_minimal_file_loads(tmp_path):
         (("distance = 0.01, ", ""), "15: steps[0].check.distance: missing"),
         (
             ("distance = 0.01, ", "distance = 0.01, radius = 2, "),
-            "15: steps[0].check.radius: unknown key 'radius' (valid: kind, box, distance)",
+            "15: steps[0].check.radius: unknown key 'radius' (valid: kind, box, distance, target, knot, tolerance)",
         ),
         (("hi = [1, 1, 1]", "hi = [-2, 1, 1]"), "15: steps[0].check.box: hi must be >= lo"),
         (("region = 0", "region = 1"), "9: materials: need one [[materials]] entry per region"),
@@ -99,7 +99,7 @@ def test_a_minimal_file_loads(tmp_path):
         (("[anatomy]", "recording = true\n[anatomy]"), "5: recording: unknown key 'recording'"),
         (
             ("cells = [4, 2, 2]", "cells = [4, 2, 2]\nresolution = 0.01"),
-            "9: anatomy.resolution: not a key of a tissue_block anatomy (its keys: size, cells)",
+            "9: anatomy.resolution: not a key of a tissue_block anatomy (its keys: size, cells, incision)",
         ),
         (
             ('preset = "liver"', "young = 5000"),
@@ -261,3 +261,88 @@ def test_a_dicom_seg_anatomy_builds_one_material_per_segment(tmp_path):
     )
     model = build_world(load_scenario(_write(tmp_path, text)))
     assert model.n_tets == 12 * 2 * 2 * 6  # the example's vessel: 2 x 2 voxels along 12 columns
+
+
+SUTURE = GOOD.replace('instruments = ["grasper"]', 'instruments = ["grasper", "needle_driver"]').replace(
+    "[[steps]]",
+    """[suture]
+hand = "left"
+[suture.needle]
+radius = 0.008
+arc = 0.5
+[suture.thread]
+length = 0.06
+segment_length = 0.002
+material = "silk"
+[[suture.targets]]
+id = "a"
+entry = [-0.005, 0.01, 0.0]
+exit = [0.005, 0.01, 0.0]
+[[steps]]
+id = "stitch"
+title = "stitch"
+check = { kind = "stitch_placed", target = "a" }
+[[steps]]""",
+    1,
+)
+
+
+def test_a_suture_section_gives_the_needle_the_thread_and_the_targets(tmp_path):
+    scenario = load_scenario(_write(tmp_path, SUTURE))
+    suture = scenario.suture
+    assert suture.hand == "left" and suture.loaded and suture.needle_position is None
+    assert suture.needle.radius == 0.008 and abs(suture.needle.arc_angle - np.pi) < 1e-12
+    assert suture.thread.segments == 30 and suture.thread.segment_length == 0.002
+    assert suture.thread.bend_compliance > load_scenario("suturing").suture.thread.bend_compliance  # silk is supple
+    assert suture.target("a").entry == (-0.005, 0.01, 0.0) and suture.target("a").tolerance == 0.003
+    assert scenario.steps[0].check.target == "a" and scenario.steps[0].check.box is None
+    assert load_scenario(_write(tmp_path, GOOD)).suture is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("radius = 0.008", "radius = 0.2"), "suture.needle.radius: 0.2 is not in [0.002, 0.05]"),
+        (("arc = 0.5", "arc = 1.5"), "suture.needle.arc: 1.5 is not in [0.1, 0.9]"),
+        (('hand = "left"', 'hand = "third"'), "suture.hand: unknown 'third'"),
+        (('material = "silk"', 'material = "wire"'), "suture.thread.material: unknown 'wire'"),
+        (
+            ("length = 0.06\nsegment_length = 0.002", "length = 0.015\nsegment_length = 0.01"),
+            "suture.thread.length: at least two segments long",
+        ),
+        (
+            ("length = 0.06\nsegment_length = 0.002", "length = 1.5\nsegment_length = 0.0005"),
+            "suture.thread.segment_length: at most",
+        ),
+        (('target = "a"', 'target = "b"'), "steps[0].check.target: no stitch target 'b'"),
+        (('target = "a"', 'target = "a", box = { lo = [0, 0, 0], hi = [1, 1, 1] }'), "steps[0].check.box: not a key"),
+        (('{ kind = "stitch_placed", target = "a" }', '{ kind = "stitch_placed" }'), "steps[0].check.target: missing"),
+        (("exit = [0.005, 0.01, 0.0]", "exit = [-0.005, 0.01, 0.0]"), "suture.targets[0].exit: must differ"),
+        (('instruments = ["grasper", "needle_driver"]', 'instruments = ["grasper"]'), "instruments: a scenario with"),
+    ],
+)
+def test_bad_suture_sections_name_the_key(tmp_path, change, message):
+    old, new = change
+    assert old in SUTURE
+    with pytest.raises(ScenarioError, match=r"^s\.toml:\d+: ") as caught:
+        load_scenario(_write(tmp_path, SUTURE.replace(old, new, 1)))
+    assert message in str(caught.value), str(caught.value)
+
+
+def test_suture_steps_need_a_suture_section_and_incisions_a_plane_of_vertices(tmp_path):
+    no_suture = GOOD.replace('{ kind = "displacement", distance = 0.01, box = { lo = [-1, -1, -1], hi = [1, 1, 1] } }',
+                             '{ kind = "knot_tied", knot = "square" }')  # fmt: skip
+    with pytest.raises(ScenarioError, match=r"steps\[0\]\.check\.kind: needs a \[suture\] section"):
+        load_scenario(_write(tmp_path, no_suture))
+    incised = GOOD.replace(
+        "cells = [4, 2, 2]", "cells = [4, 2, 2]\nincision = { x = 0.0, depth = 0.005, z = [-0.004, 0.004] }"
+    )
+    scenario = load_scenario(_write(tmp_path, incised))
+    model = build_world(scenario)
+    assert model.wound_pairs.shape[1] == 2 and model.wound_pairs.shape[0] > 0  # the lips, paired
+    off_plane = incised.replace("x = 0.0", "x = 0.0013")
+    with pytest.raises(ScenarioError, match=r"anatomy\.incision: slit: no mesh vertex"):
+        build_world(load_scenario(_write(tmp_path, off_plane)))
+    backwards = incised.replace("z = [-0.004, 0.004]", "z = [0.004, -0.004]")
+    with pytest.raises(ScenarioError, match=r"anatomy\.incision\.z: \[from, to\] with to > from"):
+        load_scenario(_write(tmp_path, backwards))

@@ -10,9 +10,11 @@ import pytest
 
 from rehearsal.skill_metrics import (
     ELLIPSOID_K,
+    MAX_STITCH_RECORDS,
     HandMetrics,
     InstrumentSample,
     SkillTracker,
+    SutureLimits,
     Thresholds,
     TrackerConfig,
     evaluate,
@@ -322,3 +324,61 @@ def test_a_tracker_judges_by_its_scenarios_limits():
     assert not tracker.report()["participants"]["1"]["hands"]["right"]["checks"]["path_length_m"]
     assert tracker.report()["thresholds"]["path_length_m"] == limits.path_length_m
     assert tracker.report(Thresholds())["participants"]["1"]["hands"]["right"]["checks"]["path_length_m"]
+
+
+# --- suturing ------------------------------------------------------------------------------------------------
+
+
+def test_suturing_scores_each_stitch_its_accuracy_time_and_the_tissue_trauma():
+    tracker = SkillTracker(suture_limits=SutureLimits(stitch_error_m=0.003, needle_force_n=2.0, tears=0,
+                                                      stitch_time_s=30.0))  # fmt: skip
+    assert tracker.suturing(1) is None and "suturing" not in tracker.report()["participants"].get("1", {})
+    tracker.note_puncture(1, "right", 10.0)
+    tracker.note_needle_force(1, "right", 0.8)
+    tracker.note_puncture(1, "right", 14.0)  # the second bite of the same stitch: its time runs from 10 s
+    record = tracker.note_stitch(1, "right", 22.5, "first", 0.0012, 0.0025, tolerance=0.0025)
+    assert record == {
+        "index": 0,
+        "target": "first",
+        "entry_error_mm": pytest.approx(1.2),
+        "exit_error_mm": pytest.approx(2.5),
+        "time_s": 12.5,
+        "placed_at_s": 22.5,
+        "passed": True,
+    }
+    tracker.note_puncture(1, "right", 30.0)
+    late = tracker.note_stitch(1, "right", 70.0, "second", 0.001, 0.001)  # 40 s: over the 30 s limit
+    off = tracker.note_stitch(1, "right", 71.0, "first", 0.0031, 0.0)  # 3.1 mm off the default 3 mm tolerance
+    free = tracker.note_stitch(1, "right", 72.0, None, None, None)  # no target to judge by: only its time
+    assert (late["passed"], off["passed"], free["passed"]) == (False, False, True)
+    assert off["time_s"] == 0.0 and free["entry_error_mm"] is None
+    report = tracker.report()["participants"]["1"]
+    suturing = report["suturing"]
+    assert suturing["stitches_placed"] == 4 and suturing["punctures"] == 3
+    assert suturing["peak_needle_force_n"] == 0.8 and suturing["tears"] == 0
+    assert suturing["checks"] == {"stitches": False, "needle_force_n": True, "tears": True}
+    assert suturing["passed"] is False and suturing["errors_passed"] is True
+    assert report["passed"] is False and report["errors_passed"] is True
+    json.dumps(report), msgpack.packb(report)  # plain values for the results store and the wire
+
+
+def test_needle_force_and_tears_are_errors_and_bad_notes_are_refused():
+    tracker = SkillTracker()
+    tracker.note_needle_force(2, "left", 3.5)  # above the default 3 N
+    tracker.note_suture_tear(2, "left")
+    for bad in (float("nan"), -1.0, "3"):
+        tracker.note_needle_force(2, "left", bad)
+    tracker.note_puncture(True, "left", 1.0)
+    assert tracker.rejected_notes == 4
+    suturing = tracker.report()["participants"]["2"]["suturing"]
+    assert suturing["peak_needle_force_n"] == 3.5 and suturing["tears"] == 1
+    assert suturing["checks"]["stitches"] is True  # no stitch yet is not a failed stitch
+    assert suturing["errors_passed"] is False and tracker.report()["participants"]["2"]["errors_passed"] is False
+
+
+def test_stitch_records_are_bounded():
+    tracker = SkillTracker()
+    for k in range(MAX_STITCH_RECORDS + 5):
+        tracker.note_stitch(1, "right", float(k), None, None, None)
+    suturing = tracker.suturing(1)
+    assert len(suturing["stitches"]) == MAX_STITCH_RECORDS and suturing["stitches_placed"] == MAX_STITCH_RECORDS + 5

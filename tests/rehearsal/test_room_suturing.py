@@ -1,0 +1,267 @@
+"""Suturing in a room: the needle loads into the surgeon's needle driver, poses reach it through the room's guard,
+its events become room events, a scripted stitch completes its step, and the needle survives checkpoints and
+replay."""
+
+import math
+
+import numpy as np
+import pytest
+
+from physics.instruments import Kind, quat_to_matrix
+from physics.solver import Event
+from physics.suturing import HOLD_ID_BASE
+from physics.topology import split_along_faces
+from rehearsal.checkpoints import apply, decode, encode, fingerprint, reactor_part, room_part
+from rehearsal.hands import instrument_id
+from rehearsal.identity import Identity
+from rehearsal.procedure import tet_centres
+from rehearsal.recording import Recorder
+from rehearsal.replay import replay
+from rehearsal.roles import Role
+from rehearsal.room import Room, driver_pose_for_needle, needle_pose_in_driver
+from rehearsal.scenario import load_scenario
+
+DT = 1 / 60
+LEAD = 1
+DRIVER = instrument_id(LEAD, "right")
+KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return load_scenario("suturing")
+
+
+def rot_z(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+class Script:
+    """A needle driver holding the needle in the plane x-y across the incision at z, its centre 0.3 r above the
+    top face and its tip just above the surface; it presses until the puncture, then turns the needle about its
+    axis (the bench of tests/physics/suture_setup.py, driven through the room's inputs)."""
+
+    def __init__(self, room: Room, z: float, step: float = 0.02) -> None:
+        needle = room.scenario.suture.needle
+        self.room, self.r, self.step = room, needle.radius, step
+        self.centre = np.array([0.0, 0.02 + 0.3 * needle.radius, z])
+        self.R0 = rot_z(math.pi + math.asin(0.3) - 0.02 - needle.arc_angle)
+        self.alpha = self.lower = self.t = 0.0
+
+    def pose(self):
+        return driver_pose_for_needle(
+            self.r, self.centre - np.array([0.0, self.lower, 0.0]), rot_z(self.alpha) @ self.R0
+        )
+
+    def tick(self, bites: int = 2, drive: bool = True) -> list:
+        needle = self.room.suturing.needle
+        if drive and needle.holder is not None:
+            if not needle.punctured and not needle.passes:
+                self.lower += 0.0002
+            elif len(needle.passes) < bites:
+                self.alpha += self.step
+        self.t += DT
+        position, orientation = self.pose()
+        assert self.room.instrument_input(LEAD, "right", position, orientation, 0.0, sample_time=self.t) is None
+        self.room.advance(DT)
+        return self.room.take_events()
+
+
+def lead_room(scenario, session="s-su") -> Room:
+    room = Room(session, scenario)
+    room.join(Identity(session, LEAD, Role.LEAD_SURGEON, "lead"))
+    room.start()
+    return room
+
+
+def test_a_room_without_a_suture_section_has_no_needle():
+    room = Room("s-b", load_scenario("basic_skills"))
+    assert room.suturing is None
+    room.join(Identity("s-b", LEAD, Role.LEAD_SURGEON, "lead"))
+    assert room.participants[LEAD].hands == {"right": Kind.GRASPER}
+
+
+def test_the_needle_loads_into_the_needle_driver_in_the_suture_hand(scenario):
+    room = lead_room(scenario)
+    assert room.suturing is not None and room.suturing.needle.holder is None
+    assert room.participants[LEAD].hands == {"right": Kind.NEEDLE_DRIVER, "left": Kind.GRASPER}
+    script = Script(room, -0.005)
+    unloaded = fingerprint(room)
+    for _ in range(3):
+        script.tick()
+    needle = room.suturing.needle
+    assert needle.holder == DRIVER
+    assert fingerprint(room) != unloaded  # the needle's news is checkpointed soon
+    inst = room.physics.instruments[DRIVER]
+    centre, q = needle_pose_in_driver(needle.spec.radius, inst.position, inst.orientation)
+    np.testing.assert_allclose(needle.position, centre, atol=1e-9)  # held in the room's grip
+    np.testing.assert_allclose(needle.rotation, quat_to_matrix(q), atol=1e-9)
+    assert np.linalg.norm(room.suturing.polyline()[0] - needle.tail()) < 1e-6  # the thread hangs from its tail
+    hold = [k for k in room.physics.instruments if k >= HOLD_ID_BASE]
+    assert hold == [] and all(k < HOLD_ID_BASE for k in room.instrument_forces)  # no holds before a stitch
+
+
+def test_a_needle_driver_pose_that_would_tunnel_is_clamped_and_a_teleport_refused(scenario):
+    room = lead_room(scenario, "s-tn")
+    script = Script(room, 0.005)
+    for _ in range(3):
+        script.tick(drive=False)
+    top = 0.02
+    assert room.suturing.needle.tip()[1] > top
+    before = room.counters["suture_pose_clamped"]
+    script.lower = 0.012  # the tip 1 cm inside the pad in one frame: 0.7 m/s, a speed the room's guard allows
+    events = script.tick(drive=False)
+    assert room.counters["suture_pose_clamped"] > before, "physics/needle.py clamped the tunnelling pose"
+    assert room.suturing.needle.tip()[1] > top - 0.003
+    assert not room.suturing.needle.punctured or any(e.kind == "puncture" for e in events)
+    # a jump faster than a hand is refused by the room before physics sees it
+    position, orientation = script.pose()
+    refusal = room.instrument_input(
+        LEAD, "right", position - [0.0, 0.2, 0.0], orientation, 0.0, sample_time=script.t + DT
+    )
+    assert refusal is not None and room.counters["input_rejected_too_fast"] == 1
+
+
+def test_a_knot_event_becomes_a_room_event_and_completes_the_knot_step(scenario):
+    room = lead_room(scenario, "s-kn")
+    script = Script(room, 0.005)
+    for _ in range(2):
+        script.tick()
+    seam = room.suturing
+    real = seam.after_step
+    knots = [
+        {"kind": "granny", "throws": 2, "tight": True},  # the wrong kind: the step asks for a square knot
+        {"kind": "square", "throws": 2, "tight": False, "stitch": 0},  # not tight
+        {"kind": "square", "throws": 3, "tight": True, "stitch": 0, "position": np.array([0.0, 0.02, 0.0])},
+    ]
+    for detail in knots:
+        seam.after_step = lambda model, state, report, dt, d=detail: [*real(model, state, report, dt),
+                                                                      Event("knot_tied", DRIVER, d)]  # fmt: skip
+        events = script.tick()
+        tied = [e for e in events if e.kind == "knot_tied"]
+        assert len(tied) == 1 and tied[0].by == LEAD and tied[0].instrument == DRIVER
+        assert tied[0].detail["kind"] == detail["kind"]
+    assert tied[0].detail["position"] == [0.0, 0.02, 0.0]  # plain values for the wire
+    knot = next(s for s in room.progress()["steps"] if s["id"] == "knot")
+    assert knot["status"] == "done" and knot["value"] == 3.0
+    assert [e.detail["id"] for e in events if e.kind == "step_completed"] == ["knot"]
+
+
+@pytest.mark.slow
+def test_a_scripted_stitch_through_its_marks_completes_its_step_and_survives_a_checkpoint_and_replay(
+    scenario, tmp_path
+):
+    room = lead_room(scenario, "s-st")
+    room.recorder = Recorder(tmp_path / "s-st.rec", room.session, scenario)
+    script = Script(room, -0.005)
+    events = []
+    for _ in range(400):
+        events += script.tick()
+        if any(e.kind == "step_completed" for e in events):
+            break
+    kinds = [e.kind for e in events]
+    assert kinds.count("puncture") == 2 and kinds.count("stitch_placed") == 2  # two bites across the wound
+    placed = [e for e in events if e.kind == "stitch_placed"]
+    assert placed[0].detail["bite"] == "first" and "target" not in placed[0].detail
+    stitch = placed[1].detail
+    assert stitch["target"] == "first" and stitch["passes"] == [0, 1] and stitch["passed"] is True
+    assert stitch["entry_error_mm"] < 2.5 and stitch["exit_error_mm"] < 2.5
+    done = [e.detail for e in events if e.kind == "step_completed"]
+    assert [d["id"] for d in done] == ["stitch_first"]
+    suturing = room.skills.report()["participants"][str(LEAD)]["suturing"]
+    assert suturing["stitches_placed"] == 1 and suturing["punctures"] == 2 and suturing["passed"] is True
+    assert suturing["stitches"][0]["time_s"] > 0 and 0 < suturing["peak_needle_force_n"] < 3.0
+    assert room.progress()["current_step"] == "stitch_second"
+
+    saved = decode(encode(room_part(room, reactor_part(room, "suturing", 1.0)), KEY), KEY)
+    again = Room(room.session, scenario)
+    apply(saved, again)
+    again.join(Identity(room.session, LEAD, Role.LEAD_SURGEON, "lead"))
+    assert len(again.suturing.needle.passes) == 2 and again.suturing.needle.holder == DRIVER
+    assert len(again.suturing.thread.slides) == len(room.suturing.thread.slides) > 0
+    assert again.progress() == room.progress()
+    resumed = Script(again, -0.005)
+    resumed.alpha, resumed.lower, resumed.t = script.alpha, script.lower, script.t
+    for _ in range(3):
+        script.tick()
+        resumed.tick()
+    assert again.physics.x.tobytes() == room.physics.x.tobytes()
+    assert again.suturing.polyline().tobytes() == room.suturing.polyline().tobytes()
+
+    room.end()
+    room.recorder.close(room.state.value)
+    replayed = replay(room.recorder.path)
+    assert len(replayed.suturing.needle.passes) == 2
+    assert replayed.progress()["steps"] == room.progress()["steps"]
+    assert replayed.skills.report()["participants"] == room.skills.report()["participants"]  # the debrief's check
+    np.testing.assert_array_equal(replayed.physics.x, room.physics.x)
+
+
+def test_after_a_split_cut_the_needle_is_rebuilt_on_the_new_mesh_and_keeps_its_thread_and_holder(scenario):
+    room = lead_room(scenario, "s-cut")
+    script = Script(room, 0.005)
+    for _ in range(3):
+        script.tick(drive=False)
+    before, vertices = room.suturing, room.model.n_vertices
+    model = room.model
+    centres = tet_centres(model.rest_positions, model.tets)
+    across = model.neighbour.astype(np.int64)
+    faces = [
+        (t, f)
+        for t in np.flatnonzero((centres[:, 0] < 0.02) & (centres[:, 1] > 0.012))
+        for f in range(4)
+        if across[t, f] >= 0 and centres[across[t, f], 0] > 0.02
+    ]
+    split_along_faces(model, room.physics, np.array(faces))  # a cut far from the needle, as scissors make
+    room._solver.notify_model_changed()
+    assert room.model.n_vertices > vertices
+    script.tick(drive=False)
+    assert room.suturing is not before and room.suturing.thread is before.thread
+    assert room.suturing.needle.holder == DRIVER
+    events = []
+    for _ in range(60):
+        events += script.tick()
+        if room.suturing.needle.punctured:
+            break
+    assert "puncture" in [e.kind for e in events]
+
+
+def test_an_unloaded_needle_lies_until_the_driver_closes_its_jaws_on_it(scenario, tmp_path):
+    text = scenario.source.read_text().replace("[suture.needle]\n", "[suture.needle]\nloaded = false\n", 1)
+    path = tmp_path / "unloaded.toml"
+    path.write_text(text)
+    room = lead_room(load_scenario(path), "s-ul")
+    needle = room.suturing.needle
+    lying = needle.position.copy()
+    assert needle.holder is None and lying[1] == pytest.approx(0.05)  # 3 cm above the pad's top
+    position, orientation = driver_pose_for_needle(needle.spec.radius, lying, needle.rotation)
+    kinds = []
+    for k, jaw in enumerate([0.6, 0.6, 0.6, 0.0, 0.0]):
+        assert room.instrument_input(LEAD, "right", position, orientation, jaw, sample_time=(k + 1) * DT) is None
+        room.advance(DT)
+        kinds += [(e.kind, e.by, e.instrument) for e in room.take_events()]
+        if k < 3:
+            assert room.suturing.needle.holder is None  # open jaws around it do not take it
+    assert ("needle_grasp", LEAD, DRIVER) in kinds and room.suturing.needle.holder == DRIVER
+    np.testing.assert_allclose(room.suturing.needle.position, lying, atol=1e-9)  # taken where it lay
+    assert room.counters["suture_needle_grasp"] == 1
+
+
+def test_a_suture_tearing_through_is_a_room_event_and_trauma_in_the_holders_metrics(scenario):
+    room = lead_room(scenario, "s-tr")
+    script = Script(room, 0.005)
+    for _ in range(2):
+        script.tick(drive=False)
+    seam = room.suturing
+    real = seam.after_step
+    tear = {"by": "suture", "stitch": 0, "side": "exit", "force": np.float64(0.9), "limit": 0.4}
+    seam.after_step = lambda model, state, report, dt: [*real(model, state, report, dt), Event("tear", None, tear)]
+    events = script.tick(drive=False)
+    [torn] = [e for e in events if e.kind == "suture_tear"]
+    assert torn.by == LEAD and torn.instrument == DRIVER  # the needle's holder answers for it
+    assert torn.detail == {"by": "suture", "stitch": 0, "side": "exit", "force": 0.9, "limit": 0.4}
+    assert type(torn.detail["force"]) is float
+    suturing = room.skills.report()["participants"][str(LEAD)]["suturing"]
+    assert suturing["tears"] == 1 and suturing["errors_passed"] is False
+    assert room.counters["suture_tear"] == 1
