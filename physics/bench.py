@@ -45,7 +45,7 @@ import numpy as np
 from physics.cli_types import positive_int
 from physics.control import Control
 from physics.fidelity import MATERIALS, fidelity
-from physics.implicit import CG_ITERATIONS, NEWTON_STEPS
+from physics.implicit import CG_ITERATIONS, NEWTON_STEPS, STATS
 from physics.model import inverted_tets, live_volume, remove_tets
 from physics.scenes import (
     GRASPER_ID,
@@ -314,7 +314,7 @@ def timed_pull(scene: Scene, start_state, substeps: int, measure: bool, opts: di
     first, end = scene.phases["pull"]
     rest_volume = live_volume(model, model.rest_positions)
     times, forces, inst_contacts, env_contacts, kinds = [], [], [], [], []
-    drift, inverted = [], []
+    drift, inverted, stats = [], [], []
     resets = clamps = 0
     solver = Solver(model, **(opts or {}))
     for f in range(first, end):
@@ -329,6 +329,8 @@ def timed_pull(scene: Scene, start_state, substeps: int, measure: bool, opts: di
         resets += report.counts["nonfinite_resets"]
         clamps += report.counts["speed_clamped"]
         kinds += [e.kind for e in report.events]
+        if solver.mode == "implicit":
+            stats.append(list(solver.last_stats.values()))
         if measure:
             drift.append(live_volume(model, state.x) / rest_volume - 1.0)
             inverted.append(inverted_tets(model, state.x))
@@ -345,6 +347,8 @@ def timed_pull(scene: Scene, start_state, substeps: int, measure: bool, opts: di
         "nonfinite_resets": resets,
         "speed_clamped": clamps,
     }
+    if stats:  # implicit mode: what each frame did (physics.implicit.STATS)
+        out["implicit_stats"] = stats
     if measure:
         out["volume_drift"] = drift
         out["inverted"] = inverted
@@ -430,7 +434,17 @@ def summarise(model, substeps: int, threads: int, target: int, scene: Scene, run
         },
         "nonfinite_resets": int(sum(r["nonfinite_resets"] for r in runs)),
         "speed_clamped": int(sum(r["speed_clamped"] for r in runs)),
+        "implicit": _implicit_summary(runs),
     }
+
+
+def _implicit_summary(runs: list[dict]) -> dict | None:
+    """Per frame of the implicit mode: mean Newton steps, CG iterations and line-search halvings (None for XPBD)."""
+    frames = [f for r in runs for f in r.get("implicit_stats", [])]
+    if not frames:
+        return None
+    means = np.mean(np.asarray(frames, dtype=np.float64), axis=0)
+    return {f"{name}_per_frame": _round(float(v)) for name, v in zip(STATS, means, strict=True)}
 
 
 # --- accuracy: cantilever sag ---------------------------------------------------------------------------

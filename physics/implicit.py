@@ -16,6 +16,13 @@ frame-end capsules, so friction sees the capsules' motion).
 
 Deterministic for any thread count: tets write their own corner rows, vertices gather them in a fixed order
 (an incidence list built with the model), springs are added serially and dot products sum fixed blocks in order.
+On one thread the tets add their rows straight into the vertices in tet order, the same sums as the gather.
+
+Cost (per frame, 20k tets): one setup pass (F, cof F, energy, gradient and diagonal blocks), then per CG
+iteration three parallel passes (the tets' product in vectorised chunks; the vertices' gather with inertia,
+springs, contact filter and p.q; the update with the preconditioner and r.z) around a serial 192-unknown
+coarse solve, then the line search's energy pass. Its arrays live in the FrameTopology's workspace: a frame
+allocates none of its large ones.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ DOT_BLOCKS = 64  # dot products add this many fixed blocks in order (independent
 CG_ITERATIONS = 10  # with the coarse space: at rest within 1%; fewer lets a held grasp jitter (8: 10x the force noise)
 NEWTON_STEPS = 1
 CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or inside it) may rest on it
+STATS = ("newton_steps", "cg_iterations", "line_search_halvings")  # what a frame reports it did (out_stats)
 LINE_SEARCH_HALVINGS = 6  # a Newton step that raises the frame's energy is halved up to this many times
 
 
@@ -60,6 +68,7 @@ class FrameTopology:
         self.live = np.flatnonzero(alive)
         self.tets = np.ascontiguousarray(model.tets[self.live], dtype=np.int64)
         self.B = np.ascontiguousarray(model.dm_inv[self.live])
+        self.Bt = np.ascontiguousarray(self.B.T)  # component-major for the Hessian products
         self.gamma = np.ascontiguousarray(model.gamma[self.live])
         # The live tets' incidence, as incidence(self.tets) would sort it: the kept slots stay in vertex order
         # and, within a vertex, in tet order; only their numbers change to the live tets' compact ids.
@@ -69,30 +78,59 @@ class FrameTopology:
         self.slots = compact[owner[keep]] * 4 + self._all_slots[keep] % 4
         self.start = np.zeros(model.n_vertices + 1, np.int64)
         np.cumsum(np.bincount(self._slot_vertex[keep], minlength=model.n_vertices), out=self.start[1:])
-        self.agg, self.n_agg = aggregates(model.rest_positions, model.inv_mass > 0, coarse_aggregates)
+        movable = model.inv_mass > 0
+        if (
+            previous is not None
+            and previous._rest is model.rest_positions
+            and previous._n_vertices == model.n_vertices
+            and previous._coarse_aggregates == coarse_aggregates
+            and np.array_equal(previous._movable, movable)
+        ):  # a cut or burn that adds no vertex: the same lattice (it depends on rest positions and pins alone)
+            self.agg, self.n_agg = previous.agg, previous.n_agg
+        else:
+            self.agg, self.n_agg = aggregates(model.rest_positions, movable, coarse_aggregates)
+        self._rest, self._movable, self._coarse_aggregates = model.rest_positions, movable, coarse_aggregates
         self.anchors = np.ascontiguousarray(model.anchor_vertex, dtype=np.int64)
         self._key: tuple | None = None
+        self._stiffness: tuple | None = None
         self._factor = np.zeros((0, 0))
+        self._work = frame_workspace(self.tets.shape[0], model.n_vertices, None if previous is None else previous._work)
+
+    def workspace(self, n_vertices: int) -> tuple[np.ndarray, ...]:
+        """The frame kernel's arrays (kept: a frame allocates none of its large ones), for states of n_vertices."""
+        if self._work[6].shape[0] != n_vertices:
+            raise ValueError(f"the state has {n_vertices} vertices, the model {self._work[6].shape[0]}")
+        return self._work
+
+    def stiffness(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """The live tets' k_dev = 1 / alpha_dev and k_hyd = 1 / alpha_hyd, read every frame (scale_stiffness needs no
+        notice) but recomputed only when the model's compliances differ from the last frame's."""
+        kept = self._stiffness
+        if kept is None or not (np.array_equal(kept[0], model.alpha_dev) and np.array_equal(kept[1], model.alpha_hyd)):
+            live = self.live
+            kept = (
+                model.alpha_dev.copy(),
+                model.alpha_hyd.copy(),
+                1.0 / model.alpha_dev[live],
+                1.0 / model.alpha_hyd[live],
+            )
+            self._stiffness = kept
+        return kept[2], kept[3]
 
     def coarse(self, model, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """(aggregate per vertex, Cholesky factor of P^T A P at rest) for frames of dt seconds."""
-        alpha_dev, alpha_hyd = model.alpha_dev[self.live], model.alpha_hyd[self.live]
+        k_dev, k_hyd = self.stiffness(model)
         key = self._key
-        if (
-            key is None
-            or key[0] != dt
-            or key[3] != model.anchor_compliance
-            or not (np.array_equal(key[1], alpha_dev) and np.array_equal(key[2], alpha_hyd))
-        ):
+        if key is None or key[0] != dt or key[1] != model.anchor_compliance or key[2] is not self._stiffness:
             if self.n_agg == 0:
                 self._factor = np.zeros((0, 0))
             else:
                 A = coarse_matrix(
-                    model.rest_positions, self.tets, self.B, 1.0 / alpha_dev, 1.0 / alpha_hyd, self.gamma,
+                    model.rest_positions, self.tets, self.B, k_dev, k_hyd, self.gamma,
                     self.agg, self.n_agg, model.mass, 1.0 / (dt * dt), self.anchors, 1.0 / model.anchor_compliance,
                 )  # fmt: skip
                 self._factor = cholesky(A)
-            self._key = (dt, alpha_dev, alpha_hyd, model.anchor_compliance)
+            self._key = (dt, model.anchor_compliance, self._stiffness)
         return self.agg, self._factor
 
 
@@ -122,27 +160,57 @@ def _cross(a0, a1, a2, b0, b1, b2):
 
 
 @nb.njit(inline="always", **FAST)
-def _scatter_corners(p0x, p0y, p0z, p1x, p1y, p1z, p2x, p2y, p2z, B, t, out):
-    """out[t, a, :] = sum_c Bfull[a, c] P_c (corner 0: minus the sum of the others)."""
-    for r in range(3):
-        b0, b1, b2 = B[t, 3 * r], B[t, 3 * r + 1], B[t, 3 * r + 2]
-        out[t, r + 1, 0] = b0 * p0x + b1 * p1x + b2 * p2x
-        out[t, r + 1, 1] = b0 * p0y + b1 * p1y + b2 * p2y
-        out[t, r + 1, 2] = b0 * p0z + b1 * p1z + b2 * p2z
-    for d in range(3):
-        out[t, 0, d] = -(out[t, 1, d] + out[t, 2, d] + out[t, 3, d])
+def _corner_b(B, t, a):
+    """Row a of tet t's full shape-gradient matrix (corner 0: minus the sum of the others)."""
+    if a == 0:
+        return -(B[t, 0] + B[t, 3] + B[t, 6]), -(B[t, 1] + B[t, 4] + B[t, 7]), -(B[t, 2] + B[t, 5] + B[t, 8])
+    r = 3 * (a - 1)
+    return B[t, r], B[t, r + 1], B[t, r + 2]
+
+
+@nb.njit(inline="always", **FAST)
+def _rows_of(B, t, p0x, p0y, p0z, p1x, p1y, p1z, p2x, p2y, p2z):
+    """Corner rows 1-3 of an F-space matrix P with columns P_c: r_a = sum_c B[a-1, c] P_c (corner 0's row is
+    minus their sum, so a tet's rows add up to exactly zero)."""
+    b0, b1, b2 = B[t, 0], B[t, 1], B[t, 2]
+    r1x, r1y, r1z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
+    b0, b1, b2 = B[t, 3], B[t, 4], B[t, 5]
+    r2x, r2y, r2z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
+    b0, b1, b2 = B[t, 6], B[t, 7], B[t, 8]
+    r3x, r3y, r3z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
+    return r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z
+
+
+@nb.njit(inline="always", **FAST)
+def _add_row(out, v, a, b, c):
+    out[v, 0] += a
+    out[v, 1] += b
+    out[v, 2] += c
+
+
+@nb.njit(inline="always", **FAST)
+def _put_row(rows, k, a, b, c):
+    rows[k, 0] = a
+    rows[k, 1] = b
+    rows[k, 2] = c
+
+
+@nb.njit(inline="always", **FAST)
+def _energy_of(f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, kd, kh, gamma):
+    """k_dev / 2 |F|^2 + k_hyd / 2 (det F - gamma)^2 (as physics.reference), F by its columns."""
+    c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
+    j = f0x * c0x + f0y * c0y + f0z * c0z - gamma
+    nf2 = f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
+    return 0.5 * kd * nf2 + 0.5 * kh * j * j
 
 
 @nb.njit(inline="always", **FAST)
 def _tet_energy_at(x, tets, B, k_dev, k_hyd, gamma, t):
-    """Elastic energy of tet t: k_dev / 2 |F|^2 + k_hyd / 2 (det F - gamma)^2 (as physics.reference)."""
+    """Elastic energy of tet t at x."""
     f0x, f0y, f0z = _column(x, tets, B, t, 0)
     f1x, f1y, f1z = _column(x, tets, B, t, 1)
     f2x, f2y, f2z = _column(x, tets, B, t, 2)
-    c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
-    j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
-    nf2 = f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
-    return 0.5 * k_dev[t] * nf2 + 0.5 * k_hyd[t] * j * j
+    return _energy_of(f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, k_dev[t], k_hyd[t], gamma[t])
 
 
 def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
@@ -150,9 +218,13 @@ def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
         out[t] = _tet_energy_at(x, tets, B, k_dev, k_hyd, gamma, t)
 
 
-def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, grad_rows, diag_rows):
-    """Per tet at x: F and cof F (kept for the Hessian products), the det term's limited coefficient, the
-    elastic gradient's corner rows and the diagonal 3x3 blocks of the tet's Hessian (corner rows, 9 each)."""
+def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct):
+    """Per tet at x: F and cof F (kept for the Hessian products, component-major: Fs[k, t]), the det term's
+    limited coefficient, the tet's energy (the line search's start), its gradient's corner rows and its diagonal
+    3x3 blocks' parts per corner (k_dev |b_a|^2 and g_a = dJ/dx_a: the block is k_dev |b_a|^2 I + k_hyd g_a g_a^T,
+    the det term's skew blocks cancel). Written to rows (tets * 4, 7) for gather_setup; with direct (one thread
+    only) added to grad and diag (n, 6: xx xy xz yy yz zz) in tet order instead: a vertex's sums in the same
+    order, so the same bits."""
     m = tets.shape[0]
     for t in nb.prange(m):
         f0x, f0y, f0z = _column(x, tets, B, t, 0)
@@ -161,125 +233,320 @@ def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, grad_rows, diag_row
         c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
         c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
         c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
-        J = f0x * c0x + f0y * c0y + f0z * c0z
-        kd = k_dev[t]
-        s = k_hyd[t] * (J - gamma[t])
-        Fs[t, 0], Fs[t, 1], Fs[t, 2], Fs[t, 3], Fs[t, 4] = f0x, f0y, f0z, f1x, f1y
-        Fs[t, 5], Fs[t, 6], Fs[t, 7], Fs[t, 8] = f1z, f2x, f2y, f2z
-        Cs[t, 0], Cs[t, 1], Cs[t, 2], Cs[t, 3], Cs[t, 4] = c0x, c0y, c0z, c1x, c1y
-        Cs[t, 5], Cs[t, 6], Cs[t, 7], Cs[t, 8] = c1z, c2x, c2y, c2z
+        j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
+        kd, kh = k_dev[t], k_hyd[t]
+        s = kh * j
+        Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
+        Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
+        Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
+        Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
         nf2 = f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
+        energy[t] = 0.5 * kd * nf2 + 0.5 * kh * j * j
         # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
         # k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the RMS singular value |F| / sqrt 3, exact
         # at rest where the limit is not reached). Limiting s keeps the product positive; the gradient stays exact.
-        lim = k_dev[t] / max(math.sqrt(nf2 / 3.0), 1e-6)
+        lim = kd / max(math.sqrt(nf2 / 3.0), 1e-6)
         geo[t] = min(max(s, -lim), lim)
-        _scatter_corners(
-            kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
+        r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(
+            B, t, kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
             kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z,
-            kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z, B, t, grad_rows,
+            kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z,
         )  # fmt: skip
-        # Diagonal blocks: k_dev |b_a|^2 I + k_hyd g_a g_a^T, g_a = dJ/dx_a (the det term's skew blocks cancel).
+        r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
         for a in range(4):
-            b0 = b1 = b2 = 0.0
             if a == 0:
-                for r in range(3):
-                    b0 -= B[t, 3 * r]
-                    b1 -= B[t, 3 * r + 1]
-                    b2 -= B[t, 3 * r + 2]
+                gx, gy, gz = r0x, r0y, r0z
+            elif a == 1:
+                gx, gy, gz = r1x, r1y, r1z
+            elif a == 2:
+                gx, gy, gz = r2x, r2y, r2z
             else:
-                b0, b1, b2 = B[t, 3 * (a - 1)], B[t, 3 * (a - 1) + 1], B[t, 3 * (a - 1) + 2]
+                gx, gy, gz = r3x, r3y, r3z
+            b0, b1, b2 = _corner_b(B, t, a)
             bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
             g0 = b0 * c0x + b1 * c1x + b2 * c2x
             g1 = b0 * c0y + b1 * c1y + b2 * c2y
             g2 = b0 * c0z + b1 * c1z + b2 * c2z
-            kh = k_hyd[t]
-            diag_rows[t, a, 0] = bb + kh * g0 * g0
-            diag_rows[t, a, 1] = kh * g0 * g1
-            diag_rows[t, a, 2] = kh * g0 * g2
-            diag_rows[t, a, 3] = kh * g1 * g0
-            diag_rows[t, a, 4] = bb + kh * g1 * g1
-            diag_rows[t, a, 5] = kh * g1 * g2
-            diag_rows[t, a, 6] = kh * g2 * g0
-            diag_rows[t, a, 7] = kh * g2 * g1
-            diag_rows[t, a, 8] = bb + kh * g2 * g2
+            if direct:
+                v = tets[t, a]
+                _add_row(grad, v, gx, gy, gz)
+                diag[v, 0] += bb + kh * g0 * g0
+                diag[v, 1] += kh * g0 * g1
+                diag[v, 2] += kh * g0 * g2
+                diag[v, 3] += bb + kh * g1 * g1
+                diag[v, 4] += kh * g1 * g2
+                diag[v, 5] += bb + kh * g2 * g2
+            else:
+                k = 4 * t + a
+                rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
+                rows[k, 4], rows[k, 5], rows[k, 6] = g0, g1, g2
 
 
-def _tet_product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows):
-    """rows[t, a] = (H_t p)_a: the tet's Hessian (det term limited) times p, per corner."""
-    m = tets.shape[0]
-    for t in nb.prange(m):
-        d0x, d0y, d0z = _column(p, tets, B, t, 0)
-        d1x, d1y, d1z = _column(p, tets, B, t, 1)
-        d2x, d2y, d2z = _column(p, tets, B, t, 2)
-        cd = (
-            Cs[t, 0] * d0x + Cs[t, 1] * d0y + Cs[t, 2] * d0z + Cs[t, 3] * d1x + Cs[t, 4] * d1y + Cs[t, 5] * d1z
-            + Cs[t, 6] * d2x + Cs[t, 7] * d2y + Cs[t, 8] * d2z
-        )  # fmt: skip
-        kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
-        f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z = (
-            Fs[t, 0], Fs[t, 1], Fs[t, 2], Fs[t, 3], Fs[t, 4], Fs[t, 5], Fs[t, 6], Fs[t, 7], Fs[t, 8]
-        )  # fmt: skip
-        # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
-        q0x = kd * d0x + kh * Cs[t, 0] + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
-        q0y = kd * d0y + kh * Cs[t, 1] + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
-        q0z = kd * d0z + kh * Cs[t, 2] + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
-        q1x = kd * d1x + kh * Cs[t, 3] + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
-        q1y = kd * d1y + kh * Cs[t, 4] + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
-        q1z = kd * d1z + kh * Cs[t, 5] + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
-        q2x = kd * d2x + kh * Cs[t, 6] + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
-        q2y = kd * d2y + kh * Cs[t, 7] + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
-        q2z = kd * d2z + kh * Cs[t, 8] + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
-        _scatter_corners(q0x, q0y, q0z, q1x, q1y, q1z, q2x, q2y, q2z, B, t, rows)
-
-
-def _gather(rows, start, slots, width, out):
-    """out[i, :width] = sum of vertex i's corner rows in slot order (rows viewed as (tets * 4, width))."""
-    flat = rows.reshape(-1, width)
+def _gather_setup(rows, start, slots, k_hyd, grad, diag):
+    """grad and diag from tet_setup's corner rows: each vertex sums its slots in slot (tet) order."""
     n = start.shape[0] - 1
     for i in nb.prange(n):
-        for d in range(width):
-            acc = 0.0
-            for k in range(start[i], start[i + 1]):
-                acc += flat[slots[k], d]
-            out[i, d] = acc
+        a0 = a1 = a2 = 0.0
+        d0 = d1 = d2 = d3 = d4 = d5 = 0.0
+        for k in range(start[i], start[i + 1]):
+            s = slots[k]
+            kh = k_hyd[s // 4]
+            a0 += rows[s, 0]
+            a1 += rows[s, 1]
+            a2 += rows[s, 2]
+            bb, g0, g1, g2 = rows[s, 3], rows[s, 4], rows[s, 5], rows[s, 6]
+            d0 += bb + kh * g0 * g0
+            d1 += kh * g0 * g1
+            d2 += kh * g0 * g2
+            d3 += bb + kh * g1 * g1
+            d4 += kh * g1 * g2
+            d5 += bb + kh * g2 * g2
+        grad[i, 0], grad[i, 1], grad[i, 2] = a0, a1, a2
+        diag[i, 0], diag[i, 1], diag[i, 2], diag[i, 3], diag[i, 4], diag[i, 5] = d0, d1, d2, d3, d4, d5
 
 
-def _energy_change(e_new, e_old, partial):
-    """sum (e_new - e_old) and sum |e_old| (the round-off scale), each as DOT_BLOCKS blocks added in order."""
-    n = e_new.shape[0]
+PRODUCT_CHUNK = 256  # tets a product handles at once: corner values in, the arithmetic over contiguous rows, rows out
+
+
+def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct):
+    """The tets' Hessian (det term limited) times the CG direction z + beta p (formed per corner, as
+    finish_product then stores it): per corner into rows (tets * 4, 3) for gather_rows, or
+    with direct (one thread only) added to q in tet order (the same sums as the gather, so the same bits).
+    Chunks of PRODUCT_CHUNK tets in three loops: gather the corners' edge vectors, the arithmetic on arrays
+    laid out component-major (Bt, Fs, Cs: [k, t]; the compiler vectorises it), then the corner rows out."""
+    m = tets.shape[0]
+    n_chunks = (m + PRODUCT_CHUNK - 1) // PRODUCT_CHUNK
+    for chunk in nb.prange(n_chunks):
+        c0 = chunk * PRODUCT_CHUNK
+        w = min(m, c0 + PRODUCT_CHUNK) - c0
+        E = np.empty((12, PRODUCT_CHUNK))
+        for j in range(w):
+            t = c0 + j
+            i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+            for d in range(3):
+                p0 = z[i0, d] + beta * p[i0, d]
+                E[d, j] = (z[i1, d] + beta * p[i1, d]) - p0
+                E[3 + d, j] = (z[i2, d] + beta * p[i2, d]) - p0
+                E[6 + d, j] = (z[i3, d] + beta * p[i3, d]) - p0
+        for j in range(w):
+            t = c0 + j
+            b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
+            b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
+            # dF's columns: sum_r (p_{r+1} - p_0) B[r, c]
+            d0x = E[0, j] * b0 + E[3, j] * b3 + E[6, j] * b6
+            d0y = E[1, j] * b0 + E[4, j] * b3 + E[7, j] * b6
+            d0z = E[2, j] * b0 + E[5, j] * b3 + E[8, j] * b6
+            d1x = E[0, j] * b1 + E[3, j] * b4 + E[6, j] * b7
+            d1y = E[1, j] * b1 + E[4, j] * b4 + E[7, j] * b7
+            d1z = E[2, j] * b1 + E[5, j] * b4 + E[8, j] * b7
+            d2x = E[0, j] * b2 + E[3, j] * b5 + E[6, j] * b8
+            d2y = E[1, j] * b2 + E[4, j] * b5 + E[7, j] * b8
+            d2z = E[2, j] * b2 + E[5, j] * b5 + E[8, j] * b8
+            c0x, c0y, c0z, c1x, c1y = Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t]
+            c1z, c2x, c2y, c2z = Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t]
+            f0x, f0y, f0z, f1x, f1y = Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t]
+            f1z, f2x, f2y, f2z = Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t]
+            cd = (
+                c0x * d0x + c0y * d0y + c0z * d0z + c1x * d1x + c1y * d1y + c1z * d1z
+                + c2x * d2x + c2y * d2y + c2z * d2z
+            )  # fmt: skip
+            kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
+            # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
+            q0x = kd * d0x + kh * c0x + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
+            q0y = kd * d0y + kh * c0y + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
+            q0z = kd * d0z + kh * c0z + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
+            q1x = kd * d1x + kh * c1x + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
+            q1y = kd * d1y + kh * c1y + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
+            q1z = kd * d1z + kh * c1z + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
+            q2x = kd * d2x + kh * c2x + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
+            q2y = kd * d2y + kh * c2y + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
+            q2z = kd * d2z + kh * c2z + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
+            # Corner rows 1-3 (r_a = sum_c B[a-1, c] Q_c) in E[0:9], corner 0 (minus their sum) in E[9:12].
+            E[0, j] = b0 * q0x + b1 * q1x + b2 * q2x
+            E[1, j] = b0 * q0y + b1 * q1y + b2 * q2y
+            E[2, j] = b0 * q0z + b1 * q1z + b2 * q2z
+            E[3, j] = b3 * q0x + b4 * q1x + b5 * q2x
+            E[4, j] = b3 * q0y + b4 * q1y + b5 * q2y
+            E[5, j] = b3 * q0z + b4 * q1z + b5 * q2z
+            E[6, j] = b6 * q0x + b7 * q1x + b8 * q2x
+            E[7, j] = b6 * q0y + b7 * q1y + b8 * q2y
+            E[8, j] = b6 * q0z + b7 * q1z + b8 * q2z
+            E[9, j] = -(E[0, j] + E[3, j] + E[6, j])
+            E[10, j] = -(E[1, j] + E[4, j] + E[7, j])
+            E[11, j] = -(E[2, j] + E[5, j] + E[8, j])
+        for j in range(w):
+            t = c0 + j
+            if direct:
+                i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+                _add_row(q, i0, E[9, j], E[10, j], E[11, j])
+                _add_row(q, i1, E[0, j], E[1, j], E[2, j])
+                _add_row(q, i2, E[3, j], E[4, j], E[5, j])
+                _add_row(q, i3, E[6, j], E[7, j], E[8, j])
+            else:
+                _put_row(rows, 4 * t, E[9, j], E[10, j], E[11, j])
+                _put_row(rows, 4 * t + 1, E[0, j], E[1, j], E[2, j])
+                _put_row(rows, 4 * t + 2, E[3, j], E[4, j], E[5, j])
+                _put_row(rows, 4 * t + 3, E[6, j], E[7, j], E[8, j])
+
+
+def _gather_rows(rows, start, slots, out):
+    """out[i] = sum of vertex i's corner rows (rows: tets * 4, 3) in slot order."""
+    n = start.shape[0] - 1
+    for i in nb.prange(n):
+        a0 = a1 = a2 = 0.0
+        for k in range(start[i], start[i + 1]):
+            s = slots[k]
+            a0 += rows[s, 0]
+            a1 += rows[s, 1]
+            a2 += rows[s, 2]
+        out[i, 0], out[i, 1], out[i, 2] = a0, a1, a2
+
+
+@nb.njit(inline="always", **FAST)
+def _block(k, n):
+    """Vertices (or tets) lo..hi of fixed block k of DOT_BLOCKS: the same blocks for any thread count."""
     size = (n + DOT_BLOCKS - 1) // DOT_BLOCKS
-    for k in nb.prange(DOT_BLOCKS):
-        acc = 0.0
-        mag = 0.0
-        for j in range(k * size, min(n, (k + 1) * size)):
-            acc += e_new[j] - e_old[j]
-            mag += abs(e_old[j])
-        partial[k] = acc
-        partial[DOT_BLOCKS + k] = mag
+    return k * size, min(n, (k + 1) * size)
+
+
+@nb.njit(inline="always", **FAST)
+def _sum_blocks(partial, offset):
     total = 0.0
-    scale = 0.0
     for k in range(DOT_BLOCKS):
-        total += partial[k]
-        scale += partial[DOT_BLOCKS + k]
-    return total, scale
+        total += partial[offset + k]
+    return total
 
 
 def _dot(a, b, partial):
-    """sum a * b over all entries, as DOT_BLOCKS blocks added in order."""
-    fa = a.reshape(-1)
-    fb = b.reshape(-1)
-    n = fa.shape[0]
-    size = (n + DOT_BLOCKS - 1) // DOT_BLOCKS
+    """sum a * b over (n, 3) arrays, each fixed block of vertices in order, then the blocks in order."""
+    n = a.shape[0]
     for k in nb.prange(DOT_BLOCKS):
+        lo, hi = _block(k, n)
         acc = 0.0
-        for j in range(k * size, min(n, (k + 1) * size)):
-            acc += fa[j] * fb[j]
+        for i in range(lo, hi):
+            acc += a[i, 0] * b[i, 0]
+            acc += a[i, 1] * b[i, 1]
+            acc += a[i, 2] * b[i, 2]
         partial[k] = acc
-    total = 0.0
-    for k in range(DOT_BLOCKS):
-        total += partial[k]
-    return total
+    return _sum_blocks(partial, 0)
+
+
+def _finish_product(z, p, beta, q, sq, mh, free, S, rows, start, slots, gather, partial):
+    """p = z + beta p (the new direction) and q = S ((H p + springs + m / h^2 p) free): the tets' part gathered
+    from rows (or, direct, already in q), the springs' from sq; returns p . q (fixed vertex blocks in order)."""
+    n = p.shape[0]
+    for k in nb.prange(DOT_BLOCKS):
+        lo, hi = _block(k, n)
+        acc = 0.0
+        for i in range(lo, hi):
+            if gather:
+                a0 = a1 = a2 = 0.0
+                for s in range(start[i], start[i + 1]):
+                    slot = slots[s]
+                    a0 += rows[slot, 0]
+                    a1 += rows[slot, 1]
+                    a2 += rows[slot, 2]
+            else:
+                a0, a1, a2 = q[i, 0], q[i, 1], q[i, 2]
+            p0 = z[i, 0] + beta * p[i, 0]
+            p1 = z[i, 1] + beta * p[i, 1]
+            p2 = z[i, 2] + beta * p[i, 2]
+            p[i, 0], p[i, 1], p[i, 2] = p0, p1, p2
+            a = (a0 + sq[i, 0] + mh[i] * p0) * free[i]
+            b = (a1 + sq[i, 1] + mh[i] * p1) * free[i]
+            c = (a2 + sq[i, 2] + mh[i] * p2) * free[i]
+            a, b, c = _filter(S, i, a, b, c)
+            q[i, 0], q[i, 1], q[i, 2] = a, b, c
+            acc += p0 * a
+            acc += p1 * b
+            acc += p2 * c
+        partial[k] = acc
+    return _sum_blocks(partial, 0)
+
+
+def _update_precondition(dx, r, p, q, alpha, inv_diag, S, z, agg, yc, nc, clear, partial):
+    """dx += alpha p, r -= alpha q (q then zeroed when clear: a direct product adds into it), and
+    z = S (D^-1 r + P yc): block Jacobi plus the coarse correction yc (solved for P^T r beforehand); returns
+    r . z (fixed vertex blocks in order)."""
+    n = r.shape[0]
+    for k in nb.prange(DOT_BLOCKS):
+        lo, hi = _block(k, n)
+        acc = 0.0
+        for i in range(lo, hi):
+            for d in range(3):
+                dx[i, d] += alpha * p[i, d]
+                r[i, d] -= alpha * q[i, d]
+                if clear:
+                    q[i, d] = 0.0
+            a = inv_diag[i, 0] * r[i, 0] + inv_diag[i, 1] * r[i, 1] + inv_diag[i, 2] * r[i, 2]
+            b = inv_diag[i, 3] * r[i, 0] + inv_diag[i, 4] * r[i, 1] + inv_diag[i, 5] * r[i, 2]
+            c = inv_diag[i, 6] * r[i, 0] + inv_diag[i, 7] * r[i, 1] + inv_diag[i, 8] * r[i, 2]
+            g = agg[i]
+            if nc > 0 and g >= 0:
+                a += yc[3 * g]
+                b += yc[3 * g + 1]
+                c += yc[3 * g + 2]
+            a, b, c = _filter(S, i, a, b, c)
+            z[i, 0], z[i, 1], z[i, 2] = a, b, c
+            acc += r[i, 0] * a
+            acc += r[i, 1] * b
+            acc += r[i, 2] * c
+        partial[k] = acc
+    return _sum_blocks(partial, 0)
+
+
+@nb.njit(inline="always", **FAST)
+def _restrict(v, agg, out):
+    """out = P^T v: each aggregate's sum of its vertices' rows, serially in vertex order."""
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for i in range(v.shape[0]):
+        g = agg[i]
+        if g >= 0:
+            for d in range(3):
+                out[3 * g + d] += v[i, d]
+
+
+@nb.njit(inline="always", **FAST)
+def _trial_energy(x, dx, step, tets, B, k_dev, k_hyd, gamma, t):
+    """Elastic energy of tet t at x + step dx (the corners' positions computed as the accepted step does)."""
+    i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+    e1x = (x[i1, 0] + step * dx[i1, 0]) - (x[i0, 0] + step * dx[i0, 0])
+    e1y = (x[i1, 1] + step * dx[i1, 1]) - (x[i0, 1] + step * dx[i0, 1])
+    e1z = (x[i1, 2] + step * dx[i1, 2]) - (x[i0, 2] + step * dx[i0, 2])
+    e2x = (x[i2, 0] + step * dx[i2, 0]) - (x[i0, 0] + step * dx[i0, 0])
+    e2y = (x[i2, 1] + step * dx[i2, 1]) - (x[i0, 1] + step * dx[i0, 1])
+    e2z = (x[i2, 2] + step * dx[i2, 2]) - (x[i0, 2] + step * dx[i0, 2])
+    e3x = (x[i3, 0] + step * dx[i3, 0]) - (x[i0, 0] + step * dx[i0, 0])
+    e3y = (x[i3, 1] + step * dx[i3, 1]) - (x[i0, 1] + step * dx[i0, 1])
+    e3z = (x[i3, 2] + step * dx[i3, 2]) - (x[i0, 2] + step * dx[i0, 2])
+    b = B
+    f0x = e1x * b[t, 0] + e2x * b[t, 3] + e3x * b[t, 6]
+    f0y = e1y * b[t, 0] + e2y * b[t, 3] + e3y * b[t, 6]
+    f0z = e1z * b[t, 0] + e2z * b[t, 3] + e3z * b[t, 6]
+    f1x = e1x * b[t, 1] + e2x * b[t, 4] + e3x * b[t, 7]
+    f1y = e1y * b[t, 1] + e2y * b[t, 4] + e3y * b[t, 7]
+    f1z = e1z * b[t, 1] + e2z * b[t, 4] + e3z * b[t, 7]
+    f2x = e1x * b[t, 2] + e2x * b[t, 5] + e3x * b[t, 8]
+    f2y = e1y * b[t, 2] + e2y * b[t, 5] + e3y * b[t, 8]
+    f2z = e1z * b[t, 2] + e2z * b[t, 5] + e3z * b[t, 8]
+    return _energy_of(f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, k_dev[t], k_hyd[t], gamma[t])
+
+
+def _trial_change(x, dx, step, tets, B, k_dev, k_hyd, gamma, e_old, partial):
+    """The tets' energy change from x to x + step dx (e_old: their energies at x) and sum |e_old| (the
+    round-off scale), each summed in fixed blocks of tets, the blocks in order."""
+    m = tets.shape[0]
+    for k in nb.prange(DOT_BLOCKS):
+        lo, hi = _block(k, m)
+        acc = 0.0
+        mag = 0.0
+        for t in range(lo, hi):
+            acc += _trial_energy(x, dx, step, tets, B, k_dev, k_hyd, gamma, t) - e_old[t]
+            mag += abs(e_old[t])
+        partial[k] = acc
+        partial[DOT_BLOCKS + k] = mag
+    return _sum_blocks(partial, 0), _sum_blocks(partial, DOT_BLOCKS)
 
 
 @nb.njit(inline="always", **FAST)
@@ -323,32 +590,6 @@ def _filter(S, i, a, b, c):
     )
 
 
-def _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc):
-    """z = S (D^-1 + P (P^T A P)^-1 P^T) r: block Jacobi plus the coarse space's correction (physics.coarse_space;
-    r is already filtered), filtered by the contact constraint. The coarse part is serial, in vertex order."""
-    n = r.shape[0]
-    nc = coarse_factor.shape[0]
-    if nc > 0:
-        for j in range(nc):
-            rc[j] = 0.0
-        for i in range(n):
-            g = agg[i]
-            if g >= 0:
-                for d in range(3):
-                    rc[3 * g + d] += r[i, d]
-        solve_coarse(coarse_factor, rc, yc)
-    for i in nb.prange(n):
-        a = inv_diag[i, 0] * r[i, 0] + inv_diag[i, 1] * r[i, 1] + inv_diag[i, 2] * r[i, 2]
-        b = inv_diag[i, 3] * r[i, 0] + inv_diag[i, 4] * r[i, 1] + inv_diag[i, 5] * r[i, 2]
-        c = inv_diag[i, 6] * r[i, 0] + inv_diag[i, 7] * r[i, 1] + inv_diag[i, 8] * r[i, 2]
-        g = agg[i]
-        if nc > 0 and g >= 0:
-            a += yc[3 * g]
-            b += yc[3 * g + 1]
-            c += yc[3 * g + 2]
-        z[i, 0], z[i, 1], z[i, 2] = _filter(S, i, a, b, c)
-
-
 @nb.njit(inline="always", **FAST)
 def _spring_point(x, verts, weights, g, d):
     return weights[g, 0] * x[verts[g, 0], d] + weights[g, 1] * x[verts[g, 1], d] + weights[g, 2] * x[verts[g, 2], d]
@@ -356,7 +597,8 @@ def _spring_point(x, verts, weights, g, d):
 
 @nb.njit(**FAST)
 def _springs_gradient(x, verts, weights, targets, stiffness, grad, diag):
-    """Add the springs' gradient (stiffness * (p - target) spread by weight) and diagonal blocks, serially."""
+    """Add the springs' gradient (stiffness * (p - target) spread by weight) and diagonal blocks (diag: n, 6),
+    serially."""
     for g in range(verts.shape[0]):
         for d in range(3):
             r = stiffness * (_spring_point(x, verts, weights, g, d) - targets[g, d])
@@ -366,8 +608,8 @@ def _springs_gradient(x, verts, weights, targets, stiffness, grad, diag):
             w2 = weights[g, c] * weights[g, c] * stiffness
             v = verts[g, c]
             diag[v, 0] += w2
-            diag[v, 4] += w2
-            diag[v, 8] += w2
+            diag[v, 3] += w2
+            diag[v, 5] += w2
 
 
 @nb.njit(**FAST)
@@ -382,26 +624,40 @@ def _springs_change(x, dx, t, verts, weights, targets, stiffness):
 
 
 @nb.njit(**FAST)
-def _springs_product(p, verts, weights, stiffness, out):
+def _springs_direction(z, p, beta, verts, weights, stiffness, out):
+    """Add the springs' Hessian times the direction z + beta p to out, serially."""
     for g in range(verts.shape[0]):
         for d in range(3):
-            r = stiffness * _spring_point(p, verts, weights, g, d)
+            point = 0.0
+            for c in range(3):
+                v = verts[g, c]
+                point += weights[g, c] * (z[v, d] + beta * p[v, d])
+            r = stiffness * point
             for c in range(3):
                 out[verts[g, c], d] += weights[g, c] * r
 
 
+@nb.njit(**FAST)
+def _springs_clear(verts, out):
+    for g in range(verts.shape[0]):
+        for c in range(3):
+            for d in range(3):
+                out[verts[g, c], d] = 0.0
+
+
 def _solve_frame(
     x, v, inv_mass, mass, damping, gravity, dt, newton_steps, cg_iterations, max_speed,
-    tets, B, k_dev, k_hyd, gamma, start, slots, agg, coarse_factor,
+    tets, B, Bt, k_dev, k_hyd, gamma, start, slots, agg, coarse_factor, work,
     anchor_verts, anchor_weights, anchor_targets, anchor_alpha,
     planes, spheres, boxes, env_mu,
     p0, q0, j0, p1, q1, j1, inst_mu, cap_inst, cap_local, cap_r, cap_active,
     cand_verts, cand_weights, cand_inst,
     g_inst, g_verts, g_weights, g_local, g_alpha,
-    out_inst_force, out_anchor_force, out_grasp_force, out_counts, out_residual,
+    out_inst_force, out_anchor_force, out_grasp_force, out_counts, out_residual, out_stats,
 ):  # fmt: skip
+    Fs, Cs, geo, e_old, rows7, rows3, x_prev, y, free, mh, grad, diag, inv_diag, r, z, p, q, dx, S, sq, touching = work
+    direct = _DIRECT
     n = x.shape[0]
-    m = tets.shape[0]
     h = dt
     inv_h2 = 1.0 / (h * h)
     k_inst = p0.shape[0]
@@ -420,52 +676,39 @@ def _solve_frame(
     grasp_targets(g_inst, g_local, P, R, targets)
     k_anchor = 1.0 / anchor_alpha
     k_grasp = 1.0 / g_alpha
+    partial = np.empty(2 * DOT_BLOCKS)
+    rc = np.empty(coarse_factor.shape[0])
+    yc = np.empty(coarse_factor.shape[0])
+    rq = np.empty(coarse_factor.shape[0])
 
-    x_prev = x.copy()
-    y = np.empty_like(x)
-    free = np.empty(n)
-    mh = np.empty(n)
     for i in nb.prange(n):
         free[i] = 1.0 if inv_mass[i] > 0.0 else 0.0
         mh[i] = mass[i] * inv_h2
+        touching[i] = 0
+        sq[i, 0] = sq[i, 1] = sq[i, 2] = 0.0  # the springs' part of a product (zero but at spring vertices)
+        for q_ in range(9):
+            S[i, q_] = 1.0 if q_ % 4 == 0 else 0.0
         for d in range(3):
+            x_prev[i, d] = x[i, d]
             y[i, d] = x[i, d] + free[i] * (h * v[i, d] + h * h * gravity[d])
             # Newton starts from the motion without gravity's pull of this frame: at rest that is x itself, so
             # the frame's fixed point is where the gradient of the static energy vanishes (exact equilibrium
             # whatever the Hessian's approximation and the CG budget); starting from y would leave a bias.
             x[i, d] = x[i, d] + free[i] * h * v[i, d]
 
-    Fs = np.empty((m, 9))
-    Cs = np.empty((m, 9))
-    geo = np.empty(m)
-    rows3 = np.empty((m, 4, 3))
-    rows9 = np.empty((m, 4, 9))
-    grad = np.empty((n, 3))
-    diag = np.empty((n, 9))
-    inv_diag = np.empty((n, 9))
-    r = np.empty((n, 3))
-    z = np.empty((n, 3))
-    p = np.empty((n, 3))
-    q = np.empty((n, 3))
-    dx = np.empty((n, 3))
-    partial = np.empty(2 * DOT_BLOCKS)
-    rc = np.empty(coarse_factor.shape[0])
-    yc = np.empty(coarse_factor.shape[0])
-    e_old = np.empty(m)
-    e_new = np.empty(m)
-    trial = np.empty_like(x)
     residual = 0.0
-    S = np.empty((n, 9))
-    touching = np.zeros(n, np.int64)
-    for i in nb.prange(n):
-        for q_ in range(9):
-            S[i, q_] = 1.0 if q_ % 4 == 0 else 0.0
     newton = 0
     classified = False
     while newton < newton_steps:
-        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, rows3, rows9)
-        _gather(rows3, start, slots, 3, grad)
-        _gather(rows9, start, slots, 9, diag)
+        if direct:
+            for i in nb.prange(n):
+                for d in range(3):
+                    grad[i, d] = 0.0
+                for d in range(6):
+                    diag[i, d] = 0.0
+        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct)
+        if not direct:
+            _gather_setup(rows7, start, slots, k_hyd, grad, diag)
         _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
         _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
         for i in nb.prange(n):
@@ -511,8 +754,8 @@ def _solve_frame(
         for i in nb.prange(n):
             r[i, 0], r[i, 1], r[i, 2] = _filter(S, i, r[i, 0], r[i, 1], r[i, 2])
             a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
-            d_, e, f = diag[i, 3], diag[i, 4] + mh[i], diag[i, 5]
-            g_, hh, k = diag[i, 6], diag[i, 7], diag[i, 8] + mh[i]
+            d_, e, f = diag[i, 1], diag[i, 3] + mh[i], diag[i, 4]
+            g_, hh, k = diag[i, 2], diag[i, 4], diag[i, 5] + mh[i]
             co0 = e * k - f * hh
             co1 = f * g_ - d_ * k
             co2 = d_ * hh - e * g_
@@ -527,49 +770,53 @@ def _solve_frame(
             inv_diag[i, 6] = co2 * inv
             inv_diag[i, 7] = (b * g_ - a * hh) * inv
             inv_diag[i, 8] = (a * e - b * d_) * inv
+            p[i, 0] = p[i, 1] = p[i, 2] = 0.0  # the first direction is z + 0 p
+            q[i, 0] = q[i, 1] = q[i, 2] = 0.0
         residual = math.sqrt(_dot(r, r, partial))
-        _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc)
-        for i in nb.prange(n):
-            for d in range(3):
-                p[i, d] = z[i, d]
-        rz = _dot(r, z, partial)
+        # Three parallel passes an iteration: the tets' product, the vertices' gather and finish (with p . q),
+        # the update and preconditioner (with r . z). The coarse right-hand side P^T r follows the update
+        # (P^T r -= alpha P^T q), so the coarse solve sits between the second and the third.
+        nc = coarse_factor.shape[0]
+        if nc > 0:
+            _restrict(r, agg, rc)
+            solve_coarse(coarse_factor, rc, yc)
+        rz = _update_precondition(dx, r, p, q, 0.0, inv_diag, S, z, agg, yc, nc, direct, partial)
+        beta = 0.0
         for _it in range(cg_iterations):
             if rz <= 0.0:
                 break
-            _tet_product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows3)
-            _gather(rows3, start, slots, 3, q)
-            _springs_product(p, anchor_verts, anchor_weights, k_anchor, q)
-            _springs_product(p, g_verts, g_weights, k_grasp, q)
-            for i in nb.prange(n):
-                for d in range(3):
-                    q[i, d] = (q[i, d] + mh[i] * p[i, d]) * free[i]
-                q[i, 0], q[i, 1], q[i, 2] = _filter(S, i, q[i, 0], q[i, 1], q[i, 2])
-            pq = _dot(p, q, partial)
+            if direct:  # one thread: the direction once per vertex, not per corner (the same bits)
+                for i in range(n):
+                    for d in range(3):
+                        p[i, d] = z[i, d] + beta * p[i, d]
+                zz, bb = p, 0.0  # p + 0 p is p
+            else:
+                zz, bb = z, beta
+            _tet_product(zz, p, bb, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows3, q, direct)
+            _springs_direction(zz, p, bb, anchor_verts, anchor_weights, k_anchor, sq)
+            _springs_direction(zz, p, bb, g_verts, g_weights, k_grasp, sq)
+            pq = _finish_product(zz, p, bb, q, sq, mh, free, S, rows3, start, slots, not direct, partial)
+            _springs_clear(anchor_verts, sq)
+            _springs_clear(g_verts, sq)
             if not pq > 0.0:  # no curvature left along p (or NaN): keep what CG has
                 break
             alpha = rz / pq
-            for i in nb.prange(n):
-                for d in range(3):
-                    dx[i, d] += alpha * p[i, d]
-                    r[i, d] -= alpha * q[i, d]
-            _precondition(inv_diag, S, r, z, agg, coarse_factor, rc, yc)
-            rz_new = _dot(r, z, partial)
+            if nc > 0:
+                _restrict(q, agg, rq)
+                for j in range(nc):
+                    rc[j] -= alpha * rq[j]
+                solve_coarse(coarse_factor, rc, yc)
+            rz_new = _update_precondition(dx, r, p, q, alpha, inv_diag, S, z, agg, yc, nc, direct, partial)
             beta = rz_new / rz
             rz = rz_new
-            for i in nb.prange(n):
-                for d in range(3):
-                    p[i, d] = z[i, d] + beta * p[i, d]
+            out_stats[1] += 1
         # Backtracking line search on the frame's energy (its exact change: inertia and springs in closed form,
-        # the tets one by one), so a large or nonlinear step cannot raise it; within round-off a step is taken.
+        # the tets one by one from their energies at the start), so a large or nonlinear step cannot raise it;
+        # within round-off a step is taken. After the last halving that step is taken anyway.
         slope = _dot(grad, dx, partial)
-        _tet_energies(x, tets, B, k_dev, k_hyd, gamma, e_old)
         t = 1.0
-        for _ls in range(LINE_SEARCH_HALVINGS + 1):
-            for i in nb.prange(n):
-                for d in range(3):
-                    trial[i, d] = x[i, d] + t * dx[i, d]
-            _tet_energies(trial, tets, B, k_dev, k_hyd, gamma, e_new)
-            change, scale = _energy_change(e_new, e_old, partial)
+        for ls in range(LINE_SEARCH_HALVINGS + 1):
+            change, scale = _trial_change(x, dx, t, tets, B, k_dev, k_hyd, gamma, e_old, partial)
             inertia = 0.0
             for i in range(n):
                 for d in range(3):
@@ -578,13 +825,15 @@ def _solve_frame(
             change += inertia
             change += _springs_change(x, dx, t, anchor_verts, anchor_weights, anchor_targets, k_anchor)
             change += _springs_change(x, dx, t, g_verts, g_weights, targets, k_grasp)
-            if change <= 1e-4 * t * slope + 1e-12 * scale:
+            if change <= 1e-4 * t * slope + 1e-12 * scale or ls == LINE_SEARCH_HALVINGS:
                 break
             t *= 0.5
+            out_stats[2] += 1
         for i in nb.prange(n):
             for d in range(3):
-                x[i, d] = trial[i, d]
+                x[i, d] = x[i, d] + t * dx[i, d]
         newton += 1
+        out_stats[0] += 1
     out_residual[0] = residual
 
     # Forces of the springs at the solved positions (N on the tissue), then contact once per frame.
@@ -622,33 +871,39 @@ def _solve_frame(
     out_counts[3] += clamps
 
 
+def frame_workspace(n_tets: int, n_vertices: int, previous: tuple | None = None) -> tuple[np.ndarray, ...]:
+    """The frame kernel's arrays for this many live tets and vertices (a FrameTopology keeps one: a frame
+    allocates none of its large arrays, whose fresh pages would cost more than the work on them). With the
+    previous topology's arrays for as many vertices and at least as many tets (a burn, a cut that adds no
+    vertex), the same memory: views of its first n_tets rows (the kernel writes everything before reading it)."""
+    m, n = n_tets, n_vertices
+    if previous is not None and previous[6].shape[0] == n and previous[2].shape[0] >= m:
+        Fs, Cs, geo, e_old, rows7, rows3 = previous[:6]
+        Fs, Cs = Fs.reshape(-1)[: 9 * m].reshape(9, m), Cs.reshape(-1)[: 9 * m].reshape(9, m)  # contiguous
+        return (Fs, Cs, geo[:m], e_old[:m], rows7[: 4 * m], rows3[: 4 * m], *previous[6:])
+    return (
+        np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m), np.empty((4 * m, 7)), np.empty((4 * m, 3)),
+        np.empty((n, 3)), np.empty((n, 3)), np.empty(n), np.empty(n), np.empty((n, 3)), np.empty((n, 6)),
+        np.empty((n, 9)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 3)),
+        np.empty((n, 9)), np.zeros((n, 3)), np.zeros(n, np.int64),
+    )  # fmt: skip
+
+
+_DIRECT = False  # the parallel kernels write corner rows that vertices gather; the serial twins add directly
 _PARALLEL = {"parallel": True, "cache": True, **FAST}
 _SERIAL = {"cache": True, **FAST}
-tet_setup = nb.njit(**_PARALLEL)(_tet_setup)
-tet_energies = nb.njit(**_PARALLEL)(_tet_energies)
-energy_change = nb.njit(**_PARALLEL)(_energy_change)
-tet_energies_serial = nb.njit(**_SERIAL)(serial_twin(_tet_energies, "tet_energies_serial"))
-energy_change_serial = nb.njit(**_SERIAL)(serial_twin(_energy_change, "energy_change_serial"))
-tet_product = nb.njit(**_PARALLEL)(_tet_product)
-gather = nb.njit(**_PARALLEL)(_gather)
-dot = nb.njit(**_PARALLEL)(_dot)
-precondition = nb.njit(**_PARALLEL)(_precondition)
-precondition_serial = nb.njit(**_SERIAL)(serial_twin(_precondition, "precondition_serial"))
-tet_setup_serial = nb.njit(**_SERIAL)(serial_twin(_tet_setup, "tet_setup_serial"))
-tet_product_serial = nb.njit(**_SERIAL)(serial_twin(_tet_product, "tet_product_serial"))
-gather_serial = nb.njit(**_SERIAL)(serial_twin(_gather, "gather_serial"))
-dot_serial = nb.njit(**_SERIAL)(serial_twin(_dot, "dot_serial"))
-solve_frame = nb.njit(**_PARALLEL)(
-    serial_twin(
-        _solve_frame, "solve_frame", _tet_setup=tet_setup, _tet_product=tet_product, _gather=gather, _dot=dot,
-        _tet_energies=tet_energies, _energy_change=energy_change, _precondition=precondition,
-    )
+_KERNELS = (
+    "_tet_setup", "_gather_setup", "_tet_product", "_gather_rows", "_dot", "_finish_product",
+    "_update_precondition", "_trial_change", "_tet_energies",
 )  # fmt: skip
-# One thread (a room's thread): no parallel launches, each of which takes the GIL back. Same order, same bits.
-solve_frame_serial = nb.njit(**_SERIAL)(
-    serial_twin(
-        _solve_frame, "solve_frame_serial", _tet_setup=tet_setup_serial, _tet_product=tet_product_serial,
-        _gather=gather_serial, _dot=dot_serial, _tet_energies=tet_energies_serial,
-        _energy_change=energy_change_serial, _precondition=precondition_serial,
-    )
-)  # fmt: skip
+_parallel = {name: nb.njit(**_PARALLEL)(globals()[name]) for name in _KERNELS}
+_serial = {name: nb.njit(**_SERIAL)(serial_twin(globals()[name], name.lstrip("_") + "_serial")) for name in _KERNELS}
+tet_setup, tet_setup_serial = _parallel["_tet_setup"], _serial["_tet_setup"]
+gather_setup, gather_setup_serial = _parallel["_gather_setup"], _serial["_gather_setup"]
+tet_product, tet_product_serial = _parallel["_tet_product"], _serial["_tet_product"]
+gather_rows, gather_rows_serial = _parallel["_gather_rows"], _serial["_gather_rows"]
+tet_energies, tet_energies_serial = _parallel["_tet_energies"], _serial["_tet_energies"]
+solve_frame = nb.njit(**_PARALLEL)(serial_twin(_solve_frame, "solve_frame", **_parallel))
+# One thread (a room's thread): no parallel launches, each of which takes the GIL back, and the tets add their
+# rows straight into the vertices (in tet order, as the gather does). Same order, same bits.
+solve_frame_serial = nb.njit(**_SERIAL)(serial_twin(_solve_frame, "solve_frame_serial", _DIRECT=True, **_serial))

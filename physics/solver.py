@@ -107,6 +107,7 @@ class Solver:
         self.cg_iterations = cg_iterations
         self.newton_steps = newton_steps
         self.last_residual = 0.0  # implicit mode: the last Newton step's residual norm (N) before its solve
+        self.last_stats: dict[str, int] = {}  # implicit mode: the last frame's Newton steps, CG iterations, halvings
         self._capsules: tuple | None = None  # (layout key, arrays, the specs held so their ids stay unique)
         self._implicit: implicit.FrameTopology | None = None
         self._grasps: tuple | None = None  # (key, arrays, row spans, the arrays held)
@@ -162,24 +163,25 @@ def _step(
     if solver.mode == "implicit":
         topo = solver._implicit
         live = topo.live
-        k_hyd = 1.0 / model.alpha_hyd[live]  # read every frame: scale_stiffness needs no notice
+        k_dev, k_hyd = topo.stiffness(model)  # read every frame: scale_stiffness needs no notice
         if np.any(state.damage[live] > 0.0):  # coagulation stiffens: this frame's own deviatoric stiffness
             k_dev = 1.0 / state.effective_alpha_dev(model)[live]
-        else:
-            k_dev = 1.0 / model.alpha_dev[live]
         agg, factor = topo.coarse(model, float(dt))
         residual = np.zeros(1)
+        stats = np.zeros(len(implicit.STATS), np.int64)
         kernel = implicit.solve_frame_serial if numba.get_num_threads() == 1 else implicit.solve_frame
         kernel(
             state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt),
             solver.newton_steps, solver.cg_iterations, model.max_vertex_speed,
-            topo.tets, topo.B, k_dev, k_hyd, topo.gamma, topo.start, topo.slots, agg, factor,
+            topo.tets, topo.B, topo.Bt, k_dev, k_hyd, topo.gamma, topo.start, topo.slots, agg, factor,
+            topo.workspace(state.x.shape[0]),
             anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
             env.planes, env.spheres, env.boxes, env.friction,
             *arrays[:11], cand_verts, cand_weights, cand_inst, *grasps, grasping.GRASP_COMPLIANCE,
-            inst_force, anchor_force, grasp_force, counts, residual,
+            inst_force, anchor_force, grasp_force, counts, residual, stats,
         )  # fmt: skip
         solver.last_residual = float(residual[0])
+        solver.last_stats = dict(zip(implicit.STATS, stats.tolist(), strict=True))
     else:
         kernel = simulate_frame_serial if numba.get_num_threads() == 1 else simulate_frame
         kernel(

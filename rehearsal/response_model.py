@@ -25,7 +25,7 @@ import numpy as np
 from netcode.protocol.response_model import MAX_RESPONSE_VERTICES
 from netcode.sync.motion_predictor import MAX_PREDICTOR_VERTICES
 from netcode.sync.patches import PatchLayout
-from physics import Control, InstrumentInput, Model, step
+from physics import Control, InstrumentInput, Model, Solver
 from physics.state import State
 
 PROBE_STEP = 0.002  # m the probe moves the jaws along each axis
@@ -75,19 +75,21 @@ def probe_response(
     per metre of jaw motion, is one column of its matrix. The strongest-moving vertices (at most ``limit``,
     at least ``min_response``) are kept, strongest first; ``Response.strongest`` narrows them for a
     headset. Pass the room's own dt and substeps (the response depends on them). Costs 4 x ``frames``
-    steps: run it on the room's thread, once per grasp; None when the instrument holds nothing."""
+    steps of one Solver (the probes leave the model alone, so its derived arrays are built once): run it on
+    the room's thread, once per grasp; None when the instrument holds nothing."""
     held = state.instruments.get(instrument)
     ids = np.asarray(vertex_ids, dtype=np.int64)
     if held is None or held.grasp is None or ids.size == 0:
         return None
     finals = []
+    solver = Solver(model)
     for offset in (np.zeros(3), *np.eye(3) * PROBE_STEP):
         probe = copy.deepcopy(state)
         for k in range(1, frames + 1):
             command = InstrumentInput(
                 instrument, held.spec, held.position + offset * k / frames, held.orientation, held.jaw, False
             )
-            step(model, probe, Control([command]), dt, substeps)
+            solver.step(probe, Control([command]), dt, substeps)
         finals.append(probe.x[ids])
     columns = np.stack([(f - finals[0]) / PROBE_STEP for f in finals[1:]], axis=2)  # (n, 3 rows, 3 cols)
     strength = np.max(np.abs(columns), axis=(1, 2))

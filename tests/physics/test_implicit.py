@@ -40,36 +40,75 @@ def _kernel_inputs(model):
     return tets, np.ascontiguousarray(model.dm_inv[live]), k_dev, k_hyd, model.gamma[live].copy(), start, slots
 
 
+SYM = [0, 1, 2, 1, 3, 4, 2, 4, 5]  # a (n, 6) diagonal block (xx xy xz yy yz zz) as 3x3 row-major
+
+
+def _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=False):
+    """F, cof F, the limited det coefficient, the tets' energies, and the gathered (or directly added) gradient
+    and diagonal blocks (n, 6) at x."""
+    m, n = tets.shape[0], x.shape[0]
+    Fs, Cs, geo, energy = np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m)
+    rows = np.empty((4 * m, 7))
+    grad, diag = np.zeros((n, 3)), np.zeros((n, 6))
+    implicit.tet_setup_serial(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct)
+    if not direct:
+        implicit.gather_setup_serial(rows, start, slots, k_hyd, grad, diag)
+    return Fs, Cs, geo, energy, grad, diag
+
+
+def _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=False):
+    m = tets.shape[0]
+    rows, q = np.empty((4 * m, 3)), np.zeros_like(p)
+    Bt = np.ascontiguousarray(B.T)
+    # The direction z + beta p with z = p, beta = 0 (a zero p beside it).
+    implicit.tet_product_serial(p, np.zeros_like(p), 0.0, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct)
+    if not direct:
+        implicit.gather_rows_serial(rows, start, slots, q)
+    return q
+
+
 def test_gradient_diagonal_blocks_and_hessian_products_match_the_reference_energy():
     model, _ = _cantilever(1.0e5)
     rng = np.random.default_rng(3)
     # Stretched 1% (the det term's coefficient stays inside its limit) and a little noise.
     x = 1.01 * model.rest_positions + rng.normal(scale=2e-5, size=model.rest_positions.shape)
     tets, B, k_dev, k_hyd, gamma, start, slots = _kernel_inputs(model)
-    m, n = tets.shape[0], model.n_vertices
-    Fs, Cs, geo = np.empty((m, 9)), np.empty((m, 9)), np.empty(m)
-    rows3, rows9 = np.empty((m, 4, 3)), np.empty((m, 4, 9))
-    implicit.tet_setup_serial(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, rows3, rows9)
-    assert np.array_equal(geo, k_hyd * (np.linalg.det(Fs.reshape(-1, 3, 3)) - gamma)) or np.allclose(
-        geo, k_hyd * (np.linalg.det(Fs.reshape(-1, 3, 3)) - gamma), rtol=1e-9
-    )
+    n = model.n_vertices
+    Fs, Cs, geo, energy, grad, diag = _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots)
+    np.testing.assert_allclose(geo, k_hyd * (np.linalg.det(Fs.T.reshape(-1, 3, 3)) - gamma), rtol=1e-9)
     problem = Problem(model, gravity=(0.0, 0.0, 0.0))
-    grad, diag = np.empty((n, 3)), np.empty((n, 9))
-    implicit.gather_serial(rows3, start, slots, 3, grad)
-    implicit.gather_serial(rows9, start, slots, 9, diag)
+    e_ref = np.empty_like(energy)
+    implicit.tet_energies_serial(x, tets, B, k_dev, k_hyd, gamma, e_ref)
+    assert np.array_equal(energy, e_ref)  # the line search starts from the setup's energies
     ref = problem.gradient(x)
     assert np.abs(grad - ref)[problem.free].max() <= 1e-12 * np.abs(ref).max()
     K = problem.hessian(x)
     p = rng.normal(size=(n, 3))
     p[~problem.free] = 0.0
-    implicit.tet_product_serial(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows3)
-    q = np.empty((n, 3))
-    implicit.gather_serial(rows3, start, slots, 3, q)
+    q = _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots)
     expected = K @ p.ravel()[problem.free_dof]
     assert np.abs(q.ravel()[problem.free_dof] - expected).max() <= 1e-9 * np.abs(expected).max()
     dense = K.toarray()
     for k, i in enumerate(np.flatnonzero(problem.free)[:5]):
-        np.testing.assert_allclose(diag[i].reshape(3, 3), dense[3 * k : 3 * k + 3, 3 * k : 3 * k + 3], rtol=1e-10)
+        np.testing.assert_allclose(diag[i][SYM].reshape(3, 3), dense[3 * k : 3 * k + 3, 3 * k : 3 * k + 3], rtol=1e-10)
+
+
+def test_adding_corner_rows_directly_gives_the_gathered_bits():
+    """The one-thread kernel adds each tet's rows straight into its vertices, in tet order: the same sums as the
+    parallel kernel's gather in slot order, so the same bits (what makes 1 and 2 threads agree)."""
+    model, _ = _cantilever(1.0e5, cells=(5, 3, 2))
+    rng = np.random.default_rng(5)
+    x = model.rest_positions + rng.normal(scale=3e-4, size=model.rest_positions.shape)
+    tets, B, k_dev, k_hyd, gamma, start, slots = _kernel_inputs(model)
+    gathered = _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots)
+    direct = _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=True)
+    for a, b in zip(gathered, direct, strict=True):
+        assert np.array_equal(a, b)
+    Fs, Cs, geo = gathered[:3]
+    p = rng.normal(size=x.shape)
+    q1 = _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots)
+    q2 = _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=True)
+    assert np.array_equal(q1, q2) and np.abs(q1).max() > 0.0
 
 
 def test_the_limited_hessian_stays_positive_far_from_rest():
@@ -78,18 +117,13 @@ def test_the_limited_hessian_stays_positive_far_from_rest():
     rng = np.random.default_rng(4)
     x = model.rest_positions + rng.normal(scale=4e-3, size=model.rest_positions.shape)
     tets, B, k_dev, k_hyd, gamma, start, slots = _kernel_inputs(model)
-    m, n = tets.shape[0], model.n_vertices
-    Fs, Cs, geo = np.empty((m, 9)), np.empty((m, 9)), np.empty(m)
-    rows3, rows9 = np.empty((m, 4, 3)), np.empty((m, 4, 9))
-    implicit.tet_setup_serial(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, rows3, rows9)
+    n = model.n_vertices
+    Fs, Cs, geo = _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots)[:3]
     cols = []
     for j in range(3 * n):
         e = np.zeros((n, 3))
         e.ravel()[j] = 1.0
-        implicit.tet_product_serial(e, tets, B, k_dev, k_hyd, Fs, Cs, geo, rows3)
-        q = np.empty((n, 3))
-        implicit.gather_serial(rows3, start, slots, 3, q)
-        cols.append(q.ravel())
+        cols.append(_product(e, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots).ravel())
     H = np.array(cols).T
     assert np.allclose(H, H.T, atol=1e-9 * np.abs(H).max())
     assert np.linalg.eigvalsh(H).min() >= -1e-9 * np.abs(H).max()
@@ -202,3 +236,19 @@ def test_a_notified_topology_filters_the_incidence_as_a_fresh_sort_would():
     agg, factor = after.coarse(model, 1.0 / 60.0)
     fresh = implicit.FrameTopology(model).coarse(model, 1.0 / 60.0)
     assert np.array_equal(agg, fresh[0]) and np.array_equal(factor, fresh[1]) and factor.shape[0] > 0
+
+
+def test_a_burn_reuses_the_lattice_and_the_workspace_memory():
+    """A burn (tets removed, no vertex added) keeps the aggregates and the kernel's arrays (contiguous views of
+    the same memory, so the first frame after it neither allocates nor compiles for a new layout)."""
+    model, _ = block(on_table=False, pinned_bottom=True)
+    before = implicit.FrameTopology(model)
+    remove_tets(model, np.arange(5))
+    after = implicit.FrameTopology(model, before)
+    assert after.agg is before.agg and after.n_agg == before.n_agg
+    old, new = before.workspace(model.n_vertices), after.workspace(model.n_vertices)
+    for a, b in zip(old, new, strict=True):
+        assert np.shares_memory(a, b) and b.flags.c_contiguous
+    assert new[0].shape == (9, after.tets.shape[0]) and new[4].shape == (4 * after.tets.shape[0], 7)
+    with pytest.raises(ValueError):
+        after.workspace(model.n_vertices + 1)
