@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The rule is rehearsal/numba_cache.py's, which direct commands (`rehearsal serve`) apply too: one cache.
 export NUMBA_CACHE_DIR := $(shell $(PYTHON) rehearsal/numba_cache.py)
 
-.PHONY: demo physics-demo test lint bench bench-suture bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics bench-participant clean \
+.PHONY: demo physics-demo test lint bench bench-suture bench-thread bench-net bench-snapshot bench-response bench-web bench-decode bench-haptics bench-participant clean \
 	load-capacity load-impaired load-soak load-faults load-crash load-attack load-fleet
 
 $(STAMP): pyproject.toml  # set-up talks on stderr: a first `make bench` still prints only JSON on stdout
@@ -54,6 +54,12 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-snapshot: $(BENCH_STAMP) $(TRACE_DIR)/liver.npz $(TRACE_DIR)/block.npz
 	@$(PY) -m netcode.sync.snapshot_bench --trace $(TRACE_DIR)/liver.npz --trace $(TRACE_DIR)/block.npz $(ARGS)
+
+# The suture thread's sync bytes per frame (netcode/sync/thread_bench.py) on a thread recorded from the physics
+$(TRACE_DIR)/suture.npz: | $(STAMP)
+	@$(PY) -m rehearsal.suture_trace --out $@ >&2
+bench-thread: $(STAMP) $(TRACE_DIR)/suture.npz
+	@$(PY) -m netcode.sync.thread_bench --trace $(TRACE_DIR)/suture.npz $(ARGS)
 
 bench-response: $(STAMP)
 	@$(PY) -m rehearsal.response_bench $(ARGS)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from physics import Control, InstrumentInput, Solver, build_model, new_state
+from physics.cli_types import positive_int
 from physics.environment import Environment
 from physics.instruments import matrix_to_quat, needle_driver
 from physics.materials import MUSCLE
@@ -98,10 +99,11 @@ def record(segments: int = 200, pull_frames: int = 240, max_stitch_frames: int =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--out", type=Path, required=True, help="the .npz file to write")
-    parser.add_argument("--segments", type=int, default=200, help="thread segments (default 200)")
-    parser.add_argument("--pull-frames", type=int, default=240, help="frames of the pull after the stitch")
+    parser.add_argument("--segments", type=positive_int, default=200, help="thread segments (default 200)")
+    parser.add_argument("--pull-frames", type=positive_int, default=240, help="frames of the pull after the stitch")
     args = parser.parse_args(argv)
     trace = record(args.segments, args.pull_frames, log=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **trace)
     frames = len(trace["points"])
     print(f"wrote {args.out}: {frames} frames, {int(trace['stitches'])} stitch(es)", file=sys.stderr)
