@@ -66,6 +66,7 @@ def probe_response(
     frames: int = PROBE_FRAMES,
     min_response: float = CODEC_MIN_RESPONSE,
     limit: int = MAX_PREDICTOR_VERTICES,
+    mode: str = "xpbd",
 ) -> Response | None:
     """The response of the surface vertices ``vertex_ids`` to the grasping instrument, measured on copies
     of the state.
@@ -82,7 +83,7 @@ def probe_response(
     if held is None or held.grasp is None or ids.size == 0:
         return None
     finals = []
-    solver = Solver(model)
+    solver = Solver(model, mode=mode)  # the room's solver mode: the response is the world's own
     for offset in (np.zeros(3), *np.eye(3) * PROBE_STEP):
         probe = copy.deepcopy(state)
         for k in range(1, frames + 1):

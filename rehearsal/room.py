@@ -468,7 +468,7 @@ class Room(MentorCommands):
             built, times = self._control_times
             self.recorder.tick(dt, substeps, control, times if built is control else None)
         if self._solver is None or self._solver.model is not self.model:
-            self._solver = Solver(self.model)
+            self._solver = Solver(self.model, mode=self.scenario.solver)
         stepped = control
         if self.suturing is not None:
             self._refresh_suturing(control)
@@ -660,7 +660,9 @@ class Room(MentorCommands):
             if inst is None:
                 continue
             surface = self.surface_vertices()
-            response = probe_response(self.model, self.physics, event.instrument, surface, dt, substeps)
+            response = probe_response(
+                self.model, self.physics, event.instrument, surface, dt, substeps, mode=self.scenario.solver
+            )
             if response is not None:
                 pose = {"position": inst.position.copy(), "orientation": inst.orientation.copy(), "jaw": inst.jaw}
                 detail = {"response": response, "baseline": pose}

@@ -171,6 +171,7 @@ class Scenario:
     substeps: int
     tick_hz: int
     source: Path
+    solver: str = "xpbd"  # the tissue solver's mode (physics.solver.MODES; ``[physics] solver``)
     max_participants: int = DEFAULT_MAX_PARTICIPANTS  # people connected to one room at once (``[room]``)
     skill_limits: Thresholds = DEFAULT_THRESHOLDS  # per-hand pass limits (``[skill_limits]``)
     fixtures: tuple[FixtureDef, ...] = ()  # virtual fixtures (``[[fixtures]]``, rehearsal/fixtures.py)
@@ -265,6 +266,7 @@ def _scenario(spec: ScenarioSpec, path: Path, where: Located) -> Scenario:
         complications=tuple(_complication(c) for c in spec.complications),
         substeps=spec.physics.substeps,
         tick_hz=spec.physics.tick_hz,
+        solver=spec.physics.solver,
         source=path,
         max_participants=spec.room.max_participants,
         skill_limits=replace(DEFAULT_THRESHOLDS, **limits),

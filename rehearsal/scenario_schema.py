@@ -118,6 +118,7 @@ class EnvironmentSpec(_Table):
 
 
 class PhysicsSpec(_Table):
+    solver: Literal["xpbd", "implicit"] = "xpbd"  # physics.solver.MODES
     substeps: _int_range(1, 400) = 20
     tick_hz: _int_range(10, 240) = 60
 

@@ -1,5 +1,7 @@
 """The room's rules: roles enforced, inputs validated, lifecycle respected, returning people restored."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,17 @@ def test_a_surgeons_input_reaches_physics_and_bad_input_never_does(scenario):
     [command] = room.control().instruments
     np.testing.assert_array_equal(command.position, [0, 0.05, 0])
     assert room.advance(1 / 60) is not None
+
+
+def test_a_scenario_that_asks_for_the_implicit_solver_steps_its_room_with_it(scenario):
+    room, ids = running(replace(scenario, solver="implicit"))
+    lead = ids[Role.LEAD_SURGEON]
+    rest = room.physics.x.copy()
+    for k in range(6):  # the grasper comes down onto the block and presses
+        assert room.instrument_input(lead, "right", [0, 0.012 - 0.001 * k, 0], DOWN, 0.0, sample_time=k / 60) is None
+        room.advance(1 / 60)
+    assert room._solver.mode == "implicit"
+    assert np.all(np.isfinite(room.physics.x)) and np.abs(room.physics.x - rest).max() > 1e-5
 
 
 def test_tokens_for_another_session_are_refused_and_rooms_are_independent(scenario):

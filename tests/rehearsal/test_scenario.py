@@ -55,6 +55,11 @@ def test_shipped_scenarios_build_a_world_that_steps_stably(name):
 def test_a_minimal_file_loads(tmp_path):
     scenario = load_scenario(_write(tmp_path, GOOD))
     assert scenario.name == "s" and scenario.substeps == 20 and scenario.tick_hz == 60
+    assert scenario.solver == "xpbd"
+    assert (
+        load_scenario(_write(tmp_path, GOOD.replace("[anatomy]", '[physics]\nsolver = "implicit"\n[anatomy]'))).solver
+        == "implicit"
+    )
     assert scenario.steps[0].check.distance == 0.01
     assert build_world(scenario).n_tets == 4 * 2 * 2 * 6
 
@@ -96,6 +101,10 @@ def test_a_minimal_file_loads(tmp_path):
         ),
         (("[anatomy]", "[physics]\nsubsteps = 2.5\n[anatomy]"), "6: physics.substeps: expected int, got float 2.5"),
         (("[anatomy]", "[physics]\ntick_hz = 1000\n[anatomy]"), "6: physics.tick_hz: 1000 is not in [10, 240]"),
+        (
+            ("[anatomy]", '[physics]\nsolver = "newton"\n[anatomy]'),
+            "6: physics.solver: unknown 'newton' (known: 'xpbd' or 'implicit')",
+        ),
         (("[anatomy]", "recording = true\n[anatomy]"), "5: recording: unknown key 'recording'"),
         (
             ("cells = [4, 2, 2]", "cells = [4, 2, 2]\nresolution = 0.01"),
