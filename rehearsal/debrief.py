@@ -236,7 +236,7 @@ class _Builder:
         self._emit(STREAM, message)
 
     def _rigid(self, room: Room) -> RigidSet:
-        instruments = room.physics.instruments
+        instruments = room.instruments()
         if not instruments:
             return RigidSet.empty()
         n = len(instruments)

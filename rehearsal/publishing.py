@@ -378,7 +378,7 @@ class Publisher:
             live.set_focus(client)
             if client.head is not None:
                 live.head_object(client.identity.participant)
-        for key in live.room.physics.instruments:
+        for key in live.room.instruments():
             live.instrument_object(key)
         sync = live.sync
         keys = tuple(key for key in live.clients if key in sync.clients)
@@ -393,7 +393,7 @@ class Publisher:
         if report is None or report.topology:
             return None
         room, sync = live.room, live.sync
-        if any(instrument_holder(key) not in live.object_ids for key in room.physics.instruments):
+        if any(instrument_holder(key) not in live.object_ids for key in room.instruments()):
             return None
         clients = list(live.clients.values())
         if any(c.head is not None and c.identity.participant not in live.head_ids for c in clients):
@@ -433,7 +433,7 @@ class Publisher:
     def publish_forces(self, live: LiveRoom, now: float) -> None:
         """This tick's instrument and grasp forces (unreliable ``forces``): each participant its own instruments',
         each mentor every instrument's (in messages of at most ``MAX_FORCE_INSTRUMENTS``)."""
-        instruments = live.room.physics.instruments
+        instruments = live.room.instruments()
         if not instruments:
             return
         rows: dict[int, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {}
@@ -467,7 +467,7 @@ class Publisher:
     def rigid_set(live: LiveRoom) -> RigidSet:
         """The room's instruments (wire quaternion order, jaws clamped), tracked headsets and suture needle as rigid
         objects."""
-        instruments = live.room.physics.instruments
+        instruments = live.room.instruments()
         heads = [(c.identity.participant, c.head) for c in live.clients.values() if c.head is not None]
         if not instruments and not heads and live.room.suturing is None:
             return RigidSet.empty()

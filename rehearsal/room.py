@@ -19,7 +19,7 @@ from physics.instruments import SPECS, InstrumentSpec, Kind, matrix_to_quat, qua
 from physics.model import inverted_tets
 from physics.pose_guard import PoseLimits
 from physics.solver import Event
-from physics.state import State
+from physics.state import InstrumentState, State
 from physics.suturing import HOLD_ID_BASE, Suturing
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.fixtures import FixtureEnforcer
@@ -528,7 +528,7 @@ class Room(MentorCommands):
         after a topology change (a split cut adds vertices) give the needle tables of the new mesh."""
         suture = self.scenario.suture
         needle = self.suturing.needle
-        if suture.loaded and needle.holder is None and self._needle_untouched():
+        if suture is not None and suture.loaded and needle.holder is None and self._needle_untouched():
             for command in control.instruments:
                 held = command.id < HOLD_ID_BASE and instrument_holder(command.id)[1] == suture.hand
                 if held and command.spec.kind is Kind.NEEDLE_DRIVER and command.id in self.physics.instruments:
@@ -648,6 +648,11 @@ class Room(MentorCommands):
         for event in report.events:
             if event.kind == "tear" and event.instrument is not None:
                 self.skills.note_damage(*instrument_holder(event.instrument), 1)
+
+    def instruments(self) -> dict[int, InstrumentState]:
+        """The instruments people hold, by physics id: the suture's hold points (``Kind.SUTURE_HOLD``, ids from
+        ``HOLD_ID_BASE``) are pseudo-instruments of the physics, never drawn, sent or given to a participant."""
+        return {k: v for k, v in self.physics.instruments.items() if k < HOLD_ID_BASE}
 
     def surface_vertices(self) -> np.ndarray:
         """The ids of the vertices on the tissue's surface now, sorted (int64): what snapshots carry."""

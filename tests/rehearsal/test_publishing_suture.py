@@ -13,9 +13,9 @@ from netcode.sync.snapshot import DEFAULT_CONFIG
 from netcode.sync.snapshot_decode import SnapshotDecoder
 from netcode.sync.thread_polyline import THREAD_ENVELOPE, ThreadDecoder, read_thread_header
 from netcode.thin_client.client import ThinClient, ThinClientConfig
-from physics.needle import NeedleSpec
+from physics.needle import NeedleSpec, TissuePoint
 from physics.suture_thread import ThreadSpec
-from physics.suturing import Suturing
+from physics.suturing import HOLD_ID_BASE, Suturing
 from rehearsal.identity import Identity
 from rehearsal.links import UDP
 from rehearsal.publishing import NEEDLE_OBJECT
@@ -258,3 +258,19 @@ def test_the_suturing_scenarios_room_publishes_its_needle_and_falling_thread(tmp
         assert threads.missing_baselines == 0
     finally:
         server.stop()
+
+
+def test_the_threads_hold_points_are_never_sent_as_instruments(room):
+    server, live, join, _clock = room
+    surgeon = join(3)
+    su = add_suture(live)
+    triangle = live.room.model.surface[0].astype(np.int32)
+    su.thread.pass_through(TissuePoint(triangle, np.full(3, 1 / 3)), 0.5, 0, "entry")
+    live.room.advance(1 / 60)  # the solver creates the hold's pseudo-instrument for the thread's tissue point
+    assert any(k >= HOLD_ID_BASE for k in live.room.physics.instruments)
+    assert all(k < HOLD_ID_BASE for k in live.room.instruments())
+    rigid = server.publisher.rigid_set(live)
+    assert set(rigid.ids) == {NEEDLE_OBJECT}  # no participant holds anything yet: the needle alone
+    server.publisher.publish(live, None)
+    forces = [m for _, m, _ in delivered(surgeon) if m.type == "forces"]
+    assert not forces  # a hold point is nobody's instrument: no forces row for it either
