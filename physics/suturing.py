@@ -32,8 +32,15 @@ from physics.solver import Event, StepReport
 from physics.state import Grasp, State
 from physics.suture_thread import Thread, ThreadSpec, tissue_at
 
-HOLD_ID_BASE = 60_000  # pseudo-instrument ids (physics ids of real instruments stay below)
+HOLD_ID_BASE = 60_000  # pseudo-instrument ids HOLD_ID_BASE .. HOLD_ID_BASE + MAX_HOLDS - 1
 MAX_HOLDS = 64  # 32 stitches' entries and exits
+
+
+def is_hold(instrument: int) -> bool:
+    """Whether a physics instrument id is one of the thread's hold points (not an instrument anyone holds)."""
+    return HOLD_ID_BASE <= instrument < HOLD_ID_BASE + MAX_HOLDS
+
+
 KNOT_EVERY = 10  # frames between knot checks
 REARM_CHECKS = 3  # loose checks in a row after which the same knot tied again is a new knot_tied
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0])

@@ -20,7 +20,7 @@ from physics.model import inverted_tets
 from physics.pose_guard import PoseLimits
 from physics.solver import Event
 from physics.state import InstrumentState, State
-from physics.suturing import HOLD_ID_BASE, Suturing
+from physics.suturing import Suturing, is_hold
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.fixtures import FixtureEnforcer
 from rehearsal.hands import HANDS, instrument_holder, instrument_id
@@ -530,7 +530,7 @@ class Room(MentorCommands):
         needle = self.suturing.needle
         if suture is not None and suture.loaded and needle.holder is None and self._needle_untouched():
             for command in control.instruments:
-                held = command.id < HOLD_ID_BASE and instrument_holder(command.id)[1] == suture.hand
+                held = not is_hold(command.id) and instrument_holder(command.id)[1] == suture.hand
                 if held and command.spec.kind is Kind.NEEDLE_DRIVER and command.id in self.physics.instruments:
                     self.suturing = self._new_suturing(command.id)
                     self._suture_epoch = self.model.epoch
@@ -556,7 +556,7 @@ class Room(MentorCommands):
         """The needle's and thread's events as room events (the reliable path), scored for the holder."""
         needle = self.suturing.needle
         holder = needle.holder
-        if holder is not None and holder < HOLD_ID_BASE:
+        if holder is not None and not is_hold(holder):
             self.skills.note_needle_force(*instrument_holder(holder), max(float(np.linalg.norm(needle.force)),
                                                                           float(needle.tip_force)))  # fmt: skip
         for event in events:
@@ -564,8 +564,8 @@ class Room(MentorCommands):
             kind = SUTURE_EVENTS.get(event.kind)
             if kind is None:
                 continue
-            by = event.instrument if event.instrument is not None and event.instrument < HOLD_ID_BASE else holder
-            who = instrument_holder(by) if by is not None and by < HOLD_ID_BASE else None
+            by = event.instrument if event.instrument is not None and not is_hold(event.instrument) else holder
+            who = instrument_holder(by) if by is not None and not is_hold(by) else None
             detail = _plain(event.detail)
             if event.kind == "puncture" and who is not None:
                 self.skills.note_puncture(*who, self.elapsed)
@@ -651,8 +651,9 @@ class Room(MentorCommands):
 
     def instruments(self) -> dict[int, InstrumentState]:
         """The instruments people hold, by physics id: the suture's hold points (``Kind.SUTURE_HOLD``, ids from
-        ``HOLD_ID_BASE``) are pseudo-instruments of the physics, never drawn, sent or given to a participant."""
-        return {k: v for k, v in self.physics.instruments.items() if k < HOLD_ID_BASE}
+        ``physics.suturing.HOLD_ID_BASE``) are pseudo-instruments of the physics, never drawn, sent or given to a
+        participant. (Participant ids are random 63-bit numbers, so their instrument ids are mostly far above.)"""
+        return {k: v for k, v in self.physics.instruments.items() if v.spec.kind is not Kind.SUTURE_HOLD}
 
     def surface_vertices(self) -> np.ndarray:
         """The ids of the vertices on the tissue's surface now, sorted (int64): what snapshots carry."""

@@ -15,7 +15,7 @@ from netcode.sync.thread_polyline import THREAD_ENVELOPE, ThreadDecoder, read_th
 from netcode.thin_client.client import ThinClient, ThinClientConfig
 from physics.needle import NeedleSpec, TissuePoint
 from physics.suture_thread import ThreadSpec
-from physics.suturing import HOLD_ID_BASE, Suturing
+from physics.suturing import Suturing, is_hold
 from rehearsal.identity import Identity
 from rehearsal.links import UDP
 from rehearsal.publishing import NEEDLE_OBJECT
@@ -267,8 +267,8 @@ def test_the_threads_hold_points_are_never_sent_as_instruments(room):
     triangle = live.room.model.surface[0].astype(np.int32)
     su.thread.pass_through(TissuePoint(triangle, np.full(3, 1 / 3)), 0.5, 0, "entry")
     live.room.advance(1 / 60)  # the solver creates the hold's pseudo-instrument for the thread's tissue point
-    assert any(k >= HOLD_ID_BASE for k in live.room.physics.instruments)
-    assert all(k < HOLD_ID_BASE for k in live.room.instruments())
+    assert any(is_hold(k) for k in live.room.physics.instruments)
+    assert not any(is_hold(k) for k in live.room.instruments())
     rigid = server.publisher.rigid_set(live)
     assert set(rigid.ids) == {NEEDLE_OBJECT}  # no participant holds anything yet: the needle alone
     server.publisher.publish(live, None)

@@ -102,6 +102,20 @@ def test_the_needle_loads_into_the_needle_driver_in_the_suture_hand(scenario):
     assert hold == [] and all(k < HOLD_ID_BASE for k in room.instrument_forces)  # no holds before a stitch
 
 
+def test_a_surgeon_with_a_join_service_sized_id_gets_the_needle_and_keeps_their_instrument(scenario):
+    big = 2**62 + 12345  # the join service draws 63-bit participant ids: instrument ids far above the holds'
+    room = Room("s-big", scenario)
+    room.join(Identity("s-big", big, Role.LEAD_SURGEON, "lead"))
+    room.start()
+    position, orientation = Script(room, -0.005).pose()
+    for k in range(3):
+        assert room.instrument_input(big, "right", position, orientation, 0.0, sample_time=k * DT) is None
+        room.advance(DT)
+    driver = instrument_id(big, "right")
+    assert room.suturing.needle.holder == driver
+    assert driver in room.instruments()  # what snapshots, forces and the debrief draw
+
+
 def test_a_needle_driver_pose_that_would_tunnel_is_clamped_and_a_teleport_refused(scenario):
     room = lead_room(scenario, "s-tn")
     script = Script(room, 0.005)
