@@ -56,8 +56,8 @@ import numpy as np
 
 from netcode.messaging.channels import Channel
 from netcode.messaging.messages import Message
-from netcode.sync.snapshot import SnapshotError, read_header
-from netcode.sync.snapshot_decode import ACK_BITS, SnapshotDecoder
+from netcode.sync.snapshot import ACK_BITS, SnapshotError, ack_fields, read_header
+from netcode.sync.snapshot_decode import SnapshotDecoder
 from netcode.transport.address import Address
 from rehearsal.bots import ROOT, Headset, SurgeonScript
 
@@ -120,12 +120,7 @@ class SnapshotAcker:
 
     def ack_fields(self) -> dict[str, int]:
         """``snap_ack`` fields (newest sequence and 32 bits for the ones before it), as SnapshotDecoder's."""
-        newest = max(self.applied)
-        bits = 0
-        for seq in self.applied:
-            if 0 < newest - seq <= ACK_BITS:
-                bits |= 1 << (newest - seq - 1)
-        return {"newest": newest, "bits": bits}
+        return ack_fields(self.applied)
 
 
 DECODERS = {"full": SnapshotDecoder, "light": LightDecoder, "ack": SnapshotAcker}

@@ -54,6 +54,8 @@ MAX_EG_PREFIX = 40
 NO_JAW = -1
 MAX_OBJECT_ID = 0xFFFF
 MAX_GROUP = 0xFFFF
+ACK_BITS = 32
+"""Frames before the newest a ``snap_ack`` / ``thread_ack`` acknowledges in its bit field."""
 """Most patches one patch record holds (its count is a u16)."""
 
 
@@ -492,3 +494,14 @@ def read_drive_record(data: bytes, pos: int, end: int, max_drive: int) -> tuple[
             raise SnapshotError(f"predictor {pid} drive beyond +-{max_drive}")
         drives[pid] = np.array(values, np.int64)
     return drives, pos
+
+
+def ack_fields(applied) -> dict[str, int]:
+    """``snap_ack`` / ``thread_ack`` fields for the applied sequence numbers: the newest, and bit i - 1 set
+    for the one i frames before it (1 <= i <= ACK_BITS)."""
+    newest = max(applied)
+    bits = 0
+    for s in applied:
+        if 0 < newest - s <= ACK_BITS:
+            bits |= 1 << (newest - s - 1)
+    return {"newest": newest, "bits": bits}

@@ -31,6 +31,7 @@ from netcode.sync.motion_predictor import MAX_DRIVE, MAX_PREDICTORS, PredictionF
 from netcode.sync.patches import CarryMap, PatchLayout, carry_map
 from netcode.sync.quantize import INT32_LIMIT, decode_rotations
 from netcode.sync.snapshot import (
+    ACK_BITS,
     MAX_OBJECT_ID,
     NO_JAW,
     RECORD_DRIVE,
@@ -40,6 +41,7 @@ from netcode.sync.snapshot import (
     CodecConfig,
     RigidKind,
     SnapshotError,
+    ack_fields,
     read_drive_record,
     read_header,
     read_varint,
@@ -52,7 +54,6 @@ _CARRIED_BASE = -1
 """Baseline sequence recorded for a carried entry: not full, and it prunes no older version."""
 DEFAULT_MAX_VERSIONS = 32
 DEFAULT_MAX_HELD = 8
-ACK_BITS = 32
 
 
 PATCH_ERRORS = {
@@ -250,12 +251,7 @@ class SnapshotDecoder:
         """``snap_ack`` fields: the newest applied sequence and 32 bits for the ones before it."""
         if not self._applied:
             raise SnapshotError("no snapshot applied yet")
-        newest = max(self._applied)
-        bits = 0
-        for s in self._applied:
-            if 0 < newest - s <= ACK_BITS:
-                bits |= 1 << (newest - s - 1)
-        return {"newest": newest, "bits": bits}
+        return ack_fields(self._applied)
 
     # -------------------------------------------------------------- messages
 

@@ -41,9 +41,11 @@ from netcode.sync.encode_kernels import FULL_WEIGHT, choose_delta
 from netcode.sync.priority import PriorityAccumulator, interest
 from netcode.sync.quantize import INT32_LIMIT
 from netcode.sync.snapshot import (
+    ACK_BITS,
     DEFAULT_CONFIG,
     CodecConfig,
     SnapshotError,
+    ack_fields,
     read_varint,
     unzigzag,
     write_varint,
@@ -62,7 +64,6 @@ HISTORY = 64
 """Versions the server remembers per client (sent, not yet acknowledged)."""
 MAX_VERSIONS = 32
 """Versions a decoder keeps (by sequence)."""
-ACK_BITS = 32
 MAX_DEFER = 4
 """Frames the thread waits for higher-ranked patches at most: then it goes first (if it fits), so a patch that
 never fits the budget (its accumulator grows without bound) cannot starve it."""
@@ -436,9 +437,4 @@ class ThreadDecoder:
         """``thread_ack`` fields: the newest applied frame and 32 bits for the ones before it."""
         if not self._applied:
             raise ThreadError("no thread message applied yet")
-        newest = max(self._applied)
-        bits = 0
-        for s in self._applied:
-            if 0 < newest - s <= ACK_BITS:
-                bits |= 1 << (newest - s - 1)
-        return {"newest": newest, "bits": bits}
+        return ack_fields(self._applied)
