@@ -14,9 +14,12 @@ equilibrium of the energy whatever the iteration counts: the error XPBD carries 
 there. Instrument and environment contact are projected once per frame after the solve (frame-start to
 frame-end capsules, so friction sees the capsules' motion).
 
-Deterministic for any thread count: tets write their own corner rows, vertices gather them in a fixed order
-(an incidence list built with the model), springs are added serially and dot products sum fixed blocks in order.
-On one thread the tets add their rows straight into the vertices in tet order, the same sums as the gather.
+Deterministic for any thread count: the tet passes run as TET_PARTS fixed runs of tets (the parallel tasks,
+whatever the thread count); a vertex whose tets all lie in one run gets their rows added straight in by that
+run, in tet order, and only the shared vertices (on the runs' borders) have their corner rows written and then
+gathered in tet order (an incidence list built with the model); springs are added serially and dot products
+sum fixed blocks in order. On one thread every corner is added straight in, in tet order: the same sums.
+(Gathering every vertex, as this kernel once did, cost two threads more than the one-thread kernel's work.)
 
 Cost (per frame, 20k tets): one setup pass (F, cof F, energy, gradient and diagonal blocks), then per CG
 iteration three parallel passes (the tets' product in vectorised chunks; the vertices' gather with inertia,
@@ -40,6 +43,8 @@ from physics.velocity_guard import CLAMPED, RESET, guard_velocity
 
 FAST = {"nogil": True, "error_model": "numpy"}  # no fastmath: compiled and cached kernels give the same bits
 DOT_BLOCKS = 64  # dot products add this many fixed blocks in order (independent of the thread count)
+TET_PARTS = 8  # the tet passes run over this many fixed runs of tets (independent of the thread count; see
+# shared_vertices): a vertex whose tets all lie in one run gets their rows added straight in, in tet order
 CG_ITERATIONS = 10  # with the coarse space: at rest within 1%; fewer lets a held grasp jitter (8: 10x the force noise)
 NEWTON_STEPS = 1
 CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or inside it) may rest on it
@@ -78,6 +83,9 @@ class FrameTopology:
         self.slots = compact[owner[keep]] * 4 + self._all_slots[keep] % 4
         self.start = np.zeros(model.n_vertices + 1, np.int64)
         np.cumsum(np.bincount(self._slot_vertex[keep], minlength=model.n_vertices), out=self.start[1:])
+        # Vertices with tets in more than one of the parallel runs: the only ones whose rows are gathered.
+        self.shared = shared_vertices(self.tets, model.n_vertices)
+        self.shared_ids = np.flatnonzero(self.shared).astype(np.int64)
         movable = model.inv_mass > 0
         if (
             previous is not None
@@ -218,74 +226,89 @@ def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
         out[t] = _tet_energy_at(x, tets, B, k_dev, k_hyd, gamma, t)
 
 
-def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct):
+def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared):
     """Per tet at x: F and cof F (kept for the Hessian products, component-major: Fs[k, t]), the det term's
     limited coefficient, the tet's energy (the line search's start), its gradient's corner rows and its diagonal
     3x3 blocks' parts per corner (k_dev |b_a|^2 and g_a = dJ/dx_a: the block is k_dev |b_a|^2 I + k_hyd g_a g_a^T,
-    the det term's skew blocks cancel). Written to rows (tets * 4, 7) for gather_setup; with direct (one thread
-    only) added to grad and diag (n, 6: xx xy xz yy yz zz) in tet order instead: a vertex's sums in the same
-    order, so the same bits."""
+    the det term's skew blocks cancel). A corner at a vertex that is not `shared` (all its tets in one of the
+    TET_PARTS runs, which are the parallel tasks) is added to grad and diag (n, 6: xx xy xz yy yz zz; zero
+    before) in tet order; a shared one is written to rows (tets * 4, 7) for gather_setup, which sums it in the
+    same order. With direct (one thread only) every corner is added: a vertex's sums in the same order, so the
+    same bits whatever the thread count."""
     m = tets.shape[0]
-    for t in nb.prange(m):
-        f0x, f0y, f0z = _column(x, tets, B, t, 0)
-        f1x, f1y, f1z = _column(x, tets, B, t, 1)
-        f2x, f2y, f2z = _column(x, tets, B, t, 2)
-        c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
-        c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
-        c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
-        j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
-        kd, kh = k_dev[t], k_hyd[t]
-        s = kh * j
-        Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
-        Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
-        Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
-        Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
-        nf2 = f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
-        energy[t] = 0.5 * kd * nf2 + 0.5 * kh * j * j
-        # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
-        # k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the RMS singular value |F| / sqrt 3, exact
-        # at rest where the limit is not reached). Limiting s keeps the product positive; the gradient stays exact.
-        lim = kd / max(math.sqrt(nf2 / 3.0), 1e-6)
-        geo[t] = min(max(s, -lim), lim)
-        r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(
+    for part in nb.prange(TET_PARTS):
+        lo, hi = _part(part, m)
+        for t in range(lo, hi):
+            f0x, f0y, f0z = _column(x, tets, B, t, 0)
+            f1x, f1y, f1z = _column(x, tets, B, t, 1)
+            f2x, f2y, f2z = _column(x, tets, B, t, 2)
+            c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
+            c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
+            c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
+            j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
+            kd, kh = k_dev[t], k_hyd[t]
+            s = kh * j
+            Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
+            Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
+            Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
+            Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
+            nf2 = (
+                f0x * f0x
+                + f0y * f0y
+                + f0z * f0z
+                + f1x * f1x
+                + f1y * f1y
+                + f1z * f1z
+                + f2x * f2x
+                + f2y * f2y
+                + f2z * f2z
+            )
+            energy[t] = 0.5 * kd * nf2 + 0.5 * kh * j * j
+            # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
+            # k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the RMS singular value |F| / sqrt 3, exact
+            # at rest where the limit is not reached). Limiting s keeps the product positive; the gradient stays exact.
+            lim = kd / max(math.sqrt(nf2 / 3.0), 1e-6)
+            geo[t] = min(max(s, -lim), lim)
+            r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(
             B, t, kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
             kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z,
             kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z,
         )  # fmt: skip
-        r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
-        for a in range(4):
-            if a == 0:
-                gx, gy, gz = r0x, r0y, r0z
-            elif a == 1:
-                gx, gy, gz = r1x, r1y, r1z
-            elif a == 2:
-                gx, gy, gz = r2x, r2y, r2z
-            else:
-                gx, gy, gz = r3x, r3y, r3z
-            b0, b1, b2 = _corner_b(B, t, a)
-            bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
-            g0 = b0 * c0x + b1 * c1x + b2 * c2x
-            g1 = b0 * c0y + b1 * c1y + b2 * c2y
-            g2 = b0 * c0z + b1 * c1z + b2 * c2z
-            if direct:
+            r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
+            for a in range(4):
+                if a == 0:
+                    gx, gy, gz = r0x, r0y, r0z
+                elif a == 1:
+                    gx, gy, gz = r1x, r1y, r1z
+                elif a == 2:
+                    gx, gy, gz = r2x, r2y, r2z
+                else:
+                    gx, gy, gz = r3x, r3y, r3z
+                b0, b1, b2 = _corner_b(B, t, a)
+                bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
+                g0 = b0 * c0x + b1 * c1x + b2 * c2x
+                g1 = b0 * c0y + b1 * c1y + b2 * c2y
+                g2 = b0 * c0z + b1 * c1z + b2 * c2z
                 v = tets[t, a]
-                _add_row(grad, v, gx, gy, gz)
-                diag[v, 0] += bb + kh * g0 * g0
-                diag[v, 1] += kh * g0 * g1
-                diag[v, 2] += kh * g0 * g2
-                diag[v, 3] += bb + kh * g1 * g1
-                diag[v, 4] += kh * g1 * g2
-                diag[v, 5] += bb + kh * g2 * g2
-            else:
-                k = 4 * t + a
-                rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
-                rows[k, 4], rows[k, 5], rows[k, 6] = g0, g1, g2
+                if direct or shared[v] == 0:
+                    _add_row(grad, v, gx, gy, gz)
+                    diag[v, 0] += bb + kh * g0 * g0
+                    diag[v, 1] += kh * g0 * g1
+                    diag[v, 2] += kh * g0 * g2
+                    diag[v, 3] += bb + kh * g1 * g1
+                    diag[v, 4] += kh * g1 * g2
+                    diag[v, 5] += bb + kh * g2 * g2
+                else:
+                    k = 4 * t + a
+                    rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
+                    rows[k, 4], rows[k, 5], rows[k, 6] = g0, g1, g2
 
 
-def _gather_setup(rows, start, slots, k_hyd, grad, diag):
-    """grad and diag from tet_setup's corner rows: each vertex sums its slots in slot (tet) order."""
-    n = start.shape[0] - 1
-    for i in nb.prange(n):
+def _gather_setup(rows, start, slots, k_hyd, grad, diag, ids):
+    """grad and diag of the vertices ids (the shared ones) from tet_setup's corner rows: each sums its slots in
+    slot (tet) order."""
+    for j in nb.prange(ids.shape[0]):
+        i = ids[j]
         a0 = a1 = a2 = 0.0
         d0 = d1 = d2 = d3 = d4 = d5 = 0.0
         for k in range(start[i], start[i + 1]):
@@ -308,91 +331,88 @@ def _gather_setup(rows, start, slots, k_hyd, grad, diag):
 PRODUCT_CHUNK = 256  # tets a product handles at once: corner values in, the arithmetic over contiguous rows, rows out
 
 
-def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct):
+def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct, shared):
     """The tets' Hessian (det term limited) times the CG direction z + beta p (formed per corner, as
-    finish_product then stores it): per corner into rows (tets * 4, 3) for gather_rows, or
-    with direct (one thread only) added to q in tet order (the same sums as the gather, so the same bits).
-    Chunks of PRODUCT_CHUNK tets in three loops: gather the corners' edge vectors, the arithmetic on arrays
-    laid out component-major (Bt, Fs, Cs: [k, t]; the compiler vectorises it), then the corner rows out."""
+    finish_product then stores it): a corner at a vertex that is not shared added to q (zero before) in tet
+    order, a shared one into rows (tets * 4, 3) for gather_rows or finish_product; with direct (one thread only)
+    every corner added to q (the same sums as the gather, so the same bits). Per TET_PARTS run (a parallel
+    task), chunks of PRODUCT_CHUNK tets in three loops: gather the corners' edge vectors, the arithmetic on
+    arrays laid out component-major (Bt, Fs, Cs: [k, t]; the compiler vectorises it), then the corner rows out."""
     m = tets.shape[0]
-    n_chunks = (m + PRODUCT_CHUNK - 1) // PRODUCT_CHUNK
-    for chunk in nb.prange(n_chunks):
-        c0 = chunk * PRODUCT_CHUNK
-        w = min(m, c0 + PRODUCT_CHUNK) - c0
+    for part in nb.prange(TET_PARTS):
+        lo, hi = _part(part, m)
         E = np.empty((12, PRODUCT_CHUNK))
-        for j in range(w):
-            t = c0 + j
-            i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
-            for d in range(3):
-                p0 = z[i0, d] + beta * p[i0, d]
-                E[d, j] = (z[i1, d] + beta * p[i1, d]) - p0
-                E[3 + d, j] = (z[i2, d] + beta * p[i2, d]) - p0
-                E[6 + d, j] = (z[i3, d] + beta * p[i3, d]) - p0
-        for j in range(w):
-            t = c0 + j
-            b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
-            b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
-            # dF's columns: sum_r (p_{r+1} - p_0) B[r, c]
-            d0x = E[0, j] * b0 + E[3, j] * b3 + E[6, j] * b6
-            d0y = E[1, j] * b0 + E[4, j] * b3 + E[7, j] * b6
-            d0z = E[2, j] * b0 + E[5, j] * b3 + E[8, j] * b6
-            d1x = E[0, j] * b1 + E[3, j] * b4 + E[6, j] * b7
-            d1y = E[1, j] * b1 + E[4, j] * b4 + E[7, j] * b7
-            d1z = E[2, j] * b1 + E[5, j] * b4 + E[8, j] * b7
-            d2x = E[0, j] * b2 + E[3, j] * b5 + E[6, j] * b8
-            d2y = E[1, j] * b2 + E[4, j] * b5 + E[7, j] * b8
-            d2z = E[2, j] * b2 + E[5, j] * b5 + E[8, j] * b8
-            c0x, c0y, c0z, c1x, c1y = Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t]
-            c1z, c2x, c2y, c2z = Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t]
-            f0x, f0y, f0z, f1x, f1y = Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t]
-            f1z, f2x, f2y, f2z = Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t]
-            cd = (
+        for c0 in range(lo, hi, PRODUCT_CHUNK):
+            w = min(hi, c0 + PRODUCT_CHUNK) - c0
+            for j in range(w):
+                t = c0 + j
+                i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+                for d in range(3):
+                    p0 = z[i0, d] + beta * p[i0, d]
+                    E[d, j] = (z[i1, d] + beta * p[i1, d]) - p0
+                    E[3 + d, j] = (z[i2, d] + beta * p[i2, d]) - p0
+                    E[6 + d, j] = (z[i3, d] + beta * p[i3, d]) - p0
+            for j in range(w):
+                t = c0 + j
+                b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
+                b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
+                # dF's columns: sum_r (p_{r+1} - p_0) B[r, c]
+                d0x = E[0, j] * b0 + E[3, j] * b3 + E[6, j] * b6
+                d0y = E[1, j] * b0 + E[4, j] * b3 + E[7, j] * b6
+                d0z = E[2, j] * b0 + E[5, j] * b3 + E[8, j] * b6
+                d1x = E[0, j] * b1 + E[3, j] * b4 + E[6, j] * b7
+                d1y = E[1, j] * b1 + E[4, j] * b4 + E[7, j] * b7
+                d1z = E[2, j] * b1 + E[5, j] * b4 + E[8, j] * b7
+                d2x = E[0, j] * b2 + E[3, j] * b5 + E[6, j] * b8
+                d2y = E[1, j] * b2 + E[4, j] * b5 + E[7, j] * b8
+                d2z = E[2, j] * b2 + E[5, j] * b5 + E[8, j] * b8
+                c0x, c0y, c0z, c1x, c1y = Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t]
+                c1z, c2x, c2y, c2z = Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t]
+                f0x, f0y, f0z, f1x, f1y = Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t]
+                f1z, f2x, f2y, f2z = Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t]
+                cd = (
                 c0x * d0x + c0y * d0y + c0z * d0z + c1x * d1x + c1y * d1y + c1z * d1z
                 + c2x * d2x + c2y * d2y + c2z * d2z
             )  # fmt: skip
-            kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
-            # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
-            q0x = kd * d0x + kh * c0x + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
-            q0y = kd * d0y + kh * c0y + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
-            q0z = kd * d0z + kh * c0z + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
-            q1x = kd * d1x + kh * c1x + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
-            q1y = kd * d1y + kh * c1y + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
-            q1z = kd * d1z + kh * c1z + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
-            q2x = kd * d2x + kh * c2x + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
-            q2y = kd * d2y + kh * c2y + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
-            q2z = kd * d2z + kh * c2z + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
-            # Corner rows 1-3 (r_a = sum_c B[a-1, c] Q_c) in E[0:9], corner 0 (minus their sum) in E[9:12].
-            E[0, j] = b0 * q0x + b1 * q1x + b2 * q2x
-            E[1, j] = b0 * q0y + b1 * q1y + b2 * q2y
-            E[2, j] = b0 * q0z + b1 * q1z + b2 * q2z
-            E[3, j] = b3 * q0x + b4 * q1x + b5 * q2x
-            E[4, j] = b3 * q0y + b4 * q1y + b5 * q2y
-            E[5, j] = b3 * q0z + b4 * q1z + b5 * q2z
-            E[6, j] = b6 * q0x + b7 * q1x + b8 * q2x
-            E[7, j] = b6 * q0y + b7 * q1y + b8 * q2y
-            E[8, j] = b6 * q0z + b7 * q1z + b8 * q2z
-            E[9, j] = -(E[0, j] + E[3, j] + E[6, j])
-            E[10, j] = -(E[1, j] + E[4, j] + E[7, j])
-            E[11, j] = -(E[2, j] + E[5, j] + E[8, j])
-        for j in range(w):
-            t = c0 + j
-            if direct:
-                i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
-                _add_row(q, i0, E[9, j], E[10, j], E[11, j])
-                _add_row(q, i1, E[0, j], E[1, j], E[2, j])
-                _add_row(q, i2, E[3, j], E[4, j], E[5, j])
-                _add_row(q, i3, E[6, j], E[7, j], E[8, j])
-            else:
-                _put_row(rows, 4 * t, E[9, j], E[10, j], E[11, j])
-                _put_row(rows, 4 * t + 1, E[0, j], E[1, j], E[2, j])
-                _put_row(rows, 4 * t + 2, E[3, j], E[4, j], E[5, j])
-                _put_row(rows, 4 * t + 3, E[6, j], E[7, j], E[8, j])
+                kd, kh, s = k_dev[t], k_hyd[t] * cd, geo[t]
+                # d(cof F)[dF]: c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1.
+                q0x = kd * d0x + kh * c0x + s * ((d1y * f2z - d1z * f2y) + (f1y * d2z - f1z * d2y))
+                q0y = kd * d0y + kh * c0y + s * ((d1z * f2x - d1x * f2z) + (f1z * d2x - f1x * d2z))
+                q0z = kd * d0z + kh * c0z + s * ((d1x * f2y - d1y * f2x) + (f1x * d2y - f1y * d2x))
+                q1x = kd * d1x + kh * c1x + s * ((d2y * f0z - d2z * f0y) + (f2y * d0z - f2z * d0y))
+                q1y = kd * d1y + kh * c1y + s * ((d2z * f0x - d2x * f0z) + (f2z * d0x - f2x * d0z))
+                q1z = kd * d1z + kh * c1z + s * ((d2x * f0y - d2y * f0x) + (f2x * d0y - f2y * d0x))
+                q2x = kd * d2x + kh * c2x + s * ((d0y * f1z - d0z * f1y) + (f0y * d1z - f0z * d1y))
+                q2y = kd * d2y + kh * c2y + s * ((d0z * f1x - d0x * f1z) + (f0z * d1x - f0x * d1z))
+                q2z = kd * d2z + kh * c2z + s * ((d0x * f1y - d0y * f1x) + (f0x * d1y - f0y * d1x))
+                # Corner rows 1-3 (r_a = sum_c B[a-1, c] Q_c) in E[0:9], corner 0 (minus their sum) in E[9:12].
+                E[0, j] = b0 * q0x + b1 * q1x + b2 * q2x
+                E[1, j] = b0 * q0y + b1 * q1y + b2 * q2y
+                E[2, j] = b0 * q0z + b1 * q1z + b2 * q2z
+                E[3, j] = b3 * q0x + b4 * q1x + b5 * q2x
+                E[4, j] = b3 * q0y + b4 * q1y + b5 * q2y
+                E[5, j] = b3 * q0z + b4 * q1z + b5 * q2z
+                E[6, j] = b6 * q0x + b7 * q1x + b8 * q2x
+                E[7, j] = b6 * q0y + b7 * q1y + b8 * q2y
+                E[8, j] = b6 * q0z + b7 * q1z + b8 * q2z
+                E[9, j] = -(E[0, j] + E[3, j] + E[6, j])
+                E[10, j] = -(E[1, j] + E[4, j] + E[7, j])
+                E[11, j] = -(E[2, j] + E[5, j] + E[8, j])
+            for j in range(w):
+                t = c0 + j
+                for a in range(4):
+                    v = tets[t, a]
+                    r = 9 if a == 0 else 3 * (a - 1)
+                    if direct or shared[v] == 0:
+                        _add_row(q, v, E[r, j], E[r + 1, j], E[r + 2, j])
+                    else:
+                        _put_row(rows, 4 * t + a, E[r, j], E[r + 1, j], E[r + 2, j])
 
 
-def _gather_rows(rows, start, slots, out):
-    """out[i] = sum of vertex i's corner rows (rows: tets * 4, 3) in slot order."""
-    n = start.shape[0] - 1
-    for i in nb.prange(n):
+def _gather_rows(rows, start, slots, out, ids):
+    """out[i] = sum of vertex i's corner rows (rows: tets * 4, 3) in slot order, for the vertices ids."""
+    for j in nb.prange(ids.shape[0]):
+        i = ids[j]
         a0 = a1 = a2 = 0.0
         for k in range(start[i], start[i + 1]):
             s = slots[k]
@@ -400,6 +420,32 @@ def _gather_rows(rows, start, slots, out):
             a1 += rows[s, 1]
             a2 += rows[s, 2]
         out[i, 0], out[i, 1], out[i, 2] = a0, a1, a2
+
+
+@nb.njit(inline="always", **FAST)
+def _part(k, m):
+    """Tets lo..hi of fixed run k of TET_PARTS (the same runs for any thread count; shared_vertices uses them)."""
+    size = (m + TET_PARTS - 1) // TET_PARTS
+    return min(m, k * size), min(m, (k + 1) * size)
+
+
+@nb.njit(cache=True, **FAST)
+def shared_vertices(tets, n_vertices):
+    """1 for each vertex whose tets lie in more than one of the TET_PARTS runs (their rows are gathered in tet
+    order after the pass), 0 for the others (added straight in by the one task that owns all their tets)."""
+    m = tets.shape[0]
+    first = np.full(n_vertices, -1, np.int64)
+    out = np.zeros(n_vertices, np.uint8)
+    for k in range(TET_PARTS):
+        lo, hi = _part(k, m)
+        for t in range(lo, hi):
+            for a in range(4):
+                v = tets[t, a]
+                if first[v] < 0:
+                    first[v] = k
+                elif first[v] != k:
+                    out[v] = 1
+    return out
 
 
 @nb.njit(inline="always", **FAST)
@@ -431,15 +477,16 @@ def _dot(a, b, partial):
     return _sum_blocks(partial, 0)
 
 
-def _finish_product(z, p, beta, q, sq, mh, free, S, rows, start, slots, gather, partial):
+def _finish_product(z, p, beta, q, sq, mh, free, S, rows, start, slots, gather, shared, partial):
     """p = z + beta p (the new direction) and q = S ((H p + springs + m / h^2 p) free): the tets' part gathered
-    from rows (or, direct, already in q), the springs' from sq; returns p . q (fixed vertex blocks in order)."""
+    from rows at shared vertices (with gather), already in q at the others, the springs' from sq; returns p . q
+    (fixed vertex blocks in order)."""
     n = p.shape[0]
     for k in nb.prange(DOT_BLOCKS):
         lo, hi = _block(k, n)
         acc = 0.0
         for i in range(lo, hi):
-            if gather:
+            if gather and shared[i] != 0:
                 a0 = a1 = a2 = 0.0
                 for s in range(start[i], start[i + 1]):
                     slot = slots[s]
@@ -647,7 +694,7 @@ def _springs_clear(verts, out):
 
 def _solve_frame(
     x, v, inv_mass, mass, damping, gravity, dt, newton_steps, cg_iterations, max_speed,
-    tets, B, Bt, k_dev, k_hyd, gamma, start, slots, agg, coarse_factor, work,
+    tets, B, Bt, k_dev, k_hyd, gamma, start, slots, shared, shared_ids, agg, coarse_factor, work,
     anchor_verts, anchor_weights, anchor_targets, anchor_alpha,
     planes, spheres, boxes, env_mu,
     p0, q0, j0, p1, q1, j1, inst_mu, cap_inst, cap_local, cap_r, cap_active,
@@ -700,15 +747,14 @@ def _solve_frame(
     newton = 0
     classified = False
     while newton < newton_steps:
-        if direct:
-            for i in nb.prange(n):
-                for d in range(3):
-                    grad[i, d] = 0.0
-                for d in range(6):
-                    diag[i, d] = 0.0
-        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct)
+        for i in nb.prange(n):  # the tets add their corners at vertices that are not shared into these
+            for d in range(3):
+                grad[i, d] = 0.0
+            for d in range(6):
+                diag[i, d] = 0.0
+        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
         if not direct:
-            _gather_setup(rows7, start, slots, k_hyd, grad, diag)
+            _gather_setup(rows7, start, slots, k_hyd, grad, diag, shared_ids)
         _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
         _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
         for i in nb.prange(n):
@@ -780,7 +826,7 @@ def _solve_frame(
         if nc > 0:
             _restrict(r, agg, rc)
             solve_coarse(coarse_factor, rc, yc)
-        rz = _update_precondition(dx, r, p, q, 0.0, inv_diag, S, z, agg, yc, nc, direct, partial)
+        rz = _update_precondition(dx, r, p, q, 0.0, inv_diag, S, z, agg, yc, nc, True, partial)
         beta = 0.0
         for _it in range(cg_iterations):
             if rz <= 0.0:
@@ -792,10 +838,10 @@ def _solve_frame(
                 zz, bb = p, 0.0  # p + 0 p is p
             else:
                 zz, bb = z, beta
-            _tet_product(zz, p, bb, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows3, q, direct)
+            _tet_product(zz, p, bb, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows3, q, direct, shared)
             _springs_direction(zz, p, bb, anchor_verts, anchor_weights, k_anchor, sq)
             _springs_direction(zz, p, bb, g_verts, g_weights, k_grasp, sq)
-            pq = _finish_product(zz, p, bb, q, sq, mh, free, S, rows3, start, slots, not direct, partial)
+            pq = _finish_product(zz, p, bb, q, sq, mh, free, S, rows3, start, slots, not direct, shared, partial)
             _springs_clear(anchor_verts, sq)
             _springs_clear(g_verts, sq)
             if not pq > 0.0:  # no curvature left along p (or NaN): keep what CG has
@@ -806,7 +852,7 @@ def _solve_frame(
                 for j in range(nc):
                     rc[j] -= alpha * rq[j]
                 solve_coarse(coarse_factor, rc, yc)
-            rz_new = _update_precondition(dx, r, p, q, alpha, inv_diag, S, z, agg, yc, nc, direct, partial)
+            rz_new = _update_precondition(dx, r, p, q, alpha, inv_diag, S, z, agg, yc, nc, True, partial)
             beta = rz_new / rz
             rz = rz_new
             out_stats[1] += 1
@@ -889,7 +935,7 @@ def frame_workspace(n_tets: int, n_vertices: int, previous: tuple | None = None)
     )  # fmt: skip
 
 
-_DIRECT = False  # the parallel kernels write corner rows that vertices gather; the serial twins add directly
+_DIRECT = False  # the parallel kernels gather the shared vertices' corner rows; the serial twins add every one directly
 _PARALLEL = {"parallel": True, "cache": True, **FAST}
 _SERIAL = {"cache": True, **FAST}
 _KERNELS = (

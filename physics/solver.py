@@ -173,7 +173,8 @@ def _step(
         kernel(
             state.x, state.v, model.inv_mass, model.mass, model.vertex_damping, model.gravity, float(dt),
             solver.newton_steps, solver.cg_iterations, model.max_vertex_speed,
-            topo.tets, topo.B, topo.Bt, k_dev, k_hyd, topo.gamma, topo.start, topo.slots, agg, factor,
+            topo.tets, topo.B, topo.Bt, k_dev, k_hyd, topo.gamma, topo.start, topo.slots,
+            topo.shared, topo.shared_ids, agg, factor,
             topo.workspace(state.x.shape[0]),
             anchor_v, anchor_w, model.anchor_position, model.anchor_compliance,
             env.planes, env.spheres, env.boxes, env.friction,

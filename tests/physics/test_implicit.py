@@ -43,27 +43,32 @@ def _kernel_inputs(model):
 SYM = [0, 1, 2, 1, 3, 4, 2, 4, 5]  # a (n, 6) diagonal block (xx xy xz yy yz zz) as 3x3 row-major
 
 
-def _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=False):
+def _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=False, shared=None):
     """F, cof F, the limited det coefficient, the tets' energies, and the gathered (or directly added) gradient
-    and diagonal blocks (n, 6) at x."""
+    and diagonal blocks (n, 6) at x. shared: the vertices whose rows are gathered (default: every one)."""
     m, n = tets.shape[0], x.shape[0]
+    shared = np.ones(n, np.uint8) if shared is None else shared
     Fs, Cs, geo, energy = np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m)
     rows = np.empty((4 * m, 7))
     grad, diag = np.zeros((n, 3)), np.zeros((n, 6))
-    implicit.tet_setup_serial(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct)
+    implicit.tet_setup_serial(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared)
     if not direct:
-        implicit.gather_setup_serial(rows, start, slots, k_hyd, grad, diag)
+        ids = np.flatnonzero(shared).astype(np.int64)
+        implicit.gather_setup_serial(rows, start, slots, k_hyd, grad, diag, ids)
     return Fs, Cs, geo, energy, grad, diag
 
 
-def _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=False):
+def _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=False, shared=None):
     m = tets.shape[0]
+    shared = np.ones(p.shape[0], np.uint8) if shared is None else shared
     rows, q = np.empty((4 * m, 3)), np.zeros_like(p)
     Bt = np.ascontiguousarray(B.T)
     # The direction z + beta p with z = p, beta = 0 (a zero p beside it).
-    implicit.tet_product_serial(p, np.zeros_like(p), 0.0, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct)
+    implicit.tet_product_serial(
+        p, np.zeros_like(p), 0.0, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direct, shared
+    )  # fmt: skip
     if not direct:
-        implicit.gather_rows_serial(rows, start, slots, q)
+        implicit.gather_rows_serial(rows, start, slots, q, np.flatnonzero(shared).astype(np.int64))
     return q
 
 
@@ -107,6 +112,31 @@ def test_adding_corner_rows_directly_gives_the_gathered_bits():
     Fs, Cs, geo = gathered[:3]
     p = rng.normal(size=x.shape)
     q1 = _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots)
+    q2 = _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=True)
+    assert np.array_equal(q1, q2) and np.abs(q1).max() > 0.0
+
+
+def test_only_vertices_shared_by_two_parallel_runs_are_gathered_and_the_bits_stay():
+    """The parallel kernel adds the rows of a vertex whose tets all lie in one of the TET_PARTS runs straight in
+    (that run is one task) and gathers only the shared vertices' rows: the same bits as adding every row."""
+    model, _ = _cantilever(1.0e5, cells=(8, 3, 2))
+    rng = np.random.default_rng(6)
+    x = model.rest_positions + rng.normal(scale=3e-4, size=model.rest_positions.shape)
+    tets, B, k_dev, k_hyd, gamma, start, slots = _kernel_inputs(model)
+    shared = implicit.shared_vertices(tets, model.n_vertices)
+    # Exactly the vertices with tets in two runs (run of tet t: t // ceil(m / TET_PARTS)).
+    run = np.arange(tets.shape[0]) // -(-tets.shape[0] // implicit.TET_PARTS)
+    lo, hi = np.full(model.n_vertices, 99), np.full(model.n_vertices, -1)
+    np.minimum.at(lo, tets.ravel(), np.repeat(run, 4))
+    np.maximum.at(hi, tets.ravel(), np.repeat(run, 4))
+    assert np.array_equal(shared.astype(bool), lo != hi) and 0 < shared.sum() < model.n_vertices
+    partly = _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, shared=shared)
+    direct = _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=True)
+    for a, b in zip(partly, direct, strict=True):
+        assert np.array_equal(a, b)
+    Fs, Cs, geo = partly[:3]
+    p = rng.normal(size=x.shape)
+    q1 = _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, shared=shared)
     q2 = _product(p, tets, B, k_dev, k_hyd, Fs, Cs, geo, start, slots, direct=True)
     assert np.array_equal(q1, q2) and np.abs(q1).max() > 0.0
 
