@@ -6,11 +6,15 @@ Each measurement runs the real-time Solver on a block until it is at rest and so
 - bending: a cantilever (pinned at its -x face) under a body load scaled so that the converged tip sag is
   0.5% of its length (the linear regime); effective stiffness = converged sag / real-time sag;
 - stretching: the +x face pulled 1% along x by stiff anchors (the -x face pinned); effective stiffness =
-  real-time end force / converged end force;
+  real-time end force / converged end force; compression: the same pushed 1% (the linear regime);
 - volume: the same column stretched and compressed by 20% at nu 0.45 and 0.49; the volume change (percentage
   points) against the converged one, and the end force's ratio;
 - yank: the same grasp, then hard yank-and-release cycles (the grasper leaves at YANK_SPEED, holds, lets go,
   comes back); the most inverted tets in any frame, as a count and a fraction of the tets (no reference);
+- press: a closed grasper lying along x pressed PRESS_DEPTH into the top face of the block (pinned at its
+  bottom) and held until at rest; the instrument force it reports (contact alone, no grasp) against the
+  converged reaction of the same indentation: the reference holds the vertices the real-time run left on the
+  instrument's capsules where they are and solves for the rest (so the contact set is the real-time one);
 - grasp: `physics.scenes.block_grasp_scene` with the pull scaled to the material (tearing off), held at its end
   pose until at rest; the grasp force's relative error (vector) against the converged pull of the same grasp
   points on the same targets. Contact with the instrument's shaft is not part of the reference.
@@ -26,9 +30,9 @@ import time
 
 import numpy as np
 
-from physics.control import Control
+from physics.control import Control, InstrumentInput
 from physics.grasping import GRASP_COMPLIANCE
-from physics.instruments import quat_to_matrix
+from physics.instruments import grasper, look_rotation, quat_to_matrix
 from physics.materials import Material
 from physics.model import Model, build_model, inverted_tets, live_volume
 from physics.procedural import tissue_block, vertices_in_box
@@ -50,6 +54,11 @@ RAMP_FRAMES = 30
 # The grasp pull at 30 kPa (m); stiffer materials are pulled proportionally less, to stay in a similar force range.
 GRASP_PULL = (0.004, 0.008, 0.0)
 GRASP_PULL_MODULUS = 3.0e4
+
+PRESS_DEPTH = 0.0015  # m, how far the lying grasper's lowest point goes below the block's top face
+PRESS_FRAMES = 30  # frames of its descent (from 1 cm above)
+PRESS_TOLERANCE = 1e-4  # m: a vertex this close to a capsule at rest counts as held by the instrument
+HOLD_COMPLIANCE = 1e-9  # m/N: the reference's springs holding those vertices (stiff next to any tissue here)
 
 YANK_SPEED = 1.5  # m/s, the grasper's speed while yanking (the issue's hard yanks reach 1.6 m/s)
 YANK = (0.015, 0.04, 0.0)  # m, each yank's travel
@@ -206,6 +215,64 @@ def grasp(target_tets: int, young: float, substeps: int, max_frames: int, solver
     }
 
 
+def press(target_tets: int, young: float, substeps: int, max_frames: int, solver=None) -> dict:
+    """A closed grasper lying along x pressed into the top face and held: its instrument force against the
+    converged reaction of the same indentation (see the module doc)."""
+    mesh = tissue_block(size=BLOCK_SIZE, cells=block_cells(target_tets))
+    fixed = vertices_in_box(mesh, (-np.inf,) * 3, (np.inf, float(mesh.vertices[:, 1].min()) + 1e-9, np.inf))
+    model = build_model(mesh, [material(young)], fixed=fixed)
+    spec = grasper()
+    forward, up = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)
+    q = look_rotation(forward, up)
+    R = quat_to_matrix(q)
+    caps = spec.capsules
+    ends = np.concatenate([caps[:, 0:3], caps[:, 3:6]]) @ R.T
+    lowest = float((ends[:, 1] - np.concatenate([caps[:, 6], caps[:, 6]])).min())
+    v = mesh.vertices
+    top = float(v[:, 1].max())
+    centre = v.mean(axis=0)
+    hinge = np.array([centre[0] + 0.01, top - PRESS_DEPTH - lowest, centre[2] + 1e-4])
+    state = new_state(model)
+
+    def control(f: int) -> Control:
+        s = min(1.0, (f + 1) / PRESS_FRAMES)
+        pos = hinge + np.array([0.0, (1.0 - s) * 0.01, 0.0])
+        return Control([InstrumentInput(GRASPER_ID, spec, pos, q, 0.0)])
+
+    run = settle(model, state, substeps, PRESS_FRAMES + max_frames, control=control,
+                 on_frame=lambda f: f < PRESS_FRAMES, solver=solver)  # fmt: skip
+    grasped = state.instruments.get(GRASPER_ID)
+    if grasped is not None and grasped.grasp is not None:
+        return {"error": "the closed grasper took a grasp"}
+    # The vertices on the capsules at rest (closed jaws: the local capsules as they are).
+    a = caps[:, 0:3] @ R.T + hinge
+    b = caps[:, 3:6] @ R.T + hinge
+    x = state.x
+    dist = np.full(x.shape[0], np.inf)
+    for k in range(caps.shape[0]):
+        ab = b[k] - a[k]
+        u = np.clip(((x - a[k]) @ ab) / max(float(ab @ ab), 1e-30), 0.0, 1.0)
+        dist = np.minimum(dist, np.linalg.norm(x - (a[k] + u[:, None] * ab), axis=1) - caps[k, 6])
+    held = np.flatnonzero((dist <= PRESS_TOLERANCE) & (model.inv_mass > 0))
+    if held.size == 0:
+        return {"error": "the grasper touched no vertex"}
+    verts = np.repeat(held[:, None].astype(np.int64), 3, axis=1)
+    weights = np.zeros((held.size, 3))
+    weights[:, 0] = 1.0
+    springs = Springs(verts, weights, x[held].copy(), HOLD_COMPLIANCE)
+    ref = solve_static(Problem(model, springs=springs), x)
+    f_rt = np.asarray(run.last_report.instrument_forces[GRASPER_ID])
+    f_ref = -springs.forces(ref.x).sum(axis=0)  # what the held tissue pushes on the instrument
+    return {
+        "force_error": _r(float(np.linalg.norm(f_rt - f_ref) / np.linalg.norm(f_ref))),
+        "force_ratio": _r(float(np.linalg.norm(f_rt) / np.linalg.norm(f_ref))),
+        "force_n": _r(float(np.linalg.norm(f_rt))),
+        "converged_force_n": _r(float(np.linalg.norm(f_ref))),
+        "held_vertices": int(held.size),
+        **_run_fields(run, ref),
+    }
+
+
 def yank(target_tets: int, young: float, substeps: int, cycles: int = YANK_CYCLES, solver=None) -> dict:
     """Grasp the block's top, then `cycles` times: yank away at YANK_SPEED, hold 5 frames, open, return, close.
     Reports the most inverted tets in any frame (during the motion) and at the end (at rest after 60 frames)."""
@@ -282,20 +349,24 @@ def fidelity(
             "young_pa": young,
             "bending": bending(target_tets, young, substeps, max_frames, solver),
             "stretching": axial(target_tets, young, 0.45, STRETCH, substeps, max_frames, solver),
+            "compression": axial(target_tets, young, 0.45, -STRETCH, substeps, max_frames, solver),
             "volume": {
                 f"nu{nu:g}_{kind}": axial(target_tets, young, nu, sign * VOLUME_STRAIN, substeps, max_frames, solver)
                 for nu in (0.45, 0.49)
                 for kind, sign in (("stretch20", 1.0), ("compress20", -1.0))
             },
             "grasp": grasp(target_tets, young, substeps, max_frames, solver),
+            "press": press(target_tets, young, substeps, max_frames, solver),
             "yank": yank(target_tets, young, substeps, solver=solver),
         }
         vols = [abs(v["volume_error_pp"]) for v in entry["volume"].values()]
         entry["summary"] = {
             "bending_stiffness": entry["bending"]["effective_stiffness"],
             "stretching_stiffness": entry["stretching"]["effective_stiffness"],
+            "compression_stiffness": entry["compression"]["effective_stiffness"],
             "volume_error_pp_max_abs": _r(max(vols)),
             "grasp_force_error": entry["grasp"].get("force_error"),
+            "instrument_force_error": entry["press"].get("force_error"),
             "yank_inverted_fraction_max": entry["yank"]["inverted_fraction_max"],
         }
         out[name] = entry
