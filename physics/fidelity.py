@@ -230,8 +230,10 @@ def press(target_tets: int, young: float, substeps: int, max_frames: int, solver
     lowest = float((ends[:, 1] - np.concatenate([caps[:, 6], caps[:, 6]])).min())
     v = mesh.vertices
     top = float(v[:, 1].max())
-    centre = v.mean(axis=0)
-    hinge = np.array([centre[0] + 0.01, top - PRESS_DEPTH - lowest, centre[2] + 1e-4])
+    on_top = np.flatnonzero(v[:, 1] >= top - 1e-9)
+    middle = v[on_top].mean(axis=0)
+    row = v[on_top[np.argmin(np.abs(v[on_top, 2] - middle[2]))], 2]  # the shaft lies over a row of vertices
+    hinge = np.array([middle[0] + 0.01, top - PRESS_DEPTH - lowest, row + 1e-4])
     state = new_state(model)
 
     def control(f: int) -> Control:

@@ -48,6 +48,7 @@ TET_PARTS = 8  # the tet passes run over this many fixed runs of tets (independe
 CG_ITERATIONS = 10  # with the coarse space: at rest within 1%; fewer lets a held grasp jitter (8: 10x the force noise)
 NEWTON_STEPS = 1
 CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or inside it) may rest on it
+INSTRUMENT_REACH = 2e-4  # m: a tissue point this close to an instrument's capsule (or inside it) may rest on it
 STATS = ("newton_steps", "cg_iterations", "line_search_halvings")  # what a frame reports it did (out_stats)
 LINE_SEARCH_HALVINGS = 6  # a Newton step that raises the frame's energy is halved up to this many times
 
@@ -627,6 +628,56 @@ def _environment_normal(x, i, planes, spheres, boxes, tol):
     return False, 0.0, 0.0, 0.0
 
 
+@nb.njit(**FAST)
+def _instrument_filter(x, x_prev, r, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
+                       touching):  # fmt: skip
+    """Contact candidates (vertices, surface triangles' centres) that at the frame's start (x_prev) are at or
+    inside an instrument's capsule in its end-of-frame pose (wa-wb): each of their vertices that r (the frame's
+    force at the start) presses into the capsule slides along it (S = I - n n^T, n the capsule's normal at the
+    point), touching = 2 + the instrument's row; a vertex candidate starts where it was, moved onto the
+    capsule's surface (not where its velocity would take it: a stiff body's one-frame rebound would carry it
+    through a thin capsule). Within INSTRUMENT_REACH of the surface counts: sliding along the tangent plane of
+    a round capsule, and the projection of triangles' centres, leave points a little off it."""
+    for c in range(cand_inst.size):
+        k = cand_inst[c]
+        for j in range(cap_inst.size):
+            if cap_inst[j] != k or not cap_active[j]:
+                continue
+            px = py = pz = 0.0
+            for q in range(3):
+                v, w = cand_verts[c, q], cand_weights[c, q]
+                px += w * x_prev[v, 0]
+                py += w * x_prev[v, 1]
+                pz += w * x_prev[v, 2]
+            ax, ay, az = wa[j, 0], wa[j, 1], wa[j, 2]
+            ex, ey, ez = wb[j, 0] - ax, wb[j, 1] - ay, wb[j, 2] - az
+            rx, ry, rz = px - ax, py - ay, pz - az
+            ee = ex * ex + ey * ey + ez * ez
+            t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (rx * ex + ry * ey + rz * ez) / ee))
+            rx, ry, rz = rx - t * ex, ry - t * ey, rz - t * ez
+            dist = math.sqrt(rx * rx + ry * ry + rz * rz)
+            if dist > cap_r[j] + INSTRUMENT_REACH or dist < 1e-12:
+                continue
+            nx, ny, nz = rx / dist, ry / dist, rz / dist
+            vertex = cand_weights[c, 0] == 1.0
+            for q in range(1 if vertex else 3):
+                i = cand_verts[c, q]
+                if free[i] == 0.0 or touching[i] != 0:
+                    continue
+                if r[i, 0] * nx + r[i, 1] * ny + r[i, 2] * nz >= 0.0:  # not pressed into it: free to leave
+                    continue
+                if vertex:
+                    push = cap_r[j] - dist
+                    x[i, 0] = x_prev[i, 0] + push * nx
+                    x[i, 1] = x_prev[i, 1] + push * ny
+                    x[i, 2] = x_prev[i, 2] + push * nz
+                touching[i] = 2 + k
+                S[i, 0], S[i, 1], S[i, 2] = 1.0 - nx * nx, -nx * ny, -nx * nz
+                S[i, 3], S[i, 4], S[i, 5] = -ny * nx, 1.0 - ny * ny, -ny * nz
+                S[i, 6], S[i, 7], S[i, 8] = -nz * nx, -nz * ny, 1.0 - nz * nz
+            break
+
+
 @nb.njit(inline="always", **FAST)
 def _filter(S, i, a, b, c):
     """(a, b, c) through vertex i's contact filter S[i] (3x3 row-major: identity, I - n n^T or zero)."""
@@ -795,6 +846,14 @@ def _solve_frame(
                         x[i, 0] -= h * vn * nx
                         x[i, 1] -= h * vn * ny
                         x[i, 2] -= h * vn * nz
+            # Instrument contact the same way, against the capsules' end-of-frame pose: a tissue point at (or
+            # within INSTRUMENT_REACH of) a capsule at the frame's start and pressed into it slides along it
+            # (its vertices' normal motion filtered out), so the solve holds it there and its reaction is the
+            # contact force (added after the solve). Serially, candidates in order.
+            _instrument_filter(
+                x, x_prev, r, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
+                touching,
+            )  # fmt: skip
             if touching.sum() > 0:
                 continue
         for i in nb.prange(n):
@@ -881,6 +940,33 @@ def _solve_frame(
         newton += 1
         out_stats[0] += 1
     out_residual[0] = residual
+    held = 0
+    for i in range(n):
+        held += touching[i] >= 2
+    if held > 0:
+        # The force each instrument's filtered vertices need to stay on it: the frame's gradient at the solved
+        # positions along the filtered normal, (I - S) g (at rest the elastic reaction, like a Lagrange multiplier).
+        for i in nb.prange(n):
+            for d in range(3):
+                grad[i, d] = 0.0
+            for d in range(6):
+                diag[i, d] = 0.0
+        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
+        if not direct:
+            _gather_setup(rows7, start, slots, k_hyd, grad, diag, shared_ids)
+        _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
+        _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
+        for i in range(n):
+            if touching[i] < 2:
+                continue
+            k = touching[i] - 2
+            g0 = grad[i, 0] + mh[i] * (x[i, 0] - y[i, 0])
+            g1 = grad[i, 1] + mh[i] * (x[i, 1] - y[i, 1])
+            g2 = grad[i, 2] + mh[i] * (x[i, 2] - y[i, 2])
+            a, b, c = _filter(S, i, g0, g1, g2)
+            out_inst_force[k, 0] += g0 - a
+            out_inst_force[k, 1] += g1 - b
+            out_inst_force[k, 2] += g2 - c
 
     # Forces of the springs at the solved positions (N on the tissue), then contact once per frame.
     for g in range(anchor_verts.shape[0]):
@@ -912,7 +998,11 @@ def _solve_frame(
         outcome = guard_velocity(x, x_prev, v, i, vx, vy, vz, h, max_speed)
         resets += outcome == RESET
         clamps += outcome == CLAMPED
-    out_counts[1] += env_hits + touching.sum()  # projected, and held by the solve's contact filter
+    env_held = 0
+    for i in range(n):
+        env_held += touching[i] == 1
+    out_counts[0] += held  # held on an instrument by the solve's contact filter
+    out_counts[1] += env_hits + env_held  # projected, and held by the solve's contact filter
     out_counts[2] += resets
     out_counts[3] += clamps
 
