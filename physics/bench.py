@@ -21,6 +21,15 @@ grasp force error, inverted tets (also during hard yanks), and the milliseconds 
 Topology (at 20k tets, 2 threads): a cut (a slab of tets) and burn frames (a few tets each) during the pull, each
 through remove_tets and notify_model_changed; what the change and the frames after it cost, per solver mode.
 
+Determinism (the measured solver mode): a small grasp-pull-cut run's final bits on 1 and 2 threads, and in two
+fresh processes sharing a new numba cache (the first compiles the kernels, the second loads them).
+
+Goal audit ("goal_audit"): one row per goal of issue 16 (stiffness in bending, stretching and compression for
+every material; no softening with refinement; volume; grasp and instrument force; inverted tets at rest and
+in hard yanks; determinism; the frame budget), each with the measured value, pass/fail (null: not measured
+in this run, with what to run) and the JSON fields it comes from. The full table takes --fidelity-full (or
+--fidelity-materials with every material and two --fidelity-sizes: small meshes keep the references cheap).
+
 Accuracy (per size and substep count): the tip sag of the block held at one end as a cantilever under
 gravity, against a 200-substep reference (both run until at rest); and, from the grasp-and-pull run,
 the relative volume drift and the number of inverted tets (det F <= 0).
@@ -31,11 +40,14 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -157,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="time a cut and burns during the pull (remove_tets, notify_model_changed, the frames after)",
     )
+    p.add_argument(
+        "--determinism",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="check the bits for 1 and 2 threads and compiled against cached kernels (two fresh processes that "
+        "compile into a new numba cache: minutes); default on, off with --quick (threads only)",
+    )
     p.add_argument("--sag-frames", type=positive_int, default=None, help="most frames for the sag to settle (300)")
     p.add_argument("--quick", action="store_true", help="a tiny run: ~1k tets, few frames (seconds)")
     p.add_argument(
@@ -198,6 +217,7 @@ class Config:
     fidelity_sizes: list[int] = dataclasses.field(default_factory=lambda: [20000])
     fidelity_materials: list[str] = dataclasses.field(default_factory=lambda: ["8kPa", "1MPa"])
     solver: str = "xpbd"
+    determinism: bool = True
     cg_iterations: int = CG_ITERATIONS
     newton_steps: int = NEWTON_STEPS
 
@@ -225,6 +245,7 @@ def make_config(args: argparse.Namespace) -> Config:
         fidelity_sizes=[1000] if quick else [5000, 20000] if args.fidelity_full else [20000],
         fidelity_materials=list(MATERIALS) if args.fidelity_full and not quick else ["8kPa", "1MPa"],
         solver=args.solver,
+        determinism=(not quick) if args.determinism is None else bool(args.determinism),
     )
     names = ("sizes", "substeps", "threads", "frames", "repeats", "accuracy_max_tets", "sag_frames")
     for name in (*names, "fidelity_sizes", "fidelity_materials", "cg_iterations", "newton_steps"):
@@ -583,6 +604,217 @@ def topology_section(cfg: Config) -> dict:
     return out
 
 
+# --- determinism: thread counts, compiled against cached kernels ---------------------------------------
+
+DETERMINISM_TETS = 2000
+DETERMINISM_FRAMES = 24
+
+
+def determinism_probe(mode: str, threads: int, target: int = DETERMINISM_TETS) -> str:
+    """sha256 of the final positions, velocities and grasp force of a grasp-and-pull with a cut (a slab of tets,
+    through remove_tets and notify_model_changed) halfway, stepped on `threads` threads."""
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    scene = block_grasp_scene(target, pull_frames=DETERMINISM_FRAMES)
+    opts = {} if mode == "xpbd" else {"mode": mode}
+    solver = Solver(scene.model, **opts)
+    model, state = scene.model, scene.state
+    digest = hashlib.sha256()
+    for f in range(scene.n_frames):
+        if f == scene.phases["pull"][0] + DETERMINISM_FRAMES // 2:
+            centres = model.rest_positions[model.tets].mean(axis=1)
+            lo, hi = model.rest_positions.min(axis=0), model.rest_positions.max(axis=0)
+            remove_tets(model, np.flatnonzero(np.abs(centres[:, 0] - (lo[0] + 0.25 * (hi[0] - lo[0]))) < 0.003))
+            solver.notify_model_changed()
+        report = solver.step(state, scene.control(f), FRAME_DT, 20)
+        for force in report.grasp_forces.values():
+            digest.update(np.asarray(force, dtype=np.float64).tobytes())
+    digest.update(state.x.tobytes())
+    digest.update(state.v.tobytes())
+    return digest.hexdigest()
+
+
+def _probe_in_fresh_process(mode: str, threads: int, cache_dir: str) -> tuple[str | None, float, str]:
+    """determinism_probe in a new interpreter with NUMBA_CACHE_DIR=cache_dir: (digest, seconds, error)."""
+    code = f"from physics.bench import determinism_probe; print(determinism_probe({mode!r}, {threads}))"
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return None, time.perf_counter() - t0, "timed out"
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        return None, seconds, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+    return done.stdout.strip().splitlines()[-1], seconds, ""
+
+
+def determinism_section(cfg: Config) -> dict:
+    """The probe's bits on 1 and 2 threads here; with cfg.determinism also in two fresh processes on one new
+    numba cache (compiled, then loaded from it)."""
+    mode = cfg.solver
+    before = numba.get_num_threads()
+    threads = sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
+    digests = {str(t): determinism_probe(mode, t) for t in threads}
+    numba.set_num_threads(before)
+    out = {
+        "solver": mode,
+        "tets": DETERMINISM_TETS,
+        "digest_by_threads": digests,
+        "same_bits_any_thread_count": len(set(digests.values())) == 1 and len(threads) > 1,
+        "compiled_vs_cached": None,
+    }
+    if len(threads) < 2:
+        out["note"] = "numba allows one thread here: thread counts not compared"
+    if cfg.determinism:
+        with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+            compiled, t_compiled, err1 = _probe_in_fresh_process(mode, 1, cache)
+            cached, t_cached, err2 = _probe_in_fresh_process(mode, 1, cache)
+        out["compiled_vs_cached"] = {
+            "compiled_digest": compiled,
+            "cached_digest": cached,
+            "compiled_process_s": _round(t_compiled),
+            "cached_process_s": _round(t_cached),
+            "same_bits": compiled is not None and compiled == cached == digests["1"],
+            "errors": [e for e in (err1, err2) if e],
+        }
+    log(f"determinism ({mode}): {out}")
+    return out
+
+
+# --- the goal of issue 16, row by row ----------------------------------------------------------------------
+
+STIFFNESS_KINDS = ("bending", "stretching", "compression")
+REFINEMENT_SLACK = 0.01  # the finer mesh may measure this much softer (effective stiffness) and still pass
+
+
+def _worst(values: dict[str, float], key=abs) -> tuple[str | None, float | None]:
+    if not values:
+        return None, None
+    name = max(values, key=lambda k: key(values[k]))
+    return name, values[name]
+
+
+def goal_audit(fid: dict | None, det: dict | None, goal: dict) -> list[dict]:
+    """One row per goal of issue 16 with what this run measured, passed (True/False, None: not measured) and
+    the JSON fields it comes from (see the module doc)."""
+    rows = []
+    sizes = (fid or {}).get("sizes", {})
+    entries = {f"{size}/{name}": e for size, per in sizes.items() for name, e in per.items()}
+
+    def row(goal_id, text, measured, passed, fields, note=None):
+        r = {"goal": goal_id, "text": text, "measured": measured, "passed": passed, "fields": fields}
+        if note:
+            r["note"] = note
+        rows.append(r)
+
+    within = FIDELITY_GOAL["stiffness_within"]
+    stiff = {f"{k}/{kind}": e[kind]["effective_stiffness"] for k, e in entries.items() for kind in STIFFNESS_KINDS}
+    names = {k.split("/", 1)[1] for k in entries}
+    missing = [m for m in MATERIALS if m not in names]
+    worst, value = _worst({k: v - 1.0 for k, v in stiff.items()})
+    passed = None if not stiff else all(abs(v - 1.0) <= within for v in stiff.values())
+    row(
+        "stiffness",
+        "every material from 5 kPa to 1 MPa within 10% of converged in bending, stretching and compression",
+        None if not stiff else {"min": min(stiff.values()), "max": max(stiff.values()), "worst": worst},
+        False if passed is False else (None if missing or passed is None else True),
+        "fidelity.sizes.<size>.<material>.{bending,stretching,compression}.effective_stiffness",
+        f"not measured for {', '.join(missing)} (--fidelity-full)" if missing else None,
+    )
+    if len(sizes) >= 2:
+        order = sorted(sizes, key=int)
+        coarse, fine = order[0], order[-1]
+        change = {
+            f"{name}/{kind}": sizes[fine][name][kind]["effective_stiffness"]
+            - sizes[coarse][name][kind]["effective_stiffness"]
+            for name in sizes[fine]
+            if name in sizes[coarse]
+            for kind in STIFFNESS_KINDS
+        }
+        worst, value = _worst(change, key=lambda v: -v)
+        row(
+            "refinement",
+            "not softer as the mesh is refined (effective stiffness at the finer mesh against the coarser)",
+            {"coarse": int(coarse), "fine": int(fine), "softest_change": value, "worst": worst},
+            bool(change) and value >= -REFINEMENT_SLACK,
+            "fidelity.sizes.{coarse,fine}.<material>.<kind>.effective_stiffness",
+        )
+    else:
+        row("refinement", "not softer as the mesh is refined", None, None, "fidelity.sizes",
+            "needs two --fidelity-sizes")  # fmt: skip
+    vol = {k: e["summary"]["volume_error_pp_max_abs"] for k, e in entries.items()}
+    worst, value = _worst(vol)
+    row(
+        "volume",
+        "volume change within 0.5 percentage points of converged at nu 0.45-0.49 (20% stretch and compression)",
+        None if not vol else {"max_abs_pp": value, "worst": worst},
+        None if not vol else value <= FIDELITY_GOAL["volume_error_pp"],
+        "fidelity.sizes.<size>.<material>.volume.<case>.volume_error_pp",
+    )
+    for goal_id, part, text in (
+        ("grasp_force", "grasp", "grasp force within 10% of converged"),
+        ("instrument_force", "press", "instrument (contact) force within 10% of converged"),
+    ):
+        errs = {k: e[part].get("force_error") for k, e in entries.items()}
+        bad = [k for k, v in errs.items() if v is None]
+        errs = {k: v for k, v in errs.items() if v is not None}
+        worst, value = _worst(errs)
+        row(
+            goal_id,
+            text,
+            None if not errs else {"max_error": value, "worst": worst, "failed_runs": bad},
+            None if not entries else bool(errs) and not bad and value <= FIDELITY_GOAL["force_error"],
+            f"fidelity.sizes.<size>.<material>.{part}.force_error",
+        )
+    rest = {}
+    for k, e in entries.items():
+        runs = [e["bending"], e["stretching"], e["compression"], *e["volume"].values(), e["grasp"], e["press"]]
+        rest[k] = max([r.get("inverted_tets_max", 0) for r in runs] + [e["yank"]["inverted_tets_at_rest"]])
+    worst, value = _worst(rest)
+    row(
+        "inverted_at_rest",
+        "no inverted tets at rest",
+        None if not rest else {"max": value, "worst": worst},
+        None if not rest else value == 0,
+        "fidelity.sizes.<size>.<material>.<run>.inverted_tets_max, .yank.inverted_tets_at_rest",
+    )
+    yank = {k: e["yank"]["inverted_fraction_max"] for k, e in entries.items()}
+    worst, value = _worst(yank)
+    row(
+        "inverted_yank",
+        "at most 0.1% inverted tets during hard yanks",
+        None if not yank else {"max_fraction": value, "worst": worst},
+        None if not yank else value <= 0.001,
+        "fidelity.sizes.<size>.<material>.yank.inverted_fraction_max",
+    )
+    row(
+        "deterministic_threads",
+        "the same bits for any thread count",
+        None if det is None else det["digest_by_threads"],
+        None if det is None or len(det["digest_by_threads"]) < 2 else det["same_bits_any_thread_count"],
+        "determinism.same_bits_any_thread_count",
+    )
+    cached = None if det is None else det["compiled_vs_cached"]
+    row(
+        "compiled_vs_cached",
+        "the same bits whether the kernels were compiled or loaded from numba's cache",
+        cached,
+        None if cached is None else cached["same_bits"],
+        "determinism.compiled_vs_cached.same_bits",
+        "off in this run (--determinism)" if cached is None else None,
+    )
+    row(
+        "frame_budget",
+        "20k tets on 2 cores within 8 ms per 60 Hz frame",
+        goal.get("measured"),
+        goal.get("passed"),
+        "goal.measured.median_ms (timing at ~20k tets, 20 substeps, 2 threads)",
+    )
+    return rows
+
+
 # --- the whole run --------------------------------------------------------------------------------------
 
 
@@ -635,11 +867,13 @@ def fidelity_section(cfg: Config) -> dict:
             checks = {
                 "bending": abs(e["bending"]["effective_stiffness"] - 1.0) <= FIDELITY_GOAL["stiffness_within"],
                 "stretching": abs(e["stretching"]["effective_stiffness"] - 1.0) <= FIDELITY_GOAL["stiffness_within"],
+                "compression": abs(e["compression"]["effective_stiffness"] - 1.0) <= FIDELITY_GOAL["stiffness_within"],
                 "volume": e["summary"]["volume_error_pp_max_abs"] <= FIDELITY_GOAL["volume_error_pp"],
                 "grasp_force": (e["grasp"].get("force_error") or math.inf) <= FIDELITY_GOAL["force_error"],
+                "instrument_force": (e["press"].get("force_error") or math.inf) <= FIDELITY_GOAL["force_error"],
                 "inverted_at_rest": all(
                     r["inverted_tets_max"] <= FIDELITY_GOAL["inverted_at_rest"]
-                    for r in (e["bending"], e["stretching"], *e["volume"].values())
+                    for r in (e["bending"], e["stretching"], e["compression"], *e["volume"].values())
                 ),
             }
             failures += [f"{size}/{name}/{k}" for k, ok in checks.items() if not ok]
@@ -675,6 +909,7 @@ def run(cfg: Config) -> dict:
         accuracy.append(block)
     fid = fidelity_section(cfg) if cfg.fidelity else None
     topo = topology_section(cfg) if cfg.topology else None
+    det = determinism_section(cfg)
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = list(os.getloadavg())
         busy = machine["load_average_start"][0]
@@ -684,6 +919,7 @@ def run(cfg: Config) -> dict:
                 "times (especially with more than one thread) are inflated"
             )
     grasp_ok = all(e["grasp"]["held"] for e in timing)
+    goal = goal_section(timing)
     return {
         "benchmark": "physics.bench",
         "version": 1,
@@ -703,7 +939,9 @@ def run(cfg: Config) -> dict:
         "accuracy": accuracy if cfg.accuracy else None,
         "fidelity": fid,
         "topology": topo,
-        "goal": goal_section(timing),
+        "determinism": det,
+        "goal": goal,
+        "goal_audit": goal_audit(fid, det, goal),
         "wall_seconds": _round(time.perf_counter() - t_start),
     }
 

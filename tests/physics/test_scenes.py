@@ -170,7 +170,40 @@ def test_bench_quick_json_has_the_expected_keys(capsys):
     assert topo["size"] == 1000 and set(topo) == {"size", "threads", "xpbd"}
     cut = topo["xpbd"]
     assert cut["cut_tets_removed"] > 0 and cut["notify_ms"] > 0 and cut["grasp_held"] and cut["finite"]
+    assert {"bending_stiffness", "compression_stiffness", "instrument_force_error"} <= entry["summary"].keys()
+    audit = {row["goal"]: row for row in doc["goal_audit"]}
+    assert set(audit) == {
+        "stiffness", "refinement", "volume", "grasp_force", "instrument_force", "inverted_at_rest", "inverted_yank",
+        "deterministic_threads", "compiled_vs_cached", "frame_budget",
+    }  # fmt: skip
+    assert audit["stiffness"]["passed"] in (None, False) and "5kPa" in audit["stiffness"]["note"]  # one material
+    assert audit["refinement"]["passed"] is None and audit["compiled_vs_cached"]["passed"] is None  # not run
+    assert isinstance(audit["volume"]["passed"], bool) and audit["volume"]["fields"].startswith("fidelity.")
+    det = doc["determinism"]
+    assert det["compiled_vs_cached"] is None and len(next(iter(det["digest_by_threads"].values()))) == 64
     assert "size" in captured.err  # progress goes to stderr
+
+
+def test_the_goal_audit_fails_a_soft_material_and_passes_refinement_only_when_not_softer():
+    def entry(stiffness):
+        runs = {kind: {"effective_stiffness": stiffness, "inverted_tets_max": 0} for kind in bench.STIFFNESS_KINDS}
+        return {
+            **runs,
+            "volume": {"nu0.45_stretch20": {"inverted_tets_max": 0}},
+            "grasp": {"force_error": 0.05, "inverted_tets_max": 0},
+            "press": {"error": "the grasper touched no vertex"},
+            "yank": {"inverted_tets_at_rest": 0, "inverted_fraction_max": 0.002},
+            "summary": {"volume_error_pp_max_abs": 0.2},
+        }
+
+    fid = {"sizes": {"1000": {"1MPa": entry(0.99)}, "4000": {"1MPa": entry(0.85)}}}
+    rows = {row["goal"]: row for row in bench.goal_audit(fid, None, {"measured": None, "passed": None})}
+    assert rows["stiffness"]["passed"] is False and rows["stiffness"]["measured"]["min"] == 0.85
+    assert rows["refinement"]["passed"] is False and rows["refinement"]["measured"]["fine"] == 4000
+    assert rows["volume"]["passed"] and rows["grasp_force"]["passed"]
+    assert rows["instrument_force"]["passed"] is False  # a run that measured nothing fails its row
+    assert rows["inverted_yank"]["passed"] is False and rows["inverted_at_rest"]["passed"]
+    assert rows["deterministic_threads"]["passed"] is None and rows["frame_budget"]["passed"] is None
 
 
 def test_bench_fidelity_defaults_to_a_quick_subset_and_full_on_request():
