@@ -17,7 +17,8 @@ Each measurement runs the real-time Solver on a block until it is at rest and so
   instrument's capsules where they are and solves for the rest (so the contact set is the real-time one);
 - grasp: `physics.scenes.block_grasp_scene` with the pull scaled to the material (tearing off), held at its end
   pose until at rest; the grasp force's relative error (vector) against the converged pull of the same grasp
-  points on the same targets. Contact with the instrument's shaft is not part of the reference.
+  points on the same targets, the vertices on the instrument's shaft (its end presses on the surface) held where
+  they are as in press.
 
 Effective stiffness 1.0 is converged; below 1 the real-time body is softer. Every real-time run also reports its
 median milliseconds per frame (one measurement under whatever load the machine has).
@@ -201,7 +202,13 @@ def grasp(target_tets: int, young: float, substeps: int, max_frames: int, solver
     g = inst.grasp
     targets = inst.position + g.local @ quat_to_matrix(inst.orientation).T
     springs = Springs(g.vertices.astype(np.int64), g.weights, targets, GRASP_COMPLIANCE)
-    ref = solve_static(Problem(model, springs=springs), state.x)
+    # The shaft's end presses on the surface beside the jaws: its contact is held in the reference too (the
+    # vertices on it where they are), so the grasp's share of the load is compared, not the grasp alone.
+    held = _held_on_capsules(model, state.x, inst.spec, inst.position, inst.orientation)
+    problem = Problem(model, springs=springs)
+    if held.vertices.shape[0]:
+        problem.springs.append(held)
+    ref = solve_static(problem, state.x)
     f_rt = np.asarray(run.last_report.grasp_forces[GRASPER_ID])
     f_ref = springs.forces(ref.x).sum(axis=0)
     return {
@@ -211,8 +218,29 @@ def grasp(target_tets: int, young: float, substeps: int, max_frames: int, solver
         "converged_force_n": _r(float(np.linalg.norm(f_ref))),
         "pull_m": [_r(p) for p in pull],
         "points": int(g.vertices.shape[0]),
+        "shaft_held_vertices": int(held.vertices.shape[0]),
         **_run_fields(run, ref),
     }
+
+
+def _held_on_capsules(model: Model, x: np.ndarray, spec, position, orientation) -> Springs:
+    """Stiff springs holding the movable vertices that lie on the instrument's colliding capsules (the shaft; the
+    jaws too when they collide) where they are: the converged problem's stand-in for the instrument's contact
+    (jaws closed: the local capsules as they are)."""
+    R = quat_to_matrix(np.asarray(orientation, dtype=np.float64))
+    caps = spec.capsules[(spec.capsules[:, 7] == 0) | spec.jaws_collide]
+    a = caps[:, 0:3] @ R.T + position
+    b = caps[:, 3:6] @ R.T + position
+    dist = np.full(x.shape[0], np.inf)
+    for k in range(caps.shape[0]):
+        ab = b[k] - a[k]
+        u = np.clip(((x - a[k]) @ ab) / max(float(ab @ ab), 1e-30), 0.0, 1.0)
+        dist = np.minimum(dist, np.linalg.norm(x - (a[k] + u[:, None] * ab), axis=1) - caps[k, 6])
+    held = np.flatnonzero((dist <= PRESS_TOLERANCE) & (model.inv_mass > 0))
+    verts = np.repeat(held[:, None].astype(np.int64), 3, axis=1)
+    weights = np.zeros((held.size, 3))
+    weights[:, 0] = 1.0
+    return Springs(verts, weights, x[held].copy(), HOLD_COMPLIANCE)
 
 
 def press(target_tets: int, young: float, substeps: int, max_frames: int, solver=None) -> dict:
@@ -246,23 +274,10 @@ def press(target_tets: int, young: float, substeps: int, max_frames: int, solver
     grasped = state.instruments.get(GRASPER_ID)
     if grasped is not None and grasped.grasp is not None:
         return {"error": "the closed grasper took a grasp"}
-    # The vertices on the capsules at rest (closed jaws: the local capsules as they are).
-    a = caps[:, 0:3] @ R.T + hinge
-    b = caps[:, 3:6] @ R.T + hinge
-    x = state.x
-    dist = np.full(x.shape[0], np.inf)
-    for k in range(caps.shape[0]):
-        ab = b[k] - a[k]
-        u = np.clip(((x - a[k]) @ ab) / max(float(ab @ ab), 1e-30), 0.0, 1.0)
-        dist = np.minimum(dist, np.linalg.norm(x - (a[k] + u[:, None] * ab), axis=1) - caps[k, 6])
-    held = np.flatnonzero((dist <= PRESS_TOLERANCE) & (model.inv_mass > 0))
-    if held.size == 0:
+    springs = _held_on_capsules(model, state.x, spec, hinge, q)
+    if springs.vertices.shape[0] == 0:
         return {"error": "the grasper touched no vertex"}
-    verts = np.repeat(held[:, None].astype(np.int64), 3, axis=1)
-    weights = np.zeros((held.size, 3))
-    weights[:, 0] = 1.0
-    springs = Springs(verts, weights, x[held].copy(), HOLD_COMPLIANCE)
-    ref = solve_static(Problem(model, springs=springs), x)
+    ref = solve_static(Problem(model, springs=springs), state.x)
     f_rt = np.asarray(run.last_report.instrument_forces[GRASPER_ID])
     f_ref = -springs.forces(ref.x).sum(axis=0)  # what the held tissue pushes on the instrument
     return {
@@ -270,7 +285,7 @@ def press(target_tets: int, young: float, substeps: int, max_frames: int, solver
         "force_ratio": _r(float(np.linalg.norm(f_rt) / np.linalg.norm(f_ref))),
         "force_n": _r(float(np.linalg.norm(f_rt))),
         "converged_force_n": _r(float(np.linalg.norm(f_ref))),
-        "held_vertices": int(held.size),
+        "held_vertices": int(springs.vertices.shape[0]),
         **_run_fields(run, ref),
     }
 
