@@ -7,7 +7,7 @@ import pytest
 
 from physics.instruments import SPECS, Kind, look_rotation, quat_to_matrix
 from physics.model import inverted_tets
-from rehearsal.bots import CutScript, SurgeonScript, _ramp
+from rehearsal.bots import CutScript, SurgeonScript
 from rehearsal.identity import Identity
 from rehearsal.roles import Role
 from rehearsal.room import Room
@@ -17,6 +17,11 @@ DOWN = look_rotation(forward=(0.0, -1.0, 0.0), up=(1.0, 0.0, 0.0))
 # The hook's energised tip below its hinge when it points down (the hinge goes this much above the tissue).
 TIP_BELOW = -float((quat_to_matrix(DOWN) @ np.asarray(SPECS[Kind.CAUTERY_HOOK]().energy_tip))[1])
 SECONDS = 8.5  # retraction by 3.4 s, four snips by 6.1 s, the hook energised 6.8-7.8 s
+
+
+def _ramp(t: float, t0: float, t1: float, a: float, b: float) -> float:
+    """a before t0, b after t1, linear between."""
+    return a if t <= t0 else b if t >= t1 else a + (b - a) * (t - t0) / (t1 - t0)
 
 
 def _scripts(name: str, lo: np.ndarray, hi: np.ndarray):
