@@ -1,8 +1,9 @@
-"""Suturing in a room: the needle loads into the surgeon's needle driver, poses reach it through the room's guard,
-its events become room events, a scripted stitch completes its step, and the needle survives checkpoints and
-replay."""
+"""Suturing in a room (rehearsal/room_suturing.py, called by the room): the grip geometry, the event mapping, the
+needle loading into the surgeon's needle driver, poses reaching it through the room's guard, its events becoming
+room events, a scripted stitch completing its step, and the needle surviving checkpoints and replay."""
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from rehearsal.procedure import tet_centres
 from rehearsal.recording import Recorder
 from rehearsal.replay import replay
 from rehearsal.roles import Role
-from rehearsal.room import Room, driver_pose_for_needle, needle_pose_in_driver
+from rehearsal.room import Room
+from rehearsal.room_suturing import SUTURE_EVENTS, RoomSuturing, driver_pose_for_needle, needle_pose_in_driver, plain
 from rehearsal.scenario import load_scenario
+from rehearsal.skill_metrics import SkillTracker
 
 DT = 1 / 60
 LEAD = 1
@@ -73,6 +76,48 @@ def lead_room(scenario, session="s-su") -> Room:
     room.join(Identity(session, LEAD, Role.LEAD_SURGEON, "lead"))
     room.start()
     return room
+
+
+def test_the_driver_pose_for_a_needle_holds_that_needle_in_the_grip():
+    R = quat_to_matrix(np.array([0.9, 0.1, -0.3, 0.2]) / np.linalg.norm([0.9, 0.1, -0.3, 0.2]))
+    centre = np.array([0.01, 0.03, -0.02])
+    position, q = driver_pose_for_needle(0.008, centre, R)
+    back, q2 = needle_pose_in_driver(0.008, position, q)
+    np.testing.assert_allclose(back, centre, atol=1e-12)
+    np.testing.assert_allclose(quat_to_matrix(q2), R, atol=1e-12)
+    # the tail (needle frame (r, 0, 0)) sits on the jaws' axis, NEEDLE_GRIP_DEPTH past the hinge
+    tail_in_driver = R.T @ (centre + R @ np.array([0.008, 0.0, 0.0]) - position)
+    np.testing.assert_allclose(tail_in_driver, [0.0, 0.0, 0.005], atol=1e-12)
+
+
+def test_physics_events_become_plain_room_news_for_their_holder(scenario):
+    room = lead_room(scenario, "s-news")
+    seam = RoomSuturing(scenario)
+    su = seam.new(room.model, room.physics)
+    su.needle.holder = DRIVER
+    skills, counters = SkillTracker(), Counter()
+    events = [
+        Event("puncture", DRIVER, {"force": np.float64(0.4), "point": np.array([0.0, 0.02, 0.0])}),
+        Event("threaded", DRIVER, {"stitch": 0}),  # counted, not told to everyone
+        Event("knot_tied", None, {"kind": "square", "throws": 2}),
+        Event("tear", HOLD_ID_BASE, {"by": "suture"}),  # a hold's tear: the needle's holder answers for it
+    ]
+    news = seam.news(su, events, 1.5, skills, counters)
+    assert [n.kind for n in news] == ["puncture", "knot_tied", "suture_tear"]
+    assert all(n.by == LEAD and n.instrument == DRIVER for n in news)
+    assert news[0].detail == {"force": 0.4, "point": [0.0, 0.02, 0.0]} and type(news[0].detail["force"]) is float
+    assert seam.knots == [{"kind": "square", "throws": 2}]
+    assert counters == {"suture_puncture": 1, "suture_threaded": 1, "suture_knot_tied": 1, "suture_tear": 1}
+    assert skills.suturing(LEAD)["punctures"] == 1 and skills.suturing(LEAD)["tears"] == 1
+    assert seam.news(su, [], 1.6, skills, counters) == [] and seam.knots == []  # knots are one tick's
+    assert set(SUTURE_EVENTS.values()) >= {"stitch_placed", "knot_tied", "suture_tear"}
+    assert plain({"a": np.arange(3), "b": object(), "c": (1, np.int64(2))}) == {"a": [0, 1, 2], "c": [1, "2"]}
+
+
+def test_without_a_suture_section_there_is_no_needle_to_make():
+    scenario = load_scenario("basic_skills")
+    room = Room("s-none", scenario)
+    assert RoomSuturing(scenario).new(room.model, room.physics) is None
 
 
 def test_a_room_without_a_suture_section_has_no_needle():
