@@ -247,16 +247,24 @@ class Thread:
         """A placed stitch's entry takes the thread at once (the tail just passed it); its exit once the tail has
         passed it too (the needle is out)."""
         for i, stitch in enumerate(needle.passes):
-            if (i, "entry") not in self._threaded:
+            if (i, "entry") not in self._threaded and (stitch.tail_through or _tail_past(needle, stitch.entry, x)):
                 self._threaded.add((i, "entry"))
                 self.slides.append(Slide(stitch.entry, 0.0, i, "entry", np.zeros(3)))
                 events.append(Event("threaded", needle.holder, {"stitch": i, "side": "entry"}))
-            if (i, "exit") not in self._threaded:
-                local = needle.rotation.T @ (stitch.exit.position(x) - needle.position)
-                if math.atan2(local[1], local[0]) < 0.0 or math.hypot(local[0], local[1]) > 1.5 * needle.spec.radius:
-                    self._threaded.add((i, "exit"))
-                    self.slides.append(Slide(stitch.exit, 0.0, i, "exit", np.zeros(3)))
-                    events.append(Event("threaded", needle.holder, {"stitch": i, "side": "exit"}))
+            if (
+                (i, "entry") in self._threaded
+                and (i, "exit") not in self._threaded
+                and _tail_past(needle, stitch.exit, x)
+            ):
+                self._threaded.add((i, "exit"))
+                self.slides.append(Slide(stitch.exit, 0.0, i, "exit", np.zeros(3)))
+                events.append(Event("threaded", needle.holder, {"stitch": i, "side": "exit"}))
+
+
+def _tail_past(needle: Needle, point: TissuePoint, x: np.ndarray) -> bool:
+    """The needle's tail has gone past a tissue point on its arc (or the needle is well away from it)."""
+    local = needle.rotation.T @ (point.position(x) - needle.position)
+    return math.atan2(local[1], local[0]) < 0.0 or math.hypot(local[0], local[1]) > 1.5 * needle.spec.radius
 
 
 def tissue_stiffness(model: Model, point: TissuePoint) -> float:

@@ -114,3 +114,58 @@ def test_first_crossing_finds_the_face_a_segment_enters():
     assert tri == 0 and t == pytest.approx(0.5)
     assert first_crossing(x, tris, np.array([0.2, 1.0, 0.2]), np.array([0.2, -1.0, 0.2]), 1)[0] == -1
     assert first_crossing(x, tris, np.array([2.0, 1.0, 0.2]), np.array([2.0, -1.0, 0.2]), -1)[0] == -1
+
+
+def test_a_bite_out_into_a_wound_ends_where_the_tip_goes_on_into_the_far_lip_without_shoving_it():
+    """Out of the near lip's wall into a slit, the tip crosses the gap into the far lip: that bite is a pass (its
+    tail not through yet, so the thread waits for it) and the far lip is punctured there; the lips stay put (the
+    tip used to run through the far lip unchecked, and the press after the pass shoved it aside by the tip's depth:
+    a 9 mm jump)."""
+    from physics import Control, Solver, build_model, new_state
+    from physics.incision import slit
+    from physics.instruments import matrix_to_quat
+    from physics.materials import MUSCLE
+    from physics.needle import Needle
+    from physics.procedural import tissue_block, vertices_in_box
+    from physics.suture_thread import Thread, ThreadSpec
+    from tests.physics.suture_setup import DT, rot_z
+
+    inc = slit(tissue_block(size=(0.06, 0.02, 0.04), cells=(12, 4, 8)), 0.0, 0.01, (-0.015, 0.015), gape=0.002)
+    fixed = vertices_in_box(inc.mesh, (-np.inf, -np.inf, -np.inf), (np.inf, 1e-9, np.inf))
+    model = build_model(inc.mesh, [MUSCLE], fixed=fixed)
+    state, solver = new_state(model), Solver(model)
+    spec = NeedleSpec(radius=0.008)
+    h = math.sqrt(spec.radius**2 - 0.005**2)  # entry and exit 5 mm either side of the slit
+    centre = np.array([0.0, 0.02 + h, -0.005])
+    R0 = rot_z(math.pi + math.asin(h / spec.radius) - 0.02 - spec.arc_angle)
+    needle = Needle(spec, model, centre, matrix_to_quat(R0), holder=DRIVER)
+    thread = Thread(ThreadSpec(segments=30), needle.tail())
+    lips = np.concatenate([inc.left_edge, inc.right_edge])
+    alpha = lower = 0.0
+    kinds, worst = [], 0.0
+    for _ in range(120):
+        if not needle.punctured and not needle.passes:
+            lower += 0.0002
+        else:
+            alpha += 0.02
+        R = rot_z(alpha) @ R0  # the driver's shaft along the needle's axis, its jaws on the tail (the room's grip)
+        p = centre - np.array([0.0, lower, 0.0]) + R @ np.array([spec.radius, 0.0, -0.005])
+        solver.step(state, Control([InstrumentInput(DRIVER, needle_driver(), p, matrix_to_quat(R))]), DT, 10)
+        events = needle.step(model, state, DT)
+        events += thread.step(model, state, needle, DT)
+        kinds += [(e.kind, e.detail.get("reentry", False), e.detail.get("side")) for e in events]
+        worst = max(worst, float(np.linalg.norm(state.x[lips] - model.rest_positions[lips], axis=1).max()))
+        if len(needle.passes) == 1 and needle.exit is not None:
+            break
+    assert [k for k in kinds if k[0] in ("puncture", "needle_exit", "stitch")] == [
+        ("puncture", False, None),
+        ("needle_exit", False, None),  # out of the near lip's wall, into the slit
+        ("stitch", True, None),  # the first bite, ended by the tip going on into the far lip
+        ("puncture", True, None),
+        ("needle_exit", False, None),  # out of the far lip's top
+    ]
+    first = needle.passes[0]
+    assert not first.tail_through and first.entry_rest[0] < -0.003 and abs(first.exit_rest[0]) < 0.0015
+    assert needle.entry is not None and abs(needle._entry_rest[0]) < 0.0015  # in at the far lip's wall
+    assert ("threaded", False, "entry") not in kinds  # the tail is still short of the first bite's entry
+    assert worst < 0.0015, f"a lip moved {worst * 1e3:.1f} mm during the pass"
