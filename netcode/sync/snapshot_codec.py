@@ -56,6 +56,7 @@ import numpy as np
 
 from netcode.sync.bitcode import PLAN_SIZE
 from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_client, rigid_acked, scatter_patches
+from netcode.sync.motion_bound import MotionBound
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
 from netcode.sync.priority import PriorityAccumulator
@@ -115,6 +116,7 @@ class QuantizedFrame:
     surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order (full records)
     positions: np.ndarray  # (N, 3) float64 truth, layout order
     coded: np.ndarray  # (N, 3) float64 truth less the predicted motion (deltas are chosen within the bound of it)
+    bounds: np.ndarray  # (P,) float64 each patch's error bound this frame (MotionBound), less BOUND_MARGIN
     centroids: np.ndarray  # (P, 3) float64 patch centres (for interest)
     rigid_ids: np.ndarray  # (R,) int64
     rigid_kinds: np.ndarray  # (R,) int64
@@ -235,9 +237,15 @@ class SnapshotServer:
         epoch: int = 1,
         triangles: np.ndarray | None = None,
         layout_edits: bool = True,
+        moving_error: float | None = None,
     ) -> None:
         layout.validate()
         self.config = config
+        self.motion = MotionBound(config.positions.max_error, moving_error)
+        """Each patch's error bound per frame: ``moving_error`` (``motion_bound.DEFAULT_MOVING_ERROR`` is the
+        one measured) while it moves, ``max_error`` once it settles (``motion_bound.py``; ``None``, the
+        default: always ``max_error``). With it, full records that do not fit a client's budget are sent
+        coarse, within ``moving_error``, and refined by deltas."""
         self.layout_edits = layout_edits
         """Send a cut's layout as an edit (``kept_patches``) when patches kept their vertices (False: always a
         whole layout, for decoders that predate edits, SNAPSHOT.md 1)."""
@@ -316,6 +324,7 @@ class SnapshotServer:
         if kept is not None:
             stable[kept] = self._stable_since[kept]
         self._stable_since = stable
+        self.motion.remap(*self.layout.rows_of(layout.vertex_ids))
         self._carry_over(layout)
         self.epoch += 1
         self.layout = layout
@@ -419,6 +428,7 @@ class SnapshotServer:
             q = np.where(found[:, None], kept, q).astype(np.int32)
             self._carry = None
         self._q_prev = q
+        bounds = self.motion.update(coded, self._offsets) * (1 - BOUND_MARGIN)
         if self.layout.patch_count:
             centroids = np.add.reduceat(surface, self._offsets[:-1], axis=0) / self._sizes[:, None]
         else:
@@ -440,6 +450,7 @@ class SnapshotServer:
             q,
             surface,
             coded,
+            bounds,
             centroids,
             np.ascontiguousarray(rigid.ids, np.int64),
             np.ascontiguousarray(rigid.kinds, np.int64),
@@ -538,7 +549,8 @@ class SnapshotServer:
             f.centroids,
             self._origin,
             pq.grid,
-            pq.max_error * (1 - BOUND_MARGIN),
+            f.bounds,
+            self.motion.coarsest * (1 - BOUND_MARGIN) if self.motion.moving_error is not None else 0.0,
             c.acked_q,
             c.sent_q,
             self._offsets,
