@@ -399,8 +399,7 @@ def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> boo
 
 @_jit
 def patch_weights(
-    x, origin, step, bounds, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried,
-    full_error,
+    x, origin, step, bounds, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
 ):  # fmt: skip
     """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
     it arrives), is off the truth ``x`` by more than the patch's bound ``bounds[p]`` (``pending``), the
@@ -411,9 +410,8 @@ def patch_weights(
     A patch the client has no version of weighs ``FULL_WEIGHT``. A pending patch that was sent and not
     acked only competes again after ``resend_after`` frames unless it changed since; for a patch that
     would go in full (no baseline, none ``carried`` over a cut) "changed" means off the version sent by
-    more than ``FULL_RESEND_STEPS`` steps beyond the bound (or beyond ``full_error``, the bound a coarse full
-    record may have been sent at), so that solver jitter does not resend the whole patch every frame of the
-    round trip after a join. ``near`` is the interest of each patch for the client.
+    more than ``FULL_RESEND_STEPS`` steps beyond the bound, so that solver jitter does not resend the whole
+    patch every frame of the round trip after a join. ``near`` is the interest of each patch for the client.
     """
     n_p = len(offsets) - 1
     pending = np.zeros(n_p, np.bool_)
@@ -435,9 +433,7 @@ def patch_weights(
         pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0)
         if not pending[p]:
             continue
-        moved = ever_sent[p] and ms > (
-            0.0 if has_base or carried[p] else max(max_error, full_error) + FULL_RESEND_STEPS * step
-        )
+        moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
         if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
             continue
         steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
@@ -499,10 +495,9 @@ def choose_delta(x, q, base, origin, step, max_error, s, n, d):
 
 
 @_jit
-def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending, coarse):
+def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending):
     """After encoding one client's snapshot: the patches it carries (ascending), the versions it gave them
-    (their rows of ``sent_q``, concatenated, int32) and which went in full from the shared quantization (age
-    code 0, not ``coarse``: those move to the settled values with their first delta), for the client's
+    (their rows of ``sent_q``, concatenated, int32) and which went in full (age code 0), for the client's
     history; their accumulators drop to 0 and they are marked sent at ``seq``. Also returns how many pending
     patches with a positive accumulator did not fit. One call instead of a handful of numpy ones."""
     count = 0
@@ -523,7 +518,7 @@ def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pe
         if not sent[p]:
             continue
         idx[j] = p
-        full[j] = codes[p] == 0 and not coarse[p]
+        full[j] = codes[p] == 0
         acc[p] = 0.0
         ever_sent[p] = True
         last_sent[p] = seq
@@ -618,18 +613,11 @@ def encode_patch_records(
     carry_off,
     carry_ages,
     settle,
-    full_error,
-    coarse,
 ):
     """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
     returns (position, patches written). Writes nothing if none fits.
 
-    Deltas are chosen within each patch's bound ``bounds[p]`` (coarser while it moves, ``SnapshotServer``).
-    A full record that does not fit the room left is tried once more *coarse*: its grid values chosen within
-    ``full_error`` (when above the patch's bound) by ``choose_delta`` against zero, i.e. in as few runs of
-    equal values as possible, which is several times smaller; ``coarse[p]`` is set for those, whose later
-    deltas then refine them to the patch's bound (a budget too small for a patch's full record no longer
-    leaves it unsent for good).
+    Deltas are chosen within each patch's bound ``bounds[p]`` (coarser while it moves, ``MotionBound``).
 
     Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
     then written in ascending id order (ids as gaps, mostly 1 bit). ``ages`` holds age *codes*: a patch
@@ -650,7 +638,6 @@ def encode_patch_records(
     used = 0
     count = 0
     misfits = 0
-    zeros = np.zeros((0, 3), np.int32)
     for c in range(len(order)):
         if room - used < 7 or misfits >= MAX_MISFITS or count == MAX_GROUP:
             break
@@ -669,12 +656,6 @@ def encode_patch_records(
                 for a in range(3):
                     d[i, a] = q[i, a]
         bits = _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, carry_bits, first)
-        if used + bits > room and age == 0 and full_error > bounds[p]:  # the full record, coarse
-            if len(zeros) != len(q):
-                zeros = np.zeros(q.shape, np.int32)
-            choose_delta(x, q, zeros, origin, step, full_error, s, e - s, d[s:e])
-            bits = _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, carry_bits, first)
-            coarse[p] = used + bits <= room
         if used + bits > room:
             misfits += 1
             continue
@@ -760,7 +741,6 @@ def encode_client(
     origin,
     step,
     bounds,
-    full_error,
     acked_q,
     sent_q,
     offsets,
@@ -782,9 +762,8 @@ def encode_client(
     """One client's rigid record (``encode_rigid``, at most ``limit - pos`` bytes) then patch record (patches
     up to ``patch_limit``) at ``out[pos:]``, in one compiled call (the GIL is released throughout): interest,
     patch weights, accumulators, carried ages after a cut (``use_carry``), the writers, the sent bookkeeping.
-    ``bounds`` (P,) is each patch's error bound this frame, ``full_error`` the bound of a coarse full record
-    (``encode_patch_records``). Returns (position, rigid objects sent, patches sent, sent patch ids, their
-    rows, sent in full, skipped)."""
+    ``bounds`` (P,) is each patch's error bound this frame. Returns (position, rigid objects sent, patches
+    sent, sent patch ids, their rows, sent in full, skipped)."""
     n_rigid = 0
     if len(rigid_ids):
         pos, n_rigid = encode_rigid(
@@ -826,7 +805,6 @@ def encode_client(
         resend_after,
         _interest(centroids, focus),
         carried,
-        full_error,
     )
     order = update_order(acc, weights, pending)
     if use_carry and carried.any():
@@ -842,7 +820,6 @@ def encode_client(
         carry_bits = np.zeros(n_p, np.int64)
         carry_off = np.zeros(n_p + 1, np.int64)
     sent = np.zeros(n_p, np.bool_)
-    coarse = np.zeros(n_p, np.bool_)
     pos, n_patches = encode_patch_records(
         surface,
         coded,
@@ -866,10 +843,6 @@ def encode_client(
         carry_off,
         carry_ages,
         settle,
-        full_error,
-        coarse,
     )
-    idx, rows, full, skipped = record_sent(
-        sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending, coarse
-    )
+    idx, rows, full, skipped = record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending)
     return pos, n_rigid, n_patches, idx, rows, full, skipped

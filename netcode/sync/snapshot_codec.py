@@ -244,8 +244,7 @@ class SnapshotServer:
         self.motion = MotionBound(config.positions.max_error, moving_error)
         """Each patch's error bound per frame: ``moving_error`` (``motion_bound.DEFAULT_MOVING_ERROR`` is the
         one measured) while it moves, ``max_error`` once it settles (``motion_bound.py``; ``None``, the
-        default: always ``max_error``). With it, full records that do not fit a client's budget are sent
-        coarse, within ``moving_error``, and refined by deltas."""
+        default: always ``max_error``)."""
         self.layout_edits = layout_edits
         """Send a cut's layout as an edit (``kept_patches``) when patches kept their vertices (False: always a
         whole layout, for decoders that predate edits, SNAPSHOT.md 1)."""
@@ -550,7 +549,6 @@ class SnapshotServer:
             self._origin,
             pq.grid,
             f.bounds,
-            self.motion.coarsest * (1 - BOUND_MARGIN) if self.motion.moving_error is not None else 0.0,
             c.acked_q,
             c.sent_q,
             self._offsets,
