@@ -42,7 +42,11 @@ How it works (details and the byte layout in SNAPSHOT.md):
   watch) go first, then patches in accumulator order; a record that does not fit the remaining budget
   is skipped (a smaller one may still fit) and keeps accumulating. The chosen patches travel in one
   patch record, in id order.
-* The snapshot never exceeds the client's ``budget_bytes`` (nor one channel message).
+* The snapshot never exceeds the client's ``budget_bytes`` plus its *credit* (nor one channel message): a
+  client added with ``burst_bytes`` > 0 saves what its snapshots leave of their budget, up to that many
+  bytes, and a later snapshot may spend it (a token bucket: over any k frames at most k budgets plus
+  ``burst_bytes``), so that a patch whose full record is larger than one frame's budget is still sent.
+  Without it (the default) every snapshot is within ``budget_bytes``.
 """
 
 from __future__ import annotations
@@ -149,12 +153,18 @@ class ClientSync:
     n_patches: int
     budget_bytes: int | None = None
     resend_after: int = DEFAULT_RESEND_AFTER
+    burst_bytes: int = 0
+    """Unused budget a client may save for a later snapshot (0: each snapshot within ``budget_bytes``)."""
     focus: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         if self.budget_bytes is not None and self.budget_bytes < HEADER_SIZE:
             raise ValueError(f"budget_bytes must be at least the {HEADER_SIZE}-byte header")
+        if self.burst_bytes < 0:
+            raise ValueError("burst_bytes must not be negative")
+        self.credit = 0
+        """Budget bytes saved by earlier snapshots (at most ``burst_bytes``; kept across resets)."""
         self.reset(self.n_vertices, self.n_patches)
 
     def reset(self, n_vertices: int, n_patches: int) -> None:
@@ -378,10 +388,18 @@ class SnapshotServer:
 
     @_locked
     def add_client(
-        self, client_id: object, *, budget_bytes: int | None = None, resend_after: int = DEFAULT_RESEND_AFTER
+        self,
+        client_id: object,
+        *,
+        budget_bytes: int | None = None,
+        resend_after: int = DEFAULT_RESEND_AFTER,
+        burst_bytes: int = 0,
     ) -> ClientSync:
-        """Register a client with no baselines: it receives full records first, then deltas."""
-        client = ClientSync(self.layout.vertex_count, self.layout.patch_count, budget_bytes, resend_after)
+        """Register a client with no baselines: it receives full records first, then deltas. ``burst_bytes``:
+        the unused budget it may save for later snapshots (``ClientSync``; 0: none)."""
+        client = ClientSync(
+            self.layout.vertex_count, self.layout.patch_count, budget_bytes, resend_after, burst_bytes=burst_bytes
+        )
         self.clients[client_id] = client
         return client
 
@@ -501,7 +519,8 @@ class SnapshotServer:
             raise RuntimeError("begin_frame first")
         self._apply_late_acks()
         c = self.clients[client_id]
-        limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
+        budget = c.budget_bytes
+        limit = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
         headers = f.headers
         if not headers:  # once per frame: the header for 0 to 3 records
@@ -582,6 +601,8 @@ class SnapshotServer:
         c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_slots, rigid_versions, full, self._sizes[sent_idx])
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
+        if budget is not None:
+            c.credit = max(0, min(c.burst_bytes, c.credit + budget - pos))
         c.stats["snapshots"] += 1
         c.stats["bytes"] += pos
         c.stats["skipped_patches"] += skipped
