@@ -2,14 +2,21 @@
 
     python -m netcode.sync.snapshot_bench --trace liver.npz --trace block.npz [--no-generated] [--frames 300]
         [--clients 4] [--rate 1000000] [--rate-vertices 10000] [--rtt-ms 100] [--loss 0.02]
+        [--moving-error 5e-4] [--burst-frames 1]
 
 ``make bench-snapshot`` records the traces with ``physics.trace_recorder`` when missing (netcode never
 imports physics: the bench reads the files, ``recorded_trace.py``) and prints one JSON document: a
 ``summary`` (each figure per trace, side by side) and per trace its runs (``budgeted`` at ``--rate``,
 ``budgeted_per_vertex`` at the same budget per vertex as ``--rate`` for ``--rate-vertices``,
-``unlimited``), Draco and the goals of issue 22. Byte figures count the topology and predictor messages
-(``bits_per_vertex_per_frame``), also per phase of the script; errors are what a client shows once it
-holds every patch within 1 mm, and at rest; a late joiner arrives ``--late-join-s`` in.
+``unlimited``), Draco and the goals of issue 22. Moving patches are sent within ``--moving-error`` (0.5 mm;
+``motion_bound.py``; 0: within ``--max-error`` always, as before) and settled ones within ``--max-error``; Draco
+is compressed at the error the codec may show in each sampled frame (``--moving-error`` where the tissue moves,
+``--max-error`` at rest: ``ratio_to_draco_unlimited``) and at ``--max-error`` throughout
+(``ratio_to_draco_at_max_error_unlimited``). Budgeted clients may save ``--burst-frames`` of budget for a
+later snapshot (budget credit, ``SnapshotServer.add_client``); ``bytes_over_budget_max_over_any_frames`` is
+the most their snapshots exceeded k budgets over any k consecutive frames. Byte figures count the topology
+and predictor messages (``bits_per_vertex_per_frame``), also per phase of the script; errors are what a
+client shows once it holds every patch within 1 mm, and at rest; a late joiner arrives ``--late-join-s`` in.
 
 The generated trace (numpy only, no physics; a unit fixture more than the figure of merit): a 100 x 100
 vertex organ-like surface (10 cm square dome, 19,602 triangles) with uniform per-frame solver jitter of
