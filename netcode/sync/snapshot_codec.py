@@ -33,6 +33,9 @@ How it works (details and the byte layout in SNAPSHOT.md):
   versions are therefore its own; the server keeps the rows it sent per snapshot and makes them the
   baselines when acked. A patch is pending while the client's acked version is off the truth by more
   than the bound.
+* With ``moving_error`` (``motion_bound.py``; off by default) each patch's bound follows its motion: deltas
+  of a patch that moved within its last frames are chosen within ``moving_error`` and it is pending only
+  beyond that; once it stopped, its bound is ``max_error`` again and the next delta refines it.
 * Motion predictors (``motion_predictor.py``, ``add_predictor``): each frame a drive is fitted per
   predictor and sent in the drive record; everything above then works on ``u = x - P`` (the motion the
   predictors do not explain), and the decoder adds ``P`` back. Without predictors ``u`` is ``x``.
