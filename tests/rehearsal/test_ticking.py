@@ -170,6 +170,9 @@ def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(roo
     assert stats.timed_ticks == 3 and observed == pytest.approx([0.007] * 3)
     assert list(stats.step_seconds) == pytest.approx([0.004] * 3) and stats.step_seconds_sum == pytest.approx(0.012)
     assert stats.last_tick_seconds == pytest.approx(0.007) and stats.tick_seconds_sum == pytest.approx(0.021)
+    timing = stats.last_timing  # where the 5 ms hand-back went: 1 ms queued, the 4 ms step, nothing after it
+    assert (timing.queued, timing.advance) == pytest.approx((0.001, 0.004))
+    assert timing.after == 0.0 and timing.returned == 0.0 and timing.advance_cpu >= 0.0
 
 
 class _HandBack:
