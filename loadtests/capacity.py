@@ -153,9 +153,23 @@ class Ramp:
             "server": window(self.run.sampler.rows, t0, t1),
             "step_parts": step_summary(self.run.servers.steps(), t0, t1),
         }
+        phase["machine_saturated"] = _saturated(phase["server"])
         self.phases.append(phase)
         self.run.say(_line(phase))
         return phase
+
+
+SATURATED_SHARE = 0.9  # the machine's cores busier than this in a phase: its tick times say more of the machine
+
+
+def _saturated(server: dict[str, Any]) -> bool | None:
+    """Whether the machine had no core to spare in the phase (all its CPU, the server's, the swarm's and any foreign
+    load's, above SATURATED_SHARE of its cores): then room threads wait for a core (``thread_times``'
+    run-queue wait) and the phase measures the machine's load as much as the server. None if not sampled."""
+    busy, cores = server.get("machine_cpu_percent"), server.get("cores")
+    if busy is None or not cores:
+        return None
+    return bool(busy >= 100 * cores * SATURATED_SHARE)
 
 
 def _profile(server: LoadServer, t0: float, t1: float) -> dict[str, Any]:
@@ -372,6 +386,7 @@ def _line(phase: dict[str, Any]) -> str:
         f"overruns={s.get('overrun_share')} substeps={s.get('substeps_min')}-{s.get('substeps_max')} "
         f"cpu={s.get('server_cpu_percent')}% swarm-cpu={s.get('swarm_cpu_percent')}% "
         f"foreign-cpu={s.get('foreign_cpu_percent')}% load={s.get('loadavg')} "
+        f"saturated={phase.get('machine_saturated')} "
         f"egress={s.get('egress_kbit_s')} kbit/s\n    step parts p99 ms {p99}\n"
         f"    thread cpu % {threads} runqueue wait % {waits}"
     )
