@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -37,6 +38,10 @@ from rehearsal.room import Room
 
 # Physics may use this share of a tick; the rest is for the network, snapshots and everything else.
 PHYSICS_SHARE = 0.6
+# The GIL switch interval of a process that runs room threads (CPython's default is 5 ms). A room thread takes the
+# GIL back a dozen times a step (after its physics kernel and each snapshot encode, all nogil); while the reactor
+# runs Python it waits up to this long each time before CPython makes the reactor let go.
+ROOM_SWITCH_INTERVAL = 0.001
 
 
 @dataclass
@@ -105,7 +110,9 @@ class RoomThread:
         return self._thread is not None
 
     def start(self) -> None:
-        """Start the thread (idempotent)."""
+        """Start the thread (idempotent); the process's GIL switch interval becomes at most ROOM_SWITCH_INTERVAL."""
+        if sys.getswitchinterval() > ROOM_SWITCH_INTERVAL:
+            sys.setswitchinterval(ROOM_SWITCH_INTERVAL)
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
             self._thread.start()
