@@ -153,7 +153,7 @@ class Ramp:
             "server": window(self.run.sampler.rows, t0, t1),
             "step_parts": step_summary(self.run.servers.steps(), t0, t1),
         }
-        phase["machine_saturated"] = _saturated(phase["server"])
+        phase["machine_saturated"] = saturated(phase["server"])
         self.phases.append(phase)
         self.run.say(_line(phase))
         return phase
@@ -162,7 +162,7 @@ class Ramp:
 SATURATED_SHARE = 0.9  # the machine's cores busier than this in a phase: its tick times say more of the machine
 
 
-def _saturated(server: dict[str, Any]) -> bool | None:
+def saturated(server: dict[str, Any]) -> bool | None:
     """Whether the machine had no core to spare in the phase (all its CPU, the server's, the swarm's and any foreign
     load's, above SATURATED_SHARE of its cores): then room threads wait for a core (``thread_times``'
     run-queue wait) and the phase measures the machine's load as much as the server. None if not sampled."""

@@ -132,7 +132,7 @@ def thread_times(pid: int, max_threads: int = 1000) -> dict[str, tuple[float, fl
     return out
 
 
-def _thread_window(a: dict[str, Any], b: dict[str, Any], dt: float) -> dict[str, Any]:
+def thread_window(a: dict[str, Any], b: dict[str, Any], dt: float) -> dict[str, Any]:
     """Per kind of server thread: CPU and run-queue wait (waiting for a core) in percent of one core."""
     if "thread_cpu_seconds" not in a or "thread_cpu_seconds" not in b:
         return {}
@@ -185,7 +185,7 @@ def window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
         "substeps_max": max(r["substeps_max"] for r in inside),
         "rss_mb": round(b["rss_bytes"] / 2**20, 1),
         **_machine_window(a, b, dt),
-        **_thread_window(a, b, dt),
+        **thread_window(a, b, dt),
         "fds": b["fds"],
     }
 

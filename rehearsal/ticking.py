@@ -134,7 +134,7 @@ class RoomThread:
             thread.join(timeout)
 
     def _work(self) -> None:
-        _name_os_thread(self.name)
+        name_os_thread(self.name)
         if self.nice:
             with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's own nice value
                 base = os.getpriority(os.PRIO_PROCESS, 0)
@@ -156,7 +156,7 @@ _PR_SET_NAME = 15
 _libc: ctypes.CDLL | None = None
 
 
-def _name_os_thread(name: str) -> None:
+def name_os_thread(name: str) -> None:
     """Give the calling thread ``name`` in the OS too (Linux: its first 15 bytes), so ``top -H``, ``/proc`` and the
     load test's per-thread figures tell room threads apart. Silently nothing where prctl is not there."""
     global _libc
