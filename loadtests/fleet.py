@@ -152,7 +152,7 @@ def run_fleet(
         report = run.report
         # An absolute folder: redis-server changes into --dir before it opens --logfile, so with a relative run
         # folder (the default, ./loadtest-runs) it found no log file there and exited (1) at once.
-        redis = RedisProcess((run.folder / "redis").resolve()).start()
+        redis = RedisProcess(run.folder / "redis").start()
         run.on_close.append(redis.stop)
         directory = Directory.from_url(redis.url, namespace=NAMESPACE)
         report["directory_placements_per_second"] = _directory_rate(redis.url)
