@@ -322,15 +322,79 @@ def _capsules(state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(a), np.concatenate(b), np.concatenate(r)
 
 
+GRID_CELLS_PER_ITEM = 8  # a broad-phase grid has at most this many cells per binned item (+ GRID_CELLS_MIN)
+GRID_CELLS_MIN = 4096
+
+
 @nb.njit(nogil=True, cache=True)
-def _cell_key(ix, iy, iz):
-    return (ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791)
+def _grid(points, items, h):
+    """A dense grid over the box of points[items] with cubic cells of at least h (grown until there are at most
+    GRID_CELLS_PER_ITEM per item + GRID_CELLS_MIN, so a long thread or a large tissue stays small): returns
+    (lo, cell size, dims, cell start offsets, items by cell, ascending within a cell). A counting sort: O(items)."""
+    k = items.size
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for q in range(k):
+        for d in range(3):
+            lo[d] = min(lo[d], points[items[q], d])
+            hi[d] = max(hi[d], points[items[q], d])
+    cap = GRID_CELLS_PER_ITEM * k + GRID_CELLS_MIN
+    c = h
+    for d in range(3):
+        if not 0.0 <= hi[d] - lo[d] < 1e6:  # no items, or a non-finite one: everything in one cell
+            lo[d], hi[d] = 0.0, 0.0
+    while (hi[0] - lo[0] + c) * (hi[1] - lo[1] + c) * (hi[2] - lo[2] + c) > cap * c * c * c:
+        c *= 1.5
+    dims = np.ones(3, dtype=np.int64)
+    total = 1
+    for d in range(3):
+        dims[d] = int((hi[d] - lo[d]) / c) + 1
+        total *= dims[d]
+    cell = np.empty(k, dtype=np.int64)
+    start = np.zeros(total + 1, dtype=np.int64)
+    for q in range(k):
+        key = 0
+        for d in range(3):
+            f = (points[items[q], d] - lo[d]) / c
+            key = key * dims[d] + (min(dims[d] - 1, int(f)) if f >= 0.0 else 0)
+        cell[q] = key
+        start[key + 1] += 1
+    for b in range(total):
+        start[b + 1] += start[b]
+    fill = start[:-1].copy()
+    binned = np.empty(k, dtype=np.int64)
+    for q in range(k):
+        binned[fill[cell[q]]] = items[q]
+        fill[cell[q]] += 1
+    return lo, c, dims, start, binned
+
+
+@nb.njit(nogil=True, cache=True)
+def _cell_range(p, h, lo, c, dims, d):
+    """The grid's cells along axis d that a ball of radius h about p overlaps (first, last; empty if first > last)."""
+    fa = (p[d] - h - lo[d]) / c
+    fb = (p[d] + h - lo[d]) / c
+    if not (fb >= 0.0 and fa < dims[d]):  # outside (or not finite)
+        return 1, 0
+    return (int(fa) if fa > 0.0 else 0), min(dims[d] - 1, int(fb))
+
+
+@nb.njit(nogil=True, cache=True)
+def _sort_tail(buf, a, b):
+    """Insertion sort of buf[a:b] (a particle's few candidates), so they come in ascending id order."""
+    for q in range(a + 1, b):
+        v = buf[q]
+        r = q - 1
+        while r >= a and buf[r] > v:
+            buf[r + 1] = buf[r]
+            r -= 1
+        buf[r + 1] = v
 
 
 @nb.njit(nogil=True, cache=True)
 def thread_candidates(xt, x, tris, reach):
     """Per thread particle, the surface triangles whose centre lies within reach + the largest triangle's
-    radius of it (CSR: start offsets, triangle ids), via a hashed grid of the triangles near the thread."""
+    radius of it (CSR: start offsets, triangle ids ascending), via a grid of the triangles near the thread."""
     n = xt.shape[0]
     lo = np.empty(3)
     hi = np.empty(3)
@@ -359,53 +423,32 @@ def thread_candidates(xt, x, tris, reach):
         if ok:
             near[k] = t
             k += 1
-    near = near[:k]
-    # The near triangles' centres' box: a particle farther than h outside it has no candidate.
-    c_lo = np.full(3, np.inf)
-    c_hi = np.full(3, -np.inf)
-    for q in range(k):
-        for d in range(3):
-            c_lo[d] = min(c_lo[d], cent[near[q], d])
-            c_hi[d] = max(c_hi[d], cent[near[q], d])
-    keys = np.empty(k, dtype=np.int64)
-    for q in range(k):
-        t = near[q]
-        keys[q] = _cell_key(math.floor(cent[t, 0] / h), math.floor(cent[t, 1] / h), math.floor(cent[t, 2] / h))
-    order = np.argsort(keys)
-    keys = keys[order]
-    near = near[order]
+    g_lo, c, dims, g_start, binned = _grid(cent, near[:k], h)
     start = np.zeros(n + 1, dtype=np.int64)
-    found = np.empty(max(1, 64 * n), dtype=np.int64)
+    found = np.empty(max(1, 16 * n), dtype=np.int64)
     total = 0
     for i in range(n):
-        outside = False
-        for d in range(3):
-            if xt[i, d] < c_lo[d] - h or xt[i, d] > c_hi[d] + h:
-                outside = True
-        if outside:
-            start[i + 1] = total
-            continue
-        cx = math.floor(xt[i, 0] / h)
-        cy = math.floor(xt[i, 1] / h)
-        cz = math.floor(xt[i, 2] / h)
-        for ox in range(-1, 2):
-            for oy in range(-1, 2):
-                for oz in range(-1, 2):
-                    key = _cell_key(cx + ox, cy + oy, cz + oz)
-                    a = np.searchsorted(keys, key)
-                    while a < k and keys[a] == key:
-                        t = near[a]
-                        e = 0.0
-                        for d in range(3):
-                            e += (cent[t, d] - xt[i, d]) ** 2
-                        if e <= h * h:
-                            if total >= found.size:
-                                grown = np.empty(found.size * 2, dtype=np.int64)
-                                grown[: found.size] = found
-                                found = grown
-                            found[total] = t
-                            total += 1
-                        a += 1
+        p = xt[i]
+        ax, bx = _cell_range(p, h, g_lo, c, dims, 0)
+        ay, by = _cell_range(p, h, g_lo, c, dims, 1)
+        az, bz = _cell_range(p, h, g_lo, c, dims, 2)
+        first = total
+        for ix in range(ax, bx + 1):
+            for iy in range(ay, by + 1):
+                row = (ix * dims[1] + iy) * dims[2]
+                for q in range(g_start[row + az], g_start[row + bz + 1]):
+                    t = binned[q]
+                    e = 0.0
+                    for d in range(3):
+                        e += (cent[t, d] - p[d]) ** 2
+                    if e <= h * h:
+                        if total >= found.size:
+                            grown = np.empty(found.size * 2, dtype=np.int64)
+                            grown[: found.size] = found
+                            found = grown
+                        found[total] = t
+                        total += 1
+        _sort_tail(found, first, total)
         start[i + 1] = total
     return start, found[:total].copy()
 
@@ -413,7 +456,7 @@ def thread_candidates(xt, x, tris, reach):
 @nb.njit(nogil=True, cache=True)
 def self_pairs(xt, reach):
     """Segment pairs (i, j), j > i + 2, whose midpoints lie within reach + segment i's length of each other, in
-    (i, j) order; a sweep over the midpoints sorted along x, so a thread that is not heaped costs n log n."""
+    (i, j) order; the midpoints binned in a grid, so a thread costs O(n) plus its near pairs."""
     n = xt.shape[0] - 1
     if n < 4:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -427,54 +470,106 @@ def self_pairs(xt, reach):
             seg += (xt[i + 1, d] - xt[i, d]) ** 2
         r[i] = reach + math.sqrt(seg)
         r_max = max(r_max, r[i])
-    order = np.argsort(mid[:, 0])
-    keys = np.empty(8 * n + 8, dtype=np.int64)
-    c = 0
-    for a in range(n):
-        p = order[a]
-        for b in range(a + 1, n):
-            q = order[b]
-            if mid[q, 0] - mid[p, 0] > r_max:
-                break
-            i, j = (p, q) if p < q else (q, p)
-            if j < i + 3:
-                continue
-            e = 0.0
-            for d in range(3):
-                e += (mid[i, d] - mid[j, d]) ** 2
-            if e <= r[i] * r[i]:
-                if c >= keys.size:
-                    grown = np.empty(keys.size * 2, dtype=np.int64)
-                    grown[: keys.size] = keys
-                    keys = grown
-                keys[c] = i * n + j
-                c += 1
-    keys = np.sort(keys[:c])
-    out_i = np.empty(c, dtype=np.int64)
-    out_j = np.empty(c, dtype=np.int64)
-    for k in range(c):
-        out_i[k] = keys[k] // n
-        out_j[k] = keys[k] % n
-    return out_i, out_j
+    g_lo, c, dims, g_start, binned = _grid(mid, np.arange(n), r_max)
+    out_i = np.empty(4 * n, dtype=np.int64)
+    out_j = np.empty(4 * n, dtype=np.int64)
+    total = 0
+    for i in range(n):
+        p = mid[i]
+        ax, bx = _cell_range(p, r[i], g_lo, c, dims, 0)
+        ay, by = _cell_range(p, r[i], g_lo, c, dims, 1)
+        az, bz = _cell_range(p, r[i], g_lo, c, dims, 2)
+        first = total
+        for ix in range(ax, bx + 1):
+            for iy in range(ay, by + 1):
+                row = (ix * dims[1] + iy) * dims[2]
+                for q in range(g_start[row + az], g_start[row + bz + 1]):
+                    j = binned[q]
+                    if j < i + 3:
+                        continue
+                    e = 0.0
+                    for d in range(3):
+                        e += (mid[i, d] - mid[j, d]) ** 2
+                    if e <= r[i] * r[i]:
+                        if total >= out_j.size:
+                            grown = np.empty(out_j.size * 2, dtype=np.int64)
+                            grown[: out_j.size] = out_j
+                            out_j = grown
+                        out_j[total] = j
+                        total += 1
+        _sort_tail(out_j, first, total)
+        if total > out_i.size:
+            grown = np.empty(out_j.size, dtype=np.int64)
+            grown[: out_i.size] = out_i
+            out_i = grown
+        out_i[first:total] = i
+    return out_i[:total].copy(), out_j[:total].copy()
 
 
-@nb.njit(inline="always", nogil=True, cache=True)
-def _distance(x, w, i, j, rest, alpha_tilde):
-    dx = x[j, 0] - x[i, 0]
-    dy = x[j, 1] - x[i, 1]
-    dz = x[j, 2] - x[i, 2]
-    d = math.sqrt(dx * dx + dy * dy + dz * dz)
-    ws = w[i] + w[j]
-    if d < 1e-12 or ws <= 0.0:
-        return
-    lam = -(d - rest) / (ws + alpha_tilde)
-    s = lam / d
-    x[i, 0] -= w[i] * s * dx
-    x[i, 1] -= w[i] * s * dy
-    x[i, 2] -= w[i] * s * dz
-    x[j, 0] += w[j] * s * dx
-    x[j, 1] += w[j] * s * dy
-    x[j, 2] += w[j] * s * dz
+# The stretch and bending sweeps are chains (each constraint moves the particle the next one reads), so their
+# speed is the latency of one projection: the shared particle stays in registers from one constraint to the next
+# and each projection takes one square root and one division, s = (rest - d) / ((w_i + w_j + alpha) d).
+
+
+@nb.njit(nogil=True, cache=True)
+def _stretch_forward(x, w, rest, alpha):
+    """Distance constraints (i, i + 1) for i = 0, 1, ..., n - 2 in order."""
+    n = x.shape[0]
+    px, py, pz, wp = x[0, 0], x[0, 1], x[0, 2], w[0]
+    for i in range(n - 1):
+        qx, qy, qz, wq = x[i + 1, 0], x[i + 1, 1], x[i + 1, 2], w[i + 1]
+        dx, dy, dz = qx - px, qy - py, qz - pz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+        ws = wp + wq
+        if d >= 1e-12 and ws > 0.0:
+            s = (rest - d) / ((ws + alpha) * d)
+            px, py, pz = px - wp * s * dx, py - wp * s * dy, pz - wp * s * dz
+            qx, qy, qz = qx + wq * s * dx, qy + wq * s * dy, qz + wq * s * dz
+        x[i, 0], x[i, 1], x[i, 2] = px, py, pz
+        px, py, pz, wp = qx, qy, qz, wq
+    x[n - 1, 0], x[n - 1, 1], x[n - 1, 2] = px, py, pz
+
+
+@nb.njit(nogil=True, cache=True)
+def _stretch_backward(x, w, rest, alpha):
+    """Distance constraints (i, i + 1) for i = n - 2, ..., 0 in order."""
+    n = x.shape[0]
+    qx, qy, qz, wq = x[n - 1, 0], x[n - 1, 1], x[n - 1, 2], w[n - 1]
+    for i in range(n - 2, -1, -1):
+        px, py, pz, wp = x[i, 0], x[i, 1], x[i, 2], w[i]
+        dx, dy, dz = qx - px, qy - py, qz - pz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+        ws = wp + wq
+        if d >= 1e-12 and ws > 0.0:
+            s = (rest - d) / ((ws + alpha) * d)
+            px, py, pz = px - wp * s * dx, py - wp * s * dy, pz - wp * s * dz
+            qx, qy, qz = qx + wq * s * dx, qy + wq * s * dy, qz + wq * s * dz
+        x[i + 1, 0], x[i + 1, 1], x[i + 1, 2] = qx, qy, qz
+        qx, qy, qz, wq = px, py, pz, wp
+    x[0, 0], x[0, 1], x[0, 2] = qx, qy, qz
+
+
+@nb.njit(nogil=True, cache=True)
+def _bend_backward(x, w, rest, alpha):
+    """Distance constraints (i, i + 2) for i = n - 3, ..., 0 in order (two interleaved chains: x[i + 2] and
+    x[i + 1] are carried)."""
+    n = x.shape[0]
+    ax, ay, az, wa = x[n - 1, 0], x[n - 1, 1], x[n - 1, 2], w[n - 1]  # x[i + 2]
+    bx, by, bz, wb = x[n - 2, 0], x[n - 2, 1], x[n - 2, 2], w[n - 2]  # x[i + 1]
+    for i in range(n - 3, -1, -1):
+        px, py, pz, wp = x[i, 0], x[i, 1], x[i, 2], w[i]
+        dx, dy, dz = ax - px, ay - py, az - pz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+        ws = wp + wa
+        if d >= 1e-12 and ws > 0.0:
+            s = (rest - d) / ((ws + alpha) * d)
+            px, py, pz = px - wp * s * dx, py - wp * s * dy, pz - wp * s * dz
+            ax, ay, az = ax + wa * s * dx, ay + wa * s * dy, az + wa * s * dz
+        x[i + 2, 0], x[i + 2, 1], x[i + 2, 2] = ax, ay, az
+        ax, ay, az, wa = bx, by, bz, wb
+        bx, by, bz, wb = px, py, pz, wp
+    x[1, 0], x[1, 1], x[1, 2] = ax, ay, az
+    x[0, 0], x[0, 1], x[0, 2] = bx, by, bz
 
 
 @nb.njit(nogil=True, cache=True)
@@ -605,12 +700,9 @@ def simulate_thread(
                     x[i, d] += wk[i] * (1.0 - t) * lam
                     x[i + 1, d] += wk[i + 1] * t * lam
             # Stretch and bending, swept forward then backward (an end's pull crosses the thread in one pass).
-            for i in range(n - 1):
-                _distance(x, wk, i, i + 1, seg, a_s)
-            for i in range(n - 3, -1, -1):
-                _distance(x, wk, i, i + 2, 2.0 * seg, a_b)
-            for i in range(n - 2, -1, -1):
-                _distance(x, wk, i, i + 1, seg, a_s)
+            _stretch_forward(x, wk, seg, a_s)
+            _bend_backward(x, wk, 2.0 * seg, a_b)
+            _stretch_backward(x, wk, seg, a_s)
             # The tissue surface (one way), near triangles only, for particles outside the tissue.
             for i in range(n):
                 if wk[i] <= 0.0 or inside[i]:
