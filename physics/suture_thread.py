@@ -130,7 +130,8 @@ class Thread:
         g_idx, g_from, g_to = self._grab_arrays(state)
         # Each tissue point as a spring (its local stiffness) anchored where it would rest without the thread's
         # pull: its position less the pull (last frame's) over the stiffness, at most MAX_RELAX away.
-        s_point = np.zeros((len(self.slides), 3))
+        here = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)  # the tissue points now
+        s_point = here.copy()
         s_alpha = np.zeros(len(self.slides))
         for row, sl in enumerate(self.slides):
             stiffness = tissue_stiffness(model, sl.point)
@@ -138,7 +139,7 @@ class Thread:
             size = float(np.linalg.norm(relax))
             if size > MAX_RELAX:
                 relax *= MAX_RELAX / size
-            s_point[row] = sl.point.position(state.x) + relax
+            s_point[row] += relax
             s_alpha[row] = 1.0 / stiffness
         s_u = np.array([s.u for s in self.slides], dtype=np.float64)
         inside = _inside(self.slides, n)
@@ -146,7 +147,7 @@ class Thread:
         c_start, c_tri = thread_candidates(self.x, state.x, model.surface, reach)
         pair_i, pair_j = self_pairs(self.x, 2.0 * spec.radius + spec.segment_length)
         cap_a, cap_b, cap_r = _capsules(state)
-        s_target = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)
+        s_target = here.copy()
         counts = np.zeros(3, dtype=np.int64)
         simulate_thread(
             self.x,
@@ -185,14 +186,13 @@ class Thread:
             counts,
         )
         kept = []
-        for s, u, target in zip(self.slides, s_u, s_target, strict=True):
+        for s, u, target, now in zip(self.slides, s_u, s_target, here, strict=True):
             if u < 0.0:
                 events.append(Event("thread_slipped", None, {"stitch": s.stitch, "side": s.side}))
                 continue
-            here = s.point.position(state.x)
-            step = target - here
+            step = target - now
             size = float(np.linalg.norm(step))
-            s.u, s.target = float(u), here + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size))
+            s.u, s.target = float(u), now + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size))
             kept.append(s)
         self.slides = kept
         for key, value in zip(self.counts, counts.tolist(), strict=True):
@@ -312,8 +312,10 @@ def _capsules(state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World end points and radii of every instrument's capsules at the frame's end (jaws closed)."""
     a, b, r = [], [], []
     for inst in state.instruments.values():
-        R = quat_to_matrix(inst.orientation)
         caps = inst.spec.capsules
+        if caps.shape[0] == 0:  # the suture holds' pseudo-instruments have no shape
+            continue
+        R = quat_to_matrix(inst.orientation)
         a.append(inst.position + caps[:, 0:3] @ R.T)
         b.append(inst.position + caps[:, 3:6] @ R.T)
         r.append(caps[:, 6])
@@ -405,13 +407,16 @@ def thread_candidates(xt, x, tris, reach):
     cent = np.empty((m, 3))
     tri_r2 = 0.0
     for t in range(m):
-        for d in range(3):
-            cent[t, d] = (x[tris[t, 0], d] + x[tris[t, 1], d] + x[tris[t, 2], d]) / 3.0
-        for c in range(3):
-            e = 0.0
-            for d in range(3):
-                e += (x[tris[t, c], d] - cent[t, d]) ** 2
-            tri_r2 = max(tri_r2, e)
+        a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+        ax, ay, az = x[a, 0], x[a, 1], x[a, 2]
+        bx, by, bz = x[b, 0], x[b, 1], x[b, 2]
+        cx, cy, cz = x[c, 0], x[c, 1], x[c, 2]
+        mx, my, mz = (ax + bx + cx) / 3.0, (ay + by + cy) / 3.0, (az + bz + cz) / 3.0
+        cent[t, 0], cent[t, 1], cent[t, 2] = mx, my, mz
+        ra = (ax - mx) ** 2 + (ay - my) ** 2 + (az - mz) ** 2
+        rb = (bx - mx) ** 2 + (by - my) ** 2 + (bz - mz) ** 2
+        rc = (cx - mx) ** 2 + (cy - my) ** 2 + (cz - mz) ** 2
+        tri_r2 = max(tri_r2, ra, rb, rc)
     h = reach + math.sqrt(tri_r2)
     near = np.empty(m, dtype=np.int64)
     k = 0
