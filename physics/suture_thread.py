@@ -37,6 +37,7 @@ from physics.state import State
 SUBSTEPS = 10
 MAX_HOLD_STEP = 0.001  # m a held tissue point is moved toward the thread per frame (6 cm/s at 60 Hz)
 MAX_RELAX = 0.01  # m: the farthest a tissue point's rest estimate lies from where it is
+SKIP_MARGIN = 1e-9  # m: a tissue triangle's test is skipped only while the particle is this much short of it
 
 
 @dataclass(frozen=True)
@@ -657,6 +658,31 @@ def simulate_thread(
         g = c_geo[e]
         c_d00[e] = g[6] * g[6] + g[7] * g[7] + g[8] * g[8]
         c_d11[e] = g[9] * g[9] + g[10] * g[10] + g[11] * g[11]
+    # How far each particle must move from where it starts the frame before a candidate triangle can touch it
+    # (out of the plane into the contact band, or in the plane into the triangle's circle): until it has, the
+    # test is skipped, as it could only fail. Squared; below zero: always tested.
+    c_far2 = np.full(m_c, -1.0)
+    for i in range(n):
+        for e in range(c_start[i], c_start[i + 1]):
+            g = c_geo[e]
+            if g[13] == 0.0:
+                continue
+            nx, ny, nz = g[3], g[4], g[5]
+            rx, ry, rz = x[i, 0] - g[0], x[i, 1] - g[1], x[i, 2] - g[2]
+            dist = rx * nx + ry * ny + rz * nz
+            band = max(dist - radius, -2.0 * seg - dist)
+            # the triangle's centre and circle radius, the particle's projection's distance from the centre
+            mx = (g[6] + g[9]) / 3.0
+            my = (g[7] + g[10]) / 3.0
+            mz = (g[8] + g[11]) / 3.0
+            r2 = max(mx * mx + my * my + mz * mz, (g[6] - mx) ** 2 + (g[7] - my) ** 2 + (g[8] - mz) ** 2,
+                     (g[9] - mx) ** 2 + (g[10] - my) ** 2 + (g[11] - mz) ** 2)  # fmt: skip
+            px, py, pz = rx - dist * nx - mx, ry - dist * ny - my, rz - dist * nz - mz
+            lateral = math.sqrt(px * px + py * py + pz * pz) - math.sqrt(r2)
+            far = max(band, lateral) - SKIP_MARGIN
+            if far > 0.0:
+                c_far2[e] = far * far
+    x_start = x.copy()
     # Each capsule's axis and a bounding sphere (centre, radius) that rejects far particles at once.
     n_cap = cap_r.size
     cap_mid = np.empty((n_cap, 3))
@@ -710,9 +736,14 @@ def simulate_thread(
             _stretch_backward(x, wk, seg, a_s)
             # The tissue surface (one way), near triangles only, for particles outside the tissue.
             for i in range(n):
-                if wk[i] <= 0.0 or inside[i]:
+                if wk[i] <= 0.0 or inside[i] or c_start[i + 1] == c_start[i]:
                     continue
+                moved2 = (
+                    (x[i, 0] - x_start[i, 0]) ** 2 + (x[i, 1] - x_start[i, 1]) ** 2 + (x[i, 2] - x_start[i, 2]) ** 2
+                )
                 for e in range(c_start[i], c_start[i + 1]):
+                    if moved2 < c_far2[e]:
+                        continue
                     g = c_geo[e]
                     if g[13] == 0.0:
                         continue
