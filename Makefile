@@ -43,8 +43,9 @@ bench-suture: $(STAMP)  # what a needle and a 200-segment thread add per frame t
 bench-net: $(STAMP)
 	@$(PY) -m netcode.transport.bench $(ARGS)
 
-# Traces recorded from the real engine (physics/trace_recorder.py), cached per physics source (not in git)
-TRACE_DIR := .numba_cache/traces/$(shell find physics -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
+# Traces recorded from the real engine (physics/trace_recorder.py, rehearsal/suture_trace.py), cached per source of
+# the physics and of the recorders (not in git)
+TRACE_DIR := .numba_cache/traces/$(shell find physics rehearsal/suture_trace.py -name '*.py' | sort | xargs cat | cksum | cut -d' ' -f1)
 $(TRACE_DIR)/%.npz: | $(STAMP)
 	@$(PY) -m physics.trace_recorder --scene $* --out $@ --quiet >&2
 BENCH_STAMP := $(VENV)/.installed-bench
