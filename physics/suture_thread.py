@@ -13,7 +13,13 @@ kernel on flat arrays: per substep, the particles predict under gravity, then pa
   tissue's elastic resistance) acts back on the thread there, whose particles then move with the tissue point's
   mass. So a taut thread drags the wound's edges together and a slack one lets the tissue relax;
 * collisions: the environment's planes, the tissue surface (one way; the triangles near each particle are found
-  once per frame on a hashed grid), the instruments' capsules, and itself (segment pairs found once per frame).
+  once per frame on a grid, in ascending id order, and a triangle is not tested again until the particle has
+  moved far enough to reach it), the instruments' capsules, and itself (segment pairs found once per frame on a
+  grid of the segments' midpoints).
+
+Cost (200 segments, 10 substeps of 2 passes): the stretch and bending sweeps are chains, each projection reading
+the particle the one before moved, so they run at the latency of one square root and one division a constraint
+and are most of the frame; everything else is linear in the particles and the candidates near them.
 
 Twist is not modelled: a round monofilament's twist does not change where it lies or whether a knot holds.
 Jaws closing near the thread grab the nearest particle (`thread_grasp`); opening lets go (`thread_release`).
