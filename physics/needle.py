@@ -139,10 +139,27 @@ class Needle:
         self._pressed: TissuePoint | None = None  # the surface point the tip presses (before a puncture)
         self._exit_rest = np.zeros(3)
         self._region_of_vertex = _vertex_regions(model)
-        self._thresholds = {
-            r: spec.puncture_force.get(r, m.strength * math.pi * spec.wire_radius**2 * PUNCTURE_FACTOR)
-            for r, m in enumerate(model.materials)
-        }
+        self._thresholds = _thresholds(spec, model)
+
+    def notify_model_changed(self, model: Model) -> None:
+        """The model's topology changed (a split cut added vertices, a cut or burn removed tets): the tables this
+        needle made from the mesh are made again, so the same needle (pose, holder, grip, the pass in progress,
+        stitches, trauma) carries on in the new mesh instead of being rebuilt.
+
+        The tissue points it holds stay valid: a split keeps every vertex id and appends the copies after them. A
+        pressed surface point whose triangle is no longer on the surface is let go (the tip finds the surface
+        again next frame). ValueError, changing nothing, if the model lacks a vertex the needle names."""
+        points = [p for p in (self.entry, self.exit, self._pressed) if p is not None]
+        points += [p for stitch in self.passes for p in (stitch.entry, stitch.exit)]
+        named = max((int(p.vertices.max()) for p in points), default=-1)
+        if self._bound_verts.size:
+            named = max(named, int(self._bound_verts.max()))
+        if named >= model.n_vertices:
+            raise ValueError(f"needle: the model has {model.n_vertices} vertices, the needle holds vertex {named}")
+        self._region_of_vertex = _vertex_regions(model)
+        self._thresholds = _thresholds(self.spec, model)
+        if self._pressed is not None and not _on_surface(model.surface, self._pressed.vertices):
+            self._pressed = None
 
     # --- geometry --------------------------------------------------------------------------------------------
 
@@ -424,6 +441,19 @@ class Needle:
         weights = np.zeros((ids.size, 3))
         weights[:, 0] = 1.0
         return verts, weights
+
+
+def _thresholds(spec: NeedleSpec, model: Model) -> dict[int, float]:
+    """Puncture force (N) per material region: the spec's, or strength x the tip's area x PUNCTURE_FACTOR."""
+    return {
+        r: spec.puncture_force.get(r, m.strength * math.pi * spec.wire_radius**2 * PUNCTURE_FACTOR)
+        for r, m in enumerate(model.materials)
+    }
+
+
+def _on_surface(surface: np.ndarray, vertices: np.ndarray) -> bool:
+    """Whether the triangle of these three vertices (any order) is one of the surface's."""
+    return bool(np.any((np.sort(surface, axis=1) == np.sort(vertices)).all(axis=1)))
 
 
 def _vertex_regions(model: Model) -> np.ndarray:

@@ -3,9 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from physics import InstrumentInput
+from physics import InstrumentInput, Solver
 from physics.instruments import grasper, look_rotation, needle_driver, scissors
 from physics.needle import NeedleSpec, first_crossing, grip_region
+from physics.topology import split_along_faces
 from tests.physics.suture_setup import DRIVER, drive_stitch, make_bench
 
 
@@ -175,3 +176,58 @@ def test_a_bite_out_into_a_wound_ends_where_the_tip_goes_on_into_the_far_lip_wit
     assert worst < 0.0015, f"a lip moved {worst * 1e3:.1f} mm during the pass"
     left = float(np.linalg.norm(state.x[near] - model.rest_positions[near], axis=1).max())
     assert after == 30 and left < 0.001, f"the first bite's lip was dragged {left * 1e3:.1f} mm"
+
+
+def _split_at_x(bench, x0: float, z_max: float) -> int:
+    """Open the block along the interior faces in the plane x = x0 (tets' centres z below z_max): a split cut
+    that adds vertices (a fresh solver for the new mesh, as after a cut). Returns how many were added."""
+    model = bench.model
+    centres = model.rest_positions[model.tets].mean(axis=1)
+    rows = []
+    for t in range(model.n_tets):
+        for f in range(4):
+            u = model.neighbour[t, f]
+            if u > t and (centres[t, 0] - x0) * (centres[u, 0] - x0) < 0 and centres[t, 2] < z_max:
+                rows.append((t, f))
+    n0 = model.n_vertices
+    split_along_faces(model, bench.state, np.array(rows, dtype=np.int64))
+    bench.solver = Solver(model)
+    return model.n_vertices - n0
+
+
+def test_a_needle_told_of_a_split_under_its_tip_punctures_the_new_surface_and_places_its_stitch():
+    bench = make_bench()
+    added = _split_at_x(bench, -0.01, 0.01)  # the side the tip presses (x = -7.7 mm) gets the new vertices
+    assert added > 0
+    bench.needle.notify_model_changed(bench.model)
+    events = drive_stitch(bench)
+    assert kinds(events).count("puncture") == 1 and "stitch" in kinds(events)
+    assert bench.needle.passes[0].entry.position(bench.state.x)[0] < bench.centre[0] - 0.004
+    assert np.isfinite(bench.state.x).all()
+
+
+def test_the_same_needle_keeps_its_pass_across_a_split_mid_pass():
+    bench = make_bench()
+    for _ in range(200):
+        bench.lower += 0.0002
+        bench.frame()
+        if bench.needle.punctured:
+            break
+    assert bench.needle.punctured
+    entry = bench.needle.entry
+    assert _split_at_x(bench, 0.015, 0.0) > 0  # a cut beside the pass
+    bench.needle.notify_model_changed(bench.model)
+    assert bench.needle.punctured and bench.needle.entry is entry and bench.needle.holder == DRIVER
+    events = drive_stitch(bench)
+    assert "puncture" not in kinds(events) and "stitch" in kinds(events)  # the same pass, completed
+    assert bench.needle.passes[0].entry is entry
+
+
+def test_a_needle_refuses_a_model_without_the_vertices_it_holds():
+    bench = make_bench()
+    events = drive_stitch(bench)
+    assert "stitch" in kinds(events)
+    small = make_bench(cells=(2, 2, 2)).model
+    with pytest.raises(ValueError, match="vertices"):
+        bench.needle.notify_model_changed(small)
+    assert bench.needle.passes  # unchanged
