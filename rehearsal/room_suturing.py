@@ -126,8 +126,8 @@ class RoomSuturing:
 
     def refresh(self, suturing: Suturing, model: Model, physics: State, control: Control) -> Suturing:
         """Before a step: the needle loaded into the [suture] hand's needle driver once it is in the world, and
-        after a topology change (a split cut adds vertices) the needle rebuilt on the new mesh (mid-pass: once it
-        is out again). Returns the suturing to step (``suturing`` itself when nothing changed)."""
+        after a topology change (a split cut adds vertices) the same needle told of the new mesh, mid-pass too.
+        Returns the suturing to step (``suturing`` itself unless the needle was loaded)."""
         suture = self.scenario.suture
         needle = suturing.needle
         if suture is not None and suture.loaded and needle.holder is None and untouched(suturing):
@@ -135,9 +135,9 @@ class RoomSuturing:
                 held = not is_hold(command.id) and instrument_holder(command.id)[1] == suture.hand
                 if held and command.spec.kind is Kind.NEEDLE_DRIVER and command.id in physics.instruments:
                     return self.new(model, physics, command.id)
-        if model.epoch != self.epoch and not needle.punctured:
+        if model.epoch != self.epoch:
+            needle.notify_model_changed(model)
             self.epoch = model.epoch
-            return renewed(suturing, model)
         return suturing
 
     # --- events ----------------------------------------------------------------------------------------------
@@ -208,16 +208,3 @@ class RoomSuturing:
 def untouched(suturing: Suturing) -> bool:
     """The needle has done nothing yet: no pass, no stitch, nothing threaded (it may be made anew)."""
     return not suturing.needle.punctured and not suturing.needle.passes and not suturing.thread.slides
-
-
-def renewed(old: Suturing, model: Model) -> Suturing:
-    """The same needle (pose, holder, grip, stitches, trauma) and the same thread, built on ``model``: the needle
-    keeps per-vertex tables of the mesh it was made on."""
-    needle = old.needle
-    new = Suturing(model, needle.spec, old.thread.spec, needle.position.copy(), needle.orientation,
-                   holder=needle.holder)  # fmt: skip
-    new.thread = old.thread
-    new.tears = old.tears
-    new.needle.passes = needle.passes
-    new.needle.peak_force, new.needle.tears = needle.peak_force, needle.tears
-    return new
