@@ -33,7 +33,15 @@ from loadtests import plots
 from loadtests.report import downlink_window, rtt_window, slim
 from loadtests.run import Run, load_run
 from loadtests.sampler import window
-from loadtests.server import PROFILE_FILE, TICK_BUDGET, LoadServer, create_room, profile_summary, tick_summary
+from loadtests.server import (
+    PROFILE_FILE,
+    TICK_BUDGET,
+    LoadServer,
+    create_room,
+    profile_summary,
+    step_summary,
+    tick_summary,
+)
 from loadtests.swarm import room_checks
 from loadtests.team import ACKING_CLIENTS, join_team, team_roles, watcher_roles
 from rehearsal.settings import Settings
@@ -143,10 +151,25 @@ class Ramp:
             "t0": t0,
             "t1": t1,
             "server": window(self.run.sampler.rows, t0, t1),
+            "step_parts": step_summary(self.run.servers.steps(), t0, t1),
         }
+        phase["machine_saturated"] = saturated(phase["server"])
         self.phases.append(phase)
         self.run.say(_line(phase))
         return phase
+
+
+SATURATED_SHARE = 0.9  # the machine's cores busier than this in a phase: its tick times say more of the machine
+
+
+def saturated(server: dict[str, Any]) -> bool | None:
+    """Whether the machine had no core to spare in the phase (all its CPU, the server's, the swarm's and any foreign
+    load's, above SATURATED_SHARE of its cores): then room threads wait for a core (``thread_times``'
+    run-queue wait) and the phase measures the machine's load as much as the server. None if not sampled."""
+    busy, cores = server.get("machine_cpu_percent"), server.get("cores")
+    if busy is None or not cores:
+        return None
+    return bool(busy >= 100 * cores * SATURATED_SHARE)
 
 
 def _profile(server: LoadServer, t0: float, t1: float) -> dict[str, Any]:
@@ -352,6 +375,10 @@ def _plots(run: Run, phases: list[dict[str, Any]], bots: list[dict[str, Any]]) -
 
 def _line(phase: dict[str, Any]) -> str:
     s = phase.get("server", {})
+    parts = phase.get("step_parts", {})
+    p99 = {k: v.get("p99_ms") for k, v in parts.items() if isinstance(v, dict)}
+    threads = {k: v.get("cpu_percent") for k, v in s.get("thread_times", {}).items()}
+    waits = {k: v.get("runqueue_wait_percent") for k, v in s.get("thread_times", {}).items()}
     return (
         f"{phase['label']:>18}: ticks={phase.get('ticks', 0)} rooms ticking={phase.get('rooms_ticking')} "
         f"p50={phase.get('p50_ms')} p99={phase.get('p99_ms')} ms "
@@ -359,7 +386,9 @@ def _line(phase: dict[str, Any]) -> str:
         f"overruns={s.get('overrun_share')} substeps={s.get('substeps_min')}-{s.get('substeps_max')} "
         f"cpu={s.get('server_cpu_percent')}% swarm-cpu={s.get('swarm_cpu_percent')}% "
         f"foreign-cpu={s.get('foreign_cpu_percent')}% load={s.get('loadavg')} "
-        f"egress={s.get('egress_kbit_s')} kbit/s"
+        f"saturated={phase.get('machine_saturated')} "
+        f"egress={s.get('egress_kbit_s')} kbit/s\n    step parts p99 ms {p99}\n"
+        f"    thread cpu % {threads} runqueue wait % {waits}"
     )
 
 

@@ -150,6 +150,8 @@ def run_fleet(
         raise ValueError("more sessions than the fleet has slots")
     with load_run("fleet", out, say, scenario=scenario, processes=processes, capacity=capacity) as run:
         report = run.report
+        # An absolute folder: redis-server changes into --dir before it opens --logfile, so with a relative run
+        # folder (the default, ./loadtest-runs) it found no log file there and exited (1) at once.
         redis = RedisProcess(run.folder / "redis").start()
         run.on_close.append(redis.stop)
         directory = Directory.from_url(redis.url, namespace=NAMESPACE)

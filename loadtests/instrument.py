@@ -5,9 +5,10 @@ The launcher script of ``loadtests.server`` runs ``rehearsal.server.serve(settin
 capacity run's ~5k-tet block is offered beside the packaged scenarios). ``TickRecorder`` is a tick observer of
 the server (``RehearsalServer.add_tick_observer``): it appends one record per room tick that ran a step to
 ``<data_dir>/ticks.f64`` (float64 quadruples: monotonic time, tick seconds, room number, publishing
-seconds), for exact quantiles per phase; a tick's seconds are the ticker's hand-back time (queueing +
-physics + hand-back to the reactor) plus publishing (events, snapshot encoding, sends). The server also
-observes whole ticks into ``rehearsal_tick_duration_seconds`` and publishing into
+seconds), for exact quantiles per phase, and one record of where its step's hand-back time went to
+``<data_dir>/steps.f64`` (``STEP_COLUMNS``, from the room ticker's ``StepTiming``); a tick's seconds are the
+ticker's hand-back time (queueing + physics + hand-back to the reactor) plus publishing (events, snapshot
+encoding, sends). The server also observes whole ticks into ``rehearsal_tick_duration_seconds`` and publishing into
 ``rehearsal_publish_duration_seconds`` (``/metrics``).
 """
 
@@ -20,6 +21,9 @@ from typing import Any
 import numpy as np
 
 TICK_FILE = "ticks.f64"
+STEP_FILE = "steps.f64"
+# A step record: monotonic time, room number, then rehearsal.ticking.StepTiming's fields (seconds).
+STEP_COLUMNS = ("t", "room", "queued", "advance", "advance_cpu", "after", "after_cpu", "returned")
 FLUSH_SECONDS = 0.5
 MAX_PENDING = 4096  # records kept in memory before they are written out
 
@@ -29,12 +33,17 @@ class TickRecorder:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / TICK_FILE
+        self.step_path = Path(data_dir) / STEP_FILE
         self.records: list[tuple[float, float, float, float]] = []
+        self.steps: list[tuple[float, ...]] = []
+        self.rooms: Any = None  # the server's live rooms by session (``Sessions.rooms``), for their tickers' timing
         self.room_numbers: dict[str, int] = {}
         self.last_flush = time.monotonic()
 
     def attach(self, server: Any) -> None:
         """Observe ``server``'s ticks (``serve``'s ``setup``), and write what is left when its reactor stops."""
+        sessions = getattr(server, "sessions", None)  # (a test's stand-in server may have none)
+        self.rooms = getattr(sessions, "rooms", None)
         server.add_tick_observer(self.observe)
         server.reactor.addSystemEventTrigger("before", "shutdown", self.flush)
 
@@ -42,20 +51,38 @@ class TickRecorder:
         number = self.room_numbers.setdefault(session, len(self.room_numbers))
         now = time.monotonic()
         self.records.append((now, handback_seconds + publish_seconds, float(number), publish_seconds))
+        live = self.rooms.get(session) if self.rooms is not None else None
+        if live is not None and live.ticker is not None:
+            t = live.ticker.stats.last_timing
+            parts = (t.queued, t.advance, t.advance_cpu, t.after, t.after_cpu, t.returned)
+            self.steps.append((now, float(number), *parts))
         if now - self.last_flush > FLUSH_SECONDS or len(self.records) > MAX_PENDING:
             self.flush()
 
     def flush(self) -> None:
         """Append the pending records to the tick file (a failing disk loses them, never the server)."""
         self.last_flush = time.monotonic()
-        if not self.records:
-            return
-        records, self.records = self.records, []
-        try:
-            with self.path.open("ab") as f:
-                f.write(np.asarray(records, np.float64).tobytes())
-        except OSError:
-            pass
+        for path, name in ((self.path, "records"), (self.step_path, "steps")):
+            rows = getattr(self, name)
+            if not rows:
+                continue
+            setattr(self, name, [])
+            try:
+                with path.open("ab") as f:
+                    f.write(np.asarray(rows, np.float64).tobytes())
+            except OSError:
+                pass
+
+
+def read_steps(data_dir: Path) -> np.ndarray:
+    """The step records written so far: (n, len(STEP_COLUMNS)) float64."""
+    width = len(STEP_COLUMNS)
+    try:
+        raw = (Path(data_dir) / STEP_FILE).read_bytes()
+    except OSError:
+        return np.zeros((0, width))
+    usable = len(raw) - len(raw) % (8 * width)
+    return np.frombuffer(raw[:usable], np.float64).reshape(-1, width)
 
 
 def read_ticks(data_dir: Path) -> np.ndarray:

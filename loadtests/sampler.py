@@ -75,6 +75,11 @@ class Sampler:
             "processes": len(procs),
         }
         row.update(machine())
+        row["thread_cpu_seconds"], row["thread_wait_seconds"] = {}, {}
+        for server in servers:
+            for role, (cpu, wait) in thread_times(server.pid).items():
+                row["thread_cpu_seconds"][role] = row["thread_cpu_seconds"].get(role, 0.0) + cpu
+                row["thread_wait_seconds"][role] = row["thread_wait_seconds"].get(role, 0.0) + wait
         if self.swarm is not None:
             for pid in list(self.swarm())[:1000]:
                 sample = sample_process(pid)
@@ -100,6 +105,43 @@ class Sampler:
             if row is not None:
                 self.rows.append(row)
             self._stop.wait(self.every)
+
+
+THREAD_ROLES = ("reactor", "rooms", "other")
+
+
+def thread_times(pid: int, max_threads: int = 1000) -> dict[str, tuple[float, float]]:
+    """Per kind of thread of process ``pid`` (the main thread is the reactor, threads named ``room-*`` are rooms'
+    physics threads, the rest other): (CPU seconds, seconds runnable but waiting for a core) summed, from each
+    thread's ``/proc/<pid>/task/<tid>/schedstat``. Wall time that is neither (on a room thread that has work)
+    was spent blocked: waiting for the GIL. {} if the process is gone."""
+    out = {role: (0.0, 0.0) for role in THREAD_ROLES}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")[:max_threads]
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            cpu_ns, wait_ns = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[:2]
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+        role = "reactor" if tid == str(pid) else "rooms" if name.startswith("room-") else "other"
+        cpu, wait = out[role]
+        out[role] = (cpu + int(cpu_ns) / 1e9, wait + int(wait_ns) / 1e9)
+    return out
+
+
+def thread_window(a: dict[str, Any], b: dict[str, Any], dt: float) -> dict[str, Any]:
+    """Per kind of server thread: CPU and run-queue wait (waiting for a core) in percent of one core."""
+    if "thread_cpu_seconds" not in a or "thread_cpu_seconds" not in b:
+        return {}
+    out = {}
+    for role in THREAD_ROLES:
+        cpu = b["thread_cpu_seconds"].get(role, 0.0) - a["thread_cpu_seconds"].get(role, 0.0)
+        wait = b["thread_wait_seconds"].get(role, 0.0) - a["thread_wait_seconds"].get(role, 0.0)
+        out[role] = {"cpu_percent": round(100 * cpu / dt, 1), "runqueue_wait_percent": round(100 * wait / dt, 1)}
+    return {"thread_times": out}
 
 
 def machine() -> dict[str, float]:
@@ -143,6 +185,7 @@ def window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
         "substeps_max": max(r["substeps_max"] for r in inside),
         "rss_mb": round(b["rss_bytes"] / 2**20, 1),
         **_machine_window(a, b, dt),
+        **thread_window(a, b, dt),
         "fds": b["fds"],
     }
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.instrument import read_ticks
+from loadtests.instrument import STEP_COLUMNS, read_steps, read_ticks
 from rehearsal.bots import ServerProcess, post
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -98,6 +98,9 @@ class LoadServer(ServerProcess):
     def ticks(self) -> np.ndarray:
         return read_ticks(self.data_dir)
 
+    def steps(self) -> np.ndarray:
+        return read_steps(self.data_dir)
+
 
 class ServerGroup:
     """Instrumented servers measured as one: their tick records together (room numbers made distinct per
@@ -122,6 +125,14 @@ class ServerGroup:
             t[:, 2] += i * self.ROOMS_PER_PROCESS
             parts.append(t)
         return np.concatenate(parts) if parts else np.zeros((0, 4))
+
+    def steps(self) -> np.ndarray:
+        parts = []
+        for i, server in enumerate(self.servers):
+            t = server.steps().copy()
+            t[:, 1] += i * self.ROOMS_PER_PROCESS
+            parts.append(t)
+        return np.concatenate(parts) if parts else np.zeros((0, len(STEP_COLUMNS)))
 
 
 def create_room(server: ServerProcess, scenario: str) -> dict[str, Any]:
@@ -261,6 +272,30 @@ def tick_summary(ticks: np.ndarray, t0: float = -np.inf, t1: float = np.inf, bud
         "rooms": int(np.unique(sel[:, 2]).size),
         **_parts(sel),
     }
+
+
+def step_summary(steps: np.ndarray, t0: float = -np.inf, t1: float = np.inf) -> dict[str, Any]:
+    """Where the steps' hand-back time went in [t0, t1) (``loadtests.instrument.STEP_COLUMNS``): p50, p99 and mean
+    (ms) of each part, and of the room thread's wall time beyond its CPU time in the step (``advance_stall``) and
+    in ``after_step`` (``after_stall``): time it was runnable without a core or blocked on the GIL."""
+    if steps.size == 0:
+        return {}
+    sel = steps[(steps[:, 0] >= t0) & (steps[:, 0] < t1)]
+    if sel.size == 0:
+        return {}
+    col = {name: sel[:, i] for i, name in enumerate(STEP_COLUMNS)}
+    parts = {name: col[name] for name in STEP_COLUMNS[2:]}
+    parts["advance_stall"] = col["advance"] - col["advance_cpu"]
+    parts["after_stall"] = col["after"] - col["after_cpu"]
+    out: dict[str, Any] = {"steps": int(sel.shape[0])}
+    for name, values in parts.items():
+        q50, q99 = np.quantile(values, [0.5, 0.99])
+        out[name] = {
+            "p50_ms": round(1000 * float(q50), 3),
+            "p99_ms": round(1000 * float(q99), 3),
+            "mean_ms": round(1000 * float(values.mean()), 3),
+        }
+    return out
 
 
 def _parts(sel: np.ndarray) -> dict[str, float]:

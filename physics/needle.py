@@ -100,6 +100,9 @@ class Stitch:
     time: float
     entry_rest: np.ndarray  # rest-shape positions, for the procedure's targets
     exit_rest: np.ndarray
+    # False for a bite into a wound that ended when the tip went on into the far lip (``reentry``): the tail has
+    # not passed its entry yet, so the thread takes the entry once it has (physics/suture_thread.py)
+    tail_through: bool = True
 
 
 def grip_region(spec: InstrumentSpec) -> tuple[float, float] | None:
@@ -136,10 +139,27 @@ class Needle:
         self._pressed: TissuePoint | None = None  # the surface point the tip presses (before a puncture)
         self._exit_rest = np.zeros(3)
         self._region_of_vertex = _vertex_regions(model)
-        self._thresholds = {
-            r: spec.puncture_force.get(r, m.strength * math.pi * spec.wire_radius**2 * PUNCTURE_FACTOR)
-            for r, m in enumerate(model.materials)
-        }
+        self._thresholds = _thresholds(spec, model)
+
+    def notify_model_changed(self, model: Model) -> None:
+        """The model's topology changed (a split cut added vertices, a cut or burn removed tets): the tables this
+        needle made from the mesh are made again, so the same needle (pose, holder, grip, the pass in progress,
+        stitches, trauma) carries on in the new mesh instead of being rebuilt.
+
+        The tissue points it holds stay valid: a split keeps every vertex id and appends the copies after them. A
+        pressed surface point whose triangle is no longer on the surface is let go (the tip finds the surface
+        again next frame). ValueError, changing nothing, if the model lacks a vertex the needle names."""
+        points = [p for p in (self.entry, self.exit, self._pressed) if p is not None]
+        points += [p for stitch in self.passes for p in (stitch.entry, stitch.exit)]
+        named = max((int(p.vertices.max()) for p in points), default=-1)
+        if self._bound_verts.size:
+            named = max(named, int(self._bound_verts.max()))
+        if named >= model.n_vertices:
+            raise ValueError(f"needle: the model has {model.n_vertices} vertices, the needle holds vertex {named}")
+        self._region_of_vertex = _vertex_regions(model)
+        self._thresholds = _thresholds(self.spec, model)
+        if self._pressed is not None and not _on_surface(model.surface, self._pressed.vertices):
+            self._pressed = None
 
     # --- geometry --------------------------------------------------------------------------------------------
 
@@ -326,9 +346,10 @@ class Needle:
         if self.exit is None:
             prev_tip = self.position + prev_R @ spec.local_point(spec.arc_angle)
             tri, t = first_crossing(x, model.surface, prev_tip, self.tip(), 1)
-            if tri < 0:  # the tip may also come out of a surface it was already past (a slow exit)
-                tri, t = first_crossing(x, model.surface, self.world(spec.local_point(spec.arc_angle * 0.9)),
-                                        self.tip(), 1)  # fmt: skip
+            if tri < 0:  # the tip may also come out of a surface it was already past (a slow exit), ahead of the
+                # entry on the arc (behind it, after a reentry, lies the near lip's wall the tip came out of before)
+                back = max(spec.arc_angle * 0.9, self._arc_angle(self.entry.position(x)) + 1e-6)
+                tri, t = first_crossing(x, model.surface, self.world(spec.local_point(back)), self.tip(), 1)
             if tri >= 0:
                 verts = model.surface[tri].astype(np.int32)
                 point = prev_tip + t * (self.tip() - prev_tip)
@@ -336,6 +357,8 @@ class Needle:
                 self.exit = TissuePoint(verts, weights)
                 self._exit_rest = weights @ model.rest_positions[verts]
                 events.append(Event("needle_exit", self.holder, {"point": self.exit.position(x).tolist()}))
+        elif self._reentry(model, state, prev_R, events):
+            return
         # Bind the vertices the inserted arc passes close to (entry and exit are always bound).
         verts, weights = self._near_arc(model, x)
         self._bind(verts, weights)
@@ -368,6 +391,38 @@ class Needle:
             state.counters["needle_tears"] += 1
             events.append(Event("tear", self.holder, {"force": self.tip_force, "limit": tear, "by": "needle"}))
 
+    def _arc_angle(self, point: np.ndarray) -> float:
+        """The angle (rad) of a world point about the needle's axis, from the tail (0) toward the tip."""
+        local = self.rotation.T @ (point - self.position)
+        return math.atan2(local[1], local[0])
+
+    def _reentry(self, model: Model, state: State, prev_R: np.ndarray, events: list[Event]) -> bool:
+        """Out into a wound, the tip going on into the far lip (crossing a surface inward): the bite ends there as
+        a pass (``stitch``, its tail not through yet) and the far lip is punctured where the tip went in (the tip
+        is already in it, so it does not press the surface first). Without this the tip ran through the far lip
+        unchecked, and the press that followed the pass shoved that lip aside by the tip's depth."""
+        x = state.x
+        spec = self.spec
+        prev_tip = self.position + prev_R @ spec.local_point(spec.arc_angle)
+        tri, t = first_crossing(x, model.surface, prev_tip, self.tip(), -1)
+        if tri < 0:
+            return False
+        stitch = Stitch(self.entry, self.exit, state.time, self._entry_rest, self._exit_rest, tail_through=False)
+        self.passes.append(stitch)
+        events.append(
+            Event("stitch", self.holder, {"entry": self.entry.position(x).tolist(),
+                                          "exit": self.exit.position(x).tolist(),
+                                          "index": len(self.passes) - 1, "reentry": True})
+        )  # fmt: skip
+        verts = model.surface[tri].astype(np.int32)
+        point = prev_tip + t * (self.tip() - prev_tip)
+        weights = _barycentric(x[verts], point)
+        self.entry, self.exit = TissuePoint(verts, weights), None
+        self._entry_rest = weights @ model.rest_positions[verts]
+        self._bind(np.zeros((0, 3), np.int32), np.zeros((0, 3)))
+        events.append(Event("puncture", self.holder, {"force": 0.0, "point": point.tolist(), "reentry": True}))
+        return True
+
     def _tear_limit(self, model: Model) -> float:
         """The force at which the tissue around the needle rips (strength x the needle's side area in it)."""
         region = int(self._region_of_vertex[self.entry.vertices[0]]) if self.entry is not None else 0
@@ -386,6 +441,19 @@ class Needle:
         weights = np.zeros((ids.size, 3))
         weights[:, 0] = 1.0
         return verts, weights
+
+
+def _thresholds(spec: NeedleSpec, model: Model) -> dict[int, float]:
+    """Puncture force (N) per material region: the spec's, or strength x the tip's area x PUNCTURE_FACTOR."""
+    return {
+        r: spec.puncture_force.get(r, m.strength * math.pi * spec.wire_radius**2 * PUNCTURE_FACTOR)
+        for r, m in enumerate(model.materials)
+    }
+
+
+def _on_surface(surface: np.ndarray, vertices: np.ndarray) -> bool:
+    """Whether the triangle of these three vertices (any order) is one of the surface's."""
+    return bool(np.any((np.sort(surface, axis=1) == np.sort(vertices)).all(axis=1)))
 
 
 def _vertex_regions(model: Model) -> np.ndarray:

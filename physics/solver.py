@@ -403,10 +403,13 @@ def _collect_forces(state, ids, grasp_rows, inst_force, grasp_force, report: Ste
         report.instrument_forces[k] = total
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(cache=True)  # holds the GIL: see below
 def _frame_forces(inst_force, grasp_force, first, last):
     """Per instrument row: the grasp pull (sum of its grasp points' forces, rows first..last) and the total
-    force on the instrument (minus contact minus pull), with numpy's rounding (sum(axis=0) adds rows in order)."""
+    force on the instrument (minus contact minus pull), with numpy's rounding (sum(axis=0) adds rows in order).
+
+    Microseconds of work, so it keeps the GIL: releasing it would let the reactor or another room take it, and a
+    room thread waited for it back (beside a busy reactor, 3.7 ms mean in a 4-room bench for 0.02 ms of work)."""
     k = inst_force.shape[0]
     totals = np.empty((k, 3))
     pulls = np.zeros((k, 3))

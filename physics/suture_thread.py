@@ -13,7 +13,13 @@ kernel on flat arrays: per substep, the particles predict under gravity, then pa
   tissue's elastic resistance) acts back on the thread there, whose particles then move with the tissue point's
   mass. So a taut thread drags the wound's edges together and a slack one lets the tissue relax;
 * collisions: the environment's planes, the tissue surface (one way; the triangles near each particle are found
-  once per frame on a hashed grid), the instruments' capsules, and itself (segment pairs found once per frame).
+  once per frame on a grid, in ascending id order, and a triangle is not tested again until the particle has
+  moved far enough to reach it), the instruments' capsules, and itself (segment pairs found once per frame on a
+  grid of the segments' midpoints).
+
+Cost (200 segments, 10 substeps of 2 passes): the stretch and bending sweeps are chains, each projection reading
+the particle the one before moved, so they run at the latency of one square root and one division a constraint
+and are most of the frame; everything else is linear in the particles and the candidates near them.
 
 Twist is not modelled: a round monofilament's twist does not change where it lies or whether a knot holds.
 Jaws closing near the thread grab the nearest particle (`thread_grasp`); opening lets go (`thread_release`).
@@ -37,6 +43,7 @@ from physics.state import State
 SUBSTEPS = 10
 MAX_HOLD_STEP = 0.001  # m a held tissue point is moved toward the thread per frame (6 cm/s at 60 Hz)
 MAX_RELAX = 0.01  # m: the farthest a tissue point's rest estimate lies from where it is
+SKIP_MARGIN = 1e-9  # m: a tissue triangle's test is skipped only while the particle is this much short of it
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,8 @@ class Thread:
         g_idx, g_from, g_to = self._grab_arrays(state)
         # Each tissue point as a spring (its local stiffness) anchored where it would rest without the thread's
         # pull: its position less the pull (last frame's) over the stiffness, at most MAX_RELAX away.
-        s_point = np.zeros((len(self.slides), 3))
+        here = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)  # the tissue points now
+        s_point = here.copy()
         s_alpha = np.zeros(len(self.slides))
         for row, sl in enumerate(self.slides):
             stiffness = tissue_stiffness(model, sl.point)
@@ -138,7 +146,7 @@ class Thread:
             size = float(np.linalg.norm(relax))
             if size > MAX_RELAX:
                 relax *= MAX_RELAX / size
-            s_point[row] = sl.point.position(state.x) + relax
+            s_point[row] += relax
             s_alpha[row] = 1.0 / stiffness
         s_u = np.array([s.u for s in self.slides], dtype=np.float64)
         inside = _inside(self.slides, n)
@@ -146,7 +154,7 @@ class Thread:
         c_start, c_tri = thread_candidates(self.x, state.x, model.surface, reach)
         pair_i, pair_j = self_pairs(self.x, 2.0 * spec.radius + spec.segment_length)
         cap_a, cap_b, cap_r = _capsules(state)
-        s_target = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)
+        s_target = here.copy()
         counts = np.zeros(3, dtype=np.int64)
         simulate_thread(
             self.x,
@@ -185,14 +193,13 @@ class Thread:
             counts,
         )
         kept = []
-        for s, u, target in zip(self.slides, s_u, s_target, strict=True):
+        for s, u, target, now in zip(self.slides, s_u, s_target, here, strict=True):
             if u < 0.0:
                 events.append(Event("thread_slipped", None, {"stitch": s.stitch, "side": s.side}))
                 continue
-            here = s.point.position(state.x)
-            step = target - here
+            step = target - now
             size = float(np.linalg.norm(step))
-            s.u, s.target = float(u), here + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size))
+            s.u, s.target = float(u), now + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size))
             kept.append(s)
         self.slides = kept
         for key, value in zip(self.counts, counts.tolist(), strict=True):
@@ -247,16 +254,24 @@ class Thread:
         """A placed stitch's entry takes the thread at once (the tail just passed it); its exit once the tail has
         passed it too (the needle is out)."""
         for i, stitch in enumerate(needle.passes):
-            if (i, "entry") not in self._threaded:
+            if (i, "entry") not in self._threaded and (stitch.tail_through or _tail_past(needle, stitch.entry, x)):
                 self._threaded.add((i, "entry"))
                 self.slides.append(Slide(stitch.entry, 0.0, i, "entry", np.zeros(3)))
                 events.append(Event("threaded", needle.holder, {"stitch": i, "side": "entry"}))
-            if (i, "exit") not in self._threaded:
-                local = needle.rotation.T @ (stitch.exit.position(x) - needle.position)
-                if math.atan2(local[1], local[0]) < 0.0 or math.hypot(local[0], local[1]) > 1.5 * needle.spec.radius:
-                    self._threaded.add((i, "exit"))
-                    self.slides.append(Slide(stitch.exit, 0.0, i, "exit", np.zeros(3)))
-                    events.append(Event("threaded", needle.holder, {"stitch": i, "side": "exit"}))
+            if (
+                (i, "entry") in self._threaded
+                and (i, "exit") not in self._threaded
+                and _tail_past(needle, stitch.exit, x)
+            ):
+                self._threaded.add((i, "exit"))
+                self.slides.append(Slide(stitch.exit, 0.0, i, "exit", np.zeros(3)))
+                events.append(Event("threaded", needle.holder, {"stitch": i, "side": "exit"}))
+
+
+def _tail_past(needle: Needle, point: TissuePoint, x: np.ndarray) -> bool:
+    """The needle's tail has gone past a tissue point on its arc (or the needle is well away from it)."""
+    local = needle.rotation.T @ (point.position(x) - needle.position)
+    return math.atan2(local[1], local[0]) < 0.0 or math.hypot(local[0], local[1]) > 1.5 * needle.spec.radius
 
 
 def tissue_stiffness(model: Model, point: TissuePoint) -> float:
@@ -312,8 +327,10 @@ def _capsules(state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World end points and radii of every instrument's capsules at the frame's end (jaws closed)."""
     a, b, r = [], [], []
     for inst in state.instruments.values():
-        R = quat_to_matrix(inst.orientation)
         caps = inst.spec.capsules
+        if caps.shape[0] == 0:  # the suture holds' pseudo-instruments have no shape
+            continue
+        R = quat_to_matrix(inst.orientation)
         a.append(inst.position + caps[:, 0:3] @ R.T)
         b.append(inst.position + caps[:, 3:6] @ R.T)
         r.append(caps[:, 6])
@@ -322,15 +339,79 @@ def _capsules(state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(a), np.concatenate(b), np.concatenate(r)
 
 
+GRID_CELLS_PER_ITEM = 8  # a broad-phase grid has at most this many cells per binned item (+ GRID_CELLS_MIN)
+GRID_CELLS_MIN = 4096
+
+
 @nb.njit(nogil=True, cache=True)
-def _cell_key(ix, iy, iz):
-    return (ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791)
+def _grid(points, items, h):
+    """A dense grid over the box of points[items] with cubic cells of at least h (grown until there are at most
+    GRID_CELLS_PER_ITEM per item + GRID_CELLS_MIN, so a long thread or a large tissue stays small): returns
+    (lo, cell size, dims, cell start offsets, items by cell, ascending within a cell). A counting sort: O(items)."""
+    k = items.size
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for q in range(k):
+        for d in range(3):
+            lo[d] = min(lo[d], points[items[q], d])
+            hi[d] = max(hi[d], points[items[q], d])
+    cap = GRID_CELLS_PER_ITEM * k + GRID_CELLS_MIN
+    c = h
+    for d in range(3):
+        if not 0.0 <= hi[d] - lo[d] < 1e6:  # no items, or a non-finite one: everything in one cell
+            lo[d], hi[d] = 0.0, 0.0
+    while (hi[0] - lo[0] + c) * (hi[1] - lo[1] + c) * (hi[2] - lo[2] + c) > cap * c * c * c:
+        c *= 1.5
+    dims = np.ones(3, dtype=np.int64)
+    total = 1
+    for d in range(3):
+        dims[d] = int((hi[d] - lo[d]) / c) + 1
+        total *= dims[d]
+    cell = np.empty(k, dtype=np.int64)
+    start = np.zeros(total + 1, dtype=np.int64)
+    for q in range(k):
+        key = 0
+        for d in range(3):
+            f = (points[items[q], d] - lo[d]) / c
+            key = key * dims[d] + (min(dims[d] - 1, int(f)) if f >= 0.0 else 0)
+        cell[q] = key
+        start[key + 1] += 1
+    for b in range(total):
+        start[b + 1] += start[b]
+    fill = start[:-1].copy()
+    binned = np.empty(k, dtype=np.int64)
+    for q in range(k):
+        binned[fill[cell[q]]] = items[q]
+        fill[cell[q]] += 1
+    return lo, c, dims, start, binned
+
+
+@nb.njit(nogil=True, cache=True)
+def _cell_range(p, h, lo, c, dims, d):
+    """The grid's cells along axis d that a ball of radius h about p overlaps (first, last; empty if first > last)."""
+    fa = (p[d] - h - lo[d]) / c
+    fb = (p[d] + h - lo[d]) / c
+    if not (fb >= 0.0 and fa < dims[d]):  # outside (or not finite)
+        return 1, 0
+    return (int(fa) if fa > 0.0 else 0), min(dims[d] - 1, int(fb))
+
+
+@nb.njit(nogil=True, cache=True)
+def _sort_tail(buf, a, b):
+    """Insertion sort of buf[a:b] (a particle's few candidates), so they come in ascending id order."""
+    for q in range(a + 1, b):
+        v = buf[q]
+        r = q - 1
+        while r >= a and buf[r] > v:
+            buf[r + 1] = buf[r]
+            r -= 1
+        buf[r + 1] = v
 
 
 @nb.njit(nogil=True, cache=True)
 def thread_candidates(xt, x, tris, reach):
     """Per thread particle, the surface triangles whose centre lies within reach + the largest triangle's
-    radius of it (CSR: start offsets, triangle ids), via a hashed grid of the triangles near the thread."""
+    radius of it (CSR: start offsets, triangle ids ascending), via a grid of the triangles near the thread."""
     n = xt.shape[0]
     lo = np.empty(3)
     hi = np.empty(3)
@@ -341,13 +422,16 @@ def thread_candidates(xt, x, tris, reach):
     cent = np.empty((m, 3))
     tri_r2 = 0.0
     for t in range(m):
-        for d in range(3):
-            cent[t, d] = (x[tris[t, 0], d] + x[tris[t, 1], d] + x[tris[t, 2], d]) / 3.0
-        for c in range(3):
-            e = 0.0
-            for d in range(3):
-                e += (x[tris[t, c], d] - cent[t, d]) ** 2
-            tri_r2 = max(tri_r2, e)
+        a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+        ax, ay, az = x[a, 0], x[a, 1], x[a, 2]
+        bx, by, bz = x[b, 0], x[b, 1], x[b, 2]
+        cx, cy, cz = x[c, 0], x[c, 1], x[c, 2]
+        mx, my, mz = (ax + bx + cx) / 3.0, (ay + by + cy) / 3.0, (az + bz + cz) / 3.0
+        cent[t, 0], cent[t, 1], cent[t, 2] = mx, my, mz
+        ra = (ax - mx) ** 2 + (ay - my) ** 2 + (az - mz) ** 2
+        rb = (bx - mx) ** 2 + (by - my) ** 2 + (bz - mz) ** 2
+        rc = (cx - mx) ** 2 + (cy - my) ** 2 + (cz - mz) ** 2
+        tri_r2 = max(tri_r2, ra, rb, rc)
     h = reach + math.sqrt(tri_r2)
     near = np.empty(m, dtype=np.int64)
     k = 0
@@ -359,53 +443,32 @@ def thread_candidates(xt, x, tris, reach):
         if ok:
             near[k] = t
             k += 1
-    near = near[:k]
-    # The near triangles' centres' box: a particle farther than h outside it has no candidate.
-    c_lo = np.full(3, np.inf)
-    c_hi = np.full(3, -np.inf)
-    for q in range(k):
-        for d in range(3):
-            c_lo[d] = min(c_lo[d], cent[near[q], d])
-            c_hi[d] = max(c_hi[d], cent[near[q], d])
-    keys = np.empty(k, dtype=np.int64)
-    for q in range(k):
-        t = near[q]
-        keys[q] = _cell_key(math.floor(cent[t, 0] / h), math.floor(cent[t, 1] / h), math.floor(cent[t, 2] / h))
-    order = np.argsort(keys)
-    keys = keys[order]
-    near = near[order]
+    g_lo, c, dims, g_start, binned = _grid(cent, near[:k], h)
     start = np.zeros(n + 1, dtype=np.int64)
-    found = np.empty(max(1, 64 * n), dtype=np.int64)
+    found = np.empty(max(1, 16 * n), dtype=np.int64)
     total = 0
     for i in range(n):
-        outside = False
-        for d in range(3):
-            if xt[i, d] < c_lo[d] - h or xt[i, d] > c_hi[d] + h:
-                outside = True
-        if outside:
-            start[i + 1] = total
-            continue
-        cx = math.floor(xt[i, 0] / h)
-        cy = math.floor(xt[i, 1] / h)
-        cz = math.floor(xt[i, 2] / h)
-        for ox in range(-1, 2):
-            for oy in range(-1, 2):
-                for oz in range(-1, 2):
-                    key = _cell_key(cx + ox, cy + oy, cz + oz)
-                    a = np.searchsorted(keys, key)
-                    while a < k and keys[a] == key:
-                        t = near[a]
-                        e = 0.0
-                        for d in range(3):
-                            e += (cent[t, d] - xt[i, d]) ** 2
-                        if e <= h * h:
-                            if total >= found.size:
-                                grown = np.empty(found.size * 2, dtype=np.int64)
-                                grown[: found.size] = found
-                                found = grown
-                            found[total] = t
-                            total += 1
-                        a += 1
+        p = xt[i]
+        ax, bx = _cell_range(p, h, g_lo, c, dims, 0)
+        ay, by = _cell_range(p, h, g_lo, c, dims, 1)
+        az, bz = _cell_range(p, h, g_lo, c, dims, 2)
+        first = total
+        for ix in range(ax, bx + 1):
+            for iy in range(ay, by + 1):
+                row = (ix * dims[1] + iy) * dims[2]
+                for q in range(g_start[row + az], g_start[row + bz + 1]):
+                    t = binned[q]
+                    e = 0.0
+                    for d in range(3):
+                        e += (cent[t, d] - p[d]) ** 2
+                    if e <= h * h:
+                        if total >= found.size:
+                            grown = np.empty(found.size * 2, dtype=np.int64)
+                            grown[: found.size] = found
+                            found = grown
+                        found[total] = t
+                        total += 1
+        _sort_tail(found, first, total)
         start[i + 1] = total
     return start, found[:total].copy()
 
@@ -413,7 +476,7 @@ def thread_candidates(xt, x, tris, reach):
 @nb.njit(nogil=True, cache=True)
 def self_pairs(xt, reach):
     """Segment pairs (i, j), j > i + 2, whose midpoints lie within reach + segment i's length of each other, in
-    (i, j) order; a sweep over the midpoints sorted along x, so a thread that is not heaped costs n log n."""
+    (i, j) order; the midpoints binned in a grid, so a thread costs O(n) plus its near pairs."""
     n = xt.shape[0] - 1
     if n < 4:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -427,54 +490,106 @@ def self_pairs(xt, reach):
             seg += (xt[i + 1, d] - xt[i, d]) ** 2
         r[i] = reach + math.sqrt(seg)
         r_max = max(r_max, r[i])
-    order = np.argsort(mid[:, 0])
-    keys = np.empty(8 * n + 8, dtype=np.int64)
-    c = 0
-    for a in range(n):
-        p = order[a]
-        for b in range(a + 1, n):
-            q = order[b]
-            if mid[q, 0] - mid[p, 0] > r_max:
-                break
-            i, j = (p, q) if p < q else (q, p)
-            if j < i + 3:
-                continue
-            e = 0.0
-            for d in range(3):
-                e += (mid[i, d] - mid[j, d]) ** 2
-            if e <= r[i] * r[i]:
-                if c >= keys.size:
-                    grown = np.empty(keys.size * 2, dtype=np.int64)
-                    grown[: keys.size] = keys
-                    keys = grown
-                keys[c] = i * n + j
-                c += 1
-    keys = np.sort(keys[:c])
-    out_i = np.empty(c, dtype=np.int64)
-    out_j = np.empty(c, dtype=np.int64)
-    for k in range(c):
-        out_i[k] = keys[k] // n
-        out_j[k] = keys[k] % n
-    return out_i, out_j
+    g_lo, c, dims, g_start, binned = _grid(mid, np.arange(n), r_max)
+    out_i = np.empty(4 * n, dtype=np.int64)
+    out_j = np.empty(4 * n, dtype=np.int64)
+    total = 0
+    for i in range(n):
+        p = mid[i]
+        ax, bx = _cell_range(p, r[i], g_lo, c, dims, 0)
+        ay, by = _cell_range(p, r[i], g_lo, c, dims, 1)
+        az, bz = _cell_range(p, r[i], g_lo, c, dims, 2)
+        first = total
+        for ix in range(ax, bx + 1):
+            for iy in range(ay, by + 1):
+                row = (ix * dims[1] + iy) * dims[2]
+                for q in range(g_start[row + az], g_start[row + bz + 1]):
+                    j = binned[q]
+                    if j < i + 3:
+                        continue
+                    e = 0.0
+                    for d in range(3):
+                        e += (mid[i, d] - mid[j, d]) ** 2
+                    if e <= r[i] * r[i]:
+                        if total >= out_j.size:
+                            grown = np.empty(out_j.size * 2, dtype=np.int64)
+                            grown[: out_j.size] = out_j
+                            out_j = grown
+                        out_j[total] = j
+                        total += 1
+        _sort_tail(out_j, first, total)
+        if total > out_i.size:
+            grown = np.empty(out_j.size, dtype=np.int64)
+            grown[: out_i.size] = out_i
+            out_i = grown
+        out_i[first:total] = i
+    return out_i[:total].copy(), out_j[:total].copy()
 
 
-@nb.njit(inline="always", nogil=True, cache=True)
-def _distance(x, w, i, j, rest, alpha_tilde):
-    dx = x[j, 0] - x[i, 0]
-    dy = x[j, 1] - x[i, 1]
-    dz = x[j, 2] - x[i, 2]
-    d = math.sqrt(dx * dx + dy * dy + dz * dz)
-    ws = w[i] + w[j]
-    if d < 1e-12 or ws <= 0.0:
-        return
-    lam = -(d - rest) / (ws + alpha_tilde)
-    s = lam / d
-    x[i, 0] -= w[i] * s * dx
-    x[i, 1] -= w[i] * s * dy
-    x[i, 2] -= w[i] * s * dz
-    x[j, 0] += w[j] * s * dx
-    x[j, 1] += w[j] * s * dy
-    x[j, 2] += w[j] * s * dz
+# The stretch and bending sweeps are chains (each constraint moves the particle the next one reads), so their
+# speed is the latency of one projection: the shared particle stays in registers from one constraint to the next
+# and each projection takes one square root and one division, s = (rest - d) / ((w_i + w_j + alpha) d).
+
+
+@nb.njit(nogil=True, cache=True)
+def _stretch_forward(x, w, rest, alpha):
+    """Distance constraints (i, i + 1) for i = 0, 1, ..., n - 2 in order."""
+    n = x.shape[0]
+    px, py, pz, wp = x[0, 0], x[0, 1], x[0, 2], w[0]
+    for i in range(n - 1):
+        qx, qy, qz, wq = x[i + 1, 0], x[i + 1, 1], x[i + 1, 2], w[i + 1]
+        dx, dy, dz = qx - px, qy - py, qz - pz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+        ws = wp + wq
+        if d >= 1e-12 and ws > 0.0:
+            s = (rest - d) / ((ws + alpha) * d)
+            px, py, pz = px - wp * s * dx, py - wp * s * dy, pz - wp * s * dz
+            qx, qy, qz = qx + wq * s * dx, qy + wq * s * dy, qz + wq * s * dz
+        x[i, 0], x[i, 1], x[i, 2] = px, py, pz
+        px, py, pz, wp = qx, qy, qz, wq
+    x[n - 1, 0], x[n - 1, 1], x[n - 1, 2] = px, py, pz
+
+
+@nb.njit(nogil=True, cache=True)
+def _stretch_backward(x, w, rest, alpha):
+    """Distance constraints (i, i + 1) for i = n - 2, ..., 0 in order."""
+    n = x.shape[0]
+    qx, qy, qz, wq = x[n - 1, 0], x[n - 1, 1], x[n - 1, 2], w[n - 1]
+    for i in range(n - 2, -1, -1):
+        px, py, pz, wp = x[i, 0], x[i, 1], x[i, 2], w[i]
+        dx, dy, dz = qx - px, qy - py, qz - pz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+        ws = wp + wq
+        if d >= 1e-12 and ws > 0.0:
+            s = (rest - d) / ((ws + alpha) * d)
+            px, py, pz = px - wp * s * dx, py - wp * s * dy, pz - wp * s * dz
+            qx, qy, qz = qx + wq * s * dx, qy + wq * s * dy, qz + wq * s * dz
+        x[i + 1, 0], x[i + 1, 1], x[i + 1, 2] = qx, qy, qz
+        qx, qy, qz, wq = px, py, pz, wp
+    x[0, 0], x[0, 1], x[0, 2] = qx, qy, qz
+
+
+@nb.njit(nogil=True, cache=True)
+def _bend_backward(x, w, rest, alpha):
+    """Distance constraints (i, i + 2) for i = n - 3, ..., 0 in order (two interleaved chains: x[i + 2] and
+    x[i + 1] are carried)."""
+    n = x.shape[0]
+    ax, ay, az, wa = x[n - 1, 0], x[n - 1, 1], x[n - 1, 2], w[n - 1]  # x[i + 2]
+    bx, by, bz, wb = x[n - 2, 0], x[n - 2, 1], x[n - 2, 2], w[n - 2]  # x[i + 1]
+    for i in range(n - 3, -1, -1):
+        px, py, pz, wp = x[i, 0], x[i, 1], x[i, 2], w[i]
+        dx, dy, dz = ax - px, ay - py, az - pz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+        ws = wp + wa
+        if d >= 1e-12 and ws > 0.0:
+            s = (rest - d) / ((ws + alpha) * d)
+            px, py, pz = px - wp * s * dx, py - wp * s * dy, pz - wp * s * dz
+            ax, ay, az = ax + wa * s * dx, ay + wa * s * dy, az + wa * s * dz
+        x[i + 2, 0], x[i + 2, 1], x[i + 2, 2] = ax, ay, az
+        ax, ay, az, wa = bx, by, bz, wb
+        bx, by, bz, wb = px, py, pz, wp
+    x[1, 0], x[1, 1], x[1, 2] = ax, ay, az
+    x[0, 0], x[0, 1], x[0, 2] = bx, by, bz
 
 
 @nb.njit(nogil=True, cache=True)
@@ -557,6 +672,31 @@ def simulate_thread(
         g = c_geo[e]
         c_d00[e] = g[6] * g[6] + g[7] * g[7] + g[8] * g[8]
         c_d11[e] = g[9] * g[9] + g[10] * g[10] + g[11] * g[11]
+    # How far each particle must move from where it starts the frame before a candidate triangle can touch it
+    # (out of the plane into the contact band, or in the plane into the triangle's circle): until it has, the
+    # test is skipped, as it could only fail. Squared; below zero: always tested.
+    c_far2 = np.full(m_c, -1.0)
+    for i in range(n):
+        for e in range(c_start[i], c_start[i + 1]):
+            g = c_geo[e]
+            if g[13] == 0.0:
+                continue
+            nx, ny, nz = g[3], g[4], g[5]
+            rx, ry, rz = x[i, 0] - g[0], x[i, 1] - g[1], x[i, 2] - g[2]
+            dist = rx * nx + ry * ny + rz * nz
+            band = max(dist - radius, -2.0 * seg - dist)
+            # the triangle's centre and circle radius, the particle's projection's distance from the centre
+            mx = (g[6] + g[9]) / 3.0
+            my = (g[7] + g[10]) / 3.0
+            mz = (g[8] + g[11]) / 3.0
+            r2 = max(mx * mx + my * my + mz * mz, (g[6] - mx) ** 2 + (g[7] - my) ** 2 + (g[8] - mz) ** 2,
+                     (g[9] - mx) ** 2 + (g[10] - my) ** 2 + (g[11] - mz) ** 2)  # fmt: skip
+            px, py, pz = rx - dist * nx - mx, ry - dist * ny - my, rz - dist * nz - mz
+            lateral = math.sqrt(px * px + py * py + pz * pz) - math.sqrt(r2)
+            far = max(band, lateral) - SKIP_MARGIN
+            if far > 0.0:
+                c_far2[e] = far * far
+    x_start = x.copy()
     # Each capsule's axis and a bounding sphere (centre, radius) that rejects far particles at once.
     n_cap = cap_r.size
     cap_mid = np.empty((n_cap, 3))
@@ -605,17 +745,19 @@ def simulate_thread(
                     x[i, d] += wk[i] * (1.0 - t) * lam
                     x[i + 1, d] += wk[i + 1] * t * lam
             # Stretch and bending, swept forward then backward (an end's pull crosses the thread in one pass).
-            for i in range(n - 1):
-                _distance(x, wk, i, i + 1, seg, a_s)
-            for i in range(n - 3, -1, -1):
-                _distance(x, wk, i, i + 2, 2.0 * seg, a_b)
-            for i in range(n - 2, -1, -1):
-                _distance(x, wk, i, i + 1, seg, a_s)
+            _stretch_forward(x, wk, seg, a_s)
+            _bend_backward(x, wk, 2.0 * seg, a_b)
+            _stretch_backward(x, wk, seg, a_s)
             # The tissue surface (one way), near triangles only, for particles outside the tissue.
             for i in range(n):
-                if wk[i] <= 0.0 or inside[i]:
+                if wk[i] <= 0.0 or inside[i] or c_start[i + 1] == c_start[i]:
                     continue
+                moved2 = (
+                    (x[i, 0] - x_start[i, 0]) ** 2 + (x[i, 1] - x_start[i, 1]) ** 2 + (x[i, 2] - x_start[i, 2]) ** 2
+                )
                 for e in range(c_start[i], c_start[i + 1]):
+                    if moved2 < c_far2[e]:
+                        continue
                     g = c_geo[e]
                     if g[13] == 0.0:
                         continue

@@ -41,7 +41,14 @@ from netcode.messaging.peers import ClientChannels
 from netcode.protocol.poses import IDENTITY, RigidPose
 from netcode.sync.snapshot import SnapshotError
 from netcode.sync.snapshot_decode import SnapshotDecoder
-from netcode.thin_client.client import SNAPSHOT_MESSAGES, SnapshotDecoding, ThinClient, ThinClientConfig
+from netcode.sync.thread_polyline import ThreadError, read_thread_header
+from netcode.thin_client.client import (
+    SNAPSHOT_MESSAGES,
+    THREAD_MESSAGES,
+    SnapshotDecoding,
+    ThinClient,
+    ThinClientConfig,
+)
 from netcode.transport.address import Address
 from netcode.transport.client import ClientCore, ClientState
 from rehearsal.wire import DEVICE_OF_HAND, DEVICE_RIGHT, REHEARSAL_REGISTRY, to_wire_quat
@@ -177,9 +184,12 @@ class Headset:
     messages (``ThinClient.on_snapshot_message``) into its snapshot decoder (``decoder``, a ``SnapshotDecoder``
     unless another is given) and from there into its interpolation buffers; input acks, grasps and releases
     (``ThinClient.dispatch``) into its input sender and clock sync and its held-tissue prediction. ``send_pose``
-    tracks a frame through it (the redundant input packet); ``flush`` sends its ``snap_ack``. The bot's own
-    instruments (the welcome's ``hands``) are its own objects, so ``client.render_state`` draws them tracked.
-    Beside that it keeps a log of what arrived (messages by type, event kinds, bytes, snapshot times).
+    tracks a frame through it (the redundant input packet); ``flush`` sends its ``snap_ack``. A room's suture
+    (``snap_suture``, ``snap_thread``, SNAPSHOT.md section 6) goes to the thin client's thread decoder, and
+    ``flush`` sends its ``thread_ack`` too, so the server sends the bot deltas of the thread, as to a headset.
+    The bot's own instruments (the welcome's ``hands``) are its own objects, so ``client.render_state`` draws
+    them tracked. Beside that it keeps a log of what arrived (messages by type, event kinds, bytes, snapshot
+    times, thread frames full and delta).
     """
 
     def __init__(
@@ -207,6 +217,8 @@ class Headset:
         self.snapshot_errors = 0
         self.undecoded = 0  # deliveries the registry could not decode (the server must never send one)
         self.snapshot_times: list[float] = []  # server_time of each applied snapshot (last 256)
+        self.thread_frames: Counter[str] = Counter()  # snap_thread payloads: "full", "delta", "invalid"
+        self.thread_bytes: Counter[str] = Counter()  # their payloads' bytes, by the same kinds
         self.bytes_received = 0
         self.bytes_sent = 0
         # hooks for a client model riding on this bot (e.g. a second ThinClient in a test)
@@ -258,6 +270,11 @@ class Headset:
             self._snapshot_message(delivery.data)
             if message.type == "snapshot":
                 return  # counted (snapshots_applied, snapshot_times), not kept: 60 a second
+        elif message.type in THREAD_MESSAGES:
+            self.client.dispatch(delivery, time.monotonic())  # a bad one is counted in client.dropped
+            if message.type == "snap_thread":
+                self._count_thread(message.fields["data"])
+                return  # counted (thread_frames, thread_bytes), not kept: 60 a second
         kept = self.messages[message.type]
         kept.append(message.fields)
         self.messages_kept += 1
@@ -283,6 +300,15 @@ class Headset:
             self.snapshot_times.extend(s.server_time for s in applied)
             if len(self.snapshot_times) > 512:
                 del self.snapshot_times[:-256]
+
+    def _count_thread(self, data: bytes) -> None:
+        """A snap_thread payload: full (age 0) or a delta against a version the bot acknowledged."""
+        try:
+            kind = "delta" if read_thread_header(data).age else "full"
+        except ThreadError:
+            kind = "invalid"
+        self.thread_frames[kind] += 1
+        self.thread_bytes[kind] += len(data)
 
     def _own_hands(self, hands: dict) -> None:
         """The welcome's instruments (hand -> snapshot object id) whose device we track are our own objects."""
@@ -310,10 +336,11 @@ class Headset:
         return 1000
 
     def flush(self, now: float) -> None:
-        """The ``snap_ack`` of what arrived since the last flush, keep-alives and timeouts, then every due
-        packet of the channels."""
+        """The ``snap_ack`` and ``thread_ack`` (or a thread resync) of what arrived since the last flush,
+        keep-alives and timeouts, then every due packet of the channels."""
         if self.connected:
             self.client.send_snapshot_ack(self.channels)
+            self.client.send_thread_ack(self.channels)
         self.core.update(now)
         self.channels.update(now)
 

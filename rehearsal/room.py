@@ -15,24 +15,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from physics import Control, InstrumentInput, Model, Solver, StepReport, new_state
-from physics.instruments import SPECS, InstrumentSpec, Kind, matrix_to_quat, quat_to_matrix
+from physics.instruments import SPECS, InstrumentSpec, Kind
 from physics.model import inverted_tets
 from physics.pose_guard import PoseLimits
 from physics.solver import Event
 from physics.state import InstrumentState, State
-from physics.suturing import Suturing, is_hold
+from physics.suturing import Suturing
 from rehearsal.complications import ComplicationError, Complications
 from rehearsal.fixtures import FixtureEnforcer
 from rehearsal.hands import HANDS, instrument_holder, instrument_id
 from rehearsal.identity import Identity
 from rehearsal.lifecycle import RoomState, TransitionError, simulates, transition
 from rehearsal.mentor_commands import MentorCommands
-from rehearsal.procedure import Procedure, placed_stitches
+from rehearsal.procedure import Procedure
 from rehearsal.recording import Recorder
 from rehearsal.requests import DRIVING_ROLES, Participant, Refusal, finite_vector
 from rehearsal.response_model import probe_response
 from rehearsal.results_store import SessionResult
 from rehearsal.roles import Action, decide
+from rehearsal.room_suturing import RoomSuturing
 from rehearsal.scenario import Scenario, build_world
 from rehearsal.skill_metrics import InstrumentSample, SkillTracker
 
@@ -44,55 +45,6 @@ MAX_ANNOTATIONS = 64
 # Network jitter, and a burst of redundant samples in one packet after a loss: the claimed time between two
 # samples may exceed the server's time between receiving them by this much, no more (the speed limit's clock).
 RECEIVE_GAP_SLACK = 0.1
-# How a loaded needle sits in the needle driver's jaws (the driver's frame: hinge at the origin, jaws along +z,
-# opening in x-z): the needle's plane across the shaft (its axis along the shaft, so turning the driver about its
-# shaft drives the needle along its arc), the tail held between the jaws NEEDLE_GRIP_DEPTH past the hinge, the
-# wire across the jaws (along y). A pose for a needle driver holding the needle at (p, R) is
-# ``driver_pose_for_needle``'s.
-NEEDLE_GRIP_DEPTH = 0.005  # m
-# Physics events of the needle and thread the room passes on to everyone as room events (under these names).
-SUTURE_EVENTS = {
-    "puncture": "puncture",
-    "needle_exit": "needle_exit",
-    "stitch": "stitch_placed",
-    "knot_tied": "knot_tied",
-    "needle_grasp": "needle_grasp",
-    "needle_release": "needle_release",
-    "needle_withdrawn": "needle_withdrawn",
-    "tear": "suture_tear",
-}
-
-
-def needle_pose_in_driver(radius: float, position, orientation) -> tuple[np.ndarray, np.ndarray]:
-    """The pose (centre, quaternion w-x-y-z) of a needle of this arc radius held in a needle driver at the
-    given hinge pose, in the room's grip (``NEEDLE_GRIP_DEPTH``): the needle frame is the driver's, its tail
-    on the jaws' axis, its centre ``radius`` to the driver's -x."""
-    R = quat_to_matrix(np.asarray(orientation, dtype=np.float64) / np.linalg.norm(orientation))
-    centre = np.asarray(position, dtype=np.float64) + R @ np.array([-radius, 0.0, NEEDLE_GRIP_DEPTH])
-    return centre, matrix_to_quat(R)
-
-
-def driver_pose_for_needle(radius: float, centre, rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The needle driver's hinge pose (position, quaternion w-x-y-z) that holds a needle of this radius with
-    its centre at ``centre`` and its frame turned by the 3x3 ``rotation``, in the room's grip (for bots,
-    scripts and tests that drive a needle along its arc)."""
-    R = np.asarray(rotation, dtype=np.float64)
-    return np.asarray(centre, dtype=np.float64) - R @ np.array([-radius, 0.0, NEEDLE_GRIP_DEPTH]), matrix_to_quat(R)
-
-
-def _plain(detail: dict) -> dict:
-    """A physics event's data as plain msgpack-able values (numbers, strings, lists), at most 24 keys."""
-    out: dict = {}
-    for key, value in list(detail.items())[:24]:
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        elif isinstance(value, np.generic):
-            value = value.item()
-        if value is None or isinstance(value, bool | int | float | str):
-            out[str(key)] = value
-        elif isinstance(value, list | tuple) and len(value) <= 64:
-            out[str(key)] = [v if isinstance(v, int | float | str | list) else str(v) for v in value]
-    return out
 
 
 class RoomFullError(ValueError):
@@ -166,9 +118,9 @@ class Room(MentorCommands):
         self._fixture_contact: dict[int, tuple[bool, float | None]] = {}  # instrument -> (touching, deviation)
         self._energy_cut: set[int] = set()  # instruments whose pressed pedal a no-energy zone cut last tick
         # the scenario's needle and thread (None without a [suture] section): stepped around the solver in advance()
-        self.suturing: Suturing | None = self._new_suturing()
-        self._suture_epoch = self.model.epoch
-        self._knots: list[dict] = []  # this tick's knot_tied data, for the procedure
+        # (its room side, loading and events: rehearsal.room_suturing)
+        self._sutures = RoomSuturing(scenario)
+        self.suturing: Suturing | None = self._sutures.new(self.model, self.physics)
         self.state = transition(self.state, RoomState.LOBBY)
 
     # --- people ------------------------------------------------------------------------------------------
@@ -471,19 +423,19 @@ class Room(MentorCommands):
             self._solver = Solver(self.model, mode=self.scenario.solver)
         stepped = control
         if self.suturing is not None:
-            self._refresh_suturing(control)
+            self.suturing = self._sutures.refresh(self.suturing, self.model, self.physics, control)
             stepped = Control([*control.instruments, *self.suturing.inputs()])
             self.suturing.before_step(self.physics)
         report = self._solver.step(self.physics, stepped, dt, substeps)
         self.frame += 1
         self.elapsed += dt
-        self._knots = []
+        knots: list[dict] = []
         if self.suturing is not None:
             self._suture_events(self.suturing.after_step(self.model, self.physics, report, dt))
+            knots = self._sutures.knots  # this tick's knot_tied data, for the procedure
         self._count_solver_health(report)
         self._observe_skills(control, report)
         self._probe_new_grasps(report, dt, substeps)
-        knots, self._knots = self._knots, []
         for s in self.procedure.evaluate(self.model, self.physics, self.elapsed, self.suturing, knots):
             self._events.append(RoomEvent(STEP_EVENTS[s.status], s.to_dict(), instrument=s.by))
             if s.status == "violated" and s.by is not None:
@@ -494,118 +446,15 @@ class Room(MentorCommands):
 
     # --- suturing ----------------------------------------------------------------------------------------
 
-    def _new_suturing(self, holder: int | None = None) -> Suturing | None:
-        """The scenario's needle and thread in this world: in the jaws of ``holder`` (a needle driver's physics
-        id, placed in its grip) or lying at the scenario's position (default: 3 cm above the tissue's middle)."""
-        suture = self.scenario.suture
-        if suture is None:
-            return None
-        if holder is not None and holder in self.physics.instruments:
-            inst = self.physics.instruments[holder]
-            position, orientation = needle_pose_in_driver(suture.needle.radius, inst.position, inst.orientation)
-        else:
-            holder = None
-            rest = self.model.rest_positions
-            top = np.array([*(0.5 * (rest.min(axis=0) + rest.max(axis=0)))])
-            top[1] = rest[:, 1].max() + 0.03
-            position = np.asarray(suture.needle_position if suture.needle_position is not None else top, float)
-            orientation = np.array([1.0, 0.0, 0.0, 0.0])
-        return Suturing(self.model, suture.needle, suture.thread, position, orientation, holder=holder)
-
     def restore_suturing(self, suturing: Suturing | None) -> None:
         """A checkpoint's needle and thread, for the world it restored into ``self.model`` (None: the scenario's
         needle anew, for a checkpoint written before the room had one)."""
-        self.suturing = suturing if suturing is not None or self.scenario.suture is None else self._new_suturing()
-        self._suture_epoch = self.model.epoch
-
-    def _needle_untouched(self) -> bool:
-        """The needle has done nothing yet: no pass, no stitch, nothing threaded (it may be made anew)."""
-        s = self.suturing
-        return s is not None and not s.needle.punctured and not s.needle.passes and not s.thread.slides
-
-    def _refresh_suturing(self, control: Control) -> None:
-        """Before a step: load the needle into the [suture] hand's needle driver once it is in the world, and
-        after a topology change (a split cut adds vertices) give the needle tables of the new mesh."""
-        suture = self.scenario.suture
-        needle = self.suturing.needle
-        if suture is not None and suture.loaded and needle.holder is None and self._needle_untouched():
-            for command in control.instruments:
-                held = not is_hold(command.id) and instrument_holder(command.id)[1] == suture.hand
-                if held and command.spec.kind is Kind.NEEDLE_DRIVER and command.id in self.physics.instruments:
-                    self.suturing = self._new_suturing(command.id)
-                    self._suture_epoch = self.model.epoch
-                    return
-        if self.model.epoch != self._suture_epoch and not needle.punctured:  # mid-pass: once it is out again
-            self.suturing = self._renewed_needle()
-            self._suture_epoch = self.model.epoch
-
-    def _renewed_needle(self) -> Suturing:
-        """The same needle (pose, holder, grip, stitches, trauma) and the same thread, built on the current
-        model: the needle keeps per-vertex tables of the mesh it was made on."""
-        old = self.suturing
-        needle = old.needle
-        new = Suturing(self.model, needle.spec, old.thread.spec, needle.position.copy(), needle.orientation,
-                       holder=needle.holder)  # fmt: skip
-        new.thread = old.thread
-        new.tears = old.tears
-        new.needle.passes = needle.passes
-        new.needle.peak_force, new.needle.tears = needle.peak_force, needle.tears
-        return new
+        self.suturing = self._sutures.restored(suturing, self.model, self.physics)
 
     def _suture_events(self, events: list[Event]) -> None:
         """The needle's and thread's events as room events (the reliable path), scored for the holder."""
-        needle = self.suturing.needle
-        holder = needle.holder
-        if holder is not None and not is_hold(holder):
-            self.skills.note_needle_force(*instrument_holder(holder), max(float(np.linalg.norm(needle.force)),
-                                                                          float(needle.tip_force)))  # fmt: skip
-        for event in events:
-            self.counters[f"suture_{event.kind}"] += 1  # every kind, by its physics name
-            kind = SUTURE_EVENTS.get(event.kind)
-            if kind is None:
-                continue
-            by = event.instrument if event.instrument is not None and not is_hold(event.instrument) else holder
-            who = instrument_holder(by) if by is not None and not is_hold(by) else None
-            detail = _plain(event.detail)
-            if event.kind == "puncture" and who is not None:
-                self.skills.note_puncture(*who, self.elapsed)
-            elif event.kind == "stitch":
-                detail.update(self._score_stitch(int(event.detail.get("index", -1)), who))
-            elif event.kind == "knot_tied":
-                self._knots.append(detail)
-            elif event.kind == "tear" and who is not None:
-                self.skills.note_suture_tear(*who)
-            self._events.append(RoomEvent(kind, detail, by=None if who is None else who[0], instrument=by))
-
-    def _score_stitch(self, index: int, who: tuple[int, str] | None) -> dict:
-        """The stitch a pass placed (or its first bite across a wound), against the marked targets: the nearest
-        one and its errors (mm), for the event and the holder's skill metrics."""
-        stitches, pending = placed_stitches(self.suturing.needle.passes, self.scenario.suture.targets)
-        if pending == index:
-            return {"bite": "first"}  # out into the wound: the next pass completes the stitch
-        stitch = next((s for s in stitches if s.passes[-1] == index), None)
-        if stitch is None:
-            return {}
-        out: dict = {
-            "passes": list(stitch.passes),
-            "entry_rest": stitch.entry.tolist(),
-            "exit_rest": stitch.exit.tolist(),
-        }
-        target = stitch.target
-        if target is not None:
-            out.update(target=target.id, entry_error_mm=stitch.entry_error * 1e3, exit_error_mm=stitch.exit_error * 1e3)
-        if who is not None:
-            record = self.skills.note_stitch(
-                *who,
-                self.elapsed,
-                None if target is None else target.id,
-                None if target is None else stitch.entry_error,
-                None if target is None else stitch.exit_error,
-                None if target is None else target.tolerance,
-            )
-            if record is not None:
-                out.update(passed=record["passed"], time_s=record["time_s"])
-        return out
+        for news in self._sutures.news(self.suturing, events, self.elapsed, self.skills, self.counters):
+            self._events.append(RoomEvent(news.kind, news.detail, by=news.by, instrument=news.instrument))
 
     def _count_solver_health(self, report: StepReport) -> None:
         """Solver health for ops (kept across resets): speed clamps and non-finite resets every step, and
@@ -682,8 +531,7 @@ class Room(MentorCommands):
                 self.physics = new_state(self.model)
                 self.procedure = Procedure(self.scenario, self.model)
                 self.complications = Complications(self.scenario)
-                self.suturing = self._new_suturing()
-                self._suture_epoch = self.model.epoch
+                self.suturing = self._sutures.new(self.model, self.physics)
                 self._events.append(RoomEvent("world_reset", {}, by=by))
             else:
                 try:

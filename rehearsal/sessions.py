@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from netcode.sync.motion_bound import DEFAULT_MOVING_ERROR
 from netcode.sync.snapshot_codec import SnapshotServer
 from physics import StepReport
 from rehearsal.checkpoints import (
@@ -185,7 +186,8 @@ class Sessions:
     def _open_room(self, room: Room, scenario_name: str, created_at: float | None = None) -> LiveRoom:
         """The room's snapshot server, thread and ticker (not started), as a LiveRoom in ``rooms``."""
         session = room.session
-        sync = SnapshotServer(surface_layout(room), triangles=room.model.surface)
+        # moving patches within 0.5 mm, refined to the 0.1 mm bound once they settle (SNAPSHOT.md 4)
+        sync = SnapshotServer(surface_layout(room), triangles=room.model.surface, moving_error=DEFAULT_MOVING_ERROR)
         pool = RoomThread(self.reactor, f"room-{session}", nice=ROOM_THREAD_NICE)
         pool.start()
         ticker = RoomTicker(

@@ -17,8 +17,11 @@ on the reactor when ``on_report`` runs (``take_prepared``). Either failing costs
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -35,6 +38,10 @@ from rehearsal.room import Room
 
 # Physics may use this share of a tick; the rest is for the network, snapshots and everything else.
 PHYSICS_SHARE = 0.6
+# The GIL switch interval of a process that runs room threads (CPython's default is 5 ms). A room thread takes the
+# GIL back a dozen times a step (after its physics kernel and each snapshot encode, all nogil); while the reactor
+# runs Python it waits up to this long each time before CPython makes the reactor let go.
+ROOM_SWITCH_INTERVAL = 0.001
 
 
 @dataclass
@@ -103,7 +110,9 @@ class RoomThread:
         return self._thread is not None
 
     def start(self) -> None:
-        """Start the thread (idempotent)."""
+        """Start the thread (idempotent); the process's GIL switch interval becomes at most ROOM_SWITCH_INTERVAL."""
+        if sys.getswitchinterval() > ROOM_SWITCH_INTERVAL:
+            sys.setswitchinterval(ROOM_SWITCH_INTERVAL)
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
             self._thread.start()
@@ -125,6 +134,7 @@ class RoomThread:
             thread.join(timeout)
 
     def _work(self) -> None:
+        name_os_thread(self.name)
         if self.nice:
             with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's own nice value
                 base = os.getpriority(os.PRIO_PROCESS, 0)
@@ -142,6 +152,35 @@ class RoomThread:
             self.reactor.callFromThread(d.callback, result)
 
 
+_PR_SET_NAME = 15
+_libc: ctypes.CDLL | None = None
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` in the OS too (Linux: its first 15 bytes), so ``top -H``, ``/proc`` and the
+    load test's per-thread figures tell room threads apart. Silently nothing where prctl is not there."""
+    global _libc
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode("utf-8", "replace")[:15]), 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Where one step's hand-back time went (seconds): waiting for the room's thread to take it (``queued``),
+    ``Room.advance`` (wall and the thread's own CPU time), ``after_step`` (wall and CPU), and waiting for the
+    reactor to take the result back (``returned``). Wall well above CPU is time the thread was runnable but had
+    no core, or waited for the GIL: what the load test's per-thread scheduler figures tell apart."""
+
+    queued: float = 0.0
+    advance: float = 0.0
+    advance_cpu: float = 0.0
+    after: float = 0.0
+    after_cpu: float = 0.0
+    returned: float = 0.0
+
+
 @dataclass
 class TickStats:
     """Counts and recent durations. A tick's duration runs from handing the step to the room's thread
@@ -153,6 +192,7 @@ class TickStats:
     overruns: int = 0
     last_step_seconds: float = 0.0
     last_handback_seconds: float = 0.0  # from handing the step to the room's thread until the reactor has it back
+    last_timing: StepTiming = field(default_factory=StepTiming)  # the parts of the last hand-back
     step_seconds: deque = field(default_factory=lambda: deque(maxlen=600))  # the last 10 s at 60 Hz
     step_seconds_sum: float = 0.0  # over every step since the start
     timed_ticks: int = 0  # ticks that ran a step (and so have a duration)
@@ -228,22 +268,25 @@ class RoomTicker:
                 context = self.before_step()
             except Exception:  # the step goes on without the prepared work
                 self.room.counters["before_step_failed"] += 1
-        d = self._run(self._advance, self.dt, substeps, control, context)
+        d = self._run(self._advance, self.dt, substeps, control, context, started)
         d.addCallback(self._done, started)
         d.addErrback(self._failed)
 
     def _advance(
-        self, dt: float, substeps: int, control, context: object = None
-    ) -> tuple[StepReport | None, float, object]:
-        """On the room's thread: the step, how long it took there (not counting ``after_step`` nor the wait
-        for the reactor to take the result back: the governor must judge physics, not a busy network thread),
-        and ``after_step``'s result. The first call sets how many threads its physics uses."""
+        self, dt: float, substeps: int, control, context: object = None, handed: float | None = None
+    ) -> tuple[StepReport | None, tuple[float, ...], object]:
+        """On the room's thread: the step, its timing (``advance``: how long the step took there, not counting
+        ``after_step`` nor the wait for the reactor to take the result back: the governor must judge physics,
+        not a busy network thread; the rest for ``StepTiming``), and ``after_step``'s result. ``handed``: when
+        the tick handed it over (``self.clock()``). The first call sets how many threads its physics uses."""
         if not self._threads_set:
             solver_threads(self.physics_threads)
             self._threads_set = True
         began = self.clock()
+        cpu0 = time.thread_time()
         report = self.room.advance(dt, substeps, control)
-        elapsed = self.clock() - began
+        cpu1 = time.thread_time()
+        advanced = self.clock()
         prepared = None
         after = self.after_step
         if after is not None and context is not None:
@@ -251,7 +294,9 @@ class RoomTicker:
                 prepared = after(report, context)
             except Exception:  # the reactor does the work itself this tick
                 self.room.counters["after_step_failed"] += 1
-        return report, elapsed, prepared
+        queued = 0.0 if handed is None else began - handed
+        timing = (advanced - began, queued, cpu1 - cpu0, self.clock() - advanced, time.thread_time() - cpu1)
+        return report, (*timing, self.clock()), prepared
 
     @property
     def running(self) -> bool:
@@ -267,10 +312,13 @@ class RoomTicker:
         prepared, self.prepared = self.prepared, None
         return prepared
 
-    def _done(self, result: tuple[StepReport | None, float, object], started: float) -> None:
+    def _done(self, result: tuple[StepReport | None, tuple[float, ...], object], started: float) -> None:
         self._busy = False
-        report, elapsed, self.prepared = result
-        self.stats.last_handback_seconds = self.clock() - started
+        report, timing, self.prepared = result
+        now = self.clock()
+        elapsed, queued, advance_cpu, after, after_cpu, finished = timing
+        self.stats.last_handback_seconds = now - started
+        self.stats.last_timing = StepTiming(queued, elapsed, advance_cpu, after, after_cpu, now - finished)
         if report is not None:
             self.stats.steps += 1
             self.stats.last_step_seconds = elapsed

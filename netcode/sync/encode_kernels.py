@@ -399,11 +399,11 @@ def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> boo
 
 @_jit
 def patch_weights(
-    x, origin, step, max_error, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
-):
+    x, origin, step, bounds, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
+):  # fmt: skip
     """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
-    it arrives), is off the truth ``x`` by more than the bound (``pending``), the priority weight this frame,
-    and the age code; returns (pending, weights, codes).
+    it arrives), is off the truth ``x`` by more than the patch's bound ``bounds[p]`` (``pending``), the
+    priority weight this frame, and the age code; returns (pending, weights, codes).
 
     The change is measured in steps of the worst coordinate, against the acked version, or against the
     version last sent when that one is off too (it was sent, is not acked yet, and is already stale).
@@ -418,6 +418,7 @@ def patch_weights(
     weights = np.zeros(n_p)
     ages = np.zeros(n_p, np.int64)
     for p in range(n_p):
+        max_error = bounds[p]
         ma = 0.0
         ms = 0.0
         for i in range(offsets[p], offsets[p + 1]):
@@ -564,12 +565,37 @@ def carried_ages(seq, acked_seq_old, sources, out_ages, offsets, out_bits):
 
 
 @_jit
+def _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, carry_bits, first):
+    """Exact bits of patch ``p``'s entry with block ``d[offsets[p]:offsets[p + 1]]`` (planned into ``plans[p]``)
+    inserted between the chosen patches a < p < b (ids are written ascending; the age and block header are
+    coded relative to the previous entry's)."""
+    n_p = len(offsets) - 1
+    s = offsets[p]
+    e = offsets[p + 1]
+    body = block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p]) - HEADER_BITS
+    a = p - 1
+    while a >= 0 and not sent[a]:
+        a -= 1
+    b = p + 1
+    while b < n_p and not sent[b]:
+        b += 1
+    age = ages[p]
+    age_a = ages[a] if a >= 0 else -1
+    plan_a = plans[a] if a >= 0 else first
+    bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a, carry_bits[p]) + body
+    if b < n_p:
+        bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p], carry_bits[b])
+        bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a, carry_bits[b])
+    return bits
+
+
+@_jit
 def encode_patch_records(
     q,
     x,
     origin,
     step,
-    max_error,
+    bounds,
     acked,
     ages,
     offsets,
@@ -590,6 +616,8 @@ def encode_patch_records(
 ):
     """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
     returns (position, patches written). Writes nothing if none fits.
+
+    Deltas are chosen within each patch's bound ``bounds[p]`` (coarser while it moves, ``MotionBound``).
 
     Patches are chosen in ``order`` (priority), each costed exactly for its place among the chosen ones,
     then written in ascending id order (ids as gaps, mostly 1 bit). ``ages`` holds age *codes*: a patch
@@ -622,26 +650,12 @@ def encode_patch_records(
                 for a in range(3):
                     d[i, a] = q[i, a] - acked[i, a]
         elif age > 0:
-            choose_delta(x, q, acked, origin, step, max_error, s, e - s, d[s:e])
+            choose_delta(x, q, acked, origin, step, bounds[p], s, e - s, d[s:e])
         else:
             for i in range(s, e):
                 for a in range(3):
                     d[i, a] = q[i, a]
-        body = block_bits(d[s:e], dense[s:e], sparse[s:e], plans[p]) - HEADER_BITS
-        # exact cost of inserting p between the chosen patches a < p < b (ids are written ascending; the
-        # age and block header are coded relative to the previous entry's)
-        a = p - 1
-        while a >= 0 and not sent[a]:
-            a -= 1
-        b = p + 1
-        while b < n_p and not sent[b]:
-            b += 1
-        age_a = ages[a] if a >= 0 else -1
-        plan_a = plans[a] if a >= 0 else first
-        bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a, carry_bits[p]) + body
-        if b < n_p:
-            bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p], carry_bits[b])
-            bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a, carry_bits[b])
+        bits = _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, carry_bits, first)
         if used + bits > room:
             misfits += 1
             continue
@@ -726,7 +740,7 @@ def encode_client(
     centroids,
     origin,
     step,
-    max_error,
+    bounds,
     acked_q,
     sent_q,
     offsets,
@@ -748,7 +762,8 @@ def encode_client(
     """One client's rigid record (``encode_rigid``, at most ``limit - pos`` bytes) then patch record (patches
     up to ``patch_limit``) at ``out[pos:]``, in one compiled call (the GIL is released throughout): interest,
     patch weights, accumulators, carried ages after a cut (``use_carry``), the writers, the sent bookkeeping.
-    Returns (position, rigid objects sent, patches sent, sent patch ids, their rows, sent in full, skipped)."""
+    ``bounds`` (P,) is each patch's error bound this frame. Returns (position, rigid objects sent, patches
+    sent, sent patch ids, their rows, sent in full, skipped)."""
     n_rigid = 0
     if len(rigid_ids):
         pos, n_rigid = encode_rigid(
@@ -779,7 +794,7 @@ def encode_client(
         coded,
         origin,
         step,
-        max_error,
+        bounds,
         acked_q,
         sent_q,
         offsets,
@@ -810,7 +825,7 @@ def encode_client(
         coded,
         origin,
         step,
-        max_error,
+        bounds,
         acked_q,
         codes,
         offsets,

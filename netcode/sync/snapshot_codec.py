@@ -33,6 +33,9 @@ How it works (details and the byte layout in SNAPSHOT.md):
   versions are therefore its own; the server keeps the rows it sent per snapshot and makes them the
   baselines when acked. A patch is pending while the client's acked version is off the truth by more
   than the bound.
+* With ``moving_error`` (``motion_bound.py``; off by default) each patch's bound follows its motion: deltas
+  of a patch that moved within its last frames are chosen within ``moving_error`` and it is pending only
+  beyond that; once it stopped, its bound is ``max_error`` again and the next delta refines it.
 * Motion predictors (``motion_predictor.py``, ``add_predictor``): each frame a drive is fitted per
   predictor and sent in the drive record; everything above then works on ``u = x - P`` (the motion the
   predictors do not explain), and the decoder adds ``P`` back. Without predictors ``u`` is ``x``.
@@ -42,7 +45,11 @@ How it works (details and the byte layout in SNAPSHOT.md):
   watch) go first, then patches in accumulator order; a record that does not fit the remaining budget
   is skipped (a smaller one may still fit) and keeps accumulating. The chosen patches travel in one
   patch record, in id order.
-* The snapshot never exceeds the client's ``budget_bytes`` (nor one channel message).
+* The snapshot never exceeds the client's ``budget_bytes`` plus its *credit* (nor one channel message): a
+  client added with ``burst_bytes`` > 0 saves what its snapshots leave of their budget, up to that many
+  bytes, and a later snapshot may spend it (a token bucket: over any k frames at most k budgets plus
+  ``burst_bytes``), so that a patch whose full record is larger than one frame's budget is still sent.
+  Without it (the default) every snapshot is within ``budget_bytes``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ import numpy as np
 
 from netcode.sync.bitcode import PLAN_SIZE
 from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_client, rigid_acked, scatter_patches
+from netcode.sync.motion_bound import MotionBound
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
 from netcode.sync.priority import PriorityAccumulator
@@ -115,6 +123,7 @@ class QuantizedFrame:
     surface: np.ndarray  # (N, 3) int32 grid coordinates, layout order (full records)
     positions: np.ndarray  # (N, 3) float64 truth, layout order
     coded: np.ndarray  # (N, 3) float64 truth less the predicted motion (deltas are chosen within the bound of it)
+    bounds: np.ndarray  # (P,) float64 each patch's error bound this frame (MotionBound), less BOUND_MARGIN
     centroids: np.ndarray  # (P, 3) float64 patch centres (for interest)
     rigid_ids: np.ndarray  # (R,) int64
     rigid_kinds: np.ndarray  # (R,) int64
@@ -147,12 +156,18 @@ class ClientSync:
     n_patches: int
     budget_bytes: int | None = None
     resend_after: int = DEFAULT_RESEND_AFTER
+    burst_bytes: int = 0
+    """Unused budget a client may save for a later snapshot (0: each snapshot within ``budget_bytes``)."""
     focus: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         if self.budget_bytes is not None and self.budget_bytes < HEADER_SIZE:
             raise ValueError(f"budget_bytes must be at least the {HEADER_SIZE}-byte header")
+        if self.burst_bytes < 0:
+            raise ValueError("burst_bytes must not be negative")
+        self.credit = 0
+        """Budget bytes saved by earlier snapshots (at most ``burst_bytes``; kept across resets)."""
         self.reset(self.n_vertices, self.n_patches)
 
     def reset(self, n_vertices: int, n_patches: int) -> None:
@@ -235,9 +250,14 @@ class SnapshotServer:
         epoch: int = 1,
         triangles: np.ndarray | None = None,
         layout_edits: bool = True,
+        moving_error: float | None = None,
     ) -> None:
         layout.validate()
         self.config = config
+        self.motion = MotionBound(config.positions.max_error, moving_error)
+        """Each patch's error bound per frame: ``moving_error`` (``motion_bound.DEFAULT_MOVING_ERROR`` is the
+        one measured) while it moves, ``max_error`` once it settles (``motion_bound.py``; ``None``, the
+        default: always ``max_error``)."""
         self.layout_edits = layout_edits
         """Send a cut's layout as an edit (``kept_patches``) when patches kept their vertices (False: always a
         whole layout, for decoders that predate edits, SNAPSHOT.md 1)."""
@@ -316,6 +336,7 @@ class SnapshotServer:
         if kept is not None:
             stable[kept] = self._stable_since[kept]
         self._stable_since = stable
+        self.motion.remap(*self.layout.rows_of(layout.vertex_ids))
         self._carry_over(layout)
         self.epoch += 1
         self.layout = layout
@@ -370,10 +391,18 @@ class SnapshotServer:
 
     @_locked
     def add_client(
-        self, client_id: object, *, budget_bytes: int | None = None, resend_after: int = DEFAULT_RESEND_AFTER
+        self,
+        client_id: object,
+        *,
+        budget_bytes: int | None = None,
+        resend_after: int = DEFAULT_RESEND_AFTER,
+        burst_bytes: int = 0,
     ) -> ClientSync:
-        """Register a client with no baselines: it receives full records first, then deltas."""
-        client = ClientSync(self.layout.vertex_count, self.layout.patch_count, budget_bytes, resend_after)
+        """Register a client with no baselines: it receives full records first, then deltas. ``burst_bytes``:
+        the unused budget it may save for later snapshots (``ClientSync``; 0: none)."""
+        client = ClientSync(
+            self.layout.vertex_count, self.layout.patch_count, budget_bytes, resend_after, burst_bytes=burst_bytes
+        )
         self.clients[client_id] = client
         return client
 
@@ -419,6 +448,7 @@ class SnapshotServer:
             q = np.where(found[:, None], kept, q).astype(np.int32)
             self._carry = None
         self._q_prev = q
+        bounds = self.motion.update(coded, self._offsets) * (1 - BOUND_MARGIN)
         if self.layout.patch_count:
             centroids = np.add.reduceat(surface, self._offsets[:-1], axis=0) / self._sizes[:, None]
         else:
@@ -440,6 +470,7 @@ class SnapshotServer:
             q,
             surface,
             coded,
+            bounds,
             centroids,
             np.ascontiguousarray(rigid.ids, np.int64),
             np.ascontiguousarray(rigid.kinds, np.int64),
@@ -491,7 +522,8 @@ class SnapshotServer:
             raise RuntimeError("begin_frame first")
         self._apply_late_acks()
         c = self.clients[client_id]
-        limit = MAX_SNAPSHOT_BYTES if c.budget_bytes is None else min(c.budget_bytes, MAX_SNAPSHOT_BYTES)
+        budget = c.budget_bytes
+        limit = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
         seq = f.sequence
         headers = f.headers
         if not headers:  # once per frame: the header for 0 to 3 records
@@ -538,7 +570,7 @@ class SnapshotServer:
             f.centroids,
             self._origin,
             pq.grid,
-            pq.max_error * (1 - BOUND_MARGIN),
+            f.bounds,
             c.acked_q,
             c.sent_q,
             self._offsets,
@@ -572,6 +604,8 @@ class SnapshotServer:
         c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_slots, rigid_versions, full, self._sizes[sent_idx])
         while len(c.history) > HISTORY:
             c.history.popitem(last=False)
+        if budget is not None:
+            c.credit = max(0, min(c.burst_bytes, c.credit + budget - pos))
         c.stats["snapshots"] += 1
         c.stats["bytes"] += pos
         c.stats["skipped_patches"] += skipped

@@ -32,7 +32,8 @@ class RedisProcess:
         if path is None:
             raise RedisUnavailableError(f"{binary} not found: install Debian's redis-server package")
         self.binary = path
-        self.folder = Path(folder)
+        # absolute: redis-server changes into --dir before it opens --logfile, so a relative folder would not be found
+        self.folder = Path(folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port if port is not None else free_tcp_port()
         self.proc: subprocess.Popen | None = None

@@ -4,7 +4,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from loadtests.instrument import TickRecorder, read_ticks
+from loadtests.instrument import STEP_COLUMNS, TickRecorder, read_steps, read_ticks
+from loadtests.server import step_summary
+from rehearsal.ticking import StepTiming
 
 
 def test_tick_records_round_trip_through_the_tick_file(tmp_path):
@@ -26,3 +28,27 @@ def test_tick_records_round_trip_through_the_tick_file(tmp_path):
     np.testing.assert_allclose(ticks[:, 1], [0.005, 0.008, 0.008])  # hand-back + publishing
     assert ticks[:, 2].tolist() == [0.0, 1.0, 0.0]  # room numbers by first appearance
     np.testing.assert_allclose(ticks[:, 3], [0.001, 0.002, 0.003])
+
+
+def test_step_records_carry_the_tickers_timing_of_each_room(tmp_path):
+    timing = StepTiming(queued=0.001, advance=0.004, advance_cpu=0.003, after=0.002, after_cpu=0.001, returned=0.0005)
+    live = SimpleNamespace(ticker=SimpleNamespace(stats=SimpleNamespace(last_timing=timing)))
+    observers = []
+    server = SimpleNamespace(
+        add_tick_observer=observers.append,
+        reactor=SimpleNamespace(addSystemEventTrigger=lambda *_: None),
+        sessions=SimpleNamespace(rooms={"s-a": live}),
+    )
+    recorder = TickRecorder(tmp_path)
+    recorder.attach(server)
+    observers[0]("s-a", 0.008, 0.001)
+    observers[0]("s-gone", 0.008, 0.001)  # a room already closed: a tick record, no step record
+    recorder.flush()
+    steps = read_steps(tmp_path)
+    assert steps.shape == (1, len(STEP_COLUMNS)) and read_ticks(tmp_path).shape == (2, 4)
+    row = dict(zip(STEP_COLUMNS, steps[0].tolist(), strict=True))
+    assert row["room"] == 0.0
+    assert (row["queued"], row["advance"], row["advance_cpu"]) == (0.001, 0.004, 0.003)
+    assert (row["after"], row["after_cpu"], row["returned"]) == (0.002, 0.001, 0.0005)
+    summary = step_summary(steps)
+    assert summary["steps"] == 1 and summary["advance_stall"]["p50_ms"] == 1.0  # 4 ms wall, 3 ms CPU

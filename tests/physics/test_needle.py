@@ -3,9 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from physics import InstrumentInput
+from physics import InstrumentInput, Solver
 from physics.instruments import grasper, look_rotation, needle_driver, scissors
 from physics.needle import NeedleSpec, first_crossing, grip_region
+from physics.topology import split_along_faces
 from tests.physics.suture_setup import DRIVER, drive_stitch, make_bench
 
 
@@ -114,3 +115,119 @@ def test_first_crossing_finds_the_face_a_segment_enters():
     assert tri == 0 and t == pytest.approx(0.5)
     assert first_crossing(x, tris, np.array([0.2, 1.0, 0.2]), np.array([0.2, -1.0, 0.2]), 1)[0] == -1
     assert first_crossing(x, tris, np.array([2.0, 1.0, 0.2]), np.array([2.0, -1.0, 0.2]), -1)[0] == -1
+
+
+def test_a_bite_out_into_a_wound_ends_where_the_tip_goes_on_into_the_far_lip_without_shoving_it():
+    """Out of the near lip's wall into a slit, the tip crosses the gap into the far lip: that bite is a pass (its
+    tail not through yet, so the thread waits for it) and the far lip is punctured there; the lips stay put (the
+    tip used to run through the far lip unchecked, and the press after the pass shoved it aside by the tip's depth:
+    a 9 mm jump); turning on, the needle drags only the far lip's tissue, not the first bite's."""
+    from physics import Control, Solver, build_model, new_state
+    from physics.incision import slit
+    from physics.instruments import matrix_to_quat
+    from physics.materials import MUSCLE
+    from physics.needle import Needle
+    from physics.procedural import tissue_block, vertices_in_box
+    from physics.suture_thread import Thread, ThreadSpec
+    from tests.physics.suture_setup import DT, rot_z
+
+    inc = slit(tissue_block(size=(0.06, 0.02, 0.04), cells=(12, 4, 8)), 0.0, 0.01, (-0.015, 0.015), gape=0.002)
+    fixed = vertices_in_box(inc.mesh, (-np.inf, -np.inf, -np.inf), (np.inf, 1e-9, np.inf))
+    model = build_model(inc.mesh, [MUSCLE], fixed=fixed)
+    state, solver = new_state(model), Solver(model)
+    spec = NeedleSpec(radius=0.008)
+    h = math.sqrt(spec.radius**2 - 0.005**2)  # entry and exit 5 mm either side of the slit
+    centre = np.array([0.0, 0.02 + h, -0.005])
+    R0 = rot_z(math.pi + math.asin(h / spec.radius) - 0.02 - spec.arc_angle)
+    needle = Needle(spec, model, centre, matrix_to_quat(R0), holder=DRIVER)
+    thread = Thread(ThreadSpec(segments=30), needle.tail())
+    lips = np.concatenate([inc.left_edge, inc.right_edge])
+    alpha = lower = 0.0
+    kinds, worst, after = [], 0.0, 0
+    near = inc.left_edge[np.abs(model.rest_positions[inc.left_edge, 2] + 0.005) < 0.003]  # the first bite's lip
+    for _ in range(200):
+        if not needle.punctured and not needle.passes:
+            lower += 0.0002
+        else:
+            alpha += 0.02
+        R = rot_z(alpha) @ R0  # the driver's shaft along the needle's axis, its jaws on the tail (the room's grip)
+        p = centre - np.array([0.0, lower, 0.0]) + R @ np.array([spec.radius, 0.0, -0.005])
+        solver.step(state, Control([InstrumentInput(DRIVER, needle_driver(), p, matrix_to_quat(R))]), DT, 10)
+        events = needle.step(model, state, DT)
+        events += thread.step(model, state, needle, DT)
+        kinds += [(e.kind, e.detail.get("reentry", False), e.detail.get("side")) for e in events]
+        if needle.exit is None or not needle.passes:
+            worst = max(worst, float(np.linalg.norm(state.x[lips] - model.rest_positions[lips], axis=1).max()))
+        else:  # the needle turned on through the far lip: the first bite's tissue is not dragged along with it
+            after += 1
+            if after == 30:
+                break
+    assert [k for k in kinds if k[0] in ("puncture", "needle_exit", "stitch")] == [
+        ("puncture", False, None),
+        ("needle_exit", False, None),  # out of the near lip's wall, into the slit
+        ("stitch", True, None),  # the first bite, ended by the tip going on into the far lip
+        ("puncture", True, None),
+        ("needle_exit", False, None),  # out of the far lip's top
+    ]
+    first = needle.passes[0]
+    assert not first.tail_through and first.entry_rest[0] < -0.003 and abs(first.exit_rest[0]) < 0.0015
+    assert needle.entry is not None and abs(needle._entry_rest[0]) < 0.0015  # in at the far lip's wall
+    assert ("threaded", False, "entry") not in kinds  # the tail is still short of the first bite's entry
+    assert worst < 0.0015, f"a lip moved {worst * 1e3:.1f} mm during the pass"
+    left = float(np.linalg.norm(state.x[near] - model.rest_positions[near], axis=1).max())
+    assert after == 30 and left < 0.001, f"the first bite's lip was dragged {left * 1e3:.1f} mm"
+
+
+def _split_at_x(bench, x0: float, z_max: float) -> int:
+    """Open the block along the interior faces in the plane x = x0 (tets' centres z below z_max): a split cut
+    that adds vertices (a fresh solver for the new mesh, as after a cut). Returns how many were added."""
+    model = bench.model
+    centres = model.rest_positions[model.tets].mean(axis=1)
+    rows = []
+    for t in range(model.n_tets):
+        for f in range(4):
+            u = model.neighbour[t, f]
+            if u > t and (centres[t, 0] - x0) * (centres[u, 0] - x0) < 0 and centres[t, 2] < z_max:
+                rows.append((t, f))
+    n0 = model.n_vertices
+    split_along_faces(model, bench.state, np.array(rows, dtype=np.int64))
+    bench.solver = Solver(model)
+    return model.n_vertices - n0
+
+
+def test_a_needle_told_of_a_split_under_its_tip_punctures_the_new_surface_and_places_its_stitch():
+    bench = make_bench()
+    added = _split_at_x(bench, -0.01, 0.01)  # the side the tip presses (x = -7.7 mm) gets the new vertices
+    assert added > 0
+    bench.needle.notify_model_changed(bench.model)
+    events = drive_stitch(bench)
+    assert kinds(events).count("puncture") == 1 and "stitch" in kinds(events)
+    assert bench.needle.passes[0].entry.position(bench.state.x)[0] < bench.centre[0] - 0.004
+    assert np.isfinite(bench.state.x).all()
+
+
+def test_the_same_needle_keeps_its_pass_across_a_split_mid_pass():
+    bench = make_bench()
+    for _ in range(200):
+        bench.lower += 0.0002
+        bench.frame()
+        if bench.needle.punctured:
+            break
+    assert bench.needle.punctured
+    entry = bench.needle.entry
+    assert _split_at_x(bench, 0.015, 0.0) > 0  # a cut beside the pass
+    bench.needle.notify_model_changed(bench.model)
+    assert bench.needle.punctured and bench.needle.entry is entry and bench.needle.holder == DRIVER
+    events = drive_stitch(bench)
+    assert "puncture" not in kinds(events) and "stitch" in kinds(events)  # the same pass, completed
+    assert bench.needle.passes[0].entry is entry
+
+
+def test_a_needle_refuses_a_model_without_the_vertices_it_holds():
+    bench = make_bench()
+    events = drive_stitch(bench)
+    assert "stitch" in kinds(events)
+    small = make_bench(cells=(2, 2, 2)).model
+    with pytest.raises(ValueError, match="vertices"):
+        bench.needle.notify_model_changed(small)
+    assert bench.needle.passes  # unchanged

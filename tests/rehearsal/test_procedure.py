@@ -119,16 +119,16 @@ def suturing():
 def test_one_pass_or_two_bites_across_the_wound_make_a_stitch(suturing):
     targets = suturing.suture.targets
     first = suturing.suture.target("first")
-    through = _pass([-0.007, 0.02, -0.005], [0.008, 0.02, -0.0045])
+    through = _pass([-0.0045, 0.02, -0.005], [0.0055, 0.02, -0.0045])
     [stitch], pending = placed_stitches([through], targets)
     assert pending is None and stitch.passes == (0,) and stitch.target is first and stitch.on_target
     assert stitch.entry_error == pytest.approx(0.0005) and stitch.exit_error == pytest.approx(np.hypot(5e-4, 5e-4))
-    bite = _pass([-0.0075, 0.02, 0.005], [0.0, 0.015, 0.005])  # out into the wound
+    bite = _pass([-0.005, 0.02, 0.005], [0.0, 0.015, 0.005])  # out into the wound
     assert placed_stitches([bite], targets) == ([], 0)
-    stitches, pending = placed_stitches([bite, _pass([0.0005, 0.016, 0.005], [0.0074, 0.02, 0.0052])], targets)
+    stitches, pending = placed_stitches([bite, _pass([0.0005, 0.016, 0.005], [0.0049, 0.02, 0.0052])], targets)
     assert pending is None and [s.passes for s in stitches] == [(0, 1)] and stitches[0].target.id == "second"
     assert stitches[0].on_target
-    wide = _pass([-0.015, 0.02, -0.005], [0.015, 0.02, -0.005])  # 7.5 mm off at both ends: a stitch, off target
+    wide = _pass([-0.0125, 0.02, -0.005], [0.0125, 0.02, -0.005])  # 7.5 mm off at both ends: a stitch, off target
     [off], _ = placed_stitches([wide], targets)
     assert off.target is first and not off.on_target
 
@@ -137,12 +137,12 @@ def test_a_stitch_step_needs_its_target_and_each_stitch_counts_once(suturing):
     model = build_world(suturing)
     state, procedure = new_state(model), Procedure(suturing, model)
     assert procedure.evaluate(model, state, 0.1, _seam()) == []
-    wrong = _pass([-0.0075, 0.02, 0.005], [0.0075, 0.02, 0.005])  # the second target's marks
+    wrong = _pass([-0.005, 0.02, 0.005], [0.005, 0.02, 0.005])  # the second target's marks
     [done] = procedure.evaluate(model, state, 0.2, _seam(wrong))
     assert done.id == "stitch_second" and done.value == pytest.approx(0.0)
     assert _step(procedure, "stitch_first").status == "pending"
     assert _step(procedure, "stitch_first").value == pytest.approx(0.01)  # the best so far: 1 cm off
-    right = _pass([-0.0070, 0.02, -0.005], [0.0075, 0.02, -0.004])
+    right = _pass([-0.0045, 0.02, -0.005], [0.005, 0.02, -0.004])
     [done] = procedure.evaluate(model, state, 0.3, _seam(wrong, right))
     assert done.id == "stitch_first" and done.value == pytest.approx(0.001)
 
@@ -164,7 +164,7 @@ def test_the_wound_closes_once_stitched_and_its_gap_held_below_the_tolerance(sut
     left, right = model.wound_pairs[:, 0], model.wound_pairs[:, 1]
     state.x[right] = state.x[left] + [0.0005, 0.0, 0.0]  # lips within 0.5 mm
     assert procedure.evaluate(model, state, 1.0, _seam()) == [] and closed.status == "pending"  # not stitched
-    stitched = _seam(_pass([-0.0075, 0.02, -0.005], [0.0075, 0.02, -0.005]))
+    stitched = _seam(_pass([-0.005, 0.02, -0.005], [0.005, 0.02, -0.005]))
     assert [s.id for s in procedure.evaluate(model, state, 1.0, stitched)] == ["stitch_first"]
     assert procedure.evaluate(model, state, 1.0 + HOLD_SECONDS / 2, stitched) == []
     assert closed.value == pytest.approx(0.0005)
@@ -177,7 +177,7 @@ def test_the_wound_closes_once_stitched_and_its_gap_held_below_the_tolerance(sut
 
 
 def test_a_stitch_target_off_the_tissue_is_refused(suturing, tmp_path):
-    text = suturing.source.read_text().replace("entry = [-0.0075, 0.02, 0.005]", "entry = [-0.0075, 0.05, 0.005]")
+    text = suturing.source.read_text().replace("entry = [-0.005, 0.02, 0.005]", "entry = [-0.005, 0.05, 0.005]")
     path = tmp_path / "far.toml"
     path.write_text(text)
     far = load_scenario(path)

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 from twisted.internet.task import Clock
 
+from netcode.sync.motion_bound import DEFAULT_MOVING_ERROR
 from netcode.transport.address import Address
 from rehearsal.identity import Identity
 from rehearsal.join_service import JoinService, NoFreeSeatError
@@ -54,6 +55,17 @@ def test_each_published_tick_is_observed_and_timed(tmp_path):
         assert len(seen) == 1 and seen[0][0] == session and seen[0][2] > 0
         count = server.metrics.registry.get_sample_value("rehearsal_publish_duration_seconds_count")
         assert count == 2
+    finally:
+        server.stop()
+
+
+def test_a_live_room_sends_moving_tissue_within_the_moving_bound_and_rest_within_the_fine_one(tmp_path):
+    server = RehearsalServer(load_settings(None, env={}, data_dir=tmp_path / "data"), Clock())
+    try:
+        live = server.rooms[server.create_session("basic_skills")]
+        live.ticker.stop()
+        motion = live.sync.motion
+        assert motion.moving_error == DEFAULT_MOVING_ERROR > motion.max_error == live.sync.config.positions.max_error
     finally:
         server.stop()
 

@@ -1,7 +1,9 @@
 """The tick driver: steps off the reactor thread, overruns skipped and counted, substeps degrade and recover."""
 
 import queue
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from twisted.internet import defer
@@ -11,7 +13,7 @@ from rehearsal.identity import Identity
 from rehearsal.roles import Role
 from rehearsal.room import Room
 from rehearsal.scenario import load_scenario
-from rehearsal.ticking import PHYSICS_SHARE, RoomThread, RoomTicker, SubstepGovernor
+from rehearsal.ticking import PHYSICS_SHARE, ROOM_SWITCH_INTERVAL, RoomThread, RoomTicker, SubstepGovernor
 
 TICK = 1 / 60
 
@@ -170,6 +172,9 @@ def test_tick_duration_covers_the_step_and_publishing_and_feeds_the_observer(roo
     assert stats.timed_ticks == 3 and observed == pytest.approx([0.007] * 3)
     assert list(stats.step_seconds) == pytest.approx([0.004] * 3) and stats.step_seconds_sum == pytest.approx(0.012)
     assert stats.last_tick_seconds == pytest.approx(0.007) and stats.tick_seconds_sum == pytest.approx(0.021)
+    timing = stats.last_timing  # where the 5 ms hand-back went: 1 ms queued, the 4 ms step, nothing after it
+    assert (timing.queued, timing.advance) == pytest.approx((0.001, 0.004))
+    assert timing.after == 0.0 and timing.returned == 0.0 and timing.advance_cpu >= 0.0
 
 
 class _HandBack:
@@ -198,6 +203,21 @@ def test_a_room_thread_runs_jobs_in_order_off_the_calling_thread_and_hands_back_
     worker.stop()
     assert got == [(0, "room-t"), (1, "room-t"), (2, "room-t"), ZeroDivisionError]
     assert not worker.running
+
+
+def test_a_room_thread_shortens_the_processes_gil_switch_interval_and_names_its_os_thread(monkeypatch):
+    monkeypatch.setattr(sys, "getswitchinterval", lambda: 0.005)  # CPython's default, whatever ran before
+    set_to = []
+    monkeypatch.setattr(sys, "setswitchinterval", set_to.append)
+    reactor = _HandBack()
+    worker = RoomThread(reactor, "room-gil")
+    names = []
+    worker.run(lambda: names.append(Path("/proc/thread-self/comm").read_text().strip()))
+    reactor.take(1)
+    worker.stop()
+    assert set_to == [ROOM_SWITCH_INTERVAL] and ROOM_SWITCH_INTERVAL < 0.005
+    if sys.platform == "linux":
+        assert names == ["room-gil"]
 
 
 def test_after_step_runs_after_the_step_with_the_reactors_context_and_its_result_is_taken_once(room):

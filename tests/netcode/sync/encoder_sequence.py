@@ -10,6 +10,10 @@ ack delays and losses (acks one by one and as ``snap_ack`` fields, some out of o
 resync, focus points, a motion predictor, a cut (carried baselines), an edited layout (kept patches), a
 reset (cause ``full``), acks of an earlier epoch arriving late.
 
+The sequence runs with one fixed error bound (``moving_error=None``): the bytes were recorded before the
+bound followed motion (``motion_bound.py``, an encoder choice, not a format change: any encoder may choose
+other grid values within its bound), and they pin the kernels' writing of what was chosen.
+
 ``python -m tests.netcode.sync.encoder_sequence --write`` records the golden file again (only ever from an
 encoder known to be right).
 """
@@ -67,7 +71,7 @@ def snapshots() -> Iterator[tuple[int, str, bytes]]:
     """(frame, client, snapshot bytes) of the recorded session, in the order they were encoded."""
     rng = np.random.default_rng(20)
     scene = Scene(seed=20)
-    server = SnapshotServer(scene.layout)
+    server = SnapshotServer(scene.layout, moving_error=None)  # one fixed bound (the default)
     alive = scene.layout.vertex_ids
     acks: list[tuple[int, str, int]] = []  # (due frame, client, sequence)
     for f in range(FRAMES):

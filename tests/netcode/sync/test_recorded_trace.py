@@ -122,7 +122,13 @@ def test_bench_replays_a_recorded_trace(tmp_path, capsys):
     unlimited, budgeted = run["unlimited"], run["budgeted"]
     assert unlimited["topology_messages"] == 1 and unlimited["topology_bytes_per_message"] > 0
     assert unlimited["bits_per_vertex_per_frame"] > unlimited["bits_per_vertex_per_frame_snapshots"] > 0
-    assert unlimited["max_error_quantization_mm"] <= 0.1 + 1e-9
+    assert doc["codec"]["moving_error_mm"] == 0.5  # moving patches are sent within 0.5 mm, settled ones 0.1
+    assert unlimited["max_error_quantization_mm"] <= 0.5 + 1e-9
+    assert (
+        budgeted["bytes_over_budget_max_over_any_frames"]
+        <= budgeted["burst_bytes"]
+        == budgeted["budget_bytes_per_frame"]
+    )
     assert set(unlimited["phases"]) == {"bulge", "cut"}
     assert budgeted["late_joiner"]["join_frame"] == 6 and budgeted["late_joiner"]["converged_s"] is not None
     assert unlimited["snapshots_rejected"] == 0

@@ -265,6 +265,33 @@ def test_late_joiner_under_budget_is_complete_after_a_few_frames():
     assert_exact(dec, server, 0)
 
 
+def test_a_full_patch_larger_than_the_budget_is_sent_on_saved_credit():
+    """A budget below one patch's full record: without credit no patch ever goes; with one frame's budget of
+    credit every patch arrives, and over any k frames the snapshots stay within k budgets plus the credit."""
+    budget = 70
+    for burst in (0, budget):
+        scene = Scene()
+        server = SnapshotServer(scene.layout)
+        dec = connect(server, 0, budget=budget, burst_bytes=burst)
+        sizes = []
+        for _f in range(60):
+            frame(server, scene, 5, move=False, jitter=0)
+            data = server.encode(0)
+            sizes.append(len(data))
+            server.on_ack(0, dec.decode(data).sequence)
+        over = np.cumsum(np.array(sizes) - budget)
+        worst = max(float(np.max(over[j:] - (over[j - 1] if j else 0))) for j in range(len(over)))
+        assert worst <= burst and max(sizes) <= budget + burst
+        assert server.clients[0].credit <= burst
+        if burst == 0:
+            assert not dec.surface()[1].any()  # a full record (~75 bytes here) never fits
+        else:
+            assert server.clients[0].complete and dec.surface()[1].all()
+            assert_exact(dec, server, 0)
+    with pytest.raises(ValueError, match="burst_bytes"):
+        server.add_client(1, budget_bytes=budget, burst_bytes=-1)
+
+
 # ------------------------------------------------------------------------------------------ epochs
 
 
