@@ -119,18 +119,15 @@ def instrument_contacts(
                 ox += b * x_prev[v, 0]
                 oy += b * x_prev[v, 1]
                 oz += b * x_prev[v, 2]
-            ax, ay, az = wa[j, 0], wa[j, 1], wa[j, 2]
-            ex, ey, ez = wb[j, 0] - ax, wb[j, 1] - ay, wb[j, 2] - az
-            rx, ry, rz = px - ax, py - ay, pz - az
-            ee = ex * ex + ey * ey + ez * ez
-            t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (rx * ex + ry * ey + rz * ez) / ee))
-            rx, ry, rz = rx - t * ex, ry - t * ey, rz - t * ez
+            t, rx, ry, rz = segment_offset(px, py, pz, wa, wb, j)
             dist = math.sqrt(rx * rx + ry * ry + rz * rz)
             depth = cap_r[j] - dist
             if depth <= 0.0 or dist < 1e-12:
                 continue
             nx, ny, nz = rx / dist, ry / dist, rz / dist
             # Slip of the pushed-out point relative to the capsule's surface over the substep.
+            ax, ay, az = wa[j, 0], wa[j, 1], wa[j, 2]
+            ex, ey, ez = wb[j, 0] - ax, wb[j, 1] - ay, wb[j, 2] - az
             sx = (px + nx * depth - ox) - ((ax + t * ex) - (pa[j, 0] + t * (pb[j, 0] - pa[j, 0])))
             sy = (py + ny * depth - oy) - ((ay + t * ey) - (pa[j, 1] + t * (pb[j, 1] - pa[j, 1])))
             sz = (pz + nz * depth - oz) - ((az + t * ez) - (pa[j, 2] + t * (pb[j, 2] - pa[j, 2])))
@@ -180,12 +177,18 @@ def attach_pass(x, inv_mass, verts, weights, targets, alpha_tilde, force_scale, 
 
 
 @nb.njit(inline="always", nogil=True, cache=True)
-def _near_segment(px, py, pz, a, b, j, reach):
+def segment_offset(px, py, pz, a, b, j):
+    """Point p's closest point on segment j (a[j] to b[j]): its parameter t in [0, 1] and p's offset from it."""
     ex, ey, ez = b[j, 0] - a[j, 0], b[j, 1] - a[j, 1], b[j, 2] - a[j, 2]
     rx, ry, rz = px - a[j, 0], py - a[j, 1], pz - a[j, 2]
     ee = ex * ex + ey * ey + ez * ez
     t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (rx * ex + ry * ey + rz * ez) / ee))
-    rx, ry, rz = rx - t * ex, ry - t * ey, rz - t * ez
+    return t, rx - t * ex, ry - t * ey, rz - t * ez
+
+
+@nb.njit(inline="always", nogil=True, cache=True)
+def _near_segment(px, py, pz, a, b, j, reach):
+    _, rx, ry, rz = segment_offset(px, py, pz, a, b, j)
     return rx * rx + ry * ry + rz * rz <= reach * reach
 
 

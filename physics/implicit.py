@@ -36,7 +36,7 @@ import numba as nb
 import numpy as np
 
 from physics.coarse_space import COARSE_AGGREGATES, aggregates, cholesky, coarse_matrix, solve_coarse
-from physics.contact import environment_contact, instrument_contacts
+from physics.contact import environment_contact, instrument_contacts, segment_offset
 from physics.kinematics import grasp_targets, interpolate_frames, world_capsules
 from physics.neo_hookean import serial_twin
 from physics.velocity_guard import CLAMPED, RESET, guard_velocity
@@ -649,12 +649,7 @@ def _instrument_filter(x, x_prev, r, free, cand_verts, cand_weights, cand_inst, 
                 px += w * x_prev[v, 0]
                 py += w * x_prev[v, 1]
                 pz += w * x_prev[v, 2]
-            ax, ay, az = wa[j, 0], wa[j, 1], wa[j, 2]
-            ex, ey, ez = wb[j, 0] - ax, wb[j, 1] - ay, wb[j, 2] - az
-            rx, ry, rz = px - ax, py - ay, pz - az
-            ee = ex * ex + ey * ey + ez * ez
-            t = 0.0 if ee <= 0.0 else min(1.0, max(0.0, (rx * ex + ry * ey + rz * ez) / ee))
-            rx, ry, rz = rx - t * ex, ry - t * ey, rz - t * ez
+            _, rx, ry, rz = segment_offset(px, py, pz, wa, wb, j)
             dist = math.sqrt(rx * rx + ry * ry + rz * rz)
             if dist > cap_r[j] + INSTRUMENT_REACH or dist < 1e-12:
                 continue
