@@ -10,9 +10,10 @@ the tip at theta = arc_angle, so the needle advances tip first by turning about 
   force that takes (mass x push / dt^2, the solver's own estimate) is the tip force; past the material's puncture
   threshold the surface gives: a `puncture` event and the entry point is bound to the arc.
 * In tissue, bound tissue points (entry, exit, and the vertices the arc passes close to, each at the offset it
-  had when bound) are held on the arc: the needle may only turn about its own axis (the tissue drags along by a
-  friction share of that turn); a pose that would move it sideways by more than `tunnel_tolerance` is clamped to
-  the pure turn (`pose_clamped`, reason needle_sideways), smaller sideways moves drag the tissue and cost force.
+  had when bound) are held on the arc: the needle may only turn about its own axis (friction drags the tissue
+  along up to a limit, NEEDLE_FRICTION_N, then the needle slides through it); a pose that would move it
+  sideways by more than `tunnel_tolerance` is clamped to the pure turn (`pose_clamped`, reason
+  needle_sideways), smaller sideways moves drag the tissue and cost force.
 * A pose that would carry the tip through the surface without a puncture is clamped at the surface
   (`pose_clamped`, reason needle_tunnel), like the pose guard clamps teleports.
 * The tip crossing the surface outward is the exit (`needle_exit`); when the tail has passed the entry the
@@ -38,7 +39,7 @@ from physics.state import State
 PUNCTURE_FACTOR = 1.0  # default puncture force = strength x the tip's area (pi wire_radius^2) x this
 TIP_CONTACT_RADIUS = 0.001  # m: the dimple's radius in the tip force's indentation model
 BIND_RADIUS = 0.0015  # m: tissue vertices this close to the inserted arc are bound to it
-DRAG = 0.3  # share of the needle's turn that bound tissue follows (friction of tissue on the needle)
+NEEDLE_FRICTION_N = 0.03  # N: the most friction holds one bound tissue point to the wire before it slides
 BIND_SHARE = 0.5  # share of a bound point's offset error corrected per frame (the tissue's give)
 ARC_SAMPLES = 24
 
@@ -366,9 +367,11 @@ class Needle:
         out = np.zeros(3)
         angles = np.empty(self._bound_verts.shape[0])
         R9 = np.ascontiguousarray(self.rotation).reshape(9)
+        rest = np.einsum("ij,ijk->ik", self._bound_weights, model.rest_positions[self._bound_verts])
         hold_on_arc(
             x, model.inv_mass, model.mass, self._bound_verts, self._bound_weights, n_anchor,
-            self.position, R9, spec.radius, DRAG * turn, BIND_SHARE, 1.0 / (dt * dt), out, angles,
+            self.position, R9, spec.radius, turn, BIND_SHARE, 1.0 / (dt * dt), out, angles, rest,
+            self._slip_length(model),
         )  # fmt: skip
         self.force = -out
         self.tip_force = float(np.linalg.norm(out))
@@ -422,6 +425,14 @@ class Needle:
         self._bind(np.zeros((0, 3), np.int32), np.zeros((0, 3)))
         events.append(Event("puncture", self.holder, {"force": 0.0, "point": point.tolist(), "reentry": True}))
         return True
+
+    def _slip_length(self, model: Model) -> float:
+        """How far (m) friction drags a bound tissue point along the wire from its rest before the wire slides
+        through it: NEEDLE_FRICTION_N over the tissue's stiffness there (2 E x the tets' size)."""
+        region = int(self._region_of_vertex[self.entry.vertices[0]]) if self.entry is not None else 0
+        young = model.materials[region].young if model.materials else 1e4
+        size = float(np.cbrt(6.0 * np.mean(model.rest_volume))) if model.rest_volume.size else 0.005
+        return NEEDLE_FRICTION_N / (2.0 * young * size)
 
     def _tear_limit(self, model: Model) -> float:
         """The force at which the tissue around the needle rips (strength x the needle's side area in it)."""
@@ -631,9 +642,11 @@ def near_arc(x, inv_mass, p, R, radius, arc, reach):
 
 @nb.njit(nogil=True, cache=True)
 def hold_on_arc(x, inv_mass, mass, verts, weights, n_anchor, p, R, radius, turn, share, inv_dt2, out_force,
-                out_angle):  # fmt: skip
+                out_angle, rest, slip):  # fmt: skip
     """Pull the first n_anchor bound tissue points (entry, exit) onto the arc and the others (vertices the wire
-    passes) halfway in to it, keeping their side; each follows `turn` (rad) about the needle's axis (drag).
+    passes) halfway in to it, keeping their side; each follows the needle's `turn` (rad) about its axis (static
+    friction) as long as that keeps it within `slip` (m, along the arc) of its rest position `rest`, else the
+    wire slides through it (it is dragged no farther; its elasticity may take it back).
     out_force sums the force on the tissue (N); out_angle gets each point's angle on the arc before the pull."""
     for g in range(verts.shape[0]):
         px = py = pz = 0.0
@@ -654,7 +667,10 @@ def hold_on_arc(x, inv_mass, mass, verts, weights, n_anchor, p, R, radius, turn,
         if g >= n_anchor:  # a vertex the wire passes close by keeps its side, pulled halfway in to the wire
             want_rho = radius + 0.5 * (rho - radius)
             want_z = 0.5 * lz
-        a2 = ang + turn
+        qx, qy, qz = rest[g, 0] - p[0], rest[g, 1] - p[1], rest[g, 2] - p[2]
+        ang_rest = math.atan2(R[1] * qx + R[4] * qy + R[7] * qz, R[0] * qx + R[3] * qy + R[6] * qz)
+        reach = slip / radius
+        a2 = min(max(ang + turn, min(ang, ang_rest - reach)), max(ang, ang_rest + reach))
         tx, ty, tz = want_rho * math.cos(a2), want_rho * math.sin(a2), want_z
         dlx, dly, dlz = (tx - lx) * share, (ty - ly) * share, (tz - lz) * share
         dx = R[0] * dlx + R[1] * dly + R[2] * dlz

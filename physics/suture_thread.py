@@ -43,6 +43,9 @@ from physics.state import State
 SUBSTEPS = 10
 MAX_HOLD_STEP = 0.001  # m a held tissue point is moved toward the thread per frame (6 cm/s at 60 Hz)
 MAX_RELAX = 0.01  # m: the farthest a tissue point's rest estimate lies from where it is
+THREAD_FRICTION_N = 0.02  # N: the grip of a puncture on the thread through it, with no pull across it
+THREAD_MU = 0.3  # friction coefficient of the thread on tissue (monofilament nylon on wet tissue: 0.2-0.4)
+HOLE_REACH = 1.5  # segments: particles this near a puncture pass through its hole (no surface collision)
 SKIP_MARGIN = 1e-9  # m: a tissue triangle's test is skipped only while the particle is this much short of it
 
 
@@ -83,14 +86,17 @@ class ThreadSpec:
 
 @dataclass
 class Slide:
-    """The thread passing through a tissue point at parameter u (particle index + fraction), sliding freely."""
+    """The thread passing through a tissue point at parameter u (particle index + fraction), sliding through it;
+    friction drags the tissue along with the thread's material at `held` up to its limit (THREAD_FRICTION_N +
+    THREAD_MU x the pull across the thread), then the thread slips through it."""
 
     point: TissuePoint
     u: float
     stitch: int  # which of the needle's stitches
     side: str  # "entry" or "exit"
     force: np.ndarray  # N the thread pulls on the tissue here (the solver's grasp force), last frame
-    target: np.ndarray | None = None  # where the thread passes now: the tissue point is pulled here
+    target: np.ndarray | None = None  # where the thread holds it now: the tissue point is pulled here
+    held: float | None = None  # the thread's material the tissue holds (static friction; None: at u)
 
 
 class Thread:
@@ -135,6 +141,7 @@ class Thread:
         start = self._tail if self._tail is not None else tail
         self._tail = tail.copy()
         g_idx, g_from, g_to = self._grab_arrays(state)
+        self.slides.sort(key=lambda sl: -sl.u)  # along the thread from its free end (they keep this order)
         # Each tissue point as a spring (its local stiffness) anchored where it would rest without the thread's
         # pull: its position less the pull (last frame's) over the stiffness, at most MAX_RELAX away.
         here = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)  # the tissue points now
@@ -149,7 +156,10 @@ class Thread:
             s_point[row] += relax
             s_alpha[row] = 1.0 / stiffness
         s_u = np.array([s.u for s in self.slides], dtype=np.float64)
-        inside = _inside(self.slides, n)
+        s_held = np.array([s.u if s.held is None else s.held for s in self.slides], dtype=np.float64)
+        s_slip, s_gap = self._slip_and_gap(model, here, s_u)
+        holes = [*here, *(needle._anchors(state.x) if needle is not None and needle.punctured else [])]
+        inside = _inside(self.slides, n, self.x, np.array(holes).reshape(-1, 3), HOLE_REACH * spec.segment_length)
         reach = spec.radius + 2.0 * spec.segment_length
         c_start, c_tri = thread_candidates(self.x, state.x, model.surface, reach)
         pair_i, pair_j = self_pairs(self.x, 2.0 * spec.radius + spec.segment_length)
@@ -178,6 +188,9 @@ class Thread:
             s_point,
             s_alpha,
             s_u,
+            s_held,
+            s_slip,
+            s_gap,
             state.x,
             inside,
             model.surface,
@@ -193,18 +206,44 @@ class Thread:
             counts,
         )
         kept = []
-        for s, u, target, now in zip(self.slides, s_u, s_target, here, strict=True):
+        for s, u, held, target, now in zip(self.slides, s_u, s_held, s_target, here, strict=True):
             if u < 0.0:
                 events.append(Event("thread_slipped", None, {"stitch": s.stitch, "side": s.side}))
                 continue
             step = target - now
             size = float(np.linalg.norm(step))
-            s.u, s.target = float(u), now + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size))
+            s.u, s.held, s.target = (
+                float(u),
+                float(held),
+                now + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size)),
+            )
             kept.append(s)
         self.slides = kept
         for key, value in zip(self.counts, counts.tolist(), strict=True):
             self.counts[key] = value
         return events
+
+    def _slip_and_gap(self, model: Model, here: np.ndarray, s_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per stitch point, in segments: how far the thread's place at the point may lag the frictionless one
+        (static friction: the friction force limit, THREAD_FRICTION_N + THREAD_MU x last frame's normal pull,
+        over the tissue's stiffness there), and how close it may come to the previous point's place (0.9 x the
+        way between the two points, or as close as they are now if closer)."""
+        seg = self.spec.segment_length
+        slip = np.zeros(s_u.size)
+        gap = np.zeros(s_u.size)
+        last = self.x.shape[0] - 2
+        for row, sl in enumerate(self.slides):
+            i = min(int(s_u[row]), last)
+            t = self.x[i + 1] - self.x[i]
+            t /= max(float(np.linalg.norm(t)), 1e-12)
+            along = float(sl.force @ t)
+            normal = float(np.linalg.norm(sl.force - along * t))
+            limit = THREAD_FRICTION_N + THREAD_MU * normal
+            slip[row] = limit / tissue_stiffness(model, sl.point) / seg
+            if row > 0:
+                way = 0.9 * float(np.linalg.norm(here[row] - here[row - 1])) / seg
+                gap[row] = max(0.0, min(way, s_u[row - 1] - s_u[row]))
+        return slip, gap
 
     def _grabbing(self, state: State, events: list[Event]) -> None:
         for k in [k for k in self.grabs if k not in state.instruments]:
@@ -250,13 +289,20 @@ class Thread:
             to[row] = inst.position + quat_to_matrix(inst.orientation) @ local
         return idx, self.x[idx].copy() if idx.size else np.zeros((0, 3)), to
 
+    def _needle_side_u(self, point: np.ndarray) -> float:
+        """Where a newly threaded point lies on the thread: the nearest place between the needle and the points
+        threaded before (the thread the tail drew through it; the needle may be well past it by now)."""
+        below = min((sl.u for sl in self.slides), default=self.x.shape[0] - 1.0)
+        return nearest_parameter(self.x, point, 0.0, max(0.0, below - 0.5))
+
     def _thread_through(self, needle: Needle, x: np.ndarray, events: list[Event]) -> None:
         """A placed stitch's entry takes the thread at once (the tail just passed it); its exit once the tail has
         passed it too (the needle is out)."""
         for i, stitch in enumerate(needle.passes):
             if (i, "entry") not in self._threaded and (stitch.tail_through or _tail_past(needle, stitch.entry, x)):
                 self._threaded.add((i, "entry"))
-                self.slides.append(Slide(stitch.entry, 0.0, i, "entry", np.zeros(3)))
+                self.slides.append(Slide(stitch.entry, self._needle_side_u(stitch.entry.position(x)), i, "entry",
+                                         np.zeros(3)))  # fmt: skip
                 events.append(Event("threaded", needle.holder, {"stitch": i, "side": "entry"}))
             if (
                 (i, "entry") in self._threaded
@@ -264,8 +310,20 @@ class Thread:
                 and _tail_past(needle, stitch.exit, x)
             ):
                 self._threaded.add((i, "exit"))
-                self.slides.append(Slide(stitch.exit, 0.0, i, "exit", np.zeros(3)))
+                self.slides.append(Slide(stitch.exit, self._needle_side_u(stitch.exit.position(x)), i, "exit",
+                                         np.zeros(3)))  # fmt: skip
                 events.append(Event("threaded", needle.holder, {"stitch": i, "side": "exit"}))
+
+
+def nearest_parameter(x: np.ndarray, point: np.ndarray, lo: float, hi: float) -> float:
+    """The thread parameter (particle index + fraction) in [lo, hi] of the thread's point nearest a point."""
+    first, last = max(0, int(lo)), min(x.shape[0] - 2, max(int(lo), math.ceil(hi) - 1))
+    a, e = x[first : last + 1], np.diff(x[first : last + 2], axis=0)
+    ee = np.maximum((e * e).sum(axis=1), 1e-30)
+    t = np.clip(((point - a) * e).sum(axis=1) / ee, 0.0, 1.0)
+    d = np.linalg.norm(a + t[:, None] * e - point, axis=1)
+    k = int(np.argmin(d))
+    return float(min(max(first + k + t[k], lo), hi))
 
 
 def _tail_past(needle: Needle, point: TissuePoint, x: np.ndarray) -> bool:
@@ -308,9 +366,15 @@ def tissue_at(model: Model, point: TissuePoint) -> tuple[float, int]:
 _TISSUE_CACHE: dict[int, tuple[int, np.ndarray, dict[int, tuple[float, int]]]] = {}
 
 
-def _inside(slides: list[Slide], n: int) -> np.ndarray:
-    """Particles between a stitch's exit and entry run inside the tissue: they skip the surface collision."""
+def _inside(slides: list[Slide], n: int, x: np.ndarray, holes: np.ndarray, reach: float) -> np.ndarray:
+    """Particles between a stitch's exit and entry run inside the tissue, and particles within reach of a
+    puncture (a stitch point, the needle's entry and exit in the pass under way) go through its hole: they skip
+    the surface collision. (Without the holes the surface pushed the thread following the needle's tail back out
+    of the entry, the segment at the tail stretched to 2-3 times its length, and the stitch points threaded on
+    the one segment at the tail.)"""
     inside = np.zeros(n, dtype=np.bool_)
+    for hole in holes:
+        inside |= ((x - hole) ** 2).sum(axis=1) <= reach * reach
     by_stitch: dict[int, list[float]] = {}
     for s in slides:
         by_stitch.setdefault(s.stitch, []).append(s.u)
@@ -615,6 +679,9 @@ def simulate_thread(
     s_point,
     s_alpha,
     s_u,
+    s_held,
+    s_slip,
+    s_gap,
     tx,
     inside,
     tris,
@@ -718,13 +785,8 @@ def simulate_thread(
         if pinned:
             for d in range(3):
                 x[0, d] = pin_from[d] + f * (pin_to[d] - pin_from[d])
-        # Where the thread passes each tissue point now (it slides freely along its length).
-        for c in range(s_u.size):
-            if s_u[c] < 0.0:
-                continue
-            s_u[c] = _nearest_u(x, s_point, c, s_u[c])
-            if s_u[c] >= n - 1 - 1e-9:
-                s_u[c] = -1.0  # pulled out through the free end
+        # Where the thread passes each tissue point now: it slides through it as far as friction lets it.
+        _slide_points(x, s_point, s_u, s_held, s_slip, s_gap)
         for g in range(g_idx.size):
             for d in range(3):
                 x[g_idx[g], d] = g_from[g, d] + f * (g_to[g, d] - g_from[g, d])
@@ -848,12 +910,37 @@ def simulate_thread(
                 for d in range(3):
                     x[i, d] = x_prev[i, d]
                     v[i, d] = 0.0
+    _slide_points(x, s_point, s_u, s_held, s_slip, s_gap)  # where the frame's last sweeps left the thread
     for c in range(s_u.size):
         if s_u[c] >= 0.0:
-            i = int(s_u[c])
-            t = s_u[c] - i
+            i = min(int(s_held[c]), n - 2)
+            t = s_held[c] - i
             for d in range(3):
                 out_slide_point[c, d] = (1.0 - t) * x[i, d] + t * x[i + 1, d]
+
+
+@nb.njit(nogil=True, cache=True)
+def _slide_points(x, points, s_u, s_held, s_slip, s_gap):
+    """Each stitch point's parameter on the thread, in order from the free end: the nearest parameter to the
+    point (the thread slides through it), kept s_gap[c] segments short of the previous point's (the thread
+    between two punctures is at least as long as the way between them, so two points never take the same place
+    on it; a parameter past the free end: pulled out, -1); and the thread's material the tissue there holds on
+    to, s_held[c]: it stays put while it is within s_slip[c] segments of where the thread passes (static
+    friction), else it slips along, that far behind."""
+    n = x.shape[0]
+    prev = -1.0
+    for c in range(s_u.size):
+        if s_u[c] < 0.0:
+            continue
+        u = _nearest_u(x, points, c, s_u[c])
+        if u >= n - 1 - 1e-9:
+            s_u[c] = -1.0  # pulled out through the free end
+            continue
+        if prev >= 0.0:
+            u = min(u, prev - s_gap[c])
+        s_u[c] = max(0.0, u)
+        s_held[c] = min(max(s_held[c], s_u[c] - s_slip[c]), s_u[c] + s_slip[c])
+        prev = s_u[c]
 
 
 @nb.njit(nogil=True, cache=True)
