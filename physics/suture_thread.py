@@ -227,7 +227,8 @@ class Thread:
         """Per stitch point, in segments: how far the thread's place at the point may lag the frictionless one
         (static friction: the friction force limit, THREAD_FRICTION_N + THREAD_MU x last frame's normal pull,
         over the tissue's stiffness there), and how close it may come to the previous point's place (0.9 x the
-        way between the two points, or as close as they are now if closer)."""
+        way between the two points, through one bite at least their distance at rest, as the tissue between them
+        does not shrink; or as close as they are now if closer)."""
         seg = self.spec.segment_length
         slip = np.zeros(s_u.size)
         gap = np.zeros(s_u.size)
@@ -241,8 +242,12 @@ class Thread:
             limit = THREAD_FRICTION_N + THREAD_MU * normal
             slip[row] = limit / tissue_stiffness(model, sl.point) / seg
             if row > 0:
-                way = 0.9 * float(np.linalg.norm(here[row] - here[row - 1])) / seg
-                gap[row] = max(0.0, min(way, s_u[row - 1] - s_u[row]))
+                before = self.slides[row - 1]
+                way = float(np.linalg.norm(here[row] - here[row - 1]))
+                if before.stitch == sl.stitch:  # one bite through the tissue: as long as it is at rest, or longer
+                    rest = model.rest_positions
+                    way = max(way, float(np.linalg.norm(sl.point.position(rest) - before.point.position(rest))))
+                gap[row] = max(0.0, min(0.9 * way / seg, s_u[row - 1] - s_u[row]))
         return slip, gap
 
     def _grabbing(self, state: State, events: list[Event]) -> None:
@@ -327,9 +332,15 @@ def nearest_parameter(x: np.ndarray, point: np.ndarray, lo: float, hi: float) ->
 
 
 def _tail_past(needle: Needle, point: TissuePoint, x: np.ndarray) -> bool:
-    """The needle's tail has gone past a tissue point on its arc (or the needle is well away from it)."""
-    local = needle.rotation.T @ (point.position(x) - needle.position)
-    return math.atan2(local[1], local[0]) < 0.0 or math.hypot(local[0], local[1]) > 1.5 * needle.spec.radius
+    """The needle's tail has gone past a tissue point on its arc, or the needle is no longer through it (out of
+    the tissue, it was lifted off its arc: the thread runs through the point from then on; waiting for the tail
+    to pass it left the last exit unthreaded while the needle pulled the thread, and the far lip with it)."""
+    p = point.position(x)
+    local = needle.rotation.T @ (p - needle.position)
+    if math.atan2(local[1], local[0]) < 0.0 or math.hypot(local[0], local[1]) > 1.5 * needle.spec.radius:
+        return True
+    wire = needle.polyline()
+    return not needle.punctured and float(np.min(((wire - p) ** 2).sum(axis=1))) > (4.0 * needle.spec.wire_radius) ** 2
 
 
 def tissue_stiffness(model: Model, point: TissuePoint) -> float:
