@@ -43,8 +43,8 @@ from physics.state import State
 SUBSTEPS = 10
 MAX_HOLD_STEP = 0.001  # m a held tissue point is moved toward the thread per frame (6 cm/s at 60 Hz)
 MAX_RELAX = 0.01  # m: the farthest a tissue point's rest estimate lies from where it is
-THREAD_FRICTION_N = 0.02  # N: the grip of a puncture on the thread through it, with no pull across it
-THREAD_MU = 0.3  # friction coefficient of the thread on tissue (monofilament nylon on wet tissue: 0.2-0.4)
+THREAD_FRICTION_N = 0.01  # N: the grip of a puncture on the thread through it, with no pull across it
+THREAD_MU = 0.2  # friction coefficient of the thread on tissue (monofilament nylon on wet tissue: about 0.1-0.3)
 HOLE_REACH = 1.5  # segments: particles this near a puncture pass through its hole (no surface collision)
 SKIP_MARGIN = 1e-9  # m: a tissue triangle's test is skipped only while the particle is this much short of it
 
