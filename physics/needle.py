@@ -141,6 +141,7 @@ class Needle:
         self._exit_rest = np.zeros(3)
         self._region_of_vertex = _vertex_regions(model)
         self._thresholds = _thresholds(spec, model)
+        self._surface: tuple | None = None  # (surface, its vertices, vertex -> triangles CSR) for the tip
 
     def notify_model_changed(self, model: Model) -> None:
         """The model's topology changed (a split cut added vertices, a cut or burn removed tets): the tables this
@@ -159,6 +160,7 @@ class Needle:
             raise ValueError(f"needle: the model has {model.n_vertices} vertices, the needle holds vertex {named}")
         self._region_of_vertex = _vertex_regions(model)
         self._thresholds = _thresholds(self.spec, model)
+        self._surface = None
         if self._pressed is not None and not _on_surface(model.surface, self._pressed.vertices):
             self._pressed = None
 
@@ -303,7 +305,8 @@ class Needle:
                 self._pressed = None  # slid off: find the surface again
         if self._pressed is None:
             tangent = self.rotation @ np.array([-math.sin(self.spec.arc_angle), math.cos(self.spec.arc_angle), 0.0])
-            tri, w0, w1, w2, _ = touch_tip(x, model.surface, tip, tangent, self.spec.wire_radius)
+            near = tip_candidates(x, *self._surface_table(model), model.surface.shape[0], tip)
+            tri, w0, w1, w2, _ = touch_tip(x, model.surface, near, tip, tangent, self.spec.wire_radius)
             if tri < 0:
                 return
             self._pressed = TissuePoint(model.surface[tri].astype(np.int32), np.array([w0, w1, w2]))
@@ -434,6 +437,20 @@ class Needle:
         size = float(np.cbrt(6.0 * np.mean(model.rest_volume))) if model.rest_volume.size else 0.005
         return NEEDLE_FRICTION_N / (2.0 * young * size)
 
+    def _surface_table(self, model: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The surface's vertices and, per vertex, its triangles (CSR), for the tip's broad phase; made once per
+        surface (a topology change makes a new surface array)."""
+        table = getattr(self, "_surface", None)  # (a needle from a checkpoint written before it had one)
+        if table is None or table[0] is not model.surface:
+            tris = model.surface
+            flat = tris.reshape(-1).astype(np.int64)
+            start = np.zeros(model.n_vertices + 1, dtype=np.int64)
+            start[1:] = np.cumsum(np.bincount(flat, minlength=model.n_vertices))
+            by_vertex = (np.argsort(flat, kind="stable") // 3).astype(np.int64)
+            table = (tris, np.unique(flat), start, by_vertex)
+            self._surface = table
+        return table[1], table[2], table[3]
+
     def _tear_limit(self, model: Model) -> float:
         """The force at which the tissue around the needle rips (strength x the needle's side area in it)."""
         region = int(self._region_of_vertex[self.entry.vertices[0]]) if self.entry is not None else 0
@@ -515,20 +532,42 @@ def _barycentric(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
     return out / out.sum()
 
 
+TIP_REACH = 0.02  # m: a surface triangle is the tip's candidate when one of its corners lies this near it
+
+
 @nb.njit(nogil=True, cache=True)
-def touch_tip(x, tris, tip, tangent, wire_r):
-    """The surface triangle the tip touches or is in (within 1 cm under it, facing the tip's motion), the
-    barycentric weights of the tip's projection on it and the depth; (-1, 0, 0, 0, 0) when none."""
+def tip_candidates(x, surf_verts, vt_start, vt_tris, n_tris, tip):
+    """The surface triangles with a corner within TIP_REACH of the tip, ascending: the surface's vertices near
+    the tip (one pass over them, a third of the work of testing every triangle's three corners), each one's
+    triangles taken from the vertex-to-triangle table (vt_start, vt_tris: CSR by vertex id)."""
+    mark = np.zeros(n_tris, dtype=np.bool_)
+    count = 0
+    r2 = TIP_REACH * TIP_REACH
+    for v in surf_verts:
+        d = (x[v, 0] - tip[0]) ** 2 + (x[v, 1] - tip[1]) ** 2 + (x[v, 2] - tip[2]) ** 2
+        if d < r2:
+            for e in range(vt_start[v], vt_start[v + 1]):
+                t = vt_tris[e]
+                if not mark[t]:
+                    mark[t] = True
+                    count += 1
+    out = np.empty(count, dtype=np.int64)
+    k = 0
+    for t in range(n_tris):
+        if mark[t]:
+            out[k] = t
+            k += 1
+    return out
+
+
+@nb.njit(nogil=True, cache=True)
+def touch_tip(x, tris, candidates, tip, tangent, wire_r):
+    """The surface triangle the tip touches or is in (within 1 cm under it, facing the tip's motion), among the
+    candidates (ascending ids; `tip_candidates`), the barycentric weights of the tip's projection on it and the
+    depth; (-1, 0, 0, 0, 0) when none."""
     best, bw0, bw1, bw2, bdepth = -1, 0.0, 0.0, 0.0, -1.0
-    for t in range(tris.shape[0]):
+    for t in candidates:
         a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
-        near = False
-        for q in (a, b, c):
-            d = (x[q, 0] - tip[0]) ** 2 + (x[q, 1] - tip[1]) ** 2 + (x[q, 2] - tip[2]) ** 2
-            if d < 4e-4:
-                near = True
-        if not near:
-            continue
         e1x, e1y, e1z = x[b, 0] - x[a, 0], x[b, 1] - x[a, 1], x[b, 2] - x[a, 2]
         e2x, e2y, e2z = x[c, 0] - x[a, 0], x[c, 1] - x[a, 1], x[c, 2] - x[a, 2]
         nx, ny, nz = e1y * e2z - e1z * e2y, e1z * e2x - e1x * e2z, e1x * e2y - e1y * e2x

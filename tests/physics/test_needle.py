@@ -5,7 +5,7 @@ import pytest
 
 from physics import InstrumentInput, Solver
 from physics.instruments import grasper, look_rotation, needle_driver, scissors
-from physics.needle import NeedleSpec, first_crossing, grip_region
+from physics.needle import TIP_REACH, NeedleSpec, first_crossing, grip_region, tip_candidates, touch_tip
 from physics.topology import split_along_faces
 from tests.physics.suture_setup import DRIVER, drive_stitch, make_bench
 
@@ -231,3 +231,27 @@ def test_a_needle_refuses_a_model_without_the_vertices_it_holds():
     with pytest.raises(ValueError, match="vertices"):
         bench.needle.notify_model_changed(small)
     assert bench.needle.passes  # unchanged
+
+
+def test_the_tips_broad_phase_finds_the_face_a_scan_of_every_face_finds_and_only_near_faces():
+    bench = make_bench()
+    model, x = bench.model, bench.state.x
+    tris = model.surface
+    table = bench.needle._surface_table(model)
+    every = np.arange(tris.shape[0])
+    rng = np.random.default_rng(3)
+    found = 0
+    for _ in range(200):
+        tip = rng.uniform([-0.03, 0.015, -0.02], [0.03, 0.022, 0.02])
+        tangent = rng.normal(size=3)
+        tangent[1] = -abs(tangent[1]) - 0.5
+        near = tip_candidates(x, *table, tris.shape[0], tip)
+        assert np.all(np.diff(near) > 0)  # ascending, no duplicates
+        corner = np.min(np.linalg.norm(x[tris[near]] - tip, axis=2), axis=1)
+        assert np.all(corner < TIP_REACH)
+        far = np.setdiff1d(every, near)
+        assert np.all(np.min(np.linalg.norm(x[tris[far]] - tip, axis=2), axis=1) >= TIP_REACH)
+        hit = touch_tip(x, tris, near, tip, tangent, 0.0004)
+        assert hit == touch_tip(x, tris, every, tip, tangent, 0.0004)
+        found += hit[0] >= 0
+    assert found > 20  # the tips near the top face touch it
