@@ -62,7 +62,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netcode.sync.bitcode import PLAN_SIZE
-from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_client, rigid_acked, scatter_patches
+from netcode.sync.encode_kernels import (
+    CLIENT_ARRAYS,
+    VERSION,
+    RigidTracks,
+    client_arrays,
+    client_row,
+    encode_clients,
+    rigid_acked,
+    scatter_patches,
+)
 from netcode.sync.motion_bound import MotionBound
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
@@ -99,6 +108,7 @@ LATE_ACKS = 4096
 _NO_CARRY = np.zeros(0, np.int64)
 _NO_SLOTS = np.zeros(0, np.int64)
 _NO_VERSIONS = np.zeros((0, VERSION), np.int64)
+_NO_FOCUS = np.zeros((0, 3))
 BOUND_MARGIN = 1e-9
 """Deltas are chosen within ``(1 - BOUND_MARGIN) * max_error`` of ``u``, so that the decoder's float sum
 ``grid value + P`` stays within ``max_error`` of ``x`` despite rounding."""
@@ -134,7 +144,7 @@ class QuantizedFrame:
     rigid_slots: np.ndarray  # (R,) int64: each object's slot in the clients' RigidTracks
     rigid_versions: np.ndarray  # (R, VERSION) int64: grid position, rotation code, jaw code
     drives: bytes = b""  # the drive record (empty without predictors)
-    headers: list = field(default_factory=list)  # snapshot headers for 0..3 records (uint8 arrays)
+    headers: list = field(default_factory=list)  # [(4, HEADER_SIZE) uint8 headers for 0..3 records, their lengths]
 
 
 @dataclass(slots=True)
@@ -184,6 +194,7 @@ class ClientSync:
         self.carried = np.zeros(n_patches, bool)  # patches with a baseline carried over a cut
         self.acked_full = np.zeros(n_patches, bool)  # the acked version is a full record's (not settled)
         self.carry_acked = np.zeros(0, np.int64)  # the previous epoch's acked sequence per old patch
+        self._row: tuple | None = None  # (arrays, addresses, dims) for encode_clients (kernel_row)
 
     def carry_over(
         self,
@@ -221,6 +232,18 @@ class ClientSync:
         self.last_sent[kept] = last_sent[kept]
         self.acked_full[kept] = acked_full[kept]
         self.carried[kept] = False
+
+    def kernel_row(self) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(state arrays, their addresses, dims) for ``encode_clients``; the addresses are made again (and
+        checked) only when an array was replaced since (a reset, a cut, more rigid slots)."""
+        arrays = client_arrays(
+            self.rigid, self.acked_q, self.sent_q, self.acked_seq, self.ever_sent, self.last_sent, self.carried,
+            self.priority.acc, self.acked_full, self.carry_acked,
+        )  # fmt: skip
+        row = self._row
+        if row is None or any(a is not b for a, b in zip(arrays, row[0], strict=True)):
+            row = self._row = (arrays, *client_row(arrays, self.n_vertices, self.n_patches))
+        return row
 
     @property
     def complete(self) -> bool:
@@ -277,7 +300,6 @@ class SnapshotServer:
         encoded on its own thread while the reactor takes acks, joins and leaves (acks never wait for it)."""
         self._late_acks: deque[tuple[object, int, int]] = deque(maxlen=LATE_ACKS)
         self._rigid_slots: dict[int, int] = {}  # rigid id -> slot in the clients' RigidTracks (ids are < 65,536)
-        self._taken = np.zeros(0, np.int64)  # encode_rigid's scratch: the frame's objects sent to a client
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
@@ -460,8 +482,6 @@ class SnapshotServer:
         versions[:, :3] = r_pos
         versions[:, 3] = r_rot.astype(np.int64)
         versions[:, 4] = r_jaw
-        if len(self._taken) < len(r_slots):
-            self._taken = np.zeros(len(r_slots), np.int64)
         self.sequence += 1
         self.frame = QuantizedFrame(
             self.sequence,
@@ -517,99 +537,120 @@ class SnapshotServer:
     @_locked
     def encode(self, client_id: object) -> bytes:
         """This frame's snapshot for one client (never longer than its budget)."""
+        return self.encode_many((client_id,))[0]
+
+    @_locked
+    def encode_many(self, client_ids) -> list[bytes]:
+        """This frame's snapshots for these clients (in that order; each never longer than its budget), all in
+        one compiled call that releases the GIL (``encode_clients``): the same bytes as ``encode`` one by one."""
         f = self.frame
         if f is None:
             raise RuntimeError("begin_frame first")
         self._apply_late_acks()
-        c = self.clients[client_id]
-        budget = c.budget_bytes
-        limit = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
+        clients = [self.clients[key] for key in client_ids]
+        n = len(clients)
+        if not n:
+            return []
         seq = f.sequence
         headers = f.headers
         if not headers:  # once per frame: the header for 0 to 3 records
-            headers.extend(np.frombuffer(pack_header(seq, f.time, f.epoch, n), np.uint8) for n in range(4))
-        head = len(headers[3])  # at most a drive, a rigid and a patch record
-        # patches need the drives; a budget too small for them gets rigid objects only this frame
-        drives = f.drives if head + len(f.drives) <= limit else b""
+            headers.append(np.zeros((4, HEADER_SIZE), np.uint8))
+            headers.append(np.zeros(4, np.int64))
+            for records in range(4):
+                header = pack_header(seq, f.time, f.epoch, records)
+                headers[0][records, : len(header)] = np.frombuffer(header, np.uint8)
+                headers[1][records] = len(header)
+        slots = len(self._rigid_slots)
+        limits = np.empty(n, np.int64)
+        resend = np.empty(n, np.int64)
+        addresses = np.empty((n, CLIENT_ARRAYS), np.int64)
+        dims = np.empty((n, 2), np.int64)
+        focus_offsets = np.zeros(n + 1, np.int64)
+        keep = []  # the arrays the kernel reads, alive until it returned
+        for i, c in enumerate(clients):
+            c.rigid.ensure(slots)
+            budget = c.budget_bytes
+            limits[i] = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
+            resend[i] = c.resend_after
+            arrays, addresses[i], dims[i] = c.kernel_row()
+            keep.append(arrays)
+            focus_offsets[i + 1] = focus_offsets[i] + len(c.focus)
+        focus = np.concatenate([c.focus for c in clients]) if focus_offsets[n] else _NO_FOCUS
+        bases = np.zeros(n, np.int64)
+        np.cumsum(limits[:-1], out=bases[1:])
+        total = int(bases[-1] + limits[-1])
+        if len(self._out) < total:
+            self._out = np.zeros(max(total, 2 * len(self._out)), np.uint8)
         out = self._out
-        pos = head + len(drives)
-        if drives:
-            out[head:pos] = np.frombuffer(drives, np.uint8)
-        records = 1 if drives else 0
-        tracks = c.rigid
-        tracks.ensure(len(self._rigid_slots))
-        pq = self.config.positions
+        taken = np.empty((n, len(f.rigid_ids)), np.int64)
+        ends, n_rigid, skipped = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         carry = self._carry_map
         d, dense, sparse = self._scratch
-        pos, rigid_n, n_patches, sent_idx, rows, full, skipped = encode_client(
+        sent_idx, sent_rows, sent_full, idx_off, rows_off = encode_clients(
             out,
-            pos,
-            limit,
-            limit if drives or not f.drives else -1,  # -1: no patches (their drives did not fit)
+            bases,
+            limits,
+            resend,
+            addresses,
+            dims,
+            focus,
+            focus_offsets,
+            headers[0],
+            headers[1],
+            np.frombuffer(f.drives, np.uint8),
             seq,
-            c.resend_after,
-            c.focus,
             f.rigid_ids,
             f.rigid_slots,
             f.rigid_kinds,
             f.rigid_versions,
             f.rigid_points,
-            tracks.exists,
-            tracks.has_acked,
-            tracks.acked_seq,
-            tracks.acked,
-            tracks.has_sent,
-            tracks.sent,
-            tracks.last_sent,
-            tracks.acc,
             self.config.rotation_bits,
             self.config.jaw.bits,
-            self._taken,
+            taken,
             f.surface,
             f.coded,
             f.centroids,
             self._origin,
-            pq.grid,
+            self.config.positions.grid,
             f.bounds,
-            c.acked_q,
-            c.sent_q,
             self._offsets,
-            c.acked_seq,
-            c.ever_sent,
-            c.last_sent,
-            c.carried,
-            c.priority.acc,
-            c.acked_full,
             carry is not None,
-            c.carry_acked,
             _NO_CARRY if carry is None else carry.sources,
             _NO_CARRY if carry is None else carry.offsets,
             d,
             dense,
             sparse,
             self._plans,
+            ends,
+            n_rigid,
+            skipped,
         )
-        records += rigid_n > 0
-        if rigid_n:
-            taken = self._taken[:rigid_n]
-            rigid_slots, rigid_versions = f.rigid_slots[taken], f.rigid_versions[taken]
-        else:
-            rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
-        records += n_patches > 0
-        header = headers[records]
-        if len(header) < head:  # fewer records than reserved for: close the gap
-            out[len(header) : pos - head + len(header)] = out[head:pos].copy()
-            pos -= head - len(header)
-        out[: len(header)] = header
-        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_slots, rigid_versions, full, self._sizes[sent_idx])
-        while len(c.history) > HISTORY:
-            c.history.popitem(last=False)
-        if budget is not None:
-            c.credit = max(0, min(c.burst_bytes, c.credit + budget - pos))
-        c.stats["snapshots"] += 1
-        c.stats["bytes"] += pos
-        c.stats["skipped_patches"] += skipped
-        return out[:pos].tobytes()
+        del keep
+        snapshots = []
+        sizes = self._sizes
+        for i, c in enumerate(clients):
+            start, end = int(bases[i]), int(ends[i])
+            snapshots.append(out[start:end].tobytes())
+            rigid_n = n_rigid[i]
+            if rigid_n:
+                chosen = taken[i, :rigid_n]
+                rigid_slots, rigid_versions = f.rigid_slots[chosen], f.rigid_versions[chosen]
+            else:
+                rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
+            a, b = idx_off[i], idx_off[i + 1]
+            idx = sent_idx[a:b]
+            rows = sent_rows[rows_off[i] : rows_off[i + 1]]
+            c.history[seq] = _Sent(f.epoch, idx, rows, rigid_slots, rigid_versions, sent_full[a:b], sizes[idx])
+            while len(c.history) > HISTORY:
+                c.history.popitem(last=False)
+            size = end - start
+            if c.budget_bytes is not None:
+                c.credit = max(0, min(c.burst_bytes, c.credit + c.budget_bytes - size))
+            stats = c.stats
+            stats["snapshots"] += 1
+            stats["bytes"] += size
+            stats["skipped_patches"] += int(skipped[i])
+        return snapshots
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
         """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set. While another
