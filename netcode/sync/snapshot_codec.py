@@ -77,10 +77,13 @@ from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
 from netcode.sync.priority import PriorityAccumulator
 from netcode.sync.quantize import (
+    FRAME_ERRORS,
+    FRAME_OK,
     RIGID_ERRORS,
     RIGID_OK,
     TrendTracker,
     max_angular_error,
+    quantize_frame,
     rigid_hysteresis,
 )
 from netcode.sync.snapshot import (
@@ -109,6 +112,7 @@ _NO_CARRY = np.zeros(0, np.int64)
 _NO_SLOTS = np.zeros(0, np.int64)
 _NO_VERSIONS = np.zeros((0, VERSION), np.int64)
 _NO_FOCUS = np.zeros((0, 3))
+_NO_RING = np.zeros((1, 0, 3))
 BOUND_MARGIN = 1e-9
 """Deltas are chosen within ``(1 - BOUND_MARGIN) * max_error`` of ``u``, so that the decoder's float sum
 ``grid value + P`` stays within ``max_error`` of ``x`` despite rounding."""
@@ -462,15 +466,24 @@ class SnapshotServer:
         fine = self._field.fine(drives)
         coded = surface if fine is None else surface - fine_to_metres(fine, self.config.positions.grid)
         self._truth = surface
-        target = self._trend.update(coded)
-        q = self.config.positions.update(coded, self._q_prev, target)
-        if self._carry is not None:
-            found, q_old = self._carry
-            kept = self.config.positions.update(coded, q_old, target)
-            q = np.where(found[:, None], kept, q).astype(np.int32)
-            self._carry = None
+        trend = self._trend
+        if (
+            self._q_prev is not None
+            and self._carry is None
+            and trend.level is not None
+            and trend.level.shape == coded.shape
+        ):
+            q, bounds = self._quantize_surface(np.ascontiguousarray(coded))  # the usual frame
+        else:
+            target = trend.update(coded)
+            q = self.config.positions.update(coded, self._q_prev, target)
+            if self._carry is not None:
+                found, q_old = self._carry
+                kept = self.config.positions.update(coded, q_old, target)
+                q = np.where(found[:, None], kept, q).astype(np.int32)
+                self._carry = None
+            bounds = self.motion.update(coded, self._offsets) * (1 - BOUND_MARGIN)
         self._q_prev = q
-        bounds = self.motion.update(coded, self._offsets) * (1 - BOUND_MARGIN)
         if self.layout.patch_count:
             centroids = np.add.reduceat(surface, self._offsets[:-1], axis=0) / self._sizes[:, None]
         else:
@@ -503,6 +516,27 @@ class SnapshotServer:
             drive_record([(p.pid, d) for p, d in drives]) if drives else b"",
         )
         return self.frame
+
+    def _quantize_surface(self, coded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(grid coordinates, bounds) of a frame after the first of its layout, in one kernel (``quantize_frame``:
+        the trend, the hysteresis and the motion bounds, the same values as ``TrendTracker``,
+        ``PositionQuantizer.update`` and ``MotionBound.update``)."""
+        trend, motion, pq = self._trend, self.motion, self.config.positions
+        n_p = self.layout.patch_count
+        q = np.empty(coded.shape, np.int32)
+        bounds = np.empty(n_p)
+        if motion.moving_error is None:
+            ring, at, moving = _NO_RING, 0, 0.0
+        else:
+            (ring, at), moving = motion.take_slot(coded.shape), motion.moving_error
+        status = quantize_frame(
+            coded, trend.level, trend.trend, trend.alpha, trend.beta, trend.lead, np.empty_like(coded),
+            np.ascontiguousarray(self._q_prev), self._origin, pq.grid, pq.max_error, q,
+            ring, at, self._offsets, moving, BOUND_MARGIN, bounds,
+        )  # fmt: skip
+        if status != FRAME_OK:
+            raise ValueError(FRAME_ERRORS[status])
+        return q, bounds
 
     def _quantize_rigid(self, rigid: RigidSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hysteresis quantization per rigid id (position, orientation, jaw) against last frame's values."""
