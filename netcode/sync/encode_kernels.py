@@ -391,6 +391,31 @@ def rigid_acked(sequence, slots, versions, exists, has_acked, acked_seq, acked):
 
 
 @_jit
+def snapshot_acked(
+    sequence, patches, rows, full, offsets, acked_seq, acked_q, carried, acked_full,
+    slots, versions, exists, has_acked, r_acked_seq, r_acked,
+):  # fmt: skip
+    """The client acknowledged snapshot ``sequence``, which carried ``patches`` (ascending) with these ``rows``
+    (concatenated, as ``record_sent`` gathers them) and ``full`` flags, and rigid objects (``rigid_acked``): each
+    patch whose acked version is older takes them; every one of them is acknowledged in this epoch (not carried
+    any more). One call per ack instead of a handful of numpy ones."""
+    rigid_acked(sequence, slots, versions, exists, has_acked, r_acked_seq, r_acked)
+    j = 0
+    for k in range(len(patches)):
+        p = patches[k]
+        s = offsets[p]
+        n = offsets[p + 1] - s
+        if acked_seq[p] < sequence:
+            acked_seq[p] = sequence
+            for i in range(n):
+                for a in range(3):
+                    acked_q[s + i, a] = rows[j + i, a]
+            acked_full[p] = full[k]
+        carried[p] = False
+        j += n
+
+
+@_jit
 def write_entry(out, now, base, kind, full, rotation_bits, jaw_bits):
     """One rigid entry body alone at ``out[0:]`` (padded to a byte), for checks against
     ``snapshot.rigid_entry_body``; returns its length in bits."""
@@ -540,19 +565,6 @@ def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pe
             r += 1
         j += 1
     return idx, rows, full, skipped
-
-
-@_jit
-def scatter_patches(rows, dst, offsets, patches, take):
-    """Write back rows as ``record_sent`` gathers them, for the listed patches where ``take`` is set."""
-    j = 0
-    for c in range(len(patches)):
-        p = patches[c]
-        for i in range(offsets[p], offsets[p + 1]):
-            if take[c]:
-                for a in range(3):
-                    dst[i, a] = rows[j, a]
-            j += 1
 
 
 @_jit

@@ -55,6 +55,7 @@ How it works (details and the byte layout in SNAPSHOT.md):
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
@@ -69,8 +70,7 @@ from netcode.sync.encode_kernels import (
     client_arrays,
     client_row,
     encode_clients,
-    rigid_acked,
-    scatter_patches,
+    snapshot_acked,
 )
 from netcode.sync.motion_bound import MotionBound
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
@@ -245,7 +245,7 @@ class ClientSync:
             self.priority.acc, self.acked_full, self.carry_acked,
         )  # fmt: skip
         row = self._row
-        if row is None or any(a is not b for a, b in zip(arrays, row[0], strict=True)):
+        if row is None or not all(map(operator.is_, arrays, row[0])):
             row = self._row = (arrays, *client_row(arrays, self.n_vertices, self.n_patches))
         return row
 
@@ -595,24 +595,23 @@ class SnapshotServer:
                 headers[0][records, : len(header)] = np.frombuffer(header, np.uint8)
                 headers[1][records] = len(header)
         slots = len(self._rigid_slots)
-        limits = np.empty(n, np.int64)
-        resend = np.empty(n, np.int64)
-        addresses = np.empty((n, CLIENT_ARRAYS), np.int64)
-        dims = np.empty((n, 2), np.int64)
-        focus_offsets = np.zeros(n + 1, np.int64)
+        limits, resend, rows, dims, focus, bases, focus_offsets = [], [], [], [], [], [], [0]
         keep = []  # the arrays the kernel reads, alive until it returned
-        for i, c in enumerate(clients):
+        total = 0
+        for c in clients:  # plain lists here, one numpy array each after: a few clients, numpy's per-call cost
             c.rigid.ensure(slots)
             budget = c.budget_bytes
-            limits[i] = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
-            resend[i] = c.resend_after
-            arrays, addresses[i], dims[i] = c.kernel_row()
+            limit = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
+            limits.append(limit)
+            bases.append(total)
+            total += limit
+            resend.append(c.resend_after)
+            arrays, addresses, dim = c.kernel_row()
             keep.append(arrays)
-            focus_offsets[i + 1] = focus_offsets[i] + len(c.focus)
-        focus = np.concatenate([c.focus for c in clients]) if focus_offsets[n] else _NO_FOCUS
-        bases = np.zeros(n, np.int64)
-        np.cumsum(limits[:-1], out=bases[1:])
-        total = int(bases[-1] + limits[-1])
+            rows.append(addresses)
+            dims.append(dim)
+            focus.append(c.focus)
+            focus_offsets.append(focus_offsets[-1] + len(c.focus))
         if len(self._out) < total:
             self._out = np.zeros(max(total, 2 * len(self._out)), np.uint8)
         out = self._out
@@ -622,13 +621,13 @@ class SnapshotServer:
         d, dense, sparse = self._scratch
         sent_idx, sent_rows, sent_full, idx_off, rows_off = encode_clients(
             out,
-            bases,
-            limits,
-            resend,
-            addresses,
-            dims,
-            focus,
-            focus_offsets,
+            np.array(bases, np.int64),
+            np.array(limits, np.int64),
+            np.array(resend, np.int64),
+            np.concatenate(rows).reshape(n, CLIENT_ARRAYS),
+            np.concatenate(dims).reshape(n, 2),
+            np.concatenate(focus) if focus_offsets[-1] else _NO_FOCUS,
+            np.array(focus_offsets, np.int64),
             headers[0],
             headers[1],
             np.frombuffer(f.drives, np.uint8),
@@ -662,28 +661,31 @@ class SnapshotServer:
         del keep
         snapshots = []
         sizes = self._sizes
-        for i, c in enumerate(clients):
-            start, end = int(bases[i]), int(ends[i])
+        idx_off, rows_off = idx_off.tolist(), rows_off.tolist()
+        epoch, no_slots, no_versions = f.epoch, _NO_SLOTS, _NO_VERSIONS
+        for i, (c, start, end, rigid_n, skip) in enumerate(
+            zip(clients, bases, ends.tolist(), n_rigid.tolist(), skipped.tolist(), strict=True)
+        ):
             snapshots.append(out[start:end].tobytes())
-            rigid_n = n_rigid[i]
             if rigid_n:
                 chosen = taken[i, :rigid_n]
                 rigid_slots, rigid_versions = f.rigid_slots[chosen], f.rigid_versions[chosen]
             else:
-                rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
+                rigid_slots, rigid_versions = no_slots, no_versions
             a, b = idx_off[i], idx_off[i + 1]
             idx = sent_idx[a:b]
             rows = sent_rows[rows_off[i] : rows_off[i + 1]]
-            c.history[seq] = _Sent(f.epoch, idx, rows, rigid_slots, rigid_versions, sent_full[a:b], sizes[idx])
-            while len(c.history) > HISTORY:
-                c.history.popitem(last=False)
+            history = c.history
+            history[seq] = _Sent(epoch, idx, rows, rigid_slots, rigid_versions, sent_full[a:b], sizes[idx])
+            while len(history) > HISTORY:
+                history.popitem(last=False)
             size = end - start
             if c.budget_bytes is not None:
                 c.credit = max(0, min(c.burst_bytes, c.credit + c.budget_bytes - size))
             stats = c.stats
             stats["snapshots"] += 1
             stats["bytes"] += size
-            stats["skipped_patches"] += int(skipped[i])
+            stats["skipped_patches"] += skip
         return snapshots
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
@@ -726,15 +728,11 @@ class SnapshotServer:
             record = self._kept_part(record)
             if record is None:
                 return
-        newer = c.acked_seq[record.patches] < sequence
-        c.acked_seq[record.patches[newer]] = sequence
-        scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
-        c.carried[record.patches] = False  # acked in this epoch: plain deltas from now on
-        c.acked_full[record.patches[newer]] = record.full[newer]
-        if len(record.rigid_slots):
-            t = c.rigid
-            slots, versions = record.rigid_slots, record.rigid_versions
-            rigid_acked(sequence, slots, versions, t.exists, t.has_acked, t.acked_seq, t.acked)
+        t = c.rigid
+        snapshot_acked(
+            sequence, record.patches, record.rows, record.full, self._offsets, c.acked_seq, c.acked_q, c.carried,
+            c.acked_full, record.rigid_slots, record.rigid_versions, t.exists, t.has_acked, t.acked_seq, t.acked,
+        )  # fmt: skip
 
     def _kept_part(self, record: _Sent) -> _Sent | None:
         """The part of an earlier epoch's sent record about patches kept unchanged since (None: nothing)."""
