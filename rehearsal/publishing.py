@@ -445,14 +445,15 @@ class Publisher:
             rows.setdefault(holder_participant(key), []).append(row)
         tick = live.sync.sequence
         everyone: list[Message] | None = None
+        own = OwnForces(tick, now, rows)
         for client in list(live.clients.values()):
             identity = client.identity
             if identity.role is Role.MENTOR:
                 if everyone is None:
-                    everyone = _force_messages(tick, now, [r for group in rows.values() for r in group])
+                    everyone = force_messages(tick, now, [r for group in rows.values() for r in group])
                 messages = everyone
             elif identity.participant in rows:
-                messages = _force_messages(tick, now, rows[identity.participant])
+                messages = own.messages(identity.participant)
             else:
                 continue
             for message in messages:
@@ -567,11 +568,49 @@ class PreparedSnapshots:
     snapshots: dict[int, bytes]
 
 
-def _force_messages(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[Message]:
+class OwnForces:
+    """Each participant's own ``forces`` messages of a tick: the room's instruments quantized once (one
+    ``force_fields`` for all, rows grouped by participant) and each participant's rows cut out of its byte fields
+    (quantizing is per value, so the bytes are those of ``force_messages`` of its rows alone); a room with more
+    than ``MAX_FORCE_INSTRUMENTS`` instruments goes participant by participant."""
+
+    def __init__(self, tick: int, now: float, rows: dict[int, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]]):
+        self.tick, self.now, self.rows = tick, now, rows
+        self.whole: dict | None = None
+        self.spans: dict[int, tuple[int, int]] = {}
+
+    def messages(self, participant: int) -> list[Message]:
+        rows = self.rows
+        if sum(len(group) for group in rows.values()) > MAX_FORCE_INSTRUMENTS:
+            return force_messages(self.tick, self.now, rows[participant])
+        whole = self.whole
+        if whole is None:
+            start = 0
+            for pid, group in rows.items():
+                self.spans[pid] = (start, start + len(group))
+                start += len(group)
+            whole = self.whole = _force_fields(self.tick, self.now, [r for group in rows.values() for r in group])
+        a, b = self.spans[participant]
+        fields = {
+            "tick": whole["tick"],
+            "server_time": whole["server_time"],
+            "objects": whole["objects"][4 * a : 4 * b],
+            "forces": whole["forces"][6 * a : 6 * b],
+            "grasp": whole["grasp"][6 * a : 6 * b],
+            "positions": whole["positions"][12 * a : 12 * b],
+        }
+        return [Message("forces", fields)]
+
+
+def _force_fields(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """``forces`` fields of at most ``MAX_FORCE_INSTRUMENTS`` (object id, force, grasp pull, position) rows."""
+    objects, forces, pulls, positions = (np.array(column) for column in zip(*rows, strict=True))
+    return force_fields(tick, now, objects, forces, pulls, positions)
+
+
+def force_messages(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[Message]:
     """``forces`` messages of (object id, force, grasp pull, position) rows, ``MAX_FORCE_INSTRUMENTS`` each."""
     out = []
     for start in range(0, len(rows), MAX_FORCE_INSTRUMENTS):
-        chunk = rows[start : start + MAX_FORCE_INSTRUMENTS]
-        objects, forces, pulls, positions = (np.array(column) for column in zip(*chunk, strict=True))
-        out.append(Message("forces", force_fields(tick, now, objects, forces, pulls, positions)))
+        out.append(Message("forces", _force_fields(tick, now, rows[start : start + MAX_FORCE_INSTRUMENTS])))
     return out
