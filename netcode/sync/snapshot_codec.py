@@ -590,10 +590,10 @@ class SnapshotServer:
         if not headers:  # once per frame: the header for 0 to 3 records
             headers.append(np.zeros((4, HEADER_SIZE), np.uint8))
             headers.append(np.zeros(4, np.int64))
-            for records in range(4):
-                header = pack_header(seq, f.time, f.epoch, records)
-                headers[0][records, : len(header)] = np.frombuffer(header, np.uint8)
-                headers[1][records] = len(header)
+            header = np.frombuffer(pack_header(seq, f.time, f.epoch, 0), np.uint8)  # the count is its last byte
+            headers[0][:, : len(header)] = header
+            headers[0][:, len(header) - 1] = np.arange(4)
+            headers[1][:] = len(header)
         slots = len(self._rigid_slots)
         limits, resend, rows, dims, focus, bases, focus_offsets = [], [], [], [], [], [], [0]
         keep = []  # the arrays the kernel reads, alive until it returned
@@ -615,7 +615,7 @@ class SnapshotServer:
         if len(self._out) < total:
             self._out = np.zeros(max(total, 2 * len(self._out)), np.uint8)
         out = self._out
-        taken = np.empty((n, len(f.rigid_ids)), np.int64)
+        taken = np.zeros((n, len(f.rigid_ids)), np.int64)  # zeros: the whole of it is gathered below
         ends, n_rigid, skipped = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         carry = self._carry_map
         d, dense, sparse = self._scratch
@@ -660,23 +660,25 @@ class SnapshotServer:
         )
         del keep
         snapshots = []
-        sizes = self._sizes
+        sent_sizes = self._sizes[sent_idx]
         idx_off, rows_off = idx_off.tolist(), rows_off.tolist()
         epoch, no_slots, no_versions = f.epoch, _NO_SLOTS, _NO_VERSIONS
+        if n_rigid.any():  # the rigid objects each client got: one gather for all (rows cut per client below)
+            rigid_slots_all, rigid_versions_all = f.rigid_slots[taken], f.rigid_versions[taken]
         for i, (c, start, end, rigid_n, skip) in enumerate(
             zip(clients, bases, ends.tolist(), n_rigid.tolist(), skipped.tolist(), strict=True)
         ):
             snapshots.append(out[start:end].tobytes())
             if rigid_n:
-                chosen = taken[i, :rigid_n]
-                rigid_slots, rigid_versions = f.rigid_slots[chosen], f.rigid_versions[chosen]
+                rigid_slots, rigid_versions = rigid_slots_all[i, :rigid_n], rigid_versions_all[i, :rigid_n]
             else:
                 rigid_slots, rigid_versions = no_slots, no_versions
             a, b = idx_off[i], idx_off[i + 1]
-            idx = sent_idx[a:b]
             rows = sent_rows[rows_off[i] : rows_off[i + 1]]
             history = c.history
-            history[seq] = _Sent(epoch, idx, rows, rigid_slots, rigid_versions, sent_full[a:b], sizes[idx])
+            history[seq] = _Sent(
+                epoch, sent_idx[a:b], rows, rigid_slots, rigid_versions, sent_full[a:b], sent_sizes[a:b]
+            )
             while len(history) > HISTORY:
                 history.popitem(last=False)
             size = end - start
