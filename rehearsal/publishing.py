@@ -17,10 +17,11 @@ Everything goes out through each client's ``Link``; this is the hot path (GIL-bo
 per tick), so the loop stays flat.
 
 Off the reactor (``encode_on_room_thread``, the default): a room's snapshots are encoded on its own thread right
-after its step (``prepare_snapshots``, the ticker's ``after_step``: the frame's quantization and every client's
-snapshot in nogil numba, ``netcode.sync.encode_kernels``), so rooms encode in parallel across cores and the
-reactor only sends them. The reactor's part (``snapshot_context``, the ticker's ``before_step``) sets each
-client's focus and allocates object ids when the step is handed over. A tick whose step changed the topology,
+after its step (``prepare_snapshots``, the ticker's ``after_step``: the frame's quantization in one nogil call and
+every client's snapshot in one more, ``SnapshotServer.encode_many``), so rooms encode in parallel across cores, a
+room's frame takes the GIL back a few times rather than once per client, and the reactor only sends them. The
+reactor's part (``snapshot_context``, the ticker's ``before_step``) sets each client's focus and allocates object
+ids when the step is handed over. A tick whose step changed the topology,
 or whose epoch changed on the reactor since (a reset), or that found new objects, is encoded on the reactor as
 before; the bytes are the same either way.
 """

@@ -9,6 +9,7 @@
     server.begin_frame(time, surface_positions_in_layout_order, rigid_set)
     server.set_focus(cid, instrument_and_gaze_points)
     send_unreliable(cid, snapshot_message(server.encode(cid)))
+    (or every client of the frame in one nogil call: server.encode_many(cids), the same bytes)
     ...when the client acks snapshot sequence s:  server.on_ack(cid, s)
     ...on a cut:  for cid: send_reliable(cid, server.change_topology(new_layout, ...))
 
