@@ -97,6 +97,7 @@ class Slide:
     force: np.ndarray  # N the thread pulls on the tissue here (the solver's grasp force), last frame
     target: np.ndarray | None = None  # where the thread holds it now: the tissue point is pulled here
     held: float | None = None  # the thread's material the tissue holds (static friction; None: at u)
+    gap: float = 0.0  # the least way (segments) along the thread to the point before it (it only grows)
 
 
 class Thread:
@@ -226,9 +227,10 @@ class Thread:
     def _slip_and_gap(self, model: Model, here: np.ndarray, s_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per stitch point, in segments: how far the thread's place at the point may lag the frictionless one
         (static friction: the friction force limit, THREAD_FRICTION_N + THREAD_MU x last frame's normal pull,
-        over the tissue's stiffness there), and how close it may come to the previous point's place (0.9 x the
-        way between the two points, through one bite at least their distance at rest, as the tissue between them
-        does not shrink; or as close as they are now if closer)."""
+        over the tissue's stiffness there), and how close it may come to the previous point's place: 0.9 x the way
+        between the two points (through one bite, the most it has been: a ratchet, the thread through the tissue
+        between two punctures does not get shorter as a pull draws them together; without it the points slid onto
+        one place on the thread and it cut the stitch's corners), or as close as they are now if closer."""
         seg = self.spec.segment_length
         slip = np.zeros(s_u.size)
         gap = np.zeros(s_u.size)
@@ -242,12 +244,10 @@ class Thread:
             limit = THREAD_FRICTION_N + THREAD_MU * normal
             slip[row] = limit / tissue_stiffness(model, sl.point) / seg
             if row > 0:
-                before = self.slides[row - 1]
-                way = float(np.linalg.norm(here[row] - here[row - 1]))
-                if before.stitch == sl.stitch:  # one bite through the tissue: as long as it is at rest, or longer
-                    rest = model.rest_positions
-                    way = max(way, float(np.linalg.norm(sl.point.position(rest) - before.point.position(rest))))
-                gap[row] = max(0.0, min(0.9 * way / seg, s_u[row - 1] - s_u[row]))
+                way = min(0.9 * float(np.linalg.norm(here[row] - here[row - 1])) / seg, s_u[row - 1] - s_u[row])
+                # through one bite the way only grows (the tissue between its two punctures does not shrink)
+                sl.gap = max(sl.gap, way) if self.slides[row - 1].stitch == sl.stitch else way
+                gap[row] = max(0.0, min(sl.gap, s_u[row - 1] - s_u[row]))
         return slip, gap
 
     def _grabbing(self, state: State, events: list[Event]) -> None:

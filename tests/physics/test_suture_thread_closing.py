@@ -21,7 +21,9 @@ SEG = 0.003
 # the suturing scenario (rehearsal/scenarios/suturing.toml): a 6 x 2 x 4 cm pad, a 1 cm deep slit along x = 0
 # over z in [-1.5, 1.5] cm whose lips part 2 mm at rest in the middle
 STITCH_Z = -0.005  # the scenario's first marks: 5 mm either side of the incision
-WALL_EDGE = 0.8  # the bite comes out of the wall 1 mm under its edge: 0.8 of the edge vertex, 0.2 of the one 5 mm under
+WALL_EDGE = 0.95  # the bite comes out of the wall 0.25 mm under its edge (0.95 of the edge vertex, 0.05 of the
+# one 5 mm under it); a deeper exit closes less: 0.5 mm under, the lips come to 0.5 of their rest gap, 1 mm
+# under to 0.73
 
 
 def scenario_wound():
@@ -43,8 +45,8 @@ def lip_gaps(x, lips):
 def two_bite_stitch(model, state):
     """A thread laid as a stitch across the wound in two bites, the way the needle places it (out into the wound
     from the left mark, in from it to the right one): up from the left mark (the free limb), in at the left mark
-    (top face, 5 mm from the wound), out of the left lip's wall 1.5 mm under its edge (the scenario's needle bites
-    1.8 mm deep), across the gap into the right wall, out at the right mark and up (to the needle); threaded
+    (top face, 5 mm from the wound), out of the left lip's wall just under its edge (WALL_EDGE),
+    across the gap into the right wall, out at the right mark and up (to the needle); threaded
     through the four points."""
     x = state.x
     top = float(x[:, 1].max())
