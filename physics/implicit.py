@@ -346,7 +346,7 @@ def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direc
         for c0 in range(lo, hi, PRODUCT_CHUNK):
             w = min(hi, c0 + PRODUCT_CHUNK) - c0
             for j in range(w):
-                t = c0 + j
+                t = np.uint64(c0 + j)  # unsigned: no negative-index wraparound (see the next loop)
                 i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
                 for d in range(3):
                     p0 = z[i0, d] + beta * p[i0, d]
@@ -354,7 +354,10 @@ def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direc
                     E[3 + d, j] = (z[i2, d] + beta * p[i2, d]) - p0
                     E[6 + d, j] = (z[i3, d] + beta * p[i3, d]) - p0
             for j in range(w):
-                t = c0 + j
+                # An unsigned t: a signed one that LLVM cannot prove non-negative (c0 starts at a run's lo) gets
+                # numba's negative-index wraparound, and the vectorised loop then loads Bt, Fs, Cs, k_dev, k_hyd and
+                # geo by AVX-512 gathers instead of contiguous loads: twice this product's time on one thread.
+                t = np.uint64(c0 + j)
                 b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
                 b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
                 # dF's columns: sum_r (p_{r+1} - p_0) B[r, c]
@@ -399,15 +402,24 @@ def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direc
                 E[9, j] = -(E[0, j] + E[3, j] + E[6, j])
                 E[10, j] = -(E[1, j] + E[4, j] + E[7, j])
                 E[11, j] = -(E[2, j] + E[5, j] + E[8, j])
-            for j in range(w):
-                t = c0 + j
-                for a in range(4):
-                    v = tets[t, a]
-                    r = 9 if a == 0 else 3 * (a - 1)
-                    if direct or shared[v] == 0:
-                        _add_row(q, v, E[r, j], E[r + 1, j], E[r + 2, j])
-                    else:
-                        _put_row(rows, 4 * t + a, E[r, j], E[r + 1, j], E[r + 2, j])
+            if direct:  # every corner added, in tet order
+                for j in range(w):
+                    t = np.uint64(c0 + j)
+                    i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+                    _add_row(q, i0, E[9, j], E[10, j], E[11, j])
+                    _add_row(q, i1, E[0, j], E[1, j], E[2, j])
+                    _add_row(q, i2, E[3, j], E[4, j], E[5, j])
+                    _add_row(q, i3, E[6, j], E[7, j], E[8, j])
+            else:
+                for j in range(w):
+                    t = c0 + j
+                    for a in range(4):
+                        v = tets[t, a]
+                        r = 9 if a == 0 else 3 * (a - 1)
+                        if shared[v] == 0:
+                            _add_row(q, v, E[r, j], E[r + 1, j], E[r + 2, j])
+                        else:
+                            _put_row(rows, 4 * t + a, E[r, j], E[r + 1, j], E[r + 2, j])
 
 
 def _gather_rows(rows, start, slots, out, ids):
