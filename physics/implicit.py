@@ -11,8 +11,9 @@ gradients preconditioned by the 3x3 diagonal blocks of the Hessian (exact: the d
 The Hessian is never assembled: CG multiplies by it tet by tet, its det term with a coefficient limited so each
 tet's part stays positive semi-definite. The gradient is exact, so at rest the frame's fixed point is the static
 equilibrium of the energy whatever the iteration counts: the error XPBD carries (stiffness x h^2 / mass) is not
-there. Instrument and environment contact are projected once per frame after the solve (frame-start to
-frame-end capsules, so friction sees the capsules' motion).
+there. Environment and instrument contact enter the solve as a stick/slide filter decided at the frame's
+start (the held vertices' reaction is the instrument force reported), and are projected once more after the
+solve (frame-start to frame-end capsules, so friction sees the capsules' motion).
 
 Deterministic for any thread count: the tet passes run as TET_PARTS fixed runs of tets (the parallel tasks,
 whatever the thread count); a vertex whose tets all lie in one run gets their rows added straight in by that
@@ -21,11 +22,12 @@ gathered in tet order (an incidence list built with the model); springs are adde
 sum fixed blocks in order. On one thread every corner is added straight in, in tet order: the same sums.
 (Gathering every vertex, as this kernel once did, cost two threads more than the one-thread kernel's work.)
 
-Cost (per frame, 20k tets): one setup pass (F, cof F, energy, gradient and diagonal blocks), then per CG
-iteration three parallel passes (the tets' product in vectorised chunks; the vertices' gather with inertia,
-springs, contact filter and p.q; the update with the preconditioner and r.z) around a serial 192-unknown
-coarse solve, then the line search's energy pass. Its arrays live in the FrameTopology's workspace: a frame
-allocates none of its large ones.
+Cost (per frame, 20k tets): one setup pass (F, cof F, energy, gradient and diagonal blocks; after the contact
+filter moved a few vertices' start, only their neighbourhood again: _local_refresh), then per CG iteration
+three parallel passes (the tets' product in vectorised chunks; the vertices' gather with inertia, springs,
+contact filter and p.q; the update with the preconditioner and r.z) around a serial 192-unknown coarse solve,
+then the line search's energy pass, and the contact reaction at the held vertices alone. Its arrays live in
+the FrameTopology's workspace: a frame allocates none of its large ones.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or i
 INSTRUMENT_REACH = 2e-4  # m: a tissue point this close to an instrument's capsule (or inside it) may rest on it
 STATS = ("newton_steps", "cg_iterations", "line_search_halvings")  # what a frame reports it did (out_stats)
 LINE_SEARCH_HALVINGS = 6  # a Newton step that raises the frame's energy is halved up to this many times
+LOCAL_REFRESH = 0.2  # contact that moved a few vertices refreshes their neighbourhood alone while the vertices
+# to re-sum have at most this fraction of all corner slots (a local corner costs about 4x one of the full pass)
 
 
 class FrameTopology:
@@ -227,6 +231,96 @@ def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
         out[t] = _tet_energy_at(x, tets, B, k_dev, k_hyd, gamma, t)
 
 
+@nb.njit(inline="always", **FAST)
+def _tet_state(x, tets, B, k_dev, k_hyd, gamma, t):
+    """Tet t at x: F's columns, cof F's columns (c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1), the det term's
+    coefficient s = k_hyd (det F - gamma), |F|^2 and the energy. The one place these are computed: the setup pass,
+    the local refresh and the contact reaction give the same bits."""
+    f0x, f0y, f0z = _column(x, tets, B, t, 0)
+    f1x, f1y, f1z = _column(x, tets, B, t, 1)
+    f2x, f2y, f2z = _column(x, tets, B, t, 2)
+    c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
+    c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
+    c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
+    j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
+    kd, kh = k_dev[t], k_hyd[t]
+    s = kh * j
+    nf2 = (
+        f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
+    )  # fmt: skip
+    energy = 0.5 * kd * nf2 + 0.5 * kh * j * j
+    return (
+        f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, nf2, energy
+    )  # fmt: skip
+
+
+@nb.njit(inline="always", **FAST)
+def _gradient_rows(B, t, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z,
+                   c2x, c2y, c2z):  # fmt: skip
+    """The tet's gradient corner rows 0-3 (P = k_dev F + s cof F through the shape gradients)."""
+    r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(
+        B, t, kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
+        kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z,
+        kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z,
+    )  # fmt: skip
+    r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
+    return r0x, r0y, r0z, r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z
+
+
+@nb.njit(inline="always", **FAST)
+def _pick(a, rows):
+    """Corner a's row of _gradient_rows' four."""
+    if a == 0:
+        return rows[0], rows[1], rows[2]
+    if a == 1:
+        return rows[3], rows[4], rows[5]
+    if a == 2:
+        return rows[6], rows[7], rows[8]
+    return rows[9], rows[10], rows[11]
+
+
+@nb.njit(inline="always", **FAST)
+def _diagonal_parts(B, t, a, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z):
+    """Corner a's diagonal block parts: k_dev |b_a|^2 and g_a = dJ/dx_a (the block: k_dev |b_a|^2 I + k_hyd g g^T)."""
+    b0, b1, b2 = _corner_b(B, t, a)
+    bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
+    g0 = b0 * c0x + b1 * c1x + b2 * c2x
+    g1 = b0 * c0y + b1 * c1y + b2 * c2y
+    g2 = b0 * c0z + b1 * c1z + b2 * c2z
+    return bb, g0, g1, g2
+
+
+@nb.njit(inline="always", **FAST)
+def _add_diagonal(diag, v, bb, kh, g0, g1, g2):
+    diag[v, 0] += bb + kh * g0 * g0
+    diag[v, 1] += kh * g0 * g1
+    diag[v, 2] += kh * g0 * g2
+    diag[v, 3] += bb + kh * g1 * g1
+    diag[v, 4] += kh * g1 * g2
+    diag[v, 5] += bb + kh * g2 * g2
+
+
+@nb.njit(inline="always", **FAST)
+def _limited(kd, s, nf2):
+    """The det term's coefficient limited so the tet's Hessian product stays positive: its Hessian has eigenvalues up
+    to about the largest singular value times s; k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the
+    RMS singular value |F| / sqrt 3, exact at rest where the limit is not reached). The gradient stays exact."""
+    lim = kd / max(math.sqrt(nf2 / 3.0), 1e-6)
+    return min(max(s, -lim), lim)
+
+
+@nb.njit(inline="always", **FAST)
+def _keep_state(Fs, Cs, geo, energy, t, kd, st):
+    """Store tet t's F, cof F (component-major, for the Hessian products), limited coefficient and energy."""
+    f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, nf2, e = st
+    Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
+    Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
+    Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
+    Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
+    energy[t] = e
+    geo[t] = _limited(kd, s, nf2)
+
+
 def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared):
     """Per tet at x: F and cof F (kept for the Hessian products, component-major: Fs[k, t]), the det term's
     limited coefficient, the tet's energy (the line search's start), its gradient's corner rows and its diagonal
@@ -240,65 +334,20 @@ def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad,
     for part in nb.prange(TET_PARTS):
         lo, hi = _part(part, m)
         for t in range(lo, hi):
-            f0x, f0y, f0z = _column(x, tets, B, t, 0)
-            f1x, f1y, f1z = _column(x, tets, B, t, 1)
-            f2x, f2y, f2z = _column(x, tets, B, t, 2)
-            c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
-            c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
-            c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
-            j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
+            st = _tet_state(x, tets, B, k_dev, k_hyd, gamma, t)
+            f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, _, _ = st
             kd, kh = k_dev[t], k_hyd[t]
-            s = kh * j
-            Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
-            Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
-            Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
-            Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
-            nf2 = (
-                f0x * f0x
-                + f0y * f0y
-                + f0z * f0z
-                + f1x * f1x
-                + f1y * f1y
-                + f1z * f1z
-                + f2x * f2x
-                + f2y * f2y
-                + f2z * f2z
+            _keep_state(Fs, Cs, geo, energy, t, kd, st)
+            rr = _gradient_rows(
+                B, t, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z
             )
-            energy[t] = 0.5 * kd * nf2 + 0.5 * kh * j * j
-            # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
-            # k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the RMS singular value |F| / sqrt 3, exact
-            # at rest where the limit is not reached). Limiting s keeps the product positive; the gradient stays exact.
-            lim = kd / max(math.sqrt(nf2 / 3.0), 1e-6)
-            geo[t] = min(max(s, -lim), lim)
-            r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(
-            B, t, kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
-            kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z,
-            kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z,
-        )  # fmt: skip
-            r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
             for a in range(4):
-                if a == 0:
-                    gx, gy, gz = r0x, r0y, r0z
-                elif a == 1:
-                    gx, gy, gz = r1x, r1y, r1z
-                elif a == 2:
-                    gx, gy, gz = r2x, r2y, r2z
-                else:
-                    gx, gy, gz = r3x, r3y, r3z
-                b0, b1, b2 = _corner_b(B, t, a)
-                bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
-                g0 = b0 * c0x + b1 * c1x + b2 * c2x
-                g1 = b0 * c0y + b1 * c1y + b2 * c2y
-                g2 = b0 * c0z + b1 * c1z + b2 * c2z
+                gx, gy, gz = _pick(a, rr)
+                bb, g0, g1, g2 = _diagonal_parts(B, t, a, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
                 v = tets[t, a]
                 if direct or shared[v] == 0:
                     _add_row(grad, v, gx, gy, gz)
-                    diag[v, 0] += bb + kh * g0 * g0
-                    diag[v, 1] += kh * g0 * g1
-                    diag[v, 2] += kh * g0 * g2
-                    diag[v, 3] += bb + kh * g1 * g1
-                    diag[v, 4] += kh * g1 * g2
-                    diag[v, 5] += bb + kh * g2 * g2
+                    _add_diagonal(diag, v, bb, kh, g0, g1, g2)
                 else:
                     k = 4 * t + a
                     rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
@@ -750,6 +799,116 @@ def _springs_clear(verts, out):
                 out[verts[g, c], d] = 0.0
 
 
+@nb.njit(**FAST)
+def _corner_sums(x, tets, B, k_dev, k_hyd, gamma, start, slots, v):
+    """Vertex v's elastic gradient and diagonal block (xx xy xz yy yz zz) at x: its tets' corner rows summed in
+    slot (tet) order, each tet evaluated as tet_setup does, so the same bits as that pass."""
+    a0 = a1 = a2 = 0.0
+    d0 = d1 = d2 = d3 = d4 = d5 = 0.0
+    for k in range(start[v], start[v + 1]):
+        t = slots[k] // 4
+        a = slots[k] % 4
+        st = _tet_state(x, tets, B, k_dev, k_hyd, gamma, t)
+        f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, _, _ = st
+        kd, kh = k_dev[t], k_hyd[t]
+        rr = _gradient_rows(
+            B, t, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z
+        )
+        gx, gy, gz = _pick(a, rr)
+        bb, g0, g1, g2 = _diagonal_parts(B, t, a, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+        a0 += gx
+        a1 += gy
+        a2 += gz
+        d0 += bb + kh * g0 * g0
+        d1 += kh * g0 * g1
+        d2 += kh * g0 * g2
+        d3 += bb + kh * g1 * g1
+        d4 += kh * g1 * g2
+        d5 += bb + kh * g2 * g2
+    return a0, a1, a2, d0, d1, d2, d3, d4, d5
+
+
+@nb.njit(**FAST)
+def _springs_gradient_at(x, verts, weights, targets, stiffness, mark, grad, diag):
+    """_springs_gradient for the marked vertices alone: the same adds in the same order."""
+    for g in range(verts.shape[0]):
+        if mark[verts[g, 0]] == 0 and mark[verts[g, 1]] == 0 and mark[verts[g, 2]] == 0:
+            continue
+        for d in range(3):
+            r = stiffness * (_spring_point(x, verts, weights, g, d) - targets[g, d])
+            for c in range(3):
+                if mark[verts[g, c]] != 0:
+                    grad[verts[g, c], d] += weights[g, c] * r
+        for c in range(3):
+            w2 = weights[g, c] * weights[g, c] * stiffness
+            v = verts[g, c]
+            if mark[v] != 0:
+                diag[v, 0] += w2
+                diag[v, 3] += w2
+                diag[v, 5] += w2
+
+
+@nb.njit(**FAST)
+def _marked_gradient(x, tets, B, k_dev, k_hyd, gamma, start, slots, mark, grad, diag,
+                     anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                     g_verts, g_weights, targets, k_grasp):  # fmt: skip
+    """grad and diag (elastic and springs, not inertia) of the marked vertices at x, as the full pass gives them."""
+    for v in range(x.shape[0]):
+        if mark[v] != 0:
+            a0, a1, a2, d0, d1, d2, d3, d4, d5 = _corner_sums(x, tets, B, k_dev, k_hyd, gamma, start, slots, v)
+            grad[v, 0], grad[v, 1], grad[v, 2] = a0, a1, a2
+            diag[v, 0], diag[v, 1], diag[v, 2], diag[v, 3], diag[v, 4], diag[v, 5] = d0, d1, d2, d3, d4, d5
+    _springs_gradient_at(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, mark, grad, diag)
+    _springs_gradient_at(x, g_verts, g_weights, targets, k_grasp, mark, grad, diag)
+
+
+@nb.njit(**FAST)
+def _local_refresh(x, y, mh, free, tets, B, k_dev, k_hyd, gamma, start, slots, touching, Fs, Cs, geo, energy,
+                   grad, diag, r, dx, mark, anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                   g_verts, g_weights, targets, k_grasp, limit):  # fmt: skip
+    """After the contact filter moved the touching vertices' start: the setup pass again for what that changed
+    alone (the touching vertices' tets' state; gradient, diagonal, residual of every vertex of those tets and of
+    the springs on a moved vertex), the same bits as the full pass. False (nothing done) when the vertices to
+    re-sum have more than `limit` of all corner slots: then the full pass is cheaper."""
+    n = x.shape[0]
+    for i in range(n):
+        mark[i] = 0
+    for i in range(n):
+        if touching[i] != 0:
+            for k in range(start[i], start[i + 1]):
+                t = slots[k] // 4
+                for a in range(4):
+                    mark[tets[t, a]] = 1
+    for springs in range(2):
+        verts = anchor_verts if springs == 0 else g_verts
+        for g in range(verts.shape[0]):
+            if touching[verts[g, 0]] != 0 or touching[verts[g, 1]] != 0 or touching[verts[g, 2]] != 0:
+                for c in range(3):
+                    mark[verts[g, c]] = 1
+    corners = 0
+    for i in range(n):
+        if mark[i] != 0:
+            corners += start[i + 1] - start[i]
+    if corners > limit * start[n]:
+        return False
+    for i in range(n):
+        if touching[i] != 0:
+            for k in range(start[i], start[i + 1]):
+                t = slots[k] // 4
+                _keep_state(Fs, Cs, geo, energy, t, k_dev[t], _tet_state(x, tets, B, k_dev, k_hyd, gamma, t))
+    _marked_gradient(
+        x, tets, B, k_dev, k_hyd, gamma, start, slots, mark, grad, diag,
+        anchor_verts, anchor_weights, anchor_targets, k_anchor, g_verts, g_weights, targets, k_grasp,
+    )  # fmt: skip
+    for i in range(n):
+        if mark[i] != 0:
+            for d in range(3):
+                grad[i, d] += mh[i] * (x[i, d] - y[i, d])
+                r[i, d] = -grad[i, d] * free[i]
+                dx[i, d] = 0.0
+    return True
+
+
 def _solve_frame(
     x, v, inv_mass, mass, damping, gravity, dt, newton_steps, cg_iterations, max_speed,
     tets, B, Bt, k_dev, k_hyd, gamma, start, slots, shared, shared_ids, agg, coarse_factor, work,
@@ -782,6 +941,7 @@ def _solve_frame(
     k_anchor = 1.0 / anchor_alpha
     k_grasp = 1.0 / g_alpha
     partial = np.empty(2 * DOT_BLOCKS)
+    mark = np.empty(n, np.uint8)  # vertices whose gradient a local refresh or the contact reaction re-sums
     rc = np.empty(coarse_factor.shape[0])
     yc = np.empty(coarse_factor.shape[0])
     rq = np.empty(coarse_factor.shape[0])
@@ -861,8 +1021,12 @@ def _solve_frame(
                 x, x_prev, r, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
                 touching,
             )  # fmt: skip
-            if touching.sum() > 0:
-                continue
+            if touching.sum() > 0 and not _local_refresh(
+                x, y, mh, free, tets, B, k_dev, k_hyd, gamma, start, slots, touching, Fs, Cs, geo, e_old,
+                grad, diag, r, dx, mark, anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                g_verts, g_weights, targets, k_grasp, LOCAL_REFRESH,
+            ):  # fmt: skip
+                continue  # many moved: the whole setup pass again
         for i in nb.prange(n):
             r[i, 0], r[i, 1], r[i, 2] = _filter(S, i, r[i, 0], r[i, 1], r[i, 2])
             a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
@@ -952,17 +1116,14 @@ def _solve_frame(
         held += touching[i] >= 2
     if held > 0:
         # The force each instrument's filtered vertices need to stay on it: the frame's gradient at the solved
-        # positions along the filtered normal, (I - S) g (at rest the elastic reaction, like a Lagrange multiplier).
-        for i in nb.prange(n):
-            for d in range(3):
-                grad[i, d] = 0.0
-            for d in range(6):
-                diag[i, d] = 0.0
-        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
-        if not direct:
-            _gather_setup(rows7, start, slots, k_hyd, grad, diag, shared_ids)
-        _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
-        _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
+        # positions along the filtered normal, (I - S) g (at rest the elastic reaction, like a Lagrange multiplier);
+        # the gradient of those vertices alone (their tets), the same bits as a whole setup pass there.
+        for i in range(n):
+            mark[i] = 1 if touching[i] >= 2 else 0
+        _marked_gradient(
+            x, tets, B, k_dev, k_hyd, gamma, start, slots, mark, grad, diag,
+            anchor_verts, anchor_weights, anchor_targets, k_anchor, g_verts, g_weights, targets, k_grasp,
+        )  # fmt: skip
         for i in range(n):
             if touching[i] < 2:
                 continue
