@@ -642,10 +642,12 @@ def _trial_energy(x, dx, step, tets, B, k_dev, k_hyd, gamma, t):
     return _energy_of(f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, k_dev[t], k_hyd[t], gamma[t])
 
 
-def _trial_change(x, dx, step, tets, B, k_dev, k_hyd, gamma, e_old, partial):
+def _trial_change(x, dx, step, tets, B, k_dev, k_hyd, gamma, e_old, partial, ga, gb, with_dot):
     """The tets' energy change from x to x + step dx (e_old: their energies at x) and sum |e_old| (the
-    round-off scale), each summed in fixed blocks of tets, the blocks in order."""
+    round-off scale), each summed in fixed blocks of tets, the blocks in order; with_dot, in the same parallel
+    pass, ga . gb as _dot sums it (partial: 3 * DOT_BLOCKS), else 0."""
     m = tets.shape[0]
+    n = ga.shape[0]
     for k in nb.prange(DOT_BLOCKS):
         lo, hi = _block(k, m)
         acc = 0.0
@@ -655,7 +657,15 @@ def _trial_change(x, dx, step, tets, B, k_dev, k_hyd, gamma, e_old, partial):
             mag += abs(e_old[t])
         partial[k] = acc
         partial[DOT_BLOCKS + k] = mag
-    return _sum_blocks(partial, 0), _sum_blocks(partial, DOT_BLOCKS)
+        dot = 0.0
+        if with_dot:
+            lo, hi = _block(k, n)
+            for i in range(lo, hi):
+                dot += ga[i, 0] * gb[i, 0]
+                dot += ga[i, 1] * gb[i, 1]
+                dot += ga[i, 2] * gb[i, 2]
+        partial[2 * DOT_BLOCKS + k] = dot
+    return _sum_blocks(partial, 0), _sum_blocks(partial, DOT_BLOCKS), _sum_blocks(partial, 2 * DOT_BLOCKS)
 
 
 @nb.njit(inline="always", **FAST)
@@ -687,6 +697,40 @@ def _environment_normal(x, i, planes, spheres, boxes, tol):
         if axis >= 0:
             return True, sign if axis == 0 else 0.0, sign if axis == 1 else 0.0, sign if axis == 2 else 0.0
     return False, 0.0, 0.0, 0.0
+
+
+@nb.njit(inline="always", **FAST)
+def _environment_filter(x, x_prev, v, r, free, S, touching, i, planes, spheres, boxes, env_mu, h):
+    """Environment contact enters the solve as a filter (Baraff and Witkin 1998) decided from the frame's start
+    alone: vertex i touching a shape and pressed into it by the frame's forces r (the gradient at the start)
+    sticks where it is while static friction can hold it, slides along the surface otherwise. Its start moves
+    (to where it was, or off its motion into the surface): then the gradient again (_local_refresh)."""
+    if free[i] == 0.0:
+        return
+    hit, nx, ny, nz = _environment_normal(x_prev, i, planes, spheres, boxes, CONTACT_TOLERANCE)
+    if not hit:
+        return
+    fn = -(r[i, 0] * nx + r[i, 1] * ny + r[i, 2] * nz)  # the push into the surface (N)
+    if fn <= 0.0:
+        return
+    tx = r[i, 0] + fn * nx
+    ty = r[i, 1] + fn * ny
+    tz = r[i, 2] + fn * nz
+    touching[i] = 1
+    if tx * tx + ty * ty + tz * tz <= (env_mu * fn) * (env_mu * fn):
+        for q_ in range(9):
+            S[i, q_] = 0.0
+        for d in range(3):
+            x[i, d] = x_prev[i, d]
+    else:
+        S[i, 0], S[i, 1], S[i, 2] = 1.0 - nx * nx, -nx * ny, -nx * nz
+        S[i, 3], S[i, 4], S[i, 5] = -ny * nx, 1.0 - ny * ny, -ny * nz
+        S[i, 6], S[i, 7], S[i, 8] = -nz * nx, -nz * ny, 1.0 - nz * nz
+        vn = v[i, 0] * nx + v[i, 1] * ny + v[i, 2] * nz
+        if vn < 0.0:
+            x[i, 0] -= h * vn * nx
+            x[i, 1] -= h * vn * ny
+            x[i, 2] -= h * vn * nz
 
 
 @nb.njit(**FAST)
@@ -940,7 +984,7 @@ def _solve_frame(
     grasp_targets(g_inst, g_local, P, R, targets)
     k_anchor = 1.0 / anchor_alpha
     k_grasp = 1.0 / g_alpha
-    partial = np.empty(2 * DOT_BLOCKS)
+    partial = np.empty(3 * DOT_BLOCKS)
     mark = np.empty(n, np.uint8)  # vertices whose gradient a local refresh or the contact reaction re-sums
     rc = np.empty(coarse_factor.shape[0])
     yc = np.empty(coarse_factor.shape[0])
@@ -951,6 +995,10 @@ def _solve_frame(
         mh[i] = mass[i] * inv_h2
         touching[i] = 0
         sq[i, 0] = sq[i, 1] = sq[i, 2] = 0.0  # the springs' part of a product (zero but at spring vertices)
+        for d in range(3):
+            grad[i, d] = 0.0  # the tets add their corners at vertices that are not shared into these
+        for d in range(6):
+            diag[i, d] = 0.0
         for q_ in range(9):
             S[i, q_] = 1.0 if q_ % 4 == 0 else 0.0
         for d in range(3):
@@ -964,55 +1012,30 @@ def _solve_frame(
     residual = 0.0
     newton = 0
     classified = False
+    zeroed = True  # grad and diag (zeroed with the frame's start above; again before another setup pass)
     while newton < newton_steps:
-        for i in nb.prange(n):  # the tets add their corners at vertices that are not shared into these
-            for d in range(3):
-                grad[i, d] = 0.0
-            for d in range(6):
-                diag[i, d] = 0.0
+        if not zeroed:
+            for i in nb.prange(n):
+                for d in range(3):
+                    grad[i, d] = 0.0
+                for d in range(6):
+                    diag[i, d] = 0.0
+        zeroed = False
         _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
         if not direct:
             _gather_setup(rows7, start, slots, k_hyd, grad, diag, shared_ids)
         _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
         _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
+        classify = not classified
+        classified = True
         for i in nb.prange(n):
             for d in range(3):
                 grad[i, d] += mh[i] * (x[i, d] - y[i, d])
                 r[i, d] = -grad[i, d] * free[i]
                 dx[i, d] = 0.0
-        if not classified:
-            classified = True
-            # Environment contact enters the solve as a filter (Baraff and Witkin 1998) decided from this state
-            # alone: a vertex touching a shape and pressed into it by the frame's forces (the gradient at the
-            # start) sticks where it is while static friction can hold it, slides along the surface otherwise.
-            # Its start moves (to where it was, or off its motion into the surface): then the gradient again.
-            for i in nb.prange(n):
-                if free[i] == 0.0:
-                    continue
-                hit, nx, ny, nz = _environment_normal(x_prev, i, planes, spheres, boxes, CONTACT_TOLERANCE)
-                if not hit:
-                    continue
-                fn = -(r[i, 0] * nx + r[i, 1] * ny + r[i, 2] * nz)  # the push into the surface (N)
-                if fn <= 0.0:
-                    continue
-                tx = r[i, 0] + fn * nx
-                ty = r[i, 1] + fn * ny
-                tz = r[i, 2] + fn * nz
-                touching[i] = 1
-                if tx * tx + ty * ty + tz * tz <= (env_mu * fn) * (env_mu * fn):
-                    for q_ in range(9):
-                        S[i, q_] = 0.0
-                    for d in range(3):
-                        x[i, d] = x_prev[i, d]
-                else:
-                    S[i, 0], S[i, 1], S[i, 2] = 1.0 - nx * nx, -nx * ny, -nx * nz
-                    S[i, 3], S[i, 4], S[i, 5] = -ny * nx, 1.0 - ny * ny, -ny * nz
-                    S[i, 6], S[i, 7], S[i, 8] = -nz * nx, -nz * ny, 1.0 - nz * nz
-                    vn = v[i, 0] * nx + v[i, 1] * ny + v[i, 2] * nz
-                    if vn < 0.0:
-                        x[i, 0] -= h * vn * nx
-                        x[i, 1] -= h * vn * ny
-                        x[i, 2] -= h * vn * nz
+            if classify:
+                _environment_filter(x, x_prev, v, r, free, S, touching, i, planes, spheres, boxes, env_mu, h)
+        if classify:
             # Instrument contact the same way, against the capsules' end-of-frame pose: a tissue point at (or
             # within INSTRUMENT_REACH of) a capsule at the frame's start and pressed into it slides along it
             # (its vertices' normal motion filtered out), so the solve holds it there and its reaction is the
@@ -1027,28 +1050,36 @@ def _solve_frame(
                 g_verts, g_weights, targets, k_grasp, LOCAL_REFRESH,
             ):  # fmt: skip
                 continue  # many moved: the whole setup pass again
-        for i in nb.prange(n):
-            r[i, 0], r[i, 1], r[i, 2] = _filter(S, i, r[i, 0], r[i, 1], r[i, 2])
-            a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
-            d_, e, f = diag[i, 1], diag[i, 3] + mh[i], diag[i, 4]
-            g_, hh, k = diag[i, 2], diag[i, 4], diag[i, 5] + mh[i]
-            co0 = e * k - f * hh
-            co1 = f * g_ - d_ * k
-            co2 = d_ * hh - e * g_
-            det = a * co0 + b * co1 + c * co2
-            inv = 0.0 if free[i] == 0.0 or det <= 0.0 else 1.0 / det
-            inv_diag[i, 0] = co0 * inv
-            inv_diag[i, 1] = (c * hh - b * k) * inv
-            inv_diag[i, 2] = (b * f - c * e) * inv
-            inv_diag[i, 3] = co1 * inv
-            inv_diag[i, 4] = (a * k - c * g_) * inv
-            inv_diag[i, 5] = (c * d_ - a * f) * inv
-            inv_diag[i, 6] = co2 * inv
-            inv_diag[i, 7] = (b * g_ - a * hh) * inv
-            inv_diag[i, 8] = (a * e - b * d_) * inv
-            p[i, 0] = p[i, 1] = p[i, 2] = 0.0  # the first direction is z + 0 p
-            q[i, 0] = q[i, 1] = q[i, 2] = 0.0
-        residual = math.sqrt(_dot(r, r, partial))
+        for blk in nb.prange(DOT_BLOCKS):  # the filtered residual, the preconditioner's blocks and r . r
+            lo, hi = _block(blk, n)
+            acc = 0.0
+            for i in range(lo, hi):
+                r[i, 0], r[i, 1], r[i, 2] = _filter(S, i, r[i, 0], r[i, 1], r[i, 2])
+                a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
+                d_, e, f = diag[i, 1], diag[i, 3] + mh[i], diag[i, 4]
+                g_, hh, k = diag[i, 2], diag[i, 4], diag[i, 5] + mh[i]
+                co0 = e * k - f * hh
+                co1 = f * g_ - d_ * k
+                co2 = d_ * hh - e * g_
+                det = a * co0 + b * co1 + c * co2
+                inv = 0.0 if free[i] == 0.0 or det <= 0.0 else 1.0 / det
+                inv_diag[i, 0] = co0 * inv
+                inv_diag[i, 1] = (c * hh - b * k) * inv
+                inv_diag[i, 2] = (b * f - c * e) * inv
+                inv_diag[i, 3] = co1 * inv
+                inv_diag[i, 4] = (a * k - c * g_) * inv
+                inv_diag[i, 5] = (c * d_ - a * f) * inv
+                inv_diag[i, 6] = co2 * inv
+                inv_diag[i, 7] = (b * g_ - a * hh) * inv
+                inv_diag[i, 8] = (a * e - b * d_) * inv
+                p[i, 0] = p[i, 1] = p[i, 2] = 0.0  # the first direction is z + 0 p
+                q[i, 0] = q[i, 1] = q[i, 2] = 0.0
+                acc += r[i, 0] * r[i, 0]
+                acc += r[i, 1] * r[i, 1]
+                acc += r[i, 2] * r[i, 2]
+            partial[blk] = acc
+
+        residual = math.sqrt(_sum_blocks(partial, 0))  # as _dot(r, r) sums it
         # Three parallel passes an iteration: the tets' product, the vertices' gather and finish (with p . q),
         # the update and preconditioner (with r . z). The coarse right-hand side P^T r follows the update
         # (P^T r -= alpha P^T q), so the coarse solve sits between the second and the third.
@@ -1089,10 +1120,14 @@ def _solve_frame(
         # Backtracking line search on the frame's energy (its exact change: inertia and springs in closed form,
         # the tets one by one from their energies at the start), so a large or nonlinear step cannot raise it;
         # within round-off a step is taken. After the last halving that step is taken anyway.
-        slope = _dot(grad, dx, partial)
         t = 1.0
+        slope = 0.0
         for ls in range(LINE_SEARCH_HALVINGS + 1):
-            change, scale = _trial_change(x, dx, t, tets, B, k_dev, k_hyd, gamma, e_old, partial)
+            change, scale, dot = _trial_change(
+                x, dx, t, tets, B, k_dev, k_hyd, gamma, e_old, partial, grad, dx, ls == 0
+            )  # the first trial also sums the slope grad . dx
+            if ls == 0:
+                slope = dot
             inertia = 0.0
             for i in range(n):
                 for d in range(3):
