@@ -173,28 +173,6 @@ def _cross(a0, a1, a2, b0, b1, b2):
 
 
 @nb.njit(inline="always", **FAST)
-def _corner_b(B, t, a):
-    """Row a of tet t's full shape-gradient matrix (corner 0: minus the sum of the others)."""
-    if a == 0:
-        return -(B[t, 0] + B[t, 3] + B[t, 6]), -(B[t, 1] + B[t, 4] + B[t, 7]), -(B[t, 2] + B[t, 5] + B[t, 8])
-    r = 3 * (a - 1)
-    return B[t, r], B[t, r + 1], B[t, r + 2]
-
-
-@nb.njit(inline="always", **FAST)
-def _rows_of(B, t, p0x, p0y, p0z, p1x, p1y, p1z, p2x, p2y, p2z):
-    """Corner rows 1-3 of an F-space matrix P with columns P_c: r_a = sum_c B[a-1, c] P_c (corner 0's row is
-    minus their sum, so a tet's rows add up to exactly zero)."""
-    b0, b1, b2 = B[t, 0], B[t, 1], B[t, 2]
-    r1x, r1y, r1z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
-    b0, b1, b2 = B[t, 3], B[t, 4], B[t, 5]
-    r2x, r2y, r2z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
-    b0, b1, b2 = B[t, 6], B[t, 7], B[t, 8]
-    r3x, r3y, r3z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
-    return r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z
-
-
-@nb.njit(inline="always", **FAST)
 def _add_row(out, v, a, b, c):
     out[v, 0] += a
     out[v, 1] += b
@@ -232,18 +210,24 @@ def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
 
 
 @nb.njit(inline="always", **FAST)
-def _tet_state(x, tets, B, k_dev, k_hyd, gamma, t):
-    """Tet t at x: F's columns, cof F's columns (c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1), the det term's
-    coefficient s = k_hyd (det F - gamma), |F|^2 and the energy. The one place these are computed: the setup pass,
-    the local refresh and the contact reaction give the same bits."""
-    f0x, f0y, f0z = _column(x, tets, B, t, 0)
-    f1x, f1y, f1z = _column(x, tets, B, t, 1)
-    f2x, f2y, f2z = _column(x, tets, B, t, 2)
+def _state_from_edges(e1x, e1y, e1z, e2x, e2y, e2z, e3x, e3y, e3z, b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, kh, gm):
+    """A tet from its edge vectors e_r = x_r - x_0 and rest matrix B (row-major b0..b8): F's columns
+    (f_c = sum_r e_r B[r-1, c]), cof F's columns (c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1), the det term's
+    coefficient s = k_hyd (det F - gamma), |F|^2 and the energy. The one place these are computed: the setup
+    pass (vectorised over a chunk), the local refresh and the contact reaction (one tet) give the same bits."""
+    f0x = e1x * b0 + e2x * b3 + e3x * b6
+    f0y = e1y * b0 + e2y * b3 + e3y * b6
+    f0z = e1z * b0 + e2z * b3 + e3z * b6
+    f1x = e1x * b1 + e2x * b4 + e3x * b7
+    f1y = e1y * b1 + e2y * b4 + e3y * b7
+    f1z = e1z * b1 + e2z * b4 + e3z * b7
+    f2x = e1x * b2 + e2x * b5 + e3x * b8
+    f2y = e1y * b2 + e2y * b5 + e3y * b8
+    f2z = e1z * b2 + e2z * b5 + e3z * b8
     c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
     c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
     c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
-    j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
-    kd, kh = k_dev[t], k_hyd[t]
+    j = f0x * c0x + f0y * c0y + f0z * c0z - gm
     s = kh * j
     nf2 = (
         f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
@@ -255,14 +239,29 @@ def _tet_state(x, tets, B, k_dev, k_hyd, gamma, t):
 
 
 @nb.njit(inline="always", **FAST)
-def _gradient_rows(B, t, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z,
-                   c2x, c2y, c2z):  # fmt: skip
-    """The tet's gradient corner rows 0-3 (P = k_dev F + s cof F through the shape gradients)."""
-    r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(
-        B, t, kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
-        kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z,
-        kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z,
+def _tet_state(x, tets, B, k_dev, k_hyd, gamma, t):
+    """_state_from_edges for tet t at x."""
+    i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+    return _state_from_edges(
+        x[i1, 0] - x[i0, 0], x[i1, 1] - x[i0, 1], x[i1, 2] - x[i0, 2],
+        x[i2, 0] - x[i0, 0], x[i2, 1] - x[i0, 1], x[i2, 2] - x[i0, 2],
+        x[i3, 0] - x[i0, 0], x[i3, 1] - x[i0, 1], x[i3, 2] - x[i0, 2],
+        B[t, 0], B[t, 1], B[t, 2], B[t, 3], B[t, 4], B[t, 5], B[t, 6], B[t, 7], B[t, 8],
+        k_dev[t], k_hyd[t], gamma[t],
     )  # fmt: skip
+
+
+@nb.njit(inline="always", **FAST)
+def _gradient_rows(b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z,
+                   c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z):  # fmt: skip
+    """The tet's gradient corner rows 0-3: P = k_dev F + s cof F, r_a = sum_c B[a-1, c] P_c for a = 1..3 and
+    corner 0 minus their sum (so a tet's rows add up to exactly zero)."""
+    p0x, p0y, p0z = kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z
+    p1x, p1y, p1z = kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z
+    p2x, p2y, p2z = kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z
+    r1x, r1y, r1z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
+    r2x, r2y, r2z = b3 * p0x + b4 * p1x + b5 * p2x, b3 * p0y + b4 * p1y + b5 * p2y, b3 * p0z + b4 * p1z + b5 * p2z
+    r3x, r3y, r3z = b6 * p0x + b7 * p1x + b8 * p2x, b6 * p0y + b7 * p1y + b8 * p2y, b6 * p0z + b7 * p1z + b8 * p2z
     r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
     return r0x, r0y, r0z, r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z
 
@@ -280,13 +279,14 @@ def _pick(a, rows):
 
 
 @nb.njit(inline="always", **FAST)
-def _diagonal_parts(B, t, a, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z):
-    """Corner a's diagonal block parts: k_dev |b_a|^2 and g_a = dJ/dx_a (the block: k_dev |b_a|^2 I + k_hyd g g^T)."""
-    b0, b1, b2 = _corner_b(B, t, a)
-    bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
-    g0 = b0 * c0x + b1 * c1x + b2 * c2x
-    g1 = b0 * c0y + b1 * c1y + b2 * c2y
-    g2 = b0 * c0z + b1 * c1z + b2 * c2z
+def _diagonal_parts(a0, a1, a2, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z):
+    """A corner's diagonal block parts from its shape gradient (a0, a1, a2: row a of the full shape-gradient
+    matrix; corner 0's is minus the sum of the others): k_dev |b_a|^2 and g_a = dJ/dx_a (the block:
+    k_dev |b_a|^2 I + k_hyd g g^T)."""
+    bb = kd * (a0 * a0 + a1 * a1 + a2 * a2)
+    g0 = a0 * c0x + a1 * c1x + a2 * c2x
+    g1 = a0 * c0y + a1 * c1y + a2 * c2y
+    g2 = a0 * c0z + a1 * c1z + a2 * c2z
     return bb, g0, g1, g2
 
 
@@ -321,7 +321,34 @@ def _keep_state(Fs, Cs, geo, energy, t, kd, st):
     geo[t] = _limited(kd, s, nf2)
 
 
-def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared):
+@nb.njit(inline="always", **FAST)
+def _corner_values(x, tets, B, k_dev, k_hyd, gamma, t, a):
+    """Corner a of tet t at x: its gradient row and diagonal block parts (bb, g), as tet_setup computes them."""
+    st = _tet_state(x, tets, B, k_dev, k_hyd, gamma, t)
+    f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, _, _ = st
+    kd = k_dev[t]
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = B[t, 0], B[t, 1], B[t, 2], B[t, 3], B[t, 4], B[t, 5], B[t, 6], B[t, 7], B[t, 8]
+    rr = _gradient_rows(
+        b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z,
+        c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z,
+    )  # fmt: skip
+    gx, gy, gz = _pick(a, rr)
+    if a == 0:
+        a0, a1, a2 = -(b0 + b3 + b6), -(b1 + b4 + b7), -(b2 + b5 + b8)
+    elif a == 1:
+        a0, a1, a2 = b0, b1, b2
+    elif a == 2:
+        a0, a1, a2 = b3, b4, b5
+    else:
+        a0, a1, a2 = b6, b7, b8
+    bb, g0, g1, g2 = _diagonal_parts(a0, a1, a2, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+    return gx, gy, gz, bb, g0, g1, g2
+
+
+SETUP_CHUNK = 64  # tets the setup pass handles at once (as the product: corners in, vectorised arithmetic, rows out)
+
+
+def _tet_setup(x, tets, B, Bt, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared):
     """Per tet at x: F and cof F (kept for the Hessian products, component-major: Fs[k, t]), the det term's
     limited coefficient, the tet's energy (the line search's start), its gradient's corner rows and its diagonal
     3x3 blocks' parts per corner (k_dev |b_a|^2 and g_a = dJ/dx_a: the block is k_dev |b_a|^2 I + k_hyd g_a g_a^T,
@@ -329,29 +356,82 @@ def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad,
     TET_PARTS runs, which are the parallel tasks) is added to grad and diag (n, 6: xx xy xz yy yz zz; zero
     before) in tet order; a shared one is written to rows (tets * 4, 7) for gather_setup, which sums it in the
     same order. With direct (one thread only) every corner is added: a vertex's sums in the same order, so the
-    same bits whatever the thread count."""
+    same bits whatever the thread count. Per run, chunks of SETUP_CHUNK tets in three loops: the corners' edge
+    vectors in, the arithmetic over component-major arrays (Bt; vectorised), the corners out in tet order."""
     m = tets.shape[0]
     for part in nb.prange(TET_PARTS):
         lo, hi = _part(part, m)
-        for t in range(lo, hi):
-            st = _tet_state(x, tets, B, k_dev, k_hyd, gamma, t)
-            f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, _, _ = st
-            kd, kh = k_dev[t], k_hyd[t]
-            _keep_state(Fs, Cs, geo, energy, t, kd, st)
-            rr = _gradient_rows(
-                B, t, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z
-            )
-            for a in range(4):
-                gx, gy, gz = _pick(a, rr)
-                bb, g0, g1, g2 = _diagonal_parts(B, t, a, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
-                v = tets[t, a]
-                if direct or shared[v] == 0:
-                    _add_row(grad, v, gx, gy, gz)
-                    _add_diagonal(diag, v, bb, kh, g0, g1, g2)
-                else:
-                    k = 4 * t + a
-                    rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
-                    rows[k, 4], rows[k, 5], rows[k, 6] = g0, g1, g2
+        # E: edge vectors in (0-8); out F 0-8, cof F 9-17, energy 18, limited coefficient 19, gradient rows
+        # 20-31, (bb, g) per corner 32-47. The arithmetic writes E alone (LLVM vectorises a loop only while it
+        # needs at most 8 runtime alias checks), then one short loop per destination array.
+        E = np.empty((48, SETUP_CHUNK))
+        for c0 in range(lo, hi, SETUP_CHUNK):
+            w = min(hi, c0 + SETUP_CHUNK) - c0
+            for j in range(w):
+                t = np.uint64(c0 + j)  # unsigned: no wraparound, contiguous loads (see tet_product)
+                i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+                for d in range(3):
+                    E[d, j] = x[i1, d] - x[i0, d]
+                    E[3 + d, j] = x[i2, d] - x[i0, d]
+                    E[6 + d, j] = x[i3, d] - x[i0, d]
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
+                b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
+                kd = k_dev[t]
+                st = _state_from_edges(
+                    E[0, j], E[1, j], E[2, j], E[3, j], E[4, j], E[5, j], E[6, j], E[7, j], E[8, j],
+                    b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, k_hyd[t], gamma[t],
+                )  # fmt: skip
+                f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, nf2, e = st
+                E[0, j], E[1, j], E[2, j], E[3, j], E[4, j] = f0x, f0y, f0z, f1x, f1y
+                E[5, j], E[6, j], E[7, j], E[8, j] = f1z, f2x, f2y, f2z
+                E[9, j], E[10, j], E[11, j], E[12, j], E[13, j] = c0x, c0y, c0z, c1x, c1y
+                E[14, j], E[15, j], E[16, j], E[17, j] = c1z, c2x, c2y, c2z
+                E[18, j] = e
+                E[19, j] = _limited(kd, s, nf2)
+                rr = _gradient_rows(
+                    b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z,
+                    c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z,
+                )  # fmt: skip
+                E[20, j], E[21, j], E[22, j], E[23, j], E[24, j], E[25, j] = rr[0], rr[1], rr[2], rr[3], rr[4], rr[5]
+                E[26, j], E[27, j], E[28, j], E[29, j], E[30, j], E[31, j] = rr[6], rr[7], rr[8], rr[9], rr[10], rr[11]
+                bb, g0, g1, g2 = _diagonal_parts(
+                    -(b0 + b3 + b6), -(b1 + b4 + b7), -(b2 + b5 + b8), kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z
+                )
+                E[32, j], E[33, j], E[34, j], E[35, j] = bb, g0, g1, g2
+                bb, g0, g1, g2 = _diagonal_parts(b0, b1, b2, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+                E[36, j], E[37, j], E[38, j], E[39, j] = bb, g0, g1, g2
+                bb, g0, g1, g2 = _diagonal_parts(b3, b4, b5, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+                E[40, j], E[41, j], E[42, j], E[43, j] = bb, g0, g1, g2
+                bb, g0, g1, g2 = _diagonal_parts(b6, b7, b8, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+                E[44, j], E[45, j], E[46, j], E[47, j] = bb, g0, g1, g2
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = E[0, j], E[1, j], E[2, j], E[3, j], E[4, j]
+                Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = E[5, j], E[6, j], E[7, j], E[8, j]
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = E[9, j], E[10, j], E[11, j], E[12, j], E[13, j]
+                Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = E[14, j], E[15, j], E[16, j], E[17, j]
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                energy[t] = E[18, j]
+                geo[t] = E[19, j]
+            for j in range(w):
+                t = c0 + j
+                kh = k_hyd[t]
+                for a in range(4):
+                    v = tets[t, a]
+                    gx, gy, gz = E[20 + 3 * a, j], E[21 + 3 * a, j], E[22 + 3 * a, j]
+                    bb, g0, g1, g2 = E[32 + 4 * a, j], E[33 + 4 * a, j], E[34 + 4 * a, j], E[35 + 4 * a, j]
+                    if direct or shared[v] == 0:
+                        _add_row(grad, v, gx, gy, gz)
+                        _add_diagonal(diag, v, bb, kh, g0, g1, g2)
+                    else:
+                        k = 4 * t + a
+                        rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
+                        rows[k, 4], rows[k, 5], rows[k, 6] = g0, g1, g2
 
 
 def _gather_setup(rows, start, slots, k_hyd, grad, diag, ids):
@@ -852,14 +932,8 @@ def _corner_sums(x, tets, B, k_dev, k_hyd, gamma, start, slots, v):
     for k in range(start[v], start[v + 1]):
         t = slots[k] // 4
         a = slots[k] % 4
-        st = _tet_state(x, tets, B, k_dev, k_hyd, gamma, t)
-        f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, _, _ = st
-        kd, kh = k_dev[t], k_hyd[t]
-        rr = _gradient_rows(
-            B, t, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z
-        )
-        gx, gy, gz = _pick(a, rr)
-        bb, g0, g1, g2 = _diagonal_parts(B, t, a, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+        gx, gy, gz, bb, g0, g1, g2 = _corner_values(x, tets, B, k_dev, k_hyd, gamma, t, a)
+        kh = k_hyd[t]
         a0 += gx
         a1 += gy
         a2 += gz
@@ -1021,7 +1095,7 @@ def _solve_frame(
                 for d in range(6):
                     diag[i, d] = 0.0
         zeroed = False
-        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
+        _tet_setup(x, tets, B, Bt, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
         if not direct:
             _gather_setup(rows7, start, slots, k_hyd, grad, diag, shared_ids)
         _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)

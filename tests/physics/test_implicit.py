@@ -51,7 +51,24 @@ def _setup(x, tets, B, k_dev, k_hyd, gamma, start, slots, direct=False, shared=N
     Fs, Cs, geo, energy = np.empty((9, m)), np.empty((9, m)), np.empty(m), np.empty(m)
     rows = np.empty((4 * m, 7))
     grad, diag = np.zeros((n, 3)), np.zeros((n, 6))
-    implicit.tet_setup_serial(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared)
+    implicit.tet_setup_serial(
+        x,
+        tets,
+        B,
+        np.ascontiguousarray(B.T),
+        k_dev,
+        k_hyd,
+        gamma,
+        Fs,
+        Cs,
+        geo,
+        energy,
+        rows,
+        grad,
+        diag,
+        direct,
+        shared,
+    )
     if not direct:
         ids = np.flatnonzero(shared).astype(np.int64)
         implicit.gather_setup_serial(rows, start, slots, k_hyd, grad, diag, ids)
