@@ -28,7 +28,6 @@ import copy
 import datetime
 import json
 import os
-import secrets
 import ssl
 import sys
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 from netcode.transport.address import Address
 from physics import Model, new_state
 from rehearsal.complications import ComplicationError, Complications
-from rehearsal.identity import Identity, IdentityError, clean_name
+from rehearsal.identity import Identity, IdentityError, clean_name, new_participant_id
 from rehearsal.join_service import JoinService
 from rehearsal.procedure import Procedure
 from rehearsal.results_store import RESULTS_FILE, ResultsStore
@@ -328,7 +327,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     service = JoinService(
         server_secret(data, TOKEN_KEY), settings.protocol_id, [Address.parse(settings.public_address)]
     )
-    identity = Identity(args.session, secrets.randbits(63) or 1, Role(args.role), clean_name(args.name))
+    identity = Identity(args.session, new_participant_id(), Role(args.role), clean_name(args.name))
     ticket = service.ticket_for(identity)
     print(base64.b64encode(ticket.token).decode())
     print(

@@ -6,6 +6,7 @@ zero-padded to 256 bytes. The server trusts it because only the join service can
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import msgpack
@@ -15,6 +16,15 @@ from rehearsal.roles import Role
 USER_DATA_BYTES = 256
 VERSION = 1
 MAX_NAME_CHARS = 48
+# participant ids are drawn from [2^32, 2^61): a hand's instrument id (participant * 2 + hand) then fits an int64,
+# and never meets the physics' own pseudo-instruments (the suture's hold points, ids from 60,000), nor small test ids
+PARTICIPANT_ID_MIN = 1 << 32
+PARTICIPANT_ID_END = 1 << 61
+
+
+def new_participant_id() -> int:
+    """A fresh random participant id (unguessable; see PARTICIPANT_ID_MIN for its range)."""
+    return PARTICIPANT_ID_MIN + secrets.randbelow(PARTICIPANT_ID_END - PARTICIPANT_ID_MIN)
 
 
 class IdentityError(ValueError):

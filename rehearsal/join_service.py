@@ -12,13 +12,12 @@ the rejoin code issued and one use of the invite spent. A participant keeps one 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from netcode.transport.address import Address
 from netcode.transport.connect_token import generate_connect_token
-from rehearsal.identity import Identity, clean_name
+from rehearsal.identity import Identity, clean_name, new_participant_id
 from rehearsal.invites import InviteBook, InviteError
 from rehearsal.roles import Role
 
@@ -87,7 +86,7 @@ class JoinService:
             raise InviteError("this session has ended")
         if not self.invites.has_room_for_participant(entry.session):
             raise InviteError("this session is full: it has had as many participants as it may")
-        identity = Identity(entry.session, secrets.randbits(63) or 1, entry.role, name)
+        identity = Identity(entry.session, new_participant_id(), entry.role, name)
         ticket = self._ticket(identity, "")  # before anything is spent: a name too long for the token fails here
         if not self.reserve_seat(
             identity.participant, identity.session, TOKEN_EXPIRE_SECONDS + CONNECTION_TIMEOUT_SECONDS
