@@ -17,10 +17,11 @@ Everything goes out through each client's ``Link``; this is the hot path (GIL-bo
 per tick), so the loop stays flat.
 
 Off the reactor (``encode_on_room_thread``, the default): a room's snapshots are encoded on its own thread right
-after its step (``prepare_snapshots``, the ticker's ``after_step``: the frame's quantization and every client's
-snapshot in nogil numba, ``netcode.sync.encode_kernels``), so rooms encode in parallel across cores and the
-reactor only sends them. The reactor's part (``snapshot_context``, the ticker's ``before_step``) sets each
-client's focus and allocates object ids when the step is handed over. A tick whose step changed the topology,
+after its step (``prepare_snapshots``, the ticker's ``after_step``: the frame's quantization in one nogil call and
+every client's snapshot in one more, ``SnapshotServer.encode_many``), so rooms encode in parallel across cores, a
+room's frame takes the GIL back a few times rather than once per client, and the reactor only sends them. The
+reactor's part (``snapshot_context``, the ticker's ``before_step``) sets each client's focus and allocates object
+ids when the step is handed over. A tick whose step changed the topology,
 or whose epoch changed on the reactor since (a reset), or that found new objects, is encoded on the reactor as
 before; the bytes are the same either way.
 """
@@ -230,29 +231,35 @@ class Publisher:
         encoded = sync.clients
         observe = self.observe_snapshot_bytes
         others = False
-        for key, client in list(live.clients.items()):
-            if key not in encoded:
-                continue
-            link = client.link
-            if prepared is not None:
-                data = prepared.snapshots.get(key)
-                if data is None:
-                    continue  # off its rate, or joined after the step was handed over
-            else:
-                if watch_every > 1 and client.identity.role is Role.OBSERVER and (sync.sequence + key) % watch_every:
+        clients = [(key, client) for key, client in live.clients.items() if key in encoded]
+        if prepared is not None:
+            snapshots = prepared.snapshots  # a client missing there: off its rate, or joined after the hand-over
+        else:
+            seq, keys = sync.sequence, []
+            for key, client in clients:
+                if watch_every > 1 and client.identity.role is Role.OBSERVER and (seq + key) % watch_every:
                     continue  # an observer's frame off its rate (observers are spread over the ticks)
                 live.set_focus(client)
-                data = sync.encode(key)
+                keys.append(key)
+            snapshots = dict(zip(keys, sync.encode_many(keys), strict=True))  # one nogil call for all of them
+        sent = sent_bytes = 0
+        for key, client in clients:
+            data = snapshots.get(key)
+            if data is None:
+                continue
+            link = client.link
             if link.send(Channel.UNRELIABLE, snapshot_message(data)) and link.transport in IN_ORDER:
                 sync.on_ack(key, sync.sequence)  # delivered in order: a baseline now (rehearsal.links.IN_ORDER)
             ack = client.inputs.ack(now)
             if ack is not None:
                 link.send(Channel.UNRELIABLE, Message("input_ack", input_ack_fields(ack)))
-            counters["snapshots"] += 1
-            counters["snapshot_bytes"] += len(data)
+            sent += 1
+            sent_bytes += len(data)
             observe(len(data))
             if link.transport != UDP:
                 others = True
+        counters["snapshots"] += sent
+        counters["snapshot_bytes"] += sent_bytes
         self.publish_forces(live, now)  # with the snapshots they belong to
         self.flush_udp(list(live.udp_keys), now)  # the headsets' snapshots leave before the observers' is encoded
         group = live.observers
@@ -406,12 +413,14 @@ class Publisher:
         with sync.lock:
             sync.begin_frame(self.server_time(), room.physics.x[sync.layout.vertex_ids], rigid)
             seq = sync.sequence
-            snapshots = {}
-            for key in context.keys:
-                if key not in sync.clients or (every > 1 and key in context.observers and (seq + key) % every):
-                    continue
-                snapshots[key] = sync.encode(key)
-            return PreparedSnapshots(sync.epoch, seq, snapshots)
+            codecs, observers = sync.clients, context.observers
+            keys = [
+                key
+                for key in context.keys
+                if key in codecs and not (every > 1 and key in observers and (seq + key) % every)
+            ]
+            # every client's snapshot in one nogil call (one GIL round trip for the room's frame, not one each)
+            return PreparedSnapshots(sync.epoch, seq, dict(zip(keys, sync.encode_many(keys), strict=True)))
 
     def take_prepared(self, live: LiveRoom) -> PreparedSnapshots | None:
         """This tick's snapshots from the room's thread if they still hold (same epoch, no frame since), and
@@ -443,14 +452,15 @@ class Publisher:
             rows.setdefault(holder_participant(key), []).append(row)
         tick = live.sync.sequence
         everyone: list[Message] | None = None
+        own = OwnForces(tick, now, rows)
         for client in list(live.clients.values()):
             identity = client.identity
             if identity.role is Role.MENTOR:
                 if everyone is None:
-                    everyone = _force_messages(tick, now, [r for group in rows.values() for r in group])
+                    everyone = force_messages(tick, now, [r for group in rows.values() for r in group])
                 messages = everyone
             elif identity.participant in rows:
-                messages = _force_messages(tick, now, rows[identity.participant])
+                messages = own.messages(identity.participant)
             else:
                 continue
             for message in messages:
@@ -565,11 +575,49 @@ class PreparedSnapshots:
     snapshots: dict[int, bytes]
 
 
-def _force_messages(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[Message]:
+class OwnForces:
+    """Each participant's own ``forces`` messages of a tick: the room's instruments quantized once (one
+    ``force_fields`` for all, rows grouped by participant) and each participant's rows cut out of its byte fields
+    (quantizing is per value, so the bytes are those of ``force_messages`` of its rows alone); a room with more
+    than ``MAX_FORCE_INSTRUMENTS`` instruments goes participant by participant."""
+
+    def __init__(self, tick: int, now: float, rows: dict[int, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]]):
+        self.tick, self.now, self.rows = tick, now, rows
+        self.whole: dict | None = None
+        self.spans: dict[int, tuple[int, int]] = {}
+
+    def messages(self, participant: int) -> list[Message]:
+        rows = self.rows
+        if sum(len(group) for group in rows.values()) > MAX_FORCE_INSTRUMENTS:
+            return force_messages(self.tick, self.now, rows[participant])
+        whole = self.whole
+        if whole is None:
+            start = 0
+            for pid, group in rows.items():
+                self.spans[pid] = (start, start + len(group))
+                start += len(group)
+            whole = self.whole = _force_fields(self.tick, self.now, [r for group in rows.values() for r in group])
+        a, b = self.spans[participant]
+        fields = {
+            "tick": whole["tick"],
+            "server_time": whole["server_time"],
+            "objects": whole["objects"][4 * a : 4 * b],
+            "forces": whole["forces"][6 * a : 6 * b],
+            "grasp": whole["grasp"][6 * a : 6 * b],
+            "positions": whole["positions"][12 * a : 12 * b],
+        }
+        return [Message("forces", fields)]
+
+
+def _force_fields(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """``forces`` fields of at most ``MAX_FORCE_INSTRUMENTS`` (object id, force, grasp pull, position) rows."""
+    objects, forces, pulls, positions = (np.array(column) for column in zip(*rows, strict=True))
+    return force_fields(tick, now, objects, forces, pulls, positions)
+
+
+def force_messages(tick: int, now: float, rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[Message]:
     """``forces`` messages of (object id, force, grasp pull, position) rows, ``MAX_FORCE_INSTRUMENTS`` each."""
     out = []
     for start in range(0, len(rows), MAX_FORCE_INSTRUMENTS):
-        chunk = rows[start : start + MAX_FORCE_INSTRUMENTS]
-        objects, forces, pulls, positions = (np.array(column) for column in zip(*chunk, strict=True))
-        out.append(Message("forces", force_fields(tick, now, objects, forces, pulls, positions)))
+        out.append(Message("forces", _force_fields(tick, now, rows[start : start + MAX_FORCE_INSTRUMENTS])))
     return out

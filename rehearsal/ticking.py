@@ -39,8 +39,9 @@ from rehearsal.room import Room
 # Physics may use this share of a tick; the rest is for the network, snapshots and everything else.
 PHYSICS_SHARE = 0.6
 # The GIL switch interval of a process that runs room threads (CPython's default is 5 ms). A room thread takes the
-# GIL back a dozen times a step (after its physics kernel and each snapshot encode, all nogil); while the reactor
-# runs Python it waits up to this long each time before CPython makes the reactor let go.
+# GIL back a few times a step (after its physics kernel, the frame's quantization and the one call that encodes
+# every client's snapshot, all nogil); while the reactor runs Python it waits up to this long each time before
+# CPython makes the reactor let go.
 ROOM_SWITCH_INTERVAL = 0.001
 
 

@@ -15,12 +15,20 @@ The bytes are exactly those of ``snapshot.rigid_entry_body`` / ``rigid_record`` 
 included, read them): the same Exp-Golomb orders (``best_k``), the same choice between a delta and an absolute
 rotation or jaw, the same priority order (accumulator, then position in the frame) and the same greedy fit to
 the room left in the snapshot (``tests/netcode/sync/test_encode_kernels.py`` holds them to recorded bytes).
+
+``encode_clients`` encodes every client of a frame in one call (header, drive record, rigid and patch records,
+bookkeeping), so that a room's frame takes the GIL once instead of once per client: each client's state arrays
+reach it as a row of addresses (``client_arrays`` / ``client_row``, checked for dtype, shape and layout when the
+row is built, and kept alive by the caller for the call).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from netcode.sync.bitcode import (
     HEADER_BITS,
@@ -49,6 +57,10 @@ MAX_MISFITS = 8
 """Patch records tried in vain (too big for the room left) before the packet is closed."""
 
 _jit = numba.njit(cache=True, nogil=True)
+
+CLIENT_ARRAYS = 17
+"""A client's state arrays as ``encode_clients`` takes them (``client_arrays``): its rigid tracks' 8, then
+acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, priority accumulators, acked_full, carry_acked."""
 
 
 class RigidTracks:
@@ -379,6 +391,31 @@ def rigid_acked(sequence, slots, versions, exists, has_acked, acked_seq, acked):
 
 
 @_jit
+def snapshot_acked(
+    sequence, patches, rows, full, offsets, acked_seq, acked_q, carried, acked_full,
+    slots, versions, exists, has_acked, r_acked_seq, r_acked,
+):  # fmt: skip
+    """The client acknowledged snapshot ``sequence``, which carried ``patches`` (ascending) with these ``rows``
+    (concatenated, as ``record_sent`` gathers them) and ``full`` flags, and rigid objects (``rigid_acked``): each
+    patch whose acked version is older takes them; every one of them is acknowledged in this epoch (not carried
+    any more). One call per ack instead of a handful of numpy ones."""
+    rigid_acked(sequence, slots, versions, exists, has_acked, r_acked_seq, r_acked)
+    j = 0
+    for k in range(len(patches)):
+        p = patches[k]
+        s = offsets[p]
+        n = offsets[p + 1] - s
+        if acked_seq[p] < sequence:
+            acked_seq[p] = sequence
+            for i in range(n):
+                for a in range(3):
+                    acked_q[s + i, a] = rows[j + i, a]
+            acked_full[p] = full[k]
+        carried[p] = False
+        j += n
+
+
+@_jit
 def write_entry(out, now, base, kind, full, rotation_bits, jaw_bits):
     """One rigid entry body alone at ``out[0:]`` (padded to a byte), for checks against
     ``snapshot.rigid_entry_body``; returns its length in bits."""
@@ -528,19 +565,6 @@ def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pe
             r += 1
         j += 1
     return idx, rows, full, skipped
-
-
-@_jit
-def scatter_patches(rows, dst, offsets, patches, take):
-    """Write back rows as ``record_sent`` gathers them, for the listed patches where ``take`` is set."""
-    j = 0
-    for c in range(len(patches)):
-        p = patches[c]
-        for i in range(offsets[p], offsets[p + 1]):
-            if take[c]:
-                for a in range(3):
-                    dst[i, a] = rows[j, a]
-            j += 1
 
 
 @_jit
@@ -846,3 +870,220 @@ def encode_client(
     )
     idx, rows, full, skipped = record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending)
     return pos, n_rigid, n_patches, idx, rows, full, skipped
+
+
+# ------------------------------------------------------------------------------------------ all clients
+
+
+def client_arrays(tracks: RigidTracks, acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, acc, acked_full,
+                  carry_acked) -> tuple:  # fmt: skip
+    """One client's state arrays in ``encode_clients``' order (``CLIENT_ARRAYS`` of them)."""
+    t = tracks
+    return (
+        t.exists, t.has_acked, t.acked_seq, t.acked, t.has_sent, t.sent, t.last_sent, t.acc,
+        acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, acc, acked_full, carry_acked,
+    )  # fmt: skip
+
+
+def client_row(arrays: tuple, n_vertices: int, n_patches: int) -> tuple[np.ndarray, np.ndarray]:
+    """(addresses (CLIENT_ARRAYS,) int64, dims [rigid capacity, carry_acked length]) of ``client_arrays``'s
+    arrays for ``encode_clients``; ValueError unless each has the dtype, shape and C layout the kernel reads
+    (it reads raw memory: nothing unchecked may reach it). The caller keeps the arrays alive while it runs."""
+    cap = len(arrays[0])
+    expected = (
+        (np.bool_, (cap,)), (np.bool_, (cap,)), (np.int64, (cap,)), (np.int64, (cap, VERSION)),
+        (np.bool_, (cap,)), (np.int64, (cap, VERSION)), (np.int64, (cap,)), (np.float64, (cap,)),
+        (np.int32, (n_vertices, 3)), (np.int32, (n_vertices, 3)), (np.int64, (n_patches,)), (np.bool_, (n_patches,)),
+        (np.int64, (n_patches,)), (np.bool_, (n_patches,)), (np.float64, (n_patches,)), (np.bool_, (n_patches,)),
+        (np.int64, (len(arrays[16]),)),
+    )  # fmt: skip
+    if len(arrays) != CLIENT_ARRAYS:
+        raise ValueError(f"{len(arrays)} client arrays, expected {CLIENT_ARRAYS}")
+    for i, (a, (dtype, shape)) in enumerate(zip(arrays, expected, strict=True)):
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
+            raise ValueError(f"client array {i} is not a C-contiguous {np.dtype(dtype)} array of shape {shape}")
+        if not a.flags.writeable:
+            raise ValueError(f"client array {i} is read-only")
+    addresses = np.array([a.ctypes.data for a in arrays], np.int64)
+    return addresses, np.array([cap, len(arrays[16])], np.int64)
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """The void pointer at an integer address (``client_row``'s addresses)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(address), codegen
+
+
+@_jit
+def _bools(address, n):
+    return numba.carray(_pointer(address), (n,), np.bool_)
+
+
+@_jit
+def _ints(address, n):
+    return numba.carray(_pointer(address), (n,), np.int64)
+
+
+@_jit
+def _versions(address, n):
+    return numba.carray(_pointer(address), (n, VERSION), np.int64)
+
+
+@_jit
+def _floats(address, n):
+    return numba.carray(_pointer(address), (n,), np.float64)
+
+
+@_jit
+def _grid(address, n):
+    return numba.carray(_pointer(address), (n, 3), np.int32)
+
+
+@_jit
+def encode_clients(
+    out,
+    bases,
+    limits,
+    resend,
+    addresses,
+    dims,
+    focus,
+    focus_offsets,
+    headers,
+    header_lengths,
+    drives,
+    seq,
+    rigid_ids,
+    rigid_slots,
+    rigid_kinds,
+    rigid_versions,
+    rigid_points,
+    rotation_bits,
+    jaw_bits,
+    taken,
+    surface,
+    coded,
+    centroids,
+    origin,
+    step,
+    bounds,
+    offsets,
+    use_carry,
+    carry_sources,
+    carry_offsets,
+    d,
+    dense,
+    sparse,
+    plans,
+    ends,
+    n_rigid,
+    skipped,
+):
+    """Every client's snapshot of one frame in one call: client ``c``'s at ``out[bases[c]:ends[c]]``, at most
+    ``limits[c]`` bytes: the header (``headers[r, :header_lengths[r]]`` for r records), the ``drives`` record
+    when it fits (without it, no patches), then ``encode_client`` with its state arrays (``addresses[c]``, see
+    ``client_row``), its ``resend[c]`` and its focus ``focus[focus_offsets[c]:focus_offsets[c + 1]]``. Per
+    client into ``n_rigid``, ``taken[c]`` (the rigid objects sent) and ``skipped``; returns (sent patch ids,
+    their rows, sent in full, per client the start of its patches, the start of its rows), concatenated."""
+    n_c = len(bases)
+    n_v = surface.shape[0]
+    n_p = len(offsets) - 1
+    head = header_lengths[3]
+    idx_all = np.empty(n_c * n_p, np.int64)
+    full_all = np.empty(n_c * n_p, np.bool_)
+    rows_all = np.empty((n_c * n_v, 3), np.int32)
+    idx_off = np.zeros(n_c + 1, np.int64)
+    rows_off = np.zeros(n_c + 1, np.int64)
+    for c in range(n_c):
+        a = addresses[c]
+        cap = dims[c, 0]
+        base = bases[c]
+        limit = base + limits[c]
+        pos = base + head
+        with_drives = len(drives) == 0 or head + len(drives) <= limits[c]
+        if with_drives:
+            for i in range(len(drives)):
+                out[pos + i] = drives[i]
+            pos += len(drives)
+        records = 1 if with_drives and len(drives) > 0 else 0
+        patch_limit = limit if with_drives else -1
+        end, rigid_n, n_patches, idx, rows, full, skip = encode_client(
+            out,
+            pos,
+            limit,
+            patch_limit,
+            seq,
+            resend[c],
+            focus[focus_offsets[c] : focus_offsets[c + 1]],
+            rigid_ids,
+            rigid_slots,
+            rigid_kinds,
+            rigid_versions,
+            rigid_points,
+            _bools(a[0], cap),
+            _bools(a[1], cap),
+            _ints(a[2], cap),
+            _versions(a[3], cap),
+            _bools(a[4], cap),
+            _versions(a[5], cap),
+            _ints(a[6], cap),
+            _floats(a[7], cap),
+            rotation_bits,
+            jaw_bits,
+            taken[c],
+            surface,
+            coded,
+            centroids,
+            origin,
+            step,
+            bounds,
+            _grid(a[8], n_v),
+            _grid(a[9], n_v),
+            offsets,
+            _ints(a[10], n_p),
+            _bools(a[11], n_p),
+            _ints(a[12], n_p),
+            _bools(a[13], n_p),
+            _floats(a[14], n_p),
+            _bools(a[15], n_p),
+            use_carry,
+            _ints(a[16], dims[c, 1]),
+            carry_sources,
+            carry_offsets,
+            d,
+            dense,
+            sparse,
+            plans,
+        )
+        if rigid_n > 0:
+            records += 1
+        if n_patches > 0:
+            records += 1
+        length = header_lengths[records]
+        if length < head:  # fewer records than reserved for: close the gap
+            for i in range(end - base - head):
+                out[base + length + i] = out[base + head + i]
+            end -= head - length
+        for i in range(length):
+            out[base + i] = headers[records, i]
+        ends[c] = end
+        n_rigid[c] = rigid_n
+        skipped[c] = skip
+        k = idx_off[c]
+        for i in range(len(idx)):
+            idx_all[k + i] = idx[i]
+            full_all[k + i] = full[i]
+        idx_off[c + 1] = k + len(idx)
+        r = rows_off[c]
+        for i in range(rows.shape[0]):
+            for j in range(3):
+                rows_all[r + i, j] = rows[i, j]
+        rows_off[c + 1] = r + rows.shape[0]
+    n_sent = idx_off[n_c]
+    return idx_all[:n_sent].copy(), rows_all[: rows_off[n_c]].copy(), full_all[:n_sent].copy(), idx_off, rows_off

@@ -50,13 +50,21 @@ class MotionBound:
         n_p = len(offsets) - 1
         if self.moving_error is None:
             return np.full(n_p, self.max_error)
-        if self._ring is None or self._ring.shape[1:] != coded.shape:
-            self._ring = np.full((self.window, *coded.shape), np.nan)
-            self._at = 0
+        ring, at = self.take_slot(coded.shape)
         bounds = np.empty(n_p)
-        _update(coded, self._ring, self._at, offsets, self.max_error, self.moving_error, bounds)
-        self._at = (self._at + 1) % self.window
+        update_bounds(coded, ring, at, offsets, self.max_error, self.moving_error, bounds)
         return bounds
+
+    def take_slot(self, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        """(ring, slot) for a frame of coded positions of ``shape`` that the caller passes through
+        ``update_bounds`` itself (in a kernel of its own: ``quantize.quantize_frame``); the ring is made for that
+        shape if it has another, and the next frame gets the next slot."""
+        if self._ring is None or self._ring.shape[1:] != shape:
+            self._ring = np.full((self.window, *shape), np.nan)
+            self._at = 0
+        at = self._at
+        self._at = (at + 1) % self.window
+        return self._ring, at
 
     def reset(self) -> None:
         """Forget the motion (the next frames start from their positions: every patch fine at first)."""
@@ -73,7 +81,7 @@ class MotionBound:
 
 
 @numba.njit(cache=True, nogil=True)
-def _update(coded, ring, at, offsets, lo, hi, bounds) -> None:
+def update_bounds(coded, ring, at, offsets, lo, hi, bounds) -> None:
     """Per patch: ``hi`` if a coordinate is more than ``lo`` from its value in a frame of the ring (NaN
     values: unknown, no motion), else ``lo``; then the frame goes into slot ``at`` of the ring."""
     window = ring.shape[0]

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from netcode.sync.motion_bound import update_bounds
+
 DEFAULT_MAX_ERROR = 1e-4
 """Metres: 0.1 mm per axis."""
 DEFAULT_ROTATION_BITS = 14
@@ -193,6 +195,42 @@ def _holt(x, level, trend, alpha, beta, lead, target) -> None:
         ls[i] = new_level
         ts[i] = new_trend
         out[i] = new_level + lead * new_trend
+
+
+FRAME_OK, FRAME_NONFINITE, FRAME_RANGE = 0, 1, 2
+FRAME_ERRORS = {
+    FRAME_NONFINITE: "positions must be finite",
+    FRAME_RANGE: "position out of the quantizer's int32 range (move the origin or raise the error)",
+}
+
+
+@numba.njit(cache=True, nogil=True)
+def quantize_frame(
+    coded, level, trend, alpha, beta, lead, target, q_prev, origin, step, max_error, q,
+    ring, at, offsets, moving_error, margin, bounds,
+):  # fmt: skip
+    """A frame's surface quantization in one call (the GIL released once, not once per part): the trend
+    (``TrendTracker.update`` into ``target``, its state in place), ``hysteresis_quantize`` of ``coded`` against
+    ``q_prev`` into ``q``, each patch's bound (``MotionBound``: from the ``ring`` slot ``at`` when
+    ``moving_error`` > 0, else ``max_error``) less ``margin`` into ``bounds``; the same float operations, in the
+    same order, as those functions (the centroids stay numpy's ``reduceat``: its sums round otherwise). Returns
+    FRAME_OK or the error found (``FRAME_ERRORS``; the trend is updated by then, as before)."""
+    _holt(coded, level, trend, alpha, beta, lead, target)
+    for i in range(coded.shape[0]):
+        for a in range(3):
+            if not (np.isfinite(coded[i, a]) and np.isfinite(target[i, a])):
+                return FRAME_NONFINITE
+    if not _hysteresis(coded, q_prev, origin, step, max_error, target, q):
+        return FRAME_RANGE
+    n_p = len(offsets) - 1
+    if moving_error > 0:
+        update_bounds(coded, ring, at, offsets, max_error, moving_error, bounds)
+    else:
+        bounds[:] = max_error
+    keep = 1 - margin
+    for p in range(n_p):
+        bounds[p] = bounds[p] * keep
+    return FRAME_OK
 
 
 # ------------------------------------------------------------------------------------------ orientations

@@ -9,6 +9,7 @@
     server.begin_frame(time, surface_positions_in_layout_order, rigid_set)
     server.set_focus(cid, instrument_and_gaze_points)
     send_unreliable(cid, snapshot_message(server.encode(cid)))
+    (or every client of the frame in one nogil call: server.encode_many(cids), the same bytes)
     ...when the client acks snapshot sequence s:  server.on_ack(cid, s)
     ...on a cut:  for cid: send_reliable(cid, server.change_topology(new_layout, ...))
 
@@ -55,6 +56,7 @@ How it works (details and the byte layout in SNAPSHOT.md):
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
@@ -62,16 +64,27 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netcode.sync.bitcode import PLAN_SIZE
-from netcode.sync.encode_kernels import VERSION, RigidTracks, encode_client, rigid_acked, scatter_patches
+from netcode.sync.encode_kernels import (
+    CLIENT_ARRAYS,
+    VERSION,
+    RigidTracks,
+    client_arrays,
+    client_row,
+    encode_clients,
+    snapshot_acked,
+)
 from netcode.sync.motion_bound import MotionBound
 from netcode.sync.motion_predictor import PredictionField, PredictorSet, fine_to_metres
 from netcode.sync.patches import DEFAULT_PATCH_SIZE, CarryMap, PatchLayout, carry_map, edit_layout, kept_patches
 from netcode.sync.priority import PriorityAccumulator
 from netcode.sync.quantize import (
+    FRAME_ERRORS,
+    FRAME_OK,
     RIGID_ERRORS,
     RIGID_OK,
     TrendTracker,
     max_angular_error,
+    quantize_frame,
     rigid_hysteresis,
 )
 from netcode.sync.snapshot import (
@@ -99,6 +112,8 @@ LATE_ACKS = 4096
 _NO_CARRY = np.zeros(0, np.int64)
 _NO_SLOTS = np.zeros(0, np.int64)
 _NO_VERSIONS = np.zeros((0, VERSION), np.int64)
+_NO_FOCUS = np.zeros((0, 3))
+_NO_RING = np.zeros((1, 0, 3))
 BOUND_MARGIN = 1e-9
 """Deltas are chosen within ``(1 - BOUND_MARGIN) * max_error`` of ``u``, so that the decoder's float sum
 ``grid value + P`` stays within ``max_error`` of ``x`` despite rounding."""
@@ -134,7 +149,7 @@ class QuantizedFrame:
     rigid_slots: np.ndarray  # (R,) int64: each object's slot in the clients' RigidTracks
     rigid_versions: np.ndarray  # (R, VERSION) int64: grid position, rotation code, jaw code
     drives: bytes = b""  # the drive record (empty without predictors)
-    headers: list = field(default_factory=list)  # snapshot headers for 0..3 records (uint8 arrays)
+    headers: list = field(default_factory=list)  # [(4, HEADER_SIZE) uint8 headers for 0..3 records, their lengths]
 
 
 @dataclass(slots=True)
@@ -184,6 +199,7 @@ class ClientSync:
         self.carried = np.zeros(n_patches, bool)  # patches with a baseline carried over a cut
         self.acked_full = np.zeros(n_patches, bool)  # the acked version is a full record's (not settled)
         self.carry_acked = np.zeros(0, np.int64)  # the previous epoch's acked sequence per old patch
+        self._row: tuple | None = None  # (arrays, addresses, dims) for encode_clients (kernel_row)
 
     def carry_over(
         self,
@@ -221,6 +237,18 @@ class ClientSync:
         self.last_sent[kept] = last_sent[kept]
         self.acked_full[kept] = acked_full[kept]
         self.carried[kept] = False
+
+    def kernel_row(self) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(state arrays, their addresses, dims) for ``encode_clients``; the addresses are made again (and
+        checked) only when an array was replaced since (a reset, a cut, more rigid slots)."""
+        arrays = client_arrays(
+            self.rigid, self.acked_q, self.sent_q, self.acked_seq, self.ever_sent, self.last_sent, self.carried,
+            self.priority.acc, self.acked_full, self.carry_acked,
+        )  # fmt: skip
+        row = self._row
+        if row is None or not all(map(operator.is_, arrays, row[0])):
+            row = self._row = (arrays, *client_row(arrays, self.n_vertices, self.n_patches))
+        return row
 
     @property
     def complete(self) -> bool:
@@ -277,7 +305,6 @@ class SnapshotServer:
         encoded on its own thread while the reactor takes acks, joins and leaves (acks never wait for it)."""
         self._late_acks: deque[tuple[object, int, int]] = deque(maxlen=LATE_ACKS)
         self._rigid_slots: dict[int, int] = {}  # rigid id -> slot in the clients' RigidTracks (ids are < 65,536)
-        self._taken = np.zeros(0, np.int64)  # encode_rigid's scratch: the frame's objects sent to a client
         self._offsets = np.ascontiguousarray(layout.offsets, np.int64)
         self._sizes = layout.sizes
         self._scratch = [np.zeros((layout.vertex_count, 3), np.int64) for _ in range(3)]
@@ -440,15 +467,24 @@ class SnapshotServer:
         fine = self._field.fine(drives)
         coded = surface if fine is None else surface - fine_to_metres(fine, self.config.positions.grid)
         self._truth = surface
-        target = self._trend.update(coded)
-        q = self.config.positions.update(coded, self._q_prev, target)
-        if self._carry is not None:
-            found, q_old = self._carry
-            kept = self.config.positions.update(coded, q_old, target)
-            q = np.where(found[:, None], kept, q).astype(np.int32)
-            self._carry = None
+        trend = self._trend
+        if (
+            self._q_prev is not None
+            and self._carry is None
+            and trend.level is not None
+            and trend.level.shape == coded.shape
+        ):
+            q, bounds = self._quantize_surface(np.ascontiguousarray(coded))  # the usual frame
+        else:
+            target = trend.update(coded)
+            q = self.config.positions.update(coded, self._q_prev, target)
+            if self._carry is not None:
+                found, q_old = self._carry
+                kept = self.config.positions.update(coded, q_old, target)
+                q = np.where(found[:, None], kept, q).astype(np.int32)
+                self._carry = None
+            bounds = self.motion.update(coded, self._offsets) * (1 - BOUND_MARGIN)
         self._q_prev = q
-        bounds = self.motion.update(coded, self._offsets) * (1 - BOUND_MARGIN)
         if self.layout.patch_count:
             centroids = np.add.reduceat(surface, self._offsets[:-1], axis=0) / self._sizes[:, None]
         else:
@@ -460,8 +496,6 @@ class SnapshotServer:
         versions[:, :3] = r_pos
         versions[:, 3] = r_rot.astype(np.int64)
         versions[:, 4] = r_jaw
-        if len(self._taken) < len(r_slots):
-            self._taken = np.zeros(len(r_slots), np.int64)
         self.sequence += 1
         self.frame = QuantizedFrame(
             self.sequence,
@@ -483,6 +517,27 @@ class SnapshotServer:
             drive_record([(p.pid, d) for p, d in drives]) if drives else b"",
         )
         return self.frame
+
+    def _quantize_surface(self, coded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(grid coordinates, bounds) of a frame after the first of its layout, in one kernel (``quantize_frame``:
+        the trend, the hysteresis and the motion bounds, the same values as ``TrendTracker``,
+        ``PositionQuantizer.update`` and ``MotionBound.update``)."""
+        trend, motion, pq = self._trend, self.motion, self.config.positions
+        n_p = self.layout.patch_count
+        q = np.empty(coded.shape, np.int32)
+        bounds = np.empty(n_p)
+        if motion.moving_error is None:
+            ring, at, moving = _NO_RING, 0, 0.0
+        else:
+            (ring, at), moving = motion.take_slot(coded.shape), motion.moving_error
+        status = quantize_frame(
+            coded, trend.level, trend.trend, trend.alpha, trend.beta, trend.lead, np.empty_like(coded),
+            np.ascontiguousarray(self._q_prev), self._origin, pq.grid, pq.max_error, q,
+            ring, at, self._offsets, moving, BOUND_MARGIN, bounds,
+        )  # fmt: skip
+        if status != FRAME_OK:
+            raise ValueError(FRAME_ERRORS[status])
+        return q, bounds
 
     def _quantize_rigid(self, rigid: RigidSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hysteresis quantization per rigid id (position, orientation, jaw) against last frame's values."""
@@ -517,99 +572,124 @@ class SnapshotServer:
     @_locked
     def encode(self, client_id: object) -> bytes:
         """This frame's snapshot for one client (never longer than its budget)."""
+        return self.encode_many((client_id,))[0]
+
+    @_locked
+    def encode_many(self, client_ids) -> list[bytes]:
+        """This frame's snapshots for these clients (in that order; each never longer than its budget), all in
+        one compiled call that releases the GIL (``encode_clients``): the same bytes as ``encode`` one by one."""
         f = self.frame
         if f is None:
             raise RuntimeError("begin_frame first")
         self._apply_late_acks()
-        c = self.clients[client_id]
-        budget = c.budget_bytes
-        limit = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
+        clients = [self.clients[key] for key in client_ids]
+        n = len(clients)
+        if not n:
+            return []
         seq = f.sequence
         headers = f.headers
         if not headers:  # once per frame: the header for 0 to 3 records
-            headers.extend(np.frombuffer(pack_header(seq, f.time, f.epoch, n), np.uint8) for n in range(4))
-        head = len(headers[3])  # at most a drive, a rigid and a patch record
-        # patches need the drives; a budget too small for them gets rigid objects only this frame
-        drives = f.drives if head + len(f.drives) <= limit else b""
+            headers.append(np.zeros((4, HEADER_SIZE), np.uint8))
+            headers.append(np.zeros(4, np.int64))
+            header = np.frombuffer(pack_header(seq, f.time, f.epoch, 0), np.uint8)  # the count is its last byte
+            headers[0][:, : len(header)] = header
+            headers[0][:, len(header) - 1] = np.arange(4)
+            headers[1][:] = len(header)
+        slots = len(self._rigid_slots)
+        limits, resend, rows, dims, focus, bases, focus_offsets = [], [], [], [], [], [], [0]
+        keep = []  # the arrays the kernel reads, alive until it returned
+        total = 0
+        for c in clients:  # plain lists here, one numpy array each after: a few clients, numpy's per-call cost
+            c.rigid.ensure(slots)
+            budget = c.budget_bytes
+            limit = MAX_SNAPSHOT_BYTES if budget is None else min(budget + c.credit, MAX_SNAPSHOT_BYTES)
+            limits.append(limit)
+            bases.append(total)
+            total += limit
+            resend.append(c.resend_after)
+            arrays, addresses, dim = c.kernel_row()
+            keep.append(arrays)
+            rows.append(addresses)
+            dims.append(dim)
+            focus.append(c.focus)
+            focus_offsets.append(focus_offsets[-1] + len(c.focus))
+        if len(self._out) < total:
+            self._out = np.zeros(max(total, 2 * len(self._out)), np.uint8)
         out = self._out
-        pos = head + len(drives)
-        if drives:
-            out[head:pos] = np.frombuffer(drives, np.uint8)
-        records = 1 if drives else 0
-        tracks = c.rigid
-        tracks.ensure(len(self._rigid_slots))
-        pq = self.config.positions
+        taken = np.zeros((n, len(f.rigid_ids)), np.int64)  # zeros: the whole of it is gathered below
+        ends, n_rigid, skipped = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         carry = self._carry_map
         d, dense, sparse = self._scratch
-        pos, rigid_n, n_patches, sent_idx, rows, full, skipped = encode_client(
+        sent_idx, sent_rows, sent_full, idx_off, rows_off = encode_clients(
             out,
-            pos,
-            limit,
-            limit if drives or not f.drives else -1,  # -1: no patches (their drives did not fit)
+            np.array(bases, np.int64),
+            np.array(limits, np.int64),
+            np.array(resend, np.int64),
+            np.concatenate(rows).reshape(n, CLIENT_ARRAYS),
+            np.concatenate(dims).reshape(n, 2),
+            np.concatenate(focus) if focus_offsets[-1] else _NO_FOCUS,
+            np.array(focus_offsets, np.int64),
+            headers[0],
+            headers[1],
+            np.frombuffer(f.drives, np.uint8),
             seq,
-            c.resend_after,
-            c.focus,
             f.rigid_ids,
             f.rigid_slots,
             f.rigid_kinds,
             f.rigid_versions,
             f.rigid_points,
-            tracks.exists,
-            tracks.has_acked,
-            tracks.acked_seq,
-            tracks.acked,
-            tracks.has_sent,
-            tracks.sent,
-            tracks.last_sent,
-            tracks.acc,
             self.config.rotation_bits,
             self.config.jaw.bits,
-            self._taken,
+            taken,
             f.surface,
             f.coded,
             f.centroids,
             self._origin,
-            pq.grid,
+            self.config.positions.grid,
             f.bounds,
-            c.acked_q,
-            c.sent_q,
             self._offsets,
-            c.acked_seq,
-            c.ever_sent,
-            c.last_sent,
-            c.carried,
-            c.priority.acc,
-            c.acked_full,
             carry is not None,
-            c.carry_acked,
             _NO_CARRY if carry is None else carry.sources,
             _NO_CARRY if carry is None else carry.offsets,
             d,
             dense,
             sparse,
             self._plans,
+            ends,
+            n_rigid,
+            skipped,
         )
-        records += rigid_n > 0
-        if rigid_n:
-            taken = self._taken[:rigid_n]
-            rigid_slots, rigid_versions = f.rigid_slots[taken], f.rigid_versions[taken]
-        else:
-            rigid_slots, rigid_versions = _NO_SLOTS, _NO_VERSIONS
-        records += n_patches > 0
-        header = headers[records]
-        if len(header) < head:  # fewer records than reserved for: close the gap
-            out[len(header) : pos - head + len(header)] = out[head:pos].copy()
-            pos -= head - len(header)
-        out[: len(header)] = header
-        c.history[seq] = _Sent(f.epoch, sent_idx, rows, rigid_slots, rigid_versions, full, self._sizes[sent_idx])
-        while len(c.history) > HISTORY:
-            c.history.popitem(last=False)
-        if budget is not None:
-            c.credit = max(0, min(c.burst_bytes, c.credit + budget - pos))
-        c.stats["snapshots"] += 1
-        c.stats["bytes"] += pos
-        c.stats["skipped_patches"] += skipped
-        return out[:pos].tobytes()
+        del keep
+        snapshots = []
+        sent_sizes = self._sizes[sent_idx]
+        idx_off, rows_off = idx_off.tolist(), rows_off.tolist()
+        epoch, no_slots, no_versions = f.epoch, _NO_SLOTS, _NO_VERSIONS
+        if n_rigid.any():  # the rigid objects each client got: one gather for all (rows cut per client below)
+            rigid_slots_all, rigid_versions_all = f.rigid_slots[taken], f.rigid_versions[taken]
+        for i, (c, start, end, rigid_n, skip) in enumerate(
+            zip(clients, bases, ends.tolist(), n_rigid.tolist(), skipped.tolist(), strict=True)
+        ):
+            snapshots.append(out[start:end].tobytes())
+            if rigid_n:
+                rigid_slots, rigid_versions = rigid_slots_all[i, :rigid_n], rigid_versions_all[i, :rigid_n]
+            else:
+                rigid_slots, rigid_versions = no_slots, no_versions
+            a, b = idx_off[i], idx_off[i + 1]
+            rows = sent_rows[rows_off[i] : rows_off[i + 1]]
+            history = c.history
+            history[seq] = _Sent(
+                epoch, sent_idx[a:b], rows, rigid_slots, rigid_versions, sent_full[a:b], sent_sizes[a:b]
+            )
+            while len(history) > HISTORY:
+                history.popitem(last=False)
+            size = end - start
+            if c.budget_bytes is not None:
+                c.credit = max(0, min(c.burst_bytes, c.credit + c.budget_bytes - size))
+            stats = c.stats
+            stats["snapshots"] += 1
+            stats["bytes"] += size
+            stats["skipped_patches"] += skip
+        return snapshots
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
         """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set. While another
@@ -651,15 +731,11 @@ class SnapshotServer:
             record = self._kept_part(record)
             if record is None:
                 return
-        newer = c.acked_seq[record.patches] < sequence
-        c.acked_seq[record.patches[newer]] = sequence
-        scatter_patches(record.rows, c.acked_q, self._offsets, record.patches, newer)
-        c.carried[record.patches] = False  # acked in this epoch: plain deltas from now on
-        c.acked_full[record.patches[newer]] = record.full[newer]
-        if len(record.rigid_slots):
-            t = c.rigid
-            slots, versions = record.rigid_slots, record.rigid_versions
-            rigid_acked(sequence, slots, versions, t.exists, t.has_acked, t.acked_seq, t.acked)
+        t = c.rigid
+        snapshot_acked(
+            sequence, record.patches, record.rows, record.full, self._offsets, c.acked_seq, c.acked_q, c.carried,
+            c.acked_full, record.rigid_slots, record.rigid_versions, t.exists, t.has_acked, t.acked_seq, t.acked,
+        )  # fmt: skip
 
     def _kept_part(self, record: _Sent) -> _Sent | None:
         """The part of an earlier epoch's sent record about patches kept unchanged since (None: nothing)."""

@@ -61,3 +61,39 @@ def test_forces_on_the_wire_match_the_physics_report_within_quantization(tmp_pat
         assert all(c is Channel.UNRELIABLE for c, m in links[3].sent if getattr(m, "type", "") == "forces")
     finally:
         server.stop()
+
+
+def _rows(n: int, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    return [
+        (32768 + i, rng.normal(0, 40, 3), rng.normal(0, 5, 3) if i % 2 else np.zeros(3), rng.uniform(-0.2, 0.2, 3))
+        for i in range(n)
+    ]
+
+
+def test_a_participants_own_forces_cut_from_the_rooms_are_the_messages_of_its_rows_alone():
+    """Quantized once for the room, each participant's message is byte for byte the one of its rows alone."""
+    from rehearsal.publishing import OwnForces, force_messages
+    from rehearsal.wire import REHEARSAL_REGISTRY
+
+    rows = _rows(7)
+    rows[2][1][0] = np.nan  # saturation and NaN handling are per value too
+    rows[3][1][1] = 1e9
+    by_participant = {5: rows[:2], 1: rows[2:3], 9: rows[3:7]}
+    own = OwnForces(12, 3.25, by_participant)
+    for participant, group in by_participant.items():
+        got = [REHEARSAL_REGISTRY.encode(m) for m in own.messages(participant)]
+        assert got == [REHEARSAL_REGISTRY.encode(m) for m in force_messages(12, 3.25, group)]
+
+
+def test_a_room_with_more_instruments_than_a_message_holds_goes_participant_by_participant():
+    from rehearsal.publishing import MAX_FORCE_INSTRUMENTS, OwnForces, force_messages
+    from rehearsal.wire import REHEARSAL_REGISTRY
+
+    rows = _rows(MAX_FORCE_INSTRUMENTS + 3)
+    by_participant = {1: rows[:2], 2: rows[2:]}
+    own = OwnForces(4, 1.0, by_participant)
+    for participant, group in by_participant.items():
+        got = [REHEARSAL_REGISTRY.encode(m) for m in own.messages(participant)]
+        assert got == [REHEARSAL_REGISTRY.encode(m) for m in force_messages(4, 1.0, group)]
+        assert len(got) == (2 if participant == 2 else 1)

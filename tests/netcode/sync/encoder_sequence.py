@@ -67,8 +67,9 @@ def _rigid(scene: Scene, f: int) -> RigidSet:
     return RigidSet(np.array(ids), np.array(kinds), np.array(pos), np.array(rot), np.array(jaws))
 
 
-def snapshots() -> Iterator[tuple[int, str, bytes]]:
-    """(frame, client, snapshot bytes) of the recorded session, in the order they were encoded."""
+def snapshots(batch: bool = False) -> Iterator[tuple[int, str, bytes]]:
+    """(frame, client, snapshot bytes) of the recorded session, in the order they were encoded (``batch``: each
+    frame's clients in one ``encode_many`` call, not one ``encode`` each)."""
     rng = np.random.default_rng(20)
     scene = Scene(seed=20)
     server = SnapshotServer(scene.layout, moving_error=None)  # one fixed bound (the default)
@@ -104,8 +105,12 @@ def snapshots() -> Iterator[tuple[int, str, bytes]]:
             if cid in ("lead", "lossy") and f % 3:
                 tip = scene.centre + np.array([0.001 * (f % 5), 0.01, 0.0])
                 server.set_focus(cid, np.array([tip, [0.0, 0.02, 0.04]]))
-            data = server.encode(cid)
-            yield f, cid, data
+            if not batch:
+                yield f, cid, server.encode(cid)
+        if batch:
+            encoded = server.encode_many(list(server.clients))
+            yield from ((f, cid, data) for cid, data in zip(server.clients, encoded, strict=True))
+        for cid in server.clients:
             _, delay, loss, _, _ = CLIENTS[cid]
             if rng.random() >= loss:
                 acks.append((f + delay + int(rng.integers(0, 2)), cid, server.sequence))

@@ -4,23 +4,26 @@ import json
 import zlib
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netcode.sync.encode_kernels import RigidTracks, best_k, write_entry
+from netcode.sync.encode_kernels import RigidTracks, best_k, client_arrays, client_row, write_entry
 from netcode.sync.snapshot import NO_JAW, rigid_entry_body
 from netcode.sync.snapshot import best_k as reference_best_k
 from tests.netcode.sync.encoder_sequence import GOLDEN, snapshots
 
 
-def test_recorded_sequence_bytes_are_unchanged():
+@pytest.mark.parametrize("batch", [False, True], ids=["one_by_one", "encode_many"])
+def test_recorded_sequence_bytes_are_unchanged(batch):
     """Five clients (budgets from unlimited to a rigid record that does not fit, losses, late and out-of-order
     acks), rigid objects with jaws and heads coming and going, a predictor, a cut, a layout edit and a reset:
-    every snapshot is byte for byte the one recorded before the encoder moved to kernels."""
+    every snapshot is byte for byte the one recorded before the encoder moved to kernels, whether each client is
+    encoded alone or a frame's clients in one ``encode_many`` call."""
     golden = json.loads(GOLDEN.read_text())
     rows = golden["snapshots"]
     seen = 0
-    for (f, cid, data), (gf, gcid, length, crc) in zip(snapshots(), rows, strict=True):
+    for (f, cid, data), (gf, gcid, length, crc) in zip(snapshots(batch), rows, strict=True):
         assert (f, cid) == (gf, gcid)
         assert (len(data), zlib.crc32(data)) == (length, crc), f"frame {f}, client {cid}: bytes differ"
         seen += 1
@@ -96,3 +99,51 @@ def test_tracks_grow_keeping_their_state():
     assert tracks.capacity >= 9 and tracks.exists[1] and not tracks.exists[2:].any()
     assert tracks.acked[1].tolist() == [1, 2, 3, 4, 5] and tracks.acc[1] == 2.5
     assert tracks.last_sent[5] < 0 and tracks.acked_seq[5] == -1
+
+
+def _arrays(n_vertices=6, n_patches=2, cap=4):
+    return client_arrays(
+        RigidTracks(cap),
+        np.zeros((n_vertices, 3), np.int32),
+        np.zeros((n_vertices, 3), np.int32),
+        np.full(n_patches, -1, np.int64),
+        np.zeros(n_patches, bool),
+        np.zeros(n_patches, np.int64),
+        np.zeros(n_patches, bool),
+        np.zeros(n_patches),
+        np.zeros(n_patches, bool),
+        np.zeros(0, np.int64),
+    )
+
+
+def test_client_row_gives_each_arrays_address_and_the_dims():
+    arrays = _arrays()
+    addresses, dims = client_row(arrays, 6, 2)
+    assert addresses.tolist() == [a.ctypes.data for a in arrays]
+    assert dims.tolist() == [4, 0]
+
+
+@pytest.mark.parametrize(
+    "index, bad",
+    [
+        (8, np.zeros((6, 3), np.int64)),  # acked_q of the wrong dtype
+        (9, np.zeros((5, 3), np.int32)),  # sent_q of another layout
+        (10, np.zeros((2, 2), np.int64)[:, 0]),  # not contiguous
+        (3, np.zeros((4, 4), np.int64)),  # a rigid version row of the wrong width
+        (14, [0.0, 0.0]),  # not an array
+    ],
+)
+def test_client_row_refuses_arrays_the_kernel_cannot_read(index, bad):
+    """The batch kernel reads raw memory: an array of another dtype, shape or layout never reaches it."""
+    arrays = list(_arrays())
+    arrays[index] = bad
+    with pytest.raises(ValueError, match=f"client array {index} "):
+        client_row(tuple(arrays), 6, 2)
+
+
+def test_client_row_refuses_a_read_only_array():
+    arrays = list(_arrays())
+    arrays[12] = arrays[12].copy()
+    arrays[12].flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        client_row(tuple(arrays), 6, 2)

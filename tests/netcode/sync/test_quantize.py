@@ -314,3 +314,54 @@ def test_fused_rigid_hysteresis_reports_bad_input():
     assert _rigid_fused(np.array([[1e9, 0.0, 0.0]]), q, *args)[0] == RIGID_RANGE
     assert _rigid_fused(np.zeros((1, 3)), np.zeros((1, 4)), *args)[0] == RIGID_BAD_QUATERNION
     assert _rigid_fused(np.zeros((1, 3)), np.full((1, 4), np.inf), *args)[0] == RIGID_BAD_QUATERNION
+
+
+@pytest.mark.parametrize("moving_error", [None, 5e-4])
+def test_quantize_frame_is_the_trend_hysteresis_and_bounds_of_the_parts(moving_error):
+    """The fused frame kernel gives exactly what the separate parts gave, frame after frame (their state too)."""
+    from netcode.sync.motion_bound import MotionBound
+    from netcode.sync.quantize import FRAME_OK, TrendTracker, quantize_frame
+
+    rng = np.random.default_rng(7)
+    offsets = np.array([0, 5, 6, 14, 20], np.int64)
+    base = rng.uniform(-0.1, 0.1, (20, 3))
+    pq = PositionQuantizer(1e-4, step=1e-4)
+    origin = np.asarray(pq.origin, np.float64)
+    ref_trend, ref_motion = TrendTracker(), MotionBound(1e-4, moving_error)
+    trend, motion = TrendTracker(), MotionBound(1e-4, moving_error)
+    x = base.copy()
+    ref_q = pq.update(x, None, ref_trend.update(x))
+    ref_motion.update(x, offsets)
+    trend.update(x)
+    motion.update(x, offsets)
+    q_prev = ref_q.copy()
+    for f in range(30):
+        x = base + 3e-5 * rng.standard_normal(base.shape) + (0.002 * f if f < 15 else 0.03)
+        target = ref_trend.update(x)
+        ref_q = pq.update(x, ref_q, target)
+        ref_bounds = ref_motion.update(x, offsets) * (1 - 1e-9)
+        q, bounds = np.empty((20, 3), np.int32), np.empty(4)
+        ring, at = motion.take_slot(x.shape) if moving_error else (np.zeros((1, 0, 3)), 0)
+        status = quantize_frame(
+            x, trend.level, trend.trend, trend.alpha, trend.beta, trend.lead, np.empty_like(x), q_prev, origin,
+            pq.grid, pq.max_error, q, ring, at, offsets, moving_error or 0.0, 1e-9, bounds,
+        )  # fmt: skip
+        assert status == FRAME_OK
+        assert np.array_equal(q, ref_q)
+        assert np.array_equal(bounds, ref_bounds)
+        assert np.array_equal(trend.level, ref_trend.level) and np.array_equal(trend.trend, ref_trend.trend)
+        q_prev = q
+
+
+def test_quantize_frame_refuses_a_position_that_is_not_finite():
+    from netcode.sync.quantize import FRAME_NONFINITE, quantize_frame
+
+    x = np.zeros((2, 3))
+    x[1, 2] = np.nan
+    offsets = np.array([0, 2], np.int64)
+    args = (x, np.zeros((2, 3)), np.zeros((2, 3)), 0.3, 0.2, 2.0, np.empty((2, 3)), np.zeros((2, 3), np.int32))
+    status = quantize_frame(
+        *args, np.zeros(3), 1e-4, 1e-4, np.empty((2, 3), np.int32), np.zeros((1, 0, 3)), 0, offsets, 0.0, 0.0,
+        np.empty(1),
+    )  # fmt: skip
+    assert status == FRAME_NONFINITE
