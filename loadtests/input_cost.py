@@ -5,12 +5,13 @@ per-pose path it replaced (``InputReceiver.receive``: a ``RigidPose`` per pose, 
 
 A generated stream, replayed through a real ``RehearsalServer`` (test clock, no sockets): one room of the
 scenario with a team (``loadtests.team``: drivers and a mentor), each headset sending a packet every display
-frame at 60 Hz from the thin client's ``InputSender`` (head and both hands for a driver, the head for the
-mentor), tracked poses moving smoothly inside the room at a hand's speed, the server's acks arriving
-``--ack-delay`` frames late (so each packet repeats a few samples, as on a real link). Both paths get the
-same packets in the same order on fresh servers; ``us_per_packet`` is the thread CPU time (``time.thread_time``)
-of ``on_input`` per packet, its median over ``--repeats`` replays. ``decode_us_per_packet`` is the decode alone
-(``decode_packet`` against ``decode_batch``, only the new samples built). Prints JSON on stdout.
+frame at 60 Hz from the thin client's ``InputSender`` (head and right hand for a driver: the scenario's
+drivers hold one grasper each; the head for the mentor), tracked poses moving smoothly inside the room at a
+hand's speed, the acks arriving ``--ack-delay`` frames late (each packet repeats a few samples, as on a real
+link). Both paths get the same packets in the same order on fresh servers; ``us_per_packet`` is the thread
+CPU time (``time.thread_time``) of ``on_input`` per packet, its median over ``--repeats`` replays;
+``decode_us_per_packet`` is the decode alone (``decode_packet`` against ``decode_batch``, the new samples
+built). Prints JSON on stdout.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def stream(workspace: tuple[np.ndarray, np.ndarray], roles: list[str], seconds: 
     """[(frame, client index, packet)]: every headset's packet of every frame, in arrival order."""
     lo, hi = workspace
     centre, reach = (lo + hi) / 2, float(np.min(hi - lo)) / 4
-    senders = [InputSender((0, 1, 2) if role != "mentor" else (0,)) for role in roles]
+    senders = [InputSender((0, 2) if role != "mentor" else (0,)) for role in roles]  # head + the right hand
     out = []
     for frame in range(int(seconds * HZ)):
         t = frame / HZ
@@ -126,8 +127,8 @@ def stream(workspace: tuple[np.ndarray, np.ndarray], roles: list[str], seconds: 
             w = 0.5 + 0.1 * n  # rad/s: a slow sweep, ~reach * w m/s
             head = RigidPose(centre + np.array([0.0, 0.3, -0.4]), rotvec_to_quat([0.1 * math.sin(t), 0.2 * n, 0.0]))
             poses = {0: head}
-            if len(sender.devices) == 3:
-                for device, side in ((1, -1.0), (2, 1.0)):
+            if len(sender.devices) == 2:
+                for device, side in ((2, 1.0),):
                     offset = reach * np.array([side * 0.5 + 0.3 * math.sin(w * t), 0.2 * math.cos(w * t), 0.0])
                     rotation = rotvec_to_quat([0.3 * math.sin(w * t), 0.1 * side, 0.2])
                     poses[device] = RigidPose(centre + offset, rotation, 0.2 + 0.1 * math.sin(t), frame % 120 < 30)
@@ -142,8 +143,8 @@ def replay(scenario: str, roles: list[str], packets, batch: bool) -> dict[str, A
     """CPU per packet of one path over the stream, on a fresh server."""
     with tempfile.TemporaryDirectory(prefix="input-cost-") as data:
         settings = load_settings(None, env={}, data_dir=Path(data), scenario_dir=SCENARIO_DIR)
-        clock = Clock()
-        server = RehearsalServer(settings, clock)
+        clock = Clock()  # the budgets' and the room's clocks too: the stream is replayed at its own 60 Hz
+        server = RehearsalServer(settings, clock, clock=clock.seconds, server_time=clock.seconds)
         try:
             live = server.rooms[server.create_session(scenario)]
             live.ticker.stop()
