@@ -11,8 +11,9 @@ gradients preconditioned by the 3x3 diagonal blocks of the Hessian (exact: the d
 The Hessian is never assembled: CG multiplies by it tet by tet, its det term with a coefficient limited so each
 tet's part stays positive semi-definite. The gradient is exact, so at rest the frame's fixed point is the static
 equilibrium of the energy whatever the iteration counts: the error XPBD carries (stiffness x h^2 / mass) is not
-there. Instrument and environment contact are projected once per frame after the solve (frame-start to
-frame-end capsules, so friction sees the capsules' motion).
+there. Environment and instrument contact enter the solve as a stick/slide filter decided at the frame's
+start (the held vertices' reaction is the instrument force reported), and are projected once more after the
+solve (frame-start to frame-end capsules, so friction sees the capsules' motion).
 
 Deterministic for any thread count: the tet passes run as TET_PARTS fixed runs of tets (the parallel tasks,
 whatever the thread count); a vertex whose tets all lie in one run gets their rows added straight in by that
@@ -21,11 +22,12 @@ gathered in tet order (an incidence list built with the model); springs are adde
 sum fixed blocks in order. On one thread every corner is added straight in, in tet order: the same sums.
 (Gathering every vertex, as this kernel once did, cost two threads more than the one-thread kernel's work.)
 
-Cost (per frame, 20k tets): one setup pass (F, cof F, energy, gradient and diagonal blocks), then per CG
-iteration three parallel passes (the tets' product in vectorised chunks; the vertices' gather with inertia,
-springs, contact filter and p.q; the update with the preconditioner and r.z) around a serial 192-unknown
-coarse solve, then the line search's energy pass. Its arrays live in the FrameTopology's workspace: a frame
-allocates none of its large ones.
+Cost (per frame, 20k tets): one setup pass (F, cof F, energy, gradient and diagonal blocks; after the contact
+filter moved a few vertices' start, only their neighbourhood again: _local_refresh), then per CG iteration
+three parallel passes (the tets' product in vectorised chunks; the vertices' gather with inertia, springs,
+contact filter and p.q; the update with the preconditioner and r.z) around a serial 192-unknown coarse solve,
+then the line search's energy pass, and the contact reaction at the held vertices alone. Its arrays live in
+the FrameTopology's workspace: a frame allocates none of its large ones.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ CONTACT_TOLERANCE = 1e-5  # m: a vertex this close to an environment shape (or i
 INSTRUMENT_REACH = 2e-4  # m: a tissue point this close to an instrument's capsule (or inside it) may rest on it
 STATS = ("newton_steps", "cg_iterations", "line_search_halvings")  # what a frame reports it did (out_stats)
 LINE_SEARCH_HALVINGS = 6  # a Newton step that raises the frame's energy is halved up to this many times
+LOCAL_REFRESH = 0.2  # contact that moved a few vertices refreshes their neighbourhood alone while the vertices
+# to re-sum have at most this fraction of all corner slots (a local corner costs about 4x one of the full pass)
 
 
 class FrameTopology:
@@ -169,28 +173,6 @@ def _cross(a0, a1, a2, b0, b1, b2):
 
 
 @nb.njit(inline="always", **FAST)
-def _corner_b(B, t, a):
-    """Row a of tet t's full shape-gradient matrix (corner 0: minus the sum of the others)."""
-    if a == 0:
-        return -(B[t, 0] + B[t, 3] + B[t, 6]), -(B[t, 1] + B[t, 4] + B[t, 7]), -(B[t, 2] + B[t, 5] + B[t, 8])
-    r = 3 * (a - 1)
-    return B[t, r], B[t, r + 1], B[t, r + 2]
-
-
-@nb.njit(inline="always", **FAST)
-def _rows_of(B, t, p0x, p0y, p0z, p1x, p1y, p1z, p2x, p2y, p2z):
-    """Corner rows 1-3 of an F-space matrix P with columns P_c: r_a = sum_c B[a-1, c] P_c (corner 0's row is
-    minus their sum, so a tet's rows add up to exactly zero)."""
-    b0, b1, b2 = B[t, 0], B[t, 1], B[t, 2]
-    r1x, r1y, r1z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
-    b0, b1, b2 = B[t, 3], B[t, 4], B[t, 5]
-    r2x, r2y, r2z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
-    b0, b1, b2 = B[t, 6], B[t, 7], B[t, 8]
-    r3x, r3y, r3z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
-    return r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z
-
-
-@nb.njit(inline="always", **FAST)
 def _add_row(out, v, a, b, c):
     out[v, 0] += a
     out[v, 1] += b
@@ -227,7 +209,146 @@ def _tet_energies(x, tets, B, k_dev, k_hyd, gamma, out):
         out[t] = _tet_energy_at(x, tets, B, k_dev, k_hyd, gamma, t)
 
 
-def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared):
+@nb.njit(inline="always", **FAST)
+def _state_from_edges(e1x, e1y, e1z, e2x, e2y, e2z, e3x, e3y, e3z, b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, kh, gm):
+    """A tet from its edge vectors e_r = x_r - x_0 and rest matrix B (row-major b0..b8): F's columns
+    (f_c = sum_r e_r B[r-1, c]), cof F's columns (c0 = f1 x f2, c1 = f2 x f0, c2 = f0 x f1), the det term's
+    coefficient s = k_hyd (det F - gamma), |F|^2 and the energy. The one place these are computed: the setup
+    pass (vectorised over a chunk), the local refresh and the contact reaction (one tet) give the same bits."""
+    f0x = e1x * b0 + e2x * b3 + e3x * b6
+    f0y = e1y * b0 + e2y * b3 + e3y * b6
+    f0z = e1z * b0 + e2z * b3 + e3z * b6
+    f1x = e1x * b1 + e2x * b4 + e3x * b7
+    f1y = e1y * b1 + e2y * b4 + e3y * b7
+    f1z = e1z * b1 + e2z * b4 + e3z * b7
+    f2x = e1x * b2 + e2x * b5 + e3x * b8
+    f2y = e1y * b2 + e2y * b5 + e3y * b8
+    f2z = e1z * b2 + e2z * b5 + e3z * b8
+    c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
+    c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
+    c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
+    j = f0x * c0x + f0y * c0y + f0z * c0z - gm
+    s = kh * j
+    nf2 = (
+        f0x * f0x + f0y * f0y + f0z * f0z + f1x * f1x + f1y * f1y + f1z * f1z + f2x * f2x + f2y * f2y + f2z * f2z
+    )  # fmt: skip
+    energy = 0.5 * kd * nf2 + 0.5 * kh * j * j
+    return (
+        f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, nf2, energy
+    )  # fmt: skip
+
+
+@nb.njit(inline="always", **FAST)
+def _tet_state(x, tets, B, k_dev, k_hyd, gamma, t):
+    """_state_from_edges for tet t at x."""
+    i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+    return _state_from_edges(
+        x[i1, 0] - x[i0, 0], x[i1, 1] - x[i0, 1], x[i1, 2] - x[i0, 2],
+        x[i2, 0] - x[i0, 0], x[i2, 1] - x[i0, 1], x[i2, 2] - x[i0, 2],
+        x[i3, 0] - x[i0, 0], x[i3, 1] - x[i0, 1], x[i3, 2] - x[i0, 2],
+        B[t, 0], B[t, 1], B[t, 2], B[t, 3], B[t, 4], B[t, 5], B[t, 6], B[t, 7], B[t, 8],
+        k_dev[t], k_hyd[t], gamma[t],
+    )  # fmt: skip
+
+
+@nb.njit(inline="always", **FAST)
+def _gradient_rows(b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z,
+                   c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z):  # fmt: skip
+    """The tet's gradient corner rows 0-3: P = k_dev F + s cof F, r_a = sum_c B[a-1, c] P_c for a = 1..3 and
+    corner 0 minus their sum (so a tet's rows add up to exactly zero)."""
+    p0x, p0y, p0z = kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z
+    p1x, p1y, p1z = kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z
+    p2x, p2y, p2z = kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z
+    r1x, r1y, r1z = b0 * p0x + b1 * p1x + b2 * p2x, b0 * p0y + b1 * p1y + b2 * p2y, b0 * p0z + b1 * p1z + b2 * p2z
+    r2x, r2y, r2z = b3 * p0x + b4 * p1x + b5 * p2x, b3 * p0y + b4 * p1y + b5 * p2y, b3 * p0z + b4 * p1z + b5 * p2z
+    r3x, r3y, r3z = b6 * p0x + b7 * p1x + b8 * p2x, b6 * p0y + b7 * p1y + b8 * p2y, b6 * p0z + b7 * p1z + b8 * p2z
+    r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
+    return r0x, r0y, r0z, r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z
+
+
+@nb.njit(inline="always", **FAST)
+def _pick(a, rows):
+    """Corner a's row of _gradient_rows' four."""
+    if a == 0:
+        return rows[0], rows[1], rows[2]
+    if a == 1:
+        return rows[3], rows[4], rows[5]
+    if a == 2:
+        return rows[6], rows[7], rows[8]
+    return rows[9], rows[10], rows[11]
+
+
+@nb.njit(inline="always", **FAST)
+def _diagonal_parts(a0, a1, a2, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z):
+    """A corner's diagonal block parts from its shape gradient (a0, a1, a2: row a of the full shape-gradient
+    matrix; corner 0's is minus the sum of the others): k_dev |b_a|^2 and g_a = dJ/dx_a (the block:
+    k_dev |b_a|^2 I + k_hyd g g^T)."""
+    bb = kd * (a0 * a0 + a1 * a1 + a2 * a2)
+    g0 = a0 * c0x + a1 * c1x + a2 * c2x
+    g1 = a0 * c0y + a1 * c1y + a2 * c2y
+    g2 = a0 * c0z + a1 * c1z + a2 * c2z
+    return bb, g0, g1, g2
+
+
+@nb.njit(inline="always", **FAST)
+def _add_diagonal(diag, v, bb, kh, g0, g1, g2):
+    diag[v, 0] += bb + kh * g0 * g0
+    diag[v, 1] += kh * g0 * g1
+    diag[v, 2] += kh * g0 * g2
+    diag[v, 3] += bb + kh * g1 * g1
+    diag[v, 4] += kh * g1 * g2
+    diag[v, 5] += bb + kh * g2 * g2
+
+
+@nb.njit(inline="always", **FAST)
+def _limited(kd, s, nf2):
+    """The det term's coefficient limited so the tet's Hessian product stays positive: its Hessian has eigenvalues up
+    to about the largest singular value times s; k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the
+    RMS singular value |F| / sqrt 3, exact at rest where the limit is not reached). The gradient stays exact."""
+    lim = kd / max(math.sqrt(nf2 / 3.0), 1e-6)
+    return min(max(s, -lim), lim)
+
+
+@nb.njit(inline="always", **FAST)
+def _keep_state(Fs, Cs, geo, energy, t, kd, st):
+    """Store tet t's F, cof F (component-major, for the Hessian products), limited coefficient and energy."""
+    f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, nf2, e = st
+    Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
+    Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
+    Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
+    Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
+    energy[t] = e
+    geo[t] = _limited(kd, s, nf2)
+
+
+@nb.njit(inline="always", **FAST)
+def _corner_values(x, tets, B, k_dev, k_hyd, gamma, t, a):
+    """Corner a of tet t at x: its gradient row and diagonal block parts (bb, g), as tet_setup computes them."""
+    st = _tet_state(x, tets, B, k_dev, k_hyd, gamma, t)
+    f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, _, _ = st
+    kd = k_dev[t]
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = B[t, 0], B[t, 1], B[t, 2], B[t, 3], B[t, 4], B[t, 5], B[t, 6], B[t, 7], B[t, 8]
+    rr = _gradient_rows(
+        b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z,
+        c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z,
+    )  # fmt: skip
+    gx, gy, gz = _pick(a, rr)
+    if a == 0:
+        a0, a1, a2 = -(b0 + b3 + b6), -(b1 + b4 + b7), -(b2 + b5 + b8)
+    elif a == 1:
+        a0, a1, a2 = b0, b1, b2
+    elif a == 2:
+        a0, a1, a2 = b3, b4, b5
+    else:
+        a0, a1, a2 = b6, b7, b8
+    bb, g0, g1, g2 = _diagonal_parts(a0, a1, a2, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+    return gx, gy, gz, bb, g0, g1, g2
+
+
+SETUP_CHUNK = 64  # tets the setup pass handles at once (as the product: corners in, vectorised arithmetic, rows out)
+
+
+def _tet_setup(x, tets, B, Bt, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad, diag, direct, shared):
     """Per tet at x: F and cof F (kept for the Hessian products, component-major: Fs[k, t]), the det term's
     limited coefficient, the tet's energy (the line search's start), its gradient's corner rows and its diagonal
     3x3 blocks' parts per corner (k_dev |b_a|^2 and g_a = dJ/dx_a: the block is k_dev |b_a|^2 I + k_hyd g_a g_a^T,
@@ -235,74 +356,82 @@ def _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, energy, rows, grad,
     TET_PARTS runs, which are the parallel tasks) is added to grad and diag (n, 6: xx xy xz yy yz zz; zero
     before) in tet order; a shared one is written to rows (tets * 4, 7) for gather_setup, which sums it in the
     same order. With direct (one thread only) every corner is added: a vertex's sums in the same order, so the
-    same bits whatever the thread count."""
+    same bits whatever the thread count. Per run, chunks of SETUP_CHUNK tets in three loops: the corners' edge
+    vectors in, the arithmetic over component-major arrays (Bt; vectorised), the corners out in tet order."""
     m = tets.shape[0]
     for part in nb.prange(TET_PARTS):
         lo, hi = _part(part, m)
-        for t in range(lo, hi):
-            f0x, f0y, f0z = _column(x, tets, B, t, 0)
-            f1x, f1y, f1z = _column(x, tets, B, t, 1)
-            f2x, f2y, f2z = _column(x, tets, B, t, 2)
-            c0x, c0y, c0z = _cross(f1x, f1y, f1z, f2x, f2y, f2z)
-            c1x, c1y, c1z = _cross(f2x, f2y, f2z, f0x, f0y, f0z)
-            c2x, c2y, c2z = _cross(f0x, f0y, f0z, f1x, f1y, f1z)
-            j = f0x * c0x + f0y * c0y + f0z * c0z - gamma[t]
-            kd, kh = k_dev[t], k_hyd[t]
-            s = kh * j
-            Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = f0x, f0y, f0z, f1x, f1y
-            Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = f1z, f2x, f2y, f2z
-            Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = c0x, c0y, c0z, c1x, c1y
-            Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = c1z, c2x, c2y, c2z
-            nf2 = (
-                f0x * f0x
-                + f0y * f0y
-                + f0z * f0z
-                + f1x * f1x
-                + f1y * f1y
-                + f1z * f1z
-                + f2x * f2x
-                + f2y * f2y
-                + f2z * f2z
-            )
-            energy[t] = 0.5 * kd * nf2 + 0.5 * kh * j * j
-            # The det term's Hessian has eigenvalues up to about the largest singular value times its coefficient s;
-            # k_dev I outweighs it when |s| <= k_dev / sigma (sigma: here the RMS singular value |F| / sqrt 3, exact
-            # at rest where the limit is not reached). Limiting s keeps the product positive; the gradient stays exact.
-            lim = kd / max(math.sqrt(nf2 / 3.0), 1e-6)
-            geo[t] = min(max(s, -lim), lim)
-            r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z = _rows_of(
-            B, t, kd * f0x + s * c0x, kd * f0y + s * c0y, kd * f0z + s * c0z,
-            kd * f1x + s * c1x, kd * f1y + s * c1y, kd * f1z + s * c1z,
-            kd * f2x + s * c2x, kd * f2y + s * c2y, kd * f2z + s * c2z,
-        )  # fmt: skip
-            r0x, r0y, r0z = -(r1x + r2x + r3x), -(r1y + r2y + r3y), -(r1z + r2z + r3z)
-            for a in range(4):
-                if a == 0:
-                    gx, gy, gz = r0x, r0y, r0z
-                elif a == 1:
-                    gx, gy, gz = r1x, r1y, r1z
-                elif a == 2:
-                    gx, gy, gz = r2x, r2y, r2z
-                else:
-                    gx, gy, gz = r3x, r3y, r3z
-                b0, b1, b2 = _corner_b(B, t, a)
-                bb = kd * (b0 * b0 + b1 * b1 + b2 * b2)
-                g0 = b0 * c0x + b1 * c1x + b2 * c2x
-                g1 = b0 * c0y + b1 * c1y + b2 * c2y
-                g2 = b0 * c0z + b1 * c1z + b2 * c2z
-                v = tets[t, a]
-                if direct or shared[v] == 0:
-                    _add_row(grad, v, gx, gy, gz)
-                    diag[v, 0] += bb + kh * g0 * g0
-                    diag[v, 1] += kh * g0 * g1
-                    diag[v, 2] += kh * g0 * g2
-                    diag[v, 3] += bb + kh * g1 * g1
-                    diag[v, 4] += kh * g1 * g2
-                    diag[v, 5] += bb + kh * g2 * g2
-                else:
-                    k = 4 * t + a
-                    rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
-                    rows[k, 4], rows[k, 5], rows[k, 6] = g0, g1, g2
+        # E: edge vectors in (0-8); out F 0-8, cof F 9-17, energy 18, limited coefficient 19, gradient rows
+        # 20-31, (bb, g) per corner 32-47. The arithmetic writes E alone (LLVM vectorises a loop only while it
+        # needs at most 8 runtime alias checks), then one short loop per destination array.
+        E = np.empty((48, SETUP_CHUNK))
+        for c0 in range(lo, hi, SETUP_CHUNK):
+            w = min(hi, c0 + SETUP_CHUNK) - c0
+            for j in range(w):
+                t = np.uint64(c0 + j)  # unsigned: no wraparound, contiguous loads (see tet_product)
+                i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+                for d in range(3):
+                    E[d, j] = x[i1, d] - x[i0, d]
+                    E[3 + d, j] = x[i2, d] - x[i0, d]
+                    E[6 + d, j] = x[i3, d] - x[i0, d]
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
+                b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
+                kd = k_dev[t]
+                st = _state_from_edges(
+                    E[0, j], E[1, j], E[2, j], E[3, j], E[4, j], E[5, j], E[6, j], E[7, j], E[8, j],
+                    b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, k_hyd[t], gamma[t],
+                )  # fmt: skip
+                f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z, s, nf2, e = st
+                E[0, j], E[1, j], E[2, j], E[3, j], E[4, j] = f0x, f0y, f0z, f1x, f1y
+                E[5, j], E[6, j], E[7, j], E[8, j] = f1z, f2x, f2y, f2z
+                E[9, j], E[10, j], E[11, j], E[12, j], E[13, j] = c0x, c0y, c0z, c1x, c1y
+                E[14, j], E[15, j], E[16, j], E[17, j] = c1z, c2x, c2y, c2z
+                E[18, j] = e
+                E[19, j] = _limited(kd, s, nf2)
+                rr = _gradient_rows(
+                    b0, b1, b2, b3, b4, b5, b6, b7, b8, kd, s, f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z,
+                    c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z,
+                )  # fmt: skip
+                E[20, j], E[21, j], E[22, j], E[23, j], E[24, j], E[25, j] = rr[0], rr[1], rr[2], rr[3], rr[4], rr[5]
+                E[26, j], E[27, j], E[28, j], E[29, j], E[30, j], E[31, j] = rr[6], rr[7], rr[8], rr[9], rr[10], rr[11]
+                bb, g0, g1, g2 = _diagonal_parts(
+                    -(b0 + b3 + b6), -(b1 + b4 + b7), -(b2 + b5 + b8), kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z
+                )
+                E[32, j], E[33, j], E[34, j], E[35, j] = bb, g0, g1, g2
+                bb, g0, g1, g2 = _diagonal_parts(b0, b1, b2, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+                E[36, j], E[37, j], E[38, j], E[39, j] = bb, g0, g1, g2
+                bb, g0, g1, g2 = _diagonal_parts(b3, b4, b5, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+                E[40, j], E[41, j], E[42, j], E[43, j] = bb, g0, g1, g2
+                bb, g0, g1, g2 = _diagonal_parts(b6, b7, b8, kd, c0x, c0y, c0z, c1x, c1y, c1z, c2x, c2y, c2z)
+                E[44, j], E[45, j], E[46, j], E[47, j] = bb, g0, g1, g2
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                Fs[0, t], Fs[1, t], Fs[2, t], Fs[3, t], Fs[4, t] = E[0, j], E[1, j], E[2, j], E[3, j], E[4, j]
+                Fs[5, t], Fs[6, t], Fs[7, t], Fs[8, t] = E[5, j], E[6, j], E[7, j], E[8, j]
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                Cs[0, t], Cs[1, t], Cs[2, t], Cs[3, t], Cs[4, t] = E[9, j], E[10, j], E[11, j], E[12, j], E[13, j]
+                Cs[5, t], Cs[6, t], Cs[7, t], Cs[8, t] = E[14, j], E[15, j], E[16, j], E[17, j]
+            for j in range(w):
+                t = np.uint64(c0 + j)
+                energy[t] = E[18, j]
+                geo[t] = E[19, j]
+            for j in range(w):
+                t = c0 + j
+                kh = k_hyd[t]
+                for a in range(4):
+                    v = tets[t, a]
+                    gx, gy, gz = E[20 + 3 * a, j], E[21 + 3 * a, j], E[22 + 3 * a, j]
+                    bb, g0, g1, g2 = E[32 + 4 * a, j], E[33 + 4 * a, j], E[34 + 4 * a, j], E[35 + 4 * a, j]
+                    if direct or shared[v] == 0:
+                        _add_row(grad, v, gx, gy, gz)
+                        _add_diagonal(diag, v, bb, kh, g0, g1, g2)
+                    else:
+                        k = 4 * t + a
+                        rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3] = gx, gy, gz, bb
+                        rows[k, 4], rows[k, 5], rows[k, 6] = g0, g1, g2
 
 
 def _gather_setup(rows, start, slots, k_hyd, grad, diag, ids):
@@ -346,7 +475,7 @@ def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direc
         for c0 in range(lo, hi, PRODUCT_CHUNK):
             w = min(hi, c0 + PRODUCT_CHUNK) - c0
             for j in range(w):
-                t = c0 + j
+                t = np.uint64(c0 + j)  # unsigned: no negative-index wraparound (see the next loop)
                 i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
                 for d in range(3):
                     p0 = z[i0, d] + beta * p[i0, d]
@@ -354,7 +483,10 @@ def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direc
                     E[3 + d, j] = (z[i2, d] + beta * p[i2, d]) - p0
                     E[6 + d, j] = (z[i3, d] + beta * p[i3, d]) - p0
             for j in range(w):
-                t = c0 + j
+                # An unsigned t: a signed one that LLVM cannot prove non-negative (c0 starts at a run's lo) gets
+                # numba's negative-index wraparound, and the vectorised loop then loads Bt, Fs, Cs, k_dev, k_hyd and
+                # geo by AVX-512 gathers instead of contiguous loads: twice this product's time on one thread.
+                t = np.uint64(c0 + j)
                 b0, b1, b2, b3, b4, b5 = Bt[0, t], Bt[1, t], Bt[2, t], Bt[3, t], Bt[4, t], Bt[5, t]
                 b6, b7, b8 = Bt[6, t], Bt[7, t], Bt[8, t]
                 # dF's columns: sum_r (p_{r+1} - p_0) B[r, c]
@@ -399,15 +531,24 @@ def _tet_product(z, p, beta, tets, Bt, k_dev, k_hyd, Fs, Cs, geo, rows, q, direc
                 E[9, j] = -(E[0, j] + E[3, j] + E[6, j])
                 E[10, j] = -(E[1, j] + E[4, j] + E[7, j])
                 E[11, j] = -(E[2, j] + E[5, j] + E[8, j])
-            for j in range(w):
-                t = c0 + j
-                for a in range(4):
-                    v = tets[t, a]
-                    r = 9 if a == 0 else 3 * (a - 1)
-                    if direct or shared[v] == 0:
-                        _add_row(q, v, E[r, j], E[r + 1, j], E[r + 2, j])
-                    else:
-                        _put_row(rows, 4 * t + a, E[r, j], E[r + 1, j], E[r + 2, j])
+            if direct:  # every corner added, in tet order
+                for j in range(w):
+                    t = np.uint64(c0 + j)
+                    i0, i1, i2, i3 = tets[t, 0], tets[t, 1], tets[t, 2], tets[t, 3]
+                    _add_row(q, i0, E[9, j], E[10, j], E[11, j])
+                    _add_row(q, i1, E[0, j], E[1, j], E[2, j])
+                    _add_row(q, i2, E[3, j], E[4, j], E[5, j])
+                    _add_row(q, i3, E[6, j], E[7, j], E[8, j])
+            else:
+                for j in range(w):
+                    t = c0 + j
+                    for a in range(4):
+                        v = tets[t, a]
+                        r = 9 if a == 0 else 3 * (a - 1)
+                        if shared[v] == 0:
+                            _add_row(q, v, E[r, j], E[r + 1, j], E[r + 2, j])
+                        else:
+                            _put_row(rows, 4 * t + a, E[r, j], E[r + 1, j], E[r + 2, j])
 
 
 def _gather_rows(rows, start, slots, out, ids):
@@ -581,10 +722,12 @@ def _trial_energy(x, dx, step, tets, B, k_dev, k_hyd, gamma, t):
     return _energy_of(f0x, f0y, f0z, f1x, f1y, f1z, f2x, f2y, f2z, k_dev[t], k_hyd[t], gamma[t])
 
 
-def _trial_change(x, dx, step, tets, B, k_dev, k_hyd, gamma, e_old, partial):
+def _trial_change(x, dx, step, tets, B, k_dev, k_hyd, gamma, e_old, partial, ga, gb, with_dot):
     """The tets' energy change from x to x + step dx (e_old: their energies at x) and sum |e_old| (the
-    round-off scale), each summed in fixed blocks of tets, the blocks in order."""
+    round-off scale), each summed in fixed blocks of tets, the blocks in order; with_dot, in the same parallel
+    pass, ga . gb as _dot sums it (partial: 3 * DOT_BLOCKS), else 0."""
     m = tets.shape[0]
+    n = ga.shape[0]
     for k in nb.prange(DOT_BLOCKS):
         lo, hi = _block(k, m)
         acc = 0.0
@@ -594,7 +737,15 @@ def _trial_change(x, dx, step, tets, B, k_dev, k_hyd, gamma, e_old, partial):
             mag += abs(e_old[t])
         partial[k] = acc
         partial[DOT_BLOCKS + k] = mag
-    return _sum_blocks(partial, 0), _sum_blocks(partial, DOT_BLOCKS)
+        dot = 0.0
+        if with_dot:
+            lo, hi = _block(k, n)
+            for i in range(lo, hi):
+                dot += ga[i, 0] * gb[i, 0]
+                dot += ga[i, 1] * gb[i, 1]
+                dot += ga[i, 2] * gb[i, 2]
+        partial[2 * DOT_BLOCKS + k] = dot
+    return _sum_blocks(partial, 0), _sum_blocks(partial, DOT_BLOCKS), _sum_blocks(partial, 2 * DOT_BLOCKS)
 
 
 @nb.njit(inline="always", **FAST)
@@ -626,6 +777,40 @@ def _environment_normal(x, i, planes, spheres, boxes, tol):
         if axis >= 0:
             return True, sign if axis == 0 else 0.0, sign if axis == 1 else 0.0, sign if axis == 2 else 0.0
     return False, 0.0, 0.0, 0.0
+
+
+@nb.njit(inline="always", **FAST)
+def _environment_filter(x, x_prev, v, r, free, S, touching, i, planes, spheres, boxes, env_mu, h):
+    """Environment contact enters the solve as a filter (Baraff and Witkin 1998) decided from the frame's start
+    alone: vertex i touching a shape and pressed into it by the frame's forces r (the gradient at the start)
+    sticks where it is while static friction can hold it, slides along the surface otherwise. Its start moves
+    (to where it was, or off its motion into the surface): then the gradient again (_local_refresh)."""
+    if free[i] == 0.0:
+        return
+    hit, nx, ny, nz = _environment_normal(x_prev, i, planes, spheres, boxes, CONTACT_TOLERANCE)
+    if not hit:
+        return
+    fn = -(r[i, 0] * nx + r[i, 1] * ny + r[i, 2] * nz)  # the push into the surface (N)
+    if fn <= 0.0:
+        return
+    tx = r[i, 0] + fn * nx
+    ty = r[i, 1] + fn * ny
+    tz = r[i, 2] + fn * nz
+    touching[i] = 1
+    if tx * tx + ty * ty + tz * tz <= (env_mu * fn) * (env_mu * fn):
+        for q_ in range(9):
+            S[i, q_] = 0.0
+        for d in range(3):
+            x[i, d] = x_prev[i, d]
+    else:
+        S[i, 0], S[i, 1], S[i, 2] = 1.0 - nx * nx, -nx * ny, -nx * nz
+        S[i, 3], S[i, 4], S[i, 5] = -ny * nx, 1.0 - ny * ny, -ny * nz
+        S[i, 6], S[i, 7], S[i, 8] = -nz * nx, -nz * ny, 1.0 - nz * nz
+        vn = v[i, 0] * nx + v[i, 1] * ny + v[i, 2] * nz
+        if vn < 0.0:
+            x[i, 0] -= h * vn * nx
+            x[i, 1] -= h * vn * ny
+            x[i, 2] -= h * vn * nz
 
 
 @nb.njit(**FAST)
@@ -738,6 +923,110 @@ def _springs_clear(verts, out):
                 out[verts[g, c], d] = 0.0
 
 
+@nb.njit(**FAST)
+def _corner_sums(x, tets, B, k_dev, k_hyd, gamma, start, slots, v):
+    """Vertex v's elastic gradient and diagonal block (xx xy xz yy yz zz) at x: its tets' corner rows summed in
+    slot (tet) order, each tet evaluated as tet_setup does, so the same bits as that pass."""
+    a0 = a1 = a2 = 0.0
+    d0 = d1 = d2 = d3 = d4 = d5 = 0.0
+    for k in range(start[v], start[v + 1]):
+        t = slots[k] // 4
+        a = slots[k] % 4
+        gx, gy, gz, bb, g0, g1, g2 = _corner_values(x, tets, B, k_dev, k_hyd, gamma, t, a)
+        kh = k_hyd[t]
+        a0 += gx
+        a1 += gy
+        a2 += gz
+        d0 += bb + kh * g0 * g0
+        d1 += kh * g0 * g1
+        d2 += kh * g0 * g2
+        d3 += bb + kh * g1 * g1
+        d4 += kh * g1 * g2
+        d5 += bb + kh * g2 * g2
+    return a0, a1, a2, d0, d1, d2, d3, d4, d5
+
+
+@nb.njit(**FAST)
+def _springs_gradient_at(x, verts, weights, targets, stiffness, mark, grad, diag):
+    """_springs_gradient for the marked vertices alone: the same adds in the same order."""
+    for g in range(verts.shape[0]):
+        if mark[verts[g, 0]] == 0 and mark[verts[g, 1]] == 0 and mark[verts[g, 2]] == 0:
+            continue
+        for d in range(3):
+            r = stiffness * (_spring_point(x, verts, weights, g, d) - targets[g, d])
+            for c in range(3):
+                if mark[verts[g, c]] != 0:
+                    grad[verts[g, c], d] += weights[g, c] * r
+        for c in range(3):
+            w2 = weights[g, c] * weights[g, c] * stiffness
+            v = verts[g, c]
+            if mark[v] != 0:
+                diag[v, 0] += w2
+                diag[v, 3] += w2
+                diag[v, 5] += w2
+
+
+@nb.njit(**FAST)
+def _marked_gradient(x, tets, B, k_dev, k_hyd, gamma, start, slots, mark, grad, diag,
+                     anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                     g_verts, g_weights, targets, k_grasp):  # fmt: skip
+    """grad and diag (elastic and springs, not inertia) of the marked vertices at x, as the full pass gives them."""
+    for v in range(x.shape[0]):
+        if mark[v] != 0:
+            a0, a1, a2, d0, d1, d2, d3, d4, d5 = _corner_sums(x, tets, B, k_dev, k_hyd, gamma, start, slots, v)
+            grad[v, 0], grad[v, 1], grad[v, 2] = a0, a1, a2
+            diag[v, 0], diag[v, 1], diag[v, 2], diag[v, 3], diag[v, 4], diag[v, 5] = d0, d1, d2, d3, d4, d5
+    _springs_gradient_at(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, mark, grad, diag)
+    _springs_gradient_at(x, g_verts, g_weights, targets, k_grasp, mark, grad, diag)
+
+
+@nb.njit(**FAST)
+def _local_refresh(x, y, mh, free, tets, B, k_dev, k_hyd, gamma, start, slots, touching, Fs, Cs, geo, energy,
+                   grad, diag, r, dx, mark, anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                   g_verts, g_weights, targets, k_grasp, limit):  # fmt: skip
+    """After the contact filter moved the touching vertices' start: the setup pass again for what that changed
+    alone (the touching vertices' tets' state; gradient, diagonal, residual of every vertex of those tets and of
+    the springs on a moved vertex), the same bits as the full pass. False (nothing done) when the vertices to
+    re-sum have more than `limit` of all corner slots: then the full pass is cheaper."""
+    n = x.shape[0]
+    for i in range(n):
+        mark[i] = 0
+    for i in range(n):
+        if touching[i] != 0:
+            for k in range(start[i], start[i + 1]):
+                t = slots[k] // 4
+                for a in range(4):
+                    mark[tets[t, a]] = 1
+    for springs in range(2):
+        verts = anchor_verts if springs == 0 else g_verts
+        for g in range(verts.shape[0]):
+            if touching[verts[g, 0]] != 0 or touching[verts[g, 1]] != 0 or touching[verts[g, 2]] != 0:
+                for c in range(3):
+                    mark[verts[g, c]] = 1
+    corners = 0
+    for i in range(n):
+        if mark[i] != 0:
+            corners += start[i + 1] - start[i]
+    if corners > limit * start[n]:
+        return False
+    for i in range(n):
+        if touching[i] != 0:
+            for k in range(start[i], start[i + 1]):
+                t = slots[k] // 4
+                _keep_state(Fs, Cs, geo, energy, t, k_dev[t], _tet_state(x, tets, B, k_dev, k_hyd, gamma, t))
+    _marked_gradient(
+        x, tets, B, k_dev, k_hyd, gamma, start, slots, mark, grad, diag,
+        anchor_verts, anchor_weights, anchor_targets, k_anchor, g_verts, g_weights, targets, k_grasp,
+    )  # fmt: skip
+    for i in range(n):
+        if mark[i] != 0:
+            for d in range(3):
+                grad[i, d] += mh[i] * (x[i, d] - y[i, d])
+                r[i, d] = -grad[i, d] * free[i]
+                dx[i, d] = 0.0
+    return True
+
+
 def _solve_frame(
     x, v, inv_mass, mass, damping, gravity, dt, newton_steps, cg_iterations, max_speed,
     tets, B, Bt, k_dev, k_hyd, gamma, start, slots, shared, shared_ids, agg, coarse_factor, work,
@@ -769,7 +1058,8 @@ def _solve_frame(
     grasp_targets(g_inst, g_local, P, R, targets)
     k_anchor = 1.0 / anchor_alpha
     k_grasp = 1.0 / g_alpha
-    partial = np.empty(2 * DOT_BLOCKS)
+    partial = np.empty(3 * DOT_BLOCKS)
+    mark = np.empty(n, np.uint8)  # vertices whose gradient a local refresh or the contact reaction re-sums
     rc = np.empty(coarse_factor.shape[0])
     yc = np.empty(coarse_factor.shape[0])
     rq = np.empty(coarse_factor.shape[0])
@@ -779,6 +1069,10 @@ def _solve_frame(
         mh[i] = mass[i] * inv_h2
         touching[i] = 0
         sq[i, 0] = sq[i, 1] = sq[i, 2] = 0.0  # the springs' part of a product (zero but at spring vertices)
+        for d in range(3):
+            grad[i, d] = 0.0  # the tets add their corners at vertices that are not shared into these
+        for d in range(6):
+            diag[i, d] = 0.0
         for q_ in range(9):
             S[i, q_] = 1.0 if q_ % 4 == 0 else 0.0
         for d in range(3):
@@ -792,55 +1086,30 @@ def _solve_frame(
     residual = 0.0
     newton = 0
     classified = False
+    zeroed = True  # grad and diag (zeroed with the frame's start above; again before another setup pass)
     while newton < newton_steps:
-        for i in nb.prange(n):  # the tets add their corners at vertices that are not shared into these
-            for d in range(3):
-                grad[i, d] = 0.0
-            for d in range(6):
-                diag[i, d] = 0.0
-        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
+        if not zeroed:
+            for i in nb.prange(n):
+                for d in range(3):
+                    grad[i, d] = 0.0
+                for d in range(6):
+                    diag[i, d] = 0.0
+        zeroed = False
+        _tet_setup(x, tets, B, Bt, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
         if not direct:
             _gather_setup(rows7, start, slots, k_hyd, grad, diag, shared_ids)
         _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
         _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
+        classify = not classified
+        classified = True
         for i in nb.prange(n):
             for d in range(3):
                 grad[i, d] += mh[i] * (x[i, d] - y[i, d])
                 r[i, d] = -grad[i, d] * free[i]
                 dx[i, d] = 0.0
-        if not classified:
-            classified = True
-            # Environment contact enters the solve as a filter (Baraff and Witkin 1998) decided from this state
-            # alone: a vertex touching a shape and pressed into it by the frame's forces (the gradient at the
-            # start) sticks where it is while static friction can hold it, slides along the surface otherwise.
-            # Its start moves (to where it was, or off its motion into the surface): then the gradient again.
-            for i in nb.prange(n):
-                if free[i] == 0.0:
-                    continue
-                hit, nx, ny, nz = _environment_normal(x_prev, i, planes, spheres, boxes, CONTACT_TOLERANCE)
-                if not hit:
-                    continue
-                fn = -(r[i, 0] * nx + r[i, 1] * ny + r[i, 2] * nz)  # the push into the surface (N)
-                if fn <= 0.0:
-                    continue
-                tx = r[i, 0] + fn * nx
-                ty = r[i, 1] + fn * ny
-                tz = r[i, 2] + fn * nz
-                touching[i] = 1
-                if tx * tx + ty * ty + tz * tz <= (env_mu * fn) * (env_mu * fn):
-                    for q_ in range(9):
-                        S[i, q_] = 0.0
-                    for d in range(3):
-                        x[i, d] = x_prev[i, d]
-                else:
-                    S[i, 0], S[i, 1], S[i, 2] = 1.0 - nx * nx, -nx * ny, -nx * nz
-                    S[i, 3], S[i, 4], S[i, 5] = -ny * nx, 1.0 - ny * ny, -ny * nz
-                    S[i, 6], S[i, 7], S[i, 8] = -nz * nx, -nz * ny, 1.0 - nz * nz
-                    vn = v[i, 0] * nx + v[i, 1] * ny + v[i, 2] * nz
-                    if vn < 0.0:
-                        x[i, 0] -= h * vn * nx
-                        x[i, 1] -= h * vn * ny
-                        x[i, 2] -= h * vn * nz
+            if classify:
+                _environment_filter(x, x_prev, v, r, free, S, touching, i, planes, spheres, boxes, env_mu, h)
+        if classify:
             # Instrument contact the same way, against the capsules' end-of-frame pose: a tissue point at (or
             # within INSTRUMENT_REACH of) a capsule at the frame's start and pressed into it slides along it
             # (its vertices' normal motion filtered out), so the solve holds it there and its reaction is the
@@ -849,30 +1118,42 @@ def _solve_frame(
                 x, x_prev, r, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
                 touching,
             )  # fmt: skip
-            if touching.sum() > 0:
-                continue
-        for i in nb.prange(n):
-            r[i, 0], r[i, 1], r[i, 2] = _filter(S, i, r[i, 0], r[i, 1], r[i, 2])
-            a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
-            d_, e, f = diag[i, 1], diag[i, 3] + mh[i], diag[i, 4]
-            g_, hh, k = diag[i, 2], diag[i, 4], diag[i, 5] + mh[i]
-            co0 = e * k - f * hh
-            co1 = f * g_ - d_ * k
-            co2 = d_ * hh - e * g_
-            det = a * co0 + b * co1 + c * co2
-            inv = 0.0 if free[i] == 0.0 or det <= 0.0 else 1.0 / det
-            inv_diag[i, 0] = co0 * inv
-            inv_diag[i, 1] = (c * hh - b * k) * inv
-            inv_diag[i, 2] = (b * f - c * e) * inv
-            inv_diag[i, 3] = co1 * inv
-            inv_diag[i, 4] = (a * k - c * g_) * inv
-            inv_diag[i, 5] = (c * d_ - a * f) * inv
-            inv_diag[i, 6] = co2 * inv
-            inv_diag[i, 7] = (b * g_ - a * hh) * inv
-            inv_diag[i, 8] = (a * e - b * d_) * inv
-            p[i, 0] = p[i, 1] = p[i, 2] = 0.0  # the first direction is z + 0 p
-            q[i, 0] = q[i, 1] = q[i, 2] = 0.0
-        residual = math.sqrt(_dot(r, r, partial))
+            if touching.sum() > 0 and not _local_refresh(
+                x, y, mh, free, tets, B, k_dev, k_hyd, gamma, start, slots, touching, Fs, Cs, geo, e_old,
+                grad, diag, r, dx, mark, anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                g_verts, g_weights, targets, k_grasp, LOCAL_REFRESH,
+            ):  # fmt: skip
+                continue  # many moved: the whole setup pass again
+        for blk in nb.prange(DOT_BLOCKS):  # the filtered residual, the preconditioner's blocks and r . r
+            lo, hi = _block(blk, n)
+            acc = 0.0
+            for i in range(lo, hi):
+                r[i, 0], r[i, 1], r[i, 2] = _filter(S, i, r[i, 0], r[i, 1], r[i, 2])
+                a, b, c = diag[i, 0] + mh[i], diag[i, 1], diag[i, 2]
+                d_, e, f = diag[i, 1], diag[i, 3] + mh[i], diag[i, 4]
+                g_, hh, k = diag[i, 2], diag[i, 4], diag[i, 5] + mh[i]
+                co0 = e * k - f * hh
+                co1 = f * g_ - d_ * k
+                co2 = d_ * hh - e * g_
+                det = a * co0 + b * co1 + c * co2
+                inv = 0.0 if free[i] == 0.0 or det <= 0.0 else 1.0 / det
+                inv_diag[i, 0] = co0 * inv
+                inv_diag[i, 1] = (c * hh - b * k) * inv
+                inv_diag[i, 2] = (b * f - c * e) * inv
+                inv_diag[i, 3] = co1 * inv
+                inv_diag[i, 4] = (a * k - c * g_) * inv
+                inv_diag[i, 5] = (c * d_ - a * f) * inv
+                inv_diag[i, 6] = co2 * inv
+                inv_diag[i, 7] = (b * g_ - a * hh) * inv
+                inv_diag[i, 8] = (a * e - b * d_) * inv
+                p[i, 0] = p[i, 1] = p[i, 2] = 0.0  # the first direction is z + 0 p
+                q[i, 0] = q[i, 1] = q[i, 2] = 0.0
+                acc += r[i, 0] * r[i, 0]
+                acc += r[i, 1] * r[i, 1]
+                acc += r[i, 2] * r[i, 2]
+            partial[blk] = acc
+
+        residual = math.sqrt(_sum_blocks(partial, 0))  # as _dot(r, r) sums it
         # Three parallel passes an iteration: the tets' product, the vertices' gather and finish (with p . q),
         # the update and preconditioner (with r . z). The coarse right-hand side P^T r follows the update
         # (P^T r -= alpha P^T q), so the coarse solve sits between the second and the third.
@@ -913,10 +1194,14 @@ def _solve_frame(
         # Backtracking line search on the frame's energy (its exact change: inertia and springs in closed form,
         # the tets one by one from their energies at the start), so a large or nonlinear step cannot raise it;
         # within round-off a step is taken. After the last halving that step is taken anyway.
-        slope = _dot(grad, dx, partial)
         t = 1.0
+        slope = 0.0
         for ls in range(LINE_SEARCH_HALVINGS + 1):
-            change, scale = _trial_change(x, dx, t, tets, B, k_dev, k_hyd, gamma, e_old, partial)
+            change, scale, dot = _trial_change(
+                x, dx, t, tets, B, k_dev, k_hyd, gamma, e_old, partial, grad, dx, ls == 0
+            )  # the first trial also sums the slope grad . dx
+            if ls == 0:
+                slope = dot
             inertia = 0.0
             for i in range(n):
                 for d in range(3):
@@ -940,17 +1225,14 @@ def _solve_frame(
         held += touching[i] >= 2
     if held > 0:
         # The force each instrument's filtered vertices need to stay on it: the frame's gradient at the solved
-        # positions along the filtered normal, (I - S) g (at rest the elastic reaction, like a Lagrange multiplier).
-        for i in nb.prange(n):
-            for d in range(3):
-                grad[i, d] = 0.0
-            for d in range(6):
-                diag[i, d] = 0.0
-        _tet_setup(x, tets, B, k_dev, k_hyd, gamma, Fs, Cs, geo, e_old, rows7, grad, diag, direct, shared)
-        if not direct:
-            _gather_setup(rows7, start, slots, k_hyd, grad, diag, shared_ids)
-        _springs_gradient(x, anchor_verts, anchor_weights, anchor_targets, k_anchor, grad, diag)
-        _springs_gradient(x, g_verts, g_weights, targets, k_grasp, grad, diag)
+        # positions along the filtered normal, (I - S) g (at rest the elastic reaction, like a Lagrange multiplier);
+        # the gradient of those vertices alone (their tets), the same bits as a whole setup pass there.
+        for i in range(n):
+            mark[i] = 1 if touching[i] >= 2 else 0
+        _marked_gradient(
+            x, tets, B, k_dev, k_hyd, gamma, start, slots, mark, grad, diag,
+            anchor_verts, anchor_weights, anchor_targets, k_anchor, g_verts, g_weights, targets, k_grasp,
+        )  # fmt: skip
         for i in range(n):
             if touching[i] < 2:
                 continue
