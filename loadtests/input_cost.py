@@ -139,8 +139,9 @@ def stream(workspace: tuple[np.ndarray, np.ndarray], roles: list[str], seconds: 
     return out
 
 
-def replay(scenario: str, roles: list[str], packets, batch: bool) -> dict[str, Any]:
-    """CPU per packet of one path over the stream, on a fresh server."""
+def replay(scenario: str, roles: list[str], packets, batch: bool, *, state: bool = False) -> dict[str, Any]:
+    """CPU per packet of one path over the stream, on a fresh server (``state``: with what the room and the
+    clients ended with, bit for bit, for comparing the paths)."""
     with tempfile.TemporaryDirectory(prefix="input-cost-") as data:
         settings = load_settings(None, env={}, data_dir=Path(data), scenario_dir=SCENARIO_DIR)
         clock = Clock()  # the budgets' and the room's clocks too: the stream is replayed at its own 60 Hz
@@ -168,14 +169,33 @@ def replay(scenario: str, roles: list[str], packets, batch: bool) -> dict[str, A
                     per_pose_on_input(connections, client, live, packet)
                 cost.append(time.thread_time() - t0)
             counters = server.counters
-            return {
+            out: dict[str, Any] = {
                 "us_per_packet": round(statistics.fmean(cost) * 1e6, 2),
                 "poses": counters["input_poses"],
                 "refused": counters["input_refused"],
                 "malformed": counters["input_malformed"],
             }
+            if state:
+                out["state"] = _state(live, clients)
+            return out
         finally:
             server.stop()
+
+
+def _state(live: LiveRoom, clients: list[Client]) -> list[Any]:
+    """The room's accepted hand inputs and the clients' gaze and shown heads, as comparable bytes and floats."""
+    hands = [
+        (key, p.position.tobytes(), p.orientation.tobytes(), p.jaw, p.energy, p.sample_time, p.received_at)
+        for key, p in sorted(live.room.inputs.items())
+    ]
+    heads = [
+        (
+            None if c.gaze is None else np.asarray(c.gaze).tobytes(),
+            None if c.head is None else (c.head.position.tobytes(), c.head.rotation.tobytes()),
+        )
+        for c in clients
+    ]
+    return [hands, heads]
 
 
 def decode_cost(packets, batch: bool) -> float:
