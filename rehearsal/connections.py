@@ -32,7 +32,7 @@ import numpy as np
 from netcode.messaging.channels import Channel
 from netcode.messaging.connection import Delivery
 from netcode.messaging.messages import Message, MessageError
-from netcode.protocol.inputs import InputPacketError
+from netcode.protocol.inputs import ENERGY, TRACKED, InputPacketError, SampleBatch
 from netcode.protocol.poses import RigidPose
 from netcode.sync.snapshot_codec import budget_for_rate
 from rehearsal.budget import OVERSPEND_SECONDS, ConnectionBudget, TokenBucket, room_budget
@@ -45,7 +45,7 @@ from rehearsal.presence import Presence
 from rehearsal.roles import Action, Role, decide
 from rehearsal.room import Refusal, RoomFullError
 from rehearsal.sessions import KICK_DELAY, Sessions
-from rehearsal.wire import COMMAND_ARGS, DEVICE_HEAD, HAND_OF_DEVICE, plain, to_physics_quat
+from rehearsal.wire import COMMAND_ARGS, DEVICE_HEAD, HAND_OF_DEVICE, plain
 
 log = logging.getLogger("rehearsal.connections")
 
@@ -345,36 +345,59 @@ class Connections:
         if fresh and room_bucket is not None and not room_bucket.take(fresh, now):
             self.over_budget(client, "room_input_samples", own=False)
             return
-        try:
-            samples = client.inputs.receive(packet, self.server_time())
+        try:  # one numba pass checks every sample and converts the new ones (netcode.protocol.inputs.decode_batch)
+            batch = client.inputs.receive_batch(packet, self.server_time())
         except InputPacketError as exc:
             self.counters["input_malformed"] += 1
             self.refuse(client, "input", f"malformed input packet: {exc}")
             return
-        devices = client.inputs.devices or ()
+        if not batch.times:
+            return
+        devices = batch.devices
         received_at = self.server_time()
-        for sample in samples:
-            for device, pose in zip(devices, sample.poses, strict=True):
-                hand = HAND_OF_DEVICE.get(device)
-                if pose is not None and device == DEVICE_HEAD:
-                    client.gaze = gaze_point(pose, room.workspace)
-                    client.head = shown_head(pose)
-                if pose is None or hand is None:
-                    continue  # untracked, or the head (not an instrument)
+        times, flags = batch.times, batch.flags
+        if DEVICE_HEAD in devices:
+            self.take_head(client, room.workspace, batch)
+        slots = [(k, hand) for k, device in enumerate(devices) if (hand := HAND_OF_DEVICE.get(device)) is not None]
+        if not slots:
+            return
+        positions, quats, jaws = batch.positions, batch.quats, batch.jaws
+        for j, sample_time in enumerate(times):
+            row = flags[j]
+            for k, hand in slots:
+                f = row[k]
+                if not f & TRACKED:
+                    continue  # untracked
                 self.counters["input_poses"] += 1
-                refusal = room.instrument_input(
+                refusal = room.instrument_input(  # views of the packet's own arrays: never written after this
                     pid,
                     hand,
-                    pose.position,
-                    to_physics_quat(pose.rotation),
-                    pose.jaw,
-                    pose.energy,
-                    sample.client_time,
+                    positions[j, k],
+                    quats[j, k],  # (w, x, y, z), unit: what to_physics_quat(pose.rotation) gave
+                    jaws[j][k],
+                    bool(f & ENERGY),
+                    sample_time,
                     received_at=received_at,
                 )
                 if refusal is not None:
                     self.counters["input_refused"] += 1
                     self.refuse(client, "input", refusal.reason)
+
+    @staticmethod
+    def take_head(client: Client, workspace: tuple[np.ndarray, np.ndarray], batch: SampleBatch) -> None:
+        """The gaze and shown head of a packet's newest tracked head pose (the one that stood after every sample
+        set them in turn; the older ones are not built)."""
+        heads = [k for k, device in enumerate(batch.devices) if device == DEVICE_HEAD]
+        heads.reverse()
+        for j in range(len(batch.times) - 1, -1, -1):
+            row = batch.flags[j]
+            for k in heads:
+                if row[k] & TRACKED:
+                    head = batch.pose(j, k)
+                    assert head is not None
+                    client.gaze = gaze_point(head, workspace)
+                    client.head = shown_head(head)
+                    return
 
     def decode_gaze(self, client: Client, live: LiveRoom, packet: bytes) -> None:
         """The newest head pose of a packet from someone who drives nothing (their hands are not decoded)."""

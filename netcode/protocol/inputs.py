@@ -176,17 +176,7 @@ def decode_packet(data: bytes, after: int | None = None) -> tuple[tuple[int, ...
 
     With ``after``, samples with a sequence up to it (ones the receiver already has: the redundancy) are
     checked but not built, so that a receiver pays for the new samples only."""
-    if len(data) < HEADER.size:
-        raise InputPacketError(f"packet of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
-    version, d, s, reserved, first = HEADER.unpack_from(data, 0)
-    if version != VERSION:
-        raise InputPacketError(f"unsupported input packet version {version}")
-    if reserved != 0 or not (1 <= d <= MAX_DEVICES) or s < 1:
-        raise InputPacketError(f"bad header (devices {d}, samples {s}, reserved {reserved})")
-    if len(data) != packet_size(d, s):
-        raise InputPacketError(f"packet is {len(data)} bytes, header says {packet_size(d, s)}")
-    if first + s > U32:
-        raise InputPacketError("sequence range overflows u32")
+    d, s, first = _check_header(data)
     devices = tuple(data[HEADER.size : HEADER.size + d])
     records = np.frombuffer(data, _sample_dtype(d), count=s, offset=HEADER.size + d)
     poses_in = records["poses"]
@@ -219,6 +209,153 @@ def decode_packet(data: bytes, after: int | None = None) -> tuple[tuple[int, ...
     return devices, samples
 
 
+@numba.njit(cache=True, nogil=True)
+def _decode_kernel(buf, d, s, start):
+    """One pass over a packet whose header passed: (error code, bad sample index, times, flags, jaws, positions,
+    quaternions, raw rotations). Every sample is checked as ``_check_samples_kernel`` does (same codes, same
+    first bad sample); samples ``start`` .. ``s`` - 1 are then converted: positions as float64, rotations as the
+    unit (w, x, y, z) quaternion physics takes (``quat_normalize`` then ``to_physics_quat``, the same bits) and
+    raw (x, y, z, w) i16 values as float64 (what ``RigidPose`` is built from), jaws in radians."""
+    bits64 = np.empty(1, np.uint64)
+    as_f64 = bits64.view(np.float64)
+    bits32 = np.empty(1, np.uint32)
+    as_f32 = bits32.view(np.float32)
+    base = 8 + d
+    stride = 8 + 23 * d
+    n = s - start
+    times = np.empty(n, np.float64)
+    flags = np.zeros((n, d), np.int64)
+    jaws = np.zeros((n, d), np.float64)
+    positions = np.zeros((n, d, 3), np.float64)
+    quats = np.zeros((n, d, 4), np.float64)
+    raw = np.zeros((n, d, 4), np.float64)
+    for i in range(s):
+        o = base + i * stride
+        u = np.uint64(0)
+        for b in range(8):
+            u |= np.uint64(buf[o + b]) << np.uint64(8 * b)
+        bits64[0] = u
+        t = as_f64[0]
+        if not np.isfinite(t):
+            return 1, i, times, flags, jaws, positions, quats, raw
+        j = i - start
+        if j >= 0:
+            times[j] = t
+        for k in range(d):
+            p = o + 8 + 23 * k
+            f = buf[p]
+            if f & ~(TRACKED | ENERGY):
+                return 2, i, times, flags, jaws, positions, quats, raw
+            if not f & TRACKED:
+                continue
+            for a in range(3):
+                q = p + 1 + 4 * a
+                bits32[0] = (
+                    np.uint32(buf[q])
+                    | (np.uint32(buf[q + 1]) << np.uint32(8))
+                    | (np.uint32(buf[q + 2]) << np.uint32(16))
+                    | (np.uint32(buf[q + 3]) << np.uint32(24))
+                )
+                x = as_f32[0]
+                if not np.isfinite(x):
+                    return 3, i, times, flags, jaws, positions, quats, raw
+                if j >= 0:
+                    positions[j, k, a] = np.float64(x)
+            if j < 0:
+                continue
+            flags[j, k] = f
+            total = 0.0
+            for a in range(5):  # x, y, z, w, then the jaw
+                q = p + 13 + 2 * a
+                v = np.int64(buf[q]) | (np.int64(buf[q + 1]) << 8)
+                if v >= 32768:
+                    v -= 65536
+                if a < 4:
+                    raw[j, k, a] = np.float64(v)
+                    total += np.float64(v) * np.float64(v)  # exact: integers below 2**33
+                else:
+                    jaws[j, k] = np.float64(v) * JAW_UNIT
+            if total == 0.0:  # decode_packet's IDENTITY for an all-zero rotation
+                raw[j, k, 3] = 1.0
+                quats[j, k, 0] = 1.0
+                continue
+            norm = math.sqrt(total)
+            quats[j, k, 0] = raw[j, k, 3] / norm
+            quats[j, k, 1] = raw[j, k, 0] / norm
+            quats[j, k, 2] = raw[j, k, 1] / norm
+            quats[j, k, 3] = raw[j, k, 2] / norm
+    return 0, 0, times, flags, jaws, positions, quats, raw
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """A packet's new samples as arrays (what the server hands to its rooms without building an object per pose).
+
+    Sample ``j`` has sequence ``first_seq + j`` and time ``times[j]``; its pose of device ``devices[k]`` is
+    tracked when ``flags[j][k] & TRACKED``, at ``positions[j, k]`` (m, float64) with the unit rotation
+    ``quats[j, k]`` in physics order (w, x, y, z), jaw ``jaws[j][k]`` (rad) and energy ``flags[j][k] & ENERGY``.
+    ``times``, ``flags`` and ``jaws`` are plain lists; ``pose(j, k)`` builds the ``RigidPose`` that
+    ``decode_packet`` gives (the same values)."""
+
+    devices: tuple[int, ...]
+    first_seq: int
+    times: list[float]
+    flags: list[list[int]]
+    jaws: list[list[float]]
+    positions: np.ndarray
+    quats: np.ndarray
+    raw_rotations: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def pose(self, j: int, k: int) -> RigidPose | None:
+        """Sample ``j``'s pose of device slot ``k`` as ``decode_packet`` builds it (None: untracked)."""
+        f = self.flags[j][k]
+        if not f & TRACKED:
+            return None
+        return RigidPose(
+            self.positions[j, k].copy(), self.raw_rotations[j, k].copy(), self.jaws[j][k], bool(f & ENERGY)
+        )
+
+    def samples(self) -> list[InputSample]:
+        """The batch as ``decode_packet``'s samples."""
+        d = len(self.devices)
+        return [
+            InputSample(self.first_seq + j, self.times[j], tuple(self.pose(j, k) for k in range(d)))
+            for j in range(len(self.times))
+        ]
+
+
+def _check_header(data: bytes) -> tuple[int, int, int]:
+    """(device count, sample count, first sequence) of a packet whose header and length are well formed."""
+    if len(data) < HEADER.size:
+        raise InputPacketError(f"packet of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
+    version, d, s, reserved, first = HEADER.unpack_from(data, 0)
+    if version != VERSION:
+        raise InputPacketError(f"unsupported input packet version {version}")
+    if reserved != 0 or not (1 <= d <= MAX_DEVICES) or s < 1:
+        raise InputPacketError(f"bad header (devices {d}, samples {s}, reserved {reserved})")
+    if len(data) != packet_size(d, s):
+        raise InputPacketError(f"packet is {len(data)} bytes, header says {packet_size(d, s)}")
+    if first + s > U32:
+        raise InputPacketError("sequence range overflows u32")
+    return d, s, first
+
+
+def decode_batch(data: bytes, after: int | None = None) -> SampleBatch:
+    """``decode_packet`` as arrays, in one nogil numba pass: the same checks (the same ``InputPacketError``
+    texts), the same samples built (those after ``after``) and the same values, without a Python object per
+    pose."""
+    d, s, first = _check_header(data)
+    start = 0 if after is None else min(s, max(0, after - first + 1))
+    error, bad, times, flags, jaws, positions, quats, raw = _decode_kernel(np.frombuffer(data, np.uint8), d, s, start)
+    if error:
+        raise InputPacketError(f"sample {first + bad}: {_SAMPLE_ERRORS[error]}")
+    devices = tuple(data[HEADER.size : HEADER.size + d])
+    return SampleBatch(devices, first + start, times.tolist(), flags.tolist(), jaws.tolist(), positions, quats, raw)
+
+
 class InputReceiver:
     """Server side (reference): delivers each sample once and in order, and builds the ack."""
 
@@ -247,14 +384,24 @@ class InputReceiver:
             _, _, count, _, first = HEADER.unpack_from(data, 0)
             after = max(-1 if after is None else after, first + count - 2)
         devices, fresh = decode_packet(data, after)
+        self._count(devices, data[2], fresh[0].seq if fresh else 0, len(fresh), server_now)
+        return fresh
+
+    def receive_batch(self, data: bytes, server_now: float) -> SampleBatch:
+        """``receive`` as a ``SampleBatch`` (``decode_batch``): the server's input path, one numba call a packet."""
+        batch = decode_batch(data, self.highest)
+        self._count(batch.devices, data[2], batch.first_seq, len(batch.times), server_now)
+        return batch
+
+    def _count(self, devices: tuple[int, ...], count: int, first: int, fresh: int, server_now: float) -> None:
+        """Book a decoded packet of ``count`` samples whose ``fresh`` new ones start at sequence ``first``."""
         self.devices = devices
-        self.duplicates += data[2] - len(fresh)  # the header's sample count (decode_packet checked it)
+        self.duplicates += count - fresh  # the header's sample count (the decode checked it)
         if fresh:
             if self.highest is not None:
-                self.missing += fresh[0].seq - self.highest - 1
-            self.highest = fresh[-1].seq
+                self.missing += first - self.highest - 1
+            self.highest = first + fresh - 1
             self.received_at = server_now
-        return fresh
 
     def ack(self, server_now: float) -> InputAck | None:
         if self.highest is None or self.received_at is None:

@@ -89,8 +89,15 @@ def slerp(a: np.ndarray, b: np.ndarray, u: float) -> np.ndarray:
 def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate vector(s) ``v`` (shape (3,) or (N, 3)) by unit quaternion ``q``."""
     q = quat_normalize(q)
-    u, w = q[:3], q[3]
     v = np.asarray(v, dtype=np.float64)
+    if v.shape == (3,):  # one vector (a head's gaze per input packet): the same IEEE operations on plain floats
+        x, y, z, w = q.tolist()
+        a, b, c = v.tolist()
+        t0, t1, t2 = 2.0 * (y * c - z * b), 2.0 * (z * a - x * c), 2.0 * (x * b - y * a)
+        return np.array(
+            [a + w * t0 + (y * t2 - z * t1), b + w * t1 + (z * t0 - x * t2), c + w * t2 + (x * t1 - y * t0)]
+        )
+    u, w = q[:3], q[3]
     t = 2.0 * np.cross(u, v)
     return v + w * t + np.cross(u, t)
 
