@@ -29,15 +29,14 @@ from typing import Any
 import numpy as np
 from twisted.internet.task import Clock
 
+from loadtests.bench_link import BenchLink
 from loadtests.server import SCENARIO_DIR
 from loadtests.team import team_roles
-from netcode.messaging.channels import Channel
 from netcode.protocol.inputs import InputAck, InputPacketError, decode_batch, decode_packet
 from netcode.protocol.poses import RigidPose, rotvec_to_quat
 from netcode.thin_client.input_sender import InputSender
 from rehearsal.connections import Connections, shown_head
 from rehearsal.identity import Identity
-from rehearsal.links import UDP
 from rehearsal.live_room import Client, LiveRoom, gaze_point
 from rehearsal.roles import Role
 from rehearsal.server import RehearsalServer
@@ -45,27 +44,6 @@ from rehearsal.settings import load_settings
 from rehearsal.wire import DEVICE_HEAD, HAND_OF_DEVICE, to_physics_quat
 
 HZ = 60
-
-
-class _QuietLink:
-    """A UDP-like link that keeps nothing."""
-
-    transport = UDP
-
-    def __init__(self, key: int) -> None:
-        self.key = key
-
-    def send(self, channel: Channel, message: object) -> bool:
-        return True
-
-    def stats(self) -> None:
-        return None
-
-    def flush(self, now: float) -> None:
-        pass
-
-    def close(self, reason: str) -> None:
-        pass
 
 
 def per_pose_on_input(connections: Connections, client: Client, live: LiveRoom, packet: bytes) -> None:
@@ -151,7 +129,7 @@ def replay(scenario: str, roles: list[str], packets, batch: bool, *, state: bool
             live.ticker.stop()
             clients = []
             for n, role in enumerate(roles):
-                link = _QuietLink(100 + n)
+                link = BenchLink(100 + n)
                 server.connections.open(link, Identity(live.room.session, 100 + n, Role(role), f"{role}-{n}"))
                 clients.append(live.clients[link.key])
             connections = server.connections

@@ -25,39 +25,14 @@ from typing import Any
 import numpy as np
 from twisted.internet.task import Clock
 
+from loadtests.bench_link import BenchLink
 from loadtests.server import SCENARIO_DIR
 from loadtests.team import team_roles
-from netcode.messaging.channels import Channel
 from netcode.protocol.poses import RigidPose
 from rehearsal.identity import Identity
-from rehearsal.links import UDP
 from rehearsal.roles import Role
 from rehearsal.server import RehearsalServer
 from rehearsal.settings import load_settings
-
-
-class _AckingLink:
-    """A UDP-like link that keeps nothing; the bench acks each snapshot itself."""
-
-    transport = UDP
-
-    def __init__(self, key: int) -> None:
-        self.key = key
-        self.snapshots = 0
-
-    def send(self, channel: Channel, message: object) -> bool:
-        if channel is Channel.UNRELIABLE and isinstance(message, bytes):
-            self.snapshots += 1
-        return True
-
-    def stats(self) -> None:
-        return None
-
-    def flush(self, now: float) -> None:
-        pass
-
-    def close(self, reason: str) -> None:
-        pass
 
 
 def measure(scenario: str, ticks: int, participants: int, observers: int, on_room_thread: bool) -> dict[str, Any]:
@@ -78,7 +53,7 @@ def _ticks(server: RehearsalServer, scenario: str, ticks: int, participants: int
     ticker.stop()
     links = []
     for n, (role, _) in enumerate(team_roles(participants, observers)):
-        link = _AckingLink(100 + n)
+        link = BenchLink(100 + n)
         server.connections.open(link, Identity(live.room.session, 100 + n, Role(role), f"{role}-{n}"))
         links.append(link)
     server.publisher.publish(live, None)  # attaches the hooks

@@ -1,4 +1,5 @@
-"""A small pinned tissue block with a needle in a needle driver above it, shared by the suturing tests."""
+"""Set-ups shared by the suturing tests: a small pinned tissue block with a needle in a needle driver above it,
+and a thread pulled up through one stitch point."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from physics import Control, InstrumentInput, Solver, build_model, new_state
-from physics.instruments import matrix_to_quat, needle_driver
+from physics.instruments import grasper, look_rotation, matrix_to_quat, needle_driver
 from physics.materials import MUSCLE
-from physics.needle import Needle, NeedleSpec
+from physics.needle import Needle, NeedleSpec, TissuePoint
 from physics.procedural import tissue_block, vertices_in_box
+from physics.suture_thread import Thread, ThreadSpec
+from physics.suturing import Suturing
 
 DRIVER = 7
 DT = 1.0 / 60.0
@@ -80,3 +83,28 @@ def drive_stitch(bench: Bench, max_frames: int = 500) -> list:
         if bench.needle.passes:
             break
     return events
+
+
+def pull_up_through_point(model, state, e: int) -> Thread:
+    """A 40-segment thread lying slack along the top face (a zigzag, half a segment's advance each) from the needle's
+    tail to the tissue point at vertex ``e``, through it, and straight up from it; its upper end grasped and pulled
+    2 cm up over a second, then held (90 frames at 60 Hz): the thread after, for its one slide."""
+    solver = Solver(model)
+    x = state.x
+    needle, seg = NeedleSpec(), ThreadSpec().segment_length
+    flat = [x[e] + np.array([-0.5 * seg * (20 - i), 0.0002, 0.433 * seg * (i % 2)]) for i in range(20)]
+    rise = [x[e] + np.array([0.0, seg * i, 0.0]) for i in range(21)]
+    su = Suturing(model, needle, ThreadSpec(segments=40), flat[0] - [needle.radius, 0.0, 0.0], np.array([1.0, 0, 0, 0]))
+    th = su.thread
+    th.x = np.array(flat + rise)
+    th.pass_through(TissuePoint(np.array([e] * 3, np.int32), np.array([1.0, 0, 0])), 20.0, 0, "exit")
+    end0 = th.x[-1].copy()
+    q = look_rotation((0.0, -1.0, 0.0))
+    for f in range(90):
+        pull = end0 + np.array([0.0, 0.02 * min(1.0, f / 60), 0.0])
+        su.before_step(state)
+        report = solver.step(state, Control([InstrumentInput(1, grasper(), pull, q, 0.0), *su.inputs()]), DT, 10)
+        if f == 0:
+            th.grab(1, 40, state)
+        su.after_step(model, state, report, DT)
+    return th

@@ -12,7 +12,7 @@ from physics.needle import NeedleSpec, TissuePoint
 from physics.procedural import tissue_block, vertices_in_box
 from physics.suture_thread import Thread, ThreadSpec, self_pairs, thread_candidates
 from physics.suturing import HOLD_ID_BASE, Suturing
-from tests.physics.suture_setup import make_bench
+from tests.physics.suture_setup import make_bench, pull_up_through_point
 
 SKIN = Material("skin", young=3e4, poisson=0.45, density=1000.0, strength=1e5)
 DT = 1 / 60
@@ -175,27 +175,9 @@ def test_a_thread_pulled_up_from_a_stitch_draws_its_slack_through_and_leaves_the
     """A stitch is an eyelet: the thread lies slack along the top face from the needle to a stitch point and rises
     from it; pulled up, it slides through the point (the slack is drawn through) and the tissue stays put."""
     model, state, _, zc, top = slit_world()
-    solver = Solver(model)
-    x = state.x
-    e = top_vertex(x, top, -0.01, zc)
+    e = top_vertex(state.x, top, -0.01, zc)
     seg = ThreadSpec().segment_length
-    # slack along the top face (a zigzag, half a segment's advance each) from the needle's tail up to the point
-    flat = [x[e] + np.array([-0.5 * seg * (20 - i), 0.0002, 0.433 * seg * (i % 2)]) for i in range(20)]
-    rise = [x[e] + np.array([0.0, seg * i, 0.0]) for i in range(21)]  # and straight up from it
-    needle = NeedleSpec()
-    su = Suturing(model, needle, ThreadSpec(segments=40), flat[0] - [needle.radius, 0.0, 0.0], np.array([1.0, 0, 0, 0]))
-    th = su.thread
-    th.x = np.array(flat + rise)
-    th.pass_through(TissuePoint(np.array([e] * 3, np.int32), np.array([1.0, 0, 0])), 20.0, 0, "exit")
-    end0 = th.x[-1].copy()
-    q = look_rotation((0.0, -1.0, 0.0))
-    for f in range(90):
-        pull = end0 + np.array([0.0, 0.02 * min(1.0, f / 60), 0.0])
-        su.before_step(state)
-        report = solver.step(state, Control([InstrumentInput(1, grasper(), pull, q, 0.0), *su.inputs()]), DT, 10)
-        if f == 0:
-            th.grab(1, 40, state)
-        su.after_step(model, state, report, DT)
+    th = pull_up_through_point(model, state, e)
     [slide] = th.slides
     # the thread's parameter at the point falls as the slack from the needle's side is drawn through it
     assert slide.u < 20.0 - 0.6 * 0.02 / seg, f"the thread slid {(20.0 - slide.u) * seg * 1e3:.1f} mm through the point"

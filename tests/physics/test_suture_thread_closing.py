@@ -15,6 +15,7 @@ from physics.needle import NeedleSpec, TissuePoint, hold_on_arc
 from physics.suture_thread import ThreadSpec, nearest_parameter
 from physics.suturing import Suturing
 from rehearsal.scenario import build_world, load_scenario
+from tests.physics.suture_setup import pull_up_through_point
 
 DT = 1 / 60
 SEG = 0.003
@@ -129,25 +130,9 @@ def _eyelet_pull(friction: bool, monkeypatch) -> tuple[float, float]:
         monkeypatch.setattr(suture_thread, "THREAD_FRICTION_N", 0.0)
         monkeypatch.setattr(suture_thread, "THREAD_MU", 0.0)
     model, state, _lips = scenario_wound()
-    solver = Solver(model)
-    x = state.x
-    top = float(x[:, 1].max())
-    e = nearest_vertex(x, [-0.015, top, 0.01])
-    flat = [x[e] + np.array([-0.5 * SEG * (20 - i), 0.0002, 0.433 * SEG * (i % 2)]) for i in range(20)]
-    rise = [x[e] + np.array([0.0, SEG * i, 0.0]) for i in range(21)]
-    su = Suturing(model, NeedleSpec(), ThreadSpec(segments=40), flat[0] - [0.012, 0.0, 0.0], np.array([1.0, 0, 0, 0]))
-    th = su.thread
-    th.x = np.array(flat + rise)
-    th.pass_through(TissuePoint(np.array([e] * 3, np.int32), np.array([1.0, 0, 0])), 20.0, 0, "exit")
-    end0 = th.x[-1].copy()
-    q = look_rotation((0.0, -1.0, 0.0))
-    for f in range(90):
-        pull = end0 + np.array([0.0, 0.02 * min(1.0, f / 60), 0.0])
-        su.before_step(state)
-        report = solver.step(state, Control([InstrumentInput(1, grasper(), pull, q, 0.0), *su.inputs()]), DT, 10)
-        if f == 0:
-            th.grab(1, 40, state)
-        su.after_step(model, state, report, DT)
+    top = float(state.x[:, 1].max())
+    e = nearest_vertex(state.x, [-0.015, top, 0.01])
+    th = pull_up_through_point(model, state, e)
     [slide] = th.slides
     assert slide.held is not None and abs(slide.held - slide.u) < 1.0  # the held material stays near the hole
     return float(np.linalg.norm(state.x[e] - model.rest_positions[e])), 20.0 - slide.u
