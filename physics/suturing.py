@@ -81,8 +81,7 @@ class Suturing:
         self._frames = 0
         self._tied: tuple | None = None  # the knot last reported tied (kind, throws, wraps, handedness)
         self._loose_checks = 0
-        self.frozen: list[FrozenThread] = []  # tied pieces cut off the thread, by thread id 1, 2, ...
-        self._next_thread = 1
+        self.frozen: list[FrozenThread] = []  # tied pieces cut off the thread (thread ids 1 .. MAX_THREADS - 1)
         self._blades: dict[int, float] = {}  # each pair of scissors' opening last frame
         self._refused: set[int] = set()  # scissors whose closing was refused (told once per closing)
 
@@ -257,8 +256,7 @@ class Suturing:
         if live:
             self.thread.keep(first.x, first.v, first.slides)
             if plan.kept is not None:
-                kept_id = self._next_thread
-                self._next_thread += 1
+                kept_id = min(set(range(1, MAX_THREADS)) - {f.id for f in self.frozen})  # the lowest free id
                 self.frozen.append(FrozenThread(kept_id, second.x, second.slides, state, radius))
             self._tied, self._loose_checks = None, 0  # the live thread's knot went with the piece
         else:
