@@ -89,7 +89,8 @@ def test_a_minimal_file_loads(tmp_path):
         (("distance = 0.01, ", ""), "15: steps[0].check.distance: missing"),
         (
             ("distance = 0.01, ", "distance = 0.01, radius = 2, "),
-            "15: steps[0].check.radius: unknown key 'radius' (valid: kind, box, distance, target, knot, tolerance, tail)",
+            "15: steps[0].check.radius: unknown key 'radius' "
+            "(valid: kind, box, distance, target, knot, tolerance, tail)",
         ),
         (("hi = [1, 1, 1]", "hi = [-2, 1, 1]"), "15: steps[0].check.box: hi must be >= lo"),
         (("region = 0", "region = 1"), "9: materials: need one [[materials]] entry per region"),
