@@ -84,6 +84,15 @@ class Suturing:
         self.frozen: list[FrozenThread] = []  # tied pieces cut off the thread (thread ids 1 .. MAX_THREADS - 1)
         self._blades: dict[int, float] = {}  # each pair of scissors' opening last frame
         self._refused: set[int] = set()  # scissors whose closing was refused (told once per closing)
+        self._targets: dict[int, np.ndarray | None] = {}  # id(frozen slide) -> its hold's target (None: slack)
+        self._taut: dict[int, bool] = {}  # id(frozen slide) -> held this frame
+
+    def __setstate__(self, state: dict) -> None:
+        """A checkpoint pickled before threads could be cut: no tied pieces, no scissors seen."""
+        self.__dict__.update(state)
+        for name, default in (("frozen", list), ("_blades", dict), ("_refused", set), ("_targets", dict),
+                              ("_taut", dict)):  # fmt: skip
+            self.__dict__.setdefault(name, default())
 
     def polyline(self) -> np.ndarray:
         return self.thread.x
@@ -117,26 +126,34 @@ class Suturing:
         return sorted((s for s in slides if s.hold >= 0), key=lambda s: s.hold)
 
     def hold_ids(self) -> list[int]:
-        return [s.hold for s in self._assign_holds()]
+        """The holds in this frame's Control: every live stitch point's, and a frozen piece's taut ones only (a
+        slack tied stitch costs the solver nothing; a taut one is held from the frame after it pulls taut)."""
+        return [s.hold for s in self._assign_holds() if self._taut.get(id(s), True)]
 
     def inputs(self) -> list[InstrumentInput]:
-        """The pseudo-instruments for this frame's Control: one per tissue point a thread passes through."""
+        """The pseudo-instruments for this frame's Control: one per tissue point a thread holds (``hold_ids``)."""
         return [InstrumentInput(k, self._spec, np.zeros(3), _IDENTITY.copy(), 0.0) for k in self.hold_ids()]
+
+    def _frozen_targets(self, state: State) -> None:
+        """Where each frozen piece's stitch points are pulled (None: slack), from the tissue now; the next frame's
+        inputs and before_step use them (the tissue does not move between a step's end and the next's start)."""
+        self._targets, self._taut = {}, {}
+        for f in self.frozen:
+            for slide, target in zip(f.slides, f.targets(state.x), strict=True):
+                self._targets[id(slide)] = target
+                self._taut[id(slide)] = target is not None
 
     def before_step(self, state: State) -> None:
         """Give each pseudo-instrument its grasp: the tissue point, pulled to where the thread passes it (a frozen
         piece's: only where its loop is taut, see physics/thread_cut.py)."""
-        targets: dict[int, np.ndarray | None] = {}
+        targets: dict[int, np.ndarray | None] = dict(self._targets)
         for slide in self.thread.slides:
             targets[id(slide)] = slide.target if slide.target is not None else slide.point.position(state.x)
-        for f in self.frozen:
-            for slide, target in zip(f.slides, f.targets(state.x), strict=True):
-                targets[id(slide)] = target
         for slide in self._assign_holds():
             inst = state.instruments.get(slide.hold)
             if inst is None:
-                continue  # first frame of this hold: the solver creates it; the grasp starts next frame
-            target = targets[id(slide)]
+                continue  # first frame of this hold (or a slack frozen one, not in the Control): no grasp yet
+            target = targets.get(id(slide))
             if target is None:
                 inst.grasp = None  # a slack frozen stitch: the tissue is free there
                 continue
@@ -159,6 +176,7 @@ class Suturing:
         events += self.thread.step(model, state, self.needle, dt)
         for f in self.frozen:
             f.follow(state.x)
+        self._frozen_targets(state)
         for slide in self._slides():
             limit = _pull_through_force(model, slide)
             if float(np.linalg.norm(slide.force)) > limit:

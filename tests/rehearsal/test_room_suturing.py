@@ -411,7 +411,6 @@ def test_an_assistants_scissors_cut_a_tied_stitchs_thread_above_its_knot_and_the
     square knot above, tests/physics/test_thread_cut.py's knotted_stitch): the assistant's scissors cut the
     needle's limb 4-5 mm above the knot; the tied piece stays holding the stitch, and the cut_first step is done."""
     from physics.needle import Stitch, TissuePoint
-    from physics.thread_cut import _at
     from tests.physics.test_thread_cut import ACROSS_X, knotted_stitch
 
     scenario = load_scenario("interrupted_closure")
@@ -428,7 +427,7 @@ def test_an_assistants_scissors_cut_a_tied_stitchs_thread_above_its_knot_and_the
     target = scenario.suture.target("first")
     (entry, entry_rest), (exit_, exit_rest) = mark(target.entry), mark(target.exit)
     pts, ue, ux = knotted_stitch(entry.position(x), exit_.position(x))
-    cut_at = _at(pts, np.array([4.6]))[0]  # on the needle's limb, just before the knot
+    cut_at = pts[4] + 0.6 * (pts[5] - pts[4])  # on the needle's limb, just before the knot
     hinge, q = cut_at - np.array([0.0, 0.0, 0.008]), matrix_to_quat(ACROSS_X)
     assert room.instrument_input(2, "right", hinge, q, 0.8, sample_time=0.0) is None
     room.advance(DT)  # the open scissors placed across the thread
@@ -452,4 +451,4 @@ def test_an_assistants_scissors_cut_a_tied_stitchs_thread_above_its_knot_and_the
     assert room.counters["suture_thread_cut"] == 1
     for _ in range(3):  # the tied piece holds its stitch while the room goes on
         room.advance(DT)
-    assert len(room.suturing.hold_ids()) == 2 and np.isfinite(piece.x).all()
+    assert len({s.hold for s in piece.slides}) == 2 and np.isfinite(piece.x).all()
