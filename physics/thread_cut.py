@@ -251,6 +251,9 @@ class FrozenThread:
         self._u = np.array([s.u for s in self.slides], dtype=np.float64)
         self._p0 = self.points(state.x)
         self.rope = _rope(self._p0)  # (pairs (a, b), most each may part, m)
+        self._order = np.argsort(self._u)
+        self._s = np.arange(self._x0.shape[0], dtype=np.float64)
+        self._d: np.ndarray | None = None  # the stitch points' displacement last followed
         for s in self.slides:
             s.target, s.held = None, None
 
@@ -263,22 +266,25 @@ class FrozenThread:
 
     def targets(self, tissue: np.ndarray) -> list[np.ndarray | None]:
         """Per stitch point: where its hold pulls it this frame (None: slack, not held)."""
-        p = self.points(tissue)
         out: list[np.ndarray | None] = [None] * len(self.slides)
+        pairs, most = self.rope
+        if not len(most):
+            return out
+        p = self.points(tissue)
+        a, b = pairs[:, 0], pairs[:, 1]
+        d = p[b] - p[a]
+        size = np.sqrt((d * d).sum(axis=1))
+        over = size > most
+        if not over.any():
+            return out  # slack everywhere: nothing held (the common case, checked in one pass)
+        half = np.where(over, 0.5 * (size - most) / np.maximum(size, 1e-30), 0.0)[:, None] * d
         move = np.zeros_like(p)
-        taut = np.zeros(len(self.slides), dtype=bool)
-        for (a, b), most in zip(self.rope[0], self.rope[1], strict=True):
-            d = p[b] - p[a]
-            size = float(np.linalg.norm(d))
-            if size > most > 0.0:
-                half = 0.5 * (size - most) * d / size
-                move[a] += half
-                move[b] -= half
-                taut[a] = taut[b] = True
-        for i in np.flatnonzero(taut):
+        np.add.at(move, a, half)
+        np.add.at(move, b, -half)
+        for i in np.unique(np.concatenate([a[over], b[over]])):
             step = move[i]
-            size = float(np.linalg.norm(step))
-            out[i] = p[i] + (step if size <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / size))
+            length = float(np.linalg.norm(step))
+            out[i] = p[i] + (step if length <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / length))
         return out
 
     def follow(self, tissue: np.ndarray) -> None:
@@ -287,20 +293,22 @@ class FrozenThread:
         if not self.slides:
             return
         d = self.points(tissue) - self._p0
-        order = np.argsort(self._u)
-        u, d = self._u[order], d[order]
-        s = np.arange(self._x0.shape[0], dtype=np.float64)
+        if self._d is not None and np.array_equal(d, self._d):
+            return  # the tissue under it did not move
+        self._d = d
+        u, d = self._u[self._order], d[self._order]
         for axis in range(3):
-            self.x[:, axis] = self._x0[:, axis] + np.interp(s, u, d[:, axis])
+            self.x[:, axis] = self._x0[:, axis] + np.interp(self._s, u, d[:, axis])
 
 
-def _rope(p: np.ndarray) -> tuple[list[tuple[int, int]], list[float]]:
+def _rope(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The loop of a tied stitch: consecutive points and the last with the first, each at most as far apart as
-    now (times 1 + ROPE_SLACK)."""
+    now (times 1 + ROPE_SLACK): (pairs (m, 2) int64, most (m,) m)."""
     k = p.shape[0]
     if k < 2:
-        return [], []
+        return np.zeros((0, 2), np.int64), np.zeros(0)
     pairs = [(i, i + 1) for i in range(k - 1)]
     if k > 2:
         pairs.append((k - 1, 0))
-    return pairs, [float(np.linalg.norm(p[b] - p[a])) * (1.0 + ROPE_SLACK) for a, b in pairs]
+    ab = np.array(pairs, dtype=np.int64)
+    return ab, np.linalg.norm(p[ab[:, 1]] - p[ab[:, 0]], axis=1) * (1.0 + ROPE_SLACK)
