@@ -186,7 +186,7 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
     su = add_suturing(scene, state, segments)[0]
     base_times, times = [], []
     parts: dict[str, list[float]] = {
-        k: [] for k in ("before_step", "solver", "after_step", "needle", "thread", "knot_check")
+        k: [] for k in ("before_step", "solver", "after_step", "needle", "thread", "knot_check", "frozen")
     }
     kinds: list[str] = []
 
@@ -218,6 +218,7 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
         ("needle", lambda: su.needle.step(model, state, FRAME_DT)),
         ("thread", lambda: su.thread.step(model, state, su.needle, FRAME_DT)),
         ("knot_check", lambda: classify_knot(su.thread.x, su.thread.tension())),
+        ("frozen", lambda: [(f.follow(state.x), f.targets(state.x)) for f in su.frozen]),  # the tied piece's frame
     ):
         for _ in range(3):
             t0 = time.perf_counter()
