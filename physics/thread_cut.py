@@ -35,7 +35,9 @@ short piece keeps the lips together) and the surgeon goes on with the rest of th
   pseudo-instruments, physics/suturing.py). A tied suture is an inextensible loop: its stitch points may come
   closer (slack) but not farther apart than they were when it was cut; per frame, consecutive stitch points
   along the piece (and the last and the first, closed through the knot) that are farther apart than that are
-  pulled back toward each other (a hold each, at most ``MAX_HOLD_STEP`` a frame), and a slack pair is not held.
+  pulled back toward each other (a hold each, at most ``MAX_HOLD_STEP`` a frame), and a slack pair is not held:
+  its holds are left out of the solver's Control altogether (physics/suturing.py), so a tied stitch lying slack
+  costs the solver nothing; one that pulls taut is held from the next frame on.
 """
 
 from __future__ import annotations
