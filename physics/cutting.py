@@ -68,12 +68,19 @@ def fan_swept(
     ly = local[:, :, 1]
     straddles = (ly.min(axis=1) <= 0.0) & (ly.max(axis=1) >= 0.0)
     angle = np.arctan2(local[:, :, 0], local[:, :, 2])  # from +z towards +x, in the blade plane
-    lo, hi = angle.min(axis=1), angle.max(axis=1)
-    fan_lo, fan_hi = 0.5 * jaw_after, 0.5 * jaw_before
-    crosses = ((hi >= fan_lo) & (lo <= fan_hi)) | ((hi >= -fan_hi) & (lo <= -fan_lo))
+    crosses = blades_cross(angle.min(axis=1), angle.max(axis=1), jaw_before, jaw_after)
     within = np.hypot(local[:, :, 0], local[:, :, 2]).min(axis=1) <= blade_length
     ahead = local[:, :, 2].max(axis=1) > 0.0
     return live[straddles & crosses & within & ahead].astype(np.int32)
+
+
+def blades_cross(lo, hi, jaw_before: float, jaw_after: float):
+    """Whether angular spans [lo, hi] (rad, in the blade plane from the instrument's +z towards +x; arrays or
+    floats) meet the fans the closing blades sweep: between half the new and half the old opening, either side
+    of +z. Shared by the tissue's cut (a tet's corners' span) and the thread's (physics.thread_cut: a segment's
+    crossing of the blade plane, lo = hi)."""
+    fan_lo, fan_hi = 0.5 * jaw_after, 0.5 * jaw_before
+    return ((hi >= fan_lo) & (lo <= fan_hi)) | ((hi >= -fan_hi) & (lo <= -fan_lo))
 
 
 def blades_collide(jaw_before: float, jaw_after: float) -> bool:

@@ -9,7 +9,9 @@ grasped the top of a block and pulls it up and sideways). With suturing, a needl
 thread (segments x 3 mm) runs from the needle's tail down into the top face, under it through an 8 mm bite, out
 and up to the grasper, which holds it beside its shaft (so the pull tensions it), and on as a free tail. The seam
 (physics.suturing.Suturing) runs around every `Solver.step` as a room runs it: its suture holds are the
-solver's grasp constraints, then the needle, the thread and, every KNOT_EVERY frames, the knot check.
+solver's grasp constraints, then the needle, the thread and, every KNOT_EVERY frames, the knot check. A stitch tied
+and cut earlier lies 12 mm beside it (physics/thread_cut.py's frozen piece: its two holds and its cheap update are
+in the figure, as in an interrupted closure).
 
 Each repeat runs the pull twice in lockstep, without and with suturing (frame f of one, then of the other, the
 order alternating), so the machine's load hits both alike; the figure is the median over frames of the
@@ -40,8 +42,9 @@ from physics.knots import classify_knot
 from physics.needle import NeedleSpec, TissuePoint
 from physics.scenes import GRASPER_ID, Scene
 from physics.solver import Solver
-from physics.suture_thread import ThreadSpec
+from physics.suture_thread import Slide, ThreadSpec
 from physics.suturing import KNOT_EVERY, Suturing
+from physics.thread_cut import FrozenThread
 
 GOAL_EXTRA_MS = 1.0  # on 2 threads, 20k tets, 20 substeps
 SEGMENT = 0.003  # m
@@ -145,7 +148,29 @@ def add_suturing(scene: Scene, state, segments: int) -> tuple[Suturing, int]:
     su.thread.pass_through(TissuePoint(np.full(3, entry_v, np.int32), weights), u_entry, 0, "entry")
     su.thread.pass_through(TissuePoint(np.full(3, exit_v, np.int32), weights.copy()), u_exit, 0, "exit")
     su.thread.grab(GRASPER_ID, held, state)
+    su.frozen.append(tied_piece(model, state, hinge + np.array([0.006, 0.0, -0.012])))
     return su, held
+
+
+def tied_piece(model, state, at: np.ndarray) -> FrozenThread:
+    """A stitch tied and cut earlier (physics/thread_cut.py), 12 mm from the live one: an 8 mm bite in the top face
+    and its knot's piece above it, frozen: it follows the tissue and holds its two points (what each frame pays for
+    a tied stitch left in the tissue of an interrupted closure)."""
+    x = state.x
+    entry_v = _top_vertex(model.rest_positions, x, at + np.array([BITE, 0.0, 0.0]))
+    exit_v = _top_vertex(model.rest_positions, x, at)
+    entry, exit_ = x[entry_v].copy(), x[exit_v].copy()
+    up = np.array([0.0, 0.004, 0.0])
+    path = np.array([entry + 3 * up, entry, 0.5 * (entry + exit_) - 0.5 * up, exit_, exit_ + 3 * up])
+    pts = _resample(path, SEGMENT, 16)
+    d = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
+    weights = np.array([1.0, 0.0, 0.0])
+    slides = [
+        Slide(TissuePoint(np.full(3, exit_v, np.int32), weights.copy()), float(d[3] / SEGMENT), 0, "exit", np.zeros(3)),
+        Slide(TissuePoint(np.full(3, entry_v, np.int32), weights.copy()), float(d[1] / SEGMENT), 0, "entry",
+              np.zeros(3)),
+    ]  # fmt: skip
+    return FrozenThread(1, pts, slides, state, ThreadSpec().radius)
 
 
 # --- timing -------------------------------------------------------------------------------------------------
@@ -161,7 +186,7 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
     su = add_suturing(scene, state, segments)[0]
     base_times, times = [], []
     parts: dict[str, list[float]] = {
-        k: [] for k in ("before_step", "solver", "after_step", "needle", "thread", "knot_check")
+        k: [] for k in ("before_step", "solver", "after_step", "needle", "thread", "knot_check", "frozen")
     }
     kinds: list[str] = []
 
@@ -193,6 +218,7 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
         ("needle", lambda: su.needle.step(model, state, FRAME_DT)),
         ("thread", lambda: su.thread.step(model, state, su.needle, FRAME_DT)),
         ("knot_check", lambda: classify_knot(su.thread.x, su.thread.tension())),
+        ("frozen", lambda: [(f.follow(state.x), f.targets(state.x)) for f in su.frozen]),  # the tied piece's frame
     ):
         for _ in range(3):
             t0 = time.perf_counter()
@@ -206,6 +232,7 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
         "tension": su.thread.tension(),
         "hold_forces_n": [float(np.linalg.norm(s.force)) for s in su.thread.slides],
         "slides": len(su.thread.slides),
+        "frozen_hold_forces_n": [float(np.linalg.norm(s.force)) for f in su.frozen for s in f.slides],
         "finite": bool(np.isfinite(su.thread.x).all() and np.isfinite(state.x).all()),
     }
 
@@ -255,6 +282,7 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
             "thread_tension_end": float(f"{last['tension']:.4g}"),
             "hold_forces_n_end": [float(f"{v:.4g}") for v in last["hold_forces_n"]],
             "slides_end": last["slides"],
+            "frozen_hold_forces_n_end": [float(f"{v:.4g}") for v in last["frozen_hold_forces_n"]],
             "events": sorted(set(last["events"])),
             "finite": all(r["finite"] for r in runs),
             "goal_met": n < 2 or extra <= GOAL_EXTRA_MS,
@@ -298,7 +326,8 @@ def run(args: argparse.Namespace) -> dict:
             "segment_length_m": SEGMENT,
             "frame_dt_s": FRAME_DT,
             "scene": "physics.bench's block grasp-and-pull; a needle above the block, its thread through an 8 mm "
-            "bite in the top face beside the grasp and held by the grasper's jaws (the pull tensions it)",
+            "bite in the top face beside the grasp and held by the grasper's jaws (the pull tensions it); a tied, cut "
+            "stitch (a frozen piece holding two points) 12 mm beside it",
         },
         "goal": {"max_extra_ms": GOAL_EXTRA_MS, "threads": 2},
         "timing": timing,

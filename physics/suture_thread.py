@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from physics.cutting import blades_collide
 from physics.grasping import CLOSED_BELOW, OPEN_ABOVE
 from physics.instruments import quat_to_matrix
 from physics.model import Model
@@ -98,6 +99,7 @@ class Slide:
     target: np.ndarray | None = None  # where the thread holds it now: the tissue point is pulled here
     held: float | None = None  # the thread's material the tissue holds (static friction; None: at u)
     gap: float = 0.0  # the least way (segments) along the thread to the point before it (it only grows)
+    hold: int = -1  # the suture hold (pseudo-instrument id) that holds the point; -1: none yet (physics/suturing.py)
 
 
 class Thread:
@@ -133,6 +135,7 @@ class Thread:
     def step(self, model: Model, state: State, needle: Needle | None, dt: float, substeps: int = SUBSTEPS) -> list:
         """Advance the thread one frame after the tissue and the needle; returns its events."""
         events: list[Event] = []
+        jaws_before = dict(self._jaws)
         self._grabbing(state, events)
         if needle is not None:
             self._thread_through(needle, state.x, events)
@@ -164,7 +167,7 @@ class Thread:
         reach = spec.radius + 2.0 * spec.segment_length
         c_start, c_tri = thread_candidates(self.x, state.x, model.surface, reach)
         pair_i, pair_j = self_pairs(self.x, 2.0 * spec.radius + spec.segment_length)
-        cap_a, cap_b, cap_r = _capsules(state)
+        cap_a, cap_b, cap_r = _capsules(state, jaws_before)
         s_target = here.copy()
         counts = np.zeros(3, dtype=np.int64)
         simulate_thread(
@@ -272,6 +275,17 @@ class Thread:
                     self.grabs[k] = (i, np.array([0.0, 0.0, min(max(local[i, 2], 0.0), region[0])]))
                     events.append(Event("thread_grasp", k, {"particle": i}))
         self._jaws = {k: inst.jaw for k, inst in state.instruments.items()}
+
+    def keep(self, x: np.ndarray, v: np.ndarray, slides: list[Slide]) -> None:
+        """Keep only a piece of this thread (a cut, physics/thread_cut.py): its first particles (x, v), the slides on
+        it; grabs of particles no longer on it let go."""
+        n = x.shape[0]
+        if not 2 <= n <= self.x.shape[0]:
+            raise ValueError(f"thread: a kept piece must have 2 to {self.x.shape[0]} particles, got {n}")
+        self.x, self.v = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(v, dtype=np.float64)
+        self.inv_mass = self.inv_mass[:n].copy()
+        self.slides = list(slides)
+        self.grabs = {k: g for k, g in self.grabs.items() if g[0] < n}
 
     def grab(self, instrument: int, particle: int, state: State) -> None:
         """Hold particle in an instrument's jaws as they are now (for scripts and tests)."""
@@ -398,13 +412,17 @@ def _inside(slides: list[Slide], n: int, x: np.ndarray, holes: np.ndarray, reach
     return inside
 
 
-def _capsules(state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World end points and radii of every instrument's capsules at the frame's end (jaws closed)."""
+def _capsules(state: State, jaws_before: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World end points and radii of every instrument's capsules at the frame's end (jaws closed). Scissor blades
+    only while closed and not closing (``physics.cutting.blades_collide``, the tissue's rule): open blades are
+    placed across the thread without pushing it aside, and closing ones cut it (physics/thread_cut.py)."""
     a, b, r = [], [], []
-    for inst in state.instruments.values():
+    for k, inst in state.instruments.items():
         caps = inst.spec.capsules
         if caps.shape[0] == 0:  # the suture holds' pseudo-instruments have no shape
             continue
+        if inst.spec.cuts and not blades_collide((jaws_before or {}).get(k, inst.jaw), inst.jaw):
+            caps = caps[caps[:, 7] == 0]  # the shaft only
         R = quat_to_matrix(inst.orientation)
         a.append(inst.position + caps[:, 0:3] @ R.T)
         b.append(inst.position + caps[:, 3:6] @ R.T)

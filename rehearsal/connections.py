@@ -220,7 +220,8 @@ class Connections:
                 live.sync.on_ack_fields(key, newest, client.fresh_acks(newest, message.fields["bits"]))
         elif kind == "thread_ack":  # the suture thread's baselines (rehearsal.publishing.publish_thread)
             if client.link.transport not in IN_ORDER:  # over an in-order link what was written is one already
-                self.sessions.publisher.on_thread_ack(live, key, message.fields["newest"], message.fields["bits"])
+                fields = message.fields
+                self.sessions.publisher.on_thread_ack(live, key, fields["newest"], fields["bits"], fields.get("thread"))
         elif kind == "snap_resync":
             if key in live.observers:
                 live.observers.expel(key)  # its own stream from full records; the others are not reset

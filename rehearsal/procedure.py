@@ -10,18 +10,22 @@ Three kinds of check (boxes are in rest coordinates, so they name anatomy, not p
   (cautery damage above zero); then it is "violated" for good, and the energised instrument nearest to
   the burn is blamed.
 
-And three for suturing (a scenario with a ``[suture]`` section; the needle's stitches and the knots come from
+And four for suturing (a scenario with a ``[suture]`` section; the needle's stitches and the knots come from
 the room's ``physics.suturing.Suturing``):
 
 * ``stitch_placed`` (a goal): done once a stitch went in within its target's tolerance of the marked entry and
   came out within it of the marked exit (rest coordinates); a stitch is one pass of the needle, or two across
   a wound (``placed_stitches``); each stitch counts for one step. Its value: the larger of the two errors (m)
   of the best stitch so far.
-* ``knot_tied`` (a goal): done once a tight knot is tied (of the required kind, when the check names one).
-  Its value: the throws of the last tight knot.
+* ``knot_tied`` (a goal): done once a tight knot is tied (of the required kind, when the check names one); a
+  knot completes one such step (an interrupted closure ties one per stitch). Its value: the throws of the knot.
 * ``wound_closed`` (a goal): done once at least one stitch is placed and the wound's widest gap
   (``physics.cutting.wound_gap``, over the incision's and the cuts' wound pairs) stays at most ``tolerance``
   for ``HOLD_SECONDS``. Its value: the gap (m).
+* ``thread_cut`` (a goal): done once scissors cut the thread of a tied stitch above its knot (a ``thread_cut``
+  event, physics/thread_cut.py, with a tight knot and the stitch on the piece cut off or trimmed) leaving a
+  tail within ``tail`` ([shortest, longest] m; surgeons leave 3-5 mm), of the target's stitch when the check
+  names one; each cut piece counts for one step. Its value: the tail (m) of the last such cut.
 
 A step whose box holds no tissue is a ScenarioError when the procedure is built.
 ``Procedure`` is the stateful shell: ``evaluate`` runs once per simulated tick on the room's thread and
@@ -44,7 +48,7 @@ from rehearsal.scenario import Scenario, ScenarioError, Step, StitchTarget
 
 HOLD_SECONDS = 0.5
 PIECE_SHARE = 0.1
-GOALS = ("displacement", "divided", "stitch_placed", "knot_tied", "wound_closed")
+GOALS = ("displacement", "divided", "stitch_placed", "knot_tied", "wound_closed", "thread_cut")
 BOX_CHECKS = ("displacement", "divided", "no_energy_near")
 
 
@@ -57,7 +61,7 @@ class StepProgress:
     kind: str
     status: str
     # displacement: largest (m); divided: pieces; no_energy_near: burned tets; stitch_placed: error (m);
-    # knot_tied: throws; wound_closed: gap (m)
+    # knot_tied: throws; wound_closed: gap (m); thread_cut: tail (m)
     value: float = 0.0
     time: float | None = None  # room time when the status last changed
     by: int | None = None  # instrument blamed for a violation
@@ -187,6 +191,7 @@ class Procedure:
         self._tets: dict[str, np.ndarray] = {}
         self._targets = {t.id: t for t in scenario.suture.targets} if scenario.suture is not None else {}
         self._credited: set[tuple[int, ...]] = set()  # stitches (their passes' indices) that completed a step
+        self._cut_credited: set[tuple[int, ...]] = set()  # tied pieces (their stitches) whose cut completed a step
         self._wound: tuple[int, np.ndarray] = (-1, np.zeros((0, 2), np.int32))  # (epoch, pairs)
         _check_targets(scenario, model)
         for step in scenario.steps:
@@ -213,12 +218,18 @@ class Procedure:
         return [s.to_dict() for s in self.steps]
 
     def evaluate(
-        self, model: Model, state: State, now: float, suturing: object = None, knots: list[dict] | tuple = ()
+        self,
+        model: Model,
+        state: State,
+        now: float,
+        suturing: object = None,
+        knots: list[dict] | tuple = (),
+        cuts: list[dict] | tuple = (),
     ) -> list[StepProgress]:
         """Update every step from the world after a tick; returns the steps whose status changed.
 
         suturing: the room's ``physics.suturing.Suturing`` (its needle's placed stitches); knots: the data of
-        this tick's ``knot_tied`` events."""
+        this tick's ``knot_tied`` events; cuts: of its ``thread_cut`` events."""
         changed = []
         topology_changed = model.epoch != self._epoch
         self._epoch = model.epoch
@@ -240,6 +251,10 @@ class Procedure:
                 if tight:
                     throws = tight[-1].get("throws")
                     s.value = float(throws) if isinstance(throws, int | float) else 0.0
+                    changed.append(_mark(s, "done", now))
+                    knots = [k for k in knots if k is not tight[-1]]  # one knot, one step (interrupted stitches)
+            elif s.kind == "thread_cut":
+                if self._thread_cut(s, check, suturing, cuts):
                     changed.append(_mark(s, "done", now))
             elif s.kind == "wound_closed":
                 s.value = self._gap(model, state)
@@ -281,6 +296,31 @@ class Procedure:
                 return True
         s.value = best if math.isfinite(best) else s.value
         return False
+
+    def _thread_cut(self, s: StepProgress, check, suturing: object, cuts: list[dict] | tuple) -> bool:
+        """Whether one of this tick's cuts, not yet credited, cut a tied stitch's thread above its knot with a tail
+        within the check's (crediting it); s.value: the tail (m) of the last such cut."""
+        for cut in cuts:
+            tail, stitches = cut.get("tail_mm"), cut.get("stitches")
+            if cut.get("tied") is not True or not stitches or not isinstance(tail, int | float):
+                continue
+            key = tuple(sorted(int(i) for i in stitches))
+            if key in self._cut_credited:
+                continue
+            if check.target is not None and check.target not in self._stitch_targets(suturing, key):
+                continue
+            s.value = float(tail) / 1e3
+            if check.tail[0] <= s.value <= check.tail[1]:
+                self._cut_credited.add(key)
+                return True
+        return False
+
+    def _stitch_targets(self, suturing: object, passes: tuple[int, ...]) -> set[str]:
+        """The marked targets of the stitches the needle's passes ``passes`` placed (their nearest targets)."""
+        if suturing is None:
+            return set()
+        stitches = placed_stitches(suturing.needle.passes, self._targets.values())[0]
+        return {p.target.id for p in stitches if p.target is not None and set(p.passes) & set(passes)}
 
     def _gap(self, model: Model, state: State) -> float:
         """The wound's widest gap now (its pairs found again only after a topology change)."""

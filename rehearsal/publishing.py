@@ -46,7 +46,7 @@ from netcode.protocol.schema import input_ack_fields, response_model_fields
 from netcode.sync.snapshot import HEADER_SIZE, RigidKind, RigidSet
 from netcode.sync.snapshot_codec import ClientSync
 from netcode.sync.snapshot_messages import snapshot_message
-from netcode.sync.thread_polyline import THREAD_ENVELOPE, ThreadStream
+from netcode.sync.thread_polyline import THREAD_ENVELOPE, ThreadError, ThreadStream, thread_id
 from physics import StepReport
 from physics.suturing import Suturing
 from rehearsal.hands import holder_participant, instrument_holder
@@ -306,18 +306,19 @@ class Publisher:
         if track is None or track.suturing is not suturing:  # a new suture (or a scenario reset): everyone afresh
             if track is not None:
                 track.release(live)
-            track = self.threads[live] = _ThreadSync(ThreadStream(sync.config), suturing)
-        stream = track.stream
+            track = self.threads[live] = _ThreadSync(suturing)
         seq = sync.sequence  # the frame publish_snapshots just sent
         try:
-            stream.begin_frame(seq, self.server_time(), suturing.polyline())
+            streams = track.begin_frame(seq, self.server_time(), suturing.threads(), sync.config)
         except ValueError:  # a thread the physics lost (not finite, too long): this frame has none to send
             self.counters["thread_frames_refused"] += 1
             return
         watch_every = self.observer_every(live.room.scenario.tick_hz)
         clients, members = live.clients, live.observers.members
-        for key in [k for k in stream.clients if k not in sync.clients]:
-            stream.remove_client(key)
+        for stream in streams.values():
+            for key in [k for k in stream.clients if k not in sync.clients]:
+                stream.remove_client(key)
+        for key in [k for k in track.budgets if k not in sync.clients]:
             track.budgets.pop(key, None)
         flush: list = []  # the links written to: out now, with the snapshot they follow
         for key, codec in list(sync.clients.items()):
@@ -332,39 +333,52 @@ class Publisher:
                 links = [client.link]
             elif watch_every > 1 and seq % watch_every:
                 continue
-            started, base = track.follow(key, codec, stream)
+            started, base = track.follow(key, codec)
             if started:  # its stream (re)started: the suture's shape first, reliably
                 setup = Message("snap_suture", _suture_fields(suturing))
                 for link in links:
                     link.send(Channel.RELIABLE, setup)
-            room = None if base is None else base - HEADER_SIZE - RIGID_RESERVE
             rival = float(codec.priority.acc.max()) if codec.priority.acc.size else 0.0
-            data = stream.encode(key, room, rival, codec.focus)
+            used = 0
+            for tid, stream in streams.items():  # the live thread first, then the tied pieces
+                if key not in stream.clients:
+                    stream.add_client(key)  # a piece cut since this client's stream started: full first
+                room = None if base is None else base - HEADER_SIZE - RIGID_RESERVE - used
+                data = stream.encode(key, room, rival, codec.focus)
+                if data is None:
+                    continue
+                used += len(data) + THREAD_ENVELOPE
+                # thread 0 without its id: a room with one thread sends the bytes it sent before threads had ids
+                message = Message("snap_thread", {"data": data} if tid == 0 else {"thread": tid, "data": data})
+                written = [link.send(Channel.UNRELIABLE, message) for link in links]
+                flush.extend(links)
+                if links and all(written) and all(link.transport in IN_ORDER for link in links):
+                    stream.on_ack(key, seq)  # delivered in order: a baseline now
+                self.counters["thread_messages"] += len(links)
+                self.counters["thread_bytes"] += len(data)
             if base is not None:
-                used = len(data) + THREAD_ENVELOPE if data is not None else 0
                 with sync.lock:  # the room's thread may encode the next snapshots
                     codec.budget_bytes = max(HEADER_SIZE, base - used)
-            if data is None:
-                continue
-            message = Message("snap_thread", {"data": data})
-            written = [link.send(Channel.UNRELIABLE, message) for link in links]
-            flush.extend(links)
-            if links and all(written) and all(link.transport in IN_ORDER for link in links):
-                stream.on_ack(key, seq)  # delivered in order: a baseline now
-            self.counters["thread_messages"] += len(links)
-            self.counters["thread_bytes"] += len(data)
         if flush:
             now = self.server_time()
-            self.flush_udp([link.key for link in flush if link.transport == UDP], now)
-            for link in flush:
+            once = list({id(link): link for link in flush}.values())  # a link written several threads: flushed once
+            self.flush_udp([link.key for link in once if link.transport == UDP], now)
+            for link in once:
                 if link.transport != UDP:
                     link.flush(now)
 
-    def on_thread_ack(self, live: LiveRoom, key: int, newest: int, bits: int) -> None:
-        """A client's ``thread_ack`` (over UDP): the thread versions it applied become its baselines."""
+    def on_thread_ack(self, live: LiveRoom, key: int, newest: int, bits: int, thread: object = 0) -> None:
+        """A client's ``thread_ack`` (over UDP) of thread ``thread`` (the message's field; absent, 0): the versions
+        of it the client applied become its baselines. An id out of range or unknown is counted, not raised."""
         track = self.threads.get(live)
-        if track is not None and key in track.stream.clients:
-            track.stream.on_ack_fields(key, newest, bits)
+        try:
+            stream = None if track is None else track.streams.get(thread_id(thread))
+        except ThreadError:
+            stream = None
+        if stream is None:
+            self.counters["thread_acks_unknown"] += 1
+        elif key in stream.clients:
+            stream.on_ack_fields(key, newest, bits)
 
     # --- snapshots encoded on the room's thread ----------------------------------------------------------
 
@@ -513,24 +527,45 @@ class Publisher:
 
 
 class _ThreadSync:
-    """A room's suture thread stream and, per snapshot client, its budget before the thread's share."""
+    """A room's suture thread streams (one per thread id: the live thread 0 and the tied pieces cut off it; a thread
+    that is gone stays as a stream of 0 points, so the clients stop drawing it) and, per snapshot client, its
+    budget before the threads' share."""
 
-    def __init__(self, stream: ThreadStream, suturing: Suturing) -> None:
-        self.stream = stream
+    def __init__(self, suturing: Suturing) -> None:
         self.suturing = suturing
+        self.streams: dict[int, ThreadStream] = {}
         self.budgets: dict[object, tuple[ClientSync, object, int | None]] = {}  # key -> (codec client, history, budget)
 
-    def follow(self, key: object, codec: ClientSync, stream: ThreadStream) -> tuple[bool, int | None]:
-        """(whether the client's thread stream starts now, its snapshot budget without the thread). It starts
+    @property
+    def stream(self) -> ThreadStream | None:
+        """The live thread's stream (id 0)."""
+        return self.streams.get(0)
+
+    def begin_frame(self, seq: int, time: float, threads, config) -> dict[int, ThreadStream]:
+        """This frame's threads ((id, points) pairs) into their streams (made for a new id; ids are bounded by
+        MAX_THREADS, ValueError beyond); returns the streams by id, ascending."""
+        now = dict(threads)
+        for tid in now:
+            if tid not in self.streams:
+                thread_id(tid)  # a ThreadError (ValueError) beyond the protocol's ids
+                self.streams[tid] = ThreadStream(config)
+        for tid, stream in self.streams.items():
+            stream.begin_frame(seq, time, now.get(tid, _NO_POINTS))
+        self.streams = dict(sorted(self.streams.items()))
+        return self.streams
+
+    def follow(self, key: object, codec: ClientSync) -> tuple[bool, int | None]:
+        """(whether the client's thread streams start now, its snapshot budget without the threads). They start
         with a new codec client or one whose baselines were forgotten (``reset_client`` gives it a new history;
-        a cut's carry-over keeps it): then the thread's baselines go too."""
+        a cut's carry-over keeps it): then the threads' baselines go too."""
         entry = self.budgets.get(key)
         history = codec.history
         if entry is not None and entry[0] is codec and entry[1] is history:
             return False, entry[2]
         budget = entry[2] if entry is not None and entry[0] is codec else codec.budget_bytes
         self.budgets[key] = (codec, history, budget)
-        stream.reset_client(key)
+        for stream in self.streams.values():
+            stream.reset_client(key)
         return True, budget
 
     def release(self, live: LiveRoom) -> None:
@@ -539,6 +574,9 @@ class _ThreadSync:
             if live.sync.clients.get(key) is codec:
                 codec.budget_bytes = budget
         self.budgets.clear()
+
+
+_NO_POINTS = np.zeros((0, 3))
 
 
 def _suture_fields(suturing: Suturing) -> dict:

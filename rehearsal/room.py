@@ -32,7 +32,7 @@ from rehearsal.recording import Recorder
 from rehearsal.requests import DRIVING_ROLES, Participant, Refusal, finite_vector
 from rehearsal.response_model import probe_response
 from rehearsal.results_store import SessionResult
-from rehearsal.roles import Action, decide
+from rehearsal.roles import Action, Role, decide
 from rehearsal.room_suturing import RoomSuturing
 from rehearsal.scenario import Scenario, build_world
 from rehearsal.skill_metrics import InstrumentSample, SkillTracker
@@ -148,6 +148,8 @@ class Room(MentorCommands):
             if suture is not None:  # the needle driver in the [suture] hand, a grasper (if any) in the other
                 other = next(h for h in HANDS if h != suture.hand)
                 participant.hands = {suture.hand: Kind.NEEDLE_DRIVER}
+                if identity.role is Role.ASSISTANT_SURGEON and Kind.SCISSORS in self._specs:
+                    participant.hands = {suture.hand: Kind.SCISSORS}  # the assistant cuts the tied stitches' thread
                 if Kind.GRASPER in self._specs:
                     participant.hands[other] = Kind.GRASPER
         self.participants[identity.participant] = participant
@@ -430,13 +432,15 @@ class Room(MentorCommands):
         self.frame += 1
         self.elapsed += dt
         knots: list[dict] = []
+        cuts: list[dict] = []
         if self.suturing is not None:
             self._suture_events(self.suturing.after_step(self.model, self.physics, report, dt))
             knots = self._sutures.knots  # this tick's knot_tied data, for the procedure
+            cuts = self._sutures.cuts  # and its thread_cut data
         self._count_solver_health(report)
         self._observe_skills(control, report)
         self._probe_new_grasps(report, dt, substeps)
-        for s in self.procedure.evaluate(self.model, self.physics, self.elapsed, self.suturing, knots):
+        for s in self.procedure.evaluate(self.model, self.physics, self.elapsed, self.suturing, knots, cuts):
             self._events.append(RoomEvent(STEP_EVENTS[s.status], s.to_dict(), instrument=s.by))
             if s.status == "violated" and s.by is not None:
                 self.skills.note_misapplied_energy(*instrument_holder(s.by))

@@ -39,6 +39,8 @@ SUTURE_EVENTS = {
     "needle_release": "needle_release",
     "needle_withdrawn": "needle_withdrawn",
     "tear": "suture_tear",
+    "thread_cut": "thread_cut",
+    "thread_cut_refused": "thread_cut_refused",
 }
 
 
@@ -88,11 +90,13 @@ class SutureNews:
 @dataclass
 class RoomSuturing:
     """The room's side of its needle and thread (the scenario's ``[suture]``, or one a script put in the room):
-    the topology epoch the needle's tables were built for, and this tick's knots (for the procedure's knot step)."""
+    the topology epoch the needle's tables were built for, and this tick's knots and thread cuts (for the
+    procedure's knot_tied and thread_cut steps)."""
 
     scenario: Scenario
     epoch: int = -1
     knots: list[dict] = field(default_factory=list)
+    cuts: list[dict] = field(default_factory=list)
 
     # --- the needle ------------------------------------------------------------------------------------------
 
@@ -146,8 +150,9 @@ class RoomSuturing:
              counters) -> list[SutureNews]:  # fmt: skip
         """The needle's and thread's events of one step as room events (the reliable path), scored for the
         holder in ``skills``; every kind counted in ``counters`` under its physics name (``suture_<kind>``).
-        The knots tied this step are kept in ``knots`` for the procedure."""
+        The knots tied and the threads cut this step are kept in ``knots`` and ``cuts`` for the procedure."""
         self.knots = []
+        self.cuts = []
         needle = suturing.needle
         holder = needle.holder
         if holder is not None and not is_hold(holder):
@@ -168,6 +173,8 @@ class RoomSuturing:
                 detail.update(self.score_stitch(suturing, int(event.detail.get("index", -1)), who, elapsed, skills))
             elif event.kind == "knot_tied":
                 self.knots.append(detail)
+            elif event.kind == "thread_cut":
+                self.cuts.append(detail)
             elif event.kind == "tear" and who is not None:
                 skills.note_suture_tear(*who)
             out.append(SutureNews(kind, detail, None if who is None else who[0], by))

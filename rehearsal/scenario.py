@@ -107,9 +107,10 @@ class Check:
     kind: str
     box: Box | None  # None for the suturing checks
     distance: float = 0.0  # displacement: at least this far (m); no_energy_near: keep energy this far (m)
-    target: str | None = None  # stitch_placed: the stitch target's id
+    target: str | None = None  # stitch_placed, thread_cut: the stitch target's id (thread_cut: None, any stitch)
     knot: str | None = None  # knot_tied: the knot's kind it must be (None: any tight knot)
     tolerance: float = 0.001  # wound_closed: the widest gap (m) left
+    tail: tuple[float, float] = (0.003, 0.005)  # thread_cut: the tail (m) left above the knot, shortest and longest
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,8 @@ def _scenario(spec: ScenarioSpec, path: Path, where: Located) -> Scenario:
 def _check(c) -> Check:
     box = _box(c.box) if c.box is not None else None
     tolerance = c.tolerance if c.tolerance is not None else 0.001
-    return Check(c.kind, box, c.distance or 0.0, target=c.target, knot=c.knot, tolerance=tolerance)
+    tail = (float(c.tail[0]), float(c.tail[1])) if c.tail is not None else (0.003, 0.005)
+    return Check(c.kind, box, c.distance or 0.0, target=c.target, knot=c.knot, tolerance=tolerance, tail=tail)
 
 
 def _suture(s: SutureSpec, regions: int) -> Suture:

@@ -21,8 +21,10 @@ from pydantic.fields import FieldInfo
 SCHEMA_VERSION = 1
 ANATOMY_KINDS = ("tissue_block", "liver_lobe", "gallbladder", "mesh", "label_volume", "nifti", "dicom_seg")
 INSTRUMENTS = ("grasper", "scissors", "cautery_hook", "needle_driver")
-CHECK_KINDS = ("displacement", "divided", "no_energy_near", "stitch_placed", "knot_tied", "wound_closed")
-SUTURE_CHECKS = ("stitch_placed", "knot_tied", "wound_closed")  # need a [suture] section
+CHECK_KINDS = (
+    "displacement", "divided", "no_energy_near", "stitch_placed", "knot_tied", "wound_closed", "thread_cut"
+)  # fmt: skip
+SUTURE_CHECKS = ("stitch_placed", "knot_tied", "wound_closed", "thread_cut")  # need a [suture] section
 KNOT_KINDS = ("square", "surgeons", "granny")  # physics/knots.py's names for a knot's kind
 THREAD_MATERIALS = ("polypropylene", "nylon", "silk", "polyglactin")  # rehearsal.scenario.THREAD_MATERIALS
 MAX_STITCH_TARGETS = 32  # physics.suturing.MAX_HOLDS holds: an entry and an exit each
@@ -134,12 +136,16 @@ class AttachmentSpec(_Table):
 
 
 class CheckSpec(_Table):
-    kind: Literal["displacement", "divided", "no_energy_near", "stitch_placed", "knot_tied", "wound_closed"]
+    kind: Literal[
+        "displacement", "divided", "no_energy_near", "stitch_placed", "knot_tied", "wound_closed", "thread_cut"
+    ]
     box: BoxSpec | None = None  # displacement, divided, no_energy_near
     distance: _range(0.0, 1.0) | None = None  # m; displacement, no_energy_near (divided may have it)
-    target: StrictStr | None = None  # stitch_placed: the id of a [[suture.targets]] entry
+    target: StrictStr | None = None  # stitch_placed, thread_cut: the id of a [[suture.targets]] entry
     knot: Literal["square", "surgeons", "granny"] | None = None  # knot_tied: the kind it must be (default: any)
     tolerance: _range(0.0, 0.1) | None = None  # m; wound_closed: the widest gap left (default 0.001)
+    # m; thread_cut: [shortest, longest] tail left above the knot (default [0.003, 0.005], surgeons' 3-5 mm)
+    tail: Annotated[list[_range(0.0, 0.05)], Field(min_length=2, max_length=2)] | None = None
 
 
 # The keys each check kind needs and may have (beside ``kind``).
@@ -150,6 +156,7 @@ CHECK_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "stitch_placed": (("target",), ()),
     "knot_tied": ((), ("knot",)),
     "wound_closed": ((), ("tolerance",)),
+    "thread_cut": ((), ("target", "tail")),
 }
 
 
@@ -321,6 +328,13 @@ def _suture_checks(spec: ScenarioSpec, where: Located) -> None:
     for i, t in enumerate(suture.targets):
         if sum((a - b) ** 2 for a, b in zip(t.entry, t.exit, strict=True)) < 1e-12:
             raise where.error(("suture", "targets", i, "exit"), "must differ from the entry")
+    cuts = [i for i in uses if spec.steps[i].check.kind == "thread_cut"]
+    if cuts and "scissors" not in spec.instruments:
+        raise where.error(("steps", cuts[0], "check", "kind"), "a thread_cut step needs scissors in the instruments")
+    for i in cuts:
+        tail = spec.steps[i].check.tail
+        if tail is not None and not 0.0 < tail[0] <= tail[1]:
+            raise where.error(("steps", i, "check", "tail"), "must be [shortest, longest] with 0 < shortest <= longest")
     for i in uses:
         target = spec.steps[i].check.target
         if target is not None and target not in ids:

@@ -13,8 +13,11 @@ to the snapshot codec, whose decoded objects are fed to ``ThinClient.on_snapshot
 | release     | reliable   | server->client  | grasp_id: int |
 | grasp       | reliable   | server->client  | see below |
 | snap_suture | reliable   | server->client  | needle: int (object id); radius, arc, wire_radius, thread_radius: float |
-| snap_thread | unreliable | server->client  | data: bytes (<= 65,536; the thread, netcode/sync/SNAPSHOT.md 6) |
-| thread_ack  | unreliable | client->server  | newest: int, bits: int (thread frames applied, as snap_ack) |
+| snap_thread | unreliable | server->client  | data: bytes (<= 65,536; SNAPSHOT.md 6); thread: int (optional) |
+| thread_ack  | unreliable | client->server  | newest: int, bits: int (as snap_ack); thread: int (optional) |
+
+``thread`` says which of the room's threads (0 .. MAX_THREADS - 1: the live one on the needle is 0, the tied pieces
+cut off it 1, 2, ...); absent means 0, so a room with one thread sends the same bytes as before threads had ids.
 
 ``grasp`` fields: grasp_id, instrument, device, epoch: int; server_time: float (s); baseline: 8 floats
 [px, py, pz (m), qx, qy, qz, qw, jaw (rad)]; columns: int (3 or 6); objects, vertices: bytes (K x u32
@@ -36,6 +39,8 @@ from netcode.protocol.response_model import MAX_RESPONSE_VERTICES, ResponseModel
 MAX_INPUT_BYTES = 1100
 MAX_THREAD_BYTES = 64 * 1024
 """Largest ``snap_thread`` payload (``netcode.sync.thread_polyline.MAX_THREAD_BYTES``; the layers are siblings)."""
+MAX_THREADS = 16
+"""Threads a room may have at once (``netcode.sync.thread_polyline.MAX_THREADS``): ``thread`` ids 0 .. 15."""
 
 
 def register_thin_client_types(registry: MessageRegistry) -> MessageRegistry:
@@ -78,10 +83,16 @@ def register_thin_client_types(registry: MessageRegistry) -> MessageRegistry:
     registry.register(
         "snap_thread",
         Field("data", "bytes", max_length=MAX_THREAD_BYTES),
-        doc="One frame of the suture thread: a quantized polyline, full or a delta (SNAPSHOT.md section 6).",
+        Field("thread", "int", required=False),
+        doc="One frame of a suture thread (``thread``: its id, absent: 0): a quantized polyline, full or a delta "
+        "(SNAPSHOT.md section 6).",
     )
     registry.register(
-        "thread_ack", Field("newest", "int"), Field("bits", "int"), doc="Thread frames applied by the client."
+        "thread_ack",
+        Field("newest", "int"),
+        Field("bits", "int"),
+        Field("thread", "int", required=False),
+        doc="Thread frames applied by the client (of thread ``thread``, absent: 0).",
     )
     return registry
 

@@ -25,6 +25,10 @@ Wire format of ``snap_thread.data`` (little-endian; varint = unsigned LEB128, at
 
 The block codes each value's difference from the previous one, so a full record costs the thread's curvature
 (segment vectors change little) and a delta its motion's variation along the thread.
+
+Several threads (a tied stitch's piece cut off the thread stays in the tissue): each has its own id (the message's
+``thread`` field, absent for 0), its own ``ThreadStream`` on the server and ``ThreadDecoder`` on the client
+(``ThreadSet``: at most ``MAX_THREADS``); a thread that is gone is sent as a thread of 0 points.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ from netcode.sync.snapshot_codec import BOUND_MARGIN, DEFAULT_RESEND_AFTER
 THREAD_VERSION = 1
 MAX_POINTS = 4096
 """Most points a thread message may carry (a 200-segment thread has 201); a decoder refuses more."""
+MAX_THREADS = 16
+"""Threads a room may have at once (the live one on the needle, id 0, and the tied pieces cut off it, 1, 2, ...):
+message ``thread`` ids are 0 .. MAX_THREADS - 1, a client keeps at most this many (``ThreadSet``)."""
 MAX_THREAD_BYTES = 64 * 1024
 """Largest ``snap_thread.data`` (a full 4,096-point thread at a 3 mm spacing is about 14 KiB)."""
 THREAD_ENVELOPE = 32
@@ -438,3 +445,42 @@ class ThreadDecoder:
         if not self._applied:
             raise ThreadError("no thread message applied yet")
         return ack_fields(self._applied)
+
+
+def thread_id(value: object) -> int:
+    """A message's ``thread`` field as an id (absent or None: 0); ThreadError unless 0 .. MAX_THREADS - 1."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_THREADS:
+        raise ThreadError(f"thread id {value!r} (0 .. {MAX_THREADS - 1})")
+    return value
+
+
+class ThreadSet:
+    """A client's threads by id, a ``ThreadDecoder`` each (made on the first message of an id; at most
+    MAX_THREADS, since ids are bounded): the live thread on the needle (0) and the tied pieces cut off it."""
+
+    def __init__(self, config: CodecConfig | None = None) -> None:
+        self.config = config
+        self.decoders: dict[int, ThreadDecoder] = {}
+
+    def decoder(self, thread: object = 0) -> ThreadDecoder:
+        """The decoder of thread ``thread`` (made now if new); ThreadError for an id out of range."""
+        key = thread_id(thread)
+        dec = self.decoders.get(key)
+        if dec is None:
+            dec = self.decoders[key] = ThreadDecoder(self.config)
+        return dec
+
+    def apply(self, thread: object, data: bytes) -> bool:
+        """One ``snap_thread`` payload into its thread's decoder (see ``ThreadDecoder.apply``)."""
+        return self.decoder(thread).apply(data)
+
+    def reset(self) -> None:
+        """Forget every thread (a new suture stream: ``snap_suture``)."""
+        self.decoders.clear()
+
+    def points(self) -> dict[int, np.ndarray]:
+        """Every thread's newest points (n, 3) m by id, the empty ones left out."""
+        out = {k: d.points() for k, d in sorted(self.decoders.items())}
+        return {k: p for k, p in out.items() if len(p)}

@@ -42,7 +42,7 @@ from netcode.protocol.inputs import InputAck
 from netcode.protocol.poses import RigidPose, interpolate_pose, interpolate_vertices
 from netcode.protocol.response_model import ResponseModel, ResponseModelError
 from netcode.protocol.schema import input_ack_from_fields, response_model_from_fields
-from netcode.sync.thread_polyline import ThreadBaselineMissingError, ThreadDecoder, ThreadError
+from netcode.sync.thread_polyline import ThreadBaselineMissingError, ThreadDecoder, ThreadError, ThreadSet, thread_id
 from netcode.thin_client.adapters import from_decoded_snapshot
 from netcode.thin_client.clock_sync import ClockSync, ClockSyncConfig
 from netcode.thin_client.input_sender import InputSender, InputSenderConfig
@@ -132,9 +132,10 @@ class ThinClient:
         self._last_drawn: dict[int, np.ndarray] = {}
         self._render_time = -np.inf
         self.suture: SutureShape | None = None  # the room's needle and thread shapes (snap_suture)
-        self.thread_decoder: ThreadDecoder | None = None  # made with the snapshot decoder's config
-        self.thread = InterpolationBuffer(interpolate_vertices, config.buffer)  # the thread's points by server time
-        self.thread_ack_due = False  # a thread message applied since the last thread_ack
+        self.threads: ThreadSet | None = None  # the threads' decoders by id, made with the snapshot decoder's config
+        self.thread = InterpolationBuffer(interpolate_vertices, config.buffer)  # the live thread's points (id 0)
+        self.thread_buffers: dict[int, InterpolationBuffer] = {0: self.thread}  # every thread's, by id
+        self.thread_acks_due: set[int] = set()  # threads with a message applied since their last thread_ack
         self.resync_due = False  # a thread delta named a version we lack: ask for full records (snap_resync)
         self.dropped = {
             "epoch": 0,
@@ -217,45 +218,68 @@ class ThinClient:
         self.snapshot_ack_due = False
         return channels.send(Channel.UNRELIABLE, Message("snap_ack", self.decoder.ack_fields()))
 
+    @property
+    def thread_decoder(self) -> ThreadDecoder | None:
+        """The live thread's decoder (id 0; None before its first message)."""
+        return None if self.threads is None else self.threads.decoders.get(0)
+
+    @property
+    def thread_ack_due(self) -> bool:
+        return bool(self.thread_acks_due)
+
     def on_suture(self, fields: Mapping[str, Any]) -> None:
-        """``snap_suture``: the needle's object id and the shapes; a new suture stream starts (ValueError if bad)."""
+        """``snap_suture``: the needle's object id and the shapes; a new suture stream starts (ValueError if bad):
+        every thread is forgotten (the live one's buffer kept empty, the tied pieces' dropped)."""
         self.suture = SutureShape.from_fields(dict(fields))
         self.thread.clear()
-        if self.thread_decoder is not None:
-            self.thread_decoder.reset()
+        self.thread_buffers = {0: self.thread}
+        self.thread_acks_due.clear()
+        if self.threads is not None:
+            self.threads.reset()
 
-    def on_thread_message(self, data: bytes, local_now: float) -> bool:
-        """One ``snap_thread`` payload into the thread decoder; True if it is the newest thread now. Raises
-        ThreadError (a ValueError) for a bad one, state unchanged; one whose baseline we lack also marks a
-        resync due (``send_thread_ack`` sends it)."""
-        if self.thread_decoder is None:
+    def on_thread_message(self, data: bytes, local_now: float, thread: object = 0) -> bool:
+        """One ``snap_thread`` payload (of thread id ``thread``: the message's field, 0 when absent) into that
+        thread's decoder; True if it is that thread's newest now. Raises ThreadError (a ValueError) for a bad one
+        or an id out of range, state unchanged; one whose baseline we lack also marks a resync due
+        (``send_thread_ack`` sends it)."""
+        key = thread_id(thread)
+        if self.threads is None:
             config = getattr(self.decoder, "config", None)
             if config is None:
                 raise ThreadError("snap_thread before snap_config")
-            self.thread_decoder = ThreadDecoder(config)
-        decoder = self.thread_decoder
+            self.threads = ThreadSet(config)
+        decoder = self.threads.decoder(key)
         try:
             newest = decoder.apply(data)
         except ThreadBaselineMissingError:
             self.resync_due = True
             decoder.reset()
             raise
-        self.thread_ack_due = True
+        self.thread_acks_due.add(key)
         if newest:
-            self.thread.insert(decoder.time, decoder.points())
+            buffer = self.thread_buffers.get(key)
+            if buffer is None:
+                buffer = self.thread_buffers[key] = InterpolationBuffer(interpolate_vertices, self.config.buffer)
+            buffer.insert(decoder.time, decoder.points())
         return newest
 
     def send_thread_ack(self, channels: ClientChannels) -> bool:
-        """The ``thread_ack`` of what was applied (unreliable, once per frame), or the ``snap_resync`` a lost
-        thread baseline needs (reliable); False if neither was due."""
+        """The ``thread_ack`` of each thread with messages applied (unreliable, once per frame; ``thread`` only
+        for ids above 0), or the ``snap_resync`` a lost thread baseline needs (reliable); False if none was due."""
         if self.resync_due:
             self.resync_due = False
-            self.thread_ack_due = False
+            self.thread_acks_due.clear()
             return channels.send(Channel.RELIABLE, Message("snap_resync", {"reason": "thread baseline"}))
-        if not self.thread_ack_due or self.thread_decoder is None:
+        if not self.thread_acks_due or self.threads is None:
             return False
-        self.thread_ack_due = False
-        return channels.send(Channel.UNRELIABLE, Message("thread_ack", self.thread_decoder.ack_fields()))
+        sent = False
+        for key in sorted(self.thread_acks_due):
+            fields = self.threads.decoder(key).ack_fields()
+            if key:
+                fields["thread"] = key
+            sent = channels.send(Channel.UNRELIABLE, Message("thread_ack", fields)) or sent
+        self.thread_acks_due.clear()
+        return sent
 
     def _on_object(self, obj: SnapshotObject, local_now: float) -> bool:
         if not obj.valid():
@@ -382,9 +406,16 @@ class ThinClient:
         for oid, obj in out.items():
             if obj.kind is ObjectKind.PATCH:
                 self._last_drawn[oid] = obj.vertices
+        threads: dict[int, np.ndarray] = {}
+        if self.suture is not None:
+            for key, buffer in self.thread_buffers.items():
+                sampled = buffer.sample(render_time)
+                if sampled is not None and len(sampled[0]):
+                    threads[key] = sampled[0]
         sampled = self.thread.sample(render_time) if self.suture is not None else None
         thread = sampled[0] if sampled is not None else None
-        return RenderState(local_now, server_now, render_time, delay, self.delay.latency, out, thread, self.suture)
+        return RenderState(local_now, server_now, render_time, delay, self.delay.latency, out, thread, self.suture,
+                           threads)  # fmt: skip
 
     # ------------------------------------------------------------------ network side
 
@@ -409,7 +440,7 @@ class ThinClient:
                 if message.type == "snap_suture":
                     self.on_suture(message.fields)
                 else:
-                    self.on_thread_message(message.fields["data"], local_now)
+                    self.on_thread_message(message.fields["data"], local_now, message.fields.get("thread"))
             except ValueError:  # ThreadError or a bad shape; the thread decoder kept its state
                 self.dropped["thread"] += 1
         elif message.type == "input_ack":

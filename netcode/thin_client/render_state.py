@@ -7,7 +7,7 @@ and nothing else: per object, a pose or a vertex array, and where it came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -118,5 +118,6 @@ class RenderState:
     delay: float
     latency: float
     objects: dict[int, RenderObject]
-    thread: np.ndarray | None = None  # the suture thread (n, 3) m at render_time (None: no suture)
+    thread: np.ndarray | None = None  # the live suture thread (n, 3) m at render_time (None: no suture)
     suture: SutureShape | None = None  # which object is the needle, and the shapes to draw
+    threads: dict[int, np.ndarray] = field(default_factory=dict)  # every thread by id (0 live, 1.. tied pieces)

@@ -15,7 +15,8 @@ def test_the_quick_bench_prints_one_json_document_with_the_extra_frame_time(caps
     assert entry["segments"] == 40 and entry["threads"] == 1 and entry["frames"] == 6
     assert entry["base_median_ms"] > 0 and entry["suturing_median_ms"] > 0
     assert len(entry["extra_ms_per_repeat"]) == entry["repeats"] == 2 and math.isfinite(entry["extra_ms"])
-    assert set(entry["parts_ms"]) == {"before_step", "solver", "after_step", "needle", "thread", "knot_check"}
+    assert set(entry["parts_ms"]) == {"before_step", "solver", "after_step", "needle", "thread", "knot_check", "frozen"}
+    assert len(entry["frozen_hold_forces_n_end"]) == 2  # the tied stitch beside it: its two points
     assert entry["parts_ms"]["after_step"] > 0 and "extra_ms_by_parts" in entry
     assert entry["slides_end"] == 2 and entry["finite"]  # the thread still runs through both tissue points
     assert all(f > 0 for f in entry["hold_forces_n_end"])  # and pulls on them

@@ -183,3 +183,33 @@ def test_a_stitch_target_off_the_tissue_is_refused(suturing, tmp_path):
     far = load_scenario(path)
     with pytest.raises(ScenarioError, match=r"far\.toml: suture target 'second': its entry is 30\.\d mm from"):
         Procedure(far, build_world(far))
+
+
+def test_each_stitch_is_tied_once_and_its_thread_cut_above_the_knot_with_a_short_tail():
+    """The interrupted closure: a knot completes one knot step; a cut counts for the stitch it frees, once, when
+    tied and its tail is within 3-5 mm (a long tail leaves the step pending until the piece is trimmed)."""
+    scenario = load_scenario("interrupted_closure")
+    model = build_world(scenario)
+    state, procedure = new_state(model), Procedure(scenario, model)
+    first = _pass([-0.005, 0.02, -0.005], [0.005, 0.02, -0.005])
+    second = _pass([-0.005, 0.02, 0.005], [0.005, 0.02, 0.005])
+    seam = _seam(first)
+    square = {"kind": "square", "throws": 2, "tight": True}
+    done = [s.id for s in procedure.evaluate(model, state, 0.1, seam, [square])]
+    assert done == ["stitch_first", "knot_first"]  # one knot, one knot step
+    cut = {"thread": 0, "stitches": [0], "tied": True, "tail_mm": 8.0, "kept": "frozen"}
+    assert procedure.evaluate(model, state, 0.2, seam, (), [cut]) == []  # an 8 mm tail: too long
+    assert _step(procedure, "cut_first").value == pytest.approx(0.008)
+    untied = {**cut, "tied": False, "tail_mm": None}
+    assert procedure.evaluate(model, state, 0.3, seam, (), [untied]) == []
+    trimmed = {**cut, "thread": 1, "tail_mm": 4.0}  # the tied piece's tail trimmed to 4 mm
+    assert [s.id for s in procedure.evaluate(model, state, 0.4, seam, (), [trimmed])] == ["cut_first"]
+    assert procedure.evaluate(model, state, 0.5, seam, (), [trimmed]) == []  # that piece counted once
+    seam = _seam(first, second)
+    wrong = {**cut, "stitches": [0], "tail_mm": 4.0}  # the first stitch again: not the second's cut
+    assert [s.id for s in procedure.evaluate(model, state, 0.6, seam, [square], [wrong])] == [
+        "stitch_second", "knot_second"
+    ]  # fmt: skip
+    right = {**cut, "stitches": [1], "tail_mm": 3.5}
+    [step] = procedure.evaluate(model, state, 0.7, seam, (), [right])
+    assert step.id == "cut_second" and step.value == pytest.approx(0.0035)

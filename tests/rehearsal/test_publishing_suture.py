@@ -14,8 +14,9 @@ from netcode.sync.snapshot_decode import SnapshotDecoder
 from netcode.sync.thread_polyline import THREAD_ENVELOPE, ThreadDecoder, read_thread_header
 from netcode.thin_client.client import ThinClient, ThinClientConfig
 from physics.needle import NeedleSpec, TissuePoint
-from physics.suture_thread import ThreadSpec
+from physics.suture_thread import Slide, ThreadSpec
 from physics.suturing import Suturing, is_hold
+from physics.thread_cut import FrozenThread
 from rehearsal.identity import Identity
 from rehearsal.links import UDP
 from rehearsal.publishing import NEEDLE_OBJECT
@@ -274,3 +275,68 @@ def test_the_threads_hold_points_are_never_sent_as_instruments(room):
     server.publisher.publish(live, None)
     forces = [m for _, m, _ in delivered(surgeon) if m.type == "forces"]
     assert not forces  # a hold point is nobody's instrument: no forces row for it either
+
+
+def cut_off_piece(live, su: Suturing) -> np.ndarray:
+    """A tied piece of thread as a cut leaves it (physics/thread_cut.py): frozen through two surface points."""
+    tri = live.room.model.surface[0].astype(np.int32)
+    x = live.room.physics.x
+    pts = np.stack([x[tri[0]] + [0.0, 0.002 * i, 0.0] for i in range(4)] + [x[tri[1]] + [0.0, 0.001, 0.0]])
+    one = np.array([1.0, 0.0, 0.0])
+    slides = [Slide(TissuePoint(np.full(3, v, np.int32), one), u, 0, side, np.zeros(3))
+              for v, u, side in ((tri[0], 0.5, "entry"), (tri[1], 3.5, "exit"))]  # fmt: skip
+    su.frozen.append(FrozenThread(1, pts, slides, live.room.physics, su.thread.spec.radius))
+    return pts
+
+
+def test_every_thread_is_sent_by_id_the_live_one_as_before_and_the_thin_client_draws_them_all(room):
+    server, live, join, clock = room
+    su = add_suture(live)
+    piece = cut_off_piece(live, su)
+    headset = join(6, transport=UDP)
+    client = ThinClient(ThinClientConfig(devices=(0,)), SnapshotDecoder())
+    acks = []
+
+    class Channels:
+        def send(self, channel, message):
+            acks.append(message)
+            server.connections.receive(headset.key, message)
+            return True
+
+    now = 0.0
+    for frame in range(6):
+        move(su, frame, clock)
+        server.publisher.publish(live, None)
+        for _, message, data in delivered(headset):
+            if message.type == "snap_thread":
+                fields = message.fields
+                if "thread" not in fields:  # the live thread: the one-thread bytes, no id field
+                    assert data == REHEARSAL_REGISTRY.encode(Message("snap_thread", {"data": fields["data"]}))
+                else:
+                    assert fields["thread"] == 1
+            client.dispatch(type("D", (), {"message": message, "data": data})(), now)
+        client.send_thread_ack(Channels())
+        now += 1 / 60
+    assert {m.fields.get("thread", 0) for m in acks if m.type == "thread_ack"} == {0, 1}
+    track = server.publisher.threads[live]
+    assert set(track.streams) == {0, 1} and track.streams[1].clients[6].acked is not None  # acked by id
+    newest = clock.seconds()
+    state = client.render_state(newest + (newest - client.render_time(newest)))
+    assert set(state.threads) == {0, 1}
+    assert np.abs(state.threads[0] - su.polyline()).max() <= BOUND and state.thread is not None
+    assert np.abs(state.threads[1] - piece).max() <= BOUND
+    assert client.dropped["thread"] == 0 and server.counters["thread_acks_unknown"] == 0
+    # a piece that is gone is sent as a thread of no points: the client stops drawing it
+    su.frozen.clear()
+    move(su, 7, clock)
+    server.publisher.publish(live, None)
+    for _, message, data in delivered(headset):
+        client.dispatch(type("D", (), {"message": message, "data": data})(), now + 1 / 60)
+    state = client.render_state(clock.seconds() + 1.0)
+    assert set(state.threads) == {0}
+    # an ack of an id out of range is counted, never raised; a message of one is dropped by the client
+    server.connections.receive(6, Message("thread_ack", {"newest": 1, "bits": 0, "thread": 99}))
+    assert server.counters["thread_acks_unknown"] == 1
+    bad = Message("snap_thread", {"thread": 16, "data": b"\x01"})
+    client.dispatch(type("D", (), {"message": bad, "data": b""})(), now)
+    assert client.dropped["thread"] == 1

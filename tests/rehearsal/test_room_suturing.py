@@ -113,7 +113,8 @@ def test_physics_events_become_plain_room_news_for_their_holder(scenario):
     assert counters == {"suture_puncture": 1, "suture_threaded": 1, "suture_knot_tied": 1, "suture_tear": 1}
     assert skills.suturing(LEAD)["punctures"] == 1 and skills.suturing(LEAD)["tears"] == 1
     assert seam.news(su, [], 1.6, skills, counters) == [] and seam.knots == []  # knots are one tick's
-    assert set(SUTURE_EVENTS.values()) >= {"stitch_placed", "knot_tied", "suture_tear"}
+    told = {"stitch_placed", "knot_tied", "suture_tear", "thread_cut", "thread_cut_refused"}
+    assert set(SUTURE_EVENTS.values()) >= told
     assert plain({"a": np.arange(3), "b": object(), "c": (1, np.int64(2))}) == {"a": [0, 1, 2], "c": [1, "2"]}
 
 
@@ -403,3 +404,51 @@ def test_a_stitch_across_the_wound_and_the_needle_pulled_out_by_a_grasper_draw_i
     # thread comes to lie
     assert gaps[at] < 0.9 * rest[at], f"the lips at the stitch: {rest[at] * 1e3:.2f} -> {gaps[at] * 1e3:.2f} mm"
     assert gaps.max() < rest.max() + 0.0005, f"the wound opened to {gaps.max() * 1e3:.2f} mm"
+
+
+def test_an_assistants_scissors_cut_a_tied_stitchs_thread_above_its_knot_and_the_step_completes():
+    """The interrupted closure's first stitch placed and tied (its pass and the thread laid through it with a tight
+    square knot above, tests/physics/test_thread_cut.py's knotted_stitch): the assistant's scissors cut the
+    needle's limb 4-5 mm above the knot; the tied piece stays holding the stitch, and the cut_first step is done."""
+    from physics.needle import Stitch, TissuePoint
+    from tests.physics.test_thread_cut import ACROSS_X, knotted_stitch
+
+    scenario = load_scenario("interrupted_closure")
+    room = lead_room(scenario, "s-cut")
+    assistant = room.join(Identity("s-cut", 2, Role.ASSISTANT_SURGEON, "assistant"))
+    assert assistant.hands == {"right": Kind.SCISSORS, "left": Kind.GRASPER}  # the scissors to cut with
+    su, x = room.suturing, room.physics.x
+    one = np.array([1.0, 0.0, 0.0])
+
+    def mark(p):
+        v = int(np.argmin(np.linalg.norm(room.model.rest_positions - np.asarray(p), axis=1)))
+        return TissuePoint(np.full(3, v, np.int32), one.copy()), room.model.rest_positions[v].copy()
+
+    target = scenario.suture.target("first")
+    (entry, entry_rest), (exit_, exit_rest) = mark(target.entry), mark(target.exit)
+    pts, ue, ux = knotted_stitch(entry.position(x), exit_.position(x))
+    cut_at = pts[4] + 0.6 * (pts[5] - pts[4])  # on the needle's limb, just before the knot
+    hinge, q = cut_at - np.array([0.0, 0.0, 0.008]), matrix_to_quat(ACROSS_X)
+    assert room.instrument_input(2, "right", hinge, q, 0.8, sample_time=0.0) is None
+    room.advance(DT)  # the open scissors placed across the thread
+    su.needle.passes.append(Stitch(entry, exit_, room.elapsed, entry_rest, exit_rest))  # the stitch as placed...
+    su.thread.keep(pts, np.zeros_like(pts), [])  # ...and tied: the thread as it lies at the frame's start
+    su.thread.pass_through(exit_, ux, 0, "exit")
+    su.thread.pass_through(entry, ue, 0, "entry")
+    room.take_events()
+    assert room.instrument_input(2, "right", hinge, q, 0.0, sample_time=DT) is None
+    room.advance(DT)  # the blades close
+    events = room.take_events()
+    [cut] = [e for e in events if e.kind == "thread_cut"]
+    assert cut.by == 2 and cut.detail["stitches"] == [0] and cut.detail["tied"] and cut.detail["knot"] == "square"
+    assert 3.0 <= cut.detail["tail_mm"] <= 5.0 and cut.detail["kept"] == "frozen"
+    done = [e.detail["id"] for e in events if e.kind == "step_completed"]
+    assert "cut_first" in done and "cut_second" not in done  # one cut, one step
+    step = next(s for s in room.procedure.steps if s.id == "cut_first")
+    assert step.value == pytest.approx(cut.detail["tail_mm"] / 1e3)
+    [piece] = room.suturing.frozen
+    assert len(piece.slides) == 2 and len(room.suturing.thread.slides) == 0  # the needle goes on, free
+    assert room.counters["suture_thread_cut"] == 1
+    for _ in range(3):  # the tied piece holds its stitch while the room goes on
+        room.advance(DT)
+    assert len({s.hold for s in piece.slides}) == 2 and np.isfinite(piece.x).all()

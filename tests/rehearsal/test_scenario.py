@@ -89,7 +89,8 @@ def test_a_minimal_file_loads(tmp_path):
         (("distance = 0.01, ", ""), "15: steps[0].check.distance: missing"),
         (
             ("distance = 0.01, ", "distance = 0.01, radius = 2, "),
-            "15: steps[0].check.radius: unknown key 'radius' (valid: kind, box, distance, target, knot, tolerance)",
+            "15: steps[0].check.radius: unknown key 'radius' "
+            "(valid: kind, box, distance, target, knot, tolerance, tail)",
         ),
         (("hi = [1, 1, 1]", "hi = [-2, 1, 1]"), "15: steps[0].check.box: hi must be >= lo"),
         (("region = 0", "region = 1"), "9: materials: need one [[materials]] entry per region"),
@@ -355,3 +356,49 @@ def test_suture_steps_need_a_suture_section_and_incisions_a_plane_of_vertices(tm
     backwards = incised.replace("z = [-0.004, 0.004]", "z = [0.004, -0.004]")
     with pytest.raises(ScenarioError, match=r"anatomy\.incision\.z: \[from, to\] with to > from"):
         load_scenario(_write(tmp_path, backwards))
+
+
+CUT = SUTURE.replace(
+    'instruments = ["grasper", "needle_driver"]', 'instruments = ["grasper", "needle_driver", "scissors"]'
+).replace(
+    """check = { kind = "stitch_placed", target = "a" }
+[[steps]]""",
+    """check = { kind = "stitch_placed", target = "a" }
+[[steps]]
+id = "cut"
+title = "cut the stitch's thread above its knot"
+check = { kind = "thread_cut", target = "a", tail = [0.002, 0.004] }
+[[steps]]""",
+    1,
+)
+
+
+def test_a_thread_cut_step_names_its_stitch_and_the_tails_it_accepts(tmp_path):
+    scenario = load_scenario(_write(tmp_path, CUT))
+    check = scenario.steps[1].check
+    assert check.kind == "thread_cut" and check.target == "a" and check.tail == (0.002, 0.004)
+    plain = load_scenario(_write(tmp_path, CUT.replace(', target = "a", tail = [0.002, 0.004]', "")))
+    assert plain.steps[1].check.tail == (0.003, 0.005) and plain.steps[1].check.target is None  # 3-5 mm, any
+    interrupted = load_scenario("interrupted_closure")
+    kinds = [s.check.kind for s in interrupted.steps]
+    assert kinds.count("thread_cut") == 2 and kinds.count("stitch_placed") == 2 and kinds.count("knot_tied") == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("tail = [0.002, 0.004]", "tail = [0.004, 0.002]"), "steps[1].check.tail: must be [shortest, longest]"),
+        (("tail = [0.002, 0.004]", "tail = [0.0, 0.004]"), "steps[1].check.tail: must be [shortest, longest]"),
+        (("tail = [0.002, 0.004]", "tail = [0.002, 0.2]"), "steps[1].check.tail[1]: 0.2 is not in [0.0, 0.05]"),
+        (("tail = [0.002, 0.004]", "tail = [0.002]"), "steps[1].check.tail"),
+        (('target = "a", tail', 'target = "z", tail'), "steps[1].check.target: no stitch target 'z'"),
+        (('"needle_driver", "scissors"]', '"needle_driver"]'), "steps[1].check.kind: a thread_cut step needs scissors"),
+        (("tail = [0.002, 0.004]", 'tail = [0.002, 0.004], knot = "square"'), "steps[1].check.knot: not a key"),
+    ],
+)
+def test_bad_thread_cut_steps_name_the_key(tmp_path, change, message):
+    old, new = change
+    assert old in CUT
+    with pytest.raises(ScenarioError, match=r"^s\.toml:\d+: ") as caught:
+        load_scenario(_write(tmp_path, CUT.replace(old, new, 1)))
+    assert message in str(caught.value), str(caught.value)

@@ -12,12 +12,15 @@ from netcode.sync.snapshot import DEFAULT_CONFIG, write_varint, zigzag
 from netcode.sync.thread_polyline import (
     MAX_DEFER,
     MAX_POINTS,
+    MAX_THREADS,
     THREAD_VERSION,
     ThreadBaselineMissingError,
     ThreadDecoder,
     ThreadError,
+    ThreadSet,
     ThreadStream,
     pack_thread,
+    thread_id,
 )
 
 BOUND = DEFAULT_CONFIG.positions.max_error
@@ -262,3 +265,29 @@ def test_the_encoder_refuses_bad_threads():
     with pytest.raises(ValueError, match="at most"):
         stream.begin_frame(1, 0.0, np.zeros((MAX_POINTS + 1, 3)))
     assert zigzag(-1) == 1
+
+
+def test_a_thread_set_keeps_each_thread_apart_by_id_and_refuses_ids_beyond_the_limit():
+    """Several threads (a tied stitch's piece cut off stays drawn): one stream and one decoder per id."""
+    streams = {0: ThreadStream(), 3: ThreadStream()}
+    threads = ThreadSet(DEFAULT_CONFIG)
+    truth = {0: thread(40), 3: thread(12) + np.array([0.0, 0.0, 0.01])}
+    for tid, stream in streams.items():
+        stream.add_client(1)
+        stream.begin_frame(1, 1 / 60, truth[tid])
+        assert threads.apply(tid, stream.encode(1))
+    got = threads.points()
+    assert set(got) == {0, 3} and all(np.abs(got[k] - truth[k]).max() <= BOUND for k in got)
+    assert threads.decoder(None) is threads.decoders[0]  # an absent id is thread 0
+    assert thread_id(None) == 0 and thread_id(MAX_THREADS - 1) == MAX_THREADS - 1
+    for bad in (-1, MAX_THREADS, 2.0, True, "1"):
+        with pytest.raises(ThreadError, match="thread id"):
+            threads.decoder(bad)
+    assert set(threads.decoders) == {0, 3}  # a refused id made no decoder
+    empty = ThreadStream()
+    empty.add_client(1)
+    empty.begin_frame(2, 2 / 60, np.zeros((0, 3)))  # a thread that is gone: 0 points
+    threads.apply(3, empty.encode(1))
+    assert set(threads.points()) == {0}
+    threads.reset()
+    assert threads.points() == {}

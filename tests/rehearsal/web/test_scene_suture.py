@@ -60,3 +60,24 @@ def test_the_scene_draws_the_needle_as_a_tube_and_the_thread_as_a_line(page, sta
     tail = got["arc"][:3]  # the arc starts at radius along the needle frame's x, turned by 0.5 rad about z
     assert abs(tail[0] - 0.012 * math.cos(0.5)) < 1e-9 and abs(tail[1] - (0.03 + 0.012 * math.sin(0.5))) < 1e-9
     assert not page.js_errors, page.js_errors
+
+
+PIECES_JS = """async (arg) => {
+  const { RoomScene } = await import('/static/js/scene.js');
+  const scene = new RoomScene(document.getElementById('view'), document.getElementById('labels'));
+  const line = (x0) => Float64Array.from([x0, 0.03, 0, x0 + 0.01, 0.031, 0, x0 + 0.02, 0.03, 0]);
+  scene.setThreads(new Map([[0, line(-0.03)], [1, line(0.0)], [4, line(0.02)]]));
+  const drawn = () => Object.fromEntries([...scene.pieces].map(([id, l]) => [id, l.geometry.drawRange.count]));
+  const first = { live: scene.threadGeometry.drawRange.count, pieces: drawn(), count: scene.threadCount };
+  scene.setThreads(new Map([[0, line(-0.03)], [4, line(0.02)]]));  // piece 1 gone
+  return { first, second: drawn(), lines: scene.pieces.size };
+}"""
+
+
+def test_the_scene_draws_every_thread_the_live_one_and_the_tied_pieces(page, static_server):
+    page.goto(static_server + "/")
+    page.set_content(SCENE_HTML)
+    got = page.evaluate(PIECES_JS)
+    assert got["first"] == {"live": 3, "pieces": {"1": 3, "4": 3}, "count": 3}
+    assert got["second"] == {"1": 0, "4": 3} and got["lines"] == 2  # a piece gone is hidden, its line kept
+    assert not page.js_errors, page.js_errors

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from netcode.sync.snapshot import DEFAULT_CONFIG
-from netcode.sync.thread_polyline import ThreadDecoder, ThreadError, ThreadStream
+from netcode.sync.thread_polyline import ThreadDecoder, ThreadError, ThreadSet, ThreadStream
 
 MODULE = "/static/js/thread_decoder.js"
 
@@ -185,4 +185,47 @@ def test_malformed_thread_messages_get_the_same_verdict_and_leave_the_state(harn
         if py == "rejected":
             assert js["unchanged"], f"candidate {i}: a rejected message changed the JS state"
     assert expected.count("rejected") > len(candidates) // 2
+    assert not harness.js_errors, harness.js_errors
+
+
+JS_SET = """async (arg) => {
+  const m = await import(arg.module);
+  const unb64 = (t) => Uint8Array.from(atob(t), (c) => c.charCodeAt(0));
+  const set = new m.ThreadSet({ origin: arg.origin, step: arg.step });
+  for (const [id, text] of arg.messages) set.apply(id, unb64(text));
+  const out = {};
+  for (const [id, p] of set.points()) out[id] = Array.from(p);
+  const refused = [];
+  for (const bad of [-1, 16, 1.5, '2']) {
+    try { set.decoder(bad); refused.push(false); } catch (exc) { refused.push(exc instanceof m.ThreadError); }
+  }
+  return { points: out, ids: [...set.decoders.keys()], refused, absent: set.decoder(undefined) === set.decoder(0) };
+}"""
+
+
+def test_js_thread_set_keeps_threads_by_id_as_python_does(harness):
+    """Several threads (the live one, 0 or absent, and tied pieces cut off it): each id its own decoder; ids out of
+    range refused, as netcode.sync.thread_polyline.ThreadSet."""
+    messages = []
+    for tid, n in ((None, 30), (2, 8), (5, 12)):
+        stream = ThreadStream(DEFAULT_CONFIG)
+        stream.add_client(1)
+        stream.begin_frame(1, 1 / 60, curve(n, tid or 0))
+        messages.append((tid, stream.encode(1)))
+    py = ThreadSet(DEFAULT_CONFIG)
+    for tid, data in messages:
+        py.apply(tid, data)
+    arg = {
+        "module": MODULE,
+        "origin": list(DEFAULT_CONFIG.positions.origin),
+        "step": DEFAULT_CONFIG.positions.grid,
+        "messages": [(tid, b64(data)) for tid, data in messages],
+    }
+    got = harness.evaluate(JS_SET, arg)
+    expected = py.points()
+    assert sorted(int(k) for k in got["points"]) == sorted(expected) == [0, 2, 5]
+    for k, pts in expected.items():
+        assert np.array_equal(np.asarray(got["points"][str(k)]).reshape(-1, 3), pts)  # float64, bit for bit
+    assert got["refused"] == [True, True, True, True] and got["absent"]
+    assert sorted(got["ids"]) == [0, 2, 5]
     assert not harness.js_errors, harness.js_errors

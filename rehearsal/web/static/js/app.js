@@ -15,7 +15,7 @@
 import { RoomLink } from './link.js';
 import { RoomScene } from './scene.js';
 import { SnapshotDecoder } from './snapshot_decoder.js';
-import { parseSuture, ThreadBaselineError, ThreadDecoder } from './thread_decoder.js';
+import { parseSuture, ThreadBaselineError, ThreadSet } from './thread_decoder.js';
 import { DesktopRig, DEVICE_OF_HAND } from './desktop_input.js';
 import { magnitude, parseForces } from './forces.js';
 import { ParticipantClient } from './participant.js';
@@ -86,7 +86,7 @@ let decoder = new SnapshotDecoder();
 let scene = null;
 let surfaceDirty = false;
 let rigidDirty = false;
-let thread = null; // the suture thread's decoder (thread_decoder.js), made with the snapshot config
+let thread = null; // the suture threads' decoders by id (thread_decoder.js ThreadSet), made with the snapshot config
 let threadDirty = false;
 
 const link = new RoomLink({
@@ -233,9 +233,11 @@ function onSuture(fields) {
 /** One frame of the suture thread (SNAPSHOT.md 6); over datagrams its deltas need thread_acks, as snapshots do. */
 function onThread(fields) {
   if (!decoder.config) return; // before snap_config: the server sends that first
-  if (!thread || thread.config !== decoder.config) thread = new ThreadDecoder(decoder.config); // a new snap_config: afresh
+  if (!thread || thread.config !== decoder.config) thread = new ThreadSet(decoder.config); // a new snap_config: afresh
+  let id;
   try {
-    if (thread.apply(fields.data)) threadDirty = true;
+    id = thread.decoder(fields.thread).apply(fields.data) ? fields.thread ?? 0 : null; // fields.thread absent: 0
+    if (id !== null) threadDirty = true;
   } catch (err) {
     if (err instanceof ThreadBaselineError) {
       thread.reset();
@@ -246,7 +248,12 @@ function onThread(fields) {
     return;
   }
   state.threadFrames += 1;
-  if (link.lossy && state.threadFrames % LOSSY_ACK_EVERY === 0) link.send('thread_ack', thread.ackFields());
+  if (link.lossy && state.threadFrames % LOSSY_ACK_EVERY === 0) {
+    for (const [tid, dec] of thread.decoders) {
+      const ack = dec.ackFields();
+      if (ack) link.send('thread_ack', tid ? { ...ack, thread: tid } : ack);
+    }
+  }
 }
 
 /** Ask for full records of everything (snap_resync: its reason is required, at most 256 characters). */
@@ -638,7 +645,7 @@ function participantFrame(devicePoses) {
   if (head !== undefined) shown.rigid.delete(Number(head)); // our own head is the camera: not drawn in our view
   scene.setRigid(shown.rigid);
   if (threadDirty) {
-    scene.setThread(thread.points());
+    scene.setThreads(thread.points());
     threadDirty = false;
   }
   for (const [hand, oid] of Object.entries(state.hands)) { // drawn from this frame's input, before any echo?
@@ -682,7 +689,7 @@ function frame() {
       rigidDirty = false;
     }
     if (threadDirty) {
-      scene.setThread(thread.points());
+      scene.setThreads(thread.points());
       threadDirty = false;
     }
     scene.render();

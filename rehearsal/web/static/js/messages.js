@@ -673,10 +673,14 @@ export function registerThinClientTypes(registry) {
     { name: "wire_radius", kind: "float" },
     { name: "thread_radius", kind: "float" },
   ]);
-  registry.register("snap_thread", [{ name: "data", kind: "bytes", maxLength: 64 * 1024 }]);
+  registry.register("snap_thread", [ // thread: which of the room's threads (absent: 0, the live one)
+    { name: "data", kind: "bytes", maxLength: 64 * 1024 },
+    { name: "thread", kind: "int", required: false },
+  ]);
   registry.register("thread_ack", [
     { name: "newest", kind: "int" },
     { name: "bits", kind: "int" },
+    { name: "thread", kind: "int", required: false },
   ]);
   return registry;
 }

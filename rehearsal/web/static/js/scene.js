@@ -93,6 +93,7 @@ export class RoomScene {
     this.thread = new THREE.Line(this.threadGeometry, new THREE.LineBasicMaterial({ color: 0x8a4fd8 }));
     this.thread.frustumCulled = false; // its bounds change every frame
     this.scene.add(this.thread);
+    this.pieces = new Map(); // thread id (1..) -> THREE.Line: the tied pieces cut off the thread (setThreads)
     this.owners = new Map(); // rigid id -> {name, role, part}
     this.annotations = []; // {mesh, label, text}
     this.labels = new Map(); // key -> DOM element
@@ -253,6 +254,33 @@ export class RoomScene {
     attribute.needsUpdate = true;
     this.threadGeometry.setDrawRange(0, n);
     this.threadPoints = n;
+  }
+
+  /** Every thread (Map id -> points, 3 per point): the live one (0) as setThread, the tied pieces as lines of their
+   * own (made on first sight; ids are bounded by thread_decoder.js MAX_THREADS); a piece not in the map is hidden. */
+  setThreads(threads) {
+    this.setThread(threads.get(0) || null);
+    for (const [id, line] of this.pieces) {
+      if (!threads.has(id)) line.geometry.setDrawRange(0, 0);
+    }
+    for (const [id, points] of threads) {
+      if (id === 0) continue;
+      let line = this.pieces.get(id);
+      if (!line) {
+        const geometry = new THREE.BufferGeometry();
+        geometry.setAttribute('position', new THREE.BufferAttribute(new Float32Array(3 * MAX_THREAD_POINTS), 3));
+        line = new THREE.Line(geometry, this.thread.material);
+        line.frustumCulled = false;
+        this.scene.add(line);
+        this.pieces.set(id, line);
+      }
+      const n = Math.min(points.length / 3, MAX_THREAD_POINTS);
+      const attribute = line.geometry.getAttribute('position');
+      for (let i = 0; i < 3 * n; i++) attribute.array[i] = points[i];
+      attribute.needsUpdate = true;
+      line.geometry.setDrawRange(0, n);
+    }
+    this.threadCount = [...threads.keys()].length;
   }
 
   _marker(color, radius) {

@@ -10,6 +10,11 @@
 //   thread.points() -> Float64Array (3 per point, metres: origin + q * step, as Python's)
 //   thread.grid() -> Int32Array, thread.count, thread.sequence, thread.time
 //   thread.ackFields() -> {newest, bits} | null  (thread_ack; over a WebSocket not needed: written = held)
+//
+// Several threads (a tied stitch's piece cut off the thread stays in the tissue): `snap_thread.thread` names
+// which (absent: 0, the live thread on the needle); a ThreadSet keeps a ThreadDecoder per id, at most
+// MAX_THREADS (thread_polyline.py's ThreadSet):
+//   const threads = new ThreadSet(config); threads.apply(fields.thread, fields.data); threads.points() -> Map
 
 import { BitError, BitReader, blockGet, unzigzag } from "./bitcode.js";
 
@@ -18,6 +23,7 @@ export const MAX_POINTS = 4096;
 export const MAX_THREAD_BYTES = 64 * 1024;
 export const MAX_VERSIONS = 32;
 export const ACK_BITS = 32;
+export const MAX_THREADS = 16; // thread ids 0 .. 15 (thread_polyline.py MAX_THREADS)
 const INT32_LIMIT = 2 ** 31 - 1;
 
 export class ThreadError extends Error {
@@ -191,6 +197,53 @@ export class ThreadDecoder {
       if (newest - s > 0 && newest - s <= ACK_BITS) bits = (bits + 2 ** (newest - s - 1)) % 2 ** 32;
     }
     return { newest, bits };
+  }
+}
+
+/** A message's `thread` field as an id (absent or null: 0); ThreadError unless an integer 0 .. MAX_THREADS - 1. */
+export function threadId(value) {
+  if (value === undefined || value === null) return 0;
+  if (!Number.isInteger(value) || value < 0 || value >= MAX_THREADS) {
+    throw new ThreadError(`thread id ${value} (0 .. ${MAX_THREADS - 1})`);
+  }
+  return value;
+}
+
+/** A client's threads by id, a ThreadDecoder each (bounded: ids are 0 .. MAX_THREADS - 1). */
+export class ThreadSet {
+  constructor(config = null) {
+    this.config = config;
+    this.decoders = new Map();
+  }
+
+  decoder(id = 0) {
+    const key = threadId(id);
+    let dec = this.decoders.get(key);
+    if (!dec) {
+      dec = new ThreadDecoder(this.config);
+      this.decoders.set(key, dec);
+    }
+    return dec;
+  }
+
+  /** One snap_thread payload into its thread's decoder (ThreadDecoder.apply; ThreadError for a bad id). */
+  apply(id, data) {
+    return this.decoder(id).apply(data);
+  }
+
+  /** Forget every thread (a new suture stream: snap_suture, or a resync). */
+  reset() {
+    this.decoders.clear();
+  }
+
+  /** Every thread's newest points (Float64Array, 3 per point) by id, ascending, the empty ones left out. */
+  points() {
+    const out = new Map();
+    for (const id of [...this.decoders.keys()].sort((a, b) => a - b)) {
+      const p = this.decoders.get(id).points();
+      if (p.length) out.set(id, p);
+    }
+    return out;
   }
 }
 
