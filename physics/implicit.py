@@ -814,17 +814,50 @@ def _environment_filter(x, x_prev, v, r, free, S, touching, i, planes, spheres, 
 
 
 @nb.njit(**FAST)
-def _instrument_filter(x, x_prev, r, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
-                       touching):  # fmt: skip
+def _start_force(x_prev, i, mass, gravity, tets, B, k_dev, k_hyd, gamma, start, slots,
+                 anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                 g_verts, g_weights, targets, k_grasp):  # fmt: skip
+    """The static force on vertex i at the frame's start positions (elastic, springs, gravity; no inertia): for a
+    vertex the last frame held on a capsule, its contact reaction there plus its own mass times acceleration."""
+    a0, a1, a2, _, _, _, _, _, _ = _corner_sums(x_prev, tets, B, k_dev, k_hyd, gamma, start, slots, i)
+    for springs in range(2):
+        verts = anchor_verts if springs == 0 else g_verts
+        weights = anchor_weights if springs == 0 else g_weights
+        tg = anchor_targets if springs == 0 else targets
+        k = k_anchor if springs == 0 else k_grasp
+        for g in range(verts.shape[0]):
+            for c in range(3):
+                if verts[g, c] == i:
+                    w = weights[g, c]
+                    a0 += w * k * (_spring_point(x_prev, verts, weights, g, 0) - tg[g, 0])
+                    a1 += w * k * (_spring_point(x_prev, verts, weights, g, 1) - tg[g, 1])
+                    a2 += w * k * (_spring_point(x_prev, verts, weights, g, 2) - tg[g, 2])
+    return mass[i] * gravity[0] - a0, mass[i] * gravity[1] - a1, mass[i] * gravity[2] - a2
+
+
+@nb.njit(**FAST)
+def _instrument_filter(x, x_prev, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
+                       touching, mass, gravity, tets, B, k_dev, k_hyd, gamma, start, slots,
+                       anchor_verts, anchor_weights, anchor_targets, k_anchor,
+                       g_verts, g_weights, targets, k_grasp):  # fmt: skip
     """Contact candidates (vertices, surface triangles' centres) that at the frame's start (x_prev) are at or
-    inside an instrument's capsule in its end-of-frame pose (wa-wb): each of their vertices that r (the frame's
-    force at the start) presses into the capsule slides along it (S = I - n n^T, n the capsule's normal at the
-    point), touching = 2 + the instrument's row; a vertex candidate starts where it was, moved onto the
-    capsule's surface (not where its velocity would take it: a stiff body's one-frame rebound would carry it
-    through a thin capsule). Within INSTRUMENT_REACH of the surface counts: sliding along the tangent plane of
-    a round capsule, and the projection of triangles' centres, leave points a little off it."""
+    inside an instrument's capsule in its end-of-frame pose (wa-wb): each of their vertices that the static force
+    at the start positions (_start_force) presses into the capsule slides along it (S = I - n n^T, n the
+    capsule's normal at the point), touching = 2 + the instrument's row; a vertex candidate starts where it was,
+    moved onto the capsule's surface (not where its velocity would take it: a stiff body's one-frame rebound
+    would carry it through a thin capsule).
+
+    Pressed is judged at the start positions, not at the Newton start x + h v: at a vertex the last frame held,
+    that force is the last frame's contact reaction (plus its own inertia, small where the capsule holds it), so
+    the contact set carries over while the capsule pushes. Judged at x + h v, the neighbours' momentum flipped
+    it: a soft block pressed by a lying shaft chattered with a row of vertices in one frame and out the next,
+    never at rest, its force 12% low on the frames out. Within INSTRUMENT_REACH of the surface counts: sliding
+    along the tangent plane of a round capsule, and the projection of triangles' centres, leave points a little
+    off it. (A triangle's centre filters each of its vertices, the far one too: on stiff tissue that holds a
+    little more than the point itself would, see physics.fidelity.press.)"""
     for c in range(cand_inst.size):
         k = cand_inst[c]
+        vertex = cand_weights[c, 0] == 1.0
         for j in range(cap_inst.size):
             if cap_inst[j] != k or not cap_active[j]:
                 continue
@@ -839,12 +872,15 @@ def _instrument_filter(x, x_prev, r, free, cand_verts, cand_weights, cand_inst, 
             if dist > cap_r[j] + INSTRUMENT_REACH or dist < 1e-12:
                 continue
             nx, ny, nz = rx / dist, ry / dist, rz / dist
-            vertex = cand_weights[c, 0] == 1.0
             for q in range(1 if vertex else 3):
                 i = cand_verts[c, q]
                 if free[i] == 0.0 or touching[i] != 0:
                     continue
-                if r[i, 0] * nx + r[i, 1] * ny + r[i, 2] * nz >= 0.0:  # not pressed into it: free to leave
+                f0, f1, f2 = _start_force(
+                    x_prev, i, mass, gravity, tets, B, k_dev, k_hyd, gamma, start, slots,
+                    anchor_verts, anchor_weights, anchor_targets, k_anchor, g_verts, g_weights, targets, k_grasp,
+                )  # fmt: skip
+                if f0 * nx + f1 * ny + f2 * nz >= 0.0:  # not pressed into it: free to leave
                     continue
                 if vertex:
                     push = cap_r[j] - dist
@@ -1111,12 +1147,13 @@ def _solve_frame(
                 _environment_filter(x, x_prev, v, r, free, S, touching, i, planes, spheres, boxes, env_mu, h)
         if classify:
             # Instrument contact the same way, against the capsules' end-of-frame pose: a tissue point at (or
-            # within INSTRUMENT_REACH of) a capsule at the frame's start and pressed into it slides along it
-            # (its vertices' normal motion filtered out), so the solve holds it there and its reaction is the
+            # within reach of) a capsule at the frame's start and pressed into it there slides along it (its
+            # vertices' normal motion filtered out), so the solve holds it there and its reaction is the
             # contact force (added after the solve). Serially, candidates in order.
             _instrument_filter(
-                x, x_prev, r, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
-                touching,
+                x, x_prev, free, cand_verts, cand_weights, cand_inst, cap_inst, cap_r, cap_active, wa, wb, S,
+                touching, mass, gravity, tets, B, k_dev, k_hyd, gamma, start, slots,
+                anchor_verts, anchor_weights, anchor_targets, k_anchor, g_verts, g_weights, targets, k_grasp,
             )  # fmt: skip
             if touching.sum() > 0 and not _local_refresh(
                 x, y, mh, free, tets, B, k_dev, k_hyd, gamma, start, slots, touching, Fs, Cs, geo, e_old,
