@@ -13,7 +13,7 @@ import numpy as np
 from physics.contact import attach_pass, environment_contact, instrument_contacts
 from physics.kinematics import grasp_targets, interpolate_frames, world_capsules
 from physics.neo_hookean import elastic_pass, elastic_pass_serial, serial_twin
-from physics.velocity_guard import CLAMPED, RESET, guard_velocity
+from physics.velocity_guard import CLAMPED, RESET, guarded_velocity
 
 # Indices into the counts array the kernel fills.
 COUNT_INSTRUMENT_CONTACTS = 0
@@ -95,9 +95,21 @@ def _simulate_frame(
             vx = (x[i, 0] - x_prev[i, 0]) / h * damp[i]
             vy = (x[i, 1] - x_prev[i, 1]) / h * damp[i]
             vz = (x[i, 2] - x_prev[i, 2]) / h * damp[i]
-            outcome = guard_velocity(x, x_prev, v, i, vx, vy, vz, h, max_speed)
-            resets += outcome == RESET
-            clamps += outcome == CLAMPED
+            # guard_velocity, with its stores written out here (see guarded_velocity: numba's refcounts)
+            outcome, vx, vy, vz = guarded_velocity(vx, vy, vz, max_speed)
+            if outcome == RESET:
+                x[i, 0] = x_prev[i, 0]
+                x[i, 1] = x_prev[i, 1]
+                x[i, 2] = x_prev[i, 2]
+                resets += 1
+            elif outcome == CLAMPED:
+                x[i, 0] = x_prev[i, 0] + vx * h
+                x[i, 1] = x_prev[i, 1] + vy * h
+                x[i, 2] = x_prev[i, 2] + vz * h
+                clamps += 1
+            v[i, 0] = vx
+            v[i, 1] = vy
+            v[i, 2] = vz
             if s + 1 < substeps:  # the next substep's prediction, fused to save a parallel launch
                 predict(x, x_prev, v, inv_mass, i, gx, gy, gz, h)
         out_counts[1] += env_hits
