@@ -11,7 +11,8 @@ thin-client input packets (``InputSender``, acked three of them late), through `
 tick runs the parts the server runs, in its order, and times each with the thread's CPU clock
 (``time.thread_time``; other processes on the machine disturb it far less than wall time):
 
-* ``input``: the reactor decoding this tick's input packets and handing the poses to ``Room.instrument_input``;
+* ``input``: the reactor decoding this tick's input packets (made beforehand: the clients' work is not timed) and
+  handing the poses to ``Room.instrument_input``;
 * ``before_step``: the reactor's share of the tick before the step (``Room.control`` and the publisher's
   ``before_step`` hook: the clients' focus);
 * ``advance``: ``Room.advance`` on the room's thread (the physics step with its shell, skills, procedure checks,
@@ -116,10 +117,10 @@ def _ticks(
     for t in range(ticks + WARM_UP_TICKS):
         clock.advance(1.0 / TICK_HZ)
         now = t / TICK_HZ
+        arrived = [(client, packet) for client, driver in drivers for packet in driver.packets(now)]  # the clients'
         c0 = time.thread_time()
-        for client, driver in drivers:
-            for packet in driver.packets(now):
-                server.connections.on_input(client, live, packet)
+        for client, packet in arrived:
+            server.connections.on_input(client, live, packet)
         c1 = time.thread_time()
         control = room.control()
         context = ticker.before_step() if ticker.before_step is not None else None
