@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from physics.contact import attach_pass, environment_contact, instrument_contacts
+from physics.contact import attach_pass, environment_point, instrument_contacts
 from physics.kinematics import grasp_targets, interpolate_frames, world_capsules
 from physics.neo_hookean import elastic_pass, elastic_pass_serial, serial_twin
 from physics.velocity_guard import CLAMPED, RESET, guarded_velocity
@@ -98,10 +98,15 @@ def _simulate_frame(
                 v[i, 1] = 0.0
                 v[i, 2] = 0.0
                 continue  # pinned or orphaned: never moves, so x_prev stays equal to x
-            env_hits += environment_contact(x, x_prev, i, planes, spheres, boxes, env_mu)
-            vx = (x[i, 0] - x_prev[i, 0]) / h * damp[i]
-            vy = (x[i, 1] - x_prev[i, 1]) / h * damp[i]
-            vz = (x[i, 2] - x_prev[i, 2]) / h * damp[i]
+            ox, oy, oz = x_prev[i, 0], x_prev[i, 1], x_prev[i, 2]
+            hits, px, py, pz = environment_point(x[i, 0], x[i, 1], x[i, 2], ox, oy, oz, planes, spheres, boxes, env_mu)
+            env_hits += hits
+            x[i, 0] = px
+            x[i, 1] = py
+            x[i, 2] = pz
+            vx = (px - ox) / h * damp[i]
+            vy = (py - oy) / h * damp[i]
+            vz = (pz - oz) / h * damp[i]
             # guard_velocity, with its stores written out here (see guarded_velocity: numba's refcounts)
             outcome, vx, vy, vz = guarded_velocity(vx, vy, vz, max_speed)
             if outcome == RESET:
