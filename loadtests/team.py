@@ -31,6 +31,11 @@ def team_roles(participants: int, observers: int) -> list[tuple[str, str]]:
     return roles
 
 
+def driver_place(d: int, drivers: int) -> tuple[float, float]:
+    """(x, phase) of the ``drive`` script of driver d of ``drivers``: spread over x across the block, out of step."""
+    return -0.015 + (0.03 * d / (drivers - 1) if drivers > 1 else 0.015), 1.3 * d
+
+
 def join_team(
     server: LoadServer,
     room: dict[str, Any],
@@ -60,8 +65,7 @@ def join_team(
             "participant": ticket.get("participant"),
         }
         if script == "drive":
-            spec["x"] = -0.015 + (0.03 * d / (drivers - 1) if drivers > 1 else 0.015)
-            spec["phase"] = 1.3 * d
+            spec["x"], spec["phase"] = driver_place(d, drivers)
             d += 1
         if via is not None and i < len(via) and via[i] is not None:
             spec["via"] = list(via[i])

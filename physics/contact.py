@@ -15,58 +15,61 @@ from physics.kinematics import interpolate_frames, world_capsules
 
 
 @nb.njit(inline="always", nogil=True, cache=True)
-def friction(x, x_prev, i, nx, ny, nz, depth, mu, sx, sy, sz):
-    """Remove (static) or shorten (kinetic) the tangential slip of vertex i; s = the surface's own motion."""
-    dx = x[i, 0] - x_prev[i, 0] - sx
-    dy = x[i, 1] - x_prev[i, 1] - sy
-    dz = x[i, 2] - x_prev[i, 2] - sz
+def friction(px, py, pz, ox, oy, oz, nx, ny, nz, depth, mu, sx, sy, sz):
+    """Point p (previously at o) with its tangential slip removed (static) or shortened (kinetic); s = the surface's
+    own motion. On plain floats, like everything a vertex loop inlines (see physics.velocity_guard.guarded_velocity:
+    numba's reference counts)."""
+    dx = px - ox - sx
+    dy = py - oy - sy
+    dz = pz - oz - sz
     dn = dx * nx + dy * ny + dz * nz
     tx = dx - dn * nx
     ty = dy - dn * ny
     tz = dz - dn * nz
     slip = math.sqrt(tx * tx + ty * ty + tz * tz)
     if slip <= 0.0:
-        return
+        return px, py, pz
     limit = mu * depth
     scale = 1.0 if slip <= limit else limit / slip
-    x[i, 0] -= tx * scale
-    x[i, 1] -= ty * scale
-    x[i, 2] -= tz * scale
+    return px - tx * scale, py - ty * scale, pz - tz * scale
 
 
 @nb.njit(inline="always", nogil=True, cache=True)
-def environment_contact(x, x_prev, i, planes, spheres, boxes, mu):
-    """Keep vertex i outside every environment shape; returns the number of contacts."""
+def environment_point(px, py, pz, ox, oy, oz, planes, spheres, boxes, mu):
+    """(contacts, px, py, pz): point p (previously at o) kept outside every environment shape, on plain floats: the
+    XPBD vertex pass inlines this and writes vertex i once (with the array writes in here it took about 3 us a
+    substep more at 5k tets; see physics.velocity_guard.guarded_velocity on numba's reference counts)."""
     hits = 0
     for k in range(planes.shape[0]):
         nx, ny, nz = planes[k, 0], planes[k, 1], planes[k, 2]
-        d = x[i, 0] * nx + x[i, 1] * ny + x[i, 2] * nz - planes[k, 3]
+        d = px * nx + py * ny + pz * nz - planes[k, 3]
         if d < 0.0:
-            x[i, 0] -= nx * d
-            x[i, 1] -= ny * d
-            x[i, 2] -= nz * d
-            friction(x, x_prev, i, nx, ny, nz, -d, mu, 0.0, 0.0, 0.0)
+            px -= nx * d
+            py -= ny * d
+            pz -= nz * d
+            px, py, pz = friction(px, py, pz, ox, oy, oz, nx, ny, nz, -d, mu, 0.0, 0.0, 0.0)
             hits += 1
     for k in range(spheres.shape[0]):
-        rx = x[i, 0] - spheres[k, 0]
-        ry = x[i, 1] - spheres[k, 1]
-        rz = x[i, 2] - spheres[k, 2]
+        rx = px - spheres[k, 0]
+        ry = py - spheres[k, 1]
+        rz = pz - spheres[k, 2]
         dist = math.sqrt(rx * rx + ry * ry + rz * rz)
         r = spheres[k, 3]
         if dist < r and dist > 1e-12:
             nx, ny, nz = rx / dist, ry / dist, rz / dist
             depth = r - dist
-            x[i, 0] += nx * depth
-            x[i, 1] += ny * depth
-            x[i, 2] += nz * depth
-            friction(x, x_prev, i, nx, ny, nz, depth, mu, 0.0, 0.0, 0.0)
+            px += nx * depth
+            py += ny * depth
+            pz += nz * depth
+            px, py, pz = friction(px, py, pz, ox, oy, oz, nx, ny, nz, depth, mu, 0.0, 0.0, 0.0)
             hits += 1
     for k in range(boxes.shape[0]):
         best = 1e30
         axis = -1
         sign = 1.0
+        p = (px, py, pz)
         for a in range(3):
-            local = x[i, a] - boxes[k, a]
+            local = p[a] - boxes[k, a]
             pen = boxes[k, 3 + a] - abs(local)
             if pen <= 0.0:
                 axis = -2
@@ -76,12 +79,29 @@ def environment_contact(x, x_prev, i, planes, spheres, boxes, mu):
                 axis = a
                 sign = 1.0 if local >= 0.0 else -1.0
         if axis >= 0:
-            x[i, axis] += sign * best
+            if axis == 0:
+                px += sign * best
+            elif axis == 1:
+                py += sign * best
+            else:
+                pz += sign * best
             n0 = sign if axis == 0 else 0.0
             n1 = sign if axis == 1 else 0.0
             n2 = sign if axis == 2 else 0.0
-            friction(x, x_prev, i, n0, n1, n2, best, mu, 0.0, 0.0, 0.0)
+            px, py, pz = friction(px, py, pz, ox, oy, oz, n0, n1, n2, best, mu, 0.0, 0.0, 0.0)
             hits += 1
+    return hits, px, py, pz
+
+
+@nb.njit(inline="always", nogil=True, cache=True)
+def environment_contact(x, x_prev, i, planes, spheres, boxes, mu):
+    """Keep vertex i outside every environment shape (``environment_point`` on its row); the number of contacts."""
+    hits, px, py, pz = environment_point(
+        x[i, 0], x[i, 1], x[i, 2], x_prev[i, 0], x_prev[i, 1], x_prev[i, 2], planes, spheres, boxes, mu
+    )
+    x[i, 0] = px
+    x[i, 1] = py
+    x[i, 2] = pz
     return hits
 
 

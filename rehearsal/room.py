@@ -481,6 +481,7 @@ class Room(MentorCommands):
             force = report.instrument_forces.get(command.id)
             forces[command.id] = 0.0 if force is None else math.hypot(*force.tolist())
             participant, hand = instrument_holder(command.id)
+            touching, deviation = self._fixture_contact.get(command.id, (False, None))
             samples.append(
                 InstrumentSample(
                     participant=participant,
@@ -492,8 +493,8 @@ class Room(MentorCommands):
                     energy=bool(inst.energy),
                     force=forces[command.id],
                     sample_time=times.get(command.id),
-                    fixture_contact=self._fixture_contact.get(command.id, (False, None))[0],
-                    guide_deviation=self._fixture_contact.get(command.id, (False, None))[1],
+                    fixture_contact=touching,
+                    guide_deviation=deviation,
                 )
             )
         self.skills.observe(self.elapsed, samples)

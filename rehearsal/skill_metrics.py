@@ -359,7 +359,8 @@ class _Hand:
         self._add_jerk(time if sample_time is None else sample_time, p)
         self.last_orientation = q
         self.last_time = time
-        self.peak_force = max(self.peak_force, force)
+        if force > self.peak_force:  # max() without its call
+            self.peak_force = force
         self.n += 1
         mean, m2, low, high = self.mean, self.m2, self.low, self.high
         x, y, z = p
@@ -378,8 +379,19 @@ class _Hand:
         m2[6] += dz * ax
         m2[7] += dz * ay
         m2[8] += dz * az
-        low[0], low[1], low[2] = min(low[0], x), min(low[1], y), min(low[2], z)
-        high[0], high[1], high[2] = max(high[0], x), max(high[1], y), max(high[2], z)
+        # min() and max() as comparisons (the same values: the samples are finite), without their call overhead
+        if x < low[0]:
+            low[0] = x
+        if y < low[1]:
+            low[1] = y
+        if z < low[2]:
+            low[2] = z
+        if x > high[0]:
+            high[0] = x
+        if y > high[1]:
+            high[1] = y
+        if z > high[2]:
+            high[2] = z
 
     def _add_jerk(self, t: float, p: tuple[float, float, float]) -> None:
         """Jerk over the last four distinct poses at their sample times (a pose applied again adds nothing;
@@ -393,7 +405,8 @@ class _Hand:
         dt = t - jw[-1][0] if jw else 0.0
         jw.append((t, p))
         if len(jw) == 4:
-            j = jerk_from_window(tuple(s[0] for s in jw), tuple(s[1] for s in jw))
+            (t0, p0), (t1, p1), (t2, p2), (t3, p3) = jw
+            j = jerk_from_window((t0, t1, t2, t3), (p0, p1, p2, p3))
             self.jerk_sq_integral += (j[0] * j[0] + j[1] * j[1] + j[2] * j[2]) * dt
             self.jerk_time += dt
 
