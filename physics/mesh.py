@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 
@@ -48,6 +49,29 @@ def signed_volumes(vertices: np.ndarray, tets: np.ndarray) -> np.ndarray:
     e2 = vertices[tets[:, 2]] - x0
     e3 = vertices[tets[:, 3]] - x0
     return np.einsum("ij,ij->i", e1, np.cross(e2, e3)) / 6.0
+
+
+@nb.njit(cache=True, nogil=True)
+def count_inverted(vertices: np.ndarray, tets: np.ndarray, alive: np.ndarray) -> int:
+    """How many live tets have a signed volume <= 0 (signed_volumes' sign, in one pass with no temporaries: the
+    room's once-a-second health check was 0.4 ms of numpy at 5k tets, a spike in its tick's p99)."""
+    n = 0
+    e = np.empty((3, 3))  # the edges from corner 0
+    for t in range(tets.shape[0]):
+        if not alive[t]:
+            continue
+        a = tets[t, 0]
+        for k in range(3):
+            for j in range(3):
+                e[k, j] = vertices[tets[t, k + 1], j] - vertices[a, j]
+        det = (
+            e[0, 0] * (e[1, 1] * e[2, 2] - e[1, 2] * e[2, 1])
+            + e[0, 1] * (e[1, 2] * e[2, 0] - e[1, 0] * e[2, 2])
+            + e[0, 2] * (e[1, 0] * e[2, 1] - e[1, 1] * e[2, 0])
+        )
+        if det <= 0.0:
+            n += 1
+    return n
 
 
 def validate(mesh: TetMesh) -> None:

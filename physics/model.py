@@ -13,7 +13,7 @@ import numpy as np
 
 from physics.environment import Environment
 from physics.materials import Material
-from physics.mesh import TetMesh, signed_volumes
+from physics.mesh import TetMesh, count_inverted, signed_volumes
 from physics.neo_hookean import CHUNK, LANES, rest_data, stable_lame
 from physics.partitioning import chunk_plan, sweep_plan
 from physics.surface import boundary_triangles, surface_after_removal, tet_neighbours
@@ -249,7 +249,7 @@ def live_volume(model: Model, x: np.ndarray) -> float:
 
 def inverted_tets(model: Model, x: np.ndarray) -> int:
     """Live tets with det F <= 0 (signed volume <= 0) at positions x."""
-    return int(np.count_nonzero(signed_volumes(x, model.tets[model.alive]) <= 0.0))
+    return int(count_inverted(x, model.tets, model.alive))
 
 
 def _refresh(model: Model) -> None:
