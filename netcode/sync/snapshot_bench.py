@@ -58,8 +58,13 @@ from netcode.sync.patches import DEFAULT_PATCH_SIZE, make_patches
 from netcode.sync.quantize import PositionQuantizer
 from netcode.sync.recorded_trace import Epoch, RecordedTrace, TraceError
 from netcode.sync.snapshot import CodecConfig, RigidKind, RigidSet, SnapshotError
-from netcode.sync.snapshot_codec import SnapshotServer, budget_for_rate
-from netcode.sync.snapshot_decode import SnapshotDecoder
+from netcode.sync.snapshot_codec import (
+    DEFAULT_ANCHOR_EVERY,
+    DEFAULT_OPTIMISTIC_MOTION,
+    SnapshotServer,
+    budget_for_rate,
+)
+from netcode.sync.snapshot_decode import LateBaseError, SnapshotDecoder
 from netcode.sync.snapshot_messages import snapshot_message
 
 HZ = 60.0
@@ -203,6 +208,8 @@ def run(
     late_join: int | None = None,
     moving_error: float | None = None,
     burst: int = 0,
+    anchor_every: int = DEFAULT_ANCHOR_EVERY,
+    optimistic_motion: float = DEFAULT_OPTIMISTIC_MOTION,
 ) -> dict:
     """Replay ``trace`` to ``trace.clients`` clients (joined at frame 0) and, if ``late_join`` is a frame,
     one more that joins then; returns the figures (the late joiner's apart)."""
@@ -213,7 +220,15 @@ def run(
     epoch = trace.epochs[0]
     alive = epoch.surface_ids
     layout = make_patches(alive, positions[0][trace.rows(alive)], patch_size)
-    server = SnapshotServer(layout, config, triangles=epoch.triangles, layout_edits=True, moving_error=moving_error)
+    server = SnapshotServer(
+        layout,
+        config,
+        triangles=epoch.triangles,
+        layout_edits=True,
+        moving_error=moving_error,
+        anchor_every=anchor_every,
+        optimistic_motion=optimistic_motion,
+    )
     n_clients = trace.clients + (late_join is not None)
     decoders: list[SnapshotDecoder | None] = [None] * n_clients
     joined = np.full(n_clients, -1)
@@ -225,7 +240,11 @@ def run(
     sizes: list[list[int]] = [[] for _ in range(n_clients)]
     enc_us, enc_cpu_us, dec_us, quant_err = [], [], [], []
     display: list[list[tuple[int, float, bool]]] = [[] for _ in range(n_clients)]  # (frame, max error, all?)
-    held = lost = rejected = 0
+    held = lost = rejected = late_dropped = 0
+    approx_counts: list[float] = []  # per main client-frame: fraction of patches shown approximately (SNAPSHOT 2.2)
+    approx_before: list[set[int]] = [set() for _ in range(n_clients)]
+    approx_patch_frames = 0
+    approx_episodes = 0  # patches that became approximate (an optimistic base lost), over all main clients
     topo_messages = 0
     vertices_per_frame = []
     at_rest = _rest_frames(trace, positions, config.positions.max_error)
@@ -289,22 +308,32 @@ def run(
             for _due, seq in [a for a in acks[c] if a[0] == f]:
                 server.on_ack(c, seq)
             acks[c] = [a for a in acks[c] if a[0] != f]
+            decoded = False
             if rng.random() < loss:
                 lost += 1
-                continue
-            t0 = time.perf_counter()
-            try:
-                snap = dec.decode(data)
-            except SnapshotError as exc:
-                held += getattr(exc, "held", False)
-                rejected += not getattr(exc, "held", False)
-                continue
-            dec_us.append((time.perf_counter() - t0) * 1e6)
-            acks[c].append((f + rtt_frames, snap.sequence))
-            for obj in snap.objects:
-                if obj.kind == "patch":
-                    quant_err.append(float(np.max(np.abs(obj.positions - truth[layout.patch(obj.id)]))))
-            if dec.epoch == frame.epoch:
+            else:
+                t0 = time.perf_counter()
+                try:
+                    snap = dec.decode(data)
+                except LateBaseError:
+                    late_dropped += 1
+                except SnapshotError as exc:
+                    held += getattr(exc, "held", False)
+                    rejected += not getattr(exc, "held", False)
+                else:
+                    decoded = True
+                    dec_us.append((time.perf_counter() - t0) * 1e6)
+                    acks[c].append((f + rtt_frames, snap.sequence))
+                    for obj in snap.objects:
+                        if obj.kind == "patch":
+                            quant_err.append(float(np.max(np.abs(obj.positions - truth[layout.patch(obj.id)]))))
+            if c < trace.clients and dec.layout is not None:
+                now_approx = set(dec.approximate)
+                approx_episodes += len(now_approx - approx_before[c])
+                approx_before[c] = now_approx
+                approx_counts.append(len(now_approx) / max(1, dec.layout.patch_count))
+                approx_patch_frames += len(now_approx)
+            if decoded and dec.epoch == frame.epoch:
                 shown, received = dec.surface()
                 if received.any():
                     err = float(np.max(np.abs(shown[received] - truth[received])))
@@ -374,6 +403,13 @@ def run(
         "snapshots_lost": lost,
         "snapshots_held_for_topology": held,
         "snapshots_rejected": rejected,
+        "snapshots_dropped_late_base": late_dropped,
+        "patch_entries_skipped": int(sum(d.skipped_entries for d in decoders[: trace.clients] if d is not None)),
+        "approximate_patch_fraction": round(float(np.mean(approx_counts)), 5) if approx_counts else 0.0,
+        "frames_with_an_approximate_patch_fraction": round(float(np.mean(np.array(approx_counts) > 0)), 4)
+        if approx_counts
+        else 0.0,
+        "approximate_frames_per_episode_mean": round(approx_patch_frames / max(1, approx_episodes), 2),
         "envelope_bytes": len(snapshot_message(b"")),
     }
     if late_join is not None:
@@ -512,6 +548,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MOVING_ERROR,
         help="bound of a moving patch, metres (5e-4; 0: --max-error always, as before)",
     )
+    p.add_argument(
+        "--anchor-every",
+        type=int,
+        default=DEFAULT_ANCHOR_EVERY,
+        help="frames between a patch's deltas against acked versions at most (optimistic ones between; 1: none)",
+    )
+    p.add_argument(
+        "--optimistic-motion",
+        type=float,
+        default=DEFAULT_OPTIMISTIC_MOTION,
+        help="metres a patch may move in a frame and still be sent against an optimistic base (3e-3)",
+    )
     p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="vertices per patch at most")
     p.add_argument("--draco-every", type=int, default=10, help="compress every n-th frame with Draco (10)")
     p.add_argument("--no-predictor", action="store_true", help="no motion predictor")
@@ -534,7 +582,13 @@ def bench_trace(trace: Trace | RecordedTrace, config: CodecConfig, args: argpars
     rate = args.rate
     budget = budget_for_rate(rate, trace.hz)
     moving = args.moving_error if args.moving_error > 0 else None
-    kw = {"patch_size": args.patch_size, "predictor": not args.no_predictor, "moving_error": moving}
+    kw = {
+        "patch_size": args.patch_size,
+        "predictor": not args.no_predictor,
+        "moving_error": moving,
+        "anchor_every": args.anchor_every,
+        "optimistic_motion": args.optimistic_motion,
+    }
     late = min(trace.frames - 1, round(args.late_join_s * trace.hz))
     budgeted = run(
         trace, config, budget, rtt_frames, args.loss, late_join=late, burst=round(args.burst_frames * budget), **kw
@@ -625,8 +679,14 @@ SUMMARY = [
     ("budgeted_per_vertex", "max_error_displayed_at_rest_mm"),
     ("budgeted_per_vertex", "late_joiner"),
     ("unlimited", "encode_us_per_client_frame_mean"),
+    ("unlimited", "encode_us_per_client_frame_median"),
+    ("unlimited", "encode_cpu_us_per_client_frame_mean"),
     ("unlimited", "decode_us_per_client_frame_mean"),
+    ("unlimited", "decode_us_per_client_frame_median"),
     ("unlimited", "snapshots_held_for_topology"),
+    ("unlimited", "approximate_patch_fraction"),
+    ("unlimited", "frames_with_an_approximate_patch_fraction"),
+    ("unlimited", "approximate_frames_per_episode_mean"),
 ]
 
 

@@ -14,6 +14,10 @@ The sequence runs with one fixed error bound (``moving_error=None``): the bytes 
 bound followed motion (``motion_bound.py``, an encoder choice, not a format change: any encoder may choose
 other grid values within its bound), and they pin the kernels' writing of what was chosen.
 
+The bytes were recorded again, deliberately, for snapshot version 4 (optimistic patch deltas with a fallback,
+SNAPSHOT.md 2.2): the server's default ``anchor_every`` codes deltas against versions not yet acknowledged,
+and every delta entry names its fallback.
+
 ``python -m tests.netcode.sync.encoder_sequence --write`` records the golden file again (only ever from an
 encoder known to be right).
 """
