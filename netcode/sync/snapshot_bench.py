@@ -2,7 +2,7 @@
 
     python -m netcode.sync.snapshot_bench --trace liver.npz --trace block.npz [--no-generated] [--frames 300]
         [--clients 4] [--rate 1000000] [--rate-vertices 10000] [--rtt-ms 100] [--loss 0.02]
-        [--moving-error 5e-4] [--burst-frames 1]
+        [--moving-error 5e-4] [--burst-frames 1] [--anchor-every 3] [--optimistic-motion 3e-3]
 
 ``make bench-snapshot`` records the traces with ``physics.trace_recorder`` when missing (netcode never
 imports physics: the bench reads the files, ``recorded_trace.py``) and prints one JSON document: a
@@ -14,7 +14,12 @@ is compressed at the error the codec may show in each sampled frame (``--moving-
 ``--max-error`` at rest: ``ratio_to_draco_unlimited``) and at ``--max-error`` throughout
 (``ratio_to_draco_at_max_error_unlimited``). Budgeted clients may save ``--burst-frames`` of budget for a
 later snapshot (budget credit, ``SnapshotServer.add_client``); ``bytes_over_budget_max_over_any_frames`` is
-the most their snapshots exceeded k budgets over any k consecutive frames. Byte figures count the topology
+the most their snapshots exceeded k budgets over any k consecutive frames. Patch deltas go against the version
+last sent between anchors against acked versions at most ``--anchor-every`` frames apart (1: acked baselines
+only), for patches that moved at most ``--optimistic-motion`` in the frame (SNAPSHOT.md 2.2); a client that lost
+such a base shows the patch approximately (``approximate_patch_fraction`` of patch-frames,
+``frames_with_an_approximate_patch_fraction`` of client-frames, ``approximate_frames_per_episode_mean``).
+Byte figures count the topology
 and predictor messages (``bits_per_vertex_per_frame``), also per phase of the script; errors are what a
 client shows once it holds every patch within 1 mm, and at rest; a late joiner arrives ``--late-join-s`` in.
 

@@ -28,6 +28,13 @@ How it works (details and the byte layout in SNAPSHOT.md):
   only resent early when the truth moved ``FULL_RESEND_STEPS`` beyond the bound (not for solver jitter);
   once it is acked, the patch's next delta moves it to the shared (settled) quantization ``q - acked``,
   since a join's full record holds values quantized before the hysteresis settled.
+* Optimistic deltas (``anchor_every``, ``optimistic_motion``; SNAPSHOT.md 2.2): between two deltas of a patch
+  against its acknowledged version (*anchors*, at most ``anchor_every`` frames apart), its deltas go against the
+  version last sent, not yet acknowledged, naming the acknowledged one as the fallback; a client that lost that
+  base shows the patch approximately until the anchor. Acks are applied oldest first and an optimistic entry
+  counts as held only if its base did (the decoder never applies a base after an entry that needed it); an ack
+  that shows a snapshot lost marks its patches ``broken`` (their next send is an anchor). A patch that moved
+  more than ``optimistic_motion`` in the frame is always anchored.
 * A patch delta is chosen per client (``choose_delta``): among the grid values within the error bound
   of this frame's truth, the one that repeats the previous vertex's delta, so still vertices cost
   nothing and smooth motion becomes runs of equal deltas (the block coder's runs layout). The client's

@@ -80,8 +80,8 @@ def assert_same_state(js: dict, py: dict, where: str, triangles: np.ndarray | No
 
 def test_trace_covers_what_it_claims(trace):
     """The recorded session has loss, reordering, held snapshots, rejections (missing baselines after
-    reordering, then a resync), optimistic deltas whose base was lost (shown approximately), four epochs (join, cut, burn, reset), a late joiner and two motion
-    predictors driven together."""
+    reordering, then a resync), optimistic deltas whose base was lost (shown approximately), four epochs (join,
+    cut, burn, reset), a late joiner and two motion predictors driven together."""
     by = {c.name: c for c in trace.clients}
     assert sum(c.lost for c in trace.clients) >= 3 and sum(c.reordered for c in trace.clients) >= 3
     assert any(o == ["held"] for c in trace.clients for o in c.outcomes)
