@@ -774,7 +774,7 @@ class SnapshotServer:
         for sequence in applied:
             self._ack(client_id, sequence)
         c = self.clients.get(client_id)
-        if c is None or newest <= c.newest_ack:
+        if c is None or newest <= c.newest_ack or newest > self.sequence:  # (a snapshot never sent: ignored)
             return
         self._mark_lost(c, c.newest_ack, newest, set(applied))
         c.newest_ack = newest

@@ -270,6 +270,29 @@ def test_a_lost_optimistic_base_is_shown_approximately_until_an_anchor():
         assert np.array_equal(held, client.acked_q[server.layout.patch(p)])
 
 
+def test_an_ack_that_shows_a_loss_sends_the_lost_patches_against_acked_versions():
+    """``snap_ack`` fields that skip a snapshot mark the patches it carried broken: their next deltas go
+    against the acked version (an anchor) at once, not after ``anchor_every`` frames."""
+    scene = Scene(seed=8)
+    server = SnapshotServer(scene.layout, anchor_every=16)
+    dec = connect(server, 0)
+    _run_acked_late(server, scene, dec, 8, delay=1)
+    frame(server, scene, 8)
+    server.encode(0)  # lost
+    lost = server.clients[0].history[server.sequence].patches
+    assert len(lost)
+    frame(server, scene, 9)
+    dec.decode(server.encode(0))
+    server.on_ack_fields(0, **dec.ack_fields())  # newest 10, bit for 9 clear
+    client = server.clients[0]
+    assert client.broken[lost].all()
+    frame(server, scene, 10)
+    snap = dec.decode(server.encode(0))
+    sent = client.history[snap.sequence]
+    assert np.isin(lost, sent.patches).all() and (sent.bases[np.isin(sent.patches, lost)] == -1).all()
+    assert not client.broken[lost].any() and not set(lost.tolist()) & set(dec.approximate)
+
+
 def test_a_late_snapshot_a_later_one_needed_as_base_is_dropped():
     """Snapshot s arrives after s + 1, whose optimistic entries needed it: s is never applied (nor acked), so
     that an ack says exactly which versions the client holds."""
