@@ -1082,8 +1082,9 @@ def encode_clients(
     ``limits[c]`` bytes: the header (``headers[r, :header_lengths[r]]`` for r records), the ``drives`` record
     when it fits (without it, no patches), then ``encode_client`` with its state arrays (``addresses[c]``, see
     ``client_row``), its ``resend[c]`` and its focus ``focus[focus_offsets[c]:focus_offsets[c + 1]]``. Per
-    client into ``n_rigid``, ``taken[c]`` (the rigid objects sent) and ``skipped``; returns (sent patch ids,
-    their rows, sent in full, their optimistic bases, per client the start of its patches, the start of its rows),
+    client into ``n_rigid``, ``taken[c]`` (the rigid objects sent) and ``skipped``; ``anchor_every[c]`` is the
+    client's anchor interval (``optimistic_bases``; 1: acked baselines only). Returns (sent patch ids, their
+    rows, sent in full, their optimistic bases, per client the start of its patches, the start of its rows),
     concatenated."""
     n_c = len(bases)
     n_v = surface.shape[0]
@@ -1151,7 +1152,7 @@ def encode_clients(
             _ints(a[16], dims[c, 1]),
             _ints(a[17], n_p),
             _bools(a[18], n_p),
-            anchor_every,
+            anchor_every[c],
             motion,
             max_motion,
             carry_sources,

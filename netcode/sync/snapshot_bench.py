@@ -3,6 +3,7 @@
     python -m netcode.sync.snapshot_bench --trace liver.npz --trace block.npz [--no-generated] [--frames 300]
         [--clients 4] [--rate 1000000] [--rate-vertices 10000] [--rtt-ms 100] [--loss 0.02]
         [--moving-error 5e-4] [--burst-frames 1] [--anchor-every 3] [--optimistic-motion 3e-3]
+        [--optimism bound] [--bound-window 30]
 
 ``make bench-snapshot`` records the traces with ``physics.trace_recorder`` when missing (netcode never
 imports physics: the bench reads the files, ``recorded_trace.py``) and prints one JSON document: a
@@ -16,7 +17,9 @@ is compressed at the error the codec may show in each sampled frame (``--moving-
 later snapshot (budget credit, ``SnapshotServer.add_client``); ``bytes_over_budget_max_over_any_frames`` is
 the most their snapshots exceeded k budgets over any k consecutive frames. Patch deltas go against the version
 last sent between anchors against acked versions at most ``--anchor-every`` frames apart (1: acked baselines
-only), for patches that moved at most ``--optimistic-motion`` in the frame (SNAPSHOT.md 2.2); a client that lost
+only), for patches that moved at most ``--optimistic-motion`` in the frame, to clients whose budget binds (one
+of their last ``--bound-window`` snapshots left a wanted patch out or spent saved credit; ``--optimism all``: every
+client; SNAPSHOT.md 2.2); a client that lost
 such a base shows the patch approximately (``approximate_patch_fraction`` of patch-frames,
 ``frames_with_an_approximate_patch_fraction`` of client-frames, ``approximate_frames_per_episode_mean``).
 Byte figures count the topology
@@ -65,7 +68,10 @@ from netcode.sync.recorded_trace import Epoch, RecordedTrace, TraceError
 from netcode.sync.snapshot import CodecConfig, RigidKind, RigidSet, SnapshotError
 from netcode.sync.snapshot_codec import (
     DEFAULT_ANCHOR_EVERY,
+    DEFAULT_BOUND_WINDOW,
     DEFAULT_OPTIMISTIC_MOTION,
+    OPTIMISM_ALL,
+    OPTIMISM_BOUND,
     SnapshotServer,
     budget_for_rate,
 )
@@ -215,6 +221,8 @@ def run(
     burst: int = 0,
     anchor_every: int = DEFAULT_ANCHOR_EVERY,
     optimistic_motion: float = DEFAULT_OPTIMISTIC_MOTION,
+    optimism: str = OPTIMISM_BOUND,
+    bound_window: int = DEFAULT_BOUND_WINDOW,
 ) -> dict:
     """Replay ``trace`` to ``trace.clients`` clients (joined at frame 0) and, if ``late_join`` is a frame,
     one more that joins then; returns the figures (the late joiner's apart)."""
@@ -233,6 +241,8 @@ def run(
         moving_error=moving_error,
         anchor_every=anchor_every,
         optimistic_motion=optimistic_motion,
+        optimism=optimism,
+        bound_window=bound_window,
     )
     n_clients = trace.clients + (late_join is not None)
     decoders: list[SnapshotDecoder | None] = [None] * n_clients
@@ -565,6 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_OPTIMISTIC_MOTION,
         help="metres a patch may move in a frame and still be sent against an optimistic base (3e-3)",
     )
+    p.add_argument(
+        "--optimism",
+        choices=(OPTIMISM_BOUND, OPTIMISM_ALL),
+        default=OPTIMISM_BOUND,
+        help="optimistic deltas to clients whose budget binds (bound) or to every client (all)",
+    )
+    p.add_argument(
+        "--bound-window",
+        type=int,
+        default=DEFAULT_BOUND_WINDOW,
+        help="a budgeted client gets optimistic deltas while its budget bound one of its last this many snapshots (30)",
+    )
     p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="vertices per patch at most")
     p.add_argument("--draco-every", type=int, default=10, help="compress every n-th frame with Draco (10)")
     p.add_argument("--no-predictor", action="store_true", help="no motion predictor")
@@ -593,6 +615,8 @@ def bench_trace(trace: Trace | RecordedTrace, config: CodecConfig, args: argpars
         "moving_error": moving,
         "anchor_every": args.anchor_every,
         "optimistic_motion": args.optimistic_motion,
+        "optimism": args.optimism,
+        "bound_window": args.bound_window,
     }
     late = min(trace.frames - 1, round(args.late_join_s * trace.hz))
     budgeted = run(

@@ -34,7 +34,11 @@ How it works (details and the byte layout in SNAPSHOT.md):
   base shows the patch approximately until the anchor. Acks are applied oldest first and an optimistic entry
   counts as held only if its base did (the decoder never applies a base after an entry that needed it); an ack
   that shows a snapshot lost marks its patches ``broken`` (their next send is an anchor). A patch that moved
-  more than ``optimistic_motion`` in the frame is always anchored.
+  more than ``optimistic_motion`` in the frame is always anchored. Optimism is the encoder's choice per client
+  (``optimism``): by default only a client whose byte budget binds gets optimistic deltas (one of its last
+  ``bound_window`` snapshots left a wanted patch out or spent saved credit, i.e. wanted more than its budget);
+  any other client gets deltas against acknowledged versions only (fallback 0), so a loss never makes it show a
+  patch approximately: optimism trades shown error after a loss for bytes, worth it only where bytes are short.
 * A patch delta is chosen per client (``choose_delta``): among the grid values within the error bound
   of this frame's truth, the one that repeats the previous vertex's delta, so still vertices cost
   nothing and smooth motion becomes runs of equal deltas (the block coder's runs layout). The client's
@@ -113,6 +117,14 @@ DEFAULT_OPTIMISTIC_MOTION = 3e-3
 """``SnapshotServer(optimistic_motion=...)``: metres a patch may have moved since the last frame for an optimistic
 delta (measured on the liver and block traces with ``anchor_every`` 3: 1 mm saves 11% of the liver's bits, 3 mm
 17%, and a severed flap in free fall, 58 mm a frame, stays on acked baselines)."""
+OPTIMISM_BOUND = "bound"
+"""``SnapshotServer(optimism=...)``: optimistic deltas only for a client whose budget binds (the default)."""
+OPTIMISM_ALL = "all"
+"""``SnapshotServer(optimism=...)``: optimistic deltas for every client (budgeted or not)."""
+DEFAULT_BOUND_WINDOW = 30
+"""``SnapshotServer(bound_window=...)``: a budgeted client gets optimistic deltas while one of its last this many
+snapshots (half a second at 60 Hz) was bound by its budget (measured, SNAPSHOT.md 5: 4 and 8 frames lose most of
+the gain at the per-vertex budget, whose binding comes in bursts with unbound frames between)."""
 DEFAULT_RESEND_AFTER = 8
 """Frames to wait for an ack before an unchanged, unacknowledged object competes again (~RTT + slack)."""
 HISTORY = 128
@@ -200,6 +212,9 @@ class ClientSync:
         """Budget bytes saved by earlier snapshots (at most ``burst_bytes``; kept across resets)."""
         self.newest_ack = 0
         """The newest snapshot sequence the client acknowledged (the sends since are of unknown fate)."""
+        self.bound_at = -(1 << 40)
+        """The newest snapshot sequence its budget bound (a wanted patch left out, or saved credit spent: it wanted
+        more than ``budget_bytes``); ``SnapshotServer.optimism``. Kept across resets."""
         self.reset(self.n_vertices, self.n_patches)
 
     def reset(self, n_vertices: int, n_patches: int) -> None:
@@ -303,11 +318,24 @@ class SnapshotServer:
         moving_error: float | None = None,
         anchor_every: int = DEFAULT_ANCHOR_EVERY,
         optimistic_motion: float = DEFAULT_OPTIMISTIC_MOTION,
+        optimism: str = OPTIMISM_BOUND,
+        bound_window: int = DEFAULT_BOUND_WINDOW,
     ) -> None:
         layout.validate()
         if anchor_every < 1:
             raise ValueError("anchor_every must be at least 1")
+        if optimism not in (OPTIMISM_BOUND, OPTIMISM_ALL):
+            raise ValueError(f"optimism must be {OPTIMISM_BOUND!r} or {OPTIMISM_ALL!r}, not {optimism!r}")
+        if bound_window < 1:
+            raise ValueError("bound_window must be at least 1")
         self.anchor_every = anchor_every
+        self.optimism = optimism
+        """Which clients get optimistic deltas: ``"bound"``, a budgeted client one of whose last ``bound_window``
+        snapshots its budget bound (``ClientSync.bound_at``: bytes are short, optimism buys detail); ``"all"``,
+        every client (what the first version 4 encoder did). A
+        client without optimism gets deltas against acknowledged versions only, so a lost snapshot never makes
+        it show a patch approximately (measured in SNAPSHOT.md 5)."""
+        self.bound_window = bound_window
         self.optimistic_motion = float(optimistic_motion)
         """Only a patch that moved at most this much since the last frame (metres, its worst coordinate) is sent
         against an optimistic base: a client that lost the base shows it about that much off until the anchor."""
@@ -639,6 +667,7 @@ class SnapshotServer:
             headers[1][:] = len(header)
         slots = len(self._rigid_slots)
         limits, resend, rows, dims, focus, bases, focus_offsets = [], [], [], [], [], [], [0]
+        anchors = [self._anchor_every(c, seq) for c in clients]
         keep = []  # the arrays the kernel reads, alive until it returned
         total = 0
         for c in clients:  # plain lists here, one numpy array each after: a few clients, numpy's per-call cost
@@ -700,7 +729,7 @@ class SnapshotServer:
             ends,
             n_rigid,
             skipped,
-            self.anchor_every,
+            np.array(anchors, np.int64),
             f.motion,
             self.optimistic_motion,
         )
@@ -735,6 +764,8 @@ class SnapshotServer:
             while len(history) > HISTORY:
                 history.popitem(last=False)
             size = end - start
+            if c.budget_bytes is not None and (skip or size > c.budget_bytes):
+                c.bound_at = seq  # the budget bound: a wanted patch left out, or saved credit spent
             if c.budget_bytes is not None:
                 c.credit = max(0, min(c.burst_bytes, c.credit + c.budget_bytes - size))
             stats = c.stats
@@ -742,6 +773,15 @@ class SnapshotServer:
             stats["bytes"] += size
             stats["skipped_patches"] += skip
         return snapshots
+
+    def _anchor_every(self, c: ClientSync, seq: int) -> int:
+        """The client's anchor interval this frame: ``anchor_every`` if it gets optimistic deltas (``optimism``),
+        else 1 (every delta against its acknowledged version)."""
+        if self.optimism == OPTIMISM_ALL:
+            return self.anchor_every
+        if c.budget_bytes is None or seq - c.bound_at > self.bound_window:
+            return 1
+        return self.anchor_every
 
     def on_ack_fields(self, client_id: object, newest: int, bits: int) -> None:
         """Apply a ``snap_ack`` message: ``newest`` and every ``newest - 1 - i`` whose bit i is set. While another

@@ -16,7 +16,9 @@ other grid values within its bound), and they pin the kernels' writing of what w
 
 The bytes were recorded again, deliberately, for snapshot version 4 (optimistic patch deltas with a fallback,
 SNAPSHOT.md 2.2): the server's default ``anchor_every`` codes deltas against versions not yet acknowledged,
-and every delta entry names its fallback.
+and every delta entry names its fallback. The session gives every client optimistic deltas
+(``optimism="all"``), the encoder of those bytes; the default gives them only to a client whose budget binds,
+an encoder choice, not a format change (``SnapshotServer.optimism``).
 
 ``python -m tests.netcode.sync.encoder_sequence --write`` records the golden file again (only ever from an
 encoder known to be right).
@@ -35,7 +37,7 @@ import numpy as np
 
 from netcode.sync.patches import make_patches
 from netcode.sync.snapshot import RigidKind, RigidSet
-from netcode.sync.snapshot_codec import SnapshotServer
+from netcode.sync.snapshot_codec import OPTIMISM_ALL, SnapshotServer
 from tests.netcode.sync.snapshot_helpers import Scene
 
 GOLDEN = Path(__file__).with_name("encoder_golden.json")
@@ -76,7 +78,7 @@ def snapshots(batch: bool = False) -> Iterator[tuple[int, str, bytes]]:
     frame's clients in one ``encode_many`` call, not one ``encode`` each)."""
     rng = np.random.default_rng(20)
     scene = Scene(seed=20)
-    server = SnapshotServer(scene.layout, moving_error=None)  # one fixed bound (the default)
+    server = SnapshotServer(scene.layout, moving_error=None, optimism=OPTIMISM_ALL)  # one fixed bound, all optimistic
     alive = scene.layout.vertex_ids
     acks: list[tuple[int, str, int]] = []  # (due frame, client, sequence)
     for f in range(FRAMES):

@@ -21,7 +21,7 @@ from netcode.sync.snapshot import (
     read_header,
     write_varint,
 )
-from netcode.sync.snapshot_codec import SnapshotServer
+from netcode.sync.snapshot_codec import OPTIMISM_ALL, SnapshotServer
 from netcode.sync.snapshot_decode import EpochMismatchError, SnapshotDecoder
 from netcode.sync.snapshot_messages import (
     SNAPSHOT_REGISTRY,
@@ -243,7 +243,7 @@ def test_optimistic_deltas_go_against_the_version_last_sent():
     sizes = {}
     for anchor in (1, 2):
         scene = Scene(seed=3)
-        server = SnapshotServer(scene.layout, anchor_every=anchor)
+        server = SnapshotServer(scene.layout, anchor_every=anchor, optimism=OPTIMISM_ALL)
         dec = connect(server, 0)
         sizes[anchor] = _run_acked_late(server, scene, dec, 40)[10:]
         optimistic = sum(int((r.bases >= 0).sum()) for r in server.clients[0].history.values())
@@ -253,12 +253,48 @@ def test_optimistic_deltas_go_against_the_version_last_sent():
     assert sum(sizes[2]) < 0.95 * sum(sizes[1])
 
 
+def test_only_a_client_whose_budget_binds_gets_optimistic_deltas():
+    """The default encoder (``optimism="bound"``): a client without a budget, or with one that never binds, gets
+    deltas against acknowledged versions only (fallback 0, never shown approximately after a loss); a client
+    whose budget left a wanted patch out gets optimistic ones, and only within ``bound_window`` frames of such
+    a snapshot."""
+    scene = Scene(seed=3)
+    server = SnapshotServer(scene.layout, anchor_every=3, bound_window=4)
+    budgets = {"free": None, "ample": 60_000, "bound": 400}
+    decoders = {c: connect(server, c, budget) for c, budget in budgets.items()}
+    pending, skipped_at, optimistic_at = [], [], []
+    for f in range(40):
+        frame(server, scene, f)
+        for c, dec in decoders.items():
+            skipped = server.clients[c].stats["skipped_patches"]
+            data = server.encode(c)
+            if c == "bound":
+                if server.clients[c].stats["skipped_patches"] > skipped:
+                    skipped_at.append(server.sequence)
+                if (server.clients[c].history[server.sequence].bases >= 0).any():
+                    optimistic_at.append(server.sequence)
+            if f % 7 != 5:  # every seventh snapshot lost
+                pending.append((f + 6, c, dec.decode(data).sequence))
+        for _, c, seq in [a for a in pending if a[0] <= f]:
+            server.on_ack(c, seq)
+        pending = [a for a in pending if a[0] > f]
+    for c in ("free", "ample"):
+        assert server.clients[c].stats["skipped_patches"] == 0
+        assert all((r.bases == -1).all() for r in server.clients[c].history.values()), c
+        assert not decoders[c].approximate and decoders[c].skipped_entries == 0
+        assert_exact(decoders[c], server, c)
+    assert optimistic_at and skipped_at
+    for seq in optimistic_at:  # only after a snapshot that left a wanted patch out, within the window
+        assert any(0 < seq - s <= 4 for s in skipped_at), seq
+    assert decoders["bound"].rejected == 0 and decoders["bound"].missing_baselines == 0
+
+
 def test_a_lost_optimistic_base_is_shown_approximately_until_an_anchor():
     """A lost snapshot: the next one's optimistic entries are shown on what the client shows (not stored, not
     rejected) for less than ``anchor_every`` frames, after which the client shows exactly what was sent; the
     server never takes a version the client does not hold for a baseline."""
     scene = Scene(seed=4)
-    server = SnapshotServer(scene.layout, anchor_every=3)
+    server = SnapshotServer(scene.layout, anchor_every=3, optimism=OPTIMISM_ALL)
     dec = connect(server, 0)
     _run_acked_late(server, scene, dec, 30, lose={20})
     assert dec.skipped_entries > 0 and dec.rejected == 0 and dec.missing_baselines == 0
@@ -274,7 +310,7 @@ def test_an_ack_that_shows_a_loss_sends_the_lost_patches_against_acked_versions(
     """``snap_ack`` fields that skip a snapshot mark the patches it carried broken: their next deltas go
     against the acked version (an anchor) at once, not after ``anchor_every`` frames."""
     scene = Scene(seed=8)
-    server = SnapshotServer(scene.layout, anchor_every=16)
+    server = SnapshotServer(scene.layout, anchor_every=16, optimism=OPTIMISM_ALL)
     dec = connect(server, 0)
     _run_acked_late(server, scene, dec, 8, delay=1)
     frame(server, scene, 8)
@@ -299,7 +335,7 @@ def test_a_late_snapshot_a_later_one_needed_as_base_is_dropped():
     from netcode.sync.snapshot_decode import LateBaseError
 
     scene = Scene(seed=6)
-    server = SnapshotServer(scene.layout, anchor_every=4)
+    server = SnapshotServer(scene.layout, anchor_every=4, optimism=OPTIMISM_ALL)
     dec = connect(server, 0)
     _run_acked_late(server, scene, dec, 12)
     frame(server, scene, 12)
