@@ -289,6 +289,30 @@ def test_only_a_client_whose_budget_binds_gets_optimistic_deltas():
     assert decoders["bound"].rejected == 0 and decoders["bound"].missing_baselines == 0
 
 
+def test_a_snapshot_that_spends_saved_credit_counts_as_bound():
+    """A client that wanted more than its budget and got it from saved credit (nothing left out) is bound too:
+    its next frames may go optimistic; one that stays within its budget is not."""
+    scene = Scene(seed=5)
+    server = SnapshotServer(scene.layout, anchor_every=3, bound_window=4)
+    dec = connect(server, 0, 300, burst_bytes=50_000)
+    f = 0
+    client = server.clients[0]
+    while not client.complete or server.sequence - client.bound_at < 8:  # the join (it binds), rest, credit saved
+        frame(server, scene, f, move=f < 3)
+        server.on_ack(0, dec.decode(server.encode(0)).sequence)
+        f += 1
+        assert f < 400
+    quiet = server.sequence
+    frame(server, scene, f, move=False)
+    server.on_ack(0, dec.decode(server.encode(0)).sequence)
+    assert client.bound_at < quiet and server._anchor_every(client, server.sequence + 1) == 1
+    skipped = client.stats["skipped_patches"]
+    frame(server, scene, f + 40)  # a jump: every patch moved, more than 300 bytes, within the credit
+    data = server.encode(0)
+    assert len(data) > 300 and client.stats["skipped_patches"] == skipped
+    assert client.bound_at == server.sequence and server._anchor_every(client, server.sequence + 1) == 3
+
+
 def test_a_lost_optimistic_base_is_shown_approximately_until_an_anchor():
     """A lost snapshot: the next one's optimistic entries are shown on what the client shows (not stored, not
     rejected) for less than ``anchor_every`` frames, after which the client shows exactly what was sent; the
