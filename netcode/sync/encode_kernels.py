@@ -58,9 +58,15 @@ MAX_MISFITS = 8
 
 _jit = numba.njit(cache=True, nogil=True)
 
-CLIENT_ARRAYS = 17
+OPTIMISTIC_WINDOW = 16
+"""A patch's delta is coded against the version last sent to the client (not yet acknowledged: an *optimistic*
+baseline, SNAPSHOT.md 2.2) only while that was sent at most this many frames ago (its fate is then still
+unknown, and well within the 32 frames an ack's bits cover)."""
+
+CLIENT_ARRAYS = 19
 """A client's state arrays as ``encode_clients`` takes them (``client_arrays``): its rigid tracks' 8, then
-acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, priority accumulators, acked_full, carry_acked."""
+acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, priority accumulators, acked_full, carry_acked,
+chain_start, broken."""
 
 
 class RigidTracks:
@@ -392,19 +398,25 @@ def rigid_acked(sequence, slots, versions, exists, has_acked, acked_seq, acked):
 
 @_jit
 def snapshot_acked(
-    sequence, patches, rows, full, offsets, acked_seq, acked_q, carried, acked_full,
+    sequence, patches, rows, full, bases, offsets, acked_seq, acked_q, carried, acked_full,
     slots, versions, exists, has_acked, r_acked_seq, r_acked,
 ):  # fmt: skip
     """The client acknowledged snapshot ``sequence``, which carried ``patches`` (ascending) with these ``rows``
-    (concatenated, as ``record_sent`` gathers them) and ``full`` flags, and rigid objects (``rigid_acked``): each
-    patch whose acked version is older takes them; every one of them is acknowledged in this epoch (not carried
-    any more). One call per ack instead of a handful of numpy ones."""
+    (concatenated, as ``record_sent`` gathers them), ``full`` flags and optimistic ``bases`` (the sequence of the
+    unacknowledged version a delta was coded against, -1: none), and rigid objects (``rigid_acked``): each patch
+    whose acked version is older takes them, except a patch coded against an optimistic base the client is not
+    known to hold (its acked version is not that base: the client skipped the entry, SNAPSHOT.md 2.2; acks are
+    applied oldest first); every one of them is acknowledged in this epoch (not carried any more). One call per
+    ack instead of a handful of numpy ones."""
     rigid_acked(sequence, slots, versions, exists, has_acked, r_acked_seq, r_acked)
     j = 0
     for k in range(len(patches)):
         p = patches[k]
         s = offsets[p]
         n = offsets[p + 1] - s
+        if bases[k] >= 0 and acked_seq[p] != bases[k]:
+            j += n
+            continue
         if acked_seq[p] < sequence:
             acked_seq[p] = sequence
             for i in range(n):
@@ -436,7 +448,8 @@ def _fits(x: float, v: int, origin: float, step: float, max_error: float) -> boo
 
 @_jit
 def patch_weights(
-    x, origin, step, bounds, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried
+    x, origin, step, bounds, acked, sent, offsets, acked_seq, ever_sent, last_sent, seq, resend_after, near, carried,
+    broken,
 ):  # fmt: skip
     """Per patch: whether the client's acked version, or the version last sent to it (which it shows once
     it arrives), is off the truth ``x`` by more than the patch's bound ``bounds[p]`` (``pending``), the
@@ -449,6 +462,9 @@ def patch_weights(
     would go in full (no baseline, none ``carried`` over a cut) "changed" means off the version sent by
     more than ``FULL_RESEND_STEPS`` steps beyond the bound, so that solver jitter does not resend the whole
     patch every frame of the round trip after a join. ``near`` is the interest of each patch for the client.
+    A ``broken`` patch (a send of it since its last anchor is known lost: the client shows an older version, or
+    an approximate one, SNAPSHOT.md 2.2) is pending and competes at once, weighed by its acked version's offset
+    (at least a step).
     """
     n_p = len(offsets) - 1
     pending = np.zeros(n_p, np.bool_)
@@ -467,13 +483,16 @@ def patch_weights(
                 if ds > max_error and ds > ms:
                     ms = ds
         has_base = acked_seq[p] >= 0
-        pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0)
+        pending[p] = not has_base or ma > 0.0 or (ever_sent[p] and ms > 0.0) or broken[p]
         if not pending[p]:
             continue
         moved = ever_sent[p] and ms > (0.0 if has_base or carried[p] else max_error + FULL_RESEND_STEPS * step)
-        if not (not ever_sent[p] or moved or seq - last_sent[p] >= resend_after):
+        lost = has_base and broken[p]
+        if not (not ever_sent[p] or moved or lost or seq - last_sent[p] >= resend_after):
             continue
         steps = (ms if moved else ma) / step if has_base else FULL_WEIGHT
+        if lost and not moved:
+            steps = max(1.0, ma / step)
         weights[p] = steps * near[p]
     for p in range(n_p):  # age codes (SNAPSHOT.md 2.2): 0 full, 1 carried, a + 1 delta of age a
         if acked_seq[p] >= 0:
@@ -481,6 +500,32 @@ def patch_weights(
         elif carried[p]:
             ages[p] = 1
     return pending, weights, ages
+
+
+@_jit
+def optimistic_bases(seq, acked_seq, ever_sent, last_sent, broken, chain_start, window, anchor_every, motion,
+                     max_motion, codes, fallbacks, opt_base):  # fmt: skip
+    """Per patch with an acked version: code it against the version last sent instead (an *optimistic* baseline,
+    SNAPSHOT.md 2.2) when that is newer than the acked one and was sent at most ``window`` frames ago, no send of
+    the patch since its last delta against an acked version (its *anchor*, ``chain_start``) is known lost
+    (``broken``), that anchor is less than ``anchor_every`` frames old (so a lost base is shown approximately
+    for fewer frames than that; 1: never optimistic), and the patch moved at most ``max_motion`` (metres, worst
+    coordinate) since the last frame (``motion[p]``: what a client that lost the base shows is about one frame's
+    motion off; a severed flap in free fall moves centimetres a frame). Rewrites ``codes`` (age code of the last
+    sent version), sets ``fallbacks`` (the acked version's age beyond it, written after the age code) and
+    ``opt_base`` (the sequence of the optimistic base; -1 where the delta is against the acked version)."""
+    for p in range(len(codes)):
+        fallbacks[p] = 0
+        opt_base[p] = -1
+        a = acked_seq[p]
+        if a < 0 or not ever_sent[p] or broken[p]:
+            continue
+        s = last_sent[p]
+        if s <= a or seq - s > window or seq - chain_start[p] >= anchor_every or motion[p] > max_motion:
+            continue
+        codes[p] = seq - s + 1
+        fallbacks[p] = s - a
+        opt_base[p] = s
 
 
 @_jit
@@ -532,11 +577,13 @@ def choose_delta(x, q, base, origin, step, max_error, s, n, d):
 
 
 @_jit
-def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending):
+def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending, opt_base, chain_start, broken):
     """After encoding one client's snapshot: the patches it carries (ascending), the versions it gave them
-    (their rows of ``sent_q``, concatenated, int32) and which went in full (age code 0), for the client's
-    history; their accumulators drop to 0 and they are marked sent at ``seq``. Also returns how many pending
-    patches with a positive accumulator did not fit. One call instead of a handful of numpy ones."""
+    (their rows of ``sent_q``, concatenated, int32), which went in full (age code 0) and their optimistic bases
+    (``opt_base``, -1: none), for the client's history; their accumulators drop to 0 and they are marked sent at
+    ``seq``; a patch sent against an acked version (or in full, or carried) starts a new chain of optimistic
+    sends there (``chain_start``, not ``broken``). Also returns how many pending patches with a positive
+    accumulator did not fit. One call instead of a handful of numpy ones."""
     count = 0
     total = 0
     skipped = 0
@@ -548,6 +595,7 @@ def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pe
             skipped += 1
     idx = np.empty(count, np.int64)
     full = np.empty(count, np.bool_)
+    bases = np.empty(count, np.int64)
     rows = np.empty((total, 3), np.int32)
     j = 0
     r = 0
@@ -556,6 +604,10 @@ def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pe
             continue
         idx[j] = p
         full[j] = codes[p] == 0
+        bases[j] = opt_base[p]
+        if opt_base[p] < 0:
+            chain_start[p] = seq
+            broken[p] = False
         acc[p] = 0.0
         ever_sent[p] = True
         last_sent[p] = seq
@@ -564,14 +616,22 @@ def record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pe
                 rows[r, a] = sent_q[i, a]
             r += 1
         j += 1
-    return idx, rows, full, skipped
+    return idx, rows, full, bases, skipped
 
 
 @_jit
-def _entry_bits(gap: int, age: int, prev_age: int, plan: np.ndarray, prev_plan: np.ndarray, carried: int) -> int:
-    """Bits of a patch entry's id gap, age code, carried ages (``carried`` bits) and block header
+def _age_bits(age: int, fallback: int, prev_age: int, prev_fallback: int) -> int:
+    """Bits of a patch entry's same-age bit, age code and fallback (SNAPSHOT.md 2.2)."""
+    if age == prev_age and fallback == prev_fallback:
+        return 1
+    return 1 + eg_len(age, 0) + (eg_len(fallback, 0) if age >= 2 else 0)
+
+
+@_jit
+def _entry_bits(gap, age, prev_age, fallback, prev_fallback, plan, prev_plan, carried):
+    """Bits of a patch entry's id gap, age code and fallback, carried ages (``carried`` bits) and block header
     (SNAPSHOT.md), without the block's body."""
-    return eg_len(gap, 0) + 1 + (0 if age == prev_age else eg_len(age, 0)) + carried + header_bits(plan, prev_plan)
+    return eg_len(gap, 0) + _age_bits(age, fallback, prev_age, prev_fallback) + carried + header_bits(plan, prev_plan)
 
 
 @_jit
@@ -589,7 +649,7 @@ def carried_ages(seq, acked_seq_old, sources, out_ages, offsets, out_bits):
 
 
 @_jit
-def _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, carry_bits, first):
+def _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, fallbacks, carry_bits, first):
     """Exact bits of patch ``p``'s entry with block ``d[offsets[p]:offsets[p + 1]]`` (planned into ``plans[p]``)
     inserted between the chosen patches a < p < b (ids are written ascending; the age and block header are
     coded relative to the previous entry's)."""
@@ -604,12 +664,14 @@ def _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, carry_bits, fi
     while b < n_p and not sent[b]:
         b += 1
     age = ages[p]
+    fb = fallbacks[p]
     age_a = ages[a] if a >= 0 else -1
+    fb_a = fallbacks[a] if a >= 0 else -1
     plan_a = plans[a] if a >= 0 else first
-    bits = _entry_bits(p - a - 1, age, age_a, plans[p], plan_a, carry_bits[p]) + body
+    bits = _entry_bits(p - a - 1, age, age_a, fb, fb_a, plans[p], plan_a, carry_bits[p]) + body
     if b < n_p:
-        bits += _entry_bits(b - p - 1, ages[b], age, plans[b], plans[p], carry_bits[b])
-        bits -= _entry_bits(b - a - 1, ages[b], age_a, plans[b], plan_a, carry_bits[b])
+        bits += _entry_bits(b - p - 1, ages[b], age, fallbacks[b], fb, plans[b], plans[p], carry_bits[b])
+        bits -= _entry_bits(b - a - 1, ages[b], age_a, fallbacks[b], fb_a, plans[b], plan_a, carry_bits[b])
     return bits
 
 
@@ -637,6 +699,8 @@ def encode_patch_records(
     carry_off,
     carry_ages,
     settle,
+    fallbacks,
+    opt_base,
 ):
     """Append one patch record (SNAPSHOT.md) holding the patches of ``order`` that fit ``out[:limit]``;
     returns (position, patches written). Writes nothing if none fits.
@@ -648,7 +712,8 @@ def encode_patch_records(
     with code 0 is sent in full (the shared grid coordinates ``q``), else as a delta against ``acked``
     chosen by ``choose_delta``: code 1 is a carried baseline (after a cut; its source ages
     ``carry_ages[carry_off[p]:carry_off[p + 1]]`` follow, ``carry_bits[p]`` bits), code a + 1 an acked
-    version of age a.
+    version of age a: the acked one, or, where ``opt_base[p] >= 0``, the version last sent (``sent_q``, not yet
+    acknowledged), with the acked one named ``fallbacks[p]`` frames before it.
     ``d``, ``dense``, ``sparse`` are (N, 3) int64 scratch rows per vertex, ``plans`` (P, PLAN_SIZE).
     ``sent[p]`` is set and ``sent_q`` receives the version the client will hold for every patch written.
     """
@@ -669,17 +734,18 @@ def encode_patch_records(
         s = offsets[p]
         e = offsets[p + 1]
         age = ages[p]
-        if age > 0 and settle[p]:  # the acked version is a full record's: move to the settled values
+        base = sent_q if opt_base[p] >= 0 else acked
+        if age > 0 and settle[p] and opt_base[p] < 0:  # the acked version is a full record's: the settled values
             for i in range(s, e):
                 for a in range(3):
                     d[i, a] = q[i, a] - acked[i, a]
         elif age > 0:
-            choose_delta(x, q, acked, origin, step, bounds[p], s, e - s, d[s:e])
+            choose_delta(x, q, base, origin, step, bounds[p], s, e - s, d[s:e])
         else:
             for i in range(s, e):
                 for a in range(3):
                     d[i, a] = q[i, a]
-        bits = _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, carry_bits, first)
+        bits = _insert_bits(p, d, dense, sparse, plans, offsets, sent, ages, fallbacks, carry_bits, first)
         if used + bits > room:
             misfits += 1
             continue
@@ -693,6 +759,7 @@ def encode_patch_records(
     nacc = 0
     prev_id = -1
     prev_age = -1
+    prev_fb = -1
     prev_plan = first[:4].copy()
     for p in range(n_p):
         if not sent[p]:
@@ -700,19 +767,25 @@ def encode_patch_records(
         s = offsets[p]
         e = offsets[p + 1]
         age = ages[p]
+        fb = fallbacks[p]
+        same = age == prev_age and fb == prev_fb
         pos, acc, nacc = put_eg(out, pos, acc, nacc, p - prev_id - 1, 0)
-        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if age == prev_age else 0, 1)
-        if age != prev_age:
+        pos, acc, nacc = put_bits(out, pos, acc, nacc, 1 if same else 0, 1)
+        if not same:
             pos, acc, nacc = put_eg(out, pos, acc, nacc, age, 0)
+            if age >= 2:
+                pos, acc, nacc = put_eg(out, pos, acc, nacc, fb, 0)
         if age == 1:
             for j in range(carry_off[p], carry_off[p + 1]):
                 pos, acc, nacc = put_eg(out, pos, acc, nacc, carry_ages[j], 0)
         pos, acc, nacc = block_put(d[s:e], dense[s:e], sparse[s:e], plans[p], out, pos, acc, nacc, prev_plan)
         prev_id = p
         prev_age = age
+        prev_fb = fb
+        base = sent_q if opt_base[p] >= 0 else acked
         for i in range(s, e):
             for a in range(3):
-                sent_q[i, a] = d[i, a] + (acked[i, a] if age > 0 else 0)
+                sent_q[i, a] = d[i, a] + (base[i, a] if age > 0 else 0)
     if pos < 0 or (pos - start - 3) * 8 + nacc != used:
         raise AssertionError("patch record size differs from its plan")
     pos = flush_bits(out, pos, acc, nacc)
@@ -776,6 +849,11 @@ def encode_client(
     settle,
     use_carry,
     carry_acked,
+    chain_start,
+    broken,
+    anchor_every,
+    motion,
+    max_motion,
     carry_sources,
     carry_offsets,
     d,
@@ -787,7 +865,8 @@ def encode_client(
     up to ``patch_limit``) at ``out[pos:]``, in one compiled call (the GIL is released throughout): interest,
     patch weights, accumulators, carried ages after a cut (``use_carry``), the writers, the sent bookkeeping.
     ``bounds`` (P,) is each patch's error bound this frame. Returns (position, rigid objects sent, patches
-    sent, sent patch ids, their rows, sent in full, skipped)."""
+    sent, sent patch ids, their rows, sent in full, their optimistic bases, skipped). Deltas go against the
+    version last sent where ``optimistic_bases`` allows it, else against the acked one."""
     n_rigid = 0
     if len(rigid_ids):
         pos, n_rigid = encode_rigid(
@@ -829,7 +908,14 @@ def encode_client(
         resend_after,
         _interest(centroids, focus),
         carried,
+        broken,
     )
+    fallbacks = np.zeros(n_p, np.int64)
+    opt_base = np.full(n_p, -1, np.int64)
+    optimistic_bases(
+        seq, acked_seq, ever_sent, last_sent, broken, chain_start, OPTIMISTIC_WINDOW, anchor_every, motion, max_motion,
+        codes, fallbacks, opt_base,
+    )  # fmt: skip
     order = update_order(acc, weights, pending)
     if use_carry and carried.any():
         carry_ages = np.zeros(len(carry_sources), np.int64)
@@ -867,21 +953,25 @@ def encode_client(
         carry_off,
         carry_ages,
         settle,
+        fallbacks,
+        opt_base,
     )
-    idx, rows, full, skipped = record_sent(sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending)
-    return pos, n_rigid, n_patches, idx, rows, full, skipped
+    idx, rows, full, bases, skipped = record_sent(
+        sent, seq, acc, ever_sent, last_sent, sent_q, offsets, codes, pending, opt_base, chain_start, broken
+    )
+    return pos, n_rigid, n_patches, idx, rows, full, bases, skipped
 
 
 # ------------------------------------------------------------------------------------------ all clients
 
 
 def client_arrays(tracks: RigidTracks, acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, acc, acked_full,
-                  carry_acked) -> tuple:  # fmt: skip
+                  carry_acked, chain_start, broken) -> tuple:  # fmt: skip
     """One client's state arrays in ``encode_clients``' order (``CLIENT_ARRAYS`` of them)."""
     t = tracks
     return (
         t.exists, t.has_acked, t.acked_seq, t.acked, t.has_sent, t.sent, t.last_sent, t.acc,
-        acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, acc, acked_full, carry_acked,
+        acked_q, sent_q, acked_seq, ever_sent, last_sent, carried, acc, acked_full, carry_acked, chain_start, broken,
     )  # fmt: skip
 
 
@@ -895,7 +985,7 @@ def client_row(arrays: tuple, n_vertices: int, n_patches: int) -> tuple[np.ndarr
         (np.bool_, (cap,)), (np.int64, (cap, VERSION)), (np.int64, (cap,)), (np.float64, (cap,)),
         (np.int32, (n_vertices, 3)), (np.int32, (n_vertices, 3)), (np.int64, (n_patches,)), (np.bool_, (n_patches,)),
         (np.int64, (n_patches,)), (np.bool_, (n_patches,)), (np.float64, (n_patches,)), (np.bool_, (n_patches,)),
-        (np.int64, (len(arrays[16]),)),
+        (np.int64, (len(arrays[16]),)), (np.int64, (n_patches,)), (np.bool_, (n_patches,)),
     )  # fmt: skip
     if len(arrays) != CLIENT_ARRAYS:
         raise ValueError(f"{len(arrays)} client arrays, expected {CLIENT_ARRAYS}")
@@ -984,19 +1074,25 @@ def encode_clients(
     ends,
     n_rigid,
     skipped,
+    anchor_every,
+    motion,
+    max_motion,
 ):
     """Every client's snapshot of one frame in one call: client ``c``'s at ``out[bases[c]:ends[c]]``, at most
     ``limits[c]`` bytes: the header (``headers[r, :header_lengths[r]]`` for r records), the ``drives`` record
     when it fits (without it, no patches), then ``encode_client`` with its state arrays (``addresses[c]``, see
     ``client_row``), its ``resend[c]`` and its focus ``focus[focus_offsets[c]:focus_offsets[c + 1]]``. Per
-    client into ``n_rigid``, ``taken[c]`` (the rigid objects sent) and ``skipped``; returns (sent patch ids,
-    their rows, sent in full, per client the start of its patches, the start of its rows), concatenated."""
+    client into ``n_rigid``, ``taken[c]`` (the rigid objects sent) and ``skipped``; ``anchor_every[c]`` is the
+    client's anchor interval (``optimistic_bases``; 1: acked baselines only). Returns (sent patch ids, their
+    rows, sent in full, their optimistic bases, per client the start of its patches, the start of its rows),
+    concatenated."""
     n_c = len(bases)
     n_v = surface.shape[0]
     n_p = len(offsets) - 1
     head = header_lengths[3]
     idx_all = np.empty(n_c * n_p, np.int64)
     full_all = np.empty(n_c * n_p, np.bool_)
+    bases_all = np.empty(n_c * n_p, np.int64)
     rows_all = np.empty((n_c * n_v, 3), np.int32)
     idx_off = np.zeros(n_c + 1, np.int64)
     rows_off = np.zeros(n_c + 1, np.int64)
@@ -1013,7 +1109,7 @@ def encode_clients(
             pos += len(drives)
         records = 1 if with_drives and len(drives) > 0 else 0
         patch_limit = limit if with_drives else -1
-        end, rigid_n, n_patches, idx, rows, full, skip = encode_client(
+        end, rigid_n, n_patches, idx, rows, full, opt, skip = encode_client(
             out,
             pos,
             limit,
@@ -1054,6 +1150,11 @@ def encode_clients(
             _bools(a[15], n_p),
             use_carry,
             _ints(a[16], dims[c, 1]),
+            _ints(a[17], n_p),
+            _bools(a[18], n_p),
+            anchor_every[c],
+            motion,
+            max_motion,
             carry_sources,
             carry_offsets,
             d,
@@ -1079,6 +1180,7 @@ def encode_clients(
         for i in range(len(idx)):
             idx_all[k + i] = idx[i]
             full_all[k + i] = full[i]
+            bases_all[k + i] = opt[i]
         idx_off[c + 1] = k + len(idx)
         r = rows_off[c]
         for i in range(rows.shape[0]):
@@ -1086,4 +1188,11 @@ def encode_clients(
                 rows_all[r + i, j] = rows[i, j]
         rows_off[c + 1] = r + rows.shape[0]
     n_sent = idx_off[n_c]
-    return idx_all[:n_sent].copy(), rows_all[: rows_off[n_c]].copy(), full_all[:n_sent].copy(), idx_off, rows_off
+    return (
+        idx_all[:n_sent].copy(),
+        rows_all[: rows_off[n_c]].copy(),
+        full_all[:n_sent].copy(),
+        bases_all[:n_sent].copy(),
+        idx_off,
+        rows_off,
+    )

@@ -6,7 +6,7 @@ snapshot header and the byte-level pieces of a rigid record. It holds no per-cli
 
 A snapshot is::
 
-    u8     version         SNAPSHOT_VERSION (3)
+    u8     version         SNAPSHOT_VERSION (4)
     varint sequence        the server frame it describes (u32); acks name it
     f64    server_time     seconds, the server clock of that frame
     varint epoch           topology epoch the patch ids refer to (u32)
@@ -35,7 +35,7 @@ from netcode.sync.quantize import (
     rotation_code_bytes,
 )
 
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 TIME = struct.Struct("<d")
 HEADER_SIZE = 1 + 5 + 8 + 5 + 3
 """Longest snapshot header (22 bytes; usually 12-14: the sequence, epoch and record count are varints)."""

@@ -2,7 +2,8 @@
 
     python -m netcode.sync.snapshot_bench --trace liver.npz --trace block.npz [--no-generated] [--frames 300]
         [--clients 4] [--rate 1000000] [--rate-vertices 10000] [--rtt-ms 100] [--loss 0.02]
-        [--moving-error 5e-4] [--burst-frames 1]
+        [--moving-error 5e-4] [--burst-frames 1] [--anchor-every 3] [--optimistic-motion 3e-3]
+        [--optimism bound] [--bound-window 30]
 
 ``make bench-snapshot`` records the traces with ``physics.trace_recorder`` when missing (netcode never
 imports physics: the bench reads the files, ``recorded_trace.py``) and prints one JSON document: a
@@ -14,7 +15,14 @@ is compressed at the error the codec may show in each sampled frame (``--moving-
 ``--max-error`` at rest: ``ratio_to_draco_unlimited``) and at ``--max-error`` throughout
 (``ratio_to_draco_at_max_error_unlimited``). Budgeted clients may save ``--burst-frames`` of budget for a
 later snapshot (budget credit, ``SnapshotServer.add_client``); ``bytes_over_budget_max_over_any_frames`` is
-the most their snapshots exceeded k budgets over any k consecutive frames. Byte figures count the topology
+the most their snapshots exceeded k budgets over any k consecutive frames. Patch deltas go against the version
+last sent between anchors against acked versions at most ``--anchor-every`` frames apart (1: acked baselines
+only), for patches that moved at most ``--optimistic-motion`` in the frame, to clients whose budget binds (one
+of their last ``--bound-window`` snapshots left a wanted patch out or spent saved credit; ``--optimism all``: every
+client; SNAPSHOT.md 2.2); a client that lost
+such a base shows the patch approximately (``approximate_patch_fraction`` of patch-frames,
+``frames_with_an_approximate_patch_fraction`` of client-frames, ``approximate_frames_per_episode_mean``).
+Byte figures count the topology
 and predictor messages (``bits_per_vertex_per_frame``), also per phase of the script; errors are what a
 client shows once it holds every patch within 1 mm, and at rest; a late joiner arrives ``--late-join-s`` in.
 
@@ -58,8 +66,16 @@ from netcode.sync.patches import DEFAULT_PATCH_SIZE, make_patches
 from netcode.sync.quantize import PositionQuantizer
 from netcode.sync.recorded_trace import Epoch, RecordedTrace, TraceError
 from netcode.sync.snapshot import CodecConfig, RigidKind, RigidSet, SnapshotError
-from netcode.sync.snapshot_codec import SnapshotServer, budget_for_rate
-from netcode.sync.snapshot_decode import SnapshotDecoder
+from netcode.sync.snapshot_codec import (
+    DEFAULT_ANCHOR_EVERY,
+    DEFAULT_BOUND_WINDOW,
+    DEFAULT_OPTIMISTIC_MOTION,
+    OPTIMISM_ALL,
+    OPTIMISM_BOUND,
+    SnapshotServer,
+    budget_for_rate,
+)
+from netcode.sync.snapshot_decode import LateBaseError, SnapshotDecoder
 from netcode.sync.snapshot_messages import snapshot_message
 
 HZ = 60.0
@@ -203,6 +219,10 @@ def run(
     late_join: int | None = None,
     moving_error: float | None = None,
     burst: int = 0,
+    anchor_every: int = DEFAULT_ANCHOR_EVERY,
+    optimistic_motion: float = DEFAULT_OPTIMISTIC_MOTION,
+    optimism: str = OPTIMISM_BOUND,
+    bound_window: int = DEFAULT_BOUND_WINDOW,
 ) -> dict:
     """Replay ``trace`` to ``trace.clients`` clients (joined at frame 0) and, if ``late_join`` is a frame,
     one more that joins then; returns the figures (the late joiner's apart)."""
@@ -213,7 +233,17 @@ def run(
     epoch = trace.epochs[0]
     alive = epoch.surface_ids
     layout = make_patches(alive, positions[0][trace.rows(alive)], patch_size)
-    server = SnapshotServer(layout, config, triangles=epoch.triangles, layout_edits=True, moving_error=moving_error)
+    server = SnapshotServer(
+        layout,
+        config,
+        triangles=epoch.triangles,
+        layout_edits=True,
+        moving_error=moving_error,
+        anchor_every=anchor_every,
+        optimistic_motion=optimistic_motion,
+        optimism=optimism,
+        bound_window=bound_window,
+    )
     n_clients = trace.clients + (late_join is not None)
     decoders: list[SnapshotDecoder | None] = [None] * n_clients
     joined = np.full(n_clients, -1)
@@ -225,7 +255,11 @@ def run(
     sizes: list[list[int]] = [[] for _ in range(n_clients)]
     enc_us, enc_cpu_us, dec_us, quant_err = [], [], [], []
     display: list[list[tuple[int, float, bool]]] = [[] for _ in range(n_clients)]  # (frame, max error, all?)
-    held = lost = rejected = 0
+    held = lost = rejected = late_dropped = 0
+    approx_counts: list[float] = []  # per main client-frame: fraction of patches shown approximately (SNAPSHOT 2.2)
+    approx_before: list[set[int]] = [set() for _ in range(n_clients)]
+    approx_patch_frames = 0
+    approx_episodes = 0  # patches that became approximate (an optimistic base lost), over all main clients
     topo_messages = 0
     vertices_per_frame = []
     at_rest = _rest_frames(trace, positions, config.positions.max_error)
@@ -289,22 +323,32 @@ def run(
             for _due, seq in [a for a in acks[c] if a[0] == f]:
                 server.on_ack(c, seq)
             acks[c] = [a for a in acks[c] if a[0] != f]
+            decoded = False
             if rng.random() < loss:
                 lost += 1
-                continue
-            t0 = time.perf_counter()
-            try:
-                snap = dec.decode(data)
-            except SnapshotError as exc:
-                held += getattr(exc, "held", False)
-                rejected += not getattr(exc, "held", False)
-                continue
-            dec_us.append((time.perf_counter() - t0) * 1e6)
-            acks[c].append((f + rtt_frames, snap.sequence))
-            for obj in snap.objects:
-                if obj.kind == "patch":
-                    quant_err.append(float(np.max(np.abs(obj.positions - truth[layout.patch(obj.id)]))))
-            if dec.epoch == frame.epoch:
+            else:
+                t0 = time.perf_counter()
+                try:
+                    snap = dec.decode(data)
+                except LateBaseError:
+                    late_dropped += 1
+                except SnapshotError as exc:
+                    held += getattr(exc, "held", False)
+                    rejected += not getattr(exc, "held", False)
+                else:
+                    decoded = True
+                    dec_us.append((time.perf_counter() - t0) * 1e6)
+                    acks[c].append((f + rtt_frames, snap.sequence))
+                    for obj in snap.objects:
+                        if obj.kind == "patch":
+                            quant_err.append(float(np.max(np.abs(obj.positions - truth[layout.patch(obj.id)]))))
+            if c < trace.clients and dec.layout is not None:
+                now_approx = set(dec.approximate)
+                approx_episodes += len(now_approx - approx_before[c])
+                approx_before[c] = now_approx
+                approx_counts.append(len(now_approx) / max(1, dec.layout.patch_count))
+                approx_patch_frames += len(now_approx)
+            if decoded and dec.epoch == frame.epoch:
                 shown, received = dec.surface()
                 if received.any():
                     err = float(np.max(np.abs(shown[received] - truth[received])))
@@ -374,6 +418,13 @@ def run(
         "snapshots_lost": lost,
         "snapshots_held_for_topology": held,
         "snapshots_rejected": rejected,
+        "snapshots_dropped_late_base": late_dropped,
+        "patch_entries_skipped": int(sum(d.skipped_entries for d in decoders[: trace.clients] if d is not None)),
+        "approximate_patch_fraction": round(float(np.mean(approx_counts)), 5) if approx_counts else 0.0,
+        "frames_with_an_approximate_patch_fraction": round(float(np.mean(np.array(approx_counts) > 0)), 4)
+        if approx_counts
+        else 0.0,
+        "approximate_frames_per_episode_mean": round(approx_patch_frames / max(1, approx_episodes), 2),
         "envelope_bytes": len(snapshot_message(b"")),
     }
     if late_join is not None:
@@ -512,6 +563,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MOVING_ERROR,
         help="bound of a moving patch, metres (5e-4; 0: --max-error always, as before)",
     )
+    p.add_argument(
+        "--anchor-every",
+        type=int,
+        default=DEFAULT_ANCHOR_EVERY,
+        help="frames between a patch's deltas against acked versions at most (optimistic ones between; 1: none)",
+    )
+    p.add_argument(
+        "--optimistic-motion",
+        type=float,
+        default=DEFAULT_OPTIMISTIC_MOTION,
+        help="metres a patch may move in a frame and still be sent against an optimistic base (3e-3)",
+    )
+    p.add_argument(
+        "--optimism",
+        choices=(OPTIMISM_BOUND, OPTIMISM_ALL),
+        default=OPTIMISM_BOUND,
+        help="optimistic deltas to clients whose budget binds (bound) or to every client (all)",
+    )
+    p.add_argument(
+        "--bound-window",
+        type=int,
+        default=DEFAULT_BOUND_WINDOW,
+        help="a budgeted client gets optimistic deltas while its budget bound one of its last this many snapshots (30)",
+    )
     p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="vertices per patch at most")
     p.add_argument("--draco-every", type=int, default=10, help="compress every n-th frame with Draco (10)")
     p.add_argument("--no-predictor", action="store_true", help="no motion predictor")
@@ -534,7 +609,15 @@ def bench_trace(trace: Trace | RecordedTrace, config: CodecConfig, args: argpars
     rate = args.rate
     budget = budget_for_rate(rate, trace.hz)
     moving = args.moving_error if args.moving_error > 0 else None
-    kw = {"patch_size": args.patch_size, "predictor": not args.no_predictor, "moving_error": moving}
+    kw = {
+        "patch_size": args.patch_size,
+        "predictor": not args.no_predictor,
+        "moving_error": moving,
+        "anchor_every": args.anchor_every,
+        "optimistic_motion": args.optimistic_motion,
+        "optimism": args.optimism,
+        "bound_window": args.bound_window,
+    }
     late = min(trace.frames - 1, round(args.late_join_s * trace.hz))
     budgeted = run(
         trace, config, budget, rtt_frames, args.loss, late_join=late, burst=round(args.burst_frames * budget), **kw
@@ -625,8 +708,14 @@ SUMMARY = [
     ("budgeted_per_vertex", "max_error_displayed_at_rest_mm"),
     ("budgeted_per_vertex", "late_joiner"),
     ("unlimited", "encode_us_per_client_frame_mean"),
+    ("unlimited", "encode_us_per_client_frame_median"),
+    ("unlimited", "encode_cpu_us_per_client_frame_mean"),
     ("unlimited", "decode_us_per_client_frame_mean"),
+    ("unlimited", "decode_us_per_client_frame_median"),
     ("unlimited", "snapshots_held_for_topology"),
+    ("unlimited", "approximate_patch_fraction"),
+    ("unlimited", "frames_with_an_approximate_patch_fraction"),
+    ("unlimited", "approximate_frames_per_episode_mean"),
 ]
 
 

@@ -15,6 +15,14 @@ grid values plus what the snapshot's predictors add (``motion_predictor.py``).
 
 After applying snapshot ``s`` the client acknowledges it (``ack_fields()`` gives the ``snap_ack``
 message fields); when ``missing_baselines`` grows the client should send ``snap_resync``.
+
+Optimistic entries (SNAPSHOT.md 2.2): a patch delta may be coded against a version the server sent but had
+not seen acknowledged, naming the acknowledged one as its fallback. The fallback must be
+held (else the snapshot is rejected, as any missing baseline); a missing optimistic base only makes that
+entry *approximate*: its delta is added to what the patch shows (the newest version, or the last
+approximation), which is off the truth by the change the lost snapshot carried, and is shown but never stored
+as a version (``approximate``) until a delta against a held version applies; the snapshot that was that base
+is never applied afterwards (so that an ack says exactly which versions the client holds).
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ PATCH_ERRORS = {
     -12: "baseline age reaches before sequence 0",
     -13: "patch record padding bits are not zero",
     -14: "carried baseline, but this epoch has none (it was not entered by a cut the decoder saw)",
+    -15: "fallback age reaches before sequence 0",
 }
 CARRIED = 1
 """Age code of a patch entry whose baseline is carried over from the previous epoch (SNAPSHOT.md 2.2)."""
@@ -69,14 +78,15 @@ CARRIED = 1
 
 @numba.njit(cache=True, nogil=True)
 def parse_patch_entries(
-    buf, pos, end, count, seq, offsets, ids, ages, starts, rows, has_carry, carry_off, carry_ages, carry_starts
-):
-    """Parse ``count`` patch entries (SNAPSHOT.md 2.2) from byte ``pos`` of ``buf[:end]``: entry e's id and
-    age code into ``ids[e]``/``ages[e]``, its block (the deltas or full coordinates) into
-    ``rows[starts[e]:starts[e + 1]]``; a carried entry's source ages (``carry_off[id + 1] - carry_off[id]``
-    of them, allowed only if ``has_carry``) into ``carry_ages`` from ``carry_starts[e]``. Returns (status,
-    position after the record, failing entry): status 0, or a negative code of ``BLOCK_ERRORS`` /
-    ``PATCH_ERRORS``."""
+    buf, pos, end, count, seq, offsets, ids, ages, fallbacks, starts, rows, has_carry, carry_off, carry_ages,
+    carry_starts,
+):  # fmt: skip
+    """Parse ``count`` patch entries (SNAPSHOT.md 2.2) from byte ``pos`` of ``buf[:end]``: entry e's id, age
+    code and fallback (0 unless the code is a delta's) into ``ids[e]``/``ages[e]``/``fallbacks[e]``, its block
+    (the deltas or full coordinates) into ``rows[starts[e]:starts[e + 1]]``; a carried entry's source ages
+    (``carry_off[id + 1] - carry_off[id]`` of them, allowed only if ``has_carry``) into ``carry_ages`` from
+    ``carry_starts[e]``. Returns (status, position after the record, failing entry): status 0, or a negative code
+    of ``BLOCK_ERRORS`` / ``PATCH_ERRORS``."""
     bit = pos * 8
     end_bit = end * 8
     n_p = len(offsets) - 1
@@ -84,6 +94,7 @@ def parse_patch_entries(
     header[0] = RUNS  # block headers are relative to the previous one, the first to [runs, 0, 0, 0]
     oid = -1
     age = -1
+    fallback = 0
     starts[0] = 0
     cpos = 0
     for e in range(count):
@@ -105,6 +116,13 @@ def parse_patch_entries(
                 return age, 0, e
             if age - 1 > seq:
                 return -12, 0, e
+            fallback = 0
+            if age >= 2:
+                fallback, bit = get_eg(buf, bit, end_bit, 0)
+                if fallback < 0:
+                    return fallback, 0, e
+                if age - 1 + fallback > seq:
+                    return -15, 0, e
         carry_starts[e] = cpos
         if age == 1:
             if not has_carry:
@@ -124,6 +142,7 @@ def parse_patch_entries(
             return bit, 0, e
         ids[e] = oid
         ages[e] = age
+        fallbacks[e] = fallback
         starts[e + 1] = s + size
     if bit & 7 and buf[bit >> 3] >> (bit & 7):
         return -13, 0, count
@@ -136,6 +155,12 @@ class EpochMismatchError(SnapshotError):
     def __init__(self, message: str, held: bool) -> None:
         super().__init__(message)
         self.held = held
+
+
+class LateBaseError(SnapshotError):
+    """A late snapshot that an applied later one needed as an optimistic base: never applied (nor acked)."""
+
+    held = False
 
 
 class MissingPredictorError(SnapshotError):
@@ -197,6 +222,14 @@ class SnapshotDecoder:
         self.topology: TopologyUpdate | None = None
         self.missing_baselines = 0
         self.rejected = 0
+        self.skipped_entries = 0
+        """Patch entries whose optimistic base was not held (shown approximately, not stored)."""
+        self.late_dropped = 0
+        """Late snapshots dropped because an applied later one had needed them as a base (``LateBaseError``)."""
+        self.approximate: dict[int, int] = {}
+        """Patches shown approximately (a lost optimistic base): id -> sequence of the first such entry, until
+        an entry against a held version applies."""
+        self._needed: set[int] = set()  # sequences a skipped entry named as its base: never applied later
         self._held: list[tuple[int, int, bytes]] = []  # (epoch, sequence, data)
         self._applied: list[int] = []  # recent applied sequences, newest last
         self._rigid_versions: dict[int, dict[int, _RigidVersion]] = {}
@@ -296,8 +329,11 @@ class SnapshotDecoder:
         self.layout = layout
         self.topology = update if update.kept_patches is None else dataclasses.replace(update, layout=layout)
         self._reset_surface()
+        approximate, self.approximate = self.approximate, {}
         if update.kept_patches is not None:  # kept patches keep their versions (SNAPSHOT.md 1, layout edits)
             for p in update.kept_patches.tolist():
+                if p in approximate:
+                    self.approximate[p] = approximate[p]
                 self._patch_versions[p] = dict(old_versions[p])
                 self._patch_latest[p] = old_latest[p]
                 self._surface_q[layout.patch(p)] = old_q[old_layout.patch(p)]
@@ -334,7 +370,7 @@ class SnapshotDecoder:
         """Validate and apply one snapshot; SnapshotError (state untouched) if anything is wrong."""
         try:
             return self._decode(bytes(data))
-        except (EpochMismatchError, MissingPredictorError):
+        except (EpochMismatchError, MissingPredictorError, LateBaseError):
             raise
         except SnapshotError:
             self.rejected += 1
@@ -357,7 +393,10 @@ class SnapshotDecoder:
             )
         if seq in self._applied:
             raise SnapshotError(f"snapshot {seq} was already applied")
-        patches, rigid, drives = self._parse_records(data, start, seq, count)
+        if seq in self._needed:
+            self.late_dropped += 1
+            raise LateBaseError(f"snapshot {seq} arrived after a snapshot that needed it as a base: dropped")
+        patches, rigid, drives, skipped = self._parse_records(data, start, seq, count)
         missing = sorted(set(drives) - set(self._predictors))
         if missing:
             self._hold(epoch, seq, data)
@@ -366,9 +405,10 @@ class SnapshotDecoder:
         if drives:
             assert self._field is not None
             fine = self._field.fine((self._predictors[pid], drive) for pid, drive in drives.items())
-        objects = self._objects(seq, server_time, patches, rigid, fine)
+        shown = patches if not skipped else {**patches, **{p: v for p, v in skipped.items() if v[1] is not None}}
+        objects = self._objects(seq, server_time, shown, rigid, fine)
         # a snapshot with no patches and no drives (a starved budget) leaves the predicted motion as it was
-        self._commit(seq, patches, rigid, fine if drives or patches else self._fine_latest)
+        self._commit(seq, patches, rigid, fine if drives or patches else self._fine_latest, skipped)
         return DecodedSnapshot(seq, server_time, epoch, objects)
 
     def _hold(self, epoch: int, seq: int, data: bytes) -> None:
@@ -376,15 +416,17 @@ class SnapshotDecoder:
         self._held.append((epoch, seq, data))
         del self._held[: -self.max_held]
 
-    def _parse_records(self, data: bytes, pos: int, seq: int, count: int) -> tuple[dict, dict, dict]:
-        """Every record decoded into fresh arrays: ({patch: (baseline, q)}, {rigid id: (baseline, version)},
-        {predictor id: drive})."""
+    def _parse_records(self, data: bytes, pos: int, seq: int, count: int) -> tuple[dict, dict, dict, dict]:
+        """Every record decoded into fresh arrays: ({patch: (fallback baseline, q)}, {rigid id: (baseline,
+        version)}, {predictor id: drive}, {patch whose optimistic base is missing: (that base, the approximate
+        grid values to show, None if the patch shows a newer version)})."""
         assert self.layout is not None and self.config is not None
         end = len(data)
         buf = np.frombuffer(data, np.uint8)
         patches: dict[int, tuple[int | None, np.ndarray]] = {}
         rigid: dict[int, tuple[int | None, _RigidVersion]] = {}
         drives: dict[int, np.ndarray] = {}
+        skipped: dict[int, tuple[int, np.ndarray | None]] = {}
         for r in range(count):
             if pos >= end:
                 raise SnapshotError(f"snapshot ends after {r} of {count} records")
@@ -396,7 +438,7 @@ class SnapshotDecoder:
                 drives, pos = read_drive_record(data, pos, end, MAX_DRIVE)
                 continue
             if tag == RECORD_PATCH:
-                pos = self._parse_patches(buf, pos, end, seq, r, patches)
+                pos = self._parse_patches(buf, pos, end, seq, r, patches, skipped)
                 continue
             if tag == RECORD_RIGID:
                 pos = self._parse_rigid(data, pos, end, seq, r, rigid)
@@ -404,7 +446,7 @@ class SnapshotDecoder:
             raise SnapshotError(f"record {r}: unknown record tag 0x{tag:02x}")
         if pos != end:
             raise SnapshotError(f"{end - pos} bytes after the last of {count} records")
-        return patches, rigid, drives
+        return patches, rigid, drives, skipped
 
     def _parse_rigid(self, data: bytes, pos: int, end: int, seq: int, r: int, rigid: dict) -> int:
         """One rigid record (after its tag, SNAPSHOT.md 2.1) into ``rigid``; returns the position after it."""
@@ -481,8 +523,11 @@ class SnapshotDecoder:
             rigid[oid] = (base_seq, _RigidVersion(base.kind, p, rot, jaw))
         return bits.finish()
 
-    def _parse_patches(self, buf: np.ndarray, pos: int, end: int, seq: int, r: int, patches: dict) -> int:
-        """One patch record (after its tag) into ``patches``; returns the position after it."""
+    def _parse_patches(
+        self, buf: np.ndarray, pos: int, end: int, seq: int, r: int, patches: dict, skipped: dict
+    ) -> int:
+        """One patch record (after its tag) into ``patches`` (and the optimistic entries whose base is not held
+        into ``skipped``, with their approximation); returns the position after it."""
         assert self.layout is not None
         if pos + 2 > end:
             raise SnapshotError(f"record {r}: truncated patch count")
@@ -492,6 +537,7 @@ class SnapshotDecoder:
         n = self.layout.vertex_count
         ids = np.empty(count, np.int64)
         ages = np.empty(count, np.int64)
+        fallbacks = np.empty(count, np.int64)
         starts = np.empty(count + 1, np.int64)
         rows = np.empty((n, 3), np.int64)
         carry = self._carry
@@ -507,6 +553,7 @@ class SnapshotDecoder:
             self.layout.offsets,
             ids,
             ages,
+            fallbacks,
             starts,
             rows,
             carry is not None,
@@ -520,7 +567,7 @@ class SnapshotDecoder:
         rows = rows[: starts[count]].copy()  # one array per snapshot; each patch gets a view
         for e in range(count):
             oid = int(ids[e])
-            if oid in patches:
+            if oid in patches or oid in skipped:
                 raise SnapshotError(f"record {r}: patch {oid} appears twice")
             d = rows[starts[e] : starts[e + 1]]
             code = int(ages[e])
@@ -531,11 +578,18 @@ class SnapshotDecoder:
                 continue
             base_seq = seq - (code - 1) if code else None
             if base_seq is not None:
-                base = self._patch_versions[oid].get(base_seq)
-                if base is None:
+                versions = self._patch_versions[oid]
+                fallback = base_seq - int(fallbacks[e])
+                if fallback not in versions:
                     self.missing_baselines += 1
-                    raise SnapshotError(f"record {r}: patch {oid} baseline {base_seq} is not held")
+                    raise SnapshotError(f"record {r}: patch {oid} baseline {fallback} is not held")
+                base = versions.get(base_seq)
+                if base is None:  # an optimistic base that was lost: shown on what the patch shows, not stored
+                    newer = seq <= self._patch_latest[oid]
+                    skipped[oid] = (base_seq, None if newer else d + self._surface_q[self.layout.patch(oid)])
+                    continue
                 d += base
+                base_seq = fallback  # what the server may still use: older versions can go
             patches[oid] = (base_seq, d)
         if len(rows) and np.abs(rows).max() > INT32_LIMIT:
             raise SnapshotError(f"record {r}: patch grid coordinates out of the int32 range")
@@ -620,9 +674,20 @@ class SnapshotDecoder:
             jaw=None if v.jaw == NO_JAW else float(self.config.jaw.dequantize(v.jaw)),
         )
 
-    def _commit(self, seq: int, patches: dict, rigid: dict, fine: np.ndarray | None) -> None:
-        """Store the parsed versions (only called once the whole snapshot is valid)."""
+    def _commit(self, seq: int, patches: dict, rigid: dict, fine: np.ndarray | None, skipped: dict) -> None:
+        """Store the parsed versions (only called once the whole snapshot is valid); note the skipped entries'
+        patches as approximate and their bases as never to be applied."""
         assert self.layout is not None
+        newest = max(self._applied) if self._applied else -1
+        for pid, (base_seq, shown) in skipped.items():
+            self.skipped_entries += 1
+            self._needed.add(base_seq)
+            if shown is not None:
+                self._surface_q[self.layout.patch(pid)] = shown
+                self._patch_latest[pid] = seq
+                self.approximate.setdefault(pid, seq)
+        if skipped or len(self._needed) > 4 * ACK_BITS:
+            self._needed = {s for s in self._needed if s > max(seq, newest) - 4 * ACK_BITS}
         if not self._applied or seq > max(self._applied):
             self._fine_latest = fine
         for pid, (base_seq, q) in patches.items():
@@ -631,6 +696,7 @@ class SnapshotDecoder:
             if seq > self._patch_latest[pid]:
                 self._patch_latest[pid] = seq
                 self._surface_q[self.layout.patch(pid)] = q
+                self.approximate.pop(pid, None)
         for oid, (base_seq, version) in rigid.items():
             versions = self._rigid_versions.setdefault(oid, {})
             _store(versions, seq, version, base_seq, self.max_versions)

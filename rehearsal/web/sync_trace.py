@@ -27,7 +27,7 @@ import numpy as np
 from netcode.sync.patches import make_patches
 from netcode.sync.snapshot import RigidKind, RigidSet, SnapshotError
 from netcode.sync.snapshot_codec import SnapshotServer
-from netcode.sync.snapshot_decode import EpochMismatchError, MissingPredictorError, SnapshotDecoder
+from netcode.sync.snapshot_decode import EpochMismatchError, LateBaseError, MissingPredictorError, SnapshotDecoder
 from netcode.sync.snapshot_messages import snapshot_message
 
 HZ = 60.0
@@ -270,6 +270,8 @@ def feed(decoder: SnapshotDecoder, data: bytes) -> list:
         return ["held" if exc.held else "dropped"]
     except MissingPredictorError:
         return ["held"]
+    except LateBaseError:  # a late snapshot a later one needed as a base: dropped, as JS's
+        return ["dropped"]
     except SnapshotError:
         return ["rejected"]
 

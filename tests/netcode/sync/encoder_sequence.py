@@ -14,6 +14,12 @@ The sequence runs with one fixed error bound (``moving_error=None``): the bytes 
 bound followed motion (``motion_bound.py``, an encoder choice, not a format change: any encoder may choose
 other grid values within its bound), and they pin the kernels' writing of what was chosen.
 
+The bytes were recorded again, deliberately, for snapshot version 4 (optimistic patch deltas with a fallback,
+SNAPSHOT.md 2.2): the server's default ``anchor_every`` codes deltas against versions not yet acknowledged,
+and every delta entry names its fallback. The session gives every client optimistic deltas
+(``optimism="all"``), the encoder of those bytes; the default gives them only to a client whose budget binds,
+an encoder choice, not a format change (``SnapshotServer.optimism``).
+
 ``python -m tests.netcode.sync.encoder_sequence --write`` records the golden file again (only ever from an
 encoder known to be right).
 """
@@ -31,7 +37,7 @@ import numpy as np
 
 from netcode.sync.patches import make_patches
 from netcode.sync.snapshot import RigidKind, RigidSet
-from netcode.sync.snapshot_codec import SnapshotServer
+from netcode.sync.snapshot_codec import OPTIMISM_ALL, SnapshotServer
 from tests.netcode.sync.snapshot_helpers import Scene
 
 GOLDEN = Path(__file__).with_name("encoder_golden.json")
@@ -72,7 +78,7 @@ def snapshots(batch: bool = False) -> Iterator[tuple[int, str, bytes]]:
     frame's clients in one ``encode_many`` call, not one ``encode`` each)."""
     rng = np.random.default_rng(20)
     scene = Scene(seed=20)
-    server = SnapshotServer(scene.layout, moving_error=None)  # one fixed bound (the default)
+    server = SnapshotServer(scene.layout, moving_error=None, optimism=OPTIMISM_ALL)  # one fixed bound, all optimistic
     alive = scene.layout.vertex_ids
     acks: list[tuple[int, str, int]] = []  # (due frame, client, sequence)
     for f in range(FRAMES):

@@ -113,6 +113,8 @@ def _arrays(n_vertices=6, n_patches=2, cap=4):
         np.zeros(n_patches),
         np.zeros(n_patches, bool),
         np.zeros(0, np.int64),
+        np.full(n_patches, -1, np.int64),
+        np.zeros(n_patches, bool),
     )
 
 

@@ -65,7 +65,7 @@ def test_budget_respected_to_the_byte_over_many_frames_and_budgets():
             pending.append((f + 2, snap.sequence))
             q = server.client_grid(0)
             for obj in snap.objects:
-                if obj.kind == "patch":
+                if obj.kind == "patch" and obj.id not in dec.approximate:  # (approximate: a lost optimistic base)
                     sl = server.layout.patch(obj.id)
                     assert np.array_equal(dec.surface_grid()[sl], q[sl])
                     assert np.abs(obj.positions - server.frame.positions[sl]).max() <= 1e-4

@@ -21,7 +21,7 @@ from netcode.sync.snapshot import (
     read_header,
     write_varint,
 )
-from netcode.sync.snapshot_codec import SnapshotServer
+from netcode.sync.snapshot_codec import OPTIMISM_ALL, SnapshotServer
 from netcode.sync.snapshot_decode import EpochMismatchError, SnapshotDecoder
 from netcode.sync.snapshot_messages import (
     SNAPSHOT_REGISTRY,
@@ -178,8 +178,8 @@ def test_delta_against_acked_baseline_after_loss():
             continue
         snap = dec.decode(data)
         pending.append((f + 3, snap.sequence))
-        sent = [o.id for o in snap.objects if o.kind == "patch"]
-        assert_exact(dec, server, 0, sent)
+        sent = [o.id for o in snap.objects if o.kind == "patch" and o.id not in dec.approximate]
+        assert_exact(dec, server, 0, sent)  # (a patch whose optimistic base was lost is shown approximately)
         ages.extend(f + 1 - s for s in [server.clients[0].acked_seq.max()] if s >= 0)
     assert dec.missing_baselines == 0 and dec.rejected == 0
     assert max(ages) > 3  # some deltas were against old baselines
@@ -211,7 +211,7 @@ def test_server_baselines_are_exactly_the_versions_the_client_holds():
         snap = dec.decode(data)
         pending.append((f + int(rng.integers(1, 5)), snap.sequence))
         for obj in snap.objects:
-            if obj.kind == "patch":
+            if obj.kind == "patch" and obj.id not in dec.approximate:  # (a lost optimistic base: approximate)
                 sl = server.layout.patch(obj.id)
                 assert np.abs(obj.positions - truths[snap.sequence][sl]).max() <= E
         client = server.clients[0]
@@ -219,6 +219,157 @@ def test_server_baselines_are_exactly_the_versions_the_client_holds():
             held = dec._patch_versions[p][int(client.acked_seq[p])]
             assert np.array_equal(held, client.acked_q[server.layout.patch(p)]), (f, p)
     assert dec.missing_baselines == 0 and dec.rejected == 0
+
+
+def _run_acked_late(server, scene, dec, frames, lose=(), delay=6, start=0):
+    """Frames ``start ..`` of a moving scene, snapshots ``lose`` (frame numbers) lost, the others acked ``delay``
+    frames later in order; returns the snapshot sizes."""
+    pending, sizes = [], []
+    for f in range(start, start + frames):
+        frame(server, scene, f)
+        data = server.encode(0)
+        sizes.append(len(data))
+        for seq in [s for due, s in pending if due <= f]:
+            server.on_ack(0, seq)
+        pending = [a for a in pending if a[0] > f]
+        if f not in lose:
+            pending.append((f + delay, dec.decode(data).sequence))
+    return sizes
+
+
+def test_optimistic_deltas_go_against_the_version_last_sent():
+    """With acks a round trip late, every other delta of a moving patch goes against the version sent the frame
+    before (optimistic, SNAPSHOT.md 2.2): exact without loss, and smaller than deltas against acked versions."""
+    sizes = {}
+    for anchor in (1, 2):
+        scene = Scene(seed=3)
+        server = SnapshotServer(scene.layout, anchor_every=anchor, optimism=OPTIMISM_ALL)
+        dec = connect(server, 0)
+        sizes[anchor] = _run_acked_late(server, scene, dec, 40)[10:]
+        optimistic = sum(int((r.bases >= 0).sum()) for r in server.clients[0].history.values())
+        assert (optimistic > 0) == (anchor > 1)
+        assert not dec.approximate and dec.skipped_entries == 0 and dec.rejected == 0
+        assert_exact(dec, server, 0)
+    assert sum(sizes[2]) < 0.95 * sum(sizes[1])
+
+
+def test_only_a_client_whose_budget_binds_gets_optimistic_deltas():
+    """The default encoder (``optimism="bound"``): a client without a budget, or with one that never binds, gets
+    deltas against acknowledged versions only (fallback 0, never shown approximately after a loss); a client
+    whose budget left a wanted patch out gets optimistic ones, and only within ``bound_window`` frames of such
+    a snapshot."""
+    scene = Scene(seed=3)
+    server = SnapshotServer(scene.layout, anchor_every=3, bound_window=4)
+    budgets = {"free": None, "ample": 60_000, "bound": 400}
+    decoders = {c: connect(server, c, budget) for c, budget in budgets.items()}
+    pending, skipped_at, optimistic_at = [], [], []
+    for f in range(40):
+        frame(server, scene, f)
+        for c, dec in decoders.items():
+            skipped = server.clients[c].stats["skipped_patches"]
+            data = server.encode(c)
+            if c == "bound":
+                if server.clients[c].stats["skipped_patches"] > skipped:
+                    skipped_at.append(server.sequence)
+                if (server.clients[c].history[server.sequence].bases >= 0).any():
+                    optimistic_at.append(server.sequence)
+            if f % 7 != 5:  # every seventh snapshot lost
+                pending.append((f + 6, c, dec.decode(data).sequence))
+        for _, c, seq in [a for a in pending if a[0] <= f]:
+            server.on_ack(c, seq)
+        pending = [a for a in pending if a[0] > f]
+    for c in ("free", "ample"):
+        assert server.clients[c].stats["skipped_patches"] == 0
+        assert all((r.bases == -1).all() for r in server.clients[c].history.values()), c
+        assert not decoders[c].approximate and decoders[c].skipped_entries == 0
+        assert_exact(decoders[c], server, c)
+    assert optimistic_at and skipped_at
+    for seq in optimistic_at:  # only after a snapshot that left a wanted patch out, within the window
+        assert any(0 < seq - s <= 4 for s in skipped_at), seq
+    assert decoders["bound"].rejected == 0 and decoders["bound"].missing_baselines == 0
+
+
+def test_a_snapshot_that_spends_saved_credit_counts_as_bound():
+    """A client that wanted more than its budget and got it from saved credit (nothing left out) is bound too:
+    its next frames may go optimistic; one that stays within its budget is not."""
+    scene = Scene(seed=5)
+    server = SnapshotServer(scene.layout, anchor_every=3, bound_window=4)
+    dec = connect(server, 0, 300, burst_bytes=50_000)
+    f = 0
+    client = server.clients[0]
+    while not client.complete or server.sequence - client.bound_at < 8:  # the join (it binds), rest, credit saved
+        frame(server, scene, f, move=f < 3)
+        server.on_ack(0, dec.decode(server.encode(0)).sequence)
+        f += 1
+        assert f < 400
+    quiet = server.sequence
+    frame(server, scene, f, move=False)
+    server.on_ack(0, dec.decode(server.encode(0)).sequence)
+    assert client.bound_at < quiet and server._anchor_every(client, server.sequence + 1) == 1
+    skipped = client.stats["skipped_patches"]
+    frame(server, scene, f + 40)  # a jump: every patch moved, more than 300 bytes, within the credit
+    data = server.encode(0)
+    assert len(data) > 300 and client.stats["skipped_patches"] == skipped
+    assert client.bound_at == server.sequence and server._anchor_every(client, server.sequence + 1) == 3
+
+
+def test_a_lost_optimistic_base_is_shown_approximately_until_an_anchor():
+    """A lost snapshot: the next one's optimistic entries are shown on what the client shows (not stored, not
+    rejected) for less than ``anchor_every`` frames, after which the client shows exactly what was sent; the
+    server never takes a version the client does not hold for a baseline."""
+    scene = Scene(seed=4)
+    server = SnapshotServer(scene.layout, anchor_every=3, optimism=OPTIMISM_ALL)
+    dec = connect(server, 0)
+    _run_acked_late(server, scene, dec, 30, lose={20})
+    assert dec.skipped_entries > 0 and dec.rejected == 0 and dec.missing_baselines == 0
+    assert not dec.approximate
+    assert_exact(dec, server, 0)
+    client = server.clients[0]
+    for p in np.flatnonzero(client.acked_seq >= 0):
+        held = dec._patch_versions[p][int(client.acked_seq[p])]
+        assert np.array_equal(held, client.acked_q[server.layout.patch(p)])
+
+
+def test_an_ack_that_shows_a_loss_sends_the_lost_patches_against_acked_versions():
+    """``snap_ack`` fields that skip a snapshot mark the patches it carried broken: their next deltas go
+    against the acked version (an anchor) at once, not after ``anchor_every`` frames."""
+    scene = Scene(seed=8)
+    server = SnapshotServer(scene.layout, anchor_every=16, optimism=OPTIMISM_ALL)
+    dec = connect(server, 0)
+    _run_acked_late(server, scene, dec, 8, delay=1)
+    frame(server, scene, 8)
+    server.encode(0)  # lost
+    lost = server.clients[0].history[server.sequence].patches
+    assert len(lost)
+    frame(server, scene, 9)
+    dec.decode(server.encode(0))
+    server.on_ack_fields(0, **dec.ack_fields())  # newest 10, bit for 9 clear
+    client = server.clients[0]
+    assert client.broken[lost].all()
+    frame(server, scene, 10)
+    snap = dec.decode(server.encode(0))
+    sent = client.history[snap.sequence]
+    assert np.isin(lost, sent.patches).all() and (sent.bases[np.isin(sent.patches, lost)] == -1).all()
+    assert not client.broken[lost].any() and not set(lost.tolist()) & set(dec.approximate)
+
+
+def test_a_late_snapshot_a_later_one_needed_as_base_is_dropped():
+    """Snapshot s arrives after s + 1, whose optimistic entries needed it: s is never applied (nor acked), so
+    that an ack says exactly which versions the client holds."""
+    from netcode.sync.snapshot_decode import LateBaseError
+
+    scene = Scene(seed=6)
+    server = SnapshotServer(scene.layout, anchor_every=4, optimism=OPTIMISM_ALL)
+    dec = connect(server, 0)
+    _run_acked_late(server, scene, dec, 12)
+    frame(server, scene, 12)
+    late = server.encode(0)
+    frame(server, scene, 13)
+    dec.decode(server.encode(0))
+    assert dec.approximate
+    with pytest.raises(LateBaseError):
+        dec.decode(late)
+    assert dec.late_dropped == 1 and dec.newest_sequence == server.sequence
 
 
 def test_late_joiner_and_reconnect_get_full_state_then_deltas():
@@ -381,7 +532,7 @@ def test_baselines_carried_over_cuts_under_loss_and_late_topology():
             acks.append((f + 3, snap.sequence))
             patches = [o for o in snap.objects if o.kind == "patch"]
             if snap.sequence == server.sequence:  # the newest: what the client shows is what was sent
-                assert_exact(dec, server, 0, [o.id for o in patches])
+                assert_exact(dec, server, 0, [o.id for o in patches if o.id not in dec.approximate])
             if snap.epoch > 1:
                 carried += sum(not o.full for o in patches)
                 full += sum(o.full for o in patches)
@@ -504,13 +655,15 @@ def test_bad_header_counts_ids_and_baselines():
     n0 = int(server.layout.sizes[0])
 
     def patch_record(entries, count=None, pad="0"):
-        """A patch record of (id, age or None for "same as the previous", block bit string) entries; the
-        age is written as its code: 0 full, age + 1 for a delta ("carried" for code 1)."""
+        """A patch record of (id, age or None for "same as the previous", block bit string[, fallback]) entries;
+        the age is written as its code: 0 full, age + 1 for a delta ("carried" for code 1), a delta's fallback
+        (0: the base is the acked version itself) after it."""
         bits = ""
         prev = -1
-        for pid, age, block in entries:
+        for pid, age, block, *fallback in entries:
             code = None if age is None else (1 if age == "carried" else age + 1 if age else 0)
-            bits += eg0(pid - prev - 1) + ("1" if code is None else "0" + eg0(code)) + block
+            ages = "1" if code is None else "0" + eg0(code) + (eg0(fallback[0] if fallback else 0) if code >= 2 else "")
+            bits += eg0(pid - prev - 1) + ages + block
             prev = pid
         bits += pad * (-len(bits) % 8)
         n = len(entries) if count is None else count
@@ -526,6 +679,8 @@ def test_bad_header_counts_ids_and_baselines():
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(n_patches, 0, zero_block)]), "out of range")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 1000, zero_block)]), "before sequence 0")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, seq, zero_block)]), "not held")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 1, zero_block, seq)]), "fallback age reaches before")
+    rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, 1, zero_block, 2)]), "baseline 0 is not held")
     rejected(pack_header(seq, t, epoch, 2) + patch_record([(0, 0, zero_block)]) * 2, "twice")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, None, zero_block)]), "no age to repeat")
     rejected(pack_header(seq, t, epoch, 1) + patch_record([(0, "carried", zero_block)]), "carried baseline")

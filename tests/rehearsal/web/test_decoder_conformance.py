@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from netcode.sync.motion_predictor import Predictor
-from netcode.sync.snapshot import drive_record, read_header, write_varint, zigzag
+from netcode.sync.snapshot import SNAPSHOT_VERSION, drive_record, read_header, write_varint, zigzag
 from netcode.sync.snapshot_messages import SNAPSHOT_REGISTRY, pack_ids, predictor_message, snapshot_message, unpack_ids
 from rehearsal.web.sync_trace import b64, decoder_state, feed, record_trace, trace_json
 from tests.netcode.sync.snapshot_helpers import bits_of, eg0, to_bytes
@@ -80,12 +80,13 @@ def assert_same_state(js: dict, py: dict, where: str, triangles: np.ndarray | No
 
 def test_trace_covers_what_it_claims(trace):
     """The recorded session has loss, reordering, held snapshots, rejections (missing baselines after
-    reordering, then a resync), four epochs (join, cut, burn, reset), a late joiner and two motion
-    predictors driven together."""
+    reordering, then a resync), optimistic deltas whose base was lost (shown approximately), four epochs (join,
+    cut, burn, reset), a late joiner and two motion predictors driven together."""
     by = {c.name: c for c in trace.clients}
     assert sum(c.lost for c in trace.clients) >= 3 and sum(c.reordered for c in trace.clients) >= 3
     assert any(o == ["held"] for c in trace.clients for o in c.outcomes)
     assert any(o == ["rejected"] for c in trace.clients for o in c.outcomes)
+    assert sum(d.skipped_entries for d in trace.decoders.values()) > 0, "no optimistic base was lost"
     assert sorted(trace.triangles) == [1, 2, 3, 4]
     assert all(trace.decoders[name].epoch == 4 for name in by)
     assert trace.decoders["C"].predictors == [1, 2] and len(by["C"].messages) < len(by["B"].messages)
@@ -339,7 +340,7 @@ def test_bad_layout_edits_are_refused_in_both(harness, trace):
 
 def _snapshot(seq: int, epoch: int, record: bytes) -> bytes:
     """A one-record snapshot message around ``record`` (SNAPSHOT.md 2 header)."""
-    header = bytearray([3])
+    header = bytearray([SNAPSHOT_VERSION])
     write_varint(header, seq)
     header += struct.pack("<d", 1.5)
     write_varint(header, epoch)
@@ -405,7 +406,7 @@ def test_predictors_beyond_the_kept_sixteen_and_their_drives(harness, trace):
     snapshots = []
     for drives in ([(102, [5, -7, 9])], [(119, [-33, 12, -1]), (110, [400, -250, 3])], [(104, [1, 1, 1])]):
         seq += 1
-        header = bytearray([3])
+        header = bytearray([SNAPSHOT_VERSION])
         write_varint(header, seq)
         header += struct.pack("<d", 2.0)
         write_varint(header, base.epoch)

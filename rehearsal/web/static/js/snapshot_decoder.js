@@ -49,13 +49,16 @@
 // removes removed_triangles (physics only removes tets, so a triangle one change adds and a later change
 // of the same message removes must end up removed).
 // Like Python's, this decoder drops a patch's or rigid object's versions older than the baseline a snapshot
-// used, so a snapshot that arrives after a newer one (reordered) can miss its baseline and be rejected.
+// used (a patch delta's fallback), so a snapshot that arrives after a newer one (reordered) can miss its
+// baseline and be rejected. A patch delta against an optimistic base it does not hold (SNAPSHOT.md 2.2) is
+// shown on what the patch shows (decoder.approximate: patch id -> first such sequence) and not stored, and the
+// snapshot that was its base is never applied afterwards (decoder.lateDropped counts those).
 
 import { BitError, BitReader, BLOCK_ERRORS, blockGet, RUNS, unzigzag } from "./bitcode.js";
 import { ArrayError, unpackGains, unpackIds } from "./id_arrays.js";
 import { decodeMessage, MessageError, SNAPSHOT_REGISTRY } from "./messages.js";
 
-export const SNAPSHOT_VERSION = 3;
+export const SNAPSHOT_VERSION = 4;
 export const RECORD_PATCH = 1;
 export const RECORD_RIGID = 2;
 export const RECORD_DRIVE = 3;
@@ -85,6 +88,7 @@ const PATCH_ERRORS = {
   [-12]: "baseline age reaches before sequence 0",
   [-13]: "patch record padding bits are not zero",
   [-14]: "carried baseline, but this epoch has none (it was not entered by a cut the decoder saw)",
+  [-15]: "fallback age reaches before sequence 0",
 };
 
 export class SnapshotError extends Error {
@@ -447,6 +451,10 @@ export class SnapshotDecoder {
     this.missingBaselines = 0;
     this.rejected = 0;
     this.dropped = 0;
+    this.skippedEntries = 0; // patch entries whose optimistic base was not held (shown approximately)
+    this.lateDropped = 0; // late snapshots a later one had needed as a base: never applied
+    this.approximate = new Map(); // patch id -> first sequence shown approximately, until an exact entry
+    this._needed = new Set(); // sequences a skipped entry named as its base: never applied later
     this._held = []; // {epoch, seq, data}
     this._applied = []; // recent applied sequences, newest last
     this._times = new Map(); // applied sequence -> server time (same bound as _applied)
@@ -676,9 +684,12 @@ export class SnapshotDecoder {
     this.layout = layout;
     this.topology = Object.freeze({ epoch: update.epoch, cause: update.cause, instrument: update.instrument });
     this._resetSurface();
+    const approximate = this.approximate;
+    this.approximate = new Map();
     if (update.kept !== null) {
       // kept patches keep their versions (SNAPSHOT.md 1, layout edits)
       for (const p of update.kept) {
+        if (approximate.has(p)) this.approximate.set(p, approximate.get(p));
         this._patchVersions[p] = new Map(oldVersions[p]);
         this._patchLatest[p] = oldLatest[p];
         this._surfaceQ.set(oldQ.subarray(3 * oldLayout.offsets[p], 3 * oldLayout.offsets[p + 1]), 3 * layout.offsets[p]);
@@ -772,7 +783,12 @@ export class SnapshotDecoder {
       return null;
     }
     if (this._applied.includes(seq)) throw new SnapshotError(`snapshot ${seq} was already applied`);
-    const { patches, rigid, drives } = this._parseRecords(data, start, seq, count);
+    if (this._needed.has(seq)) {
+      this.dropped += 1;
+      this.lateDropped += 1; // a later snapshot needed it as a base: never applied (nor acked)
+      return null;
+    }
+    const { patches, rigid, drives, skipped } = this._parseRecords(data, start, seq, count);
     const missing = [...drives.keys()].filter((pid) => !this._predictors.has(pid)).sort((a, b) => a - b);
     if (missing.length) {
       this._hold(epoch, seq, data);
@@ -781,13 +797,14 @@ export class SnapshotDecoder {
     let fine = null;
     if (drives.size) fine = this._field.fine([...drives].map(([pid, drive]) => [this._predictors.get(pid), drive]));
     // a snapshot with no patches and no drives (a starved budget) leaves the predicted motion as it was
-    this._commit(seq, serverTime, patches, rigid, drives.size || patches.size ? fine : this._fineLatest);
+    this._commit(seq, serverTime, patches, rigid, drives.size || patches.size ? fine : this._fineLatest, skipped);
     return seq;
   }
 
   _parseRecords(data, pos, seq, count) {
     const end = data.length;
     const patches = new Map(); // pid -> [baseSeq | null, Int32Array rows view]
+    const skipped = new Map(); // pid -> [missing optimistic base, Int32Array approximate rows | null]
     const rigid = new Map(); // oid -> [baseSeq | null, version]
     let drives = new Map();
     for (let r = 0; r < count; r++) {
@@ -797,7 +814,7 @@ export class SnapshotDecoder {
         if (r !== 0) throw new SnapshotError(`record ${r}: the drive record must come first`);
         [drives, pos] = readDriveRecord(data, pos, end);
       } else if (tag === RECORD_PATCH) {
-        pos = this._parsePatches(data, pos, end, seq, r, patches);
+        pos = this._parsePatches(data, pos, end, seq, r, patches, skipped);
       } else if (tag === RECORD_RIGID) {
         pos = this._parseRigid(data, pos, end, seq, r, rigid);
       } else {
@@ -805,7 +822,7 @@ export class SnapshotDecoder {
       }
     }
     if (pos !== end) throw new SnapshotError(`${end - pos} bytes after the last of ${count} records`);
-    return { patches, rigid, drives };
+    return { patches, rigid, drives, skipped };
   }
 
   _parseRigid(data, pos, end, seq, r, rigid) {
@@ -903,7 +920,7 @@ export class SnapshotDecoder {
     return bits.bit / 8;
   }
 
-  _parsePatches(data, pos, end, seq, r, patches) {
+  _parsePatches(data, pos, end, seq, r, patches, skipped) {
     const layout = this.layout;
     if (pos + 2 > end) throw new SnapshotError(`record ${r}: truncated patch count`);
     const count = data[pos] | (data[pos + 1] << 8);
@@ -914,6 +931,7 @@ export class SnapshotDecoder {
     const carryOff = carry === null ? null : carry.map.offsets;
     const entryIds = new Int32Array(count);
     const entryAges = new Float64Array(count);
+    const entryFallbacks = new Float64Array(count);
     const starts = new Int32Array(count + 1);
     const carryAges = [];
     const carryStarts = new Int32Array(count);
@@ -924,6 +942,7 @@ export class SnapshotDecoder {
     const bits = new BitReader(data, (pos + 2) * 8, end * 8);
     let oid = -1;
     let age = -1;
+    let fallback = 0;
     let e = 0;
     try {
       for (; e < count; e++) {
@@ -935,6 +954,11 @@ export class SnapshotDecoder {
         } else {
           age = bits.eg(0);
           if (age - 1 > seq) throw new PatchError(-12);
+          fallback = 0;
+          if (age >= 2) {
+            fallback = bits.eg(0);
+            if (age - 1 + fallback > seq) throw new PatchError(-15);
+          }
         }
         carryStarts[e] = carryAges.length;
         if (age === CARRIED) {
@@ -949,6 +973,7 @@ export class SnapshotDecoder {
         blockGet(bits, rows, 3 * starts[e], size, header);
         entryIds[e] = oid;
         entryAges[e] = age;
+        entryFallbacks[e] = fallback;
         starts[e + 1] = starts[e] + size;
       }
       if (!bits.paddingIsZero()) throw new PatchError(-13);
@@ -963,7 +988,7 @@ export class SnapshotDecoder {
     const parsed = [];
     for (let i = 0; i < count; i++) {
       const pid = entryIds[i];
-      if (patches.has(pid)) throw new SnapshotError(`record ${r}: patch ${pid} appears twice`);
+      if (patches.has(pid) || skipped.has(pid)) throw new SnapshotError(`record ${r}: patch ${pid} appears twice`);
       const lo = 3 * starts[i];
       const hi = 3 * starts[i + 1];
       const code = entryAges[i];
@@ -974,14 +999,29 @@ export class SnapshotDecoder {
         parsed.push(pid);
         continue;
       }
-      const baseSeq = code ? seq - (code - 1) : null;
+      let baseSeq = code ? seq - (code - 1) : null;
       if (baseSeq !== null) {
-        const base = this._patchVersions[pid].get(baseSeq);
-        if (base === undefined) {
+        const versions = this._patchVersions[pid];
+        const fallbackSeq = baseSeq - entryFallbacks[i];
+        if (!versions.has(fallbackSeq)) {
           this.missingBaselines += 1;
-          throw new SnapshotError(`record ${r}: patch ${pid} baseline ${baseSeq} is not held`);
+          throw new SnapshotError(`record ${r}: patch ${pid} baseline ${fallbackSeq} is not held`);
+        }
+        const base = versions.get(baseSeq);
+        if (base === undefined) {
+          // an optimistic base that was lost: shown on what the patch shows, not stored (SNAPSHOT.md 2.2)
+          if (seq <= this._patchLatest[pid]) {
+            skipped.set(pid, [baseSeq, null]);
+          } else {
+            const shown = new Int32Array(hi - lo);
+            const at = 3 * layout.offsets[pid];
+            for (let j = lo; j < hi; j++) shown[j - lo] = rows[j] + this._surfaceQ[at + j - lo];
+            skipped.set(pid, [baseSeq, shown]);
+          }
+          continue;
         }
         for (let j = lo; j < hi; j++) rows[j] += base[j - lo];
+        baseSeq = fallbackSeq; // what the server may still use: older versions can go
       }
       patches.set(pid, [baseSeq, lo, hi]);
       parsed.push(pid);
@@ -1026,14 +1066,29 @@ export class SnapshotDecoder {
     return base;
   }
 
-  _commit(seq, serverTime, patches, rigid, fine) {
+  _commit(seq, serverTime, patches, rigid, fine, skipped) {
     const layout = this.layout;
-    if (!this._applied.length || seq > Math.max(...this._applied)) this._fineLatest = fine;
+    const newest = this._applied.length ? Math.max(...this._applied) : -1;
+    if (!this._applied.length || seq > newest) this._fineLatest = fine;
+    for (const [pid, [baseSeq, shown]] of skipped) {
+      this.skippedEntries += 1;
+      this._needed.add(baseSeq);
+      if (shown !== null) {
+        this._surfaceQ.set(shown, 3 * layout.offsets[pid]);
+        this._patchLatest[pid] = seq;
+        if (!this.approximate.has(pid)) this.approximate.set(pid, seq);
+      }
+    }
+    if (skipped.size || this._needed.size > 4 * ACK_BITS) {
+      const keep = Math.max(seq, newest) - 4 * ACK_BITS;
+      for (const s of [...this._needed]) if (s <= keep) this._needed.delete(s);
+    }
     for (const [pid, [baseSeq, q]] of patches) {
       store(this._patchVersions[pid], seq, q, baseSeq, this.maxVersions);
       if (seq > this._patchLatest[pid]) {
         this._patchLatest[pid] = seq;
         this._surfaceQ.set(q, 3 * layout.offsets[pid]);
+        this.approximate.delete(pid);
       }
     }
     for (const [oid, [baseSeq, version]] of rigid) {
