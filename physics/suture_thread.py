@@ -151,17 +151,18 @@ class Thread:
         here = np.array([sl.point.position(state.x) for sl in self.slides]).reshape(-1, 3)  # the tissue points now
         s_point = here.copy()
         s_alpha = np.zeros(len(self.slides))
+        stiff = [tissue_stiffness(model, sl.point) for sl in self.slides]
         for row, sl in enumerate(self.slides):
-            stiffness = tissue_stiffness(model, sl.point)
+            stiffness = stiff[row]
             relax = -sl.force / stiffness
-            size = float(np.linalg.norm(relax))
+            size = _norm3(relax)
             if size > MAX_RELAX:
                 relax *= MAX_RELAX / size
             s_point[row] += relax
             s_alpha[row] = 1.0 / stiffness
         s_u = np.array([s.u for s in self.slides], dtype=np.float64)
         s_held = np.array([s.u if s.held is None else s.held for s in self.slides], dtype=np.float64)
-        s_slip, s_gap = self._slip_and_gap(model, here, s_u)
+        s_slip, s_gap = self._slip_and_gap(stiff, here, s_u)
         holes = [*here, *(needle._anchors(state.x) if needle is not None and needle.punctured else [])]
         inside = _inside(self.slides, n, self.x, np.array(holes).reshape(-1, 3), HOLE_REACH * spec.segment_length)
         reach = spec.radius + 2.0 * spec.segment_length
@@ -215,7 +216,7 @@ class Thread:
                 events.append(Event("thread_slipped", None, {"stitch": s.stitch, "side": s.side}))
                 continue
             step = target - now
-            size = float(np.linalg.norm(step))
+            size = _norm3(step)
             s.u, s.held, s.target = (
                 float(u),
                 float(held),
@@ -227,13 +228,14 @@ class Thread:
             self.counts[key] = value
         return events
 
-    def _slip_and_gap(self, model: Model, here: np.ndarray, s_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _slip_and_gap(self, stiff: list[float], here: np.ndarray, s_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per stitch point, in segments: how far the thread's place at the point may lag the frictionless one
         (static friction: the friction force limit, THREAD_FRICTION_N + THREAD_MU x last frame's normal pull,
         over the tissue's stiffness there), and how close it may come to the previous point's place: 0.9 x the way
         between the two points (through one bite, the most it has been: a ratchet, the thread through the tissue
         between two punctures does not get shorter as a pull draws them together; without it the points slid onto
-        one place on the thread and it cut the stitch's corners), or as close as they are now if closer."""
+        one place on the thread and it cut the stitch's corners), or as close as they are now if closer. stiff: each
+        point's tissue stiffness (``tissue_stiffness``), in slide order."""
         seg = self.spec.segment_length
         slip = np.zeros(s_u.size)
         gap = np.zeros(s_u.size)
@@ -241,13 +243,13 @@ class Thread:
         for row, sl in enumerate(self.slides):
             i = min(int(s_u[row]), last)
             t = self.x[i + 1] - self.x[i]
-            t /= max(float(np.linalg.norm(t)), 1e-12)
+            t /= max(_norm3(t), 1e-12)
             along = float(sl.force @ t)
-            normal = float(np.linalg.norm(sl.force - along * t))
+            normal = _norm3(sl.force - along * t)
             limit = THREAD_FRICTION_N + THREAD_MU * normal
-            slip[row] = limit / tissue_stiffness(model, sl.point) / seg
+            slip[row] = limit / stiff[row] / seg
             if row > 0:
-                way = min(0.9 * float(np.linalg.norm(here[row] - here[row - 1])) / seg, s_u[row - 1] - s_u[row])
+                way = min(0.9 * _norm3(here[row] - here[row - 1]) / seg, s_u[row - 1] - s_u[row])
                 # through one bite the way only grows (the tissue between its two punctures does not shrink)
                 sl.gap = max(sl.gap, way) if self.slides[row - 1].stitch == sl.stitch else way
                 gap[row] = max(0.0, min(sl.gap, s_u[row - 1] - s_u[row]))
@@ -391,15 +393,36 @@ def tissue_at(model: Model, point: TissuePoint) -> tuple[float, int]:
 _TISSUE_CACHE: dict[int, tuple[int, np.ndarray, dict[int, tuple[float, int]]]] = {}
 
 
+def _norm3(v: np.ndarray) -> float:
+    """The length of a 3-vector: numpy's ``linalg.norm`` (sqrt of the dot product), bit for bit, without its
+    per-call overhead (it ran some twenty times a frame on tiny arrays)."""
+    return math.sqrt(float(v.dot(v)))
+
+
+@nb.njit(nogil=True, cache=True)
+def _near_holes(x, holes, reach):
+    """Per particle: within reach of any of the holes (k, 3)? One pass instead of a numpy call per hole."""
+    n = x.shape[0]
+    r2 = reach * reach
+    out = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        for h in range(holes.shape[0]):
+            dx = x[i, 0] - holes[h, 0]
+            dy = x[i, 1] - holes[h, 1]
+            dz = x[i, 2] - holes[h, 2]
+            if dx * dx + dy * dy + dz * dz <= r2:
+                out[i] = True
+                break
+    return out
+
+
 def _inside(slides: list[Slide], n: int, x: np.ndarray, holes: np.ndarray, reach: float) -> np.ndarray:
     """Particles between a stitch's exit and entry run inside the tissue, and particles within reach of a
     puncture (a stitch point, the needle's entry and exit in the pass under way) go through its hole: they skip
     the surface collision. (Without the holes the surface pushed the thread following the needle's tail back out
     of the entry, the segment at the tail stretched to 2-3 times its length, and the stitch points threaded on
     the one segment at the tail.)"""
-    inside = np.zeros(n, dtype=np.bool_)
-    for hole in holes:
-        inside |= ((x - hole) ** 2).sum(axis=1) <= reach * reach
+    inside = _near_holes(x, holes, reach)
     by_stitch: dict[int, list[float]] = {}
     for s in slides:
         by_stitch.setdefault(s.stitch, []).append(s.u)
