@@ -329,20 +329,20 @@ class SnapshotServer:
         if bound_window < 1:
             raise ValueError("bound_window must be at least 1")
         self.anchor_every = anchor_every
-        self.optimism = optimism
-        """Which clients get optimistic deltas: ``"bound"``, a budgeted client one of whose last ``bound_window``
-        snapshots its budget bound (``ClientSync.bound_at``: bytes are short, optimism buys detail); ``"all"``,
-        every client (what the first version 4 encoder did). A
-        client without optimism gets deltas against acknowledged versions only, so a lost snapshot never makes
-        it show a patch approximately (measured in SNAPSHOT.md 5)."""
-        self.bound_window = bound_window
-        self.optimistic_motion = float(optimistic_motion)
-        """Only a patch that moved at most this much since the last frame (metres, its worst coordinate) is sent
-        against an optimistic base: a client that lost the base shows it about that much off until the anchor."""
         """Between two of a patch's deltas against its acked version (*anchors*, at most this many frames apart),
         its deltas go against the version last sent, not yet acknowledged (*optimistic*, SNAPSHOT.md 2.2), so a
         lost snapshot makes a client show a patch approximately for fewer than this many frames (1: always against
         acknowledged versions, as before)."""
+        self.optimism = optimism
+        """Which clients get optimistic deltas: ``"bound"``, a budgeted client one of whose last ``bound_window``
+        snapshots its budget bound (``ClientSync.bound_at``: bytes are short, optimism buys detail); ``"all"``,
+        every client (what the first version 4 encoder did). A client without optimism gets deltas against
+        acknowledged versions only, so a lost snapshot never makes it show a patch approximately (measured in
+        SNAPSHOT.md 5)."""
+        self.bound_window = bound_window
+        self.optimistic_motion = float(optimistic_motion)
+        """Only a patch that moved at most this much since the last frame (metres, its worst coordinate) is sent
+        against an optimistic base: a client that lost the base shows it about that much off until the anchor."""
         self.config = config
         self.motion = MotionBound(config.positions.max_error, moving_error)
         """Each patch's error bound per frame: ``moving_error`` (``motion_bound.DEFAULT_MOVING_ERROR`` is the
