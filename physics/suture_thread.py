@@ -38,6 +38,7 @@ from physics.grasping import CLOSED_BELOW, OPEN_ABOVE
 from physics.instruments import quat_to_matrix
 from physics.model import Model
 from physics.needle import Needle, TissuePoint, grip_region
+from physics.smallvec import norm3
 from physics.solver import Event
 from physics.state import State
 
@@ -155,7 +156,7 @@ class Thread:
         for row, sl in enumerate(self.slides):
             stiffness = stiff[row]
             relax = -sl.force / stiffness
-            size = _norm3(relax)
+            size = norm3(relax)
             if size > MAX_RELAX:
                 relax *= MAX_RELAX / size
             s_point[row] += relax
@@ -216,7 +217,7 @@ class Thread:
                 events.append(Event("thread_slipped", None, {"stitch": s.stitch, "side": s.side}))
                 continue
             step = target - now
-            size = _norm3(step)
+            size = norm3(step)
             s.u, s.held, s.target = (
                 float(u),
                 float(held),
@@ -243,13 +244,13 @@ class Thread:
         for row, sl in enumerate(self.slides):
             i = min(int(s_u[row]), last)
             t = self.x[i + 1] - self.x[i]
-            t /= max(_norm3(t), 1e-12)
+            t /= max(norm3(t), 1e-12)
             along = float(sl.force @ t)
-            normal = _norm3(sl.force - along * t)
+            normal = norm3(sl.force - along * t)
             limit = THREAD_FRICTION_N + THREAD_MU * normal
             slip[row] = limit / stiff[row] / seg
             if row > 0:
-                way = min(0.9 * _norm3(here[row] - here[row - 1]) / seg, s_u[row - 1] - s_u[row])
+                way = min(0.9 * norm3(here[row] - here[row - 1]) / seg, s_u[row - 1] - s_u[row])
                 # through one bite the way only grows (the tissue between its two punctures does not shrink)
                 sl.gap = max(sl.gap, way) if self.slides[row - 1].stitch == sl.stitch else way
                 gap[row] = max(0.0, min(sl.gap, s_u[row - 1] - s_u[row]))
@@ -391,12 +392,6 @@ def tissue_at(model: Model, point: TissuePoint) -> tuple[float, int]:
 
 
 _TISSUE_CACHE: dict[int, tuple[int, np.ndarray, dict[int, tuple[float, int]]]] = {}
-
-
-def _norm3(v: np.ndarray) -> float:
-    """The length of a 3-vector: numpy's ``linalg.norm`` (sqrt of the dot product), bit for bit, without its
-    per-call overhead (it ran some twenty times a frame on tiny arrays)."""
-    return math.sqrt(float(v.dot(v)))
 
 
 @nb.njit(nogil=True, cache=True)

@@ -40,9 +40,10 @@ from physics.instruments import quat_to_matrix, suture_hold
 from physics.knots import KnotResult, classify_knot
 from physics.model import Model
 from physics.needle import Needle, NeedleSpec
+from physics.smallvec import norm3
 from physics.solver import Event, StepReport
 from physics.state import Grasp, State
-from physics.suture_thread import Slide, Thread, ThreadSpec, _norm3, tissue_at
+from physics.suture_thread import Slide, Thread, ThreadSpec, tissue_at
 from physics.thread_cut import MAX_THREADS, CutPlan, CutRefusal, FrozenThread, crossed_segments, plan_cut, split_thread
 
 HOLD_ID_BASE = 60_000  # pseudo-instrument ids HOLD_ID_BASE .. HOLD_ID_BASE + MAX_HOLDS - 1
@@ -179,7 +180,7 @@ class Suturing:
         self._frozen_targets(state)
         for slide in self._slides():
             limit = _pull_through_force(model, slide)
-            force = _norm3(slide.force)
+            force = norm3(slide.force)
             if force > limit:
                 self.tears += 1
                 state.counters["suture_pulled_through"] += 1
