@@ -38,6 +38,8 @@ from loadtests.server import (
     TICK_BUDGET,
     LoadServer,
     create_room,
+    gc_summary,
+    lineup_summary,
     profile_summary,
     step_summary,
     tick_summary,
@@ -152,6 +154,8 @@ class Ramp:
             "t1": t1,
             "server": window(self.run.sampler.rows, t0, t1),
             "step_parts": step_summary(self.run.servers.steps(), t0, t1),
+            "lineup": lineup_summary(self.run.servers.ticks(), t0, t1),
+            "gc": gc_summary(self.run.servers.collections(), t0, t1),
         }
         phase["machine_saturated"] = saturated(phase["server"])
         self.phases.append(phase)
@@ -388,7 +392,8 @@ def _line(phase: dict[str, Any]) -> str:
         f"foreign-cpu={s.get('foreign_cpu_percent')}% load={s.get('loadavg')} "
         f"saturated={phase.get('machine_saturated')} "
         f"egress={s.get('egress_kbit_s')} kbit/s\n    step parts p99 ms {p99}\n"
-        f"    thread cpu % {threads} runqueue wait % {waits}"
+        f"    thread cpu % {threads} runqueue wait % {waits}\n"
+        f"    lined up {phase.get('lineup')} gc {phase.get('gc')}"
     )
 
 

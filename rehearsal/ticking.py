@@ -196,7 +196,7 @@ class TickPhases:
         self._slots: dict[float, dict[object, int]] = {}  # tick period -> {owner: slot}
 
     def join(self, owner: object, period: float) -> float:
-        """A slot for ``owner`` (kept until ``leave``); returns the seconds from now until its first tick (0, period]."""
+        """A slot for ``owner`` (kept until ``leave``); returns the seconds until its first tick, in (0, period]."""
         now = self.reactor.seconds()
         slots = self._slots.setdefault(period, {})
         if owner not in slots:
