@@ -15,6 +15,7 @@ encoding, sends). The server also observes whole ticks into ``rehearsal_tick_dur
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from pathlib import Path
@@ -54,8 +55,14 @@ class TickRecorder:
         sessions = getattr(server, "sessions", None)  # (a test's stand-in server may have none)
         self.rooms = getattr(sessions, "rooms", None)
         server.add_tick_observer(self.observe)
-        server.reactor.addSystemEventTrigger("before", "shutdown", self.flush)
+        server.reactor.addSystemEventTrigger("before", "shutdown", self.detach)
         gc.callbacks.append(self.on_gc)
+
+    def detach(self) -> None:
+        """Stop timing collections and write what is left (the reactor stops)."""
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self.on_gc)
+        self.flush()
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         """``gc.callbacks``: time each collection (on whichever thread ran it; bounded like the tick records)."""

@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -289,8 +288,6 @@ class RoomTicker:
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
         self.phases = phases  # the process's tick phases (None: the first tick one period after start)
-        self._first: Any = None  # the delayed call that starts the loop at this room's phase
-        self._started: defer.Deferred | None = None
         self.before_step: Callable[[], object] | None = None
         self.after_step: Callable[[StepReport | None, object], object] | None = None
         self.prepared: object = None  # after_step's result for the tick being published
@@ -304,29 +301,18 @@ class RoomTicker:
     def start(self) -> defer.Deferred:
         """Tick from now on, every period; the Deferred fires when the loop stops (errback: a tick raised). With
         ``phases`` the first tick comes at this room's phase (at most one period from now), else one period on."""
-        if self.phases is None:
-            return self._loop.start(self.dt, now=False)
-        if self._started is not None:
-            raise RuntimeError("this ticker is already started")
-        self._started = started = defer.Deferred()
-        self._first = self.reactor.callLater(self.phases.join(self, self.dt), self._begin)
+        started = self._loop.start(self.dt, now=False)
+        if self.phases is not None and self._loop.call is not None:
+            delay = self.phases.join(self, self.dt)
+            # The loop's ticks keep to the grid of its start time: put the grid on the phase, so that a reactor
+            # that comes to a tick late (by a millisecond or more) delays that tick only, not the ones after it.
+            self._loop.starttime = self.reactor.seconds() + delay - self.dt
+            self._loop.call.reset(delay)
         return started
-
-    def _begin(self) -> None:
-        self._first = None
-        started, self._started = self._started, None
-        if started is not None:
-            self._loop.start(self.dt, now=True).chainDeferred(started)
 
     def stop(self) -> None:
         if self.phases is not None:
             self.phases.leave(self)
-        if self._first is not None:  # not ticking yet: the loop never starts
-            self._first.cancel()
-            self._first = None
-            started, self._started = self._started, None
-            if started is not None:
-                started.callback(self._loop)
         if self._loop.running:
             self._loop.stop()
 
@@ -382,8 +368,8 @@ class RoomTicker:
 
     @property
     def running(self) -> bool:
-        """The ticker's loop is started, or waits for its phase to start (a stopped one is not expected to tick)."""
-        return self._loop.running or self._first is not None
+        """The ticker's loop is started (a stopped one is not expected to tick)."""
+        return self._loop.running
 
     def busy_for(self) -> float:
         """Seconds the step in flight has been out on the room's thread (0 when none is): health's view."""

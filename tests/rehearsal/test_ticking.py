@@ -163,14 +163,23 @@ def test_phased_tickers_tick_at_their_slots_and_one_stopped_before_its_first_tic
     assert [s for s, _ in ticks] == ["s-2", "s-1"]  # the second room half a period after the first room's phase
     (_, t2), (_, t1) = ticks
     assert t2 == pytest.approx(TICK / 2, abs=TICK / 100) and t1 == pytest.approx(TICK, abs=TICK / 100)
+    second.stop()
+    ticks.clear()
+    second.start()  # just after the first period: its slot again, due at 1.5 ticks
+    clock.advance(TICK / 2 + 0.004)  # the reactor comes to it 4 ms late: the ticks after it keep to the phase
+    for _ in range(100):
+        clock.advance(TICK / 100)
+    late, on_phase = [t for s, t in ticks if s == "s-2"]
+    assert late >= 1.5 * TICK + 0.004  # its phase was at 1.5 ticks
+    assert on_phase == pytest.approx(2.5 * TICK, abs=TICK / 100)  # not a period after the late one
     ended = []
     first.stop()
     second.stop()
-    late = RoomTicker(clock, room, run_in_thread=run_now, phases=phases)
-    late.start().addCallback(ended.append)
-    late.stop()  # before its first tick
+    brief = RoomTicker(clock, room, run_in_thread=run_now, phases=phases)
+    brief.start().addCallback(ended.append)
+    brief.stop()  # before its first tick
     clock.advance(2 * TICK)
-    assert ended and not late.running and late.stats.ticks == 0 and phases.phase_of(late) is None
+    assert ended and not brief.running and brief.stats.ticks == 0 and phases.phase_of(brief) is None
 
 
 def test_on_the_real_reactor_steps_run_on_the_rooms_thread():
