@@ -32,7 +32,7 @@ import numpy as np
 from loadtests import plots
 from loadtests.report import downlink_window, rtt_window, slim
 from loadtests.run import Run, load_run
-from loadtests.sampler import window
+from loadtests.sampler import scrape_overlap, window
 from loadtests.server import (
     PROFILE_FILE,
     TICK_BUDGET,
@@ -156,6 +156,7 @@ class Ramp:
             "step_parts": step_summary(self.run.servers.steps(), t0, t1),
             "lineup": lineup_summary(self.run.servers.ticks(), t0, t1),
             "gc": gc_summary(self.run.servers.collections(), t0, t1),
+            "scrapes": scrape_overlap(self.run.sampler.rows, self.run.servers.ticks(), t0, t1),
         }
         phase["machine_saturated"] = saturated(phase["server"])
         self.phases.append(phase)
@@ -393,7 +394,8 @@ def _line(phase: dict[str, Any]) -> str:
         f"saturated={phase.get('machine_saturated')} "
         f"egress={s.get('egress_kbit_s')} kbit/s\n    step parts p99 ms {p99}\n"
         f"    thread cpu % {threads} runqueue wait % {waits}\n"
-        f"    lined up {phase.get('lineup')} gc {phase.get('gc')}"
+        f"    lined up {phase.get('lineup')} gc {phase.get('gc')}\n"
+        f"    sampler's scrapes {phase.get('scrapes')}"
     )
 
 

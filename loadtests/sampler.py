@@ -4,14 +4,16 @@
 may be a ``ServerGroup`` (its processes are summed, counters added, substeps the min and max over them).
 ``rows`` is a list of plain dicts (monotonic ``t``, ``rss_bytes``, ``fds``, ``cpu_seconds``, ``threads``, and the
 counters ``ticks``, ``overruns``, ``bytes_out``, ``bytes_in``, ``packets_in``, ``substeps_min``,
-``substeps_max``). ``window(rows, t0, t1)`` gives the deltas and rates between two times, ``flatness``
-checks that a series does not grow.
+``substeps_max``, and ``scrape``: when its ``/metrics`` scrape began and ended). ``window(rows, t0, t1)`` gives the
+deltas and rates between two times, ``scrape_overlap`` whether the scrapes show in the ticks, ``flatness`` checks
+that a series does not grow.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,9 @@ class Sampler:
                 if sample is not None:
                     self._swarm_cpu[pid] = sample.cpu_seconds  # a finished worker keeps its last value
             row["swarm_cpu_seconds"] = sum(self._swarm_cpu.values())
+        scrape_started = time.monotonic()
         scraped = [scrape(s.http_port) for s in servers]
+        row["scrape"] = (scrape_started, time.monotonic())  # the server renders /metrics on its reactor thread
         for key, (name, labels) in METRICS.items():
             values = [metric(m, name, labels) for m in scraped]
             if key == "substeps_min":
@@ -187,6 +191,31 @@ def window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
         **_machine_window(a, b, dt),
         **thread_window(a, b, dt),
         "fds": b["fds"],
+    }
+
+
+def scrape_overlap(rows: list[dict[str, Any]], ticks: np.ndarray, t0: float, t1: float) -> dict[str, Any]:
+    """Whether the sampler's own ``/metrics`` scrapes (rendered on the server's reactor thread, with the GIL) show in
+    the ticks of [t0, t1): how long a scrape took (ms, from the sampler's side), the share of all ticks that were in
+    flight during one and the share of the slowest 1% that were; the second far above the first says the scrapes
+    make the p99. ``ticks``: the tick records (end, seconds, room, publish)."""
+    spans = np.array([r["scrape"] for r in rows if "scrape" in r and t0 <= r["scrape"][0] < t1], np.float64)
+    if ticks.size == 0 or spans.size == 0:
+        return {}
+    sel = ticks[(ticks[:, 0] - ticks[:, 1] >= t0) & (ticks[:, 0] - ticks[:, 1] < t1)]
+    if sel.size == 0:
+        return {}
+    starts, ends = sel[:, 0] - sel[:, 1], sel[:, 0]
+    i = np.searchsorted(spans[:, 0], ends, side="left") - 1  # the last scrape begun before the tick ended
+    during = (i >= 0) & (spans[np.maximum(i, 0), 1] > starts)
+    slow = sel[:, 1] >= np.quantile(sel[:, 1], 0.99)
+    took = 1000 * (spans[:, 1] - spans[:, 0])
+    return {
+        "scrapes": int(spans.shape[0]),
+        "scrape_ms_p50": round(float(np.median(took)), 2),
+        "scrape_ms_max": round(float(took.max()), 2),
+        "ticks_during_share": round(float(during.mean()), 4),
+        "slowest_1pct_during_share": round(float(during[slow].mean()), 4),
     }
 
 

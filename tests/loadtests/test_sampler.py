@@ -3,7 +3,9 @@
 import os
 import threading
 
-from loadtests.sampler import THREAD_ROLES, thread_times, thread_window
+import numpy as np
+
+from loadtests.sampler import THREAD_ROLES, scrape_overlap, thread_times, thread_window
 from rehearsal.ticking import name_os_thread
 
 
@@ -41,3 +43,17 @@ def test_thread_window_gives_percent_of_a_core_per_kind():
     assert out["rooms"] == {"cpu_percent": 50.0, "runqueue_wait_percent": 100.0}
     assert out["other"] == {"cpu_percent": 0.0, "runqueue_wait_percent": 0.0}
     assert thread_window({}, b, 2.0) == {}
+
+
+def test_scrape_overlap_tells_whether_the_slowest_ticks_ran_during_the_samplers_scrapes():
+    # 1,000 ticks of 2 ms every 10 ms; the ten of 30 ms start inside the scrapes (one each 100 ms, 5 ms long)
+    starts = np.arange(1000) * 0.01
+    seconds = np.full(1000, 0.002)
+    slow = np.arange(0, 1000, 100)
+    seconds[slow] = 0.03
+    ticks = np.column_stack([starts + seconds, seconds, np.zeros(1000), np.zeros(1000)])
+    rows = [{"t": t, "scrape": (t, t + 0.005)} for t in starts[slow]]
+    out = scrape_overlap(rows, ticks, 0.0, 10.0)
+    assert out["scrapes"] == 10 and out["scrape_ms_p50"] == 5.0
+    assert out["slowest_1pct_during_share"] == 1.0 and out["ticks_during_share"] == 0.01
+    assert scrape_overlap([], ticks, 0.0, 10.0) == {} and scrape_overlap(rows, ticks, 20.0, 30.0) == {}
