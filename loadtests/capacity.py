@@ -51,6 +51,11 @@ from rehearsal.settings import Settings
 JOIN_SECONDS = 90.0  # a phase waits this long at most for every room to step before it settles and measures
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 BUDGET_MS = 1000 * TICK_BUDGET
+# The run scrapes the servers' /metrics this often (their process and threads every second). A scrape is rendered on
+# the reactor thread with the GIL held (tens of ms at 4 rooms on a loaded machine): scraped every second, the slowest
+# 1% of a 3-room phase's ticks were in flight during one 10 times as often as ticks at large (the phase's
+# ``scrapes``); Prometheus scrapes a deployed server every 15 s (ops/deploy/prometheus.yaml).
+METRICS_EVERY = 5.0
 
 
 @dataclass
@@ -252,7 +257,7 @@ def run_capacity(
         )
         run.on_close.append(ramp.stop_workers)
         ramp.new_server("server")
-        run.sample()
+        run.sample(metrics_every=METRICS_EVERY)
         run.start_clock()
         try:
             _room_ramp(ramp, max_rooms, required_rooms, stop_p99_ms)

@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 
-from loadtests.sampler import THREAD_ROLES, scrape_overlap, thread_times, thread_window
+from loadtests.sampler import THREAD_ROLES, scrape_overlap, thread_times, thread_window, window
 from rehearsal.ticking import name_os_thread
 
 
@@ -57,3 +57,15 @@ def test_scrape_overlap_tells_whether_the_slowest_ticks_ran_during_the_samplers_
     assert out["scrapes"] == 10 and out["scrape_ms_p50"] == 5.0
     assert out["slowest_1pct_during_share"] == 1.0 and out["ticks_during_share"] == 0.01
     assert scrape_overlap([], ticks, 0.0, 10.0) == {} and scrape_overlap(rows, ticks, 20.0, 30.0) == {}
+
+
+def test_window_takes_the_metrics_from_the_rows_that_scraped_them():
+    def row(t, cpu, ticks, scraped):
+        return {"t": t, "cpu_seconds": cpu, "rss_bytes": 0, "fds": 3, "scraped": scraped, "ticks": ticks,
+                "overruns": 0, "bytes_out": 1000 * ticks, "bytes_in": 0, "packets_in": 0,
+                "substeps_min": 20, "substeps_max": 20}  # fmt: skip
+
+    rows = [row(0.0, 0.0, 0, True), row(1.0, 0.5, 0, False), row(5.0, 2.5, 300, True), row(6.0, 3.0, 300, False)]
+    out = window(rows, 0.0, 6.0)
+    assert out["seconds"] == 6.0 and out["server_cpu_percent"] == 50.0  # /proc: every row
+    assert out["ticks"] == 300 and out["egress_kbit_s"] == 8 * 1000 * 300 / 5 / 1000  # over the 5 s between scrapes
