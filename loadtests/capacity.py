@@ -32,12 +32,14 @@ import numpy as np
 from loadtests import plots
 from loadtests.report import downlink_window, rtt_window, slim
 from loadtests.run import Run, load_run
-from loadtests.sampler import window
+from loadtests.sampler import scrape_overlap, window
 from loadtests.server import (
     PROFILE_FILE,
     TICK_BUDGET,
     LoadServer,
     create_room,
+    gc_summary,
+    lineup_summary,
     profile_summary,
     step_summary,
     tick_summary,
@@ -49,6 +51,11 @@ from rehearsal.settings import Settings
 JOIN_SECONDS = 90.0  # a phase waits this long at most for every room to step before it settles and measures
 EMPTY_ROOM_SECONDS = 10.0  # a room whose bots stopped ends after this (the client ramp drops a room)
 BUDGET_MS = 1000 * TICK_BUDGET
+# The run scrapes the servers' /metrics this often (their process and threads every second). A scrape is rendered on
+# the reactor thread with the GIL held (tens of ms at 4 rooms on a loaded machine): scraped every second, the slowest
+# 1% of a 3-room phase's ticks were in flight during one 10 times as often as ticks at large (the phase's
+# ``scrapes``); Prometheus scrapes a deployed server every 15 s (ops/deploy/prometheus.yaml).
+METRICS_EVERY = 5.0
 
 
 @dataclass
@@ -152,6 +159,9 @@ class Ramp:
             "t1": t1,
             "server": window(self.run.sampler.rows, t0, t1),
             "step_parts": step_summary(self.run.servers.steps(), t0, t1),
+            "lineup": lineup_summary(self.run.servers.ticks(), t0, t1),
+            "gc": gc_summary(self.run.servers.collections(), t0, t1),
+            "scrapes": scrape_overlap(self.run.sampler.rows, self.run.servers.ticks(), t0, t1),
         }
         phase["machine_saturated"] = saturated(phase["server"])
         self.phases.append(phase)
@@ -247,7 +257,7 @@ def run_capacity(
         )
         run.on_close.append(ramp.stop_workers)
         ramp.new_server("server")
-        run.sample()
+        run.sample(metrics_every=METRICS_EVERY)
         run.start_clock()
         try:
             _room_ramp(ramp, max_rooms, required_rooms, stop_p99_ms)
@@ -388,7 +398,9 @@ def _line(phase: dict[str, Any]) -> str:
         f"foreign-cpu={s.get('foreign_cpu_percent')}% load={s.get('loadavg')} "
         f"saturated={phase.get('machine_saturated')} "
         f"egress={s.get('egress_kbit_s')} kbit/s\n    step parts p99 ms {p99}\n"
-        f"    thread cpu % {threads} runqueue wait % {waits}"
+        f"    thread cpu % {threads} runqueue wait % {waits}\n"
+        f"    lined up {phase.get('lineup')} gc {phase.get('gc')}\n"
+        f"    sampler's scrapes {phase.get('scrapes')}"
     )
 
 

@@ -6,7 +6,8 @@ capacity run's ~5k-tet block is offered beside the packaged scenarios). ``TickRe
 the server (``RehearsalServer.add_tick_observer``): it appends one record per room tick that ran a step to
 ``<data_dir>/ticks.f64`` (float64 quadruples: monotonic time, tick seconds, room number, publishing
 seconds), for exact quantiles per phase, and one record of where its step's hand-back time went to
-``<data_dir>/steps.f64`` (``STEP_COLUMNS``, from the room ticker's ``StepTiming``); a tick's seconds are the
+``<data_dir>/steps.f64`` (``STEP_COLUMNS``, from the room ticker's ``StepTiming``), and every collection of the
+garbage collector to ``<data_dir>/gc.f64`` (``GC_COLUMNS``, from ``gc.callbacks``); a tick's seconds are the
 ticker's hand-back time (queueing + physics + hand-back to the reactor) plus publishing (events, snapshot
 encoding, sends). The server also observes whole ticks into ``rehearsal_tick_duration_seconds`` and publishing into
 ``rehearsal_publish_duration_seconds`` (``/metrics``).
@@ -14,6 +15,8 @@ encoding, sends). The server also observes whole ticks into ``rehearsal_tick_dur
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,10 @@ import numpy as np
 
 TICK_FILE = "ticks.f64"
 STEP_FILE = "steps.f64"
+GC_FILE = "gc.f64"
+# A collection of the cyclic garbage collector: monotonic time at its end, generation, seconds it took (it holds the
+# GIL: every room's Python and the reactor wait for it).
+GC_COLUMNS = ("t", "generation", "seconds")
 # A step record: monotonic time, room number, then rehearsal.ticking.StepTiming's fields (seconds).
 STEP_COLUMNS = ("t", "room", "queued", "advance", "advance_cpu", "after", "after_cpu", "returned")
 FLUSH_SECONDS = 0.5
@@ -36,6 +43,9 @@ class TickRecorder:
         self.step_path = Path(data_dir) / STEP_FILE
         self.records: list[tuple[float, float, float, float]] = []
         self.steps: list[tuple[float, ...]] = []
+        self.gc_path = Path(data_dir) / GC_FILE
+        self.collections: list[tuple[float, float, float]] = []
+        self._gc_started = 0.0
         self.rooms: Any = None  # the server's live rooms by session (``Sessions.rooms``), for their tickers' timing
         self.room_numbers: dict[str, int] = {}
         self.last_flush = time.monotonic()
@@ -45,7 +55,22 @@ class TickRecorder:
         sessions = getattr(server, "sessions", None)  # (a test's stand-in server may have none)
         self.rooms = getattr(sessions, "rooms", None)
         server.add_tick_observer(self.observe)
-        server.reactor.addSystemEventTrigger("before", "shutdown", self.flush)
+        server.reactor.addSystemEventTrigger("before", "shutdown", self.detach)
+        gc.callbacks.append(self.on_gc)
+
+    def detach(self) -> None:
+        """Stop timing collections and write what is left (the reactor stops)."""
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self.on_gc)
+        self.flush()
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """``gc.callbacks``: time each collection (on whichever thread ran it; bounded like the tick records)."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif len(self.collections) < MAX_PENDING:
+            seconds = time.perf_counter() - self._gc_started
+            self.collections.append((time.monotonic(), float(info.get("generation", -1)), seconds))
 
     def observe(self, session: str, handback_seconds: float, publish_seconds: float) -> None:
         number = self.room_numbers.setdefault(session, len(self.room_numbers))
@@ -62,7 +87,7 @@ class TickRecorder:
     def flush(self) -> None:
         """Append the pending records to the tick file (a failing disk loses them, never the server)."""
         self.last_flush = time.monotonic()
-        for path, name in ((self.path, "records"), (self.step_path, "steps")):
+        for path, name in ((self.path, "records"), (self.step_path, "steps"), (self.gc_path, "collections")):
             rows = getattr(self, name)
             if not rows:
                 continue
@@ -79,6 +104,17 @@ def read_steps(data_dir: Path) -> np.ndarray:
     width = len(STEP_COLUMNS)
     try:
         raw = (Path(data_dir) / STEP_FILE).read_bytes()
+    except OSError:
+        return np.zeros((0, width))
+    usable = len(raw) - len(raw) % (8 * width)
+    return np.frombuffer(raw[:usable], np.float64).reshape(-1, width)
+
+
+def read_collections(data_dir: Path) -> np.ndarray:
+    """The garbage collections recorded so far: (n, len(GC_COLUMNS)) float64."""
+    width = len(GC_COLUMNS)
+    try:
+        raw = (Path(data_dir) / GC_FILE).read_bytes()
     except OSError:
         return np.zeros((0, width))
     usable = len(raw) - len(raw) % (8 * width)

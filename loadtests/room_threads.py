@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from twisted.internet.task import Clock
 
-from loadtests.publish_cost import _AckingLink
+from loadtests.bench_link import BenchLink
 from loadtests.server import SCENARIO_DIR
 from loadtests.team import team_roles
 from netcode.protocol.poses import RigidPose
@@ -88,7 +88,7 @@ def _run(
         live.pool = RoomThread(reactor, f"room-bench-{r}", nice=nice)  # answers into this bench's reactor
         for n, (role, _) in enumerate(team_roles(participants, observers)):
             key = 1000 * r + 100 + n
-            server.connections.open(_AckingLink(key), Identity(live.room.session, key, Role(role), f"{role}-{n}"))
+            server.connections.open(BenchLink(key), Identity(live.room.session, key, Role(role), f"{role}-{n}"))
         server.publisher.publish(live, None)  # attaches the publisher's hooks to the ticker
         lives.append(live)
     samples: list[list[tuple[float, ...]]] = [[] for _ in lives]

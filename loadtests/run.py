@@ -57,9 +57,11 @@ class Run:
         server.wait_listening()
         return server
 
-    def sample(self, every: float = 1.0) -> Sampler:
-        """Sample the run's servers (and its load generators' CPU) every ``every`` seconds until the end."""
-        self.sampler = Sampler(self.servers, every=every, swarm=self.generator_pids).start()
+    def sample(self, every: float = 1.0, metrics_every: float | None = None) -> Sampler:
+        """Sample the run's servers (and its load generators' CPU) every ``every`` seconds until the end, their
+        ``/metrics`` every ``metrics_every`` (default: each sample)."""
+        self.sampler = Sampler(self.servers, every=every, swarm=self.generator_pids, metrics_every=metrics_every)
+        self.sampler.start()
         return self.sampler
 
     def generator_pids(self) -> list[int]:

@@ -4,14 +4,16 @@
 may be a ``ServerGroup`` (its processes are summed, counters added, substeps the min and max over them).
 ``rows`` is a list of plain dicts (monotonic ``t``, ``rss_bytes``, ``fds``, ``cpu_seconds``, ``threads``, and the
 counters ``ticks``, ``overruns``, ``bytes_out``, ``bytes_in``, ``packets_in``, ``substeps_min``,
-``substeps_max``). ``window(rows, t0, t1)`` gives the deltas and rates between two times, ``flatness``
-checks that a series does not grow.
+``substeps_max``, and ``scrape``: when its ``/metrics`` scrape began and ended). ``window(rows, t0, t1)`` gives the
+deltas and rates between two times, ``scrape_overlap`` whether the scrapes show in the ticks, ``flatness`` checks
+that a series does not grow.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,14 @@ class Sampler:
         every: float = 1.0,
         max_samples: int = 100_000,
         swarm: Callable[[], list[int]] | None = None,
+        metrics_every: float | None = None,
     ) -> None:
         self.server = server
+        # /metrics is scraped this often at most (default: every sample); the rows between carry the last values
+        # (``scraped`` False). A scrape is rendered on the server's reactor thread with the GIL held.
+        self.metrics_every = every if metrics_every is None else max(float(metrics_every), every)
+        self._metrics: dict[str, float] = {}
+        self._scraped_at = -float("inf")
         self.swarm = swarm  # the pids of the run's own load generators (their CPU is reported apart)
         self._swarm_cpu: dict[int, float] = {}
         self.every = every
@@ -86,15 +94,21 @@ class Sampler:
                 if sample is not None:
                     self._swarm_cpu[pid] = sample.cpu_seconds  # a finished worker keeps its last value
             row["swarm_cpu_seconds"] = sum(self._swarm_cpu.values())
-        scraped = [scrape(s.http_port) for s in servers]
-        for key, (name, labels) in METRICS.items():
-            values = [metric(m, name, labels) for m in scraped]
-            if key == "substeps_min":
-                row[key] = min(values)
-            elif key == "substeps_max":
-                row[key] = max(values)
-            else:
-                row[key] = sum(values)
+        scrape_started = time.monotonic()
+        row["scraped"] = scrape_started - self._scraped_at >= self.metrics_every - 0.05 * self.every
+        if row["scraped"]:
+            self._scraped_at = scrape_started
+            scraped = [scrape(s.http_port) for s in servers]
+            row["scrape"] = (scrape_started, time.monotonic())  # the server renders /metrics on its reactor thread
+            for key, (name, labels) in METRICS.items():
+                values = [metric(m, name, labels) for m in scraped]
+                if key == "substeps_min":
+                    self._metrics[key] = min(values)
+                elif key == "substeps_max":
+                    self._metrics[key] = max(values)
+                else:
+                    self._metrics[key] = sum(values)
+        row.update(self._metrics)
         return row
 
     def _run(self) -> None:
@@ -171,22 +185,52 @@ def window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
         return {}
     a, b = inside[0], inside[-1]
     dt = max(b["t"] - a["t"], 1e-6)
-    ticks = b["ticks"] - a["ticks"]
+    scraped = [r for r in inside if r.get("scraped", True)]  # the /metrics figures: between the scrapes inside
+    if len(scraped) < 2:
+        scraped = [a, b]
+    ma, mb = scraped[0], scraped[-1]
+    mdt = max(mb["t"] - ma["t"], 1e-6)
+    ticks = mb["ticks"] - ma["ticks"]
     return {
         "seconds": round(dt, 2),
         "server_cpu_percent": round(100 * (b["cpu_seconds"] - a["cpu_seconds"]) / dt, 1),
         "ticks": ticks,
-        "overruns": b["overruns"] - a["overruns"],
-        "overrun_share": round((b["overruns"] - a["overruns"]) / ticks, 5) if ticks else None,
-        "egress_kbit_s": round(8 * (b["bytes_out"] - a["bytes_out"]) / dt / 1000, 1),
-        "ingress_kbit_s": round(8 * (b["bytes_in"] - a["bytes_in"]) / dt / 1000, 1),
-        "packets_in_per_s": round((b["packets_in"] - a["packets_in"]) / dt, 1),
-        "substeps_min": min(r["substeps_min"] for r in inside),
-        "substeps_max": max(r["substeps_max"] for r in inside),
+        "overruns": mb["overruns"] - ma["overruns"],
+        "overrun_share": round((mb["overruns"] - ma["overruns"]) / ticks, 5) if ticks else None,
+        "egress_kbit_s": round(8 * (mb["bytes_out"] - ma["bytes_out"]) / mdt / 1000, 1),
+        "ingress_kbit_s": round(8 * (mb["bytes_in"] - ma["bytes_in"]) / mdt / 1000, 1),
+        "packets_in_per_s": round((mb["packets_in"] - ma["packets_in"]) / mdt, 1),
+        "substeps_min": min(r["substeps_min"] for r in scraped),
+        "substeps_max": max(r["substeps_max"] for r in scraped),
         "rss_mb": round(b["rss_bytes"] / 2**20, 1),
         **_machine_window(a, b, dt),
         **thread_window(a, b, dt),
         "fds": b["fds"],
+    }
+
+
+def scrape_overlap(rows: list[dict[str, Any]], ticks: np.ndarray, t0: float, t1: float) -> dict[str, Any]:
+    """Whether the sampler's own ``/metrics`` scrapes (rendered on the server's reactor thread, with the GIL) show in
+    the ticks of [t0, t1): how long a scrape took (ms, from the sampler's side), the share of all ticks that were in
+    flight during one and the share of the slowest 1% that were; the second far above the first says the scrapes
+    make the p99. ``ticks``: the tick records (end, seconds, room, publish)."""
+    spans = np.array([r["scrape"] for r in rows if "scrape" in r and t0 <= r["scrape"][0] < t1], np.float64)
+    if ticks.size == 0 or spans.size == 0:
+        return {}
+    sel = ticks[(ticks[:, 0] - ticks[:, 1] >= t0) & (ticks[:, 0] - ticks[:, 1] < t1)]
+    if sel.size == 0:
+        return {}
+    starts, ends = sel[:, 0] - sel[:, 1], sel[:, 0]
+    i = np.searchsorted(spans[:, 0], ends, side="left") - 1  # the last scrape begun before the tick ended
+    during = (i >= 0) & (spans[np.maximum(i, 0), 1] > starts)
+    slow = sel[:, 1] >= np.quantile(sel[:, 1], 0.99)
+    took = 1000 * (spans[:, 1] - spans[:, 0])
+    return {
+        "scrapes": int(spans.shape[0]),
+        "scrape_ms_p50": round(float(np.median(took)), 2),
+        "scrape_ms_max": round(float(took.max()), 2),
+        "ticks_during_share": round(float(during.mean()), 4),
+        "slowest_1pct_during_share": round(float(during[slow].mean()), 4),
     }
 
 

@@ -7,7 +7,8 @@
 * ``create_room`` / ``join``: the admin and join HTTP API (``rehearsal.bots.post``).
 * ``scrape`` / ``parse_metrics``: ``/metrics`` as ``{(name, labels): value}``.
 * ``ProcessSample`` / ``sample_process``: RSS, open file descriptors and CPU seconds from ``/proc``.
-* ``tick_summary``: quantiles of the tick records the instrumented server writes.
+* ``tick_summary``: quantiles of the tick records the instrumented server writes; ``lineup_summary``: how often
+  rooms' ticks were in flight together; ``gc_summary``: the server's garbage collections.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.instrument import STEP_COLUMNS, read_steps, read_ticks
+from loadtests.instrument import GC_COLUMNS, STEP_COLUMNS, read_collections, read_steps, read_ticks
 from rehearsal.bots import ServerProcess, post
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -101,6 +102,9 @@ class LoadServer(ServerProcess):
     def steps(self) -> np.ndarray:
         return read_steps(self.data_dir)
 
+    def collections(self) -> np.ndarray:
+        return read_collections(self.data_dir)
+
 
 class ServerGroup:
     """Instrumented servers measured as one: their tick records together (room numbers made distinct per
@@ -133,6 +137,10 @@ class ServerGroup:
             t[:, 1] += i * self.ROOMS_PER_PROCESS
             parts.append(t)
         return np.concatenate(parts) if parts else np.zeros((0, len(STEP_COLUMNS)))
+
+    def collections(self) -> np.ndarray:
+        parts = [server.collections() for server in self.servers]
+        return np.concatenate(parts) if parts else np.zeros((0, len(GC_COLUMNS)))
 
 
 def create_room(server: ServerProcess, scenario: str) -> dict[str, Any]:
@@ -294,6 +302,52 @@ def step_summary(steps: np.ndarray, t0: float = -np.inf, t1: float = np.inf) -> 
             "p50_ms": round(1000 * float(q50), 3),
             "p99_ms": round(1000 * float(q99), 3),
             "mean_ms": round(1000 * float(values.mean()), 3),
+        }
+    return out
+
+
+def lineup_summary(ticks: np.ndarray, t0: float = -np.inf, t1: float = np.inf) -> dict[str, Any]:
+    """How often rooms' ticks lined up in [t0, t1): for each tick, how many other rooms of the same process had a
+    tick in flight (handed over, not yet published) when it was handed over. Ticks that line up wait for each
+    other's cores; spread phases (``rehearsal.ticking.TickPhases``) keep this near 0. A tick record's hand-over is
+    its end less its duration; rooms of different processes (``ServerGroup``'s room numbers) count apart."""
+    if ticks.size == 0:
+        return {}
+    ends, starts, rooms = ticks[:, 0], ticks[:, 0] - ticks[:, 1], ticks[:, 2]
+    inside = (starts >= t0) & (starts < t1)
+    if not inside.any():
+        return {}
+    busy = np.zeros(int(inside.sum()))
+    points, own = starts[inside], rooms[inside]
+    process = own // ServerGroup.ROOMS_PER_PROCESS
+    for room in np.unique(rooms):
+        mine = rooms == room
+        order = np.argsort(starts[mine])
+        s, e = starts[mine][order], ends[mine][order]
+        i = np.searchsorted(s, points, side="right") - 1
+        covered = (i >= 0) & (e[np.maximum(i, 0)] > points)
+        same = (own != room) & (process == room // ServerGroup.ROOMS_PER_PROCESS)
+        busy += covered & same
+    return {
+        "ticks": int(busy.size),
+        "others_in_flight_mean": round(float(busy.mean()), 3),
+        "lined_up_share": round(float(np.mean(busy >= 1)), 4),  # handed over while another room's tick was out
+        "others_in_flight_max": int(busy.max()),
+    }
+
+
+def gc_summary(collections: np.ndarray, t0: float = -np.inf, t1: float = np.inf) -> dict[str, Any]:
+    """The server's garbage collections in [t0, t1) by generation: count, longest and total pause (ms)."""
+    if collections.size == 0:
+        return {}
+    sel = collections[(collections[:, 0] >= t0) & (collections[:, 0] < t1)]
+    out: dict[str, Any] = {}
+    for generation in (0, 1, 2):
+        pauses = sel[sel[:, 1] == generation, 2]
+        out[f"gen{generation}"] = {
+            "count": int(pauses.size),
+            "max_ms": round(1000 * float(pauses.max()), 3) if pauses.size else 0.0,
+            "total_ms": round(1000 * float(pauses.sum()), 3),
         }
     return out
 

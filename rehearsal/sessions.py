@@ -50,7 +50,7 @@ from rehearsal.room import Room
 from rehearsal.scenario import ScenarioError, available_scenarios, load_scenario
 from rehearsal.session_store import SessionStore
 from rehearsal.settings import Settings
-from rehearsal.ticking import RoomThread, RoomTicker
+from rehearsal.ticking import RoomThread, RoomTicker, TickPhases
 
 log = logging.getLogger("rehearsal.sessions")
 
@@ -120,6 +120,7 @@ class Sessions:
         self.seat_holds: dict[str, dict[int, float]] = {}
         self._scenario_names: dict[str, str] = {}
         self.tick_observers: list[TickObserver] = []
+        self.tick_phases = TickPhases(reactor)  # rooms' ticks spread over the tick period (rehearsal.ticking)
         self.draining = False
         # Set by Connections: forget and disconnect a closing room's clients.
         self.on_room_closed: Callable[[LiveRoom], None] = lambda live: None
@@ -197,6 +198,7 @@ class Sessions:
             pool=pool,
             physics_threads=self.settings.physics_threads,
             observe_tick=self.observe_tick,
+            phases=self.tick_phases,
         )
         live = LiveRoom(
             room,

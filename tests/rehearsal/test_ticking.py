@@ -13,7 +13,15 @@ from rehearsal.identity import Identity
 from rehearsal.roles import Role
 from rehearsal.room import Room
 from rehearsal.scenario import load_scenario
-from rehearsal.ticking import PHYSICS_SHARE, ROOM_SWITCH_INTERVAL, RoomThread, RoomTicker, SubstepGovernor
+from rehearsal.ticking import (
+    PHYSICS_SHARE,
+    ROOM_SWITCH_INTERVAL,
+    RoomThread,
+    RoomTicker,
+    SubstepGovernor,
+    TickPhases,
+    phase_fraction,
+)
 
 TICK = 1 / 60
 
@@ -93,6 +101,85 @@ def test_a_failing_step_is_counted_and_the_room_keeps_ticking(room):
     ticker.stop()
     assert room.counters["step_failed"] == 2 and room.counters["step_failed_RuntimeError"] == 2
     assert not ticker.busy
+
+
+def test_phase_slots_spread_any_number_of_rooms_over_the_period():
+    assert [phase_fraction(k) for k in range(8)] == [0, 1 / 2, 1 / 4, 3 / 4, 1 / 8, 5 / 8, 3 / 8, 7 / 8]
+    for n in range(2, 17):  # the first n slots: no two closer than half the even spacing
+        phases = sorted(phase_fraction(k) for k in range(n))
+        gaps = [b - a for a, b in zip(phases, [*phases[1:], 1 + phases[0]], strict=True)]
+        assert min(gaps) >= 0.5 / n - 1e-12 and len(set(phases)) == n
+
+
+def test_tick_phases_give_rooms_free_slots_from_the_first_rooms_phase_and_take_them_back():
+    clock = Clock()
+    clock.advance(100.003)
+    phases = TickPhases(clock)
+    a, b, c = object(), object(), object()
+    assert phases.join(a, TICK) == pytest.approx(TICK)  # the first room: one period on, as an unphased ticker
+    clock.advance(0.005)
+    assert phases.join(b, TICK) == pytest.approx(TICK / 2 - 0.005)  # half a period after a's ticks
+    assert phases.join(b, TICK) == pytest.approx(TICK / 2 - 0.005)  # joined once: same slot
+    assert (phases.phase_of(a), phases.phase_of(b)) == (0, 1 / 2)
+    phases.leave(a)
+    assert phases.join(c, TICK) == pytest.approx(TICK - 0.005)  # a's slot again, on the same phase 0
+    assert phases.phase_of(a) is None and phases.phase_of(c) == 0
+    phases.leave(b)
+    phases.leave(c)
+    clock.advance(0.004)
+    assert phases.join(a, 1 / 30) == pytest.approx(1 / 30)  # every room gone: phase 0 afresh (per period)
+
+
+def test_phased_tickers_tick_at_their_slots_and_one_stopped_before_its_first_tick_never_ticks(room):
+    clock, ticks = Clock(), []
+    phases = TickPhases(clock)
+    other = Room("s-2", load_scenario("basic_skills"))
+    other.join(Identity("s-2", 1, Role.MENTOR, "m"))
+    other.start()
+
+    def run_now(fn, *args):
+        return defer.succeed(fn(*args))
+
+    first = RoomTicker(
+        clock,
+        room,
+        on_report=lambda r, _: ticks.append((r.session, clock.seconds())),
+        run_in_thread=run_now,
+        phases=phases,
+    )
+    second = RoomTicker(
+        clock,
+        other,
+        on_report=lambda r, _: ticks.append((r.session, clock.seconds())),
+        run_in_thread=run_now,
+        phases=phases,
+    )
+    first.start()
+    clock.advance(0.001)
+    second.start()
+    assert second.running and not second.stats.ticks
+    for _ in range(100):
+        clock.advance(TICK / 100)
+    assert [s for s, _ in ticks] == ["s-2", "s-1"]  # the second room half a period after the first room's phase
+    (_, t2), (_, t1) = ticks
+    assert t2 == pytest.approx(TICK / 2, abs=TICK / 100) and t1 == pytest.approx(TICK, abs=TICK / 100)
+    second.stop()
+    ticks.clear()
+    second.start()  # just after the first period: its slot again, due at 1.5 ticks
+    clock.advance(TICK / 2 + 0.004)  # the reactor comes to it 4 ms late: the ticks after it keep to the phase
+    for _ in range(100):
+        clock.advance(TICK / 100)
+    late, on_phase = [t for s, t in ticks if s == "s-2"]
+    assert late >= 1.5 * TICK + 0.004  # its phase was at 1.5 ticks
+    assert on_phase == pytest.approx(2.5 * TICK, abs=TICK / 100)  # not a period after the late one
+    ended = []
+    first.stop()
+    second.stop()
+    brief = RoomTicker(clock, room, run_in_thread=run_now, phases=phases)
+    brief.start().addCallback(ended.append)
+    brief.stop()  # before its first tick
+    clock.advance(2 * TICK)
+    assert ended and not brief.running and brief.stats.ticks == 0 and phases.phase_of(brief) is None
 
 
 def test_on_the_real_reactor_steps_run_on_the_rooms_thread():
