@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ import numpy as np
 from physics.cli_types import positive_int
 from physics.instruments import cautery_hook, scissors
 from physics.scenes import SCISSORS_ID, Key, Scene, Track, block_grasp_scene, liver_scene
-from physics.settle import settled_state
+from physics.settle import RestTest, settled_state
 from physics.solver import step
 
 TRACE_FORMAT = "surgical-trace/1"
@@ -156,7 +157,8 @@ def record(
     if settle:
         if scene.state.frame != 0:
             raise ValueError("settle=True needs the scene's fresh state (it starts from the settled one)")
-        scene.state, settled = settled_state(model, FRAME_DT, substeps)
+        # no time limit: a trace's start must not depend on how loaded the machine that records it is
+        scene.state, settled = settled_state(model, FRAME_DT, substeps, test=RestTest(max_seconds=math.inf))
         if "settle" in phases:  # the script's first frames, before the instruments come: now at rest
             phases = {("rest" if k == "settle" else k): v for k, v in phases.items()}
     state = scene.state

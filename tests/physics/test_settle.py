@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -24,7 +26,7 @@ def cantilever(young: float = SOFT_TISSUE.young):
 def test_settles_to_rest_by_the_stated_test_and_leaves_the_model_alone():
     model = cantilever()
     rest = model.rest_positions.copy()
-    test = RestTest(speed=1e-3, hold_frames=3, max_frames=400)
+    test = RestTest(speed=1e-3, hold_frames=3, max_frames=400, max_seconds=math.inf)
     done = settle(model, 1 / 60, 10, test=test)
     assert done.at_rest and done.reason == "rest" and 3 <= done.frames < 400
     assert done.max_speed < 1e-3
@@ -42,7 +44,7 @@ def test_settles_to_rest_by_the_stated_test_and_leaves_the_model_alone():
 
 def test_exact_frames_give_the_same_bits_as_the_rest_test_and_zero_is_the_rest_shape():
     model = cantilever()
-    test = RestTest(speed=1e-3, hold_frames=3, max_frames=400)
+    test = RestTest(speed=1e-3, hold_frames=3, max_frames=400, max_seconds=math.inf)
     done = settle(model, 1 / 60, 10, test=test)
     again = settle(model, 1 / 60, 10, frames=done.frames)
     assert again.reason == "frames" and again.frames == done.frames
@@ -61,7 +63,7 @@ def test_frame_limit_is_reported_not_hidden():
 def test_remembered_per_model_and_settings_with_fresh_arrays_each_time():
     forget()
     model = cantilever()
-    test = RestTest(speed=1e-3, hold_frames=3, max_frames=400)
+    test = RestTest(speed=1e-3, hold_frames=3, max_frames=400, max_seconds=math.inf)
     s1, first = settled_state(model, 1 / 60, 10, test=test)
     s2, second = settled_state(cantilever(), 1 / 60, 10, test=test)  # an equal model built again
     assert second.seconds == 0.0 and second.frames == first.frames  # from memory
@@ -94,5 +96,6 @@ def test_bad_arguments_are_refused():
     for bad in ({"speed": 0.0}, {"hold_frames": 0}, {"max_frames": 0}, {"max_seconds": float("nan")}):
         with pytest.raises(ValueError):
             RestTest(**bad)
+    assert RestTest(max_seconds=float("inf")).max_seconds == float("inf")  # no time limit
     assert max_speed(np.zeros((0, 3))) == 0.0
     assert max_speed(np.array([[np.nan, 0.0, 0.0]])) == float("inf")
