@@ -244,7 +244,8 @@ def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]
         raise RecordingError(f"{path}: not a recording (no header)")
     if header.get("version") not in READABLE_VERSIONS:
         handle.close()
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        *first, last = map(str, READABLE_VERSIONS)
+        readable = f"{', '.join(first)} and {last}" if first else last
         raise RecordingError(
             f"{path}: a version-{header.get('version')!r:.20} recording; this reads versions {readable}"
         )

@@ -74,7 +74,7 @@ def test_a_recording_stops_growing_at_its_limit(scenario, tmp_path):
     "content, message",
     [
         (b"", "not a recording"),
-        (msgpack.packb({"t": "header", "version": 99}), "a version-99 recording; this reads versions 1 and 2"),
+        (msgpack.packb({"t": "header", "version": 99}), "a version-99 recording; this reads versions 1, 2 and 3"),
         (msgpack.packb({"t": "header", "version": 1, "session": "s", "scenario": 3, "tick_hz": 60}), "scenario"),
         (b"\xc1\xc1\xc1", "not a recording"),
     ],
