@@ -4,8 +4,12 @@
     python -m physics.trace_recorder --scene block --out block.npz        # a 20k-tet block: grasp, pull, cut, cautery
 
 The snapshot benchmark (``netcode.sync.snapshot_bench --trace FILE``) replays such a file through the codec
-without importing physics (netcode never does). The file is a numpy ``.npz`` (``TRACE_FORMAT``), frame f
-being the state after f + 1 steps of 1/60 s, what a server would send after stepping:
+without importing physics (netcode never does). A trace records what a client of a real room sees: the scene
+starts settled (``physics.settle``, the function a room opens with: stepped with no instruments until the tissue
+is at rest), so its first frames show tissue lying still, not falling onto the table (``--no-settle``: from the
+model's rest shape, as traces were recorded before; ``info`` says which, with what settling did, and the
+script's first phase, ``settle``, is then named ``rest``). The file is a numpy ``.npz`` (``TRACE_FORMAT``),
+frame f being the state after f + 1 steps of 1/60 s from that start, what a server would send after stepping:
 
 =========================  ===============  ====================================================================
 ``format``                 str              ``TRACE_FORMAT``
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +57,7 @@ import numpy as np
 from physics.cli_types import positive_int
 from physics.instruments import cautery_hook, scissors
 from physics.scenes import SCISSORS_ID, Key, Scene, Track, block_grasp_scene, liver_scene
+from physics.settle import RestTest, settled_state
 from physics.solver import step
 
 TRACE_FORMAT = "surgical-trace/1"
@@ -139,10 +145,23 @@ def block_cut_cautery_scene(target_tets: int = 20_000) -> EnergyScene:
     return EnergyScene(scene, {CAUTERY_ID: (t_c + 15, t_c + 150)})
 
 
-def record(es: EnergyScene, substeps: int = 20, frames: int | None = None, progress: bool = False) -> dict:
-    """Step the scene and collect the trace arrays (see the module docstring)."""
+def record(
+    es: EnergyScene, substeps: int = 20, frames: int | None = None, progress: bool = False, settle: bool = True
+) -> dict:
+    """Step the scene and collect the trace arrays (see the module docstring); ``settle``: from the settled
+    start (replacing the scene's state, which must be fresh), else from the scene's state as it is."""
     scene = es.scene
-    model, state = scene.model, scene.state
+    model = scene.model
+    settled = None
+    phases = dict(scene.phases)
+    if settle:
+        if scene.state.frame != 0:
+            raise ValueError("settle=True needs the scene's fresh state (it starts from the settled one)")
+        # no time limit: a trace's start must not depend on how loaded the machine that records it is
+        scene.state, settled = settled_state(model, FRAME_DT, substeps, test=RestTest(max_seconds=math.inf))
+        if "settle" in phases:  # the script's first frames, before the instruments come: now at rest
+            phases = {("rest" if k == "settle" else k): v for k, v in phases.items()}
+    state = scene.state
     n = scene.n_frames if frames is None else min(frames, scene.n_frames)
     tracks = {t.id: t for t in scene.tracks}
     inst_ids = sorted(tracks)
@@ -210,7 +229,8 @@ def record(es: EnergyScene, substeps: int = 20, frames: int | None = None, progr
         "tets": int(model.n_tets),
         "mesh_vertices": int(model.n_vertices),
         "substeps": substeps,
-        "phases": scene.phases,
+        "phases": phases,
+        "settled": None if settled is None else settled.summary(),
         "record_seconds": round(time.perf_counter() - t0, 1),
     }
     return {
@@ -270,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--substeps", type=positive_int, default=20, help="XPBD substeps per frame (20)")
     p.add_argument("--resolution", type=float, default=0.006, help="liver voxel size, m (0.006, as physics.demo)")
     p.add_argument("--tets", type=positive_int, default=20_000, help="block scene: target tet count (20000)")
+    p.add_argument("--no-settle", action="store_true", help="start from the model's rest shape, not settled")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -280,15 +301,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         m = es.scene.model
         print(f"recording {es.scene.name}: {m.n_tets} tets, {es.scene.n_frames} frames -> {args.out}", file=sys.stderr)
-    arrays = record(es, args.substeps, args.frames, progress=not args.quiet)
+    arrays = record(es, args.substeps, args.frames, progress=not args.quiet, settle=not args.no_settle)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(args.out)  # atomic: a cached trace is never half written
     if not args.quiet:
         e = arrays["epoch_cause"]
+        settled = json.loads(str(arrays["info"]))["settled"]
+        start = "from the rest shape" if settled is None else f"settled in {settled['frames']} frames"
         print(
-            f"wrote {args.out}: {len(arrays['vertex_ids'])} surface vertices, {len(arrays['positions'])} frames, "
+            f"wrote {args.out}: {start}, {len(arrays['vertex_ids'])} surface vertices, "
+            f"{len(arrays['positions'])} frames, "
             f"{len(e) - 1} topology changes ({', '.join(e[1:].tolist()) or 'none'})",
             file=sys.stderr,
         )

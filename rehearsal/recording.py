@@ -7,11 +7,12 @@ replay rebuilds the world from the scenario and feeds the same sequence through 
 
 File format: a stream of msgpack maps (``"t"`` says which)::
 
-    {"t": "header", "version": 2, "session": str, "scenario": name, "source": scenario file, "tick_hz": int}
+    {"t": "header", "version": 3, "session": str, "scenario": name, "source": scenario file, "tick_hz": int}
+    {"t": "settled", "frames": int}
     {"t": "tick", "dt": float, "n": substeps, "c": [[id, kind, px, py, pz, qw, qx, qy, qz, jaw, energy], ...],
      "s": [sample time (s) or None, ...]}
     {"t": "inject", "id": complication id}
-    {"t": "reset"}
+    {"t": "reset", "settled": int}
     {"t": "command", "by": participant, "action": str, "args": {...}}
     {"t": "fixture", "kind": str, "by": participant, "instrument": physics id, "detail": {...}}
     {"t": "end", "state": room state, "truncated": records left out at the size limit}
@@ -43,8 +44,8 @@ from physics import Control, InstrumentInput
 from physics.instruments import SPECS, Kind
 from rehearsal.scenario import Scenario
 
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_PENDING_COMMANDS = 256
 FLUSH_EVERY = 600
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -156,6 +157,12 @@ class Recorder:
         header = {"t": "header", "version": VERSION, "session": session, "scenario": scenario.name}
         self._write({**header, "source": str(scenario.source), "tick_hz": scenario.tick_hz})
 
+    def settled(self, frames: int) -> None:
+        """How many frames the world settled before the first tick (written only into a fresh recording, after
+        its header: a resumed one has it already)."""
+        if self.records == 1:
+            self._write({"t": "settled", "frames": int(frames)})
+
     def flush(self) -> None:
         """Hand what is buffered to the OS (a checkpoint then knows the file holds ``position()``)."""
         if self._file is not None:
@@ -237,7 +244,8 @@ def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]
         raise RecordingError(f"{path}: not a recording (no header)")
     if header.get("version") not in READABLE_VERSIONS:
         handle.close()
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        *first, last = map(str, READABLE_VERSIONS)
+        readable = f"{', '.join(first)} and {last}" if first else last
         raise RecordingError(
             f"{path}: a version-{header.get('version')!r:.20} recording; this reads versions {readable}"
         )

@@ -3,6 +3,7 @@ world changes at the same ticks, so the same tissue, steps and complications com
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,14 @@ from rehearsal.room import Room
 from rehearsal.scenario import ScenarioError, load_scenario
 
 MAX_SUBSTEPS = 400
+MAX_SETTLE_FRAMES = 100_000  # physics.settle's own limit
+
+
+def _settle_frames(path: Path, value: object) -> int:
+    """A recorded settle frame count, checked (RecordingError if it is not one)."""
+    if not (type(value) is int and 0 <= value <= MAX_SETTLE_FRAMES):
+        raise RecordingError(f"{path}: malformed settled frame count {value!r:.40}")
+    return value
 
 
 def replay(
@@ -33,10 +42,16 @@ def replay(
         scenario = load_scenario(source if source.is_file() else header["scenario"])
     except ScenarioError as exc:
         raise RecordingError(f"{path}: its scenario cannot be loaded: {exc}") from None
-    room = Room(header["session"], scenario)
+    first = next(records, None)
+    settle_frames: int | None = None  # a version-3 file without the record: settled as a room settles
+    if header.get("version", 1) < 3:  # recorded before rooms settled: the world started at its rest shape
+        settle_frames = 0
+    elif first is not None and first["t"] == "settled":
+        settle_frames = _settle_frames(path, first.get("frames"))
+    room = Room(header["session"], scenario, settle_frames=settle_frames)
     room.start()
     ticks = 0
-    for record in records:
+    for record in itertools.chain([] if first is None or first["t"] == "settled" else [first], records):
         kind = record["t"]
         if kind == "tick":
             dt, substeps = record.get("dt"), record.get("n")
@@ -54,7 +69,10 @@ def replay(
             continue
         if on_record is not None:
             on_record(room, record)
-        if kind in ("reset", "inject"):
+        if kind == "reset":
+            settled = record.get("settled")  # the frames the reset world settled (version 3; before: none)
+            room.queue_effect(kind, -1, 0 if settled is None else _settle_frames(path, settled))
+        elif kind == "inject":
             room.queue_effect(kind, -1, record.get("id"))
         elif kind == "fixture":  # the control was enforced live: only its violations are scored again
             room.replay_fixture_event(record)

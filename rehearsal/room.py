@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physics import Control, InstrumentInput, Model, Solver, StepReport, new_state
+from physics import Control, InstrumentInput, Model, Solver, StepReport
 from physics.instruments import SPECS, InstrumentSpec, Kind
 from physics.model import inverted_tets
 from physics.pose_guard import PoseLimits
+from physics.settle import Settled, settled_state
 from physics.solver import Event
 from physics.state import InstrumentState, State
 from physics.suturing import Suturing
@@ -82,11 +83,19 @@ class HandInput:
 class Room(MentorCommands):
     """One room (see the module doc); its command handlers are ``rehearsal.mentor_commands``'s."""
 
-    def __init__(self, session: str, scenario: Scenario, model: Model | None = None) -> None:
+    def __init__(
+        self, session: str, scenario: Scenario, model: Model | None = None, settle_frames: int | None = None
+    ) -> None:
+        """The world opens settled (``physics.settle``: stepped with no instruments until the tissue is at rest,
+        remembered per scenario), so the first person in sees it lying still, not falling onto the table;
+        ``settle_frames`` steps exactly that many frames instead (a replay of a recording that says how many;
+        0: the model's rest shape, as rooms opened before settling)."""
         self.session = session
         self.scenario = scenario
         self.model = model if model is not None else build_world(scenario)
-        self.physics: State = new_state(self.model)
+        self.physics: State
+        self.settled: Settled  # what settling did for the current world (its frames go into the recording)
+        self.physics, self.settled = self._settled_start(settle_frames)
         self._solver: Solver | None = None  # for self.model; a new one when the model is replaced (reset, restore)
         self.state = RoomState.CREATED
         self.participants: dict[int, Participant] = {}
@@ -103,7 +112,7 @@ class Room(MentorCommands):
         self.annotations: deque[dict] = deque(maxlen=MAX_ANNOTATIONS)  # the newest; late joiners get them
         self.frame = 0
         self.elapsed = 0.0  # simulated seconds since the room was created (a reset does not rewind it)
-        self.recorder: Recorder | None = None
+        self._recorder: Recorder | None = None
         # World changes asked for on the reactor thread, applied by advance() on the room's thread between
         # steps (so a step never sees the Model change under it); events go the other way.
         self._effects: deque[tuple[str, int, object]] = deque(maxlen=64)
@@ -122,6 +131,24 @@ class Room(MentorCommands):
         self._sutures = RoomSuturing(scenario)
         self.suturing: Suturing | None = self._sutures.new(self.model, self.physics)
         self.state = transition(self.state, RoomState.LOBBY)
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The room's recording (None: not recorded)."""
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder: Recorder | None) -> None:
+        """A fresh recording is told how many frames the world settled, so its replay starts from the same state
+        (a resumed one already says so)."""
+        self._recorder = recorder
+        if recorder is not None:
+            recorder.settled(self.settled.frames)
+
+    def _settled_start(self, frames: int | None = None) -> tuple[State, Settled]:
+        """The start state of ``self.model``: settled at the scenario's own tick, substeps and solver."""
+        s = self.scenario
+        return settled_state(self.model, 1.0 / s.tick_hz, s.substeps, s.solver, frames=frames)
 
     # --- people ------------------------------------------------------------------------------------------
 
@@ -531,9 +558,9 @@ class Room(MentorCommands):
     def _apply_effects(self) -> None:
         while self._effects:
             kind, by, arg = self._effects.popleft()
-            if kind == "reset":
+            if kind == "reset":  # the world anew, settled again (a replay's reset names the frames it took)
                 self.model = build_world(self.scenario)
-                self.physics = new_state(self.model)
+                self.physics, self.settled = self._settled_start(arg if type(arg) is int else None)
                 self.procedure = Procedure(self.scenario, self.model)
                 self.complications = Complications(self.scenario)
                 self.suturing = self._sutures.new(self.model, self.physics)
@@ -548,7 +575,8 @@ class Room(MentorCommands):
                     self._solver.notify_model_changed()
                 self._events.append(RoomEvent("complication_started", detail, by=by))
             if self.recorder is not None:
-                self.recorder.effect(kind, **({} if arg is None else {"id": arg}))
+                fields = {"settled": self.settled.frames} if kind == "reset" else {} if arg is None else {"id": arg}
+                self.recorder.effect(kind, **fields)
 
     def take_events(self) -> list[RoomEvent]:
         """The events since the last call, oldest first (the server broadcasts them)."""

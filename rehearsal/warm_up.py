@@ -39,7 +39,7 @@ def warm_up(scenario: str | Path, progress: Callable[[str], None] | None = None)
     say = progress if progress is not None else (lambda line: None)
     began = time.monotonic()
     spec = load_scenario(scenario)
-    room = Room("warm-up", spec)
+    room = Room("warm-up", spec)  # settles the world: the scenario's rooms then open at rest for free
     surgeon = room.join(Identity("warm-up", 1, Role.LEAD_SURGEON, "warm-up"))
     room.start()
     rest = room.model.rest_positions
@@ -50,7 +50,9 @@ def warm_up(scenario: str | Path, progress: Callable[[str], None] | None = None)
     default_threads = numba.get_num_threads()
     thread_counts = sorted({1, default_threads})
     stages = len(thread_counts) * len(spec.instruments) + 2
-    say(f"warm-up 1/{stages}: the {spec.name} world built ({time.monotonic() - began:.1f} s)")
+    frames = room.settled.frames
+    settled = f"settled in {frames} frames" if room.settled.at_rest else f"not at rest after {frames} frames"
+    say(f"warm-up 1/{stages}: the {spec.name} world built, {settled} ({time.monotonic() - began:.1f} s)")
     stage = 1
     try:
         for threads in thread_counts:  # a room's thread steps with the serial kernels

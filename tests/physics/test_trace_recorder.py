@@ -25,7 +25,18 @@ def test_records_a_few_frames_of_the_block_scene(tmp_path):
         assert np.all(np.isnan(z["rigid_jaws"][:, 2]))  # the cautery hook has no jaw
     trace = RecordedTrace(out, clients=2)
     assert trace.frames == 12 and trace.name == "block_cut_cautery"
-    assert not np.array_equal(trace.positions(0), trace.positions(11))  # the tissue moves (settles)
+    # it starts settled, as a room opens: before the grasper arrives (frame 10) the tissue lies still
+    assert trace.info["settled"]["reason"] == "rest" and trace.info["settled"]["frames"] > 0  # no time limit
+    assert "rest" in trace.info["phases"] and "settle" not in trace.info["phases"]
+    steps = np.abs(np.diff(pos[:10].astype(np.float64), axis=0)).max()
+    assert steps < 1e-3 / 60  # the rest test, i.e. 1/120 mm a frame (with float32 rounding)
+    old = tmp_path / "old.npz"
+    argv = ["--scene", "block", "--tets", "800", "--frames", "12", "--no-settle", "--out", str(old), "--quiet"]
+    assert trace_recorder.main(argv) == 0
+    with np.load(old) as z:
+        fall = np.abs(np.diff(z["positions"][:10].astype(np.float64), axis=0)).max()
+    assert RecordedTrace(old, clients=1).info["settled"] is None
+    assert fall > 20 * steps  # from the rest shape it falls, as traces used to start
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def test_a_recording_stops_growing_at_its_limit(scenario, tmp_path):
     "content, message",
     [
         (b"", "not a recording"),
-        (msgpack.packb({"t": "header", "version": 99}), "a version-99 recording; this reads versions 1 and 2"),
+        (msgpack.packb({"t": "header", "version": 99}), "a version-99 recording; this reads versions 1, 2 and 3"),
         (msgpack.packb({"t": "header", "version": 1, "session": "s", "scenario": 3, "tick_hz": 60}), "scenario"),
         (b"\xc1\xc1\xc1", "not a recording"),
     ],
@@ -99,3 +99,37 @@ def test_a_malformed_tick_is_refused_mid_replay(scenario, tmp_path):
         f.write(msgpack.packb({"t": "tick", "dt": 1 / 60, "n": 20, "c": [[1, "laser", 0, 0, 0, 1, 0, 0, 0, 0, False]]}))
     with pytest.raises(RecordingError, match="malformed instrument row"):
         replay(path)
+
+
+def test_the_settled_start_and_a_resets_are_recorded_and_replayed_exactly(scenario, tmp_path):
+    """A replay re-simulates from the room's start: the frames the world settled (after the header, and on
+    each reset) are in the file, and a replay settles exactly those, whatever its own rest test says."""
+    path = tmp_path / "s-reset.rec"
+    room = Room("s-reset", scenario)
+    room.recorder = Recorder(path, room.session, scenario)
+    room.join(Identity(room.session, 2, Role.MENTOR, "mentor"))
+    room.start()
+    for k in range(6):
+        if k == 3:
+            room.command(2, "reset")
+        room.advance(1 / 60)
+    room.recorder.close(room.state.value)
+    _, records = read_recording(path)
+    records = list(records)
+    assert records[0] == {"t": "settled", "frames": room.settled.frames}
+    assert {"t": "reset", "settled": room.settled.frames} in records
+    np.testing.assert_array_equal(replay(path).physics.x, room.physics.x)
+    # a file that says 2 frames replays from 2 frames (e.g. a start a time limit cut short elsewhere)
+    edited = tmp_path / "edited.rec"
+    header, records = read_recording(path)
+    with open(edited, "wb") as f:
+        f.write(msgpack.packb(header))
+        for r in records:
+            f.write(msgpack.packb({"t": "settled", "frames": 2} if r["t"] == "settled" else r))
+    assert replay(edited, max_ticks=1).settled.frames == 2
+    bad = tmp_path / "bad.rec"
+    with open(bad, "wb") as f:
+        f.write(msgpack.packb(header))
+        f.write(msgpack.packb({"t": "settled", "frames": -5}))
+    with pytest.raises(RecordingError, match="settled"):
+        replay(bad)

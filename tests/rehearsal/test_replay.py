@@ -58,18 +58,29 @@ def test_the_replayed_metrics_equal_the_stored_result_field_for_field(scenario, 
     assert lead == replayed["1"]
     # the sample times matter: the same poses at tick times give another jerk
     header, records = read_recording(path)
-    assert header["version"] == 2
+    assert header["version"] == 3
+    records = list(records)
+    assert records[0] == {"t": "settled", "frames": again.settled.frames} and again.settled.frames > 0
     ticks = [r for r in records if r["t"] in ("tick", "command")]
     assert {r["t"] for r in ticks} == {"tick", "command"}
-    v1 = tmp_path / "v1.rec"
-    with open(v1, "wb") as f:
-        f.write(msgpack.packb({**header, "version": 1}))
+    untimed = tmp_path / "untimed.rec"  # the same file without the sample times (as version 1 had it)
+    with open(untimed, "wb") as f:
+        f.write(msgpack.packb(header))
+        f.write(msgpack.packb(records[0]))
         for r in ticks:
             if r["t"] == "tick":
                 f.write(msgpack.packb({k: v for k, v in r.items() if k != "s"}))
-    at_tick_times = replay(v1).skills.report()["participants"]
+    at_tick_times = replay(untimed).skills.report()["participants"]
     assert at_tick_times["1"] != replayed["1"]
-    np.testing.assert_array_equal(replay(v1).physics.x, again.physics.x)  # same motion, other timing
+    np.testing.assert_array_equal(replay(untimed).physics.x, again.physics.x)  # same motion, other timing
+    # a version-1 file was recorded by a room that opened at the model's rest shape: its replay starts there
+    v1 = tmp_path / "v1.rec"
+    with open(v1, "wb") as f:
+        f.write(msgpack.packb({**header, "version": 1}))
+        f.write(msgpack.packb({"t": "end", "state": "ended", "truncated": 0}))
+    old = replay(v1)
+    assert old.settled.frames == 0
+    np.testing.assert_array_equal(old.physics.x, old.model.rest_positions)
 
 
 def test_accepted_commands_are_recorded_before_the_tick_they_preceded(scenario, tmp_path):

@@ -126,3 +126,27 @@ def test_a_room_judges_skills_by_its_scenarios_limits():
     room = Room("s-limits", basic)
     assert room.skills.thresholds == basic.skill_limits
     assert room.skills.report()["thresholds"]["path_length_m"] == basic.skill_limits.path_length_m
+
+
+def test_a_room_opens_with_its_tissue_at_rest_and_a_reset_opens_at_rest_again(scenario):
+    """The world settles before anyone sees it (physics.settle): the first person in does not watch the
+    tissue fall onto the table, and a second room of the scenario gets the same start from memory."""
+    room, ids = running(scenario)
+    assert room.settled.at_rest and room.settled.frames > 0
+    assert not np.array_equal(room.physics.x, room.model.rest_positions)  # it sagged before the room opened
+    assert room.physics.frame == 0 and room.frame == 0
+    start = room.physics.x.copy()
+    room.advance(1 / 60)  # nobody touches it: it stays where it lies
+    assert np.abs(room.physics.x - start).max() < 1e-5
+    other = Room("s-2", scenario)
+    assert other.settled.seconds == 0.0 and other.settled.frames == room.settled.frames
+    np.testing.assert_array_equal(other.physics.x, start)
+    assert other.physics.x is not room.physics.x
+    room.physics.x[:] += 0.01  # a room moves its own arrays only
+    assert room.command(ids[Role.MENTOR], "reset") is None
+    room.advance(1 / 60)
+    assert np.abs(room.physics.x - start).max() < 1e-5  # the reset world is the settled one again
+    exact = Room("s-3", scenario, settle_frames=3)
+    assert exact.settled.frames == 3 and exact.settled.reason == "frames"
+    rest_shape = Room("s-4", scenario, settle_frames=0)
+    np.testing.assert_array_equal(rest_shape.physics.x, rest_shape.model.rest_positions)

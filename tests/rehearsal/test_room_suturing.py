@@ -40,6 +40,14 @@ def rot_z(a: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+def top_face(room: Room, z: float, bite: float) -> float:
+    """The height of the top face (y = 0.02 at rest) where the needle crosses it, as the tissue lies now (the
+    room opens settled: it sagged a little under gravity)."""
+    rest, x = room.model.rest_positions, room.physics.x
+    near = (rest[:, 1] > 0.02 - 1e-9) & (np.abs(rest[:, 2] - z) < 0.003) & (np.abs(np.abs(rest[:, 0]) - bite) < 0.003)
+    return float(x[near, 1].mean()) if near.any() else 0.02
+
+
 class Script:
     """A needle driver holding the needle in the plane x-y across the incision at z, its arc crossing the top face
     at the marked entry and exit (5 mm either side: its centre 6.2 mm above the face) and its tip just above the
@@ -51,7 +59,7 @@ class Script:
         self.room, self.r, self.step = room, needle.radius, step
         bite = abs(room.scenario.suture.targets[0].entry[0])
         h = math.sqrt(needle.radius**2 - bite**2)
-        self.centre = np.array([0.0, 0.02 + h, z])
+        self.centre = np.array([0.0, top_face(room, z, bite) + h, z])
         self.R0 = rot_z(math.pi + math.asin(h / needle.radius) - 0.02 - needle.arc_angle)
         self.alpha = self.lower = self.t = 0.0
 
@@ -245,7 +253,7 @@ def test_a_scripted_stitch_through_its_marks_completes_its_step_and_survives_a_c
     assert len(again.suturing.thread.slides) == len(room.suturing.thread.slides) > 0
     assert again.progress() == room.progress()
     resumed = Script(again, -0.005)
-    resumed.alpha, resumed.lower, resumed.t = script.alpha, script.lower, script.t
+    resumed.alpha, resumed.lower, resumed.t, resumed.centre = script.alpha, script.lower, script.t, script.centre
     for _ in range(3):
         script.tick()
         resumed.tick()
