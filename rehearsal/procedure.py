@@ -3,7 +3,8 @@
 Three kinds of check (boxes are in rest coordinates, so they name anatomy, not places in the room):
 
 * ``displacement`` (a goal): done once some tissue vertex in the box has moved at least ``distance`` from
-  its rest position and stayed so for ``HOLD_SECONDS`` (a retraction held, not a poke).
+  where it lay when the world opened (settled under gravity, ``physics.settle``: the sag is no retraction) and
+  stayed so for ``HOLD_SECONDS`` (a retraction held, not a poke).
 * ``divided`` (a goal): done once the live tets whose rest centres lie in the box fall into two or more
   pieces of at least ``PIECE_SHARE`` of the box's tets each (specks left by a cut do not count).
 * ``no_energy_near`` (a constraint): holds ("ok") until any tet within ``distance`` of the box is burned
@@ -81,7 +82,7 @@ class StepProgress:
 
 @numba.njit(cache=True, nogil=True)
 def largest_displacement(x: np.ndarray, rest: np.ndarray, ids: np.ndarray) -> float:
-    """The farthest any of the vertices ``ids`` has moved from rest (m); checked every tick, so compiled."""
+    """The farthest any of the vertices ``ids`` has moved from ``rest`` (m); checked every tick, so compiled."""
     most = 0.0
     for i in ids:
         d = (x[i, 0] - rest[i, 0]) ** 2 + (x[i, 1] - rest[i, 1]) ** 2 + (x[i, 2] - rest[i, 2]) ** 2
@@ -181,10 +182,13 @@ def knot_matches(detail: dict, kind: str | None) -> bool:
 class Procedure:
     """The scenario's steps for one world (rebuilt when the world is reset)."""
 
-    def __init__(self, scenario: Scenario, model: Model) -> None:
+    def __init__(self, scenario: Scenario, model: Model, start: np.ndarray | None = None) -> None:
+        """``start``: the world's positions when it opened (displacement is measured from them; default the
+        model's rest shape)."""
         self.steps = [_progress(step) for step in scenario.steps]
         self._checks = {step.id: step.check for step in scenario.steps}
         rest = model.rest_positions
+        self._start: np.ndarray | None = None if start is None else np.array(start, dtype=np.float64)
         centres = tet_centres(rest, model.tets)
         used = model.vertex_used()
         self._vertices: dict[str, np.ndarray] = {}
@@ -209,6 +213,14 @@ class Procedure:
                 raise ScenarioError(f"{scenario.source.name}: step {step.id!r}: its check's box holds no tissue")
         self._held_since: dict[str, float] = {}
         self._epoch = -1
+
+    def __setstate__(self, state: dict) -> None:
+        # A checkpoint pickled before rooms settled has no start: its world began at the rest shape.
+        self.__dict__.update({"_start": None, **state})
+
+    def _origin(self, model: Model) -> np.ndarray:
+        """What displacement is measured from: the world's start, or the rest shape when none was given."""
+        return model.rest_positions if self._start is None else self._start
 
     def current(self) -> StepProgress | None:
         """The first goal not yet done (what the team works on now)."""
@@ -238,7 +250,7 @@ class Procedure:
                 continue
             check = self._checks[s.id]
             if s.kind == "displacement":
-                s.value = largest_displacement(state.x, model.rest_positions, self._vertices[s.id])
+                s.value = largest_displacement(state.x, self._origin(model), self._vertices[s.id])
                 if s.value < check.distance:
                     self._held_since.pop(s.id, None)
                 elif now - self._held_since.setdefault(s.id, now) >= HOLD_SECONDS:

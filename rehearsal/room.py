@@ -103,7 +103,7 @@ class Room(MentorCommands):
         self.inputs: dict[tuple[int, str], HandInput] = {}
         self._control_times: tuple[Control | None, dict[int, float]] = (None, {})  # the last control's sample times
         self.counters: Counter[str] = Counter()
-        self.procedure = Procedure(scenario, self.model)
+        self.procedure = Procedure(scenario, self.model, self.physics.x)
         self.complications = Complications(scenario)
         # one per session (a reset does not wipe what people did before it), judged by the scenario's limits
         limits = scenario.suture.limits if scenario.suture is not None else None
@@ -561,7 +561,7 @@ class Room(MentorCommands):
             if kind == "reset":  # the world anew, settled again (a replay's reset names the frames it took)
                 self.model = build_world(self.scenario)
                 self.physics, self.settled = self._settled_start(arg if type(arg) is int else None)
-                self.procedure = Procedure(self.scenario, self.model)
+                self.procedure = Procedure(self.scenario, self.model, self.physics.x)
                 self.complications = Complications(self.scenario)
                 self.suturing = self._sutures.new(self.model, self.physics)
                 self._events.append(RoomEvent("world_reset", {}, by=by))

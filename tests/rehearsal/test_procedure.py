@@ -47,6 +47,35 @@ def test_a_retraction_counts_only_when_far_enough_and_held(world):
     assert procedure.current().id == "divide"
 
 
+def test_a_retraction_is_measured_from_where_the_tissue_lay_when_the_world_opened(scenario):
+    """A room opens settled (the tissue sagged under gravity): that sag is no retraction, the move from it is."""
+    model = build_world(scenario)
+    state = new_state(model)
+    top = np.flatnonzero(model.rest_positions[:, 1] > 0.019)
+    state.x[top, 1] -= 0.015  # sagged 1.5 cm before anyone touched it
+    procedure = Procedure(scenario, model, state.x)
+    procedure.evaluate(model, state, 0.0)
+    assert procedure.evaluate(model, state, 1.0 + HOLD_SECONDS) == []
+    assert _step(procedure, "retract").value == 0.0
+    state.x[top[:3], 1] += 0.012
+    procedure.evaluate(model, state, 2.0)
+    [done] = procedure.evaluate(model, state, 2.0 + HOLD_SECONDS)
+    assert done.id == "retract" and _step(procedure, "retract").value == pytest.approx(0.012)
+
+
+def test_a_procedure_pickled_without_a_start_measures_from_the_rest_shape(world):
+    import pickle
+
+    model, state, procedure = world
+    raw = dict(procedure.__dict__)
+    del raw["_start"]  # as a checkpoint written before rooms settled holds it
+    old = Procedure.__new__(Procedure)
+    old.__setstate__(pickle.loads(pickle.dumps(raw)))
+    state.x[np.flatnonzero(model.rest_positions[:, 1] > 0.019)[0], 1] += 0.02
+    old.evaluate(model, state, 0.0)
+    assert _step(old, "retract").value == pytest.approx(0.02)
+
+
 def test_letting_go_before_the_hold_time_restarts_it(world):
     model, state, procedure = world
     top = np.flatnonzero(model.rest_positions[:, 1] > 0.019)
