@@ -555,24 +555,35 @@ def thread_candidates(xt, x, tris, reach):
             near[k] = t
             k += 1
     g_lo, c, dims, g_start, binned = _grid(cent, near[:k], h)
+    # The grid's box and sizes as scalars, and each particle's coordinates too: no array views or small-array
+    # arguments in the loop below (each costs reference-count updates), the same cell ranges as _cell_range.
+    lo0, lo1, lo2 = g_lo[0], g_lo[1], g_lo[2]
+    n0, n1, n2 = dims[0], dims[1], dims[2]
+    hh = h * h
     start = np.zeros(n + 1, dtype=np.int64)
     found = np.empty(max(1, 16 * n), dtype=np.int64)
     total = 0
     for i in range(n):
-        p = xt[i]
-        ax, bx = _cell_range(p, h, g_lo, c, dims, 0)
-        ay, by = _cell_range(p, h, g_lo, c, dims, 1)
-        az, bz = _cell_range(p, h, g_lo, c, dims, 2)
+        px, py, pz = xt[i, 0], xt[i, 1], xt[i, 2]
+        start[i + 1] = total
+        fa0, fb0 = (px - h - lo0) / c, (px + h - lo0) / c
+        fa1, fb1 = (py - h - lo1) / c, (py + h - lo1) / c
+        fa2, fb2 = (pz - h - lo2) / c, (pz + h - lo2) / c
+        if not (fb0 >= 0.0 and fa0 < n0 and fb1 >= 0.0 and fa1 < n1 and fb2 >= 0.0 and fa2 < n2):
+            continue  # outside the grid's box grown by h (or not finite): no triangle near it
+        ax, bx = (int(fa0) if fa0 > 0.0 else 0), min(n0 - 1, int(fb0))
+        ay, by = (int(fa1) if fa1 > 0.0 else 0), min(n1 - 1, int(fb1))
+        az, bz = (int(fa2) if fa2 > 0.0 else 0), min(n2 - 1, int(fb2))
         first = total
         for ix in range(ax, bx + 1):
             for iy in range(ay, by + 1):
-                row = (ix * dims[1] + iy) * dims[2]
+                row = (ix * n1 + iy) * n2
                 for q in range(g_start[row + az], g_start[row + bz + 1]):
                     t = binned[q]
-                    e = 0.0
-                    for d in range(3):
-                        e += (cent[t, d] - p[d]) ** 2
-                    if e <= h * h:
+                    e = (cent[t, 0] - px) ** 2
+                    e += (cent[t, 1] - py) ** 2
+                    e += (cent[t, 2] - pz) ** 2
+                    if e <= hh:
                         if total >= found.size:
                             grown = np.empty(found.size * 2, dtype=np.int64)
                             grown[: found.size] = found

@@ -87,6 +87,7 @@ class Suturing:
         self._refused: set[int] = set()  # scissors whose closing was refused (told once per closing)
         self._targets: dict[int, np.ndarray | None] = {}  # id(frozen slide) -> its hold's target (None: slack)
         self._taut: dict[int, bool] = {}  # id(frozen slide) -> held this frame
+        self._held: tuple | None = None  # _assign_holds' last (points, their holds, the held ones by hold id)
 
     def __setstate__(self, state: dict) -> None:
         """A checkpoint pickled before threads could be cut: no tied pieces, no scissors seen."""
@@ -94,6 +95,7 @@ class Suturing:
         for name, default in (("frozen", list), ("_blades", dict), ("_refused", set), ("_targets", dict),
                               ("_taut", dict)):  # fmt: skip
             self.__dict__.setdefault(name, default())
+        self.__dict__.setdefault("_held", None)
 
     def polyline(self) -> np.ndarray:
         return self.thread.x
@@ -114,6 +116,13 @@ class Suturing:
         so that a point keeps its pseudo-instrument, and its grasp, while the thread's slides are re-sorted and
         when a cut moves it to a frozen piece. Returns the held points in hold id order."""
         slides = self._slides()
+        last = self._held
+        if (
+            last is not None
+            and len(last[0]) == len(slides)
+            and all(a is b and a.hold == h for a, b, h in zip(last[0], slides, last[1], strict=True))
+        ):
+            return list(last[2])  # the same points with the holds assigned last time (inputs, before_step, after_step)
         used: set[int] = set()
         for s in slides:
             if s.hold >= 0 and (s.hold in used or not is_hold(s.hold)):
@@ -124,7 +133,9 @@ class Suturing:
         for s in slides:
             if s.hold < 0:
                 s.hold = next(free, -1)
-        return sorted((s for s in slides if s.hold >= 0), key=lambda s: s.hold)
+        held = sorted((s for s in slides if s.hold >= 0), key=lambda s: s.hold)
+        self._held = (slides, [s.hold for s in slides], held)
+        return list(held)
 
     def hold_ids(self) -> list[int]:
         """The holds in this frame's Control: every live stitch point's, and a frozen piece's taut ones only (a
@@ -136,11 +147,12 @@ class Suturing:
         return [InstrumentInput(k, self._spec, np.zeros(3), _IDENTITY.copy(), 0.0) for k in self.hold_ids()]
 
     def _frozen_targets(self, state: State) -> None:
-        """Where each frozen piece's stitch points are pulled (None: slack), from the tissue now; the next frame's
-        inputs and before_step use them (the tissue does not move between a step's end and the next's start)."""
+        """Each frozen piece follows the tissue now (``FrozenThread.frame``), and where its stitch points are pulled
+        (None: slack); the next frame's inputs and before_step use them (the tissue does not move between a step's
+        end and the next's start)."""
         self._targets, self._taut = {}, {}
         for f in self.frozen:
-            for slide, target in zip(f.slides, f.targets(state.x), strict=True):
+            for slide, target in zip(f.slides, f.frame(state.x), strict=True):
                 self._targets[id(slide)] = target
                 self._taut[id(slide)] = target is not None
 
@@ -175,9 +187,7 @@ class Suturing:
         events = self.needle.step(model, state, dt)
         events += self._scissors(state)
         events += self.thread.step(model, state, self.needle, dt)
-        for f in self.frozen:
-            f.follow(state.x)
-        self._frozen_targets(state)
+        self._frozen_targets(state)  # the frozen pieces follow the tissue, and where their holds pull
         for slide in self._slides():
             limit = _pull_through_force(model, slide)
             force = norm3(slide.force)

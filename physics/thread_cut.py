@@ -266,13 +266,21 @@ class FrozenThread:
     def polyline(self) -> np.ndarray:
         return self.x
 
-    def targets(self, tissue: np.ndarray) -> list[np.ndarray | None]:
-        """Per stitch point: where its hold pulls it this frame (None: slack, not held)."""
+    def frame(self, tissue: np.ndarray) -> list[np.ndarray | None]:
+        """The frame's update after the tissue's step: ``follow`` the tissue, then the holds' ``targets``, from the
+        stitch points' positions found once."""
+        p = self.points(tissue) if self.slides else None
+        self.follow(tissue, p)
+        return self.targets(tissue, p)
+
+    def targets(self, tissue: np.ndarray, points: np.ndarray | None = None) -> list[np.ndarray | None]:
+        """Per stitch point: where its hold pulls it this frame (None: slack, not held). points: the stitch
+        points' positions in tissue (``points``), if the caller has them."""
         out: list[np.ndarray | None] = [None] * len(self.slides)
         pairs, most = self.rope
         if not len(most):
             return out
-        p = self.points(tissue)
+        p = self.points(tissue) if points is None else points
         a, b = pairs[:, 0], pairs[:, 1]
         d = p[b] - p[a]
         size = np.sqrt((d * d).sum(axis=1))
@@ -289,12 +297,12 @@ class FrozenThread:
             out[i] = p[i] + (step if length <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / length))
         return out
 
-    def follow(self, tissue: np.ndarray) -> None:
+    def follow(self, tissue: np.ndarray, points: np.ndarray | None = None) -> None:
         """The frame's cheap update: every particle moved by the stitch points' displacement since the cut,
-        interpolated along the piece by parameter (beyond the first and last, theirs)."""
+        interpolated along the piece by parameter (beyond the first and last, theirs). points: as in ``targets``."""
         if not self.slides:
             return
-        d = self.points(tissue) - self._p0
+        d = (self.points(tissue) if points is None else points) - self._p0
         if self._d is not None and np.array_equal(d, self._d):
             return  # the tissue under it did not move
         self._d = d
