@@ -21,8 +21,8 @@ cut is refused (`thread_cut_refused`, once per closing: in_tissue, no_stitch, be
 too_many_threads). The needle's side stays the live thread; a tied piece cut off is frozen (`frozen`), a loose
 tail dropped.
 
-Knots: every KNOT_EVERY frames (6 a second at 60 Hz; one check costs about a millisecond for a 200-segment
-thread, see physics/knots.py) the thread is classified (`knot` holds the last result), and a knot that has
+Knots: every KNOT_EVERY frames (6 a second at 60 Hz; one check costs 0.2-0.7 ms for a 200-segment thread, see
+physics/knots.py) the thread is classified (`knot` holds the last result), and a knot that has
 become tight (a square, granny or surgeon's knot, under tension) is a `knot_tied` event with its kind, throws,
 tight (True), handedness, wraps and position: once per knot, again when a different knot is tight (a further
 throw) or when the same one is tied again after it was loose for REARM_CHECKS checks in a row.

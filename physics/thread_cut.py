@@ -307,8 +307,32 @@ class FrozenThread:
             return  # the tissue under it did not move
         self._d = d
         u, d = self._u[self._order], d[self._order]
-        for axis in range(3):
-            self.x[:, axis] = self._x0[:, axis] + np.interp(self._s, u, d[:, axis])
+        plan = getattr(self, "_plan", None)  # (a piece from a checkpoint written before it had one)
+        if plan is None:
+            plan = self._plan = _interp_plan(self._s, u)
+        if plan is False or not np.isfinite(d).all():
+            for axis in range(3):
+                self.x[:, axis] = self._x0[:, axis] + np.interp(self._s, u, d[:, axis])
+            return
+        # np.interp's own arithmetic on the three axes at once: slope x (s - u[j]) + d[j] between the points,
+        # d[j] on one of them, the end's value beyond either end (the same bits, checked against np.interp)
+        j, off, at, left, right = plan
+        slope = (d[1:] - d[:-1]) / (u[1:] - u[:-1])[:, None]
+        moved = slope[j] * off[:, None] + d[j]
+        moved[at] = d[j[at]]
+        moved[left] = d[0]
+        moved[right] = d[-1]
+        self.x[:] = self._x0 + moved
+
+
+def _interp_plan(s: np.ndarray, u: np.ndarray) -> tuple | bool:
+    """What np.interp(s, u, .) looks up, made once for a piece (s and its points' ascending u do not change): per
+    particle the interval j (u[j] <= s < u[j + 1]), s - u[j], and which particles lie on a point, before the first
+    or at or past the last; False where np.interp's own path is kept (fewer than two points, or two at one u)."""
+    if u.size < 2 or not np.all(np.diff(u) > 0.0):
+        return False
+    j = np.clip(np.searchsorted(u, s, side="right") - 1, 0, u.size - 2)
+    return j, s - u[j], s == u[j], s < u[0], s >= u[-1]
 
 
 def _rope(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
