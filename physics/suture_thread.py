@@ -19,7 +19,12 @@ kernel on flat arrays: per substep, the particles predict under gravity, then pa
 
 Cost (200 segments, 10 substeps of 2 passes): the stretch and bending sweeps are chains, each projection reading
 the particle the one before moved, so they run at the latency of one square root and one division a constraint
-and are most of the frame; everything else is linear in the particles and the candidates near them.
+and are most of the frame; everything else is linear in the particles and the candidates near them. Of what runs
+around the kernel, the surface candidates cost most (`thread_candidates`: every surface triangle's centre and
+size once a frame, as the reach includes the largest triangle's, then a grid of those near the thread, about
+0.06 ms at 20k tets with warm caches and twice that in the frame, which starts with the caches the tissue step
+swept); most of the rest is the shell's numpy calls on a few 3-vectors (a few microseconds each with warm
+caches, several times that right after the tissue step).
 
 Twist is not modelled: a round monofilament's twist does not change where it lies or whether a knot holds.
 Jaws closing near the thread grab the nearest particle (`thread_grasp`); opening lets go (`thread_release`).
@@ -28,7 +33,7 @@ Jaws closing near the thread grab the nearest particle (`thread_grasp`); opening
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba as nb
 import numpy as np
@@ -67,7 +72,7 @@ class ThreadSpec:
 
     def __post_init__(self) -> None:
         checks = {
-            "segments": isinstance(self.segments, int) and 2 <= self.segments <= 2000,
+            "segments": isinstance(self.segments, int) and 1 <= self.segments <= 2000,  # 1: what a cut may leave
             "segment_length": 0.0005 <= self.segment_length <= 0.02,
             "radius": 0.00002 <= self.radius <= 0.002,
             "mass_per_metre": 0.0 < self.mass_per_metre <= 0.1,
@@ -281,10 +286,11 @@ class Thread:
 
     def keep(self, x: np.ndarray, v: np.ndarray, slides: list[Slide]) -> None:
         """Keep only a piece of this thread (a cut, physics/thread_cut.py): its first particles (x, v), the slides on
-        it; grabs of particles no longer on it let go."""
+        it; grabs of particles no longer on it let go; the spec says the piece's segments (its length)."""
         n = x.shape[0]
         if not 2 <= n <= self.x.shape[0]:
             raise ValueError(f"thread: a kept piece must have 2 to {self.x.shape[0]} particles, got {n}")
+        self.spec = replace(self.spec, segments=n - 1)
         self.x, self.v = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(v, dtype=np.float64)
         self.inv_mass = self.inv_mass[:n].copy()
         self.slides = list(slides)
