@@ -169,8 +169,9 @@ class Thread:
         s_u = np.array([s.u for s in self.slides], dtype=np.float64)
         s_held = np.array([s.u if s.held is None else s.held for s in self.slides], dtype=np.float64)
         s_slip, s_gap = self._slip_and_gap(stiff, here, s_u)
-        holes = [*here, *(needle._anchors(state.x) if needle is not None and needle.punctured else [])]
-        inside = _inside(self.slides, n, self.x, np.array(holes).reshape(-1, 3), HOLE_REACH * spec.segment_length)
+        anchors = needle._anchors(state.x) if needle is not None and needle.punctured else []
+        holes = np.array([*here, *anchors]).reshape(-1, 3) if anchors else here  # read only
+        inside = _inside(self.slides, n, self.x, holes, HOLE_REACH * spec.segment_length)
         reach = spec.radius + 2.0 * spec.segment_length
         c_start, c_tri = thread_candidates(self.x, state.x, model.surface, reach)
         pair_i, pair_j = self_pairs(self.x, 2.0 * spec.radius + spec.segment_length)
@@ -453,6 +454,8 @@ def _capsules(state: State, jaws_before: dict | None = None) -> tuple[np.ndarray
         r.append(caps[:, 6])
     if not a:
         return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+    if len(a) == 1:  # one instrument with a shape (the usual frame): its own fresh arrays, no joining copies
+        return a[0], b[0], np.concatenate(r)
     return np.concatenate(a), np.concatenate(b), np.concatenate(r)
 
 

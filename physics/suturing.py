@@ -88,6 +88,7 @@ class Suturing:
         self._targets: dict[int, np.ndarray | None] = {}  # id(frozen slide) -> its hold's target (None: slack)
         self._taut: dict[int, bool] = {}  # id(frozen slide) -> held this frame
         self._held: tuple | None = None  # _assign_holds' last (points, their holds, the held ones by hold id)
+        self._limits: dict[tuple, tuple] = {}  # (id(point), epoch, id(tets)) -> (the point, its tissue region)
 
     def __setstate__(self, state: dict) -> None:
         """A checkpoint pickled before threads could be cut: no tied pieces, no scissors seen."""
@@ -96,6 +97,7 @@ class Suturing:
                               ("_taut", dict)):  # fmt: skip
             self.__dict__.setdefault(name, default())
         self.__dict__.setdefault("_held", None)
+        self.__dict__.setdefault("_limits", {})
 
     def polyline(self) -> np.ndarray:
         return self.thread.x
@@ -181,15 +183,17 @@ class Suturing:
         """The needle's and the thread's frame after the tissue's; the holds' forces feed back to the thread.
         Scissors closing across a thread this frame cut it first (``cut_with``); the frozen pieces follow the
         tissue."""
+        forces = report.grasp_forces
         for slide in self._slides():
             if slide.hold >= 0:
-                slide.force = np.asarray(report.grasp_forces.get(slide.hold, np.zeros(3)), dtype=np.float64).copy()
+                force = forces.get(slide.hold)
+                slide.force = np.zeros(3) if force is None else np.array(force, dtype=np.float64)
         events = self.needle.step(model, state, dt)
         events += self._scissors(state)
         events += self.thread.step(model, state, self.needle, dt)
         self._frozen_targets(state)  # the frozen pieces follow the tissue, and where their holds pull
         for slide in self._slides():
-            limit = _pull_through_force(model, slide)
+            limit = self._pull_through_limit(model, slide)
             force = norm3(slide.force)
             if force > limit:
                 self.tears += 1
@@ -213,6 +217,17 @@ class Suturing:
         if self._frames % KNOT_EVERY == 0:
             events += self.check_knot()
         return events
+
+    def _pull_through_limit(self, model: Model, slide: Slide) -> float:
+        """``_pull_through`` at a stitch point, its tissue region kept per point until the model's topology
+        changes (read for every point every frame; the material's strength is read afresh)."""
+        key = (id(slide), model.epoch, id(model.tets))
+        hit = self._limits.get(key)
+        if hit is None or hit[0] is not slide:
+            if len(self._limits) >= 4 * MAX_HOLDS:  # bounded: points come and go with cuts and slips
+                self._limits.clear()
+            hit = self._limits[key] = (slide, tissue_at(model, slide.point)[1])
+        return _pull_through(model, hit[1])
 
     # --- cutting the thread --------------------------------------------------------------------------------------
 
@@ -343,7 +358,6 @@ class Suturing:
         return [Event("knot_tied", None, detail)]
 
 
-def _pull_through_force(model: Model, slide) -> float:
-    """The pull (N) at which a suture cuts through the tissue it holds: strength x a 2 mm bite's area."""
-    region = tissue_at(model, slide.point)[1]
+def _pull_through(model: Model, region: int) -> float:
+    """The pull (N) at which a suture cuts through the tissue (of a region) it holds: strength x a 2 mm bite's area."""
     return model.materials[region].strength * 0.002 * 0.002 * 10.0
