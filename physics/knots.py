@@ -38,8 +38,9 @@ TIGHT_TENSION (0.2 %: pulled, not lying loose).
 
 Cost (a 200-segment thread; measured on a loaded 2-core machine, so upper bounds): the crossings in one numba
 pass over the segment pairs (tens of microseconds per view), the reduction linear in the crossings, the bracket
-small once reduced; about 0.3 ms for a thread with no knot (one view settles it), about 1 ms with a knot (two
-views), a few milliseconds for a heap of loose coils (bounded by the limits above).
+small once reduced; about 0.16 ms for a thread with no knot (one view settles it: the best-fit plane's SVD is a
+third of it, the centroid is taken once and a knot's tightness only read when there is a knot), about 0.7 ms with a
+square knot (two views), a few milliseconds for a heap of loose coils (bounded by the limits above).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
+
+from physics.smallvec import norm3
 
 MAX_SUMMAND_CROSSINGS = 14  # 2^14 bracket states at most per summand (about a millisecond)
 MAX_REDUCED_CROSSINGS = 40  # a diagram still this tangled after the moves is left unresolved
@@ -114,14 +117,19 @@ def classify_knot(points: np.ndarray, tension: float | None = None, radius: floa
     if not (math.isfinite(radius) and radius > 0.0):
         raise ValueError(f"classify_knot: radius must be > 0 m, got {radius!r}")
     seg = np.linalg.norm(np.diff(x, axis=0), axis=1)
-    keep = np.concatenate([[True], seg > 1e-12])  # repeated points carry no direction
-    x = x[keep]
+    repeated = seg <= 1e-12  # repeated points carry no direction
+    if repeated.any():
+        x = x[np.concatenate([[True], ~repeated])]
+        seg = None
+    else:
+        x = x.copy()  # a copy as the filter made one: the projections below read the same fresh array
     if x.shape[0] < 4:
         return _none(x)
-    views = [_best_fit_normal(x), *_VIEWS]
+    mean = x.mean(axis=0)  # the centroid, for the fit, the closure and the result (x does not change below)
+    views = [_best_fit_normal(x, mean), *_VIEWS]
     found: list[_View] = []
     for tilt in (0.0, _TILT):  # a closure through the curve itself (symmetric data) is retried a little askew
-        closed = _closing_rays(x, tilt)
+        closed = _closing_rays(x, tilt, mean)
         for v in views:
             view = _analyse(closed, v)
             if view is not None and view.crossings == 0:
@@ -134,10 +142,10 @@ def classify_knot(points: np.ndarray, tension: float | None = None, radius: floa
         if found:
             break
     if not found:
-        return KnotResult(None, 0, False, 0, resolved=False, centre=x.mean(axis=0))
+        return KnotResult(None, 0, False, 0, resolved=False, centre=mean)
     best_key = Counter(_key(f.jones) for f in found).most_common(1)[0][0]
     view = min((f for f in found if _key(f.jones) == best_key), key=lambda f: f.crossings)
-    return _result(view, x, tension, radius)
+    return _result(view, x, tension, radius, mean, seg)
 
 
 # --- the closed curve and its projections -------------------------------------------------------------------
@@ -154,16 +162,16 @@ def _none(x: np.ndarray) -> KnotResult:
     return KnotResult(None, 0, False, 0, centre=x.mean(axis=0) if x.size else np.zeros(3))
 
 
-def _closing_rays(x: np.ndarray, tilt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _closing_rays(x: np.ndarray, tilt: float, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The polyline and the unit directions in which its two ends go off to be closed far away (turned by
-    `tilt` rad about a fixed generic axis)."""
-    c = x.mean(axis=0)
+    `tilt` rad about a fixed generic axis); c: the polyline's centroid."""
     dirs = []
+    near = 1e-9 * max(1e-9, float(np.ptp(x, axis=0).max()))
     for end, inner in ((x[0], x[1]), (x[-1], x[-2])):
         d = end - c
-        if np.linalg.norm(d) < 1e-9 * max(1e-9, float(np.ptp(x, axis=0).max())):
+        if norm3(d) < near:
             d = end - inner  # an end at the centroid goes on along its own tangent
-        d = d / np.linalg.norm(d)
+        d = d / norm3(d)
         if tilt:
             k = _VIEWS[3]
             d = d * math.cos(tilt) + _cross(k, d) * math.sin(tilt) + k * (k @ d) * (1.0 - math.cos(tilt))
@@ -171,8 +179,8 @@ def _closing_rays(x: np.ndarray, tilt: float) -> tuple[np.ndarray, np.ndarray, n
     return x, dirs[0], dirs[1]
 
 
-def _best_fit_normal(x: np.ndarray) -> np.ndarray:
-    centred = x - x.mean(axis=0)
+def _best_fit_normal(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    centred = x - mean
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     n = vt[-1]
     return n / np.linalg.norm(n)
@@ -180,10 +188,10 @@ def _best_fit_normal(x: np.ndarray) -> np.ndarray:
 
 def _frame(v: np.ndarray) -> np.ndarray:
     """Rows e1, e2, v: a right-handed frame whose third axis points to the viewer."""
-    v = v / np.linalg.norm(v)
+    v = v / norm3(np.ascontiguousarray(v))
     a = np.array([1.0, 0.0, 0.0]) if abs(v[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     e1 = _cross(a, v)
-    e1 /= np.linalg.norm(e1)
+    e1 /= norm3(e1)
     return np.stack([e1, _cross(v, e1), v])
 
 
@@ -546,7 +554,9 @@ def factor_throws(jones: dict[int, int]) -> tuple[list[tuple[int, int]], bool]:
 # --- the result ---------------------------------------------------------------------------------------------
 
 
-def _result(view: _View, x: np.ndarray, tension: float | None, radius: float) -> KnotResult:
+def _result(view: _View, x: np.ndarray, tension: float | None, radius: float, mean: np.ndarray,
+            seg: np.ndarray | None) -> KnotResult:  # fmt: skip
+    """The result of the view chosen; mean: x's centroid; seg: x's segment lengths (None: not at hand)."""
     if view.jones is None:
         throws, resolved = [], False
         jones: dict[int, int] = {}
@@ -568,8 +578,11 @@ def _result(view: _View, x: np.ndarray, tension: float | None, radius: float) ->
         centre = pts.mean(axis=0)
         extent = float(np.max(np.linalg.norm(pts[:, None, :] - pts[None, :, :], axis=2)))
     else:
-        centre, extent = x.mean(axis=0), 0.0
-    seg = float(np.median(np.linalg.norm(np.diff(x, axis=0), axis=1)))
-    limit = max(TIGHT_DIAMETERS * 2.0 * radius, TIGHT_SEGMENTS * seg)
-    tight = bool(throws) and resolved and extent <= limit and (tension is None or tension >= TIGHT_TENSION)
+        centre, extent = mean, 0.0
+    tight = False
+    if throws:  # how tight only matters for a knot
+        if seg is None:
+            seg = np.linalg.norm(np.diff(x, axis=0), axis=1)
+        limit = max(TIGHT_DIAMETERS * 2.0 * radius, TIGHT_SEGMENTS * float(np.median(seg)))
+        tight = resolved and extent <= limit and (tension is None or tension >= TIGHT_TENSION)
     return KnotResult(kind, len(throws), bool(tight), view.crossings, hands, wraps, resolved, centre, extent, jones)

@@ -33,6 +33,7 @@ import numpy as np
 from physics.grasping import CLOSED_BELOW, OPEN_ABOVE
 from physics.instruments import InstrumentSpec, Kind, matrix_to_quat, quat_to_matrix
 from physics.model import Model
+from physics.smallvec import norm3
 from physics.solver import Event
 from physics.state import State
 
@@ -142,6 +143,7 @@ class Needle:
         self._region_of_vertex = _vertex_regions(model)
         self._thresholds = _thresholds(spec, model)
         self._surface: tuple | None = None  # (surface, its vertices, vertex -> triangles CSR) for the tip
+        self._tip_pose: tuple | None = None  # (position, rotation, tip, its tangent) for the pose they were made for
 
     def notify_model_changed(self, model: Model) -> None:
         """The model's topology changed (a split cut added vertices, a cut or burn removed tets): the tables this
@@ -209,7 +211,7 @@ class Needle:
             self._in_tissue(model, state, prev_R, dt, events)
         else:
             self._press(model, state, dt, events)
-        self.peak_force = max(self.peak_force, float(np.linalg.norm(self.force)), self.tip_force)
+        self.peak_force = max(self.peak_force, norm3(self.force), self.tip_force)
         return events
 
     def _holding(self, state: State, events: list[Event]) -> None:
@@ -296,7 +298,7 @@ class Needle:
         The tip force is the indentation's (Boussinesq, a flat punch of TIP_CONTACT_RADIUS): 2 a E / (1 - nu^2)
         x how far the point is pushed in from its rest position along the surface normal."""
         x = state.x
-        tip = self.tip()
+        tip, tangent = self._tip_and_tangent()
         if self._pressed is not None:
             point = self._pressed.position(x)
             if np.linalg.norm(
@@ -304,9 +306,8 @@ class Needle:
             ) > (0.003):
                 self._pressed = None  # slid off: find the surface again
         if self._pressed is None:
-            tangent = self.rotation @ np.array([-math.sin(self.spec.arc_angle), math.cos(self.spec.arc_angle), 0.0])
-            near = tip_candidates(x, *self._surface_table(model), model.surface.shape[0], tip)
-            tri, w0, w1, w2, _ = touch_tip(x, model.surface, near, tip, tangent, self.spec.wire_radius)
+            tri, w0, w1, w2 = touch_near_tip(x, model.surface, *self._surface_table(model), tip, tangent,
+                                             self.spec.wire_radius)  # fmt: skip
             if tri < 0:
                 return
             self._pressed = TissuePoint(model.surface[tri].astype(np.int32), np.array([w0, w1, w2]))
@@ -331,6 +332,17 @@ class Needle:
             self._entry_rest = rest
             self._bind(np.zeros((0, 3), np.int32), np.zeros((0, 3)))
             events.append(Event("puncture", self.holder, {"force": force, "point": pt.position(x).tolist()}))
+
+    def _tip_and_tangent(self) -> tuple[np.ndarray, np.ndarray]:
+        """The tip and the way it moves (world), made once per pose: a needle lying still (nobody holds it) keeps
+        its pose arrays, which are replaced, never written in place, when it moves."""
+        cached = getattr(self, "_tip_pose", None)  # (a needle from a checkpoint written before it had one)
+        if cached is not None and cached[0] is self.position and cached[1] is self.rotation:
+            return cached[2], cached[3]
+        a = self.spec.arc_angle
+        tip, tangent = self.tip(), self.rotation @ np.array([-math.sin(a), math.cos(a), 0.0])
+        self._tip_pose = (self.position, self.rotation, tip, tangent)
+        return tip, tangent
 
     def _bind(self, verts: np.ndarray, weights: np.ndarray) -> None:
         anchors = [a for a in (self.entry, self.exit) if a is not None]
@@ -558,6 +570,15 @@ def tip_candidates(x, surf_verts, vt_start, vt_tris, n_tris, tip):
             out[k] = t
             k += 1
     return out
+
+
+@nb.njit(nogil=True, cache=True)
+def touch_near_tip(x, tris, surf_verts, vt_start, vt_tris, tip, tangent, wire_r):
+    """`touch_tip` among `tip_candidates` in one call (the needle's frame while it lies or presses): the triangle
+    the tip touches and the barycentric weights of the tip's projection on it; (-1, 0, 0, 0) when none."""
+    near = tip_candidates(x, surf_verts, vt_start, vt_tris, tris.shape[0], tip)
+    tri, w0, w1, w2, _ = touch_tip(x, tris, near, tip, tangent, wire_r)
+    return tri, w0, w1, w2
 
 
 @nb.njit(nogil=True, cache=True)

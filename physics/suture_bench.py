@@ -16,9 +16,13 @@ in the figure, as in an interrupted closure).
 Each repeat runs the pull twice in lockstep, without and with suturing (frame f of one, then of the other, the
 order alternating), so the machine's load hits both alike; the figure is the median over frames of the
 difference (`extra_ms`), goal at most 1 ms on 2 threads.
-The seam's parts are timed too (`parts_ms`: before_step, the solver's step, after_step; and on their own, once
-the run is over, the needle's and the thread's step and the knot check), and `extra_ms_by_parts` adds them up
-(before + after + the median of what the holds add to the solver's step).
+The seam's parts are timed too (`parts_ms`: before_step, the solver's step, after_step, and inside after_step as
+the frames run them the needle's and the thread's step, the tied piece's frame and the knot check, the last the
+median of the frames that ran one), and `extra_ms_by_parts` adds them up (before + after + the median of what the
+holds add to the solver's step). `parts_alone_ms` times the same four again on their own once the run is over: with
+warm caches they cost a fraction of what they do in the frame, where each runs after the solver's step has swept
+the caches (the first numpy calls after it take tens of microseconds each), so only the in-frame figures say what
+a frame pays.
 Prints one JSON document on stdout (progress on stderr).
 """
 
@@ -38,7 +42,6 @@ import numpy as np
 from physics.bench import FRAME_DT, copy_state, log, machine_info, prepare_grasp
 from physics.cli_types import positive_int
 from physics.control import Control
-from physics.knots import classify_knot
 from physics.needle import NeedleSpec, TissuePoint
 from physics.scenes import GRASPER_ID, Scene
 from physics.solver import Solver
@@ -175,6 +178,42 @@ def tied_piece(model, state, at: np.ndarray) -> FrozenThread:
 
 # --- timing -------------------------------------------------------------------------------------------------
 
+IN_FRAME = ("needle", "thread", "knot_check", "frozen")  # the seam's parts, timed as they run in its after_step
+
+
+class _Timer:
+    """Times an object's method as the seam calls it (an instance attribute over the class's method, removed by
+    stop()), adding each call's time to the last entry of a list (knot_check: one entry per call)."""
+
+    def __init__(self, owner: object, method: str, times: list[float], per_call: bool = False) -> None:
+        self.owner, self.method, self.times, self.per_call = owner, method, times, per_call
+        self.inner = getattr(owner, method)
+        setattr(owner, method, self)
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            took = time.perf_counter() - t0
+            if self.per_call:
+                self.times.append(took)
+            else:
+                self.times[-1] += took
+
+    def stop(self) -> None:
+        delattr(self.owner, self.method)
+
+
+def _time_in_frame(su: Suturing, parts: dict[str, list[float]]) -> list[_Timer]:
+    """Time the needle's and the thread's step, the knot check and the tied pieces' frame inside the frames."""
+    return [
+        _Timer(su.needle, "step", parts["needle"]),
+        _Timer(su.thread, "step", parts["thread"]),
+        _Timer(su, "check_knot", parts["knot_check"], per_call=True),
+        *(_Timer(f, "frame", parts["frozen"]) for f in su.frozen),
+    ]
+
 
 def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
     """The pull phase from two copies of start, one without suturing and one with, stepped in lockstep (frame f
@@ -185,10 +224,10 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
     base_solver, solver = Solver(model), Solver(model)
     su = add_suturing(scene, state, segments)[0]
     base_times, times = [], []
-    parts: dict[str, list[float]] = {
-        k: [] for k in ("before_step", "solver", "after_step", "needle", "thread", "knot_check", "frozen")
-    }
+    parts: dict[str, list[float]] = {k: [] for k in ("before_step", "solver", "after_step", *IN_FRAME)}
+    alone: dict[str, list[float]] = {k: [] for k in IN_FRAME}
     kinds: list[str] = []
+    timers = _time_in_frame(su, parts)
 
     def base_frame(control: Control) -> None:
         t0 = time.perf_counter()
@@ -196,6 +235,8 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
         base_times.append(time.perf_counter() - t0)
 
     def suturing_frame(control: Control) -> None:
+        for name in ("needle", "thread", "frozen"):
+            parts[name].append(0.0)
         t0 = time.perf_counter()
         control = Control(control.instruments + su.inputs())
         su.before_step(state)
@@ -213,21 +254,25 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
         control = scene.control(f)
         for frame in (base_frame, suturing_frame) if f % 2 == 0 else (suturing_frame, base_frame):
             frame(control)
-    # The seam's parts on their own, from the final state (the needle and thread a few more frames each).
+    for fn in timers:
+        fn.stop()
+    # The same parts once more each on their own, from the final state, with warm caches: the frame pays several
+    # times that for them, as they run after the solver's step has swept the caches (see the module docstring).
     for name, fn in (
         ("needle", lambda: su.needle.step(model, state, FRAME_DT)),
         ("thread", lambda: su.thread.step(model, state, su.needle, FRAME_DT)),
-        ("knot_check", lambda: classify_knot(su.thread.x, su.thread.tension())),
-        ("frozen", lambda: [(f.follow(state.x), f.targets(state.x)) for f in su.frozen]),  # the tied piece's frame
+        ("knot_check", lambda: su.check_knot()),
+        ("frozen", lambda: [f.frame(state.x) for f in su.frozen]),
     ):
         for _ in range(3):
             t0 = time.perf_counter()
             fn()
-            parts[name].append(time.perf_counter() - t0)
+            alone[name].append(time.perf_counter() - t0)
     return {
         "base_times": base_times,
         "times": times,
         "parts": parts,
+        "alone": alone,
         "events": kinds,
         "tension": su.thread.tension(),
         "hold_forces_n": [float(np.linalg.norm(s.force)) for s in su.thread.slides],
@@ -237,7 +282,10 @@ def timed_run(scene: Scene, start, substeps: int, segments: int) -> dict:
     }
 
 
-def _median_ms(values: Sequence[float]) -> float:
+def _median_ms(values: Sequence[float]) -> float | None:
+    """The median in ms (4 significant digits); None for no values (no knot check in a short run)."""
+    if len(values) == 0:
+        return None
     return float(f"{float(np.median(np.asarray(values))) * 1e3:.4g}")
 
 
@@ -258,6 +306,7 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
             _median_ms([s - b for s, b in zip(r["times"], r["base_times"], strict=True)]) for r in runs
         ]  # fmt: skip
         parts = {k: _median_ms([t for r in runs for t in r["parts"][k]]) for k in runs[0]["parts"]}
+        alone = {k: _median_ms([t for r in runs for t in r["alone"][k]]) for k in IN_FRAME}
         solver_diffs = [s - b for r in runs for s, b in zip(r["parts"]["solver"], r["base_times"], strict=True)]
         solver_extra = _median_ms(solver_diffs)
         # The seam's own work plus what its holds add to the solver.
@@ -277,8 +326,11 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
             "extra_ms_by_parts": float(f"{seam:.4g}"),
             "solver_extra_ms": solver_extra,
             "parts_ms": parts,
+            "parts_alone_ms": alone,
             "knot_check_every_frames": KNOT_EVERY,
-            "knot_check_ms_per_frame": float(f"{parts['knot_check'] / KNOT_EVERY:.4g}"),
+            "knot_check_ms_per_frame": None
+            if parts["knot_check"] is None
+            else float(f"{parts['knot_check'] / KNOT_EVERY:.4g}"),
             "thread_tension_end": float(f"{last['tension']:.4g}"),
             "hold_forces_n_end": [float(f"{v:.4g}") for v in last["hold_forces_n"]],
             "slides_end": last["slides"],
@@ -290,7 +342,8 @@ def time_config(target: int, substeps: int, threads: list[int], frames: int, rep
         entries.append(entry)
         log(
             f"  threads {n}: base {base_ms:.2f} ms, with suturing {sut_ms:.2f} ms, extra {entry['extra_ms']:.3f} ms "
-            f"(needle {parts['needle']:.3f}, thread {parts['thread']:.3f}, knot check {parts['knot_check']:.3f})"
+            f"(in the frame: needle {parts['needle']:.3f}, thread {parts['thread']:.3f}, "
+            f"tied piece {parts['frozen']:.3f}, knot check {parts['knot_check'] or 0.0:.3f} every {KNOT_EVERY} frames)"
         )
     return entries
 

@@ -19,7 +19,12 @@ kernel on flat arrays: per substep, the particles predict under gravity, then pa
 
 Cost (200 segments, 10 substeps of 2 passes): the stretch and bending sweeps are chains, each projection reading
 the particle the one before moved, so they run at the latency of one square root and one division a constraint
-and are most of the frame; everything else is linear in the particles and the candidates near them.
+and are most of the frame; everything else is linear in the particles and the candidates near them. Of what runs
+around the kernel, the surface candidates cost most (`thread_candidates`: every surface triangle's centre and
+size once a frame, as the reach includes the largest triangle's, then a grid of those near the thread, about
+0.06 ms at 20k tets with warm caches and twice that in the frame, which starts with the caches the tissue step
+swept); most of the rest is the shell's numpy calls on a few 3-vectors (a few microseconds each with warm
+caches, several times that right after the tissue step).
 
 Twist is not modelled: a round monofilament's twist does not change where it lies or whether a knot holds.
 Jaws closing near the thread grab the nearest particle (`thread_grasp`); opening lets go (`thread_release`).
@@ -28,7 +33,7 @@ Jaws closing near the thread grab the nearest particle (`thread_grasp`); opening
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba as nb
 import numpy as np
@@ -67,7 +72,7 @@ class ThreadSpec:
 
     def __post_init__(self) -> None:
         checks = {
-            "segments": isinstance(self.segments, int) and 2 <= self.segments <= 2000,
+            "segments": isinstance(self.segments, int) and 1 <= self.segments <= 2000,  # 1: what a cut may leave
             "segment_length": 0.0005 <= self.segment_length <= 0.02,
             "radius": 0.00002 <= self.radius <= 0.002,
             "mass_per_metre": 0.0 < self.mass_per_metre <= 0.1,
@@ -164,8 +169,9 @@ class Thread:
         s_u = np.array([s.u for s in self.slides], dtype=np.float64)
         s_held = np.array([s.u if s.held is None else s.held for s in self.slides], dtype=np.float64)
         s_slip, s_gap = self._slip_and_gap(stiff, here, s_u)
-        holes = [*here, *(needle._anchors(state.x) if needle is not None and needle.punctured else [])]
-        inside = _inside(self.slides, n, self.x, np.array(holes).reshape(-1, 3), HOLE_REACH * spec.segment_length)
+        anchors = needle._anchors(state.x) if needle is not None and needle.punctured else []
+        holes = np.array([*here, *anchors]).reshape(-1, 3) if anchors else here  # read only
+        inside = _inside(self.slides, n, self.x, holes, HOLE_REACH * spec.segment_length)
         reach = spec.radius + 2.0 * spec.segment_length
         c_start, c_tri = thread_candidates(self.x, state.x, model.surface, reach)
         pair_i, pair_j = self_pairs(self.x, 2.0 * spec.radius + spec.segment_length)
@@ -281,10 +287,11 @@ class Thread:
 
     def keep(self, x: np.ndarray, v: np.ndarray, slides: list[Slide]) -> None:
         """Keep only a piece of this thread (a cut, physics/thread_cut.py): its first particles (x, v), the slides on
-        it; grabs of particles no longer on it let go."""
+        it; grabs of particles no longer on it let go; the spec says the piece's segments (its length)."""
         n = x.shape[0]
         if not 2 <= n <= self.x.shape[0]:
             raise ValueError(f"thread: a kept piece must have 2 to {self.x.shape[0]} particles, got {n}")
+        self.spec = replace(self.spec, segments=n - 1)
         self.x, self.v = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(v, dtype=np.float64)
         self.inv_mass = self.inv_mass[:n].copy()
         self.slides = list(slides)
@@ -447,6 +454,8 @@ def _capsules(state: State, jaws_before: dict | None = None) -> tuple[np.ndarray
         r.append(caps[:, 6])
     if not a:
         return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+    if len(a) == 1:  # one instrument with a shape (the usual frame): its own fresh arrays, no joining copies
+        return a[0], b[0], np.concatenate(r)
     return np.concatenate(a), np.concatenate(b), np.concatenate(r)
 
 
@@ -555,24 +564,35 @@ def thread_candidates(xt, x, tris, reach):
             near[k] = t
             k += 1
     g_lo, c, dims, g_start, binned = _grid(cent, near[:k], h)
+    # The grid's box and sizes as scalars, and each particle's coordinates too: no array views or small-array
+    # arguments in the loop below (each costs reference-count updates), the same cell ranges as _cell_range.
+    lo0, lo1, lo2 = g_lo[0], g_lo[1], g_lo[2]
+    n0, n1, n2 = dims[0], dims[1], dims[2]
+    hh = h * h
     start = np.zeros(n + 1, dtype=np.int64)
     found = np.empty(max(1, 16 * n), dtype=np.int64)
     total = 0
     for i in range(n):
-        p = xt[i]
-        ax, bx = _cell_range(p, h, g_lo, c, dims, 0)
-        ay, by = _cell_range(p, h, g_lo, c, dims, 1)
-        az, bz = _cell_range(p, h, g_lo, c, dims, 2)
+        px, py, pz = xt[i, 0], xt[i, 1], xt[i, 2]
+        start[i + 1] = total
+        fa0, fb0 = (px - h - lo0) / c, (px + h - lo0) / c
+        fa1, fb1 = (py - h - lo1) / c, (py + h - lo1) / c
+        fa2, fb2 = (pz - h - lo2) / c, (pz + h - lo2) / c
+        if not (fb0 >= 0.0 and fa0 < n0 and fb1 >= 0.0 and fa1 < n1 and fb2 >= 0.0 and fa2 < n2):
+            continue  # outside the grid's box grown by h (or not finite): no triangle near it
+        ax, bx = (int(fa0) if fa0 > 0.0 else 0), min(n0 - 1, int(fb0))
+        ay, by = (int(fa1) if fa1 > 0.0 else 0), min(n1 - 1, int(fb1))
+        az, bz = (int(fa2) if fa2 > 0.0 else 0), min(n2 - 1, int(fb2))
         first = total
         for ix in range(ax, bx + 1):
             for iy in range(ay, by + 1):
-                row = (ix * dims[1] + iy) * dims[2]
+                row = (ix * n1 + iy) * n2
                 for q in range(g_start[row + az], g_start[row + bz + 1]):
                     t = binned[q]
-                    e = 0.0
-                    for d in range(3):
-                        e += (cent[t, d] - p[d]) ** 2
-                    if e <= h * h:
+                    e = (cent[t, 0] - px) ** 2
+                    e += (cent[t, 1] - py) ** 2
+                    e += (cent[t, 2] - pz) ** 2
+                    if e <= hh:
                         if total >= found.size:
                             grown = np.empty(found.size * 2, dtype=np.int64)
                             grown[: found.size] = found

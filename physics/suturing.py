@@ -21,8 +21,8 @@ cut is refused (`thread_cut_refused`, once per closing: in_tissue, no_stitch, be
 too_many_threads). The needle's side stays the live thread; a tied piece cut off is frozen (`frozen`), a loose
 tail dropped.
 
-Knots: every KNOT_EVERY frames (6 a second at 60 Hz; one check costs about a millisecond for a 200-segment
-thread, see physics/knots.py) the thread is classified (`knot` holds the last result), and a knot that has
+Knots: every KNOT_EVERY frames (6 a second at 60 Hz; one check costs 0.2-0.7 ms for a 200-segment thread, see
+physics/knots.py) the thread is classified (`knot` holds the last result), and a knot that has
 become tight (a square, granny or surgeon's knot, under tension) is a `knot_tied` event with its kind, throws,
 tight (True), handedness, wraps and position: once per knot, again when a different knot is tight (a further
 throw) or when the same one is tied again after it was loose for REARM_CHECKS checks in a row.
@@ -87,6 +87,8 @@ class Suturing:
         self._refused: set[int] = set()  # scissors whose closing was refused (told once per closing)
         self._targets: dict[int, np.ndarray | None] = {}  # id(frozen slide) -> its hold's target (None: slack)
         self._taut: dict[int, bool] = {}  # id(frozen slide) -> held this frame
+        self._held: tuple | None = None  # _assign_holds' last (points, their holds, the held ones by hold id)
+        self._limits: dict[tuple, tuple] = {}  # (id(point), epoch, id(tets)) -> (the point, its tissue region)
 
     def __setstate__(self, state: dict) -> None:
         """A checkpoint pickled before threads could be cut: no tied pieces, no scissors seen."""
@@ -94,6 +96,8 @@ class Suturing:
         for name, default in (("frozen", list), ("_blades", dict), ("_refused", set), ("_targets", dict),
                               ("_taut", dict)):  # fmt: skip
             self.__dict__.setdefault(name, default())
+        self.__dict__.setdefault("_held", None)
+        self.__dict__.setdefault("_limits", {})
 
     def polyline(self) -> np.ndarray:
         return self.thread.x
@@ -114,6 +118,13 @@ class Suturing:
         so that a point keeps its pseudo-instrument, and its grasp, while the thread's slides are re-sorted and
         when a cut moves it to a frozen piece. Returns the held points in hold id order."""
         slides = self._slides()
+        last = self._held
+        if (
+            last is not None
+            and len(last[0]) == len(slides)
+            and all(a is b and a.hold == h for a, b, h in zip(last[0], slides, last[1], strict=True))
+        ):
+            return list(last[2])  # the same points with the holds assigned last time (inputs, before_step, after_step)
         used: set[int] = set()
         for s in slides:
             if s.hold >= 0 and (s.hold in used or not is_hold(s.hold)):
@@ -124,7 +135,9 @@ class Suturing:
         for s in slides:
             if s.hold < 0:
                 s.hold = next(free, -1)
-        return sorted((s for s in slides if s.hold >= 0), key=lambda s: s.hold)
+        held = sorted((s for s in slides if s.hold >= 0), key=lambda s: s.hold)
+        self._held = (slides, [s.hold for s in slides], held)
+        return list(held)
 
     def hold_ids(self) -> list[int]:
         """The holds in this frame's Control: every live stitch point's, and a frozen piece's taut ones only (a
@@ -136,11 +149,12 @@ class Suturing:
         return [InstrumentInput(k, self._spec, np.zeros(3), _IDENTITY.copy(), 0.0) for k in self.hold_ids()]
 
     def _frozen_targets(self, state: State) -> None:
-        """Where each frozen piece's stitch points are pulled (None: slack), from the tissue now; the next frame's
-        inputs and before_step use them (the tissue does not move between a step's end and the next's start)."""
+        """Each frozen piece follows the tissue now (``FrozenThread.frame``), and where its stitch points are pulled
+        (None: slack); the next frame's inputs and before_step use them (the tissue does not move between a step's
+        end and the next's start)."""
         self._targets, self._taut = {}, {}
         for f in self.frozen:
-            for slide, target in zip(f.slides, f.targets(state.x), strict=True):
+            for slide, target in zip(f.slides, f.frame(state.x), strict=True):
                 self._targets[id(slide)] = target
                 self._taut[id(slide)] = target is not None
 
@@ -169,17 +183,17 @@ class Suturing:
         """The needle's and the thread's frame after the tissue's; the holds' forces feed back to the thread.
         Scissors closing across a thread this frame cut it first (``cut_with``); the frozen pieces follow the
         tissue."""
+        forces = report.grasp_forces
         for slide in self._slides():
             if slide.hold >= 0:
-                slide.force = np.asarray(report.grasp_forces.get(slide.hold, np.zeros(3)), dtype=np.float64).copy()
+                force = forces.get(slide.hold)
+                slide.force = np.zeros(3) if force is None else np.array(force, dtype=np.float64)
         events = self.needle.step(model, state, dt)
         events += self._scissors(state)
         events += self.thread.step(model, state, self.needle, dt)
-        for f in self.frozen:
-            f.follow(state.x)
-        self._frozen_targets(state)
+        self._frozen_targets(state)  # the frozen pieces follow the tissue, and where their holds pull
         for slide in self._slides():
-            limit = _pull_through_force(model, slide)
+            limit = self._pull_through_limit(model, slide)
             force = norm3(slide.force)
             if force > limit:
                 self.tears += 1
@@ -203,6 +217,17 @@ class Suturing:
         if self._frames % KNOT_EVERY == 0:
             events += self.check_knot()
         return events
+
+    def _pull_through_limit(self, model: Model, slide: Slide) -> float:
+        """``_pull_through`` at a stitch point, its tissue region kept per point until the model's topology
+        changes (read for every point every frame; the material's strength is read afresh)."""
+        key = (id(slide), model.epoch, id(model.tets))
+        hit = self._limits.get(key)
+        if hit is None or hit[0] is not slide:
+            if len(self._limits) >= 4 * MAX_HOLDS:  # bounded: points come and go with cuts and slips
+                self._limits.clear()
+            hit = self._limits[key] = (slide, tissue_at(model, slide.point)[1])
+        return _pull_through(model, hit[1])
 
     # --- cutting the thread --------------------------------------------------------------------------------------
 
@@ -333,7 +358,6 @@ class Suturing:
         return [Event("knot_tied", None, detail)]
 
 
-def _pull_through_force(model: Model, slide) -> float:
-    """The pull (N) at which a suture cuts through the tissue it holds: strength x a 2 mm bite's area."""
-    region = tissue_at(model, slide.point)[1]
+def _pull_through(model: Model, region: int) -> float:
+    """The pull (N) at which a suture cuts through the tissue (of a region) it holds: strength x a 2 mm bite's area."""
     return model.materials[region].strength * 0.002 * 0.002 * 10.0

@@ -266,13 +266,21 @@ class FrozenThread:
     def polyline(self) -> np.ndarray:
         return self.x
 
-    def targets(self, tissue: np.ndarray) -> list[np.ndarray | None]:
-        """Per stitch point: where its hold pulls it this frame (None: slack, not held)."""
+    def frame(self, tissue: np.ndarray) -> list[np.ndarray | None]:
+        """The frame's update after the tissue's step: ``follow`` the tissue, then the holds' ``targets``, from the
+        stitch points' positions found once."""
+        p = self.points(tissue) if self.slides else None
+        self.follow(tissue, p)
+        return self.targets(tissue, p)
+
+    def targets(self, tissue: np.ndarray, points: np.ndarray | None = None) -> list[np.ndarray | None]:
+        """Per stitch point: where its hold pulls it this frame (None: slack, not held). points: the stitch
+        points' positions in tissue (``points``), if the caller has them."""
         out: list[np.ndarray | None] = [None] * len(self.slides)
         pairs, most = self.rope
         if not len(most):
             return out
-        p = self.points(tissue)
+        p = self.points(tissue) if points is None else points
         a, b = pairs[:, 0], pairs[:, 1]
         d = p[b] - p[a]
         size = np.sqrt((d * d).sum(axis=1))
@@ -289,18 +297,42 @@ class FrozenThread:
             out[i] = p[i] + (step if length <= MAX_HOLD_STEP else step * (MAX_HOLD_STEP / length))
         return out
 
-    def follow(self, tissue: np.ndarray) -> None:
+    def follow(self, tissue: np.ndarray, points: np.ndarray | None = None) -> None:
         """The frame's cheap update: every particle moved by the stitch points' displacement since the cut,
-        interpolated along the piece by parameter (beyond the first and last, theirs)."""
+        interpolated along the piece by parameter (beyond the first and last, theirs). points: as in ``targets``."""
         if not self.slides:
             return
-        d = self.points(tissue) - self._p0
+        d = (self.points(tissue) if points is None else points) - self._p0
         if self._d is not None and np.array_equal(d, self._d):
             return  # the tissue under it did not move
         self._d = d
         u, d = self._u[self._order], d[self._order]
-        for axis in range(3):
-            self.x[:, axis] = self._x0[:, axis] + np.interp(self._s, u, d[:, axis])
+        plan = getattr(self, "_plan", None)  # (a piece from a checkpoint written before it had one)
+        if plan is None:
+            plan = self._plan = _interp_plan(self._s, u)
+        if plan is False or not np.isfinite(d).all():
+            for axis in range(3):
+                self.x[:, axis] = self._x0[:, axis] + np.interp(self._s, u, d[:, axis])
+            return
+        # np.interp's own arithmetic on the three axes at once: slope x (s - u[j]) + d[j] between the points,
+        # d[j] on one of them, the end's value beyond either end (the same bits, checked against np.interp)
+        j, off, at, left, right = plan
+        slope = (d[1:] - d[:-1]) / (u[1:] - u[:-1])[:, None]
+        moved = slope[j] * off[:, None] + d[j]
+        moved[at] = d[j[at]]
+        moved[left] = d[0]
+        moved[right] = d[-1]
+        self.x[:] = self._x0 + moved
+
+
+def _interp_plan(s: np.ndarray, u: np.ndarray) -> tuple | bool:
+    """What np.interp(s, u, .) looks up, made once for a piece (s and its points' ascending u do not change): per
+    particle the interval j (u[j] <= s < u[j + 1]), s - u[j], and which particles lie on a point, before the first
+    or at or past the last; False where np.interp's own path is kept (fewer than two points, or two at one u)."""
+    if u.size < 2 or not np.all(np.diff(u) > 0.0):
+        return False
+    j = np.clip(np.searchsorted(u, s, side="right") - 1, 0, u.size - 2)
+    return j, s - u[j], s == u[j], s < u[0], s >= u[-1]
 
 
 def _rope(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 """Set-ups shared by the suturing tests: a small pinned tissue block with a needle in a needle driver above it,
-and a thread pulled up through one stitch point."""
+a thread pulled up through one stitch point, a tiny skin block without gravity for knots tied above it, and a
+thread tied through a stitch with a tight square knot (for cutting it)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ import numpy as np
 
 from physics import Control, InstrumentInput, Solver, build_model, new_state
 from physics.instruments import grasper, look_rotation, matrix_to_quat, needle_driver
-from physics.materials import MUSCLE
+from physics.materials import MUSCLE, Material
 from physics.needle import Needle, NeedleSpec, TissuePoint
 from physics.procedural import tissue_block, vertices_in_box
 from physics.suture_thread import Thread, ThreadSpec
 from physics.suturing import Suturing
+from tests.physics.knot_shapes import SQUARE, thread
 
 DRIVER = 7
 DT = 1.0 / 60.0
+SKIN = Material("skin", young=3e4, poisson=0.45, density=1000.0, strength=1e5)
+STITCH_SEG = 0.002  # m: the segments of ``knotted_stitch``'s thread
+# scissor blades along world +z, their plane (local x-z) across a thread along world x: local y is world x
+ACROSS_X = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 
 
 def rot_z(a: float) -> np.ndarray:
@@ -108,3 +114,27 @@ def pull_up_through_point(model, state, e: int) -> Thread:
             th.grab(1, 40, state)
         su.after_step(model, state, report, DT)
     return th
+
+
+def knot_world():
+    """A 2 x 1 x 2 cm skin block pinned at its base, without gravity (knots are tied well above it)."""
+    mesh = tissue_block(size=(0.02, 0.01, 0.02), cells=(2, 1, 2))
+    fixed = vertices_in_box(mesh, (-np.inf, -np.inf, -np.inf), (np.inf, 1e-9, np.inf))
+    model = build_model(mesh, [SKIN], fixed=fixed)
+    model.gravity = np.zeros(3)
+    return model, new_state(model)
+
+
+def knotted_stitch(entry: np.ndarray, exit_: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """A thread from the needle (particle 0) along x, through a tight square knot, down to the entry, across to the
+    exit and up, in segments of STITCH_SEG: (points, u of the entry, u of the exit)."""
+    seg = STITCH_SEG
+    knot = thread(SQUARE, 0.004, seg=seg, lead=0.01)
+    top = entry + np.array([0.0, 10 * seg, 0.0])
+    knot = knot - knot[-1] + top
+    down = [top + (entry - top) * i / 10 for i in range(1, 11)]
+    across = [entry + (exit_ - entry) * i / 3 for i in range(1, 4)]
+    up = [exit_ + np.array([0.0, seg * i, 0.0]) for i in range(1, 11)]
+    pts = np.concatenate([knot, down, across, up])
+    u_entry = float(len(knot) + 9)
+    return pts, u_entry, u_entry + 3.0

@@ -255,3 +255,12 @@ def test_the_tips_broad_phase_finds_the_face_a_scan_of_every_face_finds_and_only
         assert hit == touch_tip(x, tris, every, tip, tangent, 0.0004)
         found += hit[0] >= 0
     assert found > 20  # the tips near the top face touch it
+
+
+def test_the_tip_made_once_per_pose_follows_a_needle_that_is_moved():
+    needle = make_bench().needle
+    tip, tangent = needle._tip_and_tangent()
+    assert np.array_equal(tip, needle.tip()) and needle._tip_and_tangent()[0] is tip  # made once for this pose
+    needle.position = needle.position + np.array([0.001, 0.0, 0.0])  # poses are replaced, never written in place
+    moved, same = needle._tip_and_tangent()
+    assert np.array_equal(moved, needle.tip()) and not np.array_equal(moved, tip) and np.array_equal(same, tangent)

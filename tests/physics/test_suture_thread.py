@@ -161,9 +161,26 @@ def test_candidates_only_name_triangles_near_the_thread():
     assert start.size == 3
 
 
+def test_candidates_are_every_triangle_whose_centre_is_within_reach_plus_the_largest_triangle():
+    model, state, *_ = slit_world()
+    rng = np.random.default_rng(7)
+    tris = model.surface
+    for _ in range(20):
+        x = state.x + rng.normal(0.0, 0.0005, state.x.shape)
+        xt = rng.uniform(-0.03, 0.03, 3) + np.cumsum(rng.normal(0.0, 0.003, (int(rng.integers(2, 60)), 3)), axis=0)
+        reach = float(rng.uniform(0.0, 0.008))
+        start, found = thread_candidates(xt, x, tris, reach)
+        corners = x[tris]
+        centres = corners.sum(axis=1) / 3.0
+        h = reach + math.sqrt(((corners - centres[:, None, :]) ** 2).sum(axis=2).max())
+        for i, p in enumerate(xt):
+            near = np.flatnonzero(((centres - p) ** 2).sum(axis=1) <= h * h)
+            assert found[start[i] : start[i + 1]].tolist() == near.tolist()  # all of them, ascending
+
+
 def test_bad_specs_are_refused():
     with pytest.raises(ValueError, match="segments"):
-        ThreadSpec(segments=1)
+        ThreadSpec(segments=0)
     with pytest.raises(ValueError, match="segment_length"):
         ThreadSpec(segment_length=math.inf)
     th = Thread(ThreadSpec(segments=5), np.zeros(3))

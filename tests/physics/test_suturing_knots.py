@@ -5,27 +5,17 @@ Tying a knot by simulated instruments is not done here: the thread's particles a
 
 import numpy as np
 
-from physics import Control, Solver, build_model, new_state
+from physics import Control, Solver
 from physics.knots import TIGHT_TENSION
-from physics.materials import Material
 from physics.needle import NeedleSpec
-from physics.procedural import tissue_block, vertices_in_box
 from physics.suture_thread import ThreadSpec
 from physics.suturing import KNOT_EVERY, REARM_CHECKS, Suturing
-from tests.physics.test_knots import GRANNY, SINGLE, SQUARE, thread, throw
+from tests.physics.knot_shapes import GRANNY, SINGLE, SQUARE, thread, throw
+from tests.physics.suture_setup import knot_world
 
-SKIN = Material("skin", young=3e4, poisson=0.45, density=1000.0, strength=1e5)
 DT = 1 / 60
 SEG = 0.0005  # m: a fine thread (the finest ThreadSpec allows), so that 1 mm knots are drawn well
 ABOVE = np.array([0.0, 0.06, 0.0])  # the knots are tied well above the tissue
-
-
-def world():
-    mesh = tissue_block(size=(0.02, 0.01, 0.02), cells=(2, 1, 2))
-    fixed = vertices_in_box(mesh, (-np.inf, -np.inf, -np.inf), (np.inf, 1e-9, np.inf))
-    model = build_model(mesh, [SKIN], fixed=fixed)
-    model.gravity = np.zeros(3)
-    return model, new_state(model)
 
 
 def knot_points(modules, size: float, stretch: float = 1.0) -> np.ndarray:
@@ -48,7 +38,7 @@ def drive(su: Suturing, pts: np.ndarray) -> list:
 
 
 def test_a_knot_pulled_tight_is_reported_once_and_a_further_throw_again():
-    model, _ = world()
+    model, _ = knot_world()
     loose = knot_points(SQUARE, 0.006, 1.01)
     tight = knot_points(SQUARE, 0.0012, 1.01)
     su = suturing_for(model, tight)
@@ -70,7 +60,7 @@ def test_a_knot_pulled_tight_is_reported_once_and_a_further_throw_again():
 
 
 def test_the_same_knot_tied_again_after_it_was_loose_is_reported_again():
-    model, _ = world()
+    model, _ = knot_world()
     tight = knot_points(GRANNY, 0.0012, 1.01)
     loose = knot_points(GRANNY, 0.006, 1.01)
     su = suturing_for(model, tight)
@@ -86,7 +76,7 @@ def test_the_same_knot_tied_again_after_it_was_loose_is_reported_again():
 def test_stepping_the_seam_checks_the_knot_every_few_frames():
     """The simulated thread does not hold these drawn knots tight (it springs them open), so here the thread is
     held still: every particle kinematic (no inverse mass), its shape the knot's, while the seam steps."""
-    model, state = world()
+    model, state = knot_world()
     solver = Solver(model)
     pts = knot_points(SQUARE, 0.0012, 1.01)
     su = suturing_for(model, pts)

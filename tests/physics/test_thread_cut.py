@@ -20,14 +20,11 @@ from physics.thread_cut import (
     plan_cut,
     split_thread,
 )
-from tests.physics.test_knots import SQUARE, thread
-from tests.physics.test_suturing_knots import world
+from tests.physics.suture_setup import ACROSS_X, STITCH_SEG, knot_world, knotted_stitch
 
 DT = 1 / 60
-SEG = 0.002
+SEG = STITCH_SEG
 SCISSORS = 5
-# blades along world +z, their plane (local x-z) across a thread along world x: local y is world x
-ACROSS_X = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 ACROSS_Y = np.eye(3)  # blades along +z, their plane across a thread along world y
 
 
@@ -61,20 +58,6 @@ def test_a_split_keeps_every_particle_once_and_moves_each_stitch_point_to_its_si
     assert far.u == 6.25  # the original is untouched (a pure function)
     with pytest.raises(ValueError, match="segment 6"):
         split_thread(x, v, [slide(6.5)], 6)
-
-
-def knotted_stitch(entry: np.ndarray, exit_: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """A thread from the needle (particle 0) along x, through a tight square knot, down to the entry, across to the
-    exit and up: (points, u of the entry, u of the exit)."""
-    knot = thread(SQUARE, 0.004, seg=SEG, lead=0.01)
-    top = entry + np.array([0.0, 10 * SEG, 0.0])
-    knot = knot - knot[-1] + top
-    down = [top + (entry - top) * i / 10 for i in range(1, 11)]
-    across = [entry + (exit_ - entry) * i / 3 for i in range(1, 4)]
-    up = [exit_ + np.array([0.0, SEG * i, 0.0]) for i in range(1, 11)]
-    pts = np.concatenate([knot, down, across, up])
-    u_entry = float(len(knot) + 9)
-    return pts, u_entry, u_entry + 3.0
 
 
 def test_the_mentors_rules_a_cut_above_the_knot_leaves_a_tail_below_it_is_refused():
@@ -126,7 +109,7 @@ def frame(su, model, state, solver, extra=()):
 
 
 def test_scissors_cut_a_tied_stitch_off_the_needle_and_the_piece_stays_holding_its_points():
-    model, state = world()
+    model, state = knot_world()
     solver = Solver(model)
     su, pts = stitched(model, state)
     n = pts.shape[0]
@@ -149,6 +132,7 @@ def test_scissors_cut_a_tied_stitch_off_the_needle_and_the_piece_stays_holding_i
     assert cut.detail["knot"] == "square" and 5.0 < cut.detail["tail_mm"] < 12.0
     k = cut.detail["segment"]
     assert su.thread.x.shape[0] == k + 1 and not su.thread.slides  # the needle keeps its side, no stitch on it
+    assert su.thread.spec.segments == k and su.thread.spec.length == pytest.approx(k * SEG)  # what is left of it
     [piece] = su.frozen
     assert piece.id == 1 and piece.x.shape[0] == n - k - 1 and len(piece.slides) == 2
     assert sorted(s.hold for s in piece.slides) == holds  # the same holds: the solver's grasps stay on the points
@@ -163,7 +147,7 @@ def test_scissors_cut_a_tied_stitch_off_the_needle_and_the_piece_stays_holding_i
 
 
 def test_a_frozen_piece_follows_its_stitch_points_and_holds_them_no_farther_apart_than_tied():
-    _model, state = world()
+    _model, state = knot_world()
     top = state.x[:, 1].max()
     on_top = np.flatnonzero(state.x[:, 1] >= top - 1e-9)[:2]
     a, b = (int(i) for i in on_top)
@@ -185,8 +169,35 @@ def test_a_frozen_piece_follows_its_stitch_points_and_holds_them_no_farther_apar
     assert np.linalg.norm(targets[1] - targets[0]) < np.linalg.norm(state.x[b] - state.x[a])  # pulled together
 
 
+def _piece(x: np.ndarray, us, state) -> FrozenThread:
+    """A frozen piece of polyline x holding vertex i at parameter us[i]."""
+    one = np.array([1.0, 0.0, 0.0])
+    slides = [Slide(TissuePoint(np.full(3, i, np.int32), one.copy()), u, 0, "entry", np.zeros(3))
+              for i, u in enumerate(us)]  # fmt: skip
+    return FrozenThread(2, x, slides, state, 0.00015)
+
+
+def test_a_frozen_pieces_frame_follows_and_pulls_as_follow_and_targets_do():
+    """FrozenThread.frame (the stitch points found once; np.interp's arithmetic planned once) gives the very bits
+    of follow and targets, also for two points at one place along the piece (np.interp's own path)."""
+    _model, state = knot_world()
+    rng = np.random.default_rng(3)
+    for us in ((1.0, 4.5), (2.0, 2.0), (0.5, 3.0, 6.0)):
+        x = rng.normal(0.0, 0.005, (8, 3))
+        a, b = _piece(x, us, state), _piece(x, us, state)
+        for _ in range(4):
+            state.x[: len(us)] += rng.normal(0.0, 0.002, (len(us), 3))
+            a.follow(state.x)
+            expected = a.targets(state.x)
+            got = b.frame(state.x)
+            assert np.array_equal(a.x, b.x)
+            assert [None if t is None else t.tolist() for t in expected] == [
+                None if t is None else t.tolist() for t in got
+            ]
+
+
 def test_a_cut_that_would_keep_too_many_threads_is_refused():
-    model, state = world()
+    model, state = knot_world()
     su, pts = stitched(model, state)
     su.frozen = [FrozenThread(i, pts[:3].copy(), [], state, 0.00015) for i in range(1, MAX_THREADS)]
     at = pts[2] + 0.5 * (pts[3] - pts[2])

@@ -416,10 +416,10 @@ def test_a_stitch_across_the_wound_and_the_needle_pulled_out_by_a_grasper_draw_i
 
 def test_an_assistants_scissors_cut_a_tied_stitchs_thread_above_its_knot_and_the_step_completes():
     """The interrupted closure's first stitch placed and tied (its pass and the thread laid through it with a tight
-    square knot above, tests/physics/test_thread_cut.py's knotted_stitch): the assistant's scissors cut the
+    square knot above, tests/physics/suture_setup.py's knotted_stitch): the assistant's scissors cut the
     needle's limb 4-5 mm above the knot; the tied piece stays holding the stitch, and the cut_first step is done."""
     from physics.needle import Stitch, TissuePoint
-    from tests.physics.test_thread_cut import ACROSS_X, knotted_stitch
+    from tests.physics.suture_setup import ACROSS_X, knotted_stitch
 
     scenario = load_scenario("interrupted_closure")
     room = lead_room(scenario, "s-cut")
