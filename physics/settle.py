@@ -33,11 +33,11 @@ CACHE_SIZE = 8  # settled starts kept (a few MB each at most: positions and velo
 @dataclass(frozen=True)
 class RestTest:
     """When the tissue is at rest: its fastest vertex below ``speed`` (m/s) for ``hold_frames`` frames in a
-        row; settling gives up after ``max_frames`` frames or ``max_seconds`` of wall time (counted from the end of
+    row; settling gives up after ``max_frames`` frames or ``max_seconds`` of wall time (counted from the end of
     the first frame, which may compile the kernels), whichever comes first.
 
-        0.5 mm/s is 0.008 mm a frame at 60 Hz: a twelfth of the snapshot codec's 0.1 mm bound, so what is left of
-        the motion reaches no client as change."""
+    0.5 mm/s is 0.008 mm a frame at 60 Hz: a twelfth of the snapshot codec's 0.1 mm bound, so what is left of
+    the motion reaches no client as change."""
 
     speed: float = 5e-4
     hold_frames: int = 5
