@@ -81,6 +81,7 @@ _MODE_SOURCE = {
 SNAPSHOT_MESSAGES = frozenset({"snap_config", "snap_topology", "snap_predictor", "snapshot"})
 # The suture's (netcode/sync/thread_polyline.py, SNAPSHOT.md section 6): its shape, then the thread per frame.
 THREAD_MESSAGES = frozenset({"snap_suture", "snap_thread"})
+MAX_PENDING_GRASPS = 8  # grasps kept waiting for their epoch (a room has a few instruments)
 
 
 class SnapshotDecoding(Protocol):
@@ -125,6 +126,9 @@ class ThinClient:
         self.kinds: dict[int, ObjectKind] = {}
         self.epoch = 0
         self.grasps: dict[int, HeldTissue] = {}
+        # Grasps of an epoch newer than ours (their reliable message came before the unreliable snapshot that
+        # brings the epoch): started when it comes. A few at most; the oldest goes first.
+        self._pending_grasps: dict[int, ResponseModel] = {}
         self.tracking: dict[int, RigidPose] = {}
         self._server_poses: dict[int, PoseHistory] = {}  # own objects as the server saw them
         self._local_poses: dict[int, PoseHistory] = {}  # own devices by estimated server apply time
@@ -290,7 +294,7 @@ class ThinClient:
                 self.dropped["epoch"] += 1
                 return False
             if obj.epoch > self.epoch:
-                self._new_epoch(obj.epoch)
+                self._new_epoch(obj.epoch, local_now)
         oid = obj.object_id
         kind = self.kinds.get(oid)
         if kind is None:
@@ -319,11 +323,17 @@ class ThinClient:
         self.dropped["late" if result is Insert.LATE else "duplicate"] += 1
         return False
 
-    def _new_epoch(self, epoch: int) -> None:
+    def _new_epoch(self, epoch: int, local_now: float) -> None:
         self.epoch = epoch
         for oid in [o for o, k in self.kinds.items() if k is ObjectKind.PATCH]:
             del self.buffers[oid], self.kinds[oid]
         self.grasps.clear()
+        pending, self._pending_grasps = self._pending_grasps, {}
+        for model in pending.values():
+            if model.epoch > epoch:
+                self._pending_grasps[model.grasp_id] = model
+            elif model.epoch == epoch:
+                self.on_grasp(model, local_now)
         self._handoff.clear()
         self._last_drawn.clear()
 
@@ -337,9 +347,16 @@ class ThinClient:
     # ------------------------------------------------------------------ grasps
 
     def on_grasp(self, model: ResponseModel, local_now: float) -> bool:
-        """A grasp started: predict its patches from now on (False if of another epoch)."""
-        if model.epoch != self.epoch:
+        """A grasp started: predict its patches from now on, or once its epoch arrives if it is newer than ours
+        (False for an older epoch: its vertex indices name a surface that is gone)."""
+        if model.epoch < self.epoch:
             return False
+        if model.epoch > self.epoch:
+            self._pending_grasps.pop(model.grasp_id, None)
+            self._pending_grasps[model.grasp_id] = model
+            while len(self._pending_grasps) > MAX_PENDING_GRASPS:
+                self._pending_grasps.pop(next(iter(self._pending_grasps)))
+            return True
         held = HeldTissue(model, self.config.reconcile_tau)
         self.grasps[model.grasp_id] = held
         for pid in held.patch_ids:
@@ -353,6 +370,7 @@ class ThinClient:
 
     def on_release(self, grasp_id: int, local_now: float) -> None:
         """A grasp ended: its patches go back to interpolation, blended from where they are drawn."""
+        self._pending_grasps.pop(grasp_id, None)
         held = self.grasps.pop(grasp_id, None)
         if held is None:
             return

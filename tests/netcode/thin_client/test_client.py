@@ -81,6 +81,29 @@ def test_epochs_old_dropped_new_clears_patches_and_grasps():
     assert not client.on_grasp(model, t)  # a grasp of the old epoch is refused
 
 
+def test_a_grasp_of_a_newer_epoch_waits_for_it_and_starts_when_its_first_patch_comes():
+    """The grasp message is reliable and the snapshot that brings a new epoch is not: either may come first."""
+    client = make_client()
+    t = feed(client, 0.5)
+    newer = ResponseModel(2, OWN, 1, np.array([PATCH]), np.array([0]), np.eye(3)[None], RigidPose([1, 2, 3]), epoch=1)
+    assert client.on_grasp(newer, t) and not client.grasps  # kept, not started on epoch 0's vertices
+    released = ResponseModel(
+        3, OWN, 1, np.array([PATCH]), np.array([1]), np.eye(3)[None], RigidPose([1, 2, 3]), epoch=1
+    )
+    client.on_grasp(released, t)
+    client.on_release(3, t)  # released before its epoch came: never started
+    t = feed(client, 0.3, start=t, epoch=1, n=6)
+    assert client.epoch == 1 and list(client.grasps) == [2]
+    assert client.render_state(t).objects[PATCH].source is Source.PREDICTED
+    for k in range(20):  # bounded: only the newest few wait
+        later = ResponseModel(
+            10 + k, OWN, 1, np.array([PATCH]), np.array([0]), np.eye(3)[None], RigidPose([1, 2, 3]), epoch=5
+        )
+        client.on_grasp(later, t)
+    t = feed(client, 0.1, start=t, epoch=5, n=6)
+    assert sorted(client.grasps) == list(range(22, 30))
+
+
 def test_invalid_and_wrong_kind_objects_are_counted_not_applied():
     client = make_client()
     client.on_snapshot(snap(0.0), 0.03)
