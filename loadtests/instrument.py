@@ -99,34 +99,28 @@ class TickRecorder:
                 pass
 
 
-def read_steps(data_dir: Path) -> np.ndarray:
-    """The step records written so far: (n, len(STEP_COLUMNS)) float64."""
-    width = len(STEP_COLUMNS)
+def _read_records(path: Path, width: int) -> np.ndarray:
+    """The whole float64 records of ``width`` columns in ``path`` so far (none if it is missing); a record still
+    being written is left out."""
     try:
-        raw = (Path(data_dir) / STEP_FILE).read_bytes()
+        raw = path.read_bytes()
     except OSError:
         return np.zeros((0, width))
     usable = len(raw) - len(raw) % (8 * width)
     return np.frombuffer(raw[:usable], np.float64).reshape(-1, width)
+
+
+def read_steps(data_dir: Path) -> np.ndarray:
+    """The step records written so far: (n, len(STEP_COLUMNS)) float64."""
+    return _read_records(Path(data_dir) / STEP_FILE, len(STEP_COLUMNS))
 
 
 def read_collections(data_dir: Path) -> np.ndarray:
     """The garbage collections recorded so far: (n, len(GC_COLUMNS)) float64."""
-    width = len(GC_COLUMNS)
-    try:
-        raw = (Path(data_dir) / GC_FILE).read_bytes()
-    except OSError:
-        return np.zeros((0, width))
-    usable = len(raw) - len(raw) % (8 * width)
-    return np.frombuffer(raw[:usable], np.float64).reshape(-1, width)
+    return _read_records(Path(data_dir) / GC_FILE, len(GC_COLUMNS))
 
 
 def read_ticks(data_dir: Path) -> np.ndarray:
     """The tick records written so far: (n, 4) float64 (monotonic time, tick seconds, room number, publishing
     seconds; the rest of the tick is the step: queueing, physics, hand-back to the reactor)."""
-    try:
-        raw = (Path(data_dir) / TICK_FILE).read_bytes()
-    except OSError:
-        return np.zeros((0, 4))
-    usable = len(raw) - len(raw) % 32
-    return np.frombuffer(raw[:usable], np.float64).reshape(-1, 4)
+    return _read_records(Path(data_dir) / TICK_FILE, 4)
