@@ -82,9 +82,9 @@ class UdpTransport:
         self.connections.receive(index, delivery.message)
 
     def on_disconnect(self, index: int, reason: str) -> None:
-        stats = self.channels.stats(index)
-        if stats is not None:  # keep its message-layer drop counts (the connection goes now)
-            self.departed_message_drops.update(stats.drops)
+        drops = self.channels.drops(index)
+        if drops is not None:  # keep its message-layer drop counts (the connection goes now)
+            self.departed_message_drops.update(drops)
         self.channels.on_disconnect(index, reason)
         self.connections.closed(index, reason)
 
@@ -113,9 +113,7 @@ class UdpTransport:
         drops: Counter[str] = Counter(self.protocol.core.drops if self.protocol is not None else {})
         drops.update(self.departed_message_drops)
         for index in self.channels.peers:
-            stats = self.channels.stats(index)
-            if stats is not None:
-                drops.update(stats.drops)
+            drops.update(self.channels.drops(index) or {})
         return drops
 
     def disconnect_all(self) -> None:

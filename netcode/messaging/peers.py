@@ -124,6 +124,12 @@ class ServerChannels:
         peer = self._peers.get(index)
         return None if peer is None else peer.stats(self.clock())
 
+    def drops(self, index: int) -> dict[str, int] | None:
+        """A client's message-layer drop counts by reason (None if unknown): ``stats`` without its loss
+        estimate, which walks the recent packets (a scrape asks for every connection's drops)."""
+        peer = self._peers.get(index)
+        return None if peer is None else dict(peer.drops)
+
     @property
     def peers(self) -> list[int]:
         return list(self._peers)

@@ -109,6 +109,21 @@ def test_a_flooding_peer_is_throttled_then_dropped():
     assert server.client_count == 0
 
 
+def test_a_clients_drop_counts_are_read_without_its_stats():
+    config = ConnectionConfig(max_packets_per_second=100.0, packet_burst=20.0, flood_timeout=5.0)
+    net, _server, server_channels, _, _ = _world(config)
+    core, _, _ = _client(net, CLIENT_A, 1)
+    for _ in range(10):
+        for _ in range(5):
+            core.send_payload(b"\x00" * 40, net.now)
+        net.run(0.01)
+    drops = server_channels.drops(0)
+    assert drops["rate_limited"] > 0 and drops == server_channels.stats(0).drops
+    drops["rate_limited"] = 0  # a copy: the caller cannot change the connection's counts
+    assert server_channels.drops(0)["rate_limited"] > 0
+    assert server_channels.drops(7) is None
+
+
 def test_flush_sends_only_the_named_clients_due_packets():
     net, server, server_channels, _, _ = _world()
     _client(net, CLIENT_A, 1)
