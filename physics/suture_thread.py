@@ -507,13 +507,15 @@ def _grid(points, items, h):
 
 
 @nb.njit(nogil=True, cache=True)
-def _cell_range(p, h, lo, c, dims, d):
-    """The grid's cells along axis d that a ball of radius h about p overlaps (first, last; empty if first > last)."""
-    fa = (p[d] - h - lo[d]) / c
-    fb = (p[d] + h - lo[d]) / c
-    if not (fb >= 0.0 and fa < dims[d]):  # outside (or not finite)
+def _cell_range(v, h, lo, c, cells):
+    """The grid's cells along one axis that a ball of radius h about coordinate v overlaps, the axis starting at
+    lo with ``cells`` cells of size c (first, last; empty if first > last). Scalars only: an array view or a
+    small-array argument per call would cost reference-count updates in the callers' per-particle loops."""
+    fa = (v - h - lo) / c
+    fb = (v + h - lo) / c
+    if not (fb >= 0.0 and fa < cells):  # outside (or not finite)
         return 1, 0
-    return (int(fa) if fa > 0.0 else 0), min(dims[d] - 1, int(fb))
+    return (int(fa) if fa > 0.0 else 0), min(cells - 1, int(fb))
 
 
 @nb.njit(nogil=True, cache=True)
@@ -565,7 +567,7 @@ def thread_candidates(xt, x, tris, reach):
             k += 1
     g_lo, c, dims, g_start, binned = _grid(cent, near[:k], h)
     # The grid's box and sizes as scalars, and each particle's coordinates too: no array views or small-array
-    # arguments in the loop below (each costs reference-count updates), the same cell ranges as _cell_range.
+    # arguments in the loop below (each costs reference-count updates).
     lo0, lo1, lo2 = g_lo[0], g_lo[1], g_lo[2]
     n0, n1, n2 = dims[0], dims[1], dims[2]
     hh = h * h
@@ -574,15 +576,9 @@ def thread_candidates(xt, x, tris, reach):
     total = 0
     for i in range(n):
         px, py, pz = xt[i, 0], xt[i, 1], xt[i, 2]
-        start[i + 1] = total
-        fa0, fb0 = (px - h - lo0) / c, (px + h - lo0) / c
-        fa1, fb1 = (py - h - lo1) / c, (py + h - lo1) / c
-        fa2, fb2 = (pz - h - lo2) / c, (pz + h - lo2) / c
-        if not (fb0 >= 0.0 and fa0 < n0 and fb1 >= 0.0 and fa1 < n1 and fb2 >= 0.0 and fa2 < n2):
-            continue  # outside the grid's box grown by h (or not finite): no triangle near it
-        ax, bx = (int(fa0) if fa0 > 0.0 else 0), min(n0 - 1, int(fb0))
-        ay, by = (int(fa1) if fa1 > 0.0 else 0), min(n1 - 1, int(fb1))
-        az, bz = (int(fa2) if fa2 > 0.0 else 0), min(n2 - 1, int(fb2))
+        ax, bx = _cell_range(px, h, lo0, c, n0)
+        ay, by = _cell_range(py, h, lo1, c, n1)
+        az, bz = _cell_range(pz, h, lo2, c, n2)
         first = total
         for ix in range(ax, bx + 1):
             for iy in range(ay, by + 1):
@@ -626,10 +622,9 @@ def self_pairs(xt, reach):
     out_j = np.empty(4 * n, dtype=np.int64)
     total = 0
     for i in range(n):
-        p = mid[i]
-        ax, bx = _cell_range(p, r[i], g_lo, c, dims, 0)
-        ay, by = _cell_range(p, r[i], g_lo, c, dims, 1)
-        az, bz = _cell_range(p, r[i], g_lo, c, dims, 2)
+        ax, bx = _cell_range(mid[i, 0], r[i], g_lo[0], c, dims[0])
+        ay, by = _cell_range(mid[i, 1], r[i], g_lo[1], c, dims[1])
+        az, bz = _cell_range(mid[i, 2], r[i], g_lo[2], c, dims[2])
         first = total
         for ix in range(ax, bx + 1):
             for iy in range(ay, by + 1):
